@@ -1,0 +1,31 @@
+"""One hierarchy of errors: catch ``LeptonError`` to catch them all."""
+
+from __future__ import annotations
+
+
+class LeptonError(Exception):
+    """Base class of every error lepton_nn raises on purpose."""
+
+
+class ShapeError(LeptonError, ValueError):
+    """An array has the wrong shape; the message names the layer or op and both shapes."""
+
+
+class DataError(LeptonError, ValueError):
+    """Input data cannot be used; the message names the file, row and column where known."""
+
+
+class ModelFormatError(LeptonError, ValueError):
+    """A model file is damaged, hostile or of another format version."""
+
+
+class GradcheckError(LeptonError, AssertionError):
+    """An analytic gradient disagrees with central differences."""
+
+
+class BackendError(LeptonError, RuntimeError):
+    """A kernel backend was asked for but cannot be used here."""
+
+
+class NotBuiltError(LeptonError, RuntimeError):
+    """A lazy layer was used (say, for ``parameters()``) before its weights exist."""

@@ -1,0 +1,80 @@
+"""Build the optional compiled kernels.
+
+Every ``kernels/<name>.pyx`` becomes the extension module ``lepton_nn.kernels._<name>``.
+Hand-written C lives in ``kernels/csrc`` and is included from the ``.pyx`` files.
+Compilation is best effort: if Cython or a C compiler is missing, or a module fails to
+build, the install still succeeds and lepton_nn runs on its NumPy (and Numba) kernels.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent.resolve()
+
+
+def _extensions():
+    if os.environ.get("LEPTON_NO_EXT"):
+        return []
+    try:
+        import numpy as np
+        from Cython.Build import cythonize
+        from setuptools import Extension
+    except Exception as exc:  # no Cython or NumPy at build time: pure-Python install
+        print(f"lepton_nn: compiled kernels skipped ({exc})", file=sys.stderr)
+        return []
+    gnu_x86 = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+    args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-std=c11"] if gnu_x86 else ["-O2"]
+    if sys.platform != "win32" and not gnu_x86:
+        args += ["-fno-math-errno", "-std=c11"]
+    exts = []
+    only = {n for n in os.environ.get("LEPTON_EXT_ONLY", "").split(",") if n}
+    for pyx in sorted((HERE / "kernels").glob("*.pyx")):
+        if only and pyx.stem not in only:
+            continue
+        exts.append(
+            Extension(
+                f"lepton_nn.kernels._{pyx.stem}",
+                [os.path.relpath(pyx, HERE)],
+                include_dirs=[np.get_include(), "kernels/csrc"],
+                extra_compile_args=args,
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            )
+        )
+    return cythonize(
+        exts,
+        build_dir="build/cython",
+        compiler_directives={
+            "language_level": 3,
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": False,
+        },
+        quiet=True,
+    )
+
+
+class OptionalBuildExt(build_ext):
+    """Build each extension on its own; a failure is reported, never fatal."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:
+            print(f"lepton_nn: compiled kernels not built ({exc})", file=sys.stderr)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            print(f"lepton_nn: extension {ext.name} not built ({exc})", file=sys.stderr)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
