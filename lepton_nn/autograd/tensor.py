@@ -1,0 +1,193 @@
+"""``Tensor``: an ndarray plus the op that made it, and reverse-mode ``backward()``.
+
+The engine is two steps (read ``backward``): sort the graph topologically, then walk it in
+reverse, asking each op's ``Function.backward`` for its inputs' gradients and summing them
+where a tensor is used more than once. Leaves (tensors made by the user with
+``requires_grad=True``, such as parameters) accumulate into ``.grad`` until it is zeroed.
+
+Operators and methods (``+``, ``@``, ``.sum()``, ``.relu()``, ...) are differentiable ops
+defined in :mod:`lepton_nn.ops` and attached to this class there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import LeptonError
+
+__all__ = ["Tensor", "as_array"]
+
+_FLOATS = (np.float32, np.float64)
+
+
+def as_array(data: Any, dtype=None) -> np.ndarray:
+    """An ndarray of float32 or float64 (float64 kept; every other input becomes float32)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        return np.asarray(data, dtype=dtype)
+    arr = np.asarray(data)
+    if arr.dtype.type not in _FLOATS:
+        if arr.dtype.kind not in "biuf":
+            raise LeptonError(f"cannot make a Tensor from data of dtype {arr.dtype}")
+        arr = arr.astype(np.float32)
+    return arr
+
+
+class Tensor:
+    """A float32/float64 array that can record the ops applied to it.
+
+    ``Tensor(data, requires_grad=False)``: ``data`` keeps a float32/float64 dtype; anything
+    else numeric becomes float32. ``.data`` is the ndarray, ``.grad`` the accumulated gradient
+    (same shape and dtype as ``.data``) or ``None``.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__")
+    __array_priority__ = 1000.0  # ndarray (op) Tensor defers to Tensor's reflected operator
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype=None, name: str | None = None):
+        self.data = as_array(data, dtype)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+        self.name = name
+
+    @classmethod
+    def _wrap(cls, data: np.ndarray, requires_grad: bool, ctx) -> Tensor:
+        """Fast constructor for op results (no conversion)."""
+        t = object.__new__(Tensor)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._ctx = ctx
+        t.name = None
+        return t
+
+    # -- plain accessors ------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        """The underlying array (not a copy)."""
+        return self.data
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        """The same data, cut from the graph."""
+        return Tensor._wrap(self.data, False, None)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        self.requires_grad = bool(flag)
+        return self
+
+    def __repr__(self) -> str:
+        op = f", op={type(self._ctx).__name__}" if self._ctx is not None else ""
+        rg = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, threshold=20)}, dtype={self.dtype}{rg}{op})"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.data)
+
+    # -- the engine -----------------------------------------------------------------------
+    def backward(self, grad: Any = None) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` that requires it.
+
+        ``grad`` is the gradient flowing into ``self`` (ones for a scalar when omitted).
+        """
+        if not self.requires_grad:
+            raise LeptonError("backward() on a tensor that does not require grad")
+        if grad is None:
+            if self.data.size != 1:
+                raise LeptonError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs grad= "
+                    "(the gradient of some scalar with respect to this tensor)"
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, self.dtype)
+            grad = np.array(np.broadcast_to(grad, self.shape))  # ours: never alias the caller's
+
+        # 1. topological order of the nodes that lead to self (iterative DFS)
+        topo: list[Tensor] = []
+        visited: set[int] = set()
+        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                topo.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            if node._ctx is not None:
+                for p in node._ctx.parents:
+                    if p.requires_grad and id(p) not in visited:
+                        stack.append((p, False))
+
+        # 2. reverse walk: each op turns its output's gradient into its inputs' gradients
+        grads: dict[int, np.ndarray] = {id(self): grad}
+        stored: list[np.ndarray] = [grad]  # arrays already handed out (copy before reuse)
+        for node in reversed(topo):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            ctx = node._ctx
+            if ctx is None:
+                _accumulate_leaf(node, g, stored)
+                continue
+            in_grads = ctx.backward(g)
+            for p, pg in zip(ctx.parents, in_grads):
+                if pg is None or not p.requires_grad:
+                    continue
+                key = id(p)
+                if key in grads:
+                    grads[key] = grads[key] + pg
+                else:
+                    grads[key] = pg
+                stored.append(pg)
+
+
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray, stored: list[np.ndarray]) -> None:
+    """leaf.grad += g, with .grad owning its memory and following the data's dtype."""
+    if leaf.grad is None:
+        owned = g.flags.owndata and g.dtype == leaf.data.dtype and g.shape == leaf.data.shape
+        owned = owned and sum(a is g for a in stored) <= 1
+        leaf.grad = (
+            g if owned else np.array(np.broadcast_to(g, leaf.data.shape), dtype=leaf.data.dtype)
+        )
+    else:
+        leaf.grad += g

@@ -1,0 +1,36 @@
+"""Floor 5: modules with parameters. Stateless math lives in :mod:`lepton_nn.ops`."""
+
+from .init import INITIALIZERS, get_initializer
+from .layers import (
+    GELU,
+    Activation,
+    Dense,
+    Dropout,
+    Flatten,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .module import Module, Parameter
+from .serialize import layer_from_config, layer_to_config
+
+__all__ = [
+    "Module",
+    "Parameter",
+    "Dense",
+    "Sequential",
+    "Dropout",
+    "Flatten",
+    "Activation",
+    "ReLU",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "Softmax",
+    "INITIALIZERS",
+    "get_initializer",
+    "layer_to_config",
+    "layer_from_config",
+]

@@ -1,0 +1,246 @@
+"""Core layers: ``Dense`` (y = f(x W + b)), activations, Dropout, Flatten, ``Sequential``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..autograd import Tensor
+from ..backend.reference import ACT_CODE
+from ..errors import LeptonError, ShapeError
+from ..ops import linear
+from ..ops.elementwise import Cast
+from ..random import rng
+from .init import get_initializer
+from .module import Module, Parameter
+
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
+ACTIVATION_NAMES = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
+
+
+def _activation_name(activation) -> str:
+    name = _ALIASES.get(activation, activation)
+    if name not in ACTIVATION_NAMES:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATION_NAMES}")
+    return name
+
+
+def apply_activation(x: Tensor, name: str) -> Tensor:
+    """The activation ``name`` as a differentiable op."""
+    if name == "identity":
+        return x
+    if name == "softmax":
+        return x.softmax(axis=-1)
+    if name == "log_softmax":
+        return x.log_softmax(axis=-1)
+    return getattr(x, name)()
+
+
+def as_input(layer: Module, x) -> Tensor:
+    """``x`` as a Tensor of the layer's dtype: numbers are cast, other data refused clearly."""
+    if isinstance(x, Tensor):
+        if x.dtype != layer.dtype:
+            return Cast.apply(x, dtype=layer.dtype)
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise LeptonError(
+            f"layer '{layer.name}' ({type(layer).__name__}) needs numeric input, got an array "
+            f"of dtype {arr.dtype}; encode text columns first (lepton_nn.data.Preprocessor)"
+        )
+    return Tensor(arr, dtype=layer.dtype)
+
+
+class Dense(Module):
+    """Fully connected layer: y = f(x W + b).
+
+    x: (..., in_features) -> y: (..., units); ``weight`` (in_features, units), ``bias`` (units,).
+    Weights are created at the first call unless ``in_features`` is given.
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        use_bias: bool = True,
+        in_features: int | None = None,
+        kernel_initializer: str = "glorot_uniform",
+        bias_initializer: str = "zeros",
+        dtype="float32",
+        name: str | None = None,
+    ):
+        super().__init__(name)
+        if int(units) <= 0:
+            raise ValueError(f"Dense units must be positive, got {units}")
+        self.units = int(units)
+        self.activation = _activation_name(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self.dtype = np.dtype(dtype)
+        self.in_features = None
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        self._built = False
+        if in_features is not None:
+            self.build((None, int(in_features)))
+
+    def build(self, input_shape) -> Dense:
+        n_in = int(input_shape[-1])
+        r = rng()
+        w = get_initializer(self.kernel_initializer)(
+            (n_in, self.units), n_in, self.units, r, self.dtype
+        )
+        self.in_features = n_in
+        self.weight = Parameter(w)
+        if self.use_bias:
+            b = get_initializer(self.bias_initializer)(
+                (self.units,), n_in, self.units, r, self.dtype
+            )
+            self.bias = Parameter(b)
+        self._built = True
+        return self
+
+    def call(self, x) -> Tensor:
+        x = as_input(self, x)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ShapeError(
+                f"layer '{self.name}' (Dense) expects input shape (batch, {self.in_features}), "
+                f"got {x.shape}"
+            )
+        fused = self.activation if self.activation in ACT_CODE else "identity"
+        y = linear(x, self.weight, self.bias, fused)
+        return y if fused == self.activation else apply_activation(y, self.activation)
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            "in_features": self.in_features,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "dtype": self.dtype.name,
+        }
+
+
+class Activation(Module):
+    """Applies an activation by name: relu, sigmoid, tanh, gelu, softmax, log_softmax."""
+
+    fixed: str | None = None  # subclasses such as ReLU fix the activation
+
+    def __init__(self, activation: str | None = None, name: str | None = None):
+        super().__init__(name)
+        self.activation = _activation_name(self.fixed or activation)
+
+    def call(self, x) -> Tensor:
+        return apply_activation(as_input(self, x), self.activation)
+
+    def get_config(self) -> dict:
+        if self.fixed:
+            return {"name": self.name}
+        return {"name": self.name, "activation": self.activation}
+
+
+class ReLU(Activation):
+    """y = max(x, 0)."""
+
+    fixed = "relu"
+
+
+class Sigmoid(Activation):
+    """y = 1 / (1 + exp(-x))."""
+
+    fixed = "sigmoid"
+
+
+class Tanh(Activation):
+    """y = tanh(x)."""
+
+    fixed = "tanh"
+
+
+class GELU(Activation):
+    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+
+    fixed = "gelu"
+
+
+class Softmax(Activation):
+    """y = exp(x) / sum(exp(x)) over the last axis."""
+
+    fixed = "softmax"
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zero each value with probability ``rate`` and scale the
+    rest by 1 / (1 - rate); in eval mode the identity."""
+
+    def __init__(self, rate: float, name: str | None = None):
+        super().__init__(name)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+
+    def call(self, x) -> Tensor:
+        x = as_input(self, x)
+        if not self.training or self.rate == 0:
+            return x
+        keep = rng().random(x.shape) >= self.rate
+        return x * Tensor(keep.astype(x.dtype) / np.asarray(1 - self.rate, x.dtype))
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "rate": self.rate}
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def call(self, x) -> Tensor:
+        x = as_input(self, x)
+        return x.reshape(x.shape[0], -1)
+
+
+class Sequential(Module):
+    """Layers applied in order: ``Sequential([Dense(64, "relu"), Dense(1)])``."""
+
+    def __init__(self, layers: Iterable[Module] = (), name: str | None = None):
+        super().__init__(name)
+        self.layers: list[Module] = list(layers)
+
+    def add(self, layer: Module) -> Sequential:
+        self.layers.append(layer)
+        return self
+
+    def call(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def get_config(self) -> dict:
+        from .serialize import layer_to_config
+
+        return {"name": self.name, "layers": [layer_to_config(m) for m in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Sequential:
+        from .serialize import layer_from_config
+
+        return cls(
+            [layer_from_config(c) for c in config.get("layers", [])], name=config.get("name")
+        )
+
+    def __repr__(self) -> str:
+        inner = "".join(f"\n  {m!r}," for m in self.layers)
+        return f"Sequential([{inner}\n])"
