@@ -13,9 +13,46 @@ Each is ``init(shape, fan_in, fan_out, rng, dtype) -> ndarray``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from ..errors import ModelFormatError
+
+_budget: list[int] = []  # remaining elements while loading a file (see parameter_budget)
+
+
+@contextlib.contextmanager
+def parameter_budget(n_elements: int) -> Iterator[None]:
+    """Refuse to initialize more than ``n_elements`` weights inside the block.
+
+    Loading a model file builds its architecture before copying the stored arrays in; this
+    cap (the number of stored elements) stops a hostile architecture from allocating more
+    memory than the file itself carries.
+    """
+    _budget.append(int(n_elements))
+    try:
+        yield
+    finally:
+        _budget.pop()
+
+
+def _checked(fn: Callable) -> Callable:
+    def init(shape, fan_in, fan_out, rng, dtype):
+        if _budget:
+            n = int(np.prod(shape, dtype=np.float64))
+            if n > _budget[-1]:
+                raise ModelFormatError(
+                    f"the architecture asks for a weight of shape {tuple(shape)}, more than the "
+                    "file stores"
+                )
+            _budget[-1] -= n
+        return fn(shape, fan_in, fan_out, rng, dtype)
+
+    init.__name__ = fn.__name__
+    init.__doc__ = fn.__doc__
+    return init
 
 
 def _truncated_normal(rng, std, shape):
@@ -90,9 +127,9 @@ INITIALIZERS["kaiming_normal"] = he_normal
 def get_initializer(name: str | Callable) -> Callable:
     """An initializer by name (or a callable with the same signature, returned as is)."""
     if callable(name):
-        return name
+        return _checked(name)
     try:
-        return INITIALIZERS[name]
+        return _checked(INITIALIZERS[name])
     except KeyError:
         raise ValueError(
             f"unknown initializer {name!r}; choose one of {', '.join(sorted(INITIALIZERS))}"
