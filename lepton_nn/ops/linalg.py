@@ -22,8 +22,8 @@ class MatMul(Function):
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = g
-        if a.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
+        if a.ndim == 1:  # (a 1-D @ 1-D product's g is 0-d)
+            g2 = np.expand_dims(g2, -2) if g2.ndim else g2.reshape(1)
         if b.ndim == 1:
             g2 = np.expand_dims(g2, -1)
         ga = gb = None
@@ -71,7 +71,8 @@ class Linear(Function):
             if need_b:
                 gb = g.sum(axis=0)
         else:
-            gz = be.bias_act_backward(g, self.y, self.z, self.b, self.act, np.empty_like(g), gb)[0]
+            z = self.y if self.z is None else self.z  # z is read only by gelu
+            gz = be.bias_act_backward(g, self.y, z, self.b, self.act, np.empty_like(g), gb)[0]
         gw = np.matmul(self.x2.T, gz) if self.needs_grad[1] else None
         gx = np.matmul(gz, self.w.T).reshape(self.x_shape) if need_x else None
         if self.b is None:
