@@ -1,0 +1,39 @@
+"""Tabular data: CSV reading, preprocessing, label encoding, splits and mini-batches.
+
+Typical use::
+
+    table = read_csv("credit_data.csv", target="Status")
+    train, test = train_test_split(table, stratify=table.target, seed=0)
+    pre = Preprocessor().fit(train)
+    X_train, X_test = pre.transform(train), pre.transform(test)
+    enc = LabelEncoder(positive="bad").fit(train.target)
+    y_train, y_test = enc.transform(train.target), enc.transform(test.target)
+"""
+
+from __future__ import annotations
+
+from lepton_nn.data.batching import Batches, iterate_batches, n_batches
+from lepton_nn.data.preprocess import (
+    LabelEncoder,
+    Preprocessor,
+    compute_class_weight,
+    compute_sample_weight,
+)
+from lepton_nn.data.split import KFold, StratifiedKFold, train_test_split
+from lepton_nn.data.table import DEFAULT_NA, Table, read_csv
+
+__all__ = [
+    "DEFAULT_NA",
+    "Batches",
+    "KFold",
+    "LabelEncoder",
+    "Preprocessor",
+    "StratifiedKFold",
+    "Table",
+    "compute_class_weight",
+    "compute_sample_weight",
+    "iterate_batches",
+    "n_batches",
+    "read_csv",
+    "train_test_split",
+]

@@ -1,0 +1,117 @@
+"""Mini-batches over in-memory arrays, copying into buffers allocated once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.errors import ShapeError
+from lepton_nn.random import rng as _rng
+from lepton_nn.random import spawn
+
+
+class Batches:
+    """Iterable of ``(xb, yb)`` (or ``(xb, yb, wb)`` with sample weights) over the first axis.
+
+    Each ``iter()`` is one epoch; with ``shuffle`` every epoch draws a new permutation from
+    the same generator. Shuffled batches are gathered with ``np.take(..., out=buffer)`` into
+    buffers made once, so **a batch is only valid until the next one is requested** (copy it
+    to keep it). Unshuffled batches of C-contiguous arrays are views of the inputs. The last
+    batch holds the remaining ``N % batch_size`` rows unless ``drop_last``.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        y: np.ndarray | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        rng: np.random.Generator | int | None = None,
+        sample_weight: np.ndarray | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}: need a positive int")
+        self.X = np.asarray(X)
+        if self.X.ndim == 0:
+            raise ShapeError("iterate_batches: X must have a batch axis, got a scalar")
+        self.n = self.X.shape[0]
+        self.y = None if y is None else np.asarray(y)
+        self.w = None if sample_weight is None else np.asarray(sample_weight)
+        for name, a in (("y", self.y), ("sample_weight", self.w)):
+            if a is not None and (a.ndim == 0 or a.shape[0] != self.n):
+                raise ShapeError(
+                    f"iterate_batches: X has shape {self.X.shape} but {name} has shape {a.shape}; "
+                    f"both need the same number of rows"
+                )
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        if isinstance(rng, np.random.Generator):
+            self.rng = rng
+        else:
+            self.rng = spawn() if rng is None else _rng(int(rng))
+        self._buffers: list[np.ndarray | None] | None = None
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _arrays(self) -> list[np.ndarray | None]:
+        return [self.X, self.y, self.w]
+
+    def _alloc(self) -> list[np.ndarray | None]:
+        if self._buffers is None:
+            bs = min(self.batch_size, self.n)
+            self._buffers = [
+                None if a is None else np.empty((bs,) + a.shape[1:], dtype=a.dtype)
+                for a in self._arrays()
+            ]
+        return self._buffers
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        arrays = self._arrays()
+        copy = self.shuffle or not all(a is None or a.flags.c_contiguous for a in arrays)
+        order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+        bufs = self._alloc() if copy else None
+        for b in range(len(self)):
+            start = b * self.batch_size
+            stop = min(start + self.batch_size, self.n)
+            if copy:
+                idx = order[start:stop]
+                out = []
+                for a, buf in zip(arrays, bufs, strict=True):
+                    if a is None:
+                        out.append(None)
+                    else:
+                        part = buf[: stop - start]
+                        # part = a[idx]; 'clip' skips the bounds-check buffering (idx is valid)
+                        np.take(a, idx, axis=0, out=part, mode="clip")
+                        out.append(part)
+            else:
+                out = [None if a is None else a[start:stop] for a in arrays]
+            yield tuple(out) if self.w is not None else (out[0], out[1])
+
+
+def iterate_batches(
+    X: np.ndarray,
+    y: np.ndarray | None = None,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    rng: np.random.Generator | int | None = None,
+    sample_weight: np.ndarray | None = None,
+    drop_last: bool = False,
+) -> Batches:
+    """Mini-batches of ``(X, y[, sample_weight])``; see :class:`Batches` (it has ``len()``).
+
+    ``rng``: a Generator, an int seed, or ``None`` for a child of the library's global stream.
+    """
+    return Batches(X, y, batch_size, shuffle, rng, sample_weight, drop_last)
+
+
+def n_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """How many batches ``n`` rows make."""
+    full, rest = divmod(int(n), int(batch_size))
+    return full + (1 if rest and not drop_last else 0)

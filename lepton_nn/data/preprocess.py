@@ -1,0 +1,687 @@
+"""Fitted, serializable preprocessing: duplicates, missing values, one-hot, scaling, labels.
+
+``Preprocessor`` learns everything from training rows only (``fit``) and then turns raw rows
+from anywhere into a float32 matrix (``transform``)::
+
+    numeric column      x -> (impute(x) - center) / scale                   1 feature
+    categorical column  v -> one-hot over the training categories           K features
+                        (an unknown category -> all zeros)
+    missing_indicator   1.0 where the raw value was missing                 +1 feature
+
+Its whole state is a JSON-able dict (``to_config`` / ``from_config``), so a saved model carries
+it. Config layout (format ``"lepton_nn.Preprocessor"``, version 1)::
+
+    {"format", "version", "params": {...}, "report": {...},
+     "columns": [{"name", "kind": "numeric", "fill", "center", "scale", "indicator"}
+               | {"name", "kind": "categorical", "fill", "categories", "indicator"}]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.data.table import (
+    CATEGORICAL,
+    DEFAULT_NA,
+    NUMERIC,
+    Table,
+    is_missing,
+    to_categorical,
+    to_numeric,
+)
+from lepton_nn.errors import DataError, ModelFormatError
+
+NUMERIC_STRATEGIES = ("median", "mean", "drop")
+CATEGORICAL_STRATEGIES = ("most_frequent", "constant", "drop")
+SCALINGS = ("standard", "minmax", "none")
+MISSING_FEATURE = "<missing>"
+CONFIG_FORMAT = "lepton_nn.Preprocessor"
+CONFIG_VERSION = 1
+
+
+def _is_frame(data: Any) -> bool:
+    """A pandas-like DataFrame (duck-typed; pandas is never imported here)."""
+    return (
+        not isinstance(data, (np.ndarray, Table, Mapping))
+        and hasattr(data, "columns")
+        and hasattr(data, "dtypes")
+    )
+
+
+def _as_table(data: Any, na_values: Sequence[str]) -> Table:
+    if isinstance(data, Table):
+        return data
+    if _is_frame(data):
+        return Table.from_pandas(data, na_values=na_values)
+    if isinstance(data, Mapping):
+        return Table.from_arrays(data, na_values=na_values)
+    if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping):
+        return Table.from_records(data, na_values=na_values)
+    return Table.from_arrays(np.asarray(data), na_values=na_values)
+
+
+def _row_keys(table: Table, y: np.ndarray | None) -> list[tuple]:
+    """One hashable key per row (NaN -> None so that missing equals missing)."""
+    cols = []
+    for c, a in table.data.items():
+        if table.kinds[c] == NUMERIC:
+            cols.append([None if v != v else v for v in a.tolist()])
+        else:
+            cols.append(a.tolist())
+    if y is not None:
+        cols.append(np.asarray(y).tolist())
+    return list(zip(*cols, strict=True)) if cols else [()] * table.n_rows
+
+
+class Preprocessor:
+    """Impute, one-hot encode and scale a table; fit on training rows, transform anywhere.
+
+    Parameters
+    ----------
+    numeric: ``"median" | "mean" | "drop"``; imputation of numeric columns. ``"drop"`` leaves
+        rows with a missing value out of fitting (and out of ``fit_resample``); at transform
+        time, where rows cannot be dropped, such values get the median.
+    categorical: ``"most_frequent" | "constant" | "drop"``; ``"constant"`` fills ``fill_value``
+        (it becomes a category of its own). ``"drop"`` falls back to most frequent at transform.
+    scaling: ``"standard"`` ((x - mean) / std), ``"minmax"`` ((x - min) / (max - min)) or
+        ``"none"``; numeric columns only (a zero spread scales by 1).
+    missing_indicator: add a 0/1 feature ``"col=<missing>"`` for every column that had missing
+        values in the training rows.
+    drop_duplicates: leave exact duplicate rows (features and target) out of fitting.
+
+    After ``fit``: ``columns_`` (per-column state), ``kept_index_``, ``feature_names_out``,
+    ``groups_`` and ``report_`` with ``n_rows_in``, ``duplicates_dropped``,
+    ``rows_dropped_missing``, ``n_rows_fit``, ``missing_values`` (per column, in the rows given
+    to ``fit``), ``n_missing`` and ``n_features_out``.
+    """
+
+    def __init__(
+        self,
+        numeric: str = "median",
+        categorical: str = "most_frequent",
+        scaling: str = "standard",
+        fill_value: str = "missing",
+        missing_indicator: bool = False,
+        drop_duplicates: bool = True,
+        na_values: Sequence[str] = DEFAULT_NA,
+    ) -> None:
+        for name, v, allowed in (
+            ("numeric", numeric, NUMERIC_STRATEGIES),
+            ("categorical", categorical, CATEGORICAL_STRATEGIES),
+            ("scaling", scaling, SCALINGS),
+        ):
+            if v not in allowed:
+                raise ValueError(f"Preprocessor: {name}={v!r}; choose one of {allowed}")
+        self.numeric = numeric
+        self.categorical = categorical
+        self.scaling = scaling
+        self.fill_value = str(fill_value)
+        self.missing_indicator = bool(missing_indicator)
+        self.drop_duplicates = bool(drop_duplicates)
+        self.na_values = tuple(na_values)
+        self.columns_: list[dict[str, Any]] | None = None
+        self.report_: dict[str, Any] = {}
+        self.kept_index_: np.ndarray | None = None
+        self._plan_cache: dict[str, Any] | None = None
+
+    # -- fitting -------------------------------------------------------------------------
+    def fit(self, data: Any, y: Any = None) -> Preprocessor:
+        """Learn fills, categories and scales from ``data`` (a Table, dict, records or array).
+
+        ``y`` (or the table's target) only takes part in duplicate detection. Sets
+        ``kept_index_`` (rows of ``data`` used for fitting), ``report_`` and
+        ``feature_names_out`` / ``groups_``.
+        """
+        table = _as_table(data, self.na_values)
+        if y is None:
+            y = table.target
+        elif len(y) != table.n_rows:
+            raise DataError(f"fit: data has {table.n_rows} rows but y has {len(y)}")
+        n = table.n_rows
+        if n == 0:
+            raise DataError("fit: no rows")
+        for c in table.numeric_columns:
+            bad = np.flatnonzero(np.isinf(table.data[c]))
+            if bad.size:
+                raise DataError(f"{table.where(bad[0])}, column {c!r}: infinite value")
+
+        keep = np.ones(n, dtype=bool)
+        n_dup = 0
+        if self.drop_duplicates:
+            seen: set[tuple] = set()
+            for i, key in enumerate(_row_keys(table, y)):
+                if key in seen:
+                    keep[i] = False
+                else:
+                    seen.add(key)
+            n_dup = int(n - keep.sum())
+        missing = {c: self._missing_mask(table, c) for c in table.columns}
+        drop_cols = [
+            c
+            for c in table.columns
+            if (table.kinds[c] == NUMERIC and self.numeric == "drop")
+            or (table.kinds[c] == CATEGORICAL and self.categorical == "drop")
+        ]
+        before = int(keep.sum())
+        for c in drop_cols:
+            keep &= ~missing[c]
+        n_drop_missing = before - int(keep.sum())
+        if not keep.any():
+            raise DataError(
+                "fit: no rows left after dropping duplicates and rows with missing values"
+            )
+        kept = np.flatnonzero(keep)
+
+        self.columns_ = [self._fit_column(table, c, kept, missing[c][kept]) for c in table.columns]
+        per_col = {c: int(m.sum()) for c, m in missing.items() if m.any()}
+        self.kept_index_ = kept
+        self.report_ = {
+            "n_rows_in": n,
+            "duplicates_dropped": n_dup,
+            "rows_dropped_missing": n_drop_missing,
+            "n_rows_fit": int(kept.size),
+            "missing_values": per_col,
+            "n_missing": int(sum(per_col.values())),
+            "n_features_out": len(self.feature_names_out),
+        }
+        return self
+
+    def _missing_mask(self, table: Table, c: str) -> np.ndarray:
+        a = table.data[c]
+        if table.kinds[c] == NUMERIC:
+            return np.isnan(a)
+        return np.fromiter((v is None for v in a), dtype=bool, count=len(a))
+
+    def _fit_column(self, table: Table, c: str, kept: np.ndarray, miss: np.ndarray) -> dict:
+        a = table.data[c][kept]
+        spec: dict[str, Any] = {"name": c, "kind": table.kinds[c]}
+        if table.kinds[c] == NUMERIC:
+            vals = a[~miss]
+            if vals.size == 0:
+                raise DataError(f"fit: column {c!r} has no values in the training rows")
+            fill = float(np.mean(vals)) if self.numeric == "mean" else float(np.median(vals))
+            full = np.where(miss, fill, a)
+            if self.scaling == "standard":
+                center, scale = float(np.mean(full)), float(np.std(full))
+            elif self.scaling == "minmax":
+                center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
+            else:
+                center, scale = 0.0, 1.0
+            if not (scale > 0.0 and math.isfinite(scale)):
+                scale = 1.0
+            spec.update(fill=fill, center=center, scale=scale)
+        else:
+            counts = Counter(v for v in a.tolist() if v is not None)
+            if not counts and self.categorical != "constant":
+                raise DataError(f"fit: column {c!r} has no values in the training rows")
+            # most frequent; ties go to the first in sorted order (deterministic)
+            top = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else None
+            fill = self.fill_value if self.categorical == "constant" else top
+            cats = set(counts)
+            if miss.any():
+                cats.add(fill)
+            spec.update(fill=fill, categories=sorted(cats))
+        spec["indicator"] = bool(self.missing_indicator and miss.any())
+        return spec
+
+    # -- output layout -------------------------------------------------------------------
+    def _check_fitted(self) -> list[dict[str, Any]]:
+        if self.columns_ is None:
+            raise DataError("Preprocessor is not fitted yet: call fit() first")
+        return self.columns_
+
+    @property
+    def feature_names_in(self) -> list[str]:
+        """The raw column names, in training order."""
+        return [s["name"] for s in self._check_fitted()]
+
+    @property
+    def feature_names_out(self) -> list[str]:
+        """Output feature names: ``"Age"``, ``"Home=rent"``, ``"Income=<missing>"``."""
+        names: list[str] = []
+        for s in self._check_fitted():
+            if s["kind"] == NUMERIC:
+                names.append(s["name"])
+            else:
+                names.extend(f"{s['name']}={v}" for v in s["categories"])
+            if s["indicator"]:
+                names.append(f"{s['name']}={MISSING_FEATURE}")
+        return names
+
+    @property
+    def groups_(self) -> dict[str, list[int]]:
+        """``{raw column: [output feature indices]}``, one-hot and indicator included."""
+        out: dict[str, list[int]] = {}
+        j = 0
+        for s in self._check_fitted():
+            width = (1 if s["kind"] == NUMERIC else len(s["categories"])) + int(s["indicator"])
+            out[s["name"]] = list(range(j, j + width))
+            j += width
+        return out
+
+    @property
+    def n_features_out(self) -> int:
+        return len(self.feature_names_out)
+
+    # -- transforming --------------------------------------------------------------------
+    def _columns_of(self, data: Any) -> tuple[dict[str, Any], int, Any, dict[str, str]]:
+        """Raw columns by name, row count, a row locator and known kinds, for any input form."""
+        specs = self._check_fitted()
+        names = [s["name"] for s in specs]
+
+        def index_where(i: int) -> str:
+            return f"row index {i}"
+
+        if _is_frame(data):
+            data = Table.from_pandas(data, na_values=self.na_values)
+        if isinstance(data, Table):
+            for c in names:
+                if c not in data.data:
+                    raise DataError(f"transform: column {c!r} is missing from the input table")
+            return {c: data.data[c] for c in names}, data.n_rows, data.where, data.kinds
+        if isinstance(data, Mapping):
+            for c in names:
+                if c not in data:
+                    raise DataError(f"transform: column {c!r} is missing from the input")
+            if all(np.ndim(data[c]) == 0 for c in names):  # a single row as a dict
+                data = [data]
+            else:
+                cols = {
+                    c: data[c]
+                    if isinstance(data[c], np.ndarray)
+                    else np.asarray(data[c], dtype=object)
+                    for c in names
+                }
+                lengths = {len(v) for v in cols.values()}
+                if len(lengths) > 1:
+                    raise DataError(f"transform: columns have different lengths {sorted(lengths)}")
+                return cols, lengths.pop(), index_where, {}
+        if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping):
+            cols = {}
+            for c in names:
+                col = np.empty(len(data), dtype=object)
+                for i, r in enumerate(data):
+                    if c not in r:
+                        raise DataError(f"row index {i}, column {c!r}: missing from this row")
+                    col[i] = r[c]
+                cols[c] = col
+            return cols, len(data), index_where, {}
+        arr = np.asarray(data)
+        if arr.ndim == 1 and arr.shape[0] == len(names):
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2 or arr.shape[1] != len(names):
+            raise DataError(
+                f"transform: expected rows of {len(names)} columns {names}, got shape {arr.shape}"
+            )
+        return {c: arr[:, j] for j, c in enumerate(names)}, arr.shape[0], index_where, {}
+
+    def _plan(self) -> dict[str, Any]:
+        """Index arrays and lookup tables for ``transform``, built once per fitted state."""
+        specs = self._check_fitted()
+        if self._plan_cache is not None and self._plan_cache["specs"] is specs:
+            return self._plan_cache
+        num: dict[str, list] = {k: [] for k in ("name", "fill", "center", "scale", "col", "ind")}
+        cats = []
+        j = 0
+        for s in specs:
+            if s["kind"] == NUMERIC:
+                for k in ("name", "fill", "center", "scale"):
+                    num[k].append(s[k])
+                num["col"].append(j)
+                j += 1
+            else:
+                lut = {v: k for k, v in enumerate(s["categories"])}
+                cats.append((s["name"], lut, lut.get(s["fill"], -1), j, s["indicator"]))
+                j += len(s["categories"])
+            if s["indicator"]:
+                if s["kind"] == NUMERIC:
+                    num["ind"].append((len(num["col"]) - 1, j))
+                j += 1
+        self._plan_cache = {
+            "specs": specs,
+            "width": j,
+            "num_names": num["name"],
+            "num_fill": np.array(num["fill"], dtype=np.float64),
+            "num_center": np.array(num["center"], dtype=np.float64),
+            "num_scale": np.array(num["scale"], dtype=np.float64),
+            "num_col": np.array(num["col"], dtype=np.intp),
+            "ind_src": np.array([a for a, _ in num["ind"]], dtype=np.intp),
+            "ind_col": np.array([b for _, b in num["ind"]], dtype=np.intp),
+            "cats": cats,
+        }
+        return self._plan_cache
+
+    def transform(self, data: Any) -> np.ndarray:
+        """Raw rows -> (N, F) float32 features.
+
+        ``data``: a Table, a DataFrame, a dict of columns, one row as a dict, a list of dicts
+        (all by column name; extra columns are ignored), or a 2-D array (1-D for one row)
+        with the training column order. Every row comes out, in order.
+        """
+        plan = self._plan()
+        cols, n, where, kinds = self._columns_of(data)
+        na = frozenset(self.na_values)
+        out = np.zeros((n, plan["width"]), dtype=np.float32)
+        names = plan["num_names"]
+        if names:
+            why = "but the column was numeric when the preprocessor was fitted"
+            x = np.empty((n, len(names)), dtype=np.float64)
+            for k, c in enumerate(names):
+                x[:, k] = to_numeric(cols[c], c, na, where, why)
+            miss = np.isnan(x)
+            if np.isinf(x).any():
+                i, k = np.argwhere(np.isinf(x))[0]
+                raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
+            # x = (impute(x) - center) / scale
+            x = np.where(miss, plan["num_fill"], x)
+            out[:, plan["num_col"]] = (x - plan["num_center"]) / plan["num_scale"]
+            out[:, plan["ind_col"]] = miss[:, plan["ind_src"]]
+        for c, lut, fill, offset, indicator in plan["cats"]:
+            raw = cols[c]
+            labels = raw if kinds.get(c) == CATEGORICAL else to_categorical(raw, na)
+            codes = np.fromiter(
+                (fill if v is None else lut.get(v, -1) for v in labels), dtype=np.intp, count=n
+            )
+            rows = np.flatnonzero(codes >= 0)
+            out[rows, offset + codes[rows]] = 1.0
+            if indicator:
+                miss_c = np.fromiter((v is None for v in labels), dtype=bool, count=n)
+                out[:, offset + len(lut)] = miss_c
+        return out
+
+    def fit_transform(self, data: Any, y: Any = None) -> np.ndarray:
+        """``fit(data, y)`` then ``transform(data)``: every row of ``data`` comes out."""
+        return self.fit(data, y).transform(data)
+
+    def fit_resample(self, data: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Fit, then return ``(X, y)`` for the training rows kept (no duplicates, no dropped rows).
+
+        ``y`` defaults to the table's target; it is ``None`` if there is none.
+        """
+        table = _as_table(data, self.na_values)
+        if y is None:
+            y = table.target
+        self.fit(table, y)
+        kept = self.kept_index_
+        X = self.transform(table.take(kept))
+        return X, None if y is None else np.asarray(y)[kept]
+
+    # -- state -----------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "scaling": self.scaling,
+            "fill_value": self.fill_value,
+            "missing_indicator": self.missing_indicator,
+            "drop_duplicates": self.drop_duplicates,
+            "na_values": list(self.na_values),
+        }
+
+    def to_config(self) -> dict[str, Any]:
+        """The fitted state as plain str/int/float/bool/None/list/dict (JSON-able, exact floats)."""
+        specs = self._check_fitted()
+        return {
+            "format": CONFIG_FORMAT,
+            "version": CONFIG_VERSION,
+            "params": self.get_params(),
+            "columns": [_plain(s) for s in specs],
+            "report": _plain(self.report_),
+        }
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> Preprocessor:
+        """Rebuild a fitted Preprocessor from :meth:`to_config` output (validated)."""
+        try:
+            if cfg.get("format") != CONFIG_FORMAT:
+                raise ModelFormatError(f"not a Preprocessor config (format={cfg.get('format')!r})")
+            if cfg.get("version") != CONFIG_VERSION:
+                raise ModelFormatError(
+                    f"Preprocessor config version {cfg.get('version')!r} "
+                    f"is not supported (expected {CONFIG_VERSION})"
+                )
+            params = dict(cfg["params"])
+            params["na_values"] = [str(v) for v in params.get("na_values", DEFAULT_NA)]
+            pre = cls(**params)
+            pre.columns_ = [_check_spec(s) for s in cfg["columns"]]
+            names = [s["name"] for s in pre.columns_]
+            if len(set(names)) != len(names):
+                raise ModelFormatError("Preprocessor config: a column name appears twice")
+            pre.report_ = dict(cfg.get("report") or {})
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelFormatError(f"Preprocessor config is malformed: {e!r}") from None
+        return pre
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self.columns_ is None else f"{self.n_features_out} features out"
+        return (
+            f"Preprocessor(numeric={self.numeric!r}, categorical={self.categorical!r}, "
+            f"scaling={self.scaling!r}; {state})"
+        )
+
+
+def _finite(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ModelFormatError(f"Preprocessor config: {what} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _check_spec(s: Mapping[str, Any]) -> dict[str, Any]:
+    name, kind = s["name"], s["kind"]
+    if not isinstance(name, str):
+        raise ModelFormatError(f"Preprocessor config: column name {name!r} is not a string")
+    out: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == NUMERIC:
+        out["fill"] = _finite(s["fill"], f"{name}.fill")
+        out["center"] = _finite(s["center"], f"{name}.center")
+        out["scale"] = _finite(s["scale"], f"{name}.scale")
+        if out["scale"] == 0.0:
+            raise ModelFormatError(f"Preprocessor config: {name}.scale is zero")
+    elif kind == CATEGORICAL:
+        cats = s["categories"]
+        if not isinstance(cats, list) or not all(isinstance(v, str) for v in cats):
+            raise ModelFormatError(f"Preprocessor config: {name}.categories must be strings")
+        if len(set(cats)) != len(cats):
+            raise ModelFormatError(f"Preprocessor config: {name}.categories has duplicates")
+        if s["fill"] is not None and not isinstance(s["fill"], str):
+            raise ModelFormatError(f"Preprocessor config: {name}.fill must be a string")
+        out["fill"] = s["fill"]
+        out["categories"] = list(cats)
+    else:
+        raise ModelFormatError(f"Preprocessor config: column {name!r} has unknown kind {kind!r}")
+    if not isinstance(s["indicator"], bool):
+        raise ModelFormatError(f"Preprocessor config: {name}.indicator must be true or false")
+    out["indicator"] = s["indicator"]
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """Convert NumPy scalars/arrays inside dicts and lists to plain Python values."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# ----------------------------------------------------------------------------------------
+# labels and class weights
+# ----------------------------------------------------------------------------------------
+
+
+def _labels(y: Any, who: str) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise DataError(f"{who}: labels must be 1-D, got shape {arr.shape}")
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise DataError(f"{who}: row index {int(np.flatnonzero(np.isnan(arr))[0])}: missing label")
+    if arr.dtype.kind == "O":
+        for i, v in enumerate(arr):
+            if is_missing(v, frozenset()):
+                raise DataError(f"{who}: row index {i}: missing label")
+    return arr
+
+
+def _sorted_unique(arr: np.ndarray, who: str) -> np.ndarray:
+    try:
+        return np.unique(arr)
+    except TypeError:
+        raise DataError(
+            f"{who}: labels mix types that cannot be ordered (e.g. str and int)"
+        ) from None
+
+
+class LabelEncoder:
+    """Labels <-> integer codes ``0..C-1`` (``classes_`` sorted, or ``[other, positive]``).
+
+    For a binary target ``positive`` names the label encoded as 1 (``positive="bad"``);
+    without it the larger label of the sorted two is positive, as in scikit-learn.
+    """
+
+    def __init__(self, positive: Any = None) -> None:
+        self.positive = positive
+        self.classes_: np.ndarray | None = None
+
+    def fit(self, y: Any) -> LabelEncoder:
+        arr = _labels(y, "LabelEncoder.fit")
+        classes = _sorted_unique(arr, "LabelEncoder.fit")
+        if len(classes) < 2:
+            only = classes[0] if len(classes) else None
+            raise DataError(f"LabelEncoder.fit: the target has a single class ({only!r})")
+        if self.positive is not None:
+            pos = _match_label(self.positive, classes)
+            if pos is None:
+                raise DataError(
+                    f"LabelEncoder: positive={self.positive!r} is not one of the labels "
+                    f"{classes.tolist()}"
+                )
+            if len(classes) != 2:
+                raise DataError(
+                    f"LabelEncoder: positive= is for binary targets, found {len(classes)} classes"
+                )
+            classes = classes[[1 - pos, pos]]
+        self.classes_ = classes
+        return self
+
+    @property
+    def positive_(self) -> Any:
+        """The label encoded as 1 for a binary target (``None`` for multiclass)."""
+        c = self._fitted()
+        return _item(c[1]) if len(c) == 2 else None
+
+    def _fitted(self) -> np.ndarray:
+        if self.classes_ is None:
+            raise DataError("LabelEncoder is not fitted yet: call fit() first")
+        return self.classes_
+
+    def transform(self, y: Any) -> np.ndarray:
+        """Labels -> int64 codes; an unseen label raises DataError naming it and its row."""
+        classes = self._fitted()
+        lut = {_item(c): k for k, c in enumerate(classes)}
+        lut_str = {str(k): v for k, v in lut.items()}
+        arr = _labels(y, "LabelEncoder.transform")
+        out = np.empty(len(arr), dtype=np.int64)
+        for i, v in enumerate(arr.tolist()):
+            k = lut.get(v)
+            if k is None:
+                k = lut_str.get(str(v))
+            if k is None:
+                raise DataError(
+                    f"LabelEncoder.transform: row index {i}: label {v!r} was not seen in fit "
+                    f"(classes {classes.tolist()})"
+                )
+            out[i] = k
+        return out
+
+    def fit_transform(self, y: Any) -> np.ndarray:
+        return self.fit(y).transform(y)
+
+    def inverse_transform(self, codes: Any) -> np.ndarray:
+        """Integer codes -> labels."""
+        classes = self._fitted()
+        c = np.asarray(codes)
+        if c.size and (c.min() < 0 or c.max() >= len(classes)):
+            raise DataError(f"LabelEncoder.inverse_transform: codes outside 0..{len(classes) - 1}")
+        return classes[c.astype(np.intp)]
+
+    def to_config(self) -> dict[str, Any]:
+        return {"classes": _plain(self._fitted()), "positive": self.positive_}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LabelEncoder:
+        try:
+            classes = list(cfg["classes"])
+            if len(classes) < 2 or len(set(classes)) != len(classes):
+                raise ModelFormatError("LabelEncoder config: needs two or more distinct classes")
+            if not all(
+                isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes
+            ):
+                raise ModelFormatError("LabelEncoder config: classes must be str or numbers")
+        except (KeyError, TypeError) as e:
+            raise ModelFormatError(f"LabelEncoder config is malformed: {e!r}") from None
+        enc = cls(cfg.get("positive"))
+        dtype = object if any(isinstance(c, str) for c in classes) else None
+        enc.classes_ = np.asarray(classes, dtype=dtype)
+        return enc
+
+
+def _item(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _match_label(label: Any, classes: np.ndarray) -> int | None:
+    items = [_item(c) for c in classes]
+    for k, c in enumerate(items):
+        if c == label and type(c) is not bool:
+            return k
+    for k, c in enumerate(items):
+        if str(c) == str(label):
+            return k
+    return None
+
+
+def compute_class_weight(
+    y: Any, class_weight: str | Mapping[Any, float] | None = "balanced", classes: Any = None
+) -> np.ndarray:
+    """Per-class weights aligned with ``classes`` (default: the sorted unique labels).
+
+    ``"balanced"``: ``n_samples / (n_classes * count(class))``; a dict gives weights by label
+    (1.0 for labels it does not name); ``None`` gives ones.
+    """
+    arr = _labels(y, "compute_class_weight")
+    present = _sorted_unique(arr, "compute_class_weight")
+    cls = present if classes is None else np.asarray(classes)
+    if class_weight is None:
+        return np.ones(len(cls))
+    if isinstance(class_weight, Mapping):
+        return np.array([float(class_weight.get(_item(c), 1.0)) for c in cls])
+    if class_weight != "balanced":
+        raise ValueError(f"class_weight={class_weight!r}; use 'balanced', a dict or None")
+    counts = Counter(arr.tolist())
+    missing = [_item(c) for c in cls if counts.get(_item(c), 0) == 0]
+    if missing:
+        raise DataError(f"compute_class_weight: classes {missing} do not occur in y")
+    extra = set(counts) - {_item(c) for c in cls}
+    if extra:
+        raise DataError(f"compute_class_weight: y holds labels {sorted(extra)} not in classes")
+    n = len(arr)
+    return np.array([n / (len(cls) * counts[_item(c)]) for c in cls])
+
+
+def compute_sample_weight(
+    y: Any, class_weight: str | Mapping[Any, float] | None = "balanced"
+) -> np.ndarray:
+    """One weight per sample: the weight of its class (see :func:`compute_class_weight`)."""
+    arr = _labels(y, "compute_sample_weight")
+    classes = _sorted_unique(arr, "compute_sample_weight")
+    w = compute_class_weight(arr, class_weight, classes)
+    return w[np.searchsorted(classes, arr)]

@@ -1,0 +1,534 @@
+"""A small column table and a strict CSV reader (standard-library ``csv`` and NumPy only).
+
+A :class:`Table` holds named columns of one of two kinds:
+
+- ``"numeric"``: a float64 array, missing values as NaN;
+- ``"categorical"``: an object array of ``str``, missing values as ``None``.
+
+and, optionally, a separate ``target`` array (int64 or float64 if every label is a number,
+else an object array of ``str``). Tables read from a file remember the file and the line each
+row came from, so later errors (say, in :class:`~lepton_nn.data.Preprocessor`) can point there.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.errors import DataError
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+KINDS = (NUMERIC, CATEGORICAL)
+DEFAULT_NA: tuple[str, ...] = ("", "NA", "NaN", "nan", "?", "NULL")
+
+Locator = Callable[[int], str]
+
+
+# ----------------------------------------------------------------------------------------
+# value conversion, shared by the CSV reader, Table.from_arrays and Preprocessor.transform
+# ----------------------------------------------------------------------------------------
+
+
+def is_missing(v: Any, na: frozenset[str]) -> bool:
+    """True for ``None``, NaN, pandas' ``NA``/``NaT`` and the (stripped) ``na`` strings."""
+    if v is None:
+        return True
+    if isinstance(v, str):
+        return v.strip() in na
+    if isinstance(v, (float, np.floating)):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def category_str(v: Any) -> str:
+    """The category label of a non-missing value: strings stripped, ``1.0`` -> ``"1"``."""
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def parse_number(v: Any) -> float | None:
+    """``float(v)`` for numbers and numeric strings, ``None`` when ``v`` is not a number."""
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def to_numeric(
+    values: Sequence[Any] | np.ndarray, name: str, na: frozenset[str], where: Locator, why: str
+) -> np.ndarray:
+    """Convert one column to float64 (NaN = missing) or raise DataError at the first bad value."""
+    arr = values if isinstance(values, np.ndarray) else None
+    if arr is not None and arr.dtype.kind in "biuf":
+        return arr.astype(np.float64)
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if is_missing(v, na):
+            out[i] = np.nan
+            continue
+        x = parse_number(v)
+        if x is None:
+            raise DataError(f"{where(i)}, column {name!r}: {str(v)!r} is not a number, {why}")
+        out[i] = x
+    return out
+
+
+def to_categorical(values: Sequence[Any] | np.ndarray, na: frozenset[str]) -> np.ndarray:
+    """Convert one column to an object array of ``str`` with ``None`` for missing values."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = None if is_missing(v, na) else category_str(v)
+    return out
+
+
+def infer_column(
+    values: Sequence[Any] | np.ndarray,
+    name: str,
+    kind: str | None,
+    na: frozenset[str],
+    where: Locator,
+) -> tuple[np.ndarray, str]:
+    """Convert a column to ``kind``, or infer it: numeric if every non-missing value is a number."""
+    if kind == NUMERIC:
+        return to_numeric(values, name, na, where, "but the column is declared numeric"), NUMERIC
+    if kind == CATEGORICAL:
+        return to_categorical(values, na), CATEGORICAL
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return values.astype(np.float64), NUMERIC
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if is_missing(v, na):
+            out[i] = np.nan
+            continue
+        x = parse_number(v)
+        if x is None:
+            return to_categorical(values, na), CATEGORICAL
+        out[i] = x
+    return out, NUMERIC
+
+
+def _target_array(
+    values: Sequence[Any] | np.ndarray,
+    name: str,
+    kind: str | None,
+    na: frozenset[str],
+    where: Locator,
+) -> np.ndarray:
+    """Labels: int64 if all whole numbers, float64 if all numbers, else ``str``; none missing."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biu" and kind != CATEGORICAL:
+        return values.astype(np.int64)
+    for i, v in enumerate(values):
+        if is_missing(v, na):
+            raise DataError(f"{where(i)}, column {name!r}: the target value is missing")
+    arr, k = infer_column(values, name, kind, na, where)
+    if k == NUMERIC and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    return arr
+
+
+def _check_kinds(column_types: Mapping[str, str] | None, names: Iterable[str], src: str) -> dict:
+    types = dict(column_types or {})
+    known = set(names)
+    for col, k in types.items():
+        if col not in known:
+            raise DataError(f"{src}: column_types names column {col!r}, which is not in the data")
+        if k not in KINDS:
+            raise DataError(f"{src}: column {col!r}: type {k!r} must be 'numeric' or 'categorical'")
+    return types
+
+
+# ----------------------------------------------------------------------------------------
+# Table
+# ----------------------------------------------------------------------------------------
+
+
+class Table:
+    """Named, typed columns plus an optional target; see the module docstring for the kinds."""
+
+    def __init__(
+        self,
+        data: Mapping[str, np.ndarray],
+        kinds: Mapping[str, str],
+        target: np.ndarray | None = None,
+        target_name: str | None = None,
+        source: str | None = None,
+        row_numbers: np.ndarray | None = None,
+    ) -> None:
+        self.data: dict[str, np.ndarray] = dict(data)
+        self.kinds: dict[str, str] = {c: kinds[c] for c in self.data}
+        lengths = {len(a) for a in self.data.values()}
+        if target is not None:
+            lengths.add(len(target))
+        if len(lengths) > 1:
+            raise DataError(
+                f"{source or 'table'}: columns have different lengths {sorted(lengths)}"
+            )
+        self.n_rows: int = lengths.pop() if lengths else 0
+        self.target = target
+        self.target_name = target_name
+        self.source = source
+        self.row_numbers = row_numbers
+
+    # -- views ---------------------------------------------------------------------------
+    @property
+    def columns(self) -> list[str]:
+        """Feature column names in order (the target is not among them)."""
+        return list(self.data)
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        """``{column: "numeric" | "categorical"}``."""
+        return dict(self.kinds)
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        return [c for c, k in self.kinds.items() if k == NUMERIC]
+
+    @property
+    def categorical_columns(self) -> list[str]:
+        return [c for c, k in self.kinds.items() if k == CATEGORICAL]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, len(self.data))
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name == self.target_name and self.target is not None:
+            return self.target
+        if name not in self.data:
+            raise KeyError(f"no column {name!r}; columns are {self.columns}")
+        return self.data[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.data
+
+    def __repr__(self) -> str:
+        tgt = f", target={self.target_name!r}" if self.target is not None else ""
+        src = f", source={self.source!r}" if self.source else ""
+        return f"Table({self.n_rows} rows x {len(self.data)} columns{tgt}{src})"
+
+    def where(self, i: int) -> str:
+        """Where row ``i`` (0-based) came from: ``"file.csv: row 12"`` or ``"row index 11"``."""
+        if self.source is not None and self.row_numbers is not None:
+            return f"{self.source}: row {int(self.row_numbers[i])}"
+        return f"row index {i}"
+
+    # -- row and column selection ---------------------------------------------------------
+    def take(self, indices: Sequence[int] | np.ndarray) -> Table:
+        """A new table with the rows at ``indices`` (the order given)."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        return Table(
+            {c: a[idx] for c, a in self.data.items()},
+            self.kinds,
+            None if self.target is None else self.target[idx],
+            self.target_name,
+            self.source,
+            None if self.row_numbers is None else self.row_numbers[idx],
+        )
+
+    def select(self, columns: Sequence[str]) -> Table:
+        """A new table with only ``columns`` (in that order), same rows and target."""
+        for c in columns:
+            if c not in self.data:
+                raise DataError(f"{self.source or 'table'}: no column {c!r}")
+        return Table(
+            {c: self.data[c] for c in columns},
+            self.kinds,
+            self.target,
+            self.target_name,
+            self.source,
+            self.row_numbers,
+        )
+
+    def drop(self, columns: Sequence[str]) -> Table:
+        """A new table without ``columns``."""
+        gone = set([columns] if isinstance(columns, str) else columns)
+        return self.select([c for c in self.data if c not in gone])
+
+    def to_numpy(self) -> np.ndarray:
+        """The feature columns as a 2-D object array (rows x columns), missing as None/NaN."""
+        out = np.empty((self.n_rows, len(self.data)), dtype=object)
+        for j, a in enumerate(self.data.values()):
+            out[:, j] = a
+        return out
+
+    # -- constructors ---------------------------------------------------------------------
+    @classmethod
+    def from_arrays(
+        cls,
+        data: Any,
+        target: Any = None,
+        columns: Sequence[str] | None = None,
+        column_types: Mapping[str, str] | None = None,
+        na_values: Sequence[str] = DEFAULT_NA,
+    ) -> Table:
+        """Build from a 2-D array (names ``x0, x1, ...`` unless ``columns``) or a dict of columns.
+
+        ``target`` is either an array of labels or the name of one of the columns.
+        Column kinds are inferred as in :func:`read_csv` unless given in ``column_types``.
+        """
+        na = frozenset(na_values)
+        if isinstance(data, Table):
+            return data
+        if isinstance(data, Mapping):
+            cols = {
+                str(k): np.asarray(v) if not isinstance(v, np.ndarray) else v
+                for k, v in data.items()
+            }
+            if columns is not None:
+                cols = dict(zip(columns, cols.values(), strict=True))
+        else:
+            arr = np.asarray(data)
+            if arr.ndim == 1:
+                arr = arr.reshape(-1, 1)
+            if arr.ndim != 2:
+                raise DataError(f"from_arrays: expected a 2-D array, got shape {arr.shape}")
+            names = list(columns) if columns is not None else [f"x{j}" for j in range(arr.shape[1])]
+            if len(names) != arr.shape[1]:
+                raise DataError(
+                    f"from_arrays: {len(names)} column names for {arr.shape[1]} columns"
+                )
+            cols = {n: arr[:, j] for j, n in enumerate(names)}
+        for c, a in cols.items():
+            if a.ndim != 1:
+                raise DataError(f"from_arrays: column {c!r} has shape {a.shape}, expected 1-D")
+
+        target_name = None
+        if isinstance(target, str):
+            if target not in cols:
+                raise DataError(f"from_arrays: target column {target!r} not in {list(cols)}")
+            target_name, target = target, cols.pop(target)
+        types = _check_kinds(
+            column_types, list(cols) + ([target_name] if target_name else []), "from_arrays"
+        )
+
+        def where(i: int) -> str:
+            return f"row index {i}"
+
+        out, kinds = {}, {}
+        for c, a in cols.items():
+            out[c], kinds[c] = infer_column(a, c, types.get(c), na, where)
+        y = None
+        if target is not None:
+            tname = target_name or "target"
+            y = _target_array(
+                np.asarray(target) if not isinstance(target, np.ndarray) else target,
+                tname,
+                types.get(tname),
+                na,
+                where,
+            )
+            target_name = tname
+        return cls(out, kinds, y, target_name)
+
+    @classmethod
+    def from_records(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        target: str | None = None,
+        column_types: Mapping[str, str] | None = None,
+        na_values: Sequence[str] = DEFAULT_NA,
+    ) -> Table:
+        """Build from a list of dicts (keys of the first row give the columns)."""
+        if not rows:
+            raise DataError("from_records: no rows")
+        names = list(rows[0])
+        cols: dict[str, np.ndarray] = {}
+        for c in names:
+            col = np.empty(len(rows), dtype=object)
+            for i, r in enumerate(rows):
+                if c not in r:
+                    raise DataError(f"row index {i}, column {c!r}: missing from this row")
+                col[i] = r[c]
+            cols[c] = col
+        return cls.from_arrays(cols, target, column_types=column_types, na_values=na_values)
+
+    @classmethod
+    def from_pandas(
+        cls,
+        df: Any,
+        target: str | None = None,
+        column_types: Mapping[str, str] | None = None,
+        na_values: Sequence[str] = DEFAULT_NA,
+    ) -> Table:
+        """Build from a pandas DataFrame (pandas itself is not imported here).
+
+        Numeric and boolean dtypes become numeric; ``category``/``object``/``string`` columns
+        are inferred like CSV text unless ``column_types`` says otherwise.
+        """
+        if not (hasattr(df, "columns") and hasattr(df, "__getitem__")):
+            raise DataError(f"from_pandas: expected a DataFrame, got {type(df).__name__}")
+        cols: dict[str, Any] = {}
+        types = dict(column_types or {})
+        for c in df.columns:
+            s = df[c]
+            dt = getattr(s, "dtype", None)
+            if str(dt) == "category":
+                types.setdefault(str(c), CATEGORICAL)
+            kind = getattr(dt, "kind", "O")
+            if kind in "biuf":
+                cols[str(c)] = np.asarray(s.to_numpy(dtype=np.float64, na_value=np.nan))
+            else:
+                cols[str(c)] = np.asarray(s.to_numpy(dtype=object))
+        return cls.from_arrays(cols, target, column_types=types, na_values=na_values)
+
+
+# ----------------------------------------------------------------------------------------
+# CSV
+# ----------------------------------------------------------------------------------------
+
+
+def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        row = raw.count(b"\n", 0, e.start) + 1
+        line_start = raw.rfind(b"\n", 0, e.start) + 1
+        prefix = raw[line_start : e.start].decode(encoding, errors="replace")
+        field = len(next(csv.reader([prefix], delimiter=delimiter), [""]))
+        col = f"column {field}"
+        if row > 1:
+            head = raw[: raw.find(b"\n")].decode(encoding, errors="replace").strip("\r\ufeff")
+            names = next(csv.reader([head], delimiter=delimiter), [])
+            if field <= len(names):
+                col = f"column {names[field - 1].strip()!r}"
+        raise DataError(
+            f"{path}: row {row}, {col}: byte 0x{raw[e.start]:02x} is not valid {encoding} text; "
+            f"re-save the file as UTF-8 or pass encoding= (for example 'latin-1')"
+        ) from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        row = text.count("\n", 0, nul) + 1
+        raise DataError(
+            f"{path}: row {row}: contains a NUL character; is this a binary or UTF-16 file? "
+            f"(pass encoding= if it is text in another encoding)"
+        )
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_csv(
+    path: str | os.PathLike,
+    target: str | None = None,
+    column_types: Mapping[str, str] | None = None,
+    na_values: Sequence[str] = DEFAULT_NA,
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+) -> Table:
+    """Read a CSV file with a header row into a :class:`Table`.
+
+    A column is numeric if every non-missing value parses as a float, else categorical;
+    ``column_types={"Job": "categorical"}`` overrides. Fields are stripped of surrounding
+    whitespace; a field equal to one of ``na_values`` is missing. Blank lines are skipped.
+    Every problem raises :class:`DataError` naming the file, the row (1-based line in the
+    file, header = row 1) and the column where known.
+    """
+    src = os.fspath(path)
+    try:
+        with open(src, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{src}: cannot read the file ({e.strerror or e})") from e
+    if not raw.strip():
+        raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
+    text = _decode(raw, src, encoding, delimiter)
+    na = frozenset(na_values)
+
+    reader = csv.reader(
+        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
+    )
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        for rec in reader:
+            line, start = start, reader.line_num + 1
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # blank line
+            if header is None:
+                header = [h.strip() for h in rec]
+                _check_header(header, src)
+                continue
+            if len(rec) != len(header):
+                if len(rec) < len(header):
+                    what = f"column {header[len(rec)]!r} and after are missing"
+                else:
+                    what = f"extra field(s) after the last column {header[-1]!r}"
+                raise DataError(
+                    f"{src}: row {line}: {len(rec)} fields but the header has {len(header)} "
+                    f"({what})"
+                )
+            records.append(rec)
+            lines.append(line)
+    except csv.Error as e:
+        raise DataError(f"{src}: row {start}: not readable as CSV ({e})") from None
+    if header is None:
+        raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
+    if not records:
+        raise DataError(f"{src}: the file has a header (row 1) but no data rows")
+
+    if target is not None and target not in header:
+        raise DataError(
+            f"{src}: row 1 (header): target column {target!r} not found; columns are {header}"
+        )
+    types = _check_kinds(column_types, header, src)
+    row_numbers = np.asarray(lines, dtype=np.int64)
+
+    def where(i: int) -> str:
+        return f"{src}: row {lines[i]}"
+
+    data, kinds = {}, {}
+    y = None
+    for j, name in enumerate(header):
+        values = [r[j] for r in records]
+        if name == target:
+            y = _target_array(values, name, types.get(name), na, where)
+            continue
+        data[name], kinds[name] = infer_column(values, name, types.get(name), na, where)
+    if y is not None:
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise DataError(
+                f"{src}: column {target!r}: the target has a single class ({classes[0]!r}) in "
+                f"all {len(y)} rows; at least two are needed"
+            )
+    return Table(data, kinds, y, target, src, row_numbers)
+
+
+def _check_header(header: list[str], src: str) -> None:
+    seen: dict[str, int] = {}
+    for j, h in enumerate(header):
+        if not h:
+            header[j] = h = f"unnamed_{j + 1}"
+        if h in seen:
+            raise DataError(
+                f"{src}: row 1 (header), column {h!r}: name used twice "
+                f"(columns {seen[h] + 1} and {j + 1})"
+            )
+        seen[h] = j
