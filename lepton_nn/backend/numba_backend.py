@@ -15,7 +15,94 @@ class NumbaBackend(ReferenceBackend):
     name = "numba"
 
     # -- dense epilogue, softmax cross-entropy, optimizers (kernels/numba_dense.py) --------
+    # Imported with this backend (so never before Numba is wanted); reached as self._nb_dense.
+    from ..kernels import numba_dense as _nb_dense
+
+    def bias_act_forward(self, z, bias, act, out):
+        k = self._nb_dense
+        has_bias = bias is not None
+        b = bias if has_bias else k.NO_ARRAY[z.dtype.type]
+        return k.bias_act_forward(z, b, has_bias, act, out)
+
+    def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
+        k = self._nb_dense
+        none = k.NO_ARRAY[gy.dtype.type]
+        has_bias, has_gbias = bias is not None, gbias is not None
+        b = bias if has_bias else none
+        gb = gbias if has_gbias else none
+        k.bias_act_backward(gy, y, z, b, has_bias, act, gz, gb, has_gbias)
+        return gz, gbias
+
+    def softmax_xent_forward(self, logits, labels, probs, loss):
+        return self._nb_dense.softmax_xent_forward(logits, labels, probs, loss)
+
+    def softmax_xent_backward(self, probs, labels, gloss, glogits):
+        return self._nb_dense.softmax_xent_backward(probs, labels, gloss, glogits)
+
+    def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+        # fold the step's scalars in double, then round each once to p's dtype
+        dt = p.dtype.type
+        step_size = dt(lr / (1 - beta1**step))
+        inv_sqrt_bc2 = dt((1 - beta2**step) ** -0.5)
+        l2 = dt(0.0 if decoupled else weight_decay)
+        decay = dt(1 - lr * weight_decay if decoupled else 1.0)
+        b1, b2, one_m_b1, one_m_b2 = dt(beta1), dt(beta2), dt(1 - beta1), dt(1 - beta2)
+        p, g, m, v = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
+        self._nb_dense.adam_step(
+            p, g, m, v, step_size, b1, b2, one_m_b1, one_m_b2, inv_sqrt_bc2, dt(eps), l2, decay
+        )
 
     # -- convolution and pooling (kernels/numba_conv.py) ------------------------------------
+    # Same signatures as the reference; bound straight (reached as self._nb_conv.<name>).
+    from ..kernels import numba_conv as _nb_conv
+
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
+        return self._nb_conv.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols)
+
+    def col2im(self, cols, kh, kw, sh, sw, ph, pw, dh, dw, gx):
+        return self._nb_conv.col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, gx)
+
+    def maxpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, y, argmax):
+        return self._nb_conv.maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, argmax)
+
+    def maxpool2d_backward(self, gy, argmax, gx):
+        return self._nb_conv.maxpool2d_backward(gy, argmax, gx)
+
+    def avgpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_pad, y):
+        return self._nb_conv.avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, bool(count_pad), y)
+
+    def avgpool2d_backward(self, gy, kh, kw, sh, sw, ph, pw, count_pad, gx):
+        return self._nb_conv.avgpool2d_backward(gy, kh, kw, sh, sw, ph, pw, bool(count_pad), gx)
 
     # -- recurrent cells (kernels/numba_recurrent.py) ---------------------------------------
+    # An absent mask / gy / bhh becomes an empty array and a False flag (one compile per dtype).
+    from ..kernels import numba_recurrent as _nb_rec
+
+    def _opt(self, a, like, rows=False):
+        if a is not None:
+            return a, True
+        return (self._nb_rec.NO_ROWS if rows else self._nb_rec.NO_ARRAY)[like.dtype.type], False
+
+    def lstm_step_forward(self, xz, hz, c_prev, h_prev, mask, gates, c, h):
+        m, hm = self._opt(mask, c)
+        return self._nb_rec.lstm_step_forward(xz, hz, c_prev, h_prev, m, hm, gates, c, h)
+
+    def lstm_step_backward(self, gy, dh_rec, dh, dc, gates, c, c_prev, mask, dz):
+        (g, hg), (m, hm) = self._opt(gy, c, True), self._opt(mask, c)
+        return self._nb_rec.lstm_step_backward(g, hg, dh_rec, dh, dc, gates, c, c_prev, m, hm, dz)
+
+    def gru_step_forward(self, xz, hz, bhh, h_prev, mask, gates, h):
+        (b, hb), (m, hm) = self._opt(bhh, h), self._opt(mask, h)
+        return self._nb_rec.gru_step_forward(xz, hz, b, hb, h_prev, m, hm, gates, h)
+
+    def gru_step_backward(self, gy, dh_rec, dh, gates, h_prev, mask, dxz, dhz):
+        (g, hg), (m, hm) = self._opt(gy, h_prev, True), self._opt(mask, h_prev)
+        return self._nb_rec.gru_step_backward(g, hg, dh_rec, dh, gates, h_prev, m, hm, dxz, dhz)
+
+    def rnn_step_forward(self, xz, hz, h_prev, mask, h):
+        m, hm = self._opt(mask, h)
+        return self._nb_rec.rnn_step_forward(xz, hz, h_prev, m, hm, h)
+
+    def rnn_step_backward(self, gy, dh_rec, dh, h, mask, dz):
+        (g, hg), (m, hm) = self._opt(gy, h, True), self._opt(mask, h)
+        return self._nb_rec.rnn_step_backward(g, hg, dh_rec, dh, h, m, hm, dz)
