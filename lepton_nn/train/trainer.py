@@ -1,0 +1,583 @@
+"""``Trainer``: fit, evaluate and predict with a model, a loss and an optimizer.
+
+The loop is shaped like Keras ``fit``: epochs -> batches -> ``on_*`` callback hooks with a
+``logs`` dict; a callback ends training by setting ``trainer.stop_training = True``.
+
+Per batch, ``fit`` does only what a hand-written NumPy loop does (gather the batch into
+buffers made once, forward, loss, backward, optimizer step) plus one scalar check of the
+loss and a copy of the weights into buffers made once (to undo a step that turned them
+non-finite). Metrics are never computed per batch: training metrics come from the outputs
+the model produced during the epoch (as Keras reports them), validation metrics from one
+pass over the validation data at the end of each epoch.
+
+Tasks (``task="auto"`` picks one from the loss):
+
+- ``binary``: ``bce`` (logits in, sigmoid applied by the loss); targets 0/1.
+  ``predict_proba`` gives P(positive), shape ``(N,)`` for a one-unit output.
+- ``multiclass``: ``cross_entropy`` (logits); integer labels 0..C-1 (or one-hot rows).
+  ``predict_proba`` gives the softmax, shape ``(N, C)``.
+- ``regression``: ``mse``, ``mae``, ``huber`` and unknown callables; no probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+
+from .. import losses as _losses
+from .. import optim as _optim
+from ..autograd import Tensor, no_grad
+from ..data.batching import iterate_batches
+from ..errors import DataError, LeptonError, ShapeError
+from ..nn.module import Module
+from ..random import set_seed, spawn
+from .callbacks import Callback, CallbackList
+from .history import History
+from .progress import ProgressBar
+
+__all__ = ["Trainer", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
+
+TASKS = ("binary", "multiclass", "regression")
+OPTIMIZERS: dict[str, type[_optim.Optimizer]] = {
+    "sgd": _optim.SGD,
+    "rmsprop": _optim.RMSprop,
+    "adam": _optim.Adam,
+    "adamw": _optim.AdamW,
+}
+EVAL_BATCH = 4096  # rows per forward pass in predict/evaluate (fixed: BLAS rounding varies)
+
+
+class NonFiniteLossWarning(RuntimeWarning):
+    """Training stopped because a batch loss was NaN or infinite."""
+
+
+def _task_of(loss_fn: Callable) -> str:
+    if loss_fn is _losses.binary_cross_entropy_with_logits:
+        return "binary"
+    if loss_fn is _losses.cross_entropy:
+        return "multiclass"
+    return "regression"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-z)) without overflow: (1 + tanh(z / 2)) / 2
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Metric:
+    """A metric by name or callable, with the kind of input it needs (scores or labels)."""
+
+    __slots__ = ("name", "fn", "needs_score")
+
+    def __init__(self, metric: str | Callable, task: str):
+        if isinstance(metric, str):
+            from ..metrics import f1, get_metric, precision, recall
+
+            fn = get_metric(metric)
+            if task == "multiclass" and fn in (precision, recall, f1):
+                fn = partial(fn, average="macro")
+            self.name, self.fn = metric, fn
+            self.needs_score = bool(getattr(fn, "needs_score", False))
+        elif callable(metric):
+            self.name = getattr(metric, "__name__", type(metric).__name__)
+            self.fn, self.needs_score = metric, bool(getattr(metric, "needs_score", False))
+        else:
+            raise TypeError(f"a metric is a name or a callable, got {metric!r}")
+        if self.needs_score and task == "regression":
+            raise ValueError(f"metric {self.name!r} needs class scores, but the task is regression")
+
+
+class Trainer:
+    """Trains ``model`` by minimizing ``loss`` with ``optimizer``; reports ``metrics``.
+
+    Args:
+        model: a :class:`~lepton_nn.nn.Module` (lazy layers are built at the first ``fit``).
+        loss: a name for :func:`lepton_nn.losses.get_loss` (``"bce"``, ``"cross_entropy"``,
+            ``"mse"``...) or ``fn(pred, target, sample_weight=None) -> scalar Tensor``.
+        optimizer: an :class:`~lepton_nn.optim.Optimizer`, or a name (``"adam"``, ``"adamw"``,
+            ``"sgd"``, ``"rmsprop"``) built over the model's parameters at the first ``fit``
+            with ``lr`` (the optimizer's default when ``None``), ``weight_decay`` and
+            ``optimizer_kwargs``.
+        metrics: names for :func:`lepton_nn.metrics.get_metric` or ``fn(y_true, y)``
+            callables (``y`` are scores if ``fn.needs_score`` is true, else predicted labels
+            for classification, raw outputs for regression).
+        task: ``"auto"`` (from the loss), ``"binary"``, ``"multiclass"`` or ``"regression"``.
+        threshold: P(positive) at or above which a binary prediction is the positive class.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss: str | Callable = "bce",
+        optimizer: str | _optim.Optimizer = "adam",
+        metrics: Sequence[str | Callable] | None = None,
+        *,
+        lr: float | None = None,
+        weight_decay: float = 0.0,
+        optimizer_kwargs: Mapping[str, Any] | None = None,
+        task: str = "auto",
+        threshold: float = 0.5,
+    ):
+        if not isinstance(model, Module):
+            raise TypeError(f"model must be a lepton_nn Module, got {type(model).__name__}")
+        self.model = model
+        self.loss_fn = _losses.get_loss(loss)
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "loss")
+        if task == "auto":
+            task = _task_of(self.loss_fn)
+        if task not in TASKS:
+            raise ValueError(f"task must be 'auto' or one of {TASKS}, got {task!r}")
+        self.task = task
+        self.threshold = float(threshold)
+        self.metrics = [_Metric(m, task) for m in (metrics or [])]
+        self.optimizer: _optim.Optimizer | None = None
+        self._opt_spec: tuple[type[_optim.Optimizer], dict[str, Any]] | None = None
+        if isinstance(optimizer, _optim.Optimizer):
+            if weight_decay or optimizer_kwargs:
+                raise ValueError(
+                    "weight_decay and optimizer_kwargs apply to an optimizer given by name; "
+                    "set them on the optimizer instance instead"
+                )
+            if lr is not None:
+                optimizer.lr = float(lr)
+            self.optimizer = optimizer
+        elif isinstance(optimizer, str):
+            try:
+                cls = OPTIMIZERS[optimizer.lower()]
+            except KeyError:
+                raise ValueError(
+                    f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}"
+                ) from None
+            kwargs = dict(optimizer_kwargs or {})
+            if lr is not None:
+                kwargs["lr"] = float(lr)
+            if weight_decay:
+                kwargs["weight_decay"] = float(weight_decay)
+            self._opt_spec = (cls, kwargs)
+        else:
+            raise TypeError(f"optimizer must be an Optimizer or a name, got {optimizer!r}")
+        self.history: History | None = None
+        self.stop_training = False
+        self.stop_reason: str | None = None
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [m.name for m in self.metrics]
+
+    # -- input preparation -----------------------------------------------------------------
+    @property
+    def _dtype(self) -> np.dtype:
+        return np.dtype(getattr(self.model, "dtype", np.float32))
+
+    def _x(self, X: Any) -> np.ndarray:
+        if isinstance(X, Tensor):
+            X = X.data
+        arr = np.asarray(X)
+        if arr.dtype.kind not in "biuf":
+            raise DataError(
+                f"X must be numeric, got dtype {arr.dtype}; encode it first "
+                "(lepton_nn.data.Preprocessor)"
+            )
+        if arr.ndim == 0:
+            raise ShapeError("X must have a batch axis, got a scalar")
+        return np.ascontiguousarray(arr, dtype=self._dtype)
+
+    def _y(self, y: Any) -> np.ndarray:
+        if isinstance(y, Tensor):
+            y = y.data
+        arr = np.asarray(y)
+        if arr.dtype.kind not in "biuf":
+            raise DataError(
+                f"y must be numeric, got dtype {arr.dtype}; encode the labels first "
+                "(lepton_nn.data.LabelEncoder)"
+            )
+        if self.task == "multiclass" and arr.ndim == 1:
+            if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
+                raise DataError("multiclass targets must be integer class labels 0..C-1")
+            return np.ascontiguousarray(arr, dtype=np.int64)
+        if self.task == "binary" and arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise DataError(
+                f"binary targets must be 0/1 (or probabilities), got values in "
+                f"[{arr.min()}, {arr.max()}]; encode the labels (lepton_nn.data.LabelEncoder)"
+            )
+        return np.ascontiguousarray(arr, dtype=self._dtype)
+
+    def _prepare(self, X: np.ndarray) -> None:
+        """Build lazy layers and the optimizer (once)."""
+        if not self.model.built:
+            self.model.build((None, *X.shape[1:]))
+        if self.optimizer is None:
+            cls, kwargs = self._opt_spec
+            self.optimizer = cls(self.model.parameters(), **kwargs)
+
+    @staticmethod
+    def _check_rows(X: np.ndarray, *others: tuple[str, np.ndarray | None]) -> None:
+        for name, a in others:
+            if a is not None and len(a) != len(X):
+                raise ShapeError(f"X has {len(X)} rows but {name} has {len(a)}")
+
+    def _sample_weights(
+        self, y: np.ndarray, sample_weight: Any, class_weight: Any
+    ) -> np.ndarray | None:
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=self._dtype).reshape(-1)
+            if len(w) != len(y):
+                raise ShapeError(f"sample_weight has {len(w)} values for {len(y)} rows")
+        if class_weight is not None:
+            if self.task == "regression":
+                raise ValueError("class_weight needs a classification task (bce, cross_entropy)")
+            from ..data.preprocess import compute_sample_weight
+
+            labels = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+            cw = compute_sample_weight(labels, class_weight).astype(self._dtype)
+            w = cw if w is None else w * cw
+        return w
+
+    # -- fit ---------------------------------------------------------------------------------
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int = 10,
+        batch_size: int = 32,
+        validation_data: tuple | None = None,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] = (),
+        class_weight: str | Mapping[Any, float] | None = None,
+        sample_weight: Any = None,
+        shuffle: bool = True,
+        verbose: int = 1,
+        seed: int | None = None,
+    ) -> History:
+        """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns the History.
+
+        Args:
+            validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``, scored after
+                each epoch (``val_loss``, ``val_<metric>``).
+            validation_split: fraction of the rows held out for validation, taken from the
+                end of ``X`` before shuffling (as Keras does); ignored with validation_data.
+            class_weight: ``"balanced"`` or ``{label: weight}``; becomes per-sample weights
+                of the loss, multiplied into ``sample_weight`` if both are given.
+            verbose: 0 silent, 1 progress bar (a live line on a terminal, one line per epoch
+                otherwise), 2 one line per epoch.
+            seed: reseeds the library's global stream (``lepton_nn.set_seed``) before the
+                model is built, so weight init, dropout and shuffling all follow it. Without
+                it they follow the current global stream.
+
+        A batch whose loss is NaN or infinite stops training with a
+        :class:`NonFiniteLossWarning` naming the epoch and batch (also in
+        ``history.stop_reason``); that batch's update is not applied, and if the weights were
+        already non-finite the state before the previous update is restored.
+        """
+        if int(epochs) < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if seed is not None:
+            set_seed(seed)
+        X, y = self._x(X), self._y(y)
+        self._check_rows(X, ("y", y), ("sample_weight", sample_weight))
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (
+                2,
+                3,
+            ):
+                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, w)")
+            Xv, yv = self._x(validation_data[0]), self._y(validation_data[1])
+            wv = validation_data[2] if len(validation_data) == 3 else None
+            self._check_rows(Xv, ("y_val", yv), ("w_val", wv))
+            val = (Xv, yv, wv)
+        elif validation_split > 0:
+            cut = int(len(X) * (1.0 - validation_split))
+            if cut <= 0 or cut >= len(X):
+                raise DataError(
+                    f"validation_split={validation_split} leaves no rows on one side "
+                    f"of {len(X)} rows"
+                )
+            sw = None if sample_weight is None else np.asarray(sample_weight).reshape(-1)
+            val = (X[cut:], y[cut:], None if sw is None else sw[cut:])
+            X, y = X[:cut], y[:cut]
+            sample_weight = None if sw is None else sw[:cut]
+        w = self._sample_weights(y, sample_weight, class_weight)
+        if len(X) == 0:
+            raise DataError("fit: no training rows")
+
+        self._prepare(X)
+        batches = iterate_batches(X, y, batch_size, shuffle, rng=spawn(), sample_weight=w)
+        n_batches = len(batches)
+        history = History()
+        cbs = [*callbacks, history]
+        progress = None
+        if verbose:
+            progress = ProgressBar(verbose)
+            progress.decide_live()
+            cbs.append(progress)
+        params = {
+            "epochs": int(epochs),
+            "steps": n_batches,
+            "samples": len(X),
+            "batch_size": int(batch_size),
+            "verbose": verbose,
+            "metrics": self.metric_names,
+        }
+        history.params = params
+        cblist = CallbackList(cbs, self, params)
+        self.history = history
+        self.stop_training = False
+        self.stop_reason = None
+
+        model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        weights = model.parameters()
+        snapshot = [np.empty_like(p.data) for p in weights]  # weights before the last step
+        have_snapshot = False
+        batch_begin, batch_end = cblist.batch_begin, cblist.batch_end
+        blogs: dict[str, Any] = {}
+        collect = bool(self.metrics)
+        out_buf = y_buf = None
+        logs: dict[str, Any] = {}
+
+        cblist.on_train_begin({})
+        for epoch in range(int(epochs)):
+            model.train()
+            cblist.on_epoch_begin(epoch, {})
+            total, seen, pos = 0.0, 0, 0
+            bad: tuple[int, float] | None = None
+            for b, batch in enumerate(batches):
+                if w is None:
+                    xb, yb = batch
+                    wb = None
+                else:
+                    xb, yb, wb = batch
+                nb = xb.shape[0]
+                if batch_begin:
+                    blogs["batch"], blogs["size"] = b, nb
+                    for cb in batch_begin:
+                        cb.on_batch_begin(b, blogs)
+                out = model(xb)
+                loss = loss_fn(out, yb) if wb is None else loss_fn(out, yb, sample_weight=wb)
+                lv = float(loss.data)
+                if not math.isfinite(lv):
+                    bad = (b, lv)
+                    break
+                opt.zero_grad()
+                loss.backward()
+                for s, p in zip(snapshot, weights):
+                    s[...] = p.data  # (slice assignment: cheaper than np.copyto here)
+                have_snapshot = True
+                opt.step()
+                total += lv * nb
+                seen += nb
+                if collect:
+                    if out_buf is None:
+                        out_buf = np.empty((len(X), *out.shape[1:]), out.dtype)
+                        y_buf = np.empty_like(y)
+                    out_buf[pos : pos + nb] = out.data
+                    y_buf[pos : pos + nb] = yb
+                    pos += nb
+                if batch_end:
+                    blogs["batch"], blogs["size"] = b, nb
+                    blogs["loss"], blogs["batch_loss"] = total / seen, lv
+                    for cb in batch_end:
+                        cb.on_batch_end(b, blogs)
+                    if self.stop_training:
+                        break
+            if bad is None and not all(np.isfinite(p.data).all() for p in weights):
+                bad = (b, float("nan"))  # the epoch's last step broke the weights
+                restored = self._restore(weights, snapshot, have_snapshot)
+                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "weights")
+                break
+            if bad is not None:
+                restored = False
+                if not all(np.isfinite(p.data).all() for p in weights):
+                    restored = self._restore(weights, snapshot, have_snapshot)
+                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "loss")
+                break
+
+            logs = {"loss": total / seen if seen else float("nan")}
+            if collect and pos:
+                logs.update(self._score(y_buf[:pos], out_buf[:pos], self.metrics))
+            if val is not None:
+                vlogs = self._evaluate_arrays(*val, self.metrics)
+                logs.update({"val_" + k: v for k, v in vlogs.items()})
+            logs["lr"] = opt.lr
+            cblist.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cblist.on_train_end(logs)
+        history.stop_reason = self.stop_reason
+        return history
+
+    @staticmethod
+    def _restore(weights: list, snapshot: list, have_snapshot: bool) -> bool:
+        if not have_snapshot:
+            return False
+        for s, p in zip(snapshot, weights):
+            p.data[...] = s
+        return True
+
+    def _stop_nonfinite(
+        self,
+        epoch: int,
+        epochs: int,
+        bad: tuple[int, float],
+        n_batches: int,
+        restored: bool,
+        progress: ProgressBar | None,
+        what: str,
+    ) -> None:
+        b, value = bad
+        where = f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{n_batches}"
+        if what == "loss":
+            head = f"non-finite loss ({value}) at {where}"
+            kept = "this batch's update was not applied"
+        else:
+            head = f"the update of {where} made the weights non-finite"
+            kept = "that update was undone"
+        if restored and what == "loss":
+            kept = "the weights were already non-finite, so the previous update was undone"
+        elif not restored and what == "weights":
+            kept = "no earlier weights to restore"
+        msg = f"{head}: training stopped; {kept} (lower the learning rate or check the data)"
+        self.stop_reason = msg
+        self.stop_training = True
+        if progress is not None:
+            progress.end_line()
+        warnings.warn(msg, NonFiniteLossWarning, stacklevel=3)
+
+    # -- outputs, scores -------------------------------------------------------------------
+    def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+        """Raw model outputs for every row, in eval mode, without a graph."""
+        model = self.model
+        was = model.training
+        model.eval()
+        try:
+            with no_grad():
+                n = len(X)
+                if n <= batch_size:
+                    return np.asarray(model(X).data)
+                out = None
+                for start in range(0, n, batch_size):
+                    o = model(X[start : start + batch_size]).data
+                    if out is None:
+                        out = np.empty((n, *o.shape[1:]), o.dtype)
+                    out[start : start + len(o)] = o
+                return out
+        finally:
+            if was:
+                model.train()
+
+    def _proba(self, out: np.ndarray) -> np.ndarray:
+        if self.task == "binary":
+            p = _sigmoid(out)
+            return p.reshape(-1) if p.ndim == 2 and p.shape[1] == 1 else p
+        if self.task == "multiclass":
+            if out.ndim != 2:
+                raise ShapeError(f"multiclass outputs must be (N, C), got {out.shape}")
+            return _softmax(out)
+        raise LeptonError("predict_proba needs a classification task (bce or cross_entropy)")
+
+    def _classes(self, proba: np.ndarray) -> np.ndarray:
+        if self.task == "binary":
+            return (proba >= self.threshold).astype(np.int64)
+        return proba.argmax(axis=1)
+
+    def _score(self, y: np.ndarray, out: np.ndarray, metrics: list[_Metric]) -> dict[str, float]:
+        """Metric values for targets ``y`` and raw outputs ``out`` (NaN where undefined)."""
+        if not metrics:
+            return {}
+        scores = labels = None
+        if self.task == "regression":
+            pred = out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
+            truth = y
+        else:
+            scores = self._proba(out)
+            if self.task == "binary":  # 0/1 (or soft) targets -> class codes
+                truth = (y.reshape(scores.shape) >= 0.5).astype(np.int64)
+            else:
+                truth = y.argmax(axis=1) if y.ndim == 2 else y
+        result: dict[str, float] = {}
+        for m in metrics:
+            if self.task == "regression":
+                arg = pred
+            elif m.needs_score:
+                arg = scores
+            else:
+                labels = self._classes(scores) if labels is None else labels
+                arg = labels
+            t, a = truth, arg
+            if self.task == "binary" and np.ndim(a) == 2:  # multi-label: score all cells
+                t, a = np.asarray(t).reshape(-1), np.asarray(a).reshape(-1)
+            try:
+                result[m.name] = float(m.fn(t, a))
+            except DataError:  # e.g. ROC AUC of a validation set holding one class
+                result[m.name] = float("nan")
+        return result
+
+    def _evaluate_arrays(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        w: Any,
+        metrics: list[_Metric],
+        batch_size: int = EVAL_BATCH,
+    ) -> dict[str, float]:
+        out = self._forward(X, batch_size)
+        with no_grad():
+            t = Tensor(out)
+            if w is None:
+                loss = self.loss_fn(t, y)
+            else:
+                loss = self.loss_fn(t, y, sample_weight=np.asarray(w, out.dtype).reshape(-1))
+        result = {"loss": float(loss.data)}
+        result.update(self._score(y, out, metrics))
+        return result
+
+    def evaluate(
+        self,
+        X: Any,
+        y: Any,
+        batch_size: int = EVAL_BATCH,
+        sample_weight: Any = None,
+        metrics: Sequence[str | Callable] | None = None,
+    ) -> dict[str, float]:
+        """``{"loss": ..., <metric>: ...}`` on ``(X, y)``, in eval mode.
+
+        ``metrics`` replaces the trainer's own metrics for this call. Metrics undefined on the
+        data (ROC AUC with one class) are NaN.
+        """
+        X, y = self._x(X), self._y(y)
+        self._check_rows(X, ("y", y), ("sample_weight", sample_weight))
+        ms = self.metrics if metrics is None else [_Metric(m, self.task) for m in metrics]
+        return self._evaluate_arrays(X, y, sample_weight, ms, int(batch_size))
+
+    def predict(self, X: Any, batch_size: int = EVAL_BATCH) -> np.ndarray:
+        """The model's raw outputs (logits for bce/cross_entropy), eval mode, no graph."""
+        return self._forward(self._x(X), int(batch_size))
+
+    def predict_proba(self, X: Any, batch_size: int = EVAL_BATCH) -> np.ndarray:
+        """Class probabilities: binary -> P(positive) of shape ``(N,)`` (a one-unit output;
+        ``(N, K)`` for K independent sigmoid outputs); multiclass -> softmax ``(N, C)``."""
+        return self._proba(self.predict(X, batch_size))
+
+    def predict_classes(self, X: Any, batch_size: int = EVAL_BATCH) -> np.ndarray:
+        """Predicted class codes: ``P >= threshold`` (binary) or the argmax (multiclass)."""
+        return self._classes(self.predict_proba(X, batch_size))
+
+    def __repr__(self) -> str:
+        opt = type(self.optimizer).__name__ if self.optimizer else self._opt_spec[0].__name__
+        return (
+            f"Trainer(model={type(self.model).__name__}, loss={self.loss_name!r}, "
+            f"optimizer={opt}, metrics={self.metric_names}, task={self.task!r})"
+        )

@@ -1,0 +1,42 @@
+"""Worker-process setup: cap the BLAS/OpenMP threads of each worker.
+
+This module imports nothing heavy, so a freshly spawned worker runs it before NumPy loads
+(the environment variables then take effect); in a forked worker, where the BLAS library is
+already loaded, ``threadpoolctl`` (when installed) changes its thread count at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def limit_threads(n: int) -> None:
+    """Use at most ``n`` threads in BLAS/OpenMP (a process-pool initializer)."""
+    n = max(int(n), 1)
+    for var in _VARS:
+        os.environ[var] = str(n)
+    if "numba" not in sys.modules:  # numba refuses a change once its threads exist
+        os.environ["NUMBA_NUM_THREADS"] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n)
