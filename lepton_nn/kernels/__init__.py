@@ -9,8 +9,22 @@ from __future__ import annotations
 
 import functools
 
-_INTERESTING = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-                "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd", "sve")
+_INTERESTING = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "neon",
+    "asimd",
+    "sve",
+)
 
 
 @functools.lru_cache(maxsize=1)

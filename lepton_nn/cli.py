@@ -1,0 +1,323 @@
+"""The ``lepton-nn`` command (also ``python -m lepton_nn``).
+
+Every command turns expected failures (bad CSV, bad model file, wrong arguments) into one
+readable line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import LeptonError
+
+EXIT_ERROR = 2
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes sizes like 64,32, got {text!r}") from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"--hidden takes positive sizes, got {text!r}")
+    return sizes
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _model_kwargs(args) -> dict:
+    kw = {}
+    for name in ("hidden", "epochs", "lr", "dropout", "batch_size", "positive", "class_weight"):
+        v = getattr(args, name, None)
+        if v is not None:
+            kw[name] = v
+    return kw
+
+
+# -- cross-validation on raw tables ---------------------------------------------------------
+def cross_validate_table(table, k: int, seed: int, **model_kwargs) -> dict[str, list[float]]:
+    """Stratified k-fold CV of a TabularModel on a raw table (preprocessing fit per fold)."""
+    from .data import StratifiedKFold
+    from .tabular import TabularModel
+
+    y = np.asarray(table.target)
+    scores: dict[str, list[float]] = {}
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, seed=seed)
+    for fold, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y.astype(str))):
+        model = TabularModel(**{**model_kwargs, "seed": seed + fold}).fit(table.take(tr))
+        report = model.evaluate(table.take(te))
+        for key, v in report.items():
+            if isinstance(v, float):
+                scores.setdefault(key, []).append(v)
+    return scores
+
+
+def _cv_lines(
+    scores: dict[str, list[float]], keys=("accuracy", "roc_auc", "ks", "f1")
+) -> list[str]:
+    out = []
+    for key in keys:
+        if key in scores:
+            v = np.asarray(scores[key])
+            out.append(
+                f"  {key:<9} {v.mean():.4f} +/- {v.std():.4f}   folds: "
+                + " ".join(f"{x:.3f}" for x in v)
+            )
+    return out
+
+
+def _report_lines(report: dict) -> list[str]:
+    lines = []
+    for key in (
+        "n",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "pr_auc",
+        "ks",
+        "log_loss",
+        "r2",
+        "mse",
+        "mae",
+        "f1_macro",
+    ):
+        if key in report:
+            lines.append(f"  {key:<9} {_fmt(report[key])}")
+    cm = report.get("confusion_matrix")
+    if cm is not None:
+        lines.append("  confusion matrix (rows: true, columns: predicted):")
+        lines.extend("    " + " ".join(f"{c:>6}" for c in row) for row in cm)
+    return lines
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from . import io
+    from .data import read_csv, train_test_split
+    from .tabular import TabularModel
+
+    table = read_csv(args.data, target=args.target)
+    t0 = time.perf_counter()
+    if args.cv:
+        scores = cross_validate_table(table, args.cv, args.seed, **_model_kwargs(args))
+        print(f"{args.cv}-fold cross-validation:")
+        print("\n".join(_cv_lines(scores)))
+    y = np.asarray(table.target).astype(str)
+    idx = np.arange(len(y))
+    tr, va = train_test_split(idx, test_size=0.2, stratify=y, seed=args.seed)
+    model = TabularModel(**_model_kwargs(args), seed=args.seed).fit(table.take(tr))
+    report = model.evaluate(table.take(va))
+    print(f"validation ({len(va)} rows held out):")
+    print("\n".join(_report_lines(report)))
+    model = TabularModel(**_model_kwargs(args), seed=args.seed).fit(
+        table
+    )  # refit on every row for the file
+    model.metrics_card = {
+        "validation": {k: v for k, v in report.items() if k != "confusion_matrix"}
+    }
+    io.save(model, args.output)
+    print(
+        f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "
+        f"{time.perf_counter() - t0:.1f} s)"
+    )
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import io
+    from .data import read_csv
+
+    model = io.load(args.model)
+    table = read_csv(args.data, target=args.target)
+    report = model.evaluate(table)
+    if args.json:
+        keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "ks", "confusion_matrix", "n")
+        print(json.dumps({k: report.get(k) for k in keys}))
+    else:
+        print("\n".join(_report_lines(report)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from . import io
+    from .data import read_csv
+
+    model = io.load(args.model)
+    table = read_csv(args.data)
+    labels = model.predict(table)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        w = csv.writer(out)
+        if model.task_ == "regression":
+            w.writerow(["prediction"])
+            w.writerows([[v] for v in labels.tolist()])
+        else:
+            proba = model.predict_proba(table)
+            w.writerow(["prediction", *[f"p_{c}" for c in model.classes_.tolist()]])
+            for lab, p in zip(labels.tolist(), proba.tolist()):
+                w.writerow([lab, *[f"{x:.6f}" for x in p]])
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from . import io, runtime
+    from .data import train_test_split
+    from .datasets import load_credit
+
+    t0 = time.perf_counter()
+    table = load_credit()
+    print(
+        f"lepton_nn {__version__} demo: credit scoring on credit_data.csv "
+        f"({len(table)} applications, {len(table.columns)} features, target Status)"
+    )
+    y = np.asarray(table.target).astype(str)
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=0.2, stratify=y, seed=args.seed)
+    train, test = table.take(tr), table.take(te)
+    kwargs = {"positive": "bad"}
+    scores = cross_validate_table(train, 5, args.seed, **kwargs)
+    print(f"\n5-fold stratified cross-validation on {len(tr)} training rows:")
+    print("\n".join(_cv_lines(scores)))
+    from .tabular import TabularModel
+
+    model = TabularModel(**kwargs, seed=args.seed).fit(train)
+    report = model.evaluate(test)
+    print(f"\nheld-out test ({len(te)} rows, positive class 'bad'):")
+    print("\n".join(_report_lines(report)))
+    path = args.output or os.path.join(os.getcwd(), "credit_model.lnn")
+    model.metrics_card = {"test": {k: v for k, v in report.items() if k != "confusion_matrix"}}
+    io.save(model, path)
+    served = runtime.load(path)
+    same = np.array_equal(served.predict(test), model.predict(test))
+    print(
+        f"\nsaved {path} ({os.path.getsize(path):,} bytes); NumPy-only runtime predictions "
+        f"{'match' if same else 'DIFFER FROM'} the trained model's"
+    )
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0 if same else 1
+
+
+def cmd_info(args) -> int:
+    from . import backend
+    from .kernels import cpu_features
+
+    if args.model:
+        from .runtime.format import inspect_lnn
+
+        manifest = inspect_lnn(args.model)
+        print(json.dumps({k: v for k, v in manifest.items() if k != "arrays"}, indent=2))
+        print(f"arrays: {len(manifest.get('arrays', {}))}")
+        return 0
+    import platform
+
+    print(f"lepton_nn {__version__}")
+    print(f"python {platform.python_version()} on {platform.machine()} ({platform.system()})")
+    print(f"numpy {np.__version__}")
+    for name in ("numba", "Cython"):
+        try:
+            mod = __import__(name)
+            print(f"{name.lower()} {mod.__version__}")
+        except ImportError:
+            print(f"{name.lower()} not installed")
+    print(f"cpu features: {' '.join(cpu_features()) or 'unknown'}")
+    print(f"backends available: {', '.join(backend.available())}")
+    print(f"active backend: {backend.get_backend().name}")
+    for kernel, impl in backend.info().items():
+        print(f"  {kernel:<28} {impl}")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lepton-nn",
+        description="Train, check and serve small neural networks on tabular data.",
+    )
+    p.add_argument("--version", action="version", version=f"lepton_nn {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on a CSV and save it")
+    t.add_argument("data")
+    t.add_argument("--target", required=True)
+    t.add_argument("--positive", help="label of the positive class (binary targets)")
+    t.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 64,32")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--dropout", type=float)
+    t.add_argument("--batch-size", type=int, dest="batch_size")
+    t.add_argument("--class-weight", choices=["balanced"], dest="class_weight")
+    t.add_argument("--cv", type=int, default=0, help="also report k-fold cross-validation")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("-o", "--output", required=True)
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a saved model on labelled rows")
+    e.add_argument("model")
+    e.add_argument("data")
+    e.add_argument("--target", required=True)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="predictions and probabilities for raw rows")
+    r.add_argument("model")
+    r.add_argument("data")
+    r.add_argument("-o", "--output")
+    r.set_defaults(fn=cmd_predict)
+
+    d = sub.add_parser("demo", help="the credit-scoring demo on the bundled data")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("-o", "--output", help="where to save the model (default ./credit_model.lnn)")
+    d.set_defaults(fn=cmd_demo)
+
+    i = sub.add_parser("info", help="versions, backends, CPU features; or a model file's manifest")
+    i.add_argument("model", nargs="?")
+    i.set_defaults(fn=cmd_info)
+
+    b = sub.add_parser("bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime")
+    b.add_argument(
+        "--against",
+        help="peers, e.g. tensorflow,torch,onnxruntime (default: all installed; 'none' for none)",
+    )
+    b.add_argument("--quick", action="store_true", help="short rounds, one thread count")
+    b.add_argument("--threads", help="thread counts, e.g. 2,1 (default: all cores, and 1)")
+    b.add_argument("--out", default="bench-results", help="report folder")
+    b.add_argument("--workloads", help="subset of W1,W2,W5,W7,ACC (default: all)")
+    b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
+    b.set_defaults(fn=lambda a: __import__("lepton_nn.bench", fromlist=["main"]).main(a))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (LeptonError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        msg = str(exc) if not isinstance(exc, OSError) else f"{exc.strerror}: {exc.filename}"
+        print(f"lepton-nn: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lepton-nn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
