@@ -30,7 +30,8 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _target(pred: Tensor, target, name: str) -> np.ndarray:
     t = np.asarray(target.data if isinstance(target, Tensor) else target)
     if t.shape != pred.shape:
-        if t.size == pred.size:
+        # (N,) vs (N, 1) and the like: equal once axes of length 1 are dropped
+        if [d for d in t.shape if d != 1] == [d for d in pred.shape if d != 1]:
             t = t.reshape(pred.shape)
         else:
             raise ShapeError(f"{name}: prediction shape {pred.shape} vs target shape {t.shape}")
@@ -58,7 +59,7 @@ def _finish(elementwise: Tensor, sample_weight, reduction: str) -> Tensor:
     _check(reduction)
     per = elementwise
     if per.ndim > 1:
-        per = per.reshape(per.shape[0], -1).mean(axis=1)
+        per = per.reshape(per.shape[0], int(np.prod(per.shape[1:]))).mean(axis=1)
     w = _weight(sample_weight, per.shape[0] if per.ndim else 1, per.dtype)
     if w is not None:
         per = per * Tensor(w)

@@ -188,13 +188,17 @@ class Adam(Optimizer):
             st = self.state.get(id(p))
             if st is None or st["m"].shape != p.data.shape or st["m"].dtype != p.data.dtype:
                 st = self.state[id(p)] = {
-                    "m": np.zeros_like(p.data),
-                    "v": np.zeros_like(p.data),
+                    "m": np.zeros(p.data.shape, p.data.dtype),  # C order, as the kernel reads
+                    "v": np.zeros(p.data.shape, p.data.dtype),
                     "t": 0,
                 }
             st["t"] += 1
+            if not p.data.flags.writeable:  # checked here: a compiled kernel would not
+                raise ValueError(f"Adam: parameter of shape {p.shape} is a read-only array")
+            # the kernel walks flat C arrays: a strided or Fortran-ordered p runs on a copy
+            data = p.data if p.data.flags.c_contiguous else np.ascontiguousarray(p.data)
             kernel(
-                p.data,
+                data,
                 g,
                 st["m"],
                 st["v"],
@@ -206,6 +210,8 @@ class Adam(Optimizer):
                 st["t"],
                 self.decoupled,
             )
+            if data is not p.data:
+                p.data[...] = data
 
 
 class AdamW(Adam):

@@ -11,13 +11,14 @@ defined in :mod:`lepton_nn.ops` and attached to this class there.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 
 from ..errors import LeptonError
 
-__all__ = ["Tensor", "as_array"]
+__all__ = ["Tensor", "as_array", "HookHandle"]
 
 _FLOATS = (np.float32, np.float64)
 
@@ -29,7 +30,9 @@ def as_array(data: Any, dtype=None) -> np.ndarray:
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
     arr = np.asarray(data)
-    if arr.dtype.type not in _FLOATS:
+    # only an array (or NumPy scalar) keeps float64; Python floats and lists become float32
+    typed = isinstance(data, (np.ndarray, np.generic))
+    if arr.dtype.type not in _FLOATS or (not typed and arr.dtype == np.float64):
         if arr.dtype.kind not in "biuf":
             raise LeptonError(f"cannot make a Tensor from data of dtype {arr.dtype}")
         arr = arr.astype(np.float32)
@@ -44,7 +47,7 @@ class Tensor:
     (same shape and dtype as ``.data``) or ``None``.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "_hooks", "__weakref__")
     __array_priority__ = 1000.0  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -53,6 +56,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._ctx = None
         self.name = name
+        self._hooks: dict | None = None
 
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool, ctx) -> Tensor:
@@ -63,6 +67,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._ctx = ctx
         t.name = None
+        t._hooks = None
         return t
 
     # -- plain accessors ------------------------------------------------------------------
@@ -106,6 +111,31 @@ class Tensor:
     def requires_grad_(self, flag: bool = True) -> Tensor:
         self.requires_grad = bool(flag)
         return self
+
+    def register_hook(self, fn) -> HookHandle:
+        """Call ``fn(grad)`` in ``backward()`` once d(root)/d(self) is complete (all uses summed).
+
+        ``grad`` has this tensor's shape; treat it as read-only (copy it to keep it). If ``fn``
+        returns an array, that replaces the gradient flowing on (into ``.grad`` for a leaf,
+        into the op that made this tensor otherwise). Returns a handle with ``remove()``.
+        """
+        if not self.requires_grad:
+            raise LeptonError("register_hook() on a tensor that does not require grad")
+        if self._hooks is None:
+            self._hooks = {}
+        return HookHandle(self._hooks, fn)
+
+    def _run_hooks(self, g: np.ndarray) -> np.ndarray:
+        for fn in list(self._hooks.values()):
+            r = fn(g)
+            if r is not None:
+                r = np.array(r.data if isinstance(r, Tensor) else r, dtype=g.dtype)  # a copy
+                if r.shape != g.shape:
+                    raise LeptonError(
+                        f"a gradient hook returned shape {r.shape}, expected {g.shape}"
+                    )
+                g = r
+        return g
 
     def __repr__(self) -> str:
         op = f", op={type(self._ctx).__name__}" if self._ctx is not None else ""
@@ -165,6 +195,8 @@ class Tensor:
             g = grads.pop(id(node), None)
             if g is None:
                 continue
+            if node._hooks:
+                g = node._run_hooks(g)
             ctx = node._ctx
             if ctx is None:
                 _accumulate_leaf(node, g, stored)
@@ -179,6 +211,19 @@ class Tensor:
                 else:
                     grads[key] = pg
                 stored.append(pg)
+
+
+class HookHandle:
+    """Returned by ``register_hook``: ``remove()`` unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, table: dict, fn) -> None:
+        self.table, self.id = table, next(self._ids)
+        table[self.id] = fn
+
+    def remove(self) -> None:
+        self.table.pop(self.id, None)
 
 
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray, stored: list[np.ndarray]) -> None:

@@ -87,7 +87,13 @@ class Dense(Module):
             self.build((None, int(in_features)))
 
     def build(self, input_shape) -> Dense:
-        n_in = int(input_shape[-1])
+        shape = (None, input_shape) if isinstance(input_shape, int) else tuple(input_shape)
+        if len(shape) < 2 or shape[-1] is None:
+            raise ShapeError(
+                f"layer '{self.name}' (Dense) builds from a batch shape (batch, ..., features), "
+                f"got {shape}"
+            )
+        n_in = int(shape[-1])
         r = rng()
         w = get_initializer(self.kernel_initializer)(
             (n_in, self.units), n_in, self.units, r, self.dtype

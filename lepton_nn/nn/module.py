@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor, is_grad_enabled, no_grad
 from ..errors import NotBuiltError, ShapeError
+from .hooks import _HookedCall
 
 _counters: dict[str, itertools.count] = defaultdict(itertools.count)
 REGISTRY: dict[str, type[Module]] = {}
@@ -68,6 +69,10 @@ class Module:
         if not self._built:
             shape = tuple(np.shape(x.data if isinstance(x, Tensor) else x))
             self.build((None, *shape[1:]))
+        hooked = None
+        if self._backward_hooks and is_grad_enabled():  # see nn/hooks.py
+            hooked = _HookedCall(self, len(args))
+            args = hooked.wrap_inputs(args)
         out = self.call(*args, **kwargs)
         if self.input_shape is None and x is not None:
             self.input_shape = (None, *np.shape(x.data if isinstance(x, Tensor) else x)[1:])
@@ -77,11 +82,22 @@ class Module:
             r = hook(self, args, out)
             if r is not None:
                 out = r
+        if hooked is not None:
+            hooked.watch_outputs(out)
         return out
 
     def register_forward_hook(self, fn) -> Any:
         """``fn(module, inputs, output)`` after each call; returns a handle with ``remove()``."""
         return _Handle(self._forward_hooks, fn)
+
+    def register_full_backward_hook(self, fn) -> Any:
+        """``fn(module, grad_input, grad_output)`` in ``backward()``, once per recorded call.
+
+        ``grad_input[i]`` = dL/d(input i) from this module alone (None for inputs that need no
+        gradient, such as raw data), ``grad_output`` = dL/d(outputs). Returning a tuple replaces
+        ``grad_input`` (for a one-input module, the common case). See :mod:`.hooks`.
+        """
+        return _Handle(self._backward_hooks, fn)
 
     # -- structure ---------------------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Module]]:
@@ -185,7 +201,7 @@ class Module:
                     raise ShapeError(
                         f"parameter {k}: model has shape {p.shape}, state has {v.shape}"
                     )
-                p.data = v.astype(p.dtype, copy=True)
+                p.data = v.astype(p.dtype, order="C", copy=True)
         per_module: dict[int, tuple[Module, dict]] = {}
         for k, (m, key) in bufs.items():
             if k in state:
@@ -198,8 +214,7 @@ class Module:
         dtype = np.dtype(dtype)
         for m in self.modules():
             m.dtype = dtype
-        if self.built:
-            for p in self.parameters():
+            for _, p in m._own_parameters():  # built layers now; lazy ones build in dtype
                 p.data = p.data.astype(dtype)
                 p.grad = None
         return self
@@ -218,11 +233,12 @@ class Module:
         """
         shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)[1:]
         dtype = getattr(self, "dtype", np.float32)
-        was = self.training
+        modes = [(m, m.training) for m in self.modules()]
         self.eval()
         with no_grad():
             self(Tensor(np.zeros((1, *shape), dtype=dtype)))
-        self.train(was)
+        for m, training in modes:  # each module back in its own mode
+            m.training = training
         return self
 
     # -- serialization -------------------------------------------------------------------------

@@ -48,8 +48,8 @@ class Linear(Function):
         self.x_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
         z = np.matmul(x2, w)  # (N, out), fresh and C-contiguous
-        if b is not None and b.dtype != z.dtype:
-            b = b.astype(z.dtype)
+        if b is not None:  # the kernel reads b as a flat C array of z's dtype
+            b = np.ascontiguousarray(b, dtype=z.dtype)
         self.x2, self.w, self.b, self.act = x2, w, b, act
         if act == GELU:  # gelu's derivative needs the pre-activation: keep z
             y = be.bias_act_forward(z, b, act, np.empty_like(z))

@@ -36,6 +36,7 @@ class SoftmaxCrossEntropy(Function):
     def forward(self, logits, labels=None, weight=None, reduction="mean"):
         be = get_backend()
         logits = np.ascontiguousarray(logits)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
         self.labels, self.weight, self.reduction = labels, weight, reduction
         self.probs = np.empty_like(logits)
         per = be.softmax_xent_forward(
@@ -46,6 +47,7 @@ class SoftmaxCrossEntropy(Function):
     def backward(self, g):
         p = self.probs
         gl = _per_sample_grad(g, p.shape[0], self.weight, self.reduction, p.dtype)
+        gl = np.ascontiguousarray(gl)  # g may be a broadcast view (strides 0) from a Sum
         gz = get_backend().softmax_xent_backward(p, self.labels, gl, np.empty_like(p))
         return (gz,)
 
@@ -81,7 +83,7 @@ class BCEWithLogits(Function):
         el = (pw * y * sp_neg + (1 - y) * sp_pos).astype(z.dtype, copy=False)
         self.z, self.y, self.pw, self.weight, self.reduction = z, y, pw, weight, reduction
         self.m = int(np.prod(z.shape[1:])) if z.ndim > 1 else 1
-        per = el.reshape(z.shape[0], -1).mean(axis=1) if z.ndim > 1 else el
+        per = el.reshape(z.shape[0], self.m).mean(axis=1) if z.ndim > 1 else el
         return _reduce(per, weight, reduction)
 
     def backward(self, g):

@@ -22,7 +22,7 @@ class Transpose(Function):
         return np.transpose(a, axes)
 
     def backward(self, g):
-        inv = None if self.axes is None else np.argsort(self.axes)
+        inv = None if self.axes is None else np.argsort([ax % g.ndim for ax in self.axes])
         return (np.transpose(g, inv),)
 
 

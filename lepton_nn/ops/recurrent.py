@@ -1,0 +1,357 @@
+"""Recurrent networks over whole sequences, and the embedding lookup that usually feeds them.
+
+Each of ``LSTM``, ``GRU``, ``SimpleRNN`` is ONE ``Function`` for the whole sequence:
+
+- forward: one GEMM for the input projections of all steps (X W_ih + b), then per step one
+  GEMM (h_prev W_hh) and one backend kernel for the gate math, saving gates and states;
+- backward (BPTT): per step, in reverse, one kernel for the gate gradients and one GEMM
+  (dz W_hh^T) for the gradient reaching the previous state; then one GEMM each for
+  dW_ih, dW_hh and dX over all steps at once.
+
+Shapes: x (B, T, F) batch first; weights in Keras's layout, ``w_ih`` (F, G U), ``w_hh``
+(U, G U), G = 4 (LSTM: i, f, g, o), 3 (GRU: z, r, n), 1 (SimpleRNN). Internally time-major:
+states ``H[k]`` (T + 1, B, U). Going forward, step t reads state t and writes t + 1; with
+``reverse=True`` (the backward half of a bidirectional layer) steps run from T - 1 down to
+0, step t reading state t + 1 and writing t.
+
+Variable lengths: ``mask`` (B, T) of booleans; where it is False the state is carried over
+unchanged and the output is 0. For right-padded batches, running in reverse with the mask
+is exactly "each sequence reversed within its own length".
+
+Outputs are packed in one array (a Function returns one): (B, T + S, U) holding the T
+outputs, then the S final states (LSTM: h, c; others: h). Use :func:`lstm`, :func:`gru`,
+:func:`simple_rnn`, which split it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, Tensor
+from ..backend import get_backend
+from ..errors import ShapeError
+
+__all__ = [
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "Embedding",
+    "lstm",
+    "gru",
+    "simple_rnn",
+    "embedding",
+    "lengths_to_mask",
+]
+
+
+class _Sequence(Function):
+    """What the three recurrent ops share: input projection, state arrays, packing."""
+
+    gates = 1  # G: gate blocks of U columns in w_ih / w_hh
+
+    def _setup(self, x, w_ih, w_hh, b, mask, reverse):
+        dt = x.dtype
+        self.w_ih, self.w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
+        bt, t, f = x.shape
+        self.xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t * bt, f)  # (T B, F)
+        xz = np.matmul(self.xt, self.w_ih)  # (T B, G U)
+        if b is not None:
+            xz += np.asarray(b, dt)
+        self.mask, self.reverse, self.has_b = mask, reverse, b is not None
+        self.steps = range(t - 1, -1, -1) if reverse else range(t)
+        return xz.reshape(t, bt, self.w_ih.shape[1])
+
+    def _step_mask(self, t):
+        return None if self.mask is None else self.mask[t]
+
+    def _pack(self, states):
+        """(B, T + S, U): outputs (masked to 0), then each final state."""
+        h = states[0]
+        t = h.shape[0] - 1
+        ys = h[:-1] if self.reverse else h[1:]  # (T, B, U)
+        final = 0 if self.reverse else t
+        out = np.empty((h.shape[1], t + len(states), h.shape[2]), h.dtype)
+        out[:, :t] = ys.transpose(1, 0, 2)
+        if self.mask is not None:
+            out[:, :t] *= self.mask.T[:, :, None]
+        for k, s in enumerate(states):
+            out[:, t + k] = s[final]
+        return out
+
+    def _unpack_grad(self, g, n_states):
+        """The packed gradient as (GY time-major (T, B, U), [d final state, ...])."""
+        t = g.shape[1] - n_states
+        gy = np.ascontiguousarray(g[:, :t].transpose(1, 0, 2), dtype=self.xt.dtype)
+        return gy, [np.array(g[:, t + k], dtype=self.xt.dtype) for k in range(n_states)]
+
+    def _weight_grads(self, dxz, dhz, h):
+        """dX, dW_ih, dW_hh, db from the per-step pre-activation gradients (T, B, G U)."""
+        t, bt, gu = dxz.shape
+        dxz2 = dxz.reshape(t * bt, gu)
+        hp = (h[1:] if self.reverse else h[:-1]).reshape(
+            t * bt, h.shape[2]
+        )  # state before each step
+        gx = gw_ih = gw_hh = gb = None
+        if self.needs_grad[0]:
+            gx = np.matmul(dxz2, self.w_ih.T).reshape(t, bt, self.xt.shape[1]).transpose(1, 0, 2)
+        if self.needs_grad[1]:
+            gw_ih = np.matmul(self.xt.T, dxz2)
+        if self.needs_grad[2]:
+            gw_hh = np.matmul(hp.T, dhz.reshape(t * bt, gu))
+        if self.has_b and self.needs_grad[3]:
+            gb = dxz2.sum(axis=0)
+        return gx, gw_ih, gw_hh, gb
+
+    def _rec_order(self):
+        """Backward step order and, per step, the step whose dz feeds its dh_rec."""
+        order = list(reversed(self.steps))
+        return order, [None] + order[:-1]
+
+
+class LSTM(_Sequence):
+    """Long short-term memory over a sequence; gate order i, f, g (cell), o.
+
+    z_t = x_t W_ih + h_{t-1} W_hh + b;  i, f, o = sigmoid(.), g = tanh(.)
+    c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).
+    Inputs x (B, T, F), w_ih (F, 4U), w_hh (U, 4U), b (4U,) [optional], h0, c0 (B, U).
+    Output (B, T + 2, U): h_1..h_T (0 where masked), then the final h and c.
+    """
+
+    gates = 4
+
+    def forward(self, x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
+        be = get_backend()
+        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
+        t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
+        h = np.empty((t + 1, bt, u), x.dtype)
+        c = np.empty_like(h)
+        g = np.empty((t, bt, 4 * u), x.dtype)
+        hz = np.empty((bt, 4 * u), x.dtype)
+        first = t if reverse else 0
+        h[first], c[first] = h0, c0
+        r = int(reverse)
+        for s in self.steps:  # step s: state s + r -> state s + 1 - r
+            p, q = s + r, s + 1 - r
+            np.matmul(h[p], self.w_hh, out=hz)
+            be.lstm_step_forward(xz[s], hz, c[p], h[p], self._step_mask(s), g[s], c[q], h[q])
+        self.h, self.c, self.g = h, c, g
+        return self._pack((h, c))
+
+    def backward(self, grad):
+        be = get_backend()
+        gy, (dh, dc) = self._unpack_grad(grad, 2)
+        h, c, g, r = self.h, self.c, self.g, int(self.reverse)
+        dz = np.zeros_like(g)
+        dh_rec = np.zeros_like(dh)
+        w_hh_t = self.w_hh.T
+        order, feeds = self._rec_order()
+        for s, nxt in zip(order, feeds):
+            if nxt is not None:
+                np.matmul(dz[nxt], w_hh_t, out=dh_rec)
+            p, q = s + r, s + 1 - r
+            be.lstm_step_backward(
+                gy[s], dh_rec, dh, dc, g[s], c[q], c[p], self._step_mask(s), dz[s]
+            )
+        dh0 = dh + np.matmul(dz[order[-1]], w_hh_t) if order else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, h)
+        return gx, gw_ih, gw_hh, gb, dh0, dc
+
+
+class GRU(_Sequence):
+    """Gated recurrent unit, reset after the recurrent matmul; gate order z, r, n.
+
+    a_t = h_{t-1} W_hh + b_hh;  z = sigmoid(xz_z + a_z);  r = sigmoid(xz_r + a_r)
+    n = tanh(xz_n + r a_n);  h_t = (1 - z) n + z h_{t-1}   (xz = x_t W_ih + b).
+    Inputs x (B, T, F), w_ih (F, 3U), w_hh (U, 3U), b (3U,), b_hh (3U,), h0 (B, U).
+    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h.
+    """
+
+    gates = 3
+
+    def forward(self, x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False):
+        be = get_backend()
+        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
+        t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
+        self.b_hh = None if b_hh is None else np.asarray(b_hh, x.dtype)
+        h = np.empty((t + 1, bt, u), x.dtype)
+        g = np.empty((t, bt, 4 * u), x.dtype)
+        hz = np.empty((bt, 3 * u), x.dtype)
+        h[t if reverse else 0] = h0
+        r = int(reverse)
+        for s in self.steps:
+            p, q = s + r, s + 1 - r
+            np.matmul(h[p], self.w_hh, out=hz)
+            be.gru_step_forward(xz[s], hz, self.b_hh, h[p], self._step_mask(s), g[s], h[q])
+        self.h, self.g = h, g
+        return self._pack((h,))
+
+    def backward(self, grad):
+        be = get_backend()
+        gy, (dh,) = self._unpack_grad(grad, 1)
+        h, g, r = self.h, self.g, int(self.reverse)
+        t, bt, u = gy.shape
+        dxz = np.zeros((t, bt, 3 * u), gy.dtype)
+        dhz = np.zeros_like(dxz)
+        dh_rec = np.zeros_like(dh)
+        w_hh_t = self.w_hh.T
+        order, feeds = self._rec_order()
+        for s, nxt in zip(order, feeds):
+            if nxt is not None:
+                np.matmul(dhz[nxt], w_hh_t, out=dh_rec)
+            be.gru_step_backward(
+                gy[s], dh_rec, dh, g[s], h[s + r], self._step_mask(s), dxz[s], dhz[s]
+            )
+        dh0 = dh + np.matmul(dhz[order[-1]], w_hh_t) if order else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dxz, dhz, h)
+        gb_hh = dhz.reshape(t * bt, 3 * u).sum(axis=0) if self.b_hh is not None else None
+        return gx, gw_ih, gw_hh, gb, gb_hh, dh0
+
+
+class SimpleRNN(_Sequence):
+    """Elman network: h_t = tanh(x_t W_ih + h_{t-1} W_hh + b).
+
+    Inputs x (B, T, F), w_ih (F, U), w_hh (U, U), b (U,), h0 (B, U).
+    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h.
+    """
+
+    def forward(self, x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False):
+        be = get_backend()
+        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
+        t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
+        h = np.empty((t + 1, bt, u), x.dtype)
+        hz = np.empty((bt, u), x.dtype)
+        h[t if reverse else 0] = h0
+        r = int(reverse)
+        for s in self.steps:
+            p, q = s + r, s + 1 - r
+            np.matmul(h[p], self.w_hh, out=hz)
+            be.rnn_step_forward(xz[s], hz, h[p], self._step_mask(s), h[q])
+        self.h = h
+        return self._pack((h,))
+
+    def backward(self, grad):
+        be = get_backend()
+        gy, (dh,) = self._unpack_grad(grad, 1)
+        h, r = self.h, int(self.reverse)
+        dz = np.zeros_like(gy)
+        dh_rec = np.zeros_like(dh)
+        w_hh_t = self.w_hh.T
+        order, feeds = self._rec_order()
+        for s, nxt in zip(order, feeds):
+            if nxt is not None:
+                np.matmul(dz[nxt], w_hh_t, out=dh_rec)
+            be.rnn_step_backward(gy[s], dh_rec, dh, h[s + 1 - r], self._step_mask(s), dz[s])
+        dh0 = dh + np.matmul(dz[order[-1]], w_hh_t) if order else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, h)
+        return gx, gw_ih, gw_hh, gb, dh0
+
+
+class Embedding(Function):
+    """y = W[ids]: rows of the table W (V, D) gathered for integer ids of any shape (...).
+
+    Backward scatters: dW[v] = sum of the output gradients of the positions holding id v.
+    """
+
+    def forward(self, w, ids=None):
+        self.ids, self.v = ids, w.shape[0]
+        return w[ids]
+
+    def backward(self, g):
+        d = g.shape[-1]
+        gw = np.zeros((self.v, d), g.dtype)
+        np.add.at(gw, self.ids.reshape(-1), g.reshape(-1, d))
+        return (gw,)
+
+
+# -- the functional API: validation, then one Function ---------------------------------------
+
+
+def lengths_to_mask(lengths, t: int) -> np.ndarray:
+    """(B,) lengths -> (B, T) booleans, True at steps t < length."""
+    lengths = np.asarray(lengths)
+    if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+        raise ShapeError(
+            f"lengths must be a 1-D array of ints, got {lengths.dtype} {lengths.shape}"
+        )
+    if lengths.size and (lengths.min() < 0 or lengths.max() > t):
+        raise ValueError(f"lengths must lie in [0, {t}], got {lengths.min()}..{lengths.max()}")
+    return np.arange(t)[None, :] < lengths[:, None]
+
+
+def _check(who, x, w_ih, w_hh, gates, vectors, states, mask):
+    """Validate shapes; return the mask as a time-major float array (T, B), or None."""
+    if x.ndim != 3:
+        raise ShapeError(f"{who} expects input of shape (batch, time, features), got {x.shape}")
+    bt, t, f = x.shape
+    u = w_hh.shape[0] if w_hh.ndim == 2 else -1
+    if w_ih.shape != (f, gates * u) or w_hh.shape != (u, gates * u):
+        raise ShapeError(
+            f"{who}: weights ({f}, {gates}*U) and (U, {gates}*U) expected for input {x.shape}, "
+            f"got {w_ih.shape} and {w_hh.shape}"
+        )
+    for v in vectors:
+        if v is not None and v.shape != (gates * u,):
+            raise ShapeError(f"{who}: bias of shape ({gates * u},) expected, got {v.shape}")
+    for s in states:
+        if s is not None and s.shape != (bt, u):
+            raise ShapeError(f"{who}: initial state of shape ({bt}, {u}) expected, got {s.shape}")
+    if mask is None:
+        return None
+    mask = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    if mask.shape != (bt, t):
+        raise ShapeError(f"{who}: mask of shape ({bt}, {t}) expected, got {mask.shape}")
+    mask = mask.astype(bool)
+    if mask.all():
+        return None
+    return np.ascontiguousarray(mask.T, dtype=x.dtype)
+
+
+def _state(s, x, u) -> Tensor:
+    return Tensor(np.zeros((x.shape[0], u), x.dtype)) if s is None else s
+
+
+def lstm(x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
+    """LSTM over x (B, T, F) -> (outputs (B, T, U), final h (B, U), final c (B, U))."""
+    m = _check("lstm", x, w_ih, w_hh, 4, [b], [h0, c0], mask)
+    u = w_hh.shape[0]
+    h0, c0 = _state(h0, x, u), _state(c0, x, u)
+    b = b if b is not None else Tensor(np.zeros(4 * u, x.dtype))
+    out = LSTM.apply(x, w_ih, w_hh, b, h0, c0, mask=m, reverse=reverse)
+    t = x.shape[1]
+    return out[:, :t], out[:, t], out[:, t + 1]
+
+
+def gru(x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False):
+    """GRU over x (B, T, F) -> (outputs (B, T, U), final h (B, U))."""
+    m = _check("gru", x, w_ih, w_hh, 3, [b, b_hh], [h0], mask)
+    u = w_hh.shape[0]
+    zeros = Tensor(np.zeros(3 * u, x.dtype))
+    b, b_hh = (zeros if b is None else b), (zeros if b_hh is None else b_hh)
+    out = GRU.apply(x, w_ih, w_hh, b, b_hh, _state(h0, x, u), mask=m, reverse=reverse)
+    t = x.shape[1]
+    return out[:, :t], out[:, t]
+
+
+def simple_rnn(x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False):
+    """Elman RNN (tanh) over x (B, T, F) -> (outputs (B, T, U), final h (B, U))."""
+    m = _check("simple_rnn", x, w_ih, w_hh, 1, [b], [h0], mask)
+    u = w_hh.shape[0]
+    b = b if b is not None else Tensor(np.zeros(u, x.dtype))
+    out = SimpleRNN.apply(x, w_ih, w_hh, b, _state(h0, x, u), mask=m, reverse=reverse)
+    t = x.shape[1]
+    return out[:, :t], out[:, t]
+
+
+def embedding(ids, weight: Tensor) -> Tensor:
+    """Rows of ``weight`` (V, D) for integer ``ids`` of any shape -> (*ids.shape, D)."""
+    ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+    if ids.dtype.kind == "f":
+        if not np.all(ids == np.round(ids)):
+            raise ValueError("embedding: ids must be integers")
+    elif ids.dtype.kind not in "iu":
+        raise ValueError(f"embedding: integer ids expected, got dtype {ids.dtype}")
+    ids = ids.astype(np.intp)
+    v = weight.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= v):
+        raise ValueError(f"embedding: ids must lie in [0, {v}), got {ids.min()}..{ids.max()}")
+    return Embedding.apply(weight, ids=ids)
