@@ -26,7 +26,12 @@ _sparse = _load("sparse")
 
 
 class CythonBackend(ReferenceBackend):
-    """Ahead-of-time compiled kernels; no first-call stall."""
+    """Ahead-of-time compiled kernels; no first-call stall.
+
+    Each kernel below is a compiled function bound under the name and signature of its twin
+    ``ReferenceBackend.<name>`` in reference.py (the readable spec); its source is the ``.pyx``
+    named in the group's header. (Compiled docstrings cannot point back, so these lines do.)
+    """
 
     name = "cython"
 

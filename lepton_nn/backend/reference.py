@@ -126,9 +126,347 @@ class ReferenceBackend:
         p -= (lr / bc1) * m / denom
 
     # -- int8 quantized matmul (compression) -------------------------------------------------
+    # Dynamic int8 Dense: quantize_rows (x float32 -> uint8, scale, zero point per row or per
+    # tensor) then qlinear. Weights are int8, symmetric per output channel, packed once by
+    # qpack_weights into 4-byte groups: w_packed[nb, g, 4 c + j] = w_q[16 nb + c, 4 g + j],
+    # shape (ceil(N/16), ceil(K/4), 64), zero padded (the layout vpdpbusd and AMX tiles read).
+
+    def quantize_rows(self, x, q, scale, zero_point):
+        """Asymmetric uint8 quantization of x float32 (M, K) into q uint8 (M, K).
+
+        scale float32, zero_point int32: shape (M,) for one pair per row, (1,) per tensor.
+        lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
+        zp = clip(rint(-lo / scale), 0, 255), q = clip(rint(x * (1 / scale)) + zp, 0, 255),
+        all float32 so the compiled twins match bit for bit. Returns q.
+        """
+        per_row = scale.shape[0] == x.shape[0] and x.shape[0] != 1
+        xs = x if per_row else x.reshape(1, -1)  # (spans, len)
+        lo = xs.min(axis=1, initial=0)
+        hi = xs.max(axis=1, initial=0)
+        s = (hi - lo) / np.float32(255)
+        s[s == 0] = 1
+        zp = np.clip(np.rint(-lo / s), 0, 255)
+        inv = (np.float32(1) / s)[:, None]
+        qv = np.clip(np.rint(xs * inv) + zp[:, None], 0, 255)
+        q[...] = qv.reshape(q.shape).astype(np.uint8)
+        scale[...] = s
+        zero_point[...] = zp.astype(np.int32)
+        return q
+
+    def qpack_weights(self, w_q):
+        """w_q int8 (N, K) -> (w_packed int8 (ceil(N/16), ceil(K/4), 64), w_col_sums int32 (N,)).
+
+        w_col_sums[n] = sum_k w_q[n, k], for the zero-point correction of the compiled twins.
+        """
+        N, K = w_q.shape
+        NB, G = -(-N // 16), -(-K // 4)
+        padded = np.zeros((NB * 16, G * 4), np.int8)
+        padded[:N, :K] = w_q
+        packed = padded.reshape(NB, 16, G, 4).transpose(0, 2, 1, 3).reshape(NB, G, 64)
+        return np.ascontiguousarray(packed), w_q.sum(axis=1, dtype=np.int32)
+
+    @staticmethod
+    def _qunpack(w_packed, N, K):
+        """Inverse of qpack_weights: w_q int8 (N, K)."""
+        NB, G = w_packed.shape[:2]
+        return w_packed.reshape(NB, G, 16, 4).transpose(0, 2, 1, 3).reshape(NB * 16, G * 4)[:N, :K]
+
+    def qlinear(
+        self, x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, act, out, nthreads=1
+    ):
+        """out = act(((x_q - zp) @ w_q.T) * (x_scale * w_scale) + bias).
+
+        x_q uint8 or int8 (M, K); x_scale float or float32 (1,)/(M,); x_zero_point int or
+        int32 (1,)/(M,); w_packed from qpack_weights; w_scale float32 (N,); bias float32 (N,)
+        or None; act code; out float32 (M, N). The sum is exact (int64 here, int32 in the
+        compiled twins, which need w_col_sums; nthreads is theirs too). Returns out.
+        """
+        N, K = out.shape[1], x_q.shape[1]
+        w = self._qunpack(w_packed, N, K).astype(np.int64)  # (N, K)
+        zp = np.asarray(x_zero_point, np.int64).reshape(-1, 1)  # (1 or M, 1)
+        acc = (x_q.astype(np.int64) - zp) @ w.T  # (M, N), exact
+        s = np.asarray(x_scale, np.float32).reshape(-1, 1) * w_scale  # (1 or M, N)
+        return self.bias_act_forward(acc.astype(np.float32) * s, bias, act, out)
+
+    def qgemm_s32(self, a, w_packed, out, w_col_sums=None, nthreads=1):
+        """out = a @ w_q.T exactly: a uint8/int8 (M, K), out int32 (M, N). Returns out."""
+        w = self._qunpack(w_packed, out.shape[1], a.shape[1]).astype(np.int64)
+        out[...] = a.astype(np.int64) @ w.T
+        return out
 
     # -- sparse matmul (pruning) ---------------------------------------------------------------
+    # A pruned W (K, N) is kept as CSR over its output columns (the CSR of W.T): column n has
+    # rows indices[indptr[n]:indptr[n+1]] (ascending) holding values[indptr[n]:indptr[n+1]].
+
+    def to_csr(self, w, threshold=0.0):
+        """W (K, N) -> (indptr int32 (N+1,), indices int32 (nnz,), values float32 (nnz,)),
+        keeping the entries with |w| > threshold."""
+        wt = np.asarray(w, np.float32).T  # (N, K)
+        cols, rows = np.nonzero(np.abs(wt) > threshold)
+        indptr = np.zeros(wt.shape[0] + 1, np.int32)
+        indptr[1:] = np.cumsum(np.bincount(cols, minlength=wt.shape[0]))
+        return indptr, rows.astype(np.int32), wt[cols, rows]
+
+    def sparse_linear(self, x, indptr, indices, values, bias, act, out):
+        """out = act(x @ W + bias), W given as CSR over output columns.
+
+        x float32 (B, K); bias float32 (N,) or None; act code; out float32 (B, N).
+        Here W is rebuilt dense: W[indices[j], n] = values[j] for j in column n. Returns out.
+        """
+        N, K = out.shape[1], x.shape[1]
+        w = np.zeros((K, N), x.dtype)
+        w[indices, np.repeat(np.arange(N), np.diff(indptr))] = values
+        return self.bias_act_forward(x @ w, bias, act, out)
 
     # -- convolution and pooling -------------------------------------------------------------
+    # Images are NCHW and C-contiguous. A (kh, kw) window moves by the stride (sh, sw); its
+    # taps are (dh, dw) apart (dilation); (ph, pw) rows/columns of padding sit above/left of
+    # the image. The output size (OH, OW) is read from the output array, so the padding
+    # below/right is whatever the last windows need (asymmetric "same" padding included).
+
+    @staticmethod
+    def _canvas(x, ph, pw, hp, wp, fill):
+        """x (N, C, H, W) placed at (ph, pw) on a canvas of ``fill``, >= (hp, wp) pixels."""
+        n, c, h, w = x.shape
+        xp = np.full((n, c, max(hp, ph + h), max(wp, pw + w)), fill, x.dtype)
+        xp[:, :, ph : ph + h, pw : pw + w] = x
+        return xp
+
+    def im2col(self, x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
+        """Unfold every window of every image into a column.
+
+        x: (N, C, H, W); cols: (N, C*kh*kw, OH, OW), written and returned:
+        cols[n, (c*kh + i)*kw + j, y, x] = x[n, c, y*sh - ph + i*dh, x*sw - pw + j*dw],
+        0 where that pixel lies in the padding. A convolution is then, per image,
+        W.reshape(O, C*kh*kw) @ cols[n].reshape(C*kh*kw, OH*OW).
+        """
+        n, c = x.shape[:2]
+        oh, ow = cols.shape[2:]
+        xp = self._canvas(x, ph, pw, (oh - 1) * sh + (kh - 1) * dh + 1,
+                          (ow - 1) * sw + (kw - 1) * dw + 1, 0)  # fmt: skip
+        v = cols.reshape(n, c, kh, kw, oh, ow)
+        for i in range(kh):
+            for j in range(kw):
+                y0, x0 = i * dh, j * dw
+                v[:, :, i, j] = xp[:, :, y0 : y0 + (oh - 1) * sh + 1 : sh,
+                                   x0 : x0 + (ow - 1) * sw + 1 : sw]  # fmt: skip
+        return cols
+
+    def col2im(self, cols, kh, kw, sh, sw, ph, pw, dh, dw, gx):
+        """The adjoint of im2col: gx = 0, then each entry of cols is added to the pixel it was
+        read from (entries read from the padding are dropped).
+
+        cols: (N, C*kh*kw, OH, OW); gx: (N, C, H, W), written and returned.
+        """
+        n, c, h, w = gx.shape
+        oh, ow = cols.shape[2:]
+        gp = self._canvas(np.zeros_like(gx), ph, pw, (oh - 1) * sh + (kh - 1) * dh + 1,
+                          (ow - 1) * sw + (kw - 1) * dw + 1, 0)  # fmt: skip
+        v = cols.reshape(n, c, kh, kw, oh, ow)
+        for i in range(kh):
+            for j in range(kw):
+                y0, x0 = i * dh, j * dw
+                gp[:, :, y0 : y0 + (oh - 1) * sh + 1 : sh,
+                   x0 : x0 + (ow - 1) * sw + 1 : sw] += v[:, :, i, j]  # fmt: skip
+        gx[...] = gp[:, :, ph : ph + h, pw : pw + w]
+        return gx
+
+    def _windows(self, x, kh, kw, sh, sw, ph, pw, oh, ow, fill):
+        """(N, C, OH, OW, kh*kw) view of every pooling window (padding = ``fill``)."""
+        n, c = x.shape[:2]
+        xp = self._canvas(x, ph, pw, (oh - 1) * sh + kh, (ow - 1) * sw + kw, fill)
+        win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
+        return win[:, :, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw].reshape(
+            n, c, oh, ow, kh * kw
+        )
+
+    def maxpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, y, argmax):
+        """y[n, c, oy, ox] = max of x[n, c] over the window at (oy*sh - ph, ox*sw - pw), the
+        padding counting as -inf; argmax (int64, y's shape) = row * W + col of the window's
+        first maximum in row-major order. x: (N, C, H, W); y: (N, C, OH, OW). Returns y.
+        """
+        w = x.shape[3]
+        oh, ow = y.shape[2:]
+        flat = self._windows(x, kh, kw, sh, sw, ph, pw, oh, ow, -np.inf)
+        a = flat.argmax(axis=-1) if flat.size else np.zeros(y.shape, np.int64)
+        y[...] = np.take_along_axis(flat, a[..., None], axis=-1)[..., 0]
+        rows = (np.arange(oh) * sh - ph)[:, None] + a // kw
+        cols = (np.arange(ow) * sw - pw)[None, :] + a % kw
+        argmax[...] = rows * w + cols
+        return y
+
+    def maxpool2d_backward(self, gy, argmax, gx):
+        """gx = 0, then gx[n, c].flat[argmax[n, c, oy, ox]] += gy[n, c, oy, ox]. Returns gx."""
+        n, c, h, w = gx.shape
+        k = gy.shape[2] * gy.shape[3]
+        g = gx.reshape(n * c, h * w)
+        g[...] = 0
+        rows = np.arange(n * c)[:, None]
+        np.add.at(g, (rows, argmax.reshape(n * c, k)), gy.reshape(n * c, k))
+        return gx
+
+    @staticmethod
+    def _pool_divisor(h, w, oh, ow, kh, kw, sh, sw, ph, pw, count_pad, dtype):
+        """(OH, OW) divisors of average pooling: kh*kw, or the window's cells inside the image."""
+        if count_pad:
+            return np.full((oh, ow), kh * kw, dtype)
+        top = np.arange(oh) * sh - ph
+        left = np.arange(ow) * sw - pw
+        rows = np.minimum(top + kh, h) - np.maximum(top, 0)
+        cols = np.minimum(left + kw, w) - np.maximum(left, 0)
+        return np.maximum(rows[:, None] * cols[None, :], 1).astype(dtype)
+
+    def avgpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_pad, y):
+        """y = (sum of x over the window, the padding counting as 0) / divisor, divisor being
+        kh*kw when count_pad, else the number of window cells inside the image.
+        x: (N, C, H, W); y: (N, C, OH, OW). Returns y.
+        """
+        h, w = x.shape[2:]
+        oh, ow = y.shape[2:]
+        s = self._windows(x, kh, kw, sh, sw, ph, pw, oh, ow, 0).sum(axis=-1)
+        div = self._pool_divisor(h, w, oh, ow, kh, kw, sh, sw, ph, pw, count_pad, x.dtype)
+        y[...] = s / div
+        return y
+
+    def avgpool2d_backward(self, gy, kh, kw, sh, sw, ph, pw, count_pad, gx):
+        """gx = 0, then each window adds gy / divisor to every one of its cells inside the
+        image. gy: (N, C, OH, OW); gx: (N, C, H, W), written and returned."""
+        h, w = gx.shape[2:]
+        oh, ow = gy.shape[2:]
+        div = self._pool_divisor(h, w, oh, ow, kh, kw, sh, sw, ph, pw, count_pad, gy.dtype)
+        gd = gy / div
+        gp = self._canvas(np.zeros_like(gx), ph, pw, (oh - 1) * sh + kh, (ow - 1) * sw + kw, 0)
+        for i in range(kh):
+            for j in range(kw):
+                gp[:, :, i : i + (oh - 1) * sh + 1 : sh, j : j + (ow - 1) * sw + 1 : sw] += gd
+        gx[...] = gp[:, :, ph : ph + h, pw : pw + w]
+        return gx
 
     # -- recurrent cells ---------------------------------------------------------------------
+    # The pointwise math of one time step, after its GEMMs (the caller runs np.matmul):
+    #   xz = x_t W_ih + b  (B, G*U),   hz = h_prev W_hh  (B, G*U),   G gates of U units each.
+    # mask: (B,) of the data's dtype, 1 where the step belongs to the sequence and 0 past its
+    # end (that row's state is then carried over unchanged), or None for all ones.
+    # Backward kernels run in reverse step order. The gradient reaching h_t is
+    #   d = mask * gy + dh_rec + dh,   gy: the output's gradient (B, U) or None,
+    #   dh_rec = dz_next W_hh^T (B, U): through the next step's GEMM,
+    #   dh (B, U, in/out): the rest (masked rows pass d straight on; GRU's z * d term).
+
+    def lstm_step_forward(self, xz, hz, c_prev, h_prev, mask, gates, c, h):
+        """One LSTM step; gate blocks in the order i, f, g, o.
+
+        z = xz + hz;  i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_g)
+        c = f * c_prev + i * g;  h = o * tanh(c);  rows with mask 0: c = c_prev, h = h_prev.
+        xz, hz, gates: (B, 4U); c_prev, h_prev, c, h: (B, U). Writes gates = [i, f, g, o],
+        c and h. Returns h.
+        """
+        u = c.shape[1]
+        z = xz + hz
+        i, f, o = _sigmoid(z[:, :u]), _sigmoid(z[:, u : 2 * u]), _sigmoid(z[:, 3 * u :])
+        g = np.tanh(z[:, 2 * u : 3 * u])
+        gates[...] = np.concatenate([i, f, g, o], axis=1)
+        c_new = f * c_prev + i * g
+        h_new = o * np.tanh(c_new)
+        if mask is not None:
+            keep = mask[:, None] > 0
+            c_new = np.where(keep, c_new, c_prev)
+            h_new = np.where(keep, h_new, h_prev)
+        c[...] = c_new
+        h[...] = h_new
+        return h
+
+    def lstm_step_backward(self, gy, dh_rec, dh, dc, gates, c, c_prev, mask, dz):
+        """Back through one LSTM step (BPTT), from the saved gates and cells.
+
+        d = mask * gy + dh_rec + dh;  tc = tanh(c);  dc <- dc + d * o * (1 - tc^2)
+        dz = [dc g i (1 - i), dc c_prev f (1 - f), dc i (1 - g^2), d tc o (1 - o)]
+        then dc <- dc * f (the gradient of c_prev) and dh <- 0.
+        Rows with mask 0: dz = 0, dc unchanged, dh <- d.
+        gy: (B, U) or None; dh_rec, dh, dc, c, c_prev: (B, U); gates, dz: (B, 4U).
+        Writes dz, dh, dc. Returns dz.
+        """
+        u = c.shape[1]
+        m = 1 if mask is None else mask[:, None]
+        d = dh_rec + dh if gy is None else dh_rec + dh + m * gy
+        i, f, g, o = (gates[:, k * u : (k + 1) * u] for k in range(4))
+        tc = np.tanh(c)
+        dct = dc + d * o * (1 - tc * tc)
+        grads = [dct * g * i * (1 - i), dct * c_prev * f * (1 - f), dct * i * (1 - g * g)]
+        dzz = np.concatenate([*grads, d * tc * o * (1 - o)], axis=1)
+        if mask is None:
+            dz[...] = dzz
+            dc[...] = dct * f
+            dh[...] = 0
+        else:
+            keep = mask[:, None] > 0
+            dz[...] = np.where(keep, dzz, 0)
+            dc[...] = np.where(keep, dct * f, dc)
+            dh[...] = np.where(keep, 0, d)
+        return dz
+
+    def gru_step_forward(self, xz, hz, bhh, h_prev, mask, gates, h):
+        """One GRU step, reset applied after the recurrent matmul (PyTorch; Keras's
+        reset_after=True); gate blocks in the order z (update), r (reset), n (candidate).
+
+        a = hz + bhh;  z = sigmoid(xz_z + a_z);  r = sigmoid(xz_r + a_r)
+        n = tanh(xz_n + r * a_n);  h = (1 - z) * n + z * h_prev;  rows with mask 0: h = h_prev.
+        xz, hz: (B, 3U); bhh: (3U,) or None; h_prev, h: (B, U); gates: (B, 4U).
+        Writes gates = [z, r, n, a_n] and h. Returns h.
+        """
+        u = h.shape[1]
+        a = hz + bhh if bhh is not None else hz
+        z = _sigmoid(xz[:, :u] + a[:, :u])
+        r = _sigmoid(xz[:, u : 2 * u] + a[:, u : 2 * u])
+        n = np.tanh(xz[:, 2 * u :] + r * a[:, 2 * u :])
+        gates[...] = np.concatenate([z, r, n, a[:, 2 * u :]], axis=1)
+        h_new = (1 - z) * n + z * h_prev
+        h[...] = h_new if mask is None else np.where(mask[:, None] > 0, h_new, h_prev)
+        return h
+
+    def gru_step_backward(self, gy, dh_rec, dh, gates, h_prev, mask, dxz, dhz):
+        """Back through one GRU step.
+
+        d = mask * gy + dh_rec + dh;  dn = d (1 - z) (1 - n^2);  dzz = d (h_prev - n) z (1 - z)
+        dr = dn a_n r (1 - r);  dxz = [dzz, dr, dn];  dhz = [dzz, dr, dn * r];  dh <- d * z.
+        Rows with mask 0: dxz = dhz = 0, dh <- d.
+        gy: (B, U) or None; dh_rec, dh, h_prev: (B, U); gates: (B, 4U); dxz, dhz: (B, 3U).
+        Writes dxz, dhz, dh. Returns dxz.
+        """
+        u = h_prev.shape[1]
+        m = 1 if mask is None else mask[:, None]
+        d = dh_rec + dh if gy is None else dh_rec + dh + m * gy
+        z, r, n, an = (gates[:, k * u : (k + 1) * u] for k in range(4))
+        dn = d * (1 - z) * (1 - n * n)
+        dzz = d * (h_prev - n) * z * (1 - z)
+        dr = dn * an * r * (1 - r)
+        gx = np.concatenate([dzz, dr, dn], axis=1)
+        gh = np.concatenate([dzz, dr, dn * r], axis=1)
+        if mask is None:
+            dxz[...], dhz[...], dh[...] = gx, gh, d * z
+        else:
+            keep = mask[:, None] > 0
+            dxz[...] = np.where(keep, gx, 0)
+            dhz[...] = np.where(keep, gh, 0)
+            dh[...] = np.where(keep, d * z, d)
+        return dxz
+
+    def rnn_step_forward(self, xz, hz, h_prev, mask, h):
+        """One Elman step: h = tanh(xz + hz); rows with mask 0: h = h_prev.
+        xz, hz: (B, U); h_prev, h: (B, U). Writes h. Returns h."""
+        h_new = np.tanh(xz + hz)
+        h[...] = h_new if mask is None else np.where(mask[:, None] > 0, h_new, h_prev)
+        return h
+
+    def rnn_step_backward(self, gy, dh_rec, dh, h, mask, dz):
+        """d = mask * gy + dh_rec + dh;  dz = d (1 - h^2), dh <- 0;  rows with mask 0: dz = 0,
+        dh <- d. h: the step's output state (B, U); dz: (B, U). Writes dz, dh. Returns dz."""
+        m = 1 if mask is None else mask[:, None]
+        d = dh_rec + dh if gy is None else dh_rec + dh + m * gy
+        if mask is None:
+            dz[...] = d * (1 - h * h)
+            dh[...] = 0
+        else:
+            keep = mask[:, None] > 0
+            dz[...] = np.where(keep, d * (1 - h * h), 0)
+            dh[...] = np.where(keep, 0, d)
+        return dz

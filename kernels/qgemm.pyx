@@ -1,0 +1,350 @@
+# cython: language_level=3
+"""Exact int8 GEMM with a fused dequantize + bias + activation epilogue (C in csrc/qgemm.h).
+
+One quantized Dense layer, y = act(x @ W.T + b) with W (N, K) float32, in two compiled calls:
+
+    w_q, w_scale = quantize_weights(W)          # once: int8 (N, K), float32 (N,) per channel
+    w_packed, w_col_sums = pack_weights(w_q)    # once: int8 (ceil(N/16), ceil(K/4), 64), int32 (N,)
+    quantize_rows(x, x_q, x_scale, x_zp)        # per batch: float32 (M, K) -> uint8 (M, K)
+    qlinear(x_q, x_scale, x_zp, w_packed, w_scale, w_col_sums, bias, act, out)   # (M, N)
+
+Functions (every array C-contiguous; the wrappers check dtype, shape and contiguity and raise
+TypeError / ValueError before any C runs):
+
+quantize_weights(w) -> (w_q, w_scale)
+    Symmetric per output channel: w_scale = max|w[n]| / 127 (1 if 0), w_q = rint(w / w_scale).
+pack_weights(w_q) -> (w_packed, w_col_sums)
+    packed[nb, g, 4 c + j] = w_q[16 nb + c, 4 g + j] (zero padded), the 4-byte groups vpdpbusd
+    and AMX tiles read; w_col_sums[n] = w_q[n].sum() (int32) for the zero-point correction.
+unpack_weights(w_packed, N, K) -> w_q
+quantize_rows(x, q, scale, zero_point) -> q
+    Asymmetric uint8: x float32 (M, K); q uint8 (M, K); scale float32 and zero_point int32
+    of shape (M,) (per row) or (1,) (per tensor). lo = min(0, min x), hi = max(0, max x),
+    scale = (hi - lo) / 255 (1 if 0), zp = clip(rint(-lo / scale), 0, 255),
+    q = clip(rint(x * (1 / scale)) + zp, 0, 255), float32 math, bit-identical on every ISA.
+qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, act, out, nthreads=1)
+    out = act(((x_q - zp) @ w_q.T) * (x_scale * w_scale) + bias), the sum exact in int32.
+    x_q uint8 or int8 (M, K); x_scale float or float32 (1,)/(M,); x_zero_point int or int32
+    (1,)/(M,); w_scale float32 (N,); w_col_sums int32 (N,); bias float32 (N,) or None;
+    act 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (tanh approximation); out float32 (M, N).
+qgemm_s32(a, w_packed, out, w_col_sums=None, nthreads=1)
+    out = a @ w_q.T exactly, a uint8/int8 (M, K), out int32 (M, N); int8 a needs w_col_sums.
+
+Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
+released; nthreads=2 splits the output columns over two threads (pays for M >= ~64).
+
+ISA paths, chosen once at import from CPUID and the OS: amx (AMX-INT8 tiles, Linux after
+arch_prctl(ARCH_REQ_XCOMP_PERM)), avx512vnni, avxvnni, avx2 (exact: s16 widening + vpmaddwd),
+portable. LEPTON_ISA=<name> in the environment forces a lower path (never a higher one than
+the CPU has). isa() names the active path, supported_isas() the usable ones (best first),
+set_isa(name) switches (tests run every path).
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t, uint8_t, int8_t
+
+cnp.import_array()
+
+cdef extern from "qgemm.h" nogil:
+    ctypedef struct qg_args:
+        const uint8_t *a
+        const int8_t *b
+        int64_t M, N, K
+        int a_signed
+        const float *xs
+        int64_t xs_step
+        const int32_t *zp
+        int64_t zp_step
+        const float *ws
+        const int32_t *cs
+        const float *bias
+        int act
+        float *outf
+        int32_t *outi
+    int QG_NISA
+    int qg_init()
+    int qg_set_isa(int isa)
+    int qg_use_emulation(int isa)
+    int qg_active
+    int qg_cpu
+    void qg_run(const qg_args *p, int nthreads)
+    void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, uint8_t *q,
+                        float *scale, int32_t *zp)
+
+ISAS = ("portable", "avx2", "avxvnni", "avx512vnni", "amx")
+K_MAX = 65793  # 255 * 128 * K < 2**31
+
+qg_init()
+
+
+def supported_isas():
+    """Names of the paths usable on this CPU and OS, best first."""
+    return [ISAS[i] for i in range(QG_NISA - 1, -1, -1) if qg_cpu & (1 << i)]
+
+
+def isa():
+    """Name of the active path."""
+    return ISAS[qg_active]
+
+
+def set_isa(name):
+    """Use path ``name``, or the best usable one below it. Returns the active path's name."""
+    if name not in ISAS:
+        raise ValueError(f"unknown ISA {name!r}; choose one of {', '.join(ISAS)}")
+    return ISAS[qg_set_isa(ISAS.index(name))]
+
+
+def _use_emulation(name):
+    """Test hook: run path ``name`` ('amx' or 'avxvnni') through its emulated / EVEX twin
+    (needs AVX-512 VNNI); makes it active. Returns False when not possible here."""
+    return bool(qg_use_emulation(ISAS.index(name)))
+
+
+def _reset_isas():
+    """Undo _use_emulation: detect the CPU again (the best path becomes active)."""
+    qg_init()
+
+
+_env = os.environ.get("LEPTON_ISA", "").strip().lower()
+if _env:
+    if _env in ISAS:
+        set_isa(_env)
+    else:
+        warnings.warn(f"LEPTON_ISA={_env!r} ignored; choose one of {', '.join(ISAS)}",
+                      RuntimeWarning, stacklevel=2)
+
+
+# ------------------------------------------------------------------ validation helpers
+cdef inline str _dt(cnp.ndarray a):
+    return str(a.dtype)
+
+
+cdef cnp.ndarray _arr(object a, str name, int typenum, int ndim, bint writeable=False):
+    """a as an ndarray of dtype typenum and ndim dims, C-contiguous, else a clear error."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum:
+        raise TypeError(f"{name} must be {np.dtype(cnp.PyArray_DescrFromType(typenum))}, "
+                        f"got {_dt(arr)}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"{name} must be writeable")
+    return arr
+
+
+cdef cnp.ndarray _vec(object a, str name, int typenum, Py_ssize_t n):
+    cdef cnp.ndarray arr = _arr(a, name, typenum, 1)
+    if arr.shape[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got {a.shape}")
+    return arr
+
+
+cdef cnp.ndarray _packed(object w_packed, Py_ssize_t N, Py_ssize_t K):
+    cdef cnp.ndarray wp = _arr(w_packed, "w_packed", cnp.NPY_INT8, 3)
+    if wp.shape[0] != (N + 15) // 16 or wp.shape[1] != (K + 3) // 4 or wp.shape[2] != 64:
+        raise ValueError(f"w_packed has shape {w_packed.shape}; for K={K}, N={N} it must be "
+                         f"({(N + 15) // 16}, {(K + 3) // 4}, 64) (see pack_weights)")
+    return wp
+
+
+cdef cnp.ndarray _activations(object a, str name):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if t != cnp.NPY_UINT8 and t != cnp.NPY_INT8:
+        raise TypeError(f"{name} must be uint8 or int8, got {a.dtype}")
+    cdef cnp.ndarray arr = _arr(a, name, t, 2)
+    if arr.shape[1] > K_MAX:
+        raise ValueError(f"K={arr.shape[1]} > {K_MAX}: the int32 sums could overflow")
+    return arr
+
+
+# ------------------------------------------------------------------ weights (Python level)
+def quantize_weights(w):
+    """Symmetric int8 per output channel: w float (N, K) -> (w_q int8 (N, K), w_scale f32 (N,)).
+
+    w_scale[n] = max_k |w[n, k]| / 127 (1 when the row is 0); w_q = clip(rint(w / w_scale)).
+    """
+    w = np.asarray(w, dtype=np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"w must be 2-D (N, K), got shape {w.shape}")
+    amax = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
+    scale = (amax / np.float32(127)).astype(np.float32)
+    scale[scale == 0] = 1
+    w_q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return w_q, scale
+
+
+def pack_weights(w_q):
+    """w_q int8 (N, K) -> (w_packed int8 (ceil(N/16), ceil(K/4), 64), w_col_sums int32 (N,)).
+
+    w_packed[nb, g, 4 c + j] = w_q[16 nb + c, 4 g + j], zero padded; the one layout every ISA
+    path reads (a 64-byte row is a zmm of 16 columns x 4 k, 16 rows an AMX B tile).
+    """
+    if not isinstance(w_q, np.ndarray) or w_q.dtype != np.int8 or w_q.ndim != 2:
+        raise TypeError("w_q must be a 2-D int8 numpy array (N, K)")
+    N, K = w_q.shape
+    NB, G = (N + 15) // 16, (K + 3) // 4
+    padded = np.zeros((NB * 16, G * 4), np.int8)
+    padded[:N, :K] = w_q
+    packed = np.ascontiguousarray(padded.reshape(NB, 16, G, 4).transpose(0, 2, 1, 3))
+    return packed.reshape(NB, G, 64), w_q.sum(axis=1, dtype=np.int32)
+
+
+def unpack_weights(w_packed, N, K):
+    """Inverse of pack_weights: int8 (ceil(N/16), ceil(K/4), 64) -> w_q int8 (N, K)."""
+    NB, G = w_packed.shape[0], w_packed.shape[1]
+    w = w_packed.reshape(NB, G, 16, 4).transpose(0, 2, 1, 3).reshape(NB * 16, G * 4)
+    return w[:N, :K].copy()
+
+
+# ------------------------------------------------------------------ compiled entry points
+def quantize_rows(x, q, scale, zero_point):
+    """Dynamic asymmetric uint8 quantization of x float32 (M, K) into q uint8 (M, K).
+
+    scale float32 / zero_point int32 of shape (M,): one pair per row; shape (1,): one for
+    the tensor. Returns q. See the module docstring for the rounding.
+    """
+    cdef cnp.ndarray xa = _arr(x, "x", cnp.NPY_FLOAT32, 2)
+    cdef Py_ssize_t M = xa.shape[0], K = xa.shape[1]
+    cdef cnp.ndarray qa = _arr(q, "q", cnp.NPY_UINT8, 2, True)
+    if qa.shape[0] != M or qa.shape[1] != K:
+        raise ValueError(f"q must have shape {x.shape}, got {q.shape}")
+    cdef cnp.ndarray sa = _arr(scale, "scale", cnp.NPY_FLOAT32, 1, True)
+    cdef cnp.ndarray za = _arr(zero_point, "zero_point", cnp.NPY_INT32, 1, True)
+    cdef int per_row
+    if sa.shape[0] == M and za.shape[0] == M:
+        per_row = 1
+    elif sa.shape[0] == 1 and za.shape[0] == 1:
+        per_row = 0
+    else:
+        raise ValueError(f"scale and zero_point must both have shape ({M},) (per row) or (1,) "
+                         f"(per tensor), got {scale.shape} and {zero_point.shape}")
+    if M == 0:
+        if not per_row:
+            scale[0] = 1
+            zero_point[0] = 0
+        return q
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
+    cdef uint8_t *qp = <uint8_t *>cnp.PyArray_DATA(qa)
+    cdef float *sp = <float *>cnp.PyArray_DATA(sa)
+    cdef int32_t *zpp = <int32_t *>cnp.PyArray_DATA(za)
+    with nogil:
+        qg_quantize_u8(xp, M, K, per_row, qp, sp, zpp)
+    return q
+
+
+def qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, int act, out,
+            int nthreads=1):
+    """out = act(((x_q - zp) @ w_q.T) * (x_scale * w_scale) + bias), one compiled call.
+
+    x_q uint8/int8 (M, K); x_scale float or float32 (1,)/(M,); x_zero_point int or int32
+    (1,)/(M,); w_packed from pack_weights; w_scale float32 (N,); w_col_sums int32 (N,);
+    bias float32 (N,) or None; act 0..4; out float32 (M, N). Returns out.
+    """
+    cdef cnp.ndarray xa = _activations(x_q, "x_q")
+    cdef cnp.ndarray oa = _arr(out, "out", cnp.NPY_FLOAT32, 2, True)
+    cdef Py_ssize_t M = xa.shape[0], K = xa.shape[1], N = oa.shape[1]
+    if oa.shape[0] != M:
+        raise ValueError(f"out has {oa.shape[0]} rows, x_q has {M}")
+    cdef cnp.ndarray wp = _packed(w_packed, N, K)
+    cdef cnp.ndarray ws = _vec(w_scale, "w_scale", cnp.NPY_FLOAT32, N)
+    cdef cnp.ndarray cs = _vec(w_col_sums, "w_col_sums", cnp.NPY_INT32, N)
+    cdef cnp.ndarray ba = None
+    if bias is not None:
+        ba = _vec(bias, "bias", cnp.NPY_FLOAT32, N)
+    if act < 0 or act > 4:
+        raise ValueError(f"act must be an activation code 0..4, got {act}")
+    cdef qg_args p
+    cdef float xs1
+    cdef int32_t zp1
+    cdef cnp.ndarray sa, za
+    cdef bint signed_ = cnp.PyArray_TYPE(xa) == cnp.NPY_INT8
+    if isinstance(x_scale, np.ndarray):
+        sa = _arr(x_scale, "x_scale", cnp.NPY_FLOAT32, 1)
+        if sa.shape[0] != M and sa.shape[0] != 1:
+            raise ValueError(f"x_scale must have shape (1,) or ({M},), got {x_scale.shape}")
+        p.xs = <const float *>cnp.PyArray_DATA(sa)
+        p.xs_step = 1 if sa.shape[0] == M and M != 1 else 0
+    else:
+        xs1 = float(x_scale)
+        p.xs = &xs1
+        p.xs_step = 0
+    if isinstance(x_zero_point, np.ndarray):
+        za = _arr(x_zero_point, "x_zero_point", cnp.NPY_INT32, 1)
+        if za.shape[0] != M and za.shape[0] != 1:
+            raise ValueError(f"x_zero_point must have shape (1,) or ({M},), "
+                             f"got {x_zero_point.shape}")
+        p.zp = <const int32_t *>cnp.PyArray_DATA(za)
+        p.zp_step = 1 if za.shape[0] == M and M != 1 else 0
+    else:
+        zp1 = int(x_zero_point)
+        if not (-128 <= zp1 <= 127 if signed_ else 0 <= zp1 <= 255):
+            raise ValueError(f"x_zero_point {zp1} out of range for {x_q.dtype}")
+        p.zp = &zp1
+        p.zp_step = 0
+    p.a = <const uint8_t *>cnp.PyArray_DATA(xa)
+    p.b = <const int8_t *>cnp.PyArray_DATA(wp)
+    p.M = M
+    p.N = N
+    p.K = K
+    p.a_signed = signed_
+    p.ws = <const float *>cnp.PyArray_DATA(ws)
+    p.cs = <const int32_t *>cnp.PyArray_DATA(cs)
+    p.bias = <const float *>cnp.PyArray_DATA(ba) if ba is not None else NULL
+    p.act = act
+    p.outf = <float *>cnp.PyArray_DATA(oa)
+    p.outi = NULL
+    with nogil:
+        qg_run(&p, nthreads)
+    return out
+
+
+def qgemm_s32(a, w_packed, out, w_col_sums=None, int nthreads=1):
+    """out = a @ w_q.T exactly: a uint8/int8 (M, K), out int32 (M, N). Returns out.
+
+    int8 a is read as a + 128 and corrected with w_col_sums (int32 (N,), required then).
+    """
+    cdef cnp.ndarray aa = _activations(a, "a")
+    cdef cnp.ndarray oa = _arr(out, "out", cnp.NPY_INT32, 2, True)
+    cdef Py_ssize_t M = aa.shape[0], K = aa.shape[1], N = oa.shape[1]
+    if oa.shape[0] != M:
+        raise ValueError(f"out has {oa.shape[0]} rows, a has {M}")
+    cdef cnp.ndarray wp = _packed(w_packed, N, K)
+    cdef bint signed_ = cnp.PyArray_TYPE(aa) == cnp.NPY_INT8
+    cdef cnp.ndarray cs = None
+    if w_col_sums is not None:
+        cs = _vec(w_col_sums, "w_col_sums", cnp.NPY_INT32, N)
+    elif signed_:
+        raise ValueError("int8 a needs w_col_sums (from pack_weights)")
+    cdef qg_args p
+    cdef float one = 1.0
+    cdef int32_t zero = 0
+    p.a = <const uint8_t *>cnp.PyArray_DATA(aa)
+    p.b = <const int8_t *>cnp.PyArray_DATA(wp)
+    p.M = M
+    p.N = N
+    p.K = K
+    p.a_signed = signed_
+    p.xs = &one
+    p.xs_step = 0
+    p.zp = &zero
+    p.zp_step = 0
+    p.ws = NULL
+    p.cs = <const int32_t *>cnp.PyArray_DATA(cs) if (cs is not None and signed_) else NULL
+    p.bias = NULL
+    p.act = 0
+    p.outf = NULL
+    p.outi = <int32_t *>cnp.PyArray_DATA(oa)
+    with nogil:
+        qg_run(&p, nthreads)
+    return out

@@ -1,0 +1,300 @@
+"""int8 GEMM kernels (lepton_nn.kernels._qgemm) against their int64 / NumPy reference twins.
+
+Every ISA path usable on this machine runs, plus the emulated AMX driver and the EVEX twin
+of the AVX-VNNI driver where the CPU has AVX-512 VNNI (their blocking and epilogue logic,
+not their tile / VEX instructions).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lepton_nn.backend.reference import ReferenceBackend
+
+q = pytest.importorskip("lepton_nn.kernels._qgemm")
+
+REF = ReferenceBackend()
+MS, KS, NS = (0, 1, 3, 64, 65), (1, 7, 64, 129), (1, 5, 33)
+EMULATED = ("amx", "avxvnni")
+
+
+def _paths():
+    paths = list(q.supported_isas())
+    if "avx512vnni" in paths:
+        paths += [f"{name}-emulated" for name in EMULATED if name not in paths]
+    return paths
+
+
+@pytest.fixture(params=_paths())
+def isa(request):
+    """Make one path active for the test, then restore the import-time choice."""
+    before = q.isa()
+    name = request.param
+    if name.endswith("-emulated"):
+        assert q._use_emulation(name.removesuffix("-emulated"))
+    else:
+        assert q.set_isa(name) == name
+    yield name
+    q._reset_isas()
+    q.set_isa(before)
+
+
+def _rand_act(rng, dtype, shape):
+    info = np.iinfo(dtype)
+    return rng.integers(info.min, info.max + 1, shape).astype(dtype)
+
+
+def _int64_ref(a, w):
+    return a.astype(np.int64) @ w.astype(np.int64).T
+
+
+def test_isa_reporting():
+    paths = q.supported_isas()
+    assert paths[-1] == "portable" and q.isa() in paths
+    assert set(paths) <= set(q.ISAS)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qgemm_s32_exact_all_shapes(isa, dtype):
+    rng = np.random.default_rng(1)
+    for M in MS:
+        for K in KS:
+            for N in NS:
+                a = _rand_act(rng, dtype, (M, K))
+                w = _rand_act(rng, np.int8, (N, K))
+                wp, cs = q.pack_weights(w)
+                out = np.full((M, N), -7, np.int32)
+                q.qgemm_s32(a, wp, out, cs)
+                np.testing.assert_array_equal(out, _int64_ref(a, w), err_msg=f"{isa} {M}x{K}x{N}")
+
+
+@pytest.mark.parametrize(
+    "a_val,w_val,dtype",
+    [
+        (255, 127, np.uint8),
+        (255, -128, np.uint8),
+        (0, -128, np.uint8),
+        (-128, -128, np.int8),
+        (127, 127, np.int8),
+        (-128, 127, np.int8),
+    ],
+)
+def test_saturating_extremes(isa, a_val, w_val, dtype):
+    """Pairs like 255 * 127 + 255 * 127 overflow int16 (vpmaddubsw would saturate)."""
+    M, N, K = 5, 17, 4099  # 255 * 128 * 4099 is far beyond int16, well inside int32
+    a = np.full((M, K), a_val, dtype)
+    w = np.full((N, K), w_val, np.int8)
+    wp, cs = q.pack_weights(w)
+    out = np.zeros((M, N), np.int32)
+    q.qgemm_s32(a, wp, out, cs)
+    np.testing.assert_array_equal(out, _int64_ref(a, w))
+    # and through the zero-point path: (a - zp) with the extreme zero point of the range
+    zp = 0 if dtype == np.uint8 else 127
+    res = np.zeros((M, N), np.float32)
+    q.qlinear(a, np.float32(1), zp, wp, np.ones(N, np.float32), cs, None, 0, res)
+    exact = ((a.astype(np.int64) - zp) @ w.astype(np.int64).T).astype(np.float32)
+    np.testing.assert_array_equal(res, exact)
+
+
+def test_k_tail_reads_no_neighbour_bytes(isa):
+    """K % 4 != 0: the last group must not mix in bytes of the next row."""
+    rng = np.random.default_rng(2)
+    for K in (1, 2, 3, 5, 63, 65):
+        a = _rand_act(rng, np.uint8, (9, K))
+        w = _rand_act(rng, np.int8, (20, K))
+        wp, _ = q.pack_weights(w)
+        out = np.zeros((9, 20), np.int32)
+        np.testing.assert_array_equal(q.qgemm_s32(a, wp, out), _int64_ref(a, w))
+
+
+ACTS = range(5)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("per_row", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_epilogue_matches_reference(isa, act, per_row, dtype):
+    rng = np.random.default_rng(3 + act)
+    for M, K, N in ((1, 7, 5), (3, 64, 33), (65, 129, 33), (64, 1, 1)):
+        x_q = _rand_act(rng, dtype, (M, K))
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        w_scale = (rng.uniform(0.5, 2, N) / (64 * np.sqrt(K))).astype(np.float32)
+        bias = rng.standard_normal(N).astype(np.float32)
+        lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+        if per_row:
+            xs = rng.uniform(0.005, 0.02, M).astype(np.float32)
+            zp = rng.integers(lo, hi, M).astype(np.int32)
+        else:
+            xs, zp = np.float32(0.01), int(rng.integers(lo, hi))
+        for b in (bias, None):
+            out = np.full((M, N), np.nan, np.float32)
+            want = np.empty((M, N), np.float32)
+            q.qlinear(x_q, xs, zp, wp, w_scale, cs, b, act, out)
+            REF.qlinear(x_q, xs, zp, wp, w_scale, cs, b, act, want)
+            np.testing.assert_allclose(out, want, rtol=2e-6, atol=2e-6, err_msg=f"{isa} act={act}")
+
+
+def test_qlinear_identity_is_exact_sum_times_scale(isa):
+    rng = np.random.default_rng(4)
+    x_q = _rand_act(rng, np.uint8, (7, 300))
+    w = _rand_act(rng, np.int8, (40, 300))
+    wp, cs = q.pack_weights(w)
+    ws = np.full(40, 0.5, np.float32)  # powers of two: every product is exact
+    out = np.zeros((7, 40), np.float32)
+    q.qlinear(x_q, np.float32(0.25), 100, wp, ws, cs, None, 0, out)
+    acc = (x_q.astype(np.int64) - 100) @ w.astype(np.int64).T
+    np.testing.assert_array_equal(out, (acc * 0.125).astype(np.float32))
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_quantize_rows_bit_identical(isa, per_row):
+    rng = np.random.default_rng(5)
+    for M, K in ((1, 1), (3, 7), (5, 33), (64, 129), (2, 1000)):
+        x = (rng.standard_normal((M, K)) * rng.uniform(0.1, 10)).astype(np.float32)
+        x[0] = np.abs(x[0])  # a row that is all >= 0
+        if M > 2:
+            x[1] = 3.0  # a constant row
+            x[2] = 0.0  # an all-zero row: scale 1, zero point 0
+        n = M if per_row else 1
+        got = (np.empty((M, K), np.uint8), np.empty(n, np.float32), np.empty(n, np.int32))
+        want = (np.empty((M, K), np.uint8), np.empty(n, np.float32), np.empty(n, np.int32))
+        q.quantize_rows(x, *got)
+        REF.quantize_rows(x, *want)
+        for g, r in zip(got, want):
+            np.testing.assert_array_equal(g, r, err_msg=f"{isa} {M}x{K}")
+
+
+def test_quantize_rows_empty():
+    x = np.zeros((0, 4), np.float32)
+    qv, s, z = np.empty((0, 4), np.uint8), np.zeros(1, np.float32), np.ones(1, np.int32)
+    q.quantize_rows(x, qv, s, z)
+    assert s[0] == 1 and z[0] == 0
+
+
+def test_dynamic_int8_dense_close_to_float():
+    """quantize_rows + qlinear approximates act(x @ W.T + b) within the quantization error."""
+    rng = np.random.default_rng(6)
+    M, K, N = 32, 256, 48
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    W = (rng.standard_normal((N, K)) / np.sqrt(K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32)
+    w_q, w_scale = q.quantize_weights(W)
+    wp, cs = q.pack_weights(w_q)
+    x_q, xs, zp = np.empty((M, K), np.uint8), np.empty(M, np.float32), np.empty(M, np.int32)
+    q.quantize_rows(x, x_q, xs, zp)
+    out = np.empty((M, N), np.float32)
+    q.qlinear(x_q, xs, zp, wp, w_scale, cs, b, 1, out)
+    want = np.maximum(x @ W.T + b, 0)
+    assert np.abs(out - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_pack_roundtrip_and_reference_layout():
+    rng = np.random.default_rng(7)
+    for N, K in ((1, 1), (5, 7), (33, 129), (16, 64)):
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        rp, rcs = REF.qpack_weights(w)
+        np.testing.assert_array_equal(wp, rp)
+        np.testing.assert_array_equal(cs, rcs)
+        assert wp.shape == ((N + 15) // 16, (K + 3) // 4, 64)
+        np.testing.assert_array_equal(q.unpack_weights(wp, N, K), w)
+
+
+def test_two_threads_same_result():
+    rng = np.random.default_rng(8)
+    for N in (16, 33, 100):
+        a = _rand_act(rng, np.uint8, (70, 129))
+        w = _rand_act(rng, np.int8, (N, 129))
+        wp, cs = q.pack_weights(w)
+        one, two = np.zeros((70, N), np.int32), np.zeros((70, N), np.int32)
+        q.qgemm_s32(a, wp, one, nthreads=1)
+        q.qgemm_s32(a, wp, two, nthreads=2)
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_array_equal(one, _int64_ref(a, w))
+
+
+def test_bad_input_is_a_python_error():
+    w = np.ones((5, 8), np.int8)
+    wp, cs = q.pack_weights(w)
+    x = np.ones((3, 8), np.uint8)
+    out = np.zeros((3, 5), np.float32)
+    ws = np.ones(5, np.float32)
+    ok = (x, 1.0, 0, wp, ws, cs, None, 0, out)
+    q.qlinear(*ok)
+    bad = [
+        (0, x.astype(np.float32), TypeError),  # dtype
+        (0, np.ones((3, 16), np.uint8)[:, ::2], ValueError),  # not contiguous
+        (0, np.ones((3, 9), np.uint8), ValueError),  # K mismatch with packing
+        (3, wp[:, :1], ValueError),  # packed shape
+        (4, np.ones(4, np.float32), ValueError),  # w_scale length
+        (5, cs.astype(np.int64), TypeError),  # col sums dtype
+        (6, np.ones(2, np.float32), ValueError),  # bias length
+        (7, 9, ValueError),  # act code
+        (8, np.zeros((3, 5), np.float64), TypeError),  # out dtype
+        (8, np.zeros((2, 5), np.float32), ValueError),  # out rows
+        (2, 300, ValueError),  # zero point out of the uint8 range
+        (1, np.ones(2, np.float32), ValueError),  # x_scale length
+    ]
+    for pos, value, err in bad:
+        args = list(ok)
+        args[pos] = value
+        with pytest.raises(err):
+            q.qlinear(*args)
+    with pytest.raises(ValueError):
+        q.qgemm_s32(x.astype(np.int8), wp, np.zeros((3, 5), np.int32))  # int8 needs col sums
+    with pytest.raises(ValueError):
+        q.quantize_rows(
+            np.ones((3, 8), np.float32),
+            np.zeros((3, 8), np.uint8),
+            np.zeros(2, np.float32),
+            np.zeros(2, np.int32),
+        )
+    big = np.zeros((1, q.K_MAX + 1), np.uint8)
+    wbig, _ = q.pack_weights(np.zeros((1, q.K_MAX + 1), np.int8))
+    with pytest.raises(ValueError):
+        q.qgemm_s32(big, wbig, np.zeros((1, 1), np.int32))
+    with pytest.raises(ValueError):
+        q.set_isa("sse9")
+
+
+def _isa_in_subprocess(value):
+    env = dict(os.environ, LEPTON_ISA=value)
+    code = "from lepton_nn.kernels import _qgemm as q; print(q.isa())"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root, check=True
+    )
+    return res.stdout.strip()
+
+
+def test_lepton_isa_env_forces_a_lower_path_never_a_higher_one():
+    best = q.supported_isas()[0]
+    assert _isa_in_subprocess("portable") == "portable"
+    assert _isa_in_subprocess("amx") == best  # never above what the CPU has
+    if "avx2" in q.supported_isas():
+        assert _isa_in_subprocess("avx2") == "avx2"
+    if "avx512vnni" not in q.supported_isas():
+        assert _isa_in_subprocess("avx512vnni") == best
+
+
+def test_cython_backend_binds_the_kernels():
+    from lepton_nn.backend.cython_backend import CythonBackend
+
+    cb = CythonBackend()
+    assert cb.qlinear is q.qlinear and cb.quantize_rows is q.quantize_rows
+    rng = np.random.default_rng(9)
+    x_q = _rand_act(rng, np.uint8, (4, 20))
+    w = _rand_act(rng, np.int8, (6, 20))
+    wp, cs = cb.qpack_weights(w)
+    outs = []
+    for backend in (cb, REF):
+        out = np.empty((4, 6), np.float32)
+        backend.qlinear(x_q, 0.1, 3, wp, np.full(6, 0.01, np.float32), cs, None, 3, out)
+        outs.append(out)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
