@@ -251,11 +251,13 @@ class Module:
         args = ", ".join(f"{k}={v!r}" for k, v in cfg.items())
         return f"{type(self).__name__}({args})"
 
-    def summary(self, print_fn=print) -> str:
-        """A table of layers, output shapes and parameter counts (printed and returned)."""
+    def summary(self, print_fn=print, quantized=None) -> str:
+        """A table of layers: output shape, parameters, FLOPs per sample, weight sparsity and
+        quantization state (``quantized``: a QuantizedModel of this model); printed and returned.
+        """
         from .summary import summary_table
 
-        text = summary_table(self)
+        text = summary_table(self, quantized)
         if print_fn is not None:
             print_fn(text)
         return text
