@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import PKG_PARENT
 
 import lepton_nn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PKG_PARENT  # where the imported lepton_nn lives
 
 
 def loaded_after(code: str) -> set[str]:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PKG_PARENT
 
 import lepton_nn.backend as backend
 from lepton_nn.backend.reference import ACTIVATIONS, GELU, ReferenceBackend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PKG_PARENT  # where the imported lepton_nn lives
 REF = ReferenceBackend()
 BACKENDS = backend.available()
 DTYPES = [np.float32, np.float64]

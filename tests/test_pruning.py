@@ -6,10 +6,10 @@ import contextlib
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PKG_PARENT
 
 from lepton_nn import nn, no_grad, set_seed
 from lepton_nn.backend import available, use_backend
@@ -492,5 +492,5 @@ def test_imports_stay_light():
         "assert not any(m.startswith('lepton_nn.train') for m in sys.modules), 'train'\n"
         "c.PruningCallback\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = PKG_PARENT
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PKG_PARENT
 
 from lepton_nn.backend.reference import ReferenceBackend
 
@@ -266,7 +267,7 @@ def test_bad_input_is_a_python_error():
 def _isa_in_subprocess(value):
     env = dict(os.environ, LEPTON_ISA=value)
     code = "from lepton_nn.kernels import _qgemm as q; print(q.isa())"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(PKG_PARENT)
     res = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=root, check=True
     )

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PKG_PARENT
 
 from lepton_nn.backend.reference import ReferenceBackend
 
@@ -189,7 +190,7 @@ def test_bad_input_is_a_python_error():
 
 
 def test_lepton_isa_env_maps_onto_the_sparse_paths():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(PKG_PARENT)
     code = "from lepton_nn.kernels import _sparse as s; print(s.isa())"
     got = {}
     for value in ("portable", "avx2", "amx"):

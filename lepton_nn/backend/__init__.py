@@ -76,9 +76,24 @@ def _instance(name: str) -> ReferenceBackend:
     return _instances[name]
 
 
-def get_backend() -> ReferenceBackend:
-    """The active backend (chosen on first call)."""
+def get_backend(allow_jit: bool = True) -> ReferenceBackend:
+    """The active backend (chosen on first call).
+
+    ``allow_jit=False`` (the inference runtime) never selects or imports Numba: it returns the
+    active backend unless that is ``numba``, else the best ahead-of-time one (``cython``, else
+    ``reference``, or the one ``LEPTON_BACKEND`` forces), leaving the active backend as it is.
+    """
     global _active
+    if not allow_jit and (_active is None or _active.name == "numba"):
+        forced = os.environ.get("LEPTON_BACKEND", "").strip().lower()
+        if _active is None and forced in ("cython", "reference"):
+            return _instance(forced)
+        if _probe("cython"):
+            try:
+                return _instance("cython")
+            except BackendError:
+                pass
+        return _instance("reference")
     if _active is None:
         forced = os.environ.get("LEPTON_BACKEND", "").strip().lower()
         if forced:

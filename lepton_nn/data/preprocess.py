@@ -31,10 +31,9 @@ from lepton_nn.data.table import (
     NUMERIC,
     Table,
     is_missing,
-    to_categorical,
-    to_numeric,
 )
 from lepton_nn.errors import DataError, ModelFormatError
+from lepton_nn.runtime.preprocess import Preprocessing, check_column_spec
 
 NUMERIC_STRATEGIES = ("median", "mean", "drop")
 CATEGORICAL_STRATEGIES = ("most_frequent", "constant", "drop")
@@ -127,7 +126,7 @@ class Preprocessor:
         self.columns_: list[dict[str, Any]] | None = None
         self.report_: dict[str, Any] = {}
         self.kept_index_: np.ndarray | None = None
-        self._plan_cache: dict[str, Any] | None = None
+        self._plan_cache: tuple[list, Preprocessing] | None = None
 
     # -- fitting -------------------------------------------------------------------------
     def fit(self, data: Any, y: Any = None) -> Preprocessor:
@@ -269,92 +268,16 @@ class Preprocessor:
         return len(self.feature_names_out)
 
     # -- transforming --------------------------------------------------------------------
-    def _columns_of(self, data: Any) -> tuple[dict[str, Any], int, Any, dict[str, str]]:
-        """Raw columns by name, row count, a row locator and known kinds, for any input form."""
+    def _compiled(self) -> Preprocessing:
+        """The fitted state compiled for ``transform`` (once per fitted state).
+
+        The transform itself lives in :mod:`lepton_nn.runtime.preprocess`, shared with the
+        inference runtime, so a saved pipeline preprocesses exactly as it did here.
+        """
         specs = self._check_fitted()
-        names = [s["name"] for s in specs]
-
-        def index_where(i: int) -> str:
-            return f"row index {i}"
-
-        if _is_frame(data):
-            data = Table.from_pandas(data, na_values=self.na_values)
-        if isinstance(data, Table):
-            for c in names:
-                if c not in data.data:
-                    raise DataError(f"transform: column {c!r} is missing from the input table")
-            return {c: data.data[c] for c in names}, data.n_rows, data.where, data.kinds
-        if isinstance(data, Mapping):
-            for c in names:
-                if c not in data:
-                    raise DataError(f"transform: column {c!r} is missing from the input")
-            if all(np.ndim(data[c]) == 0 for c in names):  # a single row as a dict
-                data = [data]
-            else:
-                cols = {
-                    c: data[c]
-                    if isinstance(data[c], np.ndarray)
-                    else np.asarray(data[c], dtype=object)
-                    for c in names
-                }
-                lengths = {len(v) for v in cols.values()}
-                if len(lengths) > 1:
-                    raise DataError(f"transform: columns have different lengths {sorted(lengths)}")
-                return cols, lengths.pop(), index_where, {}
-        if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping):
-            cols = {}
-            for c in names:
-                col = np.empty(len(data), dtype=object)
-                for i, r in enumerate(data):
-                    if c not in r:
-                        raise DataError(f"row index {i}, column {c!r}: missing from this row")
-                    col[i] = r[c]
-                cols[c] = col
-            return cols, len(data), index_where, {}
-        arr = np.asarray(data)
-        if arr.ndim == 1 and arr.shape[0] == len(names):
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != len(names):
-            raise DataError(
-                f"transform: expected rows of {len(names)} columns {names}, got shape {arr.shape}"
-            )
-        return {c: arr[:, j] for j, c in enumerate(names)}, arr.shape[0], index_where, {}
-
-    def _plan(self) -> dict[str, Any]:
-        """Index arrays and lookup tables for ``transform``, built once per fitted state."""
-        specs = self._check_fitted()
-        if self._plan_cache is not None and self._plan_cache["specs"] is specs:
-            return self._plan_cache
-        num: dict[str, list] = {k: [] for k in ("name", "fill", "center", "scale", "col", "ind")}
-        cats = []
-        j = 0
-        for s in specs:
-            if s["kind"] == NUMERIC:
-                for k in ("name", "fill", "center", "scale"):
-                    num[k].append(s[k])
-                num["col"].append(j)
-                j += 1
-            else:
-                lut = {v: k for k, v in enumerate(s["categories"])}
-                cats.append((s["name"], lut, lut.get(s["fill"], -1), j, s["indicator"]))
-                j += len(s["categories"])
-            if s["indicator"]:
-                if s["kind"] == NUMERIC:
-                    num["ind"].append((len(num["col"]) - 1, j))
-                j += 1
-        self._plan_cache = {
-            "specs": specs,
-            "width": j,
-            "num_names": num["name"],
-            "num_fill": np.array(num["fill"], dtype=np.float64),
-            "num_center": np.array(num["center"], dtype=np.float64),
-            "num_scale": np.array(num["scale"], dtype=np.float64),
-            "num_col": np.array(num["col"], dtype=np.intp),
-            "ind_src": np.array([a for a, _ in num["ind"]], dtype=np.intp),
-            "ind_col": np.array([b for _, b in num["ind"]], dtype=np.intp),
-            "cats": cats,
-        }
-        return self._plan_cache
+        if self._plan_cache is None or self._plan_cache[0] is not specs:
+            self._plan_cache = (specs, Preprocessing(specs, self.na_values))
+        return self._plan_cache[1]
 
     def transform(self, data: Any) -> np.ndarray:
         """Raw rows -> (N, F) float32 features.
@@ -363,36 +286,10 @@ class Preprocessor:
         (all by column name; extra columns are ignored), or a 2-D array (1-D for one row)
         with the training column order. Every row comes out, in order.
         """
-        plan = self._plan()
-        cols, n, where, kinds = self._columns_of(data)
-        na = frozenset(self.na_values)
-        out = np.zeros((n, plan["width"]), dtype=np.float32)
-        names = plan["num_names"]
-        if names:
-            why = "but the column was numeric when the preprocessor was fitted"
-            x = np.empty((n, len(names)), dtype=np.float64)
-            for k, c in enumerate(names):
-                x[:, k] = to_numeric(cols[c], c, na, where, why)
-            miss = np.isnan(x)
-            if np.isinf(x).any():
-                i, k = np.argwhere(np.isinf(x))[0]
-                raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
-            # x = (impute(x) - center) / scale
-            x = np.where(miss, plan["num_fill"], x)
-            out[:, plan["num_col"]] = (x - plan["num_center"]) / plan["num_scale"]
-            out[:, plan["ind_col"]] = miss[:, plan["ind_src"]]
-        for c, lut, fill, offset, indicator in plan["cats"]:
-            raw = cols[c]
-            labels = raw if kinds.get(c) == CATEGORICAL else to_categorical(raw, na)
-            codes = np.fromiter(
-                (fill if v is None else lut.get(v, -1) for v in labels), dtype=np.intp, count=n
-            )
-            rows = np.flatnonzero(codes >= 0)
-            out[rows, offset + codes[rows]] = 1.0
-            if indicator:
-                miss_c = np.fromiter((v is None for v in labels), dtype=bool, count=n)
-                out[:, offset + len(lut)] = miss_c
-        return out
+        compiled = self._compiled()
+        if _is_frame(data):
+            data = Table.from_pandas(data, na_values=self.na_values)
+        return compiled.transform(data)
 
     def fit_transform(self, data: Any, y: Any = None) -> np.ndarray:
         """``fit(data, y)`` then ``transform(data)``: every row of ``data`` comes out."""
@@ -448,7 +345,7 @@ class Preprocessor:
             params = dict(cfg["params"])
             params["na_values"] = [str(v) for v in params.get("na_values", DEFAULT_NA)]
             pre = cls(**params)
-            pre.columns_ = [_check_spec(s) for s in cfg["columns"]]
+            pre.columns_ = [check_column_spec(s) for s in cfg["columns"]]
             names = [s["name"] for s in pre.columns_]
             if len(set(names)) != len(names):
                 raise ModelFormatError("Preprocessor config: a column name appears twice")
@@ -465,41 +362,6 @@ class Preprocessor:
             f"Preprocessor(numeric={self.numeric!r}, categorical={self.categorical!r}, "
             f"scaling={self.scaling!r}; {state})"
         )
-
-
-def _finite(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ModelFormatError(f"Preprocessor config: {what} must be a finite number, got {v!r}")
-    return float(v)
-
-
-def _check_spec(s: Mapping[str, Any]) -> dict[str, Any]:
-    name, kind = s["name"], s["kind"]
-    if not isinstance(name, str):
-        raise ModelFormatError(f"Preprocessor config: column name {name!r} is not a string")
-    out: dict[str, Any] = {"name": name, "kind": kind}
-    if kind == NUMERIC:
-        out["fill"] = _finite(s["fill"], f"{name}.fill")
-        out["center"] = _finite(s["center"], f"{name}.center")
-        out["scale"] = _finite(s["scale"], f"{name}.scale")
-        if out["scale"] == 0.0:
-            raise ModelFormatError(f"Preprocessor config: {name}.scale is zero")
-    elif kind == CATEGORICAL:
-        cats = s["categories"]
-        if not isinstance(cats, list) or not all(isinstance(v, str) for v in cats):
-            raise ModelFormatError(f"Preprocessor config: {name}.categories must be strings")
-        if len(set(cats)) != len(cats):
-            raise ModelFormatError(f"Preprocessor config: {name}.categories has duplicates")
-        if s["fill"] is not None and not isinstance(s["fill"], str):
-            raise ModelFormatError(f"Preprocessor config: {name}.fill must be a string")
-        out["fill"] = s["fill"]
-        out["categories"] = list(cats)
-    else:
-        raise ModelFormatError(f"Preprocessor config: column {name!r} has unknown kind {kind!r}")
-    if not isinstance(s["indicator"], bool):
-        raise ModelFormatError(f"Preprocessor config: {name}.indicator must be true or false")
-    out["indicator"] = s["indicator"]
-    return out
 
 
 def _plain(obj: Any) -> Any:

@@ -1,0 +1,657 @@
+"""int8 post-training quantization of Dense layers, as a wrapper around a float model.
+
+``quantize(model, calibration_data)`` leaves ``model`` untouched and returns a
+:class:`QuantizedModel` holding, per quantized Dense layer y = f(x W + b) with W (K, N):
+
+- weights, symmetric int8 per output channel n::
+
+      s_w[n] = max_k |W[k, n]| / 127          (1 when the column is 0)
+      q_w[n, k] = clip(rint(W[k, n] / s_w[n]), -127, 127)
+
+  (``per_channel=False``: one s_w for the whole matrix);
+- activations, asymmetric uint8, either *dynamic* (scale and zero point per row, from each
+  batch: nothing to calibrate) or *static* (one scale and zero point per layer, fixed from
+  calibration data by ``method="minmax"`` (lo, hi = min, max) or ``"percentile"`` (the
+  ``100 - p`` and ``p`` percentiles, clipping outliers))::
+
+      lo, hi = min(0, lo), max(0, hi);  s_x = (hi - lo) / 255;  z_x = clip(rint(-lo / s_x), 0, 255)
+      q_x = clip(rint(x / s_x) + z_x, 0, 255)
+
+- and the layer computed as one compiled int8 call (``qlinear``; sums exact in int32)::
+
+      y[m, n] = f(s_x[m] s_w[n] sum_k (q_x[m, k] - z_x[m]) q_w[n, k] + b[n])
+
+with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
+on the saved file agree to the last bit.
+
+Reporting: with calibration data, each layer's error is the relative output error
+``||y_int8 - y_float||_F / ||y_float||_F`` on that data, the layer fed its float input. With a
+budget (``max_accuracy_drop`` and ``eval_data``), layers are returned to float, worst error
+first, until the metric drops by at most the budget.
+
+File: ``lepton_nn.save(quantized, path)`` writes a ``"kind": "compressed"`` ``.lnn`` (schema in
+:mod:`lepton_nn.runtime.compression`); :func:`lepton_nn.runtime.load` runs it with the int8
+kernels, :func:`lepton_nn.load` returns the float model with dequantized weights, and
+:func:`load_quantized` the :class:`QuantizedModel` again.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Tensor, no_grad
+from ..backend.reference import ACT_CODE
+from ..errors import LeptonError, ModelFormatError
+from ..nn.layers import Dense
+from ..nn.module import Module
+from ..runtime.compression import (
+    Int8Weight,
+    compression_section,
+    csr_entry,
+    decompress,
+    int8_entry,
+    parse_compression,
+)
+from ..runtime.kernels import kernels, quantize_static
+
+__all__ = [
+    "QuantizedLayer",
+    "QuantizedModel",
+    "compressed_to_lnn",
+    "load_compressed",
+    "load_quantized",
+    "quantize",
+    "quantize_weight",
+    "save_compressed",
+]
+
+MODES = ("dynamic", "static")
+METHODS = ("minmax", "percentile")
+CALIBRATION_BATCH = 256
+ERROR_ROWS = 2048  # rows of calibration data the per-layer error is measured on
+RESERVOIR = 1 << 20  # activation values kept per layer for percentiles
+
+
+# --------------------------------------------------------------------------- the math
+
+
+def quantize_weight(w: np.ndarray, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Dense weight W (K, N) -> (q_w int8 (N, K), s_w float32 (N,)), symmetric.
+
+    q_w[n] = clip(rint(W[:, n] / s_w[n]), -127, 127), s_w[n] = max|W[:, n]| / 127 (1 if 0);
+    one shared scale over the matrix when ``per_channel`` is False.
+    """
+    wt = np.asarray(w, dtype=np.float32).T  # (N, K)
+    if wt.shape[1] == 0:
+        amax = np.zeros(wt.shape[0], np.float32)
+    elif per_channel:
+        amax = np.abs(wt).max(axis=1)
+    else:
+        amax = np.full(wt.shape[0], np.abs(wt).max(initial=0), np.float32)
+    scale = (amax / np.float32(127)).astype(np.float32)
+    scale[scale == 0] = 1
+    q = np.clip(np.rint(wt / scale[:, None]), -127, 127).astype(np.int8)
+    return np.ascontiguousarray(q), scale
+
+
+def activation_params(lo: float, hi: float) -> tuple[float, int]:
+    """Static uint8 (scale, zero point) for values in [lo, hi] (the range always holds 0)."""
+    lo, hi = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
+    s = np.float32((hi - lo) / np.float32(255))
+    if not s > 0 or not np.isfinite(s):
+        s = np.float32(1)
+    zp = int(np.clip(np.rint(-lo / s), 0, 255))
+    return float(s), zp
+
+
+def _softmax(y: np.ndarray, log: bool) -> np.ndarray:
+    # the same calls, in the same order, as ops.reduce and the runtime's softmax step
+    s = y - np.maximum.reduce(y, -1, None, None, True)
+    if log:
+        return s - np.log(np.add.reduce(np.exp(s), -1, None, None, True))
+    e = np.exp(s)
+    return e / np.add.reduce(e, -1, None, None, True)
+
+
+# --------------------------------------------------------------------------- one layer
+
+
+@dataclass
+class QuantizedLayer:
+    """The int8 form of one Dense layer (``path``: its parameter prefix, e.g. ``layers.0``)."""
+
+    path: str
+    name: str
+    q: np.ndarray  # int8 (N, K)
+    scale: np.ndarray  # float32 (N,)
+    bias: np.ndarray | None  # float32 (N,)
+    activation: str  # the Dense's activation name
+    mode: str = "dynamic"
+    act_scale: float = 1.0  # static mode
+    act_zero_point: int = 0
+    method: str | None = None
+    percentile: float | None = None
+    error: float | None = None
+    packed: Any = field(default=None, repr=False)
+    col_sums: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.packed, self.col_sums = kernels().qpack_weights(self.q)
+        self.act = ACT_CODE.get(self.activation, 0)
+        self.post = self.activation if self.activation in ("softmax", "log_softmax") else None
+
+    @property
+    def param(self) -> str:
+        return f"{self.path}.weight" if self.path else "weight"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The float weight's shape (K, N)."""
+        return int(self.q.shape[1]), int(self.q.shape[0])
+
+    def dequantized_weight(self) -> np.ndarray:
+        """W (K, N) = (q_w s_w)^T, what the int8 layer multiplies by (up to x's rounding)."""
+        return np.ascontiguousarray((self.q.astype(np.float32) * self.scale[:, None]).T)
+
+    def activations(self) -> dict[str, Any]:
+        """The ``activations`` entry of the file schema."""
+        if self.mode == "dynamic":
+            return {"mode": "dynamic"}
+        out: dict[str, Any] = {
+            "mode": "static",
+            "scale": self.act_scale,
+            "zero_point": self.act_zero_point,
+            "method": self.method,
+        }
+        if self.method == "percentile":
+            out["percentile"] = self.percentile
+        return out
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """y = f(int8 x W + b) for x (..., K) -> (..., N) float32, one ``qlinear`` call."""
+        k_in, n_out = self.shape
+        lead = x.shape[:-1]
+        x2 = np.ascontiguousarray(np.reshape(x, (-1, k_in)), dtype=np.float32)
+        m = x2.shape[0]
+        be = kernels()
+        xq = np.empty((m, k_in), np.uint8)
+        out = np.empty((m, n_out), np.float32)
+        if self.mode == "static":
+            xs = np.array([self.act_scale], np.float32)
+            zp = np.array([self.act_zero_point], np.int32)
+            inv = np.float32(1) / xs[0]
+            quantize_static(x2, inv, np.float32(zp[0]), np.empty_like(x2), xq)
+        else:
+            xs, zp = np.empty(m, np.float32), np.empty(m, np.int32)
+            be.quantize_rows(x2, xq, xs, zp)
+        be.qlinear(xq, xs, zp, self.packed, self.scale, self.col_sums, self.bias, self.act, out)
+        if self.post is not None:
+            out = _softmax(out, self.post == "log_softmax")
+        return out.reshape(*lead, n_out)
+
+
+# --------------------------------------------------------------------------- the wrapper
+
+
+def _dense_layers(model: Module) -> list[tuple[str, Dense]]:
+    """(parameter prefix without the final dot, layer) of every Dense, in model order."""
+    return [
+        (prefix[:-1] if prefix else "", m)
+        for prefix, m in model._named_modules()
+        if isinstance(m, Dense)
+    ]
+
+
+def _as_array(x: Any) -> np.ndarray:
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+class QuantizedModel:
+    """A float model plus the int8 form of some of its Dense layers (a wrapper, not a layer).
+
+    ``qm(x)`` runs ``model`` with those layers computed in int8 (returns a Tensor, like the
+    model); ``qm.predict(x)`` returns an array. ``layers``: ``{path: QuantizedLayer}``;
+    ``report``: one dict per Dense layer (``layer``, ``name``, ``shape``, ``int8``, ``error``,
+    ``reason``); ``scores``: the metric of the float and the final model when a budget was used.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        layers: dict[str, QuantizedLayer],
+        report: list[dict[str, Any]],
+        mode: str = "dynamic",
+        method: str | None = None,
+    ) -> None:
+        self.model = model
+        self.layers = layers
+        self.report = report
+        self.mode = mode
+        self.method = method
+        self.scores: dict[str, float] = {}
+
+    # -- running ----------------------------------------------------------------------------
+    def _hooks(self) -> list[Any]:
+        handles = []
+        by_id = {id(m): p for p, m in _dense_layers(self.model)}
+        for module in self.model.modules():
+            path = by_id.get(id(module))
+            if path in self.layers:
+                layer = self.layers[path]
+
+                def hook(mod, args, out, layer=layer):
+                    return Tensor(layer.forward(_as_array(args[0])))
+
+                handles.append(module.register_forward_hook(hook))
+        return handles
+
+    def __call__(self, x: Any) -> Tensor:
+        handles = self._hooks()
+        was = self.model.training
+        self.model.eval()
+        try:
+            with no_grad():
+                return self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was)
+
+    def predict(self, x: Any, batch_size: int = 1024) -> np.ndarray:
+        """The int8 model's output for ``x`` (N, ...) as an array, in batches."""
+        x = np.asarray(x)
+        if x.shape[0] <= batch_size:
+            return _as_array(self(x))
+        return np.concatenate(
+            [_as_array(self(x[i : i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+        )
+
+    def eval(self) -> QuantizedModel:
+        self.model.eval()
+        return self
+
+    # -- information ------------------------------------------------------------------------
+    def dequantized(self) -> Module:
+        """A float copy of the model whose quantized weights are replaced by q_w s_w."""
+        out = copy.deepcopy(self.model)
+        for path, m in _dense_layers(out):
+            if path in self.layers:
+                m.weight.data = self.layers[path].dequantized_weight().astype(m.weight.dtype)
+        return out
+
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of the Dense weights: ``float`` (all float32) and ``quantized`` (as stored)."""
+        total = quant = 0
+        for path, m in _dense_layers(self.model):
+            size = m.weight.data.size
+            total += 4 * size
+            quant += size + 4 * m.units if path in self.layers else 4 * size
+        return {"float": total, "quantized": quant}
+
+    def summary(self) -> str:
+        """A table of the Dense layers: shape, int8 or float (and why), relative error."""
+        rows = [("layer", "name", "shape", "kept as", "rel. error")]
+        for r in self.report:
+            err = "-" if r["error"] is None else f"{r['error']:.2e}"
+            kind = "int8" if r["int8"] else f"float ({r['reason']})"
+            rows.append(
+                (r["layer"] or "<root>", r["name"], "x".join(map(str, r["shape"])), kind, err)
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+        head = f"QuantizedModel: {len(self.layers)} int8 Dense layers, {self.mode} activations"
+        if self.scores:
+            head += ", metric " + ", ".join(f"{k} {v:.4f}" for k, v in self.scores.items())
+        return "\n".join([head, *lines])
+
+    def __repr__(self) -> str:
+        return f"QuantizedModel({len(self.layers)} int8 layers, mode={self.mode!r})"
+
+    # -- file -------------------------------------------------------------------------------
+    def to_lnn(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Manifest and arrays of a ``"compressed"`` file (what ``lepton_nn.save`` writes)."""
+        return compressed_to_lnn(self.model, self.layers)
+
+
+# --------------------------------------------------------------------------- quantize()
+
+
+def _batches(x: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for i in range(0, x.shape[0], size):
+        yield x[i : i + size]
+
+
+class _Calibration:
+    """Streams data through the float model, collecting per-layer input ranges and samples."""
+
+    def __init__(self, paths: Sequence[str], method: str, percentile: float, rng) -> None:
+        self.lo = dict.fromkeys(paths, np.inf)
+        self.hi = dict.fromkeys(paths, -np.inf)
+        self.values: dict[str, list[np.ndarray]] = {p: [] for p in paths}
+        self.kept = dict.fromkeys(paths, 0)
+        self.io: dict[str, tuple[list, list]] = {p: ([], []) for p in paths}
+        self.method, self.percentile, self.rng = method, percentile, rng
+
+    def add(self, path: str, x: np.ndarray, y: np.ndarray, keep_io: bool) -> None:
+        flat = x.reshape(-1)
+        if flat.size:
+            self.lo[path] = min(self.lo[path], float(flat.min()))
+            self.hi[path] = max(self.hi[path], float(flat.max()))
+        if self.method == "percentile" and self.kept[path] < RESERVOIR and flat.size:
+            take = min(flat.size, RESERVOIR - self.kept[path])
+            pick = flat if take == flat.size else self.rng.choice(flat, take, replace=False)
+            self.values[path].append(np.array(pick, np.float32))
+            self.kept[path] += take
+        if keep_io:
+            self.io[path][0].append(np.array(x, np.float32))
+            self.io[path][1].append(np.array(y, np.float32))
+
+    def range(self, path: str) -> tuple[float, float]:
+        if self.method == "percentile" and self.values[path]:
+            v = np.concatenate(self.values[path])
+            lo, hi = np.percentile(v, [100 - self.percentile, self.percentile])
+            return float(lo), float(hi)
+        lo, hi = self.lo[path], self.hi[path]
+        return (0.0, 0.0) if not np.isfinite(lo) else (lo, hi)
+
+
+def _calibrate(
+    model: Module,
+    targets: dict[str, Dense],
+    data: np.ndarray,
+    method: str,
+    percentile: float,
+) -> _Calibration:
+    cal = _Calibration(list(targets), method, percentile, np.random.default_rng(0))
+    rows = {"seen": 0}
+    handles = []
+    for path, m in targets.items():
+
+        def hook(mod, args, out, path=path):
+            cal.add(path, _as_array(args[0]), _as_array(out), rows["seen"] < ERROR_ROWS)
+
+        handles.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        with no_grad():
+            for xb in _batches(data, CALIBRATION_BATCH):
+                model(xb)
+                rows["seen"] += xb.shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return cal
+
+
+def _relative_error(layer: QuantizedLayer, xs: list, ys: list) -> float | None:
+    if not xs:
+        return None
+    num = den = 0.0
+    for x, y in zip(xs, ys, strict=True):
+        d = layer.forward(x).astype(np.float64) - y
+        num += float(np.sum(d * d))
+        den += float(np.sum(y.astype(np.float64) ** 2))
+    return float(np.sqrt(num / den)) if den > 0 else float(np.sqrt(num))
+
+
+def _match(patterns: Iterable[str], path: str, name: str) -> bool:
+    return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _accuracy_metric(model: Module) -> Callable[[np.ndarray, np.ndarray], float]:
+    dense = _dense_layers(model)
+    last_act = dense[-1][1].activation if dense else "identity"
+    cut = 0.5 if last_act == "sigmoid" else 0.0
+
+    def accuracy(y_true: np.ndarray, out: np.ndarray) -> float:
+        y = np.asarray(y_true)
+        if y.ndim == 2 and y.shape[1] > 1:
+            y = y.argmax(axis=1)
+        out = out.reshape(out.shape[0], -1)
+        pred = out.argmax(axis=1) if out.shape[1] > 1 else (out[:, 0] >= cut).astype(np.int64)
+        return float(np.mean(pred == y.reshape(-1)))
+
+    return accuracy
+
+
+def quantize(
+    model: Module,
+    calibration_data: Any = None,
+    mode: str = "dynamic",
+    method: str = "minmax",
+    *,
+    percentile: float = 99.99,
+    per_channel: bool = True,
+    exclude: Iterable[str] = (),
+    max_accuracy_drop: float | None = None,
+    eval_data: tuple | None = None,
+) -> QuantizedModel:
+    """int8 post-training quantization of ``model``'s Dense layers (``model`` is not changed).
+
+    calibration_data: numeric input (N, ...) the model accepts; needed for ``mode="static"``,
+        and, in either mode, what the per-layer errors are measured on.
+    mode: ``"dynamic"`` (activation scale per row, per batch) or ``"static"`` (one activation
+        scale per layer from ``calibration_data``, by ``method`` ``"minmax"`` or
+        ``"percentile"`` (the ``percentile``-th and ``100 - percentile``-th)).
+    per_channel: one weight scale per output unit (else one per layer).
+    exclude: layers kept in float, by name or parameter prefix (``"dense_2"``, ``"layers.0"``;
+        shell-style wildcards allowed).
+    max_accuracy_drop, eval_data: with ``eval_data = (X, y)`` or ``(X, y, metric)``
+        (``metric(y, outputs) -> float``, higher is better; default accuracy), layers go back
+        to float, largest error first, until ``metric(float) - metric(int8) <= max_accuracy_drop``
+        (in the metric's units: 0.005 is half a point of accuracy).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}; choose one of {MODES}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose one of {METHODS}")
+    if not 50.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (50, 100], got {percentile}")
+    if mode == "static" and calibration_data is None:
+        raise ValueError("mode='static' needs calibration_data to fix the activation scales")
+    if max_accuracy_drop is not None and eval_data is None:
+        raise ValueError("max_accuracy_drop needs eval_data=(X, y) or (X, y, metric)")
+    model._check_built()
+    dense = _dense_layers(model)
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    for p in exclude:
+        if not any(_match([p], path, m.name) for path, m in dense):
+            names = [m.name for _, m in dense]
+            raise ValueError(f"exclude: {p!r} matches no Dense layer (have {names})")
+    targets = {path: m for path, m in dense if not _match(exclude, path, m.name)}
+    cal = None
+    if calibration_data is not None:
+        data = np.asarray(_as_array(calibration_data))
+        if data.ndim < 2 or data.shape[0] == 0:
+            raise ValueError(f"calibration_data must be a non-empty batch, got {data.shape}")
+        cal = _calibrate(model, targets, data, method, percentile)
+    layers: dict[str, QuantizedLayer] = {}
+    for path, m in targets.items():
+        q, scale = quantize_weight(m.weight.data, per_channel)
+        bias = None if m.bias is None else np.asarray(m.bias.data, np.float32)
+        layer = QuantizedLayer(path, m.name, q, scale, bias, m.activation, mode)
+        if mode == "static":
+            lo, hi = cal.range(path)
+            layer.act_scale, layer.act_zero_point = activation_params(lo, hi)
+            layer.method = method
+            layer.percentile = percentile if method == "percentile" else None
+        if cal is not None:
+            layer.error = _relative_error(layer, *cal.io[path])
+        layers[path] = layer
+    reasons = {path: "excluded" for path, _ in dense if path not in targets}
+    qm = QuantizedModel(model, layers, [], mode, method if mode == "static" else None)
+    if max_accuracy_drop is not None:
+        _fit_budget(qm, float(max_accuracy_drop), eval_data, reasons)
+    qm.report = [
+        {
+            "layer": path,
+            "name": m.name,
+            "shape": [int(d) for d in m.weight.shape],
+            "int8": path in qm.layers,
+            "error": layers[path].error if path in layers else None,  # budget-reverted too
+            "reason": reasons.get(path, ""),
+        }
+        for path, m in dense
+    ]
+    return qm
+
+
+def _fit_budget(qm: QuantizedModel, budget: float, eval_data: tuple, reasons: dict) -> None:
+    if not isinstance(eval_data, (tuple, list)) or len(eval_data) not in (2, 3):
+        raise ValueError("eval_data must be (X, y) or (X, y, metric)")
+    x, y = np.asarray(_as_array(eval_data[0])), np.asarray(eval_data[1])
+    metric = eval_data[2] if len(eval_data) == 3 else _accuracy_metric(qm.model)
+    all_layers = dict(qm.layers)
+    qm.layers = {}
+    base = metric(y, qm.predict(x))
+    qm.layers = all_layers
+    score = metric(y, qm.predict(x))
+    order = sorted(qm.layers, key=lambda p: -(qm.layers[p].error or 0.0))
+    while base - score > budget and order:
+        path = order.pop(0)
+        qm.layers = {p: v for p, v in qm.layers.items() if p != path}
+        reasons[path] = "budget"
+        score = metric(y, qm.predict(x))
+    qm.scores = {"float": float(base), "quantized": float(score)}
+
+
+# --------------------------------------------------------------------------- files
+
+
+def compressed_to_lnn(
+    model: Module,
+    int8: dict[str, QuantizedLayer] | None = None,
+    min_sparsity: float | None = None,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """A ``"compressed"`` manifest and arrays for ``model``.
+
+    ``int8``: layers stored as int8 (``{path: QuantizedLayer}``). ``min_sparsity``: every
+    other Dense weight with at least this fraction of zeros is stored as CSR (a pruned model).
+    """
+    from ..io import module_to_lnn
+
+    int8 = int8 or {}
+    section, arrays = module_to_lnn(model)
+    entries: list[dict] = []
+    stored: set[str] = set()
+    for path, m in _dense_layers(model):
+        param = f"{path}.weight" if path else "weight"
+        if path in int8:
+            layer = int8[path]
+            entry, arrs = int8_entry(
+                path, m.name, param, layer.q, layer.scale, layer.activations(), layer.error
+            )
+        elif min_sparsity is not None and m.weight.data.dtype == np.float32:
+            w = m.weight.data
+            if w.size == 0 or 1.0 - np.count_nonzero(w) / w.size < min_sparsity:
+                continue
+            entry, arrs = csr_entry(path, m.name, param, w)
+        else:
+            continue
+        entries.append(entry)
+        arrays.update(arrs)
+        del arrays["params/" + param]
+        stored.add(param)
+    section["params"] = [p for p in section["params"] if p not in stored]
+    if entries:
+        section["compression"] = compression_section(entries)
+    kind = "compressed" if entries else "module"
+    return {"kind": kind, "model": section}, arrays
+
+
+def save_compressed(
+    model: Module | QuantizedModel,
+    path: str | os.PathLike[str],
+    min_sparsity: float | None = 0.5,
+    metadata: dict | None = None,
+) -> None:
+    """Save a (pruned) model with its sparse weights as CSR, or a :class:`QuantizedModel`.
+
+    Dense weights with at least ``min_sparsity`` zeros are stored as CSR (the file shrinks
+    with the sparsity; the runtime runs them with the sparse kernel where that is faster).
+    """
+    from .. import io
+
+    if isinstance(model, QuantizedModel):
+        prepared = _Prepared(*compressed_to_lnn(model.model, model.layers, min_sparsity))
+    else:
+        prepared = _Prepared(*compressed_to_lnn(model, None, min_sparsity))
+    io.save(prepared, path, metadata=metadata)
+
+
+class _Prepared:
+    """A manifest and arrays made already, in the shape :func:`lepton_nn.save` takes."""
+
+    def __init__(self, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.manifest, self.arrays = manifest, arrays
+
+    def to_lnn(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return self.manifest, self.arrays
+
+
+def load_compressed(manifest: dict, arrays: dict) -> Module:
+    """Loader of ``"compressed"`` files for :func:`lepton_nn.load`: the float model, with
+    int8 weights dequantized (W = (q_w s_w)^T) and CSR weights made dense."""
+    from ..io import module_from_lnn
+
+    section, full = decompress(manifest.get("model"), arrays)
+    return module_from_lnn(section, full)
+
+
+def load_quantized(path: str | os.PathLike[str] | bytes) -> QuantizedModel:
+    """Read a compressed file back as a :class:`QuantizedModel` (its int8 layers exactly)."""
+    from ..runtime.format import read_lnn
+
+    manifest, arrays = read_lnn(path)
+    if manifest.get("kind") != "compressed":
+        raise ModelFormatError(f"not a compressed model file (kind {manifest.get('kind')!r})")
+    model = load_compressed(manifest, arrays)
+    weights = parse_compression(manifest["model"], arrays)
+    by_path = dict(_dense_layers(model))
+    layers = {}
+    mode = "dynamic"
+    for w in weights.values():
+        if not isinstance(w, Int8Weight):
+            continue
+        m = by_path.get(w.layer)
+        if m is None:
+            raise ModelFormatError(f"compressed weight {w.param!r} belongs to no Dense layer")
+        act = w.meta.get("activations", {})
+        mode = w.act_mode
+        layers[w.layer] = QuantizedLayer(
+            w.layer,
+            m.name,
+            w.q,
+            w.scale,
+            None if m.bias is None else np.asarray(m.bias.data, np.float32),
+            m.activation,
+            w.act_mode,
+            w.act_scale,
+            w.act_zero_point,
+            act.get("method"),
+            act.get("percentile"),
+            w.meta.get("error"),
+        )
+    if not layers:
+        raise LeptonError(f"{path!r} holds no int8 layers")
+    report = [
+        {
+            "layer": p,
+            "name": m.name,
+            "shape": [int(d) for d in m.weight.shape],
+            "int8": p in layers,
+            "error": layers[p].error if p in layers else None,
+            "reason": "" if p in layers else "float in file",
+        }
+        for p, m in by_path.items()
+    ]
+    return QuantizedModel(model, layers, report, mode)

@@ -1,0 +1,314 @@
+"""``load(path) -> InferenceModel``: a saved network or tabular pipeline, ready to serve.
+
+Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.format`):
+
+- ``"module"``: a bare network from ``lepton_nn.save(model)``; ``predict(x)`` returns what
+  ``model(x)`` returns (same float values, as a NumPy array);
+- ``"compressed"``: the same with int8 / sparse weights (:mod:`lepton_nn.runtime.compression`);
+- ``"tabular"``: a network plus its preprocessing and labels::
+
+      {"kind": "tabular",
+       "model": {network section, optionally with "compression"},
+       "preprocessing": Preprocessor.to_config(),     # raw rows -> network input
+       "labels": LabelEncoder.to_config() | null,      # {"classes": [...], "positive": ...}
+       "task": "binary" | "multiclass" | "regression",
+       "threshold": 0.5,                               # binary: P(positive) >= threshold
+       "target_scale": [mu, sd],                       # regression: value = mu + sd * output
+       "output": "probabilities" | "logits"}           # optional; else from the last activation
+
+  (what :class:`lepton_nn.tabular.TabularModel` writes; its predictions are reproduced
+  exactly: binary p = 1 / (1 + exp(-z)) in float64, multiclass a softmax of the logits).
+
+  ``predict(rows)`` returns labels (regression: values) and ``predict_proba(rows)``
+  probabilities, (N, C) in the order of ``classes`` (binary: ``[1 - p, p]``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeError
+
+from .format import read_lnn
+from .plan import Network, Plan, default_threads, parse_network
+from .preprocess import Preprocessing
+
+__all__ = ["InferenceModel", "load", "from_manifest"]
+
+TASKS = ("binary", "multiclass", "regression")
+SPARSE_MODES = ("auto", "sparse", "dense")
+
+
+def load(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    threads: int | None = None,
+    sparse: str = "auto",
+    max_plans: int = 8,
+) -> InferenceModel:
+    """Read an ``.lnn`` file and build its inference model.
+
+    ``threads``: threads for large int8 batches (default ``LEPTON_NUM_THREADS`` or up to 2;
+    small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
+    and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
+    batch sizes keep a plan (least recently built dropped first).
+    """
+    manifest, arrays = read_lnn(path)
+    return from_manifest(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+
+
+def from_manifest(
+    manifest: dict,
+    arrays: dict[str, np.ndarray],
+    *,
+    threads: int | None = None,
+    sparse: str = "auto",
+    max_plans: int = 8,
+) -> InferenceModel:
+    """An :class:`InferenceModel` from a manifest and arrays already in memory."""
+    return InferenceModel(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class InferenceModel:
+    """A network (and, for tabular files, its preprocessing and labels) compiled into plans.
+
+    ``forward(x)``: numeric input (N, *input_shape) -> network output (N, *output_shape).
+    ``predict(X)`` / ``predict_proba(X)``: see the module docstring. One plan per batch size
+    is built on first use and reused; calls from several threads at once are safe (a call
+    that finds the plans busy runs on a plan of its own).
+    """
+
+    def __init__(
+        self,
+        manifest: dict,
+        arrays: dict[str, np.ndarray],
+        *,
+        threads: int | None = None,
+        sparse: str = "auto",
+        max_plans: int = 8,
+    ) -> None:
+        if sparse not in SPARSE_MODES:
+            raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
+        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        kind = manifest.get("kind")
+        if kind not in ("module", "compressed", "tabular"):
+            raise ModelFormatError(f"the runtime cannot run a file of kind {kind!r}")
+        self.kind: str = kind
+        self.manifest = manifest
+        self.network: Network = parse_network(manifest.get("model"), arrays, sparse=sparse)
+        self.threads = int(threads) if threads is not None else default_threads()
+        self.sparse = sparse
+        self.max_plans = max(1, int(max_plans))
+        self._plans: dict[int, Plan] = {}
+        self._lock = threading.Lock()
+        net = self.network
+        self._dtype = net.dtype
+        self._in = net.input_shape
+        self._flat = net.flat_input if net.flat_input != net.input_shape else None
+        self.preprocessing: Preprocessing | None = None
+        self.task: str | None = None
+        self.classes: np.ndarray | None = None
+        self.threshold = 0.5
+        self.target_scale = (0.0, 1.0)
+        self._probabilities = net.final_activation in ("sigmoid", "softmax")
+        if kind == "tabular":
+            self._init_tabular(manifest)
+        try:  # bind the batch-1 plan now: checks that everything fits, and warms up
+            self.plan_for(1)
+        except (TypeError, ValueError, IndexError, MemoryError) as exc:
+            raise ModelFormatError(f"the network cannot be planned: {exc!r}") from exc
+
+    # -- construction ------------------------------------------------------------------------
+    def _init_tabular(self, manifest: dict) -> None:
+        task = manifest.get("task")
+        if task not in TASKS:
+            raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
+        self.task = task
+        if manifest.get("preprocessing") is not None:
+            self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
+            width = self.preprocessing.n_features_out
+            if self._in != (width,):
+                raise ModelFormatError(
+                    f"tabular file: preprocessing gives {width} features, "
+                    f"the network takes {self._in}"
+                )
+        threshold = manifest.get("threshold", 0.5)
+        if threshold is None:
+            threshold = 0.5
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise ModelFormatError(f"tabular file: threshold {threshold!r} is not a number")
+        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise ModelFormatError(f"tabular file: threshold {threshold!r} is not in [0, 1]")
+        self.threshold = float(threshold)
+        output = manifest.get("output")
+        if output is not None:
+            if output not in ("probabilities", "logits"):
+                raise ModelFormatError(f"tabular file: output {output!r} is not understood")
+            self._probabilities = output == "probabilities"
+        width = int(np.prod(self.network.output_shape))
+        labels = manifest.get("labels")
+        if task == "regression":
+            ts = manifest.get("target_scale", [0.0, 1.0])
+            if not (
+                isinstance(ts, list)
+                and len(ts) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts)
+                and all(math.isfinite(v) for v in ts)
+            ):
+                raise ModelFormatError(f"tabular file: bad target_scale {ts!r}")
+            self.target_scale = (float(ts[0]), float(ts[1]))
+            return
+        if labels is not None:
+            classes = labels.get("classes") if isinstance(labels, dict) else None
+            if (
+                not isinstance(classes, list)
+                or len(classes) < 2
+                or not all(
+                    isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes
+                )
+                or len(set(classes)) != len(classes)
+            ):
+                raise ModelFormatError("tabular file: labels need two or more distinct classes")
+            dtype = object if any(isinstance(c, str) for c in classes) else None
+            self.classes = np.asarray(classes, dtype=dtype)
+        n_classes = len(self.classes) if self.classes is not None else max(2, width)
+        expected = (1, 2) if task == "binary" else (n_classes,)
+        if task == "binary" and n_classes != 2:
+            raise ModelFormatError(f"tabular file: binary task with {n_classes} classes")
+        if width not in expected:
+            raise ModelFormatError(
+                f"tabular file: {task} task with {n_classes} classes but the network gives "
+                f"{width} outputs"
+            )
+
+    # -- input ---------------------------------------------------------------------------------
+    def _check(self, x: Any) -> np.ndarray:
+        """``x`` as a C-contiguous array of the network's dtype and input shape."""
+        if not (type(x) is np.ndarray and x.dtype == self._dtype):
+            x = np.asarray(x)
+            if x.dtype.kind not in "biuf":
+                raise DataError(
+                    f"model input must be numeric, got an array of dtype {x.dtype}"
+                    + ("; pass raw rows to predict()" if self.preprocessing is not None else "")
+                )
+            x = x.astype(self._dtype)
+        if x.shape[1:] != self._in or x.ndim != len(self._in) + 1:
+            first = self.network.steps[0].label if self.network.steps else "the input"
+            raise ShapeError(
+                f"{first}: expected input of shape (batch, {', '.join(map(str, self._in))}), "
+                f"got {x.shape}"
+            )
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        if self._flat is not None:
+            x = x.reshape(x.shape[0], *self._flat)
+        return x
+
+    # -- running ---------------------------------------------------------------------------------
+    def plan_for(self, n: int) -> Plan:
+        """The cached plan for batch size ``n`` (built now if needed)."""
+        plan = self._plans.get(n)
+        if plan is None:
+            plan = self.network.plan(n, self.threads, self.sparse)
+            if len(self._plans) >= self.max_plans:
+                del self._plans[next(iter(self._plans))]
+            self._plans[n] = plan
+        return plan
+
+    def forward(self, x: Any) -> np.ndarray:
+        """The network's output for numeric input ``x`` (N, *input_shape); a fresh array."""
+        if not (
+            type(x) is np.ndarray
+            and x.dtype == self._dtype
+            and x.shape[1:] == self._in
+            and x.flags.c_contiguous
+            and self._flat is None
+        ):
+            x = self._check(x)
+        n = x.shape[0]
+        if self._lock.acquire(False):
+            try:
+                plan = self._plans.get(n) or self.plan_for(n)
+                return plan.run(x).copy()
+            finally:
+                self._lock.release()
+        return self.network.plan(n, self.threads, self.sparse).run(x).copy()
+
+    def transform(self, rows: Any) -> np.ndarray:
+        """Raw rows -> network input (tabular files); numeric arrays pass through otherwise."""
+        if self.preprocessing is None:
+            return rows
+        return self.preprocessing.transform(rows)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Network files: ``model(x)``'s values. Tabular files: labels (regression: values)."""
+        if self.kind != "tabular":
+            return self.forward(X)
+        out = self.forward(self.transform(X))
+        if self.task == "regression":
+            mu, sd = self.target_scale
+            out = out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
+            return out.astype(np.float64) * sd + mu
+        proba = self._proba(out)
+        if self.task == "binary":
+            codes = (proba[:, 1] >= self.threshold).astype(np.intp)
+        else:
+            codes = proba.argmax(axis=1)
+        return self.classes[codes] if self.classes is not None else codes
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, C), columns in the order of ``classes``.
+
+        For a bare network this is its output when its last activation is a sigmoid or
+        softmax; other networks have no probabilities to give.
+        """
+        if self.kind != "tabular":
+            if not self._probabilities:
+                raise LeptonError(
+                    "predict_proba: the network's output is not a probability (its last "
+                    f"activation is {self.network.final_activation!r}); use predict()"
+                )
+            return self.forward(X)
+        if self.task == "regression":
+            raise DataError("predict_proba is for classification; use predict")
+        return self._proba(self.forward(self.transform(X)))
+
+    def _proba(self, out: np.ndarray) -> np.ndarray:
+        out = out.reshape(out.shape[0], math.prod(out.shape[1:]))
+        if out.shape[1] == 1:
+            z = out[:, 0].astype(np.float64)
+            p = z if self._probabilities else 1.0 / (1.0 + np.exp(-z))
+            return np.stack([1 - p, p], axis=1)
+        return out if self._probabilities else _softmax(out)
+
+    # -- information -------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple:
+        return (None, *self.network.input_shape)
+
+    @property
+    def output_shape(self) -> tuple:
+        return (None, *self.network.output_shape)
+
+    def describe(self) -> str:
+        """One line per step: kernel, shapes and (for sparse-capable layers) what was picked."""
+        lines = [f"InferenceModel ({self.kind}), input {self.input_shape}, {self._dtype}"]
+        lines += [f"  {s}" for s in self.network.describe()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"InferenceModel(kind={self.kind!r}, input_shape={self.input_shape}, "
+            f"output_shape={self.output_shape}, steps={len(self.network.steps)})"
+        )

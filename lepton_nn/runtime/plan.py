@@ -1,0 +1,587 @@
+"""Forward-only execution plans: a network section -> a flat list of bound kernel calls.
+
+At load, :func:`parse_network` checks the architecture and the arrays of a network section
+(an untrusted file) and turns each layer into a *step* holding its weights in the form its
+kernel wants (fp32, packed int8 or CSR), fusing an activation layer into the linear layer
+before it. For each batch size N, :meth:`Network.plan` binds the steps into a :class:`Plan`:
+every intermediate buffer allocated once, every call a ``(function, args)`` pair::
+
+    Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
+    Dense (int8)     quantize_rows(h, q, s, zp);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
+    Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z)
+    activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
+    softmax          max, subtract, exp, sum, divide along the last axis, in place
+    Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
+    Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: see :mod:`.steps`
+
+so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
+check is :class:`~lepton_nn.runtime.InferenceModel`'s input check). A layer whose weight has
+a stored CSR form, or is at most half nonzero, is run sparse or dense by *measurement*: the
+first plan for a batch size times both kernels on that layer's shapes and keeps the faster.
+
+Imports: NumPy, :mod:`lepton_nn.backend` (never Numba), :mod:`lepton_nn.errors` and the
+compiled extension, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.backend.reference import ACT_CODE
+from lepton_nn.errors import ModelFormatError
+
+from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
+from .kernels import kernels, quantize_static
+from .steps import PARSERS, activation_name
+
+__all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
+
+#: A float weight at most this dense is a candidate for the sparse kernel (then measured).
+SPARSE_MAX_DENSITY = 0.5
+#: int8 layers use ``threads`` threads from this many rows per batch (one below).
+PARALLEL_MIN_ROWS = 64
+#: Largest batch the sparse/dense crossover is timed at (larger batches reuse its verdict).
+MEASURE_MAX_BATCH = 256
+
+_FIXED = {
+    "ReLU": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "GELU": "gelu",
+    "Softmax": "softmax",
+}
+_FLOAT_DTYPES = ("float32", "float64")
+
+Op = tuple[Callable[..., Any], tuple]
+
+
+class _Input:
+    """Marks the plan's input in a step's arguments until the plan is finalized."""
+
+
+# --------------------------------------------------------------------------- steps
+
+
+@dataclass
+class _Ctx:
+    """What binding needs besides the step: batch size, threads, sparse policy, dtype."""
+
+    n: int
+    threads: int
+    sparse: str
+    dtype: np.dtype
+
+
+class Step:
+    """One layer (or a fused pair) of the network: shapes known, weights ready."""
+
+    label = ""  # "layer 'dense' (Dense)" for messages
+
+    def bind(self, src: np.ndarray, owned: bool, ctx: _Ctx) -> tuple[list[Op], np.ndarray]:
+        """Ops computing this step from ``src`` (N, *in) and the array they leave the result in.
+
+        ``owned``: ``src`` is a plan buffer this step may overwrite (not the caller's input).
+        """
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.label
+
+
+class DenseStep(Step):
+    """y = f(x W + b): ``np.matmul`` into a buffer, then the fused bias/activation kernel."""
+
+    kind = "dense"
+
+    def __init__(self, label: str, w: np.ndarray, b: np.ndarray | None, act: int) -> None:
+        self.label, self.w, self.b, self.act = label, w, b, act
+
+    def _dense_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
+        ops: list[Op] = [(np.matmul, (src, self.w, out))]
+        if self.b is not None or self.act:
+            ops.append((kernels().bias_act_forward, (out, self.b, self.act, out)))
+        return ops
+
+    def bind(self, src, owned, ctx):
+        out = np.zeros((ctx.n, self.w.shape[1]), dtype=ctx.dtype)
+        return self._dense_ops(src, out), out
+
+    def describe(self) -> str:
+        return f"{self.label}: dense {self.w.dtype} {self.w.shape[0]}->{self.w.shape[1]}"
+
+
+class SparseDenseStep(DenseStep):
+    """A Dense layer with a sparse weight: runs the CSR kernel or the dense one, whichever the
+    measurement at plan time finds faster for that batch size."""
+
+    kind = "sparse"
+
+    def __init__(self, label, w, b, act, csr: CSRWeight) -> None:
+        super().__init__(label, w, b, act)
+        self.csr = csr
+        self.choice: dict[int, str] = {}  # batch bucket -> "sparse" | "dense"
+
+    def _sparse_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
+        c = self.csr
+        fn = kernels().sparse_linear
+        return [(fn, (src, c.indptr, c.indices, c.data, self.b, self.act, out))]
+
+    def decide(self, n: int, mode: str) -> str:
+        if mode in ("sparse", "dense"):
+            return mode
+        if n == 0:
+            return "dense"
+        bucket = min(1 << (n - 1).bit_length(), MEASURE_MAX_BATCH)
+        if bucket not in self.choice:
+            self.choice[bucket] = self._measure(bucket)
+        return self.choice[bucket]
+
+    def _measure(self, n: int) -> str:
+        """Time both kernels on this layer at batch ``n`` (best of a few interleaved runs)."""
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((n, self.w.shape[0])).astype(np.float32)
+        out = np.empty((n, self.w.shape[1]), np.float32)
+        variants = {"dense": self._dense_ops(x, out), "sparse": self._sparse_ops(x, out)}
+        best = dict.fromkeys(variants, math.inf)
+        reps = max(1, min(20, int(2e7 // max(1, n * self.w.size))))
+        for _ in range(3):
+            for name, ops in variants.items():
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    for fn, args in ops:
+                        fn(*args)
+                best[name] = min(best[name], (time.perf_counter() - t0) / reps)
+        return min(best, key=best.__getitem__)
+
+    def bind(self, src, owned, ctx):
+        out = np.zeros((ctx.n, self.w.shape[1]), dtype=np.float32)
+        if self.decide(ctx.n, ctx.sparse) == "sparse":
+            return self._sparse_ops(src, out), out
+        return self._dense_ops(src, out), out
+
+    def describe(self) -> str:
+        picks = ", ".join(f"batch<={k}: {v}" for k, v in sorted(self.choice.items()))
+        return (
+            f"{self.label}: sparse-capable {self.w.shape[0]}->{self.w.shape[1]} "
+            f"(density {self.csr.density:.3f}{'; ' + picks if picks else ''})"
+        )
+
+
+class Int8DenseStep(Step):
+    """y = f(dequant(q_x q_w^T) + b): uint8 activations, int8 per-channel weights, int32 sums."""
+
+    kind = "int8"
+
+    def __init__(self, label: str, wq: Int8Weight, b: np.ndarray | None, act: int) -> None:
+        self.label, self.wq, self.act = label, wq, act
+        self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+        self.packed, self.col_sums = kernels().qpack_weights(wq.q)
+        self.n_out, self.n_in = wq.q.shape
+        if wq.act_mode == "static":
+            self.static_scale = np.array([wq.act_scale], np.float32)
+            self.static_zp = np.array([wq.act_zero_point], np.int32)
+            self.inv_scale = np.float32(1) / np.float32(wq.act_scale)
+            self.zp_float = np.float32(wq.act_zero_point)
+
+    def bind(self, src, owned, ctx):
+        n = ctx.n
+        k = kernels()
+        xq = np.zeros((n, self.n_in), np.uint8)
+        out = np.zeros((n, self.n_out), np.float32)
+        ops: list[Op] = []
+        if src.dtype != np.float32:  # float64 model: the kernels read float32
+            f32 = np.zeros(src.shape, np.float32)
+            ops.append((np.copyto, (f32, src, "same_kind")))
+            src = f32
+        if self.wq.act_mode == "static":
+            scale, zp = self.static_scale, self.static_zp
+            tmp = np.zeros((n, self.n_in), np.float32)
+            ops.append((quantize_static, (src, self.inv_scale, self.zp_float, tmp, xq)))
+        else:
+            scale, zp = np.zeros(n, np.float32), np.zeros(n, np.int32)
+            ops.append((k.quantize_rows, (src, xq, scale, zp)))
+        threads = ctx.threads if n >= PARALLEL_MIN_ROWS else 1
+        args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
+        ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
+        if ctx.dtype != np.float32:
+            out64 = np.zeros(out.shape, ctx.dtype)
+            ops.append((np.copyto, (out64, out)))
+            out = out64
+        return ops, out
+
+    def describe(self) -> str:
+        return f"{self.label}: int8 {self.n_in}->{self.n_out} ({self.wq.act_mode} activations)"
+
+
+class ActivationStep(Step):
+    """y = f(x) elementwise with the backend's bias/activation kernel (no bias)."""
+
+    kind = "activation"
+
+    def __init__(self, label: str, act: int) -> None:
+        self.label, self.act = label, act
+
+    def bind(self, src, owned, ctx):
+        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        return [(kernels().bias_act_forward, (src, None, self.act, out))], out
+
+
+class SoftmaxStep(Step):
+    """y = exp(x - max) / sum(exp(x - max)) (or its log) along the last axis, in place."""
+
+    kind = "softmax"
+
+    def __init__(self, label: str, log: bool) -> None:
+        self.label, self.log = label, log
+
+    def bind(self, src, owned, ctx):
+        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        col = np.zeros((*src.shape[:-1], 1), ctx.dtype)
+        ax = src.ndim - 1
+        ops: list[Op] = [(np.maximum.reduce, (src, ax, None, col, True))]
+        ops.append((np.subtract, (src, col, out)))  # s = x - max
+        if self.log:  # y = s - log(sum(exp(s)))
+            e = np.zeros(src.shape, ctx.dtype)
+            ops += [
+                (np.exp, (out, e)),
+                (np.add.reduce, (e, ax, None, col, True)),
+                (np.log, (col, col)),
+                (np.subtract, (out, col, out)),
+            ]
+        else:  # y = exp(s) / sum(exp(s))
+            ops += [
+                (np.exp, (out, out)),
+                (np.add.reduce, (out, ax, None, col, True)),
+                (np.divide, (out, col, out)),
+            ]
+        return ops, out
+
+
+class FlattenStep(Step):
+    """(N, d1, d2, ...) -> (N, d1 d2 ...): a view of the same buffer."""
+
+    kind = "flatten"
+
+    def __init__(self, label: str, width: int) -> None:
+        self.label, self.width = label, width
+
+    def bind(self, src, owned, ctx):
+        return [], src.reshape(ctx.n, self.width)
+
+
+# --------------------------------------------------------------------------- plans
+
+
+class Plan:
+    """The bound calls for one batch size. ``run(x)`` returns the (reused) output buffer.
+
+    ``head``: the calls up to the last one reading the input, as ``(fn, args, reads_x)``
+    (``fn(x, *args)`` when ``reads_x``); ``tail``: the rest, ``fn(*args)``.
+    """
+
+    __slots__ = ("n", "head", "tail", "out")
+
+    def __init__(
+        self, n: int, ops: list[Op], out: Any, in_shape: tuple[int, ...], dtype: np.dtype
+    ) -> None:
+        self.n = n
+        last = -1
+        copy_in = False
+        for i, (_, args) in enumerate(ops):
+            hits = [j for j, a in enumerate(args) if isinstance(a, _Input)]
+            if hits:
+                last = i
+                copy_in |= hits != [0]
+        if isinstance(out, _Input) or copy_in:
+            # the input is read other than as a first argument (or is the output): copy it in
+            buf = np.zeros((n, *in_shape), dtype)
+            ops = [(_copy_into, (_Input(), buf))] + [
+                (fn, tuple(buf if isinstance(a, _Input) else a for a in args)) for fn, args in ops
+            ]
+            out = buf if isinstance(out, _Input) else out
+            last = 0
+        self.head = [(fn, args[1:], True) if isinstance(args[0], _Input) else (fn, args, False)
+                     for fn, args in ops[: last + 1]]  # fmt: skip
+        self.tail = ops[last + 1 :]
+        self.out = out
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        for fn, args, reads_x in self.head:
+            if reads_x:
+                fn(x, *args)
+            else:
+                fn(*args)
+        for fn, args in self.tail:
+            fn(*args)
+        return self.out
+
+
+def _copy_into(x: np.ndarray, buf: np.ndarray) -> None:
+    np.copyto(buf, x)
+
+
+@dataclass
+class Network:
+    """A parsed network: per-sample input/output shapes, dtype and steps."""
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    dtype: np.dtype
+    steps: list[Step]
+    flat_input: tuple[int, ...]  # the shape the first step reads (after leading Flatten)
+    final_activation: str
+
+    def plan(self, n: int, threads: int = 1, sparse: str = "auto") -> Plan:
+        """Bind every step for batch size ``n``."""
+        ctx = _Ctx(n, threads, sparse, self.dtype)
+        marker = _Input()
+        ops: list[Op] = []
+        # Bind against a real array of the input's shape, then swap the marker in for it.
+        src = np.zeros((n, *self.flat_input), self.dtype)
+        owned = False
+        first = src
+        for step in self.steps:
+            step_ops, src = step.bind(src, owned, ctx)
+            ops += step_ops
+            owned = True
+        viewed = any(
+            isinstance(a, np.ndarray) and a is not first and np.may_share_memory(a, first)
+            for _, args in ops
+            for a in args
+        )
+        if viewed or src is first:  # the input is read through a view (or is the output)
+            copy_in: Op = (_copy_into, (marker, first))
+            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype)
+        ops = [(fn, tuple(marker if a is first else a for a in args)) for fn, args in ops]
+        return Plan(n, ops, src, self.flat_input, self.dtype)
+
+    def describe(self) -> list[str]:
+        return [s.describe() for s in self.steps]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _fail(msg: str) -> ModelFormatError:
+    return ModelFormatError(msg)
+
+
+def _layers(cfg: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, str, dict]]:
+    """(parameter prefix, class name, config) of every leaf layer, in execution order."""
+    if depth > 32:
+        raise _fail("architecture is nested too deeply")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str):
+        raise _fail(f"a layer entry must be an object with a 'class' name, got {cfg!r:.80}")
+    config = cfg.get("config", {})
+    if not isinstance(config, dict):
+        raise _fail(f"config of layer {cfg['class']!r} must be an object")
+    if cfg["class"] == "Sequential":
+        layers = config.get("layers", [])
+        if not isinstance(layers, list):
+            raise _fail("Sequential 'layers' must be a list")
+        for i, sub in enumerate(layers):
+            yield from _layers(sub, f"{prefix}layers.{i}.", depth + 1)
+    else:
+        yield prefix, cfg["class"], config
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _fail(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+class _Params:
+    """The float params of a section and its compressed weights, each taken at most once."""
+
+    def __init__(self, section: dict, arrays: dict, prefix: str = "params/") -> None:
+        names = section.get("params", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise _fail("params must be a list of names")
+        missing = [n for n in names if prefix + n not in arrays]
+        if missing:
+            raise _fail(f"arrays missing for parameters {missing[:5]}")
+        self.float = {n: arrays[prefix + n] for n in names}
+        self.compressed = parse_compression(section, arrays)
+        for n in self.compressed:
+            if n in self.float:
+                raise _fail(f"parameter {n!r} is stored both in float and compressed")
+        self.used: set[str] = set()
+
+    def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype, label: str) -> Any:
+        """The float array (checked shape, cast to ``dtype``) or compressed weight ``name``."""
+        self.used.add(name)
+        if name in self.compressed:
+            w = self.compressed[name]
+            if w.shape != shape:
+                raise _fail(f"{label}: compressed {name} has shape {w.shape}, expected {shape}")
+            return w
+        if name not in self.float:
+            raise _fail(f"{label}: parameter {name!r} is not in the file")
+        a = self.float[name]
+        if a.dtype.name not in _FLOAT_DTYPES or a.shape != shape:
+            raise _fail(f"{label}: parameter {name} is {a.dtype} {a.shape}, expected {shape}")
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def check_all_used(self) -> None:
+        extra = (set(self.float) | set(self.compressed)) - self.used
+        if extra:
+            raise _fail(f"the file holds parameters no layer uses: {sorted(extra)[:5]}")
+
+
+def _dense(
+    prefix: str, config: dict, width: tuple[int, ...], params: _Params, dtype: np.dtype,
+    label: str, sparse: str,
+) -> tuple[Step, str]:  # fmt: skip
+    units = _int(config.get("units"), f"{label}: units")
+    act = activation_name(config.get("activation"), label)
+    use_bias = config.get("use_bias", True)
+    if not isinstance(use_bias, bool):
+        raise _fail(f"{label}: use_bias must be true or false")
+    if len(width) != 1:
+        raise _fail(
+            f"{label} on input of per-sample shape {width} is not supported by the runtime yet "
+            "(Dense needs a flat input; add a Flatten layer)"
+        )
+    n_in = width[0]
+    declared = config.get("in_features")
+    if declared is not None and declared != n_in:
+        raise _fail(f"{label}: in_features {declared!r} but its input has {n_in} features")
+    w = params.take(f"{prefix}weight", (n_in, units), dtype, label)
+    b = params.take(f"{prefix}bias", (units,), dtype, label) if use_bias else None
+    fused = ACT_CODE.get(act, 0)
+    if isinstance(w, Int8Weight):
+        step: Step = Int8DenseStep(label, w, b, fused)
+    elif isinstance(w, CSRWeight):
+        step = SparseDenseStep(label, w.to_dense().astype(dtype), b, fused, w)
+        if dtype != np.float32:
+            step = DenseStep(label, step.w, b, fused)
+    else:
+        step = DenseStep(label, w, b, fused)
+        if sparse != "dense" and dtype == np.float32 and w.size:
+            density = np.count_nonzero(w) / w.size
+            if density <= SPARSE_MAX_DENSITY:
+                csr = _csr_of(w, prefix)
+                step = SparseDenseStep(label, w, b, fused, csr)
+    return step, act
+
+
+def _csr_of(w: np.ndarray, prefix: str) -> CSRWeight:
+    """CSR of W^T for a float weight W (K, N) found to be sparse at load."""
+    indptr, indices, data = csr_arrays(w)
+    return CSRWeight(prefix.rstrip("."), f"{prefix}weight", indptr, indices, data, w.shape)
+
+
+def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
+    """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
+    optional ``compression``) against its arrays and build its steps.
+
+    ``sparse``: ``"auto"`` (measure), ``"sparse"`` or ``"dense"`` for sparse-capable layers.
+    Raises ``ModelFormatError`` for anything inconsistent or not supported.
+    """
+    if not isinstance(section, dict):
+        raise _fail("model section must be an object")
+    shape = section.get("input_shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) < 2
+        or shape[0] is not None
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])
+        or math.prod(shape[1:]) > 10_000_000
+    ):
+        raise _fail(f"bad input_shape {shape!r}")
+    dtype_name = section.get("dtype", "float32")
+    if dtype_name not in _FLOAT_DTYPES:
+        raise _fail(f"model dtype {dtype_name!r} is not float32 or float64")
+    dtype = np.dtype(dtype_name)
+    params = _Params(section, arrays)
+    in_shape = tuple(shape[1:])
+    try:
+        steps, width, flat_input, final = _parse_layers(section, params, dtype, in_shape, sparse)
+    except ModelFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise _fail(f"architecture and arrays do not fit together: {exc!r}") from exc
+    params.check_all_used()
+    out_shape = section.get("output_shape")
+    if out_shape is not None and (not isinstance(out_shape, list) or tuple(out_shape[1:]) != width):
+        raise _fail(f"output_shape {out_shape!r} does not match the layers' output {width}")
+    return Network(in_shape, width, dtype, _fuse(steps), flat_input, final)
+
+
+def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tuple, sparse: str):
+    """Steps, output shape, the first step's input shape and the last activation's name."""
+    width: tuple[int, ...] = in_shape
+    flat_input = in_shape
+    steps: list[Step] = []
+    final = "identity"
+    for prefix, cls, config in _layers(section.get("architecture"), ""):
+        name = config.get("name", cls)
+        label = f"layer {name!r} ({cls})"
+        if cls == "Dense":
+            step, act = _dense(prefix, config, width, params, dtype, label, sparse)
+            steps.append(step)
+            width = (step.w.shape[1],) if hasattr(step, "w") else (step.n_out,)
+            if act in ("softmax", "log_softmax"):
+                steps.append(SoftmaxStep(f"{label} {act}", act == "log_softmax"))
+            final = act
+        elif cls in _FIXED or cls == "Activation":
+            act = _FIXED.get(cls) or activation_name(config.get("activation"), label)
+            if act in ("softmax", "log_softmax"):
+                steps.append(SoftmaxStep(label, act == "log_softmax"))
+            elif act != "identity":
+                steps.append(ActivationStep(label, ACT_CODE[act]))
+            final = act if act != "identity" else final
+        elif cls in PARSERS:
+            new, width, act = PARSERS[cls](prefix, config, width, params, dtype, label)
+            steps += new
+            if act in ("softmax", "log_softmax"):
+                steps.append(SoftmaxStep(f"{label} {act}", act == "log_softmax"))
+            final = act or final
+        elif cls == "Dropout":
+            continue
+        elif cls == "Flatten":
+            flat = (math.prod(width),)
+            if not steps:
+                flat_input = flat
+            elif flat != width:
+                steps.append(FlattenStep(label, flat[0]))
+            width = flat
+        else:
+            raise _fail(
+                f"{label} is not supported by the runtime yet; "
+                "load the file with lepton_nn.load() to run it through lepton_nn.nn"
+            )
+    return steps, width, flat_input, final
+
+
+def _fuse(steps: list[Step]) -> list[Step]:
+    """Fold an activation step into the identity-activation linear step right before it."""
+    out: list[Step] = []
+    for s in steps:
+        prev = out[-1] if out else None
+        if (
+            isinstance(s, ActivationStep)
+            and isinstance(prev, (DenseStep, Int8DenseStep))
+            and prev.act == 0
+        ):
+            prev.act = s.act
+            prev.label = f"{prev.label} + {s.label}"
+            continue
+        out.append(s)
+    return out
+
+
+def default_threads() -> int:
+    """Threads for large int8 batches: ``LEPTON_NUM_THREADS``, else min(2, CPU count)."""
+    env = os.environ.get("LEPTON_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, min(2, os.cpu_count() or 1))

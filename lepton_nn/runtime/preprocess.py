@@ -1,0 +1,353 @@
+"""Raw rows -> the network's float32 input, from a fitted ``Preprocessor`` config.
+
+This is the one implementation of the preprocessing *transform*: the runtime uses it directly
+and :meth:`lepton_nn.data.Preprocessor.transform` delegates to it. It imports NumPy and
+:mod:`lepton_nn.errors` only (floor 6: never :mod:`lepton_nn.data`). Per raw column::
+
+    numeric column      x -> (impute(x) - center) / scale                   1 feature
+    categorical column  v -> one-hot over the training categories           K features
+                        (an unknown category -> all zeros; missing -> the fill category)
+    indicator           1.0 where the raw value was missing                 +1 feature
+
+Config (``Preprocessor.to_config()``, format ``"lepton_nn.Preprocessor"``, version 1)::
+
+    {"format", "version", "params": {"na_values": [...], ...}, "report": {...},
+     "columns": [{"name", "kind": "numeric", "fill", "center", "scale", "indicator"}
+               | {"name", "kind": "categorical", "fill", "categories", "indicator"}]}
+
+Accepted raw rows: a dict of columns, one row as a dict, a list of dicts (by column name;
+extra columns are ignored), a 2-D array or nested list in training column order (1-D for one
+row), a pandas-like DataFrame, or a table read by :func:`lepton_nn.data.read_csv` (duck-typed:
+``data``, ``kinds``, ``n_rows``, ``where``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.errors import DataError, ModelFormatError
+
+__all__ = [
+    "CATEGORICAL",
+    "CONFIG_FORMAT",
+    "CONFIG_VERSION",
+    "NUMERIC",
+    "Preprocessing",
+    "category_str",
+    "check_column_spec",
+    "columns_of",
+    "is_missing",
+    "parse_number",
+    "to_categorical",
+    "to_numeric",
+]
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+CONFIG_FORMAT = "lepton_nn.Preprocessor"
+CONFIG_VERSION = 1
+DEFAULT_NA: tuple[str, ...] = ("", "NA", "NaN", "nan", "?", "NULL")
+
+Locator = Callable[[int], str]
+_WHY_NUMERIC = "but the column was numeric when the preprocessor was fitted"
+
+
+# ------------------------------------------------------------------------- raw values
+
+
+def is_missing(v: Any, na: frozenset[str]) -> bool:
+    """True for ``None``, NaN, pandas' ``NA``/``NaT`` and the (stripped) ``na`` strings."""
+    if v is None:
+        return True
+    if isinstance(v, str):
+        return v.strip() in na
+    if isinstance(v, (float, np.floating)):
+        return math.isnan(v)
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def category_str(v: Any) -> str:
+    """The category label of a non-missing value: strings stripped, ``1.0`` -> ``"1"``."""
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def parse_number(v: Any) -> float | None:
+    """``float(v)`` for numbers and numeric strings, ``None`` when ``v`` is not a number."""
+    if isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def to_numeric(
+    values: Sequence[Any] | np.ndarray, name: str, na: frozenset[str], where: Locator, why: str
+) -> np.ndarray:
+    """One column as float64 (NaN = missing); ``DataError`` at the first value not a number."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return values.astype(np.float64)
+    out = np.empty(len(values), dtype=np.float64)
+    for i, v in enumerate(values):
+        if is_missing(v, na):
+            out[i] = np.nan
+            continue
+        x = parse_number(v)
+        if x is None:
+            raise DataError(f"{where(i)}, column {name!r}: {str(v)!r} is not a number, {why}")
+        out[i] = x
+    return out
+
+
+def to_categorical(values: Sequence[Any] | np.ndarray, na: frozenset[str]) -> np.ndarray:
+    """One column as an object array of ``str``, ``None`` for missing values."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = None if is_missing(v, na) else category_str(v)
+    return out
+
+
+# ------------------------------------------------------------------------- input forms
+
+
+def _row_index(i: int) -> str:
+    return f"row index {i}"
+
+
+def _is_table(data: Any) -> bool:
+    """A :class:`lepton_nn.data.Table` (duck-typed, so that this floor never imports it)."""
+    return all(hasattr(data, a) for a in ("data", "kinds", "n_rows", "where")) and isinstance(
+        getattr(data, "data", None), Mapping
+    )
+
+
+def _is_frame(data: Any) -> bool:
+    """A pandas-like DataFrame (duck-typed; pandas is never imported here)."""
+    return (
+        not isinstance(data, (np.ndarray, Mapping))
+        and hasattr(data, "columns")
+        and hasattr(data, "dtypes")
+        and hasattr(data, "__getitem__")
+    )
+
+
+def _frame_column(series: Any) -> np.ndarray:
+    kind = getattr(getattr(series, "dtype", None), "kind", "O")
+    if kind in "biuf":
+        return np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(series.to_numpy(dtype=object))
+
+
+def columns_of(
+    data: Any, names: Sequence[str]
+) -> tuple[dict[str, Any], int, Locator, dict[str, str]]:
+    """Raw columns by name, row count, a row locator and known kinds, for any input form."""
+    if _is_frame(data):
+        present = {str(c): c for c in data.columns}
+        for c in names:
+            if c not in present:
+                raise DataError(f"transform: column {c!r} is missing from the input frame")
+        cols = {c: _frame_column(data[present[c]]) for c in names}
+        n = len(next(iter(cols.values()))) if cols else 0
+        return cols, n, _row_index, {}
+    if _is_table(data):
+        for c in names:
+            if c not in data.data:
+                raise DataError(f"transform: column {c!r} is missing from the input table")
+        return {c: data.data[c] for c in names}, data.n_rows, data.where, dict(data.kinds)
+    if isinstance(data, Mapping):
+        for c in names:
+            if c not in data:
+                raise DataError(f"transform: column {c!r} is missing from the input")
+        if not all(np.ndim(data[c]) == 0 for c in names):
+            cols = {
+                c: data[c] if isinstance(data[c], np.ndarray) else np.asarray(data[c], dtype=object)
+                for c in names
+            }
+            if any(v.ndim != 1 for v in cols.values()):
+                raise DataError("transform: each column of a dict must be 1-D (or one value)")
+            lengths = {len(v) for v in cols.values()}
+            if len(lengths) > 1:
+                raise DataError(f"transform: columns have different lengths {sorted(lengths)}")
+            return cols, lengths.pop() if lengths else 0, _row_index, {}
+        data = [data]  # a single row as a dict
+    if isinstance(data, (list, tuple)) and not data:  # no rows
+        return {c: np.empty(0, dtype=object) for c in names}, 0, _row_index, {}
+    if isinstance(data, (list, tuple)) and isinstance(data[0], Mapping):
+        cols = {}
+        for c in names:
+            col = np.empty(len(data), dtype=object)
+            for i, r in enumerate(data):
+                if not isinstance(r, Mapping) or c not in r:
+                    raise DataError(f"row index {i}, column {c!r}: missing from this row")
+                col[i] = r[c]
+            cols[c] = col
+        return cols, len(data), _row_index, {}
+    try:
+        arr = np.asarray(data)
+    except ValueError as exc:  # ragged nested lists
+        raise DataError(f"transform: rows of different lengths ({exc})") from None
+    if arr.ndim == 1 and arr.shape[0] == len(names):
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != len(names):
+        raise DataError(
+            f"transform: expected rows of {len(names)} columns {list(names)}, got shape {arr.shape}"
+        )
+    return {c: arr[:, j] for j, c in enumerate(names)}, arr.shape[0], _row_index, {}
+
+
+# ------------------------------------------------------------------------- config
+
+
+def _finite(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ModelFormatError(f"Preprocessor config: {what} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def check_column_spec(s: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate one column entry of a Preprocessor config; return a clean copy.
+
+    Raises ``ModelFormatError`` for a bad value, ``KeyError``/``TypeError`` for a missing key
+    or a non-object (callers wrap those as "malformed").
+    """
+    name, kind = s["name"], s["kind"]
+    if not isinstance(name, str):
+        raise ModelFormatError(f"Preprocessor config: column name {name!r} is not a string")
+    out: dict[str, Any] = {"name": name, "kind": kind}
+    if kind == NUMERIC:
+        out["fill"] = _finite(s["fill"], f"{name}.fill")
+        out["center"] = _finite(s["center"], f"{name}.center")
+        out["scale"] = _finite(s["scale"], f"{name}.scale")
+        if out["scale"] == 0.0:
+            raise ModelFormatError(f"Preprocessor config: {name}.scale is zero")
+    elif kind == CATEGORICAL:
+        cats = s["categories"]
+        if not isinstance(cats, list) or not all(isinstance(v, str) for v in cats):
+            raise ModelFormatError(f"Preprocessor config: {name}.categories must be strings")
+        if len(set(cats)) != len(cats):
+            raise ModelFormatError(f"Preprocessor config: {name}.categories has duplicates")
+        if s["fill"] is not None and not isinstance(s["fill"], str):
+            raise ModelFormatError(f"Preprocessor config: {name}.fill must be a string")
+        out["fill"] = s["fill"]
+        out["categories"] = list(cats)
+    else:
+        raise ModelFormatError(f"Preprocessor config: column {name!r} has unknown kind {kind!r}")
+    if not isinstance(s["indicator"], bool):
+        raise ModelFormatError(f"Preprocessor config: {name}.indicator must be true or false")
+    out["indicator"] = s["indicator"]
+    return out
+
+
+# ------------------------------------------------------------------------- transform
+
+
+class Preprocessing:
+    """A fitted preprocessing, compiled once into index arrays and lookup tables.
+
+    ``transform(rows) -> (N, F)`` float32, with F = ``n_features_out``. Build it from checked
+    column specs and NA strings, or from a whole config with :meth:`from_config`.
+    """
+
+    def __init__(self, columns: Sequence[Mapping[str, Any]], na_values: Sequence[str]) -> None:
+        self.columns = [dict(s) for s in columns]
+        self.names = [s["name"] for s in self.columns]
+        if len(set(self.names)) != len(self.names):
+            raise ModelFormatError("Preprocessor config: a column name appears twice")
+        self.na = frozenset(str(v) for v in na_values)
+        num_names, fill, center, scale, num_col, ind_src, ind_col = [], [], [], [], [], [], []
+        self.categorical: list[tuple[str, dict[str, int], int, int, bool]] = []
+        j = 0
+        for s in self.columns:
+            if s["kind"] == NUMERIC:
+                num_names.append(s["name"])
+                fill.append(s["fill"])
+                center.append(s["center"])
+                scale.append(s["scale"])
+                num_col.append(j)
+                j += 1
+                if s["indicator"]:
+                    ind_src.append(len(num_names) - 1)
+                    ind_col.append(j)
+            else:
+                lut = {v: k for k, v in enumerate(s["categories"])}
+                self.categorical.append(
+                    (s["name"], lut, lut.get(s["fill"], -1), j, bool(s["indicator"]))
+                )
+                j += len(lut)
+            j += int(s["indicator"])
+        self.n_features_out = j
+        self.numeric_names = num_names
+        self.fill = np.array(fill, dtype=np.float64)
+        self.center = np.array(center, dtype=np.float64)
+        self.scale = np.array(scale, dtype=np.float64)
+        self.numeric_cols = np.array(num_col, dtype=np.intp)
+        self.indicator_src = np.array(ind_src, dtype=np.intp)
+        self.indicator_cols = np.array(ind_col, dtype=np.intp)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> Preprocessing:
+        """Validate a ``Preprocessor.to_config()`` dict (untrusted) and compile it."""
+        try:
+            if not isinstance(cfg, Mapping) or cfg.get("format") != CONFIG_FORMAT:
+                fmt = cfg.get("format") if isinstance(cfg, Mapping) else cfg
+                raise ModelFormatError(f"not a Preprocessor config (format={fmt!r})")
+            if cfg.get("version") != CONFIG_VERSION:
+                raise ModelFormatError(
+                    f"Preprocessor config version {cfg.get('version')!r} "
+                    f"is not supported (expected {CONFIG_VERSION})"
+                )
+            na = cfg["params"].get("na_values", DEFAULT_NA)
+            if not isinstance(na, list) or not all(isinstance(v, str) for v in na):
+                raise ModelFormatError("Preprocessor config: na_values must be a list of strings")
+            columns = [check_column_spec(s) for s in cfg["columns"]]
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelFormatError(f"Preprocessor config is malformed: {e!r}") from None
+        return cls(columns, na)
+
+    def transform(self, data: Any) -> np.ndarray:
+        """Raw rows (any form in the module docstring) -> (N, F) float32; every row, in order."""
+        cols, n, where, kinds = columns_of(data, self.names)
+        out = np.zeros((n, self.n_features_out), dtype=np.float32)
+        names = self.numeric_names
+        if names:
+            x = np.empty((n, len(names)), dtype=np.float64)
+            for k, c in enumerate(names):
+                x[:, k] = to_numeric(cols[c], c, self.na, where, _WHY_NUMERIC)
+            miss = np.isnan(x)
+            if np.isinf(x).any():
+                i, k = np.argwhere(np.isinf(x))[0]
+                raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
+            # x = (impute(x) - center) / scale
+            x = np.where(miss, self.fill, x)
+            out[:, self.numeric_cols] = (x - self.center) / self.scale
+            out[:, self.indicator_cols] = miss[:, self.indicator_src]
+        for c, lut, fill, offset, indicator in self.categorical:
+            raw = cols[c]
+            labels = raw if kinds.get(c) == CATEGORICAL else to_categorical(raw, self.na)
+            codes = np.fromiter(
+                (fill if v is None else lut.get(v, -1) for v in labels), dtype=np.intp, count=n
+            )
+            rows = np.flatnonzero(codes >= 0)
+            out[rows, offset + codes[rows]] = 1.0
+            if indicator:
+                out[:, offset + len(lut)] = np.fromiter(
+                    (v is None for v in labels), dtype=bool, count=n
+                )
+        return out

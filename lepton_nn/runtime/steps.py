@@ -1,0 +1,418 @@
+"""Plan steps for convolution, pooling, normalization and recurrent layers.
+
+Each mirrors the eval-mode forward of its layer in :mod:`lepton_nn.nn` call for call, on the
+same backend kernels (``im2col``, ``maxpool2d_forward``, ``avgpool2d_forward``,
+``lstm_step_forward``, ``gru_step_forward``, ``rnn_step_forward``), so a plan gives what
+``model(x)`` gives. Shapes per sample: images (C, H, W), sequences (T, F). Parsers check a
+layer's config and weights (from an untrusted file) and return its steps and output shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.backend.reference import ACT_CODE
+from lepton_nn.errors import ModelFormatError
+
+from .kernels import kernels
+
+__all__ = ["PARSERS", "activation_name"]
+
+Op = tuple[Callable[..., Any], tuple]
+
+
+#: Largest scratch buffer per sample a layer may ask for (elements): a hostile file must not
+#: make the first prediction allocate (or the OS overcommit) absurd amounts of memory.
+MAX_SAMPLE_ELEMENTS = 1 << 28
+
+
+def _fail(msg: str) -> ModelFormatError:
+    return ModelFormatError(msg)
+
+
+def _budget(elements: int, label: str) -> None:
+    if elements > MAX_SAMPLE_ELEMENTS:
+        raise _fail(f"{label} would need {elements} scratch values per sample (too many)")
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def _pair(v: Any, what: str) -> tuple[int, int]:
+    a, b = (v, v) if isinstance(v, int) else (v if isinstance(v, list) and len(v) == 2 else (0, 0))
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in (a, b)):
+        raise _fail(f"{what} must be a positive int or a pair of them, got {v!r}")
+    return a, b
+
+
+def _pads(padding: Any, size, kernel, stride, dilation, what: str) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), as ``lepton_nn.ops.conv.resolve_padding``."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        out: list[int] = []
+        for n, k, s, d in zip(size, kernel, stride, dilation, strict=True):
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            out += [total // 2, total - total // 2]
+        return out[0], out[1], out[2], out[3]
+    p = (padding, padding) if isinstance(padding, int) else padding
+    if (
+        not isinstance(p, (list, tuple))
+        or len(p) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
+    ):
+        raise _fail(f"{what}: padding {padding!r} is not 'valid', 'same', an int or a pair")
+    return p[0], p[0], p[1], p[1]
+
+
+MAX_EXTENT = 1 << 20  # window extent, stride and padding: far beyond real use, no overflow
+
+
+def _out_size(size, pads, kernel, stride, dilation, what: str) -> tuple[int, int]:
+    (h, w), (pt, pb, pl, pr) = size, pads
+    extents = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
+    if max(*extents, *stride, *pads) > MAX_EXTENT:
+        raise _fail(f"{what}: window, stride or padding larger than {MAX_EXTENT}")
+    oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise _fail(f"{what}: the window does not fit an input of size {tuple(size)}")
+    return oh, ow
+
+
+def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
+    if len(width) != 3:
+        raise _fail(f"{label} needs images (C, H, W) per sample, its input is {width}")
+    return width  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- steps
+
+
+class ConvStep:
+    """y = f(W2 @ im2col(x) + b) per image: (N, C, H, W) -> (N, O, OH, OW)."""
+
+    kind = "conv"
+
+    def __init__(self, label, w, b, act, geom, in_shape, out_hw) -> None:
+        self.label, self.act, self.geom = label, act, geom  # (kh, kw, sh, sw, pt, pl, dh, dw)
+        o = w.shape[0]
+        self.w2 = np.ascontiguousarray(w.reshape(o, -1))
+        self.b = None if b is None else np.ascontiguousarray(b.reshape(o, 1))
+        self.in_shape, self.out_hw = in_shape, out_hw
+        kh, kw, sh, sw, pt, pl, dh, dw = geom
+        self.pointwise = kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0
+        self.pointwise &= out_hw == in_shape[1:]
+
+    def bind(self, src, owned, ctx):
+        n = ctx.n
+        c = self.in_shape[0]
+        oh, ow = self.out_hw
+        o, ckk = self.w2.shape
+        y = np.zeros((n, o, oh * ow), ctx.dtype)
+        ops: list[Op] = []
+        if self.pointwise:  # 1x1: the image is its own column matrix
+            ops.append((_matmul_columns, (src, self.w2, y, (n, c, oh * ow))))
+        else:
+            cols = np.zeros((n, ckk, oh, ow), ctx.dtype)
+            ops.append((kernels().im2col, (src, *self.geom, cols)))
+            ops.append((np.matmul, (self.w2, cols.reshape(n, ckk, oh * ow), y)))
+        if self.b is not None:
+            ops.append((np.add, (y, self.b, y)))
+        if self.act:
+            ops.append((kernels().bias_act_forward, (y, None, self.act, y)))
+        return ops, y.reshape(n, o, oh, ow)
+
+    def describe(self) -> str:
+        return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}"
+
+
+def _matmul_columns(x: np.ndarray, w2: np.ndarray, y: np.ndarray, shape: tuple) -> None:
+    np.matmul(w2, x.reshape(shape), y)
+
+
+class PoolStep:
+    """Max or average over windows: (N, C, H, W) -> (N, C, OH, OW)."""
+
+    kind = "pool"
+
+    def __init__(self, label, kind, geom, count_pad, channels, out_hw) -> None:
+        self.label, self.pool, self.geom, self.count_pad = label, kind, geom, count_pad
+        self.channels, self.out_hw = channels, out_hw
+
+    def bind(self, src, owned, ctx):
+        y = np.zeros((ctx.n, self.channels, *self.out_hw), ctx.dtype)
+        if self.pool == "max":
+            argmax = np.zeros(y.shape, np.int64)
+            return [(kernels().maxpool2d_forward, (src, *self.geom, y, argmax))], y
+        return [(kernels().avgpool2d_forward, (src, *self.geom, self.count_pad, y))], y
+
+    def describe(self) -> str:
+        return f"{self.label}: {self.pool} pool -> {self.channels}x{self.out_hw}"
+
+
+class GlobalAvgPoolStep:
+    """(N, C, H, W) -> (N, C): each channel's mean."""
+
+    kind = "pool"
+
+    def __init__(self, label, channels) -> None:
+        self.label, self.channels = label, channels
+
+    def bind(self, src, owned, ctx):
+        y = np.zeros((ctx.n, self.channels), ctx.dtype)
+        return [(_plane_mean, (src, y))], y
+
+    def describe(self) -> str:
+        return f"{self.label}: global average pool"
+
+
+def _plane_mean(x: np.ndarray, y: np.ndarray) -> None:
+    np.mean(x, axis=(2, 3), out=y)
+
+
+class AffineStep:
+    """Eval BatchNorm: y = ((x - mean) inv) gamma + beta per channel (axis 1), in place."""
+
+    kind = "norm"
+
+    def __init__(self, label, mean, inv, gamma, beta, width) -> None:
+        shape = (1, width[0]) + (1,) * (len(width) - 1)
+        self.label = label
+        self.mean, self.inv = mean.reshape(shape), inv.reshape(shape)
+        self.gamma, self.beta = gamma.reshape(shape), beta.reshape(shape)
+
+    def bind(self, src, owned, ctx):
+        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        ops: list[Op] = [
+            (np.subtract, (src, self.mean, out)),
+            (np.multiply, (out, self.inv, out)),
+            (np.multiply, (out, self.gamma, out)),
+            (np.add, (out, self.beta, out)),
+        ]
+        return ops, out
+
+    def describe(self) -> str:
+        return f"{self.label}: batch norm (running statistics)"
+
+
+class LayerNormStep:
+    """y = gamma (x - mu) / sqrt(var + eps) + beta over the last axis of each row."""
+
+    kind = "norm"
+
+    def __init__(self, label, gamma, beta, eps) -> None:
+        self.label, self.gamma, self.beta, self.eps = label, gamma, beta, eps
+
+    def bind(self, src, owned, ctx):
+        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        return [(_layer_norm, (src, self.gamma, self.beta, self.eps, out))], out
+
+    def describe(self) -> str:
+        return f"{self.label}: layer norm"
+
+
+def _layer_norm(x, gamma, beta, eps, out) -> None:
+    # the calls of lepton_nn.ops.norm.LayerNorm.forward, in the same order
+    xc = x - x.mean(axis=-1, keepdims=True)
+    inv = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1, keepdims=True) + eps)
+    np.add((xc * inv) * gamma, beta, out)
+
+
+class RecurrentStep:
+    """LSTM / GRU / SimpleRNN over (N, T, F), each direction a flat list of per-step calls:
+    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real)."""
+
+    kind = "recurrent"
+    GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
+
+    def __init__(self, label, cell, dirs, units, steps, sequences) -> None:
+        self.label, self.cell, self.dirs, self.units = label, cell, dirs, units
+        self.t, self.sequences = steps, sequences  # dirs: [(w_ih, w_hh, b, b_hh, reverse)]
+
+    def bind(self, src, owned, ctx):
+        n, t, u, dt = ctx.n, self.t, self.units, ctx.dtype
+        f = self.dirs[0][0].shape[0]
+        k = kernels()
+        xt = np.zeros((t, n, f), dt)
+        ops: list[Op] = [(_time_major, (src, xt))]
+        width = u * len(self.dirs)
+        out = np.zeros((n, t, width) if self.sequences else (n, width), dt)
+        for j, (w_ih, w_hh, b, b_hh, reverse) in enumerate(self.dirs):
+            gu = w_ih.shape[1]
+            xz = np.zeros((t * n, gu), dt)
+            ops.append((np.matmul, (xt.reshape(t * n, f), w_ih, xz)))
+            if b is not None:
+                ops.append((np.add, (xz, b, xz)))
+            xz3 = xz.reshape(t, n, gu)
+            h = np.zeros((t + 1, n, u), dt)
+            c = np.zeros((t + 1, n, u), dt)
+            gates = np.zeros((t, n, 4 * u), dt)
+            hz = np.zeros((n, gu), dt)
+            r = int(reverse)
+            for s in range(t - 1, -1, -1) if reverse else range(t):
+                p, q = s + r, s + 1 - r
+                ops.append((np.matmul, (h[p], w_hh, hz)))
+                if self.cell == "LSTM":
+                    args = (xz3[s], hz, c[p], h[p], None, gates[s], c[q], h[q])
+                    ops.append((k.lstm_step_forward, args))
+                elif self.cell == "GRU":
+                    args = (xz3[s], hz, b_hh, h[p], None, gates[s], h[q])
+                    ops.append((k.gru_step_forward, args))
+                else:
+                    ops.append((k.rnn_step_forward, (xz3[s], hz, h[p], None, h[q])))
+            cols = slice(j * u, (j + 1) * u)
+            if self.sequences:
+                ys = h[:-1] if reverse else h[1:]  # (T, N, U)
+                ops.append((_batch_major, (ys, out[:, :, cols])))
+            else:
+                ops.append((np.copyto, (out[:, cols], h[0 if reverse else t])))
+        return ops, out
+
+    def describe(self) -> str:
+        kind = "bidirectional " if len(self.dirs) == 2 else ""
+        return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units"
+
+
+def _time_major(x: np.ndarray, xt: np.ndarray) -> None:
+    np.copyto(xt, x.transpose(1, 0, 2))
+
+
+def _batch_major(ys: np.ndarray, out: np.ndarray) -> None:
+    np.copyto(out, ys.transpose(1, 0, 2))
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _conv(prefix, config, width, params, dtype, label):
+    c, h, w = _image(width, label)
+    filters = config.get("filters")
+    if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+        raise _fail(f"{label}: filters {filters!r} is not a positive int")
+    k = _pair(config.get("kernel_size"), f"{label}: kernel_size")
+    s = _pair(config.get("stride", 1), f"{label}: stride")
+    d = _pair(config.get("dilation", 1), f"{label}: dilation")
+    pads = _pads(config.get("padding", "valid"), (h, w), k, s, d, label)
+    oh, ow = _out_size((h, w), pads, k, s, d, label)
+    _budget(c * k[0] * k[1] * oh * ow + filters * oh * ow, label)
+    weight = params.take(f"{prefix}weight", (filters, c, *k), dtype, label)
+    use_bias = config.get("use_bias", True)
+    bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
+    act = activation_name(config.get("activation"), label)
+    geom = (k[0], k[1], s[0], s[1], pads[0], pads[2], d[0], d[1])
+    steps: list = [ConvStep(label, weight, bias, ACT_CODE.get(act, 0), geom, width, (oh, ow))]
+    return steps, (filters, oh, ow), act
+
+
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
+
+
+def activation_name(value: Any, label: str) -> str:
+    """An activation name from a config (aliases resolved); ModelFormatError if unknown."""
+    name = _ALIASES.get(value, value) if isinstance(value, (str, type(None))) else value
+    if name not in ACTIVATIONS:
+        raise _fail(f"{label}: unknown activation {value!r}")
+    return name
+
+
+def _pool(kind):
+    def parse(prefix, config, width, params, dtype, label):
+        c, h, w = _image(width, label)
+        k = _pair(config.get("pool_size", 2), f"{label}: pool_size")
+        s = _pair(config.get("stride") or list(k), f"{label}: stride")
+        pads = _pads(config.get("padding", "valid"), (h, w), k, s, (1, 1), label)
+        if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
+            raise _fail(f"{label}: padding must be at most half the pool size {k}")
+        oh, ow = _out_size((h, w), pads, k, s, (1, 1), label)
+        count_pad = config.get("count_include_pad", True)
+        if not isinstance(count_pad, bool):
+            raise _fail(f"{label}: count_include_pad must be true or false")
+        geom = (k[0], k[1], s[0], s[1], pads[0], pads[2])
+        return [PoolStep(label, kind, geom, count_pad, c, (oh, ow))], (c, oh, ow), None
+
+    return parse
+
+
+def _global_avg(prefix, config, width, params, dtype, label):
+    c, _, _ = _image(width, label)
+    return [GlobalAvgPoolStep(label, c)], (c,), None
+
+
+def _batch_norm(prefix, config, width, params, dtype, label):
+    if not width:
+        raise _fail(f"{label} needs (channels, ...) per sample, its input is {width}")
+    ch = width[0]
+    eps = config.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise _fail(f"{label}: eps {eps!r} is not a non-negative number")
+    gamma, beta, mean, var = (
+        params.take(f"{prefix}{n}", (ch,), dtype, label)
+        for n in ("weight", "bias", "running_mean", "running_var")
+    )
+    # as ops.norm.BatchNorm in eval mode: inv = (1 / sqrt(var + eps)).astype(dtype)
+    inv = (1.0 / np.sqrt(var + float(eps))).astype(dtype)
+    return [AffineStep(label, mean, inv, gamma, beta, width)], width, None
+
+
+def _layer_norm_parse(prefix, config, width, params, dtype, label):
+    if not width:
+        raise _fail(f"{label} needs a feature axis, its input is {width}")
+    eps = config.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+        raise _fail(f"{label}: eps {eps!r} is not a non-negative number")
+    gamma = params.take(f"{prefix}weight", (width[-1],), dtype, label)
+    beta = params.take(f"{prefix}bias", (width[-1],), dtype, label)
+    return [LayerNormStep(label, gamma, beta, float(eps))], width, None
+
+
+def _recurrent(cell):
+    def parse(prefix, config, width, params, dtype, label):
+        if len(width) != 2:
+            raise _fail(f"{label} needs sequences (time, features) per sample, got {width}")
+        t, f = width
+        u = config.get("units")
+        if isinstance(u, bool) or not isinstance(u, int) or u < 1:
+            raise _fail(f"{label}: units {u!r} is not a positive int")
+        if config.get("return_state", False):
+            raise _fail(f"{label} with return_state is not supported by the runtime yet")
+        flags = [config.get(k, False) for k in ("return_sequences", "bidirectional")]
+        if not all(isinstance(v, bool) for v in flags):
+            raise _fail(f"{label}: return_sequences and bidirectional must be true or false")
+        sequences, bidirectional = flags
+        use_bias = config.get("use_bias", True)
+        g = RecurrentStep.GATES[cell]
+        _budget((t + 1) * (8 + g) * u + t * f, label)
+        dirs = []
+        for d in ("", "_reverse") if bidirectional else ("",):
+            w_ih = params.take(f"{prefix}weight_ih{d}", (f, g * u), dtype, label)
+            w_hh = params.take(f"{prefix}weight_hh{d}", (u, g * u), dtype, label)
+            b = params.take(f"{prefix}bias{d}", (g * u,), dtype, label) if use_bias else None
+            b_hh = None
+            if cell == "GRU" and use_bias:
+                b_hh = params.take(f"{prefix}bias_hh{d}", (g * u,), dtype, label)
+            dirs.append((w_ih, w_hh, b, b_hh, bool(d)))
+        width_out = u * len(dirs)
+        out = (t, width_out) if sequences else (width_out,)
+        return [RecurrentStep(label, cell, dirs, u, t, sequences)], out, None
+
+    return parse
+
+
+#: class name -> parser(prefix, config, per-sample shape, params, dtype, label)
+#:               -> (steps, output per-sample shape, activation name or None)
+PARSERS: dict[str, Callable] = {
+    "Conv2D": _conv,
+    "MaxPool2D": _pool("max"),
+    "AvgPool2D": _pool("avg"),
+    "GlobalAvgPool2D": _global_avg,
+    "BatchNorm": _batch_norm,
+    "LayerNorm": _layer_norm_parse,
+    "LSTM": _recurrent("LSTM"),
+    "GRU": _recurrent("GRU"),
+    "SimpleRNN": _recurrent("SimpleRNN"),
+}

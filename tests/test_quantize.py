@@ -1,0 +1,290 @@
+"""int8 post-training quantization: scales, exactness, accuracy, budget, files, every ISA."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+from conftest import PKG_PARENT
+
+import lepton_nn as L
+import lepton_nn.runtime as rt
+from lepton_nn import losses, nn, optim
+from lepton_nn.backend import use_backend
+from lepton_nn.compress import QuantizedModel, load_quantized, quantize, quantize_weight
+from lepton_nn.compress.quantization import activation_params
+from lepton_nn.runtime.format import read_lnn
+from lepton_nn.runtime.plan import DenseStep, Int8DenseStep
+
+
+def _mlp(n_in: int, sizes=(32, 16), n_out: int = 3, seed: int = 0, out_act=None) -> nn.Module:
+    L.set_seed(seed)
+    layers = [nn.Dense(u, "relu") for u in sizes] + [nn.Dense(n_out, out_act)]
+    model = nn.Sequential(layers)
+    model.build((None, n_in))
+    return model.eval()
+
+
+def _data(n: int, k: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the math
+
+
+def test_per_channel_weight_scales():
+    w = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
+    w[:, 2] *= 100  # one loud output unit must not cost the others their precision
+    w[:, 4] = 0
+    q, s = quantize_weight(w)
+    assert q.dtype == np.int8 and q.shape == (6, 20) and s.shape == (6,)
+    np.testing.assert_allclose(s[[0, 1, 2, 3, 5]], np.abs(w).max(axis=0)[[0, 1, 2, 3, 5]] / 127)
+    assert s[4] == 1 and not q[4].any()
+    assert np.abs(q).max() == 127 and q.min() >= -127
+    deq = (q.astype(np.float32) * s[:, None]).T
+    assert np.all(np.abs(deq - w) <= s / 2 * (1 + 1e-6))
+    _, shared = quantize_weight(w, per_channel=False)
+    assert np.all(shared == np.abs(w).max() / 127)
+
+
+def test_activation_params():
+    s, z = activation_params(-1.0, 3.0)
+    assert np.isclose(s, 4 / 255) and z == 64  # rint(1 / (4 / 255)) = rint(63.75)
+    assert activation_params(0.5, 2.0) == (pytest.approx(2 / 255), 0)  # range keeps 0
+    assert activation_params(0.0, 0.0) == (1.0, 0)
+
+
+def _reference_dense(layer, x: np.ndarray) -> np.ndarray:
+    """f(dequant(q_x) @ dequant(q_w) + b) in float64, from the per-row uint8 quantization."""
+    lo = np.minimum(x.min(axis=1), 0).astype(np.float32)
+    hi = np.maximum(x.max(axis=1), 0).astype(np.float32)
+    s = ((hi - lo) / np.float32(255)).astype(np.float32)
+    s[s == 0] = 1
+    z = np.clip(np.rint(-lo / s), 0, 255)
+    qx = np.clip(np.rint(x * (np.float32(1) / s)[:, None]) + z[:, None], 0, 255)
+    xd = (qx.astype(np.float64) - z[:, None]) * s[:, None]
+    wd = layer.q.astype(np.float64).T * layer.scale.astype(np.float64)
+    y = xd @ wd + (0 if layer.bias is None else layer.bias)
+    return np.maximum(y, 0) if layer.activation == "relu" else y
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_int_path_matches_the_dequantized_reference(backend):
+    model = _mlp(37, (29,), 5)  # ragged sizes: K, N not multiples of the kernel blocks
+    x = _data(13, 37)
+    with use_backend(backend):
+        qm = quantize(model)
+        layer = qm.layers["layers.0"]
+        got = layer.forward(x)
+    np.testing.assert_allclose(got, _reference_dense(layer, x), rtol=1e-5, atol=1e-5)
+    assert layer.forward(x[:0]).shape == (0, 29)
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from lepton_nn.datasets import load_breast_cancer
+
+    t = load_breast_cancer()
+    x = np.column_stack([t[c] for c in t.columns]).astype(np.float32)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = (np.asarray(t.target) == "M").astype(np.int64)
+    idx = np.random.default_rng(0).permutation(len(y))
+    tr, te = idx[:400], idx[400:]
+    model = _mlp(x.shape[1], (32, 16), 2, seed=1)
+    model.train()
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = losses.cross_entropy(model(x[tr]), y[tr])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model, x[tr], y[tr], x[te], y[te]
+
+
+def _acc(out: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(out.argmax(axis=1) == y))
+
+
+@pytest.mark.parametrize(
+    "mode, method", [("dynamic", "minmax"), ("static", "minmax"), ("static", "percentile")]
+)
+def test_accuracy_drop_under_one_point(trained, mode, method):
+    model, xtr, ytr, xte, yte = trained
+    base = _acc(model(xte).data, yte)
+    assert base > 0.9
+    qm = quantize(model, xtr, mode, method)
+    assert _acc(qm.predict(xte), yte) >= base - 0.01
+    errors = [r["error"] for r in qm.report]
+    assert all(0 < e < 0.05 for e in errors)
+    assert all(r["int8"] for r in qm.report)
+
+
+def test_static_scales_come_from_calibration(trained):
+    model, xtr, *_ = trained
+    qm = quantize(model, xtr, "static", "minmax")
+    layer = qm.layers["layers.0"]
+    want = activation_params(float(xtr.min()), float(xtr.max()))
+    assert (layer.act_scale, layer.act_zero_point) == (pytest.approx(want[0]), want[1])
+    # an outlier stretches min-max but not the percentile range
+    spiky = xtr.copy()
+    spiky[0, 0] = 1e4
+    wide = quantize(model, spiky, "static", "minmax").layers["layers.0"]
+    narrow = quantize(model, spiky, "static", "percentile", percentile=99.9).layers["layers.0"]
+    assert narrow.act_scale < wide.act_scale / 10
+    # the first layer's input is the data itself: its dynamic error is smallest
+    dyn = quantize(model, xtr, "dynamic")
+    assert dyn.layers["layers.0"].error <= layer.error * 1.5
+
+
+def test_exclude_keeps_layers_in_float(trained, tmp_path):
+    model, xtr, *_ = trained
+    qm = quantize(model, xtr, exclude=["layers.2"])
+    assert set(qm.layers) == {"layers.0", "layers.1"}
+    assert [r["reason"] for r in qm.report] == ["", "", "excluded"]
+    by_name = quantize(model, exclude=[model.layers[0].name, "layers.[1]"])
+    assert set(by_name.layers) == {"layers.2"}
+    with pytest.raises(ValueError, match="matches no Dense layer"):
+        quantize(model, exclude=["nope"])
+    L.save(qm, tmp_path / "q.lnn")
+    steps = rt.load(tmp_path / "q.lnn").network.steps
+    assert [type(s) for s in steps] == [Int8DenseStep, Int8DenseStep, DenseStep]
+
+
+def test_budget_keeps_the_costly_layer_in_float():
+    model = _mlp(16, (32, 32), 8, seed=4)
+    w = model.layers[1].weight.data
+    w[0, 0] = 300 * np.abs(w).max()  # per-tensor scale now crushes layer 1's other weights
+    x = _data(600, 16, seed=1)
+    y = model(x).data.argmax(axis=1)  # the float model is right by definition
+    blunt = quantize(model, x, per_channel=False)
+    worst = max(blunt.report, key=lambda r: r["error"])
+    assert worst["layer"] == "layers.1"
+    assert _acc(blunt.predict(x), y) < 0.9
+    qm = quantize(model, x, per_channel=False, max_accuracy_drop=0.05, eval_data=(x, y))
+    assert "layers.1" not in qm.layers and {"layers.0", "layers.2"} <= set(qm.layers)
+    assert [r["reason"] for r in qm.report] == ["", "budget", ""]
+    assert qm.scores["float"] == 1.0 and qm.scores["quantized"] >= 0.95
+    assert "budget" in qm.summary()
+    with pytest.raises(ValueError, match="eval_data"):
+        quantize(model, x, max_accuracy_drop=0.01)
+
+
+def test_argument_checks():
+    model = _mlp(4)
+    with pytest.raises(ValueError, match="calibration_data"):
+        quantize(model, mode="static")
+    with pytest.raises(ValueError, match="mode"):
+        quantize(model, mode="weekly")
+    with pytest.raises(ValueError, match="method"):
+        quantize(model, _data(8, 4), "static", "median")
+
+
+# --------------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_file_round_trip_to_the_runtime(tmp_path, mode):
+    model = _mlp(784, (512, 256), 10, seed=2, out_act="softmax")
+    x = _data(64, 784, seed=3)
+    qm = quantize(model, x, mode)
+    L.save(qm, tmp_path / "q.lnn")
+    L.save(model, tmp_path / "f.lnn")
+    manifest, arrays = read_lnn(tmp_path / "q.lnn")
+    assert manifest["kind"] == "compressed"
+    entry = manifest["model"]["compression"]["layers"][0]
+    assert entry["method"] == "int8" and entry["activations"]["mode"] == mode
+    assert arrays[entry["weight"]["q"]].dtype == np.int8
+    assert "layers.0.weight" not in manifest["model"]["params"]
+    assert os.path.getsize(tmp_path / "q.lnn") <= 0.3 * os.path.getsize(tmp_path / "f.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    assert all(isinstance(s, Int8DenseStep) for s in served.network.steps[:3])
+    for n in (0, 1, 7, 64):
+        np.testing.assert_array_equal(served.predict(x[:n]), qm.predict(x[:n]))
+    back = load_quantized(tmp_path / "q.lnn")
+    assert isinstance(back, QuantizedModel) and back.mode == mode
+    np.testing.assert_array_equal(back.predict(x), qm.predict(x))
+    floaty = L.load(tmp_path / "q.lnn")  # the float model with dequantized weights
+    np.testing.assert_allclose(floaty(x).data, qm.dequantized()(x).data, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(floaty(x).data, model(x).data, atol=0.02)
+
+
+def test_every_isa_gives_the_same_answer(tmp_path):
+    qgemm = pytest.importorskip("lepton_nn.kernels._qgemm")
+    model = _mlp(100, (33,), 7, seed=6)
+    x = _data(70, 100)
+    with use_backend("reference"):
+        want = quantize(model).predict(x)
+    qm = quantize(model)
+    L.save(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    active = qgemm.isa()
+    try:
+        for isa in qgemm.supported_isas():
+            assert qgemm.set_isa(isa) == isa
+            np.testing.assert_allclose(qm.predict(x), want, rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(served.predict(x[:1]), want[:1], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(served.predict(x), want, rtol=1e-6, atol=1e-6)
+    finally:
+        qgemm.set_isa(active)
+
+
+# --------------------------------------------------------------------------- QAT
+
+
+def test_qat_forward_is_the_int8_model_and_trains(trained):
+    from lepton_nn.compress import QATDense, convert_qat, prepare_qat
+
+    model, xtr, ytr, xte, yte = trained
+    m = copy.deepcopy(model)
+    want = quantize(m).predict(xte)  # dynamic int8 of the same weights
+    prepare_qat(m)
+    assert all(isinstance(layer, QATDense) for layer in m.layers)
+    assert list(m.state_dict()) == list(model.state_dict())  # same parameter names
+    np.testing.assert_allclose(m(xte).data, want, rtol=1e-4, atol=1e-4)
+    m.train()
+    opt = optim.Adam(m.parameters(), lr=1e-3)
+    before = m.layers[0].weight.data.copy()
+    for _ in range(20):
+        loss = losses.cross_entropy(m(xtr), ytr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not np.array_equal(m.layers[0].weight.data, before)  # gradients got through
+    convert_qat(m).eval()
+    assert not any(isinstance(layer, QATDense) for layer in m.modules())
+    assert _acc(quantize(m).predict(xte), yte) >= _acc(model(xte).data, yte) - 0.01
+
+
+def test_lepton_isa_environment_forces_a_path(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    qgemm = pytest.importorskip("lepton_nn.kernels._qgemm")
+    model = _mlp(40, (24,), 3, seed=7)
+    x = _data(5, 40)
+    L.save(quantize(model), tmp_path / "q.lnn")
+    np.save(tmp_path / "x.npy", x)
+    want = rt.load(tmp_path / "q.lnn").predict(x)
+    root = str(PKG_PARENT)
+    code = f"""
+import json, numpy as np, lepton_nn.runtime as rt
+from lepton_nn.kernels import _qgemm
+out = rt.load({str(tmp_path / "q.lnn")!r}).predict(np.load({str(tmp_path / "x.npy")!r}))
+print(json.dumps([_qgemm.isa(), out.tolist()]))
+"""
+    for isa in qgemm.supported_isas():
+        env = {**os.environ, "LEPTON_ISA": isa, "PYTHONPATH": root}
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root
+        )
+        assert res.returncode == 0, res.stderr
+        active, out = json.loads(res.stdout)
+        assert active == isa
+        np.testing.assert_allclose(np.array(out, np.float32), want, rtol=1e-6, atol=1e-6)

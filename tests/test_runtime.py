@@ -1,0 +1,576 @@
+"""The NumPy-only inference runtime: plans equal ``model(x)``, raw-row pipelines, import floor."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from conftest import PKG_PARENT
+
+import lepton_nn as L
+import lepton_nn.runtime as rt
+from lepton_nn import nn
+from lepton_nn.backend import get_backend, use_backend
+from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeError
+from lepton_nn.io import module_to_lnn
+from lepton_nn.runtime.format import read_lnn, write_lnn
+from lepton_nn.runtime.plan import SparseDenseStep
+
+ROOT = str(PKG_PARENT)  # where the imported lepton_nn lives
+BATCHES = (0, 1, 7, 256)
+
+
+def _built(model: nn.Module, shape: tuple) -> nn.Module:
+    model.build((None, *shape))
+    model.eval()
+    model(np.zeros((1, *shape), model.dtype))  # a bare Dense's build() records no input shape
+    return model
+
+
+def _archs():
+    L.set_seed(3)
+    yield (
+        "mlp-softmax",
+        _built(
+            nn.Sequential([nn.Dense(32, "relu"), nn.Dense(16, "tanh"), nn.Dense(5, "softmax")]),
+            (12,),
+        ),
+        (12,),
+    )
+    yield (
+        "layers-and-dropout",
+        _built(
+            nn.Sequential(
+                [
+                    nn.Dense(24),
+                    nn.ReLU(),
+                    nn.Dropout(0.5),
+                    nn.Dense(24, use_bias=False),
+                    nn.Sigmoid(),
+                    nn.Dense(8),
+                    nn.GELU(),
+                    nn.Dense(4),
+                    nn.Tanh(),
+                    nn.Activation("log_softmax"),
+                ]
+            ),
+            (10,),
+        ),
+        (10,),
+    )
+    yield (
+        "flatten-first",
+        _built(nn.Sequential([nn.Flatten(), nn.Dense(16, "gelu"), nn.Dense(3, "sigmoid")]), (3, 4)),
+        (3, 4),
+    )
+    yield (
+        "nested",
+        _built(
+            nn.Sequential([nn.Sequential([nn.Dense(9, "relu"), nn.Dense(7)]), nn.Softmax()]), (5,)
+        ),
+        (5,),
+    )
+    yield "bare-dense", _built(nn.Dense(6, "relu"), (4,)), (4,)
+    yield (
+        "float64",
+        _built(nn.Sequential([nn.Dense(16, "relu"), nn.Dense(2)]).astype("float64"), (6,)),
+        (6,),
+    )
+
+
+ARCHS = list(_archs())
+
+
+def _more_archs():
+    """Convolution, pooling, normalization and recurrent layers (when lepton_nn.nn has them)."""
+    conv = pytest.importorskip("lepton_nn.nn.conv")
+    norm = pytest.importorskip("lepton_nn.nn.norm")
+    rec = pytest.importorskip("lepton_nn.nn.recurrent")
+    L.set_seed(8)
+    yield (
+        "cnn",
+        _built(
+            nn.Sequential(
+                [
+                    conv.Conv2D(4, 3, padding="same", activation="relu"),
+                    norm.BatchNorm(),
+                    conv.MaxPool2D(2),
+                    conv.Conv2D(6, (2, 3), stride=(1, 2), dilation=1),
+                    conv.AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
+                    conv.Conv2D(5, 1, activation="tanh"),
+                    nn.Flatten(),
+                    nn.Dense(7),
+                    norm.LayerNorm(),
+                    nn.Dense(3, "softmax"),
+                ]
+            ),
+            (2, 9, 10),
+        ),
+        (2, 9, 10),
+    )
+    yield (
+        "gap",
+        _built(
+            nn.Sequential(
+                [conv.Conv2D(3, 2, activation="gelu"), conv.GlobalAvgPool2D(), nn.Dense(2)]
+            ),
+            (1, 5, 5),
+        ),
+        (1, 5, 5),
+    )
+    yield "lstm", _built(nn.Sequential([rec.LSTM(6), nn.Dense(2)]), (5, 3)), (5, 3)
+    yield (
+        "bigru-seq",
+        _built(
+            nn.Sequential(
+                [rec.GRU(4, return_sequences=True, bidirectional=True), nn.Flatten(), nn.Dense(2)]
+            ),
+            (4, 3),
+        ),
+        (4, 3),
+    )
+    yield (
+        "rnn-bn",
+        _built(
+            nn.Sequential([rec.SimpleRNN(5, return_sequences=True), rec.LSTM(3), norm.BatchNorm()]),
+            (6, 2),
+        ),
+        (6, 2),
+    )
+
+
+@pytest.mark.parametrize("name", ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn"])
+def test_conv_norm_recurrent_layers(tmp_path, name):
+    model, shape = {n: (m, s) for n, m, s in _more_archs()}[name]
+    for layer in model.modules():  # give BatchNorm statistics other than 0 and 1
+        if type(layer).__name__ == "BatchNorm":
+            rng = np.random.default_rng(0)
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
+            layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn")
+    for n in (1, 7):
+        x = np.random.default_rng(n).standard_normal((n, *shape)).astype(np.float32)
+        np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("name, model, shape", ARCHS, ids=[a[0] for a in ARCHS])
+def test_predict_equals_model_call(tmp_path, name, model, shape):
+    path = tmp_path / f"{name}.lnn"
+    L.save(model, path)
+    served = rt.load(path)
+    assert served.input_shape == (None, *shape)
+    for n in BATCHES:
+        x = np.random.default_rng(n).standard_normal((n, *shape)).astype(model.dtype)
+        if n == 0:  # nn.Flatten cannot reshape an empty batch: compare with an empty slice
+            want = model(np.zeros((1, *shape), model.dtype)).data[:0]
+        else:
+            want = model(x).data
+        got = served.predict(x)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_backend_gives_the_same(tmp_path):
+    _, model, shape = ARCHS[1]
+    L.save(model, tmp_path / "m.lnn")
+    x = np.random.default_rng(0).standard_normal((7, *shape)).astype(np.float32)
+    with use_backend("reference"):
+        served = rt.load(tmp_path / "m.lnn")
+        got = served.predict(x)
+    np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+def test_plans_are_cached_per_batch_size_and_outputs_not_shared(tmp_path):
+    _, model, shape = ARCHS[0]
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn", max_plans=2)
+    assert set(served._plans) == {1}  # batch 1 is planned at load
+    x7 = np.ones((7, *shape), np.float32)
+    a = served.predict(x7)
+    plan = served.plan_for(7)
+    assert served.plan_for(7) is plan and set(served._plans) == {1, 7}
+    b = served.predict(2 * x7)
+    assert served.plan_for(7) is plan  # reused, not rebuilt
+    assert not np.shares_memory(a, b) and not np.array_equal(a, b)
+    np.testing.assert_allclose(a, model(x7).data, rtol=1e-5, atol=1e-6)
+    served.predict(np.ones((3, *shape), np.float32))
+    assert set(served._plans) == {7, 3}  # at most max_plans, the oldest dropped
+
+
+def test_input_checks(tmp_path):
+    _, model, shape = ARCHS[0]
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn")
+    with pytest.raises(ShapeError, match=r"\(batch, 12\).*\(3, 13\)"):
+        served.predict(np.zeros((3, 13), np.float32))
+    with pytest.raises(ShapeError, match=r"layer 'dense.*\(12,\)"):
+        served.predict(np.zeros(12, np.float32))
+    with pytest.raises(DataError, match="numeric"):
+        served.predict(np.array([["a"] * 12]))
+    # other numeric dtypes, lists and non-contiguous arrays are converted like model(x) does
+    x = np.random.default_rng(0).standard_normal((5, 24))[:, ::2]
+    want = model(x.astype(np.float32)).data
+    np.testing.assert_allclose(served.predict(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(served.predict(x.tolist()), want, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_proba_of_a_bare_network(tmp_path):
+    _, model, shape = ARCHS[0]
+    L.save(model, tmp_path / "soft.lnn")
+    x = np.random.default_rng(1).standard_normal((4, *shape)).astype(np.float32)
+    served = rt.load(tmp_path / "soft.lnn")
+    np.testing.assert_allclose(served.predict_proba(x), model(x).data, rtol=1e-5, atol=1e-6)
+    logits = _built(nn.Sequential([nn.Dense(3)]), (2,))
+    L.save(logits, tmp_path / "logits.lnn")
+    with pytest.raises(LeptonError, match="not a probability"):
+        rt.load(tmp_path / "logits.lnn").predict_proba(np.zeros((1, 2), np.float32))
+
+
+def test_threads_share_a_model_safely(tmp_path):
+    _, model, shape = ARCHS[0]
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn")
+    xs = [
+        np.random.default_rng(i).standard_normal((3, *shape)).astype(np.float32) for i in range(8)
+    ]
+    want = [model(x).data for x in xs]
+    errors = []
+
+    def work(i):
+        for _ in range(50):
+            if not np.allclose(served.predict(xs[i]), want[i], rtol=1e-5, atol=1e-6):
+                errors.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+# --------------------------------------------------------------------------- sparse
+
+
+def _pruned_mlp(sparsity: float = 0.9, width: int = 64) -> nn.Module:
+    L.set_seed(5)
+    model = nn.Sequential([nn.Dense(width, "relu"), nn.Dense(32, "relu"), nn.Dense(4)])
+    model = _built(model, (48,))
+    rng = np.random.default_rng(0)
+    for layer in model.layers[:2]:
+        w = layer.weight.data
+        w[rng.random(w.shape) < sparsity] = 0
+    return model
+
+
+@pytest.mark.parametrize("mode", ["auto", "sparse", "dense"])
+def test_sparse_layers_run_sparse_or_dense_and_agree(tmp_path, mode):
+    model = _pruned_mlp()
+    L.save(model, tmp_path / "p.lnn")
+    served = rt.load(tmp_path / "p.lnn", sparse=mode)
+    steps = served.network.steps
+    if mode == "dense":
+        assert not any(isinstance(s, SparseDenseStep) for s in steps)
+    else:
+        assert [isinstance(s, SparseDenseStep) for s in steps] == [True, True, False]
+    for n in BATCHES:
+        x = np.random.default_rng(n).standard_normal((n, 48)).astype(np.float32)
+        np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=1e-5)
+    if mode == "auto":  # the choice was measured, per batch bucket, and is reported
+        assert set(steps[0].choice) == {1, 8, 256}
+        assert set(steps[0].choice.values()) <= {"sparse", "dense"}
+        assert "density" in served.describe()
+
+
+def test_pruned_model_saved_as_csr_is_smaller_and_identical(tmp_path):
+    from lepton_nn.compress import save_compressed
+
+    model = _pruned_mlp(0.0, width=1024)
+    L.save(model, tmp_path / "dense.lnn")  # before pruning
+    model = _pruned_mlp(0.9, width=1024)
+    save_compressed(model, tmp_path / "sparse.lnn", min_sparsity=0.5)
+    manifest, _ = read_lnn(tmp_path / "sparse.lnn")
+    assert manifest["kind"] == "compressed"
+    methods = [e["method"] for e in manifest["model"]["compression"]["layers"]]
+    assert methods == ["csr", "csr"]
+    ratio = os.path.getsize(tmp_path / "sparse.lnn") / os.path.getsize(tmp_path / "dense.lnn")
+    assert ratio <= 0.25
+    x = np.random.default_rng(0).standard_normal((9, 48)).astype(np.float32)
+    served = rt.load(tmp_path / "sparse.lnn", sparse="sparse")
+    np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=1e-5)
+    back = L.load(tmp_path / "sparse.lnn")  # the float model, weights made dense again
+    for a, b in zip(back.parameters(), model.parameters(), strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+# --------------------------------------------------------------------------- bad files
+
+
+def _manifest(model):
+    section, arrays = module_to_lnn(model)
+    return {"kind": "module", "model": section}, arrays
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (
+            lambda m, a: m["model"]["architecture"]["config"]["layers"].insert(
+                0, {"class": "Conv9D", "config": {"name": "c"}}
+            ),
+            "'c' \\(Conv9D\\) is not supported by the runtime yet",
+        ),
+        (lambda m, a: a.update({"params/layers.0.weight": np.zeros((3, 3), "f4")}), "expected"),
+        (lambda m, a: a.pop("params/layers.1.bias"), "arrays missing"),
+        (lambda m, a: m["model"]["params"].append("extra"), "arrays missing"),
+        (lambda m, a: m["model"].update(input_shape=[None, 0]), "bad input_shape"),
+        (lambda m, a: m["model"].update(dtype="int8"), "dtype"),
+        (lambda m, a: m.update(kind="spreadsheet"), "kind"),
+        (lambda m, a: m["model"].update(compression={"format": "zip"}), "compression"),
+    ],
+)
+def test_damaged_files_raise_model_format_error(tmp_path, damage, match):
+    _, model, _ = ARCHS[0]
+    manifest, arrays = _manifest(model)
+    damage(manifest, arrays)
+    write_lnn(tmp_path / "bad.lnn", manifest, arrays)
+    with pytest.raises(ModelFormatError, match=match):
+        rt.load(tmp_path / "bad.lnn")
+
+
+def test_unused_array_is_refused(tmp_path):
+    _, model, _ = ARCHS[0]
+    manifest, arrays = _manifest(model)
+    arrays["params/stray"] = np.zeros(3, "f4")
+    manifest["model"]["params"].append("stray")
+    write_lnn(tmp_path / "bad.lnn", manifest, arrays)
+    with pytest.raises(ModelFormatError, match="no layer uses"):
+        rt.load(tmp_path / "bad.lnn")
+
+
+# --------------------------------------------------------------------------- tabular
+
+
+@pytest.fixture(scope="module")
+def credit_pipeline():
+    from lepton_nn.data import LabelEncoder, Preprocessor
+    from lepton_nn.datasets import load_credit
+
+    table = load_credit()
+    pre = Preprocessor(missing_indicator=True).fit(table)
+    enc = LabelEncoder(positive="bad").fit(table.target)
+    L.set_seed(11)
+    net = _built(
+        nn.Sequential([nn.Dense(16, "relu"), nn.Dense(1, "sigmoid")]), (pre.n_features_out,)
+    )
+    section, arrays = module_to_lnn(net)
+    manifest = {
+        "kind": "tabular",
+        "model": section,
+        "preprocessing": json.loads(json.dumps(pre.to_config())),
+        "labels": enc.to_config(),
+        "task": "binary",
+        "threshold": 0.4,
+    }
+    return table, pre, enc, net, manifest, arrays
+
+
+def test_tabular_file_predicts_labels_from_raw_rows(tmp_path, credit_pipeline):
+    table, pre, enc, net, manifest, arrays = credit_pipeline
+    write_lnn(tmp_path / "credit.lnn", manifest, arrays)
+    served = rt.load(tmp_path / "credit.lnn")
+    sub = table.take(np.arange(40))
+    p = net(pre.transform(sub)).data[:, 0]
+    want_labels = enc.inverse_transform((p >= 0.4).astype(int))
+    records = [{c: sub[c][i] for c in sub.columns} for i in range(40)]
+    as_dict = {c: sub[c] for c in sub.columns}
+    for rows in (sub, records, as_dict, sub.to_numpy()):
+        np.testing.assert_array_equal(served.predict(rows), want_labels)
+        proba = served.predict_proba(rows)
+        np.testing.assert_allclose(proba[:, 1], p, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-6)
+    one = served.predict(records[3])  # a single row as a dict
+    assert one.tolist() == [want_labels[3]]
+    assert served.predict(records[:0]).shape == (0,)
+    with pytest.raises(DataError, match="row index 1, column 'Seniority'"):
+        served.predict([records[0], dict(records[1], Seniority="ten")])
+
+
+def test_runtime_preprocessing_is_the_data_preprocessor(credit_pipeline):
+    from lepton_nn.runtime.preprocess import Preprocessing
+
+    table, pre, *_ = credit_pipeline
+    ours = Preprocessing.from_config(pre.to_config())
+    np.testing.assert_array_equal(ours.transform(table), pre.transform(table))
+    # unknown category -> zeros in its group; missing numeric -> the fill value's scaled value
+    row = {c: table[c][0] for c in table.columns}
+    row.update(Home="castle", Income="")
+    x = ours.transform(row)
+    assert x.shape == (1, pre.n_features_out)
+    assert np.all(x[0, pre.groups_["Home"]] == 0)
+
+
+def test_tabular_multiclass_and_regression(tmp_path):
+    from lepton_nn.data import Preprocessor
+
+    rng = np.random.default_rng(0)
+    data = {"a": rng.standard_normal(30), "b": rng.choice(["x", "y", "z"], 30)}
+    pre = Preprocessor().fit(data)
+    L.set_seed(2)
+    net = _built(nn.Sequential([nn.Dense(8, "relu"), nn.Dense(3)]), (pre.n_features_out,))
+    section, arrays = module_to_lnn(net)
+    base = {"model": section, "preprocessing": pre.to_config()}
+    labels = {"classes": ["lo", "mid", "hi"], "positive": None}
+    multi = {**base, "kind": "tabular", "task": "multiclass", "labels": labels}
+    write_lnn(tmp_path / "multi.lnn", multi, arrays)
+    served = rt.load(tmp_path / "multi.lnn")
+    logits = net(pre.transform(data)).data
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(
+        served.predict_proba(data), e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-6
+    )
+    assert served.predict(data).tolist() == np.array(labels["classes"])[logits.argmax(1)].tolist()
+
+    reg = _built(nn.Sequential([nn.Dense(1)]), (pre.n_features_out,))
+    section, arrays = module_to_lnn(reg)
+    reg_manifest = {**base, "kind": "tabular", "task": "regression", "model": section}
+    write_lnn(tmp_path / "reg.lnn", reg_manifest, arrays)
+    served = rt.load(tmp_path / "reg.lnn")
+    np.testing.assert_allclose(served.predict(data), reg(pre.transform(data)).data[:, 0], rtol=1e-5)
+    with pytest.raises(DataError, match="classification"):
+        served.predict_proba(data)
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_tabular_model_files_predict_as_tabular_model(tmp_path, task):
+    from lepton_nn.datasets import load_credit
+    from lepton_nn.tabular import TabularModel
+
+    table = load_credit().take(np.arange(600))
+    if task == "binary":
+        fitted = TabularModel(hidden=(8,), epochs=3, threshold=0.35).fit(table)
+    else:  # predict Amount from the other columns
+        y = table["Amount"]
+        cols = {c: table[c] for c in table.columns if c != "Amount"}
+        fitted = TabularModel(hidden=(8,), epochs=3, task="regression").fit(cols, y)
+        table = cols
+    L.save(fitted, tmp_path / "t.lnn")
+    served = rt.load(tmp_path / "t.lnn")
+    np.testing.assert_array_equal(served.predict(table), fitted.predict(table))
+    if task == "binary":
+        np.testing.assert_allclose(served.predict_proba(table), fitted.predict_proba(table))
+        records = [dict(zip(table.columns, r, strict=True)) for r in table.to_numpy()[:5]]
+        np.testing.assert_array_equal(served.predict(records), fitted.predict(table)[:5])
+
+
+def test_tabular_file_checks(tmp_path, credit_pipeline):
+    *_, manifest, arrays = credit_pipeline
+    for change, match in [
+        ({"task": "ranking"}, "task"),
+        ({"threshold": 2.0}, "threshold"),
+        ({"labels": {"classes": ["a", "b", "c"]}}, "binary task with 3 classes"),
+        ({"preprocessing": {"format": "other"}}, "not a Preprocessor config"),
+    ]:
+        write_lnn(tmp_path / "bad.lnn", {**manifest, **change}, arrays)
+        with pytest.raises(ModelFormatError, match=match):
+            rt.load(tmp_path / "bad.lnn")
+
+
+# --------------------------------------------------------------------------- import floor
+
+
+FORBIDDEN = ("lepton_nn.autograd", "lepton_nn.nn", "lepton_nn.ops", "lepton_nn.train", "numba")
+FORBIDDEN_ALSO = ("lepton_nn.data", "lepton_nn.compress", "lepton_nn.io")
+
+
+def _run_clean(code: str, env_extra: dict | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEPTON_")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("backend", [None, "numba"])
+def test_runtime_imports_only_numpy_backend_and_extension(tmp_path, credit_pipeline, backend):
+    table, *_, manifest, arrays = credit_pipeline
+    write_lnn(tmp_path / "credit.lnn", manifest, arrays)
+    _, model, _ = ARCHS[0]
+    L.save(model, tmp_path / "mlp.lnn")
+    rows = json.dumps(table.take(np.arange(3)).to_numpy().tolist())
+    code = f"""
+import sys, json
+import numpy as np
+import lepton_nn.runtime as rt
+m = rt.load({str(tmp_path / "mlp.lnn")!r})
+m.predict(np.zeros((2, 12), np.float32))
+t = rt.load({str(tmp_path / "credit.lnn")!r})
+print(json.dumps(t.predict(json.loads({rows!r})).tolist()))
+print(json.dumps(sorted(sys.modules)))
+"""
+    out = _run_clean(code, {"LEPTON_BACKEND": backend} if backend else None).splitlines()
+    assert len(json.loads(out[0])) == 3
+    mods = json.loads(out[1])
+    bad = [m for m in mods if m.startswith(FORBIDDEN + FORBIDDEN_ALSO)]
+    assert bad == []
+    assert "numpy" in mods and "lepton_nn.backend" in mods
+
+
+def test_get_backend_without_jit_never_picks_numba():
+    be = get_backend(allow_jit=False)
+    assert be.name in ("cython", "reference")
+    with use_backend("reference"):
+        assert get_backend(allow_jit=False).name == "reference"
+
+
+def _paths(obj, prefix=()):
+    """Every (path, value) inside nested dicts and lists."""
+    yield prefix, obj
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for k, v in items:
+        yield from _paths(v, (*prefix, k))
+
+
+def test_fuzzed_manifests_fail_only_with_model_format_error(tmp_path):
+    import copy
+    import random
+
+    from lepton_nn.compress import compressed_to_lnn, quantize
+
+    _, cnn, _ = next(a for a in _more_archs() if a[0] == "cnn")
+    pruned = _pruned_mlp(0.9)
+    int8 = quantize(pruned, np.zeros((4, 48), "f4"), "static").layers
+    compressed = compressed_to_lnn(pruned, {"layers.1": int8["layers.1"]}, min_sparsity=0.5)
+    for model in (pruned, cnn, ARCHS[1][1]):
+        manifest, arrays = compressed if model is pruned else _manifest(model)
+        spots = [p for p, _ in _paths(manifest["model"]) if p]
+        values = [None, -1, 0, 10**9, "x", "same", [], {}, 1.5, True, [1, 2], [None, 3]]
+        rnd = random.Random(0)
+        for _ in range(300):
+            m = copy.deepcopy(manifest)
+            path = rnd.choice(spots)
+            target = m["model"]
+            for k in path[:-1]:
+                target = target[k]
+            target[path[-1]] = rnd.choice(values)
+            try:
+                rt.from_manifest(m, arrays).predict(np.zeros((1, *model.input_shape[1:]), "f4"))
+            except ModelFormatError:
+                pass
