@@ -82,7 +82,10 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
     try:
         with parameter_budget(stored):
             model = layer_from_config(section.get("architecture"))
-            model.build((None, *shape[1:]))
+            if model.built:  # every layer knew its input size
+                model.input_shape = model.input_shape or (None, *shape[1:])
+            else:
+                model.build((None, *shape[1:]))
         model.load_state_dict(state, strict=True)
     except ModelFormatError:
         raise

@@ -99,6 +99,7 @@ class Dense(Module):
             (n_in, self.units), n_in, self.units, r, self.dtype
         )
         self.in_features = n_in
+        self.input_shape, self.output_shape = (None, n_in), (None, self.units)
         self.weight = Parameter(w)
         if self.use_bias:
             b = get_initializer(self.bias_initializer)(
@@ -206,7 +207,7 @@ class Flatten(Module):
 
     def call(self, x) -> Tensor:
         x = as_input(self, x)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
 class Sequential(Module):
