@@ -291,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("model", nargs="?")
     i.set_defaults(fn=cmd_info)
 
+    x = sub.add_parser("explain", help="why a saved tabular model predicts what it does")
+    x.add_argument("model")
+    x.add_argument("data")
+    x.add_argument("--row", type=int, default=0, help="data row to explain (0-based)")
+    x.add_argument("--target", help="target column, for global importances")
+    x.add_argument("--top", type=int, default=10, help="features shown for the row")
+    x.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
+    x.set_defaults(fn=lambda a: __import__("lepton_nn.explain", fromlist=["_"]).cli_explain(a))
+
     b = sub.add_parser("bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime")
     b.add_argument(
         "--against",

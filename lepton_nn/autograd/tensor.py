@@ -190,7 +190,7 @@ class Tensor:
 
         # 2. reverse walk: each op turns its output's gradient into its inputs' gradients
         grads: dict[int, np.ndarray] = {id(self): grad}
-        stored: list[np.ndarray] = [grad]  # arrays already handed out (copy before reuse)
+        handed: dict[int, int] = {id(grad): 1}  # id -> times handed out (copy before reuse)
         for node in reversed(topo):
             g = grads.pop(id(node), None)
             if g is None:
@@ -199,7 +199,7 @@ class Tensor:
                 g = node._run_hooks(g)
             ctx = node._ctx
             if ctx is None:
-                _accumulate_leaf(node, g, stored)
+                _accumulate_leaf(node, g, handed)
                 continue
             in_grads = ctx.backward(g)
             for p, pg in zip(ctx.parents, in_grads):
@@ -210,7 +210,7 @@ class Tensor:
                     grads[key] = grads[key] + pg
                 else:
                     grads[key] = pg
-                stored.append(pg)
+                handed[id(pg)] = handed.get(id(pg), 0) + 1
 
 
 class HookHandle:
@@ -226,11 +226,15 @@ class HookHandle:
         self.table.pop(self.id, None)
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray, stored: list[np.ndarray]) -> None:
-    """leaf.grad += g, with .grad owning its memory and following the data's dtype."""
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray, handed: dict[int, int]) -> None:
+    """leaf.grad += g, with .grad owning its memory and following the data's dtype.
+
+    ``g`` is kept as ``.grad`` only if it owns its memory and was handed out once (``handed``
+    counts by id; a reused id can only over-count, which costs a copy, never a shared array).
+    """
     if leaf.grad is None:
         owned = g.flags.owndata and g.dtype == leaf.data.dtype and g.shape == leaf.data.shape
-        owned = owned and sum(a is g for a in stored) <= 1
+        owned = owned and handed.get(id(g), 0) <= 1
         leaf.grad = (
             g if owned else np.array(np.broadcast_to(g, leaf.data.shape), dtype=leaf.data.dtype)
         )

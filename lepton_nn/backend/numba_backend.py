@@ -19,12 +19,14 @@ class NumbaBackend(ReferenceBackend):
     from ..kernels import numba_dense as _nb_dense
 
     def bias_act_forward(self, z, bias, act, out):
+        """Twin: ReferenceBackend.bias_act_forward (reference.py); kernel: numba_dense.py."""
         k = self._nb_dense
         has_bias = bias is not None
         b = bias if has_bias else k.NO_ARRAY[z.dtype.type]
         return k.bias_act_forward(z, b, has_bias, act, out)
 
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
+        """Twin: ReferenceBackend.bias_act_backward (reference.py); kernel: numba_dense.py."""
         k = self._nb_dense
         none = k.NO_ARRAY[gy.dtype.type]
         has_bias, has_gbias = bias is not None, gbias is not None
@@ -34,12 +36,15 @@ class NumbaBackend(ReferenceBackend):
         return gz, gbias
 
     def softmax_xent_forward(self, logits, labels, probs, loss):
+        """Twin: ReferenceBackend.softmax_xent_forward (reference.py); kernel: numba_dense.py."""
         return self._nb_dense.softmax_xent_forward(logits, labels, probs, loss)
 
     def softmax_xent_backward(self, probs, labels, gloss, glogits):
+        """Twin: ReferenceBackend.softmax_xent_backward (reference.py); kernel: numba_dense.py."""
         return self._nb_dense.softmax_xent_backward(probs, labels, gloss, glogits)
 
     def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+        """Twin: ReferenceBackend.adam_step (reference.py); kernel: numba_dense.py."""
         # fold the step's scalars in double, then round each once to p's dtype
         dt = p.dtype.type
         step_size = dt(lr / (1 - beta1**step))
@@ -57,21 +62,27 @@ class NumbaBackend(ReferenceBackend):
     from ..kernels import numba_conv as _nb_conv
 
     def im2col(self, x, kh, kw, sh, sw, ph, pw, dh, dw, cols):
+        """Twin: ReferenceBackend.im2col (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.im2col(x, kh, kw, sh, sw, ph, pw, dh, dw, cols)
 
     def col2im(self, cols, kh, kw, sh, sw, ph, pw, dh, dw, gx):
+        """Twin: ReferenceBackend.col2im (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.col2im(cols, kh, kw, sh, sw, ph, pw, dh, dw, gx)
 
     def maxpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, y, argmax):
+        """Twin: ReferenceBackend.maxpool2d_forward (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, argmax)
 
     def maxpool2d_backward(self, gy, argmax, gx):
+        """Twin: ReferenceBackend.maxpool2d_backward (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.maxpool2d_backward(gy, argmax, gx)
 
     def avgpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_pad, y):
+        """Twin: ReferenceBackend.avgpool2d_forward (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.avgpool2d_forward(x, kh, kw, sh, sw, ph, pw, bool(count_pad), y)
 
     def avgpool2d_backward(self, gy, kh, kw, sh, sw, ph, pw, count_pad, gx):
+        """Twin: ReferenceBackend.avgpool2d_backward (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.avgpool2d_backward(gy, kh, kw, sh, sw, ph, pw, bool(count_pad), gx)
 
     # -- recurrent cells (kernels/numba_recurrent.py) ---------------------------------------
@@ -84,25 +95,31 @@ class NumbaBackend(ReferenceBackend):
         return (self._nb_rec.NO_ROWS if rows else self._nb_rec.NO_ARRAY)[like.dtype.type], False
 
     def lstm_step_forward(self, xz, hz, c_prev, h_prev, mask, gates, c, h):
+        """Twin: ReferenceBackend.lstm_step_forward (reference.py); kernel: numba_recurrent.py."""
         m, hm = self._opt(mask, c)
         return self._nb_rec.lstm_step_forward(xz, hz, c_prev, h_prev, m, hm, gates, c, h)
 
     def lstm_step_backward(self, gy, dh_rec, dh, dc, gates, c, c_prev, mask, dz):
+        """Twin: ReferenceBackend.lstm_step_backward (reference.py); kernel: numba_recurrent.py."""
         (g, hg), (m, hm) = self._opt(gy, c, True), self._opt(mask, c)
         return self._nb_rec.lstm_step_backward(g, hg, dh_rec, dh, dc, gates, c, c_prev, m, hm, dz)
 
     def gru_step_forward(self, xz, hz, bhh, h_prev, mask, gates, h):
+        """Twin: ReferenceBackend.gru_step_forward (reference.py); kernel: numba_recurrent.py."""
         (b, hb), (m, hm) = self._opt(bhh, h), self._opt(mask, h)
         return self._nb_rec.gru_step_forward(xz, hz, b, hb, h_prev, m, hm, gates, h)
 
     def gru_step_backward(self, gy, dh_rec, dh, gates, h_prev, mask, dxz, dhz):
+        """Twin: ReferenceBackend.gru_step_backward (reference.py); kernel: numba_recurrent.py."""
         (g, hg), (m, hm) = self._opt(gy, h_prev, True), self._opt(mask, h_prev)
         return self._nb_rec.gru_step_backward(g, hg, dh_rec, dh, gates, h_prev, m, hm, dxz, dhz)
 
     def rnn_step_forward(self, xz, hz, h_prev, mask, h):
+        """Twin: ReferenceBackend.rnn_step_forward (reference.py); kernel: numba_recurrent.py."""
         m, hm = self._opt(mask, h)
         return self._nb_rec.rnn_step_forward(xz, hz, h_prev, m, hm, h)
 
     def rnn_step_backward(self, gy, dh_rec, dh, h, mask, dz):
+        """Twin: ReferenceBackend.rnn_step_backward (reference.py); kernel: numba_recurrent.py."""
         (g, hg), (m, hm) = self._opt(gy, h, True), self._opt(mask, h)
         return self._nb_rec.rnn_step_backward(g, hg, dh_rec, dh, h, m, hm, dz)
