@@ -13,7 +13,10 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .module import Module, Parameter
+from .norm import BatchNorm, LayerNorm
+from .recurrent import GRU, LSTM, Embedding, SimpleRNN
 from .serialize import layer_from_config, layer_to_config
 
 __all__ = [
@@ -33,4 +36,14 @@ __all__ = [
     "get_initializer",
     "layer_to_config",
     "layer_from_config",
+    "Conv2D",
+    "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAvgPool2D",
+    "BatchNorm",
+    "LayerNorm",
+    "Embedding",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
 ]

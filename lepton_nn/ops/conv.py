@@ -1,7 +1,9 @@
 """Convolution and pooling on NCHW images.
 
 ``Conv2d`` unfolds the windows with the backend's ``im2col`` and runs one batched GEMM
-(``np.matmul`` over the images); its backward is two more batched GEMMs and ``col2im``.
+(``np.matmul`` over the images), bias and activation fused after it; its backward is two more
+batched GEMMs and ``col2im``. The column matrix is scratch (a reused workspace), rebuilt from
+the input for the weight gradient rather than kept between forward and backward.
 Pooling runs one backend kernel each way. Geometry (stride, padding, dilation) is resolved
 here, once, into plain integers; the kernels trust what they get.
 
@@ -16,7 +18,9 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_backend
+from ..backend.reference import ACT_CODE, GELU, IDENTITY
 from ..errors import ShapeError
+from ._workspace import workspace
 
 __all__ = [
     "Conv2d",
@@ -74,55 +78,70 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 class Conv2d(Function):
-    """Y[n] = W2 @ cols[n] + b, cols = im2col(X), W2 = W.reshape(O, C kh kw).
+    """Y[n] = f(W2 @ cols[n] + b), cols = im2col(X), W2 = W.reshape(O, C kh kw), f fused.
 
-    X: (N, C, H, W), W: (O, C, kh, kw), b: (O,) or absent -> Y: (N, O, OH, OW).
-    Backward: G_b = sum G_Y over (n, y, x);  G_W = sum_n G_Y[n] @ cols[n]^T;
-    G_X = col2im(W2^T @ G_Y[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
+    X: (N, C, H, W), W: (O, C, kh, kw), b: (O,) or absent -> Y: (N, O, OH, OW); ``act`` is
+    an activation code (the backend's bias_act kernels apply it in place, one pass).
+    Backward: G_Z = G_Y f'(Z);  G_b = sum G_Z over (n, y, x);  G_W = sum_n cols[n] G_Z[n]^T;
+    G_X = col2im(W2^T G_Z[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
+    The column matrix (C kh kw times bigger than X for a stride of 1) lives in a reused
+    workspace and is rebuilt from X in backward: im2col costs far less than keeping it.
     """
 
-    def forward(self, x, w, b=None, geom=None):
+    def forward(self, x, w, b=None, geom=None, act=IDENTITY):
         sh, sw, pt, pb, pl, pr, dh, dw = geom
+        be = get_backend()
         x = np.ascontiguousarray(x)
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
         oh, ow = output_size((h, wd), (pt, pb, pl, pr), (kh, kw), (sh, sw), (dh, dw))
-        w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
-        if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == (h, wd):
-            cols = x.reshape(n, c, oh, ow)  # 1x1: the image is its own column matrix
-        else:
-            cols = get_backend().im2col(
-                x, kh, kw, sh, sw, pt, pl, dh, dw, np.empty((n, c * kh * kw, oh, ow), x.dtype)
-            )
-        cols = cols.reshape(n, c * kh * kw, oh * ow)
-        y = np.matmul(w2, cols)  # (N, O, OH*OW)
+        self.x, self.geom, self.has_b = x, (kh, kw, sh, sw, pt, pl, dh, dw), b is not None
+        self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
+        z = np.matmul(self.w2, self._cols(oh, ow))  # (N, O, OH*OW), fresh
         if b is not None:
-            y += _dtype_ok(b, x)[:, None]
-        self.cols, self.w2, self.x_shape, self.geom = (
-            cols,
-            w2,
-            x.shape,
-            (kh, kw, sh, sw, pt, pl, dh, dw),
-        )
-        self.has_b = b is not None
-        return y.reshape(n, o, oh, ow)
+            z += _dtype_ok(b, x)[:, None]
+        z2 = z.reshape(n * o, oh * ow)
+        self.z = z2 if act == GELU else None  # gelu's derivative needs the pre-activation
+        if act == IDENTITY:
+            y2 = z2
+        else:  # in place, except for gelu
+            y2 = be.bias_act_forward(z2, None, act, np.empty_like(z2) if act == GELU else z2)
+        self.y2, self.act = y2, act
+        return y2.reshape(n, o, oh, ow)
+
+    def _cols(self, oh, ow):
+        """im2col(X) as (N, C kh kw, OH OW), in the workspace (X itself for a plain 1x1)."""
+        x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
+        n, c = x.shape[:2]
+        k = c * kh * kw
+        if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
+            return x.reshape(n, k, oh * ow)
+        cols = workspace("conv_cols", (n, k, oh, ow), x.dtype)
+        get_backend().im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, cols)
+        return cols.reshape(n, k, oh * ow)
 
     def backward(self, g):
-        n, o = g.shape[:2]
-        gy = np.ascontiguousarray(g, dtype=self.cols.dtype).reshape(n, o, -1)  # (N, O, L)
+        be = get_backend()
+        n, o, oh, ow = g.shape
+        gz = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n * o, oh * ow)
+        if self.act != IDENTITY:
+            z = self.y2 if self.z is None else self.z  # z is read only by gelu
+            gz = be.bias_act_backward(
+                gz, self.y2, z, None, self.act, workspace("conv_gz", gz.shape, gz.dtype), None
+            )[0]
+        gz = gz.reshape(n, o, oh * ow)
         gx = gw = gb = None
         if self.needs_grad[0]:
-            gcols = np.matmul(self.w2.T, gy)  # (N, C kh kw, L)
             kh, kw, sh, sw, pt, pl, dh, dw = self.geom
-            gcols = gcols.reshape(*gcols.shape[:2], *g.shape[2:])
-            gx = get_backend().col2im(
-                gcols, kh, kw, sh, sw, pt, pl, dh, dw, np.empty(self.x_shape, gy.dtype)
-            )
-        if self.needs_grad[1]:
-            gw = np.matmul(gy, self.cols.transpose(0, 2, 1)).sum(axis=0)
-            gw = gw.reshape(o, self.x_shape[1], self.geom[0], self.geom[1])
+            gcols = workspace("conv_gcols", (n, self.w2.shape[1], oh * ow), gz.dtype)
+            np.matmul(self.w2.T, gz, out=gcols)
+            gcols = gcols.reshape(n, self.w2.shape[1], oh, ow)
+            gx = be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, np.empty_like(self.x))
+        if self.needs_grad[1]:  # sum_n cols[n] G_Z[n]^T: (K, O), then transposed
+            gw = np.matmul(self._cols(oh, ow), gz.transpose(0, 2, 1)).sum(axis=0).T
+            gw = np.ascontiguousarray(gw).reshape(o, *self.x.shape[1:2], *self.geom[:2])
         if self.has_b and self.needs_grad[2]:
-            gb = gy.sum(axis=(0, 2))
+            gb = gz.sum(axis=(0, 2))
         return (gx, gw, gb) if self.has_b else (gx, gw)
 
 
@@ -170,11 +189,21 @@ def _check_image(x: Tensor, who: str) -> None:
         raise ShapeError(f"{who} expects images of shape (N, C, H, W), got {x.shape}")
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padding=0, dilation=1):
-    """2-D convolution (cross-correlation, as in PyTorch), NCHW.
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    activation: str = "identity",
+):
+    """2-D convolution (cross-correlation, as in PyTorch), NCHW, with a fused activation.
 
     x: (N, C, H, W); weight: (O, C, kh, kw); bias: (O,) or None -> (N, O, OH, OW), with
-    y[n, o, i, j] = b[o] + sum_{c,p,q} W[o, c, p, q] x[n, c, i sh - top + p dh, j sw - left + q dw].
+    y = f(z),  z[n, o, i, j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n, c, i sh-t + p dh, j sw-l + q dw]
+    (t, l: top and left padding);  f = ``activation``: identity, relu, sigmoid, tanh or gelu,
+    applied in the same op (one pass, in place).
     """
     _check_image(x, "conv2d")
     if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
@@ -193,9 +222,10 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride=1, padd
             f"with padding {pads}"
         )
     geom = (s[0], s[1], *pads, d[0], d[1])
+    act = ACT_CODE[activation]  # identity, relu, sigmoid, tanh, gelu
     if bias is None:
-        return Conv2d.apply(x, weight, geom=geom)
-    return Conv2d.apply(x, weight, bias, geom=geom)
+        return Conv2d.apply(x, weight, geom=geom, act=act)
+    return Conv2d.apply(x, weight, bias, geom=geom, act=act)
 
 
 def _pool_geom(x: Tensor, kernel, stride, padding, who: str):

@@ -30,6 +30,7 @@ import numpy as np
 from ..autograd import Function, Tensor
 from ..backend import get_backend
 from ..errors import ShapeError
+from ._workspace import workspace
 
 __all__ = [
     "LSTM",
@@ -54,15 +55,17 @@ class _Sequence(Function):
         self.w_ih, self.w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
         bt, t, f = x.shape
         self.xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t * bt, f)  # (T B, F)
-        xz = np.matmul(self.xt, self.w_ih)  # (T B, G U)
+        xz = workspace("rnn_xz", (t * bt, self.w_ih.shape[1]), dt)  # forward-only scratch
+        np.matmul(self.xt, self.w_ih, out=xz)  # (T B, G U)
         if b is not None:
             xz += np.asarray(b, dt)
         self.mask, self.reverse, self.has_b = mask, reverse, b is not None
         self.steps = range(t - 1, -1, -1) if reverse else range(t)
         return xz.reshape(t, bt, self.w_ih.shape[1])
 
-    def _step_mask(self, t):
-        return None if self.mask is None else self.mask[t]
+    def _masks(self, t):
+        """Per step, the (B,) mask row or None."""
+        return [None] * t if self.mask is None else list(self.mask)
 
     def _pack(self, states):
         """(B, T + S, U): outputs (masked to 0), then each final state."""
@@ -81,16 +84,16 @@ class _Sequence(Function):
     def _unpack_grad(self, g, n_states):
         """The packed gradient as (GY time-major (T, B, U), [d final state, ...])."""
         t = g.shape[1] - n_states
-        gy = np.ascontiguousarray(g[:, :t].transpose(1, 0, 2), dtype=self.xt.dtype)
+        gy = workspace("rnn_gy", (t, g.shape[0], g.shape[2]), self.xt.dtype)
+        gy[...] = g[:, :t].transpose(1, 0, 2)
         return gy, [np.array(g[:, t + k], dtype=self.xt.dtype) for k in range(n_states)]
 
     def _weight_grads(self, dxz, dhz, h):
         """dX, dW_ih, dW_hh, db from the per-step pre-activation gradients (T, B, G U)."""
         t, bt, gu = dxz.shape
         dxz2 = dxz.reshape(t * bt, gu)
-        hp = (h[1:] if self.reverse else h[:-1]).reshape(
-            t * bt, h.shape[2]
-        )  # state before each step
+        # the state each step started from, all steps stacked: (T B, U)
+        hp = (h[1:] if self.reverse else h[:-1]).reshape(t * bt, h.shape[2])
         gx = gw_ih = gw_hh = gb = None
         if self.needs_grad[0]:
             gx = np.matmul(dxz2, self.w_ih.T).reshape(t, bt, self.xt.shape[1]).transpose(1, 0, 2)
@@ -101,11 +104,6 @@ class _Sequence(Function):
         if self.has_b and self.needs_grad[3]:
             gb = dxz2.sum(axis=0)
         return gx, gw_ih, gw_hh, gb
-
-    def _rec_order(self):
-        """Backward step order and, per step, the step whose dz feeds its dh_rec."""
-        order = list(reversed(self.steps))
-        return order, [None] + order[:-1]
 
 
 class LSTM(_Sequence):
@@ -120,7 +118,7 @@ class LSTM(_Sequence):
     gates = 4
 
     def forward(self, x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
-        be = get_backend()
+        step = get_backend().lstm_step_forward
         xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
         h = np.empty((t + 1, bt, u), x.dtype)
@@ -129,31 +127,33 @@ class LSTM(_Sequence):
         hz = np.empty((bt, 4 * u), x.dtype)
         first = t if reverse else 0
         h[first], c[first] = h0, c0
+        # per-row views made once: the loop below is one GEMM and one kernel call per step
+        hs, cs, gs, xs, ms, w_hh = list(h), list(c), list(g), list(xz), self._masks(t), self.w_hh
         r = int(reverse)
         for s in self.steps:  # step s: state s + r -> state s + 1 - r
             p, q = s + r, s + 1 - r
-            np.matmul(h[p], self.w_hh, out=hz)
-            be.lstm_step_forward(xz[s], hz, c[p], h[p], self._step_mask(s), g[s], c[q], h[q])
+            np.matmul(hs[p], w_hh, out=hz)
+            step(xs[s], hz, cs[p], hs[p], ms[s], gs[s], cs[q], hs[q])
         self.h, self.c, self.g = h, c, g
         return self._pack((h, c))
 
     def backward(self, grad):
-        be = get_backend()
+        step = get_backend().lstm_step_backward
         gy, (dh, dc) = self._unpack_grad(grad, 2)
-        h, c, g, r = self.h, self.c, self.g, int(self.reverse)
-        dz = np.zeros_like(g)
+        t, r = gy.shape[0], int(self.reverse)
+        dz = workspace("rnn_dz", self.g.shape, gy.dtype)  # every row of every step is written
         dh_rec = np.zeros_like(dh)
-        w_hh_t = self.w_hh.T
-        order, feeds = self._rec_order()
-        for s, nxt in zip(order, feeds):
-            if nxt is not None:
-                np.matmul(dz[nxt], w_hh_t, out=dh_rec)
+        w_hh_t = np.ascontiguousarray(self.w_hh.T)  # a transposed view would halve GEMM speed
+        cs, gs, gys, dzs = list(self.c), list(self.g), list(gy), list(dz)
+        ms, nxt = self._masks(t), None
+        for s in reversed(self.steps):
+            if nxt is not None:  # the gradient reaching h through the next step's GEMM
+                np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
             p, q = s + r, s + 1 - r
-            be.lstm_step_backward(
-                gy[s], dh_rec, dh, dc, g[s], c[q], c[p], self._step_mask(s), dz[s]
-            )
-        dh0 = dh + np.matmul(dz[order[-1]], w_hh_t) if order else dh
-        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, h)
+            step(gys[s], dh_rec, dh, dc, gs[s], cs[q], cs[p], ms[s], dzs[s])
+            nxt = s
+        dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, self.h)
         return gx, gw_ih, gw_hh, gb, dh0, dc
 
 
@@ -169,7 +169,7 @@ class GRU(_Sequence):
     gates = 3
 
     def forward(self, x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False):
-        be = get_backend()
+        step = get_backend().gru_step_forward
         xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
         self.b_hh = None if b_hh is None else np.asarray(b_hh, x.dtype)
@@ -177,32 +177,40 @@ class GRU(_Sequence):
         g = np.empty((t, bt, 4 * u), x.dtype)
         hz = np.empty((bt, 3 * u), x.dtype)
         h[t if reverse else 0] = h0
+        hs, gs, xs, ms, w_hh, b_hh = (
+            list(h),
+            list(g),
+            list(xz),
+            self._masks(t),
+            self.w_hh,
+            self.b_hh,
+        )
         r = int(reverse)
         for s in self.steps:
             p, q = s + r, s + 1 - r
-            np.matmul(h[p], self.w_hh, out=hz)
-            be.gru_step_forward(xz[s], hz, self.b_hh, h[p], self._step_mask(s), g[s], h[q])
+            np.matmul(hs[p], w_hh, out=hz)
+            step(xs[s], hz, b_hh, hs[p], ms[s], gs[s], hs[q])
         self.h, self.g = h, g
         return self._pack((h,))
 
     def backward(self, grad):
-        be = get_backend()
+        step = get_backend().gru_step_backward
         gy, (dh,) = self._unpack_grad(grad, 1)
-        h, g, r = self.h, self.g, int(self.reverse)
         t, bt, u = gy.shape
-        dxz = np.zeros((t, bt, 3 * u), gy.dtype)
-        dhz = np.zeros_like(dxz)
+        r = int(self.reverse)
+        dxz = workspace("rnn_dz", (t, bt, 3 * u), gy.dtype)  # every row of every step is written
+        dhz = workspace("rnn_dhz", (t, bt, 3 * u), gy.dtype)
         dh_rec = np.zeros_like(dh)
-        w_hh_t = self.w_hh.T
-        order, feeds = self._rec_order()
-        for s, nxt in zip(order, feeds):
+        w_hh_t = np.ascontiguousarray(self.w_hh.T)
+        hs, gs, gys, dxs, dhs = list(self.h), list(self.g), list(gy), list(dxz), list(dhz)
+        ms, nxt = self._masks(t), None
+        for s in reversed(self.steps):
             if nxt is not None:
-                np.matmul(dhz[nxt], w_hh_t, out=dh_rec)
-            be.gru_step_backward(
-                gy[s], dh_rec, dh, g[s], h[s + r], self._step_mask(s), dxz[s], dhz[s]
-            )
-        dh0 = dh + np.matmul(dhz[order[-1]], w_hh_t) if order else dh
-        gx, gw_ih, gw_hh, gb = self._weight_grads(dxz, dhz, h)
+                np.matmul(dhs[nxt], w_hh_t, out=dh_rec)
+            step(gys[s], dh_rec, dh, gs[s], hs[s + r], ms[s], dxs[s], dhs[s])
+            nxt = s
+        dh0 = dh + np.matmul(dhs[nxt], w_hh_t) if nxt is not None else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dxz, dhz, self.h)
         gb_hh = dhz.reshape(t * bt, 3 * u).sum(axis=0) if self.b_hh is not None else None
         return gx, gw_ih, gw_hh, gb, gb_hh, dh0
 
@@ -215,34 +223,36 @@ class SimpleRNN(_Sequence):
     """
 
     def forward(self, x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False):
-        be = get_backend()
+        step = get_backend().rnn_step_forward
         xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
         h = np.empty((t + 1, bt, u), x.dtype)
         hz = np.empty((bt, u), x.dtype)
         h[t if reverse else 0] = h0
+        hs, xs, ms, w_hh = list(h), list(xz), self._masks(t), self.w_hh
         r = int(reverse)
         for s in self.steps:
             p, q = s + r, s + 1 - r
-            np.matmul(h[p], self.w_hh, out=hz)
-            be.rnn_step_forward(xz[s], hz, h[p], self._step_mask(s), h[q])
+            np.matmul(hs[p], w_hh, out=hz)
+            step(xs[s], hz, hs[p], ms[s], hs[q])
         self.h = h
         return self._pack((h,))
 
     def backward(self, grad):
-        be = get_backend()
+        step = get_backend().rnn_step_backward
         gy, (dh,) = self._unpack_grad(grad, 1)
-        h, r = self.h, int(self.reverse)
-        dz = np.zeros_like(gy)
+        t, r = gy.shape[0], int(self.reverse)
+        dz = workspace("rnn_dz", gy.shape, gy.dtype)
         dh_rec = np.zeros_like(dh)
-        w_hh_t = self.w_hh.T
-        order, feeds = self._rec_order()
-        for s, nxt in zip(order, feeds):
+        w_hh_t = np.ascontiguousarray(self.w_hh.T)
+        hs, gys, dzs, ms, nxt = list(self.h), list(gy), list(dz), self._masks(t), None
+        for s in reversed(self.steps):
             if nxt is not None:
-                np.matmul(dz[nxt], w_hh_t, out=dh_rec)
-            be.rnn_step_backward(gy[s], dh_rec, dh, h[s + 1 - r], self._step_mask(s), dz[s])
-        dh0 = dh + np.matmul(dz[order[-1]], w_hh_t) if order else dh
-        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, h)
+                np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
+            step(gys[s], dh_rec, dh, hs[s + 1 - r], ms[s], dzs[s])
+            nxt = s
+        dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
+        gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, self.h)
         return gx, gw_ih, gw_hh, gb, dh0
 
 

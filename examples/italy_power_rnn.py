@@ -1,0 +1,73 @@
+"""A GRU classifies daily power-demand curves (UCR ItalyPowerDemand: winter vs summer).
+
+    python examples/italy_power_rnn.py [--data DIR] [--epochs 150] [--seed 0]
+
+The archive's own split: 67 training series, 1,029 test series, 24 hourly steps each
+(already z-normalized per series). Network: GRU(32) over the 24 steps -> Dense 2, trained
+full-batch with Adam on softmax cross-entropy in a plain loop. Prints the test accuracy
+(>= 95 % expected) and the time taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from _series import load_series  # examples/_series.py
+
+import lepton_nn as ln
+from lepton_nn import Tensor, losses
+from lepton_nn.nn import GRU, Dense, Sequential
+from lepton_nn.optim import Adam
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def accuracy(model, x, y) -> float:
+    model.eval()
+    with ln.no_grad():
+        pred = model(Tensor(x)).data.argmax(axis=1)
+    model.train()
+    return float((pred == y).mean())
+
+
+def main(argv=None) -> float:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=DATA, help="folder holding italy_power_demand.csv")
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    ln.set_seed(args.seed)
+    data = load_series(args.data / "italy_power_demand.csv")
+    (x_tr, lab_tr), (x_te, lab_te) = data["train"], data["test"]
+    classes = np.unique(lab_tr)
+    y_tr, y_te = np.searchsorted(classes, lab_tr), np.searchsorted(classes, lab_te)
+    model = Sequential([GRU(32), Dense(len(classes))])
+    model.build((None, *x_tr.shape[1:]))
+    opt = Adam(model.parameters(), lr=args.lr)
+    start = time.perf_counter()
+    for epoch in range(1, args.epochs + 1):
+        loss = losses.cross_entropy(model(Tensor(x_tr)), y_tr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if epoch % 50 == 0 or epoch == args.epochs:
+            print(
+                f"epoch {epoch:4d}  loss {loss.item():.4f}  "
+                f"test accuracy {accuracy(model, x_te, y_te):.4f}"
+            )
+    seconds = time.perf_counter() - start
+    acc = accuracy(model, x_te, y_te)
+    print(
+        f"ItalyPowerDemand GRU: test accuracy {acc:.4f} on {len(y_te)} series "
+        f"(trained on {len(y_tr)}) in {seconds:.1f} s"
+    )
+    return acc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+# cython: language_level=3
+"""Compiled twins of the convolution and pooling kernels in ``lepton_nn/backend/reference.py``.
+
+Same signatures and results; outputs are written into the arrays given. The loops are C
+(``csrc/conv.h``) and run without the GIL; this file reads the shapes, picks the float32 or
+float64 loop and hands over raw pointers. Arguments are ``cnp.ndarray`` (about 25 ns each per
+call; a typed memoryview costs ~190 ns). Nothing is validated: the op in ``lepton_nn/ops/conv.py``
+checks shapes, dtypes and C-contiguity first. A dtype other than float32/float64 raises
+``TypeError``.
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "conv.h" nogil:
+    void lnn_im2col_f32(const float *x, float *cols, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw)
+    void lnn_im2col_f64(const double *x, double *cols, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw)
+    void lnn_col2im_f32(const float *cols, float *gx, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw)
+    void lnn_col2im_f64(const double *cols, double *gx, Py_ssize_t planes, Py_ssize_t h,
+                        Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh, Py_ssize_t ow,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t dh, Py_ssize_t dw)
+    void lnn_maxpool_fwd_f32(const float *x, float *y, int64_t *argmax, Py_ssize_t planes,
+                             Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ph, Py_ssize_t pw)
+    void lnn_maxpool_fwd_f64(const double *x, double *y, int64_t *argmax, Py_ssize_t planes,
+                             Py_ssize_t h, Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw,
+                             Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw,
+                             Py_ssize_t ph, Py_ssize_t pw)
+    void lnn_maxpool_bwd_f32(const float *gy, const int64_t *argmax, float *gx,
+                             Py_ssize_t planes, Py_ssize_t hw, Py_ssize_t ohw)
+    void lnn_maxpool_bwd_f64(const double *gy, const int64_t *argmax, double *gx,
+                             Py_ssize_t planes, Py_ssize_t hw, Py_ssize_t ohw)
+    void lnn_avgpool_fwd_f32(const float *x, float *y, Py_ssize_t planes, Py_ssize_t h,
+                             Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                             Py_ssize_t pw, int count_pad)
+    void lnn_avgpool_fwd_f64(const double *x, double *y, Py_ssize_t planes, Py_ssize_t h,
+                             Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                             Py_ssize_t pw, int count_pad)
+    void lnn_avgpool_bwd_f32(const float *gy, float *gx, Py_ssize_t planes, Py_ssize_t h,
+                             Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                             Py_ssize_t pw, int count_pad)
+    void lnn_avgpool_bwd_f64(const double *gy, double *gx, Py_ssize_t planes, Py_ssize_t h,
+                             Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                             Py_ssize_t pw, int count_pad)
+
+
+cdef inline bint _is_f32(cnp.ndarray a) except -1:
+    """True for float32, False for float64; TypeError for anything else."""
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return True
+    if t == cnp.NPY_FLOAT64:
+        return False
+    raise TypeError(f"conv kernels take float32 or float64 arrays, not {a.dtype}")
+
+
+def im2col(cnp.ndarray x not None, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw,
+           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+           cnp.ndarray cols not None):
+    """cols[n, (c kh + i) kw + j, y, x] = x[n, c, y sh - ph + i dh, x sw - pw + j dw].
+
+    x: (N, C, H, W); cols: (N, C kh kw, OH, OW). Returns cols.
+    """
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp *cd = cnp.PyArray_DIMS(cols)
+    cdef Py_ssize_t planes = xd[0] * xd[1], h = xd[2], w = xd[3], oh = cd[2], ow = cd[3]
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *cp = cnp.PyArray_DATA(cols)
+    if _is_f32(x):
+        with nogil:
+            lnn_im2col_f32(<float *>xp, <float *>cp, planes, h, w, kh, kw, oh, ow, sh, sw,
+                           ph, pw, dh, dw)
+    else:
+        with nogil:
+            lnn_im2col_f64(<double *>xp, <double *>cp, planes, h, w, kh, kw, oh, ow, sh, sw,
+                           ph, pw, dh, dw)
+    return cols
+
+
+def col2im(cnp.ndarray cols not None, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+           Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t dh, Py_ssize_t dw,
+           cnp.ndarray gx not None):
+    """gx = 0, then each cols entry added to the pixel im2col read it from. Returns gx."""
+    cdef cnp.npy_intp *gd = cnp.PyArray_DIMS(gx)
+    cdef cnp.npy_intp *cd = cnp.PyArray_DIMS(cols)
+    cdef Py_ssize_t planes = gd[0] * gd[1], h = gd[2], w = gd[3], oh = cd[2], ow = cd[3]
+    cdef void *cp = cnp.PyArray_DATA(cols)
+    cdef void *gp = cnp.PyArray_DATA(gx)
+    if _is_f32(gx):
+        with nogil:
+            lnn_col2im_f32(<float *>cp, <float *>gp, planes, h, w, kh, kw, oh, ow, sh, sw,
+                           ph, pw, dh, dw)
+    else:
+        with nogil:
+            lnn_col2im_f64(<double *>cp, <double *>gp, planes, h, w, kh, kw, oh, ow, sh, sw,
+                           ph, pw, dh, dw)
+    return gx
+
+
+def maxpool2d_forward(cnp.ndarray x not None, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, cnp.ndarray y not None,
+                      cnp.ndarray argmax not None):
+    """y = window max (padding -inf); argmax = row W + col of the first maximum. Returns y."""
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp *yd = cnp.PyArray_DIMS(y)
+    cdef Py_ssize_t planes = xd[0] * xd[1], h = xd[2], w = xd[3], oh = yd[2], ow = yd[3]
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(argmax)
+    if _is_f32(x):
+        with nogil:
+            lnn_maxpool_fwd_f32(<float *>xp, <float *>yp, ap, planes, h, w, kh, kw, oh, ow,
+                                sh, sw, ph, pw)
+    else:
+        with nogil:
+            lnn_maxpool_fwd_f64(<double *>xp, <double *>yp, ap, planes, h, w, kh, kw, oh, ow,
+                                sh, sw, ph, pw)
+    return y
+
+
+def maxpool2d_backward(cnp.ndarray gy not None, cnp.ndarray argmax not None,
+                       cnp.ndarray gx not None):
+    """gx = 0, then gx[n, c].flat[argmax[n, c]] += gy[n, c]. Returns gx."""
+    cdef cnp.npy_intp *gd = cnp.PyArray_DIMS(gx)
+    cdef Py_ssize_t planes = gd[0] * gd[1], hw = gd[2] * gd[3]
+    cdef Py_ssize_t ohw = cnp.PyArray_SIZE(gy) // planes if planes > 0 else 0
+    cdef void *gyp = cnp.PyArray_DATA(gy)
+    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(argmax)
+    cdef void *gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gx):
+        with nogil:
+            lnn_maxpool_bwd_f32(<float *>gyp, ap, <float *>gxp, planes, hw, ohw)
+    else:
+        with nogil:
+            lnn_maxpool_bwd_f64(<double *>gyp, ap, <double *>gxp, planes, hw, ohw)
+    return gx
+
+
+def avgpool2d_forward(cnp.ndarray x not None, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, bint count_pad,
+                      cnp.ndarray y not None):
+    """y = window sum / divisor (kh kw if count_pad, else the cells inside). Returns y."""
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    cdef cnp.npy_intp *yd = cnp.PyArray_DIMS(y)
+    cdef Py_ssize_t planes = xd[0] * xd[1], h = xd[2], w = xd[3], oh = yd[2], ow = yd[3]
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    if _is_f32(x):
+        with nogil:
+            lnn_avgpool_fwd_f32(<float *>xp, <float *>yp, planes, h, w, kh, kw, oh, ow, sh, sw,
+                                ph, pw, count_pad)
+    else:
+        with nogil:
+            lnn_avgpool_fwd_f64(<double *>xp, <double *>yp, planes, h, w, kh, kw, oh, ow, sh,
+                                sw, ph, pw, count_pad)
+    return y
+
+
+def avgpool2d_backward(cnp.ndarray gy not None, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                       Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, bint count_pad,
+                       cnp.ndarray gx not None):
+    """gx = 0, then each window adds gy / divisor to its cells inside the image. Returns gx."""
+    cdef cnp.npy_intp *gd = cnp.PyArray_DIMS(gx)
+    cdef cnp.npy_intp *yd = cnp.PyArray_DIMS(gy)
+    cdef Py_ssize_t planes = gd[0] * gd[1], h = gd[2], w = gd[3], oh = yd[2], ow = yd[3]
+    cdef void *gyp = cnp.PyArray_DATA(gy)
+    cdef void *gxp = cnp.PyArray_DATA(gx)
+    if _is_f32(gx):
+        with nogil:
+            lnn_avgpool_bwd_f32(<float *>gyp, <float *>gxp, planes, h, w, kh, kw, oh, ow, sh,
+                                sw, ph, pw, count_pad)
+    else:
+        with nogil:
+            lnn_avgpool_bwd_f64(<double *>gyp, <double *>gxp, planes, h, w, kh, kw, oh, ow, sh,
+                                sw, ph, pw, count_pad)
+    return gx

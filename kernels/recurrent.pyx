@@ -1,0 +1,213 @@
+# cython: language_level=3
+"""Compiled twins of the recurrent-cell kernels in ``lepton_nn/backend/reference.py``.
+
+One call per time step does the whole pointwise gate math of a batch (the GEMMs stay in
+NumPy/BLAS). Same signatures and results as the reference; outputs are written into the
+arrays given. The loops are C (``csrc/recurrent.h``) and run without the GIL. Arguments are
+``cnp.ndarray`` (or None where the reference allows it) because a typed memoryview costs
+~190 ns per argument and these kernels are called 2 T times per training step. Nothing is
+validated: ``lepton_nn/ops/recurrent.py`` builds every array (C-contiguous, one dtype).
+"""
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "recurrent.h" nogil:
+    void lnn_lstm_fwd_f32(const float *xz, const float *hz, const float *c_prev,
+                          const float *h_prev, const float *mask, float *gates, float *c,
+                          float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_lstm_fwd_f64(const double *xz, const double *hz, const double *c_prev,
+                          const double *h_prev, const double *mask, double *gates, double *c,
+                          double *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_lstm_bwd_f32(const float *gy, const float *dh_rec, float *dh, float *dc,
+                          const float *gates, const float *c, const float *c_prev,
+                          const float *mask, float *dz, Py_ssize_t b, Py_ssize_t u)
+    void lnn_lstm_bwd_f64(const double *gy, const double *dh_rec, double *dh, double *dc,
+                          const double *gates, const double *c, const double *c_prev,
+                          const double *mask, double *dz, Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_fwd_f32(const float *xz, const float *hz, const float *bhh,
+                         const float *h_prev, const float *mask, float *gates, float *h,
+                         Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_fwd_f64(const double *xz, const double *hz, const double *bhh,
+                         const double *h_prev, const double *mask, double *gates, double *h,
+                         Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_bwd_f32(const float *gy, const float *dh_rec, float *dh, const float *gates,
+                         const float *h_prev, const float *mask, float *dxz, float *dhz,
+                         Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_bwd_f64(const double *gy, const double *dh_rec, double *dh,
+                         const double *gates, const double *h_prev, const double *mask,
+                         double *dxz, double *dhz, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_fwd_f32(const float *xz, const float *hz, const float *h_prev,
+                         const float *mask, float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_fwd_f64(const double *xz, const double *hz, const double *h_prev,
+                         const double *mask, double *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_bwd_f32(const float *gy, const float *dh_rec, float *dh, const float *h,
+                         const float *mask, float *dz, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_bwd_f64(const double *gy, const double *dh_rec, double *dh, const double *h,
+                         const double *mask, double *dz, Py_ssize_t b, Py_ssize_t u)
+
+
+cdef inline bint _is_f32(cnp.ndarray a) except -1:
+    """True for float32, False for float64; TypeError for anything else."""
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return True
+    if t == cnp.NPY_FLOAT64:
+        return False
+    raise TypeError(f"recurrent kernels take float32 or float64 arrays, not {a.dtype}")
+
+
+cdef inline void *_data(object a):
+    """The data pointer of an ndarray, NULL for None."""
+    if a is None:
+        return NULL
+    return cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef inline Py_ssize_t _rows(cnp.ndarray a):
+    return cnp.PyArray_DIMS(a)[0]
+
+
+cdef inline Py_ssize_t _cols(cnp.ndarray a):
+    return cnp.PyArray_DIMS(a)[1]
+
+
+def lstm_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
+                      cnp.ndarray c_prev not None, cnp.ndarray h_prev not None, mask,
+                      cnp.ndarray gates not None, cnp.ndarray c not None,
+                      cnp.ndarray h not None):
+    """One LSTM step (gate order i, f, g, o): writes gates, c, h. Returns h."""
+    cdef Py_ssize_t b = _rows(c), u = _cols(c)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(xz)
+    cdef void *p1 = cnp.PyArray_DATA(hz)
+    cdef void *p2 = cnp.PyArray_DATA(c_prev)
+    cdef void *p3 = cnp.PyArray_DATA(h_prev)
+    cdef void *p4 = cnp.PyArray_DATA(gates)
+    cdef void *p5 = cnp.PyArray_DATA(c)
+    cdef void *p6 = cnp.PyArray_DATA(h)
+    if _is_f32(c):
+        with nogil:
+            lnn_lstm_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>p3, <float *>m,
+                             <float *>p4, <float *>p5, <float *>p6, b, u)
+    else:
+        with nogil:
+            lnn_lstm_fwd_f64(<double *>p0, <double *>p1, <double *>p2, <double *>p3,
+                             <double *>m, <double *>p4, <double *>p5, <double *>p6, b, u)
+    return h
+
+
+def lstm_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
+                       cnp.ndarray dc not None, cnp.ndarray gates not None,
+                       cnp.ndarray c not None, cnp.ndarray c_prev not None, mask,
+                       cnp.ndarray dz not None):
+    """Back through one LSTM step: writes dz, dh, dc. Returns dz."""
+    cdef Py_ssize_t b = _rows(c), u = _cols(c)
+    cdef void *g = _data(gy)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(dh_rec)
+    cdef void *p1 = cnp.PyArray_DATA(dh)
+    cdef void *p2 = cnp.PyArray_DATA(dc)
+    cdef void *p3 = cnp.PyArray_DATA(gates)
+    cdef void *p4 = cnp.PyArray_DATA(c)
+    cdef void *p5 = cnp.PyArray_DATA(c_prev)
+    cdef void *p6 = cnp.PyArray_DATA(dz)
+    if _is_f32(c):
+        with nogil:
+            lnn_lstm_bwd_f32(<float *>g, <float *>p0, <float *>p1, <float *>p2, <float *>p3,
+                             <float *>p4, <float *>p5, <float *>m, <float *>p6, b, u)
+    else:
+        with nogil:
+            lnn_lstm_bwd_f64(<double *>g, <double *>p0, <double *>p1, <double *>p2,
+                             <double *>p3, <double *>p4, <double *>p5, <double *>m,
+                             <double *>p6, b, u)
+    return dz
+
+
+def gru_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None, bhh,
+                     cnp.ndarray h_prev not None, mask, cnp.ndarray gates not None,
+                     cnp.ndarray h not None):
+    """One GRU step (reset after the matmul; gates z, r, n): writes gates, h. Returns h."""
+    cdef Py_ssize_t b = _rows(h), u = _cols(h)
+    cdef void *bb = _data(bhh)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(xz)
+    cdef void *p1 = cnp.PyArray_DATA(hz)
+    cdef void *p2 = cnp.PyArray_DATA(h_prev)
+    cdef void *p3 = cnp.PyArray_DATA(gates)
+    cdef void *p4 = cnp.PyArray_DATA(h)
+    if _is_f32(h):
+        with nogil:
+            lnn_gru_fwd_f32(<float *>p0, <float *>p1, <float *>bb, <float *>p2, <float *>m,
+                            <float *>p3, <float *>p4, b, u)
+    else:
+        with nogil:
+            lnn_gru_fwd_f64(<double *>p0, <double *>p1, <double *>bb, <double *>p2,
+                            <double *>m, <double *>p3, <double *>p4, b, u)
+    return h
+
+
+def gru_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
+                      cnp.ndarray gates not None, cnp.ndarray h_prev not None, mask,
+                      cnp.ndarray dxz not None, cnp.ndarray dhz not None):
+    """Back through one GRU step: writes dxz, dhz, dh. Returns dxz."""
+    cdef Py_ssize_t b = _rows(h_prev), u = _cols(h_prev)
+    cdef void *g = _data(gy)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(dh_rec)
+    cdef void *p1 = cnp.PyArray_DATA(dh)
+    cdef void *p2 = cnp.PyArray_DATA(gates)
+    cdef void *p3 = cnp.PyArray_DATA(h_prev)
+    cdef void *p4 = cnp.PyArray_DATA(dxz)
+    cdef void *p5 = cnp.PyArray_DATA(dhz)
+    if _is_f32(h_prev):
+        with nogil:
+            lnn_gru_bwd_f32(<float *>g, <float *>p0, <float *>p1, <float *>p2, <float *>p3,
+                            <float *>m, <float *>p4, <float *>p5, b, u)
+    else:
+        with nogil:
+            lnn_gru_bwd_f64(<double *>g, <double *>p0, <double *>p1, <double *>p2,
+                            <double *>p3, <double *>m, <double *>p4, <double *>p5, b, u)
+    return dxz
+
+
+def rnn_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
+                     cnp.ndarray h_prev not None, mask, cnp.ndarray h not None):
+    """One Elman step h = tanh(xz + hz): writes h. Returns h."""
+    cdef Py_ssize_t b = _rows(h), u = _cols(h)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(xz)
+    cdef void *p1 = cnp.PyArray_DATA(hz)
+    cdef void *p2 = cnp.PyArray_DATA(h_prev)
+    cdef void *p3 = cnp.PyArray_DATA(h)
+    if _is_f32(h):
+        with nogil:
+            lnn_rnn_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>m, <float *>p3,
+                            b, u)
+    else:
+        with nogil:
+            lnn_rnn_fwd_f64(<double *>p0, <double *>p1, <double *>p2, <double *>m,
+                            <double *>p3, b, u)
+    return h
+
+
+def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
+                      cnp.ndarray h not None, mask, cnp.ndarray dz not None):
+    """Back through one Elman step: writes dz, dh. Returns dz."""
+    cdef Py_ssize_t b = _rows(h), u = _cols(h)
+    cdef void *g = _data(gy)
+    cdef void *m = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(dh_rec)
+    cdef void *p1 = cnp.PyArray_DATA(dh)
+    cdef void *p2 = cnp.PyArray_DATA(h)
+    cdef void *p3 = cnp.PyArray_DATA(dz)
+    if _is_f32(h):
+        with nogil:
+            lnn_rnn_bwd_f32(<float *>g, <float *>p0, <float *>p1, <float *>p2, <float *>m,
+                            <float *>p3, b, u)
+    else:
+        with nogil:
+            lnn_rnn_bwd_f64(<double *>g, <double *>p0, <double *>p1, <double *>p2,
+                            <double *>m, <double *>p3, b, u)
+    return dz

@@ -1,0 +1,328 @@
+"""Convolution and pooling: kernel parity on every backend, gradient checks, PyTorch oracle,
+layers (shapes, errors, config)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lepton_nn as ln
+import lepton_nn.backend as backend
+from lepton_nn import ShapeError, Tensor, gradcheck
+from lepton_nn.backend.reference import ReferenceBackend
+from lepton_nn.nn import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
+from lepton_nn.nn.serialize import layer_from_config, layer_to_config
+from lepton_nn.ops.conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d, output_size
+
+REF = ReferenceBackend()
+BACKENDS = backend.available()
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=BACKENDS)
+def be(request):
+    with backend.use_backend(request.param) as b:
+        yield b
+
+
+def tol(dtype):
+    return {"rtol": 1e-5, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+def data(shape, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+# -- kernel parity -----------------------------------------------------------------------------
+
+# (N, C, H, W), (kh, kw), (sh, sw), (ph, pw), (dh, dw), extra rows/cols of bottom/right padding
+GEOMS = [
+    ((2, 3, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+    ((1, 2, 8, 5), (3, 2), (2, 1), (0, 1), (1, 2), (1, 0)),
+    ((3, 1, 11, 10), (2, 3), (3, 2), (1, 0), (2, 1), (0, 2)),
+    ((2, 4, 5, 5), (1, 1), (1, 1), (0, 0), (1, 1), (0, 0)),
+    ((0, 3, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
+    ((2, 2, 4, 4), (5, 5), (1, 1), (2, 2), (1, 1), (2, 2)),
+]
+
+
+def _out(shape, k, s, p, d, extra):
+    return output_size(shape[2:], (p[0], p[0] + extra[0], p[1], p[1] + extra[1]), k, s, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", GEOMS)
+def test_im2col_col2im_parity(be, dtype, geom):
+    shape, k, s, p, d, extra = geom
+    oh, ow = _out(shape, k, s, p, d, extra)
+    x = data(shape, dtype)
+    args = (*k, *s, *p, *d)
+    cshape = (shape[0], shape[1] * k[0] * k[1], oh, ow)
+    want = REF.im2col(x, *args, np.empty(cshape, dtype))
+    got = be.im2col(x, *args, np.full(cshape, np.nan, dtype))
+    np.testing.assert_array_equal(got, want)
+    cols = data(cshape, dtype, seed=1)
+    want = REF.col2im(cols, *args, np.empty(shape, dtype))
+    got = be.col2im(cols, *args, np.full(shape, np.nan, dtype))
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), c> == <x, col2im(c)> for the reference (the definition of the adjoint)."""
+    shape, k, s, p, d, extra = GEOMS[2]
+    oh, ow = _out(shape, k, s, p, d, extra)
+    x = data(shape, np.float64)
+    c = data((shape[0], shape[1] * k[0] * k[1], oh, ow), np.float64, seed=3)
+    a = REF.im2col(x, *k, *s, *p, *d, np.empty_like(c))
+    b = REF.col2im(c, *k, *s, *p, *d, np.empty_like(x))
+    assert np.isclose((a * c).sum(), (x * b).sum())
+
+
+POOLS = [
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((2, 2, 7, 9), (3, 3), (2, 2), (1, 1), (0, 0)),
+    ((1, 3, 5, 6), (3, 2), (1, 2), (1, 0), (1, 1)),
+    ((3, 1, 9, 4), (2, 3), (3, 1), (1, 1), (0, 0)),
+    ((0, 2, 6, 6), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((2, 2, 5, 7), (2, 2), (2, 2), (0, 0), (1, 1)),  # "same": padding only below/right
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", POOLS)
+def test_maxpool_parity(be, dtype, geom):
+    shape, k, s, p, extra = geom
+    oh, ow = _out(shape, k, s, p, (1, 1), extra)
+    x = data(shape, dtype)
+    args = (*k, *s, *p)
+    oshape = (*shape[:2], oh, ow)
+    y0, a0 = np.empty(oshape, dtype), np.empty(oshape, np.int64)
+    REF.maxpool2d_forward(x, *args, y0, a0)
+    y1, a1 = np.full(oshape, np.nan, dtype), np.full(oshape, -7, np.int64)
+    assert be.maxpool2d_forward(x, *args, y1, a1) is y1
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(a1, a0)
+    gy = data(oshape, dtype, seed=2)
+    want = REF.maxpool2d_backward(gy, a0, np.empty(shape, dtype))
+    got = be.maxpool2d_backward(gy, a0, np.full(shape, np.nan, dtype))
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", POOLS)
+@pytest.mark.parametrize("count_pad", [True, False])
+def test_avgpool_parity(be, dtype, geom, count_pad):
+    shape, k, s, p, extra = geom
+    oh, ow = _out(shape, k, s, p, (1, 1), extra)
+    x = data(shape, dtype)
+    args = (*k, *s, *p, count_pad)
+    oshape = (*shape[:2], oh, ow)
+    want = REF.avgpool2d_forward(x, *args, np.empty(oshape, dtype))
+    got = be.avgpool2d_forward(x, *args, np.full(oshape, np.nan, dtype))
+    np.testing.assert_allclose(got, want, **tol(dtype))
+    gy = data(oshape, dtype, seed=2)
+    want = REF.avgpool2d_backward(gy, *args, np.empty(shape, dtype))
+    got = be.avgpool2d_backward(gy, *args, np.full(shape, np.nan, dtype))
+    np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+def test_maxpool_ties_pick_the_first():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    for name in BACKENDS:
+        with backend.use_backend(name) as b:
+            y, a = np.empty((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.int64)
+            b.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y, a)
+            assert a.item() == 0, name
+
+
+# -- gradient checks (float64, tiny sizes) -----------------------------------------------------
+
+
+def t(shape, seed=0, grad=True):
+    return Tensor(data(shape, np.float64, seed), requires_grad=grad)
+
+
+CONV_CASES = [
+    dict(stride=1, padding=0, dilation=1),
+    dict(stride=2, padding=1, dilation=1),
+    dict(stride=(2, 1), padding=(0, 2), dilation=(1, 2)),
+    dict(stride=1, padding="same", dilation=2),
+    dict(stride=2, padding="same", dilation=1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_gradcheck(be, case):
+    x, w, b = t((2, 2, 5, 6)), t((3, 2, 3, 2), 1), t((3,), 2)
+    assert gradcheck(lambda x, w, b: conv2d(x, w, b, **case), x, w, b)
+
+
+def test_conv2d_gradcheck_1x1_and_no_bias():
+    x, w = t((2, 3, 3, 4)), t((2, 3, 1, 1), 1)
+    assert gradcheck(lambda x, w: conv2d(x, w), x, w)
+    assert gradcheck(lambda x, w: conv2d(x, w, stride=2), x, w)
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding", [(2, None, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0)), (2, 2, "same")]
+)
+def test_pool_gradcheck(be, kernel, stride, padding):
+    x = t((2, 2, 5, 7))
+    assert gradcheck(lambda x: max_pool2d(x, kernel, stride, padding), x)
+    for cip in (True, False):
+        assert gradcheck(lambda x, cip=cip: avg_pool2d(x, kernel, stride, padding, cip), x)
+
+
+def test_global_avg_pool_gradcheck():
+    assert gradcheck(global_avg_pool2d, t((2, 3, 3, 5)))
+
+
+def test_small_cnn_gradcheck():
+    ln.set_seed(0)
+    model = Sequential(
+        [
+            Conv2D(3, 3, padding="same", activation="tanh"),
+            MaxPool2D(2),
+            Conv2D(2, 2, stride=1),
+            GlobalAvgPool2D(),
+        ]
+    ).astype("float64")
+    x = t((2, 1, 6, 6), grad=False)
+    model(x)
+    assert gradcheck(*as_function(model, x))
+
+
+def as_function(model, *inputs):
+    """(fn, *tensors): fn(*params) runs the model with those tensors as its parameters."""
+    slots = [(m, k) for m in model.modules() for k, _ in m._own_parameters()]
+    start = [Tensor(getattr(m, k).data.copy(), requires_grad=True) for m, k in slots]
+
+    def fn(*params):
+        for (m, k), p in zip(slots, params):
+            setattr(m, k, p)
+        return model(*inputs)
+
+    return fn, *start
+
+
+# -- PyTorch oracle ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_matches_torch(be, case, dtype):
+    torch = pytest.importorskip("torch")
+    x, w, b = data((3, 4, 9, 8), dtype), data((5, 4, 3, 3), dtype, 1), data((5,), dtype, 2)
+    X, W, B = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    y = conv2d(X, W, B, **case)
+    gy = data(y.shape, dtype, 3)
+    y.backward(gy)
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, case["stride"], case["padding"], case["dilation"])
+    ty.backward(torch.tensor(gy))
+    t_ = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), **t_)
+    for ours, theirs in ((X, tx), (W, tw), (B, tb)):
+        assert ours.grad.dtype == dtype
+        np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), **t_)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), ((3, 2), (1, 2), (1, 0))])
+def test_pools_match_torch(be, kernel, stride, padding):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    x = data((2, 3, 9, 8), np.float64)
+    for ours_fn, theirs_fn in (
+        (
+            lambda v: max_pool2d(v, kernel, stride, padding),
+            lambda v: F.max_pool2d(v, kernel, stride, padding),
+        ),
+        (
+            lambda v: avg_pool2d(v, kernel, stride, padding),
+            lambda v: F.avg_pool2d(v, kernel, stride, padding),
+        ),
+        (
+            lambda v: avg_pool2d(v, kernel, stride, padding, count_include_pad=False),
+            lambda v: F.avg_pool2d(v, kernel, stride, padding, count_include_pad=False),
+        ),
+    ):
+        X, tx = Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        y, ty = ours_fn(X), theirs_fn(tx)
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(X.grad, tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_layer_exchanges_weights_with_torch():
+    torch = pytest.importorskip("torch")
+    ln.set_seed(1)
+    layer = Conv2D(4, (3, 2), stride=2, padding=1, dilation=(1, 2), activation="relu")
+    x = data((2, 3, 10, 9), np.float32)
+    y = layer(x)
+    conv = torch.nn.Conv2d(3, 4, (3, 2), stride=2, padding=1, dilation=(1, 2))
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor(layer.weight.data))
+        conv.bias.copy_(torch.tensor(layer.bias.data))
+    ty = torch.relu(conv(torch.tensor(x)))
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+def test_conv2d_layer_shapes_and_same_padding():
+    for stride, hw in ((1, (7, 8)), (2, (4, 4)), (3, (3, 3))):
+        layer = Conv2D(6, 3, stride=stride, padding="same")
+        y = layer(np.zeros((2, 3, 7, 8), np.float32))
+        assert y.shape == (2, 6, *hw) and y.dtype == np.float32
+    assert layer.weight.shape == (6, 3, 3, 3) and layer.bias.shape == (6,)
+    assert Conv2D(2, 2, in_channels=5).num_parameters() == 2 * 5 * 4 + 2
+
+
+def test_pool_layers_shapes():
+    x = np.zeros((2, 3, 9, 8), np.float32)
+    assert MaxPool2D(2)(x).shape == (2, 3, 4, 4)
+    assert MaxPool2D(3, stride=1, padding="same")(x).shape == (2, 3, 9, 8)
+    assert AvgPool2D((3, 2), stride=(2, 1), padding=(1, 0))(x).shape == (2, 3, 5, 7)
+    assert GlobalAvgPool2D()(x).shape == (2, 3)
+
+
+def test_conv2d_errors_name_layer_and_shapes():
+    layer = Conv2D(4, 3, name="c1")
+    with pytest.raises(
+        ShapeError, match=r"'c1'.*\(batch, channels, height, width\).*\(None, 3, 8\)"
+    ):
+        layer(np.zeros((2, 3, 8), np.float32))
+    layer(np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(ShapeError, match=r"'c1'.*\(batch, 3, height, width\).*\(1, 2, 8, 8\)"):
+        layer(np.zeros((1, 2, 8, 8), np.float32))
+    with pytest.raises(ShapeError, match="does not fit"):
+        layer(np.zeros((1, 3, 2, 2), np.float32))
+    with pytest.raises(ShapeError, match="MaxPool2D"):
+        MaxPool2D(2)(np.zeros((2, 8), np.float32))
+    with pytest.raises(ValueError, match="padding"):
+        Conv2D(4, 3, padding="full")
+    with pytest.raises(ValueError, match="half the pool size"):
+        max_pool2d(Tensor(np.zeros((1, 1, 4, 4))), 2, 2, 2)
+
+
+def test_conv_configs_round_trip():
+    model = Sequential(
+        [
+            Conv2D(4, (3, 2), stride=(2, 1), padding=(1, 0), activation="relu", in_channels=2),
+            MaxPool2D(2, padding="same"),
+            AvgPool2D(2, count_include_pad=False),
+            GlobalAvgPool2D(),
+            Flatten(),
+        ]
+    )
+    again = layer_from_config(layer_to_config(model))
+    assert [layer_to_config(m) for m in again] == [layer_to_config(m) for m in model]
+
+
+def test_float64_model_and_no_grad():
+    layer = Conv2D(2, 3, padding=1, dtype="float64")
+    with ln.no_grad():
+        y = layer(np.ones((1, 1, 4, 4)))
+    assert y.dtype == np.float64 and y._ctx is None

@@ -1,0 +1,457 @@
+"""Recurrent networks and embeddings: step-kernel parity on every backend, gradient checks
+(masks, reverse, initial states), PyTorch oracle (packed variable-length batches), layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lepton_nn as ln
+import lepton_nn.backend as backend
+from lepton_nn import ShapeError, Tensor, gradcheck
+from lepton_nn.backend.reference import ReferenceBackend
+from lepton_nn.nn import GRU, LSTM, Dense, Embedding, Sequential, SimpleRNN
+from lepton_nn.nn.serialize import layer_from_config, layer_to_config
+from lepton_nn.ops.recurrent import embedding, gru, lengths_to_mask, lstm, simple_rnn
+
+REF = ReferenceBackend()
+BACKENDS = backend.available()
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(params=BACKENDS)
+def be(request):
+    with backend.use_backend(request.param) as b:
+        yield b
+
+
+def tol(dtype):
+    return {"rtol": 2e-5, "atol": 2e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-13}
+
+
+def data(shape, dtype, seed=0, scale=1.5):
+    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(dtype)
+
+
+def mask_for(b, dtype, with_mask):
+    if not with_mask:
+        return None
+    m = np.ones(b, dtype)
+    m[1::3] = 0
+    return m
+
+
+def run(be_, name, args, outs):
+    """Run kernel ``name`` on copies of ``outs`` (in/out arrays); return the copies."""
+    outs = [o.copy() for o in outs]
+    getattr(be_, name)(*args(outs))
+    return outs
+
+
+# -- step-kernel parity ------------------------------------------------------------------------
+
+SIZES = [(5, 7), (1, 1), (0, 3), (33, 17)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,u", SIZES)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_lstm_step_parity(be, dtype, b, u, with_mask):
+    m = mask_for(b, dtype, with_mask)
+    xz, hz = data((b, 4 * u), dtype, 1, 3), data((b, 4 * u), dtype, 2, 3)
+    cp, hp = data((b, u), dtype, 3), data((b, u), dtype, 4)
+    outs = [
+        np.full((b, 4 * u), np.nan, dtype),
+        np.full((b, u), np.nan, dtype),
+        np.full((b, u), np.nan, dtype),
+    ]
+    fwd = lambda o: (xz, hz, cp, hp, m, *o)  # noqa: E731
+    want = run(REF, "lstm_step_forward", fwd, outs)
+    got = run(be, "lstm_step_forward", fwd, outs)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **tol(dtype))
+    gates, c = want[0], want[1]
+    for gy in (data((b, u), dtype, 5), None):
+        dh_rec = data((b, u), dtype, 6)
+        ins = [data((b, u), dtype, 7), data((b, u), dtype, 8), np.full((b, 4 * u), np.nan, dtype)]
+        bwd = lambda o, gy=gy, dh_rec=dh_rec: (gy, dh_rec, o[0], o[1], gates, c, cp, m, o[2])  # noqa: E731
+        for g, w in zip(
+            run(be, "lstm_step_backward", bwd, ins), run(REF, "lstm_step_backward", bwd, ins)
+        ):
+            np.testing.assert_allclose(g, w, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,u", SIZES)
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_gru_step_parity(be, dtype, b, u, with_mask, with_bias):
+    m = mask_for(b, dtype, with_mask)
+    xz, hz = data((b, 3 * u), dtype, 1, 3), data((b, 3 * u), dtype, 2, 3)
+    bhh = data(3 * u, dtype, 9) if with_bias else None
+    hp = data((b, u), dtype, 4)
+    outs = [np.full((b, 4 * u), np.nan, dtype), np.full((b, u), np.nan, dtype)]
+    fwd = lambda o: (xz, hz, bhh, hp, m, *o)  # noqa: E731
+    want = run(REF, "gru_step_forward", fwd, outs)
+    for g, w in zip(run(be, "gru_step_forward", fwd, outs), want):
+        np.testing.assert_allclose(g, w, **tol(dtype))
+    gates = want[0]
+    for gy in (data((b, u), dtype, 5), None):
+        dh_rec = data((b, u), dtype, 6)
+        ins = [
+            data((b, u), dtype, 7),
+            np.full((b, 3 * u), np.nan, dtype),
+            np.full((b, 3 * u), np.nan, dtype),
+        ]
+        bwd = lambda o, gy=gy, dh_rec=dh_rec: (gy, dh_rec, o[0], gates, hp, m, o[1], o[2])  # noqa: E731
+        for g, w in zip(
+            run(be, "gru_step_backward", bwd, ins), run(REF, "gru_step_backward", bwd, ins)
+        ):
+            np.testing.assert_allclose(g, w, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,u", SIZES)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_rnn_step_parity(be, dtype, b, u, with_mask):
+    m = mask_for(b, dtype, with_mask)
+    xz, hz, hp = data((b, u), dtype, 1, 3), data((b, u), dtype, 2, 3), data((b, u), dtype, 4)
+    fwd = lambda o: (xz, hz, hp, m, *o)  # noqa: E731
+    outs = [np.full((b, u), np.nan, dtype)]
+    want = run(REF, "rnn_step_forward", fwd, outs)
+    np.testing.assert_allclose(run(be, "rnn_step_forward", fwd, outs)[0], want[0], **tol(dtype))
+    for gy in (data((b, u), dtype, 5), None):
+        dh_rec = data((b, u), dtype, 6)
+        ins = [data((b, u), dtype, 7), np.full((b, u), np.nan, dtype)]
+        bwd = lambda o, gy=gy, dh_rec=dh_rec: (gy, dh_rec, o[0], want[0], m, o[1])  # noqa: E731
+        for g, w in zip(
+            run(be, "rnn_step_backward", bwd, ins), run(REF, "rnn_step_backward", bwd, ins)
+        ):
+            np.testing.assert_allclose(g, w, **tol(dtype))
+
+
+def test_float32_gate_math_is_accurate_at_extremes(be):
+    """Saturated and tiny pre-activations: sigmoid/tanh stay within float32 rounding."""
+    z = np.array([[-100, -20, -1e-6, 0, 1e-6, 0.3, 20, 100]], np.float32)
+    u = z.shape[1]
+    xz = np.tile(z, (1, 4))
+    gates = np.empty((1, 4 * u), np.float32)
+    c, h = np.empty((1, u), np.float32), np.empty((1, u), np.float32)
+    zeros = np.zeros((1, u), np.float32)
+    be.lstm_step_forward(xz, np.zeros_like(xz), zeros, zeros, None, gates, c, h)
+    z64 = z.astype(np.float64)[0]
+    np.testing.assert_allclose(gates[0, :u], 1 / (1 + np.exp(-z64)), rtol=3e-7, atol=1e-30)
+    np.testing.assert_allclose(gates[0, 2 * u : 3 * u], np.tanh(z64), rtol=3e-7, atol=1e-30)
+
+
+# -- gradient checks (float64, tiny sizes) -----------------------------------------------------
+
+
+def t(shape, seed=0, grad=True, scale=0.7):
+    return Tensor(data(shape, np.float64, seed, scale), requires_grad=grad)
+
+
+B, T_, F, U = 3, 4, 2, 3
+MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 1, 0]], bool)  # full, prefix, holes
+
+
+def _sum3(y, *states):
+    out = y.sum(axis=1) * 1.0
+    for s in states:
+        out = out + s * 2.0
+    return out
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask", [None, MASK], ids=["nomask", "mask"])
+def test_lstm_gradcheck(be, reverse, mask):
+    args = [
+        t((B, T_, F)),
+        t((F, 4 * U), 1),
+        t((U, 4 * U), 2),
+        t((4 * U,), 3),
+        t((B, U), 4),
+        t((B, U), 5),
+    ]
+
+    def f(x, wi, wh, b, h0, c0):
+        return _sum3(*lstm(x, wi, wh, b, h0, c0, mask=mask, reverse=reverse))
+
+    assert gradcheck(f, *args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask", [None, MASK], ids=["nomask", "mask"])
+def test_gru_gradcheck(be, reverse, mask):
+    args = [
+        t((B, T_, F)),
+        t((F, 3 * U), 1),
+        t((U, 3 * U), 2),
+        t((3 * U,), 3),
+        t((3 * U,), 4),
+        t((B, U), 5),
+    ]
+
+    def f(x, wi, wh, b, bh, h0):
+        return _sum3(*gru(x, wi, wh, b, bh, h0, mask=mask, reverse=reverse))
+
+    assert gradcheck(f, *args)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("mask", [None, MASK], ids=["nomask", "mask"])
+def test_simple_rnn_gradcheck(be, reverse, mask):
+    args = [t((B, T_, F)), t((F, U), 1), t((U, U), 2), t((U,), 3), t((B, U), 4)]
+
+    def f(x, wi, wh, b, h0):
+        return _sum3(*simple_rnn(x, wi, wh, b, h0, mask=mask, reverse=reverse))
+
+    assert gradcheck(f, *args)
+
+
+def as_function(model, *inputs, **kwargs):
+    """(fn, *tensors): fn(*params) runs the model with those tensors as its parameters."""
+    slots = [(m, k) for m in model.modules() for k, _ in m._own_parameters()]
+    start = [Tensor(getattr(m, k).data.copy(), requires_grad=True) for m, k in slots]
+
+    def fn(*params):
+        for (m, k), p in zip(slots, params):
+            setattr(m, k, p)
+        return model(*inputs, **kwargs)
+
+    return fn, *start
+
+
+@pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
+def test_bidirectional_layer_gradcheck_with_lengths(cls):
+    ln.set_seed(0)
+    layer = cls(2, return_sequences=True, bidirectional=True, dtype="float64")
+    x = t((3, 4, 2))
+    lengths = np.array([4, 2, 1])
+    layer(x, lengths=lengths)
+    assert gradcheck(*as_function(layer, x, lengths=lengths))
+    # and the input gradient, with the final states as outputs
+    layer.return_sequences, layer.return_state = False, True
+    assert gradcheck(lambda v: sum((s * 1.0).sum() for s in layer(v, lengths=lengths)), x)
+
+
+def test_embedding_gradcheck():
+    ids = np.array([[0, 2, 2], [4, 0, 1]])
+    assert gradcheck(lambda w: embedding(ids, w), t((5, 3)))
+
+
+# -- masking semantics -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn,extra", [(lstm, 4), (gru, 3), (simple_rnn, 1)])
+def test_padding_equals_running_each_sequence_alone(fn, extra):
+    x, lengths = data((3, 6, 2), np.float64, 0), np.array([6, 3, 0])
+    wi, wh, b = (
+        data((2, extra * 4), np.float64, 1, 0.5),
+        data((4, extra * 4), np.float64, 2, 0.5),
+        data(extra * 4, np.float64, 3),
+    )
+    mask = lengths_to_mask(lengths, 6)
+    for reverse in (False, True):
+        y, h, *_ = fn(Tensor(x), Tensor(wi), Tensor(wh), Tensor(b), mask=mask, reverse=reverse)
+        for i, n in enumerate(lengths):
+            yi, hi, *_ = fn(
+                Tensor(x[i : i + 1, :n]), Tensor(wi), Tensor(wh), Tensor(b), reverse=reverse
+            )
+            np.testing.assert_allclose(y.data[i, :n], yi.data[0], rtol=1e-12, atol=1e-12)
+            np.testing.assert_array_equal(y.data[i, n:], 0)
+            np.testing.assert_allclose(h.data[i], hi.data[0], rtol=1e-12, atol=1e-12)
+
+
+# -- PyTorch oracle ----------------------------------------------------------------------------
+
+
+def _torch_rnn(torch, cls, layer, bidirectional):
+    """A torch.nn.{LSTM,GRU,RNN} holding ``layer``'s weights (transposed; GRU blocks reordered)."""
+    f, u = layer.input_size, layer.units
+    m = getattr(torch.nn, cls)(f, u, batch_first=True, bidirectional=bidirectional).double()
+    perm = np.r_[u : 2 * u, 0:u, 2 * u : 3 * u] if cls == "GRU" else slice(None)  # z,r,n -> r,z,n
+    with torch.no_grad():
+        for d, td in (
+            (("", "_l0"), ("_reverse", "_l0_reverse")) if bidirectional else (("", "_l0"),)
+        ):
+            getattr(m, "weight_ih" + td).copy_(
+                torch.tensor(getattr(layer, "weight_ih" + d).data.T[perm])
+            )
+            getattr(m, "weight_hh" + td).copy_(
+                torch.tensor(getattr(layer, "weight_hh" + d).data.T[perm])
+            )
+            getattr(m, "bias_ih" + td).copy_(torch.tensor(getattr(layer, "bias" + d).data[perm]))
+            bhh = (
+                getattr(layer, "bias_hh" + d).data[perm]
+                if cls == "GRU"
+                else 0 * getattr(layer, "bias" + d).data
+            )
+            getattr(m, "bias_hh" + td).copy_(torch.tensor(bhh))
+    return m, perm
+
+
+@pytest.mark.parametrize("cls", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_layers_match_torch_with_variable_lengths(be, cls, bidirectional):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    ln.set_seed(3)
+    ours = {"LSTM": LSTM, "GRU": GRU, "RNN": SimpleRNN}[cls]
+    layer = ours(
+        5, return_sequences=True, return_state=True, bidirectional=bidirectional, dtype="float64"
+    )
+    layer.bias_initializer = "glorot_uniform"
+    x = data((4, 7, 3), np.float64, 1)
+    lengths = np.array([7, 5, 1, 3])
+    layer.build((None, 7, 3))
+    X = Tensor(x, requires_grad=True)
+    y, *states = layer(X, lengths=lengths)
+    gy = data(y.shape, np.float64, 2) * lengths_to_mask(lengths, 7)[:, :, None]
+    loss = (y * Tensor(gy)).sum() + sum((s * (k + 1.0)).sum() for k, s in enumerate(states))
+    loss.backward()
+
+    m, perm = _torch_rnn(torch, cls, layer, bidirectional)
+    tx = torch.tensor(x, requires_grad=True)
+    packed = pack_padded_sequence(tx, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
+    tout, tst = m(packed)
+    ty, _ = pad_packed_sequence(tout, batch_first=True, total_length=7)
+    tst = tst if cls == "LSTM" else (tst,)
+    # ours: (h_fwd, [c_fwd], h_bwd, [c_bwd]); torch: h_n (dirs, B, U) [, c_n]
+    theirs = [s[d] for d in range(2 if bidirectional else 1) for s in tst]
+    tloss = (ty * torch.tensor(gy)).sum() + sum((s * (k + 1.0)).sum() for k, s in enumerate(theirs))
+    tloss.backward()
+
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for s, ts in zip(states, theirs):
+        np.testing.assert_allclose(s.data, ts.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(X.grad, tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    for d, td in (("", "_l0"), ("_reverse", "_l0_reverse")) if bidirectional else (("", "_l0"),):
+        inv = np.argsort(perm) if cls == "GRU" else slice(None)
+        tw = getattr(m, "weight_ih" + td).grad.numpy()[inv].T
+        np.testing.assert_allclose(getattr(layer, "weight_ih" + d).grad, tw, rtol=1e-9, atol=1e-11)
+        tw = getattr(m, "weight_hh" + td).grad.numpy()[inv].T
+        np.testing.assert_allclose(getattr(layer, "weight_hh" + d).grad, tw, rtol=1e-9, atol=1e-11)
+        tb = getattr(m, "bias_ih" + td).grad.numpy()[inv]
+        np.testing.assert_allclose(getattr(layer, "bias" + d).grad, tb, rtol=1e-9, atol=1e-11)
+        if cls == "GRU":
+            tb = getattr(m, "bias_hh" + td).grad.numpy()[inv]
+            np.testing.assert_allclose(
+                getattr(layer, "bias_hh" + d).grad, tb, rtol=1e-9, atol=1e-11
+            )
+
+
+def test_lstm_float32_matches_torch(be):
+    torch = pytest.importorskip("torch")
+    ln.set_seed(4)
+    layer = LSTM(16, return_sequences=True)
+    x = data((8, 12, 5), np.float32, 3)
+    X = Tensor(x, requires_grad=True)
+    y = layer(X)
+    (y * y).sum().backward()
+    m, _ = _torch_rnn(torch, "LSTM", layer, False)
+    m = m.float()
+    tx = torch.tensor(x, requires_grad=True)
+    ty, _ = m(tx)
+    (ty * ty).sum().backward()
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(X.grad, tx.grad.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        layer.weight_hh.grad, m.weight_hh_l0.grad.numpy().T, rtol=1e-3, atol=1e-4
+    )
+
+
+def test_embedding_matches_torch():
+    torch = pytest.importorskip("torch")
+    ln.set_seed(0)
+    emb = Embedding(6, 4, dtype="float64")
+    ids = np.array([[1, 5, 1], [0, 3, 1]])
+    y = emb(ids)
+    gy = data(y.shape, np.float64, 1)
+    y.backward(gy)
+    te = torch.nn.Embedding(6, 4).double()
+    with torch.no_grad():
+        te.weight.copy_(torch.tensor(emb.weight.data))
+    te(torch.tensor(ids)).backward(torch.tensor(gy))
+    np.testing.assert_allclose(emb.weight.grad, te.weight.grad.numpy(), rtol=1e-12)
+
+
+# -- layers ------------------------------------------------------------------------------------
+
+
+def test_layer_outputs_and_weight_shapes():
+    x = np.zeros((2, 5, 3), np.float32)
+    lstm_ = LSTM(4)
+    assert lstm_(x).shape == (2, 4)
+    assert lstm_.weight_ih.shape == (3, 16) and lstm_.weight_hh.shape == (4, 16)
+    assert lstm_.bias.shape == (16,) and np.all(lstm_.bias.data[4:8] == 1)  # unit forget bias
+    g = GRU(4, return_sequences=True, bidirectional=True)
+    assert g(x).shape == (2, 5, 8)
+    assert [n for n, _ in g.named_parameters()] == [
+        "weight_ih", "weight_hh", "bias", "bias_hh",
+        "weight_ih_reverse", "weight_hh_reverse", "bias_reverse", "bias_hh_reverse",
+    ]  # fmt: skip
+    out, h_f, c_f, h_b, c_b = LSTM(4, return_state=True, bidirectional=True)(x)
+    assert out.shape == (2, 8) and h_f.shape == c_b.shape == (2, 4)
+    assert SimpleRNN(4, input_size=3).num_parameters() == 3 * 4 + 4 * 4 + 4
+    y = Embedding(10, 3)(np.array([[1, 2], [3, 9]]))
+    assert y.shape == (2, 2, 3) and y.dtype == np.float32
+
+
+def test_initial_state_and_stacking():
+    ln.set_seed(0)
+    x = data((2, 6, 3), np.float32)
+    enc = LSTM(4, return_state=True)
+    _, h, c = enc(x)
+    dec = LSTM(4, return_sequences=True)
+    y = dec(x, initial_state=[h, c])
+    assert y.shape == (2, 6, 4)
+    model = Sequential([GRU(5, return_sequences=True), GRU(5), Dense(2)])
+    out = model(x)
+    (out * out).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_lengths_and_mask_agree():
+    ln.set_seed(0)
+    layer = GRU(3, return_sequences=True)
+    x = data((3, 5, 2), np.float32)
+    lengths = np.array([5, 2, 3])
+    a = layer(x, lengths=lengths).data
+    b = layer(x, mask=lengths_to_mask(lengths, 5)).data
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[1, 2:], 0)
+
+
+def test_recurrent_errors():
+    layer = LSTM(4, name="enc")
+    with pytest.raises(ShapeError, match=r"'enc'.*\(batch, time, features\).*\(None, 3\)"):
+        layer(np.zeros((2, 3), np.float32))
+    layer(np.zeros((2, 5, 3), np.float32))
+    with pytest.raises(ShapeError, match=r"'enc'.*\(batch, time, 3\).*\(2, 5, 4\)"):
+        layer(np.zeros((2, 5, 4), np.float32))
+    x = np.zeros((2, 5, 3), np.float32)
+    with pytest.raises(ValueError, match="lengths must lie"):
+        layer(x, lengths=np.array([6, 1]))
+    with pytest.raises(ShapeError, match="mask of shape"):
+        layer(x, mask=np.ones((2, 4), bool))
+    with pytest.raises(ValueError, match="not both"):
+        layer(x, lengths=np.array([1, 1]), mask=np.ones((2, 5), bool))
+    with pytest.raises(ValueError, match="initial_state needs 2"):
+        layer(x, initial_state=[np.zeros((2, 4), np.float32)])
+    with pytest.raises(ShapeError, match="initial state"):
+        layer(x, initial_state=[np.zeros((2, 3), np.float32)] * 2)
+    with pytest.raises(ValueError, match="ids must lie"):
+        Embedding(3, 2)(np.array([3]))
+
+
+def test_recurrent_configs_round_trip():
+    for layer in (
+        LSTM(4, return_sequences=True, bidirectional=True, input_size=3, unit_forget_bias=False),
+        GRU(2, return_state=True),
+        SimpleRNN(3, use_bias=False),
+        Embedding(7, 2),
+    ):
+        again = layer_from_config(layer_to_config(layer))
+        assert layer_to_config(again) == layer_to_config(layer)
