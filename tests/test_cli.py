@@ -27,16 +27,32 @@ def small_csv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(small_csv, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("model") / "m.lnn")
-    rc = main(["train", small_csv, "--target", "Status", "--positive", "bad", "--hidden", "16",
-               "--epochs", "30", "-o", out])
+    rc = main(
+        [
+            "train",
+            small_csv,
+            "--target",
+            "Status",
+            "--positive",
+            "bad",
+            "--hidden",
+            "16",
+            "--epochs",
+            "30",
+            "-o",
+            out,
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_train_prints_validation_metrics(small_csv, tmp_path, capsys):
     out = str(tmp_path / "m.lnn")
-    assert main(["train", small_csv, "--target", "Status", "--epochs", "5", "--cv", "2",
-                 "-o", out]) == 0
+    assert (
+        main(["train", small_csv, "--target", "Status", "--epochs", "5", "--cv", "2", "-o", out])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "2-fold cross-validation" in text and "roc_auc" in text and "saved" in text
 
@@ -44,8 +60,16 @@ def test_train_prints_validation_metrics(small_csv, tmp_path, capsys):
 def test_evaluate_json_has_the_documented_keys(trained, small_csv, capsys):
     assert main(["evaluate", trained, small_csv, "--target", "Status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"accuracy", "precision", "recall", "f1", "roc_auc", "ks",
-                           "confusion_matrix", "n"}
+    assert set(report) == {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "ks",
+        "confusion_matrix",
+        "n",
+    }
     assert report["n"] == 600
     assert np.asarray(report["confusion_matrix"]).sum() == 600
     assert 0.6 < report["accuracy"] <= 1 and 0.6 < report["roc_auc"] <= 1
@@ -86,8 +110,9 @@ def test_info_of_a_model_file_prints_its_manifest(trained, capsys):
 def test_bad_csv_gives_one_line_and_nonzero_exit(tmp_path, capsys, content, expect):
     p = tmp_path / "bad.csv"
     p.write_text(content)
-    rc = main(["train", str(p), "--target", "Status", "--epochs", "1", "-o",
-               str(tmp_path / "m.lnn")])
+    rc = main(
+        ["train", str(p), "--target", "Status", "--epochs", "1", "-o", str(tmp_path / "m.lnn")]
+    )
     err = capsys.readouterr().err
     if expect is None:
         assert rc == 0
@@ -110,8 +135,9 @@ def test_missing_file_is_a_clean_error(capsys):
 
 
 def test_python_dash_m_runs_the_command():
-    r = subprocess.run([sys.executable, "-m", "lepton_nn", "--version"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "lepton_nn", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and r.stdout.startswith("lepton_nn ")
 
 

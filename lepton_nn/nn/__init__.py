@@ -1,5 +1,6 @@
 """Floor 5: modules with parameters. Stateless math lives in :mod:`lepton_nn.ops`."""
 
+from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .init import INITIALIZERS, get_initializer
 from .layers import (
     GELU,
@@ -13,7 +14,6 @@ from .layers import (
     Softmax,
     Tanh,
 )
-from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .module import Module, Parameter
 from .norm import BatchNorm, LayerNorm
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
