@@ -7,6 +7,7 @@ readable line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -215,6 +216,83 @@ def cmd_demo(args) -> int:
     return 0 if same else 1
 
 
+def _grid(text: str) -> dict[str, list]:
+    """``"lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2"`` -> {"lr": [...], "hidden": [...], ...}."""
+    grid: dict[str, list] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, values = part.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in _TUNABLE or not values:
+            raise LeptonError(
+                f"--grid: unknown or empty entry {part!r}; tunable: {sorted(_TUNABLE)}"
+            )
+        try:
+            grid[name] = [_TUNABLE[name](v.strip()) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise LeptonError(f"--grid: bad value in {part!r}") from None
+    return grid
+
+
+_TUNABLE = {
+    "lr": float,
+    "weight_decay": float,
+    "dropout": float,
+    "hidden": lambda v: tuple(int(h) for h in v.split("x")),
+    "batch_size": int,
+    "epochs": int,
+}
+
+
+def cmd_tune(args) -> int:
+    from .data import LabelEncoder, Preprocessor, read_csv
+    from .tabular import mlp_trainer
+    from .tuning import GridSearch, RandomSearch, choice, loguniform, uniform
+
+    table = read_csv(args.data, target=args.target)
+    pre = Preprocessor(missing_indicator=True)
+    X, y_raw = pre.fit_resample(table, table.target)
+    labels = LabelEncoder(positive=args.positive).fit(y_raw)
+    y = labels.transform(y_raw)
+    n_out = 1 if len(labels.classes_) == 2 else len(labels.classes_)
+    build = functools.partial(mlp_trainer, n_in=X.shape[1], n_out=n_out)  # picklable
+    if n_out == 1:
+        y = y.astype(np.float32).reshape(-1, 1)
+    kw = {
+        "cv": args.cv,
+        "seed": args.seed,
+        "executor": "serial" if args.jobs == 1 else None,
+        "n_jobs": args.jobs,
+        "scoring": args.scoring,
+        "fit_kwargs": {"epochs": 30, "batch_size": 64},
+    }
+    if args.trials:
+        space = {
+            "lr": loguniform(1e-4, 1e-2),
+            "hidden": choice([(16,), (32,), (32, 16), (64, 32)]),
+            "dropout": uniform(0.0, 0.5),
+            "weight_decay": loguniform(1e-5, 1e-2),
+            "batch_size": choice([32, 64, 128]),
+        }
+        search = RandomSearch(build, space, n_trials=args.trials, **kw)
+    else:
+        grid = (
+            _grid(args.grid)
+            if args.grid
+            else {"lr": [1e-3, 3e-3], "hidden": [(32, 16), (64, 32)], "dropout": [0.0, 0.2]}
+        )
+        search = GridSearch(build, grid, **kw)
+    t0 = time.perf_counter()
+    search.fit(X, y)
+    print(
+        f"{len(search.results_)} configurations x {args.cv} folds "
+        f"({time.perf_counter() - t0:.1f} s; preprocessing statistics from all rows, "
+        "labels unused):"
+    )
+    print(search.table(top=args.top))
+    print(f"best: {search.best_params_}  {search.scoring_} {search.best_score_:.4f}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from . import backend
     from .kernels import cpu_features
@@ -286,6 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("-o", "--output", help="where to save the model (default ./credit_model.lnn)")
     d.set_defaults(fn=cmd_demo)
+
+    u = sub.add_parser("tune", help="grid or random search of the network's hyperparameters")
+    u.add_argument("data")
+    u.add_argument("--target", required=True)
+    u.add_argument("--positive", help="label of the positive class (binary targets)")
+    u.add_argument("--grid", help='e.g. "lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2"')
+    u.add_argument("--trials", type=int, default=0, help="random search with N trials instead")
+    u.add_argument("--cv", type=int, default=5)
+    u.add_argument("--scoring", help="metric to rank by (default roc_auc / accuracy)")
+    u.add_argument("--jobs", type=int, default=None, help="worker processes (1: no pool)")
+    u.add_argument("--top", type=int, default=10, help="rows of the table to print")
+    u.add_argument("--seed", type=int, default=0)
+    u.set_defaults(fn=cmd_tune)
 
     i = sub.add_parser("info", help="versions, backends, CPU features; or a model file's manifest")
     i.add_argument("model", nargs="?")

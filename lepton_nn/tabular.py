@@ -363,3 +363,31 @@ def _plain(v: Any) -> Any:
 
 
 register_loader("tabular", TabularModel.from_lnn)
+
+
+def mlp_trainer(
+    n_in: int,
+    n_out: int = 1,
+    hidden: tuple[int, ...] = (32, 16),
+    dropout: float = 0.2,
+    lr: float = 3e-3,
+    weight_decay: float = 1e-3,
+):
+    """``build_fn`` for :mod:`lepton_nn.tuning` searches over the TabularModel's network.
+
+    Module level so that process pools can pickle it. ``n_out`` 1 means a binary target
+    (BCE on one logit); more means softmax cross-entropy.
+    """
+    from .train import Trainer
+
+    layers: list = []
+    for h in hidden:
+        layers.append(Dense(int(h), "relu"))
+        if dropout:
+            layers.append(Dropout(dropout))
+    layers.append(Dense(n_out))
+    net = Sequential(layers)
+    net.build((None, n_in))
+    opt = optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    loss = losses.binary_cross_entropy_with_logits if n_out == 1 else losses.cross_entropy
+    return Trainer(net, loss, opt)

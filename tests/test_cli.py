@@ -146,3 +146,41 @@ def test_demo_runs_and_runtime_agrees(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "5-fold stratified cross-validation" in text
     assert "held-out test" in text and "match" in text
+
+
+def test_tune_grid_prints_a_ranked_table(small_csv, capsys):
+    rc = main(
+        [
+            "tune",
+            small_csv,
+            "--target",
+            "Status",
+            "--positive",
+            "bad",
+            "--cv",
+            "2",
+            "--jobs",
+            "1",
+            "--grid",
+            "lr=1e-3,1e-2;hidden=8,16x8",
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "4 configurations x 2 folds" in out
+    ranks = [line.split()[0] for line in out.splitlines() if line[:4].strip().isdigit()]
+    assert ranks == ["1", "2", "3", "4"]
+    assert out.splitlines()[-1].startswith("best: {")
+
+
+def test_tune_random_search_in_a_process_pool(small_csv, capsys):
+    assert (
+        main(["tune", small_csv, "--target", "Status", "--cv", "2", "--trials", "2", "--jobs", "2"])
+        == 0
+    )
+    assert "2 configurations x 2 folds" in capsys.readouterr().out
+
+
+def test_tune_rejects_a_bad_grid(small_csv, capsys):
+    assert main(["tune", small_csv, "--target", "Status", "--grid", "momentum=0.9"]) == 2
+    assert "tunable" in capsys.readouterr().err
