@@ -246,6 +246,59 @@ def test_a_callback_can_stop_training_mid_epoch():
     assert seen == [0, 1, 2] and h.epoch == [0]
 
 
+def test_any_object_with_hooks_is_a_callback():
+    class Watcher:  # no Callback base, no set_trainer, only one hook
+        def __init__(self):
+            self.epochs = []
+
+        def on_epoch_end(self, epoch, logs):
+            self.epochs.append((epoch, self.params["epochs"]))
+
+    class Stopper:
+        def set_trainer(self, trainer):
+            self.trainer = trainer
+
+        def on_batch_end(self, batch, logs):
+            if batch == 1:
+                self.trainer.stop_training = True
+
+    X, y = data(n=100)
+    w = Watcher()
+    h = trainer().fit(X, y, epochs=2, batch_size=25, callbacks=[w], verbose=0)
+    assert w.epochs == [(0, 2), (1, 2)] and h.epoch == [0, 1]
+    h = trainer().fit(X, y, epochs=3, batch_size=25, callbacks=[Stopper()], verbose=0)
+    assert h.epoch == [0]
+    fns = types.SimpleNamespace(on_train_end=lambda logs: fns.done.append(dict(logs)), done=[])
+    trainer().fit(X, y, epochs=1, callbacks=[fns], verbose=0)
+    assert len(fns.done) == 1 and "loss" in fns.done[0]
+    for bad in (3, "early", EarlyStopping):  # no hooks, or a class instead of an instance
+        with pytest.raises(TypeError, match="on_\\* hooks"):
+            trainer().fit(X, y, epochs=1, callbacks=[bad], verbose=0)
+
+
+def test_only_defined_non_base_hooks_are_called():
+    from lepton_nn.train.callbacks import CallbackList
+
+    class EpochsOnly(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            pass
+
+    class Batches:
+        def on_batch_begin(self, batch, logs):
+            pass
+
+    class Off(Batches):
+        uses_batch_hooks = False
+
+    e, b, off = EpochsOnly(), Batches(), Off()
+    assert not e.uses_batch_hooks
+    cbl = CallbackList([e, b, off, Callback()], trainer(), {})
+    assert cbl.batch_begin == [b.on_batch_begin] and cbl.batch_end == []
+    assert cbl._hooks["on_epoch_end"] == [e.on_epoch_end]
+    assert cbl._hooks["on_train_begin"] == []
+    assert b.params == {} and e.trainer is not None
+
+
 def test_learning_rate_scheduler_forms():
     X, y = data(n=64)
     t = trainer(lr=0.1)

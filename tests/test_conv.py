@@ -307,6 +307,21 @@ def test_conv2d_errors_name_layer_and_shapes():
         max_pool2d(Tensor(np.zeros((1, 1, 4, 4))), 2, 2, 2)
 
 
+def test_conv_geometry_is_checked_before_the_kernels():
+    # huge dilation and padding used to reach the compiled im2col (and overflow there)
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    with pytest.raises(ShapeError, match=r"layer 'big' \(conv2d\).*larger than 1048576"):
+        Conv2D(2, 3, dilation=2**61, padding=2**62, name="big")(x)
+    with pytest.raises(ShapeError, match=r"'wide'.*im2col would need"):
+        Conv2D(2, 3, padding=5000, name="wide")(x)  # fits, but a 10k x 10k column buffer
+    with pytest.raises(ShapeError, match=r"layer 'p' \(max_pool2d\).*larger than"):
+        MaxPool2D(2**30, padding="same", name="p")(x)
+    with pytest.raises(ShapeError, match=r"^conv2d: .*larger than"):
+        conv2d(Tensor(x), Tensor(np.zeros((2, 3, 3, 3), np.float32)), stride=2**21)
+    with pytest.raises(ShapeError, match=r"layer 'a' \(avg_pool2d\).*does not fit"):
+        AvgPool2D(9, name="a")(x)
+
+
 def test_conv_configs_round_trip():
     model = Sequential(
         [

@@ -111,3 +111,13 @@ def test_dir_lists_the_public_names():
     ]:
         assert name in names
     assert set(lepton_nn.__all__) <= set(names)
+
+
+def test_compress_and_inspect_callbacks_do_not_import_the_trainer():
+    mods = loaded_after(
+        "import lepton_nn.compress as c, lepton_nn.inspect as i\n"
+        "assert c.PruningCallback is c.PruningSchedule and i.Recorder is i.RecorderHooks\n"
+        "c.PruningCallback(c.OneShot(0.5)), i.Recorder()"
+    )
+    assert "lepton_nn.compress.pruning" in mods and "lepton_nn.inspect.recorder" in mods
+    assert not any(m.startswith("lepton_nn.train") for m in mods)

@@ -516,3 +516,25 @@ def test_build_keeps_each_module_mode():
     model[1].eval()
     model.build((None, 3))
     assert model.training and model[0].training and not model[1].training
+
+
+def test_automatic_layer_names():
+    from lepton_nn.nn import conv, norm, recurrent
+    from lepton_nn.nn.module import _snake
+
+    expected = {
+        conv.Conv2D: "conv2d",
+        conv.MaxPool2D: "max_pool2d",
+        conv.GlobalAvgPool2D: "global_avg_pool2d",
+        recurrent.LSTM: "lstm",
+        recurrent.GRU: "gru",
+        recurrent.SimpleRNN: "simple_rnn",
+        norm.BatchNorm: "batch_norm",
+        norm.LayerNorm: "layer_norm",
+        Dense: "dense",
+    }
+    for cls, name in expected.items():
+        assert _snake(cls.__name__) == name
+    assert _snake("QATDense") == "qat_dense" and _snake("Conv2DTranspose") == "conv2d_transpose"
+    a, b = conv.Conv2D(2, 3), conv.Conv2D(2, 3)
+    assert b.name.startswith("conv2d_") and a.name.split("_")[0] == "conv2d"

@@ -289,6 +289,15 @@ def test_sparse_layers_run_sparse_or_dense_and_agree(tmp_path, mode):
         assert "density" in served.describe()
 
 
+def test_sparse_steps_skip_the_per_call_csr_check(tmp_path):
+    L.save(_pruned_mlp(), tmp_path / "p.lnn")
+    served = rt.load(tmp_path / "p.lnn", sparse="sparse")
+    step = served.network.steps[0]
+    out = np.empty((2, 64), np.float32)
+    [(fn, args)] = step._sparse_ops(np.zeros((2, 48), np.float32), out)
+    assert args[-2:] == (0, False)  # kernel auto, check off: the CSR was checked at load
+
+
 def test_pruned_model_saved_as_csr_is_smaller_and_identical(tmp_path):
     from lepton_nn.compress import save_compressed
 
@@ -340,6 +349,25 @@ def test_damaged_files_raise_model_format_error(tmp_path, damage, match):
     _, model, _ = ARCHS[0]
     manifest, arrays = _manifest(model)
     damage(manifest, arrays)
+    write_lnn(tmp_path / "bad.lnn", manifest, arrays)
+    with pytest.raises(ModelFormatError, match=match):
+        rt.load(tmp_path / "bad.lnn")
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"dilation": [2**40, 1], "padding": [2**41, 0]}, "larger than 1048576"),
+        ({"stride": 2**21}, "larger than 1048576"),
+        ({"kernel_size": [9, 9]}, "does not fit"),
+        ({"padding": 9000}, "scratch values per sample"),
+    ],
+)
+def test_hostile_conv_geometry_is_refused_at_load(tmp_path, change, match):
+    model = {n: m for n, m, _ in _more_archs()}["gap"]
+    manifest, arrays = _manifest(model)
+    conv = manifest["model"]["architecture"]["config"]["layers"][0]["config"]
+    conv.update(change)
     write_lnn(tmp_path / "bad.lnn", manifest, arrays)
     with pytest.raises(ModelFormatError, match=match):
         rt.load(tmp_path / "bad.lnn")

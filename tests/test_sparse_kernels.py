@@ -189,6 +189,40 @@ def test_bad_input_is_a_python_error():
         s.sparse_linear(x, indptr, indices, values, None, 0, out, 3)
 
 
+def test_check_false_skips_only_the_structure_scan():
+    import inspect
+
+    w = np.eye(4, 3, dtype=np.float32)
+    indptr, indices, values = s.to_csr(w)
+    x = np.ones((2, 4), np.float32)
+    out = np.empty((2, 3), np.float32)
+    bad = indptr.copy()
+    bad[0] = 1  # an invalid structure that cannot read out of bounds
+    with pytest.raises(ValueError, match="invalid CSR"):
+        s.sparse_linear(x, bad, indices, values, None, 0, out)
+    with pytest.raises(ValueError, match="invalid CSR"):
+        s.sparse_linear(x, bad, indices, values, None, 0, out, check=True)
+    s.sparse_linear(x, bad, indices, values, None, 0, out, 0, False)  # not scanned
+    s.sparse_linear(x, indptr, indices, values, None, 0, out, check=False)
+    np.testing.assert_array_equal(out, x @ w)
+    with pytest.raises(TypeError):  # the cheap checks stay
+        s.sparse_linear(x.astype(np.float64), indptr, indices, values, None, 0, out, 0, False)
+    params = list(inspect.signature(REF.sparse_linear).parameters)
+    assert params[-2:] == ["kernel", "check"]  # same signature as the compiled kernel
+    ref_out = np.empty_like(out)
+    REF.sparse_linear(x, indptr, indices, values, None, 0, ref_out, 0, False)
+    np.testing.assert_array_equal(ref_out, out)
+
+
+def test_to_csr_keeps_nans_like_the_dense_product():
+    w = np.float32([[0, np.nan], [1, 0]])
+    for be in (s, REF):
+        indptr, indices, values = be.to_csr(w)
+        np.testing.assert_array_equal(indptr, [0, 1, 2])
+        np.testing.assert_array_equal(indices, [1, 0])
+        np.testing.assert_array_equal(values, np.float32([1, np.nan]))
+
+
 def test_lepton_isa_env_maps_onto_the_sparse_paths():
     root = str(PKG_PARENT)
     code = "from lepton_nn.kernels import _sparse as s; print(s.isa())"

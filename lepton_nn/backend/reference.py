@@ -200,18 +200,20 @@ class ReferenceBackend:
 
     def to_csr(self, w, threshold=0.0):
         """W (K, N) -> (indptr int32 (N+1,), indices int32 (nnz,), values float32 (nnz,)),
-        keeping the entries with |w| > threshold."""
+        keeping the entries with |w| > threshold (and NaNs: the product must show them)."""
         wt = np.asarray(w, np.float32).T  # (N, K)
-        cols, rows = np.nonzero(np.abs(wt) > threshold)
+        cols, rows = np.nonzero(~(np.abs(wt) <= threshold))
         indptr = np.zeros(wt.shape[0] + 1, np.int32)
         indptr[1:] = np.cumsum(np.bincount(cols, minlength=wt.shape[0]))
         return indptr, rows.astype(np.int32), wt[cols, rows]
 
-    def sparse_linear(self, x, indptr, indices, values, bias, act, out):
+    def sparse_linear(self, x, indptr, indices, values, bias, act, out, kernel=0, check=True):
         """out = act(x @ W + bias), W given as CSR over output columns.
 
         x float32 (B, K); bias float32 (N,) or None; act code; out float32 (B, N).
         Here W is rebuilt dense: W[indices[j], n] = values[j] for j in column n. Returns out.
+        ``kernel`` (which compiled loop) and ``check`` (the compiled twin's O(nnz) check of the
+        CSR structure, skipped with False) are accepted for the same signature and ignored.
         """
         N, K = out.shape[1], x.shape[1]
         w = np.zeros((K, N), x.dtype)

@@ -31,10 +31,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import get_backend
 from ..errors import LeptonError, ShapeError
 from ..nn.layers import Activation, Dropout, Flatten, Sequential, apply_activation
 from ..nn.module import Module, Parameter
+from ..runtime.compression import csr_arrays, csr_density, csr_to_dense
 
 __all__ = [
     "Pruner",
@@ -44,8 +44,8 @@ __all__ = [
     "prune_structured",
     "OneShot",
     "PolynomialDecay",
-    "PruningCallback",  # noqa: F822 - made on first use by __getattr__
-    "PruningSchedule",  # noqa: F822
+    "PruningCallback",
+    "PruningSchedule",
     "SparsityReport",
     "sparsity_report",
     "count_flops",
@@ -456,7 +456,7 @@ class PolynomialDecay:
         return (t - self.begin_step) % self.frequency == 0 or t == self.end_step
 
 
-class _PruningHooks:
+class PruningCallback:
     """Trainer callback: prune along ``schedule`` and keep pruned weights at zero.
 
     Step t counts batches (optimizer steps) since ``on_train_begin``. Whenever
@@ -470,10 +470,12 @@ class _PruningHooks:
 
     In ``Trainer.fit`` the model and optimizer are the trainer's. In a plain loop pass
     ``model=`` and ``optimizer=``, call ``on_train_begin()`` once and ``on_batch_end(i)``
-    after each ``optimizer.step()``.
+    after each ``optimizer.step()``. It follows the trainer's duck-typed callback protocol
+    (``set_trainer``, ``params``, ``on_*`` hooks) without importing the trainer.
     """
 
     trainer: Any = None
+    params: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -549,29 +551,7 @@ class _PruningHooks:
             Pruner.detach(self.optimizer)
 
 
-_callback_class: type | None = None
-
-
-def __getattr__(name: str) -> type:
-    """``PruningCallback`` (alias ``PruningSchedule``, the name in issue 4), made on first use.
-
-    It subclasses the trainer's ``Callback`` so that ``Trainer.fit`` accepts it; the trainer
-    sits a floor above, so it is imported here at first use, never when this module loads.
-    Without the trainer it is the plain duck-typed :class:`_PruningHooks`.
-    """
-    global _callback_class
-    if name not in ("PruningCallback", "PruningSchedule"):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _callback_class is None:
-        try:
-            from ..train.callbacks import Callback
-        except ImportError:
-            bases: tuple[type, ...] = (_PruningHooks,)
-        else:
-            bases = (_PruningHooks, Callback)
-        attrs = {"__doc__": _PruningHooks.__doc__, "__module__": __name__}
-        _callback_class = type("PruningCallback", bases, attrs)
-    return _callback_class
+PruningSchedule = PruningCallback  # the name used in issue 4
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -828,31 +808,24 @@ class CSRWeight(NamedTuple):
 
     def to_dense(self) -> np.ndarray:
         """W (K, N), float32."""
-        k, n = self.shape
-        w = np.zeros((k, n), dtype=self.data.dtype)
-        w[self.indices, np.repeat(np.arange(n), np.diff(self.indptr))] = self.data
-        return w
+        return csr_to_dense(self.indptr, self.indices, self.data, self.shape)
 
     @property
     def density(self) -> float:
         """nnz / (K N)."""
-        size = self.shape[0] * self.shape[1]
-        return self.data.size / size if size else 0.0
+        return csr_density(self.data, self.shape)
 
 
 def _pack(w: np.ndarray) -> CSRWeight:
-    if w.ndim != 2:
-        raise ShapeError(f"to_sparse needs a Dense weight (in, out), got shape {w.shape}")
-    if w.size >= 2**31:
-        raise ShapeError(f"weight of shape {w.shape} is too large for int32 indices")
-    indptr, indices, values = get_backend().to_csr(w)
+    indptr, indices, values = csr_arrays(w)  # ShapeError unless W is (in, out)
     return CSRWeight(values, indices, indptr, (int(w.shape[0]), int(w.shape[1])))
 
 
 def to_sparse(
     model_or_weight: Module | np.ndarray | Tensor, min_sparsity: float = 0.0
 ) -> CSRWeight | dict[str, CSRWeight]:
-    """Export pruned Dense weights for the sparse kernel (packed by the backend's ``to_csr``).
+    """Export pruned Dense weights for the sparse kernel (packed by the backend's ``to_csr``,
+    through :func:`lepton_nn.runtime.compression.csr_arrays`, as the model file does).
 
     A weight array / Tensor W (in, out) gives one :class:`CSRWeight`; a model gives
     ``{parameter name: CSRWeight}`` for each Dense weight with sparsity >= ``min_sparsity``.

@@ -25,37 +25,30 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.data.table import (
+from lepton_nn.data.table import Table
+from lepton_nn.errors import DataError, ModelFormatError
+from lepton_nn.runtime.preprocess import (
     CATEGORICAL,
+    CONFIG_FORMAT,
+    CONFIG_VERSION,
     DEFAULT_NA,
     NUMERIC,
-    Table,
+    Preprocessing,
+    check_column_spec,
+    is_frame,
     is_missing,
 )
-from lepton_nn.errors import DataError, ModelFormatError
-from lepton_nn.runtime.preprocess import Preprocessing, check_column_spec
 
 NUMERIC_STRATEGIES = ("median", "mean", "drop")
 CATEGORICAL_STRATEGIES = ("most_frequent", "constant", "drop")
 SCALINGS = ("standard", "minmax", "none")
 MISSING_FEATURE = "<missing>"
-CONFIG_FORMAT = "lepton_nn.Preprocessor"
-CONFIG_VERSION = 1
-
-
-def _is_frame(data: Any) -> bool:
-    """A pandas-like DataFrame (duck-typed; pandas is never imported here)."""
-    return (
-        not isinstance(data, (np.ndarray, Table, Mapping))
-        and hasattr(data, "columns")
-        and hasattr(data, "dtypes")
-    )
 
 
 def _as_table(data: Any, na_values: Sequence[str]) -> Table:
     if isinstance(data, Table):
         return data
-    if _is_frame(data):
+    if is_frame(data):
         return Table.from_pandas(data, na_values=na_values)
     if isinstance(data, Mapping):
         return Table.from_arrays(data, na_values=na_values)
@@ -287,7 +280,7 @@ class Preprocessor:
         with the training column order. Every row comes out, in order.
         """
         compiled = self._compiled()
-        if _is_frame(data):
+        if is_frame(data):
             data = Table.from_pandas(data, na_values=self.na_values)
         return compiled.transform(data)
 

@@ -14,91 +14,29 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from lepton_nn.errors import DataError
+from lepton_nn.runtime.preprocess import (
+    CATEGORICAL,
+    DEFAULT_NA,
+    NUMERIC,
+    Locator,
+    is_missing,
+    parse_numeric,
+    to_categorical,
+    to_numeric,
+)
 
-NUMERIC = "numeric"
-CATEGORICAL = "categorical"
 KINDS = (NUMERIC, CATEGORICAL)
-DEFAULT_NA: tuple[str, ...] = ("", "NA", "NaN", "nan", "?", "NULL")
 
-Locator = Callable[[int], str]
-
-
-# ----------------------------------------------------------------------------------------
-# value conversion, shared by the CSV reader, Table.from_arrays and Preprocessor.transform
-# ----------------------------------------------------------------------------------------
-
-
-def is_missing(v: Any, na: frozenset[str]) -> bool:
-    """True for ``None``, NaN, pandas' ``NA``/``NaT`` and the (stripped) ``na`` strings."""
-    if v is None:
-        return True
-    if isinstance(v, str):
-        return v.strip() in na
-    if isinstance(v, (float, np.floating)):
-        return math.isnan(v)
-    return type(v).__name__ in ("NAType", "NaTType")
-
-
-def category_str(v: Any) -> str:
-    """The category label of a non-missing value: strings stripped, ``1.0`` -> ``"1"``."""
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
-
-
-def parse_number(v: Any) -> float | None:
-    """``float(v)`` for numbers and numeric strings, ``None`` when ``v`` is not a number."""
-    if isinstance(v, (bool, np.bool_)):
-        return float(v)
-    if isinstance(v, (int, float, np.integer, np.floating)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-def to_numeric(
-    values: Sequence[Any] | np.ndarray, name: str, na: frozenset[str], where: Locator, why: str
-) -> np.ndarray:
-    """Convert one column to float64 (NaN = missing) or raise DataError at the first bad value."""
-    arr = values if isinstance(values, np.ndarray) else None
-    if arr is not None and arr.dtype.kind in "biuf":
-        return arr.astype(np.float64)
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        if is_missing(v, na):
-            out[i] = np.nan
-            continue
-        x = parse_number(v)
-        if x is None:
-            raise DataError(f"{where(i)}, column {name!r}: {str(v)!r} is not a number, {why}")
-        out[i] = x
-    return out
-
-
-def to_categorical(values: Sequence[Any] | np.ndarray, na: frozenset[str]) -> np.ndarray:
-    """Convert one column to an object array of ``str`` with ``None`` for missing values."""
-    out = np.empty(len(values), dtype=object)
-    for i, v in enumerate(values):
-        out[i] = None if is_missing(v, na) else category_str(v)
-    return out
+# Value conversion (is_missing, parse_numeric, to_numeric, to_categorical, ...), shared by the
+# CSV reader, Table.from_arrays and the transform, lives one floor down in
+# lepton_nn.runtime.preprocess, so that the runtime reads raw rows exactly as training did.
 
 
 def infer_column(
@@ -113,17 +51,9 @@ def infer_column(
         return to_numeric(values, name, na, where, "but the column is declared numeric"), NUMERIC
     if kind == CATEGORICAL:
         return to_categorical(values, na), CATEGORICAL
-    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
-        return values.astype(np.float64), NUMERIC
-    out = np.empty(len(values), dtype=np.float64)
-    for i, v in enumerate(values):
-        if is_missing(v, na):
-            out[i] = np.nan
-            continue
-        x = parse_number(v)
-        if x is None:
-            return to_categorical(values, na), CATEGORICAL
-        out[i] = x
+    out, bad = parse_numeric(values, na)
+    if bad is not None:
+        return to_categorical(values, na), CATEGORICAL
     return out, NUMERIC
 
 

@@ -11,11 +11,9 @@ per-layer statistics during training.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .backward import BackwardStep, BackwardWalk, explain_backward
 from .graph_view import Graph, Node, graph
-from .recorder import STATS, RecorderHooks, plot_history
+from .recorder import STATS, Recorder, RecorderHooks, plot_history
 from .rules import RULES, rule_for
 
 __all__ = [
@@ -32,29 +30,6 @@ __all__ = [
     "STATS",
     "plot_history",
 ]
-
-_recorder_class: type | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """``Recorder``: :class:`RecorderHooks` made a ``lepton_nn.train`` ``Callback`` on first use.
-
-    The trainer sits floors above this package, so it is imported only when ``Recorder`` is
-    first asked for, never when this package loads (the same pattern as ``PruningCallback``).
-    """
-    global _recorder_class
-    if name != "Recorder":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if _recorder_class is None:
-        try:
-            from ..train.callbacks import Callback
-        except ImportError:  # pragma: no cover - the trainer is part of the package
-            bases: tuple[type, ...] = (RecorderHooks,)
-        else:
-            bases = (RecorderHooks, Callback)
-        attrs = {"__doc__": RecorderHooks.__doc__, "__module__": __name__}
-        _recorder_class = type("Recorder", bases, attrs)
-    return _recorder_class
 
 
 def __dir__() -> list[str]:

@@ -11,8 +11,9 @@ step (batch) it keeps:
   optimizer step of that batch (about 1e-3 is the usual healthy range); NaN without parameters.
 
 It reads values through module forward hooks and tensor hooks; nothing in the model changes.
-In ``Trainer.fit`` pass it as a callback. In a plain loop: ``rec.attach(model)``, then per
-batch ``rec.on_batch_begin(i)`` before the forward and ``rec.on_batch_end(i)`` after
+In ``Trainer.fit`` pass it as a callback (it follows the trainer's duck-typed callback
+protocol, so this module never imports the trainer). In a plain loop: ``rec.attach(model)``,
+then per batch ``rec.on_batch_begin(i)`` before the forward and ``rec.on_batch_end(i)`` after
 ``optimizer.step()``, and ``rec.detach()`` at the end.
 """
 
@@ -28,7 +29,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..nn.module import Module
 
-__all__ = ["RecorderHooks", "STATS", "plot_history"]
+__all__ = ["Recorder", "RecorderHooks", "STATS", "plot_history"]
 
 STATS = ("act_mean", "act_std", "dead", "grad_mean", "grad_std", "update_ratio")
 
@@ -42,11 +43,13 @@ def _is_relu(m: Module) -> bool:
     return getattr(m, "activation", None) == "relu"
 
 
-class RecorderHooks:
-    """The statistics collector (see the module docstring); ``every``: record one batch in
-    ``every``. After training: ``stats[layer][stat]`` is a list aligned with ``steps``."""
+class Recorder:
+    """Trainer callback collecting per-layer statistics (see the module docstring);
+    ``every``: record one batch in ``every``. After training: ``stats[layer][stat]`` is a list
+    aligned with ``steps``."""
 
     trainer: Any = None
+    params: dict[str, Any] = {}
 
     def __init__(self, model: Module | None = None, every: int = 1) -> None:
         if int(every) < 1:
@@ -73,7 +76,7 @@ class RecorderHooks:
     def set_trainer(self, trainer: Any) -> None:
         self.trainer = trainer
 
-    def attach(self, model: Module | None = None) -> RecorderHooks:
+    def attach(self, model: Module | None = None) -> Recorder:
         """Hook the leaf layers of ``model`` (default: the trainer's)."""
         if model is not None:
             self._model = model
@@ -103,12 +106,6 @@ class RecorderHooks:
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.detach()
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        pass
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        pass
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self._step % self.every:
@@ -205,6 +202,9 @@ class RecorderHooks:
 
     def __repr__(self) -> str:
         return f"Recorder({len(self.stats)} layers, {len(self.steps)} steps)"
+
+
+RecorderHooks = Recorder  # the earlier name of the plain-loop collector
 
 
 def plot_history(

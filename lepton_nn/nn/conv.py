@@ -106,7 +106,9 @@ class Conv2D(Module):
         x = as_input(self, x)
         _check_images(self, x.shape, self.in_channels)
         fused = self.activation if self.activation in ACT_CODE else "identity"
-        y = conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, fused)
+        y = conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, fused, self.name
+        )
         return y if fused == self.activation else apply_activation(y, self.activation)
 
     def get_config(self) -> dict:
@@ -151,7 +153,7 @@ class MaxPool2D(_Pool2D):
     def call(self, x) -> Tensor:
         x = as_input(self, x)
         _check_images(self, x.shape)
-        return max_pool2d(x, self.pool_size, self.stride, self.padding)
+        return max_pool2d(x, self.pool_size, self.stride, self.padding, self.name)
 
 
 class AvgPool2D(_Pool2D):
@@ -175,7 +177,9 @@ class AvgPool2D(_Pool2D):
     def call(self, x) -> Tensor:
         x = as_input(self, x)
         _check_images(self, x.shape)
-        return avg_pool2d(x, self.pool_size, self.stride, self.padding, self.count_include_pad)
+        return avg_pool2d(
+            x, self.pool_size, self.stride, self.padding, self.count_include_pad, self.name
+        )
 
     def get_config(self) -> dict:
         return {**super().get_config(), "count_include_pad": self.count_include_pad}

@@ -9,6 +9,7 @@ names in ``state_dict()`` are attribute paths such as ``layers.0.weight``.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -23,9 +24,15 @@ _counters: dict[str, itertools.count] = defaultdict(itertools.count)
 REGISTRY: dict[str, type[Module]] = {}
 
 
+# a word starts at a capital after a lowercase letter (Max|Pool), or at the last capital of an
+# acronym followed by lowercase (QAT|Dense); a digit and the capitals after it stay in the word
+_WORD_START = re.compile(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def _snake(name: str) -> str:
-    out = "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-    return out.replace("_r_n_n", "_rnn").replace("l_s_t_m", "lstm").replace("g_r_u", "gru")
+    """A class name as a layer name: ``Conv2D`` -> ``conv2d``, ``SimpleRNN`` -> ``simple_rnn``,
+    ``GlobalAvgPool2D`` -> ``global_avg_pool2d``, ``LSTM`` -> ``lstm``."""
+    return _WORD_START.sub("_", name).lower()
 
 
 class Parameter(Tensor):

@@ -5,7 +5,8 @@
 batched GEMMs and ``col2im``. The column matrix is scratch (a reused workspace), rebuilt from
 the input for the weight gradient rather than kept between forward and backward.
 Pooling runs one backend kernel each way. Geometry (stride, padding, dilation) is resolved
-here, once, into plain integers; the kernels trust what they get.
+here, once, into plain integers and checked (:mod:`lepton_nn.backend.geometry`, the limits
+the runtime applies too) before any compiled kernel runs; the kernels trust what they get.
 
 Padding: ``"valid"`` (none), ``"same"`` (output size ceil(H / stride), the extra row/column
 going below/right as in TensorFlow; for stride 1 this is PyTorch's ``padding="same"``), an
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_backend
+from ..backend.geometry import check_scratch, output_size, same_padding, window_output_size
 from ..backend.reference import ACT_CODE, GELU, IDENTITY
 from ..errors import ShapeError
 from ._workspace import workspace
@@ -54,23 +56,11 @@ def resolve_padding(padding, size, kernel, stride, dilation) -> tuple[int, int, 
             return 0, 0, 0, 0
         if padding != "same":
             raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
-        out = []
-        for n, k, s, d in zip(size, kernel, stride, dilation):
-            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
-            out += [total // 2, total - total // 2]
-        return tuple(out)
+        return same_padding(size, kernel, stride, dilation)
     p = (padding, padding) if np.isscalar(padding) else tuple(padding)
     if len(p) != 2 or any(int(v) != v or v < 0 for v in p):
         raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
     return int(p[0]), int(p[0]), int(p[1]), int(p[1])
-
-
-def output_size(size, pads, kernel, stride, dilation) -> tuple[int, int]:
-    """OH = (H + top + bottom - d (k - 1) - 1) // s + 1, and likewise OW."""
-    (h, w), (pt, pb, pl, pr) = size, pads
-    oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    return oh, ow
 
 
 def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
@@ -184,6 +174,11 @@ class AvgPool2d(Function):
         return (get_backend().avgpool2d_backward(g, kh, kw, sh, sw, pt, pl, self.count_pad, gx),)
 
 
+def _who(op: str, name: str | None) -> str:
+    """How errors name the caller: the op, and the layer when a layer called it."""
+    return op if name is None else f"layer '{name}' ({op})"
+
+
 def _check_image(x: Tensor, who: str) -> None:
     if x.ndim != 4:
         raise ShapeError(f"{who} expects images of shape (N, C, H, W), got {x.shape}")
@@ -197,30 +192,28 @@ def conv2d(
     padding=0,
     dilation=1,
     activation: str = "identity",
+    name: str | None = None,
 ):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW, with a fused activation.
 
     x: (N, C, H, W); weight: (O, C, kh, kw); bias: (O,) or None -> (N, O, OH, OW), with
     y = f(z),  z[n, o, i, j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n, c, i sh-t + p dh, j sw-l + q dw]
     (t, l: top and left padding);  f = ``activation``: identity, relu, sigmoid, tanh or gelu,
-    applied in the same op (one pass, in place).
+    applied in the same op (one pass, in place). ``name``: the calling layer, for errors.
     """
-    _check_image(x, "conv2d")
+    who = _who("conv2d", name)
+    _check_image(x, who)
     if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
         raise ShapeError(
-            f"conv2d: weight of shape (out, {x.shape[1]}, kh, kw) expected for input {x.shape}, "
+            f"{who}: weight of shape (out, {x.shape[1]}, kh, kw) expected for input {x.shape}, "
             f"got {weight.shape}"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
-        raise ShapeError(f"conv2d: bias of shape ({weight.shape[0]},) expected, got {bias.shape}")
+        raise ShapeError(f"{who}: bias of shape ({weight.shape[0]},) expected, got {bias.shape}")
     kernel, s, d = weight.shape[2:], pair(stride, "stride"), pair(dilation, "dilation")
     pads = resolve_padding(padding, x.shape[2:], kernel, s, d)
-    oh, ow = output_size(x.shape[2:], pads, kernel, s, d)
-    if oh < 1 or ow < 1:
-        raise ShapeError(
-            f"conv2d: kernel {tuple(kernel)} (dilation {d}) does not fit input {x.shape} "
-            f"with padding {pads}"
-        )
+    oh, ow = window_output_size(x.shape[2:], pads, kernel, s, d, who, ShapeError)
+    check_scratch(x.shape[1] * kernel[0] * kernel[1] * oh * ow, f"{who}: im2col", ShapeError)
     geom = (s[0], s[1], *pads, d[0], d[1])
     act = ACT_CODE[activation]  # identity, relu, sigmoid, tanh, gelu
     if bias is None:
@@ -232,23 +225,26 @@ def _pool_geom(x: Tensor, kernel, stride, padding, who: str):
     _check_image(x, who)
     k = pair(kernel, "pool size")
     s = k if stride is None else pair(stride, "stride")
-    pt, pb, pl, pr = resolve_padding(padding, x.shape[2:], k, s, (1, 1))
-    if max(pt, pb) > k[0] // 2 or max(pl, pr) > k[1] // 2:
+    pads = resolve_padding(padding, x.shape[2:], k, s, (1, 1))
+    if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
         raise ValueError(f"{who}: padding {padding!r} must be at most half the pool size {k}")
-    oh, ow = output_size(x.shape[2:], (pt, pb, pl, pr), k, s, (1, 1))
-    if oh < 1 or ow < 1:
-        raise ShapeError(f"{who}: pool size {k} does not fit input {x.shape}")
-    return (k[0], k[1], s[0], s[1], pt, pl, oh, ow)
+    oh, ow = window_output_size(x.shape[2:], pads, k, s, (1, 1), who, ShapeError)
+    return (k[0], k[1], s[0], s[1], pads[0], pads[2], oh, ow)
 
 
-def max_pool2d(x: Tensor, kernel=2, stride=None, padding=0) -> Tensor:
-    """Max over (kh, kw) windows moved by ``stride`` (default: the window size). NCHW."""
-    return MaxPool2d.apply(x, geom=_pool_geom(x, kernel, stride, padding, "max_pool2d"))
+def max_pool2d(x: Tensor, kernel=2, stride=None, padding=0, name: str | None = None) -> Tensor:
+    """Max over (kh, kw) windows moved by ``stride`` (default: the window size). NCHW.
+    ``name``: the calling layer, for errors."""
+    geom = _pool_geom(x, kernel, stride, padding, _who("max_pool2d", name))
+    return MaxPool2d.apply(x, geom=geom)
 
 
-def avg_pool2d(x: Tensor, kernel=2, stride=None, padding=0, count_include_pad=True) -> Tensor:
-    """Mean over (kh, kw) windows; with ``count_include_pad=False`` padding is not counted."""
-    geom = _pool_geom(x, kernel, stride, padding, "avg_pool2d")
+def avg_pool2d(
+    x: Tensor, kernel=2, stride=None, padding=0, count_include_pad=True, name: str | None = None
+) -> Tensor:
+    """Mean over (kh, kw) windows; with ``count_include_pad=False`` padding is not counted.
+    ``name``: the calling layer, for errors."""
+    geom = _pool_geom(x, kernel, stride, padding, _who("avg_pool2d", name))
     return AvgPool2d.apply(x, geom=geom, count_pad=count_include_pad)
 
 

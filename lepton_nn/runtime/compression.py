@@ -42,7 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.errors import ModelFormatError
+from lepton_nn.errors import ModelFormatError, ShapeError
+
+from .kernels import kernels
 
 __all__ = [
     "COMPRESSION_FORMAT",
@@ -50,7 +52,9 @@ __all__ = [
     "CSRWeight",
     "Int8Weight",
     "csr_arrays",
+    "csr_density",
     "csr_entry",
+    "csr_to_dense",
     "decompress",
     "int8_entry",
     "parse_compression",
@@ -99,16 +103,11 @@ class CSRWeight:
 
     @property
     def density(self) -> float:
-        size = self.shape[0] * self.shape[1]
-        return self.data.size / size if size else 0.0
+        return csr_density(self.data, self.shape)
 
     def to_dense(self) -> np.ndarray:
         """W (K, N), zeros where pruned."""
-        k, n = self.shape
-        w = np.zeros((k, n), dtype=self.data.dtype)
-        cols = np.repeat(np.arange(n), np.diff(self.indptr))
-        w[self.indices, cols] = self.data
-        return w
+        return csr_to_dense(self.indptr, self.indices, self.data, self.shape)
 
 
 # ------------------------------------------------------------------------- writing
@@ -171,16 +170,33 @@ def csr_entry(
 
 
 def csr_arrays(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """W (K, N) -> CSR of W^T: indptr int32 (N + 1,), indices int32 (nnz,), data float32."""
+    """W (K, N) -> CSR of W^T: indptr int32 (N + 1,), indices int32 (nnz,), data float32.
+
+    Checks the shape, then packs with the backend's ``to_csr`` (kernels/sparse.pyx, or its
+    reference twin): the one CSR packer, also behind :func:`lepton_nn.compress.to_sparse`.
+    """
     w = np.asarray(w)
     if w.ndim != 2 or w.size >= 2**31:
-        raise ValueError(f"CSR needs a 2-D weight with < 2**31 entries, got shape {w.shape}")
-    wt = w.T
-    rows, cols = np.nonzero(wt)  # row-major: units ascending, inputs ascending within a unit
-    indptr = np.zeros(wt.shape[0] + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=wt.shape[0]), out=indptr[1:])
-    data = np.ascontiguousarray(wt[rows, cols], dtype=np.float32)
-    return indptr, cols.astype(np.int32), data
+        raise ShapeError(
+            f"CSR needs a 2-D weight (in, out) with < 2**31 entries, got shape {w.shape}"
+        )
+    return kernels().to_csr(w)
+
+
+def csr_to_dense(
+    indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, shape: tuple[int, int]
+) -> np.ndarray:
+    """W (K, N) from the CSR of W^T (the inverse of :func:`csr_arrays`), data's dtype."""
+    k, n = shape
+    w = np.zeros((k, n), dtype=data.dtype)
+    w[indices, np.repeat(np.arange(n), np.diff(indptr))] = data
+    return w
+
+
+def csr_density(data: np.ndarray, shape: tuple[int, int]) -> float:
+    """nnz / (K N): the fraction of W that is stored (0 for an empty W)."""
+    size = shape[0] * shape[1]
+    return data.size / size if size else 0.0
 
 
 def compression_section(entries: list[dict[str, Any]]) -> dict[str, Any]:

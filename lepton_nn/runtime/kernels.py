@@ -8,7 +8,7 @@ else the NumPy reference twins (same signatures and results)::
     quantize_rows(x, q, scale, zero_point)                   x float32 -> uint8 per row/tensor
     qpack_weights(w_q) -> (w_packed, w_col_sums)             int8 (N, K) -> kernel layout
     qlinear(x_q, x_scale, x_zp, w_packed, w_scale, w_col_sums, bias, act, out[, nthreads])
-    sparse_linear(x, indptr, indices, values, bias, act, out)
+    sparse_linear(x, indptr, indices, values, bias, act, out, kernel=0, check=True)
 
 Static activation quantization (one scale for the tensor, fixed at calibration) has no
 compiled kernel; :func:`quantize_static` does it in five in-place NumPy calls.

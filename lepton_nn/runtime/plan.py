@@ -8,14 +8,15 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
 
     Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
     Dense (int8)     quantize_rows(h, q, s, zp);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
-    Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z)
+    Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
     Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
     Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: see :mod:`.steps`
 
 so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
-check is :class:`~lepton_nn.runtime.InferenceModel`'s input check). A layer whose weight has
+check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR structure, checked
+at load, is not scanned again: ``check=False``). A layer whose weight has
 a stored CSR form, or is at most half nonzero, is run sparse or dense by *measurement*: the
 first plan for a batch size times both kernels on that layer's shapes and keeps the faster.
 
@@ -131,7 +132,8 @@ class SparseDenseStep(DenseStep):
     def _sparse_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
         c = self.csr
         fn = kernels().sparse_linear
-        return [(fn, (src, c.indptr, c.indices, c.data, self.b, self.act, out))]
+        # kernel 0: picked by batch size; check False: the CSR was validated at load
+        return [(fn, (src, c.indptr, c.indices, c.data, self.b, self.act, out, 0, False))]
 
     def decide(self, n: int, mode: str) -> str:
         if mode in ("sparse", "dense"):

@@ -35,13 +35,16 @@ __all__ = [
     "CATEGORICAL",
     "CONFIG_FORMAT",
     "CONFIG_VERSION",
+    "DEFAULT_NA",
     "NUMERIC",
     "Preprocessing",
     "category_str",
     "check_column_spec",
     "columns_of",
+    "is_frame",
     "is_missing",
     "parse_number",
+    "parse_numeric",
     "to_categorical",
     "to_numeric",
 ]
@@ -95,12 +98,13 @@ def parse_number(v: Any) -> float | None:
     return None
 
 
-def to_numeric(
-    values: Sequence[Any] | np.ndarray, name: str, na: frozenset[str], where: Locator, why: str
-) -> np.ndarray:
-    """One column as float64 (NaN = missing); ``DataError`` at the first value not a number."""
+def parse_numeric(
+    values: Sequence[Any] | np.ndarray, na: frozenset[str]
+) -> tuple[np.ndarray, int | None]:
+    """One column as float64 (NaN = missing), and the index of its first value that is not a
+    number (None if every value is one; the array is then filled only up to that index)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
-        return values.astype(np.float64)
+        return values.astype(np.float64), None
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         if is_missing(v, na):
@@ -108,8 +112,19 @@ def to_numeric(
             continue
         x = parse_number(v)
         if x is None:
-            raise DataError(f"{where(i)}, column {name!r}: {str(v)!r} is not a number, {why}")
+            return out, i
         out[i] = x
+    return out, None
+
+
+def to_numeric(
+    values: Sequence[Any] | np.ndarray, name: str, na: frozenset[str], where: Locator, why: str
+) -> np.ndarray:
+    """One column as float64 (NaN = missing); ``DataError`` at the first value not a number."""
+    out, bad = parse_numeric(values, na)
+    if bad is not None:
+        v = values[bad]
+        raise DataError(f"{where(bad)}, column {name!r}: {str(v)!r} is not a number, {why}")
     return out
 
 
@@ -135,7 +150,7 @@ def _is_table(data: Any) -> bool:
     )
 
 
-def _is_frame(data: Any) -> bool:
+def is_frame(data: Any) -> bool:
     """A pandas-like DataFrame (duck-typed; pandas is never imported here)."""
     return (
         not isinstance(data, (np.ndarray, Mapping))
@@ -156,7 +171,7 @@ def columns_of(
     data: Any, names: Sequence[str]
 ) -> tuple[dict[str, Any], int, Locator, dict[str, str]]:
     """Raw columns by name, row count, a row locator and known kinds, for any input form."""
-    if _is_frame(data):
+    if is_frame(data):
         present = {str(c): c for c in data.columns}
         for c in names:
             if c not in present:

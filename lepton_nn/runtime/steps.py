@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend.geometry import check_scratch, same_padding, window_output_size
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
@@ -24,18 +25,8 @@ __all__ = ["PARSERS", "activation_name"]
 Op = tuple[Callable[..., Any], tuple]
 
 
-#: Largest scratch buffer per sample a layer may ask for (elements): a hostile file must not
-#: make the first prediction allocate (or the OS overcommit) absurd amounts of memory.
-MAX_SAMPLE_ELEMENTS = 1 << 28
-
-
 def _fail(msg: str) -> ModelFormatError:
     return ModelFormatError(msg)
-
-
-def _budget(elements: int, label: str) -> None:
-    if elements > MAX_SAMPLE_ELEMENTS:
-        raise _fail(f"{label} would need {elements} scratch values per sample (too many)")
 
 
 # --------------------------------------------------------------------------- geometry
@@ -53,11 +44,7 @@ def _pads(padding: Any, size, kernel, stride, dilation, what: str) -> tuple[int,
     if padding == "valid":
         return 0, 0, 0, 0
     if padding == "same":
-        out: list[int] = []
-        for n, k, s, d in zip(size, kernel, stride, dilation, strict=True):
-            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
-            out += [total // 2, total - total // 2]
-        return out[0], out[1], out[2], out[3]
+        return same_padding(size, kernel, stride, dilation)
     p = (padding, padding) if isinstance(padding, int) else padding
     if (
         not isinstance(p, (list, tuple))
@@ -66,21 +53,6 @@ def _pads(padding: Any, size, kernel, stride, dilation, what: str) -> tuple[int,
     ):
         raise _fail(f"{what}: padding {padding!r} is not 'valid', 'same', an int or a pair")
     return p[0], p[0], p[1], p[1]
-
-
-MAX_EXTENT = 1 << 20  # window extent, stride and padding: far beyond real use, no overflow
-
-
-def _out_size(size, pads, kernel, stride, dilation, what: str) -> tuple[int, int]:
-    (h, w), (pt, pb, pl, pr) = size, pads
-    extents = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
-    if max(*extents, *stride, *pads) > MAX_EXTENT:
-        raise _fail(f"{what}: window, stride or padding larger than {MAX_EXTENT}")
-    oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    if oh < 1 or ow < 1:
-        raise _fail(f"{what}: the window does not fit an input of size {tuple(size)}")
-    return oh, ow
 
 
 def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
@@ -297,8 +269,8 @@ def _conv(prefix, config, width, params, dtype, label):
     s = _pair(config.get("stride", 1), f"{label}: stride")
     d = _pair(config.get("dilation", 1), f"{label}: dilation")
     pads = _pads(config.get("padding", "valid"), (h, w), k, s, d, label)
-    oh, ow = _out_size((h, w), pads, k, s, d, label)
-    _budget(c * k[0] * k[1] * oh * ow + filters * oh * ow, label)
+    oh, ow = window_output_size((h, w), pads, k, s, d, label, ModelFormatError)
+    check_scratch(c * k[0] * k[1] * oh * ow + filters * oh * ow, label, ModelFormatError)
     weight = params.take(f"{prefix}weight", (filters, c, *k), dtype, label)
     use_bias = config.get("use_bias", True)
     bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
@@ -328,7 +300,7 @@ def _pool(kind):
         pads = _pads(config.get("padding", "valid"), (h, w), k, s, (1, 1), label)
         if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
             raise _fail(f"{label}: padding must be at most half the pool size {k}")
-        oh, ow = _out_size((h, w), pads, k, s, (1, 1), label)
+        oh, ow = window_output_size((h, w), pads, k, s, (1, 1), label, ModelFormatError)
         count_pad = config.get("count_include_pad", True)
         if not isinstance(count_pad, bool):
             raise _fail(f"{label}: count_include_pad must be true or false")
@@ -386,7 +358,7 @@ def _recurrent(cell):
         sequences, bidirectional = flags
         use_bias = config.get("use_bias", True)
         g = RecurrentStep.GATES[cell]
-        _budget((t + 1) * (8 + g) * u + t * f, label)
+        check_scratch((t + 1) * (8 + g) * u + t * f, label, ModelFormatError)
         dirs = []
         for d in ("", "_reverse") if bidirectional else ("",):
             w_ih = params.take(f"{prefix}weight_ih{d}", (f, g * u), dtype, label)

@@ -11,8 +11,15 @@ Hooks and their ``logs``:
   from batch to batch: copy it to keep it.
 
 A callback stops training by setting ``self.trainer.stop_training = True`` (checked after
-every batch and every epoch). Batch hooks are called only for callbacks that override them,
-so the training loop pays nothing for callbacks that only watch epochs.
+every batch and every epoch).
+
+The protocol is duck-typed: ``fit`` accepts any object with some of the hooks above, and
+calls ``set_trainer(trainer)`` and sets ``params`` on it first (``set_trainer`` may be left
+out). A missing hook does nothing. :class:`Callback` is only a convenient base with every hook
+a no-op, so that other floors (``lepton_nn.compress``, ``lepton_nn.inspect``) can write
+callbacks without importing the trainer. A hook is called only if the object defines it and
+it is not the base no-op, so the training loop pays nothing per batch for callbacks that only
+watch epochs; a ``uses_batch_hooks`` attribute, if present, can switch the batch hooks off.
 """
 
 from __future__ import annotations
@@ -64,11 +71,7 @@ class Callback:
     @property
     def uses_batch_hooks(self) -> bool:
         """Whether ``fit`` should call this callback's batch hooks (default: if overridden)."""
-        cls = type(self)
-        return (
-            cls.on_batch_begin is not Callback.on_batch_begin
-            or cls.on_batch_end is not Callback.on_batch_end
-        )
+        return any(hook_of(self, name) is not None for name in BATCH_HOOKS)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         pass
@@ -89,37 +92,66 @@ class Callback:
         pass
 
 
-class CallbackList:
-    """Calls each hook on every callback in order; keeps the batch-hook lists precomputed."""
+HOOKS = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_batch_begin",
+    "on_batch_end",
+)
+BATCH_HOOKS = ("on_batch_begin", "on_batch_end")
 
-    def __init__(self, callbacks: list[Callback], trainer: Trainer, params: dict[str, Any]):
+
+def hook_of(cb: Any, name: str) -> Callable | None:
+    """``cb``'s hook ``name`` (bound), or None if it has none or only :class:`Callback`'s no-op."""
+    fn = getattr(cb, name, None)
+    if fn is None or getattr(fn, "__func__", None) is getattr(Callback, name):
+        return None
+    return fn
+
+
+class CallbackList:
+    """Calls each hook on every callback in order; the list of callers of each hook is
+    precomputed (callbacks without it, or with only the base no-op, are left out)."""
+
+    def __init__(self, callbacks: list[Any], trainer: Trainer, params: dict[str, Any]):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-            cb.set_trainer(trainer)
+            if isinstance(cb, type) or not any(hasattr(cb, n) for n in (*HOOKS, "set_trainer")):
+                raise TypeError(
+                    f"a callback needs on_* hooks (see lepton_nn.train.Callback), got {cb!r}"
+                )
+            set_trainer = getattr(cb, "set_trainer", None)
+            if set_trainer is not None:
+                set_trainer(trainer)
             cb.params = params
-        batch = [cb for cb in self.callbacks if cb.uses_batch_hooks]
-        self.batch_begin = [
-            cb for cb in batch if type(cb).on_batch_begin is not Callback.on_batch_begin
-        ]
-        self.batch_end = [cb for cb in batch if type(cb).on_batch_end is not Callback.on_batch_end]
+        hooks = {name: [] for name in HOOKS}
+        for cb in self.callbacks:
+            batch = getattr(cb, "uses_batch_hooks", True)
+            for name in HOOKS:
+                fn = hook_of(cb, name)
+                if fn is not None and (batch or name not in BATCH_HOOKS):
+                    hooks[name].append(fn)
+        self._hooks = hooks
+        self.batch_begin = hooks["on_batch_begin"]  # what fit calls directly, per batch
+        self.batch_end = hooks["on_batch_end"]
 
     def on_train_begin(self, logs: dict) -> None:
-        for cb in self.callbacks:
-            cb.on_train_begin(logs)
+        for fn in self._hooks["on_train_begin"]:
+            fn(logs)
 
     def on_train_end(self, logs: dict) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(logs)
+        for fn in self._hooks["on_train_end"]:
+            fn(logs)
 
     def on_epoch_begin(self, epoch: int, logs: dict) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_begin(epoch, logs)
+        for fn in self._hooks["on_epoch_begin"]:
+            fn(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(epoch, logs)
+        for fn in self._hooks["on_epoch_end"]:
+            fn(epoch, logs)
 
 
 # -- helpers ---------------------------------------------------------------------------------

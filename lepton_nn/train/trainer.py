@@ -36,7 +36,7 @@ from ..data.batching import iterate_batches
 from ..errors import DataError, LeptonError, ShapeError
 from ..nn.module import Module
 from ..random import set_seed, spawn
-from .callbacks import Callback, CallbackList
+from .callbacks import CallbackList
 from .history import History
 from .progress import ProgressBar
 
@@ -179,28 +179,22 @@ class Trainer:
     def _dtype(self) -> np.dtype:
         return np.dtype(getattr(self.model, "dtype", np.float32))
 
-    def _x(self, X: Any) -> np.ndarray:
-        if isinstance(X, Tensor):
-            X = X.data
-        arr = np.asarray(X)
+    @staticmethod
+    def _numeric(v: Any, what: str, encode: str) -> np.ndarray:
+        """``v`` (an array, nested lists or a Tensor) as a numeric array, else DataError."""
+        arr = np.asarray(v.data if isinstance(v, Tensor) else v)
         if arr.dtype.kind not in "biuf":
-            raise DataError(
-                f"X must be numeric, got dtype {arr.dtype}; encode it first "
-                "(lepton_nn.data.Preprocessor)"
-            )
+            raise DataError(f"{what} must be numeric, got dtype {arr.dtype}; {encode}")
+        return arr
+
+    def _x(self, X: Any) -> np.ndarray:
+        arr = self._numeric(X, "X", "encode it first (lepton_nn.data.Preprocessor)")
         if arr.ndim == 0:
             raise ShapeError("X must have a batch axis, got a scalar")
         return np.ascontiguousarray(arr, dtype=self._dtype)
 
     def _y(self, y: Any) -> np.ndarray:
-        if isinstance(y, Tensor):
-            y = y.data
-        arr = np.asarray(y)
-        if arr.dtype.kind not in "biuf":
-            raise DataError(
-                f"y must be numeric, got dtype {arr.dtype}; encode the labels first "
-                "(lepton_nn.data.LabelEncoder)"
-            )
+        arr = self._numeric(y, "y", "encode the labels first (lepton_nn.data.LabelEncoder)")
         if self.task == "multiclass" and arr.ndim == 1:
             if arr.dtype.kind == "f" and not np.all(arr == np.round(arr)):
                 raise DataError("multiclass targets must be integer class labels 0..C-1")
@@ -253,7 +247,7 @@ class Trainer:
         batch_size: int = 32,
         validation_data: tuple | None = None,
         validation_split: float = 0.0,
-        callbacks: Sequence[Callback] = (),
+        callbacks: Sequence[Any] = (),
         class_weight: str | Mapping[Any, float] | None = None,
         sample_weight: Any = None,
         shuffle: bool = True,
@@ -267,6 +261,8 @@ class Trainer:
                 each epoch (``val_loss``, ``val_<metric>``).
             validation_split: fraction of the rows held out for validation, taken from the
                 end of ``X`` before shuffling (as Keras does); ignored with validation_data.
+            callbacks: objects with ``on_*`` hooks (:class:`~lepton_nn.train.Callback` or any
+                object following its protocol, such as ``PruningCallback`` or ``Recorder``).
             class_weight: ``"balanced"`` or ``{label: weight}``; becomes per-sample weights
                 of the loss, multiplied into ``sample_weight`` if both are given.
             verbose: 0 silent, 1 progress bar (a live line on a terminal, one line per epoch
@@ -363,8 +359,8 @@ class Trainer:
                 nb = xb.shape[0]
                 if batch_begin:
                     blogs["batch"], blogs["size"] = b, nb
-                    for cb in batch_begin:
-                        cb.on_batch_begin(b, blogs)
+                    for hook in batch_begin:
+                        hook(b, blogs)
                 out = model(xb)
                 loss = loss_fn(out, yb) if wb is None else loss_fn(out, yb, sample_weight=wb)
                 lv = float(loss.data)
@@ -389,8 +385,8 @@ class Trainer:
                 if batch_end:
                     blogs["batch"], blogs["size"] = b, nb
                     blogs["loss"], blogs["batch_loss"] = total / seen, lv
-                    for cb in batch_end:
-                        cb.on_batch_end(b, blogs)
+                    for hook in batch_end:
+                        hook(b, blogs)
                     if self.stop_training:
                         break
             if bad is None and not all(np.isfinite(p.data).all() for p in weights):

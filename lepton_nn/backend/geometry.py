@@ -1,0 +1,79 @@
+"""Window geometry of convolution and pooling on (H, W) images, shared by the training ops
+(:mod:`lepton_nn.ops.conv`) and the runtime (:mod:`lepton_nn.runtime.steps`).
+
+The compiled kernels (kernels/conv.pyx) trust their arguments and index with ``ptrdiff_t``,
+so both callers run :func:`window_output_size` (and :func:`check_scratch` for the im2col
+column buffer) before entering them: a huge dilation, stride or padding gives a clear Python
+error, never an overflow in C. Plain integers in and out; nothing here imports a kernel.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_EXTENT",
+    "MAX_SAMPLE_ELEMENTS",
+    "check_scratch",
+    "output_size",
+    "same_padding",
+    "window_output_size",
+]
+
+#: Largest dilated window extent d (k - 1) + 1, stride and padding: far beyond real use.
+MAX_EXTENT = 1 << 20
+#: Largest scratch buffer per sample (elements), e.g. the im2col columns C kh kw OH OW.
+MAX_SAMPLE_ELEMENTS = 1 << 28
+
+
+def same_padding(size, kernel, stride, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) padding giving an output of ceil(n / s) per axis.
+
+    total = max((ceil(n / s) - 1) s + d (k - 1) + 1 - n, 0), top = total // 2 (the extra
+    row/column goes below/right, as in TensorFlow).
+    """
+    out: list[int] = []
+    for n, k, s, d in zip(size, kernel, stride, dilation, strict=True):
+        total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+        out += [total // 2, total - total // 2]
+    return out[0], out[1], out[2], out[3]
+
+
+def output_size(size, pads, kernel, stride, dilation) -> tuple[int, int]:
+    """OH = (H + top + bottom - d (k - 1) - 1) // s + 1, and likewise OW (unchecked)."""
+    (h, w), (pt, pb, pl, pr) = size, pads
+    oh = (h + pt + pb - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pl + pr - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return oh, ow
+
+
+def window_output_size(
+    size, pads, kernel, stride, dilation, what: str, error: type[Exception] = ValueError
+) -> tuple[int, int]:
+    """:func:`output_size`, once the geometry is known to be safe for the compiled kernels.
+
+    Raises ``error`` (a message starting with ``what``) when a window extent, stride or
+    padding exceeds :data:`MAX_EXTENT`, or when the window does not fit (OH or OW < 1).
+    """
+    extents = [dilation[i] * (kernel[i] - 1) + 1 for i in (0, 1)]
+    if max(*extents, *stride, *pads) > MAX_EXTENT:
+        raise error(
+            f"{what}: window {tuple(extents)} (kernel {tuple(kernel)}, dilation "
+            f"{tuple(dilation)}), stride {tuple(stride)} or padding {tuple(pads)} larger "
+            f"than {MAX_EXTENT}"
+        )
+    oh, ow = output_size(size, pads, kernel, stride, dilation)
+    if oh < 1 or ow < 1:
+        raise error(
+            f"{what}: the window {tuple(kernel)} (dilation {tuple(dilation)}, padding "
+            f"{tuple(pads)}) does not fit an input of size {tuple(size)}"
+        )
+    return oh, ow
+
+
+def check_scratch(elements: int, what: str, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` if a layer needs more than :data:`MAX_SAMPLE_ELEMENTS` scratch values
+    per sample (a hostile file or a typo must not allocate absurd amounts of memory)."""
+    if elements > MAX_SAMPLE_ELEMENTS:
+        raise error(
+            f"{what} would need {elements} scratch values per sample "
+            f"(at most {MAX_SAMPLE_ELEMENTS})"
+        )
