@@ -183,7 +183,8 @@ class Adam(Optimizer):
     def step(self) -> None:
         self.steps += 1
         kernel = get_backend().adam_step
-        b1, b2 = self.betas
+        (b1, b2), lr, eps = self.betas, self.lr, self.eps
+        wd, decoupled = float(self.weight_decay), self.decoupled
         for p, g in self._grads():
             st = self.state.get(id(p))
             if st is None or st["m"].shape != p.data.shape or st["m"].dtype != p.data.dtype:
@@ -197,19 +198,7 @@ class Adam(Optimizer):
                 raise ValueError(f"Adam: parameter of shape {p.shape} is a read-only array")
             # the kernel walks flat C arrays: a strided or Fortran-ordered p runs on a copy
             data = p.data if p.data.flags.c_contiguous else np.ascontiguousarray(p.data)
-            kernel(
-                data,
-                g,
-                st["m"],
-                st["v"],
-                self.lr,
-                b1,
-                b2,
-                self.eps,
-                float(self.weight_decay),
-                st["t"],
-                self.decoupled,
-            )
+            kernel(data, g, st["m"], st["v"], lr, b1, b2, eps, wd, st["t"], decoupled)
             if data is not p.data:
                 p.data[...] = data
 

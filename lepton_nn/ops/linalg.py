@@ -46,7 +46,7 @@ class Linear(Function):
     def forward(self, x, w, b=None, act=IDENTITY):
         be = get_backend()
         self.x_shape = x.shape
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (N, in)
         z = np.matmul(x2, w)  # (N, out), fresh and C-contiguous
         if b is not None:  # the kernel reads b as a flat C array of z's dtype
             b = np.ascontiguousarray(b, dtype=z.dtype)
@@ -58,11 +58,12 @@ class Linear(Function):
             y = be.bias_act_forward(z, b, act, z) if (b is not None or act != IDENTITY) else z
             self.z = None
         self.y = y
-        return y.reshape(*x.shape[:-1], w.shape[1])
+        return y if x.ndim == 2 else y.reshape(*x.shape[:-1], w.shape[1])
 
     def backward(self, g):
         be = get_backend()
-        g = np.ascontiguousarray(g.reshape(-1, self.w.shape[1]), dtype=self.y.dtype)
+        g = g if g.ndim == 2 else g.reshape(-1, self.w.shape[1])
+        g = np.ascontiguousarray(g, dtype=self.y.dtype)  # the kernel reads flat C arrays
         need_x = self.needs_grad[0]
         need_b = self.b is not None and self.needs_grad[2]
         gb = np.empty_like(self.b) if need_b else None
@@ -74,7 +75,9 @@ class Linear(Function):
             z = self.y if self.z is None else self.z  # z is read only by gelu
             gz = be.bias_act_backward(g, self.y, z, self.b, self.act, np.empty_like(g), gb)[0]
         gw = np.matmul(self.x2.T, gz) if self.needs_grad[1] else None
-        gx = np.matmul(gz, self.w.T).reshape(self.x_shape) if need_x else None
+        gx = np.matmul(gz, self.w.T) if need_x else None
+        if gx is not None and len(self.x_shape) != 2:
+            gx = gx.reshape(self.x_shape)
         if self.b is None:
             return gx, gw
         return gx, gw, gb

@@ -6,6 +6,8 @@ Weighted reductions follow Keras: ``mean`` is sum(w_i * l_i) / N, ``sum`` is sum
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..autograd import Function
@@ -73,24 +75,35 @@ class SoftTargetCrossEntropy(Function):
 class BCEWithLogits(Function):
     """l = pw * y * softplus(-z) + (1 - y) * softplus(z), averaged over all but axis 0.
 
-    dl/dz = sigmoid(z) * (pw * y + 1 - y) - pw * y. z, y: (N, ...) with the same shape.
+    With softplus(-z) = softplus(z) - z: l = softplus(z) (pw y + 1 - y) - pw y z
+    (= softplus(z) - y z when pw = 1). dl/dz = sigmoid(z) (pw y + 1 - y) - pw y, where
+    sigmoid(z) = exp(z - softplus(z)) (the exponent is <= 0: stable).
+    z, y: (N, ...) with the same shape.
     """
 
     def forward(self, z, y=None, pos_weight=None, weight=None, reduction="mean"):
-        sp_pos = np.logaddexp(0, z)  # softplus(z) = -log(1 - sigmoid(z))
-        sp_neg = sp_pos - z  # softplus(-z) = -log(sigmoid(z))
-        pw = 1.0 if pos_weight is None else pos_weight
-        el = (pw * y * sp_neg + (1 - y) * sp_pos).astype(z.dtype, copy=False)
-        self.z, self.y, self.pw, self.weight, self.reduction = z, y, pw, weight, reduction
-        self.m = int(np.prod(z.shape[1:])) if z.ndim > 1 else 1
-        per = el.reshape(z.shape[0], self.m).mean(axis=1) if z.ndim > 1 else el
+        sp = np.logaddexp(0, z)  # softplus(z) = -log(1 - sigmoid(z))
+        pwy = None if pos_weight is None else pos_weight * y
+        el = sp - y * z if pwy is None else sp * (pwy + 1 - y) - pwy * z
+        el = el.astype(z.dtype, copy=False)
+        self.z, self.y, self.sp, self.pwy = z, y, sp, pwy
+        self.weight, self.reduction = weight, reduction
+        self.m = math.prod(z.shape[1:]) if z.ndim > 1 else 1
+        per = el.reshape(z.shape[0], self.m) if z.ndim > 1 else el
+        per = per.mean(axis=1) if self.m > 1 else per.reshape(z.shape[0])
         return _reduce(per, weight, reduction)
 
     def backward(self, g):
-        z, y, pw = self.z, self.y, self.pw
-        n = z.shape[0]
-        gl = _per_sample_grad(g, n, self.weight, self.reduction, z.dtype) / self.m
-        e = np.exp(-np.abs(z))
-        sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
-        gz = sig * (pw * y + 1 - y) - pw * y
-        return ((gz * gl.reshape((n,) + (1,) * (z.ndim - 1))).astype(z.dtype, copy=False),)
+        z, y, pwy, n = self.z, self.y, self.pwy, self.z.shape[0]
+        gz = np.exp(z - self.sp)  # sigmoid(z)
+        if pwy is None:
+            gz -= y
+        else:
+            gz *= pwy + 1 - y
+            gz -= pwy
+        if self.weight is None and self.reduction != "none":  # one scale for every sample
+            gz *= np.asarray((g / max(n, 1) if self.reduction == "mean" else g) / self.m, z.dtype)
+        else:
+            gl = _per_sample_grad(g, n, self.weight, self.reduction, z.dtype) / self.m
+            gz *= gl.reshape((n,) + (1,) * (z.ndim - 1))
+        return (gz.astype(z.dtype, copy=False),)

@@ -1,0 +1,58 @@
+"""The benchmark workloads (W1, W2, W5, W7, accuracy parity) for the suites in this folder.
+
+They are defined once, in :mod:`lepton_nn.bench_workloads`, inside the package, so that
+``lepton-nn bench`` works from an installed wheel (this folder is not installed). This module
+re-exports them and adds :func:`cases`, the pytest-side way to build one engine's cases.
+
+Threads: ``LEPTON_BENCH_THREADS`` (default 1) for every engine in the process. The suites run
+all engines in one process; ``lepton-nn bench`` is the fair side-by-side (one process per
+engine, interleaved rounds, medians).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+from lepton_nn.bench_workloads import *  # noqa: F403
+from lepton_nn.bench_workloads import __all__ as _all
+from lepton_nn.bench_workloads import build_cases, configure_threads
+
+__all__ = [*_all, "cases", "case", "THREADS_N", "lepton_backends"]
+
+THREADS_N = int(os.environ.get("LEPTON_BENCH_THREADS", "1"))
+_REQUIRES = {
+    "torch": ("torch",),
+    "tensorflow": ("tensorflow", "keras"),
+    "onnxruntime": ("onnxruntime", "onnx"),
+}
+
+
+def lepton_backends() -> list[str]:
+    """``LEPTON_BENCH_BACKENDS`` (comma list), else the best available and ``reference``
+    (Numba is left out by default: its first call compiles for seconds)."""
+    from lepton_nn.backend import available
+
+    env = os.environ.get("LEPTON_BENCH_BACKENDS")
+    if env:
+        return [b.strip() for b in env.split(",") if b.strip()]
+    have = [b for b in available() if b != "numba"]
+    return list(dict.fromkeys([have[0], "reference"]))
+
+
+@functools.cache
+def cases(engine: str, workload: str) -> dict:
+    """``{variant: Case}`` of ``engine`` for ``workload``; skips if the engine is missing."""
+    for module in _REQUIRES.get(engine, ()):
+        pytest.importorskip(module, exc_type=ImportError)
+    configure_threads(engine.partition(":")[0], THREADS_N)
+    return {c.variant: c for c in build_cases(engine, workload)}
+
+
+def case(engine: str, workload: str, variant: str):
+    found = cases(engine, workload)
+    if variant not in found:
+        pytest.skip(f"{engine} has no {variant!r} case for {workload}")
+    return found[variant]
