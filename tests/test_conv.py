@@ -43,6 +43,12 @@ GEOMS = [
     ((2, 4, 5, 5), (1, 1), (1, 1), (0, 0), (1, 1), (0, 0)),
     ((0, 3, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
     ((2, 2, 4, 4), (5, 5), (1, 1), (2, 2), (1, 1), (2, 2)),
+    # stride 1 and as wide as the input ("same"): the compiled block-copy path
+    ((2, 3, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),
+    ((1, 2, 6, 5), (3, 3), (1, 1), (2, 2), (2, 2), (0, 0)),
+    ((2, 2, 6, 6), (2, 2), (1, 1), (0, 0), (1, 1), (1, 1)),
+    ((1, 1, 2, 3), (5, 5), (1, 1), (4, 4), (2, 2), (0, 0)),  # some taps fully in the padding
+    ((2, 2, 5, 19), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),  # rows longer than 16
 ]
 
 
@@ -85,6 +91,11 @@ POOLS = [
     ((3, 1, 9, 4), (2, 3), (3, 1), (1, 1), (0, 0)),
     ((0, 2, 6, 6), (2, 2), (2, 2), (0, 0), (0, 0)),
     ((2, 2, 5, 7), (2, 2), (2, 2), (0, 0), (1, 1)),  # "same": padding only below/right
+    # 2x2 / stride 2 rows of up to 16 outputs: the compiled one-vector-per-row path
+    ((2, 3, 28, 28), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((1, 2, 33, 32), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((1, 2, 7, 9), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((1, 1, 4, 34), (2, 2), (2, 2), (0, 0), (0, 0)),  # 17 outputs a row: the plain loop
 ]
 
 
@@ -133,6 +144,35 @@ def test_maxpool_ties_pick_the_first():
             y, a = np.empty((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.int64)
             b.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y, a)
             assert a.item() == 0, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_ties_in_long_rows_match_the_reference(be, dtype):
+    """Many ties (small integers) in 14-wide output rows: the first maximum wins everywhere."""
+    x = np.random.default_rng(5).integers(0, 3, (2, 3, 28, 28)).astype(dtype)
+    y0, a0 = np.empty((2, 3, 14, 14), dtype), np.empty((2, 3, 14, 14), np.int64)
+    REF.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y0, a0)
+    y1, a1 = np.empty_like(y0), np.empty_like(a0)
+    be.maxpool2d_forward(x, 2, 2, 2, 2, 0, 0, y1, a1)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(a1, a0)
+
+
+def test_recycled_arrays_are_reused_only_when_unreferenced():
+    from lepton_nn.ops._workspace import recycled, release
+
+    release()
+    a = recycled((256, 1024), np.float32)
+    assert recycled((256, 1024), np.float32) is not a  # a is still held here
+    view = a[1:]
+    ident = id(a)
+    del a
+    assert id(recycled((256, 1024), np.float32)) != ident or view.base is None  # a view holds it
+    del view
+    ids = {id(recycled((256, 1024), np.float32)) for _ in range(3)}  # nothing holds them now
+    assert len(ids) == 1
+    assert recycled((4, 4), np.float32).shape == (4, 4)  # small: a plain new array
+    release()
 
 
 # -- gradient checks (float64, tiny sizes) -----------------------------------------------------

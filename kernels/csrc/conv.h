@@ -42,20 +42,108 @@ static inline void lnn_valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t n_in, p
     *hi = b;
 }
 
+/* AVX-512 helpers for float32 rows that are too short for gcc's vector loops (a 14-wide row
+ * runs scalar): one masked vector per row. Each has a plain-C twin path in the template and is
+ * called only when lnn_have_avx512() says the CPU has AVX-512F. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#include <immintrin.h>
+#define LNN_CONV_AVX512 1
+
+static int lnn_have_avx512(void)
+{
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return have;
+}
+
+/* d[0:n] += s[0:n], 16 lanes at a time, the tail masked. */
+__attribute__((target("avx512f"))) static void lnn_add_row_avx512(float *restrict d,
+                                                                 const float *restrict s,
+                                                                 ptrdiff_t n)
+{
+    ptrdiff_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(d + k, _mm512_add_ps(_mm512_loadu_ps(d + k), _mm512_loadu_ps(s + k)));
+    if (k < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - k)) - 1);
+        const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, d + k), _mm512_maskz_loadu_ps(m, s + k));
+        _mm512_mask_storeu_ps(d + k, m, v);
+    }
+}
+
+/* 2x2 / stride 2 max pool, no padding, ow <= 16: one output row per iteration.
+ * a, b, c, d = r0[0::2], r0[1::2], r1[0::2], r1[1::2] (deinterleaved by permutes);
+ * y = max(a, b, c, d), k = the first of them that is the maximum (row-major order);
+ * argmax = 2 oy w + 2 ox + (0, 1, w, w + 1)[k] */
+__attribute__((target("avx512f"))) static void lnn_maxpool2x2_avx512(
+    const float *x, float *y, int64_t *argmax, ptrdiff_t planes, ptrdiff_t h, ptrdiff_t w,
+    ptrdiff_t oh, ptrdiff_t ow)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const ptrdiff_t n2 = 2 * ow; /* input floats read per row: 2 ow <= 32, two masked loads */
+    const __mmask16 m_lo = (__mmask16)(n2 >= 16 ? 0xFFFFu : (1u << n2) - 1);
+    const __mmask16 m_hi = (__mmask16)(n2 > 16 ? (1u << (n2 - 16)) - 1 : 0);
+    const __mmask16 m_out = (__mmask16)((1u << ow) - 1);
+    const __m512i two_ox = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32((int)w);
+    const __m512i w1 = _mm512_set1_epi32((int)w + 1);
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        for (ptrdiff_t oy = 0; oy < oh; oy++) {
+            const float *r0 = x + p * h * w + 2 * oy * w, *r1 = r0 + w;
+            float *yr = y + (p * oh + oy) * ow;
+            int64_t *ar = argmax + (p * oh + oy) * ow;
+            const __m512 r00 = _mm512_maskz_loadu_ps(m_lo, r0), r01 = _mm512_maskz_loadu_ps(m_hi, r0 + 16);
+            const __m512 r10 = _mm512_maskz_loadu_ps(m_lo, r1), r11 = _mm512_maskz_loadu_ps(m_hi, r1 + 16);
+            const __m512 a = _mm512_permutex2var_ps(r00, even, r01);
+            const __m512 b = _mm512_permutex2var_ps(r00, odd, r01);
+            const __m512 c = _mm512_permutex2var_ps(r10, even, r11);
+            const __m512 d = _mm512_permutex2var_ps(r10, odd, r11);
+            __m512 m = a; /* running max; k: its offset in the window (strictly greater wins) */
+            __m512i k = _mm512_setzero_si512();
+            __mmask16 t = _mm512_cmp_ps_mask(b, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, t, b);
+            k = _mm512_mask_mov_epi32(k, t, one);
+            t = _mm512_cmp_ps_mask(c, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, t, c);
+            k = _mm512_mask_mov_epi32(k, t, wv);
+            t = _mm512_cmp_ps_mask(d, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, t, d);
+            k = _mm512_mask_mov_epi32(k, t, w1);
+            _mm512_mask_storeu_ps(yr, m_out, m);
+            const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * w), two_ox);
+            const __m512i k0 = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(k));
+            _mm512_mask_storeu_epi64(ar, (__mmask8)m_out, _mm512_add_epi64(base, k0));
+            if (ow > 8) {
+                const __m512i k1 = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64(k, 1));
+                const __m512i base1 = _mm512_add_epi64(base, _mm512_set1_epi64(16));
+                _mm512_mask_storeu_epi64(ar + 8, (__mmask8)(m_out >> 8), _mm512_add_epi64(base1, k1));
+            }
+        }
+    }
+}
+#else
+#define LNN_CONV_AVX512 0
+#endif
+
 #define T float
+#define LNN_F32 1
 #define LNN_CNAME(name) name##_f32
 #define LNN_CONV_TEMPLATE
 #include "conv.h"
 #undef LNN_CONV_TEMPLATE
 #undef T
+#undef LNN_F32
 #undef LNN_CNAME
 
 #define T double
+#define LNN_F32 0
 #define LNN_CNAME(name) name##_f64
 #define LNN_CONV_TEMPLATE
 #include "conv.h"
 #undef LNN_CONV_TEMPLATE
 #undef T
+#undef LNN_F32
 #undef LNN_CNAME
 
 #endif /* LNN_CONV_H */
@@ -70,6 +158,41 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_im2col)(
     ptrdiff_t dh, ptrdiff_t dw)
 {
     const ptrdiff_t L = oh * ow;
+    if (sh == 1 && sw == 1 && ow == w) { /* stride 1, output as wide as the input ("same") */
+        for (ptrdiff_t p = 0; p < planes; p++) {
+            const T *xp = x + p * h * w;
+            for (ptrdiff_t i = 0; i < kh; i++) {
+                ptrdiff_t ya, yb; /* output rows whose input row oy + i dh - ph is inside */
+                lnn_valid_range(i * dh - ph, 1, h, oh, &ya, &yb);
+                if (ya > oh) ya = yb = oh;
+                for (ptrdiff_t j = 0; j < kw; j++) {
+                    T *restrict d = cols + (p * kh * kw + i * kw + j) * L;
+                    const ptrdiff_t xoff = j * dw - pw, shift = (i * dh - ph) * w + xoff;
+                    ptrdiff_t lo, hi;
+                    lnn_valid_range(xoff, 1, w, ow, &lo, &hi);
+                    if (lo > ow) lo = hi = ow;
+                    /* cols[p, i kw + j] = xpad[p, i dh : i dh + oh, j dw : j dw + ow]:
+                     * rows of the output and of the input have the same width, so the inside
+                     * rows are one shifted block, d[ya w + lo : (yb - 1) w + hi] =
+                     * xp[... + shift]; the columns that block took from the neighbouring row
+                     * are padding, zeroed after */
+                    memset(d, 0, (size_t)(ya * ow) * sizeof(T)); /* padding rows above */
+                    ptrdiff_t y_end = ya; /* rows copied: [ya, y_end) */
+                    if (yb > ya && hi > lo) {
+                        y_end = yb;
+                        const ptrdiff_t a0 = ya * ow + lo, a1 = (yb - 1) * ow + hi;
+                        memcpy(d + a0, xp + a0 + shift, (size_t)(a1 - a0) * sizeof(T));
+                        for (ptrdiff_t oy = ya; oy < yb; oy++) { /* d[oy, :lo] = d[oy, hi:] = 0 */
+                            for (ptrdiff_t ox = 0; ox < lo; ox++) d[oy * ow + ox] = 0;
+                            for (ptrdiff_t ox = hi; ox < ow; ox++) d[oy * ow + ox] = 0;
+                        }
+                    }
+                    memset(d + y_end * ow, 0, (size_t)((oh - y_end) * ow) * sizeof(T)); /* below */
+                }
+            }
+        }
+        return;
+    }
     for (ptrdiff_t p = 0; p < planes; p++) {
         const T *xp = x + p * h * w;
         for (ptrdiff_t i = 0; i < kh; i++) {
@@ -107,6 +230,9 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_col2im)(
     ptrdiff_t dh, ptrdiff_t dw)
 {
     const ptrdiff_t L = oh * ow;
+#if LNN_CONV_AVX512
+    const int avx512 = lnn_have_avx512();
+#endif
     memset(gx, 0, (size_t)(planes * h * w) * sizeof(T)); /* gx[...] = 0 */
     for (ptrdiff_t p = 0; p < planes; p++) {
         T *gp = gx + p * h * w;
@@ -120,9 +246,15 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_col2im)(
                 for (ptrdiff_t oy = 0; oy < oh; oy++) {
                     const ptrdiff_t iy = oy * sh - ph + i * dh;
                     if (iy < 0 || iy >= h) continue; /* a padding row: dropped */
-                    T *d = gp + iy * w;
-                    const T *s = src + oy * ow;
+                    T *restrict d = gp + iy * w;
+                    const T *restrict s = src + oy * ow;
                     if (sw == 1) {
+#if LNN_CONV_AVX512
+                        if (LNN_F32 && avx512) { /* the same, masked vectors */
+                            lnn_add_row_avx512((float *)(d + lo + xoff), (const float *)(s + lo), hi - lo);
+                            continue;
+                        }
+#endif
                         for (ptrdiff_t ox = lo; ox < hi; ox++) d[ox + xoff] += s[ox];
                     } else {
                         for (ptrdiff_t ox = lo; ox < hi; ox++) d[ox * sw + xoff] += s[ox];
@@ -146,11 +278,17 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_maxpool_fwd)(
         2 * ow <= w) {
         /* the common 2x2 / stride 2 window, no padding on any side:
          * y = max(a, b, c, d), the first of equals in that (row-major) order */
+#if LNN_CONV_AVX512
+        if (LNN_F32 && ow <= 16 && lnn_have_avx512()) { /* the same, one vector per row */
+            lnn_maxpool2x2_avx512((const float *)x, (float *)y, argmax, planes, h, w, oh, ow);
+            return;
+        }
+#endif
         for (ptrdiff_t p = 0; p < planes; p++) {
             for (ptrdiff_t oy = 0; oy < oh; oy++) {
-                const T *r0 = x + p * h * w + 2 * oy * w, *r1 = r0 + w;
-                T *yr = y + (p * oh + oy) * ow;
-                int64_t *ar = argmax + (p * oh + oy) * ow;
+                const T *restrict r0 = x + p * h * w + 2 * oy * w, *restrict r1 = r0 + w;
+                T *restrict yr = y + (p * oh + oy) * ow;
+                int64_t *restrict ar = argmax + (p * oh + oy) * ow;
                 const int64_t base = (int64_t)(2 * oy * w);
                 for (ptrdiff_t ox = 0; ox < ow; ox++) {
                     const T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, is_grad_enabled
 from ..backend import get_backend
 from ..backend.geometry import check_scratch, output_size, same_padding, window_output_size
 from ..backend.reference import ACT_CODE, GELU, IDENTITY
 from ..errors import ShapeError
-from ._workspace import workspace
+from ._workspace import recycled, workspace
 
 __all__ = [
     "Conv2d",
@@ -74,8 +74,9 @@ class Conv2d(Function):
     an activation code (the backend's bias_act kernels apply it in place, one pass).
     Backward: G_Z = G_Y f'(Z);  G_b = sum G_Z over (n, y, x);  G_W = sum_n cols[n] G_Z[n]^T;
     G_X = col2im(W2^T G_Z[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
-    The column matrix (C kh kw times bigger than X for a stride of 1) lives in a reused
-    workspace and is rebuilt from X in backward: im2col costs far less than keeping it.
+    The column matrix (C kh kw times bigger than X for a stride of 1) is kept for the weight
+    gradient when gradients are on (a recycled array: no fresh pages per step), else it is
+    scratch (a reused workspace).
     """
 
     def forward(self, x, w, b=None, geom=None, act=IDENTITY):
@@ -87,7 +88,8 @@ class Conv2d(Function):
         oh, ow = output_size((h, wd), (pt, pb, pl, pr), (kh, kw), (sh, sw), (dh, dw))
         self.x, self.geom, self.has_b = x, (kh, kw, sh, sw, pt, pl, dh, dw), b is not None
         self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
-        z = np.matmul(self.w2, self._cols(oh, ow))  # (N, O, OH*OW), fresh
+        self.cols = self._cols(oh, ow, keep=is_grad_enabled())
+        z = np.matmul(self.w2, self.cols, out=recycled((n, o, oh * ow), x.dtype))
         if b is not None:
             z += _dtype_ok(b, x)[:, None]
         z2 = z.reshape(n * o, oh * ow)
@@ -95,18 +97,22 @@ class Conv2d(Function):
         if act == IDENTITY:
             y2 = z2
         else:  # in place, except for gelu
-            y2 = be.bias_act_forward(z2, None, act, np.empty_like(z2) if act == GELU else z2)
+            y2 = be.bias_act_forward(
+                z2, None, act, recycled(z2.shape, z2.dtype) if act == GELU else z2
+            )
         self.y2, self.act = y2, act
         return y2.reshape(n, o, oh, ow)
 
-    def _cols(self, oh, ow):
-        """im2col(X) as (N, C kh kw, OH OW), in the workspace (X itself for a plain 1x1)."""
+    def _cols(self, oh, ow, keep):
+        """im2col(X) as (N, C kh kw, OH OW) (X itself for a plain 1x1): an array of its own
+        if ``keep``, else the workspace."""
         x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
         n, c = x.shape[:2]
         k = c * kh * kw
         if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
             return x.reshape(n, k, oh * ow)
-        cols = workspace("conv_cols", (n, k, oh, ow), x.dtype)
+        shape = (n, k, oh, ow)
+        cols = recycled(shape, x.dtype) if keep else workspace("conv_cols", shape, x.dtype)
         get_backend().im2col(x, kh, kw, sh, sw, pt, pl, dh, dw, cols)
         return cols.reshape(n, k, oh * ow)
 
@@ -126,9 +132,11 @@ class Conv2d(Function):
             gcols = workspace("conv_gcols", (n, self.w2.shape[1], oh * ow), gz.dtype)
             np.matmul(self.w2.T, gz, out=gcols)
             gcols = gcols.reshape(n, self.w2.shape[1], oh, ow)
-            gx = be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, np.empty_like(self.x))
+            gx = recycled(self.x.shape, self.x.dtype)
+            gx = be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, gx)
         if self.needs_grad[1]:  # sum_n cols[n] G_Z[n]^T: (K, O), then transposed
-            gw = np.matmul(self._cols(oh, ow), gz.transpose(0, 2, 1)).sum(axis=0).T
+            ws = workspace("conv_gw", (n, self.w2.shape[1], o), gz.dtype)
+            gw = np.matmul(self.cols, gz.transpose(0, 2, 1), out=ws).sum(axis=0).T
             gw = np.ascontiguousarray(gw).reshape(o, *self.x.shape[1:2], *self.geom[:2])
         if self.has_b and self.needs_grad[2]:
             gb = gz.sum(axis=(0, 2))
@@ -144,14 +152,15 @@ class MaxPool2d(Function):
     def forward(self, x, geom=None):
         kh, kw, sh, sw, pt, pl, oh, ow = geom
         x = np.ascontiguousarray(x)
-        y = np.empty((*x.shape[:2], oh, ow), x.dtype)
-        self.argmax = np.empty(y.shape, np.int64)
+        y = recycled((*x.shape[:2], oh, ow), x.dtype)
+        self.argmax = recycled(y.shape, np.int64)
         self.x_shape = x.shape
         return get_backend().maxpool2d_forward(x, kh, kw, sh, sw, pt, pl, y, self.argmax)
 
     def backward(self, g):
         g = np.ascontiguousarray(g)
-        return (get_backend().maxpool2d_backward(g, self.argmax, np.empty(self.x_shape, g.dtype)),)
+        gx = recycled(self.x_shape, g.dtype)
+        return (get_backend().maxpool2d_backward(g, self.argmax, gx),)
 
 
 class AvgPool2d(Function):
@@ -164,13 +173,13 @@ class AvgPool2d(Function):
         kh, kw, sh, sw, pt, pl, oh, ow = geom
         x = np.ascontiguousarray(x)
         self.geom, self.count_pad, self.x_shape = geom, bool(count_pad), x.shape
-        y = np.empty((*x.shape[:2], oh, ow), x.dtype)
+        y = recycled((*x.shape[:2], oh, ow), x.dtype)
         return get_backend().avgpool2d_forward(x, kh, kw, sh, sw, pt, pl, self.count_pad, y)
 
     def backward(self, g):
         kh, kw, sh, sw, pt, pl, _, _ = self.geom
         g = np.ascontiguousarray(g)
-        gx = np.empty(self.x_shape, g.dtype)
+        gx = recycled(self.x_shape, g.dtype)
         return (get_backend().avgpool2d_backward(g, kh, kw, sh, sw, pt, pl, self.count_pad, gx),)
 
 
