@@ -216,6 +216,147 @@ def cmd_demo(args) -> int:
     return 0 if same else 1
 
 
+def _median_us(fn, arg, calls: int = 200) -> float:
+    """Median wall time of ``fn(arg)`` in microseconds over ``calls`` calls (after 10 warm-up)."""
+    for _ in range(10):
+        fn(arg)
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn(arg)
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
+
+
+def _compress_row(path: str, model, test, keys) -> dict:
+    """Size, weights, nonzeros, held-out metrics and runtime batch-1 latency of one file."""
+    from . import runtime
+    from .nn import Dense
+
+    params = [m.weight.data for m in model.network.modules() if isinstance(m, Dense)]
+    report = model.evaluate(test)
+    served = runtime.load(path)
+    row = test.take([0])
+    x = np.ascontiguousarray(served.transform(row))
+    return {
+        "size": os.path.getsize(path),
+        "weights": sum(int(w.size) for w in params),
+        "nonzero": sum(int(np.count_nonzero(w)) for w in params),
+        **{k: report.get(k) for k in keys},
+        "net_us": _median_us(served.forward, x),
+        "row_us": _median_us(
+            served.predict_proba if model.task_ != "regression" else served.predict, row
+        ),
+    }
+
+
+def cmd_compress(args) -> int:
+    from . import io
+    from .data import read_csv, train_test_split
+    from .tabular import TabularModel
+
+    if not 0.0 <= args.prune < 1.0:
+        raise LeptonError(f"--prune takes a fraction in [0, 1), got {args.prune}")
+    if args.int8 not in (None, "dynamic", "static"):
+        raise LeptonError(f"--int8 takes dynamic or static, got {args.int8!r}")
+    if args.fine_tune_epochs < 0:
+        raise LeptonError(f"--fine-tune-epochs must be >= 0, got {args.fine_tune_epochs}")
+    if args.max_accuracy_drop is not None and not 0.0 <= args.max_accuracy_drop <= 1.0:
+        raise LeptonError(
+            f"--max-accuracy-drop takes a fraction in [0, 1], got {args.max_accuracy_drop}"
+        )
+    if args.prune == 0 and args.int8 is None:
+        raise LeptonError("nothing to do: give --prune FRACTION and/or --int8 dynamic|static")
+    if args.structured and args.prune == 0:
+        raise LeptonError("--structured needs --prune FRACTION")
+    if os.path.abspath(args.output) == os.path.abspath(args.model):
+        raise LeptonError("-o must differ from MODEL (the original is the 'before' of the report)")
+    model = io.load(args.model)
+    if not isinstance(model, TabularModel):
+        raise LeptonError(f"{args.model}: not a tabular model (one saved by 'lepton-nn train')")
+    table = read_csv(args.data, target=args.target)
+    y = np.asarray(table.target).astype(str)
+    idx = np.arange(len(y))
+    strat = y if model.task_ != "regression" else None
+    tr, te = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
+    train, test = table.take(tr), table.take(te)
+    t0 = time.perf_counter()
+    small = model.compress(
+        train,
+        prune=args.prune,
+        structured=args.structured,
+        fine_tune_epochs=args.fine_tune_epochs,
+        quantize=args.int8,
+        max_accuracy_drop=args.max_accuracy_drop if args.int8 else None,
+    )
+    took = time.perf_counter() - t0
+    io.save(small, args.output)
+    shipped = io.load(args.output)  # report on what the file holds
+    keys = ("accuracy", "roc_auc") if model.task_ != "regression" else ("r2", "mae")
+    before = _compress_row(args.model, model, test, keys)
+    after = _compress_row(args.output, shipped, test, keys)
+
+    what = []
+    if args.prune:
+        kind = "whole hidden units (L1), compacted" if args.structured else "weights by magnitude"
+        how = (
+            f"gradually over {args.fine_tune_epochs} fine-tuning epochs"
+            if args.fine_tune_epochs
+            else "one shot, no fine-tuning"
+        )
+        what.append(f"pruned {args.prune:.0%} of {kind}, {how}")
+    if args.int8:
+        q = small.compression.get("int8_layers", [])
+        what.append(f"int8 {args.int8} ({len(q)} of the Dense layers)")
+    print(f"{args.model} -> {args.output}: {'; '.join(what)} ({took:.1f} s)")
+    print(
+        f"evaluated on a held-out stratified 20 % of {args.data} ({len(te)} rows, seed "
+        f"{args.seed}); fine-tuning and calibration used the other {len(tr)}"
+    )
+    heads = ["", "size (B)", "weights", "nonzero", *keys, "net us", "row us"]
+    rows = [heads]
+    for name, r in (("before", before), ("after", after)):
+        rows.append(
+            [
+                name,
+                f"{r['size']:,}",
+                f"{r['weights']:,}",
+                f"{r['nonzero']:,}",
+                *[_fmt(r[k]) for k in keys],
+                f"{r['net_us']:.1f}",
+                f"{r['row_us']:.1f}",
+            ]
+        )
+    change = ["change", f"{after['size'] / before['size'] - 1:+.1%}", "", ""]
+    for k in keys:
+        a, b = after[k], before[k]
+        change.append("n/a" if a is None or b is None else f"{a - b:+.4f}")
+    change += [
+        f"{after['net_us'] / before['net_us'] - 1:+.0%}",
+        f"{after['row_us'] / before['row_us'] - 1:+.0%}",
+    ]
+    rows.append(change)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(heads))]
+    for r in rows:
+        print(
+            "  "
+            + "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        )
+    print(
+        "  (latency: lepton_nn.runtime, median of 200 batch-1 calls in microseconds; "
+        "net: the network on a prepared row, row: predict on a raw row)"
+    )
+    if keys[0] == "accuracy" and before["accuracy"] is not None:
+        drop = before["accuracy"] - after["accuracy"]
+        line = f"accuracy cost: {drop * 100:+.2f} points on the held-out rows"
+        if args.max_accuracy_drop is not None:
+            over = drop > args.max_accuracy_drop
+            verdict = "OVER BUDGET" if over else "within"
+            line += f" (budget {args.max_accuracy_drop * 100:.2f}: {verdict})"
+        print(line)
+    return 0
+
+
 def _grid(text: str) -> dict[str, list]:
     """``"lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2"`` -> {"lr": [...], "hidden": [...], ...}."""
     grid: dict[str, list] = {}
@@ -390,6 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--top", type=int, default=10, help="features shown for the row")
     x.add_argument("--steps", type=int, default=50, help="integrated-gradients steps")
     x.set_defaults(fn=lambda a: __import__("lepton_nn.explain", fromlist=["_"]).cli_explain(a))
+
+    c = sub.add_parser("compress", help="prune and/or int8-quantize a trained model")
+    c.add_argument("model")
+    c.add_argument("data", help="labelled rows: fine-tuning, calibration and the evaluation")
+    c.add_argument("--target", required=True)
+    c.add_argument("--prune", type=float, default=0.0, help="fraction of weights to remove")
+    c.add_argument("--structured", action="store_true", help="prune whole units, then compact")
+    c.add_argument("--fine-tune-epochs", type=int, default=0, dest="fine_tune_epochs")
+    c.add_argument("--int8", help="dynamic or static (calibrated on the data)")
+    c.add_argument("--max-accuracy-drop", type=float, dest="max_accuracy_drop")
+    c.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    c.add_argument("-o", "--output", required=True)
+    c.set_defaults(fn=cmd_compress)
 
     b = sub.add_parser("bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime")
     b.add_argument(

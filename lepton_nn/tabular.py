@@ -12,7 +12,8 @@ Tasks: ``binary`` (one logit, sigmoid), ``multiclass`` (k logits, softmax), ``re
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,10 +25,19 @@ from .io import module_from_lnn, module_to_lnn, register_loader
 from .nn import Dense, Dropout, Sequential
 from .random import set_seed
 
+if TYPE_CHECKING:
+    from .compress.quantization import QuantizedModel
+
 __all__ = ["TabularModel"]
 
 TASKS = ("auto", "binary", "multiclass", "regression")
+MIN_CSR_SPARSITY = 0.5  # a pruned float weight with at least this many zeros is stored as CSR
 REFIT_BELOW = 1000  # rows; below this, refit on all rows after early stopping (refit=None)
+_LOSSES = {
+    "binary": losses.binary_cross_entropy_with_logits,
+    "multiclass": losses.cross_entropy,
+    "regression": losses.mse,
+}
 
 
 def _infer_task(y: np.ndarray) -> str:
@@ -93,6 +103,9 @@ class TabularModel:
         self.target_scale: tuple[float, float] = (0.0, 1.0)
         self.history: dict | None = None
         self.metrics_card: dict = {}
+        # set by compress(): the int8 form of the network (None: float), and what was done
+        self.quantized: QuantizedModel | None = None
+        self.compression: dict | None = None
 
     def get_params(self) -> dict:
         keys = (
@@ -137,23 +150,23 @@ class TabularModel:
         if task == "regression":
             t = y.astype(np.float64)
             self.target_scale = (float(t.mean()), float(t.std() or 1.0))
-            target = ((t - self.target_scale[0]) / self.target_scale[1]).astype(np.float32)
-            n_out, loss = 1, losses.mse
             self.labels = None
         else:
             self.labels = LabelEncoder(positive=self.positive if task == "binary" else None).fit(y)
-            target = self.labels.transform(y)
-            n_out = 1 if task == "binary" else len(self.labels.classes_)
-            loss = (
-                losses.binary_cross_entropy_with_logits
-                if task == "binary"
-                else losses.cross_entropy
-            )
-            if task == "binary":
-                target = target.astype(np.float32)
+        target, loss = self._encode_target(y)
+        n_out = len(self.labels.classes_) if task == "multiclass" else 1
         self.network = self._build(X.shape[1], n_out)
         self.history = self._train(X, target, loss, task)
         return self
+
+    def _encode_target(self, y: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Raw targets -> what the network is trained on (1-D), and the loss for it."""
+        loss = _LOSSES[self.task_]
+        if self.task_ == "regression":
+            mu, sd = self.target_scale
+            return ((y.astype(np.float64) - mu) / sd).astype(np.float32), loss
+        codes = self.labels.transform(y)
+        return (codes.astype(np.float32) if self.task_ == "binary" else codes), loss
 
     def _fit_preprocessor(self, data: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.preprocessor.fit(data, y)
@@ -247,8 +260,11 @@ class TabularModel:
         """Network outputs (logits; standardized predictions for regression)."""
         X = self.transform(data)
         self.network.eval()
-        with no_grad():
-            out = self.network(X).data
+        if self.quantized is not None:
+            out = self.quantized.predict(X)
+        else:
+            with no_grad():
+                out = self.network(X).data
         return out[:, 0] if out.shape[1] == 1 else out
 
     def predict_proba(self, data: Any) -> np.ndarray:
@@ -309,10 +325,151 @@ class TabularModel:
             "confusion_matrix": metrics.confusion_matrix(codes, pred).tolist(),
         }
 
+    # -- compression ---------------------------------------------------------------------------
+    def compress(
+        self,
+        data: Any = None,
+        y: Any = None,
+        *,
+        prune: float = 0.0,
+        structured: bool = False,
+        fine_tune_epochs: int = 0,
+        quantize: str | None = None,
+        calibration_rows: int = 2048,
+        max_accuracy_drop: float | None = None,
+        scope: str = "layer",
+    ) -> TabularModel:
+        """A pruned and/or int8 copy of this model (this one is not changed).
+
+        prune: fraction of the Dense weights to remove by magnitude (``structured=True``:
+            whole hidden units by L1 norm, then removed for real by ``compact``, so the
+            network itself gets narrower). With ``fine_tune_epochs > 0`` and labelled
+            ``data``, pruning is gradual (Zhu & Gupta's polynomial schedule reaching
+            ``prune`` after 2/3 of the epochs) while the network keeps training on ``data``
+            (:class:`~lepton_nn.compress.PruningCallback` in the Trainer); else one shot.
+        quantize: ``"dynamic"`` or ``"static"`` int8 (static activation ranges calibrated on
+            up to ``calibration_rows`` rows of ``data``); None keeps float weights.
+        max_accuracy_drop: with ``quantize`` and labelled ``data``, layers go back to float
+            (worst first) until int8 costs at most this much accuracy on ``data``.
+
+        ``data``/``y``: raw rows (as for :meth:`fit`) used for fine-tuning, calibration and
+        the budget. The copy predicts with the int8 kernels the runtime uses; ``save`` writes
+        one ``kind: "tabular"`` file whose network carries a ``compression`` section.
+        """
+        from .compress import prune as prune_once
+        from .compress import quantize as quantize_net
+        from .compress import strip
+
+        self._check()
+        prune = float(prune)
+        if not 0.0 <= prune < 1.0:
+            raise ValueError(f"prune must be in [0, 1), got {prune}")
+        if quantize not in (None, "dynamic", "static"):
+            raise ValueError(f"quantize must be None, 'dynamic' or 'static', got {quantize!r}")
+        if not isinstance(self.network, Sequential):
+            raise DataError("compress() needs the network to be a Sequential")
+        need_labels = (fine_tune_epochs > 0 and prune > 0) or max_accuracy_drop is not None
+        X = target = None
+        if data is not None:
+            if need_labels:
+                data, y = self._split_target(data, y)
+            X = self.transform(data)
+            if need_labels:
+                target, _ = self._encode_target(np.asarray(y))
+        if need_labels and X is None:
+            raise DataError("compress(): fine-tuning and an accuracy budget need labelled data")
+        if quantize == "static" and X is None:
+            raise DataError("compress(): static int8 needs calibration rows (data)")
+
+        net = copy.deepcopy(self.network)
+        card: dict[str, Any] = {"prune": prune, "structured": bool(structured), "int8": quantize}
+        if prune > 0:
+            if fine_tune_epochs > 0:
+                self._fine_tune_pruned(net, X, target, prune, structured, fine_tune_epochs, scope)
+                card["fine_tune_epochs"] = int(fine_tune_epochs)
+            else:
+                prune_once(net, prune, structured=structured, scope=scope)
+            net = strip(net)  # drop dead units (and the masks); the zeros stay
+        net.eval()
+        qm = None
+        if quantize is not None:
+            cal = None
+            if X is not None:
+                rng = np.random.default_rng(self.seed)
+                pick = rng.permutation(len(X))[:calibration_rows]
+                cal = X[np.sort(pick)]
+            budget = {}
+            if max_accuracy_drop is not None:
+                budget = {
+                    "max_accuracy_drop": float(max_accuracy_drop),
+                    "eval_data": (X, self._codes(target), self._output_accuracy),
+                }
+            qm = quantize_net(net, cal, mode=quantize, **budget)
+            card["int8_layers"] = sorted(qm.layers)
+            if qm.scores:
+                card["budget_scores"] = dict(qm.scores)
+        weights = [m.weight.data for m in net.modules() if isinstance(m, Dense)]
+        card["weights"] = int(sum(w.size for w in weights))
+        card["nonzero_weights"] = int(sum(np.count_nonzero(w) for w in weights))
+        new = copy.copy(self)
+        new.network, new.quantized, new.compression = net, qm, card
+        new.metrics_card = dict(self.metrics_card)
+        return new
+
+    def _fine_tune_pruned(self, net, X, target, sparsity, structured, epochs, scope) -> None:
+        """Prune ``net`` gradually to ``sparsity`` while training it on (X, target)."""
+        from .compress import PolynomialDecay, PruningCallback
+        from .train import Trainer
+
+        steps = epochs * max(1, -(-len(X) // self.batch_size))
+        end = max(1, (2 * steps) // 3)
+        schedule = PolynomialDecay(sparsity, 0.0, 0, end, frequency=max(1, end // 20))
+        callback = PruningCallback(schedule, scope=scope, structured=structured)
+        weights = None
+        if self.class_weight is not None and self.task_ != "regression":
+            weights = compute_sample_weight(target.astype(np.int64), self.class_weight)
+        t = target.reshape(-1, 1) if self.task_ in ("binary", "regression") else target
+        loss = _LOSSES[self.task_]
+        opt = optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        net.train()
+        Trainer(net, loss, opt).fit(
+            X,
+            t,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            callbacks=[callback],
+            sample_weight=weights,
+            verbose=0,
+            seed=self.seed,
+        )
+        net.eval()
+
+    def _codes(self, target: np.ndarray) -> np.ndarray:
+        return target if self.task_ == "regression" else target.astype(np.int64)
+
+    def _output_accuracy(self, codes: np.ndarray, out: np.ndarray) -> float:
+        """Accuracy of network outputs under this model's decision rule (the int8 budget)."""
+        out = out.reshape(out.shape[0], -1)
+        if self.task_ == "binary":
+            p = 1.0 / (1.0 + np.exp(-out[:, 0].astype(np.float64)))
+            pred = (p >= self.threshold).astype(np.int64)
+        elif self.task_ == "multiclass":
+            pred = out.argmax(axis=1)
+        else:  # regression: higher is better, so the negative mean squared error
+            return -float(np.mean((out[:, 0] - codes) ** 2))
+        return float(np.mean(pred == codes))
+
     # -- the model file --------------------------------------------------------------------------
     def to_lnn(self) -> tuple[dict, dict[str, np.ndarray]]:
         self._check()
-        section, arrays = module_to_lnn(self.network)
+        if self.compression is not None:
+            from .compress import compressed_to_lnn
+
+            int8 = None if self.quantized is None else self.quantized.layers
+            wrapped, arrays = compressed_to_lnn(self.network, int8, min_sparsity=MIN_CSR_SPARSITY)
+            section = wrapped["model"]
+        else:
+            section, arrays = module_to_lnn(self.network)
         manifest = {
             "kind": "tabular",
             "task": self.task_,
@@ -325,6 +482,8 @@ class TabularModel:
             "metrics": self.metrics_card,
             "seed": self.seed,
         }
+        if self.compression is not None:
+            manifest["compression_card"] = self.compression
         return manifest, arrays
 
     @classmethod
@@ -337,7 +496,16 @@ class TabularModel:
             raise ModelFormatError(f"tabular model: bad threshold {threshold!r}")
         self = cls(threshold=float(threshold))
         self.task_ = task
-        self.network = module_from_lnn(manifest.get("model"), arrays)
+        section = manifest.get("model")
+        if isinstance(section, dict) and "compression" in section:
+            from .compress import network_from_lnn
+
+            self.network, self.quantized = network_from_lnn(section, arrays)
+        else:
+            self.network = module_from_lnn(section, arrays)
+        card = manifest.get("compression_card")
+        if card is not None or self.quantized is not None:
+            self.compression = card if isinstance(card, dict) else {}
         self.preprocessor = Preprocessor.from_config(manifest.get("preprocessing"))
         labels = manifest.get("labels")
         self.labels = None if labels is None else LabelEncoder.from_config(labels)

@@ -43,6 +43,7 @@ _LAZY.update(
             "save_compressed",
             "load_compressed",
             "load_quantized",
+            "network_from_lnn",
         ),
         ".quantization",
     )

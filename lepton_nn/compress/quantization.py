@@ -67,6 +67,7 @@ __all__ = [
     "compressed_to_lnn",
     "load_compressed",
     "load_quantized",
+    "network_from_lnn",
     "quantize",
     "quantize_weight",
     "save_compressed",
@@ -614,8 +615,24 @@ def load_quantized(path: str | os.PathLike[str] | bytes) -> QuantizedModel:
     manifest, arrays = read_lnn(path)
     if manifest.get("kind") != "compressed":
         raise ModelFormatError(f"not a compressed model file (kind {manifest.get('kind')!r})")
-    model = load_compressed(manifest, arrays)
-    weights = parse_compression(manifest["model"], arrays)
+    _, qm = network_from_lnn(manifest.get("model"), arrays)
+    if qm is None:
+        raise LeptonError(f"{path!r} holds no int8 layers")
+    return qm
+
+
+def network_from_lnn(section: Any, arrays: dict) -> tuple[Module, QuantizedModel | None]:
+    """A network section with a ``compression`` value -> (float model, its int8 wrapper).
+
+    The float model has int8 weights dequantized and CSR weights made dense (what
+    :func:`lepton_nn.load` gives); the :class:`QuantizedModel` (None when no layer is int8)
+    computes its int8 layers exactly as they were saved, with the runtime's kernels.
+    """
+    from ..io import module_from_lnn
+
+    plain, full = decompress(section, arrays)
+    model = module_from_lnn(plain, full)
+    weights = parse_compression(section, arrays)
     by_path = dict(_dense_layers(model))
     layers = {}
     mode = "dynamic"
@@ -642,7 +659,7 @@ def load_quantized(path: str | os.PathLike[str] | bytes) -> QuantizedModel:
             w.meta.get("error"),
         )
     if not layers:
-        raise LeptonError(f"{path!r} holds no int8 layers")
+        return model, None
     report = [
         {
             "layer": p,
@@ -654,4 +671,4 @@ def load_quantized(path: str | os.PathLike[str] | bytes) -> QuantizedModel:
         }
         for p, m in by_path.items()
     ]
-    return QuantizedModel(model, layers, report, mode)
+    return model, QuantizedModel(model, layers, report, mode)
