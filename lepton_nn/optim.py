@@ -59,9 +59,10 @@ class Optimizer:
         return buf
 
     def _grads(self):
+        """(parameter, gradient) pairs, the gradient as a C array of the parameter's dtype."""
         for p in self.params:
-            if p.grad is not None:
-                g = p.grad
+            g = p.grad
+            if g is not None:
                 if g.dtype != p.data.dtype or not g.flags.c_contiguous:
                     g = np.ascontiguousarray(g, dtype=p.data.dtype)
                 yield p, g
@@ -186,21 +187,23 @@ class Adam(Optimizer):
         (b1, b2), lr, eps = self.betas, self.lr, self.eps
         wd, decoupled = float(self.weight_decay), self.decoupled
         for p, g in self._grads():
+            data = p.data
             st = self.state.get(id(p))
-            if st is None or st["m"].shape != p.data.shape or st["m"].dtype != p.data.dtype:
+            if st is None or st["m"].shape != data.shape or st["m"].dtype != data.dtype:
                 st = self.state[id(p)] = {
-                    "m": np.zeros(p.data.shape, p.data.dtype),  # C order, as the kernel reads
-                    "v": np.zeros(p.data.shape, p.data.dtype),
+                    "m": np.zeros(data.shape, data.dtype),  # C order, as the kernel reads
+                    "v": np.zeros(data.shape, data.dtype),
                     "t": 0,
                 }
             st["t"] += 1
-            if not p.data.flags.writeable:  # checked here: a compiled kernel would not
+            flags = data.flags  # checked here: a compiled kernel would not
+            if not flags.writeable:
                 raise ValueError(f"Adam: parameter of shape {p.shape} is a read-only array")
             # the kernel walks flat C arrays: a strided or Fortran-ordered p runs on a copy
-            data = p.data if p.data.flags.c_contiguous else np.ascontiguousarray(p.data)
-            kernel(data, g, st["m"], st["v"], lr, b1, b2, eps, wd, st["t"], decoupled)
-            if data is not p.data:
-                p.data[...] = data
+            buf = data if flags.c_contiguous else np.ascontiguousarray(data)
+            kernel(buf, g, st["m"], st["v"], lr, b1, b2, eps, wd, st["t"], decoupled)
+            if buf is not data:
+                data[...] = buf
 
 
 class AdamW(Adam):

@@ -64,6 +64,55 @@ def test_dense_on_3d_input():
     assert layer(np.ones((3, 5, 4), np.float32)).shape == (3, 5, 2)
 
 
+def _forward_and_grads(model, x):
+    for p in model.parameters():
+        p.grad = None
+    out = model(x)
+    (out * out).sum().backward()
+    return out.data.copy(), [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", None, "softmax"])
+def test_dense_fast_and_general_input_paths_agree(activation):
+    # float32 arrays and float32 tensors take the short path; lists, float64 and int arrays
+    # are converted first: every path gives the same output and the same gradients
+    model = Sequential([Dense(5, activation, in_features=4), Dense(3, "relu", in_features=5)])
+    x = x_batch(6, 4)
+    ref_out, ref_grads = _forward_and_grads(model, x)
+    for variant in (Tensor(x), x.tolist(), x.astype(np.float64), Tensor(x.astype(np.float64))):
+        out, grads = _forward_and_grads(model, variant)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-6, atol=1e-7)
+        for g, ref in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6)
+    xi = np.arange(24).reshape(6, 4) % 3
+    np.testing.assert_array_equal(model(xi).data, model(xi.astype(np.float32)).data)
+    with pytest.raises(ShapeError, match="dense"):
+        model(x_batch(6, 5))
+
+
+def test_module_call_with_and_without_hooks_agree():
+    # a module with no hooks skips the hook bookkeeping; adding and removing hooks switches
+    # between the paths without changing results
+    model = mlp(4).eval()  # (no dropout)
+    x = x_batch()
+    plain_out, plain_grads = _forward_and_grads(model, x)
+    seen = []
+    fwd = model.layers[0].register_forward_hook(lambda m, inp, out: seen.append("f"))
+    bwd = model.layers[2].register_full_backward_hook(lambda m, gi, go: seen.append("b"))
+    hooked_out, hooked_grads = _forward_and_grads(model, x)
+    _forward_and_grads(model, x)
+    assert seen == ["f", "b", "f", "b"]
+    fwd.remove()
+    bwd.remove()
+    again_out, again_grads = _forward_and_grads(model, x)
+    assert seen == ["f", "b", "f", "b"]
+    for out in (hooked_out, again_out):
+        np.testing.assert_array_equal(out, plain_out)
+    for grads in (hooked_grads, again_grads):
+        for g, ref in zip(grads, plain_grads):
+            np.testing.assert_array_equal(g, ref)
+
+
 def test_model_build_explicitly():
     model = mlp()
     assert not model.built

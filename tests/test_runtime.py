@@ -177,6 +177,20 @@ def test_predict_equals_model_call(tmp_path, name, model, shape):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_batch_one_plans_use_the_transposed_weight_and_agree(tmp_path):
+    # batch 1 runs each fp32 Dense as np.dot(x, W^T stored row-major .T) (a faster gemv);
+    # larger batches keep np.matmul(x, W): both give the same rows
+    model = nn.Sequential([nn.Dense(32, "relu"), nn.Dense(3)]).build((None, 20))
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn")
+    fn, args, _ = served.plan_for(1).head[0]
+    assert fn is np.dot and args[0].flags.f_contiguous and args[0].shape == (20, 32)
+    x = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
+    rows = np.concatenate([served.predict(x[i : i + 1]) for i in range(5)])
+    np.testing.assert_allclose(rows, served.predict(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rows, model(x).data, rtol=1e-5, atol=1e-6)
+
+
 def test_reference_backend_gives_the_same(tmp_path):
     _, model, shape = ARCHS[1]
     L.save(model, tmp_path / "m.lnn")

@@ -6,11 +6,16 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-_state = threading.local()
+
+class _GradMode(threading.local):
+    enabled = True  # each thread starts recording (a class default: no per-thread setup)
+
+
+_state = _GradMode()
 
 
 def is_grad_enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ defined in :mod:`lepton_nn.ops` and attached to this class there.
 from __future__ import annotations
 
 import itertools
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ from ..errors import LeptonError
 __all__ = ["Tensor", "as_array", "HookHandle"]
 
 _FLOATS = (np.float32, np.float64)
+_created = itertools.count()  # stamps each op's output: it is newer than the op's inputs
+_creation_order = attrgetter("_seq")
 
 
 def as_array(data: Any, dtype=None) -> np.ndarray:
@@ -47,7 +50,7 @@ class Tensor:
     (same shape and dtype as ``.data``) or ``None``.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "_hooks", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "name", "_hooks", "_seq", "__weakref__")
     __array_priority__ = 1000.0  # ndarray (op) Tensor defers to Tensor's reflected operator
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype=None, name: str | None = None):
@@ -57,6 +60,7 @@ class Tensor:
         self._ctx = None
         self.name = name
         self._hooks: dict | None = None
+        self._seq = -1  # a leaf: no inputs, so it may come first in a topological order
 
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool, ctx) -> Tensor:
@@ -68,6 +72,7 @@ class Tensor:
         t._ctx = ctx
         t.name = None
         t._hooks = None
+        t._seq = next(_created) if ctx is not None else -1
         return t
 
     # -- plain accessors ------------------------------------------------------------------
@@ -170,27 +175,25 @@ class Tensor:
             grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, self.dtype)
             grad = np.array(np.broadcast_to(grad, self.shape))  # ours: never alias the caller's
 
-        # 1. topological order of the nodes that lead to self (iterative DFS)
-        topo: list[Tensor] = []
-        visited: set[int] = set()
-        stack: list[tuple[Tensor, bool]] = [(self, False)]
+        # 1. topological order of the nodes that lead to self: an op's output is created after
+        #    its inputs, so sorting by ``_seq`` (order of creation; -1 for leaves) gives one
+        nodes = {id(self): self}
+        stack = [self]
         while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                topo.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            if node._ctx is not None:
-                for p in node._ctx.parents:
-                    if p.requires_grad and id(p) not in visited:
-                        stack.append((p, False))
+            ctx = stack.pop()._ctx
+            if ctx is not None:
+                for p in ctx.parents:
+                    if p.requires_grad and id(p) not in nodes:
+                        nodes[id(p)] = p
+                        stack.append(p)
+        topo = sorted(nodes.values(), key=_creation_order)
 
         # 2. reverse walk: each op turns its output's gradient into its inputs' gradients
         grads: dict[int, np.ndarray] = {id(self): grad}
-        handed: dict[int, int] = {id(grad): 1}  # id -> times handed out (copy before reuse)
+        # A leaf may keep its gradient array as .grad only if no other node holds it too. An
+        # array gets a second holder when an op passes the same one to several inputs, or
+        # passes on a g that had one: every holder but one is marked ``shared`` (copy first).
+        shared: set[int] = set()
         for node in reversed(topo):
             g = grads.pop(id(node), None)
             if g is None:
@@ -199,18 +202,22 @@ class Tensor:
                 g = node._run_hooks(g)
             ctx = node._ctx
             if ctx is None:
-                _accumulate_leaf(node, g, handed)
+                _accumulate_leaf(node, g, id(node) in shared)
                 continue
             in_grads = ctx.backward(g)
+            given: set[int] = set()  # ids of the arrays given so far (in_grads keeps them alive)
             for p, pg in zip(ctx.parents, in_grads):
                 if pg is None or not p.requires_grad:
                     continue
                 key = id(p)
-                if key in grads:
+                if key in grads:  # a tensor used more than once: sum (into a new array)
                     grads[key] = grads[key] + pg
+                    shared.discard(key)
                 else:
                     grads[key] = pg
-                handed[id(pg)] = handed.get(id(pg), 0) + 1
+                    if id(pg) in given or (pg is g and id(node) in shared):
+                        shared.add(key)
+                given.add(id(pg))
 
 
 class HookHandle:
@@ -226,17 +233,18 @@ class HookHandle:
         self.table.pop(self.id, None)
 
 
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray, handed: dict[int, int]) -> None:
+def _accumulate_leaf(leaf: Tensor, g: np.ndarray, shared: bool) -> None:
     """leaf.grad += g, with .grad owning its memory and following the data's dtype.
 
-    ``g`` is kept as ``.grad`` only if it owns its memory and was handed out once (``handed``
-    counts by id; a reused id can only over-count, which costs a copy, never a shared array).
+    ``g`` itself becomes ``.grad`` when it owns its memory and is not ``shared`` with another
+    node (see ``backward``); otherwise ``.grad`` is a copy.
     """
     if leaf.grad is None:
         owned = g.flags.owndata and g.dtype == leaf.data.dtype and g.shape == leaf.data.shape
-        owned = owned and handed.get(id(g), 0) <= 1
         leaf.grad = (
-            g if owned else np.array(np.broadcast_to(g, leaf.data.shape), dtype=leaf.data.dtype)
+            g
+            if owned and not shared
+            else np.array(np.broadcast_to(g, leaf.data.shape), dtype=leaf.data.dtype)
         )
     else:
         leaf.grad += g

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend.reference import ACT_CODE
+from ..backend.reference import ACT_CODE, IDENTITY
 from ..errors import LeptonError, ShapeError
-from ..ops import linear
 from ..ops.elementwise import Cast
+from ..ops.linalg import Linear
 from ..random import rng
 from .init import get_initializer
 from .module import Module, Parameter
@@ -43,6 +43,8 @@ def as_input(layer: Module, x) -> Tensor:
         if x.dtype != layer.dtype:
             return Cast.apply(x, dtype=layer.dtype)
         return x
+    if type(x) is np.ndarray and x.dtype == layer.dtype:
+        return Tensor._wrap(x, False, None)  # already numbers of the layer's dtype: no checks
     arr = np.asarray(x)
     if arr.dtype.kind not in "biuf":
         raise LeptonError(
@@ -116,9 +118,12 @@ class Dense(Module):
                 f"layer '{self.name}' (Dense) expects input shape (batch, {self.in_features}), "
                 f"got {x.shape}"
             )
-        fused = self.activation if self.activation in ACT_CODE else "identity"
-        y = linear(x, self.weight, self.bias, fused)
-        return y if fused == self.activation else apply_activation(y, self.activation)
+        act = ACT_CODE.get(self.activation)  # None: not fused (softmax, log_softmax)
+        if self.bias is None:
+            y = Linear.apply(x, self.weight, act=act or IDENTITY)
+        else:
+            y = Linear.apply(x, self.weight, self.bias, act=act or IDENTITY)
+        return y if act is not None else apply_activation(y, self.activation)
 
     def get_config(self) -> dict:
         return {

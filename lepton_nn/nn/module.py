@@ -72,6 +72,13 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement call()")
 
     def __call__(self, *args, **kwargs):
+        if self._built and self.input_shape is not None:
+            if not (self._forward_hooks or self._backward_hooks):
+                return self.call(*args, **kwargs)  # built, seen before, no hooks: just compute
+        return self._call_with_setup(args, kwargs)
+
+    def _call_with_setup(self, args: tuple, kwargs: dict):
+        """``call`` plus what the first call and hooks need: build, record shapes, run hooks."""
         x = args[0] if args else None
         if not self._built:
             shape = tuple(np.shape(x.data if isinstance(x, Tensor) else x))
