@@ -11,14 +11,10 @@ side-by-side report (own process per engine, interleaved rounds) run ``lepton-nn
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
-from workloads import TRAINING, case, lepton_backends
+from workloads import TRAINING, benchmark_training, case, lepton_backends
 
 pytest.importorskip("pytest_benchmark")
-
-FIT_STEPS = 16
 VARIANTS = [
     *[(f"lepton:{b}", "step loop") for b in lepton_backends()],
     (f"lepton:{lepton_backends()[0]}", "Trainer.fit"),
@@ -32,18 +28,4 @@ VARIANTS = [
 @pytest.mark.parametrize("workload", list(TRAINING))
 @pytest.mark.parametrize(("engine", "variant"), VARIANTS, ids=[f"{e}-{v}" for e, v in VARIANTS])
 def test_training(benchmark, engine, variant, workload):
-    c = case(engine, workload, variant)
-    benchmark.group = f"{workload} training"
-    if c.round is not None:  # a fit call runs its own loop over FIT_STEPS batches
-        samples = FIT_STEPS * c.samples
-        fn, args = c.run, (FIT_STEPS,)
-    else:
-        counter = itertools.count()
-        samples = c.samples
-        fn, args = (lambda: c.step(next(counter))), ()
-    if not benchmark.disabled:
-        c.run(2)  # warm-up: tracing, compilation, first-touch allocations
-    benchmark(fn, *args)
-    stats = getattr(benchmark, "stats", None)
-    if stats is not None and getattr(stats, "stats", None) is not None:
-        benchmark.extra_info["samples/s"] = round(samples / stats.stats.median)
+    benchmark_training(benchmark, case(engine, workload, variant), f"{workload} training")

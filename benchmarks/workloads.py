@@ -1,8 +1,9 @@
-"""The benchmark workloads (W1, W2, W5, W7, accuracy parity) for the suites in this folder.
+"""The benchmark workloads (W1-W7, accuracy parity) for the suites in this folder.
 
 They are defined once, in :mod:`lepton_nn.bench_workloads`, inside the package, so that
 ``lepton-nn bench`` works from an installed wheel (this folder is not installed). This module
-re-exports them and adds :func:`cases`, the pytest-side way to build one engine's cases.
+re-exports them and adds :func:`cases`, the pytest-side way to build one engine's cases, and
+:func:`benchmark_training` / :func:`record_rate`, shared by the suites.
 
 Threads: ``LEPTON_BENCH_THREADS`` (default 1) for every engine in the process. The suites run
 all engines in one process; ``lepton-nn bench`` is the fair side-by-side (one process per
@@ -12,6 +13,7 @@ engine, interleaved rounds, medians).
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 
 import pytest
@@ -20,7 +22,15 @@ from lepton_nn.bench_workloads import *  # noqa: F403
 from lepton_nn.bench_workloads import __all__ as _all
 from lepton_nn.bench_workloads import build_cases, configure_threads
 
-__all__ = [*_all, "cases", "case", "THREADS_N", "lepton_backends"]
+__all__ = [
+    *_all,
+    "cases",
+    "case",
+    "THREADS_N",
+    "lepton_backends",
+    "benchmark_training",
+    "record_rate",
+]
 
 THREADS_N = int(os.environ.get("LEPTON_BENCH_THREADS", "1"))
 _REQUIRES = {
@@ -56,3 +66,27 @@ def case(engine: str, workload: str, variant: str):
     if variant not in found:
         pytest.skip(f"{engine} has no {variant!r} case for {workload}")
     return found[variant]
+
+
+def record_rate(benchmark, amount: float, key: str = "samples/s", scale: float = 1.0) -> None:
+    """Store ``amount / median seconds * scale`` in ``extra_info[key]`` (when timed)."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and getattr(stats, "stats", None) is not None:
+        benchmark.extra_info[key] = round(amount / stats.stats.median * scale, 1)
+
+
+def benchmark_training(benchmark, c, group: str, fit_steps: int = 16) -> None:
+    """Time one training step of case ``c`` (a ``fit`` case: one fit over ``fit_steps``
+    batches) and record samples/s; the first calls (tracing, compilation) are excluded."""
+    benchmark.group = group
+    if c.round is not None:  # a fit call runs its own loop over fit_steps batches
+        samples = fit_steps * c.samples
+        fn, args = c.run, (fit_steps,)
+    else:
+        counter = itertools.count()
+        samples = c.samples
+        fn, args = (lambda: c.step(next(counter))), ()
+    if not benchmark.disabled:
+        c.run(2)  # warm-up: tracing, compilation, first-touch allocations
+    benchmark(fn, *args)
+    record_rate(benchmark, samples)

@@ -31,7 +31,8 @@ qgemm_s32(a, w_packed, out, w_col_sums=None, nthreads=1)
     out = a @ w_q.T exactly, a uint8/int8 (M, K), out int32 (M, N); int8 a needs w_col_sums.
 
 Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
-released; nthreads=2 splits the output columns over two threads (pays for M >= ~64).
+released; nthreads=2 splits the output columns over two threads when the product has at
+least 2**25 multiply-adds (smaller ones stay on one thread: starting a thread costs more).
 
 ISA paths, chosen once at import from CPUID and the OS: amx (AMX-INT8 tiles, Linux after
 arch_prctl(ARCH_REQ_XCOMP_PERM)), avx512vnni, avxvnni, avx2 (exact: s16 widening + vpmaddwd),

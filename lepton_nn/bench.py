@@ -39,7 +39,8 @@ from typing import Any
 
 __all__ = ["main", "Options", "run", "write_report", "TARGETS"]
 
-ALL_WORKLOADS = ("W1", "W2", "W5", "W7", "ACC")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "ACC")
+W6_SIZES = ("W6m1", "W6m64", "W6m256", "W6m1024")
 _ALIASES = {
     "tf": "tensorflow",
     "keras": "tensorflow",
@@ -52,6 +53,11 @@ _WORKLOAD_TITLES = {
     "W2": "W2 MNIST-sized MLP training (784-512-256-10, batch 128, Adam, cross-entropy)",
     "W5b1": "W5 inference of the W2 model, batch 1 (latency)",
     "W5b256": "W5 inference of the W2 model, batch 256 (throughput)",
+    "W3": "W3 small CNN training (1x28x28, Conv 16 -> pool -> Conv 32 -> pool -> Dense 10, "
+    "batch 64, Adam, cross-entropy)",
+    "W4": "W4 LSTM training (50 steps x 8 features, 64 units, Dense 10, batch 32, Adam, "
+    "cross-entropy)",
+    **{w: f"W6 matrix multiply ({w[3:]}, 1024) x (1024, 1024)" for w in W6_SIZES},
 }
 # (workload, peer engine, peer variant, minimum ratio ours / peer) from issues 2 and 6
 TARGETS = (
@@ -60,7 +66,16 @@ TARGETS = (
     ("W1", "numpy", "hand-written", 0.7),
     ("W2", "torch", "standard loop", 1.0),
     ("W2", "tensorflow", "tf.function step", 1.5),
+    ("W3", "tensorflow", "tf.function step", 1.0),
+    ("W4", "torch", "standard loop", 1.0),
+    ("W6m1", "onnxruntime", "MatMulInteger", 1.0),
+    ("W6m64", "onnxruntime", "MatMulInteger", 1.0),
+    ("W6m256", "onnxruntime", "MatMulInteger", 1.0),
 )
+# the lepton_nn case that speaks for us, first present wins. W6: qlinear, the int8 kernel a
+# quantized Dense runs: the same uint8 x int8 GEMM as MatMulInteger plus, in the same call,
+# the dequantization and bias MatMulInteger leaves out (so the comparison favours the peer)
+_OURS_VARIANTS = {"W6": ("qlinear", "qgemm_s32")}
 W5_LATENCY_TARGET_US = {"runtime": 30.0, "runtime int8": 15.0}  # batch-1 median, float32 / int8
 W7_TARGET_S = 0.25
 _ENV_REPORTED = (
@@ -186,18 +201,18 @@ def _workloads(text) -> list[str]:
     for s in str(text).split(","):
         s = s.strip().upper()
         s = {"PARITY": "ACC", "ACCURACY": "ACC", "W5B1": "W5b1", "W5B256": "W5b256"}.get(s, s)
-        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b256"):
+        s = s.replace("W6M", "W6m")
+        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b256", *W6_SIZES):
             raise ValueError(f"unknown workload {s!r}; choose from {', '.join(ALL_WORKLOADS)}")
         out.append(s)
     return list(dict.fromkeys(out))
 
 
 def _timed_workloads(workloads) -> list[str]:
+    single = ("W1", "W2", "W3", "W4", "W5b1", "W5b256", *W6_SIZES)
     out = []
     for w in workloads:
-        out += (
-            ["W5b1", "W5b256"] if w == "W5" else [w] if w in ("W1", "W2", "W5b1", "W5b256") else []
-        )
+        out += {"W5": ["W5b1", "W5b256"], "W6": list(W6_SIZES)}.get(w, [w] if w in single else [])
     return list(dict.fromkeys(out))
 
 
@@ -356,6 +371,7 @@ def _worker_main(engine: str, threads: int) -> int:
                             "samples": c.samples,
                             "latency": c.latency,
                             "round_loop": c.round is not None,
+                            "unit": c.unit,
                         }
                     )
                 send({"cases": out, "checksum": _data_checksum(bw, wl)})
@@ -396,11 +412,7 @@ def _round_reply(r) -> dict:
 
 
 def _data_checksum(bw, wl: str) -> str:
-    if wl in bw.TRAINING:
-        spec = bw.TRAINING[wl]
-        return bw.checksum(*bw.training_data(spec), *sum(bw.glorot_weights(spec.sizes), ()))
-    spec, batch = bw.INFERENCE[wl]
-    return bw.checksum(bw.inference_data(spec, batch), *sum(bw.glorot_weights(spec.sizes), ()))
+    return bw.workload_checksum(wl)
 
 
 def _threadpools() -> list[dict]:
@@ -532,10 +544,12 @@ def run(opts: Options) -> dict:
 
 
 def _run_workload(wl: str, workers: dict[str, Worker], threads: int, opts: Options) -> list[dict]:
+    from .bench_workloads import supports
+
     _say(f"[threads={threads}] {wl}: setting up")
     cases = []
     for e, w in workers.items():
-        if wl in ("W1", "W2") and e == "onnxruntime":
+        if not supports(e, wl):
             continue
         try:
             reply = w.ask(op="setup", workload=wl)
@@ -584,7 +598,9 @@ def _summarize(c: dict) -> dict:
     """Medians and min-max of a case's rounds (per-call latencies pooled for latency cases)."""
     n, samples = c["n"], c["samples"]
     rates = [n * samples / r["seconds"] for r in c["rounds"]]
-    out = {"samples_per_s": _stats(rates)}
+    out = {"samples_per_s": _stats(rates)}  # W6 (unit "op"): operations per second
+    if c.get("unit") == "op":
+        out["gop_per_s"] = _stats([r / 1e9 for r in rates])
     if c.get("latency"):  # rounds have equal call counts: their quantiles pool with equal weight
         import numpy as np
 
@@ -741,10 +757,23 @@ def _fmt_rate(v: float) -> str:
     return f"{v / 1e3:,.1f}k" if v >= 1e3 else f"{v:,.0f}"
 
 
+def _rate(c: dict) -> tuple[dict, str]:
+    """A case's rate statistics in its display unit: samples/s, or GOP/s for W6."""
+    if c.get("unit") == "op":
+        return c["gop_per_s"], "GOP/s"
+    return c["samples_per_s"], "samples/s"
+
+
+def _fmt_value(v: float, unit: str) -> str:
+    return f"{v:,.1f} GOP/s" if unit == "GOP/s" else f"{_fmt_rate(v)}/s"
+
+
 def _ours(cases: list[dict], backend: str) -> dict | None:
-    """The case that speaks for lepton_nn: best backend; runtime for inference if present."""
+    """The case that speaks for lepton_nn: best backend; runtime for inference if present;
+    for W6 the raw int8 GEMM (:data:`_OURS_VARIANTS`)."""
     mine = [c for c in cases if c.get("engine") == f"lepton_nn:{backend}" and "error" not in c]
-    for variant in ("runtime", "step loop", "model(x)"):
+    wl = str(mine[0]["workload"]) if mine else ""
+    for variant in (*_OURS_VARIANTS.get(wl[:2], ()), "runtime", "step loop", "model(x)"):
         for c in mine:
             if c["variant"] == variant:
                 return c
@@ -769,13 +798,16 @@ def target_rows(res: dict) -> list[dict]:
             if ours is None or peer is None:
                 continue
             a, b = ours["samples_per_s"]["median"], peer["samples_per_s"]["median"]
+            unit = _rate(ours)[1]
             rows.append(
                 {
                     "workload": wl,
                     "threads": ph["threads"],
+                    "ours_variant": ours["variant"],
                     "peer": f"{engine} · {variant}",
-                    "ours": a,
-                    "theirs": b,
+                    "ours": _rate(ours)[0]["median"],
+                    "theirs": _rate(peer)[0]["median"],
+                    "rate_unit": unit,
                     "ratio": a / b,
                     "target": need,
                     "met": a / b >= need,
@@ -882,10 +914,11 @@ def render_markdown(res: dict) -> str:
                     f"{r['peer']} | | | {r['target']} | {'yes' if r['met'] else 'NO'} |"
                 )
             else:
+                u = r.get("rate_unit", "samples/s")
                 L.append(
-                    f"| {r['workload']} | {r['threads']} | {_fmt_rate(r['ours'])}/s | "
-                    f"{r['peer']} | {_fmt_rate(r['theirs'])}/s | {r['ratio']:.2f}x | "
-                    f">= {r['target']}x | {'yes' if r['met'] else 'NO'} |"
+                    f"| {r['workload']} | {r['threads']} | {_fmt_value(r['ours'], u)} "
+                    f"({r.get('ours_variant', '')}) | {r['peer']} | {_fmt_value(r['theirs'], u)} "
+                    f"| {r['ratio']:.2f}x | >= {r['target']}x | {'yes' if r['met'] else 'NO'} |"
                 )
 
     backend = o["backends"][0]
@@ -910,13 +943,20 @@ def render_markdown(res: dict) -> str:
         L += ["", "## Accuracy parity (test set)", ""]
         L += _parity_table(res["parity"])
     L += ["", "## How each engine was used", ""]
-    seen = set()
+    hows: dict[tuple, list[str]] = {}  # (engine, variant, how) -> workloads, in order
     for ph in res["phases"]:
         for c in ph["cases"]:
-            key = (c.get("engine"), c.get("variant"))
-            if "how" in c and key not in seen:
-                seen.add(key)
-                L.append(f"- **{c['engine']} · {c['variant']}**: {c['how']}")
+            if "how" in c:
+                wls = hows.setdefault((c.get("engine"), c.get("variant"), c["how"]), [])
+                wl = str(c["workload"])[:2]  # W5b1 -> W5, W6m64 -> W6
+                if wl not in wls:
+                    wls.append(wl)
+    n_hows: dict[tuple, int] = {}
+    for e, v, _how in hows:
+        n_hows[(e, v)] = n_hows.get((e, v), 0) + 1
+    for (e, v, how), wls in hows.items():
+        where = f" ({', '.join(wls)})" if n_hows[(e, v)] > 1 else ""
+        L.append(f"- **{e} · {v}**{where}: {how}")
     for e, c in (res.get("coldstart") or {}).items():
         if c.get("how"):
             L.append(f"- **W7 {e}**: {c['how']}")
@@ -931,6 +971,14 @@ def render_markdown(res: dict) -> str:
         "betas (0.9, 0.999), eps 1e-8 in every engine.",
         "- Warm-up (tracing, JIT compilation, first-touch allocations) is excluded; Keras "
         "`fit` rounds include fit's own per-call set-up, as a user's epoch does.",
+        "- W3/W4: the same function in every engine (initial weights converted to each "
+        "layout and checked to give the same logits); TensorFlow runs the CNN channels_last "
+        "(NHWC), the layout it recommends on CPU, lepton_nn and PyTorch NCHW.",
+        "- W6: one (1024, 1024) weight quantized once (symmetric int8 per output channel) and "
+        "shared; `qgemm_s32` and `MatMulInteger` both map uint8 x int8 -> int32; `qlinear` "
+        "(what the targets compare with MatMulInteger) does that GEMM plus dequantization and "
+        "bias in the same call; the dynamic int8 Dense and PyTorch dynamic quantization both "
+        "take float32 in and give float32 out; float32 NumPy is the unquantized baseline.",
         "- The machine may be shared: compare ratios within one run, not absolute numbers "
         "across runs.",
     ]
@@ -970,18 +1018,23 @@ def _case_table(cases: list[dict], ours: dict | None) -> list[str]:
                 f"{la['min']:,.1f}–{la['max']:,.1f} | {up} |"
             )
         return out
+    unit = _rate(ok[0])[1] if ok else "samples/s"
+    fmt = (lambda v: f"{v:,.1f}") if unit == "GOP/s" else _fmt_rate
     out = [
-        "| engine · variant | median samples/s | min–max | lepton_nn ÷ this |",
+        f"| engine · variant | median {unit} | min–max | lepton_nn ÷ this |",
         "|---|---|---|---|",
     ]
     ok.sort(key=lambda c: -c["samples_per_s"]["median"])
     for c in ok:
-        s = c["samples_per_s"]
-        rel = f"{ours['samples_per_s']['median'] / s['median']:.2f}x" if ours else ""
-        out.append(
-            f"| {_label(c)} | {_fmt_rate(s['median'])} | {_fmt_rate(s['min'])}–"
-            f"{_fmt_rate(s['max'])} | {rel} |"
+        s = _rate(c)[0]
+        rel = (
+            f"{ours['samples_per_s']['median'] / c['samples_per_s']['median']:.2f}x" if ours else ""
         )
+        out.append(
+            f"| {_label(c)} | {fmt(s['median'])} | {fmt(s['min'])}–{fmt(s['max'])} | {rel} |"
+        )
+    if ours is not None and unit == "GOP/s":
+        out += ["", f"lepton_nn ÷ this uses lepton_nn · {ours['variant']}; GOP/s = 2 M K N / time."]
     return out
 
 
@@ -1101,7 +1154,7 @@ def write_charts(res: dict, out: str) -> list[str]:
                 by_wl.setdefault(c["workload"], []).append(c)
         for wl, cases in by_wl.items():
             lat = any(c.get("latency") for c in cases)
-            key = (lambda c: c["latency_us"]) if lat else (lambda c: c["samples_per_s"])
+            key = (lambda c: c["latency_us"]) if lat else (lambda c: _rate(c)[0])
             cases.sort(key=lambda c: key(c)["median"], reverse=not lat)
             med = [key(c)["median"] for c in cases]
             lo = [m - key(c)["min"] for m, c in zip(med, cases)]
@@ -1113,7 +1166,7 @@ def write_charts(res: dict, out: str) -> list[str]:
             ax.set_xlabel(
                 "median latency, us (lower is better)"
                 if lat
-                else "samples/s, median (higher is better)"
+                else f"{_rate(cases[0])[1]}, median (higher is better)"
             )
             ax.set_title(f"{_WORKLOAD_TITLES.get(wl, wl)}\n{ph['threads']} thread(s)", fontsize=9)
             if lat:

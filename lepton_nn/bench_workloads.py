@@ -3,8 +3,15 @@
 Workloads
     W1   tabular MLP training: 32 -> 64 -> 32 -> 1, ReLU, batch 64, Adam, BCE with logits
     W2   MNIST-sized MLP training: 784 -> 512 -> 256 -> 10, ReLU, batch 128, Adam, cross-entropy
+    W3   small CNN training: 1x28x28 -> Conv 3x3 16 same, ReLU, MaxPool 2 -> Conv 3x3 32 same,
+         ReLU, MaxPool 2 -> Dense 10, batch 64, Adam, cross-entropy
+    W4   LSTM training: 50 steps x 8 features -> LSTM 64 (last state) -> Dense 10, batch 32,
+         Adam, cross-entropy
     W5   inference of the W2 model: batch-1 latency (``W5b1``) and batch-256 throughput
          (``W5b256``)
+    W6   matrix multiply (M, 1024) x (1024, 1024) for M in 1, 64, 256, 1024 (``W6m1`` ...
+         ``W6m1024``): float32 NumPy, int8 lepton_nn (``_qgemm``), ONNX Runtime
+         ``MatMulInteger``, PyTorch dynamic quantization; GOP/s = 2 M K N / time
     W7   cold start: a fresh process imports the engine, loads a saved W2 model and predicts
          one row (the script for each engine is built here, timed by :mod:`lepton_nn.bench`)
     ACC  accuracy parity on ``credit_data.csv`` and digits (same architecture, Glorot init,
@@ -13,8 +20,9 @@ Workloads
 Engines
     ``lepton:<backend>`` (``lepton:cython``, ``lepton:reference``, ``lepton:numba``), ``numpy``
     (a hand-written MLP with manual backprop: the ceiling of any NumPy engine), ``torch``,
-    ``tensorflow``, ``onnxruntime`` (inference only). Peers are imported only inside their own
-    builders, so this module imports NumPy and nothing else at load.
+    ``tensorflow``, ``onnxruntime`` (inference and the W6 int8 matmul). Peers are imported
+    only inside their own builders, so this module imports NumPy and nothing else at load.
+    :func:`supports` says which engines have cases for a workload.
 
 Fairness: data and initial weights come from one seeded function each, so every process holds
 bit-identical arrays (:func:`checksum` proves it); float32 everywhere; Adam with lr 1e-3,
@@ -40,21 +48,38 @@ import numpy as np
 
 __all__ = [
     "MLPSpec",
+    "NetSpec",
     "W1",
     "W2",
+    "W3",
+    "W4",
     "TRAINING",
+    "NETS",
+    "MATMUL",
+    "MATMUL_K",
+    "MATMUL_N",
     "INFERENCE",
     "ADAM",
     "Case",
     "ENGINES",
     "PEERS",
     "training_data",
+    "net_data",
+    "net_weights",
+    "matmul_data",
+    "workload_checksum",
+    "supports",
     "inference_data",
     "glorot_weights",
     "checksum",
     "configure_threads",
     "build_cases",
     "NumpyMLP",
+    "lepton_net",
+    "torch_net",
+    "keras_net",
+    "onnx_matmulinteger_bytes",
+    "quantize_weights_np",
     "coldstart_script",
     "parity",
     "parity_datasets",
@@ -79,6 +104,45 @@ W1 = MLPSpec("W1", (32, 64, 32, 1), 64, "bce")
 W2 = MLPSpec("W2", (784, 512, 256, 10), 128, "ce")
 TRAINING = {"W1": W1, "W2": W2}
 INFERENCE = {"W5b1": (W2, 1), "W5b256": (W2, 256)}  # the W2 model at batch 1 and 256
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A CNN (``kind="cnn"``, W3) or LSTM (``kind="lstm"``, W4) training workload.
+
+    ``shape`` is one sample's shape in lepton_nn/PyTorch layout: (C, H, W) for the CNN (NCHW
+    batches), (T, F) for the LSTM (batch first). ``widths``: the conv filters, or the LSTM
+    units. Cross-entropy on ``classes`` logits, Adam (:data:`ADAM`).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    widths: tuple[int, ...]
+    batch: int
+    classes: int = 10
+    kernel: int = 3  # CNN: 3x3 "same" convolutions, each followed by ReLU and MaxPool 2
+    pool: int = 2
+    n_batches: int = 8
+    seed: int = 0
+    loss: str = "ce"
+
+    @property
+    def flat(self) -> int:
+        """Features entering the Dense head."""
+        if self.kind == "lstm":
+            return self.widths[-1]
+        c, h, w = self.widths[-1], self.shape[1], self.shape[2]
+        for _ in self.widths:
+            h, w = h // self.pool, w // self.pool
+        return c * h * w
+
+
+W3 = NetSpec("W3", "cnn", (1, 28, 28), (16, 32), 64, seed=3)
+W4 = NetSpec("W4", "lstm", (50, 8), (64,), 32, seed=4)
+NETS = {"W3": W3, "W4": W4}
+MATMUL_K = MATMUL_N = 1024
+MATMUL = {f"W6m{m}": m for m in (1, 64, 256, 1024)}  # (M, 1024) x (1024, 1024)
 ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
 
 ENGINES = ("lepton", "numpy", "torch", "tensorflow", "onnxruntime")
@@ -123,6 +187,91 @@ def checksum(*arrays: np.ndarray) -> str:
     for a in arrays:
         crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8), crc)
     return f"{crc:08x}"
+
+
+def net_data(spec: NetSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(n_batches, batch, *spec.shape)`` float32 (NCHW / batch-first) and int64
+    labels ``(n_batches, batch)`` from a random linear teacher."""
+    rng = np.random.default_rng(spec.seed)
+    x = rng.standard_normal((spec.n_batches, spec.batch, *spec.shape), dtype=np.float32)
+    teacher = rng.standard_normal((int(np.prod(spec.shape)), spec.classes), dtype=np.float32)
+    scores = x.reshape(spec.n_batches, spec.batch, -1) @ teacher
+    return x, scores.argmax(axis=-1).astype(np.int64)
+
+
+def _glorot(rng, shape, fan_in: int, fan_out: int) -> np.ndarray:
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape).astype(np.float32)
+
+
+def net_weights(spec: NetSpec) -> dict[str, np.ndarray]:
+    """Initial weights in lepton_nn's layout (the builders convert for each peer).
+
+    CNN: ``conv{k}_w`` (F, C, kh, kw) Glorot uniform, ``conv{k}_b`` zeros. LSTM: ``lstm_w_ih``
+    (F, 4U) Glorot uniform, ``lstm_w_hh`` (U, 4U) orthogonal, ``lstm_b`` (4U,) zeros with the
+    forget gate at 1; gate order i, f, g, o (Keras and PyTorch agree). Head: ``dense_w``
+    (in, classes) Glorot uniform, ``dense_b`` zeros; the CNN head reads features flattened in
+    (C, H, W) order.
+    """
+    rng = np.random.default_rng(30_000 + spec.seed)
+    w: dict[str, np.ndarray] = {}
+    if spec.kind == "cnn":
+        c, k = spec.shape[0], spec.kernel
+        for i, f in enumerate(spec.widths, 1):
+            w[f"conv{i}_w"] = _glorot(rng, (f, c, k, k), c * k * k, f * k * k)
+            w[f"conv{i}_b"] = np.zeros(f, np.float32)
+            c = f
+    else:
+        f, u = spec.shape[1], spec.widths[0]
+        w["lstm_w_ih"] = _glorot(rng, (f, 4 * u), f, 4 * u)
+        q, r = np.linalg.qr(rng.standard_normal((4 * u, u)))
+        w["lstm_w_hh"] = np.ascontiguousarray((q * np.sign(np.diag(r))).T, dtype=np.float32)
+        b = np.zeros(4 * u, np.float32)
+        b[u : 2 * u] = 1.0
+        w["lstm_b"] = b
+    w["dense_w"] = _glorot(rng, (spec.flat, spec.classes), spec.flat, spec.classes)
+    w["dense_b"] = np.zeros(spec.classes, np.float32)
+    return w
+
+
+def quantize_weights_np(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per output row, as ``_qgemm.quantize_weights``: w float (N, K) ->
+    (w_q int8 (N, K), scale float32 (N,)), scale = max|w_row| / 127 (1 for a zero row)."""
+    amax = np.abs(w).max(axis=1)
+    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+    w_q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return w_q, scale
+
+
+def matmul_data(m: int) -> dict[str, np.ndarray]:
+    """W6 operands: ``w`` float32 (N, K) (a Linear layer's weight), ``bias`` (N,), its int8
+    quantization ``w_q``/``w_scale``, activations ``x`` float32 (M, K) and ``x_q`` uint8 (M, K)
+    (zero point 128). The weight is the same for every M."""
+    rng = np.random.default_rng(60_000)
+    k, n = MATMUL_K, MATMUL_N
+    w = (rng.standard_normal((n, k), dtype=np.float32) / 32).astype(np.float32)
+    bias = rng.standard_normal(n, dtype=np.float32)
+    w_q, w_scale = quantize_weights_np(w)
+    rx = np.random.default_rng(61_000 + m)
+    x = rx.standard_normal((m, k), dtype=np.float32)
+    x_q = rx.integers(0, 256, (m, k)).astype(np.uint8)
+    return {"w": w, "bias": bias, "w_q": w_q, "w_scale": w_scale, "x": x, "x_q": x_q}
+
+
+def workload_checksum(workload: str) -> str:
+    """Checksum of every array a workload's cases are built from (data and initial weights)."""
+    if workload in TRAINING:
+        spec = TRAINING[workload]
+        return checksum(*training_data(spec), *sum(glorot_weights(spec.sizes), ()))
+    if workload in INFERENCE:
+        spec, batch = INFERENCE[workload]
+        return checksum(inference_data(spec, batch), *sum(glorot_weights(spec.sizes), ()))
+    if workload in NETS:
+        spec = NETS[workload]
+        return checksum(*net_data(spec), *net_weights(spec).values())
+    if workload in MATMUL:
+        return checksum(*matmul_data(MATMUL[workload]).values())
+    raise ValueError(f"unknown workload {workload!r}")
 
 
 def configure_threads(engine: str, n: int) -> Any:
@@ -193,7 +342,8 @@ class Case:
 
     ``step(i)`` runs step ``i`` (training step or inference call on batch ``i mod n``);
     ``round(n)``, when given, replaces the timed loop (Keras ``fit`` runs its own loop).
-    ``latency`` cases return each call's seconds instead of the total.
+    ``latency`` cases return each call's seconds instead of the total. For W6, ``samples`` is
+    the operations of one call (2 M K N) and ``unit`` is ``"op"``.
     """
 
     workload: str
@@ -206,6 +356,7 @@ class Case:
     sync: Callable[[Any], Any] | None = None  # wait for asynchronous results, if any
     latency: bool = False
     info: dict = field(default_factory=dict)
+    unit: str = "samples"  # what ``samples`` counts per step: "samples" or "op" (W6)
 
     @property
     def key(self) -> str:
@@ -231,36 +382,84 @@ class Case:
         return clock() - t
 
 
+# engines with cases for each workload family ("lepton" stands for every backend; W6 int8
+# kernels run on the compiled backends only, see _lepton_matmul)
+_FAMILY_ENGINES = {
+    "mlp": ("lepton", "numpy", "torch", "tensorflow"),
+    "inference": ("lepton", "numpy", "torch", "tensorflow", "onnxruntime"),
+    "net": ("lepton", "torch", "tensorflow"),
+    "matmul": ("lepton", "numpy", "torch", "onnxruntime"),
+}
+
+
+def _family(workload: str) -> str:
+    if workload in TRAINING:
+        return "mlp"
+    if workload in INFERENCE:
+        return "inference"
+    if workload in NETS:
+        return "net"
+    if workload in MATMUL:
+        return "matmul"
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def supports(engine: str, workload: str) -> bool:
+    """Whether ``engine`` has cases for ``workload`` (without importing anything)."""
+    base = engine.partition(":")[0]
+    if workload in MATMUL and engine == "lepton:reference":
+        return False
+    return base in _FAMILY_ENGINES[_family(workload)]
+
+
 def build_cases(engine: str, workload: str) -> list[Case]:
-    """The cases of ``engine`` for ``workload`` (``W1``, ``W2``, ``W5b1``, ``W5b256``).
+    """The cases of ``engine`` for ``workload`` (``W1``, ``W2``, ``W3``, ``W4``, ``W5b1``,
+    ``W5b256``, ``W6m1`` ... ``W6m1024``).
 
     Raises ImportError when the engine is not installed, ValueError when it has no such
     workload (say, ONNX Runtime training).
     """
-    if workload in TRAINING:
-        spec = TRAINING[workload]
-        builders = {
-            "numpy": _numpy_training,
-            "torch": _torch_training,
-            "tensorflow": _tf_training,
-        }
-    elif workload in INFERENCE:
-        spec = INFERENCE[workload]
-        builders = {
-            "numpy": _numpy_inference,
-            "torch": _torch_inference,
-            "tensorflow": _tf_inference,
-            "onnxruntime": _ort_inference,
-        }
-    else:
-        raise ValueError(f"unknown workload {workload!r}")
+    family = _family(workload)
+    if not supports(engine, workload):
+        raise ValueError(f"{engine} has no {workload} workload")
     if engine.startswith("lepton"):
         backend = engine.partition(":")[2] or None
-        fn = _lepton_training if workload in TRAINING else _lepton_inference
+        fn = {
+            "mlp": _lepton_training,
+            "inference": _lepton_inference,
+            "net": _lepton_net_training,
+            "matmul": _lepton_matmul,
+        }[family]
+    else:
+        fn = {
+            "mlp": {
+                "numpy": _numpy_training,
+                "torch": _torch_training,
+                "tensorflow": _tf_training,
+            },
+            "inference": {
+                "numpy": _numpy_inference,
+                "torch": _torch_inference,
+                "tensorflow": _tf_inference,
+                "onnxruntime": _ort_inference,
+            },
+            "net": {"torch": _torch_net_training, "tensorflow": _tf_net_training},
+            "matmul": {
+                "numpy": _numpy_matmul,
+                "torch": _torch_matmul,
+                "onnxruntime": _ort_matmul,
+            },
+        }[family][engine]
+        backend = None
+    spec = {
+        "mlp": TRAINING,
+        "inference": INFERENCE,
+        "net": NETS,
+        "matmul": MATMUL,
+    }[family][workload]
+    if engine.startswith("lepton"):
         return fn(workload, spec, backend)
-    if engine not in builders:
-        raise ValueError(f"{engine} has no {workload} workload")
-    return builders[engine](workload, spec)
+    return fn(workload, spec)
 
 
 def _cycle(x: np.ndarray):
@@ -333,10 +532,10 @@ def _lepton_training(workload, spec, backend) -> list[Case]:
     return cases
 
 
-def _lepton_fit_case(workload, spec, label, x, y) -> Case:
+def _lepton_fit_case(workload, spec, label, x, y, make_model=None) -> Case:
     from lepton_nn.train import Trainer
 
-    model = lepton_mlp(spec.sizes, glorot_weights(spec.sizes))
+    model = make_model() if make_model else lepton_mlp(spec.sizes, glorot_weights(spec.sizes))
     trainer = Trainer(
         model,
         "bce" if spec.loss == "bce" else "cross_entropy",
@@ -375,6 +574,142 @@ def _round_arrays(x, y):
         return make
 
     return take(x), take(y)
+
+
+def lepton_net(spec: NetSpec, weights: dict[str, np.ndarray]):
+    """The W3 CNN (NCHW) or W4 LSTM as a lepton_nn Sequential holding ``weights``."""
+    from lepton_nn import nn
+
+    if spec.kind == "cnn":
+        layers, c = [], spec.shape[0]
+        for f in spec.widths:
+            layers += [
+                nn.Conv2D(f, spec.kernel, padding="same", activation="relu", in_channels=c),
+                nn.MaxPool2D(spec.pool),
+            ]
+            c = f
+        layers.append(nn.Flatten())
+        params = [(layers[2 * i], f"conv{i + 1}") for i in range(len(spec.widths))]
+    else:
+        lstm = nn.LSTM(spec.widths[0], input_size=spec.shape[1])
+        lstm.weight_ih.data = weights["lstm_w_ih"].copy()
+        lstm.weight_hh.data = weights["lstm_w_hh"].copy()
+        lstm.bias.data = weights["lstm_b"].copy()
+        layers, params = [lstm], []
+    head = nn.Dense(spec.classes, in_features=spec.flat)
+    layers.append(head)
+    params.append((head, "dense"))
+    for layer, name in params:
+        layer.weight.data = weights[f"{name}_w"].copy()
+        layer.bias.data = weights[f"{name}_b"].copy()
+    return nn.Sequential(layers)
+
+
+def _net_how(spec: NetSpec) -> str:
+    if spec.kind == "cnn":
+        return "Conv2D/MaxPool2D/Flatten/Dense, NCHW (conv with fused bias + ReLU)"
+    return "LSTM (fused sequence kernel, last state) + Dense"
+
+
+def _lepton_net_training(workload, spec, backend) -> list[Case]:
+    from lepton_nn import losses, optim
+    from lepton_nn.backend import use_backend
+
+    be = _lepton_backend(backend)
+    x, y = net_data(spec)
+    xs, ys, nb = _cycle(x), _cycle(y), len(x)
+    weights = net_weights(spec)
+    model = lepton_net(spec, weights)
+    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    name = be.name
+
+    def step(i):
+        k = i % nb
+        with use_backend(name):  # the pytest suites hold several backends in one process
+            opt.zero_grad()
+            loss = losses.cross_entropy(model(xs[k]), ys[k])
+            loss.backward()
+            opt.step()
+
+    label = f"lepton_nn:{name}"
+    cases = [
+        Case(
+            workload,
+            label,
+            "step loop",
+            f"`zero_grad(); cross_entropy(model(x), y).backward(); Adam.step()` on the {name} "
+            f"backend; {_net_how(spec)}",
+            spec.batch,
+            step=step,
+        )
+    ]
+    if name != "reference":
+        cases.append(
+            _lepton_fit_case(workload, spec, label, x, y, lambda: lepton_net(spec, weights))
+        )
+    return cases
+
+
+def _lepton_matmul(workload, m, backend) -> list[Case]:
+    """int8 GEMM kernels (``lepton_nn.kernels._qgemm``, best ISA the CPU has)."""
+    from lepton_nn.kernels import _qgemm as q
+
+    be = _lepton_backend(backend)
+    d = matmul_data(m)
+    n = MATMUL_N
+    nthreads = THREADS["n"]
+    w_packed, col_sums = q.pack_weights(d["w_q"])
+    x, x_q, w_scale, bias = d["x"], d["x_q"], d["w_scale"], d["bias"]
+    out32 = np.empty((m, n), np.int32)
+    out = np.empty((m, n), np.float32)
+    xq_dyn = np.empty(x.shape, np.uint8)
+    sc, zp = np.empty(m, np.float32), np.empty(m, np.int32)
+    rows = min(m, 4)  # exactness check on a few rows (an int64 matmul has no BLAS)
+    want = x_q[:rows].astype(np.int64) @ d["w_q"].T.astype(np.int64)
+    got = q.qgemm_s32(x_q, w_packed, out32, nthreads=nthreads)
+    if not np.array_equal(got[:rows], want):
+        raise AssertionError("qgemm_s32 disagrees with the int64 reference")
+
+    def dynamic(_i):
+        q.quantize_rows(x, xq_dyn, sc, zp)
+        return q.qlinear(xq_dyn, sc, zp, w_packed, w_scale, col_sums, bias, 0, out, nthreads)
+
+    ops, label, isa = 2 * m * MATMUL_K * n, f"lepton_nn:{be.name}", q.isa()
+    return [
+        Case(
+            workload,
+            label,
+            "qgemm_s32",
+            f"`_qgemm.qgemm_s32(x_q, w_packed, out, nthreads)`: uint8 x int8 -> int32 ({isa} "
+            "path, nthreads = the run's thread count, as for every int8 case); weights "
+            "pre-packed once; the like-for-like of MatMulInteger",
+            ops,
+            step=lambda i: q.qgemm_s32(x_q, w_packed, out32, nthreads=nthreads),
+            unit="op",
+        ),
+        Case(
+            workload,
+            label,
+            "qlinear",
+            "`_qgemm.qlinear`: uint8 activations (zero point 128) x int8 weights, int32 sum "
+            "dequantized with per-channel scales + bias in the same call, float32 out",
+            ops,
+            step=lambda i: q.qlinear(
+                x_q, 0.02, 128, w_packed, w_scale, col_sums, bias, 0, out, nthreads
+            ),
+            unit="op",
+        ),
+        Case(
+            workload,
+            label,
+            "dynamic int8 Dense",
+            "float32 in, float32 out: `quantize_rows` (per-row uint8) + `qlinear` (what a "
+            "quantized Dense runs; the like-for-like of PyTorch dynamic quantization)",
+            ops,
+            step=dynamic,
+            unit="op",
+        ),
+    ]
 
 
 def _lepton_inference(workload, spec_batch, backend) -> list[Case]:
@@ -588,6 +923,24 @@ def _numpy_inference(workload, spec_batch) -> list[Case]:
     ]
 
 
+def _numpy_matmul(workload, m) -> list[Case]:
+    d = matmul_data(m)
+    x, wt = d["x"], np.ascontiguousarray(d["w"].T)
+    out = np.empty((m, MATMUL_N), np.float32)
+    return [
+        Case(
+            workload,
+            "numpy",
+            "float32 matmul",
+            "`np.matmul(x, W.T, out=out)` in float32 (NumPy's BLAS sgemm; W.T made "
+            "contiguous once)",
+            2 * m * MATMUL_K * MATMUL_N,
+            step=lambda i: np.matmul(x, wt, out=out),
+            unit="op",
+        )
+    ]
+
+
 # -- PyTorch ------------------------------------------------------------------------------------
 
 
@@ -607,14 +960,15 @@ def torch_mlp(sizes, weights):
     return nn.Sequential(*layers)
 
 
-def _torch_training(workload, spec) -> list[Case]:
+def _torch_training(workload, spec, model=None, data=None, layers_how=None) -> list[Case]:
     import torch
 
-    x, y = training_data(spec)
+    x, y = data if data is not None else training_data(spec)
     xs = [torch.from_numpy(a) for a in _cycle(x)]
     ys = [torch.from_numpy(a) for a in _cycle(y)]
     nb = len(xs)
-    model = torch_mlp(spec.sizes, glorot_weights(spec.sizes))
+    if model is None:
+        model = torch_mlp(spec.sizes, glorot_weights(spec.sizes))
     opt = torch.optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
     loss_fn = torch.nn.BCEWithLogitsLoss() if spec.loss == "bce" else torch.nn.CrossEntropyLoss()
 
@@ -632,9 +986,97 @@ def _torch_training(workload, spec) -> list[Case]:
             "standard loop",
             "the documented loop: `opt.zero_grad(); loss_fn(model(x), y).backward(); "
             "opt.step()` with `torch.optim.Adam` defaults (no foreach/fused on CPU), "
-            "`nn.Sequential(Linear, ReLU, ...)`",
+            + (layers_how or "`nn.Sequential(Linear, ReLU, ...)`"),
             spec.batch,
             step=step,
+        )
+    ]
+
+
+def torch_net(spec: NetSpec, weights: dict[str, np.ndarray]):
+    """The W3 CNN (NCHW, PyTorch's default layout) or W4 LSTM as a torch module."""
+    import torch
+    from torch import nn
+
+    def put(param, value):
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+
+    head = nn.Linear(spec.flat, spec.classes)
+    put(head.weight, weights["dense_w"].T)
+    put(head.bias, weights["dense_b"])
+    if spec.kind == "cnn":
+        layers, c = [], spec.shape[0]
+        for i, f in enumerate(spec.widths, 1):
+            conv = nn.Conv2d(c, f, spec.kernel, padding="same")
+            put(conv.weight, weights[f"conv{i}_w"])
+            put(conv.bias, weights[f"conv{i}_b"])
+            layers += [conv, nn.ReLU(), nn.MaxPool2d(spec.pool)]
+            c = f
+        return nn.Sequential(*layers, nn.Flatten(), head)
+
+    class LastState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(spec.shape[1], spec.widths[0], batch_first=True)
+            self.head = head
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[1][0][-1])
+
+    net = LastState()
+    put(net.lstm.weight_ih_l0, weights["lstm_w_ih"].T)  # gate order i, f, g, o in both
+    put(net.lstm.weight_hh_l0, weights["lstm_w_hh"].T)
+    put(net.lstm.bias_ih_l0, weights["lstm_b"])
+    put(net.lstm.bias_hh_l0, np.zeros_like(weights["lstm_b"]))
+    return net
+
+
+def _torch_net_training(workload, spec) -> list[Case]:
+    how = (
+        "`nn.Sequential(Conv2d, ReLU, MaxPool2d, ..., Flatten, Linear)`, NCHW (PyTorch's "
+        "default layout)"
+        if spec.kind == "cnn"
+        else "`nn.LSTM(batch_first=True)` (ATen's fused CPU LSTM) -> last h -> `nn.Linear`"
+    )
+    return _torch_training(workload, spec, torch_net(spec, net_weights(spec)), net_data(spec), how)
+
+
+def _torch_matmul(workload, m) -> list[Case]:
+    import warnings
+
+    import torch
+
+    d = matmul_data(m)
+    lin = torch.nn.Linear(MATMUL_K, MATMUL_N)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(d["w"]))
+        lin.bias.copy_(torch.from_numpy(d["bias"]))
+    quantize_dynamic = getattr(getattr(torch, "ao", torch).quantization, "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        raise ImportError("this torch has no quantize_dynamic")
+    with warnings.catch_warnings():  # deprecated in favour of torchao from torch 2.10 on
+        warnings.simplefilter("ignore")
+        qmodel = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, dtype=torch.qint8)
+    qmodel.eval()
+    x = torch.from_numpy(d["x"])
+
+    def step(i):
+        with torch.inference_mode():
+            return qmodel(x)
+
+    return [
+        Case(
+            workload,
+            "torch",
+            "dynamic quantization",
+            "`torch.ao.quantization.quantize_dynamic(nn.Sequential(Linear), {Linear}, "
+            "dtype=torch.qint8)` as its docs show, called under `inference_mode`: float32 in, "
+            "dynamic per-tensor uint8 activations, int8 weights, float32 out "
+            f"({torch.backends.quantized.engine} engine)",
+            2 * m * MATMUL_K * MATMUL_N,
+            step=step,
+            unit="op",
         )
     ]
 
@@ -696,15 +1138,73 @@ def _keras_adam():
     )
 
 
-def _tf_training(workload, spec) -> list[Case]:
+def keras_net(spec: NetSpec, weights: dict[str, np.ndarray]):
+    """The W3 CNN or W4 LSTM in Keras, holding ``weights`` converted to Keras' layouts.
+
+    The CNN is channels_last (NHWC): TensorFlow's recommended, and on CPU only fully
+    supported, convolution layout. Kernels go (F, C, kh, kw) -> (kh, kw, C, F) and the head's
+    rows are permuted from (C, H, W) to (H, W, C) flattening order, so the function computed is
+    the same as lepton_nn's and PyTorch's.
+    """
+    import keras
+
+    if spec.kind == "cnn":
+        layers, vals = [keras.Input((*spec.shape[1:], spec.shape[0]))], []
+        for i, f in enumerate(spec.widths, 1):
+            layers += [
+                keras.layers.Conv2D(f, spec.kernel, padding="same", activation="relu"),
+                keras.layers.MaxPooling2D(spec.pool),
+            ]
+            vals += [weights[f"conv{i}_w"].transpose(2, 3, 1, 0), weights[f"conv{i}_b"]]
+        c, h = spec.widths[-1], spec.shape[1] // spec.pool ** len(spec.widths)
+        w = spec.shape[2] // spec.pool ** len(spec.widths)
+        head = weights["dense_w"].reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+        layers += [keras.layers.Flatten(), keras.layers.Dense(spec.classes)]
+        vals += [head, weights["dense_b"]]
+    else:
+        layers = [
+            keras.Input(spec.shape),
+            keras.layers.LSTM(spec.widths[0]),
+            keras.layers.Dense(spec.classes),
+        ]
+        vals = [weights[k] for k in ("lstm_w_ih", "lstm_w_hh", "lstm_b", "dense_w", "dense_b")]
+    model = keras.Sequential(layers)
+    model.set_weights([np.ascontiguousarray(v) for v in vals])
+    return model
+
+
+def _keras_x(spec: NetSpec, x: np.ndarray) -> np.ndarray:
+    """Batches in Keras' layout: NCHW -> NHWC for the CNN (converted once, untimed)."""
+    return np.ascontiguousarray(np.moveaxis(x, 2, -1)) if spec.kind == "cnn" else x
+
+
+def _tf_net_training(workload, spec) -> list[Case]:
+    x, y = net_data(spec)
+    weights = net_weights(spec)
+    how = (
+        "; Keras `Conv2D`/`MaxPooling2D` channels_last (NHWC: the layout TensorFlow recommends "
+        "on CPU, data transposed once beforehand)"
+        if spec.kind == "cnn"
+        else "; Keras `LSTM(64)` with its default arguments (tanh/sigmoid, unit forget bias)"
+    )
+    return _tf_training(
+        workload, spec, lambda: keras_net(spec, weights), (_keras_x(spec, x), y), how
+    )
+
+
+def _tf_training(workload, spec, make_model=None, data=None, how_extra="") -> list[Case]:
     import tensorflow as tf
 
-    x, y = training_data(spec)
+    x, y = data if data is not None else training_data(spec)
     xs = [tf.constant(a) for a in _cycle(x)]
     ys = [tf.constant(a) for a in _cycle(y)]
     nb = len(xs)
+    if make_model is None:
 
-    model = keras_mlp(spec.sizes, glorot_weights(spec.sizes))
+        def make_model():
+            return keras_mlp(spec.sizes, glorot_weights(spec.sizes))
+
+    model = make_model()
     opt, loss_fn = _keras_adam(), _keras_loss(spec.loss)
 
     @tf.function
@@ -722,14 +1222,14 @@ def _tf_training(workload, spec) -> list[Case]:
             "tf.function step",
             "a custom training step compiled with `@tf.function` (GradientTape + "
             "`optimizer.apply_gradients`), as in TF's 'training loop from scratch' guide; "
-            "batches pre-converted to `tf.constant`; no XLA",
+            "batches pre-converted to `tf.constant`; no XLA" + how_extra,
             spec.batch,
             step=lambda i: train_step(xs[i % nb], ys[i % nb]),
             sync=lambda out: out.numpy() if out is not None else None,
         )
     ]
 
-    fit_model = keras_mlp(spec.sizes, glorot_weights(spec.sizes))
+    fit_model = make_model()
     fit_model.compile(optimizer=_keras_adam(), loss=_keras_loss(spec.loss))
     xr, yr = _round_arrays(x, y)
 
@@ -746,7 +1246,7 @@ def _tf_training(workload, spec) -> list[Case]:
             "Model.fit",
             "`model.compile(Adam, loss)` then `model.fit(X, y, batch_size, epochs=1, "
             "shuffle=False, verbose=0)` per round on NumPy arrays (Keras' recommended API; "
-            "jit_compile left at its default, which is off on CPU)",
+            "jit_compile left at its default, which is off on CPU)" + how_extra,
             spec.batch,
             round=round_,
         )
@@ -831,6 +1331,49 @@ def ort_session(model: bytes | str, threads: int):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = threads
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def onnx_matmulinteger_bytes(w_q: np.ndarray, zero_point: int = 128) -> bytes:
+    """``Y = MatMulInteger(A, B, a_zero_point)``: A uint8 (M, K) input, B int8 (K, N) =
+    ``w_q.T`` an initializer, int32 out; built with ``onnx.helper``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = w_q.shape[1], w_q.shape[0]
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B", "a_zp"], ["Y"])],
+        "qmm",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, ["M", k])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, ["M", n])],
+        initializer=[
+            numpy_helper.from_array(np.ascontiguousarray(w_q.T), "B"),
+            numpy_helper.from_array(np.array(zero_point, np.uint8), "a_zp"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _ort_matmul(workload, m) -> list[Case]:
+    d = matmul_data(m)
+    sess = ort_session(onnx_matmulinteger_bytes(d["w_q"]), THREADS["n"])
+    feed = {"A": d["x_q"]}
+    rows = min(m, 4)
+    want = (d["x_q"][:rows].astype(np.int64) - 128) @ d["w_q"].T.astype(np.int64)
+    if not np.array_equal(sess.run(None, feed)[0][:rows], want):
+        raise AssertionError("MatMulInteger disagrees with the int64 reference")
+    return [
+        Case(
+            workload,
+            "onnxruntime",
+            "MatMulInteger",
+            "`InferenceSession.run` of a one-node `MatMulInteger` graph (onnx.helper): uint8 A "
+            "(zero point 128) x int8 B initializer -> int32, CPU provider, threads set",
+            2 * m * MATMUL_K * MATMUL_N,
+            step=lambda i: sess.run(None, feed),
+            unit="op",
+        )
+    ]
 
 
 def _ort_inference(workload, spec_batch) -> list[Case]:

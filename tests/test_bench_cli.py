@@ -46,3 +46,39 @@ def test_bench_quick_writes_markdown_and_json(tmp_path, monkeypatch, capsys):
 def test_bench_rejects_unknown_names(capsys):
     assert cli.main(["bench", "--against", "mxnet"]) == 2
     assert "unknown peer" in capsys.readouterr().err
+
+
+def test_bench_quick_conv_lstm_and_matmul(tmp_path, monkeypatch, capsys):
+    """W3, W4 and one W6 size, the best backend only, no peers: every case runs and the
+    report shows samples/s for training and GOP/s for the matmul."""
+    from lepton_nn.backend import available
+
+    monkeypatch.setattr(
+        bench, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+    )
+    best = available()[0]
+    out = tmp_path / "report"
+    argv = ["bench", "--quick", "--workloads", "W3,W4,W6m1", "--against", "none"]
+    argv += ["--threads", "1", "--backends", best, "--out", str(out)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+
+    res = json.loads((out / "results.json").read_text())
+    cases = res["phases"][0]["cases"]
+    by_wl = {}
+    for c in cases:
+        assert "error" not in c, c
+        assert len(c["rounds"]) == 2 and c["samples_per_s"]["median"] > 0
+        by_wl.setdefault(c["workload"], set()).add((c["engine"], c["variant"]))
+    ours = f"lepton_nn:{best}"
+    assert (ours, "step loop") in by_wl["W3"] and (ours, "step loop") in by_wl["W4"]
+    assert ("numpy", "float32 matmul") in by_wl["W6m1"]
+    if best != "reference":  # the int8 kernels run on a compiled backend
+        assert {(ours, v) for v in ("qgemm_s32", "qlinear")} <= by_wl["W6m1"]
+    gemm = [c for c in cases if c["workload"] == "W6m1"]
+    assert all(c["unit"] == "op" and c["gop_per_s"]["median"] > 0 for c in gemm)
+
+    md = (out / "report.md").read_text()
+    assert "W3 small CNN training" in md and "W4 LSTM training" in md
+    assert "W6 matrix multiply (1, 1024) x (1024, 1024)" in md and "median GOP/s" in md
+    assert "DIFFER" not in md

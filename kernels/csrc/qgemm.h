@@ -478,13 +478,18 @@ static void *qg_job_main(void *arg) {
 }
 #endif
 
+/* Below this many multiply-adds a second thread costs more to start than it saves
+   (thread creation is tens of microseconds; M = 1, K = N = 1024 runs in about 12 us). */
+#define QG_MIN_PARALLEL_MACS (1LL << 25)
+
 /* Run the active path over all output columns, on `nthreads` (1 or 2) threads. */
 static void qg_run(const qg_args *p, int nthreads) {
     const int64_t NB = (p->N + 15) >> 4;
     if (p->M == 0 || NB == 0) return;
     qg_fn f = p->K == 0 ? qg_run_portable : qg_impl[qg_active];
 #if QG_HAVE_PTHREAD
-    if (nthreads >= 2 && NB >= 2) {
+    const double macs = (double)p->M * (double)p->K * (double)p->N;
+    if (nthreads >= 2 && NB >= 2 && macs >= (double)QG_MIN_PARALLEL_MACS) {
         /* split the column blocks (an even count first, for the AMX 2-block tiles) */
         const int64_t mid = ((NB + 1) / 2 + 1) & ~(int64_t)1;
         qg_job job = {f, p, mid < NB ? mid : NB / 2, NB};
