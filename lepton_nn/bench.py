@@ -239,6 +239,12 @@ class WorkerError(RuntimeError):
     pass
 
 
+# Workers start in the folder that holds the lepton_nn being run (the source tree or
+# site-packages), so ``python -m``/``-c`` in a checkout cannot import the uncompiled sources
+# in place of the installed build.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 class Worker:
     """One engine in its own process, spoken to in JSON lines."""
 
@@ -252,6 +258,7 @@ class Worker:
             stdout=subprocess.PIPE,
             stderr=self._log,
             env=_worker_env(threads),
+            cwd=_PKG_PARENT,
             text=True,
             bufsize=1,
         )
@@ -651,6 +658,7 @@ def _run_coldstart(scripts: dict[str, dict], opts: Options) -> dict:
             p = subprocess.run(
                 [sys.executable, "-c", runnable[e]["script"]],
                 env=env,
+                cwd=_PKG_PARENT,
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -64,6 +64,7 @@ def test_bench_quick_conv_lstm_and_matmul(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
 
     res = json.loads((out / "results.json").read_text())
+    assert not res["phases"][0]["failed"], res["phases"][0]["failed"]
     cases = res["phases"][0]["cases"]
     by_wl = {}
     for c in cases:
