@@ -6,6 +6,7 @@ One quantized Dense layer, y = act(x @ W.T + b) with W (N, K) float32, in two co
     w_q, w_scale = quantize_weights(W)          # once: int8 (N, K), float32 (N,) per channel
     w_packed, w_col_sums = pack_weights(w_q)    # once: int8 (ceil(N/16), ceil(K/4), 64), int32 (N,)
     quantize_rows(x, x_q, x_scale, x_zp)        # per batch: float32 (M, K) -> uint8 (M, K)
+    (static activations: quantize_rows(x, x_q, x_scale, x_zp, True) with calibrated x_scale/x_zp)
     qlinear(x_q, x_scale, x_zp, w_packed, w_scale, w_col_sums, bias, act, out)   # (M, N)
 
 Functions (every array C-contiguous; the wrappers check dtype, shape and contiguity and raise
@@ -17,11 +18,14 @@ pack_weights(w_q) -> (w_packed, w_col_sums)
     packed[nb, g, 4 c + j] = w_q[16 nb + c, 4 g + j] (zero padded), the 4-byte groups vpdpbusd
     and AMX tiles read; w_col_sums[n] = w_q[n].sum() (int32) for the zero-point correction.
 unpack_weights(w_packed, N, K) -> w_q
-quantize_rows(x, q, scale, zero_point) -> q
+quantize_rows(x, q, scale, zero_point, fixed=False) -> q
     Asymmetric uint8: x float32 (M, K); q uint8 (M, K); scale float32 and zero_point int32
-    of shape (M,) (per row) or (1,) (per tensor). lo = min(0, min x), hi = max(0, max x),
-    scale = (hi - lo) / 255 (1 if 0), zp = clip(rint(-lo / scale), 0, 255),
-    q = clip(rint(x * (1 / scale)) + zp, 0, 255), float32 math, bit-identical on every ISA.
+    of shape (M,) (per row) or (1,) (per tensor). Dynamic (fixed False; scale and zero_point
+    are written): lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 if 0),
+    zp = clip(rint(-lo / scale), 0, 255). Static (fixed True; they are read: finite scale > 0,
+    zero_point in 0..255, else ValueError). Then q = clip(rint(x * (1 / scale)) + zp, 0, 255),
+    float32 math, round half to even, +-inf and values beyond the range saturate, NaN -> 0;
+    bit-identical on every ISA.
 qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, act, out, nthreads=1)
     out = act(((x_q - zp) @ w_q.T) * (x_scale * w_scale) + bias), the sum exact in int32.
     x_q uint8 or int8 (M, K); x_scale float or float32 (1,)/(M,); x_zero_point int or int32
@@ -47,6 +51,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
+from libc.float cimport FLT_MAX
 from libc.stdint cimport int32_t, int64_t, uint8_t, int8_t
 
 cnp.import_array()
@@ -74,8 +79,8 @@ cdef extern from "qgemm.h" nogil:
     int qg_active
     int qg_cpu
     void qg_run(const qg_args *p, int nthreads)
-    void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, uint8_t *q,
-                        float *scale, int32_t *zp)
+    void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
+                        uint8_t *q, float *scale, int32_t *zp)
 
 ISAS = ("portable", "avx2", "avxvnni", "avx512vnni", "amx")
 K_MAX = 65793  # 255 * 128 * K < 2**31
@@ -209,19 +214,20 @@ def unpack_weights(w_packed, N, K):
 
 
 # ------------------------------------------------------------------ compiled entry points
-def quantize_rows(x, q, scale, zero_point):
-    """Dynamic asymmetric uint8 quantization of x float32 (M, K) into q uint8 (M, K).
+def quantize_rows(x, q, scale, zero_point, bint fixed=False):
+    """Asymmetric uint8 quantization of x float32 (M, K) into q uint8 (M, K).
 
     scale float32 / zero_point int32 of shape (M,): one pair per row; shape (1,): one for
-    the tensor. Returns q. See the module docstring for the rounding.
+    the tensor. fixed=False (dynamic): computed from x and written; fixed=True (static):
+    given (calibrated) and only read. Returns q. See the module docstring for the rounding.
     """
     cdef cnp.ndarray xa = _arr(x, "x", cnp.NPY_FLOAT32, 2)
     cdef Py_ssize_t M = xa.shape[0], K = xa.shape[1]
     cdef cnp.ndarray qa = _arr(q, "q", cnp.NPY_UINT8, 2, True)
     if qa.shape[0] != M or qa.shape[1] != K:
         raise ValueError(f"q must have shape {x.shape}, got {q.shape}")
-    cdef cnp.ndarray sa = _arr(scale, "scale", cnp.NPY_FLOAT32, 1, True)
-    cdef cnp.ndarray za = _arr(zero_point, "zero_point", cnp.NPY_INT32, 1, True)
+    cdef cnp.ndarray sa = _arr(scale, "scale", cnp.NPY_FLOAT32, 1, not fixed)
+    cdef cnp.ndarray za = _arr(zero_point, "zero_point", cnp.NPY_INT32, 1, not fixed)
     cdef int per_row
     if sa.shape[0] == M and za.shape[0] == M:
         per_row = 1
@@ -230,17 +236,24 @@ def quantize_rows(x, q, scale, zero_point):
     else:
         raise ValueError(f"scale and zero_point must both have shape ({M},) (per row) or (1,) "
                          f"(per tensor), got {scale.shape} and {zero_point.shape}")
+    cdef float *sp = <float *>cnp.PyArray_DATA(sa)
+    cdef int32_t *zpp = <int32_t *>cnp.PyArray_DATA(za)
+    cdef Py_ssize_t i
+    if fixed:
+        for i in range(sa.shape[0]):
+            # not (0 < s <= FLT_MAX) also catches NaN
+            if not (0 < sp[i] <= FLT_MAX) or zpp[i] < 0 or zpp[i] > 255:
+                raise ValueError(f"static quantization needs finite scale > 0 and zero_point in "
+                                 f"0..255, got scale {sp[i]}, zero_point {zpp[i]}")
     if M == 0:
-        if not per_row:
-            scale[0] = 1
-            zero_point[0] = 0
+        if not per_row and not fixed:
+            sp[0] = 1
+            zpp[0] = 0
         return q
     cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
     cdef uint8_t *qp = <uint8_t *>cnp.PyArray_DATA(qa)
-    cdef float *sp = <float *>cnp.PyArray_DATA(sa)
-    cdef int32_t *zpp = <int32_t *>cnp.PyArray_DATA(za)
     with nogil:
-        qg_quantize_u8(xp, M, K, per_row, qp, sp, zpp)
+        qg_quantize_u8(xp, M, K, per_row, fixed, qp, sp, zpp)
     return q
 
 

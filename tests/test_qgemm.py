@@ -171,6 +171,88 @@ def test_quantize_rows_bit_identical(isa, per_row):
             np.testing.assert_array_equal(g, r, err_msg=f"{isa} {M}x{K}")
 
 
+def _static_numpy(x, scale, zp):
+    """The runtime's former static quantization (five NumPy calls), NaN defined as 0."""
+    with np.errstate(over="ignore"):
+        tmp = np.multiply(x, np.float32(1) / np.float32(scale))
+    np.rint(tmp, tmp)
+    np.add(tmp, np.float32(zp), tmp)
+    np.clip(tmp, 0, 255, tmp)
+    tmp[np.isnan(tmp)] = 0
+    return tmp.astype(np.uint8)
+
+
+def _static_inputs(rng, M, K, scale):
+    x = (rng.standard_normal((M, K)) * 200 * scale).astype(np.float32)
+    flat = x.reshape(-1)
+    n = flat.size
+    # exact ties x * (1 / scale) = j + 0.5 (scale a power of 2 makes 1 / scale exact)
+    flat[: n // 4] = (rng.integers(-300, 300, n // 4) + 0.5) * np.float32(scale)
+    special = np.array([np.nan, np.inf, -np.inf, 3e38, -3e38, 1e12, -1e12, 0.0, -0.0], np.float32)
+    idx = rng.choice(n, min(n, 3 * special.size), replace=False)
+    flat[idx] = np.resize(special, idx.size)
+    return x
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_quantize_rows_fixed_bit_identical(isa, per_row):
+    """Static quantization (fixed scale / zero point) matches the reference twin on every path:
+    ties at .5 (half to even), values beyond the clip range and +-inf saturate, NaN -> 0."""
+    rng = np.random.default_rng(11)
+    for scale, zp in ((0.25, 128), (0.0625, 0), (0.1, 255), (3.7e-3, 17), (1.0, 0)):
+        for M, K in ((1, 1), (1, 26), (3, 7), (5, 33), (64, 129), (2, 1000)):
+            x = _static_inputs(rng, M, K, scale)
+            n = M if per_row else 1
+            s = np.full(n, scale, np.float32)
+            z = np.full(n, zp, np.int32)
+            if per_row and M > 1:
+                s *= rng.uniform(0.5, 2, n).astype(np.float32)
+                z[:] = rng.integers(0, 256, n)
+            s.flags.writeable = z.flags.writeable = False  # read only in fixed mode
+            got, want = np.empty((M, K), np.uint8), np.empty((M, K), np.uint8)
+            assert q.quantize_rows(x, got, s, z, True) is got
+            REF.quantize_rows(x, want, s, z, fixed=True)
+            np.testing.assert_array_equal(got, want, err_msg=f"{isa} {M}x{K} s={scale}")
+            if not per_row or M == 1:  # the former NumPy formula, bit for bit
+                np.testing.assert_array_equal(got, _static_numpy(x, s[0], z[0]))
+
+
+def test_quantize_rows_fixed_rules(isa):
+    """The rounding rule spelled out: half to even, saturation, NaN -> 0."""
+    x = np.array(
+        [[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 126.5, 127.5, 1e30, -1e30, np.inf, -np.inf, np.nan]],
+        np.float32,
+    )
+    s, z = np.ones(1, np.float32), np.array([100], np.int32)
+    want = [100, 102, 102, 100, 98, 98, 226, 228, 255, 0, 255, 0, 0]
+    for xx, ww in ((x, want), (np.tile(x, (1, 7)), want * 7)):  # SIMD body and scalar tail
+        got = np.empty(xx.shape, np.uint8)
+        q.quantize_rows(xx, got, s, z, True)
+        assert got.ravel().tolist() == ww
+        REF.quantize_rows(xx, got, s, z, True)
+        assert got.ravel().tolist() == ww
+
+
+def test_quantize_rows_fixed_validation():
+    x = np.zeros((2, 3), np.float32)
+    xq = np.empty((2, 3), np.uint8)
+    z = np.zeros(1, np.int32)
+    for bad in (0.0, -1.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="finite scale > 0"):
+            q.quantize_rows(x, xq, np.array([bad], np.float32), z, True)
+    for bad in (-1, 256):
+        with pytest.raises(ValueError, match="zero_point in"):
+            q.quantize_rows(x, xq, np.ones(1, np.float32), np.array([bad], np.int32), True)
+    with pytest.raises(ValueError, match="writeable"):  # dynamic mode writes them
+        s = np.ones(1, np.float32)
+        s.flags.writeable = False
+        q.quantize_rows(x, xq, s, z)
+    # M = 0: nothing to do, the fixed pair is left alone
+    s, z = np.full(1, 0.5, np.float32), np.full(1, 7, np.int32)
+    q.quantize_rows(np.zeros((0, 3), np.float32), np.empty((0, 3), np.uint8), s, z, True)
+    assert s[0] == 0.5 and z[0] == 7
+
+
 def test_quantize_rows_empty():
     x = np.zeros((0, 4), np.float32)
     qv, s, z = np.empty((0, 4), np.uint8), np.zeros(1, np.float32), np.ones(1, np.int32)

@@ -214,6 +214,30 @@ def test_file_round_trip_to_the_runtime(tmp_path, mode):
     np.testing.assert_allclose(floaty(x).data, model(x).data, atol=0.02)
 
 
+def test_static_layer_is_one_quantize_and_one_qlinear_call(tmp_path):
+    # static activations: quantize_rows(x, q, scale, zp, True) with the calibrated pair, then
+    # qlinear; no NumPy calls in between; batch 1 = batch n = QuantizedModel = the reference
+    model = _mlp(26, (32, 16), 1, seed=4)
+    x = _data(200, 26, seed=5) * 3
+    qm = quantize(model, x[:100], "static")
+    L.save(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    plan = served.plan_for(1)
+    names = [fn.__name__ for fn, *_ in plan.head] + [fn.__name__ for fn, _ in plan.tail]
+    assert names == ["quantize_rows", "qlinear"] * 3
+    for fn, args in plan.tail:
+        if fn.__name__ == "quantize_rows":
+            assert args[-1] is True and args[2].shape == (1,) and args[3].shape == (1,)
+    with use_backend("reference"):  # qlinear's reference twin rounds without FMA: ~1 ulp
+        ref = rt.load(tmp_path / "q.lnn")
+        want = np.concatenate([ref.predict(x[i : i + 1]) for i in range(len(x))])
+        np.testing.assert_array_equal(ref.predict(x), want)
+    rows = np.concatenate([served.predict(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(rows, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(served.predict(x), rows)
+    np.testing.assert_array_equal(qm.predict(x), rows)
+
+
 def test_every_isa_gives_the_same_answer(tmp_path):
     qgemm = pytest.importorskip("lepton_nn.kernels._qgemm")
     model = _mlp(100, (33,), 7, seed=6)

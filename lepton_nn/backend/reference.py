@@ -126,31 +126,42 @@ class ReferenceBackend:
         p -= (lr / bc1) * m / denom
 
     # -- int8 quantized matmul (compression) -------------------------------------------------
-    # Dynamic int8 Dense: quantize_rows (x float32 -> uint8, scale, zero point per row or per
-    # tensor) then qlinear. Weights are int8, symmetric per output channel, packed once by
+    # int8 Dense: quantize_rows (x float32 -> uint8 with a scale and zero point per row or per
+    # tensor: computed from x (dynamic) or fixed at calibration (static, fixed=True)) then
+    # qlinear. Weights are int8, symmetric per output channel, packed once by
     # qpack_weights into 4-byte groups: w_packed[nb, g, 4 c + j] = w_q[16 nb + c, 4 g + j],
     # shape (ceil(N/16), ceil(K/4), 64), zero padded (the layout vpdpbusd and AMX tiles read).
 
-    def quantize_rows(self, x, q, scale, zero_point):
+    def quantize_rows(self, x, q, scale, zero_point, fixed=False):
         """Asymmetric uint8 quantization of x float32 (M, K) into q uint8 (M, K).
 
         scale float32, zero_point int32: shape (M,) for one pair per row, (1,) per tensor.
-        lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
-        zp = clip(rint(-lo / scale), 0, 255), q = clip(rint(x * (1 / scale)) + zp, 0, 255),
-        all float32 so the compiled twins match bit for bit. Returns q.
+        Dynamic (``fixed`` false; scale and zero_point are written): lo = min(0, min x),
+        hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0), zp = clip(rint(-lo / scale),
+        0, 255). Static (``fixed`` true): scale (finite, > 0) and zero_point (0..255) are
+        given and only read. Then q = clip(rint(x * (1 / scale)) + zp, 0, 255), round half to
+        even, +-inf and values beyond the range saturate to 0 / 255, NaN gives 0; all float32
+        so the compiled twins match bit for bit. Returns q.
         """
         per_row = scale.shape[0] == x.shape[0] and x.shape[0] != 1
         xs = x if per_row else x.reshape(1, -1)  # (spans, len)
-        lo = xs.min(axis=1, initial=0)
-        hi = xs.max(axis=1, initial=0)
-        s = (hi - lo) / np.float32(255)
-        s[s == 0] = 1
-        zp = np.clip(np.rint(-lo / s), 0, 255)
+        if fixed:
+            s = np.asarray(scale, np.float32).reshape(-1)
+            zp = np.asarray(zero_point).reshape(-1).astype(np.float32)
+        else:
+            lo = xs.min(axis=1, initial=0)
+            hi = xs.max(axis=1, initial=0)
+            s = (hi - lo) / np.float32(255)
+            s[s == 0] = 1
+            zp = np.clip(np.rint(-lo / s), 0, 255)
         inv = (np.float32(1) / s)[:, None]
-        qv = np.clip(np.rint(xs * inv) + zp[:, None], 0, 255)
+        with np.errstate(over="ignore", invalid="ignore"):
+            qv = np.clip(np.rint(xs * inv) + zp[:, None], 0, 255)
+        qv[np.isnan(qv)] = 0
         q[...] = qv.reshape(q.shape).astype(np.uint8)
-        scale[...] = s
-        zero_point[...] = zp.astype(np.int32)
+        if not fixed:
+            scale[...] = s
+            zero_point[...] = zp.astype(np.int32)
         return q
 
     def qpack_weights(self, w_q):

@@ -8,7 +8,8 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
 
     Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
                      (batch 1: np.dot(h, Wt.T, z), Wt = W^T in C order: a faster gemv)
-    Dense (int8)     quantize_rows(h, q, s, zp);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
+    Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
+                     (True: static activations, s and zp fixed at calibration)
     Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
@@ -40,7 +41,7 @@ from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
-from .kernels import kernels, quantize_static
+from .kernels import kernels
 from .steps import PARSERS, activation_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
@@ -206,8 +207,10 @@ class Int8DenseStep(Step):
         if wq.act_mode == "static":
             self.static_scale = np.array([wq.act_scale], np.float32)
             self.static_zp = np.array([wq.act_zero_point], np.int32)
-            self.inv_scale = np.float32(1) / np.float32(wq.act_scale)
-            self.zp_float = np.float32(wq.act_zero_point)
+            if not 0 < self.static_scale[0] < np.inf:  # a float64 scale out of float32 range
+                raise ModelFormatError(
+                    f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
+                )
 
     def bind(self, src, owned, ctx):
         n = ctx.n
@@ -221,8 +224,7 @@ class Int8DenseStep(Step):
             src = f32
         if self.wq.act_mode == "static":
             scale, zp = self.static_scale, self.static_zp
-            tmp = np.zeros((n, self.n_in), np.float32)
-            ops.append((quantize_static, (src, self.inv_scale, self.zp_float, tmp, xq)))
+            ops.append((k.quantize_rows, (src, xq, scale, zp, True)))
         else:
             scale, zp = np.zeros(n, np.float32), np.zeros(n, np.int32)
             ops.append((k.quantize_rows, (src, xq, scale, zp)))
