@@ -17,6 +17,7 @@ from lepton_nn.compress import QuantizedModel, load_quantized, quantize, quantiz
 from lepton_nn.compress.quantization import activation_params
 from lepton_nn.runtime.format import read_lnn
 from lepton_nn.runtime.plan import DenseStep, Int8DenseStep
+from lepton_nn.runtime.steps import ConvStep, Int8ConvStep
 
 
 def _mlp(n_in: int, sizes=(32, 16), n_out: int = 3, seed: int = 0, out_act=None) -> nn.Module:
@@ -312,3 +313,133 @@ print(json.dumps([_qgemm.isa(), out.tolist()]))
         active, out = json.loads(res.stdout)
         assert active == isa
         np.testing.assert_allclose(np.array(out, np.float32), want, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- Conv2D
+
+DIGITS = PKG_PARENT / ".." / "shared" / "data" / "digits.csv"
+
+
+def _cnn(seed: int = 0, filters=(8,)) -> nn.Module:
+    L.set_seed(seed)
+    layers: list = []
+    for f in filters:
+        layers += [nn.Conv2D(f, 3, padding="same", activation="relu"), nn.MaxPool2D(2)]
+    layers += [nn.Flatten(), nn.Dense(32, activation="relu"), nn.Dense(10)]
+    model = nn.Sequential(layers)
+    model.build((None, 1, 8, 8))
+    return model.eval()
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 1, 8, 8)).astype(np.float32)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_conv_int8_is_close_to_float_and_served_exactly(tmp_path, mode):
+    model = _cnn(seed=1)
+    x = _images(200, seed=2)
+    qm = quantize(model, x[:100], mode)
+    conv = qm.layers["layers.0"]
+    assert conv.conv_shape == (8, 1, 3, 3) and conv.q.shape == (8, 9)
+    assert set(qm.layers) == {"layers.0", "layers.3", "layers.4"}
+    assert 0 < qm.report[0]["error"] < 0.02 and qm.report[0]["shape"] == [8, 1, 3, 3]
+    # the conv alone (fed its float input) and the whole model, against the float model
+    want = model.layers[0](x).data
+    assert _rel(conv.forward(x), want) < 0.02
+    assert _rel(qm.predict(x), model(x).data) < 0.02
+    L.save(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    assert isinstance(served.network.steps[0], Int8ConvStep)
+    for n in (1, 7, 64, 200):
+        np.testing.assert_array_equal(served.predict(x[:n]), qm.predict(x[:n]))
+    rows = np.concatenate([served.predict(x[i : i + 1]) for i in range(20)])
+    np.testing.assert_array_equal(rows, qm.predict(x[:20]))  # batch-independent
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_conv_file_round_trip(tmp_path, mode):
+    model = _cnn(seed=3, filters=(4, 8))
+    x = _images(64, seed=4)
+    qm = quantize(model, x, mode)
+    L.save(qm, tmp_path / "q.lnn")
+    manifest, arrays = read_lnn(tmp_path / "q.lnn")
+    assert manifest["kind"] == "compressed"
+    entries = {e["layer"]: e for e in manifest["model"]["compression"]["layers"]}
+    e = entries["layers.2"]
+    assert e["method"] == "int8" and e["activations"]["mode"] == mode
+    assert e["weight"]["shape"] == [8, 4, 3, 3]
+    assert arrays[e["weight"]["q"]].shape == (8, 36) and arrays[e["weight"]["q"]].dtype == np.int8
+    assert arrays[e["weight"]["scale"]].shape == (8,)
+    assert "layers.2.weight" not in manifest["model"]["params"]
+    back = load_quantized(tmp_path / "q.lnn")
+    assert back.layers["layers.2"].conv_shape == (8, 4, 3, 3)
+    np.testing.assert_array_equal(back.predict(x), qm.predict(x))
+    floaty = L.load(tmp_path / "q.lnn")  # the float model with dequantized weights
+    np.testing.assert_array_equal(
+        floaty.layers[2].weight.data, qm.layers["layers.2"].dequantized_weight()
+    )
+    np.testing.assert_allclose(floaty(x).data, qm.dequantized()(x).data, rtol=1e-5, atol=1e-6)
+    assert _rel(floaty(x).data, model(x).data) < 0.02
+
+
+def test_conv_exclude_and_budget(tmp_path):
+    model = _cnn(seed=5)
+    x = _images(64, seed=6)
+    qm = quantize(model, x, "static", exclude=["conv2d*"])
+    assert "layers.0" not in qm.layers and qm.report[0]["reason"] == "excluded"
+    L.save(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    assert isinstance(served.network.steps[0], ConvStep)
+    np.testing.assert_array_equal(served.predict(x), qm.predict(x))
+    # a zero budget on labels the float model gets right: every int8 layer that changes one
+    # prediction goes back to float, the conv included when it is the costliest
+    y = model(x).data.argmax(axis=1)
+    qb = quantize(model, x, "static", max_accuracy_drop=0.0, eval_data=(x, y))
+    assert qb.scores["quantized"] == qb.scores["float"] == 1.0
+    assert _acc(qb.predict(x), y) == 1.0
+    with pytest.raises(ValueError, match="matches no Dense layer"):
+        quantize(model, exclude=["nope"])
+
+
+@pytest.mark.skipif(not DIGITS.exists(), reason="digits.csv not found beside the repository")
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_digits_cnn_loses_under_one_point(digits_cnn, mode, tmp_path):
+    model, xtr, xte, yte = digits_cnn
+    base = _acc(model(xte).data, yte)
+    assert base > 0.9
+    qm = quantize(model, xtr[:500], mode)
+    assert all(r["int8"] for r in qm.report)
+    out = qm.predict(xte)
+    assert _acc(out, yte) >= base - 0.01
+    L.save(qm, tmp_path / "q.lnn")
+    np.testing.assert_array_equal(rt.load(tmp_path / "q.lnn").predict(xte), out)
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    if not DIGITS.exists():
+        pytest.skip("digits.csv not found beside the repository")
+    table = np.loadtxt(DIGITS, delimiter=",", skiprows=1)
+    x = (table[:, :64] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
+    y = table[:, 64].astype(np.int64)
+    idx = np.random.default_rng(0).permutation(len(y))
+    tr, te = idx[:1300], idx[1300:]
+    model = _cnn(seed=0, filters=(8, 16))
+    model.train()
+    opt = optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        order = rng.permutation(tr)
+        for i in range(0, len(order), 32):
+            b = order[i : i + 32]
+            loss = losses.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model, x[tr], x[te], y[te]

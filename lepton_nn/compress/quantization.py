@@ -1,4 +1,4 @@
-"""int8 post-training quantization of Dense layers, as a wrapper around a float model.
+"""int8 post-training quantization of Dense and Conv2D layers, as a wrapper around a float model.
 
 ``quantize(model, calibration_data)`` leaves ``model`` untouched and returns a
 :class:`QuantizedModel` holding, per quantized Dense layer y = f(x W + b) with W (K, N):
@@ -21,7 +21,13 @@
 
       y[m, n] = f(s_x[m] s_w[n] sum_k (q_x[m, k] - z_x[m]) q_w[n, k] + b[n])
 
-with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
+A Conv2D layer (weight (F, C, kh, kw)) is the same product on its column matrix: W is taken
+as the (C kh kw, F) matrix (one int8 scale per filter), X (N OH OW, C kh kw) holds the rows of
+``im2col(x)``, activations are quantized per row of X (dynamic) or with the calibrated scale of
+the conv's input (static), and the result goes back to (N, F, OH, OW): the runtime's
+``Int8ConvStep``, which the Python side runs too.
+
+All with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
 on the saved file agree to the last bit.
 
 Reporting: with calibration data, each layer's error is the relative output error
@@ -49,6 +55,7 @@ import numpy as np
 from ..autograd import Tensor, no_grad
 from ..backend.reference import ACT_CODE
 from ..errors import LeptonError, ModelFormatError
+from ..nn.conv import Conv2D
 from ..nn.layers import Dense
 from ..nn.module import Module
 from ..runtime.compression import (
@@ -60,6 +67,7 @@ from ..runtime.compression import (
     parse_compression,
 )
 from ..runtime.kernels import kernels
+from ..runtime.steps import Int8ConvStep, conv_geometry
 
 __all__ = [
     "QuantizedLayer",
@@ -124,9 +132,18 @@ def _softmax(y: np.ndarray, log: bool) -> np.ndarray:
 # --------------------------------------------------------------------------- one layer
 
 
+class _BindCtx:
+    """What a runtime step's ``bind`` reads: batch size, threads, output dtype."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.threads, self.dtype = n, 1, np.dtype(np.float32)
+
+
 @dataclass
 class QuantizedLayer:
-    """The int8 form of one Dense layer (``path``: its parameter prefix, e.g. ``layers.0``)."""
+    """The int8 form of one Dense or Conv2D layer (``path``: its parameter prefix, e.g.
+    ``layers.0``). Conv2D: ``q`` is (F, C*kh*kw), ``conv_shape`` (F, C, kh, kw) and
+    ``conv_config`` the layer's config (stride, padding, dilation)."""
 
     path: str
     name: str
@@ -140,6 +157,8 @@ class QuantizedLayer:
     method: str | None = None
     percentile: float | None = None
     error: float | None = None
+    conv_shape: tuple[int, int, int, int] | None = None
+    conv_config: dict | None = field(default=None, repr=False)
     packed: Any = field(default=None, repr=False)
     col_sums: Any = field(default=None, repr=False)
 
@@ -154,12 +173,21 @@ class QuantizedLayer:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """The float weight's shape (K, N)."""
+        """The matrix's shape (K, N) (K = C*kh*kw, N = F for a Conv2D)."""
         return int(self.q.shape[1]), int(self.q.shape[0])
 
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """The float weight's shape: (K, N), or (F, C, kh, kw) for a Conv2D."""
+        return self.conv_shape if self.conv_shape is not None else self.shape
+
     def dequantized_weight(self) -> np.ndarray:
-        """W (K, N) = (q_w s_w)^T, what the int8 layer multiplies by (up to x's rounding)."""
-        return np.ascontiguousarray((self.q.astype(np.float32) * self.scale[:, None]).T)
+        """W = (q_w s_w)^T (K, N), or q_w s_w as (F, C, kh, kw): what the int8 layer
+        multiplies by (up to x's rounding)."""
+        w = self.q.astype(np.float32) * self.scale[:, None]
+        if self.conv_shape is not None:
+            return np.ascontiguousarray(w.reshape(self.conv_shape))
+        return np.ascontiguousarray(w.T)
 
     def activations(self) -> dict[str, Any]:
         """The ``activations`` entry of the file schema."""
@@ -175,8 +203,38 @@ class QuantizedLayer:
             out["percentile"] = self.percentile
         return out
 
+    def _conv_step(self, width: tuple[int, ...]) -> Int8ConvStep:
+        key = (width, self.mode, self.act_scale, self.act_zero_point)
+        cached = getattr(self, "_step", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        label = f"layer {self.name!r} (Conv2D)"
+        _, _, geom, out_hw = conv_geometry(self.conv_config or {}, width, label)
+        wq = Int8Weight(self.path, self.param, self.q, self.scale, self.mode, self.act_scale,
+                        self.act_zero_point, conv_shape=self.conv_shape)  # fmt: skip
+        step = Int8ConvStep(label, wq, self.bias, self.act, geom, width, out_hw)
+        self._step = (key, step)
+        return step
+
+    def _conv_forward(self, x: np.ndarray) -> np.ndarray:
+        """The runtime's int8 conv step, bound for this batch and run: (N, C, H, W) ->
+        (N, F, OH, OW) float32."""
+        x = np.ascontiguousarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+        ops, out = self._conv_step(tuple(int(d) for d in x.shape[1:])).bind(
+            x, False, _BindCtx(x.shape[0])
+        )
+        for fn, args in ops:
+            fn(*args)
+        return out
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """y = f(int8 x W + b) for x (..., K) -> (..., N) float32, one ``qlinear`` call."""
+        """y = f(int8 x W + b) for x (..., K) -> (..., N) float32, one ``qlinear`` call
+        (a Conv2D: (N, C, H, W) -> (N, F, OH, OW), as the runtime runs it)."""
+        if self.conv_shape is not None:
+            out = self._conv_forward(x)
+            return _softmax(out, self.post == "log_softmax") if self.post else out
         k_in, n_out = self.shape
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(np.reshape(x, (-1, k_in)), dtype=np.float32)
@@ -200,6 +258,15 @@ class QuantizedLayer:
 # --------------------------------------------------------------------------- the wrapper
 
 
+def _quant_layers(model: Module) -> list[tuple[str, Dense | Conv2D]]:
+    """(parameter prefix, layer) of every Dense and Conv2D (the quantizable layers)."""
+    return [
+        (prefix[:-1] if prefix else "", m)
+        for prefix, m in model._named_modules()
+        if isinstance(m, (Dense, Conv2D))
+    ]
+
+
 def _dense_layers(model: Module) -> list[tuple[str, Dense]]:
     """(parameter prefix without the final dot, layer) of every Dense, in model order."""
     return [
@@ -214,12 +281,13 @@ def _as_array(x: Any) -> np.ndarray:
 
 
 class QuantizedModel:
-    """A float model plus the int8 form of some of its Dense layers (a wrapper, not a layer).
+    """A float model plus the int8 form of some of its Dense and Conv2D layers (a wrapper).
 
     ``qm(x)`` runs ``model`` with those layers computed in int8 (returns a Tensor, like the
     model); ``qm.predict(x)`` returns an array. ``layers``: ``{path: QuantizedLayer}``;
-    ``report``: one dict per Dense layer (``layer``, ``name``, ``shape``, ``int8``, ``error``,
-    ``reason``); ``scores``: the metric of the float and the final model when a budget was used.
+    ``report``: one dict per Dense or Conv2D layer (``layer``, ``name``, ``shape``, ``int8``,
+    ``error``, ``reason``); ``scores``: the metric of the float and the final model when a
+    budget was used.
     """
 
     def __init__(
@@ -240,7 +308,7 @@ class QuantizedModel:
     # -- running ----------------------------------------------------------------------------
     def _hooks(self) -> list[Any]:
         handles = []
-        by_id = {id(m): p for p, m in _dense_layers(self.model)}
+        by_id = {id(m): p for p, m in _quant_layers(self.model)}
         for module in self.model.modules():
             path = by_id.get(id(module))
             if path in self.layers:
@@ -281,22 +349,24 @@ class QuantizedModel:
     def dequantized(self) -> Module:
         """A float copy of the model whose quantized weights are replaced by q_w s_w."""
         out = copy.deepcopy(self.model)
-        for path, m in _dense_layers(out):
+        for path, m in _quant_layers(out):
             if path in self.layers:
                 m.weight.data = self.layers[path].dequantized_weight().astype(m.weight.dtype)
         return out
 
     def weight_bytes(self) -> dict[str, int]:
-        """Bytes of the Dense weights: ``float`` (all float32) and ``quantized`` (as stored)."""
+        """Bytes of the Dense and Conv2D weights: ``float`` (all float32) and ``quantized``
+        (as stored: int8 plus a float32 scale per output channel)."""
         total = quant = 0
-        for path, m in _dense_layers(self.model):
+        for path, m in _quant_layers(self.model):
             size = m.weight.data.size
             total += 4 * size
-            quant += size + 4 * m.units if path in self.layers else 4 * size
+            outs = m.weight.shape[0] if isinstance(m, Conv2D) else m.units
+            quant += size + 4 * outs if path in self.layers else 4 * size
         return {"float": total, "quantized": quant}
 
     def summary(self) -> str:
-        """A table of the Dense layers: shape, int8 or float (and why), relative error."""
+        """A table of the Dense and Conv2D layers: shape, int8 or float (why), relative error."""
         rows = [("layer", "name", "shape", "kept as", "rel. error")]
         for r in self.report:
             err = "-" if r["error"] is None else f"{r['error']:.2e}"
@@ -306,7 +376,7 @@ class QuantizedModel:
             )
         widths = [max(len(row[i]) for row in rows) for i in range(5)]
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-        head = f"QuantizedModel: {len(self.layers)} int8 Dense layers, {self.mode} activations"
+        head = f"QuantizedModel: {len(self.layers)} int8 layers, {self.mode} activations"
         if self.scores:
             head += ", metric " + ", ".join(f"{k} {v:.4f}" for k, v in self.scores.items())
         return "\n".join([head, *lines])
@@ -435,7 +505,8 @@ def quantize(
     max_accuracy_drop: float | None = None,
     eval_data: tuple | None = None,
 ) -> QuantizedModel:
-    """int8 post-training quantization of ``model``'s Dense layers (``model`` is not changed).
+    """int8 post-training quantization of ``model``'s Dense and Conv2D layers (``model`` is
+    not changed; a Conv2D is quantized as its (C kh kw, F) weight matrix on im2col columns).
 
     calibration_data: numeric input (N, ...) the model accepts; needed for ``mode="static"``,
         and, in either mode, what the per-layer errors are measured on.
@@ -461,12 +532,14 @@ def quantize(
     if max_accuracy_drop is not None and eval_data is None:
         raise ValueError("max_accuracy_drop needs eval_data=(X, y) or (X, y, metric)")
     model._check_built()
-    dense = _dense_layers(model)
+    dense = _quant_layers(model)
     exclude = [exclude] if isinstance(exclude, str) else list(exclude)
     for p in exclude:
         if not any(_match([p], path, m.name) for path, m in dense):
             names = [m.name for _, m in dense]
-            raise ValueError(f"exclude: {p!r} matches no Dense layer (have {names})")
+            raise ValueError(
+                f"exclude: {p!r} matches no Dense layer or Conv2D layer (have {names})"
+            )
     targets = {path: m for path, m in dense if not _match(exclude, path, m.name)}
     cal = None
     if calibration_data is not None:
@@ -476,9 +549,16 @@ def quantize(
         cal = _calibrate(model, targets, data, method, percentile)
     layers: dict[str, QuantizedLayer] = {}
     for path, m in targets.items():
-        q, scale = quantize_weight(m.weight.data, per_channel)
         bias = None if m.bias is None else np.asarray(m.bias.data, np.float32)
-        layer = QuantizedLayer(path, m.name, q, scale, bias, m.activation, mode)
+        if isinstance(m, Conv2D):  # W (F, C, kh, kw) as the (C kh kw, F) matrix
+            w = m.weight.data
+            q, scale = quantize_weight(w.reshape(w.shape[0], -1).T, per_channel)
+            layer = QuantizedLayer(path, m.name, q, scale, bias, m.activation, mode,
+                                   conv_shape=tuple(int(d) for d in w.shape),
+                                   conv_config=m.get_config())  # fmt: skip
+        else:
+            q, scale = quantize_weight(m.weight.data, per_channel)
+            layer = QuantizedLayer(path, m.name, q, scale, bias, m.activation, mode)
         if mode == "static":
             lo, hi = cal.range(path)
             layer.act_scale, layer.act_zero_point = activation_params(lo, hi)
@@ -543,14 +623,23 @@ def compressed_to_lnn(
     section, arrays = module_to_lnn(model)
     entries: list[dict] = []
     stored: set[str] = set()
-    for path, m in _dense_layers(model):
+    for path, m in _quant_layers(model):
         param = f"{path}.weight" if path else "weight"
         if path in int8:
             layer = int8[path]
             entry, arrs = int8_entry(
-                path, m.name, param, layer.q, layer.scale, layer.activations(), layer.error
+                path,
+                m.name,
+                param,
+                layer.q,
+                layer.scale,
+                layer.activations(),
+                layer.error,
+                layer.conv_shape,
             )
-        elif min_sparsity is not None and m.weight.data.dtype == np.float32:
+        elif (
+            isinstance(m, Dense) and min_sparsity is not None and m.weight.data.dtype == np.float32
+        ):
             w = m.weight.data
             if w.size == 0 or 1.0 - np.count_nonzero(w) / w.size < min_sparsity:
                 continue
@@ -632,15 +721,17 @@ def network_from_lnn(section: Any, arrays: dict) -> tuple[Module, QuantizedModel
     plain, full = decompress(section, arrays)
     model = module_from_lnn(plain, full)
     weights = parse_compression(section, arrays)
-    by_path = dict(_dense_layers(model))
+    by_path = dict(_quant_layers(model))
     layers = {}
     mode = "dynamic"
     for w in weights.values():
         if not isinstance(w, Int8Weight):
             continue
         m = by_path.get(w.layer)
-        if m is None:
-            raise ModelFormatError(f"compressed weight {w.param!r} belongs to no Dense layer")
+        if m is None or isinstance(m, Conv2D) != (w.conv_shape is not None):
+            raise ModelFormatError(
+                f"compressed weight {w.param!r} belongs to no Dense or Conv2D layer of its shape"
+            )
         act = w.meta.get("activations", {})
         mode = w.act_mode
         layers[w.layer] = QuantizedLayer(
@@ -656,6 +747,8 @@ def network_from_lnn(section: Any, arrays: dict) -> tuple[Module, QuantizedModel
             act.get("method"),
             act.get("percentile"),
             w.meta.get("error"),
+            w.conv_shape,
+            m.get_config() if isinstance(m, Conv2D) else None,
         )
     if not layers:
         return model, None

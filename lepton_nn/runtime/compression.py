@@ -18,6 +18,10 @@ the int8 and sparse kernels. Schema (format ``"lepton_nn.compression"``, version
                       | {"mode": "static", "scale": s_x, "zero_point": z_x,   # per tensor
                          "method": "minmax" | "percentile", "percentile": p},
          "error": 0.004},                                        # optional: calibration report
+        {"layer": "layers.2", "name": "conv2d", "param": "layers.2.weight", "method": "int8",
+         "weight": {"q": ..., "scale": ..., "zero_point": 0, "axis": 0,
+                    "shape": [F, C, kh, kw]},                   # a Conv2D weight: q int8
+         "activations": {...}},                                  #   (F, C*kh*kw), scale (F,)
         {"layer": "layers.1", "param": "layers.1.weight", "method": "csr",
          "weight": {"data": "compressed/layers.1.weight/data",       # float32 (nnz,)
                     "indices": "compressed/layers.1.weight/indices", # int32 (nnz,), in [0, K)
@@ -29,6 +33,12 @@ int8 Dense, y = f(x W + b), with x quantized to uint8 (q_x, s_x, z_x) and W^T to
 int32. Dynamic activations: per row m, lo = min(0, min x_m), hi = max(0, max x_m),
 s_x = (hi - lo) / 255, z_x = clip(rint(-lo / s_x), 0, 255); static: one (s_x, z_x) fixed by
 calibration, q_x = clip(rint(x / s_x) + z_x, 0, 255).
+
+int8 Conv2D (a 4-entry weight ``shape``; stride, padding, dilation and activation come from the
+architecture) is the same product on the column matrix: with X (N OH OW, C kh kw) the rows of
+``im2col(x)`` (one row per output pixel), y[n, :, oy, ox] = f(s_x s_w sum (q_x - z_x) q_w^T + b),
+activations quantized per row of X (dynamic) or with the calibrated (s_x, z_x) of the conv's
+input (static; the padding zeros are exact: the range holds 0).
 
 Everything read here comes from an untrusted file: every name, dtype, shape and index range is
 checked, and a mistake raises :class:`~lepton_nn.errors.ModelFormatError`.
@@ -68,7 +78,11 @@ ACT_MODES = ("dynamic", "static")
 
 @dataclass
 class Int8Weight:
-    """Symmetric per-output-channel int8 weight of a Dense layer (see the module docstring)."""
+    """Symmetric per-output-channel int8 weight of a Dense or Conv2D layer (module docstring).
+
+    ``conv_shape``: the Conv2D weight's shape (F, C, kh, kw), q being (F, C*kh*kw); None for
+    a Dense weight.
+    """
 
     layer: str
     param: str
@@ -78,15 +92,21 @@ class Int8Weight:
     act_scale: float = 1.0  # static mode only
     act_zero_point: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    conv_shape: tuple[int, int, int, int] | None = None
 
     @property
-    def shape(self) -> tuple[int, int]:
-        """The float weight's shape (in, out) = (K, N)."""
+    def shape(self) -> tuple[int, ...]:
+        """The float weight's shape: (in, out) = (K, N) for Dense, (F, C, kh, kw) for Conv2D."""
+        if self.conv_shape is not None:
+            return self.conv_shape
         return (int(self.q.shape[1]), int(self.q.shape[0]))
 
     def dequantize(self) -> np.ndarray:
-        """W (K, N) float32 = (q_w * s_w[:, None])^T."""
-        return np.ascontiguousarray((self.q.astype(np.float32) * self.scale[:, None]).T)
+        """W float32: (K, N) = (q_w * s_w[:, None])^T, or that product reshaped (F, C, kh, kw)."""
+        w = self.q.astype(np.float32) * self.scale[:, None]
+        if self.conv_shape is not None:
+            return np.ascontiguousarray(w.reshape(self.conv_shape))
+        return np.ascontiguousarray(w.T)
 
 
 @dataclass
@@ -121,8 +141,12 @@ def int8_entry(
     scale: np.ndarray,
     activations: dict[str, Any],
     error: float | None = None,
+    shape: tuple[int, ...] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Manifest entry and arrays for an int8 weight: q int8 (N, K), scale float32 (N,)."""
+    """Manifest entry and arrays for an int8 weight: q int8 (N, K), scale float32 (N,).
+
+    ``shape``: the float weight's shape when it is not (K, N), i.e. (F, C, kh, kw) for Conv2D.
+    """
     base = f"{PREFIX}{param}/"
     entry: dict[str, Any] = {
         "layer": layer,
@@ -134,7 +158,9 @@ def int8_entry(
             "scale": base + "scale",
             "zero_point": 0,
             "axis": 0,
-            "shape": [int(q.shape[1]), int(q.shape[0])],
+            "shape": [int(d) for d in shape]
+            if shape is not None
+            else [int(q.shape[1]), int(q.shape[0])],
         },
         "activations": dict(activations),
     }
@@ -223,15 +249,17 @@ def _array(arrays: dict, spec: dict, key: str, dtype: str, shape: tuple | None, 
     return np.ascontiguousarray(a)
 
 
-def _shape(spec: dict, where: str) -> tuple[int, int]:
+def _shape(spec: dict, where: str, ranks: tuple[int, ...] = (2,)) -> tuple[int, ...]:
     s = spec.get("shape")
     if (
         not isinstance(s, list)
-        or len(s) != 2
+        or len(s) not in ranks
         or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in s)
+        or math.prod(s) >= 2**31
     ):
-        raise _fail(f"{where}: weight shape {s!r} is not two positive ints")
-    return int(s[0]), int(s[1])
+        what = " or ".join(map(str, ranks))
+        raise _fail(f"{where}: weight shape {s!r} is not {what} positive ints")
+    return tuple(int(d) for d in s)
 
 
 def _number(v: Any, what: str, positive: bool = False) -> float:
@@ -246,7 +274,11 @@ def _parse_int8(e: dict, arrays: dict, where: str) -> Int8Weight:
     w = e.get("weight")
     if not isinstance(w, dict):
         raise _fail(f"{where}: 'weight' must be an object")
-    k, n = _shape(w, where)
+    shape = _shape(w, where, (2, 4))
+    if len(shape) == 4:  # Conv2D (F, C, kh, kw): q is (F, C*kh*kw)
+        n, k = shape[0], shape[1] * shape[2] * shape[3]
+    else:
+        k, n = shape
     if w.get("zero_point", 0) != 0 or w.get("axis", 0) != 0:
         raise _fail(f"{where}: only symmetric per-output-channel weights (zero_point 0, axis 0)")
     q = _array(arrays, w, "q", "int8", (n, k), where)
@@ -259,6 +291,8 @@ def _parse_int8(e: dict, arrays: dict, where: str) -> Int8Weight:
     if not isinstance(act, dict) or act.get("mode") not in ACT_MODES:
         raise _fail(f"{where}: activations mode must be one of {ACT_MODES}, got {act!r}")
     out = Int8Weight(e["layer"], e["param"], q, scale, act["mode"], meta=dict(e))
+    if len(shape) == 4:
+        out.conv_shape = shape  # type: ignore[assignment]
     if act["mode"] == "static":
         out.act_scale = _number(act.get("scale"), f"{where}: activation scale", positive=True)
         zp = act.get("zero_point")

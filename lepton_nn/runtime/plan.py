@@ -10,6 +10,9 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
                      (batch 1: np.dot(h, Wt.T, z), Wt = W^T in C order: a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
                      (True: static activations, s and zp fixed at calibration)
+    Conv2D (int8)    im2col(h, ..., cols);  cols as rows (N OH OW, C kh kw);  quantize_rows;
+                     qlinear (bias, activation fused);  rows back to (N, F, OH, OW)
+                     (static: quantize_rows on cols in place, then the uint8 moved to rows)
     Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
@@ -42,14 +45,12 @@ from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .kernels import kernels
-from .steps import PARSERS, activation_name
+from .steps import PARALLEL_MIN_ROWS, PARSERS, activation_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
 #: A float weight at most this dense is a candidate for the sparse kernel (then measured).
 SPARSE_MAX_DENSITY = 0.5
-#: int8 layers use ``threads`` threads from this many rows per batch (one below).
-PARALLEL_MIN_ROWS = 64
 #: Largest batch the sparse/dense crossover is timed at (larger batches reuse its verdict).
 MEASURE_MAX_BATCH = 256
 

@@ -18,9 +18,13 @@ from lepton_nn.backend.geometry import check_scratch, same_padding, window_outpu
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
+from .compression import Int8Weight
 from .kernels import kernels
 
-__all__ = ["PARSERS", "activation_name"]
+__all__ = ["PARSERS", "PARALLEL_MIN_ROWS", "Int8ConvStep", "activation_name", "conv_geometry"]
+
+#: int8 layers use ``threads`` threads from this many rows per batch (one below).
+PARALLEL_MIN_ROWS = 64
 
 Op = tuple[Callable[..., Any], tuple]
 
@@ -100,6 +104,72 @@ class ConvStep:
 
     def describe(self) -> str:
         return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}"
+
+
+class Int8ConvStep:
+    """int8 Conv2D: im2col, the columns as rows (N OH OW, C kh kw), ``quantize_rows`` over
+    them (per row, or the static scale), ``qlinear`` (bias and activation fused), then the
+    rows back to channels first: (N, C, H, W) -> (N, F, OH, OW)."""
+
+    kind = "int8"
+
+    def __init__(self, label, wq: Int8Weight, b, act, geom, in_shape, out_hw) -> None:
+        self.label, self.wq, self.act, self.geom = label, wq, act, geom
+        self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+        self.packed, self.col_sums = kernels().qpack_weights(wq.q)
+        self.n_out, self.n_in = wq.q.shape
+        self.in_shape, self.out_hw = tuple(in_shape), tuple(out_hw)
+        if wq.act_mode == "static":
+            self.static_scale = np.array([wq.act_scale], np.float32)
+            self.static_zp = np.array([wq.act_zero_point], np.int32)
+            if not 0 < self.static_scale[0] < np.inf:  # a float64 scale out of float32 range
+                raise ModelFormatError(
+                    f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
+                )
+
+    def bind(self, src, owned, ctx):
+        n, k = ctx.n, kernels()
+        oh, ow = self.out_hw
+        p, ckk, f = oh * ow, self.n_in, self.n_out
+        m = n * p
+        cols = np.zeros((n, ckk, oh, ow), src.dtype)
+        xq = np.zeros((m, ckk), np.uint8)
+        out = np.zeros((m, f), np.float32)
+        y = np.zeros((n, f, oh, ow), ctx.dtype)
+        ops: list[Op] = [(k.im2col, (src, *self.geom, cols))]
+        if self.wq.act_mode == "static" and src.dtype == np.float32:
+            # one scale for the tensor: quantize the columns where they lie, then move bytes
+            scale, zp = self.static_scale, self.static_zp
+            cq = np.zeros((n, ckk, p), np.uint8)
+            ops.append((k.quantize_rows, (cols.reshape(n * ckk, p), cq.reshape(n * ckk, p),
+                                          scale, zp, True)))  # fmt: skip
+            ops.append((_rows_of_columns, (cq, xq.reshape(n, p, ckk))))
+        elif self.wq.act_mode == "static":  # float64 model: the cast to float32 on the way
+            scale, zp = self.static_scale, self.static_zp
+            rows = np.zeros((n, p, ckk), np.float32)
+            ops.append((_rows_of_columns, (cols.reshape(n, ckk, p), rows)))
+            ops.append((k.quantize_rows, (rows.reshape(m, ckk), xq, scale, zp, True)))
+        else:
+            rows = np.zeros((n, p, ckk), np.float32)
+            ops.append((_rows_of_columns, (cols.reshape(n, ckk, p), rows)))
+            scale, zp = np.zeros(m, np.float32), np.zeros(m, np.int32)
+            ops.append((k.quantize_rows, (rows.reshape(m, ckk), xq, scale, zp)))
+        threads = ctx.threads if m >= PARALLEL_MIN_ROWS else 1
+        args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
+        ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
+        ops.append((_rows_of_columns, (out.reshape(n, p, f), y.reshape(n, f, p))))
+        return ops, y
+
+    def describe(self) -> str:
+        return (
+            f"{self.label}: int8 conv {self.in_shape} -> {self.n_out}x{self.out_hw} "
+            f"({self.wq.act_mode} activations)"
+        )
+
+
+def _rows_of_columns(cols: np.ndarray, rows: np.ndarray) -> None:
+    """(N, A, B) -> (N, B, A): columns to rows, and rows back to channels first."""
+    np.copyto(rows, cols.transpose(0, 2, 1), "same_kind")
 
 
 def _matmul_columns(x: np.ndarray, w2: np.ndarray, y: np.ndarray, shape: tuple) -> None:
@@ -260,7 +330,9 @@ def _batch_major(ys: np.ndarray, out: np.ndarray) -> None:
 # --------------------------------------------------------------------------- parsers
 
 
-def _conv(prefix, config, width, params, dtype, label):
+def conv_geometry(config: dict, width: tuple[int, ...], label: str):
+    """A Conv2D config on per-sample input ``width`` (C, H, W) -> (filters, kernel, im2col
+    geometry (kh, kw, sh, sw, pt, pl, dh, dw), (OH, OW)); ModelFormatError when bad."""
     c, h, w = _image(width, label)
     filters = config.get("filters")
     if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
@@ -271,12 +343,18 @@ def _conv(prefix, config, width, params, dtype, label):
     pads = _pads(config.get("padding", "valid"), (h, w), k, s, d, label)
     oh, ow = window_output_size((h, w), pads, k, s, d, label, ModelFormatError)
     check_scratch(c * k[0] * k[1] * oh * ow + filters * oh * ow, label, ModelFormatError)
-    weight = params.take(f"{prefix}weight", (filters, c, *k), dtype, label)
+    geom = (k[0], k[1], s[0], s[1], pads[0], pads[2], d[0], d[1])
+    return filters, k, geom, (oh, ow)
+
+
+def _conv(prefix, config, width, params, dtype, label):
+    filters, k, geom, (oh, ow) = conv_geometry(config, width, label)
+    weight = params.take(f"{prefix}weight", (filters, width[0], *k), dtype, label)
     use_bias = config.get("use_bias", True)
     bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
     act = activation_name(config.get("activation"), label)
-    geom = (k[0], k[1], s[0], s[1], pads[0], pads[2], d[0], d[1])
-    steps: list = [ConvStep(label, weight, bias, ACT_CODE.get(act, 0), geom, width, (oh, ow))]
+    cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
+    steps: list = [cls(label, weight, bias, ACT_CODE.get(act, 0), geom, width, (oh, ow))]
     return steps, (filters, oh, ow), act
 
 
