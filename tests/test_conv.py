@@ -49,6 +49,10 @@ GEOMS = [
     ((2, 2, 6, 6), (2, 2), (1, 1), (0, 0), (1, 1), (1, 1)),
     ((1, 1, 2, 3), (5, 5), (1, 1), (4, 4), (2, 2), (0, 0)),  # some taps fully in the padding
     ((2, 2, 5, 19), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),  # rows longer than 16
+    # stride 1, other widths: the compiled col2im gathers 16 pixels of a row at a time
+    ((1, 2, 4, 37), (3, 5), (1, 1), (1, 2), (1, 2), (0, 1)),  # 3 chunks, dilated, wider out
+    ((2, 1, 5, 33), (3, 3), (1, 1), (0, 0), (1, 1), (0, 0)),  # "valid": narrower output
+    ((1, 1, 3, 18), (2, 2), (1, 1), (3, 3), (1, 1), (0, 0)),  # padding wider than the window
 ]
 
 

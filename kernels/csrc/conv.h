@@ -71,6 +71,45 @@ __attribute__((target("avx512f"))) static void lnn_add_row_avx512(float *restric
     }
 }
 
+/* col2im for stride 1, as a gather: every gx element is written once, from all the taps that
+ * read it, instead of gx = 0 and then one read-modify-write pass per tap and row.
+ * cols: (planes, kh kw, oh, ow) -> gx: (planes, h, w), overwritten. For a pixel (iy, x):
+ *   gx[p, iy, x] = sum over i, j (i-major: the reference's order, so the same rounding) of
+ *                  cols[p, i kw + j, iy + ph - i dh, x + pw - j dw]  where that index is inside
+ * 16 pixels of a row at a time; tap j's lanes are those with 0 <= x + pw - j dw < ow, the
+ * others masked off (a masked load does not touch the masked addresses). */
+__attribute__((target("avx512f"))) static void lnn_col2im_s1_avx512(
+    const float *cols, float *gx, ptrdiff_t planes, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t kw, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t ph, ptrdiff_t pw, ptrdiff_t dh,
+    ptrdiff_t dw)
+{
+    const ptrdiff_t L = oh * ow;
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        const float *cp = cols + p * kh * kw * L;
+        float *gp = gx + p * h * w;
+        for (ptrdiff_t iy = 0; iy < h; iy++) {
+            for (ptrdiff_t k0 = 0; k0 < w; k0 += 16) {
+                const ptrdiff_t kend = k0 + 16 < w ? k0 + 16 : w; /* lanes [k0, kend) */
+                __m512 acc = _mm512_setzero_ps();
+                for (ptrdiff_t i = 0; i < kh; i++) {
+                    const ptrdiff_t oy = iy + ph - i * dh;
+                    if (oy < 0 || oy >= oh) continue; /* no output row read this pixel row */
+                    for (ptrdiff_t j = 0; j < kw; j++) {
+                        /* gx[p, iy, lo:hi] += cols[p, i kw + j, oy, lo - xoff : hi - xoff] */
+                        const ptrdiff_t xoff = j * dw - pw; /* x = ox + xoff */
+                        ptrdiff_t lo = xoff > k0 ? xoff : k0, hi = ow + xoff < kend ? ow + xoff : kend;
+                        if (hi <= lo) continue;
+                        const __mmask16 m = (__mmask16)(((1u << (hi - lo)) - 1) << (lo - k0));
+                        const float *src = cp + (i * kw + j) * L + oy * ow + (k0 - xoff);
+                        acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, src));
+                    }
+                }
+                _mm512_mask_storeu_ps(gp + iy * w + k0, (__mmask16)((1u << (kend - k0)) - 1), acc);
+            }
+        }
+    }
+}
+
 /* 2x2 / stride 2 max pool, no padding, ow <= 16: one output row per iteration.
  * a, b, c, d = r0[0::2], r0[1::2], r1[0::2], r1[1::2] (deinterleaved by permutes);
  * y = max(a, b, c, d), k = the first of them that is the maximum (row-major order);
@@ -232,6 +271,11 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_col2im)(
     const ptrdiff_t L = oh * ow;
 #if LNN_CONV_AVX512
     const int avx512 = lnn_have_avx512();
+    if (LNN_F32 && avx512 && sh == 1 && sw == 1) { /* the same sums, as a gather (above) */
+        lnn_col2im_s1_avx512((const float *)cols, (float *)gx, planes, h, w, kh, kw, oh, ow, ph,
+                             pw, dh, dw);
+        return;
+    }
 #endif
     memset(gx, 0, (size_t)(planes * h * w) * sizeof(T)); /* gx[...] = 0 */
     for (ptrdiff_t p = 0; p < planes; p++) {

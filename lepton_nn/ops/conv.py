@@ -90,8 +90,11 @@ class Conv2d(Function):
         self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
         self.cols = self._cols(oh, ow, keep=is_grad_enabled())
         z = np.matmul(self.w2, self.cols, out=recycled((n, o, oh * ow), x.dtype))
-        if b is not None:
-            z += _dtype_ok(b, x)[:, None]
+        if b is not None:  # z += b[:, None], from a full (O, OH OW) plane of the bias
+            # (numpy re-copies a stride-0 operand into a buffer every inner loop otherwise)
+            bplane = workspace("conv_bias", (o, oh * ow), x.dtype)
+            np.copyto(bplane, _dtype_ok(b, x)[:, None])
+            np.add(z, bplane, out=z)
         z2 = z.reshape(n * o, oh * ow)
         self.z = z2 if act == GELU else None  # gelu's derivative needs the pre-activation
         if act == IDENTITY:
@@ -138,8 +141,12 @@ class Conv2d(Function):
             ws = workspace("conv_gw", (n, self.w2.shape[1], o), gz.dtype)
             gw = np.matmul(self.cols, gz.transpose(0, 2, 1), out=ws).sum(axis=0).T
             gw = np.ascontiguousarray(gw).reshape(o, *self.x.shape[1:2], *self.geom[:2])
-        if self.has_b and self.needs_grad[2]:
-            gb = gz.sum(axis=(0, 2))
+        if self.has_b and self.needs_grad[2]:  # gz.sum(axis=(0, 2)), as a matrix-vector
+            # product (gz rows times ones: one BLAS pass) then a small sum over the images
+            ones = workspace("conv_ones", (oh * ow,), gz.dtype)
+            ones.fill(1)
+            rows = workspace("conv_gb_rows", (n * o,), gz.dtype)
+            gb = np.matmul(gz.reshape(n * o, oh * ow), ones, out=rows).reshape(n, o).sum(axis=0)
         return (gx, gw, gb) if self.has_b else (gx, gw)
 
 
