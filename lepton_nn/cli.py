@@ -47,23 +47,6 @@ def _model_kwargs(args) -> dict:
 
 
 # -- cross-validation on raw tables ---------------------------------------------------------
-def cross_validate_table(table, k: int, seed: int, **model_kwargs) -> dict[str, list[float]]:
-    """Stratified k-fold CV of a TabularModel on a raw table (preprocessing fit per fold)."""
-    from .data import StratifiedKFold
-    from .tabular import TabularModel
-
-    y = np.asarray(table.target)
-    scores: dict[str, list[float]] = {}
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, seed=seed)
-    for fold, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y.astype(str))):
-        model = TabularModel(**{**model_kwargs, "seed": seed + fold}).fit(table.take(tr))
-        report = model.evaluate(table.take(te))
-        for key, v in report.items():
-            if isinstance(v, float):
-                scores.setdefault(key, []).append(v)
-    return scores
-
-
 def _cv_lines(
     scores: dict[str, list[float]], keys=("accuracy", "roc_auc", "ks", "f1")
 ) -> list[str]:
@@ -108,7 +91,7 @@ def _report_lines(report: dict) -> list[str]:
 def cmd_train(args) -> int:
     from . import io
     from .data import read_csv, train_test_split
-    from .tabular import TabularModel
+    from .tabular import TabularModel, cross_validate_table
 
     table = read_csv(args.data, target=args.target)
     t0 = time.perf_counter()
@@ -182,6 +165,7 @@ def cmd_demo(args) -> int:
     from . import io, runtime
     from .data import train_test_split
     from .datasets import load_credit
+    from .tabular import TabularModel, cross_validate_table
 
     t0 = time.perf_counter()
     table = load_credit()
@@ -197,8 +181,6 @@ def cmd_demo(args) -> int:
     scores = cross_validate_table(train, 5, args.seed, **kwargs)
     print(f"\n5-fold stratified cross-validation on {len(tr)} training rows:")
     print("\n".join(_cv_lines(scores)))
-    from .tabular import TabularModel
-
     model = TabularModel(**kwargs, seed=args.seed).fit(train)
     report = model.evaluate(test)
     print(f"\nheld-out test ({len(te)} rows, positive class 'bad'):")

@@ -180,15 +180,7 @@ class TabularModel:
         return X, keep
 
     def _build(self, n_in: int, n_out: int) -> Sequential:
-        layers: list = []
-        for h in self.hidden:
-            layers.append(Dense(h, "relu"))
-            if self.dropout:
-                layers.append(Dropout(self.dropout))
-        layers.append(Dense(n_out))
-        net = Sequential(layers, name="tabular_mlp")
-        net.build((None, n_in))
-        return net
+        return build_mlp(n_in, n_out, self.hidden, self.dropout, name="tabular_mlp")
 
     def _train(self, X: np.ndarray, target: np.ndarray, loss, task: str) -> dict:
         from .train import EarlyStopping, Trainer
@@ -533,6 +525,39 @@ def _plain(v: Any) -> Any:
 register_loader("tabular", TabularModel.from_lnn)
 
 
+def build_mlp(
+    n_in: int, n_out: int, hidden: tuple[int, ...], dropout: float, name: str | None = None
+) -> Sequential:
+    """The tabular network, built: x (N, n_in) -> [Dense(h, relu) -> Dropout]* -> Dense(n_out)."""
+    layers: list = []
+    for h in hidden:
+        layers.append(Dense(int(h), "relu"))
+        if dropout:
+            layers.append(Dropout(dropout))
+    layers.append(Dense(n_out))
+    net = Sequential(layers, name=name)
+    net.build((None, n_in))
+    return net
+
+
+def cross_validate_table(table, k: int, seed: int, **model_kwargs) -> dict[str, list[float]]:
+    """Stratified k-fold CV of a TabularModel on a raw table (preprocessing fit per fold).
+
+    Returns, per metric of :meth:`TabularModel.evaluate`, the list of fold scores.
+    """
+    from .data import StratifiedKFold
+
+    y = np.asarray(table.target)
+    scores: dict[str, list[float]] = {}
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, seed=seed)
+    for fold, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y.astype(str))):
+        model = TabularModel(**{**model_kwargs, "seed": seed + fold}).fit(table.take(tr))
+        for key, v in model.evaluate(table.take(te)).items():
+            if isinstance(v, float):
+                scores.setdefault(key, []).append(v)
+    return scores
+
+
 def mlp_trainer(
     n_in: int,
     n_out: int = 1,
@@ -548,14 +573,7 @@ def mlp_trainer(
     """
     from .train import Trainer
 
-    layers: list = []
-    for h in hidden:
-        layers.append(Dense(int(h), "relu"))
-        if dropout:
-            layers.append(Dropout(dropout))
-    layers.append(Dense(n_out))
-    net = Sequential(layers)
-    net.build((None, n_in))
+    net = build_mlp(n_in, n_out, hidden, dropout)
     opt = optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     loss = losses.binary_cross_entropy_with_logits if n_out == 1 else losses.cross_entropy
     return Trainer(net, loss, opt)

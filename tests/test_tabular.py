@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 import lepton_nn as ln
-from lepton_nn.cli import cross_validate_table
 from lepton_nn.datasets import load_breast_cancer, load_credit
 from lepton_nn.errors import ModelFormatError
 from lepton_nn.runtime.format import read_lnn, write_lnn
-from lepton_nn.tabular import TabularModel
+from lepton_nn.tabular import TabularModel, cross_validate_table
 
 
 @pytest.fixture(scope="module")
