@@ -40,9 +40,13 @@ cdef extern from "conv.h" nogil:
                              Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw,
                              Py_ssize_t ph, Py_ssize_t pw)
     void lnn_maxpool_bwd_f32(const float *gy, const int64_t *argmax, float *gx,
-                             Py_ssize_t planes, Py_ssize_t hw, Py_ssize_t ohw)
+                             Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                             Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw)
     void lnn_maxpool_bwd_f64(const double *gy, const int64_t *argmax, double *gx,
-                             Py_ssize_t planes, Py_ssize_t hw, Py_ssize_t ohw)
+                             Py_ssize_t planes, Py_ssize_t h, Py_ssize_t w, Py_ssize_t oh,
+                             Py_ssize_t ow, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                             Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw)
     void lnn_avgpool_fwd_f32(const float *x, float *y, Py_ssize_t planes, Py_ssize_t h,
                              Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh,
                              Py_ssize_t ow, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
@@ -135,21 +139,25 @@ def maxpool2d_forward(cnp.ndarray x not None, Py_ssize_t kh, Py_ssize_t kw, Py_s
     return y
 
 
-def maxpool2d_backward(cnp.ndarray gy not None, cnp.ndarray argmax not None,
-                       cnp.ndarray gx not None):
-    """gx = 0, then gx[n, c].flat[argmax[n, c]] += gy[n, c]. Returns gx."""
+def maxpool2d_backward(cnp.ndarray gy not None, cnp.ndarray argmax not None, Py_ssize_t kh,
+                       Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                       Py_ssize_t pw, cnp.ndarray gx not None):
+    """gx = 0, then gx[n, c].flat[argmax[n, c]] += gy[n, c]; the forward's window (kh, kw,
+    sh, sw, ph, pw) picks a one-pass loop for 2x2 / stride 2. Returns gx."""
     cdef cnp.npy_intp *gd = cnp.PyArray_DIMS(gx)
-    cdef Py_ssize_t planes = gd[0] * gd[1], hw = gd[2] * gd[3]
-    cdef Py_ssize_t ohw = cnp.PyArray_SIZE(gy) // planes if planes > 0 else 0
+    cdef cnp.npy_intp *yd = cnp.PyArray_DIMS(gy)
+    cdef Py_ssize_t planes = gd[0] * gd[1], h = gd[2], w = gd[3], oh = yd[2], ow = yd[3]
     cdef void *gyp = cnp.PyArray_DATA(gy)
     cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(argmax)
     cdef void *gxp = cnp.PyArray_DATA(gx)
     if _is_f32(gx):
         with nogil:
-            lnn_maxpool_bwd_f32(<float *>gyp, ap, <float *>gxp, planes, hw, ohw)
+            lnn_maxpool_bwd_f32(<float *>gyp, ap, <float *>gxp, planes, h, w, oh, ow, kh, kw,
+                                sh, sw, ph, pw)
     else:
         with nogil:
-            lnn_maxpool_bwd_f64(<double *>gyp, ap, <double *>gxp, planes, hw, ohw)
+            lnn_maxpool_bwd_f64(<double *>gyp, ap, <double *>gxp, planes, h, w, oh, ow, kh, kw,
+                                sh, sw, ph, pw)
     return gx
 
 

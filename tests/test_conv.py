@@ -98,6 +98,7 @@ POOLS = [
     # 2x2 / stride 2 rows of up to 16 outputs: the compiled one-vector-per-row path
     ((2, 3, 28, 28), (2, 2), (2, 2), (0, 0), (0, 0)),
     ((1, 2, 33, 32), (2, 2), (2, 2), (0, 0), (0, 0)),
+    ((1, 2, 32, 32), (2, 2), (2, 2), (0, 0), (0, 0)),  # 16 outputs a row: full vectors
     ((1, 2, 7, 9), (2, 2), (2, 2), (0, 0), (0, 0)),
     ((1, 1, 4, 34), (2, 2), (2, 2), (0, 0), (0, 0)),  # 17 outputs a row: the plain loop
 ]
@@ -118,8 +119,8 @@ def test_maxpool_parity(be, dtype, geom):
     np.testing.assert_array_equal(y1, y0)
     np.testing.assert_array_equal(a1, a0)
     gy = data(oshape, dtype, seed=2)
-    want = REF.maxpool2d_backward(gy, a0, np.empty(shape, dtype))
-    got = be.maxpool2d_backward(gy, a0, np.full(shape, np.nan, dtype))
+    want = REF.maxpool2d_backward(gy, a0, *args, np.empty(shape, dtype))
+    got = be.maxpool2d_backward(gy, a0, *args, np.full(shape, np.nan, dtype))
     np.testing.assert_allclose(got, want, **tol(dtype))
 
 

@@ -3,7 +3,7 @@
  *   lnn_im2col_*          cols[n, (c kh + i) kw + j, y, x] = x[n, c, y sh - ph + i dh, x sw - pw + j dw]
  *   lnn_col2im_*          the adjoint: gx = 0, then every column entry added back to its pixel
  *   lnn_maxpool_fwd_*     window max (padding = -inf) and the flat index of its first maximum
- *   lnn_maxpool_bwd_*     gx = 0; gx.flat[argmax] += gy
+ *   lnn_maxpool_bwd_*     gx = 0; gx.flat[argmax] += gy  (2x2 / stride 2: every gx written once)
  *   lnn_avgpool_fwd_*     window sum / divisor (kh kw, or the cells inside the image)
  *   lnn_avgpool_bwd_*     gx = 0; every window adds gy / divisor to its cells inside the image
  *
@@ -158,6 +158,49 @@ __attribute__((target("avx512f"))) static void lnn_maxpool2x2_avx512(
                 const __m512i base1 = _mm512_add_epi64(base, _mm512_set1_epi64(16));
                 _mm512_mask_storeu_epi64(ar + 8, (__mmask8)(m_out >> 8), _mm512_add_epi64(base1, k1));
             }
+        }
+    }
+}
+
+/* The backward of lnn_maxpool2x2_avx512, h = 2 oh, w = 2 ow, ow <= 16: each input cell is
+ * written once, with gy where it was the window's maximum and 0 elsewhere, one output row of
+ * windows per iteration. k = argmax - (2 oy w + 2 ox) is 0, 1, w or w + 1; the four masked
+ * copies of the gy row (a, b | c, d: top-left, top-right | bottom-left, bottom-right) are
+ * interleaved back into the two input rows. */
+__attribute__((target("avx512f"))) static void lnn_maxpool2x2_bwd_avx512(
+    const float *gy, const int64_t *argmax, float *gx, ptrdiff_t planes, ptrdiff_t w,
+    ptrdiff_t oh, ptrdiff_t ow)
+{
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const ptrdiff_t n2 = 2 * ow; /* floats per input row: two masked stores */
+    const __mmask16 m_lo = (__mmask16)(n2 >= 16 ? 0xFFFFu : (1u << n2) - 1);
+    const __mmask16 m_hi = (__mmask16)(n2 > 16 ? (1u << (n2 - 16)) - 1 : 0);
+    const __mmask16 m_in = (__mmask16)((1u << ow) - 1);
+    const __m512i two_ox = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i one = _mm512_set1_epi32(1), wv = _mm512_set1_epi32((int)w);
+    const __m512i w1 = _mm512_set1_epi32((int)w + 1), zero = _mm512_setzero_si512();
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        for (ptrdiff_t oy = 0; oy < oh; oy++) {
+            const float *gr = gy + (p * oh + oy) * ow;
+            const int64_t *ar = argmax + (p * oh + oy) * ow;
+            float *r0 = gx + p * 4 * oh * ow + 2 * oy * w, *r1 = r0 + w;
+            const __m512i base = _mm512_add_epi64(_mm512_set1_epi64(2 * oy * w), two_ox);
+            const __m512i base1 = _mm512_add_epi64(base, _mm512_set1_epi64(16));
+            const __m256i k0 = _mm512_cvtepi64_epi32(
+                _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)m_in, ar), base));
+            const __m256i k1 = _mm512_cvtepi64_epi32(
+                _mm512_sub_epi64(_mm512_maskz_loadu_epi64((__mmask8)(m_in >> 8), ar + 8), base1));
+            const __m512i k = _mm512_inserti64x4(_mm512_castsi256_si512(k0), k1, 1);
+            const __m512 g = _mm512_maskz_loadu_ps(m_in, gr);
+            const __m512 a = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, zero), g);
+            const __m512 b = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, one), g);
+            const __m512 c = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, wv), g);
+            const __m512 d = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(k, w1), g);
+            _mm512_mask_storeu_ps(r0, m_lo, _mm512_permutex2var_ps(a, lo, b));
+            _mm512_mask_storeu_ps(r0 + 16, m_hi, _mm512_permutex2var_ps(a, hi, b));
+            _mm512_mask_storeu_ps(r1, m_lo, _mm512_permutex2var_ps(c, lo, d));
+            _mm512_mask_storeu_ps(r1 + 16, m_hi, _mm512_permutex2var_ps(c, hi, d));
         }
     }
 }
@@ -382,10 +425,42 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_maxpool_fwd)(
     }
 }
 
-/* gy, argmax: (planes, oh ow) -> gx: (planes, hw), overwritten. */
+/* gy, argmax: (planes, oh, ow) -> gx: (planes, h, w), overwritten; (kh, kw, sh, sw, ph, pw):
+ * the forward's window, which tells when the windows tile the image (2x2, stride 2, no
+ * padding) and gx can be written in one pass instead of zeroed and then scattered into. */
 static void LNN_CNAME(lnn_maxpool_bwd)(const T *gy, const int64_t *argmax, T *gx, ptrdiff_t planes,
-                                       ptrdiff_t hw, ptrdiff_t ohw)
+                                       ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                                       ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw,
+                                       ptrdiff_t ph, ptrdiff_t pw)
 {
+    const ptrdiff_t hw = h * w, ohw = oh * ow;
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 && h == 2 * oh &&
+        w == 2 * ow) {
+        /* gx[p, 2 oy + i, 2 ox + j] = gy[p, oy, ox] if that cell is the argmax else 0 */
+#if LNN_CONV_AVX512
+        if (LNN_F32 && ow <= 16 && lnn_have_avx512()) { /* the same, one vector per row */
+            lnn_maxpool2x2_bwd_avx512((const float *)gy, argmax, (float *)gx, planes, w, oh, ow);
+            return;
+        }
+#endif
+        for (ptrdiff_t p = 0; p < planes; p++) {
+            for (ptrdiff_t oy = 0; oy < oh; oy++) {
+                const T *g = gy + (p * oh + oy) * ow;
+                const int64_t *a = argmax + (p * oh + oy) * ow;
+                T *restrict r0 = gx + p * hw + 2 * oy * w, *restrict r1 = r0 + w;
+                const int64_t base = (int64_t)(2 * oy * w);
+                for (ptrdiff_t ox = 0; ox < ow; ox++) {
+                    const int64_t k = a[ox] - base - 2 * ox; /* 0, 1, w or w + 1 */
+                    const T v = g[ox];
+                    r0[2 * ox] = k == 0 ? v : (T)0;
+                    r0[2 * ox + 1] = k == 1 ? v : (T)0;
+                    r1[2 * ox] = k == w ? v : (T)0;
+                    r1[2 * ox + 1] = k == w + 1 ? v : (T)0;
+                }
+            }
+        }
+        return;
+    }
     memset(gx, 0, (size_t)(planes * hw) * sizeof(T)); /* gx[...] = 0 */
     for (ptrdiff_t p = 0; p < planes; p++) {
         /* gx[p].flat[argmax[p]] += gy[p]  (np.add.at) */

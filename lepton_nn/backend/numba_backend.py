@@ -73,8 +73,9 @@ class NumbaBackend(ReferenceBackend):
         """Twin: ReferenceBackend.maxpool2d_forward (reference.py); kernel: numba_conv.py."""
         return self._nb_conv.maxpool2d_forward(x, kh, kw, sh, sw, ph, pw, y, argmax)
 
-    def maxpool2d_backward(self, gy, argmax, gx):
-        """Twin: ReferenceBackend.maxpool2d_backward (reference.py); kernel: numba_conv.py."""
+    def maxpool2d_backward(self, gy, argmax, kh, kw, sh, sw, ph, pw, gx):
+        """Twin: ReferenceBackend.maxpool2d_backward (reference.py); kernel: numba_conv.py
+        (zero and scatter, whatever the window)."""
         return self._nb_conv.maxpool2d_backward(gy, argmax, gx)
 
     def avgpool2d_forward(self, x, kh, kw, sh, sw, ph, pw, count_pad, y):

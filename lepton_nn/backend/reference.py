@@ -308,8 +308,12 @@ class ReferenceBackend:
         argmax[...] = rows * w + cols
         return y
 
-    def maxpool2d_backward(self, gy, argmax, gx):
-        """gx = 0, then gx[n, c].flat[argmax[n, c, oy, ox]] += gy[n, c, oy, ox]. Returns gx."""
+    def maxpool2d_backward(self, gy, argmax, kh, kw, sh, sw, ph, pw, gx):
+        """gx = 0, then gx[n, c].flat[argmax[n, c, oy, ox]] += gy[n, c, oy, ox]. Returns gx.
+
+        (kh, kw, sh, sw, ph, pw): the forward's window. The result does not depend on it;
+        a kernel may use it to write gx in one pass where the windows tile the image.
+        """
         n, c, h, w = gx.shape
         k = gy.shape[2] * gy.shape[3]
         g = gx.reshape(n * c, h * w)

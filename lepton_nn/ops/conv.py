@@ -186,13 +186,13 @@ class MaxPool2d(Function):
         x = np.ascontiguousarray(x)
         y = recycled((*x.shape[:2], oh, ow), x.dtype)
         self.argmax = recycled(y.shape, np.int64)
-        self.x_shape = x.shape
+        self.x_shape, self.window = x.shape, geom[:6]
         return get_backend().maxpool2d_forward(x, kh, kw, sh, sw, pt, pl, y, self.argmax)
 
     def backward(self, g):
         g = np.ascontiguousarray(g)
         gx = recycled(self.x_shape, g.dtype)
-        return (get_backend().maxpool2d_backward(g, self.argmax, gx),)
+        return (get_backend().maxpool2d_backward(g, self.argmax, *self.window, gx),)
 
 
 class AvgPool2d(Function):
