@@ -18,15 +18,15 @@ cnp.import_array()
 
 cdef extern from "dense.h" nogil:
     void lnn_bias_act_forward_f32(const float *z, const float *bias, int act, float *out,
-                                  Py_ssize_t n, Py_ssize_t m)
+                                  Py_ssize_t n, Py_ssize_t m, Py_ssize_t inner)
     void lnn_bias_act_forward_f64(const double *z, const double *bias, int act, double *out,
-                                  Py_ssize_t n, Py_ssize_t m)
+                                  Py_ssize_t n, Py_ssize_t m, Py_ssize_t inner)
     void lnn_bias_act_backward_f32(const float *gy, const float *y, const float *z,
                                    const float *bias, int act, float *gz, float *gbias,
-                                   Py_ssize_t n, Py_ssize_t m)
+                                   Py_ssize_t n, Py_ssize_t m, Py_ssize_t inner)
     void lnn_bias_act_backward_f64(const double *gy, const double *y, const double *z,
                                    const double *bias, int act, double *gz, double *gbias,
-                                   Py_ssize_t n, Py_ssize_t m)
+                                   Py_ssize_t n, Py_ssize_t m, Py_ssize_t inner)
     void lnn_softmax_xent_forward_f32(const float *logits, const int64_t *labels, float *probs,
                                       float *loss, Py_ssize_t n, Py_ssize_t c)
     void lnn_softmax_xent_forward_f64(const double *logits, const int64_t *labels,
@@ -70,45 +70,58 @@ cdef inline void _rows(cnp.ndarray a, Py_ssize_t *n, Py_ssize_t *m):
     m[0] = cnp.PyArray_DIMS(a)[nd - 1] if nd > 0 else 1
     n[0] = cnp.PyArray_SIZE(a) // m[0] if m[0] > 0 else 0
 
+cdef inline void _planes(cnp.ndarray a, Py_ssize_t *n, Py_ssize_t *m, Py_ssize_t *inner):
+    """The bias axis of a: (N, M, P) -> N, M, P (bias along M, P pixels a plane); any other
+    shape -> rows of its last axis, P = 1."""
+    cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
+    if cnp.PyArray_NDIM(a) == 3:
+        n[0], m[0], inner[0] = d[0], d[1], d[2]
+    else:
+        _rows(a, n, m)
+        inner[0] = 1
+
 
 def bias_act_forward(cnp.ndarray z not None, bias, int act, cnp.ndarray out not None):
-    """out = f(z + bias). z, out: (N, M), out may be z; bias: (M,) or None. Returns out."""
-    cdef Py_ssize_t n, m
+    """out = f(z + bias). z, out: (N, M) or (N, M, P), out may be z; bias: (M,) or None,
+    along axis 1. Returns out."""
+    cdef Py_ssize_t n, m, inner = 1
     cdef void *zp = cnp.PyArray_DATA(z)
     cdef void *bp = _data(bias)
     cdef void *op = cnp.PyArray_DATA(out)
-    _rows(z, &n, &m)
+    _planes(z, &n, &m, &inner)
     if _is_f32(z):
         with nogil:
-            lnn_bias_act_forward_f32(<float *>zp, <float *>bp, act, <float *>op, n, m)
+            lnn_bias_act_forward_f32(<float *>zp, <float *>bp, act, <float *>op, n, m, inner)
     else:
         with nogil:
-            lnn_bias_act_forward_f64(<double *>zp, <double *>bp, act, <double *>op, n, m)
+            lnn_bias_act_forward_f64(<double *>zp, <double *>bp, act, <double *>op, n, m,
+                                     inner)
     return out
 
 
 def bias_act_backward(cnp.ndarray gy not None, cnp.ndarray y not None, cnp.ndarray z not None,
                       bias, int act, cnp.ndarray gz not None, gbias):
-    """gz = gy * f'(z + bias) (gz may be gy); gbias = gz.sum(axis=0) unless None.
+    """gz = gy * f'(z + bias) (gz may be gy); gbias = gz summed over all axes but 1, unless
+    None.
 
-    gy, y, z, gz: (N, M); bias, gbias: (M,) or None. Returns (gz, gbias).
+    gy, y, z, gz: (N, M) or (N, M, P); bias, gbias: (M,) or None. Returns (gz, gbias).
     """
-    cdef Py_ssize_t n, m
+    cdef Py_ssize_t n, m, inner = 1
     cdef void *gyp = cnp.PyArray_DATA(gy)
     cdef void *yp = cnp.PyArray_DATA(y)
     cdef void *zp = cnp.PyArray_DATA(z)
     cdef void *bp = _data(bias)
     cdef void *gzp = cnp.PyArray_DATA(gz)
     cdef void *gbp = _data(gbias)
-    _rows(gy, &n, &m)
+    _planes(gy, &n, &m, &inner)
     if _is_f32(gy):
         with nogil:
             lnn_bias_act_backward_f32(<float *>gyp, <float *>yp, <float *>zp, <float *>bp, act,
-                                      <float *>gzp, <float *>gbp, n, m)
+                                      <float *>gzp, <float *>gbp, n, m, inner)
     else:
         with nogil:
             lnn_bias_act_backward_f64(<double *>gyp, <double *>yp, <double *>zp, <double *>bp,
-                                      act, <double *>gzp, <double *>gbp, n, m)
+                                      act, <double *>gzp, <double *>gbp, n, m, inner)
     return gz, gbias
 
 

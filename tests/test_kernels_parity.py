@@ -23,6 +23,8 @@ BACKENDS = backend.available()
 DTYPES = [np.float32, np.float64]
 SHAPES = [(7, 13), (1, 1), (65, 129), (0, 5), (3, 1037)]
 ACT_SHAPES = [*SHAPES, (4, 0)]  # softmax needs C >= 1 (a label must exist)
+# (images, channels, pixels): a convolution's output, one bias per channel plane
+ACT_SHAPES += [(3, 4, 37), (2, 3, 1), (2, 5, 16), (1, 2, 0)]
 ACTS = list(range(len(ACTIVATIONS)))
 DENSE_KERNELS = [
     "bias_act_forward",
@@ -76,7 +78,8 @@ def test_bias_act_forward(be, dtype, shape, act, with_bias, inplace):
 @pytest.mark.parametrize("with_gbias", [True, False], ids=["gbias", "nogbias"])
 @pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
 def test_bias_act_backward(be, dtype, shape, act, with_bias, with_gbias, inplace):
-    n, m = shape
+    m = shape[1]
+    n = int(np.prod(shape)) // max(m, 1)  # terms in each entry of gbias
     z = data(shape, dtype)
     bias = data(m, dtype, seed=1) if with_bias else None
     y = REF.bias_act_forward(z, bias, act, np.empty_like(z))

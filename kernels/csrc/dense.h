@@ -1,7 +1,7 @@
 /* dense.h: the C loops behind kernels/dense.pyx.
  *
- *   lnn_bias_act_forward_*     out = f(z + bias)
- *   lnn_bias_act_backward_*    gz = gy * f'(z + bias),  gbias = sum over rows of gz
+ *   lnn_bias_act_forward_*     out = f(z + bias), bias along axis 1 of (n, m) or (n, m, inner)
+ *   lnn_bias_act_backward_*    gz = gy * f'(z + bias),  gbias = gz summed over all axes but 1
  *   lnn_softmax_xent_forward_* probs = softmax(logits), loss = logsumexp - logit[label]
  *   lnn_softmax_xent_backward_* glogits = (probs - onehot(labels)) * gloss
  *   lnn_adam_step_*            one Adam/AdamW update in a single pass over p, g, m, v
@@ -258,10 +258,48 @@ static inline T LNN_NAME(lnn_gelu_grad)(T s)
 
 /* ---- bias + activation ---------------------------------------------------------------- */
 
-/* out = f(z + bias); z, out: (n, m), out may be z; bias: (m,) or NULL. */
+/* One plane of a forward map with a scalar bias b: o[q] = F(zr[q] + b), q < inner. */
+#define LNN_PLANE_MAP(F)                                                                   \
+    do {                                                                                   \
+        if (o == zr) {                                                                     \
+            for (ptrdiff_t q = 0; q < inner; q++) o[q] = F(o[q] + b);                      \
+        } else {                                                                           \
+            for (ptrdiff_t q = 0; q < inner; q++) o[q] = F(zr[q] + b);                     \
+        }                                                                                  \
+    } while (0)
+
+/* out = f(z + bias); z, out: (n, m, inner), out may be z; bias: (m,) or NULL, along axis 1.
+ * inner = 1 is a Dense layer's (n, m) output (bias per column); inner > 1 a convolution's
+ * (images, channels, pixels) output (one bias per plane of inner pixels). */
 static LNN_CLONES void LNN_NAME(lnn_bias_act_forward)(const T *z, const T *LNN_RESTRICT bias,
-                                                      int act, T *out, ptrdiff_t n, ptrdiff_t m)
+                                                      int act, T *out, ptrdiff_t n, ptrdiff_t m,
+                                                      ptrdiff_t inner)
 {
+    if (inner != 1) { /* planes: out[i, j] = f(z[i, j] + bias[j]) */
+        for (ptrdiff_t r = 0; r < n * m; r++) {
+            const T *zr = z + r * inner;
+            T *o = out + r * inner;
+            const T b = bias ? bias[r % m] : (T)0;
+            switch (act) {
+            case LNN_IDENTITY:
+                if (bias || o != zr) LNN_PLANE_MAP(LNN_NAME(lnn_act_identity));
+                break;
+            case LNN_RELU:
+                LNN_PLANE_MAP(LNN_NAME(lnn_act_relu));
+                break;
+            case LNN_SIGMOID:
+                LNN_PLANE_MAP(LNN_NAME(lnn_sigmoid));
+                break;
+            case LNN_TANH:
+                LNN_PLANE_MAP(LNN_NAME(lnn_tanh));
+                break;
+            default:
+                LNN_PLANE_MAP(LNN_NAME(lnn_act_gelu));
+                break;
+            }
+        }
+        return;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *zr = z + i * m;
         T *o = out + i * m;
@@ -285,14 +323,55 @@ static LNN_CLONES void LNN_NAME(lnn_bias_act_forward)(const T *z, const T *LNN_R
     }
 }
 
-/* gz = gy * f'(z + bias) (gz may be gy); gbias = gz.sum(axis=0) unless gbias is NULL.
+/* gz = gy * f'(z + bias) (gz may be gy); gbias = gz.sum over every axis but 1 unless gbias is
+ * NULL. Shapes as in the forward: (n, m, inner), bias and gbias (m,).
  * relu/sigmoid/tanh read the forward output y; gelu recomputes from z + bias. */
 static LNN_CLONES void LNN_NAME(lnn_bias_act_backward)(
     const T *gy, const T *LNN_RESTRICT y, const T *LNN_RESTRICT z, const T *LNN_RESTRICT bias,
-    int act, T *gz, T *LNN_RESTRICT gbias, ptrdiff_t n, ptrdiff_t m)
+    int act, T *gz, T *LNN_RESTRICT gbias, ptrdiff_t n, ptrdiff_t m, ptrdiff_t inner)
 {
     if (gbias)
         for (ptrdiff_t j = 0; j < m; j++) gbias[j] = 0;
+    if (inner != 1) { /* planes of inner pixels; the row maps below run over one plane */
+        for (ptrdiff_t r = 0; r < n * m; r++) {
+            const T *g = gy + r * inner;
+            const T *yr = y + r * inner;
+            const T *zr = z + r * inner;
+            T *o = gz + r * inner;
+            const T b = bias ? bias[r % m] : (T)0;
+            const ptrdiff_t len = inner;
+            switch (act) {
+            case LNN_IDENTITY:
+                if (o != g)
+                    for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q];
+                break;
+            case LNN_RELU:
+                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * (T)(yr[q] > 0);
+                break;
+            case LNN_SIGMOID:
+                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * yr[q] * ((T)1 - yr[q]);
+                break;
+            case LNN_TANH:
+                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * ((T)1 - yr[q] * yr[q]);
+                break;
+            default:
+                for (ptrdiff_t q = 0; q < len; q++)
+                    o[q] = g[q] * LNN_NAME(lnn_gelu_grad)(zr[q] + b);
+                break;
+            }
+            if (gbias) { /* gbias[j] += gz[i, j].sum(): 16 partial sums, then the lanes */
+                T acc[16] = {0};
+                ptrdiff_t q = 0;
+                for (; q + 16 <= len; q += 16)
+                    for (int l = 0; l < 16; l++) acc[l] += o[q + l];
+                T sum = 0;
+                for (int l = 0; l < 16; l++) sum += acc[l];
+                for (; q < len; q++) sum += o[q];
+                gbias[r % m] += sum;
+            }
+        }
+        return;
+    }
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *g = gy + i * m;
         const T *yr = y + i * m;

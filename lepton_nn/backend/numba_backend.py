@@ -6,7 +6,9 @@ Kernels not overridden here run their NumPy twin from :mod:`lepton_nn.backend.re
 
 from __future__ import annotations
 
-from .reference import ReferenceBackend
+import numpy as np
+
+from .reference import GELU, ReferenceBackend
 
 
 class NumbaBackend(ReferenceBackend):
@@ -19,16 +21,35 @@ class NumbaBackend(ReferenceBackend):
     from ..kernels import numba_dense as _nb_dense
 
     def bias_act_forward(self, z, bias, act, out):
-        """Twin: ReferenceBackend.bias_act_forward (reference.py); kernel: numba_dense.py."""
+        """Twin: ReferenceBackend.bias_act_forward (reference.py); kernel: numba_dense.py
+        (rows; a (N, M, P) input takes its bias in NumPy first, then f in place)."""
         k = self._nb_dense
+        if z.ndim == 3:
+            if bias is not None:
+                np.add(z, bias[:, None], out=out)
+                z, bias = out, None
+            out2 = out.reshape(out.shape[0] * out.shape[1], out.shape[2])
+            k.bias_act_forward(z.reshape(out2.shape), k.NO_ARRAY[z.dtype.type], False, act, out2)
+            return out
         has_bias = bias is not None
         b = bias if has_bias else k.NO_ARRAY[z.dtype.type]
         return k.bias_act_forward(z, b, has_bias, act, out)
 
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
-        """Twin: ReferenceBackend.bias_act_backward (reference.py); kernel: numba_dense.py."""
+        """Twin: ReferenceBackend.bias_act_backward (reference.py); kernel: numba_dense.py
+        (rows; for a (N, M, P) input gbias is summed by NumPy)."""
         k = self._nb_dense
         none = k.NO_ARRAY[gy.dtype.type]
+        if gy.ndim == 3:
+            rows = (gy.shape[0] * gy.shape[1], gy.shape[2])
+            s = z + bias[:, None] if bias is not None and act == GELU else z
+            k.bias_act_backward(
+                gy.reshape(rows), y.reshape(rows), s.reshape(rows), none, False, act,
+                gz.reshape(rows), none, False,
+            )  # fmt: skip
+            if gbias is not None:
+                gbias[...] = gz.sum(axis=(0, 2))
+            return gz, gbias
         has_bias, has_gbias = bias is not None, gbias is not None
         b = bias if has_bias else none
         gb = gbias if has_gbias else none

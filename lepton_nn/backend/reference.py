@@ -27,6 +27,11 @@ def _sigmoid(z):
     return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
 
 
+def _along_axis1(bias, z):
+    """bias (M,) shaped to broadcast along axis 1 of z: (M,) for (N, M), (M, 1) for (N, M, P)."""
+    return bias[:, None] if z.ndim == 3 else bias
+
+
 class ReferenceBackend:
     """Pure NumPy. Always available; the one to read."""
 
@@ -34,12 +39,13 @@ class ReferenceBackend:
 
     # -- dense epilogue ---------------------------------------------------------------
     def bias_act_forward(self, z, bias, act, out):
-        """out = f(z + bias).
+        """out = f(z + bias), the bias along axis 1.
 
-        z: (N, M); bias: (M,) or None; act: activation code; out: (N, M), may be z itself.
+        z: (N, M) (a Dense output) or (N, M, P) (a convolution's channels of P pixels);
+        bias: (M,) or None; act: activation code; out: shaped as z, may be z itself.
         Returns out.
         """
-        s = z + bias if bias is not None else z
+        s = z + _along_axis1(bias, z) if bias is not None else z
         if act == IDENTITY:
             r = s
         elif act == RELU:
@@ -56,10 +62,10 @@ class ReferenceBackend:
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
         """Back through y = f(z + b).
 
-        gy, y, z: (N, M) upstream grad, forward output, pre-bias input; bias: (M,) or None.
-        Writes gz = gy * f'(z + b) into gz (may be gy itself) and, when gbias is not None,
-        gbias = gz.sum(axis=0). relu/sigmoid/tanh use y; gelu recomputes from z + b.
-        Returns (gz, gbias).
+        gy, y, z: (N, M) or (N, M, P) upstream grad, forward output, pre-bias input; bias:
+        (M,) or None, along axis 1. Writes gz = gy * f'(z + b) into gz (may be gy itself) and,
+        when gbias is not None, gbias = gz summed over every axis but 1. relu/sigmoid/tanh use
+        y; gelu recomputes from z + b. Returns (gz, gbias).
         """
         if act == IDENTITY:
             r = gy
@@ -70,13 +76,13 @@ class ReferenceBackend:
         elif act == TANH:
             r = gy * (1 - y * y)
         else:  # GELU
-            s = z + bias if bias is not None else z
+            s = z + _along_axis1(bias, z) if bias is not None else z
             t = np.tanh(GELU_C * (s + GELU_A * s**3))
             d = 0.5 * (1 + t) + 0.5 * s * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * s * s)
             r = gy * d
         gz[...] = r
         if gbias is not None:
-            gbias[...] = gz.sum(axis=0)
+            gbias[...] = gz.sum(axis=(0, 2) if gz.ndim == 3 else 0)
         return gz, gbias
 
     # -- softmax cross-entropy ----------------------------------------------------------

@@ -98,20 +98,14 @@ class Conv2d(Function):
         self.x, self.geom, self.has_b = x, (kh, kw, sh, sw, pt, pl, dh, dw), b is not None
         self.out_hw = oh, ow
         self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
-        p = oh * ow
-        z = recycled((n, o, p), x.dtype)
-        if b is not None:  # z += b[:, None], from a full (O, OH OW) plane of the bias
-            # (numpy re-copies a stride-0 operand into a buffer every inner loop otherwise)
-            bplane = workspace("conv_bias", (o, p), x.dtype)
-            np.copyto(bplane, _dtype_ok(b, x)[:, None])
+        self.b = None if b is None else _dtype_ok(b, x)
+        z = recycled((n, o, oh * ow), x.dtype)
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
         for n0, n1 in self._chunks():
             zc = z[n0:n1]
             np.matmul(self.w2, self._cols(n0, n1), out=zc)
-            if b is not None:
-                np.add(zc, bplane, out=zc)
-            if act != IDENTITY:  # f(z) in place (into y for gelu), while the chunk is in cache
-                be.bias_act_forward(zc.reshape(-1, p), None, act, y[n0:n1].reshape(-1, p))
+            if self.b is not None or act != IDENTITY:  # f(z + b[:, None]), in place but gelu
+                be.bias_act_forward(zc, self.b, act, y[n0:n1])
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
         self.y, self.act = y, act
         return y.reshape(n, o, oh, ow)
@@ -145,24 +139,18 @@ class Conv2d(Function):
         want_b = self.has_b and self.needs_grad[2]
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
         gwt = np.zeros((k, o), g.dtype)  # G_W^T = sum_n cols[n] G_Z[n]^T
-        gb = np.zeros(o, g.dtype)
-        if want_b:  # G_b: G_Z's rows times ones (one BLAS pass), then a sum over the images
-            ones = workspace("conv_ones", (p,), g.dtype)
-            ones.fill(1)
+        gb = np.zeros(o, g.dtype) if want_b else None
+        gb_part = workspace("conv_gb", (o,), g.dtype) if want_b else None
         for n0, n1 in self._chunks():
             m = n1 - n0
             gz = g[n0:n1]
-            if self.act != IDENTITY:
-                rows = (m * o, p)
-                gz = be.bias_act_backward(
-                    gz.reshape(rows), self.y[n0:n1].reshape(rows), z[n0:n1].reshape(rows),
-                    None, self.act, workspace("conv_gz", rows, g.dtype), None,
-                )[0].reshape(m, o, p)  # fmt: skip
-            if want_b:
-                rs = np.matmul(
-                    gz.reshape(m * o, p), ones, out=workspace("conv_gb", (m * o,), g.dtype)
-                )
-                gb += rs.reshape(m, o).sum(axis=0)
+            if self.act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
+                # and this chunk's part of G_b, in one pass
+                out = gz if self.act == IDENTITY else workspace("conv_gz", gz.shape, g.dtype)
+                be.bias_act_backward(gz, self.y[n0:n1], z[n0:n1], self.b, self.act, out, gb_part)
+                gz = out
+                if want_b:
+                    gb += gb_part
             if want_w:
                 part = workspace("conv_gw", (m, k, o), g.dtype)
                 gwt += np.matmul(self._cols(n0, n1), gz.transpose(0, 2, 1), out=part).sum(axis=0)
@@ -171,7 +159,6 @@ class Conv2d(Function):
                 np.matmul(self.w2.T, gz, out=gcols)
                 be.col2im(gcols.reshape(m, k, oh, ow), kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
         gw = np.ascontiguousarray(gwt.T).reshape(o, *self.x.shape[1:2], kh, kw) if want_w else None
-        gb = gb if want_b else None
         return (gx, gw, gb) if self.has_b else (gx, gw)
 
 
