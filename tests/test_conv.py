@@ -202,6 +202,33 @@ def test_conv2d_gradcheck(be, case):
     assert gradcheck(lambda x, w, b: conv2d(x, w, b, **case), x, w, b)
 
 
+@pytest.mark.parametrize("act", ["identity", "relu", "gelu"])
+@pytest.mark.parametrize("chunk_bytes", [1, 8000, 1 << 30])  # 1 image, 2 (of 3360 B), all
+def test_conv2d_chunks_of_images(be, monkeypatch, act, chunk_bytes):
+    """Conv2d runs a few images at a time (sized for the cache): every chunking gives the
+    same output and gradients, checked numerically and against an image-by-image loop."""
+    import lepton_nn.ops.conv as conv_ops
+
+    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", chunk_bytes)
+    x, w, b = t((5, 2, 4, 5)), t((3, 2, 3, 3), 1), t((3,), 2)  # 5 images: uneven chunks
+    f = lambda x, w, b: conv2d(x, w, b, padding=1, activation=act)  # noqa: E731
+    assert gradcheck(f, x, w, b)
+    y = f(x, w, b)
+    gy = data(y.shape, np.float64, seed=3)
+    (y * Tensor(gy)).sum().backward()
+    gw, gb = np.zeros_like(w.data), np.zeros_like(b.data)
+    for i in range(5):  # image i alone: the same output, the same share of the gradients
+        xi = Tensor(x.data[i : i + 1], requires_grad=True)
+        wi, bi = Tensor(w.data, requires_grad=True), Tensor(b.data, requires_grad=True)
+        yi = f(xi, wi, bi)
+        np.testing.assert_allclose(yi.data[0], y.data[i], rtol=1e-12, atol=1e-12)
+        (yi * Tensor(gy[i : i + 1])).sum().backward()
+        np.testing.assert_allclose(xi.grad[0], x.grad[i], rtol=1e-12, atol=1e-12)
+        gw, gb = gw + wi.grad, gb + bi.grad
+    np.testing.assert_allclose(gw, w.grad, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gb, b.grad, rtol=1e-10, atol=1e-12)
+
+
 def test_conv2d_gradcheck_1x1_and_no_bias():
     x, w = t((2, 3, 3, 4)), t((2, 3, 1, 1), 1)
     assert gradcheck(lambda x, w: conv2d(x, w), x, w)
