@@ -43,7 +43,8 @@ GEOMS = [
     ((2, 4, 5, 5), (1, 1), (1, 1), (0, 0), (1, 1), (0, 0)),
     ((0, 3, 6, 6), (3, 3), (1, 1), (1, 1), (1, 1), (1, 1)),
     ((2, 2, 4, 4), (5, 5), (1, 1), (2, 2), (1, 1), (2, 2)),
-    # stride 1 and as wide as the input ("same"): the compiled block-copy path
+    # stride 1 and as wide as the input ("same"): the compiled block-copy path (float64; float32
+    # runs masked-vector rows for any stride-1 width on AVX-512, one vector a row up to 16)
     ((2, 3, 7, 9), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),
     ((1, 2, 6, 5), (3, 3), (1, 1), (2, 2), (2, 2), (0, 0)),
     ((2, 2, 6, 6), (2, 2), (1, 1), (0, 0), (1, 1), (1, 1)),

@@ -71,6 +71,61 @@ __attribute__((target("avx512f"))) static void lnn_add_row_avx512(float *restric
     }
 }
 
+/* im2col for a horizontal stride of 1, float32: each output row is written as 16-lane vectors,
+ * loaded from the input row shifted by the tap with the lanes that fall in the padding masked
+ * off (read as 0, their addresses never touched): one load and one store per short row, where
+ * the plain loop makes a memcpy/memset call per block and zeroes the edge columns one by one.
+ * x: (planes, h, w) -> cols: (planes, kh kw, oh, ow); the template's lnn_im2col is the spec. */
+__attribute__((target("avx512f"))) static void lnn_im2col_s1_avx512(
+    const float *x, float *cols, ptrdiff_t planes, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh,
+    ptrdiff_t kw, ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t sh, ptrdiff_t ph, ptrdiff_t pw,
+    ptrdiff_t dh, ptrdiff_t dw)
+{
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        const float *xp = x + p * h * w;
+        float *d = cols + p * kh * kw * oh * ow; /* rows in order: (tap i, tap j, oy) */
+        for (ptrdiff_t i = 0; i < kh; i++) {
+            for (ptrdiff_t j = 0; j < kw; j++) {
+                const ptrdiff_t xoff = j * dw - pw; /* d[oy, ox] = x[iy, ox + xoff] */
+                ptrdiff_t lo, hi;
+                lnn_valid_range(xoff, 1, w, ow, &lo, &hi);
+                if (ow <= 16) { /* one vector a row, the same lanes read for every row */
+                    const __mmask16 m_out = (__mmask16)((1u << ow) - 1);
+                    const __mmask16 m_in = hi > lo ? (__mmask16)(((1u << (hi - lo)) - 1) << lo) : 0;
+                    for (ptrdiff_t oy = 0; oy < oh; oy++, d += ow) {
+                        const ptrdiff_t iy = oy * sh - ph + i * dh;
+                        const __m512 v = iy < 0 || iy >= h
+                                             ? _mm512_setzero_ps()
+                                             : _mm512_maskz_loadu_ps(m_in, xp + iy * w + xoff);
+                        _mm512_mask_storeu_ps(d, m_out, v);
+                    }
+                    continue;
+                }
+                for (ptrdiff_t oy = 0; oy < oh; oy++, d += ow) {
+                    const ptrdiff_t iy = oy * sh - ph + i * dh;
+                    if (iy < 0 || iy >= h) { /* a padding row: d[oy, :] = 0 */
+                        for (ptrdiff_t k0 = 0; k0 < ow; k0 += 16) {
+                            const ptrdiff_t n = ow - k0 < 16 ? ow - k0 : 16;
+                            _mm512_mask_storeu_ps(d + k0, (__mmask16)((1u << n) - 1),
+                                                  _mm512_setzero_ps());
+                        }
+                        continue;
+                    }
+                    const float *src = xp + iy * w + xoff;
+                    for (ptrdiff_t k0 = 0; k0 < ow; k0 += 16) {
+                        const ptrdiff_t n = ow - k0 < 16 ? ow - k0 : 16;
+                        const ptrdiff_t a = lo > k0 ? lo - k0 : 0, b = hi - k0 < n ? hi - k0 : n;
+                        /* lanes [a, b) read x; the other lanes of the n are padding: 0 */
+                        const __mmask16 m = b > a ? (__mmask16)(((1u << (b - a)) - 1) << a) : 0;
+                        _mm512_mask_storeu_ps(d + k0, (__mmask16)((1u << n) - 1),
+                                              _mm512_maskz_loadu_ps(m, src + k0));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* col2im for stride 1, as a gather: every gx element is written once, from all the taps that
  * read it, instead of gx = 0 and then one read-modify-write pass per tap and row.
  * cols: (planes, kh kw, oh, ow) -> gx: (planes, h, w), overwritten. For a pixel (iy, x):
@@ -240,6 +295,13 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_im2col)(
     ptrdiff_t dh, ptrdiff_t dw)
 {
     const ptrdiff_t L = oh * ow;
+#if LNN_CONV_AVX512
+    if (LNN_F32 && sw == 1 && lnn_have_avx512()) { /* the same copies, in masked vectors */
+        lnn_im2col_s1_avx512((const float *)x, (float *)cols, planes, h, w, kh, kw, oh, ow, sh,
+                             ph, pw, dh, dw);
+        return;
+    }
+#endif
     if (sh == 1 && sw == 1 && ow == w) { /* stride 1, output as wide as the input ("same") */
         for (ptrdiff_t p = 0; p < planes; p++) {
             const T *xp = x + p * h * w;
