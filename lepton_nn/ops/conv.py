@@ -103,33 +103,37 @@ class Conv2d(Function):
         self.b = None if b is None else _dtype_ok(b, x)
         z = recycled((n, o, oh * ow), x.dtype)
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
-        for n0, n1 in self._chunks():
+        fuse = self.b is not None or act != IDENTITY
+        for n0, n1, cols in self._chunks():
             zc = z[n0:n1]
-            np.matmul(self.w2, self._cols(n0, n1), out=zc)
-            if self.b is not None or act != IDENTITY:  # f(z + b[:, None]), in place but gelu
+            np.matmul(self.w2, cols(n0, n1), out=zc)
+            if fuse:  # f(z + b[:, None]), in place but for gelu, while the chunk is in cache
                 be.bias_act_forward(zc, self.b, act, y[n0:n1])
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
         self.y, self.act = y, act
         return y.reshape(n, o, oh, ow)
 
     def _chunks(self):
-        """[n0, n1) ranges of images whose columns and outputs take about _CHUNK_BYTES."""
-        n = self.x.shape[0]
-        o, k = self.w2.shape
-        per_image = (k + o) * self.out_hw[0] * self.out_hw[1] * self.x.itemsize
-        step = max(1, _CHUNK_BYTES // per_image)
-        return [(i, min(n, i + step)) for i in range(0, n, step)]
-
-    def _cols(self, n0, n1):
-        """im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW) in the workspace (X itself for a
-        plain 1x1 convolution)."""
+        """(n0, n1, cols) for runs of images whose columns and outputs take about
+        _CHUNK_BYTES; cols(n0, n1) is im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW), in a
+        workspace reused by every chunk (X itself for a plain 1x1 convolution)."""
         x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
-        (oh, ow), k, xc = self.out_hw, self.w2.shape[1], x[n0:n1]
+        n, (o, k), (oh, ow) = x.shape[0], self.w2.shape, self.out_hw
+        step = max(1, _CHUNK_BYTES // ((k + o) * oh * ow * x.itemsize))
         if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
-            return xc.reshape(n1 - n0, k, oh * ow)
-        cols = workspace("conv_cols", (n1 - n0, k, oh, ow), x.dtype)
-        get_backend().im2col(xc, kh, kw, sh, sw, pt, pl, dh, dw, cols)
-        return cols.reshape(n1 - n0, k, oh * ow)
+
+            def cols(n0, n1):
+                return x[n0:n1].reshape(n1 - n0, k, oh * ow)
+        else:
+            im2col = get_backend().im2col
+            ws = workspace("conv_cols", (min(step, n), k, oh, ow), x.dtype)
+
+            def cols(n0, n1):
+                c = ws[: n1 - n0]
+                im2col(x[n0:n1], kh, kw, sh, sw, pt, pl, dh, dw, c)
+                return c.reshape(n1 - n0, k, oh * ow)
+
+        return [(i, min(n, i + step), cols) for i in range(0, n, step)]
 
     def backward(self, g):
         be = get_backend()
@@ -137,31 +141,40 @@ class Conv2d(Function):
         p, k = oh * ow, self.w2.shape[1]
         kh, kw, sh, sw, pt, pl, dh, dw = self.geom
         g = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n, o, p)
-        z = self.y if self.z is None else self.z  # z is read only by gelu
+        y, act = self.y, self.act
+        z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = self.has_b and self.needs_grad[2]
+        chunks = self._chunks()
+        step = chunks[0][1] if chunks else 0
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
-        gwt = np.zeros((k, o), g.dtype)  # G_W^T = sum_n cols[n] G_Z[n]^T
-        gb = np.zeros(o, g.dtype) if want_b else None
-        gb_part = workspace("conv_gb", (o,), g.dtype) if want_b else None
-        for n0, n1 in self._chunks():
-            m = n1 - n0
+        # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
+        gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
+        gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
+        gb_parts = workspace("conv_gb", (len(chunks), o), g.dtype) if want_b else None
+        gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
+        gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
+        w2t = self.w2.T
+        for i, (n0, n1, cols) in enumerate(chunks):
             gz = g[n0:n1]
-            if self.act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
+            if act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
                 # and this chunk's part of G_b, in one pass
-                out = gz if self.act == IDENTITY else workspace("conv_gz", gz.shape, g.dtype)
-                be.bias_act_backward(gz, self.y[n0:n1], z[n0:n1], self.b, self.act, out, gb_part)
+                out = gz if act == IDENTITY else gz_ws[: n1 - n0]
+                gb_i = gb_parts[i] if want_b else None
+                be.bias_act_backward(gz, y[n0:n1], z[n0:n1], self.b, act, out, gb_i)
                 gz = out
-                if want_b:
-                    gb += gb_part
             if want_w:
-                part = workspace("conv_gw", (m, k, o), g.dtype)
-                gwt += np.matmul(self._cols(n0, n1), gz.transpose(0, 2, 1), out=part).sum(axis=0)
+                part = np.matmul(cols(n0, n1), gz.transpose(0, 2, 1), out=gw_img[: n1 - n0])
+                np.sum(part, axis=0, out=gw_parts[i])
             if want_x:
-                gcols = workspace("conv_gcols", (m, k, p), g.dtype)
-                np.matmul(self.w2.T, gz, out=gcols)
-                be.col2im(gcols.reshape(m, k, oh, ow), kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
-        gw = np.ascontiguousarray(gwt.T).reshape(o, *self.x.shape[1:2], kh, kw) if want_w else None
+                gcols = gcols_ws[: n1 - n0]
+                np.matmul(w2t, gz, out=gcols)
+                be.col2im(gcols.reshape(-1, k, oh, ow), kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
+        gw = gb = None
+        if want_w:  # (K, O) summed over the chunks, as (O, C, kh, kw)
+            gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, kh, kw)
+        if want_b:
+            gb = gb_parts.sum(axis=0)
         return (gx, gw, gb) if self.has_b else (gx, gw)
 
 
