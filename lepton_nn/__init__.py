@@ -23,6 +23,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "where": ("lepton_nn.ops", "where"),
     "maximum": ("lepton_nn.ops", "maximum"),
     "set_seed": ("lepton_nn.random", "set_seed"),
+    "set_num_threads": ("lepton_nn.backend.threads", "set_num_threads"),
+    "get_num_threads": ("lepton_nn.backend.threads", "get_num_threads"),
     "LeptonError": ("lepton_nn.errors", "LeptonError"),
     "ShapeError": ("lepton_nn.errors", "ShapeError"),
     "DataError": ("lepton_nn.errors", "DataError"),
@@ -66,6 +68,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import backend, losses, nn, optim  # noqa: F401
     from .autograd import Function, enable_grad, gradcheck, no_grad  # noqa: F401
+    from .backend.threads import get_num_threads, set_num_threads  # noqa: F401
     from .errors import (  # noqa: F401
         DataError,
         GradcheckError,

@@ -278,7 +278,11 @@ def configure_threads(engine: str, n: int) -> Any:
     """Pin ``engine`` to ``n`` threads through its own API (the caller also sets the
     environment: OMP/OPENBLAS/MKL_NUM_THREADS). Returns the threadpoolctl limiter (keep it)."""
     THREADS["n"] = int(n)
-    if engine == "torch":
+    if engine.startswith("lepton"):  # its intra-op threads (convolution chunks)
+        from lepton_nn.backend.threads import set_num_threads
+
+        set_num_threads(n)
+    elif engine == "torch":
         import torch
 
         torch.set_num_threads(n)

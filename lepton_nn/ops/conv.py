@@ -21,6 +21,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_backend
 from ..backend.geometry import check_scratch, output_size, same_padding, window_output_size
 from ..backend.reference import ACT_CODE, GELU, IDENTITY
+from ..backend.threads import parallel_for, threads_for
 from ..errors import ShapeError
 from ._workspace import recycled, workspace
 
@@ -104,36 +105,49 @@ class Conv2d(Function):
         z = recycled((n, o, oh * ow), x.dtype)
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
         fuse = self.b is not None or act != IDENTITY
-        for n0, n1, cols in self._chunks():
-            zc = z[n0:n1]
-            np.matmul(self.w2, cols(n0, n1), out=zc)
-            if fuse:  # f(z + b[:, None]), in place but for gelu, while the chunk is in cache
-                be.bias_act_forward(zc, self.b, act, y[n0:n1])
+        chunks = self._chunks()
+
+        def run(first, stop):  # chunks[first:stop], on one thread
+            cols = self._columns()
+            for n0, n1 in chunks[first:stop]:
+                zc = z[n0:n1]
+                np.matmul(self.w2, cols(n0, n1), out=zc)
+                if fuse:  # f(z + b[:, None]), in place but for gelu, while in cache
+                    be.bias_act_forward(zc, self.b, act, y[n0:n1])
+
+        parallel_for(len(chunks), run, self._threads(len(chunks)))
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
         self.y, self.act = y, act
         return y.reshape(n, o, oh, ow)
 
     def _chunks(self):
-        """(n0, n1, cols) for runs of images whose columns and outputs take about
-        _CHUNK_BYTES; cols(n0, n1) is im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW), in a
-        workspace reused by every chunk (X itself for a plain 1x1 convolution)."""
+        """[n0, n1) runs of images whose columns and outputs take about _CHUNK_BYTES."""
+        n, (o, k), (oh, ow) = self.x.shape[0], self.w2.shape, self.out_hw
+        step = max(1, _CHUNK_BYTES // ((k + o) * oh * ow * self.x.itemsize))
+        return [(i, min(n, i + step)) for i in range(0, n, step)]
+
+    def _threads(self, n_chunks):
+        """Threads for this convolution's chunks: by its multiply-adds, 2 N O C kh kw OH OW."""
+        o, k = self.w2.shape
+        return threads_for(2 * self.x.shape[0] * o * k * self.out_hw[0] * self.out_hw[1], n_chunks)
+
+    def _columns(self):
+        """cols(n0, n1): im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW), in this thread's
+        workspace (X itself for a plain 1x1 convolution)."""
         x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
-        n, (o, k), (oh, ow) = x.shape[0], self.w2.shape, self.out_hw
-        step = max(1, _CHUNK_BYTES // ((k + o) * oh * ow * x.itemsize))
+        n, k, (oh, ow) = x.shape[0], self.w2.shape[1], self.out_hw
         if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
+            return lambda n0, n1: x[n0:n1].reshape(n1 - n0, k, oh * ow)
+        im2col = get_backend().im2col
+        step = self._chunks()[0][1] if n else 0
+        ws = workspace("conv_cols", (step, k, oh, ow), x.dtype)
 
-            def cols(n0, n1):
-                return x[n0:n1].reshape(n1 - n0, k, oh * ow)
-        else:
-            im2col = get_backend().im2col
-            ws = workspace("conv_cols", (min(step, n), k, oh, ow), x.dtype)
+        def cols(n0, n1):
+            c = ws[: n1 - n0]
+            im2col(x[n0:n1], kh, kw, sh, sw, pt, pl, dh, dw, c)
+            return c.reshape(n1 - n0, k, oh * ow)
 
-            def cols(n0, n1):
-                c = ws[: n1 - n0]
-                im2col(x[n0:n1], kh, kw, sh, sw, pt, pl, dh, dw, c)
-                return c.reshape(n1 - n0, k, oh * ow)
-
-        return [(i, min(n, i + step), cols) for i in range(0, n, step)]
+        return cols
 
     def backward(self, g):
         be = get_backend()
@@ -141,7 +155,7 @@ class Conv2d(Function):
         p, k = oh * ow, self.w2.shape[1]
         kh, kw, sh, sw, pt, pl, dh, dw = self.geom
         g = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n, o, p)
-        y, act = self.y, self.act
+        y, act, b, w2t = self.y, self.act, self.b, self.w2.T
         z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = self.has_b and self.needs_grad[2]
@@ -149,27 +163,33 @@ class Conv2d(Function):
         step = chunks[0][1] if chunks else 0
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
         # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
-        gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
         gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
         gb_parts = workspace("conv_gb", (len(chunks), o), g.dtype) if want_b else None
-        gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
-        gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
-        w2t = self.w2.T
-        for i, (n0, n1, cols) in enumerate(chunks):
-            gz = g[n0:n1]
-            if act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
-                # and this chunk's part of G_b, in one pass
-                out = gz if act == IDENTITY else gz_ws[: n1 - n0]
-                gb_i = gb_parts[i] if want_b else None
-                be.bias_act_backward(gz, y[n0:n1], z[n0:n1], self.b, act, out, gb_i)
-                gz = out
-            if want_w:
-                part = np.matmul(cols(n0, n1), gz.transpose(0, 2, 1), out=gw_img[: n1 - n0])
-                np.sum(part, axis=0, out=gw_parts[i])
-            if want_x:
-                gcols = gcols_ws[: n1 - n0]
-                np.matmul(w2t, gz, out=gcols)
-                be.col2im(gcols.reshape(-1, k, oh, ow), kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
+
+        def run(first, stop):  # chunks[first:stop], on one thread, with its own scratch
+            cols = self._columns() if want_w else None
+            gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
+            gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
+            gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
+            for i in range(first, stop):
+                n0, n1 = chunks[i]
+                gz = g[n0:n1]
+                if act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
+                    # and this chunk's part of G_b, in one pass
+                    out = gz if act == IDENTITY else gz_ws[: n1 - n0]
+                    gb_i = gb_parts[i] if want_b else None
+                    be.bias_act_backward(gz, y[n0:n1], z[n0:n1], b, act, out, gb_i)
+                    gz = out
+                if want_w:
+                    part = np.matmul(cols(n0, n1), gz.transpose(0, 2, 1), out=gw_img[: n1 - n0])
+                    np.sum(part, axis=0, out=gw_parts[i])
+                if want_x:
+                    gcols = gcols_ws[: n1 - n0]
+                    np.matmul(w2t, gz, out=gcols)
+                    gcols = gcols.reshape(-1, k, oh, ow)
+                    be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
+
+        parallel_for(len(chunks), run, self._threads(len(chunks)))
         gw = gb = None
         if want_w:  # (K, O) summed over the chunks, as (O, C, kh, kw)
             gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, kh, kw)

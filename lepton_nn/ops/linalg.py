@@ -7,6 +7,7 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_backend
 from ..backend.reference import GELU, IDENTITY
+from ..backend.threads import blas_single
 from ._util import unbroadcast
 
 
@@ -47,7 +48,9 @@ class Linear(Function):
         be = get_backend()
         self.x_shape = x.shape
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (N, in)
-        z = np.matmul(x2, w)  # (N, out), fresh and C-contiguous
+        self.flops = 2 * x2.shape[0] * x2.shape[1] * w.shape[1]
+        with blas_single(self.flops):
+            z = np.matmul(x2, w)  # (N, out), fresh and C-contiguous
         if b is not None:  # the kernel reads b as a flat C array of z's dtype
             b = np.ascontiguousarray(b, dtype=z.dtype)
         self.x2, self.w, self.b, self.act = x2, w, b, act
@@ -74,8 +77,9 @@ class Linear(Function):
         else:
             z = self.y if self.z is None else self.z  # z is read only by gelu
             gz = be.bias_act_backward(g, self.y, z, self.b, self.act, np.empty_like(g), gb)[0]
-        gw = np.matmul(self.x2.T, gz) if self.needs_grad[1] else None
-        gx = np.matmul(gz, self.w.T) if need_x else None
+        with blas_single(self.flops):
+            gw = np.matmul(self.x2.T, gz) if self.needs_grad[1] else None
+            gx = np.matmul(gz, self.w.T) if need_x else None
         if gx is not None and len(self.x_shape) != 2:
             gx = gx.reshape(self.x_shape)
         if self.b is None:

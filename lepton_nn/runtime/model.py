@@ -53,7 +53,7 @@ def load(
 ) -> InferenceModel:
     """Read an ``.lnn`` file and build its inference model.
 
-    ``threads``: threads for large int8 batches (default ``LEPTON_NUM_THREADS`` or up to 2;
+    ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
     batch sizes keep a plan (least recently built dropped first).

@@ -32,7 +32,6 @@ compiled extension, nothing else.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from lepton_nn.backend.reference import ACT_CODE
+from lepton_nn.backend.threads import get_num_threads
 from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
@@ -602,8 +602,6 @@ def _fuse(steps: list[Step]) -> list[Step]:
 
 
 def default_threads() -> int:
-    """Threads for large int8 batches: ``LEPTON_NUM_THREADS``, else min(2, CPU count)."""
-    env = os.environ.get("LEPTON_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(2, os.cpu_count() or 1))
+    """Threads for large int8 batches: the engine's setting (``lepton_nn.set_num_threads``,
+    else ``LEPTON_NUM_THREADS``, else the usable cores)."""
+    return get_num_threads()

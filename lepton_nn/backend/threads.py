@@ -1,0 +1,201 @@
+"""Intra-op threads: how many, and a parallel loop over independent tasks.
+
+The compiled kernels and NumPy's matmul release the GIL, so plain Python threads run an op's
+independent pieces (say, a convolution's chunks of images) on several cores. The count is a
+setting: ``set_num_threads(n)``, else ``LEPTON_NUM_THREADS``, else the cores this process may
+run on. Ops ask :func:`threads_for` with their amount of work, so small work stays on the
+calling thread (a hand-off to a worker costs ~10-50 us, more on a busy shared machine).
+
+Each task runs on whichever thread takes it: scratch memory must be per thread (the ops'
+``workspace`` is), and results must not depend on the thread (each task writes its own slice
+of the output), so one thread or several give bit-identical results.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = [
+    "get_num_threads",
+    "set_num_threads",
+    "threads_for",
+    "parallel_for",
+    "PARALLEL_MIN_FLOPS",
+]
+
+# Below this many floating-point operations an op runs on one thread: ~50-100 us of work on
+# one core, a few hand-offs' worth.
+PARALLEL_MIN_FLOPS = 4_000_000
+# OpenBLAS splits a GEMM over its threads from 65536 x 4 multiply-adds. Between that and
+# PARALLEL_MIN_FLOPS the split gains nothing, and the woken BLAS workers then spin for a while
+# on the cores the next parallel region needs (W3 at 2 threads: 10.4 ms a step with its small
+# Dense layer on two BLAS threads, 6.8 ms with it on one).
+BLAS_SPLIT_MIN_FLOPS = 2 * 65536 * 4
+
+_lock = threading.Lock()
+_local = threading.local()  # .inside: this thread is running a share of a parallel_for
+_setting: int | None = None
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """Threads an op may use: set_num_threads(), else LEPTON_NUM_THREADS, else the cores
+    this process may run on."""
+    if _setting is not None:
+        return _setting
+    env = os.environ.get("LEPTON_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _usable_cores()
+
+
+def set_num_threads(n: int | None) -> None:
+    """Use ``n`` threads (1: everything on the calling thread); None: back to the default."""
+    global _setting
+    if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
+        raise ValueError(f"threads must be a positive int or None, got {n!r}")
+    _setting = None if n is None else int(n)
+
+
+def threads_for(flops: float, tasks: int) -> int:
+    """Threads worth using for ``tasks`` independent tasks totalling ``flops`` operations."""
+    if tasks < 2 or flops < PARALLEL_MIN_FLOPS:
+        return 1
+    return max(1, min(get_num_threads(), tasks))
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="lepton")
+            _pool_size = n
+        return _pool
+
+
+class _Blas:
+    """NumPy's OpenBLAS thread count, where it can be found (Linux: the library mapped into
+    this process exports openblas_{get,set}_num_threads, maybe with a prefix or suffix).
+
+    parallel_for runs its shares with BLAS on one thread: each share already has a core, and
+    OpenBLAS's own workers would spin on the cores the shares need. Elsewhere (another BLAS,
+    another OS) nothing is changed.
+    """
+
+    def __init__(self):
+        self.get = self.set = None
+        self.depth = 0  # parallel regions running now (several user threads may run one)
+        self.saved = 1
+        try:
+            import ctypes
+
+            with open("/proc/self/maps") as f:
+                paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
+            for path in sorted(paths):
+                lib = ctypes.CDLL(path)
+                for pre, suf in (("", ""), ("scipy_", "64_"), ("", "64_"), ("scipy_", "")):
+                    get = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
+                    put = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
+                    if get is not None and put is not None:
+                        get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                        self.get, self.set = get, put
+                        return
+        except (OSError, ValueError):  # no /proc, or a library that will not load
+            pass
+
+    def enter(self) -> None:
+        if self.get is None:
+            return
+        with _lock:
+            if self.depth == 0:
+                self.saved = self.get()
+                if self.saved > 1:
+                    self.set(1)
+            self.depth += 1
+
+    def leave(self) -> None:
+        if self.get is None:
+            return
+        with _lock:
+            self.depth -= 1
+            if self.depth == 0 and self.saved > 1:
+                self.set(self.saved)
+
+
+_blas: _Blas | None = None
+
+
+def _the_blas() -> _Blas:
+    global _blas
+    if _blas is None:
+        _blas = _Blas()
+    return _blas
+
+
+class blas_single:
+    """``with blas_single(flops):`` BLAS on one thread for a GEMM of ``flops`` operations
+    that OpenBLAS would split although it is too small to gain from it (see
+    BLAS_SPLIT_MIN_FLOPS); any other size, or another BLAS, is left alone."""
+
+    __slots__ = ("on",)
+
+    def __init__(self, flops: float):
+        self.on = BLAS_SPLIT_MIN_FLOPS <= flops < PARALLEL_MIN_FLOPS
+
+    def __enter__(self):
+        if self.on:
+            _the_blas().enter()
+
+    def __exit__(self, *exc):
+        if self.on:
+            _the_blas().leave()
+
+
+def parallel_for(tasks: int, fn: Callable[[int, int], None], threads: int) -> None:
+    """Run ``fn(start, stop)`` over contiguous shares of range(tasks) on ``threads`` threads.
+
+    The calling thread takes the first share and the pool's workers the others; returns when
+    all are done, raising the first error any share raised. ``threads`` <= 1, or a call from
+    inside another parallel_for (whose workers may all be busy), is a plain call.
+    """
+    if threads <= 1 or tasks < 2 or getattr(_local, "inside", False):
+        if tasks > 0:
+            fn(0, tasks)
+        return
+    threads = min(threads, tasks)
+    bounds = [tasks * i // threads for i in range(threads + 1)]
+    blas = _the_blas()
+    pool = _workers(threads - 1)
+    blas.enter()
+    try:
+        futures = [pool.submit(_share, fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+        try:
+            _share(fn, bounds[0], bounds[1])
+        finally:
+            for f in futures:  # wait for every share, even when this one failed
+                f.exception()
+    finally:
+        blas.leave()
+    for f in futures:
+        f.result()
+
+
+def _share(fn: Callable[[int, int], None], start: int, stop: int) -> None:
+    _local.inside = True
+    try:
+        fn(start, stop)
+    finally:
+        _local.inside = False

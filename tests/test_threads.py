@@ -1,0 +1,124 @@
+"""Intra-op threads: the setting, the parallel loop, and ops giving the same bits on any count."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import lepton_nn as ln
+from lepton_nn import Tensor
+from lepton_nn.backend import threads as T
+from lepton_nn.ops.conv import conv2d
+
+
+@pytest.fixture(autouse=True)
+def _restore_setting():
+    yield
+    T.set_num_threads(None)
+
+
+def test_setting_env_and_default(monkeypatch):
+    monkeypatch.setenv("LEPTON_NUM_THREADS", "3")
+    assert ln.get_num_threads() == 3
+    ln.set_num_threads(1)  # the call wins over the environment
+    assert ln.get_num_threads() == 1
+    ln.set_num_threads(None)
+    monkeypatch.setenv("LEPTON_NUM_THREADS", "zero")  # unusable: ignored
+    assert ln.get_num_threads() == T._usable_cores() >= 1
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises((ValueError, TypeError)):
+            ln.set_num_threads(bad)
+
+
+def test_threads_for_keeps_small_work_on_one_thread():
+    ln.set_num_threads(4)
+    assert T.threads_for(T.PARALLEL_MIN_FLOPS - 1, 10) == 1
+    assert T.threads_for(1e12, 1) == 1
+    assert T.threads_for(1e12, 3) == 3
+    assert T.threads_for(1e12, 10) == 4
+    ln.set_num_threads(1)
+    assert T.threads_for(1e12, 10) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 7])
+@pytest.mark.parametrize("tasks", [0, 1, 2, 5, 16])
+def test_parallel_for_runs_every_task_once(threads, tasks):
+    hits = np.zeros(tasks, int)
+    names = set()
+
+    def fn(start, stop):
+        names.add(threading.current_thread().name)
+        hits[start:stop] += 1
+
+    T.parallel_for(tasks, fn, threads)
+    np.testing.assert_array_equal(hits, 1)
+    assert len(names) <= max(1, min(threads, tasks))
+
+
+def test_parallel_for_raises_a_share_error_after_all_shares_ran():
+    done = []
+
+    def fn(start, stop):
+        done.append(start)
+        if start > 0:
+            raise RuntimeError(f"share {start}")
+
+    with pytest.raises(RuntimeError, match="share"):
+        T.parallel_for(4, fn, 4)
+    assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_nested_parallel_for_runs_inline():
+    """A share that starts another parallel loop runs it itself (the pool may be all busy)."""
+    seen = []
+
+    def inner(start, stop):
+        seen.append((threading.current_thread().name, start, stop))
+
+    def outer(start, stop):
+        T.parallel_for(6, inner, 3)
+
+    T.parallel_for(2, outer, 2)
+    assert sorted((a, b) for _, a, b in seen) == [(0, 6), (0, 6)]
+
+
+def test_blas_threads_are_one_inside_and_restored_after():
+    blas = T._Blas()
+    if blas.get is None:
+        pytest.skip("no OpenBLAS found in this process")
+    T._blas = blas
+    before = blas.get()
+    blas.set(2)
+    try:
+        inside = []
+        T.parallel_for(2, lambda a, b: inside.append(blas.get()), 2)
+        assert inside == [1, 1]
+        assert blas.get() == 2
+    finally:
+        blas.set(before)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "identity"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_gives_the_same_bits_on_any_thread_count(monkeypatch, act, dtype):
+    import lepton_nn.ops.conv as conv_ops
+
+    monkeypatch.setattr(T, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", 4096)  # many chunks of 1-2 images
+    rng = np.random.default_rng(0)
+    x0 = rng.standard_normal((9, 3, 7, 6)).astype(dtype)
+    w0 = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b0 = rng.standard_normal(4).astype(dtype)
+    gy = rng.standard_normal((9, 4, 7, 6)).astype(dtype)
+    results = []
+    for n in (1, 2, 3):
+        ln.set_num_threads(n)
+        x, w, b = (Tensor(a.copy(), requires_grad=True) for a in (x0, w0, b0))
+        y = conv2d(x, w, b, padding="same", activation=act)
+        (y * Tensor(gy)).sum().backward()
+        results.append([y.data.copy(), x.grad.copy(), w.grad.copy(), b.grad.copy()])
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
