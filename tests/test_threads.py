@@ -46,42 +46,65 @@ def test_threads_for_keeps_small_work_on_one_thread():
 @pytest.mark.parametrize("tasks", [0, 1, 2, 5, 16])
 def test_parallel_for_runs_every_task_once(threads, tasks):
     hits = np.zeros(tasks, int)
-    names = set()
+    names, calls = set(), []
 
-    def fn(start, stop):
+    def fn(indices):
+        calls.append(1)
         names.add(threading.current_thread().name)
-        hits[start:stop] += 1
+        for i in indices:
+            hits[i] += 1
 
     T.parallel_for(tasks, fn, threads)
     np.testing.assert_array_equal(hits, 1)
-    assert len(names) <= max(1, min(threads, tasks))
+    assert len(calls) == (0 if tasks == 0 else 1 if tasks == 1 else min(threads, tasks))
+    assert len(names) <= len(calls)
 
 
-def test_parallel_for_raises_a_share_error_after_all_shares_ran():
+def test_parallel_for_balances_a_slow_thread():
+    """Tasks go to whichever thread asks: a thread held up takes fewer of them."""
+    import time
+
+    taken = {}
+
+    def fn(indices):
+        me = threading.current_thread().name
+        for i in indices:
+            taken.setdefault(me, []).append(i)
+            if me == threading.main_thread().name:
+                time.sleep(0.02)  # the calling thread is slow
+
+    T.parallel_for(20, fn, 2)
+    assert sorted(i for v in taken.values() for i in v) == list(range(20))
+    assert len(taken[threading.main_thread().name]) < 10
+
+
+def test_parallel_for_raises_an_error_after_every_thread_finished():
     done = []
 
-    def fn(start, stop):
-        done.append(start)
-        if start > 0:
-            raise RuntimeError(f"share {start}")
+    def fn(indices):
+        for i in indices:
+            done.append(i)
+            if i == 1:
+                raise RuntimeError("task 1")
 
-    with pytest.raises(RuntimeError, match="share"):
-        T.parallel_for(4, fn, 4)
-    assert sorted(done) == [0, 1, 2, 3]
+    with pytest.raises(RuntimeError, match="task 1"):
+        T.parallel_for(4, fn, 2)
+    assert 1 in done
 
 
 def test_nested_parallel_for_runs_inline():
-    """A share that starts another parallel loop runs it itself (the pool may be all busy)."""
+    """A thread that starts another parallel loop runs it itself (the pool may be all busy)."""
     seen = []
 
-    def inner(start, stop):
-        seen.append((threading.current_thread().name, start, stop))
+    def inner(indices):
+        seen.append((threading.current_thread().name, list(indices)))
 
-    def outer(start, stop):
-        T.parallel_for(6, inner, 3)
+    def outer(indices):
+        for _ in indices:
+            T.parallel_for(6, inner, 3)
 
     T.parallel_for(2, outer, 2)
-    assert sorted((a, b) for _, a, b in seen) == [(0, 6), (0, 6)]
+    assert [ix for _, ix in seen] == [list(range(6))] * 2
 
 
 def test_blas_threads_are_one_inside_and_restored_after():
@@ -93,8 +116,10 @@ def test_blas_threads_are_one_inside_and_restored_after():
     blas.set(2)
     try:
         inside = []
-        T.parallel_for(2, lambda a, b: inside.append(blas.get()), 2)
+        T.parallel_for(2, lambda ix: inside.append(blas.get()), 2)
         assert inside == [1, 1]
+        T.parallel_for(2, lambda ix: inside.append(blas.get()), 1)  # on one thread too
+        assert inside == [1, 1, 1]
         assert blas.get() == 2
     finally:
         blas.set(before)

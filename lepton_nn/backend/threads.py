@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
@@ -164,28 +164,49 @@ class blas_single:
             _the_blas().leave()
 
 
-def parallel_for(tasks: int, fn: Callable[[int, int], None], threads: int) -> None:
-    """Run ``fn(start, stop)`` over contiguous shares of range(tasks) on ``threads`` threads.
+class _Tasks:
+    """range(n) handed out one index at a time to whichever thread asks next."""
 
-    The calling thread takes the first share and the pool's workers the others; returns when
-    all are done, raising the first error any share raised. ``threads`` <= 1, or a call from
-    inside another parallel_for (whose workers may all be busy), is a plain call.
+    def __init__(self, n: int):
+        self.n, self.i, self.lock = n, 0, threading.Lock()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> int:
+        with self.lock:
+            i = self.i
+            if i >= self.n:
+                raise StopIteration
+            self.i = i + 1
+            return i
+
+
+def parallel_for(tasks: int, fn: Callable[[Iterable[int]], None], threads: int) -> None:
+    """Run tasks 0 .. tasks-1 on ``threads`` threads: each thread calls ``fn(indices)`` once
+    and takes task indices from the shared iterable until none are left (a thread slowed by a
+    busy neighbour simply takes fewer). BLAS runs on one thread meanwhile.
+
+    The calling thread works too; returns when every task is done, raising the first error a
+    thread raised. ``threads`` <= 1, or a call from inside another parallel_for (whose
+    workers may all be busy), runs ``fn(range(tasks))`` on the calling thread.
     """
-    if threads <= 1 or tasks < 2 or getattr(_local, "inside", False):
-        if tasks > 0:
-            fn(0, tasks)
+    if tasks <= 0:
         return
-    threads = min(threads, tasks)
-    bounds = [tasks * i // threads for i in range(threads + 1)]
     blas = _the_blas()
-    pool = _workers(threads - 1)
     blas.enter()
     try:
-        futures = [pool.submit(_share, fn, bounds[i], bounds[i + 1]) for i in range(1, threads)]
+        if threads <= 1 or tasks < 2 or getattr(_local, "inside", False):
+            fn(range(tasks))
+            return
+        threads = min(threads, tasks)
+        shared = _Tasks(tasks)
+        pool = _workers(threads - 1)
+        futures = [pool.submit(_share, fn, shared) for _ in range(threads - 1)]
         try:
-            _share(fn, bounds[0], bounds[1])
+            _share(fn, shared)
         finally:
-            for f in futures:  # wait for every share, even when this one failed
+            for f in futures:  # wait for every thread, even when this one failed
                 f.exception()
     finally:
         blas.leave()
@@ -193,9 +214,9 @@ def parallel_for(tasks: int, fn: Callable[[int, int], None], threads: int) -> No
         f.result()
 
 
-def _share(fn: Callable[[int, int], None], start: int, stop: int) -> None:
+def _share(fn: Callable[[Iterable[int]], None], shared: _Tasks) -> None:
     _local.inside = True
     try:
-        fn(start, stop)
+        fn(shared)
     finally:
         _local.inside = False

@@ -107,9 +107,10 @@ class Conv2d(Function):
         fuse = self.b is not None or act != IDENTITY
         chunks = self._chunks()
 
-        def run(first, stop):  # chunks[first:stop], on one thread
+        def run(tasks):  # chunks taken by one thread
             cols = self._columns()
-            for n0, n1 in chunks[first:stop]:
+            for i in tasks:
+                n0, n1 = chunks[i]
                 zc = z[n0:n1]
                 np.matmul(self.w2, cols(n0, n1), out=zc)
                 if fuse:  # f(z + b[:, None]), in place but for gelu, while in cache
@@ -166,12 +167,12 @@ class Conv2d(Function):
         gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
         gb_parts = workspace("conv_gb", (len(chunks), o), g.dtype) if want_b else None
 
-        def run(first, stop):  # chunks[first:stop], on one thread, with its own scratch
+        def run(tasks):  # chunks taken by one thread, with its own scratch
             cols = self._columns() if want_w else None
             gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
             gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
             gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
-            for i in range(first, stop):
+            for i in tasks:
                 n0, n1 = chunks[i]
                 gz = g[n0:n1]
                 if act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
