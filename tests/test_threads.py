@@ -147,3 +147,36 @@ def test_conv2d_gives_the_same_bits_on_any_thread_count(monkeypatch, act, dtype)
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def _conv_sum():
+    ln.set_num_threads(2)
+    x = Tensor(np.arange(8 * 2 * 6 * 6, dtype=float).reshape(8, 2, 6, 6))
+    return float(conv2d(x, Tensor(np.ones((3, 2, 3, 3))), padding=1).data.sum())
+
+
+def _conv_in_child(queue):
+    queue.put(_conv_sum())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_parallel_ops_work_in_a_forked_child(monkeypatch):
+    """A child forked after the pool started (a process pool of cross-validation, say) gets
+    a pool of its own instead of waiting forever on threads that did not come along."""
+    import multiprocessing as mp
+
+    import lepton_nn.ops.conv as conv_ops
+
+    monkeypatch.setattr(T, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", 1)  # one image a chunk: 8 tasks
+    expected = _conv_sum()  # the parent's pool now exists
+    assert T._pool is not None
+    ctx = mp.get_context("fork")
+    queue = ctx.SimpleQueue()
+    child = ctx.Process(target=_conv_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's thread pool")
+    assert child.exitcode == 0 and queue.get() == expected

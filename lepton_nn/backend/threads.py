@@ -220,3 +220,14 @@ def _share(fn: Callable[[Iterable[int]], None], shared: _Tasks) -> None:
         fn(shared)
     finally:
         _local.inside = False
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the pool's threads and any lock holder did not come along."""
+    global _lock, _local, _pool, _pool_size, _blas
+    _lock, _local = threading.Lock(), threading.local()
+    _pool, _pool_size, _blas = None, 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -36,6 +36,9 @@ def limit_threads(n: int) -> None:
         os.environ[var] = str(n)
     if "numba" not in sys.modules:  # numba refuses a change once its threads exist
         os.environ["NUMBA_NUM_THREADS"] = str(n)
+    threads = sys.modules.get("lepton_nn.backend.threads")
+    if threads is not None:  # forked from a parent that may have set its own count
+        threads.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
