@@ -1,9 +1,11 @@
 """Convolution and pooling on NCHW images.
 
-``Conv2d`` unfolds the windows with the backend's ``im2col`` and runs one batched GEMM
-(``np.matmul`` over the images), bias and activation fused after it; its backward is two more
-batched GEMMs and ``col2im``. The column matrix is scratch (a reused workspace), rebuilt from
-the input for the weight gradient rather than kept between forward and backward.
+``Conv2d`` unfolds the windows with the backend's ``im2col`` and runs a batched GEMM
+(``np.matmul`` over the images), bias and activation fused after it in one kernel; its backward
+is two more batched GEMMs and ``col2im``. Both passes go a few images at a time, sized for the
+core's cache, and spread those chunks over the intra-op threads
+(:mod:`lepton_nn.backend.threads`). The column matrix is scratch (a reused workspace), rebuilt
+from the input for the weight gradient rather than kept between forward and backward.
 Pooling runs one backend kernel each way. Geometry (stride, padding, dilation) is resolved
 here, once, into plain integers and checked (:mod:`lepton_nn.backend.geometry`, the limits
 the runtime applies too) before any compiled kernel runs; the kernels trust what they get.
