@@ -70,14 +70,15 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=like.dtype)
 
 
-# Images per chunk: a chunk's column matrix and output (C kh kw + O) x OH OW values an image)
+# Images per chunk: a chunk's column matrix and output ((C kh kw + O) x OH OW values an image)
 # are kept near this size so that they are still in the core's L2 cache when the GEMM, the
 # activation and, backward, col2im read them. Measured on W3 (batch 64, 1 MiB L2 per core):
-# chunks of 512 KiB ran the training step ~30 % faster than one column matrix for the whole
+# chunks of 0.5-1 MiB ran the training step ~30 % faster than one column matrix for the whole
 # batch (7 MiB for its second convolution), which the GEMM and col2im stream from memory;
 # counting the output as well as the columns gained another ~10 % (a conv1 chunk had been 18
-# images: 0.5 MiB of columns but 0.9 MiB of output).
-_CHUNK_BYTES = 512 << 10
+# images: 0.5 MiB of columns but 0.9 MiB of output). On two threads 1 MiB beat 0.5 MiB by
+# ~4 % (fewer chunks, so fewer GIL hand-offs around the compiled calls), at one it was even.
+_CHUNK_BYTES = 1 << 20
 
 
 class Conv2d(Function):
@@ -107,7 +108,8 @@ class Conv2d(Function):
         z = recycled((n, o, oh * ow), x.dtype)
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
         fuse = self.b is not None or act != IDENTITY
-        chunks = self._chunks()
+        chunks, threads = self._plan()
+        self.step = chunks[0][1] if chunks else 0
 
         def run(tasks):  # chunks taken by one thread
             cols = self._columns()
@@ -118,31 +120,29 @@ class Conv2d(Function):
                 if fuse:  # f(z + b[:, None]), in place but for gelu, while in cache
                     be.bias_act_forward(zc, self.b, act, y[n0:n1])
 
-        parallel_for(len(chunks), run, self._threads(len(chunks)))
+        parallel_for(len(chunks), run, threads)
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
         self.y, self.act = y, act
         return y.reshape(n, o, oh, ow)
 
-    def _chunks(self):
-        """[n0, n1) runs of images whose columns and outputs take about _CHUNK_BYTES."""
+    def _plan(self):
+        """(chunks, threads): [n0, n1) runs of images of about _CHUNK_BYTES of columns and
+        outputs, and the threads to spread them over (by the multiply-adds, 2 N O C kh kw OH
+        OW). The chunks do not depend on the thread count, so neither do the results."""
         n, (o, k), (oh, ow) = self.x.shape[0], self.w2.shape, self.out_hw
         step = max(1, _CHUNK_BYTES // ((k + o) * oh * ow * self.x.itemsize))
-        return [(i, min(n, i + step)) for i in range(0, n, step)]
-
-    def _threads(self, n_chunks):
-        """Threads for this convolution's chunks: by its multiply-adds, 2 N O C kh kw OH OW."""
-        o, k = self.w2.shape
-        return threads_for(2 * self.x.shape[0] * o * k * self.out_hw[0] * self.out_hw[1], n_chunks)
+        chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
+        return chunks, threads_for(2 * n * o * k * oh * ow, len(chunks))
 
     def _columns(self):
         """cols(n0, n1): im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW), in this thread's
         workspace (X itself for a plain 1x1 convolution)."""
         x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
-        n, k, (oh, ow) = x.shape[0], self.w2.shape[1], self.out_hw
+        k, (oh, ow) = self.w2.shape[1], self.out_hw
         if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
             return lambda n0, n1: x[n0:n1].reshape(n1 - n0, k, oh * ow)
         im2col = get_backend().im2col
-        step = self._chunks()[0][1] if n else 0
+        step = self.step
         ws = workspace("conv_cols", (step, k, oh, ow), x.dtype)
 
         def cols(n0, n1):
@@ -162,8 +162,8 @@ class Conv2d(Function):
         z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = self.has_b and self.needs_grad[2]
-        chunks = self._chunks()
-        step = chunks[0][1] if chunks else 0
+        chunks, threads = self._plan()
+        step = self.step = chunks[0][1] if chunks else 0
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
         # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
         gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
@@ -192,7 +192,7 @@ class Conv2d(Function):
                     gcols = gcols.reshape(-1, k, oh, ow)
                     be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
 
-        parallel_for(len(chunks), run, self._threads(len(chunks)))
+        parallel_for(len(chunks), run, threads)
         gw = gb = None
         if want_w:  # (K, O) summed over the chunks, as (O, C, kh, kw)
             gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, kh, kw)
