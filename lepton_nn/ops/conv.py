@@ -88,10 +88,10 @@ class Conv2d(Function):
     an activation code (the backend's bias_act kernels apply it in place, one pass).
     Backward: G_Z = G_Y f'(Z);  G_b = sum G_Z over (n, y, x);  G_W = sum_n G_Z[n] cols[n]^T;
     G_X = col2im(W2^T G_Z[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
-    Both passes run a few images at a time (``_CHUNK_BYTES``): the chunk's column
-    matrix is built in a reused workspace and consumed while it is in cache. Backward rebuilds
-    it from X rather than keeping C kh kw times the input between the passes: an im2col costs
-    less than streaming the whole matrix back from memory.
+    Both passes run a few images at a time (``_CHUNK_BYTES``), the chunks spread over the
+    intra-op threads: the chunk's column matrix is built in the thread's workspace and consumed
+    while it is in cache. Backward rebuilds it from X rather than keeping C kh kw times the
+    input between the passes: an im2col costs less than streaming the matrix back from memory.
     """
 
     def forward(self, x, w, b=None, geom=None, act=IDENTITY):
@@ -109,10 +109,9 @@ class Conv2d(Function):
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
         fuse = self.b is not None or act != IDENTITY
         chunks, threads = self._plan()
-        self.step = chunks[0][1] if chunks else 0
 
         def run(tasks):  # chunks taken by one thread
-            cols = self._columns()
+            cols = self._columns(chunks[0][1])
             for i in tasks:
                 n0, n1 = chunks[i]
                 zc = z[n0:n1]
@@ -134,15 +133,14 @@ class Conv2d(Function):
         chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
         return chunks, threads_for(2 * n * o * k * oh * ow, len(chunks))
 
-    def _columns(self):
-        """cols(n0, n1): im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW), in this thread's
-        workspace (X itself for a plain 1x1 convolution)."""
+    def _columns(self, step):
+        """cols(n0, n1): im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW) for n1 - n0 <= step,
+        in this thread's workspace (X itself for a plain 1x1 convolution)."""
         x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
         k, (oh, ow) = self.w2.shape[1], self.out_hw
         if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
             return lambda n0, n1: x[n0:n1].reshape(n1 - n0, k, oh * ow)
         im2col = get_backend().im2col
-        step = self.step
         ws = workspace("conv_cols", (step, k, oh, ow), x.dtype)
 
         def cols(n0, n1):
@@ -163,14 +161,14 @@ class Conv2d(Function):
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = self.has_b and self.needs_grad[2]
         chunks, threads = self._plan()
-        step = self.step = chunks[0][1] if chunks else 0
+        step = chunks[0][1] if chunks else 0
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
         # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
         gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
         gb_parts = workspace("conv_gb", (len(chunks), o), g.dtype) if want_b else None
 
         def run(tasks):  # chunks taken by one thread, with its own scratch
-            cols = self._columns() if want_w else None
+            cols = self._columns(step) if want_w else None
             gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
             gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
             gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
