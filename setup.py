@@ -35,6 +35,8 @@ def _extensions():
         args += ["-fno-math-errno", "-std=c11"]
     exts = []
     only = {n for n in os.environ.get("LEPTON_EXT_ONLY", "").split(",") if n}
+    # the C headers each .pyx includes: an edited header rebuilds the extensions
+    headers = sorted(os.path.relpath(h, HERE) for h in (HERE / "kernels" / "csrc").glob("*.h"))
     for pyx in sorted((HERE / "kernels").glob("*.pyx")):
         if only and pyx.stem not in only:
             continue
@@ -43,6 +45,7 @@ def _extensions():
                 f"lepton_nn.kernels._{pyx.stem}",
                 [os.path.relpath(pyx, HERE)],
                 include_dirs=[np.get_include(), "kernels/csrc"],
+                depends=headers,
                 extra_compile_args=args,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             )
