@@ -144,8 +144,13 @@ def _more_archs():
     )
 
 
-@pytest.mark.parametrize("name", ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn"])
-def test_conv_norm_recurrent_layers(tmp_path, name):
+@pytest.mark.parametrize("name", ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn", "cnn-chunks"])
+def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
+    if name == "cnn-chunks":  # convolutions a few images at a time (1 or 2 per chunk here)
+        import lepton_nn.runtime.steps as steps
+
+        monkeypatch.setattr(steps, "CONV_CHUNK_BYTES", 2000)
+        name = "cnn"
     model, shape = {n: (m, s) for n, m, s in _more_archs()}[name]
     for layer in model.modules():  # give BatchNorm statistics other than 0 and 1
         if type(layer).__name__ == "BatchNorm":

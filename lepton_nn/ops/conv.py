@@ -21,7 +21,13 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_backend
-from ..backend.geometry import check_scratch, output_size, same_padding, window_output_size
+from ..backend.geometry import (
+    CONV_CHUNK_BYTES,
+    check_scratch,
+    output_size,
+    same_padding,
+    window_output_size,
+)
 from ..backend.reference import ACT_CODE, GELU, IDENTITY
 from ..backend.threads import parallel_for, threads_for
 from ..errors import ShapeError
@@ -70,15 +76,7 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=like.dtype)
 
 
-# Images per chunk: a chunk's column matrix and output ((C kh kw + O) x OH OW values an image)
-# are kept near this size so that they are still in the core's L2 cache when the GEMM, the
-# activation and, backward, col2im read them. Measured on W3 (batch 64, 1 MiB L2 per core):
-# chunks of 0.5-1 MiB ran the training step ~30 % faster than one column matrix for the whole
-# batch (7 MiB for its second convolution), which the GEMM and col2im stream from memory;
-# counting the output as well as the columns gained another ~10 % (a conv1 chunk had been 18
-# images: 0.5 MiB of columns but 0.9 MiB of output). On two threads 1 MiB beat 0.5 MiB by
-# ~4 % (fewer chunks, so fewer GIL hand-offs around the compiled calls), at one it was even.
-_CHUNK_BYTES = 1 << 20
+_CHUNK_BYTES = CONV_CHUNK_BYTES  # images per chunk: see backend.geometry
 
 
 class Conv2d(Function):

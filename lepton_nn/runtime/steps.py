@@ -14,7 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.backend.geometry import check_scratch, same_padding, window_output_size
+from lepton_nn.backend.geometry import (
+    CONV_CHUNK_BYTES,
+    check_scratch,
+    same_padding,
+    window_output_size,
+)
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
@@ -69,7 +74,8 @@ def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
 
 
 class ConvStep:
-    """y = f(W2 @ im2col(x) + b) per image: (N, C, H, W) -> (N, O, OH, OW)."""
+    """y = f(W2 @ im2col(x) + b) per image: (N, C, H, W) -> (N, O, OH, OW), a few images at a
+    time (CONV_CHUNK_BYTES of columns and output, so each chunk is read back from cache)."""
 
     kind = "conv"
 
@@ -77,7 +83,7 @@ class ConvStep:
         self.label, self.act, self.geom = label, act, geom  # (kh, kw, sh, sw, pt, pl, dh, dw)
         o = w.shape[0]
         self.w2 = np.ascontiguousarray(w.reshape(o, -1))
-        self.b = None if b is None else np.ascontiguousarray(b.reshape(o, 1))
+        self.b = None if b is None else np.ascontiguousarray(b.reshape(o))
         self.in_shape, self.out_hw = in_shape, out_hw
         kh, kw, sh, sw, pt, pl, dh, dw = geom
         self.pointwise = kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0
@@ -89,17 +95,19 @@ class ConvStep:
         oh, ow = self.out_hw
         o, ckk = self.w2.shape
         y = np.zeros((n, o, oh * ow), ctx.dtype)
+        step = max(1, CONV_CHUNK_BYTES // ((ckk + o) * oh * ow * y.itemsize))
+        if not self.pointwise:  # the columns of one chunk, reused by every chunk
+            cols = np.zeros((min(step, n), ckk, oh, ow), ctx.dtype)
         ops: list[Op] = []
-        if self.pointwise:  # 1x1: the image is its own column matrix
-            ops.append((_matmul_columns, (src, self.w2, y, (n, c, oh * ow))))
-        else:
-            cols = np.zeros((n, ckk, oh, ow), ctx.dtype)
-            ops.append((kernels().im2col, (src, *self.geom, cols)))
-            ops.append((np.matmul, (self.w2, cols.reshape(n, ckk, oh * ow), y)))
-        if self.b is not None:
-            ops.append((np.add, (y, self.b, y)))
-        if self.act:
-            ops.append((kernels().bias_act_forward, (y, None, self.act, y)))
+        for n0 in range(0, n, step):
+            m, yc = min(n, n0 + step) - n0, y[n0 : n0 + step]
+            if self.pointwise:  # 1x1: the image is its own column matrix
+                ops.append((_matmul_columns, (src[n0 : n0 + m], self.w2, yc, (m, c, oh * ow))))
+            else:
+                ops.append((kernels().im2col, (src[n0 : n0 + m], *self.geom, cols[:m])))
+                ops.append((np.matmul, (self.w2, cols[:m].reshape(m, ckk, oh * ow), yc)))
+            if self.b is not None or self.act:  # f(y + b[:, None]), one pass, in place
+                ops.append((kernels().bias_act_forward, (yc, self.b, self.act, yc)))
         return ops, y.reshape(n, o, oh, ow)
 
     def describe(self) -> str:
