@@ -9,6 +9,7 @@ import pytest
 
 import lepton_nn as ln
 from lepton_nn import Tensor
+from lepton_nn._cpu import usable_cores
 from lepton_nn.backend import threads as T
 from lepton_nn.ops.conv import conv2d
 
@@ -26,7 +27,7 @@ def test_setting_env_and_default(monkeypatch):
     assert ln.get_num_threads() == 1
     ln.set_num_threads(None)
     monkeypatch.setenv("LEPTON_NUM_THREADS", "zero")  # unusable: ignored
-    assert ln.get_num_threads() == T._usable_cores() >= 1
+    assert ln.get_num_threads() == usable_cores() >= 1
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises((ValueError, TypeError)):
             ln.set_num_threads(bad)

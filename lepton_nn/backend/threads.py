@@ -18,11 +18,14 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from .._cpu import usable_cores
+
 __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads_for",
     "parallel_for",
+    "blas_single",
     "PARALLEL_MIN_FLOPS",
 ]
 
@@ -42,13 +45,6 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
 def get_num_threads() -> int:
     """Threads an op may use: set_num_threads(), else LEPTON_NUM_THREADS, else the cores
     this process may run on."""
@@ -57,7 +53,7 @@ def get_num_threads() -> int:
     env = os.environ.get("LEPTON_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    return _usable_cores()
+    return usable_cores()
 
 
 def set_num_threads(n: int | None) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from lepton_nn._cpu import usable_cores
+
 _VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -21,12 +23,7 @@ _VARS = (
 )
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+cpu_count = usable_cores  # CPUs this process may run on
 
 
 def limit_threads(n: int) -> None:
