@@ -332,14 +332,14 @@ static LNN_CLONES void LNN_NAME(lnn_bias_act_backward)(
 {
     if (gbias)
         for (ptrdiff_t j = 0; j < m; j++) gbias[j] = 0;
-    if (inner != 1) { /* planes of inner pixels; the row maps below run over one plane */
+    if (inner != 1) { /* planes of inner pixels: the rows' formulas below, bias b = bias[j] */
         for (ptrdiff_t r = 0; r < n * m; r++) {
             const T *g = gy + r * inner;
             const T *yr = y + r * inner;
             const T *zr = z + r * inner;
             T *o = gz + r * inner;
             const T b = bias ? bias[r % m] : (T)0;
-            const ptrdiff_t len = inner;
+            const ptrdiff_t len = inner; /* (a local the vectorizer sees as loop-invariant) */
             switch (act) {
             case LNN_IDENTITY:
                 if (o != g)
