@@ -339,34 +339,33 @@ static LNN_CLONES void LNN_NAME(lnn_bias_act_backward)(
             const T *zr = z + r * inner;
             T *o = gz + r * inner;
             const T b = bias ? bias[r % m] : (T)0;
-            const ptrdiff_t len = inner; /* (a local the vectorizer sees as loop-invariant) */
             switch (act) {
             case LNN_IDENTITY:
                 if (o != g)
-                    for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q];
+                    for (ptrdiff_t q = 0; q < inner; q++) o[q] = g[q];
                 break;
             case LNN_RELU:
-                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * (T)(yr[q] > 0);
+                for (ptrdiff_t q = 0; q < inner; q++) o[q] = g[q] * (T)(yr[q] > 0);
                 break;
             case LNN_SIGMOID:
-                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * yr[q] * ((T)1 - yr[q]);
+                for (ptrdiff_t q = 0; q < inner; q++) o[q] = g[q] * yr[q] * ((T)1 - yr[q]);
                 break;
             case LNN_TANH:
-                for (ptrdiff_t q = 0; q < len; q++) o[q] = g[q] * ((T)1 - yr[q] * yr[q]);
+                for (ptrdiff_t q = 0; q < inner; q++) o[q] = g[q] * ((T)1 - yr[q] * yr[q]);
                 break;
             default:
-                for (ptrdiff_t q = 0; q < len; q++)
+                for (ptrdiff_t q = 0; q < inner; q++)
                     o[q] = g[q] * LNN_NAME(lnn_gelu_grad)(zr[q] + b);
                 break;
             }
             if (gbias) { /* gbias[j] += gz[i, j].sum(): 16 partial sums, then the lanes */
                 T acc[16] = {0};
                 ptrdiff_t q = 0;
-                for (; q + 16 <= len; q += 16)
+                for (; q + 16 <= inner; q += 16)
                     for (int l = 0; l < 16; l++) acc[l] += o[q + l];
                 T sum = 0;
                 for (int l = 0; l < 16; l++) sum += acc[l];
-                for (; q < len; q++) sum += o[q];
+                for (; q < inner; q++) sum += o[q];
                 gbias[r % m] += sum;
             }
         }
