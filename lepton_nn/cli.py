@@ -441,6 +441,10 @@ def cmd_info(args) -> int:
     print(f"cpu features: {' '.join(cpu_features()) or 'unknown'}")
     print(f"backends available: {', '.join(backend.available())}")
     print(f"active backend: {backend.get_backend().name}")
+    from .backend.threads import blas_threads_controlled, get_num_threads
+
+    control = "held to 1 inside parallel ops" if blas_threads_controlled() else "not controlled"
+    print(f"threads: {get_num_threads()} (set_num_threads / LEPTON_NUM_THREADS); BLAS {control}")
     for kernel, impl in backend.info().items():
         print(f"  {kernel:<28} {impl}")
     return 0

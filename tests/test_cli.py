@@ -90,6 +90,9 @@ def test_info_lists_backends_and_kernels(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "active backend" in text and "adam_step" in text
+    from lepton_nn import get_num_threads
+
+    assert f"threads: {get_num_threads()} " in text
 
 
 def test_info_of_a_model_file_prints_its_manifest(trained, capsys):

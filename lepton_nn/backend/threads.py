@@ -26,6 +26,7 @@ __all__ = [
     "threads_for",
     "parallel_for",
     "blas_single",
+    "blas_threads_controlled",
     "PARALLEL_MIN_FLOPS",
 ]
 
@@ -139,6 +140,11 @@ def _the_blas() -> _Blas:
     if _blas is None:
         _blas = _Blas()
     return _blas
+
+
+def blas_threads_controlled() -> bool:
+    """Whether NumPy's BLAS thread count was found and can be held to one (OpenBLAS)."""
+    return _the_blas().get is not None
 
 
 class blas_single:
