@@ -101,7 +101,7 @@ class _Blas:
 
             with open("/proc/self/maps") as f:
                 paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
-            for path in sorted(paths):
+            for path in sorted(paths, key=lambda p: ("numpy" not in p, p)):  # NumPy's first
                 lib = ctypes.CDLL(path)
                 for pre, suf in (("", ""), ("scipy_", "64_"), ("", "64_"), ("scipy_", "")):
                     get = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
