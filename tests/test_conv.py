@@ -210,7 +210,7 @@ def test_conv2d_chunks_of_images(be, monkeypatch, act, chunk_bytes):
     same output and gradients, checked numerically and against an image-by-image loop."""
     import lepton_nn.ops.conv as conv_ops
 
-    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_ops, "CONV_CHUNK_BYTES", chunk_bytes)
     x, w, b = t((5, 2, 4, 5)), t((3, 2, 3, 3), 1), t((3,), 2)  # 5 images: uneven chunks
     f = lambda x, w, b: conv2d(x, w, b, padding=1, activation=act)  # noqa: E731
     assert gradcheck(f, x, w, b)

@@ -132,7 +132,7 @@ def test_conv2d_gives_the_same_bits_on_any_thread_count(monkeypatch, act, dtype)
     import lepton_nn.ops.conv as conv_ops
 
     monkeypatch.setattr(T, "PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", 4096)  # many chunks of 1-2 images
+    monkeypatch.setattr(conv_ops, "CONV_CHUNK_BYTES", 4096)  # many chunks of 1-2 images
     rng = np.random.default_rng(0)
     x0 = rng.standard_normal((9, 3, 7, 6)).astype(dtype)
     w0 = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
@@ -169,7 +169,7 @@ def test_parallel_ops_work_in_a_forked_child(monkeypatch):
     import lepton_nn.ops.conv as conv_ops
 
     monkeypatch.setattr(T, "PARALLEL_MIN_FLOPS", 0)
-    monkeypatch.setattr(conv_ops, "_CHUNK_BYTES", 1)  # one image a chunk: 8 tasks
+    monkeypatch.setattr(conv_ops, "CONV_CHUNK_BYTES", 1)  # one image a chunk: 8 tasks
     expected = _conv_sum()  # the parent's pool now exists
     assert T._pool is not None
     ctx = mp.get_context("fork")

@@ -69,7 +69,7 @@ def threads_for(flops: float, tasks: int) -> int:
     """Threads worth using for ``tasks`` independent tasks totalling ``flops`` operations."""
     if tasks < 2 or flops < PARALLEL_MIN_FLOPS:
         return 1
-    return max(1, min(get_num_threads(), tasks))
+    return min(get_num_threads(), tasks)
 
 
 def _workers(n: int) -> ThreadPoolExecutor:

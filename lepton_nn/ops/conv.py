@@ -76,9 +76,6 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=like.dtype)
 
 
-_CHUNK_BYTES = CONV_CHUNK_BYTES  # images per chunk: see backend.geometry
-
-
 class Conv2d(Function):
     """Y[n] = f(W2 @ cols[n] + b), cols = im2col(X), W2 = W.reshape(O, C kh kw), f fused.
 
@@ -86,7 +83,7 @@ class Conv2d(Function):
     an activation code (the backend's bias_act kernels apply it in place, one pass).
     Backward: G_Z = G_Y f'(Z);  G_b = sum G_Z over (n, y, x);  G_W = sum_n G_Z[n] cols[n]^T;
     G_X = col2im(W2^T G_Z[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
-    Both passes run a few images at a time (``_CHUNK_BYTES``), the chunks spread over the
+    Both passes run a few images at a time (``CONV_CHUNK_BYTES``), the chunks spread over the
     intra-op threads: the chunk's column matrix is built in the thread's workspace and consumed
     while it is in cache. Backward rebuilds it from X rather than keeping C kh kw times the
     input between the passes: an im2col costs less than streaming the matrix back from memory.
@@ -99,7 +96,7 @@ class Conv2d(Function):
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
         oh, ow = output_size((h, wd), (pt, pb, pl, pr), (kh, kw), (sh, sw), (dh, dw))
-        self.x, self.geom, self.has_b = x, (kh, kw, sh, sw, pt, pl, dh, dw), b is not None
+        self.x, self.geom = x, (kh, kw, sh, sw, pt, pl, dh, dw)
         self.out_hw = oh, ow
         self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
         self.b = None if b is None else _dtype_ok(b, x)
@@ -123,11 +120,11 @@ class Conv2d(Function):
         return y.reshape(n, o, oh, ow)
 
     def _plan(self):
-        """(chunks, threads): [n0, n1) runs of images of about _CHUNK_BYTES of columns and
+        """(chunks, threads): [n0, n1) runs of images of about CONV_CHUNK_BYTES of columns and
         outputs, and the threads to spread them over (by the multiply-adds, 2 N O C kh kw OH
         OW). The chunks do not depend on the thread count, so neither do the results."""
         n, (o, k), (oh, ow) = self.x.shape[0], self.w2.shape, self.out_hw
-        step = max(1, _CHUNK_BYTES // ((k + o) * oh * ow * self.x.itemsize))
+        step = max(1, CONV_CHUNK_BYTES // ((k + o) * oh * ow * self.x.itemsize))
         chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
         return chunks, threads_for(2 * n * o * k * oh * ow, len(chunks))
 
@@ -157,7 +154,7 @@ class Conv2d(Function):
         y, act, b, w2t = self.y, self.act, self.b, self.w2.T
         z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
-        want_b = self.has_b and self.needs_grad[2]
+        want_b = b is not None and self.needs_grad[2]
         chunks, threads = self._plan()
         step = chunks[0][1] if chunks else 0
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
@@ -194,7 +191,7 @@ class Conv2d(Function):
             gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, kh, kw)
         if want_b:
             gb = gb_parts.sum(axis=0)
-        return (gx, gw, gb) if self.has_b else (gx, gw)
+        return (gx, gw, gb) if b is not None else (gx, gw)
 
 
 class MaxPool2d(Function):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-from lepton_nn._cpu import usable_cores
-
 _VARS = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
@@ -21,9 +19,6 @@ _VARS = (
     "NUMEXPR_NUM_THREADS",
     "LEPTON_NUM_THREADS",
 )
-
-
-cpu_count = usable_cores  # CPUs this process may run on
 
 
 def limit_threads(n: int) -> None:

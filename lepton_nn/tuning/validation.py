@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from .._cpu import usable_cores
 from ..data.split import KFold, StratifiedKFold
 from ..errors import DataError, LeptonError
 from ..random import get_seed, rng, set_seed
-from ._threads import cpu_count, limit_threads
+from ._threads import limit_threads
 
 __all__ = ["cross_validate", "FIT_PARAMS", "DEFAULT_SCORING", "split_params", "trial_seed"]
 
@@ -158,7 +159,7 @@ def fit_and_score(
 def default_executor(n_tasks: int, n_jobs: int | None = None) -> ProcessPoolExecutor | None:
     """A process pool sized for ``n_tasks`` with BLAS threads split between workers, or
     ``None`` when only one worker would run (then running inline is cheaper)."""
-    cores = cpu_count()
+    cores = usable_cores()
     workers = min(int(n_jobs) if n_jobs else cores, n_tasks)
     if workers <= 1:
         return None
