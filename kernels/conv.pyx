@@ -199,3 +199,123 @@ def avgpool2d_backward(cnp.ndarray gy not None, Py_ssize_t kh, Py_ssize_t kw, Py
             lnn_avgpool_bwd_f64(<double *>gyp, <double *>gxp, planes, h, w, kh, kw, oh, ow, sh,
                                 sw, ph, pw, count_pad)
     return gx
+
+
+# -- a convolution's passes over chunks of images (csrc/conv_chunks.h) ----------------------
+
+cdef extern from "conv_chunks.h" nogil:
+    ctypedef struct lnn_conv_geom:
+        Py_ssize_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, step
+    void lnn_set_gemm(void *sgemm, void *dgemm, int ilp64)
+    void lnn_conv_fwd_chunks_f32(const float *x, const float *w2, const float *bias, int act,
+                                 float *z, float *y, float *cols, int64_t *counter,
+                                 const lnn_conv_geom *g)
+    void lnn_conv_fwd_chunks_f64(const double *x, const double *w2, const double *bias, int act,
+                                 double *z, double *y, double *cols, int64_t *counter,
+                                 const lnn_conv_geom *g)
+    void lnn_conv_bwd_chunks_f32(const float *x, const float *w2, const float *bias, int act,
+                                 float *gy, const float *y, const float *z, float *gx,
+                                 float *gw_parts, float *gb_parts, float *cols, float *gz_ws,
+                                 float *gcols, int64_t *counter, const lnn_conv_geom *g)
+    void lnn_conv_bwd_chunks_f64(const double *x, const double *w2, const double *bias, int act,
+                                 double *gy, const double *y, const double *z, double *gx,
+                                 double *gw_parts, double *gb_parts, double *cols,
+                                 double *gz_ws, double *gcols, int64_t *counter,
+                                 const lnn_conv_geom *g)
+
+cdef bint _gemm_set = False
+cdef bint _gemm_ilp64 = False
+
+
+def set_gemm(size_t sgemm, size_t dgemm, bint ilp64):
+    """Use the row-major cblas_sgemm / cblas_dgemm at these addresses (with 64-bit integer
+    arguments if ilp64) in the chunk kernels below. The caller found them in the BLAS NumPy
+    loaded and checked them (lepton_nn/backend/threads.py)."""
+    global _gemm_set, _gemm_ilp64
+    lnn_set_gemm(<void *>sgemm, <void *>dgemm, ilp64)
+    _gemm_set, _gemm_ilp64 = sgemm != 0 and dgemm != 0, ilp64
+
+
+def gemm_ready():
+    """Whether set_gemm was given a GEMM: until then the chunk kernels must not be called."""
+    return _gemm_set
+
+
+cdef inline void *_opt(object a):
+    """The data pointer of an array, or NULL for None."""
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef int _geom(lnn_conv_geom *g, cnp.ndarray x, Py_ssize_t o, tuple geom, Py_ssize_t oh,
+               Py_ssize_t ow, Py_ssize_t step) except -1:
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    g.n, g.c, g.h, g.w, g.o = xd[0], xd[1], xd[2], xd[3], o
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw = geom
+    g.oh, g.ow, g.step = oh, ow, step
+    if not _gemm_set:
+        raise RuntimeError("conv chunk kernels called before set_gemm")
+    if not _gemm_ilp64 and max(g.c * g.kh * g.kw, oh * ow, o) > 2147483647:
+        raise OverflowError("a GEMM dimension exceeds this BLAS's 32-bit integers")
+    return 0
+
+
+def conv2d_forward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, int act,
+                          tuple geom not None, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t step,
+                          cnp.ndarray counter not None, cols, cnp.ndarray z not None,
+                          cnp.ndarray y not None):
+    """Per chunk of images: cols = im2col(x), z = w2 @ cols, y = f(z + b). Returns y."""
+    cdef lnn_conv_geom g
+    _geom(&g, x, cnp.PyArray_DIMS(w2)[0], geom, oh, ow, step)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *wp = cnp.PyArray_DATA(w2)
+    cdef void *bp = _opt(b)
+    cdef void *zp = cnp.PyArray_DATA(z)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *cp = _opt(cols)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
+    if _is_f32(x):
+        with nogil:
+            lnn_conv_fwd_chunks_f32(<float *>xp, <float *>wp, <float *>bp, act, <float *>zp,
+                                    <float *>yp, <float *>cp, cnt, &g)
+    else:
+        with nogil:
+            lnn_conv_fwd_chunks_f64(<double *>xp, <double *>wp, <double *>bp, act,
+                                    <double *>zp, <double *>yp, <double *>cp, cnt, &g)
+    return y
+
+
+def conv2d_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, int act,
+                           tuple geom not None, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t step,
+                           cnp.ndarray counter not None, cnp.ndarray gy not None,
+                           cnp.ndarray y not None, cnp.ndarray z not None, gx, gw_parts,
+                           gb_parts, cols, gz_ws, gcols):
+    """Per chunk i of images: G_Z = gy f'(z), gb_parts[i], gw_parts[i] = sum cols G_Z^T,
+    gx = col2im(w2^T G_Z). Returns gx."""
+    cdef lnn_conv_geom g
+    _geom(&g, x, cnp.PyArray_DIMS(w2)[0], geom, oh, ow, step)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *wp = cnp.PyArray_DATA(w2)
+    cdef void *bp = _opt(b)
+    cdef void *gyp = cnp.PyArray_DATA(gy)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef void *zp = cnp.PyArray_DATA(z)
+    cdef void *gxp = _opt(gx)
+    cdef void *gwp = _opt(gw_parts)
+    cdef void *gbp = _opt(gb_parts)
+    cdef void *cp = _opt(cols)
+    cdef void *gzp = _opt(gz_ws)
+    cdef void *gcp = _opt(gcols)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
+    if _is_f32(x):
+        with nogil:
+            lnn_conv_bwd_chunks_f32(<float *>xp, <float *>wp, <float *>bp, act, <float *>gyp,
+                                    <float *>yp, <float *>zp, <float *>gxp, <float *>gwp,
+                                    <float *>gbp, <float *>cp, <float *>gzp, <float *>gcp, cnt,
+                                    &g)
+    else:
+        with nogil:
+            lnn_conv_bwd_chunks_f64(<double *>xp, <double *>wp, <double *>bp, act,
+                                    <double *>gyp, <double *>yp, <double *>zp, <double *>gxp,
+                                    <double *>gwp, <double *>gbp, <double *>cp, <double *>gzp,
+                                    <double *>gcp, cnt, &g)
+    return gx

@@ -9,7 +9,7 @@ import pytest
 import lepton_nn as ln
 import lepton_nn.backend as backend
 from lepton_nn import ShapeError, Tensor, gradcheck
-from lepton_nn.backend.reference import ReferenceBackend
+from lepton_nn.backend.reference import GELU, IDENTITY, RELU, ReferenceBackend
 from lepton_nn.nn import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
 from lepton_nn.nn.serialize import layer_from_config, layer_to_config
 from lepton_nn.ops.conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d, output_size
@@ -76,6 +76,90 @@ def test_im2col_col2im_parity(be, dtype, geom):
     want = REF.col2im(cols, *args, np.empty(shape, dtype))
     got = be.col2im(cols, *args, np.full(shape, np.nan, dtype))
     np.testing.assert_allclose(got, want, **tol(dtype))
+
+
+CHUNK_GEOMS = [g for g in GEOMS if g[0][0] > 0][:6] + [
+    ((0, 2, 4, 4), (3, 3), (1,) * 2, (1,) * 2, (1,) * 2, (0,) * 2)
+]
+
+
+def _chunk_run(kb, dtype, geom, act, step, with_bias, wants, seed=0):
+    """Forward and backward of the chunk kernels of backend ``kb`` on one geometry: returns
+    every array they wrote."""
+    shape, k, s, p, d, extra = geom
+    oh, ow = _out(shape, k, s, p, d, extra)
+    n, c = shape[:2]
+    o, kk, pp = 3, c * k[0] * k[1], oh * ow
+    g8 = (*k, *s, *p, *d)
+    x, w2 = data(shape, dtype, seed), data((o, kk), dtype, seed + 1)
+    b = data(o, dtype, seed + 2) if with_bias else None
+    z = np.full((n, o, pp), np.nan, dtype)
+    y = np.full_like(z, np.nan) if act == GELU else z
+    cols = np.full((step, kk, oh, ow), np.nan, dtype)
+    kb.conv2d_forward_chunks(x, w2, b, act, g8, oh, ow, step, np.zeros(1, np.int64), cols, z, y)
+    chunks = -(-n // step)
+    gy = data(z.shape, dtype, seed + 3)
+    want_x, want_w, want_b = wants
+    gx = np.full(shape, np.nan, dtype) if want_x else None
+    gw = np.full((chunks, kk, o), np.nan, dtype) if want_w else None
+    gb = np.full((chunks, o), np.nan, dtype) if want_b and with_bias else None
+    gz_ws = np.full((step, o, pp), np.nan, dtype)
+    gcols = np.full((step, kk, pp), np.nan, dtype)
+    kb.conv2d_backward_chunks(x, w2, b, act, g8, oh, ow, step, np.zeros(1, np.int64), gy, y, z,
+                              gx, gw, gb, cols, gz_ws, gcols)  # fmt: skip
+    return [a for a in (y, z, gy, gx, gw, gb) if a is not None]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", CHUNK_GEOMS)
+@pytest.mark.parametrize("act", [IDENTITY, RELU, GELU], ids=["identity", "relu", "gelu"])
+@pytest.mark.parametrize("step", [1, 2, 64])
+def test_conv_chunk_kernels_parity(be, dtype, geom, act, step):
+    """A convolution's chunked passes (the compiled loop calls the BLAS GEMM itself) against
+    the reference loop: outputs, G_Z, G_X and the per-chunk G_W and G_b parts."""
+    for with_bias, wants in ((True, (True, True, True)), (False, (False, True, False))):
+        want = _chunk_run(REF, dtype, geom, act, step, with_bias, wants)
+        got = _chunk_run(be, dtype, geom, act, step, with_bias, wants)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, **tol(dtype))
+
+
+def test_conv_chunk_kernels_share_chunks_between_threads(be):
+    """Threads calling the kernel at once with one counter each take whole chunks: every
+    chunk done once, the result that of one call."""
+    import threading
+
+    geom = ((9, 2, 6, 7), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0))
+    want = _chunk_run(be, np.float32, geom, RELU, 2, True, (True, True, True))
+    x, w2, b = data((9, 2, 6, 7), np.float32), data((3, 18), np.float32, 1), data(3, np.float32, 2)
+    z = np.full((9, 3, 42), np.nan, np.float32)
+    counter = np.zeros(1, np.int64)
+    runs = [
+        threading.Thread(
+            target=be.conv2d_forward_chunks,
+            args=(
+                x,
+                w2,
+                b,
+                RELU,
+                (3, 3, 1, 1, 1, 1, 1, 1),
+                6,
+                7,
+                2,
+                counter,
+                np.empty((2, 18, 6, 7), np.float32),
+                z,
+                z,
+            ),  # fmt: skip
+        )
+        for _ in range(3)
+    ]
+    for r in runs:
+        r.start()
+    for r in runs:
+        r.join()
+    assert counter[0] == 5 + 3  # 5 chunks claimed, then one failed claim per thread
+    np.testing.assert_array_equal(z, want[0])
 
 
 def test_col2im_is_the_adjoint_of_im2col():

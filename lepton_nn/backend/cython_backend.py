@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
+
 from .reference import ReferenceBackend
+from .threads import blas_gemm
 
 
 def _load(name):
@@ -23,6 +26,39 @@ _conv = _load("conv")
 _recurrent = _load("recurrent")
 _qgemm = _load("qgemm")
 _sparse = _load("sparse")
+
+
+_gemm_checked: bool | None = None
+
+
+def _conv_gemm() -> bool:
+    """Whether the conv chunk kernels have a GEMM: NumPy's OpenBLAS cblas_?gemm, found once
+    (:func:`~lepton_nn.backend.threads.blas_gemm`) and checked on a small convolution in
+    float32 and float64 against the reference loop before it is trusted."""
+    global _gemm_checked
+    if _gemm_checked is None:
+        found = blas_gemm()
+        if found is not None:
+            _conv.set_gemm(*found)
+        _gemm_checked = found is not None and _gemm_agrees()
+        if not _gemm_checked:
+            _conv.set_gemm(0, 0, False)
+    return _gemm_checked
+
+
+def _gemm_agrees() -> bool:
+    ref, rng, geom = ReferenceBackend(), np.random.default_rng(0), (3, 2, 1, 2, 1, 0, 1, 1)
+    for dt in (np.float32, np.float64):
+        x = rng.standard_normal((3, 2, 5, 6)).astype(dt)
+        w2, b = rng.standard_normal((4, 12)).astype(dt), rng.standard_normal(4).astype(dt)
+        outs = []
+        for run in (ref.conv2d_forward_chunks, _conv.conv2d_forward_chunks):
+            y, cols = np.empty((3, 4, 15), dt), np.empty((2, 12, 5, 3), dt)
+            run(x, w2, b, 1, geom, 5, 3, 2, np.zeros(1, np.int64), cols, y, y)
+            outs.append(y)
+        if not np.allclose(*outs, rtol=1e-4, atol=1e-5):
+            return False
+    return True
 
 
 class CythonBackend(ReferenceBackend):
@@ -63,6 +99,18 @@ class CythonBackend(ReferenceBackend):
         maxpool2d_backward = staticmethod(_conv.maxpool2d_backward)
         avgpool2d_forward = staticmethod(_conv.avgpool2d_forward)
         avgpool2d_backward = staticmethod(_conv.avgpool2d_backward)
+
+        # the chunk loops call NumPy's BLAS GEMM from C; where it cannot be found and checked,
+        # the reference loop (np.matmul between these compiled kernels) runs instead
+        def conv2d_forward_chunks(self, *args):
+            if _conv_gemm():
+                return _conv.conv2d_forward_chunks(*args)
+            return super().conv2d_forward_chunks(*args)
+
+        def conv2d_backward_chunks(self, *args):
+            if _conv_gemm():
+                return _conv.conv2d_backward_chunks(*args)
+            return super().conv2d_backward_chunks(*args)
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight

@@ -10,6 +10,8 @@ Activation codes (``act``) index :data:`ACTIVATIONS`.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu")
@@ -30,6 +32,21 @@ def _sigmoid(z):
 def _along_axis1(bias, z):
     """bias (M,) shaped to broadcast along axis 1 of z: (M,) for (N, M), (M, 1) for (N, M, P)."""
     return bias[:, None] if z.ndim == 3 else bias
+
+
+_claim_lock = threading.Lock()
+
+
+def _claimed(counter, step, n):
+    """(i, n0, n1) for each chunk of ``step`` of n images this caller claims: i = counter[0],
+    then counter[0] += 1 (under a lock; the compiled twins increment it atomically)."""
+    while True:
+        with _claim_lock:
+            i = int(counter[0])
+            counter[0] = i + 1
+        if i * step >= n:
+            return
+        yield i, i * step, min(n, (i + 1) * step)
 
 
 class ReferenceBackend:
@@ -289,6 +306,65 @@ class ReferenceBackend:
                    x0 : x0 + (ow - 1) * sw + 1 : sw] += v[:, :, i, j]  # fmt: skip
         gx[...] = gp[:, :, ph : ph + h, pw : pw + w]
         return gx
+
+    # A convolution's passes over chunks of ``step`` images (the op's threads each call these
+    # with the same arguments and their own scratch). Chunk i covers images [i step, (i + 1)
+    # step) and is taken by whichever call claims index i from ``counter`` (an int64 array of
+    # one element, zeroed by the caller), so results depend on the chunking, not on the thread.
+    # geom = (kh, kw, sh, sw, ph, pw, dh, dw); x: (N, C, H, W); w2: (O, K = C kh kw);
+    # b: (O,) or None; act: an activation code; per-image outputs are (O, P = OH OW).
+
+    def conv2d_forward_chunks(self, x, w2, b, act, geom, oh, ow, step, counter, cols, z, y):
+        """For each chunk [n0, n1) of images:  cols = im2col(x[n0:n1])  (nc, K, P);
+        z[n] = w2 @ cols[n - n0];  y[n0:n1] = f(z[n0:n1] + b[:, None]).
+
+        z, y: (N, O, P), y may be z (it is unless act is gelu); cols: this caller's scratch,
+        (step, K, OH, OW). Returns y.
+        """
+        fuse = b is not None or act != IDENTITY
+        for _, n0, n1 in _claimed(counter, step, x.shape[0]):
+            c = self._chunk_columns(x, n0, n1, geom, oh, ow, cols)
+            np.matmul(w2, c, out=z[n0:n1])
+            if fuse:
+                self.bias_act_forward(z[n0:n1], b, act, y[n0:n1])
+        return y
+
+    def conv2d_backward_chunks(self, x, w2, b, act, geom, oh, ow, step, counter, gy, y, z, gx,
+                               gw_parts, gb_parts, cols, gz_ws, gcols):  # fmt: skip
+        """For each chunk i = [n0, n1) of images, from gy = G_Y (N, O, P):
+        G_Z = gy f'(z) (in gy itself when f is the identity, else in gz_ws (step, O, P));
+        gb_parts[i] = G_Z summed over images and pixels  (chunks, O);
+        gw_parts[i] = sum_n cols[n] @ G_Z[n]^T  (chunks, K, O), cols rebuilt from x;
+        gx[n0:n1] = col2im(w2^T @ G_Z[n])  (N, C, H, W).
+        gx, gw_parts, gb_parts: None when that gradient is not wanted. cols: (step, K, OH, OW),
+        gcols: (step, K, P), this caller's scratch. Returns gx.
+        """
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        for i, n0, n1 in _claimed(counter, step, x.shape[0]):
+            gz = gy[n0:n1]
+            if act != IDENTITY or gb_parts is not None:
+                out = gz if act == IDENTITY else gz_ws[: n1 - n0]
+                gb = None if gb_parts is None else gb_parts[i]
+                self.bias_act_backward(gz, y[n0:n1], z[n0:n1], b, act, out, gb)
+                gz = out
+            if gw_parts is not None:
+                c = self._chunk_columns(x, n0, n1, geom, oh, ow, cols)
+                np.matmul(c, gz.transpose(0, 2, 1)).sum(axis=0, out=gw_parts[i])
+            if gx is not None:
+                gc = np.matmul(w2.T, gz, out=gcols[: n1 - n0])
+                gc = gc.reshape(n1 - n0, -1, oh, ow)
+                self.col2im(gc, kh, kw, sh, sw, ph, pw, dh, dw, gx[n0:n1])
+        return gx
+
+    def _chunk_columns(self, x, n0, n1, geom, oh, ow, cols):
+        """im2col(x[n0:n1]) as (n1 - n0, K, OH OW), in cols (x itself for a 1x1 stride-1
+        unpadded convolution)."""
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        nc, k = n1 - n0, x.shape[1] * kh * kw
+        if geom == (1, 1, 1, 1, 0, 0, 1, 1) and (oh, ow) == x.shape[2:]:
+            return x[n0:n1].reshape(nc, k, oh * ow)
+        c = self.im2col(x[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, cols[:nc])
+        return c.reshape(nc, k, oh * ow)
 
     def _windows(self, x, kh, kw, sh, sw, ph, pw, oh, ow, fill):
         """(N, C, OH, OW, kh*kw) view of every pooling window (padding = ``fill``)."""

@@ -27,6 +27,7 @@ __all__ = [
     "parallel_for",
     "blas_single",
     "blas_threads_controlled",
+    "blas_gemm",
     "PARALLEL_MIN_FLOPS",
 ]
 
@@ -94,6 +95,7 @@ class _Blas:
 
     def __init__(self):
         self.get = self.set = None
+        self.gemm = None  # (cblas_sgemm address, cblas_dgemm address, 64-bit integers?)
         self.depth = 0  # parallel regions running now (several user threads may run one)
         self.saved = 1
         try:
@@ -103,12 +105,18 @@ class _Blas:
                 paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
             for path in sorted(paths, key=lambda p: ("numpy" not in p, p)):  # NumPy's first
                 lib = ctypes.CDLL(path)
+                # plain, or NumPy's wheels' ILP64 build (scipy_ prefix, 64_ suffix)
                 for pre, suf in (("", ""), ("scipy_", "64_"), ("", "64_"), ("scipy_", "")):
                     get = getattr(lib, f"{pre}openblas_get_num_threads{suf}", None)
                     put = getattr(lib, f"{pre}openblas_set_num_threads{suf}", None)
                     if get is not None and put is not None:
                         get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
                         self.get, self.set = get, put
+                        s = getattr(lib, f"{pre}cblas_sgemm{suf}", None)
+                        d = getattr(lib, f"{pre}cblas_dgemm{suf}", None)
+                        if s is not None and d is not None:
+                            addr = ctypes.cast(s, ctypes.c_void_p).value
+                            self.gemm = addr, ctypes.cast(d, ctypes.c_void_p).value, "64" in suf
                         return
         except (OSError, ValueError):  # no /proc, or a library that will not load
             pass
@@ -140,6 +148,13 @@ def _the_blas() -> _Blas:
     if _blas is None:
         _blas = _Blas()
     return _blas
+
+
+def blas_gemm() -> tuple[int, int, bool] | None:
+    """(cblas_sgemm, cblas_dgemm, ilp64): the addresses of the GEMMs in the OpenBLAS NumPy
+    uses, for compiled loops that call them without the GIL, and whether their integer
+    arguments are 64-bit; None where they were not found (another BLAS, another OS)."""
+    return _the_blas().gemm
 
 
 def blas_threads_controlled() -> bool:

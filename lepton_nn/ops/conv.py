@@ -1,11 +1,13 @@
 """Convolution and pooling on NCHW images.
 
-``Conv2d`` unfolds the windows with the backend's ``im2col`` and runs a batched GEMM
-(``np.matmul`` over the images), bias and activation fused after it in one kernel; its backward
-is two more batched GEMMs and ``col2im``. Both passes go a few images at a time, sized for the
-core's cache, and spread those chunks over the intra-op threads
-(:mod:`lepton_nn.backend.threads`). The column matrix is scratch (a reused workspace), rebuilt
-from the input for the weight gradient rather than kept between forward and backward.
+``Conv2d`` unfolds the windows (``im2col``) and runs one GEMM per image, bias and activation
+fused after it in one kernel; its backward is two more GEMMs per image and ``col2im``. Both
+passes go a few images at a time, sized for the core's cache, and spread those chunks over the
+intra-op threads (:mod:`lepton_nn.backend.threads`); the loop over a thread's chunks is one
+backend kernel (``conv2d_forward_chunks`` / ``conv2d_backward_chunks``: NumPy in the reference,
+C calling NumPy's BLAS in the compiled backend). The column matrix is scratch (a reused
+workspace), rebuilt from the input for the weight gradient rather than kept between forward
+and backward.
 Pooling runs one backend kernel each way. Geometry (stride, padding, dilation) is resolved
 here, once, into plain integers and checked (:mod:`lepton_nn.backend.geometry`, the limits
 the runtime applies too) before any compiled kernel runs; the kernels trust what they get.
@@ -83,10 +85,11 @@ class Conv2d(Function):
     an activation code (the backend's bias_act kernels apply it in place, one pass).
     Backward: G_Z = G_Y f'(Z);  G_b = sum G_Z over (n, y, x);  G_W = sum_n G_Z[n] cols[n]^T;
     G_X = col2im(W2^T G_Z[n]).  ``geom`` = (sh, sw, pt, pb, pl, pr, dh, dw).
-    Both passes run a few images at a time (``CONV_CHUNK_BYTES``), the chunks spread over the
-    intra-op threads: the chunk's column matrix is built in the thread's workspace and consumed
-    while it is in cache. Backward rebuilds it from X rather than keeping C kh kw times the
-    input between the passes: an im2col costs less than streaming the matrix back from memory.
+    Both passes run a few images at a time (``CONV_CHUNK_BYTES``), in the backend's chunk
+    kernels: each of the intra-op threads calls one with its own scratch, and it claims chunks
+    until none are left. A chunk's column matrix is consumed while it is in cache. Backward
+    rebuilds it from X rather than keeping C kh kw times the input between the passes: an
+    im2col costs less than streaming the matrix back from memory.
     """
 
     def forward(self, x, w, b=None, geom=None, act=IDENTITY):
@@ -102,93 +105,64 @@ class Conv2d(Function):
         self.b = None if b is None else _dtype_ok(b, x)
         z = recycled((n, o, oh * ow), x.dtype)
         y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
-        fuse = self.b is not None or act != IDENTITY
-        chunks, threads = self._plan()
+        step, chunks, threads = self._plan()
+        counter = np.zeros(1, np.int64)  # the next chunk to claim, shared by the threads
 
-        def run(tasks):  # chunks taken by one thread
-            cols = self._columns(chunks[0][1])
-            for i in tasks:
-                n0, n1 = chunks[i]
-                zc = z[n0:n1]
-                np.matmul(self.w2, cols(n0, n1), out=zc)
-                if fuse:  # f(z + b[:, None]), in place but for gelu, while in cache
-                    be.bias_act_forward(zc, self.b, act, y[n0:n1])
+        def run(_):  # one thread's share: the kernel claims chunks until none are left
+            be.conv2d_forward_chunks(
+                x, self.w2, self.b, act, self.geom, oh, ow, step, counter, self._cols(step), z, y
+            )
 
-        parallel_for(len(chunks), run, threads)
+        parallel_for(chunks, run, threads)
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
         self.y, self.act = y, act
         return y.reshape(n, o, oh, ow)
 
     def _plan(self):
-        """(chunks, threads): [n0, n1) runs of images of about CONV_CHUNK_BYTES of columns and
-        outputs, and the threads to spread them over (by the multiply-adds, 2 N O C kh kw OH
-        OW). The chunks do not depend on the thread count, so neither do the results."""
+        """(step, chunks, threads): runs of ``step`` images, about CONV_CHUNK_BYTES of columns
+        and outputs each, and the threads to spread the chunks over (by the multiply-adds,
+        2 N O C kh kw OH OW). The chunks do not depend on the thread count, so neither do the
+        results."""
         n, (o, k), (oh, ow) = self.x.shape[0], self.w2.shape, self.out_hw
         step = max(1, CONV_CHUNK_BYTES // ((k + o) * oh * ow * self.x.itemsize))
-        chunks = [(i, min(n, i + step)) for i in range(0, n, step)]
-        return chunks, threads_for(2 * n * o * k * oh * ow, len(chunks))
+        chunks = -(-n // step)
+        return step, chunks, threads_for(2 * n * o * k * oh * ow, chunks)
 
-    def _columns(self, step):
-        """cols(n0, n1): im2col(X[n0:n1]) as (n1 - n0, C kh kw, OH OW) for n1 - n0 <= step,
-        in this thread's workspace (X itself for a plain 1x1 convolution)."""
-        x, (kh, kw, sh, sw, pt, pl, dh, dw) = self.x, self.geom
-        k, (oh, ow) = self.w2.shape[1], self.out_hw
-        if kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0 and (oh, ow) == x.shape[2:]:
-            return lambda n0, n1: x[n0:n1].reshape(n1 - n0, k, oh * ow)
-        im2col = get_backend().im2col
-        ws = workspace("conv_cols", (step, k, oh, ow), x.dtype)
-
-        def cols(n0, n1):
-            c = ws[: n1 - n0]
-            im2col(x[n0:n1], kh, kw, sh, sw, pt, pl, dh, dw, c)
-            return c.reshape(n1 - n0, k, oh * ow)
-
-        return cols
+    def _cols(self, step):
+        """This thread's im2col scratch for ``step`` images, (step, C kh kw, OH, OW)."""
+        return workspace("conv_cols", (step, self.w2.shape[1], *self.out_hw), self.x.dtype)
 
     def backward(self, g):
         be = get_backend()
         n, o, oh, ow = g.shape
         p, k = oh * ow, self.w2.shape[1]
-        kh, kw, sh, sw, pt, pl, dh, dw = self.geom
         g = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n, o, p)
-        y, act, b, w2t = self.y, self.act, self.b, self.w2.T
+        y, act, b = self.y, self.act, self.b
         z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = b is not None and self.needs_grad[2]
-        chunks, threads = self._plan()
-        step = chunks[0][1] if chunks else 0
+        step, chunks, threads = self._plan()
+        counter = np.zeros(1, np.int64)
         gx = recycled(self.x.shape, self.x.dtype) if want_x else None
         # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
-        gw_parts = workspace("conv_gw", (len(chunks), k, o), g.dtype) if want_w else None
-        gb_parts = workspace("conv_gb", (len(chunks), o), g.dtype) if want_b else None
+        gw_parts = workspace("conv_gw", (chunks, k, o), g.dtype) if want_w else None
+        gb_parts = workspace("conv_gb", (chunks, o), g.dtype) if want_b else None
 
-        def run(tasks):  # chunks taken by one thread, with its own scratch
-            cols = self._columns(step) if want_w else None
+        shared = (self.x, self.w2, b, act, self.geom, oh, ow, step, counter, g, y, z, gx)
+        shared += (gw_parts, gb_parts)
+
+        def run(_):  # one thread's share, with its own scratch
+            cols = self._cols(step) if want_w else None
             gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
-            gw_img = workspace("conv_gw_img", (step, k, o), g.dtype) if want_w else None
-            gcols_ws = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
-            for i in tasks:
-                n0, n1 = chunks[i]
-                gz = g[n0:n1]
-                if act != IDENTITY or want_b:  # G_Z = G_Y f'(Z) (in place if f is identity)
-                    # and this chunk's part of G_b, in one pass
-                    out = gz if act == IDENTITY else gz_ws[: n1 - n0]
-                    gb_i = gb_parts[i] if want_b else None
-                    be.bias_act_backward(gz, y[n0:n1], z[n0:n1], b, act, out, gb_i)
-                    gz = out
-                if want_w:
-                    part = np.matmul(cols(n0, n1), gz.transpose(0, 2, 1), out=gw_img[: n1 - n0])
-                    np.sum(part, axis=0, out=gw_parts[i])
-                if want_x:
-                    gcols = gcols_ws[: n1 - n0]
-                    np.matmul(w2t, gz, out=gcols)
-                    gcols = gcols.reshape(-1, k, oh, ow)
-                    be.col2im(gcols, kh, kw, sh, sw, pt, pl, dh, dw, gx[n0:n1])
+            gcols = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
+            be.conv2d_backward_chunks(*shared, cols, gz_ws, gcols)
 
-        parallel_for(len(chunks), run, threads)
+        parallel_for(chunks, run, threads)
         gw = gb = None
         if want_w:  # (K, O) summed over the chunks, as (O, C, kh, kw)
-            gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, kh, kw)
+            gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(
+                self.w2.shape[0], -1, *self.geom[:2]
+            )
         if want_b:
             gb = gb_parts.sum(axis=0)
         return (gx, gw, gb) if b is not None else (gx, gw)

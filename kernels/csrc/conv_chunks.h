@@ -1,0 +1,210 @@
+/* conv_chunks.h: a convolution's forward and backward passes over chunks of images, the
+ * whole loop in C (kernels/conv.pyx), so a thread's share of an op is one call without the GIL.
+ *
+ *   lnn_conv_fwd_chunks_*   per chunk [n0, n1) of images:
+ *                               cols = im2col(x[n0:n1])                  (nc, K, P)
+ *                               z[n] = W2 @ cols[n - n0]                 (O, P) each
+ *                               y[n0:n1] = f(z[n0:n1] + b)               one bias_act pass
+ *   lnn_conv_bwd_chunks_*   per chunk i = [n0, n1):
+ *                               gz = gy f'(z) and gb_parts[i] = gz summed over (n, p)
+ *                               gw_parts[i] = sum_n cols[n] @ gz[n]^T    (K, O), beta = 1 GEMMs
+ *                               gx[n0:n1] = col2im(W2^T @ gz[n])
+ *
+ * K = C kh kw, P = OH OW. The spec is the Python loop of the same name in
+ * lepton_nn/backend/reference.py (ReferenceBackend.conv2d_forward_chunks / _backward), which
+ * calls np.matmul where this calls the BLAS GEMM NumPy itself uses: the op's threads each call
+ * the kernel with the same arguments and their own scratch (cols, gz_ws, gcols), and claim
+ * chunk i by atomically incrementing *counter until i * step >= n. Results depend on the
+ * chunking, never on which thread ran a chunk.
+ *
+ * The GEMM is cblas_?gemm (row-major) at an address set once by lnn_set_gemm from Python,
+ * which found it in NumPy's OpenBLAS; its integer arguments are 32- or 64-bit (ILP64, the
+ * "64_" symbols NumPy's wheels export). Until an address is set, the kernels are not called.
+ */
+#ifndef LNN_CONV_CHUNKS_TEMPLATE
+
+#ifndef LNN_CONV_CHUNKS_H
+#define LNN_CONV_CHUNKS_H
+
+#include "conv.h"
+#if defined(__GNUC__)
+/* dense.h brings its other kernels along, unused in this module */
+#pragma GCC diagnostic ignored "-Wunused-function"
+#endif
+#include "dense.h"
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+/* the chunk index this thread takes: *counter, then incremented (atomic) */
+static int64_t lnn_claim(int64_t *counter)
+{
+    return _InterlockedExchangeAdd64((volatile __int64 *)counter, 1);
+}
+#else
+static int64_t lnn_claim(int64_t *counter)
+{
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+#endif
+
+enum { LNN_CBLAS_ROW_MAJOR = 101, LNN_CBLAS_NO_TRANS = 111, LNN_CBLAS_TRANS = 112 };
+
+typedef void (*lnn_sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *,
+                              int64_t, const float *, int64_t, float, float *, int64_t);
+typedef void (*lnn_sgemm32_t)(int, int, int, int32_t, int32_t, int32_t, float, const float *,
+                              int32_t, const float *, int32_t, float, float *, int32_t);
+typedef void (*lnn_dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, const double *,
+                              int64_t, const double *, int64_t, double, double *, int64_t);
+typedef void (*lnn_dgemm32_t)(int, int, int, int32_t, int32_t, int32_t, double, const double *,
+                              int32_t, const double *, int32_t, double, double *, int32_t);
+
+static void *lnn_sgemm_addr = NULL, *lnn_dgemm_addr = NULL;
+static int lnn_gemm_ilp64 = 0;
+
+static void lnn_set_gemm(void *sgemm, void *dgemm, int ilp64)
+{
+    lnn_sgemm_addr = sgemm;
+    lnn_dgemm_addr = dgemm;
+    lnn_gemm_ilp64 = ilp64;
+}
+
+/* c = a @ b + beta c, row-major; ta/tb: a/b read transposed. Sizes fit in 32 bits (checked
+ * by the caller). */
+static void lnn_gemm_f32(int ta, int tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
+                         ptrdiff_t lda, const float *b, ptrdiff_t ldb, float beta, float *c,
+                         ptrdiff_t ldc)
+{
+    const int oa = ta ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    const int ob = tb ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    if (lnn_gemm_ilp64)
+        ((lnn_sgemm64_t)lnn_sgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, m, n, k, 1.0f, a, lda, b,
+                                        ldb, beta, c, ldc);
+    else
+        ((lnn_sgemm32_t)lnn_sgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, (int32_t)m, (int32_t)n,
+                                        (int32_t)k, 1.0f, a, (int32_t)lda, b, (int32_t)ldb,
+                                        beta, c, (int32_t)ldc);
+}
+
+static void lnn_gemm_f64(int ta, int tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
+                         ptrdiff_t lda, const double *b, ptrdiff_t ldb, double beta, double *c,
+                         ptrdiff_t ldc)
+{
+    const int oa = ta ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    const int ob = tb ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    if (lnn_gemm_ilp64)
+        ((lnn_dgemm64_t)lnn_dgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, m, n, k, 1.0, a, lda, b,
+                                        ldb, beta, c, ldc);
+    else
+        ((lnn_dgemm32_t)lnn_dgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, (int32_t)m, (int32_t)n,
+                                        (int32_t)k, 1.0, a, (int32_t)lda, b, (int32_t)ldb,
+                                        beta, c, (int32_t)ldc);
+}
+
+/* The geometry both passes share: x (n, c, h, w), W2 (o, k = c kh kw), outputs (n, o, oh ow). */
+typedef struct {
+    ptrdiff_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, step;
+} lnn_conv_geom;
+
+/* A 1x1, stride-1, unpadded convolution needs no im2col: x[n] is already cols[n]. */
+static int lnn_conv_unfolds(const lnn_conv_geom *g)
+{
+    return !(g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+             g->ph == 0 && g->pw == 0 && g->oh == g->h && g->ow == g->w);
+}
+
+#define T float
+#define LNN_CNAME(name) name##_f32
+#define LNN_CONV_CHUNKS_TEMPLATE
+#include "conv_chunks.h"
+#undef LNN_CONV_CHUNKS_TEMPLATE
+#undef T
+#undef LNN_CNAME
+
+#define T double
+#define LNN_CNAME(name) name##_f64
+#define LNN_CONV_CHUNKS_TEMPLATE
+#include "conv_chunks.h"
+#undef LNN_CONV_CHUNKS_TEMPLATE
+#undef T
+#undef LNN_CNAME
+
+#endif /* LNN_CONV_CHUNKS_H */
+
+#else /* template part: T, LNN_CNAME */
+
+/* cols (step, k, p) is this thread's scratch (unused by a 1x1 convolution); z is y unless
+ * the activation needs its input kept (gelu); bias may be NULL. */
+static void LNN_CNAME(lnn_conv_fwd_chunks)(const T *x, const T *w2, const T *bias, int act, T *z,
+                                           T *y, T *cols, int64_t *counter,
+                                           const lnn_conv_geom *g)
+{
+    const ptrdiff_t k = g->c * g->kh * g->kw, p = g->oh * g->ow, img = g->c * g->h * g->w;
+    const int unfold = lnn_conv_unfolds(g), fuse = bias != NULL || act != LNN_IDENTITY;
+    for (;;) {
+        const ptrdiff_t n0 = (ptrdiff_t)lnn_claim(counter) * g->step;
+        if (n0 >= g->n) break;
+        const ptrdiff_t nc = g->n - n0 < g->step ? g->n - n0 : g->step;
+        const T *cc = x + n0 * img;
+        if (unfold) { /* cols = im2col(x[n0:n1]) */
+            LNN_CNAME(lnn_im2col)(cc, cols, nc * g->c, g->h, g->w, g->kh, g->kw, g->oh, g->ow,
+                                  g->sh, g->sw, g->ph, g->pw, g->dh, g->dw);
+            cc = cols;
+        }
+        for (ptrdiff_t j = 0; j < nc; j++) /* z[n] = w2 @ cols[j] */
+            LNN_CNAME(lnn_gemm)(0, 0, g->o, p, k, w2, k, cc + j * k * p, p, (T)0,
+                                z + (n0 + j) * g->o * p, p);
+        if (fuse) /* y[n0:n1] = f(z[n0:n1] + b[:, None]) */
+            LNN_CNAME(lnn_bias_act_forward)(z + n0 * g->o * p, bias, act, y + n0 * g->o * p, nc,
+                                            g->o, p);
+    }
+}
+
+/* gy (n, o, p) is overwritten with G_Z when act is the identity; otherwise G_Z goes to gz_ws
+ * (step, o, p). gw_parts (chunks, k, o), gb_parts (chunks, o) and gx (n, c, h, w) are each
+ * NULL when that gradient is not wanted; cols (step, k, p) and gcols (step, k, p) are this
+ * thread's scratch. */
+static void LNN_CNAME(lnn_conv_bwd_chunks)(const T *x, const T *w2, const T *bias, int act, T *gy,
+                                           const T *y, const T *z, T *gx, T *gw_parts,
+                                           T *gb_parts, T *cols, T *gz_ws, T *gcols,
+                                           int64_t *counter, const lnn_conv_geom *g)
+{
+    const ptrdiff_t o = g->o, k = g->c * g->kh * g->kw, p = g->oh * g->ow;
+    const ptrdiff_t img = g->c * g->h * g->w;
+    const int unfold = lnn_conv_unfolds(g);
+    for (;;) {
+        const ptrdiff_t i = (ptrdiff_t)lnn_claim(counter), n0 = i * g->step;
+        if (n0 >= g->n) break;
+        const ptrdiff_t nc = g->n - n0 < g->step ? g->n - n0 : g->step;
+        T *gz = gy + n0 * o * p;
+        if (act != LNN_IDENTITY || gb_parts) { /* gz = gy f'(z); gb_parts[i] = gz.sum((0, 2)) */
+            T *out = act == LNN_IDENTITY ? gz : gz_ws;
+            LNN_CNAME(lnn_bias_act_backward)(gz, y + n0 * o * p, z + n0 * o * p, bias, act, out,
+                                             gb_parts ? gb_parts + i * o : NULL, nc, o, p);
+            gz = out;
+        }
+        if (gw_parts) {
+            const T *cc = x + n0 * img;
+            if (unfold) { /* cols = im2col(x[n0:n1]) */
+                LNN_CNAME(lnn_im2col)(cc, cols, nc * g->c, g->h, g->w, g->kh, g->kw, g->oh,
+                                      g->ow, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw);
+                cc = cols;
+            }
+            T *part = gw_parts + i * k * o;
+            for (ptrdiff_t j = 0; j < nc; j++) /* part (+)= cols[j] @ gz[j].T */
+                LNN_CNAME(lnn_gemm)(0, 1, k, o, p, cc + j * k * p, p, gz + j * o * p, p,
+                                    j ? (T)1 : (T)0, part, o);
+        }
+        if (gx) {
+            /* gcols[j] = w2.T @ gz[j]; a 1x1 convolution writes gx[n] itself */
+            T *gc = unfold ? gcols : gx + n0 * img;
+            for (ptrdiff_t j = 0; j < nc; j++)
+                LNN_CNAME(lnn_gemm)(1, 0, k, p, o, w2, k, gz + j * o * p, p, (T)0,
+                                    gc + j * k * p, p);
+            if (unfold) /* gx[n0:n1] = col2im(gcols) */
+                LNN_CNAME(lnn_col2im)(gcols, gx + n0 * img, nc * g->c, g->h, g->w, g->kh, g->kw,
+                                      g->oh, g->ow, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw);
+        }
+    }
+}
+
+#endif /* LNN_CONV_CHUNKS_TEMPLATE */
