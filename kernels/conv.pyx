@@ -216,11 +216,12 @@ cdef extern from "conv_chunks.h" nogil:
     void lnn_conv_bwd_chunks_f32(const float *x, const float *w2, const float *bias, int act,
                                  float *gy, const float *y, const float *z, float *gx,
                                  float *gw_parts, float *gb_parts, float *cols, float *gz_ws,
-                                 float *gcols, int64_t *counter, const lnn_conv_geom *g)
+                                 float *gcols, float *gzt, int64_t *counter,
+                                 const lnn_conv_geom *g)
     void lnn_conv_bwd_chunks_f64(const double *x, const double *w2, const double *bias, int act,
                                  double *gy, const double *y, const double *z, double *gx,
                                  double *gw_parts, double *gb_parts, double *cols,
-                                 double *gz_ws, double *gcols, int64_t *counter,
+                                 double *gz_ws, double *gcols, double *gzt, int64_t *counter,
                                  const lnn_conv_geom *g)
 
 cdef bint _gemm_set = False
@@ -288,9 +289,9 @@ def conv2d_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, i
                            tuple geom not None, Py_ssize_t oh, Py_ssize_t ow, Py_ssize_t step,
                            cnp.ndarray counter not None, cnp.ndarray gy not None,
                            cnp.ndarray y not None, cnp.ndarray z not None, gx, gw_parts,
-                           gb_parts, cols, gz_ws, gcols):
-    """Per chunk i of images: G_Z = gy f'(z), gb_parts[i], gw_parts[i] = sum cols G_Z^T,
-    gx = col2im(w2^T G_Z). Returns gx."""
+                           gb_parts, cols, gz_ws, gcols, gzt):
+    """Per chunk i of images: G_Z = gy f'(z), gb_parts[i], gw_parts[i] = sum cols G_Z^T
+    (through gzt = G_Z[n]^T when given), gx = col2im(w2^T G_Z). Returns gx."""
     cdef lnn_conv_geom g
     _geom(&g, x, cnp.PyArray_DIMS(w2)[0], geom, oh, ow, step)
     cdef void *xp = cnp.PyArray_DATA(x)
@@ -305,17 +306,18 @@ def conv2d_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, i
     cdef void *cp = _opt(cols)
     cdef void *gzp = _opt(gz_ws)
     cdef void *gcp = _opt(gcols)
+    cdef void *gtp = _opt(gzt)
     cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
     if _is_f32(x):
         with nogil:
             lnn_conv_bwd_chunks_f32(<float *>xp, <float *>wp, <float *>bp, act, <float *>gyp,
                                     <float *>yp, <float *>zp, <float *>gxp, <float *>gwp,
-                                    <float *>gbp, <float *>cp, <float *>gzp, <float *>gcp, cnt,
-                                    &g)
+                                    <float *>gbp, <float *>cp, <float *>gzp, <float *>gcp,
+                                    <float *>gtp, cnt, &g)
     else:
         with nogil:
             lnn_conv_bwd_chunks_f64(<double *>xp, <double *>wp, <double *>bp, act,
                                     <double *>gyp, <double *>yp, <double *>zp, <double *>gxp,
                                     <double *>gwp, <double *>gbp, <double *>cp, <double *>gzp,
-                                    <double *>gcp, cnt, &g)
+                                    <double *>gcp, <double *>gtp, cnt, &g)
     return gx

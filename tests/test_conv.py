@@ -83,7 +83,7 @@ CHUNK_GEOMS = [g for g in GEOMS if g[0][0] > 0][:6] + [
 ]
 
 
-def _chunk_run(kb, dtype, geom, act, step, with_bias, wants, seed=0):
+def _chunk_run(kb, dtype, geom, act, step, with_bias, wants, transpose=False, seed=0):
     """Forward and backward of the chunk kernels of backend ``kb`` on one geometry: returns
     every array they wrote."""
     shape, k, s, p, d, extra = geom
@@ -105,8 +105,9 @@ def _chunk_run(kb, dtype, geom, act, step, with_bias, wants, seed=0):
     gb = np.full((chunks, o), np.nan, dtype) if want_b and with_bias else None
     gz_ws = np.full((step, o, pp), np.nan, dtype)
     gcols = np.full((step, kk, pp), np.nan, dtype)
+    gzt = np.full((pp, o), np.nan, dtype) if transpose else None
     kb.conv2d_backward_chunks(x, w2, b, act, g8, oh, ow, step, np.zeros(1, np.int64), gy, y, z,
-                              gx, gw, gb, cols, gz_ws, gcols)  # fmt: skip
+                              gx, gw, gb, cols, gz_ws, gcols, gzt)  # fmt: skip
     return [a for a in (y, z, gy, gx, gw, gb) if a is not None]
 
 
@@ -116,10 +117,11 @@ def _chunk_run(kb, dtype, geom, act, step, with_bias, wants, seed=0):
 @pytest.mark.parametrize("step", [1, 2, 64])
 def test_conv_chunk_kernels_parity(be, dtype, geom, act, step):
     """A convolution's chunked passes (the compiled loop calls the BLAS GEMM itself) against
-    the reference loop: outputs, G_Z, G_X and the per-chunk G_W and G_b parts."""
+    the reference loop: outputs, G_Z, G_X and the per-chunk G_W and G_b parts, G_W also
+    through the transposed-G_Z form of its GEMM."""
     for with_bias, wants in ((True, (True, True, True)), (False, (False, True, False))):
         want = _chunk_run(REF, dtype, geom, act, step, with_bias, wants)
-        got = _chunk_run(be, dtype, geom, act, step, with_bias, wants)
+        got = _chunk_run(be, dtype, geom, act, step, with_bias, wants, transpose=with_bias)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g, w, **tol(dtype))
 
@@ -312,6 +314,25 @@ def test_conv2d_chunks_of_images(be, monkeypatch, act, chunk_bytes):
         gw, gb = gw + wi.grad, gb + bi.grad
     np.testing.assert_allclose(gw, w.grad, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gb, b.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_conv2d_weight_gradient_either_gemm_form(be, monkeypatch):
+    """At shapes where the op transposes G_Z before G_W's GEMM (K >= 64, O >= 32), the
+    gradients are those of the plain form."""
+    import lepton_nn.ops.conv as conv_ops
+
+    x, w, b = t((3, 8, 6, 5)), t((32, 8, 3, 3), 1), t((32,), 2)
+    assert conv_ops._gw_from_transposed(8 * 9, 32, 30)
+    grads = []
+    for transposed in (True, False):
+        monkeypatch.setattr(conv_ops, "_gw_from_transposed", lambda k, o, p, t=transposed: t)
+        for a in (x, w, b):
+            a.grad = None
+        y = conv2d(x, w, b, padding=1, activation="relu")
+        (y * Tensor(data(y.shape, np.float64, seed=4))).sum().backward()
+        grads.append([x.grad.copy(), w.grad.copy(), b.grad.copy()])
+    for g1, g2 in zip(*grads, strict=True):
+        np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_gradcheck_1x1_and_no_bias():

@@ -162,10 +162,11 @@ static void LNN_CNAME(lnn_conv_fwd_chunks)(const T *x, const T *w2, const T *bia
 /* gy (n, o, p) is overwritten with G_Z when act is the identity; otherwise G_Z goes to gz_ws
  * (step, o, p). gw_parts (chunks, k, o), gb_parts (chunks, o) and gx (n, c, h, w) are each
  * NULL when that gradient is not wanted; cols (step, k, p) and gcols (step, k, p) are this
- * thread's scratch. */
+ * thread's scratch, and so is gzt (p, o), given when the op chose the G_W GEMM with G_Z[n]
+ * transposed first (OpenBLAS's "NN" kernel beats its "NT" one on some shapes), else NULL. */
 static void LNN_CNAME(lnn_conv_bwd_chunks)(const T *x, const T *w2, const T *bias, int act, T *gy,
                                            const T *y, const T *z, T *gx, T *gw_parts,
-                                           T *gb_parts, T *cols, T *gz_ws, T *gcols,
+                                           T *gb_parts, T *cols, T *gz_ws, T *gcols, T *gzt,
                                            int64_t *counter, const lnn_conv_geom *g)
 {
     const ptrdiff_t o = g->o, k = g->c * g->kh * g->kw, p = g->oh * g->ow;
@@ -190,9 +191,18 @@ static void LNN_CNAME(lnn_conv_bwd_chunks)(const T *x, const T *w2, const T *bia
                 cc = cols;
             }
             T *part = gw_parts + i * k * o;
-            for (ptrdiff_t j = 0; j < nc; j++) /* part (+)= cols[j] @ gz[j].T */
-                LNN_CNAME(lnn_gemm)(0, 1, k, o, p, cc + j * k * p, p, gz + j * o * p, p,
-                                    j ? (T)1 : (T)0, part, o);
+            for (ptrdiff_t j = 0; j < nc; j++) { /* part (+)= cols[j] @ gz[j].T */
+                const T *gzj = gz + j * o * p;
+                if (gzt) { /* gzt = gz[j].T, then the GEMM reads both operands untransposed */
+                    for (ptrdiff_t a = 0; a < o; a++)
+                        for (ptrdiff_t q = 0; q < p; q++) gzt[q * o + a] = gzj[a * p + q];
+                    LNN_CNAME(lnn_gemm)(0, 0, k, o, p, cc + j * k * p, p, gzt, o,
+                                        j ? (T)1 : (T)0, part, o);
+                } else {
+                    LNN_CNAME(lnn_gemm)(0, 1, k, o, p, cc + j * k * p, p, gzj, p,
+                                        j ? (T)1 : (T)0, part, o);
+                }
+            }
         }
         if (gx) {
             /* gcols[j] = w2.T @ gz[j]; a 1x1 convolution writes gx[n] itself */

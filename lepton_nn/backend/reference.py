@@ -330,14 +330,16 @@ class ReferenceBackend:
         return y
 
     def conv2d_backward_chunks(self, x, w2, b, act, geom, oh, ow, step, counter, gy, y, z, gx,
-                               gw_parts, gb_parts, cols, gz_ws, gcols):  # fmt: skip
+                               gw_parts, gb_parts, cols, gz_ws, gcols, gzt):  # fmt: skip
         """For each chunk i = [n0, n1) of images, from gy = G_Y (N, O, P):
         G_Z = gy f'(z) (in gy itself when f is the identity, else in gz_ws (step, O, P));
         gb_parts[i] = G_Z summed over images and pixels  (chunks, O);
         gw_parts[i] = sum_n cols[n] @ G_Z[n]^T  (chunks, K, O), cols rebuilt from x;
         gx[n0:n1] = col2im(w2^T @ G_Z[n])  (N, C, H, W).
         gx, gw_parts, gb_parts: None when that gradient is not wanted. cols: (step, K, OH, OW),
-        gcols: (step, K, P), this caller's scratch. Returns gx.
+        gcols: (step, K, P), this caller's scratch; gzt: (P, O) scratch, or None: when given,
+        each G_Z[n] is transposed into it first and the GEMM reads it as it is (the op picks
+        the form BLAS runs faster; the result is the same). Returns gx.
         """
         kh, kw, sh, sw, ph, pw, dh, dw = geom
         for i, n0, n1 in _claimed(counter, step, x.shape[0]):
@@ -349,7 +351,13 @@ class ReferenceBackend:
                 gz = out
             if gw_parts is not None:
                 c = self._chunk_columns(x, n0, n1, geom, oh, ow, cols)
-                np.matmul(c, gz.transpose(0, 2, 1)).sum(axis=0, out=gw_parts[i])
+                if gzt is None:
+                    np.matmul(c, gz.transpose(0, 2, 1)).sum(axis=0, out=gw_parts[i])
+                else:
+                    gw_parts[i] = 0
+                    for j in range(n1 - n0):
+                        np.copyto(gzt, gz[j].T)
+                        gw_parts[i] += c[j] @ gzt
             if gx is not None:
                 gc = np.matmul(w2.T, gz, out=gcols[: n1 - n0])
                 gc = gc.reshape(n1 - n0, -1, oh, ow)

@@ -78,6 +78,18 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=like.dtype)
 
 
+def _gw_from_transposed(k: int, o: int, p: int) -> bool:
+    """Whether G_W's per-image GEMM cols (K, P) @ G_Z^T (P, O) should transpose G_Z first.
+
+    OpenBLAS's kernel for an untransposed right operand beats the one for a transposed one at
+    these shapes (float32, one thread, 2-vCPU AMD EPYC with AVX-512: K, O, P = 144, 32, 196:
+    24.7 -> 17.4 us plus a 2.5 us transpose; 288, 32, 49: 13.0 -> 9.7 + 1.0; at O = 64 or 128
+    the two are within 2 %), and loses at narrow O or short K (9, 16, 784: 3.7 -> 4.8 us before
+    the transpose). Fixed by shape, never timed at run time, so a seed gives the same weights.
+    """
+    return k >= 64 and o >= 32 and p <= 256
+
+
 class Conv2d(Function):
     """Y[n] = f(W2 @ cols[n] + b), cols = im2col(X), W2 = W.reshape(O, C kh kw), f fused.
 
@@ -150,12 +162,14 @@ class Conv2d(Function):
 
         shared = (self.x, self.w2, b, act, self.geom, oh, ow, step, counter, g, y, z, gx)
         shared += (gw_parts, gb_parts)
+        gw_nn = _gw_from_transposed(k, o, p)
 
         def run(_):  # one thread's share, with its own scratch
             cols = self._cols(step) if want_w else None
             gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
             gcols = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
-            be.conv2d_backward_chunks(*shared, cols, gz_ws, gcols)
+            gzt = workspace("conv_gzt", (p, o), g.dtype) if want_w and gw_nn else None
+            be.conv2d_backward_chunks(*shared, cols, gz_ws, gcols, gzt)
 
         parallel_for(chunks, run, threads)
         gw = gb = None
