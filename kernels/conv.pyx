@@ -224,6 +224,27 @@ cdef extern from "conv_chunks.h" nogil:
                                  double *gz_ws, double *gcols, double *gzt, int64_t *counter,
                                  const lnn_conv_geom *g)
 
+    void lnn_conv_pool_fwd_chunks_f32(const float *x, const float *w2, const float *bias,
+                                      int act, float *zc, float *y, int64_t *argmax,
+                                      float *cols, int64_t *counter, const lnn_conv_geom *g,
+                                      const Py_ssize_t *pool)
+    void lnn_conv_pool_fwd_chunks_f64(const double *x, const double *w2, const double *bias,
+                                      int act, double *zc, double *y, int64_t *argmax,
+                                      double *cols, int64_t *counter, const lnn_conv_geom *g,
+                                      const Py_ssize_t *pool)
+    void lnn_conv_pool_bwd_chunks_f32(const float *x, const float *w2, const float *bias,
+                                      int act, const float *gy, const float *y,
+                                      const int64_t *argmax, float *gx, float *gw_parts,
+                                      float *gb_parts, float *cols, float *gzp, float *gz,
+                                      float *gcols, float *gzt, int64_t *counter,
+                                      const lnn_conv_geom *g, const Py_ssize_t *pool)
+    void lnn_conv_pool_bwd_chunks_f64(const double *x, const double *w2, const double *bias,
+                                      int act, const double *gy, const double *y,
+                                      const int64_t *argmax, double *gx, double *gw_parts,
+                                      double *gb_parts, double *cols, double *gzp, double *gz,
+                                      double *gcols, double *gzt, int64_t *counter,
+                                      const lnn_conv_geom *g, const Py_ssize_t *pool)
+
 cdef bint _gemm_set = False
 cdef bint _gemm_ilp64 = False
 
@@ -320,4 +341,84 @@ def conv2d_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, i
                                     <double *>gyp, <double *>yp, <double *>zp, <double *>gxp,
                                     <double *>gwp, <double *>gbp, <double *>cp, <double *>gzp,
                                     <double *>gcp, <double *>gtp, cnt, &g)
+    return gx
+
+
+cdef int _pool(Py_ssize_t *pool, tuple geom) except -1:
+    pool[0], pool[1], pool[2], pool[3], pool[4], pool[5], pool[6], pool[7] = geom
+    return 0
+
+
+def conv2d_pool_forward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, int act,
+                               tuple geom not None, Py_ssize_t oh, Py_ssize_t ow,
+                               tuple pool not None, Py_ssize_t step,
+                               cnp.ndarray counter not None, cols, cnp.ndarray zc not None,
+                               cnp.ndarray y not None, cnp.ndarray argmax not None):
+    """Per chunk of images: zc = f(w2 @ im2col(x) + b), then y, argmax = maxpool(zc).
+    Returns y."""
+    cdef lnn_conv_geom g
+    cdef Py_ssize_t pl[8]
+    _geom(&g, x, cnp.PyArray_DIMS(w2)[0], geom, oh, ow, step)
+    _pool(pl, pool)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *wp = cnp.PyArray_DATA(w2)
+    cdef void *bp = _opt(b)
+    cdef void *zp = cnp.PyArray_DATA(zc)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(argmax)
+    cdef void *cp = _opt(cols)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
+    if _is_f32(x):
+        with nogil:
+            lnn_conv_pool_fwd_chunks_f32(<float *>xp, <float *>wp, <float *>bp, act,
+                                         <float *>zp, <float *>yp, ap, <float *>cp, cnt, &g, pl)
+    else:
+        with nogil:
+            lnn_conv_pool_fwd_chunks_f64(<double *>xp, <double *>wp, <double *>bp, act,
+                                         <double *>zp, <double *>yp, ap, <double *>cp, cnt, &g,
+                                         pl)
+    return y
+
+
+def conv2d_pool_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None, b, int act,
+                                tuple geom not None, Py_ssize_t oh, Py_ssize_t ow,
+                                tuple pool not None, Py_ssize_t step,
+                                cnp.ndarray counter not None, cnp.ndarray gy not None,
+                                cnp.ndarray y not None, cnp.ndarray argmax not None, gx,
+                                gw_parts, gb_parts, cols, cnp.ndarray gzp not None,
+                                cnp.ndarray gz not None, gcols, gzt):
+    """Per chunk i: G_Z at the pooled cells = gy f'(y), gb_parts[i]; gz = maxpool_bwd of it;
+    then gw_parts[i] and gx as in conv2d_backward_chunks. Returns gx."""
+    cdef lnn_conv_geom g
+    cdef Py_ssize_t pl[8]
+    _geom(&g, x, cnp.PyArray_DIMS(w2)[0], geom, oh, ow, step)
+    _pool(pl, pool)
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *wp = cnp.PyArray_DATA(w2)
+    cdef void *bp = _opt(b)
+    cdef void *gyp = cnp.PyArray_DATA(gy)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int64_t *ap = <int64_t *>cnp.PyArray_DATA(argmax)
+    cdef void *gxp = _opt(gx)
+    cdef void *gwp = _opt(gw_parts)
+    cdef void *gbp = _opt(gb_parts)
+    cdef void *cp = _opt(cols)
+    cdef void *gpp = cnp.PyArray_DATA(gzp)
+    cdef void *gzp_ = cnp.PyArray_DATA(gz)
+    cdef void *gcp = _opt(gcols)
+    cdef void *gtp = _opt(gzt)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
+    if _is_f32(x):
+        with nogil:
+            lnn_conv_pool_bwd_chunks_f32(<float *>xp, <float *>wp, <float *>bp, act,
+                                         <float *>gyp, <float *>yp, ap, <float *>gxp,
+                                         <float *>gwp, <float *>gbp, <float *>cp, <float *>gpp,
+                                         <float *>gzp_, <float *>gcp, <float *>gtp, cnt, &g, pl)
+    else:
+        with nogil:
+            lnn_conv_pool_bwd_chunks_f64(<double *>xp, <double *>wp, <double *>bp, act,
+                                         <double *>gyp, <double *>yp, ap, <double *>gxp,
+                                         <double *>gwp, <double *>gbp, <double *>cp,
+                                         <double *>gpp, <double *>gzp_, <double *>gcp,
+                                         <double *>gtp, cnt, &g, pl)
     return gx

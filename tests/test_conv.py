@@ -9,7 +9,7 @@ import pytest
 import lepton_nn as ln
 import lepton_nn.backend as backend
 from lepton_nn import ShapeError, Tensor, gradcheck
-from lepton_nn.backend.reference import GELU, IDENTITY, RELU, ReferenceBackend
+from lepton_nn.backend.reference import GELU, IDENTITY, RELU, SIGMOID, TANH, ReferenceBackend
 from lepton_nn.nn import AvgPool2D, Conv2D, Flatten, GlobalAvgPool2D, MaxPool2D, Sequential
 from lepton_nn.nn.serialize import layer_from_config, layer_to_config
 from lepton_nn.ops.conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d, output_size
@@ -162,6 +162,61 @@ def test_conv_chunk_kernels_share_chunks_between_threads(be):
         r.join()
     assert counter[0] == 5 + 3  # 5 chunks claimed, then one failed claim per thread
     np.testing.assert_array_equal(z, want[0])
+
+
+# (conv input shape, conv kernel, conv padding, pool (kh, kw, sh, sw, ph, pw)); conv stride 1
+POOL_CHUNK_CASES = [
+    ((3, 2, 8, 8), (3, 3), (1, 1), (2, 2, 2, 2, 0, 0)),  # W3's pattern
+    ((2, 3, 9, 7), (3, 2), (0, 1), (3, 3, 2, 2, 1, 1)),  # overlapping, padded windows
+    ((3, 1, 6, 9), (1, 1), (0, 0), (2, 3, 2, 3, 0, 0)),  # 1x1 conv (no im2col), odd window
+]
+
+
+def _pool_chunk_run(kb, dtype, case, act, step, with_bias):
+    """The fused conv + max pool chunk kernels of backend ``kb``: every array they wrote."""
+    shape, k, p, pool = case
+    n, c, h, w = shape
+    oh, ow = h + 2 * p[0] - k[0] + 1, w + 2 * p[1] - k[1] + 1
+    poh, pow_ = (
+        (oh + 2 * pool[4] - pool[0]) // pool[2] + 1,
+        (ow + 2 * pool[5] - pool[1]) // pool[3] + 1,
+    )
+    pool = (*pool, poh, pow_)
+    o, kk = 4, c * k[0] * k[1]
+    g8 = (*k, 1, 1, *p, 1, 1)
+    x, w2 = data(shape, dtype), data((o, kk), dtype, 1)
+    b = data(o, dtype, 2) if with_bias else None
+    y = np.full((n, o, poh * pow_), np.nan, dtype)
+    argmax = np.full(y.shape, -1, np.int64)
+    cols = np.full((step, kk, oh, ow), np.nan, dtype)
+    zc = np.full((step, o, oh * ow), np.nan, dtype)
+    args = (x, w2, b, act, g8, oh, ow, pool, step)
+    kb.conv2d_pool_forward_chunks(*args, np.zeros(1, np.int64), cols, zc, y, argmax)
+    chunks = -(-n // step)
+    gy = data(y.shape, dtype, 3)
+    gx = np.full(shape, np.nan, dtype)
+    gw = np.full((chunks, kk, o), np.nan, dtype)
+    gb = np.full((chunks, o), np.nan, dtype) if with_bias else None
+    gzp = np.full((step, o, poh * pow_), np.nan, dtype)
+    gz = np.full((step, o, oh * ow), np.nan, dtype)
+    gcols = np.full((step, kk, oh * ow), np.nan, dtype)
+    kb.conv2d_pool_backward_chunks(*args, np.zeros(1, np.int64), gy, y, argmax, gx, gw, gb, cols,
+                                   gzp, gz, gcols, None)  # fmt: skip
+    return [a for a in (y, argmax, gx, gw, gb) if a is not None]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_CHUNK_CASES)
+@pytest.mark.parametrize("act", [IDENTITY, RELU, SIGMOID, TANH], ids=["id", "relu", "sig", "tanh"])
+@pytest.mark.parametrize("step", [1, 2, 64])
+def test_conv_pool_chunk_kernels_parity(be, dtype, case, act, step):
+    """Convolution, activation and max pool fused per chunk, against the reference: pooled
+    output, argmax, G_X and the per-chunk G_W and G_b parts."""
+    for with_bias in (True, False):
+        want = _pool_chunk_run(REF, dtype, case, act, step, with_bias)
+        got = _pool_chunk_run(be, dtype, case, act, step, with_bias)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, **tol(dtype))
 
 
 def test_col2im_is_the_adjoint_of_im2col():
@@ -333,6 +388,105 @@ def test_conv2d_weight_gradient_either_gemm_form(be, monkeypatch):
         grads.append([x.grad.copy(), w.grad.copy(), b.grad.copy()])
     for g1, g2 in zip(*grads, strict=True):
         np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-12)
+
+
+FUSED_POOLS = [(2, None, 0), (3, 2, 1), ((2, 3), (2, 3), "same")]
+
+
+@pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("pool", FUSED_POOLS)
+def test_conv2d_with_fused_max_pool(be, act, pool):
+    """conv2d(..., max_pool=...) is max_pool2d(conv2d(...)): output and every gradient, and a
+    numerical check of its own."""
+    x, w, b = t((3, 2, 7, 6)), t((4, 2, 3, 3), 1), t((4,), 2)
+    plain = lambda x, w, b: max_pool2d(conv2d(x, w, b, padding=1, activation=act), *pool)  # noqa: E731
+    fused = lambda x, w, b: conv2d(x, w, b, padding=1, activation=act, max_pool=(*pool, "p"))  # noqa: E731
+    grads = []
+    for f in (plain, fused):
+        for a in (x, w, b):
+            a.grad = None
+        y = f(x, w, b)
+        (y * Tensor(data(y.shape, np.float64, seed=5))).sum().backward()
+        grads.append([y.data, x.grad, w.grad, b.grad])
+    for g1, g2 in zip(*grads, strict=True):
+        np.testing.assert_allclose(g2, g1, rtol=1e-12, atol=1e-12)
+    assert gradcheck(fused, x, w, b)
+
+
+def test_conv2d_fused_max_pool_ties_follow_the_unfused_ops():
+    """Relu makes ties (every negative window is all zeros): the gradient goes where the
+    unfused max pool sends it."""
+    x = Tensor(np.ones((1, 1, 4, 4)), requires_grad=True)
+    w = Tensor(np.array([[[[1.0, -2.0], [-2.0, 1.0]]]]), requires_grad=True)
+    outs = []
+    for y in (
+        max_pool2d(conv2d(x, w, activation="relu"), 2, 1),
+        conv2d(x, w, activation="relu", max_pool=(2, 1, 0, None)),
+    ):
+        x.grad = w.grad = None
+        y.sum().backward()
+        outs.append((y.data.copy(), x.grad.copy(), w.grad.copy()))
+    for a, b in zip(*outs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv2d_fused_max_pool_errors():
+    x, w = t((1, 1, 5, 5)), t((2, 1, 3, 3), 1)
+    with pytest.raises(ValueError, match="identity, relu, sigmoid or tanh"):
+        conv2d(x, w, activation="gelu", max_pool=(2, None, 0, None))
+    with pytest.raises(ShapeError, match="layer 'pool9'"):  # 3x3 output, 4x4 window
+        conv2d(x, w, max_pool=(4, None, 0, "pool9"))
+
+
+def _cnn(seed=0):
+    ln.set_seed(seed)
+    return Sequential(
+        [
+            Conv2D(4, 3, padding="same", activation="relu", in_channels=2),
+            MaxPool2D(2),
+            Conv2D(3, 3, padding="same", activation="tanh", in_channels=4),
+            MaxPool2D(2),
+            Flatten(),
+        ]
+    )
+
+
+def test_sequential_fuses_conv_and_max_pool(monkeypatch):
+    """A Sequential runs each Conv2D + MaxPool2D pair as one op from its second call (the
+    first builds and records shapes): the same outputs and gradients as fuse=False."""
+    import lepton_nn.ops.conv as conv_ops
+
+    pooled, apply = [], conv_ops.Conv2d.apply
+
+    def spy(*a, **k):
+        pooled.append(k.get("pool") is not None)
+        return apply(*a, **k)
+
+    monkeypatch.setattr(conv_ops.Conv2d, "apply", spy)
+    x = Tensor(data((3, 2, 8, 8), np.float32))
+    runs = []
+    for fuse in (True, False):
+        model = _cnn()
+        model.fuse = fuse
+        model(x)  # the first call: each layer on its own
+        pooled.clear()
+        y = model(x)
+        assert pooled == [fuse, fuse]
+        y.sum().backward()
+        runs.append([y.data, *(p.grad for p in model.parameters())])
+    for a, b in zip(*runs, strict=True):  # float32; G_b is summed in another order
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_does_not_fuse_hooked_layers():
+    """A forward hook on the Conv2D sees its own (unpooled) output: no fusion around it."""
+    model = _cnn()
+    x = Tensor(data((2, 2, 8, 8), np.float32))
+    model(x)
+    seen = []
+    model.layers[0].register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    model(x)
+    assert seen == [(2, 4, 8, 8)]
 
 
 def test_conv2d_gradcheck_1x1_and_no_bias():

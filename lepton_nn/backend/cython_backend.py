@@ -61,6 +61,17 @@ def _gemm_agrees() -> bool:
     return True
 
 
+def _with_gemm(name: str):
+    """The compiled conv kernel ``name`` where it has a GEMM, else its reference twin."""
+    compiled, reference = getattr(_conv, name), getattr(ReferenceBackend, name)
+
+    def kernel(self, *args):
+        return compiled(*args) if _conv_gemm() else reference(self, *args)
+
+    kernel.__name__ = kernel.__qualname__ = name
+    return kernel
+
+
 class CythonBackend(ReferenceBackend):
     """Ahead-of-time compiled kernels; no first-call stall.
 
@@ -102,15 +113,10 @@ class CythonBackend(ReferenceBackend):
 
         # the chunk loops call NumPy's BLAS GEMM from C; where it cannot be found and checked,
         # the reference loop (np.matmul between these compiled kernels) runs instead
-        def conv2d_forward_chunks(self, *args):
-            if _conv_gemm():
-                return _conv.conv2d_forward_chunks(*args)
-            return super().conv2d_forward_chunks(*args)
-
-        def conv2d_backward_chunks(self, *args):
-            if _conv_gemm():
-                return _conv.conv2d_backward_chunks(*args)
-            return super().conv2d_backward_chunks(*args)
+        conv2d_forward_chunks = _with_gemm("conv2d_forward_chunks")
+        conv2d_backward_chunks = _with_gemm("conv2d_backward_chunks")
+        conv2d_pool_forward_chunks = _with_gemm("conv2d_pool_forward_chunks")
+        conv2d_pool_backward_chunks = _with_gemm("conv2d_pool_backward_chunks")
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight

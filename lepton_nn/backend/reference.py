@@ -341,7 +341,6 @@ class ReferenceBackend:
         each G_Z[n] is transposed into it first and the GEMM reads it as it is (the op picks
         the form BLAS runs faster; the result is the same). Returns gx.
         """
-        kh, kw, sh, sw, ph, pw, dh, dw = geom
         for i, n0, n1 in _claimed(counter, step, x.shape[0]):
             gz = gy[n0:n1]
             if act != IDENTITY or gb_parts is not None:
@@ -349,19 +348,62 @@ class ReferenceBackend:
                 gb = None if gb_parts is None else gb_parts[i]
                 self.bias_act_backward(gz, y[n0:n1], z[n0:n1], b, act, out, gb)
                 gz = out
-            if gw_parts is not None:
-                c = self._chunk_columns(x, n0, n1, geom, oh, ow, cols)
-                if gzt is None:
-                    np.matmul(c, gz.transpose(0, 2, 1)).sum(axis=0, out=gw_parts[i])
-                else:
-                    gw_parts[i] = 0
-                    for j in range(n1 - n0):
-                        np.copyto(gzt, gz[j].T)
-                        gw_parts[i] += c[j] @ gzt
-            if gx is not None:
-                gc = np.matmul(w2.T, gz, out=gcols[: n1 - n0])
-                gc = gc.reshape(n1 - n0, -1, oh, ow)
-                self.col2im(gc, kh, kw, sh, sw, ph, pw, dh, dw, gx[n0:n1])
+            self._chunk_grads(x, w2, geom, oh, ow, i, n0, n1, gz, gx, gw_parts, cols, gcols, gzt)
+        return gx
+
+    def _chunk_grads(self, x, w2, geom, oh, ow, i, n0, n1, gz, gx, gw_parts, cols, gcols, gzt):
+        """Chunk i's G_W part and G_X from its G_Z (n1 - n0, O, P)."""
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        if gw_parts is not None:
+            c = self._chunk_columns(x, n0, n1, geom, oh, ow, cols)
+            if gzt is None:
+                np.matmul(c, gz.transpose(0, 2, 1)).sum(axis=0, out=gw_parts[i])
+            else:
+                gw_parts[i] = 0
+                for j in range(n1 - n0):
+                    np.copyto(gzt, gz[j].T)
+                    gw_parts[i] += c[j] @ gzt
+        if gx is not None:
+            gc = np.matmul(w2.T, gz, out=gcols[: n1 - n0])
+            gc = gc.reshape(n1 - n0, -1, oh, ow)
+            self.col2im(gc, kh, kw, sh, sw, ph, pw, dh, dw, gx[n0:n1])
+
+    # The same passes with a max pool after the activation, fused: the convolution's output
+    # exists only for one chunk at a time, in the caller's scratch zc (step, O, P). pool is
+    # the max pool's (kh, kw, sh, sw, ph, pw, POH, POW); y, argmax (int64) and the gradient
+    # gy are (N, O, POH POW).
+
+    def conv2d_pool_forward_chunks(self, x, w2, b, act, geom, oh, ow, pool, step, counter,
+                                   cols, zc, y, argmax):  # fmt: skip
+        """For each chunk [n0, n1):  zc = f(w2 @ im2col(x[n0:n1]) + b)  (nc, O, P), then
+        y[n0:n1], argmax[n0:n1] = maxpool2d_forward(zc), as in the unfused ops. Returns y."""
+        for _, n0, n1 in _claimed(counter, step, x.shape[0]):
+            z = zc[: n1 - n0]
+            self.conv2d_forward_chunks(x[n0:n1], w2, b, act, geom, oh, ow, n1 - n0,
+                                       np.zeros(1, np.int64), cols, z, z)  # fmt: skip
+            out = (n1 - n0, w2.shape[0], *pool[6:])
+            yc, ac = y[n0:n1].reshape(out), argmax[n0:n1].reshape(out)  # views
+            self.maxpool2d_forward(z.reshape(n1 - n0, -1, oh, ow), *pool[:6], yc, ac)
+        return y
+
+    def conv2d_pool_backward_chunks(self, x, w2, b, act, geom, oh, ow, pool, step, counter,
+                                    gy, y, argmax, gx, gw_parts, gb_parts, cols, gzp, gz,
+                                    gcols, gzt):  # fmt: skip
+        """For each chunk i = [n0, n1), from gy (N, O, POH POW), the pooled output's gradient:
+        gzp = gy f'(y) at the pooled cells (y: the pooled output; f is identity, relu, sigmoid
+        or tanh, whose derivative is a function of f's output) and gb_parts[i] = its sum;
+        gz = maxpool2d_backward(gzp) into scratch (step, O, P); then gw_parts[i] and gx[n0:n1]
+        as in conv2d_backward_chunks. gzp: scratch (step, O, POH POW). Returns gx."""
+        for i, n0, n1 in _claimed(counter, step, x.shape[0]):
+            nc, gp = n1 - n0, gy[n0:n1]
+            if act != IDENTITY or gb_parts is not None:
+                gb = None if gb_parts is None else gb_parts[i]
+                gp = self.bias_act_backward(gp, y[n0:n1], y[n0:n1], b, act, gzp[:nc], gb)[0]
+            out = (nc, w2.shape[0], *pool[6:])
+            g4 = gz[:nc].reshape(nc, -1, oh, ow)
+            self.maxpool2d_backward(gp.reshape(out), argmax[n0:n1].reshape(out), *pool[:6], g4)
+            self._chunk_grads(x, w2, geom, oh, ow, i, n0, n1, gz[:nc], gx, gw_parts, cols, gcols,
+                              gzt)  # fmt: skip
         return gx
 
     def _chunk_columns(self, x, n0, n1, geom, oh, ow, cols):

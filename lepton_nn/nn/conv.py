@@ -8,13 +8,16 @@ import numpy as np
 from ..autograd import Tensor
 from ..backend.reference import ACT_CODE
 from ..errors import ShapeError
-from ..ops.conv import avg_pool2d, conv2d, global_avg_pool2d, max_pool2d, pair
+from ..ops.conv import POOLED_ACTS, avg_pool2d, conv2d, global_avg_pool2d, max_pool2d, pair
 from ..random import rng
 from .init import get_initializer
 from .layers import _activation_name, apply_activation, as_input
 from .module import Module, Parameter
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
+
+# activation names a fused max pool takes (see Conv2D.call_fused)
+_POOLED = {name for name, code in ACT_CODE.items() if code in POOLED_ACTS}
 
 
 def _jsonable(v):
@@ -110,6 +113,26 @@ class Conv2D(Module):
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, fused, self.name
         )
         return y if fused == self.activation else apply_activation(y, self.activation)
+
+    def call_fused(self, x, following: Module):
+        """A MaxPool2D after this layer runs in the same op: the activation is pooled chunk
+        by chunk while in cache, never stored (activations identity, relu, sigmoid, tanh)."""
+        if type(following) is not MaxPool2D or self.activation not in _POOLED:
+            return None
+        x = as_input(self, x)
+        _check_images(self, x.shape, self.in_channels)
+        pool = (following.pool_size, following.stride, following.padding, following.name)
+        return conv2d(
+            x,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.activation,
+            self.name,
+            max_pool=pool,
+        )
 
     def get_config(self) -> dict:
         return {

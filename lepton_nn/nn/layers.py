@@ -215,20 +215,42 @@ class Flatten(Module):
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
-class Sequential(Module):
-    """Layers applied in order: ``Sequential([Dense(64, "relu"), Dense(1)])``."""
+def _plain(layer: Module) -> bool:
+    """Built, called before (shapes recorded), no hooks: its __call__ would only compute."""
+    return (
+        layer._built
+        and layer.input_shape is not None
+        and not (layer._forward_hooks or layer._backward_hooks)
+    )
 
-    def __init__(self, layers: Iterable[Module] = (), name: str | None = None):
+
+class Sequential(Module):
+    """Layers applied in order: ``Sequential([Dense(64, "relu"), Dense(1)])``.
+
+    Two neighbours that one op computes faster than two (``Module.call_fused``: a Conv2D and
+    the MaxPool2D after it) run fused once both have been called, unless either has hooks;
+    ``fuse=False`` runs every layer on its own.
+    """
+
+    def __init__(self, layers: Iterable[Module] = (), name: str | None = None, fuse=True):
         super().__init__(name)
         self.layers: list[Module] = list(layers)
+        self.fuse = bool(fuse)
 
     def add(self, layer: Module) -> Sequential:
         self.layers.append(layer)
         return self
 
     def call(self, x):
-        for layer in self.layers:
-            x = layer(x)
+        layers, i = self.layers, 0
+        while i < len(layers):
+            layer = layers[i]
+            if self.fuse and i + 1 < len(layers) and _plain(layer) and _plain(layers[i + 1]):
+                y = layer.call_fused(x, layers[i + 1])
+                if y is not None:
+                    x, i = y, i + 2
+                    continue
+            x, i = layer(x), i + 1
         return x
 
     def __getitem__(self, i):

@@ -100,6 +100,13 @@ class Module:
             hooked.watch_outputs(out)
         return out
 
+    def call_fused(self, x, following: Module):
+        """``following(self(x))`` in one op where this layer knows how (say, a convolution
+        and the max pool after it); None where it does not. Sequential asks, and runs the
+        two layers one by one on None. Only asked of layers that are built, have been called
+        and have no hooks (a hook must see each layer's own output)."""
+        return None
+
     def register_forward_hook(self, fn) -> Any:
         """``fn(module, inputs, output)`` after each call; returns a handle with ``remove()``."""
         return _Handle(self._forward_hooks, fn)

@@ -30,7 +30,7 @@ from ..backend.geometry import (
     same_padding,
     window_output_size,
 )
-from ..backend.reference import ACT_CODE, GELU, IDENTITY
+from ..backend.reference import ACT_CODE, GELU, IDENTITY, RELU, SIGMOID, TANH
 from ..backend.threads import parallel_for, threads_for
 from ..errors import ShapeError
 from ._workspace import recycled, workspace
@@ -78,6 +78,10 @@ def _dtype_ok(a: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=like.dtype)
 
 
+# activations whose derivative is a function of their output: a fused max pool keeps only that
+POOLED_ACTS = (IDENTITY, RELU, SIGMOID, TANH)
+
+
 def _gw_from_transposed(k: int, o: int, p: int) -> bool:
     """Whether G_W's per-image GEMM cols (K, P) @ G_Z^T (P, O) should transpose G_Z first.
 
@@ -91,7 +95,8 @@ def _gw_from_transposed(k: int, o: int, p: int) -> bool:
 
 
 class Conv2d(Function):
-    """Y[n] = f(W2 @ cols[n] + b), cols = im2col(X), W2 = W.reshape(O, C kh kw), f fused.
+    """Y[n] = f(W2 @ cols[n] + b), cols = im2col(X), W2 = W.reshape(O, C kh kw), f fused;
+    with ``pool``, Y = maxpool(f(...)) in the same pass.
 
     X: (N, C, H, W), W: (O, C, kh, kw), b: (O,) or absent -> Y: (N, O, OH, OW); ``act`` is
     an activation code (the backend's bias_act kernels apply it in place, one pass).
@@ -102,32 +107,51 @@ class Conv2d(Function):
     until none are left. A chunk's column matrix is consumed while it is in cache. Backward
     rebuilds it from X rather than keeping C kh kw times the input between the passes: an
     im2col costs less than streaming the matrix back from memory.
+
+    ``pool`` = (kh, kw, sh, sw, pt, pl, POH, POW), a max pool's geometry: Y = maxpool(f(Z)),
+    (N, O, POH, POW), with f one of identity, relu, sigmoid, tanh (f' is then a function of
+    f's output, so it is read at the pooled cells). F(Z) exists only a chunk at a time, in
+    cache: it is never written out nor read back, in either pass. Same results as
+    ``max_pool2d(conv2d(...))``, bar the order G_b is summed in.
     """
 
-    def forward(self, x, w, b=None, geom=None, act=IDENTITY):
+    def forward(self, x, w, b=None, geom=None, act=IDENTITY, pool=None):
         sh, sw, pt, pb, pl, pr, dh, dw = geom
         be = get_backend()
         x = np.ascontiguousarray(x)
         n, c, h, wd = x.shape
         o, _, kh, kw = w.shape
         oh, ow = output_size((h, wd), (pt, pb, pl, pr), (kh, kw), (sh, sw), (dh, dw))
-        self.x, self.geom = x, (kh, kw, sh, sw, pt, pl, dh, dw)
+        self.x, self.geom, self.pool = x, (kh, kw, sh, sw, pt, pl, dh, dw), pool
         self.out_hw = oh, ow
         self.w2 = _dtype_ok(w, x).reshape(o, c * kh * kw)
         self.b = None if b is None else _dtype_ok(b, x)
-        z = recycled((n, o, oh * ow), x.dtype)
-        y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
+        self.act, self.z = act, None
         step, chunks, threads = self._plan()
         counter = np.zeros(1, np.int64)  # the next chunk to claim, shared by the threads
+        args = (x, self.w2, self.b, act, self.geom, oh, ow)
+        if pool is not None:
+            y = recycled((n, o, pool[6] * pool[7]), x.dtype)
+            self.argmax = recycled(y.shape, np.int64)
+
+            def run(_):  # one thread's share: the kernel claims chunks until none are left
+                zc = workspace("conv_z", (step, o, oh * ow), x.dtype)
+                be.conv2d_pool_forward_chunks(
+                    *args, pool, step, counter, self._cols(step), zc, y, self.argmax
+                )
+
+            parallel_for(chunks, run, threads)
+            self.y = y
+            return y.reshape(n, o, *pool[6:])
+        z = recycled((n, o, oh * ow), x.dtype)
+        y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu keeps z for backward
 
         def run(_):  # one thread's share: the kernel claims chunks until none are left
-            be.conv2d_forward_chunks(
-                x, self.w2, self.b, act, self.geom, oh, ow, step, counter, self._cols(step), z, y
-            )
+            be.conv2d_forward_chunks(*args, step, counter, self._cols(step), z, y)
 
         parallel_for(chunks, run, threads)
         self.z = z if act == GELU else None  # gelu's derivative needs the pre-activation
-        self.y, self.act = y, act
+        self.y = y
         return y.reshape(n, o, oh, ow)
 
     def _plan(self):
@@ -146,10 +170,11 @@ class Conv2d(Function):
 
     def backward(self, g):
         be = get_backend()
-        n, o, oh, ow = g.shape
-        p, k = oh * ow, self.w2.shape[1]
-        g = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n, o, p)
-        y, act, b = self.y, self.act, self.b
+        n, o = g.shape[:2]
+        (oh, ow), k = self.out_hw, self.w2.shape[1]
+        p = oh * ow
+        g = np.ascontiguousarray(g, dtype=self.x.dtype).reshape(n, o, -1)
+        y, act, b, pool = self.y, self.act, self.b, self.pool
         z = y if self.z is None else self.z  # z is read only by gelu
         want_x, want_w = self.needs_grad[0], self.needs_grad[1]
         want_b = b is not None and self.needs_grad[2]
@@ -159,24 +184,31 @@ class Conv2d(Function):
         # G_W^T = sum_n cols[n] G_Z[n]^T and G_b: one part per chunk, summed at the end
         gw_parts = workspace("conv_gw", (chunks, k, o), g.dtype) if want_w else None
         gb_parts = workspace("conv_gb", (chunks, o), g.dtype) if want_b else None
-
-        shared = (self.x, self.w2, b, act, self.geom, oh, ow, step, counter, g, y, z, gx)
-        shared += (gw_parts, gb_parts)
         gw_nn = _gw_from_transposed(k, o, p)
+        args = (self.x, self.w2, b, act, self.geom, oh, ow)
 
         def run(_):  # one thread's share, with its own scratch
             cols = self._cols(step) if want_w else None
-            gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
             gcols = workspace("conv_gcols", (step, k, p), g.dtype) if want_x else None
             gzt = workspace("conv_gzt", (p, o), g.dtype) if want_w and gw_nn else None
-            be.conv2d_backward_chunks(*shared, cols, gz_ws, gcols, gzt)
+            if pool is not None:
+                gzp = workspace("conv_gzp", (step, o, g.shape[2]), g.dtype)
+                gz = workspace("conv_gz", (step, o, p), g.dtype)
+                be.conv2d_pool_backward_chunks(
+                    *args, pool, step, counter, g, y, self.argmax, gx, gw_parts, gb_parts,
+                    cols, gzp, gz, gcols, gzt
+                )  # fmt: skip
+            else:
+                gz_ws = workspace("conv_gz", (step, o, p), g.dtype) if act != IDENTITY else None
+                be.conv2d_backward_chunks(
+                    *args, step, counter, g, y, z, gx, gw_parts, gb_parts, cols, gz_ws, gcols,
+                    gzt
+                )  # fmt: skip
 
         parallel_for(chunks, run, threads)
         gw = gb = None
         if want_w:  # (K, O) summed over the chunks, as (O, C, kh, kw)
-            gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(
-                self.w2.shape[0], -1, *self.geom[:2]
-            )
+            gw = np.ascontiguousarray(gw_parts.sum(axis=0).T).reshape(o, -1, *self.geom[:2])
         if want_b:
             gb = gb_parts.sum(axis=0)
         return (gx, gw, gb) if b is not None else (gx, gw)
@@ -227,9 +259,9 @@ def _who(op: str, name: str | None) -> str:
     return op if name is None else f"layer '{name}' ({op})"
 
 
-def _check_image(x: Tensor, who: str) -> None:
-    if x.ndim != 4:
-        raise ShapeError(f"{who} expects images of shape (N, C, H, W), got {x.shape}")
+def _check_image(shape: tuple, who: str) -> None:
+    if len(shape) != 4:
+        raise ShapeError(f"{who} expects images of shape (N, C, H, W), got {shape}")
 
 
 def conv2d(
@@ -241,6 +273,7 @@ def conv2d(
     dilation=1,
     activation: str = "identity",
     name: str | None = None,
+    max_pool: tuple | None = None,
 ):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW, with a fused activation.
 
@@ -248,9 +281,13 @@ def conv2d(
     y = f(z),  z[n, o, i, j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n, c, i sh-t + p dh, j sw-l + q dw]
     (t, l: top and left padding);  f = ``activation``: identity, relu, sigmoid, tanh or gelu,
     applied in the same op (one pass, in place). ``name``: the calling layer, for errors.
+
+    ``max_pool`` = (pool_size, stride, padding, name): max-pool y in the same op, as
+    ``max_pool2d(y, pool_size, stride, padding, name)`` would, without y ever being stored
+    (f: identity, relu, sigmoid or tanh) -> (N, O, POH, POW).
     """
     who = _who("conv2d", name)
-    _check_image(x, who)
+    _check_image(x.shape, who)
     if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
         raise ShapeError(
             f"{who}: weight of shape (out, {x.shape[1]}, kh, kw) expected for input {x.shape}, "
@@ -264,26 +301,33 @@ def conv2d(
     check_scratch(x.shape[1] * kernel[0] * kernel[1] * oh * ow, f"{who}: im2col", ShapeError)
     geom = (s[0], s[1], *pads, d[0], d[1])
     act = ACT_CODE[activation]  # identity, relu, sigmoid, tanh, gelu
+    pool = None
+    if max_pool is not None:
+        if act not in POOLED_ACTS:
+            raise ValueError(f"{who}: a fused max pool needs identity, relu, sigmoid or tanh")
+        size, pstride, ppad, pname = max_pool
+        out = (x.shape[0], weight.shape[0], oh, ow)
+        pool = _pool_geom(out, size, pstride, ppad, _who("max_pool2d", pname))
     if bias is None:
-        return Conv2d.apply(x, weight, geom=geom, act=act)
-    return Conv2d.apply(x, weight, bias, geom=geom, act=act)
+        return Conv2d.apply(x, weight, geom=geom, act=act, pool=pool)
+    return Conv2d.apply(x, weight, bias, geom=geom, act=act, pool=pool)
 
 
-def _pool_geom(x: Tensor, kernel, stride, padding, who: str):
-    _check_image(x, who)
+def _pool_geom(shape: tuple, kernel, stride, padding, who: str):
+    _check_image(shape, who)
     k = pair(kernel, "pool size")
     s = k if stride is None else pair(stride, "stride")
-    pads = resolve_padding(padding, x.shape[2:], k, s, (1, 1))
+    pads = resolve_padding(padding, shape[2:], k, s, (1, 1))
     if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
         raise ValueError(f"{who}: padding {padding!r} must be at most half the pool size {k}")
-    oh, ow = window_output_size(x.shape[2:], pads, k, s, (1, 1), who, ShapeError)
+    oh, ow = window_output_size(shape[2:], pads, k, s, (1, 1), who, ShapeError)
     return (k[0], k[1], s[0], s[1], pads[0], pads[2], oh, ow)
 
 
 def max_pool2d(x: Tensor, kernel=2, stride=None, padding=0, name: str | None = None) -> Tensor:
     """Max over (kh, kw) windows moved by ``stride`` (default: the window size). NCHW.
     ``name``: the calling layer, for errors."""
-    geom = _pool_geom(x, kernel, stride, padding, _who("max_pool2d", name))
+    geom = _pool_geom(x.shape, kernel, stride, padding, _who("max_pool2d", name))
     return MaxPool2d.apply(x, geom=geom)
 
 
@@ -292,11 +336,11 @@ def avg_pool2d(
 ) -> Tensor:
     """Mean over (kh, kw) windows; with ``count_include_pad=False`` padding is not counted.
     ``name``: the calling layer, for errors."""
-    geom = _pool_geom(x, kernel, stride, padding, _who("avg_pool2d", name))
+    geom = _pool_geom(x.shape, kernel, stride, padding, _who("avg_pool2d", name))
     return AvgPool2d.apply(x, geom=geom, count_pad=count_include_pad)
 
 
 def global_avg_pool2d(x: Tensor) -> Tensor:
     """(N, C, H, W) -> (N, C): the mean of each channel's plane."""
-    _check_image(x, "global_avg_pool2d")
+    _check_image(x.shape, "global_avg_pool2d")
     return x.mean(axis=(2, 3))
