@@ -123,6 +123,23 @@ def _more_archs():
         ),
         (1, 5, 5),
     )
+    yield (
+        "cnn-pool",  # convolutions with the max pool folded in (gelu, overlapping windows)
+        _built(
+            nn.Sequential(
+                [
+                    conv.Conv2D(4, 3, padding="same", activation="gelu"),
+                    conv.MaxPool2D(3, stride=2, padding=1),
+                    conv.Conv2D(5, 3, padding="same", activation="relu"),
+                    conv.MaxPool2D(2),
+                    nn.Flatten(),
+                    nn.Dense(3),
+                ]
+            ),
+            (2, 12, 11),
+        ),
+        (2, 12, 11),
+    )
     yield "lstm", _built(nn.Sequential([rec.LSTM(6), nn.Dense(2)]), (5, 3)), (5, 3)
     yield (
         "bigru-seq",
@@ -144,13 +161,18 @@ def _more_archs():
     )
 
 
-@pytest.mark.parametrize("name", ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn", "cnn-chunks"])
+NAMES = ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn", "cnn-chunks", "cnn-pool", "cnn-pool-2t"]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
-    if name == "cnn-chunks":  # convolutions a few images at a time (1 or 2 per chunk here)
+    threads = 1
+    if name in ("cnn-chunks", "cnn-pool-2t"):  # a few images at a time (1 or 2 per chunk)
         import lepton_nn.runtime.steps as steps
 
         monkeypatch.setattr(steps, "CONV_CHUNK_BYTES", 2000)
-        name = "cnn"
+        monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
+        name, threads = name[: -len("-chunks")] if name == "cnn-chunks" else "cnn-pool", 2
     model, shape = {n: (m, s) for n, m, s in _more_archs()}[name]
     for layer in model.modules():  # give BatchNorm statistics other than 0 and 1
         if type(layer).__name__ == "BatchNorm":
@@ -159,7 +181,9 @@ def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
             layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
             layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
     L.save(model, tmp_path / "m.lnn")
-    served = rt.load(tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn", threads=threads)
+    if name == "cnn-pool":  # each max pool runs inside the convolution before it
+        assert sum("max pool ->" in line for line in served.describe().splitlines()) == 2
     for n in (1, 7):
         x = np.random.default_rng(n).standard_normal((n, *shape)).astype(np.float32)
         np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .._cpu import usable_cores
+
+if TYPE_CHECKING:  # the pool is made at the first parallel region (imports stay light)
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = [
     "get_num_threads",
@@ -74,6 +77,8 @@ def threads_for(flops: float, tasks: int) -> int:
 
 
 def _workers(n: int) -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor
+
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < n:

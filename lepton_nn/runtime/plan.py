@@ -45,7 +45,7 @@ from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .kernels import kernels
-from .steps import PARALLEL_MIN_ROWS, PARSERS, activation_name
+from .steps import PARALLEL_MIN_ROWS, PARSERS, ConvStep, PoolStep, activation_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -585,7 +585,8 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
 
 
 def _fuse(steps: list[Step]) -> list[Step]:
-    """Fold an activation step into the identity-activation linear step right before it."""
+    """Fold an activation step into the identity-activation linear step right before it, and
+    a max pool into the float convolution right before it (pooled chunk by chunk in cache)."""
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
@@ -595,6 +596,10 @@ def _fuse(steps: list[Step]) -> list[Step]:
             and prev.act == 0
         ):
             prev.act = s.act
+            prev.label = f"{prev.label} + {s.label}"
+            continue
+        if isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep and not prev.pool:
+            prev.pool = (*s.geom, *s.out_hw)
             prev.label = f"{prev.label} + {s.label}"
             continue
         out.append(s)

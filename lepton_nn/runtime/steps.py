@@ -21,12 +21,21 @@ from lepton_nn.backend.geometry import (
     window_output_size,
 )
 from lepton_nn.backend.reference import ACT_CODE
+from lepton_nn.backend.threads import parallel_for, threads_for
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
 from .kernels import kernels
 
-__all__ = ["PARSERS", "PARALLEL_MIN_ROWS", "Int8ConvStep", "activation_name", "conv_geometry"]
+__all__ = [
+    "PARSERS",
+    "PARALLEL_MIN_ROWS",
+    "ConvStep",
+    "Int8ConvStep",
+    "PoolStep",
+    "activation_name",
+    "conv_geometry",
+]
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
 PARALLEL_MIN_ROWS = 64
@@ -74,8 +83,11 @@ def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
 
 
 class ConvStep:
-    """y = f(W2 @ im2col(x) + b) per image: (N, C, H, W) -> (N, O, OH, OW), a few images at a
-    time (CONV_CHUNK_BYTES of columns and output, so each chunk is read back from cache)."""
+    """y = f(W2 @ im2col(x) + b) per image: (N, C, H, W) -> (N, O, OH, OW), on the backend's
+    chunk kernels (a few images at a time, CONV_CHUNK_BYTES of columns and output, so each
+    chunk is read back from cache; chunks spread over the plan's threads). With ``pool`` (a
+    max pool's (kh, kw, sh, sw, pt, pl, POH, POW), folded in by the plan), y is max-pooled
+    chunk by chunk in the same pass -> (N, O, POH, POW)."""
 
     kind = "conv"
 
@@ -85,33 +97,51 @@ class ConvStep:
         self.w2 = np.ascontiguousarray(w.reshape(o, -1))
         self.b = None if b is None else np.ascontiguousarray(b.reshape(o))
         self.in_shape, self.out_hw = in_shape, out_hw
-        kh, kw, sh, sw, pt, pl, dh, dw = geom
-        self.pointwise = kh == kw == sh == sw == dh == dw == 1 and pt == pl == 0
-        self.pointwise &= out_hw == in_shape[1:]
+        self.pool: tuple | None = None
 
     def bind(self, src, owned, ctx):
-        n = ctx.n
-        c = self.in_shape[0]
-        oh, ow = self.out_hw
-        o, ckk = self.w2.shape
-        y = np.zeros((n, o, oh * ow), ctx.dtype)
-        step = max(1, CONV_CHUNK_BYTES // ((ckk + o) * oh * ow * y.itemsize))
-        if not self.pointwise:  # the columns of one chunk, reused by every chunk
-            cols = np.zeros((min(step, n), ckk, oh, ow), ctx.dtype)
-        ops: list[Op] = []
-        for n0 in range(0, n, step):
-            m, yc = min(n, n0 + step) - n0, y[n0 : n0 + step]
-            if self.pointwise:  # 1x1: the image is its own column matrix
-                ops.append((_matmul_columns, (src[n0 : n0 + m], self.w2, yc, (m, c, oh * ow))))
-            else:
-                ops.append((kernels().im2col, (src[n0 : n0 + m], *self.geom, cols[:m])))
-                ops.append((np.matmul, (self.w2, cols[:m].reshape(m, ckk, oh * ow), yc)))
-            if self.b is not None or self.act:  # f(y + b[:, None]), one pass, in place
-                ops.append((kernels().bias_act_forward, (yc, self.b, self.act, yc)))
-        return ops, y.reshape(n, o, oh, ow)
+        n, (oh, ow), (o, ckk) = ctx.n, self.out_hw, self.w2.shape
+        step = max(1, CONV_CHUNK_BYTES // ((ckk + o) * oh * ow * np.dtype(ctx.dtype).itemsize))
+        chunks = -(-n // step)
+        threads = min(ctx.threads, threads_for(2 * n * o * ckk * oh * ow, chunks))
+        w2, b = self.w2.astype(ctx.dtype, copy=False), self.b
+        head = (w2, None if b is None else b.astype(ctx.dtype, copy=False), self.act, self.geom)
+        head += (oh, ow)
+        scratch = [np.zeros((step, ckk, oh, ow), ctx.dtype) for _ in range(threads)]
+        if self.pool is None:
+            y = np.zeros((n, o, oh * ow), ctx.dtype)
+            kernel, head, tail = kernels().conv2d_forward_chunks, (*head, step), (y, y)
+            scratch = [(cols,) for cols in scratch]
+            shape = (n, o, oh, ow)
+        else:
+            y = np.zeros((n, o, self.pool[6] * self.pool[7]), ctx.dtype)
+            argmax = np.zeros(y.shape, np.int64)
+            kernel, head = kernels().conv2d_pool_forward_chunks, (*head, self.pool, step)
+            scratch = [(cols, np.zeros((step, o, oh * ow), ctx.dtype)) for cols in scratch]
+            tail = (y, argmax)
+            shape = (n, o, *self.pool[6:])
+        return [(_conv_chunks, (src, kernel, head, scratch, tail, chunks, threads))], y.reshape(
+            shape
+        )
 
     def describe(self) -> str:
-        return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}"
+        pooled = "" if self.pool is None else f", max pool -> {self.pool[6:]}"
+        return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}{pooled}"
+
+
+def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
+    """kernel(x, *head, counter, *scratch[t], *tail) on ``threads`` threads, each with a
+    scratch set of its own, claiming chunks from one counter."""
+    counter, free = np.zeros(1, np.int64), list(scratch)
+
+    def run(_):
+        mine = free.pop()  # atomic under the GIL; one set per thread
+        try:
+            kernel(x, *head, counter, *mine, *tail)
+        finally:
+            free.append(mine)
+
+    parallel_for(chunks, run, threads)
 
 
 class Int8ConvStep:
@@ -178,10 +208,6 @@ class Int8ConvStep:
 def _rows_of_columns(cols: np.ndarray, rows: np.ndarray) -> None:
     """(N, A, B) -> (N, B, A): columns to rows, and rows back to channels first."""
     np.copyto(rows, cols.transpose(0, 2, 1), "same_kind")
-
-
-def _matmul_columns(x: np.ndarray, w2: np.ndarray, y: np.ndarray, shape: tuple) -> None:
-    np.matmul(w2, x.reshape(shape), y)
 
 
 class PoolStep:
