@@ -219,6 +219,23 @@ def test_conv_pool_chunk_kernels_parity(be, dtype, case, act, step):
             np.testing.assert_allclose(g, w, **tol(dtype))
 
 
+def test_cython_chunk_kernels_fall_back_without_a_blas_gemm(monkeypatch):
+    """Where NumPy's BLAS GEMM was not found (or failed its check) the compiled backend runs
+    the reference loop, and says so."""
+    cb = pytest.importorskip("lepton_nn.backend.cython_backend")
+    if cb._conv is None:
+        pytest.skip("conv extension not built")
+    geom = ((3, 2, 6, 5), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0))
+    with backend.use_backend("cython") as kb:
+        assert cb._conv_gemm() == (backend.info()["conv2d_forward_chunks"] == "cython")
+        monkeypatch.setattr(cb, "_gemm_checked", False)
+        assert backend.info()["conv2d_forward_chunks"].startswith("reference")
+        got = _chunk_run(kb, np.float32, geom, RELU, 2, True, (True, True, True))
+    want = _chunk_run(REF, np.float32, geom, RELU, 2, True, (True, True, True))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, **tol(np.float32))
+
+
 def test_col2im_is_the_adjoint_of_im2col():
     """<im2col(x), c> == <x, col2im(c)> for the reference (the definition of the adjoint)."""
     shape, k, s, p, d, extra = GEOMS[2]

@@ -135,12 +135,14 @@ def kernel_names() -> list[str]:
 
 
 def info(backend: str | None = None) -> dict[str, str]:
-    """Per kernel, which implementation is active: ``{"adam_step": "cython", ...}``."""
+    """Per kernel, which implementation is active: ``{"adam_step": "cython", ...}`` (a
+    kernel that decides at run time says so through its ``implementation()``)."""
     b = _instance(backend) if backend else get_backend()
     out = {}
     for k in kernel_names():
         for cls in type(b).__mro__:
             if k in vars(cls):
-                out[k] = getattr(cls, "name", cls.__name__)
+                says = getattr(vars(cls)[k], "implementation", None)
+                out[k] = says() if says else getattr(cls, "name", cls.__name__)
                 break
     return out

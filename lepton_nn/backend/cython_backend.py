@@ -69,6 +69,7 @@ def _with_gemm(name: str):
         return compiled(*args) if _conv_gemm() else reference(self, *args)
 
     kernel.__name__ = kernel.__qualname__ = name
+    kernel.implementation = lambda: "cython" if _conv_gemm() else "reference (no BLAS GEMM found)"
     return kernel
 
 
