@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import traceback
@@ -1177,7 +1178,8 @@ def write_charts(res: dict, out: str) -> list[str]:
                 if lat
                 else f"{_rate(cases[0])[1]}, median (higher is better)"
             )
-            ax.set_title(f"{_WORKLOAD_TITLES.get(wl, wl)}\n{ph['threads']} thread(s)", fontsize=9)
+            title = textwrap.fill(_WORKLOAD_TITLES.get(wl, wl), 70)  # long ones on two lines
+            ax.set_title(f"{title}\n{ph['threads']} thread(s)", fontsize=9)
             if lat:
                 ax.set_xscale("log")
             fig.tight_layout()
