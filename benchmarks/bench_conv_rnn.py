@@ -25,6 +25,7 @@ pytest.importorskip("pytest_benchmark")
 VARIANTS = [
     *[(f"lepton:{b}", "step loop") for b in lepton_backends()],
     (f"lepton:{lepton_backends()[0]}", "Trainer.fit"),
+    (f"lepton:{lepton_backends()[0]}", "step loop, unfused"),  # W3: conv and pool one by one
     ("torch", "standard loop"),
     ("tensorflow", "tf.function step"),
     ("tensorflow", "Model.fit"),

@@ -611,7 +611,10 @@ def lepton_net(spec: NetSpec, weights: dict[str, np.ndarray]):
 
 def _net_how(spec: NetSpec) -> str:
     if spec.kind == "cnn":
-        return "Conv2D/MaxPool2D/Flatten/Dense, NCHW (conv with fused bias + ReLU)"
+        return (
+            "Conv2D/MaxPool2D/Flatten/Dense, NCHW (conv with fused bias + ReLU; each conv and "
+            "the pool after it run as one op)"
+        )
     return "LSTM (fused sequence kernel, last state) + Dense"
 
 
@@ -623,30 +626,47 @@ def _lepton_net_training(workload, spec, backend) -> list[Case]:
     x, y = net_data(spec)
     xs, ys, nb = _cycle(x), _cycle(y), len(x)
     weights = net_weights(spec)
-    model = lepton_net(spec, weights)
-    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
     name = be.name
 
-    def step(i):
-        k = i % nb
-        with use_backend(name):  # the pytest suites hold several backends in one process
-            opt.zero_grad()
-            loss = losses.cross_entropy(model(xs[k]), ys[k])
-            loss.backward()
-            opt.step()
+    def stepper(model):
+        opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+
+        def step(i):
+            k = i % nb
+            with use_backend(name):  # the pytest suites hold several backends in one process
+                opt.zero_grad()
+                loss = losses.cross_entropy(model(xs[k]), ys[k])
+                loss.backward()
+                opt.step()
+
+        return step
 
     label = f"lepton_nn:{name}"
+    how = f"`zero_grad(); cross_entropy(model(x), y).backward(); Adam.step()` on the {name} "
     cases = [
         Case(
             workload,
             label,
             "step loop",
-            f"`zero_grad(); cross_entropy(model(x), y).backward(); Adam.step()` on the {name} "
-            f"backend; {_net_how(spec)}",
+            f"{how}backend; {_net_how(spec)}",
             spec.batch,
-            step=step,
+            step=stepper(lepton_net(spec, weights)),
         )
     ]
+    if name != "reference" and spec.kind == "cnn":  # what the conv + pool fusion is worth
+        unfused = lepton_net(spec, weights)
+        unfused.fuse = False
+        cases.append(
+            Case(
+                workload,
+                label,
+                "step loop, unfused",
+                "the step loop with `Sequential(fuse=False)`: each Conv2D and MaxPool2D on its "
+                "own, the full-size activation stored between them",
+                spec.batch,
+                step=stepper(unfused),
+            )
+        )
     if name != "reference":
         cases.append(
             _lepton_fit_case(workload, spec, label, x, y, lambda: lepton_net(spec, weights))
