@@ -189,6 +189,33 @@ def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
         np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)
 
 
+def test_threaded_conv_plans_hold_blas_to_one_thread(tmp_path):
+    """A plan whose convolutions use several threads keeps NumPy's BLAS on one thread while
+    it runs (its workers would spin on the same cores) and gives the count back after."""
+    from lepton_nn.backend import threads as T
+
+    model, shape = {n: (m, s) for n, m, s in _more_archs()}["cnn-pool"]
+    L.save(model, tmp_path / "m.lnn")
+    x = np.random.default_rng(0).standard_normal((3, *shape)).astype(np.float32)
+    seen = []
+    blas = T._the_blas()
+    if blas.get is None:
+        pytest.skip("NumPy's BLAS thread count cannot be set here")
+    before = blas.get()
+    blas.set(2)
+    try:
+        for threads in (2, 1):
+            served = rt.load(tmp_path / "m.lnn", threads=threads)
+            plan = served.plan_for(3)
+            assert plan.hold_blas == (threads == 2)
+            plan.tail.append((lambda: seen.append(blas.get()), ()))
+            np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)
+            assert blas.get() == 2
+        assert seen == [1, 2]
+    finally:
+        blas.set(before)
+
+
 @pytest.mark.parametrize("name, model, shape", ARCHS, ids=[a[0] for a in ARCHS])
 def test_predict_equals_model_call(tmp_path, name, model, shape):
     path = tmp_path / f"{name}.lnn"

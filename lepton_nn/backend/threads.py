@@ -29,6 +29,7 @@ __all__ = [
     "threads_for",
     "parallel_for",
     "blas_single",
+    "blas_held",
     "blas_threads_controlled",
     "blas_gemm",
     "PARALLEL_MIN_FLOPS",
@@ -165,6 +166,22 @@ def blas_gemm() -> tuple[int, int, bool] | None:
 def blas_threads_controlled() -> bool:
     """Whether NumPy's BLAS thread count was found and can be held to one (OpenBLAS)."""
     return _the_blas().get is not None
+
+
+class blas_held:
+    """``with blas_held():`` NumPy's BLAS on one thread for the whole block, for callers that
+    run parallel regions of their own in it (a no-op where the count cannot be set). OpenBLAS
+    workers woken by a GEMM in between keep spinning on the cores those regions need: an
+    inference plan of W3's CNN at batch 256 on 2 threads ran 10.3 ms a batch with them free
+    and 5.9 ms held."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _the_blas().enter()
+
+    def __exit__(self, *exc):
+        _the_blas().leave()
 
 
 class blas_single:

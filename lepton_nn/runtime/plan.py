@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from lepton_nn.backend.reference import ACT_CODE
-from lepton_nn.backend.threads import get_num_threads
+from lepton_nn.backend.threads import blas_held, get_num_threads
 from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
@@ -308,12 +308,19 @@ class Plan:
     (``fn(x, *args)`` when ``reads_x``); ``tail``: the rest, ``fn(*args)``.
     """
 
-    __slots__ = ("n", "head", "tail", "out")
+    __slots__ = ("n", "head", "tail", "out", "hold_blas")
 
     def __init__(
-        self, n: int, ops: list[Op], out: Any, in_shape: tuple[int, ...], dtype: np.dtype
+        self,
+        n: int,
+        ops: list[Op],
+        out: Any,
+        in_shape: tuple[int, ...],
+        dtype: np.dtype,
+        hold_blas: bool = False,
     ) -> None:
         self.n = n
+        self.hold_blas = hold_blas  # BLAS on one thread while running (see run)
         last = -1
         copy_in = False
         for i, (_, args) in enumerate(ops):
@@ -335,6 +342,12 @@ class Plan:
         self.out = out
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        if self.hold_blas:  # steps run threads of their own: BLAS's would compete with them
+            with blas_held():
+                return self._run(x)
+        return self._run(x)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         for fn, args, reads_x in self.head:
             if reads_x:
                 fn(x, *args)
@@ -378,11 +391,13 @@ class Network:
             for _, args in ops
             for a in args
         )
+        # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
+        hold = threads > 1 and any(type(s) is ConvStep for s in self.steps)
         if viewed or src is first:  # the input is read through a view (or is the output)
             copy_in: Op = (_copy_into, (marker, first))
-            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype)
+            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype, hold)
         ops = [(fn, tuple(marker if a is first else a for a in args)) for fn, args in ops]
-        return Plan(n, ops, src, self.flat_input, self.dtype)
+        return Plan(n, ops, src, self.flat_input, self.dtype, hold)
 
     def describe(self) -> list[str]:
         return [s.describe() for s in self.steps]
