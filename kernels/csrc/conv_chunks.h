@@ -49,15 +49,6 @@ static int64_t lnn_claim(int64_t *counter)
 
 enum { LNN_CBLAS_ROW_MAJOR = 101, LNN_CBLAS_NO_TRANS = 111, LNN_CBLAS_TRANS = 112 };
 
-typedef void (*lnn_sgemm64_t)(int, int, int, int64_t, int64_t, int64_t, float, const float *,
-                              int64_t, const float *, int64_t, float, float *, int64_t);
-typedef void (*lnn_sgemm32_t)(int, int, int, int32_t, int32_t, int32_t, float, const float *,
-                              int32_t, const float *, int32_t, float, float *, int32_t);
-typedef void (*lnn_dgemm64_t)(int, int, int, int64_t, int64_t, int64_t, double, const double *,
-                              int64_t, const double *, int64_t, double, double *, int64_t);
-typedef void (*lnn_dgemm32_t)(int, int, int, int32_t, int32_t, int32_t, double, const double *,
-                              int32_t, const double *, int32_t, double, double *, int32_t);
-
 static void *lnn_sgemm_addr = NULL, *lnn_dgemm_addr = NULL;
 static int lnn_gemm_ilp64 = 0;
 
@@ -66,38 +57,6 @@ static void lnn_set_gemm(void *sgemm, void *dgemm, int ilp64)
     lnn_sgemm_addr = sgemm;
     lnn_dgemm_addr = dgemm;
     lnn_gemm_ilp64 = ilp64;
-}
-
-/* c = a @ b + beta c, row-major; ta/tb: a/b read transposed. Sizes fit in 32 bits (checked
- * by the caller). */
-static void lnn_gemm_f32(int ta, int tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float *a,
-                         ptrdiff_t lda, const float *b, ptrdiff_t ldb, float beta, float *c,
-                         ptrdiff_t ldc)
-{
-    const int oa = ta ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
-    const int ob = tb ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
-    if (lnn_gemm_ilp64)
-        ((lnn_sgemm64_t)lnn_sgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, m, n, k, 1.0f, a, lda, b,
-                                        ldb, beta, c, ldc);
-    else
-        ((lnn_sgemm32_t)lnn_sgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, (int32_t)m, (int32_t)n,
-                                        (int32_t)k, 1.0f, a, (int32_t)lda, b, (int32_t)ldb,
-                                        beta, c, (int32_t)ldc);
-}
-
-static void lnn_gemm_f64(int ta, int tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const double *a,
-                         ptrdiff_t lda, const double *b, ptrdiff_t ldb, double beta, double *c,
-                         ptrdiff_t ldc)
-{
-    const int oa = ta ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
-    const int ob = tb ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
-    if (lnn_gemm_ilp64)
-        ((lnn_dgemm64_t)lnn_dgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, m, n, k, 1.0, a, lda, b,
-                                        ldb, beta, c, ldc);
-    else
-        ((lnn_dgemm32_t)lnn_dgemm_addr)(LNN_CBLAS_ROW_MAJOR, oa, ob, (int32_t)m, (int32_t)n,
-                                        (int32_t)k, 1.0, a, (int32_t)lda, b, (int32_t)ldb,
-                                        beta, c, (int32_t)ldc);
 }
 
 /* The geometry both passes share: x (n, c, h, w), W2 (o, k = c kh kw), outputs (n, o, oh ow). */
@@ -114,23 +73,50 @@ static int lnn_conv_unfolds(const lnn_conv_geom *g)
 
 #define T float
 #define LNN_CNAME(name) name##_f32
+#define LNN_GEMM_ADDR lnn_sgemm_addr
 #define LNN_CONV_CHUNKS_TEMPLATE
 #include "conv_chunks.h"
 #undef LNN_CONV_CHUNKS_TEMPLATE
 #undef T
 #undef LNN_CNAME
+#undef LNN_GEMM_ADDR
 
 #define T double
 #define LNN_CNAME(name) name##_f64
+#define LNN_GEMM_ADDR lnn_dgemm_addr
 #define LNN_CONV_CHUNKS_TEMPLATE
 #include "conv_chunks.h"
 #undef LNN_CONV_CHUNKS_TEMPLATE
 #undef T
 #undef LNN_CNAME
+#undef LNN_GEMM_ADDR
 
 #endif /* LNN_CONV_CHUNKS_H */
 
-#else /* template part: T, LNN_CNAME */
+#else /* template part: T, LNN_CNAME, LNN_GEMM_ADDR */
+
+/* cblas_?gemm's signature with 64-bit (ILP64) or 32-bit integer arguments */
+typedef void (*LNN_CNAME(lnn_gemm64_t))(int, int, int, int64_t, int64_t, int64_t, T, const T *,
+                                        int64_t, const T *, int64_t, T, T *, int64_t);
+typedef void (*LNN_CNAME(lnn_gemm32_t))(int, int, int, int32_t, int32_t, int32_t, T, const T *,
+                                        int32_t, const T *, int32_t, T, T *, int32_t);
+
+/* c = a @ b + beta c, row-major; ta/tb: a/b read transposed. Sizes fit in 32 bits (checked
+ * by the caller when the BLAS takes 32-bit integers). */
+static void LNN_CNAME(lnn_gemm)(int ta, int tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *a,
+                                ptrdiff_t lda, const T *b, ptrdiff_t ldb, T beta, T *c,
+                                ptrdiff_t ldc)
+{
+    const int oa = ta ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    const int ob = tb ? LNN_CBLAS_TRANS : LNN_CBLAS_NO_TRANS;
+    if (lnn_gemm_ilp64)
+        ((LNN_CNAME(lnn_gemm64_t))LNN_GEMM_ADDR)(LNN_CBLAS_ROW_MAJOR, oa, ob, m, n, k, (T)1, a,
+                                                 lda, b, ldb, beta, c, ldc);
+    else
+        ((LNN_CNAME(lnn_gemm32_t))LNN_GEMM_ADDR)(LNN_CBLAS_ROW_MAJOR, oa, ob, (int32_t)m,
+                                                 (int32_t)n, (int32_t)k, (T)1, a, (int32_t)lda,
+                                                 b, (int32_t)ldb, beta, c, (int32_t)ldc);
+}
 
 /* zc[0:nc] = w2 @ im2col(x[n0:n0+nc]) then f(. + b) in place: one chunk's convolution, its
  * output (nc, o, p) written to zc. cols: scratch (nc, k, p), unused by a 1x1 convolution. */
