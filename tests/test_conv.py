@@ -617,6 +617,56 @@ def test_conv2d_layer_exchanges_weights_with_torch():
     np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_fused_cnn_trains_like_torch(be):
+    """A Sequential CNN whose conv + max pool pairs run fused (from the second call on) takes
+    the same SGD steps as the same network in PyTorch: float64, five steps, every parameter."""
+    torch = pytest.importorskip("torch")
+    from lepton_nn import losses, optim
+    from lepton_nn.nn import Dense
+
+    ln.set_seed(3)
+    model = Sequential(
+        [
+            Conv2D(4, 3, padding="same", activation="relu", in_channels=2),
+            MaxPool2D(2),
+            Conv2D(5, 3, activation="tanh", in_channels=4),
+            MaxPool2D(3, stride=2, padding=1),
+            Flatten(),
+            Dense(3, in_features=5 * 2 * 2),
+        ]
+    ).astype("float64")
+    tnet = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding="same"),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(4, 5, 3),
+        torch.nn.Tanh(),
+        torch.nn.MaxPool2d(3, stride=2, padding=1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(20, 3),
+    ).double()
+    pairs = [(model.layers[0], tnet[0]), (model.layers[2], tnet[3]), (model.layers[5], tnet[7])]
+    with torch.no_grad():
+        for ours, theirs in pairs:
+            w = ours.weight.data if ours.weight.ndim == 4 else ours.weight.data.T
+            theirs.weight.copy_(torch.tensor(w))
+            theirs.bias.copy_(torch.tensor(ours.bias.data))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    topt = torch.optim.SGD(tnet.parameters(), lr=0.1)
+    x, labels = data((6, 2, 10, 10), np.float64), np.array([0, 1, 2, 2, 1, 0])
+    for _ in range(5):
+        opt.zero_grad()
+        losses.cross_entropy(model(x), labels).backward()
+        opt.step()
+        topt.zero_grad()
+        torch.nn.functional.cross_entropy(tnet(torch.tensor(x)), torch.tensor(labels)).backward()
+        topt.step()
+    for ours, theirs in pairs:
+        w = ours.weight.data if ours.weight.ndim == 4 else ours.weight.data.T
+        np.testing.assert_allclose(w, theirs.weight.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.bias.data, theirs.bias.detach().numpy(), atol=1e-12)
+
+
 # -- layers ------------------------------------------------------------------------------------
 
 
