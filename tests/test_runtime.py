@@ -140,6 +140,26 @@ def _more_archs():
         ),
         (2, 12, 11),
     )
+    yield (
+        "cnn-bn",  # conv -> BatchNorm -> ReLU -> max pool, and Dense -> BatchNorm -> ReLU
+        _built(
+            nn.Sequential(
+                [
+                    conv.Conv2D(4, 3, padding="same"),
+                    norm.BatchNorm(),
+                    nn.ReLU(),
+                    conv.MaxPool2D(2),
+                    nn.Flatten(),
+                    nn.Dense(6),
+                    norm.BatchNorm(),
+                    nn.Activation("tanh"),
+                    nn.Dense(3),
+                ]
+            ),
+            (2, 8, 6),
+        ),
+        (2, 8, 6),
+    )
     yield "lstm", _built(nn.Sequential([rec.LSTM(6), nn.Dense(2)]), (5, 3)), (5, 3)
     yield (
         "bigru-seq",
@@ -162,6 +182,7 @@ def _more_archs():
 
 
 NAMES = ["cnn", "gap", "lstm", "bigru-seq", "rnn-bn", "cnn-chunks", "cnn-pool", "cnn-pool-2t"]
+NAMES += ["cnn-bn"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -184,6 +205,12 @@ def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
     served = rt.load(tmp_path / "m.lnn", threads=threads)
     if name == "cnn-pool":  # each max pool runs inside the convolution before it
         assert sum("max pool ->" in line for line in served.describe().splitlines()) == 2
+    if name == "cnn-bn":  # BatchNorm, activation and pool folded into the step before them
+        lines = served.describe().splitlines()  # a header, then the steps
+        assert (
+            len(lines) == 1 + 4
+        )  # conv (+ norm, relu, pool), flatten, dense (+ norm, tanh), dense
+        assert "batch norm" not in served.describe() and "max pool ->" in lines[1]
     for n in (1, 7):
         x = np.random.default_rng(n).standard_normal((n, *shape)).astype(np.float32)
         np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)

@@ -45,7 +45,7 @@ from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .kernels import kernels
-from .steps import PARALLEL_MIN_ROWS, PARSERS, ConvStep, PoolStep, activation_name
+from .steps import PARALLEL_MIN_ROWS, PARSERS, AffineStep, ConvStep, PoolStep, activation_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -116,6 +116,14 @@ class DenseStep(Step):
         if self.b is not None or self.act:
             ops.append((kernels().bias_act_forward, (out, self.b, self.act, out)))
         return ops
+
+    def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """Make this step compute y * scale + shift (per output column) itself: W scaled by
+        columns, b = b scale + shift (an eval BatchNorm after the Dense layer)."""
+        dt = self.w.dtype
+        w = self.w.astype(np.float64) * scale[None, :]
+        b = 0.0 if self.b is None else self.b.astype(np.float64)
+        self.w, self.b, self._w_rows = w.astype(dt), (b * scale + shift).astype(dt), None
 
     def w_rows(self) -> np.ndarray:
         """W^T (out, in) in C order, made for the first batch-1 plan (a second copy of W).
@@ -600,24 +608,33 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
 
 
 def _fuse(steps: list[Step]) -> list[Step]:
-    """Fold an activation step into the identity-activation linear step right before it, and
-    a max pool into the float convolution right before it (pooled chunk by chunk in cache)."""
+    """Fold into the linear step right before it: an eval BatchNorm (into a float Dense or
+    convolution's weights and bias), an activation (when that step has none), and a max pool
+    (into a float convolution: pooled chunk by chunk in cache). Conv -> BatchNorm -> ReLU ->
+    MaxPool becomes one step."""
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        if (
+        plain = type(prev) in (DenseStep, ConvStep) and prev.act == 0
+        plain = plain and getattr(prev, "pool", None) is None
+        if isinstance(s, AffineStep) and plain:
+            prev.fold_scale(*s.as_scale())
+        elif (
             isinstance(s, ActivationStep)
-            and isinstance(prev, (DenseStep, Int8DenseStep))
+            and isinstance(prev, (DenseStep, Int8DenseStep, ConvStep))
             and prev.act == 0
+            and getattr(prev, "pool", None) is None
         ):
             prev.act = s.act
-            prev.label = f"{prev.label} + {s.label}"
-            continue
-        if isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep and not prev.pool:
+        elif isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep:
+            if prev.pool is not None:
+                out.append(s)
+                continue
             prev.pool = (*s.geom, *s.out_hw)
-            prev.label = f"{prev.label} + {s.label}"
+        else:
+            out.append(s)
             continue
-        out.append(s)
+        prev.label = f"{prev.label} + {s.label}"
     return out
 
 

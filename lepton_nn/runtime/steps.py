@@ -30,6 +30,7 @@ from .kernels import kernels
 __all__ = [
     "PARSERS",
     "PARALLEL_MIN_ROWS",
+    "AffineStep",
     "ConvStep",
     "Int8ConvStep",
     "PoolStep",
@@ -123,6 +124,14 @@ class ConvStep:
         return [(_conv_chunks, (src, kernel, head, scratch, tail, chunks, threads))], y.reshape(
             shape
         )
+
+    def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """Make this step compute y * scale + shift (per output channel) itself: W2 scaled by
+        rows, b = b scale + shift (an eval BatchNorm after the convolution)."""
+        w2 = self.w2.astype(np.float64) * scale[:, None]
+        b = 0.0 if self.b is None else self.b.astype(np.float64)
+        self.w2 = w2.astype(self.w2.dtype)
+        self.b = (b * scale + shift).astype(self.w2.dtype)
 
     def describe(self) -> str:
         pooled = "" if self.pool is None else f", max pool -> {self.pool[6:]}"
@@ -251,7 +260,8 @@ def _plane_mean(x: np.ndarray, y: np.ndarray) -> None:
 
 
 class AffineStep:
-    """Eval BatchNorm: y = ((x - mean) inv) gamma + beta per channel (axis 1), in place."""
+    """Eval BatchNorm: y = ((x - mean) inv) gamma + beta per channel (axis 1), in place.
+    The plan folds it into a float Dense or convolution right before it (``as_scale``)."""
 
     kind = "norm"
 
@@ -260,6 +270,13 @@ class AffineStep:
         self.label = label
         self.mean, self.inv = mean.reshape(shape), inv.reshape(shape)
         self.gamma, self.beta = gamma.reshape(shape), beta.reshape(shape)
+
+    def as_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) per channel, float64: y = x scale + shift."""
+        inv, gamma = (a.reshape(-1).astype(np.float64) for a in (self.inv, self.gamma))
+        mean, beta = (a.reshape(-1).astype(np.float64) for a in (self.mean, self.beta))
+        scale = inv * gamma
+        return scale, beta - mean * scale
 
     def bind(self, src, owned, ctx):
         out = src if owned else np.zeros(src.shape, ctx.dtype)
