@@ -302,6 +302,48 @@ def test_two_threads_same_result():
         np.testing.assert_array_equal(one, _int64_ref(a, w))
 
 
+def test_two_threads_on_products_large_enough_to_split():
+    """Above 2**25 multiply-adds the columns go to a helper thread kept between calls: the
+    same result, also when several callers share the helper (a busy one: the caller runs
+    alone) and in a forked child (which starts a helper of its own)."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    a = _rand_act(rng, np.uint8, (256, 1024))
+    w = _rand_act(rng, np.int8, (150, 1024))  # 10 column blocks, the last one partial
+    assert 256 * 1024 * 150 >= 2**25
+    wp, _ = q.pack_weights(w)
+    want = _int64_ref(a, w)
+    outs = [np.zeros((256, 150), np.int32) for _ in range(6)]
+    q.qgemm_s32(a, wp, outs[0], nthreads=2)
+    np.testing.assert_array_equal(outs[0], want)
+    runs = [
+        threading.Thread(target=q.qgemm_s32, args=(a, wp, out), kwargs={"nthreads": 2})
+        for out in outs[1:]
+    ]
+    for r in runs:
+        r.start()
+    for r in runs:
+        r.join()
+    for out in outs:
+        np.testing.assert_array_equal(out, want)
+    if hasattr(os, "fork"):
+        pid = os.fork()
+        if pid == 0:  # the child: a helper of its own, or a hang (the test times out)
+            out = np.zeros((256, 150), np.int32)
+            q.qgemm_s32(a, wp, out, nthreads=2)
+            os._exit(0 if np.array_equal(out, want) else 1)
+        import time
+
+        deadline = time.monotonic() + 60
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert done[0] == pid and done[1] == 0, "the forked child hung or failed"
+
+
 def test_bad_input_is_a_python_error():
     w = np.ones((5, 8), np.int8)
     wp, cs = q.pack_weights(w)

@@ -465,21 +465,88 @@ static int qg_use_emulation(int isa) {
 }
 
 #if QG_HAVE_PTHREAD
+/* One helper thread, started at the first parallel product and kept: it sleeps on a condition
+ * variable between products (no spinning), and its core's cache keeps the half of W it
+ * works on from call to call. A call that finds it busy (another caller's product) runs alone.
+ * After fork() the child has no helper: it starts a new one when it needs it. */
 typedef struct {
     qg_fn f;
     const qg_args *p;
     int64_t lo, hi;
 } qg_job;
 
-static void *qg_job_main(void *arg) {
-    qg_job *j = (qg_job *)arg;
-    j->f(j->p, j->lo, j->hi);
+static pthread_mutex_t qg_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t qg_wake = PTHREAD_COND_INITIALIZER, qg_done = PTHREAD_COND_INITIALIZER;
+static qg_job qg_work;
+static int qg_helper = 0;   /* 0: none, 1: started */
+static int qg_state = 0;    /* 0: idle, 1: a job posted, 2: running it, 3: finished */
+
+static void *qg_helper_main(void *unused) {
+    (void)unused;
+    pthread_mutex_lock(&qg_mu);
+    for (;;) {
+        while (qg_state != 1) pthread_cond_wait(&qg_wake, &qg_mu);
+        qg_state = 2;
+        qg_job j = qg_work;
+        pthread_mutex_unlock(&qg_mu);
+        j.f(j.p, j.lo, j.hi);
+        pthread_mutex_lock(&qg_mu);
+        qg_state = 3;
+        pthread_cond_signal(&qg_done);
+    }
     return NULL;
+}
+
+static void qg_after_fork(void) { /* the child: no helper, fresh locks */
+    pthread_mutex_init(&qg_mu, NULL);
+    pthread_cond_init(&qg_wake, NULL);
+    pthread_cond_init(&qg_done, NULL);
+    qg_helper = 0;
+    qg_state = 0;
+}
+
+/* Post columns [lo, hi) to the helper; 0 if it is busy or cannot be started. */
+static int qg_post(qg_fn f, const qg_args *p, int64_t lo, int64_t hi) {
+    pthread_mutex_lock(&qg_mu);
+    if (qg_state != 0) {
+        pthread_mutex_unlock(&qg_mu);
+        return 0;
+    }
+    if (!qg_helper) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        int ok = pthread_create(&th, &attr, qg_helper_main, NULL) == 0;
+        pthread_attr_destroy(&attr);
+        if (!ok) {
+            pthread_mutex_unlock(&qg_mu);
+            return 0;
+        }
+        static int registered = 0;
+        if (!registered) registered = pthread_atfork(NULL, NULL, qg_after_fork) == 0;
+        qg_helper = 1;
+    }
+    qg_work.f = f;
+    qg_work.p = p;
+    qg_work.lo = lo;
+    qg_work.hi = hi;
+    qg_state = 1;
+    pthread_cond_signal(&qg_wake);
+    pthread_mutex_unlock(&qg_mu);
+    return 1;
+}
+
+static void qg_wait(void) {
+    pthread_mutex_lock(&qg_mu);
+    while (qg_state != 3) pthread_cond_wait(&qg_done, &qg_mu);
+    qg_state = 0;
+    pthread_mutex_unlock(&qg_mu);
 }
 #endif
 
-/* Below this many multiply-adds a second thread costs more to start than it saves
-   (thread creation is tens of microseconds; M = 1, K = N = 1024 runs in about 12 us). */
+/* Below this many multiply-adds a second thread costs more than it saves (waking the helper
+   takes tens of microseconds on a busy machine; M = 1, K = N = 1024 runs in about 12 us). */
 #define QG_MIN_PARALLEL_MACS (1LL << 25)
 
 /* Run the active path over all output columns, on `nthreads` (1 or 2) threads. */
@@ -492,11 +559,10 @@ static void qg_run(const qg_args *p, int nthreads) {
     if (nthreads >= 2 && NB >= 2 && macs >= (double)QG_MIN_PARALLEL_MACS) {
         /* split the column blocks (an even count first, for the AMX 2-block tiles) */
         const int64_t mid = ((NB + 1) / 2 + 1) & ~(int64_t)1;
-        qg_job job = {f, p, mid < NB ? mid : NB / 2, NB};
-        pthread_t th;
-        if (job.lo < NB && pthread_create(&th, NULL, qg_job_main, &job) == 0) {
-            f(p, 0, job.lo);
-            pthread_join(th, NULL);
+        const int64_t lo = mid < NB ? mid : NB / 2;
+        if (lo < NB && qg_post(f, p, lo, NB)) {
+            f(p, 0, lo);
+            qg_wait();
             return;
         }
     }
