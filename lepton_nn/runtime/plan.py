@@ -615,21 +615,16 @@ def _fuse(steps: list[Step]) -> list[Step]:
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        plain = type(prev) in (DenseStep, ConvStep) and prev.act == 0
-        plain = plain and getattr(prev, "pool", None) is None
-        if isinstance(s, AffineStep) and plain:
-            prev.fold_scale(*s.as_scale())
-        elif (
-            isinstance(s, ActivationStep)
-            and isinstance(prev, (DenseStep, Int8DenseStep, ConvStep))
-            and prev.act == 0
-            and getattr(prev, "pool", None) is None
-        ):
+        linear = isinstance(prev, (DenseStep, Int8DenseStep, ConvStep))
+        # nothing folded after its product yet: no activation, no pool
+        bare = linear and prev.act == 0 and getattr(prev, "pool", None) is None
+        if isinstance(s, AffineStep) and bare and type(prev) in (DenseStep, ConvStep):
+            prev.fold_scale(*s.as_scale())  # float weights only (not int8, not sparse)
+        elif isinstance(s, ActivationStep) and bare:
             prev.act = s.act
-        elif isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep:
-            if prev.pool is not None:
-                out.append(s)
-                continue
+        elif (
+            isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep and not prev.pool
+        ):
             prev.pool = (*s.geom, *s.out_hw)
         else:
             out.append(s)
