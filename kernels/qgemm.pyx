@@ -33,6 +33,11 @@ qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, act, ou
     act 0 identity, 1 relu, 2 sigmoid, 3 tanh, 4 gelu (tanh approximation); out float32 (M, N).
 qgemm_s32(a, w_packed, out, w_col_sums=None, nthreads=1)
     out = a @ w_q.T exactly, a uint8/int8 (M, K), out int32 (M, N); int8 a needs w_col_sums.
+qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow, pool,
+                       x_scale, x_zero_point, step, counter, xq, xt, rows, out, y)
+    An int8 Conv2D over a batch, image by image (csrc/qconv_chunks.h): each image quantized
+    once (its own scale, or the static one), unfolded channels last, one int8 GEMM, then
+    transposed or max-pooled into y. Threads share `counter`, each with its own scratch.
 
 Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
 released; nthreads=2 splits the output columns over two threads when the product has at
@@ -81,6 +86,13 @@ cdef extern from "qgemm.h" nogil:
     void qg_run(const qg_args *p, int nthreads)
     void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                         uint8_t *q, float *scale, int32_t *zp)
+
+cdef extern from "qconv_chunks.h" nogil:
+    ctypedef struct qc_geom:
+        Py_ssize_t n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, step
+    void qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
+                        const Py_ssize_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
+                        float *out, float *y, int64_t *counter, const qc_geom *g)
 
 ISAS = ("portable", "avx2", "avxvnni", "avx512vnni", "amx")
 K_MAX = 65793  # 255 * 128 * K < 2**31
@@ -172,6 +184,28 @@ cdef cnp.ndarray _activations(object a, str name):
     if arr.shape[1] > K_MAX:
         raise ValueError(f"K={arr.shape[1]} > {K_MAX}: the int32 sums could overflow")
     return arr
+
+
+cdef int _weights(qg_args *p, object w_packed, object w_scale, object w_col_sums, object bias,
+                  int act, Py_ssize_t N, Py_ssize_t K) except -1:
+    """Check a layer's int8 weights (N outputs, K inputs) and point p's weight fields at them
+    (the caller holds the arrays for the call)."""
+    cdef cnp.ndarray wp = _packed(w_packed, N, K)
+    cdef cnp.ndarray ws = _vec(w_scale, "w_scale", cnp.NPY_FLOAT32, N)
+    cdef cnp.ndarray cs = _vec(w_col_sums, "w_col_sums", cnp.NPY_INT32, N)
+    cdef cnp.ndarray ba = None
+    if bias is not None:
+        ba = _vec(bias, "bias", cnp.NPY_FLOAT32, N)
+    if act < 0 or act > 4:
+        raise ValueError(f"act must be an activation code 0..4, got {act}")
+    p.b = <const int8_t *>cnp.PyArray_DATA(wp)
+    p.N = N
+    p.K = K
+    p.ws = <const float *>cnp.PyArray_DATA(ws)
+    p.cs = <const int32_t *>cnp.PyArray_DATA(cs)
+    p.bias = <const float *>cnp.PyArray_DATA(ba) if ba is not None else NULL
+    p.act = act
+    return 0
 
 
 # ------------------------------------------------------------------ weights (Python level)
@@ -270,15 +304,8 @@ def qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, int
     cdef Py_ssize_t M = xa.shape[0], K = xa.shape[1], N = oa.shape[1]
     if oa.shape[0] != M:
         raise ValueError(f"out has {oa.shape[0]} rows, x_q has {M}")
-    cdef cnp.ndarray wp = _packed(w_packed, N, K)
-    cdef cnp.ndarray ws = _vec(w_scale, "w_scale", cnp.NPY_FLOAT32, N)
-    cdef cnp.ndarray cs = _vec(w_col_sums, "w_col_sums", cnp.NPY_INT32, N)
-    cdef cnp.ndarray ba = None
-    if bias is not None:
-        ba = _vec(bias, "bias", cnp.NPY_FLOAT32, N)
-    if act < 0 or act > 4:
-        raise ValueError(f"act must be an activation code 0..4, got {act}")
     cdef qg_args p
+    _weights(&p, w_packed, w_scale, w_col_sums, bias, act, N, K)
     cdef float xs1
     cdef int32_t zp1
     cdef cnp.ndarray sa, za
@@ -307,15 +334,8 @@ def qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, int
         p.zp = &zp1
         p.zp_step = 0
     p.a = <const uint8_t *>cnp.PyArray_DATA(xa)
-    p.b = <const int8_t *>cnp.PyArray_DATA(wp)
     p.M = M
-    p.N = N
-    p.K = K
     p.a_signed = signed_
-    p.ws = <const float *>cnp.PyArray_DATA(ws)
-    p.cs = <const int32_t *>cnp.PyArray_DATA(cs)
-    p.bias = <const float *>cnp.PyArray_DATA(ba) if ba is not None else NULL
-    p.act = act
     p.outf = <float *>cnp.PyArray_DATA(oa)
     p.outi = NULL
     with nogil:
@@ -362,3 +382,96 @@ def qgemm_s32(a, w_packed, out, w_col_sums=None, int nthreads=1):
     with nogil:
         qg_run(&p, nthreads)
     return out
+
+
+# ------------------------------------------------------------------ int8 convolution
+cdef Py_ssize_t _positive(object v, str name) except -1:
+    cdef Py_ssize_t i = v
+    if i < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}")
+    return i
+
+
+def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tuple geom not None,
+                           Py_ssize_t oh, Py_ssize_t ow, pool, x_scale, x_zero_point,
+                           Py_ssize_t step, counter, xq, xt, rows, out, y):
+    """y = the int8 convolution of x, image by image (see csrc/qconv_chunks.h).
+
+    x float32 (N, C, H, W); w_packed from pack_weights(W.transpose(0, 2, 3, 1).reshape(F,
+    K)), K = kh kw C (columns in (ky, kx, c) order); w_scale float32 (F,); w_col_sums int32
+    (F,); bias float32 (F,) or None; act 0..4; geom (kh, kw, sh, sw, ph, pw, dh, dw); pool
+    None or a max pool's (kh, kw, sh, sw, ph, pw, POH, POW) over the (oh, ow) output;
+    x_scale / x_zero_point: None (dynamic: one pair per image) or float32 / int32 (1,)
+    (static); step images per claim of counter (int64 (1,)); scratch xq, xt uint8 (C H W,),
+    rows uint8 (P, K), out float32 (P, F), P = oh ow; y float32 (N, F, P) or (N, F, POH POW).
+    Returns y.
+    """
+    cdef cnp.ndarray xa = _arr(x, "x", cnp.NPY_FLOAT32, 4)
+    cdef qc_geom g
+    if len(geom) != 8:
+        raise ValueError(f"geom must be (kh, kw, sh, sw, ph, pw, dh, dw), got {geom}")
+    g.n, g.c, g.h, g.w = xa.shape[0], xa.shape[1], xa.shape[2], xa.shape[3]
+    g.kh, g.kw = _positive(geom[0], "kh"), _positive(geom[1], "kw")
+    g.sh, g.sw = _positive(geom[2], "sh"), _positive(geom[3], "sw")
+    g.ph, g.pw = geom[4], geom[5]
+    g.dh, g.dw = _positive(geom[6], "dh"), _positive(geom[7], "dw")
+    if g.ph < 0 or g.pw < 0:
+        raise ValueError(f"padding must be >= 0, got {geom[4:6]}")
+    g.oh, g.ow = _positive(oh, "oh"), _positive(ow, "ow")
+    g.step = _positive(step, "step")
+    cdef Py_ssize_t img = g.c * g.h * g.w, P = g.oh * g.ow, K = g.kh * g.kw * g.c
+    if K > K_MAX:
+        raise ValueError(f"K={K} > {K_MAX}: the int32 sums could overflow")
+    cdef cnp.ndarray oa = _arr(out, "out", cnp.NPY_FLOAT32, 2, True)
+    cdef Py_ssize_t F = oa.shape[1]
+    if oa.shape[0] != P:
+        raise ValueError(f"out must have shape ({P}, F), got {out.shape}")
+    cdef qg_args w
+    _weights(&w, w_packed, w_scale, w_col_sums, bias, act, F, K)
+    cdef Py_ssize_t pl[8]
+    cdef Py_ssize_t ysize = P
+    cdef Py_ssize_t i
+    if pool is not None:
+        if len(pool) != 8:
+            raise ValueError(f"pool must be (kh, kw, sh, sw, ph, pw, POH, POW), got {pool}")
+        for i in range(8):
+            pl[i] = pool[i]
+            if pl[i] < (0 if i in (4, 5) else 1):
+                raise ValueError(f"pool has a value out of range: {pool}")
+        ysize = pl[6] * pl[7]
+    for a, name in ((xq, "xq"), (xt, "xt")):
+        if _arr(a, name, cnp.NPY_UINT8, 1, True).shape[0] != img:
+            raise ValueError(f"{name} must have shape ({img},), got {a.shape}")
+    cdef cnp.ndarray ra = _arr(rows, "rows", cnp.NPY_UINT8, 2, True)
+    if ra.shape[0] != P or ra.shape[1] != K:
+        raise ValueError(f"rows must have shape ({P}, {K}), got {rows.shape}")
+    cdef cnp.ndarray ya = _arr(y, "y", cnp.NPY_FLOAT32, 3, True)
+    if ya.shape[0] != g.n or ya.shape[1] != F or ya.shape[2] != ysize:
+        raise ValueError(f"y must have shape ({g.n}, {F}, {ysize}), got {y.shape}")
+    cdef cnp.ndarray ca = _arr(counter, "counter", cnp.NPY_INT64, 1, True)
+    if ca.shape[0] != 1:
+        raise ValueError(f"counter must have shape (1,), got {counter.shape}")
+    cdef int fixed = x_scale is not None
+    cdef float s = 1
+    cdef int32_t z = 0
+    if fixed:
+        s = _vec(x_scale, "x_scale", cnp.NPY_FLOAT32, 1)[0]
+        z = _vec(x_zero_point, "x_zero_point", cnp.NPY_INT32, 1)[0]
+        if not (0 < s <= FLT_MAX) or z < 0 or z > 255:
+            raise ValueError(f"static quantization needs finite scale > 0 and zero_point in "
+                             f"0..255, got scale {s}, zero_point {z}")
+    elif x_zero_point is not None:
+        raise ValueError("x_zero_point given without x_scale")
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
+    cdef uint8_t *qp = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xq)
+    cdef uint8_t *tp = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xt)
+    cdef uint8_t *rp = <uint8_t *>cnp.PyArray_DATA(ra)
+    cdef float *op = <float *>cnp.PyArray_DATA(oa)
+    cdef float *yp = <float *>cnp.PyArray_DATA(ya)
+    cdef int64_t *cp = <int64_t *>cnp.PyArray_DATA(ca)
+    cdef const Py_ssize_t *plp = pl if pool is not None else NULL
+    if g.n == 0 or F == 0:
+        return y
+    with nogil:
+        qc_conv_chunks(xp, &w, fixed, s, z, plp, qp, tp, rp, op, yp, cp, &g)
+    return y

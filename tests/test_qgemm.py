@@ -423,3 +423,152 @@ def test_cython_backend_binds_the_kernels():
         backend.qlinear(x_q, 0.1, 3, wp, np.full(6, 0.01, np.float32), cs, None, 3, out)
         outs.append(out)
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ int8 convolution
+# (kh, kw, sh, sw, ph, pw, dh, dw), (C, H, W), F, pool: None or (kh, kw, sh, sw, ph, pw)
+QCONV_CASES = [
+    ((3, 3, 1, 1, 1, 1, 1, 1), (1, 9, 8), 16, (2, 2, 2, 2, 0, 0)),  # the first conv of a CNN
+    ((3, 3, 1, 1, 1, 1, 1, 1), (16, 7, 7), 33, None),  # C > 1, F not a multiple of 16
+    ((3, 2, 2, 1, 0, 2, 1, 2), (3, 9, 10), 5, (3, 3, 2, 2, 1, 1)),  # padded pool windows
+    ((1, 1, 1, 1, 0, 0, 1, 1), (6, 5, 4), 17, None),  # 1x1
+    ((5, 3, 2, 3, 2, 0, 1, 1), (2, 11, 9), 8, (2, 3, 1, 2, 0, 1)),
+    ((2, 2, 1, 1, 3, 3, 2, 3), (4, 3, 3), 20, None),  # windows wholly in the padding
+]
+
+
+def _qconv_inputs(rng, geom, chw, f, pool, n=3):
+    kh, kw, sh, sw, ph, pw, dh, dw = geom
+    c, h, w = chw
+    oh = (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1
+    ow = (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
+    x = (rng.standard_normal((n, c, h, w)) * 2 + 0.5).astype(np.float32)
+    w_q = _rand_act(rng, np.int8, (f, c, kh, kw))
+    rows_order = np.ascontiguousarray(w_q.transpose(0, 2, 3, 1).reshape(f, -1))  # (ky, kx, c)
+    packed, col_sums = REF.qpack_weights(rows_order)
+    w_scale = rng.uniform(0.001, 0.01, f).astype(np.float32)
+    full = None
+    if pool is not None:
+        pkh, pkw, psh, psw, pph, ppw = pool
+        full = (*pool, (oh + 2 * pph - pkh) // psh + 1, (ow + 2 * ppw - pkw) // psw + 1)
+    return x, w_q, packed, col_sums, w_scale, oh, ow, full
+
+
+def _qconv(be, x, packed, col_sums, w_scale, bias, act, geom, oh, ow, pool, static, step=1):
+    n, c, h, w = x.shape
+    f, k = w_scale.shape[0], c * geom[0] * geom[1]
+    y = np.full((n, f, oh * ow if pool is None else pool[6] * pool[7]), np.nan, np.float32)
+    xs, xz = (np.array([0.02], np.float32), np.array([100], np.int32)) if static else (None, None)
+    scratch = (np.zeros(c * h * w, np.uint8), np.zeros(c * h * w, np.uint8),
+               np.zeros((oh * ow, k), np.uint8), np.zeros((oh * ow, f), np.float32))  # fmt: skip
+    return be.qconv2d_forward_chunks(x, packed, w_scale, col_sums, bias, act, geom, oh, ow, pool,
+                                     xs, xz, step, np.zeros(1, np.int64), *scratch, y)  # fmt: skip
+
+
+@pytest.mark.parametrize("case", range(len(QCONV_CASES)))
+@pytest.mark.parametrize("static", [False, True])
+def test_qconv_chunks_match_reference(isa, case, static):
+    """Every ISA path against the NumPy twin: exact without bias (identity, relu), within
+    float32 rounding of the fused multiply-add otherwise."""
+    geom, chw, f, pool = QCONV_CASES[case]
+    rng = np.random.default_rng(case)
+    x, _, packed, cs, ws, oh, ow, pool = _qconv_inputs(rng, geom, chw, f, pool)
+    bias = rng.standard_normal(f).astype(np.float32)
+    for act in ACTS:
+        for b in (None, bias):
+            args = (x, packed, cs, ws, b, act, geom, oh, ow, pool, static)
+            got, want = _qconv(q, *args, step=2), _qconv(REF, *args)
+            if b is None and act in (0, 1):
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} act={act}")
+            else:
+                np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-6, err_msg=f"{isa} {act}")
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_qconv_chunks_equal_the_im2col_product(static):
+    """An independent formulation: float im2col in its (c, ky, kx) order, each image's
+    quantization applied to its columns, the int64 product with the unpermuted weights,
+    dequantized in float64. Same integers, so the results agree to float32 rounding."""
+    for case, (geom, chw, f, _) in enumerate(QCONV_CASES):
+        rng = np.random.default_rng(10 + case)
+        x, w_q, packed, cs, ws, oh, ow, _ = _qconv_inputs(rng, geom, chw, f, None)
+        bias = rng.standard_normal(f).astype(np.float32)
+        got = _qconv(q, x, packed, cs, ws, bias, 0, geom, oh, ow, None, static)
+        n, c = x.shape[:2]
+        k = c * geom[0] * geom[1]
+        cols = REF.im2col(x, *geom, np.zeros((n, k, oh, ow), np.float32)).reshape(n, k, -1)
+        for i in range(n):
+            s, z = (np.float32(0.02), 100) if static else (None, None)
+            if s is None:  # the image's own pair: lo = min(0, x), hi = max(0, x)
+                lo, hi = min(0.0, x[i].min()), max(0.0, x[i].max())
+                s = np.float32((np.float32(hi) - np.float32(lo)) / np.float32(255))
+                z = int(np.clip(np.rint(-np.float32(lo) / s), 0, 255))
+            qc = np.clip(np.rint(cols[i] * (np.float32(1) / s)) + z, 0, 255)
+            acc = w_q.reshape(f, k).astype(np.int64) @ (qc.astype(np.int64) - z)  # (F, P)
+            want = acc * (np.float64(s) * ws[:, None].astype(np.float64)) + bias[:, None]
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5, err_msg=f"case {case}")
+
+
+def test_qconv_chunks_threads_share_a_counter():
+    """Two threads, one counter, their own scratch: every image done once, as by one call."""
+    import threading
+
+    geom, chw, f, pool = QCONV_CASES[2]
+    rng = np.random.default_rng(5)
+    x, _, packed, cs, ws, oh, ow, pool = _qconv_inputs(rng, geom, chw, f, pool, n=41)
+    want = _qconv(q, x, packed, cs, ws, None, 1, geom, oh, ow, pool, False)
+    n, c, h, w = x.shape
+    y = np.full_like(want, np.nan)
+    counter = np.zeros(1, np.int64)
+
+    def run():
+        scratch = (np.zeros(c * h * w, np.uint8), np.zeros(c * h * w, np.uint8),
+                   np.zeros((oh * ow, c * geom[0] * geom[1]), np.uint8),
+                   np.zeros((oh * ow, f), np.float32))  # fmt: skip
+        q.qconv2d_forward_chunks(x, packed, ws, cs, None, 1, geom, oh, ow, pool, None, None, 3,
+                                 counter, *scratch, y)  # fmt: skip
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    np.testing.assert_array_equal(y, want)
+    assert counter[0] >= -(-n // 3)
+
+
+def test_qconv_chunks_bad_input_is_a_python_error():
+    geom, chw, f, _ = QCONV_CASES[1]
+    rng = np.random.default_rng(6)
+    x, _, packed, cs, ws, oh, ow, _ = _qconv_inputs(rng, geom, chw, f, None)
+    c, h, w = chw
+    p, k = oh * ow, c * 9
+    ok = [x, packed, ws, cs, None, 1, geom, oh, ow, None, None, None, 1, np.zeros(1, np.int64),
+          np.zeros(c * h * w, np.uint8), np.zeros(c * h * w, np.uint8), np.zeros((p, k), np.uint8),
+          np.zeros((p, f), np.float32), np.zeros((3, f, p), np.float32)]  # fmt: skip
+    q.qconv2d_forward_chunks(*ok)
+    bad = [
+        (0, x.astype(np.float64), TypeError),
+        (1, packed[:, :1], ValueError),
+        (6, (3, 3, 1, 1, 1, 1, 1), ValueError),  # geom of 7
+        (6, (3, 3, 0, 1, 1, 1, 1, 1), ValueError),  # stride 0
+        (7, 0, ValueError),
+        (9, (2, 2, 2, 2, 0, 0, 3, 3), ValueError),  # pool output does not match y
+        (10, np.array([0.5], np.float32), TypeError),  # a scale without a zero point
+        (11, np.array([1], np.int32), ValueError),  # zero point without a scale
+        (12, 0, ValueError),  # step
+        (14, np.zeros(c * h * w - 1, np.uint8), ValueError),
+        (16, np.zeros((p, k + 1), np.uint8), ValueError),
+        (17, np.zeros((p, f), np.float64), TypeError),
+        (18, np.zeros((3, f, p + 1), np.float32), ValueError),
+    ]
+    for pos, value, err in bad:
+        args = list(ok)
+        args[pos] = value
+        with pytest.raises(err):
+            q.qconv2d_forward_chunks(*args)
+    for scale, zp in ((0.0, 0), (np.inf, 0), (0.5, 256)):
+        args = list(ok)
+        args[10:12] = np.array([scale], np.float32), np.array([zp], np.int32)
+        with pytest.raises(ValueError, match="static quantization"):
+            q.qconv2d_forward_chunks(*args)

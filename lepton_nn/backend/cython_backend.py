@@ -97,6 +97,7 @@ class CythonBackend(ReferenceBackend):
         qpack_weights = staticmethod(_qgemm.pack_weights)
         qlinear = staticmethod(_qgemm.qlinear)
         qgemm_s32 = staticmethod(_qgemm.qgemm_s32)
+        qconv2d_forward_chunks = staticmethod(_qgemm.qconv2d_forward_chunks)
 
     # -- sparse matmul (kernels/sparse.pyx) --------------------------------------------------
     if _sparse is not None:

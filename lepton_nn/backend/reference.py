@@ -228,6 +228,54 @@ class ReferenceBackend:
         out[...] = a.astype(np.int64) @ w.T
         return out
 
+    def qconv2d_forward_chunks(self, x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow,
+                               pool, x_scale, x_zero_point, step, counter, xq, xt, rows, out,
+                               y):  # fmt: skip
+        """int8 Conv2D, image by image, over the chunks of ``step`` images this caller claims
+        from ``counter`` (as the float chunk kernels below). For image n:
+
+        scale, zp = quantize_rows(x[n] as one row): its own pair (x_scale None, dynamic) or
+            the static x_scale, x_zero_point (float32 / int32 (1,));
+        rows (P, K) = each window of q(x[n]) taken channels last, as (ky, kx, c), with zp
+            where the window lies in the padding (zero quantizes to zp exactly);
+        out (P, F) = qlinear(rows, scale, zp, w_packed, w_scale, w_col_sums, bias, act);
+        y[n] = out.T (F, P), or with pool (a max pool's (kh, kw, sh, sw, ph, pw, POH, POW))
+            maxpool2d_forward(out.T) (F, POH POW).
+
+        x float32 (N, C, H, W); w_packed from qpack_weights(W.transpose(0, 2, 3, 1).reshape(F,
+        K)): K = kh kw C, columns in the rows' order; geom (kh, kw, sh, sw, ph, pw, dh, dw).
+        Scratch: xq, xt uint8 (C H W,), rows uint8 (P, K), out float32 (P, F). Returns y.
+        """
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        _, c, h, w = x.shape
+        f = out.shape[1]
+        for _, n0, n1 in _claimed(counter, step, x.shape[0]):
+            for n in range(n0, n1):
+                s = np.ones(1, np.float32) if x_scale is None else x_scale
+                zp = np.zeros(1, np.int32) if x_zero_point is None else x_zero_point
+                q = self.quantize_rows(x[n].reshape(1, -1), xq.reshape(1, -1), s, zp,
+                                       fixed=x_scale is not None)  # fmt: skip
+                xt.reshape(h, w, c)[...] = q.reshape(c, h, w).transpose(1, 2, 0)
+                canvas = np.full((max(ph + h, (oh - 1) * sh + (kh - 1) * dh + 1),
+                                  max(pw + w, (ow - 1) * sw + (kw - 1) * dw + 1), c),
+                                 zp[0], np.uint8)  # fmt: skip
+                canvas[ph : ph + h, pw : pw + w] = xt.reshape(h, w, c)
+                v = rows.reshape(oh, ow, kh, kw, c)
+                for i in range(kh):
+                    for j in range(kw):
+                        y0, x0 = i * dh, j * dw
+                        v[:, :, i, j] = canvas[y0 : y0 + (oh - 1) * sh + 1 : sh,
+                                               x0 : x0 + (ow - 1) * sw + 1 : sw]  # fmt: skip
+                self.qlinear(rows, s, zp, w_packed, w_scale, w_col_sums, bias, act, out)
+                if pool is None:
+                    y[n] = out.T
+                else:
+                    yn = y[n].reshape(1, f, *pool[6:])
+                    argmax = np.empty(yn.shape, np.int64)
+                    planes = np.ascontiguousarray(out.T).reshape(1, f, oh, ow)
+                    self.maxpool2d_forward(planes, *pool[:6], yn, argmax)
+        return y
+
     # -- sparse matmul (pruning) ---------------------------------------------------------------
     # A pruned W (K, N) is kept as CSR over its output columns (the CSR of W.T): column n has
     # rows indices[indptr[n]:indptr[n+1]] (ascending) holding values[indptr[n]:indptr[n+1]].

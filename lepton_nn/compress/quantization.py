@@ -21,11 +21,12 @@
 
       y[m, n] = f(s_x[m] s_w[n] sum_k (q_x[m, k] - z_x[m]) q_w[n, k] + b[n])
 
-A Conv2D layer (weight (F, C, kh, kw)) is the same product on its column matrix: W is taken
-as the (C kh kw, F) matrix (one int8 scale per filter), X (N OH OW, C kh kw) holds the rows of
-``im2col(x)``, activations are quantized per row of X (dynamic) or with the calibrated scale of
-the conv's input (static), and the result goes back to (N, F, OH, OW): the runtime's
-``Int8ConvStep``, which the Python side runs too.
+A Conv2D layer (weight (F, C, kh, kw)) is the same product on its unfolded input: W is
+taken as the (C kh kw, F) matrix (one int8 scale per filter); each image is quantized once,
+with its own scale and zero point (dynamic: one pair per image, as one pair per row for
+Dense) or with the calibrated pair of the conv's input (static), its windows become the rows
+of X (OH OW, kh kw C), and the product goes back to (N, F, OH, OW): the runtime's
+``Int8ConvStep`` (the backend's ``qconv2d_forward_chunks``), which the Python side runs too.
 
 All with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
 on the saved file agree to the last bit.

@@ -35,10 +35,11 @@ s_x = (hi - lo) / 255, z_x = clip(rint(-lo / s_x), 0, 255); static: one (s_x, z_
 calibration, q_x = clip(rint(x / s_x) + z_x, 0, 255).
 
 int8 Conv2D (a 4-entry weight ``shape``; stride, padding, dilation and activation come from the
-architecture) is the same product on the column matrix: with X (N OH OW, C kh kw) the rows of
-``im2col(x)`` (one row per output pixel), y[n, :, oy, ox] = f(s_x s_w sum (q_x - z_x) q_w^T + b),
-activations quantized per row of X (dynamic) or with the calibrated (s_x, z_x) of the conv's
-input (static; the padding zeros are exact: the range holds 0).
+architecture) is the same product on the unfolded image: with X (OH OW, kh kw C) the windows
+of image n (one row per output pixel), y[n, :, oy, ox] = f(s_x s_w sum (q_x - z_x) q_w^T + b),
+activations quantized with one (s_x, z_x) per image (dynamic, from the image's own range) or
+with the calibrated (s_x, z_x) of the conv's input (static); the padding zeros are exact (the
+range holds 0, which quantizes to z_x).
 
 Everything read here comes from an untrusted file: every name, dtype, shape and index range is
 checked, and a mistake raises :class:`~lepton_nn.errors.ModelFormatError`.

@@ -45,7 +45,15 @@ from lepton_nn.errors import ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .kernels import kernels
-from .steps import PARALLEL_MIN_ROWS, PARSERS, AffineStep, ConvStep, PoolStep, activation_name
+from .steps import (
+    PARALLEL_MIN_ROWS,
+    PARSERS,
+    AffineStep,
+    ConvStep,
+    Int8ConvStep,
+    PoolStep,
+    activation_name,
+)
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -610,12 +618,12 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
 def _fuse(steps: list[Step]) -> list[Step]:
     """Fold into the linear step right before it: an eval BatchNorm (into a float Dense or
     convolution's weights and bias), an activation (when that step has none), and a max pool
-    (into a float convolution: pooled chunk by chunk in cache). Conv -> BatchNorm -> ReLU ->
-    MaxPool becomes one step."""
+    (into a float or int8 convolution: pooled chunk by chunk in cache). Conv -> BatchNorm ->
+    ReLU -> MaxPool becomes one step."""
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        linear = isinstance(prev, (DenseStep, Int8DenseStep, ConvStep))
+        linear = isinstance(prev, (DenseStep, Int8DenseStep, ConvStep, Int8ConvStep))
         # nothing folded after its product yet: no activation, no pool
         bare = linear and prev.act == 0 and getattr(prev, "pool", None) is None
         if isinstance(s, AffineStep) and bare and type(prev) in (DenseStep, ConvStep):
@@ -623,7 +631,10 @@ def _fuse(steps: list[Step]) -> list[Step]:
         elif isinstance(s, ActivationStep) and bare:
             prev.act = s.act
         elif (
-            isinstance(s, PoolStep) and s.pool == "max" and type(prev) is ConvStep and not prev.pool
+            isinstance(s, PoolStep)
+            and s.pool == "max"
+            and isinstance(prev, (ConvStep, Int8ConvStep))
+            and not prev.pool
         ):
             prev.pool = (*s.geom, *s.out_hw)
         else:

@@ -154,69 +154,67 @@ def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
 
 
 class Int8ConvStep:
-    """int8 Conv2D: im2col, the columns as rows (N OH OW, C kh kw), ``quantize_rows`` over
-    them (per row, or the static scale), ``qlinear`` (bias and activation fused), then the
-    rows back to channels first: (N, C, H, W) -> (N, F, OH, OW)."""
+    """int8 Conv2D on the backend's ``qconv2d_forward_chunks``: per image, the input quantized
+    once (its own scale and zero point, or the static pair), unfolded channels last into rows
+    (OH OW, kh kw C), one int8 GEMM with bias and activation fused, and the result transposed
+    (or, with ``pool`` folded in by the plan, max-pooled) into (N, F, OH, OW). Images spread
+    over the plan's threads. A float64 plan casts to float32 on the way in and back out."""
 
     kind = "int8"
 
     def __init__(self, label, wq: Int8Weight, b, act, geom, in_shape, out_hw) -> None:
         self.label, self.wq, self.act, self.geom = label, wq, act, geom
         self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
-        self.packed, self.col_sums = kernels().qpack_weights(wq.q)
+        f, c, kh, kw = wq.conv_shape
+        # the kernel's rows are (ky, kx, c): the weight columns (c, ky, kx) reordered to match
+        rows_order = wq.q.reshape(f, c, kh, kw).transpose(0, 2, 3, 1).reshape(f, -1)
+        self.packed, self.col_sums = kernels().qpack_weights(np.ascontiguousarray(rows_order))
         self.n_out, self.n_in = wq.q.shape
         self.in_shape, self.out_hw = tuple(in_shape), tuple(out_hw)
+        self.pool: tuple | None = None
+        self.static: tuple | None = None
         if wq.act_mode == "static":
-            self.static_scale = np.array([wq.act_scale], np.float32)
-            self.static_zp = np.array([wq.act_zero_point], np.int32)
-            if not 0 < self.static_scale[0] < np.inf:  # a float64 scale out of float32 range
+            scale = np.array([wq.act_scale], np.float32)
+            if not 0 < scale[0] < np.inf:  # a float64 scale out of float32 range
                 raise ModelFormatError(
                     f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
                 )
+            self.static = (scale, np.array([wq.act_zero_point], np.int32))
 
     def bind(self, src, owned, ctx):
         n, k = ctx.n, kernels()
-        oh, ow = self.out_hw
-        p, ckk, f = oh * ow, self.n_in, self.n_out
-        m = n * p
-        cols = np.zeros((n, ckk, oh, ow), src.dtype)
-        xq = np.zeros((m, ckk), np.uint8)
-        out = np.zeros((m, f), np.float32)
-        y = np.zeros((n, f, oh, ow), ctx.dtype)
-        ops: list[Op] = [(k.im2col, (src, *self.geom, cols))]
-        if self.wq.act_mode == "static" and src.dtype == np.float32:
-            # one scale for the tensor: quantize the columns where they lie, then move bytes
-            scale, zp = self.static_scale, self.static_zp
-            cq = np.zeros((n, ckk, p), np.uint8)
-            ops.append((k.quantize_rows, (cols.reshape(n * ckk, p), cq.reshape(n * ckk, p),
-                                          scale, zp, True)))  # fmt: skip
-            ops.append((_rows_of_columns, (cq, xq.reshape(n, p, ckk))))
-        elif self.wq.act_mode == "static":  # float64 model: the cast to float32 on the way
-            scale, zp = self.static_scale, self.static_zp
-            rows = np.zeros((n, p, ckk), np.float32)
-            ops.append((_rows_of_columns, (cols.reshape(n, ckk, p), rows)))
-            ops.append((k.quantize_rows, (rows.reshape(m, ckk), xq, scale, zp, True)))
-        else:
-            rows = np.zeros((n, p, ckk), np.float32)
-            ops.append((_rows_of_columns, (cols.reshape(n, ckk, p), rows)))
-            scale, zp = np.zeros(m, np.float32), np.zeros(m, np.int32)
-            ops.append((k.quantize_rows, (rows.reshape(m, ckk), xq, scale, zp)))
-        threads = ctx.threads if m >= PARALLEL_MIN_ROWS else 1
-        args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
-        ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
-        ops.append((_rows_of_columns, (out.reshape(n, p, f), y.reshape(n, f, p))))
-        return ops, y
+        (oh, ow), (c, h, w), f = self.out_hw, self.in_shape, self.n_out
+        p = oh * ow
+        threads = min(ctx.threads, threads_for(2 * n * f * self.n_in * p, n))
+        ops: list[Op] = []
+        x = src
+        if src.dtype != np.float32:  # a float64 plan: the kernel reads float32
+            x = np.zeros(src.shape, np.float32)
+            ops.append((np.copyto, (x, src, "same_kind")))
+        size = p if self.pool is None else self.pool[6] * self.pool[7]
+        y = np.zeros((n, f, size), np.float32)
+        scale, zp = self.static or (None, None)
+        head = (self.packed, self.wq.scale, self.col_sums, self.b, self.act, self.geom, oh, ow)
+        head += (self.pool, scale, zp, 1)  # one image per claim
+        scratch = [
+            (np.zeros(c * h * w, np.uint8), np.zeros(c * h * w, np.uint8),
+             np.zeros((p, self.n_in), np.uint8), np.zeros((p, f), np.float32))
+            for _ in range(threads)
+        ]  # fmt: skip
+        ops.append((_conv_chunks, (x, k.qconv2d_forward_chunks, head, scratch, (y,), n, threads)))
+        shape = (n, f, *((oh, ow) if self.pool is None else self.pool[6:]))
+        if ctx.dtype == np.float32:
+            return ops, y.reshape(shape)
+        out = np.zeros(shape, ctx.dtype)
+        ops.append((np.copyto, (out, y.reshape(shape), "same_kind")))
+        return ops, out
 
     def describe(self) -> str:
+        pooled = "" if self.pool is None else f", max pool -> {self.pool[6:]}"
         return (
-            f"{self.label}: int8 conv {self.in_shape} -> {self.n_out}x{self.out_hw} "
+            f"{self.label}: int8 conv {self.in_shape} -> {self.n_out}x{self.out_hw}{pooled} "
             f"({self.wq.act_mode} activations)"
         )
-
-
-def _rows_of_columns(cols: np.ndarray, rows: np.ndarray) -> None:
-    """(N, A, B) -> (N, B, A): columns to rows, and rows back to channels first."""
-    np.copyto(rows, cols.transpose(0, 2, 1), "same_kind")
 
 
 class PoolStep:
