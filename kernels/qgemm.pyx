@@ -90,9 +90,9 @@ cdef extern from "qgemm.h" nogil:
 cdef extern from "qconv_chunks.h" nogil:
     ctypedef struct qc_geom:
         Py_ssize_t n, c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, step
-    void qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
-                        const Py_ssize_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
-                        float *out, float *y, int64_t *counter, const qc_geom *g)
+    int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
+                       const Py_ssize_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
+                       float *out, float *y, int64_t *counter, const qc_geom *g)
 
 ISAS = ("portable", "avx2", "avxvnni", "avx512vnni", "amx")
 K_MAX = 65793  # 255 * 128 * K < 2**31
@@ -472,6 +472,9 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
     cdef const Py_ssize_t *plp = pl if pool is not None else NULL
     if g.n == 0 or F == 0:
         return y
+    cdef int rc
     with nogil:
-        qc_conv_chunks(xp, &w, fixed, s, z, plp, qp, tp, rp, op, yp, cp, &g)
+        rc = qc_conv_chunks(xp, &w, fixed, s, z, plp, qp, tp, rp, op, yp, cp, &g)
+    if rc != 0:
+        raise MemoryError("qconv2d_forward_chunks: no memory for the image canvas")
     return y

@@ -434,6 +434,10 @@ QCONV_CASES = [
     ((1, 1, 1, 1, 0, 0, 1, 1), (6, 5, 4), 17, None),  # 1x1
     ((5, 3, 2, 3, 2, 0, 1, 1), (2, 11, 9), 8, (2, 3, 1, 2, 0, 1)),
     ((2, 2, 1, 1, 3, 3, 2, 3), (4, 3, 3), 20, None),  # windows wholly in the padding
+    # on AVX-512, K <= 64 with stride 1 along x takes the direct path (cases 0, 2, 3, 5 too)
+    ((3, 3, 1, 1, 1, 1, 1, 1), (2, 6, 70), 13, (2, 2, 2, 2, 0, 0)),  # row tails, 13 filters
+    ((3, 3, 1, 1, 0, 0, 1, 1), (7, 6, 9), 20, (2, 2, 2, 2, 0, 0)),  # K = 63: direct
+    ((1, 5, 1, 1, 0, 2, 1, 1), (13, 4, 6), 9, None),  # K = 65: the GEMM again
 ]
 
 
@@ -460,7 +464,7 @@ def _qconv(be, x, packed, col_sums, w_scale, bias, act, geom, oh, ow, pool, stat
     y = np.full((n, f, oh * ow if pool is None else pool[6] * pool[7]), np.nan, np.float32)
     xs, xz = (np.array([0.02], np.float32), np.array([100], np.int32)) if static else (None, None)
     scratch = (np.zeros(c * h * w, np.uint8), np.zeros(c * h * w, np.uint8),
-               np.zeros((oh * ow, k), np.uint8), np.zeros((oh * ow, f), np.float32))  # fmt: skip
+               np.full((oh * ow, k), 7, np.uint8), np.zeros((oh * ow, f), np.float32))  # fmt: skip
     return be.qconv2d_forward_chunks(x, packed, w_scale, col_sums, bias, act, geom, oh, ow, pool,
                                      xs, xz, step, np.zeros(1, np.int64), *scratch, y)  # fmt: skip
 
@@ -559,6 +563,7 @@ def test_qconv_chunks_bad_input_is_a_python_error():
         (12, 0, ValueError),  # step
         (14, np.zeros(c * h * w - 1, np.uint8), ValueError),
         (16, np.zeros((p, k + 1), np.uint8), ValueError),
+        (16, np.zeros((p - 1, k), np.uint8), ValueError),
         (17, np.zeros((p, f), np.float64), TypeError),
         (18, np.zeros((3, f, p + 1), np.float32), ValueError),
     ]

@@ -17,7 +17,9 @@
  * times. The padding's zero quantizes to zp exactly, so it adds nothing to the exact sum.
  * Threads call this with the same arguments and their own scratch (xq, xt, rows, out) and
  * claim `step` images at a time by atomically incrementing *counter; each image's result
- * depends on that image only. The spec is ReferenceBackend.qconv2d_forward_chunks in
+ * depends on that image only. On AVX-512, a layer with few taps (K <= QC_DIRECT_K, stride 1
+ * along x) is summed directly instead (see "small K" below): the same bits, several times
+ * faster for a first layer. The spec is ReferenceBackend.qconv2d_forward_chunks in
  * lepton_nn/backend/reference.py. Included after qgemm.h; nothing here checks its input.
  */
 #ifndef LEPTON_QCONV_CHUNKS_H
@@ -89,11 +91,12 @@ static void qc_transpose(const float *out, float *y, ptrdiff_t P, ptrdiff_t F)
     }
 }
 
-/* y (F, POH POW) = maxpool(out.T) for out (P = oh ow, F) channels last: each pooled cell is
- * the max over its window (cells outside the (oh, ow) plane are padding, -inf), taken over
- * 64 channels at a time as contiguous vectors. pool: (kh, kw, sh, sw, ph, pw, POH, POW). */
-static void qc_maxpool_t(const float *out, float *y, ptrdiff_t F, ptrdiff_t oh, ptrdiff_t ow,
-                         const ptrdiff_t *pool)
+/* y (F, POH POW) = the max pool of F planes (oh, ow) held with strides: plane f's pixel q at
+ * out[f fs + q ps] (fs = 1, ps = F: the GEMM's (P, F) channels last; fs = P, ps = 1: planes).
+ * Each pooled cell is the max over its window (cells outside the plane are padding, -inf),
+ * taken for 64 planes at a time. pool: (kh, kw, sh, sw, ph, pw, POH, POW). */
+static void qc_maxpool(const float *out, ptrdiff_t fs, ptrdiff_t ps, float *y, ptrdiff_t F,
+                       ptrdiff_t oh, ptrdiff_t ow, const ptrdiff_t *pool)
 {
     const ptrdiff_t poh = pool[6], pow_ = pool[7], pp = poh * pow_;
     float best[64];
@@ -108,9 +111,13 @@ static void qc_maxpool_t(const float *out, float *y, ptrdiff_t F, ptrdiff_t oh, 
                     for (ptrdiff_t j = 0; j < pool[1]; j++) {
                         const ptrdiff_t ix = px * pool[3] - pool[5] + j;
                         if (ix < 0 || ix >= ow) continue;
-                        /* NumPy: best = np.maximum(best, out[iy * ow + ix, f0:f0 + nf]) */
-                        const float *o = out + (iy * ow + ix) * F + f0;
-                        for (ptrdiff_t f = 0; f < nf; f++) best[f] = o[f] > best[f] ? o[f] : best[f];
+                        /* NumPy: best = np.maximum(best, planes[f0:f0 + nf, iy, ix]) */
+                        const float *o = out + (iy * ow + ix) * ps + f0 * fs;
+                        if (fs == 1) /* contiguous: a vector loop */
+                            for (ptrdiff_t f = 0; f < nf; f++) best[f] = o[f] > best[f] ? o[f] : best[f];
+                        else
+                            for (ptrdiff_t f = 0; f < nf; f++)
+                                best[f] = o[f * fs] > best[f] ? o[f * fs] : best[f];
                     }
                 }
                 /* NumPy: y[f0:f0 + nf, py * POW + px] = best */
@@ -120,16 +127,179 @@ static void qc_maxpool_t(const float *out, float *y, ptrdiff_t F, ptrdiff_t oh, 
     }
 }
 
+/* ---------------------------------------------------------------- small K: direct, in float
+ * A layer with few taps (C kh kw <= QC_DIRECT_K, stride 1 along x), such as a first 3x3 layer
+ * on gray images (K = 9), gives the int8 GEMM rows too short to pay for unfolding them and for
+ * the (P, F) result's transpose. On AVX-512 such a layer is summed tap by tap instead, over a
+ * zero-padded float canvas of the image, v = xq - zp (C, CH, CW) (zero is the padding's value):
+ *
+ *     acc[f, oy, ox] = sum over (ky, kx, c) of Wq[f, ky, kx, c] v[c, oy sh + ky dh, ox + kx dw]
+ *
+ * 16 pixels of a row by 8 filters at a time. Each product and partial sum is an integer of
+ * magnitude <= K 255 128 < 2^24, so float32 holds the sum exactly in any order: acc is the
+ * GEMM's int32 sum, and the epilogue act(acc (scale ws[f]) + b[f]) is qg_epi512's, so both
+ * paths give the same bits. The result is (F, P) as y wants it; a 2x2 max pool is then taken
+ * by vector permutes. */
+#ifndef QC_DIRECT_K
+#define QC_DIRECT_K 64
+#endif
+#define QC_FB 8 /* filters per block: 8 accumulators */
+
+/* the canvas's rows and columns: the padded image, grown to the last window if need be */
+static ptrdiff_t qc_canvas_h(const qc_geom *g)
+{
+    const ptrdiff_t need = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+    return g->ph + g->h > need ? g->ph + g->h : need;
+}
+static ptrdiff_t qc_canvas_w(const qc_geom *g)
+{
+    const ptrdiff_t need = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+    return g->pw + g->w > need ? g->pw + g->w : need;
+}
+
+/* whether the direct path takes this layer on the active ISA */
+static int qc_direct_ok(const qc_geom *g)
+{
+#if LA_X86
+    return g->kh * g->kw * g->c <= QC_DIRECT_K && g->sw == 1 &&
+           (qg_active == QG_AVX512VNNI || qg_active == QG_AMX);
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
+/* wf (F rounded up to 8, K) as (F / 8, K, 8) floats, from the packed int8 weights:
+ * wf[f / 8, k, f % 8] = Wq[f, k] = b[f / 16, k / 4, 4 (f % 16) + k % 4]; 0 past F */
+LA_UNUSED static void qc_unpack_float(const qg_args *w, float *wf)
+{
+    const ptrdiff_t K = w->K, F = w->N, Kp = (K + 3) & ~(ptrdiff_t)3;
+    const ptrdiff_t F8 = (F + QC_FB - 1) / QC_FB * QC_FB;
+    for (ptrdiff_t f = 0; f < F8; f++)
+        for (ptrdiff_t k = 0; k < K; k++)
+            wf[((f / QC_FB) * K + k) * QC_FB + f % QC_FB] =
+                f < F ? (float)w->b[(f / 16) * 16 * Kp + (k / 4) * 64 + 4 * (f % 16) + k % 4] : 0.0f;
+}
+
+/* cv[c, ph + iy, pw + ix] = xq[c, iy, ix] - zp; the rest of the canvas stays 0 */
+LA_UNUSED static void qc_fill_canvas(const uint8_t *xq, int32_t zp, float *cv, const qc_geom *g,
+                           ptrdiff_t CH, ptrdiff_t CW)
+{
+    for (ptrdiff_t c = 0; c < g->c; c++)
+        for (ptrdiff_t iy = 0; iy < g->h; iy++) {
+            const uint8_t *src = xq + (c * g->h + iy) * g->w;
+            float *dst = cv + (c * CH + g->ph + iy) * CW + g->pw;
+            for (ptrdiff_t ix = 0; ix < g->w; ix++) dst[ix] = (float)((int32_t)src[ix] - zp);
+        }
+}
+
+#if LA_X86
+/* dst (F, oh, ow) = act(conv(canvas) (s ws) + b), as the block comment above says. The taps
+ * are visited through their offsets in the canvas, one flat loop, and the 8 accumulators are
+ * named locals so that they stay in registers. */
+__attribute__((target("avx512f"))) static void qc_direct512(const float *cv, const float *wf,
+                                                            const qg_args *w, float s, float *dst,
+                                                            const qc_geom *g, ptrdiff_t CH,
+                                                            ptrdiff_t CW)
+{
+    const ptrdiff_t K = g->kh * g->kw * g->c, P = g->oh * g->ow, F = w->N;
+    ptrdiff_t off[QC_DIRECT_K]; /* tap k = (ky, kx, c): v[c, ky dh, kx dw] from a window's corner */
+    for (ptrdiff_t ky = 0, k = 0; ky < g->kh; ky++)
+        for (ptrdiff_t kx = 0; kx < g->kw; kx++)
+            for (ptrdiff_t c = 0; c < g->c; c++) off[k++] = (c * CH + ky * g->dh) * CW + kx * g->dw;
+    for (ptrdiff_t f0 = 0; f0 < F; f0 += QC_FB) {
+        const ptrdiff_t nf = F - f0 < QC_FB ? F - f0 : QC_FB;
+        __m512 m[QC_FB], b[QC_FB];
+        for (ptrdiff_t j = 0; j < QC_FB; j++) { /* qg_epi512's scale and bias, per filter */
+            m[j] = _mm512_set1_ps(j < nf ? s * w->ws[f0 + j] : 0.0f);
+            b[j] = _mm512_set1_ps(j < nf && w->bias ? w->bias[f0 + j] : 0.0f);
+        }
+        const float *wb = wf + f0 * K; /* (K, 8): this block's weights, tap by tap */
+        for (ptrdiff_t oy = 0; oy < g->oh; oy++) {
+            for (ptrdiff_t ox0 = 0; ox0 < g->ow; ox0 += 16) {
+                const ptrdiff_t rem = g->ow - ox0;
+                const __mmask16 k = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+                const float *corner = cv + oy * g->sh * CW + ox0;
+                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+                       a6 = a0, a7 = a0;
+                for (ptrdiff_t t = 0; t < K; t++) {
+                    /* NumPy: acc[j] += Wq[f0 + j, tap t] * v[tap t's plane, oy + ky dh, ox + kx dw] */
+                    const __m512 v = _mm512_maskz_loadu_ps(k, corner + off[t]);
+                    const float *wt = wb + t * QC_FB;
+                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(wt[0]), v, a0);
+                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(wt[1]), v, a1);
+                    a2 = _mm512_fmadd_ps(_mm512_set1_ps(wt[2]), v, a2);
+                    a3 = _mm512_fmadd_ps(_mm512_set1_ps(wt[3]), v, a3);
+                    a4 = _mm512_fmadd_ps(_mm512_set1_ps(wt[4]), v, a4);
+                    a5 = _mm512_fmadd_ps(_mm512_set1_ps(wt[5]), v, a5);
+                    a6 = _mm512_fmadd_ps(_mm512_set1_ps(wt[6]), v, a6);
+                    a7 = _mm512_fmadd_ps(_mm512_set1_ps(wt[7]), v, a7);
+                }
+                const __m512 acc[QC_FB] = {a0, a1, a2, a3, a4, a5, a6, a7};
+                for (ptrdiff_t j = 0; j < nf; j++) /* NumPy: act(acc * (s * ws) + b) */
+                    _mm512_mask_storeu_ps(dst + (f0 + j) * P + oy * g->ow + ox0, k,
+                                          la_act512(_mm512_fmadd_ps(acc[j], m[j], b[j]), w->act));
+            }
+        }
+    }
+}
+
+/* y (F, oh / 2, ow / 2) = the 2x2, stride 2 max pool of x (F, oh, ow): per output row, the
+ * two input rows' 32-float spans deinterleaved by permutes into the four corners, then max */
+__attribute__((target("avx512f"))) static void qc_pool2x2_512(const float *x, float *y,
+                                                              ptrdiff_t F, ptrdiff_t oh,
+                                                              ptrdiff_t ow)
+{
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const ptrdiff_t poh = oh / 2, pow_ = ow / 2;
+    for (ptrdiff_t f = 0; f < F; f++)
+        for (ptrdiff_t py = 0; py < poh; py++) {
+            const float *r0 = x + (f * oh + 2 * py) * ow, *r1 = r0 + ow;
+            float *yr = y + (f * poh + py) * pow_;
+            for (ptrdiff_t px0 = 0; px0 < pow_; px0 += 16) {
+                const ptrdiff_t n2 = 2 * (pow_ - px0 < 16 ? pow_ - px0 : 16);
+                const __mmask16 lo = (__mmask16)(n2 >= 16 ? 0xFFFFu : (1u << n2) - 1u);
+                const __mmask16 hi = (__mmask16)(n2 > 16 ? (1u << (n2 - 16)) - 1u : 0u);
+                const float *a0 = r0 + 2 * px0, *a1 = r1 + 2 * px0;
+                const __m512 r00 = _mm512_maskz_loadu_ps(lo, a0), r01 = _mm512_maskz_loadu_ps(hi, a0 + 16);
+                const __m512 r10 = _mm512_maskz_loadu_ps(lo, a1), r11 = _mm512_maskz_loadu_ps(hi, a1 + 16);
+                /* NumPy: y[f, py, px] = max(x[f, 2py:2py+2, 2px:2px+2]) */
+                const __m512 top = _mm512_max_ps(_mm512_permutex2var_ps(r00, even, r01),
+                                                 _mm512_permutex2var_ps(r00, odd, r01));
+                const __m512 bot = _mm512_max_ps(_mm512_permutex2var_ps(r10, even, r11),
+                                                 _mm512_permutex2var_ps(r10, odd, r11));
+                const __mmask16 out = (__mmask16)(n2 == 32 ? 0xFFFFu : (1u << (n2 / 2)) - 1u);
+                _mm512_mask_storeu_ps(yr + px0, out, _mm512_max_ps(top, bot));
+            }
+        }
+}
+#endif
+
 /* x (n, c, h, w) float32 -> y (n, F, P) or, with pool, (n, F, POH POW). w: the weights'
  * fields of a qg_args (b, N = F, K, ws, cs, bias, act); the rest is set per image. fixed:
  * static activations with (scale, zp); else each image's pair is computed. Scratch: xq
- * (c h w), xt (h w c), rows (P, K) uint8; out (P, F) float32. */
-static void qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
-                           const ptrdiff_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
-                           float *out, float *y, int64_t *counter, const qc_geom *g)
+ * (c h w), xt (h w c), rows (P, K) uint8; out (P, F) float32. Returns 0, or -1 when the direct
+ * path's canvas could not be allocated (nothing done then). */
+static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
+                          const ptrdiff_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
+                          float *out, float *y, int64_t *counter, const qc_geom *g)
 {
     const ptrdiff_t img = g->c * g->h * g->w, hw = g->h * g->w, P = g->oh * g->ow, F = w->N;
     const ptrdiff_t ysize = F * (pool ? pool[6] * pool[7] : P);
+    const int direct = qc_direct_ok(g);
+    const ptrdiff_t CH = qc_canvas_h(g), CW = qc_canvas_w(g), canvas = g->c * CH * CW;
+    float *cv = NULL, *wf = NULL;
+    if (direct) { /* the zeroed canvas, then the float weights */
+        const ptrdiff_t F8 = (F + QC_FB - 1) / QC_FB * QC_FB;
+        cv = (float *)qg_amalloc((size_t)(canvas + F8 * w->K) * sizeof(float));
+        if (!cv) return -1;
+        memset(cv, 0, (size_t)canvas * sizeof(float));
+        wf = cv + canvas;
+        qc_unpack_float(w, wf);
+    }
+    const int pool2x2 = pool && pool[0] == 2 && pool[1] == 2 && pool[2] == 2 && pool[3] == 2 &&
+                        pool[4] == 0 && pool[5] == 0 && pool[6] == g->oh / 2 && pool[7] == g->ow / 2;
     qg_args p = *w;
     p.a = rows;
     p.M = P;
@@ -140,13 +310,25 @@ static void qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sc
     p.outi = NULL;
     for (;;) {
         const ptrdiff_t n0 = (ptrdiff_t)qc_claim(counter) * g->step;
-        if (n0 >= g->n) return;
+        if (n0 >= g->n) break;
         const ptrdiff_t n1 = g->n - n0 < g->step ? g->n : n0 + g->step;
         for (ptrdiff_t n = n0; n < n1; n++) {
             float s = scale;
             int32_t z = zp;
+            float *yn = y + n * ysize;
             /* NumPy: xq = quantize_rows(x[n].reshape(1, -1), ...)  (one pair for the image) */
             qg_quantize_u8(x + n * img, 1, img, 0, fixed, xq, &s, &z);
+#if LA_X86
+            if (direct) {
+                qc_fill_canvas(xq, z, cv, g, CH, CW);
+                qc_direct512(cv, wf, w, s, pool ? out : yn, g, CH, CW);
+                if (pool2x2) /* NumPy: y[n] = maxpool2d(out.reshape(F, oh, ow), 2) */
+                    qc_pool2x2_512(out, yn, F, g->oh, g->ow);
+                else if (pool)
+                    qc_maxpool(out, P, 1, yn, F, g->oh, g->ow, pool);
+                continue;
+            }
+#endif
             const uint8_t *src = xq;
             if (g->c > 1) { /* NumPy: xt = xq.reshape(c, h, w).transpose(1, 2, 0) */
                 for (ptrdiff_t c = 0; c < g->c; c++)
@@ -159,11 +341,13 @@ static void qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sc
             p.zp = &z;
             qg_run(&p, 1);
             if (pool) /* NumPy: y[n] = maxpool2d(out.T.reshape(F, oh, ow)) */
-                qc_maxpool_t(out, y + n * ysize, F, g->oh, g->ow, pool);
+                qc_maxpool(out, 1, F, yn, F, g->oh, g->ow, pool);
             else /* NumPy: y[n] = out.T */
-                qc_transpose(out, y + n * ysize, P, F);
+                qc_transpose(out, yn, P, F);
         }
     }
+    qg_afree(cv);
+    return 0;
 }
 
 #endif /* LEPTON_QCONV_CHUNKS_H */

@@ -10,9 +10,10 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
                      (batch 1: np.dot(h, Wt.T, z), Wt = W^T in C order: a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
                      (True: static activations, s and zp fixed at calibration)
-    Conv2D (int8)    im2col(h, ..., cols);  cols as rows (N OH OW, C kh kw);  quantize_rows;
-                     qlinear (bias, activation fused);  rows back to (N, F, OH, OW)
-                     (static: quantize_rows on cols in place, then the uint8 moved to rows)
+    Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
+                     channels last, one int8 GEMM with bias and activation fused (few taps on
+                     AVX-512: summed tap by tap, exactly, in float), written to (N, F, OH, OW)
+                     or through a folded max pool; images spread over the threads
     Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
