@@ -17,9 +17,9 @@
  * times. The padding's zero quantizes to zp exactly, so it adds nothing to the exact sum.
  * Threads call this with the same arguments and their own scratch (xq, xt, rows, out) and
  * claim `step` images at a time by atomically incrementing *counter; each image's result
- * depends on that image only. On AVX-512, a layer with few taps (K <= QC_DIRECT_K, stride 1
- * along x) is summed directly instead (see "small K" below): the same bits, several times
- * faster for a first layer. The spec is ReferenceBackend.qconv2d_forward_chunks in
+ * depends on that image only. On AVX2 and up, a layer with few taps (K <= QC_DIRECT_K,
+ * stride 1 along x) is summed directly instead (see "small K" below): the same bits, several
+ * times faster for a first layer. The spec is ReferenceBackend.qconv2d_forward_chunks in
  * lepton_nn/backend/reference.py. Included after qgemm.h; nothing here checks its input.
  */
 #ifndef LEPTON_QCONV_CHUNKS_H
@@ -130,16 +130,17 @@ static void qc_maxpool(const float *out, ptrdiff_t fs, ptrdiff_t ps, float *y, p
 /* ---------------------------------------------------------------- small K: direct, in float
  * A layer with few taps (C kh kw <= QC_DIRECT_K, stride 1 along x), such as a first 3x3 layer
  * on gray images (K = 9), gives the int8 GEMM rows too short to pay for unfolding them and for
- * the (P, F) result's transpose. On AVX-512 such a layer is summed tap by tap instead, over a
- * zero-padded float canvas of the image, v = xq - zp (C, CH, CW) (zero is the padding's value):
+ * the (P, F) result's transpose. On AVX2 and up such a layer is summed tap by tap instead, over
+ * a zero-padded float canvas of the image, v = xq - zp (C, CH, CW) (zero is the padding's value):
  *
  *     acc[f, oy, ox] = sum over (ky, kx, c) of Wq[f, ky, kx, c] v[c, oy sh + ky dh, ox + kx dw]
  *
- * 16 pixels of a row by 8 filters at a time. Each product and partial sum is an integer of
- * magnitude <= K 255 128 < 2^24, so float32 holds the sum exactly in any order: acc is the
- * GEMM's int32 sum, and the epilogue act(acc (scale ws[f]) + b[f]) is qg_epi512's, so both
- * paths give the same bits. The result is (F, P) as y wants it; a 2x2 max pool is then taken
- * by vector permutes. */
+ * 16 (AVX-512) or 8 (AVX2) pixels of a row by 8 filters at a time, with the vector width of
+ * the active int8 GEMM. Each product and partial sum is an integer of magnitude <= K 255 128
+ * < 2^24, so float32 holds the sum exactly in any order: acc is the GEMM's int32 sum, and the
+ * epilogue act(acc (scale ws[f]) + b[f]) is the GEMM's (qg_epi512 / qg_epi256), so both paths
+ * give the same bits. The result is (F, P) as y wants it; a 2x2 max pool is then taken by
+ * vector permutes. */
 #ifndef QC_DIRECT_K
 #define QC_DIRECT_K 64
 #endif
@@ -157,17 +158,9 @@ static ptrdiff_t qc_canvas_w(const qc_geom *g)
     return g->pw + g->w > need ? g->pw + g->w : need;
 }
 
-/* whether the direct path takes this layer on the active ISA */
-static int qc_direct_ok(const qc_geom *g)
-{
-#if LA_X86
-    return g->kh * g->kw * g->c <= QC_DIRECT_K && g->sw == 1 &&
-           (qg_active == QG_AVX512VNNI || qg_active == QG_AMX);
-#else
-    (void)g;
-    return 0;
-#endif
-}
+typedef void (*qc_direct_fn)(const float *cv, const float *wf, const qg_args *w, float s,
+                             float *dst, const qc_geom *g, ptrdiff_t CH, ptrdiff_t CW);
+typedef void (*qc_pool2x2_fn)(const float *x, float *y, ptrdiff_t F, ptrdiff_t oh, ptrdiff_t ow);
 
 /* wf (F rounded up to 8, K) as (F / 8, K, 8) floats, from the packed int8 weights:
  * wf[f / 8, k, f % 8] = Wq[f, k] = b[f / 16, k / 4, 4 (f % 16) + k % 4]; 0 past F */
@@ -194,55 +187,33 @@ LA_UNUSED static void qc_fill_canvas(const uint8_t *xq, int32_t zp, float *cv, c
 }
 
 #if LA_X86
-/* dst (F, oh, ow) = act(conv(canvas) (s ws) + b), as the block comment above says. The taps
- * are visited through their offsets in the canvas, one flat loop, and the 8 accumulators are
- * named locals so that they stay in registers. */
-__attribute__((target("avx512f"))) static void qc_direct512(const float *cv, const float *wf,
-                                                            const qg_args *w, float s, float *dst,
-                                                            const qc_geom *g, ptrdiff_t CH,
-                                                            ptrdiff_t CW)
-{
-    const ptrdiff_t K = g->kh * g->kw * g->c, P = g->oh * g->ow, F = w->N;
-    ptrdiff_t off[QC_DIRECT_K]; /* tap k = (ky, kx, c): v[c, ky dh, kx dw] from a window's corner */
-    for (ptrdiff_t ky = 0, k = 0; ky < g->kh; ky++)
-        for (ptrdiff_t kx = 0; kx < g->kw; kx++)
-            for (ptrdiff_t c = 0; c < g->c; c++) off[k++] = (c * CH + ky * g->dh) * CW + kx * g->dw;
-    for (ptrdiff_t f0 = 0; f0 < F; f0 += QC_FB) {
-        const ptrdiff_t nf = F - f0 < QC_FB ? F - f0 : QC_FB;
-        __m512 m[QC_FB], b[QC_FB];
-        for (ptrdiff_t j = 0; j < QC_FB; j++) { /* qg_epi512's scale and bias, per filter */
-            m[j] = _mm512_set1_ps(j < nf ? s * w->ws[f0 + j] : 0.0f);
-            b[j] = _mm512_set1_ps(j < nf && w->bias ? w->bias[f0 + j] : 0.0f);
-        }
-        const float *wb = wf + f0 * K; /* (K, 8): this block's weights, tap by tap */
-        for (ptrdiff_t oy = 0; oy < g->oh; oy++) {
-            for (ptrdiff_t ox0 = 0; ox0 < g->ow; ox0 += 16) {
-                const ptrdiff_t rem = g->ow - ox0;
-                const __mmask16 k = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
-                const float *corner = cv + oy * g->sh * CW + ox0;
-                __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                       a6 = a0, a7 = a0;
-                for (ptrdiff_t t = 0; t < K; t++) {
-                    /* NumPy: acc[j] += Wq[f0 + j, tap t] * v[tap t's plane, oy + ky dh, ox + kx dw] */
-                    const __m512 v = _mm512_maskz_loadu_ps(k, corner + off[t]);
-                    const float *wt = wb + t * QC_FB;
-                    a0 = _mm512_fmadd_ps(_mm512_set1_ps(wt[0]), v, a0);
-                    a1 = _mm512_fmadd_ps(_mm512_set1_ps(wt[1]), v, a1);
-                    a2 = _mm512_fmadd_ps(_mm512_set1_ps(wt[2]), v, a2);
-                    a3 = _mm512_fmadd_ps(_mm512_set1_ps(wt[3]), v, a3);
-                    a4 = _mm512_fmadd_ps(_mm512_set1_ps(wt[4]), v, a4);
-                    a5 = _mm512_fmadd_ps(_mm512_set1_ps(wt[5]), v, a5);
-                    a6 = _mm512_fmadd_ps(_mm512_set1_ps(wt[6]), v, a6);
-                    a7 = _mm512_fmadd_ps(_mm512_set1_ps(wt[7]), v, a7);
-                }
-                const __m512 acc[QC_FB] = {a0, a1, a2, a3, a4, a5, a6, a7};
-                for (ptrdiff_t j = 0; j < nf; j++) /* NumPy: act(acc * (s * ws) + b) */
-                    _mm512_mask_storeu_ps(dst + (f0 + j) * P + oy * g->ow + ox0, k,
-                                          la_act512(_mm512_fmadd_ps(acc[j], m[j], b[j]), w->act));
-            }
-        }
-    }
-}
+/* qc_direct512 / qc_direct256: dst (F, oh, ow) = act(conv(canvas) (s ws) + b), the epilogue
+ * of the int8 GEMM of the same width (qg_epi512 / qg_epi256) */
+#define QCD_NAME qc_direct512
+#define QCD_TARGET "avx512f"
+#define QCD_W 16
+#define QCD_VEC __m512
+#define QCD_MASK_T __mmask16
+#define QCD_MASK(n) ((__mmask16)((n) >= 16 ? 0xFFFFu : (1u << (n)) - 1u))
+#define QCD_LOAD(k, p) _mm512_maskz_loadu_ps(k, p)
+#define QCD_STORE(p, k, v) _mm512_mask_storeu_ps(p, k, v)
+#define QCD_SET1 _mm512_set1_ps
+#define QCD_FMA _mm512_fmadd_ps
+#define QCD_ACT la_act512
+#include "qconv_direct.h"
+
+#define QCD_NAME qc_direct256
+#define QCD_TARGET "avx2,fma"
+#define QCD_W 8
+#define QCD_VEC __m256
+#define QCD_MASK_T __m256i
+#define QCD_MASK(n) la_mask256(n)
+#define QCD_LOAD(k, p) _mm256_maskload_ps(p, k)
+#define QCD_STORE(p, k, v) _mm256_maskstore_ps(p, k, v)
+#define QCD_SET1 _mm256_set1_ps
+#define QCD_FMA _mm256_fmadd_ps
+#define QCD_ACT la_act256
+#include "qconv_direct.h"
 
 /* y (F, oh / 2, ow / 2) = the 2x2, stride 2 max pool of x (F, oh, ow): per output row, the
  * two input rows' 32-float spans deinterleaved by permutes into the four corners, then max */
@@ -274,6 +245,51 @@ __attribute__((target("avx512f"))) static void qc_pool2x2_512(const float *x, fl
             }
         }
 }
+
+/* the same with 256-bit vectors: shuffles take the even and odd floats within each 128-bit
+ * lane, and one 64-bit permute puts the pooled pairs back in order */
+__attribute__((target("avx2,fma"))) static void qc_pool2x2_256(const float *x, float *y,
+                                                               ptrdiff_t F, ptrdiff_t oh,
+                                                               ptrdiff_t ow)
+{
+    const ptrdiff_t poh = oh / 2, pow_ = ow / 2;
+    for (ptrdiff_t f = 0; f < F; f++)
+        for (ptrdiff_t py = 0; py < poh; py++) {
+            const float *r0 = x + (f * oh + 2 * py) * ow, *r1 = r0 + ow;
+            float *yr = y + (f * poh + py) * pow_;
+            for (ptrdiff_t px0 = 0; px0 < pow_; px0 += 8) {
+                const ptrdiff_t n = pow_ - px0 < 8 ? pow_ - px0 : 8, n2 = 2 * n;
+                const __m256i lo = la_mask256(n2 >= 8 ? 8 : n2), hi = la_mask256(n2 > 8 ? n2 - 8 : 0);
+                const float *a0 = r0 + 2 * px0, *a1 = r1 + 2 * px0;
+                const __m256 r00 = _mm256_maskload_ps(a0, lo), r01 = _mm256_maskload_ps(a0 + 8, hi);
+                const __m256 r10 = _mm256_maskload_ps(a1, lo), r11 = _mm256_maskload_ps(a1 + 8, hi);
+                /* NumPy: y[f, py, px] = max(x[f, 2py:2py+2, 2px:2px+2]); lanes in the order
+                 * px = 0 1 4 5 2 3 6 7 until the permute */
+                const __m256 top = _mm256_max_ps(_mm256_shuffle_ps(r00, r01, 0x88),
+                                                 _mm256_shuffle_ps(r00, r01, 0xDD));
+                const __m256 bot = _mm256_max_ps(_mm256_shuffle_ps(r10, r11, 0x88),
+                                                 _mm256_shuffle_ps(r10, r11, 0xDD));
+                const __m256d m = _mm256_castps_pd(_mm256_max_ps(top, bot));
+                _mm256_maskstore_ps(yr + px0, la_mask256(n),
+                                    _mm256_castpd_ps(_mm256_permute4x64_pd(m, 0xD8)));
+            }
+        }
+}
+
+/* the direct path's kernels for this layer on the active ISA (the GEMM's vector width), or 0 */
+static qc_direct_fn qc_direct_pick(const qc_geom *g, qc_pool2x2_fn *pool)
+{
+    if (g->kh * g->kw * g->c > QC_DIRECT_K || g->sw != 1) return 0;
+    if (qg_active == QG_AVX512VNNI || qg_active == QG_AMX) {
+        *pool = qc_pool2x2_512;
+        return qc_direct512;
+    }
+    if (qg_active == QG_AVX2 || qg_active == QG_AVXVNNI) {
+        *pool = qc_pool2x2_256;
+        return qc_direct256;
+    }
+    return 0;
+}
 #endif
 
 /* x (n, c, h, w) float32 -> y (n, F, P) or, with pool, (n, F, POH POW). w: the weights'
@@ -287,7 +303,11 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
 {
     const ptrdiff_t img = g->c * g->h * g->w, hw = g->h * g->w, P = g->oh * g->ow, F = w->N;
     const ptrdiff_t ysize = F * (pool ? pool[6] * pool[7] : P);
-    const int direct = qc_direct_ok(g);
+    qc_direct_fn direct = 0;
+    qc_pool2x2_fn pool2x2 = 0;
+#if LA_X86
+    direct = qc_direct_pick(g, &pool2x2);
+#endif
     const ptrdiff_t CH = qc_canvas_h(g), CW = qc_canvas_w(g), canvas = g->c * CH * CW;
     float *cv = NULL, *wf = NULL;
     if (direct) { /* the zeroed canvas, then the float weights */
@@ -298,8 +318,9 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
         wf = cv + canvas;
         qc_unpack_float(w, wf);
     }
-    const int pool2x2 = pool && pool[0] == 2 && pool[1] == 2 && pool[2] == 2 && pool[3] == 2 &&
-                        pool[4] == 0 && pool[5] == 0 && pool[6] == g->oh / 2 && pool[7] == g->ow / 2;
+    if (!(pool && pool[0] == 2 && pool[1] == 2 && pool[2] == 2 && pool[3] == 2 && pool[4] == 0 &&
+          pool[5] == 0 && pool[6] == g->oh / 2 && pool[7] == g->ow / 2))
+        pool2x2 = 0; /* not a plain 2x2 pool: the general loop */
     qg_args p = *w;
     p.a = rows;
     p.M = P;
@@ -318,17 +339,15 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
             float *yn = y + n * ysize;
             /* NumPy: xq = quantize_rows(x[n].reshape(1, -1), ...)  (one pair for the image) */
             qg_quantize_u8(x + n * img, 1, img, 0, fixed, xq, &s, &z);
-#if LA_X86
             if (direct) {
                 qc_fill_canvas(xq, z, cv, g, CH, CW);
-                qc_direct512(cv, wf, w, s, pool ? out : yn, g, CH, CW);
+                direct(cv, wf, w, s, pool ? out : yn, g, CH, CW);
                 if (pool2x2) /* NumPy: y[n] = maxpool2d(out.reshape(F, oh, ow), 2) */
-                    qc_pool2x2_512(out, yn, F, g->oh, g->ow);
+                    pool2x2(out, yn, F, g->oh, g->ow);
                 else if (pool)
                     qc_maxpool(out, P, 1, yn, F, g->oh, g->ow, pool);
                 continue;
             }
-#endif
             const uint8_t *src = xq;
             if (g->c > 1) { /* NumPy: xt = xq.reshape(c, h, w).transpose(1, 2, 0) */
                 for (ptrdiff_t c = 0; c < g->c; c++)

@@ -12,7 +12,7 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
                      (True: static activations, s and zp fixed at calibration)
     Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
                      channels last, one int8 GEMM with bias and activation fused (few taps on
-                     AVX-512: summed tap by tap, exactly, in float), written to (N, F, OH, OW)
+                     AVX2 and up: summed tap by tap, exactly, in float), written to (N, F, OH, OW)
                      or through a folded max pool; images spread over the threads
     Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)

@@ -158,7 +158,7 @@ class Int8ConvStep:
     once (its own scale and zero point, or the static pair), unfolded channels last into rows
     (OH OW, kh kw C), one int8 GEMM with bias and activation fused, and the result transposed
     (or, with ``pool`` folded in by the plan, max-pooled) into (N, F, OH, OW); a layer with
-    few taps (C kh kw <= 64, stride 1 along x) is summed tap by tap in float on AVX-512
+    few taps (C kh kw <= 64, stride 1 along x) is summed tap by tap in float on AVX2 and up
     instead, with the same integers and so the same result. Images spread
     over the plan's threads. A float64 plan casts to float32 on the way in and back out."""
 
