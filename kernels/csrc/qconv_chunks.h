@@ -78,6 +78,20 @@ static void qc_im2row(const uint8_t *xt, uint8_t *rows, uint8_t zp, const qc_geo
     }
 }
 
+/* xt (hw, C) = xq (C, hw).T, 64 pixels at a time so that the block of xt being written
+ * (64 C bytes) stays in L1 while each plane's run is read */
+static void qc_channels_last(const uint8_t *restrict xq, uint8_t *restrict xt, ptrdiff_t C,
+                             ptrdiff_t hw)
+{
+    for (ptrdiff_t q0 = 0; q0 < hw; q0 += 64) {
+        const ptrdiff_t q1 = q0 + 64 < hw ? q0 + 64 : hw;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const uint8_t *src = xq + c * hw;
+            for (ptrdiff_t q = q0; q < q1; q++) xt[q * C + c] = src[q];
+        }
+    }
+}
+
 /* y (F, P) = out.T for out (P, F), in 16 x 16 blocks so both sides stay in cache lines */
 static void qc_transpose(const float *out, float *y, ptrdiff_t P, ptrdiff_t F)
 {
@@ -350,8 +364,7 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
             }
             const uint8_t *src = xq;
             if (g->c > 1) { /* NumPy: xt = xq.reshape(c, h, w).transpose(1, 2, 0) */
-                for (ptrdiff_t c = 0; c < g->c; c++)
-                    for (ptrdiff_t q = 0; q < hw; q++) xt[q * g->c + c] = xq[c * hw + q];
+                qc_channels_last(xq, xt, g->c, hw);
                 src = xt;
             }
             qc_im2row(src, rows, (uint8_t)z, g);
