@@ -156,7 +156,10 @@ static void qc_maxpool(const float *out, ptrdiff_t fs, ptrdiff_t ps, float *y, p
  * give the same bits. The result is (F, P) as y wants it; a 2x2 max pool is then taken by
  * vector permutes. */
 #ifndef QC_DIRECT_K
-#define QC_DIRECT_K 64
+#define QC_DIRECT_K 64 /* measured: the GEMM wins from about K = 72 (C = 8, 3x3) */
+#endif
+#if QC_DIRECT_K > 514
+#error "QC_DIRECT_K > 514: K 255 128 would pass 2^24 and the float sums would round"
 #endif
 #define QC_FB 8 /* filters per block: 8 accumulators */
 
@@ -189,8 +192,8 @@ LA_UNUSED static void qc_unpack_float(const qg_args *w, float *wf)
 }
 
 /* cv[c, ph + iy, pw + ix] = xq[c, iy, ix] - zp; the rest of the canvas stays 0 */
-LA_UNUSED static void qc_fill_canvas(const uint8_t *xq, int32_t zp, float *cv, const qc_geom *g,
-                           ptrdiff_t CH, ptrdiff_t CW)
+LA_UNUSED static void qc_fill_canvas(const uint8_t *xq, int32_t zp, float *cv,
+                                     const qc_geom *g, ptrdiff_t CH, ptrdiff_t CW)
 {
     for (ptrdiff_t c = 0; c < g->c; c++)
         for (ptrdiff_t iy = 0; iy < g->h; iy++) {
