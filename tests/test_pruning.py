@@ -110,6 +110,29 @@ def test_include_patterns_and_defaults_skip_biases_and_norms():
         prune_magnitude(mlp(), 0.5, scope="model")
 
 
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU, nn.SimpleRNN])
+def test_default_targets_include_recurrent_weights(cell):
+    """weight_ih and weight_hh of each direction are pruned by default, biases never; the
+    masks hold through training steps (the optimizer's update is masked too)."""
+    set_seed(0)
+    model = nn.Sequential([cell(8, bidirectional=True), nn.Dense(3)]).build((None, 5, 4))
+    pruner = prune_magnitude(model, 0.5)
+    names = sorted(pruner.masks)
+    rnn = model.layers[0]
+    want = sorted(f"layers.0.{a}" for a in vars(rnn) if a.startswith(("weight_ih", "weight_hh")))
+    assert len(want) == 4 and names == sorted([*want, "layers.1.weight"])
+    opt = pruner.attach(Adam(model, lr=1e-2))
+    x, y = x_of((6, 5, 4)), np.arange(6) % 3
+    for _ in range(3):
+        loss = cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name in want:
+        w = getattr(rnn, name.split(".")[-1]).data
+        assert np.count_nonzero(w == 0) == round(0.5 * w.size), name
+
+
 def test_masks_only_grow():
     model = mlp()
     prune_magnitude(model, 0.5)

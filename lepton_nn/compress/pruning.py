@@ -154,13 +154,21 @@ def _norms_after(model: Module, layer: Module) -> list[Module]:
     return []
 
 
+def _is_default_target(t: _Target) -> bool:
+    """Every Dense/Conv ``weight`` and every recurrent weight matrix (``weight_ih``,
+    ``weight_hh``, per direction): never biases, norms or embedding tables."""
+    if t.attr == "weight":
+        return _is_weight_layer(t.layer)
+    return t.attr.startswith(("weight_ih", "weight_hh")) and t.param.ndim == 2
+
+
 def _select(model: Module, include: str | Iterable[str] | None) -> list[_Target]:
-    """Weights to prune: by default every Dense/Conv ``weight``; else the parameters whose
+    """Weights to prune: by default :func:`_is_default_target`'s; else the parameters whose
     dotted name (``layers.0.weight``) or ``<layer name>.<attr>`` (``dense_1.weight``) matches
     one of the ``fnmatch`` patterns in ``include``."""
     params = _parameters(model)
     if include is None:
-        return [t for t in params if t.attr == "weight" and _is_weight_layer(t.layer)]
+        return [t for t in params if _is_default_target(t)]
     patterns = [include] if isinstance(include, str) else list(include)
     out = [
         t
@@ -297,7 +305,8 @@ def prune_magnitude(
     ``scope="layer"``: each selected parameter loses exactly round(s * size) entries;
     ``scope="global"``: one ranking over all selected parameters, round(s * total) entries in
     all (layers with small weights lose more). ``include``: ``fnmatch`` patterns of parameter
-    names; default every Dense/Conv ``weight`` (never biases or norms). Entries already masked
+    names; default every Dense/Conv ``weight`` and recurrent ``weight_ih`` / ``weight_hh`` (never
+    biases or norms). Entries already masked
     rank first and stay masked, so calling again with a higher sparsity only adds to the masks.
     The weights are zeroed at once. Returns the model's :class:`Pruner`.
     """
