@@ -42,5 +42,9 @@ def test_italy_power_rnn_pruned_to_70_percent_keeps_95_percent():
     assert _run("italy_power_rnn", "italy_power_demand.csv", "--prune", "0.7") >= 0.95
 
 
+def test_italy_power_rnn_int8_served_by_the_runtime_keeps_95_percent():
+    assert _run("italy_power_rnn", "italy_power_demand.csv", "--int8", "dynamic") >= 0.95
+
+
 def test_basic_motions_rnn_reaches_95_percent():
     assert _run("basic_motions_rnn", "basic_motions.csv") >= 0.95

@@ -15,7 +15,8 @@ from lepton_nn import losses, nn, optim
 from lepton_nn.backend import use_backend
 from lepton_nn.compress import QuantizedModel, load_quantized, quantize, quantize_weight
 from lepton_nn.compress.quantization import activation_params
-from lepton_nn.runtime.format import read_lnn
+from lepton_nn.errors import ModelFormatError
+from lepton_nn.runtime.format import read_lnn, write_lnn
 from lepton_nn.runtime.plan import DenseStep, Int8DenseStep
 from lepton_nn.runtime.steps import ConvStep, Int8ConvStep
 
@@ -57,15 +58,20 @@ def test_activation_params():
     assert activation_params(0.0, 0.0) == (1.0, 0)
 
 
-def _reference_dense(layer, x: np.ndarray) -> np.ndarray:
-    """f(dequant(q_x) @ dequant(q_w) + b) in float64, from the per-row uint8 quantization."""
-    lo = np.minimum(x.min(axis=1), 0).astype(np.float32)
-    hi = np.maximum(x.max(axis=1), 0).astype(np.float32)
+def _quant_rows(a: np.ndarray) -> np.ndarray:
+    """Dynamic uint8 per row, dequantized: (q - z) s, by the documented rules (float32)."""
+    lo = np.minimum(a.min(axis=1), 0).astype(np.float32)
+    hi = np.maximum(a.max(axis=1), 0).astype(np.float32)
     s = ((hi - lo) / np.float32(255)).astype(np.float32)
     s[s == 0] = 1
     z = np.clip(np.rint(-lo / s), 0, 255)
-    qx = np.clip(np.rint(x * (np.float32(1) / s)[:, None]) + z[:, None], 0, 255)
-    xd = (qx.astype(np.float64) - z[:, None]) * s[:, None]
+    q = np.clip(np.rint(a * (np.float32(1) / s)[:, None]) + z[:, None], 0, 255)
+    return (q - z[:, None]) * s[:, None].astype(np.float64)
+
+
+def _reference_dense(layer, x: np.ndarray) -> np.ndarray:
+    """f(dequant(q_x) @ dequant(q_w) + b) in float64, from the per-row uint8 quantization."""
+    xd = _quant_rows(x)
     wd = layer.q.astype(np.float64).T * layer.scale.astype(np.float64)
     y = xd @ wd + (0 if layer.bias is None else layer.bias)
     return np.maximum(y, 0) if layer.activation == "relu" else y
@@ -443,3 +449,135 @@ def digits_cnn():
             opt.step()
     model.eval()
     return model, x[tr], x[te], y[te]
+
+
+# --------------------------------------------------------------------------- recurrent
+
+
+def _rnn(cell, bidirectional=False, sequences=False, seed=0) -> nn.Module:
+    L.set_seed(seed)
+    layers = [cell(16, bidirectional=bidirectional, return_sequences=sequences)]
+    layers += [nn.Flatten()] if sequences else []
+    model = nn.Sequential([*layers, nn.Dense(3)])
+    model.build((None, 7, 5))
+    return model.eval()
+
+
+def _series(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, 7, 5)).astype(np.float32)
+
+
+RNN_CASES = [
+    (cell, bi, seq)
+    for cell in (nn.LSTM, nn.GRU, nn.SimpleRNN)
+    for bi, seq in ((False, False), (True, True))
+]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize(("cell", "bi", "seq"), RNN_CASES)
+def test_recurrent_int8_is_close_and_served_exactly(tmp_path, cell, bi, seq, mode):
+    model, x = _rnn(cell, bi, seq), _series(40)
+    qm = quantize(model, x, mode)
+    rnn = qm.layers["layers.0"]
+    want = {"weight_ih", "weight_hh"} | (
+        {"weight_ih_reverse", "weight_hh_reverse"} if bi else set()
+    )
+    assert set(rnn.mats) == want and qm.report[0]["int8"] and 0 < qm.report[0]["error"] < 0.03
+    assert _rel(qm.predict(x), model(x).data) < 0.03
+    sizes = qm.weight_bytes()
+    assert sizes["quantized"] < 0.36 * sizes["float"]
+    L.save(qm, tmp_path / "q.lnn")
+    manifest, _ = read_lnn(tmp_path / "q.lnn")
+    entries = {e["param"]: e for e in manifest["model"]["compression"]["layers"]}
+    assert {f"layers.0.{a}" for a in want} <= set(entries)
+    assert entries["layers.0.weight_hh"]["activations"] == {"mode": "dynamic"}
+    assert entries["layers.0.weight_ih"]["activations"]["mode"] == mode
+    served = rt.load(tmp_path / "q.lnn")
+    assert "int8 weights" in served.network.steps[0].describe()
+    for n in (1, 13, 40):  # the runtime and the wrapper run the same kernels: same bits
+        np.testing.assert_array_equal(served.predict(x[:n]), qm.predict(x[:n]))
+    np.testing.assert_array_equal(load_quantized(tmp_path / "q.lnn").predict(x), qm.predict(x))
+    floaty = L.load(tmp_path / "q.lnn")  # the float model with the dequantized weights
+    np.testing.assert_allclose(floaty(x).data, qm.dequantized()(x).data, rtol=1e-6, atol=1e-6)
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+@pytest.mark.parametrize("cell", [nn.LSTM, nn.GRU])
+def test_recurrent_int8_equals_a_numpy_oracle(cell):
+    """An independent loop in float64 over the dequantized operands: x and every h quantized
+    per row, W_ih and W_hh per output column; gates as the layer's docstring gives them."""
+    model, x = _rnn(cell), _series(12, seed=3)
+    qm = quantize(model, x, "dynamic")
+    rnn, layer = qm.layers["layers.0"], model.layers[0]
+    w = {a: (q.astype(np.float64) * s[:, None]).T for a, (q, s) in rnn.mats.items()}
+    u = layer.units
+    xz = _quant_rows(x.reshape(-1, 5)).reshape(12, 7, 5) @ w["weight_ih"] + layer.bias.data
+    h, c = np.zeros((12, u)), np.zeros((12, u))
+    for t in range(7):
+        hz = _quant_rows(h.astype(np.float32)) @ w["weight_hh"]
+        if cell is nn.LSTM:
+            z = xz[:, t] + hz
+            i, f, o = (_sigmoid(z[:, k * u : (k + 1) * u]) for k in (0, 1, 3))
+            g = np.tanh(z[:, 2 * u : 3 * u])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        else:
+            a = hz + layer.bias_hh.data
+            zg = _sigmoid(xz[:, t, :u] + a[:, :u])
+            r = _sigmoid(xz[:, t, u : 2 * u] + a[:, u : 2 * u])
+            n = np.tanh(xz[:, t, 2 * u :] + r * a[:, 2 * u :])
+            h = (1 - zg) * n + zg * h
+    want = h @ model.layers[1].weight.data + model.layers[1].bias.data
+    head = qm.layers["layers.1"]  # the Dense head is int8 too: compare the state through it
+    np.testing.assert_allclose(head.forward(h.astype(np.float32)), qm.predict(x), atol=2e-5)
+    assert _rel(qm.predict(x), want) < 0.02
+
+
+def test_recurrent_int8_refuses_what_it_cannot_run(tmp_path):
+    model = nn.Sequential([nn.GRU(8, return_state=True)])  # a tuple out: runtime has none
+    model.build((None, 7, 5))
+    qm = quantize(model.eval(), _series(4), "dynamic")
+    assert qm.report[0]["reason"] == "return_state" and not qm.layers
+
+    class Padded(nn.Module):  # a model that passes lengths to its GRU
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(8, input_size=5)
+
+        def call(self, x):
+            return self.gru(x, lengths=np.full(x.shape[0], 3))
+
+    padded = Padded()
+    padded(_series(2))
+    with pytest.raises(L.LeptonError, match="whole sequences"):
+        quantize(padded.eval(), None, "dynamic")(_series(2))
+    # a file with only one of the GRU's matrices in int8: the runtime runs it, the wrapper not
+    qm = quantize(_rnn(nn.GRU), _series(8))
+    manifest, arrays = qm.to_lnn()
+    comp = manifest["model"]["compression"]["layers"]
+    hh = next(e for e in comp if e["param"] == "layers.0.weight_hh")
+    comp.remove(hh)
+    q, s = arrays.pop(hh["weight"]["q"]), arrays.pop(hh["weight"]["scale"])
+    arrays["params/layers.0.weight_hh"] = (q.astype(np.float32) * s[:, None]).T.copy()
+    manifest["model"]["params"].append("layers.0.weight_hh")
+    write_lnn(tmp_path / "part.lnn", manifest, arrays)
+    assert rt.load(tmp_path / "part.lnn").predict(_series(3)).shape == (3, 3)
+    with pytest.raises(ModelFormatError, match="needs all of"):
+        load_quantized(tmp_path / "part.lnn")
+    # hostile: an int8 entry for a bias, and an int8 matrix of the wrong shape
+    bad = copy.deepcopy(manifest)
+    bad["model"]["compression"]["layers"][0]["param"] = "layers.0.bias"
+    write_lnn(tmp_path / "bias.lnn", bad, arrays)
+    with pytest.raises(ModelFormatError, match="not a weight of"):
+        rt.load(tmp_path / "bias.lnn")
+    manifest, arrays = qm.to_lnn()
+    ih = next(e for e in manifest["model"]["compression"]["layers"] if e["param"].endswith("ih"))
+    ih["weight"]["shape"] = [4, 48]
+    arrays[ih["weight"]["q"]] = arrays[ih["weight"]["q"]][:, :4].copy()
+    write_lnn(tmp_path / "shape.lnn", manifest, arrays)
+    with pytest.raises(ModelFormatError, match="shape"):
+        rt.load(tmp_path / "shape.lnn")

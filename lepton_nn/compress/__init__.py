@@ -38,6 +38,7 @@ _LAZY.update(
             "quantize",
             "QuantizedModel",
             "QuantizedLayer",
+            "QuantizedRecurrent",
             "quantize_weight",
             "compressed_to_lnn",
             "save_compressed",

@@ -1,4 +1,5 @@
-"""int8 post-training quantization of Dense and Conv2D layers, as a wrapper around a float model.
+"""int8 post-training quantization of Dense, Conv2D and recurrent layers, as a wrapper around
+a float model.
 
 ``quantize(model, calibration_data)`` leaves ``model`` untouched and returns a
 :class:`QuantizedModel` holding, per quantized Dense layer y = f(x W + b) with W (K, N):
@@ -28,6 +29,14 @@ Dense) or with the calibrated pair of the conv's input (static), its windows bec
 of X (OH OW, kh kw C), and the product goes back to (N, F, OH, OW): the runtime's
 ``Int8ConvStep`` (the backend's ``qconv2d_forward_chunks``), which the Python side runs too.
 
+An LSTM, GRU or SimpleRNN layer has its ``weight_ih`` and ``weight_hh`` (each direction)
+quantized per output column like Dense weights: the input product of all steps,
+x W_ih + b, is one int8 product (activations by ``mode``), each step's h W_hh another with h
+quantized per row (always dynamic: its range changes from step to step), and the gates are
+computed in float: the runtime's ``RecurrentStep`` on int8 weights (:class:`QuantizedRecurrent`).
+Such layers run whole sequences from a zero state (no ``lengths``, ``mask``,
+``initial_state``), and a layer with ``return_state`` stays float.
+
 All with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
 on the saved file agree to the last bit.
 
@@ -55,10 +64,11 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..backend.reference import ACT_CODE
-from ..errors import LeptonError, ModelFormatError
+from ..errors import LeptonError, ModelFormatError, ShapeError
 from ..nn.conv import Conv2D
 from ..nn.layers import Dense
 from ..nn.module import Module
+from ..nn.recurrent import GRU, LSTM, SimpleRNN
 from ..runtime.compression import (
     Int8Weight,
     compression_section,
@@ -68,11 +78,12 @@ from ..runtime.compression import (
     parse_compression,
 )
 from ..runtime.kernels import kernels
-from ..runtime.steps import Int8ConvStep, conv_geometry
+from ..runtime.steps import Int8ConvStep, RecurrentStep, conv_geometry
 
 __all__ = [
     "QuantizedLayer",
     "QuantizedModel",
+    "QuantizedRecurrent",
     "compressed_to_lnn",
     "load_compressed",
     "load_quantized",
@@ -140,6 +151,21 @@ class _BindCtx:
         self.n, self.threads, self.dtype = n, 1, np.dtype(np.float32)
 
 
+def _activations_entry(layer: Any) -> dict[str, Any]:
+    """The file's ``activations`` entry for a layer's ``mode`` (and static pair, method)."""
+    if layer.mode == "dynamic":
+        return {"mode": "dynamic"}
+    out: dict[str, Any] = {
+        "mode": "static",
+        "scale": layer.act_scale,
+        "zero_point": layer.act_zero_point,
+        "method": layer.method,
+    }
+    if layer.method == "percentile":
+        out["percentile"] = layer.percentile
+    return out
+
+
 @dataclass
 class QuantizedLayer:
     """The int8 form of one Dense or Conv2D layer (``path``: its parameter prefix, e.g.
@@ -190,19 +216,17 @@ class QuantizedLayer:
             return np.ascontiguousarray(w.reshape(self.conv_shape))
         return np.ascontiguousarray(w.T)
 
+    def entries(self) -> list[tuple[str, np.ndarray, np.ndarray, dict, tuple | None]]:
+        """What the file stores: (attribute, q, scale, activations, float shape or None)."""
+        return [("weight", self.q, self.scale, self.activations(), self.conv_shape)]
+
+    def dequantized_weights(self) -> dict[str, np.ndarray]:
+        """{attribute: the float weight the int8 one stands for}."""
+        return {"weight": self.dequantized_weight()}
+
     def activations(self) -> dict[str, Any]:
         """The ``activations`` entry of the file schema."""
-        if self.mode == "dynamic":
-            return {"mode": "dynamic"}
-        out: dict[str, Any] = {
-            "mode": "static",
-            "scale": self.act_scale,
-            "zero_point": self.act_zero_point,
-            "method": self.method,
-        }
-        if self.method == "percentile":
-            out["percentile"] = self.percentile
-        return out
+        return _activations_entry(self)
 
     def _conv_step(self, width: tuple[int, ...]) -> Int8ConvStep:
         key = (width, self.mode, self.act_scale, self.act_zero_point)
@@ -256,15 +280,116 @@ class QuantizedLayer:
         return out.reshape(*lead, n_out)
 
 
+RECURRENT = (LSTM, GRU, SimpleRNN)
+
+
+@dataclass
+class QuantizedRecurrent:
+    """The int8 form of an LSTM, GRU or SimpleRNN layer (``path``: its parameter prefix).
+
+    ``mats``: ``{attribute: (q int8 (N, K), scale float32 (N,))}`` for ``weight_ih`` and
+    ``weight_hh`` of each direction (``_reverse``), each quantized like a Dense weight (K, N);
+    ``biases``: the float biases by attribute. The input product x W_ih + b of all steps
+    follows ``mode`` (static: the calibrated pair of the layer's input); every step's h W_hh
+    quantizes h per row (dynamic: h's range changes from step to step); the gates stay float.
+    :meth:`forward` is the runtime's :class:`RecurrentStep` on these weights.
+    """
+
+    path: str
+    name: str
+    cell: str  # "LSTM", "GRU" or "SimpleRNN"
+    units: int
+    sequences: bool  # return_sequences
+    mats: dict[str, tuple[np.ndarray, np.ndarray]]
+    biases: dict[str, np.ndarray | None]
+    mode: str = "dynamic"
+    act_scale: float = 1.0  # static mode: the input product's pair
+    act_zero_point: int = 0
+    method: str | None = None
+    percentile: float | None = None
+    error: float | None = None
+
+    @classmethod
+    def of(cls, path: str, m: Module, mode: str, per_channel: bool) -> QuantizedRecurrent:
+        mats = {a: quantize_weight(p.data, per_channel) for a, p in _weights_of(m)}
+        biases = {
+            b + d: None if getattr(m, b + d) is None else np.asarray(getattr(m, b + d).data)
+            for d in m.directions
+            for b in m.biases
+        }
+        return cls(path, m.name, type(m).__name__, m.units, m.return_sequences, mats, biases,
+                   mode)  # fmt: skip
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return ("", "_reverse") if "weight_ih_reverse" in self.mats else ("",)
+
+    def activations(self, attr: str = "weight_ih") -> dict[str, Any]:
+        """The file's ``activations`` entry of matrix ``attr`` (``weight_hh*``: dynamic)."""
+        return {"mode": "dynamic"} if attr.startswith("weight_hh") else _activations_entry(self)
+
+    def entries(self) -> list[tuple[str, np.ndarray, np.ndarray, dict, tuple | None]]:
+        return [(a, q, s, self.activations(a), None) for a, (q, s) in self.mats.items()]
+
+    def dequantized_weights(self) -> dict[str, np.ndarray]:
+        return {a: np.ascontiguousarray((q.astype(np.float32) * s[:, None]).T)
+                for a, (q, s) in self.mats.items()}  # fmt: skip
+
+    def _weight(self, attr: str) -> Int8Weight:
+        q, scale = self.mats[attr]
+        act = self.activations(attr)
+        return Int8Weight(self.path, f"{self.path}.{attr}", q, scale, act["mode"],
+                          self.act_scale, self.act_zero_point)  # fmt: skip
+
+    def _step(self, steps: int) -> RecurrentStep:
+        cached = getattr(self, "_cached", None)
+        key = (steps, self.mode, self.act_scale, self.act_zero_point)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        dirs = [
+            (self._weight("weight_ih" + d), self._weight("weight_hh" + d),
+             self.biases.get("bias" + d), self.biases.get("bias_hh" + d), bool(d))
+            for d in self.directions
+        ]  # fmt: skip
+        label = f"layer {self.name!r} ({self.cell})"
+        step = RecurrentStep(label, self.cell, dirs, self.units, steps, self.sequences)
+        self._cached = (key, step)
+        return step
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """(N, T, F) -> (N, T, U') or (N, U') float32 (U' = U times the directions)."""
+        features = self.mats["weight_ih"][0].shape[1]
+        if x.ndim != 3 or x.shape[2] != features:
+            raise ShapeError(
+                f"layer {self.name!r} ({self.cell}, int8) expects input shape "
+                f"(batch, time, {features}), got {x.shape}"
+            )
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        ops, out = self._step(x.shape[1]).bind(x, False, _BindCtx(x.shape[0]))
+        for fn, args in ops:
+            fn(*args)
+        return out
+
+
+def _weights_of(m: Module) -> list[tuple[str, Any]]:
+    """(attribute, Parameter) of a quantizable layer's weight matrices: ``weight`` of a Dense
+    or Conv2D; ``weight_ih`` and ``weight_hh`` of each direction of a recurrent layer."""
+    if isinstance(m, RECURRENT):
+        attrs = [a + d for d in m.directions for a in ("weight_ih", "weight_hh")]
+        return [(a, getattr(m, a)) for a in attrs]
+    return [("weight", m.weight)]
+
+
 # --------------------------------------------------------------------------- the wrapper
 
 
-def _quant_layers(model: Module) -> list[tuple[str, Dense | Conv2D]]:
-    """(parameter prefix, layer) of every Dense and Conv2D (the quantizable layers)."""
+def _quant_layers(model: Module) -> list[tuple[str, Module]]:
+    """(parameter prefix, layer) of every Dense, Conv2D and recurrent layer (the quantizable
+    layers)."""
     return [
         (prefix[:-1] if prefix else "", m)
         for prefix, m in model._named_modules()
-        if isinstance(m, (Dense, Conv2D))
+        if isinstance(m, (Dense, Conv2D, *RECURRENT))
     ]
 
 
@@ -281,14 +406,34 @@ def _as_array(x: Any) -> np.ndarray:
     return x.data if isinstance(x, Tensor) else np.asarray(x)
 
 
+class _RecurrentCall:
+    """While a QuantizedModel runs: ``module.call`` is its int8 form (whole sequences only)."""
+
+    def __init__(self, module: Module, layer: QuantizedRecurrent) -> None:
+        self.module = module
+
+        def call(x, lengths=None, mask=None, initial_state=None):
+            if lengths is not None or mask is not None or initial_state is not None:
+                raise LeptonError(
+                    f"layer {layer.name!r} in int8 runs whole sequences from a zero state "
+                    "(as the runtime does): lengths, mask and initial_state are not supported"
+                )
+            return Tensor(layer.forward(_as_array(x)))
+
+        module.call = call  # an instance attribute: found before the class's call
+
+    def remove(self) -> None:
+        del self.module.call
+
+
 class QuantizedModel:
-    """A float model plus the int8 form of some of its Dense and Conv2D layers (a wrapper).
+    """A float model plus the int8 form of some of its Dense, Conv2D and recurrent layers.
 
     ``qm(x)`` runs ``model`` with those layers computed in int8 (returns a Tensor, like the
-    model); ``qm.predict(x)`` returns an array. ``layers``: ``{path: QuantizedLayer}``;
-    ``report``: one dict per Dense or Conv2D layer (``layer``, ``name``, ``shape``, ``int8``,
-    ``error``, ``reason``); ``scores``: the metric of the float and the final model when a
-    budget was used.
+    model); ``qm.predict(x)`` returns an array. ``layers``: ``{path: QuantizedLayer or
+    QuantizedRecurrent}``; ``report``: one dict per quantizable layer (``layer``, ``name``,
+    ``shape``, ``int8``, ``error``, ``reason``); ``scores``: the metric of the float and the
+    final model when a budget was used.
     """
 
     def __init__(
@@ -308,12 +453,15 @@ class QuantizedModel:
 
     # -- running ----------------------------------------------------------------------------
     def _hooks(self) -> list[Any]:
-        handles = []
+        handles: list[Any] = []
         by_id = {id(m): p for p, m in _quant_layers(self.model)}
         for module in self.model.modules():
             path = by_id.get(id(module))
             if path in self.layers:
                 layer = self.layers[path]
+                if isinstance(layer, QuantizedRecurrent):
+                    handles.append(_RecurrentCall(module, layer))
+                    continue
 
                 def hook(mod, args, out, layer=layer):
                     return Tensor(layer.forward(_as_array(args[0])))
@@ -352,22 +500,25 @@ class QuantizedModel:
         out = copy.deepcopy(self.model)
         for path, m in _quant_layers(out):
             if path in self.layers:
-                m.weight.data = self.layers[path].dequantized_weight().astype(m.weight.dtype)
+                for attr, w in self.layers[path].dequantized_weights().items():
+                    p = getattr(m, attr)
+                    p.data = w.reshape(p.shape).astype(p.dtype)
         return out
 
     def weight_bytes(self) -> dict[str, int]:
-        """Bytes of the Dense and Conv2D weights: ``float`` (all float32) and ``quantized``
-        (as stored: int8 plus a float32 scale per output channel)."""
+        """Bytes of the Dense, Conv2D and recurrent weight matrices: ``float`` (all float32)
+        and ``quantized`` (as stored: int8 plus a float32 scale per output channel)."""
         total = quant = 0
         for path, m in _quant_layers(self.model):
-            size = m.weight.data.size
-            total += 4 * size
-            outs = m.weight.shape[0] if isinstance(m, Conv2D) else m.units
-            quant += size + 4 * outs if path in self.layers else 4 * size
+            for _, p in _weights_of(m):
+                size = p.data.size
+                total += 4 * size
+                outs = p.shape[0] if isinstance(m, Conv2D) else p.shape[-1]
+                quant += size + 4 * outs if path in self.layers else 4 * size
         return {"float": total, "quantized": quant}
 
     def summary(self) -> str:
-        """A table of the Dense and Conv2D layers: shape, int8 or float (why), relative error."""
+        """A table of the quantizable layers: shape, int8 or float (why), relative error."""
         rows = [("layer", "name", "shape", "kept as", "rel. error")]
         for r in self.report:
             err = "-" if r["error"] is None else f"{r['error']:.2e}"
@@ -506,8 +657,9 @@ def quantize(
     max_accuracy_drop: float | None = None,
     eval_data: tuple | None = None,
 ) -> QuantizedModel:
-    """int8 post-training quantization of ``model``'s Dense and Conv2D layers (``model`` is
-    not changed; a Conv2D is quantized as its (C kh kw, F) weight matrix on im2col columns).
+    """int8 post-training quantization of ``model``'s Dense, Conv2D and recurrent layers
+    (``model`` is not changed; a Conv2D is quantized as its (C kh kw, F) weight matrix on
+    im2col columns; a recurrent layer as its input and recurrent matrices, module docstring).
 
     calibration_data: numeric input (N, ...) the model accepts; needed for ``mode="static"``,
         and, in either mode, what the per-layer errors are measured on.
@@ -548,10 +700,16 @@ def quantize(
         if data.ndim < 2 or data.shape[0] == 0:
             raise ValueError(f"calibration_data must be a non-empty batch, got {data.shape}")
         cal = _calibrate(model, targets, data, method, percentile)
-    layers: dict[str, QuantizedLayer] = {}
+    layers: dict[str, QuantizedLayer | QuantizedRecurrent] = {}
+    reasons = {path: "excluded" for path, _ in dense if path not in targets}
     for path, m in targets.items():
-        bias = None if m.bias is None else np.asarray(m.bias.data, np.float32)
-        if isinstance(m, Conv2D):  # W (F, C, kh, kw) as the (C kh kw, F) matrix
+        if isinstance(m, RECURRENT) and m.return_state:
+            reasons[path] = "return_state"  # the runtime runs no return_state layer
+            continue
+        bias = None if getattr(m, "bias", None) is None else np.asarray(m.bias.data, np.float32)
+        if isinstance(m, RECURRENT):
+            layer = QuantizedRecurrent.of(path, m, mode, per_channel)
+        elif isinstance(m, Conv2D):  # W (F, C, kh, kw) as the (C kh kw, F) matrix
             w = m.weight.data
             q, scale = quantize_weight(w.reshape(w.shape[0], -1).T, per_channel)
             layer = QuantizedLayer(path, m.name, q, scale, bias, m.activation, mode,
@@ -568,7 +726,6 @@ def quantize(
         if cal is not None:
             layer.error = _relative_error(layer, *cal.io[path])
         layers[path] = layer
-    reasons = {path: "excluded" for path, _ in dense if path not in targets}
     qm = QuantizedModel(model, layers, [], mode, method if mode == "static" else None)
     if max_accuracy_drop is not None:
         _fit_budget(qm, float(max_accuracy_drop), eval_data, reasons)
@@ -576,7 +733,7 @@ def quantize(
         {
             "layer": path,
             "name": m.name,
-            "shape": [int(d) for d in m.weight.shape],
+            "shape": [int(d) for d in _weights_of(m)[0][1].shape],
             "int8": path in qm.layers,
             "error": layers[path].error if path in layers else None,  # budget-reverted too
             "reason": reasons.get(path, ""),
@@ -610,13 +767,14 @@ def _fit_budget(qm: QuantizedModel, budget: float, eval_data: tuple, reasons: di
 
 def compressed_to_lnn(
     model: Module,
-    int8: dict[str, QuantizedLayer] | None = None,
+    int8: dict[str, QuantizedLayer | QuantizedRecurrent] | None = None,
     min_sparsity: float | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """A ``"compressed"`` manifest and arrays for ``model``.
 
-    ``int8``: layers stored as int8 (``{path: QuantizedLayer}``). ``min_sparsity``: every
-    other Dense weight with at least this fraction of zeros is stored as CSR (a pruned model).
+    ``int8``: layers stored as int8 (``{path: QuantizedLayer or QuantizedRecurrent}``).
+    ``min_sparsity``: every other Dense weight with at least this fraction of zeros is stored
+    as CSR (a pruned model).
     """
     from ..io import module_to_lnn
 
@@ -624,33 +782,25 @@ def compressed_to_lnn(
     section, arrays = module_to_lnn(model)
     entries: list[dict] = []
     stored: set[str] = set()
-    for path, m in _quant_layers(model):
-        param = f"{path}.weight" if path else "weight"
-        if path in int8:
-            layer = int8[path]
-            entry, arrs = int8_entry(
-                path,
-                m.name,
-                param,
-                layer.q,
-                layer.scale,
-                layer.activations(),
-                layer.error,
-                layer.conv_shape,
-            )
-        elif (
-            isinstance(m, Dense) and min_sparsity is not None and m.weight.data.dtype == np.float32
-        ):
-            w = m.weight.data
-            if w.size == 0 or 1.0 - np.count_nonzero(w) / w.size < min_sparsity:
-                continue
-            entry, arrs = csr_entry(path, m.name, param, w)
-        else:
-            continue
+
+    def store(name: str, entry: dict, arrs: dict[str, np.ndarray]) -> None:
         entries.append(entry)
         arrays.update(arrs)
-        del arrays["params/" + param]
-        stored.add(param)
+        del arrays["params/" + name]
+        stored.add(name)
+
+    for path, m in _quant_layers(model):
+        if path in int8:
+            layer = int8[path]
+            for attr, q, scale, acts, shape in layer.entries():
+                name = f"{path}.{attr}" if path else attr
+                store(name, *int8_entry(path, m.name, name, q, scale, acts, layer.error, shape))
+        elif isinstance(m, Dense) and min_sparsity is not None:
+            w = m.weight.data
+            zeros = 1.0 - np.count_nonzero(w) / w.size if w.size else 0.0
+            if w.dtype == np.float32 and w.size and zeros >= min_sparsity:
+                name = f"{path}.weight" if path else "weight"
+                store(name, *csr_entry(path, m.name, name, w))
     section["params"] = [p for p in section["params"] if p not in stored]
     if entries:
         section["compression"] = compression_section(entries)
@@ -723,15 +873,20 @@ def network_from_lnn(section: Any, arrays: dict) -> tuple[Module, QuantizedModel
     model = module_from_lnn(plain, full)
     weights = parse_compression(section, arrays)
     by_path = dict(_quant_layers(model))
-    layers = {}
+    layers: dict[str, QuantizedLayer | QuantizedRecurrent] = {}
     mode = "dynamic"
+    recurrent: dict[str, dict[str, Int8Weight]] = {}
     for w in weights.values():
         if not isinstance(w, Int8Weight):
             continue
         m = by_path.get(w.layer)
+        if isinstance(m, RECURRENT) and w.conv_shape is None:
+            recurrent.setdefault(w.layer, {})[w.param.rpartition(".")[2]] = w
+            continue
         if m is None or isinstance(m, Conv2D) != (w.conv_shape is not None):
             raise ModelFormatError(
-                f"compressed weight {w.param!r} belongs to no Dense or Conv2D layer of its shape"
+                f"compressed weight {w.param!r} belongs to no Dense, Conv2D or recurrent layer "
+                "of its shape"
             )
         act = w.meta.get("activations", {})
         mode = w.act_mode
@@ -751,13 +906,28 @@ def network_from_lnn(section: Any, arrays: dict) -> tuple[Module, QuantizedModel
             w.conv_shape,
             m.get_config() if isinstance(m, Conv2D) else None,
         )
+    for path, ws in recurrent.items():
+        m = by_path[path]
+        qr = QuantizedRecurrent.of(path, m, "dynamic", True)
+        if set(ws) != set(qr.mats):
+            raise ModelFormatError(
+                f"layer {m.name!r}: int8 needs all of {sorted(qr.mats)}, the file has {sorted(ws)}"
+            )
+        qr.mats = {a: (w.q, w.scale) for a, w in ws.items()}
+        ih = ws["weight_ih"]
+        qr.mode, qr.act_scale, qr.act_zero_point = ih.act_mode, ih.act_scale, ih.act_zero_point
+        qr.method = ih.meta.get("activations", {}).get("method")
+        qr.percentile = ih.meta.get("activations", {}).get("percentile")
+        qr.error = ih.meta.get("error")
+        mode = ih.act_mode
+        layers[path] = qr
     if not layers:
         return model, None
     report = [
         {
             "layer": p,
             "name": m.name,
-            "shape": [int(d) for d in m.weight.shape],
+            "shape": [int(d) for d in _weights_of(m)[0][1].shape],
             "int8": p in layers,
             "error": layers[p].error if p in layers else None,
             "reason": "" if p in layers else "float in file",

@@ -22,6 +22,9 @@ the int8 and sparse kernels. Schema (format ``"lepton_nn.compression"``, version
          "weight": {"q": ..., "scale": ..., "zero_point": 0, "axis": 0,
                     "shape": [F, C, kh, kw]},                   # a Conv2D weight: q int8
          "activations": {...}},                                  #   (F, C*kh*kw), scale (F,)
+        {"layer": "layers.3", "name": "lstm", "param": "layers.3.weight_hh", "method": "int8",
+         "weight": {..., "shape": [U, 4 U]},                    # a recurrent matrix (in, out)
+         "activations": {"mode": "dynamic"}},                   #   h: per row, every step
         {"layer": "layers.1", "param": "layers.1.weight", "method": "csr",
          "weight": {"data": "compressed/layers.1.weight/data",       # float32 (nnz,)
                     "indices": "compressed/layers.1.weight/indices", # int32 (nnz,), in [0, K)
@@ -40,6 +43,12 @@ of image n (one row per output pixel), y[n, :, oy, ox] = f(s_x s_w sum (q_x - z_
 activations quantized with one (s_x, z_x) per image (dynamic, from the image's own range) or
 with the calibrated (s_x, z_x) of the conv's input (static); the padding zeros are exact (the
 range holds 0, which quantizes to z_x).
+
+int8 LSTM / GRU / SimpleRNN: entries for ``weight_ih`` and ``weight_hh`` (``_reverse`` too when
+bidirectional), each (in, out) like a Dense weight. The input product of all steps,
+x W_ih + b, is an int8 product as above (dynamic per row, or static with the calibrated pair
+of the layer's input); at every step h W_hh is another, h quantized per row (always dynamic:
+its range changes from step to step); the gates are computed in float.
 
 Everything read here comes from an untrusted file: every name, dtype, shape and index range is
 checked, and a mistake raises :class:`~lepton_nn.errors.ModelFormatError`.
@@ -61,6 +70,7 @@ __all__ = [
     "COMPRESSION_FORMAT",
     "COMPRESSION_VERSION",
     "CSRWeight",
+    "INT8_ATTRS",
     "Int8Weight",
     "csr_arrays",
     "csr_density",
@@ -75,11 +85,15 @@ COMPRESSION_FORMAT = "lepton_nn.compression"
 COMPRESSION_VERSION = 1
 PREFIX = "compressed/"
 ACT_MODES = ("dynamic", "static")
+#: the parameters an int8 entry may hold: a Dense / Conv2D ``weight``, or a recurrent
+#: layer's input and recurrent matrices (each direction); CSR holds Dense weights only
+INT8_ATTRS = ("weight", "weight_ih", "weight_hh", "weight_ih_reverse", "weight_hh_reverse")
 
 
 @dataclass
 class Int8Weight:
-    """Symmetric per-output-channel int8 weight of a Dense or Conv2D layer (module docstring).
+    """Symmetric per-output-channel int8 weight of a Dense or Conv2D layer, or one matrix of
+    a recurrent layer (module docstring).
 
     ``conv_shape``: the Conv2D weight's shape (F, C, kh, kw), q being (F, C*kh*kw); None for
     a Dense weight.
@@ -345,8 +359,9 @@ def parse_compression(section: Any, arrays: dict) -> dict[str, Int8Weight | CSRW
             isinstance(e.get(k), str) for k in ("layer", "param", "method")
         ):
             raise _fail(f"{where}: needs string 'layer', 'param' and 'method'")
-        if e["param"] != (f"{e['layer']}.weight" if e["layer"] else "weight"):
-            raise _fail(f"{where}: param {e['param']!r} is not the weight of {e['layer']!r}")
+        attrs = INT8_ATTRS if e["method"] == "int8" else ("weight",)
+        if e["param"] not in [f"{e['layer']}.{a}" if e["layer"] else a for a in attrs]:
+            raise _fail(f"{where}: param {e['param']!r} is not a weight of {e['layer']!r}")
         if e["param"] in out:
             raise _fail(f"{where}: {e['param']!r} is compressed twice")
         where = f"{where} ({e['param']})"

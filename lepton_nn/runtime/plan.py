@@ -52,6 +52,7 @@ from .steps import (
     AffineStep,
     ConvStep,
     Int8ConvStep,
+    Int8DenseStep,
     PoolStep,
     activation_name,
 )
@@ -210,53 +211,6 @@ class SparseDenseStep(DenseStep):
             f"{self.label}: sparse-capable {self.w.shape[0]}->{self.w.shape[1]} "
             f"(density {self.csr.density:.3f}{'; ' + picks if picks else ''})"
         )
-
-
-class Int8DenseStep(Step):
-    """y = f(dequant(q_x q_w^T) + b): uint8 activations, int8 per-channel weights, int32 sums."""
-
-    kind = "int8"
-
-    def __init__(self, label: str, wq: Int8Weight, b: np.ndarray | None, act: int) -> None:
-        self.label, self.wq, self.act = label, wq, act
-        self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
-        self.packed, self.col_sums = kernels().qpack_weights(wq.q)
-        self.n_out, self.n_in = wq.q.shape
-        if wq.act_mode == "static":
-            self.static_scale = np.array([wq.act_scale], np.float32)
-            self.static_zp = np.array([wq.act_zero_point], np.int32)
-            if not 0 < self.static_scale[0] < np.inf:  # a float64 scale out of float32 range
-                raise ModelFormatError(
-                    f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
-                )
-
-    def bind(self, src, owned, ctx):
-        n = ctx.n
-        k = kernels()
-        xq = np.zeros((n, self.n_in), np.uint8)
-        out = np.zeros((n, self.n_out), np.float32)
-        ops: list[Op] = []
-        if src.dtype != np.float32:  # float64 model: the kernels read float32
-            f32 = np.zeros(src.shape, np.float32)
-            ops.append((np.copyto, (f32, src, "same_kind")))
-            src = f32
-        if self.wq.act_mode == "static":
-            scale, zp = self.static_scale, self.static_zp
-            ops.append((k.quantize_rows, (src, xq, scale, zp, True)))
-        else:
-            scale, zp = np.zeros(n, np.float32), np.zeros(n, np.int32)
-            ops.append((k.quantize_rows, (src, xq, scale, zp)))
-        threads = ctx.threads if n >= PARALLEL_MIN_ROWS else 1
-        args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
-        ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
-        if ctx.dtype != np.float32:
-            out64 = np.zeros(out.shape, ctx.dtype)
-            ops.append((np.copyto, (out64, out)))
-            out = out64
-        return ops, out
-
-    def describe(self) -> str:
-        return f"{self.label}: int8 {self.n_in}->{self.n_out} ({self.wq.act_mode} activations)"
 
 
 class ActivationStep(Step):

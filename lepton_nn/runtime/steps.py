@@ -9,6 +9,7 @@ layer's config and weights (from an untrusted file) and return its steps and out
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,8 @@ __all__ = [
     "AffineStep",
     "ConvStep",
     "Int8ConvStep",
+    "Int8DenseStep",
+    "RecurrentStep",
     "PoolStep",
     "activation_name",
     "conv_geometry",
@@ -151,6 +154,53 @@ def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
             free.append(mine)
 
     parallel_for(chunks, run, threads)
+
+
+class Int8DenseStep:
+    """y = f(dequant(q_x q_w^T) + b): uint8 activations, int8 per-channel weights, int32 sums."""
+
+    kind = "int8"
+
+    def __init__(self, label: str, wq: Int8Weight, b: np.ndarray | None, act: int) -> None:
+        self.label, self.wq, self.act = label, wq, act
+        self.b = None if b is None else np.ascontiguousarray(b, dtype=np.float32)
+        self.packed, self.col_sums = kernels().qpack_weights(wq.q)
+        self.n_out, self.n_in = wq.q.shape
+        if wq.act_mode == "static":
+            self.static_scale = np.array([wq.act_scale], np.float32)
+            self.static_zp = np.array([wq.act_zero_point], np.int32)
+            if not 0 < self.static_scale[0] < np.inf:  # a float64 scale out of float32 range
+                raise ModelFormatError(
+                    f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
+                )
+
+    def bind(self, src, owned, ctx):
+        n = ctx.n
+        k = kernels()
+        xq = np.zeros((n, self.n_in), np.uint8)
+        out = np.zeros((n, self.n_out), np.float32)
+        ops: list[Op] = []
+        if src.dtype != np.float32:  # float64 model: the kernels read float32
+            f32 = np.zeros(src.shape, np.float32)
+            ops.append((np.copyto, (f32, src, "same_kind")))
+            src = f32
+        if self.wq.act_mode == "static":
+            scale, zp = self.static_scale, self.static_zp
+            ops.append((k.quantize_rows, (src, xq, scale, zp, True)))
+        else:
+            scale, zp = np.zeros(n, np.float32), np.zeros(n, np.int32)
+            ops.append((k.quantize_rows, (src, xq, scale, zp)))
+        threads = ctx.threads if n >= PARALLEL_MIN_ROWS else 1
+        args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
+        ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
+        if ctx.dtype != np.float32:
+            out64 = np.zeros(out.shape, ctx.dtype)
+            ops.append((np.copyto, (out64, out)))
+            out = out64
+        return ops, out
+
+    def describe(self) -> str:
+        return f"{self.label}: int8 {self.n_in}->{self.n_out} ({self.wq.act_mode} activations)"
 
 
 class Int8ConvStep:
@@ -317,7 +367,12 @@ def _layer_norm(x, gamma, beta, eps, out) -> None:
 
 class RecurrentStep:
     """LSTM / GRU / SimpleRNN over (N, T, F), each direction a flat list of per-step calls:
-    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real)."""
+    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real).
+
+    A direction's ``W_ih`` and ``W_hh`` may be int8 (:class:`Int8Weight`): the input product
+    of all steps is then one :class:`Int8DenseStep` (x quantized per row, or with the file's
+    static pair), and each step's ``h @ W_hh`` another, h quantized per row at every step; the
+    gates stay in float."""
 
     kind = "recurrent"
     GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
@@ -325,6 +380,14 @@ class RecurrentStep:
     def __init__(self, label, cell, dirs, units, steps, sequences) -> None:
         self.label, self.cell, self.dirs, self.units = label, cell, dirs, units
         self.t, self.sequences = steps, sequences  # dirs: [(w_ih, w_hh, b, b_hh, reverse)]
+        # int8 weights packed once: (input product with its bias, recurrent product) per dir
+        self.int8 = [
+            (
+                Int8DenseStep(label, w_ih, b, 0) if isinstance(w_ih, Int8Weight) else None,
+                Int8DenseStep(label, w_hh, None, 0) if isinstance(w_hh, Int8Weight) else None,
+            )
+            for w_ih, w_hh, b, _, _ in dirs
+        ]
 
     def bind(self, src, owned, ctx):
         n, t, u, dt = ctx.n, self.t, self.units, ctx.dtype
@@ -336,19 +399,32 @@ class RecurrentStep:
         out = np.zeros((n, t, width) if self.sequences else (n, width), dt)
         for j, (w_ih, w_hh, b, b_hh, reverse) in enumerate(self.dirs):
             gu = w_ih.shape[1]
-            xz = np.zeros((t * n, gu), dt)
-            ops.append((np.matmul, (xt.reshape(t * n, f), w_ih, xz)))
-            if b is not None:
-                ops.append((np.add, (xz, b, xz)))
+            q_ih, q_hh = self.int8[j]
+            if q_ih is not None:  # xz = int8(x) W_ih + b, all steps in one call
+                ih_ops, xz = q_ih.bind(xt.reshape(t * n, f), False, _rows(ctx, t * n))
+                ops += ih_ops
+            else:
+                xz = np.zeros((t * n, gu), dt)
+                ops.append((np.matmul, (xt.reshape(t * n, f), w_ih, xz)))
+                if b is not None:
+                    ops.append((np.add, (xz, b, xz)))
             xz3 = xz.reshape(t, n, gu)
             h = np.zeros((t + 1, n, u), dt)
             c = np.zeros((t + 1, n, u), dt)
             gates = np.zeros((t, n, 4 * u), dt)
-            hz = np.zeros((n, gu), dt)
+            if q_hh is not None:  # hz = int8(hs) W_hh, hs a copy of the step's h[p]
+                hs = np.zeros((n, u), dt)
+                hh_ops, hz = q_hh.bind(hs, True, ctx)
+            else:
+                hz = np.zeros((n, gu), dt)
             r = int(reverse)
             for s in range(t - 1, -1, -1) if reverse else range(t):
                 p, q = s + r, s + 1 - r
-                ops.append((np.matmul, (h[p], w_hh, hz)))
+                if q_hh is not None:
+                    ops.append((np.copyto, (hs, h[p])))
+                    ops += hh_ops
+                else:
+                    ops.append((np.matmul, (h[p], w_hh, hz)))
                 if self.cell == "LSTM":
                     args = (xz3[s], hz, c[p], h[p], None, gates[s], c[q], h[q])
                     ops.append((k.lstm_step_forward, args))
@@ -367,7 +443,15 @@ class RecurrentStep:
 
     def describe(self) -> str:
         kind = "bidirectional " if len(self.dirs) == 2 else ""
-        return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units"
+        int8 = " (int8 weights)" if self.int8[0][0] or self.int8[0][1] else ""
+        return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
+
+
+def _rows(ctx, n: int):
+    """``ctx`` for a product over ``n`` rows (the steps x batch of a sequence)."""
+    out = copy.copy(ctx)
+    out.n = n
+    return out
 
 
 def _time_major(x: np.ndarray, xt: np.ndarray) -> None:
