@@ -209,8 +209,8 @@ class Int8ConvStep:
     (OH OW, kh kw C), one int8 GEMM with bias and activation fused, and the result transposed
     (or, with ``pool`` folded in by the plan, max-pooled) into (N, F, OH, OW); a layer with
     few taps (C kh kw <= 64, stride 1 along x) is summed tap by tap in float on AVX2 and up
-    instead, with the same integers and so the same result. Images spread
-    over the plan's threads. A float64 plan casts to float32 on the way in and back out."""
+    instead, with the same integers and so the same result. Images spread over the plan's
+    threads. A float64 plan casts to float32 on the way in and back out."""
 
     kind = "int8"
 
@@ -412,8 +412,8 @@ class RecurrentStep:
             h = np.zeros((t + 1, n, u), dt)
             c = np.zeros((t + 1, n, u), dt)
             gates = np.zeros((t, n, 4 * u), dt)
-            if q_hh is not None:  # hz = int8(hs) W_hh, hs a copy of the step's h[p]
-                hs = np.zeros((n, u), dt)
+            if q_hh is not None:  # hz = int8(hs) W_hh, hs the step's h[p] in float32
+                hs = np.zeros((n, u), np.float32)
                 hh_ops, hz = q_hh.bind(hs, True, ctx)
             else:
                 hz = np.zeros((n, gu), dt)
@@ -421,7 +421,7 @@ class RecurrentStep:
             for s in range(t - 1, -1, -1) if reverse else range(t):
                 p, q = s + r, s + 1 - r
                 if q_hh is not None:
-                    ops.append((np.copyto, (hs, h[p])))
+                    ops.append((np.copyto, (hs, h[p], "same_kind")))
                     ops += hh_ops
                 else:
                     ops.append((np.matmul, (h[p], w_hh, hz)))
