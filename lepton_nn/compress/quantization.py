@@ -312,8 +312,10 @@ class QuantizedRecurrent:
     @classmethod
     def of(cls, path: str, m: Module, mode: str, per_channel: bool) -> QuantizedRecurrent:
         mats = {a: quantize_weight(p.data, per_channel) for a, p in _weights_of(m)}
-        biases = {
-            b + d: None if getattr(m, b + d) is None else np.asarray(getattr(m, b + d).data)
+        biases = {  # float32, as the int8 step computes
+            b + d: None
+            if getattr(m, b + d) is None
+            else np.asarray(getattr(m, b + d).data, np.float32)
             for d in m.directions
             for b in m.biases
         }
@@ -706,7 +708,8 @@ def quantize(
         if isinstance(m, RECURRENT) and m.return_state:
             reasons[path] = "return_state"  # the runtime runs no return_state layer
             continue
-        bias = None if getattr(m, "bias", None) is None else np.asarray(m.bias.data, np.float32)
+        bias = None if isinstance(m, RECURRENT) or m.bias is None else m.bias.data
+        bias = None if bias is None else np.asarray(bias, np.float32)
         if isinstance(m, RECURRENT):
             layer = QuantizedRecurrent.of(path, m, mode, per_channel)
         elif isinstance(m, Conv2D):  # W (F, C, kh, kw) as the (C kh kw, F) matrix
