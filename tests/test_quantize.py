@@ -581,3 +581,18 @@ def test_recurrent_int8_refuses_what_it_cannot_run(tmp_path):
     write_lnn(tmp_path / "shape.lnn", manifest, arrays)
     with pytest.raises(ModelFormatError, match="shape"):
         rt.load(tmp_path / "shape.lnn")
+
+
+def test_recurrent_int8_of_a_float64_model():
+    """The int8 step runs in float32 whatever the model's dtype: biases included (the GRU's
+    bias_hh goes straight to the compiled step)."""
+    L.set_seed(0)
+    model = nn.Sequential([nn.GRU(16, dtype="float64"), nn.Dense(3, dtype="float64")])
+    model.build((None, 7, 5))
+    rng = np.random.default_rng(4)
+    gru = model.layers[0]
+    for b in (gru.bias, gru.bias_hh):
+        b.data = rng.standard_normal(b.shape)
+    x = _series(20).astype(np.float64)
+    qm = quantize(model.eval(), x)
+    assert _rel(qm.predict(x), model(x).data) < 0.03
