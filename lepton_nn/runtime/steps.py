@@ -43,6 +43,8 @@ __all__ = [
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
 PARALLEL_MIN_ROWS = 64
+#: a recurrent layer's float input product is computed this many bytes of output at a time
+XZ_CHUNK_BYTES = 1 << 19
 
 Op = tuple[Callable[..., Any], tuple]
 
@@ -393,25 +395,35 @@ class RecurrentStep:
         n, t, u, dt = ctx.n, self.t, self.units, ctx.dtype
         f = self.dirs[0][0].shape[0]
         k = kernels()
-        xt = np.zeros((t, n, f), dt)
-        ops: list[Op] = [(_time_major, (src, xt))]
+        ops: list[Op] = []
+        int8_ih = [q is not None for q, _ in self.int8]
+        if any(int8_ih):  # x time-major (T N, F), for the int8 input products
+            xt = np.zeros((t, n, f), dt)
+            ops.append((_time_major, (src, xt)))
+        if not all(int8_ih):  # and with a column of ones: [x, 1] [[W_ih], [b]] = x W_ih + b
+            xa = np.ones((t, n, f + 1), dt)
+            ops.append((_time_major, (src, xa[:, :, :f])))
         width = u * len(self.dirs)
         out = np.zeros((n, t, width) if self.sequences else (n, width), dt)
+        # the input product runs a few steps ahead of the steps that read it, not all at once:
+        # its output is still in cache then (and the float one's bias costs no pass of its own)
+        ahead = max(1, min(t, XZ_CHUNK_BYTES // (n * self.GATES[self.cell] * u * dt.itemsize)))
         for j, (w_ih, w_hh, b, b_hh, reverse) in enumerate(self.dirs):
             gu = w_ih.shape[1]
             q_ih, q_hh = self.int8[j]
-            if q_ih is not None:  # xz = int8(x) W_ih + b, all steps in one call
-                ih_ops, xz = q_ih.bind(xt.reshape(t * n, f), False, _rows(ctx, t * n))
-                ops += ih_ops
+            if q_ih is None:  # [x, 1] [[W_ih], [b]], into one buffer of `ahead` steps
+                w_aug = np.concatenate([w_ih, np.zeros((1, gu), dt) if b is None else b[None]])
+                ih: Any = (xa, w_aug, np.zeros((ahead, n, gu), dt))
             else:
-                xz = np.zeros((t * n, gu), dt)
-                ops.append((np.matmul, (xt.reshape(t * n, f), w_ih, xz)))
-                if b is not None:
-                    ops.append((np.add, (xz, b, xz)))
-            xz3 = xz.reshape(t, n, gu)
-            h = np.zeros((t + 1, n, u), dt)
-            c = np.zeros((t + 1, n, u), dt)
-            gates = np.zeros((t, n, 4 * u), dt)
+                ih = (xt, q_ih, ctx)
+            # states: h[i] for i in 0..T when the sequence is returned, else two buffers used
+            # in turn (state i in slot i % 2), as c always is; the gates a step writes are
+            # not read again (no backward here): one buffer for all steps
+            hn, cn = (t + 1 if self.sequences else 2), 2
+            h, c = np.zeros((hn, n, u), dt), np.zeros((cn, n, u), dt)
+            gates = np.zeros((n, 4 * u), dt)
+            first = t if reverse else 0  # the zero initial state, reset on every run
+            ops += [(h[first % hn].fill, (0,)), (c[first % cn].fill, (0,))]
             if q_hh is not None:  # hz = int8(hs) W_hh, hs the step's h[p] in float32
                 hs = np.zeros((n, u), np.float32)
                 hh_ops, hz = q_hh.bind(hs, True, ctx)
@@ -419,32 +431,56 @@ class RecurrentStep:
                 hz = np.zeros((n, gu), dt)
             r = int(reverse)
             for s in range(t - 1, -1, -1) if reverse else range(t):
-                p, q = s + r, s + 1 - r
+                p, q = s + r, s + 1 - r  # the state before and after step s
+                hp, hq, cp, cq = h[p % hn], h[q % hn], c[p % cn], c[q % cn]
+                c0 = s - s % ahead  # steps [c0, c1) hold s: their input product, on entry
+                c1 = min(c0 + ahead, t)
+                if s == (c1 - 1 if reverse else c0):
+                    ih_ops, xz = _input_product(ih, c0, c1)
+                    ops += ih_ops
+                xzs = xz[s - c0]
                 if q_hh is not None:
-                    ops.append((np.copyto, (hs, h[p], "same_kind")))
+                    ops.append((np.copyto, (hs, hp, "same_kind")))
                     ops += hh_ops
                 else:
-                    ops.append((np.matmul, (h[p], w_hh, hz)))
+                    ops.append((np.matmul, (hp, w_hh, hz)))
                 if self.cell == "LSTM":
-                    args = (xz3[s], hz, c[p], h[p], None, gates[s], c[q], h[q])
+                    args = (xzs, hz, cp, hp, None, gates, cq, hq)
                     ops.append((k.lstm_step_forward, args))
                 elif self.cell == "GRU":
-                    args = (xz3[s], hz, b_hh, h[p], None, gates[s], h[q])
+                    args = (xzs, hz, b_hh, hp, None, gates, hq)
                     ops.append((k.gru_step_forward, args))
                 else:
-                    ops.append((k.rnn_step_forward, (xz3[s], hz, h[p], None, h[q])))
+                    ops.append((k.rnn_step_forward, (xzs, hz, hp, None, hq)))
             cols = slice(j * u, (j + 1) * u)
             if self.sequences:
                 ys = h[:-1] if reverse else h[1:]  # (T, N, U)
                 ops.append((_batch_major, (ys, out[:, :, cols])))
             else:
-                ops.append((np.copyto, (out[:, cols], h[0 if reverse else t])))
+                ops.append((np.copyto, (out[:, cols], h[(0 if reverse else t) % hn])))
         return ops, out
 
     def describe(self) -> str:
         kind = "bidirectional " if len(self.dirs) == 2 else ""
         int8 = " (int8 weights)" if self.int8[0][0] or self.int8[0][1] else ""
         return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
+
+
+def _input_product(ih, c0: int, c1: int) -> tuple[list[Op], np.ndarray]:
+    """Ops for xz = x W_ih + b over steps [c0, c1), and xz (c1 - c0, N, GU). ``ih``: float
+    (xa (T, N, F + 1) with ones last, [[W_ih], [b]], a buffer of at least c1 - c0 steps) or
+    int8 (xt (T, N, F), its Int8DenseStep, the plan's ctx: an int8 product with its own
+    output)."""
+    if isinstance(ih[1], Int8DenseStep):
+        xt, step, ctx = ih
+        rows = (c1 - c0) * xt.shape[1]
+        ops, xz = step.bind(xt[c0:c1].reshape(rows, xt.shape[2]), False, _rows(ctx, rows))
+        return ops, xz.reshape(c1 - c0, xt.shape[1], -1)
+    xa, w_aug, buf = ih
+    xz = buf[: c1 - c0]
+    return [
+        (np.matmul, (xa[c0:c1].reshape(-1, xa.shape[2]), w_aug, xz.reshape(-1, xz.shape[2])))
+    ], xz
 
 
 def _rows(ctx, n: int):
