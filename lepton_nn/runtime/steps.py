@@ -1,9 +1,10 @@
 """Plan steps for convolution, pooling, normalization and recurrent layers.
 
-Each mirrors the eval-mode forward of its layer in :mod:`lepton_nn.nn` call for call, on the
-same backend kernels (``im2col``, ``maxpool2d_forward``, ``avgpool2d_forward``,
-``lstm_step_forward``, ``gru_step_forward``, ``rnn_step_forward``), so a plan gives what
-``model(x)`` gives. Shapes per sample: images (C, H, W), sequences (T, F). Parsers check a
+Each mirrors the eval-mode forward of its layer in :mod:`lepton_nn.nn`, on the same backend
+kernels (``im2col``, ``maxpool2d_forward``, ``avgpool2d_forward``, ``lstm_step_forward``,
+``gru_step_forward``, ``rnn_step_forward``), so a plan gives what ``model(x)`` gives, to float
+rounding where a step groups its work otherwise (convolution chunks, the recurrent input
+product). Shapes per sample: images (C, H, W), sequences (T, F). Parsers check a
 layer's config and weights (from an untrusted file) and return its steps and output shape.
 """
 
@@ -369,7 +370,10 @@ def _layer_norm(x, gamma, beta, eps, out) -> None:
 
 class RecurrentStep:
     """LSTM / GRU / SimpleRNN over (N, T, F), each direction a flat list of per-step calls:
-    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real).
+    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real). The input
+    product x W_ih + b is computed ``XZ_CHUNK_BYTES`` of output ahead of the steps that read
+    it (as [x, 1] [[W_ih], [b]]: the bias inside the GEMM); the gates are not kept, and the
+    states use two slots unless the whole sequence of h is returned.
 
     A direction's ``W_ih`` and ``W_hh`` may be int8 (:class:`Int8Weight`): the input product
     of all steps is then one :class:`Int8DenseStep` (x quantized per row, or with the file's
