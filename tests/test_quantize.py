@@ -543,18 +543,25 @@ def test_recurrent_int8_refuses_what_it_cannot_run(tmp_path):
     qm = quantize(model.eval(), _series(4), "dynamic")
     assert qm.report[0]["reason"] == "return_state" and not qm.layers
 
-    class Padded(nn.Module):  # a model that passes lengths to its GRU
-        def __init__(self):
+    class Padded(nn.Module):  # a model that passes lengths (or a state) to its GRU
+        def __init__(self, state=False):
             super().__init__()
-            self.gru = nn.GRU(8, input_size=5)
+            self.gru, self.state = nn.GRU(8, input_size=5), state
 
         def call(self, x):
-            return self.gru(x, lengths=np.full(x.shape[0], 3))
+            if self.state:
+                return self.gru(x, initial_state=[np.zeros((x.shape[0], 8), np.float32)])
+            return self.gru(x, lengths=np.array([7, 3, 0]))
 
-    padded = Padded()
-    padded(_series(2))
-    with pytest.raises(L.LeptonError, match="whole sequences"):
-        quantize(padded.eval(), None, "dynamic")(_series(2))
+    padded = Padded().eval()
+    x = _series(3)
+    qm = quantize(padded, x, "dynamic")
+    assert _rel(qm.predict(x), padded(x).data) < 0.03
+    short = qm.predict(x)[1]  # the second sequence has 3 real steps: the rest cannot matter
+    x[1, 3:] = 100.0
+    np.testing.assert_array_equal(qm.predict(x)[1], short)
+    with pytest.raises(L.LeptonError, match="initial_state"):
+        quantize(Padded(state=True).eval(), None, "dynamic")(_series(3))
     # a file with only one of the GRU's matrices in int8: the runtime runs it, the wrapper not
     qm = quantize(_rnn(nn.GRU), _series(8))
     manifest, arrays = qm.to_lnn()

@@ -724,3 +724,64 @@ def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell,
     np.testing.assert_allclose(first, model(x).data, rtol=1e-5, atol=1e-5)
     served.predict(np.full_like(x, 3.0))  # other data in between: its states stay behind
     np.testing.assert_array_equal(served.predict(x), first)
+
+
+def _padded_reference(layers, tail, x, lengths):
+    """The layers called with lengths=..., as a model using them would (Sequential cannot)."""
+    h = x
+    for layer in layers:
+        h = layer(h, lengths=lengths)
+    for layer in tail:
+        h = layer(h)
+    return h.data
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize(
+    ("bidirectional", "sequences"), [(False, False), (True, False), (True, True)]
+)
+def test_recurrent_lengths_match_the_layers(tmp_path, cell, bidirectional, sequences):
+    """predict(x, lengths=...) runs every recurrent layer as if called with the lengths: a
+    stack of two, lengths from 0 to T; a padded step's values cannot matter."""
+    L.set_seed(0)
+    make = getattr(nn, cell)
+    layers = [make(6, return_sequences=True, bidirectional=bidirectional),
+              make(8, return_sequences=sequences, bidirectional=bidirectional)]  # fmt: skip
+    tail = ([nn.Flatten()] if sequences else []) + [nn.Dense(3)]
+    model = _built(nn.Sequential(layers + tail), (9, 4))
+    x = np.random.default_rng(1).standard_normal((6, 9, 4)).astype(np.float32)
+    lengths = np.array([9, 1, 0, 4, 8, 5])
+    L.save(model, tmp_path / "m.lnn")
+    served = rt.load(tmp_path / "m.lnn")
+    got = served.predict(x, lengths=lengths)
+    np.testing.assert_allclose(got, _padded_reference(layers, tail, x, lengths), atol=2e-6)
+    x[np.arange(9)[None, :] >= lengths[:, None]] = 50.0  # only padding changes
+    np.testing.assert_array_equal(served.predict(x, lengths=lengths), got)
+    full = served.predict(x, lengths=np.full(6, 9))  # all steps real: as without lengths
+    np.testing.assert_allclose(full, served.predict(x), rtol=1e-6, atol=1e-6)
+
+
+def test_recurrent_lengths_int8_and_bad_lengths(tmp_path):
+    from lepton_nn.compress import quantize
+
+    L.set_seed(0)
+    model = _built(nn.Sequential([nn.GRU(8, bidirectional=True), nn.Dense(3)]), (9, 4))
+    x = np.random.default_rng(2).standard_normal((5, 9, 4)).astype(np.float32)
+    lengths = np.array([9, 2, 0, 5, 7])
+    L.save(quantize(model, x), tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    got = served.predict(x, lengths=lengths)
+    want = _padded_reference(model.layers[:1], model.layers[1:], x, lengths)
+    assert np.linalg.norm(got - want) < 0.03 * np.linalg.norm(want)
+    x[np.arange(9)[None, :] >= lengths[:, None]] = -50.0
+    np.testing.assert_array_equal(served.predict(x, lengths=lengths), got)
+    with pytest.raises(ShapeError, match="5 ints"):
+        served.predict(x, lengths=lengths[:4])
+    with pytest.raises(ShapeError, match="ints"):
+        served.predict(x, lengths=lengths.astype(float))
+    with pytest.raises(ValueError, match=r"\[0, 9\]"):
+        served.predict(x, lengths=lengths + 1)
+    _, mlp, _ = ARCHS[0]
+    L.save(mlp, tmp_path / "mlp.lnn")
+    with pytest.raises(LeptonError, match="no recurrent layer"):
+        rt.load(tmp_path / "mlp.lnn").predict(np.zeros((2, *mlp.input_shape[1:])), [1, 1])

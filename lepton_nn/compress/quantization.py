@@ -34,8 +34,8 @@ quantized per output column like Dense weights: the input product of all steps,
 x W_ih + b, is one int8 product (activations by ``mode``), each step's h W_hh another with h
 quantized per row (always dynamic: its range changes from step to step), and the gates are
 computed in float: the runtime's ``RecurrentStep`` on int8 weights (:class:`QuantizedRecurrent`).
-Such layers run whole sequences from a zero state (no ``lengths``, ``mask``,
-``initial_state``), and a layer with ``return_state`` stays float.
+Such layers start from a zero state (no ``initial_state``; ``lengths`` and ``mask`` work as
+in the layer), and a layer with ``return_state`` stays float.
 
 All with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
 on the saved file agree to the last bit.
@@ -69,6 +69,7 @@ from ..nn.conv import Conv2D
 from ..nn.layers import Dense
 from ..nn.module import Module
 from ..nn.recurrent import GRU, LSTM, SimpleRNN
+from ..ops.recurrent import lengths_to_mask
 from ..runtime.compression import (
     Int8Weight,
     compression_section,
@@ -145,10 +146,12 @@ def _softmax(y: np.ndarray, log: bool) -> np.ndarray:
 
 
 class _BindCtx:
-    """What a runtime step's ``bind`` reads: batch size, threads, output dtype."""
+    """What a runtime step's ``bind`` reads: batch size, threads, output dtype, and the
+    recurrent steps' mask (T, N) or None."""
 
     def __init__(self, n: int) -> None:
         self.n, self.threads, self.dtype = n, 1, np.dtype(np.float32)
+        self.mask: np.ndarray | None = None
 
 
 def _activations_entry(layer: Any) -> dict[str, Any]:
@@ -358,8 +361,9 @@ class QuantizedRecurrent:
         self._cached = (key, step)
         return step
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """(N, T, F) -> (N, T, U') or (N, U') float32 (U' = U times the directions)."""
+    def forward(self, x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """(N, T, F) -> (N, T, U') or (N, U') float32 (U' = U times the directions);
+        ``mask`` (N, T): the real steps of a padded batch, as the layer's own ``mask``."""
         features = self.mats["weight_ih"][0].shape[1]
         if x.ndim != 3 or x.shape[2] != features:
             raise ShapeError(
@@ -367,7 +371,12 @@ class QuantizedRecurrent:
                 f"(batch, time, {features}), got {x.shape}"
             )
         x = np.ascontiguousarray(x, dtype=np.float32)
-        ops, out = self._step(x.shape[1]).bind(x, False, _BindCtx(x.shape[0]))
+        ctx = _BindCtx(x.shape[0])
+        if mask is not None:
+            if np.shape(mask) != x.shape[:2]:
+                raise ShapeError(f"mask must have shape {x.shape[:2]}, got {np.shape(mask)}")
+            ctx.mask = np.ascontiguousarray(np.asarray(mask, np.float32).T)  # (T, N)
+        ops, out = self._step(x.shape[1]).bind(x, False, ctx)
         for fn, args in ops:
             fn(*args)
         return out
@@ -409,18 +418,23 @@ def _as_array(x: Any) -> np.ndarray:
 
 
 class _RecurrentCall:
-    """While a QuantizedModel runs: ``module.call`` is its int8 form (whole sequences only)."""
+    """While a QuantizedModel runs: ``module.call`` is its int8 form (no initial_state)."""
 
     def __init__(self, module: Module, layer: QuantizedRecurrent) -> None:
         self.module = module
 
         def call(x, lengths=None, mask=None, initial_state=None):
-            if lengths is not None or mask is not None or initial_state is not None:
+            if initial_state is not None:
                 raise LeptonError(
-                    f"layer {layer.name!r} in int8 runs whole sequences from a zero state "
-                    "(as the runtime does): lengths, mask and initial_state are not supported"
+                    f"layer {layer.name!r} in int8 starts from a zero state (as the runtime "
+                    "does): initial_state is not supported"
                 )
-            return Tensor(layer.forward(_as_array(x)))
+            if lengths is not None and mask is not None:
+                raise ValueError("give lengths or mask, not both")
+            x = _as_array(x)
+            if lengths is not None:
+                mask = lengths_to_mask(_as_array(lengths), x.shape[1])
+            return Tensor(layer.forward(x, None if mask is None else _as_array(mask)))
 
         module.call = call  # an instance attribute: found before the class's call
 

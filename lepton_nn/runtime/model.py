@@ -216,18 +216,26 @@ class InferenceModel:
         return x
 
     # -- running ---------------------------------------------------------------------------------
-    def plan_for(self, n: int) -> Plan:
-        """The cached plan for batch size ``n`` (built now if needed)."""
-        plan = self._plans.get(n)
+    def plan_for(self, n: int, lengths: bool = False) -> Plan:
+        """The cached plan for batch size ``n`` (built now if needed); ``lengths``: the plan
+        for sequences with lengths."""
+        key: Any = (n, "lengths") if lengths else n
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self.network.plan(n, self.threads, self.sparse)
+            plan = self.network.plan(n, self.threads, self.sparse, lengths)
             if len(self._plans) >= self.max_plans:
                 del self._plans[next(iter(self._plans))]
-            self._plans[n] = plan
+            self._plans[key] = plan
         return plan
 
-    def forward(self, x: Any) -> np.ndarray:
-        """The network's output for numeric input ``x`` (N, *input_shape); a fresh array."""
+    def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
+        """The network's output for numeric input ``x`` (N, *input_shape); a fresh array.
+
+        ``lengths`` (N,) ints in [0, T]: the real steps of each sequence of a padded batch,
+        for networks with recurrent layers. Every recurrent layer then runs as if called with
+        ``lengths=``: past a sequence's end its state is kept and its outputs are 0, and the
+        reverse direction starts at the sequence's own last step.
+        """
         if not (
             type(x) is np.ndarray
             and x.dtype == self._dtype
@@ -237,13 +245,30 @@ class InferenceModel:
         ):
             x = self._check(x)
         n = x.shape[0]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
-                plan = self._plans.get(n) or self.plan_for(n)
-                return plan.run(x).copy()
+                plan = self._plans.get(n) if lengths is None else None
+                plan = plan or self.plan_for(n, lengths is not None)
+                return plan.run(x, lengths).copy()
             finally:
                 self._lock.release()
-        return self.network.plan(n, self.threads, self.sparse).run(x).copy()
+        plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
+        return plan.run(x, lengths).copy()
+
+    def _check_lengths(self, lengths: Any, n: int) -> np.ndarray:
+        t = self.network.steps_in_time
+        if t is None:
+            raise LeptonError("lengths: this network has no recurrent layer to apply them to")
+        a = np.asarray(lengths)
+        if a.shape != (n,) or a.dtype.kind not in "iu":
+            raise ShapeError(
+                f"lengths must be {n} ints (one per sequence), got {a.dtype} {a.shape}"
+            )
+        if n and (a.min() < 0 or a.max() > t):
+            raise ValueError(f"lengths must lie in [0, {t}], got {a.min()}..{a.max()}")
+        return a.astype(np.int64)
 
     def transform(self, rows: Any) -> np.ndarray:
         """Raw rows -> network input (tabular files); numeric arrays pass through otherwise."""
@@ -251,10 +276,13 @@ class InferenceModel:
             return rows
         return self.preprocessing.transform(rows)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Network files: ``model(x)``'s values. Tabular files: labels (regression: values)."""
+    def predict(self, X: Any, lengths: Any = None) -> np.ndarray:
+        """Network files: ``model(x)``'s values (``lengths``: see :meth:`forward`). Tabular
+        files: labels (regression: values)."""
         if self.kind != "tabular":
-            return self.forward(X)
+            return self.forward(X, lengths)
+        if lengths is not None:
+            raise LeptonError("lengths apply to sequence networks, not to tabular files")
         out = self.forward(self.transform(X))
         if self.task == "regression":
             mu, sd = self.target_scale
@@ -267,11 +295,12 @@ class InferenceModel:
             codes = proba.argmax(axis=1)
         return self.classes[codes] if self.classes is not None else codes
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, lengths: Any = None) -> np.ndarray:
         """Class probabilities (N, C), columns in the order of ``classes``.
 
         For a bare network this is its output when its last activation is a sigmoid or
-        softmax; other networks have no probabilities to give.
+        softmax; other networks have no probabilities to give. ``lengths``: see
+        :meth:`forward`.
         """
         if self.kind != "tabular":
             if not self._probabilities:
@@ -279,7 +308,9 @@ class InferenceModel:
                     "predict_proba: the network's output is not a probability (its last "
                     f"activation is {self.network.final_activation!r}); use predict()"
                 )
-            return self.forward(X)
+            return self.forward(X, lengths)
+        if lengths is not None:
+            raise LeptonError("lengths apply to sequence networks, not to tabular files")
         if self.task == "regression":
             raise DataError("predict_proba is for classification; use predict")
         return self._proba(self.forward(self.transform(X)))

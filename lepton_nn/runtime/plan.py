@@ -42,7 +42,7 @@ import numpy as np
 
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.backend.threads import blas_held, get_num_threads
-from lepton_nn.errors import ModelFormatError
+from lepton_nn.errors import LeptonError, ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .kernels import kernels
@@ -54,6 +54,7 @@ from .steps import (
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
+    RecurrentStep,
     activation_name,
 )
 
@@ -85,12 +86,14 @@ class _Input:
 
 @dataclass
 class _Ctx:
-    """What binding needs besides the step: batch size, threads, sparse policy, dtype."""
+    """What binding needs besides the step: batch size, threads, sparse policy, dtype, and
+    for a plan run with lengths, the steps' mask (T, N) (1 at real steps, 0 past the end)."""
 
     n: int
     threads: int
     sparse: str
     dtype: np.dtype
+    mask: np.ndarray | None = None
 
 
 class Step:
@@ -279,7 +282,7 @@ class Plan:
     (``fn(x, *args)`` when ``reads_x``); ``tail``: the rest, ``fn(*args)``.
     """
 
-    __slots__ = ("n", "head", "tail", "out", "hold_blas")
+    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths")
 
     def __init__(
         self,
@@ -289,9 +292,11 @@ class Plan:
         in_shape: tuple[int, ...],
         dtype: np.dtype,
         hold_blas: bool = False,
+        lengths: np.ndarray | None = None,
     ) -> None:
         self.n = n
         self.hold_blas = hold_blas  # BLAS on one thread while running (see run)
+        self.lengths = lengths  # a plan for sequences with lengths: run() fills this (N,)
         last = -1
         copy_in = False
         for i, (_, args) in enumerate(ops):
@@ -312,7 +317,11 @@ class Plan:
         self.tail = ops[last + 1 :]
         self.out = out
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,
+        checked by the caller)."""
+        if self.lengths is not None:
+            np.copyto(self.lengths, lengths)
         if self.hold_blas:  # steps run threads of their own: BLAS's would compete with them
             with blas_held():
                 return self._run(x)
@@ -333,6 +342,11 @@ def _copy_into(x: np.ndarray, buf: np.ndarray) -> None:
     np.copyto(buf, x)
 
 
+def _lengths_mask(lengths: np.ndarray, mask: np.ndarray) -> None:
+    """mask (T, N) = 1 at the steps t < lengths[n], else 0."""
+    np.less(np.arange(mask.shape[0])[:, None], lengths[None, :], out=mask, casting="unsafe")
+
+
 @dataclass
 class Network:
     """A parsed network: per-sample input/output shapes, dtype and steps."""
@@ -344,11 +358,25 @@ class Network:
     flat_input: tuple[int, ...]  # the shape the first step reads (after leading Flatten)
     final_activation: str
 
-    def plan(self, n: int, threads: int = 1, sparse: str = "auto") -> Plan:
-        """Bind every step for batch size ``n``."""
+    @property
+    def steps_in_time(self) -> int | None:
+        """The time steps T of the network's recurrent layers (None without any)."""
+        ts = {s.t for s in self.steps if isinstance(s, RecurrentStep)}
+        return ts.pop() if len(ts) == 1 else None
+
+    def plan(self, n: int, threads: int = 1, sparse: str = "auto", lengths: bool = False) -> Plan:
+        """Bind every step for batch size ``n``; ``lengths``: for sequences of given lengths
+        (every recurrent layer then runs as if called with them)."""
         ctx = _Ctx(n, threads, sparse, self.dtype)
         marker = _Input()
         ops: list[Op] = []
+        held = None
+        if lengths:
+            t = self.steps_in_time
+            if t is None:
+                raise LeptonError("lengths apply to a network with recurrent layers")
+            held, ctx.mask = np.zeros(n, np.int64), np.zeros((t, n), self.dtype)
+            ops.append((_lengths_mask, (held, ctx.mask)))
         # Bind against a real array of the input's shape, then swap the marker in for it.
         src = np.zeros((n, *self.flat_input), self.dtype)
         owned = False
@@ -366,9 +394,9 @@ class Network:
         hold = threads > 1 and any(type(s) is ConvStep for s in self.steps)
         if viewed or src is first:  # the input is read through a view (or is the output)
             copy_in: Op = (_copy_into, (marker, first))
-            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype, hold)
+            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype, hold, held)
         ops = [(fn, tuple(marker if a is first else a for a in args)) for fn, args in ops]
-        return Plan(n, ops, src, self.flat_input, self.dtype, hold)
+        return Plan(n, ops, src, self.flat_input, self.dtype, hold, held)
 
     def describe(self) -> list[str]:
         return [s.describe() for s in self.steps]

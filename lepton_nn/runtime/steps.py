@@ -370,7 +370,9 @@ def _layer_norm(x, gamma, beta, eps, out) -> None:
 
 class RecurrentStep:
     """LSTM / GRU / SimpleRNN over (N, T, F), each direction a flat list of per-step calls:
-    ``h[p] @ W_hh`` then the backend's step kernel (no mask: every step is real). The input
+    ``h[p] @ W_hh`` then the backend's step kernel, with the plan's mask when it runs
+    sequences of given lengths (a row past its end keeps its state, its outputs are 0, and
+    the reverse direction starts at the row's own last step), else none. The input
     product x W_ih + b is computed ``XZ_CHUNK_BYTES`` of output ahead of the steps that read
     it (as [x, 1] [[W_ih], [b]]: the bias inside the GEMM); the gates are not kept, and the
     states use two slots unless the whole sequence of h is returned.
@@ -409,6 +411,7 @@ class RecurrentStep:
             ops.append((_time_major, (src, xa[:, :, :f])))
         width = u * len(self.dirs)
         out = np.zeros((n, t, width) if self.sequences else (n, width), dt)
+        mask = getattr(ctx, "mask", None)  # (T, N) for sequences with lengths, else None
         # the input product runs a few steps ahead of the steps that read it, not all at once:
         # its output is still in cache then (and the float one's bias costs no pass of its own)
         ahead = max(1, min(t, XZ_CHUNK_BYTES // (n * self.GATES[self.cell] * u * dt.itemsize)))
@@ -448,17 +451,20 @@ class RecurrentStep:
                     ops += hh_ops
                 else:
                     ops.append((np.matmul, (hp, w_hh, hz)))
+                m = None if mask is None else mask[s]  # rows past their end keep their state
                 if self.cell == "LSTM":
-                    args = (xzs, hz, cp, hp, None, gates, cq, hq)
+                    args = (xzs, hz, cp, hp, m, gates, cq, hq)
                     ops.append((k.lstm_step_forward, args))
                 elif self.cell == "GRU":
-                    args = (xzs, hz, b_hh, hp, None, gates, hq)
+                    args = (xzs, hz, b_hh, hp, m, gates, hq)
                     ops.append((k.gru_step_forward, args))
                 else:
-                    ops.append((k.rnn_step_forward, (xzs, hz, hp, None, hq)))
+                    ops.append((k.rnn_step_forward, (xzs, hz, hp, m, hq)))
             cols = slice(j * u, (j + 1) * u)
             if self.sequences:
                 ys = h[:-1] if reverse else h[1:]  # (T, N, U)
+                if mask is not None:  # outputs past a sequence's end are 0
+                    ops.append((np.multiply, (ys, mask[:, :, None], ys)))
                 ops.append((_batch_major, (ys, out[:, :, cols])))
             else:
                 ops.append((np.copyto, (out[:, cols], h[(0 if reverse else t) % hn])))
