@@ -52,10 +52,20 @@ def module_to_lnn(model: Module, prefix: str = "params/") -> tuple[dict, dict[st
         "architecture": layer_to_config(model),
         "input_shape": list(model.input_shape),
         "output_shape": list(model.output_shape) if model.output_shape else None,
-        "dtype": model.dtype.name if hasattr(model, "dtype") else "float32",
+        "dtype": _plan_dtype(model, state),
         "params": list(state),
     }
     return section, {prefix + k: v for k, v in state.items()}
+
+
+def _plan_dtype(model: Module, state: dict[str, np.ndarray]) -> str:
+    """The dtype the runtime computes in: the parameters' when they all share one (a
+    container of float64 layers is float64 even if the container itself says float32), else
+    the model's."""
+    kinds = {a.dtype for a in state.values() if a.dtype.kind == "f"}
+    if len(kinds) == 1:
+        return kinds.pop().name
+    return model.dtype.name if hasattr(model, "dtype") else "float32"
 
 
 def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Module:

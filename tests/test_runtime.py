@@ -785,3 +785,17 @@ def test_recurrent_lengths_int8_and_bad_lengths(tmp_path):
     L.save(mlp, tmp_path / "mlp.lnn")
     with pytest.raises(LeptonError, match="no recurrent layer"):
         rt.load(tmp_path / "mlp.lnn").predict(np.zeros((2, *mlp.input_shape[1:])), [1, 1])
+
+
+def test_a_container_of_float64_layers_is_served_in_float64(tmp_path):
+    """Sequential's own dtype stays float32 when its layers are made float64 one by one; the
+    file takes the parameters' dtype, so the plan computes in float64."""
+    L.set_seed(0)
+    model = _built(
+        nn.Sequential([nn.Dense(5, "tanh", dtype="float64"), nn.Dense(2, dtype="float64")]), (3,)
+    )
+    L.save(model, tmp_path / "m.lnn")
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    got = rt.load(tmp_path / "m.lnn").predict(x)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, model(x).data, rtol=1e-12, atol=1e-12)
