@@ -15,15 +15,14 @@ and the file sizes.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _serve import serve_int8  # examples/_serve.py
 
 import lepton_nn as ln
-from lepton_nn import Tensor, losses, runtime
-from lepton_nn.compress import quantize
+from lepton_nn import Tensor, losses
 from lepton_nn.data.split import train_test_split
 from lepton_nn.nn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 from lepton_nn.optim import Adam
@@ -103,19 +102,6 @@ def main(argv=None) -> float:
     print(f"digits CNN: test accuracy {acc:.4f} on {len(y_te)} images, trained in {seconds:.1f} s")
     if args.int8:
         return serve_int8(model.eval(), x_tr[:500], x_te, y_te, args.int8)
-    return acc
-
-
-def serve_int8(model, calibration, x_te, y_te, mode: str) -> float:
-    """Quantize, save both files, serve the int8 one with the runtime; its test accuracy."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = Path(tmp) / "digits.lnn", Path(tmp) / "digits_int8.lnn"
-        ln.save(model, fp32)
-        ln.save(quantize(model, calibration, mode), int8)
-        served = runtime.load(int8)
-        acc = float((served.predict(x_te).argmax(axis=1) == y_te).mean())
-        sizes = f"{fp32.stat().st_size / 1024:.0f} kB -> {int8.stat().st_size / 1024:.0f} kB"
-    print(f"int8 ({mode}) served by the runtime: test accuracy {acc:.4f}; file {sizes}")
     return acc
 
 

@@ -17,16 +17,16 @@ included, serves it with ``lepton_nn.runtime`` and prints its accuracy and file 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from _series import load_series  # examples/_series.py
+from _serve import serve_int8  # examples/_serve.py
 
 import lepton_nn as ln
-from lepton_nn import Tensor, losses, runtime
-from lepton_nn.compress import PolynomialDecay, PruningCallback, get_pruner, quantize
+from lepton_nn import Tensor, losses
+from lepton_nn.compress import PolynomialDecay, PruningCallback, get_pruner
 from lepton_nn.nn import GRU, Dense, Sequential
 from lepton_nn.optim import Adam
 
@@ -89,18 +89,6 @@ def main(argv=None) -> float:
     )
     if args.int8:
         return serve_int8(model.eval(), x_tr, x_te, y_te, args.int8)
-    return acc
-
-
-def serve_int8(model, calibration, x_te, y_te, mode: str) -> float:
-    """Quantize, save both files, serve the int8 one with the runtime; its test accuracy."""
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32, int8 = Path(tmp) / "italy.lnn", Path(tmp) / "italy_int8.lnn"
-        ln.save(model, fp32)
-        ln.save(quantize(model, calibration, mode), int8)
-        acc = float((runtime.load(int8).predict(x_te).argmax(axis=1) == y_te).mean())
-        sizes = f"{fp32.stat().st_size / 1024:.1f} kB -> {int8.stat().st_size / 1024:.1f} kB"
-    print(f"int8 ({mode}) served by the runtime: test accuracy {acc:.4f}; file {sizes}")
     return acc
 
 
