@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from lepton_nn import bench, cli
+from lepton_nn import cli
+from lepton_nn.bench import options
 
 
 def test_bench_quick_writes_markdown_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
-        bench, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+        options, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
     )
     out = tmp_path / "report"
     argv = [
@@ -54,7 +55,7 @@ def test_bench_quick_conv_lstm_and_matmul(tmp_path, monkeypatch, capsys):
     from lepton_nn.backend import available
 
     monkeypatch.setattr(
-        bench, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+        options, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
     )
     best = available()[0]
     out = tmp_path / "report"
