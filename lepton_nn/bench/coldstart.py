@@ -148,6 +148,7 @@ _SIZE_PACKAGES = {
 
 
 def installed_mb(engine: str) -> float | None:
+    """Megabytes on disk of the engine's own package directories (None if not found)."""
     pkgs = _SIZE_PACKAGES.get(engine.partition(":")[0])
     if not pkgs:
         return None

@@ -26,6 +26,7 @@ _ENV_REPORTED = (
 
 
 def loadavg() -> list[float] | None:
+    """Load average over 1, 5 and 15 minutes (None where the OS has none)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):
@@ -42,6 +43,7 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict:
+    """CPU, ISA, platform, versions, BLAS pools and environment variables of note."""
     from .. import __version__
     from ..backend import available
     from ..kernels import cpu_features
@@ -68,6 +70,7 @@ def machine_info() -> dict:
 
 
 def threadpools() -> list[dict]:
+    """The BLAS and OpenMP pools loaded in this process (threadpoolctl, if installed)."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:

@@ -35,6 +35,8 @@ FULL = {"rounds": 7, "round_seconds": 0.4, "coldstart_repeats": 5, "gap_threaded
 
 @dataclass
 class Options:
+    """What one ``lepton-nn bench`` run does (:meth:`from_args` reads the command line)."""
+
     against: list[str] = field(default_factory=list)  # peers (installed ones are run)
     backends: list[str] = field(default_factory=list)  # lepton_nn backends
     threads: list[int] = field(default_factory=list)
@@ -135,6 +137,7 @@ def _workloads(text) -> list[str]:
 
 
 def timed_workloads(workloads) -> list[str]:
+    """The timed workloads among ``workloads``, W5 and W6 expanded to their sizes."""
     single = ("W1", "W2", "W3", "W4", "W5b1", "W5b256", *W6_SIZES)
     out = []
     for w in workloads:

@@ -15,6 +15,7 @@ from .worker import json_default
 
 
 def render_markdown(res: dict) -> str:
+    """The Markdown report of a run's results."""
     m, o = res["machine"], res["options"]
     L = ["# lepton_nn benchmark report", ""]
     L.append(
@@ -321,6 +322,7 @@ def write_report(res: dict, out: str) -> dict[str, str]:
 
 
 def console_summary(res: dict) -> str:
+    """One line per target: ratio or value, and whether it is met."""
     lines = []
     for r in target_rows(res):
         if r["ratio"] is None:

@@ -25,10 +25,12 @@ W7_TARGET_S = 0.25
 
 
 def case_label(c: dict) -> str:
+    """``engine · variant``, as the tables and charts name a case."""
     return f"{c['engine']} · {c['variant']}"
 
 
 def fmt_rate(v: float) -> str:
+    """A rate, in thousands from 1,000 on."""
     return f"{v / 1e3:,.1f}k" if v >= 1e3 else f"{v:,.0f}"
 
 
@@ -40,6 +42,7 @@ def case_rate(c: dict) -> tuple[dict, str]:
 
 
 def fmt_value(v: float, unit: str) -> str:
+    """A rate with its unit."""
     return f"{v:,.1f} GOP/s" if unit == "GOP/s" else f"{fmt_rate(v)}/s"
 
 

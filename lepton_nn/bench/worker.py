@@ -36,6 +36,7 @@ PKG_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 def worker_env(threads: int) -> dict[str, str]:
+    """The environment of a worker: thread counts pinned, this lepton_nn first on the path."""
     env = dict(os.environ)
     for k in _ENV_THREADS:
         env[k] = str(threads)
@@ -228,6 +229,7 @@ def _round_reply(r) -> dict:
 
 
 def json_default(o):
+    """JSON for NumPy scalars and arrays; anything else as its ``str``."""
     try:
         import numpy as np
 

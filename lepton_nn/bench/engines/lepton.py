@@ -28,6 +28,7 @@ from ..workloads import (
 
 
 def lepton_backend(backend: str | None):
+    """Switch to lepton_nn backend ``backend`` (None: keep the active one); returns it."""
     from lepton_nn import backend as B
 
     return B.set_backend(backend) if backend else B.get_backend()

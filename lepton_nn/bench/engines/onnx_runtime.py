@@ -37,6 +37,7 @@ def onnx_mlp_bytes(weights) -> bytes:
 
 
 def ort_session(model: bytes | str, threads: int):
+    """A CPU ``InferenceSession`` of ``model`` with intra/inter-op threads set."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

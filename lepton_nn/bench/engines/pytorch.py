@@ -21,6 +21,7 @@ from ..workloads import (
 
 
 def torch_mlp(sizes, weights):
+    """An ``nn.Sequential(Linear, ReLU, ...)`` holding ``weights`` (W (in, out) transposed)."""
     import torch
     from torch import nn
 

@@ -21,6 +21,7 @@ from ..workloads import (
 
 
 def keras_mlp(sizes, weights=None):
+    """A Keras Sequential of Dense layers (ReLU hidden, linear output) holding ``weights``."""
     import keras
 
     layers = [keras.Input((sizes[0],))]
@@ -33,6 +34,7 @@ def keras_mlp(sizes, weights=None):
 
 
 def keras_loss(kind: str):
+    """Keras' BCE (``bce``) or sparse cross-entropy, both on logits."""
     import keras
 
     if kind == "bce":
@@ -41,6 +43,7 @@ def keras_loss(kind: str):
 
 
 def keras_adam():
+    """Keras' Adam with the settings every engine shares (:data:`ADAM`)."""
     import keras
 
     b1, b2 = ADAM["betas"]
