@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from workloads import magnitude_pruned
 
 SIZES = (784, 512, 256, 10)
 BATCHES = (1, 256)
@@ -43,16 +44,6 @@ def make_weights(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         lim = np.sqrt(6 / (k + n))
         w = rng.uniform(-lim, lim, (k, n)).astype(np.float32)
         out.append((w, (0.01 * rng.standard_normal(n)).astype(np.float32)))
-    return out
-
-
-def prune(weights, sparsity: float = 0.9):
-    """Magnitude pruning per layer: the smallest ``sparsity`` of |W| set to 0."""
-    out = []
-    for w, b in weights:
-        w = w.copy()
-        w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0
-        out.append((w, b))
     return out
 
 
@@ -83,7 +74,7 @@ def _files(weights, tmp: str) -> dict[str, str]:
     paths = {k: os.path.join(tmp, f"{k}.lnn") for k in ("fp32", "int8", "sparse")}
     L.save(model, paths["fp32"])
     L.save(quantize(model), paths["int8"])
-    save_compressed(lepton_model(prune(weights)), paths["sparse"], min_sparsity=0.5)
+    save_compressed(lepton_model(magnitude_pruned(weights, 0.9)), paths["sparse"], min_sparsity=0.5)
     return paths
 
 

@@ -182,6 +182,16 @@ def quantize_weights_np(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w_q, scale
 
 
+def magnitude_pruned(weights, sparsity: float):
+    """The smallest ``sparsity`` fraction of |W| set to zero, per layer."""
+    out = []
+    for w, b in weights:
+        w = w.copy()
+        w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0
+        out.append((w, b))
+    return out
+
+
 def matmul_data(m: int) -> dict[str, np.ndarray]:
     """W6 operands: ``w`` float32 (N, K) (a Linear layer's weight), ``bias`` (N,), its int8
     quantization ``w_q``/``w_scale``, activations ``x`` float32 (M, K) and ``x_q`` uint8 (M, K)

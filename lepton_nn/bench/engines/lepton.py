@@ -20,6 +20,7 @@ from ..workloads import (
     NetSpec,
     glorot_weights,
     inference_data,
+    magnitude_pruned,
     matmul_data,
     net_data,
     net_weights,
@@ -351,7 +352,7 @@ def _runtime_variants(spec, model, x) -> dict[str, tuple[Callable, str]]:
         try:
             from lepton_nn.compress import save_compressed
 
-            pruned = lepton_mlp(spec.sizes, _magnitude_pruned(glorot_weights(spec.sizes), 0.9))
+            pruned = lepton_mlp(spec.sizes, magnitude_pruned(glorot_weights(spec.sizes), 0.9))
             with no_grad():
                 pruned(x)
             save_compressed(pruned, os.path.join(tmp, "sparse.lnn"), min_sparsity=0.5)
@@ -364,16 +365,6 @@ def _runtime_variants(spec, model, x) -> dict[str, tuple[Callable, str]]:
             pass
     for predict, _how in out.values():
         predict(x)
-    return out
-
-
-def _magnitude_pruned(weights, sparsity: float):
-    """The smallest ``sparsity`` fraction of |W| set to zero, per layer."""
-    out = []
-    for w, b in weights:
-        w = w.copy()
-        w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0
-        out.append((w, b))
     return out
 
 
