@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from workloads import magnitude_pruned
+from workloads import magnitude_pruned, onnx_mlp_bytes
 
 SIZES = (784, 512, 256, 10)
 BATCHES = (1, 256)
@@ -110,29 +110,9 @@ def engines(weights, tmp: str) -> dict[str, Callable[[], Engine]]:
         def make():
             ort = pytest.importorskip("onnxruntime")
             pytest.importorskip("onnx")
-            from onnx import TensorProto, helper, numpy_helper
-
-            nodes, inits, h = [], [], "x"
-            for i, (w, b) in enumerate(weights):
-                inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-                nodes.append(helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]))
-                nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
-                h = f"a{i}"
-                if i < len(weights) - 1:
-                    nodes.append(helper.make_node("Relu", [h], [f"r{i}"]))
-                    h = f"r{i}"
-            graph = helper.make_graph(
-                nodes,
-                "mlp",
-                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, SIZES[0]])],
-                [helper.make_tensor_value_info(h, TensorProto.FLOAT, [None, SIZES[-1]])],
-                initializer=inits,
-            )
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            model.ir_version = 8
             path = os.path.join(tmp, "mlp.onnx")
             with open(path, "wb") as fh:
-                fh.write(model.SerializeToString())
+                fh.write(onnx_mlp_bytes(weights))
             if int8:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 

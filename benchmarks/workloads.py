@@ -23,7 +23,7 @@ from lepton_nn.bench.cases import ENGINES, PEERS, Case, build_cases, configure_t
 from lepton_nn.bench.coldstart import coldstart_script
 from lepton_nn.bench.engines.handwritten_numpy import NumpyMLP
 from lepton_nn.bench.engines.lepton import lepton_net
-from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes
+from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes, onnx_mlp_bytes
 from lepton_nn.bench.engines.pytorch import torch_net
 from lepton_nn.bench.engines.tensorflow_keras import keras_net
 from lepton_nn.bench.parity import parity, parity_datasets
@@ -86,6 +86,7 @@ __all__ = [
     "torch_net",
     "keras_net",
     "onnx_matmulinteger_bytes",
+    "onnx_mlp_bytes",
     "quantize_weights_np",
     "magnitude_pruned",
     "coldstart_script",
