@@ -1,5 +1,17 @@
 """Floor 5: modules with parameters. Stateless math lives in :mod:`lepton_nn.ops`."""
 
+from .activation import (
+    ELU,
+    SELU,
+    Clip,
+    HardSigmoid,
+    HardSwish,
+    LeakyReLU,
+    Mish,
+    ReLU6,
+    Sign,
+    Softplus,
+)
 from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .init import INITIALIZERS, get_initializer
 from .layers import (
@@ -32,6 +44,16 @@ __all__ = [
     "Tanh",
     "GELU",
     "Softmax",
+    "LeakyReLU",
+    "ReLU6",
+    "ELU",
+    "SELU",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Mish",
+    "Sign",
+    "Clip",
     "INITIALIZERS",
     "get_initializer",
     "layer_to_config",
