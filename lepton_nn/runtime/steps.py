@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.geometry import (
     CONV_CHUNK_BYTES,
     check_scratch,
@@ -34,6 +35,8 @@ __all__ = [
     "PARALLEL_MIN_ROWS",
     "AffineStep",
     "ConvStep",
+    "ElementwiseStep",
+    "gelu_name",
     "Int8ConvStep",
     "Int8DenseStep",
     "RecurrentStep",
@@ -312,6 +315,29 @@ def _plane_mean(x: np.ndarray, y: np.ndarray) -> None:
     np.mean(x, axis=(2, 3), out=y)
 
 
+class ElementwiseStep:
+    """y = f(x) for an activation of :mod:`lepton_nn.backend.activations` (the definition the
+    layer's op runs), with its parameters; in place when the step owns its input."""
+
+    kind = "activation"
+
+    def __init__(self, label: str, name: str, params: dict | None = None) -> None:
+        self.label, self.name, self.params = label, name, dict(params or {})
+        self.fn = EXTRA_ACTIVATIONS[name]
+
+    def bind(self, src, owned, ctx):
+        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        return [(_elementwise, (src, self.fn, self.params, out))], out
+
+    def describe(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.label}: {self.name}{f'({args})' if args else ''}"
+
+
+def _elementwise(x, fn, params, out) -> None:
+    np.copyto(out, fn(x, **params), casting="same_kind")
+
+
 class AffineStep:
     """Eval BatchNorm: y = ((x - mean) inv) gamma + beta per channel (axis 1), in place.
     The plan folds it into a float Dense or convolution right before it (``as_scale``)."""
@@ -540,6 +566,7 @@ def _conv(prefix, config, width, params, dtype, label):
 
 
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
+ACTIVATIONS += tuple(n for n in EXTRA_ACTIVATIONS if n not in ("sign", "clip"))
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
 
 
@@ -634,6 +661,38 @@ def _recurrent(cell):
     return parse
 
 
+def _number(config: dict, key: str, default, label: str, optional: bool = False):
+    v = config.get(key, default)
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise _fail(f"{label}: {key} {v!r} is not a finite number")
+    return float(v)
+
+
+def _elementwise_layer(name: str, numbers: dict | None = None):
+    """Parser of an activation layer: its step and its parameters (``numbers``: name ->
+    default; a default of None marks an optional bound, as Clip's)."""
+
+    def parse(prefix, config, width, params, dtype, label):
+        args = {
+            k: _number(config, k, d, label, optional=d is None) for k, d in (numbers or {}).items()
+        }
+        if name == "clip" and None not in args.values() and args["min"] > args["max"]:
+            raise _fail(f"{label}: min {args['min']} is above max {args['max']}")
+        return [ElementwiseStep(label, name, args)], width, None
+
+    return parse
+
+
+def gelu_name(config: dict, label: str) -> str:
+    """A GELU layer's activation: "gelu" (tanh form, the fused kernels') or "gelu_erf"."""
+    approximate = config.get("approximate", "tanh")
+    if approximate not in ("tanh", "none"):
+        raise _fail(f"{label}: approximate {approximate!r} is not 'tanh' or 'none'")
+    return "gelu" if approximate == "tanh" else "gelu_erf"
+
+
 #: class name -> parser(prefix, config, per-sample shape, params, dtype, label)
 #:               -> (steps, output per-sample shape, activation name or None)
 PARSERS: dict[str, Callable] = {
@@ -646,4 +705,19 @@ PARSERS: dict[str, Callable] = {
     "LSTM": _recurrent("LSTM"),
     "GRU": _recurrent("GRU"),
     "SimpleRNN": _recurrent("SimpleRNN"),
+    "LeakyReLU": _elementwise_layer("leaky_relu", {"alpha": 0.01}),
+    "ELU": _elementwise_layer("elu", {"alpha": 1.0}),
+    "HardSigmoid": _elementwise_layer("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "Clip": _elementwise_layer("clip", {"min": None, "max": None}),
+    **{
+        cls: _elementwise_layer(name)
+        for cls, name in (
+            ("ReLU6", "relu6"),
+            ("SELU", "selu"),
+            ("HardSwish", "hard_swish"),
+            ("Softplus", "softplus"),
+            ("Mish", "mish"),
+            ("Sign", "sign"),
+        )
+    },  # fmt: skip
 }
