@@ -164,6 +164,15 @@ RULES: dict[str, tuple[str, str]] = {
         "a convolution is a matrix product on im2col patches: the same rules, then col2im",
         "dL/dW = sum_n g[n] @ cols[n]^T, dL/dX = col2im(W2^T @ g), dL/db = sum g",
     ),
+    "GroupedConv2d": (
+        "a grouped convolution is one convolution per group: each group's rules on its slices",
+        "dL/dX[:, group g] = conv2d backward of group g; dL/dW, dL/db side by side by group",
+    ),
+    "Pad": (
+        "padding: the interior passes its gradient back; a reflected or replicated cell adds "
+        "its gradient to the cell it copied",
+        "dL/dx[i] = g[i + before] + sum of g[p] over the padded p copying x[i]",
+    ),
     "MaxPool2d": (
         "each window's gradient goes to the position that was the maximum",
         "dL/dx[argmax] += g",

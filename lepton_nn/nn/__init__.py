@@ -12,7 +12,7 @@ from .activation import (
     Sign,
     Softplus,
 )
-from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .conv import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .init import INITIALIZERS, get_initializer
 from .layers import (
     GELU,
@@ -28,6 +28,7 @@ from .layers import (
 )
 from .module import Module, Parameter
 from .norm import BatchNorm, LayerNorm
+from .padding import Pad1D, Pad2D
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
 from .serialize import layer_from_config, layer_to_config
 
@@ -59,6 +60,9 @@ __all__ = [
     "layer_to_config",
     "layer_from_config",
     "Conv2D",
+    "Conv1D",
+    "Pad1D",
+    "Pad2D",
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAvgPool2D",
