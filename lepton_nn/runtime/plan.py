@@ -52,14 +52,13 @@ from .steps import (
     PARSERS,
     AffineStep,
     ConvStep,
-    ElementwiseStep,
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
     RecurrentStep,
     activation_name,
-    gelu_name,
 )
+from .steps_extra import ElementwiseStep, gelu_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
