@@ -215,3 +215,45 @@ def test_pad_and_grouped_configs_from_a_hostile_file_are_refused(tmp_path):
         write_lnn(tmp_path / "bad.lnn", manifest, arrays)
         with pytest.raises(ModelFormatError, match=match):
             rt.load(tmp_path / "bad.lnn")
+
+
+def test_quantize_keeps_a_grouped_conv_float_and_says_so(tmp_path):
+    from lepton_nn.compress import quantize, save_compressed
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [nn.Conv2D(4, 3, groups=2, activation="relu"), nn.Flatten(), nn.Dense(3, "elu")]
+    )
+    model.build((None, 2, 6, 6))
+    x = np.random.default_rng(0).standard_normal((5, 2, 6, 6)).astype(np.float32)
+    qm = quantize(model, x)
+    reasons = {r["name"]: (r["int8"], r["reason"]) for r in qm.report}
+    assert reasons[model.layers[0].name] == (False, "grouped")
+    assert reasons[model.layers[2].name][0] is True
+    save_compressed(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    np.testing.assert_allclose(served.predict(x), qm(x).data, rtol=1e-5, atol=1e-5)
+
+
+def test_compact_leaves_grouped_convolutions_whole():
+    from lepton_nn.compress import compact, prune_structured
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [
+            nn.Conv2D(4, 3, activation="relu"),
+            nn.Conv2D(4, 3, groups=2, activation="relu"),
+            nn.Conv2D(4, 1, groups=4),
+            nn.Flatten(),
+            nn.Dense(2),
+        ]
+    )
+    model.build((None, 2, 8, 8))
+    prune_structured(model, 0.5)
+    x = np.random.default_rng(0).standard_normal((3, 2, 8, 8)).astype(np.float32)
+    model.eval()
+    small = compact(model)
+    assert [m.weight.shape for m in small.layers if hasattr(m, "weight")][:3] == [
+        m.weight.shape for m in model.layers if hasattr(m, "weight")
+    ][:3]
+    np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
