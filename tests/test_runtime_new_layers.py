@@ -257,3 +257,16 @@ def test_compact_leaves_grouped_convolutions_whole():
         m.weight.shape for m in model.layers if hasattr(m, "weight")
     ][:3]
     np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+def test_threaded_grouped_conv_plans_hold_blas(tmp_path):
+    """Grouped convolutions spread over the plan's threads like plain ones: BLAS is held to
+    one thread while such a plan runs."""
+    model = nn.Sequential([nn.Conv2D(4, 3, groups=2), nn.Flatten()])
+    _check(tmp_path, model, (2, 6, 6), "float32")
+    served = rt.load(tmp_path / "m.lnn", threads=1)
+    assert not served.plan_for(3).hold_blas
+    threaded = rt.load(tmp_path / "m.lnn", threads=2)
+    assert threaded.plan_for(3).hold_blas
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(threaded.predict(x), served.predict(x))

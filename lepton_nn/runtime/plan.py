@@ -52,6 +52,7 @@ from .steps import (
     PARSERS,
     AffineStep,
     ConvStep,
+    GroupedConvStep,
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
@@ -392,7 +393,7 @@ class Network:
             for a in args
         )
         # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
-        hold = threads > 1 and any(type(s) is ConvStep for s in self.steps)
+        hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
         if viewed or src is first:  # the input is read through a view (or is the output)
             copy_in: Op = (_copy_into, (marker, first))
             return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype, hold, held)
