@@ -218,3 +218,21 @@ def test_conv2d_layer_matches_torch_depthwise():
         ref.weight.copy_(torch.tensor(layer.weight.data))
         ref.bias.copy_(torch.tensor(layer.bias.data))
     np.testing.assert_allclose(layer(x).data, ref(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+
+
+def test_structured_pruning_compacts_conv1d_chains():
+    from lepton_nn.compress import compact, prune_structured
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [nn.Conv1D(6, 3, activation="elu"), nn.Conv1D(4, 3), nn.Flatten(), nn.Dense(2)]
+    )
+    model.build((None, 2, 12))
+    prune_structured(model, 0.5)
+    model.eval()
+    small = compact(model)
+    assert [m.weight.shape for m in small.layers if hasattr(m, "weight")] == [
+        (3, 2, 3), (2, 3, 3), (16, 2),
+    ]  # fmt: skip
+    x = _rand(3, 2, 12).astype(np.float32)
+    np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
