@@ -10,7 +10,7 @@ import lepton_nn as ln
 from lepton_nn import Tensor, nn
 from lepton_nn.autograd import gradcheck
 from lepton_nn.errors import ShapeError
-from lepton_nn.ops.conv import conv2d
+from lepton_nn.ops.conv import conv2d, max_pool2d
 from lepton_nn.ops.conv_more import conv1d, pad
 
 torch = pytest.importorskip("torch")
@@ -91,6 +91,20 @@ def test_grouped_conv2d_gradcheck_and_fused_pool():
         lambda x, w: conv2d(x, w, None, groups=2, activation="tanh", max_pool=(2, None, 0, None)),
         tx, tw,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu", "identity"])
+def test_depthwise_conv2d_gradcheck_and_pool(act):
+    x, w, b = _rand(2, 3, 6, 5), _rand(6, 1, 3, 2, seed=1), _rand(6, seed=2)  # multiplier 2
+    tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    geo = {"stride": (2, 1), "padding": (1, 0, 2, 1), "dilation": (1, 2)}
+    assert gradcheck(lambda x, w, b: conv2d(x, w, b, activation=act, groups=3, **geo), tx, tw, tb)
+    assert gradcheck(lambda x, w: conv2d(x, w, activation=act, groups=3, **geo), tx, tw)
+    pool = (2, 1, 0, None)
+    if act != "gelu":  # a fused max pool takes identity, relu, sigmoid, tanh
+        y = conv2d(Tensor(x), Tensor(w), Tensor(b), activation=act, groups=3, max_pool=pool, **geo)
+        plain = conv2d(Tensor(x), Tensor(w), Tensor(b), activation=act, groups=3, **geo)
+        np.testing.assert_array_equal(y.data, max_pool2d(plain, 2, 1).data)
 
 
 def test_grouped_conv2d_bad_shapes():
