@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lepton_nn as ln
 from lepton_nn import Tensor, nn
@@ -250,3 +252,58 @@ def test_structured_pruning_compacts_conv1d_chains():
     ]  # fmt: skip
     x = _rand(3, 2, 12).astype(np.float32)
     np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    groups=st.integers(1, 4),
+    cg=st.integers(1, 3),
+    og=st.integers(1, 3),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+)
+def test_conv2d_groups_property_against_torch(data, groups, cg, og, kernel, stride, dilation):
+    """Random group counts (depthwise when C / G = 1), kernels, strides, dilations and
+    asymmetric pads: values and all three gradients equal torch's in float64."""
+    pads = data.draw(st.tuples(*[st.integers(0, 2)] * 4))
+    h = data.draw(st.integers((kernel[0] - 1) * dilation[0] + 1, 8))
+    w = data.draw(st.integers((kernel[1] - 1) * dilation[1] + 1, 8))
+    c, o = groups * cg, groups * og
+    x, wt, b = _rand(2, c, h, w), _rand(o, cg, *kernel, seed=1), _rand(o, seed=2)
+
+    def ours(x, wt, b):
+        return conv2d(x, wt, b, stride, pads, dilation, "tanh", groups=groups)
+
+    def theirs(x, wt, b):
+        x = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
+        return torch.tanh(F.conv2d(x, wt, b, stride, 0, dilation, groups))
+
+    got, got_g, wy = _grads(ours, [x, wt, b])
+    want, want_g = _torch_grads(theirs, [x, wt, b], wy)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    for a, e in zip(got_g, want_g):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), mode=st.sampled_from(["constant", "reflect", "replicate"]))
+def test_pad_property_numpy_and_adjoint(data, mode):
+    """pad equals np.pad (edge for replicate) on random shapes and pads, and its backward is
+    its adjoint: <pad(x), g> = <x, pad^T(g)>."""
+    shape = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
+    k = data.draw(st.integers(1, len(shape)))
+    most = [n - 1 if mode == "reflect" else 3 for n in shape[-k:]]
+    pads = tuple(data.draw(st.tuples(st.integers(0, m), st.integers(0, m))) for m in most)
+    x = _rand(*shape)
+    t = Tensor(x, requires_grad=True)
+    y = pad(t, pads, mode, 0.25)
+    np_mode = {"replicate": "edge"}.get(mode, mode)
+    extra = {"constant_values": 0.25} if mode == "constant" else {}
+    want = np.pad(x, [(0, 0)] * (len(shape) - k) + list(pads), np_mode, **extra)
+    np.testing.assert_array_equal(y.data, want)
+    g = _rand(*y.shape, seed=5)
+    (y * Tensor(g)).sum().backward()
+    zero = pad(Tensor(x), pads, mode, 0.0).data  # the constant part does not depend on x
+    np.testing.assert_allclose(np.sum(zero * g), np.sum(x * t.grad), rtol=1e-12, atol=1e-12)
