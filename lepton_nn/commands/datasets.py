@@ -1,0 +1,34 @@
+"""``lepton-nn datasets [list | export NAME [FOLDER]]``: the bundled data sets, as files."""
+
+from __future__ import annotations
+
+import os
+
+
+def cmd_datasets(args) -> int:
+    from .. import datasets
+
+    if args.action == "export":
+        if not args.name:
+            raise datasets.DataError("datasets export: give a NAME; see 'lepton-nn datasets'")
+        names = datasets.names() if args.name == "all" else [args.name]
+        for name in names:
+            out = datasets.export(name, args.folder)
+            print(f"wrote {out} ({os.path.getsize(out):,} bytes)")
+        return 0
+    for name in datasets.names():
+        print(f"{name:<20} target {datasets.TARGETS[name]}")
+    print("licences: lepton_nn/datasets/LICENSE-DATA.md; export: lepton-nn datasets export NAME")
+    return 0
+
+
+def add_parser(sub, h) -> None:
+    d = sub.add_parser(
+        "datasets",
+        help="list the bundled data sets, or write one as a CSV file",
+        formatter_class=h,
+    )
+    d.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    d.add_argument("name", nargs="?", help="data set to export ('all' for every one)")
+    d.add_argument("folder", nargs="?", default=".", help="existing folder to write NAME.csv in")
+    d.set_defaults(fn=cmd_datasets)
