@@ -99,7 +99,18 @@ def _model_text(path: str, m: dict) -> list[str]:
         if key in m:
             lines.append(f"  {key:<12} {json.dumps(m[key])}")
     for key, v in m.items():
-        if key in ("kind", "task", "classes", "positive", "threshold", "seed", "n_arrays"):
+        if key in (
+            "kind",
+            "task",
+            "classes",
+            "positive",
+            "threshold",
+            "seed",
+            "n_arrays",
+        ) or key in (
+            "format",
+            "format_version",
+        ):
             continue
         if isinstance(v, (dict, list)):
             text = json.dumps(v)

@@ -85,6 +85,40 @@ def export(name: str, folder: str | os.PathLike = ".") -> str:
     return out
 
 
+def export_split(
+    name: str, folder: str | os.PathLike = ".", holdout: float = 0.2, seed: int = 0
+) -> tuple[str, str]:
+    """Write a tabular data set as ``NAME_train.csv`` and ``NAME_holdout.csv`` (the rows kept
+    as they are, the holdout a stratified ``holdout`` fraction drawn with ``seed``): a file to
+    train on and rows the model never sees. Returns both paths."""
+    from lepton_nn.data import train_test_split
+
+    key = _key(name)
+    if key in SERIES:
+        raise DataError(
+            f"{key} keeps the archive's own split (its 'split' column); export it whole"
+        )
+    if not 0.0 < holdout < 1.0:
+        raise DataError(f"holdout must be a fraction in (0, 1), got {holdout}")
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such folder")
+    lines = read_bytes(key).decode("utf-8").splitlines(keepends=True)
+    header, rows = lines[0], [r for r in lines[1:] if r.strip()]
+    col = header.rstrip("\r\n").split(",").index(TARGETS[key])
+    labels = np.array([r.rstrip("\r\n").split(",")[col] for r in rows])
+    train, held = train_test_split(
+        np.arange(len(rows)), test_size=holdout, stratify=labels, seed=seed
+    )
+    out = []
+    for part, idx in (("train", train), ("holdout", held)):
+        path = os.path.join(folder, f"{key}_{part}.csv")
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            f.write(header + "".join(rows[i] for i in np.sort(idx)))
+        out.append(path)
+    return out[0], out[1]
+
+
 def load(name: str) -> Any:
     """A bundled data set by name (see the module docstring for what each returns)."""
     key = _key(name)
