@@ -191,7 +191,8 @@ def test_one_hidden_size_syntax_for_train_and_tune():
     from lepton_nn.commands.tune import parse_grid
 
     assert hidden_sizes("64x32") == (64, 32) == hidden_sizes("64,32")
-    assert parse_grid("hidden=32,64x32")["hidden"] == [(32,), (64, 32)]
+    assert parse_grid("hidden=32,64x32")["hidden"] == ["32", "64x32"]
+    assert parse_grid("hidden=64,32")["hidden"] == ["64", "32"]  # commas separate values here
 
 
 def test_train_says_which_class_is_positive_and_why_it_refits(tmp_path, capsys):

@@ -86,6 +86,9 @@ def hidden_sizes(text: str) -> tuple[int, ...]:
 
 
 def format_hidden(sizes) -> str:
+    """``(64, 32)`` (or ``"64x32"``) -> ``"64x32"``."""
+    if isinstance(sizes, str):
+        sizes = hidden_sizes(sizes)
     return "x".join(str(int(h)) for h in sizes)
 
 

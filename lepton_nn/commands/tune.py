@@ -31,8 +31,8 @@ SCORINGS = {
 
 
 def _value(name: str, text: str) -> Any:
-    if name == "hidden":
-        return hidden_sizes(text)
+    if name == "hidden":  # kept as text ("64x32"): the results table shows it as typed
+        return format_hidden(hidden_sizes(text))
     v = (int if name in ("batch_size", "epochs") else float)(text)
     if name in ("batch_size", "epochs") and v < 1:
         raise ValueError(text)
@@ -71,7 +71,7 @@ def tune_trainer(
     n_in: int,
     n_out: int,
     task: str,
-    hidden: tuple[int, ...] = (32, 16),
+    hidden: str | tuple[int, ...] = "32x16",
     dropout: float = 0.2,
     lr: float = 3e-3,
     weight_decay: float = 1e-3,
@@ -81,7 +81,8 @@ def tune_trainer(
     from ..tabular import build_mlp
     from ..train import Trainer
 
-    net = build_mlp(n_in, n_out, tuple(hidden), dropout)
+    sizes = hidden_sizes(hidden) if isinstance(hidden, str) else tuple(hidden)
+    net = build_mlp(n_in, n_out, sizes, dropout)
     opt = optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     loss = {
         "binary": losses.binary_cross_entropy_with_logits,
@@ -195,14 +196,14 @@ def cmd_tune(args) -> int:
     if args.trials:
         space = {
             "lr": loguniform(1e-4, 1e-2),
-            "hidden": choice([(16,), (32,), (32, 16), (64, 32)]),
+            "hidden": choice(["16", "32", "32x16", "64x32"]),
             "dropout": uniform(0.0, 0.5),
             "weight_decay": loguniform(1e-5, 1e-2),
             "batch_size": choice([32, 64, 128]),
         }
         search = RandomSearch(build, space, n_trials=args.trials, **kw)
     else:
-        grid = grid or {"lr": [1e-3, 3e-3], "hidden": [(32, 16), (64, 32)], "dropout": [0.0, 0.2]}
+        grid = grid or {"lr": [1e-3, 3e-3], "hidden": ["32x16", "64x32"], "dropout": [0.0, 0.2]}
         search = GridSearch(build, grid, **kw)
     configs = search.configurations()
     n_tasks = len(configs) * args.cv
@@ -257,6 +258,8 @@ def _save_best(args, table, best: dict) -> None:
     from ..tabular import TabularModel
 
     kw = {k: v for k, v in best.items() if k != "epochs"}
+    if "hidden" in kw:
+        kw["hidden"] = hidden_sizes(str(kw["hidden"]))
     model = TabularModel(**kw, positive=args.positive, seed=args.seed, verbose=args.verbose)
     model.fit(table)
     model.metrics_card = {"tuning": {"best": {k: _plain(v) for k, v in best.items()}}}
