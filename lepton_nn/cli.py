@@ -96,7 +96,7 @@ def cmd_train(args) -> int:
     )
     if args.cv:
         say(f"cross-validating ({args.cv} folds)...")
-        scores = cross_validate_table(table, args.cv, args.seed, **{**kwargs, "verbose": 0})
+        scores = cross_validate_table(table, args.cv, args.seed, **kwargs)
         kind = "stratified " if task != "regression" else ""
         print(f"{args.cv}-fold {kind}cross-validation:")
         print("\n".join(R.cv_lines(scores, task)))
