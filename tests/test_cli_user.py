@@ -12,12 +12,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PKG_PARENT
 
 from lepton_nn import datasets
 from lepton_nn.cli import TRAIN_DEFAULTS, build_parser, main
 from lepton_nn.commands.args import hidden_sizes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(PKG_PARENT)  # where the imported package lives: subprocesses import the same build
 
 
 @pytest.fixture(scope="module")

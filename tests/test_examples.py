@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PKG_PARENT
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -18,7 +19,7 @@ SCRIPTS = sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith(
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_each_example_runs_from_an_empty_folder_with_a_short_setting(script, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the package as installed, nothing else
+    env = {**os.environ, "PYTHONPATH": str(PKG_PARENT)}  # the package as imported here
     r = subprocess.run(
         [sys.executable, str(EXAMPLES / script), "--epochs", "1"],
         cwd=tmp_path,

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import PKG_PARENT
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
@@ -29,13 +31,13 @@ def test_the_readme_opens_with_the_two_set_up_commands():
 
 
 def _shim(folder: Path) -> dict:
-    """A ``lepton-nn`` command running this checkout's package with this interpreter."""
+    """A ``lepton-nn`` command running the package these tests import, with this interpreter."""
     tool = folder / "lepton-nn"
     tool.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m lepton_nn "$@"\n')
     tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     env = dict(os.environ)
     env["PATH"] = f"{folder}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PKG_PARENT), env.get("PYTHONPATH")]))
     return env
 
 
