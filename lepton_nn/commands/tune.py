@@ -143,24 +143,16 @@ class ProgressExecutor:
             )
 
 
-def _target(table, positive):
-    from ..data import LabelEncoder
-    from ..tabular import _infer_task
-
-    y_raw = np.asarray(table.target)
-    task = _infer_task(y_raw)
-    return task, y_raw, (None if task == "regression" else LabelEncoder(positive=positive))
-
-
 def cmd_tune(args) -> int:
     from ..data import Preprocessor, read_csv
+    from ..tabular import _infer_task
     from ..tuning import GridSearch, RandomSearch, choice, loguniform, uniform
     from ..tuning.validation import default_executor
 
     check_output(args.out, "--out")
     grid = parse_grid(args.grid) if args.grid else None
     table = read_csv(args.data, target=args.target)
-    task, _, _ = _target(table, args.positive)
+    task = _infer_task(np.asarray(table.target))
     scoring = args.scoring or DEFAULT_SCORING[task]
     if scoring not in SCORINGS[task]:
         raise LeptonError(
