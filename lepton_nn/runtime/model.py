@@ -323,6 +323,13 @@ class InferenceModel:
             return np.stack([1 - p, p], axis=1)
         return out if self._probabilities else _softmax(out)
 
+    def stream(self, max_streams: int = 10_000, idle_seconds: float | None = None):
+        """A :class:`~lepton_nn.runtime.stream.StreamSession`: recurrent networks served one
+        time step per call for many keyed streams, each carrying its state."""
+        from .stream import StreamSession
+
+        return StreamSession(self, max_streams=max_streams, idle_seconds=idle_seconds)
+
     # -- information -------------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple:
