@@ -169,6 +169,13 @@ def cmd_predict(args) -> int:
     from .data import read_csv
 
     A.check_output(args.output)
+    if args.data == "-":  # rows from standard input, one result per row as it comes
+        from .commands.serve import predict_stdin
+
+        if not args.output:
+            return predict_stdin(args.model)
+        with open(args.output, "w", newline="") as out:
+            return predict_stdin(args.model, out=out)
     model = io.load(args.model)
     _need_tabular(model, args.model)
     table = read_csv(args.data)
@@ -280,7 +287,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, datasets, info, tune
+    from .commands import compress, datasets, info, serve, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -304,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="predictions and probabilities for raw rows", formatter_class=Help
     )
     r.add_argument("model", help="model file saved by 'lepton-nn train'")
-    r.add_argument("data", help="CSV file of raw rows (a target column is ignored)")
+    r.add_argument(
+        "data",
+        help="CSV file of raw rows (a target column is ignored); '-': rows from standard "
+        "input (JSON lines or CSV), one result line per row as it comes",
+    )
     r.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
     r.set_defaults(fn=cmd_predict)
 
@@ -331,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress.add_parser(sub, Help)
     datasets.add_parser(sub, Help)
+    serve.add_parser(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help
