@@ -189,12 +189,12 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
         assert c.get(url).status_code == 405
 
         service = s.app.state.service  # an unexpected failure inside: 500, then business
-        model = service.models["credit"]
-        real = model.inputs
-        model.inputs = lambda *a: 1 / 0
+        runner = service.runners["credit"]
+        real = runner.work
+        runner.work = lambda *a: 1 / 0
         r = c.post(url, json={"rows": _credit_rows(1)})
         assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
-        model.inputs = real
+        runner.work = real
         assert c.post(url, json={"rows": _credit_rows(1)}).status_code == 200
         text = c.get("/metrics").text
         assert 'model="credit",endpoint="predict",code="422"} 7' in text

@@ -42,7 +42,7 @@ from lepton_nn.runtime.stream import StreamLimitError
 
 from .batcher import Batcher, Direct
 from .metrics import Metrics
-from .models import ServedModel
+from .models import ServedModel, run_batch
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -92,9 +92,9 @@ class Service:
             self.models[name] = m
             on_batch = functools.partial(self.metrics.batch, name)
             self.runners[name] = (
-                Batcher(c.max_batch_size, c.batch_window_ms / 1000.0, on_batch)
+                Batcher(run_batch, c.max_batch_size, c.batch_window_ms / 1000.0, on_batch)
                 if c.batching
-                else Direct(on_batch)
+                else Direct(run_batch, on_batch)
             )
         self.step_pool = ThreadPoolExecutor(1, thread_name_prefix="lepton-step")
         if c.reload:
@@ -176,16 +176,22 @@ class Service:
 
     async def predict(self, request: Request, name: str) -> dict:
         m = self.model(name)
-        doc = await self.body(request)
-        if "rows" not in doc:
-            raise HTTPError(422, "the request needs 'rows': a list of rows")
+        runner = self.runners[name]
+        runner.expect()  # a batch forming now may wait for these rows (see .batcher)
+        try:
+            doc = await self.body(request)
+            rows = doc.get("rows")
+            if not isinstance(rows, list) or not rows:
+                raise HTTPError(422, "the request needs 'rows': a non-empty list of rows")
+        except BaseException:
+            runner.arrived()
+            raise
         version = m.current  # this request runs on this version, whatever reloads meanwhile
-        x = m.inputs(version, doc["rows"])
-        out = await self.runners[name].run(version, x)
-        answer = {"model": name, "version": version.sha256[:12], **m.outputs(version, out)}
+        answer = await runner.run(version, rows)
+        out = {"model": name, "version": version.sha256[:12], **answer}
         if version.model.classes is not None:
-            answer["classes"] = version.model.classes.tolist()
-        return answer
+            out["classes"] = version.model.classes.tolist()
+        return out
 
     async def step(self, request: Request, name: str) -> dict:
         m = self.model(name)

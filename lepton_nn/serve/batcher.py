@@ -1,19 +1,18 @@
-"""Dynamic batching: concurrent requests for one model run as one network call.
+"""Dynamic batching: concurrent requests for one model run as one batch.
 
-A request's rows (already checked and transformed) are queued with a future. The batcher's
-task takes the oldest request, waits until ``max_rows`` rows are queued or ``window``
-seconds have passed since that request arrived, whichever comes first, and runs every
+A request's rows are queued with a future. The batcher's task takes the oldest request and
+waits, for at most ``window`` seconds from its arrival, while other requests for the model
+are still being read (``arriving``) and fewer than ``max_rows`` rows are queued; then every
 queued request of the same model version (up to ``max_rows`` rows; a lone larger request
-runs alone) as one ``forward`` call on its worker thread::
+runs alone) goes to ``work`` on the worker thread as one batch::
 
-    out = forward(concatenate([x_1, ..., x_k]))       # (n_1 + ... + n_k, ...)
-    x_i's answer = out[n_1 + ... + n_{i-1} : ... + n_i]
+    work(version, [rows_1, ..., rows_k]) -> [answer_1 | error_1, ..., answer_k | error_k]
 
-Requests that arrive while a batch runs queue for the next one. ``window = 0`` or
-``max_rows = 1`` still goes through the queue; ``Direct`` (``--no-batching``) calls
-``forward`` once per request on the same kind of worker thread. Rows are independent in
-every layer the runtime runs, so a row's output does not depend on its batch companions
-beyond float rounding (BLAS may sum in another order at another batch size).
+(:func:`.models.run_batch`: the rows of all k requests preprocessed and run through the
+network together, the answers split back). Requests arriving while a batch runs queue for
+the next one, so under load batches form by themselves, and a lone request is not kept
+waiting for company that is not coming. ``Direct`` (``--no-batching``) calls ``work`` once
+per request, on the same kind of worker thread.
 """
 
 from __future__ import annotations
@@ -25,50 +24,81 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 __all__ = ["Batcher", "Direct"]
+
+Work = Callable[[Any, list], list]
 
 
 class Direct:
-    """One network call per request, on one worker thread (no batching)."""
+    """One ``work`` call per request, on one worker thread (no batching)."""
 
-    def __init__(self, on_batch: Callable[[int], None]) -> None:
+    def __init__(self, work: Work, on_batch: Callable[[int], None]) -> None:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="lepton-run")
-        self.on_batch = on_batch
+        self.work, self.on_batch = work, on_batch
+        self.arriving = 0  # requests being read that will come here (see Batcher)
 
-    async def run(self, version: Any, x: np.ndarray) -> np.ndarray:
+    def expect(self) -> None:
+        """A request for this model is being read."""
+        self.arriving += 1
+
+    def arrived(self) -> None:
+        """A request counted by :meth:`expect` was queued or turned away."""
+        self.arriving -= 1
+
+    async def run(self, version: Any, rows: list) -> Any:
+        self.arrived()
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self.executor, version.model.forward, x)
-        self.on_batch(len(x))
-        return out
+        (answer,) = await loop.run_in_executor(self.executor, self.work, version, [rows])
+        self.on_batch(len(rows))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def close(self) -> None:
         self.executor.shutdown(wait=True)
 
 
 class Batcher(Direct):
-    """Gathers requests for ``window`` seconds or ``max_rows`` rows (see the module doc)."""
+    """Gathers requests for at most ``window`` seconds or ``max_rows`` rows (module doc)."""
 
-    def __init__(self, max_rows: int, window: float, on_batch: Callable[[int], None]) -> None:
-        super().__init__(on_batch)
+    def __init__(self, work: Work, max_rows: int, window: float, on_batch) -> None:
+        super().__init__(work, on_batch)
         self.max_rows, self.window = max_rows, window
-        self.queue: deque[tuple[Any, np.ndarray, asyncio.Future, float]] = deque()
+        self.queue: deque[tuple[Any, list, asyncio.Future, float]] = deque()
         self.rows = 0  # rows queued
         self.wake = asyncio.Event()  # something queued
-        self.full = asyncio.Event()  # max_rows queued
+        self.settled = asyncio.Event()  # nothing more arriving, or max_rows queued
         self.task: asyncio.Task | None = None
 
-    async def run(self, version: Any, x: np.ndarray) -> np.ndarray:
+    def arrived(self) -> None:
+        super().arrived()
+        if self.arriving <= 0:
+            self.settled.set()
+
+    async def run(self, version: Any, rows: list) -> Any:
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._loop())
         fut = asyncio.get_running_loop().create_future()
-        self.queue.append((version, x, fut, time.monotonic()))
-        self.rows += len(x)
+        self.queue.append((version, rows, fut, time.monotonic()))
+        self.rows += len(rows)
         self.wake.set()
         if self.rows >= self.max_rows:
-            self.full.set()
+            self.settled.set()
+        self.arrived()
         return await fut
+
+    async def _gather(self) -> None:
+        """Wait while more requests are arriving, up to the window and max_rows."""
+        deadline = self.queue[0][3] + self.window
+        while self.rows < self.max_rows and self.arriving > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.settled.clear()
+            try:
+                await asyncio.wait_for(self.settled.wait(), left)
+            except asyncio.TimeoutError:
+                return
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,48 +107,38 @@ class Batcher(Direct):
             if not self.queue:
                 self.wake.clear()
                 continue
-            wait = self.window - (time.monotonic() - self.queue[0][3])
-            if self.rows < self.max_rows and wait > 0:
-                try:
-                    await asyncio.wait_for(self.full.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
+            await self._gather()
             batch = self._take()
             if not self.queue:
                 self.wake.clear()
-            if self.rows < self.max_rows:
-                self.full.clear()
             version = batch[0][0]
-            xs = [x for _, x, _, _ in batch]
             try:
-                x = xs[0] if len(xs) == 1 else np.concatenate(xs)
-                out = await loop.run_in_executor(self.executor, version.model.forward, x)
+                answers = await loop.run_in_executor(
+                    self.executor, self.work, version, [rows for _, rows, _, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error
-                for _, _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.on_batch(len(x))
-            start = 0
-            for _, xi, fut, _ in batch:
-                if not fut.done():  # a client that went away cancelled its future
-                    fut.set_result(out[start : start + len(xi)])
-                start += len(xi)
+                answers = [exc] * len(batch)
+            self.on_batch(sum(len(rows) for _, rows, _, _ in batch))
+            for (_, _, fut, _), answer in zip(batch, answers):
+                if fut.done():  # a client that went away cancelled its future
+                    continue
+                if isinstance(answer, Exception):
+                    fut.set_exception(answer)
+                else:
+                    fut.set_result(answer)
 
     def _take(self) -> list:
         """The oldest request and those after it of the same version, up to max_rows rows."""
         first = self.queue.popleft()
         batch, n = [first], len(first[1])
         keep: deque = deque()
-        while self.queue:
+        while self.queue and n < self.max_rows:
             item = self.queue.popleft()
             if item[0] is first[0] and n + len(item[1]) <= self.max_rows:
                 batch.append(item)
                 n += len(item[1])
             else:
                 keep.append(item)
-                if n >= self.max_rows:
-                    break
         keep.extend(self.queue)
         self.queue = keep
         self.rows -= n

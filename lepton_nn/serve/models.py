@@ -19,7 +19,7 @@ import numpy as np
 from lepton_nn.errors import DataError, LeptonError
 from lepton_nn.runtime import InferenceModel, load
 
-__all__ = ["ServedModel", "Version", "answers", "network_input", "parse_specs"]
+__all__ = ["ServedModel", "Version", "answers", "network_input", "parse_specs", "run_batch"]
 
 
 def parse_specs(specs: list[str]) -> list[tuple[str, str]]:
@@ -88,15 +88,6 @@ class ServedModel:
                 pass  # another architecture: its streams start afresh
         return v
 
-    # -- requests ----------------------------------------------------------------------------
-    def inputs(self, version: Version, rows: Any) -> np.ndarray:
-        """Request rows -> the network's input (see :func:`network_input`)."""
-        return network_input(version.model, rows, self.name)
-
-    def outputs(self, version: Version, out: np.ndarray) -> dict:
-        """The network's output for one request's rows -> its JSON answer."""
-        return answers(version.model, out)
-
     def describe(self) -> dict:
         """What ``GET /v1/models`` says about this model."""
         v = self.current
@@ -124,6 +115,40 @@ class ServedModel:
             info["outputs"] = {"shape": list(m.output_shape)}
         info["streaming"] = v.session is not None
         return info
+
+
+def run_batch(version: Version, requests: list[list]) -> list:
+    """The answers of several requests' rows (each a list), run as one batch: preprocessing
+    and network over all rows at once, answers split back per request. A request whose rows
+    cannot be read gets its own error (its row numbers its own) and the others their
+    answers: each row's numbers are those of a run of that request alone (every step is
+    row-wise; BLAS may round the network's sums differently at another batch size)."""
+    model = version.model
+    try:
+        x = network_input(model, [r for rows in requests for r in rows])
+        counts = [len(rows) for rows in requests]
+        out: list = [None] * len(requests)
+    except LeptonError:  # find the culprits: each request alone
+        out, xs, counts = [], [], []
+        for rows in requests:
+            try:
+                xs.append(network_input(model, rows))
+                out.append(None)
+                counts.append(len(rows))
+            except LeptonError as exc:
+                out.append(exc)
+        if not xs:
+            return out
+        x = np.concatenate(xs)
+    doc = answers(model, model.forward(x))
+    start = 0
+    n_out = iter(counts)
+    for i, slot in enumerate(out):
+        if slot is None:
+            n = next(n_out)
+            out[i] = {k: v[start : start + n] for k, v in doc.items()}
+            start += n
+    return out
 
 
 def network_input(model: InferenceModel, rows: Any, name: str = "") -> np.ndarray:
