@@ -33,7 +33,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -309,6 +309,7 @@ def read_lnn(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_arrays: int = DEFAULT_MAX_ARRAYS,
+    check: Callable[[dict], Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify an ``.lnn`` file; return ``(manifest, arrays)``.
 
@@ -320,12 +321,16 @@ def read_lnn(
     ``arrays``) included. Arrays come back in manifest order as fresh, writable, C-contiguous,
     native-endian arrays owned by the caller (nothing shares memory with the file).
 
+    ``check(manifest)``, when given, runs once the manifest and its array table are verified
+    and before any array data is read (the loaders' validator and budget: a hostile file
+    costs nothing more than its manifest).
+
     Raises :class:`ModelFormatError` for anything wrong with the content. Errors of opening a
     path (``FileNotFoundError`` and other ``OSError``) propagate unchanged; an unsupported
     ``source`` type raises ``TypeError``.
     """
     with _open_source(source) as (fp, label):
-        return _read(fp, label, max_bytes, max_arrays, load=True)
+        return _read(fp, label, max_bytes, max_arrays, load=True, check=check)
 
 
 def inspect_lnn(
@@ -373,7 +378,13 @@ def _damage(label: str, what: str) -> Iterator[None]:
 
 
 def _read(
-    fp: IO[bytes], label: str, max_bytes: int, max_arrays: int, *, load: bool
+    fp: IO[bytes],
+    label: str,
+    max_bytes: int,
+    max_arrays: int,
+    *,
+    load: bool,
+    check: Callable[[dict], Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     def fail(message: str) -> ModelFormatError:
         return ModelFormatError(f"{label}: {message}")
@@ -405,6 +416,11 @@ def _read(
         for spec in specs:
             if spec.file not in infos:
                 raise fail(f"member {spec.file!r}: missing (array {spec.name!r} is declared)")
+        if check is not None:
+            try:
+                check(manifest)
+            except ModelFormatError as exc:
+                raise fail(str(exc)) from exc
         arrays = {}
         for spec in specs:
             with _damage(label, f"member {spec.file!r}"):
@@ -467,6 +483,7 @@ def _read_manifest(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], label
             object_pairs_hook=_unique_keys,
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
     except UnicodeDecodeError as exc:
         raise ModelFormatError(f"{where}: not valid UTF-8 ({exc})") from exc
@@ -503,6 +520,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers are unbounded; the manifest's must fit an int64 (so ``float(v)`` and
+    NumPy never overflow on one, and a 10**400 is refused here, by the parser)."""
+    if len(text) > 20:
+        raise ValueError(f"integer {text[:40]}... is out of range")
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"integer {text} is out of range (int64)")
+    return value
 
 
 def _finite_float(text: str) -> float:
