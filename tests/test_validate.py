@@ -209,3 +209,32 @@ def test_validator_summary_counts(tmp_path):
     assert s.n_params == 4 * 8 + 8 + 8 * 3 + 3
     assert s.output_shape == (3,) and s.final_activation == "softmax"
     assert s.activation_bytes == 4 * (4 + 8 + 3)
+
+
+# --------------------------------------------------------------------- CSR indices
+
+
+def _csr_file():
+    from lepton_nn.compress import compressed_to_lnn
+
+    L.set_seed(3)
+    model = nn.Sequential([nn.Dense(6, "relu"), nn.Dense(2)])
+    model.build((None, 8))
+    w = model.layers[0].weight.data
+    w[np.random.default_rng(0).random(w.shape) < 0.7] = 0
+    w[0, 0] = w[1, 0] = 1.0  # unit 0 reads inputs 0 and 1
+    manifest, arrays = compressed_to_lnn(model, None, min_sparsity=0.5)
+    return manifest, arrays
+
+
+@pytest.mark.parametrize("defect", ["duplicate", "unsorted"])
+def test_duplicate_or_unsorted_csr_indices_refused(tmp_path, defect):
+    manifest, arrays = _csr_file()
+    write_lnn(tmp_path / "ok.lnn", manifest, arrays)
+    L.load(tmp_path / "ok.lnn")
+    rt_load(tmp_path / "ok.lnn")
+    [name] = [k for k in arrays if k.endswith("/indices")]
+    idx = arrays[name].copy()
+    assert idx[0] == 0 and idx[1] == 1  # row 0 starts with inputs 0, 1
+    idx[:2] = [1, 1] if defect == "duplicate" else [1, 0]
+    _both_refuse(tmp_path, manifest, {**arrays, name: idx}, "row 0 has duplicate or unsorted")
