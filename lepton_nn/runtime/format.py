@@ -46,6 +46,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "inspect_lnn",
+    "manifest_digest",
     "read_lnn",
     "write_lnn",
 ]
@@ -76,7 +77,9 @@ MAX_NDIM = 64
 MAX_JSON_DEPTH = 64
 
 _MANIFEST = "manifest.json"
-_RESERVED_KEYS = ("format", "format_version", "arrays")
+_RESERVED_KEYS = ("format", "format_version", "arrays", "digest")
+#: manifest keys the digest leaves out: itself and the signature made over it
+_UNDIGESTED = ("digest", "signature")
 _ENTRY_KEYS = {"file", "dtype", "shape", "sha256"}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -177,6 +180,7 @@ def _write_zip(
             "arrays": table,
             **{key: value for key, value in manifest.items() if key != "created_by"},
         }
+        full["digest"] = {"algorithm": "sha256", "value": manifest_digest(full)}
         text = json.dumps(full, ensure_ascii=False, allow_nan=False, indent=1)
         zf.writestr(_zip_info(_MANIFEST), text.encode("utf-8"))
     except BaseException:
@@ -278,6 +282,35 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the manifest without its ``digest`` and ``signature``, as canonical
+    JSON (sorted keys, no spaces, UTF-8). The manifest holds every array's SHA-256, so this
+    one value covers the whole file; a signature signs it (:mod:`.signing`)."""
+    body = {k: v for k, v in manifest.items() if k not in _UNDIGESTED}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_digest(manifest: dict, where: str) -> None:
+    """A file with a digest must match it: an edit by hand (a label, a threshold, an
+    activation) is refused. Files written before digests existed have none."""
+    if "digest" not in manifest:
+        return
+    d = manifest["digest"]
+    if (
+        not isinstance(d, dict)
+        or set(d) != {"algorithm", "value"}
+        or d["algorithm"] != "sha256"
+        or not isinstance(d["value"], str)
+        or not _SHA_RE.fullmatch(d["value"])
+    ):
+        raise ModelFormatError(f"{where}: malformed digest {d!r:.100}")
+    if d["value"] != manifest_digest(manifest):
+        raise ModelFormatError(
+            f"{where}: digest mismatch: the manifest was edited or damaged after it was written"
+        )
+
+
 def _check_json_value(value: Any, where: str, depth: int) -> None:
     """Refuse anything ``json`` would not round-trip exactly (NaN, non-str keys, objects)."""
     if depth > MAX_JSON_DEPTH:
@@ -310,6 +343,7 @@ def read_lnn(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_arrays: int = DEFAULT_MAX_ARRAYS,
     check: Callable[[dict], Any] | None = None,
+    trusted_keys: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify an ``.lnn`` file; return ``(manifest, arrays)``.
 
@@ -323,14 +357,20 @@ def read_lnn(
 
     ``check(manifest)``, when given, runs once the manifest and its array table are verified
     and before any array data is read (the loaders' validator and budget: a hostile file
-    costs nothing more than its manifest).
+    costs nothing more than its manifest). The manifest's ``digest`` (over the manifest and
+    so every array's SHA-256) must match. ``trusted_keys`` (Ed25519 public keys: PEM bytes
+    or paths): the file must carry a signature of its digest by one of them
+    (:mod:`lepton_nn.runtime.signing`, needs ``cryptography``), checked before any array
+    is read.
 
     Raises :class:`ModelFormatError` for anything wrong with the content. Errors of opening a
     path (``FileNotFoundError`` and other ``OSError``) propagate unchanged; an unsupported
     ``source`` type raises ``TypeError``.
     """
     with _open_source(source) as (fp, label):
-        return _read(fp, label, max_bytes, max_arrays, load=True, check=check)
+        return _read(
+            fp, label, max_bytes, max_arrays, load=True, check=check, trusted_keys=trusted_keys
+        )
 
 
 def inspect_lnn(
@@ -385,6 +425,7 @@ def _read(
     *,
     load: bool,
     check: Callable[[dict], Any] | None = None,
+    trusted_keys: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     def fail(message: str) -> ModelFormatError:
         return ModelFormatError(f"{label}: {message}")
@@ -409,6 +450,11 @@ def _read(
         infos = _check_members(zf, label, max_arrays)
         manifest = _read_manifest(zf, infos, label)
         specs = _check_array_table(manifest, label, max_bytes, max_arrays)
+        if trusted_keys is not None:  # who wrote it, before anything else is trusted
+            from .signing import verify_manifest  # cryptography: imported only here
+
+            _check_digest(manifest, f"{label}: member {_MANIFEST!r}")
+            verify_manifest(manifest, trusted_keys, label)
         expected = {_MANIFEST, *(spec.file for spec in specs)}
         for member in infos:
             if member not in expected:
@@ -427,6 +473,8 @@ def _read(
                 array = _read_array(zf, infos[spec.file], spec, label, load)
             if array is not None:
                 arrays[spec.name] = array
+    # last, so that the more specific checks above name what is wrong with a damaged file
+    _check_digest(manifest, f"{label}: member {_MANIFEST!r}")
     return manifest, arrays
 
 

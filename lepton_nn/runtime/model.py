@@ -52,6 +52,7 @@ def load(
     sparse: str = "auto",
     max_plans: int = 8,
     limits: Any = None,
+    trusted_keys: Any = None,
 ) -> InferenceModel:
     """Read an ``.lnn`` file and build its inference model.
 
@@ -60,10 +61,13 @@ def load(
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
     batch sizes keep a plan (least recently built dropped first). ``limits``: the resource
     budget (:class:`~lepton_nn.runtime.validate.Limits` or a dict of some of its fields),
-    checked from the manifest before any array is read.
+    checked from the manifest before any array is read. ``trusted_keys``: Ed25519 public
+    keys (PEM bytes or paths); the file must be signed by one of them
+    (:mod:`lepton_nn.runtime.signing`).
     """
     limits = Limits.of(limits)
-    manifest, arrays = read_lnn(path, check=lambda m: validate(m, None, limits))
+    check = lambda m: validate(m, None, limits)  # noqa: E731
+    manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
     return from_manifest(
         manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
     )
