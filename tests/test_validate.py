@@ -8,6 +8,7 @@ Each case edits a good manifest the way a careless or hostile hand would, writes
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import pytest
@@ -238,3 +239,36 @@ def test_duplicate_or_unsorted_csr_indices_refused(tmp_path, defect):
     assert idx[0] == 0 and idx[1] == 1  # row 0 starts with inputs 0, 1
     idx[:2] = [1, 1] if defect == "duplicate" else [1, 0]
     _both_refuse(tmp_path, manifest, {**arrays, name: idx}, "row 0 has duplicate or unsorted")
+
+
+# --------------------------------------------------------------------- stale temp files
+
+
+def test_stale_temp_files_of_the_same_target_are_removed(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    import subprocess
+    import sys
+
+    manifest, arrays = _module([nn.Dense(2)], (3,))
+    # a save killed mid-write (SIGKILL: no cleanup ran) leaves its temp file behind
+    child = (
+        "import os, signal, sys; sys.path.insert(0, os.getcwd());"
+        "from lepton_nn.runtime import format as f;"
+        f"fd = os.open({str(tmp_path / '.m.lnn.killed01.tmp')!r}, os.O_CREAT | os.O_WRONLY);"
+        "os.write(fd, b'x' * 1000); f._hold(fd); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    subprocess.run([sys.executable, "-c", child], check=False)
+    (tmp_path / ".m.lnn.abcd1234.tmp").write_bytes(b"old")  # another dead one
+    live = tmp_path / ".m.lnn.live5678.tmp"  # a save still running: its lock is held
+    fd = os.open(live, os.O_CREAT | os.O_WRONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    others = [tmp_path / ".other.lnn.abcd1234.tmp", tmp_path / ".m.lnn.notes.txt"]
+    for p in others:
+        p.write_bytes(b"keep")
+    try:
+        assert (tmp_path / ".m.lnn.killed01.tmp").exists()
+        write_lnn(tmp_path / "m.lnn", manifest, arrays)
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted(["m.lnn", live.name, *(p.name for p in others)])
+    finally:
+        os.close(fd)

@@ -31,6 +31,7 @@ import re
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -153,6 +154,8 @@ def write_lnn(
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        _hold(fd)  # a lock while we write: the next save knows this temp file is alive
+        _remove_stale_temps(directory, os.path.basename(path), tmp)
         with os.fdopen(fd, "wb") as fh:
             _write_zip(fh, created_by, manifest, prepared)
             fh.flush()
@@ -164,6 +167,55 @@ def write_lnn(
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+#: temporary files of a save of NAME: ``.NAME.<8 chars of mkstemp>.tmp``
+_TMP_TAIL = r"\.[a-z0-9_]{8}\.tmp"
+#: without file locks (not POSIX), a temp file this old is taken to be a killed save's
+_STALE_SECONDS = 3600
+
+
+def _hold(fd: int) -> None:
+    """Lock the temp file being written (released when the writer closes it or dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: stale files are judged by age
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _remove_stale_temps(directory: str, base: str, mine: str) -> None:
+    """Delete the temp files that killed saves of the same target left behind.
+
+    A temp file is stale when no live writer holds its lock (``flock``: released by the
+    kernel when a process dies); without ``fcntl``, when it is over an hour old. Only names
+    of exactly the form our own saves use are touched; errors are ignored (best effort).
+    """
+    pattern = re.compile(re.escape(f".{base}") + _TMP_TAIL)
+    try:
+        names = [n for n in os.listdir(directory) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        fcntl = None  # type: ignore[assignment]
+    for name in names:
+        full = os.path.join(directory, name)
+        if os.path.abspath(full) == os.path.abspath(mine):
+            continue
+        with contextlib.suppress(OSError):
+            if fcntl is None:
+                if time.time() - os.stat(full).st_mtime > _STALE_SECONDS:
+                    os.unlink(full)
+                continue
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a writer lives
+                os.unlink(full)
+            finally:
+                os.close(fd)
 
 
 def _write_zip(
