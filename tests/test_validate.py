@@ -272,3 +272,45 @@ def test_stale_temp_files_of_the_same_target_are_removed(tmp_path):
         assert left == sorted(["m.lnn", live.name, *(p.name for p in others)])
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------- non-finite numbers
+
+
+def test_quantizing_inf_or_nan_weights_is_refused_before_writing(tmp_path):
+    from lepton_nn.compress import quantize
+
+    L.set_seed(1)
+    model = nn.Sequential([nn.Dense(4, "relu"), nn.Dense(2)])
+    model.build((None, 3))
+    model.layers[1].weight.data[0, 1] = np.inf
+    with pytest.raises(L.LeptonError, match="inf/NaN values in 'weight'"):
+        quantize(model)
+    model.layers[1].weight.data[0, 1] = np.nan
+    with pytest.raises(L.LeptonError, match="dense"):
+        quantize(model, exclude=["layers.0"])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64", "int8"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_runtime_refuses_non_finite_inputs_in_every_precision(tmp_path, precision, bad):
+    from lepton_nn.compress import quantize
+
+    L.set_seed(2)
+    dtype = "float64" if precision == "float64" else "float32"
+    model = nn.Sequential([nn.Dense(8, "relu", dtype=dtype), nn.Dense(3, dtype=dtype)])
+    model.build((None, 5))
+    if precision == "int8":
+        L.save(quantize(model), tmp_path / "m.lnn")
+    else:
+        L.save(model, tmp_path / "m.lnn")
+    served = rt_load(tmp_path / "m.lnn")
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(dtype)
+    served.predict(x)
+    huge = np.full((2, 5), np.finfo(dtype).max / 2, dtype)  # finite (float64: its sum is not)
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert served.predict(huge).shape == (2, 3)
+    x[2, 1] = bad
+    with pytest.raises(L.DataError, match=r"1 row\(s\) \(0-based: 2\)"):
+        served.predict(x)

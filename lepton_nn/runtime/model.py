@@ -88,6 +88,17 @@ def from_manifest(
     )
 
 
+def _refuse_non_finite(x: np.ndarray) -> None:
+    """DataError naming the rows of ``x`` (N, ...) holding inf or NaN, if any."""
+    bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
+    if bad.size:
+        rows = ", ".join(map(str, bad[:5].tolist())) + (", ..." if bad.size > 5 else "")
+        raise DataError(
+            f"model input has inf or NaN values in {bad.size} row(s) (0-based: {rows}); "
+            "the network's output would be meaningless"
+        )
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -261,6 +272,11 @@ class InferenceModel:
         ):
             x = self._check(x)
         n = x.shape[0]
+        # one pass: the sum is finite when every value is (else a closer look: a float64
+        # input may only have overflowed it). inf/NaN are refused in every precision alike (int8
+        # would quantize them into finite scores)
+        if x.size and not math.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+            _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
