@@ -116,6 +116,7 @@ class LayerShape:
     work: int = 0
     time_steps: int = 0
     ops: int = 1
+    tuple_out: bool = False  # returns several arrays (return_state)
 
 
 @dataclass
@@ -344,9 +345,10 @@ def _recurrent(cell: str):
         t, f = shape
         u = _int(config.get("units"), f"{label}: units")
         flags = {"return_sequences": False, "return_state": False, "bidirectional": False}
-        seqs, _, bi, use_bias = (
+        seqs, state, bi, use_bias = (
             _bool(config.get(k, d), f"{label}: {k}") for k, d in {**flags, "use_bias": True}.items()
-        )  # return_state: the main output's shape is the same either way
+        )
+
         declared = config.get("input_size")
         if declared is not None and _int(declared, f"{label}: input_size") != f:
             raise _fail(f"{label}: input_size {declared} but its input has {f} features")
@@ -362,7 +364,9 @@ def _recurrent(cell: str):
         dirs = 2 if bi else 1
         out = (t, dirs * u) if seqs else (dirs * u,)
         work = dirs * ((t + 1) * (8 + g) * u + t * (f + 1))
-        return LayerShape(out, params, "identity", work, t, dirs * (3 * t + 6))
+        ls = LayerShape(out, params, "identity", work, t, dirs * (3 * t + 6))
+        ls.tuple_out = state  # (output, *final states): only the network's last layer may
+        return ls
 
     return rule
 
@@ -490,6 +494,9 @@ def validate_network(
         steps, ops = max(steps, ls.time_steps), ops + ls.ops
         final = ls.act if ls.act is not None else final
         _budget(limits, n_params, elements * dtype.itemsize, steps, ops, info.label)
+    for info in layers[:-1]:
+        if info.shape.tuple_out:  # its tuple would reach the next layer
+            raise _fail(f"{info.label}: return_state is allowed on the last layer only")
     out_shape = layers[-1].shape.out if layers else in_shape
     declared = section.get("output_shape")
     if declared is not None and _shape_list(declared, "output_shape") != out_shape:
