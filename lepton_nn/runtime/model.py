@@ -131,7 +131,9 @@ class InferenceModel:
         kind = summary.kind
         self.kind: str = kind
         self.manifest = manifest
-        self.network: Network = parse_network(manifest.get("model"), arrays, sparse=sparse)
+        self.network: Network = parse_network(
+            manifest.get("model"), arrays, sparse=sparse, limits=limits
+        )
         self.threads = int(threads) if threads is not None else default_threads()
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))

@@ -16,6 +16,10 @@ not refuse for a reason of content. It checks, with no array data and no allocat
 - a tabular file's parts against each other: preprocessing width vs network input, label
   count and task vs outputs, ``output`` ("probabilities" / "logits") vs the last activation.
 
+The runtime's planner (:func:`lepton_nn.runtime.plan.parse_network`) builds its steps from
+this walk (:attr:`Summary.layers`: each layer with its input shape) and checks each step's
+output against the rule's: one walk, one set of shape rules, for both loaders.
+
 Adding an architecture kind (e.g. a DAG of layer nodes): each node is still one layer whose
 shape rule is ``SHAPE_RULES[class](config, in_shape, label) -> LayerShape``. Write a walker
 like :func:`_walk_sequential` that visits the nodes in topological order, calls
