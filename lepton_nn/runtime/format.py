@@ -9,7 +9,13 @@ everything on the way back in::
     └── manifest.json          {"format": "lepton-nn", "format_version": 1,
                                 "created_by": "0.1.0",
                                 "arrays": {name: {"file", "dtype", "shape", "sha256"}},
-                                ...caller's keys...}
+                                ...caller's keys...,
+                                "digest": {"algorithm": "sha256", "value": hex},
+                                "signature": {...}}          # optional, see .signing
+
+``digest`` is the SHA-256 of the manifest without ``digest`` and ``signature``, as canonical
+JSON (:func:`manifest_digest`); since the manifest lists every array's SHA-256 it covers the
+whole file, and an edit by hand is refused. Integers in the manifest must fit an int64.
 
 Reading never unpickles, never imports and never evaluates anything from the file (the ``.npy``
 header is parsed here by a strict pattern, not by ``ast``). Every size is checked before it is
@@ -147,6 +153,8 @@ def write_lnn(
 
     The file is written to a temporary file in the same directory, fsynced and renamed over
     ``path``: on any error the old file is left untouched and the temporary file removed.
+    Temporary files that killed saves of the same ``path`` left behind are removed first
+    (those no live writer holds locked).
     Invalid input raises :class:`ModelFormatError` before anything touches the disk.
     """
     created_by, prepared = _prepare(manifest, arrays)
