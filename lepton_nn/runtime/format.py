@@ -84,7 +84,7 @@ MAX_NDIM = 64
 MAX_JSON_DEPTH = 64
 
 _MANIFEST = "manifest.json"
-_RESERVED_KEYS = ("format", "format_version", "arrays", "digest")
+_RESERVED_KEYS = ("format", "format_version", "arrays")
 #: manifest keys the digest leaves out: itself and the signature made over it
 _UNDIGESTED = ("digest", "signature")
 _ENTRY_KEYS = {"file", "dtype", "shape", "sha256"}
@@ -146,8 +146,9 @@ def write_lnn(
     """Write ``manifest`` and ``arrays`` to ``path`` as an ``.lnn`` file, atomically.
 
     ``manifest`` holds JSON-able values only (dict with str keys, list, tuple, str, int, finite
-    float, bool, None); ``created_by`` (a str, default ``"unknown"``) goes into the header, and
-    ``format``, ``format_version`` and ``arrays`` are reserved. Array names are ``/``-separated
+    float, bool, None); ``created_by`` (a str, default ``"unknown"``) goes into the header,
+    ``format``, ``format_version`` and ``arrays`` are reserved, and a ``digest`` is replaced
+    by the file's own. Array names are ``/``-separated
     segments of ``[A-Za-z0-9_.-]``; dtypes must be in :data:`ALLOWED_DTYPES`. Arrays are stored
     little-endian in C order whatever their layout in memory.
 
@@ -238,7 +239,7 @@ def _write_zip(
             "format_version": FORMAT_VERSION,
             "created_by": created_by,
             "arrays": table,
-            **{key: value for key, value in manifest.items() if key != "created_by"},
+            **{k: v for k, v in manifest.items() if k not in ("created_by", "digest")},
         }
         full["digest"] = {"algorithm": "sha256", "value": manifest_digest(full)}
         text = json.dumps(full, ensure_ascii=False, allow_nan=False, indent=1)
