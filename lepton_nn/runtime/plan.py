@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +60,7 @@ from .steps import (
     activation_name,
 )
 from .steps_extra import ElementwiseStep, gelu_name
+from .validate import validate_network
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -411,25 +412,6 @@ def _fail(msg: str) -> ModelFormatError:
     return ModelFormatError(msg)
 
 
-def _layers(cfg: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, str, dict]]:
-    """(parameter prefix, class name, config) of every leaf layer, in execution order."""
-    if depth > 32:
-        raise _fail("architecture is nested too deeply")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str):
-        raise _fail(f"a layer entry must be an object with a 'class' name, got {cfg!r:.80}")
-    config = cfg.get("config", {})
-    if not isinstance(config, dict):
-        raise _fail(f"config of layer {cfg['class']!r} must be an object")
-    if cfg["class"] == "Sequential":
-        layers = config.get("layers", [])
-        if not isinstance(layers, list):
-            raise _fail("Sequential 'layers' must be a list")
-        for i, sub in enumerate(layers):
-            yield from _layers(sub, f"{prefix}layers.{i}.", depth + 1)
-    else:
-        yield prefix, cfg["class"], config
-
-
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _fail(f"{what} must be a positive int, got {value!r}")
@@ -517,7 +499,7 @@ def _csr_of(w: np.ndarray, prefix: str) -> CSRWeight:
     return CSRWeight(prefix.rstrip("."), f"{prefix}weight", indptr, indices, data, w.shape)
 
 
-def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
+def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any = None) -> Network:
     """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
     optional ``compression``) against its arrays and build its steps.
 
@@ -541,8 +523,10 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
     dtype = np.dtype(dtype_name)
     params = _Params(section, arrays)
     in_shape = tuple(shape[1:])
+    shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
+    layers = validate_network(section, shapes, limits).layers  # the one walk of the layers
     try:
-        steps, width, flat_input, final = _parse_layers(section, params, dtype, in_shape, sparse)
+        steps, width, flat_input, final = _parse_layers(layers, params, dtype, in_shape, sparse)
     except ModelFormatError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
@@ -554,15 +538,16 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
     return Network(in_shape, width, dtype, _fuse(steps), flat_input, final)
 
 
-def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tuple, sparse: str):
-    """Steps, output shape, the first step's input shape and the last activation's name."""
+def _parse_layers(layers: list, params: _Params, dtype: np.dtype, in_shape: tuple, sparse: str):
+    """Steps, output shape, the first step's input shape and the last activation's name,
+    from the validator's walk of the layers (:func:`.validate.validate_network`: each with
+    its input shape and the output its shape rule expects, which the steps must give)."""
     width: tuple[int, ...] = in_shape
     flat_input = in_shape
     steps: list[Step] = []
     final = "identity"
-    for prefix, cls, config in _layers(section.get("architecture"), ""):
-        name = config.get("name", cls)
-        label = f"layer {name!r} ({cls})"
+    for info in layers:
+        prefix, cls, config, label = info.prefix, info.cls, info.config, info.label
         if cls == "Dense":
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
@@ -585,7 +570,7 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
             steps += _unfused_activation(f"{label} {act}", act)
             final = act or final
         elif cls == "Dropout":
-            continue
+            pass
         elif cls == "Flatten":
             flat = (math.prod(width),)
             if not steps:
@@ -598,6 +583,8 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
                 f"{label} is not supported by the runtime yet; "
                 "load the file with lepton_nn.load() to run it through lepton_nn.nn"
             )
+        if tuple(width) != info.shape.out:  # the steps and the shape rules must agree
+            raise _fail(f"{label}: its steps give {width}, its shape rule {info.shape.out}")
     return steps, width, flat_input, final
 
 
