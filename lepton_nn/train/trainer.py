@@ -21,8 +21,6 @@ Tasks (``task="auto"`` picks one from the loss):
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -37,10 +35,11 @@ from ..errors import DataError, LeptonError, ShapeError
 from ..nn.module import Module
 from ..random import set_seed, spawn
 from .callbacks import CallbackList
+from .guard import DivergenceGuard, DivergenceWarning, NonFiniteLossWarning
 from .history import History
 from .progress import ProgressBar
 
-__all__ = ["Trainer", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
+__all__ = ["Trainer", "DivergenceWarning", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
 
 TASKS = ("binary", "multiclass", "regression")
 OPTIMIZERS: dict[str, type[_optim.Optimizer]] = {
@@ -50,10 +49,6 @@ OPTIMIZERS: dict[str, type[_optim.Optimizer]] = {
     "adamw": _optim.AdamW,
 }
 EVAL_BATCH = 4096  # rows per forward pass in predict/evaluate (fixed: BLAS rounding varies)
-
-
-class NonFiniteLossWarning(RuntimeWarning):
-    """Training stopped because a batch loss was NaN or infinite."""
 
 
 def _task_of(loss_fn: Callable) -> str:
@@ -253,6 +248,7 @@ class Trainer:
         shuffle: bool = True,
         verbose: int = 1,
         seed: int | None = None,
+        divergence: float | None = 1e4,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns the History.
 
@@ -271,10 +267,15 @@ class Trainer:
                 model is built, so weight init, dropout and shuffling all follow it. Without
                 it they follow the current global stream.
 
-        A batch whose loss is NaN or infinite stops training with a
-        :class:`NonFiniteLossWarning` naming the epoch and batch (also in
-        ``history.stop_reason``); that batch's update is not applied, and if the weights were
-        already non-finite the state before the previous update is restored.
+            divergence: a batch loss above ``divergence * max(1, first batch loss)`` means
+                training diverged (``None``: only non-finite values do).
+
+        Divergence (a NaN or infinite loss or output, or a loss past the bound above) stops
+        training with a :class:`DivergenceWarning` (:class:`NonFiniteLossWarning` for
+        non-finite values) naming the epoch and batch, also in ``history.stop_reason``. That
+        batch's update is not applied and the weights before the previous update, the last
+        whose loss was good, are restored; if the batch's own inputs are not finite, the
+        current weights are kept (see :mod:`lepton_nn.train.guard`).
         """
         if int(epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -335,21 +336,22 @@ class Trainer:
         self.stop_reason = None
 
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
-        weights = model.parameters()
-        snapshot = [np.empty_like(p.data) for p in weights]  # weights before the last step
-        have_snapshot = False
+        guard = DivergenceGuard(model, divergence)
         batch_begin, batch_end = cblist.batch_begin, cblist.batch_end
         blogs: dict[str, Any] = {}
         collect = bool(self.metrics)
         out_buf = y_buf = None
         logs: dict[str, Any] = {}
 
+        def where(epoch: int, b: int) -> str:
+            return f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{n_batches}"
+
         cblist.on_train_begin({})
         for epoch in range(int(epochs)):
             model.train()
             cblist.on_epoch_begin(epoch, {})
             total, seen, pos = 0.0, 0, 0
-            bad: tuple[int, float] | None = None
+            bad: tuple[int, float, str] | None = None
             for b, batch in enumerate(batches):
                 if w is None:
                     xb, yb = batch
@@ -364,14 +366,13 @@ class Trainer:
                 out = model(xb)
                 loss = loss_fn(out, yb) if wb is None else loss_fn(out, yb, sample_weight=wb)
                 lv = float(loss.data)
-                if not math.isfinite(lv):
-                    bad = (b, lv)
+                kind = guard.check(lv, out.data)
+                if kind is not None:
+                    bad = (b, lv, kind)
                     break
                 opt.zero_grad()
                 loss.backward()
-                for s, p in zip(snapshot, weights):
-                    s[...] = p.data  # (slice assignment: cheaper than np.copyto here)
-                have_snapshot = True
+                guard.save()
                 opt.step()
                 total += lv * nb
                 seen += nb
@@ -389,16 +390,14 @@ class Trainer:
                         hook(b, blogs)
                     if self.stop_training:
                         break
-            if bad is None and not all(np.isfinite(p.data).all() for p in weights):
-                bad = (b, float("nan"))  # the epoch's last step broke the weights
-                restored = self._restore(weights, snapshot, have_snapshot)
-                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "weights")
-                break
+            if bad is None and not guard.weights_finite():
+                bad = (b, float("nan"), "weights")  # the epoch's last step broke the weights
+                xb = None
             if bad is not None:
-                restored = False
-                if not all(np.isfinite(p.data).all() for p in weights):
-                    restored = self._restore(weights, snapshot, have_snapshot)
-                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "loss")
+                if progress is not None:
+                    progress.end_line()
+                self.stop_reason = guard.stop(where(epoch, bad[0]), bad[2], bad[1], xb)
+                self.stop_training = True
                 break
 
             logs = {"loss": total / seen if seen else float("nan")}
@@ -414,43 +413,6 @@ class Trainer:
         cblist.on_train_end(logs)
         history.stop_reason = self.stop_reason
         return history
-
-    @staticmethod
-    def _restore(weights: list, snapshot: list, have_snapshot: bool) -> bool:
-        if not have_snapshot:
-            return False
-        for s, p in zip(snapshot, weights):
-            p.data[...] = s
-        return True
-
-    def _stop_nonfinite(
-        self,
-        epoch: int,
-        epochs: int,
-        bad: tuple[int, float],
-        n_batches: int,
-        restored: bool,
-        progress: ProgressBar | None,
-        what: str,
-    ) -> None:
-        b, value = bad
-        where = f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{n_batches}"
-        if what == "loss":
-            head = f"non-finite loss ({value}) at {where}"
-            kept = "this batch's update was not applied"
-        else:
-            head = f"the update of {where} made the weights non-finite"
-            kept = "that update was undone"
-        if restored and what == "loss":
-            kept = "the weights were already non-finite, so the previous update was undone"
-        elif not restored and what == "weights":
-            kept = "no earlier weights to restore"
-        msg = f"{head}: training stopped; {kept} (lower the learning rate or check the data)"
-        self.stop_reason = msg
-        self.stop_training = True
-        if progress is not None:
-            progress.end_line()
-        warnings.warn(msg, NonFiniteLossWarning, stacklevel=3)
 
     # -- outputs, scores -------------------------------------------------------------------
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
