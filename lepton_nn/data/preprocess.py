@@ -196,15 +196,23 @@ class Preprocessor:
             vals = a[~miss]
             if vals.size == 0:
                 raise DataError(f"fit: column {c!r} has no values in the training rows")
-            fill = float(np.mean(vals)) if self.numeric == "mean" else float(np.median(vals))
-            full = np.where(miss, fill, a)
-            if self.scaling == "standard":
-                center, scale = float(np.mean(full)), float(np.std(full))
-            elif self.scaling == "minmax":
-                center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
-            else:
-                center, scale = 0.0, 1.0
-            if not (scale > 0.0 and math.isfinite(scale)):
+            with np.errstate(over="ignore", invalid="ignore"):
+                fill = _stat(np.mean if self.numeric == "mean" else np.median, vals)
+                full = np.where(miss, fill, a)
+                if self.scaling == "standard":
+                    center, scale = _stat(np.mean, full), _stat(np.std, full)
+                elif self.scaling == "minmax":
+                    center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
+                else:
+                    center, scale = 0.0, 1.0
+            if not all(map(math.isfinite, (fill, center, scale))):
+                j = int(np.argmax(np.abs(full)))
+                raise DataError(
+                    f"{table.where(int(kept[j]))}, column {c!r}: value {full[j]:.6g} is too "
+                    f"large to scale (the column's mean or spread overflows); rescale the "
+                    f"column or drop it"
+                )
+            if not scale > 0.0:
                 scale = 1.0
             spec.update(fill=fill, center=center, scale=scale)
         else:
@@ -355,6 +363,16 @@ class Preprocessor:
             f"Preprocessor(numeric={self.numeric!r}, categorical={self.categorical!r}, "
             f"scaling={self.scaling!r}; {state})"
         )
+
+
+def _stat(fn: Any, v: np.ndarray) -> float:
+    """``fn(v)`` (mean, median, std), recomputed as ``m * fn(v / m)``, m = max |v|, if the
+    plain sum of values or squares overflowed (a column of values near 1e300)."""
+    r = float(fn(v))
+    if not math.isfinite(r) and np.isfinite(v).all():
+        m = float(np.max(np.abs(v)))
+        r = m * float(fn(v / m))
+    return r
 
 
 def _plain(obj: Any) -> Any:

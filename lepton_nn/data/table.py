@@ -172,6 +172,8 @@ class Table:
         idx = np.asarray(indices)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
+        elif idx.size == 0:
+            idx = np.empty(0, dtype=np.intp)  # [] is float64 to NumPy
         return Table(
             {c: a[idx] for c, a in self.data.items()},
             self.kinds,

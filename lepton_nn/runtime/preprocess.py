@@ -349,9 +349,17 @@ class Preprocessing:
             if np.isinf(x).any():
                 i, k = np.argwhere(np.isinf(x))[0]
                 raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
-            # x = (impute(x) - center) / scale
+            # x = (impute(x) - center) / scale, then checked after the cast to float32
             x = np.where(miss, self.fill, x)
-            out[:, self.numeric_cols] = (x - self.center) / self.scale
+            with np.errstate(over="ignore", invalid="ignore"):
+                scaled = ((x - self.center) / self.scale).astype(np.float32)
+            if not np.isfinite(scaled).all():
+                i, k = np.argwhere(~np.isfinite(scaled))[0]
+                raise DataError(
+                    f"{where(int(i))}, column {names[k]!r}: value {x[i, k]:.6g} is too large: "
+                    f"scaled as in training it is beyond float32 (about 3.4e38)"
+                )
+            out[:, self.numeric_cols] = scaled
             out[:, self.indicator_cols] = miss[:, self.indicator_src]
         for c, lut, fill, offset, indicator in self.categorical:
             raw = cols[c]

@@ -21,6 +21,7 @@ Tasks (``task="auto"`` picks one from the loss):
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -209,6 +210,12 @@ class Trainer:
             cls, kwargs = self._opt_spec
             self.optimizer = cls(self.model.parameters(), **kwargs)
 
+    def _batch_stats(self) -> bool:
+        """True if a layer normalizes with batch statistics in training (BatchNorm)."""
+        from ..nn.norm import BatchNorm
+
+        return any(isinstance(m, BatchNorm) for m in self.model.modules())
+
     @staticmethod
     def _check_rows(X: np.ndarray, *others: tuple[str, np.ndarray | None]) -> None:
         for name, a in others:
@@ -312,8 +319,18 @@ class Trainer:
             raise DataError("fit: no training rows")
 
         self._prepare(X)
-        batches = iterate_batches(X, y, batch_size, shuffle, rng=spawn(), sample_weight=w)
+        batches = iterate_batches(
+            X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=self._batch_stats()
+        )
         n_batches = len(batches)
+        if batches.merged:
+            warnings.warn(
+                f"fit: {len(X)} rows in batches of {batch_size} leave a last batch of one row, "
+                f"which batch normalization cannot train on; it joins the batch before it "
+                f"({batch_size + 1} rows)",
+                UserWarning,
+                stacklevel=2,
+            )
         history = History()
         cbs = [*callbacks, history]
         progress = None
