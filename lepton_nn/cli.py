@@ -87,13 +87,26 @@ def _report_lines(report: dict) -> list[str]:
     return lines
 
 
+def _column_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _table_kwargs(args) -> dict:
+    """read_csv settings from --numeric, --categorical, --drop, --id, --non-numeric."""
+    both = set(args.numeric) & set(args.categorical)
+    if both:
+        raise LeptonError(f"--numeric and --categorical both name column(s) {sorted(both)}")
+    types = {c: "numeric" for c in args.numeric} | {c: "categorical" for c in args.categorical}
+    return {"column_types": types, "drop": [*args.drop, *args.id], "non_numeric": args.non_numeric}
+
+
 # -- commands ---------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from . import io
     from .data import read_csv, train_test_split
     from .tabular import TabularModel, cross_validate_table
 
-    table = read_csv(args.data, target=args.target)
+    table = read_csv(args.data, target=args.target, **_table_kwargs(args))
     t0 = time.perf_counter()
     if args.cv:
         scores = cross_validate_table(table, args.cv, args.seed, **_model_kwargs(args))
@@ -101,7 +114,7 @@ def cmd_train(args) -> int:
         print("\n".join(_cv_lines(scores)))
     y = np.asarray(table.target).astype(str)
     idx = np.arange(len(y))
-    tr, va = train_test_split(idx, test_size=0.2, stratify=y, seed=args.seed)
+    tr, va = train_test_split(idx, test_size=0.2, stratify=table, seed=args.seed)
     model = TabularModel(**_model_kwargs(args), seed=args.seed).fit(table.take(tr))
     report = model.evaluate(table.take(va))
     print(f"validation ({len(va)} rows held out):")
@@ -472,6 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cv", type=int, default=0, help="also report k-fold cross-validation")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--output", required=True)
+    cols = {"type": _column_list, "action": "extend", "default": [], "metavar": "COLS"}
+    t.add_argument("--numeric", **cols, help="columns to read as numbers (comma-separated)")
+    t.add_argument("--categorical", **cols, help="columns to read as categories")
+    t.add_argument("--drop", **cols, help="columns to leave out of the model")
+    t.add_argument("--id", **cols, help="ID columns (left out of the model)")
+    t.add_argument(
+        "--non-numeric",
+        choices=["error", "missing"],
+        default="error",
+        dest="non_numeric",
+        help="text in a column of numbers: refuse (default) or read as missing",
+    )
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a saved model on labelled rows")

@@ -132,3 +132,165 @@ def test_table_take_empty():
     empty = t.take([])
     assert len(empty) == 0 and empty.columns == ["a", "b"] and len(empty.target) == 0
     assert len(t.take(np.array([], dtype=np.int64))) == 0
+
+
+# -- item 11: text in a few rows of a column of numbers; declared types; dropped columns -------
+
+
+def mixed_file(tmp_path, n=60, text_rows=(4, 33)):
+    header, rows = credit_like(n=n)
+    for i in text_rows:
+        rows[i][1] = "n/a" if i == text_rows[0] else "unknown"
+    return write_csv(tmp_path / "mixed.csv", header, rows)
+
+
+def test_a_few_text_values_in_a_numeric_column_are_a_data_error_naming_rows(tmp_path):
+    path = mixed_file(tmp_path)
+    with pytest.raises(DataError) as e:
+        read_csv(path, target="status")
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: row 6, column 'income': text in a column of numbers")
+    assert "2 of 60 values: row 6 ('n/a'), row 35 ('unknown')" in msg and "\n" not in msg
+
+
+def test_text_values_read_as_missing_on_request_with_a_count(tmp_path):
+    path = mixed_file(tmp_path)
+    with pytest.warns(ln.errors.DataWarning, match=r"row 6, column 'income': 2 text value"):
+        t = read_csv(path, target="status", non_numeric="missing")
+    assert t.kinds["income"] == "numeric" and int(np.isnan(t["income"]).sum()) == 2
+    assert np.isnan(t["income"][[4, 33]]).all()
+
+
+def test_mostly_text_columns_stay_categorical(tmp_path):
+    header = ["code", "y"]
+    rows = [[str(i % 7) if i % 3 else f"k{i % 5}", i % 2] for i in range(40)]
+    t = read_csv(write_csv(tmp_path / "c.csv", header, rows), target="y")
+    assert t.kinds["code"] == "categorical"
+
+
+def test_declared_types_and_dropped_columns(tmp_path):
+    path = mixed_file(tmp_path)
+    t = read_csv(path, target="status", column_types={"income": "categorical"}, drop=["age"])
+    assert t.columns == ["income", "home"] and t.kinds["income"] == "categorical"
+    with pytest.raises(DataError, match=r"row 1 \(header\): column 'nope' to drop is not"):
+        read_csv(path, target="status", drop=["nope"])
+    # declared numeric: the same setting decides about its text values
+    with pytest.raises(DataError, match=r"row 6, column 'income': 'n/a' is not a number"):
+        read_csv(path, target="status", column_types={"income": "numeric"})
+
+
+def test_tabular_model_declares_types_and_drops_columns():
+    header, rows = credit_like(n=80)
+    cols = {h: [r[j] for r in rows] for j, h in enumerate(header)}
+    cols["id"] = [f"c{i}" for i in range(80)]
+    cols["age"][5] = "?"  # missing
+    cols["income"][7] = "lots"  # text among numbers
+    with pytest.raises(DataError, match=r"row index 7, column 'income'"):
+        TabularModel(epochs=1).fit(cols, np.array(cols.pop("status")))
+    y = np.array([r[3] for r in rows])
+    with pytest.warns(ln.errors.DataWarning, match="1 text value"):
+        m = TabularModel(
+            epochs=1,
+            drop=["id"],
+            column_types={"age": "categorical"},
+            non_numeric="missing",
+        ).fit(cols, y)
+    assert m.preprocessor.feature_names_in == ["age", "income", "home"]
+    assert any(n.startswith("age=") for n in m.preprocessor.feature_names_out)
+    assert m.get_params()["drop"] == ("id",)
+    assert len(m.predict({k: v[:3] for k, v in cols.items()})) == 3
+
+
+def test_cli_train_column_flags(tmp_path):
+    from lepton_nn.cli import main
+
+    path = mixed_file(tmp_path)
+    out = tmp_path / "m.lnn"
+    assert main(["train", str(path), "--target", "status", "--epochs", "1", "-o", str(out)]) == 2
+    assert not out.exists()
+    argv = ["train", str(path), "--target", "status", "--epochs", "1", "-o", str(out)]
+    assert main([*argv, "--categorical", "income", "--drop", "age", "--id", "home"]) == 0
+    model = ln.load(out)
+    assert model.preprocessor.feature_names_in == ["income"]
+    with pytest.warns(ln.errors.DataWarning):
+        assert main([*argv, "--non-numeric", "missing", "--numeric", "age"]) == 0
+    assert main([*argv, "--numeric", "income", "--categorical", "income"]) == 2
+
+
+# -- item 12: positive= on a target that is not two-class; unseen categories ----------------
+
+
+def test_positive_with_three_classes_is_refused(tmp_path):
+    header, rows = credit_like(n=60)
+    rows[10][3] = "meh"
+    rows[11][3] = "meh"
+    path = write_csv(tmp_path / "three.csv", header, rows)
+    table = read_csv(path, target="status")
+    with pytest.raises(DataError, match=r"three\.csv: column 'status': positive='bad' is for a "):
+        TabularModel(epochs=1, positive="bad").fit(table)
+    from lepton_nn.cli import main
+
+    argv = ["train", str(path), "--target", "status", "--positive", "bad", "-o", "x.lnn"]
+    assert main(argv) == 2
+
+
+def test_unseen_categories_are_counted_in_both_pipelines(model_file, tmp_path):
+    header, rows = credit_like(n=6, seed=2)
+    rows[2][2] = "castle"
+    rows[4][2] = "boat"
+    rows[5][2] = "castle"
+    path = write_csv(tmp_path / "new.csv", header[:-1], [r[:-1] for r in rows])
+    table = read_csv(path)
+    pattern = r"new\.csv: row 4, column 'home': 3 row\(s\) with a category not seen in training"
+    with pytest.warns(ln.errors.DataWarning, match=pattern + r" \('boat', 'castle'\)"):
+        ln.load(model_file).predict(table)
+    from lepton_nn import runtime
+
+    with pytest.warns(ln.errors.DataWarning, match=pattern):
+        runtime.load(model_file).predict(table)
+    ok = table.take([0, 1, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ln.load(model_file).predict(ok)
+
+
+# -- item 14: every message names file, 1-based file row, column -----------------------------
+
+
+def test_missing_column_names_the_file(model_file, tmp_path):
+    header, rows = credit_like(n=3)
+    path = write_csv(tmp_path / "short.csv", ["age", "home"], [[r[0], r[2]] for r in rows])
+    with pytest.raises(DataError, match=r"short\.csv: row 1 \(header\), column 'income': missing"):
+        ln.load(model_file).predict(read_csv(path))
+
+
+def test_empty_column_names_the_file(tmp_path):
+    header, rows = credit_like(n=30)
+    for r in rows:
+        r[1] = ""
+    path = write_csv(tmp_path / "empty.csv", header, rows)
+    with pytest.raises(DataError, match=r"empty\.csv: column 'income' has no values"):
+        Preprocessor().fit(read_csv(path, target="status"))
+
+
+def test_single_row_class_names_file_row_and_label(tmp_path):
+    header, rows = credit_like(n=60)
+    rows[41][3] = "meh"  # file row 43
+    path = write_csv(tmp_path / "one.csv", header, rows)
+    table = read_csv(path, target="status")
+    with pytest.raises(DataError, match=r"one\.csv: row 43, column 'status': class 'meh' has only"):
+        TabularModel(epochs=1).fit(table)
+    from lepton_nn.data import train_test_split
+
+    with pytest.raises(
+        DataError, match=r"one\.csv: row 43, column 'status': stratify: class 'meh'"
+    ):
+        train_test_split(np.arange(60), stratify=table, seed=0)
+
+
+def test_unseen_label_at_evaluate_names_the_file_row(model_file, tmp_path):
+    header, rows = credit_like(n=8, seed=3)
+    rows[6][3] = "ugly"  # file row 8
+    path = write_csv(tmp_path / "eval.csv", header, rows)
+    with pytest.raises(DataError, match=r"eval\.csv: row 8, column 'status': label 'ugly' was not"):
+        ln.load(model_file).evaluate(read_csv(path, target="status"))
