@@ -421,6 +421,14 @@ class Table:
 # ----------------------------------------------------------------------------------------
 
 
+def _fields(line: str, delimiter: str) -> list[str]:
+    """The fields of one line, best effort (for naming a column in a message)."""
+    try:
+        return next(csv.reader([line.replace("\r", " ")], delimiter=delimiter), [])
+    except csv.Error:  # a NUL or a broken quote: count the delimiters instead
+        return line.split(delimiter)
+
+
 def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
     try:
         text = raw.decode(encoding)
@@ -428,11 +436,11 @@ def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
         row = raw.count(b"\n", 0, e.start) + 1
         line_start = raw.rfind(b"\n", 0, e.start) + 1
         prefix = raw[line_start : e.start].decode(encoding, errors="replace")
-        field = len(next(csv.reader([prefix], delimiter=delimiter), [""]))
+        field = len(_fields(prefix, delimiter) or [""])
         col = f"column {field}"
         if row > 1:
             head = raw[: raw.find(b"\n")].decode(encoding, errors="replace").strip("\r\ufeff")
-            names = next(csv.reader([head], delimiter=delimiter), [])
+            names = _fields(head, delimiter)
             if field <= len(names):
                 col = f"column {names[field - 1].strip()!r}"
         raise DataError(
@@ -546,8 +554,9 @@ def read_csv(
     if y is not None:
         classes = np.unique(y)
         if len(classes) < 2:
+            only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
             raise DataError(
-                f"{src}: column {target!r}: the target has a single class ({classes[0]!r}) in "
+                f"{src}: column {target!r}: the target has a single class ({only!r}) in "
                 f"all {len(y)} rows; at least two are needed"
             )
     return Table(data, kinds, y, target, src, row_numbers)
