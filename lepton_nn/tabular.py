@@ -183,13 +183,19 @@ class TabularModel:
 
     def _check_positive(self, data: Any, y: np.ndarray, task: str) -> None:
         """``positive=`` names a class of a two-class target; anything else is refused."""
-        if self.positive is None or task == "binary":
+        if self.positive is None:
             return
         where = "fit"
         if isinstance(data, Table):
             where = f"{data.source or 'table'}: column {data.target_name!r}"
         classes = np.unique(y.astype(str))
         shown = classes[:10].tolist() + (["..."] if len(classes) > 10 else [])
+        if task == "binary":
+            if str(self.positive) not in classes:
+                raise DataError(
+                    f"{where}: positive={self.positive!r} is not one of the labels {shown}"
+                )
+            return
         raise DataError(
             f"{where}: positive={self.positive!r} is for a target of two classes, but the "
             f"target is {task} ({len(classes)} distinct values: {shown}); drop positive= or "

@@ -232,6 +232,9 @@ def test_positive_with_three_classes_is_refused(tmp_path):
 
     argv = ["train", str(path), "--target", "status", "--positive", "bad", "-o", "x.lnn"]
     assert main(argv) == 2
+    two = read_csv(write_csv(tmp_path / "two.csv", header, credit_like(n=60)[1]), target="status")
+    with pytest.raises(DataError, match=r"two\.csv: column 'status': positive='Bad' is not one"):
+        TabularModel(epochs=1, positive="Bad").fit(two)
 
 
 def test_unseen_categories_are_counted_in_both_pipelines(model_file, tmp_path):
