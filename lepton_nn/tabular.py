@@ -321,6 +321,13 @@ class TabularModel:
         return self.labels.inverse_transform(codes)
 
     @property
+    def input_kinds(self) -> dict[str, str]:
+        """``{raw column: "numeric" | "categorical"}`` as fitted: read new rows with
+        ``read_csv(path, column_types=model.input_kinds)`` so they are typed as in training."""
+        self._check()
+        return {s["name"]: s["kind"] for s in self.preprocessor.columns_}
+
+    @property
     def classes_(self) -> np.ndarray | None:
         return None if self.labels is None else self.labels.classes_
 

@@ -297,3 +297,14 @@ def test_unseen_label_at_evaluate_names_the_file_row(model_file, tmp_path):
     path = write_csv(tmp_path / "eval.csv", header, rows)
     with pytest.raises(DataError, match=r"eval\.csv: row 8, column 'status': label 'ugly' was not"):
         ln.load(model_file).evaluate(read_csv(path, target="status"))
+
+
+def test_new_rows_read_with_the_models_kinds(model_file, tmp_path):
+    """A stray text value in new rows: typed as in training, the message names the row."""
+    header, rows = credit_like(n=30, seed=4)
+    rows[20][1] = "n/a"  # file row 22
+    path = write_csv(tmp_path / "new.csv", header[:-1], [r[:-1] for r in rows])
+    model = ln.load(model_file)
+    assert model.input_kinds == {"age": "numeric", "income": "numeric", "home": "categorical"}
+    with pytest.raises(DataError, match=r"new\.csv: row 22, column 'income': 'n/a' is not a"):
+        read_csv(path, column_types=model.input_kinds)
