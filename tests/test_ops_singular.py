@@ -12,6 +12,7 @@ import pytest
 
 import lepton_nn as ln
 from lepton_nn import Tensor
+from lepton_nn.backend import available
 from lepton_nn.ops import where
 
 # the forward passes here overflow or divide by zero on purpose (in the masked-out branch)
@@ -111,3 +112,19 @@ def test_gradients_unchanged_at_ordinary_points():
     assert ln.gradcheck(lambda a, b: a**b, t64(pos), t64(rng.standard_normal((3, 4))))
     assert ln.gradcheck(lambda a: a.sqrt() + a.log() + a.exp(), t64(pos))
     assert ln.gradcheck(lambda a: a.gelu(), t64(rng.standard_normal(6) * 3))
+
+
+@pytest.mark.parametrize("name", available())
+@pytest.mark.parametrize("dtype,huge", [(np.float32, 1e20), (np.float64, 1e200)])
+def test_fused_dense_gelu_gradient_at_huge_inputs(name, dtype, huge):
+    """The Dense epilogue's gelu' (reference, Numba and C kernels): 1 and 0 far out, not NaN."""
+    from lepton_nn.backend import use_backend
+    from lepton_nn.backend.reference import GELU
+
+    z = np.array([[huge, -huge, 0.0, 1.0]], dtype)
+    gy = np.ones_like(z)
+    with use_backend(name) as be:
+        gz, _ = be.bias_act_backward(gy, z, z, None, GELU, np.empty_like(z), None)
+    assert gz[0, 0] == 1.0 and gz[0, 1] == 0.0 and gz[0, 2] == 0.5
+    (g1,) = grad_of(lambda a: a.gelu(), t64([1.0]))
+    np.testing.assert_allclose(gz[0, 3], g1[0], rtol=1e-6)
