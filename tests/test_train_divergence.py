@@ -111,3 +111,21 @@ def test_bad_divergence_setting_is_refused():
     X, y = data(n=32)
     with pytest.raises(ValueError, match="divergence"):
         Trainer(net(), "bce").fit(X, y, epochs=1, verbose=0, divergence=0.5)
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_a_diverging_last_update_is_caught_too(with_validation):
+    """No batch follows the last update: it is checked on the validation data, or by scoring
+    the last batch again."""
+    X, y = data(n=64)
+    lepton_nn.set_seed(0)
+    t = Trainer(net(), "bce", "sgd", lr=1e6)
+    t.model.build((None, X.shape[1]))
+    start = [p.data.copy() for p in t.model.parameters()]
+    kw = {"validation_data": (X[:16], y[:16])} if with_validation else {}
+    with pytest.warns(DivergenceWarning, match="after the update|after the last update"):
+        with np.errstate(all="ignore"):
+            h = t.fit(X, y, epochs=1, batch_size=64, verbose=0, **kw)  # one batch, one update
+    assert "previous update was undone" in h.stop_reason
+    for a, p in zip(start, t.model.parameters()):
+        np.testing.assert_array_equal(a, p.data)

@@ -11,7 +11,9 @@ guard copies the weights (buffers made once) and the layers' buffers (BatchNorm 
 statistics). At a bad batch b, the weights before step b - 1 are the last whose loss was
 checked and good (on batch b - 1), so they are restored, unless the batch's own inputs are
 not finite: then the data is to blame and the current weights are kept (only the buffers
-that batch's forward pass touched are put back).
+that batch's forward pass touched are put back). No batch follows an epoch's last update, so
+``fit`` checks it with the same rule on the validation loss, or, after the last epoch
+without validation data, on the last batch scored again.
 """
 
 from __future__ import annotations

@@ -423,13 +423,38 @@ class Trainer:
             if val is not None:
                 vlogs = self._evaluate_arrays(*val, self.metrics)
                 logs.update({"val_" + k: v for k, v in vlogs.items()})
+                kind = guard.check(vlogs["loss"], np.zeros(0))
+                if kind is not None:  # the epoch's last update diverged
+                    if progress is not None:
+                        progress.end_line()
+                    at = f"{where(epoch, n_batches - 1)} (validation loss after the update)"
+                    self.stop_reason = guard.stop(at, kind, vlogs["loss"], None)
+                    self.stop_training = True
+                    break
             logs["lr"] = opt.lr
             cblist.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
+        if self.stop_reason is None and guard.saved and val is None:
+            self._check_last_update(guard, batch, w is not None, where(epoch, n_batches - 1))
         cblist.on_train_end(logs)
         history.stop_reason = self.stop_reason
         return history
+
+    def _check_last_update(self, guard: DivergenceGuard, batch: tuple, weighted: bool, at: str):
+        """The last update of a fit is not followed by a batch that would check it: score the
+        last batch again (eval mode, no graph) and undo that update if it diverged."""
+        xb, yb = batch[0], batch[1]
+        wb = batch[2] if weighted else None
+        out = self._forward(xb, len(xb))
+        with no_grad():
+            t = Tensor(out)
+            loss = self.loss_fn(t, yb) if wb is None else self.loss_fn(t, yb, sample_weight=wb)
+        lv = float(loss.data)
+        kind = guard.check(lv, out)
+        if kind is not None:
+            at = f"{at} (scored again after the last update)"
+            self.stop_reason = guard.stop(at, kind, lv, None)
 
     # -- outputs, scores -------------------------------------------------------------------
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
