@@ -86,11 +86,14 @@ class DivergenceGuard:
                 p.data[...] = s
         return True
 
-    def stop(self, where: str, kind: str, loss: float, inputs: np.ndarray | None) -> str:
+    def stop(
+        self, where: str, kind: str, loss: float, inputs: np.ndarray | None, stacklevel: int = 3
+    ) -> str:
         """Restore what the bad batch at ``where`` calls for; warn and return the message.
 
         kind: ``"nonfinite"``, ``"bound"`` (from :meth:`check`) or ``"weights"`` (the last
         step of an epoch made the weights non-finite). ``inputs``: the bad batch's inputs.
+        ``stacklevel``: of the warning, seen from here (3: the caller of ``fit``).
         """
         data_fault = (
             kind == "nonfinite"
@@ -124,5 +127,5 @@ class DivergenceGuard:
             hint = "check the data and the model's initialization"
         msg = f"{head}: training stopped; {kept} ({hint})"
         cls = DivergenceWarning if kind == "bound" else NonFiniteLossWarning
-        warnings.warn(msg, cls, stacklevel=4)
+        warnings.warn(msg, cls, stacklevel=stacklevel)
         return msg

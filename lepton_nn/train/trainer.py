@@ -454,7 +454,7 @@ class Trainer:
         kind = guard.check(lv, out)
         if kind is not None:
             at = f"{at} (scored again after the last update)"
-            self.stop_reason = guard.stop(at, kind, lv, None)
+            self.stop_reason = guard.stop(at, kind, lv, None, stacklevel=4)
 
     # -- outputs, scores -------------------------------------------------------------------
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
