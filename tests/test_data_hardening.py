@@ -114,6 +114,14 @@ def test_no_merge_without_batchnorm_or_without_a_lone_row():
         )
 
 
+@pytest.mark.parametrize("n,batch_size", [(10, 1), (1, 32)])
+def test_batchnorm_with_batches_of_one_row_is_refused_clearly(n, batch_size):
+    X, y = np.zeros((n, 3), np.float32), np.zeros((n, 1), np.float32)
+    t = Trainer(Sequential([Dense(4), BatchNorm(), Dense(1)]), "bce")
+    with pytest.raises(DataError, match="batch normalization trains on batches of 2 rows"):
+        t.fit(X, y, epochs=1, batch_size=batch_size, verbose=0)
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_batches_merge_last(shuffle):
     X = np.arange(65, dtype=np.float32)[:, None]

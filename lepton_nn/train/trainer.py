@@ -319,8 +319,14 @@ class Trainer:
             raise DataError("fit: no training rows")
 
         self._prepare(X)
+        batch_stats = self._batch_stats()
+        if batch_stats and min(int(batch_size), len(X)) < 2:
+            raise DataError(
+                f"fit: batch normalization trains on batches of 2 rows or more; got "
+                f"batch_size={batch_size} with {len(X)} training row(s)"
+            )
         batches = iterate_batches(
-            X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=self._batch_stats()
+            X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=batch_stats
         )
         n_batches = len(batches)
         if batches.merged:
