@@ -128,3 +128,14 @@ def test_fused_dense_gelu_gradient_at_huge_inputs(name, dtype, huge):
     assert gz[0, 0] == 1.0 and gz[0, 1] == 0.0 and gz[0, 2] == 0.5
     (g1,) = grad_of(lambda a: a.gelu(), t64([1.0]))
     np.testing.assert_allclose(gz[0, 3], g1[0], rtol=1e-6)
+
+
+def test_soft_target_cross_entropy_with_a_masked_logit():
+    """A class masked with a -inf logit and target 0 adds 0 (not 0 * -inf) to the loss."""
+    z = t64([[0.0, -np.inf, 1.0], [2.0, 0.0, -np.inf]])
+    target = np.array([[0.25, 0.0, 0.75], [1.0, 0.0, 0.0]])
+    loss = ln.losses.cross_entropy(z, target)
+    finite = ln.losses.cross_entropy(t64([[0.0, -1e300, 1.0], [2.0, 0.0, -1e300]]), target)
+    assert np.isfinite(loss.data) and loss.data == pytest.approx(float(finite.data), rel=1e-12)
+    loss.backward()
+    assert np.isfinite(z.grad).all() and z.grad[0, 1] == 0.0 and z.grad[1, 2] == 0.0
