@@ -73,6 +73,19 @@ def _positive_line(model, given) -> str | None:
     )
 
 
+def _column_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _table_kwargs(args) -> dict:
+    """read_csv settings from --numeric, --categorical, --drop, --id, --non-numeric."""
+    both = set(args.numeric) & set(args.categorical)
+    if both:
+        raise LeptonError(f"--numeric and --categorical both name column(s) {sorted(both)}")
+    types = {c: "numeric" for c in args.numeric} | {c: "categorical" for c in args.categorical}
+    return {"column_types": types, "drop": [*args.drop, *args.id], "non_numeric": args.non_numeric}
+
+
 def cmd_train(args) -> int:
     from . import io
     from .commands.compress import file_digest
@@ -101,7 +114,7 @@ def cmd_train(args) -> int:
         print(f"{args.cv}-fold {kind}cross-validation:")
         print("\n".join(R.cv_lines(scores, task)))
     idx = np.arange(len(y_raw))
-    strat = None if task == "regression" else y_raw.astype(str)
+    strat = None if task == "regression" else table  # a Table: errors name file rows
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
     say(f"training on {len(tr)} rows ({len(va)} held out for the report below)...")
     model = TabularModel(**kwargs, seed=args.seed).fit(table.take(tr))
@@ -140,14 +153,14 @@ def cmd_train(args) -> int:
 def _read_table(args):
     from .data import read_csv
 
-    return read_csv(args.data, target=args.target)
+    return read_csv(args.data, target=args.target, **_table_kwargs(args))
 
 
 def cmd_evaluate(args) -> int:
     from .data import read_csv
 
     model = _load_tabular(args.model, "evaluate")
-    table = read_csv(args.data, target=args.target)
+    table = read_csv(args.data, target=args.target, column_types=model.input_kinds)
     report = R.complete(model.evaluate(table), model.task_)
     print(R.to_json(report) if args.json else "\n".join(R.lines(report)))
     return 0
@@ -160,7 +173,7 @@ def cmd_predict(args) -> int:
 
     A.check_output(args.output)
     model = _load_tabular(args.model, "predict")
-    table = read_csv(args.data)
+    table = read_csv(args.data, column_types=model.input_kinds)  # typed as in training
     labels = model.predict(table)
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
@@ -335,6 +348,18 @@ def _add_train(sub) -> None:
     )
     t.add_argument("--seed", type=A.nonneg_int, default=0, help="seed of splits and weights")
     t.add_argument("-o", "--output", required=True, help="model file to write (.lnn)")
+    cols = {"type": _column_list, "action": "extend", "default": [], "metavar": "COLS"}
+    t.add_argument("--numeric", **cols, help="columns to read as numbers (comma-separated)")
+    t.add_argument("--categorical", **cols, help="columns to read as categories")
+    t.add_argument("--drop", **cols, help="columns to leave out of the model")
+    t.add_argument("--id", **cols, help="ID columns (left out of the model)")
+    t.add_argument(
+        "--non-numeric",
+        choices=["error", "missing"],
+        default="error",
+        dest="non_numeric",
+        help="text in a column of numbers: refuse, or read as missing with a warning",
+    )
     A.add_verbosity(t)
     t.set_defaults(fn=cmd_train)
 
