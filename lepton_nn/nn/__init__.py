@@ -1,6 +1,7 @@
 """Floor 5: modules with parameters. Stateless math lives in :mod:`lepton_nn.ops`."""
 
 from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .graph import Input, Model, Symbol
 from .init import INITIALIZERS, get_initializer
 from .layers import (
     GELU,
@@ -14,6 +15,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .merge import Add, Average, Concatenate, Maximum, Merge, Multiply, Subtract
 from .module import Module, Parameter
 from .norm import BatchNorm, LayerNorm
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
@@ -46,4 +48,14 @@ __all__ = [
     "SimpleRNN",
     "LSTM",
     "GRU",
+    "Input",
+    "Model",
+    "Symbol",
+    "Merge",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Concatenate",
 ]
