@@ -415,11 +415,6 @@ class InferenceModel:
                 lines += [f"    {s.describe()}" for s in c.steps]
         else:
             lines += [f"  {s}" for s in self.network.describe()]
-        m = self.plan_for(1).memory
-        lines.append(
-            f"  activation memory at batch 1: {m['peak_bytes']:,} bytes in {m['buffers']} "
-            f"buffers ({m['requested_bytes']:,} without reuse)"
-        )
         return "\n".join(lines)
 
     def __repr__(self) -> str:
