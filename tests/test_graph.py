@@ -505,3 +505,14 @@ def test_runtime_refuses_a_mismatched_add_in_a_file(tmp_path):
     write_lnn(tmp_path / "bad.lnn", manifest, arrays)
     with pytest.raises(ModelFormatError, match=r"'skip' \(Add\).*\(6,\).*\(12,\)"):
         rt.load(tmp_path / "bad.lnn")
+
+
+def test_cli_info_reports_the_plan_memory(tmp_path, capsys):
+    from lepton_nn.cli import main
+
+    ln.save(_trained("two", "float32"), tmp_path / "t.lnn")
+    assert main(["info", str(tmp_path / "t.lnn")]) == 0
+    out = capsys.readouterr().out
+    served = rt.load(tmp_path / "t.lnn")
+    m = served.plan_info(64)
+    assert f"batch 64: {m['steps']} steps, activation memory {m['peak_bytes']:,} bytes" in out

@@ -232,6 +232,14 @@ class Model(Module):
         outs = [values[n] for n in self._outputs]
         return outs[0] if self._single_out and len(outs) == 1 else outs
 
+    def astype(self, dtype) -> Model:
+        """Every layer (and the float inputs) in ``dtype``."""
+        super().astype(dtype)
+        self._inputs = [
+            (n, s, np.dtype(dtype) if np.dtype(d).kind == "f" else d) for n, s, d in self._inputs
+        ]
+        return self
+
     def build(self, input_shape=None) -> Model:
         """A graph model is built when it is made (its layers saw its input shapes)."""
         return self

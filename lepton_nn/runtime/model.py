@@ -334,7 +334,10 @@ class InferenceModel:
     def plan_info(self, n: int = 1) -> dict:
         """The plan for batch size ``n``: its steps, and its memory: ``peak_bytes`` (the
         intermediate buffers, each reused once its last reader is done), ``requested_bytes``
-        (the same buffers without reuse), ``buffers`` (blocks allocated), ``weight_bytes``."""
+        (the same buffers without reuse), ``buffers`` (blocks allocated), ``weight_bytes``
+        (the arrays the steps hold: weights and the copies some kernels read, such as W^T at
+        batch 1). Scratch a step keeps to itself (im2col columns, recurrent states) is not
+        counted."""
         with self._lock:
             plan = self.plan_for(n)
         info = {"batch": n, "steps": len(self.network.steps), **plan.memory}
