@@ -16,6 +16,10 @@ not refuse for a reason of content. It checks, with no array data and no allocat
 - a tabular file's parts against each other: preprocessing width vs network input, label
   count and task vs outputs, ``output`` ("probabilities" / "logits") vs the last activation.
 
+The runtime's planner (:func:`lepton_nn.runtime.plan.parse_network`) builds its steps from
+this walk (:attr:`Summary.layers`: each layer with its input shape) and checks each step's
+output against the rule's: one walk, one set of shape rules, for both loaders.
+
 Adding an architecture kind (e.g. a DAG of layer nodes): each node is still one layer whose
 shape rule is ``SHAPE_RULES[class](config, in_shape, label) -> LayerShape``. Write a walker
 like :func:`_walk_sequential` that visits the nodes in topological order, calls
@@ -53,6 +57,7 @@ __all__ = [
     "layer_shape",
     "validate",
     "validate_network",
+    "walk_layers",
 ]
 
 KINDS = ("module", "compressed", "tabular")
@@ -117,6 +122,7 @@ class LayerShape:
     work: int = 0
     time_steps: int = 0
     ops: int = 1
+    tuple_out: bool = False  # returns several arrays (return_state)
 
 
 @dataclass
@@ -345,9 +351,10 @@ def _recurrent(cell: str):
         t, f = shape
         u = _int(config.get("units"), f"{label}: units")
         flags = {"return_sequences": False, "return_state": False, "bidirectional": False}
-        seqs, _, bi, use_bias = (
+        seqs, state, bi, use_bias = (
             _bool(config.get(k, d), f"{label}: {k}") for k, d in {**flags, "use_bias": True}.items()
-        )  # return_state: the main output's shape is the same either way
+        )
+
         declared = config.get("input_size")
         if declared is not None and _int(declared, f"{label}: input_size") != f:
             raise _fail(f"{label}: input_size {declared} but its input has {f} features")
@@ -363,7 +370,9 @@ def _recurrent(cell: str):
         dirs = 2 if bi else 1
         out = (t, dirs * u) if seqs else (dirs * u,)
         work = dirs * ((t + 1) * (8 + g) * u + t * (f + 1))
-        return LayerShape(out, params, "identity", work, t, dirs * (3 * t + 6))
+        ls = LayerShape(out, params, "identity", work, t, dirs * (3 * t + 6))
+        ls.tuple_out = state  # (output, *final states): only the network's last layer may
+        return ls
 
     return rule
 
@@ -456,6 +465,12 @@ def _walk_sequential(arch: dict, in_shape: tuple[int, ...], start: str = "") -> 
     return out
 
 
+def walk_layers(arch: Any, in_shape: tuple[int, ...], prefix: str = "") -> list[LayerInfo]:
+    """The leaf layers of a layer or ``Sequential`` config on per-sample input ``in_shape``,
+    each checked by its shape rule; parameter names start with ``prefix``."""
+    return _walk_sequential(arch, in_shape, prefix)
+
+
 class GraphLayers(list):
     """The LayerInfo of every node of a graph, with its ``inputs`` and ``outputs`` shapes
     and the activation its first output ends with (``final``)."""
@@ -543,6 +558,9 @@ def validate_network(
         steps, ops = max(steps, ls.time_steps), ops + ls.ops
         final = ls.act if ls.act is not None else final
         _budget(limits, n_params, elements * dtype.itemsize, steps, ops, info.label)
+    for info in layers[:-1]:
+        if info.shape.tuple_out:  # its tuple would reach the next layer
+            raise _fail(f"{info.label}: return_state is allowed on the last layer only")
     out_shape = layers[-1].shape.out if layers else in_shape
     if graph:
         out_shape, final = layers.outputs[0], layers.final
