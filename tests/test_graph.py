@@ -516,3 +516,65 @@ def test_cli_info_reports_the_plan_memory(tmp_path, capsys):
     served = rt.load(tmp_path / "t.lnn")
     m = served.plan_info(64)
     assert f"batch 64: {m['steps']} steps, activation memory {m['peak_bytes']:,} bytes" in out
+
+
+def _serve_and_compare(model, tmp_path, n=4):
+    ln.save(model, tmp_path / "e.lnn")
+    served = rt.load(tmp_path / "e.lnn")
+    xs = inputs_for(model, n=n)
+    ref = model.eval()(xs)
+    got = served.predict(xs)
+    for r, g in zip(
+        ref if isinstance(ref, list) else [ref], got if isinstance(got, list) else [got]
+    ):
+        np.testing.assert_allclose(g, r.data, rtol=1e-5, atol=1e-6)
+    return served
+
+
+def test_dropout_node_and_nested_sequential(tmp_path):
+    """A node with nothing to run at inference (Dropout) reads through to its input; a
+    Sequential used as one layer of a graph keeps its parameter names."""
+    ln.set_seed(1)
+    x = nn.Input((6,), name="x")
+    h = nn.Dense(6, "relu", name="d")(x)
+    block = nn.Sequential([nn.Dense(8, "tanh"), nn.Dense(6)], name="block")
+    y = nn.Add(name="add")([nn.Dropout(0.5, name="drop")(h), block(h), h])
+    model = nn.Model(x, y)
+    served = _serve_and_compare(model, tmp_path)
+    lines = served.describe()
+    assert "add <- d, block, d" in lines  # the dropout read through to d
+    assert "layer 'block' (Sequential): layer 'dense" in lines  # inner layers named
+    back = ln.load(tmp_path / "e.lnn")
+    assert isinstance(back.get_layer("block"), nn.Sequential)
+
+
+def test_an_output_read_by_another_node_is_not_overwritten(tmp_path):
+    """outputs [h, relu(h)]: the ReLU must not run in h's buffer, nor fold into its Dense."""
+    ln.set_seed(2)
+    x = nn.Input((5,), name="x")
+    h = nn.Dense(5, name="d")(x)
+    model = nn.Model(x, [h, nn.ReLU(name="r")(h)])
+    served = _serve_and_compare(model, tmp_path)
+    h_out, r_out = served.predict(inputs_for(model, n=4))
+    assert (h_out < 0).any() and (r_out >= 0).all()
+
+
+def test_flatten_inside_a_graph(tmp_path):
+    """Conv features flattened in one branch and pooled in the other, concatenated."""
+    ln.set_seed(3)
+    x = nn.Input((2, 5, 4), name="img")
+    c = nn.Conv2D(3, 3, padding="same", activation="relu", name="c")(x)
+    flat = nn.Flatten(name="flat")(c)
+    pooled = nn.GlobalAvgPool2D(name="gap")(c)
+    y = nn.Dense(2, name="head")(nn.Concatenate(name="cat")([flat, pooled]))
+    _serve_and_compare(nn.Model(x, y), tmp_path, n=3)
+
+
+def test_broadcasting_channel_gate(tmp_path):
+    """x (C, H, W) * gate (C, 1, 1): a squeeze-and-excitation style Multiply."""
+    ln.set_seed(4)
+    x = nn.Input((3, 4, 4), name="img")
+    g = nn.Input((3, 1, 1), name="gate")
+    y = nn.Flatten()(nn.Multiply(name="mul")([x, g]))
+    model = nn.Model([x, g], nn.Dense(2)(y))
+    _serve_and_compare(model, tmp_path)

@@ -93,8 +93,9 @@ def _concat(srcs: tuple, axis: int, out: np.ndarray) -> None:
 class MergeStep:
     """An elementwise merge (add, subtract, multiply, average, maximum; NumPy broadcasting)
     or a concatenation of several values: (N, *shape_i) -> (N, *out_shape). Computes in
-    the first input's buffer when it is its last reader and already has the output's shape,
-    in the same order as :mod:`lepton_nn.nn.merge` (so the same rounding)."""
+    the first input's buffer when it is its last reader, already has the output's shape and
+    is not read again as another input (but itself as the second), in the same order as
+    :mod:`lepton_nn.nn.merge` (so the same rounding)."""
 
     kind = "merge"
     UFUNCS = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
@@ -109,7 +110,16 @@ class MergeStep:
             out = out_buffer(ctx, shape, ctx.dtype)
             return [(_concat, (tuple(srcs), self.axis, out))], out
         first = srcs[0]
-        in_place = owned[0] and first.shape == shape and first.dtype == ctx.dtype
+        # in place when this is first's last reader, unless another input is (a view of) it
+        # (the second may be first itself: read with it, element by element)
+        in_place = (
+            owned[0]
+            and first.shape == shape
+            and first.dtype == ctx.dtype
+            and not any(
+                np.may_share_memory(first, s) for j, s in enumerate(srcs[1:]) if j or s is not first
+            )
+        )
         out = first if in_place else out_buffer(ctx, shape, ctx.dtype)
         fn = self.UFUNCS[self.op]
         ops: list[Op] = [(fn, (first, srcs[1], out))]

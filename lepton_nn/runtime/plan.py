@@ -625,7 +625,9 @@ def _parse_chain(
     final = "identity"
     for info in layers:
         prefix, cls, config = info.prefix, info.cls, info.config
-        label = node or info.label
+        label = (
+            info.label if node is None else node if len(layers) == 1 else f"{node}: {info.label}"
+        )
         if cls == "Dense":
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
