@@ -578,3 +578,15 @@ def test_broadcasting_channel_gate(tmp_path):
     y = nn.Flatten()(nn.Multiply(name="mul")([x, g]))
     model = nn.Model([x, g], nn.Dense(2)(y))
     _serve_and_compare(model, tmp_path)
+
+
+def test_merges_reading_the_model_inputs_directly(tmp_path):
+    """Concatenate / Subtract / Average / Maximum of the inputs themselves: the plan reads
+    its own copy of an input it cannot pass as a first argument."""
+    ln.set_seed(5)
+    a, b = nn.Input((3,), name="a"), nn.Input((3,), name="b")
+    cat = nn.Concatenate(name="cat")([a, b])
+    parts = [nn.Subtract()([a, b]), nn.Average()([a, b, a]), nn.Maximum()([b, a])]
+    y = nn.Dense(2)(nn.Concatenate()([cat, *parts]))
+    model = nn.Model([a, b], [y, cat])
+    _serve_and_compare(model, tmp_path)

@@ -86,6 +86,10 @@ def out_buffer(ctx: Any, shape: tuple, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------- merges
 
 
+def _maximum(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.maximum(a, b, out=out)  # (a positional out is deprecated for np.maximum)
+
+
 def _concat(srcs: tuple, axis: int, out: np.ndarray) -> None:
     np.concatenate(srcs, axis=axis, out=out)
 
@@ -99,7 +103,7 @@ class MergeStep:
 
     kind = "merge"
     UFUNCS = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
-              "Average": np.add, "Maximum": np.maximum}  # fmt: skip
+              "Average": np.add, "Maximum": _maximum}  # fmt: skip
 
     def __init__(self, label: str, op: str, out_shape: tuple, axis: int | None = None):
         self.label, self.op, self.out_shape, self.axis = label, op, tuple(out_shape), axis
