@@ -590,3 +590,22 @@ def test_merges_reading_the_model_inputs_directly(tmp_path):
     y = nn.Dense(2)(nn.Concatenate()([cat, *parts]))
     model = nn.Model([a, b], [y, cat])
     _serve_and_compare(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_int8_graph_model_is_served_as_quantized(kind, mode, tmp_path):
+    """quantize() takes a graph model; the runtime serves its file with the int8 steps and
+    gives exactly what the QuantizedModel gives, close to the float model."""
+    from lepton_nn.compress import quantize, save_compressed
+
+    model = _trained(kind, "float32")
+    x = inputs_for(model, n=32, seed=9).astype(np.float32)
+    q = quantize(model, x, mode=mode)
+    save_compressed(q, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    got = served.predict(x)
+    np.testing.assert_array_equal(got, np.asarray(getattr(q(x), "data", q(x))))
+    ref = model(x).data
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert "int8" in served.describe()
