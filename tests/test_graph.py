@@ -609,3 +609,14 @@ def test_int8_graph_model_is_served_as_quantized(kind, mode, tmp_path):
     ref = model(x).data
     assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
     assert "int8" in served.describe()
+
+
+def test_forward_hooks_on_the_model_and_on_a_shared_layer():
+    m = two_by_two()
+    seen_model, seen_shared = [], []
+    m.register_forward_hook(lambda mod, args, out: seen_model.append(len(out)))
+    m.get_layer("shared").register_forward_hook(
+        lambda mod, args, out: seen_shared.append(out.shape)
+    )
+    m(inputs_for(m, n=2))
+    assert seen_model == [2] and seen_shared == [(2, 6), (2, 6)]

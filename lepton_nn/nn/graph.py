@@ -247,7 +247,7 @@ class Model(Module):
     def __call__(self, *args, **kwargs):
         if args and is_symbolic(args[0]):
             raise LeptonError("a graph Model cannot be called on symbols (nest its layers instead)")
-        return self.call(*args, **kwargs)
+        return super().__call__(*args, **kwargs)  # hooks on the model run as on any module
 
     # -- inspecting -----------------------------------------------------------------------
     def nodes(self) -> list[tuple[str, str, list[str]]]:
