@@ -114,6 +114,10 @@ def test_summary_lists_every_layer():
     for name in ("c1", "bn1", "skip", "gap", "head"):
         assert name in text
     assert f"Total params: {m.num_parameters():,}" in text
+    # a shared layer's FLOPs count once per call: 'shared' is Dense 5->6, called twice
+    two = two_by_two().summary(print_fn=None)
+    assert "shared (Dense)     (None, 6)         36    120" in two
+    assert "shared@1 = shared(proj)" in two
 
 
 # -- gradients ---------------------------------------------------------------------------------
@@ -620,3 +624,28 @@ def test_forward_hooks_on_the_model_and_on_a_shared_layer():
     )
     m(inputs_for(m, n=2))
     assert seen_model == [2] and seen_shared == [(2, 6), (2, 6)]
+
+
+@needs_torch
+def test_conv_and_its_pool_run_fused_in_a_graph(monkeypatch):
+    """Conv2D -> MaxPool2D with no other reader runs as one op (call_fused), as in
+    Sequential; outputs and gradients still equal torch's."""
+    ln.set_seed(6)
+    x = nn.Input((2, 6, 6), name="img")
+    c = nn.Conv2D(3, 3, padding="same", activation="relu", name="conv")(x)
+    p = nn.MaxPool2D(2, name="pool")(c)
+    y = nn.Dense(2, name="head")(nn.GlobalAvgPool2D(name="gap")(p))
+    model = nn.Model(x, y).astype("float64")
+    calls = []
+    conv = model.get_layer("conv")
+    real = conv.call_fused
+    monkeypatch.setattr(conv, "call_fused", lambda *a: calls.append(1) or real(*a))
+    mods, run = torch_twin(model)
+    xs = inputs_for(model, n=3)
+    out = model(xs)
+    ref = run({"img": _t(xs)})[0]
+    assert calls == [1]
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+    out.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(conv.weight.grad, mods["conv"].weight.grad.numpy(), rtol=1e-9)
