@@ -48,6 +48,7 @@ from lepton_nn.errors import LeptonError, ModelFormatError
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
+from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
     PARSERS,
@@ -60,7 +61,7 @@ from .steps import (
     activation_name,
 )
 from .steps_extra import ElementwiseStep, gelu_name
-from .validate import validate_network, walk_layers
+from .validate import validate_network
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
