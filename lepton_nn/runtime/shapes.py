@@ -319,6 +319,8 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "SimpleRNN": _recurrent("SimpleRNN"),
     "Embedding": _embedding,
 }
+
+
 def _merge_rule(cls: str) -> Callable[[dict, list, str], LayerShape]:
     def rule(config: dict, shapes: list, label: str) -> LayerShape:
         return LayerShape(merge_step(label, cls, config, shapes).out_shape, act="identity")
