@@ -14,21 +14,34 @@ a step's output buffer comes from the arena; once the last reader of a buffer is
 to the free list and a later step's output takes it (the smallest free block that fits). A
 step that is the last reader of its input, not a model input or output, may compute in
 place (``owned``). The arena's ``peak_bytes`` is the plan's activation memory; its
-``requested_bytes`` what the same buffers would take without reuse.
+``requested_bytes`` what the same buffers would take without reuse. :class:`Plan` holds the
+bound calls: running it is one loop over them, the inputs passed in as first arguments.
+
+Imports: NumPy, :mod:`lepton_nn.backend.threads` and :mod:`lepton_nn.errors` only.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend.threads import blas_held
 from lepton_nn.errors import ModelFormatError
 
-__all__ = ["Arena", "Chain", "MergeStep", "MERGES", "bind_chains", "contract", "out_buffer"]
+__all__ = [
+    "Arena",
+    "Chain",
+    "MergeStep",
+    "MERGES",
+    "Plan",
+    "bind_chains",
+    "contract",
+    "out_buffer",
+]
 
 Op = tuple[Callable[..., Any], tuple]
 _PINNED = 1 << 40  # readers of a model input or output: never released, never overwritten
@@ -260,6 +273,112 @@ def bind_chains(
             if b is not None and refs[id(b)] == 0:
                 arena.release(b)
     return ops, [values[o] for o in outputs]
+
+
+# --------------------------------------------------------------------------- plans
+
+
+class _Input:
+    """Marks input ``k`` of the plan in a step's arguments."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int = 0) -> None:
+        self.k = k
+
+
+def _arrays(args: Any, depth: int = 0) -> Iterator[Any]:
+    """The arrays among a call's arguments (inside tuples and lists too)."""
+    for a in args:
+        if isinstance(a, np.ndarray):
+            yield a
+        elif isinstance(a, (tuple, list)) and depth < 3:
+            yield from _arrays(a, depth + 1)
+
+
+class Plan:
+    """The bound calls for one batch size. ``run(x)`` returns the (reused) output buffer
+    (a list of them for a network of several outputs); ``x``: an array, or a tuple with one
+    per input for a network of several inputs.
+
+    ``head``: the calls up to the last one reading an input, as ``(fn, args, k)``
+    (``fn(x[k], *args)`` when ``k >= 0``); ``tail``: the rest, ``fn(*args)``. An input read
+    other than as a first argument, through a view, or returned as an output is copied into
+    a buffer of its own first. ``memory``: the arena's ``peak_bytes`` (the intermediate
+    buffers, reused), ``requested_bytes`` (the same without reuse) and ``buffers``.
+    """
+
+    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory")
+
+    def __init__(
+        self,
+        n: int,
+        ops: list[Op],
+        outs: list[np.ndarray],
+        placeholders: list[np.ndarray],
+        hold_blas: bool = False,
+        lengths: np.ndarray | None = None,
+        memory: dict | None = None,
+        many_outputs: bool = False,
+    ) -> None:
+        self.n = n
+        self.hold_blas = hold_blas  # BLAS on one thread while running (see run)
+        self.lengths = lengths  # a plan for sequences with lengths: run() fills this (N,)
+        self.memory = memory or {}
+        marks: dict[int, _Input] = {}
+        copies: list[Op] = []
+        for k, first in enumerate(placeholders):
+            direct = not any(o is first or np.may_share_memory(o, first) for o in outs)
+            for _, args in ops if direct else ():
+                for j, a in enumerate(_arrays(args)):
+                    if (a is first and (j > 0 or args[0] is not first)) or (
+                        a is not first and np.may_share_memory(a, first)
+                    ):
+                        direct = False
+                        break
+                if not direct:
+                    break
+            if direct:
+                marks[id(first)] = _Input(k)
+            else:  # the plan reads its own copy of this input
+                copies.append((_copy_into, (_Input(k), first)))
+        ops = copies + [
+            (fn, (marks[id(args[0])], *args[1:]))
+            if args and isinstance(args[0], np.ndarray) and id(args[0]) in marks
+            else (fn, args)
+            for fn, args in ops
+        ]
+        last = max((i for i, (_, args) in enumerate(ops) if args and isinstance(args[0], _Input)),
+                   default=-1)  # fmt: skip
+        self.head = [(fn, args[1:], args[0].k) if args and isinstance(args[0], _Input)
+                     else (fn, args, -1) for fn, args in ops[: last + 1]]  # fmt: skip
+        self.tail = ops[last + 1 :]
+        self.out = list(outs) if many_outputs else outs[0]
+
+    def run(self, x: Any, lengths: np.ndarray | None = None) -> Any:
+        """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,
+        checked by the caller)."""
+        if self.lengths is not None:
+            np.copyto(self.lengths, lengths)
+        xs = x if type(x) is tuple else (x,)
+        if self.hold_blas:  # steps run threads of their own: BLAS's would compete with them
+            with blas_held():
+                return self._run(xs)
+        return self._run(xs)
+
+    def _run(self, xs: tuple) -> Any:
+        for fn, args, k in self.head:
+            if k >= 0:
+                fn(xs[k], *args)
+            else:
+                fn(*args)
+        for fn, args in self.tail:
+            fn(*args)
+        return self.out
+
+
+def _copy_into(x: np.ndarray, buf: np.ndarray) -> None:
+    np.copyto(buf, x)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,11 @@ import numpy as np
 
 from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.reference import ACT_CODE
-from lepton_nn.backend.threads import blas_held, get_num_threads
+from lepton_nn.backend.threads import get_num_threads
 from lepton_nn.errors import LeptonError, ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
-from .graph import Arena, Chain, bind_chains, contract, out_buffer, parse_graph
+from .graph import Arena, Chain, Plan, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
 from .shapes import walk_layers
 from .steps import (
@@ -79,15 +79,6 @@ _FIXED = {
 _FLOAT_DTYPES = ("float32", "float64")
 
 Op = tuple[Callable[..., Any], tuple]
-
-
-class _Input:
-    """Marks input ``k`` of the plan in a step's arguments."""
-
-    __slots__ = ("k",)
-
-    def __init__(self, k: int = 0) -> None:
-        self.k = k
 
 
 # --------------------------------------------------------------------------- steps
@@ -283,100 +274,6 @@ class FlattenStep(Step):
 
 
 # --------------------------------------------------------------------------- plans
-
-
-def _arrays(args: Any, depth: int = 0) -> Iterator[Any]:
-    """The arrays among a call's arguments (inside tuples and lists too)."""
-    for a in args:
-        if isinstance(a, np.ndarray):
-            yield a
-        elif isinstance(a, (tuple, list)) and depth < 3:
-            yield from _arrays(a, depth + 1)
-
-
-class Plan:
-    """The bound calls for one batch size. ``run(x)`` returns the (reused) output buffer
-    (a list of them for a network of several outputs); ``x``: an array, or a tuple with one
-    per input for a network of several inputs.
-
-    ``head``: the calls up to the last one reading an input, as ``(fn, args, k)``
-    (``fn(x[k], *args)`` when ``k >= 0``); ``tail``: the rest, ``fn(*args)``. An input read
-    other than as a first argument, through a view, or returned as an output is copied into
-    a buffer of its own first. ``memory``: the arena's ``peak_bytes`` (the intermediate
-    buffers, reused), ``requested_bytes`` (the same without reuse) and ``buffers``.
-    """
-
-    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory")
-
-    def __init__(
-        self,
-        n: int,
-        ops: list[Op],
-        outs: list[np.ndarray],
-        placeholders: list[np.ndarray],
-        hold_blas: bool = False,
-        lengths: np.ndarray | None = None,
-        memory: dict | None = None,
-        many_outputs: bool = False,
-    ) -> None:
-        self.n = n
-        self.hold_blas = hold_blas  # BLAS on one thread while running (see run)
-        self.lengths = lengths  # a plan for sequences with lengths: run() fills this (N,)
-        self.memory = memory or {}
-        marks: dict[int, _Input] = {}
-        copies: list[Op] = []
-        for k, first in enumerate(placeholders):
-            direct = not any(o is first or np.may_share_memory(o, first) for o in outs)
-            for _, args in ops if direct else ():
-                for j, a in enumerate(_arrays(args)):
-                    if (a is first and (j > 0 or args[0] is not first)) or (
-                        a is not first and np.may_share_memory(a, first)
-                    ):
-                        direct = False
-                        break
-                if not direct:
-                    break
-            if direct:
-                marks[id(first)] = _Input(k)
-            else:  # the plan reads its own copy of this input
-                copies.append((_copy_into, (_Input(k), first)))
-        ops = copies + [
-            (fn, (marks[id(args[0])], *args[1:]))
-            if args and isinstance(args[0], np.ndarray) and id(args[0]) in marks
-            else (fn, args)
-            for fn, args in ops
-        ]
-        last = max((i for i, (_, args) in enumerate(ops) if args and isinstance(args[0], _Input)),
-                   default=-1)  # fmt: skip
-        self.head = [(fn, args[1:], args[0].k) if args and isinstance(args[0], _Input)
-                     else (fn, args, -1) for fn, args in ops[: last + 1]]  # fmt: skip
-        self.tail = ops[last + 1 :]
-        self.out = list(outs) if many_outputs else outs[0]
-
-    def run(self, x: Any, lengths: np.ndarray | None = None) -> Any:
-        """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,
-        checked by the caller)."""
-        if self.lengths is not None:
-            np.copyto(self.lengths, lengths)
-        xs = x if type(x) is tuple else (x,)
-        if self.hold_blas:  # steps run threads of their own: BLAS's would compete with them
-            with blas_held():
-                return self._run(xs)
-        return self._run(xs)
-
-    def _run(self, xs: tuple) -> Any:
-        for fn, args, k in self.head:
-            if k >= 0:
-                fn(xs[k], *args)
-            else:
-                fn(*args)
-        for fn, args in self.tail:
-            fn(*args)
-        return self.out
-
-
-def _copy_into(x: np.ndarray, buf: np.ndarray) -> None:
-    np.copyto(buf, x)
 
 
 def _lengths_mask(lengths: np.ndarray, mask: np.ndarray) -> None:
