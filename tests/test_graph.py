@@ -649,3 +649,15 @@ def test_conv_and_its_pool_run_fused_in_a_graph(monkeypatch):
     out.sum().backward()
     ref.sum().backward()
     np.testing.assert_allclose(conv.weight.grad, mods["conv"].weight.grad.numpy(), rtol=1e-9)
+
+
+def test_merge_computes_in_its_second_input_when_the_first_is_the_model_input(tmp_path):
+    """y = Dense(Subtract([x, Dense(x)])): x - h is written into h's buffer (its last
+    reader) since x, the model's input, may not be written: one (N, 16) buffer, one (N, 2)."""
+    ln.set_seed(7)
+    x = nn.Input((16,), name="x")
+    h = nn.Dense(16, "tanh", name="d")(x)
+    model = nn.Model(x, nn.Dense(2, name="out")(nn.Subtract(name="sub")([x, h])))
+    served = _serve_and_compare(model, tmp_path, n=8)
+    info = served.plan_info(8)
+    assert info["peak_bytes"] == 8 * 16 * 4 + 8 * 2 * 4, info

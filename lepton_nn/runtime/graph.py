@@ -109,10 +109,10 @@ def _concat(srcs: tuple, axis: int, out: np.ndarray) -> None:
 
 class MergeStep:
     """An elementwise merge (add, subtract, multiply, average, maximum; NumPy broadcasting)
-    or a concatenation of several values: (N, *shape_i) -> (N, *out_shape). Computes in
-    the first input's buffer when it is its last reader, already has the output's shape and
-    is not read again as another input (but itself as the second), in the same order as
-    :mod:`lepton_nn.nn.merge` (so the same rounding)."""
+    or a concatenation of several values: (N, *shape_i) -> (N, *out_shape), in the same
+    order as :mod:`lepton_nn.nn.merge` (so the same rounding). An elementwise merge computes
+    in the buffer of its first or second input when it is that buffer's last reader, the
+    buffer has the output's shape and no other input is (a view of) it."""
 
     kind = "merge"
     UFUNCS = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
@@ -126,18 +126,23 @@ class MergeStep:
         if self.op == "Concatenate":
             out = out_buffer(ctx, shape, ctx.dtype)
             return [(_concat, (tuple(srcs), self.axis, out))], out
+        out = None
+        for j in (0, 1):  # the first op reads both at each element before writing it there
+            a = srcs[j]
+            if (
+                owned[j]
+                and a.shape == shape
+                and a.dtype == ctx.dtype
+                and not any(
+                    np.may_share_memory(a, b) for i, b in enumerate(srcs) if i != j and b is not a
+                )
+                and all(b is not a for b in srcs[2:])
+            ):
+                out = a  # its last reader: compute in its buffer
+                break
+        if out is None:
+            out = out_buffer(ctx, shape, ctx.dtype)
         first = srcs[0]
-        # in place when this is first's last reader, unless another input is (a view of) it
-        # (the second may be first itself: read with it, element by element)
-        in_place = (
-            owned[0]
-            and first.shape == shape
-            and first.dtype == ctx.dtype
-            and not any(
-                np.may_share_memory(first, s) for j, s in enumerate(srcs[1:]) if j or s is not first
-            )
-        )
-        out = first if in_place else out_buffer(ctx, shape, ctx.dtype)
         fn = self.UFUNCS[self.op]
         ops: list[Op] = [(fn, (first, srcs[1], out))]
         ops += [(fn, (out, s, out)) for s in srcs[2:]]
