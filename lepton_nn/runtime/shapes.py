@@ -19,6 +19,7 @@ from typing import Any
 
 from lepton_nn.errors import ModelFormatError
 
+from .graph import MERGES, merge_step, parse_graph
 from .steps import ACTIVATIONS, conv_geometry, pool_geometry
 from .steps_extra import ELEMENTWISE_LAYERS, conv1d_as_2d, elementwise_params, gelu_name, pad_config
 
@@ -31,6 +32,7 @@ __all__ = [
     "SHAPE_RULES",
     "layer_shape",
     "walk",
+    "walk_layers",
 ]
 
 FLOAT_DTYPES = ("float32", "float64")
@@ -356,8 +358,19 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "Pad2D": _pad(2),
     **{cls: _elementwise(name) for cls, name in ELEMENTWISE_LAYERS.items()},
 }
+
+
+def _merge_rule(cls: str) -> Callable[[dict, list, str], LayerShape]:
+    def rule(config: dict, shapes: list, label: str) -> LayerShape:
+        return LayerShape(merge_step(label, cls, config, shapes).out_shape, act="identity")
+
+    return rule
+
+
 #: merge layers of a graph architecture: rule(config, [input shapes], label) -> LayerShape
-MULTI_INPUT_RULES: dict[str, Callable[[dict, list, str], LayerShape]] = {}
+MULTI_INPUT_RULES: dict[str, Callable[[dict, list, str], LayerShape]] = {
+    cls: _merge_rule(cls) for cls in MERGES
+}
 
 
 def layer_shape(cls: Any, config: Any, in_shape: tuple[int, ...], label: str) -> LayerShape:
@@ -375,7 +388,7 @@ def layer_shape(cls: Any, config: Any, in_shape: tuple[int, ...], label: str) ->
 # --------------------------------------------------------------------------- walkers
 
 
-def _walk_sequential(arch: dict, in_shape: tuple[int, ...]) -> list[LayerInfo]:
+def _walk_sequential(arch: dict, in_shape: tuple[int, ...], start: str = "") -> list[LayerInfo]:
     out: list[LayerInfo] = []
     shape = [in_shape]
 
@@ -399,12 +412,55 @@ def _walk_sequential(arch: dict, in_shape: tuple[int, ...]) -> list[LayerInfo]:
         out.append(LayerInfo(prefix, cls, config, label, shape[0], ls))
         shape[0] = ls.out
 
-    visit(arch, "", 0)
+    visit(arch, start, 0)
+    return out
+
+
+def walk_layers(arch: Any, in_shape: tuple[int, ...], prefix: str = "") -> list[LayerInfo]:
+    """The leaf layers of a layer or ``Sequential`` config on per-sample input ``in_shape``,
+    each checked by its shape rule; parameter names start with ``prefix``."""
+    return _walk_sequential(arch, in_shape, prefix)
+
+
+class GraphLayers(list):
+    """The LayerInfo of every node of a graph, with its ``inputs`` and ``outputs`` shapes
+    and the activation its first output ends with (``final``)."""
+
+    inputs: list[tuple[int, ...]]
+    outputs: list[tuple[int, ...]]
+    final: str
+
+
+def _walk_graph(arch: dict, in_shape: tuple[int, ...] | None) -> list[LayerInfo]:
+    """A graph model (:mod:`lepton_nn.nn.graph`'s form): its nodes in topological order
+    (:func:`~lepton_nn.runtime.graph.parse_graph`, which the planner uses too), merges through
+    :data:`MULTI_INPUT_RULES`, every other layer through its shape rule."""
+    config = _dict(arch.get("config"), "graph model: config")
+
+    def layer(i: int, cfg: dict, width: tuple, label: str):
+        infos = _walk_sequential(cfg, width, f"layers.{i}.")
+        acts = [x.shape.act for x in infos if x.shape.act is not None]
+        return infos, (infos[-1].shape.out if infos else width), (acts or ["identity"])[-1]
+
+    inputs, chains, outputs = parse_graph(config, layer, _shape_list)
+    out = GraphLayers()
+    for c in chains:
+        if c.steps and not isinstance(c.steps[0], LayerInfo):  # a merge
+            m = c.steps[0]
+            shape = LayerShape(m.out_shape, act="identity", ops=len(c.inputs))
+            out.append(LayerInfo("", m.op, {}, m.label, m.out_shape, shape))
+        else:
+            out.extend(c.steps)
+    out.inputs = [w for _, w in inputs]
+    out.outputs = [w for _, w in outputs]
+    out.final = next((c.final for c in chains if c.out == outputs[0][0]), "identity")
+    if in_shape is not None and out.inputs != [in_shape]:
+        raise _fail(f"input_shape {in_shape} does not match the graph's inputs {out.inputs}")
     return out
 
 
 #: architecture class -> walker(architecture config, input shape) -> [LayerInfo] in order
-ARCHITECTURES: dict[str, Callable[[dict, tuple], list[LayerInfo]]] = {}
+ARCHITECTURES: dict[str, Callable[[dict, tuple], list[LayerInfo]]] = {"Model": _walk_graph}
 
 
 def walk(arch: Any, in_shape: tuple[int, ...]) -> list[LayerInfo]:

@@ -20,13 +20,13 @@ The runtime's planner (:func:`lepton_nn.runtime.plan.parse_network`) builds its 
 this walk (:attr:`Summary.layers`: each layer with its input shape) and checks each step's
 output against the rule's: one walk, one set of shape rules, for both loaders.
 
-Adding an architecture kind (e.g. a DAG of layer nodes): each node is still one layer whose
-shape rule is ``SHAPE_RULES[class](config, in_shape, label) -> LayerShape``. Write a walker
-like :func:`.shapes._walk_sequential` that visits the nodes in topological order, calls
-:func:`layer_shape` on each with its input shape(s) (a merge node gets a rule of its own that
-takes the list of input shapes: register it in :data:`.shapes.MULTI_INPUT_RULES`), and returns the
-:class:`LayerInfo` list; register it in :data:`.shapes.ARCHITECTURES` by the architecture's
-``class``. Budgets, parameter matching and the tabular checks then apply unchanged.
+Architectures other than a Sequential plug in through :data:`.shapes.ARCHITECTURES` (class
+-> walker returning the :class:`LayerInfo` list). A graph model (``"Model"``) is walked by
+:func:`.shapes._walk_graph`: its nodes in topological order through the same
+:func:`~lepton_nn.runtime.graph.parse_graph` the planner uses, each layer through its shape
+rule, merges through :data:`.shapes.MULTI_INPUT_RULES`; it declares its own inputs (the
+section's ``input_shape`` is then optional), a layer it shares counts once in the budget, and
+its first output gives ``output_shape`` and the final activation.
 """
 
 from __future__ import annotations
@@ -151,17 +151,22 @@ def validate_network(
     budget; return its :class:`Summary`."""
     limits = Limits.of(limits)
     section = _dict(section, "model section")
-    in_shape = _shape_list(section.get("input_shape"), "input_shape")
+    arch, declared_in = section.get("architecture"), section.get("input_shape")
+    graph = isinstance(arch, dict) and arch.get("class") == "Model"
+    in_shape = None if graph and declared_in is None else _shape_list(declared_in, "input_shape")
     dtype = np.dtype(_str(section.get("dtype", "float32"), "model dtype", FLOAT_DTYPES))
-    layers = walk(section.get("architecture"), in_shape)
+    layers = walk(arch, in_shape)
+    ins = getattr(layers, "inputs", None) or [in_shape]  # a graph declares its inputs
+    in_shape = ins[0]
     expected: dict[str, tuple[int, ...]] = {}
-    n_params, elements, steps, ops = 0, math.prod(in_shape), 0, 0
+    n_params, elements, steps, ops = 0, sum(math.prod(s) for s in ins), 0, 0
     final = "identity"
     for info in layers:
         ls = info.shape
         for attr, shp in ls.params.items():
+            if info.prefix + attr not in expected:  # a shared layer's weights count once
+                n_params += math.prod(shp)
             expected[info.prefix + attr] = shp
-            n_params += math.prod(shp)
         elements += math.prod(ls.out) + ls.work
         steps, ops = max(steps, ls.time_steps), ops + ls.ops
         final = ls.act if ls.act is not None else final
@@ -170,6 +175,8 @@ def validate_network(
         if info.shape.tuple_out:  # its tuple would reach the next layer
             raise _fail(f"{info.label}: return_state is allowed on the last layer only")
     out_shape = layers[-1].shape.out if layers else in_shape
+    if graph:
+        out_shape, final = layers.outputs[0], layers.final
     declared = section.get("output_shape")
     if declared is not None and _shape_list(declared, "output_shape") != out_shape:
         raise _fail(f"output_shape {declared!r:.80} does not match the layers' output {out_shape}")
