@@ -73,6 +73,19 @@ def _positive_line(model, given) -> str | None:
     )
 
 
+def _column_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
+
+
+def _table_kwargs(args) -> dict:
+    """read_csv settings from --numeric, --categorical, --drop, --id, --non-numeric."""
+    both = set(args.numeric) & set(args.categorical)
+    if both:
+        raise LeptonError(f"--numeric and --categorical both name column(s) {sorted(both)}")
+    types = {c: "numeric" for c in args.numeric} | {c: "categorical" for c in args.categorical}
+    return {"column_types": types, "drop": [*args.drop, *args.id], "non_numeric": args.non_numeric}
+
+
 def cmd_train(args) -> int:
     from . import io
     from .commands.compress import file_digest
@@ -101,7 +114,7 @@ def cmd_train(args) -> int:
         print(f"{args.cv}-fold {kind}cross-validation:")
         print("\n".join(R.cv_lines(scores, task)))
     idx = np.arange(len(y_raw))
-    strat = None if task == "regression" else y_raw.astype(str)
+    strat = None if task == "regression" else table  # a Table: errors name file rows
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
     say(f"training on {len(tr)} rows ({len(va)} held out for the report below)...")
     model = TabularModel(**kwargs, seed=args.seed).fit(table.take(tr))
@@ -140,32 +153,22 @@ def cmd_train(args) -> int:
 def _read_table(args):
     from .data import read_csv
 
-    return read_csv(args.data, target=args.target)
+    return read_csv(args.data, target=args.target, **_table_kwargs(args))
 
 
 def cmd_evaluate(args) -> int:
-    from . import io
     from .data import read_csv
 
-    model = io.load(args.model)
-    _need_tabular(model, args.model)
-    table = read_csv(args.data, target=args.target)
+    model = _load_tabular(args.model, "evaluate")
+    table = read_csv(args.data, target=args.target, column_types=model.input_kinds)
     report = R.complete(model.evaluate(table), model.task_)
     print(R.to_json(report) if args.json else "\n".join(R.lines(report)))
     return 0
 
 
-def _need_tabular(model, path: str) -> None:
-    if not hasattr(model, "task_") or not hasattr(model, "evaluate"):
-        raise LeptonError(
-            f"{path}: a bare network file, not a tabular model (one saved by 'lepton-nn train')"
-        )
-
-
 def cmd_predict(args) -> int:
     import csv
 
-    from . import io
     from .data import read_csv
 
     A.check_output(args.output)
@@ -176,9 +179,8 @@ def cmd_predict(args) -> int:
             return predict_stdin(args.model)
         with open(args.output, "w", newline="") as out:
             return predict_stdin(args.model, out=out)
-    model = io.load(args.model)
-    _need_tabular(model, args.model)
-    table = read_csv(args.data)
+    model = _load_tabular(args.model, "predict")
+    table = read_csv(args.data, column_types=model.input_kinds)  # typed as in training
     labels = model.predict(table)
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
@@ -195,6 +197,77 @@ def cmd_predict(args) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _load_tabular(path: str, command: str):
+    """The tabular model in ``path``; a bare network (no preprocessing, no labels) is refused
+    in one line: it has no way to read CSV rows."""
+    from . import io
+    from .tabular import TabularModel
+
+    model = io.load(path)
+    if not isinstance(model, TabularModel):
+        raise LeptonError(
+            f"{path} holds a bare network ({type(model).__name__}), not a tabular model: "
+            f"'{command}' needs the preprocessing and labels that 'train' saves; serve the "
+            "network with lepton_nn.runtime.load(path).predict(x) on numeric arrays"
+        )
+    return model
+
+
+def cmd_keygen(args) -> int:
+    """``lepton-nn keygen NAME``: a new Ed25519 key pair, NAME.key (secret) and NAME.pub."""
+    from .runtime import signing
+
+    try:
+        key, pub = signing.keygen(args.name)
+    except FileExistsError as exc:
+        raise LeptonError(str(exc)) from None
+    print(f"wrote {key} (keep it secret) and {pub} (key id {signing.key_id(pub)})")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    """``lepton-nn sign MODEL --key NAME.key [-o OUT]``: sign a model file (in place)."""
+    from .runtime import signing
+
+    try:
+        kid = signing.sign_file(args.model, args.key, args.output)
+    except ValueError as exc:  # an unreadable key
+        raise LeptonError(f"{args.key}: {exc}") from None
+    print(f"signed {args.output or args.model} (key id {kid})")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """``lepton-nn verify MODEL --public-key NAME.pub``: exit 0 when a trusted key signed it."""
+    from .runtime import signing
+
+    try:
+        kid = signing.verify_file(args.model, args.public_key)
+    except ValueError as exc:
+        if isinstance(exc, LeptonError):
+            raise
+        raise LeptonError(f"{exc}") from None
+    print(f"{args.model}: signature OK (key id {kid})")
+    return 0
+
+
+def _add_signing_commands(sub) -> None:
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair NAME.key / NAME.pub")
+    k.add_argument("name", help="path prefix of the two files")
+    k.set_defaults(fn=cmd_keygen)
+    s = sub.add_parser("sign", help="sign a model file with a private key")
+    s.add_argument("model")
+    s.add_argument("--key", required=True, help="the private key (NAME.key)")
+    s.add_argument("-o", "--output", help="write the signed file here (default: in place)")
+    s.set_defaults(fn=cmd_sign)
+    v = sub.add_parser("verify", help="check a model file's signature against public keys")
+    v.add_argument("model")
+    v.add_argument(
+        "--public-key", required=True, action="append", help="a trusted NAME.pub (repeatable)"
+    )
+    v.set_defaults(fn=cmd_verify)
 
 
 def cmd_demo(args) -> int:
@@ -282,6 +355,18 @@ def _add_train(sub) -> None:
     )
     t.add_argument("--seed", type=A.nonneg_int, default=0, help="seed of splits and weights")
     t.add_argument("-o", "--output", required=True, help="model file to write (.lnn)")
+    cols = {"type": _column_list, "action": "extend", "default": [], "metavar": "COLS"}
+    t.add_argument("--numeric", **cols, help="columns to read as numbers (comma-separated)")
+    t.add_argument("--categorical", **cols, help="columns to read as categories")
+    t.add_argument("--drop", **cols, help="columns to leave out of the model")
+    t.add_argument("--id", **cols, help="ID columns (left out of the model)")
+    t.add_argument(
+        "--non-numeric",
+        choices=["error", "missing"],
+        default="error",
+        dest="non_numeric",
+        help="text in a column of numbers: refuse, or read as missing with a warning",
+    )
     A.add_verbosity(t)
     t.set_defaults(fn=cmd_train)
 
@@ -357,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workloads", help="subset of W1,W2,W5,W7,ACC (default: all)")
     b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
     b.set_defaults(fn=lambda a: __import__("lepton_nn.bench.command", fromlist=["main"]).main(a))
+    _add_signing_commands(sub)
     return p
 
 

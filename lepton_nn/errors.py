@@ -15,6 +15,11 @@ class DataError(LeptonError, ValueError):
     """Input data cannot be used; the message names the file, row and column where known."""
 
 
+class DataWarning(UserWarning):
+    """Data were used with a fallback (values read as missing, unseen categories); the
+    message counts them and names the file, rows and column where known."""
+
+
 class ModelFormatError(LeptonError, ValueError):
     """A model file is damaged, hostile or of another format version."""
 

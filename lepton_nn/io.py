@@ -29,6 +29,7 @@ from .nn.module import Module
 from .nn.serialize import layer_from_config, layer_to_config
 from .random import get_seed
 from .runtime.format import read_lnn, write_lnn
+from .runtime.validate import Limits, validate
 
 __all__ = ["save", "load", "module_to_lnn", "module_from_lnn", "register_loader"]
 
@@ -50,10 +51,12 @@ def module_to_lnn(model: Module, prefix: str = "params/") -> tuple[dict, dict[st
             "save(): the model has never seen an input; call model.build(input_shape) first"
         )
     state = model.state_dict()
-    section = {
+    one_in = model.input_shape and not isinstance(model.input_shape[0], (list, tuple))
+    one_out = model.output_shape and not isinstance(model.output_shape[0], (list, tuple))
+    section = {  # a graph model with several inputs / outputs: its config holds their shapes
         "architecture": layer_to_config(model),
-        "input_shape": list(model.input_shape),
-        "output_shape": list(model.output_shape) if model.output_shape else None,
+        "input_shape": list(model.input_shape) if one_in else None,
+        "output_shape": list(model.output_shape) if one_out else None,
         "dtype": _plan_dtype(model, state),
         "params": list(state),
     }
@@ -75,6 +78,10 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
     if not isinstance(section, dict):
         raise ModelFormatError("model section must be an object")
     shape = section.get("input_shape")
+    arch = section.get("architecture")
+    graph = isinstance(arch, dict) and arch.get("class") == "Model"
+    if graph and shape is None:
+        shape = [None, 1]  # several inputs: the graph's config gives their shapes
     if (
         not isinstance(shape, list)
         or not shape
@@ -93,8 +100,11 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
     stored = sum(int(a.size) for a in state.values())
     try:
         with parameter_budget(stored):
-            model = layer_from_config(section.get("architecture"))
-            if model.built:  # every layer knew its input size
+            model = layer_from_config(arch)
+            if graph:  # built by replaying its calls on the shapes it declares
+                if section.get("input_shape") not in (None, list(model.input_shape)):
+                    raise ModelFormatError("input_shape does not match the graph's input")
+            elif model.built:  # every layer knew its input size
                 model.input_shape = model.input_shape or (None, *shape[1:])
             else:
                 model.build((None, *shape[1:]))
@@ -130,13 +140,21 @@ def save(obj: Any, path: str | os.PathLike[str], metadata: dict | None = None) -
     write_lnn(path, manifest, arrays)
 
 
-def load(path: str | os.PathLike[str] | bytes) -> Any:
+def load(
+    path: str | os.PathLike[str] | bytes, *, limits: Any = None, trusted_keys: Any = None
+) -> Any:
     """Read a file written by :func:`save`: a network (in eval mode) or a pipeline.
 
     A damaged, hand-edited or hostile file raises ``ModelFormatError``; nothing in it is
-    imported, evaluated or unpickled.
+    imported, evaluated or unpickled. The manifest goes through the same validator and
+    resource budget as :func:`lepton_nn.runtime.load` (``limits``: see
+    :class:`~lepton_nn.runtime.validate.Limits`) before any array is read.
+    ``trusted_keys``: Ed25519 public keys (PEM bytes or paths); the file must be signed by
+    one of them (:mod:`lepton_nn.runtime.signing`).
     """
-    manifest, arrays = read_lnn(path)
+    limits = Limits.of(limits)
+    check = lambda m: validate(m, None, limits)  # noqa: E731
+    manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
     kind = manifest.get("kind")
     if kind == "module":
         return module_from_lnn(manifest.get("model"), arrays)

@@ -61,6 +61,10 @@ class TabularModel:
     stopping on a stratified 20 % validation split. With ``refit=None`` a data set of fewer
     than 1,000 rows is then trained again on all its rows for the epoch count early stopping
     chose (held-out rows are too precious there); ``refit=True``/``False`` forces it.
+
+    ``column_types`` (``{"zip": "categorical"}``), ``drop`` (ID or leaking columns) and
+    ``non_numeric`` (``"error"`` or ``"missing"`` for text in a column of numbers) go to the
+    :class:`~lepton_nn.data.Preprocessor`.
     """
 
     def __init__(
@@ -82,6 +86,9 @@ class TabularModel:
         seed: int = 0,
         verbose: int = 0,
         refit: bool | None = None,
+        column_types: dict[str, str] | None = None,
+        drop: tuple[str, ...] = (),
+        non_numeric: str = "error",
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -97,6 +104,9 @@ class TabularModel:
             verbose,
         )
         self.refit = refit
+        self.column_types = dict(column_types or {})
+        self.drop = (drop,) if isinstance(drop, str) else tuple(drop)
+        self.non_numeric = non_numeric
         self.preprocessor: Preprocessor | None = None
         self.labels: LabelEncoder | None = None
         self.network: Sequential | None = None
@@ -125,6 +135,9 @@ class TabularModel:
             "threshold",
             "seed",
             "refit",
+            "column_types",
+            "drop",
+            "non_numeric",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -141,43 +154,68 @@ class TabularModel:
         data, y = self._split_target(data, y)
         set_seed(self.seed)
         task = _infer_task(y) if self.task == "auto" else self.task
+        self._check_positive(data, y, task)
         self.task_ = task
         self.preprocessor = Preprocessor(
-            missing_indicator=self.missing_indicator, scaling=self.scaling
+            missing_indicator=self.missing_indicator,
+            scaling=self.scaling,
+            column_types=self.column_types,
+            drop=self.drop,
+            non_numeric=self.non_numeric,
         )
         X, keep = self._fit_preprocessor(data, y)
         y = y[keep]
+        where = _label_locator(data, keep)
         if task == "regression":
             t = y.astype(np.float64)
             self.target_scale = (float(t.mean()), float(t.std() or 1.0))
             self.labels = None
         else:
-            self.labels = LabelEncoder(positive=self.positive if task == "binary" else None).fit(y)
-        target, loss = self._encode_target(y)
+            positive = self.positive if task == "binary" else None
+            self.labels = LabelEncoder(positive=positive).fit(y, where)
+            if self.validation_split > 0 and len(X) >= 20:
+                _check_stratifiable(y, where)
+        target, loss = self._encode_target(y, where)
         n_out = len(self.labels.classes_) if task == "multiclass" else 1
         self.network = self._build(X.shape[1], n_out)
         self.history = self._train(X, target, loss, task)
         return self
 
-    def _encode_target(self, y: np.ndarray) -> tuple[np.ndarray, Any]:
+    def _check_positive(self, data: Any, y: np.ndarray, task: str) -> None:
+        """``positive=`` names a class of a two-class target; anything else is refused."""
+        if self.positive is None:
+            return
+        where = "fit"
+        if isinstance(data, Table):
+            where = f"{data.source or 'table'}: column {data.target_name!r}"
+        classes = np.unique(y.astype(str))
+        shown = classes[:10].tolist() + (["..."] if len(classes) > 10 else [])
+        if task == "binary":
+            if str(self.positive) not in classes:
+                raise DataError(
+                    f"{where}: positive={self.positive!r} is not one of the labels {shown}"
+                )
+            return
+        raise DataError(
+            f"{where}: positive={self.positive!r} is for a target of two classes, but the "
+            f"target is {task} ({len(classes)} distinct values: {shown}); drop positive= or "
+            f"fix the target"
+        )
+
+    def _encode_target(self, y: np.ndarray, where: Any = None) -> tuple[np.ndarray, Any]:
         """Raw targets -> what the network is trained on (1-D), and the loss for it."""
         loss = _LOSSES[self.task_]
         if self.task_ == "regression":
             mu, sd = self.target_scale
             return ((y.astype(np.float64) - mu) / sd).astype(np.float32), loss
-        codes = self.labels.transform(y)
+        codes = self.labels.transform(y, where)
         return (codes.astype(np.float32) if self.task_ == "binary" else codes), loss
 
     def _fit_preprocessor(self, data: Any, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        self.preprocessor.fit(data, y)
+        table = self.preprocessor.as_table(data)  # declared types, dropped columns
+        self.preprocessor.fit_table(table, y)
         keep = self.preprocessor.kept_index_
-        rows = data.take(keep) if isinstance(data, Table) else data
-        X = (
-            self.preprocessor.transform(rows)
-            if isinstance(data, Table)
-            else (self.preprocessor.transform(data)[keep])
-        )
-        return X, keep
+        return self.preprocessor.transform(table.take(keep)), keep
 
     def _build(self, n_in: int, n_out: int) -> Sequential:
         return build_mlp(n_in, n_out, self.hidden, self.dropout, name="tabular_mlp")
@@ -283,6 +321,13 @@ class TabularModel:
         return self.labels.inverse_transform(codes)
 
     @property
+    def input_kinds(self) -> dict[str, str]:
+        """``{raw column: "numeric" | "categorical"}`` as fitted: read new rows with
+        ``read_csv(path, column_types=model.input_kinds)`` so they are typed as in training."""
+        self._check()
+        return {s["name"]: s["kind"] for s in self.preprocessor.columns_}
+
+    @property
     def classes_(self) -> np.ndarray | None:
         return None if self.labels is None else self.labels.classes_
 
@@ -300,7 +345,7 @@ class TabularModel:
                 "mae": metrics.mae(t, pred),
                 "r2": metrics.r2(t, pred),
             }
-        codes = self.labels.transform(y)
+        codes = self.labels.transform(y, _label_locator(data, None))
         proba = self.predict_proba(data)
         if self.task_ == "binary":
             report = metrics.binary_report(
@@ -512,6 +557,30 @@ class TabularModel:
         if self.task_ != "regression" and self.labels is None:
             raise ModelFormatError("tabular classifier without labels")
         return self
+
+
+def _label_locator(data: Any, keep: np.ndarray | None) -> Any:
+    """``where(i)`` for the i-th (kept) label: the file row and target column of a Table."""
+    if not isinstance(data, Table):
+        return None
+    name = data.target_name
+
+    def where(i: int) -> str:
+        return f"{data.where(int(i if keep is None else keep[i]))}, column {name!r}"
+
+    return where
+
+
+def _check_stratifiable(y: np.ndarray, where: Any) -> None:
+    """Each class needs two rows to appear on both sides of the stratified validation split."""
+    classes, first, counts = np.unique(y.astype(str), return_index=True, return_counts=True)
+    if counts.min() < 2:
+        k = int(np.argmin(counts))
+        at = where(int(first[k])) if where else f"row index {int(first[k])}"
+        raise DataError(
+            f"{at}: class {str(classes[k])!r} has only 1 row; the validation split needs at "
+            f"least 2 per class (fix the label, drop the row, or set validation_split=0)"
+        )
 
 
 def _plain(v: Any) -> Any:

@@ -262,6 +262,24 @@ def test_compress_within_the_budget_exits_0_and_says_the_rows_were_seen(
     assert "trained on every row of this file" in text
 
 
+def test_predict_reads_new_rows_typed_as_in_training(credit_model, tmp_path, capsys):
+    """One stray text value in a numeric column of new rows is a one-line error naming the
+    file row and column (the column was numeric in training), not a silent re-typing."""
+    lines = open(CREDIT, encoding="utf-8").read().splitlines()
+    header = lines[0].split(",")
+    col = header.index("Income")
+    row = lines[5].split(",")
+    row[col] = "n/a?"
+    lines[5] = ",".join(row)
+    bad = tmp_path / "new.csv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["predict", credit_model, str(bad), "-o", str(tmp_path / "out.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "row 6" in err and "'Income'" in err and "'n/a?'" in err
+    assert "declared numeric" in err and "--numeric" not in err  # flags predict does not have
+
+
 # -- pipes and data sets ---------------------------------------------------------------------
 def test_a_closed_pipe_ends_predict_quietly(credit_model):
     p = subprocess.Popen(

@@ -248,12 +248,14 @@ static inline T LNN_NAME(lnn_act_gelu)(T s)
     return (T)0.5 * s * ((T)1 + LNN_NAME(lnn_tanh)(u));
 }
 
-/* d gelu / ds = 0.5 (1 + t) + 0.5 s (1 - t^2) C (1 + 3 A s^2), t = tanh(C (s + A s^3)) */
+/* d gelu / ds = 0.5 (1 + t) + 0.5 s (1 - t^2) C (1 + 3 A s^2), t = tanh(C (s + A s^3));
+ * the second term is 0 where 1 - t^2 is (not 0 * inf = NaN once s^2 overflows) */
 static inline T LNN_NAME(lnn_gelu_grad)(T s)
 {
     T t = LNN_NAME(lnn_tanh)((T)LNN_GELU_C * (s + (T)LNN_GELU_A * (s * s * s)));
-    return (T)0.5 * ((T)1 + t) +
-           (T)0.5 * s * ((T)1 - t * t) * (T)LNN_GELU_C * ((T)1 + (T)(3 * LNN_GELU_A) * s * s);
+    T sech2 = (T)1 - t * t;
+    T second = (T)0.5 * s * sech2 * (T)LNN_GELU_C * ((T)1 + (T)(3 * LNN_GELU_A) * s * s);
+    return (T)0.5 * ((T)1 + t) + (sech2 == (T)0 ? (T)0 : second);
 }
 
 /* ---- bias + activation ---------------------------------------------------------------- */

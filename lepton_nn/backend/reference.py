@@ -95,7 +95,11 @@ class ReferenceBackend:
         else:  # GELU
             s = z + _along_axis1(bias, z) if bias is not None else z
             t = np.tanh(GELU_C * (s + GELU_A * s**3))
-            d = 0.5 * (1 + t) + 0.5 * s * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * s * s)
+            sech2 = 1 - t * t
+            with np.errstate(over="ignore", invalid="ignore"):
+                second = 0.5 * s * sech2 * GELU_C * (1 + 3 * GELU_A * s * s)
+            # 0 where sech2 is (not 0 * inf = NaN once s * s overflows)
+            d = 0.5 * (1 + t) + np.where(sech2 == 0, 0, second)
             r = gy * d
         gz[...] = r
         if gbias is not None:

@@ -5,7 +5,6 @@ the engines (:func:`lepton_nn.bench.report.parity_summary`).
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -22,31 +21,18 @@ PARITY = {
 }
 
 
-def _find_digits() -> str | None:
-    env = os.environ.get("LEPTON_DIGITS_CSV")
-    if env and os.path.exists(env):
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    for base in (os.getcwd(), here, os.path.dirname(here)):
-        for rel in ("shared/data", "../shared/data", "../../shared/data", "data"):
-            p = os.path.normpath(os.path.join(base, rel, "digits.csv"))
-            if os.path.exists(p):
-                return p
-    return None
-
-
 def parity_datasets() -> dict[str, dict]:
     """Train/test splits (float32 features, integer labels) prepared with lepton_nn.data.
 
     credit: ``credit_data.csv`` (bundled), median imputation, one-hot, standard scaling fit on
-    the training rows, positive class ``bad``. digits: ``digits.csv`` (the shared data folder,
-    ``LEPTON_DIGITS_CSV``, or scikit-learn's copy), pixels / 16. Stratified 75/25 split, seed 0.
+    the training rows, positive class ``bad``. digits: ``digits.csv`` (bundled), pixels / 16.
+    Stratified 75/25 split, seed 0.
     """
+    from lepton_nn import datasets
     from lepton_nn.data import LabelEncoder, Preprocessor, read_csv, train_test_split
-    from lepton_nn.datasets import load_credit
 
     out: dict[str, dict] = {}
-    table = load_credit()
+    table = datasets.load_credit()
     y = LabelEncoder(positive="bad").fit_transform(table.target).astype(np.int64)
     tr, te = train_test_split(np.arange(len(y)), test_size=0.25, stratify=y, seed=0)
     pre = Preprocessor().fit(table.take(tr))
@@ -58,30 +44,18 @@ def parity_datasets() -> dict[str, dict]:
         "loss": "bce",
         "source": "credit_data.csv (bundled)",
     }
-    path, x = _find_digits(), None
-    if path is not None:
-        t = read_csv(path, target="digit")
-        # name the file, not where it sits on this machine
-        x, yd, source = t.to_numpy(), np.asarray(t.target).astype(np.int64), "digits.csv"
-    else:
-        try:
-            from sklearn.datasets import load_digits
-
-            d = load_digits()
-            x, yd, source = d.data, d.target.astype(np.int64), "scikit-learn load_digits()"
-        except ImportError:
-            pass
-    if x is not None:
-        x = (np.asarray(x, np.float64) / 16.0).astype(np.float32)
-        tr, te = train_test_split(np.arange(len(yd)), test_size=0.25, stratify=yd, seed=0)
-        out["digits"] = {
-            "x_train": x[tr],
-            "y_train": yd[tr],
-            "x_test": x[te],
-            "y_test": yd[te],
-            "loss": "ce",
-            "source": source,
-        }
+    t = read_csv(datasets.path("digits"), target="digit")
+    yd = np.asarray(t.target).astype(np.int64)
+    x = (np.asarray(t.to_numpy(), np.float64) / 16.0).astype(np.float32)
+    tr, te = train_test_split(np.arange(len(yd)), test_size=0.25, stratify=yd, seed=0)
+    out["digits"] = {
+        "x_train": x[tr],
+        "y_train": yd[tr],
+        "x_test": x[te],
+        "y_test": yd[te],
+        "loss": "ce",
+        "source": "digits.csv (bundled)",
+    }
     return out
 
 

@@ -90,7 +90,21 @@ def model_summary(path: str) -> dict[str, Any]:
     manifest = inspect_lnn(path)
     out = {k: v for k, v in manifest.items() if k != "arrays"}
     out["n_arrays"] = len(manifest.get("arrays", {}))
+    out["runtime_plan"] = plan_memory(path)
     return out
+
+
+def plan_memory(path: str) -> dict[str, Any]:
+    """The runtime plan's steps and activation memory at batch 1 and 64 (buffers reused after
+    their last reader), or why the runtime cannot serve the file."""
+    from ..errors import LeptonError
+    from ..runtime import load
+
+    try:
+        served = load(path)
+    except LeptonError as exc:
+        return {"error": str(exc)}
+    return {f"batch_{n}": served.plan_info(n) for n in (1, 64)}
 
 
 def _model_text(path: str, m: dict) -> list[str]:
@@ -107,6 +121,7 @@ def _model_text(path: str, m: dict) -> list[str]:
             "threshold",
             "seed",
             "n_arrays",
+            "runtime_plan",
         ) or key in (
             "format",
             "format_version",
@@ -119,6 +134,16 @@ def _model_text(path: str, m: dict) -> list[str]:
         else:
             lines.append(f"  {key:<12} {json.dumps(v)}")
     lines.append(f"  arrays       {m['n_arrays']}")
+    plan = m["runtime_plan"]
+    if "error" in plan:
+        lines.append(f"runtime plan: none ({plan['error']})")
+    for key, p in plan.items():
+        if key.startswith("batch_"):
+            lines.append(
+                f"runtime plan, batch {key[6:]}: {p['steps']} steps, activation memory "
+                f"{p['peak_bytes']:,} bytes in {p['buffers']} buffers "
+                f"({p['requested_bytes']:,} without reuse); weights {p['weight_bytes']:,} bytes"
+            )
     lines.append("  (the whole manifest: lepton-nn info MODEL --json)")
     return lines
 

@@ -19,7 +19,9 @@ class Batches:
     the same generator. Shuffled batches are gathered with ``np.take(..., out=buffer)`` into
     buffers made once, so **a batch is only valid until the next one is requested** (copy it
     to keep it). Unshuffled batches of C-contiguous arrays are views of the inputs. The last
-    batch holds the remaining ``N % batch_size`` rows unless ``drop_last``.
+    batch holds the remaining ``N % batch_size`` rows unless ``drop_last``; with
+    ``merge_last`` a remainder of one row joins the batch before it (``batch_size + 1`` rows:
+    batch normalization cannot train on one row).
     """
 
     def __init__(
@@ -31,6 +33,7 @@ class Batches:
         rng: np.random.Generator | int | None = None,
         sample_weight: np.ndarray | None = None,
         drop_last: bool = False,
+        merge_last: bool = False,
     ) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: need a positive int")
@@ -49,6 +52,13 @@ class Batches:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        # rows added to the last full batch: 1 when a final batch of one is merged into it
+        self.merged = int(
+            bool(merge_last)
+            and not drop_last
+            and n_batches(self.n, self.batch_size) > 1
+            and self.n % self.batch_size == 1
+        )
         if isinstance(rng, np.random.Generator):
             self.rng = rng
         else:
@@ -56,15 +66,14 @@ class Batches:
         self._buffers: list[np.ndarray | None] | None = None
 
     def __len__(self) -> int:
-        full, rest = divmod(self.n, self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
+        return n_batches(self.n, self.batch_size, self.drop_last) - self.merged
 
     def _arrays(self) -> list[np.ndarray | None]:
         return [self.X, self.y, self.w]
 
     def _alloc(self) -> list[np.ndarray | None]:
         if self._buffers is None:
-            bs = min(self.batch_size, self.n)
+            bs = min(self.batch_size, self.n) + self.merged
             self._buffers = [
                 None if a is None else np.empty((bs,) + a.shape[1:], dtype=a.dtype)
                 for a in self._arrays()
@@ -76,9 +85,10 @@ class Batches:
         copy = self.shuffle or not all(a is None or a.flags.c_contiguous for a in arrays)
         order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
         bufs = self._alloc() if copy else None
-        for b in range(len(self)):
+        last = len(self) - 1
+        for b in range(last + 1):
             start = b * self.batch_size
-            stop = min(start + self.batch_size, self.n)
+            stop = min(start + self.batch_size, self.n) + (self.merged if b == last else 0)
             if copy:
                 idx = order[start:stop]
                 out = []
@@ -103,12 +113,13 @@ def iterate_batches(
     rng: np.random.Generator | int | None = None,
     sample_weight: np.ndarray | None = None,
     drop_last: bool = False,
+    merge_last: bool = False,
 ) -> Batches:
     """Mini-batches of ``(X, y[, sample_weight])``; see :class:`Batches` (it has ``len()``).
 
     ``rng``: a Generator, an int seed, or ``None`` for a child of the library's global stream.
     """
-    return Batches(X, y, batch_size, shuffle, rng, sample_weight, drop_last)
+    return Batches(X, y, batch_size, shuffle, rng, sample_weight, drop_last, merge_last)
 
 
 def n_batches(n: int, batch_size: int, drop_last: bool = False) -> int:

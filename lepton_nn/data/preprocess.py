@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.data.table import Table
+from lepton_nn.data.table import NON_NUMERIC, Table
 from lepton_nn.errors import DataError, ModelFormatError
 from lepton_nn.runtime.preprocess import (
     CATEGORICAL,
@@ -45,16 +45,23 @@ SCALINGS = ("standard", "minmax", "none")
 MISSING_FEATURE = "<missing>"
 
 
-def _as_table(data: Any, na_values: Sequence[str]) -> Table:
+def _as_table(
+    data: Any,
+    na_values: Sequence[str],
+    column_types: Mapping[str, str] | None = None,
+    non_numeric: str = "error",
+) -> Table:
+    """Any raw-rows form as a Table; a Table given is converted to ``column_types``."""
+    kw = {"column_types": column_types, "na_values": na_values, "non_numeric": non_numeric}
     if isinstance(data, Table):
-        return data
+        return data.with_types(column_types, non_numeric) if column_types else data
     if is_frame(data):
-        return Table.from_pandas(data, na_values=na_values)
+        return Table.from_pandas(data, **kw)
     if isinstance(data, Mapping):
-        return Table.from_arrays(data, na_values=na_values)
+        return Table.from_arrays(data, **kw)
     if isinstance(data, (list, tuple)) and data and isinstance(data[0], Mapping):
-        return Table.from_records(data, na_values=na_values)
-    return Table.from_arrays(np.asarray(data), na_values=na_values)
+        return Table.from_records(data, **kw)
+    return Table.from_arrays(np.asarray(data), **kw)
 
 
 def _row_keys(table: Table, y: np.ndarray | None) -> list[tuple]:
@@ -85,6 +92,11 @@ class Preprocessor:
     missing_indicator: add a 0/1 feature ``"col=<missing>"`` for every column that had missing
         values in the training rows.
     drop_duplicates: leave exact duplicate rows (features and target) out of fitting.
+    column_types: ``{column: "numeric" | "categorical"}`` declared kinds (else inferred: see
+        :func:`~lepton_nn.data.table.infer_column`).
+    drop: columns left out (IDs, leaks); they are ignored at transform too.
+    non_numeric: ``"error"`` (a column of numbers with a few text values is a DataError
+        naming the rows) or ``"missing"`` (those values become missing, with a warning).
 
     After ``fit``: ``columns_`` (per-column state), ``kept_index_``, ``feature_names_out``,
     ``groups_`` and ``report_`` with ``n_rows_in``, ``duplicates_dropped``,
@@ -101,11 +113,15 @@ class Preprocessor:
         missing_indicator: bool = False,
         drop_duplicates: bool = True,
         na_values: Sequence[str] = DEFAULT_NA,
+        column_types: Mapping[str, str] | None = None,
+        drop: Sequence[str] = (),
+        non_numeric: str = "error",
     ) -> None:
         for name, v, allowed in (
             ("numeric", numeric, NUMERIC_STRATEGIES),
             ("categorical", categorical, CATEGORICAL_STRATEGIES),
             ("scaling", scaling, SCALINGS),
+            ("non_numeric", non_numeric, NON_NUMERIC),
         ):
             if v not in allowed:
                 raise ValueError(f"Preprocessor: {name}={v!r}; choose one of {allowed}")
@@ -116,12 +132,24 @@ class Preprocessor:
         self.missing_indicator = bool(missing_indicator)
         self.drop_duplicates = bool(drop_duplicates)
         self.na_values = tuple(na_values)
+        self.column_types = dict(column_types or {})
+        self.drop = [drop] if isinstance(drop, str) else [str(c) for c in drop]
+        self.non_numeric = non_numeric
         self.columns_: list[dict[str, Any]] | None = None
         self.report_: dict[str, Any] = {}
         self.kept_index_: np.ndarray | None = None
         self._plan_cache: tuple[list, Preprocessing] | None = None
 
     # -- fitting -------------------------------------------------------------------------
+    def as_table(self, data: Any) -> Table:
+        """Raw rows as the Table that ``fit`` learns from: declared types, ``drop`` left out."""
+        table = _as_table(data, self.na_values, self.column_types, self.non_numeric)
+        where = table.source or "fit"
+        for c in self.drop:
+            if c not in table.data:
+                raise DataError(f"{where}: column {c!r} to drop is not in the data")
+        return table.drop(self.drop) if self.drop else table
+
     def fit(self, data: Any, y: Any = None) -> Preprocessor:
         """Learn fills, categories and scales from ``data`` (a Table, dict, records or array).
 
@@ -129,7 +157,10 @@ class Preprocessor:
         ``kept_index_`` (rows of ``data`` used for fitting), ``report_`` and
         ``feature_names_out`` / ``groups_``.
         """
-        table = _as_table(data, self.na_values)
+        return self.fit_table(self.as_table(data), y)
+
+    def fit_table(self, table: Table, y: Any = None) -> Preprocessor:
+        """``fit`` on a table already through :meth:`as_table` (no conversion, no drop)."""
         if y is None:
             y = table.target
         elif len(y) != table.n_rows:
@@ -195,22 +226,34 @@ class Preprocessor:
         if table.kinds[c] == NUMERIC:
             vals = a[~miss]
             if vals.size == 0:
-                raise DataError(f"fit: column {c!r} has no values in the training rows")
-            fill = float(np.mean(vals)) if self.numeric == "mean" else float(np.median(vals))
-            full = np.where(miss, fill, a)
-            if self.scaling == "standard":
-                center, scale = float(np.mean(full)), float(np.std(full))
-            elif self.scaling == "minmax":
-                center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
-            else:
-                center, scale = 0.0, 1.0
-            if not (scale > 0.0 and math.isfinite(scale)):
+                raise DataError(
+                    f"{table.source or 'fit'}: column {c!r} has no values in the training rows"
+                )
+            with np.errstate(over="ignore", invalid="ignore"):
+                fill = _stat(np.mean if self.numeric == "mean" else np.median, vals)
+                full = np.where(miss, fill, a)
+                if self.scaling == "standard":
+                    center, scale = _stat(np.mean, full), _stat(np.std, full)
+                elif self.scaling == "minmax":
+                    center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
+                else:
+                    center, scale = 0.0, 1.0
+            if not all(map(math.isfinite, (fill, center, scale))):
+                j = int(np.argmax(np.abs(full)))
+                raise DataError(
+                    f"{table.where(int(kept[j]))}, column {c!r}: value {full[j]:.6g} is too "
+                    f"large to scale (the column's mean or spread overflows); rescale the "
+                    f"column or drop it"
+                )
+            if not scale > 0.0:
                 scale = 1.0
             spec.update(fill=fill, center=center, scale=scale)
         else:
             counts = Counter(v for v in a.tolist() if v is not None)
             if not counts and self.categorical != "constant":
-                raise DataError(f"fit: column {c!r} has no values in the training rows")
+                raise DataError(
+                    f"{table.source or 'fit'}: column {c!r} has no values in the training rows"
+                )
             # most frequent; ties go to the first in sorted order (deterministic)
             top = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else None
             fill = self.fill_value if self.categorical == "constant" else top
@@ -293,10 +336,10 @@ class Preprocessor:
 
         ``y`` defaults to the table's target; it is ``None`` if there is none.
         """
-        table = _as_table(data, self.na_values)
+        table = self.as_table(data)
         if y is None:
             y = table.target
-        self.fit(table, y)
+        self.fit_table(table, y)
         kept = self.kept_index_
         X = self.transform(table.take(kept))
         return X, None if y is None else np.asarray(y)[kept]
@@ -311,6 +354,9 @@ class Preprocessor:
             "missing_indicator": self.missing_indicator,
             "drop_duplicates": self.drop_duplicates,
             "na_values": list(self.na_values),
+            "column_types": dict(self.column_types),
+            "drop": list(self.drop),
+            "non_numeric": self.non_numeric,
         }
 
     def to_config(self) -> dict[str, Any]:
@@ -357,6 +403,16 @@ class Preprocessor:
         )
 
 
+def _stat(fn: Any, v: np.ndarray) -> float:
+    """``fn(v)`` (mean, median, std), recomputed as ``m * fn(v / m)``, m = max |v|, if the
+    plain sum of values or squares overflowed (a column of values near 1e300)."""
+    r = float(fn(v))
+    if not math.isfinite(r) and np.isfinite(v).all():
+        m = float(np.max(np.abs(v)))
+        r = m * float(fn(v / m))
+    return r
+
+
 def _plain(obj: Any) -> Any:
     """Convert NumPy scalars/arrays inside dicts and lists to plain Python values."""
     if isinstance(obj, Mapping):
@@ -373,16 +429,22 @@ def _plain(obj: Any) -> Any:
 # ----------------------------------------------------------------------------------------
 
 
-def _labels(y: Any, who: str) -> np.ndarray:
+def _row_index(i: int) -> str:
+    return f"row index {i}"
+
+
+def _labels(y: Any, who: str, where: Any = None) -> np.ndarray:
+    """``y`` as a 1-D label array; a missing label is a DataError at ``where(i)``."""
+    where = where or _row_index
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise DataError(f"{who}: labels must be 1-D, got shape {arr.shape}")
     if arr.dtype.kind == "f" and np.isnan(arr).any():
-        raise DataError(f"{who}: row index {int(np.flatnonzero(np.isnan(arr))[0])}: missing label")
+        raise DataError(f"{where(int(np.flatnonzero(np.isnan(arr))[0]))}: missing label ({who})")
     if arr.dtype.kind == "O":
         for i, v in enumerate(arr):
             if is_missing(v, frozenset()):
-                raise DataError(f"{who}: row index {i}: missing label")
+                raise DataError(f"{where(i)}: missing label ({who})")
     return arr
 
 
@@ -406,8 +468,9 @@ class LabelEncoder:
         self.positive = positive
         self.classes_: np.ndarray | None = None
 
-    def fit(self, y: Any) -> LabelEncoder:
-        arr = _labels(y, "LabelEncoder.fit")
+    def fit(self, y: Any, where: Any = None) -> LabelEncoder:
+        """Learn the classes of ``y``; ``where(i)`` names row i in errors (say, Table.where)."""
+        arr = _labels(y, "LabelEncoder.fit", where)
         classes = _sorted_unique(arr, "LabelEncoder.fit")
         if len(classes) < 2:
             only = classes[0] if len(classes) else None
@@ -438,12 +501,14 @@ class LabelEncoder:
             raise DataError("LabelEncoder is not fitted yet: call fit() first")
         return self.classes_
 
-    def transform(self, y: Any) -> np.ndarray:
-        """Labels -> int64 codes; an unseen label raises DataError naming it and its row."""
+    def transform(self, y: Any, where: Any = None) -> np.ndarray:
+        """Labels -> int64 codes; an unseen label raises DataError naming it and its row
+        (``where(i)``, say a Table's file row; else the 0-based ``row index``)."""
         classes = self._fitted()
         lut = {_item(c): k for k, c in enumerate(classes)}
         lut_str = {str(k): v for k, v in lut.items()}
-        arr = _labels(y, "LabelEncoder.transform")
+        where = where or _row_index
+        arr = _labels(y, "LabelEncoder.transform", where)
         out = np.empty(len(arr), dtype=np.int64)
         for i, v in enumerate(arr.tolist()):
             k = lut.get(v)
@@ -451,14 +516,13 @@ class LabelEncoder:
                 k = lut_str.get(str(v))
             if k is None:
                 raise DataError(
-                    f"LabelEncoder.transform: row index {i}: label {v!r} was not seen in fit "
-                    f"(classes {classes.tolist()})"
+                    f"{where(i)}: label {v!r} was not seen in training (classes {classes.tolist()})"
                 )
             out[i] = k
         return out
 
-    def fit_transform(self, y: Any) -> np.ndarray:
-        return self.fit(y).transform(y)
+    def fit_transform(self, y: Any, where: Any = None) -> np.ndarray:
+        return self.fit(y, where).transform(y, where)
 
     def inverse_transform(self, codes: Any) -> np.ndarray:
         """Integer codes -> labels."""

@@ -42,8 +42,8 @@ def _take(a: Any, idx: np.ndarray) -> Any:
     return np.asarray(a)[idx]
 
 
-def _encode(y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Class labels -> (classes, codes), checking there are no missing labels."""
+def _encode(y: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Class labels -> (classes, codes, where), ``where(i)`` naming row i (a Table's file row)."""
     arr = y.target if isinstance(y, Table) else np.asarray(y)
     if arr is None or arr.ndim != 1:
         raise DataError("stratify: expected a 1-D array of class labels")
@@ -51,7 +51,21 @@ def _encode(y: Any) -> tuple[np.ndarray, np.ndarray]:
         classes, codes = np.unique(arr, return_inverse=True)
     except TypeError:
         raise DataError("stratify: labels mix types that cannot be ordered") from None
-    return classes, codes.reshape(-1)
+    if isinstance(y, Table):
+        name = y.target_name
+
+        def where(i: int) -> str:
+            return f"{y.where(i)}, column {name!r}"
+    else:
+
+        def where(i: int) -> str:
+            return f"row index {i}"
+
+    return classes, codes.reshape(-1), where
+
+
+def _item(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _test_count(test_size: float | int, n: int) -> int:
@@ -66,13 +80,16 @@ def _test_count(test_size: float | int, n: int) -> int:
     return n_test
 
 
-def _stratified_test(codes: np.ndarray, n_test: int, gen: np.random.Generator) -> np.ndarray:
+def _stratified_test(
+    codes: np.ndarray, n_test: int, gen: np.random.Generator, classes: np.ndarray, where: Any
+) -> np.ndarray:
     """Pick ``n_test`` indices keeping class proportions (largest remainders, random ties)."""
     counts = np.bincount(codes)
     if counts.min() < 2:
+        k = int(np.argmin(counts))
         raise DataError(
-            f"stratify: class {int(np.argmin(counts))} (by sorted label) has only "
-            f"{int(counts.min())} row; each class needs at least 2"
+            f"{where(int(np.flatnonzero(codes == k)[0]))}: stratify: class "
+            f"{_item(classes[k])!r} has only {int(counts.min())} row; each class needs at least 2"
         )
     exact = counts * (n_test / len(codes))
     take = np.floor(exact).astype(np.int64)
@@ -118,10 +135,10 @@ def train_test_split(
             perm = gen.permutation(n)
             test, train = perm[:n_test], perm[n_test:]
         else:
-            _, codes = _encode(stratify)
+            classes, codes, where = _encode(stratify)
             if len(codes) != n:
                 raise DataError(f"train_test_split: stratify has {len(codes)} labels for {n} rows")
-            test = gen.permutation(_stratified_test(codes, n_test, gen))
+            test = gen.permutation(_stratified_test(codes, n_test, gen, classes, where))
             mask = np.ones(n, dtype=bool)
             mask[test] = False
             train = gen.permutation(np.flatnonzero(mask))
@@ -183,7 +200,7 @@ class StratifiedKFold(KFold):
     def _fold_of(self, X: Any, y: Any) -> np.ndarray:
         if y is None:
             raise DataError("StratifiedKFold.split needs the class labels y")
-        _, codes = _encode(y)
+        _, codes, _ = _encode(y)
         n = len(codes)
         if _n_rows(X) != n:
             raise DataError(f"StratifiedKFold: X has {_n_rows(X)} rows but y has {n}")

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lepton_nn.errors import DataError
+from lepton_nn.errors import DataError, DataWarning
 from lepton_nn.runtime.preprocess import (
     CATEGORICAL,
     DEFAULT_NA,
     NUMERIC,
     Locator,
     is_missing,
+    parse_number,
     parse_numeric,
     to_categorical,
     to_numeric,
@@ -39,21 +42,77 @@ KINDS = (NUMERIC, CATEGORICAL)
 # lepton_nn.runtime.preprocess, so that the runtime reads raw rows exactly as training did.
 
 
+MIXED_SHARE = 0.1  # text in at most this share of a column's values: a numeric column's error
+NON_NUMERIC = ("error", "missing")
+_SHOWN = 5  # rows named in a message
+
+
+def _text_rows(values: Sequence[Any] | np.ndarray, na: frozenset[str], limit: float) -> list[int]:
+    """Indices of the non-missing values that are not numbers; stops once past ``limit``."""
+    rows = []
+    for i, v in enumerate(values):
+        if not is_missing(v, na) and parse_number(v) is None:
+            rows.append(i)
+            if len(rows) > limit:
+                break
+    return rows
+
+
+def _rows_text(rows: list[int], values: Any, where: Locator) -> str:
+    """``row 501 ('n/a'), row 733 ('x') and 3 more`` (rows as ``where`` counts them)."""
+    # where(i) is "file: row N" or "row index i"; the file is named once, by the caller
+    shown = ", ".join(
+        f"{where(i).rsplit(': ', 1)[-1]} ({str(values[i]).strip()!r})" for i in rows[:_SHOWN]
+    )
+    return shown + (f" and {len(rows) - _SHOWN} more" if len(rows) > _SHOWN else "")
+
+
 def infer_column(
     values: Sequence[Any] | np.ndarray,
     name: str,
     kind: str | None,
     na: frozenset[str],
     where: Locator,
+    non_numeric: str = "error",
 ) -> tuple[np.ndarray, str]:
-    """Convert a column to ``kind``, or infer it: numeric if every non-missing value is a number."""
-    if kind == NUMERIC:
-        return to_numeric(values, name, na, where, "but the column is declared numeric"), NUMERIC
+    """Convert a column to ``kind``, or infer it.
+
+    Inferred: numeric if every non-missing value is a number; categorical if text is more
+    than ``MIXED_SHARE`` of the non-missing values. In between (numbers with a few text
+    values, say a stray "n/a" at row 500) the column is ambiguous: ``DataError`` naming the
+    rows, or with ``non_numeric="missing"`` the column is numeric, those values missing, and
+    a :class:`~lepton_nn.errors.DataWarning` counts them. A column declared numeric follows
+    the same setting for its text values.
+    """
+    if non_numeric not in NON_NUMERIC:
+        raise ValueError(f"non_numeric={non_numeric!r}; choose one of {NON_NUMERIC}")
     if kind == CATEGORICAL:
         return to_categorical(values, na), CATEGORICAL
+    if kind == NUMERIC and non_numeric == "error":
+        return to_numeric(values, name, na, where, "but the column is declared numeric"), NUMERIC
     out, bad = parse_numeric(values, na)
-    if bad is not None:
+    if bad is None:
+        return out, NUMERIC
+    n = len(values)
+    text = _text_rows(values, na, math.inf if kind == NUMERIC else MIXED_SHARE * n)
+    present = n - sum(is_missing(v, na) for v in values) if kind != NUMERIC else n
+    if kind != NUMERIC and len(text) > MIXED_SHARE * present:
         return to_categorical(values, na), CATEGORICAL
+    rows = _rows_text(text, values, where)
+    head = f"{where(text[0])}, column {name!r}"
+    if non_numeric == "error":
+        raise DataError(
+            f"{head}: text in a column of numbers ({len(text)} of {present} values: {rows}); "
+            f"fix them, declare the column's type (column_types=, --numeric/--categorical) "
+            f"or read them as missing (non_numeric='missing')"
+        )
+    drop = set(text)
+    out = to_numeric([None if i in drop else v for i, v in enumerate(values)], name, na, where, "")
+    warnings.warn(
+        f"{head}: {len(text)} text value(s) in a column of numbers read as missing: {rows}",
+        DataWarning,
+        stacklevel=3,
+    )
     return out, NUMERIC
 
 
@@ -70,7 +129,11 @@ def _target_array(
     for i, v in enumerate(values):
         if is_missing(v, na):
             raise DataError(f"{where(i)}, column {name!r}: the target value is missing")
-    arr, k = infer_column(values, name, kind, na, where)
+    if kind is None:  # labels are labels: a few text ones make the target categorical
+        arr, bad = parse_numeric(values, na)
+        arr, k = (arr, NUMERIC) if bad is None else (to_categorical(values, na), CATEGORICAL)
+    else:
+        arr, k = infer_column(values, name, kind, na, where)
     if k == NUMERIC and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
         return arr.astype(np.int64)
     return arr
@@ -172,6 +235,8 @@ class Table:
         idx = np.asarray(indices)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
+        elif idx.size == 0:
+            idx = np.empty(0, dtype=np.intp)  # [] is float64 to NumPy
         return Table(
             {c: a[idx] for c, a in self.data.items()},
             self.kinds,
@@ -200,6 +265,21 @@ class Table:
         gone = set([columns] if isinstance(columns, str) else columns)
         return self.select([c for c in self.data if c not in gone])
 
+    def with_types(
+        self, column_types: Mapping[str, str] | None, non_numeric: str = "error"
+    ) -> Table:
+        """A new table with the columns in ``column_types`` converted to the declared kind
+        (numbers as categories ``"1"``, ``"2.5"``; category text parsed as numbers, the
+        ``non_numeric`` setting applying as in :func:`infer_column`)."""
+        types = _check_kinds(column_types, self.columns, self.source or "table")
+        data, kinds = dict(self.data), dict(self.kinds)
+        for c, k in types.items():
+            if k != kinds[c]:
+                data[c], kinds[c] = infer_column(
+                    self.data[c], c, k, frozenset(), self.where, non_numeric
+                )
+        return Table(data, kinds, self.target, self.target_name, self.source, self.row_numbers)
+
     def to_numpy(self) -> np.ndarray:
         """The feature columns as a 2-D object array (rows x columns), missing as None/NaN."""
         out = np.empty((self.n_rows, len(self.data)), dtype=object)
@@ -216,11 +296,13 @@ class Table:
         columns: Sequence[str] | None = None,
         column_types: Mapping[str, str] | None = None,
         na_values: Sequence[str] = DEFAULT_NA,
+        non_numeric: str = "error",
     ) -> Table:
         """Build from a 2-D array (names ``x0, x1, ...`` unless ``columns``) or a dict of columns.
 
         ``target`` is either an array of labels or the name of one of the columns.
-        Column kinds are inferred as in :func:`read_csv` unless given in ``column_types``.
+        Column kinds are inferred as in :func:`read_csv` unless given in ``column_types``;
+        ``non_numeric`` as in :func:`infer_column`.
         """
         na = frozenset(na_values)
         if isinstance(data, Table):
@@ -262,7 +344,7 @@ class Table:
 
         out, kinds = {}, {}
         for c, a in cols.items():
-            out[c], kinds[c] = infer_column(a, c, types.get(c), na, where)
+            out[c], kinds[c] = infer_column(a, c, types.get(c), na, where, non_numeric)
         y = None
         if target is not None:
             tname = target_name or "target"
@@ -283,6 +365,7 @@ class Table:
         target: str | None = None,
         column_types: Mapping[str, str] | None = None,
         na_values: Sequence[str] = DEFAULT_NA,
+        non_numeric: str = "error",
     ) -> Table:
         """Build from a list of dicts (keys of the first row give the columns)."""
         if not rows:
@@ -296,7 +379,9 @@ class Table:
                     raise DataError(f"row index {i}, column {c!r}: missing from this row")
                 col[i] = r[c]
             cols[c] = col
-        return cls.from_arrays(cols, target, column_types=column_types, na_values=na_values)
+        return cls.from_arrays(
+            cols, target, column_types=column_types, na_values=na_values, non_numeric=non_numeric
+        )
 
     @classmethod
     def from_pandas(
@@ -305,6 +390,7 @@ class Table:
         target: str | None = None,
         column_types: Mapping[str, str] | None = None,
         na_values: Sequence[str] = DEFAULT_NA,
+        non_numeric: str = "error",
     ) -> Table:
         """Build from a pandas DataFrame (pandas itself is not imported here).
 
@@ -325,12 +411,22 @@ class Table:
                 cols[str(c)] = np.asarray(s.to_numpy(dtype=np.float64, na_value=np.nan))
             else:
                 cols[str(c)] = np.asarray(s.to_numpy(dtype=object))
-        return cls.from_arrays(cols, target, column_types=types, na_values=na_values)
+        return cls.from_arrays(
+            cols, target, column_types=types, na_values=na_values, non_numeric=non_numeric
+        )
 
 
 # ----------------------------------------------------------------------------------------
 # CSV
 # ----------------------------------------------------------------------------------------
+
+
+def _fields(line: str, delimiter: str) -> list[str]:
+    """The fields of one line, best effort (for naming a column in a message)."""
+    try:
+        return next(csv.reader([line.replace("\r", " ")], delimiter=delimiter), [])
+    except csv.Error:  # a NUL or a broken quote: count the delimiters instead
+        return line.split(delimiter)
 
 
 def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
@@ -340,11 +436,11 @@ def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
         row = raw.count(b"\n", 0, e.start) + 1
         line_start = raw.rfind(b"\n", 0, e.start) + 1
         prefix = raw[line_start : e.start].decode(encoding, errors="replace")
-        field = len(next(csv.reader([prefix], delimiter=delimiter), [""]))
+        field = len(_fields(prefix, delimiter) or [""])
         col = f"column {field}"
         if row > 1:
             head = raw[: raw.find(b"\n")].decode(encoding, errors="replace").strip("\r\ufeff")
-            names = next(csv.reader([head], delimiter=delimiter), [])
+            names = _fields(head, delimiter)
             if field <= len(names):
                 col = f"column {names[field - 1].strip()!r}"
         raise DataError(
@@ -367,13 +463,18 @@ def read_csv(
     column_types: Mapping[str, str] | None = None,
     na_values: Sequence[str] = DEFAULT_NA,
     *,
+    drop: Sequence[str] = (),
+    non_numeric: str = "error",
     delimiter: str = ",",
     encoding: str = "utf-8",
 ) -> Table:
     """Read a CSV file with a header row into a :class:`Table`.
 
     A column is numeric if every non-missing value parses as a float, else categorical;
-    ``column_types={"Job": "categorical"}`` overrides. Fields are stripped of surrounding
+    ``column_types={"Job": "categorical"}`` overrides. A column of numbers with text in a
+    few rows is a ``DataError`` naming them (``non_numeric="missing"``: those values become
+    missing, with a warning counting them; see :func:`infer_column`). Columns in ``drop``
+    (say, an ID) are left out unread. Fields are stripped of surrounding
     whitespace; a field equal to one of ``na_values`` is missing. Blank lines are skipped.
     Every problem raises :class:`DataError` naming the file, the row (1-based line in the
     file, header = row 1) and the column where known.
@@ -427,6 +528,11 @@ def read_csv(
         raise DataError(
             f"{src}: row 1 (header): target column {target!r} not found; columns are {header}"
         )
+    drop = [drop] if isinstance(drop, str) else list(drop)
+    for c in drop:
+        if c not in header or c == target:
+            why = "is the target" if c == target else f"is not in the file; columns are {header}"
+            raise DataError(f"{src}: row 1 (header): column {c!r} to drop {why}")
     types = _check_kinds(column_types, header, src)
     row_numbers = np.asarray(lines, dtype=np.int64)
 
@@ -436,16 +542,21 @@ def read_csv(
     data, kinds = {}, {}
     y = None
     for j, name in enumerate(header):
+        if name in drop:
+            continue
         values = [r[j] for r in records]
         if name == target:
             y = _target_array(values, name, types.get(name), na, where)
             continue
-        data[name], kinds[name] = infer_column(values, name, types.get(name), na, where)
+        data[name], kinds[name] = infer_column(
+            values, name, types.get(name), na, where, non_numeric
+        )
     if y is not None:
         classes = np.unique(y)
         if len(classes) < 2:
+            only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]
             raise DataError(
-                f"{src}: column {target!r}: the target has a single class ({classes[0]!r}) in "
+                f"{src}: column {target!r}: the target has a single class ({only!r}) in "
                 f"all {len(y)} rows; at least two are needed"
             )
     return Table(data, kinds, y, target, src, row_numbers)

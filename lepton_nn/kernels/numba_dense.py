@@ -201,7 +201,10 @@ def bias_act_backward(gy, y, z, bias, has_bias, act, gz, gbias, has_gbias):
             for j in range(m):
                 s = z[i, j] + bias[j] if has_bias else z[i, j]
                 t = _tanh(c * (s + a * (s * s * s)))
-                d = half * (one + t) + half * s * (one - t * t) * c * (one + a3 * s * s)
+                sech2 = one - t * t
+                d = half * (one + t)
+                if sech2 != zero:  # (else the term is 0; not 0 * inf once s * s overflows)
+                    d += half * s * sech2 * c * (one + a3 * s * s)
                 gz[i, j] = gz[i, j] * d
         if has_gbias:  # gbias += gz[i]  (rows in order, as NumPy sums axis 0)
             for j in range(m):

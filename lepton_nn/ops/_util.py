@@ -24,6 +24,20 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return grad
 
 
+def zero_where_no_grad(out: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``out`` (upstream ``g`` times a local derivative) with its NaNs set to 0 where g == 0.
+
+    A zero upstream gradient means the output does not reach the loss, so its product with
+    the local derivative is 0 even where that derivative is infinite (sqrt or log at 0, 0 ** 0
+    behind a mask, an overflowed exp): IEEE gives 0 * inf = NaN, the chain rule gives 0.
+    Compute ``out`` under ``np.errstate(divide="ignore", invalid="ignore")``.
+    """
+    bad = np.isnan(out)
+    if bad.any():
+        out = np.where(bad & (g == 0), np.zeros((), out.dtype), out)
+    return out
+
+
 def tensor(x, like: Tensor | None = None) -> Tensor:
     """Wrap a number or array as a constant Tensor (in ``like``'s dtype for plain numbers)."""
     if isinstance(x, Tensor):

@@ -6,7 +6,9 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend.reference import GELU_A, GELU_C
-from ._util import unbroadcast
+from ._util import unbroadcast, zero_where_no_grad
+
+_QUIET = {"divide": "ignore", "invalid": "ignore", "over": "ignore"}
 
 
 class Add(Function):
@@ -41,22 +43,27 @@ class Mul(Function):
 
 
 class Div(Function):
+    """y = a / b; dy/da = 1 / b; dy/db = -a / b^2, taken as -(y / b) so that b^2 cannot
+    underflow to 0 (a = 0, b = 1e-200 would give 0 / 0)."""
+
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a / b
+        self.y = a / b
+        return self.y
 
     def backward(self, g):
-        ga = unbroadcast(g / self.b, self.a.shape) if self.needs_grad[0] else None
-        gb = (
-            unbroadcast(-g * self.a / (self.b * self.b), self.b.shape)
-            if self.needs_grad[1]
-            else None
-        )
+        ga = gb = None
+        with np.errstate(**_QUIET):
+            if self.needs_grad[0]:
+                ga = unbroadcast(zero_where_no_grad(g / self.b, g), self.a.shape)
+            if self.needs_grad[1]:
+                gb = unbroadcast(zero_where_no_grad(g * -(self.y / self.b), g), self.b.shape)
         return ga, gb
 
 
 class Pow(Function):
-    """y = a ** b; dy/da = b a^(b-1); dy/db = y log(a) (defined for a > 0)."""
+    """y = a ** b; dy/da = b a^(b-1) (0 where b = 0: a ** 0 is constant, also at a = 0);
+    dy/db = y log(a) (defined for a > 0; taken as 0 where log(a) is, i.e. a = 1 or a <= 0)."""
 
     def forward(self, a, b):
         self.a, self.b = a, b
@@ -65,12 +72,16 @@ class Pow(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
-        ga = unbroadcast(g * b * a ** (b - 1), a.shape) if self.needs_grad[0] else None
-        gb = None
-        if self.needs_grad[1]:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                loga = np.where(a > 0, np.log(np.where(a > 0, a, 1)), 0)
-            gb = unbroadcast(g * self.y * loga, b.shape)
+        ga = gb = None
+        zero = np.zeros((), self.y.dtype)
+        with np.errstate(**_QUIET):
+            if self.needs_grad[0]:
+                d = np.where(b == 0, zero, b * a ** (b - 1))  # not 0 * 0^-1 = NaN at a = 0
+                ga = unbroadcast(zero_where_no_grad(g * d, g), a.shape)
+            if self.needs_grad[1]:
+                loga = np.where(a > 0, np.log(np.where(a > 0, a, 1)), zero)
+                d = np.where(loga == 0, zero, self.y * loga)  # not inf * 0 at a = 0, b < 0
+                gb = unbroadcast(zero_where_no_grad(g * d, g), b.shape)
         return ga, gb
 
 
@@ -88,7 +99,8 @@ class Exp(Function):
         return self.y
 
     def backward(self, g):
-        return (g * self.y,)
+        with np.errstate(**_QUIET):
+            return (zero_where_no_grad(g * self.y, g),)  # y = inf where exp overflowed
 
 
 class Log(Function):
@@ -97,7 +109,8 @@ class Log(Function):
         return np.log(a)
 
     def backward(self, g):
-        return (g / self.a,)
+        with np.errstate(**_QUIET):
+            return (zero_where_no_grad(g / self.a, g),)
 
 
 class Sqrt(Function):
@@ -106,7 +119,8 @@ class Sqrt(Function):
         return self.y
 
     def backward(self, g):
-        return (g / (2 * self.y),)
+        with np.errstate(**_QUIET):
+            return (zero_where_no_grad(g / (2 * self.y), g),)
 
 
 class Abs(Function):
@@ -158,7 +172,11 @@ class Gelu(Function):
 
     def backward(self, g):
         a, t = self.a, self.t
-        d = 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * GELU_C * (1 + 3 * GELU_A * a * a)
+        sech2 = 1 - t * t
+        with np.errstate(**_QUIET):
+            d = 0.5 * (1 + t) + 0.5 * a * sech2 * GELU_C * (1 + 3 * GELU_A * a * a)
+        if np.isnan(d).any():  # |a| so large that a^2 overflows, where sech2 is exactly 0
+            d = np.where(np.isnan(d) & (sech2 == 0), 0.5 * (1 + t), d)
         return (g * d,)
 
 

@@ -64,7 +64,11 @@ class SoftTargetCrossEntropy(Function):
         s = logits - logits.max(axis=1, keepdims=True)
         logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
         self.p, self.t, self.weight, self.reduction = np.exp(logp), target, weight, reduction
-        return _reduce(-(target * logp).sum(axis=1), weight, reduction)
+        with np.errstate(invalid="ignore"):
+            tlogp = target * logp
+        if np.isnan(tlogp).any():  # a class masked with a -inf logit and target 0: 0, not NaN
+            tlogp = np.where(target == 0, np.zeros((), tlogp.dtype), tlogp)
+        return _reduce(-tlogp.sum(axis=1), weight, reduction)
 
     def backward(self, g):
         gl = _per_sample_grad(g, self.p.shape[0], self.weight, self.reduction, self.p.dtype)

@@ -37,6 +37,7 @@ from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeErro
 from .format import read_lnn
 from .plan import Network, Plan, default_threads, parse_network
 from .preprocess import Preprocessing
+from .validate import Limits, validate
 
 __all__ = ["InferenceModel", "load", "from_manifest"]
 
@@ -50,16 +51,26 @@ def load(
     threads: int | None = None,
     sparse: str = "auto",
     max_plans: int = 8,
+    limits: Any = None,
+    trusted_keys: Any = None,
 ) -> InferenceModel:
     """Read an ``.lnn`` file and build its inference model.
 
     ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
-    batch sizes keep a plan (least recently built dropped first).
+    batch sizes keep a plan (least recently built dropped first). ``limits``: the resource
+    budget (:class:`~lepton_nn.runtime.validate.Limits` or a dict of some of its fields),
+    checked from the manifest before any array is read. ``trusted_keys``: Ed25519 public
+    keys (PEM bytes or paths); the file must be signed by one of them
+    (:mod:`lepton_nn.runtime.signing`).
     """
-    manifest, arrays = read_lnn(path)
-    return from_manifest(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+    limits = Limits.of(limits)
+    check = lambda m: validate(m, None, limits)  # noqa: E731
+    manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
+    return from_manifest(
+        manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
+    )
 
 
 def from_manifest(
@@ -69,9 +80,28 @@ def from_manifest(
     threads: int | None = None,
     sparse: str = "auto",
     max_plans: int = 8,
+    limits: Any = None,
 ) -> InferenceModel:
     """An :class:`InferenceModel` from a manifest and arrays already in memory."""
-    return InferenceModel(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+    return InferenceModel(
+        manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
+    )
+
+
+def _refuse_non_finite(x: np.ndarray) -> None:
+    """DataError naming the rows of ``x`` (N, ...) holding inf or NaN, if any."""
+    bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
+    if bad.size:
+        rows = ", ".join(map(str, bad[:5].tolist())) + (", ..." if bad.size > 5 else "")
+        raise DataError(
+            f"model input has inf or NaN values in {bad.size} row(s) (0-based: {rows}); "
+            "the network's output would be meaningless"
+        )
+
+
+def _fresh(out: Any) -> Any:
+    """Copies of a plan's output buffer(s): the plan reuses them at its next run."""
+    return [o.copy() for o in out] if type(out) is list else out.copy()
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -96,17 +126,19 @@ class InferenceModel:
         threads: int | None = None,
         sparse: str = "auto",
         max_plans: int = 8,
+        limits: Any = None,
     ) -> None:
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        kind = manifest.get("kind")
-        if kind not in ("module", "compressed", "tabular"):
-            raise ModelFormatError(f"the runtime cannot run a file of kind {kind!r}")
+        summary = validate(manifest, arrays, limits)  # types, shapes, budget, tabular parts
+        kind = summary.kind
         self.kind: str = kind
         self.manifest = manifest
-        self.network: Network = parse_network(manifest.get("model"), arrays, sparse=sparse)
+        self.network: Network = parse_network(
+            manifest.get("model"), arrays, sparse=sparse, limits=limits
+        )
         self.threads = int(threads) if threads is not None else default_threads()
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))
@@ -116,12 +148,15 @@ class InferenceModel:
         self._dtype = net.dtype
         self._in = net.input_shape
         self._flat = net.flat_input if net.flat_input != net.input_shape else None
+        self._many_in = len(net.inputs) > 1
         self.preprocessing: Preprocessing | None = None
         self.task: str | None = None
         self.classes: np.ndarray | None = None
         self.threshold = 0.5
         self.target_scale = (0.0, 1.0)
-        self._probabilities = net.final_activation in ("sigmoid", "softmax")
+        self._probabilities = summary.extra.get(
+            "probabilities", summary.final_activation in ("sigmoid", "softmax")
+        )
         if kind == "tabular":
             self._init_tabular(manifest)
         try:  # bind the batch-1 plan now: checks that everything fits, and warms up
@@ -135,6 +170,8 @@ class InferenceModel:
         if task not in TASKS:
             raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
         self.task = task
+        if self._many_in or len(self.network.outputs) > 1:
+            raise ModelFormatError("tabular file: the network must have one input and one output")
         if manifest.get("preprocessing") is not None:
             self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
             width = self.preprocessing.n_features_out
@@ -193,7 +230,28 @@ class InferenceModel:
             )
 
     # -- input ---------------------------------------------------------------------------------
-    def _check(self, x: Any) -> np.ndarray:
+    def _check_many(self, x: Any) -> tuple:
+        """The inputs of a network of several: a dict by name, or a list/tuple in order."""
+        names = [n for n, _ in self.network.inputs]
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            extra = sorted(set(x) - set(names))
+            if missing or extra:
+                raise LeptonError(f"inputs {names}: missing {missing}, unknown {extra}")
+            x = [x[n] for n in names]
+        if not isinstance(x, (list, tuple)) or len(x) != len(names):
+            raise LeptonError(
+                f"this network takes {len(names)} inputs {names}: a dict by name or a list"
+            )
+        xs = tuple(
+            self._check(v, shape, f"input {name!r}")
+            for v, name, shape in zip(x, names, self.network.input_shapes)
+        )
+        if len({v.shape[0] for v in xs}) != 1:
+            raise ShapeError(f"inputs {names} have different batch sizes {[len(v) for v in xs]}")
+        return xs
+
+    def _check(self, x: Any, shape: tuple | None = None, what: str | None = None) -> np.ndarray:
         """``x`` as a C-contiguous array of the network's dtype and input shape."""
         if not (type(x) is np.ndarray and x.dtype == self._dtype):
             x = np.asarray(x)
@@ -203,15 +261,16 @@ class InferenceModel:
                     + ("; pass raw rows to predict()" if self.preprocessing is not None else "")
                 )
             x = x.astype(self._dtype)
-        if x.shape[1:] != self._in or x.ndim != len(self._in) + 1:
-            first = self.network.steps[0].label if self.network.steps else "the input"
+        shape = self._in if shape is None else shape
+        if x.shape[1:] != shape or x.ndim != len(shape) + 1:
+            first = what or (self.network.steps[0].label if self.network.steps else "the input")
             raise ShapeError(
-                f"{first}: expected input of shape (batch, {', '.join(map(str, self._in))}), "
+                f"{first}: expected input of shape (batch, {', '.join(map(str, shape))}), "
                 f"got {x.shape}"
             )
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        if self._flat is not None:
+        if self._flat is not None and what is None:
             x = x.reshape(x.shape[0], *self._flat)
         return x
 
@@ -228,14 +287,18 @@ class InferenceModel:
             self._plans[key] = plan
         return plan
 
-    def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
+    def forward(self, x: Any, lengths: Any = None) -> Any:
         """The network's output for numeric input ``x`` (N, *input_shape); a fresh array.
+        A graph network of several inputs takes a dict by input name or a list in order;
+        one of several outputs returns a list of arrays in order.
 
         ``lengths`` (N,) ints in [0, T]: the real steps of each sequence of a padded batch,
         for networks with recurrent layers. Every recurrent layer then runs as if called with
         ``lengths=``: past a sequence's end its state is kept and its outputs are 0, and the
         reverse direction starts at the sequence's own last step.
         """
+        if self._many_in:
+            return self._forward_many(x, lengths)
         if not (
             type(x) is np.ndarray
             and x.dtype == self._dtype
@@ -245,17 +308,53 @@ class InferenceModel:
         ):
             x = self._check(x)
         n = x.shape[0]
+        # inf/NaN are refused in every precision alike (int8 would quantize them into finite
+        # scores): one pass, exact, no floating-point warnings (a dot with zeros was faster
+        # but warns on inf; a sum can overflow)
+        if not np.isfinite(x).all():
+            _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
                 plan = self._plans.get(n) if lengths is None else None
                 plan = plan or self.plan_for(n, lengths is not None)
-                return plan.run(x, lengths).copy()
+                return _fresh(plan.run(x, lengths))
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
-        return plan.run(x, lengths).copy()
+        return _fresh(plan.run(x, lengths))
+
+    def _forward_many(self, x: Any, lengths: Any) -> Any:
+        xs = self._check_many(x)
+        n = xs[0].shape[0]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, n)
+        with self._lock:
+            return _fresh(self.plan_for(n, lengths is not None).run(xs, lengths))
+
+    def plan_info(self, n: int = 1) -> dict:
+        """The plan for batch size ``n``: its steps, and its memory: ``peak_bytes`` (the
+        intermediate buffers, each reused once its last reader is done), ``requested_bytes``
+        (the same buffers without reuse), ``buffers`` (blocks allocated), ``weight_bytes``
+        (the arrays the steps hold: weights and the copies some kernels read, such as W^T at
+        batch 1). Scratch a step keeps to itself (im2col columns, recurrent states) is not
+        counted."""
+        with self._lock:
+            plan = self.plan_for(n)
+        info = {"batch": n, "steps": len(self.network.steps), **plan.memory}
+        info["weight_bytes"] = self._weight_bytes()
+        return info
+
+    def _weight_bytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for step in self.network.steps:
+            for v in vars(step).values():
+                if isinstance(v, np.ndarray) and id(v) not in seen:
+                    seen.add(id(v))
+                    total += v.nbytes
+        return total
 
     def _check_lengths(self, lengths: Any, n: int) -> np.ndarray:
         t = self.network.steps_in_time
@@ -332,17 +431,34 @@ class InferenceModel:
 
     # -- information -------------------------------------------------------------------------
     @property
-    def input_shape(self) -> tuple:
-        return (None, *self.network.input_shape)
+    def input_shape(self) -> Any:
+        """``(None, *shape)``; a list of them for a network of several inputs."""
+        shapes = [(None, *s) for s in self.network.input_shapes]
+        return shapes if self._many_in else shapes[0]
 
     @property
-    def output_shape(self) -> tuple:
-        return (None, *self.network.output_shape)
+    def output_shape(self) -> Any:
+        """``(None, *shape)``; a list of them for a network of several outputs."""
+        shapes = [(None, *s) for _, s in self.network.outputs]
+        return shapes if len(shapes) > 1 else shapes[0]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _ in self.network.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.network.outputs]
 
     def describe(self) -> str:
         """One line per step: kernel, shapes and (for sparse-capable layers) what was picked."""
         lines = [f"InferenceModel ({self.kind}), input {self.input_shape}, {self._dtype}"]
-        lines += [f"  {s}" for s in self.network.describe()]
+        if len(self.network.chains) > 1:  # a graph: each chain with what it reads
+            for c in self.network.chains:
+                lines.append(f"  {c.out} <- {', '.join(c.inputs)}")
+                lines += [f"    {s.describe()}" for s in c.steps]
+        else:
+            lines += [f"  {s}" for s in self.network.describe()]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -24,12 +24,13 @@ row), a pandas-like DataFrame, or a table read by :func:`lepton_nn.data.read_csv
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lepton_nn.errors import DataError, ModelFormatError
+from lepton_nn.errors import DataError, DataWarning, ModelFormatError
 
 __all__ = [
     "CATEGORICAL",
@@ -182,7 +183,12 @@ def columns_of(
     if _is_table(data):
         for c in names:
             if c not in data.data:
-                raise DataError(f"transform: column {c!r} is missing from the input table")
+                src = getattr(data, "source", None) or "transform"
+                head = f"{src}: row 1 (header)" if getattr(data, "source", None) else src
+                raise DataError(
+                    f"{head}, column {c!r}: missing from the input table (the model was "
+                    f"trained with it); columns are {list(data.data)}"
+                )
         return {c: data.data[c] for c in names}, data.n_rows, data.where, dict(data.kinds)
     if isinstance(data, Mapping):
         for c in names:
@@ -229,8 +235,15 @@ def columns_of(
 
 
 def _finite(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ModelFormatError(f"Preprocessor config: {what} must be a finite number, got {v!r}")
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    try:  # an int beyond float range overflows float()
+        ok = ok and math.isfinite(float(v))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ModelFormatError(
+            f"Preprocessor config: {what} must be a finite number, got {str(v)[:40]!r}"
+        )
     return float(v)
 
 
@@ -269,6 +282,20 @@ def check_column_spec(s: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- transform
+
+
+def _warn_unseen(name: str, labels: Any, rows: np.ndarray, where: Locator) -> None:
+    """Count and report the rows whose category was not seen in training (not silent)."""
+    rows = [int(i) for i in rows if labels[i] is not None]  # (missing without a fill: zeros)
+    if rows:
+        values = sorted({str(labels[i]) for i in rows})
+        shown = ", ".join(repr(v) for v in values[:3]) + (" ..." if len(values) > 3 else "")
+        warnings.warn(
+            f"{where(rows[0])}, column {name!r}: {len(rows)} row(s) with a category not seen "
+            f"in training ({shown}), encoded as all zeros",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 class Preprocessing:
@@ -332,8 +359,8 @@ class Preprocessing:
             columns = [check_column_spec(s) for s in cfg["columns"]]
         except ModelFormatError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ModelFormatError(f"Preprocessor config is malformed: {e!r}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise ModelFormatError(f"Preprocessor config is malformed: {e!r:.200}") from None
         return cls(columns, na)
 
     def transform(self, data: Any) -> np.ndarray:
@@ -349,9 +376,17 @@ class Preprocessing:
             if np.isinf(x).any():
                 i, k = np.argwhere(np.isinf(x))[0]
                 raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
-            # x = (impute(x) - center) / scale
+            # x = (impute(x) - center) / scale, then checked after the cast to float32
             x = np.where(miss, self.fill, x)
-            out[:, self.numeric_cols] = (x - self.center) / self.scale
+            with np.errstate(over="ignore", invalid="ignore"):
+                scaled = ((x - self.center) / self.scale).astype(np.float32)
+            if not np.isfinite(scaled).all():
+                i, k = np.argwhere(~np.isfinite(scaled))[0]
+                raise DataError(
+                    f"{where(int(i))}, column {names[k]!r}: value {x[i, k]:.6g} is too large: "
+                    f"scaled as in training it is beyond float32 (about 3.4e38)"
+                )
+            out[:, self.numeric_cols] = scaled
             out[:, self.indicator_cols] = miss[:, self.indicator_src]
         for c, lut, fill, offset, indicator in self.categorical:
             raw = cols[c]
@@ -361,6 +396,8 @@ class Preprocessing:
             )
             rows = np.flatnonzero(codes >= 0)
             out[rows, offset + codes[rows]] = 1.0
+            if len(rows) < n:
+                _warn_unseen(c, labels, np.flatnonzero(codes < 0), where)
             if indicator:
                 out[:, offset + len(lut)] = np.fromiter(
                     (v is None for v in labels), dtype=bool, count=n

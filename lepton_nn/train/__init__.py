@@ -22,6 +22,7 @@ from .callbacks import (
     ReduceLROnPlateau,
     monitor_mode,
 )
+from .guard import DivergenceWarning
 from .history import History
 from .progress import ProgressBar
 from .trainer import OPTIMIZERS, TASKS, NonFiniteLossWarning, Trainer
@@ -38,6 +39,7 @@ __all__ = [
     "LambdaCallback",
     "LearningRateScheduler",
     "ProgressBar",
+    "DivergenceWarning",
     "NonFiniteLossWarning",
     "monitor_mode",
     "TASKS",

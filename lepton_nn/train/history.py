@@ -12,7 +12,7 @@ class History(Callback):
 
     ``history`` maps each key (``loss``, ``val_loss``, metric names, ``lr``) to a list with one
     value per epoch; ``epoch`` lists the (0-based) epoch indices; ``stop_reason`` is ``None``
-    unless training stopped on a non-finite loss (then it holds the message).
+    unless training stopped because it diverged (then it holds the message).
     """
 
     def __init__(self) -> None:

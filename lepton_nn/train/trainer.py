@@ -21,7 +21,6 @@ Tasks (``task="auto"`` picks one from the loss):
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -37,10 +36,11 @@ from ..errors import DataError, LeptonError, ShapeError
 from ..nn.module import Module
 from ..random import set_seed, spawn
 from .callbacks import CallbackList
+from .guard import DivergenceGuard, DivergenceWarning, NonFiniteLossWarning
 from .history import History
 from .progress import ProgressBar
 
-__all__ = ["Trainer", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
+__all__ = ["Trainer", "DivergenceWarning", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
 
 TASKS = ("binary", "multiclass", "regression")
 OPTIMIZERS: dict[str, type[_optim.Optimizer]] = {
@@ -50,10 +50,6 @@ OPTIMIZERS: dict[str, type[_optim.Optimizer]] = {
     "adamw": _optim.AdamW,
 }
 EVAL_BATCH = 4096  # rows per forward pass in predict/evaluate (fixed: BLAS rounding varies)
-
-
-class NonFiniteLossWarning(RuntimeWarning):
-    """Training stopped because a batch loss was NaN or infinite."""
 
 
 def _task_of(loss_fn: Callable) -> str:
@@ -214,6 +210,12 @@ class Trainer:
             cls, kwargs = self._opt_spec
             self.optimizer = cls(self.model.parameters(), **kwargs)
 
+    def _batch_stats(self) -> bool:
+        """True if a layer normalizes with batch statistics in training (BatchNorm)."""
+        from ..nn.norm import BatchNorm
+
+        return any(isinstance(m, BatchNorm) for m in self.model.modules())
+
     @staticmethod
     def _check_rows(X: np.ndarray, *others: tuple[str, np.ndarray | None]) -> None:
         for name, a in others:
@@ -253,6 +255,7 @@ class Trainer:
         shuffle: bool = True,
         verbose: int = 1,
         seed: int | None = None,
+        divergence: float | None = 1e4,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns the History.
 
@@ -271,10 +274,15 @@ class Trainer:
                 model is built, so weight init, dropout and shuffling all follow it. Without
                 it they follow the current global stream.
 
-        A batch whose loss is NaN or infinite stops training with a
-        :class:`NonFiniteLossWarning` naming the epoch and batch (also in
-        ``history.stop_reason``); that batch's update is not applied, and if the weights were
-        already non-finite the state before the previous update is restored.
+            divergence: a batch loss above ``divergence * max(1, first batch loss)`` means
+                training diverged (``None``: only non-finite values do).
+
+        Divergence (a NaN or infinite loss or output, or a loss past the bound above) stops
+        training with a :class:`DivergenceWarning` (:class:`NonFiniteLossWarning` for
+        non-finite values) naming the epoch and batch, also in ``history.stop_reason``. That
+        batch's update is not applied and the weights before the previous update, the last
+        whose loss was good, are restored; if the batch's own inputs are not finite, the
+        current weights are kept (see :mod:`lepton_nn.train.guard`).
         """
         if int(epochs) < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
@@ -311,8 +319,24 @@ class Trainer:
             raise DataError("fit: no training rows")
 
         self._prepare(X)
-        batches = iterate_batches(X, y, batch_size, shuffle, rng=spawn(), sample_weight=w)
+        batch_stats = self._batch_stats()
+        if batch_stats and min(int(batch_size), len(X)) < 2:
+            raise DataError(
+                f"fit: batch normalization trains on batches of 2 rows or more; got "
+                f"batch_size={batch_size} with {len(X)} training row(s)"
+            )
+        batches = iterate_batches(
+            X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=batch_stats
+        )
         n_batches = len(batches)
+        if batches.merged:
+            warnings.warn(
+                f"fit: {len(X)} rows in batches of {batch_size} leave a last batch of one row, "
+                f"which batch normalization cannot train on; it joins the batch before it "
+                f"({batch_size + 1} rows)",
+                UserWarning,
+                stacklevel=2,
+            )
         history = History()
         cbs = [*callbacks, history]
         progress = None
@@ -335,21 +359,22 @@ class Trainer:
         self.stop_reason = None
 
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
-        weights = model.parameters()
-        snapshot = [np.empty_like(p.data) for p in weights]  # weights before the last step
-        have_snapshot = False
+        guard = DivergenceGuard(model, divergence)
         batch_begin, batch_end = cblist.batch_begin, cblist.batch_end
         blogs: dict[str, Any] = {}
         collect = bool(self.metrics)
         out_buf = y_buf = None
         logs: dict[str, Any] = {}
 
+        def where(epoch: int, b: int) -> str:
+            return f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{n_batches}"
+
         cblist.on_train_begin({})
         for epoch in range(int(epochs)):
             model.train()
             cblist.on_epoch_begin(epoch, {})
             total, seen, pos = 0.0, 0, 0
-            bad: tuple[int, float] | None = None
+            bad: tuple[int, float, str] | None = None
             for b, batch in enumerate(batches):
                 if w is None:
                     xb, yb = batch
@@ -364,14 +389,13 @@ class Trainer:
                 out = model(xb)
                 loss = loss_fn(out, yb) if wb is None else loss_fn(out, yb, sample_weight=wb)
                 lv = float(loss.data)
-                if not math.isfinite(lv):
-                    bad = (b, lv)
+                kind = guard.check(lv, out.data)
+                if kind is not None:
+                    bad = (b, lv, kind)
                     break
                 opt.zero_grad()
                 loss.backward()
-                for s, p in zip(snapshot, weights):
-                    s[...] = p.data  # (slice assignment: cheaper than np.copyto here)
-                have_snapshot = True
+                guard.save()
                 opt.step()
                 total += lv * nb
                 seen += nb
@@ -389,16 +413,14 @@ class Trainer:
                         hook(b, blogs)
                     if self.stop_training:
                         break
-            if bad is None and not all(np.isfinite(p.data).all() for p in weights):
-                bad = (b, float("nan"))  # the epoch's last step broke the weights
-                restored = self._restore(weights, snapshot, have_snapshot)
-                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "weights")
-                break
+            if bad is None and not guard.weights_finite():
+                bad = (b, float("nan"), "weights")  # the epoch's last step broke the weights
+                xb = None
             if bad is not None:
-                restored = False
-                if not all(np.isfinite(p.data).all() for p in weights):
-                    restored = self._restore(weights, snapshot, have_snapshot)
-                self._stop_nonfinite(epoch, epochs, bad, n_batches, restored, progress, "loss")
+                if progress is not None:
+                    progress.end_line()
+                self.stop_reason = guard.stop(where(epoch, bad[0]), bad[2], bad[1], xb)
+                self.stop_training = True
                 break
 
             logs = {"loss": total / seen if seen else float("nan")}
@@ -407,50 +429,38 @@ class Trainer:
             if val is not None:
                 vlogs = self._evaluate_arrays(*val, self.metrics)
                 logs.update({"val_" + k: v for k, v in vlogs.items()})
+                kind = guard.check(vlogs["loss"], np.zeros(0))
+                if kind is not None:  # the epoch's last update diverged
+                    if progress is not None:
+                        progress.end_line()
+                    at = f"{where(epoch, n_batches - 1)} (validation loss after the update)"
+                    self.stop_reason = guard.stop(at, kind, vlogs["loss"], None)
+                    self.stop_training = True
+                    break
             logs["lr"] = opt.lr
             cblist.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
+        if self.stop_reason is None and guard.saved and val is None:
+            self._check_last_update(guard, batch, w is not None, where(epoch, n_batches - 1))
         cblist.on_train_end(logs)
         history.stop_reason = self.stop_reason
         return history
 
-    @staticmethod
-    def _restore(weights: list, snapshot: list, have_snapshot: bool) -> bool:
-        if not have_snapshot:
-            return False
-        for s, p in zip(snapshot, weights):
-            p.data[...] = s
-        return True
-
-    def _stop_nonfinite(
-        self,
-        epoch: int,
-        epochs: int,
-        bad: tuple[int, float],
-        n_batches: int,
-        restored: bool,
-        progress: ProgressBar | None,
-        what: str,
-    ) -> None:
-        b, value = bad
-        where = f"epoch {epoch + 1}/{epochs}, batch {b + 1}/{n_batches}"
-        if what == "loss":
-            head = f"non-finite loss ({value}) at {where}"
-            kept = "this batch's update was not applied"
-        else:
-            head = f"the update of {where} made the weights non-finite"
-            kept = "that update was undone"
-        if restored and what == "loss":
-            kept = "the weights were already non-finite, so the previous update was undone"
-        elif not restored and what == "weights":
-            kept = "no earlier weights to restore"
-        msg = f"{head}: training stopped; {kept} (lower the learning rate or check the data)"
-        self.stop_reason = msg
-        self.stop_training = True
-        if progress is not None:
-            progress.end_line()
-        warnings.warn(msg, NonFiniteLossWarning, stacklevel=3)
+    def _check_last_update(self, guard: DivergenceGuard, batch: tuple, weighted: bool, at: str):
+        """The last update of a fit is not followed by a batch that would check it: score the
+        last batch again (eval mode, no graph) and undo that update if it diverged."""
+        xb, yb = batch[0], batch[1]
+        wb = batch[2] if weighted else None
+        out = self._forward(xb, len(xb))
+        with no_grad():
+            t = Tensor(out)
+            loss = self.loss_fn(t, yb) if wb is None else self.loss_fn(t, yb, sample_weight=wb)
+        lv = float(loss.data)
+        kind = guard.check(lv, out)
+        if kind is not None:
+            at = f"{at} (scored again after the last update)"
+            self.stop_reason = guard.stop(at, kind, lv, None, stacklevel=4)
 
     # -- outputs, scores -------------------------------------------------------------------
     def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
