@@ -405,6 +405,12 @@ def test_predict_from_standard_input(files):
     out = got.stdout.splitlines()
     assert out[0] == "prediction," + ",".join(f"p_{c}" for c in classes)
     assert [line.split(",")[0] for line in out[1:]] == want
+    bad = csv_in.splitlines()
+    bad.insert(2, bad[1].replace(str(good[1]["Age"]), "old", 1) + ",extra")
+    got = _cli("predict", files["credit"], "-", stdin="\n".join(bad) + "\n")
+    assert got.returncode == 2 and "<stdin> line 3: 14 values for 13 columns" in got.stderr
+    out = got.stdout.splitlines()
+    assert len(out) == 5 and out[2] == "," * len(classes) and out[3].split(",")[0] == want[1]
 
 
 def test_predict_stdin_flushes_each_line(files):
