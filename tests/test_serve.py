@@ -205,7 +205,7 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
 def _fire(url: str, bodies: list[dict], threads: int) -> list:
     """POST every body at once from ``threads`` threads (one shared client, a connection
     each)."""
-    barrier = threading.Barrier(min(threads, len(bodies)))
+    barrier = threading.Barrier(min(threads, len(bodies)), timeout=60)
     limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
     with httpx.Client(base_url=url, timeout=60, limits=limits) as c:
 
@@ -461,3 +461,33 @@ def test_serving_imports_no_training_code(files):
     )
     got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert got.stdout.strip() == "[]", got.stderr
+
+
+def test_concurrent_streams_step_together_as_each_alone(files):
+    """12 streams step concurrently (batched into shared session steps, with one request of
+    the wrong width among them): each stream's outputs are its whole-sequence ones."""
+    served = rt.load(files["gru"])
+    x = np.random.default_rng(2).standard_normal((12, 8, 3)).astype(np.float32)
+    want = np.stack([served.predict(x, lengths=np.full(12, t + 1)) for t in range(8)], axis=1)
+    with Running(_config(files, "gru", batch_window_ms=50)) as s:
+        barrier = threading.Barrier(12, timeout=60)
+        limits = httpx.Limits(max_connections=12, max_keepalive_connections=12)
+        with httpx.Client(base_url=s.url, timeout=60, limits=limits) as c:
+
+            def stream(i: int):
+                got, bad = [], None
+                for t in range(8):
+                    barrier.wait()
+                    if i == 3 and t == 4:  # a bad request: its own 422, no step taken
+                        body = {"key": f"s{i}", "x": [1.0, 2.0]}
+                        bad = c.post("/v1/models/gru:step", json=body).status_code
+                    body = {"key": f"s{i}", "x": x[i, t].tolist()}
+                    r = c.post("/v1/models/gru:step", json=body)
+                    assert r.status_code == 200, r.text
+                    got.append(r.json()["outputs"][0])
+                return got, bad
+
+            with ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(stream, range(12)))
+    assert results[3][1] == 422
+    np.testing.assert_allclose([r for r, _ in results], want, rtol=1e-5, atol=1e-6)

@@ -27,7 +27,6 @@ import functools
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +41,7 @@ from lepton_nn.runtime.stream import StreamLimitError
 
 from .batcher import Batcher, Direct
 from .metrics import Metrics
-from .models import ServedModel, run_batch
+from .models import ServedModel, run_batch, step_batch
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -77,10 +76,10 @@ class Service:
         self.config = config
         self.models: dict[str, ServedModel] = {}
         self.runners: dict[str, Direct] = {}
+        self.steppers: dict[str, Direct] = {}
         self.metrics = Metrics()
         self.ready = False
         self.watcher: asyncio.Task | None = None
-        self.step_pool: ThreadPoolExecutor | None = None
 
     # -- life ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -91,12 +90,8 @@ class Service:
                                            c.idle_seconds)  # fmt: skip
             self.models[name] = m
             on_batch = functools.partial(self.metrics.batch, name)
-            self.runners[name] = (
-                Batcher(run_batch, c.max_batch_size, c.batch_window_ms / 1000.0, on_batch)
-                if c.batching
-                else Direct(run_batch, on_batch)
-            )
-        self.step_pool = ThreadPoolExecutor(1, thread_name_prefix="lepton-step")
+            self.runners[name] = self._runner(run_batch, on_batch)
+            self.steppers[name] = self._runner(step_batch, lambda n: None)
         if c.reload:
             self.watcher = loop.create_task(self._watch())
         self.ready = True
@@ -106,10 +101,14 @@ class Service:
         self.ready = False
         if self.watcher is not None:
             self.watcher.cancel()
-        for r in self.runners.values():
+        for r in (*self.runners.values(), *self.steppers.values()):
             await r.close()
-        if self.step_pool is not None:
-            self.step_pool.shutdown(wait=True)
+
+    def _runner(self, work, on_batch) -> Direct:
+        c = self.config
+        if c.batching:
+            return Batcher(work, c.max_batch_size, c.batch_window_ms / 1000.0, on_batch)
+        return Direct(work, on_batch)
 
     async def _watch(self) -> None:
         """Every ``reload_interval`` s: a model file whose (mtime, size) changed is loaded on a
@@ -187,7 +186,7 @@ class Service:
             runner.arrived()
             raise
         version = m.current  # this request runs on this version, whatever reloads meanwhile
-        answer = await runner.run(version, rows)
+        answer = await runner.run(version, rows, len(rows))
         out = {"model": name, "version": version.sha256[:12], **answer}
         if version.model.classes is not None:
             out["classes"] = version.model.classes.tolist()
@@ -195,10 +194,22 @@ class Service:
 
     async def step(self, request: Request, name: str) -> dict:
         m = self.model(name)
-        doc = await self.body(request)
+        runner = self.steppers[name]
+        runner.expect()
+        try:
+            keys, x = await self._step_request(request, m)
+        except BaseException:
+            runner.arrived()
+            raise
         version = m.current
         if version.session is None:
+            runner.arrived()
             raise HTTPError(422, f"model {name!r} cannot stream: {version.no_stream}")
+        out = await runner.run(version, (keys, x), len(keys))
+        return {"model": name, "version": version.sha256[:12], "outputs": out.tolist()}
+
+    async def _step_request(self, request: Request, m: ServedModel) -> tuple[list, np.ndarray]:
+        doc = await self.body(request)
         if "x" not in doc or ("key" in doc) == ("keys" in doc):
             raise HTTPError(422, "the request needs 'x' and one of 'key' or 'keys'")
         keys = [doc["key"]] if "key" in doc else doc["keys"]
@@ -206,14 +217,14 @@ class Service:
         if not isinstance(keys, list) or not all(isinstance(k, (str, int)) for k in keys):
             raise HTTPError(422, "'keys' must be a list of strings or integers")
         try:
-            xa = np.asarray(x, dtype=version.model.network.dtype)
+            xa = np.asarray(x, dtype=m.current.model.network.dtype)
         except (ValueError, TypeError) as exc:
             raise HTTPError(422, f"'x' must be numbers: {exc}") from None
-        if xa.ndim != 2:
+        if xa.ndim != 2 or len(xa) != len(keys) or not keys:
             raise HTTPError(422, f"'x' must be one row per key, got shape {list(xa.shape)}")
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self.step_pool, version.session.step, xa, keys)
-        return {"model": name, "version": version.sha256[:12], "outputs": out.tolist()}
+        if len(set(keys)) != len(keys):
+            raise HTTPError(422, "'keys': a stream appears twice in one request")
+        return keys, xa
 
 
 def _json(doc: Any, status: int = 200) -> Response:

@@ -19,7 +19,15 @@ import numpy as np
 from lepton_nn.errors import DataError, LeptonError
 from lepton_nn.runtime import InferenceModel, load
 
-__all__ = ["ServedModel", "Version", "answers", "network_input", "parse_specs", "run_batch"]
+__all__ = [
+    "ServedModel",
+    "Version",
+    "answers",
+    "network_input",
+    "parse_specs",
+    "run_batch",
+    "step_batch",
+]
 
 
 def parse_specs(specs: list[str]) -> list[tuple[str, str]]:
@@ -148,6 +156,43 @@ def run_batch(version: Version, requests: list[list]) -> list:
             n = next(n_out)
             out[i] = {k: v[start : start + n] for k, v in doc.items()}
             start += n
+    return out
+
+
+def step_batch(version: Version, requests: list[tuple[list, np.ndarray]]) -> list:
+    """One streaming step for several requests ``(keys, x)`` (x (S, F)): their streams step
+    together, in groups of requests with no stream in common (a stream named by two requests
+    steps twice, in order). A group that fails steps request by request, so that only the
+    request at fault gets the error (a failed step changes no state)."""
+    session = version.session
+    out: list = [None] * len(requests)
+
+    def run(group: list[int]) -> None:
+        keys = [k for i in group for k in requests[i][0]]
+        try:  # x of different widths do not concatenate: each alone then, for its own error
+            y = session.step(np.concatenate([requests[i][1] for i in group]), keys)
+        except (LeptonError, ValueError):
+            for i in group:
+                try:
+                    out[i] = session.step(requests[i][1], requests[i][0])
+                except LeptonError as exc:
+                    out[i] = exc
+            return
+        start = 0
+        for i in group:
+            n = len(requests[i][0])
+            out[i] = y[start : start + n]
+            start += n
+
+    group: list[int] = []
+    seen: set = set()
+    for i, (keys, _) in enumerate(requests):
+        if not seen.isdisjoint(keys):
+            run(group)
+            group, seen = [], set()
+        group.append(i)
+        seen.update(keys)
+    run(group)
     return out
 
 
