@@ -1,0 +1,488 @@
+"""ONNX ops -> lepton_nn layers: views, dense, convolution, pooling, norms, activations.
+
+Each handler ``(walk, node)`` reads the node (its constant inputs folded by :mod:`.fold`),
+appends the layers it means to ``walk`` (:class:`~.convert.Walk`) and moves ``walk.cur`` to
+its output, with that tensor's axes. Every attribute is either mapped exactly or refused
+with a message naming the node: a converted network never computes something else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.backend.geometry import same_padding
+from lepton_nn.errors import ModelFormatError
+
+from .convert import Layer, Walk, _label
+from .fold import _attrs
+
+__all__ = ["HANDLERS", "gather_concat"]
+
+
+def _move(walk: Walk, node, axes) -> None:
+    walk.cur, walk.axes = node.output[0], axes
+
+
+def _refuse(node, why: str) -> ModelFormatError:
+    return ModelFormatError(f"{_label(node)}: {why}")
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _identity(walk, node):
+    if node.op_type == "Dropout":
+        mode = walk.optional(node, 2)
+        if mode and bool(walk.const(mode, node, "training_mode")):
+            raise _refuse(node, "dropout in training mode cannot be converted")
+    _move(walk, node, walk.axes)
+
+
+def _cast(walk, node):
+    to = _attrs(node)["to"]
+    if to not in (1, 10, 11) and walk.layers:
+        raise _refuse(node, "a cast to an integer type inside the network is not supported")
+    _move(walk, node, walk.axes)
+
+
+def _transpose(walk, node):
+    perm = _attrs(node).get("perm", list(range(len(walk.axes)))[::-1])
+    _move(walk, node, [walk.axes[p] for p in perm])
+
+
+def _reshape(walk, node):
+    target = walk.folded.batch_shape(node.input[1])
+    if target is None:
+        raise _refuse(node, "the target shape depends on the data (not only on the batch size)")
+    if not _attrs(node).get("allowzero", 0):
+        target = [
+            (None if walk.axes[i] == ("N",) else walk.atoms.size(walk.axes[i])) if d == 0 else d
+            for i, d in enumerate(target)
+        ]
+    _move(walk, node, walk.atoms.reshape(walk.axes, target, _label(node)))
+
+
+def _flatten(walk, node):
+    _move(walk, node, walk.atoms.flatten(walk.axes, _attrs(node).get("axis", 1)))
+
+
+def _axes_of(walk, node) -> list[int] | None:
+    if len(node.input) > 1 and node.input[1]:
+        return [int(a) for a in walk.const(node.input[1], node, "axes").reshape(-1)]
+    axes = _attrs(node).get("axes")
+    return None if axes is None else list(axes)
+
+
+def _squeeze(walk, node):
+    axes = _axes_of(walk, node)
+    r = len(walk.axes)
+    drop = {a % r for a in axes} if axes is not None else {
+        i for i, ax in enumerate(walk.axes) if ax != ("N",) and walk.atoms.size(ax) == 1
+    }  # fmt: skip
+    for i in drop:
+        if walk.axes[i] == ("N",) or walk.atoms.size(walk.axes[i]) != 1:
+            raise _refuse(node, f"axis {i} is not of size 1")
+    _move(walk, node, [ax for i, ax in enumerate(walk.axes) if i not in drop])
+
+
+def _unsqueeze(walk, node):
+    axes = _axes_of(walk, node) or []
+    out = list(walk.axes)
+    r = len(out) + len(axes)
+    for a in sorted(a % r for a in axes):
+        out.insert(a, ())
+    _move(walk, node, out)
+
+
+def _gather(walk, node):
+    axis = _attrs(node).get("axis", 0)
+    if node.input[0] != walk.cur:  # a table indexed by the data: an embedding
+        return _embedding(walk, node, axis)
+    idx = walk.const(node.input[1], node, "the index")
+    if idx.ndim != 0:
+        raise _refuse(node, "only a single index can be taken from the data")
+    a = axis % len(walk.axes)
+    ax = walk.axes[a]
+    rest = [x for i, x in enumerate(walk.axes) if i != a]
+    if ax != ("N",) and walk.atoms.size(ax) == 1:
+        return _move(walk, node, rest)
+    last = walk.layers[-1] if walk.layers else None
+    t_atom = getattr(walk, "time_atom", None)
+    if (
+        last is not None
+        and last.cls in ("LSTM", "GRU", "SimpleRNN")
+        and last.config["return_sequences"]
+        and not last.config["bidirectional"]
+        and walk.atoms.real(ax) == (t_atom,)
+        and int(idx) in (-1, walk.atoms.sizes[t_atom] - 1)
+    ):  # the last step of a forward layer's outputs: its final state
+        last.config["return_sequences"] = False
+        walk.canon = [c for c in walk.canon if walk.atoms.real(c) != (t_atom,)]
+        return _move(walk, node, rest)
+    raise _refuse(node, "taking one index of this axis cannot be converted")
+
+
+def _embedding(walk, node, axis):
+    table = walk.const(node.input[0], node, "the embedding table")
+    if axis != 0 or table.ndim != 2 or node.input[1] != walk.cur:
+        raise _refuse(node, "only a lookup of rows of a 2-D table is supported (Embedding)")
+    if walk.layers:
+        raise _refuse(node, "an embedding must read the network's input")
+    e = walk.atoms.new(table.shape[1], "e")
+    config = {"input_dim": int(table.shape[0]), "output_dim": int(table.shape[1])}
+    walk.add(Layer("Embedding", config, {"weight": table}), walk.canon + [(e,)])
+    _move(walk, node, walk.axes + [(e,)])
+
+
+def gather_concat(walk: Walk, nodes: list) -> list:
+    """``Concat(Gather(x, 0, axis=a), ..., Gather(x, D-1, axis=a), axis=k)``: the slices of
+    axis a put side by side along axis k (a bidirectional layer's final states joined):
+    one view, axis k made of a's atoms then its own."""
+    axis = {(_attrs(n).get("axis", 0)) % len(walk.axes) for n in nodes if n.op_type == "Gather"}
+    if len(axis) != 1 or any(n.op_type != "Gather" or n.input[0] != walk.cur for n in nodes):
+        names = ", ".join(f"{n.name or n.output[0]} ({n.op_type})" for n in nodes[:4])
+        raise ModelFormatError(
+            f"tensor {walk.cur!r} is read by several nodes ({names}): graph models cannot be "
+            "converted yet"
+        )
+    a = axis.pop()
+    idx = {}
+    for n in nodes:
+        i = walk.const(n.input[1], n, "the index")
+        d = walk.atoms.size(walk.axes[a])
+        idx[n.output[0]] = int(i) % d if i.ndim == 0 else -1
+    users = [m for m in walk.model.graph.node if any(o in idx for o in m.input) and m not in nodes]
+    if (
+        len(users) != 1
+        or users[0].op_type != "Concat"
+        or list(users[0].input) != sorted(idx, key=idx.get)
+        or sorted(idx.values()) != list(range(walk.atoms.size(walk.axes[a])))
+    ):
+        raise ModelFormatError(
+            f"tensor {walk.cur!r}: its slices are not joined back in order: graph models "
+            "cannot be converted yet"
+        )
+    concat = users[0]
+    rest = [x for i, x in enumerate(walk.axes) if i != a]
+    k = _attrs(concat)["axis"] % len(rest)
+    rest[k] = walk.axes[a] + rest[k]
+    _move(walk, concat, rest)
+    return [*nodes, concat]
+
+
+# --------------------------------------------------------------------------- dense
+
+
+def _dense(walk, node, w: np.ndarray, b: np.ndarray | None):
+    walk.flat(node)
+    n_in = walk.width()[0]
+    if w.ndim != 2 or w.shape[0] != n_in:
+        raise _refuse(node, f"weight of shape {w.shape} for {n_in} input features")
+    u = walk.atoms.new(w.shape[1], "u")
+    config = {"units": int(w.shape[1]), "activation": "identity", "use_bias": b is not None,
+              "in_features": n_in}  # fmt: skip
+    params = {"weight": w} if b is None else {"weight": w, "bias": b}
+    walk.add(Layer("Dense", config, params), [("N",), (u,)])
+    _move(walk, node, [("N",), (u,)])
+
+
+def _gemm(walk, node):
+    at = _attrs(node)
+    if at.get("transA", 0) or node.input[0] != walk.cur:
+        raise _refuse(node, "the data must be its first input, not transposed")
+    w = walk.const(node.input[1], node, "B").astype(np.float64)
+    w = (w.T if at.get("transB", 0) else w) * at.get("alpha", 1.0)
+    c = walk.optional(node, 2)
+    b = None
+    if c:
+        b = walk.const(c, node, "C").astype(np.float64) * at.get("beta", 1.0)
+        b = np.broadcast_to(b, (1, w.shape[1]) if b.ndim == 2 else (w.shape[1],)).reshape(-1)
+        if b.shape != (w.shape[1],):
+            raise _refuse(node, "C must broadcast along the output features only")
+    _dense(walk, node, w, b)
+
+
+def _matmul(walk, node):
+    if node.input[0] != walk.cur or len(walk.axes) != 2:
+        raise _refuse(node, "only (batch, features) @ constant weight is supported")
+    _dense(walk, node, walk.const(node.input[1], node, "the weight"), None)
+
+
+def _channel_vector(walk, node, c: np.ndarray) -> np.ndarray | None:
+    """``c`` as one value per channel (the network output's axis 1), if it broadcasts so
+    on the ONNX tensor; else None."""
+    r = len(walk.axes)
+    if c.ndim > r:
+        return None
+    cb = c.reshape((1,) * (r - c.ndim) + c.shape)
+    ch = walk.canon[1] if len(walk.canon) > 1 else ()
+    size = walk.atoms.size(ch)
+    for i, n in enumerate(cb.shape):
+        if n != 1 and (walk.atoms.real(walk.axes[i]) != walk.atoms.real(ch) or n != size):
+            return None
+    return np.broadcast_to(cb.reshape(-1), (size,)) if cb.size == 1 else cb.reshape(-1)
+
+
+def _arith(walk, node):
+    op = node.op_type
+    if list(node.input).count(walk.cur) != 1:
+        raise _refuse(node, "joins two branches: graph models cannot be converted yet")
+    first = node.input[0] == walk.cur
+    other = node.input[1] if first else node.input[0]
+    v = walk.const(other, node, "the other operand").astype(np.float64)
+    vec = _channel_vector(walk, node, v)
+    if vec is None:
+        raise _refuse(node, f"operand of shape {v.shape} is not one value per channel")
+    scale, shift = np.ones_like(vec), np.zeros_like(vec)
+    if op == "Add":
+        shift = vec
+    elif op == "Sub":
+        scale, shift = (scale, -vec) if first else (-scale, vec)
+    elif op == "Mul":
+        scale = vec
+    elif first:  # Div
+        scale = 1.0 / vec
+    else:
+        raise _refuse(node, "dividing by the data cannot be converted")
+    last = walk.layers[-1] if walk.layers else None
+    if (
+        op in ("Add", "Sub")
+        and first
+        and last is not None
+        and last.cls in ("Dense", "Conv2D")
+        and last.config["activation"] == "identity"
+    ):  # a bias added to the output of the layer right before
+        last.params["bias"] = last.params.get("bias", 0.0) + shift.astype(walk.dtype)
+        last.config["use_bias"] = True
+    elif last is not None and last.cls == "BatchNorm" and last.config.get("_affine"):
+        p = last.params  # x w + b, then scale and shift: x (w scale) + (b scale + shift)
+        p["weight"], p["bias"] = p["weight"] * scale, p["bias"] * scale + shift
+    else:
+        _affine(walk, scale, shift)
+    _move(walk, node, walk.axes)
+
+
+def _affine(walk, scale: np.ndarray, shift: np.ndarray) -> None:
+    """y = x scale + shift per channel as a BatchNorm with mean 0, var 1, eps 0."""
+    n = scale.size
+    cfg = {"momentum": 0.1, "eps": 0.0, "num_features": n, "_affine": True}
+    params = {"weight": scale, "bias": shift, "running_mean": np.zeros(n),
+              "running_var": np.ones(n)}  # fmt: skip
+    walk.add(Layer("BatchNorm", cfg, params))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _pads(walk, node, at, size, k, s, d) -> Any:
+    """ONNX pads / auto_pad -> our padding: [ph, pw] when symmetric, else "same" when they
+    are what "same" gives, else refused."""
+    auto = at.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    same = same_padding(size, k, s, d)
+    if auto == "VALID":
+        return [0, 0], (0, 0, 0, 0)
+    if auto == "SAME_UPPER":
+        return "same", same
+    if auto == "SAME_LOWER":
+        pads = (same[1], same[0], same[3], same[2])
+    else:
+        p = list(at.get("pads", [0, 0, 0, 0]))
+        pads = (p[0], p[2], p[1], p[3])
+    if pads[0] == pads[1] and pads[2] == pads[3]:
+        return [pads[0], pads[2]], pads
+    if pads == same:
+        return "same", same
+    raise _refuse(node, f"asymmetric padding {pads} cannot be converted")
+
+
+def _image_in(walk, node):
+    walk.require(node, walk.canon, 4)
+    if len(walk.axes) != 4:
+        raise _refuse(node, "only 2-D images (N, C, H, W) are supported")
+    return walk.width()
+
+
+def _out_hw(size, pads, k, s, d, ceil=False):
+    out = []
+    for i in range(2):
+        span = size[i] + pads[2 * i] + pads[2 * i + 1] - d[i] * (k[i] - 1) - 1
+        out.append((-(-span // s[i]) if ceil else span // s[i]) + 1)
+    return out
+
+
+def _new_image(walk, node, c, oh, ow):
+    axes = [("N",), (walk.atoms.new(c, "c"),), (walk.atoms.new(oh, "h"),),
+            (walk.atoms.new(ow, "w"),)]  # fmt: skip
+    walk.canon = axes
+    _move(walk, node, axes)
+
+
+def _conv(walk, node):
+    c, h, w_ = _image_in(walk, node)
+    at = _attrs(node)
+    w = walk.const(node.input[1], node, "the weight")
+    if at.get("group", 1) != 1:
+        raise _refuse(node, f"group={at['group']} (grouped convolution) is not supported yet")
+    if w.ndim != 4 or w.shape[1] != c:
+        raise _refuse(node, f"weight {w.shape} does not fit {c} input channels")
+    k = list(at.get("kernel_shape", w.shape[2:]))
+    s, d = list(at.get("strides", [1, 1])), list(at.get("dilations", [1, 1]))
+    padding, pads = _pads(walk, node, at, (h, w_), k, s, d)
+    bias = walk.optional(node, 2)
+    params = {"weight": w}
+    if bias:
+        params["bias"] = walk.const(bias, node, "the bias")
+    config = {"filters": int(w.shape[0]), "kernel_size": k, "stride": s, "padding": padding,
+              "dilation": d, "activation": "identity", "use_bias": bool(bias),
+              "in_channels": c}  # fmt: skip
+    walk.add(Layer("Conv2D", config, params))
+    _new_image(walk, node, w.shape[0], *_out_hw((h, w_), pads, k, s, d))
+
+
+def _pool(walk, node):
+    c, h, w = _image_in(walk, node)
+    at = _attrs(node)
+    k = list(at["kernel_shape"])
+    s = list(at.get("strides", [1, 1]))
+    if list(at.get("dilations", [1, 1])) != [1, 1]:
+        raise _refuse(node, "dilated pooling is not supported")
+    padding, pads = _pads(walk, node, at, (h, w), k, s, (1, 1))
+    oh, ow = _out_hw((h, w), pads, k, s, (1, 1))
+    if at.get("ceil_mode", 0) and [oh, ow] != _out_hw((h, w), pads, k, s, (1, 1), True):
+        raise _refuse(node, "ceil_mode=1 changes the output size here: not supported")
+    config: dict = {"pool_size": k, "stride": s, "padding": padding}
+    if node.op_type == "MaxPool":
+        walk.add(Layer("MaxPool2D", config))
+    else:
+        config["count_include_pad"] = bool(at.get("count_include_pad", 0))
+        walk.add(Layer("AvgPool2D", config))
+    _new_image(walk, node, c, oh, ow)
+
+
+def _global_avg(walk, node):
+    c, _, _ = _image_in(walk, node)
+    ch = walk.canon[1]
+    walk.add(Layer("GlobalAvgPool2D", {}), [("N",), ch])
+    one = (walk.atoms.new(1, "one"),)
+    _move(walk, node, [("N",), ch, one, one])
+
+
+def _batch_norm(walk, node):
+    at = _attrs(node)
+    if at.get("training_mode", 0):
+        raise _refuse(node, "training_mode=1 cannot be converted")
+    walk.require(node, walk.canon)
+    if walk.atoms.real(walk.axes[1]) != walk.atoms.real(walk.canon[1]):
+        raise _refuse(node, "its channel axis is not the network's axis 1")
+    gamma, beta, mean, var = (walk.const(node.input[i], node, "statistics") for i in range(1, 5))
+    n = walk.atoms.size(walk.canon[1])
+    cfg = {"momentum": 0.1, "eps": float(at.get("epsilon", 1e-5)), "num_features": n}
+    params = {"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var}
+    walk.add(Layer("BatchNorm", cfg, params))
+    _move(walk, node, walk.axes)
+
+
+def _layer_norm(walk, node):
+    at = _attrs(node)
+    walk.require(node, walk.canon)
+    axis = at.get("axis", -1) % len(walk.axes)
+    atoms = tuple(a for ax in walk.axes[axis:] for a in walk.atoms.real(ax))
+    if atoms != walk.atoms.real(walk.canon[-1]) or len(walk.canon) < 2:
+        raise _refuse(node, "only a normalization over the last axis is supported")
+    d = walk.atoms.size(walk.canon[-1])
+    gamma = walk.const(node.input[1], node, "scale").reshape(-1)
+    beta = walk.const(node.input[2], node, "B").reshape(-1) if walk.optional(node, 2) else None
+    beta = np.zeros(d) if beta is None else beta
+    if gamma.size != d or beta.size != d:
+        raise _refuse(node, "scale and bias must hold one value per feature")
+    cfg = {"eps": float(at.get("epsilon", 1e-5)), "features": d}
+    walk.add(Layer("LayerNorm", cfg, {"weight": gamma, "bias": beta}))
+    _move(walk, node, walk.axes)
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def _activation(name):
+    def handle(walk, node):
+        walk.add(Layer("Activation", {"activation": name}))
+        _move(walk, node, walk.axes)
+
+    return handle
+
+
+def _softmax(walk, node):
+    at = _attrs(node)
+    r = len(walk.axes)
+    axis = at.get("axis", -1 if walk.opset >= 13 else 1) % r
+    tail = walk.axes[axis:] if walk.opset < 13 else walk.axes[axis:]
+    atoms = tuple(a for ax in tail for a in walk.atoms.real(ax))
+    if walk.opset >= 13 and any(walk.atoms.real(ax) for ax in walk.axes[axis + 1 :]):
+        atoms = ()
+    if atoms != walk.atoms.real(walk.canon[-1]):
+        raise _refuse(node, "only a softmax over the last axis is supported")
+    _activation("softmax" if node.op_type == "Softmax" else "log_softmax")(walk, node)
+
+
+def _gelu(walk, node):
+    approx = _attrs(node).get("approximate", b"none")
+    if (approx.decode() if isinstance(approx, bytes) else approx) != "tanh":
+        raise _refuse(node, "only the tanh approximation of GELU is in lepton_nn yet")
+    _activation("gelu")(walk, node)
+
+
+def _clip(walk, node):
+    lo = walk.const(walk.optional(node, 1), node, "min") if walk.optional(node, 1) else None
+    hi = walk.const(walk.optional(node, 2), node, "max") if walk.optional(node, 2) else None
+    if lo is not None and float(lo) == 0.0 and (hi is None or np.isinf(float(hi))):
+        return _activation("relu")(walk, node)
+    raise _refuse(node, "only Clip(min=0) (a ReLU) is supported yet")
+
+
+def _unsupported_here(walk, node):
+    raise _refuse(node, "joins two branches: graph models cannot be converted yet")
+
+
+def _recurrent(walk, node):
+    from .recurrent import recurrent
+
+    recurrent(walk, node)
+
+
+HANDLERS = {
+    "Identity": _identity,
+    "Dropout": _identity,
+    "Cast": _cast,
+    "Transpose": _transpose,
+    "Reshape": _reshape,
+    "Flatten": _flatten,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Gather": _gather,
+    "Concat": _unsupported_here,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Add": _arith,
+    "Sub": _arith,
+    "Mul": _arith,
+    "Div": _arith,
+    "Conv": _conv,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "GlobalAveragePool": _global_avg,
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    "Relu": _activation("relu"),
+    "Sigmoid": _activation("sigmoid"),
+    "Tanh": _activation("tanh"),
+    "Softmax": _softmax,
+    "LogSoftmax": _softmax,
+    "Gelu": _gelu,
+    "Clip": _clip,
+    "LSTM": _recurrent,
+    "GRU": _recurrent,
+    "RNN": _recurrent,
+}
