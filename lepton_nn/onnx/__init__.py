@@ -3,7 +3,7 @@ lepton_nn network (or ``.lnn`` file) to ONNX, ``convert`` between the two files.
 
 The ``onnx`` package (``pip install "lepton-nn[onnx]"``) is imported only when one of these
 runs. Importing from here what ``lepton_nn.runtime.load("model.onnx")`` needs
-(:func:`~lepton_nn.onnx.convert.onnx_to_manifest`) never imports autograd or layers.
+(:func:`~lepton_nn.onnx.importer.onnx_to_manifest`) never imports autograd or layers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ __all__ = ["load", "export", "convert", "onnx_to_manifest"]
 
 
 def onnx_to_manifest(source: Any):
-    """ONNX model -> (``.lnn`` manifest, arrays, report); see :mod:`.convert`."""
-    from .convert import onnx_to_manifest as run
+    """ONNX model -> (``.lnn`` manifest, arrays, report); see :mod:`.importer`."""
+    from .importer import onnx_to_manifest as run
 
     return run(source)
 
@@ -31,14 +31,14 @@ def load(source: Any):
 
 def export(model_or_path: Any, path: Any, example_input: Any = None, opset: int | None = None,
            dynamic_batch: bool = True):  # fmt: skip
-    """Write a lepton_nn network or ``.lnn`` file as ONNX; see :mod:`.export`."""
-    from .export import export as run
+    """Write a lepton_nn network or ``.lnn`` file as ONNX; see :mod:`.exporter`."""
+    from .exporter import export as run
 
     return run(model_or_path, path, example_input, opset, dynamic_batch)
 
 
 def convert(src: Any, dst: Any, **kwargs: Any) -> dict:
-    """``.onnx`` -> ``.lnn`` or ``.lnn`` -> ``.onnx`` by the extensions; see :mod:`.cli`."""
-    from .cli import convert as run
+    """``.onnx`` -> ``.lnn`` or ``.lnn`` -> ``.onnx`` by the extensions; see :mod:`.commands`."""
+    from .commands import convert as run
 
     return run(src, dst, **kwargs)

@@ -15,8 +15,8 @@ import numpy as np
 from lepton_nn.backend.geometry import same_padding
 from lepton_nn.errors import ModelFormatError
 
-from .convert import Layer, Walk, _label
 from .fold import _attrs
+from .importer import Layer, Walk, _label
 
 __all__ = ["HANDLERS", "gather_concat"]
 

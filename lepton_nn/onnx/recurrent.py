@@ -22,8 +22,8 @@ import numpy as np
 
 from lepton_nn.errors import ModelFormatError
 
-from .convert import Layer, Walk, _label
 from .fold import _attrs
+from .importer import Layer, Walk, _label
 
 _CELLS = {"LSTM": ("LSTM", 4, ["Sigmoid", "Tanh", "Tanh"]),
           "GRU": ("GRU", 3, ["Sigmoid", "Tanh"]),

@@ -51,14 +51,21 @@ def load(
     sparse: str = "auto",
     max_plans: int = 8,
 ) -> InferenceModel:
-    """Read an ``.lnn`` file and build its inference model.
+    """Read an ``.lnn`` file (or an ``.onnx`` file, converted in memory when the ``onnx``
+    extra is installed) and build its inference model.
 
     ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
     batch sizes keep a plan (least recently built dropped first).
     """
-    manifest, arrays = read_lnn(path)
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(".onnx"):
+        # converted in memory by the onnx extra's converter (imports onnx, never layers)
+        from lepton_nn.onnx import onnx_to_manifest
+
+        manifest, arrays, _ = onnx_to_manifest(path)
+    else:
+        manifest, arrays = read_lnn(path)
     return from_manifest(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
 
 

@@ -1,0 +1,286 @@
+"""lepton_nn network -> ONNX: ``export(model_or_lnn_path, path, ...)``.
+
+The network's manifest section (what ``lepton_nn.save`` writes: one source of truth for the
+architecture, whether the network is in memory or in a file) is written layer by layer as
+standard ONNX operators::
+
+    Dense          Gemm (2-D input) or MatMul + Add, then its activation
+    Conv2D         Conv (explicit pads; "same" as the pads it computes), activation
+    MaxPool2D      MaxPool            AvgPool2D    AveragePool (count_include_pad)
+    GlobalAvgPool2D GlobalAveragePool + Flatten    Flatten      Flatten(axis=1)
+    BatchNorm      BatchNormalization LayerNorm    LayerNormalization(axis=-1)
+    Embedding      Gather(table, ids) (the input is then int64)        Dropout: nothing
+    LSTM/GRU/SimpleRNN  Transpose to (T, N, F), LSTM/GRU/RNN (gates reordered, see
+                   :mod:`.recurrent`), then Y -> (N, T, D U) or Y_h -> (N, D U)
+    gelu           Gelu(approximate="tanh") from opset 20, else its tanh formula
+
+The result passes ``onnx.checker.check_model(full_check=True)`` and is written atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from lepton_nn.backend.geometry import same_padding
+from lepton_nn.errors import LeptonError, ModelFormatError
+
+from .reader import _onnx
+
+__all__ = ["export", "manifest_to_onnx", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+_ACTS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
+_GATES = {"LSTM": (4, [0, 3, 1, 2], "LSTM"), "GRU": (3, [0, 1, 2], "GRU"),
+          "SimpleRNN": (1, [0], "RNN")}  # fmt: skip
+
+
+def export(model_or_path: Any, path: Any, example_input: Any = None, opset: int | None = None,
+           dynamic_batch: bool = True):  # fmt: skip
+    """Write ``model_or_path`` (a lepton_nn network, or an ``.lnn`` file of one) to
+    ``path`` as ONNX and return the ``onnx.ModelProto``.
+
+    ``example_input``: builds a network never called yet, and fixes the batch size when
+    ``dynamic_batch=False`` (else the batch dimension is the symbolic ``N``). ``opset``:
+    the ai.onnx opset (default 17; 20 and up write GELU as one ``Gelu`` node).
+    """
+    section, arrays = _section(model_or_path, example_input)
+    batch = None
+    if not dynamic_batch:
+        batch = int(np.shape(example_input)[0]) if example_input is not None else 1
+    proto = manifest_to_onnx(section, arrays, opset or DEFAULT_OPSET, batch)
+    _write(proto, path)
+    return proto
+
+
+def _section(obj: Any, example_input: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    if isinstance(obj, (str, os.PathLike, bytes)):
+        from lepton_nn.runtime.format import read_lnn
+
+        manifest, arrays = read_lnn(obj)
+        if manifest.get("kind") != "module":
+            raise LeptonError(
+                f"export: files of kind {manifest.get('kind')!r} cannot be exported yet "
+                "(plain float networks only)"
+            )
+        return manifest["model"], arrays
+    from lepton_nn.io import module_to_lnn
+
+    if getattr(obj, "input_shape", None) is None and example_input is not None:
+        obj(np.asarray(example_input))
+    section, arrays = module_to_lnn(obj)
+    return section, arrays
+
+
+def _write(proto, path: Any) -> None:
+    data = proto.SerializeToString()
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class _Graph:
+    """Nodes and initializers being written, and fresh value names."""
+
+    def __init__(self, params: dict[str, np.ndarray], dtype: np.dtype, opset: int) -> None:
+        self.onnx = _onnx()
+        self.params, self.dtype, self.opset = params, dtype, opset
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def init(self, name: str, value: np.ndarray) -> str:
+        arr = np.ascontiguousarray(value)
+        self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
+        return name
+
+    def param(self, name: str) -> str:
+        return self.init(name, self.params[name].astype(self.dtype))
+
+    def const(self, value, dtype=None) -> str:
+        self.count += 1
+        return self.init(f"const_{self.count}", np.asarray(value, dtype or self.dtype))
+
+    def node(self, op: str, inputs: list[str], n_out: int = 1, **attrs) -> Any:
+        self.count += 1
+        outs = [f"{op.lower()}_{self.count}" + (f"_{i}" if i else "") for i in range(n_out)]
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, outs, **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def activation(self, x: str, act: str) -> str:
+        if act in ("identity", None):
+            return x
+        if act in _ACTS:
+            return self.node(_ACTS[act], [x])
+        if act in ("softmax", "log_softmax"):
+            return self.node("Softmax" if act == "softmax" else "LogSoftmax", [x], axis=-1)
+        if act == "gelu":  # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            if self.opset >= 20:
+                return self.node("Gelu", [x], approximate="tanh")
+            cube = self.node("Mul", [self.node("Mul", [x, x]), x])
+            inner = self.node("Add", [x, self.node("Mul", [cube, self.const(0.044715)])])
+            t = self.node("Tanh", [self.node("Mul", [inner, self.const(math.sqrt(2 / math.pi))])])
+            half = self.node("Mul", [x, self.const(0.5)])
+            return self.node("Mul", [half, self.node("Add", [t, self.const(1.0)])])
+        raise LeptonError(f"export: activation {act!r} has no ONNX form here yet")
+
+
+def _pads(padding: Any, size, k, s, d) -> list[int]:
+    """Our padding -> ONNX pads [top, left, bottom, right]."""
+    if padding == "valid":
+        return [0, 0, 0, 0]
+    if padding == "same":
+        t, b, l, r = same_padding(size, k, s, d)
+        return [t, l, b, r]
+    p = [padding, padding] if isinstance(padding, int) else list(padding)
+    return [p[0], p[1], p[0], p[1]]
+
+
+def _pair(v) -> list[int]:
+    return [v, v] if isinstance(v, int) else list(v)
+
+
+def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
+                     batch: int | None = None):  # fmt: skip
+    """A ``kind: module`` network section and its arrays -> a checked ``ModelProto``."""
+    from lepton_nn.runtime.plan import _layers
+
+    onnx = _onnx()
+    dtype = np.dtype(section.get("dtype", "float32"))
+    params = {n: arrays["params/" + n] for n in section["params"]}
+    g = _Graph(params, dtype, opset)
+    width = list(section["input_shape"][1:])
+    leaves = list(_layers(section["architecture"], ""))
+    x = "input"
+    in_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    for prefix, cls, cfg in leaves:
+        if cls == "Embedding" and x == "input":
+            in_type = onnx.TensorProto.INT64
+        x, width = _layer(g, prefix, cls, cfg, x, width)
+    out_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    b = "N" if batch is None else batch
+    graph = onnx.helper.make_graph(
+        g.nodes,
+        "lepton_nn",
+        [onnx.helper.make_tensor_value_info("input", in_type, [b, *section["input_shape"][1:]])],
+        [onnx.helper.make_tensor_value_info(x, out_type, [b, *width])],
+        g.inits,
+    )
+    ops = [onnx.helper.make_opsetid("", opset)]
+    model = onnx.helper.make_model(
+        graph, opset_imports=ops, producer_name="lepton_nn",
+        ir_version=onnx.helper.find_min_ir_version_for(ops, True),
+    )  # fmt: skip
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:  # pragma: no cover - a bug here
+        raise ModelFormatError(f"export: the written graph does not check: {exc}") from exc
+    return model
+
+
+def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
+    """Nodes of one layer on ``x`` (per-sample shape ``width``) -> (output, its width)."""
+    if cls == "Dense":
+        w = g.param(p + "weight")
+        b = g.param(p + "bias") if cfg.get("use_bias", True) else None
+        if len(width) == 1:
+            y = g.node("Gemm", [x, w] + ([b] if b else []))
+        else:
+            y = g.node("MatMul", [x, w])
+            y = g.node("Add", [y, b]) if b else y
+        return g.activation(y, cfg.get("activation")), [*width[:-1], cfg["units"]]
+    if cls in ("Activation", "ReLU", "Sigmoid", "Tanh", "GELU", "Softmax"):
+        act = cfg.get("activation") or cls.lower()
+        return g.activation(x, act), width
+    if cls in ("Dropout",):
+        return x, width
+    if cls == "Flatten":
+        return g.node("Flatten", [x], axis=1), [math.prod(width)]
+    if cls == "Conv2D":
+        c, h, w_ = width
+        k, s, d = (_pair(cfg.get(n, 1)) for n in ("kernel_size", "stride", "dilation"))
+        pads = _pads(cfg.get("padding", "valid"), (h, w_), k, s, d)
+        ins = [x, g.param(p + "weight")]
+        if cfg.get("use_bias", True):
+            ins.append(g.param(p + "bias"))
+        y = g.node("Conv", ins, kernel_shape=k, strides=s, dilations=d, pads=pads)
+        oh = (h + pads[0] + pads[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+        ow = (w_ + pads[1] + pads[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+        return g.activation(y, cfg.get("activation")), [cfg["filters"], oh, ow]
+    if cls in ("MaxPool2D", "AvgPool2D"):
+        c, h, w_ = width
+        k = _pair(cfg.get("pool_size", 2))
+        s = _pair(cfg.get("stride") or k)
+        pads = _pads(cfg.get("padding", "valid"), (h, w_), k, s, (1, 1))
+        attrs: dict = {"kernel_shape": k, "strides": s, "pads": pads}
+        if cls == "AvgPool2D":
+            attrs["count_include_pad"] = int(cfg.get("count_include_pad", True))
+        y = g.node("MaxPool" if cls == "MaxPool2D" else "AveragePool", [x], **attrs)
+        oh = (h + pads[0] + pads[2] - k[0]) // s[0] + 1
+        ow = (w_ + pads[1] + pads[3] - k[1]) // s[1] + 1
+        return y, [c, oh, ow]
+    if cls == "GlobalAvgPool2D":
+        return g.node("Flatten", [g.node("GlobalAveragePool", [x])], axis=1), [width[0]]
+    if cls == "BatchNorm":
+        ins = [x] + [g.param(p + n) for n in ("weight", "bias", "running_mean", "running_var")]
+        return g.node("BatchNormalization", ins, epsilon=float(cfg.get("eps", 1e-5))), width
+    if cls == "LayerNorm":
+        if g.opset < 17:
+            raise LeptonError("export: LayerNorm needs opset 17 or later")
+        ins = [x, g.param(p + "weight"), g.param(p + "bias")]
+        return g.node("LayerNormalization", ins, axis=-1, epsilon=float(cfg.get("eps", 1e-5))), \
+            width  # fmt: skip
+    if cls == "Embedding":
+        ids = g.node("Cast", [x], to=_onnx().TensorProto.INT64) if x != "input" else x
+        return g.node("Gather", [g.param(p + "weight"), ids], axis=0), [*width, cfg["output_dim"]]
+    if cls in _GATES:
+        return _recurrent(g, p, cls, cfg, x, width)
+    raise LeptonError(f"export: layer class {cls!r} has no ONNX form yet")
+
+
+def _recurrent(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
+    if cfg.get("return_state"):
+        raise LeptonError(f"export: {cls} with return_state cannot be exported")
+    gates, order, op = _GATES[cls]
+    t, f = width
+    u = cfg["units"]
+    dirs = ("", "_reverse") if cfg.get("bidirectional") else ("",)
+    ws, rs, bs = [], [], []
+    for d in dirs:
+        w_ih, w_hh = g.params[f"{p}weight_ih{d}"], g.params[f"{p}weight_hh{d}"]
+        blocks = lambda a: np.concatenate([a[:, k * u : (k + 1) * u] for k in order], 1)  # noqa: E731
+        ws.append(blocks(w_ih).T)
+        rs.append(blocks(w_hh).T)
+        zero = np.zeros(gates * u, g.dtype)
+        if cfg.get("use_bias", True):
+            b = g.params[f"{p}bias{d}"]
+            bh = g.params[f"{p}bias_hh{d}"] if cls == "GRU" else zero
+            bs.append(np.concatenate([blocks(b[None])[0], blocks(bh[None])[0]]))
+        else:
+            bs.append(np.concatenate([zero, zero]))
+    name = p.rstrip(".").replace(".", "_") or "rnn"
+    ins = [g.node("Transpose", [x], perm=[1, 0, 2])]
+    ins += [g.init(f"{name}_{k}", np.stack(v).astype(g.dtype)) for k, v in
+            (("W", ws), ("R", rs), ("B", bs))]  # fmt: skip
+    attrs: dict = {"hidden_size": u, "direction": "bidirectional" if len(dirs) == 2 else "forward"}
+    if cls == "GRU":
+        attrs["linear_before_reset"] = 1
+    y, y_h = g.node(op, ins, 2, **attrs)[:2]
+    if cfg.get("return_sequences"):  # Y (T, D, N, U) -> (N, T, D U)
+        y = g.node("Transpose", [y], perm=[2, 0, 1, 3])
+        shape = g.const([0, 0, -1], np.int64)
+        return g.node("Reshape", [y, shape]), [t, u * len(dirs)]
+    y = g.node("Transpose", [y_h], perm=[1, 0, 2])  # Y_h (D, N, U) -> (N, D U)
+    return g.node("Reshape", [y, g.const([0, -1], np.int64)]), [u * len(dirs)]
