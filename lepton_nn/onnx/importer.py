@@ -120,6 +120,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     """Convert an ONNX model (path, bytes or ModelProto) to a ``kind: module`` manifest,
     its arrays (``params/<name>``) and a report ``{"ops": {op: count}, "layers": [...]}``."""
     from .mapping import HANDLERS, gather_concat
+    from .patterns import ISLAND_OPS, elementwise_island
 
     model, arrays = read_onnx(source)
     graph = model.graph
@@ -127,7 +128,8 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     inputs = [i for i in graph.input if i.name not in inits]
     folded = fold(model, arrays)
     live = [n for n in graph.node if n.op_type != "Constant" and n.output[0] not in folded.known]
-    unsupported = Counter(n.op_type for n in live if n.op_type not in HANDLERS)
+    known = set(HANDLERS) | ISLAND_OPS
+    unsupported = Counter(n.op_type for n in live if n.op_type not in known)
     if unsupported:
         names: dict[str, list[str]] = {}
         for n in live:
@@ -159,7 +161,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
 
     consumers: dict[str, list] = {}
     for n in live:
-        for i in n.input:
+        for i in dict.fromkeys(n.input):
             consumers.setdefault(i, []).append(n)
     done: set[int] = set()
     target = graph.output[0].name
@@ -173,7 +175,8 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
             HANDLERS[node.op_type](walk, node)
             done.add(id(node))
         else:
-            for n in gather_concat(walk, nodes):
+            island = elementwise_island(walk, live)
+            for n in island if island is not None else gather_concat(walk, nodes):
                 walk.ops[n.op_type] += 1
                 done.add(id(n))
     left = [n for n in live if id(n) not in done]
