@@ -169,13 +169,15 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
         nodes = consumers.get(walk.cur, [])
         if not nodes:
             raise ModelFormatError(f"tensor {walk.cur!r} leads nowhere (the output is {target!r})")
-        if len(nodes) == 1:
+        if len(nodes) == 1 and nodes[0].op_type in HANDLERS:
             node = nodes[0]
             walk.ops[node.op_type] += 1
             HANDLERS[node.op_type](walk, node)
             done.add(id(node))
         else:
             island = elementwise_island(walk, live)
+            if island is None and len(nodes) == 1:
+                raise ModelFormatError(f"{_label(nodes[0])}: cannot be converted here")
             for n in island if island is not None else gather_concat(walk, nodes):
                 walk.ops[n.op_type] += 1
                 done.add(id(n))

@@ -56,11 +56,12 @@ def elementwise_island(walk: Walk, live: list):
             readers[i] = readers.get(i, 0) + 1
     pending = {walk.cur: readers.get(walk.cur, 0)}  # island tensors with readers to come
     order: list = []
+    stops: list[tuple[int, str]] = []  # (nodes so far, output) wherever the paths meet
     for n in live:
         if not any(i in pending for i in n.input):
             continue
         if (n.op_type not in _UNARY and n.op_type not in _BINARY) or len(order) >= MAX_NODES:
-            return None
+            break
         order.append(n)
         for i in n.input:
             if i in pending:
@@ -70,30 +71,33 @@ def elementwise_island(walk: Walk, live: list):
         out = n.output[0]
         pending[out] = readers.get(out, 0) + (out in graph_outs)
         if len(pending) == 1:
-            break
-    if len(pending) != 1 or walk.cur in pending:
-        return None
-    outs = list(pending)
+            stops.append((len(order), out))
     values = {walk.cur: _GRID}
-    for n in order:
+    for k, n in enumerate(order):
         args = []
         for i in n.input:
-            if i in values:
-                args.append(values[i])
-            else:
-                c = walk.folded.const(i)
-                if c is None or c.size != 1:
-                    return None
-                args.append(float(c.reshape(())))
-        fn = _UNARY.get(n.op_type) or _BINARY[n.op_type]
-        with np.errstate(all="ignore"):
-            values[n.output[0]] = np.broadcast_to(fn(*args), _GRID.shape).astype(np.float64)
-    y = values[outs[0]]
-    for name, f in KNOWN.items():
-        if np.max(np.abs(y - f(_GRID))) <= TOL:
-            walk.add(Layer("Activation", {"activation": name}))
-            walk.cur = outs[0]
-            return order
+            c = None if i in values else walk.folded.const(i)
+            if i not in values and (c is None or c.size != 1):
+                break
+            args.append(values[i] if i in values else float(c.reshape(())))
+        else:
+            fn = _UNARY.get(n.op_type) or _BINARY[n.op_type]
+            with np.errstate(all="ignore"):
+                values[n.output[0]] = np.broadcast_to(fn(*args), _GRID.shape).astype(np.float64)
+            continue
+        stops = [s for s in stops if s[0] <= k]
+        break
+    if not stops:
+        return None
+    for size, out in reversed(stops):  # the longest function that is an activation we have
+        y = values[out]
+        for name, f in KNOWN.items():
+            if np.max(np.abs(y - f(_GRID))) <= TOL:
+                walk.add(Layer("Activation", {"activation": name}))
+                walk.cur = out
+                return order[:size]
+    order = order[: stops[-1][0]]
+    y = values[stops[-1][1]]
     what = next((k for k, f in NAMED.items() if np.max(np.abs(y - f(_GRID))) <= TOL), None)
     names = ", ".join(f"{n.name or n.output[0]} ({n.op_type})" for n in order[:6])
     raise ModelFormatError(
