@@ -121,10 +121,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import io
     from .data import read_csv
 
-    model = io.load(args.model)
+    model = _load_tabular(args.model, "evaluate")
     table = read_csv(args.data, target=args.target)
     report = model.evaluate(table)
     if args.json:
@@ -138,10 +137,9 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    from . import io
     from .data import read_csv
 
-    model = io.load(args.model)
+    model = _load_tabular(args.model, "predict")
     table = read_csv(args.data)
     labels = model.predict(table)
     out = open(args.output, "w", newline="") if args.output else sys.stdout
@@ -159,6 +157,77 @@ def cmd_predict(args) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _load_tabular(path: str, command: str):
+    """The tabular model in ``path``; a bare network (no preprocessing, no labels) is refused
+    in one line: it has no way to read CSV rows."""
+    from . import io
+    from .tabular import TabularModel
+
+    model = io.load(path)
+    if not isinstance(model, TabularModel):
+        raise LeptonError(
+            f"{path} holds a bare network ({type(model).__name__}), not a tabular model: "
+            f"'{command}' needs the preprocessing and labels that 'train' saves; serve the "
+            "network with lepton_nn.runtime.load(path).predict(x) on numeric arrays"
+        )
+    return model
+
+
+def cmd_keygen(args) -> int:
+    """``lepton-nn keygen NAME``: a new Ed25519 key pair, NAME.key (secret) and NAME.pub."""
+    from .runtime import signing
+
+    try:
+        key, pub = signing.keygen(args.name)
+    except FileExistsError as exc:
+        raise LeptonError(str(exc)) from None
+    print(f"wrote {key} (keep it secret) and {pub} (key id {signing.key_id(pub)})")
+    return 0
+
+
+def cmd_sign(args) -> int:
+    """``lepton-nn sign MODEL --key NAME.key [-o OUT]``: sign a model file (in place)."""
+    from .runtime import signing
+
+    try:
+        kid = signing.sign_file(args.model, args.key, args.output)
+    except ValueError as exc:  # an unreadable key
+        raise LeptonError(f"{args.key}: {exc}") from None
+    print(f"signed {args.output or args.model} (key id {kid})")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """``lepton-nn verify MODEL --public-key NAME.pub``: exit 0 when a trusted key signed it."""
+    from .runtime import signing
+
+    try:
+        kid = signing.verify_file(args.model, args.public_key)
+    except ValueError as exc:
+        if isinstance(exc, LeptonError):
+            raise
+        raise LeptonError(f"{exc}") from None
+    print(f"{args.model}: signature OK (key id {kid})")
+    return 0
+
+
+def _add_signing_commands(sub) -> None:
+    k = sub.add_parser("keygen", help="make an Ed25519 key pair NAME.key / NAME.pub")
+    k.add_argument("name", help="path prefix of the two files")
+    k.set_defaults(fn=cmd_keygen)
+    s = sub.add_parser("sign", help="sign a model file with a private key")
+    s.add_argument("model")
+    s.add_argument("--key", required=True, help="the private key (NAME.key)")
+    s.add_argument("-o", "--output", help="write the signed file here (default: in place)")
+    s.set_defaults(fn=cmd_sign)
+    v = sub.add_parser("verify", help="check a model file's signature against public keys")
+    v.add_argument("model")
+    v.add_argument(
+        "--public-key", required=True, action="append", help="a trusted NAME.pub (repeatable)"
+    )
+    v.set_defaults(fn=cmd_verify)
 
 
 def cmd_demo(args) -> int:
@@ -542,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workloads", help="subset of W1,W2,W5,W7,ACC (default: all)")
     b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
     b.set_defaults(fn=lambda a: __import__("lepton_nn.bench", fromlist=["main"]).main(a))
+    _add_signing_commands(sub)
     return p
 
 

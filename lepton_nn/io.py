@@ -29,6 +29,7 @@ from .nn.module import Module
 from .nn.serialize import layer_from_config, layer_to_config
 from .random import get_seed
 from .runtime.format import read_lnn, write_lnn
+from .runtime.validate import Limits, validate
 
 __all__ = ["save", "load", "module_to_lnn", "module_from_lnn", "register_loader"]
 
@@ -126,13 +127,21 @@ def save(obj: Any, path: str | os.PathLike[str], metadata: dict | None = None) -
     write_lnn(path, manifest, arrays)
 
 
-def load(path: str | os.PathLike[str] | bytes) -> Any:
+def load(
+    path: str | os.PathLike[str] | bytes, *, limits: Any = None, trusted_keys: Any = None
+) -> Any:
     """Read a file written by :func:`save`: a network (in eval mode) or a pipeline.
 
     A damaged, hand-edited or hostile file raises ``ModelFormatError``; nothing in it is
-    imported, evaluated or unpickled.
+    imported, evaluated or unpickled. The manifest goes through the same validator and
+    resource budget as :func:`lepton_nn.runtime.load` (``limits``: see
+    :class:`~lepton_nn.runtime.validate.Limits`) before any array is read.
+    ``trusted_keys``: Ed25519 public keys (PEM bytes or paths); the file must be signed by
+    one of them (:mod:`lepton_nn.runtime.signing`).
     """
-    manifest, arrays = read_lnn(path)
+    limits = Limits.of(limits)
+    check = lambda m: validate(m, None, limits)  # noqa: E731
+    manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
     kind = manifest.get("kind")
     if kind == "module":
         return module_from_lnn(manifest.get("model"), arrays)

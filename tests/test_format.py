@@ -94,6 +94,8 @@ def _rebuild(
         members.pop(name)
     if edit is not None:
         edit(manifest)
+    if rehash and isinstance(manifest.get("digest"), dict):  # the digest over it all, too
+        manifest["digest"]["value"] = lnn.manifest_digest(manifest)
     return _zip([*members.items(), ("manifest.json", json.dumps(manifest).encode()), *extra])
 
 

@@ -431,7 +431,7 @@ def _manifest(model):
             lambda m, a: m["model"]["architecture"]["config"]["layers"].insert(
                 0, {"class": "Conv9D", "config": {"name": "c"}}
             ),
-            "'c' \\(Conv9D\\) is not supported by the runtime yet",
+            "'c' \\(Conv9D\\) is not supported",
         ),
         (lambda m, a: a.update({"params/layers.0.weight": np.zeros((3, 3), "f4")}), "expected"),
         (lambda m, a: a.pop("params/layers.1.bias"), "arrays missing"),

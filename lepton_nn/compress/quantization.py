@@ -404,6 +404,19 @@ def _quant_layers(model: Module) -> list[tuple[str, Module]]:
     ]
 
 
+def _check_finite_weights(layers: dict[str, Module]) -> None:
+    """Refuse inf/NaN weights before anything is quantized or written: int8 has no code for
+    them (the scale max|W| / 127 would be inf or NaN, and no loader accepts that file)."""
+    for path, m in layers.items():
+        for name, p in m.named_parameters():
+            if not np.isfinite(p.data).all():
+                bad = int(np.size(p.data) - np.count_nonzero(np.isfinite(p.data)))
+                raise LeptonError(
+                    f"quantize: layer {m.name!r} ({path or 'model'}) has {bad} inf/NaN values "
+                    f"in {name!r}; int8 cannot represent them (fix or retrain the model first)"
+                )
+
+
 def _dense_layers(model: Module) -> list[tuple[str, Dense]]:
     """(parameter prefix without the final dot, layer) of every Dense, in model order."""
     return [
@@ -710,6 +723,7 @@ def quantize(
                 f"exclude: {p!r} matches no Dense layer or Conv2D layer (have {names})"
             )
     targets = {path: m for path, m in dense if not _match(exclude, path, m.name)}
+    _check_finite_weights(targets)
     cal = None
     if calibration_data is not None:
         data = np.asarray(_as_array(calibration_data))

@@ -332,6 +332,16 @@ def _parse_csr(e: dict, arrays: dict, where: str) -> CSRWeight:
         raise _fail(f"{where}: indptr must start at 0, never decrease and end at nnz={nnz}")
     if nnz and (indices.min() < 0 or indices.max() >= k):
         raise _fail(f"{where}: an index lies outside [0, {k})")
+    # within a row, indices strictly increase (kernels differ on repeats: one sums them, one
+    # keeps the last); a step that is not positive must be where a new row begins
+    if nnz > 1:
+        bad = np.flatnonzero(np.diff(indices) <= 0) + 1
+        starts = np.zeros(nnz + 1, bool)
+        starts[indptr[:-1]] = True
+        bad = bad[~starts[bad]]
+        if bad.size:
+            row = int(np.searchsorted(indptr, bad[0], side="right")) - 1
+            raise _fail(f"{where}: row {row} has duplicate or unsorted column indices")
     if not np.isfinite(data).all():
         raise _fail(f"{where}: sparse weights must be finite")
     return CSRWeight(e["layer"], e["param"], indptr, indices, data, (k, n), meta=dict(e))

@@ -31,9 +31,10 @@ import re
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "inspect_lnn",
+    "manifest_digest",
     "read_lnn",
     "write_lnn",
 ]
@@ -76,7 +78,9 @@ MAX_NDIM = 64
 MAX_JSON_DEPTH = 64
 
 _MANIFEST = "manifest.json"
-_RESERVED_KEYS = ("format", "format_version", "arrays")
+_RESERVED_KEYS = ("format", "format_version", "arrays", "digest")
+#: manifest keys the digest leaves out: itself and the signature made over it
+_UNDIGESTED = ("digest", "signature")
 _ENTRY_KEYS = {"file", "dtype", "shape", "sha256"}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -150,6 +154,8 @@ def write_lnn(
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        _hold(fd)  # a lock while we write: the next save knows this temp file is alive
+        _remove_stale_temps(directory, os.path.basename(path), tmp)
         with os.fdopen(fd, "wb") as fh:
             _write_zip(fh, created_by, manifest, prepared)
             fh.flush()
@@ -161,6 +167,55 @@ def write_lnn(
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+#: temporary files of a save of NAME: ``.NAME.<8 chars of mkstemp>.tmp``
+_TMP_TAIL = r"\.[a-z0-9_]{8}\.tmp"
+#: without file locks (not POSIX), a temp file this old is taken to be a killed save's
+_STALE_SECONDS = 3600
+
+
+def _hold(fd: int) -> None:
+    """Lock the temp file being written (released when the writer closes it or dies)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: stale files are judged by age
+        return
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _remove_stale_temps(directory: str, base: str, mine: str) -> None:
+    """Delete the temp files that killed saves of the same target left behind.
+
+    A temp file is stale when no live writer holds its lock (``flock``: released by the
+    kernel when a process dies); without ``fcntl``, when it is over an hour old. Only names
+    of exactly the form our own saves use are touched; errors are ignored (best effort).
+    """
+    pattern = re.compile(re.escape(f".{base}") + _TMP_TAIL)
+    try:
+        names = [n for n in os.listdir(directory) if pattern.fullmatch(n)]
+    except OSError:
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        fcntl = None  # type: ignore[assignment]
+    for name in names:
+        full = os.path.join(directory, name)
+        if os.path.abspath(full) == os.path.abspath(mine):
+            continue
+        with contextlib.suppress(OSError):
+            if fcntl is None:
+                if time.time() - os.stat(full).st_mtime > _STALE_SECONDS:
+                    os.unlink(full)
+                continue
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a writer lives
+                os.unlink(full)
+            finally:
+                os.close(fd)
 
 
 def _write_zip(
@@ -177,6 +232,7 @@ def _write_zip(
             "arrays": table,
             **{key: value for key, value in manifest.items() if key != "created_by"},
         }
+        full["digest"] = {"algorithm": "sha256", "value": manifest_digest(full)}
         text = json.dumps(full, ensure_ascii=False, allow_nan=False, indent=1)
         zf.writestr(_zip_info(_MANIFEST), text.encode("utf-8"))
     except BaseException:
@@ -278,6 +334,35 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the manifest without its ``digest`` and ``signature``, as canonical
+    JSON (sorted keys, no spaces, UTF-8). The manifest holds every array's SHA-256, so this
+    one value covers the whole file; a signature signs it (:mod:`.signing`)."""
+    body = {k: v for k, v in manifest.items() if k not in _UNDIGESTED}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_digest(manifest: dict, where: str) -> None:
+    """A file with a digest must match it: an edit by hand (a label, a threshold, an
+    activation) is refused. Files written before digests existed have none."""
+    if "digest" not in manifest:
+        return
+    d = manifest["digest"]
+    if (
+        not isinstance(d, dict)
+        or set(d) != {"algorithm", "value"}
+        or d["algorithm"] != "sha256"
+        or not isinstance(d["value"], str)
+        or not _SHA_RE.fullmatch(d["value"])
+    ):
+        raise ModelFormatError(f"{where}: malformed digest {d!r:.100}")
+    if d["value"] != manifest_digest(manifest):
+        raise ModelFormatError(
+            f"{where}: digest mismatch: the manifest was edited or damaged after it was written"
+        )
+
+
 def _check_json_value(value: Any, where: str, depth: int) -> None:
     """Refuse anything ``json`` would not round-trip exactly (NaN, non-str keys, objects)."""
     if depth > MAX_JSON_DEPTH:
@@ -309,6 +394,8 @@ def read_lnn(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_arrays: int = DEFAULT_MAX_ARRAYS,
+    check: Callable[[dict], Any] | None = None,
+    trusted_keys: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify an ``.lnn`` file; return ``(manifest, arrays)``.
 
@@ -320,12 +407,22 @@ def read_lnn(
     ``arrays``) included. Arrays come back in manifest order as fresh, writable, C-contiguous,
     native-endian arrays owned by the caller (nothing shares memory with the file).
 
+    ``check(manifest)``, when given, runs once the manifest and its array table are verified
+    and before any array data is read (the loaders' validator and budget: a hostile file
+    costs nothing more than its manifest). The manifest's ``digest`` (over the manifest and
+    so every array's SHA-256) must match. ``trusted_keys`` (Ed25519 public keys: PEM bytes
+    or paths): the file must carry a signature of its digest by one of them
+    (:mod:`lepton_nn.runtime.signing`, needs ``cryptography``), checked before any array
+    is read.
+
     Raises :class:`ModelFormatError` for anything wrong with the content. Errors of opening a
     path (``FileNotFoundError`` and other ``OSError``) propagate unchanged; an unsupported
     ``source`` type raises ``TypeError``.
     """
     with _open_source(source) as (fp, label):
-        return _read(fp, label, max_bytes, max_arrays, load=True)
+        return _read(
+            fp, label, max_bytes, max_arrays, load=True, check=check, trusted_keys=trusted_keys
+        )
 
 
 def inspect_lnn(
@@ -373,7 +470,14 @@ def _damage(label: str, what: str) -> Iterator[None]:
 
 
 def _read(
-    fp: IO[bytes], label: str, max_bytes: int, max_arrays: int, *, load: bool
+    fp: IO[bytes],
+    label: str,
+    max_bytes: int,
+    max_arrays: int,
+    *,
+    load: bool,
+    check: Callable[[dict], Any] | None = None,
+    trusted_keys: Any = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     def fail(message: str) -> ModelFormatError:
         return ModelFormatError(f"{label}: {message}")
@@ -398,6 +502,11 @@ def _read(
         infos = _check_members(zf, label, max_arrays)
         manifest = _read_manifest(zf, infos, label)
         specs = _check_array_table(manifest, label, max_bytes, max_arrays)
+        if trusted_keys is not None:  # who wrote it, before anything else is trusted
+            from .signing import verify_manifest  # cryptography: imported only here
+
+            _check_digest(manifest, f"{label}: member {_MANIFEST!r}")
+            verify_manifest(manifest, trusted_keys, label)
         expected = {_MANIFEST, *(spec.file for spec in specs)}
         for member in infos:
             if member not in expected:
@@ -405,12 +514,19 @@ def _read(
         for spec in specs:
             if spec.file not in infos:
                 raise fail(f"member {spec.file!r}: missing (array {spec.name!r} is declared)")
+        if check is not None:
+            try:
+                check(manifest)
+            except ModelFormatError as exc:
+                raise fail(str(exc)) from exc
         arrays = {}
         for spec in specs:
             with _damage(label, f"member {spec.file!r}"):
                 array = _read_array(zf, infos[spec.file], spec, label, load)
             if array is not None:
                 arrays[spec.name] = array
+    # last, so that the more specific checks above name what is wrong with a damaged file
+    _check_digest(manifest, f"{label}: member {_MANIFEST!r}")
     return manifest, arrays
 
 
@@ -467,6 +583,7 @@ def _read_manifest(zf: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo], label
             object_pairs_hook=_unique_keys,
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
+            parse_int=_bounded_int,
         )
     except UnicodeDecodeError as exc:
         raise ModelFormatError(f"{where}: not valid UTF-8 ({exc})") from exc
@@ -503,6 +620,17 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not allowed")
+
+
+def _bounded_int(text: str) -> int:
+    """JSON integers are unbounded; the manifest's must fit an int64 (so ``float(v)`` and
+    NumPy never overflow on one, and a 10**400 is refused here, by the parser)."""
+    if len(text) > 20:
+        raise ValueError(f"integer {text[:40]}... is out of range")
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"integer {text} is out of range (int64)")
+    return value
 
 
 def _finite_float(text: str) -> float:

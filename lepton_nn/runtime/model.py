@@ -37,6 +37,7 @@ from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeErro
 from .format import read_lnn
 from .plan import Network, Plan, default_threads, parse_network
 from .preprocess import Preprocessing
+from .validate import Limits, validate
 
 __all__ = ["InferenceModel", "load", "from_manifest"]
 
@@ -50,6 +51,8 @@ def load(
     threads: int | None = None,
     sparse: str = "auto",
     max_plans: int = 8,
+    limits: Any = None,
+    trusted_keys: Any = None,
 ) -> InferenceModel:
     """Read an ``.lnn`` file (or an ``.onnx`` file, converted in memory when the ``onnx``
     extra is installed) and build its inference model.
@@ -57,16 +60,26 @@ def load(
     ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
-    batch sizes keep a plan (least recently built dropped first).
+    batch sizes keep a plan (least recently built dropped first). ``limits``: the resource
+    budget (:class:`~lepton_nn.runtime.validate.Limits` or a dict of some of its fields),
+    checked from the manifest before any array is read. ``trusted_keys``: Ed25519 public
+    keys (PEM bytes or paths); the file must be signed by one of them
+    (:mod:`lepton_nn.runtime.signing`).
     """
+    limits = Limits.of(limits)
     if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(".onnx"):
+        if trusted_keys is not None:
+            raise ModelFormatError("an ONNX file carries no signature: trusted_keys cannot apply")
         # converted in memory by the onnx extra's converter (imports onnx, never layers)
         from lepton_nn.onnx import onnx_to_manifest
 
         manifest, arrays, _ = onnx_to_manifest(path)
     else:
-        manifest, arrays = read_lnn(path)
-    return from_manifest(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+        check = lambda m: validate(m, None, limits)  # noqa: E731
+        manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
+    return from_manifest(
+        manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
+    )
 
 
 def from_manifest(
@@ -76,9 +89,23 @@ def from_manifest(
     threads: int | None = None,
     sparse: str = "auto",
     max_plans: int = 8,
+    limits: Any = None,
 ) -> InferenceModel:
     """An :class:`InferenceModel` from a manifest and arrays already in memory."""
-    return InferenceModel(manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans)
+    return InferenceModel(
+        manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
+    )
+
+
+def _refuse_non_finite(x: np.ndarray) -> None:
+    """DataError naming the rows of ``x`` (N, ...) holding inf or NaN, if any."""
+    bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
+    if bad.size:
+        rows = ", ".join(map(str, bad[:5].tolist())) + (", ..." if bad.size > 5 else "")
+        raise DataError(
+            f"model input has inf or NaN values in {bad.size} row(s) (0-based: {rows}); "
+            "the network's output would be meaningless"
+        )
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -103,14 +130,14 @@ class InferenceModel:
         threads: int | None = None,
         sparse: str = "auto",
         max_plans: int = 8,
+        limits: Any = None,
     ) -> None:
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        kind = manifest.get("kind")
-        if kind not in ("module", "compressed", "tabular"):
-            raise ModelFormatError(f"the runtime cannot run a file of kind {kind!r}")
+        summary = validate(manifest, arrays, limits)  # types, shapes, budget, tabular parts
+        kind = summary.kind
         self.kind: str = kind
         self.manifest = manifest
         self.network: Network = parse_network(manifest.get("model"), arrays, sparse=sparse)
@@ -128,7 +155,9 @@ class InferenceModel:
         self.classes: np.ndarray | None = None
         self.threshold = 0.5
         self.target_scale = (0.0, 1.0)
-        self._probabilities = net.final_activation in ("sigmoid", "softmax")
+        self._probabilities = summary.extra.get(
+            "probabilities", summary.final_activation in ("sigmoid", "softmax")
+        )
         if kind == "tabular":
             self._init_tabular(manifest)
         try:  # bind the batch-1 plan now: checks that everything fits, and warms up
@@ -252,6 +281,11 @@ class InferenceModel:
         ):
             x = self._check(x)
         n = x.shape[0]
+        # one pass: the sum is finite when every value is (else a closer look: a float64
+        # input may only have overflowed it). inf/NaN are refused in every precision alike (int8
+        # would quantize them into finite scores)
+        if x.size and not math.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+            _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):

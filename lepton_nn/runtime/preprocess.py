@@ -229,8 +229,15 @@ def columns_of(
 
 
 def _finite(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise ModelFormatError(f"Preprocessor config: {what} must be a finite number, got {v!r}")
+    ok = not isinstance(v, bool) and isinstance(v, (int, float))
+    try:  # an int beyond float range overflows float()
+        ok = ok and math.isfinite(float(v))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise ModelFormatError(
+            f"Preprocessor config: {what} must be a finite number, got {str(v)[:40]!r}"
+        )
     return float(v)
 
 
@@ -332,8 +339,8 @@ class Preprocessing:
             columns = [check_column_spec(s) for s in cfg["columns"]]
         except ModelFormatError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ModelFormatError(f"Preprocessor config is malformed: {e!r}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise ModelFormatError(f"Preprocessor config is malformed: {e!r:.200}") from None
         return cls(columns, na)
 
     def transform(self, data: Any) -> np.ndarray:

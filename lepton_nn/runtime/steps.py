@@ -40,6 +40,7 @@ __all__ = [
     "PoolStep",
     "activation_name",
     "conv_geometry",
+    "pool_geometry",
 ]
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
@@ -551,19 +552,28 @@ def activation_name(value: Any, label: str) -> str:
     return name
 
 
+def pool_geometry(config: dict, width: tuple[int, ...], label: str):
+    """A MaxPool2D / AvgPool2D config on per-sample input ``width`` (C, H, W) -> (window
+    geometry (kh, kw, sh, sw, pt, pl), (OH, OW), count_include_pad); ModelFormatError when
+    bad (padding at most half the window, as the layers require)."""
+    c, h, w = _image(width, label)
+    k = _pair(config.get("pool_size", 2), f"{label}: pool_size")
+    stride = config.get("stride")
+    s = k if stride is None else _pair(stride, f"{label}: stride")
+    pads = _pads(config.get("padding", "valid"), (h, w), k, s, (1, 1), label)
+    if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
+        raise _fail(f"{label}: padding must be at most half the pool size {k}")
+    oh, ow = window_output_size((h, w), pads, k, s, (1, 1), label, ModelFormatError)
+    count_pad = config.get("count_include_pad", True)
+    if not isinstance(count_pad, bool):
+        raise _fail(f"{label}: count_include_pad must be true or false")
+    return (k[0], k[1], s[0], s[1], pads[0], pads[2]), (oh, ow), count_pad
+
+
 def _pool(kind):
     def parse(prefix, config, width, params, dtype, label):
-        c, h, w = _image(width, label)
-        k = _pair(config.get("pool_size", 2), f"{label}: pool_size")
-        s = _pair(config.get("stride") or list(k), f"{label}: stride")
-        pads = _pads(config.get("padding", "valid"), (h, w), k, s, (1, 1), label)
-        if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
-            raise _fail(f"{label}: padding must be at most half the pool size {k}")
-        oh, ow = window_output_size((h, w), pads, k, s, (1, 1), label, ModelFormatError)
-        count_pad = config.get("count_include_pad", True)
-        if not isinstance(count_pad, bool):
-            raise _fail(f"{label}: count_include_pad must be true or false")
-        geom = (k[0], k[1], s[0], s[1], pads[0], pads[2])
+        geom, (oh, ow), count_pad = pool_geometry(config, width, label)
+        c = width[0]
         return [PoolStep(label, kind, geom, count_pad, c, (oh, ow))], (c, oh, ow), None
 
     return parse
