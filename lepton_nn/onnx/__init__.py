@@ -20,12 +20,16 @@ def onnx_to_manifest(source: Any):
     return run(source)
 
 
-def load(source: Any):
+def load(source: Any, *, limits: Any = None):
     """An ONNX model (path, bytes or ``onnx.ModelProto``) as a lepton_nn network in eval
-    mode, trainable like any other (``model.train()`` to fine-tune)."""
+    mode, trainable like any other (``model.train()`` to fine-tune). The converted manifest
+    goes through the validator and budget of ``lepton_nn.load`` (``limits``: see
+    :class:`~lepton_nn.runtime.validate.Limits`)."""
     from lepton_nn.io import module_from_lnn
+    from lepton_nn.runtime.validate import Limits, validate
 
     manifest, arrays, _ = onnx_to_manifest(source)
+    validate(manifest, arrays, Limits.of(limits))
     return module_from_lnn(manifest["model"], arrays)
 
 
