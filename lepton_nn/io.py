@@ -98,6 +98,8 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
             else:
                 model.build((None, *shape[1:]))
         model.load_state_dict(state, strict=True)
+        if section.get("dtype") == "float64":  # layers without weights (ReLU) compute in it too
+            model.astype("float64")
     except ModelFormatError:
         raise
     except (LeptonError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:

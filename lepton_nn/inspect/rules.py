@@ -65,6 +65,38 @@ RULES: dict[str, tuple[str, str]] = {
         "clipped positions are flat, so they pass no gradient",
         "dL/da = g * [lo <= a <= hi]",
     ),
+    # -- more activations (ops/activation.py) ---------------------------------------------
+    "LeakyRelu": (
+        "leaky ReLU passes the gradient where the input is positive, alpha times it elsewhere",
+        "dL/da = g * (1 if a > 0 else alpha)",
+    ),
+    "Relu6": ("ReLU6 passes the gradient only between 0 and 6", "dL/da = g * [0 < a < 6]"),
+    "Elu": (
+        "ELU: slope 1 for positive inputs, the output plus alpha elsewhere",
+        "dL/da = g * (1 if a > 0 else y + alpha)",
+    ),
+    "Selu": (
+        "SELU: scale for positive inputs, the output plus scale alpha elsewhere",
+        "dL/da = g * (scale if a > 0 else y + scale alpha)",
+    ),
+    "HardSigmoid": (
+        "hard sigmoid has slope alpha on its ramp and is flat where it is clipped",
+        "dL/da = g * alpha * [0 < alpha a + beta < 1]",
+    ),
+    "HardSwish": (
+        "hard swish: the product rule on a h(a), h = hard_sigmoid(a, 1/6, 1/2)",
+        "dL/da = g * (h(a) + a/6 [-3 < a < 3])",
+    ),
+    "Softplus": ("softplus's slope is the sigmoid of its input", "dL/da = g * sigmoid(a)"),
+    "Mish": (
+        "mish: the product rule on a tanh(softplus(a))",
+        "dL/da = g * (t + a (1 - t^2) sigmoid(a)), t = tanh(softplus(a))",
+    ),
+    "GeluErf": (
+        "exact GELU: the normal CDF plus the input times the normal density",
+        "dL/da = g * (Phi(a) + a phi(a))",
+    ),
+    "Sign": ("sign is flat almost everywhere: no gradient passes", "dL/da = 0"),
     "Cast": ("a cast passes the gradient back in the input's dtype", "dL/da = g.astype(a.dtype)"),
     # -- linear algebra --------------------------------------------------------------------
     "MatMul": (
@@ -131,6 +163,15 @@ RULES: dict[str, tuple[str, str]] = {
     "Conv2d": (
         "a convolution is a matrix product on im2col patches: the same rules, then col2im",
         "dL/dW = sum_n g[n] @ cols[n]^T, dL/dX = col2im(W2^T @ g), dL/db = sum g",
+    ),
+    "GroupedConv2d": (
+        "a grouped convolution is one convolution per group: each group's rules on its slices",
+        "dL/dX[:, group g] = conv2d backward of group g; dL/dW, dL/db side by side by group",
+    ),
+    "Pad": (
+        "padding: the interior passes its gradient back; a reflected or replicated cell adds "
+        "its gradient to the cell it copied",
+        "dL/dx[i] = g[i + before] + sum of g[p] over the padded p copying x[i]",
     ),
     "MaxPool2d": (
         "each window's gradient goes to the position that was the maximum",

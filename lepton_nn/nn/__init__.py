@@ -1,6 +1,18 @@
 """Floor 5: modules with parameters. Stateless math lives in :mod:`lepton_nn.ops`."""
 
-from .conv import AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .activation import (
+    ELU,
+    SELU,
+    Clip,
+    HardSigmoid,
+    HardSwish,
+    LeakyReLU,
+    Mish,
+    ReLU6,
+    Sign,
+    Softplus,
+)
+from .conv import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool2D, MaxPool2D
 from .init import INITIALIZERS, get_initializer
 from .layers import (
     GELU,
@@ -16,6 +28,7 @@ from .layers import (
 )
 from .module import Module, Parameter
 from .norm import BatchNorm, LayerNorm
+from .padding import Pad1D, Pad2D
 from .recurrent import GRU, LSTM, Embedding, SimpleRNN
 from .serialize import layer_from_config, layer_to_config
 
@@ -32,11 +45,24 @@ __all__ = [
     "Tanh",
     "GELU",
     "Softmax",
+    "LeakyReLU",
+    "ReLU6",
+    "ELU",
+    "SELU",
+    "HardSigmoid",
+    "HardSwish",
+    "Softplus",
+    "Mish",
+    "Sign",
+    "Clip",
     "INITIALIZERS",
     "get_initializer",
     "layer_to_config",
     "layer_from_config",
     "Conv2D",
+    "Conv1D",
+    "Pad1D",
+    "Pad2D",
     "MaxPool2D",
     "AvgPool2D",
     "GlobalAvgPool2D",

@@ -16,7 +16,14 @@ from .init import get_initializer
 from .module import Module, Parameter
 
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
-ACTIVATION_NAMES = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
+#: the five the dense/conv kernels fuse, the two along the last axis, then the elementwise
+#: ones of :mod:`lepton_nn.ops.activation` (with their default parameters; "gelu" is the tanh
+#: approximation, "gelu_erf" the exact form)
+ACTIVATION_NAMES = (
+    "identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax",
+    "leaky_relu", "relu6", "elu", "selu", "hard_sigmoid", "hard_swish", "softplus", "mish",
+    "gelu_erf",
+)  # fmt: skip
 
 
 def _activation_name(activation) -> str:
@@ -34,6 +41,8 @@ def apply_activation(x: Tensor, name: str) -> Tensor:
         return x.softmax(axis=-1)
     if name == "log_softmax":
         return x.log_softmax(axis=-1)
+    if name == "gelu_erf":
+        return x.gelu(approximate="none")
     return getattr(x, name)()
 
 
@@ -175,9 +184,18 @@ class Tanh(Activation):
 
 
 class GELU(Activation):
-    """y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    """``approximate="tanh"`` (the default, as the "gelu" activation):
+    y = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); ``"none"``: y = x/2 (1 + erf(x/sqrt 2))
+    (PyTorch's default GELU, the "gelu_erf" activation)."""
 
-    fixed = "gelu"
+    def __init__(self, approximate: str = "tanh", name: str | None = None):
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"GELU approximate must be 'tanh' or 'none', got {approximate!r}")
+        super().__init__("gelu" if approximate == "tanh" else "gelu_erf", name)
+        self.approximate = approximate
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "approximate": self.approximate}
 
 
 class Softmax(Activation):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend.reference import ACT_CODE
+from . import activation as A
 from . import elementwise as E
 from . import linalg as L
 from . import loss as loss_ops
@@ -48,9 +49,25 @@ def stack(tensors, axis: int = 0) -> Tensor:
     return S.Stack.apply(*[tensor(t) for t in tensors], axis=axis)
 
 
+def _compare(ufunc):
+    """``a (op) b`` elementwise as a Tensor of bools with no gradient (as NumPy's); anything
+    that is not a Tensor, an array or a number falls back to Python's default (identity)."""
+
+    def method(self, other):
+        if isinstance(other, Tensor):
+            other = other.data
+        elif not isinstance(other, (np.ndarray, np.generic, int, float, bool)):
+            return NotImplemented
+        return Tensor._wrap(np.asarray(ufunc(self.data, other)), False, None)
+
+    return method
+
+
 def where(cond, a, b) -> Tensor:
-    """Elementwise ``a if cond else b``; ``cond`` is a boolean array (or Tensor), held constant."""
-    c = np.asarray(cond.data if isinstance(cond, Tensor) else cond, dtype=bool)
+    """Elementwise ``a if cond else b``; ``cond``: a boolean array or Tensor (a float one is
+    read as ``cond != 0``), held constant. Gradients flow to ``a`` and ``b``."""
+    c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
+    c = c if c.dtype == bool else c != 0
     a = tensor(a, like=b if isinstance(b, Tensor) else None)
     return E.Where.apply(a, tensor(b, like=a), cond=c)
 
@@ -80,11 +97,18 @@ def _transpose(self, *axes):
     return S.Transpose.apply(self, axes=axes or None)
 
 
+def _index(i):
+    """A Tensor used as an index: a boolean mask stays one, numbers become integers."""
+    if not isinstance(i, Tensor):
+        return i
+    return i.data if i.dtype == bool else i.data.astype(np.intp)
+
+
 def _getitem(self, index):
-    if isinstance(index, Tensor):
-        index = index.data.astype(np.intp)
-    elif isinstance(index, tuple):
-        index = tuple(i.data.astype(np.intp) if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, tuple):
+        index = tuple(_index(i) for i in index)
+    else:
+        index = _index(index)
     return S.GetItem.apply(self, index=index)
 
 
@@ -94,6 +118,12 @@ def _pow(self, exponent):
 
 def _rpow(self, base):
     return E.Pow.apply(tensor(base, like=self), self)
+
+
+def _gelu_exact(x: Tensor, approximate) -> Tensor:
+    if approximate != "none":
+        raise ValueError(f"gelu approximate must be 'tanh' or 'none', got {approximate!r}")
+    return A.GeluErf.apply(x)
 
 
 _METHODS = {
@@ -127,7 +157,26 @@ _METHODS = {
     "relu": lambda self: E.Relu.apply(self),
     "sigmoid": lambda self: E.Sigmoid.apply(self),
     "tanh": lambda self: E.Tanh.apply(self),
-    "gelu": lambda self: E.Gelu.apply(self),
+    "gelu": lambda self, approximate="tanh": (
+        E.Gelu.apply(self) if approximate == "tanh" else _gelu_exact(self, approximate)
+    ),
+    "leaky_relu": lambda self, alpha=0.01: A.LeakyRelu.apply(self, alpha=float(alpha)),
+    "relu6": lambda self: A.Relu6.apply(self),
+    "elu": lambda self, alpha=1.0: A.Elu.apply(self, alpha=float(alpha)),
+    "selu": lambda self: A.Selu.apply(self),
+    "hard_sigmoid": lambda self, alpha=0.2, beta=0.5: A.HardSigmoid.apply(
+        self, alpha=float(alpha), beta=float(beta)
+    ),
+    "hard_swish": lambda self: A.HardSwish.apply(self),
+    "softplus": lambda self: A.Softplus.apply(self),
+    "mish": lambda self: A.Mish.apply(self),
+    "sign": lambda self: A.Sign.apply(self),
+    "__lt__": _compare(np.less),
+    "__le__": _compare(np.less_equal),
+    "__gt__": _compare(np.greater),
+    "__ge__": _compare(np.greater_equal),
+    "__eq__": _compare(np.equal),
+    "__ne__": _compare(np.not_equal),
     "clip": lambda self, lo=None, hi=None: E.Clip.apply(self, lo=lo, hi=hi),
     "astype": lambda self, dtype: E.Cast.apply(self, dtype=np.dtype(dtype)),
     "softmax": lambda self, axis=-1: R.Softmax.apply(self, axis=axis),

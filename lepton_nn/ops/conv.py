@@ -58,7 +58,8 @@ def pair(v, what: str = "value") -> tuple[int, int]:
 
 
 def resolve_padding(padding, size, kernel, stride, dilation) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) padding for an input of ``size`` = (H, W).
+    """(top, bottom, left, right) padding for an input of ``size`` = (H, W): from "valid",
+    "same", an int, a pair (rows, columns) or four ints (top, bottom, left, right).
 
     "same": total = max((ceil(H / s) - 1) s + d (k - 1) + 1 - H, 0), top = total // 2.
     """
@@ -69,8 +70,12 @@ def resolve_padding(padding, size, kernel, stride, dilation) -> tuple[int, int, 
             raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
         return same_padding(size, kernel, stride, dilation)
     p = (padding, padding) if np.isscalar(padding) else tuple(padding)
-    if len(p) != 2 or any(int(v) != v or v < 0 for v in p):
-        raise ValueError(f"padding must be 'valid', 'same', an int or a pair, got {padding!r}")
+    if len(p) not in (2, 4) or any(int(v) != v or v < 0 for v in p):
+        raise ValueError(
+            f"padding must be 'valid', 'same', an int, a pair or four ints, got {padding!r}"
+        )
+    if len(p) == 4:  # (top, bottom, left, right), as ONNX's asymmetric pads
+        return int(p[0]), int(p[1]), int(p[2]), int(p[3])
     return int(p[0]), int(p[0]), int(p[1]), int(p[1])
 
 
@@ -274,8 +279,12 @@ def conv2d(
     activation: str = "identity",
     name: str | None = None,
     max_pool: tuple | None = None,
+    groups: int = 1,
 ):
     """2-D convolution (cross-correlation, as in PyTorch), NCHW, with a fused activation.
+
+    ``groups`` = G: the C input channels and O outputs split into G groups, output group g
+    seeing input group g only: weight (O, C / G, kh, kw) (depthwise: G = C).
 
     x: (N, C, H, W); weight: (O, C, kh, kw); bias: (O,) or None -> (N, O, OH, OW), with
     y = f(z),  z[n, o, i, j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n, c, i sh-t + p dh, j sw-l + q dw]
@@ -288,17 +297,20 @@ def conv2d(
     """
     who = _who("conv2d", name)
     _check_image(x.shape, who)
-    if weight.ndim != 4 or weight.shape[1] != x.shape[1]:
+    groups = int(groups)
+    if groups < 1 or x.shape[1] % groups:
+        raise ShapeError(f"{who}: {x.shape[1]} input channels do not split into {groups} groups")
+    if weight.ndim != 4 or weight.shape[1] * groups != x.shape[1] or weight.shape[0] % groups:
         raise ShapeError(
-            f"{who}: weight of shape (out, {x.shape[1]}, kh, kw) expected for input {x.shape}, "
-            f"got {weight.shape}"
+            f"{who}: weight of shape (out, {x.shape[1] // groups}, kh, kw) with out a multiple "
+            f"of {groups} expected for input {x.shape}, got {weight.shape}"
         )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ShapeError(f"{who}: bias of shape ({weight.shape[0]},) expected, got {bias.shape}")
     kernel, s, d = weight.shape[2:], pair(stride, "stride"), pair(dilation, "dilation")
     pads = resolve_padding(padding, x.shape[2:], kernel, s, d)
     oh, ow = window_output_size(x.shape[2:], pads, kernel, s, d, who, ShapeError)
-    check_scratch(x.shape[1] * kernel[0] * kernel[1] * oh * ow, f"{who}: im2col", ShapeError)
+    check_scratch(weight.shape[1] * kernel[0] * kernel[1] * oh * ow, f"{who}: im2col", ShapeError)
     geom = (s[0], s[1], *pads, d[0], d[1])
     act = ACT_CODE[activation]  # identity, relu, sigmoid, tanh, gelu
     pool = None
@@ -308,9 +320,16 @@ def conv2d(
         size, pstride, ppad, pname = max_pool
         out = (x.shape[0], weight.shape[0], oh, ow)
         pool = _pool_geom(out, size, pstride, ppad, _who("max_pool2d", pname))
+    op, more = (Conv2d, {}) if groups == 1 else (_grouped(), {"groups": groups})
     if bias is None:
-        return Conv2d.apply(x, weight, geom=geom, act=act, pool=pool)
-    return Conv2d.apply(x, weight, bias, geom=geom, act=act, pool=pool)
+        return op.apply(x, weight, geom=geom, act=act, pool=pool, **more)
+    return op.apply(x, weight, bias, geom=geom, act=act, pool=pool, **more)
+
+
+def _grouped():
+    from .conv_more import GroupedConv2d  # built on Conv2d above
+
+    return GroupedConv2d
 
 
 def _pool_geom(shape: tuple, kernel, stride, padding, who: str):

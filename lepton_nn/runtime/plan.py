@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.backend.threads import blas_held, get_num_threads
 from lepton_nn.errors import LeptonError, ModelFormatError
@@ -57,6 +58,7 @@ from .steps import (
     RecurrentStep,
     activation_name,
 )
+from .steps_extra import ElementwiseStep, gelu_name
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -69,7 +71,6 @@ _FIXED = {
     "ReLU": "relu",
     "Sigmoid": "sigmoid",
     "Tanh": "tanh",
-    "GELU": "gelu",
     "Softmax": "softmax",
 }
 _FLOAT_DTYPES = ("float32", "float64")
@@ -565,21 +566,22 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
             width = (step.w.shape[1],) if hasattr(step, "w") else (step.n_out,)
-            if act in ("softmax", "log_softmax"):
-                steps.append(SoftmaxStep(f"{label} {act}", act == "log_softmax"))
+            steps += _unfused_activation(f"{label} {act}", act)
             final = act
-        elif cls in _FIXED or cls == "Activation":
-            act = _FIXED.get(cls) or activation_name(config.get("activation"), label)
-            if act in ("softmax", "log_softmax"):
-                steps.append(SoftmaxStep(label, act == "log_softmax"))
-            elif act != "identity":
+        elif cls in _FIXED or cls in ("Activation", "GELU"):
+            act = _FIXED.get(cls) or (
+                gelu_name(config, label)
+                if cls == "GELU"
+                else activation_name(config.get("activation"), label)
+            )
+            if act in ACT_CODE and act != "identity":
                 steps.append(ActivationStep(label, ACT_CODE[act]))
+            steps += _unfused_activation(label, act)
             final = act if act != "identity" else final
         elif cls in PARSERS:
             new, width, act = PARSERS[cls](prefix, config, width, params, dtype, label)
             steps += new
-            if act in ("softmax", "log_softmax"):
-                steps.append(SoftmaxStep(f"{label} {act}", act == "log_softmax"))
+            steps += _unfused_activation(f"{label} {act}", act)
             final = act or final
         elif cls == "Dropout":
             continue
@@ -596,6 +598,16 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
                 "load the file with lepton_nn.load() to run it through lepton_nn.nn"
             )
     return steps, width, flat_input, final
+
+
+def _unfused_activation(label: str, act: str | None) -> list[Step]:
+    """The step of an activation that the layer's kernel does not fuse: softmax or log-softmax
+    along the last axis, or an elementwise one of ``backend.activations`` (none otherwise)."""
+    if act in ("softmax", "log_softmax"):
+        return [SoftmaxStep(label, act == "log_softmax")]
+    if act in EXTRA_ACTIVATIONS:
+        return [ElementwiseStep(label, act)]
+    return []
 
 
 def _fuse(steps: list[Step]) -> list[Step]:

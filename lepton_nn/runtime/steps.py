@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.geometry import (
     CONV_CHUNK_BYTES,
     check_scratch,
@@ -34,6 +35,7 @@ __all__ = [
     "PARALLEL_MIN_ROWS",
     "AffineStep",
     "ConvStep",
+    "GroupedConvStep",
     "Int8ConvStep",
     "Int8DenseStep",
     "RecurrentStep",
@@ -74,11 +76,13 @@ def _pads(padding: Any, size, kernel, stride, dilation, what: str) -> tuple[int,
     p = (padding, padding) if isinstance(padding, int) else padding
     if (
         not isinstance(p, (list, tuple))
-        or len(p) != 2
+        or len(p) not in (2, 4)
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
     ):
-        raise _fail(f"{what}: padding {padding!r} is not 'valid', 'same', an int or a pair")
-    return p[0], p[0], p[1], p[1]
+        raise _fail(
+            f"{what}: padding {padding!r} is not 'valid', 'same', an int, a pair or four ints"
+        )
+    return (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[0], p[1], p[1])
 
 
 def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
@@ -99,15 +103,22 @@ class ConvStep:
 
     kind = "conv"
 
-    def __init__(self, label, w, b, act, geom, in_shape, out_hw) -> None:
+    def __init__(self, label, w, b, act, geom, in_shape, out_hw, one_d=False) -> None:
         self.label, self.act, self.geom = label, act, geom  # (kh, kw, sh, sw, pt, pl, dh, dw)
         o = w.shape[0]
         self.w2 = np.ascontiguousarray(w.reshape(o, -1))
         self.b = None if b is None else np.ascontiguousarray(b.reshape(o))
-        self.in_shape, self.out_hw = in_shape, out_hw
+        self.in_shape, self.out_hw = in_shape, out_hw  # (C, H, W); a Conv1D's is (C, 1, L)
+        self.one_d = one_d  # a Conv1D: (N, C, L) in, (N, O, OL) out, as views of 4-D arrays
         self.pool: tuple | None = None
 
     def bind(self, src, owned, ctx):
+        if self.one_d:
+            ops, y = self._bind(src.reshape(ctx.n, *self.in_shape), ctx)
+            return ops, y.reshape(ctx.n, y.shape[1], -1)
+        return self._bind(src, ctx)
+
+    def _bind(self, src, ctx):
         n, (oh, ow), (o, ckk) = ctx.n, self.out_hw, self.w2.shape
         step = max(1, CONV_CHUNK_BYTES // ((ckk + o) * oh * ow * np.dtype(ctx.dtype).itemsize))
         chunks = -(-n // step)
@@ -158,6 +169,44 @@ def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
             free.append(mine)
 
     parallel_for(chunks, run, threads)
+
+
+class GroupedConvStep:
+    """A grouped convolution (groups G) as G :class:`ConvStep`: input group g (C / G channels)
+    copied out to a buffer of its own, convolved, and its output copied into the output's
+    group g (O / G channels), as the op ``GroupedConv2d`` computes it. Conv1D too."""
+
+    kind = "conv"
+
+    def __init__(self, label, w, b, act, geom, in_shape, out_hw, groups, one_d=False) -> None:
+        cg, og = in_shape[0] // groups, w.shape[0] // groups
+        self.label, self.groups, self.cg, self.og = label, groups, cg, og
+        self.in_shape, self.out_hw, self.n_out = in_shape, out_hw, w.shape[0]
+        part_in = (cg, *in_shape[1:])
+        cut = [slice(g * og, (g + 1) * og) for g in range(groups)]
+        self.parts = [
+            ConvStep(label, w[o], None if b is None else b[o], act, geom, part_in, out_hw, one_d)
+            for o in cut
+        ]
+
+    def bind(self, src, owned, ctx):
+        ops: list[Op] = []
+        out = None
+        for g, part in enumerate(self.parts):
+            xg = np.zeros((ctx.n, self.cg, *src.shape[2:]), ctx.dtype)
+            ops.append((np.copyto, (xg, src[:, g * self.cg : (g + 1) * self.cg])))
+            part_ops, yg = part.bind(xg, True, ctx)
+            ops += part_ops
+            if out is None:
+                out = np.zeros((ctx.n, self.n_out, *yg.shape[2:]), ctx.dtype)
+            ops.append((np.copyto, (out[:, g * self.og : (g + 1) * self.og], yg)))
+        return ops, out
+
+    def describe(self) -> str:
+        return (
+            f"{self.label}: grouped conv ({self.groups} groups) {self.in_shape} -> "
+            f"{self.n_out}x{self.out_hw}"
+        )
 
 
 class Int8DenseStep:
@@ -519,28 +568,46 @@ def conv_geometry(config: dict, width: tuple[int, ...], label: str):
     filters = config.get("filters")
     if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
         raise _fail(f"{label}: filters {filters!r} is not a positive int")
+    groups = _groups(config, c, filters, label)
     k = _pair(config.get("kernel_size"), f"{label}: kernel_size")
     s = _pair(config.get("stride", 1), f"{label}: stride")
     d = _pair(config.get("dilation", 1), f"{label}: dilation")
     pads = _pads(config.get("padding", "valid"), (h, w), k, s, d, label)
     oh, ow = window_output_size((h, w), pads, k, s, d, label, ModelFormatError)
-    check_scratch(c * k[0] * k[1] * oh * ow + filters * oh * ow, label, ModelFormatError)
+    check_scratch(c // groups * k[0] * k[1] * oh * ow + filters * oh * ow, label, ModelFormatError)
     geom = (k[0], k[1], s[0], s[1], pads[0], pads[2], d[0], d[1])
     return filters, k, geom, (oh, ow)
 
 
+def _groups(config: dict, channels: int, filters: int, label: str) -> int:
+    g = config.get("groups", 1)
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or channels % g or filters % g:
+        raise _fail(
+            f"{label}: groups {g!r} does not divide {channels} channels and {filters} filters"
+        )
+    return g
+
+
 def _conv(prefix, config, width, params, dtype, label):
     filters, k, geom, (oh, ow) = conv_geometry(config, width, label)
-    weight = params.take(f"{prefix}weight", (filters, width[0], *k), dtype, label)
+    groups = config.get("groups", 1)
+    weight = params.take(f"{prefix}weight", (filters, width[0] // groups, *k), dtype, label)
     use_bias = config.get("use_bias", True)
     bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
     act = activation_name(config.get("activation"), label)
-    cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
-    steps: list = [cls(label, weight, bias, ACT_CODE.get(act, 0), geom, width, (oh, ow))]
-    return steps, (filters, oh, ow), act
+    code = ACT_CODE.get(act, 0)
+    if groups > 1:
+        if isinstance(weight, Int8Weight):
+            raise _fail(f"{label}: an int8 grouped convolution is not supported")
+        step: Any = GroupedConvStep(label, weight, bias, code, geom, width, (oh, ow), groups)
+    else:
+        cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
+        step = cls(label, weight, bias, code, geom, width, (oh, ow))
+    return [step], (filters, oh, ow), act
 
 
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
+ACTIVATIONS += tuple(n for n in EXTRA_ACTIVATIONS if n not in ("sign", "clip"))
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
 
 
@@ -689,3 +756,8 @@ PARSERS: dict[str, Callable] = {
     "SimpleRNN": _recurrent("SimpleRNN"),
     "Embedding": _embedding,
 }
+
+# the parsers of the layers added for model interchange (Conv1D, padding, activations)
+from .steps_extra import EXTRA_PARSERS  # noqa: E402 - it builds on the steps above
+
+PARSERS.update(EXTRA_PARSERS)
