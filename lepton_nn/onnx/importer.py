@@ -27,8 +27,18 @@ from .reader import read_onnx
 __all__ = ["Layer", "Walk", "onnx_to_manifest", "supported_ops"]
 
 _FLOAT = {1: "float32", 11: "float64"}
-# layers whose constructor takes no dtype
-_NO_DTYPE = ("Activation", "Flatten", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Dropout")
+# layers whose constructor takes a dtype
+_WITH_DTYPE = (
+    "Dense",
+    "Conv2D",
+    "Conv1D",
+    "BatchNorm",
+    "LayerNorm",
+    "LSTM",
+    "GRU",
+    "SimpleRNN",
+    "Embedding",
+)
 
 
 @dataclass
@@ -202,7 +212,7 @@ def _fuse_activations(layers: list[Layer]) -> list[Layer]:
         if (
             lay.cls == "Activation"
             and prev is not None
-            and prev.cls in ("Dense", "Conv2D")
+            and prev.cls in ("Dense", "Conv2D", "Conv1D")
             and prev.config.get("activation") == "identity"
             and (prev.cls == "Dense" or lay.config["activation"] not in ("softmax", "log_softmax"))
         ):
@@ -217,7 +227,7 @@ def _manifest(walk: Walk, in_shape: list) -> tuple[dict, dict[str, np.ndarray]]:
     configs, arrays, names = [], {}, []
     for i, lay in enumerate(layers):
         config = {k: v for k, v in lay.config.items() if not k.startswith("_")}
-        if lay.cls not in _NO_DTYPE:
+        if lay.cls in _WITH_DTYPE:
             config["dtype"] = walk.dtype.name
         configs.append({"class": lay.cls, "config": config})
         for k, v in lay.params.items():

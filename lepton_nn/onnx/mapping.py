@@ -251,7 +251,7 @@ def _arith(walk, node):
         op in ("Add", "Sub")
         and first
         and last is not None
-        and last.cls in ("Dense", "Conv2D")
+        and last.cls in ("Dense", "Conv2D", "Conv1D")
         and last.config["activation"] == "identity"
     ):  # a bias added to the output of the layer right before
         last.params["bias"] = last.params.get("bias", 0.0) + shift.astype(walk.dtype)
@@ -277,8 +277,8 @@ def _affine(walk, scale: np.ndarray, shift: np.ndarray) -> None:
 
 
 def _pads(walk, node, at, size, k, s, d) -> Any:
-    """ONNX pads / auto_pad -> our padding: [ph, pw] when symmetric, else "same" when they
-    are what "same" gives, else refused."""
+    """ONNX pads / auto_pad -> (our padding, (top, bottom, left, right)): "same" when they
+    are what "same" gives, [ph, pw] when symmetric, else the four ints."""
     auto = at.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     same = same_padding(size, k, s, d)
@@ -291,11 +291,11 @@ def _pads(walk, node, at, size, k, s, d) -> Any:
     else:
         p = list(at.get("pads", [0, 0, 0, 0]))
         pads = (p[0], p[2], p[1], p[3])
+    if pads == same and pads != (0, 0, 0, 0):
+        return "same", same
     if pads[0] == pads[1] and pads[2] == pads[3]:
         return [pads[0], pads[2]], pads
-    if pads == same:
-        return "same", same
-    raise _refuse(node, f"asymmetric padding {pads} cannot be converted")
+    return list(pads), pads
 
 
 def _image_in(walk, node):
@@ -313,33 +313,49 @@ def _out_hw(size, pads, k, s, d, ceil=False):
     return out
 
 
-def _new_image(walk, node, c, oh, ow):
-    axes = [("N",), (walk.atoms.new(c, "c"),), (walk.atoms.new(oh, "h"),),
-            (walk.atoms.new(ow, "w"),)]  # fmt: skip
+def _new_image(walk, node, c, *spatial):
+    axes = [("N",), (walk.atoms.new(c, "c"),)] + [(walk.atoms.new(n, "s"),) for n in spatial]
     walk.canon = axes
     _move(walk, node, axes)
 
 
 def _conv(walk, node):
-    c, h, w_ = _image_in(walk, node)
+    """Conv on (N, C, H, W) -> Conv2D; on (N, C, L) -> Conv1D (as a (1, L) image)."""
+    one_d = len(walk.axes) == 3
+    if one_d:
+        walk.require(node, walk.canon, 3)
+        c, length = walk.width()
+        size = (1, length)
+    else:
+        c, *size = _image_in(walk, node)
     at = _attrs(node)
     w = walk.const(node.input[1], node, "the weight")
-    if at.get("group", 1) != 1:
-        raise _refuse(node, f"group={at['group']} (grouped convolution) is not supported yet")
-    if w.ndim != 4 or w.shape[1] != c:
-        raise _refuse(node, f"weight {w.shape} does not fit {c} input channels")
+    groups = int(at.get("group", 1))
+    if w.ndim != len(walk.axes) or w.shape[1] * groups != c or w.shape[0] % groups:
+        raise _refuse(node, f"weight {w.shape} does not fit {c} input channels in {groups} groups")
     k = list(at.get("kernel_shape", w.shape[2:]))
-    s, d = list(at.get("strides", [1, 1])), list(at.get("dilations", [1, 1]))
-    padding, pads = _pads(walk, node, at, (h, w_), k, s, d)
+    s, d = list(at.get("strides", [1] * len(k))), list(at.get("dilations", [1] * len(k)))
+    if one_d:
+        k, s, d = [1, *k], [1, *s], [1, *d]
+        if "pads" in at:
+            at = {**at, "pads": [0, at["pads"][0], 0, at["pads"][1]]}
+    padding, pads = _pads(walk, node, at, tuple(size), k, s, d)
     bias = walk.optional(node, 2)
     params = {"weight": w}
     if bias:
         params["bias"] = walk.const(bias, node, "the bias")
     config = {"filters": int(w.shape[0]), "kernel_size": k, "stride": s, "padding": padding,
               "dilation": d, "activation": "identity", "use_bias": bool(bias),
-              "in_channels": c}  # fmt: skip
+              "in_channels": c, "groups": groups}  # fmt: skip
+    oh, ow = _out_hw(size, pads, k, s, d)
+    if one_d:
+        if padding != "same":
+            padding = list(pads[2:])
+        config.update(kernel_size=k[1], stride=s[1], dilation=d[1], padding=padding)
+        walk.add(Layer("Conv1D", config, params))
+        return _new_image(walk, node, w.shape[0], ow)
     walk.add(Layer("Conv2D", config, params))
-    _new_image(walk, node, w.shape[0], *_out_hw((h, w_), pads, k, s, d))
+    _new_image(walk, node, w.shape[0], oh, ow)
 
 
 def _pool(walk, node):
@@ -429,17 +445,64 @@ def _softmax(walk, node):
 
 def _gelu(walk, node):
     approx = _attrs(node).get("approximate", b"none")
-    if (approx.decode() if isinstance(approx, bytes) else approx) != "tanh":
-        raise _refuse(node, "only the tanh approximation of GELU is in lepton_nn yet")
-    _activation("gelu")(walk, node)
+    approx = approx.decode() if isinstance(approx, bytes) else approx
+    _activation("gelu" if approx == "tanh" else "gelu_erf")(walk, node)
+
+
+def _layer(cls, attrs=(), defaults=None):
+    """An activation layer of class ``cls`` taking the node's attributes ``attrs``
+    (ONNX's defaults are lepton_nn's); ``defaults``: attributes that must keep theirs."""
+
+    def handle(walk, node):
+        at = _attrs(node)
+        for k, v in (defaults or {}).items():
+            if not np.isclose(at.get(k, v), v, rtol=1e-7, atol=0):
+                raise _refuse(node, f"{k}={at[k]} differs from lepton_nn's fixed {v}")
+        walk.add(Layer(cls, {k: float(at[k]) for k in attrs if k in at}))
+        _move(walk, node, walk.axes)
+
+    return handle
 
 
 def _clip(walk, node):
-    lo = walk.const(walk.optional(node, 1), node, "min") if walk.optional(node, 1) else None
-    hi = walk.const(walk.optional(node, 2), node, "max") if walk.optional(node, 2) else None
-    if lo is not None and float(lo) == 0.0 and (hi is None or np.isinf(float(hi))):
+    at = _attrs(node)
+    lo, hi = at.get("min"), at.get("max")  # opset < 11: attributes
+    if walk.optional(node, 1):
+        lo = float(walk.const(node.input[1], node, "min"))
+    if walk.optional(node, 2):
+        hi = float(walk.const(node.input[2], node, "max"))
+    lo = None if lo is None or np.isinf(lo) else float(lo)
+    hi = None if hi is None or np.isinf(hi) else float(hi)
+    if lo == 0.0 and hi is None:
         return _activation("relu")(walk, node)
-    raise _refuse(node, "only Clip(min=0) (a ReLU) is supported yet")
+    walk.add(Layer("Clip", {"min": lo, "max": hi}))
+    _move(walk, node, walk.axes)
+
+
+def _pad(walk, node):
+    at = _attrs(node)
+    mode = at.get("mode", b"constant")
+    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}.get(
+        mode.decode() if isinstance(mode, bytes) else mode
+    )
+    pads = [int(v) for v in walk.const(node.input[1], node, "pads").reshape(-1)]
+    r = len(walk.axes)
+    axes = list(range(r))
+    if walk.optional(node, 3):
+        axes = [int(a) % r for a in walk.const(node.input[3], node, "axes").reshape(-1)]
+    value = float(walk.const(node.input[2], node, "value")) if walk.optional(node, 2) else 0.0
+    k = len(axes)
+    per = {a: (pads[i], pads[i + k]) for i, a in enumerate(axes)}
+    spatial = r - 2
+    if mode is None or spatial not in (1, 2) or any(per.get(a, (0, 0)) != (0, 0) for a in (0, 1)):
+        raise _refuse(node, "only padding of the 1 or 2 trailing axes of (N, C, ...) is supported")
+    walk.require(node, walk.canon, r)
+    amounts = [list(per.get(a, (0, 0))) for a in range(2, r)]
+    walk.add(Layer(f"Pad{spatial}D", {"padding": amounts, "mode": mode, "value": value}))
+    sizes = [walk.atoms.size(ax) + sum(p) for ax, p in zip(walk.canon[2:], amounts)]
+    axes_out = [("N",), walk.canon[1]] + [(walk.atoms.new(n, "p"),) for n in sizes]
+    walk.canon = axes_out
+    _move(walk, node, axes_out)
 
 
 def _unsupported_here(walk, node):
@@ -482,6 +545,15 @@ HANDLERS = {
     "LogSoftmax": _softmax,
     "Gelu": _gelu,
     "Clip": _clip,
+    "Pad": _pad,
+    "LeakyRelu": _layer("LeakyReLU", ["alpha"]),
+    "Elu": _layer("ELU", ["alpha"]),
+    "Selu": _layer("SELU", defaults={"alpha": 1.6732632423543772, "gamma": 1.0507009873554805}),
+    "HardSigmoid": _layer("HardSigmoid", ["alpha", "beta"]),
+    "HardSwish": _layer("HardSwish"),
+    "Softplus": _layer("Softplus"),
+    "Mish": _layer("Mish"),
+    "Sign": _layer("Sign"),
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "RNN": _recurrent,

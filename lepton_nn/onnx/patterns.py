@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.errors import ModelFormatError
 
 from .importer import Layer, Walk
@@ -37,10 +38,13 @@ KNOWN = {
     "relu": lambda x: np.maximum(x, 0),
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "tanh": np.tanh,
+    **{
+        n: EXTRA_ACTIVATIONS[n]
+        for n in ("gelu_erf", "softplus", "mish", "hard_swish", "selu", "relu6")
+    },
 }
 #: functions lepton_nn does not have (yet), to name them in the error
 NAMED = {
-    "exact (erf) GELU": lambda x: 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2))),
     "SiLU / swish": lambda x: x / (1 + np.exp(-x)),
 }
 
