@@ -485,6 +485,24 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def _print_plan_memory(path: str) -> None:
+    """The runtime plan's activation memory (buffers reused after their last reader)."""
+    from .runtime import load as load_runtime
+
+    try:
+        served = load_runtime(path)
+    except LeptonError as exc:
+        print(f"runtime plan: none ({exc})")
+        return
+    for n in (1, 64):
+        m = served.plan_info(n)
+        print(
+            f"runtime plan, batch {n}: {m['steps']} steps, activation memory "
+            f"{m['peak_bytes']:,} bytes in {m['buffers']} buffers "
+            f"({m['requested_bytes']:,} without reuse); weights {m['weight_bytes']:,} bytes"
+        )
+
+
 def cmd_info(args) -> int:
     from . import backend
     from .kernels import cpu_features
@@ -495,6 +513,7 @@ def cmd_info(args) -> int:
         manifest = inspect_lnn(args.model)
         print(json.dumps({k: v for k, v in manifest.items() if k != "arrays"}, indent=2))
         print(f"arrays: {len(manifest.get('arrays', {}))}")
+        _print_plan_memory(args.model)
         return 0
     import platform
 

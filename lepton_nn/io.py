@@ -49,10 +49,12 @@ def module_to_lnn(model: Module, prefix: str = "params/") -> tuple[dict, dict[st
             "save(): the model has never seen an input; call model.build(input_shape) first"
         )
     state = model.state_dict()
-    section = {
+    one_in = model.input_shape and not isinstance(model.input_shape[0], (list, tuple))
+    one_out = model.output_shape and not isinstance(model.output_shape[0], (list, tuple))
+    section = {  # a graph model with several inputs / outputs: its config holds their shapes
         "architecture": layer_to_config(model),
-        "input_shape": list(model.input_shape),
-        "output_shape": list(model.output_shape) if model.output_shape else None,
+        "input_shape": list(model.input_shape) if one_in else None,
+        "output_shape": list(model.output_shape) if one_out else None,
         "dtype": _plan_dtype(model, state),
         "params": list(state),
     }
@@ -74,6 +76,10 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
     if not isinstance(section, dict):
         raise ModelFormatError("model section must be an object")
     shape = section.get("input_shape")
+    arch = section.get("architecture")
+    graph = isinstance(arch, dict) and arch.get("class") == "Model"
+    if graph and shape is None:
+        shape = [None, 1]  # several inputs: the graph's config gives their shapes
     if (
         not isinstance(shape, list)
         or not shape
@@ -92,8 +98,11 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
     stored = sum(int(a.size) for a in state.values())
     try:
         with parameter_budget(stored):
-            model = layer_from_config(section.get("architecture"))
-            if model.built:  # every layer knew its input size
+            model = layer_from_config(arch)
+            if graph:  # built by replaying its calls on the shapes it declares
+                if section.get("input_shape") not in (None, list(model.input_shape)):
+                    raise ModelFormatError("input_shape does not match the graph's input")
+            elif model.built:  # every layer knew its input size
                 model.input_shape = model.input_shape or (None, *shape[1:])
             else:
                 model.build((None, *shape[1:]))

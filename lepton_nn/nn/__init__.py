@@ -13,6 +13,7 @@ from .activation import (
     Softplus,
 )
 from .conv import AvgPool2D, Conv1D, Conv2D, GlobalAvgPool2D, MaxPool2D
+from .graph import Input, Model, Symbol
 from .init import INITIALIZERS, get_initializer
 from .layers import (
     GELU,
@@ -26,6 +27,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .merge import Add, Average, Concatenate, Maximum, Merge, Multiply, Subtract
 from .module import Module, Parameter
 from .norm import BatchNorm, LayerNorm
 from .padding import Pad1D, Pad2D
@@ -72,4 +74,14 @@ __all__ = [
     "SimpleRNN",
     "LSTM",
     "GRU",
+    "Input",
+    "Model",
+    "Symbol",
+    "Merge",
+    "Add",
+    "Subtract",
+    "Multiply",
+    "Average",
+    "Maximum",
+    "Concatenate",
 ]

@@ -47,6 +47,20 @@ class Parameter(Tensor):
         return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
+class SymbolicBase:
+    """Base of :class:`lepton_nn.nn.graph.Symbol`: a layer called on one records the call
+    into a graph model instead of computing."""
+
+    __slots__ = ()
+
+
+def _symbolic(args: tuple) -> bool:
+    x = args[0] if args else None
+    if isinstance(x, SymbolicBase):
+        return True
+    return type(x) is list and bool(x) and isinstance(x[0], SymbolicBase)
+
+
 class Module:
     """Base class of layers and models."""
 
@@ -72,6 +86,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not implement call()")
 
     def __call__(self, *args, **kwargs):
+        if args and _symbolic(args):  # nn.Input / graph symbols: record, do not compute
+            from .graph import record_call
+
+            return record_call(self, args[0] if len(args) == 1 else list(args), kwargs)
         if self._built and self.input_shape is not None:
             if not (self._forward_hooks or self._backward_hooks):
                 return self.call(*args, **kwargs)  # built, seen before, no hooks: just compute

@@ -95,6 +95,10 @@ def _quant(m, path: str, states: dict[str, str]) -> str:
     return ws[0].dtype.name if ws else "-"
 
 
+def _shapes(s) -> list:
+    return s if isinstance(s, list) else [s]
+
+
 def summary_table(model, quantized: Any = None) -> str:
     states = _quant_states(quantized)
     head = ("Layer (type)", "Output shape", "Params", "FLOPs", "Sparsity", "Quant")
@@ -133,6 +137,13 @@ def summary_table(model, quantized: Any = None) -> str:
         if i == 0:
             out.append(line)
     out.append(line)
+    nodes = getattr(model, "nodes", None)
+    if callable(nodes):  # a graph model: what each call reads
+        ins = zip(model.input_names, _shapes(model.input_shape))
+        out.append("Inputs: " + ", ".join(f"{n} {s}" for n, s in ins))
+        out += [f"  {n} = {layer}({', '.join(ins)})" for n, layer, ins in nodes()]
+        out.append(f"Outputs: {', '.join(model.output_names)}")
+        out.append(line)
     if model.built:
         out.append(f"Total params: {model.num_parameters():,}")
         out.append(f"FLOPs per sample: {flops_total:,}")

@@ -108,6 +108,11 @@ def _refuse_non_finite(x: np.ndarray) -> None:
         )
 
 
+def _fresh(out: Any) -> Any:
+    """Copies of a plan's output buffer(s): the plan reuses them at its next run."""
+    return [o.copy() for o in out] if type(out) is list else out.copy()
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -150,6 +155,7 @@ class InferenceModel:
         self._dtype = net.dtype
         self._in = net.input_shape
         self._flat = net.flat_input if net.flat_input != net.input_shape else None
+        self._many_in = len(net.inputs) > 1
         self.preprocessing: Preprocessing | None = None
         self.task: str | None = None
         self.classes: np.ndarray | None = None
@@ -171,6 +177,8 @@ class InferenceModel:
         if task not in TASKS:
             raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
         self.task = task
+        if self._many_in or len(self.network.outputs) > 1:
+            raise ModelFormatError("tabular file: the network must have one input and one output")
         if manifest.get("preprocessing") is not None:
             self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
             width = self.preprocessing.n_features_out
@@ -229,7 +237,28 @@ class InferenceModel:
             )
 
     # -- input ---------------------------------------------------------------------------------
-    def _check(self, x: Any) -> np.ndarray:
+    def _check_many(self, x: Any) -> tuple:
+        """The inputs of a network of several: a dict by name, or a list/tuple in order."""
+        names = [n for n, _ in self.network.inputs]
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            extra = sorted(set(x) - set(names))
+            if missing or extra:
+                raise LeptonError(f"inputs {names}: missing {missing}, unknown {extra}")
+            x = [x[n] for n in names]
+        if not isinstance(x, (list, tuple)) or len(x) != len(names):
+            raise LeptonError(
+                f"this network takes {len(names)} inputs {names}: a dict by name or a list"
+            )
+        xs = tuple(
+            self._check(v, shape, f"input {name!r}")
+            for v, name, shape in zip(x, names, self.network.input_shapes)
+        )
+        if len({v.shape[0] for v in xs}) != 1:
+            raise ShapeError(f"inputs {names} have different batch sizes {[len(v) for v in xs]}")
+        return xs
+
+    def _check(self, x: Any, shape: tuple | None = None, what: str | None = None) -> np.ndarray:
         """``x`` as a C-contiguous array of the network's dtype and input shape."""
         if not (type(x) is np.ndarray and x.dtype == self._dtype):
             x = np.asarray(x)
@@ -239,15 +268,16 @@ class InferenceModel:
                     + ("; pass raw rows to predict()" if self.preprocessing is not None else "")
                 )
             x = x.astype(self._dtype)
-        if x.shape[1:] != self._in or x.ndim != len(self._in) + 1:
-            first = self.network.steps[0].label if self.network.steps else "the input"
+        shape = self._in if shape is None else shape
+        if x.shape[1:] != shape or x.ndim != len(shape) + 1:
+            first = what or (self.network.steps[0].label if self.network.steps else "the input")
             raise ShapeError(
-                f"{first}: expected input of shape (batch, {', '.join(map(str, self._in))}), "
+                f"{first}: expected input of shape (batch, {', '.join(map(str, shape))}), "
                 f"got {x.shape}"
             )
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        if self._flat is not None:
+        if self._flat is not None and what is None:
             x = x.reshape(x.shape[0], *self._flat)
         return x
 
@@ -264,14 +294,18 @@ class InferenceModel:
             self._plans[key] = plan
         return plan
 
-    def forward(self, x: Any, lengths: Any = None) -> np.ndarray:
+    def forward(self, x: Any, lengths: Any = None) -> Any:
         """The network's output for numeric input ``x`` (N, *input_shape); a fresh array.
+        A graph network of several inputs takes a dict by input name or a list in order;
+        one of several outputs returns a list of arrays in order.
 
         ``lengths`` (N,) ints in [0, T]: the real steps of each sequence of a padded batch,
         for networks with recurrent layers. Every recurrent layer then runs as if called with
         ``lengths=``: past a sequence's end its state is kept and its outputs are 0, and the
         reverse direction starts at the sequence's own last step.
         """
+        if self._many_in:
+            return self._forward_many(x, lengths)
         if not (
             type(x) is np.ndarray
             and x.dtype == self._dtype
@@ -292,11 +326,42 @@ class InferenceModel:
             try:
                 plan = self._plans.get(n) if lengths is None else None
                 plan = plan or self.plan_for(n, lengths is not None)
-                return plan.run(x, lengths).copy()
+                return _fresh(plan.run(x, lengths))
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
-        return plan.run(x, lengths).copy()
+        return _fresh(plan.run(x, lengths))
+
+    def _forward_many(self, x: Any, lengths: Any) -> Any:
+        xs = self._check_many(x)
+        n = xs[0].shape[0]
+        if lengths is not None:
+            lengths = self._check_lengths(lengths, n)
+        with self._lock:
+            return _fresh(self.plan_for(n, lengths is not None).run(xs, lengths))
+
+    def plan_info(self, n: int = 1) -> dict:
+        """The plan for batch size ``n``: its steps, and its memory: ``peak_bytes`` (the
+        intermediate buffers, each reused once its last reader is done), ``requested_bytes``
+        (the same buffers without reuse), ``buffers`` (blocks allocated), ``weight_bytes``
+        (the arrays the steps hold: weights and the copies some kernels read, such as W^T at
+        batch 1). Scratch a step keeps to itself (im2col columns, recurrent states) is not
+        counted."""
+        with self._lock:
+            plan = self.plan_for(n)
+        info = {"batch": n, "steps": len(self.network.steps), **plan.memory}
+        info["weight_bytes"] = self._weight_bytes()
+        return info
+
+    def _weight_bytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for step in self.network.steps:
+            for v in vars(step).values():
+                if isinstance(v, np.ndarray) and id(v) not in seen:
+                    seen.add(id(v))
+                    total += v.nbytes
+        return total
 
     def _check_lengths(self, lengths: Any, n: int) -> np.ndarray:
         t = self.network.steps_in_time
@@ -366,17 +431,34 @@ class InferenceModel:
 
     # -- information -------------------------------------------------------------------------
     @property
-    def input_shape(self) -> tuple:
-        return (None, *self.network.input_shape)
+    def input_shape(self) -> Any:
+        """``(None, *shape)``; a list of them for a network of several inputs."""
+        shapes = [(None, *s) for s in self.network.input_shapes]
+        return shapes if self._many_in else shapes[0]
 
     @property
-    def output_shape(self) -> tuple:
-        return (None, *self.network.output_shape)
+    def output_shape(self) -> Any:
+        """``(None, *shape)``; a list of them for a network of several outputs."""
+        shapes = [(None, *s) for _, s in self.network.outputs]
+        return shapes if len(shapes) > 1 else shapes[0]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [n for n, _ in self.network.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [n for n, _ in self.network.outputs]
 
     def describe(self) -> str:
         """One line per step: kernel, shapes and (for sparse-capable layers) what was picked."""
         lines = [f"InferenceModel ({self.kind}), input {self.input_shape}, {self._dtype}"]
-        lines += [f"  {s}" for s in self.network.describe()]
+        if len(self.network.chains) > 1:  # a graph: each chain with what it reads
+            for c in self.network.chains:
+                lines.append(f"  {c.out} <- {', '.join(c.inputs)}")
+                lines += [f"    {s.describe()}" for s in c.steps]
+        else:
+            lines += [f"  {s}" for s in self.network.describe()]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

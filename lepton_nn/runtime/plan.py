@@ -46,6 +46,7 @@ from lepton_nn.backend.threads import blas_held, get_num_threads
 from lepton_nn.errors import LeptonError, ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
+from .graph import Arena, Chain, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
 from .steps import (
     PARALLEL_MIN_ROWS,
@@ -79,7 +80,12 @@ Op = tuple[Callable[..., Any], tuple]
 
 
 class _Input:
-    """Marks the plan's input in a step's arguments until the plan is finalized."""
+    """Marks input ``k`` of the plan in a step's arguments."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int = 0) -> None:
+        self.k = k
 
 
 # --------------------------------------------------------------------------- steps
@@ -95,6 +101,7 @@ class _Ctx:
     sparse: str
     dtype: np.dtype
     mask: np.ndarray | None = None
+    pool: Arena | None = None  # the plan's buffers (see graph.py)
 
 
 class Step:
@@ -152,7 +159,7 @@ class DenseStep(Step):
         return self._w_rows
 
     def bind(self, src, owned, ctx):
-        out = np.zeros((ctx.n, self.w.shape[1]), dtype=ctx.dtype)
+        out = out_buffer(ctx, (ctx.n, self.w.shape[1]), ctx.dtype)
         return self._dense_ops(src, out), out
 
     def describe(self) -> str:
@@ -204,7 +211,7 @@ class SparseDenseStep(DenseStep):
         return min(best, key=best.__getitem__)
 
     def bind(self, src, owned, ctx):
-        out = np.zeros((ctx.n, self.w.shape[1]), dtype=np.float32)
+        out = out_buffer(ctx, (ctx.n, self.w.shape[1]), np.float32)
         if self.decide(ctx.n, ctx.sparse) == "sparse":
             return self._sparse_ops(src, out), out
         return self._dense_ops(src, out), out
@@ -226,7 +233,7 @@ class ActivationStep(Step):
         self.label, self.act = label, act
 
     def bind(self, src, owned, ctx):
-        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        out = src if owned else out_buffer(ctx, src.shape, ctx.dtype)
         return [(kernels().bias_act_forward, (src, None, self.act, out))], out
 
 
@@ -239,13 +246,13 @@ class SoftmaxStep(Step):
         self.label, self.log = label, log
 
     def bind(self, src, owned, ctx):
-        out = src if owned else np.zeros(src.shape, ctx.dtype)
-        col = np.zeros((*src.shape[:-1], 1), ctx.dtype)
+        out = src if owned else out_buffer(ctx, src.shape, ctx.dtype)
+        col = out_buffer(ctx, (*src.shape[:-1], 1), ctx.dtype)
         ax = src.ndim - 1
         ops: list[Op] = [(np.maximum.reduce, (src, ax, None, col, True))]
         ops.append((np.subtract, (src, col, out)))  # s = x - max
         if self.log:  # y = s - log(sum(exp(s)))
-            e = np.zeros(src.shape, ctx.dtype)
+            e = out_buffer(ctx, src.shape, ctx.dtype)
             ops += [
                 (np.exp, (out, e)),
                 (np.add.reduce, (e, ax, None, col, True)),
@@ -276,62 +283,89 @@ class FlattenStep(Step):
 # --------------------------------------------------------------------------- plans
 
 
-class Plan:
-    """The bound calls for one batch size. ``run(x)`` returns the (reused) output buffer.
+def _arrays(args: Any, depth: int = 0) -> Iterator[Any]:
+    """The arrays among a call's arguments (inside tuples and lists too)."""
+    for a in args:
+        if isinstance(a, np.ndarray):
+            yield a
+        elif isinstance(a, (tuple, list)) and depth < 3:
+            yield from _arrays(a, depth + 1)
 
-    ``head``: the calls up to the last one reading the input, as ``(fn, args, reads_x)``
-    (``fn(x, *args)`` when ``reads_x``); ``tail``: the rest, ``fn(*args)``.
+
+class Plan:
+    """The bound calls for one batch size. ``run(x)`` returns the (reused) output buffer
+    (a list of them for a network of several outputs); ``x``: an array, or a tuple with one
+    per input for a network of several inputs.
+
+    ``head``: the calls up to the last one reading an input, as ``(fn, args, k)``
+    (``fn(x[k], *args)`` when ``k >= 0``); ``tail``: the rest, ``fn(*args)``. An input read
+    other than as a first argument, through a view, or returned as an output is copied into
+    a buffer of its own first. ``memory``: the arena's ``peak_bytes`` (the intermediate
+    buffers, reused), ``requested_bytes`` (the same without reuse) and ``buffers``.
     """
 
-    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths")
+    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory")
 
     def __init__(
         self,
         n: int,
         ops: list[Op],
-        out: Any,
-        in_shape: tuple[int, ...],
-        dtype: np.dtype,
+        outs: list[np.ndarray],
+        placeholders: list[np.ndarray],
         hold_blas: bool = False,
         lengths: np.ndarray | None = None,
+        memory: dict | None = None,
+        many_outputs: bool = False,
     ) -> None:
         self.n = n
         self.hold_blas = hold_blas  # BLAS on one thread while running (see run)
         self.lengths = lengths  # a plan for sequences with lengths: run() fills this (N,)
-        last = -1
-        copy_in = False
-        for i, (_, args) in enumerate(ops):
-            hits = [j for j, a in enumerate(args) if isinstance(a, _Input)]
-            if hits:
-                last = i
-                copy_in |= hits != [0]
-        if isinstance(out, _Input) or copy_in:
-            # the input is read other than as a first argument (or is the output): copy it in
-            buf = np.zeros((n, *in_shape), dtype)
-            ops = [(_copy_into, (_Input(), buf))] + [
-                (fn, tuple(buf if isinstance(a, _Input) else a for a in args)) for fn, args in ops
-            ]
-            out = buf if isinstance(out, _Input) else out
-            last = 0
-        self.head = [(fn, args[1:], True) if isinstance(args[0], _Input) else (fn, args, False)
-                     for fn, args in ops[: last + 1]]  # fmt: skip
+        self.memory = memory or {}
+        marks: dict[int, _Input] = {}
+        copies: list[Op] = []
+        for k, first in enumerate(placeholders):
+            direct = not any(o is first or np.may_share_memory(o, first) for o in outs)
+            for _, args in ops if direct else ():
+                for j, a in enumerate(_arrays(args)):
+                    if (a is first and (j > 0 or args[0] is not first)) or (
+                        a is not first and np.may_share_memory(a, first)
+                    ):
+                        direct = False
+                        break
+                if not direct:
+                    break
+            if direct:
+                marks[id(first)] = _Input(k)
+            else:  # the plan reads its own copy of this input
+                copies.append((_copy_into, (_Input(k), first)))
+        ops = copies + [
+            (fn, (marks[id(args[0])], *args[1:]))
+            if args and isinstance(args[0], np.ndarray) and id(args[0]) in marks
+            else (fn, args)
+            for fn, args in ops
+        ]
+        last = max((i for i, (_, args) in enumerate(ops) if args and isinstance(args[0], _Input)),
+                   default=-1)  # fmt: skip
+        self.head = [(fn, args[1:], args[0].k) if args and isinstance(args[0], _Input)
+                     else (fn, args, -1) for fn, args in ops[: last + 1]]  # fmt: skip
         self.tail = ops[last + 1 :]
-        self.out = out
+        self.out = list(outs) if many_outputs else outs[0]
 
-    def run(self, x: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+    def run(self, x: Any, lengths: np.ndarray | None = None) -> Any:
         """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,
         checked by the caller)."""
         if self.lengths is not None:
             np.copyto(self.lengths, lengths)
+        xs = x if type(x) is tuple else (x,)
         if self.hold_blas:  # steps run threads of their own: BLAS's would compete with them
             with blas_held():
-                return self._run(x)
-        return self._run(x)
+                return self._run(xs)
+        return self._run(xs)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        for fn, args, reads_x in self.head:
-            if reads_x:
-                fn(x, *args)
+    def _run(self, xs: tuple) -> Any:
+        for fn, args, k in self.head:
+            if k >= 0:
+                fn(xs[k], *args)
             else:
                 fn(*args)
         for fn, args in self.tail:
@@ -350,14 +384,32 @@ def _lengths_mask(lengths: np.ndarray, mask: np.ndarray) -> None:
 
 @dataclass
 class Network:
-    """A parsed network: per-sample input/output shapes, dtype and steps."""
+    """A parsed network: its inputs ``(name, per-sample shape the plan reads)``, chains of
+    steps in topological order (:mod:`.graph`), outputs ``(name, per-sample shape)``."""
 
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
+    inputs: list[tuple[str, tuple[int, ...]]]
+    chains: list[Chain]
+    outputs: list[tuple[str, tuple[int, ...]]]
     dtype: np.dtype
-    steps: list[Step]
-    flat_input: tuple[int, ...]  # the shape the first step reads (after leading Flatten)
+    input_shapes: list[tuple[int, ...]]  # per input, as the caller gives it
     final_activation: str
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_shapes[0]
+
+    @property
+    def flat_input(self) -> tuple[int, ...]:
+        """The shape the first step reads of the (first) input (after a leading Flatten)."""
+        return self.inputs[0][1]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.outputs[0][1]
+
+    @property
+    def steps(self) -> list[Step]:
+        return [s for c in self.chains for s in c.steps]
 
     @property
     def steps_in_time(self) -> int | None:
@@ -368,8 +420,7 @@ class Network:
     def plan(self, n: int, threads: int = 1, sparse: str = "auto", lengths: bool = False) -> Plan:
         """Bind every step for batch size ``n``; ``lengths``: for sequences of given lengths
         (every recurrent layer then runs as if called with them)."""
-        ctx = _Ctx(n, threads, sparse, self.dtype)
-        marker = _Input()
+        ctx = _Ctx(n, threads, sparse, self.dtype, pool=Arena())
         ops: list[Op] = []
         held = None
         if lengths:
@@ -378,26 +429,17 @@ class Network:
                 raise LeptonError("lengths apply to a network with recurrent layers")
             held, ctx.mask = np.zeros(n, np.int64), np.zeros((t, n), self.dtype)
             ops.append((_lengths_mask, (held, ctx.mask)))
-        # Bind against a real array of the input's shape, then swap the marker in for it.
-        src = np.zeros((n, *self.flat_input), self.dtype)
-        owned = False
-        first = src
-        for step in self.steps:
-            step_ops, src = step.bind(src, owned, ctx)
-            ops += step_ops
-            owned = True
-        viewed = any(
-            isinstance(a, np.ndarray) and a is not first and np.may_share_memory(a, first)
-            for _, args in ops
-            for a in args
-        )
+        # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
+        firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
+        bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
+        ops += bound
         # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
         hold = threads > 1 and any(type(s) is ConvStep for s in self.steps)
-        if viewed or src is first:  # the input is read through a view (or is the output)
-            copy_in: Op = (_copy_into, (marker, first))
-            return Plan(n, [copy_in, *ops], src, self.flat_input, self.dtype, hold, held)
-        ops = [(fn, tuple(marker if a is first else a for a in args)) for fn, args in ops]
-        return Plan(n, ops, src, self.flat_input, self.dtype, hold, held)
+        pool = ctx.pool
+        memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,
+                  "buffers": len(pool.blocks)}  # fmt: skip
+        many = len(self.outputs) > 1
+        return Plan(n, ops, outs, list(firsts.values()), hold, held, memory, many)
 
     def describe(self) -> list[str]:
         return [s.describe() for s in self.steps]
@@ -516,16 +558,8 @@ def _csr_of(w: np.ndarray, prefix: str) -> CSRWeight:
     return CSRWeight(prefix.rstrip("."), f"{prefix}weight", indptr, indices, data, w.shape)
 
 
-def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
-    """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
-    optional ``compression``) against its arrays and build its steps.
-
-    ``sparse``: ``"auto"`` (measure), ``"sparse"`` or ``"dense"`` for sparse-capable layers.
-    Raises ``ModelFormatError`` for anything inconsistent or not supported.
-    """
-    if not isinstance(section, dict):
-        raise _fail("model section must be an object")
-    shape = section.get("input_shape")
+def _input_shape(shape: Any, what: str) -> tuple[int, ...]:
+    """A batch shape from a file, ``[null, d1, ...]``, as the per-sample tuple."""
     if (
         not isinstance(shape, list)
         or len(shape) < 2
@@ -533,35 +567,82 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
         or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape[1:])
         or math.prod(shape[1:]) > 10_000_000
     ):
-        raise _fail(f"bad input_shape {shape!r}")
+        raise _fail(f"bad {what} {shape!r}")
+    return tuple(shape[1:])
+
+
+def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
+    """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
+    optional ``compression``) against its arrays and build its steps: one chain for a
+    ``Sequential`` (or single layer), a DAG of chains for a graph ``Model``
+    (:mod:`lepton_nn.nn.graph` gives its form; :mod:`.graph` how it is planned).
+
+    ``sparse``: ``"auto"`` (measure), ``"sparse"`` or ``"dense"`` for sparse-capable layers.
+    Raises ``ModelFormatError`` for anything inconsistent or not supported.
+    """
+    if not isinstance(section, dict):
+        raise _fail("model section must be an object")
+    arch = section.get("architecture")
+    graph = isinstance(arch, dict) and arch.get("class") == "Model"
+    shape = section.get("input_shape")
+    in_shape = None if graph and shape is None else _input_shape(shape, "input_shape")
     dtype_name = section.get("dtype", "float32")
     if dtype_name not in _FLOAT_DTYPES:
         raise _fail(f"model dtype {dtype_name!r} is not float32 or float64")
     dtype = np.dtype(dtype_name)
     params = _Params(section, arrays)
-    in_shape = tuple(shape[1:])
     try:
-        steps, width, flat_input, final = _parse_layers(section, params, dtype, in_shape, sparse)
+        if graph:
+
+            def layer(i: int, cfg: dict, width: tuple, label: str):
+                steps, width, _, final = _parse_chain(
+                    _layers(cfg, f"layers.{i}."), params, dtype, width, sparse, label
+                )
+                return steps, width, final
+
+            inputs, chains, outputs = parse_graph(arch.get("config"), layer, _input_shape)
+            if in_shape is not None and (len(inputs) != 1 or inputs[0][1] != in_shape):
+                raise _fail(f"input_shape {shape!r} does not match the graph's inputs")
+            net_inputs = list(inputs)
+        else:
+            steps, width, flat_input, final = _parse_chain(
+                _layers(arch, ""), params, dtype, in_shape, sparse
+            )
+            inputs, outputs = [("input", in_shape)], [("output", width)]
+            chains = [Chain(["input"], steps, "output", final, width)]
+            net_inputs = [("input", flat_input)]
     except ModelFormatError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
         raise _fail(f"architecture and arrays do not fit together: {exc!r}") from exc
     params.check_all_used()
+    names = [o for o, _ in outputs]
+    chains = contract(chains, names)
+    outputs = [(n, w) for n, (_, w) in zip(names, outputs)]
+    for c in chains:
+        c.steps = _fuse(c.steps)
     out_shape = section.get("output_shape")
+    width = outputs[0][1]
     if out_shape is not None and (not isinstance(out_shape, list) or tuple(out_shape[1:]) != width):
         raise _fail(f"output_shape {out_shape!r} does not match the layers' output {width}")
-    return Network(in_shape, width, dtype, _fuse(steps), flat_input, final)
+    final = next((c.final for c in chains if c.out == names[0]), "identity")
+    return Network(net_inputs, chains, outputs, dtype, [w for _, w in inputs], final)
 
 
-def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tuple, sparse: str):
-    """Steps, output shape, the first step's input shape and the last activation's name."""
+def _parse_chain(
+    layers: Iterator[tuple[str, str, dict]], params: _Params, dtype: np.dtype,
+    in_shape: tuple, sparse: str, node: str | None = None,
+):  # fmt: skip
+    """Steps, output shape, the first step's input shape and the last activation's name of
+    layers applied one after the other. ``node``: the label of a graph node (whose input is
+    never flattened ahead)."""
     width: tuple[int, ...] = in_shape
     flat_input = in_shape
     steps: list[Step] = []
     final = "identity"
-    for prefix, cls, config in _layers(section.get("architecture"), ""):
+    for prefix, cls, config in layers:
         name = config.get("name", cls)
-        label = f"layer {name!r} ({cls})"
+        label = node or f"layer {name!r} ({cls})"
         if cls == "Dense":
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
@@ -587,7 +668,7 @@ def _parse_layers(section: dict, params: _Params, dtype: np.dtype, in_shape: tup
             continue
         elif cls == "Flatten":
             flat = (math.prod(width),)
-            if not steps:
+            if not steps and node is None:
                 flat_input = flat
             elif flat != width:
                 steps.append(FlattenStep(label, flat[0]))

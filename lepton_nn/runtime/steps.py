@@ -28,6 +28,7 @@ from lepton_nn.backend.threads import parallel_for, threads_for
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
+from .graph import out_buffer
 from .kernels import kernels
 
 __all__ = [
@@ -128,12 +129,12 @@ class ConvStep:
         head += (oh, ow)
         scratch = [np.zeros((step, ckk, oh, ow), ctx.dtype) for _ in range(threads)]
         if self.pool is None:
-            y = np.zeros((n, o, oh * ow), ctx.dtype)
+            y = out_buffer(ctx, (n, o, oh * ow), ctx.dtype)
             kernel, head, tail = kernels().conv2d_forward_chunks, (*head, step), (y, y)
             scratch = [(cols,) for cols in scratch]
             shape = (n, o, oh, ow)
         else:
-            y = np.zeros((n, o, self.pool[6] * self.pool[7]), ctx.dtype)
+            y = out_buffer(ctx, (n, o, self.pool[6] * self.pool[7]), ctx.dtype)
             argmax = np.zeros(y.shape, np.int64)
             kernel, head = kernels().conv2d_pool_forward_chunks, (*head, self.pool, step)
             scratch = [(cols, np.zeros((step, o, oh * ow), ctx.dtype)) for cols in scratch]
@@ -230,11 +231,11 @@ class Int8DenseStep:
     def bind(self, src, owned, ctx):
         n = ctx.n
         k = kernels()
-        xq = np.zeros((n, self.n_in), np.uint8)
-        out = np.zeros((n, self.n_out), np.float32)
+        xq = out_buffer(ctx, (n, self.n_in), np.uint8)
+        out = out_buffer(ctx, (n, self.n_out), np.float32)
         ops: list[Op] = []
         if src.dtype != np.float32:  # float64 model: the kernels read float32
-            f32 = np.zeros(src.shape, np.float32)
+            f32 = out_buffer(ctx, src.shape, np.float32)
             ops.append((np.copyto, (f32, src, "same_kind")))
             src = f32
         if self.wq.act_mode == "static":
@@ -247,7 +248,7 @@ class Int8DenseStep:
         args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
         ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
         if ctx.dtype != np.float32:
-            out64 = np.zeros(out.shape, ctx.dtype)
+            out64 = out_buffer(ctx, out.shape, ctx.dtype)
             ops.append((np.copyto, (out64, out)))
             out = out64
         return ops, out
@@ -294,10 +295,10 @@ class Int8ConvStep:
         ops: list[Op] = []
         x = src
         if src.dtype != np.float32:  # a float64 plan: the kernel reads float32
-            x = np.zeros(src.shape, np.float32)
+            x = out_buffer(ctx, src.shape, np.float32)
             ops.append((np.copyto, (x, src, "same_kind")))
         size = p if self.pool is None else self.pool[6] * self.pool[7]
-        y = np.zeros((n, f, size), np.float32)
+        y = out_buffer(ctx, (n, f, size), np.float32)
         scale, zp = self.static or (None, None)
         head = (self.packed, self.wq.scale, self.col_sums, self.b, self.act, self.geom, oh, ow)
         head += (self.pool, scale, zp, 1)  # one image per claim
@@ -310,7 +311,7 @@ class Int8ConvStep:
         shape = (n, f, *((oh, ow) if self.pool is None else self.pool[6:]))
         if ctx.dtype == np.float32:
             return ops, y.reshape(shape)
-        out = np.zeros(shape, ctx.dtype)
+        out = out_buffer(ctx, shape, ctx.dtype)
         ops.append((np.copyto, (out, y.reshape(shape), "same_kind")))
         return ops, out
 
@@ -332,7 +333,7 @@ class PoolStep:
         self.channels, self.out_hw = channels, out_hw
 
     def bind(self, src, owned, ctx):
-        y = np.zeros((ctx.n, self.channels, *self.out_hw), ctx.dtype)
+        y = out_buffer(ctx, (ctx.n, self.channels, *self.out_hw), ctx.dtype)
         if self.pool == "max":
             argmax = np.zeros(y.shape, np.int64)
             return [(kernels().maxpool2d_forward, (src, *self.geom, y, argmax))], y
@@ -351,7 +352,7 @@ class GlobalAvgPoolStep:
         self.label, self.channels = label, channels
 
     def bind(self, src, owned, ctx):
-        y = np.zeros((ctx.n, self.channels), ctx.dtype)
+        y = out_buffer(ctx, (ctx.n, self.channels), ctx.dtype)
         return [(_plane_mean, (src, y))], y
 
     def describe(self) -> str:
@@ -382,7 +383,7 @@ class AffineStep:
         return scale, beta - mean * scale
 
     def bind(self, src, owned, ctx):
-        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        out = src if owned else out_buffer(ctx, src.shape, ctx.dtype)
         ops: list[Op] = [
             (np.subtract, (src, self.mean, out)),
             (np.multiply, (out, self.inv, out)),
@@ -404,7 +405,7 @@ class LayerNormStep:
         self.label, self.gamma, self.beta, self.eps = label, gamma, beta, eps
 
     def bind(self, src, owned, ctx):
-        out = src if owned else np.zeros(src.shape, ctx.dtype)
+        out = src if owned else out_buffer(ctx, src.shape, ctx.dtype)
         return [(_layer_norm, (src, self.gamma, self.beta, self.eps, out))], out
 
     def describe(self) -> str:
@@ -460,7 +461,7 @@ class RecurrentStep:
             xa = np.ones((t, n, f + 1), dt)
             ops.append((_time_major, (src, xa[:, :, :f])))
         width = u * len(self.dirs)
-        out = np.zeros((n, t, width) if self.sequences else (n, width), dt)
+        out = out_buffer(ctx, (n, t, width) if self.sequences else (n, width), dt)
         mask = getattr(ctx, "mask", None)  # (T, N) for sequences with lengths, else None
         # the input product runs a few steps ahead of the steps that read it, not all at once:
         # its output is still in cache then (and the float one's bias costs no pass of its own)

@@ -37,6 +37,7 @@ import numpy as np
 from lepton_nn.errors import ModelFormatError
 
 from .compression import INT8_ATTRS
+from .graph import MERGES, merge_step, parse_graph
 from .steps import ACTIVATIONS, conv_geometry, pool_geometry
 
 __all__ = [
@@ -397,8 +398,19 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "SimpleRNN": _recurrent("SimpleRNN"),
     "Embedding": _embedding,
 }
+
+
+def _merge_rule(cls: str) -> Callable[[dict, list, str], LayerShape]:
+    def rule(config: dict, shapes: list, label: str) -> LayerShape:
+        return LayerShape(merge_step(label, cls, config, shapes).out_shape, act="identity")
+
+    return rule
+
+
 #: merge layers of a graph architecture: rule(config, [input shapes], label) -> LayerShape
-MULTI_INPUT_RULES: dict[str, Callable[[dict, list, str], LayerShape]] = {}
+MULTI_INPUT_RULES: dict[str, Callable[[dict, list, str], LayerShape]] = {
+    cls: _merge_rule(cls) for cls in MERGES
+}
 
 
 def layer_shape(cls: Any, config: Any, in_shape: tuple[int, ...], label: str) -> LayerShape:
@@ -416,7 +428,7 @@ def layer_shape(cls: Any, config: Any, in_shape: tuple[int, ...], label: str) ->
 # --------------------------------------------------------------------------- walkers
 
 
-def _walk_sequential(arch: dict, in_shape: tuple[int, ...]) -> list[LayerInfo]:
+def _walk_sequential(arch: dict, in_shape: tuple[int, ...], start: str = "") -> list[LayerInfo]:
     out: list[LayerInfo] = []
     shape = [in_shape]
 
@@ -440,12 +452,48 @@ def _walk_sequential(arch: dict, in_shape: tuple[int, ...]) -> list[LayerInfo]:
         out.append(LayerInfo(prefix, cls, config, label, shape[0], ls))
         shape[0] = ls.out
 
-    visit(arch, "", 0)
+    visit(arch, start, 0)
+    return out
+
+
+class GraphLayers(list):
+    """The LayerInfo of every node of a graph, with its ``inputs`` and ``outputs`` shapes
+    and the activation its first output ends with (``final``)."""
+
+    inputs: list[tuple[int, ...]]
+    outputs: list[tuple[int, ...]]
+    final: str
+
+
+def _walk_graph(arch: dict, in_shape: tuple[int, ...] | None) -> list[LayerInfo]:
+    """A graph model (:mod:`lepton_nn.nn.graph`'s form): its nodes in topological order,
+    merges through :data:`MULTI_INPUT_RULES`, each other layer through its shape rule."""
+    config = _dict(arch.get("config"), "graph model: config")
+
+    def layer(i: int, cfg: dict, width: tuple, label: str):
+        infos = _walk_sequential(cfg, width, f"layers.{i}.")
+        acts = [x.shape.act for x in infos if x.shape.act is not None]
+        return infos, (infos[-1].shape.out if infos else width), (acts or ["identity"])[-1]
+
+    inputs, chains, outputs = parse_graph(config, layer, _shape_list)
+    out = GraphLayers()
+    for c in chains:
+        if c.steps and not isinstance(c.steps[0], LayerInfo):  # a merge
+            m = c.steps[0]
+            shape = LayerShape(m.out_shape, act="identity", ops=len(c.inputs))
+            out.append(LayerInfo("", m.op, {}, m.label, m.out_shape, shape))
+        else:
+            out.extend(c.steps)
+    out.inputs = [w for _, w in inputs]
+    out.outputs = [w for _, w in outputs]
+    out.final = next((c.final for c in chains if c.out == outputs[0][0]), "identity")
+    if in_shape is not None and out.inputs != [in_shape]:
+        raise _fail(f"input_shape {in_shape} does not match the graph's inputs {out.inputs}")
     return out
 
 
 #: architecture class -> walker(architecture config, input shape) -> [LayerInfo] in order
-ARCHITECTURES: dict[str, Callable[[dict, tuple], list[LayerInfo]]] = {}
+ARCHITECTURES: dict[str, Callable[[dict, tuple], list[LayerInfo]]] = {"Model": _walk_graph}
 
 
 def _walk(arch: Any, in_shape: tuple[int, ...]) -> list[LayerInfo]:
@@ -475,22 +523,29 @@ def validate_network(
     budget; return its :class:`Summary`."""
     limits = Limits.of(limits)
     section = _dict(section, "model section")
-    in_shape = _shape_list(section.get("input_shape"), "input_shape")
+    arch, declared_in = section.get("architecture"), section.get("input_shape")
+    graph = isinstance(arch, dict) and arch.get("class") == "Model"
+    in_shape = None if graph and declared_in is None else _shape_list(declared_in, "input_shape")
     dtype = np.dtype(_str(section.get("dtype", "float32"), "model dtype", FLOAT_DTYPES))
-    layers = _walk(section.get("architecture"), in_shape)
+    layers = _walk(arch, in_shape)
+    ins = getattr(layers, "inputs", None) or [in_shape]  # a graph declares its inputs
+    in_shape = ins[0]
     expected: dict[str, tuple[int, ...]] = {}
-    n_params, elements, steps, ops = 0, math.prod(in_shape), 0, 0
+    n_params, elements, steps, ops = 0, sum(math.prod(s) for s in ins), 0, 0
     final = "identity"
     for info in layers:
         ls = info.shape
         for attr, shp in ls.params.items():
+            if info.prefix + attr not in expected:  # a shared layer's weights count once
+                n_params += math.prod(shp)
             expected[info.prefix + attr] = shp
-            n_params += math.prod(shp)
         elements += math.prod(ls.out) + ls.work
         steps, ops = max(steps, ls.time_steps), ops + ls.ops
         final = ls.act if ls.act is not None else final
         _budget(limits, n_params, elements * dtype.itemsize, steps, ops, info.label)
     out_shape = layers[-1].shape.out if layers else in_shape
+    if graph:
+        out_shape, final = layers.outputs[0], layers.final
     declared = section.get("output_shape")
     if declared is not None and _shape_list(declared, "output_shape") != out_shape:
         raise _fail(f"output_shape {declared!r:.80} does not match the layers' output {out_shape}")
