@@ -539,6 +539,14 @@ def cmd_info(args) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from .onnx.commands import convert, format_report
+
+    report = convert(args.model, args.output, opset=args.opset)
+    print(format_report(args.model, args.output, report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lepton-nn",
@@ -618,6 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     c.add_argument("-o", "--output", required=True)
     c.set_defaults(fn=cmd_compress)
+
+    v = sub.add_parser("convert", help="ONNX -> .lnn or .lnn -> ONNX (by the extensions)")
+    v.add_argument("model", help="the .onnx or .lnn file to convert")
+    v.add_argument("-o", "--output", required=True, help="the .lnn or .onnx file to write")
+    v.add_argument("--opset", type=int, help="ai.onnx opset of an exported file (default 17)")
+    v.set_defaults(fn=cmd_convert)
 
     b = sub.add_parser("bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime")
     b.add_argument(
