@@ -55,12 +55,11 @@ def test_unsupported_ops_listed_together_with_names_and_counts():
     assert "Erf" not in msg  # an elementwise op: converted when its function is known
 
 
-def test_branches_are_refused_clearly():
-    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["x", "w"], ["a"]), helper.make_node("Add", ["a", "x"],
-             ["y"], name="skip")]  # fmt: skip
-    with pytest.raises(ModelFormatError, match="graph models"):
-        lo.onnx_to_manifest(_model(nodes, [w], out_shape=("N", 4)))
+def test_a_product_of_two_values_is_refused_clearly():
+    nodes = [helper.make_node("Transpose", ["x"], ["t"]),
+             helper.make_node("MatMul", ["x", "t"], ["y"], name="gram")]  # fmt: skip
+    with pytest.raises(ModelFormatError, match="'gram' \\(MatMul\\): reads several values"):
+        lo.onnx_to_manifest(_model(nodes, [], out_shape=("N", "N")))
 
 
 def test_silu_is_named():

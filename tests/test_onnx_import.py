@@ -48,6 +48,37 @@ class _Rec(nn.Module):
         return self.fc(o.reshape(o.shape[0], -1))
 
 
+class _Residual(nn.Module):
+    """A residual CNN block (identity skip, then a projection skip) and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                   nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4))  # fmt: skip
+        self.down = nn.Conv2d(4, 6, 1, stride=2)
+        self.main = nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = torch.relu(h + self.block(h))
+        return self.head(self.down(h) + self.main(h))
+
+
+class _Branches(nn.Module):
+    """Two inputs, branches joined by Concat, Sub and Mul, two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 4), nn.Linear(3, 4)
+        self.c, self.d = nn.Linear(8, 2), nn.Linear(4, 2)
+
+    def forward(self, x, z):
+        a, b = torch.tanh(self.a(x)), torch.relu(self.b(z))
+        return self.c(torch.cat([a, b], 1)), self.d(a * b - a)
+
+
 def _models():
     torch.manual_seed(0)
     seq = (4, 3)
@@ -98,6 +129,7 @@ def _models():
         "gru_flat": (_Rec(nn.GRU, False, "flat"), seq),
         "birnn_h": (_Rec(nn.RNN, True, "h"), seq),
         "embedding_bigru": (_Rec(nn.GRU, True, "h", f=6, t=7, vocab=20), (7,)),
+        "residual_cnn": (_Residual(), (2, 8, 8)),
     }
 
 
@@ -139,6 +171,27 @@ def test_import_matches_onnxruntime(tmp_path, name):
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)
         np.testing.assert_allclose(net(x).data, ref, rtol=0, atol=TOL)
+
+
+def test_two_inputs_two_outputs(tmp_path):
+    torch.manual_seed(0)
+    net = _Branches().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (torch.randn(2, 5), torch.randn(2, 3)), str(tmp_path / "b.onnx"), dynamo=False,
+            input_names=["x", "z"], output_names=["p", "q"],
+            dynamic_axes={"x": {0: "n"}, "z": {0: "n"}}, opset_version=17,
+        )  # fmt: skip
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((6, 5)).astype("f4"),
+             "z": rng.standard_normal((6, 3)).astype("f4")}  # fmt: skip
+    ref = ort.InferenceSession(str(tmp_path / "b.onnx")).run(None, feeds)
+    got = runtime.load(tmp_path / "b.onnx").predict(feeds)
+    layers = lo.load(tmp_path / "b.onnx")(feeds)
+    for r, g, h in zip(ref, got, layers):
+        np.testing.assert_allclose(g, r, rtol=0, atol=TOL)
+        np.testing.assert_allclose(h.data, r, rtol=0, atol=TOL)
 
 
 def test_imported_network_is_trainable_and_saves(tmp_path):

@@ -42,7 +42,7 @@ def _identity(walk, node):
 
 def _cast(walk, node):
     to = _attrs(node)["to"]
-    if to not in (1, 10, 11) and walk.layers:
+    if to not in (1, 10, 11) and not walk.at_input():
         raise _refuse(node, "a cast to an integer type inside the network is not supported")
     _move(walk, node, walk.axes)
 
@@ -108,8 +108,8 @@ def _gather(walk, node):
     rest = [x for i, x in enumerate(walk.axes) if i != a]
     if ax != ("N",) and walk.atoms.size(ax) == 1:
         return _move(walk, node, rest)
-    last = walk.layers[-1] if walk.layers else None
-    t_atom = getattr(walk, "time_atom", None)
+    last = walk.last()
+    t_atom = last.config.get("_time_atom") if last is not None else None
     if (
         last is not None
         and last.cls in ("LSTM", "GRU", "SimpleRNN")
@@ -128,7 +128,7 @@ def _embedding(walk, node, axis):
     table = walk.const(node.input[0], node, "the embedding table")
     if axis != 0 or table.ndim != 2 or node.input[1] != walk.cur:
         raise _refuse(node, "only a lookup of rows of a 2-D table is supported (Embedding)")
-    if walk.layers:
+    if not walk.at_input():
         raise _refuse(node, "an embedding must read the network's input")
     e = walk.atoms.new(table.shape[1], "e")
     config = {"input_dim": int(table.shape[0]), "output_dim": int(table.shape[1])}
@@ -136,40 +136,80 @@ def _embedding(walk, node, axis):
     _move(walk, node, walk.axes + [(e,)])
 
 
-def gather_concat(walk: Walk, nodes: list) -> list:
+def gather_concat(walk: Walk, nodes: list) -> list | None:
     """``Concat(Gather(x, 0, axis=a), ..., Gather(x, D-1, axis=a), axis=k)``: the slices of
     axis a put side by side along axis k (a bidirectional layer's final states joined):
-    one view, axis k made of a's atoms then its own."""
-    axis = {(_attrs(n).get("axis", 0)) % len(walk.axes) for n in nodes if n.op_type == "Gather"}
-    if len(axis) != 1 or any(n.op_type != "Gather" or n.input[0] != walk.cur for n in nodes):
-        names = ", ".join(f"{n.name or n.output[0]} ({n.op_type})" for n in nodes[:4])
-        raise ModelFormatError(
-            f"tensor {walk.cur!r} is read by several nodes ({names}): graph models cannot be "
-            "converted yet"
-        )
+    one view, axis k made of a's atoms then its own. None when ``nodes`` are not that."""
+    if any(n.op_type != "Gather" or n.input[0] != walk.cur for n in nodes) or len(nodes) < 2:
+        return None
+    axis = {(_attrs(n).get("axis", 0)) % len(walk.axes) for n in nodes}
+    if len(axis) != 1:
+        return None
     a = axis.pop()
+    d = walk.atoms.size(walk.axes[a])
     idx = {}
     for n in nodes:
-        i = walk.const(n.input[1], n, "the index")
-        d = walk.atoms.size(walk.axes[a])
-        idx[n.output[0]] = int(i) % d if i.ndim == 0 else -1
-    users = [m for m in walk.model.graph.node if any(o in idx for o in m.input) and m not in nodes]
+        i = walk.folded.const(n.input[1])
+        if i is None or i.ndim != 0:
+            return None
+        idx[n.output[0]] = int(i) % d
+    users = [m for m in walk.model.graph.node if any(o in idx for o in m.input)]
     if (
         len(users) != 1
         or users[0].op_type != "Concat"
         or list(users[0].input) != sorted(idx, key=idx.get)
-        or sorted(idx.values()) != list(range(walk.atoms.size(walk.axes[a])))
+        or sorted(idx.values()) != list(range(d))
     ):
-        raise ModelFormatError(
-            f"tensor {walk.cur!r}: its slices are not joined back in order: graph models "
-            "cannot be converted yet"
-        )
+        return None
     concat = users[0]
     rest = [x for i, x in enumerate(walk.axes) if i != a]
     k = _attrs(concat)["axis"] % len(rest)
     rest[k] = walk.axes[a] + rest[k]
     _move(walk, concat, rest)
     return [*nodes, concat]
+
+
+#: ONNX op -> merge layer, for nodes reading two or more values of the network
+MERGES = {"Add": "Add", "Sum": "Add", "Sub": "Subtract", "Mul": "Multiply", "Max": "Maximum",
+          "Mean": "Average", "Concat": "Concatenate"}  # fmt: skip
+
+
+def merge(walk: Walk, node, tensors: list[str]) -> None:
+    """A node joining values of the network: a merge layer (Add, Multiply, Concatenate...).
+    Each value must be in its own layout; elementwise merges broadcast as NumPy does."""
+    if len(tensors) != len(node.input):
+        raise _refuse(node, "mixes values of the network with constants")
+    vals = [walk.values[t] for t in node.input]
+    for v in vals:
+        if not walk.same(v.axes, v.canon) or len(v.axes) != len(v.canon):
+            raise _refuse(node, "an input is not in the layout the network holds it in")
+    ranks = {len(v.canon) for v in vals}
+    if len(ranks) != 1:
+        raise _refuse(node, "its inputs have different ranks")
+    cls = MERGES[node.op_type]
+    config: dict = {}
+    if cls == "Concatenate":
+        k = _attrs(node)["axis"] % ranks.pop()
+        if k == 0:
+            raise _refuse(node, "cannot join along the batch axis")
+        total = sum(walk.atoms.size(v.canon[k]) for v in vals)
+        canon = list(vals[0].canon)
+        canon[k] = (walk.atoms.new(total, "cat"),)
+        config["axis"] = k
+    else:
+        canon = []
+        for axes in zip(*(v.canon for v in vals)):
+            sizes = {walk.atoms.size(ax) for ax in axes if ax != ("N",)}
+            if axes[0] == ("N",):
+                canon.append(("N",))
+            elif len(sizes - {1}) > 1:
+                raise _refuse(node, "its inputs do not broadcast")
+            else:
+                canon.append(max(axes, key=walk.atoms.size))
+    walk.cur = node.output[0]
+    walk.add(Layer(cls, config), canon, inputs=[v.src for v in vals])
+    walk.axes = list(canon)
+    walk.leave()
 
 
 # --------------------------------------------------------------------------- dense
@@ -246,7 +286,7 @@ def _arith(walk, node):
         scale = 1.0 / vec
     else:
         raise _refuse(node, "dividing by the data cannot be converted")
-    last = walk.layers[-1] if walk.layers else None
+    last = walk.last()
     if (
         op in ("Add", "Sub")
         and first

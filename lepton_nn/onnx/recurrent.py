@@ -115,6 +115,6 @@ def recurrent(walk: Walk, node) -> None:
     else:
         canon = [n_ax, (d_atom, u_atom)]
         axes = [(d_atom,), n_ax, (u_atom,)] if layout == 0 else [n_ax, (d_atom,), (u_atom,)]
+    config["_time_atom"] = walk.atoms.real(t_ax)[0] if walk.atoms.real(t_ax) else None
     walk.add(Layer(cls, config, params), canon)
-    walk.time_atom = walk.atoms.real(t_ax)[0] if walk.atoms.real(t_ax) else None
     walk.cur, walk.axes = used[0], axes
