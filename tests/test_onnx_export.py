@@ -118,3 +118,82 @@ def test_round_trip_torch_onnx_lepton_onnx(tmp_path, name):
     b = ort.InferenceSession(str(tmp_path / "back.onnx")).run(None, {"input": x})[0]
     np.testing.assert_allclose(a, ref, atol=TOL)
     np.testing.assert_allclose(b, a, rtol=0, atol=TOL)
+
+
+def _randomize(model):
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.data[...] = rng.standard_normal(p.data.shape).astype(p.data.dtype) * 0.5
+    model.eval()
+    return model
+
+
+def _graph_models():
+    x = nn.Input((3, 8, 8), name="img")
+    h = nn.Conv2D(4, 3, padding="same", activation="relu")(x)
+    skip = nn.Add()([h, nn.Conv2D(4, 3, padding=1)(nn.Conv2D(4, 1, activation="relu")(h))])
+    a = nn.MaxPool2D(2)(skip)
+    b = nn.AvgPool2D(2)(skip)
+    j = nn.Concatenate(axis=1)([a, b])
+    cnn = nn.Model(x, nn.Dense(3)(nn.Flatten()(j)))
+    u, v = nn.Input((5,), name="u"), nn.Input((4,), name="v")
+    shared = nn.Dense(6, "tanh")
+    hu, hv = shared(nn.Dense(4)(u)), shared(v)  # one layer called twice: weights shared
+    two = nn.Model(
+        [u, v],
+        [
+            nn.Subtract()([hu, hv]),
+            nn.Average()([hu, nn.Multiply()([hu, hv]), nn.Maximum()([hu, hv])]),
+        ],
+    )
+    return {"residual_concat_cnn": (cnn, {"img": (3, 8, 8)}),
+            "two_inputs_shared_layer": (two, {"u": (5,), "v": (4,)})}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["residual_concat_cnn", "two_inputs_shared_layer"])
+def test_export_graph_models(tmp_path, name):
+    model, shapes = _graph_models()[name]
+    _randomize(model)
+    L.save(model, tmp_path / "g.lnn")
+    served = runtime.load(tmp_path / "g.lnn")
+    lo.export(tmp_path / "g.lnn", tmp_path / "g.onnx")
+    onnx.checker.check_model(onnx.load(str(tmp_path / "g.onnx")), full_check=True)
+    rng = np.random.default_rng(1)
+    feeds = {k: rng.standard_normal((4, *s)).astype(np.float32) for k, s in shapes.items()}
+    got = ort.InferenceSession(str(tmp_path / "g.onnx")).run(None, feeds)
+    ref = served.predict(feeds if len(feeds) > 1 else next(iter(feeds.values())))
+    ref = ref if isinstance(ref, list) else [ref]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=0, atol=TOL)
+    back = runtime.load(tmp_path / "g.onnx").predict(feeds if len(feeds) > 1 else
+                                                     next(iter(feeds.values())))  # fmt: skip
+    for b, r in zip(back if isinstance(back, list) else [back], ref, strict=True):
+        np.testing.assert_allclose(b, r, rtol=0, atol=TOL)
+
+
+def test_export_new_activations_convs_and_padding(tmp_path):
+    """Layers of the interchange set: ONNX Runtime on the export against the layers."""
+    model = nn.Sequential([
+        nn.Pad2D((1, 0, 2, 1), mode="reflect"), nn.Conv2D(4, 3, groups=2, padding=(1, 0, 0, 1)),
+        nn.LeakyReLU(0.2), nn.Conv2D(4, 3, groups=4, activation="elu"), nn.HardSwish(),
+        nn.Flatten(), nn.Dense(8, "gelu_erf"), nn.SELU(), nn.HardSigmoid(0.3, 0.4),
+        nn.Dense(6, "softplus"), nn.Mish(), nn.ReLU6(), nn.Clip(0.1, 0.9), nn.ELU(0.5),
+    ])  # fmt: skip
+    model.build((None, 2, 7, 7))
+    _randomize(model)
+    seq = nn.Sequential(
+        [
+            nn.Pad1D((2, 1), mode="replicate"),
+            nn.Conv1D(4, 3, stride=2, padding="same", groups=2, activation="leaky_relu"),
+            nn.Flatten(),
+        ]
+    )
+    seq.build((None, 2, 9))
+    _randomize(seq)
+    for net, shape in ((model, (2, 7, 7)), (seq, (2, 9))):
+        for opset in (17, 20):
+            lo.export(net, tmp_path / "n.onnx", opset=opset)
+            onnx.checker.check_model(onnx.load(str(tmp_path / "n.onnx")), full_check=True)
+            x = _input(shape, 5, "x")
+            got = ort.InferenceSession(str(tmp_path / "n.onnx")).run(None, {"input": x})[0]
+            np.testing.assert_allclose(got, net(x).data, rtol=1e-5, atol=TOL)

@@ -100,6 +100,7 @@ class _Graph:
         self.nodes: list = []
         self.inits: list = []
         self.count = 0
+        self.added: set[str] = set()
 
     def init(self, name: str, value: np.ndarray) -> str:
         arr = np.ascontiguousarray(value)
@@ -107,7 +108,10 @@ class _Graph:
         return name
 
     def param(self, name: str) -> str:
-        return self.init(name, self.params[name].astype(self.dtype))
+        if name not in self.added:  # a layer called by several nodes: its weights once
+            self.added.add(name)
+            self.init(name, self.params[name].astype(self.dtype))
+        return name
 
     def const(self, value, dtype=None) -> str:
         self.count += 1
@@ -119,32 +123,65 @@ class _Graph:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, outs, **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def activation(self, x: str, act: str) -> str:
+    def activation(self, x: str, act: str, **kw) -> str:
+        """Nodes of activation ``act`` on ``x`` (``kw``: its parameters, else defaults)."""
         if act in ("identity", None):
             return x
         if act in _ACTS:
             return self.node(_ACTS[act], [x])
         if act in ("softmax", "log_softmax"):
             return self.node("Softmax" if act == "softmax" else "LogSoftmax", [x], axis=-1)
-        if act == "gelu":  # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-            if self.opset >= 20:
-                return self.node("Gelu", [x], approximate="tanh")
-            cube = self.node("Mul", [self.node("Mul", [x, x]), x])
-            inner = self.node("Add", [x, self.node("Mul", [cube, self.const(0.044715)])])
-            t = self.node("Tanh", [self.node("Mul", [inner, self.const(math.sqrt(2 / math.pi))])])
-            half = self.node("Mul", [x, self.const(0.5)])
-            return self.node("Mul", [half, self.node("Add", [t, self.const(1.0)])])
+        if act in _PARAM_ACTS:
+            op, names = _PARAM_ACTS[act]
+            return self.node(op, [x], **{k: float(kw[k]) for k in names if kw.get(k) is not None})
+        if act in ("relu6", "clip"):
+            lo, hi = (0.0, 6.0) if act == "relu6" else (kw.get("min"), kw.get("max"))
+            ins = [x, self.const(lo) if lo is not None else "", self.const(hi) if hi is not None
+                   else ""]  # fmt: skip
+            return self.node("Clip", ins[: 3 if hi is not None else 2])
+        if act == "mish":
+            if self.opset >= 18:
+                return self.node("Mish", [x])
+            return self.node("Mul", [x, self.node("Tanh", [self.node("Softplus", [x])])])
+        if act in ("gelu", "gelu_erf"):
+            return self._gelu(x, "tanh" if act == "gelu" else "none")
         raise LeptonError(f"export: activation {act!r} has no ONNX form here yet")
+
+    def _gelu(self, x: str, approximate: str) -> str:
+        if self.opset >= 20:
+            return self.node("Gelu", [x], approximate=approximate)
+        half = self.node("Mul", [x, self.const(0.5)])
+        if approximate == "none":  # x/2 (1 + erf(x / sqrt 2))
+            e = self.node("Erf", [self.node("Mul", [x, self.const(math.sqrt(0.5))])])
+            return self.node("Mul", [half, self.node("Add", [e, self.const(1.0)])])
+        # x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        cube = self.node("Mul", [self.node("Mul", [x, x]), x])
+        inner = self.node("Add", [x, self.node("Mul", [cube, self.const(0.044715)])])
+        t = self.node("Tanh", [self.node("Mul", [inner, self.const(math.sqrt(2 / math.pi))])])
+        return self.node("Mul", [half, self.node("Add", [t, self.const(1.0)])])
+
+
+#: activation -> (ONNX op, its attributes taken from the layer's config)
+_PARAM_ACTS = {"leaky_relu": ("LeakyRelu", ["alpha"]), "elu": ("Elu", ["alpha"]),
+               "selu": ("Selu", []), "hard_sigmoid": ("HardSigmoid", ["alpha", "beta"]),
+               "hard_swish": ("HardSwish", []), "softplus": ("Softplus", []),
+               "sign": ("Sign", [])}  # fmt: skip
+#: activation layer class -> activation name
+_ACT_LAYERS = {"LeakyReLU": "leaky_relu", "ELU": "elu", "SELU": "selu", "HardSigmoid":
+               "hard_sigmoid", "HardSwish": "hard_swish", "Softplus": "softplus", "Mish": "mish",
+               "ReLU6": "relu6", "Clip": "clip", "Sign": "sign"}  # fmt: skip
 
 
 def _pads(padding: Any, size, k, s, d) -> list[int]:
-    """Our padding -> ONNX pads [top, left, bottom, right]."""
+    """Our padding (2-D) -> ONNX pads [top, left, bottom, right]."""
     if padding == "valid":
         return [0, 0, 0, 0]
     if padding == "same":
         t, b, l, r = same_padding(size, k, s, d)
         return [t, l, b, r]
     p = [padding, padding] if isinstance(padding, int) else list(padding)
+    if len(p) == 4:  # (top, bottom, left, right)
+        return [p[0], p[2], p[1], p[3]]
     return [p[0], p[1], p[0], p[1]]
 
 
@@ -154,40 +191,81 @@ def _pair(v) -> list[int]:
 
 def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
                      batch: int | None = None):  # fmt: skip
-    """A ``kind: module`` network section and its arrays -> a checked ``ModelProto``."""
+    """A ``kind: module`` network section (a ``Sequential`` or a graph ``Model``) and its
+    arrays -> a checked ``ModelProto``."""
     from lepton_nn.runtime.plan import _layers
 
     onnx = _onnx()
+    h = onnx.helper
     dtype = np.dtype(section.get("dtype", "float32"))
     params = {n: arrays["params/" + n] for n in section["params"]}
     g = _Graph(params, dtype, opset)
-    width = list(section["input_shape"][1:])
-    leaves = list(_layers(section["architecture"], ""))
-    x = "input"
-    in_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
-    for prefix, cls, cfg in leaves:
-        if cls == "Embedding" and x == "input":
-            in_type = onnx.TensorProto.INT64
-        x, width = _layer(g, prefix, cls, cfg, x, width)
-    out_type = onnx.helper.np_dtype_to_tensor_dtype(dtype)
+    arch = section["architecture"]
+    if arch.get("class") == "Model":
+        cfg = arch["config"]
+        specs = [(s["name"], list(s["shape"][1:]), s.get("dtype", dtype.name))
+                 for s in cfg["inputs"]]  # fmt: skip
+        index = {c["config"]["name"]: (i, c) for i, c in enumerate(cfg["layers"])}
+        vals = {name: (name, shape) for name, shape, _ in specs}
+        for node in cfg["nodes"]:
+            i, lcfg = index[node["layer"]]
+            srcs = [vals[n] for n in node["inputs"]]
+            if lcfg["class"] in _MERGE_OPS:
+                vals[node["name"]] = _merge(g, lcfg["class"], lcfg["config"], srcs)
+                continue
+            x, width = srcs[0]
+            for prefix, cls, c in _layers(lcfg, f"layers.{i}."):
+                x, width = _layer(g, prefix, cls, c, x, width)
+            vals[node["name"]] = (x, width)
+        outs = [(name, *vals[name]) for name in cfg["outputs"]]
+    else:
+        x, width = "input", list(section["input_shape"][1:])
+        leaves = list(_layers(arch, ""))
+        first_ids = bool(leaves) and leaves[0][1] == "Embedding"
+        specs = [("input", list(width), "int64" if first_ids else dtype.name)]
+        for prefix, cls, c in leaves:
+            x, width = _layer(g, prefix, cls, c, x, width)
+        outs = [("output", x, width)]
     b = "N" if batch is None else batch
-    graph = onnx.helper.make_graph(
-        g.nodes,
-        "lepton_nn",
-        [onnx.helper.make_tensor_value_info("input", in_type, [b, *section["input_shape"][1:]])],
-        [onnx.helper.make_tensor_value_info(x, out_type, [b, *width])],
-        g.inits,
-    )
-    ops = [onnx.helper.make_opsetid("", opset)]
-    model = onnx.helper.make_model(
-        graph, opset_imports=ops, producer_name="lepton_nn",
-        ir_version=onnx.helper.find_min_ir_version_for(ops, True),
-    )  # fmt: skip
+    out_type = h.np_dtype_to_tensor_dtype(dtype)
+    outputs = []
+    for name, x, width in outs:  # name the outputs as the network does
+        g.nodes.append(h.make_node("Identity", [x], [name]))
+        outputs.append(h.make_tensor_value_info(name, out_type, [b, *width]))
+    inputs = [h.make_tensor_value_info(n, h.np_dtype_to_tensor_dtype(np.dtype(d)), [b, *shape])
+              for n, shape, d in specs]  # fmt: skip
+    graph = h.make_graph(g.nodes, "lepton_nn", inputs, outputs, g.inits)
+    ops = [h.make_opsetid("", opset)]
+    model = h.make_model(graph, opset_imports=ops, producer_name="lepton_nn",
+                         ir_version=h.find_min_ir_version_for(ops, True))  # fmt: skip
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # pragma: no cover - a bug here
         raise ModelFormatError(f"export: the written graph does not check: {exc}") from exc
     return model
+
+
+_MERGE_OPS = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Maximum": "Max",
+              "Average": "Mean", "Concatenate": "Concat"}  # fmt: skip
+
+
+def _merge(g: _Graph, cls: str, cfg: dict, srcs: list) -> tuple[str, list[int]]:
+    """A merge layer on values ``srcs`` [(tensor, per-sample shape)]."""
+    names = [x for x, _ in srcs]
+    if cls == "Concatenate":
+        rank = len(srcs[0][1]) + 1
+        axis = cfg.get("axis", -1) % rank
+        width = list(srcs[0][1])
+        width[axis - 1] = sum(w[axis - 1] for _, w in srcs)
+        return g.node("Concat", names, axis=axis), width
+    width = list(np.broadcast_shapes(*(tuple(w) for _, w in srcs)))
+    op = _MERGE_OPS[cls]
+    if op in ("Add", "Mul"):  # binary in ONNX: a chain
+        y = names[0]
+        for other in names[1:]:
+            y = g.node(op, [y, other])
+        return y, width
+    return g.node(op, names), width
 
 
 def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
@@ -203,7 +281,35 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         return g.activation(y, cfg.get("activation")), [*width[:-1], cfg["units"]]
     if cls in ("Activation", "ReLU", "Sigmoid", "Tanh", "GELU", "Softmax"):
         act = cfg.get("activation") or cls.lower()
+        if cls == "GELU" and cfg.get("approximate") == "none":
+            act = "gelu_erf"
         return g.activation(x, act), width
+    if cls in _ACT_LAYERS:
+        return g.activation(x, _ACT_LAYERS[cls], **cfg), width
+    if cls in ("Pad1D", "Pad2D"):
+        amounts = cfg["padding"]  # [[before, after]] per trailing axis, as get_config writes
+        k = len(amounts)
+        pads = [0, 0] + [a for a, _ in amounts] + [0, 0] + [b for _, b in amounts]
+        mode = {"replicate": "edge"}.get(cfg.get("mode", "constant"), cfg.get("mode", "constant"))
+        ins = [x, g.const(pads, np.int64)]
+        if mode == "constant":
+            ins.append(g.const(cfg.get("value", 0.0)))
+        width = width[: len(width) - k] + [n + a + b for n, (a, b) in zip(width[-k:], amounts)]
+        return g.node("Pad", ins, mode=mode), width
+    if cls == "Conv1D":
+        c, length = width
+        k, s, d = (int(cfg.get(n, 1)) for n in ("kernel_size", "stride", "dilation"))
+        pad = cfg.get("padding", "valid")
+        if pad == "same":
+            _, _, lft, rgt = same_padding((1, length), (1, k), (1, s), (1, d))
+        else:
+            lft, rgt = (0, 0) if pad == "valid" else (pad, pad) if isinstance(pad, int) else pad
+        ins = [x, g.param(p + "weight")] + ([g.param(p + "bias")] if cfg.get("use_bias", True)
+                                             else [])  # fmt: skip
+        y = g.node("Conv", ins, kernel_shape=[k], strides=[s], dilations=[d], pads=[lft, rgt],
+                   group=int(cfg.get("groups", 1)))  # fmt: skip
+        ol = (length + lft + rgt - d * (k - 1) - 1) // s + 1
+        return g.activation(y, cfg.get("activation")), [cfg["filters"], ol]
     if cls in ("Dropout",):
         return x, width
     if cls == "Flatten":
@@ -215,7 +321,8 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         ins = [x, g.param(p + "weight")]
         if cfg.get("use_bias", True):
             ins.append(g.param(p + "bias"))
-        y = g.node("Conv", ins, kernel_shape=k, strides=s, dilations=d, pads=pads)
+        y = g.node("Conv", ins, kernel_shape=k, strides=s, dilations=d, pads=pads,
+                   group=int(cfg.get("groups", 1)))  # fmt: skip
         oh = (h + pads[0] + pads[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
         ow = (w_ + pads[1] + pads[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
         return g.activation(y, cfg.get("activation")), [cfg["filters"], oh, ow]
@@ -243,7 +350,7 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         return g.node("LayerNormalization", ins, axis=-1, epsilon=float(cfg.get("eps", 1e-5))), \
             width  # fmt: skip
     if cls == "Embedding":
-        ids = g.node("Cast", [x], to=_onnx().TensorProto.INT64) if x != "input" else x
+        ids = g.node("Cast", [x], to=_onnx().TensorProto.INT64)
         return g.node("Gather", [g.param(p + "weight"), ids], axis=0), [*width, cfg["output_dim"]]
     if cls in _GATES:
         return _recurrent(g, p, cls, cfg, x, width)
@@ -272,8 +379,11 @@ def _recurrent(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int])
             bs.append(np.concatenate([zero, zero]))
     name = p.rstrip(".").replace(".", "_") or "rnn"
     ins = [g.node("Transpose", [x], perm=[1, 0, 2])]
-    ins += [g.init(f"{name}_{k}", np.stack(v).astype(g.dtype)) for k, v in
-            (("W", ws), ("R", rs), ("B", bs))]  # fmt: skip
+    for k, v in (("W", ws), ("R", rs), ("B", bs)):  # once per layer, however often called
+        if f"{name}_{k}" not in g.added:
+            g.added.add(f"{name}_{k}")
+            g.init(f"{name}_{k}", np.stack(v).astype(g.dtype))
+        ins.append(f"{name}_{k}")
     attrs: dict = {"hidden_size": u, "direction": "bidirectional" if len(dirs) == 2 else "forward"}
     if cls == "GRU":
         attrs["linear_before_reset"] = 1

@@ -184,7 +184,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
     live = [n for n in graph.node if n.op_type != "Constant" and n.output[0] not in folded.known]
-    _check_ops(live, set(HANDLERS) | ISLAND_OPS)
+    _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
     specs = [_input(walk, i) for i in graph.input if i.name not in inits]
