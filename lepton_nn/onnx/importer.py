@@ -184,11 +184,17 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
     live = [n for n in graph.node if n.op_type != "Constant" and n.output[0] not in folded.known]
+    outputs = [o for o in graph.output if o.type.tensor_type.elem_type in (1, 10, 11)]
+    dropped = [o.name for o in graph.output if o not in outputs]
+    if not outputs:
+        raise ModelFormatError("the ONNX model has no floating-point output to convert")
+    if dropped:  # labels (an argmax of the probabilities): keep what the float outputs need
+        live = _ancestors(live, {o.name for o in outputs})
     _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
     specs = [_input(walk, i) for i in graph.input if i.name not in inits]
-    outs = {o.name for o in graph.output}
+    outs = {o.name for o in outputs}
     readers: Counter = Counter()
     for n in live:
         readers.update(list(dict.fromkeys(n.input)))
@@ -221,7 +227,19 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
             done.add(id(n))
             walk.ops[n.op_type] += 1
         walk.leave()
-    return _result(walk, graph, specs)
+    manifest, arrays, report = _result(walk, outputs, specs)
+    report["dropped_outputs"] = dropped
+    return manifest, arrays, report
+
+
+def _ancestors(live: list, targets: set[str]) -> list:
+    """The nodes of ``live`` that the tensors ``targets`` depend on, in order."""
+    need, keep = set(targets), set()
+    for n in reversed(live):
+        if any(o in need for o in n.output):
+            keep.add(id(n))
+            need.update(n.input)
+    return [n for n in live if id(n) in keep]
 
 
 def _input(walk: Walk, inp) -> dict:
@@ -241,9 +259,9 @@ def _input(walk: Walk, inp) -> dict:
     return {"name": name, "shape": [None, *dims[1:]], "dtype": dtype}
 
 
-def _result(walk: Walk, graph, specs: list[dict]) -> tuple[dict, dict, dict]:
+def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, dict, dict]:
     outputs = []
-    for o in graph.output:
+    for o in graph_outputs:
         v = walk.values.get(o.name)
         if v is None or v.src in walk.inputs:
             raise ModelFormatError(f"output {o.name!r} is not computed by any converted layer")

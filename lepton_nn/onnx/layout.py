@@ -53,6 +53,8 @@ class Atoms:
         atoms = [a for ax in axes for a in self.real(ax)]
         total = math.prod(self.sizes[a] for a in atoms if a != "N")
         known = math.prod(d for d in target if d not in (None, -1))
+        if "N" in atoms and None not in target and target.count(-1) == 1 and known == total:
+            target = [None if d == -1 else d for d in target]  # the inferred dim is the batch
         target = [total // max(known, 1) if d == -1 else d for d in target]
         if target.count(None) != (1 if "N" in atoms else 0):
             raise ModelFormatError(f"{where}: the reshape does not keep the batch axis apart")

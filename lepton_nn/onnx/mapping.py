@@ -87,7 +87,7 @@ def _channel_vector(walk, node, c: np.ndarray) -> np.ndarray | None:
 def _arith(walk, node):
     op = node.op_type
     if list(node.input).count(walk.cur) != 1:
-        raise _refuse(node, "joins two branches: graph models cannot be converted yet")
+        raise _refuse(node, "combines the data with itself: not supported")
     first = node.input[0] == walk.cur
     other = node.input[1] if first else node.input[0]
     v = walk.const(other, node, "the other operand").astype(np.float64)
@@ -105,10 +105,27 @@ def _arith(walk, node):
         scale = 1.0 / vec
     else:
         raise _refuse(node, "dividing by the data cannot be converted")
+    _scale_shift(walk, node, scale, shift, op in ("Add", "Sub") and first)
+
+
+def _scaler(walk, node):
+    """ai.onnx.ml Scaler: y = (x - offset) scale, per feature (or one value for all)."""
+    at = _attrs(node)
+    offset = np.asarray(at.get("offset", [0.0]), np.float64)
+    scale = np.asarray(at.get("scale", [1.0]), np.float64)
+    n = walk.atoms.size(walk.canon[-1])
+    if len(walk.canon) != 2 or offset.size not in (1, n) or scale.size not in (1, n):
+        raise _refuse(node, "offset and scale must hold one value per feature")
+    scale, offset = np.broadcast_to(scale, (n,)), np.broadcast_to(offset, (n,))
+    _scale_shift(walk, node, scale, -offset * scale, False)
+
+
+def _scale_shift(walk, node, scale, shift, additive: bool) -> None:
+    """y = x scale + shift per channel: into the bias of the layer before (``additive``:
+    scale is 1), into an affine layer before, else a new affine layer."""
     last = walk.last()
     if (
-        op in ("Add", "Sub")
-        and first
+        additive
         and last is not None
         and last.cls in ("Dense", "Conv2D", "Conv1D")
         and last.config["activation"] == "identity"
@@ -378,6 +395,7 @@ HANDLERS = {
     **VIEWS,
     "Concat": _unsupported_here,
     "Gemm": _gemm,
+    "Scaler": _scaler,
     "MatMul": _matmul,
     "Add": _arith,
     "Sub": _arith,
