@@ -241,3 +241,34 @@ assert not bad, bad
                          timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "(2, 3)"
+
+
+class _View(nn.Module):
+    """``h.view(h.size(0), -1)``: a Shape -> Gather -> Concat -> Reshape subgraph (or, at a
+    fixed batch size, a constant target holding that size)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.f = nn.Conv2d(1, 3, 3), nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.c(x))
+        return self.f(h.view(h.size(0), -1))
+
+
+@pytest.mark.parametrize("opset", [13, 17, 18])
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_shape_subgraphs_and_fixed_batch_exports(tmp_path, opset, dynamic):
+    torch.manual_seed(0)
+    net = _View().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.randn(2, 1, 6, 6),), str(tmp_path / "v.onnx"), dynamo=False,
+                          input_names=["x"], opset_version=opset,
+                          dynamic_axes={"x": {0: "b"}} if dynamic else None)  # fmt: skip
+    served = runtime.load(tmp_path / "v.onnx")
+    for n in (1, 2, 5):  # the converted network takes any batch size
+        x = _sample((1, 6, 6), n, False)
+        with torch.no_grad():
+            ref = net(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(served.predict(x), ref, rtol=0, atol=TOL)

@@ -76,6 +76,7 @@ class Walk:
             (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13
         )
         self.ops: Counter = Counter()
+        self.static_batch: int | None = None  # the batch size a file was exported at, if fixed
 
     def enter(self, tensor: str, only_reader: bool) -> None:
         v = self.values[tensor]
@@ -250,6 +251,9 @@ def _input(walk: Walk, inp) -> dict:
         raise ModelFormatError(
             f"input {inp.name!r}: shape {dims} must be (batch, known sizes...) to convert"
         )
+    first = tt.shape.dim[0] if len(tt.shape.dim) else None
+    if first is not None and first.HasField("dim_value") and not walk.inputs:
+        walk.static_batch = first.dim_value
     name = re.sub(r"[^A-Za-z0-9_]", "_", inp.name) or "input"
     name = name if name not in walk.inputs else f"{name}_{len(walk.inputs)}"
     walk.inputs[name] = inp.name

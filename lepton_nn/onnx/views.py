@@ -52,6 +52,9 @@ def _reshape(walk, node):
     target = walk.folded.batch_shape(node.input[1])
     if target is None:
         raise _refuse(node, "the target shape depends on the data (not only on the batch size)")
+    first = next((a for ax in walk.axes for a in walk.atoms.real(ax)), None)
+    if None not in target and target and target[0] == walk.static_batch and first == "N":
+        target = [None, *target[1:]]  # a file exported at a fixed batch size: that is the batch
     if not _attrs(node).get("allowzero", 0):
         target = [
             (None if walk.axes[i] == ("N",) else walk.atoms.size(walk.axes[i])) if d == 0 else d
