@@ -197,3 +197,36 @@ def test_export_new_activations_convs_and_padding(tmp_path):
             x = _input(shape, 5, "x")
             got = ort.InferenceSession(str(tmp_path / "n.onnx")).run(None, {"input": x})[0]
             np.testing.assert_allclose(got, net(x).data, rtol=1e-5, atol=TOL)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_export_int8_dense_matches_the_int8_runtime(tmp_path, mode):
+    from lepton_nn.compress import quantize
+
+    # ReLU between the int8 layers: a tanh there may differ by one ulp between engines, and
+    # one ulp at a rounding tie of the next layer's quantization is a whole quantum
+    model = _build([nn.Dense(48, "relu"), nn.Dropout(0.1), nn.Dense(24, "relu"),
+                    nn.Dense(5, "softmax")], (20,))  # fmt: skip
+    calib = _input((20,), 256, "x", seed=7)
+    q = quantize(model, calib, mode=mode)
+    L.save(q, tmp_path / "q.lnn")
+    served = runtime.load(tmp_path / "q.lnn")
+    for source in (q, tmp_path / "q.lnn"):
+        proto = lo.export(source, tmp_path / "q.onnx")
+        onnx.checker.check_model(proto, full_check=True)
+        weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        assert len(weights) == 3  # stored as int8
+        session = ort.InferenceSession(str(tmp_path / "q.onnx"))
+        for n in (1, 33):
+            x = _input((20,), n, "x", seed=n)
+            got = session.run(None, {"input": x})[0]
+            np.testing.assert_allclose(got, served.predict(x), rtol=0, atol=TOL)
+
+
+def test_export_int8_conv_is_refused_clearly(tmp_path):
+    from lepton_nn.compress import quantize
+
+    model = _build([nn.Conv2D(3, 3), nn.Flatten(), nn.Dense(2)], (1, 6, 6))
+    L.save(quantize(model), tmp_path / "q.lnn")
+    with pytest.raises(L.LeptonError, match="int8 Conv2D cannot be exported yet"):
+        lo.export(tmp_path / "q.lnn", tmp_path / "q.onnx")

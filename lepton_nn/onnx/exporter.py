@@ -61,19 +61,22 @@ def _section(obj: Any, example_input: Any) -> tuple[dict, dict[str, np.ndarray]]
     if isinstance(obj, (str, os.PathLike, bytes)):
         from lepton_nn.runtime.format import read_lnn
 
-        manifest, arrays = read_lnn(obj)
-        if manifest.get("kind") != "module":
-            raise LeptonError(
-                f"export: files of kind {manifest.get('kind')!r} cannot be exported yet "
-                "(plain float networks only)"
-            )
-        return manifest["model"], arrays
+        return _section_of(*read_lnn(obj))
     from lepton_nn.io import module_to_lnn
 
+    if hasattr(obj, "to_lnn") and not hasattr(obj, "state_dict"):  # a compressed model
+        manifest, arrays = obj.to_lnn()
+        return _section_of(manifest, arrays)
     if getattr(obj, "input_shape", None) is None and example_input is not None:
         obj(np.asarray(example_input))
     section, arrays = module_to_lnn(obj)
     return section, arrays
+
+
+def _section_of(manifest: dict, arrays: dict) -> tuple[dict, dict]:
+    if manifest.get("kind") not in ("module", "compressed"):
+        raise LeptonError(f"export: a {manifest.get('kind')!r} model cannot be exported yet")
+    return manifest["model"], arrays
 
 
 def _write(proto, path: Any) -> None:
@@ -101,6 +104,7 @@ class _Graph:
         self.inits: list = []
         self.count = 0
         self.added: set[str] = set()
+        self.int8: dict = {}  # param name -> Int8Weight (compressed networks)
 
     def init(self, name: str, value: np.ndarray) -> str:
         arr = np.ascontiguousarray(value)
@@ -198,8 +202,17 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
     onnx = _onnx()
     h = onnx.helper
     dtype = np.dtype(section.get("dtype", "float32"))
+    from lepton_nn.runtime.compression import CSRWeight, parse_compression
+
     params = {n: arrays["params/" + n] for n in section["params"]}
+    int8 = {}
+    for name, w in parse_compression(section, arrays).items():
+        if isinstance(w, CSRWeight):  # sparse: exported dense, the same numbers
+            params[name] = w.to_dense()
+        else:
+            int8[name] = w
     g = _Graph(params, dtype, opset)
+    g.int8 = int8
     arch = section["architecture"]
     if arch.get("class") == "Model":
         cfg = arch["config"]
@@ -270,6 +283,14 @@ def _merge(g: _Graph, cls: str, cfg: dict, srcs: list) -> tuple[str, list[int]]:
 
 def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
     """Nodes of one layer on ``x`` (per-sample shape ``width``) -> (output, its width)."""
+    if any(k.startswith(p) for k in g.int8) and cls != "Dense":
+        raise LeptonError(f"export: an int8 {cls} cannot be exported yet (int8 Dense only)")
+    if cls == "Dense" and p + "weight" in g.int8:
+        from .quantized import int8_dense
+
+        b = g.param(p + "bias") if cfg.get("use_bias", True) else None
+        y = int8_dense(g, x, g.int8[p + "weight"], b)
+        return g.activation(y, cfg.get("activation")), [*width[:-1], cfg["units"]]
     if cls == "Dense":
         w = g.param(p + "weight")
         b = g.param(p + "bias") if cfg.get("use_bias", True) else None
