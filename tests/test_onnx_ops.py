@@ -261,3 +261,37 @@ def test_reshape_that_splits_an_axis_is_refused():
     nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"])]
     with pytest.raises(Exception, match="splits an axis"):
         _check(nodes, {"shape": np.array([0, 2, 3])}, (6,), (2, 3))
+
+
+@pytest.mark.parametrize("op", ["GRU", "LSTM", "RNN"])
+def test_bidirectional_with_sequence_lengths(op):
+    """sequence_lens as a model input of its own: the runtime's predict(x, lengths=)."""
+    g = {"GRU": 3, "LSTM": 4, "RNN": 1}[op]
+    t, f, u = 6, 3, 4
+    attrs = {"hidden_size": u, "direction": "bidirectional"}
+    if op == "GRU":
+        attrs["linear_before_reset"] = 1
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node(op, ["xt", "W", "R", "B", "lens"], ["Y", "Yh"], **attrs),
+        helper.make_node("Transpose", ["Yh"], ["h"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["h", "shape"], ["y"]),
+    ]  # fmt: skip
+    inits = {"W": _w(2, g * u, f), "R": _w(2, g * u, u, seed=2), "B": _w(2, 2 * g * u, seed=3),
+             "shape": np.array([0, -1])}  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", t, f]),
+         helper.make_tensor_value_info("lens", TensorProto.INT32, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2 * u])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()],
+    )  # fmt: skip
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = data.SerializeToString()
+    x = np.random.default_rng(0).standard_normal((5, t, f)).astype(np.float32)
+    lens = np.array([6, 1, 3, 2, 5], np.int32)
+    ref = ort.InferenceSession(data).run(None, {"x": x, "lens": lens})[0]
+    manifest, arrays, report = lo.onnx_to_manifest(data)
+    assert report["lengths_input"] == "lens"
+    got = runtime.from_manifest(manifest, arrays).predict(x, lengths=lens)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)

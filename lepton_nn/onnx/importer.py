@@ -77,6 +77,7 @@ class Walk:
         )
         self.ops: Counter = Counter()
         self.static_batch: int | None = None  # the batch size a file was exported at, if fixed
+        self.lengths_input: str | None = None  # the graph input read as sequence_lens
 
     def enter(self, tensor: str, only_reader: bool) -> None:
         v = self.values[tensor]
@@ -194,7 +195,11 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
-    specs = [_input(walk, i) for i in graph.input if i.name not in inits]
+    lens = [i.name for i in graph.input if i.name not in inits and _only_lengths(i.name, live)]
+    if len(lens) > 1:
+        raise ModelFormatError(f"inputs {lens}: several sets of sequence lengths")
+    walk.lengths_input = lens[0] if lens else None
+    specs = [_input(walk, i) for i in graph.input if i.name not in inits and i.name not in lens]
     outs = {o.name for o in outputs}
     readers: Counter = Counter()
     for n in live:
@@ -230,7 +235,16 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
         walk.leave()
     manifest, arrays, report = _result(walk, outputs, specs)
     report["dropped_outputs"] = dropped
+    report["lengths_input"] = walk.lengths_input
+    if walk.lengths_input:  # served as predict(x, lengths=...)
+        manifest["model"]["lengths_input"] = walk.lengths_input
     return manifest, arrays, report
+
+
+def _only_lengths(name: str, live: list) -> bool:
+    """A graph input read only as the ``sequence_lens`` of recurrent nodes."""
+    uses = [(n, i) for n in live for i, x in enumerate(n.input) if x == name]
+    return bool(uses) and all(n.op_type in ("LSTM", "GRU", "RNN") and i == 4 for n, i in uses)
 
 
 def _ancestors(live: list, targets: set[str]) -> list:

@@ -10,7 +10,10 @@ gate blocks i, o, f, c (LSTM) and z, r, h (GRU). lepton_nn: ``weight_ih`` (F, G 
 
 The GRU must have ``linear_before_reset=1`` (r applied to h R_h + Rb_h, as lepton_nn's and
 PyTorch's GRU); default activations only, no clip, no peepholes, zero (or absent) initial
-states, no ``sequence_lens`` given as data. ``direction``: forward or bidirectional (the
+states. ``sequence_lens``: full length, or a model input of its own read only as the
+sequence lengths, which becomes the runtime's ``predict(x, lengths=...)`` (same meaning:
+outputs 0 and states kept past each end, the reverse direction starting at each sequence's
+own last step). ``direction``: forward or bidirectional (the
 reverse direction second, as lepton_nn's ``bidirectional=True``). Outputs: ``Y``
 (T, D, N, U) (layout 0) gives ``return_sequences=True``, the network's (N, T, D U);
 ``Y_h`` (D, N, U) gives the final states, the network's (N, D U).
@@ -63,8 +66,10 @@ def recurrent(walk: Walk, node) -> None:
     if n_in > 4 and node.input[4]:
         lens = walk.folded.const(node.input[4])
         t = walk.atoms.size(walk.axes[0 if layout == 0 else 1])
-        if lens is None or not np.all(lens == t):
-            raise refuse("sequence_lens given as data is not supported yet")
+        if lens is None and node.input[4] != walk.lengths_input:
+            raise refuse("sequence_lens must be a constant or a model input of its own")
+        if lens is not None and not np.all(lens == t):
+            raise refuse("sequence_lens as a constant shorter than the sequence")
     for i in range(5, min(n_in, 7 if cls == "LSTM" else 6)):
         if node.input[i] and not walk.folded.is_zeros(node.input[i]):
             raise refuse("a nonzero initial state is not supported")
