@@ -20,26 +20,40 @@ def _ext(path: Any) -> str:
     return os.path.splitext(os.fspath(path))[1].lower()
 
 
-def _sample(model, n: int, seed: int) -> np.ndarray:
-    """A random batch for ``model`` (an InferenceModel): ids for a leading Embedding."""
+def _sample(model, n: int, seed: int) -> Any:
+    """A random batch for ``model`` (an InferenceModel): ids for an input an Embedding reads
+    (int64 inputs), floats otherwise; a dict by name for a network of several inputs."""
     rng = np.random.default_rng(seed)
-    shape = (n, *model.input_shape[1:])
-    first = model.manifest["model"]["architecture"]
-    layers = first.get("config", {}).get("layers") or [first]
-    if layers and layers[0].get("class") == "Embedding":
-        return rng.integers(0, layers[0]["config"]["input_dim"], shape)
-    return rng.standard_normal(shape).astype(np.float32)
+    arch = model.manifest["model"]["architecture"]
+    cfg = arch.get("config", {})
+    if arch.get("class") == "Model":
+        specs = [(s["name"], s["shape"][1:], s.get("dtype")) for s in cfg["inputs"]]
+    else:
+        first = (cfg.get("layers") or [{}])[0]
+        ids = first.get("class") == "Embedding"
+        specs = [("input", list(model.input_shape[1:]), "int64" if ids else "float32")]
+    vocab = min((c["config"]["input_dim"] for c in cfg.get("layers", [])
+                 if c.get("class") == "Embedding"), default=2)  # fmt: skip
+    out = {
+        name: rng.integers(0, vocab, (n, *shape)) if dtype == "int64"
+        else rng.standard_normal((n, *shape)).astype(np.float32)
+        for name, shape, dtype in specs
+    }  # fmt: skip
+    return out if len(out) > 1 else next(iter(out.values()))
 
 
-def _onnx_run(path: Any, x: np.ndarray) -> tuple[np.ndarray | None, str]:
+def _onnx_run(path: Any, x: Any) -> tuple[list | None, str]:
     try:
         import onnxruntime as ort
     except ImportError:
         return None, "onnxruntime is not installed: parity not checked"
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    x = x.astype(np.int64) if "int64" in inp.type else x.astype(np.float32)
-    return session.run(None, {inp.name: x})[0], "ONNX Runtime"
+    xs = list(x.values()) if isinstance(x, dict) else [x]
+    feeds = {
+        i.name: v.astype(np.int64) if "int" in i.type else v.astype(np.float32)
+        for i, v in zip(session.get_inputs(), xs)
+    }  # fmt: skip
+    return session.run(None, feeds), "ONNX Runtime"
 
 
 def convert(src: Any, dst: Any, *, opset: int | None = None, sample: int = 16,
@@ -74,7 +88,11 @@ def convert(src: Any, dst: Any, *, opset: int | None = None, sample: int = 16,
         )
     x = _sample(model, sample, seed)
     ref, oracle = _onnx_run(onnx_path, x)
-    parity = None if ref is None else float(np.max(np.abs(model.predict(x) - ref)))
+    parity = None
+    if ref is not None:
+        got = model.predict(x)
+        got = got if isinstance(got, list) else [got]
+        parity = max(float(np.max(np.abs(g - r))) for g, r in zip(got, ref))
     sizes = {"in": os.path.getsize(src), "out": os.path.getsize(dst)}
     return {"direction": f"{a} -> {b}", "ops": ops, "parity": parity, "oracle": oracle,
             "sizes": sizes}  # fmt: skip
