@@ -114,6 +114,10 @@ def test_summary_lists_every_layer():
     for name in ("c1", "bn1", "skip", "gap", "head"):
         assert name in text
     assert f"Total params: {m.num_parameters():,}" in text
+    # a shared layer's FLOPs count once per call: 'shared' is Dense 5->6, called twice
+    two = two_by_two().summary(print_fn=None)
+    assert "shared (Dense)     (None, 6)         36    120" in two
+    assert "shared@1 = shared(proj)" in two
 
 
 # -- gradients ---------------------------------------------------------------------------------
@@ -516,3 +520,132 @@ def test_cli_info_reports_the_plan_memory(tmp_path, capsys):
     served = rt.load(tmp_path / "t.lnn")
     m = served.plan_info(64)
     assert f"batch 64: {m['steps']} steps, activation memory {m['peak_bytes']:,} bytes" in out
+
+
+def _serve_and_compare(model, tmp_path, n=4):
+    ln.save(model, tmp_path / "e.lnn")
+    served = rt.load(tmp_path / "e.lnn")
+    xs = inputs_for(model, n=n)
+    ref = model.eval()(xs)
+    got = served.predict(xs)
+    for r, g in zip(
+        ref if isinstance(ref, list) else [ref], got if isinstance(got, list) else [got]
+    ):
+        np.testing.assert_allclose(g, r.data, rtol=1e-5, atol=1e-6)
+    return served
+
+
+def test_dropout_node_and_nested_sequential(tmp_path):
+    """A node with nothing to run at inference (Dropout) reads through to its input; a
+    Sequential used as one layer of a graph keeps its parameter names."""
+    ln.set_seed(1)
+    x = nn.Input((6,), name="x")
+    h = nn.Dense(6, "relu", name="d")(x)
+    block = nn.Sequential([nn.Dense(8, "tanh"), nn.Dense(6)], name="block")
+    y = nn.Add(name="add")([nn.Dropout(0.5, name="drop")(h), block(h), h])
+    model = nn.Model(x, y)
+    served = _serve_and_compare(model, tmp_path)
+    lines = served.describe()
+    assert "add <- d, block, d" in lines  # the dropout read through to d
+    assert "layer 'block' (Sequential): layer 'dense" in lines  # inner layers named
+    back = ln.load(tmp_path / "e.lnn")
+    assert isinstance(back.get_layer("block"), nn.Sequential)
+
+
+def test_an_output_read_by_another_node_is_not_overwritten(tmp_path):
+    """outputs [h, relu(h)]: the ReLU must not run in h's buffer, nor fold into its Dense."""
+    ln.set_seed(2)
+    x = nn.Input((5,), name="x")
+    h = nn.Dense(5, name="d")(x)
+    model = nn.Model(x, [h, nn.ReLU(name="r")(h)])
+    served = _serve_and_compare(model, tmp_path)
+    h_out, r_out = served.predict(inputs_for(model, n=4))
+    assert (h_out < 0).any() and (r_out >= 0).all()
+
+
+def test_flatten_inside_a_graph(tmp_path):
+    """Conv features flattened in one branch and pooled in the other, concatenated."""
+    ln.set_seed(3)
+    x = nn.Input((2, 5, 4), name="img")
+    c = nn.Conv2D(3, 3, padding="same", activation="relu", name="c")(x)
+    flat = nn.Flatten(name="flat")(c)
+    pooled = nn.GlobalAvgPool2D(name="gap")(c)
+    y = nn.Dense(2, name="head")(nn.Concatenate(name="cat")([flat, pooled]))
+    _serve_and_compare(nn.Model(x, y), tmp_path, n=3)
+
+
+def test_broadcasting_channel_gate(tmp_path):
+    """x (C, H, W) * gate (C, 1, 1): a squeeze-and-excitation style Multiply."""
+    ln.set_seed(4)
+    x = nn.Input((3, 4, 4), name="img")
+    g = nn.Input((3, 1, 1), name="gate")
+    y = nn.Flatten()(nn.Multiply(name="mul")([x, g]))
+    model = nn.Model([x, g], nn.Dense(2)(y))
+    _serve_and_compare(model, tmp_path)
+
+
+def test_merges_reading_the_model_inputs_directly(tmp_path):
+    """Concatenate / Subtract / Average / Maximum of the inputs themselves: the plan reads
+    its own copy of an input it cannot pass as a first argument."""
+    ln.set_seed(5)
+    a, b = nn.Input((3,), name="a"), nn.Input((3,), name="b")
+    cat = nn.Concatenate(name="cat")([a, b])
+    parts = [nn.Subtract()([a, b]), nn.Average()([a, b, a]), nn.Maximum()([b, a])]
+    y = nn.Dense(2)(nn.Concatenate()([cat, *parts]))
+    model = nn.Model([a, b], [y, cat])
+    _serve_and_compare(model, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_int8_graph_model_is_served_as_quantized(kind, mode, tmp_path):
+    """quantize() takes a graph model; the runtime serves its file with the int8 steps and
+    gives exactly what the QuantizedModel gives, close to the float model."""
+    from lepton_nn.compress import quantize, save_compressed
+
+    model = _trained(kind, "float32")
+    x = inputs_for(model, n=32, seed=9).astype(np.float32)
+    q = quantize(model, x, mode=mode)
+    save_compressed(q, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    got = served.predict(x)
+    np.testing.assert_array_equal(got, np.asarray(getattr(q(x), "data", q(x))))
+    ref = model(x).data
+    assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max()
+    assert "int8" in served.describe()
+
+
+def test_forward_hooks_on_the_model_and_on_a_shared_layer():
+    m = two_by_two()
+    seen_model, seen_shared = [], []
+    m.register_forward_hook(lambda mod, args, out: seen_model.append(len(out)))
+    m.get_layer("shared").register_forward_hook(
+        lambda mod, args, out: seen_shared.append(out.shape)
+    )
+    m(inputs_for(m, n=2))
+    assert seen_model == [2] and seen_shared == [(2, 6), (2, 6)]
+
+
+@needs_torch
+def test_conv_and_its_pool_run_fused_in_a_graph(monkeypatch):
+    """Conv2D -> MaxPool2D with no other reader runs as one op (call_fused), as in
+    Sequential; outputs and gradients still equal torch's."""
+    ln.set_seed(6)
+    x = nn.Input((2, 6, 6), name="img")
+    c = nn.Conv2D(3, 3, padding="same", activation="relu", name="conv")(x)
+    p = nn.MaxPool2D(2, name="pool")(c)
+    y = nn.Dense(2, name="head")(nn.GlobalAvgPool2D(name="gap")(p))
+    model = nn.Model(x, y).astype("float64")
+    calls = []
+    conv = model.get_layer("conv")
+    real = conv.call_fused
+    monkeypatch.setattr(conv, "call_fused", lambda *a: calls.append(1) or real(*a))
+    mods, run = torch_twin(model)
+    xs = inputs_for(model, n=3)
+    out = model(xs)
+    ref = run({"img": _t(xs)})[0]
+    assert calls == [1]
+    np.testing.assert_allclose(out.data, ref.detach().numpy(), rtol=1e-9, atol=1e-12)
+    out.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(conv.weight.grad, mods["conv"].weight.grad.numpy(), rtol=1e-9)

@@ -314,3 +314,11 @@ def test_runtime_refuses_non_finite_inputs_in_every_precision(tmp_path, precisio
     x[2, 1] = bad
     with pytest.raises(L.DataError, match=r"1 row\(s\) \(0-based: 2\)"):
         served.predict(x)
+
+
+def test_return_state_only_on_the_last_layer(tmp_path):
+    from lepton_nn.nn.recurrent import GRU, LSTM
+
+    manifest, arrays = _module([LSTM(3, return_sequences=True), GRU(2)], (4, 3))
+    manifest["model"]["architecture"]["config"]["layers"][0]["config"]["return_state"] = True
+    _both_refuse(tmp_path, manifest, arrays, "return_state is allowed on the last layer only")

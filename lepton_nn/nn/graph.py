@@ -58,6 +58,7 @@ import numpy as np
 
 from ..autograd import Tensor, no_grad
 from ..errors import LeptonError, ModelFormatError
+from .layers import _plain
 from .merge import Merge
 from .module import Module, SymbolicBase
 
@@ -188,6 +189,19 @@ class Model(Module):
         self._inputs = [(s.name, s.shape, s.dtype) for s in ins]
         self._nodes = [(s.name, s.layer, [i.name for i in s.inputs]) for s in nodes]
         self._outputs = [s.name for s in outs]
+        # a node whose output only the next call reads may run fused with it (call_fused: a
+        # Conv2D and the MaxPool2D after it), as in Sequential
+        readers: dict[str, list[int]] = {}
+        for j, s in enumerate(nodes):
+            for i in s.inputs:
+                readers.setdefault(i.name, []).append(j)
+        self._fuse_next: dict[int, int] = {}
+        for i, s in enumerate(nodes):
+            r = readers.get(s.name, [])
+            if len(r) == 1 and s.name not in self._outputs:
+                j = r[0]
+                if not isinstance(nodes[j].layer, Merge) and not isinstance(s.layer, Merge):
+                    self._fuse_next[i] = j
         out_shapes = [s.shape for s in outs]
         self.input_shape = ins[0].shape if len(ins) == 1 else [s.shape for s in ins]
         self.output_shape = out_shapes[0] if len(outs) == 1 else out_shapes
@@ -224,11 +238,21 @@ class Model(Module):
 
     def call(self, *args):
         values = self._bind_inputs(args)
-        for name, layer, ins in self._nodes:
+        nodes, done = self._nodes, set()
+        for k, (name, layer, ins) in enumerate(nodes):
+            if k in done:
+                continue
             if isinstance(layer, Merge):
                 values[name] = layer([values[i] for i in ins])
-            else:
-                values[name] = layer(values[ins[0]])
+                continue
+            j = self._fuse_next.get(k)
+            if j is not None and _plain(layer) and _plain(nodes[j][1]):
+                y = layer.call_fused(values[ins[0]], nodes[j][1])
+                if y is not None:  # the two calls in one op; the next one is done
+                    values[nodes[j][0]] = y
+                    done.add(j)
+                    continue
+            values[name] = layer(values[ins[0]])
         outs = [values[n] for n in self._outputs]
         return outs[0] if self._single_out and len(outs) == 1 else outs
 
@@ -247,7 +271,7 @@ class Model(Module):
     def __call__(self, *args, **kwargs):
         if args and is_symbolic(args[0]):
             raise LeptonError("a graph Model cannot be called on symbols (nest its layers instead)")
-        return self.call(*args, **kwargs)
+        return super().__call__(*args, **kwargs)  # hooks on the model run as on any module
 
     # -- inspecting -----------------------------------------------------------------------
     def nodes(self) -> list[tuple[str, str, list[str]]]:

@@ -1,7 +1,8 @@
 """``model.summary()``: a text table of layers, output shapes, parameter counts, FLOPs,
 weight sparsity and quantization state.
 
-- FLOPs: floating-point operations per sample, 2 per multiply-add, for layers with weight
+- FLOPs: floating-point operations per sample, 2 per multiply-add (times the calls of a layer
+  a graph model shares), for layers with weight
   matrices: Dense 2 * in * out (times the positions of a >2-D input), Conv 2 * (C kh kw) * O *
   (OH OW), recurrent layers 2 * (|W_ih| + |W_hh|) * T. Other layers (activations, pooling,
   norms) cost a few operations per value and show ``-``.
@@ -105,10 +106,16 @@ def summary_table(model, quantized: Any = None) -> str:
     rows = [head]
     flops_total = 0
     zeros = weights = 0
+    nodes = getattr(model, "nodes", None)
+    calls: dict[str, int] = {}  # a graph model's layers called more than once (shared)
+    for _, layer, _ in nodes() if callable(nodes) else ():
+        calls[layer] = calls.get(layer, 0) + 1
     for name, kind, shape, m, path in _rows(model):
         shown = "?" if shape is None else str(shape)
         params = _count(m) if m._built else "? (not built)"
         flops = layer_flops(m)
+        if flops is not None and calls.get(m.name, 1) > 1:
+            flops *= calls[m.name]  # once per call
         flops_total += flops or 0
         sp = layer_sparsity(m)
         if sp is not None:
@@ -137,7 +144,6 @@ def summary_table(model, quantized: Any = None) -> str:
         if i == 0:
             out.append(line)
     out.append(line)
-    nodes = getattr(model, "nodes", None)
     if callable(nodes):  # a graph model: what each call reads
         ins = zip(model.input_names, _shapes(model.input_shape))
         out.append("Inputs: " + ", ".join(f"{n} {s}" for n, s in ins))

@@ -74,8 +74,12 @@ def _section(obj: Any, example_input: Any) -> tuple[dict, dict[str, np.ndarray]]
 
 
 def _section_of(manifest: dict, arrays: dict) -> tuple[dict, dict]:
+    """The network section of a manifest, checked by the one validator first."""
+    from lepton_nn.runtime.validate import validate
+
     if manifest.get("kind") not in ("module", "compressed"):
         raise LeptonError(f"export: a {manifest.get('kind')!r} model cannot be exported yet")
+    validate(manifest, arrays)
     return manifest["model"], arrays
 
 
@@ -197,8 +201,6 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
                      batch: int | None = None):  # fmt: skip
     """A ``kind: module`` network section (a ``Sequential`` or a graph ``Model``) and its
     arrays -> a checked ``ModelProto``."""
-    from lepton_nn.runtime.plan import _layers
-
     onnx = _onnx()
     h = onnx.helper
     dtype = np.dtype(section.get("dtype", "float32"))
@@ -227,13 +229,13 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
                 vals[node["name"]] = _merge(g, lcfg["class"], lcfg["config"], srcs)
                 continue
             x, width = srcs[0]
-            for prefix, cls, c in _layers(lcfg, f"layers.{i}."):
+            for prefix, cls, c in _leaves(lcfg, f"layers.{i}."):
                 x, width = _layer(g, prefix, cls, c, x, width)
             vals[node["name"]] = (x, width)
         outs = [(name, *vals[name]) for name in cfg["outputs"]]
     else:
         x, width = "input", list(section["input_shape"][1:])
-        leaves = list(_layers(arch, ""))
+        leaves = list(_leaves(arch, ""))
         first_ids = bool(leaves) and leaves[0][1] == "Embedding"
         specs = [("input", list(width), "int64" if first_ids else dtype.name)]
         for prefix, cls, c in leaves:
@@ -256,6 +258,15 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
     except onnx.checker.ValidationError as exc:  # pragma: no cover - a bug here
         raise ModelFormatError(f"export: the written graph does not check: {exc}") from exc
     return model
+
+
+def _leaves(cfg: dict, prefix: str):
+    """(parameter prefix, class, config) of each layer, nested Sequentials flattened."""
+    if cfg.get("class") == "Sequential":
+        for i, sub in enumerate(cfg.get("config", {}).get("layers", [])):
+            yield from _leaves(sub, f"{prefix}layers.{i}.")
+    else:
+        yield prefix, cfg["class"], cfg.get("config", {})
 
 
 _MERGE_OPS = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Maximum": "Max",

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from .format import FORMAT_VERSION, inspect_lnn, read_lnn, write_lnn
 from .model import InferenceModel, from_manifest, load
+from .validate import Limits
 
 __all__ = [
     "FORMAT_VERSION",
     "InferenceModel",
+    "Limits",
     "from_manifest",
     "inspect_lnn",
     "load",

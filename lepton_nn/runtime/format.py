@@ -9,7 +9,13 @@ everything on the way back in::
     └── manifest.json          {"format": "lepton-nn", "format_version": 1,
                                 "created_by": "0.1.0",
                                 "arrays": {name: {"file", "dtype", "shape", "sha256"}},
-                                ...caller's keys...}
+                                ...caller's keys...,
+                                "digest": {"algorithm": "sha256", "value": hex},
+                                "signature": {...}}          # optional, see .signing
+
+``digest`` is the SHA-256 of the manifest without ``digest`` and ``signature``, as canonical
+JSON (:func:`manifest_digest`); since the manifest lists every array's SHA-256 it covers the
+whole file, and an edit by hand is refused. Integers in the manifest must fit an int64.
 
 Reading never unpickles, never imports and never evaluates anything from the file (the ``.npy``
 header is parsed here by a strict pattern, not by ``ast``). Every size is checked before it is
@@ -78,7 +84,7 @@ MAX_NDIM = 64
 MAX_JSON_DEPTH = 64
 
 _MANIFEST = "manifest.json"
-_RESERVED_KEYS = ("format", "format_version", "arrays", "digest")
+_RESERVED_KEYS = ("format", "format_version", "arrays")
 #: manifest keys the digest leaves out: itself and the signature made over it
 _UNDIGESTED = ("digest", "signature")
 _ENTRY_KEYS = {"file", "dtype", "shape", "sha256"}
@@ -140,13 +146,16 @@ def write_lnn(
     """Write ``manifest`` and ``arrays`` to ``path`` as an ``.lnn`` file, atomically.
 
     ``manifest`` holds JSON-able values only (dict with str keys, list, tuple, str, int, finite
-    float, bool, None); ``created_by`` (a str, default ``"unknown"``) goes into the header, and
-    ``format``, ``format_version`` and ``arrays`` are reserved. Array names are ``/``-separated
+    float, bool, None); ``created_by`` (a str, default ``"unknown"``) goes into the header,
+    ``format``, ``format_version`` and ``arrays`` are reserved, and a ``digest`` is replaced
+    by the file's own. Array names are ``/``-separated
     segments of ``[A-Za-z0-9_.-]``; dtypes must be in :data:`ALLOWED_DTYPES`. Arrays are stored
     little-endian in C order whatever their layout in memory.
 
     The file is written to a temporary file in the same directory, fsynced and renamed over
     ``path``: on any error the old file is left untouched and the temporary file removed.
+    Temporary files that killed saves of the same ``path`` left behind are removed first
+    (those no live writer holds locked).
     Invalid input raises :class:`ModelFormatError` before anything touches the disk.
     """
     created_by, prepared = _prepare(manifest, arrays)
@@ -230,7 +239,7 @@ def _write_zip(
             "format_version": FORMAT_VERSION,
             "created_by": created_by,
             "arrays": table,
-            **{key: value for key, value in manifest.items() if key != "created_by"},
+            **{k: v for k, v in manifest.items() if k not in ("created_by", "digest")},
         }
         full["digest"] = {"algorithm": "sha256", "value": manifest_digest(full)}
         text = json.dumps(full, ensure_ascii=False, allow_nan=False, indent=1)

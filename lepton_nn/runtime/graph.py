@@ -86,6 +86,10 @@ def out_buffer(ctx: Any, shape: tuple, dtype) -> np.ndarray:
 # --------------------------------------------------------------------------- merges
 
 
+def _maximum(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    np.maximum(a, b, out=out)  # (a positional out is deprecated for np.maximum)
+
+
 def _concat(srcs: tuple, axis: int, out: np.ndarray) -> None:
     np.concatenate(srcs, axis=axis, out=out)
 
@@ -93,12 +97,13 @@ def _concat(srcs: tuple, axis: int, out: np.ndarray) -> None:
 class MergeStep:
     """An elementwise merge (add, subtract, multiply, average, maximum; NumPy broadcasting)
     or a concatenation of several values: (N, *shape_i) -> (N, *out_shape). Computes in
-    the first input's buffer when it is its last reader and already has the output's shape,
-    in the same order as :mod:`lepton_nn.nn.merge` (so the same rounding)."""
+    the first input's buffer when it is its last reader, already has the output's shape and
+    is not read again as another input (but itself as the second), in the same order as
+    :mod:`lepton_nn.nn.merge` (so the same rounding)."""
 
     kind = "merge"
     UFUNCS = {"Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply,
-              "Average": np.add, "Maximum": np.maximum}  # fmt: skip
+              "Average": np.add, "Maximum": _maximum}  # fmt: skip
 
     def __init__(self, label: str, op: str, out_shape: tuple, axis: int | None = None):
         self.label, self.op, self.out_shape, self.axis = label, op, tuple(out_shape), axis
@@ -109,7 +114,16 @@ class MergeStep:
             out = out_buffer(ctx, shape, ctx.dtype)
             return [(_concat, (tuple(srcs), self.axis, out))], out
         first = srcs[0]
-        in_place = owned[0] and first.shape == shape and first.dtype == ctx.dtype
+        # in place when this is first's last reader, unless another input is (a view of) it
+        # (the second may be first itself: read with it, element by element)
+        in_place = (
+            owned[0]
+            and first.shape == shape
+            and first.dtype == ctx.dtype
+            and not any(
+                np.may_share_memory(first, s) for j, s in enumerate(srcs[1:]) if j or s is not first
+            )
+        )
         out = first if in_place else out_buffer(ctx, shape, ctx.dtype)
         fn = self.UFUNCS[self.op]
         ops: list[Op] = [(fn, (first, srcs[1], out))]

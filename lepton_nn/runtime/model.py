@@ -145,7 +145,9 @@ class InferenceModel:
         kind = summary.kind
         self.kind: str = kind
         self.manifest = manifest
-        self.network: Network = parse_network(manifest.get("model"), arrays, sparse=sparse)
+        self.network: Network = parse_network(
+            manifest.get("model"), arrays, sparse=sparse, limits=limits
+        )
         self.threads = int(threads) if threads is not None else default_threads()
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))
@@ -315,10 +317,10 @@ class InferenceModel:
         ):
             x = self._check(x)
         n = x.shape[0]
-        # one pass: the sum is finite when every value is (else a closer look: a float64
-        # input may only have overflowed it). inf/NaN are refused in every precision alike (int8
-        # would quantize them into finite scores)
-        if x.size and not math.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)):
+        # inf/NaN are refused in every precision alike (int8 would quantize them into finite
+        # scores): one pass, exact, no floating-point warnings (a dot with zeros was faster
+        # but warns on inf; a sum can overflow)
+        if not np.isfinite(x).all():
             _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)

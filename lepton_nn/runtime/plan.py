@@ -48,6 +48,7 @@ from lepton_nn.errors import LeptonError, ModelFormatError
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
+from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
     PARSERS,
@@ -60,6 +61,7 @@ from .steps import (
     activation_name,
 )
 from .steps_extra import ElementwiseStep, gelu_name
+from .validate import validate_network
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
 
@@ -452,25 +454,6 @@ def _fail(msg: str) -> ModelFormatError:
     return ModelFormatError(msg)
 
 
-def _layers(cfg: Any, prefix: str, depth: int = 0) -> Iterator[tuple[str, str, dict]]:
-    """(parameter prefix, class name, config) of every leaf layer, in execution order."""
-    if depth > 32:
-        raise _fail("architecture is nested too deeply")
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str):
-        raise _fail(f"a layer entry must be an object with a 'class' name, got {cfg!r:.80}")
-    config = cfg.get("config", {})
-    if not isinstance(config, dict):
-        raise _fail(f"config of layer {cfg['class']!r} must be an object")
-    if cfg["class"] == "Sequential":
-        layers = config.get("layers", [])
-        if not isinstance(layers, list):
-            raise _fail("Sequential 'layers' must be a list")
-        for i, sub in enumerate(layers):
-            yield from _layers(sub, f"{prefix}layers.{i}.", depth + 1)
-    else:
-        yield prefix, cfg["class"], config
-
-
 def _int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise _fail(f"{what} must be a positive int, got {value!r}")
@@ -571,7 +554,7 @@ def _input_shape(shape: Any, what: str) -> tuple[int, ...]:
     return tuple(shape[1:])
 
 
-def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
+def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any = None) -> Network:
     """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
     optional ``compression``) against its arrays and build its steps: one chain for a
     ``Sequential`` (or single layer), a DAG of chains for a graph ``Model``
@@ -591,13 +574,14 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
         raise _fail(f"model dtype {dtype_name!r} is not float32 or float64")
     dtype = np.dtype(dtype_name)
     params = _Params(section, arrays)
+    shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
+    walked = validate_network(section, shapes, limits).layers  # the one check of the layers
     try:
         if graph:
 
             def layer(i: int, cfg: dict, width: tuple, label: str):
-                steps, width, _, final = _parse_chain(
-                    _layers(cfg, f"layers.{i}."), params, dtype, width, sparse, label
-                )
+                infos = walk_layers(cfg, width, f"layers.{i}.")  # the validator's walk
+                steps, width, _, final = _parse_chain(infos, params, dtype, width, sparse, label)
                 return steps, width, final
 
             inputs, chains, outputs = parse_graph(arch.get("config"), layer, _input_shape)
@@ -605,9 +589,7 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
                 raise _fail(f"input_shape {shape!r} does not match the graph's inputs")
             net_inputs = list(inputs)
         else:
-            steps, width, flat_input, final = _parse_chain(
-                _layers(arch, ""), params, dtype, in_shape, sparse
-            )
+            steps, width, flat_input, final = _parse_chain(walked, params, dtype, in_shape, sparse)
             inputs, outputs = [("input", in_shape)], [("output", width)]
             chains = [Chain(["input"], steps, "output", final, width)]
             net_inputs = [("input", flat_input)]
@@ -630,19 +612,23 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto") -> Network:
 
 
 def _parse_chain(
-    layers: Iterator[tuple[str, str, dict]], params: _Params, dtype: np.dtype,
-    in_shape: tuple, sparse: str, node: str | None = None,
+    layers: list, params: _Params, dtype: np.dtype, in_shape: tuple, sparse: str,
+    node: str | None = None,
 ):  # fmt: skip
     """Steps, output shape, the first step's input shape and the last activation's name of
-    layers applied one after the other. ``node``: the label of a graph node (whose input is
-    never flattened ahead)."""
+    layers applied one after the other, from the validator's walk of them
+    (:func:`.validate.validate_network`: each with its input shape and the output its shape
+    rule expects, which the steps must give). ``node``: the label of a graph node (whose
+    input is never flattened ahead)."""
     width: tuple[int, ...] = in_shape
     flat_input = in_shape
     steps: list[Step] = []
     final = "identity"
-    for prefix, cls, config in layers:
-        name = config.get("name", cls)
-        label = node or f"layer {name!r} ({cls})"
+    for info in layers:
+        prefix, cls, config = info.prefix, info.cls, info.config
+        label = (
+            info.label if node is None else node if len(layers) == 1 else f"{node}: {info.label}"
+        )
         if cls == "Dense":
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
@@ -665,7 +651,7 @@ def _parse_chain(
             steps += _unfused_activation(f"{label} {act}", act)
             final = act or final
         elif cls == "Dropout":
-            continue
+            pass
         elif cls == "Flatten":
             flat = (math.prod(width),)
             if not steps and node is None:
@@ -678,6 +664,8 @@ def _parse_chain(
                 f"{label} is not supported by the runtime yet; "
                 "load the file with lepton_nn.load() to run it through lepton_nn.nn"
             )
+        if tuple(width) != info.shape.out:  # the steps and the shape rules must agree
+            raise _fail(f"{label}: its steps give {width}, its shape rule {info.shape.out}")
     return steps, width, flat_input, final
 
 

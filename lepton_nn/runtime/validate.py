@@ -9,36 +9,52 @@ not refuse for a reason of content. It checks, with no array data and no allocat
 
 - every field's type and range before use (JSON integers are unbounded; a list may stand
   where a string belongs): kind, sections, layer configs, preprocessing, labels, threshold;
-- the architecture's shapes, propagated layer by layer through :data:`SHAPE_RULES` (the same
+- the architecture's shapes, propagated layer by layer by the rules of :mod:`.shapes` (the same
   geometry functions the runtime's steps use), and every parameter's shape against them;
 - the resource budget (:class:`Limits`): parameters (Embedding included), activation memory
   per sample, time steps and plan size, refused naming the limit and how to raise it;
 - a tabular file's parts against each other: preprocessing width vs network input, label
   count and task vs outputs, ``output`` ("probabilities" / "logits") vs the last activation.
 
-Adding an architecture kind (e.g. a DAG of layer nodes): each node is still one layer whose
-shape rule is ``SHAPE_RULES[class](config, in_shape, label) -> LayerShape``. Write a walker
-like :func:`_walk_sequential` that visits the nodes in topological order, calls
-:func:`layer_shape` on each with its input shape(s) (a merge node gets a rule of its own that
-takes the list of input shapes: register it in :data:`MULTI_INPUT_RULES`), and returns the
-:class:`LayerInfo` list; register it in :data:`ARCHITECTURES` by the architecture's
-``class``. Budgets, parameter matching and the tabular checks then apply unchanged.
+The runtime's planner (:func:`lepton_nn.runtime.plan.parse_network`) builds its steps from
+this walk (:attr:`Summary.layers`: each layer with its input shape) and checks each step's
+output against the rule's: one walk, one set of shape rules, for both loaders.
+
+Architectures other than a Sequential plug in through :data:`.shapes.ARCHITECTURES` (class
+-> walker returning the :class:`LayerInfo` list). A graph model (``"Model"``) is walked by
+:func:`.shapes._walk_graph`: its nodes in topological order through the same
+:func:`~lepton_nn.runtime.graph.parse_graph` the planner uses, each layer through its shape
+rule, merges through :data:`.shapes.MULTI_INPUT_RULES`; it declares its own inputs (the
+section's ``input_shape`` is then optional), a layer it shares counts once in the budget, and
+its first output gives ``output_shape`` and the final activation.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-from lepton_nn.errors import ModelFormatError
-
 from .compression import INT8_ATTRS
-from .graph import MERGES, merge_step, parse_graph
-from .steps import ACTIVATIONS, conv_geometry, pool_geometry
+from .shapes import (
+    ARCHITECTURES,
+    FLOAT_DTYPES,
+    MULTI_INPUT_RULES,
+    SHAPE_RULES,
+    LayerInfo,
+    LayerShape,
+    _dict,
+    _fail,
+    _int,
+    _num,
+    _shape_list,
+    _str,
+    layer_shape,
+    walk,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -57,12 +73,6 @@ __all__ = [
 
 KINDS = ("module", "compressed", "tabular")
 TASKS = ("binary", "multiclass", "regression")
-FLOAT_DTYPES = ("float32", "float64")
-#: largest single dimension anywhere (the budgets refuse far smaller products)
-MAX_DIM = 1 << 40
-MAX_RANK = 8
-MAX_DEPTH = 32
-_ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
 
 
 @dataclass(frozen=True)
@@ -103,35 +113,6 @@ DEFAULT_LIMITS = Limits()
 
 
 @dataclass
-class LayerShape:
-    """What a shape rule says of one layer on a given per-sample input shape.
-
-    ``act``: the activation its output ends with (None: it keeps its input's, as Dropout,
-    Flatten and pooling do); ``params``: attribute name -> shape; ``work``: scratch
-    elements per sample beyond the output; ``ops``: plan calls (an estimate).
-    """
-
-    out: tuple[int, ...]
-    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    act: str | None = None
-    work: int = 0
-    time_steps: int = 0
-    ops: int = 1
-
-
-@dataclass
-class LayerInfo:
-    """One leaf layer of a walked architecture."""
-
-    prefix: str  # parameter name prefix, e.g. "layers.0."
-    cls: str
-    config: dict
-    label: str
-    in_shape: tuple[int, ...]
-    shape: LayerShape
-
-
-@dataclass
 class Summary:
     """A validated network section (and, for tabular files, its outputs' meaning)."""
 
@@ -147,359 +128,6 @@ class Summary:
     params: dict[str, tuple[int, ...]]  # every expected parameter name -> shape
     kind: str = "module"
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _fail(msg: str) -> ModelFormatError:
-    return ModelFormatError(msg)
-
-
-# --------------------------------------------------------------------------- typed values
-
-
-def _int(v: Any, what: str, lo: int = 1, hi: int = MAX_DIM) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise _fail(f"{what} must be an int in [{lo}, {hi}], got {v!r:.80}")
-    return v
-
-
-def _bool(v: Any, what: str) -> bool:
-    if not isinstance(v, bool):
-        raise _fail(f"{what} must be true or false, got {v!r:.80}")
-    return v
-
-
-def _num(v: Any, what: str, lo: float = -math.inf, hi: float = math.inf) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise _fail(f"{what} must be a number, got {v!r:.80}")
-    try:
-        x = float(v)
-    except OverflowError:
-        raise _fail(f"{what} is out of range: {v!r:.40}") from None
-    if not (math.isfinite(x) and lo <= x <= hi):
-        raise _fail(f"{what} must be a finite number in [{lo}, {hi}], got {v!r:.80}")
-    return x
-
-
-def _str(v: Any, what: str, choices: tuple | None = None, none: bool = False) -> Any:
-    if v is None and none:
-        return None
-    if not isinstance(v, str) or len(v) > 200 or (choices is not None and v not in choices):
-        allowed = f" (one of {choices})" if choices is not None else ""
-        raise _fail(f"{what} must be a string{allowed}, got {v!r:.80}")
-    return v
-
-
-def _dict(v: Any, what: str) -> dict:
-    if not isinstance(v, dict):
-        raise _fail(f"{what} must be an object, got {type(v).__name__}")
-    return v
-
-
-def _activation(v: Any, label: str) -> str:
-    name = _ALIASES.get(v, v) if isinstance(v, (str, type(None))) else v
-    if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise _fail(f"{label}: unknown activation {v!r:.80}; known: {ACTIVATIONS}")
-    return name
-
-
-def _keys(config: dict, allowed: set[str], label: str) -> None:
-    """Type-check the settings every layer may have; ``allowed`` documents the rule's own
-    (others are left to the layer: ``lepton_nn.nn`` refuses settings it does not take)."""
-    del allowed
-    if "name" in config:
-        _str(config["name"], f"{label}: name", none=True)
-    if "dtype" in config:
-        _str(config["dtype"], f"{label}: dtype", FLOAT_DTYPES)
-    for k in ("kernel_initializer", "bias_initializer", "recurrent_initializer"):
-        if k in config:
-            _str(config[k], f"{label}: {k}")
-
-
-def _shape_list(v: Any, what: str) -> tuple[int, ...]:
-    """``[null, d1, d2, ...]`` (a batch shape as the files store it) -> (d1, d2, ...)."""
-    if (
-        not isinstance(v, list)
-        or not 2 <= len(v) <= MAX_RANK + 1
-        or v[0] is not None
-        or not all(
-            isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM for d in v[1:]
-        )
-    ):
-        raise _fail(f"bad {what} {v!r:.80}: expected [null, d1, ...], 1 to {MAX_RANK} dims")
-    return tuple(v[1:])
-
-
-# --------------------------------------------------------------------------- shape rules
-# rule(config, per-sample input shape, label) -> LayerShape; each checks its config's types.
-
-_COMMON = {"name", "dtype", "kernel_initializer", "bias_initializer"}
-
-
-def _need_rank(shape: tuple, lo: int, label: str, hi: int = MAX_RANK) -> None:
-    if not lo <= len(shape) <= hi:
-        want = f"{lo}" if lo == hi else f"{lo} to {hi}"
-        raise _fail(f"{label} needs {want} dims per sample, its input is {shape}")
-
-
-def _dense(config, shape, label):
-    _keys(config, _COMMON | {"units", "activation", "use_bias", "in_features"}, label)
-    _need_rank(shape, 1, label)
-    units = _int(config.get("units"), f"{label}: units")
-    n_in = shape[-1]
-    declared = config.get("in_features")
-    if declared is not None and _int(declared, f"{label}: in_features") != n_in:
-        raise _fail(f"{label}: in_features {declared} but its input has {n_in} features")
-    params = {"weight": (n_in, units)}
-    if _bool(config.get("use_bias", True), f"{label}: use_bias"):
-        params["bias"] = (units,)
-    act = _activation(config.get("activation"), label)
-    return LayerShape((*shape[:-1], units), params, act, ops=2 + 4 * (act in ("softmax",)))
-
-
-def _activation_layer(fixed: str | None):
-    def rule(config, shape, label):
-        _keys(config, {"name"} | ({"activation"} if fixed is None else set()), label)
-        act = fixed or _activation(config.get("activation"), label)
-        return LayerShape(shape, {}, None if act == "identity" else act, ops=5)
-
-    return rule
-
-
-def _dropout(config, shape, label):
-    _keys(config, {"name", "rate"}, label)
-    _num(config.get("rate", 0.0), f"{label}: rate", 0.0, 0.999999)
-    return LayerShape(shape, ops=0)
-
-
-def _flatten(config, shape, label):
-    _keys(config, {"name"}, label)
-    return LayerShape((math.prod(shape),), ops=0)
-
-
-def _conv(config, shape, label):
-    keys = _COMMON | {"filters", "kernel_size", "stride", "padding", "dilation", "activation"}
-    _keys(config, keys | {"use_bias", "in_channels"}, label)
-    _need_rank(shape, 3, label, 3)
-    if not isinstance(config.get("padding", "valid"), (str, int, list)):
-        raise _fail(f"{label}: padding {config.get('padding')!r:.80} is not understood")
-    filters, k, _, (oh, ow) = conv_geometry(config, shape, label)
-    c = shape[0]
-    declared = config.get("in_channels")
-    if declared is not None and _int(declared, f"{label}: in_channels") != c:
-        raise _fail(f"{label}: in_channels {declared} but its input has {c} channels")
-    params = {"weight": (filters, c, *k)}
-    if _bool(config.get("use_bias", True), f"{label}: use_bias"):
-        params["bias"] = (filters,)
-    act = _activation(config.get("activation"), label)
-    return LayerShape((filters, oh, ow), params, act, work=c * k[0] * k[1] * oh * ow)
-
-
-def _pool():
-    def rule(config, shape, label):
-        _keys(config, {"name", "pool_size", "stride", "padding", "count_include_pad"}, label)
-        _need_rank(shape, 3, label, 3)
-        _, (oh, ow), _ = pool_geometry(config, shape, label)
-        return LayerShape((shape[0], oh, ow))
-
-    return rule
-
-
-def _global_avg(config, shape, label):
-    _keys(config, {"name"}, label)
-    _need_rank(shape, 3, label, 3)
-    return LayerShape((shape[0],))
-
-
-def _batch_norm(config, shape, label):
-    _keys(config, {"name", "dtype", "momentum", "eps", "num_features"}, label)
-    _need_rank(shape, 1, label)
-    _num(config.get("momentum", 0.1), f"{label}: momentum", 0.0, 1.0)
-    _num(config.get("eps", 1e-5), f"{label}: eps", 0.0)
-    c = shape[0]
-    declared = config.get("num_features")
-    if declared is not None and _int(declared, f"{label}: num_features") != c:
-        raise _fail(f"{label}: num_features {declared} but its input has {c} channels")
-    names = ("weight", "bias", "running_mean", "running_var")
-    return LayerShape(shape, dict.fromkeys(names, (c,)), "identity", ops=4)
-
-
-def _layer_norm(config, shape, label):
-    _keys(config, {"name", "dtype", "eps", "features"}, label)
-    _need_rank(shape, 1, label)
-    _num(config.get("eps", 1e-5), f"{label}: eps", 0.0)
-    d = shape[-1]
-    declared = config.get("features")
-    if declared is not None and _int(declared, f"{label}: features") != d:
-        raise _fail(f"{label}: features {declared} but its input has {d} features")
-    return LayerShape(shape, {"weight": (d,), "bias": (d,)}, "identity", work=2 * d)
-
-
-_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
-
-
-def _recurrent(cell: str):
-    def rule(config, shape, label):
-        keys = _COMMON | {"units", "return_sequences", "return_state", "bidirectional"}
-        _keys(config, keys | {"input_size", "recurrent_initializer", "use_bias"}, label)
-        _need_rank(shape, 2, label, 2)
-        t, f = shape
-        u = _int(config.get("units"), f"{label}: units")
-        flags = {"return_sequences": False, "return_state": False, "bidirectional": False}
-        seqs, _, bi, use_bias = (
-            _bool(config.get(k, d), f"{label}: {k}") for k, d in {**flags, "use_bias": True}.items()
-        )  # return_state: the main output's shape is the same either way
-        declared = config.get("input_size")
-        if declared is not None and _int(declared, f"{label}: input_size") != f:
-            raise _fail(f"{label}: input_size {declared} but its input has {f} features")
-        g = _GATES[cell]
-        params: dict[str, tuple[int, ...]] = {}
-        for d in ("", "_reverse") if bi else ("",):
-            params[f"weight_ih{d}"] = (f, g * u)
-            params[f"weight_hh{d}"] = (u, g * u)
-            if use_bias:
-                params[f"bias{d}"] = (g * u,)
-                if cell == "GRU":
-                    params[f"bias_hh{d}"] = (g * u,)
-        dirs = 2 if bi else 1
-        out = (t, dirs * u) if seqs else (dirs * u,)
-        work = dirs * ((t + 1) * (8 + g) * u + t * (f + 1))
-        return LayerShape(out, params, "identity", work, t, dirs * (3 * t + 6))
-
-    return rule
-
-
-def _embedding(config, shape, label):
-    _keys(config, {"name", "dtype", "input_dim", "output_dim"}, label)
-    rows = _int(config.get("input_dim"), f"{label}: input_dim")
-    dim = _int(config.get("output_dim"), f"{label}: output_dim")
-    _need_rank(shape, 1, label, MAX_RANK - 1)
-    return LayerShape((*shape, dim), {"weight": (rows, dim)}, "identity")
-
-
-#: layer class -> rule(config, per-sample input shape, label) -> LayerShape
-SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
-    "Dense": _dense,
-    "Activation": _activation_layer(None),
-    "ReLU": _activation_layer("relu"),
-    "Sigmoid": _activation_layer("sigmoid"),
-    "Tanh": _activation_layer("tanh"),
-    "GELU": _activation_layer("gelu"),
-    "Softmax": _activation_layer("softmax"),
-    "Dropout": _dropout,
-    "Flatten": _flatten,
-    "Conv2D": _conv,
-    "MaxPool2D": _pool(),
-    "AvgPool2D": _pool(),
-    "GlobalAvgPool2D": _global_avg,
-    "BatchNorm": _batch_norm,
-    "LayerNorm": _layer_norm,
-    "LSTM": _recurrent("LSTM"),
-    "GRU": _recurrent("GRU"),
-    "SimpleRNN": _recurrent("SimpleRNN"),
-    "Embedding": _embedding,
-}
-
-
-def _merge_rule(cls: str) -> Callable[[dict, list, str], LayerShape]:
-    def rule(config: dict, shapes: list, label: str) -> LayerShape:
-        return LayerShape(merge_step(label, cls, config, shapes).out_shape, act="identity")
-
-    return rule
-
-
-#: merge layers of a graph architecture: rule(config, [input shapes], label) -> LayerShape
-MULTI_INPUT_RULES: dict[str, Callable[[dict, list, str], LayerShape]] = {
-    cls: _merge_rule(cls) for cls in MERGES
-}
-
-
-def layer_shape(cls: Any, config: Any, in_shape: tuple[int, ...], label: str) -> LayerShape:
-    """The shape rule of layer class ``cls`` applied to ``config`` on ``in_shape``."""
-    rule = SHAPE_RULES.get(cls) if isinstance(cls, str) else None
-    if rule is None:
-        raise _fail(f"{label} is not supported: unknown layer type")
-    config = _dict(config, f"{label}: config")
-    out = rule(config, in_shape, label)
-    if len(out.out) > MAX_RANK or not all(0 < d <= MAX_DIM for d in out.out):
-        raise _fail(f"{label}: output shape {out.out} is out of range")
-    return out
-
-
-# --------------------------------------------------------------------------- walkers
-
-
-def _walk_sequential(arch: dict, in_shape: tuple[int, ...], start: str = "") -> list[LayerInfo]:
-    out: list[LayerInfo] = []
-    shape = [in_shape]
-
-    def visit(cfg: Any, prefix: str, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise _fail(f"architecture is nested deeper than {MAX_DEPTH} levels")
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("class"), str):
-            raise _fail(f"a layer entry must be an object with a 'class' name, got {cfg!r:.80}")
-        cls, config = cfg["class"], _dict(cfg.get("config", {}), f"config of {cfg['class']!r}")
-        if cls == "Sequential":
-            _keys(config, {"name", "layers"}, "Sequential")
-            layers = config.get("layers", [])
-            if not isinstance(layers, list):
-                raise _fail("Sequential 'layers' must be a list")
-            for i, sub in enumerate(layers):
-                visit(sub, f"{prefix}layers.{i}.", depth + 1)
-            return
-        name = config.get("name") or cls
-        label = f"layer {name!r:.80} ({cls:.40})"
-        ls = layer_shape(cls, config, shape[0], label)
-        out.append(LayerInfo(prefix, cls, config, label, shape[0], ls))
-        shape[0] = ls.out
-
-    visit(arch, start, 0)
-    return out
-
-
-class GraphLayers(list):
-    """The LayerInfo of every node of a graph, with its ``inputs`` and ``outputs`` shapes
-    and the activation its first output ends with (``final``)."""
-
-    inputs: list[tuple[int, ...]]
-    outputs: list[tuple[int, ...]]
-    final: str
-
-
-def _walk_graph(arch: dict, in_shape: tuple[int, ...] | None) -> list[LayerInfo]:
-    """A graph model (:mod:`lepton_nn.nn.graph`'s form): its nodes in topological order,
-    merges through :data:`MULTI_INPUT_RULES`, each other layer through its shape rule."""
-    config = _dict(arch.get("config"), "graph model: config")
-
-    def layer(i: int, cfg: dict, width: tuple, label: str):
-        infos = _walk_sequential(cfg, width, f"layers.{i}.")
-        acts = [x.shape.act for x in infos if x.shape.act is not None]
-        return infos, (infos[-1].shape.out if infos else width), (acts or ["identity"])[-1]
-
-    inputs, chains, outputs = parse_graph(config, layer, _shape_list)
-    out = GraphLayers()
-    for c in chains:
-        if c.steps and not isinstance(c.steps[0], LayerInfo):  # a merge
-            m = c.steps[0]
-            shape = LayerShape(m.out_shape, act="identity", ops=len(c.inputs))
-            out.append(LayerInfo("", m.op, {}, m.label, m.out_shape, shape))
-        else:
-            out.extend(c.steps)
-    out.inputs = [w for _, w in inputs]
-    out.outputs = [w for _, w in outputs]
-    out.final = next((c.final for c in chains if c.out == outputs[0][0]), "identity")
-    if in_shape is not None and out.inputs != [in_shape]:
-        raise _fail(f"input_shape {in_shape} does not match the graph's inputs {out.inputs}")
-    return out
-
-
-#: architecture class -> walker(architecture config, input shape) -> [LayerInfo] in order
-ARCHITECTURES: dict[str, Callable[[dict, tuple], list[LayerInfo]]] = {"Model": _walk_graph}
-
-
-def _walk(arch: Any, in_shape: tuple[int, ...]) -> list[LayerInfo]:
-    cls = arch.get("class") if isinstance(arch, dict) else None
-    walker = ARCHITECTURES.get(cls) if isinstance(cls, str) else None
-    return (walker or _walk_sequential)(arch, in_shape)
 
 
 # --------------------------------------------------------------------------- sections
@@ -527,7 +155,7 @@ def validate_network(
     graph = isinstance(arch, dict) and arch.get("class") == "Model"
     in_shape = None if graph and declared_in is None else _shape_list(declared_in, "input_shape")
     dtype = np.dtype(_str(section.get("dtype", "float32"), "model dtype", FLOAT_DTYPES))
-    layers = _walk(arch, in_shape)
+    layers = walk(arch, in_shape)
     ins = getattr(layers, "inputs", None) or [in_shape]  # a graph declares its inputs
     in_shape = ins[0]
     expected: dict[str, tuple[int, ...]] = {}
@@ -543,6 +171,9 @@ def validate_network(
         steps, ops = max(steps, ls.time_steps), ops + ls.ops
         final = ls.act if ls.act is not None else final
         _budget(limits, n_params, elements * dtype.itemsize, steps, ops, info.label)
+    for info in layers[:-1]:
+        if info.shape.tuple_out:  # its tuple would reach the next layer
+            raise _fail(f"{info.label}: return_state is allowed on the last layer only")
     out_shape = layers[-1].shape.out if layers else in_shape
     if graph:
         out_shape, final = layers.outputs[0], layers.final
