@@ -35,6 +35,7 @@ def test_comparisons_are_elementwise_tensors_without_grad(op):
         (OPS[op](ta, 1.0), OPS[op](torch.tensor(a), 1.0)),  # a number
         (OPS[op](1.0, ta), OPS[op](1.0, torch.tensor(a))),  # reflected
         (OPS[op](ta, b), OPS[op](torch.tensor(a), torch.tensor(b))),  # an array
+        (OPS[op](b, ta), OPS[op](torch.tensor(b), torch.tensor(a))),  # an array on the left
     ):
         assert isinstance(ours, Tensor) and ours.dtype == bool
         assert not ours.requires_grad and ours.is_leaf

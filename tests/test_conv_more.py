@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lepton_nn as ln
 from lepton_nn import Tensor, nn
 from lepton_nn.autograd import gradcheck
 from lepton_nn.errors import ShapeError
-from lepton_nn.ops.conv import conv2d
+from lepton_nn.ops.conv import conv2d, max_pool2d
 from lepton_nn.ops.conv_more import conv1d, pad
 
 torch = pytest.importorskip("torch")
@@ -91,6 +93,20 @@ def test_grouped_conv2d_gradcheck_and_fused_pool():
         lambda x, w: conv2d(x, w, None, groups=2, activation="tanh", max_pool=(2, None, 0, None)),
         tx, tw,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu", "identity"])
+def test_depthwise_conv2d_gradcheck_and_pool(act):
+    x, w, b = _rand(2, 3, 6, 5), _rand(6, 1, 3, 2, seed=1), _rand(6, seed=2)  # multiplier 2
+    tx, tw, tb = (Tensor(a, requires_grad=True) for a in (x, w, b))
+    geo = {"stride": (2, 1), "padding": (1, 0, 2, 1), "dilation": (1, 2)}
+    assert gradcheck(lambda x, w, b: conv2d(x, w, b, activation=act, groups=3, **geo), tx, tw, tb)
+    assert gradcheck(lambda x, w: conv2d(x, w, activation=act, groups=3, **geo), tx, tw)
+    pool = (2, 1, 0, None)
+    if act != "gelu":  # a fused max pool takes identity, relu, sigmoid, tanh
+        y = conv2d(Tensor(x), Tensor(w), Tensor(b), activation=act, groups=3, max_pool=pool, **geo)
+        plain = conv2d(Tensor(x), Tensor(w), Tensor(b), activation=act, groups=3, **geo)
+        np.testing.assert_array_equal(y.data, max_pool2d(plain, 2, 1).data)
 
 
 def test_grouped_conv2d_bad_shapes():
@@ -218,3 +234,76 @@ def test_conv2d_layer_matches_torch_depthwise():
         ref.weight.copy_(torch.tensor(layer.weight.data))
         ref.bias.copy_(torch.tensor(layer.bias.data))
     np.testing.assert_allclose(layer(x).data, ref(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+
+
+def test_structured_pruning_compacts_conv1d_chains():
+    from lepton_nn.compress import compact, prune_structured
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [nn.Conv1D(6, 3, activation="elu"), nn.Conv1D(4, 3), nn.Flatten(), nn.Dense(2)]
+    )
+    model.build((None, 2, 12))
+    prune_structured(model, 0.5)
+    model.eval()
+    small = compact(model)
+    assert [m.weight.shape for m in small.layers if hasattr(m, "weight")] == [
+        (3, 2, 3), (2, 3, 3), (16, 2),
+    ]  # fmt: skip
+    x = _rand(3, 2, 12).astype(np.float32)
+    np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    data=st.data(),
+    groups=st.integers(1, 4),
+    cg=st.integers(1, 3),
+    og=st.integers(1, 3),
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+)
+def test_conv2d_groups_property_against_torch(data, groups, cg, og, kernel, stride, dilation):
+    """Random group counts (depthwise when C / G = 1), kernels, strides, dilations and
+    asymmetric pads: values and all three gradients equal torch's in float64."""
+    pads = data.draw(st.tuples(*[st.integers(0, 2)] * 4))
+    h = data.draw(st.integers((kernel[0] - 1) * dilation[0] + 1, 8))
+    w = data.draw(st.integers((kernel[1] - 1) * dilation[1] + 1, 8))
+    c, o = groups * cg, groups * og
+    x, wt, b = _rand(2, c, h, w), _rand(o, cg, *kernel, seed=1), _rand(o, seed=2)
+
+    def ours(x, wt, b):
+        return conv2d(x, wt, b, stride, pads, dilation, "tanh", groups=groups)
+
+    def theirs(x, wt, b):
+        x = F.pad(x, (pads[2], pads[3], pads[0], pads[1]))
+        return torch.tanh(F.conv2d(x, wt, b, stride, 0, dilation, groups))
+
+    got, got_g, wy = _grads(ours, [x, wt, b])
+    want, want_g = _torch_grads(theirs, [x, wt, b], wy)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    for a, e in zip(got_g, want_g):
+        np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), mode=st.sampled_from(["constant", "reflect", "replicate"]))
+def test_pad_property_numpy_and_adjoint(data, mode):
+    """pad equals np.pad (edge for replicate) on random shapes and pads, and its backward is
+    its adjoint: <pad(x), g> = <x, pad^T(g)>."""
+    shape = data.draw(st.lists(st.integers(1, 5), min_size=1, max_size=4))
+    k = data.draw(st.integers(1, len(shape)))
+    most = [n - 1 if mode == "reflect" else 3 for n in shape[-k:]]
+    pads = tuple(data.draw(st.tuples(st.integers(0, m), st.integers(0, m))) for m in most)
+    x = _rand(*shape)
+    t = Tensor(x, requires_grad=True)
+    y = pad(t, pads, mode, 0.25)
+    np_mode = {"replicate": "edge"}.get(mode, mode)
+    extra = {"constant_values": 0.25} if mode == "constant" else {}
+    want = np.pad(x, [(0, 0)] * (len(shape) - k) + list(pads), np_mode, **extra)
+    np.testing.assert_array_equal(y.data, want)
+    g = _rand(*y.shape, seed=5)
+    (y * Tensor(g)).sum().backward()
+    zero = pad(Tensor(x), pads, mode, 0.0).data  # the constant part does not depend on x
+    np.testing.assert_allclose(np.sum(zero * g), np.sum(x * t.grad), rtol=1e-12, atol=1e-12)

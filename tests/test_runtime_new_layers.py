@@ -192,8 +192,10 @@ def test_grouped_conv1d_and_padding_are_served(tmp_path, name, dtype):
     first = served.predict(x).copy()
     served.predict(x * 2)
     np.testing.assert_array_equal(served.predict(x), first)  # buffers refilled at every run
-    if name == "depthwise":
-        assert "grouped conv (4 groups)" in served.describe()
+    if name == "depthwise":  # groups = C: tap by tap, as the op
+        assert served.describe().count("depthwise conv") == 2
+    if name == "grouped":
+        assert served.describe().count("grouped conv") == 2
 
 
 def test_pad_and_grouped_configs_from_a_hostile_file_are_refused(tmp_path):
@@ -215,3 +217,58 @@ def test_pad_and_grouped_configs_from_a_hostile_file_are_refused(tmp_path):
         write_lnn(tmp_path / "bad.lnn", manifest, arrays)
         with pytest.raises(ModelFormatError, match=match):
             rt.load(tmp_path / "bad.lnn")
+
+
+def test_quantize_keeps_a_grouped_conv_float_and_says_so(tmp_path):
+    from lepton_nn.compress import quantize, save_compressed
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [nn.Conv2D(4, 3, groups=2, activation="relu"), nn.Flatten(), nn.Dense(3, "elu")]
+    )
+    model.build((None, 2, 6, 6))
+    x = np.random.default_rng(0).standard_normal((5, 2, 6, 6)).astype(np.float32)
+    qm = quantize(model, x)
+    reasons = {r["name"]: (r["int8"], r["reason"]) for r in qm.report}
+    assert reasons[model.layers[0].name] == (False, "grouped")
+    assert reasons[model.layers[2].name][0] is True
+    save_compressed(qm, tmp_path / "q.lnn")
+    served = rt.load(tmp_path / "q.lnn")
+    np.testing.assert_allclose(served.predict(x), qm(x).data, rtol=1e-5, atol=1e-5)
+
+
+def test_compact_leaves_grouped_convolutions_whole():
+    from lepton_nn.compress import compact, prune_structured
+
+    ln.set_seed(0)
+    model = nn.Sequential(
+        [
+            nn.Conv2D(4, 3, activation="relu"),
+            nn.Conv2D(4, 3, groups=2, activation="relu"),
+            nn.Conv2D(4, 1, groups=4),
+            nn.Flatten(),
+            nn.Dense(2),
+        ]
+    )
+    model.build((None, 2, 8, 8))
+    prune_structured(model, 0.5)
+    x = np.random.default_rng(0).standard_normal((3, 2, 8, 8)).astype(np.float32)
+    model.eval()
+    small = compact(model)
+    assert [m.weight.shape for m in small.layers if hasattr(m, "weight")][:3] == [
+        m.weight.shape for m in model.layers if hasattr(m, "weight")
+    ][:3]
+    np.testing.assert_allclose(small(x).data, model(x).data, rtol=1e-5, atol=1e-6)
+
+
+def test_threaded_grouped_conv_plans_hold_blas(tmp_path):
+    """Grouped convolutions spread over the plan's threads like plain ones: BLAS is held to
+    one thread while such a plan runs."""
+    model = nn.Sequential([nn.Conv2D(4, 3, groups=2), nn.Flatten()])
+    _check(tmp_path, model, (4, 6, 6), "float32")
+    served = rt.load(tmp_path / "m.lnn", threads=1)
+    assert not served.plan_for(3).hold_blas
+    threaded = rt.load(tmp_path / "m.lnn", threads=2)
+    assert threaded.plan_for(3).hold_blas
+    x = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(threaded.predict(x), served.predict(x))

@@ -148,6 +148,8 @@ class Tensor:
         return f"Tensor({np.array2string(self.data, threshold=20)}, dtype={self.dtype}{rg}{op})"
 
     def __hash__(self) -> int:
+        # by identity, so Tensors stay usable in sets and as dict keys (the engine and the
+        # tools key by id() anyway); ==, <, ... are elementwise (attached in lepton_nn.ops)
         return id(self)
 
     def __bool__(self) -> bool:

@@ -464,6 +464,73 @@ class ReferenceBackend:
         c = self.im2col(x[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, cols[:nc])
         return c.reshape(nc, k, oh * ow)
 
+    # A depthwise convolution (groups = C, O = C m outputs): output channel o reads input
+    # channel o // m only, with its own (kh, kw) filter w[o]. Summed tap by tap over whole
+    # (N, O, OH, OW) planes: kh kw multiply-adds instead of C small GEMMs. Scratch from the
+    # caller: xp (N, O, HP, WP), the padded input with each channel repeated for its m
+    # outputs (HP = max(ph + H, (OH - 1) sh + (kh - 1) dh + 1), WP alike), and tmp, shaped
+    # as the output.
+
+    def depthwise_conv2d_forward(self, x, w, b, act, geom, xp, tmp, z, y):
+        """z[n, o, i, j] = sum_{p,q} w[o, p, q] x[n, o // m, i sh - ph + p dh, j sw - pw + q dw]
+        (0 in the padding), taps p, q in row-major order; y = f(z + b[o]).
+
+        x: (N, C, H, W); w: (O, kh, kw), O = C m; b: (O,) or None; z, y: (N, O, OH, OW), y may
+        be z. geom = (kh, kw, sh, sw, ph, pw, dh, dw). Returns y.
+        """
+        n, o = z.shape[:2]
+        for k, (p, q, win) in enumerate(self._depthwise_taps(x, geom, xp, z.shape[2:])):
+            np.multiply(win, w[:, p, q][:, None, None], out=z if k == 0 else tmp)
+            if k:
+                z += tmp
+        self.bias_act_forward(z.reshape(n, o, -1), b, act, y.reshape(n, o, -1))
+        return y
+
+    def depthwise_conv2d_backward(self, x, w, b, act, geom, gy, y, z, xp, tmp, gz, gx, gw, gb):
+        """Back through depthwise_conv2d_forward from gy (N, O, OH, OW): G_Z = gy f'(z + b)
+        into gz (bias_act_backward; y and z as in the forward), gb = G_Z summed over (n, i, j),
+        gw[o, p, q] = sum_{n,i,j} G_Z[n, o, i, j] x[n, o // m, window (p, q)], gx = each tap's
+        G_Z w[o, p, q] added to the pixels it read (on the canvas xp, reused), summed over a
+        channel's m outputs. gx (N, C, H, W), gw (O, kh, kw), gb (O,): written, or None when
+        not wanted. Returns gx.
+        """
+        n, o, oh, ow = gy.shape
+        flat = (n, o, oh * ow)
+        self.bias_act_backward(gy.reshape(flat), y.reshape(flat), z.reshape(flat), b, act,
+                               gz.reshape(flat), gb)  # fmt: skip
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        if gw is not None:
+            for p, q, win in self._depthwise_taps(x, geom, xp, (oh, ow)):
+                gw[:, p, q] = np.einsum("noij,noij->o", gz, win)
+        if gx is not None:  # the canvas now gathers the gradient, one plane per output
+            xp[...] = 0
+            for p in range(kh):
+                for q in range(kw):
+                    np.multiply(gz, w[:, p, q][:, None, None], out=tmp)
+                    xp[:, :, p * dh : p * dh + (oh - 1) * sh + 1 : sh,
+                       q * dw : q * dw + (ow - 1) * sw + 1 : sw] += tmp  # fmt: skip
+            c, h, wd = gx.shape[1:]
+            planes = xp.reshape(n, c, o // c, *xp.shape[2:])[:, :, :, ph : ph + h, pw : pw + wd]
+            planes.sum(axis=2, out=gx)  # a channel's m outputs
+        return gx
+
+    @staticmethod
+    def _depthwise_taps(x, geom, xp, out_hw):
+        """Fill the canvas xp (N, O, HP, WP) from x and yield (p, q, window) for each tap:
+        window (N, O, OH, OW) = xp read at (i sh + p dh, j sw + q dw)."""
+        kh, kw, sh, sw, ph, pw, dh, dw = geom
+        (n, c, h, w), (oh, ow) = x.shape, out_hw
+        xp[:, :, :ph] = 0  # the padding (only: the interior is overwritten just below)
+        xp[:, :, ph + h :] = 0
+        xp[:, :, ph : ph + h, :pw] = 0
+        xp[:, :, ph : ph + h, pw + w :] = 0
+        rep = xp.reshape(n, c, xp.shape[1] // c, *xp.shape[2:])
+        rep[:, :, :, ph : ph + h, pw : pw + w] = x[:, :, None]
+        for p in range(kh):
+            for q in range(kw):
+                yield p, q, xp[:, :, p * dh : p * dh + (oh - 1) * sh + 1 : sh,
+                               q * dw : q * dw + (ow - 1) * sw + 1 : sw]  # fmt: skip
+
     def _windows(self, x, kh, kw, sh, sw, ph, pw, oh, ow, fill):
         """(N, C, OH, OW, kh*kw) view of every pooling window (padding = ``fill``)."""
         n, c = x.shape[:2]

@@ -757,9 +757,11 @@ def compact(model: Sequential) -> Sequential:
     names = {id(t.param): t.name for t in _parameters(new)}
     layers = new.layers
     for i, producer in enumerate(layers):
-        if not _is_weight_layer(producer):
-            continue
+        if not _is_weight_layer(producer) or getattr(producer, "groups", 1) != 1:
+            continue  # a grouped convolution's channels cannot be removed one by one
         chain, consumer = _chain_after(layers, i)
+        if consumer is not None and getattr(consumer, "groups", 1) != 1:
+            continue
         w = producer.weight.data
         ax = _unit_axis(w)
         dead = ~np.any(w != 0, axis=tuple(a for a in range(w.ndim) if a != ax))

@@ -35,7 +35,8 @@ x W_ih + b, is one int8 product (activations by ``mode``), each step's h W_hh an
 quantized per row (always dynamic: its range changes from step to step), and the gates are
 computed in float: the runtime's ``RecurrentStep`` on int8 weights (:class:`QuantizedRecurrent`).
 Such layers start from a zero state (no ``initial_state``; ``lengths`` and ``mask`` work as
-in the layer), and a layer with ``return_state`` stays float.
+in the layer), and a layer with ``return_state`` stays float, as does a grouped Conv2D
+(``groups`` > 1: no int8 kernel for it yet; the report says "grouped").
 
 All with the very kernels :mod:`lepton_nn.runtime` binds, so ``QuantizedModel(x)`` and the runtime
 on the saved file agree to the last bit.
@@ -63,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Tensor, no_grad
+from ..backend.activations import EXTRA_ACTIVATIONS
 from ..backend.reference import ACT_CODE
 from ..errors import LeptonError, ModelFormatError, ShapeError
 from ..nn.conv import Conv2D
@@ -195,7 +197,8 @@ class QuantizedLayer:
     def __post_init__(self) -> None:
         self.packed, self.col_sums = kernels().qpack_weights(self.q)
         self.act = ACT_CODE.get(self.activation, 0)
-        self.post = self.activation if self.activation in ("softmax", "log_softmax") else None
+        # an activation the int8 kernel does not fuse (softmax, elu, ...) runs after it
+        self.post = None if self.activation in ACT_CODE else self.activation
 
     @property
     def param(self) -> str:
@@ -262,7 +265,7 @@ class QuantizedLayer:
         (a Conv2D: (N, C, H, W) -> (N, F, OH, OW), as the runtime runs it)."""
         if self.conv_shape is not None:
             out = self._conv_forward(x)
-            return _softmax(out, self.post == "log_softmax") if self.post else out
+            return _post_activation(out, self.post)
         k_in, n_out = self.shape
         lead = x.shape[:-1]
         x2 = np.ascontiguousarray(np.reshape(x, (-1, k_in)), dtype=np.float32)
@@ -278,9 +281,16 @@ class QuantizedLayer:
             xs, zp = np.empty(m, np.float32), np.empty(m, np.int32)
             be.quantize_rows(x2, xq, xs, zp)
         be.qlinear(xq, xs, zp, self.packed, self.scale, self.col_sums, self.bias, self.act, out)
-        if self.post is not None:
-            out = _softmax(out, self.post == "log_softmax")
-        return out.reshape(*lead, n_out)
+        return _post_activation(out, self.post).reshape(*lead, n_out)
+
+
+def _post_activation(out: np.ndarray, name: str | None) -> np.ndarray:
+    """out, then an activation the kernels do not fuse, as the runtime's steps after them."""
+    if name is None:
+        return out
+    if name in ("softmax", "log_softmax"):
+        return _softmax(out, name == "log_softmax")
+    return EXTRA_ACTIVATIONS[name](out)
 
 
 RECURRENT = (LSTM, GRU, SimpleRNN)
@@ -735,6 +745,9 @@ def quantize(
     for path, m in targets.items():
         if isinstance(m, RECURRENT) and m.return_state:
             reasons[path] = "return_state"  # the runtime runs no return_state layer
+            continue
+        if getattr(m, "groups", 1) != 1:
+            reasons[path] = "grouped"  # no int8 grouped convolution kernel: it stays float
             continue
         bias = None if isinstance(m, RECURRENT) or m.bias is None else m.bias.data
         bias = None if bias is None else np.asarray(bias, np.float32)

@@ -168,6 +168,11 @@ RULES: dict[str, tuple[str, str]] = {
         "a grouped convolution is one convolution per group: each group's rules on its slices",
         "dL/dX[:, group g] = conv2d backward of group g; dL/dW, dL/db side by side by group",
     ),
+    "DepthwiseConv2d": (
+        "a depthwise convolution is a weighted sum of shifted copies of each channel: each tap "
+        "sends back the gradient times its weight, and takes the gradient times its window",
+        "dL/dW[o,p,q] = sum g[:, o] * window_pq(X)[:, o // m], dL/dX = sum_taps shift(W g)",
+    ),
     "Pad": (
         "padding: the interior passes its gradient back; a reflected or replicated cell adds "
         "its gradient to the cell it copied",

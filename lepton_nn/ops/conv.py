@@ -284,7 +284,8 @@ def conv2d(
     """2-D convolution (cross-correlation, as in PyTorch), NCHW, with a fused activation.
 
     ``groups`` = G: the C input channels and O outputs split into G groups, output group g
-    seeing input group g only: weight (O, C / G, kh, kw) (depthwise: G = C).
+    seeing input group g only: weight (O, C / G, kh, kw). G = C (depthwise) runs tap by tap
+    (``DepthwiseConv2d``), other G as one convolution per group (``GroupedConv2d``).
 
     x: (N, C, H, W); weight: (O, C, kh, kw); bias: (O,) or None -> (N, O, OH, OW), with
     y = f(z),  z[n, o, i, j] = b[o] + sum_{c,p,q} W[o,c,p,q] x[n, c, i sh-t + p dh, j sw-l + q dw]
@@ -320,16 +321,15 @@ def conv2d(
         size, pstride, ppad, pname = max_pool
         out = (x.shape[0], weight.shape[0], oh, ow)
         pool = _pool_geom(out, size, pstride, ppad, _who("max_pool2d", pname))
-    op, more = (Conv2d, {}) if groups == 1 else (_grouped(), {"groups": groups})
-    if bias is None:
-        return op.apply(x, weight, geom=geom, act=act, pool=pool, **more)
-    return op.apply(x, weight, bias, geom=geom, act=act, pool=pool, **more)
+    args = (x, weight) if bias is None else (x, weight, bias)
+    if groups == 1:
+        return Conv2d.apply(*args, geom=geom, act=act, pool=pool)
+    from .conv_more import DepthwiseConv2d, GroupedConv2d  # built on Conv2d above
 
-
-def _grouped():
-    from .conv_more import GroupedConv2d  # built on Conv2d above
-
-    return GroupedConv2d
+    if groups == x.shape[1]:  # depthwise: tap by tap, then the max pool as an op of its own
+        y = DepthwiseConv2d.apply(*args, geom=geom, act=act)
+        return y if max_pool is None else MaxPool2d.apply(y, geom=pool)
+    return GroupedConv2d.apply(*args, geom=geom, act=act, pool=pool, groups=groups)
 
 
 def _pool_geom(shape: tuple, kernel, stride, padding, who: str):

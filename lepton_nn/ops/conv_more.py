@@ -14,12 +14,63 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor
+from ..backend import get_backend
+from ..backend.geometry import output_size
 from ..backend.padding import check_pads, pad_forward, pad_index
-from ..backend.reference import IDENTITY
+from ..backend.reference import GELU, IDENTITY
 from ..errors import ShapeError
+from ._workspace import recycled, workspace
 from .conv import Conv2d, _who, conv2d
 
-__all__ = ["GroupedConv2d", "Pad", "conv1d", "pad", "conv1d_padding"]
+__all__ = ["DepthwiseConv2d", "GroupedConv2d", "Pad", "conv1d", "pad", "conv1d_padding"]
+
+
+class DepthwiseConv2d(Function):
+    """groups = C, O = C m: output channel o convolves input channel o // m with its own
+    filter, y = f(z + b); the backend's ``depthwise_conv2d_forward`` / ``_backward`` (tap by
+    tap over whole planes). X: (N, C, H, W), W: (O, 1, kh, kw), b: (O,) -> (N, O, OH, OW).
+    Backward: G_Z = G_Y f'; G_b = sum G_Z; G_W[o, p, q] = sum G_Z[:, o] window_pq(X)[:, o // m];
+    G_X = the windows' G_Z W added back, summed over a channel's m outputs.
+    ``geom`` as :class:`Conv2d`'s (sh, sw, pt, pb, pl, pr, dh, dw)."""
+
+    def forward(self, x, w, b=None, geom=None, act=IDENTITY):
+        sh, sw, pt, pb, pl, pr, dh, dw = geom
+        x = np.ascontiguousarray(x)
+        o, _, kh, kw = w.shape
+        oh, ow = output_size(x.shape[2:], (pt, pb, pl, pr), (kh, kw), (sh, sw), (dh, dw))
+        self.x, self.w_shape, self.act = x, w.shape, act
+        self.w3 = np.ascontiguousarray(w.reshape(o, kh, kw), dtype=x.dtype)
+        self.b = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+        self.kgeom = (kh, kw, sh, sw, pt, pl, dh, dw)
+        self.canvas = (
+            x.shape[0], o,
+            max(pt + x.shape[2], (oh - 1) * sh + (kh - 1) * dh + 1),
+            max(pl + x.shape[3], (ow - 1) * sw + (kw - 1) * dw + 1),
+        )  # fmt: skip
+        z = recycled((x.shape[0], o, oh, ow), x.dtype)
+        y = recycled(z.shape, z.dtype) if act == GELU else z  # gelu's derivative reads z
+        xp, tmp = self._scratch(z)
+        get_backend().depthwise_conv2d_forward(x, self.w3, self.b, act, self.kgeom, xp, tmp, z, y)
+        self.y, self.z = y, z
+        return y
+
+    def _scratch(self, z):
+        return workspace("dw_canvas", self.canvas, z.dtype), workspace("dw_tmp", z.shape, z.dtype)
+
+    def backward(self, g):
+        want = self.needs_grad
+        gx = recycled(self.x.shape, self.x.dtype) if want[0] else None
+        gw = np.empty_like(self.w3) if want[1] else None
+        gb = np.empty_like(self.b) if self.b is not None and want[2] else None
+        g = np.ascontiguousarray(g, dtype=self.x.dtype)
+        xp, tmp = self._scratch(g)
+        gz = workspace("dw_gz", g.shape, g.dtype)
+        get_backend().depthwise_conv2d_backward(
+            self.x, self.w3, self.b, self.act, self.kgeom, g, self.y, self.z, xp, tmp, gz, gx,
+            gw, gb,
+        )  # fmt: skip
+        gw = None if gw is None else gw.reshape(self.w_shape)
+        return (gx, gw, gb) if self.b is not None else (gx, gw)
 
 
 class GroupedConv2d(Function):

@@ -54,6 +54,7 @@ from .steps import (
     PARSERS,
     AffineStep,
     ConvStep,
+    GroupedConvStep,
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
@@ -436,7 +437,7 @@ class Network:
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
         ops += bound
         # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
-        hold = threads > 1 and any(type(s) is ConvStep for s in self.steps)
+        hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
         pool = ctx.pool
         memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,
                   "buffers": len(pool.blocks)}  # fmt: skip

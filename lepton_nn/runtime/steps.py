@@ -36,7 +36,9 @@ __all__ = [
     "PARALLEL_MIN_ROWS",
     "AffineStep",
     "ConvStep",
+    "DepthwiseConvStep",
     "GroupedConvStep",
+    "grouped_conv_step",
     "Int8ConvStep",
     "Int8DenseStep",
     "RecurrentStep",
@@ -170,6 +172,40 @@ def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
             free.append(mine)
 
     parallel_for(chunks, run, threads)
+
+
+class DepthwiseConvStep:
+    """A depthwise convolution (groups = C, O = C m) on the backend's
+    ``depthwise_conv2d_forward``, as the op ``DepthwiseConv2d``: (N, C, H, W) -> (N, O, OH, OW)
+    (a Conv1D's (N, C, L) -> (N, O, OL) through (C, 1, L) views)."""
+
+    kind = "conv"
+
+    def __init__(self, label, w, b, act, geom, in_shape, out_hw, one_d=False) -> None:
+        self.label, self.act, self.geom = label, act, geom  # (kh, kw, sh, sw, pt, pl, dh, dw)
+        self.w3 = np.ascontiguousarray(w.reshape(w.shape[0], geom[0], geom[1]))
+        self.b = None if b is None else np.ascontiguousarray(b)
+        self.in_shape, self.out_hw, self.one_d = in_shape, out_hw, one_d
+
+    def bind(self, src, owned, ctx):
+        n, o = ctx.n, self.w3.shape[0]
+        y = np.zeros((n, o, *self.out_hw), ctx.dtype)
+        w3 = self.w3.astype(ctx.dtype, copy=False)
+        b = None if self.b is None else self.b.astype(ctx.dtype, copy=False)
+        x = src.reshape(n, *self.in_shape)
+        kh, kw, sh, sw, pt, pl, dh, dw = self.geom
+        (_, h, w), (oh, ow) = self.in_shape, self.out_hw
+        hp, wp = (
+            max(pt + h, (oh - 1) * sh + (kh - 1) * dh + 1),
+            max(pl + w, (ow - 1) * sw + (kw - 1) * dw + 1),
+        )
+        xp, tmp = np.zeros((n, o, hp, wp), ctx.dtype), np.zeros(y.shape, ctx.dtype)
+        args = (x, w3, b, self.act, self.geom, xp, tmp, y, y)
+        ops: list[Op] = [(kernels().depthwise_conv2d_forward, args)]
+        return ops, (y.reshape(n, o, -1) if self.one_d else y)
+
+    def describe(self) -> str:
+        return f"{self.label}: depthwise conv {self.in_shape} -> {self.w3.shape[0]}x{self.out_hw}"
 
 
 class GroupedConvStep:
@@ -589,6 +625,13 @@ def _groups(config: dict, channels: int, filters: int, label: str) -> int:
     return g
 
 
+def grouped_conv_step(label, w, b, act, geom, in_shape, out_hw, groups, one_d=False):
+    """The step of a convolution with ``groups`` > 1: depthwise when groups = C, as the op."""
+    if groups == in_shape[0]:
+        return DepthwiseConvStep(label, w, b, act, geom, in_shape, out_hw, one_d)
+    return GroupedConvStep(label, w, b, act, geom, in_shape, out_hw, groups, one_d)
+
+
 def _conv(prefix, config, width, params, dtype, label):
     filters, k, geom, (oh, ow) = conv_geometry(config, width, label)
     groups = config.get("groups", 1)
@@ -600,7 +643,7 @@ def _conv(prefix, config, width, params, dtype, label):
     if groups > 1:
         if isinstance(weight, Int8Weight):
             raise _fail(f"{label}: an int8 grouped convolution is not supported")
-        step: Any = GroupedConvStep(label, weight, bias, code, geom, width, (oh, ow), groups)
+        step: Any = grouped_conv_step(label, weight, bias, code, geom, width, (oh, ow), groups)
     else:
         cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
         step = cls(label, weight, bias, code, geom, width, (oh, ow))

@@ -19,7 +19,7 @@ from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
-from .steps import ConvStep, GroupedConvStep, Op, _fail, activation_name, conv_geometry
+from .steps import ConvStep, Op, _fail, activation_name, conv_geometry, grouped_conv_step
 
 __all__ = ["EXTRA_PARSERS", "ElementwiseStep", "PadStep", "gelu_name"]
 
@@ -115,7 +115,7 @@ def _conv1d(prefix, config, width, params, dtype, label):
     act = activation_name(config.get("activation"), label)
     args = (label, weight, bias, ACT_CODE.get(act, 0), geom, (c, 1, length), (oh, ow))
     if groups > 1:
-        step: Any = GroupedConvStep(*args, groups, one_d=True)
+        step: Any = grouped_conv_step(*args, groups, one_d=True)
     else:
         step = ConvStep(*args, one_d=True)
     return [step], (filters, ow), act
