@@ -381,8 +381,8 @@ def _pad(walk, node):
     _move(walk, node, axes_out)
 
 
-def _unsupported_here(walk, node):
-    raise _refuse(node, "joins two branches: graph models cannot be converted yet")
+def _concat_one(walk, node):
+    raise _refuse(node, "joins a value with constants or with itself: not supported")
 
 
 def _recurrent(walk, node):
@@ -393,7 +393,7 @@ def _recurrent(walk, node):
 
 HANDLERS = {
     **VIEWS,
-    "Concat": _unsupported_here,
+    "Concat": _concat_one,
     "Gemm": _gemm,
     "Scaler": _scaler,
     "MatMul": _matmul,

@@ -108,7 +108,7 @@ def recurrent(walk: Walk, node) -> None:
     graph_outs = {o.name for o in walk.model.graph.output}
     used += [o for o in outs[:3] if o in graph_outs and o not in used]
     if len(used) != 1 or (cls == "LSTM" and used[0] == outs[2]):
-        raise refuse("exactly one of Y and Y_h must be used (graph models are not supported)")
+        raise refuse("reads more than one of Y, Y_h, Y_c: a lepton_nn layer gives one of them")
     sequences = used[0] == outs[0]
     d_atom, u_atom = walk.atoms.new(dirs, "d"), walk.atoms.new(u, "u")
     config = {"units": u, "return_sequences": sequences, "bidirectional": dirs == 2,
