@@ -41,46 +41,49 @@ _GATES = {"LSTM": (4, [0, 3, 1, 2], "LSTM"), "GRU": (3, [0, 1, 2], "GRU"),
 
 def export(model_or_path: Any, path: Any, example_input: Any = None, opset: int | None = None,
            dynamic_batch: bool = True):  # fmt: skip
-    """Write ``model_or_path`` (a lepton_nn network, or an ``.lnn`` file of one) to
-    ``path`` as ONNX and return the ``onnx.ModelProto``.
+    """Write ``model_or_path`` (a lepton_nn network, a compressed model, a ``TabularModel``,
+    or an ``.lnn`` file of any of them) to ``path`` as ONNX and return the ``ModelProto``.
 
     ``example_input``: builds a network never called yet, and fixes the batch size when
     ``dynamic_batch=False`` (else the batch dimension is the symbolic ``N``). ``opset``:
-    the ai.onnx opset (default 17; 20 and up write GELU as one ``Gelu`` node).
+    the ai.onnx opset (default 17; 20 and up write GELU as one ``Gelu`` node). A tabular
+    model takes its raw columns and gives ``label`` and ``probabilities`` (:mod:`.tabular`).
     """
-    section, arrays = _section(model_or_path, example_input)
-    batch = None
-    if not dynamic_batch:
-        batch = int(np.shape(example_input)[0]) if example_input is not None else 1
-    proto = manifest_to_onnx(section, arrays, opset or DEFAULT_OPSET, batch)
+    manifest, arrays = _manifest(model_or_path, example_input)
+    opset = opset or DEFAULT_OPSET
+    if manifest.get("kind") == "tabular":
+        from .tabular import tabular_to_onnx
+
+        proto = tabular_to_onnx(manifest, arrays, opset)
+    else:
+        batch = None
+        if not dynamic_batch:
+            batch = int(np.shape(example_input)[0]) if example_input is not None else 1
+        proto = manifest_to_onnx(manifest["model"], arrays, opset, batch)
     _write(proto, path)
     return proto
 
 
-def _section(obj: Any, example_input: Any) -> tuple[dict, dict[str, np.ndarray]]:
+def _manifest(obj: Any, example_input: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    """The manifest and arrays of a file (checked by the one validator) or an object."""
     if isinstance(obj, (str, os.PathLike, bytes)):
         from lepton_nn.runtime.format import read_lnn
+        from lepton_nn.runtime.validate import validate
 
-        return _section_of(*read_lnn(obj))
-    from lepton_nn.io import module_to_lnn
-
-    if hasattr(obj, "to_lnn") and not hasattr(obj, "state_dict"):  # a compressed model
+        manifest, arrays = read_lnn(obj)
+        validate(manifest, arrays)
+    elif hasattr(obj, "to_lnn"):  # a compressed or tabular model
         manifest, arrays = obj.to_lnn()
-        return _section_of(manifest, arrays)
-    if getattr(obj, "input_shape", None) is None and example_input is not None:
-        obj(np.asarray(example_input))
-    section, arrays = module_to_lnn(obj)
-    return section, arrays
+    else:
+        from lepton_nn.io import module_to_lnn
 
-
-def _section_of(manifest: dict, arrays: dict) -> tuple[dict, dict]:
-    """The network section of a manifest, checked by the one validator first."""
-    from lepton_nn.runtime.validate import validate
-
-    if manifest.get("kind") not in ("module", "compressed"):
-        raise LeptonError(f"export: a {manifest.get('kind')!r} model cannot be exported yet")
-    validate(manifest, arrays)
-    return manifest["model"], arrays
+        if getattr(obj, "input_shape", None) is None and example_input is not None:
+            obj(np.asarray(example_input))
+        section, arrays = module_to_lnn(obj)
+        manifest = {"kind": "module", "model": section}
+    if manifest.get("kind") not in ("module", "compressed", "tabular"):
+        raise LeptonError(f"export: a {manifest.get('kind')!r} model cannot be exported")
+    return manifest, arrays
 
 
 def _write(proto, path: Any) -> None:
@@ -111,7 +114,7 @@ class _Graph:
         self.int8: dict = {}  # param name -> Int8Weight (compressed networks)
 
     def init(self, name: str, value: np.ndarray) -> str:
-        arr = np.ascontiguousarray(value)
+        arr = np.array(value, order="C")  # (ascontiguousarray makes 0-d arrays 1-d)
         self.inits.append(self.onnx.numpy_helper.from_array(arr, name))
         return name
 
@@ -201,9 +204,24 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
                      batch: int | None = None):  # fmt: skip
     """A ``kind: module`` network section (a ``Sequential`` or a graph ``Model``) and its
     arrays -> a checked ``ModelProto``."""
-    onnx = _onnx()
-    h = onnx.helper
-    dtype = np.dtype(section.get("dtype", "float32"))
+    h = _onnx().helper
+    g = graph_for(section, arrays, opset)
+    specs, outs = network_nodes(g, section)
+    b = "N" if batch is None else batch
+    outputs = []
+    for name, x, width in outs:  # name the outputs as the network does
+        g.nodes.append(h.make_node("Identity", [x], [name]))
+        outputs.append(h.make_tensor_value_info(name, _tensor_type(g.dtype), [b, *width]))
+    inputs = [h.make_tensor_value_info(n, _tensor_type(d), [b, *shape]) for n, shape, d in specs]
+    return finish(g, inputs, outputs)
+
+
+def _tensor_type(dtype) -> int:
+    return _onnx().helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def graph_for(section: dict, arrays: dict, opset: int) -> _Graph:
+    """An empty graph holding the section's weights (sparse ones dense, int8 ones apart)."""
     from lepton_nn.runtime.compression import CSRWeight, parse_compression
 
     params = {n: arrays["params/" + n] for n in section["params"]}
@@ -213,12 +231,19 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
             params[name] = w.to_dense()
         else:
             int8[name] = w
-    g = _Graph(params, dtype, opset)
+    g = _Graph(params, np.dtype(section.get("dtype", "float32")), opset)
     g.int8 = int8
+    return g
+
+
+def network_nodes(g: _Graph, section: dict, feed: str | None = None):
+    """Add the network's nodes to ``g``; -> (inputs [(name, per-sample shape, dtype)],
+    outputs [(name, tensor, per-sample shape)]). ``feed``: a tensor of ``g`` to read instead
+    of a ``Sequential``'s own input."""
     arch = section["architecture"]
     if arch.get("class") == "Model":
         cfg = arch["config"]
-        specs = [(s["name"], list(s["shape"][1:]), s.get("dtype", dtype.name))
+        specs = [(s["name"], list(s["shape"][1:]), s.get("dtype", g.dtype.name))
                  for s in cfg["inputs"]]  # fmt: skip
         index = {c["config"]["name"]: (i, c) for i, c in enumerate(cfg["layers"])}
         vals = {name: (name, shape) for name, shape, _ in specs}
@@ -232,25 +257,22 @@ def manifest_to_onnx(section: dict, arrays: dict, opset: int = DEFAULT_OPSET,
             for prefix, cls, c in _leaves(lcfg, f"layers.{i}."):
                 x, width = _layer(g, prefix, cls, c, x, width)
             vals[node["name"]] = (x, width)
-        outs = [(name, *vals[name]) for name in cfg["outputs"]]
-    else:
-        x, width = "input", list(section["input_shape"][1:])
-        leaves = list(_leaves(arch, ""))
-        first_ids = bool(leaves) and leaves[0][1] == "Embedding"
-        specs = [("input", list(width), "int64" if first_ids else dtype.name)]
-        for prefix, cls, c in leaves:
-            x, width = _layer(g, prefix, cls, c, x, width)
-        outs = [("output", x, width)]
-    b = "N" if batch is None else batch
-    out_type = h.np_dtype_to_tensor_dtype(dtype)
-    outputs = []
-    for name, x, width in outs:  # name the outputs as the network does
-        g.nodes.append(h.make_node("Identity", [x], [name]))
-        outputs.append(h.make_tensor_value_info(name, out_type, [b, *width]))
-    inputs = [h.make_tensor_value_info(n, h.np_dtype_to_tensor_dtype(np.dtype(d)), [b, *shape])
-              for n, shape, d in specs]  # fmt: skip
+        return specs, [(name, *vals[name]) for name in cfg["outputs"]]
+    x, width = feed or "input", list(section["input_shape"][1:])
+    leaves = list(_leaves(arch, ""))
+    first_ids = bool(leaves) and leaves[0][1] == "Embedding"
+    specs = [("input", list(width), "int64" if first_ids else g.dtype.name)]
+    for prefix, cls, c in leaves:
+        x, width = _layer(g, prefix, cls, c, x, width)
+    return specs, [("output", x, width)]
+
+
+def finish(g: _Graph, inputs: list, outputs: list, ml: bool = False):
+    """The checked model of graph ``g`` (``ml``: it uses ai.onnx.ml operators too)."""
+    onnx = _onnx()
+    h = onnx.helper
     graph = h.make_graph(g.nodes, "lepton_nn", inputs, outputs, g.inits)
-    ops = [h.make_opsetid("", opset)]
+    ops = [h.make_opsetid("", g.opset)] + ([h.make_opsetid("ai.onnx.ml", 2)] if ml else [])
     model = h.make_model(graph, opset_imports=ops, producer_name="lepton_nn",
                          ir_version=h.find_min_ir_version_for(ops, True))  # fmt: skip
     try:
