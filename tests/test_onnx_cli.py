@@ -41,3 +41,20 @@ def test_convert_refuses_other_extensions(tmp_path, capsys):
     (tmp_path / "m.lnn").write_bytes(b"")
     assert main(["convert", str(tmp_path / "m.lnn"), "-o", str(tmp_path / "m.txt")]) != 0
     assert ".onnx and an .lnn" in capsys.readouterr().err
+
+
+def test_convert_a_tabular_file(tmp_path, capsys):
+    import warnings
+
+    from lepton_nn.data import read_csv
+    from lepton_nn.datasets import __file__ as datasets
+    from lepton_nn.tabular import TabularModel
+
+    table = read_csv(datasets.replace("__init__.py", "credit_data.csv"), target="Status")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        L.save(TabularModel(hidden=(8,), epochs=1, seed=0).fit(table), tmp_path / "t.lnn")
+    assert main(["convert", str(tmp_path / "t.lnn"), "-o", str(tmp_path / "t.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "LabelEncoder" in out and "labels equal" in out
+    assert _parity(out) <= 1e-5
