@@ -139,3 +139,12 @@ def test_hostile_shape_subgraph_is_not_built():
              helper.make_node("Add", ["x", "z"], ["y"])]  # fmt: skip
     with pytest.raises(ModelFormatError, match="ConstantOfShape x1: bomb"):
         lo.onnx_to_manifest(_model(nodes, [big]))
+
+
+def test_huge_declared_input_is_refused_by_the_budget(tmp_path):
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [], in_shape=("N", 10**9),
+                   out_shape=("N", 10**9))  # fmt: skip
+    onnx.save(model, str(tmp_path / "big.onnx"))
+    for load in (runtime.load, lo.load):
+        with pytest.raises(ModelFormatError, match="input_shape|limit|budget|elements"):
+            load(tmp_path / "big.onnx")
