@@ -6,9 +6,9 @@
 W3: (64, 1, 28, 28) -> Conv 3x3 16 same, ReLU -> MaxPool 2 -> Conv 3x3 32 same, ReLU ->
 MaxPool 2 -> Flatten -> Dense 10; W4: (32, 50, 8) -> LSTM 64 (last state) -> Dense 10; both
 softmax cross-entropy with Adam. The definitions, data and initial weights (identical in every
-engine, converted to each one's layout) are in ``lepton_nn/bench_workloads.py``; TensorFlow
-runs the CNN channels_last (NHWC, its recommended CPU layout) inside a compiled
-``tf.function`` step. One benchmark call is one training step (``Trainer.fit`` /
+engine, converted to each one's layout) are in ``lepton_nn/bench/`` (``workloads.py``,
+``engines/``); TensorFlow runs the CNN channels_last (NHWC, its recommended CPU layout) inside
+a compiled ``tf.function`` step. One benchmark call is one training step (``Trainer.fit`` /
 ``Model.fit``: one fit over ``FIT_STEPS`` batches); ``extra_info`` holds samples/s at the
 median. Threads: ``LEPTON_BENCH_THREADS`` (default 1); peers are skipped when not installed.
 For the fair side-by-side (own process per engine, interleaved rounds) run

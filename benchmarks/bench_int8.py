@@ -5,8 +5,8 @@ qlinear: int32 sum + dequantize + bias, activations already uint8; on 1 and 2 th
 raw qgemm_s32, the whole dynamic int8 Dense (quantize_rows + qlinear), and, when installed,
 ONNX Runtime's MatMulInteger and PyTorch dynamic quantization (quantize_dynamic of an
 nn.Linear). Operands (one weight, quantized once) and the engines' cases are defined in
-``lepton_nn/bench_workloads.py`` (``matmul_data``, W6 cases). GOP/s = 2 M K N / median is
-stored in each result's extra_info. For the side-by-side report run
+``lepton_nn/bench/`` (``workloads.matmul_data``; the W6 cases in ``engines/``). GOP/s =
+2 M K N / median is stored in each result's extra_info. For the side-by-side report run
 ``lepton-nn bench --workloads W6``.
 
     python -m pytest benchmarks/bench_int8.py --benchmark-columns=median,ops

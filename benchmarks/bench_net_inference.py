@@ -5,7 +5,7 @@
 
 The W3 network (Conv 3x3 16 same, ReLU, MaxPool 2 -> Conv 3x3 32 same, ReLU, MaxPool 2 ->
 Dense 10) at batch 256 and the W4 network (LSTM 64 over 50 steps x 8 features, last state ->
-Dense 10) at batch 32 and 256, with the seeded weights of ``lepton_nn/bench_workloads.py``,
+Dense 10) at batch 32 and 256, with the seeded weights of ``lepton_nn/bench/workloads.py``,
 served by ``lepton_nn.runtime`` from three files: float32, int8 with dynamic activations,
 and int8 with static activations calibrated on the benchmark's own inputs (W4: the input
 product static, h always per row). PyTorch runs the same weights under ``inference_mode``

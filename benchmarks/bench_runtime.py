@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from workloads import magnitude_pruned, onnx_mlp_bytes
 
 SIZES = (784, 512, 256, 10)
 BATCHES = (1, 256)
@@ -43,16 +44,6 @@ def make_weights(seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
         lim = np.sqrt(6 / (k + n))
         w = rng.uniform(-lim, lim, (k, n)).astype(np.float32)
         out.append((w, (0.01 * rng.standard_normal(n)).astype(np.float32)))
-    return out
-
-
-def prune(weights, sparsity: float = 0.9):
-    """Magnitude pruning per layer: the smallest ``sparsity`` of |W| set to 0."""
-    out = []
-    for w, b in weights:
-        w = w.copy()
-        w[np.abs(w) < np.quantile(np.abs(w), sparsity)] = 0
-        out.append((w, b))
     return out
 
 
@@ -83,7 +74,7 @@ def _files(weights, tmp: str) -> dict[str, str]:
     paths = {k: os.path.join(tmp, f"{k}.lnn") for k in ("fp32", "int8", "sparse")}
     L.save(model, paths["fp32"])
     L.save(quantize(model), paths["int8"])
-    save_compressed(lepton_model(prune(weights)), paths["sparse"], min_sparsity=0.5)
+    save_compressed(lepton_model(magnitude_pruned(weights, 0.9)), paths["sparse"], min_sparsity=0.5)
     return paths
 
 
@@ -119,29 +110,9 @@ def engines(weights, tmp: str) -> dict[str, Callable[[], Engine]]:
         def make():
             ort = pytest.importorskip("onnxruntime")
             pytest.importorskip("onnx")
-            from onnx import TensorProto, helper, numpy_helper
-
-            nodes, inits, h = [], [], "x"
-            for i, (w, b) in enumerate(weights):
-                inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(b, f"b{i}")]
-                nodes.append(helper.make_node("MatMul", [h, f"W{i}"], [f"m{i}"]))
-                nodes.append(helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]))
-                h = f"a{i}"
-                if i < len(weights) - 1:
-                    nodes.append(helper.make_node("Relu", [h], [f"r{i}"]))
-                    h = f"r{i}"
-            graph = helper.make_graph(
-                nodes,
-                "mlp",
-                [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, SIZES[0]])],
-                [helper.make_tensor_value_info(h, TensorProto.FLOAT, [None, SIZES[-1]])],
-                initializer=inits,
-            )
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            model.ir_version = 8
             path = os.path.join(tmp, "mlp.onnx")
             with open(path, "wb") as fh:
-                fh.write(model.SerializeToString())
+                fh.write(onnx_mlp_bytes(weights))
             if int8:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 

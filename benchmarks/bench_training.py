@@ -3,7 +3,7 @@
     python -m pytest benchmarks/bench_training.py --benchmark-only
 
 W1: 32 -> 64 -> 32 -> 1, batch 64, Adam, BCE; W2: 784 -> 512 -> 256 -> 10, batch 128, Adam,
-cross-entropy (definitions in ``lepton_nn/bench_workloads.py``). One benchmark call is one
+cross-entropy (definitions in ``lepton_nn/bench/workloads.py``). One benchmark call is one
 training step (``Model.fit`` / ``Trainer.fit``: one fit over 16 batches); ``extra_info``
 holds samples/s at the median. Peers are skipped when not installed. For the fair
 side-by-side report (own process per engine, interleaved rounds) run ``lepton-nn bench``.

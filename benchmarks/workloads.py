@@ -1,8 +1,9 @@
 """The benchmark workloads (W1-W7, accuracy parity) for the suites in this folder.
 
-They are defined once, in :mod:`lepton_nn.bench_workloads`, inside the package, so that
-``lepton-nn bench`` works from an installed wheel (this folder is not installed). This module
-re-exports them and adds :func:`cases`, the pytest-side way to build one engine's cases, and
+They are defined once, in :mod:`lepton_nn.bench` (specs and data in ``workloads.py``, each
+engine's cases in ``engines/``), inside the package, so that ``lepton-nn bench`` works from an
+installed wheel (this folder is not installed). This module re-exports them and adds
+:func:`cases`, the pytest-side way to build one engine's cases, and
 :func:`benchmark_training` / :func:`record_rate`, shared by the suites.
 
 Threads: ``LEPTON_BENCH_THREADS`` (default 1) for every engine in the process. The suites run
@@ -18,12 +19,79 @@ import os
 
 import pytest
 
-from lepton_nn.bench_workloads import *  # noqa: F403
-from lepton_nn.bench_workloads import __all__ as _all
-from lepton_nn.bench_workloads import build_cases, configure_threads
+from lepton_nn.bench.cases import ENGINES, PEERS, Case, build_cases, configure_threads, supports
+from lepton_nn.bench.coldstart import coldstart_script
+from lepton_nn.bench.engines.handwritten_numpy import NumpyMLP
+from lepton_nn.bench.engines.lepton import lepton_net
+from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes, onnx_mlp_bytes
+from lepton_nn.bench.engines.pytorch import torch_net
+from lepton_nn.bench.engines.tensorflow_keras import keras_net
+from lepton_nn.bench.parity import parity, parity_datasets
+from lepton_nn.bench.workloads import (
+    ADAM,
+    INFERENCE,
+    MATMUL,
+    MATMUL_K,
+    MATMUL_N,
+    NETS,
+    TRAINING,
+    W1,
+    W2,
+    W3,
+    W4,
+    MLPSpec,
+    NetSpec,
+    checksum,
+    glorot_weights,
+    inference_data,
+    magnitude_pruned,
+    matmul_data,
+    net_data,
+    net_weights,
+    quantize_weights_np,
+    training_data,
+    workload_checksum,
+)
 
 __all__ = [
-    *_all,
+    "MLPSpec",
+    "NetSpec",
+    "W1",
+    "W2",
+    "W3",
+    "W4",
+    "TRAINING",
+    "NETS",
+    "MATMUL",
+    "MATMUL_K",
+    "MATMUL_N",
+    "INFERENCE",
+    "ADAM",
+    "Case",
+    "ENGINES",
+    "PEERS",
+    "training_data",
+    "net_data",
+    "net_weights",
+    "matmul_data",
+    "workload_checksum",
+    "supports",
+    "inference_data",
+    "glorot_weights",
+    "checksum",
+    "configure_threads",
+    "build_cases",
+    "NumpyMLP",
+    "lepton_net",
+    "torch_net",
+    "keras_net",
+    "onnx_matmulinteger_bytes",
+    "onnx_mlp_bytes",
+    "quantize_weights_np",
+    "magnitude_pruned",
+    "coldstart_script",
+    "parity",
+    "parity_datasets",
     "cases",
     "case",
     "THREADS_N",

@@ -1,6 +1,8 @@
 """A GRU recognizes activities from 6-channel wrist sensors (UEA BasicMotions).
 
-    python examples/basic_motions_rnn.py [--data DIR] [--epochs 60] [--seed 0]
+    python examples/basic_motions_rnn.py [--epochs 60] [--seed 0] [--data FILE]
+
+Reads the copy bundled with lepton_nn (``lepton_nn.datasets.load("basic_motions")``), or FILE.
 
 Standing, walking, running, badminton: accelerometer and gyroscope (x, y, z) at 10 Hz for
 10 s, so 100 steps x 6 channels. The archive's split: 40 training and 40 test series.
@@ -18,14 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _series import load_series  # examples/_series.py
 
 import lepton_nn as ln
-from lepton_nn import Tensor, losses
+from lepton_nn import Tensor, datasets, losses
+from lepton_nn.datasets import load_series
 from lepton_nn.nn import GRU, Dense, Module
 from lepton_nn.optim import Adam, clip_grad_norm_
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 class MotionNet(Module):
@@ -50,7 +50,7 @@ def accuracy(model, x, y) -> float:
 
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="folder holding basic_motions.csv")
+    ap.add_argument("--data", type=Path, help="CSV to read (default: the bundled copy)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -58,7 +58,7 @@ def main(argv=None) -> float:
     args = ap.parse_args(argv)
 
     ln.set_seed(args.seed)
-    data = load_series(args.data / "basic_motions.csv")
+    data = load_series(args.data) if args.data else datasets.load("basic_motions")
     (x_tr, lab_tr), (x_te, lab_te) = data["train"], data["test"]
     mean, std = x_tr.mean(axis=(0, 1)), x_tr.std(axis=(0, 1)) + 1e-6
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std

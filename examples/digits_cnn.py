@@ -1,6 +1,8 @@
 """A small CNN on the 8x8 handwritten digits (UCI, as shipped by scikit-learn).
 
-    python examples/digits_cnn.py [--data DIR] [--epochs 30] [--seed 0] [--int8 static]
+    python examples/digits_cnn.py [--epochs 30] [--seed 0] [--int8 static] [--data FILE]
+
+Reads the copy of digits.csv bundled with lepton_nn (``lepton_nn.datasets``), or FILE.
 
 Stratified 25 % hold-out; the network is
     (1, 8, 8) -> Conv 3x3 32 same, BatchNorm, ReLU -> MaxPool 2 -> Conv 3x3 64 same, ReLU
@@ -22,17 +24,16 @@ import numpy as np
 from _serve import serve_int8  # examples/_serve.py
 
 import lepton_nn as ln
-from lepton_nn import Tensor, losses
+from lepton_nn import Tensor, datasets, losses
 from lepton_nn.data.split import train_test_split
 from lepton_nn.nn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 from lepton_nn.optim import Adam
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
-
-def load(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 1, 8, 8) scaled to [0, 1] and labels (N,) from digits.csv."""
-    table = np.loadtxt(data_dir / "digits.csv", delimiter=",", skiprows=1)
+def load(path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 1, 8, 8) scaled to [0, 1] and labels (N,) from digits.csv (the bundled copy
+    when ``path`` is None)."""
+    table = np.loadtxt(path or datasets.path("digits"), delimiter=",", skiprows=1)
     x = (table[:, :64] / 16.0).astype(np.float32).reshape(-1, 1, 8, 8)
     return x, table[:, 64].astype(np.int64)
 
@@ -66,7 +67,7 @@ def accuracy(model, x, y, batch=256) -> float:
 
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="folder holding digits.csv")
+    ap.add_argument("--data", type=Path, help="digits.csv to read (default: the bundled copy)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)

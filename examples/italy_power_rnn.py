@@ -1,7 +1,10 @@
 """A GRU classifies daily power-demand curves (UCR ItalyPowerDemand: winter vs summer).
 
-    python examples/italy_power_rnn.py [--data DIR] [--epochs 150] [--seed 0] [--prune 0.7]
-        [--int8 dynamic]
+    python examples/italy_power_rnn.py [--epochs 150] [--seed 0] [--prune 0.7] [--int8 dynamic]
+        [--data FILE]
+
+Reads the copy bundled with lepton_nn (``lepton_nn.datasets.load("italy_power_demand")``), or
+FILE (the same long-format CSV, as ``lepton-nn datasets export italy_power_demand`` writes).
 
 The archive's own split: 67 training series, 1,029 test series, 24 hourly steps each
 (already z-normalized per series). Network: GRU(32) over the 24 steps -> Dense 2, trained
@@ -21,16 +24,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _series import load_series  # examples/_series.py
 from _serve import serve_int8  # examples/_serve.py
 
 import lepton_nn as ln
-from lepton_nn import Tensor, losses
+from lepton_nn import Tensor, datasets, losses
 from lepton_nn.compress import PolynomialDecay, PruningCallback, get_pruner
+from lepton_nn.datasets import load_series
 from lepton_nn.nn import GRU, Dense, Sequential
 from lepton_nn.optim import Adam
-
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def accuracy(model, x, y) -> float:
@@ -43,7 +44,7 @@ def accuracy(model, x, y) -> float:
 
 def main(argv=None) -> float:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, default=DATA, help="folder holding italy_power_demand.csv")
+    ap.add_argument("--data", type=Path, help="CSV to read (default: the bundled copy)")
     ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--seed", type=int, default=0)
@@ -52,7 +53,7 @@ def main(argv=None) -> float:
     args = ap.parse_args(argv)
 
     ln.set_seed(args.seed)
-    data = load_series(args.data / "italy_power_demand.csv")
+    data = load_series(args.data) if args.data else datasets.load("italy_power_demand")
     (x_tr, lab_tr), (x_te, lab_te) = data["train"], data["test"]
     classes = np.unique(lab_tr)
     y_tr, y_te = np.searchsorted(classes, lab_tr), np.searchsorted(classes, lab_te)

@@ -44,6 +44,8 @@ def register_loader(kind: str, fn: Callable[[dict, dict], Any]) -> None:
 
 def module_to_lnn(model: Module, prefix: str = "params/") -> tuple[dict, dict[str, np.ndarray]]:
     """Manifest section and arrays of a built network."""
+    if model.input_shape is None and hasattr(model, "record_shapes"):
+        model.record_shapes()  # a Sequential of layers built with their input sizes
     if model.input_shape is None:
         raise LeptonError(
             "save(): the model has never seen an input; call model.build(input_shape) first"

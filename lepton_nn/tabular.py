@@ -431,7 +431,7 @@ class TabularModel:
             batch_size=self.batch_size,
             callbacks=[callback],
             sample_weight=weights,
-            verbose=0,
+            verbose=self.verbose,
             seed=self.seed,
         )
         net.eval()
@@ -541,15 +541,18 @@ def build_mlp(
 
 
 def cross_validate_table(table, k: int, seed: int, **model_kwargs) -> dict[str, list[float]]:
-    """Stratified k-fold CV of a TabularModel on a raw table (preprocessing fit per fold).
+    """k-fold CV of a TabularModel on a raw table (preprocessing fit per fold; folds
+    stratified by class, plain for a regression target).
 
     Returns, per metric of :meth:`TabularModel.evaluate`, the list of fold scores.
     """
-    from .data import StratifiedKFold
+    from .data import KFold, StratifiedKFold
 
     y = np.asarray(table.target)
     scores: dict[str, list[float]] = {}
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, seed=seed)
+    task = model_kwargs.get("task", "auto")
+    regression = (_infer_task(y) if task == "auto" else task) == "regression"
+    splitter = (KFold if regression else StratifiedKFold)(n_splits=k, shuffle=True, seed=seed)
     for fold, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y.astype(str))):
         model = TabularModel(**{**model_kwargs, "seed": seed + fold}).fit(table.take(tr))
         for key, v in model.evaluate(table.take(te)).items():

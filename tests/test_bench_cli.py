@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from lepton_nn import bench, cli
+from lepton_nn import cli
+from lepton_nn.bench import options
 
 
 def test_bench_quick_writes_markdown_and_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
-        bench, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+        options, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
     )
     out = tmp_path / "report"
     argv = [
@@ -54,7 +55,7 @@ def test_bench_quick_conv_lstm_and_matmul(tmp_path, monkeypatch, capsys):
     from lepton_nn.backend import available
 
     monkeypatch.setattr(
-        bench, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+        options, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
     )
     best = available()[0]
     out = tmp_path / "report"
@@ -83,3 +84,32 @@ def test_bench_quick_conv_lstm_and_matmul(tmp_path, monkeypatch, capsys):
     assert "W3 small CNN training" in md and "W4 LSTM training" in md
     assert "W6 matrix multiply (1, 1024) x (1024, 1024)" in md and "median GOP/s" in md
     assert "DIFFER" not in md
+
+
+def test_bench_modules_import_no_peer():
+    """Floor 8: every module of the harness imports without loading a peer library (each is
+    imported only inside its own adapter's functions)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import pkgutil, sys, importlib\n"
+        "import lepton_nn.bench as b\n"
+        "names = [m.name for m in pkgutil.walk_packages(b.__path__, 'lepton_nn.bench.')]\n"
+        "for n in names:\n"
+        "    if n != 'lepton_nn.bench.__main__':\n"
+        "        importlib.import_module(n)\n"
+        "peers = ('torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime', 'matplotlib')\n"
+        "print(len(names), sorted(p for p in peers if p in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, loaded = out.stdout.split(" ", 1)
+    assert int(n) >= 15 and loaded.strip() == "[]", out.stdout
+
+
+def test_worker_entry_without_arguments_prints_usage():
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "lepton_nn.bench"], capture_output=True, text=True)
+    assert p.returncode == 2 and "runs workers only" in p.stderr

@@ -54,25 +54,20 @@ def test_train_prints_validation_metrics(small_csv, tmp_path, capsys):
         == 0
     )
     text = capsys.readouterr().out
-    assert "2-fold cross-validation" in text and "roc_auc" in text and "saved" in text
+    assert "2-fold stratified cross-validation" in text and "roc_auc" in text and "saved" in text
 
 
 def test_evaluate_json_has_the_documented_keys(trained, small_csv, capsys):
     assert main(["evaluate", trained, small_csv, "--target", "Status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {
-        "accuracy",
-        "precision",
-        "recall",
-        "f1",
-        "roc_auc",
-        "ks",
-        "confusion_matrix",
-        "n",
-    }
+    want = {"task", "n", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "ks"}
+    want |= {"log_loss", "confusion_matrix", "threshold", "positive"}
+    assert want <= set(report), want - set(report)
+    assert report["task"] == "binary" and report["positive"] == "bad"
     assert report["n"] == 600
     assert np.asarray(report["confusion_matrix"]).sum() == 600
     assert 0.6 < report["accuracy"] <= 1 and 0.6 < report["roc_auc"] <= 1
+    assert 0 < report["pr_auc"] <= 1 and report["log_loss"] > 0
 
 
 def test_predict_writes_labels_and_probabilities(trained, small_csv, tmp_path):
@@ -96,9 +91,13 @@ def test_info_lists_backends_and_kernels(capsys):
 
 
 def test_info_of_a_model_file_prints_its_manifest(trained, capsys):
-    assert main(["info", trained]) == 0
-    manifest = json.loads(capsys.readouterr().out.split("\narrays:")[0])
+    assert main(["info", trained, "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
     assert manifest["kind"] == "tabular" and manifest["task"] == "binary"
+    assert manifest["n_arrays"] > 0
+    assert main(["info", trained]) == 0
+    text = capsys.readouterr().out
+    assert "tabular" in text and "binary" in text and "arrays" in text
 
 
 @pytest.mark.parametrize(
@@ -173,7 +172,8 @@ def test_tune_grid_prints_a_ranked_table(small_csv, capsys):
     assert "4 configurations x 2 folds" in out
     ranks = [line.split()[0] for line in out.splitlines() if line[:4].strip().isdigit()]
     assert ranks == ["1", "2", "3", "4"]
-    assert out.splitlines()[-1].startswith("best: {")
+    assert any(line.startswith("best: ") for line in out.splitlines())
+    assert out.splitlines()[-1].startswith("the same in train: --lr ")
 
 
 def test_tune_random_search_in_a_process_pool(small_csv, capsys):

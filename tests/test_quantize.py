@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from conftest import PKG_PARENT
 
 import lepton_nn as L
 import lepton_nn.runtime as rt
-from lepton_nn import losses, nn, optim
+from lepton_nn import datasets, losses, nn, optim
 from lepton_nn.backend import use_backend
 from lepton_nn.compress import QuantizedModel, load_quantized, quantize, quantize_weight
 from lepton_nn.compress.quantization import activation_params
@@ -323,7 +324,7 @@ print(json.dumps([_qgemm.isa(), out.tolist()]))
 
 # --------------------------------------------------------------------------- Conv2D
 
-DIGITS = PKG_PARENT / ".." / "shared" / "data" / "digits.csv"
+DIGITS = Path(datasets.path("digits"))  # bundled with the package
 
 
 def _cnn(seed: int = 0, filters=(8,)) -> nn.Module:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import numba_cache
 from .reference import GELU, ReferenceBackend
+
+with numba_cache():  # a per-user cache folder when site-packages is not ours to write
+    from ..kernels import numba_conv, numba_dense, numba_recurrent  # noqa: F401
 
 
 class NumbaBackend(ReferenceBackend):

@@ -172,7 +172,9 @@ class Recorder:
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            warnings.warn("Recorder.plot needs matplotlib (pip install matplotlib)", stacklevel=2)
+            warnings.warn(
+                'Recorder.plot needs matplotlib (pip install "lepton-nn[plot]")', stacklevel=2
+            )
             return None
         fig = Figure(figsize=(10, 7), layout="constrained")
         axes = fig.subplots(2, 2)
@@ -216,7 +218,7 @@ def plot_history(
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        warnings.warn("plot_history needs matplotlib (pip install matplotlib)", stacklevel=2)
+        warnings.warn('plot_history needs matplotlib (pip install "lepton-nn[plot]")', stacklevel=2)
         return None
     hist = getattr(history, "history", history)
     keys = keys or tuple(k for k in hist if k != "lr")

@@ -259,6 +259,16 @@ class Sequential(Module):
         self.layers.append(layer)
         return self
 
+    def record_shapes(self) -> bool:
+        """A model whose layers were all built with their input sizes is built: record its
+        input and output shapes (one zero sample through, eval mode, no gradient) so it can be
+        saved without ``build``. Returns whether the shapes are known."""
+        first = self.layers[0] if self.layers else None
+        if self.input_shape is None and first is not None and first.input_shape is not None:
+            if self.built:
+                self.build(first.input_shape)
+        return self.input_shape is not None
+
     def call(self, x):
         layers, i = self.layers, 0
         while i < len(layers):

@@ -17,6 +17,7 @@ from . import loss as loss_ops
 from . import reduce as R
 from . import shape as S
 from ._util import tensor, unbroadcast
+from .int8 import matmul_int8
 
 __all__ = [
     "Tensor",
@@ -28,6 +29,7 @@ __all__ = [
     "unbroadcast",
     "tensor",
     "loss_ops",
+    "matmul_int8",
 ]
 
 

@@ -21,6 +21,7 @@ from lepton_nn.errors import ModelFormatError
 
 from .graph import MERGES, merge_step, parse_graph
 from .steps import ACTIVATIONS, conv_geometry, pool_geometry
+from .steps_extra import ELEMENTWISE_LAYERS, conv1d_as_2d, elementwise_params, gelu_name, pad_config
 
 __all__ = [
     "ARCHITECTURES",
@@ -206,11 +207,45 @@ def _conv(config, shape, label):
     declared = config.get("in_channels")
     if declared is not None and _int(declared, f"{label}: in_channels") != c:
         raise _fail(f"{label}: in_channels {declared} but its input has {c} channels")
-    params = {"weight": (filters, c, *k)}
+    groups = config.get("groups", 1)  # checked by conv_geometry
+    params = {"weight": (filters, c // groups, *k)}
     if _bool(config.get("use_bias", True), f"{label}: use_bias"):
         params["bias"] = (filters,)
     act = _activation(config.get("activation"), label)
-    return LayerShape((filters, oh, ow), params, act, work=c * k[0] * k[1] * oh * ow)
+    return LayerShape((filters, oh, ow), params, act, work=c // groups * k[0] * k[1] * oh * ow)
+
+
+def _conv1d(config, shape, label):
+    _settings(config, label)
+    as_2d, _ = conv1d_as_2d(config, shape, label)
+    ls = _conv(as_2d, (shape[0], 1, shape[1]), label)
+    w = ls.params["weight"]
+    ls.params["weight"] = (w[0], w[1], w[3])
+    ls.out = (ls.out[0], ls.out[2])
+    return ls
+
+
+def _pad(n_axes: int):
+    def rule(config, shape, label):
+        _settings(config, label)
+        *_, out = pad_config(config, shape, n_axes, label)
+        return LayerShape(out)
+
+    return rule
+
+
+def _elementwise(name: str):
+    def rule(config, shape, label):
+        _settings(config, label)
+        elementwise_params(name, config, label)
+        return LayerShape(shape, {}, name, ops=5)
+
+    return rule
+
+
+def _gelu(config, shape, label):
+    _settings(config, label)
+    return LayerShape(shape, {}, gelu_name(config, label), ops=5)
 
 
 def _pool():
@@ -304,7 +339,7 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "ReLU": _activation_layer("relu"),
     "Sigmoid": _activation_layer("sigmoid"),
     "Tanh": _activation_layer("tanh"),
-    "GELU": _activation_layer("gelu"),
+    "GELU": _gelu,
     "Softmax": _activation_layer("softmax"),
     "Dropout": _dropout,
     "Flatten": _flatten,
@@ -318,6 +353,10 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "GRU": _recurrent("GRU"),
     "SimpleRNN": _recurrent("SimpleRNN"),
     "Embedding": _embedding,
+    "Conv1D": _conv1d,
+    "Pad1D": _pad(1),
+    "Pad2D": _pad(2),
+    **{cls: _elementwise(name) for cls, name in ELEMENTWISE_LAYERS.items()},
 }
 
 

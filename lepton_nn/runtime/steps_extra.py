@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
+from lepton_nn.backend.activations import ACTIVATION_PARAMS, EXTRA_ACTIVATIONS
 from lepton_nn.backend.geometry import check_scratch
 from lepton_nn.backend.padding import PAD_MODES, check_pads, pad_index
 from lepton_nn.backend.reference import ACT_CODE
@@ -21,7 +21,16 @@ from lepton_nn.errors import ModelFormatError
 from .compression import Int8Weight
 from .steps import ConvStep, Op, _fail, activation_name, conv_geometry, grouped_conv_step
 
-__all__ = ["EXTRA_PARSERS", "ElementwiseStep", "PadStep", "gelu_name"]
+__all__ = [
+    "ELEMENTWISE_LAYERS",
+    "EXTRA_PARSERS",
+    "ElementwiseStep",
+    "PadStep",
+    "conv1d_as_2d",
+    "elementwise_params",
+    "gelu_name",
+    "pad_config",
+]
 
 
 class PadStep:
@@ -86,8 +95,9 @@ def _elementwise(x, fn, params, out) -> None:
     np.copyto(out, fn(x, **params), casting="same_kind")
 
 
-def _conv1d(prefix, config, width, params, dtype, label):
-    """A Conv1D on (C, L) as a Conv2D on (C, 1, L) with a (1, k) kernel."""
+def conv1d_as_2d(config: dict, width: tuple[int, ...], label: str):
+    """A Conv1D config on (C, L) samples -> (the equivalent Conv2D config on (C, 1, L) with a
+    (1, k) kernel, its :func:`~.steps.conv_geometry`); ModelFormatError when bad."""
     if len(width) != 2:
         raise _fail(f"{label} needs sequences (C, L) per sample, its input is {width}")
     one = {}
@@ -102,10 +112,15 @@ def _conv1d(prefix, config, width, params, dtype, label):
     elif isinstance(p, list) and len(p) == 2:
         p = [0, 0, *p]
     elif p not in ("valid", "same"):
-        raise _fail(f"{label}: padding {p!r} is not 'valid', 'same', an int or a pair")
-    c, length = width
+        raise _fail(f"{label}: padding {p!r:.80} is not 'valid', 'same', an int or a pair")
     as_2d = {**config, **one, "padding": p}
-    filters, k, geom, (oh, ow) = conv_geometry(as_2d, (c, 1, length), label)
+    return as_2d, conv_geometry(as_2d, (width[0], 1, width[1]), label)
+
+
+def _conv1d(prefix, config, width, params, dtype, label):
+    """A Conv1D on (C, L) as a Conv2D on (C, 1, L) with a (1, k) kernel."""
+    c, length = width
+    _, (filters, k, geom, (oh, ow)) = conv1d_as_2d(config, width, label)
     groups = config.get("groups", 1)
     weight = params.take(f"{prefix}weight", (filters, c // groups, k[1]), dtype, label)
     if isinstance(weight, Int8Weight):
@@ -121,29 +136,35 @@ def _conv1d(prefix, config, width, params, dtype, label):
     return [step], (filters, ow), act
 
 
+def pad_config(config: dict, width: tuple[int, ...], n_axes: int, label: str):
+    """A Pad1D/Pad2D config on per-sample ``width`` (C, ...) -> (pairs, mode, value, output
+    shape); ModelFormatError when bad."""
+    if len(width) != n_axes + 1:
+        raise _fail(f"{label} pads {n_axes} axes of (C, ...) samples, its input is {width}")
+    pads = config.get("padding")
+    if (
+        not isinstance(pads, list)
+        or len(pads) != n_axes
+        or not all(isinstance(p, list) and len(p) == 2 for p in pads)
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for p in pads for v in p)
+    ):  # fmt: skip
+        raise _fail(f"{label}: padding {pads!r:.80} is not {n_axes} [before, after] pairs")
+    mode = config.get("mode", "constant")
+    if not isinstance(mode, str) or mode not in PAD_MODES:
+        raise _fail(f"{label}: mode {mode!r:.80} is not one of {PAD_MODES}")
+    value = _number(config, "value", 0.0, label)
+    problem = check_pads(width, pads, mode)
+    if problem:
+        raise _fail(f"{label}: {problem}")
+    out = (width[0], *(n + b + a for n, (b, a) in zip(width[1:], pads)))
+    check_scratch(int(np.prod(out, dtype=np.float64)), label, ModelFormatError)
+    return tuple((b, a) for b, a in pads), mode, value, out
+
+
 def _pad(n_axes: int):
     def parse(prefix, config, width, params, dtype, label):
-        if len(width) != n_axes + 1:
-            raise _fail(f"{label} pads {n_axes} axes of (C, ...) samples, its input is {width}")
-        pads = config.get("padding")
-        if (
-            not isinstance(pads, list)
-            or len(pads) != n_axes
-            or not all(isinstance(p, list) and len(p) == 2 for p in pads)
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                       for p in pads for v in p)
-        ):  # fmt: skip
-            raise _fail(f"{label}: padding {pads!r} is not {n_axes} [before, after] pairs")
-        mode = config.get("mode", "constant")
-        if mode not in PAD_MODES:
-            raise _fail(f"{label}: mode {mode!r} is not one of {PAD_MODES}")
-        value = _number(config, "value", 0.0, label)
-        problem = check_pads(width, pads, mode)
-        if problem:
-            raise _fail(f"{label}: {problem}")
-        out = (width[0], *(n + b + a for n, (b, a) in zip(width[1:], pads)))
-        check_scratch(int(np.prod(out, dtype=np.float64)), label, ModelFormatError)
-        pairs = tuple((b, a) for b, a in pads)
+        pairs, mode, value, out = pad_config(config, width, n_axes, label)
         return [PadStep(label, pairs, mode, value, width)], out, None
 
     return parse
@@ -158,17 +179,19 @@ def _number(config: dict, key: str, default, label: str, optional: bool = False)
     return float(v)
 
 
-def _elementwise_layer(name: str, numbers: dict | None = None):
-    """Parser of an activation layer: its step and its parameters (``numbers``: name ->
-    default; a default of None marks an optional bound, as Clip's)."""
+def elementwise_params(name: str, config: dict, label: str) -> dict:
+    """The parameters of activation layer ``name`` from its config (``ACTIVATION_PARAMS`` of
+    :mod:`lepton_nn.backend.activations`: a default of None marks an optional bound)."""
+    numbers = ACTIVATION_PARAMS.get(name, {})
+    args = {k: _number(config, k, d, label, optional=d is None) for k, d in numbers.items()}
+    if name == "clip" and None not in args.values() and args["min"] > args["max"]:
+        raise _fail(f"{label}: min {args['min']} is above max {args['max']}")
+    return args
 
+
+def _elementwise_layer(name: str):
     def parse(prefix, config, width, params, dtype, label):
-        args = {
-            k: _number(config, k, d, label, optional=d is None) for k, d in (numbers or {}).items()
-        }
-        if name == "clip" and None not in args.values() and args["min"] > args["max"]:
-            raise _fail(f"{label}: min {args['min']} is above max {args['max']}")
-        return [ElementwiseStep(label, name, args)], width, None
+        return [ElementwiseStep(label, name, elementwise_params(name, config, label))], width, None
 
     return parse
 
@@ -181,24 +204,24 @@ def gelu_name(config: dict, label: str) -> str:
     return "gelu" if approximate == "tanh" else "gelu_erf"
 
 
+#: activation layer class -> its activation name
+ELEMENTWISE_LAYERS = {
+    "LeakyReLU": "leaky_relu",
+    "ELU": "elu",
+    "HardSigmoid": "hard_sigmoid",
+    "Clip": "clip",
+    "ReLU6": "relu6",
+    "SELU": "selu",
+    "HardSwish": "hard_swish",
+    "Softplus": "softplus",
+    "Mish": "mish",
+    "Sign": "sign",
+}
+
 #: class name -> parser, merged into :data:`.steps.PARSERS`
 EXTRA_PARSERS = {
     "Conv1D": _conv1d,
     "Pad1D": _pad(1),
     "Pad2D": _pad(2),
-    "LeakyReLU": _elementwise_layer("leaky_relu", {"alpha": 0.01}),
-    "ELU": _elementwise_layer("elu", {"alpha": 1.0}),
-    "HardSigmoid": _elementwise_layer("hard_sigmoid", {"alpha": 0.2, "beta": 0.5}),
-    "Clip": _elementwise_layer("clip", {"min": None, "max": None}),
-    **{
-        cls: _elementwise_layer(name)
-        for cls, name in (
-            ("ReLU6", "relu6"),
-            ("SELU", "selu"),
-            ("HardSwish", "hard_swish"),
-            ("Softplus", "softplus"),
-            ("Mish", "mish"),
-            ("Sign", "sign"),
-        )
-    },  # fmt: skip
+    **{cls: _elementwise_layer(name) for cls, name in ELEMENTWISE_LAYERS.items()},
 }

@@ -278,12 +278,19 @@ class EarlyStopping(Callback):
         if self.best_weights is not None and self.best_epoch != self.last_epoch:
             self.model.load_state_dict(self.best_weights)
             restored = True
-        if self.verbose and self.stopped_epoch >= 0:
-            extra = "; weights restored" if restored else ""
-            print(
-                f"Epoch {self.stopped_epoch + 1}: early stopping (best {self.monitor} "
-                f"{self.best:.6g} at epoch {self.best_epoch + 1}{extra})"
-            )
+        if self.stopped_epoch < 0:
+            return
+        # why training ended: kept as history.stop_reason, printed when fit or this is verbose
+        extra = f"; weights of epoch {self.best_epoch + 1} restored" if restored else ""
+        reason = (
+            f"early stopping at epoch {self.stopped_epoch + 1}: {self.monitor} did not improve "
+            f"for {self.patience} epochs (best {self.best:.6g} at epoch {self.best_epoch + 1}"
+            f"{extra})"
+        )
+        if self.trainer is not None and self.trainer.stop_reason is None:
+            self.trainer.stop_reason = reason
+        if self.verbose or self.params.get("verbose"):
+            print(reason)
 
 
 class ModelCheckpoint(Callback):

@@ -496,7 +496,7 @@ class Trainer:
         scores = labels = None
         if self.task == "regression":
             pred = out.reshape(-1) if out.ndim == 2 and out.shape[1] == 1 else out
-            truth = y
+            truth = y.reshape(pred.shape) if y.size == pred.size else y  # (N, 1) targets too
         else:
             scores = self._proba(out)
             if self.task == "binary":  # 0/1 (or soft) targets -> class codes

@@ -1,0 +1,30 @@
+"""``lepton-nn bench``: lepton_nn side by side with TensorFlow, PyTorch and ONNX Runtime.
+
+Floor 8 (beside the CLI, imported only when the command runs); peers are imported only
+inside their own adapter. How a run goes:
+
+1. For each thread count, every engine starts in **its own worker process**
+   (:mod:`~lepton_nn.bench.worker`: ``python -m lepton_nn.bench --worker ENGINE THREADS``)
+   with ``OMP/OPENBLAS/MKL_NUM_THREADS`` set and the library's own thread API called, so no
+   two engines share a thread pool.
+2. For each workload, each case warms up (tracing, compilation, caches: excluded) and is
+   calibrated to a round of about ``round_seconds``; then rounds are **interleaved** across
+   engines (the order rotates every round) and repeated (:mod:`~lepton_nn.bench.runner`).
+   The report gives medians with min-max.
+3. Cold start (W7) runs each engine's script in fresh interpreters, interleaved, after the
+   workers have exited; accuracy parity (ACC) trains in the workers.
+4. A Markdown report, a JSON file with every raw round, and PNG bar charts (when matplotlib is
+   installed) are written to ``--out`` (:mod:`~lepton_nn.bench.report`).
+
+The files:
+
+- ``workloads.py``: the workload specs (W1-W6) and their seeded data and initial weights.
+- ``cases.py``: :class:`Case`, which engine supports which workload, ``build_cases``, threads.
+- ``engines/``: one adapter per engine (lepton_nn, hand-written NumPy, PyTorch,
+  TensorFlow/Keras, ONNX Runtime) building its training, inference and matmul cases.
+- ``coldstart.py`` (W7) and ``parity.py`` (ACC).
+- ``worker.py``: the worker process and the parent's handle on it; ``runner.py``: the run.
+- ``machine.py``: what the report says about the machine and versions.
+- ``options.py``: the command's options; ``command.py``: its entry, ``main``.
+- ``targets.py``, ``report.py``, ``charts.py``: the issue's targets, the report, the charts.
+"""

@@ -1,0 +1,186 @@
+"""The case registry: which engine runs which workload, and how one run is timed.
+
+Engines: ``lepton:<backend>`` (``lepton:cython``, ``lepton:reference``, ``lepton:numba``),
+``numpy`` (a hand-written MLP with manual backprop: the ceiling of any NumPy engine),
+``torch``, ``tensorflow``, ``onnxruntime`` (inference and the W6 int8 matmul). Each has an
+adapter in :mod:`lepton_nn.bench.engines` whose ``BUILDERS`` maps a workload family to the
+function building its cases; peers are imported only inside those functions, so the adapters
+import NumPy and nothing else at load. :func:`supports` says which engines have cases for a
+workload.
+
+A *case* is one engine's way of running one workload: ``case.run(n)`` times ``n`` steps
+(training steps or inference calls) and returns seconds, or per-call seconds for latency cases.
+Thread counts are set through each library's own API (:func:`configure_threads`) as well as
+the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .workloads import INFERENCE, MATMUL, NETS, TRAINING
+
+ENGINES = ("lepton", "numpy", "torch", "tensorflow", "onnxruntime")
+PEERS = ("tensorflow", "torch", "onnxruntime")  # optional engines (``--against``)
+THREADS = {"n": 1}  # set by configure_threads; read by builders that take a thread count
+_ADAPTERS = {  # engine -> its module in lepton_nn.bench.engines
+    "lepton": "lepton",
+    "numpy": "handwritten_numpy",
+    "torch": "pytorch",
+    "tensorflow": "tensorflow_keras",
+    "onnxruntime": "onnx_runtime",
+}
+
+
+@dataclass
+class Case:
+    """One engine's way of running one workload.
+
+    ``step(i)`` runs step ``i`` (training step or inference call on batch ``i mod n``);
+    ``round(n)``, when given, replaces the timed loop (Keras ``fit`` runs its own loop).
+    ``latency`` cases return each call's seconds instead of the total. For W6, ``samples`` is
+    the operations of one call (2 M K N) and ``unit`` is ``"op"``.
+    """
+
+    workload: str
+    engine: str
+    variant: str
+    how: str
+    samples: int  # rows per step
+    step: Callable[[int], Any] | None = None
+    round: Callable[[int], float] | None = None
+    sync: Callable[[Any], Any] | None = None  # wait for asynchronous results, if any
+    latency: bool = False
+    info: dict = field(default_factory=dict)
+    unit: str = "samples"  # what ``samples`` counts per step: "samples" or "op" (W6)
+
+    @property
+    def key(self) -> str:
+        return f"{self.engine}/{self.variant}"
+
+    def run(self, n: int) -> float | list[float]:
+        if self.round is not None:
+            return self.round(n)
+        step, clock = self.step, time.perf_counter
+        if self.latency:
+            times = []
+            for i in range(n):
+                t = clock()
+                step(i)
+                times.append(clock() - t)
+            return times
+        out = None
+        t = clock()
+        for i in range(n):
+            out = step(i)
+        if self.sync is not None:
+            self.sync(out)
+        return clock() - t
+
+
+def _family(workload: str) -> str:
+    if workload in TRAINING:
+        return "mlp"
+    if workload in INFERENCE:
+        return "inference"
+    if workload in NETS:
+        return "net"
+    if workload in MATMUL:
+        return "matmul"
+    raise ValueError(f"unknown workload {workload!r}")
+
+
+def _adapter(engine: str):
+    """The adapter module of ``engine`` (imports the module, not the engine's library)."""
+    name = _ADAPTERS.get(engine.partition(":")[0])
+    return importlib.import_module(f"{__package__}.engines.{name}") if name else None
+
+
+def supports(engine: str, workload: str) -> bool:
+    """Whether ``engine`` has cases for ``workload`` (without importing the engine). W6 int8
+    kernels run on the compiled backends only (:mod:`lepton_nn.bench.engines.lepton`)."""
+    family = _family(workload)
+    if workload in MATMUL and engine == "lepton:reference":
+        return False
+    adapter = _adapter(engine)
+    return adapter is not None and family in adapter.BUILDERS
+
+
+def build_cases(engine: str, workload: str) -> list[Case]:
+    """The cases of ``engine`` for ``workload`` (``W1``, ``W2``, ``W3``, ``W4``, ``W5b1``,
+    ``W5b256``, ``W6m1`` ... ``W6m1024``).
+
+    Raises ImportError when the engine is not installed, ValueError when it has no such
+    workload (say, ONNX Runtime training).
+    """
+    family = _family(workload)
+    if not supports(engine, workload):
+        raise ValueError(f"{engine} has no {workload} workload")
+    fn = _adapter(engine).BUILDERS[family]
+    spec = {
+        "mlp": TRAINING,
+        "inference": INFERENCE,
+        "net": NETS,
+        "matmul": MATMUL,
+    }[family][workload]
+    if engine.startswith("lepton"):
+        return fn(workload, spec, engine.partition(":")[2] or None)
+    return fn(workload, spec)
+
+
+def configure_threads(engine: str, n: int) -> Any:
+    """Pin ``engine`` to ``n`` threads through its own API (the caller also sets the
+    environment: OMP/OPENBLAS/MKL_NUM_THREADS). Returns the threadpoolctl limiter (keep it)."""
+    THREADS["n"] = int(n)
+    if engine.startswith("lepton"):  # its intra-op threads (convolution chunks)
+        from lepton_nn.backend.threads import set_num_threads
+
+        set_num_threads(n)
+    elif engine == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # already started: only allowed once, before any parallel work
+            pass
+    elif engine == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # the TF runtime already started in this process
+            pass
+    try:  # BLAS and OpenMP pools loaded so far (NumPy's OpenBLAS, torch's OpenMP...)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(limits=n)
+
+
+def cycle(x: np.ndarray):
+    """Batches of ``x`` as a list (cheap per-step access, same for every engine)."""
+    return [x[k] for k in range(len(x))]
+
+
+def round_arrays(x, y):
+    """Builders of the arrays for an n-step round (untimed): the batches cycled in order."""
+    nb = len(x)
+
+    def take(a):
+        def make(n):
+            idx = np.arange(n) % nb
+            return np.ascontiguousarray(a[idx].reshape(n * a.shape[1], *a.shape[2:]))
+
+        return make
+
+    return take(x), take(y)

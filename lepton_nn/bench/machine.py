@@ -1,0 +1,116 @@
+"""What the report says about the machine: CPU, ISA, BLAS and thread pools, load, environment
+variables of note, and the versions each engine runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+
+import numpy as np
+
+_ENV_REPORTED = (
+    "OPENBLAS_",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "GOMP_",
+    "LEPTON_",
+    "NUMBA_",
+    "TF_CPP_",
+    "TF_ENABLE_",
+    "TF_NUM_",
+    "TF_XLA_",
+    "CUDA_VISIBLE",
+)
+
+
+def loadavg() -> list[float] | None:
+    """Load average over 1, 5 and 15 minutes (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU, ISA, platform, versions, BLAS pools and environment variables of note."""
+    from .. import __version__
+    from ..backend import available
+    from ..kernels import cpu_features
+
+    info = {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "isa": list(cpu_features()),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "lepton_nn": __version__,
+        "backends_available": available(),
+        "blas": threadpools(),
+        "environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_REPORTED)},
+    }
+    try:
+        import threadpoolctl
+
+        info["threadpoolctl"] = threadpoolctl.__version__
+    except ImportError:
+        info["threadpoolctl"] = None
+    return info
+
+
+def threadpools() -> list[dict]:
+    """The BLAS and OpenMP pools loaded in this process (threadpoolctl, if installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = (
+        "user_api",
+        "internal_api",
+        "version",
+        "num_threads",
+        "threading_layer",
+        "architecture",
+        "prefix",
+    )
+    return [{k: d.get(k) for k in keys if d.get(k) is not None} for d in threadpool_info()]
+
+
+def engine_versions(engine: str) -> dict[str, str]:
+    """Versions of the libraries an engine runs on (imports them)."""
+    v = {"python": platform.python_version(), "numpy": np.__version__}
+    if engine.startswith("lepton"):
+        import lepton_nn
+
+        v["lepton_nn"] = lepton_nn.__version__
+    elif engine == "torch":
+        import torch
+
+        v["torch"] = torch.__version__
+    elif engine == "tensorflow":
+        import keras
+        import tensorflow as tf
+
+        v["tensorflow"], v["keras"] = tf.__version__, keras.__version__
+    elif engine == "onnxruntime":
+        import onnxruntime as ort
+
+        v["onnxruntime"] = ort.__version__
+        try:
+            import onnx
+
+            v["onnx"] = onnx.__version__
+        except ImportError:
+            pass
+    return v

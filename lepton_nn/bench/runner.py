@@ -1,0 +1,255 @@
+"""The run: workers per thread count, interleaved timed rounds, parity, cold start.
+
+1. For each thread count, every engine starts in its own worker process
+   (:mod:`lepton_nn.bench.worker`).
+2. For each workload, each case warms up (tracing, compilation, caches: excluded) and is
+   calibrated to a round of about ``round_seconds``; then rounds are **interleaved** across
+   engines (the order rotates every round) and repeated. Medians with min-max are kept.
+3. Cold start (W7) runs each engine's script (:mod:`lepton_nn.bench.coldstart`) in fresh
+   interpreters, interleaved, after the workers have exited; accuracy parity (ACC) trains in
+   the workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .coldstart import installed_mb
+from .machine import loadavg, machine_info
+from .options import Options, timed_workloads
+from .worker import PKG_PARENT, Worker, WorkerError, worker_env
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _engines(opts: Options) -> tuple[list[str], dict[str, str]]:
+    """Engines to start, and the reasons others are skipped."""
+    engines = [f"lepton:{b}" for b in opts.backends] + ["numpy"]
+    skipped = {}
+    for peer in opts.against:
+        if importlib.util.find_spec(peer) is None:
+            skipped[peer] = "not installed"
+        else:
+            engines.append(peer)
+    return engines, skipped
+
+
+def _start(engines, threads, log_dir) -> tuple[dict[str, Worker], dict[str, str], dict]:
+    workers, failed, hellos = {}, {}, {}
+    pending = {e: Worker(e, threads, log_dir) for e in engines}  # start all: imports overlap
+    for e, w in pending.items():
+        try:
+            w.hello = hellos[e] = w.receive(timeout=300)
+            workers[e] = w
+        except (WorkerError, ValueError) as exc:
+            failed[e] = str(exc)
+            w.close()
+    return workers, failed, hellos
+
+
+def run(opts: Options) -> dict:
+    """Run the benchmark; returns the results (also what the JSON file holds)."""
+    from .parity import PARITY
+
+    os.makedirs(opts.out, exist_ok=True)
+    log_dir = os.path.join(opts.out, "logs")
+    os.makedirs(log_dir, exist_ok=True)
+    engines, skipped = _engines(opts)
+    t_start = time.perf_counter()
+    res: dict[str, Any] = {
+        "command": opts.command,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "options": {k: v for k, v in vars(opts).items() if k != "command"},
+        "machine": machine_info(),
+        "skipped_engines": skipped,
+        "phases": [],
+        "load_before": loadavg(),
+    }
+    timed = timed_workloads(opts.workloads)
+    cold_scripts: dict[str, dict] = {}
+    for pi, threads in enumerate(opts.threads):
+        _say(f"[threads={threads}] starting workers: {', '.join(engines)}")
+        workers, failed, hellos = _start(engines, threads, log_dir)
+        phase: dict[str, Any] = {
+            "threads": threads,
+            "workers": hellos,
+            "failed": failed,
+            "cases": [],
+            "notes": [],
+            "load_before": loadavg(),
+        }
+        res["phases"].append(phase)
+        for e, why in failed.items():
+            _say(f"  {e}: could not start: {why}")
+        phase["seconds"] = {"start": time.perf_counter() - t_start}
+        try:
+            for wl in timed:
+                t = time.perf_counter()
+                phase["cases"] += _run_workload(wl, workers, threads, opts)
+                phase["seconds"][wl] = time.perf_counter() - t
+            if pi == 0 and "ACC" in opts.workloads:
+                t = time.perf_counter()
+                res["parity"] = _run_parity(workers, opts, PARITY)
+                res["parity"]["seconds"] = time.perf_counter() - t
+            if pi == 0 and "W7" in opts.workloads:
+                cold_dir = tempfile.mkdtemp(prefix="lepton-bench-w7-")
+                for e, w in workers.items():
+                    if e.startswith("lepton:") and e != f"lepton:{opts.backends[0]}":
+                        continue
+                    try:
+                        cold_scripts[e] = w.ask(op="coldstart", dir=cold_dir)
+                    except WorkerError as exc:
+                        cold_scripts[e] = {"error": str(exc)}
+        finally:
+            for w in workers.values():
+                w.close()
+        phase["load_after"] = loadavg()
+    if "W7" in opts.workloads:
+        t = time.perf_counter()
+        res["coldstart"] = _run_coldstart(cold_scripts, opts)
+        res["coldstart_seconds"] = time.perf_counter() - t
+    res["load_after"] = loadavg()
+    res["seconds"] = time.perf_counter() - t_start
+    return res
+
+
+def _run_workload(wl: str, workers: dict[str, Worker], threads: int, opts: Options) -> list[dict]:
+    from .cases import supports
+
+    _say(f"[threads={threads}] {wl}: setting up")
+    cases = []
+    for e, w in workers.items():
+        if not supports(e, wl):
+            continue
+        try:
+            reply = w.ask(op="setup", workload=wl)
+        except WorkerError as exc:
+            cases.append({"workload": wl, "threads": threads, "engine": e, "error": str(exc)})
+            continue
+        for c in reply["cases"]:
+            cases.append(
+                {
+                    **c,
+                    "workload": wl,
+                    "threads": threads,
+                    "worker": e,
+                    "checksum": reply["checksum"],
+                    "rounds": [],
+                }
+            )
+    live = [c for c in cases if "error" not in c]
+    for c in live:
+        try:
+            c.update(workers[c["worker"]].ask(op="warmup", case=c["id"], target=opts.round_seconds))
+        except WorkerError as exc:
+            c["error"] = str(exc)
+    live = [c for c in live if "error" not in c]
+    for r in range(opts.rounds):
+        order = live[r % len(live) :] + live[: r % len(live)] if live else []
+        for c in order:
+            if "error" in c:
+                continue
+            time.sleep(opts.gap_seconds if threads == 1 else opts.gap_threaded)
+            try:
+                c["rounds"].append(workers[c["worker"]].ask(op="round", case=c["id"], n=c["n"]))
+            except WorkerError as exc:
+                c["error"] = str(exc)
+        _say(f"[threads={threads}] {wl}: round {r + 1}/{opts.rounds}")
+    for w in workers.values():
+        with contextlib.suppress(WorkerError):
+            w.ask(op="drop", workload=wl)
+    for c in cases:
+        if "error" not in c:
+            c.update(_summarize(c))
+    return cases
+
+
+def _summarize(c: dict) -> dict:
+    """Medians and min-max of a case's rounds (per-call latencies pooled for latency cases)."""
+    n, samples = c["n"], c["samples"]
+    rates = [n * samples / r["seconds"] for r in c["rounds"]]
+    out = {"samples_per_s": _stats(rates)}  # W6 (unit "op"): operations per second
+    if c.get("unit") == "op":
+        out["gop_per_s"] = _stats([r / 1e9 for r in rates])
+    if c.get("latency"):  # rounds have equal call counts: their quantiles pool with equal weight
+        import numpy as np
+
+        pooled = np.concatenate([r["quantiles_us"] for r in c["rounds"]])
+        per_round = [r["quantiles_us"][100] for r in c["rounds"]]
+        out["latency_us"] = {
+            "median": float(np.percentile(pooled, 50)),
+            "p99": float(np.percentile(pooled, 99)),
+            "min": min(per_round),
+            "max": max(per_round),
+            "calls": sum(r["calls"] for r in c["rounds"]),
+        }
+    return out
+
+
+def _stats(vals: list[float]) -> dict:
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def _run_parity(workers: dict[str, Worker], opts: Options, cfg: dict) -> dict:
+    rows, errors = [], {}
+    for e, w in workers.items():
+        if e == "onnxruntime" or (e.startswith("lepton:") and e != f"lepton:{opts.backends[0]}"):
+            continue
+        _say(f"accuracy parity: {e}")
+        try:
+            rows += [{**r, "engine": e} for r in w.ask(op="parity", quick=opts.quick)["rows"]]
+        except WorkerError as exc:
+            errors[e] = str(exc)
+    return {"rows": rows, "errors": errors, "config": cfg}
+
+
+def _run_coldstart(scripts: dict[str, dict], opts: Options) -> dict:
+    """Fresh-process import + load + first prediction, interleaved across engines."""
+    threads = opts.threads[0]
+    env = worker_env(threads)
+    runnable = {e: s for e, s in scripts.items() if "script" in s}
+    runnable["python"] = {"script": "pass", "how": "`python -c pass` (interpreter start-up)"}
+    results = {
+        e: {"how": s.get("how"), "wall_s": [], "inproc_s": [], "error": s.get("error")}
+        for e, s in {**scripts, **runnable}.items()
+    }
+    names = list(runnable)
+    for r in range(opts.coldstart_repeats):
+        _say(f"cold start: round {r + 1}/{opts.coldstart_repeats}")
+        for e in names[r % len(names) :] + names[: r % len(names)]:
+            t = time.perf_counter()
+            p = subprocess.run(
+                [sys.executable, "-c", runnable[e]["script"]],
+                env=env,
+                cwd=PKG_PARENT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            wall = time.perf_counter() - t
+            if p.returncode != 0:
+                results[e]["error"] = (p.stderr.strip().splitlines() or ["failed"])[-1]
+                continue
+            results[e]["wall_s"].append(wall)
+            if e != "python":
+                info = json.loads(p.stdout.strip().splitlines()[-1])
+                results[e]["inproc_s"].append(info["seconds"])
+                results[e]["path"] = info.get("path")
+    for e, r in results.items():
+        for k in ("wall_s", "inproc_s"):
+            if r[k]:
+                r[k.replace("_s", "")] = _stats(r[k])
+        r["installed_mb"] = installed_mb(e)
+    return results
