@@ -8,8 +8,8 @@ Dense(k)`` (k = 1 logit for two classes, C logits for C classes, 1 output for re
   sample-weighted mean (weights ``w_i = sample_weight_i * class_weight_{y_i}`` rescaled to
   mean 1, so a weight of 2 counts as a repeated row);
 - optimizer ``optimizer`` (adam, adamw, sgd, rmsprop) with ``lr = learning_rate_init`` and
-  ``weight_decay = alpha`` (an L2 penalty ``alpha/2 ||W||^2`` added to each batch loss; the
-  decoupled decay for adamw);
+  ``weight_decay = alpha`` (the gradient of an L2 penalty ``alpha/2 ||theta||^2`` on every
+  parameter, biases included, added to each batch's; the decoupled decay for adamw);
 - stopping as scikit-learn's MLP: after ``n_iter_no_change`` epochs whose training loss (or,
   with ``early_stopping``, the loss on a held-out ``validation_fraction`` of the rows, whose best
   weights are then kept) did not improve by ``tol``; ``ConvergenceWarning`` at ``max_iter``.
@@ -139,6 +139,7 @@ class NeuralEstimator(BaseEstimator):
                 lr=float(self.learning_rate_init),
                 weight_decay=float(self.alpha),
             )
+        self._optimizer.lr = float(self.learning_rate_init)  # a warm start may change it
         self._train(
             Xf, target, w, epochs=1 if incremental else int(self.max_iter), incremental=incremental
         )
