@@ -343,3 +343,17 @@ def test_max_iter_without_convergence_warns(cancer):
         warnings.simplefilter("always")
         MLPClassifier(max_iter=2, random_state=0).fit(StandardScaler().fit_transform(X), y)
     assert any(issubclass(x.category, ConvergenceWarning) for x in w)
+
+
+def test_scikit_learn_is_imported_only_by_lepton_nn_sklearn():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, lepton_nn, lepton_nn.io, lepton_nn.tabular, lepton_nn.train, "
+        "lepton_nn.runtime, lepton_nn.data, lepton_nn.tuning\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn imported'"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
