@@ -372,7 +372,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, datasets, info, serve, tune
+    from .commands import compress, convert, datasets, info, serve, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress.add_parser(sub, Help)
     datasets.add_parser(sub, Help)
+    convert.add_parser(sub, Help)
     serve.add_parser(sub, Help)
 
     b = sub.add_parser(
