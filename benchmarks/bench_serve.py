@@ -6,7 +6,9 @@
 1. ``lepton-nn serve`` of a credit model (trained on the bundled credit data, 32x16 hidden
    units) in its own process; one-row requests (raw columns, as from a web form) from 1, 8
    and 64 concurrent keep-alive connections, with dynamic batching (2 ms, 64 rows) and
-   without: p50 / p99 latency and requests per second over ``--seconds`` each.
+   without: p50 / p99 latency and requests per second over ``--seconds`` each. The same
+   server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
+   when onnxruntime is not installed) is the peer.
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
    memory (VmRSS) at the start and the end.
 3. Streaming: per-step latency of a GRU (32 units) on Italy power demand (T = 24, 1 channel)
@@ -70,11 +72,16 @@ def _free_port() -> int:
 
 
 class Server:
-    """``python -m lepton_nn serve`` in its own process, ready when constructed."""
+    """``python -m lepton_nn serve`` in its own process, ready when constructed; with
+    ``onnx``, the same server with each batch run by ONNX Runtime on that ONNX file of the
+    network (this script's ``--ort-server`` mode)."""
 
-    def __init__(self, path: str, *flags: str) -> None:
+    def __init__(self, path: str, *flags: str, onnx: str | None = None) -> None:
         self.port = _free_port()
-        cmd = [sys.executable, "-m", "lepton_nn", "serve", path, "--port", str(self.port)]
+        if onnx is None:
+            cmd = [sys.executable, "-m", "lepton_nn", "serve", path, "--port", str(self.port)]
+        else:
+            cmd = [sys.executable, __file__, "--ort-server", path, onnx, str(self.port)]
         self.proc = subprocess.Popen(
             [*cmd, *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -149,11 +156,56 @@ def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0
     }
 
 
-def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64)) -> list[dict]:
+def ort_server(path: str, onnx_path: str, port: str, *flags: str) -> None:
+    """The serve app with every network call made by ONNX Runtime (one intra-op thread, as
+    ours runs small batches on one): what a user would otherwise build, behind the same
+    HTTP, JSON, preprocessing and batching."""
+    import onnxruntime as ort
+
+    from lepton_nn.serve import models
+    from lepton_nn.serve.app import ServeConfig
+    from lepton_nn.serve.server import serve
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    read = models.ServedModel.read
+
+    def read_ort(self, previous=None):
+        version = read(self, previous)
+        version.model.forward = lambda x: session.run(None, {name: x})[0]
+        return version
+
+    models.ServedModel.read = read_ort
+    config = ServeConfig(models=[("credit", path)], batching="--no-batching" not in flags)
+    serve(config, port=int(port), log_level="error")
+
+
+def onnx_of(path: str) -> str | None:
+    """The credit network (without its preprocessing) as ONNX; None without onnxruntime."""
+    try:
+        import onnxruntime  # noqa: F401
+
+        import lepton_nn.onnx
+    except ImportError:
+        return None
+    out = path.replace(".lnn", "_network.onnx")
+    lepton_nn.onnx.export(L.load(path).network, out)
+    return out
+
+
+def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) -> list[dict]:
     body = json.dumps({"rows": [row]}).encode()
     out = []
-    for label, flags in (("batching 2 ms / 64", ()), ("no batching", ("--no-batching",))):
-        server = Server(path, *flags)
+    onnx = onnx_of(path) if ort else None
+    variants = [("lepton_nn, batching 2 ms / 64", (), None),
+                ("lepton_nn, no batching", ("--no-batching",), None)]  # fmt: skip
+    if onnx:
+        variants += [("ONNX Runtime, batching 2 ms / 64", (), onnx),
+                     ("ONNX Runtime, no batching", ("--no-batching",), onnx)]  # fmt: skip
+    for label, flags, onnx_path in variants:
+        server = Server(path, *flags, onnx=onnx_path)
         try:
             for c in clients:
                 out.append({"server": label, **load(server.port, body, c, seconds)})
@@ -238,6 +290,10 @@ def _table(rows: list[dict], cols: list[str]) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--ort-server"]:
+        ort_server(*argv[1:])
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="per serving configuration")
     p.add_argument("--load-seconds", type=float, default=60.0, help="the 64-client load test")
@@ -254,8 +310,12 @@ def main(argv=None) -> int:
             print(_table(rows, ["server", "clients", "requests", "failed", "p50_ms", "p99_ms",
                                 "per_s"]))  # fmt: skip
             by = {(r["server"], r["clients"]): r["per_s"] for r in rows}
-            ratio = by["batching 2 ms / 64", 64] / by["no batching", 64]
-            print(f"throughput at 64 clients, batching / no batching: {ratio:.2f}x")
+            ratio = by["lepton_nn, batching 2 ms / 64", 64] / by["lepton_nn, no batching", 64]
+            print(f"lepton_nn throughput at 64 clients, batching / no batching: {ratio:.2f}x")
+            for kind in ("batching 2 ms / 64", "no batching"):
+                if ("ONNX Runtime, " + kind, 64) in by:
+                    lead = by["lepton_nn, " + kind, 64] / by["ONNX Runtime, " + kind, 64]
+                    print(f"64 clients, {kind}: lepton_nn / ONNX Runtime throughput {lead:.2f}x")
         if "load" not in skip:
             r = load_test(path, row, a.load_seconds)
             print(f"\nload test: {r['clients']} clients for {r['seconds']:.0f} s: "
@@ -275,7 +335,7 @@ def test_serve_smoke(tmp_path):
 
     pytest.importorskip("uvicorn")
     path, row = credit_model(str(tmp_path))
-    for r in serving(path, row, 0.5, clients=(1, 8)):
+    for r in serving(path, row, 0.5, clients=(1, 8), ort=False):
         assert r["failed"] == 0 and r["requests"] > 0
     assert streaming(str(tmp_path), reps=3)
 
