@@ -365,7 +365,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, datasets, info, tune
+    from .commands import compress, convert, datasets, info, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -416,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress.add_parser(sub, Help)
     datasets.add_parser(sub, Help)
+    convert.add_parser(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help

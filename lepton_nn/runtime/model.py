@@ -54,7 +54,8 @@ def load(
     limits: Any = None,
     trusted_keys: Any = None,
 ) -> InferenceModel:
-    """Read an ``.lnn`` file and build its inference model.
+    """Read an ``.lnn`` file (or an ``.onnx`` file, converted in memory when the ``onnx``
+    extra is installed) and build its inference model.
 
     ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
@@ -66,8 +67,16 @@ def load(
     (:mod:`lepton_nn.runtime.signing`).
     """
     limits = Limits.of(limits)
-    check = lambda m: validate(m, None, limits)  # noqa: E731
-    manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
+    if isinstance(path, (str, os.PathLike)) and os.fspath(path).lower().endswith(".onnx"):
+        if trusted_keys is not None:
+            raise ModelFormatError("an ONNX file carries no signature: trusted_keys cannot apply")
+        # converted in memory by the onnx extra's converter (imports onnx, never layers)
+        from lepton_nn.onnx import onnx_to_manifest
+
+        manifest, arrays, _ = onnx_to_manifest(path)
+    else:
+        check = lambda m: validate(m, None, limits)  # noqa: E731
+        manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
     return from_manifest(
         manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
     )

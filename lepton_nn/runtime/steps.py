@@ -755,6 +755,37 @@ def _recurrent(cell):
     return parse
 
 
+class EmbeddingStep:
+    """ids (N, ...) -> rows of the table (N, ..., E). The ids arrive as numbers of the plan's
+    dtype (exact up to 2^24 in float32); an id out of range is an ``IndexError``."""
+
+    kind = "embedding"
+
+    def __init__(self, label, table) -> None:
+        self.label, self.table = label, table
+
+    def bind(self, src, owned, ctx):
+        ids = np.zeros(src.shape, np.intp)
+        y = np.zeros((*src.shape, self.table.shape[1]), ctx.dtype)
+        return [(_lookup, (src, ids, self.table.astype(ctx.dtype, copy=False), y))], y
+
+    def describe(self) -> str:
+        return f"{self.label}: embedding {self.table.shape[0]}x{self.table.shape[1]}"
+
+
+def _lookup(x, ids, table, y) -> None:
+    np.copyto(ids, x, casting="unsafe")
+    np.take(table, ids, axis=0, out=y)
+
+
+def _embedding(prefix, config, width, params, dtype, label):
+    v, e = config.get("input_dim"), config.get("output_dim")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (v, e)):
+        raise _fail(f"{label}: input_dim and output_dim must be positive ints")
+    table = params.take(f"{prefix}weight", (v, e), dtype, label)
+    return [EmbeddingStep(label, table)], (*width, e), None
+
+
 #: class name -> parser(prefix, config, per-sample shape, params, dtype, label)
 #:               -> (steps, output per-sample shape, activation name or None)
 PARSERS: dict[str, Callable] = {
@@ -767,6 +798,7 @@ PARSERS: dict[str, Callable] = {
     "LSTM": _recurrent("LSTM"),
     "GRU": _recurrent("GRU"),
     "SimpleRNN": _recurrent("SimpleRNN"),
+    "Embedding": _embedding,
 }
 
 # the parsers of the layers added for model interchange (Conv1D, padding, activations)
