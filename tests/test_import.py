@@ -175,11 +175,6 @@ def import_cycles(prefix: str = "lepton_nn") -> list[list[str]]:
     return sorted(sorted(g) for g in groups)
 
 
-#: the one circle left: steps.py ends by importing steps_extra's parsers, which build on its
-#: steps (to go when the parsers leave steps.py for a module of their own)
-KNOWN_CYCLES = [["lepton_nn.runtime.steps", "lepton_nn.runtime.steps_extra"]]
-
-
 def test_no_import_cycles():
     """No module imports one that imports it back (e.g. callbacks need not know the trainer)."""
-    assert [c for c in import_cycles() if c not in KNOWN_CYCLES] == []
+    assert import_cycles() == []

@@ -58,7 +58,8 @@ from ..nn.module import Module
 from ..nn.recurrent import GRU, LSTM, SimpleRNN
 from ..runtime.compression import Int8Weight
 from ..runtime.kernels import kernels
-from ..runtime.steps import Int8ConvStep, RecurrentStep, conv_geometry
+from ..runtime.parsers import conv_geometry
+from ..runtime.steps import Int8ConvStep, RecurrentStep
 
 __all__ = ["QuantizedLayer", "QuantizedRecurrent", "activation_params", "quantize_weight"]
 
