@@ -110,6 +110,11 @@ class ProgressExecutor:
         self.lock = threading.Lock()
         self.finished = 0
 
+    def share(self, obj):
+        """The pool's data handle (e.g. scattered once to Dask workers), else ``obj``."""
+        hook = getattr(self.pool, "share", None)
+        return obj if hook is None else hook(obj)
+
     def submit(self, fn, *args):
         task = self.n
         self.n += 1
@@ -199,7 +204,14 @@ def cmd_tune(args) -> int:
         search = GridSearch(build, grid, **kw)
     configs = search.configurations()
     n_tasks = len(configs) * args.cv
-    pool = None if args.jobs == 1 else default_executor(n_tasks, args.jobs)
+    if args.dask or args.ray:  # a cluster: lepton_nn.distributed, floor 8, loaded only here
+        from ..distributed import connect
+
+        pool = connect(dask=args.dask, ray=args.ray)
+        where = f"on {'Dask ' + args.dask if args.dask else 'Ray ' + args.ray}"
+        print(f"{len(configs)} configurations x {args.cv} folds {where}", flush=True)
+    else:
+        pool = None if args.jobs == 1 else default_executor(n_tasks, args.jobs)
     out = sys.stdout if args.verbose else _Null()
     search.executor = ProgressExecutor(pool, configs, args.cv, scoring, out)
     t0 = time.perf_counter()
@@ -299,6 +311,17 @@ def add_parser(sub, h) -> None:
         type=positive_int,
         default=None,
         help="worker processes (1: no pool; default: one per core)",
+    )
+    u.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run the trials on a Dask cluster (tcp://host:8786) or on a local one of N worker "
+        "processes (needs lepton-nn[distributed]); same results as a serial run",
+    )
+    u.add_argument(
+        "--ray",
+        metavar="auto|local|ADDRESS",
+        help="run the trials on Ray (auto: the running cluster; local: start one here; needs ray)",
     )
     u.add_argument("--top", type=positive_int, default=10, help="rows of the table to print")
     u.add_argument("--seed", type=nonneg_int, default=0, help="seed of the folds and trials")

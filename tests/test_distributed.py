@@ -1,0 +1,139 @@
+"""lepton_nn.distributed on a real Dask LocalCluster (2 worker processes, 1 thread each, on
+loopback, started here): searches equal serial runs, the data goes once per worker, BLAS
+threads follow the cores, the CLI runs on the cluster, partition scoring equals in-process
+predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+
+from test_tuning import build, data, without_times  # noqa: E402
+
+from lepton_nn.cli import main  # noqa: E402
+from lepton_nn.datasets import path as data_path  # noqa: E402
+from lepton_nn.distributed import DaskExecutor, dask_executor  # noqa: E402
+from lepton_nn.distributed.executors import _threads_for  # noqa: E402
+from lepton_nn.tuning import GridSearch, RandomSearch, cross_validate, loguniform  # noqa: E402
+
+CREDIT = str(data_path("credit_data.csv"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+class Recording(DaskExecutor):
+    """Records what the search ships: the handles it shares, the task arguments."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.shared, self.args = 0, []
+
+    def share(self, obj):
+        self.shared += 1
+        return super().share(obj)
+
+    def submit(self, fn, /, *args):
+        self.args.append(args)
+        return super().submit(fn, *args)
+
+
+def rows(results):
+    return [{k: v for k, v in r.items() if k != "fit_time"} for r in results]
+
+
+def test_grid_search_on_dask_equals_serial_and_ships_the_data_once(client):
+    X, y = data(160)
+    grid = {"lr": [0.01, 0.05], "hidden": [4, 8], "epochs": [3]}
+    serial = GridSearch(build, grid, cv=2, executor="serial", refit=False)
+    serial.fit(X, y)
+    ex = Recording(client)
+    on_dask = GridSearch(build, grid, cv=2, executor=ex, refit=False)
+    on_dask.fit(X, y)
+    assert rows(on_dask.results_) == rows(serial.results_)  # to the last bit
+    assert on_dask.best_params_ == serial.best_params_
+    # one share for 8 tasks; each task carries the handle (a future), not the arrays
+    assert ex.shared == 1 and len(ex.args) == 8
+    handles = {a[3].key for a in ex.args}
+    assert len(handles) == 1 and all(isinstance(a[3], distributed.Future) for a in ex.args)
+    assert not any(isinstance(v, np.ndarray) and v.size == X.size for a in ex.args for v in a)
+    # the BLAS threads of each worker: this host's cores over the 2 task slots
+    assert ex.threads_by_worker() == {w: _threads_for(2) for w in ex._slots}
+
+
+def test_the_handle_lives_on_every_worker_while_the_search_holds_it(client):
+    ex = DaskExecutor(client)
+    X, y = data(50)
+    handle = ex.share((X, y))
+    assert len(client.who_has([handle])[handle.key]) == 2  # broadcast: both workers
+    got = ex.submit(lambda d: float(d[0].sum()), handle).result()
+    assert got == float(X.sum())
+
+
+def test_cross_validate_and_random_search_equal_serial(client):
+    X, y = data(160)
+    kw = {"params": {"lr": 0.03, "epochs": 3}, "cv": 3}
+    a = cross_validate(build, X, y, executor="serial", **kw)
+    b = cross_validate(build, X, y, executor=DaskExecutor(client), **kw)
+    assert without_times(a) == without_times(b) and a["mean"] == b["mean"]
+    space = {"lr": loguniform(1e-3, 1e-1), "hidden": [4, 8], "epochs": [2]}
+    r1 = RandomSearch(build, space, n_trials=3, cv=2, seed=5, executor="serial", refit=False)
+    r2 = RandomSearch(build, space, n_trials=3, cv=2, seed=5, executor=DaskExecutor(client))
+    assert rows(r1.fit(X, y)) == rows(r2.fit(X, y))
+    assert r2.best_model_ is not None  # refit here, after the cluster's trials
+
+
+def test_the_plain_client_executor_works_too(client):
+    """``client.get_executor()`` (no share hook): the data then ships with every task."""
+    X, y = data(120)
+    kw = {"params": {"lr": 0.03, "epochs": 2}, "cv": 2}
+    a = cross_validate(build, X, y, executor="serial", **kw)
+    b = cross_validate(build, X, y, executor=client.get_executor(), **kw)
+    assert without_times(a) == without_times(b)
+
+
+def test_dask_executor_refuses_a_bad_local_spec():
+    from lepton_nn.errors import LeptonError
+
+    with pytest.raises(LeptonError, match="local:N"):
+        dask_executor("local:zero")
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory):
+    lines = open(CREDIT, encoding="utf-8").read().splitlines()
+    p = tmp_path_factory.mktemp("dist") / "small.csv"
+    p.write_text("\n".join(lines[:301]) + "\n", encoding="utf-8")
+    return str(p)
+
+
+def test_cli_tune_on_the_cluster_prints_each_trial_and_equals_serial(client, small_csv, capsys):
+    argv = ["tune", small_csv, "--target", "Status", "--cv", "2", "--grid", "lr=1e-3,1e-2;hidden=8"]
+    assert main([*argv, "--jobs", "1"]) == 0
+    serial = capsys.readouterr().out
+    assert main([*argv, "--dask", client.scheduler.address]) == 0
+    on_dask = capsys.readouterr().out
+    assert "on Dask tcp://127.0.0.1:" in on_dask
+    assert sum(line.startswith("trial ") for line in on_dask.splitlines()) == 2
+
+    def table(text):  # the ranked table and the best line, without times
+        keep = [ln for ln in text.splitlines() if ln[:4].strip().isdigit() or "best:" in ln]
+        return [ln.rsplit(None, 1)[0] if ln[:4].strip().isdigit() else ln for ln in keep]
+
+    assert table(on_dask) == table(serial) and table(serial)
