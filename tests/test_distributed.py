@@ -261,3 +261,22 @@ def test_chunked_reading_keeps_memory_flat_as_the_file_grows(tmp_path):
     small, large = peak(20_000), peak(80_000)
     whole = len(row) * 80_000  # the large file's size in bytes (1.2 MB)
     assert large < 1.5 * small and large < whole / 2, (small, large, whole)
+
+
+def test_cli_predict_scores_parquet_files_on_the_cluster(client, scored, tmp_path, capsys):
+    import glob
+
+    import pandas as pd
+
+    model, folder, _, df = scored
+    files = sorted(glob.glob(f"{folder}/*.parquet"))
+    out = tmp_path / "out"
+    argv = ["predict", model, *files, "-o", str(out), "--key", "id"]
+    assert main([*argv, "--dask", client.scheduler.address, "--batch-rows", "600"]) == 0
+    text = capsys.readouterr()
+    assert f"scored {len(df):,} rows of 3 file(s)" in text.out
+    assert text.err.count("file ") == 3  # a progress line per finished file
+    got = pd.concat(pd.read_parquet(p) for p in sorted(out.iterdir()))
+    assert got["prediction"].tolist() == expected(model, df)[0].tolist()
+    assert got["id"].tolist() == df["id"].tolist()
+    assert main(["predict", model, folder]) == 2  # a folder needs -o
