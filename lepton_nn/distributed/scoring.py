@@ -104,8 +104,9 @@ def score_file(
     t0 = time.perf_counter()
     n = 0
     with _Writer(out_path) as w:
-        for batch in iter_batches(path, batch_rows, _columns(blob, digest, key_columns)):
-            keys = {c: batch.data[c] for c in key_columns}
+        cols, na = _columns(blob, digest, key_columns), sorted(model.preprocessing.na)
+        for batch in iter_batches(path, batch_rows, cols, na):
+            keys = {c: batch.raw[c] for c in key_columns}
             w.write({**keys, **predict_columns(model, batch)})
             n += batch.n_rows
     return {"file": path, "out": out_path, "rows": n, "seconds": time.perf_counter() - t0}

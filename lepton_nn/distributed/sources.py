@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, LeptonError
+from ..runtime.preprocess import CATEGORICAL, to_categorical
 
 __all__ = ["Batch", "list_files", "iter_batches"]
 
@@ -29,9 +30,17 @@ class Batch:
     """Rows ``first..first+n_rows-1`` of one file: ``data`` (name -> 1-D array; numbers as
     float64 with NaN for missing, text as object arrays) and ``where(i)`` for messages."""
 
-    def __init__(self, data: dict[str, np.ndarray], source: str, rows: np.ndarray, unit: str):
+    def __init__(
+        self,
+        data: dict[str, np.ndarray],
+        source: str,
+        rows: np.ndarray,
+        unit: str,
+        kinds: dict[str, str] | None = None,
+    ):
         self.data, self.source, self.rows, self.unit = data, source, rows, unit
-        self.kinds: dict[str, str] = {}
+        self.kinds: dict[str, str] = kinds or {}
+        self.raw: dict[str, np.ndarray] = data
         self.n_rows = len(rows)
 
     def where(self, i: int) -> str:
@@ -71,14 +80,40 @@ def is_parquet(path: str) -> bool:
 
 
 def iter_batches(
-    path: str, batch_rows: int = 65536, columns: Sequence[str] | None = None
+    path: str,
+    batch_rows: int = 65536,
+    columns: Sequence[str] | None = None,
+    na_values: Sequence[str] | None = None,
 ) -> Iterator[Batch]:
     """Batches of at most ``batch_rows`` rows of one Parquet or CSV file (``columns``: only
-    these, each must exist)."""
+    these, each must exist; ``na_values``: see the module docstring)."""
     if int(batch_rows) < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
     reader = _parquet_batches if is_parquet(path) else _csv_batches
-    return reader(os.fspath(path), int(batch_rows), None if columns is None else list(columns))
+    cols = None if columns is None else list(columns)
+    na = None if na_values is None else frozenset(str(v) for v in na_values)
+    for batch in reader(os.fspath(path), int(batch_rows), cols):
+        batch.raw = dict(batch.data)  # the values as read (key columns are copied from here)
+        if na is not None:
+            for name, v in batch.data.items():
+                if v.dtype == object:
+                    batch.data[name], batch.kinds[name] = _labels(v, na), CATEGORICAL
+        yield batch
+
+
+def _labels(values: np.ndarray, na: frozenset[str]) -> np.ndarray:
+    """``to_categorical(values, na)``, computed on the distinct values only."""
+    present = np.not_equal(values, None)
+    sub = values[present]
+    if sub.size == 0 or set(map(type, sub)) != {str}:  # not all text: the plain way
+        return to_categorical(values, na)
+    try:
+        uniq, inverse = np.unique(sub.astype(str), return_inverse=True)
+    except (TypeError, ValueError):  # mixed types: the plain way
+        return to_categorical(values, na)
+    out = np.empty(len(values), dtype=object)  # None where absent
+    out[present] = to_categorical(uniq.astype(object), na)[inverse]
+    return out
 
 
 def _missing(src: str, columns: list[str], have: list[str]) -> None:
