@@ -328,3 +328,16 @@ def test_labels_from_distinct_values_equal_the_runtime_labels():
     mixed = np.array(["a", 1.0, None, 2, "NA"], dtype=object)  # falls back to the plain way
     for v in (text, mixed, np.array([None, None], dtype=object)):
         assert _labels(v, na).tolist() == to_categorical(v, na).tolist()
+
+
+def test_runtime_predict_frame_keeps_keys_and_index(scored):
+    from lepton_nn.runtime import load
+
+    model_path, _, _, df = scored
+    m = load(model_path)
+    part = df.iloc[100:160]
+    got = m.predict_frame(part, ["id"])
+    assert type(got) is type(part) and got.index.equals(part.index)
+    assert list(got.columns) == ["id", "prediction", *[f"p_{c}" for c in m.classes.tolist()]]
+    assert got["prediction"].tolist() == m.predict(part).tolist()
+    np.testing.assert_array_equal(got.filter(like="p_").to_numpy(), m.predict_proba(part))

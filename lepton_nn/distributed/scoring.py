@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LeptonError
 from .sources import iter_batches, list_files
 
 __all__ = ["score", "scorer", "predict_frame", "predict_columns"]
@@ -37,34 +36,14 @@ def _model(blob: bytes, digest: str) -> Any:
 
 
 def predict_columns(model: Any, rows: Any) -> dict[str, np.ndarray]:
-    """``{"prediction": labels, "p_<class>": probabilities...}`` of a tabular runtime model."""
-    if model.kind != "tabular":
-        raise LeptonError("scoring raw rows needs a tabular model (saved by 'lepton-nn train')")
-    x = model.transform(rows)
-    out = model.forward(x)
-    if model.task == "regression":
-        mu, sd = model.target_scale
-        return {"prediction": out.reshape(len(x), -1)[:, 0].astype(np.float64) * sd + mu}
-    proba = model._proba(out)
-    codes = (
-        (proba[:, 1] >= model.threshold).astype(np.intp)
-        if model.task == "binary"
-        else proba.argmax(axis=1)
-    )
-    classes = model.classes if model.classes is not None else np.arange(proba.shape[1])
-    cols = {"prediction": classes[codes]}
-    for k, c in enumerate(classes.tolist()):
-        cols[f"p_{c}"] = proba[:, k]
-    return cols
+    """``model.predict_columns(rows)`` (see :class:`lepton_nn.runtime.InferenceModel`)."""
+    return model.predict_columns(rows)
 
 
 def predict_frame(model: Any, df: Any, key_columns: Sequence[str] | None = None) -> Any:
-    """A pandas DataFrame of ``key_columns`` (kept from ``df``), predictions and probabilities
-    for the rows of the DataFrame ``df``, index kept (so ``map_partitions`` lines up)."""
-    import pandas as pd
-
-    keys = {c: df[c].to_numpy() for c in key_columns or ()}
-    return pd.DataFrame({**keys, **predict_columns(model, df)}, index=df.index)
+    """``model.predict_frame(df, key_columns)``: keys, predictions and probabilities of the
+    rows of a pandas DataFrame, its index kept (so ``map_partitions`` lines up)."""
+    return model.predict_frame(df, key_columns or ())
 
 
 class scorer:  # noqa: N801 - used like a function: ddf.map_partitions(scorer("m.lnn"))
