@@ -80,7 +80,7 @@ def score_file(
 ) -> dict[str, Any]:
     """Score one input file into one output part, batch by batch (runs on a worker)."""
     model = _model(blob, digest)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     with _Writer(out_path) as w:
         cols, na = _columns(blob, digest, key_columns), sorted(model.preprocessing.na)
@@ -88,7 +88,13 @@ def score_file(
             keys = {c: batch.raw[c] for c in key_columns}
             w.write({**keys, **predict_columns(model, batch)})
             n += batch.n_rows
-    return {"file": path, "out": out_path, "rows": n, "seconds": time.perf_counter() - t0}
+    return {
+        "file": path,
+        "out": out_path,
+        "rows": n,
+        "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,  # of this process (all its threads)
+    }
 
 
 class _Writer:
