@@ -265,15 +265,18 @@ def evaluate_configs(
     seed: int = 0,
     executor: Executor | str | None = None,
     n_jobs: int | None = None,
+    trial_ids: Sequence[int] | None = None,
 ) -> tuple[list[list[dict[str, Any]]], list[tuple[np.ndarray, np.ndarray]]]:
-    """Cross-validate every configuration on the same folds; results[config][fold]."""
+    """Cross-validate every configuration on the same folds; results[config][fold].
+    ``trial_ids``: the trial number of each config (its seeds; default 0, 1, ...)."""
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise DataError(f"X has {len(X)} rows but y has {len(y)}")
     splits = make_splits(X, y, cv, stratified, seed)
     data = share(executor, (X, y))  # before the tasks: once per search, not per trial
     tasks, labels = [], []
-    for i, params in enumerate(configs):
+    ids = range(len(configs)) if trial_ids is None else [int(t) for t in trial_ids]
+    for i, params in zip(ids, configs):
         build, fit = split_params(params)
         fit = {**(fit_kwargs or {}), **fit}
         for k, (tr, te) in enumerate(splits):
