@@ -41,3 +41,18 @@ def test_bad_settings_are_refused():
         SuccessiveHalving(search, min_epochs=5, max_epochs=3)
     with pytest.raises(ValueError, match="eta"):
         SuccessiveHalving(search, eta=1)
+
+
+def test_cli_tune_halving_prints_rungs_and_its_cost(tmp_path, capsys):
+    from lepton_nn.cli import main
+    from lepton_nn.datasets import path as data_path
+
+    lines = open(data_path("credit_data.csv"), encoding="utf-8").read().splitlines()
+    csv = tmp_path / "small.csv"
+    csv.write_text("\n".join(lines[:201]) + "\n", encoding="utf-8")
+    argv = ["tune", str(csv), "--target", "Status", "--cv", "2", "--jobs", "1", "--halving"]
+    assert main([*argv, "--grid", "lr=1e-3,1e-2;hidden=8,16x8,16"]) == 0
+    out = capsys.readouterr().out
+    assert "rung 0: 6 configurations x 3 epochs" in out and "rung 1: 2 configurations" in out
+    assert "9 trials, " in out and "% of the full grid's 360 at 30 epochs" in out
+    assert out.splitlines()[-1].startswith("the same in train: ")

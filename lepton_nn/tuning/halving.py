@@ -35,13 +35,21 @@ class SuccessiveHalving:
     ``best_trainer_`` / ``best_model_`` refit on all the data at the final rung's epochs.
     """
 
-    def __init__(self, search: Any, min_epochs: int = 2, max_epochs: int = 30, eta: int = 3):
+    def __init__(
+        self,
+        search: Any,
+        min_epochs: int = 2,
+        max_epochs: int = 30,
+        eta: int = 3,
+        on_rung: Any = None,
+    ):
         if not 1 <= int(min_epochs) <= int(max_epochs):
             raise ValueError(f"need 1 <= min_epochs <= max_epochs, got {min_epochs}, {max_epochs}")
         if int(eta) < 2:
             raise ValueError(f"eta must be >= 2, got {eta}")
         self.search, self.eta = search, int(eta)
         self.min_epochs, self.max_epochs = int(min_epochs), int(max_epochs)
+        self.on_rung = on_rung  # on_rung(k, epochs, configs) before rung k runs (progress)
 
     @property
     def best_model_(self):
@@ -63,6 +71,8 @@ class SuccessiveHalving:
         epochs = self.min_epochs
         while True:
             run = [{**configs[t], "epochs": epochs} for t in alive]
+            if self.on_rung is not None:
+                self.on_rung(len(self.rungs_), epochs, run)
             per_config, _ = evaluate_configs(
                 s.build_fn, run, X, y, s.cv, s.fit_kwargs, s.metrics, s.scoring,
                 s.stratified, s.seed, s.executor, s.n_jobs, trial_ids=alive,
