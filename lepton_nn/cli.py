@@ -171,6 +171,11 @@ def cmd_predict(args) -> int:
 
     from .data import read_csv
 
+    if args.dask or len(args.data) > 1 or not _one_csv_file(args.data[0]):
+        from .commands.score import cmd_score  # many files, Parquet, a folder: streamed
+
+        return cmd_score(args)
+    args.data = args.data[0]
     A.check_output(args.output)
     if args.data == "-":  # rows from standard input, one result per row as it comes
         from .commands.serve import predict_stdin
@@ -197,6 +202,10 @@ def cmd_predict(args) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _one_csv_file(path: str) -> bool:
+    return not os.path.isdir(path) and not path.lower().endswith((".parquet", ".pq", "*"))
 
 
 def _load_tabular(path: str, command: str):
@@ -398,10 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="model file saved by 'lepton-nn train'")
     r.add_argument(
         "data",
-        help="CSV file of raw rows (a target column is ignored); '-': rows from standard "
-        "input (JSON lines or CSV), one result line per row as it comes",
+        nargs="+",
+        help="CSV file of raw rows (a target column is ignored); '-': rows from standard input "
+        "(JSON lines or CSV), one result line per row as it comes; several files, Parquet files "
+        "or a folder are scored file by file in bounded memory into the folder -o",
     )
     r.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    from .commands.score import add_arguments as add_scoring
+
+    add_scoring(r)
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser(
