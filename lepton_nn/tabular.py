@@ -116,6 +116,11 @@ class TabularModel:
         # set by compress(): the int8 form of the network (None: float), and what was done
         self.quantized: QuantizedModel | None = None
         self.compression: dict | None = None
+        # lepton_nn.risk: the model card (risk/card.py format), a calibration map
+        # (runtime/calibration.py), the training profile for monitoring and reason codes
+        self.card: dict | None = None
+        self.calibration: dict | None = None
+        self.profile: dict | None = None
 
     def get_params(self) -> dict:
         keys = (
@@ -521,6 +526,9 @@ class TabularModel:
         }
         if self.compression is not None:
             manifest["compression_card"] = self.compression
+        for key in ("card", "calibration", "profile"):
+            if getattr(self, key) is not None:
+                manifest[key] = getattr(self, key)
         return manifest, arrays
 
     @classmethod
@@ -554,6 +562,10 @@ class TabularModel:
         self.target_scale = (float(ts[0]), float(ts[1]))
         card = manifest.get("metrics")
         self.metrics_card = card if isinstance(card, dict) else {}
+        # checked by the validator (calibration, profile) or when printed (card)
+        self.card = manifest.get("card") if isinstance(manifest.get("card"), dict) else None
+        self.calibration = manifest.get("calibration")
+        self.profile = manifest.get("profile")
         if self.task_ != "regression" and self.labels is None:
             raise ModelFormatError("tabular classifier without labels")
         return self
