@@ -184,7 +184,19 @@ class TabularModel:
         n_out = len(self.labels.classes_) if task == "multiclass" else 1
         self.network = self._build(X.shape[1], n_out)
         self.history = self._train(X, target, loss, task)
+        self.calibration = None
+        self.profile = self._profile(data, keep) if task == "binary" else None
         return self
+
+    def _profile(self, data: Any, keep: np.ndarray) -> dict:
+        """Training bins of the score and every column, and the approved rows' baseline
+        (:mod:`lepton_nn.runtime.profile`), for monitoring and reason codes."""
+        from .runtime.profile import build_profile
+
+        table = self.preprocessor.as_table(data).take(keep)
+        z = self.decision_function(table).astype(np.float64)
+        approved = 1.0 / (1.0 + np.exp(-z)) < self.threshold
+        return build_profile(self.preprocessor._compiled(), table, z, approved)
 
     def _check_positive(self, data: Any, y: np.ndarray, task: str) -> None:
         """``positive=`` names a class of a two-class target; anything else is refused."""
@@ -307,6 +319,11 @@ class TabularModel:
         z = self.decision_function(data)
         if self.task_ == "regression":
             raise DataError("predict_proba is for classification; use predict")
+        if self.calibration is not None:  # lepton_nn.risk.calibrate; the runtime does the same
+            from .runtime.calibration import parse_calibration
+
+            p = parse_calibration(self.calibration, self.task_).apply(z)
+            return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
         if self.task_ == "binary":
             p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
             return np.stack([1 - p, p], axis=1)
@@ -357,6 +374,7 @@ class TabularModel:
                 codes, proba[:, 1], threshold=self.threshold, pos_label=1
             )
             report["positive"] = _plain(self.labels.positive_)
+            report.update(metrics.calibration_report(codes, proba[:, 1]))
             return report
         pred = proba.argmax(axis=1)
         return {
