@@ -175,6 +175,7 @@ def cmd_predict(args) -> int:
     model = _load_tabular(args.model, "predict")
     table = read_csv(args.data, column_types=model.input_kinds)  # typed as in training
     labels = model.predict(table)
+    reasons = _reasons(model, table, args) if getattr(args, "reasons", None) else None
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         w = csv.writer(out)
@@ -183,13 +184,28 @@ def cmd_predict(args) -> int:
             w.writerows([[v] for v in labels.tolist()])
         else:
             proba = model.predict_proba(table)
-            w.writerow(["prediction", *[f"p_{c}" for c in model.classes_.tolist()]])
-            for lab, p in zip(labels.tolist(), proba.tolist()):
-                w.writerow([lab, *[f"{x:.6f}" for x in p]])
+            head = ["prediction", *[f"p_{c}" for c in model.classes_.tolist()]]
+            w.writerow(head + [f"reason_{i + 1}" for i in range(args.reasons or 0)])
+            for i, (lab, p) in enumerate(zip(labels.tolist(), proba.tolist())):
+                w.writerow([lab, *[f"{x:.6f}" for x in p], *(reasons[i] if reasons else [])])
     finally:
         if args.output:
             out.close()
     return 0
+
+
+def _reasons(model, table, args) -> list[list[str]]:
+    """``--reasons K``: per row K cells ``column=value (+contribution)`` (empty past the
+    columns that push toward ``--adverse``), from :func:`lepton_nn.risk.reason_codes`."""
+    from .risk.reasons import reason_codes
+
+    if model.task_ != "binary":
+        raise LeptonError(f"--reasons: {args.model} is a {model.task_} model, not binary")
+    k = args.reasons
+    cells = []
+    for row in reason_codes(model, table, k=k, adverse=args.adverse):
+        cells.append([f"{c}={v} ({d:+.4f})" for c, v, d in row] + [""] * (k - len(row)))
+    return cells
 
 
 def _load_tabular(path: str, command: str):
@@ -365,7 +381,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, datasets, info, tune
+    from .commands import compress, datasets, info, monitor, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -391,6 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("model", help="model file saved by 'lepton-nn train'")
     r.add_argument("data", help="CSV file of raw rows (a target column is ignored)")
     r.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    r.add_argument(
+        "--reasons",
+        type=A.positive_int,
+        metavar="K",
+        help="add columns reason_1..K: the columns pushing each row toward --adverse",
+    )
+    r.add_argument("--adverse", help="the class that means decline (default: the positive one)")
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser(
@@ -416,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress.add_parser(sub, Help)
     datasets.add_parser(sub, Help)
+    monitor.add_parser(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help

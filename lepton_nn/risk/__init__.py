@@ -13,13 +13,14 @@ _NAMES = {
     "calibrate": "calibration",
     "reliability_table": "calibration",
     "reason_codes": "reasons",
-    "psi": "monitor",
-    "monitor": "monitor",
-    "MonitorReport": "monitor",
-    "fairness": "fairness",
-    "FairnessReport": "fairness",
+    "psi": "stability",
+    "monitor": "stability",
+    "MonitorReport": "stability",
+    "fairness": "groups",
+    "FairnessReport": "groups",
     "Scorecard": "scorecard",
     "card": None,
+    "ks": "stability",
 }
 
 __all__ = sorted(_NAMES)
