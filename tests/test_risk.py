@@ -334,3 +334,40 @@ def test_cli_monitor_and_predict_reasons(fitted, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "error" in err
+
+
+# -- monotonic constraints -----------------------------------------------------------------------
+
+
+def test_monotone_constraints_hold_on_a_grid_and_the_check_can_fail():
+    rng = np.random.default_rng(4)
+    n = 1500
+    X = rng.normal(size=(n, 3))
+    z = 1.5 * X[:, 0] ** 2 - 1.5 * X[:, 1] ** 2 + X[:, 2] - 0.5  # U-shaped in x0, x1
+    y = np.where(rng.random(n) < 1 / (1 + np.exp(-z)), "bad", "good")
+    data = {f"x{i}": X[:, i] for i in range(3)}
+    free = TabularModel(seed=0, positive="bad", epochs=60).fit(data, y)
+    free.monotone = {"x0": 1, "x1": -1}
+    bad = free.monotone_violations(data)
+    assert bad["x0"] > 20 and bad["x1"] > 20  # an unconstrained net follows the U
+    tied = TabularModel(seed=0, positive="bad", epochs=60, monotone={"x0": 1, "x1": -1})
+    tied.fit(data, y)
+    assert tied.evaluate(data, y)["monotone_violations"] == {"x0": 0, "x1": 0}
+    # the promise holds off the training rows too: random inputs far outside them
+    from lepton_nn.monotone import grid_violations
+
+    far = rng.normal(0, 5, size=(300, tied.network.layers[0].weight.data.shape[0]))
+    far = far.astype(np.float32)
+    score = lambda x: tied.network(x).data[:, 0]  # noqa: E731
+    grid = np.linspace(-20, 20, 41)
+    j0, j1 = (tied._monotone_inputs()).keys()
+    assert grid_violations(score, far, j0, 1, grid) == 0
+    assert grid_violations(score, far, j1, -1, grid) == 0
+
+
+def test_monotone_refuses_categorical_and_bad_signs(fitted):
+    with pytest.raises(ValueError, match="monotone"):
+        TabularModel(monotone={"x0": 2})
+    data, y = _synthetic(n=200)
+    with pytest.raises(ln.DataError, match="categorical"):
+        TabularModel(monotone={"region": 1}, epochs=1).fit(data, y)
