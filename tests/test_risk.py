@@ -371,3 +371,22 @@ def test_monotone_refuses_categorical_and_bad_signs(fitted):
     data, y = _synthetic(n=200)
     with pytest.raises(ln.DataError, match="categorical"):
         TabularModel(monotone={"region": 1}, epochs=1).fit(data, y)
+
+
+def test_write_card_has_every_section_and_keeps_others(fitted, tmp_path, capsys):
+
+    model, data, y = fitted
+    m = ln.risk.calibrate(model, _take(data, slice(1000, 1250)), y[1000:1250], "platt")
+    card.set_section(m, "Privacy", facts={"epsilon": 2.0})
+    held = _take(data, slice(1250, 1500))
+    ln.risk.write_card(m, held, y[1250:], group="sex", intended_use="tests")
+    ln.save(m, tmp_path / "c.lnn")
+    assert main(["info", str(tmp_path / "c.lnn"), "--card"]) == 0
+    out = capsys.readouterr().out
+    heads = [line[3:] for line in out.splitlines() if line.startswith("## ")]
+    want = ["Intended use", "Data", "Metrics", "Calibration", "Fairness", "Monitoring", "Privacy"]
+    assert heads == want
+    auc = m.evaluate(held, y[1250:])["roc_auc"]
+    assert f"**roc_auc**: {auc:.4g}" in out and "**method**: platt" in out
+    assert "| f |" in out and "| m |" in out and "| score |" in out
+    assert model.card is None or "Privacy" not in model.card["sections"]  # a copy was changed

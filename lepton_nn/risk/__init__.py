@@ -20,6 +20,7 @@ _NAMES = {
     "FairnessReport": "groups",
     "Scorecard": "scorecard",
     "card": None,
+    "write_card": "model_card",
     "ks": "stability",
 }
 
