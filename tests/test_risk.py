@@ -390,3 +390,28 @@ def test_write_card_has_every_section_and_keeps_others(fitted, tmp_path, capsys)
     assert f"**roc_auc**: {auc:.4g}" in out and "**method**: platt" in out
     assert "| f |" in out and "| m |" in out and "| score |" in out
     assert model.card is None or "Privacy" not in model.card["sections"]  # a copy was changed
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda p: p.update(rows="many"),
+        lambda p: p.update(bins=-1),
+        lambda p: p["score"]["edges"].reverse(),
+        lambda p: p["columns"].pop(),
+        lambda p: p["columns"][0].update(kind="categorical"),
+        lambda p: p["columns"][-1].update(baseline=3),  # the categorical 'sex'/'region'
+        lambda p: p["columns"][0].update(edges=[0.0] * 2000),
+    ],
+)
+def test_more_hostile_profiles_refused(fitted, edit, tmp_path):
+    import copy
+
+    model, _, _ = fitted
+    bad = copy.copy(model)
+    bad.profile = json.loads(json.dumps(model.profile))
+    edit(bad.profile)
+    ln.save(bad, tmp_path / "p.lnn")
+    for loader in (ln.load, ln.runtime.load):
+        with pytest.raises(ModelFormatError, match="profile"):
+            loader(tmp_path / "p.lnn")

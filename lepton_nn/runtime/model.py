@@ -14,10 +14,13 @@ Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.forma
        "task": "binary" | "multiclass" | "regression",
        "threshold": 0.5,                               # binary: P(positive) >= threshold
        "target_scale": [mu, sd],                       # regression: value = mu + sd * output
-       "output": "probabilities" | "logits"}           # optional; else from the last activation
+       "output": "probabilities" | "logits",          # optional; else from the last activation
+       "calibration": {...},                           # optional: runtime/calibration.py
+       "profile": {...}}                               # optional: runtime/profile.py
 
   (what :class:`lepton_nn.tabular.TabularModel` writes; its predictions are reproduced
-  exactly: binary p = 1 / (1 + exp(-z)) in float64, multiclass a softmax of the logits).
+  exactly: binary p = 1 / (1 + exp(-z)) in float64, multiclass a softmax of the logits, or
+  the file's calibration map of z when it has one).
 
   ``predict(rows)`` returns labels (regression: values) and ``predict_proba(rows)``
   probabilities, (N, C) in the order of ``classes`` (binary: ``[1 - p, p]``).

@@ -152,6 +152,12 @@ def parse_profile(section: Any, preprocessing: Any) -> dict:
     """Check an untrusted profile against the file's preprocessing config; return it."""
     if not isinstance(section, dict):
         raise _fail("must be an object")
+    for key, hi in (("rows", 2**53), ("bins", MAX_BINS), ("baseline_rows", 2**53)):
+        v = section.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+            raise _fail(f"{key} must be an int in [0, {hi}], got {v!r:.40}")
+    if not isinstance(section.get("baseline_rule", ""), str):
+        raise _fail("baseline_rule must be a string")
     _bins(section.get("score"), "score", 1)
     cols = section.get("columns")
     specs = preprocessing.get("columns") if isinstance(preprocessing, dict) else None
