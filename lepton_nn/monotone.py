@@ -14,6 +14,12 @@ M unit is a non-decreasing function of s_j x_j, F units do not depend on x_j, an
 is non-decreasing in s_j x_j: monotone by construction, whatever the other inputs. A
 scaled input keeps its direction (x -> (x - center) / scale with scale > 0), so the constraint
 holds for the raw column. :func:`grid_violations` checks it on a grid of values.
+
+Compression: pruning (and its fine-tuning, which keeps projecting) and *static* int8 (fixed
+scales, monotone rounding, signs kept) preserve it exactly. *Dynamic* int8 scales each row
+by its own range, so moving one column re-rounds the others: the score may then move
+against the constraint by quantization noise (a few hundredths of a logit), and
+``evaluate`` reports those rows.
 """
 
 from __future__ import annotations

@@ -308,14 +308,16 @@ class TabularModel:
             out[int(pre.numeric_cols[pre.numeric_names.index(name)])] = sign
         return out
 
-    def _monotone_callbacks(self) -> list:
+    def _monotone_callbacks(self, network: Any = None) -> list:
+        """The projection keeping ``network`` (default: this model's) monotone, if asked."""
         if not self.monotone:
             return []
         if self.task_ == "multiclass":
             raise DataError("monotone: constraints are for binary and regression models")
         from .monotone import MonotoneProjection
 
-        return [MonotoneProjection(self.network, self._monotone_inputs())]
+        net = self.network if network is None else network
+        return [MonotoneProjection(net, self._monotone_inputs())]
 
     def monotone_violations(self, data: Any, rows: int = 200, points: int = 21) -> dict:
         """Per constrained column, how many of (up to ``rows``) rows of ``data`` see the score
@@ -327,6 +329,8 @@ class TabularModel:
         pre = self.preprocessor._compiled()
 
         def score(x):
+            if self.quantized is not None:
+                return self.quantized.predict(x)[:, 0]
             with no_grad():
                 return self.network(x).data[:, 0]
 
@@ -549,7 +553,7 @@ class TabularModel:
             t,
             epochs=epochs,
             batch_size=self.batch_size,
-            callbacks=[callback],
+            callbacks=[callback, *self._monotone_callbacks(net)],
             sample_weight=weights,
             verbose=self.verbose,
             seed=self.seed,
