@@ -435,3 +435,21 @@ def test_monotone_survives_pruning_fine_tune_and_int8():
     X = dyn.transform(data)[:200]
     score = lambda x: dyn.quantized.predict(x)[:, 0]  # noqa: E731
     assert grid_violations(score, X, 0, 1, np.linspace(-3, 3, 21), tol=0.1) == 0
+
+
+def test_reason_contributions_equal_raw_occlusion_through_the_nn_path(fitted):
+    """The runtime's feature-space occlusion == setting the raw column to the baseline and
+    scoring with the nn-side model."""
+    from lepton_nn.risk.reasons import reason_matrix
+
+    model, data, _ = fitted
+    rows = _take(data, slice(0, 60))
+    contrib, names, _ = reason_matrix(model, rows)
+    z = model.decision_function(rows).astype(np.float64)
+    base = {c["name"]: c["baseline"] for c in model.profile["columns"]}
+    assert names == ["x0", "x1", "x2", "x3", "x4", "region"]
+    for j, name in enumerate(names):
+        moved = dict(rows)
+        moved[name] = np.array([base[name]] * 60, dtype=rows[name].dtype)
+        expected = z - model.decision_function(moved).astype(np.float64)
+        np.testing.assert_allclose(contrib[:, j], expected, atol=2e-5)
