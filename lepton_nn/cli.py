@@ -57,7 +57,22 @@ def _model_kwargs(args) -> dict:
     for name in ("positive", "class_weight"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
+    if getattr(args, "monotone", None):
+        kw["monotone"] = dict(args.monotone)
     return kw
+
+
+def _monotone_spec(text: str) -> list[tuple[str, int]]:
+    """``--monotone Income:-1,Debt:+1`` -> [("Income", -1), ("Debt", 1)]."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, sign = item.rpartition(":")
+        if not name or sign.strip() not in ("+1", "1", "-1"):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: give COLUMN:+1 (score rises with it) or COLUMN:-1 (falls)"
+            )
+        out.append((name.strip(), int(sign)))
+    return out
 
 
 # -- train, evaluate, predict, demo --------------------------------------------------------
@@ -363,6 +378,13 @@ def _add_train(sub) -> None:
         "--cv", type=A.cv_folds, default=0, help="also report k-fold cross-validation (0: none)"
     )
     t.add_argument("--seed", type=A.nonneg_int, default=0, help="seed of splits and weights")
+    t.add_argument(
+        "--monotone",
+        type=_monotone_spec,
+        action="extend",
+        metavar="COL:+1|-1",
+        help="score only rises (+1) or falls (-1) with these numeric columns, e.g. Income:-1",
+    )
     t.add_argument("-o", "--output", required=True, help="model file to write (.lnn)")
     cols = {"type": _column_list, "action": "extend", "default": [], "metavar": "COLS"}
     t.add_argument("--numeric", **cols, help="columns to read as numbers (comma-separated)")

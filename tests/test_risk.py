@@ -453,3 +453,21 @@ def test_reason_contributions_equal_raw_occlusion_through_the_nn_path(fitted):
         moved[name] = np.array([base[name]] * 60, dtype=rows[name].dtype)
         expected = z - model.decision_function(moved).astype(np.float64)
         np.testing.assert_allclose(contrib[:, j], expected, atol=2e-5)
+
+
+def test_cli_train_monotone(tmp_path, capsys):
+    data, y = _synthetic(n=400, rule="linear")
+    names = list(data)
+    lines = [",".join([*names, "y"])]
+    lines += [",".join([*(str(data[c][i]) for c in names), y[i]]) for i in range(400)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    base = ["train", str(tmp_path / "d.csv"), "--target", "y", "--epochs", "5"]
+    out = str(tmp_path / "m.lnn")
+    assert main([*base, "--positive", "bad", "--monotone", "x0:+1,x1:-1", "-o", out]) == 0
+    assert ln.load(out).monotone == {"x0": 1, "x1": -1}
+    capsys.readouterr()
+    assert main(["evaluate", out, str(tmp_path / "d.csv"), "--target", "y", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["monotone_violations"] == {"x0": 0, "x1": 0}
+    for bad in ("x0:2", "region:+1"):
+        assert main([*base, "--monotone", bad, "-o", out]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
