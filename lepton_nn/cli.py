@@ -157,6 +157,16 @@ def cmd_train(args) -> int:
             "sha256": file_digest(args.data),
         },
     }
+    if task == "binary":  # the model card (lepton-nn info MODEL --card)
+        from .risk.model_card import card_from_report
+
+        card_from_report(
+            model,
+            report,
+            f"Validation: {len(va)} rows held out from a model trained on the other "
+            f"{len(tr)}; the saved model was then refit on all {len(table)} rows.",
+            scores if args.cv else None,
+        )
     io.save(model, args.output)
     print(
         f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "

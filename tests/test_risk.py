@@ -471,3 +471,21 @@ def test_cli_train_monotone(tmp_path, capsys):
     for bad in ("x0:2", "region:+1"):
         assert main([*base, "--monotone", bad, "-o", out]) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_train_writes_a_card(tmp_path, capsys):
+    data, y = _synthetic(n=300, rule="linear")
+    names = list(data)
+    lines = [",".join([*names, "y"])]
+    lines += [",".join([*(str(data[c][i]) for c in names), y[i]]) for i in range(300)]
+    (tmp_path / "d.csv").write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "m.lnn")
+    argv = ["train", str(tmp_path / "d.csv"), "--target", "y", "--epochs", "3", "--cv", "2"]
+    assert main([*argv, "--positive", "bad", "-o", out]) == 0
+    capsys.readouterr()
+    assert main(["info", out, "--card"]) == 0
+    text = capsys.readouterr().out
+    for head in ("## Data", "## Metrics", "## Calibration", "## Monitoring"):
+        assert head in text
+    assert "60 rows held out" in text and "**roc_auc (CV)**" in text
+    assert "threshold (CV)" not in text
