@@ -374,15 +374,23 @@ class TabularModel:
         if self.task_ == "regression":
             raise DataError("predict_proba is for classification; use predict")
         if self.calibration is not None:  # lepton_nn.risk.calibrate; the runtime does the same
-            from .runtime.calibration import parse_calibration
-
-            p = parse_calibration(self.calibration, self.task_).apply(z)
+            p = self._calibration_map().apply(z)
             return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
         if self.task_ == "binary":
             p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
             return np.stack([1 - p, p], axis=1)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    def _calibration_map(self):
+        """The checked map of ``self.calibration`` (parsed once per calibration dict)."""
+        from .runtime.calibration import parse_calibration
+
+        cached = getattr(self, "_calibration_cache", None)
+        if cached is None or cached[0] is not self.calibration:
+            cached = (self.calibration, parse_calibration(self.calibration, self.task_))
+            self._calibration_cache = cached
+        return cached[1]
 
     def predict(self, data: Any) -> np.ndarray:
         """Labels (binary: positive when P(positive) >= threshold), or values for regression."""
