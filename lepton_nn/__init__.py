@@ -45,6 +45,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "runtime": ("lepton_nn.runtime", None),
     "inspect": ("lepton_nn.inspect", None),
     "explain": ("lepton_nn.explain", None),
+    "risk": ("lepton_nn.risk", None),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -57,7 +57,22 @@ def _model_kwargs(args) -> dict:
     for name in ("positive", "class_weight"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
+    if getattr(args, "monotone", None):
+        kw["monotone"] = dict(args.monotone)
     return kw
+
+
+def _monotone_spec(text: str) -> list[tuple[str, int]]:
+    """``--monotone Income:-1,Debt:+1`` -> [("Income", -1), ("Debt", 1)]."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, sign = item.rpartition(":")
+        if not name or sign.strip() not in ("+1", "1", "-1"):
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: give COLUMN:+1 (score rises with it) or COLUMN:-1 (falls)"
+            )
+        out.append((name.strip(), int(sign)))
+    return out
 
 
 # -- train, evaluate, predict, demo --------------------------------------------------------
@@ -142,6 +157,16 @@ def cmd_train(args) -> int:
             "sha256": file_digest(args.data),
         },
     }
+    if task == "binary":  # the model card (lepton-nn info MODEL --card)
+        from .risk.model_card import card_from_report
+
+        card_from_report(
+            model,
+            report,
+            f"Validation: {len(va)} rows held out from a model trained on the other "
+            f"{len(tr)}; the saved model was then refit on all {len(table)} rows.",
+            scores if args.cv else None,
+        )
     io.save(model, args.output)
     print(
         f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "
@@ -171,7 +196,10 @@ def cmd_predict(args) -> int:
 
     from .data import read_csv
 
-    if args.dask or len(args.data) > 1 or not _one_csv_file(args.data[0]):
+    streamed = args.dask or len(args.data) > 1 or not _one_csv_file(args.data[0])
+    if args.reasons and (streamed or args.data[0] == "-"):
+        raise LeptonError("--reasons reads one CSV file (not standard input, Parquet or folders)")
+    if streamed:
         from .commands.score import cmd_score  # many files, Parquet, a folder: streamed
 
         return cmd_score(args)
@@ -187,6 +215,7 @@ def cmd_predict(args) -> int:
     model = _load_tabular(args.model, "predict")
     table = read_csv(args.data, column_types=model.input_kinds)  # typed as in training
     labels = model.predict(table)
+    reasons = _reasons(model, table, args) if args.reasons else None
     out = open(args.output, "w", newline="") if args.output else sys.stdout
     try:
         w = csv.writer(out)
@@ -195,9 +224,10 @@ def cmd_predict(args) -> int:
             w.writerows([[v] for v in labels.tolist()])
         else:
             proba = model.predict_proba(table)
-            w.writerow(["prediction", *[f"p_{c}" for c in model.classes_.tolist()]])
-            for lab, p in zip(labels.tolist(), proba.tolist()):
-                w.writerow([lab, *[f"{x:.6f}" for x in p]])
+            head = ["prediction", *[f"p_{c}" for c in model.classes_.tolist()]]
+            w.writerow(head + [f"reason_{i + 1}" for i in range(args.reasons or 0)])
+            for i, (lab, p) in enumerate(zip(labels.tolist(), proba.tolist())):
+                w.writerow([lab, *[f"{x:.6f}" for x in p], *(reasons[i] if reasons else [])])
     finally:
         if args.output:
             out.close()
@@ -206,6 +236,20 @@ def cmd_predict(args) -> int:
 
 def _one_csv_file(path: str) -> bool:
     return not os.path.isdir(path) and not path.lower().endswith((".parquet", ".pq", "*"))
+
+
+def _reasons(model, table, args) -> list[list[str]]:
+    """``--reasons K``: per row K cells ``column=value (+contribution)`` (empty past the
+    columns that push toward ``--adverse``), from :func:`lepton_nn.risk.reason_codes`."""
+    from .risk.reasons import reason_codes
+
+    if model.task_ != "binary":
+        raise LeptonError(f"--reasons: {args.model} is a {model.task_} model, not binary")
+    k = args.reasons
+    cells = []
+    for row in reason_codes(model, table, k=k, adverse=args.adverse):
+        cells.append([f"{c}={v} ({d:+.4f})" for c, v, d in row] + [""] * (k - len(row)))
+    return cells
 
 
 def _load_tabular(path: str, command: str):
@@ -363,6 +407,13 @@ def _add_train(sub) -> None:
         "--cv", type=A.cv_folds, default=0, help="also report k-fold cross-validation (0: none)"
     )
     t.add_argument("--seed", type=A.nonneg_int, default=0, help="seed of splits and weights")
+    t.add_argument(
+        "--monotone",
+        type=_monotone_spec,
+        action="extend",
+        metavar="COL:+1|-1",
+        help="score only rises (+1) or falls (-1) with these numeric columns, e.g. Income:-1",
+    )
     t.add_argument("-o", "--output", required=True, help="model file to write (.lnn)")
     cols = {"type": _column_list, "action": "extend", "default": [], "metavar": "COLS"}
     t.add_argument("--numeric", **cols, help="columns to read as numbers (comma-separated)")
@@ -381,7 +432,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, convert, datasets, info, serve, tune
+    from .commands import compress, convert, datasets, info, monitor, serve, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -416,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.score import add_arguments as add_scoring
 
     add_scoring(r)
+    r.add_argument(
+        "--reasons",
+        type=A.positive_int,
+        metavar="K",
+        help="add columns reason_1..K: the columns pushing each row toward --adverse",
+    )
+    r.add_argument("--adverse", help="the class that means decline (default: the positive one)")
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser(
@@ -443,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_parser(sub, Help)
     convert.add_parser(sub, Help)
     serve.add_parser(sub, Help)
+    monitor.add_parser(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help

@@ -572,3 +572,56 @@ def binary_report(
         "positive_rate": float(pos.mean()),
         "confusion_matrix": cm.tolist(),
     }
+
+
+# ------------------------------------------------------------------------- calibration
+
+
+def brier_score(y_true: Any, proba: Any, pos_label: Any = None) -> float:
+    """Mean squared error of P(positive): ``mean((p - [y == positive])^2)``."""
+    p = _scores(proba, "proba")
+    pos = _positive_mask(y_true, pos_label, "brier_score")
+    _same_length(("y_true", pos), ("proba", p))
+    return float(np.mean((p - pos) ** 2))
+
+
+def reliability_table(y_true: Any, proba: Any, bins: int = 10, pos_label: Any = None) -> list:
+    """Equal-width bins of P(positive) over [0, 1]: per non-empty bin ``{"lo", "hi", "n",
+    "mean_predicted", "observed_rate"}`` (bin b holds b/B <= p < (b+1)/B; p = 1 in the last)."""
+    p = _scores(proba, "proba")
+    pos = _positive_mask(y_true, pos_label, "reliability_table")
+    _same_length(("y_true", pos), ("proba", p))
+    b = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    rows = []
+    for k in range(bins):
+        m = b == k
+        if m.any():
+            rows.append(
+                {
+                    "lo": k / bins,
+                    "hi": (k + 1) / bins,
+                    "n": int(m.sum()),
+                    "mean_predicted": float(p[m].mean()),
+                    "observed_rate": float(pos[m].mean()),
+                }
+            )
+    return rows
+
+
+def expected_calibration_error(
+    y_true: Any, proba: Any, bins: int = 10, pos_label: Any = None
+) -> float:
+    """ECE = sum_b (n_b / N) |observed_rate_b - mean_predicted_b| over the
+    :func:`reliability_table` bins (equal width)."""
+    table = reliability_table(y_true, proba, bins, pos_label)
+    n = sum(r["n"] for r in table)
+    return float(sum(r["n"] * abs(r["observed_rate"] - r["mean_predicted"]) for r in table) / n)
+
+
+def calibration_report(y_true: Any, proba: Any, bins: int = 10, pos_label: Any = None) -> dict:
+    """``{"brier", "ece", "reliability"}`` of P(positive) (see the functions above)."""
+    return {
+        "brier": brier_score(y_true, proba, pos_label),
+        "ece": expected_calibration_error(y_true, proba, bins, pos_label),
+        "reliability": reliability_table(y_true, proba, bins, pos_label),
+    }

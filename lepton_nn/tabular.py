@@ -89,6 +89,7 @@ class TabularModel:
         column_types: dict[str, str] | None = None,
         drop: tuple[str, ...] = (),
         non_numeric: str = "error",
+        monotone: dict[str, int] | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -107,6 +108,7 @@ class TabularModel:
         self.column_types = dict(column_types or {})
         self.drop = (drop,) if isinstance(drop, str) else tuple(drop)
         self.non_numeric = non_numeric
+        self.monotone = _check_monotone(monotone)
         self.preprocessor: Preprocessor | None = None
         self.labels: LabelEncoder | None = None
         self.network: Sequential | None = None
@@ -116,6 +118,11 @@ class TabularModel:
         # set by compress(): the int8 form of the network (None: float), and what was done
         self.quantized: QuantizedModel | None = None
         self.compression: dict | None = None
+        # lepton_nn.risk: the model card (risk/card.py format), a calibration map
+        # (runtime/calibration.py), the training profile for monitoring and reason codes
+        self.card: dict | None = None
+        self.calibration: dict | None = None
+        self.profile: dict | None = None
 
     def get_params(self) -> dict:
         keys = (
@@ -138,6 +145,7 @@ class TabularModel:
             "column_types",
             "drop",
             "non_numeric",
+            "monotone",
         )
         return {k: getattr(self, k) for k in keys}
 
@@ -179,7 +187,19 @@ class TabularModel:
         n_out = len(self.labels.classes_) if task == "multiclass" else 1
         self.network = self._build(X.shape[1], n_out)
         self.history = self._train(X, target, loss, task)
+        self.calibration = None
+        self.profile = self._profile(data, keep) if task == "binary" else None
         return self
+
+    def _profile(self, data: Any, keep: np.ndarray) -> dict:
+        """Training bins of the score and every column, and the approved rows' baseline
+        (:mod:`lepton_nn.runtime.profile`), for monitoring and reason codes."""
+        from .runtime.profile import build_profile
+
+        table = self.preprocessor.as_table(data).take(keep)
+        z = self.decision_function(table).astype(np.float64)
+        approved = 1.0 / (1.0 + np.exp(-z)) < self.threshold
+        return build_profile(self.preprocessor._compiled(), table, z, approved)
 
     def _check_positive(self, data: Any, y: np.ndarray, task: str) -> None:
         """``positive=`` names a class of a two-class target; anything else is refused."""
@@ -238,7 +258,7 @@ class TabularModel:
             t_tr = t_tr.reshape(-1, 1)
         opt = optim.AdamW(self.network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         trainer = Trainer(self.network, loss, opt)
-        callbacks = []
+        callbacks = self._monotone_callbacks()
         if validation is not None:
             stopper = EarlyStopping(
                 monitor="val_loss", patience=self.patience, restore_best_weights=True
@@ -268,6 +288,7 @@ class TabularModel:
                 X,
                 t_all,
                 epochs=stopper.best_epoch + 1,
+                callbacks=self._monotone_callbacks(),
                 batch_size=self.batch_size,
                 sample_weight=w_all,
                 verbose=self.verbose,
@@ -275,6 +296,56 @@ class TabularModel:
             )
         self.network.eval()
         return hist.history
+
+    def _monotone_inputs(self) -> dict[int, int]:
+        """Network input index -> +1/-1 for each ``monotone`` column (numeric only)."""
+        pre = self.preprocessor._compiled()
+        out = {}
+        for name, sign in self.monotone.items():
+            if name not in pre.numeric_names:
+                kind = "not a column" if name not in pre.names else "categorical"
+                raise DataError(f"monotone: column {name!r} is {kind}; give numeric columns")
+            out[int(pre.numeric_cols[pre.numeric_names.index(name)])] = sign
+        return out
+
+    def _monotone_callbacks(self, network: Any = None) -> list:
+        """The projection keeping ``network`` (default: this model's) monotone, if asked."""
+        if not self.monotone:
+            return []
+        if self.task_ == "multiclass":
+            raise DataError("monotone: constraints are for binary and regression models")
+        from .monotone import MonotoneProjection
+
+        net = self.network if network is None else network
+        return [MonotoneProjection(net, self._monotone_inputs())]
+
+    def monotone_violations(self, data: Any, rows: int = 200, points: int = 21) -> dict:
+        """Per constrained column, how many of (up to ``rows``) rows of ``data`` see the score
+        move against the constraint as the column steps through ``points`` values spanning
+        the training range (:func:`lepton_nn.monotone.grid_violations`); 0 is the promise."""
+        from .monotone import grid_violations
+
+        X = self.transform(data)[:rows]
+        pre = self.preprocessor._compiled()
+
+        def score(x):
+            if self.quantized is not None:
+                return self.quantized.predict(x)[:, 0]
+            with no_grad():
+                return self.network(x).data[:, 0]
+
+        out = {}
+        for j, sign in self._monotone_inputs().items():
+            k = list(pre.numeric_cols).index(j)
+            lo, hi = -3.0, 3.0  # scaled units: the bulk of the training range
+            if self.profile is not None:
+                edges = self.profile["columns"][pre.names.index(pre.numeric_names[k])]["edges"]
+                if edges:
+                    scaled = (np.asarray(edges) - pre.center[k]) / pre.scale[k]
+                    lo, hi = min(lo, scaled.min() - 1), max(hi, scaled.max() + 1)
+            grid = np.linspace(lo, hi, points)
+            out[pre.numeric_names[k]] = grid_violations(score, X, j, sign, grid)
+        return out
 
     # -- predicting --------------------------------------------------------------------------
     def _check(self) -> None:
@@ -302,11 +373,24 @@ class TabularModel:
         z = self.decision_function(data)
         if self.task_ == "regression":
             raise DataError("predict_proba is for classification; use predict")
+        if self.calibration is not None:  # lepton_nn.risk.calibrate; the runtime does the same
+            p = self._calibration_map().apply(z)
+            return np.stack([1 - p, p], axis=1) if p.ndim == 1 else p
         if self.task_ == "binary":
             p = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
             return np.stack([1 - p, p], axis=1)
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    def _calibration_map(self):
+        """The checked map of ``self.calibration`` (parsed once per calibration dict)."""
+        from .runtime.calibration import parse_calibration
+
+        cached = getattr(self, "_calibration_cache", None)
+        if cached is None or cached[0] is not self.calibration:
+            cached = (self.calibration, parse_calibration(self.calibration, self.task_))
+            self._calibration_cache = cached
+        return cached[1]
 
     def predict(self, data: Any) -> np.ndarray:
         """Labels (binary: positive when P(positive) >= threshold), or values for regression."""
@@ -352,6 +436,9 @@ class TabularModel:
                 codes, proba[:, 1], threshold=self.threshold, pos_label=1
             )
             report["positive"] = _plain(self.labels.positive_)
+            report.update(metrics.calibration_report(codes, proba[:, 1]))
+            if self.monotone:
+                report["monotone_violations"] = self.monotone_violations(data)
             return report
         pred = proba.argmax(axis=1)
         return {
@@ -474,7 +561,7 @@ class TabularModel:
             t,
             epochs=epochs,
             batch_size=self.batch_size,
-            callbacks=[callback],
+            callbacks=[callback, *self._monotone_callbacks(net)],
             sample_weight=weights,
             verbose=self.verbose,
             seed=self.seed,
@@ -521,6 +608,9 @@ class TabularModel:
         }
         if self.compression is not None:
             manifest["compression_card"] = self.compression
+        for key in ("card", "calibration", "profile"):
+            if getattr(self, key) is not None:
+                manifest[key] = getattr(self, key)
         return manifest, arrays
 
     @classmethod
@@ -554,9 +644,28 @@ class TabularModel:
         self.target_scale = (float(ts[0]), float(ts[1]))
         card = manifest.get("metrics")
         self.metrics_card = card if isinstance(card, dict) else {}
+        # checked by the validator (calibration, profile) or when printed (card)
+        self.card = manifest.get("card") if isinstance(manifest.get("card"), dict) else None
+        params = manifest.get("params")
+        try:
+            self.monotone = _check_monotone((params or {}).get("monotone"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ModelFormatError(f"tabular model: bad monotone constraints: {exc}") from None
+        self.calibration = manifest.get("calibration")
+        self.profile = manifest.get("profile")
         if self.task_ != "regression" and self.labels is None:
             raise ModelFormatError("tabular classifier without labels")
         return self
+
+
+def _check_monotone(monotone: Any) -> dict[str, int]:
+    """``{"column": +1 | -1}``: +1 the score only rises with the column, -1 only falls."""
+    out = {}
+    for name, sign in dict(monotone or {}).items():
+        if isinstance(sign, bool) or sign not in (1, -1):
+            raise ValueError(f"monotone[{name!r}] must be +1 (rises) or -1 (falls), got {sign!r}")
+        out[str(name)] = int(sign)
+    return out
 
 
 def _label_locator(data: Any, keep: np.ndarray | None) -> Any:

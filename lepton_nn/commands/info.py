@@ -148,7 +148,29 @@ def _model_text(path: str, m: dict) -> list[str]:
     return lines
 
 
+def model_card(path: str) -> str:
+    """The Markdown model card stored in ``path`` (:mod:`lepton_nn.risk.card`)."""
+    from ..errors import LeptonError
+    from ..risk import card
+    from ..runtime.format import inspect_lnn
+
+    stored = inspect_lnn(path).get("card")
+    if stored is None:
+        raise LeptonError(
+            f"{path} has no model card; write one with lepton_nn.risk.card.set_section() "
+            "(lepton_nn.risk.card.set_section), then save"
+        )
+    return card.to_markdown(stored, title=f"Model card: {path}")
+
+
 def cmd_info(args) -> int:
+    if getattr(args, "card", False):
+        if not args.model:
+            from ..errors import LeptonError
+
+            raise LeptonError("info --card needs a MODEL file")
+        print(model_card(args.model), end="")
+        return 0
     if args.model:
         data = model_summary(args.model)
         text = _model_text(args.model, data)
@@ -167,4 +189,5 @@ def add_parser(sub, h) -> None:
     )
     i.add_argument("model", nargs="?", help="a .lnn file (omit: describe this install)")
     i.add_argument("--json", action="store_true", help="print valid JSON instead of text")
+    i.add_argument("--card", action="store_true", help="print the model card (Markdown)")
     i.set_defaults(fn=cmd_info)

@@ -20,6 +20,8 @@ REPORT_KEYS = (
     "pr_auc",
     "ks",
     "log_loss",
+    "brier",
+    "ece",
     "r2",
     "mae",
     "rmse",

@@ -14,10 +14,13 @@ Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.forma
        "task": "binary" | "multiclass" | "regression",
        "threshold": 0.5,                               # binary: P(positive) >= threshold
        "target_scale": [mu, sd],                       # regression: value = mu + sd * output
-       "output": "probabilities" | "logits"}           # optional; else from the last activation
+       "output": "probabilities" | "logits",          # optional; else from the last activation
+       "calibration": {...},                           # optional: runtime/calibration.py
+       "profile": {...}}                               # optional: runtime/profile.py
 
   (what :class:`lepton_nn.tabular.TabularModel` writes; its predictions are reproduced
-  exactly: binary p = 1 / (1 + exp(-z)) in float64, multiclass a softmax of the logits).
+  exactly: binary p = 1 / (1 + exp(-z)) in float64, multiclass a softmax of the logits, or
+  the file's calibration map of z when it has one).
 
   ``predict(rows)`` returns labels (regression: values) and ``predict_proba(rows)``
   probabilities, (N, C) in the order of ``classes`` (binary: ``[1 - p, p]``).
@@ -118,6 +121,20 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _calibrated(cal: Any, out: np.ndarray, probabilities: bool) -> np.ndarray:
+    """Calibrated probabilities (N, C) from the network's outputs (N, 1 | C)."""
+    z = out.astype(np.float64)
+    if z.shape[1] == 2 and cal.method != "temperature":  # a binary softmax: one logit
+        z = z[:, 1:] - z[:, :1] if not probabilities else z[:, 1:]
+    if probabilities:  # back to logits (binary) / log-probabilities (softmax)
+        with np.errstate(divide="ignore"):
+            z = np.log(z) - np.log1p(-z) if z.shape[1] == 1 else np.log(z)
+    if z.shape[1] == 1:
+        p = cal.apply(z[:, 0])
+        return np.stack([1 - p, p], axis=1)
+    return cal.apply(z)
+
+
 class InferenceModel:
     """A network (and, for tabular files, its preprocessing and labels) compiled into plans.
 
@@ -163,6 +180,7 @@ class InferenceModel:
         self.classes: np.ndarray | None = None
         self.threshold = 0.5
         self.target_scale = (0.0, 1.0)
+        self.calibration = summary.extra.get("calibration")  # runtime/calibration.py
         self._probabilities = summary.extra.get(
             "probabilities", summary.final_activation in ("sigmoid", "softmax")
         )
@@ -425,6 +443,8 @@ class InferenceModel:
 
     def _proba(self, out: np.ndarray) -> np.ndarray:
         out = out.reshape(out.shape[0], math.prod(out.shape[1:]))
+        if self.calibration is not None:
+            return _calibrated(self.calibration, out, self._probabilities)
         if out.shape[1] == 1:
             z = out[:, 0].astype(np.float64)
             p = z if self._probabilities else 1.0 / (1.0 + np.exp(-z))

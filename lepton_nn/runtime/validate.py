@@ -301,6 +301,14 @@ def _check_tabular(m: dict, s: Summary) -> None:
         raise _fail(f"tabular file: target_scale must be [mean, scale], got {ts!r:.80}")
     for v in ts:
         _num(v, "tabular file: target_scale")
+    if m.get("calibration") is not None:
+        from .calibration import parse_calibration
+
+        s.extra["calibration"] = parse_calibration(m["calibration"], task)
+    if m.get("profile") is not None:
+        from .profile import parse_profile
+
+        parse_profile(m["profile"], m.get("preprocessing"))
     final = s.final_activation
     output = _str(m.get("output"), "tabular file: output", ("probabilities", "logits"), True)
     probabilities = final in ("sigmoid", "softmax") if output is None else output == "probabilities"
