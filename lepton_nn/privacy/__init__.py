@@ -5,9 +5,15 @@ See ``docs/privacy.md`` for what the guarantee covers.
 """
 
 from .accountant import RDPAccountant, epsilon, noise_for_epsilon
+from .engine import DPOptimizer, PoissonLoader, Privacy, PrivateTraining, make_private
 from .grad_sample import SUPPORTED, GradSampler, per_example_grads
 
 __all__ = [
+    "DPOptimizer",
+    "PoissonLoader",
+    "Privacy",
+    "PrivateTraining",
+    "make_private",
     "GradSampler",
     "RDPAccountant",
     "SUPPORTED",

@@ -6,7 +6,8 @@ mechanism* (SGM). Its Rényi divergence of order alpha is (Mironov, Talwar, Zhan
 "Rényi Differential Privacy of the Sampled Gaussian Mechanism", sections 3.2 and 3.3):
 
     RDP(alpha) = log(A_alpha) / (alpha - 1),
-    A_alpha    = E_{z ~ mu0} [((1 - q) + q mu1(z) / mu0(z))^alpha],  mu0 = N(0, s^2), mu1 = N(1, s^2)
+    A_alpha    = E_{z ~ mu0} [((1 - q) + q mu1(z) / mu0(z))^alpha],
+    mu0 = N(0, s^2), mu1 = N(1, s^2)  (s: the noise multiplier)
 
 which for an integer alpha is the finite sum
     A_alpha = sum_k C(alpha, k) (1 - q)^(alpha - k) q^k exp((k^2 - k) / (2 s^2)),
@@ -14,7 +15,8 @@ and for a fractional alpha the two-sided series with erfc terms of their section
 RDP adds up over steps; epsilon at delta comes from the conversion of Balle et al. 2020
 ("Hypothesis testing interpretations and Rényi DP", theorem 21):
 
-    eps = min_alpha  RDP_total(alpha) + log((alpha - 1) / alpha) - (log delta + log alpha) / (alpha - 1)
+    eps = min over alpha of
+          RDP_total(alpha) + log((alpha - 1) / alpha) - (log delta + log alpha) / (alpha - 1)
 
 These are the formulas Opacus and TF-Privacy implement; ``tests/test_privacy_accountant.py``
 checks ours against Opacus's numbers.
@@ -23,6 +25,7 @@ checks ours against Opacus's numbers.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -55,8 +58,11 @@ def _log_erfc(x: float) -> float:
         return math.log(math.erfc(x))
     # erfc(x) ~ exp(-x^2) / (x sqrt(pi)) (1 - 1/(2x^2) + 3/(4x^4) - 15/(8x^6))
     r = 1.0 / (x * x)
-    return -x * x - math.log(x) - 0.5 * math.log(math.pi) + math.log1p(
-        -0.5 * r + 0.75 * r * r - 1.875 * r**3
+    return (
+        -x * x
+        - math.log(x)
+        - 0.5 * math.log(math.pi)
+        + math.log1p(-0.5 * r + 0.75 * r * r - 1.875 * r**3)
     )
 
 
@@ -119,6 +125,13 @@ def rdp_sgm(sample_rate: float, noise_multiplier: float, orders=DEFAULT_ORDERS) 
     return out
 
 
+@lru_cache(maxsize=256)
+def _rdp_cached(q: float, s: float, orders: tuple) -> np.ndarray:
+    out = rdp_sgm(q, s, orders)
+    out.flags.writeable = False
+    return out
+
+
 def _eps_from_rdp(rdp: np.ndarray, orders, delta: float) -> tuple[float, float]:
     """(epsilon, best order) by the conversion of Balle et al. 2020."""
     if not 0 < delta < 1:
@@ -160,7 +173,7 @@ class RDPAccountant:
     def rdp(self) -> np.ndarray:
         total = np.zeros(len(self.orders))
         for s, q, n in self.history:
-            total += n * rdp_sgm(q, s, self.orders)
+            total += n * _rdp_cached(q, s, self.orders)
         return total
 
     def get_epsilon(self, delta: float) -> float:

@@ -160,7 +160,10 @@ def unfold(x: np.ndarray, layer: Conv2D) -> np.ndarray:
     for i in range(kh):
         for j in range(kw):
             cols[:, :, i, j] = xp[
-                :, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw
+                :,
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
             ]
     return cols
 
@@ -192,7 +195,11 @@ class _ConvRule(_Rule):
             n = x.shape[0]
             cols = unfold(x, layer).reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, K, L)
             gg = g.reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, F/G, L)
-            _add(res, "weight", np.einsum("ngfl,ngkl->ngfk", gg, cols).reshape(n, *layer.weight.shape))
+            _add(
+                res,
+                "weight",
+                np.einsum("ngfl,ngkl->ngfk", gg, cols).reshape(n, *layer.weight.shape),
+            )
             if layer.bias is not None:
                 _add(res, "bias", g.sum(axis=(2, 3)))
         return {k: v for k, v in res.items() if k in self.params()}
@@ -326,6 +333,14 @@ class GradSampler:
             if t in _Sequence.weight_grad_taps:
                 _Sequence.weight_grad_taps.remove(t)
 
+    def batch_size(self) -> int:
+        """Examples in the recorded batch (0 when nothing is recorded)."""
+        for r in self.rules:
+            for x, g in r.records:
+                if g is not None:
+                    return len(x) if x is not None else next(iter(g.values())).shape[0]
+        return 0
+
     def clear(self) -> None:
         for r in self.rules:
             r.records.clear()
@@ -356,7 +371,9 @@ class GradSampler:
         """(N,) norm of each example's whole gradient (all parameters together)."""
         if self._shared():
             g = self.per_example(scale)
-            return np.sqrt(sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values()))
+            return np.sqrt(
+                sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
+            )
         parts = [r.norms_sq(scale) for r in self.rules]
         parts = [p for p in parts if p is not None]
         if not parts:
