@@ -152,3 +152,34 @@ def test_trainer_fit_with_privacy_reports_epsilon_each_epoch():
     assert all("call" not in vars(layer) for layer in m.layers)  # detached after fit
     with pytest.raises(ValueError, match="privacy"):
         t.fit(x, y, epochs=1, verbose=0, class_weight="balanced", privacy=Privacy(2.0))
+
+
+def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
+    import warnings
+
+    from lepton_nn import datasets, load, save
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(600))
+    bounds = {"Age": (18, 100)}
+    cats = {"Records": ["no", "yes"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # categories the DP histogram did not release
+        priv = Privacy(3.0, 1e-5, bounds=bounds, categories=cats)
+        m = TabularModel(epochs=2, batch_size=60, seed=0, positive="bad", privacy=priv).fit(table)
+    card = m.privacy_card
+    assert card["epsilon"] <= 3.0 + 1e-9 and card["delta"] <= 1e-5
+    pre = card["preprocessing"]
+    assert pre["epsilon"] == pytest.approx(0.3) and card["training_epsilon"] <= 2.7
+    assert pre["columns"]["Age"].startswith("public bounds")
+    assert pre["columns"]["Records"] == "public categories"
+    assert pre["columns"]["Income"].startswith("DP quantiles")
+    assert pre["columns"]["Home"].startswith("DP histogram")
+    age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
+    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    assert all(c["indicator"] for c in m.preprocessor.columns_)  # not read from the data
+    assert len(m.history["epsilon"]) == 2
+    path = tmp_path / "m.lnn"
+    save(m, path)
+    back = load(path)
+    assert back.privacy_card["epsilon"] == pytest.approx(card["epsilon"])

@@ -145,6 +145,7 @@ class PrivateTraining:
         self.model, self.optimizer, self.sampler = model, optimizer, sampler
         self.loader, self.accountant, self.delta = loader, accountant, float(delta)
         self.preprocessing = bounds
+        self.spent_before = (0.0, 0.0)  # (epsilon, delta) of the preprocessing, if private
 
     @property
     def noise_multiplier(self) -> float:
@@ -155,18 +156,26 @@ class PrivateTraining:
         return self.optimizer.sample_rate
 
     def epsilon(self, delta: float | None = None) -> float:
-        return self.accountant.get_epsilon(self.delta if delta is None else delta)
+        """Epsilon spent so far at ``delta`` of the training (default: the target delta),
+        plus what private preprocessing spent before it (basic composition)."""
+        return (
+            self.accountant.get_epsilon(self.delta if delta is None else delta)
+            + (self.spent_before[0])
+        )
 
     def detach(self) -> None:
         self.sampler.detach()
 
     def report(self) -> dict:
         """The record a model file keeps (JSON values)."""
+        eps0, delta0 = self.spent_before
         return {
             "mechanism": "DP-SGD (per-example clipping, Gaussian noise, Poisson sampling)",
             "accountant": "rdp",
             "epsilon": self.epsilon(),
-            "delta": self.delta,
+            "delta": self.delta + delta0,
+            "training_epsilon": self.epsilon() - eps0,
+            "training_delta": self.delta,
             "noise_multiplier": self.noise_multiplier,
             "max_grad_norm": self.optimizer.max_grad_norm,
             "sample_rate": self.sample_rate,
@@ -235,8 +244,16 @@ def make_private(
 
 
 class Privacy:
-    """A privacy request for :meth:`lepton_nn.train.Trainer.fit` (``privacy=Privacy(...)``):
-    the arguments of :func:`make_private` other than the model, optimizer and data."""
+    """A privacy request for :meth:`lepton_nn.train.Trainer.fit` and
+    :class:`~lepton_nn.tabular.TabularModel` (``privacy=Privacy(...)``): the arguments of
+    :func:`make_private` other than the model, optimizer and data.
+
+    For a TabularModel the preprocessing statistics are made private too
+    (:mod:`lepton_nn.privacy.preprocess`): ``bounds`` ({column: (lo, hi)}) and ``categories``
+    ({column: [...]}) are public knowledge given by the user and cost nothing; the other
+    columns' statistics spend ``preprocessing_share`` of the budget (epsilon and delta), the
+    training the rest, so the model as a whole is (target_epsilon, target_delta)-DP.
+    """
 
     def __init__(
         self,
@@ -244,14 +261,45 @@ class Privacy:
         target_delta: float = 1e-5,
         max_grad_norm: float = 1.0,
         noise_multiplier: float | None = None,
-        preprocessing: str = "not recorded",
+        bounds: dict | None = None,
+        categories: dict | None = None,
+        preprocessing_share: float = 0.1,
+        preprocessing_epsilon: float = 0.1,
     ):
+        if not 0 < preprocessing_share < 1:
+            raise ValueError(f"preprocessing_share must be in (0, 1), got {preprocessing_share}")
         self.target_epsilon, self.target_delta = target_epsilon, float(target_delta)
         self.max_grad_norm, self.noise_multiplier = float(max_grad_norm), noise_multiplier
-        self.preprocessing = preprocessing
+        self.bounds, self.categories = dict(bounds or {}), dict(categories or {})
+        self.preprocessing_share = float(preprocessing_share)
+        self.preprocessing_epsilon = float(preprocessing_epsilon)
+        self.preprocessing: dict | str = "not recorded (the caller's own preprocessing)"
+
+    def privatize_preprocessor(self, pre, table, kept, seed=None) -> dict:
+        """Replace the fitted ``pre``'s statistics (see :mod:`.preprocess`); remembers the
+        spent (epsilon, delta) so ``attach`` trains on what is left."""
+        from .preprocess import privatize_preprocessor
+
+        if self.target_epsilon is not None:
+            eps = self.preprocessing_share * self.target_epsilon
+        else:
+            eps = self.preprocessing_epsilon
+        delta = self.preprocessing_share * self.target_delta
+        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+        self.preprocessing = privatize_preprocessor(
+            pre, table, kept, eps, delta, rng, self.bounds, self.categories
+        )
+        return self.preprocessing
+
+    def _spent_before(self) -> tuple[float, float]:
+        if isinstance(self.preprocessing, dict):
+            return self.preprocessing["epsilon"], self.preprocessing["delta"]
+        return 0.0, 0.0
 
     def attach(self, model, optimizer, arrays, batch_size: int, epochs: int, seed=None):
-        return make_private(
+        eps0, delta0 = self._spent_before()
+        target = None if self.target_epsilon is None else self.target_epsilon - eps0
+        priv = make_private(
             model,
             optimizer,
             arrays,
@@ -259,8 +307,10 @@ class Privacy:
             epochs=epochs,
             max_grad_norm=self.max_grad_norm,
             noise_multiplier=self.noise_multiplier,
-            target_epsilon=self.target_epsilon,
-            target_delta=self.target_delta,
+            target_epsilon=target,
+            target_delta=self.target_delta - delta0,
             seed=seed,
             preprocessing=self.preprocessing,
         )
+        priv.spent_before = (eps0, delta0)
+        return priv
