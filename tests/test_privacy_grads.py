@@ -25,14 +25,14 @@ def _one_by_one(model, loss_fn, x, y, **kw):
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def _check(model, loss_fn, x, y, ghost=True):
+def _check(model, loss_fn, x, y):
     got = per_example_grads(model, loss_fn, x, y)
     want = _one_by_one(model, loss_fn, x, y)
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-12, err_msg=k)
-    if ghost:  # the norms (ghost where the rule knows how) and the clipped sum
-        s = GradSampler(model).attach()
+    for ghost in (True, False):  # norms and clipped sums, ghost and materialised
+        s = GradSampler(model, ghost=ghost).attach()
         try:
             loss = loss_fn(model(x), y)
             loss.backward()

@@ -83,11 +83,19 @@ class DPOptimizer:
     def _release(self, sums: dict[int, np.ndarray]) -> None:
         """Noise, average, inner step, one more step for the accountant."""
         std = self.noise_multiplier * self.max_grad_norm
-        for p in self.optimizer.params:
-            g = sums.get(id(p))
-            noise = self.rng.normal(0.0, std, p.shape) if std > 0 else 0.0
-            total = (np.zeros(p.shape) if g is None else g) + noise
-            p.grad = np.asarray(total / self.expected_batch_size, dtype=p.dtype)
+        params = self.optimizer.params
+        dtype = np.result_type(*[p.dtype for p in params])
+        sizes = [p.size for p in params]
+        noise = self.rng.standard_normal(sum(sizes), dtype=dtype) * dtype.type(std)
+        noise /= dtype.type(self.expected_batch_size)
+        at = 0
+        for p, k in zip(params, sizes):
+            g = noise[at : at + k].reshape(p.shape)
+            at += k
+            s = sums.get(id(p))
+            if s is not None:
+                g += s / self.expected_batch_size
+            p.grad = g.astype(p.dtype, copy=False)
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
         self.sampler.clear()

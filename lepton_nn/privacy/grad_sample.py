@@ -31,7 +31,7 @@ import inspect
 import numpy as np
 
 from ..autograd import Tensor, is_grad_enabled
-from ..backend.reference import IDENTITY
+from ..backend.reference import ACT_CODE, IDENTITY
 from ..errors import LeptonError, ShapeError
 from ..nn.conv import Conv2D, _check_images
 from ..nn.layers import Dense, apply_activation, as_input
@@ -48,18 +48,24 @@ __all__ = ["GradSampler", "per_example_grads", "SUPPORTED"]
 class _Rule:
     """One layer's records (input, dL/dz) and its per-example gradient formulas."""
 
-    def __init__(self, layer, prefix: str):
-        self.layer, self.prefix = layer, prefix
+    def __init__(self, layer, prefix: str, ghost: bool = True):
+        self.layer, self.prefix, self.ghost = layer, prefix, ghost
         self.records: list[list] = []  # [input array, gradient array or None]
+        self._params = {k: p for k, p in layer._own_parameters() if p.requires_grad}
 
     def params(self) -> dict:
-        return {k: p for k, p in self.layer._own_parameters() if p.requires_grad}
+        return self._params
 
-    def _record(self, x: np.ndarray, z: Tensor) -> None:
+    def _record(self, x: np.ndarray, z: Tensor, dz_dy=None) -> None:
+        """Keep x and, in backward, dL/dz: from z's own gradient, or from the gradient of the
+        fused output y = f(z) times ``dz_dy`` (f'(z) as a function of y)."""
         if is_grad_enabled() and z.requires_grad:
             rec = [x, None]
             self.records.append(rec)
-            z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
+            if dz_dy is None:
+                z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
+            else:
+                z.register_hook(lambda g: rec.__setitem__(1, g * dz_dy(z.data)))
 
     def recs(self, scale: float):
         return [(x, g * scale) for x, g in self.records if g is not None]
@@ -96,6 +102,11 @@ class _DenseRule(_Rule):
                 f"{layer.in_features}), got {x.shape}"
             )
         ps = (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
+        deriv = _FUSED_DERIVATIVE.get(layer.activation)
+        if deriv is not None:  # y = f(z) in the fused kernel; dL/dz = dL/dy f'(z) from y
+            y = Linear.apply(x, *ps, act=ACT_CODE[layer.activation])
+            self._record(x.data, y, deriv)
+            return y
         z = Linear.apply(x, *ps, act=IDENTITY)
         self._record(x.data, z)
         return apply_activation(z, layer.activation)
@@ -117,7 +128,11 @@ class _DenseRule(_Rule):
 
     def norms_sq(self, scale):
         recs = self._3d(scale)
-        if len(recs) != 1 or len(self.params()) != (1 + (self.layer.bias is not None)):
+        if (
+            not self.ghost
+            or len(recs) != 1
+            or len(self.params()) != (1 + (self.layer.bias is not None))
+        ):
             return super().norms_sq(scale)  # a shared or partly frozen layer: the sum first
         x, g = recs[0]
         t, i, o = x.shape[1], x.shape[2], g.shape[2]
@@ -135,6 +150,8 @@ class _DenseRule(_Rule):
         return w
 
     def clipped_sum(self, c, scale):
+        if not self.ghost:
+            return super().clipped_sum(c, scale)
         res: dict[str, np.ndarray] = {}
         for x, g in self._3d(scale):
             gc = g * c[:, None, None].astype(g.dtype)
@@ -142,6 +159,15 @@ class _DenseRule(_Rule):
             if self.layer.bias is not None:
                 _add(res, "bias", gc.sum(axis=(0, 1)))
         return {k: v for k, v in res.items() if k in self.params()}
+
+
+# f'(z) written with y = f(z), for the activations the dense kernel fuses
+_FUSED_DERIVATIVE = {
+    "relu": lambda y: (y > 0).astype(y.dtype),
+    "sigmoid": lambda y: y * (1 - y),
+    "tanh": lambda y: 1 - y * y,
+    "identity": lambda y: 1,
+}
 
 
 def _add(res: dict, key: str, value: np.ndarray) -> None:
@@ -292,12 +318,13 @@ SUPPORTED = tuple(sorted(cls.__name__ for cls in RULES))
 class GradSampler:
     """Per-example gradients of every trainable parameter of ``model`` (see the module doc).
 
-    ``attach()`` routes each layer through its rule; after a forward and ``backward()``,
-    ``per_example(scale)``, ``norms(scale)`` and ``clipped_sum(c, scale)`` read them
+    ``ghost=False`` forms every per-example gradient even where a rule could avoid it (for
+    comparison). ``attach()`` routes each layer through its rule; after a forward and
+    ``backward()``, ``per_example(scale)``, ``norms(scale)`` and ``clipped_sum(c, scale)`` read them
     (``scale``: the batch size when the loss was a mean, 1 for a sum); ``clear()`` drops them.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, ghost: bool = True):
         self.model = model
         self.rules: list[_Rule] = []
         for prefix, m in model._named_modules():
@@ -316,8 +343,10 @@ class GradSampler:
                     f"private training supports {', '.join(SUPPORTED)} (and layers without "
                     "parameters)"
                 )
-            self.rules.append(rule(m, prefix))
+            self.rules.append(rule(m, prefix, ghost))
         self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        ids = [id(p) for r in self.rules for p in r.params().values()]
+        self.shared = len(ids) != len(set(ids))  # a parameter used by two layers
         self._taps = [r.tap for r in self.rules if isinstance(r, _RecurrentRule)]
 
     def attach(self) -> GradSampler:
@@ -363,13 +392,9 @@ class GradSampler:
                 _add(out, names[id(r.params()[k])], v)
         return out
 
-    def _shared(self) -> bool:
-        ids = [id(p) for r in self.rules for p in r.params().values()]
-        return len(ids) != len(set(ids))
-
     def norms(self, scale: float = 1.0) -> np.ndarray:
         """(N,) norm of each example's whole gradient (all parameters together)."""
-        if self._shared():
+        if self.shared:
             g = self.per_example(scale)
             return np.sqrt(
                 sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
