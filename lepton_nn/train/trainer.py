@@ -374,7 +374,7 @@ class Trainer:
         guard = DivergenceGuard(model, divergence)
         batch_begin, batch_end = cblist.batch_begin, cblist.batch_end
         blogs: dict[str, Any] = {}
-        collect = bool(self.metrics)
+        collect = bool(self.metrics) and private is None  # Poisson batches: sizes vary
         out_buf = y_buf = None
         logs: dict[str, Any] = {}
 
