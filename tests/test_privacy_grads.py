@@ -207,3 +207,64 @@ def test_against_torch_func():
     }
     for k, v in pairs.items():
         np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+def test_conv_and_embedding_against_torch_func():
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, grad, vmap
+
+    r = np.random.default_rng(6)
+    m = nn.Sequential([
+        nn.Conv2D(3, 3, stride=2, padding=1, in_channels=2, activation="relu"),
+        nn.Flatten(),
+        nn.Dense(2),
+    ])  # fmt: skip
+    m.astype("float64")
+    x, y = r.normal(size=(5, 2, 7, 7)), r.integers(0, 2, 5)
+    m(x)
+    got = per_example_grads(m, losses.cross_entropy, x, y)
+    conv, dense = m.layers[0], m.layers[2]
+    tm = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(dense.in_features, 2),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        tm[0].weight.copy_(torch.from_numpy(conv.weight.data))
+        tm[0].bias.copy_(torch.from_numpy(conv.bias.data))
+        tm[3].weight.copy_(torch.from_numpy(dense.weight.data.T))
+        tm[3].bias.copy_(torch.from_numpy(dense.bias.data))
+    params = {k: v.detach() for k, v in tm.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        return torch.nn.functional.cross_entropy(functional_call(tm, p, (xi[None],)), yi[None])
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, torch.from_numpy(x), torch.from_numpy(y))
+    np.testing.assert_allclose(
+        got["layers.0.weight"], g["0.weight"].numpy(), rtol=1e-10, atol=1e-12
+    )
+    np.testing.assert_allclose(got["layers.0.bias"], g["0.bias"].numpy(), rtol=1e-10, atol=1e-12)
+    w = g["3.weight"].transpose(1, 2).numpy()
+    np.testing.assert_allclose(got["layers.2.weight"], w, rtol=1e-10, atol=1e-12)
+
+    emb = nn.Sequential([nn.Embedding(9, 3), nn.Flatten(), nn.Dense(1)])
+    emb.astype("float64")
+    ids, t = r.integers(0, 9, (6, 4)), r.normal(size=(6, 1))
+    emb(ids)
+    got = per_example_grads(emb, losses.mse, ids, t)
+    te = torch.nn.Sequential(torch.nn.Embedding(9, 3), torch.nn.Flatten(), torch.nn.Linear(12, 1))
+    te = te.double()
+    with torch.no_grad():
+        te[0].weight.copy_(torch.from_numpy(emb.layers[0].weight.data))
+        te[2].weight.copy_(torch.from_numpy(emb.layers[2].weight.data.T))
+        te[2].bias.copy_(torch.from_numpy(emb.layers[2].bias.data))
+    params = {k: v.detach() for k, v in te.named_parameters()}
+
+    def mse_one(p, ii, ti):
+        return ((functional_call(te, p, (ii[None],)) - ti[None]) ** 2).mean()
+
+    g = vmap(grad(mse_one), in_dims=(None, 0, 0))(
+        params, torch.from_numpy(ids), torch.from_numpy(t)
+    )
+    np.testing.assert_allclose(
+        got["layers.0.weight"], g["0.weight"].numpy(), rtol=1e-10, atol=1e-12
+    )
