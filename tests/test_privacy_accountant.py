@@ -68,3 +68,26 @@ def test_against_opacus_grid():
                 np.testing.assert_allclose(ours, r, rtol=1e-6)
                 worst = max(worst, abs(epsilon(s, q, steps, 1e-5) - want) / want)
     assert worst < 1e-6
+
+
+# epsilon at delta = 1e-5 from Opacus 1.6's PRVAccountant (eps_error 0.01), written here
+PRV_PUBLISHED = [
+    (0.01, 1.0, 1000, 1.8383716376346455),
+    (0.1, 2.0, 100, 2.3475553164519662),
+    (0.02, 1.0, 1, 0.44897746913487296),
+    (0.05, 0.8, 300, 9.320810763577581),
+]
+
+
+@pytest.mark.parametrize("q,sigma,steps,want", PRV_PUBLISHED)
+def test_prv_within_one_percent_of_opacus_and_below_rdp(q, sigma, steps, want):
+    from lepton_nn.privacy import PRVAccountant
+
+    acc = PRVAccountant()
+    acc.step(noise_multiplier=sigma, sample_rate=q, steps=steps)
+    got = acc.get_epsilon(1e-5)
+    assert got == pytest.approx(want, rel=0.01)
+    assert got < epsilon(sigma, q, steps, 1e-5)  # RDP's conversion is looser
+    assert epsilon(sigma, q, steps, 1e-5, accountant="prv") == pytest.approx(got, rel=1e-12)
+    # delta at that epsilon is back at (about) 1e-5
+    assert acc.get_delta(acc.estimate_epsilon(1e-5)) == pytest.approx(1e-5, rel=0.05)

@@ -7,6 +7,7 @@ See ``docs/privacy.md`` for what the guarantee covers.
 from .accountant import RDPAccountant, epsilon, noise_for_epsilon
 from .engine import DPOptimizer, PoissonLoader, Privacy, PrivateTraining, make_private
 from .grad_sample import SUPPORTED, GradSampler, per_example_grads
+from .prv import PRVAccountant
 
 __all__ = [
     "DPOptimizer",
@@ -15,6 +16,7 @@ __all__ = [
     "PrivateTraining",
     "make_private",
     "GradSampler",
+    "PRVAccountant",
     "RDPAccountant",
     "SUPPORTED",
     "epsilon",

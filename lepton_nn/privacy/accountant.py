@@ -190,9 +190,14 @@ def epsilon(
     noise_multiplier: float, sample_rate: float, steps: int, delta: float, accountant="rdp"
 ) -> float:
     """Epsilon spent by ``steps`` DP-SGD steps at ``delta``."""
-    if accountant != "rdp":
-        raise ValueError(f"accountant must be 'rdp', got {accountant!r} (PRV/PLD not built yet)")
-    acc = RDPAccountant()
+    if accountant == "prv":
+        from .prv import PRVAccountant
+
+        acc = PRVAccountant()
+    elif accountant == "rdp":
+        acc = RDPAccountant()
+    else:
+        raise ValueError(f"accountant must be 'rdp' or 'prv', got {accountant!r}")
     acc.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate, steps=steps)
     return acc.get_epsilon(delta)
 
