@@ -68,6 +68,8 @@ class _Rule:
                 z.register_hook(lambda g: rec.__setitem__(1, g * dz_dy(z.data)))
 
     def recs(self, scale: float):
+        if scale == 1.0:
+            return [(x, g) for x, g in self.records if g is not None]
         return [(x, g * scale) for x, g in self.records if g is not None]
 
     def per_example(self, scale: float) -> dict[str, np.ndarray]:  # pragma: no cover
@@ -399,19 +401,20 @@ class GradSampler:
             return np.sqrt(
                 sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
             )
-        parts = [r.norms_sq(scale) for r in self.rules]
+        parts = [r.norms_sq(1.0) for r in self.rules]  # linear in the scale: applied once
         parts = [p for p in parts if p is not None]
         if not parts:
             raise LeptonError("no per-example gradient was recorded: run forward and backward")
-        return np.sqrt(sum(parts))
+        return np.sqrt(sum(parts)) * scale
 
     def clipped_sum(self, c: np.ndarray, scale: float = 1.0) -> dict[int, np.ndarray]:
         """id(parameter) -> sum_n c_n grad_n (the weighted sum without per-example arrays
         where the rule knows how)."""
         out: dict[int, np.ndarray] = {}
+        c = np.asarray(c) * scale
         for r in self.rules:
             ps = r.params()
-            for k, v in r.clipped_sum(c, scale).items():
+            for k, v in r.clipped_sum(c, 1.0).items():
                 _add(out, id(ps[k]), v)
         return out
 
