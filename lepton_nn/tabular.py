@@ -90,6 +90,7 @@ class TabularModel:
         drop: tuple[str, ...] = (),
         non_numeric: str = "error",
         monotone: dict[str, int] | None = None,
+        privacy: Any = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -109,6 +110,8 @@ class TabularModel:
         self.drop = (drop,) if isinstance(drop, str) else tuple(drop)
         self.non_numeric = non_numeric
         self.monotone = _check_monotone(monotone)
+        self.privacy = privacy  # a lepton_nn.privacy.Privacy: DP preprocessing and training
+        self.privacy_card: dict | None = None
         self.preprocessor: Preprocessor | None = None
         self.labels: LabelEncoder | None = None
         self.network: Sequential | None = None
@@ -235,6 +238,8 @@ class TabularModel:
         table = self.preprocessor.as_table(data)  # declared types, dropped columns
         self.preprocessor.fit_table(table, y)
         keep = self.preprocessor.kept_index_
+        if self.privacy is not None:  # every statistic replaced by a public or DP one
+            self.privacy.privatize_preprocessor(self.preprocessor, table, keep, self.seed)
         return self.preprocessor.transform(table.take(keep)), keep
 
     def _build(self, n_in: int, n_out: int) -> Sequential:
@@ -242,6 +247,9 @@ class TabularModel:
 
     def _train(self, X: np.ndarray, target: np.ndarray, loss, task: str) -> dict:
         from .train import EarlyStopping, Trainer
+
+        if self.privacy is not None:
+            return self._train_private(X, target, loss, task)
 
         strat = target if task != "regression" else None
         if self.validation_split > 0 and len(X) >= 20:
@@ -346,6 +354,25 @@ class TabularModel:
             grid = np.linspace(lo, hi, points)
             out[pre.numeric_names[k]] = grid_violations(score, X, j, sign, grid)
         return out
+
+    def _train_private(self, X: np.ndarray, target: np.ndarray, loss, task: str) -> dict:
+        """DP-SGD on every row for ``epochs`` passes: no validation split, early stopping or
+        refit (choosing the epoch on held-out rows would spend budget the accountant does
+        not see), no class weights (they change each record's sensitivity)."""
+        from .train import Trainer
+
+        if self.class_weight is not None:
+            raise ValueError("TabularModel: class_weight does not go with privacy")
+        t = target.reshape(-1, 1) if task in ("binary", "regression") else target
+        opt = optim.AdamW(self.network.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        trainer = Trainer(self.network, loss, opt)
+        hist = trainer.fit(
+            X, t, epochs=self.epochs, batch_size=self.batch_size, verbose=self.verbose,
+            seed=self.seed, privacy=self.privacy,
+        )  # fmt: skip
+        self.privacy_card = trainer.privacy_report
+        self.network.eval()
+        return hist.history
 
     # -- predicting --------------------------------------------------------------------------
     def _check(self) -> None:
@@ -611,6 +638,8 @@ class TabularModel:
         for key in ("card", "calibration", "profile"):
             if getattr(self, key) is not None:
                 manifest[key] = getattr(self, key)
+        if self.privacy_card is not None:
+            manifest["privacy"] = _plain(self.privacy_card)
         return manifest, arrays
 
     @classmethod
@@ -653,6 +682,8 @@ class TabularModel:
             raise ModelFormatError(f"tabular model: bad monotone constraints: {exc}") from None
         self.calibration = manifest.get("calibration")
         self.profile = manifest.get("profile")
+        card = manifest.get("privacy")
+        self.privacy_card = card if isinstance(card, dict) else None
         if self.task_ != "regression" and self.labels is None:
             raise ModelFormatError("tabular classifier without labels")
         return self

@@ -49,6 +49,10 @@ class _Sequence(Function):
     """What the three recurrent ops share: input projection, state arrays, packing."""
 
     gates = 1  # G: gate blocks of U columns in w_ih / w_hh
+    #: ``tap(op, dxz, dhz, hp)`` called in backward with the per-step gradients (T, B, G U)
+    #: and the states each step started from (T, B, U): per-example gradients
+    #: (:mod:`lepton_nn.privacy`) read them here. Empty (and free) otherwise.
+    weight_grad_taps: list = []
 
     def _setup(self, x, w_ih, w_hh, b, mask, reverse):
         dt = x.dtype
@@ -94,6 +98,8 @@ class _Sequence(Function):
         dxz2 = dxz.reshape(t * bt, gu)
         # the state each step started from, all steps stacked: (T B, U)
         hp = (h[1:] if self.reverse else h[:-1]).reshape(t * bt, h.shape[2])
+        for tap in _Sequence.weight_grad_taps:
+            tap(self, dxz, dhz, hp.reshape(t, bt, h.shape[2]))
         gx = gw_ih = gw_hh = gb = None
         if self.needs_grad[0]:
             gx = np.matmul(dxz2, self.w_ih.T).reshape(t, bt, self.xt.shape[1]).transpose(1, 0, 2)

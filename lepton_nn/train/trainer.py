@@ -165,6 +165,7 @@ class Trainer:
         self.history: History | None = None
         self.stop_training = False
         self.stop_reason: str | None = None
+        self.privacy_report: dict | None = None  # fit(privacy=...): the spent budget
 
     @property
     def metric_names(self) -> list[str]:
@@ -256,6 +257,7 @@ class Trainer:
         verbose: int = 1,
         seed: int | None = None,
         divergence: float | None = 1e4,
+        privacy: Any = None,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns the History.
 
@@ -274,6 +276,9 @@ class Trainer:
                 model is built, so weight init, dropout and shuffling all follow it. Without
                 it they follow the current global stream.
 
+            privacy: a :class:`lepton_nn.privacy.Privacy` request: DP-SGD on Poisson batches
+                (per-example clipping and noise); ``logs["epsilon"]`` each epoch, the spent
+                budget in ``self.privacy_report`` after.
             divergence: a batch loss above ``divergence * max(1, first batch loss)`` means
                 training diverged (``None``: only non-finite values do).
 
@@ -328,6 +333,12 @@ class Trainer:
         batches = iterate_batches(
             X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=batch_stats
         )
+        private = None
+        if privacy is not None:  # DP-SGD: Poisson batches, a clipping and noising optimizer
+            if w is not None:
+                raise ValueError("fit: sample_weight and class_weight do not go with privacy")
+            private = privacy.attach(self.model, self.optimizer, (X, y), batch_size, epochs, seed)
+            batches = private.loader
         n_batches = len(batches)
         if batches.merged:
             warnings.warn(
@@ -359,10 +370,11 @@ class Trainer:
         self.stop_reason = None
 
         model, opt, loss_fn = self.model, self.optimizer, self.loss_fn
+        opt = opt if private is None else private.optimizer
         guard = DivergenceGuard(model, divergence)
         batch_begin, batch_end = cblist.batch_begin, cblist.batch_end
         blogs: dict[str, Any] = {}
-        collect = bool(self.metrics)
+        collect = bool(self.metrics) and private is None  # Poisson batches: sizes vary
         out_buf = y_buf = None
         logs: dict[str, Any] = {}
 
@@ -438,11 +450,16 @@ class Trainer:
                     self.stop_training = True
                     break
             logs["lr"] = opt.lr
+            if private is not None:
+                logs["epsilon"] = private.epsilon()
             cblist.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         if self.stop_reason is None and guard.saved and val is None:
             self._check_last_update(guard, batch, w is not None, where(epoch, n_batches - 1))
+        if private is not None:
+            private.detach()
+            self.privacy_report = private.report()
         cblist.on_train_end(logs)
         history.stop_reason = self.stop_reason
         return history

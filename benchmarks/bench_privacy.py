@@ -1,0 +1,146 @@
+"""DP-SGD step cost on W1 (32 -> 64 -> 32 -> 1, batch 64, Adam, BCE): a plain step, a DP step
+with ghost norms, a DP step with every per-example gradient formed; Opacus beside it (its
+per-example hooks and its ghost clipping) and a plain PyTorch step, where installed.
+
+    python -m pytest benchmarks/bench_privacy.py --benchmark-only     # pytest-benchmark
+    python benchmarks/bench_privacy.py                                # a table with ratios
+
+One call is one training step (forward, backward, clip, noise, optimizer step) on a fixed
+batch of 64 rows (the Poisson sampling itself is not timed).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from lepton_nn import losses, nn, optim
+from lepton_nn.privacy import make_private
+from lepton_nn.privacy.grad_sample import GradSampler
+from lepton_nn.random import set_seed
+
+N, F, BATCH = 2048, 32, 64
+
+
+def _data():
+    r = np.random.default_rng(0)
+    x = r.normal(size=(N, F)).astype(np.float32)
+    y = (x[:, :4].sum(axis=1, keepdims=True) > 0).astype(np.float32)
+    return x, y
+
+
+def lepton_step(mode: str):
+    """A step function for ``plain``, ``dp-ghost`` or ``dp-materialised``."""
+    set_seed(0)
+    x, y = _data()
+    xb, yb = x[:BATCH], y[:BATCH]
+    m = nn.Sequential([nn.Dense(64, "relu", in_features=F), nn.Dense(32, "relu"), nn.Dense(1)])
+    m.build((None, F))
+    opt = optim.Adam(m.parameters(), lr=1e-3)
+    if mode != "plain":
+        priv = make_private(m, opt, (x, y), batch_size=BATCH, epochs=1, noise_multiplier=1.0)
+        if mode == "dp-materialised":
+            priv.sampler.detach()
+            priv.sampler = priv.optimizer.sampler = GradSampler(m, ghost=False).attach()
+        opt = priv.optimizer
+
+    def step():
+        loss = losses.binary_cross_entropy_with_logits(m(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def torch_step(mode: str):
+    """``torch`` (plain), ``opacus-hooks`` or ``opacus-ghost``; None when not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # small work on shared cores: one thread, as lepton_nn runs it
+    x, y = (torch.from_numpy(a) for a in _data())
+    model = torch.nn.Sequential(
+        torch.nn.Linear(F, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
+        torch.nn.Linear(32, 1),
+    )  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    crit = torch.nn.BCEWithLogitsLoss()
+    xb, yb = x[:BATCH], y[:BATCH]
+    if mode != "torch":
+        try:
+            from opacus import PrivacyEngine
+        except ImportError:
+            return None
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH)
+        engine = PrivacyEngine()
+        kw = dict(noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False)
+        if mode == "opacus-ghost":
+            model, opt, crit, _ = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader, criterion=crit,
+                grad_sample_mode="ghost", **kw,
+            )  # fmt: skip
+        else:
+            model, opt, _ = engine.make_private(
+                module=model, optimizer=opt, data_loader=loader, **kw
+            )
+
+    def step():
+        opt.zero_grad()
+        loss = crit(model(xb), yb)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+CASES = {
+    "lepton plain": lambda: lepton_step("plain"),
+    "lepton DP ghost": lambda: lepton_step("dp-ghost"),
+    "lepton DP materialised": lambda: lepton_step("dp-materialised"),
+    "torch plain": lambda: torch_step("torch"),
+    "opacus hooks": lambda: torch_step("opacus-hooks"),
+    "opacus ghost": lambda: torch_step("opacus-ghost"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_dp_step(benchmark, name):
+    pytest.importorskip("pytest_benchmark")
+    step = CASES[name]()
+    if step is None:
+        pytest.skip(f"{name}: not installed")
+    step()
+    benchmark(step)
+
+
+def _median_us(step, rounds: int = 7, inner: int = 100) -> float:
+    step()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            step()
+        times.append((time.perf_counter() - t0) / inner)
+    return float(np.median(times)) * 1e6
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.simplefilter("ignore")
+    steps = {name: make() for name, make in CASES.items()}
+    res: dict[str, float] = {}
+    for _ in range(3):  # interleaved rounds: a busy neighbour hits every case alike
+        for name, step in steps.items():
+            if step is not None:
+                res.setdefault(name, []).append(_median_us(step, rounds=3))
+    med = {k: float(np.median(v)) for k, v in res.items()}
+    print(f"W1 step, batch {BATCH} (median us; ratio to the same engine's plain step)")
+    for name, us in med.items():
+        base = med["torch plain"] if name.startswith(("torch", "opacus")) else med["lepton plain"]
+        print(f"  {name:24s} {us:9.1f} us   x{us / base:.2f}")

@@ -1,0 +1,453 @@
+"""Per-example gradients by closed forms, one rule per layer kind, in one backward pass.
+
+While a :class:`GradSampler` is attached, each layer with parameters runs through its rule's
+``call``: the same math as the layer's own, but with the activation applied after the linear
+part so the gradient of the pre-activation z can be read (a tensor hook). From the layer's
+input x and dL/dz the rule gives, for example n (shapes without the batch axis):
+
+* ``Dense``:  z = x W + b, x (N, T, I) (T = 1 for tabular rows): dW_n = sum_t x_nt^T g_nt,
+  db_n = sum_t g_nt. Ghost clipping reads the norm without forming dW_n:
+  ||dW_n||^2 = sum_{t,s} (x_nt . x_ns)(g_nt . g_ns)  (= ||x_n||^2 ||g_n||^2 when T = 1),
+  and the clipped sum is one matmul, sum_n c_n dW_n = X^T (c * G).
+* ``Conv2D``: the input unfolded into columns U_n (C/G kh kw, OH OW) per group:
+  dW_n = G_n U_n^T, db_n = sum over positions of G_n.
+* ``Embedding``: dW_n = scatter-add of g_nt into the rows of example n's ids.
+* ``LayerNorm``: with x_hat the row-normalized input: dgamma_n = sum_t g_nt * x_hat_nt,
+  dbeta_n = sum_t g_nt.
+* ``SimpleRNN``/``LSTM``/``GRU``: the op's own backward (BPTT) hands over its per-step
+  pre-activation gradients dxz, dhz (T, N, G U) and the states h_{t-1} (a tap in
+  :mod:`lepton_nn.ops.recurrent`): dW_ih_n = sum_t x_nt^T dxz_nt, dW_hh_n = sum_t
+  h_n,t-1^T dhz_nt, db_n = sum_t dxz_nt (GRU: db_hh_n = sum_t dhz_nt).
+
+``BatchNorm`` mixes the examples of a batch (no per-example gradient exists) and is refused;
+so is any other layer with parameters but no rule here. Gradients are those of each
+example's own loss: a mean loss's captured gradients are scaled back by the batch size.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from ..autograd import Tensor, is_grad_enabled
+from ..backend.reference import ACT_CODE, IDENTITY
+from ..errors import LeptonError, ShapeError
+from ..nn.conv import Conv2D, _check_images
+from ..nn.layers import Dense, apply_activation, as_input
+from ..nn.norm import BatchNorm, LayerNorm
+from ..nn.recurrent import GRU, LSTM, Embedding, SimpleRNN
+from ..ops.conv import conv2d, resolve_padding
+from ..ops.linalg import Linear
+from ..ops.norm import layer_norm
+from ..ops.recurrent import _Sequence, embedding
+
+__all__ = ["GradSampler", "per_example_grads", "SUPPORTED"]
+
+
+class _Rule:
+    """One layer's records (input, dL/dz) and its per-example gradient formulas."""
+
+    def __init__(self, layer, prefix: str, ghost: bool = True):
+        self.layer, self.prefix, self.ghost = layer, prefix, ghost
+        self.records: list[list] = []  # [input array, gradient array or None]
+        self._params = {k: p for k, p in layer._own_parameters() if p.requires_grad}
+
+    def params(self) -> dict:
+        return self._params
+
+    def _record(self, x: np.ndarray, z: Tensor, dz_dy=None) -> None:
+        """Keep x and, in backward, dL/dz: from z's own gradient, or from the gradient of the
+        fused output y = f(z) times ``dz_dy`` (f'(z) as a function of y)."""
+        if is_grad_enabled() and z.requires_grad:
+            rec = [x, None]
+            self.records.append(rec)
+            if dz_dy is None:
+                z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
+            else:
+                z.register_hook(lambda g: rec.__setitem__(1, g * dz_dy(z.data)))
+
+    def recs(self, scale: float):
+        if scale == 1.0:
+            return [(x, g) for x, g in self.records if g is not None]
+        return [(x, g * scale) for x, g in self.records if g is not None]
+
+    def per_example(self, scale: float) -> dict[str, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+    def norms_sq(self, scale: float) -> np.ndarray | None:
+        """(N,) squared norm of this layer's per-example gradients (None: nothing recorded)."""
+        g = self.per_example(scale)
+        if not g:
+            return None
+        return sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
+
+    def clipped_sum(self, c: np.ndarray, scale: float) -> dict[str, np.ndarray]:
+        """sum_n c_n grad_n for each parameter."""
+        return {k: np.tensordot(c, a, axes=1) for k, a in self.per_example(scale).items()}
+
+    def attach(self) -> None:
+        self.layer.call = self.call  # an instance attribute: the class's call is untouched
+
+    def detach(self) -> None:
+        self.layer.__dict__.pop("call", None)
+        self.records.clear()
+
+
+class _DenseRule(_Rule):
+    def call(self, x):
+        layer = self.layer
+        x = as_input(layer, x)
+        if x.ndim < 1 or x.shape[-1] != layer.in_features:
+            raise ShapeError(
+                f"layer '{layer.name}' (Dense) expects input shape (batch, "
+                f"{layer.in_features}), got {x.shape}"
+            )
+        ps = (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
+        deriv = _FUSED_DERIVATIVE.get(layer.activation)
+        if deriv is not None:  # y = f(z) in the fused kernel; dL/dz = dL/dy f'(z) from y
+            y = Linear.apply(x, *ps, act=ACT_CODE[layer.activation])
+            self._record(x.data, y, deriv)
+            return y
+        z = Linear.apply(x, *ps, act=IDENTITY)
+        self._record(x.data, z)
+        return apply_activation(z, layer.activation)
+
+    def _3d(self, scale):
+        out = []
+        for x, g in self.recs(scale):
+            n = x.shape[0]
+            out.append((x.reshape(n, -1, x.shape[-1]), g.reshape(n, -1, g.shape[-1])))
+        return out
+
+    def per_example(self, scale):
+        res: dict[str, np.ndarray] = {}
+        for x, g in self._3d(scale):
+            _add(res, "weight", np.einsum("nti,nto->nio", x, g))
+            if self.layer.bias is not None:
+                _add(res, "bias", g.sum(axis=1))
+        return {k: v for k, v in res.items() if k in self.params()}
+
+    def norms_sq(self, scale):
+        recs = self._3d(scale)
+        if (
+            not self.ghost
+            or len(recs) != 1
+            or len(self.params()) != (1 + (self.layer.bias is not None))
+        ):
+            return super().norms_sq(scale)  # a shared or partly frozen layer: the sum first
+        x, g = recs[0]
+        t, i, o = x.shape[1], x.shape[2], g.shape[2]
+        if t == 1:  # ghost norm of an outer product: ||x g^T||^2 = ||x||^2 ||g||^2
+            gb = np.square(g[:, 0]).sum(axis=1)
+            w = np.square(x[:, 0]).sum(axis=1) * gb
+        elif t * t <= i * o:  # ghost norm through the two Gram matrices over time
+            gram_g = np.einsum("nto,nso->nts", g, g)
+            w = (np.einsum("nti,nsi->nts", x, x) * gram_g).sum(axis=(1, 2))
+            gb = np.square(g.sum(axis=1)).sum(axis=1)
+        else:  # the per-example gradient is smaller than the Gram matrices
+            return super().norms_sq(scale)
+        if self.layer.bias is not None:
+            w = w + gb
+        return w
+
+    def clipped_sum(self, c, scale):
+        if not self.ghost:
+            return super().clipped_sum(c, scale)
+        res: dict[str, np.ndarray] = {}
+        for x, g in self._3d(scale):
+            gc = g * c[:, None, None].astype(g.dtype)
+            _add(res, "weight", x.reshape(-1, x.shape[-1]).T @ gc.reshape(-1, g.shape[-1]))
+            if self.layer.bias is not None:
+                _add(res, "bias", gc.sum(axis=(0, 1)))
+        return {k: v for k, v in res.items() if k in self.params()}
+
+
+# f'(z) written with y = f(z), for the activations the dense kernel fuses
+_FUSED_DERIVATIVE = {
+    "relu": lambda y: (y > 0).astype(y.dtype),
+    "sigmoid": lambda y: y * (1 - y),
+    "tanh": lambda y: 1 - y * y,
+    "identity": lambda y: 1,
+}
+
+
+def _add(res: dict, key: str, value: np.ndarray) -> None:
+    res[key] = value if key not in res else res[key] + value
+
+
+def unfold(x: np.ndarray, layer: Conv2D) -> np.ndarray:
+    """(N, C, H, W) -> columns (N, C, kh, kw, OH, OW) of the layer's geometry:
+    cols[n, c, i, j, p, q] = x_padded[n, c, p s_h + i d_h, q s_w + j d_w]."""
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    t, b, l, r = resolve_padding(layer.padding, x.shape[2:], (kh, kw), (sh, sw), (dh, dw))
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty((*x.shape[:2], kh, kw, oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[
+                :,
+                :,
+                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+            ]
+    return cols
+
+
+class _ConvRule(_Rule):
+    def call(self, x):
+        layer = self.layer
+        x = as_input(layer, x)
+        _check_images(layer, x.shape, layer.in_channels)
+        z = conv2d(
+            x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
+            "identity", layer.name, groups=layer.groups,
+        )  # fmt: skip
+        self._record(x.data, z)
+        return apply_activation(z, layer.activation)
+
+    def attach(self):
+        super().attach()
+        self.layer.call_fused = lambda x, following: None  # the conv output must be seen
+
+    def detach(self):
+        self.layer.__dict__.pop("call_fused", None)
+        super().detach()
+
+    def per_example(self, scale):
+        layer, res = self.layer, {}
+        gr = layer.groups
+        for x, g in self.recs(scale):
+            n = x.shape[0]
+            cols = unfold(x, layer).reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, K, L)
+            gg = g.reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, F/G, L)
+            _add(
+                res,
+                "weight",
+                np.einsum("ngfl,ngkl->ngfk", gg, cols).reshape(n, *layer.weight.shape),
+            )
+            if layer.bias is not None:
+                _add(res, "bias", g.sum(axis=(2, 3)))
+        return {k: v for k, v in res.items() if k in self.params()}
+
+
+class _EmbeddingRule(_Rule):
+    def call(self, ids):
+        z = embedding(ids, self.layer.weight)
+        self._record(np.asarray(ids.data if isinstance(ids, Tensor) else ids), z)
+        return z
+
+    def per_example(self, scale):
+        res: dict[str, np.ndarray] = {}
+        w = self.layer.weight
+        for ids, g in self.recs(scale):
+            n = ids.shape[0]
+            out = np.zeros((n, *w.shape), g.dtype)
+            rows = np.broadcast_to(np.arange(n).reshape(n, *([1] * (ids.ndim - 1))), ids.shape)
+            np.add.at(out, (rows, ids.astype(np.intp)), g)
+            _add(res, "weight", out)
+        return {k: v for k, v in res.items() if k in self.params()}
+
+
+class _LayerNormRule(_Rule):
+    def call(self, x):
+        layer = self.layer
+        x = as_input(layer, x)
+        if x.ndim < 1 or x.shape[-1] != layer.features:
+            raise ShapeError(
+                f"layer '{layer.name}' (LayerNorm) expects input shape (..., {layer.features}), "
+                f"got {x.shape}"
+            )
+        z = layer_norm(x, layer.weight, layer.bias, layer.eps)
+        self._record(x.data, z)
+        return z
+
+    def per_example(self, scale):
+        res: dict[str, np.ndarray] = {}
+        for x, g in self.recs(scale):
+            n, d = x.shape[0], x.shape[-1]
+            mu = x.mean(axis=-1, keepdims=True)
+            xhat = (x - mu) / np.sqrt(x.var(axis=-1, keepdims=True) + self.layer.eps)
+            _add(res, "weight", (g * xhat).reshape(n, -1, d).sum(axis=1))
+            _add(res, "bias", g.reshape(n, -1, d).sum(axis=1))
+        return {k: v for k, v in res.items() if k in self.params()}
+
+
+class _RecurrentRule(_Rule):
+    """Runs the layer's own call; the recurrent op's backward reports through ``tap``."""
+
+    def call(self, *args, **kwargs):
+        return type(self.layer).call(self.layer, *args, **kwargs)
+
+    def tap(self, op, dxz, dhz, hp) -> None:
+        layer = self.layer
+        for d in layer.directions:
+            if op.w_ih is getattr(layer, "weight_ih" + d).data:
+                t, n = dxz.shape[:2]
+                xt = op.xt.reshape(t, n, -1)
+                grads = {
+                    "weight_ih" + d: np.einsum("tnf,tng->nfg", xt, dxz),
+                    "weight_hh" + d: np.einsum("tnu,tng->nug", hp, dhz),
+                }
+                if op.has_b:
+                    grads["bias" + d] = dxz.sum(axis=0)
+                if getattr(op, "b_hh", None) is not None:
+                    grads["bias_hh" + d] = dhz.sum(axis=0)
+                self.records.append([None, grads])
+
+    def per_example(self, scale):
+        res: dict[str, np.ndarray] = {}
+        for _, grads in self.records:
+            for k, v in grads.items():
+                _add(res, k, v * scale)
+        return {k: v for k, v in res.items() if k in self.params()}
+
+
+RULES: dict[type, type[_Rule]] = {
+    Dense: _DenseRule,
+    Conv2D: _ConvRule,
+    Embedding: _EmbeddingRule,
+    LayerNorm: _LayerNormRule,
+    SimpleRNN: _RecurrentRule,
+    LSTM: _RecurrentRule,
+    GRU: _RecurrentRule,
+}
+SUPPORTED = tuple(sorted(cls.__name__ for cls in RULES))
+
+
+class GradSampler:
+    """Per-example gradients of every trainable parameter of ``model`` (see the module doc).
+
+    ``ghost=False`` forms every per-example gradient even where a rule could avoid it (for
+    comparison). ``attach()`` routes each layer through its rule; after a forward and
+    ``backward()``, ``per_example(scale)``, ``norms(scale)`` and ``clipped_sum(c, scale)`` read them
+    (``scale``: the batch size when the loss was a mean, 1 for a sum); ``clear()`` drops them.
+    """
+
+    def __init__(self, model, ghost: bool = True):
+        self.model = model
+        self.rules: list[_Rule] = []
+        for prefix, m in model._named_modules():
+            if isinstance(m, BatchNorm):
+                raise LeptonError(
+                    f"layer '{m.name}' (BatchNorm) mixes the examples of a batch, so no "
+                    "per-example gradient exists and differential privacy cannot be given; "
+                    "use LayerNorm instead"
+                )
+            if not any(p.requires_grad for _, p in m._own_parameters()):
+                continue
+            rule = RULES.get(type(m))
+            if rule is None:
+                raise LeptonError(
+                    f"layer '{m.name}' ({type(m).__name__}) has no per-example gradient rule; "
+                    f"private training supports {', '.join(SUPPORTED)} (and layers without "
+                    "parameters)"
+                )
+            self.rules.append(rule(m, prefix, ghost))
+        self.params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        ids = [id(p) for r in self.rules for p in r.params().values()]
+        self.shared = len(ids) != len(set(ids))  # a parameter used by two layers
+        self._taps = [r.tap for r in self.rules if isinstance(r, _RecurrentRule)]
+
+    def attach(self) -> GradSampler:
+        for r in self.rules:
+            r.attach()
+        _Sequence.weight_grad_taps.extend(self._taps)
+        return self
+
+    def detach(self) -> None:
+        for r in self.rules:
+            r.detach()
+        for t in self._taps:
+            if t in _Sequence.weight_grad_taps:
+                _Sequence.weight_grad_taps.remove(t)
+
+    def batch_size(self) -> int:
+        """Examples in the recorded batch (0 when nothing is recorded)."""
+        for r in self.rules:
+            for x, g in r.records:
+                if g is not None:
+                    return len(x) if x is not None else next(iter(g.values())).shape[0]
+        return 0
+
+    def clear(self) -> None:
+        for r in self.rules:
+            r.records.clear()
+
+    def __enter__(self) -> GradSampler:
+        return self.attach()
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def _named(self, rule: _Rule, local: dict) -> dict:
+        return {rule.prefix + k: v for k, v in local.items()}
+
+    def per_example(self, scale: float = 1.0) -> dict[str, np.ndarray]:
+        """Parameter name -> (N, *parameter shape); a parameter shared by layers sums."""
+        out: dict[str, np.ndarray] = {}
+        names = {id(p): n for n, p in self.params.items()}
+        for r in self.rules:
+            for k, v in r.per_example(scale).items():
+                _add(out, names[id(r.params()[k])], v)
+        return out
+
+    def norms(self, scale: float = 1.0) -> np.ndarray:
+        """(N,) norm of each example's whole gradient (all parameters together)."""
+        if self.shared:
+            g = self.per_example(scale)
+            return np.sqrt(
+                sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
+            )
+        parts = [r.norms_sq(1.0) for r in self.rules]  # linear in the scale: applied once
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            raise LeptonError("no per-example gradient was recorded: run forward and backward")
+        return np.sqrt(sum(parts)) * scale
+
+    def clipped_sum(self, c: np.ndarray, scale: float = 1.0) -> dict[int, np.ndarray]:
+        """id(parameter) -> sum_n c_n grad_n (the weighted sum without per-example arrays
+        where the rule knows how)."""
+        out: dict[int, np.ndarray] = {}
+        c = np.asarray(c) * scale
+        for r in self.rules:
+            ps = r.params()
+            for k, v in r.clipped_sum(c, 1.0).items():
+                _add(out, id(ps[k]), v)
+        return out
+
+
+def loss_sum(loss_fn, out, y) -> tuple[Tensor, float]:
+    """(loss, scale): the summed loss when ``loss_fn`` takes ``reduction`` (scale 1), else
+    its value taken as a mean of per-example losses (scale = batch size)."""
+    try:
+        takes = "reduction" in inspect.signature(loss_fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return loss_fn(out, y, reduction="sum"), 1.0
+    return loss_fn(out, y), float(out.shape[0])
+
+
+def per_example_grads(model, loss_fn, x, y) -> dict[str, np.ndarray]:
+    """Parameter name -> (N, *shape): the gradient of each example's own loss
+    ``loss_fn(model(x[n:n+1]), y[n:n+1])``, all from one forward and one backward.
+
+    ``loss_fn(output, y)`` is a loss of :mod:`lepton_nn.losses` (or any loss that is the mean
+    of per-example losses). The parameters' ``.grad`` are left as they were.
+    """
+    if not model.built:
+        model.build((None, *np.shape(x.data if isinstance(x, Tensor) else x)[1:]))
+    sampler = GradSampler(model)
+    saved = {id(p): p.grad for p in sampler.params.values()}
+    try:
+        with sampler:
+            out = model(x)
+            loss, scale = loss_sum(loss_fn, out, y)
+            loss.backward()
+            return sampler.per_example(scale)
+    finally:
+        for p in sampler.params.values():
+            p.grad = saved[id(p)]

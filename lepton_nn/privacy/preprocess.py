@@ -1,0 +1,127 @@
+"""Preprocessing statistics that do not leak: public bounds, or differentially private ones.
+
+A fitted :class:`~lepton_nn.data.Preprocessor` holds statistics of the training rows (each
+numeric column's fill value, center and scale; each categorical column's categories; which
+columns had missing values). :func:`privatize_preprocessor` replaces every one of them:
+
+* numeric column with public bounds (lo, hi) from the user: center = (lo + hi) / 2,
+  scale = (hi - lo) / 2, fill = center. No budget spent.
+* numeric column without: from DP quartiles q25, q75 (:func:`dp_quantile`, eps_c / 2 each,
+  values clipped to the public range +-1e10): center = fill = (q25 + q75) / 2,
+  scale = (q75 - q25) / 1.349 (a normal's interquartile range in standard deviations).
+* categorical column with public categories from the user: those. Otherwise a stability
+  histogram: each seen category's count gets Laplace(2 / eps_c) noise and is kept if the
+  noisy count exceeds 1 + 2 ln(2 / delta_c) / eps_c ((eps_c, delta_c)-DP, Vadhan 2017,
+  "The complexity of differential privacy", theorem 3.5); fill = the noisy mode among the
+  released ones; a category not released reads as unknown (all zeros).
+* missing-value indicators: on every column when asked for (the presence of missing values
+  is not read from the data).
+
+The budget (eps_pre, delta_pre) is split evenly over the columns that spend; the parts add
+up (basic composition), so the whole fit spends eps_pre + eps_train, delta_pre + delta_train.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+__all__ = ["privatize_preprocessor", "dp_quantile"]
+
+PUBLIC_RANGE = (-1e10, 1e10)  # values are clipped here: the one public assumption
+_NORMAL_IQR = 1.3489795003921634  # q75 - q25 of the standard normal
+
+
+def _to_log(x):  # sign(x) log(1 + |x|): the quantile search runs on this scale
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def _from_log(u):
+    return float(np.sign(u) * np.expm1(np.abs(u)))
+
+
+def dp_quantile(values: np.ndarray, p: float, eps: float, rng: np.random.Generator) -> float:
+    """The p-quantile of ``values`` by the exponential mechanism over the intervals between
+    the sorted values (Smith 2011), on the scale u = sign(x) log(1 + |x|) with the public range
+    u(+-1e10): with u_0 = lo <= u_1 <= ... <= u_n <= u_(n+1) = hi, pick interval i with
+    probability prop. to (u_(i+1) - u_i) exp(-eps |i - p n| / 2), then a point uniformly in it.
+    eps-DP (the rank utility has sensitivity 1); the log scale keeps the outer intervals of a
+    wide public range from taking the mass at small eps."""
+    lo, hi = _to_log(np.array(PUBLIC_RANGE))
+    v = np.clip(np.sort(_to_log(values[~np.isnan(values)])), lo, hi)
+    edges = np.concatenate([[lo], v, [hi]])
+    with np.errstate(divide="ignore"):
+        logw = np.log(np.diff(edges)) - eps * np.abs(np.arange(len(edges) - 1) - p * len(v)) / 2
+    w = np.exp(logw - logw.max())
+    i = rng.choice(len(w), p=w / w.sum())
+    return _from_log(rng.uniform(edges[i], edges[i + 1]))
+
+
+def privatize_preprocessor(
+    pre,
+    table,
+    kept: np.ndarray,
+    epsilon: float,
+    delta: float,
+    rng: np.random.Generator,
+    bounds: dict | None = None,
+    categories: dict | None = None,
+) -> dict:
+    """Replace the statistics of the fitted ``pre`` (see the module doc); returns the record
+    of what was done, per column, for the model card."""
+    bounds, categories = dict(bounds or {}), dict(categories or {})
+    specs = pre.columns_
+    spenders = [
+        s
+        for s in specs
+        if (s["kind"] == "numeric" and s["name"] not in bounds)
+        or (s["kind"] != "numeric" and s["name"] not in categories)
+    ]
+    eps_c = epsilon / max(len(spenders), 1)
+    delta_c = delta / max(len(spenders), 1)
+    how: dict[str, str] = {}
+    for s in specs:
+        name = s["name"]
+        col = table.data[name][kept]
+        if s["kind"] == "numeric":
+            if name in bounds:
+                lo, hi = (float(b) for b in bounds[name])
+                if not hi > lo:
+                    raise ValueError(
+                        f"public bounds of column {name!r}: need lo < hi, got {lo, hi}"
+                    )
+                center, scale = (lo + hi) / 2, (hi - lo) / 2
+                how[name] = f"public bounds [{lo:g}, {hi:g}]"
+            else:
+                vals = np.asarray(col, dtype=np.float64)
+                q25, q75 = sorted(dp_quantile(vals, p, eps_c / 2, rng) for p in (0.25, 0.75))
+                center, scale = (q25 + q75) / 2, (q75 - q25) / _NORMAL_IQR
+                how[name] = f"DP quantiles (exponential mechanism, epsilon {eps_c:.4g})"
+            s.update(
+                fill=center, center=center, scale=scale if scale > 0 else max(abs(center), 1.0)
+            )
+        else:
+            if name in categories:
+                cats = sorted(str(c) for c in categories[name])
+                fill = cats[0]
+                how[name] = "public categories"
+            else:
+                counts = Counter(v for v in col.tolist() if v is not None)
+                noisy = {k: c + rng.laplace(0.0, 2 / eps_c) for k, c in sorted(counts.items())}
+                cut = 1 + 2 * math.log(2 / delta_c) / eps_c
+                cats = sorted(k for k, c in noisy.items() if c > cut)
+                # the noisy mode among the released (missing -> zeros if none is)
+                fill = max(cats, key=noisy.get) if cats else None
+                how[name] = (
+                    f"DP histogram (Laplace, threshold; epsilon {eps_c:.4g}, delta {delta_c:.3g})"
+                )
+            s.update(fill=fill, categories=cats)
+        s["indicator"] = bool(pre.missing_indicator)
+    pre._plan_cache = None
+    return {
+        "epsilon": float(epsilon) if spenders else 0.0,
+        "delta": float(delta) if spenders else 0.0,
+        "columns": how,
+    }

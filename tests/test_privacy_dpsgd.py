@@ -1,0 +1,187 @@
+"""DP-SGD: clipping bound, noise scale, Poisson batches, make_private, the trainer hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lepton_nn import losses, nn, optim
+from lepton_nn.privacy import Privacy, epsilon, make_private, per_example_grads
+from lepton_nn.random import set_seed
+from lepton_nn.train import Trainer
+
+
+def _data(n=200, f=5, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.normal(size=(n, f))
+    y = (x @ r.normal(size=f) + 0.3 * r.normal(size=n) > 0).astype(np.float64)[:, None]
+    return x, y
+
+
+def _mlp(f=5, seed=1):
+    set_seed(seed)
+    m = nn.Sequential([nn.Dense(8, "relu", in_features=f), nn.Dense(1, in_features=8)])
+    return m.astype("float64")
+
+
+def _one_step(model, x, y, sigma, c, opt_cls=optim.SGD):
+    """One DP step on the whole of (x, y) as the batch; returns the DPOptimizer."""
+    opt = opt_cls(model.parameters(), lr=0.0)
+    priv = make_private(model, opt, (x, y), batch_size=len(x), epochs=1, noise_multiplier=sigma,
+                        max_grad_norm=c, seed=0)  # fmt: skip
+    loss = losses.binary_cross_entropy_with_logits(model(x), y)
+    priv.optimizer.zero_grad()
+    loss.backward()
+    priv.optimizer.step()
+    priv.detach()
+    return priv.optimizer
+
+
+def test_step_without_noise_is_the_mean_of_clipped_gradients():
+    x, y = _data(40)
+    m = _mlp()
+    g = per_example_grads(m, losses.binary_cross_entropy_with_logits, x, y)
+    flat = np.concatenate([v.reshape(40, -1) for v in g.values()], axis=1)
+    norms = np.linalg.norm(flat, axis=1)
+    c = float(np.median(norms))  # half the examples get clipped
+    coef = np.minimum(1, c / (norms + 1e-6))
+    assert np.all(np.linalg.norm(flat * coef[:, None], axis=1) <= c * (1 + 1e-12))
+    dp = _one_step(m, x, y, 0.0, c)
+    np.testing.assert_allclose(dp.last_norms, norms, rtol=1e-10)
+    for name, p in m.named_parameters():
+        want = np.tensordot(coef, g[name], axes=1) / 40
+        np.testing.assert_allclose(p.grad, want, rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def test_noise_has_the_stated_scale():
+    x, y = _data(50, f=60)
+    set_seed(2)
+    m = nn.Sequential([nn.Dense(150, in_features=60), nn.Dense(1, in_features=150)])
+    m.astype("float64")
+    _one_step(m, x, y, 0.0, 0.5)
+    clean = {n: p.grad.copy() for n, p in m.named_parameters()}
+    sigma, c = 1.3, 0.5
+    dp = _one_step(m, x, y, sigma, c)
+    noise = np.concatenate([(p.grad - clean[n]).ravel() for n, p in m.named_parameters()])
+    noise *= dp.expected_batch_size
+    assert noise.size > 9000
+    # the sample std of 9000 normals is within 3% of the true one with overwhelming odds
+    assert np.std(noise) == pytest.approx(sigma * c, rel=0.03)
+    assert abs(np.mean(noise)) < 4 * sigma * c / np.sqrt(noise.size)
+
+
+def test_poisson_loader_rates_seed_and_empty_batches():
+    x, y = _data(1000)
+    m = _mlp()
+    priv = make_private(m, optim.SGD(m.parameters(), lr=0.1), (x, y), batch_size=20, epochs=1,
+                        noise_multiplier=1.0, seed=7)  # fmt: skip
+    sizes = [len(b[0]) for b in priv.loader]
+    assert len(priv.loader) == 50 and len(sizes) == 50  # no batch is empty at q N = 20
+    assert abs(np.mean(sizes) - 20) < 3 and np.std(sizes) > 1  # sizes vary: Poisson, not fixed
+    m2 = _mlp()
+    again = make_private(m2, optim.SGD(m2.parameters(), lr=0.1), (x, y), batch_size=20,
+                         epochs=1, noise_multiplier=1.0, seed=7)  # fmt: skip
+    assert [len(b[0]) for b in again.loader] == sizes
+    priv.detach()
+    again.detach()
+    # a tiny rate: most batches are empty; each still takes a (noise-only) accounted step
+    m = _mlp()
+    priv = make_private(m, optim.SGD(m.parameters(), lr=0.1), (x[:10], y[:10]), batch_size=1,
+                        epochs=1, noise_multiplier=1.0, seed=1)  # fmt: skip
+    priv.loader.sample_rate = 0.001
+    before = m.layers[0].weight.data.copy()
+    assert list(priv.loader) == []
+    assert priv.accountant.steps == 10
+    assert not np.array_equal(before, m.layers[0].weight.data)  # noise moved the weights
+    priv.detach()
+
+
+@pytest.mark.parametrize("opt_cls,lr", [(optim.SGD, 1.0), (optim.Adam, 0.05), (optim.AdamW, 0.05)])
+def test_training_learns_and_is_reproducible(opt_cls, lr):
+    x, y = _data(400)
+
+    def run():
+        m = _mlp()
+        opt = opt_cls(m.parameters(), lr=lr)
+        priv = make_private(m, opt, (x, y), batch_size=40, epochs=4, target_epsilon=5.0, seed=3)
+        for _ in range(4):
+            for xb, yb in priv.loader:
+                loss = losses.binary_cross_entropy_with_logits(m(xb), yb)
+                priv.optimizer.zero_grad()
+                loss.backward()
+                priv.optimizer.step()
+        priv.detach()
+        acc = np.mean((m(x).data > 0) == (y > 0.5))
+        return m.layers[0].weight.data.copy(), acc, priv
+
+    w1, acc, priv = run()
+    w2, _, _ = run()
+    np.testing.assert_array_equal(w1, w2)
+    assert acc > 0.8
+    assert priv.accountant.steps == 40
+    assert 4.8 < priv.epsilon(1e-5) <= 5.0
+
+
+def test_make_private_argument_errors():
+    x, y = _data(50)
+    m = _mlp()
+    opt = optim.SGD(m.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="exactly one"):
+        make_private(m, opt, (x, y), batch_size=10, epochs=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_private(m, opt, (x, y), batch_size=0, epochs=1, noise_multiplier=1.0)
+    other = optim.SGD(_mlp().parameters(), lr=0.1)
+    with pytest.raises(Exception, match="not the model's"):
+        make_private(m, other, (x, y), batch_size=10, epochs=1, noise_multiplier=1.0)
+    assert all("call" not in vars(layer) for layer in m.layers)  # refused: left as it was
+
+
+def test_trainer_fit_with_privacy_reports_epsilon_each_epoch():
+    x, y = _data(300)
+    m = _mlp()
+    # metrics: Poisson batches hold a varying number of rows (no fixed-size output buffer)
+    t = Trainer(m, "bce", optim.Adam(m.parameters(), lr=0.05), metrics=["accuracy"])
+    hist = t.fit(x, y, epochs=3, batch_size=30, verbose=0, seed=5, validation_split=0.1,
+                 privacy=Privacy(target_epsilon=2.0, target_delta=1e-5))  # fmt: skip
+    assert len(hist.history["val_accuracy"]) == 3
+    eps = hist.history["epsilon"]
+    assert len(eps) == 3 and eps[0] < eps[1] < eps[2] <= 2.0
+    rep = t.privacy_report
+    assert rep["epsilon"] == eps[-1] and rep["steps"] == 27 and rep["delta"] == 1e-5
+    assert eps[-1] == pytest.approx(
+        epsilon(rep["noise_multiplier"], rep["sample_rate"], 27, 1e-5), rel=1e-12
+    )
+    assert all("call" not in vars(layer) for layer in m.layers)  # detached after fit
+    with pytest.raises(ValueError, match="privacy"):
+        t.fit(x, y, epochs=1, verbose=0, class_weight="balanced", privacy=Privacy(2.0))
+
+
+def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
+    import warnings
+
+    from lepton_nn import datasets, load, save
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(600))
+    bounds = {"Age": (18, 100)}
+    cats = {"Records": ["no", "yes"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # categories the DP histogram did not release
+        priv = Privacy(3.0, 1e-5, bounds=bounds, categories=cats)
+        m = TabularModel(epochs=2, batch_size=60, seed=0, positive="bad", privacy=priv).fit(table)
+    card = m.privacy_card
+    assert card["epsilon"] <= 3.0 + 1e-9 and card["delta"] <= 1e-5
+    pre = card["preprocessing"]
+    assert pre["epsilon"] == pytest.approx(0.3) and card["training_epsilon"] <= 2.7
+    assert pre["columns"]["Age"].startswith("public bounds")
+    assert pre["columns"]["Records"] == "public categories"
+    assert pre["columns"]["Income"].startswith("DP quantiles")
+    assert pre["columns"]["Home"].startswith("DP histogram")
+    age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
+    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    assert all(c["indicator"] for c in m.preprocessor.columns_)  # not read from the data
+    assert len(m.history["epsilon"]) == 2
+    path = tmp_path / "m.lnn"
+    save(m, path)
+    back = load(path)
+    assert back.privacy_card["epsilon"] == pytest.approx(card["epsilon"])
