@@ -524,7 +524,16 @@ class RecurrentStep:
             else:
                 hz = np.zeros((n, gu), dt)
             r = int(reverse)
-            for s in range(t - 1, -1, -1) if reverse else range(t):
+            seq = k.recurrent_sequence_forward if q_hh is None else None
+            if seq is not None:  # float W_hh: each chunk's steps in one call, no Python per step
+                w_hc, chunks = np.ascontiguousarray(w_hh, dt), range(0, t, ahead)
+                for c0 in reversed(chunks) if reverse else chunks:
+                    c1 = min(c0 + ahead, t)
+                    ih_ops, xz = _input_product(ih, c0, c1)
+                    cs = c if self.cell == "LSTM" else None
+                    args = (self.cell, xz, w_hc, b_hh, h, cs, mask, gates, hz, c0, c1, reverse)
+                    ops += [*ih_ops, (seq, args)]
+            for s in () if seq is not None else range(t - 1, -1, -1) if reverse else range(t):
                 p, q = s + r, s + 1 - r  # the state before and after step s
                 hp, hq, cp, cq = h[p % hn], h[q % hn], c[p % cn], c[q % cn]
                 c0 = s - s % ahead  # steps [c0, c1) hold s: their input product, on entry
