@@ -726,6 +726,22 @@ def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell,
     np.testing.assert_array_equal(served.predict(x), first)
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_recurrent_small_batches_match_the_layers(tmp_path, cell, n):
+    """Below 4 rows the plan's step loop multiplies by W_hh in C (blocks of 64 columns and a
+    rest: 20 units make 80, 60 or 20 columns), from 4 by BLAS: both agree with the layers,
+    forward and reverse, last state and whole sequence."""
+    L.set_seed(0)
+    make = getattr(nn, cell)
+    layers = [make(20, return_sequences=True, bidirectional=True), make(20)]
+    model = _built(nn.Sequential([*layers, nn.Dense(3)]), (11, 5))
+    x = np.random.default_rng(n).standard_normal((n, 11, 5)).astype(np.float32)
+    L.save(model, tmp_path / "m.lnn")
+    got = rt.load(tmp_path / "m.lnn").predict(x)
+    np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
+
+
 def _padded_reference(layers, tail, x, lengths):
     """The layers called with lengths=..., as a model using them would (Sequential cannot)."""
     h = x

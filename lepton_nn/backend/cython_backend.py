@@ -104,6 +104,8 @@ class CythonBackend(ReferenceBackend):
         softmax_xent_forward = staticmethod(_dense.softmax_xent_forward)
         softmax_xent_backward = staticmethod(_dense.softmax_xent_backward)
         adam_step = staticmethod(_dense.adam_step)
+        if hasattr(_dense, "all_finite"):  # a build from before it: the reference
+            all_finite = staticmethod(_dense.all_finite)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate

@@ -55,6 +55,10 @@ class ReferenceBackend:
     name = "reference"
 
     # -- dense epilogue ---------------------------------------------------------------
+    def all_finite(self, x):
+        """Whether no value of ``x`` is inf or NaN: ``bool(np.isfinite(x).all())``."""
+        return bool(np.isfinite(x).all())
+
     def bias_act_forward(self, z, bias, act, out):
         """out = f(z + bias), the bias along axis 1.
 
