@@ -85,26 +85,37 @@ static LNN_REC_CLONES void LNN_RNAME(lnn_rec_hz)(const T *LNN_REC_RESTRICT h,
                                                        (int32_t)n, (T)0, hz, (int32_t)n);
         return;
     }
-    enum { NB = 256 / sizeof(T) }; /* a block of hz's row in 8 AVX2 registers */
+    enum { NB = 256 / sizeof(T) }; /* a block of hz's row: 8 AVX2 registers */
     for (ptrdiff_t i = 0; i < b; i++) {
         T *LNN_REC_RESTRICT out = hz + i * n;
         const T *hi = h + i * k;
         ptrdiff_t j0 = 0;
         for (; j0 + NB <= n; j0 += NB) { /* out[j0:j0+NB] = sum_kk h[i, kk] w[kk, j0:j0+NB] */
-            T acc[NB];
-            for (int j = 0; j < NB; j++)
-                acc[j] = 0;
+#if defined(__GNUC__) /* 8 vector accumulators, so they stay in registers */
+            typedef T V __attribute__((vector_size(32)));
+            enum { L = 32 / sizeof(T) };
+            V acc[8];
+            for (int r = 0; r < 8; r++)
+                acc[r] = (V){0};
             for (ptrdiff_t kk = 0; kk < k; kk++) {
-                const T a = hi[kk];
-                const T *LNN_REC_RESTRICT wr = w + kk * n + j0;
-#pragma GCC unroll 64
-                for (int j = 0; j < NB; j++)
-                    acc[j] += a * wr[j];
+                const V a = (V){0} + hi[kk];
+                const T *wr = w + kk * n + j0;
+                for (int r = 0; r < 8; r++) {
+                    V wv;
+                    memcpy(&wv, wr + r * L, sizeof(V));
+                    acc[r] += a * wv;
+                }
             }
+            memcpy(out + j0, acc, sizeof(acc));
+#else
             for (int j = 0; j < NB; j++)
-                out[j0 + j] = acc[j];
+                out[j0 + j] = 0;
+            for (ptrdiff_t kk = 0; kk < k; kk++)
+                for (int j = 0; j < NB; j++)
+                    out[j0 + j] += hi[kk] * w[kk * n + j0 + j];
+#endif
         }
-        for (ptrdiff_t j = j0; j < n; j++) /* the columns left: one dot product each */
+        for (ptrdiff_t j = j0; j < n; j++) /* the columns left (fewer than NB): out += h[i, kk] w[kk, j0:] */
             out[j] = 0;
         for (ptrdiff_t kk = 0; kk < k && j0 < n; kk++) {
             const T a = hi[kk];
