@@ -197,3 +197,26 @@ def adam_step(cnp.ndarray p not None, cnp.ndarray g not None, cnp.ndarray m not 
             lnn_adam_step_f64(<double *>pp, <double *>gp, <double *>mp, <double *>vp, n,
                               step_size, beta1, beta2, 1.0 - beta1, 1.0 - beta2, inv_sqrt_bc2,
                               eps, l2, decay)
+
+
+cdef extern from "finite.h" nogil:
+    int lnn_all_finite_f32(const float *x, Py_ssize_t n)
+    int lnn_all_finite_f64(const double *x, Py_ssize_t n)
+
+
+def all_finite(cnp.ndarray x not None):
+    """Whether no value of ``x`` (float32/float64) is inf or NaN."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef void *p = cnp.PyArray_DATA(x)
+    cdef int ok
+    cdef bint f32 = _is_f32(x)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(x):  # a strided view: NumPy's loop
+        import numpy
+        return bool(numpy.isfinite(x).all())
+    if f32:
+        with nogil:
+            ok = lnn_all_finite_f32(<float *>p, n)
+    else:
+        with nogil:
+            ok = lnn_all_finite_f64(<double *>p, n)
+    return ok != 0

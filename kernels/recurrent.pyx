@@ -211,3 +211,56 @@ def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
             lnn_rnn_bwd_f64(<double *>g, <double *>p0, <double *>p1, <double *>p2,
                             <double *>m, <double *>p3, b, u)
     return dz
+
+
+# -- a run of time steps in one call, for the inference runtime (csrc/recurrent_seq.h) -----
+
+cdef extern from "recurrent_seq.h" nogil:
+    void lnn_rec_set_gemm(void *sgemm, void *dgemm, int ilp64)
+    void lnn_rec_seq_fwd_f32(int cell, const float *xz, const float *w_hh, const float *bhh,
+                             float *h, float *c, const float *mask, float *gates, float *hz,
+                             Py_ssize_t b, Py_ssize_t u, Py_ssize_t c0, Py_ssize_t c1,
+                             int reverse, Py_ssize_t hn)
+    void lnn_rec_seq_fwd_f64(int cell, const double *xz, const double *w_hh,
+                             const double *bhh, double *h, double *c, const double *mask,
+                             double *gates, double *hz, Py_ssize_t b, Py_ssize_t u,
+                             Py_ssize_t c0, Py_ssize_t c1, int reverse, Py_ssize_t hn)
+
+_CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
+
+
+def set_gemm(size_t sgemm, size_t dgemm, bint ilp64):
+    """Use the row-major cblas_sgemm / cblas_dgemm at these addresses (64-bit integers if
+    ilp64) for h @ W_hh in recurrent_sequence_forward from 4 rows up (0, 0: a C loop always).
+    The caller found them in NumPy's OpenBLAS and checked them (backend/cython_backend.py)."""
+    lnn_rec_set_gemm(<void *>sgemm, <void *>dgemm, ilp64)
+
+
+def recurrent_sequence_forward(str cell, cnp.ndarray xz not None, cnp.ndarray w_hh not None,
+                               bhh, cnp.ndarray h not None, c, mask,
+                               cnp.ndarray gates not None, cnp.ndarray hz not None,
+                               Py_ssize_t c0, Py_ssize_t c1, bint reverse):
+    """Steps c0 .. c1-1 of one direction of an LSTM / GRU / SimpleRNN (the twin in
+    reference.py says what is read and written). Arrays C-contiguous, one dtype, built by
+    the runtime's plan: nothing is validated here."""
+    cdef int code = _CELLS[cell]
+    cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
+    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2]
+    cdef void *pb = _data(bhh)
+    cdef void *pc = _data(c)
+    cdef void *pm = _data(mask)
+    cdef void *p0 = cnp.PyArray_DATA(xz)
+    cdef void *p1 = cnp.PyArray_DATA(w_hh)
+    cdef void *p2 = cnp.PyArray_DATA(h)
+    cdef void *p3 = cnp.PyArray_DATA(gates)
+    cdef void *p4 = cnp.PyArray_DATA(hz)
+    if _is_f32(h):
+        with nogil:
+            lnn_rec_seq_fwd_f32(code, <float *>p0, <float *>p1, <float *>pb, <float *>p2,
+                                <float *>pc, <float *>pm, <float *>p3, <float *>p4, b, u,
+                                c0, c1, reverse, hn)
+    else:
+        with nogil:
+            lnn_rec_seq_fwd_f64(code, <double *>p0, <double *>p1, <double *>pb, <double *>p2,
+                                <double *>pc, <double *>pm, <double *>p3, <double *>p4, b,
+                                u, c0, c1, reverse, hn)

@@ -53,6 +53,35 @@ def data(shape, dtype, seed=0, scale=3.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
 
+# -- the runtime's input check -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 784, 4099])
+def test_all_finite(be, dtype, n):
+    """np.isfinite(x).all() on every backend: inf, -inf, NaN (also with a sign bit and a
+    payload) anywhere make it False; the largest finite value and subnormals do not; strided
+    views too."""
+    fi = np.finfo(dtype)
+    x = data((n,), dtype)
+    assert be.all_finite(x) is True
+    specials = [np.inf, -np.inf, np.nan, -np.nan]
+    nan_payload = np.array([0x7FC00001 if dtype == np.float32 else 0x7FF8000000000001])
+    specials.append(
+        nan_payload.astype(np.uint32 if dtype == np.float32 else np.uint64).view(dtype)[0]
+    )
+    for k, v in enumerate(specials if n else []):
+        y = x.copy()
+        y[(k * 7919) % n] = v
+        assert be.all_finite(y) is False, (v, k)
+        assert be.all_finite(y.reshape(1, n)) is False
+        assert be.all_finite(np.repeat(y, 2)[::2]) is False  # a strided view
+    for v in (fi.max, -fi.max, fi.tiny / 4, -0.0):
+        y = x.copy()
+        y[n // 2 if n else 0 : n // 2 + 1] = v
+        assert be.all_finite(y) is True
+
+
 # -- bias + activation ------------------------------------------------------------------------
 
 

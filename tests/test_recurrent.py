@@ -455,3 +455,64 @@ def test_recurrent_configs_round_trip():
     ):
         again = layer_from_config(layer_to_config(layer))
         assert layer_to_config(again) == layer_to_config(layer)
+
+
+# -- a run of steps in one call (the inference runtime's recurrent_sequence_forward) -----------
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b", [1, 3, 4, 9])  # below 4 rows: h @ W_hh in C; from 4: BLAS
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(("with_mask", "keep_all"), [(False, False), (True, False), (True, True)])
+def test_recurrent_sequence_forward_parity(be, cell, dtype, b, reverse, with_mask, keep_all):
+    """Steps 2..4 of 7 (a chunk in the middle), states in 2 slots or all T + 1, with and
+    without the (T, B) mask and GRU's b_hh: every backend writes what the reference's loop of
+    np.matmul and step kernels writes, and the loop itself agrees with the per-step kernels
+    called one by one."""
+    t, u, c0, c1 = 7, 23, 2, 5  # LSTM, GRU: G U = 92, 69: one 64-column block and a rest
+    g = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cell]
+    rng = np.random.default_rng(b)
+    xz = rng.standard_normal((c1 - c0, b, g * u)).astype(dtype)
+    w_hh = (rng.standard_normal((u, g * u)) / np.sqrt(u)).astype(dtype)
+    bhh = rng.standard_normal(g * u).astype(dtype) if cell == "GRU" else None
+    hn = t + 1 if keep_all else 2
+    h = rng.standard_normal((hn, b, u)).astype(dtype)
+    c = rng.standard_normal((2, b, u)).astype(dtype) if cell == "LSTM" else None
+    mask = None
+    if with_mask:
+        mask = np.ones((t, b), dtype)
+        mask[3, ::2] = 0
+    outs = [
+        h,
+        *([] if c is None else [c]),
+        np.zeros((b, 4 * u), dtype),
+        np.zeros((b, g * u), dtype),
+    ]
+
+    def args(o):
+        cs = o[1] if cell == "LSTM" else None
+        return (cell, xz, w_hh, bhh, o[0], cs, mask, o[-2], o[-1], c0, c1, reverse)
+
+    want = run(REF, "recurrent_sequence_forward", args, outs)
+    got = run(be, "recurrent_sequence_forward", args, outs)
+    for w, gt in zip(want[:-2], got[:-2], strict=True):  # states (gates, hz: scratch)
+        np.testing.assert_allclose(gt, w, **tol(dtype))
+    # the reference loop, step by step by hand: the last state written
+    hs, cs = h.copy(), None if c is None else c.copy()
+    r = int(reverse)
+    for s in range(c1 - 1, c0 - 1, -1) if reverse else range(c0, c1):
+        p, q = s + r, s + 1 - r
+        hz = hs[p % hn] @ w_hh
+        m = None if mask is None else mask[s]
+        gates = np.zeros((b, 4 * u), dtype)
+        if cell == "LSTM":
+            REF.lstm_step_forward(xz[s - c0], hz, cs[p % 2], hs[p % hn], m, gates, cs[q % 2],
+                                  hs[q % hn])  # fmt: skip
+        elif cell == "GRU":
+            REF.gru_step_forward(xz[s - c0], hz, bhh, hs[p % hn], m, gates, hs[q % hn])
+        else:
+            REF.rnn_step_forward(xz[s - c0], hz, hs[p % hn], m, hs[q % hn])
+    np.testing.assert_allclose(got[0], hs, **tol(dtype))
+    if cell == "LSTM":
+        np.testing.assert_allclose(got[1], cs, **tol(dtype))

@@ -73,6 +73,20 @@ def _with_gemm(name: str):
     return kernel
 
 
+_rec_gemm_set = False
+
+
+def _recurrent_sequence_forward(self, *args):
+    """The compiled ``recurrent_sequence_forward``, given NumPy's BLAS GEMM at the first call
+    where it was found and checked (``_conv_gemm``); else it multiplies by W_hh in C."""
+    global _rec_gemm_set
+    if not _rec_gemm_set:
+        found = blas_gemm() if _conv is not None and _conv_gemm() else None
+        _recurrent.set_gemm(*(found or (0, 0, False)))
+        _rec_gemm_set = True
+    return _recurrent.recurrent_sequence_forward(*args)
+
+
 class CythonBackend(ReferenceBackend):
     """Ahead-of-time compiled kernels; no first-call stall.
 
@@ -90,6 +104,8 @@ class CythonBackend(ReferenceBackend):
         softmax_xent_forward = staticmethod(_dense.softmax_xent_forward)
         softmax_xent_backward = staticmethod(_dense.softmax_xent_backward)
         adam_step = staticmethod(_dense.adam_step)
+        if hasattr(_dense, "all_finite"):  # a build from before it: the reference
+            all_finite = staticmethod(_dense.all_finite)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate
@@ -128,3 +144,5 @@ class CythonBackend(ReferenceBackend):
         gru_step_backward = staticmethod(_recurrent.gru_step_backward)
         rnn_step_forward = staticmethod(_recurrent.rnn_step_forward)
         rnn_step_backward = staticmethod(_recurrent.rnn_step_backward)
+        if hasattr(_recurrent, "recurrent_sequence_forward"):  # a build from before it: reference
+            recurrent_sequence_forward = _recurrent_sequence_forward

@@ -55,6 +55,10 @@ class ReferenceBackend:
     name = "reference"
 
     # -- dense epilogue ---------------------------------------------------------------
+    def all_finite(self, x):
+        """Whether no value of ``x`` is inf or NaN: ``bool(np.isfinite(x).all())``."""
+        return bool(np.isfinite(x).all())
+
     def bias_act_forward(self, z, bias, act, out):
         """out = f(z + bias), the bias along axis 1.
 
@@ -738,3 +742,27 @@ class ReferenceBackend:
             dz[...] = np.where(keep, d * (1 - h * h), 0)
             dh[...] = np.where(keep, 0, d)
         return dz
+
+    def recurrent_sequence_forward(self, cell, xz, w_hh, bhh, h, c, mask, gates, hz, c0, c1,
+                                   reverse):  # fmt: skip
+        """Steps c0 .. c1-1 of one direction of a recurrent layer in one call (inference).
+
+        For s = c0 .. c1-1 (c1-1 .. c0 if reverse), r = int(reverse), p = s + r, q = s + 1 - r:
+        hz = h[p % H] @ w_hh, then the cell's step kernel on xz[s - c0], hz and mask[s],
+        writing state q: LSTM into c[q % 2], h[q % H]; GRU (with bhh) and SimpleRNN into
+        h[q % H]. cell: "LSTM" | "GRU" | "SimpleRNN"; xz: (c1 - c0, B, G U) with the bias;
+        w_hh: (U, G U); h: (H, B, U) state slots; c: (2, B, U) or None; mask: (T, B) or None;
+        gates: (B, 4U), hz: (B, G U) scratch. Returns None.
+        """
+        hn, r = h.shape[0], int(reverse)
+        for s in range(c1 - 1, c0 - 1, -1) if reverse else range(c0, c1):
+            p, q = s + r, s + 1 - r
+            hp, hq, xs = h[p % hn], h[q % hn], xz[s - c0]
+            np.matmul(hp, w_hh, hz)
+            m = None if mask is None else mask[s]
+            if cell == "LSTM":
+                self.lstm_step_forward(xs, hz, c[p % 2], hp, m, gates, c[q % 2], hq)
+            elif cell == "GRU":
+                self.gru_step_forward(xs, hz, bhh, hp, m, gates, hq)
+            else:
+                self.rnn_step_forward(xs, hz, hp, m, hq)

@@ -115,7 +115,7 @@ def supports(engine: str, workload: str) -> bool:
 
 def build_cases(engine: str, workload: str) -> list[Case]:
     """The cases of ``engine`` for ``workload`` (``W1``, ``W2``, ``W3``, ``W4``, ``W5b1``,
-    ``W5b256``, ``W6m1`` ... ``W6m1024``).
+    ``W5b64``, ``W5b256``, ``W6m1`` ... ``W6m1024``).
 
     Raises ImportError when the engine is not installed, ValueError when it has no such
     workload (say, ONNX Runtime training).

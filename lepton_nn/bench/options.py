@@ -20,6 +20,7 @@ WORKLOAD_TITLES = {
     "W1": "W1 tabular MLP training (32-64-32-1, batch 64, Adam, BCE)",
     "W2": "W2 MNIST-sized MLP training (784-512-256-10, batch 128, Adam, cross-entropy)",
     "W5b1": "W5 inference of the W2 model, batch 1 (latency)",
+    "W5b64": "W5 inference of the W2 model, batch 64",
     "W5b256": "W5 inference of the W2 model, batch 256 (throughput)",
     "W3": "W3 small CNN training (1x28x28, Conv 16 -> pool -> Conv 32 -> pool -> Dense 10, "
     "batch 64, Adam, cross-entropy)",
@@ -128,9 +129,15 @@ def _workloads(text) -> list[str]:
     out = []
     for s in str(text).split(","):
         s = s.strip().upper()
-        s = {"PARITY": "ACC", "ACCURACY": "ACC", "W5B1": "W5b1", "W5B256": "W5b256"}.get(s, s)
+        s = {
+            "PARITY": "ACC",
+            "ACCURACY": "ACC",
+            "W5B1": "W5b1",
+            "W5B64": "W5b64",
+            "W5B256": "W5b256",
+        }.get(s, s)
         s = s.replace("W6M", "W6m")
-        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b256", *W6_SIZES):
+        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b64", "W5b256", *W6_SIZES):
             raise ValueError(f"unknown workload {s!r}; choose from {', '.join(ALL_WORKLOADS)}")
         out.append(s)
     return list(dict.fromkeys(out))
@@ -138,8 +145,10 @@ def _workloads(text) -> list[str]:
 
 def timed_workloads(workloads) -> list[str]:
     """The timed workloads among ``workloads``, W5 and W6 expanded to their sizes."""
-    single = ("W1", "W2", "W3", "W4", "W5b1", "W5b256", *W6_SIZES)
+    single = ("W1", "W2", "W3", "W4", "W5b1", "W5b64", "W5b256", *W6_SIZES)
     out = []
     for w in workloads:
-        out += {"W5": ["W5b1", "W5b256"], "W6": list(W6_SIZES)}.get(w, [w] if w in single else [])
+        out += {"W5": ["W5b1", "W5b64", "W5b256"], "W6": list(W6_SIZES)}.get(
+            w, [w] if w in single else []
+        )
     return list(dict.fromkeys(out))

@@ -38,6 +38,7 @@ import numpy as np
 from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeError
 
 from .format import read_lnn
+from .kernels import kernels
 from .plan import Network, Plan, default_threads, parse_network
 from .preprocess import Preprocessing
 from .validate import Limits, validate
@@ -172,6 +173,7 @@ class InferenceModel:
         self._lock = threading.Lock()
         net = self.network
         self._dtype = net.dtype
+        self._all_finite = kernels().all_finite  # one compiled pass over the input
         self._in = net.input_shape
         self._flat = net.flat_input if net.flat_input != net.input_shape else None
         self._many_in = len(net.inputs) > 1
@@ -338,7 +340,7 @@ class InferenceModel:
         # inf/NaN are refused in every precision alike (int8 would quantize them into finite
         # scores): one pass, exact, no floating-point warnings (a dot with zeros was faster
         # but warns on inf; a sum can overflow)
-        if not np.isfinite(x).all():
+        if not self._all_finite(x):
             _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)

@@ -20,7 +20,7 @@ import numpy as np
 from lepton_nn.backend.geometry import (
     CONV_CHUNK_BYTES,
 )
-from lepton_nn.backend.threads import parallel_for, threads_for
+from lepton_nn.backend.threads import blas_held, blas_single, parallel_for, threads_for
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
@@ -479,7 +479,21 @@ class RecurrentStep:
             else:
                 hz = np.zeros((n, gu), dt)
             r = int(reverse)
-            for s in range(t - 1, -1, -1) if reverse else range(t):
+            seq = k.recurrent_sequence_forward if q_hh is None else None
+            if seq is not None:  # float W_hh: each chunk's steps in one call, no Python per step
+                w_hc, chunks = np.ascontiguousarray(w_hh, dt), range(0, t, ahead)
+                for c0 in reversed(chunks) if reverse else chunks:
+                    c1 = min(c0 + ahead, t)
+                    ih_ops, xz = _input_product(ih, c0, c1)
+                    cs = c if self.cell == "LSTM" else None
+                    args = (self.cell, xz, w_hc, b_hh, h, cs, mask, gates, hz, c0, c1, reverse)
+                    # GEMMs too small for OpenBLAS's split (blas_single) run on one BLAS thread:
+                    # its woken workers slowed an LSTM (T 50, U 64) at batch 64, 2 threads, on
+                    # a busy machine from ~40 ms to over 1 s a call
+                    ih_flops = 2 * (c1 - c0) * n * (f + 1) * gu
+                    ops += [_on_one_blas_thread(o, ih_flops) for o in ih_ops]
+                    ops.append(_on_one_blas_thread((seq, args), 2 * n * u * gu))
+            for s in () if seq is not None else range(t - 1, -1, -1) if reverse else range(t):
                 p, q = s + r, s + 1 - r  # the state before and after step s
                 hp, hq, cp, cq = h[p % hn], h[q % hn], c[p % cn], c[q % cn]
                 c0 = s - s % ahead  # steps [c0, c1) hold s: their input product, on entry
@@ -516,6 +530,17 @@ class RecurrentStep:
         kind = "bidirectional " if len(self.dirs) == 2 else ""
         int8 = " (int8 weights)" if self.int8[0][0] or self.int8[0][1] else ""
         return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
+
+
+def _on_one_blas_thread(op: Op, flops: float) -> Op:
+    """``op``, run with NumPy's BLAS on one thread when its GEMMs (``flops`` each) are too
+    small for OpenBLAS's split to gain (:class:`blas_single`)."""
+    return (_one_blas_thread, op) if blas_single(flops).on else op
+
+
+def _one_blas_thread(fn: Callable, args: tuple) -> None:
+    with blas_held():
+        fn(*args)
 
 
 def _input_product(ih, c0: int, c1: int) -> tuple[list[Op], np.ndarray]:
