@@ -51,6 +51,7 @@ _LAZY.update(
 )
 
 _LAZY.update(dict.fromkeys(("prepare_qat", "convert_qat", "QATDense", "FakeQuant"), ".qat"))
+_LAZY["QuantizeDequantize"] = ".qdq"
 
 __all__ = sorted(_LAZY)
 

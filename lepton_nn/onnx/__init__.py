@@ -25,6 +25,7 @@ def load(source: Any, *, limits: Any = None):
     mode, trainable like any other (``model.train()`` to fine-tune). The converted manifest
     goes through the validator and budget of ``lepton_nn.load`` (``limits``: see
     :class:`~lepton_nn.runtime.validate.Limits`)."""
+    import lepton_nn.compress.qdq  # noqa: F401 - the QuantizeDequantize layer of QDQ files
     from lepton_nn.io import module_from_lnn
     from lepton_nn.runtime.validate import Limits, validate
 

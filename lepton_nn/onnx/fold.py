@@ -221,6 +221,22 @@ def _range(ins, at):
     return (start + delta * np.arange(n)).astype(start.dtype)
 
 
+def dequantize(ins, at) -> np.ndarray:
+    """ONNX DequantizeLinear: (x - zero_point) scale in float32; a 1-D scale (and zero
+    point) runs along ``axis`` (default 1), a scalar over the whole tensor."""
+    x, scale = ins[0], np.asarray(ins[1], np.float32)
+    zp = np.zeros((), x.dtype) if len(ins) < 3 or ins[2] is None else np.asarray(ins[2])
+    if at.get("block_size", 0):
+        raise ValueError("blocked quantization is not supported")
+    if scale.ndim == 1 and x.ndim > 0:
+        axis = at.get("axis", 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.ndim == 1 else zp
+    centered = x.astype(np.int64) - zp.astype(np.int64)
+    return (centered.astype(np.float32) * scale).astype(np.float32)
+
+
 #: op type -> f(input values, attributes) -> output value
 FOLDERS: dict[str, Callable[[list, dict], np.ndarray]] = {
     "Shape": lambda ins, at: ins[0],  # handled in fold()
@@ -243,4 +259,5 @@ FOLDERS: dict[str, Callable[[list, dict], np.ndarray]] = {
     "ConstantOfShape": _constant_of_shape,
     "Expand": _expand,
     "Range": _range,
+    "DequantizeLinear": dequantize,
 }

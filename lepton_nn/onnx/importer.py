@@ -78,6 +78,7 @@ class Walk:
         self.ops: Counter = Counter()
         self.static_batch: int | None = None  # the batch size a file was exported at, if fixed
         self.lengths_input: str | None = None  # the graph input read as sequence_lens
+        self.quantized: set[str] = set()  # integer tensors of converted QuantizeLinear nodes
 
     def enter(self, tensor: str, only_reader: bool) -> None:
         v = self.values[tensor]
@@ -227,8 +228,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
         if group is None:
             if node.op_type not in HANDLERS:
                 raise ModelFormatError(f"{_label(node)}: cannot be converted here")
-            HANDLERS[node.op_type](walk, node)
-            group = [node]
+            group = HANDLERS[node.op_type](walk, node) or [node]  # a handler may take more
         for n in group:
             done.add(id(n))
             walk.ops[n.op_type] += 1

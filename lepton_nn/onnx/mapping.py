@@ -391,6 +391,12 @@ def _recurrent(walk, node):
     recurrent(walk, node)
 
 
+def _quantized(walk, node):
+    from .qdq import QDQ_HANDLERS
+
+    return QDQ_HANDLERS[node.op_type](walk, node)
+
+
 HANDLERS = {
     **VIEWS,
     "Concat": _concat_one,
@@ -426,4 +432,14 @@ HANDLERS = {
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "RNN": _recurrent,
+    **dict.fromkeys(
+        (
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "DynamicQuantizeLinear",
+            "QLinearMatMul",
+            "MatMulInteger",
+        ),
+        _quantized,
+    ),  # fmt: skip
 }
