@@ -181,8 +181,11 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     its arrays (``params/<name>``) and a report ``{"ops": {op: count}, "layers": [...]}``."""
     from .mapping import HANDLERS, MERGES, gather_concat, merge
     from .patterns import ISLAND_OPS, elementwise_island
+    from .pipeline import is_tabular, tabular_manifest
 
     model, arrays = read_onnx(source)
+    if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
+        return tabular_manifest(model, arrays)
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
