@@ -103,3 +103,18 @@ def test_pipeline_without_imputer_and_refusals():
                     a.i = 0
     with pytest.raises(ModelFormatError, match="zeros=0"):
         runtime.from_manifest(*__import__("lepton_nn.onnx").onnx.onnx_to_manifest(model)[:2])
+
+
+def test_convert_cli_on_a_pipeline(tmp_path):
+    from lepton_nn.onnx import convert
+
+    path = tmp_path / "p.onnx"
+    path.write_bytes(_fit("multiclass").SerializeToString())
+    r = convert(path, tmp_path / "p.lnn")
+    assert r["parity"] < 1e-5 and "labels equal" in r["oracle"]
+    assert r["ops"]["OneHotEncoder"] == 2 and r["ops"]["Imputer"] == 1
+    model = runtime.load(str(tmp_path / "p.lnn"))
+    assert model.kind == "tabular" and [c["name"] for c in model.preprocessing.columns] == [
+        *NUM,
+        *CAT,
+    ]

@@ -93,6 +93,8 @@ def test_qdq_mlp_matches_onnxruntime(tmp_path, name, softmax):
         )  # fmt: skip
     x = _x()
     step = _output_scale(q)
+    manifest, _, report = lo.onnx_to_manifest(str(q))
+    assert manifest["kind"] == "compressed" and report["int8_layers"] == 3  # the int8 kernels
     ours = runtime.load(str(q)).predict(x)
     net = lo.load(str(q))
     assert "QuantizeDequantize" in [type(m).__name__ for m in net.modules()]
@@ -255,7 +257,24 @@ def test_imported_qdq_network_saves_and_serves(tmp_path):
     net = lo.load(str(q))
     L.save(net, tmp_path / "m.lnn")
     x = _x(50)
-    served = runtime.load(str(tmp_path / "m.lnn")).predict(x)
-    np.testing.assert_array_equal(served, runtime.load(str(q)).predict(x))
+    served = runtime.load(str(tmp_path / "m.lnn")).predict(x)  # float layers
+    int8 = runtime.load(str(q)).predict(x)  # the int8 kernels
+    assert np.abs(served - int8).max() <= _output_scale(q) * 1.001
     again = L.load(tmp_path / "m.lnn")
     assert np.abs(np.asarray(again(x).data) - served).max() <= _output_scale(q) * 1.001
+
+
+def test_convert_cli_checks_a_qdq_file_against_the_onnx_semantics(tmp_path):
+    from lepton_nn.onnx import convert
+
+    _mlp(tmp_path / "f.onnx", softmax=False)
+    q = tmp_path / "q.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantization.quantize_static(str(tmp_path / "f.onnx"), str(q), _Reader(),
+                                     quant_format=quantization.QuantFormat.QDQ)  # fmt: skip
+    r = convert(q, tmp_path / "q.lnn")
+    assert "optimizations off" in r["oracle"] and r["parity"] <= _output_scale(q) * 1.001
+    assert r["ops"]["QuantizeLinear"] == 5  # the input and each Gemm's output
+    served = runtime.load(str(tmp_path / "q.lnn"))
+    assert served.kind == "compressed"  # int8 weights, the int8 kernels

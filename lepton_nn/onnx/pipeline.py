@@ -19,6 +19,8 @@ for ONNX Runtime; lepton_nn fills it with the column's center (its offset).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from lepton_nn.errors import ModelFormatError
@@ -46,9 +48,9 @@ def _width(entry: dict) -> int:
     return len(entry["categories"]) if entry["kind"] == "categorical" else 1
 
 
-def _preprocess(model, arrays) -> tuple[str, list[dict], list]:
+def _preprocess(model, arrays) -> tuple[str, list[dict], list, Counter]:
     """Follow the preprocessing nodes: (the network's input tensor, its column entries in
-    feature order, the nodes left for the network)."""
+    feature order, the nodes left for the network, the op types taken)."""
     g = model.graph
     all_nodes = list(g.node)  # (protobuf may wrap an element anew at each access)
     inits = {t.name for t in g.initializer}
@@ -105,7 +107,7 @@ def _preprocess(model, arrays) -> tuple[str, list[dict], list]:
         raise ModelFormatError(f"each raw column must reach the network once, got {seen}")
     if any(e["kind"] == "categorical" and e["categories"] is None for e in columns):
         raise ModelFormatError("a text column reaches the network without a one-hot encoding")
-    return name, columns, rest
+    return name, columns, rest, Counter(n.op_type for n in all_nodes if id(n) in taken)
 
 
 def _impute(node, at, ents: list[dict]) -> None:
@@ -166,7 +168,7 @@ def tabular_manifest(model, arrays) -> tuple[dict, dict, dict]:
 
     from .importer import _ancestors, onnx_to_manifest
 
-    name, columns, nodes = _preprocess(model, arrays)
+    name, columns, nodes, pre_ops = _preprocess(model, arrays)
     g = model.graph
     width = sum(_width(e) for e in columns)
     outputs, binary = list(g.output), _binary_output(nodes, arrays)
@@ -184,6 +186,8 @@ def tabular_manifest(model, arrays) -> tuple[dict, dict, dict]:
     sub = helper.make_model(net, opset_imports=list(model.opset_import),
                             ir_version=model.ir_version)  # fmt: skip
     manifest, net_arrays, report = onnx_to_manifest(sub)
+    for op, count in pre_ops.items():  # the preprocessing's nodes too
+        report["ops"][op] = report["ops"].get(op, 0) + count
     for e in columns:
         e.pop("_stage")
         if e["kind"] == "numeric":

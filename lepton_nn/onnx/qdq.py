@@ -17,6 +17,12 @@
 - ``QLinearMatMul(a_q, a_s, a_zp, b_q, b_s, b_zp, y_s, y_zp)`` between a QuantizeLinear and a
   DequantizeLinear: a Dense on the dequantized B, then the output grid.
 
+Onto the int8 kernels (:func:`int8_dense_pass`, what ``runtime.load`` and ``convert`` write):
+a Dense on a symmetric int8 weight whose input is a ``QuantizeDequantize`` layer of 256
+values, read by it alone, is the runtime's int8 Dense with that (scale, zero point) as its
+static activation quantization (an int8 grid shifted by 128 onto uint8), the layer removed:
+the same rounding of x, the product exact in int32.
+
 Anything else quantized (``QGemm`` and the other ``com.microsoft`` operators of the
 QOperator format) is refused by the reader as a custom domain.
 """
@@ -30,7 +36,7 @@ from lepton_nn.errors import ModelFormatError
 from .fold import _attrs, dequantize
 from .importer import Layer, Walk, _label
 
-__all__ = ["QDQ_HANDLERS"]
+__all__ = ["QDQ_HANDLERS", "int8_dense_pass", "int8_weight"]
 
 #: zero point dtype -> (qmin, qmax)
 _GRIDS = {np.dtype("uint8"): (0, 255), np.dtype("int8"): (-128, 127),
@@ -176,3 +182,60 @@ QDQ_HANDLERS = {
     "DynamicQuantizeLinear": _dynamic,
     "QLinearMatMul": _qlinear_matmul,
 }
+
+
+# ----------------------------------------------------------------- onto the int8 kernels
+
+
+def int8_weight(found: tuple | None, transposed: bool) -> dict | None:
+    """(q, scale, zero point, axis) of a folded DequantizeLinear weight B -> ``{"q": int8
+    (N, K), "scale": float32 (N,)}`` when it is symmetric int8 (zero points 0, no -128) per
+    output column or per tensor; B is (K, N), or (N, K) when ``transposed``."""
+    if found is None:
+        return None
+    q, scale, zp, axis = found
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    if q is None or q.dtype != np.int8 or q.ndim != 2 or (q == -128).any():
+        return None
+    if zp is not None and np.any(zp):
+        return None
+    q_nk = q if transposed else q.T
+    n = q_nk.shape[0]
+    if scale.size != 1 and (scale.size != n or axis % 2 != (0 if transposed else 1)):
+        return None
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        return None
+    return {"q": np.ascontiguousarray(q_nk), "scale": np.broadcast_to(scale, (n,)).copy()}
+
+
+def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
+    """A Dense with an int8 weight whose input is a ``QuantizeDequantize`` layer of 256
+    values that only it reads: the runtime's int8 Dense with that (scale, zero point) as its
+    static activation quantization (which rounds x as the layer does), the layer removed.
+    Returns {Dense node name: its int8 entry (q, scale, activations)}."""
+    readers: dict[str, int] = {}
+    for n in walk.nodes:
+        for i in n["inputs"]:
+            readers[i] = readers.get(i, 0) + 1
+    for o in outputs:
+        readers[o] = readers.get(o, 0) + 1
+    by_name = {n["name"]: n for n in walk.nodes}
+    done: dict[str, dict] = {}
+    for n in list(walk.nodes):
+        lay = walk.layers[n["layer"]]
+        prev = by_name.get(n["inputs"][0])
+        if lay.cls != "Dense" or "_int8" not in lay.config or prev is None:
+            continue
+        qdq = walk.layers[prev["layer"]]
+        cfg = qdq.config
+        if qdq.cls != "QuantizeDequantize" or readers[prev["name"]] != 1:
+            continue
+        if cfg["qmax"] - cfg["qmin"] != 255:
+            continue
+        zp = cfg["zero_point"] - cfg["qmin"]  # an int8 grid as the uint8 one, shifted
+        act = {"mode": "static", "scale": cfg["scale"], "zero_point": zp}
+        done[n["name"]] = {**lay.config["_int8"], "activations": act}
+        n["inputs"] = list(prev["inputs"])
+        walk.nodes.remove(prev)
+        by_name.pop(prev["name"])
+    return done
