@@ -36,7 +36,7 @@ from lepton_nn.errors import ModelFormatError
 from .fold import _attrs, dequantize
 from .importer import Layer, Walk, _label
 
-__all__ = ["QDQ_HANDLERS", "int8_dense_pass", "int8_weight"]
+__all__ = ["QDQ_HANDLERS", "export_qdq", "int8_dense_pass", "int8_weight"]
 
 #: zero point dtype -> (qmin, qmax)
 _GRIDS = {np.dtype("uint8"): (0, 255), np.dtype("int8"): (-128, 127),
@@ -239,3 +239,33 @@ def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
         walk.nodes.remove(prev)
         by_name.pop(prev["name"])
     return done
+
+
+# ----------------------------------------------------------------- export
+
+
+def export_qdq(g, x: str, cls: str, cfg: dict) -> str:
+    """Nodes of a ``QuantizeDequantize`` (QuantizeLinear -> DequantizeLinear on its grid) or
+    ``QuantizeDequantizeRows`` layer (each row's grid written out: ONNX's
+    DynamicQuantizeLinear takes one for the whole tensor) on ``x``, for the exporter."""
+    f32 = g.dtype  # the network's float type (QuantizeLinear's x and scale share it)
+    if cls == "QuantizeDequantize":
+        grid = (cfg["qmin"], cfg["qmax"])
+        dtype = {v: k for k, v in _GRIDS.items()}.get(grid)
+        if dtype is None or (dtype.itemsize == 2 and g.opset < 21):
+            raise ModelFormatError(f"export: the grid {grid} needs a newer opset or type")
+        s = g.const(np.array(cfg["scale"], f32))
+        z = g.const(np.array(cfg["zero_point"], dtype), dtype)
+        return g.node("DequantizeLinear", [g.node("QuantizeLinear", [x, s, z]), s, z])
+    zero, top = g.const(np.zeros((), f32)), g.const(np.array(255, f32))
+    reduce = (
+        ({"axes": [-1]} if g.opset < 18 else {}),
+        ([] if g.opset < 18 else [g.const(np.array([-1]), np.int64)]),
+    )
+    lo = g.node("Min", [g.node("ReduceMin", [x, *reduce[1]], keepdims=1, **reduce[0]), zero])
+    hi = g.node("Max", [g.node("ReduceMax", [x, *reduce[1]], keepdims=1, **reduce[0]), zero])
+    s = g.node("Div", [g.node("Sub", [hi, lo]), top])
+    s = g.node("Where", [g.node("Equal", [s, zero]), g.const(np.ones((), f32)), s])
+    z = g.node("Clip", [g.node("Round", [g.node("Div", [g.node("Neg", [lo]), s])]), zero, top])
+    q = g.node("Clip", [g.node("Add", [g.node("Round", [g.node("Div", [x, s])]), z]), zero, top])
+    return g.node("Mul", [g.node("Sub", [q, z]), s])
