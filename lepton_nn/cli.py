@@ -171,7 +171,19 @@ def cmd_predict(args) -> int:
 
     from .data import read_csv
 
+    if args.dask or len(args.data) > 1 or not _one_csv_file(args.data[0]):
+        from .commands.score import cmd_score  # many files, Parquet, a folder: streamed
+
+        return cmd_score(args)
+    args.data = args.data[0]
     A.check_output(args.output)
+    if args.data == "-":  # rows from standard input, one result per row as it comes
+        from .commands.serve import predict_stdin
+
+        if not args.output:
+            return predict_stdin(args.model)
+        with open(args.output, "w", newline="") as out:
+            return predict_stdin(args.model, out=out)
     model = _load_tabular(args.model, "predict")
     table = read_csv(args.data, column_types=model.input_kinds)  # typed as in training
     labels = model.predict(table)
@@ -190,6 +202,10 @@ def cmd_predict(args) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _one_csv_file(path: str) -> bool:
+    return not os.path.isdir(path) and not path.lower().endswith((".parquet", ".pq", "*"))
 
 
 def _load_tabular(path: str, command: str):
@@ -365,7 +381,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, convert, datasets, info, tune
+    from .commands import compress, convert, datasets, info, serve, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -389,8 +405,17 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="predictions and probabilities for raw rows", formatter_class=Help
     )
     r.add_argument("model", help="model file saved by 'lepton-nn train'")
-    r.add_argument("data", help="CSV file of raw rows (a target column is ignored)")
+    r.add_argument(
+        "data",
+        nargs="+",
+        help="CSV file of raw rows (a target column is ignored); '-': rows from standard input "
+        "(JSON lines or CSV), one result line per row as it comes; several files, Parquet files "
+        "or a folder are scored file by file in bounded memory into the folder -o",
+    )
     r.add_argument("-o", "--output", help="CSV file to write (default: standard output)")
+    from .commands.score import add_arguments as add_scoring
+
+    add_scoring(r)
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser(
@@ -417,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_parser(sub, Help)
     datasets.add_parser(sub, Help)
     convert.add_parser(sub, Help)
+    serve.add_parser(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help

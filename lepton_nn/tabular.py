@@ -26,7 +26,7 @@ from .nn import Dense, Dropout, Sequential
 from .random import set_seed
 
 if TYPE_CHECKING:
-    from .compress.quantization import QuantizedModel
+    from .compress.quantized_model import QuantizedModel
 
 __all__ = ["TabularModel"]
 

@@ -121,3 +121,60 @@ def test_compress_and_inspect_callbacks_do_not_import_the_trainer():
     )
     assert "lepton_nn.compress.pruning" in mods and "lepton_nn.inspect.recorder" in mods
     assert not any(m.startswith("lepton_nn.train") for m in mods)
+
+
+def _module_imports(path, name: str, is_pkg: bool, known: set[str]) -> set[str]:
+    """The lepton_nn modules a module imports at its top level (``if TYPE_CHECKING:`` blocks
+    included: an annotation-only import still ties the two files together), without the
+    packages it sits in."""
+    import ast
+
+    base = name.split(".") if is_pkg else name.split(".")[:-1]
+    found: set[str] = set()
+    stack = list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.If, ast.Try)):
+            stack += node.body + node.orelse + getattr(node, "finalbody", [])
+            stack += [s for h in getattr(node, "handlers", []) for s in h.body]
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in known}
+        elif isinstance(node, ast.ImportFrom):
+            parent = base[: len(base) - node.level + 1] if node.level else []
+            mod = ".".join(parent + ([node.module] if node.module else []))
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                found.add(sub if sub in known else mod)
+    return {m for m in found & known if m != name and not name.startswith(m + ".")}
+
+
+def import_cycles(prefix: str = "lepton_nn") -> list[list[str]]:
+    """Groups of modules under ``prefix`` that import each other, directly or round about."""
+    root = ROOT / "lepton_nn"
+    mods = {}
+    for f in root.rglob("*.py"):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        mods[".".join(parts[:-1] if is_pkg else parts)] = (f, is_pkg)
+    graph = {n: _module_imports(f, n, p, set(mods)) for n, (f, p) in mods.items()}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for m in graph[todo.pop()] - seen:
+                seen.add(m)
+                todo.append(m)
+        return seen
+
+    reached = {n: reach(n) for n in graph if n.startswith(prefix)}
+    groups = {
+        frozenset({n} | {m for m in r if n in reached.get(m, ())})
+        for n, r in reached.items()
+        if n in r
+    }
+    return sorted(sorted(g) for g in groups)
+
+
+def test_no_import_cycles():
+    """No module imports one that imports it back (e.g. callbacks need not know the trainer)."""
+    assert import_cycles() == []

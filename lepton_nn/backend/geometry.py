@@ -1,5 +1,5 @@
 """Window geometry of convolution and pooling on (H, W) images, shared by the training ops
-(:mod:`lepton_nn.ops.conv`) and the runtime (:mod:`lepton_nn.runtime.steps`).
+(:mod:`lepton_nn.ops.conv`) and the runtime (:mod:`lepton_nn.runtime.parsers`).
 
 The compiled kernels (kernels/conv.pyx) trust their arguments and index with ``ptrdiff_t``,
 so both callers run :func:`window_output_size` (and :func:`check_scratch` for the im2col

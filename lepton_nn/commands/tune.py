@@ -110,6 +110,16 @@ class ProgressExecutor:
         self.lock = threading.Lock()
         self.finished = 0
 
+    def rung(self, k: int, epochs: int, configs: list) -> None:
+        """Successive halving starts rung ``k``: its trials are ``configs``."""
+        print(f"rung {k}: {len(configs)} configurations x {epochs} epochs", file=self.out)
+        self.configs, self.n, self.done, self.finished = configs, 0, {}, 0
+
+    def share(self, obj):
+        """The pool's data handle (e.g. scattered once to Dask workers), else ``obj``."""
+        hook = getattr(self.pool, "share", None)
+        return obj if hook is None else hook(obj)
+
     def submit(self, fn, *args):
         task = self.n
         self.n += 1
@@ -199,10 +209,19 @@ def cmd_tune(args) -> int:
         search = GridSearch(build, grid, **kw)
     configs = search.configurations()
     n_tasks = len(configs) * args.cv
-    pool = None if args.jobs == 1 else default_executor(n_tasks, args.jobs)
+    if args.dask or args.ray:  # a cluster: lepton_nn.distributed, floor 8, loaded only here
+        from ..distributed import connect
+
+        pool = connect(dask=args.dask, ray=args.ray)
+        where = f"on {'Dask ' + args.dask if args.dask else 'Ray ' + args.ray}"
+        print(f"{len(configs)} configurations x {args.cv} folds {where}", flush=True)
+    else:
+        pool = None if args.jobs == 1 else default_executor(n_tasks, args.jobs)
     out = sys.stdout if args.verbose else _Null()
     search.executor = ProgressExecutor(pool, configs, args.cv, scoring, out)
     t0 = time.perf_counter()
+    if args.halving:
+        return _halving(args, search, X, y, table, pool, t0)
     try:
         search.fit(X, y)
     finally:
@@ -216,6 +235,26 @@ def cmd_tune(args) -> int:
     print(search.table(top=args.top))
     best = search.best_params_
     print(f"best: {_describe(best)}  {search.scoring_} {search.best_score_:.4f}")
+    print("the same in train: " + _train_flags(best))
+    if args.out:
+        _save_best(args, table, best)
+    return 0
+
+
+def _halving(args, search, X, y, table, pool, t0) -> int:
+    """``--halving``: successive halving over 3, 9, 27, 30 epochs (the best third goes on)."""
+    from ..tuning import SuccessiveHalving
+
+    sh = SuccessiveHalving(search, min_epochs=3, max_epochs=30, eta=3, on_rung=search.executor.rung)
+    try:
+        sh.fit(X, y)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    print(f"successive halving, {args.cv} folds ({time.perf_counter() - t0:.1f} s):")
+    print(sh.summary())
+    best = sh.best_params_
+    print(f"best: {_describe(best)}  {sh.scoring_} {sh.best_score_:.4f}")
     print("the same in train: " + _train_flags(best))
     if args.out:
         _save_best(args, table, best)
@@ -299,6 +338,23 @@ def add_parser(sub, h) -> None:
         type=positive_int,
         default=None,
         help="worker processes (1: no pool; default: one per core)",
+    )
+    u.add_argument(
+        "--dask",
+        metavar="ADDRESS|local:N",
+        help="run the trials on a Dask cluster (tcp://host:8786) or on a local one of N worker "
+        "processes (needs lepton-nn[distributed]); same results as a serial run",
+    )
+    u.add_argument(
+        "--ray",
+        metavar="auto|local|ADDRESS",
+        help="run the trials on Ray (auto: the running cluster; local: start one here; needs ray)",
+    )
+    u.add_argument(
+        "--halving",
+        action="store_true",
+        help="successive halving: every configuration 3 epochs, the best third 9, then 27, "
+        "then 30 (a fraction of the grid's cost)",
     )
     u.add_argument("--top", type=positive_int, default=10, help="rows of the table to print")
     u.add_argument("--seed", type=nonneg_int, default=0, help="seed of the folds and trials")

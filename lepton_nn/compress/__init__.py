@@ -1,4 +1,10 @@
-"""Floor 6: model compression as transforms -- pruning (``pruning.py``), quantization.
+"""Floor 6: model compression as transforms.
+
+Pruning: the masks (``pruning.py``), schedules and the trainer callback (``schedules.py``),
+reports (``report.py``), compaction (``compaction.py``), CSR export (``csr.py``), where the
+weights are (``layout.py``). int8 quantization: ``quantize`` (``quantization.py``), the int8
+layers (``quantized_layers.py``), the wrapper model (``quantized_model.py``), calibration
+(``calibration.py``); compressed files (``files.py``); quantization-aware training (``qat.py``).
 
 Names load lazily on first use (PEP 562), so importing this package costs nothing until a
 name is asked for.
@@ -11,42 +17,37 @@ from typing import Any
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
-    name: ".pruning"
-    for name in (
-        "Pruner",
-        "get_pruner",
-        "prune",
-        "prune_magnitude",
-        "prune_structured",
-        "OneShot",
-        "PolynomialDecay",
-        "PruningCallback",
-        "PruningSchedule",
-        "SparsityReport",
-        "sparsity_report",
-        "count_flops",
-        "compact",
-        "strip",
-        "CSRWeight",
-        "to_sparse",
-    )
+    **dict.fromkeys(
+        ("Pruner", "get_pruner", "prune", "prune_magnitude", "prune_structured"), ".pruning"
+    ),
+    **dict.fromkeys(
+        ("OneShot", "PolynomialDecay", "PruningCallback", "PruningSchedule"), ".schedules"
+    ),
+    **dict.fromkeys(("SparsityReport", "sparsity_report", "count_flops"), ".report"),
+    **dict.fromkeys(("compact", "strip"), ".compaction"),
+    **dict.fromkeys(("CSRWeight", "to_sparse"), ".csr"),
 }
+
+_LAZY.update(
+    {
+        "quantize": ".quantization",
+        "QuantizedModel": ".quantized_model",
+        "QuantizedLayer": ".quantized_layers",
+        "QuantizedRecurrent": ".quantized_layers",
+        "quantize_weight": ".quantized_layers",
+    }
+)
 
 _LAZY.update(
     dict.fromkeys(
         (
-            "quantize",
-            "QuantizedModel",
-            "QuantizedLayer",
-            "QuantizedRecurrent",
-            "quantize_weight",
             "compressed_to_lnn",
             "save_compressed",
             "load_compressed",
             "load_quantized",
             "network_from_lnn",
         ),
-        ".quantization",
+        ".files",
     )
 )
 
@@ -57,8 +58,8 @@ __all__ = sorted(_LAZY)
 
 
 def _load_compressed(manifest: dict, arrays: dict) -> Any:
-    """``lepton_nn.load`` of a ``"compressed"`` file: the float model (see quantization.py)."""
-    from .quantization import load_compressed
+    """``lepton_nn.load`` of a ``"compressed"`` file: the float model (see files.py)."""
+    from .files import load_compressed
 
     return load_compressed(manifest, arrays)
 

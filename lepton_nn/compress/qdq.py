@@ -29,7 +29,7 @@ class QuantizeDequantize(Module):
 
     def __init__(self, scale: float, zero_point: int = 0, qmin: int = 0, qmax: int = 255,
                  name: str | None = None) -> None:  # fmt: skip
-        from ..runtime.steps_extra import qdq_problem
+        from ..runtime.parsers import qdq_problem
 
         super().__init__(name)
         self.scale, self.zero_point = float(scale), int(zero_point)

@@ -431,6 +431,43 @@ class InferenceModel:
             return np.stack([1 - p, p], axis=1)
         return out if self._probabilities else _softmax(out)
 
+    def stream(self, max_streams: int = 10_000, idle_seconds: float | None = None):
+        """A :class:`~lepton_nn.runtime.stream.StreamSession`: recurrent networks served one
+        time step per call for many keyed streams, each carrying its state."""
+        from .stream import StreamSession
+
+        return StreamSession(self, max_streams=max_streams, idle_seconds=idle_seconds)
+
+    # -- whole tables (scoring at scale) ------------------------------------------------------
+    def predict_columns(self, rows: Any) -> dict[str, np.ndarray]:
+        """Tabular files: ``{"prediction": labels or values, "p_<class>": probabilities...}``
+        for raw rows, with one transform and one forward pass."""
+        if self.kind != "tabular":
+            raise LeptonError("predict_columns reads raw rows: it needs a tabular model file")
+        out = self.forward(self.transform(rows))
+        if self.task == "regression":
+            mu, sd = self.target_scale
+            return {"prediction": out.reshape(len(out), -1)[:, 0].astype(np.float64) * sd + mu}
+        proba = self._proba(out)
+        if self.task == "binary":
+            codes = (proba[:, 1] >= self.threshold).astype(np.intp)
+        else:
+            codes = proba.argmax(axis=1)
+        classes = self.classes if self.classes is not None else np.arange(proba.shape[1])
+        cols = {"prediction": classes[codes]}
+        cols.update({f"p_{c}": proba[:, k] for k, c in enumerate(classes.tolist())})
+        return cols
+
+    def predict_frame(self, df: Any, key_columns: Any = ()) -> Any:
+        """A DataFrame like ``df`` (same type and index) of its ``key_columns``, then
+        :meth:`predict_columns`; made with ``type(df)``, so pandas is never imported here
+        (``dask_df.map_partitions(model.predict_frame)`` and Spark's ``mapInPandas`` fit)."""
+        keys = {
+            c: df[c].to_numpy()
+            for c in ([key_columns] if isinstance(key_columns, str) else key_columns)
+        }
+        return type(df)({**keys, **self.predict_columns(df)}, index=df.index)
+
     # -- information -------------------------------------------------------------------------
     @property
     def input_shape(self) -> Any:

@@ -18,7 +18,7 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
     Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
-    Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: see :mod:`.steps`
+    Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: :mod:`.steps`, by :mod:`.parsers`
 
 so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
 check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR structure, checked
@@ -48,10 +48,10 @@ from lepton_nn.errors import LeptonError, ModelFormatError
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, Plan, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
+from .parsers import PARSERS, activation_name, gelu_name
 from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
-    PARSERS,
     AffineStep,
     ConvStep,
     GroupedConvStep,
@@ -59,9 +59,8 @@ from .steps import (
     Int8DenseStep,
     PoolStep,
     RecurrentStep,
-    activation_name,
 )
-from .steps_extra import ElementwiseStep, gelu_name
+from .steps_extra import ElementwiseStep
 from .validate import validate_network
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]

@@ -3,8 +3,8 @@
 ``SHAPE_RULES[class](config, per-sample input shape, label) -> LayerShape``: the output
 shape, the parameters' shapes, the activation it ends with, its scratch and plan calls,
 from the layer's config alone (each rule type-checks the settings it reads; untrusted JSON).
-Convolution and pooling use the same geometry functions as the runtime's steps
-(:func:`~lepton_nn.runtime.steps.conv_geometry`, :func:`~lepton_nn.runtime.steps.pool_geometry`).
+Convolution and pooling use the same geometry functions as the runtime's parsers
+(:func:`~.parsers.conv_geometry`, :func:`~.parsers.pool_geometry`).
 :mod:`.validate` walks an architecture with them (:data:`ARCHITECTURES`: class of the
 architecture -> walker; a Sequential by default) and applies the budget; see its docstring
 for how a DAG architecture plugs in.
@@ -20,8 +20,16 @@ from typing import Any
 from lepton_nn.errors import ModelFormatError
 
 from .graph import MERGES, merge_step, parse_graph
-from .steps import ACTIVATIONS, conv_geometry, pool_geometry
-from .steps_extra import ELEMENTWISE_LAYERS, conv1d_as_2d, elementwise_params, gelu_name, pad_config
+from .parsers import (
+    ACTIVATIONS,
+    ELEMENTWISE_LAYERS,
+    conv1d_as_2d,
+    conv_geometry,
+    elementwise_params,
+    gelu_name,
+    pad_config,
+    pool_geometry,
+)
 
 __all__ = [
     "ARCHITECTURES",

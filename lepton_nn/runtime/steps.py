@@ -1,11 +1,12 @@
-"""Plan steps for convolution, pooling, normalization and recurrent layers.
+"""Plan steps for convolution, pooling, normalization, recurrent and embedding layers.
 
 Each mirrors the eval-mode forward of its layer in :mod:`lepton_nn.nn`, on the same backend
 kernels (``im2col``, ``maxpool2d_forward``, ``avgpool2d_forward``, ``lstm_step_forward``,
 ``gru_step_forward``, ``rnn_step_forward``), so a plan gives what ``model(x)`` gives, to float
 rounding where a step groups its work otherwise (convolution chunks, the recurrent input
-product). Shapes per sample: images (C, H, W), sequences (T, F). Parsers check a
-layer's config and weights (from an untrusted file) and return its steps and output shape.
+product). Shapes per sample: images (C, H, W), sequences (T, F). A step's ``bind(src, owned,
+ctx)`` returns its calls and output buffer; the parsers that make steps from a layer's config
+and weights (an untrusted file) are in :mod:`.parsers`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.geometry import (
     CONV_CHUNK_BYTES,
-    check_scratch,
-    same_padding,
-    window_output_size,
 )
-from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.backend.threads import parallel_for, threads_for
 from lepton_nn.errors import ModelFormatError
 
@@ -32,20 +28,17 @@ from .graph import out_buffer
 from .kernels import kernels
 
 __all__ = [
-    "PARSERS",
     "PARALLEL_MIN_ROWS",
     "AffineStep",
     "ConvStep",
     "DepthwiseConvStep",
+    "EmbeddingStep",
     "GroupedConvStep",
     "grouped_conv_step",
     "Int8ConvStep",
     "Int8DenseStep",
     "RecurrentStep",
     "PoolStep",
-    "activation_name",
-    "conv_geometry",
-    "pool_geometry",
 ]
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
@@ -54,44 +47,6 @@ PARALLEL_MIN_ROWS = 64
 XZ_CHUNK_BYTES = 1 << 19
 
 Op = tuple[Callable[..., Any], tuple]
-
-
-def _fail(msg: str) -> ModelFormatError:
-    return ModelFormatError(msg)
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def _pair(v: Any, what: str) -> tuple[int, int]:
-    a, b = (v, v) if isinstance(v, int) else (v if isinstance(v, list) and len(v) == 2 else (0, 0))
-    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in (a, b)):
-        raise _fail(f"{what} must be a positive int or a pair of them, got {v!r}")
-    return a, b
-
-
-def _pads(padding: Any, size, kernel, stride, dilation, what: str) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right), as ``lepton_nn.ops.conv.resolve_padding``."""
-    if padding == "valid":
-        return 0, 0, 0, 0
-    if padding == "same":
-        return same_padding(size, kernel, stride, dilation)
-    p = (padding, padding) if isinstance(padding, int) else padding
-    if (
-        not isinstance(p, (list, tuple))
-        or len(p) not in (2, 4)
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in p)
-    ):
-        raise _fail(
-            f"{what}: padding {padding!r} is not 'valid', 'same', an int, a pair or four ints"
-        )
-    return (p[0], p[1], p[2], p[3]) if len(p) == 4 else (p[0], p[0], p[1], p[1])
-
-
-def _image(width: tuple[int, ...], label: str) -> tuple[int, int, int]:
-    if len(width) != 3:
-        raise _fail(f"{label} needs images (C, H, W) per sample, its input is {width}")
-    return width  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- steps
@@ -595,164 +550,11 @@ def _batch_major(ys: np.ndarray, out: np.ndarray) -> None:
     np.copyto(out, ys.transpose(1, 0, 2))
 
 
-# --------------------------------------------------------------------------- parsers
-
-
-def conv_geometry(config: dict, width: tuple[int, ...], label: str):
-    """A Conv2D config on per-sample input ``width`` (C, H, W) -> (filters, kernel, im2col
-    geometry (kh, kw, sh, sw, pt, pl, dh, dw), (OH, OW)); ModelFormatError when bad."""
-    c, h, w = _image(width, label)
-    filters = config.get("filters")
-    if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
-        raise _fail(f"{label}: filters {filters!r} is not a positive int")
-    groups = _groups(config, c, filters, label)
-    k = _pair(config.get("kernel_size"), f"{label}: kernel_size")
-    s = _pair(config.get("stride", 1), f"{label}: stride")
-    d = _pair(config.get("dilation", 1), f"{label}: dilation")
-    pads = _pads(config.get("padding", "valid"), (h, w), k, s, d, label)
-    oh, ow = window_output_size((h, w), pads, k, s, d, label, ModelFormatError)
-    check_scratch(c // groups * k[0] * k[1] * oh * ow + filters * oh * ow, label, ModelFormatError)
-    geom = (k[0], k[1], s[0], s[1], pads[0], pads[2], d[0], d[1])
-    return filters, k, geom, (oh, ow)
-
-
-def _groups(config: dict, channels: int, filters: int, label: str) -> int:
-    g = config.get("groups", 1)
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or channels % g or filters % g:
-        raise _fail(
-            f"{label}: groups {g!r} does not divide {channels} channels and {filters} filters"
-        )
-    return g
-
-
 def grouped_conv_step(label, w, b, act, geom, in_shape, out_hw, groups, one_d=False):
     """The step of a convolution with ``groups`` > 1: depthwise when groups = C, as the op."""
     if groups == in_shape[0]:
         return DepthwiseConvStep(label, w, b, act, geom, in_shape, out_hw, one_d)
     return GroupedConvStep(label, w, b, act, geom, in_shape, out_hw, groups, one_d)
-
-
-def _conv(prefix, config, width, params, dtype, label):
-    filters, k, geom, (oh, ow) = conv_geometry(config, width, label)
-    groups = config.get("groups", 1)
-    weight = params.take(f"{prefix}weight", (filters, width[0] // groups, *k), dtype, label)
-    use_bias = config.get("use_bias", True)
-    bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
-    act = activation_name(config.get("activation"), label)
-    code = ACT_CODE.get(act, 0)
-    if groups > 1:
-        if isinstance(weight, Int8Weight):
-            raise _fail(f"{label}: an int8 grouped convolution is not supported")
-        step: Any = grouped_conv_step(label, weight, bias, code, geom, width, (oh, ow), groups)
-    else:
-        cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
-        step = cls(label, weight, bias, code, geom, width, (oh, ow))
-    return [step], (filters, oh, ow), act
-
-
-ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu", "softmax", "log_softmax")
-ACTIVATIONS += tuple(n for n in EXTRA_ACTIVATIONS if n not in ("sign", "clip"))
-_ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
-
-
-def activation_name(value: Any, label: str) -> str:
-    """An activation name from a config (aliases resolved); ModelFormatError if unknown."""
-    name = _ALIASES.get(value, value) if isinstance(value, (str, type(None))) else value
-    if name not in ACTIVATIONS:
-        raise _fail(f"{label}: unknown activation {value!r}")
-    return name
-
-
-def pool_geometry(config: dict, width: tuple[int, ...], label: str):
-    """A MaxPool2D / AvgPool2D config on per-sample input ``width`` (C, H, W) -> (window
-    geometry (kh, kw, sh, sw, pt, pl), (OH, OW), count_include_pad); ModelFormatError when
-    bad (padding at most half the window, as the layers require)."""
-    c, h, w = _image(width, label)
-    k = _pair(config.get("pool_size", 2), f"{label}: pool_size")
-    stride = config.get("stride")
-    s = k if stride is None else _pair(stride, f"{label}: stride")
-    pads = _pads(config.get("padding", "valid"), (h, w), k, s, (1, 1), label)
-    if max(pads[:2]) > k[0] // 2 or max(pads[2:]) > k[1] // 2:
-        raise _fail(f"{label}: padding must be at most half the pool size {k}")
-    oh, ow = window_output_size((h, w), pads, k, s, (1, 1), label, ModelFormatError)
-    count_pad = config.get("count_include_pad", True)
-    if not isinstance(count_pad, bool):
-        raise _fail(f"{label}: count_include_pad must be true or false")
-    return (k[0], k[1], s[0], s[1], pads[0], pads[2]), (oh, ow), count_pad
-
-
-def _pool(kind):
-    def parse(prefix, config, width, params, dtype, label):
-        geom, (oh, ow), count_pad = pool_geometry(config, width, label)
-        c = width[0]
-        return [PoolStep(label, kind, geom, count_pad, c, (oh, ow))], (c, oh, ow), None
-
-    return parse
-
-
-def _global_avg(prefix, config, width, params, dtype, label):
-    c, _, _ = _image(width, label)
-    return [GlobalAvgPoolStep(label, c)], (c,), None
-
-
-def _batch_norm(prefix, config, width, params, dtype, label):
-    if not width:
-        raise _fail(f"{label} needs (channels, ...) per sample, its input is {width}")
-    ch = width[0]
-    eps = config.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise _fail(f"{label}: eps {eps!r} is not a non-negative number")
-    gamma, beta, mean, var = (
-        params.take(f"{prefix}{n}", (ch,), dtype, label)
-        for n in ("weight", "bias", "running_mean", "running_var")
-    )
-    # as ops.norm.BatchNorm in eval mode: inv = (1 / sqrt(var + eps)).astype(dtype)
-    inv = (1.0 / np.sqrt(var + float(eps))).astype(dtype)
-    return [AffineStep(label, mean, inv, gamma, beta, width)], width, None
-
-
-def _layer_norm_parse(prefix, config, width, params, dtype, label):
-    if not width:
-        raise _fail(f"{label} needs a feature axis, its input is {width}")
-    eps = config.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise _fail(f"{label}: eps {eps!r} is not a non-negative number")
-    gamma = params.take(f"{prefix}weight", (width[-1],), dtype, label)
-    beta = params.take(f"{prefix}bias", (width[-1],), dtype, label)
-    return [LayerNormStep(label, gamma, beta, float(eps))], width, None
-
-
-def _recurrent(cell):
-    def parse(prefix, config, width, params, dtype, label):
-        if len(width) != 2:
-            raise _fail(f"{label} needs sequences (time, features) per sample, got {width}")
-        t, f = width
-        u = config.get("units")
-        if isinstance(u, bool) or not isinstance(u, int) or u < 1:
-            raise _fail(f"{label}: units {u!r} is not a positive int")
-        if config.get("return_state", False):
-            raise _fail(f"{label} with return_state is not supported by the runtime yet")
-        flags = [config.get(k, False) for k in ("return_sequences", "bidirectional")]
-        if not all(isinstance(v, bool) for v in flags):
-            raise _fail(f"{label}: return_sequences and bidirectional must be true or false")
-        sequences, bidirectional = flags
-        use_bias = config.get("use_bias", True)
-        g = RecurrentStep.GATES[cell]
-        check_scratch((t + 1) * (8 + g) * u + t * f, label, ModelFormatError)
-        dirs = []
-        for d in ("", "_reverse") if bidirectional else ("",):
-            w_ih = params.take(f"{prefix}weight_ih{d}", (f, g * u), dtype, label)
-            w_hh = params.take(f"{prefix}weight_hh{d}", (u, g * u), dtype, label)
-            b = params.take(f"{prefix}bias{d}", (g * u,), dtype, label) if use_bias else None
-            b_hh = None
-            if cell == "GRU" and use_bias:
-                b_hh = params.take(f"{prefix}bias_hh{d}", (g * u,), dtype, label)
-            dirs.append((w_ih, w_hh, b, b_hh, bool(d)))
-        width_out = u * len(dirs)
-        out = (t, width_out) if sequences else (width_out,)
-        return [RecurrentStep(label, cell, dirs, u, t, sequences)], out, None
-
-    return parse
 
 
 class EmbeddingStep:
@@ -776,32 +578,3 @@ class EmbeddingStep:
 def _lookup(x, ids, table, y) -> None:
     np.copyto(ids, x, casting="unsafe")
     np.take(table, ids, axis=0, out=y)
-
-
-def _embedding(prefix, config, width, params, dtype, label):
-    v, e = config.get("input_dim"), config.get("output_dim")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (v, e)):
-        raise _fail(f"{label}: input_dim and output_dim must be positive ints")
-    table = params.take(f"{prefix}weight", (v, e), dtype, label)
-    return [EmbeddingStep(label, table)], (*width, e), None
-
-
-#: class name -> parser(prefix, config, per-sample shape, params, dtype, label)
-#:               -> (steps, output per-sample shape, activation name or None)
-PARSERS: dict[str, Callable] = {
-    "Conv2D": _conv,
-    "MaxPool2D": _pool("max"),
-    "AvgPool2D": _pool("avg"),
-    "GlobalAvgPool2D": _global_avg,
-    "BatchNorm": _batch_norm,
-    "LayerNorm": _layer_norm_parse,
-    "LSTM": _recurrent("LSTM"),
-    "GRU": _recurrent("GRU"),
-    "SimpleRNN": _recurrent("SimpleRNN"),
-    "Embedding": _embedding,
-}
-
-# the parsers of the layers added for model interchange (Conv1D, padding, activations)
-from .steps_extra import EXTRA_PARSERS  # noqa: E402 - it builds on the steps above
-
-PARSERS.update(EXTRA_PARSERS)

@@ -17,7 +17,9 @@ The protocol is duck-typed: ``fit`` accepts any object with some of the hooks ab
 calls ``set_trainer(trainer)`` and sets ``params`` on it first (``set_trainer`` may be left
 out). A missing hook does nothing. :class:`Callback` is only a convenient base with every hook
 a no-op, so that other floors (``lepton_nn.compress``, ``lepton_nn.inspect``) can write
-callbacks without importing the trainer. A hook is called only if the object defines it and
+callbacks without importing the trainer; what a callback may use of the trainer is
+:class:`TrainerLike` (``model``, ``optimizer``, ``stop_training``, ``stop_reason``), so this
+module does not import the trainer either. A hook is called only if the object defines it and
 it is not the base no-op, so the training loop pays nothing per batch for callbacks that only
 watch epochs; a ``uses_batch_hooks`` attribute, if present, can switch the batch hooks off.
 """
@@ -29,14 +31,13 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..nn.module import Module
-    from ..optim import LRScheduler
-    from .trainer import Trainer
+    from ..optim import LRScheduler, Optimizer
 
 __all__ = [
     "Callback",
@@ -48,7 +49,18 @@ __all__ = [
     "LambdaCallback",
     "LearningRateScheduler",
     "monitor_mode",
+    "TrainerLike",
 ]
+
+
+class TrainerLike(Protocol):
+    """What callbacks use of the trainer that runs them (``Trainer`` is one): the model, its
+    optimizer, and the flag and reason with which a callback ends training."""
+
+    model: Module
+    optimizer: Optimizer
+    stop_training: bool
+    stop_reason: str | None
 
 
 class Callback:
@@ -56,10 +68,10 @@ class Callback:
     ``fit`` before ``on_train_begin`` (``params``: epochs, steps, samples, batch_size,
     verbose, metrics)."""
 
-    trainer: Trainer | None = None
+    trainer: TrainerLike | None = None
     params: dict[str, Any] = {}
 
-    def set_trainer(self, trainer: Trainer) -> None:
+    def set_trainer(self, trainer: TrainerLike) -> None:
         self.trainer = trainer
 
     @property
@@ -115,7 +127,7 @@ class CallbackList:
     """Calls each hook on every callback in order; the list of callers of each hook is
     precomputed (callbacks without it, or with only the base no-op, are left out)."""
 
-    def __init__(self, callbacks: list[Any], trainer: Trainer, params: dict[str, Any]):
+    def __init__(self, callbacks: list[Any], trainer: TrainerLike, params: dict[str, Any]):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             if isinstance(cb, type) or not any(hasattr(cb, n) for n in (*HOOKS, "set_trainer")):

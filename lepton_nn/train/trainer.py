@@ -233,7 +233,7 @@ class Trainer:
         if class_weight is not None:
             if self.task == "regression":
                 raise ValueError("class_weight needs a classification task (bce, cross_entropy)")
-            from ..data.preprocess import compute_sample_weight
+            from ..data.labels import compute_sample_weight
 
             labels = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
             cw = compute_sample_weight(labels, class_weight).astype(self._dtype)

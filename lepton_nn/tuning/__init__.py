@@ -23,6 +23,7 @@ _LAZY: dict[str, str] = {
     "DEFAULT_SCORING": "validation",
     "GridSearch": "search",
     "RandomSearch": "search",
+    "SuccessiveHalving": "halving",
     "ResultsTable": "search",
     "uniform": "search",
     "loguniform": "search",
@@ -48,6 +49,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .halving import SuccessiveHalving  # noqa: F401
     from .search import (  # noqa: F401
         GridSearch,
         RandomSearch,

@@ -19,6 +19,11 @@ Ray-backed one. Whatever runs in another process must be picklable: define ``bui
 any custom loss, metric or callback) at module level in an importable module, not as a lambda
 or a function inside ``if __name__ == "__main__":``. Avoid thread pools: threads share
 lepton_nn's global random stream (weight init, dropout), so their trials are not repeatable.
+
+Data shipping: every task names the whole ``(X, y)`` and its fold's row indices, so an
+executor that offers ``share(obj) -> handle`` (e.g. :func:`lepton_nn.distributed.dask_executor`,
+which scatters ``obj`` once to every worker) receives the data once per search, and each task
+carries only the handle; other executors ship the data with every task.
 """
 
 from __future__ import annotations
@@ -153,6 +158,34 @@ def fit_and_score(
     }
 
 
+def fit_and_score_fold(
+    build_fn: Callable[..., Any],
+    build_params: dict[str, Any],
+    fit_params: dict[str, Any],
+    data: tuple[np.ndarray, np.ndarray],
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    metrics: Sequence[str] | None,
+    scoring: str | None,
+    seed: int,
+) -> dict[str, Any]:
+    """:func:`fit_and_score` on the rows ``train_idx`` / ``test_idx`` of ``data = (X, y)``
+    (the fold is cut on the worker, so the whole data travels once, see :func:`share`)."""
+    X, y = data
+    return fit_and_score(
+        build_fn,
+        build_params,
+        fit_params,
+        X[train_idx],
+        y[train_idx],
+        X[test_idx],
+        y[test_idx],
+        metrics,
+        scoring,
+        seed,
+    )
+
+
 # -- running many -----------------------------------------------------------------------------
 
 
@@ -165,6 +198,14 @@ def default_executor(n_tasks: int, n_jobs: int | None = None) -> ProcessPoolExec
         return None
     threads = max(1, cores // workers)
     return ProcessPoolExecutor(max_workers=workers, initializer=limit_threads, initargs=(threads,))
+
+
+def share(executor: Executor | str | None, obj: Any) -> Any:
+    """What tasks receive in place of ``obj``: ``executor.share(obj)`` when the executor
+    offers that hook (a handle the executor resolves to ``obj`` on its workers, sent there
+    once), else ``obj`` itself (shipped with every task)."""
+    hook = getattr(executor, "share", None)
+    return obj if hook is None or isinstance(executor, str) else hook(obj)
 
 
 def run_tasks(
@@ -224,33 +265,38 @@ def evaluate_configs(
     seed: int = 0,
     executor: Executor | str | None = None,
     n_jobs: int | None = None,
+    trial_ids: Sequence[int] | None = None,
 ) -> tuple[list[list[dict[str, Any]]], list[tuple[np.ndarray, np.ndarray]]]:
-    """Cross-validate every configuration on the same folds; results[config][fold]."""
+    """Cross-validate every configuration on the same folds; results[config][fold].
+    ``trial_ids``: the trial number of each config (its seeds; default 0, 1, ...)."""
     X, y = np.asarray(X), np.asarray(y)
     if len(X) != len(y):
         raise DataError(f"X has {len(X)} rows but y has {len(y)}")
     splits = make_splits(X, y, cv, stratified, seed)
-    folds = [(X[tr], y[tr], X[te], y[te]) for tr, te in splits]
+    data = share(executor, (X, y))  # before the tasks: once per search, not per trial
     tasks, labels = [], []
-    for i, params in enumerate(configs):
+    ids = range(len(configs)) if trial_ids is None else [int(t) for t in trial_ids]
+    for i, params in zip(ids, configs):
         build, fit = split_params(params)
         fit = {**(fit_kwargs or {}), **fit}
-        for k, data in enumerate(folds):
+        for k, (tr, te) in enumerate(splits):
             # each task gets its own copy of the fit arguments (callbacks keep state)
             tasks.append(
                 (
                     build_fn,
                     build,
                     copy.deepcopy(fit),
-                    *data,
+                    data,
+                    tr,
+                    te,
                     None if metrics is None else list(metrics),
                     scoring,
                     trial_seed(seed, i, k),
                 )
             )
             labels.append(f"trial {i} {params} fold {k}")
-    flat = run_tasks(fit_and_score, tasks, labels, executor, n_jobs)
-    k = len(folds)
+    flat = run_tasks(fit_and_score_fold, tasks, labels, executor, n_jobs)
+    k = len(splits)
     return [flat[i * k : (i + 1) * k] for i in range(len(configs))], splits
 
 

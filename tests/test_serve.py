@@ -1,0 +1,493 @@
+"""``lepton-nn serve``: the real server (uvicorn on a free loopback port) called over HTTP.
+
+Servers run in a thread of the test process (``uvicorn.Server`` on a pre-bound socket), or
+as a subprocess where signals matter (graceful shutdown). Answers are checked against the
+runtime called directly on the same rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+httpx = pytest.importorskip("httpx")
+
+import uvicorn  # noqa: E402
+from conftest import PKG_PARENT  # noqa: E402
+
+import lepton_nn as L  # noqa: E402
+import lepton_nn.runtime as rt  # noqa: E402
+from lepton_nn import nn  # noqa: E402
+from lepton_nn.datasets import load_credit  # noqa: E402
+from lepton_nn.serve import ServeConfig, create_app  # noqa: E402
+
+ROOT = str(PKG_PARENT)  # subprocesses import the lepton_nn these tests import
+
+
+@functools.lru_cache(maxsize=1)
+def _credit():
+    return load_credit()
+
+
+def _credit_rows(n: int, start: int = 0) -> list[dict]:
+    table = _credit()
+    rows = []
+    for i in range(start, start + n):
+        rows.append({c: _plain(table.data[c][i]) for c in table.columns})
+    return rows
+
+
+def _plain(v):
+    v = v.item() if hasattr(v, "item") else v
+    return None if isinstance(v, float) and v != v else v
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Two versions of a small credit model, a GRU network and an MLP (bare networks)."""
+    from lepton_nn.tabular import TabularModel
+
+    folder = tmp_path_factory.mktemp("serve")
+    table = _credit()
+    out = {}
+    for name, seed in (("credit", 0), ("credit_b", 1)):
+        model = TabularModel(hidden=(16,), epochs=2, seed=seed, positive="bad").fit(table)
+        out[name] = str(folder / f"{name}.lnn")
+        L.save(model, out[name])
+    L.set_seed(0)
+    gru = nn.Sequential([nn.GRU(6, return_sequences=True), nn.GRU(5), nn.Dense(2, "softmax")])
+    gru.build((None, 8, 3))
+    gru.eval()
+    out["gru"] = str(folder / "gru.lnn")
+    L.save(gru, out["gru"])
+    mlp = nn.Sequential([nn.Dense(4, "relu"), nn.Dense(2)])
+    mlp.build((None, 3))
+    mlp.eval()
+    mlp(np.zeros((1, 3), np.float32))
+    out["mlp"] = str(folder / "mlp.lnn")
+    L.save(mlp, out["mlp"])
+    return out
+
+
+class Running:
+    """A uvicorn server in a thread on a free loopback port; ``client`` talks to it."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        self.app = create_app(config)
+        cfg = uvicorn.Config(self.app, log_level="error", lifespan="on", access_log=False)
+        self.server = uvicorn.Server(cfg)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _config(files, *names, **kw) -> ServeConfig:
+    return ServeConfig(models=[(n, files[n]) for n in names], **kw)
+
+
+def test_endpoints_answer_as_the_runtime(files):
+    rows = _credit_rows(5)
+    served = rt.load(files["credit"])
+    with Running(_config(files, "credit", "mlp", "gru")) as s:
+        c = s.client
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").json()["models"] == ["credit", "mlp", "gru"]
+        models = {m["name"]: m for m in c.get("/v1/models").json()["models"]}
+        credit = models["credit"]
+        assert credit["inputs"]["columns"] == list(served.preprocessing.names)
+        assert credit["outputs"]["classes"] == served.classes.tolist()
+        assert len(credit["sha256"]) == 64 and credit["version"] == credit["sha256"][:12]
+        assert models["gru"]["streaming"] and not models["mlp"]["streaming"]
+        assert models["mlp"]["inputs"] == {"shape": [None, 3]}
+
+        r = c.post("/v1/models/credit:predict", json={"rows": rows})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["predictions"] == served.predict(rows).tolist()
+        np.testing.assert_allclose(got["probabilities"], served.predict_proba(rows), rtol=1e-6)
+        assert got["classes"] == served.classes.tolist()
+        # the same rows as arrays in training column order
+        arrays = [[row[col] for col in served.preprocessing.names] for row in rows]
+        r2 = c.post("/v1/models/credit:predict", json={"rows": arrays}).json()
+        assert r2["predictions"] == got["predictions"]
+        np.testing.assert_allclose(r2["probabilities"], got["probabilities"], rtol=1e-6)
+
+        x = np.random.default_rng(0).standard_normal((3, 3)).astype(np.float32)
+        r = c.post("/v1/models/mlp:predict", json={"rows": x.tolist()}).json()
+        np.testing.assert_allclose(r["outputs"], rt.load(files["mlp"]).predict(x), rtol=1e-6)
+
+        text = c.get("/metrics").text
+        assert 'lepton_requests_total{model="credit",endpoint="predict",code="200"} 2' in text
+        assert 'lepton_request_seconds_count{model="credit",endpoint="predict"} 2' in text
+        assert 'lepton_batch_rows_sum{model="credit"} 10' in text
+        assert "# TYPE lepton_request_seconds histogram" in text
+
+
+def test_bad_input_gets_its_status_and_the_server_goes_on(files):
+    with Running(_config(files, "credit", "mlp", max_body_bytes=4000)) as s:
+        c = s.client
+        url = "/v1/models/credit:predict"
+        r = c.post(url, content=b'{"rows": [{"Age": ')
+        assert r.status_code == 400 and "malformed JSON" in r.json()["error"]
+        r = c.post(url, content=json.dumps({"rows": _credit_rows(40)}).encode())
+        assert r.status_code == 413 and "4000" in r.json()["error"]
+
+        def chunks():  # no content-length: the limit is counted as the body streams in
+            for _ in range(10):
+                yield b" " * 1000
+
+        assert c.post(url, content=chunks()).status_code == 413
+        rows = _credit_rows(3)
+        rows[2]["Age"] = "thirty"
+        r = c.post(url, json={"rows": rows})
+        assert r.status_code == 422
+        assert "row index 2" in r.json()["error"] and "'Age'" in r.json()["error"]
+        del rows[1]["Home"]
+        r = c.post(url, json={"rows": rows})
+        assert r.status_code == 422 and "column 'Home'" in r.json()["error"]
+        assert c.post(url, json={"rows": [[1, 2]]}).status_code == 422  # 2 of 13 columns
+        assert c.post(url, json={"rows": []}).status_code == 422
+        assert c.post(url, json={"data": []}).status_code == 422
+        assert c.post(url, json=[1, 2]).status_code == 422
+        assert c.post(url, json={"rows": [5]}).status_code == 422
+        r = c.post("/v1/models/mlp:predict", json={"rows": [[1, 2]]})
+        assert r.status_code == 422 and "(batch, 3)" in r.json()["error"]
+        r = c.post("/v1/models/mlp:predict", json={"rows": [{"a": 1}]})
+        assert r.status_code == 422 and "bare network" in r.json()["error"]
+        assert c.post("/v1/models/nope:predict", json={"rows": []}).status_code == 404
+        assert c.get(url).status_code == 405
+
+        service = s.app.state.service  # an unexpected failure inside: 500, then business
+        runner = service.runners["credit"]
+        real = runner.work
+        runner.work = lambda *a: 1 / 0
+        r = c.post(url, json={"rows": _credit_rows(1)})
+        assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+        runner.work = real
+        assert c.post(url, json={"rows": _credit_rows(1)}).status_code == 200
+        text = c.get("/metrics").text
+        assert 'model="credit",endpoint="predict",code="422"} 7' in text
+        assert 'model="mlp",endpoint="predict",code="422"} 2' in text
+        assert 'model="credit",endpoint="predict",code="500"} 1' in text
+
+
+def _fire(url: str, bodies: list[dict], threads: int) -> list:
+    """POST every body at once from ``threads`` threads (one shared client, a connection
+    each)."""
+    barrier = threading.Barrier(min(threads, len(bodies)), timeout=60)
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    with httpx.Client(base_url=url, timeout=60, limits=limits) as c:
+
+        def one(i: int):
+            barrier.wait()
+            return c.post("/v1/models/credit:predict", json=bodies[i])
+
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, range(len(bodies))))
+
+
+def test_batched_answers_equal_unbatched_ones(files):
+    """32 concurrent requests of 1-3 rows: gathered into batches (the batch histogram shows
+    fewer runs than requests) with the answers of one network run per request, to float32
+    rounding (BLAS's gemv and gemm sum in different orders: ~1e-7)."""
+    rng = np.random.default_rng(0)
+    bodies, start = [], 0
+    for _ in range(32):
+        n = int(rng.integers(1, 4))
+        bodies.append({"rows": _credit_rows(n, start)})
+        start += n
+    with Running(_config(files, "credit", batch_window_ms=150)) as b:
+        batched = _fire(b.url, bodies, 32)
+        text = b.client.get("/metrics").text
+    with Running(_config(files, "credit", batching=False)) as u:
+        single = _fire(u.url, bodies, 32)
+        text_u = u.client.get("/metrics").text
+    runs = int(text.split('lepton_batch_rows_count{model="credit"} ')[1].split()[0])
+    assert runs < 32, "no two requests were batched"
+    assert 'lepton_batch_rows_count{model="credit"} 32' in text_u
+    for rb, ru in zip(batched, single):
+        assert rb.status_code == ru.status_code == 200
+        jb, ju = rb.json(), ru.json()
+        assert jb["predictions"] == ju["predictions"]
+        np.testing.assert_allclose(jb["probabilities"], ju["probabilities"], rtol=1e-6)
+
+
+def test_a_batch_mixing_good_and_bad_requests(files):
+    """A request with a bad row fails alone (422, before batching); the others answer."""
+    bodies = [{"rows": _credit_rows(2, 2 * i)} for i in range(12)]
+    bodies[5]["rows"][1]["Income"] = "lots"
+    with Running(_config(files, "credit", batch_window_ms=100, max_batch_size=8)) as s:
+        got = _fire(s.url, bodies, 12)
+    served = rt.load(files["credit"])
+    for i, r in enumerate(got):
+        if i == 5:
+            assert r.status_code == 422 and "row index 1, column 'Income'" in r.json()["error"]
+        else:
+            assert r.json()["predictions"] == served.predict(bodies[i]["rows"]).tolist()
+
+
+def _replace(src: str, dst: str) -> None:
+    """Write ``src``'s bytes to ``dst`` atomically (temp file + rename), as saves do."""
+    tmp = dst + ".tmp"
+    with open(src, "rb") as f, open(tmp, "wb") as g:
+        g.write(f.read())
+    os.replace(tmp, dst)
+
+
+def test_reload_under_load_fails_no_request(files, tmp_path):
+    path = str(tmp_path / "live.lnn")
+    _replace(files["credit"], path)
+    a, b = rt.load(files["credit"]), rt.load(files["credit_b"])
+    rows = _credit_rows(4)
+    want = {"a": a.predict_proba(rows), "b": b.predict_proba(rows)}
+    config = ServeConfig(models=[("credit", path)], reload=True, reload_interval=0.05)
+    with Running(config) as s:
+        v0 = s.client.get("/v1/models").json()["models"][0]["sha256"]
+        stop, answers = threading.Event(), []
+
+        def hammer():
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                while not stop.is_set():
+                    answers.append(c.post("/v1/models/credit:predict", json={"rows": rows}))
+
+        deadline = time.monotonic() + 30
+        workers = [threading.Thread(target=hammer) for _ in range(4)]
+        for w in workers:
+            w.start()
+        while len(answers) < 20:  # under load before the swap
+            assert time.monotonic() < deadline, "no answers"
+            time.sleep(0.01)
+        _replace(files["credit_b"], path)
+        while s.client.get("/v1/models").json()["models"][0]["sha256"] == v0:
+            assert time.monotonic() < deadline, "the new version was never served"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        (tmp_path / "bad").write_bytes(b"not a model")
+        _replace(str(tmp_path / "bad"), path)  # a damaged file: the served version stays
+        time.sleep(0.5)
+        stop.set()
+        for w in workers:
+            w.join()
+        info = s.client.get("/v1/models").json()["models"][0]
+        text = s.client.get("/metrics").text
+    assert all(r.status_code == 200 for r in answers), {r.status_code for r in answers}
+    versions = [r.json()["version"] for r in answers]
+    assert versions[0] == v0[:12] and versions[-1] == info["version"] != v0[:12]
+    first_b = versions.index(info["version"])
+    assert set(versions[first_b:]) == {info["version"]}  # no going back after the swap
+    for r in answers:
+        key = "a" if r.json()["version"] == v0[:12] else "b"
+        np.testing.assert_allclose(r.json()["probabilities"], want[key], rtol=1e-6)
+    assert info["reloads"] == 1
+    assert 'lepton_reloads_total{model="credit",outcome="ok"} 1' in text
+    assert 'lepton_reloads_total{model="credit",outcome="failed"} 1' in text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_graceful_shutdown_answers_requests_in_flight(files):
+    """SIGTERM while 8 requests wait in a long batch window: each is answered, then the
+    process ends."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "lepton_nn", "serve", files["credit"], "--port", str(port),
+           "--batch-window-ms", "1500"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        bodies = [{"rows": _credit_rows(1, i)} for i in range(8)]
+        with ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(_fire, url, bodies, 8)
+            time.sleep(0.7)  # the requests are in, waiting for the window to close
+            proc.send_signal(signal.SIGTERM)
+            got = fut.result(60)
+        assert [r.status_code for r in got] == [200] * 8
+        # drained, then uvicorn ends as the signal asked (a supervisor sees SIGTERM)
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_step_streams_over_http(files):
+    served = rt.load(files["gru"])
+    x = np.random.default_rng(1).standard_normal((2, 8, 3)).astype(np.float32)
+    with Running(_config(files, "gru", "mlp", max_streams=2)) as s:
+        c = s.client
+        for t in range(8):
+            r = c.post("/v1/models/gru:step", json={"key": "s1", "x": x[0, t].tolist()})
+            assert r.status_code == 200, r.text
+            r2 = c.post("/v1/models/gru:step", json={"keys": [7], "x": [x[1, t].tolist()]})
+            got = np.array([r.json()["outputs"][0], r2.json()["outputs"][0]])
+            want = served.predict(x, lengths=np.full(2, t + 1))
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        r = c.post("/v1/models/gru:step", json={"key": "third", "x": x[0, 0].tolist()})
+        assert r.status_code == 429 and "max_streams=2" in r.json()["error"]
+        r = c.post("/v1/models/gru:step", json={"key": "s1", "x": [1.0, 2.0]})
+        assert r.status_code == 422 and "3 features" in r.json()["error"]
+        r = c.post("/v1/models/gru:step", json={"x": [1.0, 2.0, 3.0]})
+        assert r.status_code == 422
+        r = c.post("/v1/models/mlp:step", json={"key": "a", "x": [1.0, 2.0, 3.0]})
+        assert r.status_code == 422 and "cannot stream" in r.json()["error"]
+        assert 'lepton_live_streams{model="gru"} 2' in c.get("/metrics").text
+
+
+def _cli(*args, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lepton_nn", *args], input=stdin, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_predict_from_standard_input(files):
+    served = rt.load(files["credit"])
+    rows = _credit_rows(4)
+    rows[2]["Age"] = "old"
+    lines = [json.dumps(r) for r in rows]
+    got = _cli("predict", files["credit"], "-", stdin="\n".join(lines) + "\n")
+    assert got.returncode == 2
+    out = [json.loads(line) for line in got.stdout.splitlines()]
+    assert len(out) == 4 and "line 3" in out[2]["error"] and "'Age'" in out[2]["error"]
+    good = [rows[i] for i in (0, 1, 3)]
+    want, proba = served.predict(good).tolist(), served.predict_proba(good)
+    assert [out[i]["prediction"] for i in (0, 1, 3)] == want
+    classes = served.classes.tolist()
+    for k, i in enumerate((0, 1, 3)):
+        np.testing.assert_allclose([out[i]["probabilities"][c] for c in classes], proba[k],
+                                   rtol=1e-6)  # fmt: skip
+
+    names = list(rows[0])
+    csv_in = ",".join(names) + "\n" + "\n".join(",".join(str(r[n]) for n in names) for r in good)
+    got = _cli("predict", files["credit"], "-", stdin=csv_in + "\n")
+    assert got.returncode == 0, got.stderr
+    out = got.stdout.splitlines()
+    assert out[0] == "prediction," + ",".join(f"p_{c}" for c in classes)
+    assert [line.split(",")[0] for line in out[1:]] == want
+    bad = csv_in.splitlines()
+    bad.insert(2, bad[1].replace(str(good[1]["Age"]), "old", 1) + ",extra")
+    got = _cli("predict", files["credit"], "-", stdin="\n".join(bad) + "\n")
+    assert got.returncode == 2 and "<stdin> line 3: 14 values for 13 columns" in got.stderr
+    out = got.stdout.splitlines()
+    assert len(out) == 5 and out[2] == "," * len(classes) and out[3].split(",")[0] == want[1]
+
+
+def test_predict_stdin_flushes_each_line(files):
+    """One row in, its answer out before the next row is written (a pipe to a stream)."""
+    cmd = [sys.executable, "-m", "lepton_nn", "predict", files["credit"], "-"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for row in _credit_rows(3):
+            proc.stdin.write(json.dumps(row) + "\n")
+            proc.stdin.flush()
+            assert "prediction" in json.loads(proc.stdout.readline())
+        proc.stdin.close()
+        # drained, then uvicorn ends as the signal asked (a supervisor sees SIGTERM)
+        assert proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_serve_command_errors_are_one_line(files, tmp_path):
+    got = _cli("serve", str(tmp_path / "missing.lnn"))
+    assert got.returncode == 2 and "missing.lnn" in got.stderr and "Traceback" not in got.stderr
+    got = _cli("serve", files["credit"], "--port", "70000")
+    assert got.returncode == 2 and "65535" in got.stderr
+    got = _cli("serve", files["credit"], f"credit={files['mlp']}")
+    assert got.returncode == 2 and "two models are named 'credit'" in got.stderr
+    got = _cli("serve", files["credit"], "--batch-window-ms", "-1")
+    assert got.returncode == 2 and "--batch-window-ms" in got.stderr
+
+
+def test_workers_read_their_config_from_the_environment(files, monkeypatch):
+    import dataclasses
+
+    from lepton_nn.serve import server
+
+    config = _config(files, "credit", max_batch_size=16)
+    monkeypatch.setenv(server.ENV, json.dumps(dataclasses.asdict(config)))
+    app = server.app_from_env()
+    assert app.state.service.config == config
+
+
+def test_serving_imports_no_training_code(files):
+    code = (
+        "import sys; from lepton_nn.serve import create_app, ServeConfig; "
+        "import lepton_nn.serve.server, lepton_nn.commands.serve; "
+        "bad = [m for m in sys.modules if m.startswith(('lepton_nn.autograd', 'lepton_nn.nn',"
+        " 'lepton_nn.train', 'numba', 'lepton_nn.data.'))]; print(bad)"
+    )
+    got = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert got.stdout.strip() == "[]", got.stderr
+
+
+def test_concurrent_streams_step_together_as_each_alone(files):
+    """12 streams step concurrently (batched into shared session steps, with one request of
+    the wrong width among them): each stream's outputs are its whole-sequence ones."""
+    served = rt.load(files["gru"])
+    x = np.random.default_rng(2).standard_normal((12, 8, 3)).astype(np.float32)
+    want = np.stack([served.predict(x, lengths=np.full(12, t + 1)) for t in range(8)], axis=1)
+    with Running(_config(files, "gru", batch_window_ms=50)) as s:
+        barrier = threading.Barrier(12, timeout=60)
+        limits = httpx.Limits(max_connections=12, max_keepalive_connections=12)
+        with httpx.Client(base_url=s.url, timeout=60, limits=limits) as c:
+
+            def stream(i: int):
+                got, bad = [], None
+                for t in range(8):
+                    barrier.wait()
+                    if i == 3 and t == 4:  # a bad request: its own 422, no step taken
+                        body = {"key": f"s{i}", "x": [1.0, 2.0]}
+                        bad = c.post("/v1/models/gru:step", json=body).status_code
+                    body = {"key": f"s{i}", "x": x[i, t].tolist()}
+                    r = c.post("/v1/models/gru:step", json=body)
+                    assert r.status_code == 200, r.text
+                    got.append(r.json()["outputs"][0])
+                return got, bad
+
+            with ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(stream, range(12)))
+    assert results[3][1] == 422
+    np.testing.assert_allclose([r for r, _ in results], want, rtol=1e-5, atol=1e-6)
