@@ -98,6 +98,8 @@ def module_from_lnn(section: Any, arrays: dict, prefix: str = "params/") -> Modu
         raise ModelFormatError(f"arrays missing for parameters {missing[:5]}")
     state = {n: arrays[prefix + n] for n in names}
     stored = sum(int(a.size) for a in state.values())
+    import lepton_nn.compress.qdq  # noqa: F401 - registers QuantizeDequantize (imported files)
+
     try:
         with parameter_budget(stored):
             model = layer_from_config(arch)

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import lepton_nn.onnx as lo  # noqa: E402
 from lepton_nn import runtime  # noqa: E402
+from lepton_nn.errors import ModelFormatError  # noqa: E402
 
 TOL = 1e-5
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
@@ -280,3 +281,34 @@ def test_bidirectional_with_sequence_lengths(op):
     assert report["lengths_input"] == "lens"
     got = runtime.from_manifest(manifest, arrays).predict(x, lengths=lens)
     np.testing.assert_allclose(got, ref, rtol=0, atol=TOL)
+
+
+@SETTINGS
+@given(op=st.sampled_from(["Add", "Sub", "Mul", "Div"]), data_first=st.booleans(),
+       image=st.booleans(), form=st.sampled_from(["scalar", "one", "channel", "full-rank"]),
+       after_gemm=st.booleans())  # fmt: skip
+def test_arithmetic_by_broadcast_constants(op, data_first, image, form, after_gemm):
+    """x op c and c op x with c a scalar, a (1,) vector, one value per channel ((C,) on
+    (N, C); (C, 1, 1) on (N, C, H, W)) or that at full rank ((1, C) / (1, C, 1, 1)); after a
+    Gemm (folded into its bias where it can be) or on the input."""
+    if op == "Div" and not data_first:
+        data_first = True  # dividing by the data is refused (tested below)
+    c = 3
+    in_shape = (c, 4, 5) if image else (c,)
+    shape = {"scalar": (), "one": (1,), "channel": (c, 1, 1) if image else (c,),
+             "full-rank": (1, c, 1, 1) if image else (1, c)}[form]  # fmt: skip
+    k = np.abs(_w(*shape, seed=9)) + 0.5 if op == "Div" else _w(*shape, seed=9)
+    nodes, inits, src = [], {"k": np.asarray(k, np.float32)}, "x"
+    if after_gemm and not image:
+        nodes.append(helper.make_node("Gemm", ["x", "W", "b"], ["h"], transB=1))
+        inits.update(W=_w(c, c), b=_w(c, seed=4))
+        src = "h"
+    ins = [src, "k"] if data_first else ["k", src]
+    nodes.append(helper.make_node(op, ins, ["y"]))
+    _check(nodes, inits, in_shape, in_shape, n=4, net_too=True)
+
+
+def test_dividing_by_the_data_is_refused():
+    nodes = [helper.make_node("Div", ["k", "x"], ["y"])]
+    with pytest.raises(ModelFormatError, match="dividing by the data"):
+        _check(nodes, {"k": np.float32(2)}, (3,), (3,))

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-__all__ = ["EXTRA_ACTIVATIONS", "ACTIVATION_PARAMS", "apply", "erf"]
+__all__ = ["EXTRA_ACTIVATIONS", "ACTIVATION_PARAMS", "LAYER_FUNCTIONS", "apply", "erf"]
 
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
@@ -114,6 +114,14 @@ def clip(x, min=None, max=None):  # noqa: A002 - the ONNX attribute names
     return x
 
 
+def quantize_dequantize(x, scale=1.0, zero_point=0.0, qmin=0.0, qmax=255.0):
+    """y = (clip(rint(x / scale) + zero_point, qmin, qmax) - zero_point) scale: x rounded to
+    the int8 / uint8 grid (ONNX QuantizeLinear then DequantizeLinear, ties to even)."""
+    s = x.dtype.type(scale)
+    q = np.clip(np.rint(x / s) + x.dtype.type(zero_point), qmin, qmax)
+    return ((q - x.dtype.type(zero_point)) * s).astype(x.dtype, copy=False)
+
+
 #: name -> forward function, for the activations that the fused kernels do not compute
 EXTRA_ACTIVATIONS = {
     "leaky_relu": leaky_relu,
@@ -129,12 +137,34 @@ EXTRA_ACTIVATIONS = {
     "clip": clip,
 }
 
+
+def quantize_dequantize_rows(x):
+    """Each row of x (its last axis) rounded to its own uint8 grid, as ONNX's
+    DynamicQuantizeLinear takes one for a whole tensor: lo = min(0, min x), hi = max(0, max x),
+    s = (hi - lo) / 255 (1 when 0), z = clip(rint(-lo / s), 0, 255), then as
+    :func:`quantize_dequantize`."""
+    t = x.dtype.type
+    lo = np.minimum(x.min(axis=-1, keepdims=True), t(0))
+    hi = np.maximum(x.max(axis=-1, keepdims=True), t(0))
+    s = (hi - lo) / t(255)
+    s[s == 0] = 1
+    z = np.clip(np.rint(-lo / s), 0, 255)
+    return ((np.clip(np.rint(x / s) + z, 0, 255) - z) * s).astype(x.dtype, copy=False)
+
+
+#: functions of elementwise layers only (never a layer's ``activation`` string)
+LAYER_FUNCTIONS = {
+    "quantize_dequantize": quantize_dequantize,
+    "quantize_dequantize_rows": quantize_dequantize_rows,
+}
+
 #: name -> its parameters and their defaults (the string form of an activation uses these)
 ACTIVATION_PARAMS = {
     "leaky_relu": {"alpha": 0.01},
     "elu": {"alpha": 1.0},
     "hard_sigmoid": {"alpha": 0.2, "beta": 0.5},
     "clip": {"min": None, "max": None},
+    "quantize_dequantize": {"scale": 1.0, "zero_point": 0.0, "qmin": 0.0, "qmax": 255.0},
 }
 
 

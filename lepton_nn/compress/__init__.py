@@ -52,6 +52,7 @@ _LAZY.update(
 )
 
 _LAZY.update(dict.fromkeys(("prepare_qat", "convert_qat", "QATDense", "FakeQuant"), ".qat"))
+_LAZY["QuantizeDequantize"] = ".qdq"
 
 __all__ = sorted(_LAZY)
 

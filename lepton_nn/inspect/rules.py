@@ -65,6 +65,10 @@ RULES: dict[str, tuple[str, str]] = {
         "clipped positions are flat, so they pass no gradient",
         "dL/da = g * [lo <= a <= hi]",
     ),
+    "FakeQuant": (
+        "rounding to the int8 grid passes the gradient straight through, except where it clips",
+        "dL/da = g * [lo <= rint(a / s) + z <= hi]",
+    ),
     # -- more activations (ops/activation.py) ---------------------------------------------
     "LeakyRelu": (
         "leaky ReLU passes the gradient where the input is positive, alpha times it elsewhere",

@@ -13,11 +13,11 @@ from typing import Any
 __all__ = ["load", "export", "convert", "onnx_to_manifest"]
 
 
-def onnx_to_manifest(source: Any):
+def onnx_to_manifest(source: Any, int8: bool = True):
     """ONNX model -> (``.lnn`` manifest, arrays, report); see :mod:`.importer`."""
     from .importer import onnx_to_manifest as run
 
-    return run(source)
+    return run(source, int8)
 
 
 def load(source: Any, *, limits: Any = None):
@@ -25,10 +25,11 @@ def load(source: Any, *, limits: Any = None):
     mode, trainable like any other (``model.train()`` to fine-tune). The converted manifest
     goes through the validator and budget of ``lepton_nn.load`` (``limits``: see
     :class:`~lepton_nn.runtime.validate.Limits`)."""
+    import lepton_nn.compress.qdq  # noqa: F401 - the QuantizeDequantize layer of QDQ files
     from lepton_nn.io import module_from_lnn
     from lepton_nn.runtime.validate import Limits, validate
 
-    manifest, arrays, _ = onnx_to_manifest(source)
+    manifest, arrays, _ = onnx_to_manifest(source, int8=False)  # float layers: trainable
     validate(manifest, arrays, Limits.of(limits))
     return module_from_lnn(manifest["model"], arrays)
 

@@ -47,13 +47,22 @@ def _onnx_run(path: Any, x: Any) -> tuple[list | None, str]:
         import onnxruntime as ort
     except ImportError:
         return None, "onnxruntime is not installed: parity not checked"
-    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    import onnx
+
+    quantized = any(n.op_type in _INT8_OPS for n in onnx.load(os.fspath(path)).graph.node)
+    options = ort.SessionOptions()
+    if quantized:  # the ONNX semantics: ORT's fused x64 int8 kernels may saturate (docs)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
     xs = list(x.values()) if isinstance(x, dict) else [x]
     feeds = {
         i.name: v.astype(np.int64) if "int" in i.type else v.astype(np.float32)
         for i, v in zip(session.get_inputs(), xs)
     }  # fmt: skip
-    return session.run(None, feeds), "ONNX Runtime"
+    return session.run(None, feeds), "ONNX Runtime" + (", graph optimizations off" * quantized)
+
+
+_INT8_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul")
 
 
 def convert(src: Any, dst: Any, *, opset: int | None = None, sample: int = 16,
@@ -123,6 +132,10 @@ def _tabular_parity(model, onnx_path: Any, n: int, seed: int) -> tuple[float | N
             v[missing] = ""
             cols[name], feeds[name] = list(v), v.astype(object)[:, None]
     session = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
+    types = {i.name: i.type for i in session.get_inputs()}
+    for name, v in feeds.items():  # numbers as the file declares them (float or double)
+        if types.get(name) in ("tensor(float)", "tensor(double)"):
+            feeds[name] = v.astype(np.float32 if types[name] == "tensor(float)" else np.float64)
     got = session.run(None, feeds)
     if model.task == "regression":
         return float(np.max(np.abs(got[0] - model.predict(cols)))), "ONNX Runtime"

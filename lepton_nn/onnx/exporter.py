@@ -340,6 +340,10 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         return g.activation(x, act), width
     if cls in _ACT_LAYERS:
         return g.activation(x, _ACT_LAYERS[cls], **cfg), width
+    if cls in ("QuantizeDequantize", "QuantizeDequantizeRows"):
+        from .qdq import export_qdq
+
+        return export_qdq(g, x, cls, cfg), width
     if cls in ("Pad1D", "Pad2D"):
         amounts = cfg["padding"]  # [[before, after]] per trailing axis, as get_config writes
         k = len(amounts)

@@ -45,6 +45,7 @@ class Folded:
     def __init__(self, known: dict[str, tuple[np.ndarray, np.ndarray]], shapes: dict) -> None:
         self.known = known
         self.shapes = shapes  # name -> list of int | "N" | None (per ONNX shape inference)
+        self.quantized: dict[str, tuple] = {}  # a folded DequantizeLinear's integers
 
     def const(self, name: str) -> np.ndarray | None:
         pair = self.known.get(name)
@@ -110,6 +111,7 @@ def fold(model, arrays: dict[str, np.ndarray]) -> Folded:
     """Evaluate every node that can be evaluated without the data (see the module doc)."""
     shapes = _shapes(model)
     known = {k: (v, v) for k, v in arrays.items()}
+    quantized: dict[str, tuple] = {}  # DequantizeLinear output -> (q, scale, zero point, axis)
     for node in model.graph.node:
         if node.op_type == "Constant" or node.op_type not in FOLDERS:
             continue
@@ -142,7 +144,13 @@ def fold(model, arrays: dict[str, np.ndarray]) -> Folded:
                 ) from exc
         if node.output:
             known[node.output[0]] = pair  # type: ignore[assignment]
-    return Folded(known, shapes)
+        if node.op_type == "DequantizeLinear" and node.output:  # remember the integers
+            ins_ = [known[i][0] if i else None for i in ins]
+            quantized[node.output[0]] = (ins_[0], ins_[1], ins_[2] if len(ins_) > 2 else None,
+                                         _attrs(node).get("axis", 1))  # fmt: skip
+    folded = Folded(known, shapes)
+    folded.quantized = quantized
+    return folded
 
 
 class _TooBig(Exception):
@@ -221,6 +229,22 @@ def _range(ins, at):
     return (start + delta * np.arange(n)).astype(start.dtype)
 
 
+def dequantize(ins, at) -> np.ndarray:
+    """ONNX DequantizeLinear: (x - zero_point) scale in float32; a 1-D scale (and zero
+    point) runs along ``axis`` (default 1), a scalar over the whole tensor."""
+    x, scale = ins[0], np.asarray(ins[1], np.float32)
+    zp = np.zeros((), x.dtype) if len(ins) < 3 or ins[2] is None else np.asarray(ins[2])
+    if at.get("block_size", 0):
+        raise ValueError("blocked quantization is not supported")
+    if scale.ndim == 1 and x.ndim > 0:
+        axis = at.get("axis", 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape) if zp.ndim == 1 else zp
+    centered = x.astype(np.int64) - zp.astype(np.int64)
+    return (centered.astype(np.float32) * scale).astype(np.float32)
+
+
 #: op type -> f(input values, attributes) -> output value
 FOLDERS: dict[str, Callable[[list, dict], np.ndarray]] = {
     "Shape": lambda ins, at: ins[0],  # handled in fold()
@@ -243,4 +267,5 @@ FOLDERS: dict[str, Callable[[list, dict], np.ndarray]] = {
     "ConstantOfShape": _constant_of_shape,
     "Expand": _expand,
     "Range": _range,
+    "DequantizeLinear": dequantize,
 }

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lepton_nn.errors import ModelFormatError
+from lepton_nn.runtime.compression import compression_section, int8_entry
 
 from .fold import Folded, fold
 from .layout import Atoms, Axes
@@ -78,6 +79,8 @@ class Walk:
         self.ops: Counter = Counter()
         self.static_batch: int | None = None  # the batch size a file was exported at, if fixed
         self.lengths_input: str | None = None  # the graph input read as sequence_lens
+        self.quantized: set[str] = set()  # integer tensors of converted QuantizeLinear nodes
+        self.int8 = True  # int8 weights after a quantize-dequantize layer: the int8 kernels
 
     def enter(self, tensor: str, only_reader: bool) -> None:
         v = self.values[tensor]
@@ -175,13 +178,20 @@ def _check_ops(live: list, known: set) -> None:
     )
 
 
-def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
+def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np.ndarray], dict]:
     """Convert an ONNX model (path, bytes or ModelProto) to a ``kind: module`` manifest,
-    its arrays (``params/<name>``) and a report ``{"ops": {op: count}, "layers": [...]}``."""
+    its arrays (``params/<name>``) and a report ``{"ops": {op: count}, "layers": [...]}``.
+
+    ``int8``: a QDQ file's Dense layers on int8 weights after their input's quantization are
+    written as the runtime's int8 Dense (a ``"compressed"`` manifest); False: float layers
+    and quantize-dequantize layers (what :func:`lepton_nn.onnx.load` builds)."""
     from .mapping import HANDLERS, MERGES, gather_concat, merge
     from .patterns import ISLAND_OPS, elementwise_island
+    from .pipeline import is_tabular, tabular_manifest
 
     model, arrays = read_onnx(source)
+    if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
+        return tabular_manifest(model, arrays)
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
@@ -195,6 +205,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
     _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
+    walk.int8 = int8
     lens = [i.name for i in graph.input if i.name not in inits and _only_lengths(i.name, live)]
     if len(lens) > 1:
         raise ModelFormatError(f"inputs {lens}: several sets of sequence lengths")
@@ -227,8 +238,7 @@ def onnx_to_manifest(source: Any) -> tuple[dict, dict[str, np.ndarray], dict]:
         if group is None:
             if node.op_type not in HANDLERS:
                 raise ModelFormatError(f"{_label(node)}: cannot be converted here")
-            HANDLERS[node.op_type](walk, node)
-            group = [node]
+            group = HANDLERS[node.op_type](walk, node) or [node]  # a handler may take more
         for n in group:
             done.add(id(n))
             walk.ops[n.op_type] += 1
@@ -288,6 +298,11 @@ def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, d
         outputs.append((v.src, v.canon))
     out_names = [src for src, _ in outputs]
     _fuse_activations(walk, out_names)
+    int8 = {}
+    if walk.int8:
+        from .qdq import int8_dense_pass
+
+        int8 = int8_dense_pass(walk, out_names)
     used = {i for n in walk.nodes for i in n["inputs"]} | set(out_names)
     unread = [s["name"] for s in specs if s["name"] not in used]
     if unread:
@@ -297,14 +312,22 @@ def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, d
         for i, n in enumerate(walk.nodes)
     ) and out_names[0] == walk.nodes[-1]["name"]  # fmt: skip
     order = [n["layer"] for n in walk.nodes]
-    configs, arrays, names = [], {}, []
+    configs, arrays, names, entries = [], {}, [], []
     for i, idx in enumerate(order):
         lay = walk.layers[idx]
         config = {k: v for k, v in lay.config.items() if not k.startswith("_")}
         if lay.cls in _WITH_DTYPE:
             config["dtype"] = walk.dtype.name
         configs.append({"class": lay.cls, "config": config})
+        q8 = int8.get(walk.nodes[i]["name"])
+        if q8 is not None:  # served by the int8 kernels (see .qdq.int8_dense_pass)
+            entry, arrs = int8_entry(f"layers.{i}", config["name"], f"layers.{i}.weight",
+                                     q8["q"], q8["scale"], q8["activations"])  # fmt: skip
+            entries.append(entry)
+            arrays.update(arrs)
         for k, v in lay.params.items():
+            if q8 is not None and k == "weight":
+                continue
             v = np.asarray(v)
             names.append(f"layers.{i}.{k}")
             arrays[f"params/layers.{i}.{k}"] = np.ascontiguousarray(v, walk._dt(v))
@@ -323,7 +346,11 @@ def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, d
         "dtype": walk.dtype.name,
         "params": names,
     }
-    report = {"ops": dict(walk.ops), "layers": [walk.layers[i].cls for i in order]}
+    report = {"ops": dict(walk.ops), "layers": [walk.layers[i].cls for i in order],
+              "int8_layers": len(entries)}  # fmt: skip
+    if entries:
+        section["compression"] = compression_section(entries)
+        return {"kind": "compressed", "model": section}, arrays, report
     return {"kind": "module", "model": section}, arrays, report
 
 

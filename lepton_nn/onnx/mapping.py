@@ -47,6 +47,16 @@ def _dense(walk, node, w: np.ndarray, b: np.ndarray | None):
     _move(walk, node, [("N",), (u,)])
 
 
+def _int8_weight(walk, name: str, transposed: bool) -> None:
+    """Note on the Dense just added the int8 weight (q (N, K), scale (N,)) its float weight
+    was dequantized from, when that is symmetric int8 per output column (or per tensor)."""
+    from .qdq import int8_weight
+
+    found = int8_weight(walk.folded.quantized.get(name), transposed)
+    if found is not None:
+        walk.layers[-1].config["_int8"] = found
+
+
 def _gemm(walk, node):
     at = _attrs(node)
     if at.get("transA", 0) or node.input[0] != walk.cur:
@@ -61,12 +71,15 @@ def _gemm(walk, node):
         if b.shape != (w.shape[1],):
             raise _refuse(node, "C must broadcast along the output features only")
     _dense(walk, node, w, b)
+    if at.get("alpha", 1.0) == 1.0:
+        _int8_weight(walk, node.input[1], bool(at.get("transB", 0)))
 
 
 def _matmul(walk, node):
     if node.input[0] != walk.cur or len(walk.axes) != 2:
         raise _refuse(node, "only (batch, features) @ constant weight is supported")
     _dense(walk, node, walk.const(node.input[1], node, "the weight"), None)
+    _int8_weight(walk, node.input[1], False)
 
 
 def _channel_vector(walk, node, c: np.ndarray) -> np.ndarray | None:
@@ -391,6 +404,12 @@ def _recurrent(walk, node):
     recurrent(walk, node)
 
 
+def _quantized(walk, node):
+    from .qdq import QDQ_HANDLERS
+
+    return QDQ_HANDLERS[node.op_type](walk, node)
+
+
 HANDLERS = {
     **VIEWS,
     "Concat": _concat_one,
@@ -426,4 +445,14 @@ HANDLERS = {
     "LSTM": _recurrent,
     "GRU": _recurrent,
     "RNN": _recurrent,
+    **dict.fromkeys(
+        (
+            "QuantizeLinear",
+            "DequantizeLinear",
+            "DynamicQuantizeLinear",
+            "QLinearMatMul",
+            "MatMulInteger",
+        ),
+        _quantized,
+    ),  # fmt: skip
 }

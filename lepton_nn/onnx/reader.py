@@ -110,13 +110,16 @@ def _initializers(model, folder: str | None, label: str) -> dict[str, np.ndarray
     out = {}
     for name, t in tensors:
         where = f"{label}: tensor {name!r}"
-        dtype = _DTYPES.get(t.data_type)
+        dtype = _DTYPES.get(t.data_type) or ("object" if t.data_type == 8 else None)
+        if t.data_type == 8 and t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelFormatError(f"{where}: external string data is not supported")
         if dtype is None:
             raise ModelFormatError(f"{where}: data type {t.data_type} is not supported")
         dims = list(t.dims)
         if any(d < 0 for d in dims):
             raise ModelFormatError(f"{where}: negative dimension in {dims}")
         nbytes = int(np.prod(dims, dtype=object)) * np.dtype(dtype).itemsize if dims else 8
+        nbytes += sum(len(v) for v in t.string_data)  # text (class names)
         if nbytes > MAX_TENSOR_BYTES:
             raise ModelFormatError(f"{where}: declared shape {dims} takes {nbytes} bytes")
         total += nbytes

@@ -342,7 +342,22 @@ def elementwise_params(name: str, config: dict, label: str) -> dict:
     args = {k: _number(config, k, d, label, optional=d is None) for k, d in numbers.items()}
     if name == "clip" and None not in args.values() and args["min"] > args["max"]:
         raise _fail(f"{label}: min {args['min']} is above max {args['max']}")
+    if name == "quantize_dequantize":
+        problem = qdq_problem(**args)
+        if problem:
+            raise _fail(f"{label}: {problem}")
     return args
+
+
+def qdq_problem(scale: float, zero_point: float, qmin: float, qmax: float) -> str | None:
+    """Why (scale, zero_point, qmin, qmax) is not an int8 / uint8 / int16 grid, or None."""
+    if not scale > 0:
+        return f"scale {scale} is not positive"
+    if not all(float(v).is_integer() for v in (zero_point, qmin, qmax)):
+        return "zero_point, qmin and qmax must be integers"
+    if not -32768 <= qmin < qmax <= 65535 or not qmin <= zero_point <= qmax:
+        return f"the grid [{qmin}, {qmax}] with zero point {zero_point} is not valid"
+    return None
 
 
 def _elementwise_layer(name: str):
@@ -372,6 +387,8 @@ ELEMENTWISE_LAYERS = {
     "Softplus": "softplus",
     "Mish": "mish",
     "Sign": "sign",
+    "QuantizeDequantize": "quantize_dequantize",
+    "QuantizeDequantizeRows": "quantize_dequantize_rows",
 }
 
 #: class name -> parser(prefix, config, per-sample shape, params, dtype, label)

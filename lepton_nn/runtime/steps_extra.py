@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
+from lepton_nn.backend.activations import EXTRA_ACTIVATIONS, LAYER_FUNCTIONS
 from lepton_nn.backend.padding import pad_index
 
 from .steps import Op
@@ -64,7 +64,7 @@ class ElementwiseStep:
 
     def __init__(self, label: str, name: str, params: dict | None = None) -> None:
         self.label, self.name, self.params = label, name, dict(params or {})
-        self.fn = EXTRA_ACTIVATIONS[name]
+        self.fn = EXTRA_ACTIVATIONS.get(name) or LAYER_FUNCTIONS[name]
 
     def bind(self, src, owned, ctx):
         out = src if owned else np.zeros(src.shape, ctx.dtype)
