@@ -31,12 +31,6 @@ class FakeQuant(Function):
     """y = (clip(rint(a / s) + z, lo, hi) - z) s; dy/da = 1 where rint(a / s) + z is in
     [lo, hi], else 0 (straight-through estimator). ``scale``, ``zero_point`` broadcast to a."""
 
-    rule = (
-        "fake quantization passes the gradient straight through where the value was not clipped "
-        "(straight-through estimator), and nothing where it was",
-        "dL/da = g * [lo <= rint(a/s) + z <= hi]",
-    )
-
     def forward(self, a, scale=1.0, zero_point=0.0, lo=0.0, hi=255.0):
         q = np.rint(a / scale) + zero_point
         self.inside = (q >= lo) & (q <= hi)
