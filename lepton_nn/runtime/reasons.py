@@ -80,6 +80,11 @@ def feature_groups(pre: Preprocessing) -> list[np.ndarray]:
     return groups
 
 
+def _check_k(k: Any) -> None:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+
+
 class Reasons:
     """The reason-code explainer of one binary tabular model with a training profile
     (checked once here: ``DataError`` otherwise). ``rv(rows, k, adverse)`` gives the codes;
@@ -112,8 +117,7 @@ class Reasons:
         """Per row of ``rows`` (raw, as given to ``transform``), up to ``k`` ``(column, value,
         contribution)`` triples with contribution > 0, largest first; value is the row's raw
         value (None when missing)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        _check_k(k)
         values, _ = column_values(self.pre, rows)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
         result = []
@@ -130,6 +134,5 @@ class Reasons:
         return result
 
     def __call__(self, rows: Any, k: int = 4, adverse: Any = None) -> list[list[tuple]]:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        _check_k(k)
         return self.top(self.matrix(self.im.transform(rows), adverse), rows, k)
