@@ -4,6 +4,9 @@ Endpoints (JSON in and out)::
 
     POST /v1/models/{name}:predict   {"rows": [{column: value, ...} | [v1, v2, ...], ...]}
          -> {"model", "version", "predictions", "probabilities"?, "classes"?}  (tabular)
+         with "reasons": K (and "adverse": class), binary tabular models with a training
+         profile also answer "reasons": per row up to K [column, value, contribution]
+         (:mod:`lepton_nn.runtime.reasons`, as :func:`lepton_nn.risk.reason_codes`)
          -> {"model", "version", "outputs"}                                    (bare network)
     POST /v1/models/{name}:step      {"key": k, "x": [F values]} | {"keys": [...], "x": [[...]]}
          -> {"model", "version", "outputs": [[...], ...]}   (one row per key; recurrent nets)
@@ -37,11 +40,12 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from lepton_nn.errors import LeptonError
+from lepton_nn.runtime.reasons import adverse_sign
 from lepton_nn.runtime.stream import StreamLimitError
 
 from .batcher import Batcher, Direct
 from .metrics import Metrics
-from .models import ServedModel, run_batch, step_batch
+from .models import Ask, ServedModel, Version, run_batch, step_batch
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -182,11 +186,12 @@ class Service:
             rows = doc.get("rows")
             if not isinstance(rows, list) or not rows:
                 raise HTTPError(422, "the request needs 'rows': a non-empty list of rows")
+            version = m.current  # this request runs on this version, whatever reloads meanwhile
+            ask = _ask(doc, rows, version, name)
         except BaseException:
             runner.arrived()
             raise
-        version = m.current  # this request runs on this version, whatever reloads meanwhile
-        answer = await runner.run(version, rows, len(rows))
+        answer = await runner.run(version, ask, len(rows))
         out = {"model": name, "version": version.sha256[:12], **answer}
         if version.model.classes is not None:
             out["classes"] = version.model.classes.tolist()
@@ -225,6 +230,25 @@ class Service:
         if len(set(keys)) != len(keys):
             raise HTTPError(422, "'keys': a stream appears twice in one request")
         return keys, xa
+
+
+def _ask(doc: dict, rows: list, version: Version, name: str) -> Ask:
+    """The request's rows and its optional ``"reasons": K`` and ``"adverse"`` (checked here,
+    so that a bad one fails alone with 422 before any batching)."""
+    if "reasons" not in doc:
+        if "adverse" in doc:
+            raise HTTPError(422, "'adverse' goes with 'reasons': K (the reasons per row)")
+        return Ask(rows)
+    if version.reasons is None:
+        raise HTTPError(422, f"model {name!r} cannot give reasons: {version.no_reasons}")
+    k, n_cols = doc["reasons"], len(version.reasons.names)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= n_cols:
+        raise HTTPError(
+            422, f"'reasons' must be an integer from 1 to {n_cols} (the columns), got {k!r:.40}"
+        )
+    adverse = doc.get("adverse")
+    adverse_sign(version.model, adverse)  # DataError (422) naming the classes
+    return Ask(rows, k, adverse)
 
 
 def _json(doc: Any, status: int = 200) -> Response:

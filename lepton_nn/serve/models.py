@@ -18,8 +18,10 @@ import numpy as np
 
 from lepton_nn.errors import DataError, LeptonError
 from lepton_nn.runtime import InferenceModel, load
+from lepton_nn.runtime.reasons import Reasons
 
 __all__ = [
+    "Ask",
     "ServedModel",
     "Version",
     "answers",
@@ -59,6 +61,18 @@ class Version:
     loaded_at: float = field(default_factory=time.time)
     session: Any = None
     no_stream: str = ""  # why the network cannot stream (when session is None)
+    reasons: Reasons | None = None  # the reason-code explainer (binary tabular, profiled)
+    no_reasons: str = ""  # why the model cannot give reasons (when reasons is None)
+
+
+@dataclass
+class Ask:
+    """One predict request: its rows, and ``reasons`` > 0 asks for that many reason codes
+    per row (toward the class ``adverse``; None: the positive class)."""
+
+    rows: list
+    reasons: int = 0
+    adverse: Any = None
 
 
 class ServedModel:
@@ -89,6 +103,10 @@ class ServedModel:
             v.session = model.stream(max_streams=self.max_streams, idle_seconds=self.idle_seconds)
         except LeptonError as exc:
             v.no_stream = str(exc)
+        try:
+            v.reasons = Reasons(model, "reasons")
+        except LeptonError as exc:
+            v.no_reasons = str(exc)
         if v.session is not None and previous is not None and previous.session is not None:
             try:
                 v.session.import_state(previous.session.export_state())
@@ -122,27 +140,32 @@ class ServedModel:
         else:
             info["outputs"] = {"shape": list(m.output_shape)}
         info["streaming"] = v.session is not None
+        info["reasons"] = v.reasons is not None
         return info
 
 
-def run_batch(version: Version, requests: list[list]) -> list:
-    """The answers of several requests' rows (each a list), run as one batch: preprocessing
-    and network over all rows at once, answers split back per request. A request whose rows
-    cannot be read gets its own error (its row numbers its own) and the others their
-    answers: each row's numbers are those of a run of that request alone (every step is
-    row-wise; BLAS may round the network's sums differently at another batch size)."""
+def run_batch(version: Version, requests: list) -> list:
+    """The answers of several requests (each an :class:`Ask`, or a plain list of rows), run
+    as one batch: preprocessing and network over all rows at once, answers split back per
+    request. A request whose rows cannot be read gets its own error (its row numbers its
+    own) and the others their answers: each row's numbers are those of a run of that request
+    alone (every step is row-wise; BLAS may round the network's sums differently at another
+    batch size). Reason codes, for the requests that ask, are computed per request on its
+    own slice of the network input (the occlusion is already a batch of C + 1 copies of its
+    rows): exactly those of :func:`lepton_nn.risk.reason_codes` on the same rows."""
     model = version.model
+    asks = [r if isinstance(r, Ask) else Ask(r) for r in requests]
     try:
-        x = network_input(model, [r for rows in requests for r in rows])
-        counts = [len(rows) for rows in requests]
-        out: list = [None] * len(requests)
+        x = network_input(model, [r for a in asks for r in a.rows])
+        counts = [len(a.rows) for a in asks]
+        out: list = [None] * len(asks)
     except LeptonError:  # find the culprits: each request alone
         out, xs, counts = [], [], []
-        for rows in requests:
+        for a in asks:
             try:
-                xs.append(network_input(model, rows))
+                xs.append(network_input(model, a.rows))
                 out.append(None)
-                counts.append(len(rows))
+                counts.append(len(a.rows))
             except LeptonError as exc:
                 out.append(exc)
         if not xs:
@@ -155,8 +178,22 @@ def run_batch(version: Version, requests: list[list]) -> list:
         if slot is None:
             n = next(n_out)
             out[i] = {k: v[start : start + n] for k, v in doc.items()}
+            if asks[i].reasons:
+                try:
+                    out[i]["reasons"] = _reasons(version, x[start : start + n], asks[i])
+                except LeptonError as exc:
+                    out[i] = exc
             start += n
     return out
+
+
+def _reasons(version: Version, x: np.ndarray, ask: Ask) -> list:
+    """Per row, ``[column, value, contribution]`` for the request's top ``ask.reasons``."""
+    if version.reasons is None:
+        raise DataError(f"this model cannot give reasons: {version.no_reasons}")
+    rv = version.reasons
+    codes = rv.top(rv.matrix(x, ask.adverse), table_rows(version.model, ask.rows), ask.reasons)
+    return [[list(t) for t in row] for row in codes]
 
 
 def step_batch(version: Version, requests: list[tuple[list, np.ndarray]]) -> list:
@@ -203,11 +240,7 @@ def network_input(model: InferenceModel, rows: Any, name: str = "") -> np.ndarra
     if not isinstance(rows, list) or not rows:
         raise DataError("'rows' must be a non-empty list of rows (objects or arrays)")
     if model.preprocessing is not None:
-        if not all(isinstance(r, (dict, list)) for r in rows):
-            raise DataError("each row must be an object of columns or an array of values")
-        if isinstance(rows[0], list) and _rectangular(rows):
-            rows = np.array(rows, dtype=object)
-        return model.transform(rows)
+        return model.transform(table_rows(model, rows))
     if any(isinstance(r, dict) for r in rows):
         raise DataError(
             f"model {name!r} is a bare network: rows must be arrays of shape "
@@ -218,6 +251,16 @@ def network_input(model: InferenceModel, rows: Any, name: str = "") -> np.ndarra
     except (ValueError, TypeError) as exc:
         raise DataError(f"rows must be numeric arrays of one shape: {exc}") from None
     return model._check(x)
+
+
+def table_rows(model: InferenceModel, rows: list) -> Any:
+    """A tabular request's rows in a form the preprocessing reads: objects as they are,
+    arrays (in training column order) as one object array."""
+    if not all(isinstance(r, (dict, list)) for r in rows):
+        raise DataError("each row must be an object of columns or an array of values")
+    if isinstance(rows[0], list) and _rectangular(rows):
+        return np.array(rows, dtype=object)
+    return rows
 
 
 def answers(model: InferenceModel, out: np.ndarray) -> dict:
