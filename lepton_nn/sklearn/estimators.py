@@ -43,7 +43,7 @@ _TABLE_DOC = """\
     ``fit(X, y, sample_weight)`` weights the preprocessing too (medians, means, spreads and
     most-frequent fills are those of the rows repeated weight times; class weights do not
     enter it). Training is then weight == repetition exactly only without dropout and early
-    stopping, whose random draws are per row.
+    stopping (their random draws are per row) and with one batch holding every row.
 """
 
 _CLASS_DOC = """\
