@@ -309,6 +309,29 @@ def test_sample_weight_acts_as_repetition_in_float32():
     np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), atol=1e-5)
 
 
+def test_tabular_sample_weight_acts_as_repetition_with_text_and_missing():
+    # the Preprocessor's medians, means, spreads and most-frequent fills are weighted too
+    rng = np.random.default_rng(1)
+    n = 30
+    num = np.round(rng.normal(size=n), 1)
+    num[rng.random(n) < 0.2] = np.nan
+    cat = rng.choice(np.array(["a", "b", "c", None], dtype=object), size=n)
+    X = np.column_stack([num, rng.normal(size=n), cat]).astype(object)
+    y = rng.normal(size=n)
+    sw = rng.integers(0, 4, size=n)
+    kw = dict(max_iter=20, random_state=0, dropout=0.0, early_stopping=False, dtype="float64")
+    weighted = TabularRegressor(**kw).fit(X, y, sample_weight=sw)
+    repeated = TabularRegressor(**kw).fit(np.repeat(X, sw, axis=0), np.repeat(y, sw))
+    wcols, rcols = weighted.preprocessor_.columns_, repeated.preprocessor_.columns_
+    assert [c["fill"] for c in wcols] == [c["fill"] for c in rcols]
+    assert [c["kind"] for c in wcols] == ["numeric", "numeric", "categorical"]
+    assert wcols[2]["categories"] == rcols[2]["categories"]
+    for w, r in zip(wcols[:2], rcols[:2]):
+        assert w["center"] == pytest.approx(r["center"], rel=1e-12)
+        assert w["scale"] == pytest.approx(r["scale"], rel=1e-12)
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-6)
+
+
 def test_class_weight_balanced_raises_minority_recall(credit_small):
     X, y = credit_small
     kw = dict(max_iter=20, random_state=0)

@@ -149,16 +149,23 @@ class Preprocessor:
                 raise DataError(f"{where}: column {c!r} to drop is not in the data")
         return table.drop(self.drop) if self.drop else table
 
-    def fit(self, data: Any, y: Any = None) -> Preprocessor:
+    def fit(self, data: Any, y: Any = None, sample_weight: Any = None) -> Preprocessor:
         """Learn fills, categories and scales from ``data`` (a Table, dict, records or array).
 
         ``y`` (or the table's target) only takes part in duplicate detection. Sets
         ``kept_index_`` (rows of ``data`` used for fitting), ``report_`` and
         ``feature_names_out`` / ``groups_``.
-        """
-        return self.fit_table(self.as_table(data), y)
 
-    def fit_table(self, table: Table, y: Any = None) -> Preprocessor:
+        ``sample_weight`` (N,) non-negative: every statistic (median, mean, std, category
+        counts) is that of the rows repeated weight times, so integer weight k == k copies of
+        the row and weight 0 == the row left out (also out of ``kept_index_``; counted in
+        ``report_["rows_zero_weight"]``). Duplicates are looked for among the rows of positive
+        weight only, and a kept row keeps its own weight (a weight declares a multiplicity, it
+        is not a duplicate). ``None`` fits exactly as unweighted rows.
+        """
+        return self.fit_table(self.as_table(data), y, sample_weight)
+
+    def fit_table(self, table: Table, y: Any = None, sample_weight: Any = None) -> Preprocessor:
         """``fit`` on a table already through :meth:`as_table` (no conversion, no drop)."""
         if y is None:
             y = table.target
@@ -167,21 +174,24 @@ class Preprocessor:
         n = table.n_rows
         if n == 0:
             raise DataError("fit: no rows")
+        w = None if sample_weight is None else _check_weights(sample_weight, n)
         for c in table.numeric_columns:
             bad = np.flatnonzero(np.isinf(table.data[c]))
             if bad.size:
                 raise DataError(f"{table.where(bad[0])}, column {c!r}: infinite value")
 
-        keep = np.ones(n, dtype=bool)
+        keep = np.ones(n, dtype=bool) if w is None else w > 0
         n_dup = 0
         if self.drop_duplicates:
             seen: set[tuple] = set()
             for i, key in enumerate(_row_keys(table, y)):
+                if not keep[i]:
+                    continue
                 if key in seen:
                     keep[i] = False
                 else:
                     seen.add(key)
-            n_dup = int(n - keep.sum())
+            n_dup = int(n - keep.sum()) - (0 if w is None else int(np.sum(w == 0)))
         missing = {c: self._missing_mask(table, c) for c in table.columns}
         drop_cols = [
             c
@@ -199,7 +209,10 @@ class Preprocessor:
             )
         kept = np.flatnonzero(keep)
 
-        self.columns_ = [self._fit_column(table, c, kept, missing[c][kept]) for c in table.columns]
+        wk = None if w is None else w[kept]
+        self.columns_ = [
+            self._fit_column(table, c, kept, missing[c][kept], wk) for c in table.columns
+        ]
         per_col = {c: int(m.sum()) for c, m in missing.items() if m.any()}
         self.kept_index_ = kept
         self.report_ = {
@@ -211,6 +224,8 @@ class Preprocessor:
             "n_missing": int(sum(per_col.values())),
             "n_features_out": len(self.feature_names_out),
         }
+        if w is not None:
+            self.report_["rows_zero_weight"] = int(np.sum(w == 0))
         return self
 
     def _missing_mask(self, table: Table, c: str) -> np.ndarray:
@@ -219,7 +234,10 @@ class Preprocessor:
             return np.isnan(a)
         return np.fromiter((v is None for v in a), dtype=bool, count=len(a))
 
-    def _fit_column(self, table: Table, c: str, kept: np.ndarray, miss: np.ndarray) -> dict:
+    def _fit_column(
+        self, table: Table, c: str, kept: np.ndarray, miss: np.ndarray, w: np.ndarray | None
+    ) -> dict:
+        """One column's state from the kept rows ``kept``; ``w`` their weights (all > 0)."""
         a = table.data[c][kept]
         spec: dict[str, Any] = {"name": c, "kind": table.kinds[c]}
         if table.kinds[c] == NUMERIC:
@@ -229,10 +247,11 @@ class Preprocessor:
                     f"{table.source or 'fit'}: column {c!r} has no values in the training rows"
                 )
             with np.errstate(over="ignore", invalid="ignore"):
-                fill = _stat(np.mean if self.numeric == "mean" else np.median, vals)
+                how = "mean" if self.numeric == "mean" else "median"
+                fill = _stat(how, vals, None if w is None else w[~miss])
                 full = np.where(miss, fill, a)
                 if self.scaling == "standard":
-                    center, scale = _stat(np.mean, full), _stat(np.std, full)
+                    center, scale = _stat("mean", full, w), _stat("std", full, w)
                 elif self.scaling == "minmax":
                     center, scale = float(np.min(full)), float(np.max(full) - np.min(full))
                 else:
@@ -248,7 +267,10 @@ class Preprocessor:
                 scale = 1.0
             spec.update(fill=fill, center=center, scale=scale)
         else:
-            counts = Counter(v for v in a.tolist() if v is not None)
+            counts: Counter = Counter()
+            for v, k in zip(a.tolist(), [1] * len(a) if w is None else w.tolist(), strict=True):
+                if v is not None:
+                    counts[v] += k
             if not counts and self.categorical != "constant":
                 raise DataError(
                     f"{table.source or 'fit'}: column {c!r} has no values in the training rows"
@@ -326,9 +348,9 @@ class Preprocessor:
             data = Table.from_pandas(data, na_values=self.na_values)
         return compiled.transform(data)
 
-    def fit_transform(self, data: Any, y: Any = None) -> np.ndarray:
-        """``fit(data, y)`` then ``transform(data)``: every row of ``data`` comes out."""
-        return self.fit(data, y).transform(data)
+    def fit_transform(self, data: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """``fit(data, y, sample_weight)`` then ``transform(data)``: every row comes out."""
+        return self.fit(data, y, sample_weight).transform(data)
 
     def fit_resample(self, data: Any, y: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Fit, then return ``(X, y)`` for the training rows kept (no duplicates, no dropped rows).
@@ -402,13 +424,61 @@ class Preprocessor:
         )
 
 
-def _stat(fn: Any, v: np.ndarray) -> float:
-    """``fn(v)`` (mean, median, std), recomputed as ``m * fn(v / m)``, m = max |v|, if the
-    plain sum of values or squares overflowed (a column of values near 1e300)."""
-    r = float(fn(v))
+def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` as (n,) float64, finite, >= 0, not all zero (else a DataError)."""
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("fit: sample_weight is not numeric") from None
+    if w.shape != (n,):
+        raise DataError(f"fit: sample_weight has shape {w.shape}, expected ({n},)")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError("fit: sample_weight must be finite and non-negative")
+    if not (w > 0).any():
+        raise DataError("fit: every sample_weight is zero")
+    return w
+
+
+def _weighted(how: str, v: np.ndarray, w: np.ndarray) -> float:
+    """Statistic ``how`` of ``v`` (N,) with weights ``w`` (N,) > 0, equal to that of the rows
+    repeated ``w_i`` times for integer weights (W = sum w)::
+
+        mean    sum(w v) / W
+        std     sqrt(sum(w (v - mean)^2) / W)                      (ddof 0, as np.std)
+        median  (v_(lo) + v_(hi)) / 2 over v sorted, c_k = cumulative weight,
+                lo = first k with 2 c_k >= W, hi = first k with 2 c_k > W
+
+    (for W even the two middle copies, for W odd the middle one twice: np.median's
+    convention). With all weights 1 each equals the NumPy statistic bit for bit.
+    """
+    if how == "median":
+        order = np.argsort(v, kind="stable")
+        s, c2 = v[order], 2.0 * np.cumsum(w[order])
+        lo, hi = np.searchsorted(c2, c2[-1] / 2, "left"), np.searchsorted(c2, c2[-1] / 2, "right")
+        return float(s[lo]) if lo == hi else float((s[lo] + s[hi]) / 2)
+    total = np.sum(w)
+    mean = np.sum(w * v) / total
+    if how == "mean":
+        return float(mean)
+    d = v - mean
+    return float(np.sqrt(np.sum(w * (d * d)) / total))
+
+
+_NUMPY = {"mean": np.mean, "median": np.median, "std": np.std}
+
+
+def _stat(how: str, v: np.ndarray, w: np.ndarray | None = None) -> float:
+    """Statistic ``how`` ("mean", "median", "std") of ``v``, weighted by ``w`` if given
+    (:func:`_weighted`), recomputed as ``m * stat(v / m)``, m = max |v|, if the plain sum of
+    values or squares overflowed (a column of values near 1e300)."""
+
+    def fn(x: np.ndarray) -> float:
+        return float(_NUMPY[how](x)) if w is None else _weighted(how, x, w)
+
+    r = fn(v)
     if not math.isfinite(r) and np.isfinite(v).all():
         m = float(np.max(np.abs(v)))
-        r = m * float(fn(v / m))
+        r = m * fn(v / m)
     return r
 
 

@@ -121,7 +121,7 @@ class NeuralEstimator(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental: bool, classes: Any = None):
         self._check_params()
         go_on = (incremental or self.warm_start) and self._fitted()
-        Xf, y = self._fit_features(X, y, reset=not go_on)
+        Xf, y = self._fit_features(X, y, reset=not go_on, sample_weight=sample_weight)
         w = self._row_weights(y, sample_weight, len(Xf))
         target = self._fit_target(y, w, reset=not go_on, classes=classes)
         if not go_on:

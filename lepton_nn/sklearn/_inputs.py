@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_array, check_consistent_length, colum
 
 from ..data import Preprocessor, Table
 from ..runtime.preprocess import CONFIG_FORMAT, CONFIG_VERSION, is_frame
-from ._compat import NEW_TAGS, validate_data
+from ._compat import NEW_TAGS, check_sample_weight, validate_data
 
 _FLOATS = (np.float64, np.float32)
 
@@ -25,7 +25,9 @@ _FLOATS = (np.float64, np.float32)
 class ArrayInput:
     """Numeric 2-D arrays in (NaN and inf are errors)."""
 
-    def _fit_features(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_features(
+        self, X: Any, y: Any, reset: bool, sample_weight: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         X, y = validate_data(
             self, X, y, reset=reset, dtype=_FLOATS, y_numeric=self._task == "regression"
         )
@@ -113,20 +115,27 @@ class TableInput:
                 raise ValueError(f"categorical_features: no column named {c!r}")
         return kinds
 
-    def _fit_features(self, X: Any, y: Any, reset: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_features(
+        self, X: Any, y: Any, reset: bool, sample_weight: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Network input and ``y``; with ``reset``, first fit the Preprocessor, weighted by
+        ``sample_weight`` (its statistics are then those of the rows repeated weight times,
+        so weighting a row by k is repeating it k times; class weights do not enter)."""
         cols = self._columns(X, reset)
         y = column_or_1d(y, warn=True)
         check_consistent_length(next(iter(cols.values())), y)
         numeric = self._task == "regression"
         y = check_array(y, ensure_2d=False, dtype=np.float64 if numeric else None)
         if reset:
+            if sample_weight is not None:
+                sample_weight = check_sample_weight(sample_weight, len(y))
             names = list(cols)
             table = Table.from_arrays(cols, column_types=self._categorical(X, names))
             self.preprocessor_ = Preprocessor(
                 missing_indicator=bool(self.missing_indicator),
                 scaling=self.scaling,
                 drop_duplicates=False,
-            ).fit(table)
+            ).fit(table, sample_weight=sample_weight)
         return self.preprocessor_.transform(cols), y
 
     def _features(self, X: Any) -> np.ndarray:

@@ -39,6 +39,11 @@ _TABLE_DOC = """\
         if their values look numeric; text and pandas ``category`` columns always are.
     missing_indicator : add a 0/1 feature per column that had missing values in training.
     scaling : numeric columns ``"standard"``, ``"minmax"`` or ``"none"``.
+
+    ``fit(X, y, sample_weight)`` weights the preprocessing too (medians, means, spreads and
+    most-frequent fills are those of the rows repeated weight times; class weights do not
+    enter it). Training is then weight == repetition exactly only without dropout and early
+    stopping (their random draws are per row) and with one batch holding every row.
 """
 
 _CLASS_DOC = """\
