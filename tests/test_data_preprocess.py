@@ -376,3 +376,13 @@ def test_class_weights_match_sklearn(credit):
     np.testing.assert_allclose(compute_class_weight(y, None), [1.0, 1.0])
     w = compute_sample_weight([0, 0, 0, 1])
     assert w.tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
+
+
+def test_a_constant_column_scales_by_one_though_its_std_rounds_above_zero():
+    """np.std of seven 0.1 values is 1.4e-17, not 0: the column must scale by 1 (a new value
+    of 0.2 is then 0.1 away from the centre), not by 1e-17 (a feature of 7e15)."""
+    x = np.full((7, 1), 0.1)
+    assert np.std(x) > 0  # the rounding this test is about
+    pre = Preprocessor().fit(x)
+    out = pre.transform(np.array([[0.2]]))
+    assert abs(float(out[0, 0]) - 0.1) < 1e-6  # float32 output
