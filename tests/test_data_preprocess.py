@@ -379,10 +379,12 @@ def test_class_weights_match_sklearn(credit):
 
 
 def test_a_constant_column_scales_by_one_though_its_std_rounds_above_zero():
-    """np.std of seven 0.1 values is 1.4e-17, not 0: the column must scale by 1 (a new value
-    of 0.2 is then 0.1 away from the centre), not by 1e-17 (a feature of 7e15)."""
-    x = np.full((7, 1), 0.1)
-    assert np.std(x) > 0  # the rounding this test is about
-    pre = Preprocessor().fit(x)
-    out = pre.transform(np.array([[0.2]]))
-    assert abs(float(out[0, 0]) - 0.1) < 1e-6  # float32 output
+    """Ten values of 7.7, one missing and filled with their mean: the std of the filled
+    column rounds to ~3e-16, not 0. The column must scale by 1 (a new 8.7 lands 1.0 from the
+    centre), not by 3e-16 (a feature of ~3e15)."""
+    x = np.full((10, 1), 7.7)
+    x[0, 0] = np.nan
+    pre = Preprocessor(numeric="mean", drop_duplicates=False).fit(x)
+    assert pre.columns_[0]["scale"] == 1.0
+    out = pre.transform(np.array([[8.7]]))
+    assert abs(float(out[0, 0]) - 1.0) < 1e-5  # float32 output

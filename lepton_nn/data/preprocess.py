@@ -263,8 +263,8 @@ class Preprocessor:
                     f"large to scale (the column's mean or spread overflows); rescale the "
                     f"column or drop it"
                 )
-            if not scale > 0.0 or np.ptp(full) == 0:  # a constant column: its std may round
-                scale = 1.0  # to ~1e-17 rather than 0, and dividing by it would blow up
+            if not scale > 0.0 or np.ptp(vals) == 0:  # constant values: their std (and the
+                scale = 1.0  # fill's) may round to ~1e-17, not 0; dividing by that blows up
             spec.update(fill=fill, center=center, scale=scale)
         else:
             counts: Counter = Counter()
