@@ -54,10 +54,11 @@ def _batches(st):
 @pytest.fixture
 def training():
     x, y = _data()
-    st = I.studio(_seq(), (x, y), loss="bce", epochs=50, batch_size=16, paused=True)
+    st = I.studio(_seq(), (x, y), loss="bce", epochs=10_000, batch_size=16, paused=True)
     yield st
     st.close()
     st.fit_thread.join(10)
+    assert not st.fit_thread.is_alive()  # closing the studio ended the run
 
 
 def test_bound_to_loopback_and_serves_its_own_page():
@@ -201,10 +202,11 @@ def test_studio_callback_in_a_plain_fit():
     from lepton_nn.train import Trainer
 
     x, y = _data(64)
-    st = I.Studio(sample=(x, y))
+    st = I.Studio(sample=(x, y), max_rate=None)
     try:
         Trainer(_seq(), loss="bce").fit(x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0)
         assert len(_batches(st)) == 8 and st.events[-1]["type"] == "done"
+        assert [len(e["losses"]) for e in _batches(st)] == [1] * 8
         assert httpx.get(st.url + "api/state").json() == {
             "paused": False,
             "training": False,
@@ -220,3 +222,21 @@ def test_cli_studio_refuses_a_bad_call(capsys):
 
     assert main(["studio"]) != 0
     assert "--demo" in capsys.readouterr().err
+
+
+def test_rate_limit_records_fewer_batches_but_keeps_every_loss():
+    from lepton_nn.train import Trainer
+
+    x, y = _data(64)
+    st = I.Studio(sample=(x, y), max_rate=1e-6)  # one recorded batch per ~11 days
+    try:
+        hist = Trainer(_seq(), loss="bce").fit(
+            x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0
+        )
+        assert len(_batches(st)) == 1  # the first batch only
+        losses = [v for e in st.events if e["type"] in ("batch", "losses") for v in e["losses"]]
+        assert len(losses) == 8 and all(np.isfinite(losses))
+        # the running means of fit's epochs are the means of the streamed batch losses
+        assert np.mean(losses[4:]) == pytest.approx(hist.history["loss"][1], rel=1e-5)
+    finally:
+        st.close()

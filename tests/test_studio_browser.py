@@ -87,7 +87,7 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
     y = (x[:, :1] + x[:, 2:3] > 0).astype(np.float32)
     layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, "tanh", name="mid")]
     model = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
-    st = I.studio(model, (x, y), loss="bce", epochs=200, batch_size=8, paused=True)
+    st = I.studio(model, (x, y), loss="bce", epochs=10_000, batch_size=8, paused=True)
     drv = browser
     try:
         drv.get(st.url)
@@ -136,7 +136,8 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         # pause: the points stop
         _tid(drv, "pause")[0].click()
         _wait(lambda: st.waiting, "the fit thread to park")
-        _wait(lambda: _points(drv) == len([e for e in st.events if e["type"] == "batch"]), "sync")
+        streamed = lambda: sum(len(e.get("losses", ())) for e in st.events)  # noqa: E731
+        _wait(lambda: _points(drv) == streamed(), "the page to draw every streamed loss")
         held = _points(drv)
         time.sleep(0.5)
         assert _points(drv) == held

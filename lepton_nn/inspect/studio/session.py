@@ -2,21 +2,26 @@
 pause / step / resume control the page drives.
 
 Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "batch_loss",
-"layers": {call name: stats}}`` where the stats are :class:`..recorder.Recorder`'s
+"losses", "layers": {call name: stats}}`` (``losses``: every batch loss since the last event)
+where the stats are :class:`..recorder.Recorder`'s
 (``act_mean``, ``act_std``, ``dead``, ``grad_mean``, ``grad_std``, ``update_ratio``) plus
 ``value_norm`` = ||y||, ``grad_norm`` = ||dL/dy||, ``weight_norm`` = ||W|| and
 ``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` (counts and edges
-of a 16-bin histogram of y). Events go into an append-only list that the server's event
+of a 16-bin histogram of y). Statistics cost a few NumPy calls per layer, more than a small
+network's batch, so batches are recorded at most ``max_rate`` times a second (None: every
+batch; a batch run by ``step()`` always is); no loss is dropped, as ``losses`` carries every
+batch's. Events go into an append-only list that the server's event
 stream reads from its own position (no queue per client, nothing lost between reads).
 
 Control: ``pause()`` makes the next ``on_batch_begin`` wait; ``step()`` lets one batch run
-and pauses again; ``resume()`` lets training go on. ``close()`` resumes and stops the server.
+and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run (``stop_training``) and stops the server.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -45,13 +50,17 @@ class Studio:
         model: Module | None = None,
         sample: tuple[Any, Any] | None = None,
         loss: Any = None,
-        every: int = 1,
+        max_rate: float | None = 25.0,
     ) -> None:
         self.port = int(port)
         self._model = model
         self.sample = sample
         self._loss = loss
-        self.recorder = Recorder(model, every=every)
+        self.recorder = Recorder(model)
+        self.max_rate = max_rate
+        self._recording = False
+        self._last = -math.inf
+        self._pending: list[float | None] = []
         self.events: list[dict] = []
         self.cond = threading.Condition()
         self.paused = False
@@ -148,6 +157,9 @@ class Studio:
             h.remove()
         self._hooks = []
         self.training = False
+        if self._pending:
+            losses, self._pending = self._pending, []
+            self.publish({"type": "losses", "step": self._step, "losses": losses})
         self.publish({"type": "done", **self.state()})
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
@@ -156,17 +168,28 @@ class Studio:
                 self.waiting = True
                 self.cond.wait(0.5)
             self.waiting = False
-            if self.paused and self.budget > 0:
+            stepped = self.paused and self.budget > 0
+            if stepped:
                 self.budget -= 1
-        self._live = {}
-        self.recorder.on_batch_begin(batch, logs)
+        now = time.monotonic()
+        self._recording = (
+            stepped or self.max_rate is None or now - self._last >= 1.0 / self.max_rate
+        )
+        if self._recording:
+            self._last = now
+            self._live = {}
+            self.recorder.on_batch_begin(batch, logs)
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        recorded = self.recorder._row is not None
-        self.recorder.on_batch_end(batch, logs)
+        logs = logs or {}
         self._step += 1
-        if not recorded:
+        if self.closed and self.trainer is not None:  # closing the studio ends its run
+            self.trainer.stop_training = True
+        self._pending.append(_num(logs.get("batch_loss")))
+        if not self._recording:
             return
+        self._recording = False
+        self.recorder.on_batch_end(batch, logs)
         layers: dict[str, dict[str, Any]] = {}
         for name, m, _ in model_view.calls_of(self.model):
             row = dict(self._live.get(name, {}))
@@ -181,10 +204,11 @@ class Studio:
                 grads = [p.grad for p in ps if p.grad is not None]
                 row["weight_grad_norm"] = _norm(grads) if grads else None
             layers[name] = row
-        logs = logs or {}
+        losses, self._pending = self._pending, []
         self.publish(
             {
                 "type": "batch",
+                "losses": losses,
                 "step": self._step,
                 "loss": _num(logs.get("loss")),
                 "batch_loss": _num(logs.get("batch_loss")),
@@ -200,7 +224,7 @@ class Studio:
 
     def _forward_hook(self, name: str):
         def hook(module: Module, inputs: tuple, out: Any) -> None:
-            if not module.training or not isinstance(out, Tensor):
+            if not self._recording or not module.training or not isinstance(out, Tensor):
                 return
             y = np.asarray(out.data, np.float64)
             counts, edges = np.histogram(y[np.isfinite(y)], bins=HIST_BINS)

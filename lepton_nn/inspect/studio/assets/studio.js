@@ -139,8 +139,11 @@ function drawHist(name, h) {
     `${name}: ${fmt(h.edges[0])} .. ${fmt(h.edges[h.edges.length - 1])}`;
 }
 function onEvent(e) {
-  if (e.type === "batch") {
-    if (e.batch_loss !== null) state.losses.push(e.batch_loss);
+  if (e.type === "losses") {
+    for (const v of e.losses) if (v !== null) state.losses.push(v);
+    drawLoss();
+  } else if (e.type === "batch") {
+    for (const v of e.losses) if (v !== null) state.losses.push(v);
     state.last = e;
     drawLoss();
     drawLayers(e.layers);
