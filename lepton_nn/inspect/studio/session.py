@@ -14,7 +14,8 @@ batch's. Events go into an append-only list that the server's event
 stream reads from its own position (no queue per client, nothing lost between reads).
 
 Control: ``pause()`` makes the next ``on_batch_begin`` wait; ``step()`` lets one batch run
-and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run (``stop_training``) and stops the server.
+and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run
+(``stop_training``) and stops the server.
 """
 
 from __future__ import annotations
