@@ -240,3 +240,24 @@ def test_rate_limit_records_fewer_batches_but_keeps_every_loss():
         assert np.mean(losses[4:]) == pytest.approx(hist.history["loss"][1], rel=1e-5)
     finally:
         st.close()
+
+
+def test_a_studio_reused_for_another_model_shows_the_new_graph():
+    from lepton_nn.train import Trainer
+
+    x, y = _data(32)
+    st = I.Studio(sample=(x, y))
+    try:
+        with pytest.raises(ValueError, match="no model"):
+            st.prepare()
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0)
+        assert [n["name"] for n in httpx.get(st.url + "api/graph").json()["nodes"]] == [
+            "hidden",
+            "out",
+        ]
+        other = _graph_model()
+        Trainer(other, loss="bce").fit(x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0)
+        names = [n["name"] for n in httpx.get(st.url + "api/graph").json()["nodes"]]
+        assert names == ["h", "side", "skip", "head"]
+    finally:
+        st.close()

@@ -245,10 +245,13 @@ class Studio:
     def prepare(self) -> None:
         """Graph and formulas, computed once before training: the server's threads never run
         the model while ``fit`` does."""
-        if self._view is None:
+        if self.model is None:
+            raise ValueError("the Studio has no model: pass one, or use it as a fit callback")
+        if self._view is None or self._view["model"] is not self.model:
             x = self.sample_x()
             calls = model_view.calls_of(self.model)
             self._view = {
+                "model": self.model,
                 "graph": model_view.layer_graph(self.model, x),
                 "nodes": {n: model_view.formula_of(self.model, n, x) for n, _, _ in calls},
             }
