@@ -202,7 +202,7 @@ def test_studio_callback_in_a_plain_fit():
     from lepton_nn.train import Trainer
 
     x, y = _data(64)
-    st = I.Studio(sample=(x, y), max_rate=None)
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=None)
     try:
         Trainer(_seq(), loss="bce").fit(x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0)
         assert len(_batches(st)) == 8 and st.events[-1]["type"] == "done"
@@ -259,5 +259,18 @@ def test_a_studio_reused_for_another_model_shows_the_new_graph():
         Trainer(other, loss="bce").fit(x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0)
         names = [n["name"] for n in httpx.get(st.url + "api/graph").json()["nodes"]]
         assert names == ["h", "side", "skip", "head"]
+    finally:
+        st.close()
+
+
+def test_overhead_budget_stops_recording_once_spent():
+    from lepton_nn.train import Trainer
+
+    x, y = _data(64)
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=0.0)  # no budget after the first
+    try:
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0)
+        assert len(_batches(st)) == 1 and st._cost > 0
+        assert sum(len(e["losses"]) for e in st.events if "losses" in e) == 8
     finally:
         st.close()

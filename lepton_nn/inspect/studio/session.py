@@ -8,10 +8,12 @@ where the stats are :class:`..recorder.Recorder`'s
 ``value_norm`` = ||y||, ``grad_norm`` = ||dL/dy||, ``weight_norm`` = ||W|| and
 ``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` (counts and edges
 of a 16-bin histogram of y). Statistics cost a few NumPy calls per layer, more than a small
-network's batch, so batches are recorded at most ``max_rate`` times a second (None: every
-batch; a batch run by ``step()`` always is); no loss is dropped, as ``losses`` carries every
-batch's. Events go into an append-only list that the server's event
-stream reads from its own position (no queue per client, nothing lost between reads).
+network's batch, so a batch is recorded only when both allow it: at most ``max_rate`` times a
+second, and while the time recording has cost so far (a recorded batch's duration minus the
+running mean of an unrecorded one) is at most ``overhead`` times the time since training
+began (None switches either limit off; a batch run by ``step()`` is always recorded). No loss
+is dropped: ``losses`` carries every batch's. Events go into an append-only list that the
+server's event stream reads from its own position (no queue per client, none lost).
 
 Control: ``pause()`` makes the next ``on_batch_begin`` wait; ``step()`` lets one batch run
 and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run
@@ -52,6 +54,7 @@ class Studio:
         sample: tuple[Any, Any] | None = None,
         loss: Any = None,
         max_rate: float | None = 25.0,
+        overhead: float | None = 0.1,
     ) -> None:
         self.port = int(port)
         self._model = model
@@ -61,6 +64,11 @@ class Studio:
         self.max_rate = max_rate
         self._recording = False
         self._last = -math.inf
+        self.overhead = overhead
+        self._t0: float | None = None  # when the first batch began
+        self._began = 0.0  # when this batch began
+        self._cost = 0.0  # seconds recording has added so far
+        self._plain: float | None = None  # running mean of an unrecorded batch's duration
         self._pending: list[float | None] = []
         self.events: list[dict] = []
         self.cond = threading.Condition()
@@ -172,10 +180,12 @@ class Studio:
             stepped = self.paused and self.budget > 0
             if stepped:
                 self.budget -= 1
-        now = time.monotonic()
-        self._recording = (
-            stepped or self.max_rate is None or now - self._last >= 1.0 / self.max_rate
-        )
+        now = self._began = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now
+        rate_ok = self.max_rate is None or now - self._last >= 1.0 / self.max_rate
+        cost_ok = self.overhead is None or self._cost <= self.overhead * (now - self._t0)
+        self._recording = stepped or (rate_ok and cost_ok)
         if self._recording:
             self._last = now
             self._live = {}
@@ -188,6 +198,8 @@ class Studio:
             self.trainer.stop_training = True
         self._pending.append(_num(logs.get("batch_loss")))
         if not self._recording:
+            took = time.monotonic() - self._began
+            self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
             return
         self._recording = False
         self.recorder.on_batch_end(batch, logs)
@@ -217,6 +229,7 @@ class Studio:
                 "paused": self.paused,
             }
         )
+        self._cost += max(0.0, time.monotonic() - self._began - (self._plain or 0.0))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.publish(
