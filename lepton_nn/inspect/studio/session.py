@@ -153,18 +153,23 @@ class Studio:
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.prepare()
         self.start()
-        self.recorder.attach(self.model)
-        self._hooks = []
-        for name, m, _ in model_view.calls_of(self.model):
-            self._hooks.append(m.register_forward_hook(self._forward_hook(name)))
         self.training = True
         self.publish({"type": "state", **self.state()})
 
-    def on_train_end(self, logs: dict | None = None) -> None:
+    def _watch(self, on: bool) -> None:
+        """Hooks on the layers only for a recorded batch: the others run hook-free (and so
+        fused where a pair of layers can be)."""
         self.recorder.detach()
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if on:
+            self.recorder.attach(self.model)
+            for name, m, _ in model_view.calls_of(self.model):
+                self._hooks.append(m.register_forward_hook(self._forward_hook(name)))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._watch(False)
         self.training = False
         if self._pending:
             losses, self._pending = self._pending, []
@@ -189,6 +194,7 @@ class Studio:
         if self._recording:
             self._last = now
             self._live = {}
+            self._watch(True)
             self.recorder.on_batch_begin(batch, logs)
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -203,6 +209,7 @@ class Studio:
             return
         self._recording = False
         self.recorder.on_batch_end(batch, logs)
+        self._watch(False)
         layers: dict[str, dict[str, Any]] = {}
         for name, m, _ in model_view.calls_of(self.model):
             row = dict(self._live.get(name, {}))
