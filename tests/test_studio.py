@@ -274,3 +274,40 @@ def test_overhead_budget_stops_recording_once_spent():
         assert sum(len(e["losses"]) for e in st.events if "losses" in e) == 8
     finally:
         st.close()
+
+
+def test_cli_demo_serves_until_interrupted():
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import PKG_PARENT
+
+    env = {**os.environ, "PYTHONPATH": str(PKG_PARENT)}
+    cmd = [sys.executable, "-m", "lepton_nn", "studio", "--demo", "--epochs", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("studio at http://127.0.0.1:"), line
+        url = line.split()[2]
+        g = httpx.get(url + "api/graph", timeout=30).json()
+        assert [n["name"] for n in g["nodes"]] == ["hidden1", "hidden2", "out"]
+        assert g["nodes"][0]["params"] == 30 * 16 + 16  # the 30 columns of the bundled data
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_page_and_script_ship_in_the_wheel():
+    from pathlib import Path
+
+    from conftest import PKG_PARENT
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    assert '"inspect/studio/assets/*"' in pyproject.read_text()
+    assets = Path(PKG_PARENT) / "lepton_nn" / "inspect" / "studio" / "assets"
+    assert sorted(p.name for p in assets.iterdir()) == ["studio.html", "studio.js"]
