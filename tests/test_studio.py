@@ -311,3 +311,27 @@ def test_the_page_and_script_ship_in_the_wheel():
     assert '"inspect/studio/assets/*"' in pyproject.read_text()
     assets = Path(PKG_PARENT) / "lepton_nn" / "inspect" / "studio" / "assets"
     assert sorted(p.name for p in assets.iterdir()) == ["studio.html", "studio.js"]
+
+
+def test_a_shared_layer_is_one_node_per_call_and_backprop_names_each_call():
+    x_in = nn.Input((4,), name="x")
+    shared = nn.Dense(4, "tanh", name="shared")
+    h = shared(shared(x_in))  # the same weights twice: calls "shared" and "shared@1"
+    model = nn.Model(x_in, nn.Dense(1, name="head")(h))
+    x, y = _data(64)
+    st = I.studio(model, (x, y), loss="bce", epochs=10_000, batch_size=16, paused=True)
+    try:
+        g = httpx.get(st.url + "api/graph").json()
+        assert [n["name"] for n in g["nodes"]] == ["shared", "shared@1", "head"]
+        assert g["edges"] == [["x", "shared"], ["shared", "shared@1"], ["shared@1", "head"]]
+        steps = httpx.get(st.url + "api/backward").json()["steps"]
+        assert [s["layer"] for s in steps if s["layer"]] == ["head", "shared@1", "shared"]
+        httpx.post(st.url + "api/control", json={"action": "step"})
+        _wait(lambda: len(_batches(st)) == 1, "one batch")
+        layers = _batches(st)[0]["layers"]
+        first, second = layers["shared"], layers["shared@1"]
+        assert first["value_norm"] != second["value_norm"]  # each call its own output
+        assert sum(first["hist"]["counts"]) == sum(second["hist"]["counts"]) == 16 * 4
+    finally:
+        st.close()
+        st.fit_thread.join(10)

@@ -24,7 +24,7 @@ from ..backward import explain_backward
 from ..graph_view import _shape_text, op_label
 from ..rules import rule_for
 
-__all__ = ["calls_of", "layer_graph", "formula_of", "backward_steps", "FORMULAS"]
+__all__ = ["calls_of", "hook_calls", "layer_graph", "formula_of", "backward_steps", "FORMULAS"]
 
 # forward formulas by layer class; x: the layer's input, y: its output
 FORMULAS: dict[str, str] = {
@@ -59,6 +59,27 @@ def calls_of(model: Module) -> list[tuple[str, Module, list[str]]]:
         out.append((m.name, m, [prev]))
         prev = m.name
     return out
+
+
+def hook_calls(model: Module, fn: Callable[[str, Module, tuple, Any], None]) -> list[Any]:
+    """One forward hook per layer object calling ``fn(call name, layer, inputs, output)``;
+    a layer called k times (shared weights) names its calls in turn. Returns the handles."""
+    names: dict[int, list[str]] = {}
+    layers: dict[int, Module] = {}
+    for name, m, _ in calls_of(model):
+        names.setdefault(id(m), []).append(name)
+        layers[id(m)] = m
+    handles = []
+    for key, m in layers.items():
+        turn = [0]
+
+        def hook(mod, inputs, out, own=names[key], turn=turn):
+            name = own[turn[0] % len(own)]
+            turn[0] += 1
+            fn(name, mod, inputs, out)
+
+        handles.append(m.register_forward_hook(hook))
+    return handles
 
 
 def input_names(model: Module) -> list[str]:
@@ -191,9 +212,12 @@ def backward_steps(model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any
     params = list(model.parameters())
     saved = [p.grad for p in params]
     outs: dict[int, str] = {}
-    handles = []
-    for name, m, _ in calls_of(model):
-        handles.append(m.register_forward_hook(_namer(outs, name)))
+
+    def name_output(name: str, mod: Module, inputs: tuple, out: Any) -> None:
+        if isinstance(out, Tensor):
+            outs.setdefault(id(out), name)
+
+    handles = hook_calls(model, name_output)
     try:
         loss = loss_fn(model(x), y)
         walk = explain_backward(loss, params=model)
@@ -223,11 +247,3 @@ def backward_steps(model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any
             }
         )
     return {"loss": float(loss.data), "steps": steps}
-
-
-def _namer(outs: dict[int, str], name: str):
-    def hook(mod, i, o):
-        if isinstance(o, Tensor):
-            outs.setdefault(id(o), name)
-
-    return hook

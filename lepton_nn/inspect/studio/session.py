@@ -165,8 +165,7 @@ class Studio:
         self._hooks = []
         if on:
             self.recorder.attach(self.model)
-            for name, m, _ in model_view.calls_of(self.model):
-                self._hooks.append(m.register_forward_hook(self._forward_hook(name)))
+            self._hooks = model_view.hook_calls(self.model, self._layer_output)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._watch(False)
@@ -243,23 +242,21 @@ class Studio:
             {"type": "epoch", "epoch": epoch, "logs": {k: _num(v) for k, v in (logs or {}).items()}}
         )
 
-    def _forward_hook(self, name: str):
-        def hook(module: Module, inputs: tuple, out: Any) -> None:
-            if not self._recording or not module.training or not isinstance(out, Tensor):
-                return
-            y = np.asarray(out.data, np.float64)
-            counts, edges = np.histogram(y[np.isfinite(y)], bins=HIST_BINS)
-            rec = self._live.setdefault(name, {})
-            rec["value_norm"] = float(np.linalg.norm(y))
-            rec["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
-            if out.requires_grad:
+    def _layer_output(self, name: str, module: Module, inputs: tuple, out: Any) -> None:
+        """Norm and histogram of one layer call's output y, and ||dL/dy|| once known."""
+        if not self._recording or not module.training or not isinstance(out, Tensor):
+            return
+        y = np.asarray(out.data, np.float64)
+        counts, edges = np.histogram(y[np.isfinite(y)], bins=HIST_BINS)
+        rec = self._live.setdefault(name, {})
+        rec["value_norm"] = float(np.linalg.norm(y))
+        rec["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+        if out.requires_grad:
 
-                def grad_hook(g: np.ndarray) -> None:
-                    rec["grad_norm"] = float(np.linalg.norm(np.asarray(g, np.float64)))
+            def grad_hook(g: np.ndarray) -> None:
+                rec["grad_norm"] = float(np.linalg.norm(np.asarray(g, np.float64)))
 
-                out.register_hook(grad_hook)
-
-        return hook
+            out.register_hook(grad_hook)
 
     # -- what the server asks -----------------------------------------------------------------
     def prepare(self) -> None:
