@@ -126,6 +126,9 @@ def test_pause_step_resume_control_a_real_fit(training):
     n = len(_batches(st))
     time.sleep(0.3)
     assert len(_batches(st)) == n
+    # parked: every batch's loss has been published, none held back by the rate limit
+    losses = [v for e in st.events if "losses" in e for v in e["losses"]]
+    assert len(losses) == st.state()["step"] > 10
     assert httpx.post(url + "api/control", json={"action": "jump"}).status_code == 400
 
 

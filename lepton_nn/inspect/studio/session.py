@@ -170,14 +170,19 @@ class Studio:
     def on_train_end(self, logs: dict | None = None) -> None:
         self._watch(False)
         self.training = False
+        self._flush()
+        self.publish({"type": "done", **self.state()})
+
+    def _flush(self) -> None:
+        """Publish the batch losses not yet sent (``{"type": "losses"}``)."""
         if self._pending:
             losses, self._pending = self._pending, []
             self.publish({"type": "losses", "step": self._step, "losses": losses})
-        self.publish({"type": "done", **self.state()})
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        with self.cond:
+        with self.cond:  # (an RLock: publish may take it again)
             while self.paused and self.budget == 0 and not self.closed:
+                self._flush()  # a paused page shows every loss so far
                 self.waiting = True
                 self.cond.wait(0.5)
             self.waiting = False
