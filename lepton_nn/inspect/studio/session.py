@@ -71,7 +71,7 @@ class Studio:
         self._plain: float | None = None  # running mean of an unrecorded batch's duration
         self._pending: list[float | None] = []
         self.events: list[dict] = []
-        self.cond = threading.Condition()
+        self.cond = threading.Condition(threading.RLock())
         self.paused = False
         self.budget = 0  # batches allowed while paused
         self.training = False
