@@ -535,7 +535,7 @@ def _add_train(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, convert, datasets, info, monitor, serve, tune
+    from .commands import compress, convert, datasets, info, monitor, serve, studio, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -604,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets.add_parser(sub, Help)
     convert.add_parser(sub, Help)
     serve.add_parser(sub, Help)
+    studio.add_parser(sub, Help)
     monitor.add_parser(sub, Help)
 
     b = sub.add_parser(

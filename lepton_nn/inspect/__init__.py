@@ -6,7 +6,9 @@ per-layer statistics during training.
 - hooks live on the engine itself: ``Tensor.register_hook(fn)``,
   ``Module.register_forward_hook(fn)``, ``Module.register_full_backward_hook(fn)``;
 - :class:`Recorder`, a trainer callback collecting activation and gradient statistics, and
-  :func:`plot_history` for training curves (both plot when matplotlib is installed).
+  :func:`plot_history` for training curves (both plot when matplotlib is installed);
+- :func:`studio` / :class:`Studio`: the browser studio (:mod:`.studio`, the ``serve`` extra),
+  imported on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +31,18 @@ __all__ = [
     "RecorderHooks",
     "STATS",
     "plot_history",
+    "studio",
+    "Studio",
 ]
+
+
+def __getattr__(name: str):
+    if name in ("studio", "Studio"):  # the web room loads only when asked for
+        import importlib
+
+        room = importlib.import_module(".studio", __name__)  # a callable module: studio(...)
+        return room if name == "studio" else room.Studio
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

@@ -1,0 +1,81 @@
+"""Floor 8: the studio, a local web page that shows a model learning (issue 22, first cut).
+
+- :func:`studio` ``(model, data=(x, y), port=0, epochs=...)``: serve the page on
+  ``127.0.0.1`` (and, with ``epochs``, train in a background thread while it watches);
+- :class:`Studio`: the same as a ``fit`` callback, ``fit(..., callbacks=[Studio()])``.
+
+The page (our own HTML, SVG and JavaScript in ``assets/``, nothing fetched from elsewhere)
+draws the layer graph (click a layer: forward formula, local derivative, norms after the last
+step), the loss curve and per-layer statistics and histograms streamed while ``fit`` runs
+(server-sent events), pause / step one batch / resume, and the backward pass of one batch
+one node at a time. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
+server starts.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from typing import Any
+
+from .session import Studio
+
+__all__ = ["Studio", "studio"]
+
+
+def studio(
+    model: Any,
+    data: Any = None,
+    port: int = 0,
+    *,
+    loss: Any = "mse",
+    optimizer: str = "adam",
+    lr: float | None = None,
+    epochs: int = 0,
+    batch_size: int = 32,
+    paused: bool = False,
+    sample_rows: int = 64,
+) -> Studio:
+    """Start the studio for ``model`` and return it (``.url``, ``.close()``).
+
+    ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
+    the backprop stepper's batch. ``epochs`` > 0 (needs ``y``): train with a ``Trainer``
+    (``loss``, ``optimizer``, ``lr``, ``batch_size``) in a background thread (``.fit_thread``;
+    ``.history`` when done), paused before the first batch if ``paused``.
+    """
+    x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
+    sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
+    st = Studio(port=port, model=model, sample=sample, loss=loss)
+    st.prepare()
+    st.start()
+    st.history = None
+    st.fit_thread = None
+    if epochs:
+        if y is None:
+            raise ValueError("training in the studio needs labels: data=(x, y)")
+        from ...train import Trainer
+
+        trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr)
+        if paused:
+            st.control("pause")
+
+        def run() -> None:
+            st.history = trainer.fit(
+                x, y, epochs=epochs, batch_size=batch_size, callbacks=[st], verbose=0
+            )
+
+        st.fit_thread = threading.Thread(target=run, daemon=True, name="studio-fit")
+        st.fit_thread.start()
+    return st
+
+
+class _Room(types.ModuleType):
+    """``lepton_nn.inspect.studio`` is this package and the function at once: Python sets a
+    package on its parent under its own name, so the module calls :func:`studio`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Studio:
+        return studio(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Room

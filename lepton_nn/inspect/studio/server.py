@@ -1,0 +1,145 @@
+"""The studio's HTTP side: a Starlette app run by uvicorn in a background thread, bound to
+127.0.0.1 only (the ``serve`` extra, as ``lepton-nn serve``).
+
+Routes (JSON unless said):
+
+- ``GET /``: the page; ``GET /static/studio.js``: its script (our own, no CDN);
+- ``GET /api/graph``: layer calls, shapes and edges; ``GET /api/node/{name}``: forward
+  formula, local derivative, op rules and the last batch's statistics of one layer call;
+- ``GET /api/state``; ``POST /api/control`` with ``{"action": "pause" | "step" | "resume"}``;
+- ``GET /api/backward``: the backprop steps of one batch (409 while training runs);
+- ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
+  ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from importlib import resources
+from typing import Any
+
+__all__ = ["StudioServer", "create_app"]
+
+
+def _asset(name: str) -> str:
+    return resources.files(__package__).joinpath("assets", name).read_text("utf-8")
+
+
+def create_app(studio: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    def page(request: Request) -> Response:
+        return HTMLResponse(_asset("studio.html"))
+
+    def script(request: Request) -> Response:
+        return Response(_asset("studio.js"), media_type="text/javascript")
+
+    def graph(request: Request) -> Response:
+        return JSONResponse(studio.graph())
+
+    def node(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            return JSONResponse(studio.node(name))
+        except KeyError:
+            return JSONResponse({"error": f"no layer call named {name!r}"}, 404)
+
+    def state(request: Request) -> Response:
+        return JSONResponse(studio.state())
+
+    async def control(request: Request) -> Response:
+        try:
+            body = await request.json()
+            return JSONResponse(studio.control(str(body.get("action"))))
+        except (ValueError, AttributeError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+
+    def backward(request: Request) -> Response:
+        try:
+            return JSONResponse(studio.backward())
+        except RuntimeError as exc:
+            return JSONResponse({"error": str(exc)}, 409)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+
+    async def events(request: Request) -> Response:
+        try:
+            pos = max(0, int(request.query_params.get("since", "0")))
+        except ValueError:
+            return JSONResponse({"error": "since must be an integer"}, 400)
+
+        async def stream():
+            nonlocal pos
+            yield ": studio\n\n"
+            idle = 0.0
+            while not studio.closed:
+                new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
+                if new:
+                    pos += len(new)
+                    idle = 0.0
+                    yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
+                    continue
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.02)
+                idle += 0.02
+                if idle >= 15:  # a comment keeps proxies and the browser's timer quiet
+                    idle = 0.0
+                    yield ": keep-alive\n\n"
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/static/studio.js", script),
+            Route("/api/graph", graph),
+            Route("/api/node/{name:path}", node),
+            Route("/api/state", state),
+            Route("/api/control", control, methods=["POST"]),
+            Route("/api/backward", backward),
+            Route("/api/events", events),
+        ]
+    )
+
+
+class StudioServer:
+    """uvicorn serving :func:`create_app` on a socket bound to 127.0.0.1 (port 0: a free one),
+    in a daemon thread; ``url``; ``stop()`` waits for it to end."""
+
+    def __init__(self, studio: Any, port: int = 0) -> None:
+        from ...serve import _need_extra
+
+        _need_extra()
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", int(port)))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        config = uvicorn.Config(
+            create_app(studio), log_level="warning", access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # not the main thread's signals
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
+        self.sock.close()

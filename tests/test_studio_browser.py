@@ -1,0 +1,148 @@
+"""The studio page in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
+driven by Selenium): the graph's nodes, a click showing a layer's formula, the loss curve
+gaining points while ``fit`` runs and stopping on pause, the histograms, and backprop steps.
+Skipped only when /usr/bin/chromium is absent (CI installs it in ``.ci/run``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        "no /usr/bin/chromium (apt-get install chromium chromium-driver)", allow_module_level=True
+    )
+pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+import lepton_nn.inspect as I  # noqa: E402
+from lepton_nn import nn  # noqa: E402
+
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+
+
+@pytest.fixture
+def browser():
+    profile = tempfile.mkdtemp(prefix="studio-chromium-")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for f in FLAGS:
+        opts.add_argument(f)
+    opts.add_argument(f"--user-data-dir={profile}")
+    driver_path = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    drv = webdriver.Chrome(options=opts, service=webdriver.ChromeService(driver_path))
+    yield drv
+    drv.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(cond, what, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _tid(drv, testid):
+    return drv.find_elements(By.CSS_SELECTOR, f'[data-testid="{testid}"]')
+
+
+def _text(drv, testid) -> str:
+    """The text of an element the page redraws on every event (no stale reference)."""
+    return drv.execute_script(
+        "const e = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "return e ? e.textContent : null;",
+        testid,
+    )
+
+
+def _points(drv) -> int:
+    return int(_tid(drv, "loss-chart")[0].get_attribute("data-points"))
+
+
+def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = (x[:, :1] + x[:, 2:3] > 0).astype(np.float32)
+    layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, "tanh", name="mid")]
+    model = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
+    st = I.studio(model, (x, y), loss="bce", epochs=10_000, batch_size=8, paused=True)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
+        # the graph: one node per layer, named after it
+        nodes = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="node-"]')
+        assert sorted(n.get_attribute("data-testid") for n in nodes) == [
+            "node-hidden",
+            "node-mid",
+            "node-out",
+        ]
+        assert len(nodes) == len(model.layers)
+        # click a node: its formula and local derivative appear
+        _tid(drv, "node-mid")[0].click()
+        _wait(lambda: _tid(drv, "node-forward"), "the node detail")
+        assert _tid(drv, "node-forward")[0].text.startswith("y = f(x W + b)")
+        assert "tanh" in _tid(drv, "node-forward")[0].text
+        assert "G_z = g * f'(z)" in _tid(drv, "node-derivative")[0].text
+        assert _points(drv) == 0  # paused before the first batch
+        # backprop stepping, while paused: the loss first, then the layers in reverse
+        _tid(drv, "backprop-load")[0].click()
+        _wait(lambda: _tid(drv, "backprop-steps")[0].find_elements(By.TAG_NAME, "li"), "steps")
+        detail = _tid(drv, "backprop-detail")[0]
+        assert "BCEWithLogits" in detail.text and "step 1 of" in detail.text
+        _tid(drv, "backprop-next")[0].click()
+        assert "step 2 of" in detail.text and "Linear" in detail.text
+        assert drv.find_elements(By.CSS_SELECTOR, '[data-testid="node-out"].bw-current')
+        current = drv.find_elements(By.CSS_SELECTOR, "#backprop-steps li.current")
+        assert len(current) == 1
+        assert drv.find_elements(By.CSS_SELECTOR, "#backprop-steps li.source")  # W, b, input
+        # step one batch: exactly one point
+        _tid(drv, "step")[0].click()
+        _wait(lambda: _points(drv) == 1, "one loss point")
+        # resume: the curve gains points while fit runs
+        _tid(drv, "resume")[0].click()
+        _wait(lambda: _points(drv) >= 5, "points while training")
+        first = _points(drv)
+        _wait(lambda: _points(drv) > first + 3, "more points")
+        # histograms of every layer, with bars
+        bars = _tid(drv, "hist-hidden")[0].find_elements(By.TAG_NAME, "rect")
+        assert len(bars) == 16
+        assert _tid(drv, "hist-out")
+        # the selected node now shows norms after the last step
+        assert "||y|| " in _text(drv, "node-norms")
+        assert "||y|| -" not in _text(drv, "node-norms")
+        # pause: the points stop
+        _tid(drv, "pause")[0].click()
+        _wait(lambda: st.waiting, "the fit thread to park")
+        _wait(lambda: _points(drv) == st._step, "the page to draw every batch's loss")
+        held = _points(drv)
+        time.sleep(0.5)
+        assert _points(drv) == held
+        assert "paused" in _text(drv, "status")
+        drv.save_screenshot(str(tmp_path / "studio.png"))
+        assert (tmp_path / "studio.png").stat().st_size > 10_000
+    finally:
+        st.close()
+        st.fit_thread.join(10)
