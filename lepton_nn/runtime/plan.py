@@ -451,13 +451,17 @@ def _input_shape(shape: Any, what: str) -> tuple[int, ...]:
     return tuple(shape[1:])
 
 
-def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any = None) -> Network:
+def parse_network(
+    section: Any, arrays: dict, sparse: str = "auto", limits: Any = None, walked: Any = None
+) -> Network:
     """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
     optional ``compression``) against its arrays and build its steps: one chain for a
     ``Sequential`` (or single layer), a DAG of chains for a graph ``Model``
     (:mod:`lepton_nn.nn.graph` gives its form; :mod:`.graph` how it is planned).
 
     ``sparse``: ``"auto"`` (measure), ``"sparse"`` or ``"dense"`` for sparse-capable layers.
+    ``walked``: the layers of :func:`.validate.validate_network`'s summary of this section
+    with these arrays' shapes, when the caller has just computed it (not walked twice).
     Raises ``ModelFormatError`` for anything inconsistent or not supported.
     """
     if not isinstance(section, dict):
@@ -471,8 +475,9 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any 
         raise _fail(f"model dtype {dtype_name!r} is not float32 or float64")
     dtype = np.dtype(dtype_name)
     params = _Params(section, arrays)
-    shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
-    walked = validate_network(section, shapes, limits).layers  # the one check of the layers
+    if walked is None:  # the one check of the layers
+        shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
+        walked = validate_network(section, shapes, limits).layers
     try:
         if graph:
 
