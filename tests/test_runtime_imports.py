@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # exactly the package's own modules `import lepton_nn.runtime` may load
@@ -83,3 +85,35 @@ def test_import_runtime_loads_only_the_listed_modules() -> None:
     hit = {m for m in new if m in FORBIDDEN or m.split(".")[0] in FORBIDDEN}
     assert not hit, f"forbidden at import of lepton_nn.runtime: {sorted(hit)}"
     assert len(new) <= len(LEPTON) + 40, f"{len(new)} modules imported: {new}"
+
+
+_LOAD_PROBE = (
+    "import json, sys\n"
+    "import numpy as np\n"
+    "import lepton_nn.runtime as rt\n"
+    "before = set(sys.modules)\n"
+    "m = rt.load(sys.argv[1])\n"
+    "m.predict(np.full((1, 5, 3), 0.5, np.float32))\n"
+    "print(json.dumps(sorted(set(sys.modules) - before)))\n"
+)
+
+
+def test_load_and_first_prediction_import_no_heavy_module(tmp_path) -> None:
+    """Loading a recurrent model and predicting once (the compiled kernels' first-use GEMM
+    check included) imports neither numpy.random nor anything of training or saving."""
+    from lepton_nn import io, nn, no_grad
+
+    model = nn.Sequential([nn.LSTM(4, input_size=3), nn.Dense(2, None, in_features=4)])
+    with no_grad():
+        model(np.zeros((1, 5, 3), np.float32))
+    path = str(tmp_path / "lstm.lnn")
+    io.save(model, path)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run(
+        [sys.executable, "-c", _LOAD_PROBE, path], capture_output=True, text=True, cwd=ROOT,
+        env=env, check=True, timeout=120,
+    )  # fmt: skip
+    new = json.loads(out.stdout)
+    heavy = {"numpy.random", *FORBIDDEN}
+    hit = {m for m in new if m in heavy or m.split(".")[0] in heavy}
+    assert not hit, f"imported by load + first prediction: {sorted(hit)}"
