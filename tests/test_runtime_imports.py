@@ -117,3 +117,38 @@ def test_load_and_first_prediction_import_no_heavy_module(tmp_path) -> None:
     heavy = {"numpy.random", *FORBIDDEN}
     hit = {m for m in new if m in heavy or m.split(".")[0] in heavy}
     assert not hit, f"imported by load + first prediction: {sorted(hit)}"
+
+
+def test_load_walks_the_layers_and_parses_the_preprocessing_once(tmp_path, monkeypatch) -> None:
+    """Nothing computed twice at load: the validator's walk of the layers (run on the
+    manifest before any array is read) and its parse of the preprocessing are what the
+    model is built from. Every check still runs (the damaged-file tests cover them)."""
+    from lepton_nn.runtime import model as rt_model
+    from lepton_nn.runtime import plan, preprocess, validate
+    from lepton_nn.runtime.format import write_lnn
+    from lepton_nn.tabular import TabularModel
+
+    x = np.random.default_rng(0).standard_normal((40, 2))
+    cols = {"a": x[:, 0], "b": x[:, 1], "c": np.where(x[:, 0] > 1, "u", "v")}
+    tab = TabularModel(hidden=(3,), epochs=1, seed=0, validation_split=0.0)
+    manifest, arrays = tab.fit(cols, np.where(x[:, 1] > 0, "yes", "no")).to_lnn()
+    path = tmp_path / "tab.lnn"
+    write_lnn(path, manifest, arrays)
+
+    calls = {"walk": 0, "parse": 0}
+    walk, parse = validate.validate_network, preprocess.Preprocessing.from_config.__func__
+
+    def counted_walk(*a, **k):
+        calls["walk"] += 1
+        return walk(*a, **k)
+
+    def counted_parse(cls, *a, **k):
+        calls["parse"] += 1
+        return parse(cls, *a, **k)
+
+    monkeypatch.setattr(validate, "validate_network", counted_walk)
+    monkeypatch.setattr(plan, "validate_network", counted_walk)
+    monkeypatch.setattr(preprocess.Preprocessing, "from_config", classmethod(counted_parse))
+    model = rt_model.load(path)
+    assert calls == {"walk": 1, "parse": 1}
+    assert model.predict({"a": [0.1], "b": [0.2], "c": ["u"]}).shape == (1,)

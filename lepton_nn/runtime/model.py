@@ -199,14 +199,15 @@ class InferenceModel:
             "probabilities", summary.final_activation in ("sigmoid", "softmax")
         )
         if kind == "tabular":
-            self._init_tabular(manifest)
+            self._init_tabular(manifest, summary.extra.get("preprocessing"))
         try:  # bind the batch-1 plan now: checks that everything fits, and warms up
             self.plan_for(1)
         except (TypeError, ValueError, IndexError, MemoryError) as exc:
             raise ModelFormatError(f"the network cannot be planned: {exc!r}") from exc
 
     # -- construction ------------------------------------------------------------------------
-    def _init_tabular(self, manifest: dict) -> None:
+    def _init_tabular(self, manifest: dict, parsed: Preprocessing | None) -> None:
+        """``parsed``: the validator's parse of ``manifest["preprocessing"]``."""
         task = manifest.get("task")
         if task not in TASKS:
             raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
@@ -214,7 +215,11 @@ class InferenceModel:
         if self._many_in or len(self.network.outputs) > 1:
             raise ModelFormatError("tabular file: the network must have one input and one output")
         if manifest.get("preprocessing") is not None:
-            self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
+            self.preprocessing = (
+                parsed
+                if parsed is not None
+                else Preprocessing.from_config(manifest["preprocessing"])
+            )
             width = self.preprocessing.n_features_out
             if self._in != (width,):
                 raise ModelFormatError(
