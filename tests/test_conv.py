@@ -236,6 +236,31 @@ def test_cython_chunk_kernels_fall_back_without_a_blas_gemm(monkeypatch):
         np.testing.assert_allclose(g, w, **tol(np.float32))
 
 
+def test_the_gemm_check_refuses_a_wrong_gemm(monkeypatch):
+    """The first-use check of the compiled conv GEMM (deterministic data, no numpy.random)
+    passes for the real kernel and fails for one that mixes up operands or outputs."""
+    cb = pytest.importorskip("lepton_nn.backend.cython_backend")
+    if cb._conv is None or not cb._conv_gemm():
+        pytest.skip("conv extension or BLAS GEMM not available")
+    assert cb._gemm_agrees()
+    real = cb._conv
+
+    class Wrong:  # the real kernel fed W with its rows reversed, or writing y reversed
+        def __init__(self, flip_w):
+            self.flip_w = flip_w
+
+        def conv2d_forward_chunks(self, x, w2, b, *rest):
+            if self.flip_w:
+                return real.conv2d_forward_chunks(x, np.ascontiguousarray(w2[::-1]), b, *rest)
+            real.conv2d_forward_chunks(x, w2, b, *rest)
+            y = rest[-1]
+            y[...] = y[..., ::-1].copy()
+
+    for flip_w in (True, False):
+        monkeypatch.setattr(cb, "_conv", Wrong(flip_w))
+        assert not cb._gemm_agrees()
+
+
 def test_col2im_is_the_adjoint_of_im2col():
     """<im2col(x), c> == <x, col2im(c)> for the reference (the definition of the adjoint)."""
     shape, k, s, p, d, extra = GEOMS[2]

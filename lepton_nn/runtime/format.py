@@ -4,7 +4,7 @@ The container knows nothing about layers. Callers put whatever JSON they like in
 and whatever arrays they like in the array table; the container adds its header and checks
 everything on the way back in::
 
-    model.lnn (zip, deflate)
+    model.lnn (zip: float arrays stored, the rest deflated)
     ├── arrays/<name>.npy      one per array, little-endian, C order, never pickled
     └── manifest.json          {"format": "lepton-nn", "format_version": 1,
                                 "created_by": "0.1.0",
@@ -36,7 +36,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 import time
 import zipfile
 import zlib
@@ -161,6 +160,8 @@ def write_lnn(
     created_by, prepared = _prepare(manifest, arrays)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    import tempfile  # only saves need it (with random, weakref...): not at import
+
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         _hold(fd)  # a lock while we write: the next save knows this temp file is alive
@@ -290,7 +291,10 @@ def _prepare(
 def _write_array(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> dict[str, Any]:
     """Stream one array into the zip as ``arrays/<name>.npy``; return its table entry."""
     member = _member_for(name)
-    with zf.open(_zip_info(member), "w", force_zip64=arr.nbytes > 1 << 30) as dst:
+    # Float weights barely deflate (~8 %) but inflating them is most of a load's reading time:
+    # they are stored; ints and bools (indices, int8 codes, masks) deflate well and are not.
+    stored = arr.dtype.kind == "f"
+    with zf.open(_zip_info(member, stored), "w", force_zip64=arr.nbytes > 1 << 30) as dst:
         sink = _HashingWriter(dst)
         np.lib.format.write_array(sink, arr, allow_pickle=False)
     return {
@@ -313,9 +317,9 @@ class _HashingWriter:
         return self.target.write(data)
 
 
-def _zip_info(member: str) -> zipfile.ZipInfo:
+def _zip_info(member: str, stored: bool = False) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(member, date_time=_DATE)
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
     info.create_system = 3  # Unix, so that the mode below means what it says
     info.external_attr = (stat.S_IFREG | 0o644) << 16
     return info

@@ -41,7 +41,7 @@ from .format import read_lnn
 from .kernels import kernels
 from .plan import Network, Plan, default_threads, parse_network
 from .preprocess import Preprocessing
-from .validate import Limits, validate
+from .validate import Limits, Summary, validate
 
 __all__ = ["InferenceModel", "load", "from_manifest"]
 
@@ -79,8 +79,15 @@ def load(
 
         manifest, arrays, _ = onnx_to_manifest(path)
     else:
-        check = lambda m: validate(m, None, limits)  # noqa: E731
+        checked: list = []  # the validator's summary, from the manifest's array table
+        check = lambda m: checked.append(validate(m, None, limits))  # noqa: E731
         manifest, arrays = read_lnn(path, check=check, trusted_keys=trusted_keys)
+        # read_lnn returned exactly the table's arrays, each of the dtype and shape it
+        # declares (checked against its .npy header, hashed): the summary holds for them
+        return InferenceModel(
+            manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans,
+            limits=limits, summary=checked[0],
+        )  # fmt: skip
     return from_manifest(
         manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
     )
@@ -154,17 +161,22 @@ class InferenceModel:
         sparse: str = "auto",
         max_plans: int = 8,
         limits: Any = None,
+        summary: Summary | None = None,
     ) -> None:
+        """``summary``: :func:`.validate.validate`'s summary of ``manifest`` with arrays of
+        these names, dtypes and shapes under ``limits``, when the caller has it (``load``
+        does: ``read_lnn``'s check computed it); else the manifest is validated here."""
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
         if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
             raise ValueError(f"threads must be a positive int, got {threads!r}")
-        summary = validate(manifest, arrays, limits)  # types, shapes, budget, tabular parts
+        if summary is None:  # types, shapes, budget, tabular parts
+            summary = validate(manifest, arrays, limits)
         kind = summary.kind
         self.kind: str = kind
         self.manifest = manifest
         self.network: Network = parse_network(
-            manifest.get("model"), arrays, sparse=sparse, limits=limits
+            manifest.get("model"), arrays, sparse=sparse, limits=limits, walked=summary.layers
         )
         self.threads = int(threads) if threads is not None else default_threads()
         self.sparse = sparse
@@ -187,14 +199,15 @@ class InferenceModel:
             "probabilities", summary.final_activation in ("sigmoid", "softmax")
         )
         if kind == "tabular":
-            self._init_tabular(manifest)
+            self._init_tabular(manifest, summary.extra.get("preprocessing"))
         try:  # bind the batch-1 plan now: checks that everything fits, and warms up
             self.plan_for(1)
         except (TypeError, ValueError, IndexError, MemoryError) as exc:
             raise ModelFormatError(f"the network cannot be planned: {exc!r}") from exc
 
     # -- construction ------------------------------------------------------------------------
-    def _init_tabular(self, manifest: dict) -> None:
+    def _init_tabular(self, manifest: dict, parsed: Preprocessing | None) -> None:
+        """``parsed``: the validator's parse of ``manifest["preprocessing"]``."""
         task = manifest.get("task")
         if task not in TASKS:
             raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
@@ -202,7 +215,11 @@ class InferenceModel:
         if self._many_in or len(self.network.outputs) > 1:
             raise ModelFormatError("tabular file: the network must have one input and one output")
         if manifest.get("preprocessing") is not None:
-            self.preprocessing = Preprocessing.from_config(manifest["preprocessing"])
+            self.preprocessing = (
+                parsed
+                if parsed is not None
+                else Preprocessing.from_config(manifest["preprocessing"])
+            )
             width = self.preprocessing.n_features_out
             if self._in != (width,):
                 raise ModelFormatError(

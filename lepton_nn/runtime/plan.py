@@ -188,8 +188,8 @@ class SparseDenseStep(DenseStep):
 
     def _measure(self, n: int) -> str:
         """Time both kernels on this layer at batch ``n`` (best of a few interleaved runs)."""
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((n, self.w.shape[0])).astype(np.float32)
+        # any finite values time the same; numpy.random would be imported at load just here
+        x = np.linspace(-1.0, 1.0, n * self.w.shape[0], dtype=np.float32).reshape(n, -1)
         out = np.empty((n, self.w.shape[1]), np.float32)
         variants = {"dense": self._dense_ops(x, out), "sparse": self._sparse_ops(x, out)}
         best = dict.fromkeys(variants, math.inf)
@@ -451,13 +451,17 @@ def _input_shape(shape: Any, what: str) -> tuple[int, ...]:
     return tuple(shape[1:])
 
 
-def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any = None) -> Network:
+def parse_network(
+    section: Any, arrays: dict, sparse: str = "auto", limits: Any = None, walked: Any = None
+) -> Network:
     """Check a network section (``architecture``, ``input_shape``, ``dtype``, ``params``,
     optional ``compression``) against its arrays and build its steps: one chain for a
     ``Sequential`` (or single layer), a DAG of chains for a graph ``Model``
     (:mod:`lepton_nn.nn.graph` gives its form; :mod:`.graph` how it is planned).
 
     ``sparse``: ``"auto"`` (measure), ``"sparse"`` or ``"dense"`` for sparse-capable layers.
+    ``walked``: the layers of :func:`.validate.validate_network`'s summary of this section
+    with these arrays' shapes, when the caller has just computed it (not walked twice).
     Raises ``ModelFormatError`` for anything inconsistent or not supported.
     """
     if not isinstance(section, dict):
@@ -471,8 +475,9 @@ def parse_network(section: Any, arrays: dict, sparse: str = "auto", limits: Any 
         raise _fail(f"model dtype {dtype_name!r} is not float32 or float64")
     dtype = np.dtype(dtype_name)
     params = _Params(section, arrays)
-    shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
-    walked = validate_network(section, shapes, limits).layers  # the one check of the layers
+    if walked is None:  # the one check of the layers
+        shapes = {k: (np.asarray(a).dtype.name, np.shape(a)) for k, a in arrays.items()}
+        walked = validate_network(section, shapes, limits).layers
     try:
         if graph:
 

@@ -289,6 +289,7 @@ def _check_tabular(m: dict, s: Summary) -> None:
         raise _fail(f"tabular file: the network's output {s.output_shape} is not one row")
     if m.get("preprocessing") is not None:
         pre = Preprocessing.from_config(m["preprocessing"])
+        s.extra["preprocessing"] = pre  # parsed once: the model built from s reuses it
         if s.input_shape != (pre.n_features_out,):
             raise _fail(
                 f"tabular file: preprocessing gives {pre.n_features_out} features, "
