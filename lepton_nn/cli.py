@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -124,7 +123,9 @@ def cmd_train(args) -> int:
         f"{args.target!r} ({task})"
     )
     if args.dp_epsilon is not None:
-        return _train_private(args, table, task, kwargs, t0)
+        from .commands.private import train_private
+
+        return train_private(args, table, task, kwargs, t0)
     if args.cv:
         say(f"cross-validating ({args.cv} folds)...")
         scores = cross_validate_table(table, args.cv, args.seed, **kwargs)
@@ -176,105 +177,6 @@ def cmd_train(args) -> int:
         f"{time.perf_counter() - t0:.1f} s)"
     )
     return 0
-
-
-def _privacy_from_args(args):
-    """--dp-* flags -> a lepton_nn.privacy.Privacy request."""
-    import json
-
-    from .privacy import Privacy
-
-    public: dict = {}
-    if args.dp_public:
-        try:
-            with open(args.dp_public, encoding="utf-8") as f:
-                public = json.load(f)
-        except (OSError, ValueError) as e:
-            raise LeptonError(f"--dp-public {args.dp_public}: {e}") from None
-        if not isinstance(public, dict) or set(public) - {"bounds", "categories"}:
-            raise LeptonError(
-                f'--dp-public {args.dp_public}: expected {{"bounds": {{column: [lo, hi]}}, '
-                f'"categories": {{column: [values]}}}}'
-            )
-    return Privacy(
-        target_epsilon=args.dp_epsilon,
-        target_delta=args.dp_delta,
-        max_grad_norm=args.dp_max_grad_norm,
-        bounds=public.get("bounds"),
-        categories=public.get("categories"),
-    )
-
-
-def _train_private(args, table, task, kwargs, t0) -> int:
-    """train --dp-epsilon: ONE private fit on 80 % of the rows, scored on the other 20 %, saved.
-    (No refit on all rows and no --cv: every fit on the same people spends budget again.)"""
-    from . import io
-    from .commands.compress import file_digest
-    from .data import train_test_split
-    from .tabular import TabularModel
-
-    if args.cv:
-        raise LeptonError("--cv with --dp-epsilon: each fold would spend the budget again")
-    if args.class_weight:
-        raise LeptonError("--class-weight with --dp-epsilon: weights change the sensitivity")
-    privacy = _privacy_from_args(args)
-    idx = np.arange(len(table))
-    strat = None if task == "regression" else table
-    tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
-    print(f"private training on {len(tr)} rows (epsilon {args.dp_epsilon}, delta {args.dp_delta})")
-    with warnings.catch_warnings():  # rare categories the DP histogram withheld: said below
-        warnings.filterwarnings("ignore", message=".*category not seen in training")
-        model = TabularModel(**kwargs, seed=args.seed, privacy=privacy).fit(table.take(tr))
-        report = R.complete(model.evaluate(table.take(va)), task)
-    card = model.privacy_card
-    print(
-        f"privacy spent: epsilon = {card['epsilon']:.4g} at delta = {card['delta']:.3g} "
-        f"(noise multiplier {card['noise_multiplier']:.4g}, clipping norm "
-        f"{card['max_grad_norm']:g}, {card['steps']} steps); preprocessing: "
-        + ", ".join(sorted(set(card["preprocessing"]["columns"].values())))
-    )
-    if any(v.startswith("DP histogram") for v in card["preprocessing"]["columns"].values()):
-        print(
-            "(categories the DP histogram did not release read as unknown, all zeros; "
-            "name public categories with --dp-public)"
-        )
-    print(f"validation ({len(va)} rows held out; these figures are exact, not private):")
-    print("\n".join(R.lines(report)))
-    model.metrics_card = {
-        "validation": {k: v for k, v in report.items() if k != "confusion_matrix"},
-        "training": {
-            "data": os.path.basename(args.data),
-            "rows": len(tr),
-            "sha256": file_digest(args.data),
-        },
-    }
-    io.save(model, args.output)
-    print(
-        f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "
-        f"{time.perf_counter() - t0:.1f} s); the privacy record is in its manifest"
-    )
-    return 0
-
-
-def _add_dp_flags(t) -> None:
-    g = t.add_argument_group("differential privacy (DP-SGD; see docs/privacy.md)")
-    g.add_argument(
-        "--dp-epsilon", type=A.positive_float, dest="dp_epsilon", help="privacy budget epsilon"
-    )
-    g.add_argument("--dp-delta", type=A.positive_float, default=1e-5, dest="dp_delta", help="delta")
-    g.add_argument(
-        "--dp-max-grad-norm",
-        type=A.positive_float,
-        default=1.0,
-        dest="dp_max_grad_norm",
-        help="clipping norm of each row's gradient",
-    )
-    g.add_argument(
-        "--dp-public",
-        dest="dp_public",
-        metavar="JSON",
-        help='public knowledge: {"bounds": {col: [lo, hi]}, "categories": {col: [...]}}',
-    )
 
 
 def _read_table(args):
@@ -368,61 +270,6 @@ def _load_tabular(path: str, command: str):
             "network with lepton_nn.runtime.load(path).predict(x) on numeric arrays"
         )
     return model
-
-
-def cmd_keygen(args) -> int:
-    """``lepton-nn keygen NAME``: a new Ed25519 key pair, NAME.key (secret) and NAME.pub."""
-    from .runtime import signing
-
-    try:
-        key, pub = signing.keygen(args.name)
-    except FileExistsError as exc:
-        raise LeptonError(str(exc)) from None
-    print(f"wrote {key} (keep it secret) and {pub} (key id {signing.key_id(pub)})")
-    return 0
-
-
-def cmd_sign(args) -> int:
-    """``lepton-nn sign MODEL --key NAME.key [-o OUT]``: sign a model file (in place)."""
-    from .runtime import signing
-
-    try:
-        kid = signing.sign_file(args.model, args.key, args.output)
-    except ValueError as exc:  # an unreadable key
-        raise LeptonError(f"{args.key}: {exc}") from None
-    print(f"signed {args.output or args.model} (key id {kid})")
-    return 0
-
-
-def cmd_verify(args) -> int:
-    """``lepton-nn verify MODEL --public-key NAME.pub``: exit 0 when a trusted key signed it."""
-    from .runtime import signing
-
-    try:
-        kid = signing.verify_file(args.model, args.public_key)
-    except ValueError as exc:
-        if isinstance(exc, LeptonError):
-            raise
-        raise LeptonError(f"{exc}") from None
-    print(f"{args.model}: signature OK (key id {kid})")
-    return 0
-
-
-def _add_signing_commands(sub) -> None:
-    k = sub.add_parser("keygen", help="make an Ed25519 key pair NAME.key / NAME.pub")
-    k.add_argument("name", help="path prefix of the two files")
-    k.set_defaults(fn=cmd_keygen)
-    s = sub.add_parser("sign", help="sign a model file with a private key")
-    s.add_argument("model")
-    s.add_argument("--key", required=True, help="the private key (NAME.key)")
-    s.add_argument("-o", "--output", help="write the signed file here (default: in place)")
-    s.set_defaults(fn=cmd_sign)
-    v = sub.add_parser("verify", help="check a model file's signature against public keys")
-    v.add_argument("model")
-    v.add_argument(
-        "--public-key", required=True, action="append", help="a trusted NAME.pub (repeatable)"
-    )
-    v.set_defaults(fn=cmd_verify)
 
 
 def cmd_demo(args) -> int:
@@ -529,13 +376,15 @@ def _add_train(sub) -> None:
         dest="non_numeric",
         help="text in a column of numbers: refuse, or read as missing with a warning",
     )
-    _add_dp_flags(t)
+    from .commands.private import add_dp_flags
+
+    add_dp_flags(t)
     A.add_verbosity(t)
     t.set_defaults(fn=cmd_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .commands import compress, convert, datasets, info, monitor, serve, studio, tune
+    from .commands import compress, convert, datasets, info, monitor, serve, signing, studio, tune
 
     p = Parser(
         prog="lepton-nn",
@@ -620,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workloads", help="subset of W1,W2,W5,W7,ACC (default: all)")
     b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
     b.set_defaults(fn=lambda a: __import__("lepton_nn.bench.command", fromlist=["main"]).main(a))
-    _add_signing_commands(sub)
+    signing.add_parsers(sub)
     return p
 
 
