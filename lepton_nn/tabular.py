@@ -12,7 +12,6 @@ Tasks: ``binary`` (one logit, sigmoid), ``multiclass`` (k logits, softmax), ``re
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -507,93 +506,13 @@ class TabularModel:
         the budget. The copy predicts with the int8 kernels the runtime uses; ``save`` writes
         one ``kind: "tabular"`` file whose network carries a ``compression`` section.
         """
-        from .compress import prune as prune_once
-        from .compress import quantize as quantize_net
-        from .compress import strip
+        from .tabular_compress import compress_tabular
 
-        self._check()
-        prune = float(prune)
-        if not 0.0 <= prune < 1.0:
-            raise ValueError(f"prune must be in [0, 1), got {prune}")
-        if quantize not in (None, "dynamic", "static"):
-            raise ValueError(f"quantize must be None, 'dynamic' or 'static', got {quantize!r}")
-        if not isinstance(self.network, Sequential):
-            raise DataError("compress() needs the network to be a Sequential")
-        need_labels = (fine_tune_epochs > 0 and prune > 0) or max_accuracy_drop is not None
-        X = target = None
-        if data is not None:
-            if need_labels:
-                data, y = self._split_target(data, y)
-            X = self.transform(data)
-            if need_labels:
-                target, _ = self._encode_target(np.asarray(y))
-        if need_labels and X is None:
-            raise DataError("compress(): fine-tuning and an accuracy budget need labelled data")
-        if quantize == "static" and X is None:
-            raise DataError("compress(): static int8 needs calibration rows (data)")
-
-        net = copy.deepcopy(self.network)
-        card: dict[str, Any] = {"prune": prune, "structured": bool(structured), "int8": quantize}
-        if prune > 0:
-            if fine_tune_epochs > 0:
-                self._fine_tune_pruned(net, X, target, prune, structured, fine_tune_epochs, scope)
-                card["fine_tune_epochs"] = int(fine_tune_epochs)
-            else:
-                prune_once(net, prune, structured=structured, scope=scope)
-            net = strip(net)  # drop dead units (and the masks); the zeros stay
-        net.eval()
-        qm = None
-        if quantize is not None:
-            cal = None
-            if X is not None:
-                rng = np.random.default_rng(self.seed)
-                pick = rng.permutation(len(X))[:calibration_rows]
-                cal = X[np.sort(pick)]
-            budget = {}
-            if max_accuracy_drop is not None:
-                budget = {
-                    "max_accuracy_drop": float(max_accuracy_drop),
-                    "eval_data": (X, self._codes(target), self._output_accuracy),
-                }
-            qm = quantize_net(net, cal, mode=quantize, **budget)
-            card["int8_layers"] = sorted(qm.layers)
-            if qm.scores:
-                card["budget_scores"] = dict(qm.scores)
-        weights = [m.weight.data for m in net.modules() if isinstance(m, Dense)]
-        card["weights"] = int(sum(w.size for w in weights))
-        card["nonzero_weights"] = int(sum(np.count_nonzero(w) for w in weights))
-        new = copy.copy(self)
-        new.network, new.quantized, new.compression = net, qm, card
-        new.metrics_card = dict(self.metrics_card)
-        return new
-
-    def _fine_tune_pruned(self, net, X, target, sparsity, structured, epochs, scope) -> None:
-        """Prune ``net`` gradually to ``sparsity`` while training it on (X, target)."""
-        from .compress import PolynomialDecay, PruningCallback
-        from .train import Trainer
-
-        steps = epochs * max(1, -(-len(X) // self.batch_size))
-        end = max(1, (2 * steps) // 3)
-        schedule = PolynomialDecay(sparsity, 0.0, 0, end, frequency=max(1, end // 20))
-        callback = PruningCallback(schedule, scope=scope, structured=structured)
-        weights = None
-        if self.class_weight is not None and self.task_ != "regression":
-            weights = compute_sample_weight(target.astype(np.int64), self.class_weight)
-        t = target.reshape(-1, 1) if self.task_ in ("binary", "regression") else target
-        loss = _LOSSES[self.task_]
-        opt = optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        net.train()
-        Trainer(net, loss, opt).fit(
-            X,
-            t,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            callbacks=[callback, *self._monotone_callbacks(net)],
-            sample_weight=weights,
-            verbose=self.verbose,
-            seed=self.seed,
-        )
-        net.eval()
+        return compress_tabular(
+            self, data, y, prune=prune, structured=structured, fine_tune_epochs=fine_tune_epochs,
+            quantize=quantize, calibration_rows=calibration_rows,
+            max_accuracy_drop=max_accuracy_drop, scope=scope,
+        )  # fmt: skip
 
     def _codes(self, target: np.ndarray) -> np.ndarray:
         return target if self.task_ == "regression" else target.astype(np.int64)
