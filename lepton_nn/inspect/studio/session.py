@@ -183,6 +183,9 @@ class Studio:
         with self.cond:  # (an RLock: publish may take it again)
             while self.paused and self.budget == 0 and not self.closed:
                 self._flush()  # a paused page shows every loss so far
+                if not self.waiting:  # parked: the page's last event says so (a batch event
+                    # published before the pause may reach it after the control answer)
+                    self.publish({"type": "state", "paused": True, "step": self._step})
                 self.waiting = True
                 self.cond.wait(0.5)
             self.waiting = False

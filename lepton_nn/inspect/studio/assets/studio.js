@@ -152,7 +152,7 @@ function onEvent(e) {
   } else if (e.type === "done") {
     $("status").textContent = `done after ${e.step} steps`;
   } else if (e.type === "state") {
-    $("status").textContent = e.paused ? "paused" : "training";
+    $("status").textContent = (e.paused ? "paused" : "training") + ` at step ${e.step}`;
   }
 }
 
