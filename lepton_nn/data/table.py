@@ -457,6 +457,33 @@ def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+def csv_records(reader: Any, src: str) -> Iterable[tuple[int, list[str]]]:
+    """``(row, fields)`` of each non-blank record of a ``csv.reader``, the header first; the
+    row is the 1-based line in the file where the record starts. A record whose field count
+    differs from the header's, or text the csv module cannot read, is a ``DataError`` naming
+    the file and row."""
+    width = None
+    start = 1
+    try:
+        for rec in reader:
+            line, start = start, reader.line_num + 1
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # blank line
+            if width is not None and len(rec) != len(width):
+                if len(rec) < len(width):
+                    what = f"column {width[len(rec)].strip()!r} and after are missing"
+                else:
+                    what = f"extra field(s) after the last column {width[-1].strip()!r}"
+                raise DataError(
+                    f"{src}: row {line}: {len(rec)} fields but the header has {len(width)} ({what})"
+                )
+            if width is None:
+                width = rec
+            yield line, rec
+    except csv.Error as e:
+        raise DataError(f"{src}: row {start}: not readable as CSV ({e})") from None
+
+
 def read_csv(
     path: str | os.PathLike,
     target: str | None = None,
@@ -496,29 +523,13 @@ def read_csv(
     header: list[str] | None = None
     records: list[list[str]] = []
     lines: list[int] = []
-    start = 1
-    try:
-        for rec in reader:
-            line, start = start, reader.line_num + 1
-            if not rec or (len(rec) == 1 and not rec[0].strip()):
-                continue  # blank line
-            if header is None:
-                header = [h.strip() for h in rec]
-                _check_header(header, src)
-                continue
-            if len(rec) != len(header):
-                if len(rec) < len(header):
-                    what = f"column {header[len(rec)]!r} and after are missing"
-                else:
-                    what = f"extra field(s) after the last column {header[-1]!r}"
-                raise DataError(
-                    f"{src}: row {line}: {len(rec)} fields but the header has {len(header)} "
-                    f"({what})"
-                )
-            records.append(rec)
-            lines.append(line)
-    except csv.Error as e:
-        raise DataError(f"{src}: row {start}: not readable as CSV ({e})") from None
+    for line, rec in csv_records(reader, src):
+        if header is None:
+            header = [h.strip() for h in rec]
+            _check_header(header, src)
+            continue
+        records.append(rec)
+        lines.append(line)
     if header is None:
         raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
     if not records:

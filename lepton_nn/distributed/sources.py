@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.table import csv_records
 from ..errors import DataError, LeptonError
 from ..runtime.preprocess import CATEGORICAL, to_categorical
 
@@ -163,29 +164,18 @@ def _csv_batches(src: str, batch_rows: int, columns: list[str] | None) -> Iterat
         header: list[str] | None = None
         records: list[list[str]] = []
         lines: list[int] = []
-        start = 1
-        try:
-            for rec in reader:
-                line, start = start, reader.line_num + 1
-                if not rec or (len(rec) == 1 and not rec[0].strip()):
-                    continue  # blank line
-                if header is None:
-                    header = [h.strip() for h in rec]
-                    if columns is not None:
-                        _missing(src, columns, header)
-                    keep = [header.index(c) for c in (columns or header)]
-                    continue
-                if len(rec) != len(header):
-                    raise DataError(
-                        f"{src}: row {line}: {len(rec)} fields but the header has {len(header)}"
-                    )
-                records.append(rec)
-                lines.append(line)
-                if len(records) == batch_rows:
-                    yield _csv_batch(src, header, keep, records, lines)
-                    records, lines = [], []
-        except csv.Error as e:
-            raise DataError(f"{src}: row {start}: not readable as CSV ({e})") from None
+        for line, rec in csv_records(reader, src):
+            if header is None:
+                header = [h.strip() for h in rec]
+                if columns is not None:
+                    _missing(src, columns, header)
+                keep = [header.index(c) for c in (columns or header)]
+                continue
+            records.append(rec)
+            lines.append(line)
+            if len(records) == batch_rows:
+                yield _csv_batch(src, header, keep, records, lines)
+                records, lines = [], []
         if header is None:
             raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
         if records:
