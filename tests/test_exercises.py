@@ -21,20 +21,26 @@ EXERCISES = ROOT / "docs" / "exercises"
 CHAPTERS = sorted(p.name for p in EXERCISES.glob("ch[0-9][0-9]") if p.is_dir())
 
 
-def _pytest(tmp: Path, *extra: str) -> dict[str, tuple[str, str]]:
-    """Run pytest on docs/exercises; test id (chNN::name) -> (outcome, failure message)."""
+def _start(tmp: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """Start pytest on docs/exercises in a fresh process, with a JUnit XML report."""
     report = tmp / "report.xml"
     env = {**os.environ, "PYTHONPATH": str(PKG_PARENT)}  # the package as imported here
     cmd = [sys.executable, "-m", "pytest", str(EXERCISES), "-q", "-p", "no:cacheprovider"]
-    r = subprocess.run(
+    proc = subprocess.Popen(
         [*cmd, "--tb=no", f"--junitxml={report}", *extra],
         cwd=tmp,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=600,
     )
-    assert r.returncode in (0, 1), r.stdout[-3000:] + r.stderr[-3000:]  # 2+: could not run
+    return proc, report
+
+
+def _outcomes(proc: subprocess.Popen, report: Path) -> dict[str, tuple[str, str]]:
+    """Test id (chNN::name) -> (outcome, failure message) of a finished run."""
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1), output[-3000:]  # 2 and up: pytest could not run
     out = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         chapter = case.get("classname").split(".")[-2]  # docs.exercises.ch03.test_ch03
@@ -47,10 +53,18 @@ def _pytest(tmp: Path, *extra: str) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    return {
-        which: _pytest(tmp_path_factory.mktemp(which), *flags)
+    """Both runs at once (they are independent): the solutions, and the untouched stubs."""
+    started = {
+        which: _start(tmp_path_factory.mktemp(which), *flags)
         for which, flags in (("solution", ["--solution"]), ("exercise", []))
     }
+    try:
+        return {which: _outcomes(*run) for which, run in started.items()}
+    finally:
+        for proc, _ in started.values():  # the other run, when one failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 def _load(chapter: str, which: str):
