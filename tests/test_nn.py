@@ -150,6 +150,17 @@ def test_shape_error_names_layer_and_both_shapes():
         model(np.zeros((7, 6)))
 
 
+def test_functional_linear_names_both_shapes_and_a_bad_bias():
+    from lepton_nn import ops
+
+    x, w = Tensor(np.ones((3, 4))), Tensor(np.ones((5, 2)))
+    with pytest.raises(ShapeError, match=r"linear.*\(3, 4\).*\(5, 2\)"):
+        ops.linear(x, w)
+    with pytest.raises(ShapeError, match=r"bias of shape \(2,\).*\(3,\)"):
+        ops.linear(x, Tensor(np.ones((4, 2))), Tensor(np.ones(3)))
+    assert ops.linear(Tensor(np.ones((2, 3, 4))), Tensor(np.ones((4, 2)))).shape == (2, 3, 2)
+
+
 def test_integer_input_is_cast():
     layer = Dense(2, in_features=3)
     y = layer(np.arange(6).reshape(2, 3))

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..autograd import Tensor
 from ..backend.reference import ACT_CODE
+from ..errors import ShapeError
 from . import activation as A
 from . import elementwise as E
 from . import linalg as L
@@ -82,9 +83,22 @@ def maximum(a, b) -> Tensor:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, activation: str = "identity"):
     """Y = f(X W + b) as one fused op; ``activation`` in identity|relu|sigmoid|tanh|gelu."""
     act = ACT_CODE[activation]
+    _check_linear_shapes(x, weight, bias)
     if bias is None:
         return L.Linear.apply(x, weight, act=act)
     return L.Linear.apply(x, weight, bias, act=act)
+
+
+def _check_linear_shapes(x, weight, bias) -> None:
+    """X (..., in), W (in, out), b (out,): a mismatch is a ShapeError naming both shapes."""
+    xs, ws = np.shape(x), np.shape(weight)
+    if len(ws) != 2 or len(xs) < 1 or xs[-1] != ws[0]:
+        raise ShapeError(
+            f"linear: input of shape {xs} does not match weight of shape {ws} "
+            "(expected input (..., in) and weight (in, out))"
+        )
+    if bias is not None and tuple(np.shape(bias)) != (ws[1],):
+        raise ShapeError(f"linear: bias of shape ({ws[1]},) expected, got {np.shape(bias)}")
 
 
 def _reshape(self, *shape):
