@@ -1,6 +1,7 @@
 """ONNX Runtime-quantized files (QDQ from ``quantize_static``, ``quantize_dynamic``'s
 DynamicQuantizeLinear + MatMulInteger, QLinearMatMul) imported and checked against ONNX
-Runtime on the same file, and the quantize-dequantize layers they need.
+Runtime on the same file, and the quantize-dequantize layers they need (CNNs and the
+QOperator format: test_onnx_qconv).
 
 ONNX Runtime's x64 int8 kernels without VNNI saturate int16 pair sums for u8 x s8 products
 (what its quantizer's ``reduce_range=True`` exists to avoid), so a file quantized with full
@@ -195,17 +196,6 @@ def test_quantized_integers_read_elsewhere_are_refused():
     g.node[2].input[0] = "xq2"
     with pytest.raises(ModelFormatError, match="QuantizeLinear"):
         lo.onnx_to_manifest(model)
-
-
-def test_qoperator_files_are_refused_clearly(tmp_path):
-    _mlp(tmp_path / "f.onnx", softmax=False)
-    q = tmp_path / "q.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantization.quantize_static(str(tmp_path / "f.onnx"), str(q), _Reader(),
-                                     quant_format=quantization.QuantFormat.QOperator)  # fmt: skip
-    with pytest.raises(ModelFormatError, match="com.microsoft"):
-        runtime.load(str(q))
 
 
 # ------------------------------------------------------------------ the layers themselves

@@ -33,6 +33,7 @@ from .reader import read_onnx
 __all__ = ["Layer", "Value", "Walk", "onnx_to_manifest", "supported_ops"]
 
 _FLOAT = {1: "float32", 11: "float64"}
+_STANDARD = ("", "ai.onnx", "ai.onnx.ml")
 # layers whose constructor takes a dtype
 _WITH_DTYPE = ("Dense", "Conv2D", "Conv1D", "BatchNorm", "LayerNorm", "LSTM", "GRU", "SimpleRNN",
                "Embedding")  # fmt: skip
@@ -163,14 +164,19 @@ def supported_ops() -> list[str]:
     return sorted(HANDLERS)
 
 
+def _op(node) -> str:
+    """The op type, with its domain when that is not a standard one (``com.microsoft.X``)."""
+    return node.op_type if node.domain in _STANDARD else f"{node.domain}.{node.op_type}"
+
+
 def _check_ops(live: list, known: set) -> None:
-    unsupported = Counter(n.op_type for n in live if n.op_type not in known)
+    unsupported = Counter(_op(n) for n in live if _op(n) not in known)
     if not unsupported:
         return
     names: dict[str, list[str]] = {}
     for n in live:
-        if n.op_type in unsupported:
-            names.setdefault(n.op_type, []).append(n.name or n.output[0])
+        if _op(n) in unsupported:
+            names.setdefault(_op(n), []).append(n.name or n.output[0])
     lines = [f"  {op} x{c}: {', '.join(names[op][:5])}{' ...' if c > 5 else ''}"
              for op, c in sorted(unsupported.items())]  # fmt: skip
     raise ModelFormatError(
@@ -188,10 +194,15 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
     from .mapping import HANDLERS, MERGES, gather_concat, merge
     from .patterns import ISLAND_OPS, elementwise_island
     from .pipeline import is_tabular, tabular_manifest
+    from .qoperator import needs_rewrite, qoperator_to_qdq
 
     model, arrays = read_onnx(source)
     if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
+        _check_ops([n for n in model.graph.node if n.domain not in _STANDARD], set())
         return tabular_manifest(model, arrays)
+    source_ops = Counter(_op(n) for n in model.graph.node if n.op_type != "Constant")
+    if needs_rewrite(model):  # QOperator: each QLinear op as DequantizeLinear -> Op -> Quantize
+        model, arrays = qoperator_to_qdq(model, arrays)
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
@@ -245,6 +256,7 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         walk.leave()
     manifest, arrays, report = _result(walk, outputs, specs)
     report["dropped_outputs"] = dropped
+    report["source_ops"] = dict(source_ops)
     report["lengths_input"] = walk.lengths_input
     if walk.lengths_input:  # served as predict(x, lengths=...)
         manifest["model"]["lengths_input"] = walk.lengths_input
@@ -322,7 +334,8 @@ def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, d
         q8 = int8.get(walk.nodes[i]["name"])
         if q8 is not None:  # served by the int8 kernels (see .qdq.int8_dense_pass)
             entry, arrs = int8_entry(f"layers.{i}", config["name"], f"layers.{i}.weight",
-                                     q8["q"], q8["scale"], q8["activations"])  # fmt: skip
+                                     q8["q"], q8["scale"], q8["activations"],
+                                     shape=q8.get("shape"))  # fmt: skip
             entries.append(entry)
             arrays.update(arrs)
         for k, v in lay.params.items():

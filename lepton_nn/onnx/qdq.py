@@ -19,12 +19,13 @@
 
 Onto the int8 kernels (:func:`int8_dense_pass`, what ``runtime.load`` and ``convert`` write):
 a Dense on a symmetric int8 weight whose input is a ``QuantizeDequantize`` layer of 256
-values, read by it alone, is the runtime's int8 Dense with that (scale, zero point) as its
-static activation quantization (an int8 grid shifted by 128 onto uint8), the layer removed:
-the same rounding of x, the product exact in int32.
+values is the runtime's int8 Dense with that (scale, zero point) as its
+static activation quantization (an int8 grid shifted by 128 onto uint8), the layer removed
+when nothing else reads it: the same rounding of x, the product exact in int32.
 
-Anything else quantized (``QGemm`` and the other ``com.microsoft`` operators of the
-QOperator format) is refused by the reader as a custom domain.
+The same for a Conv2D on an int8 weight (F, C, kh, kw): the runtime's int8 convolution.
+The QOperator format (``QLinearConv``, ``QGemm`` and the other ``com.microsoft`` QLinear
+operators) is first rewritten into this QDQ form by :mod:`.qoperator`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from lepton_nn.errors import ModelFormatError
 from .fold import _attrs, dequantize
 from .importer import Layer, Walk, _label
 
-__all__ = ["QDQ_HANDLERS", "export_qdq", "int8_dense_pass", "int8_weight"]
+__all__ = ["QDQ_HANDLERS", "export_qdq", "int8_conv_weight", "int8_dense_pass", "int8_weight"]
 
 #: zero point dtype -> (qmin, qmax)
 _GRIDS = {np.dtype("uint8"): (0, 255), np.dtype("int8"): (-128, 127),
@@ -208,11 +209,27 @@ def int8_weight(found: tuple | None, transposed: bool) -> dict | None:
     return {"q": np.ascontiguousarray(q_nk), "scale": np.broadcast_to(scale, (n,)).copy()}
 
 
+def int8_conv_weight(found: tuple | None) -> dict | None:
+    """(q, scale, zero point, axis) of a folded DequantizeLinear Conv weight (F, C, kh, kw)
+    -> ``{"q": int8 (F, C kh kw), "scale": float32 (F,), "shape": (F, C, kh, kw)}`` when it
+    is symmetric int8 (zero points 0, no -128) per filter (axis 0) or per tensor."""
+    if found is None or found[0] is None or np.asarray(found[0]).ndim != 4:
+        return None
+    q, scale, zp, axis = found
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    flat = int8_weight((q.reshape(q.shape[0], -1), scale, zp, 0), transposed=True)
+    if flat is None or (scale.size > 1 and axis % 4 != 0):
+        return None
+    return {**flat, "shape": tuple(int(d) for d in q.shape)}
+
+
 def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
-    """A Dense with an int8 weight whose input is a ``QuantizeDequantize`` layer of 256
-    values that only it reads: the runtime's int8 Dense with that (scale, zero point) as its
-    static activation quantization (which rounds x as the layer does), the layer removed.
-    Returns {Dense node name: its int8 entry (q, scale, activations)}."""
+    """A Dense or Conv2D with an int8 weight whose input is a ``QuantizeDequantize`` layer
+    of 256 values: the runtime's int8 layer with that (scale, zero point) as its static
+    activation quantization (which rounds x as the layer does). The layer is removed when
+    only the int8 one reads it; kept for its other readers otherwise (quantizing its values
+    again on the same grid gives the same integers). Returns {node name: its int8 entry (q,
+    scale, activations, and the Conv2D weight's shape)}."""
     readers: dict[str, int] = {}
     for n in walk.nodes:
         for i in n["inputs"]:
@@ -224,20 +241,19 @@ def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
     for n in list(walk.nodes):
         lay = walk.layers[n["layer"]]
         prev = by_name.get(n["inputs"][0])
-        if lay.cls != "Dense" or "_int8" not in lay.config or prev is None:
+        if lay.cls not in ("Dense", "Conv2D") or "_int8" not in lay.config or prev is None:
             continue
         qdq = walk.layers[prev["layer"]]
         cfg = qdq.config
-        if qdq.cls != "QuantizeDequantize" or readers[prev["name"]] != 1:
-            continue
-        if cfg["qmax"] - cfg["qmin"] != 255:
+        if qdq.cls != "QuantizeDequantize" or cfg["qmax"] - cfg["qmin"] != 255:
             continue
         zp = cfg["zero_point"] - cfg["qmin"]  # an int8 grid as the uint8 one, shifted
         act = {"mode": "static", "scale": cfg["scale"], "zero_point": zp}
         done[n["name"]] = {**lay.config["_int8"], "activations": act}
-        n["inputs"] = list(prev["inputs"])
-        walk.nodes.remove(prev)
-        by_name.pop(prev["name"])
+        if readers[prev["name"]] == 1:
+            n["inputs"] = list(prev["inputs"])
+            walk.nodes.remove(prev)
+            by_name.pop(prev["name"])
     return done
 
 
