@@ -10,6 +10,7 @@ standard ONNX operators::
                    the int8 weight (QDQ, :mod:`.quantized`)
     MaxPool2D      MaxPool            AvgPool2D    AveragePool (count_include_pad)
     GlobalAvgPool2D GlobalAveragePool + Flatten    Flatten      Flatten(axis=1)
+    Permute        Transpose(perm=[0, *dims])
     BatchNorm      BatchNormalization LayerNorm    LayerNormalization(axis=-1)
     Embedding      Gather(table, ids) (the input is then int64)        Dropout: nothing
     LSTM/GRU/SimpleRNN  Transpose to (T, N, F), LSTM/GRU/RNN (gates reordered, see
@@ -376,6 +377,9 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         return x, width
     if cls == "Flatten":
         return g.node("Flatten", [x], axis=1), [math.prod(width)]
+    if cls == "Permute":
+        dims = list(cfg["dims"])
+        return g.node("Transpose", [x], perm=[0, *dims]), [width[d - 1] for d in dims]
     if cls == "Conv2D":
         c, h, w_ = width
         k, s, d = (_pair(cfg.get(n, 1)) for n in ("kernel_size", "stride", "dilation"))

@@ -129,7 +129,12 @@ class Walk:
         return self.atoms.normal(axes) == self.atoms.normal(want)
 
     def require(self, node, want: Axes, rank: int | None = None) -> None:
-        """The current tensor must hold the network's value in the layout ``want``."""
+        """The current tensor must hold the network's value in the layout ``want``; when
+        ``want`` is the value's own layout and the tensor holds its axes in another order
+        (channels-last images transposed for a Conv), a Permute layer first."""
+        if want is self.canon and not self.same(self.axes, want):
+            self._permute([self.atoms.real(ax) for ax in self.axes])
+            want = self.canon
         if not self.same(self.axes, want) or (rank is not None and len(self.canon) != rank):
             raise ModelFormatError(
                 f"{_label(node)}: its input is laid out {self._show(self.axes)}, the converted "
@@ -140,11 +145,39 @@ class Walk:
         """Make the network's value (N, features) (a Flatten layer if needed) and require
         the ONNX tensor to be the same (N, features)."""
         if len(self.canon) > 2:
+            flat = tuple(a for ax in self.axes[1:] for a in self.atoms.real(ax))
+            order, rest = [], [self.atoms.real(ax) for ax in self.canon[1:]]
+            while rest and flat:  # the value's axes in the order the tensor holds them
+                ax = next((ax for ax in rest if ax and flat[: len(ax)] == ax), None)
+                if ax is None:
+                    break
+                order.append(ax)
+                rest.remove(ax)
+                flat = flat[len(ax) :]
+            if not flat and all(not ax for ax in rest):
+                self._permute([self.canon[0], *order, *rest])
             atoms = tuple(a for ax in self.canon[1:] for a in ax)
             self.add(Layer("Flatten", {}), [("N",), atoms])
         self.require(node, self.canon, 2)
         if len(self.axes) != 2:
             raise ModelFormatError(f"{_label(node)}: needs a 2-D input, got {len(self.axes)}-D")
+
+    def _permute(self, axes: Axes) -> None:
+        """A Permute layer giving the value its axes in the order of ``axes``, when that is
+        a reordering of the value's axes after the batch (each axis kept whole)."""
+        canon = [self.atoms.real(ax) for ax in self.canon]
+        want = [self.atoms.real(ax) for ax in axes]
+        if (
+            len(want) != len(canon)
+            or canon[0] != ("N",)
+            or want[0] != ("N",)
+            or sorted(want) != sorted(canon)
+            or len(set(canon)) != len(canon)
+            or want == canon
+        ):
+            return
+        dims = [canon.index(ax) for ax in want[1:]]
+        self.add(Layer("Permute", {"dims": dims}), [self.canon[i] for i in [0, *dims]])
 
     def _show(self, axes: Axes) -> str:
         return "(" + ", ".join("N" if ax == ("N",) else str(self.atoms.size(ax))
@@ -195,6 +228,7 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
     from .patterns import ISLAND_OPS, elementwise_island
     from .pipeline import is_tabular, tabular_manifest
     from .qoperator import needs_rewrite, qoperator_to_qdq
+    from .views import ID_OPS, index_island
 
     model, arrays = read_onnx(source)
     if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
@@ -213,7 +247,7 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         raise ModelFormatError("the ONNX model has no floating-point output to convert")
     if dropped:  # labels (an argmax of the probabilities): keep what the float outputs need
         live = _ancestors(live, {o.name for o in outputs})
-    _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
+    _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES) | set(ID_OPS))
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
     walk.int8 = int8
@@ -245,7 +279,8 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         pending = [n for n in live if id(n) not in done and dyn[0] in n.input]
         group = None
         if len(pending) > 1 or node.op_type not in HANDLERS:
-            group = elementwise_island(walk, live) or gather_concat(walk, pending)
+            group = (index_island(walk, live) or elementwise_island(walk, live)
+                     or gather_concat(walk, pending))  # fmt: skip
         if group is None:
             if node.op_type not in HANDLERS:
                 raise ModelFormatError(f"{_label(node)}: cannot be converted here")

@@ -1,0 +1,130 @@
+"""Keras models through tf2onnx, imported and checked against ONNX Runtime on the same file.
+
+The files in tests/data/keras are written by tests/data/make_keras_onnx.py (TensorFlow 2.21,
+Keras 3.15, tf2onnx 1.17, opset 17; it runs where TensorFlow installs) and committed, so
+these tests need only ONNX Runtime. What tf2onnx writes and the importer has to read:
+channels-last images transposed for each Conv (a ``Permute`` layer at the input, another
+before a Flatten), MatMul + Add for Dense, BatchNorm as Mul + Add, the time-major LSTM with
+its zero states built from Shape subgraphs, the last step taken by a ``Slice``, and Keras's
+negative-id handling of an embedding as integer ops before the Gather."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+import lepton_nn as L  # noqa: E402
+import lepton_nn.onnx as lo  # noqa: E402
+from lepton_nn import nn, runtime  # noqa: E402
+from lepton_nn.autograd import Tensor, gradcheck  # noqa: E402
+from lepton_nn.errors import ModelFormatError, ShapeError  # noqa: E402
+
+DATA = Path(__file__).parent / "data" / "keras"
+#: file -> (per-sample input shape, the layers it converts to)
+MODELS = {
+    "mlp": ((8,), ["Dense", "Dense", "Dense"]),
+    "cnn": ((12, 12, 3), ["Permute", "Conv2D", "BatchNorm", "Activation", "Conv2D", "Add",
+                          "MaxPool2D", "Conv2D", "GlobalAvgPool2D", "Dense"]),
+    "cnn_flatten": ((10, 10, 2), ["Permute", "Conv2D", "Conv2D", "MaxPool2D", "Permute",
+                                  "Flatten", "Dense"]),
+    "lstm": ((6, 5), ["LSTM", "LSTM", "Dense"]),
+    "text": ((9,), ["Embedding", "LSTM", "Dense"]),
+}  # fmt: skip
+
+
+def _x(name: str, n: int) -> np.ndarray:
+    shape = MODELS[name][0]
+    rng = np.random.default_rng(n)
+    if name == "text":
+        return rng.integers(0, 30, (n, *shape)).astype(np.int32)
+    return rng.standard_normal((n, *shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_keras_model_matches_onnxruntime(name, tmp_path):
+    path = DATA / f"{name}.onnx"
+    _, report = lo.onnx_to_manifest(str(path))[::2]
+    assert report["layers"] == MODELS[name][1]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    served = runtime.load(str(path))
+    net = lo.load(str(path))
+    for n in (1, 64):
+        x = _x(name, n)
+        ref = sess.run(None, {"x": x})[0]
+        ours = served.predict(x)
+        assert ours.shape == ref.shape
+        scale = max(1.0, float(np.abs(ref).max()))  # (the CNN's logits reach ~8)
+        assert np.abs(ours - ref).max() <= 1e-5 * scale
+        assert (ours.argmax(1) == ref.argmax(1)).all()
+        assert np.abs(np.asarray(net(x).data) - ref).max() <= 1e-5 * scale
+    # the converted network saves, serves and exports again like any other
+    L.save(net, tmp_path / "m.lnn")
+    x = _x(name, 16)
+    np.testing.assert_allclose(runtime.load(tmp_path / "m.lnn").predict(x), served.predict(x),
+                               atol=1e-6)  # fmt: skip
+    lo.export(net, tmp_path / "back.onnx")
+    back = ort.InferenceSession(str(tmp_path / "back.onnx"), providers=["CPUExecutionProvider"])
+    got = back.run(None, {back.get_inputs()[0].name: x.astype(np.int64) if name == "text" else x})
+    np.testing.assert_allclose(got[0], served.predict(x), atol=1e-5 * scale)
+
+
+def test_negative_ids_as_keras_in_the_runtime_refused_by_the_layer():
+    """Keras takes id -k from the end of the table (the file's integer ops, checked to leave
+    every valid id unchanged); the runtime's Embedding does the same, the trainable
+    Embedding refuses such ids."""
+    path = DATA / "text.onnx"
+    x = np.random.default_rng(5).integers(-30, 30, (40, 9)).astype(np.int32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    assert np.abs(runtime.load(str(path)).predict(x) - ref).max() <= 1e-5
+    with pytest.raises(ValueError, match="ids must lie in"):
+        lo.load(str(path))(x)
+
+
+# ------------------------------------------------------------------ the Permute layer
+
+
+def test_permute_layer_gradient_and_shapes():
+    layer = nn.Permute((2, 3, 1)).astype("float64")
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    y = layer(x)
+    np.testing.assert_array_equal(y.data, x.transpose(0, 2, 3, 1))
+    assert gradcheck(lambda t: layer(t), Tensor(x, requires_grad=True))
+    with pytest.raises(ShapeError, match="need 4-D"):
+        layer(np.zeros((2, 3)))
+    for bad in [(1, 1, 2), (0, 1), "12", (1, 2.0)]:
+        with pytest.raises(ValueError):
+            nn.Permute(bad)
+
+
+def test_permute_layer_in_the_runtime_and_export(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = nn.Sequential([nn.Permute((3, 1, 2)), nn.Conv2D(4, 3, activation="relu"),
+                           nn.Permute((2, 3, 1)), nn.Flatten(), nn.Dense(3)])  # fmt: skip
+    x = np.random.default_rng(1).standard_normal((5, 7, 6, 2)).astype(np.float32)
+    want = np.asarray(model(x).data)
+    L.save(model, tmp_path / "p.lnn")
+    np.testing.assert_allclose(runtime.load(tmp_path / "p.lnn").predict(x), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(L.load(tmp_path / "p.lnn")(x).data), want, atol=1e-6)
+    proto = lo.export(model, tmp_path / "p.onnx")
+    onnx.checker.check_model(proto, full_check=True)
+    got = ort.InferenceSession(str(tmp_path / "p.onnx")).run(None, {"input": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    again = lo.load(str(tmp_path / "p.onnx"))  # and imported: Transposes become Permutes
+    np.testing.assert_allclose(np.asarray(again(x).data), want, atol=1e-5)
+
+
+def test_a_bad_permute_in_a_file_is_refused(tmp_path):
+    from lepton_nn.runtime.format import read_lnn
+
+    model = nn.Sequential([nn.Permute((2, 1)), nn.Flatten(), nn.Dense(2)])
+    model.build((None, 3, 4))
+    L.save(model, tmp_path / "p.lnn")
+    manifest, arrays = read_lnn(tmp_path / "p.lnn")
+    manifest["model"]["architecture"]["config"]["layers"][0]["config"]["dims"] = [1, 1]
+    with pytest.raises(ModelFormatError, match="permutation"):
+        runtime.from_manifest(manifest, arrays)
