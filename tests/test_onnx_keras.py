@@ -5,8 +5,9 @@ Keras 3.15, tf2onnx 1.17, opset 17; it runs where TensorFlow installs) and commi
 these tests need only ONNX Runtime. What tf2onnx writes and the importer has to read:
 channels-last images transposed for each Conv (a ``Permute`` layer at the input, another
 before a Flatten), MatMul + Add for Dense, BatchNorm as Mul + Add, the time-major LSTM with
-its zero states built from Shape subgraphs, the last step taken by a ``Slice``, and Keras's
-negative-id handling of an embedding as integer ops before the Gather."""
+its zero states built from Shape subgraphs, the last step taken by a ``Slice``, Keras's
+negative-id handling of an embedding as integer ops before the Gather, and ``Bidirectional``
+as the two directions sliced out of one bidirectional LSTM and concatenated."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ MODELS = {
                                   "Flatten", "Dense"]),
     "lstm": ((6, 5), ["LSTM", "LSTM", "Dense"]),
     "text": ((9,), ["Embedding", "LSTM", "Dense"]),
+    "bilstm": ((7, 4), ["LSTM", "LSTM", "Dense"]),
 }  # fmt: skip
 
 

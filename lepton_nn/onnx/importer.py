@@ -228,6 +228,7 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
     from .patterns import ISLAND_OPS, elementwise_island
     from .pipeline import is_tabular, tabular_manifest
     from .qoperator import needs_rewrite, qoperator_to_qdq
+    from .recurrent import direction_concat
     from .views import ID_OPS, index_island
 
     model, arrays = read_onnx(source)
@@ -280,7 +281,8 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         group = None
         if len(pending) > 1 or node.op_type not in HANDLERS:
             group = (index_island(walk, live) or elementwise_island(walk, live)
-                     or gather_concat(walk, pending))  # fmt: skip
+                     or gather_concat(walk, pending)
+                     or direction_concat(walk, pending))  # fmt: skip
         if group is None:
             if node.op_type not in HANDLERS:
                 raise ModelFormatError(f"{_label(node)}: cannot be converted here")

@@ -67,7 +67,17 @@ def text():
     return keras.Model(x, L.Dense(2, activation="softmax")(y))
 
 
-MODELS = {"mlp": mlp, "cnn": cnn, "cnn_flatten": cnn_flatten, "lstm": lstm, "text": text}
+def bilstm():
+    """Bidirectional LSTMs, sequences then final states (tf2onnx slices each direction out
+    of one bidirectional ONNX LSTM and concatenates them)."""
+    x = keras.Input((7, 4), name="x")
+    y = L.Bidirectional(L.LSTM(5, return_sequences=True))(x)
+    y = L.Bidirectional(L.LSTM(4))(y)
+    return keras.Model(x, L.Dense(3, activation="softmax")(y))
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "cnn_flatten": cnn_flatten, "lstm": lstm, "text": text,
+          "bilstm": bilstm}  # fmt: skip
 
 
 def _randomize(model, seed: int) -> None:
