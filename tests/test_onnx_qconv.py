@@ -64,6 +64,20 @@ class _Gated(_Residual):
         return torch.softmax(self.fc(y), -1)
 
 
+class _Depthwise(torch.nn.Module):
+    """A depthwise conv (no int8 kernel for groups yet: float on the dequantized weight),
+    asymmetric pads and a stride, then Flatten -> Linear (int8 through the Flatten)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=(0, 1), groups=8, stride=2)
+        self.fc = torch.nn.Linear(8 * 5 * 6, 4)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.dw(torch.relu(self.c1(x)))).flatten(1))
+
+
 class _MLP(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -74,9 +88,9 @@ class _MLP(torch.nn.Module):
         return torch.softmax(self.c(torch.sigmoid(self.b(F.leaky_relu(self.a(x), 0.1)))), -1)
 
 
-#: name -> (network, input shape, its Conv + Gemm count)
+#: name -> (network, input shape, its int8 layers (Conv + Gemm, but for grouped convs))
 MODELS = {"residual-cnn": (_Residual, IMAGE, 4), "gated-cnn": (_Gated, IMAGE, 5),
-          "mlp": (_MLP, (8,), 3)}  # fmt: skip
+          "mlp": (_MLP, (8,), 3), "depthwise-cnn": (_Depthwise, IMAGE, 2)}  # fmt: skip
 
 
 def _quantized(tmp_path, model: str, fmt: str, act: str, per_channel: bool, reduce_range: bool):
@@ -183,6 +197,18 @@ def test_qoperator_files_match_onnxruntime(tmp_path, model, variant):
     _check(ours, ref, _step(path))
     net = lo.load(str(path))
     assert np.abs(np.asarray(net(x).data) - ours).max() <= _step(path) * 1.001
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_grouped_conv_and_flatten_before_an_int8_dense(tmp_path, fmt):
+    path, x = _quantized(tmp_path, "depthwise-cnn", fmt, "QUInt8", True, True)
+    manifest, _, report = lo.onnx_to_manifest(str(path))
+    assert report["int8_layers"] == 2  # the first conv and the Dense after the Flatten
+    assert report["layers"].count("QuantizeDequantize") == 3  # none of them twice in a row
+    ours = runtime.load(str(path)).predict(x)
+    for opt in (False, True):
+        if fmt == "QDQ" or opt:  # (QOperator: ONNX Runtime's contrib kernels either way)
+            _check(ours, _session(path, opt).run(None, {"x": x})[0], _step(path))
 
 
 def test_other_onnxruntime_operators_are_listed_as_unsupported(tmp_path):

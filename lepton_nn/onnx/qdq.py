@@ -225,35 +225,55 @@ def int8_conv_weight(found: tuple | None) -> dict | None:
 
 def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
     """A Dense or Conv2D with an int8 weight whose input is a ``QuantizeDequantize`` layer
-    of 256 values: the runtime's int8 layer with that (scale, zero point) as its static
-    activation quantization (which rounds x as the layer does). The layer is removed when
-    only the int8 one reads it; kept for its other readers otherwise (quantizing its values
-    again on the same grid gives the same integers). Returns {node name: its int8 entry (q,
-    scale, activations, and the Conv2D weight's shape)}."""
+    of 256 values (directly or through a Flatten, which commutes with it): the runtime's
+    int8 layer with that (scale, zero point) as its static activation quantization (which
+    rounds x as the layer does). The layer is removed when nothing else reads it; kept for
+    its other readers otherwise (quantizing its values again on the same grid gives the same
+    integers). A quantize-dequantize layer right after one of the same grid (a view between
+    them in the file) is removed first: it changes nothing. Returns {node name: its int8
+    entry (q, scale, activations, and the Conv2D weight's shape)}."""
+    by_name = {n["name"]: n for n in walk.nodes}
+
+    def qdq_config(name: str | None) -> dict | None:
+        node = by_name.get(name) if name else None
+        lay = walk.layers[node["layer"]] if node else None
+        return lay.config if lay is not None and lay.cls == "QuantizeDequantize" else None
+
+    def drop(node: dict) -> None:  # its readers read its input instead
+        for m in walk.nodes:
+            m["inputs"] = [node["inputs"][0] if i == node["name"] else i for i in m["inputs"]]
+        outputs[:] = [node["inputs"][0] if o == node["name"] else o for o in outputs]
+        walk.nodes.remove(node)
+        by_name.pop(node["name"])
+
+    for n in list(walk.nodes):
+        cfg = qdq_config(n["name"])
+        if cfg is not None and n["name"] not in outputs and cfg == qdq_config(n["inputs"][0]):
+            drop(n)
     readers: dict[str, int] = {}
     for n in walk.nodes:
         for i in n["inputs"]:
             readers[i] = readers.get(i, 0) + 1
     for o in outputs:
         readers[o] = readers.get(o, 0) + 1
-    by_name = {n["name"]: n for n in walk.nodes}
     done: dict[str, dict] = {}
     for n in list(walk.nodes):
         lay = walk.layers[n["layer"]]
-        prev = by_name.get(n["inputs"][0])
-        if lay.cls not in ("Dense", "Conv2D") or "_int8" not in lay.config or prev is None:
+        if lay.cls not in ("Dense", "Conv2D") or "_int8" not in lay.config:
             continue
-        qdq = walk.layers[prev["layer"]]
-        cfg = qdq.config
-        if qdq.cls != "QuantizeDequantize" or cfg["qmax"] - cfg["qmin"] != 255:
+        prev = by_name.get(n["inputs"][0])
+        if prev is not None and walk.layers[prev["layer"]].cls == "Flatten":
+            if readers[prev["name"]] != 1:
+                continue
+            prev = by_name.get(prev["inputs"][0])
+        cfg = qdq_config(prev["name"]) if prev is not None else None
+        if cfg is None or cfg["qmax"] - cfg["qmin"] != 255:
             continue
         zp = cfg["zero_point"] - cfg["qmin"]  # an int8 grid as the uint8 one, shifted
         act = {"mode": "static", "scale": cfg["scale"], "zero_point": zp}
         done[n["name"]] = {**lay.config["_int8"], "activations": act}
         if readers[prev["name"]] == 1:
-            n["inputs"] = list(prev["inputs"])
-            walk.nodes.remove(prev)
-            by_name.pop(prev["name"])
+            drop(prev)
     return done
 
 
