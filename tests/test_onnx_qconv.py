@@ -183,7 +183,7 @@ QOPERATOR = {"s8-per-channel": ("QInt8", True, False), "u8-reduce-range": ("QUIn
 def test_qoperator_files_match_onnxruntime(tmp_path, model, variant):
     path, x = _quantized(tmp_path, model, "QOperator", *QOPERATOR[variant])
     manifest, _, report = lo.onnx_to_manifest(str(path))
-    source = report["source_ops"]
+    source = report["ops"]  # the file's own operators
     assert source["com.microsoft.QGemm"] == (3 if model == "mlp" else 1)
     if model == "gated-cnn":
         for op in ("QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
@@ -235,3 +235,11 @@ def test_a_local_function_in_a_built_in_domain_is_refused(tmp_path):
     m.functions.append(fn)
     with pytest.raises(ModelFormatError, match="local function"):
         lo.onnx_to_manifest(m)
+
+
+def test_convert_reports_a_qoperator_files_own_operators(tmp_path):
+    path, _ = _quantized(tmp_path, "mlp", "QOperator", "QInt8", True, False)
+    r = lo.convert(path, tmp_path / "m.lnn")
+    assert r["ops"]["com.microsoft.QGemm"] == 3 and "Gemm" not in r["ops"]
+    assert r["parity"] <= _step(path) * 1.001
+    assert runtime.load(str(tmp_path / "m.lnn")).kind == "compressed"

@@ -235,8 +235,9 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
     if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
         _check_ops([n for n in model.graph.node if n.domain not in _STANDARD], set())
         return tabular_manifest(model, arrays)
-    source_ops = Counter(_op(n) for n in model.graph.node if n.op_type != "Constant")
-    if needs_rewrite(model):  # QOperator: each QLinear op as DequantizeLinear -> Op -> Quantize
+    source = list(model.graph.node)
+    rewritten = needs_rewrite(model)
+    if rewritten:  # QOperator: each QLinear op as DequantizeLinear -> Op -> Quantize
         model, arrays = qoperator_to_qdq(model, arrays)
     graph = model.graph
     inits = {t.name for t in graph.initializer}
@@ -293,7 +294,9 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         walk.leave()
     manifest, arrays, report = _result(walk, outputs, specs)
     report["dropped_outputs"] = dropped
-    report["source_ops"] = dict(source_ops)
+    if rewritten:  # the file's own operators (QLinearConv, ...), not their QDQ form
+        report["ops"] = dict(Counter(_op(n) for n in source if n.op_type != "Constant"
+                                     and n.output[0] not in folded.known))  # fmt: skip
     report["lengths_input"] = walk.lengths_input
     if walk.lengths_input:  # served as predict(x, lengths=...)
         manifest["model"]["lengths_input"] = walk.lengths_input
