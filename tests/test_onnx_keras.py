@@ -130,3 +130,45 @@ def test_a_bad_permute_in_a_file_is_refused(tmp_path):
     manifest["model"]["architecture"]["config"]["layers"][0]["config"]["dims"] = [1, 1]
     with pytest.raises(ModelFormatError, match="permutation"):
         runtime.from_manifest(manifest, arrays)
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2, 3), (0, 3, 1, 2), (0, 2, 3, 1), (0, 1, 3, 2),
+                                  (0, 3, 2, 1), (0, 2, 1, 3)])  # fmt: skip
+@pytest.mark.parametrize("head", ["conv", "flatten"])
+def test_transposed_images_become_permute_layers(perm, head):
+    """Any reordering of the axes after the batch before a Conv (which needs (N, C, H, W))
+    or a Flatten (whose feature order it fixes): a Permute layer, checked against ONNX
+    Runtime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(sum(perm))
+    dims = (4, 5, 3)  # per sample, before the Transpose
+    after = [dims[p - 1] for p in perm[1:]]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=list(perm)),
+             helper.make_node("Relu", ["t"], ["r"])]  # fmt: skip
+    inits = []
+    if head == "conv":
+        w = rng.standard_normal((2, after[0], 2, 2)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "w"))
+        nodes.append(helper.make_node("Conv", ["r", "w"], ["c"]))
+        width = 2 * (after[1] - 1) * (after[2] - 1)
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["c"]))
+        width = int(np.prod(after))
+    g = rng.standard_normal((width, 3)).astype(np.float32)
+    inits.append(numpy_helper.from_array(g, "g"))
+    nodes += [helper.make_node("Flatten", ["c"], ["f"]),
+              helper.make_node("Gemm", ["f", "g"], ["y"])]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", *dims])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((6, *dims)).astype(np.float32)
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    manifest, arrays, report = lo.onnx_to_manifest(model)
+    np.testing.assert_allclose(runtime.from_manifest(manifest, arrays).predict(x), ref,
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(lo.load(model)(x).data), ref, atol=1e-5)
+    if head == "conv" and perm != (0, 1, 2, 3):
+        assert report["layers"][:2] == ["Activation", "Permute"]
