@@ -243,3 +243,13 @@ def test_convert_reports_a_qoperator_files_own_operators(tmp_path):
     assert r["ops"]["com.microsoft.QGemm"] == 3 and "Gemm" not in r["ops"]
     assert r["parity"] <= _step(path) * 1.001
     assert runtime.load(str(tmp_path / "m.lnn")).kind == "compressed"
+
+
+@pytest.mark.parametrize("op", ["QLinearConv", "QGemm", "QLinearConcat"])
+def test_a_qlinear_node_of_the_wrong_form_is_a_model_format_error(tmp_path, op):
+    path, _ = _quantized(tmp_path, "gated-cnn", "QOperator", "QInt8", False, False)
+    m = onnx.load(str(path))
+    node = next(n for n in m.graph.node if n.op_type == op)
+    del node.input[4 if op == "QLinearConcat" else 3 :]
+    with pytest.raises(ModelFormatError, match=f"{op}.*inputs"):
+        lo.onnx_to_manifest(m)

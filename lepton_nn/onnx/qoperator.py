@@ -57,6 +57,12 @@ _ELEMENTWISE = {
 }
 
 
+#: QLinear op -> (fewest, most inputs) (QLinearConcat: 2 + 3 per input)
+_ARITY = {"QLinearConv": (8, 9), "QGemm": (6, 9), "QLinearAdd": (7, 8), "QLinearMul": (7, 8),
+          **{op: (4, 5) for op in ("QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+                                   "QLinearGlobalAveragePool", "QLinearSoftmax")}}  # fmt: skip
+
+
 def needs_rewrite(model) -> bool:
     return any(n.op_type in _REWRITES for n in model.graph.node)
 
@@ -130,7 +136,18 @@ def qoperator_to_qdq(model, arrays: dict[str, np.ndarray]) -> tuple[Any, dict[st
             r.nodes.append(n)
             r.grids[n.output[0]] = (n.input[1], n.input[2] if len(n.input) > 2 else "")
         elif n.op_type in _REWRITES and (n.domain == MS_DOMAIN) == (n.op_type in MS_OPS):
-            _REWRITES[n.op_type](r, n, list(n.input), _attrs(n))
+            lo, hi = _ARITY.get(n.op_type, (5, 3 * 64 + 2))
+            k = len(n.input)
+            if not lo <= k <= hi or (n.op_type == "QLinearConcat" and (k - 2) % 3):
+                raise ModelFormatError(
+                    f"node {n.name or n.output[0]!r} ({n.op_type}): {k} inputs, not its form"
+                )
+            try:
+                _REWRITES[n.op_type](r, n, list(n.input), _attrs(n))
+            except (ValueError, TypeError, IndexError) as exc:  # shapes that do not fit
+                raise ModelFormatError(
+                    f"node {n.name or n.output[0]!r} ({n.op_type}): {exc}"
+                ) from exc
         elif n.op_type in _ON_GRID and n.input and n.input[0] in r.grids:
             s, z = r.grids[n.input[0]]
             y = r.node(n.op_type, [r.dq(n.input[0], s, z), *n.input[1:]], **_attrs(n))
