@@ -172,3 +172,52 @@ def test_transposed_images_become_permute_layers(perm, head):
     np.testing.assert_allclose(np.asarray(lo.load(model)(x).data), ref, atol=1e-5)
     if head == "conv" and perm != (0, 1, 2, 3):
         assert report["layers"][:2] == ["Activation", "Permute"]
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_flatten"])
+def test_quantized_keras_models_run_on_the_int8_kernels(tmp_path, name, fmt):
+    """The Keras files quantized by ONNX Runtime (reduce_range: its fused kernels are exact,
+    see test_onnx_quantized): every MatMul (QLinearMatMul in QOperator files) and Conv on
+    the int8 kernels, through the Permute, MaxPool and Flatten between them, and the result
+    ONNX Runtime's within one step of the output grid (here: to the bit)."""
+    import warnings
+
+    from onnxruntime import quantization
+
+    shape = MODELS[name][0]
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(0)
+            self.it = iter([{"x": rng.standard_normal((8, *shape)).astype(np.float32)}
+                            for _ in range(4)])  # fmt: skip
+
+        def get_next(self):
+            return next(self.it, None)
+
+    q = tmp_path / "q.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantization.quantize_static(
+            str(DATA / f"{name}.onnx"), str(q), Reader(), per_channel=True, reduce_range=True,
+            quant_format=getattr(quantization.QuantFormat, fmt),
+        )  # fmt: skip
+    manifest, _, report = lo.onnx_to_manifest(str(q))
+    linear = sum(c in ("Dense", "Conv2D") for c in MODELS[name][1])
+    assert manifest["kind"] == "compressed" and report["int8_layers"] == linear
+    x = _x(name, 100)
+    ours = runtime.load(str(q)).predict(x)
+    so = ort.SessionOptions()  # QDQ: the ONNX semantics (optimized, a softmax on a 1/255
+    if fmt == "QDQ":  # grid is ONNX Runtime's QLinearSoftmax, one step off often)
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"x": x})[0]
+    import onnx
+
+    m = onnx.load(str(q))
+    last = next(n for n in m.graph.node if n.output[0] == m.graph.output[0].name)
+    step = float(next(onnx.numpy_helper.to_array(t) for t in m.graph.initializer
+                      if t.name == last.input[1]))  # fmt: skip
+    assert np.abs(ours - ref).max() <= step * 1.001
+    assert (np.abs(ours - ref) > step / 2).mean() < 0.02

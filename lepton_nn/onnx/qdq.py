@@ -159,10 +159,14 @@ def _qlinear_matmul(walk: Walk, node):
     """QLinearMatMul on the integers of a converted QuantizeLinear."""
     if node.input[0] != walk.cur or walk.cur not in walk.quantized:
         raise _refuse(node, "its first input must be the quantized data")
-    b = dequantize([walk.const(node.input[i], node, "B") for i in (3, 4, 5)], {"axis": 1})
+    b_q, b_s, b_z = (walk.const(node.input[i], node, "B") for i in (3, 4, 5))
+    b = dequantize([b_q, b_s, b_z], {"axis": 1})
     if b.ndim != 2:
         raise _refuse(node, "B must be a matrix")
     _dense(walk, node, b, None, node.output[0])
+    found = int8_weight((b_q, b_s, b_z, 1), transposed=False)
+    if found is not None:  # symmetric int8 B: the int8 kernels
+        walk.layers[-1].config["_int8"] = found
     grid = _grid(walk, node, 6)
     _check_readers(walk, node, grid)
     s, z, qmin, qmax = grid
@@ -223,21 +227,35 @@ def int8_conv_weight(found: tuple | None) -> dict | None:
     return {**flat, "shape": tuple(int(d) for d in q.shape)}
 
 
+#: layers whose outputs are on their input's grid (views, max pooling)
+_ON_GRID = ("Flatten", "Permute", "MaxPool2D", "Dropout")
+
+
 def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
     """A Dense or Conv2D with an int8 weight whose input is a ``QuantizeDequantize`` layer
-    of 256 values (directly or through a Flatten, which commutes with it): the runtime's
+    of 256 values (directly or through views and max pooling read by it alone, which
+    commute with the rounding, a monotone function): the runtime's
     int8 layer with that (scale, zero point) as its static activation quantization (which
     rounds x as the layer does). The layer is removed when nothing else reads it; kept for
     its other readers otherwise (quantizing its values again on the same grid gives the same
-    integers). A quantize-dequantize layer right after one of the same grid (a view between
-    them in the file) is removed first: it changes nothing. Returns {node name: its int8
+    integers). A quantize-dequantize layer after one of the same grid with only views or
+    max pooling between them is removed first: it changes nothing. Returns {node name: its int8
     entry (q, scale, activations, and the Conv2D weight's shape)}."""
     by_name = {n["name"]: n for n in walk.nodes}
 
     def qdq_config(name: str | None) -> dict | None:
         node = by_name.get(name) if name else None
         lay = walk.layers[node["layer"]] if node else None
-        return lay.config if lay is not None and lay.cls == "QuantizeDequantize" else None
+        if lay is None or lay.cls != "QuantizeDequantize":
+            return None
+        return {k: v for k, v in lay.config.items() if k != "name"}
+
+    def through_views(name: str | None) -> str | None:
+        """The first node before ``name`` that is not a view or max pooling (which keep
+        values on a grid); None at a model input."""
+        while name in by_name and walk.layers[by_name[name]["layer"]].cls in _ON_GRID:
+            name = by_name[name]["inputs"][0]
+        return name
 
     def drop(node: dict) -> None:  # its readers read its input instead
         for m in walk.nodes:
@@ -248,8 +266,9 @@ def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
 
     for n in list(walk.nodes):
         cfg = qdq_config(n["name"])
-        if cfg is not None and n["name"] not in outputs and cfg == qdq_config(n["inputs"][0]):
-            drop(n)
+        if cfg is not None and n["name"] not in outputs:
+            if cfg == qdq_config(through_views(n["inputs"][0])):
+                drop(n)
     readers: dict[str, int] = {}
     for n in walk.nodes:
         for i in n["inputs"]:
@@ -262,9 +281,10 @@ def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
         if lay.cls not in ("Dense", "Conv2D") or "_int8" not in lay.config:
             continue
         prev = by_name.get(n["inputs"][0])
-        if prev is not None and walk.layers[prev["layer"]].cls == "Flatten":
-            if readers[prev["name"]] != 1:
-                continue
+        while prev is not None and walk.layers[prev["layer"]].cls in _ON_GRID:
+            if readers[prev["name"]] != 1:  # views of the rounded values, read by it alone
+                prev = None
+                break
             prev = by_name.get(prev["inputs"][0])
         cfg = qdq_config(prev["name"]) if prev is not None else None
         if cfg is None or cfg["qmax"] - cfg["qmin"] != 255:

@@ -132,9 +132,10 @@ def qoperator_to_qdq(model, arrays: dict[str, np.ndarray]) -> tuple[Any, dict[st
     for n in model.graph.node:
         if n.domain == MS_DOMAIN and n.op_type not in MS_OPS:
             r.nodes.append(n)  # left for the importer's unsupported-operator error
-        elif n.op_type == "QuantizeLinear":
+        elif n.op_type in ("QuantizeLinear", "QLinearMatMul"):  # (the latter: see .qdq)
             r.nodes.append(n)
-            r.grids[n.output[0]] = (n.input[1], n.input[2] if len(n.input) > 2 else "")
+            s = 1 if n.op_type == "QuantizeLinear" else 6
+            r.grids[n.output[0]] = (n.input[s], n.input[s + 1] if len(n.input) > s + 1 else "")
         elif n.op_type in _REWRITES and (n.domain == MS_DOMAIN) == (n.op_type in MS_OPS):
             lo, hi = _ARITY.get(n.op_type, (5, 3 * 64 + 2))
             k = len(n.input)
