@@ -249,7 +249,12 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         raise ModelFormatError("the ONNX model has no floating-point output to convert")
     if dropped:  # labels (an argmax of the probabilities): keep what the float outputs need
         live = _ancestors(live, {o.name for o in outputs})
-    _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES) | set(ID_OPS))
+    ids = {i.name for i in graph.input if i.type.tensor_type.elem_type in (2, 3, 5, 6, 7)}
+    for n in live:  # integer ops on token ids (before an embedding): see views.index_island
+        if n.op_type in ID_OPS and any(i in ids for i in n.input):
+            ids.update(n.output)
+    _check_ops([n for n in live if not (n.op_type in ID_OPS and n.output[0] in ids)],
+               set(HANDLERS) | ISLAND_OPS | set(MERGES))  # fmt: skip
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
     walk.int8 = int8
