@@ -221,3 +221,18 @@ def test_quantized_keras_models_run_on_the_int8_kernels(tmp_path, name, fmt):
                       if t.name == last.input[1]))  # fmt: skip
     assert np.abs(ours - ref).max() <= step * 1.001
     assert (np.abs(ours - ref) > step / 2).mean() < 0.02
+
+
+def test_integer_ops_off_token_ids_are_listed_as_unsupported():
+    from onnx import TensorProto, helper, numpy_helper
+
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    nodes = [helper.make_node("Greater", ["x", "zero"], ["pos"], name="g"),
+             helper.make_node("Where", ["pos", "x", "zero"], ["y"], name="w")]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [zero],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(ModelFormatError, match=r"(?s)Greater x1: g.*Where x1: w"):
+        lo.onnx_to_manifest(model)
