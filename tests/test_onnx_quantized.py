@@ -1,6 +1,7 @@
 """ONNX Runtime-quantized files (QDQ from ``quantize_static``, ``quantize_dynamic``'s
 DynamicQuantizeLinear + MatMulInteger, QLinearMatMul) imported and checked against ONNX
-Runtime on the same file, and the quantize-dequantize layers they need.
+Runtime on the same file, and the quantize-dequantize layers they need (CNNs and the
+QOperator format: test_onnx_qconv).
 
 ONNX Runtime's x64 int8 kernels without VNNI saturate int16 pair sums for u8 x s8 products
 (what its quantizer's ``reduce_range=True`` exists to avoid), so a file quantized with full
@@ -179,7 +180,8 @@ def test_qlinear_matmul_matches_onnxruntime(zps, oracle):
     else:
         ref = ReferenceEvaluator(model).run(None, {"x": x})[0]
     ours = runtime.from_manifest(*lo.onnx_to_manifest(model)[:2]).predict(x)
-    np.testing.assert_allclose(np.asarray(lo.load(model)(x).data), ours, atol=1e-6)
+    # float layers on the dequantized B vs the int8 kernel: a rounding edge at most
+    assert np.abs(np.asarray(lo.load(model)(x).data) - ours).max() <= 0.05 * 1.001
     assert np.abs(ours - ref).max() <= 0.05 * 1.001
     assert (np.abs(ours - ref) > 0.025).mean() < 0.01
     if zps[2] == 0:  # a zero point at the grid's low end: a ReLU folded in
@@ -195,17 +197,6 @@ def test_quantized_integers_read_elsewhere_are_refused():
     g.node[2].input[0] = "xq2"
     with pytest.raises(ModelFormatError, match="QuantizeLinear"):
         lo.onnx_to_manifest(model)
-
-
-def test_qoperator_files_are_refused_clearly(tmp_path):
-    _mlp(tmp_path / "f.onnx", softmax=False)
-    q = tmp_path / "q.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantization.quantize_static(str(tmp_path / "f.onnx"), str(q), _Reader(),
-                                     quant_format=quantization.QuantFormat.QOperator)  # fmt: skip
-    with pytest.raises(ModelFormatError, match="com.microsoft"):
-        runtime.load(str(q))
 
 
 # ------------------------------------------------------------------ the layers themselves

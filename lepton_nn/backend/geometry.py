@@ -88,3 +88,17 @@ def check_scratch(elements: int, what: str, error: type[Exception] = ValueError)
             f"{what} would need {elements} scratch values per sample "
             f"(at most {MAX_SAMPLE_ELEMENTS})"
         )
+
+
+def permute_dims(dims, rank: int | None = None) -> tuple[int, ...]:
+    """``dims`` checked as a permutation of 1..k (the axes after the batch axis, as Keras's
+    ``Permute``); ``rank``: k must be the per-sample rank. ValueError otherwise."""
+    if not isinstance(dims, (list, tuple)) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in dims
+    ):
+        raise ValueError(f"dims {dims!r:.80} must be a list of axis numbers")
+    if sorted(dims) != list(range(1, len(dims) + 1)):
+        raise ValueError(f"dims {list(dims)} is not a permutation of 1..{len(dims)}")
+    if rank is not None and len(dims) != rank:
+        raise ValueError(f"dims {list(dims)} for {rank} axes after the batch")
+    return tuple(dims)

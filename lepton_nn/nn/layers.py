@@ -1,4 +1,5 @@
-"""Core layers: ``Dense`` (y = f(x W + b)), activations, Dropout, Flatten, ``Sequential``."""
+"""Core layers: ``Dense`` (y = f(x W + b)), activations, Dropout, Flatten, Permute,
+``Sequential``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend.geometry import permute_dims
 from ..backend.reference import ACT_CODE, IDENTITY
 from ..errors import LeptonError, ShapeError
 from ..ops.elementwise import Cast
@@ -231,6 +233,28 @@ class Flatten(Module):
     def call(self, x) -> Tensor:
         x = as_input(self, x)
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
+
+
+class Permute(Module):
+    """(N, d1, ..., dk) -> the axes after the batch reordered: output axis i is input axis
+    ``dims[i - 1]`` (1-based, as Keras's ``Permute``). ``Permute((2, 3, 1))`` takes
+    (N, C, H, W) to (N, H, W, C); ``Permute((3, 1, 2))`` takes it back."""
+
+    def __init__(self, dims, name: str | None = None):
+        super().__init__(name)
+        self.dims = permute_dims(dims)
+
+    def call(self, x) -> Tensor:
+        x = as_input(self, x)
+        if x.ndim != len(self.dims) + 1:
+            raise ShapeError(
+                f"{self.name}: dims {list(self.dims)} need {len(self.dims) + 1}-D input, "
+                f"got shape {x.shape}"
+            )
+        return x.transpose((0, *self.dims))
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "dims": list(self.dims)}
 
 
 def _plain(layer: Module) -> bool:

@@ -5,9 +5,12 @@ architecture, whether the network is in memory or in a file) is written layer by
 standard ONNX operators::
 
     Dense          Gemm (2-D input) or MatMul + Add, then its activation
-    Conv2D         Conv (explicit pads; "same" as the pads it computes), activation
+    Conv2D         Conv (explicit pads; "same" as the pads it computes), activation; int8:
+                   QuantizeLinear -> DequantizeLinear on its input, DequantizeLinear of
+                   the int8 weight (QDQ, :mod:`.quantized`)
     MaxPool2D      MaxPool            AvgPool2D    AveragePool (count_include_pad)
     GlobalAvgPool2D GlobalAveragePool + Flatten    Flatten      Flatten(axis=1)
+    Permute        Transpose(perm=[0, *dims])
     BatchNorm      BatchNormalization LayerNorm    LayerNormalization(axis=-1)
     Embedding      Gather(table, ids) (the input is then int64)        Dropout: nothing
     LSTM/GRU/SimpleRNN  Transpose to (T, N, F), LSTM/GRU/RNN (gates reordered, see
@@ -316,8 +319,10 @@ def _merge(g: _Graph, cls: str, cfg: dict, srcs: list) -> tuple[str, list[int]]:
 
 def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
     """Nodes of one layer on ``x`` (per-sample shape ``width``) -> (output, its width)."""
-    if any(k.startswith(p) for k in g.int8) and cls != "Dense":
-        raise LeptonError(f"export: an int8 {cls} cannot be exported yet (int8 Dense only)")
+    if any(k.startswith(p) for k in g.int8) and cls not in ("Dense", "Conv2D"):
+        raise LeptonError(
+            f"export: an int8 {cls} cannot be exported yet (int8 Dense and Conv2D only)"
+        )
     if cls == "Dense" and p + "weight" in g.int8:
         from .quantized import int8_dense
 
@@ -372,11 +377,19 @@ def _layer(g: _Graph, p: str, cls: str, cfg: dict, x: str, width: list[int]):
         return x, width
     if cls == "Flatten":
         return g.node("Flatten", [x], axis=1), [math.prod(width)]
+    if cls == "Permute":
+        dims = list(cfg["dims"])
+        return g.node("Transpose", [x], perm=[0, *dims]), [width[d - 1] for d in dims]
     if cls == "Conv2D":
         c, h, w_ = width
         k, s, d = (_pair(cfg.get(n, 1)) for n in ("kernel_size", "stride", "dilation"))
         pads = _pads(cfg.get("padding", "valid"), (h, w_), k, s, d)
-        ins = [x, g.param(p + "weight")]
+        if p + "weight" in g.int8:  # QDQ: the input's grid, the int8 weight dequantized
+            from .quantized import int8_conv_inputs
+
+            ins = int8_conv_inputs(g, x, g.int8[p + "weight"])
+        else:
+            ins = [x, g.param(p + "weight")]
         if cfg.get("use_bias", True):
             ins.append(g.param(p + "bias"))
         y = g.node("Conv", ins, kernel_shape=k, strides=s, dilations=d, pads=pads,

@@ -113,7 +113,11 @@ def fold(model, arrays: dict[str, np.ndarray]) -> Folded:
     known = {k: (v, v) for k, v in arrays.items()}
     quantized: dict[str, tuple] = {}  # DequantizeLinear output -> (q, scale, zero point, axis)
     for node in model.graph.node:
-        if node.op_type == "Constant" or node.op_type not in FOLDERS:
+        if (
+            node.op_type == "Constant"
+            or node.op_type not in FOLDERS
+            or node.domain not in ("", "ai.onnx")
+        ):
             continue
         ins = list(node.input)
         if node.op_type == "Shape":

@@ -33,6 +33,7 @@ from .reader import read_onnx
 __all__ = ["Layer", "Value", "Walk", "onnx_to_manifest", "supported_ops"]
 
 _FLOAT = {1: "float32", 11: "float64"}
+_STANDARD = ("", "ai.onnx", "ai.onnx.ml")
 # layers whose constructor takes a dtype
 _WITH_DTYPE = ("Dense", "Conv2D", "Conv1D", "BatchNorm", "LayerNorm", "LSTM", "GRU", "SimpleRNN",
                "Embedding")  # fmt: skip
@@ -128,7 +129,12 @@ class Walk:
         return self.atoms.normal(axes) == self.atoms.normal(want)
 
     def require(self, node, want: Axes, rank: int | None = None) -> None:
-        """The current tensor must hold the network's value in the layout ``want``."""
+        """The current tensor must hold the network's value in the layout ``want``; when
+        ``want`` is the value's own layout and the tensor holds its axes in another order
+        (channels-last images transposed for a Conv), a Permute layer first."""
+        if want is self.canon and not self.same(self.axes, want):
+            self._permute([self.atoms.real(ax) for ax in self.axes])
+            want = self.canon
         if not self.same(self.axes, want) or (rank is not None and len(self.canon) != rank):
             raise ModelFormatError(
                 f"{_label(node)}: its input is laid out {self._show(self.axes)}, the converted "
@@ -139,11 +145,39 @@ class Walk:
         """Make the network's value (N, features) (a Flatten layer if needed) and require
         the ONNX tensor to be the same (N, features)."""
         if len(self.canon) > 2:
+            flat = tuple(a for ax in self.axes[1:] for a in self.atoms.real(ax))
+            order, rest = [], [self.atoms.real(ax) for ax in self.canon[1:]]
+            while rest and flat:  # the value's axes in the order the tensor holds them
+                ax = next((ax for ax in rest if ax and flat[: len(ax)] == ax), None)
+                if ax is None:
+                    break
+                order.append(ax)
+                rest.remove(ax)
+                flat = flat[len(ax) :]
+            if not flat and all(not ax for ax in rest):
+                self._permute([self.canon[0], *order, *rest])
             atoms = tuple(a for ax in self.canon[1:] for a in ax)
             self.add(Layer("Flatten", {}), [("N",), atoms])
         self.require(node, self.canon, 2)
         if len(self.axes) != 2:
             raise ModelFormatError(f"{_label(node)}: needs a 2-D input, got {len(self.axes)}-D")
+
+    def _permute(self, axes: Axes) -> None:
+        """A Permute layer giving the value its axes in the order of ``axes``, when that is
+        a reordering of the value's axes after the batch (each axis kept whole)."""
+        canon = [self.atoms.real(ax) for ax in self.canon]
+        want = [self.atoms.real(ax) for ax in axes]
+        if (
+            len(want) != len(canon)
+            or canon[0] != ("N",)
+            or want[0] != ("N",)
+            or sorted(want) != sorted(canon)
+            or len(set(canon)) != len(canon)
+            or want == canon
+        ):
+            return
+        dims = [canon.index(ax) for ax in want[1:]]
+        self.add(Layer("Permute", {"dims": dims}), [self.canon[i] for i in [0, *dims]])
 
     def _show(self, axes: Axes) -> str:
         return "(" + ", ".join("N" if ax == ("N",) else str(self.atoms.size(ax))
@@ -163,14 +197,19 @@ def supported_ops() -> list[str]:
     return sorted(HANDLERS)
 
 
+def _op(node) -> str:
+    """The op type, with its domain when that is not a standard one (``com.microsoft.X``)."""
+    return node.op_type if node.domain in _STANDARD else f"{node.domain}.{node.op_type}"
+
+
 def _check_ops(live: list, known: set) -> None:
-    unsupported = Counter(n.op_type for n in live if n.op_type not in known)
+    unsupported = Counter(_op(n) for n in live if _op(n) not in known)
     if not unsupported:
         return
     names: dict[str, list[str]] = {}
     for n in live:
-        if n.op_type in unsupported:
-            names.setdefault(n.op_type, []).append(n.name or n.output[0])
+        if _op(n) in unsupported:
+            names.setdefault(_op(n), []).append(n.name or n.output[0])
     lines = [f"  {op} x{c}: {', '.join(names[op][:5])}{' ...' if c > 5 else ''}"
              for op, c in sorted(unsupported.items())]  # fmt: skip
     raise ModelFormatError(
@@ -188,10 +227,18 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
     from .mapping import HANDLERS, MERGES, gather_concat, merge
     from .patterns import ISLAND_OPS, elementwise_island
     from .pipeline import is_tabular, tabular_manifest
+    from .qoperator import needs_rewrite, qoperator_to_qdq
+    from .recurrent import direction_concat
+    from .views import ID_OPS, index_island
 
     model, arrays = read_onnx(source)
     if is_tabular(model):  # raw columns in: the preprocessing too (a "tabular" manifest)
+        _check_ops([n for n in model.graph.node if n.domain not in _STANDARD], set())
         return tabular_manifest(model, arrays)
+    source = list(model.graph.node)
+    rewritten = needs_rewrite(model)
+    if rewritten:  # QOperator: each QLinear op as DequantizeLinear -> Op -> Quantize
+        model, arrays = qoperator_to_qdq(model, arrays)
     graph = model.graph
     inits = {t.name for t in graph.initializer}
     folded = fold(model, arrays)
@@ -202,7 +249,12 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         raise ModelFormatError("the ONNX model has no floating-point output to convert")
     if dropped:  # labels (an argmax of the probabilities): keep what the float outputs need
         live = _ancestors(live, {o.name for o in outputs})
-    _check_ops(live, set(HANDLERS) | ISLAND_OPS | set(MERGES))
+    ids = {i.name for i in graph.input if i.type.tensor_type.elem_type in (2, 3, 5, 6, 7)}
+    for n in live:  # integer ops on token ids (before an embedding): see views.index_island
+        if n.op_type in ID_OPS and any(i in ids for i in n.input):
+            ids.update(n.output)
+    _check_ops([n for n in live if not (n.op_type in ID_OPS and n.output[0] in ids)],
+               set(HANDLERS) | ISLAND_OPS | set(MERGES))  # fmt: skip
     dtypes = {i.type.tensor_type.elem_type for i in graph.input if i.name not in inits}
     walk = Walk(model, folded, np.dtype(_FLOAT.get(min(dtypes & {1, 11}, default=1))))
     walk.int8 = int8
@@ -234,7 +286,9 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         pending = [n for n in live if id(n) not in done and dyn[0] in n.input]
         group = None
         if len(pending) > 1 or node.op_type not in HANDLERS:
-            group = elementwise_island(walk, live) or gather_concat(walk, pending)
+            group = (index_island(walk, live) or elementwise_island(walk, live)
+                     or gather_concat(walk, pending)
+                     or direction_concat(walk, pending))  # fmt: skip
         if group is None:
             if node.op_type not in HANDLERS:
                 raise ModelFormatError(f"{_label(node)}: cannot be converted here")
@@ -245,6 +299,9 @@ def onnx_to_manifest(source: Any, int8: bool = True) -> tuple[dict, dict[str, np
         walk.leave()
     manifest, arrays, report = _result(walk, outputs, specs)
     report["dropped_outputs"] = dropped
+    if rewritten:  # the file's own operators (QLinearConv, ...), not their QDQ form
+        report["ops"] = dict(Counter(_op(n) for n in source if n.op_type != "Constant"
+                                     and n.output[0] not in folded.known))  # fmt: skip
     report["lengths_input"] = walk.lengths_input
     if walk.lengths_input:  # served as predict(x, lengths=...)
         manifest["model"]["lengths_input"] = walk.lengths_input
@@ -322,7 +379,8 @@ def _result(walk: Walk, graph_outputs: list, specs: list[dict]) -> tuple[dict, d
         q8 = int8.get(walk.nodes[i]["name"])
         if q8 is not None:  # served by the int8 kernels (see .qdq.int8_dense_pass)
             entry, arrs = int8_entry(f"layers.{i}", config["name"], f"layers.{i}.weight",
-                                     q8["q"], q8["scale"], q8["activations"])  # fmt: skip
+                                     q8["q"], q8["scale"], q8["activations"],
+                                     shape=q8.get("shape"))  # fmt: skip
             entries.append(entry)
             arrays.update(arrs)
         for k, v in lay.params.items():

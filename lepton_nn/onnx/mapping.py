@@ -244,6 +244,12 @@ def _conv(walk, node):
         walk.add(Layer("Conv1D", config, params))
         return _new_image(walk, node, w.shape[0], ow)
     walk.add(Layer("Conv2D", config, params))
+    if groups == 1:  # an int8 weight: the int8 conv kernel (no grouped one yet)
+        from .qdq import int8_conv_weight
+
+        found = int8_conv_weight(walk.folded.quantized.get(node.input[1]))
+        if found is not None:
+            walk.layers[-1].config["_int8"] = found
     _new_image(walk, node, w.shape[0], oh, ow)
 
 

@@ -19,12 +19,13 @@
 
 Onto the int8 kernels (:func:`int8_dense_pass`, what ``runtime.load`` and ``convert`` write):
 a Dense on a symmetric int8 weight whose input is a ``QuantizeDequantize`` layer of 256
-values, read by it alone, is the runtime's int8 Dense with that (scale, zero point) as its
-static activation quantization (an int8 grid shifted by 128 onto uint8), the layer removed:
-the same rounding of x, the product exact in int32.
+values is the runtime's int8 Dense with that (scale, zero point) as its
+static activation quantization (an int8 grid shifted by 128 onto uint8), the layer removed
+when nothing else reads it: the same rounding of x, the product exact in int32.
 
-Anything else quantized (``QGemm`` and the other ``com.microsoft`` operators of the
-QOperator format) is refused by the reader as a custom domain.
+The same for a Conv2D on an int8 weight (F, C, kh, kw): the runtime's int8 convolution.
+The QOperator format (``QLinearConv``, ``QGemm`` and the other ``com.microsoft`` QLinear
+operators) is first rewritten into this QDQ form by :mod:`.qoperator`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from lepton_nn.errors import ModelFormatError
 from .fold import _attrs, dequantize
 from .importer import Layer, Walk, _label
 
-__all__ = ["QDQ_HANDLERS", "export_qdq", "int8_dense_pass", "int8_weight"]
+__all__ = ["QDQ_HANDLERS", "export_qdq", "int8_conv_weight", "int8_dense_pass", "int8_weight"]
 
 #: zero point dtype -> (qmin, qmax)
 _GRIDS = {np.dtype("uint8"): (0, 255), np.dtype("int8"): (-128, 127),
@@ -158,10 +159,14 @@ def _qlinear_matmul(walk: Walk, node):
     """QLinearMatMul on the integers of a converted QuantizeLinear."""
     if node.input[0] != walk.cur or walk.cur not in walk.quantized:
         raise _refuse(node, "its first input must be the quantized data")
-    b = dequantize([walk.const(node.input[i], node, "B") for i in (3, 4, 5)], {"axis": 1})
+    b_q, b_s, b_z = (walk.const(node.input[i], node, "B") for i in (3, 4, 5))
+    b = dequantize([b_q, b_s, b_z], {"axis": 1})
     if b.ndim != 2:
         raise _refuse(node, "B must be a matrix")
     _dense(walk, node, b, None, node.output[0])
+    found = int8_weight((b_q, b_s, b_z, 1), transposed=False)
+    if found is not None:  # symmetric int8 B: the int8 kernels
+        walk.layers[-1].config["_int8"] = found
     grid = _grid(walk, node, 6)
     _check_readers(walk, node, grid)
     s, z, qmin, qmax = grid
@@ -208,36 +213,87 @@ def int8_weight(found: tuple | None, transposed: bool) -> dict | None:
     return {"q": np.ascontiguousarray(q_nk), "scale": np.broadcast_to(scale, (n,)).copy()}
 
 
+def int8_conv_weight(found: tuple | None) -> dict | None:
+    """(q, scale, zero point, axis) of a folded DequantizeLinear Conv weight (F, C, kh, kw)
+    -> ``{"q": int8 (F, C kh kw), "scale": float32 (F,), "shape": (F, C, kh, kw)}`` when it
+    is symmetric int8 (zero points 0, no -128) per filter (axis 0) or per tensor."""
+    if found is None or found[0] is None or np.asarray(found[0]).ndim != 4:
+        return None
+    q, scale, zp, axis = found
+    scale = np.asarray(scale, np.float32).reshape(-1)
+    flat = int8_weight((q.reshape(q.shape[0], -1), scale, zp, 0), transposed=True)
+    if flat is None or (scale.size > 1 and axis % 4 != 0):
+        return None
+    return {**flat, "shape": tuple(int(d) for d in q.shape)}
+
+
+#: layers whose outputs are on their input's grid (views, max pooling)
+_ON_GRID = ("Flatten", "Permute", "MaxPool2D", "Dropout")
+
+
 def int8_dense_pass(walk: Walk, outputs: list[str]) -> dict[str, dict]:
-    """A Dense with an int8 weight whose input is a ``QuantizeDequantize`` layer of 256
-    values that only it reads: the runtime's int8 Dense with that (scale, zero point) as its
-    static activation quantization (which rounds x as the layer does), the layer removed.
-    Returns {Dense node name: its int8 entry (q, scale, activations)}."""
+    """A Dense or Conv2D with an int8 weight whose input is a ``QuantizeDequantize`` layer
+    of 256 values (directly or through views and max pooling read by it alone, which
+    commute with the rounding, a monotone function): the runtime's
+    int8 layer with that (scale, zero point) as its static activation quantization (which
+    rounds x as the layer does). The layer is removed when nothing else reads it; kept for
+    its other readers otherwise (quantizing its values again on the same grid gives the same
+    integers). A quantize-dequantize layer after one of the same grid with only views or
+    max pooling between them is removed first: it changes nothing. Returns {node name: its int8
+    entry (q, scale, activations, and the Conv2D weight's shape)}."""
+    by_name = {n["name"]: n for n in walk.nodes}
+
+    def qdq_config(name: str | None) -> dict | None:
+        node = by_name.get(name) if name else None
+        lay = walk.layers[node["layer"]] if node else None
+        if lay is None or lay.cls != "QuantizeDequantize":
+            return None
+        return {k: v for k, v in lay.config.items() if k != "name"}
+
+    def through_views(name: str | None) -> str | None:
+        """The first node before ``name`` that is not a view or max pooling (which keep
+        values on a grid); None at a model input."""
+        while name in by_name and walk.layers[by_name[name]["layer"]].cls in _ON_GRID:
+            name = by_name[name]["inputs"][0]
+        return name
+
+    def drop(node: dict) -> None:  # its readers read its input instead
+        for m in walk.nodes:
+            m["inputs"] = [node["inputs"][0] if i == node["name"] else i for i in m["inputs"]]
+        outputs[:] = [node["inputs"][0] if o == node["name"] else o for o in outputs]
+        walk.nodes.remove(node)
+        by_name.pop(node["name"])
+
+    for n in list(walk.nodes):
+        cfg = qdq_config(n["name"])
+        if cfg is not None and n["name"] not in outputs:
+            if cfg == qdq_config(through_views(n["inputs"][0])):
+                drop(n)
     readers: dict[str, int] = {}
     for n in walk.nodes:
         for i in n["inputs"]:
             readers[i] = readers.get(i, 0) + 1
     for o in outputs:
         readers[o] = readers.get(o, 0) + 1
-    by_name = {n["name"]: n for n in walk.nodes}
     done: dict[str, dict] = {}
     for n in list(walk.nodes):
         lay = walk.layers[n["layer"]]
+        if lay.cls not in ("Dense", "Conv2D") or "_int8" not in lay.config:
+            continue
         prev = by_name.get(n["inputs"][0])
-        if lay.cls != "Dense" or "_int8" not in lay.config or prev is None:
-            continue
-        qdq = walk.layers[prev["layer"]]
-        cfg = qdq.config
-        if qdq.cls != "QuantizeDequantize" or readers[prev["name"]] != 1:
-            continue
-        if cfg["qmax"] - cfg["qmin"] != 255:
+        while prev is not None and walk.layers[prev["layer"]].cls in _ON_GRID:
+            if readers[prev["name"]] != 1:  # views of the rounded values, read by it alone
+                prev = None
+                break
+            prev = by_name.get(prev["inputs"][0])
+        cfg = qdq_config(prev["name"]) if prev is not None else None
+        if cfg is None or cfg["qmax"] - cfg["qmin"] != 255:
             continue
         zp = cfg["zero_point"] - cfg["qmin"]  # an int8 grid as the uint8 one, shifted
         act = {"mode": "static", "scale": cfg["scale"], "zero_point": zp}
         done[n["name"]] = {**lay.config["_int8"], "activations": act}
-        n["inputs"] = list(prev["inputs"])
-        walk.nodes.remove(prev)
-        by_name.pop(prev["name"])
+        if readers[prev["name"]] == 1:
+            drop(prev)
     return done
 
 

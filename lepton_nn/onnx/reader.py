@@ -4,8 +4,10 @@
 any array is built:
 
 - the file is at most ``MAX_FILE_BYTES``; a damaged protobuf is a ``ModelFormatError``;
-- every node is in the default domain (``""``/``ai.onnx``) or ``ai.onnx.ml``: no custom-op
-  library is named, no model-local function is ever run (their nodes would call them by
+- every node is in the default domain (``""``/``ai.onnx``), ``ai.onnx.ml`` or ONNX Runtime's
+  built-in ``com.microsoft`` (whose quantized operators :mod:`.qoperator` reads as their
+  definition; any other of its operators is listed as unsupported): no custom-op library is
+  named, no model-local function is ever run (their nodes would call them by
   domain), and graphs nested in attributes (``If``/``Loop``) are not entered;
 - every tensor: an allowed dtype, non-negative dims, at most ``MAX_TENSOR_BYTES``, the graph's
   tensors together at most ``MAX_TOTAL_BYTES``, at most ``MAX_NODES`` nodes;
@@ -29,7 +31,7 @@ MAX_FILE_BYTES = 2 * 1024**3
 MAX_TENSOR_BYTES = 1024**3
 MAX_TOTAL_BYTES = 2 * 1024**3
 MAX_NODES = 100_000
-DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
 
 # TensorProto data type -> NumPy dtype, for the types a model may hold here
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
@@ -88,6 +90,11 @@ def _check_graph(model, label: str) -> None:
             raise ModelFormatError(
                 f"{label}: imports the custom operator domain {op.domain!r}; only the standard "
                 "ONNX operators are run here"
+            )
+    for fn in model.functions:  # a local function could stand in for a built-in operator
+        if fn.domain in DOMAINS:
+            raise ModelFormatError(
+                f"{label}: the local function {fn.name!r} is in the built-in domain {fn.domain!r}"
             )
     for node in graph.node:
         if node.domain not in DOMAINS:

@@ -123,3 +123,101 @@ def recurrent(walk: Walk, node) -> None:
     config["_time_atom"] = walk.atoms.real(t_ax)[0] if walk.atoms.real(t_ax) else None
     walk.add(Layer(cls, config, params), canon)
     walk.cur, walk.axes = used[0], axes
+
+
+def direction_concat(walk: Walk, nodes: list) -> list | None:
+    """A bidirectional layer's outputs split by direction and joined again (tf2onnx's
+    Keras ``Bidirectional``): ``Slice`` of direction 0 and of direction 1 of ``Y``, each
+    squeezed (and, for final states, the forward's last step and the backward's first step
+    sliced out of time), then ``Concat`` along the units: the layer's own (N, T, 2 U) or,
+    with the steps taken, its final states (N, 2 U). None when ``nodes`` are not that."""
+    # (the two slices are all that read Y: the layer may be changed although Y has two readers)
+    last = None if walk.at_input() else walk.layers[
+        next(n["layer"] for n in walk.nodes if n["name"] == walk.src)]  # fmt: skip
+    if (
+        len(nodes) != 2
+        or last is None
+        or last.cls not in ("LSTM", "GRU", "SimpleRNN")
+        or not last.config["bidirectional"]
+        or not last.config["return_sequences"]
+        or any(n.op_type != "Slice" or n.input[0] != walk.cur for n in nodes)
+    ):
+        return None
+    t_atom = last.config.get("_time_atom")
+    d_ax = next((i for i, ax in enumerate(walk.axes) if walk.atoms.size(ax) == 2
+                 and len(walk.atoms.real(ax)) == 1 and walk.atoms.real(ax)[0].startswith("d")),
+                None)  # fmt: skip
+    if d_ax is None:
+        return None
+    branches = {}
+    for n in nodes:
+        got = _follow(walk, n, d_ax, t_atom)
+        if got is None:
+            return None
+        k, steps, group, end, axes = got
+        branches[k] = (steps, group, end, axes)
+    if sorted(branches) != [0, 1]:
+        return None
+    readers = [m for m in walk.model.graph.node if branches[0][2] in m.input]
+    concat = readers[0] if len(readers) == 1 else None
+    if (
+        concat is None
+        or concat.op_type != "Concat"
+        or list(concat.input) != [branches[0][2], branches[1][2]]
+    ):
+        return None
+    steps = (branches[0][0], branches[1][0])
+    if steps not in ((None, None), ("last", "first")) or branches[0][3] != branches[1][3]:
+        return None
+    axes = branches[0][3]
+    k = _attrs(concat)["axis"] % len(axes)
+    u_ax = [i for i, ax in enumerate(axes) if walk.atoms.real(ax) and
+            walk.atoms.real(ax)[0].startswith("u")]  # fmt: skip
+    if u_ax != [k]:
+        return None
+    d_atom = walk.atoms.real(walk.axes[d_ax])
+    axes = [d_atom + ax if i == k else ax for i, ax in enumerate(axes)]
+    if steps == ("last", "first"):  # the final states of both directions
+        last.config["return_sequences"] = False
+        walk.canon = [c for c in walk.canon if walk.atoms.real(c) != (t_atom,)]
+    walk.cur, walk.axes = concat.output[0], axes
+    return [*branches[0][1], *branches[1][1], concat]
+
+
+def _follow(walk: Walk, first, d_ax: int, t_atom) -> tuple | None:
+    """The chain of single-reader views from a direction ``Slice``: (direction, "last" /
+    "first" / None for the time step taken, its nodes, its last tensor, its axes)."""
+    from .views import _axes_of
+
+    axes = list(walk.axes)
+    node, group, k, steps = first, [], None, None
+    while True:
+        if node.op_type == "Slice":
+            starts, ends = (walk.folded.const(node.input[i]) for i in (1, 2))
+            ax = walk.folded.const(node.input[3]) if walk.optional(node, 3) else None
+            if starts is None or ends is None or ax is None or ax.size != 1 or starts.size != 1:
+                return None
+            a = int(ax.reshape(-1)[0]) % len(axes)
+            size = walk.atoms.size(axes[a])
+            taken = list(range(size)[slice(int(starts[0]), int(ends[0]))])
+            if len(taken) != 1:
+                return None
+            if k is None and a == d_ax:
+                k = taken[0]
+            elif walk.atoms.real(axes[a]) == (t_atom,) and steps is None:
+                steps = "last" if taken[0] == size - 1 else "first" if taken[0] == 0 else "?"
+            else:
+                return None
+            axes[a] = (walk.atoms.new(1, "one"),)
+        elif node.op_type == "Squeeze":
+            drop = _axes_of(walk, node)
+            if drop is None or any(walk.atoms.size(axes[i % len(axes)]) != 1 for i in drop):
+                return None
+            axes = [ax for i, ax in enumerate(axes) if i not in {d % len(axes) for d in drop}]
+        elif node.op_type != "Identity":
+            return None
+        group.append(node)
+        readers = [m for m in walk.model.graph.node if node.output[0] in m.input]
+        if len(readers) != 1 or readers[0].op_type == "Concat":
+            return (k, steps, group, node.output[0], axes) if k is not None else None
+        node = readers[0]

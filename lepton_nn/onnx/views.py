@@ -3,18 +3,20 @@
 Views (Identity, Dropout in eval, Cast, Transpose, Reshape, Flatten, Squeeze, Unsqueeze, a
 Gather of one index of a size-1 axis) only change how the ONNX tensor's axes map onto the
 network's value (:mod:`.layout`). A Gather from a constant table is an ``Embedding``; a
-Gather of a forward recurrent layer's last step is its final state; Gathers of every slice
+Gather or Slice of a forward recurrent layer's last step is its final state; Gathers of every slice
 joined back by a Concat are one view; nodes reading several values are merge layers.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from lepton_nn.errors import ModelFormatError
 
 from .fold import _attrs
 from .importer import Layer, Walk, _label
 
-__all__ = ["MERGES", "VIEWS", "gather_concat", "merge"]
+__all__ = ["ID_OPS", "MERGES", "VIEWS", "gather_concat", "index_island", "merge"]
 
 
 def _move(walk: Walk, node, axes) -> None:
@@ -107,25 +109,58 @@ def _gather(walk, node):
     rest = [x for i, x in enumerate(walk.axes) if i != a]
     if ax != ("N",) and walk.atoms.size(ax) == 1:
         return _move(walk, node, rest)
+    if _last_step(walk, ax, int(idx)):
+        return _move(walk, node, rest)
+    raise _refuse(node, "taking one index of this axis cannot be converted")
+
+
+def _last_step(walk, ax, idx: int) -> bool:
+    """Index ``idx`` of axis ``ax`` is the last step of a forward recurrent layer's outputs
+    (its final state): that layer then gives the final state, its time axis gone."""
     last = walk.last()
     t_atom = last.config.get("_time_atom") if last is not None else None
-    if (
+    if not (
         last is not None
         and last.cls in ("LSTM", "GRU", "SimpleRNN")
         and last.config["return_sequences"]
         and not last.config["bidirectional"]
         and walk.atoms.real(ax) == (t_atom,)
-        and int(idx) in (-1, walk.atoms.sizes[t_atom] - 1)
-    ):  # the last step of a forward layer's outputs: its final state
-        last.config["return_sequences"] = False
-        walk.canon = [c for c in walk.canon if walk.atoms.real(c) != (t_atom,)]
-        return _move(walk, node, rest)
-    raise _refuse(node, "taking one index of this axis cannot be converted")
+        and idx in (-1, walk.atoms.sizes[t_atom] - 1)
+    ):
+        return False
+    last.config["return_sequences"] = False
+    walk.canon = [c for c in walk.canon if walk.atoms.real(c) != (t_atom,)]
+    return True
 
 
-def _embedding(walk, node, axis):
+def _slice(walk, node):
+    """A Slice of the data: the whole of each axis (a view), or the last step of a forward
+    recurrent layer's outputs along time (its final state, the axis kept with size 1)."""
+    starts, ends = (walk.const(node.input[i], node, "starts and ends") for i in (1, 2))
+    r = len(walk.axes)
+    axes = walk.optional(node, 3)
+    axes = walk.const(axes, node, "axes") if axes else list(range(len(starts)))
+    steps = walk.optional(node, 4)
+    steps = walk.const(steps, node, "steps") if steps else [1] * len(starts)
+    out = list(walk.axes)
+    for s, e, a, st in zip(starts.reshape(-1), ends.reshape(-1), axes, steps):
+        a = int(a) % r
+        if walk.axes[a] == ("N",):
+            raise _refuse(node, "slicing the batch axis cannot be converted")
+        size = walk.atoms.size(walk.axes[a])
+        taken = range(size)[slice(int(s), int(e), int(st))]
+        if list(taken) == list(range(size)):
+            continue
+        if len(taken) == 1 and _last_step(walk, walk.axes[a], taken[0]):
+            out[a] = (walk.atoms.new(1, "one"),)
+            continue
+        raise _refuse(node, f"taking {list(taken)[:4]}... of an axis of {size} cannot be converted")
+    _move(walk, node, out)
+
+
+def _embedding(walk, node, axis, ids_of: str | None = None):
     table = walk.const(node.input[0], node, "the embedding table")
-    if axis != 0 or table.ndim != 2 or node.input[1] != walk.cur:
+    if axis != 0 or table.ndim != 2 or node.input[1] != (ids_of or walk.cur):
         raise _refuse(node, "only a lookup of rows of a 2-D table is supported (Embedding)")
     if not walk.at_input():
         raise _refuse(node, "an embedding must read the network's input")
@@ -133,6 +168,68 @@ def _embedding(walk, node, axis):
     config = {"input_dim": int(table.shape[0]), "output_dim": int(table.shape[1])}
     walk.add(Layer("Embedding", config, {"weight": table}), walk.canon + [(e,)])
     _move(walk, node, walk.axes + [(e,)])
+
+
+#: integer ops an exporter may put on token ids before the embedding's Gather
+ID_OPS = {
+    "Cast": lambda a, at: a.astype(np.int64),
+    "Add": lambda a, b, at: a + b, "Sub": lambda a, b, at: a - b,
+    "Mul": lambda a, b, at: a * b, "Less": lambda a, b, at: (a < b).astype(np.int64),
+    "Greater": lambda a, b, at: (a > b).astype(np.int64), "Not": lambda a, at: 1 - a,
+    "Where": lambda c, a, b, at: np.where(c != 0, a, b),
+}  # fmt: skip
+
+
+def index_island(walk: Walk, live: list) -> list | None:
+    """Integer nodes between an id input and an embedding's ``Gather`` (tf2onnx writes
+    Keras's ``where(ids < 0, ids + n, ids)``): when they give every valid id 0..n-1 back
+    unchanged (evaluated on them and on -n..-1), the Gather reads the ids directly (an
+    ``Embedding``: the runtime's takes a negative id -k from the end as Keras does, the
+    trainable layer refuses it). None otherwise."""
+    inp = next((i for i in walk.model.graph.input if i.name == walk.cur), None)
+    if not walk.at_input() or inp is None or inp.type.tensor_type.elem_type not in (2, 3, 5, 6, 7):
+        return None
+    mine, values = [], {walk.cur: None}
+    for n in live:
+        if not any(i in values for i in n.input):
+            continue
+        if n.op_type == "Gather" and n.input[1] in values and n.input[0] not in values:
+            if n.input[1] == walk.cur or not mine:
+                return None
+            table = walk.folded.const(n.input[0])
+            if table is None or table.ndim != 2:
+                return None
+            rows = table.shape[0]
+            ids = np.arange(-rows, rows, dtype=np.int64)
+            got = _evaluate(walk, mine, ids, n.input[1])
+            if got is None or not np.array_equal(got[rows:], ids[rows:]):
+                return None
+            _embedding(walk, n, _attrs(n).get("axis", 0), ids_of=n.input[1])
+            return [*mine, n]
+        if n.op_type not in ID_OPS or len(mine) >= 16:
+            return None
+        mine.append(n)
+        values[n.output[0]] = None
+    return None
+
+
+def _evaluate(walk: Walk, nodes: list, ids, out: str):
+    values = {walk.cur: ids}
+    for n in nodes:
+        args = []
+        for i in n.input:
+            v = values.get(i)
+            if v is None:
+                c = walk.folded.const(i)
+                if c is None or c.size != 1:
+                    return None
+                v = np.asarray(c).astype(np.int64).reshape(())
+            args.append(v)
+        try:
+            values[n.output[0]] = ID_OPS[n.op_type](*args, _attrs(n))
+        except (TypeError, ValueError):
+            return None
+    return values.get(out)
 
 
 def gather_concat(walk: Walk, nodes: list) -> list | None:
@@ -221,4 +318,5 @@ VIEWS = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Gather": _gather,
+    "Slice": _slice,
 }

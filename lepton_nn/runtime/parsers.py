@@ -15,7 +15,12 @@ from typing import Any
 import numpy as np
 
 from lepton_nn.backend.activations import ACTIVATION_PARAMS, EXTRA_ACTIVATIONS
-from lepton_nn.backend.geometry import check_scratch, same_padding, window_output_size
+from lepton_nn.backend.geometry import (
+    check_scratch,
+    permute_dims,
+    same_padding,
+    window_output_size,
+)
 from lepton_nn.backend.padding import PAD_MODES, check_pads
 from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
@@ -32,7 +37,7 @@ from .steps import (
     RecurrentStep,
     grouped_conv_step,
 )
-from .steps_extra import ElementwiseStep, PadStep
+from .steps_extra import ElementwiseStep, PadStep, PermuteStep
 
 __all__ = [
     "ACTIVATIONS",
@@ -326,6 +331,11 @@ def _pad(n_axes: int):
     return parse
 
 
+def _permute(prefix, config, width, params, dtype, label):
+    dims = permute_dims(config.get("dims"), len(width))  # (checked by the shape rule)
+    return [PermuteStep(label, dims, width)], tuple(width[d - 1] for d in dims), None
+
+
 def _number(config: dict, key: str, default, label: str, optional: bool = False):
     v = config.get(key, default)
     if v is None and optional:
@@ -408,5 +418,6 @@ PARSERS: dict[str, Callable] = {
     "Conv1D": _conv1d,
     "Pad1D": _pad(1),
     "Pad2D": _pad(2),
+    "Permute": _permute,
     **{cls: _elementwise_layer(name) for cls, name in ELEMENTWISE_LAYERS.items()},
 }

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lepton_nn.backend.geometry import permute_dims
 from lepton_nn.errors import ModelFormatError
 
 from .graph import MERGES, merge_step, parse_graph
@@ -242,6 +243,15 @@ def _pad(n_axes: int):
     return rule
 
 
+def _permute(config, shape, label):
+    _settings(config, label)
+    try:
+        dims = permute_dims(config.get("dims"), len(shape))
+    except ValueError as exc:
+        raise _fail(f"{label}: {exc}") from None
+    return LayerShape(tuple(shape[d - 1] for d in dims), ops=0)
+
+
 def _elementwise(name: str):
     def rule(config, shape, label):
         _settings(config, label)
@@ -351,6 +361,7 @@ SHAPE_RULES: dict[str, Callable[[dict, tuple, str], LayerShape]] = {
     "Softmax": _activation_layer("softmax"),
     "Dropout": _dropout,
     "Flatten": _flatten,
+    "Permute": _permute,
     "Conv2D": _conv,
     "MaxPool2D": _pool(),
     "AvgPool2D": _pool(),

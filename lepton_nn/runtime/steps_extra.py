@@ -1,8 +1,8 @@
 """Plan steps of the layers added for model interchange (issue 17): the elementwise
 activations of :mod:`lepton_nn.backend.activations` (``ElementwiseStep``, the same NumPy
-definitions the training ops run) and ``Pad1D`` / ``Pad2D`` (``PadStep``). ``Conv1D`` runs as a
-:class:`~.steps.ConvStep` on (C, 1, L) views; grouped convolutions live beside ``ConvStep`` in
-:mod:`.steps`. Their parsers are in :mod:`.parsers`.
+definitions the training ops run), ``Pad1D`` / ``Pad2D`` (``PadStep``) and ``Permute``
+(``PermuteStep``). ``Conv1D`` runs as a :class:`~.steps.ConvStep` on (C, 1, L) views; grouped
+convolutions live beside ``ConvStep`` in :mod:`.steps`. Their parsers are in :mod:`.parsers`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,22 @@ from lepton_nn.backend.padding import pad_index
 
 from .steps import Op
 
-__all__ = ["ElementwiseStep", "PadStep"]
+__all__ = ["ElementwiseStep", "PadStep", "PermuteStep"]
+
+
+class PermuteStep:
+    """The axes after the batch reordered (``dims``, 1-based as the ``Permute`` layer),
+    copied into a buffer of the new layout (the next step reads contiguous data)."""
+
+    kind = "permute"
+
+    def __init__(self, label, dims, width) -> None:
+        self.label, self.perm = label, (0, *dims)
+        self.out = tuple(width[d - 1] for d in dims)
+
+    def bind(self, src, owned, ctx):
+        out = np.empty((ctx.n, *self.out), ctx.dtype)
+        return [(np.copyto, (out, src.transpose(self.perm)))], out
 
 
 class PadStep:
