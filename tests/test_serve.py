@@ -279,7 +279,9 @@ def test_reload_under_load_fails_no_request(files, tmp_path):
         def hammer():
             with httpx.Client(base_url=s.url, timeout=30) as c:
                 while not stop.is_set():
-                    answers.append(c.post("/v1/models/credit:predict", json={"rows": rows}))
+                    sent = time.monotonic()
+                    r = c.post("/v1/models/credit:predict", json={"rows": rows})
+                    answers.append((sent, time.monotonic(), r))
 
         deadline = time.monotonic() + 30
         workers = [threading.Thread(target=hammer) for _ in range(4)]
@@ -301,12 +303,14 @@ def test_reload_under_load_fails_no_request(files, tmp_path):
             w.join()
         info = s.client.get("/v1/models").json()["models"][0]
         text = s.client.get("/metrics").text
-    assert all(r.status_code == 200 for r in answers), {r.status_code for r in answers}
-    versions = [r.json()["version"] for r in answers]
+    assert all(r.status_code == 200 for _, _, r in answers), {r.status_code for *_, r in answers}
+    answers.sort(key=lambda a: a[0])  # in the order sent (threads append as they are scheduled)
+    versions = [r.json()["version"] for _, _, r in answers]
     assert versions[0] == v0[:12] and versions[-1] == info["version"] != v0[:12]
-    first_b = versions.index(info["version"])
-    assert set(versions[first_b:]) == {info["version"]}  # no going back after the swap
-    for r in answers:
+    first_b = min(got for _, got, r in answers if r.json()["version"] == info["version"])
+    after = {r.json()["version"] for sent, _, r in answers if sent > first_b}
+    assert after == {info["version"]}  # no going back: sent after a new answer, a new answer
+    for _, _, r in answers:
         key = "a" if r.json()["version"] == v0[:12] else "b"
         np.testing.assert_allclose(r.json()["probabilities"], want[key], rtol=1e-6)
     assert info["reloads"] == 1
