@@ -598,6 +598,36 @@ def test_reasons_refused_clearly(files, tmp_path):
         assert r.status_code == 200 and len(r.json()["reasons"]) == 2
 
 
+def test_multiclass_reasons_over_http(files, tmp_path):
+    """A 5-class model: reasons toward each row's predicted class by default, or toward the
+    class asked for; the same as the runtime's explainer on the same rows."""
+    from lepton_nn.runtime.reasons import Reasons
+    from lepton_nn.tabular import TabularModel
+
+    table = _credit()
+    y = table.data["Marital"]
+    keep = np.array([v is not None for v in y])
+    data = {c: table.data[c][keep] for c in table.columns if c != "Marital"}
+    path = str(tmp_path / "marital.lnn")
+    L.save(TabularModel(hidden=(8,), epochs=1, seed=0).fit(data, y[keep]), path)
+    rows = [{c: _plain(data[c][i]) for c in data} for i in range(0, 300, 30)]
+    im = rt.load(path)
+    rv = Reasons(im)
+    url = "/v1/models/marital:predict"
+    with Running(ServeConfig(models=[("marital", path)], batching=False)) as s:
+        assert s.client.get("/v1/models").json()["models"][0]["reasons"] is True
+        r = s.client.post(url, json={"rows": rows, "reasons": 3})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == im.predict(rows).tolist()
+        _same_codes(r.json()["reasons"], _codes(rv(rows, 3)))
+        r = s.client.post(url, json={"rows": rows, "reasons": 2, "adverse": "widow"})
+        _same_codes(r.json()["reasons"], _codes(rv(rows, 2, adverse="widow")))
+        default = s.client.post(url, json={"rows": rows, "reasons": 2}).json()["reasons"]
+        assert r.json()["reasons"] != default  # not every row is predicted a widow
+        r = s.client.post(url, json={"rows": rows, "reasons": 2, "adverse": "engaged"})
+        assert r.status_code == 422 and "not one of the classes" in r.json()["error"]
+
+
 def test_serving_reasons_imports_no_training_code(files):
     code = (
         "import json, sys\n"

@@ -4,9 +4,11 @@ Endpoints (JSON in and out)::
 
     POST /v1/models/{name}:predict   {"rows": [{column: value, ...} | [v1, v2, ...], ...]}
          -> {"model", "version", "predictions", "probabilities"?, "classes"?}  (tabular)
-         with "reasons": K (and "adverse": class), binary tabular models with a training
-         profile also answer "reasons": per row up to K [column, value, contribution]
-         (:mod:`lepton_nn.runtime.reasons`, as :func:`lepton_nn.risk.reason_codes`)
+         with "reasons": K (and "adverse": class), tabular classifiers (binary with a
+         training profile, multiclass) also answer "reasons": per row up to K [column,
+         value, contribution] toward "adverse" (binary default: the positive class;
+         multiclass default: each row's predicted class) (:mod:`lepton_nn.runtime.reasons`,
+         as :func:`lepton_nn.risk.reason_codes`)
          -> {"model", "version", "outputs"}                                    (bare network)
     POST /v1/models/{name}:step      {"key": k, "x": [F values]} | {"keys": [...], "x": [[...]]}
          -> {"model", "version", "outputs": [[...], ...]}   (one row per key; recurrent nets)

@@ -61,7 +61,7 @@ class Version:
     loaded_at: float = field(default_factory=time.time)
     session: Any = None
     no_stream: str = ""  # why the network cannot stream (when session is None)
-    reasons: Reasons | None = None  # the reason-code explainer (binary tabular, profiled)
+    reasons: Reasons | None = None  # the reason-code explainer (tabular classifiers)
     no_reasons: str = ""  # why the model cannot give reasons (when reasons is None)
 
 
