@@ -10,7 +10,8 @@
    server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
    when onnxruntime is not installed) is the peer.
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
-   memory (VmRSS) at the start and the end.
+   memory (VmRSS), sampled every second: start, end, peak, and the second half's peak over
+   the first half's.
 3. Streaming: per-step latency of a GRU (32 units) on Italy power demand (T = 24, 1 channel)
    and BasicMotions (T = 100, 6 channels) shapes, for 1 and 1,000 live streams:
    ``session.step`` against re-running the whole window with ``predict`` at every step
@@ -215,13 +216,38 @@ def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) 
 
 
 def load_test(path: str, row: dict, seconds: float, clients: int = 64) -> dict:
+    """``clients`` connections for ``seconds`` on a warmed server; its resident memory
+    sampled every second: ``rss_growth_mb`` is the second half's peak over the first
+    half's (allocator noise is a few MB; a leak grows with the requests)."""
+    import threading
+
     body = json.dumps({"rows": [row]}).encode()
     server = Server(path)
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            samples.append(server.rss_mb())
+
     try:
         load(server.port, body, clients, 1.0)  # warm: plans for the batch sizes seen
         before = server.rss_mb()
-        result = load(server.port, body, clients, seconds, warmup=0)
-        result.update(rss_start_mb=before, rss_end_mb=server.rss_mb(), seconds=seconds)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = load(server.port, body, clients, seconds, warmup=0)
+        finally:
+            done.set()
+            sampler.join()
+        half = max(1, len(samples) // 2)
+        result.update(
+            rss_start_mb=before,
+            rss_end_mb=server.rss_mb(),
+            rss_max_mb=max(samples, default=before),
+            rss_growth_mb=max(samples[half:], default=before) - max(samples[:half] or [before]),
+            seconds=seconds,
+        )
     finally:
         server.stop()
     return result
@@ -312,16 +338,22 @@ def main(argv=None) -> int:
             by = {(r["server"], r["clients"]): r["per_s"] for r in rows}
             ratio = by["lepton_nn, batching 2 ms / 64", 64] / by["lepton_nn, no batching", 64]
             print(f"lepton_nn throughput at 64 clients, batching / no batching: {ratio:.2f}x")
+            p50 = {(r["server"], r["clients"]): r["p50_ms"] for r in rows}
             for kind in ("batching 2 ms / 64", "no batching"):
-                if ("ONNX Runtime, " + kind, 64) in by:
-                    lead = by["lepton_nn, " + kind, 64] / by["ONNX Runtime, " + kind, 64]
-                    print(f"64 clients, {kind}: lepton_nn / ONNX Runtime throughput {lead:.2f}x")
+                for c in (1, 8, 64):
+                    ours, peer = ("lepton_nn, " + kind, c), ("ONNX Runtime, " + kind, c)
+                    if peer in by:
+                        lead, lat = by[ours] / by[peer], p50[ours] / p50[peer]
+                        print(f"{kind}, {c} clients: lepton_nn / ONNX Runtime throughput "
+                              f"{lead:.2f}x, p50 latency {lat:.2f}x")  # fmt: skip
         if "load" not in skip:
             r = load_test(path, row, a.load_seconds)
             print(f"\nload test: {r['clients']} clients for {r['seconds']:.0f} s: "
                   f"{r['requests']:,} requests, {r['failed']} failed, {r['per_s']:,.0f}/s, "
-                  f"p99 {r['p99_ms']:.1f} ms; server memory {r['rss_start_mb']:.1f} -> "
-                  f"{r['rss_end_mb']:.1f} MB")  # fmt: skip
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; server memory "
+                  f"{r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB (peak "
+                  f"{r['rss_max_mb']:.1f}; second half over first "
+                  f"{r['rss_growth_mb']:+.1f} MB)")  # fmt: skip
         if "streaming" not in skip:
             print("\nstreaming, GRU 32 units, one new sample per live stream:")
             print(_table(streaming(folder), ["data", "streams", "step_us", "rerun_window_us",
@@ -330,13 +362,16 @@ def main(argv=None) -> int:
 
 
 def test_serve_smoke(tmp_path):
-    """A second of each: every request answered, streams stepped."""
+    """A second of each: every request answered, a short load test at 64 clients without a
+    failure, streams stepped."""
     import pytest
 
     pytest.importorskip("uvicorn")
     path, row = credit_model(str(tmp_path))
     for r in serving(path, row, 0.5, clients=(1, 8), ort=False):
         assert r["failed"] == 0 and r["requests"] > 0
+    r = load_test(path, row, 3.0)
+    assert r["failed"] == 0 and r["requests"] > 0
     assert streaming(str(tmp_path), reps=3)
 
 
