@@ -6,7 +6,9 @@
 1. ``lepton-nn serve`` of a credit model (trained on the bundled credit data, 32x16 hidden
    units) in its own process; one-row requests (raw columns, as from a web form) from 1, 8
    and 64 concurrent keep-alive connections, with dynamic batching (2 ms, 64 rows) and
-   without: p50 / p99 latency and requests per second over ``--seconds`` each. The same
+   without: p50 / p99 latency, requests per second over ``--seconds`` each, and the
+   server's CPU time per request (``cpu_us``, from /proc: steadier than throughput on a
+   shared machine). The same
    server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
    when onnxruntime is not installed) is the peer.
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
@@ -126,8 +128,19 @@ async def _one_client(port, request, deadline, latencies, failures) -> None:
         writer.close()
 
 
-def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0.3) -> dict:
-    """``clients`` connections POSTing ``body`` back to back for ``seconds``."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(
+    port: int, body: bytes, clients: int, seconds: float, warmup: float = 0.3, pid: int = 0
+) -> dict:
+    """``clients`` connections POSTing ``body`` back to back for ``seconds``; with the
+    server's ``pid``, also its CPU time per request (``cpu_us``: less sensitive than
+    throughput to what else the machine runs)."""
     request = (
         f"POST /v1/models/credit:predict HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -143,9 +156,11 @@ def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0
         return lat, fail
 
     asyncio.run(run(warmup))
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     t0 = time.perf_counter()
     lat, fail = asyncio.run(run(seconds))
     took = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
     ms = np.array(lat) * 1e3
     return {
         "clients": clients,
@@ -154,6 +169,7 @@ def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
         "per_s": len(lat) / took,
+        "cpu_us": cpu / max(1, len(lat)) * 1e6,
     }
 
 
@@ -209,7 +225,8 @@ def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) 
         server = Server(path, *flags, onnx=onnx_path)
         try:
             for c in clients:
-                out.append({"server": label, **load(server.port, body, c, seconds)})
+                r = load(server.port, body, c, seconds, pid=server.proc.pid)
+                out.append({"server": label, **r})
         finally:
             server.stop()
     return out
@@ -236,7 +253,7 @@ def load_test(path: str, row: dict, seconds: float, clients: int = 64) -> dict:
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            result = load(server.port, body, clients, seconds, warmup=0)
+            result = load(server.port, body, clients, seconds, warmup=0, pid=server.proc.pid)
         finally:
             done.set()
             sampler.join()
@@ -334,7 +351,7 @@ def main(argv=None) -> int:
             rows = serving(path, row, a.seconds)
             print("\nserving the credit model, one row per request:")
             print(_table(rows, ["server", "clients", "requests", "failed", "p50_ms", "p99_ms",
-                                "per_s"]))  # fmt: skip
+                                "per_s", "cpu_us"]))  # fmt: skip
             by = {(r["server"], r["clients"]): r["per_s"] for r in rows}
             ratio = by["lepton_nn, batching 2 ms / 64", 64] / by["lepton_nn, no batching", 64]
             print(f"lepton_nn throughput at 64 clients, batching / no batching: {ratio:.2f}x")

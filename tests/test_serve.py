@@ -230,6 +230,8 @@ def test_batched_answers_equal_unbatched_ones(files):
     with Running(_config(files, "credit", batch_window_ms=150)) as b:
         batched = _fire(b.url, bodies, 32)
         text = b.client.get("/metrics").text
+        im = b.app.state.service.models["credit"].current.model
+        assert im.max_plans == 65  # every batch size up to 64 keeps its plan
     with Running(_config(files, "credit", batching=False)) as u:
         single = _fire(u.url, bodies, 32)
         text_u = u.client.get("/metrics").text
