@@ -11,6 +11,8 @@
    shared machine). The same
    server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
    when onnxruntime is not installed) is the peer.
+   Then ``--rounds`` alternations of batching on and off at 64 clients: the medians and
+   their ratios (throughput, server CPU per request).
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
    memory (VmRSS), sampled every second: start, end, peak, and the second half's peak over
    the first half's.
@@ -232,6 +234,26 @@ def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) 
     return out
 
 
+def batching_rounds(path: str, row: dict, seconds: float, rounds: int, clients: int = 64):
+    """Batching on and off, alternated ``rounds`` times at ``clients`` clients (a fresh
+    server each time): per mode the median throughput and CPU time per request, so that a
+    burst of other load on a shared machine does not decide the ratio."""
+    body = json.dumps({"rows": [row]}).encode()
+    runs: dict[str, list] = {"batching": [], "no batching": []}
+    for _ in range(rounds):
+        for mode, flags in (("batching", ()), ("no batching", ("--no-batching",))):
+            server = Server(path, *flags)
+            try:
+                runs[mode].append(load(server.port, body, clients, seconds, pid=server.proc.pid))
+            finally:
+                server.stop()
+    out = {}
+    for mode, rs in runs.items():
+        out[mode] = {k: float(np.median([r[k] for r in rs])) for k in ("per_s", "cpu_us", "p50_ms")}
+        out[mode]["failed"] = sum(r["failed"] for r in rs)
+    return out
+
+
 def load_test(path: str, row: dict, seconds: float, clients: int = 64) -> dict:
     """``clients`` connections for ``seconds`` on a warmed server; its resident memory
     sampled every second: ``rss_growth_mb`` is the second half's peak over the first
@@ -340,11 +362,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="per serving configuration")
     p.add_argument("--load-seconds", type=float, default=60.0, help="the 64-client load test")
-    p.add_argument("--skip", default="", help="comma list of serving,load,streaming")
+    p.add_argument("--skip", default="", help="comma list of serving,rounds,load,streaming")
+    p.add_argument("--rounds", type=int, default=5, help="batching on/off alternations at 64")
     a = p.parse_args(argv)
     skip = set(a.skip.split(","))
     print(f"lepton_nn {L.__version__}, {os.cpu_count()} CPUs, loopback; client and server on "
-          "this machine")  # fmt: skip
+          f"this machine; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         path, row = credit_model(folder)
         if "serving" not in skip:
@@ -363,6 +386,15 @@ def main(argv=None) -> int:
                         lead, lat = by[ours] / by[peer], p50[ours] / p50[peer]
                         print(f"{kind}, {c} clients: lepton_nn / ONNX Runtime throughput "
                               f"{lead:.2f}x, p50 latency {lat:.2f}x")  # fmt: skip
+        if "rounds" not in skip and a.rounds > 0:
+            r = batching_rounds(path, row, a.seconds, a.rounds)
+            on, off = r["batching"], r["no batching"]
+            print(f"\n64 clients, batching on / off alternated {a.rounds} times, medians: "
+                  f"{on['per_s']:,.0f} / {off['per_s']:,.0f} requests/s "
+                  f"({on['per_s'] / off['per_s']:.2f}x), server CPU {on['cpu_us']:.0f} / "
+                  f"{off['cpu_us']:.0f} us per request ({off['cpu_us'] / on['cpu_us']:.2f}x), "
+                  f"p50 {on['p50_ms']:.1f} / {off['p50_ms']:.1f} ms; "
+                  f"{on['failed'] + off['failed']} failed")  # fmt: skip
         if "load" not in skip:
             r = load_test(path, row, a.load_seconds)
             print(f"\nload test: {r['clients']} clients for {r['seconds']:.0f} s: "
@@ -375,6 +407,7 @@ def main(argv=None) -> int:
             print("\nstreaming, GRU 32 units, one new sample per live stream:")
             print(_table(streaming(folder), ["data", "streams", "step_us", "rerun_window_us",
                                              "speedup"]))  # fmt: skip
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 
