@@ -156,3 +156,10 @@ def test_errors_name_the_same_row_and_column_on_both_paths():
     assert "row index 2, column 'income'" in messages[0] and "'lots'" in messages[0]
     with pytest.raises(DataError, match="row index 1, column 'home': missing from this row"):
         pre.transform([good, {k: v for k, v in good.items() if k != "home"}])
+    inf = "row index 1, column 'age': infinite value"
+    large = "row index 1, column 'age': value 1e\\+300 is too large"
+    for bad, say in ((float("inf"), inf), ("-inf", inf), ("1e300", large)):
+        batch = [good, {**good, "age": bad, "income": 1e300}]
+        for form in (batch, _slow_form(batch)):
+            with pytest.raises(DataError, match=say):
+                pre.transform(form)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -267,10 +268,12 @@ def columns_of(
         return {c: np.empty(0, dtype=object) for c in names}, 0, _row_index, {}
     if isinstance(data, (list, tuple)) and isinstance(data[0], Mapping):
         n = len(data)
-        if all(type(r) is dict for r in data):
-            try:  # column by column in C; a missing key: the loop below names the row
-                cols = {c: np.fromiter(map(itemgetter(c), data), object, n) for c in names}
-                return cols, n, _row_index, {}
+        if names and all(type(r) is dict for r in data):
+            get = itemgetter(*names) if len(names) > 1 else lambda r: (r[names[0]],)
+            try:  # one (n, C) object table in C; a missing key: the loop below names the row
+                flat = np.fromiter(chain.from_iterable(map(get, data)), object, n * len(names))
+                table = flat.reshape(n, len(names))
+                return {c: table[:, j] for j, c in enumerate(names)}, n, _row_index, {}
             except KeyError:
                 pass
         cols = {}
@@ -436,14 +439,15 @@ class Preprocessing:
         if names:
             x = self._numbers(cols, n, where)
             miss = np.isnan(x)
-            if np.isinf(x).any():
-                i, k = np.argwhere(np.isinf(x))[0]
-                raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
-            # x = (impute(x) - center) / scale, then checked after the cast to float32
+            # x = (impute(x) - center) / scale, then checked after the cast to float32 (an
+            # infinite x gives an infinite scaled value: one check when all is well)
             x = np.where(miss, self.fill, x)
             with np.errstate(over="ignore", invalid="ignore"):
                 scaled = ((x - self.center) / self.scale).astype(np.float32)
             if not np.isfinite(scaled).all():
+                if np.isinf(x).any():
+                    i, k = np.argwhere(np.isinf(x))[0]
+                    raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
                 i, k = np.argwhere(~np.isfinite(scaled))[0]
                 raise DataError(
                     f"{where(int(i))}, column {names[k]!r}: value {x[i, k]:.6g} is too large: "
@@ -456,17 +460,30 @@ class Preprocessing:
             # in C; the ones of every column are set in one assignment
             codes = np.empty((len(self.categorical), n), dtype=np.intp)
             for m, (c, lut, fill, offset, indicator) in enumerate(self.categorical):
-                raw = cols[c]
-                labels = raw if kinds.get(c) == CATEGORICAL else to_categorical(raw, self.na)
-                memo = {v: fill if v is None else lut.get(v, -1) for v in dict.fromkeys(labels)}
-                codes[m] = np.fromiter(map(memo.__getitem__, labels), np.intp, n)
-                if -1 in memo.values():
+                keys, label = self._labels(cols[c], kinds.get(c) == CATEGORICAL)
+                code = {k: fill if v is None else lut.get(v, -1) for k, v in label.items()}
+                codes[m] = np.fromiter(map(code.__getitem__, keys), np.intp, n)
+                if -1 in code.values():
+                    labels = np.fromiter(map(label.__getitem__, keys), object, n)
                     _warn_unseen(c, labels, np.flatnonzero(codes[m] < 0), where)
-                if indicator and None in memo:
-                    out[:, offset + len(lut)] = np.fromiter(map(_is_none, labels), bool, n)
+                if indicator and None in label.values():
+                    missing = {k: v is None for k, v in label.items()}
+                    out[:, offset + len(lut)] = np.fromiter(map(missing.__getitem__, keys), bool, n)
             hit = codes >= 0
             out[np.nonzero(hit)[1], (codes + self.offsets)[hit]] = 1.0
         return out
+
+    def _labels(self, raw: Any, labelled: bool) -> tuple[Any, dict[Any, str | None]]:
+        """A categorical column as per-row keys and each distinct key's label (str, None
+        for missing): the raw values themselves when :func:`_distinct` allows, else the
+        labels of :func:`categorical_each` (``labelled``: raw holds labels already)."""
+        memo = None if labelled else _distinct(raw)
+        if memo is None:
+            keys = raw if labelled else categorical_each(raw, self.na)
+            return keys, {v: v for v in dict.fromkeys(keys)}
+        for v in memo:
+            memo[v] = None if is_missing(v, self.na) else category_str(v)
+        return raw, memo
 
     def _numbers(self, cols: dict[str, Any], n: int, where: Locator) -> np.ndarray:
         """The numeric columns as (n, k) float64, NaN missing. Columns of other dtypes than
@@ -492,7 +509,3 @@ class Preprocessing:
                 )
             x[rest] = parsed.reshape(len(rest), n)
         return x.T
-
-
-def _is_none(v: Any) -> bool:
-    return v is None
