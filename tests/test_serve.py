@@ -194,12 +194,15 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
         runner.work = lambda *a: 1 / 0
         r = c.post(url, json={"rows": _credit_rows(1)})
         assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+        runner.work = lambda v, asks: [{"predictions": {1}}] * len(asks)  # not JSON
+        r = c.post(url, json={"rows": _credit_rows(1)})
+        assert r.status_code == 500 and "TypeError" in r.json()["error"]
         runner.work = real
         assert c.post(url, json={"rows": _credit_rows(1)}).status_code == 200
         text = c.get("/metrics").text
         assert 'model="credit",endpoint="predict",code="422"} 7' in text
         assert 'model="mlp",endpoint="predict",code="422"} 2' in text
-        assert 'model="credit",endpoint="predict",code="500"} 1' in text
+        assert 'model="credit",endpoint="predict",code="500"} 2' in text
 
 
 def _fire(url: str, bodies: list[dict], threads: int) -> list:

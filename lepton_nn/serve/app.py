@@ -302,7 +302,11 @@ class App:
             headers.append((b"allow", b"POST"))
         else:
             status, doc = await self.run(scope, receive, name, verb)
-        body = _dumps(doc)
+        try:
+            body = _dumps(doc)
+        except (TypeError, ValueError) as exc:  # an answer JSON cannot hold: logged, 500
+            log.exception("%s %s: the answer is not JSON", verb, name)
+            status, body = 500, _dumps({"error": f"internal error: {type(exc).__name__}"})
         headers.append((b"content-length", str(len(body)).encode()))
         if name in self.service.models:  # unknown names are not counted: no unbounded labels
             self.metrics.request(name, verb, status, time.perf_counter() - t0)
