@@ -10,7 +10,8 @@
    server's CPU time per request (``cpu_us``, from /proc: steadier than throughput on a
    shared machine). The same
    server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
-   when onnxruntime is not installed) is the peer.
+   when onnxruntime is not installed) is the peer; the network alone (forward against
+   ``session.run`` on the same rows at batch 1, 8, 64) shows what the two differ in.
    Then ``--rounds`` alternations of batching on and off at 64 clients: the medians and
    their ratios (throughput, server CPU per request).
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
@@ -214,6 +215,34 @@ def onnx_of(path: str) -> str | None:
     return out
 
 
+def network_vs_ort(path: str, row: dict, reps: int = 1000) -> list[dict]:
+    """The network alone (what the two servers differ in): lepton_nn's forward against
+    ONNX Runtime's session.run (one intra-op thread) on the same preprocessed rows, at the
+    batch sizes the servers run, timed alternately; median microseconds per call."""
+    import onnxruntime as ort
+
+    onnx = onnx_of(path)
+    model = rt.load(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = []
+    for n in (1, 8, 64):
+        x = model.transform([dict(row) for _ in range(n)])
+        ours, peer = [], []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model.forward(x)
+            t1 = time.perf_counter()
+            session.run(None, {name: x})
+            peer.append(time.perf_counter() - t1)
+            ours.append(t1 - t0)
+        a, b = float(np.median(ours) * 1e6), float(np.median(peer) * 1e6)
+        out.append({"batch": n, "lepton_nn_us": a, "onnxruntime_us": b, "lead": b / a})
+    return out
+
+
 def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) -> list[dict]:
     body = json.dumps({"rows": [row]}).encode()
     out = []
@@ -378,6 +407,10 @@ def main(argv=None) -> int:
             by = {(r["server"], r["clients"]): r["per_s"] for r in rows}
             ratio = by["lepton_nn, batching 2 ms / 64", 64] / by["lepton_nn, no batching", 64]
             print(f"lepton_nn throughput at 64 clients, batching / no batching: {ratio:.2f}x")
+            if onnx_of(path):
+                print("\nthe network alone, per call (the servers differ only in this):")
+                print(_table(network_vs_ort(path, row), ["batch", "lepton_nn_us",
+                                                         "onnxruntime_us", "lead"]))  # fmt: skip
             p50 = {(r["server"], r["clients"]): r["p50_ms"] for r in rows}
             for kind in ("batching 2 ms / 64", "no batching"):
                 for c in (1, 8, 64):
