@@ -6,11 +6,17 @@
 1. ``lepton-nn serve`` of a credit model (trained on the bundled credit data, 32x16 hidden
    units) in its own process; one-row requests (raw columns, as from a web form) from 1, 8
    and 64 concurrent keep-alive connections, with dynamic batching (2 ms, 64 rows) and
-   without: p50 / p99 latency and requests per second over ``--seconds`` each. The same
+   without: p50 / p99 latency, requests per second over ``--seconds`` each, and the
+   server's CPU time per request (``cpu_us``, from /proc: steadier than throughput on a
+   shared machine). The same
    server with ONNX Runtime running the network (exported by ``lepton_nn.onnx``; skipped
-   when onnxruntime is not installed) is the peer.
+   when onnxruntime is not installed) is the peer; the network alone (forward against
+   ``session.run`` on the same rows at batch 1, 8, 64) shows what the two differ in.
+   Then ``--rounds`` alternations of batching on and off at 64 clients: the medians and
+   their ratios (throughput, server CPU per request).
 2. A load test: 64 clients for ``--load-seconds``; failed requests and the server's resident
-   memory (VmRSS) at the start and the end.
+   memory (VmRSS), sampled every second: start, end, peak, and the second half's peak over
+   the first half's.
 3. Streaming: per-step latency of a GRU (32 units) on Italy power demand (T = 24, 1 channel)
    and BasicMotions (T = 100, 6 channels) shapes, for 1 and 1,000 live streams:
    ``session.step`` against re-running the whole window with ``predict`` at every step
@@ -125,8 +131,19 @@ async def _one_client(port, request, deadline, latencies, failures) -> None:
         writer.close()
 
 
-def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0.3) -> dict:
-    """``clients`` connections POSTing ``body`` back to back for ``seconds``."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(
+    port: int, body: bytes, clients: int, seconds: float, warmup: float = 0.3, pid: int = 0
+) -> dict:
+    """``clients`` connections POSTing ``body`` back to back for ``seconds``; with the
+    server's ``pid``, also its CPU time per request (``cpu_us``: less sensitive than
+    throughput to what else the machine runs)."""
     request = (
         f"POST /v1/models/credit:predict HTTP/1.1\r\nhost: 127.0.0.1\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -142,9 +159,11 @@ def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0
         return lat, fail
 
     asyncio.run(run(warmup))
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     t0 = time.perf_counter()
     lat, fail = asyncio.run(run(seconds))
     took = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
     ms = np.array(lat) * 1e3
     return {
         "clients": clients,
@@ -153,6 +172,7 @@ def load(port: int, body: bytes, clients: int, seconds: float, warmup: float = 0
         "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
         "per_s": len(lat) / took,
+        "cpu_us": cpu / max(1, len(lat)) * 1e6,
     }
 
 
@@ -195,6 +215,34 @@ def onnx_of(path: str) -> str | None:
     return out
 
 
+def network_vs_ort(path: str, row: dict, reps: int = 1000) -> list[dict]:
+    """The network alone (what the two servers differ in): lepton_nn's forward against
+    ONNX Runtime's session.run (one intra-op thread) on the same preprocessed rows, at the
+    batch sizes the servers run, timed alternately; median microseconds per call."""
+    import onnxruntime as ort
+
+    onnx = onnx_of(path)
+    model = rt.load(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    out = []
+    for n in (1, 8, 64):
+        x = model.transform([dict(row) for _ in range(n)])
+        ours, peer = [], []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model.forward(x)
+            t1 = time.perf_counter()
+            session.run(None, {name: x})
+            peer.append(time.perf_counter() - t1)
+            ours.append(t1 - t0)
+        a, b = float(np.median(ours) * 1e6), float(np.median(peer) * 1e6)
+        out.append({"batch": n, "lepton_nn_us": a, "onnxruntime_us": b, "lead": b / a})
+    return out
+
+
 def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) -> list[dict]:
     body = json.dumps({"rows": [row]}).encode()
     out = []
@@ -208,20 +256,66 @@ def serving(path: str, row: dict, seconds: float, clients=(1, 8, 64), ort=True) 
         server = Server(path, *flags, onnx=onnx_path)
         try:
             for c in clients:
-                out.append({"server": label, **load(server.port, body, c, seconds)})
+                r = load(server.port, body, c, seconds, pid=server.proc.pid)
+                out.append({"server": label, **r})
         finally:
             server.stop()
     return out
 
 
+def batching_rounds(path: str, row: dict, seconds: float, rounds: int, clients: int = 64):
+    """Batching on and off, alternated ``rounds`` times at ``clients`` clients (a fresh
+    server each time): per mode the median throughput and CPU time per request, so that a
+    burst of other load on a shared machine does not decide the ratio."""
+    body = json.dumps({"rows": [row]}).encode()
+    runs: dict[str, list] = {"batching": [], "no batching": []}
+    for _ in range(rounds):
+        for mode, flags in (("batching", ()), ("no batching", ("--no-batching",))):
+            server = Server(path, *flags)
+            try:
+                runs[mode].append(load(server.port, body, clients, seconds, pid=server.proc.pid))
+            finally:
+                server.stop()
+    out = {}
+    for mode, rs in runs.items():
+        out[mode] = {k: float(np.median([r[k] for r in rs])) for k in ("per_s", "cpu_us", "p50_ms")}
+        out[mode]["failed"] = sum(r["failed"] for r in rs)
+    return out
+
+
 def load_test(path: str, row: dict, seconds: float, clients: int = 64) -> dict:
+    """``clients`` connections for ``seconds`` on a warmed server; its resident memory
+    sampled every second: ``rss_growth_mb`` is the second half's peak over the first
+    half's (allocator noise is a few MB; a leak grows with the requests)."""
+    import threading
+
     body = json.dumps({"rows": [row]}).encode()
     server = Server(path)
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(1.0):
+            samples.append(server.rss_mb())
+
     try:
         load(server.port, body, clients, 1.0)  # warm: plans for the batch sizes seen
         before = server.rss_mb()
-        result = load(server.port, body, clients, seconds, warmup=0)
-        result.update(rss_start_mb=before, rss_end_mb=server.rss_mb(), seconds=seconds)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            result = load(server.port, body, clients, seconds, warmup=0, pid=server.proc.pid)
+        finally:
+            done.set()
+            sampler.join()
+        half = max(1, len(samples) // 2)
+        result.update(
+            rss_start_mb=before,
+            rss_end_mb=server.rss_mb(),
+            rss_max_mb=max(samples, default=before),
+            rss_growth_mb=max(samples[half:], default=before) - max(samples[:half] or [before]),
+            seconds=seconds,
+        )
     finally:
         server.stop()
     return result
@@ -297,46 +391,70 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="per serving configuration")
     p.add_argument("--load-seconds", type=float, default=60.0, help="the 64-client load test")
-    p.add_argument("--skip", default="", help="comma list of serving,load,streaming")
+    p.add_argument("--skip", default="", help="comma list of serving,rounds,load,streaming")
+    p.add_argument("--rounds", type=int, default=5, help="batching on/off alternations at 64")
     a = p.parse_args(argv)
     skip = set(a.skip.split(","))
     print(f"lepton_nn {L.__version__}, {os.cpu_count()} CPUs, loopback; client and server on "
-          "this machine")  # fmt: skip
+          f"this machine; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     with tempfile.TemporaryDirectory() as folder:
         path, row = credit_model(folder)
         if "serving" not in skip:
             rows = serving(path, row, a.seconds)
             print("\nserving the credit model, one row per request:")
             print(_table(rows, ["server", "clients", "requests", "failed", "p50_ms", "p99_ms",
-                                "per_s"]))  # fmt: skip
+                                "per_s", "cpu_us"]))  # fmt: skip
             by = {(r["server"], r["clients"]): r["per_s"] for r in rows}
             ratio = by["lepton_nn, batching 2 ms / 64", 64] / by["lepton_nn, no batching", 64]
             print(f"lepton_nn throughput at 64 clients, batching / no batching: {ratio:.2f}x")
+            if onnx_of(path):
+                print("\nthe network alone, per call (the servers differ only in this):")
+                print(_table(network_vs_ort(path, row), ["batch", "lepton_nn_us",
+                                                         "onnxruntime_us", "lead"]))  # fmt: skip
+            p50 = {(r["server"], r["clients"]): r["p50_ms"] for r in rows}
             for kind in ("batching 2 ms / 64", "no batching"):
-                if ("ONNX Runtime, " + kind, 64) in by:
-                    lead = by["lepton_nn, " + kind, 64] / by["ONNX Runtime, " + kind, 64]
-                    print(f"64 clients, {kind}: lepton_nn / ONNX Runtime throughput {lead:.2f}x")
+                for c in (1, 8, 64):
+                    ours, peer = ("lepton_nn, " + kind, c), ("ONNX Runtime, " + kind, c)
+                    if peer in by:
+                        lead, lat = by[ours] / by[peer], p50[ours] / p50[peer]
+                        print(f"{kind}, {c} clients: lepton_nn / ONNX Runtime throughput "
+                              f"{lead:.2f}x, p50 latency {lat:.2f}x")  # fmt: skip
+        if "rounds" not in skip and a.rounds > 0:
+            r = batching_rounds(path, row, a.seconds, a.rounds)
+            on, off = r["batching"], r["no batching"]
+            print(f"\n64 clients, batching on / off alternated {a.rounds} times, medians: "
+                  f"{on['per_s']:,.0f} / {off['per_s']:,.0f} requests/s "
+                  f"({on['per_s'] / off['per_s']:.2f}x), server CPU {on['cpu_us']:.0f} / "
+                  f"{off['cpu_us']:.0f} us per request ({off['cpu_us'] / on['cpu_us']:.2f}x), "
+                  f"p50 {on['p50_ms']:.1f} / {off['p50_ms']:.1f} ms; "
+                  f"{on['failed'] + off['failed']} failed")  # fmt: skip
         if "load" not in skip:
             r = load_test(path, row, a.load_seconds)
             print(f"\nload test: {r['clients']} clients for {r['seconds']:.0f} s: "
                   f"{r['requests']:,} requests, {r['failed']} failed, {r['per_s']:,.0f}/s, "
-                  f"p99 {r['p99_ms']:.1f} ms; server memory {r['rss_start_mb']:.1f} -> "
-                  f"{r['rss_end_mb']:.1f} MB")  # fmt: skip
+                  f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms; server memory "
+                  f"{r['rss_start_mb']:.1f} -> {r['rss_end_mb']:.1f} MB (peak "
+                  f"{r['rss_max_mb']:.1f}; second half over first "
+                  f"{r['rss_growth_mb']:+.1f} MB)")  # fmt: skip
         if "streaming" not in skip:
             print("\nstreaming, GRU 32 units, one new sample per live stream:")
             print(_table(streaming(folder), ["data", "streams", "step_us", "rerun_window_us",
                                              "speedup"]))  # fmt: skip
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 
 def test_serve_smoke(tmp_path):
-    """A second of each: every request answered, streams stepped."""
+    """A second of each: every request answered, a short load test at 64 clients without a
+    failure, streams stepped."""
     import pytest
 
     pytest.importorskip("uvicorn")
     path, row = credit_model(str(tmp_path))
     for r in serving(path, row, 0.5, clients=(1, 8), ort=False):
         assert r["failed"] == 0 and r["requests"] > 0
+    r = load_test(path, row, 3.0)
+    assert r["failed"] == 0 and r["requests"] > 0
     assert streaming(str(tmp_path), reps=3)
 
 

@@ -194,12 +194,15 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
         runner.work = lambda *a: 1 / 0
         r = c.post(url, json={"rows": _credit_rows(1)})
         assert r.status_code == 500 and "ZeroDivisionError" in r.json()["error"]
+        runner.work = lambda v, asks: [{"predictions": {1}}] * len(asks)  # not JSON
+        r = c.post(url, json={"rows": _credit_rows(1)})
+        assert r.status_code == 500 and "TypeError" in r.json()["error"]
         runner.work = real
         assert c.post(url, json={"rows": _credit_rows(1)}).status_code == 200
         text = c.get("/metrics").text
         assert 'model="credit",endpoint="predict",code="422"} 7' in text
         assert 'model="mlp",endpoint="predict",code="422"} 2' in text
-        assert 'model="credit",endpoint="predict",code="500"} 1' in text
+        assert 'model="credit",endpoint="predict",code="500"} 2' in text
 
 
 def _fire(url: str, bodies: list[dict], threads: int) -> list:
@@ -230,6 +233,8 @@ def test_batched_answers_equal_unbatched_ones(files):
     with Running(_config(files, "credit", batch_window_ms=150)) as b:
         batched = _fire(b.url, bodies, 32)
         text = b.client.get("/metrics").text
+        im = b.app.state.service.models["credit"].current.model
+        assert im.max_plans == 65  # every batch size up to 64 keeps its plan
     with Running(_config(files, "credit", batching=False)) as u:
         single = _fire(u.url, bodies, 32)
         text_u = u.client.get("/metrics").text
@@ -279,7 +284,9 @@ def test_reload_under_load_fails_no_request(files, tmp_path):
         def hammer():
             with httpx.Client(base_url=s.url, timeout=30) as c:
                 while not stop.is_set():
-                    answers.append(c.post("/v1/models/credit:predict", json={"rows": rows}))
+                    sent = time.monotonic()
+                    r = c.post("/v1/models/credit:predict", json={"rows": rows})
+                    answers.append((sent, time.monotonic(), r))
 
         deadline = time.monotonic() + 30
         workers = [threading.Thread(target=hammer) for _ in range(4)]
@@ -301,12 +308,14 @@ def test_reload_under_load_fails_no_request(files, tmp_path):
             w.join()
         info = s.client.get("/v1/models").json()["models"][0]
         text = s.client.get("/metrics").text
-    assert all(r.status_code == 200 for r in answers), {r.status_code for r in answers}
-    versions = [r.json()["version"] for r in answers]
+    assert all(r.status_code == 200 for _, _, r in answers), {r.status_code for *_, r in answers}
+    answers.sort(key=lambda a: a[0])  # in the order sent (threads append as they are scheduled)
+    versions = [r.json()["version"] for _, _, r in answers]
     assert versions[0] == v0[:12] and versions[-1] == info["version"] != v0[:12]
-    first_b = versions.index(info["version"])
-    assert set(versions[first_b:]) == {info["version"]}  # no going back after the swap
-    for r in answers:
+    first_b = min(got for _, got, r in answers if r.json()["version"] == info["version"])
+    after = {r.json()["version"] for sent, _, r in answers if sent > first_b}
+    assert after == {info["version"]}  # no going back: sent after a new answer, a new answer
+    for _, _, r in answers:
         key = "a" if r.json()["version"] == v0[:12] else "b"
         np.testing.assert_allclose(r.json()["probabilities"], want[key], rtol=1e-6)
     assert info["reloads"] == 1
@@ -592,6 +601,36 @@ def test_reasons_refused_clearly(files, tmp_path):
         assert "reasons" not in c.post("/v1/models/old:predict", json={"rows": rows}).json()
         r = c.post(url, json={"rows": rows, "reasons": 2})  # the server goes on
         assert r.status_code == 200 and len(r.json()["reasons"]) == 2
+
+
+def test_multiclass_reasons_over_http(files, tmp_path):
+    """A 5-class model: reasons toward each row's predicted class by default, or toward the
+    class asked for; the same as the runtime's explainer on the same rows."""
+    from lepton_nn.runtime.reasons import Reasons
+    from lepton_nn.tabular import TabularModel
+
+    table = _credit()
+    y = table.data["Marital"]
+    keep = np.array([v is not None for v in y])
+    data = {c: table.data[c][keep] for c in table.columns if c != "Marital"}
+    path = str(tmp_path / "marital.lnn")
+    L.save(TabularModel(hidden=(8,), epochs=1, seed=0).fit(data, y[keep]), path)
+    rows = [{c: _plain(data[c][i]) for c in data} for i in range(0, 300, 30)]
+    im = rt.load(path)
+    rv = Reasons(im)
+    url = "/v1/models/marital:predict"
+    with Running(ServeConfig(models=[("marital", path)], batching=False)) as s:
+        assert s.client.get("/v1/models").json()["models"][0]["reasons"] is True
+        r = s.client.post(url, json={"rows": rows, "reasons": 3})
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"] == im.predict(rows).tolist()
+        _same_codes(r.json()["reasons"], _codes(rv(rows, 3)))
+        r = s.client.post(url, json={"rows": rows, "reasons": 2, "adverse": "widow"})
+        _same_codes(r.json()["reasons"], _codes(rv(rows, 2, adverse="widow")))
+        default = s.client.post(url, json={"rows": rows, "reasons": 2}).json()["reasons"]
+        assert r.json()["reasons"] != default  # not every row is predicted a widow
+        r = s.client.post(url, json={"rows": rows, "reasons": 2, "adverse": "engaged"})
+        assert r.status_code == 422 and "not one of the classes" in r.json()["error"]
 
 
 def test_serving_reasons_imports_no_training_code(files):

@@ -34,7 +34,8 @@ def reason_codes(
     """Per row, up to ``k`` ``(column, value, contribution)`` triples, largest push first.
 
     ``model``: a binary ``TabularModel``, ``InferenceModel`` or ``.lnn`` path with a training
-    profile. ``adverse``: the class that means decline (default: the positive class, the
-    last of ``classes``). ``value`` is the row's raw value (None when missing).
+    profile, or a multiclass one. ``adverse``: the class that means decline (default: the
+    positive class, the last of ``classes``; multiclass: the class to explain, default each
+    row's predicted class). ``value`` is the row's raw value (None when missing).
     """
     return Reasons(_served.served(model))(rows, k, adverse)

@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -39,11 +41,13 @@ __all__ = [
     "DEFAULT_NA",
     "NUMERIC",
     "Preprocessing",
+    "categorical_each",
     "category_str",
     "check_column_spec",
     "columns_of",
     "is_frame",
     "is_missing",
+    "parse_each",
     "parse_number",
     "parse_numeric",
     "to_categorical",
@@ -99,13 +103,56 @@ def parse_number(v: Any) -> float | None:
     return None
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})  # what JSON and CSV give
+_NUMBER = (int, float, np.integer, np.floating, np.bool_)
+
+
+def _distinct(values: Sequence[Any] | np.ndarray) -> dict[Any, Any] | None:
+    """The column's distinct values as dict keys, in first-seen order, when converting each
+    distinct value once gives every row what its own conversion would: plain types only,
+    and no bools among other numbers (``True == 1``, but their labels differ). None: convert
+    value by value."""
+    types = set(map(type, values))
+    if not types <= _PLAIN or (bool in types and (int in types or float in types)):
+        return None
+    return dict.fromkeys(values)
+
+
+def _first(values: Sequence[Any] | np.ndarray, key: Any) -> int:
+    """The index of the first value equal to the distinct value ``key``."""
+    return next(i for i, v in enumerate(values) if v is key or v == key)
+
+
 def parse_numeric(
     values: Sequence[Any] | np.ndarray, na: frozenset[str]
 ) -> tuple[np.ndarray, int | None]:
     """One column as float64 (NaN = missing), and the index of its first value that is not a
-    number (None if every value is one; the array is then filled only up to that index)."""
+    number (None if every value is one; the array's values are then not to be used).
+
+    Columns of numbers (and None) convert in one NumPy call; other plain columns (text) parse
+    each distinct value once; anything else value by value (:func:`parse_each`, the
+    reference: every path gives its numbers)."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
         return values.astype(np.float64), None
+    types = set(map(type, values))
+    if all(t is type(None) or issubclass(t, _NUMBER) for t in types):
+        return np.array(values, dtype=np.float64), None  # None -> NaN, numbers as float()
+    memo = _distinct(values)
+    if memo is None:
+        return parse_each(values, na)
+    for v in memo:  # in first-seen order: the first bad one is the first bad row's
+        x = np.nan if is_missing(v, na) else parse_number(v)
+        if x is None:
+            return np.empty(len(values), dtype=np.float64), _first(values, v)
+        memo[v] = x
+    return np.fromiter(map(memo.__getitem__, values), np.float64, len(values)), None
+
+
+def parse_each(
+    values: Sequence[Any] | np.ndarray, na: frozenset[str]
+) -> tuple[np.ndarray, int | None]:
+    """:func:`parse_numeric` value by value (for any types; the array is filled only up to
+    the first value that is not a number)."""
     out = np.empty(len(values), dtype=np.float64)
     for i, v in enumerate(values):
         if is_missing(v, na):
@@ -130,7 +177,18 @@ def to_numeric(
 
 
 def to_categorical(values: Sequence[Any] | np.ndarray, na: frozenset[str]) -> np.ndarray:
-    """One column as an object array of ``str``, ``None`` for missing values."""
+    """One column as an object array of ``str``, ``None`` for missing values (each distinct
+    value labelled once when :func:`_distinct` allows, else as :func:`categorical_each`)."""
+    memo = _distinct(values)
+    if memo is None:
+        return categorical_each(values, na)
+    for v in memo:
+        memo[v] = None if is_missing(v, na) else category_str(v)
+    return np.fromiter(map(memo.__getitem__, values), object, len(values))
+
+
+def categorical_each(values: Sequence[Any] | np.ndarray, na: frozenset[str]) -> np.ndarray:
+    """:func:`to_categorical` value by value (for any types)."""
     out = np.empty(len(values), dtype=object)
     for i, v in enumerate(values):
         out[i] = None if is_missing(v, na) else category_str(v)
@@ -209,15 +267,24 @@ def columns_of(
     if isinstance(data, (list, tuple)) and not data:  # no rows
         return {c: np.empty(0, dtype=object) for c in names}, 0, _row_index, {}
     if isinstance(data, (list, tuple)) and isinstance(data[0], Mapping):
+        n = len(data)
+        if names and all(type(r) is dict for r in data):
+            get = itemgetter(*names) if len(names) > 1 else lambda r: (r[names[0]],)
+            try:  # one (n, C) object table in C; a missing key: the loop below names the row
+                flat = np.fromiter(chain.from_iterable(map(get, data)), object, n * len(names))
+                table = flat.reshape(n, len(names))
+                return {c: table[:, j] for j, c in enumerate(names)}, n, _row_index, {}
+            except KeyError:
+                pass
         cols = {}
         for c in names:
-            col = np.empty(len(data), dtype=object)
+            col = np.empty(n, dtype=object)
             for i, r in enumerate(data):
                 if not isinstance(r, Mapping) or c not in r:
                     raise DataError(f"row index {i}, column {c!r}: missing from this row")
                 col[i] = r[c]
             cols[c] = col
-        return cols, len(data), _row_index, {}
+        return cols, n, _row_index, {}
     try:
         arr = np.asarray(data)
     except ValueError as exc:  # ragged nested lists
@@ -340,6 +407,7 @@ class Preprocessing:
         self.numeric_cols = np.array(num_col, dtype=np.intp)
         self.indicator_src = np.array(ind_src, dtype=np.intp)
         self.indicator_cols = np.array(ind_col, dtype=np.intp)
+        self.offsets = np.array([[t[3]] for t in self.categorical], dtype=np.intp).reshape(-1, 1)
 
     @classmethod
     def from_config(cls, cfg: Any) -> Preprocessing:
@@ -369,18 +437,17 @@ class Preprocessing:
         out = np.zeros((n, self.n_features_out), dtype=np.float32)
         names = self.numeric_names
         if names:
-            x = np.empty((n, len(names)), dtype=np.float64)
-            for k, c in enumerate(names):
-                x[:, k] = to_numeric(cols[c], c, self.na, where, _WHY_NUMERIC)
+            x = self._numbers(cols, n, where)
             miss = np.isnan(x)
-            if np.isinf(x).any():
-                i, k = np.argwhere(np.isinf(x))[0]
-                raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
-            # x = (impute(x) - center) / scale, then checked after the cast to float32
+            # x = (impute(x) - center) / scale, then checked after the cast to float32 (an
+            # infinite x gives an infinite scaled value: one check when all is well)
             x = np.where(miss, self.fill, x)
             with np.errstate(over="ignore", invalid="ignore"):
                 scaled = ((x - self.center) / self.scale).astype(np.float32)
             if not np.isfinite(scaled).all():
+                if np.isinf(x).any():
+                    i, k = np.argwhere(np.isinf(x))[0]
+                    raise DataError(f"{where(int(i))}, column {names[k]!r}: infinite value")
                 i, k = np.argwhere(~np.isfinite(scaled))[0]
                 raise DataError(
                     f"{where(int(i))}, column {names[k]!r}: value {x[i, k]:.6g} is too large: "
@@ -388,18 +455,57 @@ class Preprocessing:
                 )
             out[:, self.numeric_cols] = scaled
             out[:, self.indicator_cols] = miss[:, self.indicator_src]
-        for c, lut, fill, offset, indicator in self.categorical:
-            raw = cols[c]
-            labels = raw if kinds.get(c) == CATEGORICAL else to_categorical(raw, self.na)
-            codes = np.fromiter(
-                (fill if v is None else lut.get(v, -1) for v in labels), dtype=np.intp, count=n
-            )
-            rows = np.flatnonzero(codes >= 0)
-            out[rows, offset + codes[rows]] = 1.0
-            if len(rows) < n:
-                _warn_unseen(c, labels, np.flatnonzero(codes < 0), where)
-            if indicator:
-                out[:, offset + len(lut)] = np.fromiter(
-                    (v is None for v in labels), dtype=bool, count=n
-                )
+        if self.categorical:
+            # per column: a code per distinct label (str or None; -1 unseen), then per row
+            # in C; the ones of every column are set in one assignment
+            codes = np.empty((len(self.categorical), n), dtype=np.intp)
+            for m, (c, lut, fill, offset, indicator) in enumerate(self.categorical):
+                keys, label = self._labels(cols[c], kinds.get(c) == CATEGORICAL)
+                code = {k: fill if v is None else lut.get(v, -1) for k, v in label.items()}
+                codes[m] = np.fromiter(map(code.__getitem__, keys), np.intp, n)
+                if -1 in code.values():
+                    labels = np.fromiter(map(label.__getitem__, keys), object, n)
+                    _warn_unseen(c, labels, np.flatnonzero(codes[m] < 0), where)
+                if indicator and None in label.values():
+                    missing = {k: v is None for k, v in label.items()}
+                    out[:, offset + len(lut)] = np.fromiter(map(missing.__getitem__, keys), bool, n)
+            hit = codes >= 0
+            out[np.nonzero(hit)[1], (codes + self.offsets)[hit]] = 1.0
         return out
+
+    def _labels(self, raw: Any, labelled: bool) -> tuple[Any, dict[Any, str | None]]:
+        """A categorical column as per-row keys and each distinct key's label (str, None
+        for missing): the raw values themselves when :func:`_distinct` allows, else the
+        labels of :func:`categorical_each` (``labelled``: raw holds labels already)."""
+        memo = None if labelled else _distinct(raw)
+        if memo is None:
+            keys = raw if labelled else categorical_each(raw, self.na)
+            return keys, {v: v for v in dict.fromkeys(keys)}
+        for v in memo:
+            memo[v] = None if is_missing(v, self.na) else category_str(v)
+        return raw, memo
+
+    def _numbers(self, cols: dict[str, Any], n: int, where: Locator) -> np.ndarray:
+        """The numeric columns as (n, k) float64, NaN missing. Columns of other dtypes than
+        numbers are parsed together, one after the other (:func:`parse_numeric`), so that the
+        error names the first bad value of the first column that has one."""
+        names = self.numeric_names
+        x = np.empty((len(names), n), dtype=np.float64)
+        rest = []
+        for k, c in enumerate(names):
+            v = cols[c]
+            if isinstance(v, np.ndarray) and v.dtype.kind in "biuf":
+                x[k] = v
+            else:
+                rest.append(k)
+        if rest:
+            flat = [np.asarray(cols[names[k]], dtype=object) for k in rest]
+            flat = flat[0] if len(flat) == 1 else np.concatenate(flat)
+            parsed, bad = parse_numeric(flat, self.na)
+            if bad is not None:
+                c, i = names[rest[bad // n]], bad % n
+                raise DataError(
+                    f"{where(i)}, column {c!r}: {str(flat[bad])!r} is not a number, {_WHY_NUMERIC}"
+                )
+            x[rest] = parsed.reshape(len(rest), n)
+        return x.T

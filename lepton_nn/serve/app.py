@@ -4,9 +4,11 @@ Endpoints (JSON in and out)::
 
     POST /v1/models/{name}:predict   {"rows": [{column: value, ...} | [v1, v2, ...], ...]}
          -> {"model", "version", "predictions", "probabilities"?, "classes"?}  (tabular)
-         with "reasons": K (and "adverse": class), binary tabular models with a training
-         profile also answer "reasons": per row up to K [column, value, contribution]
-         (:mod:`lepton_nn.runtime.reasons`, as :func:`lepton_nn.risk.reason_codes`)
+         with "reasons": K (and "adverse": class), tabular classifiers (binary with a
+         training profile, multiclass) also answer "reasons": per row up to K [column,
+         value, contribution] toward "adverse" (binary default: the positive class;
+         multiclass default: each row's predicted class) (:mod:`lepton_nn.runtime.reasons`,
+         as :func:`lepton_nn.risk.reason_codes`)
          -> {"model", "version", "outputs"}                                    (bare network)
     POST /v1/models/{name}:step      {"key": k, "x": [F values]} | {"keys": [...], "x": [[...]]}
          -> {"model", "version", "outputs": [[...], ...]}   (one row per key; recurrent nets)
@@ -35,7 +37,7 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -89,9 +91,12 @@ class Service:
     async def start(self) -> None:
         c = self.config
         loop = asyncio.get_running_loop()
+        # a plan per batch size up to max_batch_size stays cached: with the runtime's 8,
+        # batches of every size rebuilt one per batch (~150 us for a small MLP)
+        plans = max(8, c.max_batch_size + 1) if c.batching else 8
         for name, path in c.models:  # load on a thread: the loop stays free for /healthz
             m = await loop.run_in_executor(None, ServedModel, name, path, c.max_streams,
-                                           c.idle_seconds)  # fmt: skip
+                                           c.idle_seconds, plans)  # fmt: skip
             self.models[name] = m
             on_batch = functools.partial(self.metrics.batch, name)
             self.runners[name] = self._runner(run_batch, on_batch)
@@ -155,34 +160,40 @@ class Service:
             raise HTTPError(404, f"no model named {name!r}; GET /v1/models lists them")
         return m
 
-    async def body(self, request: Request) -> Any:
+    async def body(self, scope: dict, receive: Any) -> Any:
+        """The request's JSON object, read from the ASGI ``receive`` up to the size limit."""
         limit = self.config.max_body_bytes
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limit:
-            raise HTTPError(413, f"request body of {size} bytes is over the limit of {limit}")
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise HTTPError(
+                    413, f"request body of {int(value)} bytes is over the limit of {limit}"
+                )
         chunks, n = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "the client went away mid-body")
+            chunk = message.get("body", b"")
+            n += len(chunk)
+            if n > limit:
+                raise HTTPError(413, f"request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         try:
-            async for chunk in request.stream():
-                n += len(chunk)
-                if n > limit:
-                    raise HTTPError(413, f"request body is over the limit of {limit} bytes")
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise HTTPError(400, "the client went away mid-body") from None
-        try:
-            doc = json.loads(b"".join(chunks))
+            doc = json.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPError(400, f"malformed JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise HTTPError(422, "the request body must be a JSON object")
         return doc
 
-    async def predict(self, request: Request, name: str) -> dict:
+    async def predict(self, name: str, scope: dict, receive: Any) -> dict:
         m = self.model(name)
         runner = self.runners[name]
         runner.expect()  # a batch forming now may wait for these rows (see .batcher)
         try:
-            doc = await self.body(request)
+            doc = await self.body(scope, receive)
             rows = doc.get("rows")
             if not isinstance(rows, list) or not rows:
                 raise HTTPError(422, "the request needs 'rows': a non-empty list of rows")
@@ -197,12 +208,12 @@ class Service:
             out["classes"] = version.model.classes.tolist()
         return out
 
-    async def step(self, request: Request, name: str) -> dict:
+    async def step(self, name: str, scope: dict, receive: Any) -> dict:
         m = self.model(name)
         runner = self.steppers[name]
         runner.expect()
         try:
-            keys, x = await self._step_request(request, m)
+            keys, x = self._step_request(await self.body(scope, receive), m)
         except BaseException:
             runner.arrived()
             raise
@@ -213,8 +224,7 @@ class Service:
         out = await runner.run(version, (keys, x), len(keys))
         return {"model": name, "version": version.sha256[:12], "outputs": out.tolist()}
 
-    async def _step_request(self, request: Request, m: ServedModel) -> tuple[list, np.ndarray]:
-        doc = await self.body(request)
+    def _step_request(self, doc: dict, m: ServedModel) -> tuple[list, np.ndarray]:
         if "x" not in doc or ("key" in doc) == ("keys" in doc):
             raise HTTPError(422, "the request needs 'x' and one of 'key' or 'keys'")
         keys = [doc["key"]] if "key" in doc else doc["keys"]
@@ -251,40 +261,78 @@ def _ask(doc: dict, rows: list, version: Version, name: str) -> Ask:
     return Ask(rows, k, adverse)
 
 
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc, separators=(",", ":")), status, media_type="application/json")
+    return Response(_dumps(doc), status, media_type="application/json")
 
 
-def create_app(config: ServeConfig) -> Starlette:
-    """The Starlette app serving ``config.models`` (loaded at startup, in the lifespan)."""
+_HOT = {"predict", "step"}  # the endpoints answered by :class:`App` itself
+_PREFIX = "/v1/models/"
+
+
+class App:
+    """The ASGI app: ``POST /v1/models/{name}:predict`` and ``:step`` are answered here as
+    plain ASGI (a profile at 64 clients found Starlette's middleware, request and response
+    objects a large share of each request's cost on the event loop, which is what limits
+    batched throughput); every other path, and the lifespan, goes to the Starlette app."""
+
+    def __init__(self, service: Service, starlette: Starlette) -> None:
+        self.service, self.starlette, self.state = service, starlette, starlette.state
+        self.metrics = service.metrics
+        self.handlers = {"predict": service.predict, "step": service.step}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(_PREFIX):
+                name, _, verb = path[len(_PREFIX) :].rpartition(":")
+                if verb in _HOT and name and "/" not in name:
+                    await self.answer(scope, receive, send, name, verb)
+                    return
+        await self.starlette(scope, receive, send)
+
+    async def answer(self, scope: dict, receive: Any, send: Any, name: str, verb: str) -> None:
+        t0 = time.perf_counter()
+        headers = [(b"content-type", b"application/json")]
+        if scope["method"] != "POST":
+            status, doc = 405, {"error": f"{verb} takes POST"}
+            headers.append((b"allow", b"POST"))
+        else:
+            status, doc = await self.run(scope, receive, name, verb)
+        try:
+            body = _dumps(doc)
+        except (TypeError, ValueError) as exc:  # an answer JSON cannot hold: logged, 500
+            log.exception("%s %s: the answer is not JSON", verb, name)
+            status, body = 500, _dumps({"error": f"internal error: {type(exc).__name__}"})
+        headers.append((b"content-length", str(len(body)).encode()))
+        if name in self.service.models:  # unknown names are not counted: no unbounded labels
+            self.metrics.request(name, verb, status, time.perf_counter() - t0)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def run(self, scope: dict, receive: Any, name: str, verb: str) -> tuple[int, Any]:
+        try:
+            return 200, await self.handlers[verb](name, scope, receive)
+        except HTTPError as exc:
+            return exc.status, {"error": str(exc)}
+        except StreamLimitError as exc:
+            return 429, {"error": str(exc)}
+        except LeptonError as exc:  # DataError, ShapeError: the rows, not the server
+            return 422, {"error": str(exc)}
+        except MemoryError:
+            return 503, {"error": "out of memory: send fewer rows per request"}
+        except Exception as exc:  # noqa: BLE001 - a request never takes the server down
+            log.exception("%s %s failed", verb, name)
+            return 500, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+
+
+def create_app(config: ServeConfig) -> App:
+    """The ASGI app serving ``config.models`` (loaded at startup, in the lifespan)."""
     service = Service(config)
     metrics = service.metrics
-
-    async def call(request: Request, endpoint: str, fn) -> Response:
-        t0 = time.perf_counter()
-        name = request.path_params["name"]
-        try:
-            response = _json(await fn(request, name))
-        except HTTPError as exc:
-            response = _json({"error": str(exc)}, exc.status)
-        except StreamLimitError as exc:
-            response = _json({"error": str(exc)}, 429)
-        except LeptonError as exc:  # DataError, ShapeError: the rows, not the server
-            response = _json({"error": str(exc)}, 422)
-        except MemoryError:
-            response = _json({"error": "out of memory: send fewer rows per request"}, 503)
-        except Exception as exc:  # noqa: BLE001 - a request never takes the server down
-            log.exception("%s %s failed", endpoint, name)
-            response = _json({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
-        if name in service.models:  # unknown names are not counted: no unbounded labels
-            metrics.request(name, endpoint, response.status_code, time.perf_counter() - t0)
-        return response
-
-    async def predict(request: Request) -> Response:
-        return await call(request, "predict", service.predict)
-
-    async def step(request: Request) -> Response:
-        return await call(request, "step", service.step)
 
     async def models(request: Request) -> Response:
         return _json({"models": [m.describe() for m in service.models.values()]})
@@ -312,13 +360,11 @@ def create_app(config: ServeConfig) -> Starlette:
             await service.stop()
 
     routes = [
-        Route("/v1/models/{name}:predict", predict, methods=["POST"]),
-        Route("/v1/models/{name}:step", step, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.service = service
-    return app
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette.state.service = service
+    return App(service, starlette)

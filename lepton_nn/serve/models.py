@@ -61,7 +61,7 @@ class Version:
     loaded_at: float = field(default_factory=time.time)
     session: Any = None
     no_stream: str = ""  # why the network cannot stream (when session is None)
-    reasons: Reasons | None = None  # the reason-code explainer (binary tabular, profiled)
+    reasons: Reasons | None = None  # the reason-code explainer (tabular classifiers)
     no_reasons: str = ""  # why the model cannot give reasons (when reasons is None)
 
 
@@ -78,9 +78,17 @@ class Ask:
 class ServedModel:
     """One model file served under ``name``; ``current`` is the version new requests use."""
 
-    def __init__(self, name: str, path: str, max_streams: int, idle_seconds: float | None):
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        max_streams: int,
+        idle_seconds: float | None,
+        max_plans: int = 8,
+    ) -> None:
         self.name, self.path = name, path
         self.max_streams, self.idle_seconds = max_streams, idle_seconds
+        self.max_plans = max_plans  # the runtime's cached plans (one per batch size)
         self.current = self.read()
         self.reloads = 0
 
@@ -95,7 +103,7 @@ class ServedModel:
         with open(self.path, "rb") as f:
             data = f.read()
         try:
-            model = load(data)
+            model = load(data, max_plans=self.max_plans)
         except LeptonError as exc:  # the runtime names bytes "<bytes>": name the file
             raise type(exc)(str(exc).replace("<bytes>", self.path, 1)) from None
         v = Version(model, hashlib.sha256(data).hexdigest(), stat)
