@@ -187,3 +187,33 @@ def test_tune_random_search_in_a_process_pool(small_csv, capsys):
 def test_tune_rejects_a_bad_grid(small_csv, capsys):
     assert main(["tune", small_csv, "--target", "Status", "--grid", "momentum=0.9"]) == 2
     assert "tunable" in capsys.readouterr().err
+
+
+def test_progress_line_is_printed_before_the_search_sees_the_result():
+    """A pool runs done-callbacks after waking waiters: the search must wait for the line."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lepton_nn.commands.tune import ProgressExecutor
+
+    class SlowOut:  # a terminal that takes a while to write
+        def __init__(self):
+            self.lines = []
+
+        def write(self, text):
+            time.sleep(0.2)
+            self.lines.append(text)
+
+        def flush(self):
+            pass
+
+    out = SlowOut()
+    with ThreadPoolExecutor(1) as pool:
+        ex = ProgressExecutor(pool, [{"lr": 0.1}], 1, "accuracy", out=out)
+        # the task outlasts submit(), so the callback runs on the pool's thread
+        fut = ex.submit(lambda: time.sleep(0.3) or {"scores": {"accuracy": 0.5}})
+        assert fut.result(timeout=5) == {"scores": {"accuracy": 0.5}}
+        assert any(line.startswith("trial 1/1") for line in out.lines)
+        failing = ex.submit(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result(timeout=5)

@@ -131,10 +131,26 @@ class ProgressExecutor:
                 fut.set_exception(e)
         else:
             fut = self.pool.submit(fn, *args)
-        fut.add_done_callback(lambda f, t=task: self._finished(t, f))
-        return fut
+        # The search waits on ``outer``, resolved only after the progress line is printed: a
+        # pool runs done-callbacks on its own thread after waking the waiters, so a line
+        # printed from the pool's future could come after the search (and main) returned.
+        outer: Future = Future()
+        fut.add_done_callback(lambda f, t=task: self._finished(t, f, outer))
+        return outer
 
-    def _finished(self, task: int, fut: Future) -> None:
+    def _finished(self, task: int, fut: Future, outer: Future) -> None:
+        if fut.cancelled():
+            outer.cancel()
+            return
+        try:
+            self._report(task, fut)
+        finally:
+            if fut.exception() is not None:
+                outer.set_exception(fut.exception())
+            else:
+                outer.set_result(fut.result())
+
+    def _report(self, task: int, fut: Future) -> None:
         if fut.exception() is not None:
             return
         trial = task // self.folds
