@@ -93,9 +93,7 @@ class NumbaReplay:
         args = ", ".join(["arena", "S"] + [f"e{j}" for j in range(len(self.ext))])
         self.source = f"def replay({args}):\n" + "".join(f"    {ln}\n" for ln in body)
         self.source += "    return -1\n"
-        ns = {n: getattr(K, n) for n in dir(K) if not n.startswith("__")}
-        exec(compile(self.source, "<lepton_nn.compile replay>", "exec"), ns)  # our source only
-        self.fn = njit(**K.JIT)(ns["replay"])
+        self.fn = _jitted(self.source)
         self.S = np.zeros(max(len(self.scalars), 1), np.float64)
         flops = [2 * math.prod(tape.slots[p.outs[0]].shape) * tape.slots[p.ins[0]].shape[
             0 if p.attrs["ta"] else 1] for p in tape.ops if p.name == "matmul"]  # fmt: skip
@@ -235,6 +233,19 @@ class NumbaReplay:
         for p, g in self.grads:
             p.grad = g
         return _results(self.results, self)
+
+
+_JITTED: dict = {}  # source -> dispatcher: tapes of one structure share one compilation
+
+
+def _jitted(source: str):
+    """The replay function for ``source`` (ours, built above), compiled once per process."""
+    fn = _JITTED.get(source)
+    if fn is None:
+        ns = {n: getattr(K, n) for n in dir(K) if not n.startswith("__")}
+        exec(compile(source, "<lepton_nn.compile replay>", "exec"), ns)  # our source only
+        fn = _JITTED[source] = njit(**K.JIT)(ns["replay"])
+    return fn
 
 
 def _results(structure, rep):

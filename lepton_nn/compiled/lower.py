@@ -41,10 +41,12 @@ def _saved(rec, ctx) -> dict:
     return rec.saved[id(ctx)]
 
 
-def _same_shape(rec, ctx, op: str, *slots) -> None:
-    shapes = {rec.slots[s].shape for s in slots}
-    if len(shapes) > 1:
-        _refuse(op, f"broadcasting between shapes {sorted(shapes)} in its backward")
+def _same_shape(rec, ctx, op: str, g, *ins) -> None:
+    """Each input that wants a gradient has g's shape (a broadcast one would need a sum)."""
+    for s, need in zip(ins, ctx.needs_grad):
+        if need and rec.slots[s].shape != rec.slots[g].shape:
+            _refuse(op, f"an input of shape {rec.slots[s].shape} broadcast to "
+                    f"{rec.slots[g].shape} that needs a gradient")  # fmt: skip
 
 
 # -- dense -----------------------------------------------------------------------------------
@@ -134,7 +136,7 @@ def _sub_bwd(rec, ctx, g):
 
 def _mul_bwd(rec, ctx, g):
     a, b = _saved(rec, ctx)["ins"]
-    _same_shape(rec, ctx, "Mul", g, a, b)
+    _same_shape(rec, ctx, "Mul", g, a, b)  # the other operand may be a broadcast scalar
     ga = gb = None
     if ctx.needs_grad[0]:
         ga = rec.like(g)
@@ -149,7 +151,7 @@ def _div_bwd(rec, ctx, g):
     a, b = _saved(rec, ctx)["ins"]
     if ctx.needs_grad[1] or rec.slots[b].shape != ():
         _refuse("Div", "a divisor that needs a gradient or is not a scalar")
-    _same_shape(rec, ctx, "Div", g, a)
+    _same_shape(rec, ctx, "Div", g, a, b)
     ga = rec.like(g)
     rec.emit("div_back", (g, b), (ga,))
     return ga, None

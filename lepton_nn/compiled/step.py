@@ -137,7 +137,7 @@ def _contiguous(args) -> tuple:
 
 
 def _fmt(sig) -> str:
-    parts = [f"{s[2]}{list(s[1])}" if s[0] == "array" else repr(s[2]) for s in sig]
+    parts = [f"{np.dtype(s[2]).name}{list(s[1])}" if s[0] == "array" else repr(s[2]) for s in sig]
     return "(" + ", ".join(parts) + ")"
 
 
