@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ..autograd import Tensor
 from ..backend.threads import blas_single
 from ..errors import UnsupportedOpError
 from . import kernels as K
@@ -65,6 +66,7 @@ class NumbaReplay:
         self.params: list = []  # (ext index, Parameter)
         self.pre: list = []  # per call, before the function: counters and scalars
         self.scalars: list = []
+        self.groups: dict = {}
         names, body, offset = {}, [], 0
         for s, sl in enumerate(tape.slots):
             name = f"b{s}"
@@ -99,7 +101,7 @@ class NumbaReplay:
             0 if p.attrs["ta"] else 1] for p in tape.ops if p.name == "matmul"]  # fmt: skip
         self.flops = max(flops, default=0)
         self.grads = [(p, self._view(s)) for p, s in tape.grads]
-        self.results = tape.result
+        self.results = _result_views(tape.result, self)
 
     def _bind(self, sl) -> int:
         if sl.kind == "param":
@@ -114,6 +116,15 @@ class NumbaReplay:
     def _ext(self, arr) -> str:
         self.ext.append(arr)
         return f"e{len(self.ext) - 1}"
+
+    def _group(self, key, n, make):
+        """The per-call scalar block ``key`` (n values in S), made at its first use."""
+        grp = self.groups.get(key)
+        if grp is None:
+            grp = self.groups[key] = make(len(self.scalars))
+            self.scalars += [0.0] * n
+            self.pre.append(grp)
+        return grp
 
     def _dummy(self) -> str:
         """A writable empty array for an absent output (a global one would be read-only)."""
@@ -188,18 +199,16 @@ class NumbaReplay:
         if p.name == "tick":
             self.pre.append(_Tick(a["opt"]))
             return []
-        if p.name == "adam":
+        if p.name == "adam":  # one block of scalars per optimizer (its parameters share t)
             st = a["opt"].state[id(a["param"])]
-            k = len(self.scalars)
-            self.scalars += [0.0] * 9
-            self.pre.append(_AdamScalars(a, st, k))
+            key = ("adam", id(a["opt"]), a["betas"], a["eps"], a["weight_decay"], st["t"])
+            grp = self._group(key, 9, lambda k: _AdamScalars(a, k))
+            grp.states.append(st)
             m, v = self._ext(st["m"]), self._ext(st["v"])
-            return [f"adam({o[0]}, {i[0]}, {m}, {v}, S[{k}:{k + 9}])"]
+            return [f"adam({o[0]}, {i[0]}, {m}, {v}, S[{grp.k}:{grp.k + 9}])"]
         if p.name == "sgd":
             opt, mu = a["opt"], float(a["momentum"])
-            k = len(self.scalars)
-            self.scalars.append(0.0)
-            self.pre.append(_SgdScalars(opt, k))
+            k = self._group(("sgd", id(opt)), 1, lambda k: _SgdScalars(opt, k)).k
             buf = self._ext(opt._buffer(a["param"], "momentum")) if mu else self._dummy()
             return [f"sgd({o[0]}, {i[0]}, {buf}, {bool(mu)}, F32(S[{k}]), F32({mu!r}), "
                     f"{bool(a['nesterov'])}, F32({float(a['weight_decay'])!r}))"]  # fmt: skip
@@ -210,7 +219,7 @@ class NumbaReplay:
         ext = self.ext
         for j, k in self.inputs:
             a = args[k]
-            a = a.data if hasattr(a, "_ctx") else a
+            a = a if isinstance(a, np.ndarray) else a.data
             ext[j] = a.reshape(1) if a.ndim == 0 else a
         for j, p in self.params:
             d = p.data
@@ -232,7 +241,7 @@ class NumbaReplay:
             raise ValueError(f"cross_entropy: the label of row {r} is out of range")
         for p, g in self.grads:
             p.grad = g
-        return _results(self.results, self)
+        return _results(self.results)
 
 
 _JITTED: dict = {}  # source -> dispatcher: tapes of one structure share one compilation
@@ -248,15 +257,21 @@ def _jitted(source: str):
     return fn
 
 
-def _results(structure, rep):
-    from ..autograd import Tensor
-
+def _result_views(structure, rep):
     if structure is None:
         return None
     if isinstance(structure, tuple):
-        return tuple(_results(s, rep) for s in structure)
-    v = rep._view(structure)
-    return Tensor(np.array(v))
+        return tuple(_result_views(s, rep) for s in structure)
+    return rep._view(structure)
+
+
+def _results(views):
+    """New Tensors holding copies of the result buffers."""
+    if views is None:
+        return None
+    if isinstance(views, tuple):
+        return tuple(_results(v) for v in views)
+    return Tensor._wrap(views.copy(), False, None)
 
 
 class _Tick:
@@ -282,17 +297,18 @@ class _SgdScalars:
 
 
 class _AdamScalars:
-    """The scalars adam_step folds in double (kernels/dense.pyx), for step t = st['t'] + 1."""
+    """The scalars adam_step folds in double (kernels/dense.pyx) for step t (each parameter's
+    st['t'] advanced by one), written once for all of an optimizer's parameters."""
 
-    def __init__(self, a, st, k):
-        self.opt, self.st, self.k = a["opt"], st, k
+    def __init__(self, a, k):
+        self.opt, self.k, self.states = a["opt"], k, []
         (self.b1, self.b2), self.eps = a["betas"], a["eps"]
         self.wd, self.dec = a["weight_decay"], a["decoupled"]
 
     def __call__(self, S):
-        st, lr, b1, b2, wd, k = self.st, self.opt.lr, self.b1, self.b2, self.wd, self.k
-        st["t"] += 1
-        t = st["t"]
+        for st in self.states:
+            st["t"] += 1
+        t, lr, b1, b2, wd, k = self.states[0]["t"], self.opt.lr, self.b1, self.b2, self.wd, self.k
         S[k] = lr / (1.0 - b1**t)
         S[k + 1], S[k + 2], S[k + 3], S[k + 4] = b1, b2, 1.0 - b1, 1.0 - b2
         S[k + 5] = 1.0 / math.sqrt(1.0 - b2**t)
@@ -301,4 +317,5 @@ class _AdamScalars:
         S[k + 8] = 1.0 - lr * wd if self.dec else 1.0
 
     def undo(self):
-        self.st["t"] -= 1
+        for st in self.states:
+            st["t"] -= 1
