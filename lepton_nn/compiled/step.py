@@ -144,9 +144,13 @@ def _fmt(sig) -> str:
 class CompiledStep:
     """``lepton_nn.compile(fn)``: see :func:`lepton_nn.compiled.compile`."""
 
-    def __init__(self, fn, backend="numba", check=False, recapture=False, validate=True):
-        if backend not in ("numba", "numpy"):
-            raise ValueError(f"backend must be 'numba' or 'numpy', got {backend!r}")
+    def __init__(self, fn, backend="auto", check=False, recapture=False, validate=True):
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+        if backend == "auto":
+            import importlib.util
+
+            backend = "numba" if importlib.util.find_spec("numba") else "numpy"
         self.fn, self.backend, self.check = fn, backend, check
         self.recapture, self.validate = recapture, validate
         self.entries: dict = {}  # signature -> [tape or None, calls seen, replay or None]
