@@ -4,10 +4,12 @@ For a small model the eager step is mostly Python (graph nodes, wrappers, dispat
 arithmetic. ``compile`` records one call's tape — every primitive op of the forward, the
 backward and the optimizer update, over numbered buffers — and replays it:
 
-- ``backend="numba"`` (the default ``"auto"`` where Numba is installed): one Numba function generated from the tape (our own op
-  table, never source read from a file), elementwise work in loops, GEMMs through the BLAS
-  NumPy uses (the same call ``np.matmul`` makes), optimizer updates in one pass;
-- ``backend="numpy"`` (``"auto"`` without Numba): the readable twin, the list of NumPy calls with ``out=`` buffers.
+- ``backend="numba"`` (what the default ``"auto"`` picks where Numba is installed): one
+  Numba function generated from the tape (our own op table, never source read from a file),
+  elementwise work in loops, GEMMs through the BLAS NumPy uses (the same call ``np.matmul``
+  makes), optimizer updates in one pass;
+- ``backend="numpy"`` (``"auto"`` without Numba): the readable twin, the list of NumPy
+  calls with ``out=`` buffers.
 
 The NumPy replay is bit-identical to the eager step (the same calls in the same order).
 The Numba replay is bit-identical to it where every op is exactly rounded (GEMMs, +, *,
