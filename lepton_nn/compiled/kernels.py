@@ -131,25 +131,30 @@ def bias_act(z, b, has_b, act, o):
 
 @njit(**JIT)
 def bias_act_back(g, y, z, b, has_b, act, gz, gb, has_gb):
-    """gz = g f'(.) from y (or z + b for gelu); gb = 0, then += each row of gz in order."""
+    """gz = g f'(.) from y (or z + b for gelu); gb = 0, then += each row of gz in order.
+    One simple loop per row and activation, so that LLVM vectorizes it."""
     if has_gb:
         gb[:] = 0
     for i in range(g.shape[0]):
-        for j in range(g.shape[1]):
-            gj, yj = g[i, j], y[i, j]
-            if act == RELU:
-                r = gj * (ONE if yj > 0 else ZERO)
-            elif act == SIGMOID:
-                r = gj * yj * (ONE - yj)
-            elif act == TANH:
-                r = gj * (ONE - yj * yj)
-            elif act == GELU:
-                r = gj * gelu_grad(z[i, j] + b[j] if has_b else z[i, j])
-            else:
-                r = gj
-            gz[i, j] = r
-            if has_gb:
-                gb[j] += r
+        gr, yr, o = g[i], y[i], gz[i]
+        if act == RELU:
+            for j in range(o.size):
+                o[j] = gr[j] * (ONE if yr[j] > 0 else ZERO)
+        elif act == SIGMOID:
+            for j in range(o.size):
+                o[j] = gr[j] * yr[j] * (ONE - yr[j])
+        elif act == TANH:
+            for j in range(o.size):
+                o[j] = gr[j] * (ONE - yr[j] * yr[j])
+        elif act == GELU:
+            zr = z[i]
+            for j in range(o.size):
+                o[j] = gr[j] * gelu_grad(zr[j] + b[j] if has_b else zr[j])
+        else:
+            o[:] = gr
+        if has_gb:
+            for j in range(o.size):
+                gb[j] += o[j]
 
 
 @njit(**JIT)
