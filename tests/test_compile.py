@@ -402,3 +402,23 @@ def test_compiled_step_trains_to_convergence():
         acc = ((model(x).data > 0) == (y > 0.5)).mean()
     assert acc > 0.95, acc
     assert opt.steps == 30 * 32
+
+
+def test_frozen_parameters_are_read_at_every_call():
+    """A Parameter with requires_grad=False is bound by reference, not copied: edits between
+    calls (an EMA, a load) reach the replay."""
+    x, y = _data()
+    runs = []
+    for _ in range(2):
+        m = _model()
+        frozen = m.layers[0]
+        frozen.weight.requires_grad = frozen.bias.requires_grad = False
+        o = optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+        runs.append((m, o, _step(m, o, losses.mse)))
+    (m1, o1, eager), (m2, o2, step2) = runs
+    comp = L.compile(step2, backend="numpy")
+    for i in range(6):
+        for m in (m1, m2):
+            m.layers[0].weight.data *= np.float32(0.9)  # changed outside the step
+        assert eager(x[i % 5], y[i % 5]).item() == comp(x[i % 5], y[i % 5]).item()
+    _assert_same(_state(m1, o1)[:-1], _state(m2, o2)[:-1])

@@ -112,7 +112,12 @@ class Recorder:
         s = self.by_tensor.get(id(t))
         if s is not None:
             return s
-        if t.requires_grad and t._ctx is None:  # a parameter (any leaf that wants a grad)
+        # a parameter (frozen ones too: bound by reference) or any leaf that wants a grad
+        # and is not an input's array
+        from ..nn.module import Parameter
+
+        leaf = t._ctx is None and (t.requires_grad or isinstance(t, Parameter))
+        if leaf and id(t.data) not in self.by_array:
             s = self._add(Slot(t.data.shape, t.data.dtype, "param", t))
             self.leaves.append(t)
         else:
