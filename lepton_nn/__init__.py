@@ -46,6 +46,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "inspect": ("lepton_nn.inspect", None),
     "explain": ("lepton_nn.explain", None),
     "risk": ("lepton_nn.risk", None),
+    "compile": ("lepton_nn.compiled", "compile"),
 }
 
 __all__ = ["__version__", *_LAZY]

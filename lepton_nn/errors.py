@@ -34,3 +34,23 @@ class BackendError(LeptonError, RuntimeError):
 
 class NotBuiltError(LeptonError, RuntimeError):
     """A lazy layer was used (say, for ``parameters()``) before its weights exist."""
+
+
+class CompileError(LeptonError, RuntimeError):
+    """A step given to ``lepton_nn.compile`` cannot be captured or replayed as it is."""
+
+
+class UnsupportedOpError(CompileError):
+    """The step ran an op, optimizer or side effect that the compiled step has no twin for;
+    the message names it."""
+
+
+class SignatureError(CompileError, ShapeError):
+    """A compiled step was called with inputs of other shapes or dtypes than it captured;
+    the message gives both signatures."""
+
+
+class ControlFlowError(CompileError):
+    """The step recorded different ops on two calls (data-dependent Python control flow, or
+    an array the step computes outside the captured ops); the message names the first
+    difference."""

@@ -136,7 +136,7 @@ def cross_entropy(
             raise ShapeError(f"cross_entropy: {n} logits rows vs {labels.shape[0]} labels")
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError("cross_entropy: integer class labels expected")
-        labels = labels.astype(np.int64)
+        labels = labels.astype(np.int64, copy=False)  # no copy: a compiled step reads y
         if n and (labels.min() < 0 or labels.max() >= c):
             raise ValueError(
                 f"cross_entropy: labels must be in [0, {c}), got {labels.min()}..{labels.max()}"

@@ -1,0 +1,343 @@
+"""Numba kernels the generated replay calls (float32), each computing what its NumPy twin in
+:mod:`lepton_nn.compiled.prims` computes, in the same order of operations.
+
+GEMMs call the BLAS functions of the OpenBLAS NumPy itself loads, choosing between
+``sgemm``, ``sgemv``, ``sdot`` and a plain loop exactly as ``np.matmul`` does for 2-D
+operands (so the sums come out bit for bit the same). Reductions follow NumPy's orders:
+axis 0 row by row from the first row, a whole contiguous run by NumPy's pairwise sum (8
+accumulators per block of up to 128, halves above). No ``fastmath``: no reassociation and no
+fused multiply-add. exp, log1p and tanh are libm's (NumPy's vectorized float32 exp and tanh
+may differ from them in the last bit). Imported only by the Numba replay (it imports Numba
+and looks the BLAS up); not cached on disk: the BLAS addresses belong to this process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+
+import numpy as np
+from numba import njit
+
+from ..errors import UnsupportedOpError
+
+IDENTITY, RELU, SIGMOID, TANH, GELU = range(5)
+GELU_C, GELU_A = np.float32(0.7978845608028654), np.float32(0.044715)
+LOGE2 = np.float32(0.693147180559945309417232121458176568)
+ROW_MAJOR, COL_MAJOR, NO_TRANS, TRANS = 101, 102, 111, 112
+F32, ZERO, ONE = np.float32, np.float32(0.0), np.float32(1.0)
+NO_ARRAY = np.zeros(0, np.float32)  # stands for an absent bias / gradient (flag False)
+JIT = {"error_model": "numpy", "fastmath": False}  # x / 0 is inf, as in NumPy
+
+
+def _blas():
+    """ctypes functions (sgemm, sgemv, sdot) of the OpenBLAS mapped into this process, NumPy's
+    first (the same search as ``backend.threads``)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and "/" in ln}
+    except OSError:
+        paths = set()
+    for path in sorted(paths, key=lambda p: ("numpy" not in p, p)):
+        lib = ctypes.CDLL(path)
+        for pre, suf in (("", ""), ("scipy_", "64_"), ("", "64_"), ("scipy_", "")):
+            names = [f"{pre}cblas_s{n}{suf}" for n in ("gemm", "gemv", "dot")]
+            found = [getattr(lib, n, None) for n in names]
+            if all(f is not None for f in found):
+                i, c_int, f, p = (ctypes.c_int64 if "64" in suf else ctypes.c_int), ctypes.c_int, \
+                    ctypes.c_float, ctypes.c_void_p  # fmt: skip
+                addr = [ctypes.cast(fn, ctypes.c_void_p).value for fn in found]
+                gemm = ctypes.CFUNCTYPE(None, c_int, c_int, c_int, i, i, i, f, p, i, p, i, f, p, i)
+                gemv = ctypes.CFUNCTYPE(None, c_int, c_int, i, i, f, p, i, p, i, f, p, i)
+                dot = ctypes.CFUNCTYPE(f, i, p, i, p, i)
+                return gemm(addr[0]), gemv(addr[1]), dot(addr[2])
+    raise UnsupportedOpError(
+        "the numba replay calls NumPy's OpenBLAS and did not find it here: use backend='numpy'"
+    )
+
+
+sgemm, sgemv, sdot = _blas()
+
+
+@njit(**JIT)
+def mm(a, b, o, ta, tb):
+    """o = A @ B, A = a.T if ta else a, B = b.T if tb else b (a, b, o C-contiguous), with
+    the BLAS call (or loop) np.matmul picks for these shapes."""
+    m, n = o.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 1 or k == 0:  # NumPy's own loop: o = 0, then o += a b in order of k
+        A, B = (a.T if ta else a), (b.T if tb else b)
+        for i in range(m):
+            for j in range(n):
+                acc = ZERO
+                for q in range(k):
+                    acc += A[i, q] * B[q, j]
+                o[i, j] = acc
+    elif m == 1 and n == 1:
+        o[0, 0] = ZERO + sdot(k, a.ctypes, 1, b.ctypes, 1)
+    elif m == 1:  # vector @ matrix: gemv on B
+        order = COL_MAJOR if tb else ROW_MAJOR
+        sgemv(order, TRANS, k, n, ONE, b.ctypes, b.shape[1], a.ctypes, 1, ZERO, o.ctypes, 1)
+    elif n == 1:  # matrix @ vector: gemv on A
+        order = ROW_MAJOR if ta else COL_MAJOR
+        sgemv(order, TRANS, k, m, ONE, a.ctypes, a.shape[1], b.ctypes, 1, ZERO, o.ctypes, 1)
+    else:
+        sgemm(ROW_MAJOR, TRANS if ta else NO_TRANS, TRANS if tb else NO_TRANS, m, n, k, ONE,
+              a.ctypes, a.shape[1], b.ctypes, b.shape[1], ZERO, o.ctypes, n)  # fmt: skip
+
+
+@njit(**JIT)
+def tanh32(s):
+    return F32(math.tanh(s))
+
+
+@njit(**JIT)
+def sigmoid32(s):  # the reference's stable form: e = exp(-|s|)
+    e = F32(math.exp(-abs(s)))
+    return ONE / (ONE + e) if s >= 0 else e / (ONE + e)
+
+
+@njit(**JIT)
+def act_fwd(s, act):
+    if act == RELU:
+        return ZERO if s < 0 else s
+    if act == SIGMOID:
+        return sigmoid32(s)
+    if act == TANH:
+        return tanh32(s)
+    if act == GELU:
+        return F32(0.5) * s * (ONE + tanh32(GELU_C * (s + GELU_A * s * s * s)))
+    return s
+
+
+@njit(**JIT)
+def gelu_grad(s):
+    t = tanh32(GELU_C * (s + GELU_A * s * s * s))
+    sech2 = ONE - t * t
+    second = F32(0.5) * s * sech2 * GELU_C * (ONE + F32(3) * GELU_A * s * s)
+    return F32(0.5) * (ONE + t) + (ZERO if sech2 == 0 else second)
+
+
+@njit(**JIT)
+def bias_act(z, b, has_b, act, o):
+    """o = f(z + b) by rows (o may be z)."""
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            s = z[i, j] + b[j] if has_b else z[i, j]
+            o[i, j] = act_fwd(s, act)
+
+
+@njit(**JIT)
+def bias_act_back(g, y, z, b, has_b, act, gz, gb, has_gb):
+    """gz = g f'(.) from y (or z + b for gelu); gb = 0, then += each row of gz in order.
+    One simple loop per row and activation, so that LLVM vectorizes it."""
+    if has_gb:
+        gb[:] = 0
+    for i in range(g.shape[0]):
+        gr, yr, o = g[i], y[i], gz[i]
+        if act == RELU:
+            for j in range(o.size):
+                o[j] = gr[j] * (ONE if yr[j] > 0 else ZERO)
+        elif act == SIGMOID:
+            for j in range(o.size):
+                o[j] = gr[j] * yr[j] * (ONE - yr[j])
+        elif act == TANH:
+            for j in range(o.size):
+                o[j] = gr[j] * (ONE - yr[j] * yr[j])
+        elif act == GELU:
+            zr = z[i]
+            for j in range(o.size):
+                o[j] = gr[j] * gelu_grad(zr[j] + b[j] if has_b else zr[j])
+        else:
+            o[:] = gr
+        if has_gb:
+            for j in range(o.size):
+                gb[j] += o[j]
+
+
+@njit(**JIT)
+def colsum(g, o):
+    """o = g.sum(axis=0): the first row, then each next row added; one column (N, 1) is a
+    contiguous run, summed pairwise (NumPy's iterator sees it as 1-D)."""
+    if g.shape[1] == 1:
+        o[0] = ZERO + pairwise(g.reshape(-1), 0, g.shape[0])
+        return
+    o[:] = g[0]
+    for i in range(1, g.shape[0]):
+        for j in range(g.shape[1]):
+            o[j] += g[i, j]
+
+
+@njit(**JIT)
+def pairwise(a, lo, n):
+    """NumPy's pairwise sum of a[lo:lo + n] (a 1-D float32 array)."""
+    if n < 8:
+        res = ZERO
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r = np.empty(8, np.float32)
+        for j in range(8):
+            r[j] = a[lo + j]
+        i = 8
+        while i < n - (n % 8):
+            for j in range(8):
+                r[j] += a[lo + i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[lo + i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise(a, lo, n2) + pairwise(a, lo + n2, n - n2)
+
+
+@njit(**JIT)
+def reduce_all(a, o, mean):
+    """o[0] = a.sum() or a.mean() (a contiguous: one pairwise run)."""
+    f = a.reshape(-1)
+    s = ZERO + pairwise(f, 0, f.size)
+    o[0] = s / F32(f.size) if mean else s
+
+
+@njit(**JIT)
+def reduce_rows(a, o, mean):
+    """o = a.sum(axis=1) or a.mean(axis=1), a 2-D."""
+    for i in range(a.shape[0]):
+        s = ZERO + pairwise(a[i], 0, a.shape[1])
+        o[i] = s / F32(a.shape[1]) if mean else s
+
+
+@njit(**JIT)
+def spread_all(g, o, n):
+    """o[...] = g[0] / n (n = 0: g[0]): a broadcast scalar."""
+    o.reshape(-1)[:] = g[0] / F32(n) if n else g[0]
+
+
+@njit(**JIT)
+def spread_rows(g, o, n):
+    """o[i, :] = g[i] / n (n = 0: g[i]), o 2-D."""
+    for i in range(o.shape[0]):
+        o[i, :] = g[i] / F32(n) if n else g[i]
+
+
+@njit(**JIT)
+def div_back(g, b):
+    """g / b, 0 where that is NaN and g == 0 (zero_where_no_grad)."""
+    r = g / b
+    return ZERO if (r != r and g == 0) else r
+
+
+@njit(**JIT)
+def logaddexp0(z):
+    """np.logaddexp(0, z) in float32 (npy_logaddexpf(0, z))."""
+    if z == 0:
+        return LOGE2
+    t = ZERO - z
+    if t > 0:
+        return ZERO + F32(math.log1p(F32(math.exp(-t))))
+    if t <= 0:
+        return z + F32(math.log1p(F32(math.exp(t))))
+    return t
+
+
+@njit(**JIT)
+def bce(z, y, sp, el, out, m, mean):
+    """sp = logaddexp(0, z); el = sp - y z; per-sample mean over m; sum (/ n for mean)."""
+    n = z.shape[0]
+    zf, yf, spf, elf = z.reshape(-1), y.reshape(-1), sp.reshape(-1), el.reshape(-1)
+    for i in range(zf.size):
+        spf[i] = logaddexp0(zf[i])
+        elf[i] = spf[i] - yf[i] * zf[i]
+    if m > 1:
+        per = np.empty(n, np.float32)
+        rows = elf.reshape((n, m))
+        for i in range(n):
+            per[i] = (ZERO + pairwise(rows[i], 0, m)) / F32(m)
+    else:
+        per = elf
+    s = ZERO + pairwise(per, 0, n)
+    out[0] = s / F32(max(n, 1)) if mean else s
+
+
+@njit(**JIT)
+def bce_back(z, sp, y, g, gz, m, mean):
+    """gz = (exp(z - sp) - y) * ((g / n) / m)."""
+    n = z.shape[0]
+    scale = (g[0] / F32(max(n, 1)) if mean else g[0]) / F32(m)
+    zf, spf, yf, gf = z.reshape(-1), sp.reshape(-1), y.reshape(-1), gz.reshape(-1)
+    for i in range(zf.size):
+        gf[i] = (F32(math.exp(zf[i] - spf[i])) - yf[i]) * scale
+
+
+@njit(**JIT)
+def xent(z, labels, probs, per, out, mean):
+    """probs = softmax(z) by rows; per = log(sum e) + max - z[label]; reduced. Returns -1,
+    or the first row whose label is out of range (nothing is computed then)."""
+    n, c = z.shape
+    for i in range(n):
+        if labels[i] < 0 or labels[i] >= c:
+            return i
+    for i in range(n):
+        mx = z[i, 0]
+        for j in range(1, c):
+            mx = max(mx, z[i, j])
+        s = ZERO
+        for j in range(c):
+            probs[i, j] = F32(math.exp(z[i, j] - mx))
+            s += probs[i, j]
+        for j in range(c):
+            probs[i, j] = probs[i, j] / s
+        per[i] = (F32(math.log(s)) + mx) - z[i, labels[i]]
+    t = ZERO + pairwise(per, 0, n)
+    out[0] = t / F32(max(n, 1)) if mean else t
+    return -1
+
+
+@njit(**JIT)
+def xent_back(probs, labels, g, gl, gz, mean):
+    n = probs.shape[0]
+    v = g[0] / F32(max(n, 1)) if mean else g[0]
+    for i in range(n):
+        gl[i] = v
+        for j in range(probs.shape[1]):
+            gz[i, j] = probs[i, j] * v
+        gz[i, labels[i]] = (probs[i, labels[i]] - ONE) * v
+
+
+@njit(**JIT)
+def adam(p, g, m, v, s):
+    """The fused Adam/AdamW pass of kernels/csrc/dense.h; s = (step_size, b1, b2, 1 - b1,
+    1 - b2, 1 / sqrt(bc2), eps, l2, decay) in double, each rounded once to float32."""
+    step, b1, b2, c1, c2 = F32(s[0]), F32(s[1]), F32(s[2]), F32(s[3]), F32(s[4])
+    isb, eps, l2, decay = F32(s[5]), F32(s[6]), F32(s[7]), F32(s[8])
+    pf, gf, mf, vf = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
+    for i in range(pf.size):
+        pi = pf[i]
+        gi = gf[i] + l2 * pi
+        pi = pi * decay
+        mi = b1 * mf[i] + c1 * gi
+        vi = b2 * vf[i] + c2 * gi * gi
+        denom = F32(math.sqrt(vi)) * isb + eps
+        mf[i] = mi
+        vf[i] = vi
+        pf[i] = pi - step * mi / denom
+
+
+@njit(**JIT)
+def sgd(p, g, b, has_b, lr, mu, nesterov, wd):
+    """SGD.step for one parameter (b: its momentum buffer, after the first step)."""
+    pf, gf, bf = p.reshape(-1), g.reshape(-1), b.reshape(-1)
+    for i in range(pf.size):
+        gi = gf[i] + wd * pf[i] if wd != 0 else gf[i]
+        if has_b:
+            bi = bf[i] * mu
+            bi = bi + gi
+            bf[i] = bi
+            gi = gi + mu * bi if nesterov else bi
+        pf[i] = pf[i] - lr * gi
