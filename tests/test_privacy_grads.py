@@ -20,7 +20,8 @@ def _one_by_one(model, loss_fn, x, y, **kw):
         loss = loss_fn(model(x[n : n + 1], **kw), y[n : n + 1])
         loss.backward()
         for name, p in model.named_parameters():
-            out.setdefault(name, []).append(np.zeros_like(p.data) if p.grad is None else p.grad)
+            if p.requires_grad:
+                out.setdefault(name, []).append(np.zeros_like(p.data) if p.grad is None else p.grad)
     model.zero_grad()
     return {k: np.stack(v) for k, v in out.items()}
 
@@ -42,6 +43,9 @@ def _check(model, loss_fn, x, y):
             c = np.linspace(0.1, 1.0, len(x))
             sums = s.clipped_sum(c, scale=len(x))
             for name, p in model.named_parameters():
+                if not p.requires_grad:
+                    assert id(p) not in sums
+                    continue
                 np.testing.assert_allclose(
                     sums[id(p)], np.tensordot(c, want[name], axes=1), rtol=1e-10, atol=1e-12
                 )
@@ -62,6 +66,36 @@ def test_dense_mlp_float64():
     x, y = r.normal(size=(6, 5)), r.integers(0, 3, 6)
     m(x)
     _check(m, losses.cross_entropy, x, y)
+
+
+def test_dense_rows_every_activation_no_bias_and_a_frozen_bias():
+    r = np.random.default_rng(7)
+    m = nn.Sequential([
+        nn.Dense(7, "gelu", in_features=5),
+        nn.Dense(6, "sigmoid", use_bias=False),
+        nn.Dense(4, "tanh"),
+        nn.Dense(3, "softmax"),  # not fused: the activation runs after the recorded op
+    ])  # fmt: skip
+    m.build((None, 5))
+    m.astype("float64")
+    x, y = r.normal(size=(6, 5)), r.normal(size=(6, 3))
+    m(x)
+    _check(m, losses.mse, x, y)
+    m.layers[2].bias.requires_grad = False  # a partly frozen layer takes the general path
+    _check(m, losses.mse, x, y)
+
+
+def test_recording_forms_no_full_batch_weight_gradient():
+    """DP-SGD discards the batch's summed weight gradient: backward must not form it (the
+    clipped sum is the one weight product of a step), and must leave .grad alone."""
+    m = nn.Sequential([nn.Dense(4, "relu", in_features=3), nn.Dense(1)])
+    m.build((None, 3))
+    m.astype("float64")
+    x, y = np.random.default_rng(8).normal(size=(5, 3)), np.zeros((5, 1))
+    with GradSampler(m) as s:
+        losses.mse(m(x), y).backward()
+        assert all(p.grad is None for p in m.parameters())
+        assert s.norms(scale=5).shape == (5,)
 
 
 def test_dense_on_sequences_ghost_gram():

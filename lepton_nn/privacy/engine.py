@@ -59,6 +59,7 @@ class DPOptimizer:
         self.expected_batch_size = self.sample_rate * self.n_records
         self.accountant, self.rng, self.loss_reduction = accountant, rng, loss_reduction
         self.last_norms: np.ndarray | None = None
+        self._layout: tuple | None = None  # (dtype, starts, ends) of the parameters
 
     @property
     def lr(self) -> float:
@@ -81,21 +82,24 @@ class DPOptimizer:
         self.optimizer.zero_grad()
 
     def _release(self, sums: dict[int, np.ndarray]) -> None:
-        """Noise, average, inner step, one more step for the accountant."""
-        std = self.noise_multiplier * self.max_grad_norm
+        """Noise, average, inner step, one more step for the accountant. ``sums`` hold
+        sum_n c_n g_n already divided by the expected batch size."""
         params = self.optimizer.params
-        dtype = np.result_type(*[p.dtype for p in params])
-        sizes = [p.size for p in params]
-        noise = self.rng.standard_normal(sum(sizes), dtype=dtype) * dtype.type(std)
-        noise /= dtype.type(self.expected_batch_size)
-        at = 0
-        for p, k in zip(params, sizes):
-            g = noise[at : at + k].reshape(p.shape)
-            at += k
+        if self._layout is None:  # one noise draw for every parameter: offsets into it
+            dtype = np.result_type(*[p.dtype for p in params])
+            ends = np.cumsum([p.size for p in params]).tolist()
+            self._layout = (dtype, [0, *ends[:-1]], ends)
+        dtype, starts, ends = self._layout
+        noise = self.rng.standard_normal(ends[-1] if ends else 0, dtype=dtype)
+        noise *= dtype.type(self.noise_multiplier * self.max_grad_norm / self.expected_batch_size)
+        for p, a, b in zip(params, starts, ends):
+            g = noise[a:b].reshape(p.shape)
             s = sums.get(id(p))
             if s is not None:
-                g += s / self.expected_batch_size
-            p.grad = g.astype(p.dtype, copy=False)
+                g = np.add(s, g, dtype=p.dtype)  # a fresh array: .grad owns it
+            elif g.dtype != p.dtype:
+                g = g.astype(p.dtype)
+            p.grad = g
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
         self.sampler.clear()
@@ -108,7 +112,7 @@ class DPOptimizer:
         norms = self.sampler.norms(scale)
         c = np.minimum(1.0, self.max_grad_norm / (norms + 1e-6))
         self.last_norms = norms
-        self._release(self.sampler.clipped_sum(c, scale))
+        self._release(self.sampler.clipped_sum(c / self.expected_batch_size, scale))
 
     def empty_step(self) -> None:
         """The step of an empty Poisson batch: noise only."""

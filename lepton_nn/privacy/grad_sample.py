@@ -1,8 +1,9 @@
 """Per-example gradients by closed forms, one rule per layer kind, in one backward pass.
 
 While a :class:`GradSampler` is attached, each layer with parameters runs through its rule's
-``call``: the same math as the layer's own, but with the activation applied after the linear
-part so the gradient of the pre-activation z can be read (a tensor hook). From the layer's
+``call``: the same math as the layer's own, with the gradient of the pre-activation z read on
+the way back (a tensor hook on z; for Dense the fused op's own backward, which then forms no
+full-batch weight gradient: DP-SGD would discard it). From the layer's
 input x and dL/dz the rule gives, for example n (shapes without the batch axis):
 
 * ``Dense``:  z = x W + b, x (N, T, I) (T = 1 for tabular rows): dW_n = sum_t x_nt^T g_nt,
@@ -31,7 +32,9 @@ import inspect
 import numpy as np
 
 from ..autograd import Tensor, is_grad_enabled
+from ..backend import get_backend
 from ..backend.reference import ACT_CODE, IDENTITY
+from ..backend.threads import blas_single
 from ..errors import LeptonError, ShapeError
 from ..nn.conv import Conv2D, _check_images
 from ..nn.layers import Dense, apply_activation, as_input
@@ -56,16 +59,12 @@ class _Rule:
     def params(self) -> dict:
         return self._params
 
-    def _record(self, x: np.ndarray, z: Tensor, dz_dy=None) -> None:
-        """Keep x and, in backward, dL/dz: from z's own gradient, or from the gradient of the
-        fused output y = f(z) times ``dz_dy`` (f'(z) as a function of y)."""
+    def _record(self, x: np.ndarray, z: Tensor) -> None:
+        """Keep x and, in backward, dL/dz (a hook on z)."""
         if is_grad_enabled() and z.requires_grad:
             rec = [x, None]
             self.records.append(rec)
-            if dz_dy is None:
-                z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
-            else:
-                z.register_hook(lambda g: rec.__setitem__(1, g * dz_dy(z.data)))
+            z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
 
     def recs(self, scale: float):
         if scale == 1.0:
@@ -94,6 +93,33 @@ class _Rule:
         self.records.clear()
 
 
+class _RecordingLinear(Linear):
+    """``Linear`` whose backward hands dL/dz (N, out) to the rule's record and forms no
+    full-batch dL/dW, dL/db: DP-SGD discards those, and the clipped sum X^T (c * G) is the
+    one weight GEMM of the step (see :meth:`_DenseRule.clipped_sum`)."""
+
+    def backward(self, g):
+        out = self.w.shape[1]
+        g = g if g.ndim == 2 else g.reshape(-1, out)
+        g = np.ascontiguousarray(g, dtype=self.y.dtype)  # the kernel reads flat C arrays
+        if self.act == IDENTITY:
+            gz = np.array(g)  # kept until the optimizer step: not the engine's array
+        else:
+            z = self.y if self.z is None else self.z
+            gz = get_backend().bias_act_backward(
+                g, self.y, z, self.b, self.act, np.empty_like(g), None
+            )[0]
+        rec = self.rec
+        rec[1] = gz.reshape(*rec[0].shape[:-1], out)
+        gx = None
+        if self.needs_grad[0]:
+            with blas_single(self.flops):
+                gx = np.matmul(gz, self.w.T)
+            if len(self.x_shape) != 2:
+                gx = gx.reshape(self.x_shape)
+        return (gx, None) if self.b is None else (gx, None, None)
+
+
 class _DenseRule(_Rule):
     def call(self, x):
         layer = self.layer
@@ -104,14 +130,12 @@ class _DenseRule(_Rule):
                 f"{layer.in_features}), got {x.shape}"
             )
         ps = (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
-        deriv = _FUSED_DERIVATIVE.get(layer.activation)
-        if deriv is not None:  # y = f(z) in the fused kernel; dL/dz = dL/dy f'(z) from y
-            y = Linear.apply(x, *ps, act=ACT_CODE[layer.activation])
-            self._record(x.data, y, deriv)
-            return y
-        z = Linear.apply(x, *ps, act=IDENTITY)
-        self._record(x.data, z)
-        return apply_activation(z, layer.activation)
+        act = ACT_CODE.get(layer.activation)  # None: not fused (softmax, log_softmax)
+        y = _RecordingLinear.apply(x, *ps, act=IDENTITY if act is None else act)
+        if y._ctx is not None:  # a gradient is wanted: backward fills in dL/dz
+            y._ctx.rec = [x.data, None]
+            self.records.append(y._ctx.rec)
+        return y if act is not None else apply_activation(y, layer.activation)
 
     def _3d(self, scale):
         out = []
@@ -128,7 +152,29 @@ class _DenseRule(_Rule):
                 _add(res, "bias", g.sum(axis=1))
         return {k: v for k, v in res.items() if k in self.params()}
 
+    def _rows(self):
+        """(x (N, I), g (N, O)) when the layer ran once, on rows, with every parameter
+        trained: the common tabular case, read with as few NumPy calls as possible."""
+        recs = self.records
+        if (
+            self.ghost
+            and len(recs) == 1
+            and recs[0][1] is not None
+            and recs[0][0].ndim == 2
+            and len(self._params) == (1 + (self.layer.bias is not None))
+        ):
+            return recs[0]
+        return None
+
     def norms_sq(self, scale):
+        rows = self._rows()
+        if rows is not None:  # ||x g^T||^2 + ||g||^2 = (||x||^2 + 1) ||g||^2
+            x, g = rows
+            w = _rowdot(x, x)
+            if self.layer.bias is not None:
+                w += 1
+            w *= _rowdot(g, g)
+            return w * (scale * scale) if scale != 1.0 else w
         recs = self._3d(scale)
         if (
             not self.ghost
@@ -154,6 +200,14 @@ class _DenseRule(_Rule):
     def clipped_sum(self, c, scale):
         if not self.ghost:
             return super().clipped_sum(c, scale)
+        rows = self._rows()
+        if rows is not None:  # one weighted backward: X^T (c * G), c^T G
+            x, g = rows
+            cs = (c * scale if scale != 1.0 else c).astype(g.dtype, copy=False)
+            out = {"weight": x.T @ (g * cs[:, None])}
+            if self.layer.bias is not None:
+                out["bias"] = cs @ g
+            return out
         res: dict[str, np.ndarray] = {}
         for x, g in self._3d(scale):
             gc = g * c[:, None, None].astype(g.dtype)
@@ -163,13 +217,12 @@ class _DenseRule(_Rule):
         return {k: v for k, v in res.items() if k in self.params()}
 
 
-# f'(z) written with y = f(z), for the activations the dense kernel fuses
-_FUSED_DERIVATIVE = {
-    "relu": lambda y: (y > 0).astype(y.dtype),
-    "sigmoid": lambda y: y * (1 - y),
-    "tanh": lambda y: 1 - y * y,
-    "identity": lambda y: 1,
-}
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, K), (N, K) -> (N,): the dot product of each row pair (one gufunc call)."""
+    return _vecdot(a, b) if _vecdot is not None else np.einsum("nk,nk->n", a, b)
+
+
+_vecdot = getattr(np, "vecdot", None)  # NumPy >= 2.0
 
 
 def _add(res: dict, key: str, value: np.ndarray) -> None:
