@@ -31,7 +31,19 @@ def test_train_dp_prints_and_stores_epsilon(tmp_path, capsys):
     card = manifest["privacy"]
     assert 2.9 < card["epsilon"] <= 3.0 and card["delta"] == pytest.approx(1e-5)
     assert card["max_grad_norm"] == 0.5
-    assert card["preprocessing"]["columns"]["Age"] == "public bounds [18, 100]"
+    assert "DP quantiles within public bounds [18, 100]" in card["preprocessing"]["columns"]["Age"]
+    assert card["preprocessing"]["columns"]["Records"] == "public categories"
+    # the model card carries the privacy record (lepton-nn info MODEL --card)
+    assert main(["info", str(out), "--card"]) == 0
+    md = capsys.readouterr().out
+    assert "## Privacy" in md and "## Metrics" in md
+    for fact in ("epsilon", "delta", "accountant", "noise_multiplier", "clipping_norm",
+                 "sampling_rate", "steps", "preprocessing_epsilon"):  # fmt: skip
+        assert f"- **{fact}**: " in md
+    assert "- **clipping_norm**: 0.5" in md and "- **accountant**: rdp" in md
+    assert f"- **noise_multiplier**: {card['noise_multiplier']:.4g}" in md
+    assert "| Age | DP quantiles within public bounds [18, 100]" in md
+    assert "| Records | public categories |" in md
 
 
 def test_train_dp_refuses_what_would_spend_budget_unseen(tmp_path, capsys):

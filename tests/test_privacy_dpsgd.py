@@ -173,15 +173,42 @@ def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
     assert card["epsilon"] <= 3.0 + 1e-9 and card["delta"] <= 1e-5
     pre = card["preprocessing"]
     assert pre["epsilon"] == pytest.approx(0.3) and card["training_epsilon"] <= 2.7
-    assert pre["columns"]["Age"].startswith("public bounds")
+    assert pre["columns"]["Age"].startswith("DP quantiles within public bounds [18, 100]")
     assert pre["columns"]["Records"] == "public categories"
-    assert pre["columns"]["Income"].startswith("DP quantiles")
+    assert pre["columns"]["Income"].startswith("DP quantiles (")
     assert pre["columns"]["Home"].startswith("DP histogram")
     age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
-    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    assert 18 <= age["center"] <= 100 and 0 < age["scale"] < 82  # searched within the bounds
     assert all(c["indicator"] for c in m.preprocessor.columns_)  # not read from the data
     assert len(m.history["epsilon"]) == 2
+    from lepton_nn.risk import card as model_card
+    from lepton_nn.risk.model_card import privacy_section
+
+    privacy_section(m)  # the Privacy section of the model card (write_card adds it too)
+    facts = m.card["sections"]["Privacy"]["facts"]
+    assert facts["epsilon"] == card["epsilon"] and facts["delta"] == card["delta"]
+    assert facts["accountant"] == "rdp" and facts["steps"] == card["steps"] > 0
+    assert facts["noise_multiplier"] == card["noise_multiplier"] > 0
+    assert facts["clipping_norm"] == 1.0 and facts["sampling_rate"] == pytest.approx(60 / 600)
+    assert facts["preprocessing_epsilon"] == pytest.approx(0.3)
+    rows = dict(map(tuple, m.card["sections"]["Privacy"]["table"]["rows"]))
+    assert rows["Records"] == "public categories" and rows["Home"].startswith("DP histogram")
     path = tmp_path / "m.lnn"
     save(m, path)
     back = load(path)
     assert back.privacy_card["epsilon"] == pytest.approx(card["epsilon"])
+    md = model_card.to_markdown(back.card)
+    assert "## Privacy" in md and f"- **epsilon**: {card['epsilon']:.4g}" in md
+    plain = TabularModel(epochs=1, seed=0, positive="bad", validation_split=0.0).fit(table)
+    assert privacy_section(plain).card is None  # not trained privately: no section
+
+    # bounds_scaling="range": the bounds alone scale the column, and spend nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        priv = Privacy(3.0, 1e-5, bounds=bounds, categories=cats, bounds_scaling="range")
+        m = TabularModel(epochs=1, batch_size=60, seed=0, positive="bad", privacy=priv).fit(table)
+    assert m.privacy_card["preprocessing"]["columns"]["Age"] == "public bounds [18, 100]"
+    age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
+    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    with pytest.raises(ValueError, match="bounds_scaling"):
+        Privacy(3.0, bounds_scaling="minmax")

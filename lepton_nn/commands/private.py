@@ -27,10 +27,15 @@ def privacy_from_args(args):
                 public = json.load(f)
         except (OSError, ValueError) as e:
             raise LeptonError(f"--dp-public {args.dp_public}: {e}") from None
-        if not isinstance(public, dict) or set(public) - {"bounds", "categories"}:
+        keys = {"bounds", "categories", "bounds_scaling"}
+        if (
+            not isinstance(public, dict)
+            or set(public) - keys
+            or public.get("bounds_scaling", "quantiles") not in ("quantiles", "range")
+        ):
             raise LeptonError(
                 f'--dp-public {args.dp_public}: expected {{"bounds": {{column: [lo, hi]}}, '
-                f'"categories": {{column: [values]}}}}'
+                f'"categories": {{column: [values]}}, "bounds_scaling": "quantiles" | "range"}}'
             )
     return Privacy(
         target_epsilon=args.dp_epsilon,
@@ -38,6 +43,7 @@ def privacy_from_args(args):
         max_grad_norm=args.dp_max_grad_norm,
         bounds=public.get("bounds"),
         categories=public.get("categories"),
+        bounds_scaling=public.get("bounds_scaling", "quantiles"),
     )
 
 
@@ -84,10 +90,21 @@ def train_private(args, table, task, kwargs, t0) -> int:
             "sha256": file_digest(args.data),
         },
     }
+    from ..risk.model_card import card_from_report, privacy_section
+
+    if task == "binary":  # the model card (lepton-nn info MODEL --card)
+        card_from_report(
+            model,
+            report,
+            f"Validation: {len(va)} rows held out from the private fit on the other "
+            f"{len(tr)} (exact figures, not private).",
+        )
+    privacy_section(model)
     io.save(model, args.output)
     print(
         f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "
-        f"{time.perf_counter() - t0:.1f} s); the privacy record is in its manifest"
+        f"{time.perf_counter() - t0:.1f} s); the privacy record is in its manifest and "
+        "model card (lepton-nn info MODEL --card)"
     )
     return 0
 

@@ -262,9 +262,11 @@ class Privacy:
 
     For a TabularModel the preprocessing statistics are made private too
     (:mod:`lepton_nn.privacy.preprocess`): ``bounds`` ({column: (lo, hi)}) and ``categories``
-    ({column: [...]}) are public knowledge given by the user and cost nothing; the other
-    columns' statistics spend ``preprocessing_share`` of the budget (epsilon and delta), the
-    training the rest, so the model as a whole is (target_epsilon, target_delta)-DP.
+    ({column: [...]}) are public knowledge given by the user; the statistics read from the
+    data (quartiles, searched within the bounds where given; categories not named) spend
+    ``preprocessing_share`` of the budget (epsilon and delta), the training the rest, so the
+    model as a whole is (target_epsilon, target_delta)-DP. ``bounds_scaling="range"`` scales
+    bounded columns by their bounds alone (free, but poor for skewed columns).
     """
 
     def __init__(
@@ -277,6 +279,7 @@ class Privacy:
         categories: dict | None = None,
         preprocessing_share: float = 0.1,
         preprocessing_epsilon: float = 0.1,
+        bounds_scaling: str = "quantiles",
     ):
         if not 0 < preprocessing_share < 1:
             raise ValueError(f"preprocessing_share must be in (0, 1), got {preprocessing_share}")
@@ -285,6 +288,11 @@ class Privacy:
         self.bounds, self.categories = dict(bounds or {}), dict(categories or {})
         self.preprocessing_share = float(preprocessing_share)
         self.preprocessing_epsilon = float(preprocessing_epsilon)
+        if bounds_scaling not in ("quantiles", "range"):
+            raise ValueError(
+                f"bounds_scaling must be 'quantiles' or 'range', got {bounds_scaling!r}"
+            )
+        self.bounds_scaling = bounds_scaling
         self.preprocessing: dict | str = "not recorded (the caller's own preprocessing)"
 
     def privatize_preprocessor(self, pre, table, kept, seed=None) -> dict:
@@ -299,7 +307,7 @@ class Privacy:
         delta = self.preprocessing_share * self.target_delta
         rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
         self.preprocessing = privatize_preprocessor(
-            pre, table, kept, eps, delta, rng, self.bounds, self.categories
+            pre, table, kept, eps, delta, rng, self.bounds, self.categories, self.bounds_scaling
         )
         return self.preprocessing
 
