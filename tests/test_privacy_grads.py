@@ -302,3 +302,64 @@ def test_conv_and_embedding_against_torch_func():
     np.testing.assert_allclose(
         got["layers.0.weight"], g["0.weight"].numpy(), rtol=1e-10, atol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        dict(shape=(6, 2, 5, 5), filters=8, kernel=3, stride=2, padding=0, groups=1),  # Gram
+        dict(shape=(6, 4, 9, 8), filters=4, kernel=2, stride=1, padding=1, groups=2),  # product
+    ],
+)
+def test_conv_ghost_norms_and_clipped_sum_against_torch_func(geometry):
+    """Conv2D per-example norms (Gram matrices of positions, or the per-layer product where
+    that is smaller: both branches) and the clipped sum (one product, no per-example array)
+    against torch.func's per-example gradients, float64, 1e-10."""
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, grad, vmap
+
+    r = np.random.default_rng(9)
+    n, ch = geometry["shape"][:2]
+    f, k, st, pad, gr = (geometry[a] for a in ("filters", "kernel", "stride", "padding", "groups"))
+    m = nn.Sequential([
+        nn.Conv2D(f, k, stride=st, padding=pad, in_channels=ch, activation="tanh", groups=gr),
+        nn.Flatten(),
+        nn.Dense(1),
+    ])  # fmt: skip
+    m.astype("float64")
+    x, y = r.normal(size=geometry["shape"]), r.normal(size=(n, 1))
+    m(x)
+    conv, dense = m.layers[0], m.layers[2]
+    tm = torch.nn.Sequential(
+        torch.nn.Conv2d(ch, f, k, stride=st, padding=pad, groups=gr), torch.nn.Tanh(),
+        torch.nn.Flatten(), torch.nn.Linear(dense.in_features, 1),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        tm[0].weight.copy_(torch.from_numpy(conv.weight.data))
+        tm[0].bias.copy_(torch.from_numpy(conv.bias.data))
+        tm[3].weight.copy_(torch.from_numpy(dense.weight.data.T))
+        tm[3].bias.copy_(torch.from_numpy(dense.bias.data))
+    params = {k_: v.detach() for k_, v in tm.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        return ((functional_call(tm, p, (xi[None],)) - yi[None]) ** 2).mean()
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, torch.from_numpy(x), torch.from_numpy(y))
+    g = {k_: v.numpy() for k_, v in g.items()}
+    conv_sq = np.square(g["0.weight"]).reshape(n, -1).sum(1) + np.square(g["0.bias"]).sum(1)
+    with GradSampler(m) as s:
+        rule = next(rl for rl in s.rules if rl.layer is conv)
+        losses.mse(m(x), y).backward()
+        assert rule._whole()
+        np.testing.assert_allclose(rule.norms_sq(1.0) * n * n, conv_sq, rtol=1e-10)
+        want = conv_sq + np.square(g["3.weight"]).reshape(n, -1).sum(1)
+        want += np.square(g["3.bias"]).sum(1)
+        np.testing.assert_allclose(s.norms(scale=n), np.sqrt(want), rtol=1e-10)
+        c = np.linspace(0.2, 1.0, n)
+        sums = s.clipped_sum(c, scale=n)
+        np.testing.assert_allclose(
+            sums[id(conv.weight)], np.tensordot(c, g["0.weight"], axes=1), rtol=1e-10, atol=1e-13
+        )
+        np.testing.assert_allclose(
+            sums[id(conv.bias)], np.tensordot(c, g["0.bias"], axes=1), rtol=1e-10, atol=1e-13
+        )

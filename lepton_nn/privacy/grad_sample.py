@@ -11,7 +11,9 @@ input x and dL/dz the rule gives, for example n (shapes without the batch axis):
   ||dW_n||^2 = sum_{t,s} (x_nt . x_ns)(g_nt . g_ns)  (= ||x_n||^2 ||g_n||^2 when T = 1),
   and the clipped sum is one matmul, sum_n c_n dW_n = X^T (c * G).
 * ``Conv2D``: the input unfolded into columns U_n (C/G kh kw, OH OW) per group:
-  dW_n = G_n U_n^T, db_n = sum over positions of G_n.
+  dW_n = G_n U_n^T, db_n = sum over positions of G_n. Ghost clipping: ||dW_n||^2 =
+  <U_n^T U_n, G_n^T G_n> (two Gram matrices over the L output positions, when L^2 <= the
+  size of dW_n), and the clipped sum is one product, sum_n c_n dW_n = (c G) U^T.
 * ``Embedding``: dW_n = scatter-add of g_nt into the rows of example n's ids.
 * ``LayerNorm``: with x_hat the row-normalized input: dgamma_n = sum_t g_nt * x_hat_nt,
   dbeta_n = sum_t g_nt.
@@ -267,23 +269,75 @@ class _ConvRule(_Rule):
 
     def detach(self):
         self.layer.__dict__.pop("call_fused", None)
+        self._unfolded = None
         super().detach()
+
+    def _grouped(self, scale):
+        """Per record: columns U (N, G, K, L) and output gradients G (N, G, F/G, L), with
+        K = C/G kh kw and L = OH OW the output positions; dW_n[g] = G_n[g] U_n[g]^T."""
+        recs = self.recs(scale)
+        cached = self.__dict__.get("_unfolded")  # norms, then the clipped sum: unfold once
+        if cached is not None and len(cached[0]) == len(recs):
+            if all(a is x and b is g for (a, b), (x, g) in zip(cached[0], recs)):
+                return cached[1]
+        layer, gr, out = self.layer, self.layer.groups, []
+        for x, g in recs:
+            n, positions = x.shape[0], g.shape[2] * g.shape[3]
+            cols = unfold(x, layer).reshape(n, gr, -1, positions)
+            out.append((cols, g.reshape(n, gr, -1, positions), g))
+        self._unfolded = (recs, out)
+        return out
 
     def per_example(self, scale):
         layer, res = self.layer, {}
-        gr = layer.groups
-        for x, g in self.recs(scale):
-            n = x.shape[0]
-            cols = unfold(x, layer).reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, K, L)
-            gg = g.reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, F/G, L)
-            _add(
-                res,
-                "weight",
-                np.einsum("ngfl,ngkl->ngfk", gg, cols).reshape(n, *layer.weight.shape),
-            )
+        for cols, gg, g in self._grouped(scale):
+            pe = np.einsum("ngfl,ngkl->ngfk", gg, cols)
+            _add(res, "weight", pe.reshape(len(pe), *layer.weight.shape))
             if layer.bias is not None:
                 _add(res, "bias", g.sum(axis=(2, 3)))
         return {k: v for k, v in res.items() if k in self.params()}
+
+    def _whole(self) -> bool:
+        """Ghost clipping applies: one call of the layer, every parameter trained."""
+        recs = [r for r in self.records if r[1] is not None]
+        return (
+            self.ghost
+            and len(recs) == 1
+            and len(self._params) == (1 + (self.layer.bias is not None))
+        )
+
+    def norms_sq(self, scale):
+        """||dW_n||^2 = sum_g <U_n[g]^T U_n[g], G_n[g]^T G_n[g]> through the two (L, L) Gram
+        matrices of positions when L^2 <= F/G K, else the (F/G, K) product per example,
+        one layer at a time; never the (N, *weight) array of every parameter."""
+        if not self._whole():
+            return super().norms_sq(scale)
+        ((cols, gg, g),) = self._grouped(scale)
+        n, positions, k, f = cols.shape[0], cols.shape[3], cols.shape[2], gg.shape[2]
+        if positions * positions <= f * k:
+            gram_u = np.matmul(cols.transpose(0, 1, 3, 2), cols)  # (N, G, L, L)
+            gram_g = np.matmul(gg.transpose(0, 1, 3, 2), gg)
+            w = (gram_u * gram_g).reshape(n, -1).sum(axis=1)
+        else:
+            pe = np.matmul(gg, cols.transpose(0, 1, 3, 2))  # (N, G, F/G, K)
+            w = np.square(pe).reshape(n, -1).sum(axis=1)
+        if self.layer.bias is not None:
+            w += np.square(g.sum(axis=(2, 3))).sum(axis=1)
+        return w
+
+    def clipped_sum(self, c, scale):
+        """sum_n c_n dW_n[g] = (c G)[g] U[g]^T over the batch and positions together: one
+        product per group, no per-example array."""
+        if not self._whole():
+            return super().clipped_sum(c, scale)
+        layer = self.layer
+        ((cols, gg, g),) = self._grouped(scale)
+        cs = c.astype(gg.dtype, copy=False)
+        w = np.einsum("ngfl,ngkl->gfk", gg * cs[:, None, None, None], cols, optimize=True)
+        out = {"weight": w.reshape(layer.weight.shape)}
+        if layer.bias is not None:
+            out["bias"] = cs @ g.sum(axis=(2, 3))
+        return out
 
 
 class _EmbeddingRule(_Rule):
