@@ -212,3 +212,23 @@ def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
     assert (age["center"], age["scale"]) == (59.0, 41.0)
     with pytest.raises(ValueError, match="bounds_scaling"):
         Privacy(3.0, bounds_scaling="minmax")
+
+
+def test_private_scale_of_a_mostly_zero_column_stays_sane():
+    """Debt is 0 in three rows of four: its DP quartile range is a few units at best, which
+    would put the other rows thousands of units out; with public bounds the scale is at
+    least 1 % of their width."""
+    import warnings
+
+    from lepton_nn import datasets
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(400))
+    for seed in range(6):
+        priv = Privacy(3.0, 1e-5, bounds={"Debt": (0, 30000)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = TabularModel(epochs=1, batch_size=50, seed=seed, positive="bad", privacy=priv)
+            m.fit(table)
+        debt = next(c for c in m.preprocessor.columns_ if c["name"] == "Debt")
+        assert 300 <= debt["scale"] <= 30000 and 0 <= debt["center"] <= 30000

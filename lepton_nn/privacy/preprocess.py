@@ -6,11 +6,16 @@ columns had missing values). :func:`privatize_preprocessor` replaces every one o
 
 * numeric column: from DP quartiles q25, q75 (:func:`dp_quantile`, eps_c / 2 each):
   center = fill = (q25 + q75) / 2, scale = (q75 - q25) / 1.349 (a normal's interquartile
-  range in standard deviations). The search runs over the column's public bounds (lo, hi)
-  when the user gives them (values clipped to them), else over +-1e10. A tight public range
-  is what makes small budgets work: over +-1e10 the mechanism needs eps_c n in the hundreds
-  to beat the width of the empty outer intervals (credit data, 13 columns: eps_c = 0.02 at
-  epsilon 3 gives centers of 1e9), within the bounds it does not.
+  range in standard deviations), and with public bounds at least 1 % of their width (hi -
+  lo), so no value within them lies more than 100 scaled units from the center: a column
+  that is mostly zeros (debt) has q25 = q75 = 0, and a DP quartile range of a few units would
+  scale its other values to thousands and wreck training (credit data, one seed in six:
+  validation ROC-AUC 0.75 instead of 0.81; the deciles, sparser, are worse). The search runs
+  over the column's public bounds (lo, hi) when the user gives them (values clipped to
+  them), else over +-1e10. A tight public range is what makes small budgets work: over
+  +-1e10 the mechanism needs eps_c n in the hundreds to beat the width of the empty outer
+  intervals (credit data, 13 columns: eps_c = 0.02 at epsilon 3 gives centers of 1e9),
+  within the bounds it does not.
 * numeric column with public bounds and ``bounds_scaling="range"``: center = fill =
   (lo + hi) / 2, scale = (hi - lo) / 2. No budget spent, but a skewed column (assets from 0
   to 300,000, most below 10,000) is squashed into a sliver of [-1, 1], which DP-SGD's noise
@@ -38,6 +43,7 @@ __all__ = ["privatize_preprocessor", "dp_quantile"]
 
 PUBLIC_RANGE = (-1e10, 1e10)  # values are clipped here: the one public assumption
 _NORMAL_IQR = 1.3489795003921634  # q75 - q25 of the standard normal
+_MIN_SCALE = 0.01  # of the width of public bounds
 
 
 def _to_log(x):  # sign(x) log(1 + |x|): the quantile search runs on this scale
@@ -118,6 +124,8 @@ def privatize_preprocessor(
                     dp_quantile(vals, p, eps_c / 2, rng, (lo, hi)) for p in (0.25, 0.75)
                 )
                 center, scale = (q25 + q75) / 2, (q75 - q25) / _NORMAL_IQR
+                if name in bounds:
+                    scale = max(scale, _MIN_SCALE * (hi - lo))
                 within = f" within public bounds [{lo:g}, {hi:g}]" if name in bounds else ""
                 how[name] = f"DP quantiles{within} (exponential mechanism, epsilon {eps_c:.4g})"
             s.update(
