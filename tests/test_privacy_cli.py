@@ -25,12 +25,16 @@ def test_train_dp_prints_and_stores_epsilon(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "privacy spent: epsilon = " in text and "public bounds" in text
+    # --epochs was given; the other flags left at their defaults take the private recipe
+    assert "private recipe for the flags not given: batch_size 256, lr 0.02, dropout 0\n" in text
     with zipfile.ZipFile(out) as z:
         name = next(n for n in z.namelist() if n.endswith(".json"))
         manifest = json.loads(z.read(name))
     card = manifest["privacy"]
     assert 2.9 < card["epsilon"] <= 3.0 and card["delta"] == pytest.approx(1e-5)
     assert card["max_grad_norm"] == 0.5
+    assert card["sample_rate"] == pytest.approx(256 / card["n_records"])
+    assert card["steps"] == 2 * round(card["n_records"] / 256)
     assert "DP quantiles within public bounds [18, 100]" in card["preprocessing"]["columns"]["Age"]
     assert card["preprocessing"]["columns"]["Records"] == "public categories"
     # the model card carries the privacy record (lepton-nn info MODEL --card)

@@ -60,6 +60,16 @@ def train_private(args, table, task, kwargs, t0) -> int:
     if args.class_weight:
         raise LeptonError("--class-weight with --dp-epsilon: weights change the sensitivity")
     privacy = privacy_from_args(args)
+    from ..cli import TRAIN_DEFAULTS
+    from ..privacy import RECIPE
+
+    taken = {k: v for k, v in RECIPE.items() if kwargs.get(k) == TRAIN_DEFAULTS.get(k)}
+    kwargs = {**kwargs, **taken}  # flags left at their defaults: the private recipe
+    if taken:
+        print(
+            "private recipe for the flags not given: "
+            + ", ".join(f"{k} {v:g}" for k, v in taken.items())
+        )
     idx = np.arange(len(table))
     strat = None if task == "regression" else table
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
