@@ -67,7 +67,7 @@ class DPOptimizer:
         self.expected_batch_size = self.sample_rate * self.n_records
         self.accountant, self.rng, self.loss_reduction = accountant, rng, loss_reduction
         self.last_norms: np.ndarray | None = None
-        self._layout: tuple | None = None  # (dtype, starts, ends) of the parameters
+        self._layout: tuple | None = None  # (dtype, size, spans) of the parameters' noise
 
     @property
     def lr(self) -> float:
@@ -93,20 +93,25 @@ class DPOptimizer:
         """Noise, average, inner step, one more step for the accountant. ``sums`` hold
         sum_n c_n g_n already divided by the expected batch size."""
         params = self.optimizer.params
-        if self._layout is None:  # one noise draw for every parameter: offsets into it
+        if self._layout is None:  # one noise draw for every parameter: its slices
             dtype = np.result_type(*[p.dtype for p in params])
             ends = np.cumsum([p.size for p in params]).tolist()
-            self._layout = (dtype, [0, *ends[:-1]], ends)
-        dtype, starts, ends = self._layout
-        noise = self.rng.standard_normal(ends[-1] if ends else 0, dtype=dtype)
+            spans = [(p, a, b, p.shape, p.dtype) for p, a, b in zip(params, [0, *ends[:-1]], ends)]
+            self._layout = (dtype, ends[-1] if ends else 0, spans)
+        dtype, total, spans = self._layout
+        noise = self.rng.standard_normal(total, dtype=dtype)
         noise *= dtype.type(self.noise_multiplier * self.max_grad_norm / self.expected_batch_size)
-        for p, a, b in zip(params, starts, ends):
-            g = noise[a:b].reshape(p.shape)
+        for p, a, b, shape, pdt in spans:
+            g = noise[a:b].reshape(shape)
             s = sums.get(id(p))
             if s is not None:
-                g = np.add(s, g, dtype=p.dtype)  # a fresh array: .grad owns it
-            elif g.dtype != p.dtype:
-                g = g.astype(p.dtype)
+                if s.dtype == pdt and s.flags.owndata:  # the rule's fresh sum: add in place
+                    s += g
+                    g = s
+                else:
+                    g = np.add(s, g, dtype=pdt)
+            elif g.dtype != pdt:
+                g = g.astype(pdt)
             p.grad = g
         self.optimizer.step()
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
