@@ -156,7 +156,7 @@ def test_trainer_fit_with_privacy_reports_epsilon_each_epoch():
         t.fit(x, y, epochs=1, verbose=0, class_weight="balanced", privacy=Privacy(2.0))
 
 
-def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
+def test_tabular_model_private_preprocessing_and_model_file(tmp_path, capsys):
     import warnings
 
     from lepton_nn import datasets, load, save
@@ -199,6 +199,12 @@ def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
     assert back.privacy_card["epsilon"] == pytest.approx(card["epsilon"])
     md = model_card.to_markdown(back.card)
     assert "## Privacy" in md and f"- **epsilon**: {card['epsilon']:.4g}" in md
+    from lepton_nn.cli import main
+
+    m.card = None  # saved without a card: info --card still shows the privacy record
+    save(m, tmp_path / "bare.lnn")
+    assert main(["info", str(tmp_path / "bare.lnn"), "--card"]) == 0
+    assert f"- **epsilon**: {card['epsilon']:.4g}" in capsys.readouterr().out
     plain = TabularModel(epochs=1, seed=0, positive="bad", validation_split=0.0).fit(table)
     assert privacy_section(plain).card is None  # not trained privately: no section
 
