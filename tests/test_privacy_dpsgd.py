@@ -238,3 +238,46 @@ def test_private_scale_of_a_mostly_zero_column_stays_sane():
             m.fit(table)
         debt = next(c for c in m.preprocessor.columns_ if c["name"] == "Debt")
         assert 300 <= debt["scale"] <= 30000 and 0 <= debt["center"] <= 30000
+
+
+def test_private_model_file_holds_no_exact_training_statistics(tmp_path):
+    """The training profile (deciles of every column, the approved rows' medians) and a
+    regression target's mean and spread are exact statistics of the training rows: a
+    private fit writes neither (the target is scaled by public bounds, or not at all)."""
+    import json
+    import warnings
+    import zipfile
+
+    from lepton_nn import datasets, save
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = TabularModel(epochs=1, batch_size=50, seed=0, positive="bad", privacy=Privacy(3.0))
+        m.fit(table)
+    assert m.profile is None
+    save(m, tmp_path / "p.lnn")
+    with zipfile.ZipFile(tmp_path / "p.lnn") as z:
+        manifest = json.loads(z.read(next(n for n in z.namelist() if n.endswith(".json"))))
+    assert "profile" not in manifest and "privacy" in manifest
+    with pytest.raises(Exception, match="no training profile"):
+        from lepton_nn.risk import monitor
+
+        monitor(tmp_path / "p.lnn", table)
+
+    r = np.random.default_rng(0)
+    cols = {"a": r.normal(size=200), "b": r.normal(size=200)}
+    y = 50 + 10 * cols["a"] + r.normal(size=200)
+    kw = dict(epochs=1, batch_size=50, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bare = TabularModel(**kw, privacy=Privacy(3.0)).fit(cols, y)
+        public = TabularModel(**kw, privacy=Privacy(3.0, target_bounds=(0, 100))).fit(cols, y)
+    assert bare.target_scale == (0.0, 1.0) and public.target_scale == (50.0, 50.0)
+    assert bare.privacy_card["target_scaling"] == "not scaled"
+    assert public.privacy_card["target_scaling"] == "public bounds [0, 100]"
+    plain = TabularModel(**kw).fit(cols, y)
+    assert plain.target_scale == pytest.approx((y.mean(), y.std()))
+    with pytest.raises(ValueError, match="target_bounds"):
+        Privacy(3.0, target_bounds=(1, 1))

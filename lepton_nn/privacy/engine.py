@@ -280,6 +280,9 @@ class Privacy:
     ``preprocessing_share`` of the budget (epsilon and delta), the training the rest, so the
     model as a whole is (target_epsilon, target_delta)-DP. ``bounds_scaling="range"`` scales
     bounded columns by their bounds alone (free, but poor for skewed columns).
+    ``target_bounds``: the public (lo, hi) of a regression target, which scales it (else it is
+    left unscaled). No training profile is written (its deciles and medians are exact
+    statistics of the training rows), so monitoring and reason codes are not available.
     """
 
     def __init__(
@@ -293,6 +296,7 @@ class Privacy:
         preprocessing_share: float = 0.1,
         preprocessing_epsilon: float = 0.1,
         bounds_scaling: str = "quantiles",
+        target_bounds: tuple[float, float] | None = None,
     ):
         if not 0 < preprocessing_share < 1:
             raise ValueError(f"preprocessing_share must be in (0, 1), got {preprocessing_share}")
@@ -306,6 +310,9 @@ class Privacy:
                 f"bounds_scaling must be 'quantiles' or 'range', got {bounds_scaling!r}"
             )
         self.bounds_scaling = bounds_scaling
+        if target_bounds is not None and not float(target_bounds[1]) > float(target_bounds[0]):
+            raise ValueError(f"target_bounds: need lo < hi, got {target_bounds}")
+        self.target_bounds = target_bounds
         self.preprocessing: dict | str = "not recorded (the caller's own preprocessing)"
 
     def privatize_preprocessor(self, pre, table, kept, seed=None) -> dict:
@@ -323,6 +330,15 @@ class Privacy:
             pre, table, kept, eps, delta, rng, self.bounds, self.categories, self.bounds_scaling
         )
         return self.preprocessing
+
+    def target_scale(self) -> tuple[float, float]:
+        """(center, scale) of a regression target: from the public ``target_bounds`` (their
+        middle and half-width), else (0, 1), unscaled: the target's mean and standard
+        deviation would be statistics of the training rows."""
+        if self.target_bounds is None:
+            return 0.0, 1.0
+        lo, hi = (float(b) for b in self.target_bounds)
+        return (lo + hi) / 2, (hi - lo) / 2
 
     def _spent_before(self) -> tuple[float, float]:
         if isinstance(self.preprocessing, dict):

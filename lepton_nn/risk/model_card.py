@@ -92,6 +92,7 @@ _PRIVACY_FACTS = (
     ("n_records", "training_records"),
     ("training_epsilon", "training_epsilon"),
     ("training_delta", "training_delta"),
+    ("target_scaling", "target_scaling"),
 )
 
 
