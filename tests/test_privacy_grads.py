@@ -96,6 +96,19 @@ def test_recording_forms_no_full_batch_weight_gradient():
         losses.mse(m(x), y).backward()
         assert all(p.grad is None for p in m.parameters())
         assert s.norms(scale=5).shape == (5,)
+    # a convolution whose input carries a gradient: its weights are not differentiated either
+    c = nn.Sequential([
+        nn.Conv2D(2, 3, in_channels=1, activation="relu"),
+        nn.Conv2D(2, 3, activation="tanh"),
+        nn.Flatten(),
+        nn.Dense(1),
+    ])  # fmt: skip
+    c.build((None, 1, 7, 7))
+    c.astype("float64")
+    with GradSampler(c) as s:
+        losses.mse(c(np.ones((3, 1, 7, 7))), np.zeros((3, 1))).backward()
+        assert c.layers[1].weight.grad is None and c.layers[1].bias.grad is None
+        assert s.norms(scale=3).shape == (3,)
 
 
 def test_dense_on_sequences_ghost_gram():
