@@ -24,7 +24,12 @@ def test_train_dp_prints_and_stores_epsilon(tmp_path, capsys):
             "--dp-public", str(pub), "-o", str(out)]  # fmt: skip
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "privacy spent: epsilon = " in text and "public bounds" in text
+    assert "privacy spent: epsilon = " in text
+    # Age searched within its public bounds, Records public, the 11 others DP
+    assert (
+        "3 columns DP histogram, 8 columns DP quantiles, 1 column DP quantiles within public "
+        "bounds, 1 column public categories\n" in text
+    )
     # --epochs was given; the other flags left at their defaults take the private recipe
     assert "private recipe for the flags not given: batch_size 256, lr 0.02, dropout 0\n" in text
     with zipfile.ZipFile(out) as z:
