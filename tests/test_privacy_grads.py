@@ -40,6 +40,15 @@ def _check(model, loss_fn, x, y):
             norms = s.norms(scale=len(x))
             flat = np.concatenate([want[k].reshape(len(x), -1) for k in want], axis=1)
             np.testing.assert_allclose(norms, np.linalg.norm(flat, axis=1), rtol=1e-10)
+            # clip(): the norms and the clipped sum together (one pass for Dense rows)
+            cap = float(np.median(norms))
+            got_norms, got_sums = s.clip(cap, scale=len(x), divisor=3.0)
+            np.testing.assert_allclose(got_norms, norms, rtol=1e-12)
+            coef = np.minimum(1.0, cap / (norms + 1e-6))
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    want_sum = np.tensordot(coef, want[name], axes=1) / 3.0
+                    np.testing.assert_allclose(got_sums[id(p)], want_sum, rtol=1e-10, atol=1e-12)
             c = np.linspace(0.1, 1.0, len(x))
             sums = s.clipped_sum(c, scale=len(x))
             for name, p in model.named_parameters():

@@ -122,10 +122,9 @@ class DPOptimizer:
         if n == 0:
             raise LeptonError("DP step without a recorded batch: run forward and backward first")
         scale = float(n) if self.loss_reduction == "mean" else 1.0
-        norms = self.sampler.norms(scale)
-        c = np.minimum(1.0, self.max_grad_norm / (norms + 1e-6))
+        norms, sums = self.sampler.clip(self.max_grad_norm, scale, self.expected_batch_size)
         self.last_norms = norms
-        self._release(self.sampler.clipped_sum(c / self.expected_batch_size, scale))
+        self._release(sums)
 
     def empty_step(self) -> None:
         """The step of an empty Poisson batch: noise only."""

@@ -541,6 +541,49 @@ class GradSampler:
                 _add(out, id(ps[k]), v)
         return out
 
+    def _dense_rows(self) -> list | None:
+        """[(layer, x, g)] when every rule is a Dense one that ran once on rows, else None."""
+        out = []
+        for r in self.rules:
+            xg = r._rows() if type(r) is _DenseRule else None
+            if xg is None:
+                return None
+            out.append((r.layer, *xg))
+        return out
+
+    def clip(
+        self, max_norm: float, scale: float = 1.0, divisor: float = 1.0
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(norms, sums): each example's gradient norm, and id(parameter) -> sum_n c_n
+        grad_n / divisor with c_n = min(1, max_norm / (norm_n + 1e-6)): :meth:`norms` then
+        :meth:`clipped_sum`, in one pass when every layer is a Dense run once on rows (the
+        tabular MLP: the same arithmetic, a third fewer NumPy calls)."""
+        rows = None if self.shared else self._dense_rows()
+        if not rows:
+            norms = self.norms(scale)
+            c = np.minimum(1.0, max_norm / (norms + 1e-6))
+            return norms, self.clipped_sum(c / divisor, scale)
+        sq = None
+        for layer, x, g in rows:  # (||x_n||^2 + 1) ||g_n||^2, as _DenseRule.norms_sq
+            w = _rowdot(x, x)
+            if layer.bias is not None:
+                w += 1
+            w *= _rowdot(g, g)
+            sq = w if sq is None else np.add(sq, w, out=sq)
+        norms = np.sqrt(sq)
+        norms *= scale
+        c = max_norm / (norms + 1e-6)
+        np.minimum(c, 1.0, out=c)
+        c *= scale / divisor
+        sums: dict[int, np.ndarray] = {}
+        for layer, x, g in rows:  # X^T (c G) and c^T G, as _DenseRule.clipped_sum
+            cs = c.astype(g.dtype, copy=False)
+            with blas_single(2 * x.size * g.shape[1]):
+                sums[id(layer.weight)] = x.T @ (g * cs[:, None])
+            if layer.bias is not None:
+                sums[id(layer.bias)] = cs @ g
+        return norms, sums
+
 
 def loss_sum(loss_fn, out, y) -> tuple[Tensor, float]:
     """(loss, scale): the summed loss when ``loss_fn`` takes ``reduction`` (scale 1), else
