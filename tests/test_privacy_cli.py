@@ -30,6 +30,7 @@ def test_train_dp_prints_and_stores_epsilon(tmp_path, capsys):
         "3 columns DP histogram, 8 columns DP quantiles, 1 column DP quantiles within public "
         "bounds, 1 column public categories\n" in text
     )
+    assert "(8 numeric column(s) without public bounds: their quartiles" in text
     # --epochs was given; the other flags left at their defaults take the private recipe
     assert "private recipe for the flags not given: batch_size 256, lr 0.02, dropout 0\n" in text
     with zipfile.ZipFile(out) as z:

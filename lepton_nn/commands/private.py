@@ -90,6 +90,15 @@ def train_private(args, table, task, kwargs, t0) -> int:
             "(categories the DP histogram did not release read as unknown, all zeros; "
             "name public categories with --dp-public)"
         )
+    unbounded = [
+        k for k, v in card["preprocessing"]["columns"].items() if v.startswith("DP quantiles (")
+    ]
+    if unbounded:
+        print(
+            f"({len(unbounded)} numeric column(s) without public bounds: their quartiles were "
+            "searched over +-1e10, which takes far more budget than a small epsilon leaves "
+            "(docs/privacy.md); give plausible ranges with --dp-public)"
+        )
     print(f"validation ({len(va)} rows held out; these figures are exact, not private):")
     print("\n".join(R.lines(report)))
     model.metrics_card = {
