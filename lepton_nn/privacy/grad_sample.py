@@ -33,66 +33,22 @@ import inspect
 
 import numpy as np
 
-from ..autograd import Tensor, is_grad_enabled
+from ..autograd import Tensor
 from ..backend import get_backend
 from ..backend.reference import ACT_CODE, IDENTITY
-from ..backend.threads import blas_held, blas_single
+from ..backend.threads import blas_single
 from ..errors import LeptonError, ShapeError
-from ..nn.conv import Conv2D, _check_images
+from ..nn.conv import Conv2D
 from ..nn.layers import Dense, apply_activation, as_input
 from ..nn.norm import BatchNorm, LayerNorm
 from ..nn.recurrent import GRU, LSTM, Embedding, SimpleRNN
-from ..ops.conv import conv2d, resolve_padding
 from ..ops.linalg import Linear
 from ..ops.norm import layer_norm
 from ..ops.recurrent import _Sequence, embedding
+from ._rule import _add, _Rule
+from .conv_rule import _ConvRule
 
 __all__ = ["GradSampler", "per_example_grads", "SUPPORTED"]
-
-
-class _Rule:
-    """One layer's records (input, dL/dz) and its per-example gradient formulas."""
-
-    def __init__(self, layer, prefix: str, ghost: bool = True):
-        self.layer, self.prefix, self.ghost = layer, prefix, ghost
-        self.records: list[list] = []  # [input array, gradient array or None]
-        self._params = {k: p for k, p in layer._own_parameters() if p.requires_grad}
-
-    def params(self) -> dict:
-        return self._params
-
-    def _record(self, x: np.ndarray, z: Tensor) -> None:
-        """Keep x and, in backward, dL/dz (a hook on z)."""
-        if is_grad_enabled() and z.requires_grad:
-            rec = [x, None]
-            self.records.append(rec)
-            z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
-
-    def recs(self, scale: float):
-        if scale == 1.0:
-            return [(x, g) for x, g in self.records if g is not None]
-        return [(x, g * scale) for x, g in self.records if g is not None]
-
-    def per_example(self, scale: float) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
-
-    def norms_sq(self, scale: float) -> np.ndarray | None:
-        """(N,) squared norm of this layer's per-example gradients (None: nothing recorded)."""
-        g = self.per_example(scale)
-        if not g:
-            return None
-        return sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
-
-    def clipped_sum(self, c: np.ndarray, scale: float) -> dict[str, np.ndarray]:
-        """sum_n c_n grad_n for each parameter."""
-        return {k: np.tensordot(c, a, axes=1) for k, a in self.per_example(scale).items()}
-
-    def attach(self) -> None:
-        self.layer.call = self.call  # an instance attribute: the class's call is untouched
-
-    def detach(self) -> None:
-        self.layer.__dict__.pop("call", None)
-        self.records.clear()
 
 
 class _RecordingLinear(Linear):
@@ -226,134 +182,6 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 _vecdot = getattr(np, "vecdot", None)  # NumPy >= 2.0
-
-
-def _add(res: dict, key: str, value: np.ndarray) -> None:
-    res[key] = value if key not in res else res[key] + value
-
-
-def unfold(x: np.ndarray, layer: Conv2D) -> np.ndarray:
-    """(N, C, H, W) -> columns (N, C, kh, kw, OH, OW) of the layer's geometry:
-    cols[n, c, i, j, p, q] = x_padded[n, c, p s_h + i d_h, q s_w + j d_w]."""
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    t, b, l, r = resolve_padding(layer.padding, x.shape[2:], (kh, kw), (sh, sw), (dh, dw))
-    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
-    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    cols = np.empty((*x.shape[:2], kh, kw, oh, ow), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp[
-                :,
-                :,
-                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
-            ]
-    return cols
-
-
-class _ConvRule(_Rule):
-    def call(self, x):
-        layer = self.layer
-        x = as_input(layer, x)
-        _check_images(layer, x.shape, layer.in_channels)
-        w, b = layer.weight, layer.bias
-        if x.requires_grad:  # z needs no gradient through the weights: the batch's dL/dW
-            w = Tensor._wrap(w.data, False, None)  # would be discarded, so skip forming it
-            b = None if b is None else Tensor._wrap(b.data, False, None)
-        z = conv2d(
-            x, w, b, layer.stride, layer.padding, layer.dilation, "identity", layer.name,
-            groups=layer.groups,
-        )  # fmt: skip
-        self._record(x.data, z)
-        return apply_activation(z, layer.activation)
-
-    def attach(self):
-        super().attach()
-        self.layer.call_fused = lambda x, following: None  # the conv output must be seen
-
-    def detach(self):
-        self.layer.__dict__.pop("call_fused", None)
-        self._unfolded = None
-        super().detach()
-
-    # The products below run with NumPy's BLAS held to one thread (blas_held), as the
-    # library's own convolutions do: OpenBLAS workers contend with the op thread pool (on 2
-    # busy cores a (64, 2304) x (2304, 576) product took 200 ms threaded, 16 ms held).
-
-    def _grouped(self, scale):
-        """Per record: columns U (N, G, K, L) and output gradients G (N, G, F/G, L), with
-        K = C/G kh kw and L = OH OW the output positions; dW_n[g] = G_n[g] U_n[g]^T."""
-        recs = self.recs(scale)
-        cached = self.__dict__.get("_unfolded")  # norms, then the clipped sum: unfold once
-        if cached is not None and len(cached[0]) == len(recs):
-            if all(a is x and b is g for (a, b), (x, g) in zip(cached[0], recs)):
-                return cached[1]
-        layer, gr, out = self.layer, self.layer.groups, []
-        for x, g in recs:
-            n, positions = x.shape[0], g.shape[2] * g.shape[3]
-            cols = unfold(x, layer).reshape(n, gr, -1, positions)
-            out.append((cols, g.reshape(n, gr, -1, positions), g))
-        self._unfolded = (recs, out)
-        return out
-
-    def per_example(self, scale):
-        layer, res = self.layer, {}
-        for cols, gg, g in self._grouped(scale):
-            pe = np.einsum("ngfl,ngkl->ngfk", gg, cols)
-            _add(res, "weight", pe.reshape(len(pe), *layer.weight.shape))
-            if layer.bias is not None:
-                _add(res, "bias", g.sum(axis=(2, 3)))
-        return {k: v for k, v in res.items() if k in self.params()}
-
-    def _whole(self) -> bool:
-        """Ghost clipping applies: one call of the layer, every parameter trained."""
-        recs = [r for r in self.records if r[1] is not None]
-        return (
-            self.ghost
-            and len(recs) == 1
-            and len(self._params) == (1 + (self.layer.bias is not None))
-        )
-
-    def norms_sq(self, scale):
-        """||dW_n||^2 = sum_g <U_n[g]^T U_n[g], G_n[g]^T G_n[g]> through the two (L, L) Gram
-        matrices of positions when L^2 <= F/G K, else the (F/G, K) product per example,
-        one layer at a time; never the (N, *weight) array of every parameter."""
-        if not self._whole():
-            return super().norms_sq(scale)
-        ((cols, gg, g),) = self._grouped(scale)
-        n, positions, k, f = cols.shape[0], cols.shape[3], cols.shape[2], gg.shape[2]
-        if positions * positions <= f * k:
-            with blas_held():
-                gram_u = np.matmul(cols.transpose(0, 1, 3, 2), cols)  # (N, G, L, L)
-                gram_g = np.matmul(gg.transpose(0, 1, 3, 2), gg)
-            w = (gram_u * gram_g).reshape(n, -1).sum(axis=1)
-        else:
-            with blas_held():
-                pe = np.matmul(gg, cols.transpose(0, 1, 3, 2))  # (N, G, F/G, K)
-            w = np.square(pe).reshape(n, -1).sum(axis=1)
-        if self.layer.bias is not None:
-            w += np.square(g.sum(axis=(2, 3))).sum(axis=1)
-        return w
-
-    def clipped_sum(self, c, scale):
-        """sum_n c_n dW_n[g] = (c G)[g] U[g]^T over the batch and positions together: one
-        product per group, no per-example array."""
-        if not self._whole():
-            return super().clipped_sum(c, scale)
-        layer = self.layer
-        ((cols, gg, g),) = self._grouped(scale)
-        cs = c.astype(gg.dtype, copy=False)
-        gc = gg * cs[:, None, None, None]
-        n, groups, f, positions = gc.shape
-        with blas_held():
-            w = np.stack(  # per group: (F/G, N L) @ (N L, K)
-                [np.tensordot(gc[:, i], cols[:, i], axes=([0, 2], [0, 2])) for i in range(groups)]
-            )
-        out = {"weight": w.reshape(layer.weight.shape)}
-        if layer.bias is not None:
-            out["bias"] = cs @ g.sum(axis=(2, 3))
-        return out
 
 
 class _EmbeddingRule(_Rule):
