@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(sub, Help)
     studio.add_parser(sub, Help)
     monitor.add_parser(sub, Help)
+    from .commands import calibrate  # calibrate, fairness (lepton_nn.risk)
+
+    calibrate.add_parsers(sub, Help)
 
     b = sub.add_parser(
         "bench", help="benchmarks against TensorFlow, PyTorch, ONNX Runtime", formatter_class=Help

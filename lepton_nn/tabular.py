@@ -176,7 +176,10 @@ class TabularModel:
         X, keep = self._fit_preprocessor(data, y)
         y = y[keep]
         where = _label_locator(data, keep)
-        if task == "regression":
+        if task == "regression" and self.privacy is not None:  # the mean and spread leak
+            self.target_scale = self.privacy.target_scale()
+            self.labels = None
+        elif task == "regression":
             t = y.astype(np.float64)
             self.target_scale = (float(t.mean()), float(t.std() or 1.0))
             self.labels = None
@@ -190,7 +193,10 @@ class TabularModel:
         self.network = self._build(X.shape[1], n_out)
         self.history = self._train(X, target, loss, task)
         self.calibration = None
-        self.profile = self._profile(data, keep) if task == "binary" else None
+        # the profile (every column's training deciles, the approved rows' medians) is exact
+        # statistics of the training rows: not written under privacy (docs/privacy.md)
+        profiled = task == "binary" and self.privacy is None
+        self.profile = self._profile(data, keep) if profiled else None
         return self
 
     def _profile(self, data: Any, keep: np.ndarray) -> dict:
@@ -370,6 +376,10 @@ class TabularModel:
             seed=self.seed, privacy=self.privacy,
         )  # fmt: skip
         self.privacy_card = trainer.privacy_report
+        if task == "regression":
+            b = self.privacy.target_bounds
+            how = "not scaled" if b is None else f"public bounds [{b[0]:g}, {b[1]:g}]"
+            self.privacy_card["target_scaling"] = how
         self.network.eval()
         return hist.history
 

@@ -156,7 +156,7 @@ def test_trainer_fit_with_privacy_reports_epsilon_each_epoch():
         t.fit(x, y, epochs=1, verbose=0, class_weight="balanced", privacy=Privacy(2.0))
 
 
-def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
+def test_tabular_model_private_preprocessing_and_model_file(tmp_path, capsys):
     import warnings
 
     from lepton_nn import datasets, load, save
@@ -173,15 +173,111 @@ def test_tabular_model_private_preprocessing_and_model_file(tmp_path):
     assert card["epsilon"] <= 3.0 + 1e-9 and card["delta"] <= 1e-5
     pre = card["preprocessing"]
     assert pre["epsilon"] == pytest.approx(0.3) and card["training_epsilon"] <= 2.7
-    assert pre["columns"]["Age"].startswith("public bounds")
+    assert pre["columns"]["Age"].startswith("DP quantiles within public bounds [18, 100]")
     assert pre["columns"]["Records"] == "public categories"
-    assert pre["columns"]["Income"].startswith("DP quantiles")
+    assert pre["columns"]["Income"].startswith("DP quantiles (")
     assert pre["columns"]["Home"].startswith("DP histogram")
     age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
-    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    assert 18 <= age["center"] <= 100 and 0 < age["scale"] < 82  # searched within the bounds
     assert all(c["indicator"] for c in m.preprocessor.columns_)  # not read from the data
     assert len(m.history["epsilon"]) == 2
+    from lepton_nn.risk import card as model_card
+    from lepton_nn.risk.model_card import privacy_section
+
+    privacy_section(m)  # the Privacy section of the model card (write_card adds it too)
+    facts = m.card["sections"]["Privacy"]["facts"]
+    assert facts["epsilon"] == card["epsilon"] and facts["delta"] == card["delta"]
+    assert facts["accountant"] == "rdp" and facts["steps"] == card["steps"] > 0
+    assert facts["noise_multiplier"] == card["noise_multiplier"] > 0
+    assert facts["clipping_norm"] == 1.0 and facts["sampling_rate"] == pytest.approx(60 / 600)
+    assert facts["preprocessing_epsilon"] == pytest.approx(0.3)
+    rows = dict(map(tuple, m.card["sections"]["Privacy"]["table"]["rows"]))
+    assert rows["Records"] == "public categories" and rows["Home"].startswith("DP histogram")
     path = tmp_path / "m.lnn"
     save(m, path)
     back = load(path)
     assert back.privacy_card["epsilon"] == pytest.approx(card["epsilon"])
+    md = model_card.to_markdown(back.card)
+    assert "## Privacy" in md and f"- **epsilon**: {card['epsilon']:.4g}" in md
+    from lepton_nn.cli import main
+
+    m.card = None  # saved without a card: info --card still shows the privacy record
+    save(m, tmp_path / "bare.lnn")
+    assert main(["info", str(tmp_path / "bare.lnn"), "--card"]) == 0
+    assert f"- **epsilon**: {card['epsilon']:.4g}" in capsys.readouterr().out
+    plain = TabularModel(epochs=1, seed=0, positive="bad", validation_split=0.0).fit(table)
+    assert privacy_section(plain).card is None  # not trained privately: no section
+
+    # bounds_scaling="range": the bounds alone scale the column, and spend nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        priv = Privacy(3.0, 1e-5, bounds=bounds, categories=cats, bounds_scaling="range")
+        m = TabularModel(epochs=1, batch_size=60, seed=0, positive="bad", privacy=priv).fit(table)
+    assert m.privacy_card["preprocessing"]["columns"]["Age"] == "public bounds [18, 100]"
+    age = next(c for c in m.preprocessor.columns_ if c["name"] == "Age")
+    assert (age["center"], age["scale"]) == (59.0, 41.0)
+    with pytest.raises(ValueError, match="bounds_scaling"):
+        Privacy(3.0, bounds_scaling="minmax")
+
+
+def test_private_scale_of_a_mostly_zero_column_stays_sane():
+    """Debt is 0 in three rows of four: its DP quartile range is a few units at best, which
+    would put the other rows thousands of units out; with public bounds the scale is at
+    least 1 % of their width."""
+    import warnings
+
+    from lepton_nn import datasets
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(400))
+    for seed in range(6):
+        priv = Privacy(3.0, 1e-5, bounds={"Debt": (0, 30000)})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = TabularModel(epochs=1, batch_size=50, seed=seed, positive="bad", privacy=priv)
+            m.fit(table)
+        debt = next(c for c in m.preprocessor.columns_ if c["name"] == "Debt")
+        assert 300 <= debt["scale"] <= 30000 and 0 <= debt["center"] <= 30000
+
+
+def test_private_model_file_holds_no_exact_training_statistics(tmp_path):
+    """The training profile (deciles of every column, the approved rows' medians) and a
+    regression target's mean and spread are exact statistics of the training rows: a
+    private fit writes neither (the target is scaled by public bounds, or not at all)."""
+    import json
+    import warnings
+    import zipfile
+
+    from lepton_nn import datasets, save
+    from lepton_nn.tabular import TabularModel
+
+    table = datasets.load_credit().take(np.arange(300))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = TabularModel(epochs=1, batch_size=50, seed=0, positive="bad", privacy=Privacy(3.0))
+        m.fit(table)
+    assert m.profile is None
+    save(m, tmp_path / "p.lnn")
+    with zipfile.ZipFile(tmp_path / "p.lnn") as z:
+        manifest = json.loads(z.read(next(n for n in z.namelist() if n.endswith(".json"))))
+    assert "profile" not in manifest and "privacy" in manifest
+    with pytest.raises(Exception, match="no training profile"):
+        from lepton_nn.risk import monitor
+
+        monitor(tmp_path / "p.lnn", table)
+
+    r = np.random.default_rng(0)
+    cols = {"a": r.normal(size=200), "b": r.normal(size=200)}
+    y = 50 + 10 * cols["a"] + r.normal(size=200)
+    kw = dict(epochs=1, batch_size=50, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bare = TabularModel(**kw, privacy=Privacy(3.0)).fit(cols, y)
+        public = TabularModel(**kw, privacy=Privacy(3.0, target_bounds=(0, 100))).fit(cols, y)
+    assert bare.target_scale == (0.0, 1.0) and public.target_scale == (50.0, 50.0)
+    assert bare.privacy_card["target_scaling"] == "not scaled"
+    assert public.privacy_card["target_scaling"] == "public bounds [0, 100]"
+    plain = TabularModel(**kw).fit(cols, y)
+    assert plain.target_scale == pytest.approx((y.mean(), y.std()))
+    with pytest.raises(ValueError, match="target_bounds"):
+        Privacy(3.0, target_bounds=(1, 1))

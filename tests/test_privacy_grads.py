@@ -20,7 +20,8 @@ def _one_by_one(model, loss_fn, x, y, **kw):
         loss = loss_fn(model(x[n : n + 1], **kw), y[n : n + 1])
         loss.backward()
         for name, p in model.named_parameters():
-            out.setdefault(name, []).append(np.zeros_like(p.data) if p.grad is None else p.grad)
+            if p.requires_grad:
+                out.setdefault(name, []).append(np.zeros_like(p.data) if p.grad is None else p.grad)
     model.zero_grad()
     return {k: np.stack(v) for k, v in out.items()}
 
@@ -39,9 +40,21 @@ def _check(model, loss_fn, x, y):
             norms = s.norms(scale=len(x))
             flat = np.concatenate([want[k].reshape(len(x), -1) for k in want], axis=1)
             np.testing.assert_allclose(norms, np.linalg.norm(flat, axis=1), rtol=1e-10)
+            # clip(): the norms and the clipped sum together (one pass for Dense rows)
+            cap = float(np.median(norms))
+            got_norms, got_sums = s.clip(cap, scale=len(x), divisor=3.0)
+            np.testing.assert_allclose(got_norms, norms, rtol=1e-12)
+            coef = np.minimum(1.0, cap / (norms + 1e-6))
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    want_sum = np.tensordot(coef, want[name], axes=1) / 3.0
+                    np.testing.assert_allclose(got_sums[id(p)], want_sum, rtol=1e-10, atol=1e-12)
             c = np.linspace(0.1, 1.0, len(x))
             sums = s.clipped_sum(c, scale=len(x))
             for name, p in model.named_parameters():
+                if not p.requires_grad:
+                    assert id(p) not in sums
+                    continue
                 np.testing.assert_allclose(
                     sums[id(p)], np.tensordot(c, want[name], axes=1), rtol=1e-10, atol=1e-12
                 )
@@ -62,6 +75,49 @@ def test_dense_mlp_float64():
     x, y = r.normal(size=(6, 5)), r.integers(0, 3, 6)
     m(x)
     _check(m, losses.cross_entropy, x, y)
+
+
+def test_dense_rows_every_activation_no_bias_and_a_frozen_bias():
+    r = np.random.default_rng(7)
+    m = nn.Sequential([
+        nn.Dense(7, "gelu", in_features=5),
+        nn.Dense(6, "sigmoid", use_bias=False),
+        nn.Dense(4, "tanh"),
+        nn.Dense(3, "softmax"),  # not fused: the activation runs after the recorded op
+    ])  # fmt: skip
+    m.build((None, 5))
+    m.astype("float64")
+    x, y = r.normal(size=(6, 5)), r.normal(size=(6, 3))
+    m(x)
+    _check(m, losses.mse, x, y)
+    m.layers[2].bias.requires_grad = False  # a partly frozen layer takes the general path
+    _check(m, losses.mse, x, y)
+
+
+def test_recording_forms_no_full_batch_weight_gradient():
+    """DP-SGD discards the batch's summed weight gradient: backward must not form it (the
+    clipped sum is the one weight product of a step), and must leave .grad alone."""
+    m = nn.Sequential([nn.Dense(4, "relu", in_features=3), nn.Dense(1)])
+    m.build((None, 3))
+    m.astype("float64")
+    x, y = np.random.default_rng(8).normal(size=(5, 3)), np.zeros((5, 1))
+    with GradSampler(m) as s:
+        losses.mse(m(x), y).backward()
+        assert all(p.grad is None for p in m.parameters())
+        assert s.norms(scale=5).shape == (5,)
+    # a convolution whose input carries a gradient: its weights are not differentiated either
+    c = nn.Sequential([
+        nn.Conv2D(2, 3, in_channels=1, activation="relu"),
+        nn.Conv2D(2, 3, activation="tanh"),
+        nn.Flatten(),
+        nn.Dense(1),
+    ])  # fmt: skip
+    c.build((None, 1, 7, 7))
+    c.astype("float64")
+    with GradSampler(c) as s:
+        losses.mse(c(np.ones((3, 1, 7, 7))), np.zeros((3, 1))).backward()
+        assert c.layers[1].weight.grad is None and c.layers[1].bias.grad is None
+        assert s.norms(scale=3).shape == (3,)
 
 
 def test_dense_on_sequences_ghost_gram():
@@ -268,3 +324,64 @@ def test_conv_and_embedding_against_torch_func():
     np.testing.assert_allclose(
         got["layers.0.weight"], g["0.weight"].numpy(), rtol=1e-10, atol=1e-12
     )
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        dict(shape=(6, 2, 5, 5), filters=8, kernel=3, stride=2, padding=0, groups=1),  # Gram
+        dict(shape=(6, 4, 9, 8), filters=4, kernel=2, stride=1, padding=1, groups=2),  # product
+    ],
+)
+def test_conv_ghost_norms_and_clipped_sum_against_torch_func(geometry):
+    """Conv2D per-example norms (Gram matrices of positions, or the per-layer product where
+    that is smaller: both branches) and the clipped sum (one product, no per-example array)
+    against torch.func's per-example gradients, float64, 1e-10."""
+    torch = pytest.importorskip("torch")
+    from torch.func import functional_call, grad, vmap
+
+    r = np.random.default_rng(9)
+    n, ch = geometry["shape"][:2]
+    f, k, st, pad, gr = (geometry[a] for a in ("filters", "kernel", "stride", "padding", "groups"))
+    m = nn.Sequential([
+        nn.Conv2D(f, k, stride=st, padding=pad, in_channels=ch, activation="tanh", groups=gr),
+        nn.Flatten(),
+        nn.Dense(1),
+    ])  # fmt: skip
+    m.astype("float64")
+    x, y = r.normal(size=geometry["shape"]), r.normal(size=(n, 1))
+    m(x)
+    conv, dense = m.layers[0], m.layers[2]
+    tm = torch.nn.Sequential(
+        torch.nn.Conv2d(ch, f, k, stride=st, padding=pad, groups=gr), torch.nn.Tanh(),
+        torch.nn.Flatten(), torch.nn.Linear(dense.in_features, 1),
+    ).double()  # fmt: skip
+    with torch.no_grad():
+        tm[0].weight.copy_(torch.from_numpy(conv.weight.data))
+        tm[0].bias.copy_(torch.from_numpy(conv.bias.data))
+        tm[3].weight.copy_(torch.from_numpy(dense.weight.data.T))
+        tm[3].bias.copy_(torch.from_numpy(dense.bias.data))
+    params = {k_: v.detach() for k_, v in tm.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        return ((functional_call(tm, p, (xi[None],)) - yi[None]) ** 2).mean()
+
+    g = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, torch.from_numpy(x), torch.from_numpy(y))
+    g = {k_: v.numpy() for k_, v in g.items()}
+    conv_sq = np.square(g["0.weight"]).reshape(n, -1).sum(1) + np.square(g["0.bias"]).sum(1)
+    with GradSampler(m) as s:
+        rule = next(rl for rl in s.rules if rl.layer is conv)
+        losses.mse(m(x), y).backward()
+        assert rule._whole()
+        np.testing.assert_allclose(rule.norms_sq(1.0) * n * n, conv_sq, rtol=1e-10)
+        want = conv_sq + np.square(g["3.weight"]).reshape(n, -1).sum(1)
+        want += np.square(g["3.bias"]).sum(1)
+        np.testing.assert_allclose(s.norms(scale=n), np.sqrt(want), rtol=1e-10)
+        c = np.linspace(0.2, 1.0, n)
+        sums = s.clipped_sum(c, scale=n)
+        np.testing.assert_allclose(
+            sums[id(conv.weight)], np.tensordot(c, g["0.weight"], axes=1), rtol=1e-10, atol=1e-13
+        )
+        np.testing.assert_allclose(
+            sums[id(conv.bias)], np.tensordot(c, g["0.bias"], axes=1), rtol=1e-10, atol=1e-13
+        )

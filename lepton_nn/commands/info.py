@@ -154,7 +154,16 @@ def model_card(path: str) -> str:
     from ..risk import card
     from ..runtime.format import inspect_lnn
 
-    stored = inspect_lnn(path).get("card")
+    manifest = inspect_lnn(path)
+    stored = manifest.get("card")
+    if isinstance(manifest.get("privacy"), dict):  # a private fit saved without write_card
+        from types import SimpleNamespace
+
+        from ..risk.model_card import privacy_section
+
+        holder = SimpleNamespace(card=card.check(stored) if stored is not None else None)
+        if holder.card is None or "Privacy" not in holder.card["sections"]:
+            stored = privacy_section(holder, manifest["privacy"]).card
     if stored is None:
         raise LeptonError(
             f"{path} has no model card; write one with lepton_nn.risk.card.set_section() "

@@ -27,10 +27,15 @@ def privacy_from_args(args):
                 public = json.load(f)
         except (OSError, ValueError) as e:
             raise LeptonError(f"--dp-public {args.dp_public}: {e}") from None
-        if not isinstance(public, dict) or set(public) - {"bounds", "categories"}:
+        keys = {"bounds", "categories", "bounds_scaling"}
+        if (
+            not isinstance(public, dict)
+            or set(public) - keys
+            or public.get("bounds_scaling", "quantiles") not in ("quantiles", "range")
+        ):
             raise LeptonError(
                 f'--dp-public {args.dp_public}: expected {{"bounds": {{column: [lo, hi]}}, '
-                f'"categories": {{column: [values]}}}}'
+                f'"categories": {{column: [values]}}, "bounds_scaling": "quantiles" | "range"}}'
             )
     return Privacy(
         target_epsilon=args.dp_epsilon,
@@ -38,6 +43,7 @@ def privacy_from_args(args):
         max_grad_norm=args.dp_max_grad_norm,
         bounds=public.get("bounds"),
         categories=public.get("categories"),
+        bounds_scaling=public.get("bounds_scaling", "quantiles"),
     )
 
 
@@ -54,6 +60,16 @@ def train_private(args, table, task, kwargs, t0) -> int:
     if args.class_weight:
         raise LeptonError("--class-weight with --dp-epsilon: weights change the sensitivity")
     privacy = privacy_from_args(args)
+    from ..cli import TRAIN_DEFAULTS
+    from ..privacy import RECIPE
+
+    taken = {k: v for k, v in RECIPE.items() if kwargs.get(k) == TRAIN_DEFAULTS.get(k)}
+    kwargs = {**kwargs, **taken}  # flags left at their defaults: the private recipe
+    if taken:
+        print(
+            "private recipe for the flags not given: "
+            + ", ".join(f"{k} {v:g}" for k, v in taken.items())
+        )
     idx = np.arange(len(table))
     strat = None if task == "regression" else table
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
@@ -67,12 +83,21 @@ def train_private(args, table, task, kwargs, t0) -> int:
         f"privacy spent: epsilon = {card['epsilon']:.4g} at delta = {card['delta']:.3g} "
         f"(noise multiplier {card['noise_multiplier']:.4g}, clipping norm "
         f"{card['max_grad_norm']:g}, {card['steps']} steps); preprocessing: "
-        + ", ".join(sorted(set(card["preprocessing"]["columns"].values())))
+        + _sources(card["preprocessing"]["columns"])
     )
     if any(v.startswith("DP histogram") for v in card["preprocessing"]["columns"].values()):
         print(
             "(categories the DP histogram did not release read as unknown, all zeros; "
             "name public categories with --dp-public)"
+        )
+    unbounded = [
+        k for k, v in card["preprocessing"]["columns"].items() if v.startswith("DP quantiles (")
+    ]
+    if unbounded:
+        print(
+            f"({len(unbounded)} numeric column(s) without public bounds: their quartiles were "
+            "searched over +-1e10, which takes far more budget than a small epsilon leaves "
+            "(docs/privacy.md); give plausible ranges with --dp-public)"
         )
     print(f"validation ({len(va)} rows held out; these figures are exact, not private):")
     print("\n".join(R.lines(report)))
@@ -84,12 +109,33 @@ def train_private(args, table, task, kwargs, t0) -> int:
             "sha256": file_digest(args.data),
         },
     }
+    from ..risk.model_card import card_from_report, privacy_section
+
+    if task == "binary":  # the model card (lepton-nn info MODEL --card)
+        card_from_report(
+            model,
+            report,
+            f"Validation: {len(va)} rows held out from the private fit on the other "
+            f"{len(tr)} (exact figures, not private).",
+        )
+    privacy_section(model)
     io.save(model, args.output)
     print(
         f"saved {args.output} ({os.path.getsize(args.output):,} bytes, "
-        f"{time.perf_counter() - t0:.1f} s); the privacy record is in its manifest"
+        f"{time.perf_counter() - t0:.1f} s); the privacy record is in its manifest and "
+        "model card (lepton-nn info MODEL --card)"
     )
     return 0
+
+
+def _sources(columns: dict) -> str:
+    """'9 columns DP quantiles within public bounds, 4 public categories': how many columns
+    took each kind of statistic (the per-column record is in the model card)."""
+    kinds: dict[str, int] = {}
+    for how in columns.values():
+        kind = how.split(" [")[0].split(" (")[0]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{n} column{'s' * (n > 1)} {k}" for k, n in sorted(kinds.items()))
 
 
 def add_dp_flags(t) -> None:

@@ -5,7 +5,7 @@ See ``docs/privacy.md`` for what the guarantee covers.
 """
 
 from .accountant import RDPAccountant, epsilon, noise_for_epsilon
-from .engine import DPOptimizer, PoissonLoader, Privacy, PrivateTraining, make_private
+from .engine import RECIPE, DPOptimizer, PoissonLoader, Privacy, PrivateTraining, make_private
 from .grad_sample import SUPPORTED, GradSampler, per_example_grads
 from .prv import PRVAccountant
 
@@ -14,6 +14,7 @@ __all__ = [
     "PoissonLoader",
     "Privacy",
     "PrivateTraining",
+    "RECIPE",
     "make_private",
     "GradSampler",
     "PRVAccountant",

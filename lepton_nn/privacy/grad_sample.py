@@ -1,8 +1,9 @@
 """Per-example gradients by closed forms, one rule per layer kind, in one backward pass.
 
 While a :class:`GradSampler` is attached, each layer with parameters runs through its rule's
-``call``: the same math as the layer's own, but with the activation applied after the linear
-part so the gradient of the pre-activation z can be read (a tensor hook). From the layer's
+``call``: the same math as the layer's own, with the gradient of the pre-activation z read on
+the way back (a tensor hook on z; for Dense the fused op's own backward, which then forms no
+full-batch weight gradient: DP-SGD would discard it). From the layer's
 input x and dL/dz the rule gives, for example n (shapes without the batch axis):
 
 * ``Dense``:  z = x W + b, x (N, T, I) (T = 1 for tabular rows): dW_n = sum_t x_nt^T g_nt,
@@ -10,7 +11,9 @@ input x and dL/dz the rule gives, for example n (shapes without the batch axis):
   ||dW_n||^2 = sum_{t,s} (x_nt . x_ns)(g_nt . g_ns)  (= ||x_n||^2 ||g_n||^2 when T = 1),
   and the clipped sum is one matmul, sum_n c_n dW_n = X^T (c * G).
 * ``Conv2D``: the input unfolded into columns U_n (C/G kh kw, OH OW) per group:
-  dW_n = G_n U_n^T, db_n = sum over positions of G_n.
+  dW_n = G_n U_n^T, db_n = sum over positions of G_n. Ghost clipping: ||dW_n||^2 =
+  <U_n^T U_n, G_n^T G_n> (two Gram matrices over the L output positions, when L^2 <= the
+  size of dW_n), and the clipped sum is one product, sum_n c_n dW_n = (c G) U^T.
 * ``Embedding``: dW_n = scatter-add of g_nt into the rows of example n's ids.
 * ``LayerNorm``: with x_hat the row-normalized input: dgamma_n = sum_t g_nt * x_hat_nt,
   dbeta_n = sum_t g_nt.
@@ -30,68 +33,49 @@ import inspect
 
 import numpy as np
 
-from ..autograd import Tensor, is_grad_enabled
+from ..autograd import Tensor
+from ..backend import get_backend
 from ..backend.reference import ACT_CODE, IDENTITY
+from ..backend.threads import blas_single
 from ..errors import LeptonError, ShapeError
-from ..nn.conv import Conv2D, _check_images
+from ..nn.conv import Conv2D
 from ..nn.layers import Dense, apply_activation, as_input
 from ..nn.norm import BatchNorm, LayerNorm
 from ..nn.recurrent import GRU, LSTM, Embedding, SimpleRNN
-from ..ops.conv import conv2d, resolve_padding
 from ..ops.linalg import Linear
 from ..ops.norm import layer_norm
 from ..ops.recurrent import _Sequence, embedding
+from ._rule import _add, _Rule
+from .conv_rule import _ConvRule
 
 __all__ = ["GradSampler", "per_example_grads", "SUPPORTED"]
 
 
-class _Rule:
-    """One layer's records (input, dL/dz) and its per-example gradient formulas."""
+class _RecordingLinear(Linear):
+    """``Linear`` whose backward hands dL/dz (N, out) to the rule's record and forms no
+    full-batch dL/dW, dL/db: DP-SGD discards those, and the clipped sum X^T (c * G) is the
+    one weight GEMM of the step (see :meth:`_DenseRule.clipped_sum`)."""
 
-    def __init__(self, layer, prefix: str, ghost: bool = True):
-        self.layer, self.prefix, self.ghost = layer, prefix, ghost
-        self.records: list[list] = []  # [input array, gradient array or None]
-        self._params = {k: p for k, p in layer._own_parameters() if p.requires_grad}
-
-    def params(self) -> dict:
-        return self._params
-
-    def _record(self, x: np.ndarray, z: Tensor, dz_dy=None) -> None:
-        """Keep x and, in backward, dL/dz: from z's own gradient, or from the gradient of the
-        fused output y = f(z) times ``dz_dy`` (f'(z) as a function of y)."""
-        if is_grad_enabled() and z.requires_grad:
-            rec = [x, None]
-            self.records.append(rec)
-            if dz_dy is None:
-                z.register_hook(lambda g: rec.__setitem__(1, np.array(g)))  # g may be scratch
-            else:
-                z.register_hook(lambda g: rec.__setitem__(1, g * dz_dy(z.data)))
-
-    def recs(self, scale: float):
-        if scale == 1.0:
-            return [(x, g) for x, g in self.records if g is not None]
-        return [(x, g * scale) for x, g in self.records if g is not None]
-
-    def per_example(self, scale: float) -> dict[str, np.ndarray]:  # pragma: no cover
-        raise NotImplementedError
-
-    def norms_sq(self, scale: float) -> np.ndarray | None:
-        """(N,) squared norm of this layer's per-example gradients (None: nothing recorded)."""
-        g = self.per_example(scale)
-        if not g:
-            return None
-        return sum(np.square(a).reshape(a.shape[0], -1).sum(axis=1) for a in g.values())
-
-    def clipped_sum(self, c: np.ndarray, scale: float) -> dict[str, np.ndarray]:
-        """sum_n c_n grad_n for each parameter."""
-        return {k: np.tensordot(c, a, axes=1) for k, a in self.per_example(scale).items()}
-
-    def attach(self) -> None:
-        self.layer.call = self.call  # an instance attribute: the class's call is untouched
-
-    def detach(self) -> None:
-        self.layer.__dict__.pop("call", None)
-        self.records.clear()
+    def backward(self, g):
+        out = self.w.shape[1]
+        g = g if g.ndim == 2 else g.reshape(-1, out)
+        g = np.ascontiguousarray(g, dtype=self.y.dtype)  # the kernel reads flat C arrays
+        if self.act == IDENTITY:
+            gz = np.array(g)  # kept until the optimizer step: not the engine's array
+        else:
+            z = self.y if self.z is None else self.z
+            gz = get_backend().bias_act_backward(
+                g, self.y, z, self.b, self.act, np.empty_like(g), None
+            )[0]
+        rec = self.rec
+        rec[1] = gz.reshape(*rec[0].shape[:-1], out)
+        gx = None
+        if self.needs_grad[0]:
+            with blas_single(self.flops):
+                gx = np.matmul(gz, self.w.T)
+            if len(self.x_shape) != 2:
+                gx = gx.reshape(self.x_shape)
+        return (gx, None) if self.b is None else (gx, None, None)
 
 
 class _DenseRule(_Rule):
@@ -104,14 +88,12 @@ class _DenseRule(_Rule):
                 f"{layer.in_features}), got {x.shape}"
             )
         ps = (layer.weight,) if layer.bias is None else (layer.weight, layer.bias)
-        deriv = _FUSED_DERIVATIVE.get(layer.activation)
-        if deriv is not None:  # y = f(z) in the fused kernel; dL/dz = dL/dy f'(z) from y
-            y = Linear.apply(x, *ps, act=ACT_CODE[layer.activation])
-            self._record(x.data, y, deriv)
-            return y
-        z = Linear.apply(x, *ps, act=IDENTITY)
-        self._record(x.data, z)
-        return apply_activation(z, layer.activation)
+        act = ACT_CODE.get(layer.activation)  # None: not fused (softmax, log_softmax)
+        y = _RecordingLinear.apply(x, *ps, act=IDENTITY if act is None else act)
+        if y._ctx is not None:  # a gradient is wanted: backward fills in dL/dz
+            y._ctx.rec = [x.data, None]
+            self.records.append(y._ctx.rec)
+        return y if act is not None else apply_activation(y, layer.activation)
 
     def _3d(self, scale):
         out = []
@@ -128,7 +110,29 @@ class _DenseRule(_Rule):
                 _add(res, "bias", g.sum(axis=1))
         return {k: v for k, v in res.items() if k in self.params()}
 
+    def _rows(self):
+        """(x (N, I), g (N, O)) when the layer ran once, on rows, with every parameter
+        trained: the common tabular case, read with as few NumPy calls as possible."""
+        recs = self.records
+        if (
+            self.ghost
+            and len(recs) == 1
+            and recs[0][1] is not None
+            and recs[0][0].ndim == 2
+            and len(self._params) == (1 + (self.layer.bias is not None))
+        ):
+            return recs[0]
+        return None
+
     def norms_sq(self, scale):
+        rows = self._rows()
+        if rows is not None:  # ||x g^T||^2 + ||g||^2 = (||x||^2 + 1) ||g||^2
+            x, g = rows
+            w = _rowdot(x, x)
+            if self.layer.bias is not None:
+                w += 1
+            w *= _rowdot(g, g)
+            return w * (scale * scale) if scale != 1.0 else w
         recs = self._3d(scale)
         if (
             not self.ghost
@@ -154,6 +158,15 @@ class _DenseRule(_Rule):
     def clipped_sum(self, c, scale):
         if not self.ghost:
             return super().clipped_sum(c, scale)
+        rows = self._rows()
+        if rows is not None:  # one weighted backward: X^T (c * G), c^T G
+            x, g = rows
+            cs = (c * scale if scale != 1.0 else c).astype(g.dtype, copy=False)
+            with blas_single(2 * x.size * g.shape[1]):  # as the layer's own backward
+                out = {"weight": x.T @ (g * cs[:, None])}
+            if self.layer.bias is not None:
+                out["bias"] = cs @ g
+            return out
         res: dict[str, np.ndarray] = {}
         for x, g in self._3d(scale):
             gc = g * c[:, None, None].astype(g.dtype)
@@ -163,74 +176,12 @@ class _DenseRule(_Rule):
         return {k: v for k, v in res.items() if k in self.params()}
 
 
-# f'(z) written with y = f(z), for the activations the dense kernel fuses
-_FUSED_DERIVATIVE = {
-    "relu": lambda y: (y > 0).astype(y.dtype),
-    "sigmoid": lambda y: y * (1 - y),
-    "tanh": lambda y: 1 - y * y,
-    "identity": lambda y: 1,
-}
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, K), (N, K) -> (N,): the dot product of each row pair (one gufunc call)."""
+    return _vecdot(a, b) if _vecdot is not None else np.einsum("nk,nk->n", a, b)
 
 
-def _add(res: dict, key: str, value: np.ndarray) -> None:
-    res[key] = value if key not in res else res[key] + value
-
-
-def unfold(x: np.ndarray, layer: Conv2D) -> np.ndarray:
-    """(N, C, H, W) -> columns (N, C, kh, kw, OH, OW) of the layer's geometry:
-    cols[n, c, i, j, p, q] = x_padded[n, c, p s_h + i d_h, q s_w + j d_w]."""
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    t, b, l, r = resolve_padding(layer.padding, x.shape[2:], (kh, kw), (sh, sw), (dh, dw))
-    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
-    oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
-    cols = np.empty((*x.shape[:2], kh, kw, oh, ow), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, i, j] = xp[
-                :,
-                :,
-                i * dh : i * dh + sh * (oh - 1) + 1 : sh,
-                j * dw : j * dw + sw * (ow - 1) + 1 : sw,
-            ]
-    return cols
-
-
-class _ConvRule(_Rule):
-    def call(self, x):
-        layer = self.layer
-        x = as_input(layer, x)
-        _check_images(layer, x.shape, layer.in_channels)
-        z = conv2d(
-            x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
-            "identity", layer.name, groups=layer.groups,
-        )  # fmt: skip
-        self._record(x.data, z)
-        return apply_activation(z, layer.activation)
-
-    def attach(self):
-        super().attach()
-        self.layer.call_fused = lambda x, following: None  # the conv output must be seen
-
-    def detach(self):
-        self.layer.__dict__.pop("call_fused", None)
-        super().detach()
-
-    def per_example(self, scale):
-        layer, res = self.layer, {}
-        gr = layer.groups
-        for x, g in self.recs(scale):
-            n = x.shape[0]
-            cols = unfold(x, layer).reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, K, L)
-            gg = g.reshape(n, gr, -1, g.shape[2] * g.shape[3])  # (N, G, F/G, L)
-            _add(
-                res,
-                "weight",
-                np.einsum("ngfl,ngkl->ngfk", gg, cols).reshape(n, *layer.weight.shape),
-            )
-            if layer.bias is not None:
-                _add(res, "bias", g.sum(axis=(2, 3)))
-        return {k: v for k, v in res.items() if k in self.params()}
+_vecdot = getattr(np, "vecdot", None)  # NumPy >= 2.0
 
 
 class _EmbeddingRule(_Rule):
@@ -417,6 +368,49 @@ class GradSampler:
             for k, v in r.clipped_sum(c, 1.0).items():
                 _add(out, id(ps[k]), v)
         return out
+
+    def _dense_rows(self) -> list | None:
+        """[(layer, x, g)] when every rule is a Dense one that ran once on rows, else None."""
+        out = []
+        for r in self.rules:
+            xg = r._rows() if type(r) is _DenseRule else None
+            if xg is None:
+                return None
+            out.append((r.layer, *xg))
+        return out
+
+    def clip(
+        self, max_norm: float, scale: float = 1.0, divisor: float = 1.0
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """(norms, sums): each example's gradient norm, and id(parameter) -> sum_n c_n
+        grad_n / divisor with c_n = min(1, max_norm / (norm_n + 1e-6)): :meth:`norms` then
+        :meth:`clipped_sum`, in one pass when every layer is a Dense run once on rows (the
+        tabular MLP: the same arithmetic, a third fewer NumPy calls)."""
+        rows = None if self.shared else self._dense_rows()
+        if not rows:
+            norms = self.norms(scale)
+            c = np.minimum(1.0, max_norm / (norms + 1e-6))
+            return norms, self.clipped_sum(c / divisor, scale)
+        sq = None
+        for layer, x, g in rows:  # (||x_n||^2 + 1) ||g_n||^2, as _DenseRule.norms_sq
+            w = _rowdot(x, x)
+            if layer.bias is not None:
+                w += 1
+            w *= _rowdot(g, g)
+            sq = w if sq is None else np.add(sq, w, out=sq)
+        norms = np.sqrt(sq)
+        norms *= scale
+        c = max_norm / (norms + 1e-6)
+        np.minimum(c, 1.0, out=c)
+        c *= scale / divisor
+        sums: dict[int, np.ndarray] = {}
+        for layer, x, g in rows:  # X^T (c G) and c^T G, as _DenseRule.clipped_sum
+            cs = c.astype(g.dtype, copy=False)
+            with blas_single(2 * x.size * g.shape[1]):
+                sums[id(layer.weight)] = x.T @ (g * cs[:, None])
+            if layer.bias is not None:
+                sums[id(layer.bias)] = cs @ g
+        return norms, sums
 
 
 def loss_sum(loss_fn, out, y) -> tuple[Tensor, float]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import card
 
-__all__ = ["card_from_report", "write_card"]
+__all__ = ["card_from_report", "privacy_section", "write_card"]
 
 _CV_KEYS = ("roc_auc", "ks", "accuracy", "f1", "brier", "ece")
 _METRICS = ("n", "roc_auc", "ks", "accuracy", "precision", "recall", "f1", "log_loss")
@@ -75,7 +75,61 @@ def write_card(
     if model.compression:
         comp = {k: v for k, v in model.compression.items() if not isinstance(v, (dict, list))}
         card.set_section(model, "Compression", facts=comp)
+    privacy_section(model)
     return model
+
+
+_PRIVACY_FACTS = (
+    ("epsilon", "epsilon"),
+    ("delta", "delta"),
+    ("accountant", "accountant"),
+    ("mechanism", "mechanism"),
+    ("unit", "unit"),
+    ("noise_multiplier", "noise_multiplier"),
+    ("max_grad_norm", "clipping_norm"),
+    ("sample_rate", "sampling_rate"),
+    ("steps", "steps"),
+    ("n_records", "training_records"),
+    ("training_epsilon", "training_epsilon"),
+    ("training_delta", "training_delta"),
+    ("target_scaling", "target_scaling"),
+)
+
+
+def privacy_section(model: Any, record: dict | None = None) -> Any:
+    """The Privacy section of ``model.card`` from the privacy record of a private fit
+    (``model.privacy_card``, or ``record``; :meth:`lepton_nn.privacy.PrivateTraining.report`):
+    the (epsilon, delta) guarantee, how it was accounted, the DP-SGD settings, and how each
+    preprocessing statistic was obtained (public knowledge or which DP mechanism). Nothing
+    is written for a model trained without privacy. Returns the model."""
+    rec = record if record is not None else getattr(model, "privacy_card", None)
+    if not isinstance(rec, dict):
+        return model
+    facts: dict[str, Any] = {name: rec.get(key) for key, name in _PRIVACY_FACTS if key in rec}
+    pre = rec.get("preprocessing")
+    table = None
+    if isinstance(pre, dict):
+        facts["preprocessing_epsilon"] = pre.get("epsilon")
+        facts["preprocessing_delta"] = pre.get("delta")
+        cols = pre.get("columns") or {}
+        table = {
+            "columns": ["column", "statistics from"],
+            "rows": [[str(k), str(v)] for k, v in cols.items()],
+        }
+    else:
+        facts["preprocessing"] = None if pre is None else str(pre)
+    text = (
+        f"Trained with differential privacy: ({_num(rec.get('epsilon'))}, "
+        f"{_num(rec.get('delta'))})-DP for one {rec.get('unit', 'record')}, covering the "
+        "preprocessing statistics and the training (basic composition). Held-out metrics in "
+        "this card are exact, not private; see docs/privacy.md."
+    )
+    card.set_section(model, "Privacy", text=text, facts=facts, table=table)
+    return model
+
+
+def _num(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "?"
 
 
 def card_from_report(
@@ -140,4 +194,5 @@ def card_from_report(
             "lepton-nn monitor MODEL NEW.csv (PSI; watch > 0.1, shift > 0.25).",
             facts={"training_rows": profile["rows"], "bins": profile["bins"]},
         )
+    privacy_section(model)
     return model
