@@ -36,17 +36,24 @@ def studio(
     batch_size: int = 32,
     paused: bool = False,
     sample_rows: int = 64,
+    feature_names: list[str] | None = None,
+    every: int = 1,
 ) -> Studio:
     """Start the studio for ``model`` and return it (``.url``, ``.close()``).
 
     ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
-    the backprop stepper's batch. ``epochs`` > 0 (needs ``y``): train with a ``Trainer``
-    (``loss``, ``optimizer``, ``lr``, ``batch_size``) in a background thread (``.fit_thread``;
-    ``.history`` when done), paused before the first batch if ``paused``.
+    the backprop stepper's batch, the node panel's tensors, the attributions (tabular
+    input, columns named by ``feature_names``) and the feature maps (images). ``epochs`` > 0
+    (needs ``y``): train with a ``Trainer`` (``loss``, ``optimizer``, ``lr``, ``batch_size``)
+    in a background thread (``.fit_thread``; ``.history`` when done), paused before the first
+    batch if ``paused``; ``every``: record every ``every``-th batch at most (see
+    :class:`Studio`). In a notebook, the returned object shows the page inline.
     """
     x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
     sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
-    st = Studio(port=port, model=model, sample=sample, loss=loss)
+    st = Studio(
+        port=port, model=model, sample=sample, loss=loss, every=every, feature_names=feature_names
+    )
     st.prepare()
     st.start()
     st.history = None

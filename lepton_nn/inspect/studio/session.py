@@ -6,14 +6,21 @@ Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "b
 where the stats are :class:`..recorder.Recorder`'s
 (``act_mean``, ``act_std``, ``dead``, ``grad_mean``, ``grad_std``, ``update_ratio``) plus
 ``value_norm`` = ||y||, ``grad_norm`` = ||dL/dy||, ``weight_norm`` = ||W|| and
-``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` (counts and edges
-of a 16-bin histogram of y). Statistics cost a few NumPy calls per layer, more than a small
-network's batch, so a batch is recorded only when both allow it: at most ``max_rate`` times a
+``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` / ``grad_hist``
+(counts and edges of 16 equal bins over an even sample of at most 4096 values of y and of
+dL/dy, :func:`.tensor_view.histogram`); the event also carries the optimizer's ``lr``.
+Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
+recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
 running mean of an unrecorded one) is at most ``overhead`` times the time since training
 began (None switches either limit off; a batch run by ``step()`` is always recorded). No loss
 is dropped: ``losses`` carries every batch's. Events go into an append-only list that the
 server's event stream reads from its own position (no queue per client, none lost).
+
+Work on the model asked for by the page (the node panel's tensors, backprop stepping,
+attributions, feature maps) never runs beside a batch: during a run it is queued and run by the
+fit thread at the next batch boundary (a parked run wakes for it), otherwise at once
+(:meth:`Studio.on_model`).
 
 Control: ``pause()`` makes the next ``on_batch_begin`` wait; ``step()`` lets one batch run
 and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run
@@ -22,9 +29,11 @@ and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends th
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,16 +42,21 @@ from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import Recorder
 from . import model_view
+from .tensor_view import histogram
 
 __all__ = ["Studio"]
-
-HIST_BINS = 16
 
 
 class Studio:
     """Trainer callback (``fit(..., callbacks=[Studio()])``) that starts the studio server on
     ``127.0.0.1:port`` (0: a free port) when training begins, unless :meth:`start` ran first.
-    ``sample``: ``(x, y)`` rows for the graph's shapes and the backprop stepper."""
+
+    ``sample``: ``(x, y)`` rows for the graph's shapes, the node panel's tensors, the
+    backprop stepper, attributions and feature maps. ``max_rate``, ``overhead``, ``every``:
+    record a batch at most ``max_rate`` times a second, within an ``overhead`` share of the
+    run's time, and only every ``every``-th batch. ``feature_names``: the columns of tabular
+    input, for the attributions. In a notebook the object shows the page inline
+    (``_repr_html_``: an iframe)."""
 
     trainer: Any = None
     params: dict[str, Any] = {}
@@ -55,8 +69,14 @@ class Studio:
         loss: Any = None,
         max_rate: float | None = 25.0,
         overhead: float | None = 0.1,
+        every: int = 1,
+        feature_names: list[str] | None = None,
     ) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.port = int(port)
+        self.every = int(every)
+        self.feature_names = feature_names
         self._model = model
         self.sample = sample
         self._loss = loss
@@ -82,6 +102,9 @@ class Studio:
         self._step = 0
         self.waiting = False  # the fit thread is parked in on_batch_begin
         self._view: dict[str, Any] | None = None
+        self._jobs: list[_Job] = []  # work on the model, run by the fit thread between batches
+        self._model_lock = threading.Lock()
+        self._cache: dict[Any, Any] = {}
 
     # -- wiring ----------------------------------------------------------------------------
     @property
@@ -126,6 +149,42 @@ class Studio:
         if self.server is not None:
             self.server.stop()
 
+    # -- work on the model -------------------------------------------------------------------
+    def on_model(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """``fn()`` where it cannot race ``fit``: during a run, on the fit thread between two
+        batches (a parked run wakes for it); otherwise here, one call at a time. Raises
+        TimeoutError when the run does not reach a batch boundary within ``timeout``."""
+        with self.cond:
+            job = None
+            if self.training and not self.closed:
+                job = _Job(fn)
+                self._jobs.append(job)
+                self.cond.notify_all()
+        if job is None:
+            with self._model_lock:
+                return fn()
+        if not job.done.wait(timeout):
+            with self.cond:
+                if job in self._jobs:
+                    self._jobs.remove(job)
+            raise TimeoutError("the training run did not reach the end of a batch in time")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self.cond:
+                if not self._jobs:
+                    return
+                job = self._jobs.pop(0)
+            with self._model_lock:
+                try:
+                    job.result = job.fn()
+                except Exception as exc:  # handed to the asking thread
+                    job.error = exc
+            job.done.set()
+
     # -- events and control ------------------------------------------------------------------
     def publish(self, event: dict) -> None:
         with self.cond:
@@ -169,7 +228,9 @@ class Studio:
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._watch(False)
-        self.training = False
+        with self.cond:
+            self.training = False
+        self._run_jobs()
         self._flush()
         self.publish({"type": "done", **self.state()})
 
@@ -180,8 +241,10 @@ class Studio:
             self.publish({"type": "losses", "step": self._step, "losses": losses})
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._run_jobs()
         with self.cond:  # (an RLock: publish may take it again)
             while self.paused and self.budget == 0 and not self.closed:
+                self._run_jobs()
                 self._flush()  # a paused page shows every loss so far
                 if not self.waiting:  # parked: the page's last event says so (a batch event
                     # published before the pause may reach it after the control answer)
@@ -196,6 +259,7 @@ class Studio:
         if self._t0 is None:
             self._t0 = now
         rate_ok = self.max_rate is None or now - self._last >= 1.0 / self.max_rate
+        rate_ok = rate_ok and self._step % self.every == 0
         cost_ok = self.overhead is None or self._cost <= self.overhead * (now - self._t0)
         self._recording = stepped or (rate_ok and cost_ok)
         if self._recording:
@@ -239,6 +303,7 @@ class Studio:
                 "step": self._step,
                 "loss": _num(logs.get("loss")),
                 "batch_loss": _num(logs.get("batch_loss")),
+                "lr": _num(getattr(getattr(self.trainer, "optimizer", None), "lr", None)),
                 "layers": layers,
                 "paused": self.paused,
             }
@@ -251,18 +316,17 @@ class Studio:
         )
 
     def _layer_output(self, name: str, module: Module, inputs: tuple, out: Any) -> None:
-        """Norm and histogram of one layer call's output y, and ||dL/dy|| once known."""
+        """Norm and histogram of one layer call's output y; of g = dL/dy once known."""
         if not self._recording or not module.training or not isinstance(out, Tensor):
             return
-        y = np.asarray(out.data, np.float64)
-        counts, edges = np.histogram(y[np.isfinite(y)], bins=HIST_BINS)
         rec = self._live.setdefault(name, {})
-        rec["value_norm"] = float(np.linalg.norm(y))
-        rec["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+        rec["value_norm"] = _num(np.linalg.norm(out.data.reshape(-1)))
+        rec["hist"] = histogram(out.data)
         if out.requires_grad:
 
             def grad_hook(g: np.ndarray) -> None:
-                rec["grad_norm"] = float(np.linalg.norm(np.asarray(g, np.float64)))
+                rec["grad_norm"] = _num(np.linalg.norm(g.reshape(-1)))
+                rec["grad_hist"] = histogram(g)
 
             out.register_hook(grad_hook)
 
@@ -293,19 +357,67 @@ class Studio:
         return doc
 
     def backward(self) -> dict:
-        """The backprop stepper's data; refused (RuntimeError) while a batch may be running."""
-        if self.training and not self.waiting:
-            raise RuntimeError("pause training first: backprop stepping runs its own batch")
+        """The backprop stepper's data: one batch of 8 sample rows forward and backward, in
+        eval mode, with the weights as they are (run between two batches of a live run)."""
         if self.sample is None or self.sample[1] is None:
             raise ValueError("backprop stepping needs labelled sample rows (sample=(x, y))")
         x, y = self.sample
         model = self.model
-        was = model.training
-        model.eval()
-        try:
-            return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn())
-        finally:
-            model.train(was)
+
+        def run() -> dict:
+            was = model.training
+            model.eval()
+            try:
+                return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn())
+            finally:
+                model.train(was)
+
+        return self.on_model(run)
+
+    def tensors(self, name: str, rows: int = 8) -> dict:
+        """Layer call ``name``'s x, y, dL/dy, dL/dx, W and dL/dW on the first ``rows`` sample
+        rows (:func:`.model_view.node_tensors`; KeyError for an unknown name)."""
+        self.prepare()
+        if name not in self._view["nodes"]:
+            raise KeyError(f"no layer call named {name!r}")
+        x = self.sample_x()[:rows]
+        y = None if self.sample is None or self.sample[1] is None else self.sample[1][:rows]
+        loss = self.loss_fn() if y is not None else None
+        return self.on_model(lambda: model_view.node_tensors(self.model, name, x, y, loss))
+
+    def feature_maps(self, index: int = 0) -> dict:
+        """The 4-D layer outputs of sample image ``index`` (:func:`.model_view.feature_maps`)."""
+        x = self.sample_x()
+        return self.on_model(lambda: model_view.feature_maps(self.model, x, int(index)))
+
+    def explain(self, row: int = 0) -> dict:
+        """Attributions of sample row ``row`` and global importances over the sample rows
+        (:mod:`.attributions`)."""
+        from .attributions import explain_rows
+
+        x = self.sample_x()
+        y = None if self.sample is None else self.sample[1]
+        key = ("importances", id(self.model), self._step)  # recomputed once weights move
+        imp = self._cache.get(key)
+        names = self.feature_names
+
+        def run() -> dict:
+            return explain_rows(self.model, x, y, int(row), imp is None, names)
+
+        doc = self.on_model(run)
+        if imp is None:
+            self._cache[key] = imp = doc.get("importances")
+        doc["importances"] = imp
+        return doc
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the served page in an iframe."""
+        url = html.escape(self.url, quote=True)
+        return (
+            f'<iframe src="{url}" width="100%" height="720" style="border:1px solid #ccc" '
+            f'title="lepton_nn studio"></iframe><div><a href="{url}" target="_blank">'
+            f"{url}</a></div>"
+        )
 
 
 def _num(v: Any) -> float | None:
@@ -318,3 +430,13 @@ def _num(v: Any) -> float | None:
 
 def _norm(arrays: list[np.ndarray]) -> float:
     return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
+
+
+class _Job:
+    """A call waiting for the fit thread (:meth:`Studio.on_model`)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
