@@ -89,12 +89,12 @@ function heatColor(v, lo, hi) {
 }
 // a heat map {rows, cols, values, lo, hi} into a new SVG of at most maxW x maxH pixels
 function drawHeat(parent, hm, maxW, maxH, testid) {
-  const cell = Math.max(1, Math.min(maxW / hm.cols, maxH / hm.rows, 12));
-  const svg = el("svg", { width: hm.cols * cell, height: hm.rows * cell, class: "heat",
+  const cw = Math.max(1, Math.min(maxW / hm.cols, 12)), ch = Math.max(1, Math.min(maxH / hm.rows, 12));
+  const svg = el("svg", { width: hm.cols * cw, height: hm.rows * ch, class: "heat",
     "data-testid": testid || "heat", "data-cells": hm.rows * hm.cols }, parent);
   for (let r = 0; r < hm.rows; r++) {
     for (let c = 0; c < hm.cols; c++) {
-      el("rect", { x: c * cell, y: r * cell, width: cell, height: cell,
+      el("rect", { x: c * cw, y: r * ch, width: cw, height: ch,
         fill: heatColor(hm.values[r * hm.cols + c], hm.lo, hm.hi) }, svg);
     }
   }
@@ -111,11 +111,13 @@ function drawTensor(parent, title, t, testid) {
   html("figcaption", {}, box, `${title} (${t.shape.join(", ")})  ||.|| ${fmt(t.norm)}  ` +
     `min ${fmt(t.min)}  max ${fmt(t.max)}`);
   if (t.values !== null) {
-    const rows = Array.isArray(t.values) ? (Array.isArray(t.values[0]) ? t.values : [t.values]) : [[t.values]];
+    // a row per index of the first axis, the rest flattened (scalars and vectors: one row)
+    const rows = !Array.isArray(t.values) ? [[t.values]]
+      : Array.isArray(t.values[0]) ? t.values.map((r) => r.flat(Infinity)) : [t.values];
     const table = html("table", { "data-testid": testid + "-values" }, box);
     for (const r of rows) {
       const tr = html("tr", {}, table);
-      for (const v of r) html("td", {}, tr, Array.isArray(v) ? `[${v.length}]` : fmt(v));
+      for (const v of r) html("td", {}, tr, fmt(v));
     }
   } else {
     drawHeat(box, t.heat, 240, 160, testid + "-heat");

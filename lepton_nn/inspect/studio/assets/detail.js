@@ -65,17 +65,17 @@ async function loadTensors(name) {
 
 // -- attributions: one bar per feature (signed, from the middle), then the importances
 function bars(parent, names, values, testid, errs) {
-  const W = 360, row = 16, mid = 150;
+  const W = 460, row = 16, mid = 150;
   const svg = el("svg", { width: W, height: names.length * row + 4, "data-testid": testid }, parent);
   const top = Math.max(...values.map((v) => Math.abs(v)), 1e-12);
-  const area = W - mid - 60, neg = values.some((u) => u < 0);
+  const area = W - mid - 130, neg = values.some((u) => u < 0);
   const x0 = neg ? mid + area / 2 : mid, scale = (neg ? area / 2 : area) / top;
   names.forEach((n, i) => {
     const v = values[i], len = Math.abs(v) * scale;
     el("text", { x: mid - 4, y: i * row + 12, "font-size": 11, "text-anchor": "end" }, svg, n);
     el("rect", { x: v < 0 ? x0 - len : x0, y: i * row + 3, width: Math.max(len, 0.5), height: row - 5,
       fill: v < 0 ? "#3060c0" : "#c03030", "data-value": v }, svg);
-    el("text", { x: W - 56, y: i * row + 12, "font-size": 10, fill: "#556" }, svg,
+    el("text", { x: W - 124, y: i * row + 12, "font-size": 10, fill: "#556" }, svg,
       fmt(v) + (errs ? ` ± ${fmt(errs[i])}` : ""));
   });
   return svg;
