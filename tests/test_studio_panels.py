@@ -272,3 +272,78 @@ def test_notebook_view_is_an_iframe_of_the_served_page(served):
     st = served(_seq(), _data())
     html = st._repr_html_()
     assert html.startswith(f'<iframe src="{st.url}"') and "</iframe>" in html
+
+
+# -- a trained file through the runtime alone ----------------------------------------------------
+def _saved(tmp_path):
+    import lepton_nn
+
+    layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, name="mid"), nn.ReLU(name="act")]
+    net = nn.Sequential([*layers, nn.Dropout(0.2, name="drop"), nn.Dense(1, "sigmoid", name="out")])
+    net.build((None, 4))
+    path = tmp_path / "net.lnn"
+    lepton_nn.save(net, path)
+    return net, path
+
+
+def test_a_saved_file_is_shown_through_the_runtime_step_by_step(served, tmp_path):
+    from lepton_nn.runtime import InferenceModel, load
+
+    net, path = _saved(tmp_path)
+    x, y = _data()
+    st = served(str(path), (x, y))
+    assert isinstance(st.model, InferenceModel) and st.runtime
+    g = httpx.get(st.url + "api/graph").json()
+    assert [n["name"] for n in g["nodes"]] == ["hidden", "mid+act", "out"]  # ReLU fused
+    assert [n["shape"] for n in g["nodes"]] == ["(N, 8)", "(N, 4)", "(N, 1)"]
+    assert g["edges"] == [["input", "hidden"], ["hidden", "mid+act"], ["mid+act", "out"]]
+    node = httpx.get(st.url + "api/node/mid+act").json()
+    assert "runtime step" in node["forward"] and "no gradients" in node["derivative"]
+    # every step's output on the sample rows, against NumPy in float64
+    xs = x[:8].astype(np.float64)
+    w = [[p.data.astype(np.float64) for p in m.parameters()] for m in net.layers if m.parameters()]
+    h1 = np.maximum(xs @ w[0][0] + w[0][1], 0)
+    h2 = np.maximum(h1 @ w[1][0] + w[1][1], 0)
+    out = 1 / (1 + np.exp(-(h2 @ w[2][0] + w[2][1])))
+    got = {n: httpx.get(st.url + f"api/tensors/{n}").json() for n in ("hidden", "mid+act", "out")}
+    np.testing.assert_allclose(_arr(got["hidden"]["output"]), h1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_arr(got["mid+act"]["inputs"][0]), h1, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_arr(got["mid+act"]["output"]), h2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_arr(got["out"]["output"]), out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_arr(got["out"]["output"]), load(path).forward(x[:8]), rtol=1e-6)
+    np.testing.assert_allclose(_arr(got["hidden"]["weights"]["w"]), w[0][0], rtol=1e-6)
+    assert got["out"]["grad_in"] is None and got["out"]["weight_grads"] == {}
+    for api in ("api/backward", "api/explain?row=0"):  # no autograd here
+        r = httpx.get(st.url + api)
+        assert r.status_code == 400 and "runtime keeps no gradients" in r.json()["error"]
+
+
+def test_cli_studio_serves_a_saved_file_on_csv_rows(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import PKG_PARENT
+
+    _, path = _saved(tmp_path)
+    x, _ = _data(10)
+    csv = tmp_path / "rows.csv"
+    lines = ["a,b,c,d"] + [",".join(f"{v:.6f}" for v in row) for row in x]
+    csv.write_text("\n".join(lines) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(PKG_PARENT)}
+    cmd = [sys.executable, "-m", "lepton_nn", "studio", str(path), "--data", str(csv)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("studio at http://127.0.0.1:"), line
+        url = line.split()[2]
+        d = httpx.get(url + "api/tensors/hidden", timeout=30).json()
+        assert d["rows"] == 8 and d["inputs"][0]["shape"] == [8, 4]
+        np.testing.assert_allclose(_arr(d["inputs"][0]), x[:8], atol=1e-6)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

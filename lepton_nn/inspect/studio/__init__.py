@@ -14,6 +14,7 @@ server starts.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import types
@@ -41,6 +42,10 @@ def studio(
 ) -> Studio:
     """Start the studio for ``model`` and return it (``.url``, ``.close()``).
 
+    ``model``: a network (:class:`~lepton_nn.nn.Module`), or a ``.lnn`` path or a
+    :class:`~lepton_nn.runtime.InferenceModel`, shown through the runtime alone (graph,
+    weights, activations on the sample rows; no gradients, no training code).
+
     ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
     the backprop stepper's batch, the node panel's tensors, the attributions (tabular
     input, columns named by ``feature_names``) and the feature maps (images). ``epochs`` > 0
@@ -49,6 +54,10 @@ def studio(
     batch if ``paused``; ``every``: record every ``every``-th batch at most (see
     :class:`Studio`). In a notebook, the returned object shows the page inline.
     """
+    if isinstance(model, (str, os.PathLike)):  # a trained file: through the runtime alone
+        from ...runtime import load
+
+        model = load(model)
     x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
     sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
     st = Studio(

@@ -41,7 +41,7 @@ import numpy as np
 from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import Recorder
-from . import model_view
+from . import model_view, runtime_view
 from .tensor_view import histogram
 
 __all__ = ["Studio"]
@@ -338,12 +338,26 @@ class Studio:
             raise ValueError("the Studio has no model: pass one, or use it as a fit callback")
         if self._view is None or self._view["model"] is not self.model:
             x = self.sample_x()
-            calls = model_view.calls_of(self.model)
+            view = self._views()
+            graph = view.layer_graph(self.model, x)
+            names = [n["name"] for n in graph["nodes"]]
             self._view = {
                 "model": self.model,
-                "graph": model_view.layer_graph(self.model, x),
-                "nodes": {n: model_view.formula_of(self.model, n, x) for n, _, _ in calls},
+                "graph": graph,
+                "nodes": {n: view.formula_of(self.model, n, x) for n in names},
             }
+
+    @property
+    def runtime(self) -> bool:
+        """The model is a runtime ``InferenceModel`` (a ``.lnn`` file, no autograd)."""
+        return runtime_view.is_runtime(self.model)
+
+    def _views(self) -> Any:
+        return runtime_view if self.runtime else model_view
+
+    def _needs_autograd(self, what: str) -> None:
+        if self.runtime:
+            raise ValueError(f"{what}: {runtime_view.NO_GRAD}")
 
     def graph(self) -> dict:
         self.prepare()
@@ -359,6 +373,7 @@ class Studio:
     def backward(self) -> dict:
         """The backprop stepper's data: one batch of 8 sample rows forward and backward, in
         eval mode, with the weights as they are (run between two batches of a live run)."""
+        self._needs_autograd("backprop stepping")
         if self.sample is None or self.sample[1] is None:
             raise ValueError("backprop stepping needs labelled sample rows (sample=(x, y))")
         x, y = self.sample
@@ -383,18 +398,20 @@ class Studio:
         x = self.sample_x()[:rows]
         y = None if self.sample is None or self.sample[1] is None else self.sample[1][:rows]
         loss = self.loss_fn() if y is not None else None
-        return self.on_model(lambda: model_view.node_tensors(self.model, name, x, y, loss))
+        view = self._views()
+        return self.on_model(lambda: view.node_tensors(self.model, name, x, y, loss))
 
     def feature_maps(self, index: int = 0) -> dict:
         """The 4-D layer outputs of sample image ``index`` (:func:`.model_view.feature_maps`)."""
-        x = self.sample_x()
-        return self.on_model(lambda: model_view.feature_maps(self.model, x, int(index)))
+        x, view = self.sample_x(), self._views()
+        return self.on_model(lambda: view.feature_maps(self.model, x, int(index)))
 
     def explain(self, row: int = 0) -> dict:
         """Attributions of sample row ``row`` and global importances over the sample rows
         (:mod:`.attributions`)."""
         from .attributions import explain_rows
 
+        self._needs_autograd("attributions")
         x = self.sample_x()
         y = None if self.sample is None else self.sample[1]
         key = ("importances", id(self.model), self._step)  # recomputed once weights move

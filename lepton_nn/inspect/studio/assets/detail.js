@@ -36,20 +36,23 @@ async function loadTensors(name) {
   if (status !== 200) { box.textContent = t.error; return; }
   box.classList.remove("muted");
   box.dataset.loss = t.loss;
-  html("h3", {}, box, `on ${t.rows} sample rows (eval mode), ${t.objective} = ${fmt(t.loss)}`);
+  html("h3", {}, box, t.loss === null ? `on ${t.rows} sample rows: ${t.objective}`
+    : `on ${t.rows} sample rows (eval mode), ${t.objective} = ${fmt(t.loss)}`);
   const fwd = html("div", {}, box);
   t.inputs.forEach((x, i) => drawTensor(fwd, `input x${t.inputs.length > 1 ? i : ""}`, x, `tensor-x${i}`));
   drawTensor(fwd, "output y", t.output, "tensor-y");
-  html("h3", {}, box, "gradients: incoming g = dL/dy, outgoing dL/dx = J^T g (this node's share)");
-  const bwd = html("div", {}, box);
-  drawTensor(bwd, "incoming dL/dy", t.grad_in, "tensor-grad-in");
-  t.grad_out.forEach((g, i) => drawTensor(bwd, `outgoing dL/dx${t.grad_out.length > 1 ? i : ""}`, g, `tensor-grad-out${i}`));
+  if (t.loss !== null) {
+    html("h3", {}, box, "gradients: incoming g = dL/dy, outgoing dL/dx = J^T g (this node's share)");
+    const bwd = html("div", {}, box);
+    drawTensor(bwd, "incoming dL/dy", t.grad_in, "tensor-grad-in");
+    t.grad_out.forEach((g, i) => drawTensor(bwd, `outgoing dL/dx${t.grad_out.length > 1 ? i : ""}`, g, `tensor-grad-out${i}`));
+  }
   if (Object.keys(t.weights).length) {
     html("h3", {}, box, "parameters and this call's dL/dW");
     const w = html("div", {}, box);
     for (const [k, v] of Object.entries(t.weights)) {
       drawTensor(w, k, v, `tensor-${k}`);
-      drawTensor(w, `dL/d ${k}`, t.weight_grads[k], `tensor-grad-${k}`);
+      if (t.loss !== null) drawTensor(w, `dL/d ${k}`, t.weight_grads[k], `tensor-grad-${k}`);
     }
   }
   if (t.ops.length) {
