@@ -347,3 +347,38 @@ def test_cli_studio_serves_a_saved_file_on_csv_rows(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_live_statistics_of_a_recorded_batch_match_numpy():
+    """One SGD batch of 16 rows: the activations' mean, std, norm and dead share, and the
+    update ratio ||W1 - W0|| / ||W0|| and ||dL/dW|| = ||W1 - W0|| / lr, from the weights."""
+    x, y = _data(16)
+    model = _seq()
+    w0 = [p.data.astype(np.float64) for p in model.parameters()]
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=None)
+    try:
+        Trainer(model, loss="bce", optimizer="sgd", lr=0.5).fit(
+            x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0
+        )
+        [e] = _batches(st)
+    finally:
+        st.close()
+    w1 = [p.data.astype(np.float64) for p in model.parameters()]
+    h = np.maximum(x.astype(np.float64) @ w0[0] + w0[1], 0)
+    s = e["layers"]["hidden"]
+    assert s["act_mean"] == pytest.approx(h.mean(), rel=1e-5)
+    assert s["act_std"] == pytest.approx(h.std(), rel=1e-4)
+    assert s["value_norm"] == pytest.approx(np.linalg.norm(h), rel=1e-5)
+    assert s["dead"] == np.mean(h.max(axis=0) <= 0)
+    du = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(w1[:2], w0[:2])))
+    assert s["update_ratio"] == pytest.approx(
+        du / np.sqrt(sum(np.sum(b**2) for b in w0[:2])), rel=1e-4
+    )
+    assert s["weight_grad_norm"] == pytest.approx(du / 0.5, rel=1e-4)
+    assert s["weight_norm"] == pytest.approx(np.sqrt(sum(np.sum(a**2) for a in w1[:2])), rel=1e-6)
+    z = h @ w0[2] + w0[3]
+    g = (1 / (1 + np.exp(-z)) - y) / 16  # dL/d(out)
+    o = e["layers"]["out"]
+    assert o["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-4)
+    assert o["grad_mean"] == pytest.approx(g.mean(), rel=1e-4, abs=1e-7)
+    assert o["dead"] is None and e["layers"]["hidden"]["grad_std"] > 0

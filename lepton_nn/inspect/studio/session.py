@@ -3,12 +3,14 @@ pause / step / resume control the page drives.
 
 Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "batch_loss",
 "losses", "layers": {call name: stats}}`` (``losses``: every batch loss since the last event)
-where the stats are :class:`..recorder.Recorder`'s
-(``act_mean``, ``act_std``, ``dead``, ``grad_mean``, ``grad_std``, ``update_ratio``) plus
-``value_norm`` = ||y||, ``grad_norm`` = ||dL/dy||, ``weight_norm`` = ||W|| and
-``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` / ``grad_hist``
-(counts and edges of 16 equal bins over an even sample of at most 4096 values of y and of
-dL/dy, :func:`.tensor_view.histogram`); the event also carries the optimizer's ``lr``.
+where the stats of a layer call's output y and of g = dL/dy (the names of
+:class:`..recorder.Recorder`) are ``act_mean``, ``act_std``, ``grad_mean``, ``grad_std`` and
+``hist`` / ``grad_hist`` (16 equal bins, :func:`.tensor_view.histogram`), all over an even
+sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
+``grad_norm`` = ||g||, ``dead`` (ReLU outputs: the share of units 0 on every row of the
+batch, ``mean_j [max_i y[i, j] <= 0]``), and over the layer's parameters ``weight_norm`` =
+||W||, ``weight_grad_norm`` = ||dL/dW|| and ``update_ratio`` = ||W_after - W_before|| /
+||W_before|| for the batch's optimizer step. The event also carries the optimizer's ``lr``.
 Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
 recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
@@ -40,9 +42,9 @@ import numpy as np
 
 from ...autograd import Tensor
 from ...nn.module import Module
-from ..recorder import Recorder
+from ..recorder import _is_relu
 from . import model_view, runtime_view
-from .tensor_view import histogram
+from .tensor_view import histogram, sample_of
 
 __all__ = ["Studio"]
 
@@ -68,7 +70,7 @@ class Studio:
         sample: tuple[Any, Any] | None = None,
         loss: Any = None,
         max_rate: float | None = 25.0,
-        overhead: float | None = 0.1,
+        overhead: float | None = 0.08,
         every: int = 1,
         feature_names: list[str] | None = None,
     ) -> None:
@@ -80,7 +82,8 @@ class Studio:
         self._model = model
         self.sample = sample
         self._loss = loss
-        self.recorder = Recorder(model)
+        self._calls: list[tuple[str, Module, list[Any]]] = []  # (call name, layer, params)
+        self._before: dict[int, list[np.ndarray]] = {}  # a layer's weights before the step
         self.max_rate = max_rate
         self._recording = False
         self._last = -math.inf
@@ -113,7 +116,6 @@ class Studio:
 
     def set_trainer(self, trainer: Any) -> None:
         self.trainer = trainer
-        self.recorder.set_trainer(trainer)
 
     def loss_fn(self):
         if self.trainer is not None and hasattr(self.trainer, "loss_fn"):
@@ -218,12 +220,10 @@ class Studio:
     def _watch(self, on: bool) -> None:
         """Hooks on the layers only for a recorded batch: the others run hook-free (and so
         fused where a pair of layers can be)."""
-        self.recorder.detach()
         for h in self._hooks:
             h.remove()
         self._hooks = []
         if on:
-            self.recorder.attach(self.model)
             self._hooks = model_view.hook_calls(self.model, self._layer_output)
 
     def on_train_end(self, logs: dict | None = None) -> None:
@@ -266,7 +266,7 @@ class Studio:
             self._last = now
             self._live = {}
             self._watch(True)
-            self.recorder.on_batch_begin(batch, logs)
+            self._before = {id(m): [p.data.copy() for p in ps] for _, m, ps in self._calls if ps}
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -279,22 +279,20 @@ class Studio:
             self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
             return
         self._recording = False
-        self.recorder.on_batch_end(batch, logs)
         self._watch(False)
         layers: dict[str, dict[str, Any]] = {}
-        for name, m, _ in model_view.calls_of(self.model):
+        for name, m, ps in self._calls:
             row = dict(self._live.get(name, {}))
-            per = self.recorder.stats.get(m.name)
-            if per is not None:
-                for k, v in per.items():
-                    if v:
-                        row[k] = _num(v[-1])
-            ps = list(m.parameters())
-            if ps:
+            before = self._before.get(id(m))
+            if ps and before is not None:
                 row["weight_norm"] = _norm([p.data for p in ps])
                 grads = [p.grad for p in ps if p.grad is not None]
                 row["weight_grad_norm"] = _norm(grads) if grads else None
+                w = _norm(before)
+                du = _norm([p.data - b for p, b in zip(ps, before)])
+                row["update_ratio"] = du / w if w > 0 else None
             layers[name] = row
+        self._before = {}
         losses, self._pending = self._pending, []
         self.publish(
             {
@@ -320,15 +318,13 @@ class Studio:
         if not self._recording or not module.training or not isinstance(out, Tensor):
             return
         rec = self._live.setdefault(name, {})
-        rec["value_norm"] = _num(np.linalg.norm(out.data.reshape(-1)))
-        rec["hist"] = histogram(out.data)
+        y = out.data
+        _summarize(rec, y, "act", "value_norm", "hist")
+        rec["dead"] = None  # ReLU outputs only
+        if _is_relu(module) and y.ndim >= 1 and y.shape[0] > 0:
+            rec["dead"] = float(np.mean(y.max(axis=0) <= 0))
         if out.requires_grad:
-
-            def grad_hook(g: np.ndarray) -> None:
-                rec["grad_norm"] = _num(np.linalg.norm(g.reshape(-1)))
-                rec["grad_hist"] = histogram(g)
-
-            out.register_hook(grad_hook)
+            out.register_hook(lambda g: _summarize(rec, g, "grad", "grad_norm", "grad_hist"))
 
     # -- what the server asks -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -339,6 +335,10 @@ class Studio:
         if self._view is None or self._view["model"] is not self.model:
             x = self.sample_x()
             view = self._views()
+            if not self.runtime:
+                self._calls = [
+                    (n, m, list(m.parameters())) for n, m, _ in model_view.calls_of(self.model)
+                ]
             graph = view.layer_graph(self.model, x)
             names = [n["name"] for n in graph["nodes"]]
             self._view = {
@@ -445,8 +445,25 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _summarize(rec: dict, a: np.ndarray, prefix: str, norm: str, hist: str) -> None:
+    """Mean, standard deviation and histogram of an even sample v of ``a`` (float64, few
+    NumPy calls: std = sqrt(v.v / n - mean^2)); the norm of all of ``a``."""
+    v = sample_of(a).astype(np.float64)
+    n = max(v.size, 1)
+    mean = float(v.sum()) / n
+    rec[prefix + "_mean"] = _num(mean)
+    rec[prefix + "_std"] = _num(math.sqrt(max(float(np.dot(v, v)) / n - mean * mean, 0.0)))
+    rec[hist] = histogram(v)
+    flat = a.reshape(-1)
+    rec[norm] = _num(math.sqrt(float(np.dot(flat, flat))))
+
+
 def _norm(arrays: list[np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
+    total = 0.0
+    for a in arrays:
+        v = a.reshape(-1).astype(np.float64)
+        total += float(np.dot(v, v))
+    return math.sqrt(total)
 
 
 class _Job:

@@ -18,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HIST_BINS", "MAX_FULL", "histogram", "heat", "tensor_view"]
+__all__ = ["HIST_BINS", "MAX_FULL", "histogram", "heat", "sample_of", "tensor_view"]
 
 HIST_BINS = 16
 HIST_SAMPLE = 4096
 MAX_FULL = 64  # a tensor this small is sent in full
 
 
-def _sample(a: np.ndarray, sample: int) -> np.ndarray:
-    flat = a.reshape(-1)  # a view for contiguous data
+def sample_of(a: np.ndarray, sample: int = HIST_SAMPLE) -> np.ndarray:
+    """At most ``sample`` values of ``a`` at an even stride, flat."""
+    flat = np.asarray(a).reshape(-1)  # a view for contiguous data
     if flat.size > sample:
         flat = flat[:: -(-flat.size // sample)]
     return flat
@@ -35,7 +36,7 @@ def _sample(a: np.ndarray, sample: int) -> np.ndarray:
 def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict | None:
     """Counts and edges of ``bins`` equal bins over the finite values of an even sample of
     ``a`` (None when it has none). A constant sample gets the bins of [v - 0.5, v + 0.5]."""
-    v = _sample(np.asarray(a), sample)
+    v = sample_of(a, sample)
     lo, hi = float(v.min()) if v.size else math.nan, float(v.max()) if v.size else math.nan
     if not (math.isfinite(lo) and math.isfinite(hi)):
         v = v[np.isfinite(v)]
@@ -44,8 +45,13 @@ def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict 
         lo, hi = float(v.min()), float(v.max())
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
-    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
-    return {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+    # bin k holds lo + k w <= v < lo + (k + 1) w, the last one closed (as np.histogram's),
+    # by one subtraction, scaling and bincount: a tenth of np.histogram's time on small input
+    width = (hi - lo) / bins
+    idx = ((v.astype(np.float64, copy=False) - lo) * (1.0 / width)).astype(np.intp)
+    np.minimum(idx, bins - 1, out=idx)  # v >= lo: idx >= 0; v = hi: into the last bin
+    counts = np.bincount(idx, minlength=bins)
+    return {"counts": counts.tolist(), "edges": np.linspace(lo, hi, bins + 1).tolist()}
 
 
 def _blocks(n: int, k: int) -> np.ndarray:
