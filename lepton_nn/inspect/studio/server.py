@@ -120,23 +120,41 @@ def create_app(studio: Any) -> Any:
             return JSONResponse({"error": "since must be an integer"}, 400)
 
         async def stream():
+            # woken by the studio when it publishes (no polling: a sleeping server thread
+            # takes no turn at the interpreter lock from the fit thread), else once a second
             nonlocal pos
-            yield ": studio\n\n"
-            idle = 0.0
-            while not studio.closed:
-                new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
-                if new:
-                    pos += len(new)
-                    idle = 0.0
-                    yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
-                    continue
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.02)
-                idle += 0.02
-                if idle >= 15:  # a comment keeps proxies and the browser's timer quiet
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
+            loop, wake = asyncio.get_running_loop(), asyncio.Event()
+
+            def notify() -> None:  # on the publishing thread
+                try:
+                    loop.call_soon_threadsafe(wake.set)
+                except RuntimeError:  # the loop has closed
+                    pass
+
+            studio.listeners.add(notify)
+            try:
+                yield ": studio\n\n"
+                idle = 0
+                while not studio.closed:
+                    wake.clear()
+                    new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
+                    if new:
+                        pos += len(new)
+                        idle = 0
+                        yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
+                        continue
+                    try:
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                        continue
+                    except asyncio.TimeoutError:
+                        idle += 1
+                    if await request.is_disconnected():
+                        return
+                    if idle >= 15:  # a comment keeps proxies and the browser's timer quiet
+                        idle = 0
+                        yield ": keep-alive\n\n"
+            finally:
+                studio.listeners.discard(notify)
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -14,8 +14,9 @@ batch, ``mean_j [max_i y[i, j] <= 0]``), and over the layer's parameters ``weigh
 Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
 recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
-running mean of an unrecorded one) is at most ``overhead`` times the time since training
-began (None switches either limit off; a batch run by ``step()`` is always recorded). No loss
+running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
+both in CPU time of the fit thread, which neither a busy machine nor a pause inflates (None
+switches either limit off; a batch run by ``step()`` is always recorded). No loss
 is dropped: ``losses`` carries every batch's. Events go into an append-only list that the
 server's event stream reads from its own position (no queue per client, none lost).
 
@@ -89,9 +90,11 @@ class Studio:
         self._last = -math.inf
         self.overhead = overhead
         self._t0: float | None = None  # when the first batch began
+        # the time budget, in CPU seconds of the fit thread (time.thread_time: a busy machine
+        # or a parked run does not distort it)
         self._began = 0.0  # when this batch began
         self._cost = 0.0  # seconds recording has added so far
-        self._plain: float | None = None  # running mean of an unrecorded batch's duration
+        self._plain: float | None = None  # running mean of an unrecorded batch's CPU time
         self._pending: list[float | None] = []
         self.events: list[dict] = []
         self.cond = threading.Condition(threading.RLock())
@@ -108,6 +111,7 @@ class Studio:
         self._jobs: list[_Job] = []  # work on the model, run by the fit thread between batches
         self._model_lock = threading.Lock()
         self._cache: dict[Any, Any] = {}
+        self.listeners: set[Callable[[], None]] = set()
 
     # -- wiring ----------------------------------------------------------------------------
     @property
@@ -148,6 +152,7 @@ class Studio:
         with self.cond:
             self.closed, self.paused = True, False
             self.cond.notify_all()
+        self._notify()
         if self.server is not None:
             self.server.stop()
 
@@ -193,6 +198,11 @@ class Studio:
             event["seq"] = len(self.events)
             self.events.append(event)
             self.cond.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        for fn in list(self.listeners):  # the event streams' wake-up calls
+            fn()
 
     def control(self, action: str) -> dict:
         with self.cond:
@@ -212,6 +222,7 @@ class Studio:
 
     # -- the callback hooks ------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._t0, self._cost, self._plain = None, 0.0, None  # a time budget per run
         self.prepare()
         self.start()
         self.training = True
@@ -255,12 +266,13 @@ class Studio:
             stepped = self.paused and self.budget > 0
             if stepped:
                 self.budget -= 1
-        now = self._began = time.monotonic()
+        now, cpu = time.monotonic(), time.thread_time()
+        self._began = cpu
         if self._t0 is None:
-            self._t0 = now
+            self._t0 = cpu
         rate_ok = self.max_rate is None or now - self._last >= 1.0 / self.max_rate
         rate_ok = rate_ok and self._step % self.every == 0
-        cost_ok = self.overhead is None or self._cost <= self.overhead * (now - self._t0)
+        cost_ok = self.overhead is None or self._cost <= self.overhead * (cpu - self._t0)
         self._recording = stepped or (rate_ok and cost_ok)
         if self._recording:
             self._last = now
@@ -275,7 +287,7 @@ class Studio:
             self.trainer.stop_training = True
         self._pending.append(_num(logs.get("batch_loss")))
         if not self._recording:
-            took = time.monotonic() - self._began
+            took = time.thread_time() - self._began
             self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
             return
         self._recording = False
@@ -306,7 +318,7 @@ class Studio:
                 "paused": self.paused,
             }
         )
-        self._cost += max(0.0, time.monotonic() - self._began - (self._plain or 0.0))
+        self._cost += max(0.0, time.thread_time() - self._began - (self._plain or 0.0))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.publish(

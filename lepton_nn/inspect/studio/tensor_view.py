@@ -37,7 +37,9 @@ def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict 
     """Counts and edges of ``bins`` equal bins over the finite values of an even sample of
     ``a`` (None when it has none). A constant sample gets the bins of [v - 0.5, v + 0.5]."""
     v = sample_of(a, sample)
-    lo, hi = float(v.min()) if v.size else math.nan, float(v.max()) if v.size else math.nan
+    if not v.size:
+        return None
+    lo, hi = float(v.min()), float(v.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         v = v[np.isfinite(v)]
         if not v.size:
@@ -46,12 +48,15 @@ def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict 
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     # bin k holds lo + k w <= v < lo + (k + 1) w, the last one closed (as np.histogram's),
-    # by one subtraction, scaling and bincount: a tenth of np.histogram's time on small input
+    # by one subtraction, scaling and bincount: about 8 NumPy calls, ~20 us on 1000 values
     width = (hi - lo) / bins
-    idx = ((v.astype(np.float64, copy=False) - lo) * (1.0 / width)).astype(np.intp)
+    z = v.astype(np.float64)  # a copy, scaled in place
+    z -= lo
+    z *= 1.0 / width
+    idx = z.astype(np.intp)
     np.minimum(idx, bins - 1, out=idx)  # v >= lo: idx >= 0; v = hi: into the last bin
-    counts = np.bincount(idx, minlength=bins)
-    return {"counts": counts.tolist(), "edges": np.linspace(lo, hi, bins + 1).tolist()}
+    edges = [lo + width * k for k in range(bins)] + [hi]
+    return {"counts": np.bincount(idx, minlength=bins).tolist(), "edges": edges}
 
 
 def _blocks(n: int, k: int) -> np.ndarray:
