@@ -148,7 +148,8 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         want = st.tensors("mid")["grad_in"]  # paused: the same weights
         cells = _tid(drv, "tensor-grad-in-values")[0].find_elements(By.TAG_NAME, "td")
         assert len(cells) == 8 * 4
-        assert float(cells[5].text) == pytest.approx(want["values"][1][1], rel=2e-3, abs=1e-6)
+        assert float(cells[5].get_attribute("data-value")) == pytest.approx(want["values"][1][1])
+        assert float(cells[5].text) == pytest.approx(want["values"][1][1], abs=6e-5)  # shown
         assert _tid(drv, "tensor-grad-out0-values") and _tid(drv, "tensor-grad-weight-values")
         assert "Linear tanh" in _text(drv, "node-ops")
         assert _points(drv) == 0  # paused before the first batch

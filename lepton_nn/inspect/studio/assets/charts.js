@@ -117,7 +117,7 @@ function drawTensor(parent, title, t, testid) {
     const table = html("table", { "data-testid": testid + "-values" }, box);
     for (const r of rows) {
       const tr = html("tr", {}, table);
-      for (const v of r) html("td", {}, tr, fmt(v));
+      for (const v of r) html("td", { "data-value": v }, tr, fmt(v));
     }
   } else {
     drawHeat(box, t.heat, 240, 160, testid + "-heat");
