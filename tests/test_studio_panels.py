@@ -16,6 +16,7 @@ import lepton_nn.inspect as I  # noqa: E402
 from lepton_nn import explain as E  # noqa: E402
 from lepton_nn import nn  # noqa: E402
 from lepton_nn.inspect.studio.tensor_view import heat, histogram, tensor_view  # noqa: E402
+from lepton_nn.random import set_seed  # noqa: E402
 from lepton_nn.train import Trainer  # noqa: E402
 
 
@@ -211,8 +212,9 @@ def test_model_work_times_out_when_no_batch_boundary_comes():
 def test_attributions_of_a_row_and_global_importances(served):
     x, y = _data()
     names = ["a", "b", "c", "d"]
+    set_seed(0)
     st = served(_seq(), (x, y), loss="bce", feature_names=names)
-    Trainer(st.model, loss="bce").fit(x, y, epochs=20, batch_size=16, verbose=0)
+    Trainer(st.model, loss="bce").fit(x, y, epochs=40, batch_size=16, verbose=0)
     d = httpx.get(st.url + "api/explain?row=5", timeout=60).json()
     assert d["features"] == names and d["row"] == 5 and d["rows"] == 64
     want = E.integrated_gradients(st.model, x[5:6], steps=32)[0]
@@ -224,7 +226,9 @@ def test_attributions_of_a_row_and_global_importances(served):
     assert sum(d["attributions"]) - d["delta"] == pytest.approx(d["output"][0] - f0, abs=1e-4)
     imp = d["importances"]
     assert imp["metric"] == "roc_auc" and len(imp["mean"]) == 4
-    assert imp["mean"][0] > imp["mean"][2] and imp["mean"][1] > imp["mean"][3]  # y uses a, b
+    want = E.permutation_importance(st.model, x, y, n_repeats=3)
+    np.testing.assert_allclose(imp["mean"], want["importances_mean"], atol=1e-12)
+    assert imp["mean"][0] > max(imp["mean"][2], imp["mean"][3])  # y uses a (and b), not c, d
     assert httpx.get(st.url + "api/explain?row=64").status_code == 404
     assert httpx.get(st.url + "api/explain?row=x").status_code == 400
 
@@ -382,3 +386,37 @@ def test_live_statistics_of_a_recorded_batch_match_numpy():
     assert o["grad_norm"] == pytest.approx(np.linalg.norm(g), rel=1e-4)
     assert o["grad_mean"] == pytest.approx(g.mean(), rel=1e-4, abs=1e-7)
     assert o["dead"] is None and e["layers"]["hidden"]["grad_std"] > 0
+
+
+def test_a_tabular_model_is_explained_per_raw_column(served, tmp_path):
+    from lepton_nn.data.table import read_csv
+    from lepton_nn.tabular import TabularModel
+
+    rng = np.random.default_rng(0)
+    n = 120
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    city = rng.choice(["north", "south", "east"], size=n)
+    label = np.where(a + (city == "north") > 0.3, "bad", "good")
+    lines = ["a,b,city,label"] + [f"{a[i]:.4f},{b[i]:.4f},{city[i]},{label[i]}" for i in range(n)]
+    (tmp_path / "rows.csv").write_text("\n".join(lines) + "\n")
+    table = read_csv(tmp_path / "rows.csv", target="label")
+    tab = TabularModel(hidden=(8,), epochs=15, validation_split=0, positive="bad").fit(table)
+    st = served(tab, table)
+    assert [n["name"] for n in httpx.get(st.url + "api/graph").json()["nodes"]][-1] == (
+        tab.network.layers[-1].name
+    )
+    d = httpx.get(st.url + "api/explain?row=4", timeout=60).json()
+    assert d["features"] == ["a", "b", "city"]  # raw columns, not the one-hot features
+    assert d["values"] == [pytest.approx(a[4], abs=1e-4), pytest.approx(b[4], abs=1e-4), city[4]]
+    rows = table.take(np.arange(64))
+    want = E.integrated_gradients(tab, rows.take([4]), steps=32)[0]
+    np.testing.assert_allclose(d["attributions"], want, rtol=1e-5, atol=1e-7)
+    imp = E.permutation_importance(tab, rows, np.asarray(table.target)[:64], n_repeats=3)
+    np.testing.assert_allclose(d["importances"]["mean"], imp["importances_mean"], atol=1e-12)
+    # the network's tensors and backprop run on the preprocessed rows with the encoded target
+    first = tab.network.layers[0].name
+    t = httpx.get(st.url + f"api/tensors/{first}", timeout=30).json()
+    assert t["inputs"][0]["shape"] == [8, tab.transform(rows).shape[1]]
+    assert t["objective"] == "the training loss" and t["loss"] > 0
+    steps = httpx.get(st.url + "api/backward", timeout=30).json()["steps"]
+    assert steps[0]["label"] == "BCEWithLogits"

@@ -58,7 +58,11 @@ def cmd_studio(args) -> int:
         raise LeptonError("give a model file or --demo (one of them)")
     if args.demo:
         x, y = demo_data()
-        st = studio(demo_model(x.shape[1]), (x, y), args.port, loss="bce", epochs=args.epochs)
+        from ..datasets import load_breast_cancer
+
+        names = load_breast_cancer().columns
+        net = demo_model(x.shape[1])
+        st = studio(net, (x, y), args.port, loss="bce", epochs=args.epochs, feature_names=names)
     else:
         from ..runtime import load
 

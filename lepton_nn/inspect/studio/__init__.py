@@ -58,6 +58,10 @@ def studio(
         from ...runtime import load
 
         model = load(model)
+    if _is_tabular(model):
+        if epochs:
+            raise ValueError("a TabularModel trains with its own fit; the studio shows it after")
+        return _tabular(model, data, port, sample_rows)
     x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
     sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
     st = Studio(
@@ -83,6 +87,36 @@ def studio(
 
         st.fit_thread = threading.Thread(target=run, daemon=True, name="studio-fit")
         st.fit_thread.start()
+    return st
+
+
+def _is_tabular(model: Any) -> bool:
+    from ...tabular import TabularModel
+
+    return isinstance(model, TabularModel)
+
+
+def _tabular(model: Any, data: Any, port: int, sample_rows: int) -> Studio:
+    """A fitted TabularModel on raw rows (a Table, with its target or ``(table, y)``): its
+    network on the preprocessed rows, with the loss and encoded targets it was trained on,
+    and attributions and importances per raw column (:mod:`lepton_nn.explain` on the model)."""
+    import numpy as np
+
+    model._check()
+    table, y = data if isinstance(data, tuple) else (data, getattr(data, "target", None))
+    if table is None:
+        raise ValueError("the studio shows a TabularModel on raw rows: data=table")
+    rows = table.take(np.arange(min(sample_rows, len(table))))
+    y = None if y is None else np.asarray(y)[: len(rows)]
+    x = model.transform(rows)
+    target, loss = (None, None) if y is None else model._encode_target(y)
+    if target is not None and model.task_ != "multiclass":
+        target = target.reshape(len(target), 1)
+    st = Studio(port=port, model=model.network, sample=(x, target), loss=loss)
+    st.explained = (model, rows, y)
+    st.prepare()
+    st.start()
+    st.history = st.fit_thread = None
     return st
 
 

@@ -7,8 +7,11 @@
   metric (ROC AUC for one output and 0/1 targets, else accuracy or R^2) drops when one
   column is shuffled, mean and standard deviation over ``REPEATS`` shuffles.
 
-f is output column 0 for one output, else the row's predicted class. Tabular input only
-(x of shape (N, F)).
+f is output column 0 for one output, else the row's predicted class. Tabular input only:
+x of shape (N, F) for a network, or raw rows (a Table) for a
+:class:`~lepton_nn.tabular.TabularModel`, explained per raw column (the attributions of a
+column's one-hot and missing-indicator features summed; a whole raw column shuffled) with the
+all-zero feature row as baseline (numeric columns at their training mean, no category set).
 """
 
 from __future__ import annotations
@@ -32,28 +35,32 @@ def explain_rows(
     """``{"row", "features", "values", "output", "method", "attributions", "grad_x_input",
     "delta", "importances"}`` for sample row ``row`` (IndexError when out of range,
     ValueError for input that is not (N, F))."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"attributions are shown for tabular input (N, F), got {x.shape}")
+    raw = hasattr(x, "take") and hasattr(model, "transform")  # a TabularModel on a Table
+    if not raw:
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"attributions are shown for tabular input (N, F), got {x.shape}")
     if not 0 <= row < len(x):
         raise IndexError(f"row {row} is out of range: the sample has {len(x)} rows")
     names = list(names) if names else E.feature_names(model, x)
-    one = x[row : row + 1]
+    one = x.take([row]) if raw else x[row : row + 1]
     ig, delta = E.integrated_gradients(model, one, steps=STEPS, return_delta=True)
     gxi = E.gradient_x_input(model, one)
-    was = model.training
-    model.eval()
+    net = model.network if raw else model
+    was = net.training
+    net.eval()
     try:
         with no_grad():
-            out = np.asarray(model(one).data, np.float64).reshape(-1)
+            out = np.asarray(net(model.transform(one) if raw else one).data, np.float64)
     finally:
-        model.train(was)
+        net.train(was)
+    values = [_value(one[c][0]) for c in names] if raw else [float(v) for v in one[0]]
     doc: dict[str, Any] = {
         "row": int(row),
         "rows": int(len(x)),
         "features": names,
-        "values": [float(v) for v in one[0]],
-        "output": [float(v) for v in out],
+        "values": values,
+        "output": [float(v) for v in out.reshape(-1)],
         "method": f"integrated gradients from the zero row ({STEPS} steps)",
         "attributions": [float(v) for v in ig[0]],
         "grad_x_input": [float(v) for v in gxi[0]],
@@ -69,3 +76,13 @@ def explain_rows(
             "std": [float(v) for v in imp["importances_std"]],
         }
     return doc
+
+
+def _value(v: Any) -> Any:
+    """A raw cell for JSON: a finite float, a label as text, None when missing."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        f = float(v)
+        return f if np.isfinite(f) else None
+    return str(v)

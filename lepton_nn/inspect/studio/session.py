@@ -112,6 +112,7 @@ class Studio:
         self._model_lock = threading.Lock()
         self._cache: dict[Any, Any] = {}
         self.listeners: set[Callable[[], None]] = set()
+        self.explained: tuple[Any, Any, Any] | None = None  # (TabularModel, raw rows, y)
 
     # -- wiring ----------------------------------------------------------------------------
     @property
@@ -426,12 +427,16 @@ class Studio:
         self._needs_autograd("attributions")
         x = self.sample_x()
         y = None if self.sample is None else self.sample[1]
+        if self.explained is not None:  # a TabularModel: raw rows, raw labels
+            model, x, y = self.explained
+        else:
+            model = self.model
         key = ("importances", id(self.model), self._step)  # recomputed once weights move
         imp = self._cache.get(key)
         names = self.feature_names
 
         def run() -> dict:
-            return explain_rows(self.model, x, y, int(row), imp is None, names)
+            return explain_rows(model, x, y, int(row), imp is None, names)
 
         doc = self.on_model(run)
         if imp is None:

@@ -92,7 +92,8 @@ async function loadExplain() {
   box.dataset.row = d.row;
   html("div", {}, box, `row ${d.row} of ${d.rows}: output ${d.output.map(fmt).join(", ")}; ` +
     `${d.method}, completeness gap ${fmt(d.delta)}`);
-  bars(box, d.features, d.attributions, "attr-bars");
+  const shown = (v) => (v === null ? "missing" : typeof v === "number" ? fmt(v) : v);
+  bars(box, d.features.map((n, i) => `${n} = ${shown(d.values[i])}`), d.attributions, "attr-bars");
   if (d.importances) {
     const imp = d.importances;
     html("h3", {}, box, `global importance over the sample rows: drop of ${imp.metric} ` +
