@@ -17,9 +17,9 @@ second, and while the time recording has cost so far (a recorded batch's duratio
 running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
 both in CPU time of the fit thread, which neither a busy machine nor a pause inflates (None
 switches either limit off; a batch run by ``step()`` is always recorded). The default 5 %
-keeps ``fit`` within 10 %: what a recording costs the batches after it (caches, the
-allocator, garbage collection) is not in the measured cost and adds about half of it again. No loss
-is dropped: ``losses`` carries every batch's. Events go into an append-only list that the
+leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misses: what a
+recording costs the batches after it (caches, the allocator, garbage collection). No loss is
+dropped: ``losses`` carries every batch's. Events go into an append-only list that the
 server's event stream reads from its own position (no queue per client, none lost).
 
 Work on the model asked for by the page (the node panel's tensors, backprop stepping,
@@ -164,14 +164,14 @@ class Studio:
         """``fn()`` where it cannot race ``fit``: during a run, on the fit thread between two
         batches (a parked run wakes for it); otherwise here, one call at a time. Raises
         TimeoutError when the run does not reach a batch boundary within ``timeout``."""
-        with self.cond:
-            job = None
-            if self.training and not self.closed:
-                job = _Job(fn)
-                self._jobs.append(job)
-                self.cond.notify_all()
-        if job is None:
-            with self._model_lock:
+        with self._model_lock:  # a run cannot begin (on_train_begin takes it) while we decide
+            with self.cond:
+                job = None
+                if self.training and not self.closed:
+                    job = _Job(fn)
+                    self._jobs.append(job)
+                    self.cond.notify_all()
+            if job is None:
                 return fn()
         if not job.done.wait(timeout):
             with self.cond:
@@ -228,7 +228,8 @@ class Studio:
         self._t0, self._cost, self._plain = None, 0.0, None  # a time budget per run
         self.prepare()
         self.start()
-        self.training = True
+        with self._model_lock, self.cond:  # from now on the page's work waits for a boundary
+            self.training = True
         self.publish({"type": "state", **self.state()})
 
     def _watch(self, on: bool) -> None:
