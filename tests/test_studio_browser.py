@@ -198,6 +198,8 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         time.sleep(0.5)
         assert _points(drv) == held
         assert "paused" in _text(drv, "status")
+        drv.execute_script("window.scrollTo(0, 0)")
+        _screenshot(drv, tmp_path, "studio.png")
         # attributions of row 3: one bar per column, and the global importances
         _tid(drv, "explain-row")[0].clear()
         _tid(drv, "explain-row")[0].send_keys("3")
@@ -206,7 +208,7 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         assert len(_tid(drv, "attr-bars")[0].find_elements(By.TAG_NAME, "rect")) == 4
         assert len(_tid(drv, "importances")[0].find_elements(By.TAG_NAME, "rect")) == 4
         assert _tid(drv, "attributions")[0].get_attribute("data-row") == "3"
-        _screenshot(drv, tmp_path, "studio.png")
+        _screenshot(drv, tmp_path, "studio-attributions.png")
     finally:
         st.close()
         st.fit_thread.join(10)

@@ -131,6 +131,8 @@ function onEvent(e) {
   } else if (e.type === "state") {
     setStatus(e);
   }
+  // the run stopped (parked or done): the node panel's tensors, with the weights as they are now
+  if (state.detail && (e.type === "done" || (e.type === "state" && e.paused))) loadTensors(state.detail.name);
   if (!state.dirty) {
     state.dirty = true;
     setTimeout(redraw, 30); // at most ~30 redraws a second, however fast events come
@@ -150,7 +152,7 @@ function redraw() {
 async function control(action) {
   const [, s] = await getJSON("/api/control", { method: "POST",
     headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action }) });
-  setStatus(s);
+  if (!s.training) setStatus(s); // during a run the events say it (this answer may be older)
 }
 
 // -- backprop stepping
