@@ -47,7 +47,7 @@ from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import _is_relu
 from . import model_view, runtime_view
-from .tensor_view import histogram, sample_of
+from .tensor_view import summary
 
 __all__ = ["Studio"]
 
@@ -466,22 +466,22 @@ def _num(v: Any) -> float | None:
 
 
 def _summarize(rec: dict, a: np.ndarray, prefix: str, norm: str, hist: str) -> None:
-    """Mean, standard deviation and histogram of an even sample v of ``a`` (float64, few
-    NumPy calls: std = sqrt(v.v / n - mean^2)); the norm of all of ``a``."""
-    v = sample_of(a).astype(np.float64)
-    n = max(v.size, 1)
-    mean = float(v.sum()) / n
-    rec[prefix + "_mean"] = _num(mean)
-    rec[prefix + "_std"] = _num(math.sqrt(max(float(np.dot(v, v)) / n - mean * mean, 0.0)))
-    rec[hist] = histogram(v)
-    flat = a.reshape(-1)
-    rec[norm] = _num(math.sqrt(float(np.dot(flat, flat))))
+    """:func:`.tensor_view.summary` of ``a`` into ``rec`` under the event's names."""
+    s = summary(a)
+    rec[prefix + "_mean"], rec[prefix + "_std"], rec[norm], rec[hist] = (
+        s["mean"],
+        s["std"],
+        s["norm"],
+        s["hist"],
+    )
 
 
 def _norm(arrays: list[np.ndarray]) -> float:
+    """sqrt(sum of squares) over the arrays, each a dot product in its own dtype (float32
+    accumulation: ~1e-6 relative, enough for a display)."""
     total = 0.0
     for a in arrays:
-        v = a.reshape(-1).astype(np.float64)
+        v = a.reshape(-1)
         total += float(np.dot(v, v))
     return math.sqrt(total)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HIST_BINS", "MAX_FULL", "histogram", "heat", "sample_of", "tensor_view"]
+__all__ = ["HIST_BINS", "MAX_FULL", "histogram", "heat", "sample_of", "summary", "tensor_view"]
 
 HIST_BINS = 16
 HIST_SAMPLE = 4096
@@ -45,18 +45,48 @@ def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict 
         if not v.size:
             return None
         lo, hi = float(v.min()), float(v.max())
+    return _bins(v.astype(np.float64), lo, hi, bins)
+
+
+def _bins(z: np.ndarray, lo: float, hi: float, bins: int) -> dict:
+    """The histogram of float64 ``z`` (overwritten) with finite ``lo`` = min, ``hi`` = max."""
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     # bin k holds lo + k w <= v < lo + (k + 1) w, the last one closed (as np.histogram's),
-    # by one subtraction, scaling and bincount: about 8 NumPy calls, ~20 us on 1000 values
+    # by one subtraction, scaling and bincount: a few NumPy calls, ~15 us on 1000 values
     width = (hi - lo) / bins
-    z = v.astype(np.float64)  # a copy, scaled in place
     z -= lo
     z *= 1.0 / width
     idx = z.astype(np.intp)
     np.minimum(idx, bins - 1, out=idx)  # v >= lo: idx >= 0; v = hi: into the last bin
     edges = [lo + width * k for k in range(bins)] + [hi]
     return {"counts": np.bincount(idx, minlength=bins).tolist(), "edges": edges}
+
+
+def summary(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict:
+    """``{"mean", "std", "hist"}`` of an even sample v of ``a`` and ``"norm"`` = ||a||, in
+    about ten NumPy calls: one float64 copy of v gives sum v, v.v (std = sqrt(v.v / n -
+    mean^2)), min and max, then the bins in place. None for what is not finite; the
+    histogram counts the finite values."""
+    flat = np.asarray(a).reshape(-1)
+    v = sample_of(flat, sample)
+    if not v.size:
+        return {"mean": None, "std": None, "norm": 0.0, "hist": None}
+    z = v.astype(np.float64)
+    n, total, sq = z.size, float(z.sum()), float(np.dot(z, z))
+    lo, hi = float(z.min()), float(z.max())
+    norm = math.sqrt(sq) if v.size == flat.size else math.sqrt(float(np.dot(flat, flat)))
+    mean = total / n
+    std = math.sqrt(max(sq / n - mean * mean, 0.0)) if math.isfinite(sq) else math.nan
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        z = z[np.isfinite(z)]
+        lo, hi = (float(z.min()), float(z.max())) if z.size else (math.nan, math.nan)
+    return {
+        "mean": _num(mean),
+        "std": _num(std),
+        "norm": _num(norm),
+        "hist": _bins(z, lo, hi, bins) if z.size else None,
+    }
 
 
 def _blocks(n: int, k: int) -> np.ndarray:
