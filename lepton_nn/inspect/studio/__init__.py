@@ -1,15 +1,23 @@
-"""Floor 8: the studio, a local web page that shows a model learning (issue 22, first cut).
+"""Floor 8: the studio, a local web page that shows a model learning (issue 22).
 
 - :func:`studio` ``(model, data=(x, y), port=0, epochs=...)``: serve the page on
   ``127.0.0.1`` (and, with ``epochs``, train in a background thread while it watches);
-- :class:`Studio`: the same as a ``fit`` callback, ``fit(..., callbacks=[Studio()])``.
+  ``model`` may also be a fitted ``TabularModel`` (on raw rows) or a ``.lnn`` file (through
+  the runtime alone);
+- :class:`Studio`: the same as a ``fit`` callback, ``fit(..., callbacks=[Studio()])``; in a
+  notebook either object shows the page inline.
 
-The page (our own HTML, SVG and JavaScript in ``assets/``, nothing fetched from elsewhere)
-draws the layer graph (click a layer: forward formula, local derivative, norms after the last
-step), the loss curve and per-layer statistics and histograms streamed while ``fit`` runs
-(server-sent events), pause / step one batch / resume, and the backward pass of one batch
-one node at a time. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
-server starts.
+The page (our own HTML, SVG, CSS and JavaScript in ``assets/``, nothing fetched from
+elsewhere) draws the layer graph; a clicked layer's forward formula, local derivative, ops
+inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps and histograms);
+the batch losses, epoch metrics and learning rate, per-layer activation and gradient
+histograms, dead-ReLU share and update/weight ratio streamed while ``fit`` runs (server-sent
+events), with pause / step one batch / resume; the backward pass of one batch one node at a
+time; a row's attributions and the global importances; an image's feature maps. Modules:
+:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`
+and :mod:`.runtime_view` (a network as JSON-ready data), :mod:`.tensor_view`,
+:mod:`.attributions`. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
+server starts. Guide: ``docs/studio.md``.
 """
 
 from __future__ import annotations
