@@ -241,3 +241,30 @@ def test_feature_maps_of_a_chosen_image(browser, tmp_path):
         _screenshot(drv, tmp_path, "studio-conv.png")
     finally:
         st.close()
+
+
+def test_a_saved_file_through_the_runtime(browser, tmp_path):
+    import lepton_nn
+
+    layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, name="mid"), nn.ReLU(name="act")]
+    net = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
+    lepton_nn.save(net, tmp_path / "net.lnn")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    st = I.studio(str(tmp_path / "net.lnn"), x)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
+        nodes = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="node-"]')
+        names = sorted(n.get_attribute("data-testid") for n in nodes)
+        assert names == ["node-hidden", "node-mid+act", "node-out"]  # the fused runtime step
+        _tid(drv, "node-mid+act")[0].click()
+        _wait(lambda: _tid(drv, "tensor-y-values"), "the step's output")
+        cells = _tid(drv, "tensor-y-values")[0].find_elements(By.TAG_NAME, "td")
+        want = st.tensors("mid+act")["output"]["values"]
+        assert len(cells) == 8 * 4
+        assert float(cells[0].get_attribute("data-value")) == pytest.approx(want[0][0])
+        assert not _tid(drv, "tensor-grad-in")  # the runtime keeps no gradients
+        assert "no gradients" in _text(drv, "node-derivative")
+    finally:
+        st.close()
