@@ -429,3 +429,23 @@ def test_a_tabular_model_is_explained_per_raw_column(served, tmp_path):
     assert t["objective"] == "the training loss" and t["loss"] > 0
     steps = httpx.get(st.url + "api/backward", timeout=30).json()["steps"]
     assert steps[0]["label"] == "BCEWithLogits"
+
+
+def test_only_the_last_batch_events_keep_their_layer_statistics(monkeypatch):
+    from lepton_nn.inspect.studio import session
+
+    monkeypatch.setattr(session, "KEEP_LAYERS", 3)
+    x, y = _data()
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=None)
+    try:
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0)
+        events = _batches(st)
+        assert ["layers" in e for e in events] == [False] * 5 + [True] * 3
+        assert [e["step"] for e in events] == list(range(1, 9))
+        assert sum(len(e["losses"]) for e in events) == 8  # every loss kept
+        assert [e["seq"] for e in st.events] == list(range(len(st.events)))
+        assert (
+            httpx.get(st.url + "api/node/hidden").json()["stats"] == events[-1]["layers"]["hidden"]
+        )
+    finally:
+        st.close()

@@ -38,6 +38,7 @@ import html
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +50,9 @@ from ..recorder import _is_relu
 from . import model_view, runtime_view
 from .tensor_view import summary
 
-__all__ = ["Studio"]
+__all__ = ["Studio", "KEEP_LAYERS"]
+
+KEEP_LAYERS = 500  # batch events that keep their per-layer statistics (~10 KB each)
 
 
 class Studio:
@@ -99,6 +102,7 @@ class Studio:
         self._plain: float | None = None  # running mean of an unrecorded batch's CPU time
         self._pending: list[float | None] = []
         self.events: list[dict] = []
+        self._full: deque[int] = deque()  # batch events still holding their layer statistics
         self.cond = threading.Condition(threading.RLock())
         self.paused = False
         self.budget = 0  # batches allowed while paused
@@ -197,9 +201,17 @@ class Studio:
 
     # -- events and control ------------------------------------------------------------------
     def publish(self, event: dict) -> None:
+        """Append ``event``; of the batch events, only the last ``KEEP_LAYERS`` keep their
+        per-layer statistics (an older one is replaced by a copy without them: a reader
+        holding the old dict is not disturbed), so a long run's memory stays small."""
         with self.cond:
             event["seq"] = len(self.events)
             self.events.append(event)
+            if "layers" in event:
+                self._full.append(event["seq"])
+                if len(self._full) > KEEP_LAYERS:
+                    i = self._full.popleft()
+                    self.events[i] = {k: v for k, v in self.events[i].items() if k != "layers"}
             self.cond.notify_all()
         self._notify()
 

@@ -115,7 +115,7 @@ function onEvent(e) {
     for (const v of e.losses) if (v !== null) state.losses.push(v);
   }
   if (e.type === "batch") {
-    state.last = e;
+    if (e.layers) state.last = e; // (an old event replayed keeps only its losses)
     if (e.lr !== null && e.lr !== undefined) $("lr").textContent = fmt(e.lr);
     setStatus(e);
   } else if (e.type === "epoch") {
