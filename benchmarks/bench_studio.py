@@ -3,8 +3,9 @@ batch 32, 8192 rows: 256 batches an epoch):
 
 - ``fit`` slowdown: the same epochs plain, with the ``Studio`` callback (server running), and
   with a page connected (a client in its own process reading the event stream); target <= 10 %;
-- updates per second: batch events (statistics and histograms of every layer) the connected
-  client received per second of training; target >= 20;
+- updates per second the connected client received: batch events (statistics and histograms
+  of every layer, within the time budget) and loss-curve updates (batch and losses events);
+  target >= 20;
 - page load: the page, its scripts and style sheet and the graph over HTTP
   (pytest-benchmark), and with ``python benchmarks/bench_studio.py`` also in headless
   Chromium when installed: navigation start to the graph drawn; target < 1 s.
@@ -51,34 +52,35 @@ def _model():
 
 READER = """
 import json, sys, urllib.request
-n = 0
+n = {"batch": 0, "losses": 0}
 with urllib.request.urlopen(sys.argv[1] + "api/events") as r:
     for line in r:
-        if line.startswith(b"data: ") and json.loads(line[6:])["type"] == "batch":
-            n += 1
-            print(n, flush=True)
+        if line.startswith(b"data: "):
+            kind = json.loads(line[6:])["type"]
+            if kind in n:
+                n[kind] += 1
+                print(n["batch"], n["losses"], flush=True)
 """
 
 
 class Reader:
     """A page stand-in in its own process, as a browser is: reads the event stream (parsing
-    each event) and reports the batch events received so far."""
+    each event) and reports the events received so far: ``batch`` (statistics of every layer
+    and the losses) and ``losses`` (the loss curve only, when the budget held statistics back).
+    """
 
     def __init__(self, url: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", READER, url], stdout=subprocess.PIPE, text=True
         )
-        self.seen = 0
+        self.seen = (0, 0)
         self.thread = threading.Thread(target=self._count, daemon=True)
         self.thread.start()
 
     def _count(self) -> None:
         for line in self.proc.stdout:
-            self.seen = int(line)
-
-    @property
-    def batches(self) -> int:
-        return self.seen
+            b, loss = line.split()
+            self.seen = (int(b), int(loss))
 
     def close(self) -> None:
         self.proc.kill()
@@ -88,7 +90,7 @@ class Reader:
 def fit_run(mode: str):
     """A function running ``EPOCHS`` epochs plain, watched ("studio") or watched with a page
     reading the events ("page"; "page-25/s": with no time budget, only the rate limit); it
-    returns the batch events the page received."""
+    returns the (batch, losses) events the page received."""
     x, y = _data()
     model = _model()
     trainer = Trainer(model, loss="bce")
@@ -99,13 +101,13 @@ def fit_run(mode: str):
     reader = Reader(st.url) if mode.startswith("page") else None
     cbs = [st] if st else []
 
-    def run() -> int:
-        seen = reader.batches if reader else 0
+    def run() -> tuple[int, int]:
+        seen = reader.seen if reader else (0, 0)
         trainer.fit(x, y, epochs=EPOCHS, batch_size=BATCH, callbacks=cbs, verbose=0, shuffle=False)
         if reader is None:
-            return 0
+            return 0, 0
         time.sleep(0.2)  # the last events in flight
-        return reader.batches - seen
+        return reader.seen[0] - seen[0], reader.seen[1] - seen[1]
 
     def close() -> None:
         if reader is not None:
@@ -178,7 +180,7 @@ def browser_load_seconds(rounds: int = 5) -> list[float] | None:
 if __name__ == "__main__":
     runs = {mode: fit_run(mode) for mode in ("plain", "studio", "page", "page-25/s")}
     res: dict[str, list[float]] = {}
-    rate: dict[str, list[float]] = {}
+    rate: dict[str, list[tuple[float, float]]] = {}
     for _ in range(7):  # interleaved rounds: a busy neighbour hits all alike
         for mode, (run, _) in runs.items():
             t0 = time.perf_counter()
@@ -186,13 +188,17 @@ if __name__ == "__main__":
             took = time.perf_counter() - t0
             res.setdefault(mode, []).append(took)
             if mode.startswith("page"):
-                rate.setdefault(mode, []).append(got / took)
+                rate.setdefault(mode, []).append((got[0] / took, (got[0] + got[1]) / took))
     med = {k: float(np.median(v)) for k, v in res.items()}
     print(f"{EPOCHS} epochs of {N // BATCH} batches, 10 Dense layers (median of 7, s)")
     for mode, s in med.items():
         print(f"  {mode:10s} {s:7.3f} s   x{s / med['plain']:.3f}")
     for mode, r in rate.items():
-        print(f"updates the page received ({mode}): {np.median(r):.1f} per second (median)")
+        stats, curve = np.median(np.array(r), axis=0)
+        print(
+            f"updates the page received per second ({mode}, median): {stats:.1f} with every "
+            f"layer's statistics, {curve:.1f} of the loss curve"
+        )
     for _, close in runs.values():
         close()
     x, y = _data()

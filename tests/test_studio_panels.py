@@ -449,3 +449,18 @@ def test_only_the_last_batch_events_keep_their_layer_statistics(monkeypatch):
         )
     finally:
         st.close()
+
+
+def test_losses_keep_flowing_when_the_budget_holds_statistics_back():
+    """No time budget left after the first batch (overhead 0): the statistics stop, and
+    every later batch's loss still goes out in a losses event (max_rate ~ no limit)."""
+    x, y = _data()
+    st = I.Studio(sample=(x, y), max_rate=1e9, overhead=0.0)
+    try:
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=2, batch_size=16, callbacks=[st], verbose=0)
+        sent = [e for e in st.events if e["type"] in ("batch", "losses")]
+        assert [e["type"] for e in sent] == ["batch"] + ["losses"] * 7
+        assert [e["step"] for e in sent] == list(range(1, 9))
+        assert all(len(e["losses"]) == 1 for e in sent)
+    finally:
+        st.close()

@@ -19,7 +19,9 @@ both in CPU time of the fit thread, which neither a busy machine nor a pause inf
 switches either limit off; a batch run by ``step()`` is always recorded). The default 5 %
 leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misses: what a
 recording costs the batches after it (caches, the allocator, garbage collection). No loss is
-dropped: ``losses`` carries every batch's. Events go into an append-only list that the
+dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
+seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
+``max_rate`` whatever the budget allows. Events go into an append-only list that the
 server's event stream reads from its own position (no queue per client, none lost).
 
 Work on the model asked for by the page (the node panel's tensors, backprop stepping,
@@ -92,7 +94,8 @@ class Studio:
         self._before: dict[int, list[np.ndarray]] = {}  # a layer's weights before the step
         self.max_rate = max_rate
         self._recording = False
-        self._last = -math.inf
+        self._last = -math.inf  # when the last recorded batch began
+        self._sent = -math.inf  # when losses were last published
         self.overhead = overhead
         self._t0: float | None = None  # when the first batch began
         # the time budget, in CPU seconds of the fit thread (time.thread_time: a busy machine
@@ -265,6 +268,7 @@ class Studio:
         """Publish the batch losses not yet sent (``{"type": "losses"}``)."""
         if self._pending:
             losses, self._pending = self._pending, []
+            self._sent = time.monotonic()
             self.publish({"type": "losses", "step": self._step, "losses": losses})
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
@@ -305,6 +309,9 @@ class Studio:
         if not self._recording:
             took = time.thread_time() - self._began
             self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
+            # the loss curve keeps up at max_rate even when the budget holds statistics back
+            if self.max_rate is not None and time.monotonic() - self._sent >= 1.0 / self.max_rate:
+                self._flush()
             return
         self._recording = False
         self._watch(False)
@@ -322,6 +329,7 @@ class Studio:
             layers[name] = row
         self._before = {}
         losses, self._pending = self._pending, []
+        self._sent = time.monotonic()
         self.publish(
             {
                 "type": "batch",
