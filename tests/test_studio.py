@@ -71,6 +71,11 @@ def test_bound_to_loopback_and_serves_its_own_page():
         js = httpx.get(st.url + "static/studio.js")
         assert js.status_code == 200 and "EventSource" in js.text
         assert "javascript" in js.headers["content-type"]
+        for name in ("charts.js", "detail.js", "studio.css"):
+            r = httpx.get(st.url + "static/" + name)
+            assert r.status_code == 200 and f'/static/{name}"' in page.text
+            assert "http" not in r.text.replace("http://www.w3.org/2000/svg", "")
+        assert httpx.get(st.url + "static/..%2Fserver.py").status_code == 404
     finally:
         st.close()
 
@@ -145,7 +150,7 @@ def test_batch_events_carry_recorder_stats_and_true_norms(training):
     assert sum(hidden["hist"]["counts"]) == 16 * 8  # batch of 16 rows, 8 units
     m = st.model
     w = np.concatenate([p.data.ravel() for p in m.layers[0].parameters()])
-    assert hidden["weight_norm"] == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-6)
+    assert hidden["weight_norm"] == pytest.approx(np.linalg.norm(w.astype(np.float64)), rel=1e-5)
     assert e["batch_loss"] > 0
     node = httpx.get(st.url + "api/node/hidden").json()
     assert node["stats"]["value_norm"] == hidden["value_norm"]
@@ -194,11 +199,18 @@ def test_backward_stepping_matches_explain_backward_and_numpy(training):
     assert all(p.grad is None for p in m.parameters())  # the stepper left .grad alone
 
 
-def test_backward_refused_while_a_batch_may_run(training):
+def test_model_work_runs_between_batches_of_a_live_run(training):
+    """Backprop stepping and a node's tensors while fit runs: the fit thread runs them at a
+    batch boundary (never beside a batch), and training goes on after."""
     st = training
     httpx.post(st.url + "api/control", json={"action": "resume"})
     _wait(lambda: len(_batches(st)) >= 2, "training")
-    assert httpx.get(st.url + "api/backward").status_code == 409
+    r = httpx.get(st.url + "api/backward", timeout=30)
+    assert r.status_code == 200 and r.json()["steps"][0]["label"] == "BCEWithLogits"
+    assert httpx.get(st.url + "api/tensors/hidden", timeout=30).status_code == 200
+    assert st.training and not st._jobs
+    n = st.state()["step"]
+    _wait(lambda: st.state()["step"] > n + 5, "training to go on")
 
 
 def test_studio_callback_in_a_plain_fit():
@@ -313,7 +325,13 @@ def test_the_page_and_script_ship_in_the_wheel():
     pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
     assert '"inspect/studio/assets/*"' in pyproject.read_text()
     assets = Path(PKG_PARENT) / "lepton_nn" / "inspect" / "studio" / "assets"
-    assert sorted(p.name for p in assets.iterdir()) == ["studio.html", "studio.js"]
+    assert sorted(p.name for p in assets.iterdir()) == [
+        "charts.js",
+        "detail.js",
+        "studio.css",
+        "studio.html",
+        "studio.js",
+    ]
 
 
 def test_a_shared_layer_is_one_node_per_call_and_backprop_names_each_call():

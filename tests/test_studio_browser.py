@@ -81,13 +81,50 @@ def _points(drv) -> int:
     return int(_tid(drv, "loss-chart")[0].get_attribute("data-points"))
 
 
+def _updates(drv, testid) -> int:
+    return int(_tid(drv, testid)[0].get_attribute("data-updates") or 0)
+
+
+def _epochs(drv) -> int:
+    return int(_tid(drv, "metric-chart")[0].get_attribute("data-epochs"))
+
+
+def _stat(drv, layer, stat) -> str:
+    return drv.execute_script(
+        "const r = document.querySelector(`[data-testid='stats-${arguments[0]}']`);"
+        "const c = r && r.querySelector(`[data-stat='${arguments[1]}']`);"
+        "return c ? c.textContent : null;",
+        layer,
+        stat,
+    )
+
+
+def _screenshot(drv, tmp_path, name):
+    """Into the test's folder, and into $LEPTON_TEST_ARTIFACTS when set (CI keeps it)."""
+    path = tmp_path / name
+    drv.save_screenshot(str(path))
+    assert path.stat().st_size > 10_000
+    keep = os.environ.get("LEPTON_TEST_ARTIFACTS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(path, os.path.join(keep, name))
+
+
 def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 4)).astype(np.float32)
     y = (x[:, :1] + x[:, 2:3] > 0).astype(np.float32)
     layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, "tanh", name="mid")]
     model = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
-    st = I.studio(model, (x, y), loss="bce", epochs=10_000, batch_size=8, paused=True)
+    st = I.studio(
+        model,
+        (x, y),
+        loss="bce",
+        epochs=10_000,
+        batch_size=32,
+        paused=True,
+        feature_names=["a", "b", "c", "d"],
+    )
     drv = browser
     try:
         drv.get(st.url)
@@ -106,6 +143,15 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         assert _tid(drv, "node-forward")[0].text.startswith("y = f(x W + b)")
         assert "tanh" in _tid(drv, "node-forward")[0].text
         assert "G_z = g * f'(z)" in _tid(drv, "node-derivative")[0].text
+        # ... and its tensors on the sample rows: the incoming gradient dL/dy in full (8 x 4)
+        _wait(lambda: _tid(drv, "tensor-grad-in-values"), "the node's tensors")
+        want = st.tensors("mid")["grad_in"]  # paused: the same weights
+        cells = _tid(drv, "tensor-grad-in-values")[0].find_elements(By.TAG_NAME, "td")
+        assert len(cells) == 8 * 4
+        assert float(cells[5].get_attribute("data-value")) == pytest.approx(want["values"][1][1])
+        assert float(cells[5].text) == pytest.approx(want["values"][1][1], abs=6e-5)  # shown
+        assert _tid(drv, "tensor-grad-out0-values") and _tid(drv, "tensor-grad-weight-values")
+        assert "Linear tanh" in _text(drv, "node-ops")
         assert _points(drv) == 0  # paused before the first batch
         # backprop stepping, while paused: the loss first, then the layers in reverse
         _tid(drv, "backprop-load")[0].click()
@@ -126,10 +172,21 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         _wait(lambda: _points(drv) >= 5, "points while training")
         first = _points(drv)
         _wait(lambda: _points(drv) > first + 3, "more points")
-        # histograms of every layer, with bars
+        # histograms of every layer's activations and gradients, with bars, redrawn
         bars = _tid(drv, "hist-hidden")[0].find_elements(By.TAG_NAME, "rect")
         assert len(bars) == 16
-        assert _tid(drv, "hist-out")
+        assert len(_tid(drv, "grad-hist-hidden")[0].find_elements(By.TAG_NAME, "rect")) == 16
+        assert _tid(drv, "hist-out") and _tid(drv, "grad-hist-out")
+        seen = _updates(drv, "grad-hist-hidden")
+        _wait(lambda: _updates(drv, "grad-hist-hidden") > seen + 2, "histograms to update")
+        # the learning rate, the dead-ReLU share and update/weight ratio per layer
+        assert float(_text(drv, "lr")) == pytest.approx(1e-3)
+        dead = _stat(drv, "hidden", "dead")
+        assert 0 <= float(dead) <= 1 and _stat(drv, "out", "dead") == "-"  # ReLU only
+        assert float(_stat(drv, "mid", "update_ratio")) > 0
+        # epochs end (8 batches each): the metric chart gains a point per epoch
+        _wait(lambda: _epochs(drv) >= 2, "two epochs")
+        assert drv.find_elements(By.CSS_SELECTOR, '#metric-chart polyline[data-series="loss"]')
         # the selected node now shows norms after the last step
         assert "||y|| " in _text(drv, "node-norms")
         assert "||y|| -" not in _text(drv, "node-norms")
@@ -141,8 +198,73 @@ def test_page_shows_the_graph_trains_live_and_steps_backprop(browser, tmp_path):
         time.sleep(0.5)
         assert _points(drv) == held
         assert "paused" in _text(drv, "status")
-        drv.save_screenshot(str(tmp_path / "studio.png"))
-        assert (tmp_path / "studio.png").stat().st_size > 10_000
+        drv.execute_script("window.scrollTo(0, 0)")
+        _screenshot(drv, tmp_path, "studio.png")
+        # attributions of row 3: one bar per column, and the global importances
+        _tid(drv, "explain-row")[0].clear()
+        _tid(drv, "explain-row")[0].send_keys("3")
+        _tid(drv, "explain-load")[0].click()
+        _wait(lambda: _tid(drv, "attr-bars"), "the attributions")
+        assert len(_tid(drv, "attr-bars")[0].find_elements(By.TAG_NAME, "rect")) == 4
+        assert len(_tid(drv, "importances")[0].find_elements(By.TAG_NAME, "rect")) == 4
+        assert _tid(drv, "attributions")[0].get_attribute("data-row") == "3"
+        _screenshot(drv, tmp_path, "studio-attributions.png")
     finally:
         st.close()
         st.fit_thread.join(10)
+
+
+def test_feature_maps_of_a_chosen_image(browser, tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
+    y = (x.mean(axis=(1, 2, 3)) > 0).astype(np.float32)[:, None]
+    layers = [nn.Conv2D(3, 3, activation="relu", name="conv"), nn.MaxPool2D(2, name="pool")]
+    model = nn.Sequential([*layers, nn.Flatten(name="flat"), nn.Dense(1, name="out")])
+    st = I.studio(model.build((None, 1, 8, 8)), (x, y), loss="bce")
+    drv = browser
+    try:
+        drv.get(st.url)
+        _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
+        _tid(drv, "features-row")[0].clear()
+        _tid(drv, "features-row")[0].send_keys("2")
+        _tid(drv, "features-load")[0].click()
+        _wait(lambda: _tid(drv, "maps-conv"), "the feature maps")
+        maps = _tid(drv, "maps-conv")[0].find_elements(By.CSS_SELECTOR, "svg")
+        assert len(maps) == 3 and maps[0].get_attribute("data-cells") == "36"  # 6 x 6
+        assert len(maps[0].find_elements(By.TAG_NAME, "rect")) == 36
+        assert len(_tid(drv, "maps-pool")[0].find_elements(By.CSS_SELECTOR, "svg")) == 3
+        assert _tid(drv, "feature-maps")[0].get_attribute("data-image") == "2"
+        # a conv node's tensors are large: heat maps and histograms
+        _tid(drv, "node-conv")[0].click()
+        _wait(lambda: _tid(drv, "tensor-y-heat"), "the conv node's heat map")
+        assert _tid(drv, "tensor-y-hist") and _tid(drv, "tensor-grad-in-heat")
+        _screenshot(drv, tmp_path, "studio-conv.png")
+    finally:
+        st.close()
+
+
+def test_a_saved_file_through_the_runtime(browser, tmp_path):
+    import lepton_nn
+
+    layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, name="mid"), nn.ReLU(name="act")]
+    net = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
+    lepton_nn.save(net, tmp_path / "net.lnn")
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    st = I.studio(str(tmp_path / "net.lnn"), x)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
+        nodes = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="node-"]')
+        names = sorted(n.get_attribute("data-testid") for n in nodes)
+        assert names == ["node-hidden", "node-mid+act", "node-out"]  # the fused runtime step
+        _tid(drv, "node-mid+act")[0].click()
+        _wait(lambda: _tid(drv, "tensor-y-values"), "the step's output")
+        cells = _tid(drv, "tensor-y-values")[0].find_elements(By.TAG_NAME, "td")
+        want = st.tensors("mid+act")["output"]["values"]
+        assert len(cells) == 8 * 4
+        assert float(cells[0].get_attribute("data-value")) == pytest.approx(want[0][0])
+        assert not _tid(drv, "tensor-grad-in")  # the runtime keeps no gradients
+        assert "no gradients" in _text(drv, "node-derivative")
+    finally:
+        st.close()

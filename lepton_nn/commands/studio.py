@@ -1,9 +1,11 @@
-"""``lepton-nn studio [MODEL.lnn] [--demo] [--port P]``: the browser studio on 127.0.0.1.
+"""``lepton-nn studio [MODEL.lnn] [--data CSV] [--demo] [--port P]``: the browser studio on
+127.0.0.1.
 
 ``--demo`` trains a small network on the bundled breast-cancer data (30 numeric columns,
-standardized) so a newcomer sees it move; ``MODEL.lnn`` (a network saved by
-``lepton_nn.save``, or a tabular model's network) shows its graph, formulas and the backward
-pass of zero rows. Runs until Ctrl-C.
+standardized) so a newcomer sees it move; ``MODEL.lnn`` (any file ``lepton_nn.save`` writes)
+is shown through the runtime alone, without layers or training code: its steps' graph, their
+weights, and every step's output on the first rows of ``--data`` (raw rows for a tabular
+file, numeric columns otherwise; zeros without it). Runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ def demo_model(n_in: int):
     ).build((None, n_in))
 
 
-def _network(path: str):
-    from ..io import load
-    from ..nn.module import Module
+def _rows(rm, path: str | None) -> np.ndarray | None:
+    """The network input of the CSV's rows (a tabular file's preprocessing applied)."""
+    if path is None:
+        return None
+    from ..data.table import read_csv
 
-    obj = load(path)
-    net = obj if isinstance(obj, Module) else getattr(obj, "network", None)
-    if not isinstance(net, Module):
-        raise LeptonError(f"{path}: no network inside this file for the studio to show")
-    return net
+    table = read_csv(path)
+    if rm.kind == "tabular":
+        return rm.transform(table)
+    return np.ascontiguousarray(table.to_numpy(), dtype=np.float32)
 
 
 def cmd_studio(args) -> int:
@@ -55,9 +58,16 @@ def cmd_studio(args) -> int:
         raise LeptonError("give a model file or --demo (one of them)")
     if args.demo:
         x, y = demo_data()
-        st = studio(demo_model(x.shape[1]), (x, y), args.port, loss="bce", epochs=args.epochs)
+        from ..datasets import load_breast_cancer
+
+        names = load_breast_cancer().columns
+        net = demo_model(x.shape[1])
+        st = studio(net, (x, y), args.port, loss="bce", epochs=args.epochs, feature_names=names)
     else:
-        st = studio(_network(args.model), None, args.port)
+        from ..runtime import load
+
+        rm = load(args.model)
+        st = studio(rm, _rows(rm, args.data), args.port)
     print(f"studio at {st.url} (Ctrl-C to stop)", flush=True)
     try:
         while True:
@@ -77,6 +87,7 @@ def add_parser(sub, h) -> None:
         description="Serves the studio on 127.0.0.1 (needs the 'serve' extra).",
     )
     s.add_argument("model", nargs="?", help="network file (.lnn)")
+    s.add_argument("--data", help="CSV whose first rows the page runs the network on")
     s.add_argument("--demo", action="store_true", help="train a small network on bundled data")
     s.add_argument("--epochs", type=A.positive_int, default=200, help="epochs of the demo")
     s.add_argument("--port", type=A.int_at_least(0), default=0, help="port (0: a free one)")

@@ -1,19 +1,28 @@
-"""Floor 8: the studio, a local web page that shows a model learning (issue 22, first cut).
+"""Floor 8: the studio, a local web page that shows a model learning (issue 22).
 
 - :func:`studio` ``(model, data=(x, y), port=0, epochs=...)``: serve the page on
   ``127.0.0.1`` (and, with ``epochs``, train in a background thread while it watches);
-- :class:`Studio`: the same as a ``fit`` callback, ``fit(..., callbacks=[Studio()])``.
+  ``model`` may also be a fitted ``TabularModel`` (on raw rows) or a ``.lnn`` file (through
+  the runtime alone);
+- :class:`Studio`: the same as a ``fit`` callback, ``fit(..., callbacks=[Studio()])``; in a
+  notebook either object shows the page inline.
 
-The page (our own HTML, SVG and JavaScript in ``assets/``, nothing fetched from elsewhere)
-draws the layer graph (click a layer: forward formula, local derivative, norms after the last
-step), the loss curve and per-layer statistics and histograms streamed while ``fit`` runs
-(server-sent events), pause / step one batch / resume, and the backward pass of one batch
-one node at a time. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
-server starts.
+The page (our own HTML, SVG, CSS and JavaScript in ``assets/``, nothing fetched from
+elsewhere) draws the layer graph; a clicked layer's forward formula, local derivative, ops
+inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps and histograms);
+the batch losses, epoch metrics and learning rate, per-layer activation and gradient
+histograms, dead-ReLU share and update/weight ratio streamed while ``fit`` runs (server-sent
+events), with pause / step one batch / resume; the backward pass of one batch one node at a
+time; a row's attributions and the global importances; an image's feature maps. Modules:
+:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`
+and :mod:`.runtime_view` (a network as JSON-ready data), :mod:`.tensor_view`,
+:mod:`.attributions`. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
+server starts. Guide: ``docs/studio.md``.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import types
@@ -36,17 +45,36 @@ def studio(
     batch_size: int = 32,
     paused: bool = False,
     sample_rows: int = 64,
+    feature_names: list[str] | None = None,
+    every: int = 1,
 ) -> Studio:
     """Start the studio for ``model`` and return it (``.url``, ``.close()``).
 
+    ``model``: a network (:class:`~lepton_nn.nn.Module`), or a ``.lnn`` path or a
+    :class:`~lepton_nn.runtime.InferenceModel`, shown through the runtime alone (graph,
+    weights, activations on the sample rows; no gradients, no training code).
+
     ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
-    the backprop stepper's batch. ``epochs`` > 0 (needs ``y``): train with a ``Trainer``
-    (``loss``, ``optimizer``, ``lr``, ``batch_size``) in a background thread (``.fit_thread``;
-    ``.history`` when done), paused before the first batch if ``paused``.
+    the backprop stepper's batch, the node panel's tensors, the attributions (tabular
+    input, columns named by ``feature_names``) and the feature maps (images). ``epochs`` > 0
+    (needs ``y``): train with a ``Trainer`` (``loss``, ``optimizer``, ``lr``, ``batch_size``)
+    in a background thread (``.fit_thread``; ``.history`` when done), paused before the first
+    batch if ``paused``; ``every``: record every ``every``-th batch at most (see
+    :class:`Studio`). In a notebook, the returned object shows the page inline.
     """
+    if isinstance(model, (str, os.PathLike)):  # a trained file: through the runtime alone
+        from ...runtime import load
+
+        model = load(model)
+    if _is_tabular(model):
+        if epochs:
+            raise ValueError("a TabularModel trains with its own fit; the studio shows it after")
+        return _tabular(model, data, port, sample_rows)
     x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
     sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
-    st = Studio(port=port, model=model, sample=sample, loss=loss)
+    st = Studio(
+        port=port, model=model, sample=sample, loss=loss, every=every, feature_names=feature_names
+    )
     st.prepare()
     st.start()
     st.history = None
@@ -67,6 +95,36 @@ def studio(
 
         st.fit_thread = threading.Thread(target=run, daemon=True, name="studio-fit")
         st.fit_thread.start()
+    return st
+
+
+def _is_tabular(model: Any) -> bool:
+    from ...tabular import TabularModel
+
+    return isinstance(model, TabularModel)
+
+
+def _tabular(model: Any, data: Any, port: int, sample_rows: int) -> Studio:
+    """A fitted TabularModel on raw rows (a Table, with its target or ``(table, y)``): its
+    network on the preprocessed rows, with the loss and encoded targets it was trained on,
+    and attributions and importances per raw column (:mod:`lepton_nn.explain` on the model)."""
+    import numpy as np
+
+    model._check()
+    table, y = data if isinstance(data, tuple) else (data, getattr(data, "target", None))
+    if table is None:
+        raise ValueError("the studio shows a TabularModel on raw rows: data=table")
+    rows = table.take(np.arange(min(sample_rows, len(table))))
+    y = None if y is None else np.asarray(y)[: len(rows)]
+    x = model.transform(rows)
+    target, loss = (None, None) if y is None else model._encode_target(y)
+    if target is not None and model.task_ != "multiclass":
+        target = target.reshape(len(target), 1)
+    st = Studio(port=port, model=model.network, sample=(x, target), loss=loss)
+    st.explained = (model, rows, y)
+    st.prepare()
+    st.start()
+    st.history = st.fit_thread = None
     return st
 
 

@@ -9,6 +9,11 @@
   ``Relu`` for a ReLU, ...), read from the autograd graph of one probe call with gradients.
 - :func:`backward_steps`: :func:`..backward.explain_backward` on one batch, each step with the
   layer whose output it is, for stepping through backprop in the page.
+- :func:`node_tensors`: one layer call's input x, output y, incoming gradient g = dL/dy and
+  outgoing gradient dL/dx = J^T g (this call's share, exact: the call run again on its own
+  inputs and backpropagated from g), its weights and dL/dW, and the ops inside it.
+- :func:`feature_maps`: the output channels of every layer call with (N, C, H, W) output for
+  one image.
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ from ...nn.module import Module
 from ..backward import explain_backward
 from ..graph_view import _shape_text, op_label
 from ..rules import rule_for
+from .tensor_view import heat, tensor_view
 
-__all__ = ["calls_of", "hook_calls", "layer_graph", "formula_of", "backward_steps", "FORMULAS"]
+__all__ = [
+    "calls_of",
+    "hook_calls",
+    "layer_graph",
+    "formula_of",
+    "backward_steps",
+    "node_tensors",
+    "feature_maps",
+    "FORMULAS",
+]
 
 # forward formulas by layer class; x: the layer's input, y: its output
 FORMULAS: dict[str, str] = {
@@ -247,3 +262,150 @@ def backward_steps(model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any
             }
         )
     return {"loss": float(loss.data), "steps": steps}
+
+
+def _detached(x: Any) -> Any:
+    """The same (nested) arguments, each tensor a fresh leaf that requires grad."""
+    if isinstance(x, (list, tuple)):
+        return type(x)(_detached(a) for a in x)
+    if isinstance(x, (Tensor, np.ndarray)):
+        return Tensor(x.data if isinstance(x, Tensor) else x, requires_grad=True)
+    return x
+
+
+def _run_loss(model: Module, x: Any, y: Any, loss_fn: Callable | None) -> tuple[Tensor, str]:
+    out = model(x)
+    if y is not None and loss_fn is not None:
+        return loss_fn(out, y), "the training loss"
+    return out.sum(), "L = sum of the outputs (no labels)"
+
+
+def node_tensors(
+    model: Module, name: str, x: Any, y: Any = None, loss_fn: Callable | None = None
+) -> dict:
+    """One forward and backward pass on ``(x, y)`` (eval mode), read at the layer call
+    ``name`` (KeyError if none). Parameters' ``.grad`` are left as they were.
+
+    Returns ``{"loss", "objective", "inputs": [x_i views], "output": y view, "grad_in": view
+    of g = dL/dy, "grad_out": [dL/dx_i views (None: the input needs no gradient)],
+    "weights": {param: view}, "weight_grads": {param: view of this call's dL/dW},
+    "ops": [{"op", "shape", "value_norm"}]}`` with views from :func:`tensor_view`."""
+    calls = {n: m for n, m, _ in calls_of(model)}
+    layer = calls[name]
+    params = list(model.parameters())
+    saved = [p.grad for p in params]
+    seen: dict[str, Any] = {}
+
+    def keep(call: str, mod: Module, inputs: tuple, out: Any) -> None:
+        if call == name and isinstance(out, Tensor):
+            seen["inputs"], seen["out"] = inputs, out
+            if out.requires_grad:
+                out.register_hook(lambda g: seen.__setitem__("g", np.array(g)))
+
+    was = model.training
+    model.eval()
+    handles = hook_calls(model, keep)
+    try:
+        loss, objective = _run_loss(model, x, y, loss_fn)
+        for p in params:
+            p.grad = None
+        if loss.requires_grad:
+            loss.backward()
+        out, g = seen.get("out"), seen.get("g")
+        grads_out: list[Any] = []
+        weight_grads: dict[str, Any] = {}
+        if out is not None and g is not None:  # this call's share: its VJP, run on its own
+            for p in params:
+                p.grad = None
+            args = _detached(seen["inputs"])
+            again = layer(*args)
+            inside = _op_tensors(again, {id(t) for t in _flat(args)})
+            norms: dict[int, float] = {}
+            for t in inside:
+                t.register_hook(lambda gt, k=id(t): norms.__setitem__(k, _norm(gt)))
+            again.backward(g)
+            grads_out = [
+                None if t.grad is None else tensor_view(t.grad)
+                for t in _flat(args)
+                if isinstance(t, Tensor)
+            ]
+            weight_grads = {
+                k: tensor_view(p.grad) for k, p in layer.named_parameters() if p.grad is not None
+            }
+            ops = [
+                {
+                    "op": op_label(t._ctx),
+                    "shape": _shape_text(t.shape),
+                    "value_norm": _norm(t.data),
+                    "grad_norm": norms.get(id(t)),
+                }
+                for t in inside
+            ]
+        else:
+            ops = []
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+        for p, gr in zip(params, saved):
+            p.grad = gr
+    inputs = [t for t in _flat(seen.get("inputs", ())) if isinstance(t, (Tensor, np.ndarray))]
+    return {
+        "name": name,
+        "loss": float(loss.data),
+        "objective": objective,
+        "rows": int(np.shape(x)[0]),
+        "inputs": [tensor_view(getattr(t, "data", t)) for t in inputs],
+        "output": None if out is None else tensor_view(out.data),
+        "grad_in": None if g is None else tensor_view(g),
+        "grad_out": grads_out,
+        "weights": {k: tensor_view(p.data) for k, p in layer.named_parameters()},
+        "weight_grads": weight_grads,
+        "ops": ops,
+    }
+
+
+def _norm(a: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a, np.float64).reshape(-1)))
+
+
+def _op_tensors(y: Tensor, stop: set[int]) -> list[Tensor]:
+    """The op outputs between a call's inputs (ids in ``stop``) and its output ``y``, each
+    after the ops it reads (creation order)."""
+    found, todo = {}, [y]
+    while todo:
+        t = todo.pop()
+        if id(t) in found or id(t) in stop or t._ctx is None:
+            continue
+        found[id(t)] = t
+        todo.extend(p for p in t._ctx.parents if isinstance(p, Tensor))
+    return sorted(found.values(), key=lambda t: t._seq)
+
+
+def feature_maps(model: Module, x: Any, index: int = 0, max_channels: int = 16) -> dict:
+    """For image ``index`` of ``x`` (N, C, H, W): each layer call whose output is 4-D, its
+    first ``max_channels`` channels as heat maps (at most 32 x 32 cells each)."""
+    if not 0 <= index < len(x):
+        raise IndexError(f"image {index} is out of range: the sample has {len(x)} rows")
+    outs = _probe(model, x[index : index + 1], grad=False)
+    image = np.asarray(x[index], np.float64)
+    layers = []
+    for name, m, _ in calls_of(model):
+        y = outs[name][0] if outs[name] else None
+        if not isinstance(y, Tensor) or y.ndim != 4:
+            continue
+        maps = y.data[0]
+        layers.append(
+            {
+                "name": name,
+                "kind": type(m).__name__,
+                "shape": [int(n) for n in maps.shape],
+                "maps": [heat(c, 32, 32) for c in maps[:max_channels]],
+            }
+        )
+    shown = image if image.ndim == 3 else image[None] if image.ndim == 2 else None
+    return {
+        "index": index,
+        "image": None if shown is None else [heat(c, 32, 32) for c in shown[:3]],
+        "layers": layers,
+    }

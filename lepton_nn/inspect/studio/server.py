@@ -3,13 +3,20 @@
 
 Routes (JSON unless said):
 
-- ``GET /``: the page; ``GET /static/studio.js``: its script (our own, no CDN);
+- ``GET /``: the page; ``GET /static/{name}``: its scripts and style sheet (our own files
+  in ``assets/``, no CDN);
 - ``GET /api/graph``: layer calls, shapes and edges; ``GET /api/node/{name}``: forward
   formula, local derivative, op rules and the last batch's statistics of one layer call;
+  ``GET /api/tensors/{name}``: its x, y, dL/dy, dL/dx, W, dL/dW and inner ops on sample rows;
 - ``GET /api/state``; ``POST /api/control`` with ``{"action": "pause" | "step" | "resume"}``;
-- ``GET /api/backward``: the backprop steps of one batch (409 while training runs);
+- ``GET /api/backward``: the backprop steps of one batch;
+- ``GET /api/explain?row=i``: attributions of sample row i and global importances;
+  ``GET /api/features?row=i``: the feature maps of sample image i;
 - ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
   ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
+
+What runs the model waits for the fit thread's next batch boundary during a run: 503 when
+none comes in time, 404 for an unknown layer or row, 400 for input it does not apply to.
 """
 
 from __future__ import annotations
@@ -25,8 +32,37 @@ from typing import Any
 __all__ = ["StudioServer", "create_app"]
 
 
+ASSETS = {
+    "studio.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "detail.js": "text/javascript",
+    "studio.css": "text/css",
+}
+
+
 def _asset(name: str) -> str:
     return resources.files(__package__).joinpath("assets", name).read_text("utf-8")
+
+
+def _on_model(fn: Any) -> Any:
+    """The answer of ``fn()`` (work on the model) or the error's status."""
+    from starlette.responses import JSONResponse
+
+    try:
+        return JSONResponse(fn())
+    except (KeyError, IndexError) as exc:
+        return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, 404)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    except TimeoutError as exc:
+        return JSONResponse({"error": str(exc)}, 503)
+
+
+def _int_param(request: Any, name: str) -> int:
+    try:
+        return int(request.query_params.get(name, "0"))
+    except ValueError:
+        raise ValueError(f"{name} must be an integer") from None
 
 
 def create_app(studio: Any) -> Any:
@@ -38,8 +74,11 @@ def create_app(studio: Any) -> Any:
     def page(request: Request) -> Response:
         return HTMLResponse(_asset("studio.html"))
 
-    def script(request: Request) -> Response:
-        return Response(_asset("studio.js"), media_type="text/javascript")
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in ASSETS:
+            return JSONResponse({"error": f"no file {name!r}"}, 404)
+        return Response(_asset(name), media_type=ASSETS[name])
 
     def graph(request: Request) -> Response:
         return JSONResponse(studio.graph())
@@ -62,12 +101,17 @@ def create_app(studio: Any) -> Any:
             return JSONResponse({"error": str(exc)}, 400)
 
     def backward(request: Request) -> Response:
-        try:
-            return JSONResponse(studio.backward())
-        except RuntimeError as exc:
-            return JSONResponse({"error": str(exc)}, 409)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, 400)
+        return _on_model(studio.backward)
+
+    def tensors(request: Request) -> Response:
+        name = request.path_params["name"]
+        return _on_model(lambda: studio.tensors(name))
+
+    def explain(request: Request) -> Response:
+        return _on_model(lambda: studio.explain(_int_param(request, "row")))
+
+    def features(request: Request) -> Response:
+        return _on_model(lambda: studio.feature_maps(_int_param(request, "row")))
 
     async def events(request: Request) -> Response:
         try:
@@ -76,23 +120,41 @@ def create_app(studio: Any) -> Any:
             return JSONResponse({"error": "since must be an integer"}, 400)
 
         async def stream():
+            # woken by the studio when it publishes (no polling: a sleeping server thread
+            # takes no turn at the interpreter lock from the fit thread), else once a second
             nonlocal pos
-            yield ": studio\n\n"
-            idle = 0.0
-            while not studio.closed:
-                new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
-                if new:
-                    pos += len(new)
-                    idle = 0.0
-                    yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
-                    continue
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(0.02)
-                idle += 0.02
-                if idle >= 15:  # a comment keeps proxies and the browser's timer quiet
-                    idle = 0.0
-                    yield ": keep-alive\n\n"
+            loop, wake = asyncio.get_running_loop(), asyncio.Event()
+
+            def notify() -> None:  # on the publishing thread
+                try:
+                    loop.call_soon_threadsafe(wake.set)
+                except RuntimeError:  # the loop has closed
+                    pass
+
+            studio.listeners.add(notify)
+            try:
+                yield ": studio\n\n"
+                idle = 0
+                while not studio.closed:
+                    wake.clear()
+                    new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
+                    if new:
+                        pos += len(new)
+                        idle = 0
+                        yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
+                        continue
+                    try:
+                        await asyncio.wait_for(wake.wait(), 1.0)
+                        continue
+                    except asyncio.TimeoutError:
+                        idle += 1
+                    if await request.is_disconnected():
+                        return
+                    if idle >= 15:  # a comment keeps proxies and the browser's timer quiet
+                        idle = 0
+                        yield ": keep-alive\n\n"
+            finally:
+                studio.listeners.discard(notify)
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
@@ -100,12 +162,15 @@ def create_app(studio: Any) -> Any:
     return Starlette(
         routes=[
             Route("/", page),
-            Route("/static/studio.js", script),
+            Route("/static/{name}", static),
             Route("/api/graph", graph),
             Route("/api/node/{name:path}", node),
             Route("/api/state", state),
             Route("/api/control", control, methods=["POST"]),
             Route("/api/backward", backward),
+            Route("/api/tensors/{name:path}", tensors),
+            Route("/api/explain", explain),
+            Route("/api/features", features),
             Route("/api/events", events),
         ]
     )

@@ -3,17 +3,31 @@ pause / step / resume control the page drives.
 
 Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "batch_loss",
 "losses", "layers": {call name: stats}}`` (``losses``: every batch loss since the last event)
-where the stats are :class:`..recorder.Recorder`'s
-(``act_mean``, ``act_std``, ``dead``, ``grad_mean``, ``grad_std``, ``update_ratio``) plus
-``value_norm`` = ||y||, ``grad_norm`` = ||dL/dy||, ``weight_norm`` = ||W|| and
-``weight_grad_norm`` = ||dL/dW|| over the layer's parameters, and ``hist`` (counts and edges
-of a 16-bin histogram of y). Statistics cost a few NumPy calls per layer, more than a small
-network's batch, so a batch is recorded only when both allow it: at most ``max_rate`` times a
+where the stats of a layer call's output y and of g = dL/dy (the names of
+:class:`..recorder.Recorder`) are ``act_mean``, ``act_std``, ``grad_mean``, ``grad_std`` and
+``hist`` / ``grad_hist`` (16 equal bins, :func:`.tensor_view.histogram`), all over an even
+sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
+``grad_norm`` = ||g||, ``dead`` (ReLU outputs: the share of units 0 on every row of the
+batch, ``mean_j [max_i y[i, j] <= 0]``), and over the layer's parameters ``weight_norm`` =
+||W||, ``weight_grad_norm`` = ||dL/dW|| and ``update_ratio`` = ||W_after - W_before|| /
+||W_before|| for the batch's optimizer step. The event also carries the optimizer's ``lr``.
+Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
+recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
-running mean of an unrecorded one) is at most ``overhead`` times the time since training
-began (None switches either limit off; a batch run by ``step()`` is always recorded). No loss
-is dropped: ``losses`` carries every batch's. Events go into an append-only list that the
+running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
+both in CPU time of the fit thread, which neither a busy machine nor a pause inflates (None
+switches either limit off; a batch run by ``step()`` is always recorded). The default 5 %
+leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misses: what a
+recording costs the batches after it (caches, the allocator, garbage collection). No loss is
+dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
+seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
+``max_rate`` whatever the budget allows. Events go into an append-only list that the
 server's event stream reads from its own position (no queue per client, none lost).
+
+Work on the model asked for by the page (the node panel's tensors, backprop stepping,
+attributions, feature maps) never runs beside a batch: during a run it is queued and run by the
+fit thread at the next batch boundary (a parked run wakes for it), otherwise at once
+(:meth:`Studio.on_model`).
 
 Control: ``pause()`` makes the next ``on_batch_begin`` wait; ``step()`` lets one batch run
 and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends the run
@@ -22,27 +36,37 @@ and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends th
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from ...autograd import Tensor
 from ...nn.module import Module
-from ..recorder import Recorder
-from . import model_view
+from ..recorder import _is_relu
+from . import model_view, runtime_view
+from .tensor_view import summary
 
-__all__ = ["Studio"]
+__all__ = ["Studio", "KEEP_LAYERS"]
 
-HIST_BINS = 16
+KEEP_LAYERS = 500  # batch events that keep their per-layer statistics (~10 KB each)
 
 
 class Studio:
     """Trainer callback (``fit(..., callbacks=[Studio()])``) that starts the studio server on
     ``127.0.0.1:port`` (0: a free port) when training begins, unless :meth:`start` ran first.
-    ``sample``: ``(x, y)`` rows for the graph's shapes and the backprop stepper."""
+
+    ``sample``: ``(x, y)`` rows for the graph's shapes, the node panel's tensors, the
+    backprop stepper, attributions and feature maps. ``max_rate``, ``overhead``, ``every``:
+    record a batch at most ``max_rate`` times a second, within an ``overhead`` share of the
+    run's time, and only every ``every``-th batch. ``feature_names``: the columns of tabular
+    input, for the attributions. In a notebook the object shows the page inline
+    (``_repr_html_``: an iframe)."""
 
     trainer: Any = None
     params: dict[str, Any] = {}
@@ -54,23 +78,34 @@ class Studio:
         sample: tuple[Any, Any] | None = None,
         loss: Any = None,
         max_rate: float | None = 25.0,
-        overhead: float | None = 0.1,
+        overhead: float | None = 0.05,
+        every: int = 1,
+        feature_names: list[str] | None = None,
     ) -> None:
+        if int(every) < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
         self.port = int(port)
+        self.every = int(every)
+        self.feature_names = feature_names
         self._model = model
         self.sample = sample
         self._loss = loss
-        self.recorder = Recorder(model)
+        self._calls: list[tuple[str, Module, list[Any]]] = []  # (call name, layer, params)
+        self._before: dict[int, list[np.ndarray]] = {}  # a layer's weights before the step
         self.max_rate = max_rate
         self._recording = False
-        self._last = -math.inf
+        self._last = -math.inf  # when the last recorded batch began
+        self._sent = -math.inf  # when losses were last published
         self.overhead = overhead
         self._t0: float | None = None  # when the first batch began
+        # the time budget, in CPU seconds of the fit thread (time.thread_time: a busy machine
+        # or a parked run does not distort it)
         self._began = 0.0  # when this batch began
         self._cost = 0.0  # seconds recording has added so far
-        self._plain: float | None = None  # running mean of an unrecorded batch's duration
+        self._plain: float | None = None  # running mean of an unrecorded batch's CPU time
         self._pending: list[float | None] = []
         self.events: list[dict] = []
+        self._full: deque[int] = deque()  # batch events still holding their layer statistics
         self.cond = threading.Condition(threading.RLock())
         self.paused = False
         self.budget = 0  # batches allowed while paused
@@ -82,6 +117,11 @@ class Studio:
         self._step = 0
         self.waiting = False  # the fit thread is parked in on_batch_begin
         self._view: dict[str, Any] | None = None
+        self._jobs: list[_Job] = []  # work on the model, run by the fit thread between batches
+        self._model_lock = threading.Lock()
+        self._cache: dict[Any, Any] = {}
+        self.listeners: set[Callable[[], None]] = set()
+        self.explained: tuple[Any, Any, Any] | None = None  # (TabularModel, raw rows, y)
 
     # -- wiring ----------------------------------------------------------------------------
     @property
@@ -90,7 +130,6 @@ class Studio:
 
     def set_trainer(self, trainer: Any) -> None:
         self.trainer = trainer
-        self.recorder.set_trainer(trainer)
 
     def loss_fn(self):
         if self.trainer is not None and hasattr(self.trainer, "loss_fn"):
@@ -123,15 +162,65 @@ class Studio:
         with self.cond:
             self.closed, self.paused = True, False
             self.cond.notify_all()
+        self._notify()
         if self.server is not None:
             self.server.stop()
 
+    # -- work on the model -------------------------------------------------------------------
+    def on_model(self, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """``fn()`` where it cannot race ``fit``: during a run, on the fit thread between two
+        batches (a parked run wakes for it); otherwise here, one call at a time. Raises
+        TimeoutError when the run does not reach a batch boundary within ``timeout``."""
+        with self._model_lock:  # a run cannot begin (on_train_begin takes it) while we decide
+            with self.cond:
+                job = None
+                if self.training and not self.closed:
+                    job = _Job(fn)
+                    self._jobs.append(job)
+                    self.cond.notify_all()
+            if job is None:
+                return fn()
+        if not job.done.wait(timeout):
+            with self.cond:
+                if job in self._jobs:
+                    self._jobs.remove(job)
+            raise TimeoutError("the training run did not reach the end of a batch in time")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self.cond:
+                if not self._jobs:
+                    return
+                job = self._jobs.pop(0)
+            with self._model_lock:
+                try:
+                    job.result = job.fn()
+                except Exception as exc:  # handed to the asking thread
+                    job.error = exc
+            job.done.set()
+
     # -- events and control ------------------------------------------------------------------
     def publish(self, event: dict) -> None:
+        """Append ``event``; of the batch events, only the last ``KEEP_LAYERS`` keep their
+        per-layer statistics (an older one is replaced by a copy without them: a reader
+        holding the old dict is not disturbed), so a long run's memory stays small."""
         with self.cond:
             event["seq"] = len(self.events)
             self.events.append(event)
+            if "layers" in event:
+                self._full.append(event["seq"])
+                if len(self._full) > KEEP_LAYERS:
+                    i = self._full.popleft()
+                    self.events[i] = {k: v for k, v in self.events[i].items() if k != "layers"}
             self.cond.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        for fn in list(self.listeners):  # the event streams' wake-up calls
+            fn()
 
     def control(self, action: str) -> dict:
         with self.cond:
@@ -151,25 +240,27 @@ class Studio:
 
     # -- the callback hooks ------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._t0, self._cost, self._plain = None, 0.0, None  # a time budget per run
         self.prepare()
         self.start()
-        self.training = True
+        with self._model_lock, self.cond:  # from now on the page's work waits for a boundary
+            self.training = True
         self.publish({"type": "state", **self.state()})
 
     def _watch(self, on: bool) -> None:
         """Hooks on the layers only for a recorded batch: the others run hook-free (and so
         fused where a pair of layers can be)."""
-        self.recorder.detach()
         for h in self._hooks:
             h.remove()
         self._hooks = []
         if on:
-            self.recorder.attach(self.model)
             self._hooks = model_view.hook_calls(self.model, self._layer_output)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._watch(False)
-        self.training = False
+        with self.cond:
+            self.training = False
+        self._run_jobs()
         self._flush()
         self.publish({"type": "done", **self.state()})
 
@@ -177,11 +268,14 @@ class Studio:
         """Publish the batch losses not yet sent (``{"type": "losses"}``)."""
         if self._pending:
             losses, self._pending = self._pending, []
+            self._sent = time.monotonic()
             self.publish({"type": "losses", "step": self._step, "losses": losses})
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._run_jobs()
         with self.cond:  # (an RLock: publish may take it again)
             while self.paused and self.budget == 0 and not self.closed:
+                self._run_jobs()
                 self._flush()  # a paused page shows every loss so far
                 if not self.waiting:  # parked: the page's last event says so (a batch event
                     # published before the pause may reach it after the control answer)
@@ -192,17 +286,19 @@ class Studio:
             stepped = self.paused and self.budget > 0
             if stepped:
                 self.budget -= 1
-        now = self._began = time.monotonic()
+        now, cpu = time.monotonic(), time.thread_time()
+        self._began = cpu
         if self._t0 is None:
-            self._t0 = now
+            self._t0 = cpu
         rate_ok = self.max_rate is None or now - self._last >= 1.0 / self.max_rate
-        cost_ok = self.overhead is None or self._cost <= self.overhead * (now - self._t0)
+        rate_ok = rate_ok and self._step % self.every == 0
+        cost_ok = self.overhead is None or self._cost <= self.overhead * (cpu - self._t0)
         self._recording = stepped or (rate_ok and cost_ok)
         if self._recording:
             self._last = now
             self._live = {}
             self._watch(True)
-            self.recorder.on_batch_begin(batch, logs)
+            self._before = {id(m): [p.data.copy() for p in ps] for _, m, ps in self._calls if ps}
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -211,27 +307,29 @@ class Studio:
             self.trainer.stop_training = True
         self._pending.append(_num(logs.get("batch_loss")))
         if not self._recording:
-            took = time.monotonic() - self._began
+            took = time.thread_time() - self._began
             self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
+            # the loss curve keeps up at max_rate even when the budget holds statistics back
+            if self.max_rate is not None and time.monotonic() - self._sent >= 1.0 / self.max_rate:
+                self._flush()
             return
         self._recording = False
-        self.recorder.on_batch_end(batch, logs)
         self._watch(False)
         layers: dict[str, dict[str, Any]] = {}
-        for name, m, _ in model_view.calls_of(self.model):
+        for name, m, ps in self._calls:
             row = dict(self._live.get(name, {}))
-            per = self.recorder.stats.get(m.name)
-            if per is not None:
-                for k, v in per.items():
-                    if v:
-                        row[k] = _num(v[-1])
-            ps = list(m.parameters())
-            if ps:
+            before = self._before.get(id(m))
+            if ps and before is not None:
                 row["weight_norm"] = _norm([p.data for p in ps])
                 grads = [p.grad for p in ps if p.grad is not None]
                 row["weight_grad_norm"] = _norm(grads) if grads else None
+                w = _norm(before)
+                du = _norm([p.data - b for p, b in zip(ps, before)])
+                row["update_ratio"] = du / w if w > 0 else None
             layers[name] = row
+        self._before = {}
         losses, self._pending = self._pending, []
+        self._sent = time.monotonic()
         self.publish(
             {
                 "type": "batch",
@@ -239,11 +337,12 @@ class Studio:
                 "step": self._step,
                 "loss": _num(logs.get("loss")),
                 "batch_loss": _num(logs.get("batch_loss")),
+                "lr": _num(getattr(getattr(self.trainer, "optimizer", None), "lr", None)),
                 "layers": layers,
                 "paused": self.paused,
             }
         )
-        self._cost += max(0.0, time.monotonic() - self._began - (self._plain or 0.0))
+        self._cost += max(0.0, time.thread_time() - self._began - (self._plain or 0.0))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.publish(
@@ -251,20 +350,17 @@ class Studio:
         )
 
     def _layer_output(self, name: str, module: Module, inputs: tuple, out: Any) -> None:
-        """Norm and histogram of one layer call's output y, and ||dL/dy|| once known."""
+        """Norm and histogram of one layer call's output y; of g = dL/dy once known."""
         if not self._recording or not module.training or not isinstance(out, Tensor):
             return
-        y = np.asarray(out.data, np.float64)
-        counts, edges = np.histogram(y[np.isfinite(y)], bins=HIST_BINS)
         rec = self._live.setdefault(name, {})
-        rec["value_norm"] = float(np.linalg.norm(y))
-        rec["hist"] = {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+        y = out.data
+        _summarize(rec, y, "act", "value_norm", "hist")
+        rec["dead"] = None  # ReLU outputs only
+        if _is_relu(module) and y.ndim >= 1 and y.shape[0] > 0:
+            rec["dead"] = float(np.mean(y.max(axis=0) <= 0))
         if out.requires_grad:
-
-            def grad_hook(g: np.ndarray) -> None:
-                rec["grad_norm"] = float(np.linalg.norm(np.asarray(g, np.float64)))
-
-            out.register_hook(grad_hook)
+            out.register_hook(lambda g: _summarize(rec, g, "grad", "grad_norm", "grad_hist"))
 
     # -- what the server asks -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -274,12 +370,30 @@ class Studio:
             raise ValueError("the Studio has no model: pass one, or use it as a fit callback")
         if self._view is None or self._view["model"] is not self.model:
             x = self.sample_x()
-            calls = model_view.calls_of(self.model)
+            view = self._views()
+            if not self.runtime:
+                self._calls = [
+                    (n, m, list(m.parameters())) for n, m, _ in model_view.calls_of(self.model)
+                ]
+            graph = view.layer_graph(self.model, x)
+            names = [n["name"] for n in graph["nodes"]]
             self._view = {
                 "model": self.model,
-                "graph": model_view.layer_graph(self.model, x),
-                "nodes": {n: model_view.formula_of(self.model, n, x) for n, _, _ in calls},
+                "graph": graph,
+                "nodes": {n: view.formula_of(self.model, n, x) for n in names},
             }
+
+    @property
+    def runtime(self) -> bool:
+        """The model is a runtime ``InferenceModel`` (a ``.lnn`` file, no autograd)."""
+        return runtime_view.is_runtime(self.model)
+
+    def _views(self) -> Any:
+        return runtime_view if self.runtime else model_view
+
+    def _needs_autograd(self, what: str) -> None:
+        if self.runtime:
+            raise ValueError(f"{what}: {runtime_view.NO_GRAD}")
 
     def graph(self) -> dict:
         self.prepare()
@@ -293,19 +407,74 @@ class Studio:
         return doc
 
     def backward(self) -> dict:
-        """The backprop stepper's data; refused (RuntimeError) while a batch may be running."""
-        if self.training and not self.waiting:
-            raise RuntimeError("pause training first: backprop stepping runs its own batch")
+        """The backprop stepper's data: one batch of 8 sample rows forward and backward, in
+        eval mode, with the weights as they are (run between two batches of a live run)."""
+        self._needs_autograd("backprop stepping")
         if self.sample is None or self.sample[1] is None:
             raise ValueError("backprop stepping needs labelled sample rows (sample=(x, y))")
         x, y = self.sample
         model = self.model
-        was = model.training
-        model.eval()
-        try:
-            return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn())
-        finally:
-            model.train(was)
+
+        def run() -> dict:
+            was = model.training
+            model.eval()
+            try:
+                return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn())
+            finally:
+                model.train(was)
+
+        return self.on_model(run)
+
+    def tensors(self, name: str, rows: int = 8) -> dict:
+        """Layer call ``name``'s x, y, dL/dy, dL/dx, W and dL/dW on the first ``rows`` sample
+        rows (:func:`.model_view.node_tensors`; KeyError for an unknown name)."""
+        self.prepare()
+        if name not in self._view["nodes"]:
+            raise KeyError(f"no layer call named {name!r}")
+        x = self.sample_x()[:rows]
+        y = None if self.sample is None or self.sample[1] is None else self.sample[1][:rows]
+        loss = self.loss_fn() if y is not None else None
+        view = self._views()
+        return self.on_model(lambda: view.node_tensors(self.model, name, x, y, loss))
+
+    def feature_maps(self, index: int = 0) -> dict:
+        """The 4-D layer outputs of sample image ``index`` (:func:`.model_view.feature_maps`)."""
+        x, view = self.sample_x(), self._views()
+        return self.on_model(lambda: view.feature_maps(self.model, x, int(index)))
+
+    def explain(self, row: int = 0) -> dict:
+        """Attributions of sample row ``row`` and global importances over the sample rows
+        (:mod:`.attributions`)."""
+        from .attributions import explain_rows
+
+        self._needs_autograd("attributions")
+        x = self.sample_x()
+        y = None if self.sample is None else self.sample[1]
+        if self.explained is not None:  # a TabularModel: raw rows, raw labels
+            model, x, y = self.explained
+        else:
+            model = self.model
+        key = ("importances", id(self.model), self._step)  # recomputed once weights move
+        imp = self._cache.get(key)
+        names = self.feature_names
+
+        def run() -> dict:
+            return explain_rows(model, x, y, int(row), imp is None, names)
+
+        doc = self.on_model(run)
+        if imp is None:
+            self._cache[key] = imp = doc.get("importances")
+        doc["importances"] = imp
+        return doc
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the served page in an iframe."""
+        url = html.escape(self.url, quote=True)
+        return (
+            f'<iframe src="{url}" width="100%" height="720" style="border:1px solid #ccc" '
+            f'title="lepton_nn studio"></iframe><div><a href="{url}" target="_blank">'
+            f"{url}</a></div>"
+        )
 
 
 def _num(v: Any) -> float | None:
@@ -316,5 +485,32 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _summarize(rec: dict, a: np.ndarray, prefix: str, norm: str, hist: str) -> None:
+    """:func:`.tensor_view.summary` of ``a`` into ``rec`` under the event's names."""
+    s = summary(a)
+    rec[prefix + "_mean"], rec[prefix + "_std"], rec[norm], rec[hist] = (
+        s["mean"],
+        s["std"],
+        s["norm"],
+        s["hist"],
+    )
+
+
 def _norm(arrays: list[np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays))
+    """sqrt(sum of squares) over the arrays, each a dot product in its own dtype (float32
+    accumulation: ~1e-6 relative, enough for a display)."""
+    total = 0.0
+    for a in arrays:
+        v = a.reshape(-1)
+        total += float(np.dot(v, v))
+    return math.sqrt(total)
+
+
+class _Job:
+    """A call waiting for the fit thread (:meth:`Studio.on_model`)."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None

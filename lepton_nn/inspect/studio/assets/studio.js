@@ -1,27 +1,10 @@
-// lepton_nn studio: the page's own script (no library). It draws the layer graph as SVG,
-// reads the training events (server-sent events) into the loss curve, the per-layer table
-// and the histograms, and steps through one batch's backward pass.
+// lepton_nn studio: the page's main script (no library; drawing helpers in charts.js, the
+// panels that run the model in detail.js). It draws the layer graph as SVG, reads the
+// training events (server-sent events) into the loss and metric charts, the per-layer table
+// and the histograms, drives pause / step / resume, and steps through one batch's backward.
 "use strict";
-const SVG = "http://www.w3.org/2000/svg";
-const $ = (id) => document.getElementById(id);
-const state = { losses: [], last: null, selected: null, steps: [], at: -1, nodes: {} };
-
-function el(tag, attrs, parent, text) {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-  if (text !== undefined) e.textContent = text;
-  if (parent) parent.appendChild(e);
-  return e;
-}
-function fmt(v) {
-  if (v === null || v === undefined) return "-";
-  const a = Math.abs(v);
-  return a !== 0 && (a < 1e-3 || a >= 1e4) ? v.toExponential(2) : v.toFixed(4);
-}
-async function getJSON(url, opts) {
-  const r = await fetch(url, opts);
-  return [r.status, await r.json()];
-}
+const state = { losses: [], epochs: {}, nEpochs: 0, last: null, steps: [], at: -1, nodes: {},
+  detail: null, dirty: false };
 
 // -- the graph: a row per depth (longest path from an input), boxes centred in their row
 function drawGraph(g) {
@@ -67,92 +50,101 @@ function drawGraph(g) {
 
 async function selectNode(name) {
   for (const [k, v] of Object.entries(state.nodes)) v.g.classList.toggle("selected", k === name);
-  state.selected = name;
   const [status, d] = await getJSON("/api/node/" + encodeURIComponent(name));
   if (status !== 200) return;
-  renderDetail(d, state.last ? state.last.layers[name] : d.stats);
-}
-function renderDetail(d, stats) {
-  const box = $("node-detail");
-  box.classList.remove("muted");
-  box.dataset.layer = d.name;
-  const params = Object.entries(d.params).map(([k, s]) => `${k} ${s}`).join(", ") || "none";
-  const rules = d.rules.map((r) => `${r.op}: ${r.words}\n  ${r.math}`).join("\n");
-  const s = stats || {};
-  box.innerHTML = `<b>${d.name}</b> (${d.kind}) parameters: ${params}` +
-    `<div>forward</div><code data-testid="node-forward"></code>` +
-    `<div>local derivative (g = dL/dy)</div><code data-testid="node-derivative"></code>` +
-    `<div>ops inside</div><code data-testid="node-rules"></code>` +
-    `<div data-testid="node-norms">after the last step: ||y|| ${fmt(s.value_norm)}, ` +
-    `||dL/dy|| ${fmt(s.grad_norm)}, ||W|| ${fmt(s.weight_norm)}, ` +
-    `||dL/dW|| ${fmt(s.weight_grad_norm)}, update/weight ${fmt(s.update_ratio)}</div>`;
-  box.querySelector("[data-testid=node-forward]").textContent = d.forward;
-  box.querySelector("[data-testid=node-derivative]").textContent = d.derivative;
-  box.querySelector("[data-testid=node-rules]").textContent = rules;
   state.detail = d;
+  renderDetail(d, state.last ? state.last.layers[name] : d.stats);
+  loadTensors(name);
 }
 
-// -- training events
+// -- training events: kept in state on arrival, drawn at most every 30 ms
 function drawLoss() {
   const svg = $("loss-chart");
-  const pts = state.losses;
-  svg.innerHTML = "";
-  svg.setAttribute("data-points", pts.length);
-  if (!pts.length) return;
-  const lo = Math.min(...pts), hi = Math.max(...pts), span = hi - lo || 1;
-  const n = Math.max(pts.length - 1, 1);
-  const xy = pts.map((v, i) => `${(i / n) * 396 + 2},${176 - ((v - lo) / span) * 170}`);
-  el("polyline", { points: xy.join(" "), fill: "none", stroke: "#c03030", "stroke-width": 1.5,
-    "vector-effect": "non-scaling-stroke" }, svg);
-  $("loss-now").textContent = `step ${pts.length}: ${fmt(pts[pts.length - 1])}`;
+  svg.setAttribute("data-points", state.losses.length);
+  drawLines(svg, [{ name: "loss", values: downsample(state.losses, MAX_DRAWN) }], 400, 180);
+  const n = state.losses.length;
+  if (n) $("loss-now").textContent = `step ${n}: ${fmt(state.losses[n - 1])}`;
+}
+function drawMetrics() {
+  const svg = $("metric-chart");
+  svg.setAttribute("data-epochs", state.nEpochs);
+  const keys = Object.keys(state.epochs).filter((k) => k !== "lr");
+  const series = keys.map((k, i) => ({ name: k, values: state.epochs[k], color: COLORS[i % COLORS.length] }));
+  drawLines(svg, series, 400, 160);
+  const legend = $("metric-legend");
+  legend.innerHTML = "";
+  series.forEach((s) => {
+    const v = s.values[s.values.length - 1];
+    html("span", { style: `color:${s.color}` }, legend, `${s.name} ${fmt(v)}`);
+  });
 }
 const COLS = ["value_norm", "grad_norm", "act_mean", "act_std", "grad_std", "dead", "update_ratio"];
 function drawLayers(layers) {
   const t = $("layer-stats");
   t.innerHTML = "<tr><th>layer</th>" + COLS.map((c) => `<th>${c}</th>`).join("") + "</tr>";
   for (const [name, s] of Object.entries(layers)) {
-    const tr = document.createElement("tr");
-    tr.innerHTML = `<td>${name}</td>` + COLS.map((c) => `<td>${fmt(s[c])}</td>`).join("");
-    t.appendChild(tr);
+    const tr = html("tr", { "data-testid": "stats-" + name }, t);
+    html("td", {}, tr, name);
+    for (const c of COLS) html("td", { "data-stat": c }, tr, fmt(s[c]));
     const n = state.nodes[name];
     if (n) n.sub.textContent = `||y|| ${fmt(s.value_norm)}  ||g|| ${fmt(s.grad_norm)}`;
-    if (s.hist) drawHist(name, s.hist);
+    histFigure(name, "hist-", s.hist, "activations y");
+    histFigure(name, "grad-hist-", s.grad_hist, "gradients dL/dy");
   }
 }
-function drawHist(name, h) {
-  let fig = document.querySelector(`[data-testid="hist-${CSS.escape(name)}"]`);
-  if (!fig) {
-    const wrap = document.createElement("figure");
-    wrap.className = "hist";
-    wrap.style.margin = "0";
-    fig = el("svg", { "data-testid": "hist-" + name, width: 160, height: 60, viewBox: "0 0 160 60" });
-    wrap.appendChild(fig);
-    const cap = document.createElement("figcaption");
-    wrap.appendChild(cap);
-    $("hists").appendChild(wrap);
+function histFigure(name, prefix, h, what) {
+  if (!h) return;
+  let svg = document.querySelector(`[data-testid="${prefix}${CSS.escape(name)}"]`);
+  if (!svg) {
+    const fig = html("figure", {}, $("hists"));
+    svg = el("svg", { "data-testid": prefix + name, width: 160, height: 60, viewBox: "0 0 160 60",
+      class: "hist" + (prefix === "grad-hist-" ? " grad" : "") }, fig);
+    html("figcaption", {}, fig);
   }
-  fig.innerHTML = "";
-  const top = Math.max(...h.counts, 1), w = 160 / h.counts.length;
-  h.counts.forEach((c, i) => el("rect", { x: i * w + 0.5, width: w - 1, y: 60 - (c / top) * 58,
-    height: (c / top) * 58 }, fig));
-  fig.parentNode.querySelector("figcaption").textContent =
-    `${name}: ${fmt(h.edges[0])} .. ${fmt(h.edges[h.edges.length - 1])}`;
+  drawHist(svg, h, 160, 60);
+  svg.dataset.updates = Number(svg.dataset.updates || 0) + 1;
+  svg.parentNode.querySelector("figcaption").textContent =
+    `${name} ${what}: ${fmt(h.edges[0])} .. ${fmt(h.edges[h.edges.length - 1])}`;
+}
+function setStatus(e) {
+  $("status").textContent = (e.paused ? "paused" : e.training === false ? "idle" : "training") +
+    ` at step ${e.step}`;
 }
 function onEvent(e) {
-  if (e.type === "losses") {
+  if (e.type === "losses" || e.type === "batch") {
     for (const v of e.losses) if (v !== null) state.losses.push(v);
-    drawLoss();
-  } else if (e.type === "batch") {
-    for (const v of e.losses) if (v !== null) state.losses.push(v);
-    state.last = e;
-    drawLoss();
-    drawLayers(e.layers);
-    if (state.detail && e.layers[state.detail.name]) renderDetail(state.detail, e.layers[state.detail.name]);
-    $("status").textContent = (e.paused ? "paused" : "training") + ` at step ${e.step}`;
+  }
+  if (e.type === "batch") {
+    if (e.layers) state.last = e; // (an old event replayed keeps only its losses)
+    if (e.lr !== null && e.lr !== undefined) $("lr").textContent = fmt(e.lr);
+    setStatus(e);
+  } else if (e.type === "epoch") {
+    for (const [k, v] of Object.entries(e.logs)) {
+      const s = (state.epochs[k] = state.epochs[k] || []);
+      while (s.length < state.nEpochs) s.push(null);
+      s.push(v);
+    }
+    state.nEpochs += 1;
+    if (e.logs.lr !== null && e.logs.lr !== undefined) $("lr").textContent = fmt(e.logs.lr);
   } else if (e.type === "done") {
     $("status").textContent = `done after ${e.step} steps`;
   } else if (e.type === "state") {
-    $("status").textContent = (e.paused ? "paused" : "training") + ` at step ${e.step}`;
+    setStatus(e);
+  }
+  // the run stopped (parked or done): the node panel's tensors, with the weights as they are now
+  if (state.detail && (e.type === "done" || (e.type === "state" && e.paused))) loadTensors(state.detail.name);
+  if (!state.dirty) {
+    state.dirty = true;
+    setTimeout(redraw, 30); // at most ~30 redraws a second, however fast events come
+  }
+}
+function redraw() {
+  state.dirty = false;
+  drawLoss();
+  drawMetrics();
+  if (state.last) {
+    drawLayers(state.last.layers);
+    if (state.detail) renderNorms(state.last.layers[state.detail.name]);
   }
 }
 
@@ -160,7 +152,7 @@ function onEvent(e) {
 async function control(action) {
   const [, s] = await getJSON("/api/control", { method: "POST",
     headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action }) });
-  $("status").textContent = (s.paused ? "paused" : s.training ? "training" : "idle") + ` at step ${s.step}`;
+  if (!s.training) setStatus(s); // during a run the events say it (this answer may be older)
 }
 
 // -- backprop stepping
@@ -172,11 +164,8 @@ async function loadBackward() {
   const ol = $("backprop-steps");
   ol.innerHTML = "";
   for (const s of d.steps) {
-    const li = document.createElement("li");
-    li.dataset.testid = "bw-" + s.id;
-    li.setAttribute("data-testid", "bw-" + s.id);
-    li.textContent = `${s.id} ${s.label} ${s.shape}` + (s.layer ? ` [${s.layer}]` : "");
-    ol.appendChild(li);
+    html("li", { "data-testid": "bw-" + s.id }, ol,
+      `${s.id} ${s.label} ${s.shape}` + (s.layer ? ` [${s.layer}]` : ""));
   }
   showStep(0);
 }
@@ -197,7 +186,7 @@ function showStep(i) {
   const outs = s.inputs.map(([id, label, n]) => `  -> ${id} ${label}: ` +
     (n === null ? "no gradient needed" : `norm ${fmt(n)}`)).join("\n");
   box.innerHTML = `<b>step ${state.at + 1} of ${state.steps.length}</b>: ` +
-    `g = dL/d(${s.id} ${s.label}) ${s.shape}, norm ${fmt(s.grad_norm)}<code></code>`;
+    `g = dL/d(${s.id} ${s.label}) ${s.shape}, norm ${fmt(s.grad_norm)}<code class="block"></code>`;
   box.querySelector("code").textContent = `${s.words}\n${s.math}\n${outs || "  (a leaf: g is added into .grad)"}`;
 }
 
@@ -208,11 +197,15 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("bw-load").onclick = loadBackward;
   $("bw-next").onclick = () => showStep(state.at + 1);
   $("bw-prev").onclick = () => showStep(state.at - 1);
+  $("node-refresh").onclick = () => state.detail && loadTensors(state.detail.name);
+  $("explain-load").onclick = loadExplain;
+  $("features-load").onclick = loadFeatures;
   const [, g] = await getJSON("/api/graph");
   drawGraph(g);
   const [, s] = await getJSON("/api/state");
-  $("status").textContent = s.paused ? "paused" : s.training ? "training" : "idle";
+  setStatus(s);
   const src = new EventSource("/api/events");
   src.onmessage = (m) => onEvent(JSON.parse(m.data));
+  document.body.dataset.readyMs = performance.now().toFixed(1); // for the benchmark
   document.body.dataset.ready = "1";
 });

@@ -1,0 +1,164 @@
+"""The studio's view of a trained ``.lnn`` file through the runtime alone: no layers, no
+autograd, no training code (:class:`lepton_nn.runtime.InferenceModel`).
+
+A node is one runtime *step*: a layer, or a layer with the activation fused into it
+(``mid+act`` for ``layer 'mid' (Dense) + layer 'act' (ReLU)``). Steps are run one at a time on
+the sample rows, each bound for the batch on its own buffers, so every step's output can be
+read (a plan reuses buffers and keeps only the last); the last one equals
+``InferenceModel.forward``. The runtime keeps no gradients: the node panel shows x, y and the
+step's arrays (weights as the kernel holds them), and backprop, attributions and gradients are
+for a network loaded with :func:`lepton_nn.load`.
+
+Same functions as :mod:`.model_view` where they apply: :func:`layer_graph`,
+:func:`formula_of`, :func:`node_tensors`, :func:`feature_maps`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from .tensor_view import heat, tensor_view
+
+__all__ = ["is_runtime", "layer_graph", "formula_of", "node_tensors", "feature_maps"]
+
+NO_GRAD = "inference only: the runtime keeps no gradients (load the file with lepton_nn.load)"
+
+
+def is_runtime(model: Any) -> bool:
+    return hasattr(model, "network") and hasattr(model, "plan_for")
+
+
+def _items(rm: Any) -> list[tuple[str, Any, list[str], str]]:
+    """``(node name, step, values read, value written)`` per step, in the order they run."""
+    items, names = [], set()
+    for c in rm.network.chains:
+        reads = list(c.inputs)
+        for k, step in enumerate(c.steps):
+            out = c.out if k == len(c.steps) - 1 else f"{c.out}#{k}"
+            name = "+".join(re.findall(r"'([^']*)'", step.label)) or f"step{len(items)}"
+            while name in names:
+                name += "'"
+            names.add(name)
+            items.append((name, step, reads, out))
+            reads = [out]
+    return items
+
+
+def _run(rm: Any, x: Any) -> dict[str, np.ndarray]:
+    """Every value of the network on ``x`` (N, *input_shape): step by step, each output
+    copied out of its step's own buffers."""
+    from lepton_nn.runtime.graph import Arena, MergeStep
+    from lepton_nn.runtime.plan import _Ctx
+
+    net = rm.network
+    if len(net.inputs) > 1:
+        raise ValueError("the studio runs the steps of a one-input network only")
+    x = np.ascontiguousarray(np.asarray(x, dtype=net.dtype))
+    [(first, shape)] = net.inputs[:1]
+    values = {first: x.reshape(len(x), *shape)}
+    for _, step, reads, out in _items(rm):
+        ctx = _Ctx(len(x), 1, rm.sparse, net.dtype, pool=Arena())
+        srcs = [values[r] for r in reads]
+        if isinstance(step, MergeStep):
+            ops, y = step.bind(srcs, [False] * len(srcs), ctx)
+        else:
+            ops, y = step.bind(srcs[0], False, ctx)
+        for fn, args in ops:
+            fn(*args)
+        values[out] = np.array(y)
+    return values
+
+
+def _writer(rm: Any) -> dict[str, str]:
+    return {out: name for name, _, _, out in _items(rm)}
+
+
+def _arrays(step: Any) -> dict[str, np.ndarray]:
+    """The arrays a step holds (its weights as the kernel reads them), not private copies."""
+    return {k: v for k, v in vars(step).items() if isinstance(v, np.ndarray) and k[0] != "_"}
+
+
+def layer_graph(rm: Any, sample: Any) -> dict:
+    values = _run(rm, sample)
+    writer = _writer(rm)
+    nodes = []
+    for name, step, reads, out in _items(rm):
+        kind = re.findall(r"\((\w+)\)", step.label)
+        nodes.append(
+            {
+                "name": name,
+                "layer": name,
+                "kind": "+".join(kind) or type(step).__name__,
+                "shape": "(" + ", ".join(["N", *map(str, values[out].shape[1:])]) + ")",
+                "params": int(sum(a.size for a in _arrays(step).values())),
+                "inputs": [writer.get(r, r) for r in reads],
+            }
+        )
+    edges = [[i, n["name"]] for n in nodes for i in n["inputs"]]
+    return {"inputs": [n for n, _ in rm.network.inputs], "nodes": nodes, "edges": edges}
+
+
+def formula_of(rm: Any, name: str, sample: Any) -> dict:
+    """The step's description (kernel, dtype, shapes) as its forward formula."""
+    from .model_view import FORMULAS
+
+    step = {n: s for n, s, _, _ in _items(rm)}[name]
+    kinds = re.findall(r"\((\w+)\)", step.label)
+    forward = "; then ".join(FORMULAS.get(k, k) for k in kinds).replace("{activation}", "f")
+    return {
+        "name": name,
+        "layer": name,
+        "kind": "+".join(kinds) or type(step).__name__,
+        "forward": f"{forward}\nruntime step: {step.describe()}",
+        "derivative": NO_GRAD,
+        "rules": [{"op": type(step).__name__, "words": step.describe(), "math": NO_GRAD}],
+        "params": {k: "(" + ", ".join(map(str, a.shape)) + ")" for k, a in _arrays(step).items()},
+    }
+
+
+def node_tensors(rm: Any, name: str, x: Any, y: Any = None, loss_fn: Any = None) -> dict:
+    """x, y and the arrays of step ``name`` on the sample rows (KeyError for no such step)."""
+    item = {n: (s, r, o) for n, s, r, o in _items(rm)}[name]
+    step, reads, out = item
+    values = _run(rm, x)
+    return {
+        "name": name,
+        "loss": None,
+        "objective": NO_GRAD,
+        "rows": int(len(x)),
+        "inputs": [tensor_view(values[r]) for r in reads],
+        "output": tensor_view(values[out]),
+        "grad_in": None,
+        "grad_out": [],
+        "weights": {k: tensor_view(a) for k, a in _arrays(step).items()},
+        "weight_grads": {},
+        "ops": [],
+    }
+
+
+def feature_maps(rm: Any, x: Any, index: int = 0, max_channels: int = 16) -> dict:
+    if not 0 <= index < len(x):
+        raise IndexError(f"image {index} is out of range: the sample has {len(x)} rows")
+    values = _run(rm, x[index : index + 1])
+    layers = []
+    for name, step, _, out in _items(rm):
+        v = values[out]
+        if v.ndim == 4:
+            layers.append(
+                {
+                    "name": name,
+                    "kind": type(step).__name__,
+                    "shape": [int(n) for n in v.shape[1:]],
+                    "maps": [heat(c, 32, 32) for c in v[0][:max_channels]],
+                }
+            )
+    image = np.asarray(x[index], np.float64)
+    shown = image if image.ndim == 3 else image[None] if image.ndim == 2 else None
+    return {
+        "index": index,
+        "image": None if shown is None else [heat(c, 32, 32) for c in shown[:3]],
+        "layers": layers,
+    }
