@@ -143,6 +143,8 @@ class CythonBackend(ReferenceBackend):
         conv2d_backward_chunks = _with_gemm("conv2d_backward_chunks")
         conv2d_pool_forward_chunks = _with_gemm("conv2d_pool_forward_chunks")
         conv2d_pool_backward_chunks = _with_gemm("conv2d_pool_backward_chunks")
+        if hasattr(_conv, "conv2d_direct_forward"):  # float32 only: float64 runs the twin
+            conv2d_direct_forward = staticmethod(_conv.conv2d_direct_forward)
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight
