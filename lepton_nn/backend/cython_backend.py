@@ -114,6 +114,8 @@ class CythonBackend(ReferenceBackend):
         adam_step = staticmethod(_dense.adam_step)
         if hasattr(_dense, "all_finite"):  # a build from before it: the reference
             all_finite = staticmethod(_dense.all_finite)
+        if hasattr(_dense, "dense_chain_forward"):  # float32 only: the plan checks
+            dense_chain_forward = staticmethod(_dense.dense_chain_forward)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate

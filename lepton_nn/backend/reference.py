@@ -80,6 +80,18 @@ class ReferenceBackend:
         out[...] = r
         return out
 
+    def dense_chain_forward(self, x, ws, bs, acts, outs):
+        """Dense layers one after the other: h = x; for each layer l,
+        outs[l] = f_l(h @ ws[l] + bs[l]) and h = outs[l]. x (M, K_0); ws[l] (K_l, N_l);
+        bs[l] (N_l,) or None; acts[l] an activation code; outs[l] (M, N_l). Returns outs[-1].
+        (The runtime's batch-1 MLP: one call for the chain.)"""
+        h = x
+        for w, b, act, out in zip(ws, bs, acts, outs, strict=True):
+            np.matmul(h, w, out)
+            self.bias_act_forward(out, b, act, out)
+            h = out
+        return h
+
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
         """Back through y = f(z + b).
 
