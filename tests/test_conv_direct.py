@@ -231,14 +231,26 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
     m = rt.load(path)
     compiled = type(kernels()).conv2d_direct_forward is not ReferenceBackend.conv2d_direct_forward
     plan = m.plan_for(4)
-    # head calls read the input as their first argument (left out of args): the kernel is
-    # then args[0]; tail calls carry their input, the kernel comes second
-    used = [args[0] if k >= 0 else args[1] for fn, args, k in plan.head if fn is steps._conv_chunks]
-    used += [args[1] for fn, args in plan.tail if fn is steps._conv_chunks]
-    assert len(used) == 2
-    names = {getattr(k, "__name__", "") for k in used}
-    assert names == (
+    calls = [(f, args if k < 0 else (None, *args)) for f, args, k in plan.head]
+    calls += list(plan.tail)  # (fn, args), the input in args[0]
+    # one thread: the kernel called straight; else through _conv_chunks (kernel second)
+    used = [f if f is not steps._conv_chunks else args[1] for f, args in calls]
+    names = [getattr(f, "__name__", "") for f in used]
+    names = [n for n in names if "conv2d" in n]
+    assert len(names) == 2
+    want = (
         {"conv2d_direct_forward"}
         if compiled
         else {"conv2d_pool_forward_chunks", "conv2d_forward_chunks"}
     )
+    assert set(names) == want
+
+
+def test_runtime_two_threads_equal_one(tmp_path):
+    """Images spread over two threads give the one-thread plan's result exactly."""
+    import lepton_nn.runtime as rt
+
+    _, x, path = _cnn(tmp_path)
+    xs = np.concatenate([x, x[::-1]])
+    one = rt.load(path, threads=1).predict(xs)
+    np.testing.assert_array_equal(rt.load(path, threads=2).predict(xs), one)
