@@ -5,11 +5,12 @@
  *
  * The spec is ReferenceBackend.dense_chain_forward (lepton_nn/backend/reference.py). At batch
  * 1 a Dense layer is a matrix-vector product bound by the reads of W: one Python call and one
- * BLAS gemv per layer (plus the bias/activation pass) cost more than the arithmetic. Here a
- * row's y[j0 : j0 + 96] is held in 12 AVX2 accumulators while 16 rows of W are streamed
- * through them (y[j] += x[k] W[k, j]), the next 16 rows starting from y again: W is read in
- * row order, 16 rows (64 KiB of a 512-wide layer) at a time, the accumulators touch memory
- * once per 16 multiply-adds. Columns past the last multiple of 8 run in plain C.
+ * BLAS gemv per layer (plus the bias/activation pass) cost more than the arithmetic. Here
+ * y += x[k0:k0+8] @ W[k0:k0+8] runs over y (in L1) 8 columns at a time, the 8 rows of W read
+ * side by side from start to end (the hardware prefetchers follow 8 sequential streams; an
+ * earlier version holding 96 columns of y in registers over 16 rows was 1.5x slower on the
+ * 784x512 layer, its reads hopping between 16 rows). Two accumulators per 8 columns. Columns
+ * past the last multiple of 8 run in plain C.
  */
 #ifndef LNN_DENSE_CHAIN_H
 #define LNN_DENSE_CHAIN_H
@@ -30,57 +31,38 @@ static int lnn_dc_have_avx2(void)
 }
 #endif
 
-enum { LNN_DC_KC = 16, LNN_DC_NV = 12 };
-
 #if LNN_DC_AVX2
-/* y[j0 : j0 + 8 nv] (+)= x[k0 : k0 + kc] @ w[k0 : k0 + kc, j0 : ...]; nv a constant in each
- * inlined copy; first: start from 0 rather than from y */
-static inline __attribute__((always_inline, target("avx2,fma"))) void
-lnn_dc_block(const float *x, const float *w, float *y, ptrdiff_t n, ptrdiff_t kc, const int nv,
-             int first)
-{
-    __m256 acc[LNN_DC_NV];
-    for (int v = 0; v < nv; v++) acc[v] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(y + 8 * v);
-    for (ptrdiff_t k = 0; k < kc; k++, w += n) {
-        const __m256 a = _mm256_broadcast_ss(x + k);
-        for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(w + 8 * v), acc[v]);
-    }
-    for (int v = 0; v < nv; v++) _mm256_storeu_ps(y + 8 * v, acc[v]);
-}
-
-/* y (n,) = x (k,) @ w (k, n), the columns below n - n % 8 */
-__attribute__((target("avx2,fma"))) static void lnn_dc_gemv_avx2(const float *x, const float *w,
+/* y (n,) = x (k,) @ w (k, n), the columns below n - n % 8, 8 rows of w at a time read side by
+ * side from start to end (y, in L1, loaded and stored once per 8 rows) */
+__attribute__((target("avx2,fma"))) static void lnn_dc_axpy_avx2(const float *x, const float *w,
                                                                float *y, ptrdiff_t k,
                                                                ptrdiff_t n)
 {
     const ptrdiff_t n8 = n / 8 * 8;
-    for (ptrdiff_t k0 = 0; k0 < k; k0 += LNN_DC_KC) {
-        const ptrdiff_t kc = k - k0 < LNN_DC_KC ? k - k0 : LNN_DC_KC;
-        const float *wk = w + k0 * n;
-        for (ptrdiff_t j0 = 0; j0 < n8; j0 += 8 * LNN_DC_NV) {
-            const ptrdiff_t left = (n8 - j0) / 8;
-            const int first = k0 == 0;
-            switch (left >= LNN_DC_NV ? LNN_DC_NV : left) {
-#define LNN_DC_CASE(V)                                                                           \
-    case V:                                                                                      \
-        lnn_dc_block(x + k0, wk + j0, y + j0, n, kc, V, first);                                  \
-        break;
-                LNN_DC_CASE(12)
-                LNN_DC_CASE(11)
-                LNN_DC_CASE(10)
-                LNN_DC_CASE(9)
-                LNN_DC_CASE(8)
-                LNN_DC_CASE(7)
-                LNN_DC_CASE(6)
-                LNN_DC_CASE(5)
-                LNN_DC_CASE(4)
-                LNN_DC_CASE(3)
-                LNN_DC_CASE(2)
-                LNN_DC_CASE(1)
-#undef LNN_DC_CASE
-            default:
-                break;
-            }
+    ptrdiff_t k0 = 0;
+    for (; k0 + 8 <= k; k0 += 8) {
+        const float *r = w + k0 * n;
+        __m256 a[8];
+        for (int i = 0; i < 8; i++) a[i] = _mm256_broadcast_ss(x + k0 + i);
+        for (ptrdiff_t j = 0; j < n8; j += 8) { /* y[j:j+8] += x[k0:k0+8] @ w[k0:k0+8, j:j+8] */
+            __m256 acc = k0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(y + j);
+            __m256 acc2 = _mm256_mul_ps(a[1], _mm256_loadu_ps(r + n + j));
+            acc = _mm256_fmadd_ps(a[0], _mm256_loadu_ps(r + j), acc);
+            acc2 = _mm256_fmadd_ps(a[3], _mm256_loadu_ps(r + 3 * n + j), acc2);
+            acc = _mm256_fmadd_ps(a[2], _mm256_loadu_ps(r + 2 * n + j), acc);
+            acc2 = _mm256_fmadd_ps(a[5], _mm256_loadu_ps(r + 5 * n + j), acc2);
+            acc = _mm256_fmadd_ps(a[4], _mm256_loadu_ps(r + 4 * n + j), acc);
+            acc2 = _mm256_fmadd_ps(a[7], _mm256_loadu_ps(r + 7 * n + j), acc2);
+            acc = _mm256_fmadd_ps(a[6], _mm256_loadu_ps(r + 6 * n + j), acc);
+            _mm256_storeu_ps(y + j, _mm256_add_ps(acc, acc2));
+        }
+    }
+    for (; k0 < k; k0++) { /* the last rows one at a time */
+        const __m256 a = _mm256_broadcast_ss(x + k0);
+        const float *r = w + k0 * n;
+        for (ptrdiff_t j = 0; j < n8; j += 8) {
+            const __m256 acc = k0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(y + j);
+            _mm256_storeu_ps(y + j, _mm256_fmadd_ps(a, _mm256_loadu_ps(r + j), acc));
         }
     }
 }
@@ -92,7 +74,7 @@ static void lnn_dc_gemv(const float *x, const float *w, float *y, ptrdiff_t k, p
     ptrdiff_t j_c = 0; /* columns [j_c, n) run in plain C */
 #if LNN_DC_AVX2
     if (lnn_dc_have_avx2()) {
-        lnn_dc_gemv_avx2(x, w, y, k, n);
+        lnn_dc_axpy_avx2(x, w, y, k, n);
         j_c = n / 8 * 8;
     }
 #endif
