@@ -14,9 +14,10 @@ Add). Threads: ONNX Runtime's intra-op count; ours through NumPy's OpenBLAS coun
 
 Prints, per case, our median, ONNX Runtime's, ONNX Runtime's time over ours (> 1: we are
 faster) and the fraction of this machine's limit we reach: for the MLP at batch 1 the
-weights' bytes over our time against the bandwidth of a large copy (a batch-1 MLP reads every
-weight once: memory-bound), else our FLOP/s against a large fp32 GEMM's (both measured here,
-one thread each; at 2 threads against twice those). The load average before and after.
+weights' bytes over our time against the speed of reading that many bytes once (np.dot of a
+vector that size with itself: a batch-1 MLP reads every weight once, so it is memory-bound),
+else our FLOP/s against a large fp32 GEMM's (measured here, one thread; at 2 threads against
+twice that). A 64 MiB copy's bandwidth (DRAM) is printed too. The load average before and after.
 """
 
 from __future__ import annotations
@@ -115,22 +116,26 @@ def _flops(name: str, n: int) -> float:
     return 2.0 * n * T * gates * U * (F + U)
 
 
-def _machine(reps: int = 5) -> tuple[float, float]:
-    """(fp32 GEMM FLOP/s, copy bytes/s) on this thread: a 1024^3 np.matmul and a 64 MiB
-    np.copyto (read + write counted), best of ``reps``."""
+def _machine(weight_bytes: int, reps: int = 5) -> tuple[float, float, float]:
+    """(fp32 GEMM FLOP/s, copy bytes/s, read bytes/s) on this thread: a 1024^3 np.matmul, a
+    64 MiB np.copyto (read + write counted: DRAM), and np.dot(v, v) over a vector of
+    ``weight_bytes`` (each byte read once, from the cache level such a working set lives in:
+    the bound of a batch-1 MLP whose weights are that big), best of ``reps``."""
     a = np.ones((1024, 1024), np.float32)
     c = np.empty_like(a)
     src = np.ones(16 << 20, np.float32)
     dst = np.empty_like(src)
+    v = np.ones(weight_bytes // 4, np.float32)
     gemm = min(_timed(lambda _: np.matmul(a, a, c), None, 3) for _ in range(reps))
     copy = min(_timed(lambda _: np.copyto(dst, src), None, 3) for _ in range(reps))
-    return 2.0 * 1024**3 / gemm, 2.0 * src.nbytes / copy
+    read = min(_timed(lambda _: np.dot(v, v), None, 20) for _ in range(4 * reps))
+    return 2.0 * 1024**3 / gemm, 2.0 * src.nbytes / copy, v.nbytes / read
 
 
 def _limit(name: str, n: int, seconds: float, machine, weight_bytes: int) -> str:
     """Our fraction of the machine's limit for this case (see the module docstring)."""
     if name == "mlp" and n == 1:
-        return f"{weight_bytes / seconds / machine[1]:4.0%} of copy bandwidth"
+        return f"{weight_bytes / seconds / machine[2]:4.0%} of weight-read bandwidth"
     return f"{_flops(name, n) / seconds / machine[0]:4.0%} of GEMM peak"
 
 
@@ -208,9 +213,12 @@ def main(argv=None) -> int:
     print(f"load average before: {os.getloadavg()}", flush=True)
     if blas.set is not None:
         blas.set(1)
-    machine = _machine()
+    mlp_bytes = 4 * (784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10)
+    machine = _machine(mlp_bytes)
     print(f"machine, 1 thread: fp32 GEMM {machine[0] / 1e9:.1f} GFLOP/s, copy "
-          f"{machine[1] / 1e9:.1f} GB/s (read + write)", flush=True)  # fmt: skip
+          f"{machine[1] / 1e9:.1f} GB/s (64 MiB, read + write), read of the MLP's "
+          f"{mlp_bytes / 1e6:.2f} MB {machine[2] / 1e9:.1f} GB/s: its batch-1 bound "
+          f"{mlp_bytes / machine[2] * 1e6:.1f} us", flush=True)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
