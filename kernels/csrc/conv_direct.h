@@ -292,16 +292,17 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     }
     const ptrdiff_t pp = pool[6] * pool[7];
     const int first = act == LNN_IDENTITY || act == LNN_RELU; /* max(f(z + b)) = f(max(z) + b) */
-    for (ptrdiff_t o = 0; o < g->o; o++) {
-        float *zo = z + o * zrow, *yo = y + o * pp;
-        const float *bo = bias ? bias + o : NULL;
-        if (first) { /* y = f(maxpool(z) + b) */
-            lnn_cd_maxpool(zo, yo, g->oh, g->ow, pool);
-            lnn_bias_act_forward_f32(yo, bo, act, yo, 1, 1, pp);
-        } else { /* y = maxpool(f(z + b)) */
-            lnn_bias_act_forward_f32(zo, bo, act, zo, 1, 1, p);
-            lnn_cd_maxpool(zo, yo, g->oh, g->ow, pool);
-        }
+    if (first) { /* y = f(maxpool(z) + b): the planes pooled, then one pass over all */
+        for (ptrdiff_t o = 0; o < g->o; o++)
+            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool);
+        if (bias != NULL || act != LNN_IDENTITY)
+            lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pp);
+        return;
+    }
+    for (ptrdiff_t o = 0; o < g->o; o++) { /* y = maxpool(f(z + b)) */
+        float *zo = z + o * zrow;
+        lnn_bias_act_forward_f32(zo, bias ? bias + o : NULL, act, zo, 1, 1, p);
+        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool);
     }
 }
 
