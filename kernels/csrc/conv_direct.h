@@ -48,7 +48,8 @@ static int lnn_cd_have_avx2(void)
 /* pixels a tile covers at most, and the row padding of s and z those reads need */
 enum { LNN_CD_PX = 24, LNN_CD_OB = 4 };
 
-/* s, its size in floats: C kw R OW plus the LNN_CD_PX a last tile may read past the end */
+/* s, its size in floats: C kw R OW plus the LNN_CD_PX a last tile may read past the end;
+ * z: 4 ceil(O / 4) rows of lnn_cd_zrow plus LNN_CD_PX the pool may read past the end */
 static ptrdiff_t lnn_cd_shift_size(const lnn_conv_geom *g)
 {
     return g->c * g->kw * (g->oh + (g->kh - 1) * g->dh) * g->ow + LNN_CD_PX;
@@ -201,24 +202,23 @@ lnn_cd_max_nan(__m256 a, __m256 b)
 }
 
 /* The 2x2 / stride 2 / unpadded pool of a plane x (h, w) into y (oh, ow): 8 outputs per
- * step from two rows of 16 (the tail of a row through masked loads and stores). */
+ * step from two rows of 16, read whole (x is a plane of z, which has LNN_CD_PX floats of
+ * slack past its end); a row's last outputs stored through a buffer (AMD's masked loads and
+ * stores, vmaskmovps, are microcoded: the store alone was half this kernel's time). */
 __attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const float *x, float *y,
                                                                      ptrdiff_t w, ptrdiff_t oh,
                                                                      ptrdiff_t ow)
 {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
         const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
         float *yr = y + oy * ow;
         for (ptrdiff_t ox = 0; ox < ow; ox += 8) {
-            const ptrdiff_t left = 2 * (ow - ox) < 16 ? 2 * (ow - ox) : 16; /* inputs read */
-            const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), lane);
-            const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left - 8), lane);
-            /* v = max(row 0, row 1) over 16 columns, as two vectors of 8 */
-            const __m256 v0 = lnn_cd_max_nan(_mm256_maskload_ps(r0 + 2 * ox, m0),
-                                             _mm256_maskload_ps(r1 + 2 * ox, m0));
-            const __m256 v1 = lnn_cd_max_nan(_mm256_maskload_ps(r0 + 2 * ox + 8, m1),
-                                             _mm256_maskload_ps(r1 + 2 * ox + 8, m1));
+            /* v = max(row 0, row 1) over 16 columns, as two vectors of 8; columns past the
+             * row's end read the next row or z's slack, and give outputs not stored */
+            const __m256 v0 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox),
+                                             _mm256_loadu_ps(r1 + 2 * ox));
+            const __m256 v1 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox + 8),
+                                             _mm256_loadu_ps(r1 + 2 * ox + 8));
             /* y[ox : ox + 8] = max(v[0::2], v[1::2]): even and odd columns, then the 64-bit
              * halves back in order (shuffle_ps works within 128-bit lanes) */
             const __m256 even = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
@@ -226,8 +226,13 @@ __attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const flo
             const __m256 m = _mm256_castpd_ps(
                 _mm256_permute4x64_pd(_mm256_castps_pd(lnn_cd_max_nan(even, odd)), 0xd8));
             const ptrdiff_t outs = ow - ox < 8 ? ow - ox : 8;
-            _mm256_maskstore_ps(yr + ox, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)outs), lane),
-                                m);
+            if (outs == 8) {
+                _mm256_storeu_ps(yr + ox, m);
+            } else {
+                float tail[8];
+                _mm256_storeu_ps(tail, m);
+                for (ptrdiff_t i = 0; i < outs; i++) yr[ox + i] = tail[i];
+            }
         }
     }
 }
@@ -307,7 +312,8 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
 }
 
 /* Images claimed one at a time from *counter: y[n] for each. x (N, C, H, W); y (N, O, out);
- * s, z: this thread's scratch (lnn_cd_shift_size(g) and 4 ceil(O / 4) lnn_cd_zrow(g) floats). */
+ * s, z: this thread's scratch (lnn_cd_shift_size(g) and 4 ceil(O / 4) lnn_cd_zrow(g) +
+ * LNN_CD_PX floats). */
 static void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float *bias, int act,
                                     const lnn_conv_geom *g, const ptrdiff_t *pool, float *s,
                                     float *z, float *y, int64_t *counter)

@@ -98,11 +98,11 @@ def check_scratch(elements: int, what: str, error: type[Exception] = ValueError)
 CONV_DIRECT_MAX_BYTES = 1 << 18
 
 
-def conv_direct_scratch(c: int, o: int, geom: tuple, oh: int, ow: int) -> tuple[int, tuple]:
-    """Sizes of the scratch of ``conv2d_direct_forward`` (kernels/csrc/conv_direct.h) for C
-    input channels and O filters: s, C kw (OH + (kh - 1) dh) OW + 24 floats (the image copied
-    once per column tap, with the 24 a last pixel tile reads past it), and z, (4 ceil(O / 4),
-    OH OW rounded up to 8)."""
+def conv_direct_scratch(c: int, o: int, geom: tuple, oh: int, ow: int) -> tuple[int, int]:
+    """Sizes (floats) of the scratch of ``conv2d_direct_forward`` (kernels/csrc/conv_direct.h)
+    for C input channels and O filters: s, C kw (OH + (kh - 1) dh) OW + 24 (the image copied
+    once per column tap, with the 24 a last pixel tile reads past it), and z, 4 ceil(O / 4)
+    rows of OH OW rounded up to 8, + 24 (read past by the 2x2 pool)."""
     kh, kw, dh = geom[0], geom[1], geom[6]
     shifted = c * kw * (oh + (kh - 1) * dh) * ow + 24
-    return shifted, (-(-o // 4) * 4, -(-(oh * ow) // 8) * 8)
+    return shifted, -(-o // 4) * 4 * (-(-(oh * ow) // 8) * 8) + 24
