@@ -1,16 +1,23 @@
 """Issue 23's inference misses: our runtime against ONNX Runtime on the same weights, in one
 process, interleaved rounds, medians.
 
-Cases: the 784-512-256-10 MLP (fp32, ReLU) at batch 1 and 64, and an LSTM / GRU (T=50 steps,
-F=8 features, U=64 units, last state) at batch 1 and 64, each at 1 and 2 threads. The ONNX
-graphs are built with ``onnx.helper`` from the very arrays in the ``.lnn`` file (MatMul / Add
-/ Relu; one ``LSTM`` / ``GRU`` node behind a ``Transpose`` to time-major). Threads: ONNX
-Runtime's intra-op count; ours through NumPy's OpenBLAS count and ``threads=``.
+Cases: the 784-512-256-10 MLP (fp32, ReLU) at batch 1 and 64, an LSTM / GRU (T=50 steps,
+F=8 features, U=64 units, last state), and a CNN on 1x28x28 (two blocks of Conv 3x3 "same"
+-> BatchNorm -> ReLU -> MaxPool 2, 16 then 32 filters, then Dense 10: bench_onnx.py's), each
+at batch 1 and 64, 1 and 2 threads. The ONNX graphs are built with ``onnx.helper`` from the
+very arrays in the ``.lnn`` file (MatMul / Add / Relu; one ``LSTM`` / ``GRU`` node behind a
+``Transpose`` to time-major; Conv / BatchNormalization / Relu / MaxPool / Flatten / MatMul /
+Add). Threads: ONNX Runtime's intra-op count; ours through NumPy's OpenBLAS count and
+``threads=``.
 
-    python benchmarks/bench_vs_ort.py [--rounds 15] [--cases mlp,lstm,gru]
+    python benchmarks/bench_vs_ort.py [--rounds 15] [--cases mlp,lstm,gru,cnn]
 
-Prints, per case, our median, ONNX Runtime's, and ONNX Runtime's time over ours (> 1: we are
-faster), with the load average before and after.
+Prints, per case, our median, ONNX Runtime's, ONNX Runtime's time over ours (> 1: we are
+faster) and the fraction of this machine's limit we reach: for the MLP at batch 1 the
+weights' bytes over our time against the speed of reading that many bytes once (np.dot of a
+vector that size with itself: a batch-1 MLP reads every weight once, so it is memory-bound),
+else our FLOP/s against a large fp32 GEMM's (measured here, one thread; at 2 threads against
+twice that). A 64 MiB copy's bandwidth (DRAM) is printed too. The load average before and after.
 """
 
 from __future__ import annotations
@@ -44,6 +51,92 @@ def _mlp(rng):
     from lepton_nn.bench.engines.onnx_runtime import onnx_mlp_bytes
 
     return model, onnx_mlp_bytes(ws), (784,)
+
+
+def _cnn(rng):
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lepton_nn import nn
+
+    layers = []
+    for c, f in ((1, 16), (16, 32)):
+        layers += [nn.Conv2D(f, 3, padding="same", in_channels=c), nn.BatchNorm(), nn.ReLU()]
+        layers.append(nn.MaxPool2D(2))
+    model = nn.Sequential([*layers, nn.Flatten(), nn.Dense(10)])
+    model(np.zeros((2, 1, 28, 28), np.float32))
+    for bn in (layers[1], layers[5]):  # running statistics as a trained network has them
+        bn.running_mean[...] = rng.uniform(-0.5, 0.5, bn.running_mean.shape)
+        bn.running_var[...] = rng.uniform(0.5, 2.0, bn.running_var.shape)
+        bn.weight.data[...] = rng.uniform(0.5, 1.5, bn.weight.data.shape)
+        bn.bias.data[...] = rng.uniform(-0.5, 0.5, bn.bias.data.shape)
+    model.eval()
+    inits, nodes, h = [], [], "x"
+    for k, (conv, bn) in enumerate(((layers[0], layers[1]), (layers[4], layers[5]))):
+        names = [f"w{k}", f"b{k}", f"g{k}", f"be{k}", f"m{k}", f"v{k}"]
+        arrays = [conv.weight.data, conv.bias.data, bn.weight.data, bn.bias.data,
+                  bn.running_mean, bn.running_var]  # fmt: skip
+        inits += [numpy_helper.from_array(np.asarray(a, np.float32), n)
+                  for a, n in zip(arrays, names, strict=True)]  # fmt: skip
+        nodes += [
+            helper.make_node("Conv", [h, names[0], names[1]], [f"c{k}"], pads=[1, 1, 1, 1]),
+            helper.make_node(
+                "BatchNormalization", [f"c{k}", *names[2:]], [f"n{k}"], epsilon=bn.eps
+            ),  # fmt: skip
+            helper.make_node("Relu", [f"n{k}"], [f"r{k}"]),
+            helper.make_node("MaxPool", [f"r{k}"], [f"p{k}"], kernel_shape=[2, 2], strides=[2, 2]),
+        ]
+        h = f"p{k}"
+    dense = model.layers[-1]
+    inits += [numpy_helper.from_array(dense.weight.data, "wd"),
+              numpy_helper.from_array(dense.bias.data, "bd")]  # fmt: skip
+    nodes += [
+        helper.make_node("Flatten", [h], ["f"]),
+        helper.make_node("MatMul", ["f", "wd"], ["md"]),
+        helper.make_node("Add", ["md", "bd"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=inits,
+    )
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx_model.ir_version = 8
+    return model, onnx_model.SerializeToString(), (1, 28, 28)
+
+
+def _flops(name: str, n: int) -> float:
+    """Multiply-adds x 2 of one forward pass at batch n."""
+    if name == "mlp":
+        return 2.0 * n * (784 * 512 + 512 * 256 + 256 * 10)
+    if name == "cnn":
+        return 2.0 * n * (16 * 9 * 784 + 32 * 144 * 196 + 1568 * 10)
+    gates = 4 if name == "lstm" else 3
+    return 2.0 * n * T * gates * U * (F + U)
+
+
+def _machine(weight_bytes: int, reps: int = 5) -> tuple[float, float, float]:
+    """(fp32 GEMM FLOP/s, copy bytes/s, read bytes/s) on this thread: a 1024^3 np.matmul, a
+    64 MiB np.copyto (read + write counted: DRAM), and np.dot(v, v) over a vector of
+    ``weight_bytes`` (each byte read once, from the cache level such a working set lives in:
+    the bound of a batch-1 MLP whose weights are that big), best of ``reps``."""
+    a = np.ones((1024, 1024), np.float32)
+    c = np.empty_like(a)
+    src = np.ones(16 << 20, np.float32)
+    dst = np.empty_like(src)
+    v = np.ones(weight_bytes // 4, np.float32)
+    gemm = min(_timed(lambda _: np.matmul(a, a, c), None, 3) for _ in range(reps))
+    copy = min(_timed(lambda _: np.copyto(dst, src), None, 3) for _ in range(reps))
+    read = min(_timed(lambda _: np.dot(v, v), None, 20) for _ in range(4 * reps))
+    return 2.0 * 1024**3 / gemm, 2.0 * src.nbytes / copy, v.nbytes / read
+
+
+def _limit(name: str, n: int, seconds: float, machine, weight_bytes: int) -> str:
+    """Our fraction of the machine's limit for this case (see the module docstring)."""
+    if name == "mlp" and n == 1:
+        return f"{weight_bytes / seconds / machine[2]:4.0%} of weight-read bandwidth"
+    return f"{_flops(name, n) / seconds / machine[0]:4.0%} of GEMM peak"
 
 
 def _rnn(cell, rng):
@@ -104,7 +197,7 @@ def _timed(fn, x, reps: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--cases", default="mlp,lstm,gru")
+    ap.add_argument("--cases", default="mlp,lstm,gru,cnn")
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--budget", type=float, default=0.02, help="seconds per engine per round")
@@ -118,10 +211,20 @@ def main(argv=None) -> int:
     blas = _the_blas()
     rng = np.random.default_rng(0)
     print(f"load average before: {os.getloadavg()}", flush=True)
+    if blas.set is not None:
+        blas.set(1)
+    mlp_bytes = 4 * (784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10)
+    machine = _machine(mlp_bytes)
+    print(f"machine, 1 thread: fp32 GEMM {machine[0] / 1e9:.1f} GFLOP/s, copy "
+          f"{machine[1] / 1e9:.1f} GB/s (64 MiB, read + write), read of the MLP's "
+          f"{mlp_bytes / 1e6:.2f} MB {machine[2] / 1e9:.1f} GB/s: its batch-1 bound "
+          f"{mlp_bytes / machine[2] * 1e6:.1f} us", flush=True)  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases.split(","):
-            model, onnx_bytes, shape = _mlp(rng) if name == "mlp" else _rnn(name.upper(), rng)
+            build = {"mlp": _mlp, "cnn": _cnn}.get(name) or (lambda r, c=name.upper(): _rnn(c, r))
+            model, onnx_bytes, shape = build(rng)
+            weight_bytes = sum(p.data.nbytes for p in model.parameters())
             path = os.path.join(tmp, f"{name}.lnn")
             L.save(model, path)
             for threads in map(int, args.threads.split(",")):
@@ -151,9 +254,13 @@ def main(argv=None) -> int:
                     ratio = med["ort"] / med["ours"]
                     rows.append((name, n, threads, med["ours"], med["ort"], ratio))
                     us = {k: f"{v * 1e6:9.1f} us" for k, v in med.items()}
+                    limit = _limit(name, n, med["ours"] * threads, machine, weight_bytes)
+                    spread = {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
                     print(
                         f"{name:5s} batch {n:3d} threads {threads}: ours {us['ours']}"
-                        f"  ort {us['ort']}  ort/ours {ratio:5.2f}",
+                        f"  ort {us['ort']}  ort/ours {ratio:5.2f}  (spread ours "
+                        f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, ort "
+                        f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}",
                         flush=True,
                     )
     print(f"load average after: {os.getloadavg()}")

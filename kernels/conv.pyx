@@ -422,3 +422,43 @@ def conv2d_pool_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None,
                                          <double *>gpp, <double *>gzp_, <double *>gcp,
                                          <double *>gtp, cnt, &g, pl)
     return gx
+
+
+# -- inference: a stride-1 float32 convolution without im2col (csrc/conv_direct.h) ----------
+
+cdef extern from "conv_direct.h" nogil:
+    void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float *bias, int act,
+                                 const lnn_conv_geom *g, const Py_ssize_t *pool, float *s,
+                                 float *z, float *y, int64_t *counter)
+
+
+def conv2d_direct_forward(cnp.ndarray x not None, cnp.ndarray wp not None, b, int act,
+                          tuple geom not None, Py_ssize_t oh, Py_ssize_t ow, pool,
+                          cnp.ndarray counter not None, cnp.ndarray s not None,
+                          cnp.ndarray z not None, cnp.ndarray y not None):
+    """Per image n (claimed from counter): y[n] = maxpool(f(w2 @ im2col(x[n]) + b)), or
+    f(w2 @ im2col(x[n]) + b) when pool is None; float32, stride 1, wp packed by
+    conv2d_direct_pack, s and z this thread's scratch (geometry.conv_direct_scratch).
+    Returns y."""
+    cdef lnn_conv_geom g
+    cdef Py_ssize_t pl[8]
+    cdef Py_ssize_t *pp = NULL
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32:
+        raise TypeError(f"conv2d_direct_forward takes float32 arrays, not {x.dtype}")
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    g.n, g.c, g.h, g.w, g.o = xd[0], xd[1], xd[2], xd[3], cnp.PyArray_DIMS(y)[1]
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw = geom
+    g.oh, g.ow, g.step = oh, ow, 1
+    if pool is not None:
+        _pool(pl, pool)
+        pp = pl
+    cdef float *xp = <float *>cnp.PyArray_DATA(x)
+    cdef float *wpp = <float *>cnp.PyArray_DATA(wp)
+    cdef float *bp = <float *>_opt(b)
+    cdef float *sp = <float *>cnp.PyArray_DATA(s)
+    cdef float *zp = <float *>cnp.PyArray_DATA(z)
+    cdef float *yp = <float *>cnp.PyArray_DATA(y)
+    cdef int64_t *cnt = <int64_t *>cnp.PyArray_DATA(counter)
+    with nogil:
+        lnn_conv_direct_fwd_f32(xp, wpp, bp, act, &g, pp, sp, zp, yp, cnt)
+    return y

@@ -220,3 +220,35 @@ def all_finite(cnp.ndarray x not None):
         with nogil:
             ok = lnn_all_finite_f64(<double *>p, n)
     return ok != 0
+
+
+cdef extern from "dense_chain.h" nogil:
+    void lnn_dense_chain_f32(const float *x, Py_ssize_t m, Py_ssize_t layers,
+                             const float *const *w, const float *const *bias, const int *act,
+                             const Py_ssize_t *dims, float *const *outs)
+
+
+def dense_chain_forward(cnp.ndarray x not None, tuple ws not None, tuple bs not None,
+                        tuple acts not None, tuple outs not None):
+    """h = x; for each layer l: outs[l] = f_l(h @ ws[l] + bs[l]) (m, N_l), h = outs[l].
+    float32; ws[l] (K_l, N_l), bs[l] (N_l,) or None. Returns outs[-1]."""
+    cdef Py_ssize_t layers = len(ws), l, m = cnp.PyArray_DIMS(x)[0]
+    cdef const float *w
+    cdef const float *b
+    cdef int act
+    cdef Py_ssize_t dims[2]
+    cdef const float *h = <const float *>cnp.PyArray_DATA(x)
+    cdef float *o
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32:
+        raise TypeError(f"dense_chain_forward takes float32 arrays, not {x.dtype}")
+    for l in range(layers):  # outs[l] = f(h @ W_l + b_l), one layer per C call
+        w = <const float *>cnp.PyArray_DATA(<cnp.ndarray>ws[l])
+        b = <const float *>_data(bs[l])
+        act = acts[l]
+        dims[0] = cnp.PyArray_DIMS(<cnp.ndarray>ws[l])[0]
+        dims[1] = cnp.PyArray_DIMS(<cnp.ndarray>ws[l])[1]
+        o = <float *>cnp.PyArray_DATA(<cnp.ndarray>outs[l])
+        with nogil:
+            lnn_dense_chain_f32(h, m, 1, &w, &b, &act, dims, &o)
+        h = o
+    return outs[layers - 1]

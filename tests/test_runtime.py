@@ -260,14 +260,27 @@ def test_predict_equals_model_call(tmp_path, name, model, shape):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_batch_one_plans_use_the_transposed_weight_and_agree(tmp_path):
-    # batch 1 runs each fp32 Dense as np.dot(x, W^T stored row-major .T) (a faster gemv);
-    # larger batches keep np.matmul(x, W): both give the same rows
+def test_batch_one_plans_use_the_dense_chain_or_transposed_weight_and_agree(tmp_path):
+    # batch 1 runs the fp32 Dense layers as one compiled dense_chain_forward call reading W
+    # as it is; without the extension, each as np.dot(x, W^T stored row-major .T) (a faster
+    # gemv); larger batches keep np.matmul(x, W): all give the same rows
+    from lepton_nn.backend.reference import ReferenceBackend
+    from lepton_nn.runtime.kernels import kernels
+
     model = nn.Sequential([nn.Dense(32, "relu"), nn.Dense(3)]).build((None, 20))
     L.save(model, tmp_path / "m.lnn")
     served = rt.load(tmp_path / "m.lnn")
     fn, args, _ = served.plan_for(1).head[0]
-    assert fn is np.dot and args[0].flags.f_contiguous and args[0].shape == (20, 32)
+    if type(kernels()).dense_chain_forward is not ReferenceBackend.dense_chain_forward:
+        assert fn.__name__ == "dense_chain_forward" and [w.shape for w in args[0]] == [
+            (20, 32),
+            (32, 3),
+        ]
+    else:
+        assert fn is np.dot and args[0].flags.f_contiguous and args[0].shape == (20, 32)
+    with use_backend("reference"):
+        fn, args, _ = rt.load(tmp_path / "m.lnn").plan_for(1).head[0]
+        assert fn is np.dot and args[0].flags.f_contiguous and args[0].shape == (20, 32)
     x = np.random.default_rng(0).standard_normal((5, 20)).astype(np.float32)
     rows = np.concatenate([served.predict(x[i : i + 1]) for i in range(5)])
     np.testing.assert_allclose(rows, served.predict(x), rtol=1e-6, atol=1e-6)

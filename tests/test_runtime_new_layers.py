@@ -265,7 +265,8 @@ def test_threaded_grouped_conv_plans_hold_blas(tmp_path):
     """Grouped convolutions spread over the plan's threads like plain ones: BLAS is held to
     one thread while such a plan runs."""
     model = nn.Sequential([nn.Conv2D(4, 3, groups=2), nn.Flatten()])
-    _check(tmp_path, model, (4, 6, 6), "float32")
+    # float32 stride-1 groups run the direct kernel (its own order of sums): float rounding
+    _check(tmp_path, model, (4, 6, 6), "float32", exact=False)
     served = rt.load(tmp_path / "m.lnn", threads=1)
     assert not served.plan_for(3).hold_blas
     threaded = rt.load(tmp_path / "m.lnn", threads=2)

@@ -114,6 +114,8 @@ class CythonBackend(ReferenceBackend):
         adam_step = staticmethod(_dense.adam_step)
         if hasattr(_dense, "all_finite"):  # a build from before it: the reference
             all_finite = staticmethod(_dense.all_finite)
+        if hasattr(_dense, "dense_chain_forward"):  # float32 only: the plan checks
+            dense_chain_forward = staticmethod(_dense.dense_chain_forward)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate
@@ -143,6 +145,8 @@ class CythonBackend(ReferenceBackend):
         conv2d_backward_chunks = _with_gemm("conv2d_backward_chunks")
         conv2d_pool_forward_chunks = _with_gemm("conv2d_pool_forward_chunks")
         conv2d_pool_backward_chunks = _with_gemm("conv2d_pool_backward_chunks")
+        if hasattr(_conv, "conv2d_direct_forward"):  # float32 only: float64 runs the twin
+            conv2d_direct_forward = staticmethod(_conv.conv2d_direct_forward)
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 __all__ = [
     "CONV_CHUNK_BYTES",
+    "CONV_DIRECT_MAX_BYTES",
     "MAX_EXTENT",
     "MAX_SAMPLE_ELEMENTS",
     "check_scratch",
+    "conv_direct_scratch",
     "output_size",
     "same_padding",
     "window_output_size",
@@ -102,3 +104,19 @@ def permute_dims(dims, rank: int | None = None) -> tuple[int, ...]:
     if rank is not None and len(dims) != rank:
         raise ValueError(f"dims {list(dims)} for {rank} axes after the batch")
     return tuple(dims)
+
+
+#: Largest shifted-image buffer (bytes, one image) for which the runtime runs a stride-1
+#: float32 convolution through ``conv2d_direct_forward``: its reads then stay in the L2
+#: cache of a core (above it, im2col chunks and the BLAS GEMM, which blocks for the caches).
+CONV_DIRECT_MAX_BYTES = 1 << 18
+
+
+def conv_direct_scratch(c: int, o: int, geom: tuple, oh: int, ow: int) -> tuple[int, int]:
+    """Sizes (floats) of the scratch of ``conv2d_direct_forward`` (kernels/csrc/conv_direct.h)
+    for C input channels and O filters: s, C kw (OH + (kh - 1) dh) OW + 24 (the image copied
+    once per column tap, with the 24 a last pixel tile reads past it), and z, 4 ceil(O / 4)
+    rows of OH OW rounded up to 8, + 24 (read past by the 2x2 pool)."""
+    kh, kw, dh = geom[0], geom[1], geom[6]
+    shifted = c * kw * (oh + (kh - 1) * dh) * ow + 24
+    return shifted, -(-o // 4) * 4 * (-(-(oh * ow) // 8) * 8) + 24

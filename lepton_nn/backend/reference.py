@@ -80,6 +80,18 @@ class ReferenceBackend:
         out[...] = r
         return out
 
+    def dense_chain_forward(self, x, ws, bs, acts, outs):
+        """Dense layers one after the other: h = x; for each layer l,
+        outs[l] = f_l(h @ ws[l] + bs[l]) and h = outs[l]. x (M, K_0); ws[l] (K_l, N_l);
+        bs[l] (N_l,) or None; acts[l] an activation code; outs[l] (M, N_l). Returns outs[-1].
+        (The runtime's batch-1 MLP: one call for the chain.)"""
+        h = x
+        for w, b, act, out in zip(ws, bs, acts, outs, strict=True):
+            np.matmul(h, w, out)
+            self.bias_act_forward(out, b, act, out)
+            h = out
+        return h
+
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
         """Back through y = f(z + b).
 
@@ -461,6 +473,43 @@ class ReferenceBackend:
             self._chunk_grads(x, w2, geom, oh, ow, i, n0, n1, gz[:nc], gx, gw_parts, cols, gcols,
                               gzt)  # fmt: skip
         return gx
+
+    # Inference only: a stride-1 convolution image by image (claimed one at a time from
+    # ``counter``), no im2col buffer kept and no argmax. wp: the filters as
+    # conv2d_direct_pack gives them; s, z: the caller's scratch of the compiled twin
+    # (conv_direct_scratch's sizes; unused here). y: (N, O, POH POW) with ``pool`` (a max
+    # pool's (kh, kw, sh, sw, ph, pw, POH, POW)), else (N, O, OH OW). float32.
+
+    def conv2d_direct_pack(self, w2, c, kh, kw):
+        """w2 (O, C kh kw) -> wp (ceil(O / 4), kh, C kw, 4): wp[b, i, c kw + j, r] =
+        w2[4 b + r, (c kh + i) kw + j], zero for 4 b + r >= O (the compiled twin runs four
+        filters at a time, tap row i outermost)."""
+        o = w2.shape[0]
+        blocks = -(-o // 4)
+        w = np.zeros((blocks * 4, c, kh, kw), w2.dtype)
+        w[:o] = w2.reshape(o, c, kh, kw)
+        w = w.reshape(blocks, 4, c, kh, kw).transpose(0, 3, 2, 4, 1)
+        return np.ascontiguousarray(w.reshape(blocks, kh, c * kw, 4))
+
+    def conv2d_direct_forward(self, x, wp, b, act, geom, oh, ow, pool, counter, s, z, y):
+        """For each image n:  zn = w2 @ im2col(x[n])  (O, OH OW);
+        y[n] = maxpool(f(zn + b[:, None])) with ``pool`` (no argmax), else f(zn + b).
+        Returns y."""
+        kh, kw = geom[:2]
+        c, o = x.shape[1], y.shape[1]
+        k = c * kh * kw
+        w2 = wp.reshape(-1, kh, c, kw, 4).transpose(0, 4, 2, 1, 3).reshape(-1, k)[:o]
+        cols = np.zeros((1, k, oh, ow), x.dtype)
+        for _, n0, _ in _claimed(counter, 1, x.shape[0]):
+            self.im2col(x[n0 : n0 + 1], *geom, cols)
+            zn = (w2 @ cols.reshape(k, oh * ow))[None]
+            self.bias_act_forward(zn, b, act, zn)
+            if pool is None:
+                y[n0] = zn[0]
+            else:
+                win = self._windows(zn.reshape(1, o, oh, ow), *pool, -np.inf)
+                y[n0] = win.max(axis=-1).reshape(o, -1)
+        return y
 
     def _chunk_columns(self, x, n0, n1, geom, oh, ow, cols):
         """im2col(x[n0:n1]) as (n1 - n0, K, OH OW), in cols (x itself for a 1x1 stride-1

@@ -7,7 +7,9 @@ before it. For each batch size N, :meth:`Network.plan` binds the steps into a :c
 every intermediate buffer allocated once, every call a ``(function, args)`` pair::
 
     Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
-                     (batch 1: np.dot(h, Wt.T, z), Wt = W^T in C order: a faster gemv)
+                     (batch 1: dense_chain_forward(h, (W,), (b,), (act,), (z,)), compiled, one
+                     call for a run of Dense layers; without the extension np.dot(h, Wt.T, z),
+                     Wt = W^T in C order: a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
                      (True: static activations, s and zp fixed at calibration)
     Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
@@ -41,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
-from lepton_nn.backend.reference import ACT_CODE
+from lepton_nn.backend.reference import ACT_CODE, ReferenceBackend
 from lepton_nn.backend.threads import get_num_threads
 from lepton_nn.errors import LeptonError, ModelFormatError
 
@@ -123,6 +125,9 @@ class DenseStep(Step):
         self._w_rows: np.ndarray | None = None
 
     def _dense_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
+        chain = _chain_kernel(src)
+        if chain is not None:  # batch 1, compiled: one call (Network.plan joins neighbours)
+            return [(chain, (src, (self.w,), (self.b,), (self.act,), (out,)))]
         if src.shape[0] == 1:  # batch 1: x W is a matrix-vector product (BLAS gemv)
             ops: list[Op] = [(np.dot, (src, self.w_rows().T, out))]
         else:
@@ -273,6 +278,42 @@ class FlattenStep(Step):
         return [], src.reshape(ctx.n, self.width)
 
 
+def _chain_kernel(src: np.ndarray) -> Callable | None:
+    """The compiled ``dense_chain_forward`` for a float32 batch-1 input, else None.
+
+    At batch 1 a Dense layer reads each weight once for one multiply-add: it is bound by
+    memory and by call overhead, not arithmetic. The compiled chain reads W in its own (K, N)
+    layout, so no transposed copy of the weights is kept (the BLAS gemv path needs W^T in C
+    order to be fast), and consecutive layers become one call (:func:`_join_dense_chains`).
+    The NumPy twin is no faster than the path below it, so it is not used here.
+    """
+    if src.shape[0] != 1 or src.dtype != np.float32:
+        return None
+    k = kernels()
+    if type(k).dense_chain_forward is ReferenceBackend.dense_chain_forward:
+        return None
+    return k.dense_chain_forward
+
+
+def _join_dense_chains(ops: list[Op]) -> list[Op]:
+    """Adjacent ``dense_chain_forward`` calls, each reading the previous one's output, as
+    one call over all their layers (the same computations in the same order)."""
+    out: list[Op] = []
+    for fn, args in ops:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and getattr(fn, "__name__", "") == "dense_chain_forward"
+            and prev[0] is fn
+            and args[0] is prev[1][4][-1]
+        ):
+            x, ws, bs, acts, outs = prev[1]
+            out[-1] = (fn, (x, ws + args[1], bs + args[2], acts + args[3], outs + args[4]))
+        else:
+            out.append((fn, args))
+    return out
+
+
 # --------------------------------------------------------------------------- plans
 
 
@@ -331,7 +372,7 @@ class Network:
         # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
-        ops += bound
+        ops += _join_dense_chains(bound)
         # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
         hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
         pool = ctx.pool

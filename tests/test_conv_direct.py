@@ -1,0 +1,256 @@
+"""The inference convolution ``conv2d_direct_forward`` (stride 1, float32, no im2col buffer,
+bias + activation + max pool fused): every backend against the reference twin, the twin
+against a tap-by-tap NumPy loop, and the runtime plans that use it against the im2col path."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lepton_nn.backend as backend
+from lepton_nn.backend.geometry import conv_direct_scratch
+from lepton_nn.backend.reference import ACTIVATIONS, ReferenceBackend
+
+REF = ReferenceBackend()
+BACKENDS = backend.available()
+ACTS = list(range(len(ACTIVATIONS)))
+
+
+@pytest.fixture(params=BACKENDS)
+def be(request):
+    with backend.use_backend(request.param) as b:
+        yield b
+
+
+def _oracle(x, w, b, act, geom, oh, ow, pool):
+    """Tap by tap over a zero-padded image, then the activation, then window maxima: the
+    definition, written without im2col."""
+    kh, kw, _, _, ph, pw, dh, dw = geom
+    n, c, h, wd = x.shape
+    o = w.shape[0]
+    rows, cols = oh + (kh - 1) * dh, ow + (kw - 1) * dw
+    xp = np.zeros((n, c, max(rows, ph + h), max(cols, pw + wd)), np.float64)
+    xp[:, :, ph : ph + h, pw : pw + wd] = x
+    z = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i * dh : i * dh + oh, j * dw : j * dw + ow]  # (N, C, OH, OW)
+            z += np.einsum("oc,ncyx->noyx", w[:, :, i, j].astype(np.float64), patch)
+    if b is not None:
+        z += b[None, :, None, None]
+    z = REF.bias_act_forward(z.reshape(n, o, -1), None, act, np.empty((n, o, oh * ow)))
+    if pool is None:
+        return z
+    z = z.reshape(n, o, oh, ow)
+    pk, pkw, ps, psw, pph, ppw, poh, pow_ = pool
+    y = np.full((n, o, poh, pow_), -np.inf)
+    for i in range(pk):
+        for j in range(pkw):
+            for oy in range(poh):
+                iy = oy * ps - pph + i
+                if not 0 <= iy < oh:
+                    continue
+                for ox in range(pow_):
+                    ix = ox * psw - ppw + j
+                    if 0 <= ix < ow:
+                        y[:, :, oy, ox] = np.maximum(y[:, :, oy, ox], z[:, :, iy, ix])
+    return y.reshape(n, o, -1)
+
+
+def _case(n, c, h, w, o, k, p, d, extra, pool_win, act, bias, seed=0):
+    """Arrays and arguments of one call; extra: rows/cols of padding bottom/right beyond p."""
+    rng = np.random.default_rng(seed)
+    kh, kw = k
+    geom = (kh, kw, 1, 1, p[0], p[1], d[0], d[1])
+    oh = h + p[0] + extra[0] - (kh - 1) * d[0]
+    ow = w + p[1] + extra[1] - (kw - 1) * d[1]
+    pool = None
+    if pool_win is not None:
+        pk, ps, pp = pool_win
+        poh, pow_ = (oh + 2 * pp - pk) // ps + 1, (ow + 2 * pp - pk) // ps + 1
+        pool = (pk, pk, ps, ps, pp, pp, poh, pow_)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32) if bias else None
+    return x, wt, b, act, geom, oh, ow, pool
+
+
+def _run(kb, x, wt, b, act, geom, oh, ow, pool, threads=1):
+    o, c, kh, kw = wt.shape
+    wp = kb.conv2d_direct_pack(wt.reshape(o, -1), c, kh, kw)
+    size = oh * ow if pool is None else pool[6] * pool[7]
+    y = np.full((x.shape[0], o, size), np.nan, np.float32)
+    shifted, zshape = conv_direct_scratch(c, o, geom, oh, ow)
+    counter = np.zeros(1, np.int64)
+
+    def one():  # scratch of its own (NaN: any read of an unwritten cell would show)
+        s, z = np.full(shifted, np.nan, np.float32), np.full(zshape, np.nan, np.float32)
+        kb.conv2d_direct_forward(x, wp, b, act, geom, oh, ow, pool, counter, s, z, y)
+
+    runs = [threading.Thread(target=one) for _ in range(threads)]
+    for r in runs:
+        r.start()
+    for r in runs:
+        r.join()
+    return y
+
+
+# (N, C, H, W, O), (kh, kw), top/left padding, dilation, extra bottom/right padding, pool
+CASES = [
+    ((3, 1, 28, 28, 16), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),  # the bench CNN, conv 1
+    ((2, 16, 14, 14, 32), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),  # and conv 2
+    ((2, 3, 9, 7, 5), (3, 2), (0, 1), (1, 1), (0, 0), (3, 2, 1)),  # overlapping padded pool
+    ((2, 2, 8, 11, 6), (2, 3), (1, 0), (2, 1), (0, 2), None),  # dilated, asymmetric pads
+    ((1, 4, 5, 5, 3), (1, 1), (0, 0), (1, 1), (0, 0), None),  # 1x1
+    ((2, 2, 4, 4, 9), (5, 5), (2, 2), (1, 1), (2, 2), (2, 2, 0)),  # a kernel as big as the image
+    ((1, 3, 3, 30, 7), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),  # rows wider than 16
+    ((0, 3, 6, 6, 4), (3, 3), (1, 1), (1, 1), (1, 1), None),  # no images
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("act", ACTS, ids=ACTIVATIONS)
+def test_direct_matches_reference_on_every_backend(be, case, act):
+    args = _case(*case[0], *case[1:], act=act, bias=act % 2 == 0)
+    want = _run(REF, *args)
+    np.testing.assert_allclose(_run(be, *args), want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("case", CASES[:4])
+@pytest.mark.parametrize("act", [0, 1, 2], ids=ACTIVATIONS[:3])
+def test_reference_twin_is_the_definition(case, act):
+    """The twin (im2col + matmul) against the tap-by-tap oracle, float64 sums."""
+    args = _case(*case[0], *case[1:], act=act, bias=True, seed=3)
+    np.testing.assert_allclose(_run(REF, *args), _oracle(*args), rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 3), c=st.integers(1, 5), o=st.integers(1, 10),
+    h=st.integers(1, 12), w=st.integers(1, 40), kh=st.integers(1, 4), kw=st.integers(1, 4),
+    ph=st.integers(0, 2), pw=st.integers(0, 2), dh=st.integers(1, 2), dw=st.integers(1, 2),
+    eh=st.integers(0, 2), ew=st.integers(0, 2), act=st.sampled_from(ACTS),
+    pool=st.sampled_from([None, (2, 2, 0), (3, 2, 1), (2, 1, 1), (3, 3, 0)]),
+)  # fmt: skip
+def test_direct_property(n, c, o, h, w, kh, kw, ph, pw, dh, dw, eh, ew, act, pool):
+    """Random geometries: every compiled backend equals the reference."""
+    oh, ow = h + ph + eh - (kh - 1) * dh, w + pw + ew - (kw - 1) * dw
+    if oh < 1 or ow < 1 or (pool is not None and (oh + 2 * pool[2] < pool[0] or
+                                                   ow + 2 * pool[2] < pool[0])):  # fmt: skip
+        return
+    args = _case(n, c, h, w, o, (kh, kw), (ph, pw), (dh, dw), (eh, ew), pool, act, act != 1)
+    want = _run(REF, *args)
+    for name in BACKENDS:
+        with backend.use_backend(name) as kb:
+            np.testing.assert_allclose(_run(kb, *args), want, rtol=2e-5, atol=3e-5)
+
+
+def test_threads_claim_images(be):
+    """Two threads, each with its own scratch, claim images from one counter: the result is
+    the one-thread result, exactly (an image's sums do not depend on who ran it)."""
+    args = _case(9, 3, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0), 1, True)
+    np.testing.assert_array_equal(_run(be, *args, threads=2), _run(be, *args))
+
+
+def test_nan_in_a_window_is_its_max(be):
+    """A NaN reaching the pool gives a NaN (as np.max), whatever its place in the window."""
+    x, wt, b, act, geom, oh, ow, pool = _case(1, 1, 6, 6, 4, (1, 1), (0, 0), (1, 1), (0, 0),
+                                              (2, 2, 0), 0, False)  # fmt: skip
+    wt[...] = 1.0
+    for k in range(4):
+        xx = x.copy()
+        xx[0, 0, 2 + k // 2, 2 + k % 2] = np.nan
+        y = _run(be, xx, wt, b, act, geom, oh, ow, pool).reshape(4, 3, 3)
+        assert np.isnan(y[:, 1, 1]).all() and not np.isnan(np.delete(y.reshape(4, 9), 4, 1)).any()
+
+
+def test_pack_layout():
+    w = np.arange(5 * 2 * 3 * 2, dtype=np.float32).reshape(5, 2, 3, 2)
+    wp = REF.conv2d_direct_pack(w.reshape(5, -1), 2, 3, 2)
+    assert wp.shape == (2, 3, 4, 4)
+    for o in range(5):
+        for c in range(2):
+            for i in range(3):
+                for j in range(2):
+                    assert wp[o // 4, i, c * 2 + j, o % 4] == w[o, c, i, j]
+    assert (wp[1, :, :, 1:] == 0).all()  # filters 5..7 are zero padding
+
+
+# -- the runtime ------------------------------------------------------------------------------
+
+
+def _cnn(tmp_path, pool=True):
+    import lepton_nn as ln
+    from lepton_nn import nn
+
+    ln.set_seed(0)
+    # conv -> BatchNorm -> ReLU -> max pool: one step once the plan folds them
+    layers = [nn.Conv2D(8, 3, padding="same", in_channels=2), nn.BatchNorm(), nn.ReLU()]
+    layers += [nn.MaxPool2D(2)] if pool else []
+    layers += [nn.Conv2D(6, (2, 3), padding="valid", activation="tanh"), nn.Flatten(),
+               nn.Dense(3)]  # fmt: skip
+    model = nn.Sequential(layers)
+    x = np.random.default_rng(1).standard_normal((5, 2, 10, 9)).astype(np.float32)
+    model(x)
+    rng = np.random.default_rng(2)
+    bn = layers[1]
+    bn.running_mean[...] = rng.standard_normal(8)
+    bn.running_var[...] = rng.uniform(0.5, 2.0, 8)
+    bn.weight.data[...] = rng.uniform(0.5, 1.5, 8)
+    model.eval()
+    path = tmp_path / "cnn.lnn"
+    ln.save(model, str(path))
+    return model, x, str(path)
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_runtime_direct_equals_im2col_path_and_model(tmp_path, monkeypatch, pool):
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import steps
+
+    model, x, path = _cnn(tmp_path, pool)
+    want = model(x).data
+    fast = rt.load(path).predict(x)
+    monkeypatch.setattr(steps.ConvStep, "_direct", lambda self, ctx: False)
+    slow = rt.load(path).predict(x)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast, want, rtol=1e-4, atol=1e-5)
+
+
+def test_runtime_uses_direct_where_compiled(tmp_path):
+    """On the compiled backend a float32 stride-1 convolution plans the direct kernel."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import steps
+    from lepton_nn.runtime.kernels import kernels
+
+    _, x, path = _cnn(tmp_path)
+    m = rt.load(path)
+    compiled = type(kernels()).conv2d_direct_forward is not ReferenceBackend.conv2d_direct_forward
+    plan = m.plan_for(4)
+    calls = [(f, args if k < 0 else (None, *args)) for f, args, k in plan.head]
+    calls += list(plan.tail)  # (fn, args), the input in args[0]
+    # one thread: the kernel called straight; else through _conv_chunks (kernel second)
+    used = [f if f is not steps._conv_chunks else args[1] for f, args in calls]
+    names = [getattr(f, "__name__", "") for f in used]
+    names = [n for n in names if "conv2d" in n]
+    assert len(names) == 2
+    want = (
+        {"conv2d_direct_forward"}
+        if compiled
+        else {"conv2d_pool_forward_chunks", "conv2d_forward_chunks"}
+    )
+    assert set(names) == want
+
+
+def test_runtime_two_threads_equal_one(tmp_path):
+    """Images spread over two threads give the one-thread plan's result exactly."""
+    import lepton_nn.runtime as rt
+
+    _, x, path = _cnn(tmp_path)
+    xs = np.concatenate([x, x[::-1]])
+    one = rt.load(path, threads=1).predict(xs)
+    np.testing.assert_array_equal(rt.load(path, threads=2).predict(xs), one)
