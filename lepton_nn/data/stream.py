@@ -155,6 +155,7 @@ class _Subset(ChunkSource):
         if ids.size and (ids.min() < 0 or ids.max() >= base.n_chunks):
             raise IndexError(f"chunk ids out of range 0..{base.n_chunks - 1}")
         self.base, self.ids = base, ids
+        self.shuffle_buffer = getattr(base, "shuffle_buffer", None)
 
     @property
     def chunk_rows(self) -> np.ndarray:
@@ -167,6 +168,7 @@ class _Subset(ChunkSource):
 class _Mapped(ChunkSource):
     def __init__(self, base: ChunkSource, fn: Callable[[Any], Any]):
         self.base, self.fn = base, fn
+        self.shuffle_buffer = getattr(base, "shuffle_buffer", None)
 
     @property
     def chunk_rows(self) -> np.ndarray:
@@ -358,6 +360,7 @@ class TableStream(ChunkSource):
         delimiter: str = ",",
         encoding: str = "utf-8",
         block_rows: int | None = None,
+        shuffle_buffer: int = 65536,
     ) -> None:
         if int(batch_rows) < 1:
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
@@ -369,6 +372,7 @@ class TableStream(ChunkSource):
         self.target = target
         self.batch_rows = int(batch_rows)
         self.block_rows = int(block_rows or min(self.batch_rows, BLOCK_ROWS))
+        self.shuffle_buffer = int(shuffle_buffer)  # rows mixed at once when training
         self.columns = None if columns is None else [str(c) for c in columns]
         self.column_types = dict(column_types or {})
         self.na = frozenset(na_values)
@@ -649,6 +653,18 @@ def _arrow_column(col: Any) -> np.ndarray:
     return np.asarray(col.to_pylist(), dtype=object)
 
 
+def concat_tables(tables: Sequence[Table]) -> Table:
+    """The rows of ``tables`` (same columns and kinds) in one Table; its source is the
+    first's (row numbers are kept, so a row of another file is named with the first file)."""
+    first = tables[0]
+    data = {c: np.concatenate([t.data[c] for t in tables]) for c in first.columns}
+    y = None if first.target is None else np.concatenate([t.target for t in tables])
+    rows = None
+    if all(t.row_numbers is not None for t in tables):
+        rows = np.concatenate([t.row_numbers for t in tables])
+    return Table(data, first.kinds, y, first.target_name, first.source, rows)
+
+
 def stream(
     source: Any,
     target: str | None = None,
@@ -660,5 +676,6 @@ def stream(
     Parquet file, folder or glob (see the module docstring). ``columns``: only these
     (and the target). ``options``: ``column_types``, ``na_values``, ``non_numeric``, ``drop``,
     ``delimiter``, ``encoding`` as for :func:`~lepton_nn.data.read_csv`; ``block_rows``,
-    the rows per chunk (default ``min(batch_rows, 1024)``)."""
+    the rows per chunk (default ``min(batch_rows, 1024)``); ``shuffle_buffer``, the rows
+    training shuffles at once (default 65536; see :mod:`lepton_nn.train.streaming`)."""
     return TableStream(source, target, batch_rows, columns, **options)
