@@ -188,3 +188,27 @@ def test_peak_memory_of_streamed_training_stays_far_below_read_csv(tmp_path):
     train = peak(lambda: model.fit(s))
     assert model.evaluate(read_csv(path, target="y"))["accuracy"] > 0.8
     assert train < read / 4, (train, read)
+
+
+def test_cli_train_streams_a_folder_or_a_file_over_the_memory_budget(tmp_path, capsys):
+    from lepton_nn.cli import main
+
+    path = make_csv(tmp_path / "d.csv", n=3000, seed=5)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    lines = open(path).read().splitlines()
+    for k in range(3):
+        (folder / f"part{k}.csv").write_text("\n".join([lines[0], *lines[1 + k * 1000 :][:1000]]))
+    args = ["--target", "y", "--epochs", "10", "--hidden", "8"]
+    for data, extra in ((str(folder), []), (path, ["--memory-budget", "100KB"])):
+        out = tmp_path / "m.lnn"
+        assert main(["train", data, *args, *extra, "-o", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "streaming" in text and "held-out rows" in text
+        model = L.load(out)
+        assert model.metrics_card["training"]["streamed"] is True
+        assert model.evaluate(read_csv(path, target="y"))["accuracy"] > 0.8
+    assert main(["train", path, *args, "--memory-budget", "1GB", "-o", str(out)]) == 0
+    assert "streaming" not in capsys.readouterr().out  # a small file is read whole
+    assert main(["train", path, *args, "--memory-budget", "lots", "-o", str(out)]) == 2
+    assert "--memory-budget: expected a size such as 500MB" in capsys.readouterr().err
