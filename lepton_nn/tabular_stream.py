@@ -94,6 +94,7 @@ def setup(model: TabularModel, pre: Preprocessor, summary: TargetSummary) -> Non
     model.network = model._build(pre.n_features_out, n_out)
     model.calibration = model.profile = None
     model._class_weights = _class_weights(model, summary)
+    model._partial, model._set_up = None, True
 
 
 def _class_weights(model: TabularModel, summary: TargetSummary) -> np.ndarray | None:
@@ -174,17 +175,26 @@ def fit(model: TabularModel, data: Any) -> TabularModel:
     return model
 
 
+def start(model: TabularModel) -> dict:
+    """The trainer ``partial_fit`` continues (after :func:`setup`)."""
+    from .tabular import _LOSSES
+    from .train import Trainer
+
+    opt = optim.AdamW(model.network.parameters(), lr=model.lr, weight_decay=model.weight_decay)
+    model._partial = {"trainer": Trainer(model.network, _LOSSES[model.task_], opt), "calls": 0}
+    return model._partial
+
+
 def partial_fit(model: TabularModel, data: Any, y: Any = None, classes: Any = None) -> Any:
     """One epoch over ``data`` (raw rows and ``y``, or a Table with its target), continuing
     the network and optimizer of earlier calls. The first call sets the model up: the
     preprocessing is fitted on these rows unless ``model.preprocessor`` is already fitted;
     the labels come from ``classes`` (all of them, as for scikit-learn's ``partial_fit``) or
     these rows."""
-    from .tabular import _LOSSES
-    from .train import Trainer
-
     data, y = model._split_target(data, y)
     state = getattr(model, "_partial", None)
+    if state is None and getattr(model, "_set_up", False):
+        state = start(model)
     if state is None:
         pre = model.preprocessor
         if pre is None or pre.columns_ is None:
@@ -195,9 +205,7 @@ def partial_fit(model: TabularModel, data: Any, y: Any = None, classes: Any = No
         summary = TargetSummary()
         summary.update(y if classes is None else np.asarray(classes))
         setup(model, pre, summary)
-        opt = optim.AdamW(model.network.parameters(), lr=model.lr, weight_decay=model.weight_decay)
-        state = model._partial = {"trainer": Trainer(model.network, _LOSSES[model.task_], opt)}
-        state["calls"] = 0
+        state = start(model)
     parts = arrays(model, model.preprocessor.as_table(data), y)
     state["trainer"].fit(
         parts[0], parts[1], epochs=1, batch_size=model.batch_size, verbose=0,
