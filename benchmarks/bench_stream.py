@@ -60,12 +60,12 @@ def write_csv(path: str, n: int, seed: int, block: int = 200_000) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def child(mode: str, path: str, test: str, rows: int) -> dict:
+def child(mode: str, path: str, test: str, rows: int, epochs: int = EPOCHS) -> dict:
     from lepton_nn.data import Table, read_csv, stream
     from lepton_nn.tabular import TabularModel
 
     t0 = time.perf_counter()
-    model = TabularModel(**MODEL)
+    model = TabularModel(**{**MODEL, "epochs": epochs})
     if mode == "stream":
         model.fit(stream(path, target="y", batch_rows=65536))
     else:  # the same rows, typed as read_csv types them (values rounded as in the file)
@@ -85,10 +85,11 @@ def child(mode: str, path: str, test: str, rows: int) -> dict:
     return {"mode": mode, "peak_rss_mb": peak, "accuracy": acc, "seconds": seconds}
 
 
-def run_child(mode: str, path: str, test: str, rows: int) -> dict:
+def run_child(mode: str, path: str, test: str, rows: int, epochs: int = EPOCHS) -> dict:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = ["--child", mode, path, test, str(rows), str(epochs)]
     out = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", mode, path, test, str(rows)],
+        [sys.executable, os.path.abspath(__file__), *argv],
         capture_output=True, text=True, check=True, cwd=root,
         env={**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )  # fmt: skip
@@ -115,7 +116,7 @@ def read_csv_need_mb(path: str) -> float:
     return peak * max(ratio, 1.0) / 2**20
 
 
-def measure(rows: int, folder: str, with_memory: bool = True) -> dict:
+def measure(rows: int, folder: str, with_memory: bool = True, epochs: int = EPOCHS) -> dict:
     path, test = os.path.join(folder, "train.csv"), os.path.join(folder, "test.csv")
     write_csv(path, rows, seed=1)
     write_csv(test, 50_000, seed=2)
@@ -123,11 +124,11 @@ def measure(rows: int, folder: str, with_memory: bool = True) -> dict:
         "rows": rows,
         "file_mb": os.path.getsize(path) / 2**20,
         "read_csv_need_mb": read_csv_need_mb(path),
-        "stream": run_child("stream", path, test, rows),
+        "stream": run_child("stream", path, test, rows, epochs),
         "load_average": os.getloadavg(),
     }
     if with_memory:
-        result["memory"] = run_child("memory", path, test, rows)
+        result["memory"] = run_child("memory", path, test, rows, epochs)
     return result
 
 
@@ -141,15 +142,16 @@ def test_streamed_training_stays_under_the_budget(benchmark, tmp_path):
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        mode, path, test, rows = sys.argv[2:6]
-        print(json.dumps(child(mode, path, test, int(rows))))
+        mode, path, test, rows, epochs = sys.argv[2:7]
+        print(json.dumps(child(mode, path, test, int(rows), int(epochs))))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=3_000_000)
+    ap.add_argument("--epochs", type=int, default=EPOCHS, help="(peak RSS does not depend on it)")
     ap.add_argument("--no-memory", action="store_true", help="skip the in-memory reference")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        r = measure(args.rows, d, not args.no_memory)
+        r = measure(args.rows, d, not args.no_memory, args.epochs)
     print(json.dumps(r, indent=2, default=float))
     s = r["stream"]
     print(

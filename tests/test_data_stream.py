@@ -258,3 +258,30 @@ def test_parquet_equals_csv_of_the_same_rows(tmp_path):
     bad.to_parquet(pq_path, row_group_size=64)
     with pytest.raises(DataError, match=r"d\.parquet: row 251, column 'k': text in a column"):
         list(stream(pq_path, target="y"))
+
+
+def test_the_one_cast_parse_equals_the_value_by_value_parse():
+    from lepton_nn.data.stream_scan import numbers as _numbers
+    from lepton_nn.runtime.preprocess import DEFAULT_NA, parse_numeric
+
+    na = frozenset(DEFAULT_NA)
+    odd = ["1", " 7 ", "1e308", "5e-324", "1e999", "-inf", "nan", "-nan", "1_000", "١٢", "+1"]
+    odd += [".5", "1.", "\t3", "Infinity", "\u00a01", "", " NA ", "?", "NULL"]
+    got, bad = _numbers(odd, na)
+    want, want_bad = parse_numeric(odd, na)
+    assert bad is None and want_bad is None
+    assert np.array_equal(got, want, equal_nan=True)
+    for text in ("1,5", "0x1A", "3e", ".", "1 2", "x"):
+        got, bad = _numbers(["1", text, "2"], na)
+        assert bad == parse_numeric(["1", text, "2"], na)[1] == 1
+
+
+def test_a_file_changed_after_the_scan_is_an_error_naming_the_row(tmp_path):
+    path = write(tmp_path, numbers(20))
+    s = stream(path, target="y", batch_rows=5)
+    assert s.kinds["a"] == "numeric"
+    lines = open(path).read().splitlines()
+    lines[14] = "oops" + lines[14][lines[14].index(",") :]  # same length or not: row 15
+    open(path, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"row 15, column 'a': 'oops' is not a number, but the co"):
+        list(s)

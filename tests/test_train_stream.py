@@ -212,3 +212,24 @@ def test_cli_train_streams_a_folder_or_a_file_over_the_memory_budget(tmp_path, c
     assert "streaming" not in capsys.readouterr().out  # a small file is read whole
     assert main(["train", path, *args, "--memory-budget", "lots", "-o", str(out)]) == 2
     assert "--memory-budget: expected a size such as 500MB" in capsys.readouterr().err
+
+
+def test_weights_from_a_mapped_stream_equal_in_memory_sample_weight(tmp_path):
+    path = make_csv(tmp_path / "n.csv", numeric_only=True)
+    t = read_csv(path, target="y")
+    X = np.column_stack([t[c] for c in t.columns])
+    w = np.where(t.target == 1, 2.0, 0.5)
+    mem, st = trainer(), trainer()
+    h1 = mem.fit(X, t.target.reshape(-1, 1), epochs=2, verbose=0, seed=4, sample_weight=w)
+    weighted = stream(path, target="y", block_rows=10**6).map(
+        lambda c: (
+            np.column_stack(list(c.data.values())),
+            c.target.reshape(-1, 1),
+            np.where(c.target == 1, 2.0, 0.5),
+        )
+    )
+    h2 = st.fit(weighted, epochs=2, verbose=0, seed=4, validation_data=(X[:50], t.target[:50]))
+    assert h1.history["loss"] == h2.history["loss"]
+    assert "val_loss" in h2.history
+    for p, q in zip(mem.model.parameters(), st.model.parameters(), strict=True):
+        assert np.array_equal(p.data, q.data)
