@@ -132,6 +132,8 @@ def test_declared_types_and_their_errors(tmp_path):
         ('a,y\n"1\n",0\n2,1\n3,"x\ny"\n', None),  # a record over two lines
         ("a,y\r\n1,0\r\n2,1\r\n", None),
         ("\ufeffa,y\n1,0\n2,1\n", None),
+        ("\ufeffa,y\r1,0\r2,1\r\r3,0\r", None),  # old Mac line ends after a BOM
+        ('a,y\r1,"x\ry"\r2,1\n3,z\r\n4,0\r', None),  # mixed line ends, a quoted CR
         ("a,y\n", "has a header (row 1) but no data rows"),
         ("", "the file is empty"),
         ("a,y,a\n1,0,1\n", "name used twice"),

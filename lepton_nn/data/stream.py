@@ -204,15 +204,19 @@ class _Lines:
                 ) from None
             if "\x00" in text:
                 raise nul_error(self.src, row)
+            start, end = pos, pos + len(raw)
             if pos == 0 and text.startswith("\ufeff"):
                 text = text[1:]
+                start += len("\ufeff".encode(self.enc))
             parts = _LONE_CR.split(text) if "\r" in text[:-2] else [text]
             for part in parts:
                 if part:
                     self._pending.append((line, pos))
-                    pos += len(part.encode(self.enc)) if len(parts) > 1 else len(raw)
+                    start += len(part.encode(self.enc)) if len(parts) > 1 else 0
+                    pos = start if len(parts) > 1 else end
                     line += 1
                     yield part
+            pos = end
             row += 1
 
     def offset_of(self, line: int) -> int:
@@ -250,6 +254,8 @@ class TableStream(ChunkSource):
             raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
         if non_numeric not in NON_NUMERIC:
             raise ValueError(f"non_numeric={non_numeric!r}; choose one of {NON_NUMERIC}")
+        if "\n".encode(encoding) != b"\n":
+            raise ValueError(f"encoding={encoding!r}: a stream reads text whose newline is 0x0A")
         self.source = source
         self.files = list_files(source)
         self.name = self.files[0] if len(self.files) == 1 else os.fspath(str(source))
