@@ -80,8 +80,8 @@ def child(mode: str, path: str, test: str, rows: int, epochs: int = EPOCHS) -> d
             table = parts[0]
         model.fit(Table(table.data, table.kinds, table.target, "y"))
     seconds = time.perf_counter() - t0
-    acc = model.evaluate(read_csv(test, target="y"))["accuracy"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB (Linux)
+    acc = model.evaluate(read_csv(test, target="y"))["accuracy"]  # (after the peak is read)
     return {"mode": mode, "peak_rss_mb": peak, "accuracy": acc, "seconds": seconds}
 
 

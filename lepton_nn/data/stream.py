@@ -396,7 +396,10 @@ class TableStream(ChunkSource):
         self._scan()
         for path in self.files:
             for _, columns, rows, _ in self._read_file(path, self.batch_rows):
-                yield self._table(path, columns(self._header), rows)
+                table = self._table(path, columns(self._header), rows)
+                del columns  # the raw records: gone before the next batch is read
+                yield table
+                del table
 
     def read_chunk(self, i: int) -> Table:
         """Chunk ``i`` of the index (``block_rows`` rows of one file, or a row group)."""

@@ -196,6 +196,7 @@ def fit_stream(
         n_fit += int(keep.sum())
         for c, state in cols.items():
             state.update(table.data[c][keep], miss[c][keep])
+        del raw, table, miss, keep  # before the next batch is read
     if cols is None or n_in == 0:
         raise DataError("fit: no rows")
     if n_fit == 0:
