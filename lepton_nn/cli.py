@@ -108,6 +108,10 @@ def cmd_train(args) -> int:
     from .tabular import REFIT_BELOW, TabularModel, _infer_task, cross_validate_table
 
     A.check_output(args.output)
+    from .commands.train_stream import should_stream, train_stream
+
+    if should_stream(args):  # a folder, a glob, Parquet, or a file over --memory-budget
+        return train_stream(args, {**_model_kwargs(args), "verbose": args.verbose})
     table = _read_table(args)
     y_raw = np.asarray(table.target)
     task = _infer_task(y_raw)
@@ -313,7 +317,9 @@ def cmd_demo(args) -> int:
 def _add_train(sub) -> None:
     d = TRAIN_DEFAULTS
     t = sub.add_parser("train", help="train a model on a CSV and save it", formatter_class=Help)
-    t.add_argument("data", help="CSV file with a header row")
+    t.add_argument(
+        "data", help="CSV file with a header row (or a folder, glob or Parquet: streamed)"
+    )
     t.add_argument("--target", required=True, help="target column (numeric: regression)")
     t.add_argument(
         "--positive", help="label of the positive class (two classes; default: the larger label)"
@@ -379,6 +385,9 @@ def _add_train(sub) -> None:
     from .commands.private import add_dp_flags
 
     add_dp_flags(t)
+    from .commands.train_stream import add_flags
+
+    add_flags(t)
     A.add_verbosity(t)
     t.set_defaults(fn=cmd_train)
 

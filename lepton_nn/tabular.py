@@ -19,6 +19,7 @@ import numpy as np
 from . import losses, metrics, optim
 from .autograd import no_grad
 from .data import LabelEncoder, Preprocessor, Table, compute_sample_weight, train_test_split
+from .data.stream import is_chunked
 from .errors import DataError, ModelFormatError
 from .io import module_from_lnn, module_to_lnn, register_loader
 from .nn import Dense, Dropout, Sequential
@@ -160,7 +161,12 @@ class TabularModel:
         return data, np.asarray(y)
 
     def fit(self, data: Any, y: Any = None) -> TabularModel:
-        """Fit preprocessing, labels and network on raw rows (a Table or columns) and ``y``."""
+        """Fit preprocessing, labels and network on raw rows (a Table or columns) and ``y``,
+        or on a :func:`lepton_nn.data.stream` (bounded memory: :mod:`lepton_nn.tabular_stream`)."""
+        if is_chunked(data):
+            from .tabular_stream import fit
+
+            return fit(self, data)
         data, y = self._split_target(data, y)
         set_seed(self.seed)
         task = _infer_task(y) if self.task == "auto" else self.task
@@ -198,6 +204,13 @@ class TabularModel:
         profiled = task == "binary" and self.privacy is None
         self.profile = self._profile(data, keep) if profiled else None
         return self
+
+    def partial_fit(self, data: Any, y: Any = None, classes: Any = None) -> TabularModel:
+        """One more epoch over these rows, continuing the network and optimizer (the first
+        call sets them up; see :func:`lepton_nn.tabular_stream.partial_fit`)."""
+        from .tabular_stream import partial_fit
+
+        return partial_fit(self, data, y, classes)
 
     def _profile(self, data: Any, keep: np.ndarray) -> dict:
         """Training bins of the score and every column, and the approved rows' baseline

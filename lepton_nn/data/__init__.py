@@ -16,6 +16,7 @@ from lepton_nn.data.batching import Batches, iterate_batches, n_batches
 from lepton_nn.data.labels import LabelEncoder, compute_class_weight, compute_sample_weight
 from lepton_nn.data.preprocess import Preprocessor
 from lepton_nn.data.split import KFold, StratifiedKFold, train_test_split
+from lepton_nn.data.stream import TableStream, stream
 from lepton_nn.data.table import DEFAULT_NA, Table, read_csv
 
 __all__ = [
@@ -26,10 +27,12 @@ __all__ = [
     "Preprocessor",
     "StratifiedKFold",
     "Table",
+    "TableStream",
     "compute_class_weight",
     "compute_sample_weight",
     "iterate_batches",
     "n_batches",
     "read_csv",
+    "stream",
     "train_test_split",
 ]

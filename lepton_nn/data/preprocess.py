@@ -162,7 +162,18 @@ class Preprocessor:
         ``report_["rows_zero_weight"]``). Duplicates are looked for among the rows of positive
         weight only, and a kept row keeps its own weight (a weight declares a multiplicity, it
         is not a duplicate). ``None`` fits exactly as unweighted rows.
+
+        A :func:`~lepton_nn.data.stream` (or chunks of one) is fitted in one pass in bounded
+        memory: see :mod:`lepton_nn.data.stream_fit` for what is exact and what is not.
         """
+        from lepton_nn.data.stream import is_chunked
+
+        if is_chunked(data):
+            if y is not None or sample_weight is not None:
+                raise DataError("fit: a stream carries its own target; y and weights not taken")
+            from lepton_nn.data.stream_fit import fit_stream
+
+            return fit_stream(self, data)
         return self.fit_table(self.as_table(data), y, sample_weight)
 
     def fit_table(self, table: Table, y: Any = None, sample_weight: Any = None) -> Preprocessor:

@@ -429,44 +429,60 @@ def _fields(line: str, delimiter: str) -> list[str]:
         return line.split(delimiter)
 
 
+def undecodable(
+    src: str, row: int, line: bytes, pos: int, header: bytes, encoding: str, delimiter: str
+) -> DataError:
+    """The error for byte ``line[pos]`` of file row ``row`` (1-based) not being ``encoding``
+    text, naming the column (by the header's name past row 1)."""
+    prefix = line[:pos].decode(encoding, errors="replace")
+    field = len(_fields(prefix, delimiter) or [""])
+    col = f"column {field}"
+    if row > 1:
+        names = _fields(header.decode(encoding, errors="replace").strip("\r\ufeff"), delimiter)
+        if field <= len(names):
+            col = f"column {names[field - 1].strip()!r}"
+    return DataError(
+        f"{src}: row {row}, {col}: byte 0x{line[pos]:02x} is not valid {encoding} text; "
+        f"re-save the file as UTF-8 or pass encoding= (for example 'latin-1')"
+    )
+
+
+def nul_error(src: str, row: int) -> DataError:
+    return DataError(
+        f"{src}: row {row}: contains a NUL character; is this a binary or UTF-16 file? "
+        f"(pass encoding= if it is text in another encoding)"
+    )
+
+
 def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
         row = raw.count(b"\n", 0, e.start) + 1
         line_start = raw.rfind(b"\n", 0, e.start) + 1
-        prefix = raw[line_start : e.start].decode(encoding, errors="replace")
-        field = len(_fields(prefix, delimiter) or [""])
-        col = f"column {field}"
-        if row > 1:
-            head = raw[: raw.find(b"\n")].decode(encoding, errors="replace").strip("\r\ufeff")
-            names = _fields(head, delimiter)
-            if field <= len(names):
-                col = f"column {names[field - 1].strip()!r}"
-        raise DataError(
-            f"{path}: row {row}, {col}: byte 0x{raw[e.start]:02x} is not valid {encoding} text; "
-            f"re-save the file as UTF-8 or pass encoding= (for example 'latin-1')"
+        header = raw[: raw.find(b"\n")]
+        raise undecodable(
+            path, row, raw[line_start:], e.start - line_start, header, encoding, delimiter
         ) from None
     nul = text.find("\x00")
     if nul >= 0:
-        row = text.count("\n", 0, nul) + 1
-        raise DataError(
-            f"{path}: row {row}: contains a NUL character; is this a binary or UTF-16 file? "
-            f"(pass encoding= if it is text in another encoding)"
-        )
+        raise nul_error(path, text.count("\n", 0, nul) + 1)
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def csv_records(reader: Any, src: str) -> Iterable[tuple[int, list[str]]]:
+def csv_records(
+    reader: Any, src: str, first_line: int = 1, header: list[str] | None = None
+) -> Iterable[tuple[int, list[str]]]:
     """``(row, fields)`` of each non-blank record of a ``csv.reader``, the header first; the
     row is the 1-based line in the file where the record starts. A record whose field count
     differs from the header's, or text the csv module cannot read, is a ``DataError`` naming
-    the file and row."""
-    width = None
-    start = 1
+    the file and row. A reader started mid-file (at line ``first_line``, past the ``header``
+    already read) yields data records only."""
+    width = header
+    start = first_line
     try:
         for rec in reader:
-            line, start = start, reader.line_num + 1
+            line, start = start, reader.line_num + first_line
             if not rec or (len(rec) == 1 and not rec[0].strip()):
                 continue  # blank line
             if width is not None and len(rec) != len(width):

@@ -6,6 +6,8 @@
 - :func:`score`: a saved model scores a Parquet or CSV dataset (a file, a folder or a glob)
   file by file on a Dask cluster, or here, in batches of rows, into Parquet or CSV parts.
 - :func:`iter_batches`: a Parquet or CSV file read in batches of rows (bounded memory).
+- :func:`fit_incremental`: a ``TabularModel`` trained on a Dask DataFrame partition by
+  partition (``partial_fit``), one partition in this process at a time.
 
 Dask, distributed, Ray and pyarrow are optional extras (``pip install
 'lepton-nn[distributed]'``, ``[data]``, ``[ray]``), imported only when used. Names load
@@ -27,6 +29,7 @@ _LAZY: dict[str, str] = {
     "predict_frame": "scoring",
     "iter_batches": "sources",
     "list_files": "sources",
+    "fit_incremental": "incremental",
 }
 
 __all__ = list(_LAZY)

@@ -11,20 +11,18 @@ from 1). Parquet needs ``pyarrow`` (the ``data`` extra); CSV needs nothing beyon
 from __future__ import annotations
 
 import csv
-import glob
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from ..data.stream import is_parquet, list_files
 from ..data.table import csv_records
 from ..errors import DataError, LeptonError
 from ..runtime.preprocess import CATEGORICAL, to_categorical
 
 __all__ = ["Batch", "list_files", "iter_batches"]
-
-SUFFIXES = (".parquet", ".pq", ".csv")
 
 
 class Batch:
@@ -49,35 +47,6 @@ class Batch:
 
     def __len__(self) -> int:
         return self.n_rows
-
-
-def list_files(source: Any) -> list[str]:
-    """The data files of ``source`` (see the module docstring), in a stable order."""
-    if isinstance(source, (list, tuple)):
-        return [f for s in source for f in list_files(s)]
-    src = os.fspath(source)
-    if os.path.isdir(src):
-        found = [
-            os.path.join(root, f)
-            for root, _, files in os.walk(src)
-            for f in files
-            if f.lower().endswith(SUFFIXES)
-        ]
-        if not found:
-            raise DataError(f"{src}: the folder holds no .parquet or .csv file")
-        return sorted(found)
-    if glob.has_magic(src):
-        found = sorted(f for f in glob.glob(src, recursive=True) if os.path.isfile(f))
-        if not found:
-            raise DataError(f"{src}: no file matches")
-        return found
-    if not os.path.isfile(src):
-        raise DataError(f"{src}: no such file or folder")
-    return [src]
-
-
-def is_parquet(path: str) -> bool:
-    return path.lower().endswith((".parquet", ".pq"))
 
 
 def iter_batches(

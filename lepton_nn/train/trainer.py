@@ -32,6 +32,7 @@ from .. import losses as _losses
 from .. import optim as _optim
 from ..autograd import Tensor, no_grad
 from ..data.batching import iterate_batches
+from ..data.stream import is_chunked
 from ..errors import DataError, LeptonError, ShapeError
 from ..nn.module import Module
 from ..random import set_seed, spawn
@@ -245,7 +246,7 @@ class Trainer:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         epochs: int = 10,
         batch_size: int = 32,
         validation_data: tuple | None = None,
@@ -258,8 +259,15 @@ class Trainer:
         seed: int | None = None,
         divergence: float | None = 1e4,
         privacy: Any = None,
+        shuffle_buffer: int | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns the History.
+
+        ``X`` may be a stream (:func:`lepton_nn.data.stream`, or one mapped to ``(X, y[, w])``
+        arrays; ``y`` None): every epoch re-reads it in a shuffled chunk order, shuffling rows
+        in windows of ``shuffle_buffer`` rows (:mod:`lepton_nn.train.streaming`);
+        ``validation_split`` then holds out a seeded share of its chunks and
+        ``validation_data`` may be a stream too.
 
         Args:
             validation_data: ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``, scored after
@@ -293,6 +301,15 @@ class Trainer:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        if is_chunked(X):
+            from .streaming import fit_stream
+
+            return fit_stream(
+                self, X, epochs=epochs, batch_size=batch_size, validation_data=validation_data,
+                validation_split=validation_split, callbacks=callbacks, class_weight=class_weight,
+                sample_weight=sample_weight, shuffle=shuffle, verbose=verbose, seed=seed,
+                divergence=divergence, privacy=privacy, shuffle_buffer=shuffle_buffer,
+            )  # fmt: skip
         if seed is not None:
             set_seed(seed)
         X, y = self._x(X), self._y(y)
@@ -339,7 +356,6 @@ class Trainer:
                 raise ValueError("fit: sample_weight and class_weight do not go with privacy")
             private = privacy.attach(self.model, self.optimizer, (X, y), batch_size, epochs, seed)
             batches = private.loader
-        n_batches = len(batches)
         if batches.merged:
             warnings.warn(
                 f"fit: {len(X)} rows in batches of {batch_size} leave a last batch of one row, "
@@ -348,6 +364,29 @@ class Trainer:
                 UserWarning,
                 stacklevel=2,
             )
+        evaluate_val = None if val is None else (lambda: self._evaluate_arrays(*val, self.metrics))
+        return self._run(
+            batches, len(X), evaluate_val, epochs, batch_size, callbacks, verbose, divergence,
+            w is not None, private,
+        )  # fmt: skip
+
+    def _run(
+        self,
+        batches: Any,
+        n_rows: int,
+        evaluate_val: Callable[[], dict[str, float]] | None,
+        epochs: int,
+        batch_size: int,
+        callbacks: Sequence[Any],
+        verbose: int,
+        divergence: float | None,
+        weighted: bool,
+        private: Any = None,
+    ) -> History:
+        """The epoch loop over ``batches`` (an iterable of ``(xb, yb[, wb])`` with ``len``:
+        in-memory mini-batches, or a stream's), ``n_rows`` rows an epoch; ``evaluate_val()``
+        scores the validation data after each epoch."""
+        n_batches = len(batches)
         history = History()
         cbs = [*callbacks, history]
         progress = None
@@ -358,7 +397,7 @@ class Trainer:
         params = {
             "epochs": int(epochs),
             "steps": n_batches,
-            "samples": len(X),
+            "samples": n_rows,
             "batch_size": int(batch_size),
             "verbose": verbose,
             "metrics": self.metric_names,
@@ -388,7 +427,7 @@ class Trainer:
             total, seen, pos = 0.0, 0, 0
             bad: tuple[int, float, str] | None = None
             for b, batch in enumerate(batches):
-                if w is None:
+                if not weighted:
                     xb, yb = batch
                     wb = None
                 else:
@@ -413,8 +452,8 @@ class Trainer:
                 seen += nb
                 if collect:
                     if out_buf is None:
-                        out_buf = np.empty((len(X), *out.shape[1:]), out.dtype)
-                        y_buf = np.empty_like(y)
+                        out_buf = np.empty((n_rows, *out.shape[1:]), out.dtype)
+                        y_buf = np.empty((n_rows, *yb.shape[1:]), yb.dtype)
                     out_buf[pos : pos + nb] = out.data
                     y_buf[pos : pos + nb] = yb
                     pos += nb
@@ -438,8 +477,8 @@ class Trainer:
             logs = {"loss": total / seen if seen else float("nan")}
             if collect and pos:
                 logs.update(self._score(y_buf[:pos], out_buf[:pos], self.metrics))
-            if val is not None:
-                vlogs = self._evaluate_arrays(*val, self.metrics)
+            if evaluate_val is not None:
+                vlogs = evaluate_val()
                 logs.update({"val_" + k: v for k, v in vlogs.items()})
                 kind = guard.check(vlogs["loss"], np.zeros(0))
                 if kind is not None:  # the epoch's last update diverged
@@ -455,8 +494,8 @@ class Trainer:
             cblist.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
-        if self.stop_reason is None and guard.saved and val is None:
-            self._check_last_update(guard, batch, w is not None, where(epoch, n_batches - 1))
+        if self.stop_reason is None and guard.saved and evaluate_val is None:
+            self._check_last_update(guard, batch, weighted, where(epoch, n_batches - 1))
         if private is not None:
             private.detach()
             self.privacy_report = private.report()
