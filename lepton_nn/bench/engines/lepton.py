@@ -29,6 +29,8 @@ from ..workloads import (
     training_data,
 )
 
+RUNTIME_HOW = "`lepton_nn.runtime.load(path).predict(x)` (NumPy-only inference plan, float32 file)"
+
 
 def lepton_backend(backend: str | None):
     """Switch to lepton_nn backend ``backend`` (None: keep the active one); returns it."""
@@ -382,13 +384,13 @@ def _net_inference(workload, spec_batch, backend) -> list[Case]:
         io.save(model, path)
         predict = runtime.load(path).predict
     predict(xs[0])
-    label, how = f"lepton_nn:{be.name}", _net_how(spec)
+    label = f"lepton_nn:{be.name}"
     return [
         Case(
             workload,
             label,
             "model(x)",
-            f"`with no_grad(): model(x)` in eval mode, {be.name} backend; {how}",
+            f"`with no_grad(): model(x)` in eval mode, {be.name} backend",
             batch,
             step=step,
             latency=batch == 1,
@@ -397,8 +399,7 @@ def _net_inference(workload, spec_batch, backend) -> list[Case]:
             workload,
             label,
             "runtime",
-            "`lepton_nn.runtime.load(path).predict(x)` (NumPy-only inference plan, float32 "
-            f"file); {how}",
+            RUNTIME_HOW,
             batch,
             step=lambda i: predict(xs[i % nb]),
             latency=batch == 1,
@@ -424,10 +425,7 @@ def _runtime_variants(spec, model, x) -> dict[str, tuple[Callable, str]]:
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         path = os.path.join(tmp, "fp32.lnn")
         io.save(model, path)
-        out["runtime"] = (
-            load(path).predict,
-            "`lepton_nn.runtime.load(path).predict(x)` (NumPy-only inference plan, float32 file)",
-        )
+        out["runtime"] = (load(path).predict, RUNTIME_HOW)
         try:
             from lepton_nn.compress import quantize
 
