@@ -478,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="short rounds, one thread count")
     b.add_argument("--threads", help="thread counts, e.g. 2,1 (default: all cores, and 1)")
     b.add_argument("--out", default="bench-results", help="report folder")
-    b.add_argument("--workloads", help="subset of W1,W2,W5,W7,ACC (default: all)")
+    b.add_argument("--workloads", help="subset of W1-W8,ACC (default: all)")
     b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
     b.set_defaults(fn=lambda a: __import__("lepton_nn.bench.command", fromlist=["main"]).main(a))
     signing.add_parsers(sub)

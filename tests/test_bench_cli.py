@@ -113,3 +113,70 @@ def test_worker_entry_without_arguments_prints_usage():
 
     p = subprocess.run([sys.executable, "-m", "lepton_nn.bench"], capture_output=True, text=True)
     assert p.returncode == 2 and "runs workers only" in p.stderr
+
+
+def _quick_w8(tmp_path, monkeypatch, workloads, against):
+    from lepton_nn.backend import available
+
+    monkeypatch.setattr(
+        options, "QUICK", {"rounds": 2, "round_seconds": 0.02, "coldstart_repeats": 1}
+    )
+    out = tmp_path / "report"
+    argv = ["bench", "--quick", "--workloads", workloads, "--against", against]
+    argv += ["--threads", "1", "--backends", available()[0], "--out", str(out)]
+    assert cli.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    return res, (out / "report.md").read_text(), f"lepton_nn:{available()[0]}"
+
+
+def test_bench_quick_w8_cnn_lstm_gru_against_onnxruntime(tmp_path, monkeypatch, capsys):
+    """Issue 23: W8 (CNN, LSTM, GRU inference at batch 1 and 64) runs our model and runtime
+    and ONNX Runtime on the exported network, and the targets table has a row per case."""
+    import pytest
+
+    from lepton_nn.bench.workloads import NET_INFERENCE
+
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    res, md, ours = _quick_w8(tmp_path, monkeypatch, "W8", "onnxruntime")
+    capsys.readouterr()
+    assert not res["phases"][0]["failed"], res["phases"][0]["failed"]
+    by_wl: dict = {}
+    for c in res["phases"][0]["cases"]:
+        assert "error" not in c, c
+        assert len(c["rounds"]) == 2 and c["samples_per_s"]["median"] > 0
+        assert c["latency"] == (NET_INFERENCE[c["workload"]][1] == 1)  # per call at batch 1
+        by_wl.setdefault(c["workload"], set()).add((c["engine"], c["variant"]))
+    want = {(ours, "model(x)"), (ours, "runtime"), ("onnxruntime", "InferenceSession")}
+    assert by_wl == {w: want for w in options.W8_CASES}
+
+    from lepton_nn.bench.targets import target_rows
+
+    rows = {r["workload"]: r for r in target_rows(res)}
+    for w in options.W8_CASES:
+        r = rows[w]
+        assert r["ours_variant"] == "runtime" and r["peer"] == "onnxruntime · InferenceSession"
+        assert r["target"] == 1.0 and r["met"] == (r["ratio"] >= 1.0)
+        assert f"| {w} | 1 | " in md  # its row in the report's targets table
+    assert "W8 inference of the W3 CNN, batch 1 (latency)" in md
+    assert "W8 inference of a GRU of the W4 LSTM's size, batch 64" in md
+    assert "DIFFER" not in md
+
+
+def test_bench_quick_w8_without_onnxruntime(tmp_path, monkeypatch, capsys):
+    """ONNX Runtime not installed: it is listed as skipped, our W8 cases still run, and no
+    target row is made up for them."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else real(n, *a)
+    )
+    res, md, ours = _quick_w8(tmp_path, monkeypatch, "W8gru1", "onnxruntime")
+    capsys.readouterr()
+    assert res["skipped_engines"] == {"onnxruntime": "not installed"}
+    assert "onnxruntime: skipped (not installed)" in md
+    cases = res["phases"][0]["cases"]
+    assert {(c["engine"], c["variant"]) for c in cases} == {(ours, "model(x)"), (ours, "runtime")}
+    assert all("error" not in c and c["latency_us"]["median"] > 0 for c in cases)
+    assert "| W8gru1 |" not in md

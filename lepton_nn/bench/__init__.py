@@ -18,7 +18,7 @@ inside their own adapter. How a run goes:
 
 The files:
 
-- ``workloads.py``: the workload specs (W1-W6) and their seeded data and initial weights.
+- ``workloads.py``: the workload specs (W1-W6, W8) and their seeded data and initial weights.
 - ``cases.py``: :class:`Case`, which engine supports which workload, ``build_cases``, threads.
 - ``engines/``: one adapter per engine (lepton_nn, hand-written NumPy, PyTorch,
   TensorFlow/Keras, ONNX Runtime) building its training, inference and matmul cases.

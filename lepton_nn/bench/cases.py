@@ -2,8 +2,8 @@
 
 Engines: ``lepton:<backend>`` (``lepton:cython``, ``lepton:reference``, ``lepton:numba``),
 ``numpy`` (a hand-written MLP with manual backprop: the ceiling of any NumPy engine),
-``torch``, ``tensorflow``, ``onnxruntime`` (inference and the W6 int8 matmul). Each has an
-adapter in :mod:`lepton_nn.bench.engines` whose ``BUILDERS`` maps a workload family to the
+``torch``, ``tensorflow``, ``onnxruntime`` (W5 and W8 inference, the W6 int8 matmul). Each has
+an adapter in :mod:`lepton_nn.bench.engines` whose ``BUILDERS`` maps a workload family to the
 function building its cases; peers are imported only inside those functions, so the adapters
 import NumPy and nothing else at load. :func:`supports` says which engines have cases for a
 workload.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .workloads import INFERENCE, MATMUL, NETS, TRAINING
+from .workloads import INFERENCE, MATMUL, NET_INFERENCE, NETS, TRAINING
 
 ENGINES = ("lepton", "numpy", "torch", "tensorflow", "onnxruntime")
 PEERS = ("tensorflow", "torch", "onnxruntime")  # optional engines (``--against``)
@@ -92,6 +92,8 @@ def _family(workload: str) -> str:
         return "inference"
     if workload in NETS:
         return "net"
+    if workload in NET_INFERENCE:
+        return "net inference"
     if workload in MATMUL:
         return "matmul"
     raise ValueError(f"unknown workload {workload!r}")
@@ -115,7 +117,7 @@ def supports(engine: str, workload: str) -> bool:
 
 def build_cases(engine: str, workload: str) -> list[Case]:
     """The cases of ``engine`` for ``workload`` (``W1``, ``W2``, ``W3``, ``W4``, ``W5b1``,
-    ``W5b64``, ``W5b256``, ``W6m1`` ... ``W6m1024``).
+    ``W5b64``, ``W5b256``, ``W6m1`` ... ``W6m1024``, ``W8cnn1`` ... ``W8gru64``).
 
     Raises ImportError when the engine is not installed, ValueError when it has no such
     workload (say, ONNX Runtime training).
@@ -128,6 +130,7 @@ def build_cases(engine: str, workload: str) -> list[Case]:
         "mlp": TRAINING,
         "inference": INFERENCE,
         "net": NETS,
+        "net inference": NET_INFERENCE,
         "matmul": MATMUL,
     }[family][workload]
     if engine.startswith("lepton"):

@@ -7,8 +7,10 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "ACC")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "ACC")
 W6_SIZES = ("W6m1", "W6m64", "W6m256", "W6m1024")
+_W8_NETS = {"cnn": "the W3 CNN", "lstm": "the W4 LSTM", "gru": "a GRU of the W4 LSTM's size"}
+W8_CASES = tuple(f"W8{net}{b}" for net in _W8_NETS for b in (1, 64))  # vs ONNX Runtime
 _ALIASES = {
     "tf": "tensorflow",
     "keras": "tensorflow",
@@ -27,6 +29,11 @@ WORKLOAD_TITLES = {
     "W4": "W4 LSTM training (50 steps x 8 features, 64 units, Dense 10, batch 32, Adam, "
     "cross-entropy)",
     **{w: f"W6 matrix multiply ({w[3:]}, 1024) x (1024, 1024)" for w in W6_SIZES},
+    **{
+        f"W8{net}{b}": f"W8 inference of {what}, batch {b}" + (" (latency)" if b == 1 else "")
+        for net, what in _W8_NETS.items()
+        for b in (1, 64)
+    },
 }
 
 
@@ -137,18 +144,18 @@ def _workloads(text) -> list[str]:
             "W5B256": "W5b256",
         }.get(s, s)
         s = s.replace("W6M", "W6m")
-        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b64", "W5b256", *W6_SIZES):
+        s = {w.upper(): w for w in W8_CASES}.get(s, s)
+        if s not in ALL_WORKLOADS and s not in ("W5b1", "W5b64", "W5b256", *W6_SIZES, *W8_CASES):
             raise ValueError(f"unknown workload {s!r}; choose from {', '.join(ALL_WORKLOADS)}")
         out.append(s)
     return list(dict.fromkeys(out))
 
 
 def timed_workloads(workloads) -> list[str]:
-    """The timed workloads among ``workloads``, W5 and W6 expanded to their sizes."""
-    single = ("W1", "W2", "W3", "W4", "W5b1", "W5b64", "W5b256", *W6_SIZES)
+    """The timed workloads among ``workloads``, W5, W6 and W8 expanded to their sizes."""
+    single = ("W1", "W2", "W3", "W4", "W5b1", "W5b64", "W5b256", *W6_SIZES, *W8_CASES)
+    groups = {"W5": ["W5b1", "W5b64", "W5b256"], "W6": list(W6_SIZES), "W8": list(W8_CASES)}
     out = []
     for w in workloads:
-        out += {"W5": ["W5b1", "W5b64", "W5b256"], "W6": list(W6_SIZES)}.get(
-            w, [w] if w in single else []
-        )
+        out += groups.get(w, [w] if w in single else [])
     return list(dict.fromkeys(out))

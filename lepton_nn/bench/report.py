@@ -143,6 +143,9 @@ def render_markdown(res: dict) -> str:
         "(what the targets compare with MatMulInteger) does that GEMM plus dequantization and "
         "bias in the same call; the dynamic int8 Dense and PyTorch dynamic quantization both "
         "take float32 in and give float32 out; float32 NumPy is the unquantized baseline.",
+        "- W8: ONNX Runtime runs the graph `lepton_nn.onnx.export` writes from the very "
+        "network lepton_nn runs (same weights), its output checked against lepton_nn's before "
+        "timing; the targets compare it with lepton_nn's runtime (the float32 `.lnn` file).",
         "- The machine may be shared: compare ratios within one run, not absolute numbers "
         "across runs.",
     ]

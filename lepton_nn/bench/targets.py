@@ -3,8 +3,11 @@ for lepton_nn in each workload, and how a case's rate is shown."""
 
 from __future__ import annotations
 
+from .options import W8_CASES
+
 # (workload, peer engine, peer variant, minimum ratio ours / peer[, our variant]) from issues
-# 2, 6 and 23 (our variant: the case that speaks for us by default, see our_case)
+# 2, 6 and 23 (our variant: the case that speaks for us by default, see our_case). Against
+# ONNX Runtime (W5, W8) the ratio is ONNX Runtime's time over ours, for the runtime
 TARGETS = (
     ("W1", "numpy", "hand-written", 2.0, "compiled step"),
     ("W1", "torch", "standard loop", 10.0, "compiled step"),
@@ -15,6 +18,9 @@ TARGETS = (
     ("W2", "tensorflow", "tf.function step", 1.5),
     ("W3", "tensorflow", "tf.function step", 1.0),
     ("W4", "torch", "standard loop", 1.0),
+    ("W5b1", "onnxruntime", "InferenceSession", 1.0, "runtime"),
+    ("W5b64", "onnxruntime", "InferenceSession", 1.0, "runtime"),
+    *((w, "onnxruntime", "InferenceSession", 1.0, "runtime") for w in W8_CASES),
     ("W6m1", "onnxruntime", "MatMulInteger", 1.0),
     ("W6m64", "onnxruntime", "MatMulInteger", 1.0),
     ("W6m256", "onnxruntime", "MatMulInteger", 1.0),

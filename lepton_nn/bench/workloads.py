@@ -11,6 +11,8 @@ W5   inference of the W2 model: batch-1 latency (``W5b1``), batch-64 (``W5b64``,
 W6   matrix multiply (M, 1024) x (1024, 1024) for M in 1, 64, 256, 1024 (``W6m1`` ...
      ``W6m1024``): float32 NumPy, int8 lepton_nn (``_qgemm``), ONNX Runtime
      ``MatMulInteger``, PyTorch dynamic quantization; GOP/s = 2 M K N / time
+W8   inference of the W3 CNN, the W4 LSTM and a GRU of W4's size (``W4gru``) against ONNX
+     Runtime, batch 1 (latency) and 64: ``W8cnn1``, ``W8cnn64``, ``W8lstm1`` ... ``W8gru64``
 W7   cold start: a fresh process imports the engine, loads a saved W2 model and predicts
      one row (:mod:`lepton_nn.bench.coldstart`)
 ACC  accuracy parity on ``credit_data.csv`` and digits (same architecture, Glorot init,
@@ -51,11 +53,12 @@ INFERENCE = {"W5b1": (W2, 1), "W5b64": (W2, 64), "W5b256": (W2, 256)}  # the W2 
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A CNN (``kind="cnn"``, W3) or LSTM (``kind="lstm"``, W4) training workload.
+    """A CNN (``kind="cnn"``, W3), LSTM (``kind="lstm"``, W4) or GRU (``kind="gru"``, W8 only)
+    workload.
 
     ``shape`` is one sample's shape in lepton_nn/PyTorch layout: (C, H, W) for the CNN (NCHW
-    batches), (T, F) for the LSTM (batch first). ``widths``: the conv filters, or the LSTM
-    units. Cross-entropy on ``classes`` logits, Adam (:data:`ADAM`).
+    batches), (T, F) for the LSTM/GRU (batch first). ``widths``: the conv filters, or the
+    recurrent units. Cross-entropy on ``classes`` logits, Adam (:data:`ADAM`).
     """
 
     name: str
@@ -73,7 +76,7 @@ class NetSpec:
     @property
     def flat(self) -> int:
         """Features entering the Dense head."""
-        if self.kind == "lstm":
+        if self.kind != "cnn":
             return self.widths[-1]
         c, h, w = self.widths[-1], self.shape[1], self.shape[2]
         for _ in self.widths:
@@ -84,6 +87,10 @@ class NetSpec:
 W3 = NetSpec("W3", "cnn", (1, 28, 28), (16, 32), 64, seed=3)
 W4 = NetSpec("W4", "lstm", (50, 8), (64,), 32, seed=4)
 NETS = {"W3": W3, "W4": W4}
+W4GRU = NetSpec("W4gru", "gru", (50, 8), (64,), 32, seed=5)
+NET_INFERENCE = {  # issue 23: the runtime against ONNX Runtime on every network it serves
+    f"W8{spec.kind}{b}": (spec, b) for spec in (W3, W4, W4GRU) for b in (1, 64)
+}
 MATMUL_K = MATMUL_N = 1024
 MATMUL = {f"W6m{m}": m for m in (1, 64, 256, 1024)}  # (M, 1024) x (1024, 1024)
 ADAM = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}
@@ -138,6 +145,12 @@ def net_data(spec: NetSpec) -> tuple[np.ndarray, np.ndarray]:
     return x, scores.argmax(axis=-1).astype(np.int64)
 
 
+def net_inference_data(spec: NetSpec, batch: int, n_batches: int = 8) -> np.ndarray:
+    """``(n_batches, batch, *spec.shape)`` float32 inputs for W8 inference."""
+    rng = np.random.default_rng(spec.seed + 1)
+    return rng.standard_normal((n_batches, batch, *spec.shape), dtype=np.float32)
+
+
 def _glorot(rng, shape, fan_in: int, fan_out: int) -> np.ndarray:
     limit = math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-limit, limit, shape).astype(np.float32)
@@ -148,7 +161,8 @@ def net_weights(spec: NetSpec) -> dict[str, np.ndarray]:
 
     CNN: ``conv{k}_w`` (F, C, kh, kw) Glorot uniform, ``conv{k}_b`` zeros. LSTM: ``lstm_w_ih``
     (F, 4U) Glorot uniform, ``lstm_w_hh`` (U, 4U) orthogonal, ``lstm_b`` (4U,) zeros with the
-    forget gate at 1; gate order i, f, g, o (Keras and PyTorch agree). Head: ``dense_w``
+    forget gate at 1; gate order i, f, g, o (Keras and PyTorch agree). GRU: the same with
+    ``gru_`` names, 3U gates (z, r, n), zero ``gru_b`` and ``gru_b_hh``. Head: ``dense_w``
     (in, classes) Glorot uniform, ``dense_b`` zeros; the CNN head reads features flattened in
     (C, H, W) order.
     """
@@ -161,13 +175,17 @@ def net_weights(spec: NetSpec) -> dict[str, np.ndarray]:
             w[f"conv{i}_b"] = np.zeros(f, np.float32)
             c = f
     else:
-        f, u = spec.shape[1], spec.widths[0]
-        w["lstm_w_ih"] = _glorot(rng, (f, 4 * u), f, 4 * u)
-        q, r = np.linalg.qr(rng.standard_normal((4 * u, u)))
-        w["lstm_w_hh"] = np.ascontiguousarray((q * np.sign(np.diag(r))).T, dtype=np.float32)
-        b = np.zeros(4 * u, np.float32)
-        b[u : 2 * u] = 1.0
-        w["lstm_b"] = b
+        f, u, k = spec.shape[1], spec.widths[0], spec.kind
+        g = 4 if k == "lstm" else 3
+        w[f"{k}_w_ih"] = _glorot(rng, (f, g * u), f, g * u)
+        q, r = np.linalg.qr(rng.standard_normal((g * u, u)))
+        w[f"{k}_w_hh"] = np.ascontiguousarray((q * np.sign(np.diag(r))).T, dtype=np.float32)
+        b = np.zeros(g * u, np.float32)
+        if k == "lstm":
+            b[u : 2 * u] = 1.0
+        w[f"{k}_b"] = b
+        if k == "gru":
+            w["gru_b_hh"] = np.zeros(g * u, np.float32)
     w["dense_w"] = _glorot(rng, (spec.flat, spec.classes), spec.flat, spec.classes)
     w["dense_b"] = np.zeros(spec.classes, np.float32)
     return w
@@ -218,6 +236,9 @@ def workload_checksum(workload: str) -> str:
     if workload in NETS:
         spec = NETS[workload]
         return checksum(*net_data(spec), *net_weights(spec).values())
+    if workload in NET_INFERENCE:
+        spec, batch = NET_INFERENCE[workload]
+        return checksum(net_inference_data(spec, batch), *net_weights(spec).values())
     if workload in MATMUL:
         return checksum(*matmul_data(MATMUL[workload]).values())
     raise ValueError(f"unknown workload {workload!r}")

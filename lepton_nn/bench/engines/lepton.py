@@ -1,5 +1,6 @@
 """lepton_nn's cases: the step loop and ``Trainer.fit`` for training (W1-W4), ``model(x)`` and
-the NumPy-only runtime (float32, int8, pruned files) for inference (W5), the int8 GEMM kernels
+the NumPy-only runtime (float32, int8, pruned files) for inference (W5; float32 for the W8
+CNN/LSTM/GRU), the int8 GEMM kernels
 (``lepton_nn.kernels._qgemm``) for W6. ``backend`` names the lepton_nn backend to run on.
 """
 
@@ -23,9 +24,12 @@ from ..workloads import (
     magnitude_pruned,
     matmul_data,
     net_data,
+    net_inference_data,
     net_weights,
     training_data,
 )
+
+RUNTIME_HOW = "`lepton_nn.runtime.load(path).predict(x)` (NumPy-only inference plan, float32 file)"
 
 
 def lepton_backend(backend: str | None):
@@ -160,7 +164,7 @@ def _fit_case(workload, spec, label, x, y, make_model=None) -> Case:
 
 
 def lepton_net(spec: NetSpec, weights: dict[str, np.ndarray]):
-    """The W3 CNN (NCHW) or W4 LSTM as a lepton_nn Sequential holding ``weights``."""
+    """The W3 CNN (NCHW), W4 LSTM or W8 GRU as a lepton_nn Sequential holding ``weights``."""
     from lepton_nn import nn
 
     if spec.kind == "cnn":
@@ -174,11 +178,14 @@ def lepton_net(spec: NetSpec, weights: dict[str, np.ndarray]):
         layers.append(nn.Flatten())
         params = [(layers[2 * i], f"conv{i + 1}") for i in range(len(spec.widths))]
     else:
-        lstm = nn.LSTM(spec.widths[0], input_size=spec.shape[1])
-        lstm.weight_ih.data = weights["lstm_w_ih"].copy()
-        lstm.weight_hh.data = weights["lstm_w_hh"].copy()
-        lstm.bias.data = weights["lstm_b"].copy()
-        layers, params = [lstm], []
+        k = spec.kind
+        rnn = (nn.LSTM if k == "lstm" else nn.GRU)(spec.widths[0], input_size=spec.shape[1])
+        rnn.weight_ih.data = weights[f"{k}_w_ih"].copy()
+        rnn.weight_hh.data = weights[f"{k}_w_hh"].copy()
+        rnn.bias.data = weights[f"{k}_b"].copy()
+        if k == "gru":
+            rnn.bias_hh.data = weights["gru_b_hh"].copy()
+        layers, params = [rnn], []
     head = nn.Dense(spec.classes, in_features=spec.flat)
     layers.append(head)
     params.append((head, "dense"))
@@ -194,7 +201,7 @@ def _net_how(spec: NetSpec) -> str:
             "Conv2D/MaxPool2D/Flatten/Dense, NCHW (conv with fused bias + ReLU; each conv and "
             "the pool after it run as one op)"
         )
-    return "LSTM (fused sequence kernel, last state) + Dense"
+    return f"{spec.kind.upper()} (fused sequence kernel, last state) + Dense"
 
 
 def _net_training(workload, spec, backend) -> list[Case]:
@@ -355,6 +362,51 @@ def _inference(workload, spec_batch, backend) -> list[Case]:
     return cases
 
 
+def _net_inference(workload, spec_batch, backend) -> list[Case]:
+    """W8: ``model(x)`` and the runtime on the W3 CNN / W4 LSTM / GRU's initial weights."""
+    from lepton_nn import io, runtime
+    from lepton_nn.autograd import no_grad
+
+    spec, batch = spec_batch
+    be = lepton_backend(backend)
+    xs = cycle(net_inference_data(spec, batch))
+    nb = len(xs)
+    model = lepton_net(spec, net_weights(spec))
+    model.eval()
+
+    def step(i):
+        with no_grad():
+            return model(xs[i % nb]).data
+
+    step(0)  # records the input shape the file needs
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
+        path = os.path.join(tmp, "net.lnn")
+        io.save(model, path)
+        predict = runtime.load(path).predict
+    predict(xs[0])
+    label = f"lepton_nn:{be.name}"
+    return [
+        Case(
+            workload,
+            label,
+            "model(x)",
+            f"`with no_grad(): model(x)` in eval mode, {be.name} backend",
+            batch,
+            step=step,
+            latency=batch == 1,
+        ),
+        Case(
+            workload,
+            label,
+            "runtime",
+            RUNTIME_HOW,
+            batch,
+            step=lambda i: predict(xs[i % nb]),
+            latency=batch == 1,
+        ),
+    ]
+
+
 def _runtime_variants(spec, model, x) -> dict[str, tuple[Callable, str]]:
     """``{variant: (predict, how)}`` from lepton_nn's inference runtime: the float32 file and,
     when :mod:`lepton_nn.compress` offers them, int8 and 90 %-pruned files."""
@@ -373,10 +425,7 @@ def _runtime_variants(spec, model, x) -> dict[str, tuple[Callable, str]]:
     with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
         path = os.path.join(tmp, "fp32.lnn")
         io.save(model, path)
-        out["runtime"] = (
-            load(path).predict,
-            "`lepton_nn.runtime.load(path).predict(x)` (NumPy-only inference plan, float32 file)",
-        )
+        out["runtime"] = (load(path).predict, RUNTIME_HOW)
         try:
             from lepton_nn.compress import quantize
 
@@ -410,5 +459,6 @@ BUILDERS = {
     "mlp": _mlp_training,
     "inference": _inference,
     "net": _net_training,
+    "net inference": _net_inference,
     "matmul": _matmul,
 }

@@ -1,13 +1,22 @@
-"""ONNX Runtime's cases: an ``InferenceSession`` on an MLP graph (W5) and on a one-node
-``MatMulInteger`` graph (W6); graphs are built with ``onnx.helper``. onnx and onnxruntime are
-imported inside each function only."""
+"""ONNX Runtime's cases: an ``InferenceSession`` on an MLP graph (W5), on the W3 CNN / W4 LSTM /
+GRU exported by ``lepton_nn.onnx.export`` (W8) and on a one-node ``MatMulInteger`` graph (W6);
+the W5 and W6 graphs are built with ``onnx.helper``. onnx and onnxruntime are imported inside
+each function only."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..cases import THREADS, Case, cycle
-from ..workloads import MATMUL_K, MATMUL_N, glorot_weights, inference_data, matmul_data
+from ..workloads import (
+    MATMUL_K,
+    MATMUL_N,
+    glorot_weights,
+    inference_data,
+    matmul_data,
+    net_inference_data,
+    net_weights,
+)
 
 
 def onnx_mlp_bytes(weights) -> bytes:
@@ -122,4 +131,44 @@ def _inference(workload, spec_batch) -> list[Case]:
     ]
 
 
-BUILDERS = {"inference": _inference, "matmul": _matmul}
+def _net_inference(workload, spec_batch) -> list[Case]:
+    """W8: the lepton_nn network on the workload's weights, exported with
+    ``lepton_nn.onnx.export`` (dynamic batch), run by an ``InferenceSession``; its output is
+    checked against the lepton_nn model's on the first batch before any timing."""
+    import tempfile
+
+    from lepton_nn.autograd import no_grad
+    from lepton_nn.onnx import export
+
+    from .lepton import lepton_net
+
+    spec, batch = spec_batch
+    xs = cycle(net_inference_data(spec, batch))
+    nb = len(xs)
+    model = lepton_net(spec, net_weights(spec))
+    model.eval()
+    with no_grad():
+        want = model(xs[0]).data
+    with tempfile.TemporaryDirectory(prefix="lepton-bench-") as tmp:
+        proto = export(model, f"{tmp}/net.onnx", example_input=xs[0])
+    sess = ort_session(proto.SerializeToString(), THREADS["n"])
+    name = sess.get_inputs()[0].name
+    err = float(np.max(np.abs(sess.run(None, {name: xs[0]})[0] - want)))
+    if err > 1e-3:
+        raise AssertionError(f"ONNX Runtime's output differs from lepton_nn's by {err:.2e}")
+    return [
+        Case(
+            workload,
+            "onnxruntime",
+            "InferenceSession",
+            "`InferenceSession.run` on the network exported by `lepton_nn.onnx.export` from the "
+            "same weights (Conv/Relu/MaxPool/Flatten/Gemm, or Transpose + one LSTM/GRU node + "
+            "Gemm), CPU provider, default graph optimizations, intra/inter-op threads set",
+            batch,
+            step=lambda i: sess.run(None, {name: xs[i % nb]}),
+            latency=batch == 1,
+        )
+    ]
+
+
+BUILDERS = {"inference": _inference, "net inference": _net_inference, "matmul": _matmul}
