@@ -296,8 +296,8 @@ qg_epi256(const qg_args *p, int64_t m, int64_t n, __m256i acc, int32_t off, floa
                        of, acc, off, xs);
         return;
     }
-    /* the last rem < 8 columns: cs, ws, bias[n : N] copied into zero-padded buffers (as the
-     * masked loads' zeros), the same vector code, then out[m, n : N] = the buffer's first rem */
+    /* the last rem < 8 columns through zero-padded buffers, the same vector code:
+     * NumPy: cb[:rem], wb[:rem], bb[:rem] = cs[n:], ws[n:], bias[n:] (the rest 0) */
     int32_t cb[8] = {0}, ob[8];
     float wb[8] = {0}, bb[8] = {0}, fb[8];
     for (int64_t i = 0; i < rem; i++) {
@@ -307,7 +307,7 @@ qg_epi256(const qg_args *p, int64_t m, int64_t n, __m256i acc, int32_t off, floa
     }
     qg_epi256_full(p, p->cs ? cb : NULL, wb, p->bias ? bb : NULL, oi ? ob : NULL, oi ? NULL : fb,
                    acc, off, xs);
-    for (int64_t i = 0; i < rem; i++) {
+    for (int64_t i = 0; i < rem; i++) { /* NumPy: out[m, n:] = buffer[:rem] */
         if (oi) oi[i] = ob[i];
         else of[i] = fb[i];
     }
