@@ -219,14 +219,31 @@ LA_UNUSED static void qc_fill_canvas(const uint8_t *xq, int32_t zp, float *cv,
 #define QCD_ACT la_act512
 #include "qconv_direct.h"
 
+/* NumPy: dst[:n] = v[:n], n <= 8, a whole store when n == 8 */
+static inline __attribute__((target("avx2,fma"), always_inline)) void
+qc_store256(float *dst, ptrdiff_t n, __m256 v)
+{
+    if (n == 8) {
+        _mm256_storeu_ps(dst, v);
+        return;
+    }
+    float buf[8];
+    _mm256_storeu_ps(buf, v);
+    for (ptrdiff_t i = 0; i < n; i++) dst[i] = buf[i];
+}
+
 #define QCD_NAME qc_direct256
 #define QCD_TARGET "avx2,fma"
 #define QCD_W 8
 #define QCD_VEC __m256
-#define QCD_MASK_T __m256i
-#define QCD_MASK(n) la_mask256(n)
-#define QCD_LOAD(k, p) _mm256_maskload_ps(p, k)
-#define QCD_STORE(p, k, v) _mm256_maskstore_ps(p, k, v)
+/* No masked loads or stores here: AMD's vmaskmovps is microcoded. The "mask" is the count
+ * of pixels n; a load reads 8 whole floats (the lanes past the row's end read the next row or,
+ * at most 7 floats past the canvas, its weights wf, allocated after it: they only feed
+ * outputs never stored); a store of n < 8 goes through a buffer. */
+#define QCD_MASK_T ptrdiff_t
+#define QCD_MASK(n) (n)
+#define QCD_LOAD(k, p) _mm256_loadu_ps(p)
+#define QCD_STORE(p, k, v) qc_store256(p, k, v)
 #define QCD_SET1 _mm256_set1_ps
 #define QCD_FMA _mm256_fmadd_ps
 #define QCD_ACT la_act256
@@ -270,16 +287,25 @@ __attribute__((target("avx2,fma"))) static void qc_pool2x2_256(const float *x, f
                                                                ptrdiff_t ow)
 {
     const ptrdiff_t poh = oh / 2, pow_ = ow / 2;
+    float t0[16] = {0}, t1[16] = {0}; /* a row's last 2n < 16 columns, zero padded */
     for (ptrdiff_t f = 0; f < F; f++)
         for (ptrdiff_t py = 0; py < poh; py++) {
             const float *r0 = x + (f * oh + 2 * py) * ow, *r1 = r0 + ow;
             float *yr = y + (f * poh + py) * pow_;
             for (ptrdiff_t px0 = 0; px0 < pow_; px0 += 8) {
-                const ptrdiff_t n = pow_ - px0 < 8 ? pow_ - px0 : 8, n2 = 2 * n;
-                const __m256i lo = la_mask256(n2 >= 8 ? 8 : n2), hi = la_mask256(n2 > 8 ? n2 - 8 : 0);
+                const ptrdiff_t n = pow_ - px0 < 8 ? pow_ - px0 : 8;
                 const float *a0 = r0 + 2 * px0, *a1 = r1 + 2 * px0;
-                const __m256 r00 = _mm256_maskload_ps(a0, lo), r01 = _mm256_maskload_ps(a0 + 8, hi);
-                const __m256 r10 = _mm256_maskload_ps(a1, lo), r11 = _mm256_maskload_ps(a1 + 8, hi);
+                if (n < 8) { /* NumPy: t0[:2n], t1[:2n] = r0, r1[2px0 : 2px0 + 2n] (no masked
+                              * loads: AMD's vmaskmovps is microcoded; x has no slack) */
+                    for (ptrdiff_t i = 0; i < 2 * n; i++) {
+                        t0[i] = a0[i];
+                        t1[i] = a1[i];
+                    }
+                    a0 = t0;
+                    a1 = t1;
+                }
+                const __m256 r00 = _mm256_loadu_ps(a0), r01 = _mm256_loadu_ps(a0 + 8);
+                const __m256 r10 = _mm256_loadu_ps(a1), r11 = _mm256_loadu_ps(a1 + 8);
                 /* NumPy: y[f, py, px] = max(x[f, 2py:2py+2, 2px:2px+2]); lanes in the order
                  * px = 0 1 4 5 2 3 6 7 until the permute */
                 const __m256 top = _mm256_max_ps(_mm256_shuffle_ps(r00, r01, 0x88),
@@ -287,8 +313,8 @@ __attribute__((target("avx2,fma"))) static void qc_pool2x2_256(const float *x, f
                 const __m256 bot = _mm256_max_ps(_mm256_shuffle_ps(r10, r11, 0x88),
                                                  _mm256_shuffle_ps(r10, r11, 0xDD));
                 const __m256d m = _mm256_castps_pd(_mm256_max_ps(top, bot));
-                _mm256_maskstore_ps(yr + px0, la_mask256(n),
-                                    _mm256_castpd_ps(_mm256_permute4x64_pd(m, 0xD8)));
+                /* NumPy: yr[px0 : px0 + n] = the first n lanes */
+                qc_store256(yr + px0, n, _mm256_castpd_ps(_mm256_permute4x64_pd(m, 0xD8)));
             }
         }
 }
@@ -327,7 +353,7 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
 #endif
     const ptrdiff_t CH = qc_canvas_h(g), CW = qc_canvas_w(g), canvas = g->c * CH * CW;
     float *cv = NULL, *wf = NULL;
-    if (direct) { /* the zeroed canvas, then the float weights */
+    if (direct) { /* the zeroed canvas, then the float weights (qc_direct256's slack) */
         const ptrdiff_t F8 = (F + QC_FB - 1) / QC_FB * QC_FB;
         cv = (float *)qg_amalloc((size_t)(canvas + F8 * w->K) * sizeof(float));
         if (!cv) return -1;

@@ -1,7 +1,8 @@
 /* qconv_direct.h -- the small-K direct int8 convolution of qconv_chunks.h, one vector width
  * per inclusion (no include guard): QCD_NAME with QCD_TARGET, QCD_W float lanes of type
  * QCD_VEC, QCD_MASK_T a partial-vector mask made by QCD_MASK(n) (n <= QCD_W lanes),
- * QCD_LOAD(mask, p) zeroing the masked-off lanes, QCD_STORE(p, mask, v), QCD_SET1, QCD_FMA
+ * QCD_LOAD(mask, p) (the masked-off lanes zeroed, or read from the canvas's slack: they
+ * feed only outputs never stored), QCD_STORE(p, mask, v), QCD_SET1, QCD_FMA
  * (a b + c), and QCD_ACT(v, act), the epilogue activation of the int8 GEMM of the same width.
  *
  * dst (F, oh, ow) = act(acc (s ws[f]) + b[f]), acc = the exact integer sum of the layer over

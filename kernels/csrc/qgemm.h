@@ -265,23 +265,52 @@ __attribute__((target(QG_T512))) static void qg_run_avx512vnni(const qg_args *p,
 #endif
 
 /* ============================================================== 256-bit epilogue */
+/* Whole-vector loads and stores: a full tile reads and writes its 8 columns directly, the
+ * row's last columns (n + 8 > N) go through 8-lane buffers, zero padded. AMD's masked loads
+ * and stores (vpmaskmovd, vmaskmovps) are microcoded and were the epilogue's cost. */
+static inline __attribute__((target("avx2,fma"), always_inline)) void
+qg_epi256_full(const qg_args *p, const int32_t *cs, const float *ws, const float *bias,
+               int32_t *outi, float *outf, __m256i acc, int32_t off, float xs) {
+    /* acc -= zp[m] * colsum[n : n + 8] */
+    if (cs && off)
+        acc = _mm256_sub_epi32(acc, _mm256_mullo_epi32(_mm256_set1_epi32(off),
+                                                       _mm256_loadu_si256((const __m256i *)cs)));
+    if (outi) {
+        _mm256_storeu_si256((__m256i *)outi, acc); /* NumPy: out[m, n : n + 8] = acc */
+        return;
+    }
+    /* NumPy: out[m, n : n + 8] = act(acc * (xs * ws[n : n + 8]) + bias[n : n + 8]) */
+    __m256 s = _mm256_mul_ps(_mm256_set1_ps(xs), _mm256_loadu_ps(ws));
+    __m256 b = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, b);
+    _mm256_storeu_ps(outf, la_act256(y, p->act));
+}
+
 static inline __attribute__((target("avx2,fma"), always_inline)) void
 qg_epi256(const qg_args *p, int64_t m, int64_t n, __m256i acc, int32_t off, float xs) {
     const int64_t rem = p->N - n;
-    const __m256i k = la_mask256(rem >= 8 ? 8 : rem);
-    /* acc -= zp[m] * colsum[n : n + 8] */
-    if (p->cs && off)
-        acc = _mm256_sub_epi32(
-            acc, _mm256_mullo_epi32(_mm256_set1_epi32(off), _mm256_maskload_epi32(p->cs + n, k)));
-    if (p->outi) {
-        _mm256_maskstore_epi32(p->outi + m * p->N + n, k, acc);
+    int32_t *oi = p->outi ? p->outi + m * p->N + n : NULL;
+    float *of = p->outi ? NULL : p->outf + m * p->N + n;
+    if (rem >= 8) {
+        qg_epi256_full(p, p->cs ? p->cs + n : NULL, p->ws + n, p->bias ? p->bias + n : NULL, oi,
+                       of, acc, off, xs);
         return;
     }
-    /* out[m, n : n + 8] = act(acc * (xs * ws) + bias) */
-    __m256 s = _mm256_mul_ps(_mm256_set1_ps(xs), _mm256_maskload_ps(p->ws + n, k));
-    __m256 b = p->bias ? _mm256_maskload_ps(p->bias + n, k) : _mm256_setzero_ps();
-    __m256 y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), s, b);
-    _mm256_maskstore_ps(p->outf + m * p->N + n, k, la_act256(y, p->act));
+    /* the last rem < 8 columns through zero-padded buffers, the same vector code:
+     * NumPy: cb[:rem], wb[:rem], bb[:rem] = cs[n:], ws[n:], bias[n:] (the rest 0) */
+    int32_t cb[8] = {0}, ob[8];
+    float wb[8] = {0}, bb[8] = {0}, fb[8];
+    for (int64_t i = 0; i < rem; i++) {
+        if (p->cs) cb[i] = p->cs[n + i];
+        if (!p->outi) wb[i] = p->ws[n + i];
+        if (p->bias && !p->outi) bb[i] = p->bias[n + i];
+    }
+    qg_epi256_full(p, p->cs ? cb : NULL, wb, p->bias ? bb : NULL, oi ? ob : NULL, oi ? NULL : fb,
+                   acc, off, xs);
+    for (int64_t i = 0; i < rem; i++) { /* NumPy: out[m, n:] = buffer[:rem] */
+        if (oi) oi[i] = ob[i];
+        else of[i] = fb[i];
+    }
 }
 
 /* ============================================================== AVX2, exact without VNNI */
