@@ -347,6 +347,46 @@ def test_reload_under_load_fails_no_request(files, tmp_path):
     assert info["reloads"] == 1 and info["version"] == new
 
 
+def test_reload_sees_a_new_file_of_the_same_size_and_mtime(files, tmp_path):
+    """An atomic save within one tick of the kernel's coarse file clock keeps the mtime; of
+    the same size, only the inode tells the new file."""
+    mlp = nn.Sequential([nn.Dense(4, "relu"), nn.Dense(2)])
+    mlp.build((None, 3))
+    mlp.eval()
+    mlp(np.zeros((1, 3), np.float32))
+    first, other = str(tmp_path / "first.lnn"), str(tmp_path / "other.lnn")
+    L.save(mlp, first)
+    base = [p.data.copy() for p in mlp.parameters()]
+    for k in range(1, 200):  # new weights of the same file size (the size varies a little)
+        for p, w in zip(mlp.parameters(), base):
+            p.data[...] = w + k / 64
+        L.save(mlp, other)
+        if os.path.getsize(other) == os.path.getsize(first):
+            break
+    assert os.path.getsize(other) == os.path.getsize(first)  # else the test is void
+    path = str(tmp_path / "live.lnn")
+    _replace(first, path)
+    config = ServeConfig(models=[("m", path)], reload=True, reload_interval=0.02)
+    with Running(config) as s:
+        v0 = s.client.get("/v1/models").json()["models"][0]["sha256"]
+        st = os.stat(path)
+        tmp = path + ".tmp"
+        with open(other, "rb") as f, open(tmp, "wb") as g:
+            g.write(f.read())
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # the rename keeps this mtime
+        os.replace(tmp, path)
+        assert (os.stat(path).st_mtime_ns, os.stat(path).st_size) == (st.st_mtime_ns, st.st_size)
+        deadline = time.monotonic() + 60  # a hang guard: a missed swap never comes
+        while (info := s.client.get("/v1/models").json()["models"][0])["sha256"] == v0:
+            assert time.monotonic() < deadline, "the new file was never loaded"
+            time.sleep(0.02)
+        x = [[0.5, -1.0, 2.0]]
+        got = s.client.post("/v1/models/m:predict", json={"rows": x}).json()
+    assert info["reloads"] == 1 and got["version"] == info["version"]
+    np.testing.assert_allclose(got["outputs"], rt.load(other).predict(np.array(x, np.float32)),
+                               rtol=1e-6)  # fmt: skip
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
