@@ -141,8 +141,10 @@ class DaskExecutor(Executor):
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
         """``fn(*args)`` on a worker; futures among ``args`` arrive as their values. A
         ``concurrent.futures.Future``, resolved when the task succeeds or fails for good."""
-        keys = [getattr(a, "key", None) for a in args]
-        shares = {i: self._shares[k] for i, k in enumerate(keys) if k in self._shares}
+        from distributed import Future as DaskFuture
+
+        keys = {i: a.key for i, a in enumerate(args) if isinstance(a, DaskFuture)}
+        shares = {i: self._shares[k] for i, k in keys.items() if k in self._shares}
         task = _Task(fn, args, kwargs, shares)
         with self._lock:
             self._running.add(task)
