@@ -5,6 +5,11 @@ predictions."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -78,10 +83,16 @@ def test_grid_search_on_dask_equals_serial_and_ships_the_data_once(client):
 
 
 def test_the_handle_lives_on_every_worker_while_the_search_holds_it(client):
+    """Broadcast puts a copy on each worker (Dask's active memory manager, paused here, would
+    soon drop the copies no task waits for: see the lost-data tests)."""
     ex = DaskExecutor(client)
     X, y = data(50)
-    handle = ex.share((X, y))
-    assert len(client.who_has([handle])[handle.key]) == 2  # broadcast: both workers
+    client.amm.stop()
+    try:
+        handle = ex.share((X, y))
+        assert len(client.who_has([handle])[handle.key]) == 2  # broadcast: both workers
+    finally:
+        client.amm.start()
     got = ex.submit(lambda d: float(d[0].sum()), handle).result()
     assert got == float(X.sum())
 
@@ -298,34 +309,69 @@ def test_cli_predict_scores_parquet_files_on_the_cluster(client, scored, tmp_pat
     assert main(["predict", model, folder]) == 2  # a folder needs -o
 
 
-def test_a_worker_killed_mid_search_still_gives_the_serial_results(client):
-    """Dask re-runs the lost tasks; the shared data survives on the other worker. (Last in
-    this file: the nanny restarts the killed worker behind it.)"""
-    import os
-    import signal
-    import threading
-    import time
+class OneCopy(DaskExecutor):
+    """Shares as a loaded cluster leaves them: the active memory manager has dropped the
+    broadcast copies no task waits for yet, so one worker (``holder``) holds the data."""
 
+    holder = None
+
+    def share(self, obj):
+        handle = super().share(obj)
+        deadline = time.monotonic() + 60
+        while len(holders := self.client.who_has([handle])[handle.key]) > 1:
+            assert time.monotonic() < deadline, "the copies were never reduced"
+            self.client.amm.run_once()
+            time.sleep(0.05)
+        self.holder = holders[0]
+        return handle
+
+
+def _kill(client, address, pids):
+    """SIGKILL the worker at ``address``; return once the scheduler has removed it."""
+    os.kill(pids[address], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while address in client.scheduler_info(n_workers=-1)["workers"]:
+        assert time.monotonic() < deadline, "the scheduler never noticed the death"
+        time.sleep(0.05)
+
+
+def test_shared_data_whose_only_holder_died_is_sent_again(client):
+    """Scattered data has no task to recompute it: Dask forgets it with its last holder and
+    cancels what reads it ("already forgotten"); the executor scatters it again."""
+    client.wait_for_workers(2, timeout=120)  # the nanny restarts killed workers
+    ex = OneCopy(client)
+    X, y = data(50)
+    handle = ex.share((X, y))
+    _kill(client, ex.holder, client.run(os.getpid))
+    got = ex.submit(lambda d: float(d[0].sum()), handle).result(timeout=120)
+    assert got == float(X.sum())
+    assert handle.status == "cancelled"  # the first copy really was lost
+
+
+def test_a_worker_killed_mid_search_still_gives_the_serial_results(client):
+    """The worker holding the only copy of the shared data is SIGKILLed while it runs a
+    trial: Dask re-runs the lost tasks, the executor sends the data again if no other worker
+    had fetched it yet. (Last in this file: the nanny restarts the killed worker behind it.)"""
+    client.wait_for_workers(2, timeout=120)
     X, y = data(160)
     grid = {"lr": [0.01, 0.02, 0.05], "hidden": [4, 8], "epochs": [4]}
     serial = GridSearch(build, grid, cv=2, executor="serial", refit=False)
     serial.fit(X, y)
-    search = GridSearch(build, grid, cv=2, executor=DaskExecutor(client), refit=False)
+    ex = OneCopy(client)
+    search = GridSearch(build, grid, cv=2, executor=ex, refit=False)
     pids = client.run(os.getpid)
     errors = []
     run = threading.Thread(target=lambda: _catch(errors, search.fit, X, y))
     run.start()
-    busy = {}
-    deadline = time.monotonic() + 30
-    while not any(busy.values()) and time.monotonic() < deadline:
-        busy = client.processing()
+    deadline = time.monotonic() + 120
+    while ex.holder is None or not client.processing([ex.holder])[ex.holder]:
+        assert run.is_alive() and time.monotonic() < deadline, ("no trial ran", errors)
         time.sleep(0.02)
-    victim = next(w for w, tasks in busy.items() if tasks)
-    os.kill(pids[victim], signal.SIGKILL)
-    run.join(timeout=120)
-    assert not errors and search.results_ is not None
+    _kill(client, ex.holder, pids)
+    run.join(timeout=300)
+    assert not run.is_alive() and not errors, errors
     assert rows(search.results_) == rows(serial.results_)
-    assert pids[victim] not in client.run(os.getpid).values()  # it really died
+    assert pids[ex.holder] not in client.run(os.getpid).values()  # it really died
 
 
 def _catch(errors, fn, *args):

@@ -120,8 +120,9 @@ class Service:
         return Direct(work, on_batch)
 
     async def _watch(self) -> None:
-        """Every ``reload_interval`` s: a model file whose (mtime, size) changed is loaded on a
-        thread and, when it loads, becomes the version new requests use (one assignment)."""
+        """Every ``reload_interval`` s: a model file whose (inode, mtime, size) changed is
+        loaded on a thread and, when it loads, becomes the version new requests use (one
+        assignment)."""
         loop = asyncio.get_running_loop()
         tried: dict[str, tuple] = {}
         while True:

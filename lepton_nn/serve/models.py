@@ -57,7 +57,7 @@ class Version:
 
     model: InferenceModel
     sha256: str
-    stat: tuple[int, int]  # (mtime_ns, size) when read: what --reload compares
+    stat: tuple[int, int, int]  # (inode, mtime_ns, size) when read: what --reload compares
     loaded_at: float = field(default_factory=time.time)
     session: Any = None
     no_stream: str = ""  # why the network cannot stream (when session is None)
@@ -92,9 +92,11 @@ class ServedModel:
         self.current = self.read()
         self.reloads = 0
 
-    def stat(self) -> tuple[int, int]:
+    def stat(self) -> tuple[int, int, int]:
+        """What tells a new file: an atomic save (temp file + rename) brings a new inode,
+        even when size and mtime match (mtime ticks with the kernel's coarse clock)."""
         st = os.stat(self.path)
-        return (st.st_mtime_ns, st.st_size)
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def read(self, previous: Version | None = None) -> Version:
         """Load the file now (a ``LeptonError`` for a bad one); streams carry over from
