@@ -178,3 +178,21 @@ def test_cli_predict_reasons_and_monitor_multiclass(models, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "error" in err
+
+
+def test_streamed_fits_write_the_profile_for_every_task(tmp_path):
+    from lepton_nn.data import read_csv, stream
+
+    data, label, value = _data(n=400, seed=1)
+    lines = ["x0,x1,k,r"] + [
+        f"{a:.17g},{b:.17g},{k},{r:.17g}"
+        for a, b, k, r in zip(data["x0"], data["x1"], label, value)
+    ]
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    for target, drop, of in (("k", "r", "probability"), ("r", "k", "prediction")):
+        rows = stream(str(path), target=target, columns=["x0", "x1"])
+        model = TabularModel(epochs=3, seed=0).fit(rows)
+        assert model.profile["score_of"] == of
+        report = ln.risk.monitor(model, read_csv(str(path), target=target, drop=[drop]))
+        assert report.score["psi"] < 0.01 and all(f["psi"] < 0.01 for f in report.features)
