@@ -248,11 +248,12 @@ def _one_csv_file(path: str) -> bool:
 
 def _reasons(model, table, args) -> list[list[str]]:
     """``--reasons K``: per row K cells ``column=value (+contribution)`` (empty past the
-    columns that push toward ``--adverse``), from :func:`lepton_nn.risk.reason_codes`."""
+    columns that push toward ``--adverse``; multiclass: toward ``--adverse`` or else the
+    row's predicted class, as ``serve`` does), from :func:`lepton_nn.risk.reason_codes`."""
     from .risk.reasons import reason_codes
 
-    if model.task_ != "binary":
-        raise LeptonError(f"--reasons: {args.model} is a {model.task_} model, not binary")
+    if model.task_ == "regression":
+        raise LeptonError(f"--reasons: {args.model} is a regression model, not a classifier")
     k = args.reasons
     cells = []
     for row in reason_codes(model, table, k=k, adverse=args.adverse):
@@ -434,7 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="add columns reason_1..K: the columns pushing each row toward --adverse",
     )
-    r.add_argument("--adverse", help="the class that means decline (default: the positive one)")
+    r.add_argument(
+        "--adverse",
+        help="the class that means decline (default: the positive one; multiclass: each row's "
+        "predicted class)",
+    )
     r.set_defaults(fn=cmd_predict)
 
     d = sub.add_parser(

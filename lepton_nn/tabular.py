@@ -201,8 +201,7 @@ class TabularModel:
         self.calibration = None
         # the profile (every column's training deciles, the approved rows' medians) is exact
         # statistics of the training rows: not written under privacy (docs/privacy.md)
-        profiled = task == "binary" and self.privacy is None
-        self.profile = self._profile(data, keep) if profiled else None
+        self.profile = self._profile(data, keep) if self.privacy is None else None
         return self
 
     def partial_fit(self, data: Any, y: Any = None, classes: Any = None) -> TabularModel:
@@ -215,12 +214,16 @@ class TabularModel:
     def _profile(self, data: Any, keep: np.ndarray) -> dict:
         """Training bins of the score and every column, and the approved rows' baseline
         (:mod:`lepton_nn.runtime.profile`), for monitoring and reason codes."""
-        from .runtime.profile import build_profile
+        from .runtime.profile import build_profile, task_scores
 
         table = self.preprocessor.as_table(data).take(keep)
         z = self.decision_function(table).astype(np.float64)
+        pre = self.preprocessor._compiled()
+        if self.task_ != "binary":  # multiclass: class probabilities; regression: predictions
+            score, scores = task_scores(self.task_, z, self.target_scale)
+            return build_profile(pre, table, score, None, task=self.task_, scores=scores)
         approved = 1.0 / (1.0 + np.exp(-z)) < self.threshold
-        return build_profile(self.preprocessor._compiled(), table, z, approved)
+        return build_profile(pre, table, z, approved)
 
     def _check_positive(self, data: Any, y: np.ndarray, task: str) -> None:
         """``positive=`` names a class of a two-class target; anything else is refused."""

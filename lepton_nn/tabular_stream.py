@@ -10,8 +10,8 @@
 
 Differences from the in-memory ``fit``, all for bounded memory: duplicate rows are kept; the
 validation rows are whole chunks, not a stratified sample; there is no refit on all rows;
-``class_weight="balanced"`` counts the classes over all rows; the monitoring profile of a
-binary model is built on up to ``PROFILE_ROWS`` training rows.
+``class_weight="balanced"`` counts the classes over all rows; the monitoring profile is
+built on up to ``PROFILE_ROWS`` training rows.
 
 ``partial_fit(data, y)`` trains one epoch over the rows given, continuing the network and
 optimizer of the previous call (dask-ml's ``Incremental`` drives it partition by partition:
@@ -161,17 +161,17 @@ def fit(model: TabularModel, data: Any) -> TabularModel:
     )  # fmt: skip
     model.network.eval()
     model.history = hist.history
-    if model.task_ == "binary":
-        ids = np.asarray(getattr(train, "ids", np.arange(train.n_chunks)))
-        base = data if not hasattr(train, "ids") else data.take(ids)
-        sample, rows = [], 0
-        for i in np.random.default_rng(model.seed).permutation(base.n_chunks):
-            sample.append(base.read_chunk(int(i)))
-            rows += len(sample[-1])
-            if rows >= PROFILE_ROWS:
-                break
-        table = concat_tables(sample)
-        model.profile = model._profile(table, np.arange(len(table)))
+    # the monitoring profile of every task (a stream has no privacy)
+    ids = np.asarray(getattr(train, "ids", np.arange(train.n_chunks)))
+    base = data if not hasattr(train, "ids") else data.take(ids)
+    sample, rows = [], 0
+    for i in np.random.default_rng(model.seed).permutation(base.n_chunks):
+        sample.append(base.read_chunk(int(i)))
+        rows += len(sample[-1])
+        if rows >= PROFILE_ROWS:
+            break
+    table = concat_tables(sample)
+    model.profile = model._profile(table, np.arange(len(table)))
     return model
 
 

@@ -7,8 +7,11 @@ stays finite::
     PSI = sum_b (a_b - e_b) ln(a_b / e_b)
 
 Each term is that bin's *characteristic stability* contribution. Usual reading: below 0.1
-stable, 0.1 to 0.25 worth watching, above 0.25 a shift. The score is the network's logit
-(calibration maps are monotone, so its bins are those of the calibrated probability).
+stable, 0.1 to 0.25 worth watching, above 0.25 a shift. The score is the profile's
+(:mod:`lepton_nn.runtime.profile`): binary, the network's logit (calibration maps are
+monotone, so its bins are those of the calibrated probability); multiclass, the top class's
+probability, plus one characteristic ``p_<class>`` per class probability (``class_scores``);
+regression, the prediction.
 Numeric columns use training deciles plus a bin of missing values; categorical columns one
 bin per training category, one for unseen categories and one for missing values.
 """
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.runtime.profile import bin_index, column_values, quantile_edges
+from lepton_nn.errors import DataError
+from lepton_nn.runtime.profile import bin_index, column_values, quantile_edges, task_scores
 
 from . import _served
 
@@ -75,6 +79,8 @@ class MonitorReport:
     training_rows: int
     score: dict
     features: list[dict] = field(default_factory=list)
+    class_scores: list[dict] = field(default_factory=list)  # multiclass: one per class
+    score_of: str = "logit"
 
     def flagged(self) -> list[str]:
         return [f["name"] for f in self.features if f["flag"] != "stable"]
@@ -84,12 +90,18 @@ class MonitorReport:
             "rows": self.rows,
             "training_rows": self.training_rows,
             "thresholds": {"watch": WATCH, "shift": SHIFT},
+            "score_of": self.score_of,
             "score": self.score,
+            "class_scores": self.class_scores,
             "features": self.features,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+    def _score_name(self) -> str:
+        what = {"probability": "top-class probability"}.get(self.score_of, self.score_of)
+        return f"score ({what})"
 
     def to_markdown(self) -> str:
         s = self.score
@@ -101,10 +113,11 @@ class MonitorReport:
             "",
             "| characteristic | PSI | flag |",
             "|---|---|---|",
-            f"| score | {s['psi']:.4f} | {s['flag']} |",
+            f"| {self._score_name()} | {s['psi']:.4f} | {s['flag']} |",
         ]
-        out += [f"| {f['name']} | {f['psi']:.4f} | {f['flag']} |" for f in self.features]
-        for f in [{"name": "score", **s}, *self.features]:
+        rest = [*self.class_scores, *self.features]
+        out += [f"| {f['name']} | {f['psi']:.4f} | {f['flag']} |" for f in rest]
+        for f in [{"name": self._score_name(), **s}, *rest]:
             out += ["", f"## {f['name']}", "", "| bin | expected | actual | PSI term |"]
             out.append("|---|---|---|---|")
             out += [
@@ -140,12 +153,26 @@ def monitor(model_or_path: Any, data: Any) -> MonitorReport:
     """PSI of the score and every column of raw rows ``data`` against the training bins
     stored in the model file (a ``TabularModel``, ``InferenceModel`` or path)."""
     im = _served.served(model_or_path)
-    _served.binary(im, "monitor")
+    if im.kind != "tabular" or im.preprocessing is None:
+        raise DataError("monitor: needs a tabular model (one saved by 'lepton-nn train')")
     profile = _served.profile_of(im, "monitor")
     values, n = column_values(im.preprocessing, data)
-    z = _served.logits(im, im.transform(data))
+    X = im.transform(data)
+    per_class = []
+    if im.task == "binary":
+        z = _served.logits(im, X)
+    else:
+        z, p = task_scores(im.task, im.forward(X), im.target_scale, im._probabilities)
+        if p is not None:  # multiclass: each class's probability
+            names = im.classes.tolist() if im.classes is not None else range(p.shape[1])
+            per_class = [
+                {"name": f"p_{c}", "kind": "probability", **_characteristic(spec, p[:, k])}
+                for k, (c, spec) in enumerate(zip(names, profile["scores"]))
+            ]
     features = [
         {"name": spec["name"], "kind": spec["kind"], **_characteristic(spec, values[spec["name"]])}
         for spec in profile["columns"]
     ]
-    return MonitorReport(n, int(profile["rows"]), _characteristic(profile["score"], z), features)
+    score = _characteristic(profile["score"], z)
+    of = profile.get("score_of", "logit")
+    return MonitorReport(n, int(profile["rows"]), score, features, per_class, of)

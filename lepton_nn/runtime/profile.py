@@ -6,7 +6,9 @@ Written at ``TabularModel.fit`` time from the training rows; read by
 :func:`lepton_nn.risk.reason_codes` (the baseline applicant). NumPy only (floor 6)::
 
     {"rows": N, "bins": B,
-     "score": {"edges": [...], "expected": [...]},      # bins of the logit z
+     "score": {"edges": [...], "expected": [...]},      # bins of the score (below)
+     "score_of": "logit" | "probability" | "prediction", # absent in older files: "logit"
+     "scores": [{"edges", "expected"}, ...],            # multiclass only: one per class
      "baseline_rule": "...", "baseline_rows": n,
      "columns": [
        {"name", "kind": "numeric", "edges": [e_1 < ... < e_m],
@@ -19,6 +21,14 @@ e_i <= v < e_{i+1}; the first and last bins are open). Edges are training quanti
 1/B, ..., (B-1)/B (repeated values merged). The **baseline** is the median (numeric) or
 mode (categorical) of each column over the *approved* training rows (P(positive) below the
 decision threshold): the typical approved applicant, against whom reason codes are measured.
+
+The **score** by task (``score_of``): binary, the network's logit z (calibration maps are
+monotone, so these are also the calibrated probability's bins); multiclass, the top class's
+probability max_k p_k, and ``scores[k]`` the bins of each class's probability p_k (softmax of
+the network, before any calibration); regression, the prediction in target units. Multiclass
+and regression targets have no approved class: their baseline is the preprocessing's fill
+value of each column (``baseline_rows`` 0; a categorical column without a fill: null), the
+row :mod:`.reasons` explains multiclass models against.
 """
 
 from __future__ import annotations
@@ -33,9 +43,17 @@ from lepton_nn.errors import ModelFormatError
 
 from .preprocess import CATEGORICAL, Preprocessing, columns_of, to_categorical, to_numeric
 
-__all__ = ["bin_index", "build_profile", "column_values", "parse_profile", "quantile_edges"]
+__all__ = [
+    "bin_index",
+    "build_profile",
+    "column_values",
+    "parse_profile",
+    "quantile_edges",
+    "task_scores",
+]
 
 MAX_BINS = 1000
+SCORE_OF = {"binary": "logit", "multiclass": "probability", "regression": "prediction"}
 
 
 def column_values(pre: Preprocessing, rows: Any) -> tuple[dict[str, np.ndarray], int]:
@@ -80,42 +98,78 @@ def shares(spec: dict, values: np.ndarray, n_bins: int) -> np.ndarray:
     return counts / max(1.0, counts.sum())
 
 
+def task_scores(
+    task: str, out: np.ndarray, target_scale: Any = (0.0, 1.0), probabilities: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The profiled score (N,) of a multiclass or regression model from its network output
+    ``out`` (N, C) (``probabilities``: the network ends in a softmax), and for multiclass the
+    class probabilities (N, C) whose columns ``scores`` bins (else None)."""
+    out = np.asarray(out, np.float64).reshape(len(out), -1)
+    if task == "regression":
+        mu, sd = target_scale
+        return out[:, 0] * sd + mu, None
+    if not probabilities:
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        out = e / e.sum(axis=1, keepdims=True)
+    return out.max(axis=1), out
+
+
+def _score_bins(values: np.ndarray, bins: int) -> dict:
+    values = np.asarray(values, np.float64)
+    spec = {"edges": quantile_edges(values, bins).tolist()}
+    spec["expected"] = shares(spec, values, len(spec["edges"]) + 1).tolist()
+    return spec
+
+
 def build_profile(
-    pre: Preprocessing, rows: Any, logits: np.ndarray, approved: np.ndarray, bins: int = 10
+    pre: Preprocessing,
+    rows: Any,
+    score: np.ndarray,
+    approved: np.ndarray | None,
+    bins: int = 10,
+    task: str = "binary",
+    scores: np.ndarray | None = None,
 ) -> dict:
-    """The profile of training ``rows`` with network ``logits`` (N,) and an ``approved`` mask."""
+    """The profile of training ``rows`` with their ``score`` (N,) (the logit for binary, see
+    :func:`task_scores` otherwise), the ``approved`` mask (binary; None: the baseline is the
+    fill values) and, multiclass, the class probabilities ``scores`` (N, K)."""
     values, n = column_values(pre, rows)
-    approved = np.asarray(approved, bool)
-    if not approved.any():  # nobody approved: the whole population is the baseline
-        approved = np.ones(n, bool)
-    score = {"edges": quantile_edges(np.asarray(logits, np.float64), bins).tolist()}
-    score["expected"] = shares(score, logits, len(score["edges"]) + 1).tolist()
+    if approved is not None:
+        approved = np.asarray(approved, bool)
+        if not approved.any():  # nobody approved: the whole population is the baseline
+            approved = np.ones(n, bool)
     columns = []
     for s in pre.columns:
         v = values[s["name"]]
         if s["kind"] == CATEGORICAL:
             spec: dict[str, Any] = {"name": s["name"], "kind": CATEGORICAL}
             spec["categories"] = [str(c) for c in s["categories"]]
-            ok = [x for x in v[approved] if x is not None]
+            ok = [x for x in v[approved] if x is not None] if approved is not None else []
             labels, counts = np.unique(np.asarray(ok, dtype=str), return_counts=True)
             spec["baseline"] = str(labels[np.argmax(counts)]) if len(ok) else s["fill"]
             k = len(spec["categories"]) + 2
         else:
             spec = {"name": s["name"], "kind": "numeric"}
             spec["edges"] = quantile_edges(v, bins).tolist()
-            a = v[approved & ~np.isnan(v)]
+            a = v[approved & ~np.isnan(v)] if approved is not None else v[:0]
             spec["baseline"] = float(np.median(a)) if a.size else float(s["fill"])
             k = len(spec["edges"]) + 2
         spec["expected"] = shares(spec, v, k).tolist()
         columns.append(spec)
-    return {
-        "rows": int(n),
-        "bins": int(bins),
-        "score": score,
-        "baseline_rule": "median / mode of the approved training rows (P(positive) < threshold)",
-        "baseline_rows": int(approved.sum()),
-        "columns": columns,
-    }
+    out = {"rows": int(n), "bins": int(bins), "score": _score_bins(score, bins)}
+    out["score_of"] = SCORE_OF[task]
+    if task == "multiclass":
+        out["scores"] = [_score_bins(p, bins) for p in np.asarray(scores, np.float64).T]
+    if approved is None:
+        out["baseline_rule"] = "the preprocessing's fill values (no approved class)"
+        out["baseline_rows"] = 0
+    else:
+        out["baseline_rule"] = (
+            "median / mode of the approved training rows (P(positive) < threshold)"
+        )
+        out["baseline_rows"] = int(approved.sum())
+    out["columns"] = columns
+    return out
 
 
 def _fail(msg: str) -> ModelFormatError:
@@ -148,8 +202,11 @@ def _shares(v: Any, what: str, n: int) -> None:
         raise _fail(f"{what} must be {n} shares summing to 1")
 
 
-def parse_profile(section: Any, preprocessing: Any) -> dict:
-    """Check an untrusted profile against the file's preprocessing config; return it."""
+def parse_profile(
+    section: Any, preprocessing: Any, task: str | None = None, width: int | None = None
+) -> dict:
+    """Check an untrusted profile against the file's preprocessing config (and, when given,
+    its ``task`` and network output ``width``: one ``scores`` entry per class); return it."""
     if not isinstance(section, dict):
         raise _fail("must be an object")
     for key, hi in (("rows", 2**53), ("bins", MAX_BINS), ("baseline_rows", 2**53)):
@@ -159,6 +216,19 @@ def parse_profile(section: Any, preprocessing: Any) -> dict:
     if not isinstance(section.get("baseline_rule", ""), str):
         raise _fail("baseline_rule must be a string")
     _bins(section.get("score"), "score", 1)
+    score_of = section.get("score_of", "logit")
+    if score_of not in SCORE_OF.values() or (task is not None and score_of != SCORE_OF[task]):
+        raise _fail(f"score_of {score_of!r:.40} does not fit a {task or 'tabular'} model")
+    scores = section.get("scores")
+    if (scores is None) != (score_of != "probability"):
+        raise _fail("scores (one per class) go with, and only with, score_of 'probability'")
+    if scores is not None:
+        if not isinstance(scores, list) or not 2 <= len(scores) <= MAX_BINS:
+            raise _fail(f"scores must list 2 to {MAX_BINS} classes' bins")
+        if width is not None and len(scores) != width:
+            raise _fail(f"scores has {len(scores)} entries for {width} classes")
+        for i, spec in enumerate(scores):
+            _bins(spec, f"scores[{i}]", 1)
     cols = section.get("columns")
     specs = preprocessing.get("columns") if isinstance(preprocessing, dict) else None
     if not isinstance(cols, list) or not isinstance(specs, list) or len(cols) != len(specs):
@@ -173,7 +243,8 @@ def parse_profile(section: Any, preprocessing: Any) -> dict:
             cats = c.get("categories")
             if not isinstance(cats, list) or not all(isinstance(x, str) for x in cats):
                 raise _fail(f"{what}: categories must be strings")
-            if len(cats) > MAX_BINS or not isinstance(c.get("baseline"), str):
+            base = c.get("baseline")  # null: the fill of a column filled with "missing"
+            if len(cats) > MAX_BINS or not (base is None or isinstance(base, str)):
                 raise _fail(f"{what}: too many categories, or a baseline that is not a string")
             _shares(c.get("expected"), f"{what}: expected", len(cats) + 2)
         else:

@@ -277,6 +277,13 @@ def validate(manifest: Any, arrays: Mapping | None = None, limits: Any = None) -
     summary.kind = kind
     if kind == "tabular":
         _check_tabular(manifest, summary)
+        if manifest.get("profile") is not None:  # once task, classes and outputs agree
+            from .profile import parse_profile
+
+            width = math.prod(summary.output_shape)
+            parse_profile(
+                manifest["profile"], manifest.get("preprocessing"), manifest["task"], width
+            )
     return summary
 
 
@@ -306,10 +313,6 @@ def _check_tabular(m: dict, s: Summary) -> None:
         from .calibration import parse_calibration
 
         s.extra["calibration"] = parse_calibration(m["calibration"], task)
-    if m.get("profile") is not None:
-        from .profile import parse_profile
-
-        parse_profile(m["profile"], m.get("preprocessing"))
     final = s.final_activation
     output = _str(m.get("output"), "tabular file: output", ("probabilities", "logits"), True)
     probabilities = final in ("sigmoid", "softmax") if output is None else output == "probabilities"
