@@ -110,11 +110,15 @@ def peak_rss_mb() -> float:
 
 
 def run_child(mode: str, path: str, test: str, rows: int, epochs: int = EPOCHS) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    import lepton_nn
+
+    # the child imports the very package this process imported (the installed one, with its
+    # compiled kernels, under CI; not the source folder, which would JIT Numba twins instead)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lepton_nn.__file__)))
     argv = ["--child", mode, path, test, str(rows), str(epochs)]
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), *argv],
-        capture_output=True, text=True, check=True, cwd=root,
+        capture_output=True, text=True, check=True, cwd=os.path.dirname(path),
         env={**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
