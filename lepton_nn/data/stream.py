@@ -498,19 +498,24 @@ def _csv_columns(header: list[str], records: list[list[str]]) -> Callable:
     return columns
 
 
-def _parquet_blocks(
-    path: str, size: int, at: tuple[int, int] | None
-) -> Iterator[tuple[list[str], Callable, np.ndarray, int]]:
-    """Row groups of a Parquet file, each in pieces of up to ``size`` rows (at: one group)."""
+def open_parquet(path: str):
+    """``pyarrow.parquet.ParquetFile(path)`` (the ``data`` extra, imported here lazily), with
+    a missing pyarrow a LeptonError and a file pyarrow cannot read a DataError naming it."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise LeptonError("reading Parquet needs pyarrow: pip install 'lepton-nn[data]'") from None
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow's own errors: not a Parquet file, truncated...
         raise DataError(f"{path}: not readable as Parquet ({e})") from None
-    with pf:
+
+
+def _parquet_blocks(
+    path: str, size: int, at: tuple[int, int] | None
+) -> Iterator[tuple[list[str], Callable, np.ndarray, int]]:
+    """Row groups of a Parquet file, each in pieces of up to ``size`` rows (at: one group)."""
+    with open_parquet(path) as pf:
         names = list(pf.schema_arrow.names)
         meta = pf.metadata
         first = 1

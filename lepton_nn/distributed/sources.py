@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.stream import is_parquet, list_files
+from ..data.stream import is_parquet, list_files, open_parquet
 from ..data.table import csv_records
-from ..errors import DataError, LeptonError
+from ..errors import DataError
 from ..runtime.preprocess import CATEGORICAL, to_categorical
 
 __all__ = ["Batch", "list_files", "iter_batches"]
@@ -93,15 +93,7 @@ def _missing(src: str, columns: list[str], have: list[str]) -> None:
 
 
 def _parquet_batches(src: str, batch_rows: int, columns: list[str] | None) -> Iterator[Batch]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise LeptonError("reading Parquet needs pyarrow: pip install 'lepton-nn[data]'") from None
-    try:
-        f = pq.ParquetFile(src)
-    except Exception as e:  # pyarrow's own errors: not a Parquet file, truncated...
-        raise DataError(f"{src}: not readable as Parquet ({e})") from None
-    with f:
+    with open_parquet(src) as f:
         if columns is not None:
             _missing(src, columns, f.schema_arrow.names)
         first = 1

@@ -144,18 +144,12 @@ def _eps_from_rdp(rdp: np.ndarray, orders, delta: float) -> tuple[float, float]:
     return max(float(eps[k]), 0.0), float(a[k])
 
 
-class RDPAccountant:
-    """Adds up the RDP of every DP-SGD step; ``get_epsilon(delta)`` at any time.
+class StepHistory:
+    """The runs of DP-SGD steps an accountant composes: ``history`` holds (noise multiplier,
+    sample rate, steps), consecutive steps of the same mechanism merged into one run."""
 
-    >>> acc = RDPAccountant(); acc.step(noise_multiplier=1.0, sample_rate=0.01, steps=1000)
-    >>> round(acc.get_epsilon(1e-5), 2)  # doctest: +SKIP
-    """
-
-    mechanism = "rdp"
-
-    def __init__(self, orders=DEFAULT_ORDERS):
-        self.orders = tuple(float(a) for a in orders)
-        self.history: list[tuple[float, float, int]] = []  # (noise, rate, steps), merged runs
+    def __init__(self) -> None:
+        self.history: list[tuple[float, float, int]] = []
 
     def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
         if int(steps) < 0:
@@ -169,6 +163,20 @@ class RDPAccountant:
     @property
     def steps(self) -> int:
         return sum(h[2] for h in self.history)
+
+
+class RDPAccountant(StepHistory):
+    """Adds up the RDP of every DP-SGD step; ``get_epsilon(delta)`` at any time.
+
+    >>> acc = RDPAccountant(); acc.step(noise_multiplier=1.0, sample_rate=0.01, steps=1000)
+    >>> round(acc.get_epsilon(1e-5), 2)  # doctest: +SKIP
+    """
+
+    mechanism = "rdp"
+
+    def __init__(self, orders=DEFAULT_ORDERS):
+        super().__init__()
+        self.orders = tuple(float(a) for a in orders)
 
     def rdp(self) -> np.ndarray:
         total = np.zeros(len(self.orders))

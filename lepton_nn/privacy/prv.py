@@ -21,6 +21,8 @@ import math
 
 import numpy as np
 
+from .accountant import RDPAccountant, StepHistory
+
 __all__ = ["PRVAccountant"]
 
 
@@ -43,7 +45,7 @@ def _loss_pmf(q: float, s: float, grid: np.ndarray, h: float) -> np.ndarray:
     return pmf
 
 
-class PRVAccountant:
+class PRVAccountant(StepHistory):
     """``step(noise_multiplier=, sample_rate=, steps=)`` then ``get_epsilon(delta)``.
 
     ``eps_error``: the grid width is chosen so that discretization moves epsilon by about this
@@ -53,19 +55,8 @@ class PRVAccountant:
     mechanism = "prv"
 
     def __init__(self, eps_error: float = 0.01):
+        super().__init__()
         self.eps_error = float(eps_error)
-        self.history: list[tuple[float, float, int]] = []
-
-    def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
-        key = (float(noise_multiplier), float(sample_rate))
-        if self.history and self.history[-1][:2] == key:
-            self.history[-1] = (*key, self.history[-1][2] + int(steps))
-        else:
-            self.history.append((*key, int(steps)))
-
-    @property
-    def steps(self) -> int:
-        return sum(h[2] for h in self.history)
 
     def _composed(self, eps_hint: float):
         """(grid, pmf) of the sum of every step's privacy loss."""
@@ -100,8 +91,6 @@ class PRVAccountant:
             raise ValueError(f"delta must be in (0, 1), got {delta}")
         if not self.history:
             return -self.eps_error
-        from .accountant import RDPAccountant
-
         rdp = RDPAccountant()
         rdp.history = list(self.history)
         hi = rdp.get_epsilon(delta)  # RDP is an upper bound: search below it
