@@ -18,7 +18,14 @@ import numpy as np
 
 from . import losses, metrics, optim
 from .autograd import no_grad
-from .data import LabelEncoder, Preprocessor, Table, compute_sample_weight, train_test_split
+from .data import (
+    LabelEncoder,
+    Preprocessor,
+    Table,
+    compute_class_weight,
+    compute_sample_weight,
+    train_test_split,
+)
 from .data.stream import is_chunked
 from .errors import DataError, ModelFormatError
 from .io import module_from_lnn, module_to_lnn, register_loader
@@ -202,11 +209,16 @@ class TabularModel:
         # the profile (every column's training deciles, the approved rows' medians) is exact
         # statistics of the training rows: not written under privacy (docs/privacy.md)
         self.profile = self._profile(data, keep) if self.privacy is None else None
+        # partial_fit continues this network (with a new optimizer), as after fit(stream)
+        self._partial = None
+        self._class_weights = None
+        if self.class_weight is not None and task != "regression":
+            self._class_weights = compute_class_weight(y, self.class_weight, self.labels.classes_)
         return self
 
     def partial_fit(self, data: Any, y: Any = None, classes: Any = None) -> TabularModel:
-        """One more epoch over these rows, continuing the network and optimizer (the first
-        call sets them up; see :func:`lepton_nn.tabular_stream.partial_fit`)."""
+        """One more epoch over these rows, continuing the network (after ``fit``, too) and
+        the optimizer of earlier calls (see :func:`lepton_nn.tabular_stream.partial_fit`)."""
         from .tabular_stream import partial_fit
 
         return partial_fit(self, data, y, classes)

@@ -13,8 +13,9 @@ validation rows are whole chunks, not a stratified sample; there is no refit on 
 ``class_weight="balanced"`` counts the classes over all rows; the monitoring profile is
 built on up to ``PROFILE_ROWS`` training rows.
 
-``partial_fit(data, y)`` trains one epoch over the rows given, continuing the network and
-optimizer of the previous call (dask-ml's ``Incremental`` drives it partition by partition:
+``partial_fit(data, y)`` trains one epoch over the rows given, continuing the network of a
+fitted (or loaded) model with a new optimizer, or the network and optimizer of the previous
+call (dask-ml's ``Incremental`` drives it partition by partition:
 :func:`lepton_nn.distributed.fit_incremental`).
 """
 
@@ -94,7 +95,7 @@ def setup(model: TabularModel, pre: Preprocessor, summary: TargetSummary) -> Non
     model.network = model._build(pre.n_features_out, n_out)
     model.calibration = model.profile = None
     model._class_weights = _class_weights(model, summary)
-    model._partial, model._set_up = None, True
+    model._partial = None
 
 
 def _class_weights(model: TabularModel, summary: TargetSummary) -> np.ndarray | None:
@@ -191,9 +192,13 @@ def partial_fit(model: TabularModel, data: Any, y: Any = None, classes: Any = No
     preprocessing is fitted on these rows unless ``model.preprocessor`` is already fitted;
     the labels come from ``classes`` (all of them, as for scikit-learn's ``partial_fit``) or
     these rows."""
+    if model.privacy is not None:  # more epochs would spend privacy nobody accounted for
+        raise ValueError("TabularModel: partial_fit does not train under privacy (DP-SGD); use fit")
     data, y = model._split_target(data, y)
     state = getattr(model, "_partial", None)
-    if state is None and getattr(model, "_set_up", False):
+    if state is None and model.network is not None:  # fitted (or loaded): continue it
+        if getattr(model, "quantized", None):
+            raise ValueError("TabularModel: partial_fit cannot train a quantized network")
         state = start(model)
     if state is None:
         pre = model.preprocessor

@@ -168,6 +168,46 @@ def test_partial_fit_continues_training(tmp_path):
     assert model._partial["calls"] == 12
 
 
+def test_partial_fit_after_fit_continues_the_fitted_network(tmp_path):
+    """With lr=0 one more epoch changes nothing, so the scores stay those of the fit (a new
+    network, as partial_fit built before, scores differently); then it trains on."""
+    from lepton_nn import load, save
+
+    path = make_csv(tmp_path / "d.csv", n=600)
+    t = read_csv(path, target="y")
+    model = TabularModel(epochs=3, seed=0, hidden=(8,), class_weight="balanced").fit(t)
+    before = model.predict_proba(t)
+    model.lr = 0.0
+    model.partial_fit(t)
+    np.testing.assert_array_equal(model.predict_proba(t), before)
+    assert model._partial["calls"] == 1
+    other = TabularModel(epochs=3, seed=0, hidden=(8,), class_weight="balanced").fit(t)
+    fitted = other.evaluate(t)["log_loss"]
+    other.partial_fit(t)  # trains on from the fitted weights, not from a new network
+    assert not np.array_equal(other.predict_proba(t), before)
+    assert other.evaluate(t)["log_loss"] < fitted
+    # a refit drops the previous partial_fit's trainer (it held the old network)
+    model.fit(t)
+    assert model._partial is None
+    # a loaded model continues too
+    save(model, tmp_path / "m.lnn")
+    loaded = load(tmp_path / "m.lnn")
+    loaded.lr = 0.0
+    loaded.partial_fit(t)
+    np.testing.assert_allclose(loaded.predict_proba(t), model.predict_proba(t), rtol=0, atol=0)
+
+
+def test_partial_fit_refuses_a_private_model(tmp_path):
+    from lepton_nn.privacy import Privacy
+
+    path = make_csv(tmp_path / "d.csv", n=300)
+    t = read_csv(path, target="y")
+    model = TabularModel(epochs=1, batch_size=50, seed=0, hidden=(4,), privacy=Privacy(3.0))
+    model.fit(t)
+    with pytest.raises(ValueError, match="privacy"):
+        model.partial_fit(t)
+
+
 def test_peak_memory_of_streamed_training_stays_far_below_read_csv(tmp_path):
     """tracemalloc peaks (Python and NumPy allocations): training from a stream in chunks of
     500 rows with a 2,000-row buffer against only reading the file with read_csv."""
