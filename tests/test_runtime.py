@@ -311,7 +311,10 @@ def test_plans_are_cached_per_batch_size_and_outputs_not_shared(tmp_path):
     assert not np.shares_memory(a, b) and not np.array_equal(a, b)
     np.testing.assert_allclose(a, model(x7).data, rtol=1e-5, atol=1e-6)
     served.predict(np.ones((3, *shape), np.float32))
-    assert set(served._plans) == {7, 3}  # at most max_plans, the oldest dropped
+    assert set(served._plans) == {7, 3}  # at most max_plans, the least recently used dropped
+    served.predict(x7)  # 7 used again: 3 is now the least recently used
+    served.predict(np.ones((5, *shape), np.float32))
+    assert set(served._plans) == {7, 5} and served.plan_for(7) is plan
 
 
 def test_input_checks(tmp_path):

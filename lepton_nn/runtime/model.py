@@ -64,7 +64,7 @@ def load(
     ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
     small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
     and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
-    batch sizes keep a plan (least recently built dropped first). ``limits``: the resource
+    batch sizes keep a plan (the least recently used dropped first). ``limits``: the resource
     budget (:class:`~lepton_nn.runtime.validate.Limits` or a dict of some of its fields),
     checked from the manifest before any array is read. ``trusted_keys``: Ed25519 public
     keys (PEM bytes or paths); the file must be signed by one of them
@@ -325,12 +325,12 @@ class InferenceModel:
         """The cached plan for batch size ``n`` (built now if needed); ``lengths``: the plan
         for sequences with lengths."""
         key: Any = (n, "lengths") if lengths else n
-        plan = self._plans.get(key)
+        plan = self._plans.pop(key, None)
         if plan is None:
             plan = self.network.plan(n, self.threads, self.sparse, lengths)
-            if len(self._plans) >= self.max_plans:
+            if len(self._plans) >= self.max_plans:  # drop the least recently used
                 del self._plans[next(iter(self._plans))]
-            self._plans[key] = plan
+        self._plans[key] = plan  # the most recently used last
         return plan
 
     def forward(self, x: Any, lengths: Any = None) -> Any:
@@ -363,9 +363,7 @@ class InferenceModel:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
-                plan = self._plans.get(n) if lengths is None else None
-                plan = plan or self.plan_for(n, lengths is not None)
-                return _fresh(plan.run(x, lengths))
+                return _fresh(self.plan_for(n, lengths is not None).run(x, lengths))
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
