@@ -50,7 +50,8 @@ from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import _is_relu
 from . import model_view, runtime_view
-from .tensor_view import summary
+from .live_stats import ParamNorms, summaries
+from .tensor_view import HIST_SAMPLE, sample_of
 
 __all__ = ["Studio", "KEEP_LAYERS"]
 
@@ -91,7 +92,7 @@ class Studio:
         self.sample = sample
         self._loss = loss
         self._calls: list[tuple[str, Module, list[Any]]] = []  # (call name, layer, params)
-        self._before: dict[int, list[np.ndarray]] = {}  # a layer's weights before the step
+        self._norms: ParamNorms | None = None  # the weights before the step, packed
         self.max_rate = max_rate
         self._recording = False
         self._last = -math.inf  # when the last recorded batch began
@@ -298,7 +299,8 @@ class Studio:
             self._last = now
             self._live = {}
             self._watch(True)
-            self._before = {id(m): [p.data.copy() for p in ps] for _, m, ps in self._calls if ps}
+            if self._norms is not None:
+                self._norms.before()
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -315,19 +317,7 @@ class Studio:
             return
         self._recording = False
         self._watch(False)
-        layers: dict[str, dict[str, Any]] = {}
-        for name, m, ps in self._calls:
-            row = dict(self._live.get(name, {}))
-            before = self._before.get(id(m))
-            if ps and before is not None:
-                row["weight_norm"] = _norm([p.data for p in ps])
-                grads = [p.grad for p in ps if p.grad is not None]
-                row["weight_grad_norm"] = _norm(grads) if grads else None
-                w = _norm(before)
-                du = _norm([p.data - b for p, b in zip(ps, before)])
-                row["update_ratio"] = du / w if w > 0 else None
-            layers[name] = row
-        self._before = {}
+        layers = self._layer_rows()
         losses, self._pending = self._pending, []
         self._sent = time.monotonic()
         self.publish(
@@ -350,17 +340,44 @@ class Studio:
         )
 
     def _layer_output(self, name: str, module: Module, inputs: tuple, out: Any) -> None:
-        """Norm and histogram of one layer call's output y; of g = dL/dy once known."""
+        """Keeps one layer call's output y (its even sample, copied: :mod:`.live_stats`) and
+        the dead-ReLU share; g = dL/dy once known. :meth:`_layer_rows` summarizes them."""
         if not self._recording or not module.training or not isinstance(out, Tensor):
             return
         rec = self._live.setdefault(name, {})
         y = out.data
-        _summarize(rec, y, "act", "value_norm", "hist")
+        rec["y"] = _kept(y)
         rec["dead"] = None  # ReLU outputs only
         if _is_relu(module) and y.ndim >= 1 and y.shape[0] > 0:
-            rec["dead"] = float(np.mean(y.max(axis=0) <= 0))
+            rec["dead"] = np.count_nonzero(y.max(axis=0) <= 0) / max(y[0].size, 1)
         if out.requires_grad:
-            out.register_hook(lambda g: _summarize(rec, g, "grad", "grad_norm", "grad_hist"))
+            out.register_hook(lambda g: rec.__setitem__("g", _kept(g)))
+
+    def _layer_rows(self) -> dict[str, dict[str, Any]]:
+        """The event's ``layers``: every kept y and g summarized at once
+        (:func:`.live_stats.summaries`), and the parameters' norms (:class:`.ParamNorms`)."""
+        arrays, where = [], []
+        for name, _, _ in self._calls:
+            rec = self._live.get(name, {})
+            for key, names in (("y", _ACT), ("g", _GRAD)):
+                if key in rec:
+                    arrays.append(rec[key])
+                    where.append((name, names))
+        layers: dict[str, dict[str, Any]] = {name: {} for name, _, _ in self._calls}
+        for (name, names), (_, norm), s in zip(where, arrays, summaries([a for a, _ in arrays])):
+            row = layers[name]
+            for k, v in zip(names, (s["mean"], s["std"], s["norm"], s["hist"])):
+                row[k] = v
+            if norm is not _WHOLE:  # ||a|| of a sampled tensor, taken when it was kept
+                row[names[2]] = norm
+        for name, row in layers.items():
+            if "dead" in self._live.get(name, {}):
+                row["dead"] = self._live[name]["dead"]
+        if self._norms is not None:
+            with_params = [name for name, _, ps in self._calls if ps]
+            for name, norms in zip(with_params, self._norms.after()):
+                layers[name].update(norms)
+        return layers
 
     # -- what the server asks -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -375,6 +392,7 @@ class Studio:
                 self._calls = [
                     (n, m, list(m.parameters())) for n, m, _ in model_view.calls_of(self.model)
                 ]
+                self._norms = ParamNorms([ps for _, _, ps in self._calls if ps])
             graph = view.layer_graph(self.model, x)
             names = [n["name"] for n in graph["nodes"]]
             self._view = {
@@ -485,25 +503,20 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _summarize(rec: dict, a: np.ndarray, prefix: str, norm: str, hist: str) -> None:
-    """:func:`.tensor_view.summary` of ``a`` into ``rec`` under the event's names."""
-    s = summary(a)
-    rec[prefix + "_mean"], rec[prefix + "_std"], rec[norm], rec[hist] = (
-        s["mean"],
-        s["std"],
-        s["norm"],
-        s["hist"],
-    )
+_ACT = ("act_mean", "act_std", "value_norm", "hist")  # the event's names of y's summary
+_GRAD = ("grad_mean", "grad_std", "grad_norm", "grad_hist")  # and of g's
 
 
-def _norm(arrays: list[np.ndarray]) -> float:
-    """sqrt(sum of squares) over the arrays, each a dot product in its own dtype (float32
-    accumulation: ~1e-6 relative, enough for a display)."""
-    total = 0.0
-    for a in arrays:
-        v = a.reshape(-1)
-        total += float(np.dot(v, v))
-    return math.sqrt(total)
+_WHOLE = object()  # (the sample is the whole tensor: its norm comes with the summary)
+
+
+def _kept(a: np.ndarray) -> tuple[np.ndarray, Any]:
+    """What the statistics need of a tensor: its even sample, copied (the tensor's buffer
+    may be reused), and ||a|| when the sample is not the whole tensor (else ``_WHOLE``)."""
+    flat = np.asarray(a).reshape(-1)
+    if flat.size <= HIST_SAMPLE:
+        return flat.copy(), _WHOLE
+    return sample_of(flat).copy(), _num(math.sqrt(float(np.dot(flat, flat))))
 
 
 class _Job:
