@@ -53,15 +53,16 @@ def _segments(sizes: tuple[int, ...], bins: int) -> tuple[np.ndarray, np.ndarray
 def summaries(
     arrays: list[np.ndarray], bins: int = HIST_BINS, sample: int = HIST_SAMPLE
 ) -> list[dict[str, Any]]:
-    """``{"mean", "std", "norm", "hist": {"counts", "edges"}}`` of each array (the values
-    of :func:`.tensor_view.summary`), in about twenty NumPy calls for all of them."""
+    """``{"mean", "std", "norm", "hist": {"counts", "lo", "hi"}}`` of each array (the
+    values of :func:`.tensor_view.summary`, the bins' edges given by the first and last),
+    in about twenty NumPy calls for all of them."""
     flats = [np.asarray(a).reshape(-1) for a in arrays]
     samples = [sample_of(f, sample) for f in flats]
     keep = [i for i, v in enumerate(samples) if v.size]
     out: list[Any] = [None] * len(flats)
     for i in range(len(flats)):
         if not samples[i].size:
-            out[i] = summary(flats[i], bins, sample)
+            out[i] = _single(flats[i], bins, sample)
     if not keep:
         return out
     sizes = tuple(samples[i].size for i in keep)
@@ -77,7 +78,7 @@ def summaries(
         good = [i for i, ok in zip(keep, finite) if ok]
         for i, ok in zip(keep, finite):
             if not ok:
-                out[i] = summary(flats[i], bins, sample)
+                out[i] = _single(flats[i], bins, sample)
         for i, s in zip(good, summaries([flats[i] for i in good], bins, sample)):
             out[i] = s
         return out
@@ -93,16 +94,27 @@ def summaries(
     idx = z.astype(np.intp)
     np.minimum(idx, last_bin, out=idx)
     counts = np.bincount(idx, minlength=len(keep) * bins).reshape(len(keep), bins).tolist()
-    edges = (lo_b[:, None] + width[:, None] * np.arange(bins + 1)).tolist()
     std = np.sqrt(np.maximum(sq / n - mean * mean, 0.0)).tolist()
-    norms, his, mean = np.sqrt(sq).tolist(), hi_b.tolist(), mean.tolist()
+    norms, mean, los, his = np.sqrt(sq).tolist(), mean.tolist(), lo_b.tolist(), hi_b.tolist()
     for j, i in enumerate(keep):
-        e = edges[j]
-        e[-1] = his[j]
         norm = norms[j] if sizes[j] == flats[i].size else _dot_norm(flats[i])
-        hist = {"counts": counts[j], "edges": e}
-        out[i] = {"mean": mean[j], "std": std[j], "norm": norm, "hist": hist}
+        hist = {"counts": counts[j], "lo": los[j], "hi": his[j]}
+        out[i] = {"mean": mean[j], "std": std[j], "norm": norm, "hist": _compact(hist)}
     return out
+
+
+def _single(a: np.ndarray, bins: int, sample: int) -> dict:
+    s = summary(a, bins, sample)
+    s["hist"] = _compact(s["hist"])
+    return s
+
+
+def _compact(hist: dict | None) -> dict | None:
+    """``{"counts", "lo", "hi"}``: equal bins need no list of edges (edge k = lo + k (hi -
+    lo) / bins), a third of an event's JSON."""
+    if hist is None or "edges" not in hist:
+        return hist
+    return {"counts": hist["counts"], "lo": hist["edges"][0], "hi": hist["edges"][-1]}
 
 
 def _dot_norm(flat: np.ndarray) -> float | None:

@@ -5,13 +5,15 @@ Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "b
 "losses", "layers": {call name: stats}}`` (``losses``: every batch loss since the last event)
 where the stats of a layer call's output y and of g = dL/dy (the names of
 :class:`..recorder.Recorder`) are ``act_mean``, ``act_std``, ``grad_mean``, ``grad_std`` and
-``hist`` / ``grad_hist`` (16 equal bins, :func:`.tensor_view.histogram`), all over an even
-sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
+``hist`` / ``grad_hist`` (``{"counts", "lo", "hi"}``: 16 equal bins over [lo, hi]), all
+over an even sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
 ``grad_norm`` = ||g||, ``dead`` (ReLU outputs: the share of units 0 on every row of the
 batch, ``mean_j [max_i y[i, j] <= 0]``), and over the layer's parameters ``weight_norm`` =
 ||W||, ``weight_grad_norm`` = ||dL/dW|| and ``update_ratio`` = ||W_after - W_before|| /
 ||W_before|| for the batch's optimizer step. The event also carries the optimizer's ``lr``.
-Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
+The hooks keep copies of the tensors' samples; at the batch's end :mod:`.live_stats`
+summarizes every layer at once (a fixed number of NumPy calls, not a few per layer). That
+still costs about as much as a few batches of a small network, so a batch is
 recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
 running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
@@ -21,8 +23,9 @@ leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misse
 recording costs the batches after it (caches, the allocator, garbage collection). No loss is
 dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
 seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
-``max_rate`` whatever the budget allows. Events go into an append-only list that the
-server's event stream reads from its own position (no queue per client, none lost).
+``max_rate`` whatever the budget allows. Events go into an append-only list (``events``)
+and, serialized once, to the server's own process (:mod:`.bridge`), whose event stream
+reads its copy from each client's own position (no queue per client, none lost).
 
 Work on the model asked for by the page (the node panel's tensors, backprop stepping,
 attributions, feature maps) never runs beside a batch: during a run it is queued and run by the
@@ -37,6 +40,7 @@ and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends th
 from __future__ import annotations
 
 import html
+import json
 import math
 import threading
 import time
@@ -121,7 +125,6 @@ class Studio:
         self._jobs: list[_Job] = []  # work on the model, run by the fit thread between batches
         self._model_lock = threading.Lock()
         self._cache: dict[Any, Any] = {}
-        self.listeners: set[Callable[[], None]] = set()
         self.explained: tuple[Any, Any, Any] | None = None  # (TabularModel, raw rows, y)
 
     # -- wiring ----------------------------------------------------------------------------
@@ -148,11 +151,16 @@ class Studio:
         return np.zeros((2, *shape[1:]) if shape[0] is None else (2, *shape), np.float32)
 
     def start(self) -> Studio:
-        """Start the server (once) in a background thread; returns self (``.url``)."""
+        """Start the server (once, in its own process: :mod:`.bridge`) and hand it the
+        events so far; returns self (``.url``)."""
         if self.server is None:
-            from .server import StudioServer
+            from .bridge import StudioServer
 
-            self.server = StudioServer(self, self.port)
+            server = StudioServer(self, self.port, KEEP_LAYERS)
+            with self.cond:
+                for e in self.events:
+                    server.send("L" if "layers" in e else "E", json.dumps(e))
+                self.server = server
         return self
 
     @property
@@ -163,7 +171,6 @@ class Studio:
         with self.cond:
             self.closed, self.paused = True, False
             self.cond.notify_all()
-        self._notify()
         if self.server is not None:
             self.server.stop()
 
@@ -205,23 +212,22 @@ class Studio:
 
     # -- events and control ------------------------------------------------------------------
     def publish(self, event: dict) -> None:
-        """Append ``event``; of the batch events, only the last ``KEEP_LAYERS`` keep their
-        per-layer statistics (an older one is replaced by a copy without them: a reader
-        holding the old dict is not disturbed), so a long run's memory stays small."""
+        """Append ``event`` and hand it, serialized once, to the server process; of the
+        batch events, only the last ``KEEP_LAYERS`` keep their per-layer statistics (an
+        older one is replaced by a copy without them: a reader holding the old dict is not
+        disturbed; the server does the same with its copy), so a long run's memory stays
+        small."""
         with self.cond:
             event["seq"] = len(self.events)
             self.events.append(event)
+            if self.server is not None:
+                self.server.send("L" if "layers" in event else "E", json.dumps(event))
             if "layers" in event:
                 self._full.append(event["seq"])
                 if len(self._full) > KEEP_LAYERS:
                     i = self._full.popleft()
                     self.events[i] = {k: v for k, v in self.events[i].items() if k != "layers"}
             self.cond.notify_all()
-        self._notify()
-
-    def _notify(self) -> None:
-        for fn in list(self.listeners):  # the event streams' wake-up calls
-            fn()
 
     def control(self, action: str) -> dict:
         with self.cond:
