@@ -47,6 +47,15 @@ def _wait(cond, what, timeout=30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _plain(v):
+    """Only Python's own JSON types (what the server process is sent: no NumPy scalars)."""
+    if isinstance(v, dict):
+        return all(type(k) is str and _plain(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_plain(x) for x in v)
+    return v is None or type(v) in (bool, int, float, str)
+
+
 def _batches(st):
     return [e for e in st.events if e["type"] == "batch"]
 
@@ -172,6 +181,9 @@ def test_event_stream_replays_the_run_and_follows_it(training):
                     break
     assert [e["seq"] for e in got] == list(range(len(got)))  # from the start, none lost
     assert got[0]["type"] == "state"
+    # the server process's JSON is the studio's event, value for value (floats exactly)
+    for e in got:
+        assert _plain(st.events[e["seq"]]) and e == st.events[e["seq"]]
     assert [e["step"] for e in got if e["type"] == "batch"] == [1, 2]
 
 

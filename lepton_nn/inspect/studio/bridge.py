@@ -6,7 +6,7 @@ Why a process: the event stream's work (JSON for every page, sockets, the asynci
 run by a thread beside ``fit`` took the interpreter lock from the fit thread at every
 event, and each hand-back waited on the scheduler: a page connected slowed a small
 network's ``fit`` by more than half. Now the fit thread's part of an event is one
-``json.dumps`` and one non-blocking ``os.write`` to a pipe (:meth:`StudioServer.send`);
+``marshal.dumps`` and one non-blocking ``os.write`` to a pipe (:meth:`StudioServer.send`);
 when the pipe is full the rest waits in a backlog that a writer thread drains (it wakes only
 then). A question from the page (``Q`` line) is answered in a short-lived thread by
 :func:`answer`, which calls the studio as the in-process server did.
@@ -15,8 +15,10 @@ then). A question from the page (``Q`` line) is answered in a short-lived thread
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import select
+import struct
 import subprocess
 import sys
 import threading
@@ -96,10 +98,20 @@ class StudioServer:
         self.reader.start()
 
     # -- to the process ------------------------------------------------------------------------
-    def send(self, kind: str, text: str) -> None:
-        """One message (``kind`` E, L, R or X; ``text`` one line of JSON or empty), never
-        blocking: what the pipe does not take now goes out in order from the backlog."""
-        data = f"{kind} {text}\n".encode()
+    def send_event(self, event: dict) -> None:
+        """One event (L when it carries layer statistics, else E), in ``marshal``'s binary
+        form: ten times cheaper for the fit thread than JSON, which the server process
+        writes. (The server only ever reads marshal data from this pipe, that only this
+        process writes; what comes back is JSON.) Its values are Python's own types
+        (dict, list, str, int, float, bool, None): a NumPy scalar would arrive as bytes,
+        which the server writes as null."""
+        self.send("L" if "layers" in event else "E", marshal.dumps(event))
+
+    def send(self, kind: str, body: bytes) -> None:
+        """One message (``kind`` E, L, R or X, then the body's length, 4 bytes little-endian,
+        and the body), never blocking: what the pipe does not take now goes out in order
+        from the backlog."""
+        data = kind.encode() + struct.pack("<I", len(body)) + body
         with self.lock:
             if self.gone:
                 return
@@ -166,11 +178,11 @@ class StudioServer:
             text = json.dumps({"id": i, "status": status, "body": body})
         except Exception as exc:  # noqa: BLE001 - the page gets a 500, the run goes on
             text = json.dumps({"id": i, "status": 500, "body": {"error": repr(exc)}})
-        self.send("R", text)
+        self.send("R", text.encode())
 
     def stop(self) -> None:
         """Says closed, lets the process send what it has, then ends it."""
-        self.send("X", "")
+        self.send("X", b"")
         self.flush(2.0)
         with self.lock:
             self.gone = True

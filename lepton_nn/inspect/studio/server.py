@@ -17,13 +17,15 @@ Routes (JSON unless said):
 - ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
   ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
 
-The process talks with the studio over two pipes, one line per message, JSON only (nothing is
-ever unpickled): the studio writes ``E {event}`` (an event), ``L {event}`` (one carrying
-layer statistics: only the last ``keep`` of them keep those, as the studio's own list),
-``R {"id", "status", "body"}`` (an answer) and ``X`` (closed); the process writes ``P port``
-once listening, then ``Q {"id", "op", "arg"}`` for each question the page asks the studio
-(graph, node, state, control, backward, tensors, explain, features). Events are stored as
-the studio serialized them, once, whatever the number of pages. An end of its input (the
+The process talks with the studio over two pipes. The studio writes messages of a kind byte,
+a 4-byte little-endian length and a body: ``E`` an event, ``L`` one carrying layer
+statistics (only the last ``keep`` of them keep those, as the studio's own list), both in
+``marshal``'s binary form (cheap to write for the fit thread; read only from this pipe,
+which only the studio writes: nothing from a file or a socket), ``R`` an answer (JSON
+``{"id", "status", "body"}``) and ``X`` (closed). The process writes lines of text: ``P
+port`` once listening, then ``Q {"id", "op", "arg"}`` (JSON) for each question the page asks
+the studio (graph, node, state, control, backward, tensors, explain, features). Each event
+is turned into JSON here, once, whatever the number of pages. An end of its input (the
 studio closed or gone) stops the process. Run as ``python server.py KEEP PORT`` with the
 pipes on its standard input and output (its prints go to standard error).
 """
@@ -33,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import marshal
 import os
 import socket
+import struct
 import sys
 import threading
 from collections import deque
@@ -73,10 +77,16 @@ class Hub:
         self.server: Any = None
 
     def read(self, inp: Any) -> None:
-        for line in inp:
-            kind, body = line[:1], line[2:]
+        while True:
+            head = inp.read(5)
+            if len(head) < 5:
+                break
+            kind, size = head[:1], struct.unpack("<I", head[1:])[0]
+            body = inp.read(size)
+            if len(body) < size:
+                break
             if kind in (b"E", b"L"):
-                self._event(body.decode("utf-8").rstrip("\n"), kind == b"L")
+                self._event(json.dumps(marshal.loads(body), default=_null), kind == b"L")
             elif kind == b"R":
                 msg = json.loads(body)
                 self._call(self._answer, msg)
@@ -131,6 +141,11 @@ class Hub:
         except asyncio.TimeoutError:
             self.asks.pop(i, None)
             return 503, {"error": "the studio did not answer in time"}
+
+
+def _null(value: Any) -> None:
+    """JSON for what an event should not hold (the studio sends plain values): null."""
+    return None
 
 
 def _int_param(request: Any, name: str) -> int | None:

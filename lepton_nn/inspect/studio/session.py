@@ -24,7 +24,7 @@ recording costs the batches after it (caches, the allocator, garbage collection)
 dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
 seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
 ``max_rate`` whatever the budget allows. Events go into an append-only list (``events``)
-and, serialized once, to the server's own process (:mod:`.bridge`), whose event stream
+and, in a compact binary form, to the server's own process (:mod:`.bridge`), whose event stream
 reads its copy from each client's own position (no queue per client, none lost).
 
 Work on the model asked for by the page (the node panel's tensors, backprop stepping,
@@ -40,7 +40,6 @@ and pauses again; ``resume()`` lets training go on. ``close()`` resumes, ends th
 from __future__ import annotations
 
 import html
-import json
 import math
 import threading
 import time
@@ -159,7 +158,7 @@ class Studio:
             server = StudioServer(self, self.port, KEEP_LAYERS)
             with self.cond:
                 for e in self.events:
-                    server.send("L" if "layers" in e else "E", json.dumps(e))
+                    server.send_event(e)
                 self.server = server
         return self
 
@@ -221,7 +220,7 @@ class Studio:
             event["seq"] = len(self.events)
             self.events.append(event)
             if self.server is not None:
-                self.server.send("L" if "layers" in event else "E", json.dumps(event))
+                self.server.send_event(event)
             if "layers" in event:
                 self._full.append(event["seq"])
                 if len(self._full) > KEEP_LAYERS:
@@ -355,7 +354,7 @@ class Studio:
         rec["y"] = _kept(y)
         rec["dead"] = None  # ReLU outputs only
         if _is_relu(module) and y.ndim >= 1 and y.shape[0] > 0:
-            rec["dead"] = np.count_nonzero(y.max(axis=0) <= 0) / max(y[0].size, 1)
+            rec["dead"] = int(np.count_nonzero(y.max(axis=0) <= 0)) / max(y[0].size, 1)
         if out.requires_grad:
             out.register_hook(lambda g: rec.__setitem__("g", _kept(g)))
 
