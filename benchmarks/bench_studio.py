@@ -271,8 +271,71 @@ def fit_table(rounds: int = 7) -> None:
     )
 
 
+def _timed(fn, into: list[float]):
+    def run(*args, **kwargs):
+        t = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            into.append(time.thread_time() - t)
+
+    return run
+
+
+def cost_breakdown(epochs: int = 2) -> None:
+    """Where an update's CPU time goes in the training process (fit thread CPU time, every
+    batch recorded and sent to a connected page): the hooks keeping each layer's output (a
+    sampled copy, the dead share), the statistics of every layer at the batch's end
+    (:mod:`lepton_nn.inspect.studio.live_stats`), the weights' copy before the step, and the
+    hand-off (the event's dict, ``marshal`` and the pipe write); the rest of the recorded batch
+    (gradient hooks, hooked layer calls) is the measured total minus these."""
+    x, y = _data()
+    out: dict[str, list[float]] = {"hooks": [], "stats": [], "before": [], "publish": []}
+    tot: dict[str, list[float]] = {"plain": [], "all": []}
+    runs = {}
+    for mode in ("plain", "all"):
+        model = _model()
+        st = None
+        if mode == "all":
+            st = I.Studio(sample=(x[:64], y[:64]), model=model, max_rate=None, overhead=None)
+            st.start()
+            st.prepare()
+            st._layer_output = _timed(st._layer_output, out["hooks"])
+            st._layer_rows = _timed(st._layer_rows, out["stats"])
+            st._norms.before = _timed(st._norms.before, out["before"])
+            st.publish = _timed(st.publish, out["publish"])
+        runs[mode] = (Trainer(model, loss="bce"), st, Reader(st.url) if st else None)
+    for _ in range(epochs + 1):  # the first round warms up
+        for k in out.values():
+            k.clear()
+        for mode, (trainer, st, _) in runs.items():
+            c = time.thread_time()
+            trainer.fit(x, y, epochs=1, batch_size=BATCH, callbacks=[st] if st else [], verbose=0)
+            tot[mode].append(time.thread_time() - c)
+    n = N // BATCH
+    each = (min(tot["all"][1:]) - min(tot["plain"][1:])) / n
+    parts = {k: sum(v) / n for k, v in out.items()}
+    names = {
+        "hooks": "forward hooks (sampled copy of y, dead share)",
+        "stats": "statistics of every layer at the batch end",
+        "before": "weights' packed copy before the step",
+        "publish": "hand-off: event dict, marshal, pipe write",
+    }
+    print(f"CPU per update in the training process, every batch recorded: {each * 1e3:.3f} ms")
+    for k, label in names.items():
+        print(f"  {label:48s} {parts[k] * 1e3:.3f} ms")
+    rest = each - sum(parts.values())
+    print(f"  {'the rest (gradient hooks, hooked layer calls)':48s} {rest * 1e3:.3f} ms")
+    for _, st, reader in runs.values():
+        if reader is not None:
+            reader.close()
+        if st is not None:
+            st.close()
+
+
 if __name__ == "__main__":
     fit_table()
+    cost_breakdown()
     x, y = _data()
     st = I.studio(_model(), (x[:64], y[:64]))
     t = []
