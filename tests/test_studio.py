@@ -368,3 +368,61 @@ def test_a_shared_layer_is_one_node_per_call_and_backprop_names_each_call():
     finally:
         st.close()
         st.fit_thread.join(10)
+
+
+def test_pipe_never_blocks_and_keeps_the_order_when_the_reader_lags():
+    """The fit thread's hand-off (bridge.Pipe): far more than a pipe holds, sent with no one
+    reading, returns at once; the backlog then reaches the reader in order."""
+    import os
+    import threading
+
+    from lepton_nn.inspect.studio.bridge import Pipe
+
+    r, w = os.pipe()
+    pipe = Pipe(w)
+    msgs = [bytes([i % 251]) * (1000 + i) for i in range(300)]  # ~450 KB: > a pipe's buffer
+    for m in msgs:
+        pipe.send(m)  # nobody reads yet: must not block
+    assert pipe.backlog  # the pipe took what it could, the rest waits
+    got = bytearray()
+    want = b"".join(msgs)
+
+    def read() -> None:
+        while len(got) < len(want):
+            got.extend(os.read(r, 65536))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert pipe.flush(30.0)
+    reader.join(30)
+    assert bytes(got) == want
+    os.close(r)
+    pipe.send(b"x")  # the reader has gone: dropped, no error
+    pipe.send(b"y")
+    assert pipe.gone
+    pipe.close()
+    os.close(w)
+
+
+def test_the_server_process_keeps_layer_statistics_of_the_last_events_only(monkeypatch):
+    from lepton_nn.inspect.studio import session
+    from lepton_nn.train import Trainer
+
+    monkeypatch.setattr(session, "KEEP_LAYERS", 3)
+    x, y = _data()
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=None)
+    try:
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0)
+        got = []
+        with httpx.stream("GET", st.url + "api/events", timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    got.append(json.loads(line[6:]))
+                    if got[-1]["type"] == "done":
+                        break
+        batches = [e for e in got if e["type"] == "batch"]
+        assert ["layers" in e for e in batches] == [False] * 5 + [True] * 3
+        assert [e["step"] for e in batches] == list(range(1, 9))
+        assert got == st.events  # the studio's own list is trimmed alike
+    finally:
+        st.close()

@@ -8,7 +8,7 @@ event, and each hand-back waited on the scheduler: a page connected slowed a sma
 network's ``fit`` by more than half. Now the fit thread's part of an event is one
 ``marshal.dumps`` and one non-blocking ``os.write`` to a pipe (:meth:`StudioServer.send`);
 when the pipe is full the rest waits in a backlog that a writer thread drains (it wakes only
-then). A question from the page (``Q`` line) is answered in a short-lived thread by
+then: :class:`Pipe`). A question from the page (``Q`` line) is answered in a short-lived thread by
 :func:`answer`, which calls the studio as the in-process server did.
 """
 
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StudioServer", "answer"]
+__all__ = ["Pipe", "StudioServer", "answer"]
 
 # server.py run as a script, with nothing of the working directory on sys.path (only the
 # standard library and the installed Starlette and uvicorn are imported there)
@@ -66,52 +66,21 @@ def answer(studio: Any, op: str, arg: Any) -> tuple[int, Any]:
         return 503, {"error": str(exc)}
 
 
-class StudioServer:
-    """The server process for ``studio`` on 127.0.0.1:``port`` (0: a free one); ``url``;
-    :meth:`send` an event; :meth:`stop` ends it."""
+class Pipe:
+    """The writing end ``fd`` of a pipe, never blocking the caller: :meth:`send` writes
+    what the pipe takes now and keeps the rest, in order, in a backlog that a writer thread
+    (started the first time one is needed, asleep while the backlog is empty) writes as the
+    reader makes room. After the reader has gone (a broken pipe) sends are dropped."""
 
-    def __init__(self, studio: Any, port: int = 0, keep: int = 500) -> None:
-        from ...serve import _need_extra
-
-        _need_extra()
-        self.studio = studio
-        script = str(Path(__file__).resolve().with_name("server.py"))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _LAUNCH, script, str(int(keep)), str(int(port))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        first = self.proc.stdout.readline().decode("utf-8", "replace").strip()
-        if not first.startswith("P "):
-            self.proc.kill()
-            self.proc.wait()
-            raise OSError(f"the studio's server did not start: {first[2:] or 'no answer'}")
-        self.port = int(first[2:])
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.fd = self.proc.stdin.fileno()
-        os.set_blocking(self.fd, False)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
         self.lock = threading.Condition()
         self.backlog = bytearray()  # what the pipe did not take yet, in order
-        self.gone = False  # the process has ended (a write found the pipe closed)
+        self.gone = False  # the reader has gone, or close() ran
         self.writer: threading.Thread | None = None
-        self.reader = threading.Thread(target=self._questions, daemon=True, name="studio-ask")
-        self.reader.start()
 
-    # -- to the process ------------------------------------------------------------------------
-    def send_event(self, event: dict) -> None:
-        """One event (L when it carries layer statistics, else E), in ``marshal``'s binary
-        form: ten times cheaper for the fit thread than JSON, which the server process
-        writes. (The server only ever reads marshal data from this pipe, that only this
-        process writes; what comes back is JSON.) Its values are Python's own types
-        (dict, list, str, int, float, bool, None): a NumPy scalar would arrive as bytes,
-        which the server writes as null."""
-        self.send("L" if "layers" in event else "E", marshal.dumps(event))
-
-    def send(self, kind: str, body: bytes) -> None:
-        """One message (``kind`` E, L, R or X, then the body's length, 4 bytes little-endian,
-        and the body), never blocking: what the pipe does not take now goes out in order
-        from the backlog."""
-        data = kind.encode() + struct.pack("<I", len(body)) + body
+    def send(self, data: bytes) -> None:
         with self.lock:
             if self.gone:
                 return
@@ -120,7 +89,7 @@ class StudioServer:
                     n = os.write(self.fd, data)
                 except BlockingIOError:
                     n = 0
-                except OSError:  # (BrokenPipeError) the process has ended
+                except OSError:  # (BrokenPipeError) the reader has gone
                     self.gone = True
                     return
                 data = data[n:]
@@ -132,7 +101,6 @@ class StudioServer:
                 self.lock.notify_all()
 
     def _drain(self) -> None:
-        """Writes the backlog as the pipe takes it (a thread that sleeps while it is empty)."""
         while True:
             with self.lock:
                 while not self.backlog and not self.gone:
@@ -160,6 +128,54 @@ class StudioServer:
                 self.lock.wait(0.05)
             return not self.backlog
 
+    def close(self) -> None:
+        """Drops what is left and lets the writer thread end (the fd is the caller's)."""
+        with self.lock:
+            self.gone = True
+            self.lock.notify_all()
+
+
+class StudioServer:
+    """The server process for ``studio`` on 127.0.0.1:``port`` (0: a free one); ``url``;
+    :meth:`send` an event; :meth:`stop` ends it."""
+
+    def __init__(self, studio: Any, port: int = 0, keep: int = 500) -> None:
+        from ...serve import _need_extra
+
+        _need_extra()
+        self.studio = studio
+        script = str(Path(__file__).resolve().with_name("server.py"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCH, script, str(int(keep)), str(int(port))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        first = self.proc.stdout.readline().decode("utf-8", "replace").strip()
+        if not first.startswith("P "):
+            self.proc.kill()
+            self.proc.wait()
+            raise OSError(f"the studio's server did not start: {first[2:] or 'no answer'}")
+        self.port = int(first[2:])
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.pipe = Pipe(self.proc.stdin.fileno())
+        self.reader = threading.Thread(target=self._questions, daemon=True, name="studio-ask")
+        self.reader.start()
+
+    # -- to the process ------------------------------------------------------------------------
+    def send_event(self, event: dict) -> None:
+        """One event (L when it carries layer statistics, else E), in ``marshal``'s binary
+        form: ten times cheaper for the fit thread than JSON, which the server process
+        writes. (The server only ever reads marshal data from this pipe, that only this
+        process writes; what comes back is JSON.) Its values are Python's own types
+        (dict, list, str, int, float, bool, None): a NumPy scalar would arrive as bytes,
+        which the server writes as null."""
+        self.send("L" if "layers" in event else "E", marshal.dumps(event))
+
+    def send(self, kind: str, body: bytes) -> None:
+        """One message (``kind`` E, L, R or X, then the body's length, 4 bytes little-endian,
+        and the body), never blocking (:class:`Pipe`)."""
+        self.pipe.send(kind.encode() + struct.pack("<I", len(body)) + body)
+
     # -- from the process ------------------------------------------------------------------------
     def _questions(self) -> None:
         for line in self.proc.stdout:
@@ -183,10 +199,8 @@ class StudioServer:
     def stop(self) -> None:
         """Says closed, lets the process send what it has, then ends it."""
         self.send("X", b"")
-        self.flush(2.0)
-        with self.lock:
-            self.gone = True
-            self.lock.notify_all()
+        self.pipe.flush(2.0)
+        self.pipe.close()
         try:
             self.proc.stdin.close()  # its input ends: it stops serving
         except OSError:
