@@ -120,7 +120,8 @@ def fit_run(mode: str):
     cbs = [st] if st else []
 
     def server_cpu() -> float | None:
-        return None if st is None else cpu_seconds(st.server.proc.pid)
+        proc = getattr(st.server, "proc", None) if st is not None else None
+        return None if proc is None else cpu_seconds(proc.pid)
 
     def run() -> tuple[int, int, float, float | None]:
         seen = reader.seen if reader else (0, 0)

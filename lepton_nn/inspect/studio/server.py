@@ -33,6 +33,7 @@ pipes on its standard input and output (its prints go to standard error).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import marshal
@@ -41,6 +42,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -249,7 +251,13 @@ def create_app(hub: Hub) -> Any:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):  # the loop the studio's messages are handed to
+        hub.loop = asyncio.get_running_loop()
+        yield
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", page),
             Route("/static/{name}", static),
@@ -262,7 +270,7 @@ def create_app(hub: Hub) -> Any:
             Route("/api/explain", explain),
             Route("/api/features", features),
             Route("/api/events", events),
-        ]
+        ],
     )
 
 
@@ -274,30 +282,33 @@ def main(argv: list[str]) -> int:
     inp, out = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr  # stray prints must not reach the studio's pipe
     hub = Hub(keep, out)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # (proto named: asyncio sets TCP_NODELAY on accepted sockets of IPPROTO_TCP only; without
+    # it a small answer waited ~40 ms for the client's delayed ACK)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind(("127.0.0.1", port))
     except OSError as exc:
         out.write(f"F {exc}\n".encode())
         out.flush()
         return 1
-    config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     hub.server = server
 
-    async def serve() -> None:
-        hub.loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not task.done():
-            await asyncio.sleep(0.005)
+    def announce() -> None:  # once listening: the port, then the studio's messages
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.005)
         with hub.out_lock:
             out.write(f"P {sock.getsockname()[1]}\n".encode())
             out.flush()
-        threading.Thread(target=hub.read, args=(inp,), daemon=True).start()
-        await task
+        hub.read(inp)
 
-    asyncio.run(serve())
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])  # (uvicorn's own event loop: uvloop where installed)
     return 0
 
 
