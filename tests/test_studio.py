@@ -426,3 +426,37 @@ def test_the_server_process_keeps_layer_statistics_of_the_last_events_only(monke
         assert got == st.events  # the studio's own list is trimmed alike
     finally:
         st.close()
+
+
+def test_the_budget_charges_the_batches_slowed_after_a_recording(monkeypatch):
+    """A recorded batch costs its CPU time minus the plain mean, and the next AFTER (2)
+    batches their excess; those do not enter the plain mean (a fake fit-thread clock)."""
+    import types
+
+    from lepton_nn.inspect.studio import session
+
+    clock = types.SimpleNamespace(t=0.0, monotonic=time.monotonic)
+    clock.thread_time = lambda: clock.t
+    monkeypatch.setattr(session, "time", clock)
+
+    class Server:  # no process: the events are not what this test reads
+        def send_event(self, event):
+            pass
+
+        def stop(self):
+            pass
+
+    x, y = _data()
+    st = I.Studio(model=_seq(), sample=(x, y), max_rate=None, overhead=None, every=4)
+    st.server = Server()
+    st.on_train_begin()
+    st._step = 1  # steps 1-3 plain, 4 recorded, 5 and 6 after it, 7 plain
+    for step, took in zip(range(1, 8), (1.0, 1.0, 1.0, 3.0, 1.5, 1.2, 1.0)):
+        st.on_batch_begin(step)
+        assert st._recording == (step == 4)
+        clock.t += took
+        st.on_batch_end(step, {"batch_loss": 0.5})
+    assert st._cost == pytest.approx(2.0 + 0.5 + 0.2)
+    assert st._plain == pytest.approx(1.0)  # the slowed batches are not plain ones
+    st.on_train_end()
+    st.close()

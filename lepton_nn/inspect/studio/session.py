@@ -16,11 +16,12 @@ summarizes every layer at once (a fixed number of NumPy calls, not a few per lay
 still costs about as much as a few batches of a small network, so a batch is
 recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
-running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
-both in CPU time of the fit thread, which neither a busy machine nor a pause inflates (None
-switches either limit off; a batch run by ``step()`` is always recorded). The default 5 %
-leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misses: what a
-recording costs the batches after it (caches, the allocator, garbage collection). No loss is
+running mean of an unrecorded one, plus the excess of the ``AFTER`` = 2 batches after it,
+which run slower: on the benchmark's 10-layer net the first by about a third of the
+recording's own cost) is at most ``overhead`` times the time since the run began, both in
+CPU time of the fit thread, which neither a busy machine nor a pause inflates (None switches
+either limit off; a batch run by ``step()`` is always recorded). The default 5 % leaves
+room, within a 10 % slowdown of ``fit``, for what the measured cost still misses. No loss is
 dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
 seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
 ``max_rate`` whatever the budget allows. Events go into an append-only list (``events``)
@@ -59,6 +60,7 @@ from .tensor_view import HIST_SAMPLE, sample_of
 __all__ = ["Studio", "KEEP_LAYERS"]
 
 KEEP_LAYERS = 500  # batch events that keep their per-layer statistics (~10 KB each)
+AFTER = 2  # unrecorded batches after a recording whose excess CPU time is charged to it
 
 
 class Studio:
@@ -107,6 +109,7 @@ class Studio:
         self._began = 0.0  # when this batch began
         self._cost = 0.0  # seconds recording has added so far
         self._plain: float | None = None  # running mean of an unrecorded batch's CPU time
+        self._after = 0  # batches still to charge for the last recording (AFTER of them)
         self._pending: list[float | None] = []
         self.events: list[dict] = []
         self._full: deque[int] = deque()  # batch events still holding their layer statistics
@@ -246,7 +249,7 @@ class Studio:
 
     # -- the callback hooks ------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._t0, self._cost, self._plain = None, 0.0, None  # a time budget per run
+        self._t0, self._cost, self._plain, self._after = None, 0.0, None, 0  # per run
         self.prepare()
         self.start()
         with self._model_lock, self.cond:  # from now on the page's work waits for a boundary
@@ -315,7 +318,11 @@ class Studio:
         self._pending.append(_num(logs.get("batch_loss")))
         if not self._recording:
             took = time.thread_time() - self._began
-            self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
+            if self._after:  # a recording slows the batches right after it: charged too
+                self._after -= 1
+                self._cost += max(0.0, took - (self._plain or took))
+            else:
+                self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
             # the loss curve keeps up at max_rate even when the budget holds statistics back
             if self.max_rate is not None and time.monotonic() - self._sent >= 1.0 / self.max_rate:
                 self._flush()
@@ -338,6 +345,7 @@ class Studio:
             }
         )
         self._cost += max(0.0, time.thread_time() - self._began - (self._plain or 0.0))
+        self._after = AFTER
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.publish(
