@@ -213,8 +213,10 @@ def _load() -> str:
 def fit_table(rounds: int = 7) -> None:
     """The targets' figures: wall-clock medians of interleaved rounds (a busy neighbour hits
     every mode alike), and the load-robust ones: the training process's CPU time (all its
-    threads: the fit thread's statistics, JSON and pipe writes, anything else the studio
-    runs there) per update received, and as a ratio to plain ``fit``'s."""
+    threads: the fit thread's statistics, the hand-off to the server process, anything else
+    the studio runs there) as a ratio to plain ``fit``'s and per update; updates per second
+    of that CPU time (on a quiet machine, where wall time is CPU time, the updates/s a page
+    gets, up to ``max_rate``); and one update's CPU cost with every batch recorded."""
     modes = ("plain", "studio", "page", "page-25/s", "page-all")
     runs = {mode: fit_run(mode) for mode in modes}
     wall: dict[str, list[float]] = {m: [] for m in modes}
@@ -249,9 +251,11 @@ def fit_table(rounds: int = 7) -> None:
         w = np.array(wall[m])
         extra = np.array(cpu[m]) - mcpu["plain"]
         per = float(np.median(extra / np.maximum(stats, 1))) * 1e3
+        c = np.array(cpu[m])
         line = (
             f"{m}: {np.median(stats / w):.1f} updates/s with every layer's statistics "
-            f"({np.median(stats):.0f} a run), {np.median(curve / w):.1f} of the loss curve; "
+            f"({np.median(stats):.0f} a run; {np.median(stats / c):.1f} per second of the "
+            f"training process's CPU time), {np.median(curve / w):.1f} of the loss curve; "
             f"training-process CPU per statistics update {per:.2f} ms"
         )
         if server[m]:
