@@ -34,7 +34,8 @@ _LAUNCH = "import sys, runpy; del sys.path[0]; runpy.run_path(sys.argv[1], run_n
 
 
 def answer(studio: Any, op: str, arg: Any) -> tuple[int, Any]:
-    """``(HTTP status, JSON body)`` of the page's question ``op`` (:data:`.server.OPS`):
+    """``(HTTP status, JSON body)`` of the page's question ``op`` (a route of
+    :mod:`.server`: graph, node, state, control, backward, tensors, explain, features):
     404 for an unknown layer or row, 400 for input it does not apply to, 503 when a run
     reaches no batch boundary in time (work on the model waits for one)."""
     try:

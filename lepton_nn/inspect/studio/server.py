@@ -53,7 +53,6 @@ ASSETS = {
     "detail.js": "text/javascript",
     "studio.css": "text/css",
 }
-OPS = ("graph", "node", "state", "control", "backward", "tensors", "explain", "features")
 ASK_TIMEOUT = 60.0  # seconds; the studio answers 503 itself after 30 s of a busy run
 
 
