@@ -96,3 +96,29 @@ def test_param_norms_of_zero_weights_and_empty_layers():
     assert rows[0]["update_ratio"] is None and rows[0]["weight_norm"] == 0.0
     assert rows[1] == {"weight_norm": 0.0, "weight_grad_norm": None, "update_ratio": None}
     assert pn.after()[0]["weight_norm"] == 0.0  # no before(): nothing measured
+
+
+def test_spread_sample_sees_every_unit_and_keeps_the_stated_error_bound():
+    from lepton_nn.inspect.studio.live_stats import spread_sample
+
+    r = np.random.default_rng(2)
+    # odd units are 10 higher: a stride of 2 (8192 / 4096) would see the even ones only
+    a = r.normal(size=(64, 128)) + 10.0 * (np.arange(128) % 2)
+    v = spread_sample(a)
+    assert np.shares_memory(v, a)
+    assert np.array_equal(v, a.reshape(-1)[::3])  # stride 2 shares a factor with 128: 3
+    assert len(set((np.arange(0, a.size, 3) % 128).tolist())) == 128  # every unit
+    assert abs(v.mean() - a.mean()) < 0.1  # the even-only sample would be 5 off
+    # independent values: mean, std and bin shares within 4 standard errors (n = v.size)
+    big = r.normal(1.0, 2.0, size=(300, 7, 9)).astype(np.float32)
+    v = spread_sample(big).astype(np.float64)
+    n, full = v.size, big.astype(np.float64).reshape(-1)
+    assert 3000 < n <= 4096
+    assert abs(v.mean() - full.mean()) < 4 * full.std() / np.sqrt(n)
+    assert abs(v.std() / full.std() - 1) < 4 / np.sqrt(2 * n)
+    edges = np.linspace(full.min(), full.max(), 17)
+    p_full = np.histogram(full, edges)[0] / full.size
+    p_v = np.histogram(v, edges)[0] / n
+    assert np.all(np.abs(p_v - p_full) < 4 * np.sqrt(p_full * (1 - p_full) / n) + 1e-12)
+    small = np.arange(12.0).reshape(3, 4)
+    assert np.array_equal(spread_sample(small), small.reshape(-1))  # whole when it fits

@@ -54,8 +54,8 @@ from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import _is_relu
 from . import model_view, runtime_view
-from .live_stats import ParamNorms, summaries
-from .tensor_view import HIST_SAMPLE, sample_of
+from .live_stats import ParamNorms, spread_sample, summaries
+from .tensor_view import HIST_SAMPLE
 
 __all__ = ["Studio", "KEEP_LAYERS"]
 
@@ -524,12 +524,13 @@ _WHOLE = object()  # (the sample is the whole tensor: its norm comes with the su
 
 
 def _kept(a: np.ndarray) -> tuple[np.ndarray, Any]:
-    """What the statistics need of a tensor: its even sample, copied (the tensor's buffer
-    may be reused), and ||a|| when the sample is not the whole tensor (else ``_WHOLE``)."""
+    """What the statistics need of a tensor: its sample (:func:`.live_stats.spread_sample`),
+    copied (the tensor's buffer may be reused), and ||a|| when the sample is not the whole
+    tensor (else ``_WHOLE``)."""
     flat = np.asarray(a).reshape(-1)
     if flat.size <= HIST_SAMPLE:
         return flat.copy(), _WHOLE
-    return sample_of(flat).copy(), _num(math.sqrt(float(np.dot(flat, flat))))
+    return spread_sample(a).copy(), _num(math.sqrt(float(np.dot(flat, flat))))
 
 
 class _Job:
