@@ -47,6 +47,15 @@ def _wait(cond, what, timeout=30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _plain(v):
+    """Only Python's own JSON types (what the server process is sent: no NumPy scalars)."""
+    if isinstance(v, dict):
+        return all(type(k) is str and _plain(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_plain(x) for x in v)
+    return v is None or type(v) in (bool, int, float, str)
+
+
 def _batches(st):
     return [e for e in st.events if e["type"] == "batch"]
 
@@ -172,6 +181,9 @@ def test_event_stream_replays_the_run_and_follows_it(training):
                     break
     assert [e["seq"] for e in got] == list(range(len(got)))  # from the start, none lost
     assert got[0]["type"] == "state"
+    # the server process's JSON is the studio's event, value for value (floats exactly)
+    for e in got:
+        assert _plain(st.events[e["seq"]]) and e == st.events[e["seq"]]
     assert [e["step"] for e in got if e["type"] == "batch"] == [1, 2]
 
 
@@ -356,3 +368,95 @@ def test_a_shared_layer_is_one_node_per_call_and_backprop_names_each_call():
     finally:
         st.close()
         st.fit_thread.join(10)
+
+
+def test_pipe_never_blocks_and_keeps_the_order_when_the_reader_lags():
+    """The fit thread's hand-off (bridge.Pipe): far more than a pipe holds, sent with no one
+    reading, returns at once; the backlog then reaches the reader in order."""
+    import os
+    import threading
+
+    from lepton_nn.inspect.studio.bridge import Pipe
+
+    r, w = os.pipe()
+    pipe = Pipe(w)
+    msgs = [bytes([i % 251]) * (1000 + i) for i in range(300)]  # ~450 KB: > a pipe's buffer
+    for m in msgs:
+        pipe.send(m)  # nobody reads yet: must not block
+    assert pipe.backlog  # the pipe took what it could, the rest waits
+    got = bytearray()
+    want = b"".join(msgs)
+
+    def read() -> None:
+        while len(got) < len(want):
+            got.extend(os.read(r, 65536))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert pipe.flush(30.0)
+    reader.join(30)
+    assert bytes(got) == want
+    os.close(r)
+    pipe.send(b"x")  # the reader has gone: dropped, no error
+    pipe.send(b"y")
+    assert pipe.gone
+    pipe.close()
+    os.close(w)
+
+
+def test_the_server_process_keeps_layer_statistics_of_the_last_events_only(monkeypatch):
+    from lepton_nn.inspect.studio import session
+    from lepton_nn.train import Trainer
+
+    monkeypatch.setattr(session, "KEEP_LAYERS", 3)
+    x, y = _data()
+    st = I.Studio(sample=(x, y), max_rate=None, overhead=None)
+    try:
+        Trainer(_seq(), loss="bce").fit(x, y, epochs=1, batch_size=16, callbacks=[st], verbose=0)
+        got = []
+        with httpx.stream("GET", st.url + "api/events", timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    got.append(json.loads(line[6:]))
+                    if got[-1]["type"] == "done":
+                        break
+        batches = [e for e in got if e["type"] == "batch"]
+        assert ["layers" in e for e in batches] == [False] * 5 + [True] * 3
+        assert [e["step"] for e in batches] == list(range(1, 9))
+        assert got == st.events  # the studio's own list is trimmed alike
+    finally:
+        st.close()
+
+
+def test_the_budget_charges_the_batches_slowed_after_a_recording(monkeypatch):
+    """A recorded batch costs its CPU time minus the plain mean, and the next AFTER (2)
+    batches their excess; those do not enter the plain mean (a fake fit-thread clock)."""
+    import types
+
+    from lepton_nn.inspect.studio import session
+
+    clock = types.SimpleNamespace(t=0.0, monotonic=time.monotonic)
+    clock.thread_time = lambda: clock.t
+    monkeypatch.setattr(session, "time", clock)
+
+    class Server:  # no process: the events are not what this test reads
+        def send_event(self, event):
+            pass
+
+        def stop(self):
+            pass
+
+    x, y = _data()
+    st = I.Studio(model=_seq(), sample=(x, y), max_rate=None, overhead=None, every=4)
+    st.server = Server()
+    st.on_train_begin()
+    st._step = 1  # steps 1-3 plain, 4 recorded, 5 and 6 after it, 7 plain
+    for step, took in zip(range(1, 8), (1.0, 1.0, 1.0, 3.0, 1.5, 1.2, 1.0)):
+        st.on_batch_begin(step)
+        assert st._recording == (step == 4)
+        clock.t += took
+        st.on_batch_end(step, {"batch_loss": 0.5})
+    assert st._cost == pytest.approx(2.0 + 0.5 + 0.2)
+    assert st._plain == pytest.approx(1.0)  # the slowed batches are not plain ones
+    st.on_train_end()
+    st.close()

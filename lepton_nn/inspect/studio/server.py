@@ -1,5 +1,7 @@
-"""The studio's HTTP side: a Starlette app run by uvicorn in a background thread, bound to
-127.0.0.1 only (the ``serve`` extra, as ``lepton-nn serve``).
+"""The studio's HTTP side, in its own process: a Starlette app run by uvicorn on a socket
+bound to 127.0.0.1 only (the ``serve`` extra, as ``lepton-nn serve``). Its work (the
+event stream's JSON and sockets, the page's files) never holds the training process's
+interpreter lock; :mod:`.bridge` starts it and feeds it.
 
 Routes (JSON unless said):
 
@@ -15,22 +17,35 @@ Routes (JSON unless said):
 - ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
   ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
 
-What runs the model waits for the fit thread's next batch boundary during a run: 503 when
-none comes in time, 404 for an unknown layer or row, 400 for input it does not apply to.
+The process talks with the studio over two pipes. The studio writes messages of a kind byte,
+a 4-byte little-endian length and a body: ``E`` an event, ``L`` one carrying layer
+statistics (only the last ``keep`` of them keep those, as the studio's own list), both in
+``marshal``'s binary form (cheap to write for the fit thread; read only from this pipe,
+which only the studio writes: nothing from a file or a socket), ``R`` an answer (JSON
+``{"id", "status", "body"}``) and ``X`` (closed). The process writes lines of text: ``P
+port`` once listening, then ``Q {"id", "op", "arg"}`` (JSON) for each question the page asks
+the studio (graph, node, state, control, backward, tensors, explain, features). Each event
+is turned into JSON here, once, whatever the number of pages. An end of its input (the
+studio closed or gone) stops the process. Run as ``python server.py KEEP PORT`` with the
+pipes on its standard input and output (its prints go to standard error).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
+import marshal
+import os
 import socket
+import struct
+import sys
 import threading
 import time
-from importlib import resources
+from collections import deque
+from pathlib import Path
 from typing import Any
-
-__all__ = ["StudioServer", "create_app"]
-
 
 ASSETS = {
     "studio.js": "text/javascript",
@@ -38,34 +53,110 @@ ASSETS = {
     "detail.js": "text/javascript",
     "studio.css": "text/css",
 }
+ASK_TIMEOUT = 60.0  # seconds; the studio answers 503 itself after 30 s of a busy run
 
 
 def _asset(name: str) -> str:
-    return resources.files(__package__).joinpath("assets", name).read_text("utf-8")
+    return (Path(__file__).parent / "assets" / name).read_text("utf-8")
 
 
-def _on_model(fn: Any) -> Any:
-    """The answer of ``fn()`` (work on the model) or the error's status."""
-    from starlette.responses import JSONResponse
+class Hub:
+    """The process's state: the events (serialized JSON, append-only), the studio's open
+    questions, and the event streams to wake; fed by :meth:`read` in its own thread."""
 
-    try:
-        return JSONResponse(fn())
-    except (KeyError, IndexError) as exc:
-        return JSONResponse({"error": str(exc.args[0] if exc.args else exc)}, 404)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, 400)
-    except TimeoutError as exc:
-        return JSONResponse({"error": str(exc)}, 503)
+    def __init__(self, keep: int, out: Any) -> None:
+        self.events: list[str] = []
+        self.keep = keep
+        self.full: deque[int] = deque()  # events still holding their layer statistics
+        self.closed = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wakes: set[asyncio.Event] = set()
+        self.asks: dict[int, asyncio.Future] = {}
+        self.ids = itertools.count()
+        self.out = out
+        self.out_lock = threading.Lock()
+        self.server: Any = None
+
+    def read(self, inp: Any) -> None:
+        while True:
+            head = inp.read(5)
+            if len(head) < 5:
+                break
+            kind, size = head[:1], struct.unpack("<I", head[1:])[0]
+            body = inp.read(size)
+            if len(body) < size:
+                break
+            if kind in (b"E", b"L"):
+                self._event(json.dumps(marshal.loads(body), default=_null), kind == b"L")
+            elif kind == b"R":
+                msg = json.loads(body)
+                self._call(self._answer, msg)
+            elif kind == b"X":
+                self.closed = True
+                self._call(self._wake)
+        self.closed = True  # the studio closed the pipe (or ended): stop serving
+        self._call(self._wake)
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop has closed
+                pass
+
+    def _event(self, text: str, layers: bool) -> None:
+        self.events.append(text)  # (a list append: atomic for the streams reading it)
+        if layers:
+            self.full.append(len(self.events) - 1)
+            if len(self.full) > self.keep:
+                i = self.full.popleft()
+                old = json.loads(self.events[i])
+                old.pop("layers", None)
+                self.events[i] = json.dumps(old)
+        self._call(self._wake)
+
+    def _wake(self) -> None:
+        for w in list(self.wakes):
+            w.set()
+
+    def _answer(self, msg: dict) -> None:
+        fut = self.asks.pop(msg.get("id"), None)
+        if fut is not None and not fut.done():
+            fut.set_result((int(msg.get("status", 500)), msg.get("body")))
+
+    async def ask(self, op: str, arg: Any = None) -> tuple[int, Any]:
+        """The studio's answer ``(status, body)`` to ``op`` (503 when none comes in time)."""
+        if self.closed:
+            return 503, {"error": "the studio has closed"}
+        i = next(self.ids)
+        fut = asyncio.get_running_loop().create_future()
+        self.asks[i] = fut
+        line = "Q " + json.dumps({"id": i, "op": op, "arg": arg}) + "\n"
+        with self.out_lock:
+            self.out.write(line.encode("utf-8"))
+            self.out.flush()
+        try:
+            return await asyncio.wait_for(fut, ASK_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.asks.pop(i, None)
+            return 503, {"error": "the studio did not answer in time"}
 
 
-def _int_param(request: Any, name: str) -> int:
+def _null(value: Any) -> None:
+    """JSON for what an event should not hold (the studio sends plain values): null."""
+    return None
+
+
+def _int_param(request: Any, name: str) -> int | None:
     try:
         return int(request.query_params.get(name, "0"))
     except ValueError:
-        raise ValueError(f"{name} must be an integer") from None
+        return None
 
 
-def create_app(studio: Any) -> Any:
+def create_app(hub: Hub) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -80,38 +171,44 @@ def create_app(studio: Any) -> Any:
             return JSONResponse({"error": f"no file {name!r}"}, 404)
         return Response(_asset(name), media_type=ASSETS[name])
 
-    def graph(request: Request) -> Response:
-        return JSONResponse(studio.graph())
+    async def answer(op: str, arg: Any = None) -> Response:
+        status, body = await hub.ask(op, arg)
+        return JSONResponse(body, status)
 
-    def node(request: Request) -> Response:
-        name = request.path_params["name"]
-        try:
-            return JSONResponse(studio.node(name))
-        except KeyError:
-            return JSONResponse({"error": f"no layer call named {name!r}"}, 404)
+    async def graph(request: Request) -> Response:
+        return await answer("graph")
 
-    def state(request: Request) -> Response:
-        return JSONResponse(studio.state())
+    async def node(request: Request) -> Response:
+        return await answer("node", request.path_params["name"])
+
+    async def state(request: Request) -> Response:
+        return await answer("state")
 
     async def control(request: Request) -> Response:
         try:
             body = await request.json()
-            return JSONResponse(studio.control(str(body.get("action"))))
+            action = str(body.get("action"))
         except (ValueError, AttributeError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
+        return await answer("control", action)
 
-    def backward(request: Request) -> Response:
-        return _on_model(studio.backward)
+    async def backward(request: Request) -> Response:
+        return await answer("backward")
 
-    def tensors(request: Request) -> Response:
-        name = request.path_params["name"]
-        return _on_model(lambda: studio.tensors(name))
+    async def tensors(request: Request) -> Response:
+        return await answer("tensors", request.path_params["name"])
 
-    def explain(request: Request) -> Response:
-        return _on_model(lambda: studio.explain(_int_param(request, "row")))
+    async def by_row(request: Request, op: str) -> Response:
+        row = _int_param(request, "row")
+        if row is None:
+            return JSONResponse({"error": "row must be an integer"}, 400)
+        return await answer(op, row)
 
-    def features(request: Request) -> Response:
-        return _on_model(lambda: studio.feature_maps(_int_param(request, "row")))
+    async def explain(request: Request) -> Response:
+        return await by_row(request, "explain")
+
+    async def features(request: Request) -> Response:
+        return await by_row(request, "features")
 
     async def events(request: Request) -> Response:
         try:
@@ -120,29 +217,23 @@ def create_app(studio: Any) -> Any:
             return JSONResponse({"error": "since must be an integer"}, 400)
 
         async def stream():
-            # woken by the studio when it publishes (no polling: a sleeping server thread
-            # takes no turn at the interpreter lock from the fit thread), else once a second
+            # woken when an event arrives (no polling), else once a second
             nonlocal pos
-            loop, wake = asyncio.get_running_loop(), asyncio.Event()
-
-            def notify() -> None:  # on the publishing thread
-                try:
-                    loop.call_soon_threadsafe(wake.set)
-                except RuntimeError:  # the loop has closed
-                    pass
-
-            studio.listeners.add(notify)
+            wake = asyncio.Event()
+            hub.wakes.add(wake)
             try:
                 yield ": studio\n\n"
                 idle = 0
-                while not studio.closed:
+                while True:
                     wake.clear()
-                    new = studio.events[pos:]  # append-only: a slice is a consistent snapshot
+                    new = hub.events[pos:]  # append-only: a slice is a consistent snapshot
                     if new:
                         pos += len(new)
                         idle = 0
-                        yield "".join(f"data: {json.dumps(e)}\n\n" for e in new)
+                        yield "".join(f"data: {e}\n\n" for e in new)
                         continue
+                    if hub.closed:
+                        return
                     try:
                         await asyncio.wait_for(wake.wait(), 1.0)
                         continue
@@ -154,12 +245,18 @@ def create_app(studio: Any) -> Any:
                         idle = 0
                         yield ": keep-alive\n\n"
             finally:
-                studio.listeners.discard(notify)
+                hub.wakes.discard(wake)
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any):  # the loop the studio's messages are handed to
+        hub.loop = asyncio.get_running_loop()
+        yield
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", page),
             Route("/static/{name}", static),
@@ -172,39 +269,47 @@ def create_app(studio: Any) -> Any:
             Route("/api/explain", explain),
             Route("/api/features", features),
             Route("/api/events", events),
-        ]
+        ],
     )
 
 
-class StudioServer:
-    """uvicorn serving :func:`create_app` on a socket bound to 127.0.0.1 (port 0: a free one),
-    in a daemon thread; ``url``; ``stop()`` waits for it to end."""
+def main(argv: list[str]) -> int:
+    """The process: bind 127.0.0.1:``argv[1]``, say ``P port``, serve until the input ends."""
+    import uvicorn
 
-    def __init__(self, studio: Any, port: int = 0) -> None:
-        from ...serve import _need_extra
+    keep, port = int(argv[0]), int(argv[1])
+    inp, out = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    sys.stdout = sys.stderr  # stray prints must not reach the studio's pipe
+    hub = Hub(keep, out)
+    # (proto named: asyncio sets TCP_NODELAY on accepted sockets of IPPROTO_TCP only; without
+    # it a small answer waited ~40 ms for the client's delayed ACK)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        out.write(f"F {exc}\n".encode())
+        out.flush()
+        return 1
+    config = uvicorn.Config(create_app(hub), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    hub.server = server
 
-        _need_extra()
-        import uvicorn
+    def announce() -> None:  # once listening: the port, then the studio's messages
+        while not server.started:
+            if server.should_exit:
+                return
+            time.sleep(0.005)
+        with hub.out_lock:
+            out.write(f"P {sock.getsockname()[1]}\n".encode())
+            out.flush()
+        hub.read(inp)
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", int(port)))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/"
-        config = uvicorn.Config(
-            create_app(studio), log_level="warning", access_log=False, lifespan="off"
-        )
-        self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # not the main thread's signals
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.01)
+    threading.Thread(target=announce, daemon=True).start()
+    server.run(sockets=[sock])  # (uvicorn's own event loop: uvloop where installed)
+    return 0
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=5)
-        self.sock.close()
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[-2:]))

@@ -5,24 +5,28 @@ Per recorded batch it publishes one event ``{"type": "batch", "step", "loss", "b
 "losses", "layers": {call name: stats}}`` (``losses``: every batch loss since the last event)
 where the stats of a layer call's output y and of g = dL/dy (the names of
 :class:`..recorder.Recorder`) are ``act_mean``, ``act_std``, ``grad_mean``, ``grad_std`` and
-``hist`` / ``grad_hist`` (16 equal bins, :func:`.tensor_view.histogram`), all over an even
-sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
+``hist`` / ``grad_hist`` (``{"counts", "lo", "hi"}``: 16 equal bins over [lo, hi]), all
+over an even sample of at most 4096 values (O(sample), not O(size)); ``value_norm`` = ||y||,
 ``grad_norm`` = ||g||, ``dead`` (ReLU outputs: the share of units 0 on every row of the
 batch, ``mean_j [max_i y[i, j] <= 0]``), and over the layer's parameters ``weight_norm`` =
 ||W||, ``weight_grad_norm`` = ||dL/dW|| and ``update_ratio`` = ||W_after - W_before|| /
 ||W_before|| for the batch's optimizer step. The event also carries the optimizer's ``lr``.
-Statistics cost a few NumPy calls per layer, more than a small network's batch, so a batch is
+The hooks keep copies of the tensors' samples; at the batch's end :mod:`.live_stats`
+summarizes every layer at once (a fixed number of NumPy calls, not a few per layer). That
+still costs about as much as a few batches of a small network, so a batch is
 recorded only when all allow it: every ``every``-th batch, at most ``max_rate`` times a
 second, and while the time recording has cost so far (a recorded batch's duration minus the
-running mean of an unrecorded one) is at most ``overhead`` times the time since the run began,
-both in CPU time of the fit thread, which neither a busy machine nor a pause inflates (None
-switches either limit off; a batch run by ``step()`` is always recorded). The default 5 %
-leaves room, within a 10 % slowdown of ``fit``, for what the measured cost misses: what a
-recording costs the batches after it (caches, the allocator, garbage collection). No loss is
+running mean of an unrecorded one, plus the excess of the ``AFTER`` = 2 batches after it,
+which run slower: on the benchmark's 10-layer net the first by about a third of the
+recording's own cost) is at most ``overhead`` times the time since the run began, both in
+CPU time of the fit thread, which neither a busy machine nor a pause inflates (None switches
+either limit off; a batch run by ``step()`` is always recorded). The default 5 % leaves
+room, within a 10 % slowdown of ``fit``, for what the measured cost still misses. No loss is
 dropped: ``losses`` carries every batch's, and when no batch is recorded for ``1 / max_rate``
 seconds a ``{"type": "losses"}`` event carries them, so the loss curve keeps up at
-``max_rate`` whatever the budget allows. Events go into an append-only list that the
-server's event stream reads from its own position (no queue per client, none lost).
+``max_rate`` whatever the budget allows. Events go into an append-only list (``events``)
+and, in a compact binary form, to the server's own process (:mod:`.bridge`), whose event stream
+reads its copy from each client's own position (no queue per client, none lost).
 
 Work on the model asked for by the page (the node panel's tensors, backprop stepping,
 attributions, feature maps) never runs beside a batch: during a run it is queued and run by the
@@ -50,11 +54,13 @@ from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import _is_relu
 from . import model_view, runtime_view
-from .tensor_view import summary
+from .live_stats import ParamNorms, spread_sample, summaries
+from .tensor_view import HIST_SAMPLE
 
 __all__ = ["Studio", "KEEP_LAYERS"]
 
 KEEP_LAYERS = 500  # batch events that keep their per-layer statistics (~10 KB each)
+AFTER = 2  # unrecorded batches after a recording whose excess CPU time is charged to it
 
 
 class Studio:
@@ -91,7 +97,7 @@ class Studio:
         self.sample = sample
         self._loss = loss
         self._calls: list[tuple[str, Module, list[Any]]] = []  # (call name, layer, params)
-        self._before: dict[int, list[np.ndarray]] = {}  # a layer's weights before the step
+        self._norms: ParamNorms | None = None  # the weights before the step, packed
         self.max_rate = max_rate
         self._recording = False
         self._last = -math.inf  # when the last recorded batch began
@@ -103,6 +109,7 @@ class Studio:
         self._began = 0.0  # when this batch began
         self._cost = 0.0  # seconds recording has added so far
         self._plain: float | None = None  # running mean of an unrecorded batch's CPU time
+        self._after = 0  # batches still to charge for the last recording (AFTER of them)
         self._pending: list[float | None] = []
         self.events: list[dict] = []
         self._full: deque[int] = deque()  # batch events still holding their layer statistics
@@ -120,7 +127,6 @@ class Studio:
         self._jobs: list[_Job] = []  # work on the model, run by the fit thread between batches
         self._model_lock = threading.Lock()
         self._cache: dict[Any, Any] = {}
-        self.listeners: set[Callable[[], None]] = set()
         self.explained: tuple[Any, Any, Any] | None = None  # (TabularModel, raw rows, y)
 
     # -- wiring ----------------------------------------------------------------------------
@@ -147,11 +153,16 @@ class Studio:
         return np.zeros((2, *shape[1:]) if shape[0] is None else (2, *shape), np.float32)
 
     def start(self) -> Studio:
-        """Start the server (once) in a background thread; returns self (``.url``)."""
+        """Start the server (once, in its own process: :mod:`.bridge`) and hand it the
+        events so far; returns self (``.url``)."""
         if self.server is None:
-            from .server import StudioServer
+            from .bridge import StudioServer
 
-            self.server = StudioServer(self, self.port)
+            server = StudioServer(self, self.port, KEEP_LAYERS)
+            with self.cond:
+                for e in self.events:
+                    server.send_event(e)
+                self.server = server
         return self
 
     @property
@@ -162,7 +173,6 @@ class Studio:
         with self.cond:
             self.closed, self.paused = True, False
             self.cond.notify_all()
-        self._notify()
         if self.server is not None:
             self.server.stop()
 
@@ -204,23 +214,22 @@ class Studio:
 
     # -- events and control ------------------------------------------------------------------
     def publish(self, event: dict) -> None:
-        """Append ``event``; of the batch events, only the last ``KEEP_LAYERS`` keep their
-        per-layer statistics (an older one is replaced by a copy without them: a reader
-        holding the old dict is not disturbed), so a long run's memory stays small."""
+        """Append ``event`` and hand it, serialized once, to the server process; of the
+        batch events, only the last ``KEEP_LAYERS`` keep their per-layer statistics (an
+        older one is replaced by a copy without them: a reader holding the old dict is not
+        disturbed; the server does the same with its copy), so a long run's memory stays
+        small."""
         with self.cond:
             event["seq"] = len(self.events)
             self.events.append(event)
+            if self.server is not None:
+                self.server.send_event(event)
             if "layers" in event:
                 self._full.append(event["seq"])
                 if len(self._full) > KEEP_LAYERS:
                     i = self._full.popleft()
                     self.events[i] = {k: v for k, v in self.events[i].items() if k != "layers"}
             self.cond.notify_all()
-        self._notify()
-
-    def _notify(self) -> None:
-        for fn in list(self.listeners):  # the event streams' wake-up calls
-            fn()
 
     def control(self, action: str) -> dict:
         with self.cond:
@@ -240,7 +249,7 @@ class Studio:
 
     # -- the callback hooks ------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._t0, self._cost, self._plain = None, 0.0, None  # a time budget per run
+        self._t0, self._cost, self._plain, self._after = None, 0.0, None, 0  # per run
         self.prepare()
         self.start()
         with self._model_lock, self.cond:  # from now on the page's work waits for a boundary
@@ -298,7 +307,8 @@ class Studio:
             self._last = now
             self._live = {}
             self._watch(True)
-            self._before = {id(m): [p.data.copy() for p in ps] for _, m, ps in self._calls if ps}
+            if self._norms is not None:
+                self._norms.before()
 
     def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
         logs = logs or {}
@@ -308,26 +318,18 @@ class Studio:
         self._pending.append(_num(logs.get("batch_loss")))
         if not self._recording:
             took = time.thread_time() - self._began
-            self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
+            if self._after:  # a recording slows the batches right after it: charged too
+                self._after -= 1
+                self._cost += max(0.0, took - (self._plain or took))
+            else:
+                self._plain = took if self._plain is None else 0.9 * self._plain + 0.1 * took
             # the loss curve keeps up at max_rate even when the budget holds statistics back
             if self.max_rate is not None and time.monotonic() - self._sent >= 1.0 / self.max_rate:
                 self._flush()
             return
         self._recording = False
         self._watch(False)
-        layers: dict[str, dict[str, Any]] = {}
-        for name, m, ps in self._calls:
-            row = dict(self._live.get(name, {}))
-            before = self._before.get(id(m))
-            if ps and before is not None:
-                row["weight_norm"] = _norm([p.data for p in ps])
-                grads = [p.grad for p in ps if p.grad is not None]
-                row["weight_grad_norm"] = _norm(grads) if grads else None
-                w = _norm(before)
-                du = _norm([p.data - b for p, b in zip(ps, before)])
-                row["update_ratio"] = du / w if w > 0 else None
-            layers[name] = row
-        self._before = {}
+        layers = self._layer_rows()
         losses, self._pending = self._pending, []
         self._sent = time.monotonic()
         self.publish(
@@ -343,6 +345,7 @@ class Studio:
             }
         )
         self._cost += max(0.0, time.thread_time() - self._began - (self._plain or 0.0))
+        self._after = AFTER
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.publish(
@@ -350,17 +353,44 @@ class Studio:
         )
 
     def _layer_output(self, name: str, module: Module, inputs: tuple, out: Any) -> None:
-        """Norm and histogram of one layer call's output y; of g = dL/dy once known."""
+        """Keeps one layer call's output y (its even sample, copied: :mod:`.live_stats`) and
+        the dead-ReLU share; g = dL/dy once known. :meth:`_layer_rows` summarizes them."""
         if not self._recording or not module.training or not isinstance(out, Tensor):
             return
         rec = self._live.setdefault(name, {})
         y = out.data
-        _summarize(rec, y, "act", "value_norm", "hist")
+        rec["y"] = _kept(y)
         rec["dead"] = None  # ReLU outputs only
         if _is_relu(module) and y.ndim >= 1 and y.shape[0] > 0:
-            rec["dead"] = float(np.mean(y.max(axis=0) <= 0))
+            rec["dead"] = int(np.count_nonzero(y.max(axis=0) <= 0)) / max(y[0].size, 1)
         if out.requires_grad:
-            out.register_hook(lambda g: _summarize(rec, g, "grad", "grad_norm", "grad_hist"))
+            out.register_hook(lambda g: rec.__setitem__("g", _kept(g)))
+
+    def _layer_rows(self) -> dict[str, dict[str, Any]]:
+        """The event's ``layers``: every kept y and g summarized at once
+        (:func:`.live_stats.summaries`), and the parameters' norms (:class:`.ParamNorms`)."""
+        arrays, where = [], []
+        for name, _, _ in self._calls:
+            rec = self._live.get(name, {})
+            for key, names in (("y", _ACT), ("g", _GRAD)):
+                if key in rec:
+                    arrays.append(rec[key])
+                    where.append((name, names))
+        layers: dict[str, dict[str, Any]] = {name: {} for name, _, _ in self._calls}
+        for (name, names), (_, norm), s in zip(where, arrays, summaries([a for a, _ in arrays])):
+            row = layers[name]
+            for k, v in zip(names, (s["mean"], s["std"], s["norm"], s["hist"])):
+                row[k] = v
+            if norm is not _WHOLE:  # ||a|| of a sampled tensor, taken when it was kept
+                row[names[2]] = norm
+        for name, row in layers.items():
+            if "dead" in self._live.get(name, {}):
+                row["dead"] = self._live[name]["dead"]
+        if self._norms is not None:
+            with_params = [name for name, _, ps in self._calls if ps]
+            for name, norms in zip(with_params, self._norms.after()):
+                layers[name].update(norms)
+        return layers
 
     # -- what the server asks -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -375,6 +405,7 @@ class Studio:
                 self._calls = [
                     (n, m, list(m.parameters())) for n, m, _ in model_view.calls_of(self.model)
                 ]
+                self._norms = ParamNorms([ps for _, _, ps in self._calls if ps])
             graph = view.layer_graph(self.model, x)
             names = [n["name"] for n in graph["nodes"]]
             self._view = {
@@ -485,25 +516,21 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _summarize(rec: dict, a: np.ndarray, prefix: str, norm: str, hist: str) -> None:
-    """:func:`.tensor_view.summary` of ``a`` into ``rec`` under the event's names."""
-    s = summary(a)
-    rec[prefix + "_mean"], rec[prefix + "_std"], rec[norm], rec[hist] = (
-        s["mean"],
-        s["std"],
-        s["norm"],
-        s["hist"],
-    )
+_ACT = ("act_mean", "act_std", "value_norm", "hist")  # the event's names of y's summary
+_GRAD = ("grad_mean", "grad_std", "grad_norm", "grad_hist")  # and of g's
 
 
-def _norm(arrays: list[np.ndarray]) -> float:
-    """sqrt(sum of squares) over the arrays, each a dot product in its own dtype (float32
-    accumulation: ~1e-6 relative, enough for a display)."""
-    total = 0.0
-    for a in arrays:
-        v = a.reshape(-1)
-        total += float(np.dot(v, v))
-    return math.sqrt(total)
+_WHOLE = object()  # (the sample is the whole tensor: its norm comes with the summary)
+
+
+def _kept(a: np.ndarray) -> tuple[np.ndarray, Any]:
+    """What the statistics need of a tensor: its sample (:func:`.live_stats.spread_sample`),
+    copied (the tensor's buffer may be reused), and ||a|| when the sample is not the whole
+    tensor (else ``_WHOLE``)."""
+    flat = np.asarray(a).reshape(-1)
+    if flat.size <= HIST_SAMPLE:
+        return flat.copy(), _WHOLE
+    return spread_sample(a).copy(), _num(math.sqrt(float(np.dot(flat, flat))))
 
 
 class _Job:

@@ -64,7 +64,7 @@ function drawLines(svg, series, W, H) {
   el("text", { x: 4, y: H - 2, "font-size": 9, fill: "#556" }, svg, fmt(lo));
 }
 
-// a histogram {counts, edges} into an SVG of w x h, bars of class cls
+// a histogram {counts, ...} (equal bins) into an SVG of w x h
 function drawHist(svg, h, w, h0) {
   svg.innerHTML = "";
   if (!h) return;

@@ -104,7 +104,7 @@ function histFigure(name, prefix, h, what) {
   drawHist(svg, h, 160, 60);
   svg.dataset.updates = Number(svg.dataset.updates || 0) + 1;
   svg.parentNode.querySelector("figcaption").textContent =
-    `${name} ${what}: ${fmt(h.edges[0])} .. ${fmt(h.edges[h.edges.length - 1])}`;
+    `${name} ${what}: ${fmt(h.lo)} .. ${fmt(h.hi)}`;
 }
 function setStatus(e) {
   $("status").textContent = (e.paused ? "paused" : e.training === false ? "idle" : "training") +
