@@ -12,6 +12,9 @@ Routes (JSON unless said):
 - ``GET /api/backward``: the backprop steps of one batch;
 - ``GET /api/explain?row=i``: attributions of sample row i and global importances;
   ``GET /api/features?row=i``: the feature maps of sample image i;
+- ``GET /api/ops/{name}``: the op nodes inside one layer call with their values and
+  gradients on sample rows; ``GET /api/backward-ops``: the backprop steps through them;
+  ``GET /api/saliency?row=i&target=k``: saliency maps of sample image i for output k;
 - ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
   ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
 
@@ -172,8 +175,38 @@ def create_app(studio: Any) -> Any:
             Route("/api/explain", explain),
             Route("/api/features", features),
             Route("/api/events", events),
+            *_view_routes(studio),
         ]
     )
+
+
+def _view_routes(studio: Any) -> list[Any]:
+    """The routes of the model views that came after the first page (:mod:`.ops_view`,
+    :mod:`.saliency`): ``GET /api/ops/{name}``, ``GET /api/backward-ops``,
+    ``GET /api/saliency?row=i&target=k``."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from . import ops_view, saliency
+
+    def ops(request: Request) -> Response:
+        name = request.path_params["name"]
+        return _on_model(lambda: ops_view.for_studio(studio, name))
+
+    def backward_ops(request: Request) -> Response:
+        return _on_model(lambda: studio.backward(ops=True))
+
+    def saliency_maps(request: Request) -> Response:
+        row, target = _int_param(request, "row"), request.query_params.get("target")
+        target = None if target in (None, "") else _int_param(request, "target")
+        return _on_model(lambda: saliency.for_studio(studio, row, target))
+
+    return [
+        Route("/api/ops/{name:path}", ops),
+        Route("/api/backward-ops", backward_ops),
+        Route("/api/saliency", saliency_maps),
+    ]
 
 
 class StudioServer:
