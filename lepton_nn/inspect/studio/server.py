@@ -39,6 +39,7 @@ ASSETS = {
     "studio.js": "text/javascript",
     "charts.js": "text/javascript",
     "detail.js": "text/javascript",
+    "graph.js": "text/javascript",
     "studio.css": "text/css",
 }
 
