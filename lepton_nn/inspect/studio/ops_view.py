@@ -36,7 +36,16 @@ from ..graph_view import op_label
 from ..rules import rule_for
 from .tensor_view import tensor_view
 
-__all__ = ["Op", "expand", "expanding_hook", "op_graph", "layer_ops", "EXPANSIONS"]
+__all__ = [
+    "Op",
+    "expand",
+    "output_of",
+    "expanding_hook",
+    "op_graph",
+    "op_arrays",
+    "layer_ops",
+    "EXPANSIONS",
+]
 
 
 @dataclass
@@ -232,13 +241,14 @@ def _rows(x: Any, n: int) -> Any:
     return x[:n]
 
 
-def layer_ops(
+def op_arrays(
     model: Module, name: str, x: Any, y: Any = None, loss_fn: Callable | None = None
-) -> dict:
-    """The op nodes of layer call ``name`` with their values and gradients on ``(x, y)``
-    (eval mode): one forward pass with the call's output replaced by its expansion, and one
-    backward pass, so each op's gradient is the true dL/d(op output) of the whole network.
-    Parameters' ``.grad`` are left as they were. KeyError for an unknown call."""
+) -> tuple[Tensor, str, list[tuple[dict, np.ndarray, np.ndarray | None]]]:
+    """``(loss, objective, [(op node, value, gradient)])`` for layer call ``name`` on
+    ``(x, y)`` in eval mode: one forward pass with the call's output replaced by its
+    expansion and one backward pass, so each gradient is the true dL/d(op output) of the whole
+    network (None without a loss to differentiate). Parameters' ``.grad`` are left as they
+    were. KeyError for an unknown call."""
     from .model_view import _run_loss, calls_of, hook_calls
 
     if name not in {n for n, _, _ in calls_of(model)}:
@@ -271,15 +281,26 @@ def layer_ops(
         model.train(was)
         for p, g in zip(params, saved):
             p.grad = g
-    docs = []
+    out = []
     for k, op in enumerate(seen.get(name, [])):
-        doc = op.doc(k)
-        value = op.value()
         grad = None
         if loss.requires_grad:  # a part the gradient never reached has dL/d(part) = 0
             parts = [grads.get(id(p)) for p in op.parts]
             parts = [np.zeros_like(t.data) if g is None else g for g, t in zip(parts, op.parts)]
             grad = parts[0] if len(parts) == 1 else np.stack(parts, axis=1)
+        out.append((op.doc(k), op.value(), grad))
+    return loss, objective, out
+
+
+def layer_ops(
+    model: Module, name: str, x: Any, y: Any = None, loss_fn: Callable | None = None
+) -> dict:
+    """:func:`op_arrays` for the page: ``{"name", "loss", "objective", "rows", "ops"}``,
+    each op node with ``value`` and ``grad`` (:func:`.tensor_view.tensor_view`) and their
+    norms ``value_norm``, ``grad_norm``."""
+    loss, objective, ops = op_arrays(model, name, x, y, loss_fn)
+    docs = []
+    for doc, value, grad in ops:
         doc.update(
             value=tensor_view(value),
             grad=None if grad is None else tensor_view(grad),
