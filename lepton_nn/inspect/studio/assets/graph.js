@@ -59,7 +59,7 @@ function drawGraph(g) {
     if (n.ops && n.ops.length) {
       const open = G.open.has(n.name);
       const t = el("g", { class: "toggle", "data-testid": "expand-" + n.name,
-        transform: `translate(${W - 44},4)` }, grp);
+        transform: `translate(${W - 46},24)` }, grp);
       el("rect", { width: 40, height: 16 }, t);
       el("text", { x: 20, y: 12, "text-anchor": "middle" }, t, open ? "- ops" : "+ ops");
       t.addEventListener("click", (e) => { e.stopPropagation(); toggleOps(n.name); });

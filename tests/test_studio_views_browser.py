@@ -1,0 +1,157 @@
+"""The studio's model views in a real headless Chromium (as ``test_studio_browser.py``): a
+layer opened into its op nodes (testids ``op-<layer>-<index>``, their shapes and norms), an op
+clicked for its detail, the norms after one step, backprop stepping through the ops, and the
+saliency of a chosen image."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_studio_browser import _screenshot, _text, _tid, _wait, browser  # noqa: F401
+
+from lepton_nn import nn
+from lepton_nn.losses import get_loss
+
+I = pytest.importorskip("lepton_nn.inspect")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+from lepton_nn.inspect.studio import ops_view  # noqa: E402
+from lepton_nn.inspect.studio.saliency import saliency_maps  # noqa: E402
+
+
+def _ready(drv):
+    _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
+
+
+def _attr(drv, testid, name):
+    return drv.execute_script(
+        "const e = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "return e ? e.getAttribute(arguments[1]) : null;",
+        testid,
+        name,
+    )
+
+
+def test_layers_open_into_op_nodes_with_shapes_norms_and_detail(browser, tmp_path):  # noqa: F811
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = (x[:, :1] + x[:, 2:3] > 0).astype(np.float32)
+    layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, "tanh", name="mid")]
+    model = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
+    st = I.studio(model, (x, y), loss="bce", epochs=100, batch_size=32, paused=True)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _ready(drv)
+        assert not drv.find_elements(By.CSS_SELECTOR, "#graph .op")  # closed at first
+        _tid(drv, "expand-hidden")[0].click()
+        _wait(lambda: _attr(drv, "op-hidden-2", "data-value-norm"), "the op nodes' norms")
+        ops = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="op-hidden-"]')
+        assert [o.get_attribute("data-testid") for o in ops] == [
+            "op-hidden-0",
+            "op-hidden-1",
+            "op-hidden-2",
+        ]
+        assert [o.get_attribute("data-shape") for o in ops] == ["(N, 8)"] * 3
+        assert [o.get_attribute("data-op") for o in ops] == ["MatMul", "Add", "Relu"]
+        assert "x W" in ops[0].text and "(N, 8)" in ops[0].text
+        # the norms on the sample rows (paused: the weights the page saw)
+        x8, y8 = x[:8], y[:8]
+        _, _, want = ops_view.op_arrays(model, "hidden", x8, y8, get_loss("bce"))
+        for k, (_, v, g) in enumerate(want):
+            norm = float(_attr(drv, f"op-hidden-{k}", "data-value-norm"))
+            assert norm == pytest.approx(np.linalg.norm(v.astype(np.float64)), rel=1e-6)
+            gnorm = float(_attr(drv, f"op-hidden-{k}", "data-grad-norm"))
+            assert gnorm == pytest.approx(np.linalg.norm(g.astype(np.float64)), rel=1e-6)
+        assert "||g||" in _tid(drv, "op-hidden-2")[0].text
+        # click "+ b": its formula, rule, inputs and its gradient in full (8 x 8)
+        _tid(drv, "op-hidden-1")[0].click()
+        _wait(lambda: _tid(drv, "tensor-op-grad-values"), "the op's tensors")
+        assert _attr(drv, "node-detail", "data-op") == "1"
+        assert "z = x W + b" in _text(drv, "node-forward")
+        assert "unbroadcast" in _text(drv, "node-derivative")
+        assert "op 0 (x W), bias" in _text(drv, "op-inputs")
+        cells = _tid(drv, "tensor-op-grad-values")[0].find_elements(By.TAG_NAME, "td")
+        assert len(cells) == 8 * 8
+        assert float(cells[9].get_attribute("data-value")) == pytest.approx(
+            float(want[1][2][1, 1]), rel=1e-5, abs=1e-9
+        )
+        assert drv.find_elements(By.CSS_SELECTOR, '[data-testid="op-hidden-1"].selected')
+        # one step: the run parks again and the open layer's norms follow the new weights
+        before = _attr(drv, "op-hidden-0", "data-value-norm")
+        _tid(drv, "step")[0].click()
+        _wait(lambda: _attr(drv, "op-hidden-0", "data-value-norm") != before, "new norms")
+        _, _, now = ops_view.op_arrays(model, "hidden", x8, y8, get_loss("bce"))
+        after = float(_attr(drv, "op-hidden-0", "data-value-norm"))
+        assert after == pytest.approx(np.linalg.norm(now[0][1].astype(np.float64)), rel=1e-6)
+        # every layer open, then backprop stepping through the ops
+        _tid(drv, "ops-toggle")[0].click()
+        _wait(lambda: _attr(drv, "op-out-1", "data-value-norm"), "every layer's ops")
+        assert len(drv.find_elements(By.CSS_SELECTOR, "#graph .op")) == 3 + 3 + 2
+        _tid(drv, "backprop-ops")[0].click()
+        _tid(drv, "backprop-load")[0].click()
+        _wait(lambda: _tid(drv, "backprop-steps")[0].find_elements(By.TAG_NAME, "li"), "steps")
+        _tid(drv, "backprop-next")[0].click()  # the loss, then out's "+ b"
+        assert "Add" in _text(drv, "backprop-detail")
+        current = drv.find_elements(By.CSS_SELECTOR, "#graph .op.bw-current")
+        assert [c.get_attribute("data-testid") for c in current] == ["op-out-1"]
+        _tid(drv, "backprop-next")[0].click()
+        current = drv.find_elements(By.CSS_SELECTOR, "#graph .op.bw-current")
+        assert [c.get_attribute("data-testid") for c in current] == ["op-out-0"]
+        assert drv.find_elements(By.CSS_SELECTOR, '[data-testid="node-out"].bw-current')
+        _screenshot(drv, tmp_path, "studio-ops.png")
+    finally:
+        st.close()
+        st.fit_thread.join(10)
+
+
+def test_an_lstm_opens_into_its_gates(browser):  # noqa: F811
+    x = np.random.default_rng(1).normal(size=(16, 5, 3)).astype(np.float32)
+    model = nn.Sequential([nn.LSTM(4, name="lstm"), nn.Dense(1, name="out")]).build((None, 5, 3))
+    st = I.studio(model, x)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _ready(drv)
+        _tid(drv, "expand-lstm")[0].click()
+        _wait(lambda: _attr(drv, "op-lstm-7", "data-value-norm"), "the gates")
+        ops = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="op-lstm-"]')
+        assert len(ops) == 8
+        assert _attr(drv, "op-lstm-3", "data-shape") == "(N, 5, 4)"  # f over the 5 steps
+        assert "f (Sigmoid)" in _tid(drv, "op-lstm-3")[0].text
+        assert drv.find_elements(By.CSS_SELECTOR, "#graph .edge.recurrent")  # h_{t-1} -> z_t
+        _tid(drv, "op-lstm-6")[0].click()
+        _wait(lambda: _tid(drv, "tensor-op-value"), "the cell's tensors")
+        assert "c_t = f_t c_{t-1} + i_t g_t" in _text(drv, "node-forward")
+        assert "5 time steps" in _text(drv, "op-title")
+    finally:
+        st.close()
+
+
+def test_saliency_of_a_chosen_image_and_output(browser, tmp_path):  # noqa: F811
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(6, 1, 8, 8)).astype(np.float32)
+    layers = [nn.Conv2D(3, 3, activation="relu", name="conv"), nn.MaxPool2D(2, name="pool")]
+    model = nn.Sequential([*layers, nn.Flatten(name="flat"), nn.Dense(3, name="out")])
+    st = I.studio(model.build((None, 1, 8, 8)), x)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _ready(drv)
+        _tid(drv, "features-row")[0].clear()
+        _tid(drv, "features-row")[0].send_keys("4")
+        _tid(drv, "saliency-target")[0].send_keys("2")
+        _tid(drv, "features-load")[0].click()
+        _wait(lambda: _tid(drv, "saliency-ig"), "the saliency maps")
+        assert _attr(drv, "saliency", "data-image") == "4"
+        assert _attr(drv, "saliency", "data-target") == "2"
+        want = saliency_maps(model, x, 4, 2)
+        grad = _tid(drv, "saliency-grad")[0]
+        assert grad.get_attribute("data-cells") == "64"  # 8 x 8 pixels
+        shown = [float(r.get_attribute("data-value")) for r in grad.find_elements(
+            By.CSS_SELECTOR, "rect[data-value]")]  # fmt: skip
+        np.testing.assert_allclose(shown, want["gradient"]["values"], rtol=1e-6, atol=1e-12)
+        assert _tid(drv, "maps-conv")  # the feature maps beside it
+        _screenshot(drv, tmp_path, "studio-saliency.png")
+    finally:
+        st.close()
