@@ -155,3 +155,41 @@ def test_saliency_of_a_chosen_image_and_output(browser, tmp_path):  # noqa: F811
         _screenshot(drv, tmp_path, "studio-saliency.png")
     finally:
         st.close()
+
+
+def test_a_saved_network_of_two_inputs_through_the_runtime(browser, tmp_path):  # noqa: F811
+    import lepton_nn
+
+    a, b = nn.Input((3,), name="a"), nn.Input((2,), name="b")
+    ha, hb = nn.Dense(4, "relu", name="left")(a), nn.Dense(4, name="right")(b)
+    net = nn.Model([a, b], nn.Dense(1, name="out")(nn.Add(name="join")([ha, hb])))
+    lepton_nn.save(net, tmp_path / "two.lnn")
+    rng = np.random.default_rng(3)
+    rows = {"a": rng.normal(size=(10, 3)), "b": rng.normal(size=(10, 2))}
+    st = I.studio(str(tmp_path / "two.lnn"), rows)
+    drv = browser
+    try:
+        drv.get(st.url)
+        _ready(drv)
+        assert _tid(drv, "input-a") and _tid(drv, "input-b")
+        nodes = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="node-"]')
+        assert sorted(n.get_attribute("data-testid") for n in nodes) == [
+            "node-join",
+            "node-left",
+            "node-out",
+            "node-right",
+        ]
+        _tid(drv, "node-join")[0].click()
+        _wait(lambda: _tid(drv, "tensor-x1-values"), "both inputs of the merge")
+        want = st.tensors("join")
+        cells = _tid(drv, "tensor-x1-values")[0].find_elements(By.TAG_NAME, "td")
+        assert len(cells) == 8 * 4
+        assert float(cells[2].get_attribute("data-value")) == pytest.approx(
+            want["inputs"][1]["values"][0][2]
+        )
+        right = {m.name: m for m in net.layers}["right"]
+        hb = rows["b"][:8] @ right.weight.data + right.bias.data
+        np.testing.assert_allclose(want["inputs"][1]["values"], hb, rtol=1e-5, atol=1e-6)
+        assert _tid(drv, "tensor-y-values")
+    finally:
+        st.close()
