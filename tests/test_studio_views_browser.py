@@ -23,6 +23,18 @@ def _ready(drv):
     _wait(lambda: drv.find_element(By.TAG_NAME, "body").get_attribute("data-ready"), "page")
 
 
+def _click(drv, testid):
+    """Click ``testid``, found again if the graph redrew it (it does when norms arrive)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return _tid(drv, testid)[0].click()
+        except StaleElementReferenceException:
+            pass
+    raise AssertionError(f"{testid} kept being redrawn")
+
+
 def _attr(drv, testid, name):
     return drv.execute_script(
         "const e = document.querySelector(`[data-testid='${arguments[0]}']`);"
@@ -44,7 +56,7 @@ def test_layers_open_into_op_nodes_with_shapes_norms_and_detail(browser, tmp_pat
         drv.get(st.url)
         _ready(drv)
         assert not drv.find_elements(By.CSS_SELECTOR, "#graph .op")  # closed at first
-        _tid(drv, "expand-hidden")[0].click()
+        _click(drv, "expand-hidden")
         _wait(lambda: _attr(drv, "op-hidden-2", "data-value-norm"), "the op nodes' norms")
         ops = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="op-hidden-"]')
         assert [o.get_attribute("data-testid") for o in ops] == [
@@ -65,7 +77,7 @@ def test_layers_open_into_op_nodes_with_shapes_norms_and_detail(browser, tmp_pat
             assert gnorm == pytest.approx(np.linalg.norm(g.astype(np.float64)), rel=1e-6)
         assert "||g||" in _tid(drv, "op-hidden-2")[0].text
         # click "+ b": its formula, rule, inputs and its gradient in full (8 x 8)
-        _tid(drv, "op-hidden-1")[0].click()
+        _click(drv, "op-hidden-1")
         _wait(lambda: _tid(drv, "tensor-op-grad-values"), "the op's tensors")
         assert _attr(drv, "node-detail", "data-op") == "1"
         assert "z = x W + b" in _text(drv, "node-forward")
@@ -113,14 +125,14 @@ def test_an_lstm_opens_into_its_gates(browser):  # noqa: F811
     try:
         drv.get(st.url)
         _ready(drv)
-        _tid(drv, "expand-lstm")[0].click()
+        _click(drv, "expand-lstm")
         _wait(lambda: _attr(drv, "op-lstm-7", "data-value-norm"), "the gates")
         ops = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="op-lstm-"]')
         assert len(ops) == 8
         assert _attr(drv, "op-lstm-3", "data-shape") == "(N, 5, 4)"  # f over the 5 steps
         assert "f (Sigmoid)" in _tid(drv, "op-lstm-3")[0].text
         assert drv.find_elements(By.CSS_SELECTOR, "#graph .edge.recurrent")  # h_{t-1} -> z_t
-        _tid(drv, "op-lstm-6")[0].click()
+        _click(drv, "op-lstm-6")
         _wait(lambda: _tid(drv, "tensor-op-value"), "the cell's tensors")
         assert "c_t = f_t c_{t-1} + i_t g_t" in _text(drv, "node-forward")
         assert "5 time steps" in _text(drv, "op-title")
@@ -179,7 +191,7 @@ def test_a_saved_network_of_two_inputs_through_the_runtime(browser, tmp_path):  
             "node-out",
             "node-right",
         ]
-        _tid(drv, "node-join")[0].click()
+        _click(drv, "node-join")
         _wait(lambda: _tid(drv, "tensor-x1-values"), "both inputs of the merge")
         want = st.tensors("join")
         cells = _tid(drv, "tensor-x1-values")[0].find_elements(By.TAG_NAME, "td")
@@ -193,3 +205,24 @@ def test_a_saved_network_of_two_inputs_through_the_runtime(browser, tmp_path):  
         assert _tid(drv, "tensor-y-values")
     finally:
         st.close()
+
+
+def test_the_docs_screenshots_script_drives_the_real_page(tmp_path):
+    """``docs/screenshots.py`` (what makes docs/img/studio*.png) runs end to end."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("studio_screenshots", path)
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    made = shots.main(tmp_path)
+    names = ["studio.png", "studio-live.png", "studio-node.png", "studio-saliency.png"]
+    assert [p.name for p in made] == names
+    for p in made:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, p.name
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    chapter = (docs / "course" / "07_looking_inside.md").read_text("utf-8")
+    for name in names:  # the course shows every one of them, and they are in the repository
+        assert f"../img/{name}" in chapter and (docs / "img" / name).is_file()

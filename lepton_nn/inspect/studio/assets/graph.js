@@ -124,6 +124,7 @@ async function setAllOps(open) {
 }
 // the run parked or ended: the open layers' norms (and the selected op) with today's weights
 async function refreshOps() {
+  if (!G.open.size) return;
   await Promise.all([...G.open].map(loadOps));
   drawGraph();
   if (G.opSel !== null) renderOp(G.selected, G.opSel);
