@@ -295,3 +295,27 @@ def test_ops_backward_ops_and_saliency_routes(http, tmp_path):
             assert r.status_code == 400, api
     finally:
         st.close()
+
+
+def test_an_expansion_that_does_not_compute_the_call_is_not_used(monkeypatch):
+    net, (x, y) = _mlp(), _data()
+
+    def wrong(layer, x):  # the ops of x W alone: not what the layer computes
+        return [ops_view.Op("x W", "z = x W", [Tensor(x) @ layer.weight], ["x", "weight"])]
+
+    monkeypatch.setitem(ops_view.EXPANSIONS, "Dense", wrong)
+    g = {n["name"]: n["ops"] for n in model_view.layer_graph(net, x)["nodes"]}
+    assert [o["op"] for o in g["hidden"]] == ["Linear relu"]  # the op the call recorded
+    _, _, ops = ops_view.op_arrays(net, "hidden", x, y, get_loss("bce"))
+    assert len(ops) == 1
+    np.testing.assert_allclose(ops[0][1], net.layers[0](x).data)
+
+
+def test_a_masked_lstm_call_shows_its_fused_op():
+    x = np.random.default_rng(9).normal(size=(3, 4, 2))
+    lstm = nn.LSTM(3, name="lstm").build((None, 4, 2)).astype("float64")
+    lengths = np.array([4, 2, 1])
+    out = lstm(Tensor(x), lengths=lengths)
+    ops = ops_view.expand(lstm, (Tensor(x),), out)  # the hook does not see lengths=
+    assert [op.label for op in ops] != ["x W_ih", "z_t", "i", "f", "g", "o", "c_t", "h_t"]
+    assert ops_view.output_of(lstm, ops) is out

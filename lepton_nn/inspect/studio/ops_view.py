@@ -57,6 +57,7 @@ class Op:
     forward: str
     parts: list[Tensor]
     inputs: list[Any] = field(default_factory=list)
+    output: bool = False  # its last part is the call's output (else: the last op's)
 
     def value(self) -> np.ndarray:
         datas = [p.data for p in self.parts]
@@ -141,7 +142,8 @@ def _lstm(layer: Any, x: Any) -> list[Op] | None:
         Op("g", "g_t = tanh(z_t[g])   candidate", per["g"], [1]),
         Op("o", "o_t = sigmoid(z_t[o])   output gate", per["o"], [1]),
         Op("c_t", "c_t = f_t c_{t-1} + i_t g_t   cell", per["c"], [2, 3, 4, 6]),
-        Op("h_t", "h_t = o_t tanh(c_t)   hidden state", per["h"], [5, 6]),
+        Op("h_t", "h_t = o_t tanh(c_t)   hidden state", per["h"], [5, 6],
+           output=not layer.return_sequences),
     ]  # fmt: skip
     if layer.return_sequences:
         from ...ops import stack
@@ -185,18 +187,31 @@ def _recorded(layer: Module, args: tuple, out: Any) -> list[Op]:
 
 def expand(layer: Module, args: tuple, out: Any = None) -> list[Op]:
     """The op nodes of one call of ``layer`` on ``args`` that made ``out`` (empty when it
-    records no op: an identity in this mode); :func:`output_of` gives their output."""
+    records no op: an identity in this mode); :func:`output_of` gives their output.
+
+    An expansion stands in for the call only where it computes the call's ``out`` (same
+    shape, equal within float32 rounding): a call it does not describe (an ``LSTM`` given a
+    mask through keyword arguments, which a hook does not see) shows the ops it recorded."""
     fn = EXPANSIONS.get(type(layer).__name__)
     ops = fn(layer, *args) if fn is not None and len(args) == 1 else None
+    if ops is not None and isinstance(out, Tensor):
+        y = output_of(layer, ops)
+        if y is None or y.shape != out.shape or not _close(y.data, out.data):
+            ops = None
     return ops if ops is not None else _recorded(layer, args, out)
 
 
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(1.0, float(np.abs(b).max(initial=0.0)))
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-4 * scale, equal_nan=True))
+
+
 def output_of(layer: Module, ops: list[Op]) -> Tensor | None:
+    """The tensor the op nodes ``ops`` give as the call's output (None for no ops)."""
     if not ops:
         return None
-    if type(layer).__name__ == "LSTM" and not layer.return_sequences:
-        return ops[7].parts[-1]  # the last h_t
-    return ops[-1].parts[-1]
+    return next((op for op in ops if op.output), ops[-1]).parts[-1]
 
 
 def expanding_hook(
@@ -211,7 +226,7 @@ def expanding_hook(
         ops = expand(mod, inputs, out)
         seen[name] = ops
         y = output_of(mod, ops)
-        return y if y is not None and y.shape == out.shape else None
+        return y if y is not None and y is not out else None
 
     return hook
 
