@@ -8,16 +8,19 @@
   notebook either object shows the page inline.
 
 The page (our own HTML, SVG, CSS and JavaScript in ``assets/``, nothing fetched from
-elsewhere) draws the layer graph; a clicked layer's forward formula, local derivative, ops
-inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps and histograms);
+elsewhere) draws the layer graph, each layer opening into the ops inside it (their shapes,
+values and gradients, :mod:`.ops_view`); a clicked layer's forward formula, local
+derivative, ops inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps
+and histograms);
 the batch losses, epoch metrics and learning rate, per-layer activation and gradient
 histograms, dead-ReLU share and update/weight ratio streamed while ``fit`` runs (server-sent
 events), with pause / step one batch / resume; the backward pass of one batch one node at a
-time; a row's attributions and the global importances; an image's feature maps. Modules:
-:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`
-and :mod:`.runtime_view` (a network as JSON-ready data), :mod:`.tensor_view`,
-:mod:`.attributions`. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
-server starts. Guide: ``docs/studio.md``.
+time (or through the ops inside the layers); a row's attributions and the global
+importances; an image's saliency (:mod:`.saliency`) and feature maps. Modules:
+:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`,
+:mod:`.ops_view` and :mod:`.runtime_view` (a network as JSON-ready data),
+:mod:`.tensor_view`, :mod:`.attributions`, :mod:`.saliency`. Needs the ``serve`` extra
+(Starlette and uvicorn), imported when the server starts. Guide: ``docs/studio.md``.
 """
 
 from __future__ import annotations
