@@ -50,7 +50,7 @@ def test_layers_open_into_op_nodes_with_shapes_norms_and_detail(browser, tmp_pat
     y = (x[:, :1] + x[:, 2:3] > 0).astype(np.float32)
     layers = [nn.Dense(8, "relu", name="hidden"), nn.Dense(4, "tanh", name="mid")]
     model = nn.Sequential([*layers, nn.Dense(1, name="out")]).build((None, 4))
-    st = I.studio(model, (x, y), loss="bce", epochs=100, batch_size=32, paused=True)
+    st = I.studio(model, (x, y), loss="bce", epochs=10_000, batch_size=32, paused=True)
     drv = browser
     try:
         drv.get(st.url)
@@ -112,6 +112,10 @@ def test_layers_open_into_op_nodes_with_shapes_norms_and_detail(browser, tmp_pat
         assert [c.get_attribute("data-testid") for c in current] == ["op-out-0"]
         assert drv.find_elements(By.CSS_SELECTOR, '[data-testid="node-out"].bw-current')
         _screenshot(drv, tmp_path, "studio-ops.png")
+        # a live run: the open layers' norms follow it, epoch by epoch
+        parked = _attr(drv, "op-out-0", "data-value-norm")
+        _click(drv, "resume")
+        _wait(lambda: _attr(drv, "op-out-0", "data-value-norm") != parked, "norms during the run")
     finally:
         st.close()
         st.fit_thread.join(10)

@@ -122,9 +122,13 @@ async function setAllOps(open) {
   if (open) { await Promise.all(names.map(loadOps)); drawGraph(); }
   $("ops-toggle").textContent = open ? "hide the ops" : "show the ops inside every layer";
 }
-// the run parked or ended: the open layers' norms (and the selected op) with today's weights
-async function refreshOps() {
-  if (!G.open.size) return;
+// the run parked, ended or finished an epoch: the open layers' norms (and the selected op)
+// with the weights as they are now; `every` ms at most (0: now) as each asks the fit thread
+// for a forward and backward pass of the sample rows between two batches
+async function refreshOps(every = 0) {
+  const now = performance.now();
+  if (!G.open.size || now - (G.refreshed || -1e9) < every) return;
+  G.refreshed = now;
   await Promise.all([...G.open].map(loadOps));
   drawGraph();
   if (G.opSel !== null) renderOp(G.selected, G.opSel);

@@ -83,6 +83,7 @@ function onEvent(e) {
   // the run stopped (parked or done): the node panel's tensors, with the weights as they are now
   if (state.detail && (e.type === "done" || (e.type === "state" && e.paused))) loadTensors(state.detail.name);
   if (e.type === "done" || (e.type === "state" && e.paused)) refreshOps();
+  else if (e.type === "epoch") refreshOps(1000); // open layers follow a run epoch by epoch
   if (!state.dirty) {
     state.dirty = true;
     setTimeout(redraw, 30); // at most ~30 redraws a second, however fast events come
