@@ -58,7 +58,7 @@ async function loadTensors(name) {
     }
   }
   if (t.ops.length) {
-    html("h3", {}, box, "ops inside, in the order they ran");
+    html("h3", {}, box, "the engine's ops in this call, as they ran (fused; \"+ ops\" in the graph shows them unfused)");
     const table = html("table", { "data-testid": "node-ops" }, box);
     table.innerHTML = "<tr><th>op</th><th>shape</th><th>||value||</th><th>||grad||</th></tr>";
     for (const o of t.ops) {
