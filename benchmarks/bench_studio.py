@@ -36,7 +36,14 @@ from lepton_nn.random import set_seed  # noqa: E402
 from lepton_nn.train import Trainer  # noqa: E402
 
 N, F, BATCH, EPOCHS = 8192, 16, 32, 3
-ASSETS = ("", "static/studio.css", "static/charts.js", "static/detail.js", "static/studio.js")
+ASSETS = (
+    "",
+    "static/studio.css",
+    "static/charts.js",
+    "static/detail.js",
+    "static/graph.js",
+    "static/studio.js",
+)
 
 
 def _data():

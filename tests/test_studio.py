@@ -340,6 +340,7 @@ def test_the_page_and_script_ship_in_the_wheel():
     assert sorted(p.name for p in assets.iterdir()) == [
         "charts.js",
         "detail.js",
+        "graph.js",
         "studio.css",
         "studio.html",
         "studio.js",

@@ -8,16 +8,19 @@
   notebook either object shows the page inline.
 
 The page (our own HTML, SVG, CSS and JavaScript in ``assets/``, nothing fetched from
-elsewhere) draws the layer graph; a clicked layer's forward formula, local derivative, ops
-inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps and histograms);
+elsewhere) draws the layer graph, each layer opening into the ops inside it (their shapes,
+values and gradients, :mod:`.ops_view`); a clicked layer's forward formula, local
+derivative, ops inside and tensors (x, y, dL/dy, dL/dx, W, dL/dW: in full, or as heat maps
+and histograms);
 the batch losses, epoch metrics and learning rate, per-layer activation and gradient
 histograms, dead-ReLU share and update/weight ratio streamed while ``fit`` runs (server-sent
 events), with pause / step one batch / resume; the backward pass of one batch one node at a
-time; a row's attributions and the global importances; an image's feature maps. Modules:
-:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`
-and :mod:`.runtime_view` (a network as JSON-ready data), :mod:`.tensor_view`,
-:mod:`.attributions`. Needs the ``serve`` extra (Starlette and uvicorn), imported when the
-server starts. Guide: ``docs/studio.md``.
+time (or through the ops inside the layers); a row's attributions and the global
+importances; an image's saliency (:mod:`.saliency`) and feature maps. Modules:
+:mod:`.session` (the callback, events, control), :mod:`.server` (HTTP), :mod:`.model_view`,
+:mod:`.ops_view` and :mod:`.runtime_view` (a network as JSON-ready data),
+:mod:`.tensor_view`, :mod:`.attributions`, :mod:`.saliency`. Needs the ``serve`` extra
+(Starlette and uvicorn), imported when the server starts. Guide: ``docs/studio.md``.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def studio(
 
     ``model``: a network (:class:`~lepton_nn.nn.Module`), or a ``.lnn`` path or a
     :class:`~lepton_nn.runtime.InferenceModel`, shown through the runtime alone (graph,
-    weights, activations on the sample rows; no gradients, no training code).
+    weights, activations on the sample rows; no gradients, no training code); a runtime
+    network of several inputs takes ``x`` as a dict by input name or a list in order.
 
     ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
     the backprop stepper's batch, the node panel's tensors, the attributions (tabular
@@ -71,6 +75,7 @@ def studio(
             raise ValueError("a TabularModel trains with its own fit; the studio shows it after")
         return _tabular(model, data, port, sample_rows)
     x, y = (data if isinstance(data, tuple) else (data, None)) if data is not None else (None, None)
+    x = _rows(model, x)
     sample = None if x is None else (x[:sample_rows], None if y is None else y[:sample_rows])
     st = Studio(
         port=port, model=model, sample=sample, loss=loss, every=every, feature_names=feature_names
@@ -96,6 +101,14 @@ def studio(
         st.fit_thread = threading.Thread(target=run, daemon=True, name="studio-fit")
         st.fit_thread.start()
     return st
+
+
+def _rows(model: Any, x: Any) -> Any:
+    """The sample rows of a runtime network of several inputs (a dict by name or a list)
+    held as one :class:`.runtime_view.Rows`; anything else as it is."""
+    from . import runtime_view
+
+    return runtime_view.rows_of(model, x) if runtime_view.is_runtime(model) else x
 
 
 def _is_tabular(model: Any) -> bool:

@@ -35,7 +35,8 @@ _LAUNCH = "import sys, runpy; del sys.path[0]; runpy.run_path(sys.argv[1], run_n
 
 def answer(studio: Any, op: str, arg: Any) -> tuple[int, Any]:
     """``(HTTP status, JSON body)`` of the page's question ``op`` (a route of
-    :mod:`.server`: graph, node, state, control, backward, tensors, explain, features):
+    :mod:`.server`: graph, node, state, control, backward, tensors, explain, features,
+    ops, backward_ops, saliency):
     404 for an unknown layer or row, 400 for input it does not apply to, 503 when a run
     reaches no batch boundary in time (work on the model waits for one)."""
     try:
@@ -58,6 +59,16 @@ def answer(studio: Any, op: str, arg: Any) -> tuple[int, Any]:
             return 200, studio.explain(int(arg))
         if op == "features":
             return 200, studio.feature_maps(int(arg))
+        if op == "ops":
+            from . import ops_view
+
+            return 200, ops_view.for_studio(studio, str(arg))
+        if op == "backward_ops":
+            return 200, studio.backward(ops=True)
+        if op == "saliency":
+            from . import saliency
+
+            return 200, saliency.for_studio(studio, int(arg["row"]), arg["target"])
         return 404, {"error": f"no such question {op!r}"}
     except (KeyError, IndexError) as exc:
         return 404, {"error": str(exc.args[0] if exc.args else exc)}

@@ -78,7 +78,8 @@ def calls_of(model: Module) -> list[tuple[str, Module, list[str]]]:
 
 def hook_calls(model: Module, fn: Callable[[str, Module, tuple, Any], None]) -> list[Any]:
     """One forward hook per layer object calling ``fn(call name, layer, inputs, output)``;
-    a layer called k times (shared weights) names its calls in turn. Returns the handles."""
+    a layer called k times (shared weights) names its calls in turn. What ``fn`` returns
+    (not None) replaces the output, as a forward hook's does. Returns the handles."""
     names: dict[int, list[str]] = {}
     layers: dict[int, Module] = {}
     for name, m, _ in calls_of(model):
@@ -91,7 +92,7 @@ def hook_calls(model: Module, fn: Callable[[str, Module, tuple, Any], None]) -> 
         def hook(mod, inputs, out, own=names[key], turn=turn):
             name = own[turn[0] % len(own)]
             turn[0] += 1
-            fn(name, mod, inputs, out)
+            return fn(name, mod, inputs, out)
 
         handles.append(m.register_forward_hook(hook))
     return handles
@@ -133,8 +134,12 @@ def _probe(model: Module, x: Any, grad: bool) -> dict[str, list[Tensor]]:
 
 
 def layer_graph(model: Module, sample: Any) -> dict:
-    """``{"inputs": [...], "nodes": [...], "edges": [[src, dst], ...]}`` for the page."""
+    """``{"inputs": [...], "nodes": [...], "edges": [[src, dst], ...]}`` for the page; each
+    node's ``ops``: the op nodes inside the call (:func:`.ops_view.op_graph`)."""
+    from .ops_view import op_graph
+
     outs = _probe(model, sample, grad=False)
+    ops = op_graph(model, sample)
     nodes = []
     for name, m, ins in calls_of(model):
         y = outs[name][0] if outs[name] else None
@@ -146,6 +151,7 @@ def layer_graph(model: Module, sample: Any) -> dict:
                 "shape": _batch_shape(y.shape) if isinstance(y, Tensor) else "?",
                 "params": int(sum(p.data.size for p in m.parameters())),
                 "inputs": ins,
+                "ops": ops.get(name, []),
             }
         )
     edges = [[i, n["name"]] for n in nodes for i in n["inputs"]]
@@ -219,18 +225,40 @@ def _flat(x: Any) -> list[Any]:
     return [x]
 
 
-def backward_steps(model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any], Tensor]) -> dict:
+def backward_steps(
+    model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any], Tensor], ops: bool = False
+) -> dict:
     """One forward and backward pass on ``(x, y)``, returned step by step in the order the
     engine takes them (reverse topological). The parameters' ``.grad`` are left as they were.
     Each step: ``id``, ``label``, ``shape``, ``grad_norm``, ``words``, ``math``, ``layer`` (the
-    layer call whose output this node is, or None) and ``inputs`` (``[id, label, norm]``)."""
+    layer call whose output this node is, or None), ``op`` (with ``ops``: the index of the op
+    node inside that call, else None) and ``inputs`` (``[id, label, norm]``).
+
+    ``ops``: every layer call runs as its op nodes (:mod:`.ops_view`: a ``Dense`` as x W, + b
+    and its activation), so the walk steps through the ops inside the layers; a step made
+    inside a call but not an op node of its own (an LSTM gate's slice of z) names the call."""
+    from .ops_view import expanding_hook
+
     params = list(model.parameters())
     saved = [p.grad for p in params]
     outs: dict[int, str] = {}
+    inner: dict[int, tuple[str, int]] = {}  # tensor -> (call, op index)
+    expanded: dict[str, list] = {}
+    expand = expanding_hook(None, expanded)
 
-    def name_output(name: str, mod: Module, inputs: tuple, out: Any) -> None:
+    def name_output(name: str, mod: Module, inputs: tuple, out: Any) -> Any:
+        new = expand(name, mod, inputs, out) if ops else None
+        for k, op in enumerate(expanded.pop(name, [])):
+            for t in op.parts:
+                inner[id(t)] = (name, k)
+        if ops:  # every tensor made inside the call belongs to it
+            stop = {id(t) for t in _flat(inputs) if isinstance(t, Tensor)}
+            stop |= {id(p) for p in mod.parameters()}
+            for t in _op_tensors(new if new is not None else out, stop):
+                inner.setdefault(id(t), (name, None))
         if isinstance(out, Tensor):
-            outs.setdefault(id(out), name)
+            outs.setdefault(id(new if new is not None else out), name)
+        return new
 
     handles = hook_calls(model, name_output)
     try:
@@ -254,7 +282,8 @@ def backward_steps(model: Module, x: Any, y: Any, loss_fn: Callable[[Tensor, Any
                 "grad_norm": s.grad_norm,
                 "words": s.words,
                 "math": s.math,
-                "layer": outs.get(id(n.tensor)),
+                "layer": outs.get(id(n.tensor), inner.get(id(n.tensor), (None,))[0]),
+                "op": inner.get(id(n.tensor), (None, None))[1],
                 "inputs": [
                     [src.id, src.label, None if g is None else float(np.linalg.norm(g))]
                     for src, g in s.inputs

@@ -9,6 +9,11 @@ read (a plan reuses buffers and keeps only the last); the last one equals
 step's arrays (weights as the kernel holds them), and backprop, attributions and gradients are
 for a network loaded with :func:`lepton_nn.load`.
 
+A network of several inputs (a graph model, or an ONNX file imported with several inputs)
+takes its sample rows as a dict by input name or a list in input order, checked as
+``InferenceModel.forward`` checks them; :func:`rows_of` holds them as one :class:`Rows`
+(``len``, slices of every input at once) so the studio takes the first rows as of an array.
+
 Same functions as :mod:`.model_view` where they apply: :func:`layer_graph`,
 :func:`formula_of`, :func:`node_tensors`, :func:`feature_maps`.
 """
@@ -22,13 +27,46 @@ import numpy as np
 
 from .tensor_view import heat, tensor_view
 
-__all__ = ["is_runtime", "layer_graph", "formula_of", "node_tensors", "feature_maps"]
+__all__ = [
+    "is_runtime",
+    "Rows",
+    "rows_of",
+    "layer_graph",
+    "formula_of",
+    "node_tensors",
+    "feature_maps",
+]
 
 NO_GRAD = "inference only: the runtime keeps no gradients (load the file with lepton_nn.load)"
 
 
 def is_runtime(model: Any) -> bool:
     return hasattr(model, "network") and hasattr(model, "plan_for")
+
+
+class Rows:
+    """The sample rows of a network of several inputs: ``arrays`` by input name (the same
+    number of rows each); ``len`` is the rows, a slice takes those rows of every input."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, index: slice) -> Rows:
+        if not isinstance(index, slice):
+            raise TypeError("the rows of several inputs are taken by slices (rows[a:b])")
+        return Rows({k: v[index] for k, v in self.arrays.items()})
+
+
+def rows_of(rm: Any, x: Any) -> Any:
+    """``x`` as the studio holds it: a :class:`Rows` for a network of several inputs (from a
+    dict by input name or a list in order, checked by the runtime), else ``x`` itself."""
+    if x is None or len(rm.network.inputs) < 2 or isinstance(x, Rows):
+        return x
+    names = [n for n, _ in rm.network.inputs]
+    return Rows(dict(zip(names, rm._check_many(x))))
 
 
 def _items(rm: Any) -> list[tuple[str, Any, list[str], str]]:
@@ -38,13 +76,26 @@ def _items(rm: Any) -> list[tuple[str, Any, list[str], str]]:
         reads = list(c.inputs)
         for k, step in enumerate(c.steps):
             out = c.out if k == len(c.steps) - 1 else f"{c.out}#{k}"
-            name = "+".join(re.findall(r"'([^']*)'", step.label)) or f"step{len(items)}"
+            name = _step_name(step.label) or f"step{len(items)}"
             while name in names:
                 name += "'"
             names.add(name)
             items.append((name, step, reads, out))
             reads = [out]
     return items
+
+
+def _step_name(label: str) -> str:
+    """A step's node name from its label: the layer call (``layer 'shared' (Dense) at node
+    'shared@1'``: ``shared@1``, the graph model's name of that call), the layers fused into
+    it joined by ``+`` (``mid+act``), and a step split off a layer named after it
+    (``layer 'scores' (Dense) softmax``: ``scores.softmax``)."""
+    at = re.search(r"at node '([^']*)'", label)
+    if at:
+        return at.group(1)
+    name = "+".join(re.findall(r"layer '([^']*)'", label))
+    tail = label.rsplit(")", 1)[-1].strip() if ")" in label else ""
+    return f"{name}.{tail}" if name and re.fullmatch(r"\w+", tail) else name
 
 
 def _run(rm: Any, x: Any) -> dict[str, np.ndarray]:
@@ -55,12 +106,16 @@ def _run(rm: Any, x: Any) -> dict[str, np.ndarray]:
 
     net = rm.network
     if len(net.inputs) > 1:
-        raise ValueError("the studio runs the steps of a one-input network only")
-    x = np.ascontiguousarray(np.asarray(x, dtype=net.dtype))
-    [(first, shape)] = net.inputs[:1]
-    values = {first: x.reshape(len(x), *shape)}
+        xs = rows_of(rm, x).arrays
+    else:
+        xs = {net.inputs[0][0]: np.ascontiguousarray(np.asarray(x, dtype=net.dtype))}
+    values = {
+        name: np.ascontiguousarray(xs[name], dtype=net.dtype).reshape(len(xs[name]), *shape)
+        for name, shape in net.inputs
+    }
+    n = len(next(iter(values.values())))
     for _, step, reads, out in _items(rm):
-        ctx = _Ctx(len(x), 1, rm.sparse, net.dtype, pool=Arena())
+        ctx = _Ctx(n, 1, rm.sparse, net.dtype, pool=Arena())
         srcs = [values[r] for r in reads]
         if isinstance(step, MergeStep):
             ops, y = step.bind(srcs, [False] * len(srcs), ctx)
@@ -155,7 +210,7 @@ def feature_maps(rm: Any, x: Any, index: int = 0, max_channels: int = 16) -> dic
                     "maps": [heat(c, 32, 32) for c in v[0][:max_channels]],
                 }
             )
-    image = np.asarray(x[index], np.float64)
+    image = np.zeros(0) if isinstance(x, Rows) else np.asarray(x[index], np.float64)
     shown = image if image.ndim == 3 else image[None] if image.ndim == 2 else None
     return {
         "index": index,

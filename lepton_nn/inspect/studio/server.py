@@ -14,6 +14,9 @@ Routes (JSON unless said):
 - ``GET /api/backward``: the backprop steps of one batch;
 - ``GET /api/explain?row=i``: attributions of sample row i and global importances;
   ``GET /api/features?row=i``: the feature maps of sample image i;
+- ``GET /api/ops/{name}``: the op nodes inside one layer call with their values and
+  gradients on sample rows; ``GET /api/backward-ops``: the backprop steps through them;
+  ``GET /api/saliency?row=i&target=k``: saliency maps of sample image i for output k;
 - ``GET /api/events``: server-sent events, one ``data: {json}`` per published event, from
   ``?since=N`` (default 0: the whole run so far, so a late page still draws every point).
 
@@ -51,6 +54,7 @@ ASSETS = {
     "studio.js": "text/javascript",
     "charts.js": "text/javascript",
     "detail.js": "text/javascript",
+    "graph.js": "text/javascript",
     "studio.css": "text/css",
 }
 ASK_TIMEOUT = 60.0  # seconds; the studio answers 503 itself after 30 s of a busy run
@@ -269,8 +273,44 @@ def create_app(hub: Hub) -> Any:
             Route("/api/explain", explain),
             Route("/api/features", features),
             Route("/api/events", events),
+            *_view_routes(hub),
         ],
     )
+
+
+def _view_routes(hub: Hub) -> list[Any]:
+    """The routes of the model views that came after the first page (:mod:`.ops_view`,
+    :mod:`.saliency`), asked of the studio as the others: ``GET /api/ops/{name}``,
+    ``GET /api/backward-ops``, ``GET /api/saliency?row=i&target=k``."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def answer(op: str, arg: Any = None) -> Response:
+        status, body = await hub.ask(op, arg)
+        return JSONResponse(body, status)
+
+    async def ops(request: Request) -> Response:
+        return await answer("ops", request.path_params["name"])
+
+    async def backward_ops(request: Request) -> Response:
+        return await answer("backward_ops")
+
+    async def saliency_maps(request: Request) -> Response:
+        row, target = _int_param(request, "row"), None
+        if request.query_params.get("target", "") != "":
+            target = _int_param(request, "target")
+            if target is None:
+                return JSONResponse({"error": "target must be an integer"}, 400)
+        if row is None:
+            return JSONResponse({"error": "row must be an integer"}, 400)
+        return await answer("saliency", {"row": row, "target": target})
+
+    return [
+        Route("/api/ops/{name:path}", ops),
+        Route("/api/backward-ops", backward_ops),
+        Route("/api/saliency", saliency_maps),
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -437,9 +437,10 @@ class Studio:
         doc["stats"] = None if last is None else last["layers"].get(name)
         return doc
 
-    def backward(self) -> dict:
+    def backward(self, ops: bool = False) -> dict:
         """The backprop stepper's data: one batch of 8 sample rows forward and backward, in
-        eval mode, with the weights as they are (run between two batches of a live run)."""
+        eval mode, with the weights as they are (run between two batches of a live run);
+        ``ops``: through the op nodes inside the layers (:func:`.model_view.backward_steps`)."""
         self._needs_autograd("backprop stepping")
         if self.sample is None or self.sample[1] is None:
             raise ValueError("backprop stepping needs labelled sample rows (sample=(x, y))")
@@ -450,7 +451,7 @@ class Studio:
             was = model.training
             model.eval()
             try:
-                return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn())
+                return model_view.backward_steps(model, x[:8], y[:8], self.loss_fn(), ops)
             finally:
                 model.train(was)
 

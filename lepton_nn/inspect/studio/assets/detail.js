@@ -1,12 +1,13 @@
 // lepton_nn studio, the panels that ask the server to run the model on sample rows: a node's
 // formulas, norms and tensors (x, y, dL/dy, dL/dx, W, dL/dW, the ops inside), a row's
-// attributions and the global importances, and an image's feature maps.
+// attributions and the global importances, and an image's saliency and feature maps.
 "use strict";
 
 function renderDetail(d, stats) {
   const box = $("node-detail");
   box.classList.remove("muted");
   box.dataset.layer = d.name;
+  delete box.dataset.op; // a layer, not one of its ops
   const params = Object.entries(d.params).map(([k, s]) => `${k} ${s}`).join(", ") || "none";
   const rules = d.rules.map((r) => `${r.op}: ${r.words}\n  ${r.math}`).join("\n");
   box.innerHTML = `<b>${d.name}</b> (${d.kind}) parameters: ${params}` +
@@ -31,7 +32,8 @@ function renderNorms(stats) {
 async function loadTensors(name) {
   const [status, t] = await getJSON("/api/tensors/" + encodeURIComponent(name));
   const box = document.querySelector("[data-testid=node-tensors]");
-  if (!box || $("node-detail").dataset.layer !== name) return; // another node was clicked
+  const at = $("node-detail").dataset;
+  if (!box || at.layer !== name || at.op !== undefined) return; // another node was clicked
   box.innerHTML = "";
   if (status !== 200) { box.textContent = t.error; return; }
   box.classList.remove("muted");
@@ -56,7 +58,7 @@ async function loadTensors(name) {
     }
   }
   if (t.ops.length) {
-    html("h3", {}, box, "ops inside, in the order they ran");
+    html("h3", {}, box, "the engine's ops in this call, as they ran (fused; \"+ ops\" in the graph shows them unfused)");
     const table = html("table", { "data-testid": "node-ops" }, box);
     table.innerHTML = "<tr><th>op</th><th>shape</th><th>||value||</th><th>||grad||</th></tr>";
     for (const o of t.ops) {
@@ -106,6 +108,7 @@ async function loadExplain() {
 
 // -- feature maps of one image: a row of small heat maps per 4-D layer output
 async function loadFeatures() {
+  loadSaliency();
   const box = $("feature-maps");
   const [status, d] = await getJSON("/api/features?row=" + Number($("features-row").value || 0));
   box.innerHTML = "";
@@ -124,4 +127,45 @@ async function loadFeatures() {
     const row = html("div", { class: "maps", "data-testid": "maps-" + l.name }, box);
     l.maps.forEach((c, i) => drawHeat(row, c, 64, 64, `map-${l.name}-${i}`));
   }
+}
+
+// -- saliency of one image: the image in grey, the map over it in colour (opacity ~ |value|)
+function drawOverlay(parent, base, sal, size, testid, signed) {
+  const cw = size / sal.cols, ch = size / sal.rows;
+  const svg = el("svg", { width: size, height: size, class: "heat", "data-testid": testid,
+    "data-cells": sal.rows * sal.cols }, parent);
+  const top = Math.max(Math.abs(sal.lo), Math.abs(sal.hi), 1e-12);
+  const span = base.hi - base.lo || 1;
+  for (let r = 0; r < sal.rows; r++) {
+    for (let c = 0; c < sal.cols; c++) {
+      const i = r * sal.cols + c;
+      const g = Math.round(255 * ((base.values[i] ?? base.lo) - base.lo) / span);
+      el("rect", { x: c * cw, y: r * ch, width: cw, height: ch, fill: `rgb(${g},${g},${g})` }, svg);
+      const v = sal.values[i] ?? 0;
+      el("rect", { x: c * cw, y: r * ch, width: cw, height: ch, "data-value": v,
+        fill: signed && v < 0 ? "#2050ff" : "#ff2020", "fill-opacity": (0.85 * Math.abs(v) / top).toFixed(3) }, svg);
+    }
+  }
+  return svg;
+}
+async function loadSaliency() {
+  const box = $("saliency");
+  const target = $("saliency-target").value;
+  const [status, d] = await getJSON("/api/saliency?row=" + Number($("features-row").value || 0) +
+    (target === "" ? "" : "&target=" + Number(target)));
+  box.innerHTML = "";
+  if (status !== 200) { box.textContent = d.error; box.classList.add("muted"); return; }
+  box.classList.remove("muted");
+  box.dataset.image = d.index;
+  box.dataset.target = d.target;
+  html("h3", {}, box, `image ${d.index}: output ${d.target} = ${fmt(d.score)} ` +
+    `(outputs ${d.outputs.map(fmt).join(", ")})`);
+  const row = html("div", { class: "maps" }, box);
+  const fig = (title, fn) => { const f = html("figure", {}, row); fn(f); html("figcaption", {}, f, title); };
+  fig("the image (mean of its channels)", (f) => drawOverlay(f, d.image, { ...d.image, values:
+    d.image.values.map(() => 0) }, 160, "saliency-image", false));
+  fig("|df/dx|: where a small change moves the output", (f) => drawOverlay(f, d.image, d.gradient, 160,
+    "saliency-grad", false));
+  fig(`integrated gradients (red +, blue -), completeness gap ${fmt(d.delta)}`, (f) =>
+    drawOverlay(f, d.image, d.integrated, 160, "saliency-ig", true));
 }

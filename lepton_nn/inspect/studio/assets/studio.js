@@ -1,61 +1,10 @@
 // lepton_nn studio: the page's main script (no library; drawing helpers in charts.js, the
-// panels that run the model in detail.js). It draws the layer graph as SVG, reads the
+// graph and its op nodes in graph.js, the panels that run the model in detail.js). It reads the
 // training events (server-sent events) into the loss and metric charts, the per-layer table
 // and the histograms, drives pause / step / resume, and steps through one batch's backward.
 "use strict";
 const state = { losses: [], epochs: {}, nEpochs: 0, last: null, steps: [], at: -1, nodes: {},
   detail: null, dirty: false };
-
-// -- the graph: a row per depth (longest path from an input), boxes centred in their row
-function drawGraph(g) {
-  const svg = $("graph");
-  svg.innerHTML = "";
-  const defs = el("defs", {}, svg);
-  const m = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
-    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
-  el("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8890a8" }, m);
-  const depth = {};
-  g.inputs.forEach((n) => (depth[n] = 0));
-  g.nodes.forEach((n) => (depth[n.name] = 1 + Math.max(...n.inputs.map((i) => depth[i] ?? 0))));
-  const rows = [];
-  const all = g.inputs.map((n) => ({ name: n, input: true })).concat(g.nodes);
-  all.forEach((n) => (rows[depth[n.name]] = rows[depth[n.name]] || []).push(n));
-  const W = 190, H = 44, GX = 24, GY = 26;
-  const width = Math.max(...rows.map((r) => r.length)) * (W + GX) + GX;
-  svg.setAttribute("viewBox", `0 0 ${width} ${rows.length * (H + GY) + GY}`);
-  svg.setAttribute("height", Math.min(900, rows.length * (H + GY) + GY));
-  const pos = {};
-  rows.forEach((r, d) => r.forEach((n, i) => {
-    const x0 = (width - r.length * (W + GX) + GX) / 2;
-    pos[n.name] = { x: x0 + i * (W + GX), y: GY + d * (H + GY) };
-  }));
-  for (const [a, b] of g.edges) {
-    const p = pos[a], q = pos[b];
-    el("path", { class: "edge", d: `M${p.x + W / 2},${p.y + H} C${p.x + W / 2},${p.y + H + 14} ` +
-      `${q.x + W / 2},${q.y - 14} ${q.x + W / 2},${q.y}` }, svg);
-  }
-  for (const n of all) {
-    const p = pos[n.name];
-    const grp = el("g", { class: "node" + (n.input ? " input" : ""),
-      "data-testid": (n.input ? "input-" : "node-") + n.name, transform: `translate(${p.x},${p.y})` }, svg);
-    el("rect", { width: W, height: H }, grp);
-    el("text", { x: 8, y: 17 }, grp, n.input ? `${n.name} (input)` : `${n.name}  ${n.kind}  ${n.shape}`);
-    const sub = el("text", { x: 8, y: 34, class: "sub" }, grp, n.input ? "" : `${n.params} parameters`);
-    if (!n.input) {
-      state.nodes[n.name] = { g: grp, sub: sub, params: n.params };
-      grp.addEventListener("click", () => selectNode(n.name));
-    }
-  }
-}
-
-async function selectNode(name) {
-  for (const [k, v] of Object.entries(state.nodes)) v.g.classList.toggle("selected", k === name);
-  const [status, d] = await getJSON("/api/node/" + encodeURIComponent(name));
-  if (status !== 200) return;
-  state.detail = d;
-  renderDetail(d, state.last ? state.last.layers[name] : d.stats);
-  loadTensors(name);
-}
 
 // -- training events: kept in state on arrival, drawn at most every 30 ms
 function drawLoss() {
@@ -133,6 +82,8 @@ function onEvent(e) {
   }
   // the run stopped (parked or done): the node panel's tensors, with the weights as they are now
   if (state.detail && (e.type === "done" || (e.type === "state" && e.paused))) loadTensors(state.detail.name);
+  if (e.type === "done" || (e.type === "state" && e.paused)) refreshOps();
+  else if (e.type === "epoch") refreshOps(1000); // open layers follow a run epoch by epoch
   if (!state.dirty) {
     state.dirty = true;
     setTimeout(redraw, 30); // at most ~30 redraws a second, however fast events come
@@ -157,7 +108,9 @@ async function control(action) {
 
 // -- backprop stepping
 async function loadBackward() {
-  const [status, d] = await getJSON("/api/backward");
+  const ops = $("bw-ops").checked; // through the op nodes inside the layers
+  if (ops) await setAllOps(true);
+  const [status, d] = await getJSON(ops ? "/api/backward-ops" : "/api/backward");
   const box = $("backprop-detail");
   if (status !== 200) { box.textContent = d.error; return; }
   state.steps = d.steps;
@@ -165,7 +118,8 @@ async function loadBackward() {
   ol.innerHTML = "";
   for (const s of d.steps) {
     html("li", { "data-testid": "bw-" + s.id }, ol,
-      `${s.id} ${s.label} ${s.shape}` + (s.layer ? ` [${s.layer}]` : ""));
+      `${s.id} ${s.label} ${s.shape}` + (s.layer ? ` [${s.layer}` +
+      (s.op !== null && s.op !== undefined ? ` op ${s.op}` : "") + "]" : ""));
   }
   showStep(0);
 }
@@ -179,7 +133,7 @@ function showStep(i) {
     li.classList.toggle("current", id === s.id);
     li.classList.toggle("source", srcs.has(id));
   }
-  for (const [k, v] of Object.entries(state.nodes)) v.g.classList.toggle("bw-current", k === s.layer);
+  markBackward();
   const box = $("backprop-detail");
   box.classList.remove("muted");
   box.dataset.step = state.at;
@@ -200,6 +154,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   $("node-refresh").onclick = () => state.detail && loadTensors(state.detail.name);
   $("explain-load").onclick = loadExplain;
   $("features-load").onclick = loadFeatures;
+  $("ops-toggle").onclick = () => setAllOps(!$("ops-toggle").textContent.startsWith("hide"));
   const [, g] = await getJSON("/api/graph");
   drawGraph(g);
   const [, s] = await getJSON("/api/state");
