@@ -2,7 +2,7 @@
 recorded batch, however many layers (a call per tensor per statistic cost more than a small
 network's whole batch).
 
-- :func:`summaries`: for k tensors a_1..a_k, the even sample v_i of each (at most ``sample``
+- :func:`summaries`: for k tensors a_1..a_k, the sample v_i of each (at most ``sample``
   values, :func:`.tensor_view.sample_of`) packed into one float64 buffer; then one
   ``np.add.reduceat`` each gives sum v_i and v_i . v_i (mean = sum / n, std = sqrt(v.v / n -
   mean^2)), ``np.minimum/maximum.reduceat`` min and max, and one ``np.bincount`` over
@@ -34,26 +34,11 @@ import numpy as np
 
 from .tensor_view import HIST_BINS, HIST_SAMPLE, sample_of, summary
 
+spread_sample = sample_of  # (the name the session and tests use)
+
 __all__ = ["ParamNorms", "spread_sample", "summaries"]
 
 _SEG_CACHE: dict[tuple[int, int], Any] = {}
-
-
-def spread_sample(a: np.ndarray, sample: int = HIST_SAMPLE) -> np.ndarray:
-    """At most ``sample`` values of ``a``, flat (a view of contiguous data): every s-th,
-    s the smallest stride >= ceil(size / sample) that shares no factor with the row length
-    r = size / len(a). Index k s then visits every position of a row (unit, channel, pixel)
-    evenly, where a stride sharing a factor with r sees a few columns only (a (64, 128)
-    tensor by stride 2: the even units)."""
-    flat = np.asarray(a).reshape(-1)
-    n = flat.size
-    if n <= sample:
-        return flat
-    step = -(-n // sample)
-    row = n // a.shape[0] if np.ndim(a) > 1 and a.shape[0] else n
-    while math.gcd(step, row) != 1:
-        step += 1
-    return flat[::step]
 
 
 def _segments(sizes: tuple[int, ...], bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

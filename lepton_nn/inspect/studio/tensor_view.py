@@ -26,16 +26,27 @@ MAX_FULL = 64  # a tensor this small is sent in full
 
 
 def sample_of(a: np.ndarray, sample: int = HIST_SAMPLE) -> np.ndarray:
-    """At most ``sample`` values of ``a`` at an even stride, flat."""
-    flat = np.asarray(a).reshape(-1)  # a view for contiguous data
-    if flat.size > sample:
-        flat = flat[:: -(-flat.size // sample)]
-    return flat
+    """At most ``sample`` values of ``a``, flat (a view of contiguous data): every s-th,
+    s the smallest stride >= ceil(size / sample) that shares no factor with the row length
+    r = size / len(a). Index k s then visits every position of a row (unit, channel, pixel)
+    evenly, where a stride sharing a factor with r sees a few columns only (a (64, 128)
+    tensor by stride 2: the even units)."""
+    a = np.asarray(a)
+    flat = a.reshape(-1)
+    n = flat.size
+    if n <= sample:
+        return flat
+    step = -(-n // sample)
+    row = n // a.shape[0] if a.ndim > 1 and a.shape[0] else n
+    while math.gcd(step, row) != 1:
+        step += 1
+    return flat[::step]
 
 
 def histogram(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict | None:
-    """Counts and edges of ``bins`` equal bins over the finite values of an even sample of
-    ``a`` (None when it has none). A constant sample gets the bins of [v - 0.5, v + 0.5]."""
+    """Counts and edges of ``bins`` equal bins over the finite values of a sample of ``a``
+    (:func:`sample_of`; None when it has none). A constant sample gets the bins of
+    [v - 0.5, v + 0.5]."""
     v = sample_of(a, sample)
     if not v.size:
         return None
@@ -64,12 +75,13 @@ def _bins(z: np.ndarray, lo: float, hi: float, bins: int) -> dict:
 
 
 def summary(a: Any, bins: int = HIST_BINS, sample: int = HIST_SAMPLE) -> dict:
-    """``{"mean", "std", "hist"}`` of an even sample v of ``a`` and ``"norm"`` = ||a||, in
-    about ten NumPy calls: one float64 copy of v gives sum v, v.v (std = sqrt(v.v / n -
+    """``{"mean", "std", "hist"}`` of a sample v of ``a`` (:func:`sample_of`) and ``"norm"`` =
+    ||a||, in about ten NumPy calls: one float64 copy of v gives sum v, v.v (std = sqrt(v.v / n -
     mean^2)), min and max, then the bins in place. None for what is not finite; the
     histogram counts the finite values."""
-    flat = np.asarray(a).reshape(-1)
-    v = sample_of(flat, sample)
+    a = np.asarray(a)
+    flat = a.reshape(-1)
+    v = sample_of(a, sample)
     if not v.size:
         return {"mean": None, "std": None, "norm": 0.0, "hist": None}
     z = v.astype(np.float64)
