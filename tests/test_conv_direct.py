@@ -83,7 +83,9 @@ def _run(kb, x, wt, b, act, geom, oh, ow, pool, threads=1):
     o, c, kh, kw = wt.shape
     wp = kb.conv2d_direct_pack(wt.reshape(o, -1), c, kh, kw)
     size = oh * ow if pool is None else pool[6] * pool[7]
-    y = np.full((x.shape[0], o, size), np.nan, np.float32)
+    guarded = np.full(x.shape[0] * o * size + 64, 7.0, np.float32)  # a guard past y too
+    y = guarded[: x.shape[0] * o * size].reshape(x.shape[0], o, size)
+    y[...] = np.nan
     shifted, zshape = conv_direct_scratch(c, o, geom, oh, ow, pool)
     counter = np.zeros(1, np.int64)
 
@@ -100,6 +102,7 @@ def _run(kb, x, wt, b, act, geom, oh, ow, pool, threads=1):
         r.start()
     for r in runs:
         r.join()
+    assert (guarded[y.size :] == 7.0).all()
     return y
 
 
@@ -185,10 +188,17 @@ def test_pooled_tiling_is_the_4x24_tiles_pooled(be, shape, act):
     np.testing.assert_array_equal(_run(be, x, wt, b, act, geom, oh, ow, pool), want)
 
 
-def test_nan_in_a_window_is_its_max(be):
-    """A NaN reaching the pool gives a NaN (as np.max), whatever its place in the window."""
-    x, wt, b, act, geom, oh, ow, pool = _case(1, 1, 6, 6, 4, (1, 1), (0, 0), (1, 1), (0, 0),
-                                              (2, 2, 0), 0, False)  # fmt: skip
+@pytest.mark.parametrize(
+    "c, act",
+    [(1, 0), (40, 0), (1, 2)],
+    ids=["pooled-tiling", "4x24-pool-first", "4x24-sigmoid-then-pool"],
+)
+def test_nan_in_a_window_is_its_max(be, c, act):
+    """A NaN reaching the pool gives a NaN (as np.max), whatever its place in the window:
+    through the pooled tiling's register maxima and through the 2x2 pool of z (whose fast
+    pass uses vmaxps, which drops a NaN, and redoes a plane exactly when it read one)."""
+    x, wt, b, act, geom, oh, ow, pool = _case(1, c, 6, 6, 4, (1, 1), (0, 0), (1, 1), (0, 0),
+                                              (2, 2, 0), act, False)  # fmt: skip
     wt[...] = 1.0
     for k in range(4):
         xx = x.copy()

@@ -213,30 +213,43 @@ lnn_cd_max_nan(__m256 a, __m256 b)
 
 /* The 2x2 / stride 2 / unpadded pool of a plane x (h, w) into y (oh, ow): 8 outputs per
  * step from two rows of 16, read whole (x is a plane of z, which has LNN_CD_PX floats of
- * slack past its end); a row's last outputs stored through a buffer (AMD's masked loads and
- * stores, vmaskmovps, are microcoded: the store alone was half this kernel's time). */
-__attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const float *x, float *y,
-                                                                     ptrdiff_t w, ptrdiff_t oh,
-                                                                     ptrdiff_t ow)
+ * slack past its end). A row's last outputs (ow % 8 of them) are stored as 8 all the same,
+ * the extra ones landing on outputs stored later (rows, then planes, go in order), unless
+ * they would pass yend (the end of this image's y, which another thread may be writing
+ * after): then through a buffer (AMD's masked loads and stores, vmaskmovps, are microcoded:
+ * the store alone was half this kernel's time). exact = 0: plain vmaxps (which drops a NaN), and returns whether any float read was a NaN
+ * (one unordered compare per pair of vectors), for the caller to redo the plane with
+ * exact = 1, NaN-propagating maxima (as np.max) that cost twice as much. */
+static inline __attribute__((always_inline, target("avx2,fma"))) int
+lnn_cd_maxpool2x2_body(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                       const float *yend, const int exact)
 {
+    __m256 nan = _mm256_setzero_ps();
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
         const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
         float *yr = y + oy * ow;
         for (ptrdiff_t ox = 0; ox < ow; ox += 8) {
             /* v = max(row 0, row 1) over 16 columns, as two vectors of 8; columns past the
              * row's end read the next row or z's slack, and give outputs not stored */
-            const __m256 v0 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox),
-                                             _mm256_loadu_ps(r1 + 2 * ox));
-            const __m256 v1 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox + 8),
-                                             _mm256_loadu_ps(r1 + 2 * ox + 8));
+            const __m256 a0 = _mm256_loadu_ps(r0 + 2 * ox), b0 = _mm256_loadu_ps(r1 + 2 * ox);
+            const __m256 a1 = _mm256_loadu_ps(r0 + 2 * ox + 8);
+            const __m256 b1 = _mm256_loadu_ps(r1 + 2 * ox + 8);
+            __m256 v0, v1;
+            if (exact) {
+                v0 = lnn_cd_max_nan(a0, b0), v1 = lnn_cd_max_nan(a1, b1);
+            } else {
+                nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(a0, b0, _CMP_UNORD_Q),
+                                                     _mm256_cmp_ps(a1, b1, _CMP_UNORD_Q)));
+                v0 = _mm256_max_ps(a0, b0), v1 = _mm256_max_ps(a1, b1);
+            }
             /* y[ox : ox + 8] = max(v[0::2], v[1::2]): even and odd columns, then the 64-bit
              * halves back in order (shuffle_ps works within 128-bit lanes) */
             const __m256 even = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
             const __m256 odd = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-            const __m256 m = _mm256_castpd_ps(
-                _mm256_permute4x64_pd(_mm256_castps_pd(lnn_cd_max_nan(even, odd)), 0xd8));
+            const __m256 eo = exact ? lnn_cd_max_nan(even, odd) : _mm256_max_ps(even, odd);
+            const __m256 m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(eo), 0xd8));
             const ptrdiff_t outs = ow - ox < 8 ? ow - ox : 8;
-            if (outs == 8) {
+            if (outs == 8 || yr + ox + 8 <= yend) {
                 _mm256_storeu_ps(yr + ox, m);
             } else {
                 float tail[8];
@@ -245,20 +258,31 @@ __attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const flo
             }
         }
     }
+    return _mm256_movemask_ps(nan) != 0;
+}
+
+__attribute__((target("avx2,fma"))) static void
+lnn_cd_maxpool2x2_avx2(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                       const float *yend)
+{
+    if (lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 0)) /* a NaN read: the exact maxima */
+        lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 1);
 }
 #endif
 
 /* y = max over each window of the plane x (h, w), the padding never chosen (-inf); a NaN in
- * a window is its max (as np.max). pool: (kh, kw, sh, sw, ph, pw, oh, ow). */
+ * a window is its max (as np.max). pool: (kh, kw, sh, sw, ph, pw, oh, ow). Stores may run
+ * past the plane up to yend (see lnn_cd_maxpool2x2_body). */
 static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
-                           const ptrdiff_t *pool)
+                           const ptrdiff_t *pool, const float *yend)
 {
     const ptrdiff_t kh = pool[0], kw = pool[1], sh = pool[2], sw = pool[3];
     const ptrdiff_t ph = pool[4], pw = pool[5], oh = pool[6], ow = pool[7];
+    (void)yend; /* the plain C loops store only their own outputs */
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
 #if LNN_CD_AVX2
         if (lnn_cd_have_avx2()) {
-            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow);
+            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow, yend);
             return;
         }
 #endif
@@ -530,7 +554,7 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     const int first = act == LNN_IDENTITY || act == LNN_RELU; /* max(f(z + b)) = f(max(z) + b) */
     if (first) { /* y = f(maxpool(z) + b): the planes pooled, then one pass over all */
         for (ptrdiff_t o = 0; o < g->o; o++)
-            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool);
+            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
         if (bias != NULL || act != LNN_IDENTITY)
             lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pp);
         return;
@@ -538,7 +562,7 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     for (ptrdiff_t o = 0; o < g->o; o++) { /* y = maxpool(f(z + b)) */
         float *zo = z + o * zrow;
         lnn_bias_act_forward_f32(zo, bias ? bias + o : NULL, act, zo, 1, 1, p);
-        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool);
+        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
     }
 }
 
