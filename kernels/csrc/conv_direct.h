@@ -22,6 +22,11 @@
  * for the identity and ReLU (non-decreasing, so max(f(z + b)) = f(max(z) + b) exactly) the
  * pool comes first and f(. + b) runs on the 4x smaller pooled plane.
  *
+ * A short reduction (K = C kh kw <= 32, say the first conv of a CNN on 1-channel images)
+ * followed by a 2x2 / 2 pool takes another tiling (below, "the pooled tiling"): the four
+ * corners of 8 pooling windows side by side, maxed in registers, with no z at all; its sums
+ * are the 4x24 tiles' in the same order, so its outputs are the same floats.
+ *
  * Without AVX2 (or off x86/gcc) the same loops run in plain C.
  */
 #ifndef LNN_CONV_DIRECT_H
