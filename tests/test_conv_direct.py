@@ -20,10 +20,24 @@ BACKENDS = backend.available()
 ACTS = list(range(len(ACTIVATIONS)))
 
 
-@pytest.fixture(params=BACKENDS)
+# the compiled kernel's plain C loops too (what a CPU without AVX2 runs), switched on
+PORTABLE = ["cython-portable"] if "cython" in BACKENDS else []
+
+
+@pytest.fixture(params=BACKENDS + PORTABLE)
 def be(request):
-    with backend.use_backend(request.param) as b:
-        yield b
+    name = request.param.removesuffix("-portable")
+    with backend.use_backend(name) as b:
+        if name == request.param:
+            yield b
+            return
+        from lepton_nn.kernels import _conv
+
+        _conv.conv2d_direct_portable(True)
+        try:
+            yield b
+        finally:
+            _conv.conv2d_direct_portable(False)
 
 
 def _oracle(x, w, b, act, geom, oh, ow, pool):

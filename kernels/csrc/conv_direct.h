@@ -39,6 +39,9 @@
 
 #include "conv_chunks.h" /* lnn_conv_geom, lnn_claim, lnn_bias_act_forward_f32 */
 
+/* set: the plain C loops even where AVX2 is there (the tests run them on any machine) */
+static int lnn_cd_portable = 0;
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 #define LNN_CD_AVX2 1
@@ -46,7 +49,7 @@ static int lnn_cd_have_avx2(void)
 {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return have;
+    return have && !lnn_cd_portable;
 }
 #endif
 
