@@ -91,10 +91,12 @@ static void lnn_cd_shift(const float *x, float *s, const lnn_conv_geom *g)
                 if (yb > ya) {
                     const ptrdiff_t a0 = ya * ow + lo, a1 = (yb - 1) * ow + hi;
                     memcpy(d + a0, xc + a0 - g->ph * ow + xoff, (size_t)(a1 - a0) * sizeof(float));
-                    for (ptrdiff_t r = ya; r < yb; r++) { /* d[r, :lo] = d[r, hi:] = 0 */
-                        for (ptrdiff_t k = 0; k < lo; k++) d[r * ow + k] = 0;
-                        for (ptrdiff_t k = hi; k < ow; k++) d[r * ow + k] = 0;
-                    }
+                    /* d[r, :lo] = d[r, hi:] = 0, column by column down the rows (row by row,
+                     * two loops of 0 or 1 steps a row took 40 % more of the shift's time) */
+                    for (ptrdiff_t k = 0; k < lo; k++)
+                        for (ptrdiff_t r = ya; r < yb; r++) d[r * ow + k] = 0;
+                    for (ptrdiff_t k = hi; k < ow; k++)
+                        for (ptrdiff_t r = ya; r < yb; r++) d[r * ow + k] = 0;
                 }
                 const ptrdiff_t done = yb > ya ? yb : ya;
                 memset(d + done * ow, 0, (size_t)((R - done) * ow) * sizeof(float));
