@@ -18,6 +18,12 @@ weights' bytes over our time against the speed of reading that many bytes once (
 vector that size with itself: a batch-1 MLP reads every weight once, so it is memory-bound),
 else our FLOP/s against a large fp32 GEMM's (measured here, one thread; at 2 threads against
 twice that). A 64 MiB copy's bandwidth (DRAM) is printed too. The load average before and after.
+
+At more than one thread each engine's round starts after a pause (``--settle``): ONNX Runtime's
+intra-op workers spin for ~0.1 s after a run (OpenBLAS's after a threaded GEMM too), and a
+round started inside that window shares its cores with them (our CNN at batch 64 on 2 threads
+measured slower than on 1 when timed right after ONNX Runtime). A server runs one engine, so
+neither engine is timed against the other's leftover spinning.
 """
 
 from __future__ import annotations
@@ -201,6 +207,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--budget", type=float, default=0.02, help="seconds per engine per round")
+    ap.add_argument("--settle", type=float, default=0.3,
+                    help="seconds of pause before each engine's round at > 1 thread")  # fmt: skip
     args = ap.parse_args(argv)
 
     import lepton_nn as L
@@ -249,6 +257,8 @@ def main(argv=None) -> int:
                     for r in range(args.rounds):
                         order = list(engines) if r % 2 == 0 else list(engines)[::-1]
                         for k in order:
+                            if threads > 1:  # the other engine's spinning workers stop first
+                                time.sleep(args.settle)
                             times[k].append(_timed(engines[k], x, reps[k]))
                     med = {k: statistics.median(v) for k, v in times.items()}
                     ratio = med["ort"] / med["ours"]

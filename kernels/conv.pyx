@@ -427,6 +427,7 @@ def conv2d_pool_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None,
 # -- inference: a stride-1 float32 convolution without im2col (csrc/conv_direct.h) ----------
 
 cdef extern from "conv_direct.h" nogil:
+    int lnn_cd_portable
     void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float *bias, int act,
                                  const lnn_conv_geom *g, const Py_ssize_t *pool, float *s,
                                  float *z, float *y, int64_t *counter)
@@ -462,3 +463,10 @@ def conv2d_direct_forward(cnp.ndarray x not None, cnp.ndarray wp not None, b, in
     with nogil:
         lnn_conv_direct_fwd_f32(xp, wpp, bp, act, &g, pp, sp, zp, yp, cnt)
     return y
+
+
+def conv2d_direct_portable(bint on):
+    """Run conv2d_direct_forward's plain C loops (on) or its AVX2 ones where the CPU has them
+    (off, the default): a switch for the tests, which check both against the twin."""
+    global lnn_cd_portable
+    lnn_cd_portable = 1 if on else 0

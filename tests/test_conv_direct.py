@@ -20,10 +20,24 @@ BACKENDS = backend.available()
 ACTS = list(range(len(ACTIVATIONS)))
 
 
-@pytest.fixture(params=BACKENDS)
+# the compiled kernel's plain C loops too (what a CPU without AVX2 runs), switched on
+PORTABLE = ["cython-portable"] if "cython" in BACKENDS else []
+
+
+@pytest.fixture(params=BACKENDS + PORTABLE)
 def be(request):
-    with backend.use_backend(request.param) as b:
-        yield b
+    name = request.param.removesuffix("-portable")
+    with backend.use_backend(name) as b:
+        if name == request.param:
+            yield b
+            return
+        from lepton_nn.kernels import _conv
+
+        _conv.conv2d_direct_portable(True)
+        try:
+            yield b
+        finally:
+            _conv.conv2d_direct_portable(False)
 
 
 def _oracle(x, w, b, act, geom, oh, ow, pool):
@@ -83,19 +97,26 @@ def _run(kb, x, wt, b, act, geom, oh, ow, pool, threads=1):
     o, c, kh, kw = wt.shape
     wp = kb.conv2d_direct_pack(wt.reshape(o, -1), c, kh, kw)
     size = oh * ow if pool is None else pool[6] * pool[7]
-    y = np.full((x.shape[0], o, size), np.nan, np.float32)
-    shifted, zshape = conv_direct_scratch(c, o, geom, oh, ow)
+    guarded = np.full(x.shape[0] * o * size + 64, 7.0, np.float32)  # a guard past y too
+    y = guarded[: x.shape[0] * o * size].reshape(x.shape[0], o, size)
+    y[...] = np.nan
+    shifted, zshape = conv_direct_scratch(c, o, geom, oh, ow, pool)
     counter = np.zeros(1, np.int64)
 
-    def one():  # scratch of its own (NaN: any read of an unwritten cell would show)
-        s, z = np.full(shifted, np.nan, np.float32), np.full(zshape, np.nan, np.float32)
-        kb.conv2d_direct_forward(x, wp, b, act, geom, oh, ow, pool, counter, s, z, y)
+    def one():  # scratch of its own (NaN: any read of an unwritten cell would show), and
+        # a guard past each buffer's asked-for size: the kernel never writes there
+        s, z = np.full(shifted + 64, np.nan, np.float32), np.full(zshape + 64, np.nan, np.float32)
+        s[shifted:], z[zshape:] = 7.0, 7.0
+        kb.conv2d_direct_forward(x, wp, b, act, geom, oh, ow, pool, counter, s[:shifted],
+                                 z[:zshape], y)  # fmt: skip
+        assert (s[shifted:] == 7.0).all() and (z[zshape:] == 7.0).all()
 
     runs = [threading.Thread(target=one) for _ in range(threads)]
     for r in runs:
         r.start()
     for r in runs:
         r.join()
+    assert (guarded[y.size :] == 7.0).all()
     return y
 
 
@@ -109,6 +130,14 @@ CASES = [
     ((2, 2, 4, 4, 9), (5, 5), (2, 2), (1, 1), (2, 2), (2, 2, 0)),  # a kernel as big as the image
     ((1, 3, 3, 30, 7), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),  # rows wider than 16
     ((0, 3, 6, 6, 4), (3, 3), (1, 1), (1, 1), (1, 1), None),  # no images
+    # the pooled tiling (2x2 pool, K = C kh kw <= 32; identity and ReLU): odd sizes whose
+    # last row / column no window takes, POH POW = 20 (a last vector of 4 windows), O = 6
+    ((2, 2, 9, 11, 6), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),
+    ((2, 3, 5, 7, 5), (2, 2), (0, 0), (2, 1), (1, 0), (2, 2, 0)),  # dilated, 6 windows < 8
+    ((1, 1, 30, 4, 3), (3, 1), (1, 0), (1, 1), (1, 0), (2, 2, 0)),  # 2 columns of windows
+    # 4x24 tiles: P = 32 (the last 4 vectors as 2 + 2) and P = 56 (3 + 2 + 2)
+    ((2, 5, 4, 8, 7), (3, 3), (1, 1), (1, 1), (1, 1), None),
+    ((1, 6, 7, 8, 5), (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0)),
 ]
 
 
@@ -149,17 +178,41 @@ def test_direct_property(n, c, o, h, w, kh, kw, ph, pw, dh, dw, eh, ew, act, poo
             np.testing.assert_allclose(_run(kb, *args), want, rtol=2e-5, atol=3e-5)
 
 
-def test_threads_claim_images(be):
+@pytest.mark.parametrize("c", [3, 6], ids=["pooled-tiling", "4x24-tiles"])
+def test_threads_claim_images(be, c):
     """Two threads, each with its own scratch, claim images from one counter: the result is
     the one-thread result, exactly (an image's sums do not depend on who ran it)."""
-    args = _case(9, 3, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0), 1, True)
+    args = _case(9, c, 10, 10, 8, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0), 1, True)
     np.testing.assert_array_equal(_run(be, *args, threads=2), _run(be, *args))
 
 
-def test_nan_in_a_window_is_its_max(be):
-    """A NaN reaching the pool gives a NaN (as np.max), whatever its place in the window."""
-    x, wt, b, act, geom, oh, ow, pool = _case(1, 1, 6, 6, 4, (1, 1), (0, 0), (1, 1), (0, 0),
-                                              (2, 2, 0), 0, False)  # fmt: skip
+@pytest.mark.parametrize("act", [0, 1], ids=ACTIVATIONS[:2])
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 16), (2, 3, 11, 9, 6), (2, 2, 5, 6, 5)])
+def test_pooled_tiling_is_the_4x24_tiles_pooled(be, shape, act):
+    """With a 2x2 pool and a short reduction the kernel takes the pooled tiling (window
+    corners maxed in registers); its sums run in the 4x24 tiles' order, so it gives exactly
+    f(maxpool(z) + b) of the unpooled kernel's z."""
+    x, wt, b, _, geom, oh, ow, pool = _case(*shape, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0),
+                                            act, True)  # fmt: skip
+    z = _run(be, x, wt, None, 0, geom, oh, ow, None).reshape(len(x), shape[4], oh, ow)
+    poh, pow_ = pool[6:]
+    z = z[:, :, : 2 * poh, : 2 * pow_].reshape(len(x), shape[4], poh, 2, pow_, 2)
+    want = z.max(axis=(3, 5)).reshape(len(x), shape[4], -1) + b[None, :, None]
+    want = np.maximum(want, np.float32(0)) if act == 1 else want
+    np.testing.assert_array_equal(_run(be, x, wt, b, act, geom, oh, ow, pool), want)
+
+
+@pytest.mark.parametrize(
+    "c, act",
+    [(1, 0), (40, 0), (1, 2)],
+    ids=["pooled-tiling", "4x24-pool-first", "4x24-sigmoid-then-pool"],
+)
+def test_nan_in_a_window_is_its_max(be, c, act):
+    """A NaN reaching the pool gives a NaN (as np.max), whatever its place in the window:
+    through the pooled tiling's register maxima and through the 2x2 pool of z (whose fast
+    pass uses vmaxps, which drops a NaN, and redoes a plane exactly when it read one)."""
+    x, wt, b, act, geom, oh, ow, pool = _case(1, c, 6, 6, 4, (1, 1), (0, 0), (1, 1), (0, 0),
+                                              (2, 2, 0), act, False)  # fmt: skip
     wt[...] = 1.0
     for k in range(4):
         xx = x.copy()

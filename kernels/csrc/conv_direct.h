@@ -22,6 +22,11 @@
  * for the identity and ReLU (non-decreasing, so max(f(z + b)) = f(max(z) + b) exactly) the
  * pool comes first and f(. + b) runs on the 4x smaller pooled plane.
  *
+ * A short reduction (K = C kh kw <= 32, say the first conv of a CNN on 1-channel images)
+ * followed by a 2x2 / 2 pool takes another tiling (conv_pooled.h, the pooled tiling): the four
+ * corners of 8 pooling windows side by side, maxed in registers, with no z at all; its sums
+ * are the 4x24 tiles' in the same order, so its outputs are the same floats.
+ *
  * Without AVX2 (or off x86/gcc) the same loops run in plain C.
  */
 #ifndef LNN_CONV_DIRECT_H
@@ -34,6 +39,9 @@
 
 #include "conv_chunks.h" /* lnn_conv_geom, lnn_claim, lnn_bias_act_forward_f32 */
 
+/* set: the plain C loops even where AVX2 is there (the tests run them on any machine) */
+static int lnn_cd_portable = 0;
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
 #define LNN_CD_AVX2 1
@@ -41,7 +49,7 @@ static int lnn_cd_have_avx2(void)
 {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return have;
+    return have && !lnn_cd_portable;
 }
 #endif
 
@@ -83,10 +91,12 @@ static void lnn_cd_shift(const float *x, float *s, const lnn_conv_geom *g)
                 if (yb > ya) {
                     const ptrdiff_t a0 = ya * ow + lo, a1 = (yb - 1) * ow + hi;
                     memcpy(d + a0, xc + a0 - g->ph * ow + xoff, (size_t)(a1 - a0) * sizeof(float));
-                    for (ptrdiff_t r = ya; r < yb; r++) { /* d[r, :lo] = d[r, hi:] = 0 */
-                        for (ptrdiff_t k = 0; k < lo; k++) d[r * ow + k] = 0;
-                        for (ptrdiff_t k = hi; k < ow; k++) d[r * ow + k] = 0;
-                    }
+                    /* d[r, :lo] = d[r, hi:] = 0, column by column down the rows (row by row,
+                     * two loops of 0 or 1 steps a row took 40 % more of the shift's time) */
+                    for (ptrdiff_t k = 0; k < lo; k++)
+                        for (ptrdiff_t r = ya; r < yb; r++) d[r * ow + k] = 0;
+                    for (ptrdiff_t k = hi; k < ow; k++)
+                        for (ptrdiff_t r = ya; r < yb; r++) d[r * ow + k] = 0;
                 }
                 const ptrdiff_t done = yb > ya ? yb : ya;
                 memset(d + done * ow, 0, (size_t)((R - done) * ow) * sizeof(float));
@@ -149,24 +159,33 @@ lnn_cd_tile_avx2(const float *s, const float *wp, float *z, ptrdiff_t zrow, ptrd
         for (int v = 0; v < nv; v++) _mm256_storeu_ps(z + r * zrow + p0 + 8 * v, acc[r][v]);
 }
 
+/* the vectors of 8 pixels a tile takes when `left` are left: 3, except 2 + 2 for the last 4
+ * (a 1-vector tile has only 4 accumulators, fewer than FMA latency x throughput = 8, and runs
+ * at half speed: P = 196, 25 vectors, was 8 tiles of 3 and one of 1) */
+static inline int lnn_cd_tile_nv(ptrdiff_t left)
+{
+    return left >= 3 && left != 4 ? 3 : left >= 2 ? 2 : 1;
+}
+
 __attribute__((target("avx2,fma"))) static void
 lnn_cd_gemm_avx2(const float *s, const float *wp, float *z, ptrdiff_t zrow, ptrdiff_t ob_n,
                  ptrdiff_t kh, ptrdiff_t q_n, ptrdiff_t rw, ptrdiff_t tap_row)
 {
     const ptrdiff_t wblock = kh * q_n * LNN_CD_OB;
     /* pixel tiles outside, filter blocks inside: a tile's reads of s stay in L1 */
-    for (ptrdiff_t p0 = 0; p0 < zrow; p0 += LNN_CD_PX) {
-        const ptrdiff_t left = (zrow - p0) / 8;
+    for (ptrdiff_t p0 = 0; p0 < zrow;) {
+        const int nv = lnn_cd_tile_nv((zrow - p0) / 8);
         for (ptrdiff_t ob = 0; ob < ob_n; ob++) {
             const float *w = wp + ob * wblock;
             float *zb = z + ob * LNN_CD_OB * zrow;
-            if (left >= 3)
+            if (nv == 3)
                 lnn_cd_tile_avx2(s, w, zb, zrow, p0, 3, kh, q_n, rw, tap_row);
-            else if (left == 2)
+            else if (nv == 2)
                 lnn_cd_tile_avx2(s, w, zb, zrow, p0, 2, kh, q_n, rw, tap_row);
             else
                 lnn_cd_tile_avx2(s, w, zb, zrow, p0, 1, kh, q_n, rw, tap_row);
         }
+        p0 += 8 * nv;
     }
 }
 #endif
@@ -184,11 +203,12 @@ static void lnn_cd_gemm(const float *s, const float *wp, float *z, const lnn_con
     }
 #endif
     const ptrdiff_t wblock = g->kh * q_n * LNN_CD_OB;
-    for (ptrdiff_t p0 = 0; p0 < zrow; p0 += LNN_CD_PX) {
-        const ptrdiff_t left = (zrow - p0) / 8;
+    for (ptrdiff_t p0 = 0; p0 < zrow;) {
+        const int nv = lnn_cd_tile_nv((zrow - p0) / 8);
         for (ptrdiff_t ob = 0; ob < ob_n; ob++)
-            lnn_cd_tile_c(s, wp + ob * wblock, z + ob * LNN_CD_OB * zrow, zrow, p0,
-                          left >= 3 ? 3 : (int)left, g->kh, q_n, rw, tap_row);
+            lnn_cd_tile_c(s, wp + ob * wblock, z + ob * LNN_CD_OB * zrow, zrow, p0, nv, g->kh,
+                          q_n, rw, tap_row);
+        p0 += 8 * nv;
     }
 }
 
@@ -203,30 +223,43 @@ lnn_cd_max_nan(__m256 a, __m256 b)
 
 /* The 2x2 / stride 2 / unpadded pool of a plane x (h, w) into y (oh, ow): 8 outputs per
  * step from two rows of 16, read whole (x is a plane of z, which has LNN_CD_PX floats of
- * slack past its end); a row's last outputs stored through a buffer (AMD's masked loads and
- * stores, vmaskmovps, are microcoded: the store alone was half this kernel's time). */
-__attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const float *x, float *y,
-                                                                     ptrdiff_t w, ptrdiff_t oh,
-                                                                     ptrdiff_t ow)
+ * slack past its end). A row's last outputs (ow % 8 of them) are stored as 8 all the same,
+ * the extra ones landing on outputs stored later (rows, then planes, go in order), unless
+ * they would pass yend (the end of this image's y, which another thread may be writing
+ * after): then through a buffer (AMD's masked loads and stores, vmaskmovps, are microcoded:
+ * the store alone was half this kernel's time). exact = 0: plain vmaxps (which drops a NaN), and returns whether any float read was a NaN
+ * (one unordered compare per pair of vectors), for the caller to redo the plane with
+ * exact = 1, NaN-propagating maxima (as np.max) that cost twice as much. */
+static inline __attribute__((always_inline, target("avx2,fma"))) int
+lnn_cd_maxpool2x2_body(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                       const float *yend, const int exact)
 {
+    __m256 nan = _mm256_setzero_ps();
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
         const float *r0 = x + 2 * oy * w, *r1 = r0 + w;
         float *yr = y + oy * ow;
         for (ptrdiff_t ox = 0; ox < ow; ox += 8) {
             /* v = max(row 0, row 1) over 16 columns, as two vectors of 8; columns past the
              * row's end read the next row or z's slack, and give outputs not stored */
-            const __m256 v0 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox),
-                                             _mm256_loadu_ps(r1 + 2 * ox));
-            const __m256 v1 = lnn_cd_max_nan(_mm256_loadu_ps(r0 + 2 * ox + 8),
-                                             _mm256_loadu_ps(r1 + 2 * ox + 8));
+            const __m256 a0 = _mm256_loadu_ps(r0 + 2 * ox), b0 = _mm256_loadu_ps(r1 + 2 * ox);
+            const __m256 a1 = _mm256_loadu_ps(r0 + 2 * ox + 8);
+            const __m256 b1 = _mm256_loadu_ps(r1 + 2 * ox + 8);
+            __m256 v0, v1;
+            if (exact) {
+                v0 = lnn_cd_max_nan(a0, b0), v1 = lnn_cd_max_nan(a1, b1);
+            } else {
+                nan = _mm256_or_ps(nan, _mm256_or_ps(_mm256_cmp_ps(a0, b0, _CMP_UNORD_Q),
+                                                     _mm256_cmp_ps(a1, b1, _CMP_UNORD_Q)));
+                v0 = _mm256_max_ps(a0, b0), v1 = _mm256_max_ps(a1, b1);
+            }
             /* y[ox : ox + 8] = max(v[0::2], v[1::2]): even and odd columns, then the 64-bit
              * halves back in order (shuffle_ps works within 128-bit lanes) */
             const __m256 even = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
             const __m256 odd = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
-            const __m256 m = _mm256_castpd_ps(
-                _mm256_permute4x64_pd(_mm256_castps_pd(lnn_cd_max_nan(even, odd)), 0xd8));
+            const __m256 eo = exact ? lnn_cd_max_nan(even, odd) : _mm256_max_ps(even, odd);
+            const __m256 m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(eo), 0xd8));
             const ptrdiff_t outs = ow - ox < 8 ? ow - ox : 8;
-            if (outs == 8) {
+            if (outs == 8 || yr + ox + 8 <= yend) {
                 _mm256_storeu_ps(yr + ox, m);
             } else {
                 float tail[8];
@@ -235,20 +268,31 @@ __attribute__((target("avx2,fma"))) static void lnn_cd_maxpool2x2_avx2(const flo
             }
         }
     }
+    return _mm256_movemask_ps(nan) != 0;
+}
+
+__attribute__((target("avx2,fma"))) static void
+lnn_cd_maxpool2x2_avx2(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
+                       const float *yend)
+{
+    if (lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 0)) /* a NaN read: the exact maxima */
+        lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 1);
 }
 #endif
 
 /* y = max over each window of the plane x (h, w), the padding never chosen (-inf); a NaN in
- * a window is its max (as np.max). pool: (kh, kw, sh, sw, ph, pw, oh, ow). */
+ * a window is its max (as np.max). pool: (kh, kw, sh, sw, ph, pw, oh, ow). Stores may run
+ * past the plane up to yend (see lnn_cd_maxpool2x2_body). */
 static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
-                           const ptrdiff_t *pool)
+                           const ptrdiff_t *pool, const float *yend)
 {
     const ptrdiff_t kh = pool[0], kw = pool[1], sh = pool[2], sw = pool[3];
     const ptrdiff_t ph = pool[4], pw = pool[5], oh = pool[6], ow = pool[7];
+    (void)yend; /* the plain C loops store only their own outputs */
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
 #if LNN_CD_AVX2
         if (lnn_cd_have_avx2()) {
-            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow);
+            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow, yend);
             return;
         }
 #endif
@@ -281,12 +325,26 @@ static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
     }
 }
 
+#include "conv_pooled.h" /* lnn_cd_pooled, lnn_cd_planes, lnn_cd_pooled_{c,avx2} */
+
 /* One image: y (O, POH POW or P) from x (C, H, W). s, z: this thread's scratch. */
 static void lnn_cd_image(const float *x, const float *wp, const float *bias, int act,
                          const lnn_conv_geom *g, const ptrdiff_t *pool, float *s, float *z,
                          float *y)
 {
     const ptrdiff_t p = g->oh * g->ow, zrow = lnn_cd_zrow(g);
+    if (lnn_cd_pooled(g, pool, act)) { /* y = f(pool(z) + b), z in registers only */
+        lnn_cd_planes(x, s, g, pool);
+#if LNN_CD_AVX2
+        if (lnn_cd_have_avx2())
+            lnn_cd_pooled_avx2(s, wp, y, g, pool);
+        else
+#endif
+            lnn_cd_pooled_c(s, wp, y, g, pool);
+        if (bias != NULL || act != LNN_IDENTITY)
+            lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pool[6] * pool[7]);
+        return;
+    }
     lnn_cd_shift(x, s, g);    /* s = x shifted by each column tap, padded */
     lnn_cd_gemm(s, wp, z, g); /* z = w2 @ im2col(x) */
     if (pool == NULL) {       /* y = f(z + b) */
@@ -299,7 +357,7 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     const int first = act == LNN_IDENTITY || act == LNN_RELU; /* max(f(z + b)) = f(max(z) + b) */
     if (first) { /* y = f(maxpool(z) + b): the planes pooled, then one pass over all */
         for (ptrdiff_t o = 0; o < g->o; o++)
-            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool);
+            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
         if (bias != NULL || act != LNN_IDENTITY)
             lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pp);
         return;
@@ -307,7 +365,7 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     for (ptrdiff_t o = 0; o < g->o; o++) { /* y = maxpool(f(z + b)) */
         float *zo = z + o * zrow;
         lnn_bias_act_forward_f32(zo, bias ? bias + o : NULL, act, zo, 1, 1, p);
-        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool);
+        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
     }
 }
 

@@ -112,11 +112,18 @@ def permute_dims(dims, rank: int | None = None) -> tuple[int, ...]:
 CONV_DIRECT_MAX_BYTES = 1 << 18
 
 
-def conv_direct_scratch(c: int, o: int, geom: tuple, oh: int, ow: int) -> tuple[int, int]:
+def conv_direct_scratch(
+    c: int, o: int, geom: tuple, oh: int, ow: int, pool: tuple | None = None
+) -> tuple[int, int]:
     """Sizes (floats) of the scratch of ``conv2d_direct_forward`` (kernels/csrc/conv_direct.h)
     for C input channels and O filters: s, C kw (OH + (kh - 1) dh) OW + 24 (the image copied
     once per column tap, with the 24 a last pixel tile reads past it), and z, 4 ceil(O / 4)
-    rows of OH OW rounded up to 8, + 24 (read past by the 2x2 pool)."""
-    kh, kw, dh = geom[0], geom[1], geom[6]
+    rows of OH OW rounded up to 8, + 24 (read past by the 2x2 pool). With a 2x2 / stride 2
+    unpadded ``pool`` (POH, POW = pool[6:]) s also holds the pooled tiling's planes,
+    C 2 V of them (V = (kw - 1) dw + 2), each ceil8((POH + ((kh - 1) dh + 1) // 2) POW + 8)."""
+    kh, kw, dh, dw = geom[0], geom[1], geom[6], geom[7]
     shifted = c * kw * (oh + (kh - 1) * dh) * ow + 24
+    if pool is not None and tuple(pool[:6]) == (2, 2, 2, 2, 0, 0):
+        plane = -(-((pool[6] + ((kh - 1) * dh + 1) // 2) * pool[7] + 8) // 8) * 8
+        shifted = max(shifted, c * 2 * ((kw - 1) * dw + 2) * plane)
     return shifted, -(-o // 4) * 4 * (-(-(oh * ow) // 8) * 8) + 24
