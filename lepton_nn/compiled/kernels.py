@@ -6,9 +6,11 @@ GEMMs call the BLAS functions of the OpenBLAS NumPy itself loads, choosing betwe
 operands (so the sums come out bit for bit the same). Reductions follow NumPy's orders:
 axis 0 row by row from the first row, a whole contiguous run by NumPy's pairwise sum (8
 accumulators per block of up to 128, halves above). No ``fastmath``: no reassociation and no
-fused multiply-add. exp, log1p and tanh are libm's (NumPy's vectorized float32 exp and tanh
-may differ from them in the last bit). Imported only by the Numba replay (it imports Numba
-and looks the BLAS up); not cached on disk: the BLAS addresses belong to this process.
+fused multiply-add. exp, tanh and log come from the eager step's own loops (NumPy's ufunc
+loops, the Cython kernels' C loops: the section at the bottom), with libm twins where those
+are not found (which may differ from them in the last bit). Imported only by the Numba
+replay (it imports Numba and looks the BLAS up); not cached on disk: the BLAS addresses
+belong to this process.
 """
 
 from __future__ import annotations
@@ -341,3 +343,197 @@ def sgd(p, g, b, has_b, lr, mu, nesterov, wd):
             bf[i] = bi
             gi = gi + mu * bi if nesterov else bi
         pf[i] = pf[i] - lr * gi
+
+
+# -- the eager step's own loops for exp, tanh and log ---------------------------------------
+# Numba's math.exp/tanh/log are libm's; the eager step's are NumPy's vectorized ufunc loops
+# (sigmoid and tanh ops, BCE) and the Cython dense kernels' polynomial code (Dense
+# activations, softmax cross-entropy). They differ in the last bit, so the replay calls the
+# very same loops: NumPy's float32 inner loop of each ufunc and the kernels' C functions,
+# by address, with no Python in between. Pointers travel as size_t (same ABI).
+_SZ = ctypes.c_size_t
+_UFUNC_LOOP = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ)  # (char **args, dims, steps, data)
+
+
+class _UFuncStruct(ctypes.Structure):  # the head of PyUFuncObject (numpy/ufuncobject.h)
+    _fields_ = [("ob_refcnt", ctypes.c_ssize_t), ("ob_type", ctypes.c_void_p),
+                ("nin", ctypes.c_int), ("nout", ctypes.c_int), ("nargs", ctypes.c_int),
+                ("identity", ctypes.c_int), ("functions", ctypes.POINTER(ctypes.c_void_p)),
+                ("data", ctypes.POINTER(ctypes.c_void_p)), ("ntypes", ctypes.c_int),
+                ("reserved1", ctypes.c_int), ("name", ctypes.c_char_p),
+                ("types", ctypes.POINTER(ctypes.c_char))]  # fmt: skip
+
+
+def ufunc_f32_loop(ufunc):
+    """(loop, data) of the inner loop NumPy runs for ``ufunc`` on float32 operands: the first
+    all-float32 entry of its loop table (the one type resolution picks), or None when the
+    struct does not read back as this ufunc (another NumPy layout)."""
+    s = _UFuncStruct.from_address(id(ufunc))
+    if (s.nin, s.nout, s.ntypes) != (ufunc.nin, ufunc.nout, ufunc.ntypes) or s.name != (
+        ufunc.__name__.encode()
+    ):
+        return None
+    f32 = np.dtype(np.float32).num
+    for i in range(s.ntypes):
+        if all(ord(s.types[i * s.nargs + k]) == f32 for k in range(s.nargs)):
+            fn = s.functions[i]
+            return (_UFUNC_LOOP(fn), s.data[i] or 0) if fn else None
+    return None
+
+
+def _unary_loop(ufunc):
+    found = ufunc_f32_loop(ufunc)
+    if found is None:
+        return None
+    fn, data = found
+
+    @njit(**JIT)
+    def run(a, o):
+        """o = ufunc(a) through NumPy's own loop (a, o contiguous float32, one size)."""
+        ptrs = np.empty(2, np.intp)
+        ptrs[0], ptrs[1] = a.ctypes.data, o.ctypes.data
+        dims = np.full(1, a.size, np.intp)
+        steps = np.full(2, 4, np.intp)
+        fn(ptrs.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+
+    return run
+
+
+def _logaddexp0_loop():
+    found = ufunc_f32_loop(np.logaddexp)
+    if found is None:
+        return None
+    fn, data = found
+
+    @njit(**JIT)
+    def run(z, o):
+        """o = np.logaddexp(0, z): the 0 broadcast with stride 0, as NumPy passes it."""
+        zero = np.zeros(1, np.float32)
+        ptrs = np.empty(3, np.intp)
+        ptrs[0], ptrs[1], ptrs[2] = zero.ctypes.data, z.ctypes.data, o.ctypes.data
+        dims = np.full(1, z.size, np.intp)
+        steps = np.full(3, 4, np.intp)
+        steps[0] = 0
+        fn(ptrs.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+
+    return run
+
+
+def _agrees(run, ufunc, *consts) -> bool:
+    """The loop found gives NumPy's answer bit for bit on 2^16 + 3 values of wide range."""
+    x = np.random.default_rng(0).standard_normal(65539).astype(np.float32)
+    x *= np.float32(12)
+    got = np.empty_like(x)
+    run(x, got)
+    with np.errstate(all="ignore"):
+        want = ufunc(*consts, x)
+    return np.array_equal(got, want, equal_nan=True)
+
+
+def _checked(run, ufunc, *consts):
+    try:
+        return run if run is not None and _agrees(run, ufunc, *consts) else None
+    except Exception:  # noqa: BLE001 - any surprise: the libm twins stay in use
+        return None
+
+
+np_exp = _checked(_unary_loop(np.exp), np.exp)
+np_tanh = _checked(_unary_loop(np.tanh), np.tanh)
+np_logaddexp0 = _checked(_logaddexp0_loop(), np.logaddexp, 0)
+NUMPY_LOOPS = np_exp is not None and np_tanh is not None and np_logaddexp0 is not None
+
+
+def _dense_loops():
+    """ctypes functions of the Cython dense kernels' float32 C loops (None where not built)."""
+    try:
+        from ..kernels import _dense
+
+        addr = _dense.c_kernel_addresses()
+    except (ImportError, AttributeError):
+        return None
+    n, i = ctypes.c_ssize_t, ctypes.c_int
+    fwd = ctypes.CFUNCTYPE(None, _SZ, _SZ, i, _SZ, n, n, n)
+    back = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ, i, _SZ, _SZ, n, n, n)
+    xent_f = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ, n, n)
+    return (fwd(addr["bias_act_forward_f32"]), back(addr["bias_act_backward_f32"]),
+            xent_f(addr["softmax_xent_forward_f32"]))  # fmt: skip
+
+
+_DENSE = _dense_loops()
+C_LOOPS = _DENSE is not None
+if C_LOOPS:
+    _c_fwd, _c_back, _c_xent = _DENSE
+
+    @njit(**JIT)
+    def c_bias_act(z, b, has_b, act, o):
+        """bias_act through the Cython kernel's C loop (z, o (N, M); b (M,))."""
+        bp = b.ctypes.data if has_b else 0
+        _c_fwd(z.ctypes.data, bp, act, o.ctypes.data, z.shape[0], z.shape[1], 1)
+
+    @njit(**JIT)
+    def c_bias_act_back(g, y, z, b, has_b, act, gz, gb, has_gb):
+        """bias_act_back through the Cython kernel's C loop."""
+        bp = b.ctypes.data if has_b else 0
+        gbp = gb.ctypes.data if has_gb else 0
+        _c_back(g.ctypes.data, y.ctypes.data, z.ctypes.data, bp, act, gz.ctypes.data, gbp,
+                g.shape[0], g.shape[1], 1)  # fmt: skip
+
+    @njit(**JIT)
+    def c_xent(z, labels, probs, per, out, mean):
+        """xent through the Cython kernel's C loop; -1, or the first bad label's row."""
+        n, c = z.shape
+        for i in range(n):
+            if labels[i] < 0 or labels[i] >= c:
+                return i
+        _c_xent(z.ctypes.data, labels.ctypes.data, probs.ctypes.data, per.ctypes.data, n, c)
+        t = ZERO + pairwise(per, 0, n)
+        out[0] = t / F32(max(n, 1)) if mean else t
+        return -1
+
+
+if NUMPY_LOOPS:
+
+    @njit(**JIT)
+    def np_sigmoid(a, o):
+        """e = np.exp(-np.abs(a)); o = where(a >= 0, 1 / (1 + e), e / (1 + e)) (o is not a)."""
+        af, of = a.reshape(-1), o.reshape(-1)
+        for i in range(af.size):
+            of[i] = -abs(af[i])
+        np_exp(of, of)
+        for i in range(af.size):
+            e = of[i]
+            of[i] = ONE / (ONE + e) if af[i] >= 0 else e / (ONE + e)
+
+    @njit(**JIT)
+    def np_tanh_nd(a, o):
+        np_tanh(a.reshape(-1), o.reshape(-1))
+
+    @njit(**JIT)
+    def np_bce(z, y, sp, el, out, m, mean):
+        """bce with NumPy's logaddexp loop for sp; the rest as :func:`bce`."""
+        n = z.shape[0]
+        zf, yf, spf, elf = z.reshape(-1), y.reshape(-1), sp.reshape(-1), el.reshape(-1)
+        np_logaddexp0(zf, spf)  # sp = np.logaddexp(0, z)
+        for i in range(zf.size):
+            elf[i] = spf[i] - yf[i] * zf[i]
+        if m > 1:
+            per = np.empty(n, np.float32)
+            rows = elf.reshape((n, m))
+            for i in range(n):
+                per[i] = (ZERO + pairwise(rows[i], 0, m)) / F32(m)
+        else:
+            per = elf
+        s = ZERO + pairwise(per, 0, n)
+        out[0] = s / F32(max(n, 1)) if mean else s
+
+    @njit(**JIT)
+    def np_bce_back(z, sp, y, g, gz, m, mean):
+        """gz = np.exp(z - sp) with NumPy's exp loop; gz = (gz - y) * ((g / n) / m)."""
+        n = z.shape[0]
+        scale = (g[0] / F32(max(n, 1)) if mean else g[0]) / F32(m)
+        zf, spf, yf, gf = z.reshape(-1), sp.reshape(-1), y.reshape(-1), gz.reshape(-1)
+        for i in range(zf.size):
+            gf[i] = zf[i] - spf[i]
+        np_exp(gf, gf)
+        for i in range(zf.size):
+            gf[i] = (gf[i] - yf[i]) * scale
