@@ -323,5 +323,5 @@ def _run_coldstart(scripts: dict[str, dict], opts: Options) -> dict:
         for k in ("wall_s", "inproc_s"):
             if r[k]:
                 r[k.replace("_s", "")] = _stats(r[k])
-        r["installed_mb"] = installed_mb(e)
+        r["installed_mb"] = scripts.get(e, {}).get("installed_mb") or installed_mb(e)
     return results

@@ -145,7 +145,7 @@ def worker_main(engine: str, threads: int) -> int:
     sys.stdout = sys.stderr
 
     from .cases import build_cases, configure_threads
-    from .coldstart import coldstart_script
+    from .coldstart import coldstart_script, installed_mb
     from .engines.lepton import lepton_backend
     from .machine import engine_versions, threadpools
     from .parity import parity
@@ -206,8 +206,8 @@ def worker_main(engine: str, threads: int) -> int:
                     del cases[k]
                 send({"ok": True})
             elif op == "coldstart":
-                script, how = coldstart_script(engine, msg["dir"])
-                send({"script": script, "how": how})
+                script, how = coldstart_script(engine, msg["dir"])  # sizes: this interpreter's
+                send({"script": script, "how": how, "installed_mb": installed_mb(engine)})
             elif op == "peak":
                 from .machine import gemm_peak
 
