@@ -94,3 +94,22 @@ def test_peer_missing_in_its_interpreter_is_skipped(tmp_path):
     opts.python = {"tensorflow": str(code)}
     engines, skipped = runner._engines(opts)
     assert "tensorflow" not in engines and "not installed in" in skipped["tensorflow"]
+
+
+@pytest.mark.parametrize("workload", ["W1", "W2"])
+def test_gemms_only_case_does_the_flops_training_flops_counts(workload, monkeypatch):
+    """The numpy 'GEMMs only' case multiplies exactly the shapes training_flops counts."""
+    import numpy as np
+
+    from lepton_nn.bench.cases import build_cases
+
+    case = next(c for c in build_cases("numpy", workload) if c.variant == "GEMMs only")
+    done, matmul = [], np.matmul
+
+    def counting(a, b, out=None):
+        done.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+        return matmul(a, b, out=out)
+
+    monkeypatch.setattr(np, "matmul", counting)
+    case.run(1)
+    assert sum(done) == training_flops(workload) * case.samples
