@@ -390,11 +390,10 @@ def _unary_loop(ufunc):
     @njit(**JIT)
     def run(a, o):
         """o = ufunc(a) through NumPy's own loop (a, o contiguous float32, one size)."""
-        ptrs = np.empty(2, np.intp)
-        ptrs[0], ptrs[1] = a.ctypes.data, o.ctypes.data
-        dims = np.full(1, a.size, np.intp)
-        steps = np.full(2, 4, np.intp)
-        fn(ptrs.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+        v = np.empty(5, np.intp)  # args (2 pointers), dimensions (1), steps (2): one block
+        v[0], v[1], v[2], v[3], v[4] = a.ctypes.data, o.ctypes.data, a.size, 4, 4
+        p = v.ctypes.data
+        fn(p, p + 16, p + 24, data)
 
     return run
 
@@ -408,13 +407,10 @@ def _logaddexp0_loop():
     @njit(**JIT)
     def run(z, o):
         """o = np.logaddexp(0, z): the 0 broadcast with stride 0, as NumPy passes it."""
-        zero = np.zeros(1, np.float32)
-        ptrs = np.empty(3, np.intp)
-        ptrs[0], ptrs[1], ptrs[2] = zero.ctypes.data, z.ctypes.data, o.ctypes.data
-        dims = np.full(1, z.size, np.intp)
-        steps = np.full(3, 4, np.intp)
-        steps[0] = 0
-        fn(ptrs.ctypes.data, dims.ctypes.data, steps.ctypes.data, data)
+        v = np.zeros(8, np.intp)  # args (3), dimensions (1), steps (3), then the 0.0 itself
+        p = v.ctypes.data
+        v[0], v[1], v[2], v[3], v[5], v[6] = p + 56, z.ctypes.data, o.ctypes.data, z.size, 4, 4
+        fn(p, p + 24, p + 32, data)  # v[4] = 0: the stride of the scalar
 
     return run
 
