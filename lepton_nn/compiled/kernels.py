@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import sys
 
 import numpy as np
 from numba import njit
@@ -368,6 +369,8 @@ def ufunc_f32_loop(ufunc):
     """(loop, data) of the inner loop NumPy runs for ``ufunc`` on float32 operands: the first
     all-float32 entry of its loop table (the one type resolution picks), or None when the
     struct does not read back as this ufunc (another NumPy layout)."""
+    if sys.implementation.name != "cpython":  # id() is an address on CPython only
+        return None
     s = _UFuncStruct.from_address(id(ufunc))
     if (s.nin, s.nout, s.ntypes) != (ufunc.nin, ufunc.nout, ufunc.ntypes) or s.name != (
         ufunc.__name__.encode()
