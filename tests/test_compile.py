@@ -485,3 +485,17 @@ def test_frozen_parameters_are_read_at_every_call():
             m.layers[0].weight.data *= np.float32(0.9)  # changed outside the step
         assert eager(x[i % 5], y[i % 5]).item() == comp(x[i % 5], y[i % 5]).item()
     _assert_same(_state(m1, o1)[:-1], _state(m2, o2)[:-1])
+
+
+def test_a_loop_that_is_not_the_ufuncs_is_refused(monkeypatch):
+    """The loop found is trusted only if it gives the ufunc's own bits (here: tanh's loop
+    offered for exp)."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    tanh_loop = K.ufunc_f32_loop(np.tanh)
+    if tanh_loop is None:
+        pytest.skip("NumPy's loops were not found in this NumPy")
+    assert K._checked_loop(np.exp) is not None
+    monkeypatch.setattr(K, "ufunc_f32_loop", lambda ufunc: tanh_loop)
+    assert K._checked_loop(np.exp) is None

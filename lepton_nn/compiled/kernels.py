@@ -384,10 +384,30 @@ def ufunc_f32_loop(ufunc):
     return None
 
 
-def _unary_loop(ufunc):
-    found = ufunc_f32_loop(ufunc)
-    if found is None:
+def _checked_loop(ufunc, *consts):
+    """The ufunc's float32 loop if, called here through ctypes (no Numba compilation), it
+    gives the ufunc's own answer bit for bit on 2^16 + 3 values of wide range; else None.
+    ``consts``: leading scalar operands (passed with stride 0, as NumPy passes them)."""
+    try:
+        found = ufunc_f32_loop(ufunc)
+        if found is None:
+            return None
+        fn, data = found
+        x = np.random.default_rng(0).standard_normal(65539).astype(np.float32)
+        x *= np.float32(12)
+        got = np.empty_like(x)
+        ops = [np.full(1, c, np.float32) for c in consts] + [x, got]
+        args = np.array([o.ctypes.data for o in ops], np.intp)
+        steps = np.array([0] * len(consts) + [4, 4], np.intp)
+        fn(args.ctypes.data, np.array([x.size], np.intp).ctypes.data, steps.ctypes.data, data)
+        with np.errstate(all="ignore"):
+            want = ufunc(*consts, x)
+        return found if np.array_equal(got, want, equal_nan=True) else None
+    except Exception:  # noqa: BLE001 - any surprise: the libm twins stay in use
         return None
+
+
+def _unary_loop(found):
     fn, data = found
 
     @njit(**JIT)
@@ -401,10 +421,7 @@ def _unary_loop(ufunc):
     return run
 
 
-def _logaddexp0_loop():
-    found = ufunc_f32_loop(np.logaddexp)
-    if found is None:
-        return None
+def _logaddexp0_loop(found):
     fn, data = found
 
     @njit(**JIT)
@@ -418,28 +435,11 @@ def _logaddexp0_loop():
     return run
 
 
-def _agrees(run, ufunc, *consts) -> bool:
-    """The loop found gives NumPy's answer bit for bit on 2^16 + 3 values of wide range."""
-    x = np.random.default_rng(0).standard_normal(65539).astype(np.float32)
-    x *= np.float32(12)
-    got = np.empty_like(x)
-    run(x, got)
-    with np.errstate(all="ignore"):
-        want = ufunc(*consts, x)
-    return np.array_equal(got, want, equal_nan=True)
-
-
-def _checked(run, ufunc, *consts):
-    try:
-        return run if run is not None and _agrees(run, ufunc, *consts) else None
-    except Exception:  # noqa: BLE001 - any surprise: the libm twins stay in use
-        return None
-
-
-np_exp = _checked(_unary_loop(np.exp), np.exp)
-np_tanh = _checked(_unary_loop(np.tanh), np.tanh)
-np_logaddexp0 = _checked(_logaddexp0_loop(), np.logaddexp, 0)
-NUMPY_LOOPS = np_exp is not None and np_tanh is not None and np_logaddexp0 is not None
+_FOUND = (_checked_loop(np.exp), _checked_loop(np.tanh), _checked_loop(np.logaddexp, 0))
+NUMPY_LOOPS = all(f is not None for f in _FOUND)
+if NUMPY_LOOPS:  # compiled at their first use (a replay that calls them)
+    np_exp, np_tanh = _unary_loop(_FOUND[0]), _unary_loop(_FOUND[1])
+    np_logaddexp0 = _logaddexp0_loop(_FOUND[2])
 
 
 def _dense_loops():
