@@ -252,3 +252,16 @@ def dense_chain_forward(cnp.ndarray x not None, tuple ws not None, tuple bs not 
             lnn_dense_chain_f32(h, m, 1, &w, &b, &act, dims, &o)
         h = o
     return outs[layers - 1]
+
+
+def c_kernel_addresses():
+    """Addresses of the float32 C loops, name -> int, for compiled code that calls them with
+    no Python in between: the Numba replay of ``lepton_nn.compile`` runs the very loops the
+    eager step runs (its exp, tanh and log are these loops' own polynomial code, which Numba's
+    libm calls would not reproduce bit for bit). Signatures as declared above."""
+    return {
+        "bias_act_forward_f32": <size_t>lnn_bias_act_forward_f32,
+        "bias_act_backward_f32": <size_t>lnn_bias_act_backward_f32,
+        "softmax_xent_forward_f32": <size_t>lnn_softmax_xent_forward_f32,
+        "softmax_xent_backward_f32": <size_t>lnn_softmax_xent_backward_f32,
+    }

@@ -485,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench-results", help="report folder")
     b.add_argument("--workloads", help="subset of W1-W8,ACC (default: all)")
     b.add_argument("--backends", help="lepton_nn backends (default: the best one and reference)")
+    b.add_argument(
+        "--python",
+        action="append",
+        metavar="ENGINE=PATH",
+        help="run ENGINE's worker in another interpreter, e.g. tensorflow=/venv-tf/bin/python",
+    )
+    b.add_argument(
+        "--max-load",
+        type=float,
+        help="rerun a workload whose rounds saw a 1-min load average above this (default 1)",
+    )
     b.set_defaults(fn=lambda a: __import__("lepton_nn.bench.command", fromlist=["main"]).main(a))
     signing.add_parsers(sub)
     return p

@@ -37,7 +37,11 @@ def test_bench_quick_writes_markdown_and_json(tmp_path, monkeypatch, capsys):
 
     res = json.loads((out / "results.json").read_text())
     cases = {(c["engine"], c["variant"]): c for c in res["phases"][0]["cases"]}
-    assert set(cases) == {("lepton_nn:reference", "step loop"), ("numpy", "hand-written")}
+    assert set(cases) == {
+        ("lepton_nn:reference", "step loop"),
+        ("numpy", "hand-written"),
+        ("numpy", "GEMMs only"),
+    }
     for c in cases.values():
         assert "error" not in c
         assert len(c["rounds"]) == 2 and c["samples_per_s"]["median"] > 0

@@ -1,5 +1,5 @@
-"""lepton_nn.compile: the captured step replays the eager step exactly (NumPy twin bit for bit,
-the Numba replay bit for bit where every op is exactly rounded), and refuses what it cannot."""
+"""lepton_nn.compile: the captured step replays the eager step exactly (the NumPy twin and the
+Numba replay bit for bit, exp-based ops included), and refuses what it cannot."""
 
 from __future__ import annotations
 
@@ -151,19 +151,82 @@ def test_numba_replay_bit_identical_for_exact_ops(opt_name):
     _assert_same(_state(m1, o1), _state(m2, o2))
 
 
-LIBM_CASES = [(("relu", "relu"), "bce", 1), (("tanh", "sigmoid"), "ce", 3)]
+EXP_CASES = [
+    (("relu", "relu"), "bce", 1),
+    (("tanh", "sigmoid"), "ce", 3),
+    (("gelu", "sigmoid"), "bce", 1),
+    (("gelu", "tanh"), "mse", 1),
+]
 
 
-@pytest.mark.parametrize(("acts", "loss", "out"), LIBM_CASES)
-def test_numba_replay_close_where_libm_rounds_differently(acts, loss, out):
-    """exp/tanh/sigmoid: libm in the compiled replay vs NumPy's vectorized loops (last bit)."""
+@pytest.mark.parametrize("opt_name", ["sgd_nesterov_wd", "adam", "adamw"])
+@pytest.mark.parametrize(("acts", "loss", "out"), EXP_CASES)
+def test_numba_replay_bit_identical_with_exp_based_ops(acts, loss, out, opt_name):
+    """exp/tanh/log ops (sigmoid, tanh and gelu Dense layers, BCE, softmax cross-entropy):
+    the replay calls the eager step's own loops (NumPy's ufunc loops, the Cython kernels' C
+    loops), so 20 steps match the eager ones bit for bit."""
     pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    if not (K.NUMPY_LOOPS and K.C_LOOPS) or L.backend.get_backend().name != "cython":
+        pytest.skip("bit identity with exp-based ops: the eager step on the cython backend")
     x, y = _data(classes=out if loss == "ce" else None)
-    (m1, o1, eager), (m2, o2, comp) = _pair("adam", acts, loss, out, backend="numba")
-    for i in range(8):
-        a, b = eager(x[i % 5], y[i % 5]).item(), comp(x[i % 5], y[i % 5]).item()
-        assert abs(a - b) <= 1e-5 * max(1.0, abs(a))
-    _assert_same(_state(m1, o1), _state(m2, o2), exact=False)
+    (m1, o1, eager), (m2, o2, comp) = _pair(opt_name, acts, loss, out, backend="numba")
+    for i in range(20):
+        assert eager(x[i % 5], y[i % 5]).item() == comp(x[i % 5], y[i % 5]).item(), i
+        _assert_same(_state(m1, o1), _state(m2, o2))
+
+
+def test_numba_replay_standalone_sigmoid_tanh_bit_identical():
+    """Sigmoid and Tanh layers (NumPy's exp and tanh in the eager ops) and BCE."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    if not K.NUMPY_LOOPS:
+        pytest.skip("NumPy's loops were not found in this NumPy")
+    x, y = _data()
+
+    def build():
+        L.set_seed(2)
+        model = nn.Sequential([nn.Dense(8, in_features=6), nn.Tanh(), nn.Dense(8, in_features=8),
+                               nn.Sigmoid(), nn.Dense(1, in_features=8)])  # fmt: skip
+        opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+        return model, opt, _step(model, opt, losses.binary_cross_entropy_with_logits)
+
+    (m1, o1, eager), (m2, o2, step2) = build(), build()
+    comp = L.compile(step2, backend="numba")
+    for i in range(20):
+        assert eager(x[i % 5], y[i % 5]).item() == comp(x[i % 5], y[i % 5]).item(), i
+    _assert_same(_state(m1, o1), _state(m2, o2))
+
+
+def test_replay_loops_are_numpys_and_the_kernels():
+    """The loops the replay calls give NumPy's / the Cython kernel's bits where libm's differ."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    if not K.NUMPY_LOOPS:
+        pytest.skip("NumPy's loops were not found in this NumPy")
+    x = np.random.default_rng(5).standard_normal(1001).astype(np.float32) * np.float32(9)
+    for run, want in ((K.np_exp, np.exp(x)), (K.np_tanh, np.tanh(x))):
+        got = np.empty_like(x)
+        run(x, got)
+        np.testing.assert_array_equal(got, want)
+    got = np.empty_like(x)
+    K.np_logaddexp0(x, got)
+    np.testing.assert_array_equal(got, np.logaddexp(0, x))
+    sig = np.empty_like(x)
+    K.np_sigmoid(x, sig)
+    e = np.exp(-np.abs(x))
+    np.testing.assert_array_equal(sig, np.where(x >= 0, 1 / (1 + e), e / (1 + e)))
+    if K.C_LOOPS:
+        from lepton_nn.kernels import _dense
+
+        z, b = x[:1000].reshape(40, 25), x[1:26].copy()
+        for act in (K.SIGMOID, K.TANH, K.GELU):
+            got, want = np.empty_like(z), np.empty_like(z)
+            K.c_bias_act(z, b, True, act, got)
+            np.testing.assert_array_equal(got, _dense.bias_act_forward(z, b, act, want))
 
 
 def test_numba_matmul_matches_numpy_for_every_blas_path():
@@ -422,3 +485,17 @@ def test_frozen_parameters_are_read_at_every_call():
             m.layers[0].weight.data *= np.float32(0.9)  # changed outside the step
         assert eager(x[i % 5], y[i % 5]).item() == comp(x[i % 5], y[i % 5]).item()
     _assert_same(_state(m1, o1)[:-1], _state(m2, o2)[:-1])
+
+
+def test_a_loop_that_is_not_the_ufuncs_is_refused(monkeypatch):
+    """The loop found is trusted only if it gives the ufunc's own bits (here: tanh's loop
+    offered for exp)."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    tanh_loop = K.ufunc_f32_loop(np.tanh)
+    if tanh_loop is None:
+        pytest.skip("NumPy's loops were not found in this NumPy")
+    assert K._checked_loop(np.exp) is not None
+    monkeypatch.setattr(K, "ufunc_f32_loop", lambda ufunc: tanh_loop)
+    assert K._checked_loop(np.exp) is None

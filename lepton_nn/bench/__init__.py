@@ -15,6 +15,16 @@ inside their own adapter. How a run goes:
    workers have exited; accuracy parity (ACC) trains in the workers.
 4. A Markdown report, a JSON file with every raw round, and PNG bar charts (when matplotlib is
    installed) are written to ``--out`` (:mod:`~lepton_nn.bench.report`).
+5. With training workloads, the machine's fp32 GEMM peak is measured at each thread count
+   (:func:`~lepton_nn.bench.machine.gemm_peak`, before and after the workloads) and every
+   training case gets its GFLOP/s (:func:`~lepton_nn.bench.workloads.training_flops`) and
+   fraction of that peak. A workload whose rounds saw a 1-minute load average above
+   ``--max-load`` (default 1) runs again (full mode: once) and the least loaded attempt is kept;
+   each table states its load.
+
+A peer installed in its own virtual environment runs there: ``--python
+tensorflow=/path/to/venv/bin/python`` starts that engine's worker (and its cold-start script)
+with that interpreter; it needs NumPy and finds this lepton_nn on its ``PYTHONPATH``.
 
 The files:
 

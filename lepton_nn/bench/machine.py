@@ -114,3 +114,43 @@ def engine_versions(engine: str) -> dict[str, str]:
         except ImportError:
             pass
     return v
+
+
+PEAK_N = 1024  # the GEMM the peak is measured on: (N, N) x (N, N) float32
+
+
+def gemm_peak(repeats: int = 5, target: float = 0.05, n: int = PEAK_N) -> dict:
+    """The machine's fp32 GEMM peak as this process sees it: NumPy's sgemm (its BLAS, its
+    thread count) on ``(n, n) x (n, n)``, ``repeats`` samples of about ``target`` seconds.
+
+    ``best`` (GFLOP/s, 2 n^3 / time) is the fastest sample: the limit the training workloads'
+    fractions are taken of (a busy neighbour only ever slows a sample down); ``median`` shows
+    the spread under the run's load.
+    """
+    import time
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)  # BLAS pool start-up, first-touch pages
+    t = time.perf_counter()
+    np.matmul(a, b, out=c)
+    calls = max(1, int(target / max(time.perf_counter() - t, 1e-6)))
+    rates = []
+    for _ in range(max(1, repeats)):
+        t = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(a, b, out=c)
+        rates.append(2.0 * n**3 * calls / (time.perf_counter() - t) / 1e9)
+    rates.sort()
+    return {
+        "best": rates[-1],
+        "median": rates[len(rates) // 2],
+        "min": rates[0],
+        "n": n,
+        "samples": len(rates),
+        "calls_per_sample": calls,
+        "how": f"NumPy float32 matmul ({n}, {n}) x ({n}, {n}), {len(rates)} samples of "
+        f"{calls} calls; peak = the fastest sample",
+    }

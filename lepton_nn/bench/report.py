@@ -44,6 +44,22 @@ def render_markdown(res: dict) -> str:
         f"- Load average (1/5/15 min) before: {res.get('load_before')}, after: "
         f"{res.get('load_after')}"
     )
+    for ph in res["phases"]:
+        pk = ph.get("gemm_peak")
+        if pk and "best" in pk:
+            L.append(
+                f"- fp32 GEMM peak, {ph['threads']} thread(s): **{pk['best']:.1f} GFLOP/s** "
+                f"(median {pk['median']:.1f}, min {pk['min']:.1f}; {pk['how']}, measured "
+                "before and after the workloads, the better kept); the training tables give "
+                "each case's GFLOP/s as a fraction of it"
+            )
+        elif pk:
+            L.append(f"- fp32 GEMM peak, {ph['threads']} thread(s): failed ({pk.get('error')})")
+    L.append(
+        f"- Load limit: a workload whose rounds saw a 1-minute load average above "
+        f"{o.get('max_load', 1.0):g} is run again (up to {o.get('reruns', 0)} more time(s)) and "
+        "the least loaded attempt kept; each table states the load it ran under"
+    )
     env = m.get("environment") or {}
     L.append(
         "- Environment variables of note: "
@@ -92,7 +108,8 @@ def render_markdown(res: dict) -> str:
             if not cases:
                 continue
             L += ["", f"## {WORKLOAD_TITLES.get(wl, wl)} — {ph['threads']} thread(s)", ""]
-            L += _case_table(cases, our_case(cases, backend))
+            L += _case_table(cases, our_case(cases, backend), ph.get("gemm_peak"))
+            L += _load_line(cases)
             sums = {c["checksum"] for c in cases if "checksum" in c}
             procs = len({c["worker"] for c in cases if "worker" in c})
             L += [
@@ -163,7 +180,21 @@ def render_markdown(res: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def _case_table(cases: list[dict], ours: dict | None) -> list[str]:
+def _load_line(cases: list[dict]) -> list[str]:
+    """The load average (1/5/15 min) the workload's rounds ran under, and the attempts."""
+    ld = next((c["load"] for c in cases if "load" in c), None)
+    if ld is None:
+        return []
+    high = any(c.get("load_above_limit") for c in cases)
+    return [
+        "",
+        f"Load average before the rounds {ld['before']}, after {ld['after']}; "
+        f"{ld['attempts']} attempt(s)"
+        + (" — **above the load limit: a loaded machine, compare ratios only**." if high else "."),
+    ]
+
+
+def _case_table(cases: list[dict], ours: dict | None, peak: dict | None = None) -> list[str]:
     ok = [c for c in cases if "error" not in c]
     lat = any(c.get("latency") for c in ok)
     if lat:
@@ -187,9 +218,11 @@ def _case_table(cases: list[dict], ours: dict | None) -> list[str]:
         return out
     unit = case_rate(ok[0])[1] if ok else "samples/s"
     fmt = (lambda v: f"{v:,.1f}") if unit == "GOP/s" else fmt_rate
+    flops = any("gflop_per_s" in c for c in ok)
     out = [
-        f"| engine · variant | median {unit} | min–max | lepton_nn ÷ this |",
-        "|---|---|---|---|",
+        f"| engine · variant | median {unit} | min–max | lepton_nn ÷ this |"
+        + (" GFLOP/s | % of GEMM peak |" if flops else ""),
+        "|---|---|---|---|" + ("---|---|" if flops else ""),
     ]
     ok.sort(key=lambda c: -c["samples_per_s"]["median"])
     for c in ok:
@@ -197,9 +230,20 @@ def _case_table(cases: list[dict], ours: dict | None) -> list[str]:
         rel = (
             f"{ours['samples_per_s']['median'] / c['samples_per_s']['median']:.2f}x" if ours else ""
         )
-        out.append(
-            f"| {case_label(c)} | {fmt(s['median'])} | {fmt(s['min'])}–{fmt(s['max'])} | {rel} |"
-        )
+        row = f"| {case_label(c)} | {fmt(s['median'])} | {fmt(s['min'])}–{fmt(s['max'])} | {rel} |"
+        if flops:
+            g, frac = c.get("gflop_per_s"), c.get("peak_fraction")
+            row += f" {g['median']:,.1f} |" if g else " |"
+            row += f" {100 * frac:.0f} % |" if frac is not None else " |"
+        out.append(row)
+    if flops:
+        best = f"{peak['best']:.1f} GFLOP/s" if peak and "best" in peak else "not measured"
+        out += [
+            "",
+            "GFLOP/s: the step's GEMM and convolution FLOPs (forward, weight and input "
+            "gradients; `bench.workloads.training_flops`) per second; % of the fp32 GEMM peak "
+            f"at this thread count ({best}).",
+        ]
     if ours is not None and unit == "GOP/s":
         out += ["", f"lepton_nn ÷ this uses lepton_nn · {ours['variant']}; GOP/s = 2 M K N / time."]
     return out

@@ -34,21 +34,34 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _installed(module: str, python: str | None) -> bool:
+    """Whether ``module`` is importable in this interpreter or in ``python``."""
+    if python is None:
+        return importlib.util.find_spec(module) is not None
+    code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    try:
+        return subprocess.run([python, "-c", code], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def _engines(opts: Options) -> tuple[list[str], dict[str, str]]:
     """Engines to start, and the reasons others are skipped."""
     engines = [f"lepton:{b}" for b in opts.backends] + ["numpy"]
     skipped = {}
     for peer in opts.against:
-        if importlib.util.find_spec(peer) is None:
-            skipped[peer] = "not installed"
+        python = opts.python.get(peer)
+        if not _installed(peer, python):
+            skipped[peer] = "not installed" + (f" in {python}" if python else "")
         else:
             engines.append(peer)
     return engines, skipped
 
 
-def _start(engines, threads, log_dir) -> tuple[dict[str, Worker], dict[str, str], dict]:
+def _start(engines, threads, log_dir, pythons=None) -> tuple[dict[str, Worker], dict, dict]:
     workers, failed, hellos = {}, {}, {}
-    pending = {e: Worker(e, threads, log_dir) for e in engines}  # start all: imports overlap
+    pythons = pythons or {}
+    pending = {e: Worker(e, threads, log_dir, pythons.get(e)) for e in engines}  # imports overlap
     for e, w in pending.items():
         try:
             w.hello = hellos[e] = w.receive(timeout=300)
@@ -81,7 +94,7 @@ def run(opts: Options) -> dict:
     cold_scripts: dict[str, dict] = {}
     for pi, threads in enumerate(opts.threads):
         _say(f"[threads={threads}] starting workers: {', '.join(engines)}")
-        workers, failed, hellos = _start(engines, threads, log_dir)
+        workers, failed, hellos = _start(engines, threads, log_dir, opts.python)
         phase: dict[str, Any] = {
             "threads": threads,
             "workers": hellos,
@@ -95,10 +108,17 @@ def run(opts: Options) -> dict:
             _say(f"  {e}: could not start: {why}")
         phase["seconds"] = {"start": time.perf_counter() - t_start}
         try:
+            if any(w in ("W1", "W2", "W3", "W4") for w in timed):
+                phase["gemm_peak"] = _gemm_peak(workers, opts)
             for wl in timed:
                 t = time.perf_counter()
-                phase["cases"] += _run_workload(wl, workers, threads, opts)
+                phase["cases"] += _run_workload_load_checked(wl, workers, threads, opts)
                 phase["seconds"][wl] = time.perf_counter() - t
+            if phase.get("gemm_peak"):  # measured again after: the better of the two is kept
+                after = _gemm_peak(workers, opts)
+                if "best" in (after or {}) and after["best"] > phase["gemm_peak"].get("best", 0):
+                    phase["gemm_peak"] = after
+                _add_gflops(phase)
             if pi == 0 and "ACC" in opts.workloads:
                 t = time.perf_counter()
                 res["parity"] = _run_parity(workers, opts, PARITY)
@@ -123,6 +143,58 @@ def run(opts: Options) -> dict:
     res["load_after"] = loadavg()
     res["seconds"] = time.perf_counter() - t_start
     return res
+
+
+def _gemm_peak(workers: dict[str, Worker], opts: Options) -> dict | None:
+    """The machine's fp32 GEMM peak at this thread count, measured in a lepton_nn worker
+    (NumPy's BLAS pinned like every engine): :func:`lepton_nn.bench.machine.gemm_peak`."""
+    w = next((w for e, w in workers.items() if e.startswith("lepton:")), None)
+    if w is None:
+        return None
+    try:
+        peak = w.ask(op="peak", repeats=opts.peak_repeats, target=0.05)
+    except WorkerError as exc:
+        return {"error": str(exc)}
+    _say(f"[threads={w.threads}] fp32 GEMM peak {peak['best']:.1f} GFLOP/s")
+    return peak
+
+
+def _add_gflops(phase: dict) -> None:
+    """Each training case's GFLOP/s (:func:`~lepton_nn.bench.workloads.training_flops` per
+    sample) and its fraction of the phase's GEMM peak."""
+    from .workloads import NETS, TRAINING, training_flops
+
+    peak = phase["gemm_peak"].get("best")
+    for c in phase["cases"]:
+        if "error" in c or (c["workload"] not in TRAINING and c["workload"] not in NETS):
+            continue
+        flops = training_flops(c["workload"])
+        c["gflop_per_s"] = {k: v * flops / 1e9 for k, v in c["samples_per_s"].items() if k != "n"}
+        if peak:
+            c["peak_fraction"] = c["gflop_per_s"]["median"] / peak
+
+
+def _run_workload_load_checked(wl, workers, threads, opts: Options) -> list[dict]:
+    """:func:`_run_workload`, run again (up to ``opts.reruns`` times) while the 1-minute load
+    average during its rounds was above ``opts.max_load``; the attempt with the lowest load
+    is kept and every case records the load it ran under and the attempts made."""
+    best = None
+    for attempt in range(1 + max(0, opts.reruns)):
+        before = loadavg()
+        cases = _run_workload(wl, workers, threads, opts)
+        after = loadavg()
+        load = max(before[0], after[0]) if before and after else None
+        if best is None or (load is not None and load < best[0]):
+            best = (load, cases, before, after)
+        if load is None or load <= opts.max_load:
+            break
+        if attempt < opts.reruns:
+            _say(f"[threads={threads}] {wl}: load {load:.2f} > {opts.max_load:g}, running again")
+    load, cases, before, after = best
+    for c in cases:
+        c["load"] = {"before": before, "after": after, "attempts": attempt + 1}
+        c["load_above_limit"] = load is not None and load > opts.max_load
+    return cases
 
 
 def _run_workload(wl: str, workers: dict[str, Worker], threads: int, opts: Options) -> list[dict]:
@@ -231,7 +303,7 @@ def _run_coldstart(scripts: dict[str, dict], opts: Options) -> dict:
         for e in names[r % len(names) :] + names[: r % len(names)]:
             t = time.perf_counter()
             p = subprocess.run(
-                [sys.executable, "-c", runnable[e]["script"]],
+                [opts.python.get(e, sys.executable), "-c", runnable[e]["script"]],
                 env=env,
                 cwd=PKG_PARENT,
                 capture_output=True,
@@ -251,5 +323,5 @@ def _run_coldstart(scripts: dict[str, dict], opts: Options) -> dict:
         for k in ("wall_s", "inproc_s"):
             if r[k]:
                 r[k.replace("_s", "")] = _stats(r[k])
-        r["installed_mb"] = installed_mb(e)
+        r["installed_mb"] = scripts.get(e, {}).get("installed_mb") or installed_mb(e)
     return results

@@ -4,7 +4,9 @@ The parent holds a :class:`Worker` per engine; the process runs :func:`worker_ma
 -m lepton_nn.bench --worker ENGINE THREADS``) with ``OMP/OPENBLAS/MKL_NUM_THREADS`` set and the
 library's own thread API called, so no two engines share a thread pool. A request is one JSON
 line on its stdin (``setup``, ``warmup``, ``round``, ``drop``, ``coldstart``, ``parity``,
-``quit``), the reply one JSON line on its stdout.
+``peak``, ``quit``), the reply one JSON line on its stdout. A worker may run in another
+interpreter than the parent's (``--python ENGINE=PATH``: a peer installed in its own venv);
+it needs NumPy there and imports this lepton_nn from the path the parent puts first.
 """
 
 from __future__ import annotations
@@ -53,12 +55,13 @@ class WorkerError(RuntimeError):
 class Worker:
     """One engine in its own process, spoken to in JSON lines."""
 
-    def __init__(self, engine: str, threads: int, log_dir: str):
+    def __init__(self, engine: str, threads: int, log_dir: str, python: str | None = None):
         self.engine, self.threads = engine, threads
+        self.python = python or sys.executable
         self.log_path = os.path.join(log_dir, f"worker-{engine.replace(':', '-')}-t{threads}.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lepton_nn.bench", "--worker", engine, str(threads)],
+            [self.python, "-m", "lepton_nn.bench", "--worker", engine, str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
@@ -142,7 +145,7 @@ def worker_main(engine: str, threads: int) -> int:
     sys.stdout = sys.stderr
 
     from .cases import build_cases, configure_threads
-    from .coldstart import coldstart_script
+    from .coldstart import coldstart_script, installed_mb
     from .engines.lepton import lepton_backend
     from .machine import engine_versions, threadpools
     from .parity import parity
@@ -203,8 +206,12 @@ def worker_main(engine: str, threads: int) -> int:
                     del cases[k]
                 send({"ok": True})
             elif op == "coldstart":
-                script, how = coldstart_script(engine, msg["dir"])
-                send({"script": script, "how": how})
+                script, how = coldstart_script(engine, msg["dir"])  # sizes: this interpreter's
+                send({"script": script, "how": how, "installed_mb": installed_mb(engine)})
+            elif op == "peak":
+                from .machine import gemm_peak
+
+                send(gemm_peak(int(msg.get("repeats", 5)), float(msg.get("target", 0.05))))
             elif op == "parity":
                 send({"rows": parity(engine, quick=msg.get("quick", False))})
             else:

@@ -225,6 +225,37 @@ def matmul_data(m: int) -> dict[str, np.ndarray]:
     return {"w": w, "bias": bias, "w_q": w_q, "w_scale": w_scale, "x": x, "x_q": x_q}
 
 
+def training_flops(workload: str) -> int:
+    """Floating-point operations of one training step per sample: the GEMM and convolution
+    multiply-adds (2 FLOPs each) of the forward pass, the weight gradients and the input
+    gradients (none for the network's own input); elementwise work is not counted.
+
+    Dense ``(in -> out)``: forward ``2 in out``, ``dW`` ``2 in out``, ``dX`` ``2 in out``.
+    Conv ``C -> F``, ``k x k``, ``H x W`` output: ``2 H W F C k^2`` each of the three. LSTM
+    (T steps, F features, U units): forward ``2 T (F + U) 4U``, ``dW`` the same, ``dh``
+    ``2 T U 4U`` (``dx`` not needed).
+    """
+
+    def dense(n_in: int, n_out: int, first: bool) -> int:
+        return 2 * n_in * n_out * (2 if first else 3)
+
+    if workload in TRAINING:
+        sizes = TRAINING[workload].sizes
+        return sum(dense(a, b, k == 0) for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
+    if workload in NETS:
+        spec = NETS[workload]
+        head = dense(spec.flat, spec.classes, False)
+        if spec.kind == "cnn":
+            total, (c, h, w) = 0, spec.shape
+            for i, f in enumerate(spec.widths):
+                total += 2 * h * w * f * c * spec.kernel**2 * (2 if i == 0 else 3)
+                c, h, w = f, h // spec.pool, w // spec.pool
+            return total + head
+        t, f, u = spec.shape[0], spec.shape[1], spec.widths[0]
+        return 2 * t * 4 * u * (2 * (f + u) + u) + head
+    raise ValueError(f"{workload!r} is not a training workload")
+
+
 def workload_checksum(workload: str) -> str:
     """Checksum of every array a workload's cases are built from (data and initial weights)."""
     if workload in TRAINING:

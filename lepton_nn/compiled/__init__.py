@@ -11,15 +11,18 @@ backward and the optimizer update, over numbered buffers — and replays it:
 - ``backend="numpy"`` (``"auto"`` without Numba): the readable twin, the list of NumPy
   calls with ``out=`` buffers.
 
-The NumPy replay is bit-identical to the eager step (the same calls in the same order).
-The Numba replay is bit-identical to it where every op is exactly rounded (GEMMs, +, *,
-/, sqrt, max: ReLU MLPs with MSE, SGD, Adam, AdamW); ops with exp, log or tanh call libm
-there, which can differ from NumPy's vectorized versions in the last bit (about 1e-7
-relative per op). Its Adam pass is the Cython kernel's arithmetic (bit-identical when the
-eager step runs on the ``cython`` backend). Inside the one call each op keeps its own loop
-(bias + activation and the Adam update are fused, as in the eager kernels); for W1 the time
-is the GEMMs. The first replay compiles for a few seconds (once per tape structure and
-process: not cached on disk, the BLAS addresses belong to the process).
+The NumPy replay is bit-identical to the eager step (the same calls in the same order),
+and so is the Numba replay: GEMMs, +, *, /, sqrt and max are exactly rounded, and for exp,
+tanh and log it calls the eager step's own loops by address, with no Python in between:
+NumPy's float32 ufunc loops (sigmoid and tanh ops, BCE) and the Cython dense kernels' C
+loops (sigmoid/tanh/gelu Dense layers, softmax cross-entropy). Its Adam pass is the Cython
+kernel's arithmetic. So it is bit-identical to the eager step on the ``cython`` backend
+(the default where built); where a loop cannot be found (another NumPy's struct layout, no
+Cython build) it falls back to libm, which can differ in the last bit (~1e-7 per op).
+Inside the one call each op keeps its own loop (bias + activation and the Adam update are
+fused, as in the eager kernels); for W1 the time is the GEMMs. The first replay compiles
+for a few seconds (once per tape structure and process: not cached on disk, the BLAS
+addresses belong to the process).
 
 Calls 1 and 2 with a given input signature run eagerly while recording; the two tapes must
 agree (else :class:`~lepton_nn.errors.ControlFlowError`); later calls replay. Parameters are

@@ -158,6 +158,8 @@ class NumbaReplay:
     # -- one primitive op -> source lines ----------------------------------------------------
     def _emit(self, p, i, o) -> list:
         a = p.attrs
+        if K.NUMPY_LOOPS and p.name in ("sigmoid", "tanh"):  # NumPy's exp / tanh loops
+            return [f"np_{'sigmoid' if p.name == 'sigmoid' else 'tanh_nd'}({i[0]}, {o[0]})"]
         if p.name in _EW:
             n = math.prod(self.tape.slots[p.outs[0]].shape)
             idx = ["[i]" if math.prod(self.tape.slots[s].shape) == n else "[0]" for s in p.ins]
@@ -170,14 +172,17 @@ class NumbaReplay:
                     "for i in range(_o.size):", f"    _o[i] = {expr}"]  # fmt: skip
         if p.name == "matmul":
             return [f"mm({i[0]}, {i[1]}, {o[0]}, {a['ta']}, {a['tb']})"]
+        # exp-based activations and the softmax: the eager Cython kernels' own C loops
+        c_loop = "c_" if K.C_LOOPS and a.get("act") in (K.SIGMOID, K.TANH, K.GELU) else ""
         if p.name == "bias_act":
             b = i[1] if len(i) > 1 else "NO_ARRAY"
-            return [f"bias_act({i[0]}, {b}, {len(i) > 1}, {a['act']}, {o[0]})"]
+            return [f"{c_loop}bias_act({i[0]}, {b}, {len(i) > 1}, {a['act']}, {o[0]})"]
         if p.name == "bias_act_back":
             b = i[3] if len(i) > 3 else "NO_ARRAY"
             gb = o[1] if len(o) > 1 else self._dummy()
-            return [f"bias_act_back({i[0]}, {i[1]}, {i[2]}, {b}, {len(i) > 3}, {a['act']}, "
-                    f"{o[0]}, {gb}, {len(o) > 1})"]  # fmt: skip
+            c_loop = c_loop if a["act"] == K.GELU else ""  # the others: exact arithmetic
+            return [f"{c_loop}bias_act_back({i[0]}, {i[1]}, {i[2]}, {b}, {len(i) > 3}, "
+                    f"{a['act']}, {o[0]}, {gb}, {len(o) > 1})"]  # fmt: skip
         if p.name == "colsum":
             return [f"colsum({i[0]}, {o[0]})"]
         if p.name in ("sum", "mean"):
@@ -186,13 +191,16 @@ class NumbaReplay:
         if p.name in ("fill", "mean_back"):
             fn = "spread_all" if a.get("axis") is None else "spread_rows"
             return [f"{fn}({i[0]}, {o[0]}, {a.get('n', 0)})"]
+        np_loop = "np_" if K.NUMPY_LOOPS else ""  # NumPy's logaddexp and exp loops
         if p.name == "bce":
-            return [f"bce({i[0]}, {i[1]}, {o[0]}, {o[1]}, {o[2]}, {a['m']}, "
+            return [f"{np_loop}bce({i[0]}, {i[1]}, {o[0]}, {o[1]}, {o[2]}, {a['m']}, "
                     f"{a['reduction'] == 'mean'})"]  # fmt: skip
         if p.name == "bce_back":
-            return [f"bce_back({', '.join(i)}, {o[0]}, {a['m']}, {a['reduction'] == 'mean'})"]
+            mean = a["reduction"] == "mean"
+            return [f"{np_loop}bce_back({', '.join(i)}, {o[0]}, {a['m']}, {mean})"]
         if p.name == "xent":
-            return [f"r = xent({i[0]}, {i[1]}, {', '.join(o)}, {a['reduction'] == 'mean'})",
+            fn, mean = ("c_xent" if K.C_LOOPS else "xent"), a["reduction"] == "mean"
+            return [f"r = {fn}({i[0]}, {i[1]}, {', '.join(o)}, {mean})",
                     "if r >= 0:", "    return r"]  # fmt: skip
         if p.name == "xent_back":
             return [f"xent_back({', '.join(i)}, {', '.join(o)}, {a['reduction'] == 'mean'})"]

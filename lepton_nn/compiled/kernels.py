@@ -6,15 +6,18 @@ GEMMs call the BLAS functions of the OpenBLAS NumPy itself loads, choosing betwe
 operands (so the sums come out bit for bit the same). Reductions follow NumPy's orders:
 axis 0 row by row from the first row, a whole contiguous run by NumPy's pairwise sum (8
 accumulators per block of up to 128, halves above). No ``fastmath``: no reassociation and no
-fused multiply-add. exp, log1p and tanh are libm's (NumPy's vectorized float32 exp and tanh
-may differ from them in the last bit). Imported only by the Numba replay (it imports Numba
-and looks the BLAS up); not cached on disk: the BLAS addresses belong to this process.
+fused multiply-add. exp, tanh and log come from the eager step's own loops (NumPy's ufunc
+loops, the Cython kernels' C loops: the section at the bottom), with libm twins where those
+are not found (which may differ from them in the last bit). Imported only by the Numba
+replay (it imports Numba and looks the BLAS up); not cached on disk: the BLAS addresses
+belong to this process.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
+import sys
 
 import numpy as np
 from numba import njit
@@ -341,3 +344,195 @@ def sgd(p, g, b, has_b, lr, mu, nesterov, wd):
             bf[i] = bi
             gi = gi + mu * bi if nesterov else bi
         pf[i] = pf[i] - lr * gi
+
+
+# -- the eager step's own loops for exp, tanh and log ---------------------------------------
+# Numba's math.exp/tanh/log are libm's; the eager step's are NumPy's vectorized ufunc loops
+# (sigmoid and tanh ops, BCE) and the Cython dense kernels' polynomial code (Dense
+# activations, softmax cross-entropy). They differ in the last bit, so the replay calls the
+# very same loops: NumPy's float32 inner loop of each ufunc and the kernels' C functions,
+# by address, with no Python in between. Pointers travel as size_t (same ABI).
+_SZ = ctypes.c_size_t
+_UFUNC_LOOP = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ)  # (char **args, dims, steps, data)
+
+
+class _UFuncStruct(ctypes.Structure):  # the head of PyUFuncObject (numpy/ufuncobject.h)
+    _fields_ = [("ob_refcnt", ctypes.c_ssize_t), ("ob_type", ctypes.c_void_p),
+                ("nin", ctypes.c_int), ("nout", ctypes.c_int), ("nargs", ctypes.c_int),
+                ("identity", ctypes.c_int), ("functions", ctypes.POINTER(ctypes.c_void_p)),
+                ("data", ctypes.POINTER(ctypes.c_void_p)), ("ntypes", ctypes.c_int),
+                ("reserved1", ctypes.c_int), ("name", ctypes.c_char_p),
+                ("types", ctypes.POINTER(ctypes.c_char))]  # fmt: skip
+
+
+def ufunc_f32_loop(ufunc):
+    """(loop, data) of the inner loop NumPy runs for ``ufunc`` on float32 operands: the first
+    all-float32 entry of its loop table (the one type resolution picks), or None when the
+    struct does not read back as this ufunc (another NumPy layout)."""
+    if sys.implementation.name != "cpython":  # id() is an address on CPython only
+        return None
+    s = _UFuncStruct.from_address(id(ufunc))
+    if (s.nin, s.nout, s.ntypes) != (ufunc.nin, ufunc.nout, ufunc.ntypes) or s.name != (
+        ufunc.__name__.encode()
+    ):
+        return None
+    f32 = np.dtype(np.float32).num
+    for i in range(s.ntypes):
+        if all(ord(s.types[i * s.nargs + k]) == f32 for k in range(s.nargs)):
+            fn = s.functions[i]
+            return (_UFUNC_LOOP(fn), s.data[i] or 0) if fn else None
+    return None
+
+
+def _checked_loop(ufunc, *consts):
+    """The ufunc's float32 loop if, called here through ctypes (no Numba compilation), it
+    gives the ufunc's own answer bit for bit on 2^16 + 3 values of wide range; else None.
+    ``consts``: leading scalar operands (passed with stride 0, as NumPy passes them)."""
+    try:
+        found = ufunc_f32_loop(ufunc)
+        if found is None:
+            return None
+        fn, data = found
+        x = np.random.default_rng(0).standard_normal(65539).astype(np.float32)
+        x *= np.float32(12)
+        got = np.empty_like(x)
+        ops = [np.full(1, c, np.float32) for c in consts] + [x, got]
+        args = np.array([o.ctypes.data for o in ops], np.intp)
+        steps = np.array([0] * len(consts) + [4, 4], np.intp)
+        fn(args.ctypes.data, np.array([x.size], np.intp).ctypes.data, steps.ctypes.data, data)
+        with np.errstate(all="ignore"):
+            want = ufunc(*consts, x)
+        return found if np.array_equal(got, want, equal_nan=True) else None
+    except Exception:  # noqa: BLE001 - any surprise: the libm twins stay in use
+        return None
+
+
+def _unary_loop(found):
+    fn, data = found
+
+    @njit(**JIT)
+    def run(a, o):
+        """o = ufunc(a) through NumPy's own loop (a, o contiguous float32, one size)."""
+        v = np.empty(5, np.intp)  # args (2 pointers), dimensions (1), steps (2): one block
+        v[0], v[1], v[2], v[3], v[4] = a.ctypes.data, o.ctypes.data, a.size, 4, 4
+        p = v.ctypes.data
+        fn(p, p + 16, p + 24, data)
+
+    return run
+
+
+def _logaddexp0_loop(found):
+    fn, data = found
+
+    @njit(**JIT)
+    def run(z, o):
+        """o = np.logaddexp(0, z): the 0 broadcast with stride 0, as NumPy passes it."""
+        v = np.zeros(8, np.intp)  # args (3), dimensions (1), steps (3), then the 0.0 itself
+        p = v.ctypes.data
+        v[0], v[1], v[2], v[3], v[5], v[6] = p + 56, z.ctypes.data, o.ctypes.data, z.size, 4, 4
+        fn(p, p + 24, p + 32, data)  # v[4] = 0: the stride of the scalar
+
+    return run
+
+
+_FOUND = (_checked_loop(np.exp), _checked_loop(np.tanh), _checked_loop(np.logaddexp, 0))
+NUMPY_LOOPS = all(f is not None for f in _FOUND)
+if NUMPY_LOOPS:  # compiled at their first use (a replay that calls them)
+    np_exp, np_tanh = _unary_loop(_FOUND[0]), _unary_loop(_FOUND[1])
+    np_logaddexp0 = _logaddexp0_loop(_FOUND[2])
+
+
+def _dense_loops():
+    """ctypes functions of the Cython dense kernels' float32 C loops (None where not built)."""
+    try:
+        from ..kernels import _dense
+
+        addr = _dense.c_kernel_addresses()
+    except (ImportError, AttributeError):
+        return None
+    n, i = ctypes.c_ssize_t, ctypes.c_int
+    fwd = ctypes.CFUNCTYPE(None, _SZ, _SZ, i, _SZ, n, n, n)
+    back = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ, i, _SZ, _SZ, n, n, n)
+    xent_f = ctypes.CFUNCTYPE(None, _SZ, _SZ, _SZ, _SZ, n, n)
+    return (fwd(addr["bias_act_forward_f32"]), back(addr["bias_act_backward_f32"]),
+            xent_f(addr["softmax_xent_forward_f32"]))  # fmt: skip
+
+
+_DENSE = _dense_loops()
+C_LOOPS = _DENSE is not None
+if C_LOOPS:
+    _c_fwd, _c_back, _c_xent = _DENSE
+
+    @njit(**JIT)
+    def c_bias_act(z, b, has_b, act, o):
+        """bias_act through the Cython kernel's C loop (z, o (N, M); b (M,))."""
+        bp = b.ctypes.data if has_b else 0
+        _c_fwd(z.ctypes.data, bp, act, o.ctypes.data, z.shape[0], z.shape[1], 1)
+
+    @njit(**JIT)
+    def c_bias_act_back(g, y, z, b, has_b, act, gz, gb, has_gb):
+        """bias_act_back through the Cython kernel's C loop."""
+        bp = b.ctypes.data if has_b else 0
+        gbp = gb.ctypes.data if has_gb else 0
+        _c_back(g.ctypes.data, y.ctypes.data, z.ctypes.data, bp, act, gz.ctypes.data, gbp,
+                g.shape[0], g.shape[1], 1)  # fmt: skip
+
+    @njit(**JIT)
+    def c_xent(z, labels, probs, per, out, mean):
+        """xent through the Cython kernel's C loop; -1, or the first bad label's row."""
+        n, c = z.shape
+        for i in range(n):
+            if labels[i] < 0 or labels[i] >= c:
+                return i
+        _c_xent(z.ctypes.data, labels.ctypes.data, probs.ctypes.data, per.ctypes.data, n, c)
+        t = ZERO + pairwise(per, 0, n)
+        out[0] = t / F32(max(n, 1)) if mean else t
+        return -1
+
+
+if NUMPY_LOOPS:
+
+    @njit(**JIT)
+    def np_sigmoid(a, o):
+        """e = np.exp(-np.abs(a)); o = where(a >= 0, 1 / (1 + e), e / (1 + e)) (o is not a)."""
+        af, of = a.reshape(-1), o.reshape(-1)
+        for i in range(af.size):
+            of[i] = -abs(af[i])
+        np_exp(of, of)
+        for i in range(af.size):
+            e = of[i]
+            of[i] = ONE / (ONE + e) if af[i] >= 0 else e / (ONE + e)
+
+    @njit(**JIT)
+    def np_tanh_nd(a, o):
+        np_tanh(a.reshape(-1), o.reshape(-1))
+
+    @njit(**JIT)
+    def np_bce(z, y, sp, el, out, m, mean):
+        """bce with NumPy's logaddexp loop for sp; the rest as :func:`bce`."""
+        n = z.shape[0]
+        zf, yf, spf, elf = z.reshape(-1), y.reshape(-1), sp.reshape(-1), el.reshape(-1)
+        np_logaddexp0(zf, spf)  # sp = np.logaddexp(0, z)
+        for i in range(zf.size):
+            elf[i] = spf[i] - yf[i] * zf[i]
+        if m > 1:
+            per = np.empty(n, np.float32)
+            rows = elf.reshape((n, m))
+            for i in range(n):
+                per[i] = (ZERO + pairwise(rows[i], 0, m)) / F32(m)
+        else:
+            per = elf
+        s = ZERO + pairwise(per, 0, n)
+        out[0] = s / F32(max(n, 1)) if mean else s
+
+    @njit(**JIT)
+    def np_bce_back(z, sp, y, g, gz, m, mean):
+        """gz = np.exp(z - sp) with NumPy's exp loop; gz = (gz - y) * ((g / n) / m)."""
+        n = z.shape[0]
+        scale = (g[0] / F32(max(n, 1)) if mean else g[0]) / F32(m)
+        zf, spf, yf, gf = z.reshape(-1), sp.reshape(-1), y.reshape(-1), gz.reshape(-1)
+        for i in range(zf.size):
+            gf[i] = zf[i] - spf[i]
+        np_exp(gf, gf)
+        for i in range(zf.size):
+            gf[i] = (gf[i] - yf[i]) * scale

@@ -102,8 +102,43 @@ def _mlp_training(workload, spec) -> list[Case]:
             "any NumPy engine)",
             spec.batch,
             step=lambda i: net.step(xs[i % nb], ys[i % nb]),
-        )
+        ),
+        _gemms_only(workload, spec, xs),
     ]
+
+
+def _gemms_only(workload, spec, xs) -> Case:
+    """The step's GEMMs and nothing else: forward ``H_k = H_{k-1} W_k``, weight gradients
+    ``dW_k = H_{k-1}^T G_k`` and input gradients ``G_{k-1} = G_k W_k^T`` (none for the input),
+    the shapes and transposes every engine multiplies, into preallocated outputs. Its GFLOP/s
+    (:func:`~lepton_nn.bench.workloads.training_flops` counts exactly these) is what this BLAS
+    allows on the workload's shapes: the ceiling of any engine built on it."""
+    ws = [w for w, _ in glorot_weights(spec.sizes)]
+    hs = [np.empty((spec.batch, w.shape[1]), np.float32) for w in ws]
+    gws = [np.empty_like(w) for w in ws]
+    nb = len(xs)
+
+    def step(i):
+        ins = [xs[i % nb], *hs[:-1]]
+        for h_in, w, h in zip(ins, ws, hs):
+            np.matmul(h_in, w, out=h)
+        g = hs[-1]  # stands for the loss gradient (the values do not change a GEMM's time)
+        for k in reversed(range(len(ws))):
+            np.matmul(ins[k].T, g, out=gws[k])
+            if k:
+                np.matmul(g, ws[k].T, out=hs[k - 1])
+                g = hs[k - 1]
+
+    return Case(
+        workload,
+        "numpy",
+        "GEMMs only",
+        "the step's GEMMs alone (forward, weight and input gradients, same shapes and "
+        "transposes, preallocated outputs; no bias, activation, loss or optimizer): the "
+        "ceiling this BLAS sets for any engine on the workload",
+        spec.batch,
+        step=step,
+    )
 
 
 def _inference(workload, spec_batch) -> list[Case]:
