@@ -213,54 +213,53 @@ def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
     return dz
 
 
-# -- a run of time steps in one call, for the inference runtime (csrc/recurrent_seq.h) -----
+# -- a layer's whole sequence for a range of batch rows, for the inference runtime ----------
+# (csrc/recurrent_rows.h)
 
-cdef extern from "recurrent_seq.h" nogil:
-    void lnn_rec_set_gemm(void *sgemm, void *dgemm, int ilp64)
-    void lnn_rec_seq_fwd_f32(int cell, const float *xz, const float *w_hh, const float *bhh,
-                             float *h, float *c, const float *mask, float *gates, float *hz,
-                             Py_ssize_t b, Py_ssize_t u, Py_ssize_t c0, Py_ssize_t c1,
-                             int reverse, Py_ssize_t hn)
-    void lnn_rec_seq_fwd_f64(int cell, const double *xz, const double *w_hh,
-                             const double *bhh, double *h, double *c, const double *mask,
-                             double *gates, double *hz, Py_ssize_t b, Py_ssize_t u,
-                             Py_ssize_t c0, Py_ssize_t c1, int reverse, Py_ssize_t hn)
+cdef extern from "recurrent_rows.h" nogil:
+    void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
+                                  float *c, const float *mask, Py_ssize_t b, Py_ssize_t kx,
+                                  Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
+                                  Py_ssize_t r1, int reverse, Py_ssize_t kp, int simd)
+    void lnn_rec_rows_fwd_f64(int cell, const double *x, const double *wp, double *h,
+                              double *c, const double *mask, Py_ssize_t b, Py_ssize_t kx,
+                              Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
+                              Py_ssize_t r1, int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
+cdef int _simd = 1
 
 
-def set_gemm(size_t sgemm, size_t dgemm, bint ilp64):
-    """Use the row-major cblas_sgemm / cblas_dgemm at these addresses (64-bit integers if
-    ilp64) for h @ W_hh in recurrent_sequence_forward from 4 rows up (0, 0: a C loop always).
-    The caller found them in NumPy's OpenBLAS and checked them (backend/cython_backend.py)."""
-    lnn_rec_set_gemm(<void *>sgemm, <void *>dgemm, ilp64)
+def use_simd(bint on):
+    """Let float32 take the AVX2 loop where the CPU has it (True, the default), or always
+    the plain C loop (False: for tests of that loop on an AVX2 machine)."""
+    global _simd
+    _simd = on
 
 
-def recurrent_sequence_forward(str cell, cnp.ndarray xz not None, cnp.ndarray w_hh not None,
-                               bhh, cnp.ndarray h not None, c, mask,
-                               cnp.ndarray gates not None, cnp.ndarray hz not None,
-                               Py_ssize_t c0, Py_ssize_t c1, bint reverse):
-    """Steps c0 .. c1-1 of one direction of an LSTM / GRU / SimpleRNN (the twin in
-    reference.py says what is read and written). Arrays C-contiguous, one dtype, built by
-    the runtime's plan: nothing is validated here."""
+def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
+                           cnp.ndarray h not None, c, mask, Py_ssize_t r0, Py_ssize_t r1,
+                           bint reverse):
+    """All steps of one direction of an LSTM / GRU / SimpleRNN for batch rows r0 .. r1-1
+    (the twin in reference.py says what is read and written; w_packed from its
+    pack_recurrent). Arrays C-contiguous, one dtype, built by the runtime's plan: nothing is
+    validated here."""
     cdef int code = _CELLS[cell]
     cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
-    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2]
-    cdef void *pb = _data(bhh)
+    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2], t = cnp.PyArray_DIMS(x)[0]
+    cdef Py_ssize_t kx = cnp.PyArray_DIMS(x)[2], kp = cnp.PyArray_DIMS(w_packed)[1]
     cdef void *pc = _data(c)
     cdef void *pm = _data(mask)
-    cdef void *p0 = cnp.PyArray_DATA(xz)
-    cdef void *p1 = cnp.PyArray_DATA(w_hh)
+    cdef void *p0 = cnp.PyArray_DATA(x)
+    cdef void *p1 = cnp.PyArray_DATA(w_packed)
     cdef void *p2 = cnp.PyArray_DATA(h)
-    cdef void *p3 = cnp.PyArray_DATA(gates)
-    cdef void *p4 = cnp.PyArray_DATA(hz)
+    cdef int simd = _simd
     if _is_f32(h):
         with nogil:
-            lnn_rec_seq_fwd_f32(code, <float *>p0, <float *>p1, <float *>pb, <float *>p2,
-                                <float *>pc, <float *>pm, <float *>p3, <float *>p4, b, u,
-                                c0, c1, reverse, hn)
+            lnn_rec_rows_fwd_f32_any(code, <float *>p0, <float *>p1, <float *>p2, <float *>pc,
+                                     <float *>pm, b, kx, u, t, hn, r0, r1, reverse, kp, simd)
     else:
         with nogil:
-            lnn_rec_seq_fwd_f64(code, <double *>p0, <double *>p1, <double *>pb, <double *>p2,
-                                <double *>pc, <double *>pm, <double *>p3, <double *>p4, b,
-                                u, c0, c1, reverse, hn)
+            lnn_rec_rows_fwd_f64(code, <double *>p0, <double *>p1, <double *>p2,
+                                 <double *>pc, <double *>pm, b, kx, u, t, hn, r0, r1,
+                                 reverse, kp)

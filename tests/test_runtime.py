@@ -742,9 +742,9 @@ def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell,
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
 @pytest.mark.parametrize("n", [1, 3, 4])
 def test_recurrent_small_batches_match_the_layers(tmp_path, cell, n):
-    """Below 4 rows the plan's step loop multiplies by W_hh in C (blocks of 64 columns and a
-    rest: 20 units make 80, 60 or 20 columns), from 4 by BLAS: both agree with the layers,
-    forward and reverse, last state and whole sequence."""
+    """Small batches (row tiles of 2 or 4 and one row left) and 20 units (two blocks of 8
+    and a partial block of 4): the fused sequence kernel agrees with the layers, forward
+    and reverse, last state and whole sequence."""
     L.set_seed(0)
     make = getattr(nn, cell)
     layers = [make(20, return_sequences=True, bidirectional=True), make(20)]
@@ -755,27 +755,26 @@ def test_recurrent_small_batches_match_the_layers(tmp_path, cell, n):
     np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
 
 
-def test_recurrent_small_gemms_on_one_blas_thread(tmp_path):
-    """At batch 64 and 64 units a step's h @ W_hh (2 M flops) is too small for OpenBLAS's
-    split: the plan runs those calls with BLAS held to one thread, gives what the layers give,
-    and leaves NumPy's BLAS thread count as it found it."""
-    from lepton_nn.backend.threads import _the_blas
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
+    """At 2 threads the plan splits the batch (67 rows: odd ranges) over the threads, each
+    range running the whole sequence: the result has the bits of the 1-thread plan, with and
+    without lengths, and agrees with the layers."""
     from lepton_nn.runtime import steps
 
     L.set_seed(0)
-    model = _built(nn.Sequential([nn.LSTM(64, bidirectional=True), nn.Dense(3)]), (6, 5))
-    x = np.random.default_rng(0).standard_normal((64, 6, 5)).astype(np.float32)
+    layer = getattr(nn, cell)(24, bidirectional=True)
+    model = _built(nn.Sequential([layer, nn.Dense(3)]), (40, 6))
+    x = np.random.default_rng(0).standard_normal((67, 40, 6)).astype(np.float32)
+    lengths = np.random.default_rng(1).integers(1, 41, 67)
     L.save(model, tmp_path / "m.lnn")
-    served = rt.load(tmp_path / "m.lnn", threads=2)
-    plan = served.plan_for(64)
-    ops = [op[:2] for op in plan.head + plan.tail]
-    held = [getattr(args[0], "__name__", "") for fn, args in ops if fn is steps._one_blas_thread]
-    assert sum("recurrent_sequence_forward" in name for name in held) == 2  # both directions
-    blas = _the_blas()
-    before = blas.get() if blas.get is not None else None
-    got = served.predict(x)
-    assert (blas.get() if blas.get is not None else None) == before
-    np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
+    one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
+    ops = two.plan_for(67).head + two.plan_for(67).tail
+    split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
+    assert len(split) == 2 and all(args[3] == 2 for args in split)  # both directions, 2 threads
+    np.testing.assert_array_equal(two.predict(x), one.predict(x))
+    np.testing.assert_array_equal(two.predict(x, lengths=lengths), one.predict(x, lengths=lengths))
+    np.testing.assert_allclose(one.predict(x), model(x).data, rtol=1e-5, atol=1e-5)
 
 
 def _padded_reference(layers, tail, x, lengths):

@@ -81,20 +81,6 @@ def _with_gemm(name: str):
     return kernel
 
 
-_rec_gemm_set = False
-
-
-def _recurrent_sequence_forward(self, *args):
-    """The compiled ``recurrent_sequence_forward``, given NumPy's BLAS GEMM at the first call
-    where it was found and checked (``_conv_gemm``); else it multiplies by W_hh in C."""
-    global _rec_gemm_set
-    if not _rec_gemm_set:
-        found = blas_gemm() if _conv is not None and _conv_gemm() else None
-        _recurrent.set_gemm(*(found or (0, 0, False)))
-        _rec_gemm_set = True
-    return _recurrent.recurrent_sequence_forward(*args)
-
-
 class CythonBackend(ReferenceBackend):
     """Ahead-of-time compiled kernels; no first-call stall.
 
@@ -156,5 +142,5 @@ class CythonBackend(ReferenceBackend):
         gru_step_backward = staticmethod(_recurrent.gru_step_backward)
         rnn_step_forward = staticmethod(_recurrent.rnn_step_forward)
         rnn_step_backward = staticmethod(_recurrent.rnn_step_backward)
-        if hasattr(_recurrent, "recurrent_sequence_forward"):  # a build from before it: reference
-            recurrent_sequence_forward = _recurrent_sequence_forward
+        if hasattr(_recurrent, "recurrent_rows_forward"):  # a build from before it: reference
+            recurrent_rows_forward = staticmethod(_recurrent.recurrent_rows_forward)

@@ -1,0 +1,325 @@
+/* recurrent_rows.h: a recurrent layer's whole forward for a range of batch rows in one call,
+ * for the inference runtime (lepton_nn/runtime/steps.py, RecurrentStep). Its NumPy twin is
+ * ReferenceBackend.recurrent_rows_forward (lepton_nn/backend/reference.py), which also packs
+ * the weights (ReferenceBackend.pack_recurrent):
+ *
+ *   wp (NB, K, G 8): for unit block j (units 8j .. 8j+7, zero-padded past U), row k, gate g,
+ *   lane l: column g U + 8j + l of  K rows = [bias; W_ih (F rows); W_hh (U rows)]  (+ GRU: a
+ *   last row [0, 0, b_hh_n], the start of n's recurrent sum; GRU's bias row holds b + b_hh
+ *   for z and r).
+ *
+ *   for s in 0 .. T-1 (T-1 .. 0 when reverse), p, q = the state slots before / after s:
+ *       for each unit block j, each row i in r0 .. r1-1:
+ *           z[g] = bias[g] + x[s, i] @ W_ih[:, g] + h[p, i] @ W_hh[:, g]   (8 lanes a gate)
+ *           the cell's gates on z, written straight to h[q, i, 8j:8j+8] (and c[q])
+ *
+ * so no x W_ih, h W_hh or gate buffer is ever written: each 8-unit block of every gate is
+ * summed in registers and turned into its states there. Rows are independent through the
+ * whole sequence: threads split the batch into row ranges, one call each, with no barrier,
+ * and every row's arithmetic is the same whatever the range, so any split gives the same
+ * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (2, B, U);
+ * x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
+ * Cells: 0 LSTM (G = 4: i, f, g, o), 1 GRU (G = 3: z, r, n; reset after the product),
+ * 2 SimpleRNN (G = 1). Float32 on AVX2 + FMA runs the intrinsics below (the exp of
+ * recurrent.h, vectorized); elsewhere (float64, other CPUs) a plain C loop does the same.
+ */
+#ifndef LNN_RECURRENT_ROWS_TEMPLATE
+
+#ifndef LNN_RECURRENT_ROWS_H
+#define LNN_RECURRENT_ROWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "recurrent.h"
+
+#define LNN_RV 8 /* lanes of a unit block */
+
+#define T float
+#define LNN_RNAME(name) name##_f32
+#define LNN_SIG lnn_rec_sigmoidf
+#define LNN_TANH lnn_rec_tanhf
+#define LNN_RECURRENT_ROWS_TEMPLATE
+#include "recurrent_rows.h"
+#undef LNN_RECURRENT_ROWS_TEMPLATE
+#undef T
+#undef LNN_RNAME
+#undef LNN_SIG
+#undef LNN_TANH
+
+#define T double
+#define LNN_RNAME(name) name##_f64
+#define LNN_SIG lnn_rec_sigmoid
+#define LNN_TANH tanh
+#define LNN_RECURRENT_ROWS_TEMPLATE
+#include "recurrent_rows.h"
+#undef LNN_RECURRENT_ROWS_TEMPLATE
+#undef T
+#undef LNN_RNAME
+#undef LNN_SIG
+#undef LNN_TANH
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(LEPTON_NO_SIMD)
+#define LNN_RR_AVX2 1
+#include <immintrin.h>
+
+#define LNN_RR_T __attribute__((target("avx2,fma")))
+#define LNN_RR_TI __attribute__((target("avx2,fma"), always_inline))
+
+/* exp parts of lnn_rec_exp_parts (recurrent.h), 8 lanes: x in [-87, 0] -> s = 2^k,
+ * q = expm1(r), x = k ln2 + r */
+static inline LNN_RR_TI void lnn_rr_exp_parts(__m256 x, __m256 *s, __m256 *q)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    const __m256 k = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    *q = _mm256_mul_ps(p, r);
+    const __m256i kb = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    *s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kb, _mm256_set1_epi32(127)), 23));
+}
+
+/* sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|) */
+static inline LNN_RR_TI __m256 lnn_rr_sigmoid(__m256 z)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 s, q;
+    lnn_rr_exp_parts(_mm256_or_ps(z, sign), &s, &q); /* -|z| */
+    const __m256 e = _mm256_fmadd_ps(s, q, s);
+    const __m256 num = _mm256_blendv_ps(one, e, z); /* z's sign bit set: e */
+    return _mm256_div_ps(num, _mm256_add_ps(one, e));
+}
+
+/* tanh(z) = sign(z) (-m) / (2 + m), m = expm1(-2|z|) */
+static inline LNN_RR_TI __m256 lnn_rr_tanh(__m256 z)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 s, q;
+    lnn_rr_exp_parts(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, z)), &s, &q);
+    const __m256 m = _mm256_fmadd_ps(s, q, _mm256_sub_ps(s, one));
+    const __m256 t = _mm256_div_ps(_mm256_xor_ps(m, sign), _mm256_add_ps(_mm256_set1_ps(2.0f), m));
+    return _mm256_or_ps(t, _mm256_and_ps(z, sign));
+}
+
+/* R rows (i0 .. i0+R-1) of unit block `blk` at one step: the sums of the G gate vectors in
+ * registers (GRU: a 4th vector, n's recurrent part), then the cell's states. lanes < 8 only
+ * in the last block (U not a multiple of 8): loads and stores masked. */
+static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const float *wp,
+                                          ptrdiff_t kx, ptrdiff_t u, const float *xs,
+                                          const float *hp, float *hq, const float *cp, float *cq,
+                                          const float *ms, ptrdiff_t i0, ptrdiff_t blk,
+                                          __m256i lanes, int partial)
+{
+    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G, W = G * LNN_RV;
+    __m256 acc[4][4];
+    for (int r = 0; r < R; r++) /* z = bias (GRU: n's recurrent part starts at b_hh_n) */
+        for (int g = 0; g < GV; g++)
+            acc[r][g] = _mm256_loadu_ps(g < G ? wp + g * LNN_RV : wp + (1 + kx + u) * W + 2 * LNN_RV);
+    const float *w = wp + W;
+    for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* z += x[s, i] @ W_ih */
+        __m256 wv[4];
+        for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        for (int r = 0; r < R; r++) {
+            const __m256 a = _mm256_broadcast_ss(xs + (i0 + r) * kx + k);
+            for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(a, wv[g], acc[r][g]);
+        }
+    }
+    for (ptrdiff_t k = 0; k < u; k++, w += W) { /* z += h[p, i] @ W_hh (GRU: n apart) */
+        __m256 wv[4];
+        for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        for (int r = 0; r < R; r++) {
+            const __m256 a = _mm256_broadcast_ss(hp + (i0 + r) * u + k);
+            for (int g = 0; g < G; g++) {
+                const int d = cell == 1 && g == 2 ? 3 : g;
+                acc[r][d] = _mm256_fmadd_ps(a, wv[g], acc[r][d]);
+            }
+        }
+    }
+    const ptrdiff_t j0 = blk * LNN_RV;
+    for (int r = 0; r < R; r++) {
+        const ptrdiff_t o = (i0 + r) * u + j0;
+        const int keep = ms != NULL && !(ms[i0 + r] > 0); /* mask 0: the state stays */
+        __m256 hv;
+        const __m256 hold = partial ? _mm256_maskload_ps(hp + o, lanes) : _mm256_loadu_ps(hp + o);
+        if (cell == 0) { /* c = f c' + i g;  h = o tanh(c) */
+            const __m256 cpv = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
+            const __m256 iv = lnn_rr_sigmoid(acc[r][0]), fv = lnn_rr_sigmoid(acc[r][1]);
+            const __m256 gv = lnn_rr_tanh(acc[r][2]), ov = lnn_rr_sigmoid(acc[r][3]);
+            __m256 cv = _mm256_fmadd_ps(fv, cpv, _mm256_mul_ps(iv, gv));
+            hv = _mm256_mul_ps(ov, lnn_rr_tanh(cv));
+            if (keep) cv = cpv;
+            if (partial) _mm256_maskstore_ps(cq + o, lanes, cv);
+            else _mm256_storeu_ps(cq + o, cv);
+        } else if (cell == 1) { /* n = tanh(z_n + r a_n);  h = (1 - z) n + z h' = n + z (h' - n) */
+            const __m256 zv = lnn_rr_sigmoid(acc[r][0]), rv = lnn_rr_sigmoid(acc[r][1]);
+            const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, acc[r][3], acc[r][2]));
+            hv = _mm256_fmadd_ps(zv, _mm256_sub_ps(hold, nv), nv);
+        } else { /* h = tanh(z) */
+            hv = lnn_rr_tanh(acc[r][0]);
+        }
+        if (keep) hv = hold;
+        if (partial) _mm256_maskstore_ps(hq + o, lanes, hv);
+        else _mm256_storeu_ps(hq + o, hv);
+    }
+}
+
+/* One cell's steps for rows r0 .. r1-1 (see the top of this file), float32, AVX2 + FMA. */
+static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const float *x,
+                                              const float *wp, float *h, float *c,
+                                              const float *mask, ptrdiff_t b, ptrdiff_t kx,
+                                              ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn,
+                                              ptrdiff_t r0, ptrdiff_t r1, int reverse,
+                                              ptrdiff_t kp)
+{
+    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1);
+    const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
+    const ptrdiff_t rest = u - (nb - 1) * LNN_RV;
+    const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest),
+                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (ptrdiff_t i = 0; i < t; i++) {
+        const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
+        const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
+        float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
+        const float *xs = x + s * b * kx, *ms = mask ? mask + s * b : NULL;
+        for (ptrdiff_t blk = 0; blk < nb; blk++) {
+            const float *wb = wp + blk * kp * G * LNN_RV;
+            const int partial = blk == nb - 1 && rest < LNN_RV;
+            ptrdiff_t i0 = r0;
+            for (; i0 + R <= r1; i0 += R)
+                lnn_rr_tile(cell, R, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
+            for (; i0 < r1; i0++) /* the rows left: one at a time, the same arithmetic */
+                lnn_rr_tile(cell, 1, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
+        }
+    }
+}
+
+static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h, float *c,
+                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                      int reverse, ptrdiff_t kp)
+{
+    lnn_rr_run_avx2(0, 2, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+}
+
+static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
+                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                     int reverse, ptrdiff_t kp)
+{
+    lnn_rr_run_avx2(1, 2, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+}
+
+static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
+                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                     int reverse, ptrdiff_t kp)
+{
+    lnn_rr_run_avx2(2, 4, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+}
+
+static int lnn_rr_has_avx2(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known;
+}
+#else
+#define LNN_RR_AVX2 0
+#endif
+
+/* The entry point: the AVX2 loop for float32 where the CPU has it, else the plain C one.
+ * kp: the packed rows per block (1 + F + U, GRU one more). */
+static void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
+                                     float *c, const float *mask, ptrdiff_t b, ptrdiff_t kx,
+                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0,
+                                     ptrdiff_t r1, int reverse, ptrdiff_t kp, int simd)
+{
+#if LNN_RR_AVX2
+    if (simd && lnn_rr_has_avx2()) {
+        if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+        else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+        else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+        return;
+    }
+#else
+    (void)simd;
+#endif
+    lnn_rec_rows_fwd_f32(cell, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+}
+
+#endif /* LNN_RECURRENT_ROWS_H */
+
+#else /* template part: T, LNN_RNAME, LNN_SIG, LNN_TANH -- the plain C loop */
+
+/* The same sums and gates as the AVX2 loop, one row and one unit block at a time. */
+static void LNN_RNAME(lnn_rec_rows_fwd)(int cell, const T *x, const T *wp, T *h, T *c,
+                                        const T *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                        ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                        int reverse, ptrdiff_t kp)
+{
+    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), W = G * LNN_RV;
+    const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
+    for (ptrdiff_t it = 0; it < t; it++) {
+        const ptrdiff_t s = reverse ? t - 1 - it : it, p = s + rr, q = s + 1 - rr;
+        const T *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
+        T *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
+        const T *xs = x + s * b * kx;
+        for (ptrdiff_t blk = 0; blk < nb; blk++) {
+            const T *wb = wp + blk * kp * W;
+            const ptrdiff_t j0 = blk * LNN_RV, nl = u - j0 < LNN_RV ? u - j0 : LNN_RV;
+            for (ptrdiff_t i = r0; i < r1; i++) {
+                T z[4 * LNN_RV], an[LNN_RV];
+                for (int j = 0; j < W; j++) z[j] = wb[j]; /* bias */
+                for (int l = 0; l < LNN_RV; l++) an[l] = cell == 1 ? wb[(1 + kx + u) * W + 2 * LNN_RV + l] : 0;
+                const T *w = wb + W;
+                for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* z += x[s, i] @ W_ih */
+                    const T a = xs[i * kx + k];
+                    for (int j = 0; j < W; j++) z[j] += a * w[j];
+                }
+                for (ptrdiff_t k = 0; k < u; k++, w += W) { /* z += h[p, i] @ W_hh */
+                    const T a = hp[i * u + k];
+                    if (cell == 1) { /* GRU: n's recurrent part apart */
+                        for (int j = 0; j < 2 * LNN_RV; j++) z[j] += a * w[j];
+                        for (int l = 0; l < LNN_RV; l++) an[l] += a * w[2 * LNN_RV + l];
+                    } else {
+                        for (int j = 0; j < W; j++) z[j] += a * w[j];
+                    }
+                }
+                const int keep = mask != NULL && !(mask[s * b + i] > 0);
+                const ptrdiff_t o = i * u + j0;
+                for (ptrdiff_t l = 0; l < nl; l++) {
+                    T hv;
+                    if (cell == 0) {
+                        const T iv = LNN_SIG(z[l]), fv = LNN_SIG(z[LNN_RV + l]);
+                        const T gv = LNN_TANH(z[2 * LNN_RV + l]), ov = LNN_SIG(z[3 * LNN_RV + l]);
+                        const T cv = fv * cp[o + l] + iv * gv;
+                        hv = ov * LNN_TANH(cv);
+                        cq[o + l] = keep ? cp[o + l] : cv;
+                    } else if (cell == 1) {
+                        const T zv = LNN_SIG(z[l]), rv = LNN_SIG(z[LNN_RV + l]);
+                        const T nv = LNN_TANH(z[2 * LNN_RV + l] + rv * an[l]);
+                        hv = (1 - zv) * nv + zv * hp[o + l];
+                    } else {
+                        hv = LNN_TANH(z[l]);
+                    }
+                    hq[o + l] = keep ? hp[o + l] : hv;
+                }
+            }
+        }
+    }
+}
+
+#endif /* LNN_RECURRENT_ROWS_TEMPLATE */
