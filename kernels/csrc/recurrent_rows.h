@@ -66,6 +66,8 @@
 
 #define LNN_RR_T __attribute__((target("avx2,fma")))
 #define LNN_RR_TI __attribute__((target("avx2,fma"), always_inline))
+/* the tile loops over rows and gates unrolled: the accumulators then live in registers */
+#define LNN_RR_UNROLL _Pragma("GCC unroll 8")
 
 /* exp parts of lnn_rec_exp_parts (recurrent.h), 8 lanes: x in [-87, 0] -> s = 2^k,
  * q = expm1(r), x = k ln2 + r */
@@ -122,23 +124,31 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G, W = G * LNN_RV;
     __m256 acc[4][4];
+    LNN_RR_UNROLL
     for (int r = 0; r < R; r++) /* z = bias (GRU: n's recurrent part starts at b_hh_n) */
+        LNN_RR_UNROLL
         for (int g = 0; g < GV; g++)
             acc[r][g] = _mm256_loadu_ps(g < G ? wp + g * LNN_RV : wp + (1 + kx + u) * W + 2 * LNN_RV);
     const float *w = wp + W;
     for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* z += x[s, i] @ W_ih */
         __m256 wv[4];
+        LNN_RR_UNROLL
         for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        LNN_RR_UNROLL
         for (int r = 0; r < R; r++) {
             const __m256 a = _mm256_broadcast_ss(xs + (i0 + r) * kx + k);
+            LNN_RR_UNROLL
             for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(a, wv[g], acc[r][g]);
         }
     }
     for (ptrdiff_t k = 0; k < u; k++, w += W) { /* z += h[p, i] @ W_hh (GRU: n apart) */
         __m256 wv[4];
+        LNN_RR_UNROLL
         for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        LNN_RR_UNROLL
         for (int r = 0; r < R; r++) {
             const __m256 a = _mm256_broadcast_ss(hp + (i0 + r) * u + k);
+            LNN_RR_UNROLL
             for (int g = 0; g < G; g++) {
                 const int d = cell == 1 && g == 2 ? 3 : g;
                 acc[r][d] = _mm256_fmadd_ps(a, wv[g], acc[r][d]);
@@ -146,6 +156,7 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
         }
     }
     const ptrdiff_t j0 = blk * LNN_RV;
+    LNN_RR_UNROLL
     for (int r = 0; r < R; r++) {
         const ptrdiff_t o = (i0 + r) * u + j0;
         const int keep = ms != NULL && !(ms[i0 + r] > 0); /* mask 0: the state stays */
@@ -208,7 +219,7 @@ static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h,
                                       ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
                                       int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(0, 2, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
@@ -216,7 +227,7 @@ static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, 
                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
                                      int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(1, 2, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
