@@ -48,6 +48,19 @@ cdef extern from "recurrent.h" nogil:
                          const double *mask, double *dz, Py_ssize_t b, Py_ssize_t u)
 
 
+cdef extern from "recurrent_simd.h" nogil:
+    # the float32 forward kernels on AVX2 + FMA where the CPU has them, else those above
+    void lnn_lstm_fwd_f32_any(const float *xz, const float *hz, const float *c_prev,
+                              const float *h_prev, const float *mask, float *gates, float *c,
+                              float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_fwd_f32_any(const float *xz, const float *hz, const float *bhh,
+                             const float *h_prev, const float *mask, float *gates, float *h,
+                             Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_fwd_f32_any(const float *xz, const float *hz, const float *h_prev,
+                             const float *mask, float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rr_set_simd(int on)
+
+
 cdef inline bint _is_f32(cnp.ndarray a) except -1:
     """True for float32, False for float64; TypeError for anything else."""
     cdef int t = cnp.PyArray_TYPE(a)
@@ -89,7 +102,7 @@ def lstm_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
     cdef void *p6 = cnp.PyArray_DATA(h)
     if _is_f32(c):
         with nogil:
-            lnn_lstm_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>p3, <float *>m,
+            lnn_lstm_fwd_f32_any(<float *>p0, <float *>p1, <float *>p2, <float *>p3, <float *>m,
                              <float *>p4, <float *>p5, <float *>p6, b, u)
     else:
         with nogil:
@@ -139,7 +152,7 @@ def gru_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None, bhh,
     cdef void *p4 = cnp.PyArray_DATA(h)
     if _is_f32(h):
         with nogil:
-            lnn_gru_fwd_f32(<float *>p0, <float *>p1, <float *>bb, <float *>p2, <float *>m,
+            lnn_gru_fwd_f32_any(<float *>p0, <float *>p1, <float *>bb, <float *>p2, <float *>m,
                             <float *>p3, <float *>p4, b, u)
     else:
         with nogil:
@@ -183,7 +196,7 @@ def rnn_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
     cdef void *p3 = cnp.PyArray_DATA(h)
     if _is_f32(h):
         with nogil:
-            lnn_rnn_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>m, <float *>p3,
+            lnn_rnn_fwd_f32_any(<float *>p0, <float *>p1, <float *>p2, <float *>m, <float *>p3,
                             b, u)
     else:
         with nogil:
@@ -220,21 +233,20 @@ cdef extern from "recurrent_rows.h" nogil:
     void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
                                   float *c, const float *mask, Py_ssize_t b, Py_ssize_t kx,
                                   Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
-                                  Py_ssize_t r1, int reverse, Py_ssize_t kp, int simd)
+                                  Py_ssize_t r1, int reverse, Py_ssize_t kp)
     void lnn_rec_rows_fwd_f64(int cell, const double *x, const double *wp, double *h,
                               double *c, const double *mask, Py_ssize_t b, Py_ssize_t kx,
                               Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
                               Py_ssize_t r1, int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
-cdef int _simd = 1
 
 
 def use_simd(bint on):
-    """Let float32 take the AVX2 loop where the CPU has it (True, the default), or always
-    the plain C loop (False: for tests of that loop on an AVX2 machine)."""
-    global _simd
-    _simd = on
+    """Let the float32 forward kernels take their AVX2 loops where the CPU has them (True,
+    the default), or always the plain C loops (False: for tests of those on an AVX2
+    machine)."""
+    lnn_rr_set_simd(on)
 
 
 def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
@@ -253,11 +265,10 @@ def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
     cdef void *p0 = cnp.PyArray_DATA(x)
     cdef void *p1 = cnp.PyArray_DATA(w_packed)
     cdef void *p2 = cnp.PyArray_DATA(h)
-    cdef int simd = _simd
     if _is_f32(h):
         with nogil:
             lnn_rec_rows_fwd_f32_any(code, <float *>p0, <float *>p1, <float *>p2, <float *>pc,
-                                     <float *>pm, b, kx, u, t, hn, r0, r1, reverse, kp, simd)
+                                     <float *>pm, b, kx, u, t, hn, r0, r1, reverse, kp)
     else:
         with nogil:
             lnn_rec_rows_fwd_f64(code, <double *>p0, <double *>p1, <double *>p2,

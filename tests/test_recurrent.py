@@ -130,6 +130,39 @@ def test_rnn_step_parity(be, dtype, b, u, with_mask):
             np.testing.assert_allclose(g, w, **tol(dtype))
 
 
+@pytest.mark.parametrize("b,u", [(5, 7), (3, 17), (2, 24)])
+def test_float32_step_kernels_simd_and_plain_loops(b, u):
+    """The compiled float32 forward step kernels, with their AVX2 loops (8 lanes, a masked
+    rest of u % 8) and with the plain C loops, against the reference, masked rows included."""
+    if "cython" not in BACKENDS:
+        pytest.skip("no compiled kernels")
+    from lepton_nn.kernels import _recurrent as compiled
+
+    dt, m = np.float32, mask_for(b, np.float32, True)
+    xz4, hz4, xz3, hz3 = data((b, 4 * u), dt, 1), data((b, 4 * u), dt, 2), data(
+        (b, 3 * u), dt, 3), data((b, 3 * u), dt, 4)  # fmt: skip
+    cp, hp, bhh = data((b, u), dt, 5), data((b, u), dt, 6), data((3 * u,), dt, 7)
+    cases = [
+        ("lstm_step_forward", lambda o: (xz4, hz4, cp, hp, m, *o),
+         [np.zeros((b, 4 * u), dt), np.zeros((b, u), dt), np.zeros((b, u), dt)]),
+        ("gru_step_forward", lambda o: (xz3, hz3, bhh, hp, m, *o),
+         [np.zeros((b, 4 * u), dt), np.zeros((b, u), dt)]),
+        ("rnn_step_forward", lambda o: (xz4[:, :u].copy(), hz4[:, :u].copy(), hp, m, *o),
+         [np.zeros((b, u), dt)]),
+    ]  # fmt: skip
+    for name, args, outs in cases:
+        want = run(REF, name, args, outs)
+        for simd in (True, False):
+            try:
+                compiled.use_simd(simd)
+                with backend.use_backend("cython") as cy:
+                    got = run(cy, name, args, outs)
+            finally:
+                compiled.use_simd(True)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, w, **tol(dt))
+
+
 def test_float32_gate_math_is_accurate_at_extremes(be):
     """Saturated and tiny pre-activations: sigmoid/tanh stay within float32 rounding."""
     z = np.array([[-100, -20, -1e-6, 0, 1e-6, 0.3, 20, 100]], np.float32)

@@ -33,8 +33,11 @@
 #include <string.h>
 
 #include "recurrent.h"
+#include "recurrent_simd.h"
 
+#ifndef LNN_RV
 #define LNN_RV 8 /* lanes of a unit block */
+#endif
 
 #define T float
 #define LNN_RNAME(name) name##_f32
@@ -60,59 +63,7 @@
 #undef LNN_SIG
 #undef LNN_TANH
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(LEPTON_NO_SIMD)
-#define LNN_RR_AVX2 1
-#include <immintrin.h>
-
-#define LNN_RR_T __attribute__((target("avx2,fma")))
-#define LNN_RR_TI __attribute__((target("avx2,fma"), always_inline))
-/* the tile loops over rows and gates unrolled: the accumulators then live in registers */
-#define LNN_RR_UNROLL _Pragma("GCC unroll 8")
-
-/* exp parts of lnn_rec_exp_parts (recurrent.h), 8 lanes: x in [-87, 0] -> s = 2^k,
- * q = expm1(r), x = k ln2 + r */
-static inline LNN_RR_TI void lnn_rr_exp_parts(__m256 x, __m256 *s, __m256 *q)
-{
-    const __m256 magic = _mm256_set1_ps(12582912.0f);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
-    const __m256 k = _mm256_sub_ps(t, magic);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    *q = _mm256_mul_ps(p, r);
-    const __m256i kb = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
-    *s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kb, _mm256_set1_epi32(127)), 23));
-}
-
-/* sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|) */
-static inline LNN_RR_TI __m256 lnn_rr_sigmoid(__m256 z)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 s, q;
-    lnn_rr_exp_parts(_mm256_or_ps(z, sign), &s, &q); /* -|z| */
-    const __m256 e = _mm256_fmadd_ps(s, q, s);
-    const __m256 num = _mm256_blendv_ps(one, e, z); /* z's sign bit set: e */
-    return _mm256_div_ps(num, _mm256_add_ps(one, e));
-}
-
-/* tanh(z) = sign(z) (-m) / (2 + m), m = expm1(-2|z|) */
-static inline LNN_RR_TI __m256 lnn_rr_tanh(__m256 z)
-{
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 s, q;
-    lnn_rr_exp_parts(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, z)), &s, &q);
-    const __m256 m = _mm256_fmadd_ps(s, q, _mm256_sub_ps(s, one));
-    const __m256 t = _mm256_div_ps(_mm256_xor_ps(m, sign), _mm256_add_ps(_mm256_set1_ps(2.0f), m));
-    return _mm256_or_ps(t, _mm256_and_ps(z, sign));
-}
-
+#if LNN_RR_AVX2
 /* R rows (i0 .. i0+R-1) of unit block `blk` at one step: the sums of the G gate vectors in
  * registers (GRU: a 4th vector, n's recurrent part), then the cell's states. lanes < 8 only
  * in the last block (U not a multiple of 8): loads and stores masked. */
@@ -238,17 +189,6 @@ static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, 
     lnn_rr_run_avx2(2, 4, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
 }
 
-static int lnn_rr_has_avx2(void)
-{
-    static int known = -1;
-    if (known < 0) {
-        __builtin_cpu_init();
-        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return known;
-}
-#else
-#define LNN_RR_AVX2 0
 #endif
 
 /* The entry point: the AVX2 loop for float32 where the CPU has it, else the plain C one.
@@ -256,17 +196,15 @@ static int lnn_rr_has_avx2(void)
 static void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
                                      float *c, const float *mask, ptrdiff_t b, ptrdiff_t kx,
                                      ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0,
-                                     ptrdiff_t r1, int reverse, ptrdiff_t kp, int simd)
+                                     ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
 #if LNN_RR_AVX2
-    if (simd && lnn_rr_has_avx2()) {
+    if (lnn_rr_has_avx2()) {
         if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
         else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
         else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
         return;
     }
-#else
-    (void)simd;
 #endif
     lnn_rec_rows_fwd_f32(cell, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
 }

@@ -550,7 +550,10 @@ class RecurrentStep:
             ih: Any = (x, w_aug.astype(dt, copy=False), np.zeros((ahead, n, gu), dt))
         else:
             ih = (x, q_ih, ctx)
-        if q_hh is not None:  # hz = int8(hs) W_hh, hs the step's h[p] in float32
+        hh: dict = {}  # state slot -> (ops, hz) of hz = int8(h[slot]) W_hh
+        if q_hh is not None and (h.shape[0] == 2 and dt == np.float32):
+            hh = {i: q_hh.bind(h[i], False, ctx) for i in range(2)}  # read in place
+        elif q_hh is not None:  # each step's h[p] copied to hs (float32) first
             hs = np.zeros((n, u), np.float32)
             hh_ops, hz = q_hh.bind(hs, True, ctx)
         else:
@@ -568,7 +571,10 @@ class RecurrentStep:
                 ops += [_on_one_blas_thread(o, 2 * (c1 - c0) * n * x.shape[2] * gu)
                         for o in ih_ops]  # fmt: skip
             xzs = xz[s - c0]
-            if q_hh is not None:
+            if hh:
+                hh_ops, hz = hh[p % hn]
+                ops += hh_ops
+            elif q_hh is not None:
                 ops.append((np.copyto, (hs, hp, "same_kind")))
                 ops += hh_ops
             else:
