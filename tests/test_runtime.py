@@ -772,6 +772,8 @@ def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
     ops = two.plan_for(67).head + two.plan_for(67).tail
     split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
     assert len(split) == 2 and all(args[3] == 2 for args in split)  # both directions, 2 threads
+    bounds = split[0][2]  # a few ranges per thread, covering every row once
+    assert bounds[0] == 0 and bounds[-1] == 67 and len(bounds) > 3 and bounds == sorted(bounds)
     np.testing.assert_array_equal(two.predict(x), one.predict(x))
     np.testing.assert_array_equal(two.predict(x, lengths=lengths), one.predict(x, lengths=lengths))
     np.testing.assert_allclose(one.predict(x), model(x).data, rtol=1e-5, atol=1e-5)

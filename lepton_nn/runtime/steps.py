@@ -525,7 +525,8 @@ class RecurrentStep:
                 # on the split; the reference's np.matmul may round otherwise at other sizes)
                 compiled = type(k).recurrent_rows_forward is not _REF_ROWS
                 threads = min(ctx.threads, threads_for(flops, n)) if compiled else 1
-                ops.append((_recurrent_rows, (k.recurrent_rows_forward, head, n, threads, reverse)))
+                args = (k.recurrent_rows_forward, head, _row_ranges(n, threads), threads, reverse)
+                ops.append((_recurrent_rows, args))
             else:
                 ops += self._step_ops(ctx, xt if int8_ih[j] else xa, j, h, c, mask, ahead)
             cols = slice(j * u, (j + 1) * u)
@@ -594,21 +595,29 @@ class RecurrentStep:
         return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
 
 
-def _recurrent_rows(kernel, head: tuple, n: int, threads: int, reverse: bool) -> None:
-    """kernel(*head, r0, r1, reverse) over the batch rows 0 .. n-1: one call, or on
-    ``threads`` threads a few ranges each (handed out as they finish, so a thread slowed by
-    a busy neighbour takes fewer). Rows are independent, so any split gives the same bits."""
+def _row_ranges(n: int, threads: int) -> list[int]:
+    """Bounds of the ranges of batch rows a recurrent layer's threads take in turn: one
+    range on one thread, else a few per thread (handed out as they finish, so a thread
+    slowed by a busy neighbour takes fewer), starting at multiples of the compiled kernel's
+    row tile (3 rows), so that one tile in all is short."""
     if threads <= 1:
-        kernel(*head, 0, n, reverse)
-        return
+        return [0, n]
     tasks = max(threads, min(4 * threads, n // 16))
-    bounds = [i * n // tasks for i in range(tasks + 1)]
+    return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
+
+
+def _recurrent_rows(kernel, head: tuple, bounds: list[int], threads: int, reverse) -> None:
+    """kernel(*head, r0, r1, reverse) for each range [r0, r1) of ``bounds``, on ``threads``
+    threads. Rows are independent, so any split gives the same bits."""
+    if threads <= 1 or len(bounds) < 3:
+        kernel(*head, bounds[0], bounds[-1], reverse)
+        return
 
     def run(ids) -> None:
         for i in ids:
             kernel(*head, bounds[i], bounds[i + 1], reverse)
 
-    parallel_for(tasks, run, threads)
+    parallel_for(len(bounds) - 1, run, threads)
 
 
 def _on_one_blas_thread(op: Op, flops: float) -> Op:
