@@ -230,23 +230,25 @@ def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
 # (csrc/recurrent_rows.h)
 
 cdef extern from "recurrent_rows.h" nogil:
-    void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
-                                  float *c, const float *mask, Py_ssize_t b, Py_ssize_t kx,
-                                  Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
-                                  Py_ssize_t r1, int reverse, Py_ssize_t kp)
-    void lnn_rec_rows_fwd_f64(int cell, const double *x, const double *wp, double *h,
-                              double *c, const double *mask, Py_ssize_t b, Py_ssize_t kx,
-                              Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0,
-                              Py_ssize_t r1, int reverse, Py_ssize_t kp)
+    int lnn_rec_rows_available()
+    void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
+                              const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
+                              Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
+                              int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
 
 
 def use_simd(bint on):
     """Let the float32 forward kernels take their AVX2 loops where the CPU has them (True,
-    the default), or always the plain C loops (False: for tests of those on an AVX2
-    machine)."""
+    the default), or not (False: the plain C step loops, and no recurrent_rows_forward;
+    for tests on an AVX2 machine)."""
     lnn_rr_set_simd(on)
+
+
+def rows_available():
+    """Whether recurrent_rows_forward runs here (float32 on a CPU with AVX2 and FMA)."""
+    return bool(lnn_rec_rows_available())
 
 
 def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
@@ -254,23 +256,16 @@ def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
                            bint reverse):
     """All steps of one direction of an LSTM / GRU / SimpleRNN for batch rows r0 .. r1-1
     (the twin in reference.py says what is read and written; w_packed from its
-    pack_recurrent). Arrays C-contiguous, one dtype, built by the runtime's plan: nothing is
-    validated here."""
+    pack_recurrent). float32 only, and only where rows_available(): the backend checks.
+    Arrays C-contiguous, built by the runtime's plan: nothing is validated here."""
     cdef int code = _CELLS[cell]
     cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
     cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2], t = cnp.PyArray_DIMS(x)[0]
     cdef Py_ssize_t kx = cnp.PyArray_DIMS(x)[2], kp = cnp.PyArray_DIMS(w_packed)[1]
-    cdef void *pc = _data(c)
-    cdef void *pm = _data(mask)
-    cdef void *p0 = cnp.PyArray_DATA(x)
-    cdef void *p1 = cnp.PyArray_DATA(w_packed)
-    cdef void *p2 = cnp.PyArray_DATA(h)
-    if _is_f32(h):
-        with nogil:
-            lnn_rec_rows_fwd_f32_any(code, <float *>p0, <float *>p1, <float *>p2, <float *>pc,
-                                     <float *>pm, b, kx, u, t, hn, r0, r1, reverse, kp)
-    else:
-        with nogil:
-            lnn_rec_rows_fwd_f64(code, <double *>p0, <double *>p1, <double *>p2,
-                                 <double *>pc, <double *>pm, b, kx, u, t, hn, r0, r1,
-                                 reverse, kp)
+    cdef float *pc = <float *>_data(c)
+    cdef float *pm = <float *>_data(mask)
+    cdef float *p0 = <float *>cnp.PyArray_DATA(x)
+    cdef float *p1 = <float *>cnp.PyArray_DATA(w_packed)
+    cdef float *p2 = <float *>cnp.PyArray_DATA(h)
+    with nogil:
+        lnn_rec_rows_fwd_f32(code, p0, p1, p2, pc, pm, b, kx, u, t, hn, r0, r1, reverse, kp)

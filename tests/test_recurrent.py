@@ -552,8 +552,8 @@ def test_pack_recurrent_layout():
 def test_recurrent_rows_forward_parity(be, cell, dtype, b, reverse, with_mask, keep_all):
     """Every backend writes what the reference's loop of products and step kernels writes
     (states in 2 slots or all T + 1, with and without the (T, B) mask and GRU's b_hh; the
-    compiled float32 kernel with its AVX2 loop and with the plain C one), and the reference
-    itself agrees with the per-step kernels called one by one."""
+    compiled backend with its AVX2 kernel (float32) and with its twin where that is off),
+    and the reference itself agrees with the per-step kernels called one by one."""
     compiled = None
     if be.name == "cython":
         from lepton_nn.kernels import _recurrent as compiled
@@ -607,12 +607,17 @@ def test_recurrent_rows_forward_any_split_same_bits(be, cell, b):
     sizes, single rows, the row tiles of the compiled loop cut anywhere) gives the bits of
     one call over all rows in the compiled kernel, as threads running the ranges need (the
     reference's np.matmul may round another way at another row count: there, to float
-    rounding; the runtime splits rows over threads only with the compiled kernel)."""
+    rounding; the runtime splits rows over threads only where recurrent_rows_exact)."""
     same = (
         np.testing.assert_array_equal
-        if type(be).recurrent_rows_forward is not ReferenceBackend.recurrent_rows_forward
+        if be.recurrent_rows_exact(np.float32)
         else lambda g, w: np.testing.assert_allclose(g, w, **tol(np.float32))
     )
+    if be.name == "cython":  # on an AVX2 machine: the compiled kernel
+        from lepton_nn.kernels import _recurrent
+
+        assert be.recurrent_rows_exact(np.float32) == _recurrent.rows_available()
+        assert not be.recurrent_rows_exact(np.float64)
     w_ih, bias, w_hh, b_hh, x = _rows_case(cell, np.float32, b, seed=b)
     wp = be.pack_recurrent(cell, w_ih, bias, w_hh, b_hh)
     mask = np.ones((7, b), np.float32)

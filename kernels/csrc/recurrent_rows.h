@@ -20,48 +20,16 @@
  * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (2, B, U);
  * x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
  * Cells: 0 LSTM (G = 4: i, f, g, o), 1 GRU (G = 3: z, r, n; reset after the product),
- * 2 SimpleRNN (G = 1). Float32 on AVX2 + FMA runs the intrinsics below (the exp of
- * recurrent.h, vectorized); elsewhere (float64, other CPUs) a plain C loop does the same.
+ * 2 SimpleRNN (G = 1). Float32 on AVX2 + FMA only (the gate math of recurrent_simd.h):
+ * elsewhere (float64, other CPUs) the backend runs the NumPy twin, whose BLAS products and
+ * compiled step kernels are faster than a plain C loop of this (lnn_rec_rows_available).
  */
-#ifndef LNN_RECURRENT_ROWS_TEMPLATE
-
 #ifndef LNN_RECURRENT_ROWS_H
 #define LNN_RECURRENT_ROWS_H
 
 #include <stddef.h>
-#include <stdint.h>
-#include <string.h>
 
-#include "recurrent.h"
 #include "recurrent_simd.h"
-
-#ifndef LNN_RV
-#define LNN_RV 8 /* lanes of a unit block */
-#endif
-
-#define T float
-#define LNN_RNAME(name) name##_f32
-#define LNN_SIG lnn_rec_sigmoidf
-#define LNN_TANH lnn_rec_tanhf
-#define LNN_RECURRENT_ROWS_TEMPLATE
-#include "recurrent_rows.h"
-#undef LNN_RECURRENT_ROWS_TEMPLATE
-#undef T
-#undef LNN_RNAME
-#undef LNN_SIG
-#undef LNN_TANH
-
-#define T double
-#define LNN_RNAME(name) name##_f64
-#define LNN_SIG lnn_rec_sigmoid
-#define LNN_TANH tanh
-#define LNN_RECURRENT_ROWS_TEMPLATE
-#include "recurrent_rows.h"
-#undef LNN_RECURRENT_ROWS_TEMPLATE
-#undef T
-#undef LNN_RNAME
-#undef LNN_SIG
-#undef LNN_TANH
 
 #if LNN_RR_AVX2
 /* R rows (i0 .. i0+R-1) of unit block `blk` at one step: the sums of the G gate vectors in
@@ -191,84 +159,31 @@ static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, 
 
 #endif
 
-/* The entry point: the AVX2 loop for float32 where the CPU has it, else the plain C one.
- * kp: the packed rows per block (1 + F + U, GRU one more). */
-static void lnn_rec_rows_fwd_f32_any(int cell, const float *x, const float *wp, float *h,
-                                     float *c, const float *mask, ptrdiff_t b, ptrdiff_t kx,
-                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0,
-                                     ptrdiff_t r1, int reverse, ptrdiff_t kp)
+/* 1 where lnn_rec_rows_fwd_f32 runs (AVX2 + FMA, not turned off by lnn_rr_set_simd) */
+static int lnn_rec_rows_available(void)
 {
 #if LNN_RR_AVX2
-    if (lnn_rr_has_avx2()) {
-        if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-        else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-        else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-        return;
-    }
+    return lnn_rr_has_avx2();
+#else
+    return 0;
 #endif
-    lnn_rec_rows_fwd_f32(cell, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+}
+
+/* The entry point (see the top of this file); only where lnn_rec_rows_available().
+ * kp: the packed rows per block (1 + F + U, GRU one more). */
+static void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
+                                 const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                 ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                 int reverse, ptrdiff_t kp)
+{
+#if LNN_RR_AVX2
+    if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+#else
+    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)b, (void)kx, (void)u;
+    (void)t, (void)hn, (void)r0, (void)r1, (void)reverse, (void)kp;
+#endif
 }
 
 #endif /* LNN_RECURRENT_ROWS_H */
-
-#else /* template part: T, LNN_RNAME, LNN_SIG, LNN_TANH -- the plain C loop */
-
-/* The same sums and gates as the AVX2 loop, one row and one unit block at a time. */
-static void LNN_RNAME(lnn_rec_rows_fwd)(int cell, const T *x, const T *wp, T *h, T *c,
-                                        const T *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                        ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                        int reverse, ptrdiff_t kp)
-{
-    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), W = G * LNN_RV;
-    const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
-    for (ptrdiff_t it = 0; it < t; it++) {
-        const ptrdiff_t s = reverse ? t - 1 - it : it, p = s + rr, q = s + 1 - rr;
-        const T *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
-        T *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
-        const T *xs = x + s * b * kx;
-        for (ptrdiff_t blk = 0; blk < nb; blk++) {
-            const T *wb = wp + blk * kp * W;
-            const ptrdiff_t j0 = blk * LNN_RV, nl = u - j0 < LNN_RV ? u - j0 : LNN_RV;
-            for (ptrdiff_t i = r0; i < r1; i++) {
-                T z[4 * LNN_RV], an[LNN_RV];
-                for (int j = 0; j < W; j++) z[j] = wb[j]; /* bias */
-                for (int l = 0; l < LNN_RV; l++) an[l] = cell == 1 ? wb[(1 + kx + u) * W + 2 * LNN_RV + l] : 0;
-                const T *w = wb + W;
-                for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* z += x[s, i] @ W_ih */
-                    const T a = xs[i * kx + k];
-                    for (int j = 0; j < W; j++) z[j] += a * w[j];
-                }
-                for (ptrdiff_t k = 0; k < u; k++, w += W) { /* z += h[p, i] @ W_hh */
-                    const T a = hp[i * u + k];
-                    if (cell == 1) { /* GRU: n's recurrent part apart */
-                        for (int j = 0; j < 2 * LNN_RV; j++) z[j] += a * w[j];
-                        for (int l = 0; l < LNN_RV; l++) an[l] += a * w[2 * LNN_RV + l];
-                    } else {
-                        for (int j = 0; j < W; j++) z[j] += a * w[j];
-                    }
-                }
-                const int keep = mask != NULL && !(mask[s * b + i] > 0);
-                const ptrdiff_t o = i * u + j0;
-                for (ptrdiff_t l = 0; l < nl; l++) {
-                    T hv;
-                    if (cell == 0) {
-                        const T iv = LNN_SIG(z[l]), fv = LNN_SIG(z[LNN_RV + l]);
-                        const T gv = LNN_TANH(z[2 * LNN_RV + l]), ov = LNN_SIG(z[3 * LNN_RV + l]);
-                        const T cv = fv * cp[o + l] + iv * gv;
-                        hv = ov * LNN_TANH(cv);
-                        cq[o + l] = keep ? cp[o + l] : cv;
-                    } else if (cell == 1) {
-                        const T zv = LNN_SIG(z[l]), rv = LNN_SIG(z[LNN_RV + l]);
-                        const T nv = LNN_TANH(z[2 * LNN_RV + l] + rv * an[l]);
-                        hv = (1 - zv) * nv + zv * hp[o + l];
-                    } else {
-                        hv = LNN_TANH(z[l]);
-                    }
-                    hq[o + l] = keep ? hp[o + l] : hv;
-                }
-            }
-        }
-    }
-}
-
-#endif /* LNN_RECURRENT_ROWS_TEMPLATE */

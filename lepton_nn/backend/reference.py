@@ -828,6 +828,12 @@ class ReferenceBackend:
         w = w[:, :, :u].reshape(k, g * u)
         return w[0], w[1 : 1 + f], w[1 + f : 1 + f + u], w[-1] if cell == "GRU" else None
 
+    def recurrent_rows_exact(self, dtype) -> bool:
+        """Whether recurrent_rows_forward gives the same bits for any split of the batch rows
+        (the runtime then splits them over threads): not here, np.matmul may round otherwise
+        at another row count."""
+        return False
+
     def recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
         """All T steps of one direction of a recurrent layer for batch rows r0 .. r1-1
         (inference; rows are independent, so threads may run disjoint ranges).

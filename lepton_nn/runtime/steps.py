@@ -46,7 +46,6 @@ __all__ = [
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
 PARALLEL_MIN_ROWS = 64
-_REF_ROWS = ReferenceBackend.recurrent_rows_forward
 #: a recurrent layer's float input product is computed this many bytes of output at a time
 XZ_CHUNK_BYTES = 1 << 19
 
@@ -521,10 +520,9 @@ class RecurrentStep:
                 head = (self.cell, xt, k.pack_recurrent(self.cell, *ws), h,
                         c if self.cell == "LSTM" else None, mask)  # fmt: skip
                 flops = 2 * n * t * gu * (f + u)
-                # rows split over threads only in the compiled kernel (its bits do not depend
-                # on the split; the reference's np.matmul may round otherwise at other sizes)
-                compiled = type(k).recurrent_rows_forward is not _REF_ROWS
-                threads = min(ctx.threads, threads_for(flops, n)) if compiled else 1
+                # rows split over threads only where the bits do not depend on the split
+                threads = min(ctx.threads, threads_for(flops, n))
+                threads = threads if k.recurrent_rows_exact(dt) else 1
                 args = (k.recurrent_rows_forward, head, _row_ranges(n, threads), threads, reverse)
                 ops.append((_recurrent_rows, args))
             else:
