@@ -3,7 +3,10 @@
 
 One call per time step does the whole pointwise gate math of a batch (the GEMMs stay in
 NumPy/BLAS). Same signatures and results as the reference; outputs are written into the
-arrays given. The loops are C (``csrc/recurrent.h``) and run without the GIL. Arguments are
+arrays given. The loops are C (``csrc/recurrent.h``; the float32 forward ones on AVX2 + FMA
+in ``csrc/recurrent_simd.h``) and run without the GIL. For the inference runtime,
+``recurrent_rows_forward`` runs a layer's whole sequence for a range of batch rows in one
+call (``csrc/recurrent_rows.h``). Arguments are
 ``cnp.ndarray`` (or None where the reference allows it) because a typed memoryview costs
 ~190 ns per argument and these kernels are called 2 T times per training step. Nothing is
 validated: ``lepton_nn/ops/recurrent.py`` builds every array (C-contiguous, one dtype).
