@@ -3,7 +3,10 @@
 
 One call per time step does the whole pointwise gate math of a batch (the GEMMs stay in
 NumPy/BLAS). Same signatures and results as the reference; outputs are written into the
-arrays given. The loops are C (``csrc/recurrent.h``) and run without the GIL. Arguments are
+arrays given. The loops are C (``csrc/recurrent.h``; the float32 forward ones on AVX2 + FMA
+in ``csrc/recurrent_simd.h``) and run without the GIL. For the inference runtime,
+``recurrent_rows_forward`` runs a layer's whole sequence for a range of batch rows in one
+call (``csrc/recurrent_rows.h``). Arguments are
 ``cnp.ndarray`` (or None where the reference allows it) because a typed memoryview costs
 ~190 ns per argument and these kernels are called 2 T times per training step. Nothing is
 validated: ``lepton_nn/ops/recurrent.py`` builds every array (C-contiguous, one dtype).
@@ -48,6 +51,19 @@ cdef extern from "recurrent.h" nogil:
                          const double *mask, double *dz, Py_ssize_t b, Py_ssize_t u)
 
 
+cdef extern from "recurrent_simd.h" nogil:
+    # the float32 forward kernels on AVX2 + FMA where the CPU has them, else those above
+    void lnn_lstm_fwd_f32_any(const float *xz, const float *hz, const float *c_prev,
+                              const float *h_prev, const float *mask, float *gates, float *c,
+                              float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_gru_fwd_f32_any(const float *xz, const float *hz, const float *bhh,
+                             const float *h_prev, const float *mask, float *gates, float *h,
+                             Py_ssize_t b, Py_ssize_t u)
+    void lnn_rnn_fwd_f32_any(const float *xz, const float *hz, const float *h_prev,
+                             const float *mask, float *h, Py_ssize_t b, Py_ssize_t u)
+    void lnn_rr_set_simd(int on)
+
+
 cdef inline bint _is_f32(cnp.ndarray a) except -1:
     """True for float32, False for float64; TypeError for anything else."""
     cdef int t = cnp.PyArray_TYPE(a)
@@ -89,7 +105,7 @@ def lstm_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
     cdef void *p6 = cnp.PyArray_DATA(h)
     if _is_f32(c):
         with nogil:
-            lnn_lstm_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>p3, <float *>m,
+            lnn_lstm_fwd_f32_any(<float *>p0, <float *>p1, <float *>p2, <float *>p3, <float *>m,
                              <float *>p4, <float *>p5, <float *>p6, b, u)
     else:
         with nogil:
@@ -139,7 +155,7 @@ def gru_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None, bhh,
     cdef void *p4 = cnp.PyArray_DATA(h)
     if _is_f32(h):
         with nogil:
-            lnn_gru_fwd_f32(<float *>p0, <float *>p1, <float *>bb, <float *>p2, <float *>m,
+            lnn_gru_fwd_f32_any(<float *>p0, <float *>p1, <float *>bb, <float *>p2, <float *>m,
                             <float *>p3, <float *>p4, b, u)
     else:
         with nogil:
@@ -183,7 +199,7 @@ def rnn_step_forward(cnp.ndarray xz not None, cnp.ndarray hz not None,
     cdef void *p3 = cnp.PyArray_DATA(h)
     if _is_f32(h):
         with nogil:
-            lnn_rnn_fwd_f32(<float *>p0, <float *>p1, <float *>p2, <float *>m, <float *>p3,
+            lnn_rnn_fwd_f32_any(<float *>p0, <float *>p1, <float *>p2, <float *>m, <float *>p3,
                             b, u)
     else:
         with nogil:
@@ -213,54 +229,46 @@ def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
     return dz
 
 
-# -- a run of time steps in one call, for the inference runtime (csrc/recurrent_seq.h) -----
+# -- a layer's whole sequence for a range of batch rows, for the inference runtime ----------
+# (csrc/recurrent_rows.h)
 
-cdef extern from "recurrent_seq.h" nogil:
-    void lnn_rec_set_gemm(void *sgemm, void *dgemm, int ilp64)
-    void lnn_rec_seq_fwd_f32(int cell, const float *xz, const float *w_hh, const float *bhh,
-                             float *h, float *c, const float *mask, float *gates, float *hz,
-                             Py_ssize_t b, Py_ssize_t u, Py_ssize_t c0, Py_ssize_t c1,
-                             int reverse, Py_ssize_t hn)
-    void lnn_rec_seq_fwd_f64(int cell, const double *xz, const double *w_hh,
-                             const double *bhh, double *h, double *c, const double *mask,
-                             double *gates, double *hz, Py_ssize_t b, Py_ssize_t u,
-                             Py_ssize_t c0, Py_ssize_t c1, int reverse, Py_ssize_t hn)
+cdef extern from "recurrent_rows.h" nogil:
+    int lnn_rec_rows_available()
+    void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
+                              const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
+                              Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
+                              int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
 
 
-def set_gemm(size_t sgemm, size_t dgemm, bint ilp64):
-    """Use the row-major cblas_sgemm / cblas_dgemm at these addresses (64-bit integers if
-    ilp64) for h @ W_hh in recurrent_sequence_forward from 4 rows up (0, 0: a C loop always).
-    The caller found them in NumPy's OpenBLAS and checked them (backend/cython_backend.py)."""
-    lnn_rec_set_gemm(<void *>sgemm, <void *>dgemm, ilp64)
+def use_simd(bint on):
+    """Let the float32 forward kernels take their AVX2 loops where the CPU has them (True,
+    the default), or not (False: the plain C step loops, and no recurrent_rows_forward;
+    for tests on an AVX2 machine)."""
+    lnn_rr_set_simd(on)
 
 
-def recurrent_sequence_forward(str cell, cnp.ndarray xz not None, cnp.ndarray w_hh not None,
-                               bhh, cnp.ndarray h not None, c, mask,
-                               cnp.ndarray gates not None, cnp.ndarray hz not None,
-                               Py_ssize_t c0, Py_ssize_t c1, bint reverse):
-    """Steps c0 .. c1-1 of one direction of an LSTM / GRU / SimpleRNN (the twin in
-    reference.py says what is read and written). Arrays C-contiguous, one dtype, built by
-    the runtime's plan: nothing is validated here."""
+def rows_available():
+    """Whether recurrent_rows_forward runs here (float32 on a CPU with AVX2 and FMA)."""
+    return bool(lnn_rec_rows_available())
+
+
+def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
+                           cnp.ndarray h not None, c, mask, Py_ssize_t r0, Py_ssize_t r1,
+                           bint reverse):
+    """All steps of one direction of an LSTM / GRU / SimpleRNN for batch rows r0 .. r1-1
+    (the twin in reference.py says what is read and written; w_packed from its
+    pack_recurrent). float32 only, and only where rows_available(): the backend checks.
+    Arrays C-contiguous, built by the runtime's plan: nothing is validated here."""
     cdef int code = _CELLS[cell]
     cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
-    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2]
-    cdef void *pb = _data(bhh)
-    cdef void *pc = _data(c)
-    cdef void *pm = _data(mask)
-    cdef void *p0 = cnp.PyArray_DATA(xz)
-    cdef void *p1 = cnp.PyArray_DATA(w_hh)
-    cdef void *p2 = cnp.PyArray_DATA(h)
-    cdef void *p3 = cnp.PyArray_DATA(gates)
-    cdef void *p4 = cnp.PyArray_DATA(hz)
-    if _is_f32(h):
-        with nogil:
-            lnn_rec_seq_fwd_f32(code, <float *>p0, <float *>p1, <float *>pb, <float *>p2,
-                                <float *>pc, <float *>pm, <float *>p3, <float *>p4, b, u,
-                                c0, c1, reverse, hn)
-    else:
-        with nogil:
-            lnn_rec_seq_fwd_f64(code, <double *>p0, <double *>p1, <double *>pb, <double *>p2,
-                                <double *>pc, <double *>pm, <double *>p3, <double *>p4, b,
-                                u, c0, c1, reverse, hn)
+    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2], t = cnp.PyArray_DIMS(x)[0]
+    cdef Py_ssize_t kx = cnp.PyArray_DIMS(x)[2], kp = cnp.PyArray_DIMS(w_packed)[1]
+    cdef float *pc = <float *>_data(c)
+    cdef float *pm = <float *>_data(mask)
+    cdef float *p0 = <float *>cnp.PyArray_DATA(x)
+    cdef float *p1 = <float *>cnp.PyArray_DATA(w_packed)
+    cdef float *p2 = <float *>cnp.PyArray_DATA(h)
+    with nogil:
+        lnn_rec_rows_fwd_f32(code, p0, p1, p2, pc, pm, b, kx, u, t, hn, r0, r1, reverse, kp)

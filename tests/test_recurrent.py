@@ -130,6 +130,39 @@ def test_rnn_step_parity(be, dtype, b, u, with_mask):
             np.testing.assert_allclose(g, w, **tol(dtype))
 
 
+@pytest.mark.parametrize("b,u", [(5, 7), (3, 17), (2, 24)])
+def test_float32_step_kernels_simd_and_plain_loops(b, u):
+    """The compiled float32 forward step kernels, with their AVX2 loops (8 lanes, a masked
+    rest of u % 8) and with the plain C loops, against the reference, masked rows included."""
+    if "cython" not in BACKENDS:
+        pytest.skip("no compiled kernels")
+    from lepton_nn.kernels import _recurrent as compiled
+
+    dt, m = np.float32, mask_for(b, np.float32, True)
+    xz4, hz4, xz3, hz3 = data((b, 4 * u), dt, 1), data((b, 4 * u), dt, 2), data(
+        (b, 3 * u), dt, 3), data((b, 3 * u), dt, 4)  # fmt: skip
+    cp, hp, bhh = data((b, u), dt, 5), data((b, u), dt, 6), data((3 * u,), dt, 7)
+    cases = [
+        ("lstm_step_forward", lambda o: (xz4, hz4, cp, hp, m, *o),
+         [np.zeros((b, 4 * u), dt), np.zeros((b, u), dt), np.zeros((b, u), dt)]),
+        ("gru_step_forward", lambda o: (xz3, hz3, bhh, hp, m, *o),
+         [np.zeros((b, 4 * u), dt), np.zeros((b, u), dt)]),
+        ("rnn_step_forward", lambda o: (xz4[:, :u].copy(), hz4[:, :u].copy(), hp, m, *o),
+         [np.zeros((b, u), dt)]),
+    ]  # fmt: skip
+    for name, args, outs in cases:
+        want = run(REF, name, args, outs)
+        for simd in (True, False):
+            try:
+                compiled.use_simd(simd)
+                with backend.use_backend("cython") as cy:
+                    got = run(cy, name, args, outs)
+            finally:
+                compiled.use_simd(True)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_allclose(g, w, **tol(dt))
+
+
 def test_float32_gate_math_is_accurate_at_extremes(be):
     """Saturated and tiny pre-activations: sigmoid/tanh stay within float32 rounding."""
     z = np.array([[-100, -20, -1e-6, 0, 1e-6, 0.3, 20, 100]], np.float32)
@@ -457,62 +490,167 @@ def test_recurrent_configs_round_trip():
         assert layer_to_config(again) == layer_to_config(layer)
 
 
-# -- a run of steps in one call (the inference runtime's recurrent_sequence_forward) -----------
+# -- a layer's whole sequence for a range of batch rows (the runtime's recurrent_rows_forward) --
+
+
+def _rows_case(cell, dtype, b, t=7, f=5, u=21, seed=0):
+    """Weights, b_hh, input (T, B, F) and states for recurrent_rows_forward: u = 21 is two
+    blocks of 8 units and a partial one of 5."""
+    g = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cell]
+    rng = np.random.default_rng(seed)
+    w_ih = (rng.standard_normal((f, g * u)) / 2).astype(dtype)
+    w_hh = (rng.standard_normal((u, g * u)) / np.sqrt(u)).astype(dtype)
+    bias, b_hh = (rng.standard_normal(g * u).astype(dtype) for _ in range(2))
+    x = rng.standard_normal((t, b, f)).astype(dtype)
+    return w_ih, bias, w_hh, b_hh if cell == "GRU" else None, x
+
+
+def _rows_run(be_, cell, x, wp, hn, mask, ranges, reverse, u=21):
+    """recurrent_rows_forward over the row ranges given, in turn; returns (h, c)."""
+    t, b = x.shape[:2]
+    h = np.zeros((hn, b, u), x.dtype)
+    c = np.zeros((2, b, u), x.dtype) if cell == "LSTM" else None
+    h[(t if reverse else 0) % hn] = 0.25  # a non-zero initial state
+    if c is not None:
+        c[(t if reverse else 0) % 2] = -0.5
+    for r0, r1 in ranges:
+        be_.recurrent_rows_forward(cell, x, wp, h, c, mask, r0, r1, reverse)
+    return h, c
+
+
+def test_pack_recurrent_layout():
+    """Block j, row k, gate g, lane l holds column g U + 8 j + l of [bias; W_ih; W_hh]
+    (zero past U); GRU's bias row adds b_hh to z and r, and its last row starts n's
+    recurrent sum at b_hh_n. The compiled backends use the reference's packing."""
+    for cell in ("LSTM", "GRU", "SimpleRNN"):
+        w_ih, bias, w_hh, b_hh, _ = _rows_case(cell, np.float32, 2)
+        g, (f, gu), u = len(w_ih[0]) // 21, w_ih.shape, 21
+        wp = REF.pack_recurrent(cell, w_ih, bias, w_hh, b_hh)
+        extra = cell == "GRU"
+        assert wp.shape == (3, 1 + f + u + extra, g * 8) and wp.dtype == np.float32
+        rows = np.concatenate([bias[None], w_ih, w_hh])
+        if extra:
+            rows[0, : 2 * u] += b_hh[: 2 * u]
+        for j, k, gate, lane in [(0, 0, 0, 0), (1, 3, g - 1, 7), (2, 1 + f, 0, 4), (2, 2, 0, 5)]:
+            col = gate * u + 8 * j + lane
+            want = rows[k, col] if 8 * j + lane < u else 0
+            assert wp[j, k, gate * 8 + lane] == want
+        if extra:
+            np.testing.assert_array_equal(wp[:, -1, :16], 0)
+            assert wp[1, -1, 16 + 3] == b_hh[2 * u + 8 + 3]
+        got = REF._unpack_recurrent(cell, wp, f, u)
+        for w, want in zip(got[1:3], (w_ih, w_hh), strict=True):
+            np.testing.assert_array_equal(w, want)
+        assert gu == g * u
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("b", [1, 3, 4, 9])  # below 4 rows: h @ W_hh in C; from 4: BLAS
+@pytest.mark.parametrize("b", [1, 3, 9])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize(("with_mask", "keep_all"), [(False, False), (True, False), (True, True)])
-def test_recurrent_sequence_forward_parity(be, cell, dtype, b, reverse, with_mask, keep_all):
-    """Steps 2..4 of 7 (a chunk in the middle), states in 2 slots or all T + 1, with and
-    without the (T, B) mask and GRU's b_hh: every backend writes what the reference's loop of
-    np.matmul and step kernels writes, and the loop itself agrees with the per-step kernels
-    called one by one."""
-    t, u, c0, c1 = 7, 23, 2, 5  # LSTM, GRU: G U = 92, 69: one 64-column block and a rest
-    g = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}[cell]
-    rng = np.random.default_rng(b)
-    xz = rng.standard_normal((c1 - c0, b, g * u)).astype(dtype)
-    w_hh = (rng.standard_normal((u, g * u)) / np.sqrt(u)).astype(dtype)
-    bhh = rng.standard_normal(g * u).astype(dtype) if cell == "GRU" else None
+def test_recurrent_rows_forward_parity(be, cell, dtype, b, reverse, with_mask, keep_all):
+    """Every backend writes what the reference's loop of products and step kernels writes
+    (states in 2 slots or all T + 1, with and without the (T, B) mask and GRU's b_hh; the
+    compiled backend with its AVX2 kernel (float32) and with its twin where that is off),
+    and the reference itself agrees with the per-step kernels called one by one."""
+    compiled = None
+    if be.name == "cython":
+        from lepton_nn.kernels import _recurrent as compiled
+    t = 7
+    w_ih, bias, w_hh, b_hh, x = _rows_case(cell, dtype, b, t=t)
+    wp = be.pack_recurrent(cell, w_ih, bias, w_hh, b_hh)
+    np.testing.assert_array_equal(wp, REF.pack_recurrent(cell, w_ih, bias, w_hh, b_hh))
     hn = t + 1 if keep_all else 2
-    h = rng.standard_normal((hn, b, u)).astype(dtype)
-    c = rng.standard_normal((2, b, u)).astype(dtype) if cell == "LSTM" else None
     mask = None
     if with_mask:
         mask = np.ones((t, b), dtype)
         mask[3, ::2] = 0
-    outs = [
-        h,
-        *([] if c is None else [c]),
-        np.zeros((b, 4 * u), dtype),
-        np.zeros((b, g * u), dtype),
-    ]
-
-    def args(o):
-        cs = o[1] if cell == "LSTM" else None
-        return (cell, xz, w_hh, bhh, o[0], cs, mask, o[-2], o[-1], c0, c1, reverse)
-
-    want = run(REF, "recurrent_sequence_forward", args, outs)
-    got = run(be, "recurrent_sequence_forward", args, outs)
-    for w, gt in zip(want[:-2], got[:-2], strict=True):  # states (gates, hz: scratch)
-        np.testing.assert_allclose(gt, w, **tol(dtype))
+        mask[5:, -1] = 0
+    want = _rows_run(REF, cell, x, wp, hn, mask, [(0, b)], reverse)
+    for simd in (True, False) if compiled is not None else (True,):
+        try:
+            if compiled is not None:
+                compiled.use_simd(simd)
+            got = _rows_run(be, cell, x, wp, hn, mask, [(0, b)], reverse)
+        finally:
+            if compiled is not None:
+                compiled.use_simd(True)
+        for w, g in zip(want, got, strict=True):
+            if w is not None:
+                np.testing.assert_allclose(g, w, **tol(dtype))
     # the reference loop, step by step by hand: the last state written
-    hs, cs = h.copy(), None if c is None else c.copy()
-    r = int(reverse)
-    for s in range(c1 - 1, c0 - 1, -1) if reverse else range(c0, c1):
+    u, r = 21, int(reverse)
+    hs = np.zeros((hn, b, u), dtype)
+    cs = np.zeros((2, b, u), dtype)
+    hs[(t if reverse else 0) % hn], cs[(t if reverse else 0) % 2] = 0.25, -0.5
+    for s in range(t - 1, -1, -1) if reverse else range(t):
         p, q = s + r, s + 1 - r
-        hz = hs[p % hn] @ w_hh
+        xz, hz = x[s] @ w_ih + bias, hs[p % hn] @ w_hh
         m = None if mask is None else mask[s]
         gates = np.zeros((b, 4 * u), dtype)
         if cell == "LSTM":
-            REF.lstm_step_forward(xz[s - c0], hz, cs[p % 2], hs[p % hn], m, gates, cs[q % 2],
-                                  hs[q % hn])  # fmt: skip
+            REF.lstm_step_forward(xz, hz, cs[p % 2], hs[p % hn], m, gates, cs[q % 2], hs[q % hn])
         elif cell == "GRU":
-            REF.gru_step_forward(xz[s - c0], hz, bhh, hs[p % hn], m, gates, hs[q % hn])
+            REF.gru_step_forward(xz, hz, b_hh, hs[p % hn], m, gates, hs[q % hn])
         else:
-            REF.rnn_step_forward(xz[s - c0], hz, hs[p % hn], m, hs[q % hn])
-    np.testing.assert_allclose(got[0], hs, **tol(dtype))
+            REF.rnn_step_forward(xz, hz, hs[p % hn], m, hs[q % hn])
+    np.testing.assert_allclose(want[0], hs, **tol(dtype))
     if cell == "LSTM":
-        np.testing.assert_allclose(got[1], cs, **tol(dtype))
+        np.testing.assert_allclose(want[1], cs, **tol(dtype))
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("b", [2, 7, 13])
+def test_recurrent_rows_forward_any_split_same_bits(be, cell, b):
+    """Rows are independent through the sequence: any split of the batch into ranges (odd
+    sizes, single rows, the row tiles of the compiled loop cut anywhere) gives the bits of
+    one call over all rows in the compiled kernel, as threads running the ranges need (the
+    reference's np.matmul may round another way at another row count: there, to float
+    rounding; the runtime splits rows over threads only where recurrent_rows_exact)."""
+    same = (
+        np.testing.assert_array_equal
+        if be.recurrent_rows_exact(np.float32)
+        else lambda g, w: np.testing.assert_allclose(g, w, **tol(np.float32))
+    )
+    if be.name == "cython":  # on an AVX2 machine: the compiled kernel
+        from lepton_nn.kernels import _recurrent
+
+        assert be.recurrent_rows_exact(np.float32) == _recurrent.rows_available()
+        assert not be.recurrent_rows_exact(np.float64)
+    w_ih, bias, w_hh, b_hh, x = _rows_case(cell, np.float32, b, seed=b)
+    wp = be.pack_recurrent(cell, w_ih, bias, w_hh, b_hh)
+    mask = np.ones((7, b), np.float32)
+    mask[4:, 1::3] = 0
+    whole = _rows_run(be, cell, x, wp, 2, mask, [(0, b)], False)
+    for ranges in ([(0, 1), (1, b)], [(0, b // 2), (b // 2, b)], [(i, i + 1) for i in range(b)],
+                   [(0, 3), (3, b)] if b > 3 else [(0, b)]):  # fmt: skip
+        got = _rows_run(be, cell, x, wp, 2, mask, ranges[::-1], False)
+        for w, g in zip(whole, got, strict=True):
+            if w is not None:
+                same(g, w)
+
+
+def test_recurrent_rows_float32_gates_accurate_over_range(be):
+    """The fused kernel's sigmoid and tanh (a polynomial exp, vectorized) over pre-activations
+    from -100 to 100, tiny ones included: within a few float32 ulps of float64 math."""
+    z = np.concatenate([np.linspace(-100, 100, 4001), [-1e-6, 1e-6, 0.0, -1e-30, 1e-30]])
+    z = z.astype(np.float32)
+    n, u = z.size, 1
+    for cell in ("SimpleRNN", "LSTM"):
+        g = 4 if cell == "LSTM" else 1
+        w_ih = np.ones((1, g * u), np.float32)  # x @ W_ih = z in every gate
+        wp = be.pack_recurrent(cell, w_ih, None, np.zeros((u, g * u), np.float32), None)
+        x = z.reshape(1, n, 1)
+        h, c = np.zeros((2, n, u), np.float32), np.zeros((2, n, u), np.float32)
+        be.recurrent_rows_forward(cell, x, wp, h, c if cell == "LSTM" else None, None, 0, n,
+                                  False)  # fmt: skip
+        z64 = z.astype(np.float64)
+        if cell == "SimpleRNN":
+            want = np.tanh(z64)
+        else:  # c = i g (c' = 0), h = o tanh(c), i = o = sigmoid(z), g = tanh(z)
+            sig = 1 / (1 + np.exp(-z64))
+            cw = sig * np.tanh(z64)
+            np.testing.assert_allclose(c[1, :, 0], cw, rtol=1e-6, atol=1e-37)
+            want = sig * np.tanh(cw)
+        np.testing.assert_allclose(h[1, :, 0], want, rtol=1e-6, atol=1e-37)

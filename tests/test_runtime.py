@@ -721,23 +721,29 @@ def test_fuzzed_manifests_fail_only_with_model_format_error(tmp_path):
 @pytest.mark.parametrize(
     ("bidirectional", "sequences"), [(False, False), (True, False), (True, True)]
 )
+@pytest.mark.parametrize("int8", [False, True])
 def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell, bidirectional,
-                                                    sequences):  # fmt: skip
-    """The input product runs a few steps ahead (here 3 of 13: a partial last chunk, met
-    first by the reverse direction) and the states live in two slots: the plan agrees with
-    the layers, and a second run (the slots hold the first run's states) agrees with the
-    first."""
+                                                    sequences, int8):  # fmt: skip
+    """Float weights: the whole sequence per direction in one fused call; int8 weights: per
+    step, the input product a few steps ahead (here 3 of 13: a partial last chunk, met first
+    by the reverse direction). The states live in two slots: the plan agrees with the layers
+    (int8: to its rounding), and a second run (the slots hold the first run's states) agrees
+    with the first."""
     import lepton_nn.runtime.steps as steps
+    from lepton_nn.compress import quantize
 
     L.set_seed(0)
     layer = getattr(nn, cell)(8, bidirectional=bidirectional, return_sequences=sequences)
     model = _built(nn.Sequential([layer, nn.Flatten(), nn.Dense(3)]), (13, 4))
     x = np.random.default_rng(1).standard_normal((5, 13, 4)).astype(np.float32)
-    L.save(model, tmp_path / "m.lnn")
+    L.save(quantize(model, x) if int8 else model, tmp_path / "m.lnn")
     monkeypatch.setattr(steps, "XZ_CHUNK_BYTES", 3 * 5 * 4 * 8 * steps.RecurrentStep.GATES[cell])
     served = rt.load(tmp_path / "m.lnn")
-    first = served.predict(x)
-    np.testing.assert_allclose(first, model(x).data, rtol=1e-5, atol=1e-5)
+    first, want = served.predict(x), model(x).data
+    if int8:
+        assert np.linalg.norm(first - want) < 0.03 * np.linalg.norm(want)
+    else:
+        np.testing.assert_allclose(first, want, rtol=1e-5, atol=1e-5)
     served.predict(np.full_like(x, 3.0))  # other data in between: its states stay behind
     np.testing.assert_array_equal(served.predict(x), first)
 
@@ -745,9 +751,9 @@ def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell,
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
 @pytest.mark.parametrize("n", [1, 3, 4])
 def test_recurrent_small_batches_match_the_layers(tmp_path, cell, n):
-    """Below 4 rows the plan's step loop multiplies by W_hh in C (blocks of 64 columns and a
-    rest: 20 units make 80, 60 or 20 columns), from 4 by BLAS: both agree with the layers,
-    forward and reverse, last state and whole sequence."""
+    """Small batches (row tiles of 2 or 4 and one row left) and 20 units (two blocks of 8
+    and a partial block of 4): the fused sequence kernel agrees with the layers, forward
+    and reverse, last state and whole sequence."""
     L.set_seed(0)
     make = getattr(nn, cell)
     layers = [make(20, return_sequences=True, bidirectional=True), make(20)]
@@ -758,27 +764,28 @@ def test_recurrent_small_batches_match_the_layers(tmp_path, cell, n):
     np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
 
 
-def test_recurrent_small_gemms_on_one_blas_thread(tmp_path):
-    """At batch 64 and 64 units a step's h @ W_hh (2 M flops) is too small for OpenBLAS's
-    split: the plan runs those calls with BLAS held to one thread, gives what the layers give,
-    and leaves NumPy's BLAS thread count as it found it."""
-    from lepton_nn.backend.threads import _the_blas
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
+    """At 2 threads the plan splits the batch (67 rows: odd ranges) over the threads, each
+    range running the whole sequence: the result has the bits of the 1-thread plan, with and
+    without lengths, and agrees with the layers."""
     from lepton_nn.runtime import steps
 
     L.set_seed(0)
-    model = _built(nn.Sequential([nn.LSTM(64, bidirectional=True), nn.Dense(3)]), (6, 5))
-    x = np.random.default_rng(0).standard_normal((64, 6, 5)).astype(np.float32)
+    layer = getattr(nn, cell)(24, bidirectional=True)
+    model = _built(nn.Sequential([layer, nn.Dense(3)]), (40, 6))
+    x = np.random.default_rng(0).standard_normal((67, 40, 6)).astype(np.float32)
+    lengths = np.random.default_rng(1).integers(1, 41, 67)
     L.save(model, tmp_path / "m.lnn")
-    served = rt.load(tmp_path / "m.lnn", threads=2)
-    plan = served.plan_for(64)
-    ops = [op[:2] for op in plan.head + plan.tail]
-    held = [getattr(args[0], "__name__", "") for fn, args in ops if fn is steps._one_blas_thread]
-    assert sum("recurrent_sequence_forward" in name for name in held) == 2  # both directions
-    blas = _the_blas()
-    before = blas.get() if blas.get is not None else None
-    got = served.predict(x)
-    assert (blas.get() if blas.get is not None else None) == before
-    np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
+    one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
+    ops = two.plan_for(67).head + two.plan_for(67).tail
+    split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
+    assert len(split) == 2 and all(args[3] == 2 for args in split)  # both directions, 2 threads
+    bounds = split[0][2]  # a few ranges per thread, covering every row once
+    assert bounds[0] == 0 and bounds[-1] == 67 and len(bounds) > 3 and bounds == sorted(bounds)
+    np.testing.assert_array_equal(two.predict(x), one.predict(x))
+    np.testing.assert_array_equal(two.predict(x, lengths=lengths), one.predict(x, lengths=lengths))
+    np.testing.assert_allclose(one.predict(x), model(x).data, rtol=1e-5, atol=1e-5)
 
 
 def _padded_reference(layers, tail, x, lengths):

@@ -81,18 +81,18 @@ def _with_gemm(name: str):
     return kernel
 
 
-_rec_gemm_set = False
+def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
+    """The compiled ``recurrent_rows_forward`` for float32 on AVX2 + FMA; elsewhere its twin
+    (BLAS products and the compiled step kernels: faster there than a plain C loop)."""
+    if h.dtype == np.float32 and _recurrent.rows_available():
+        return _recurrent.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
+    return ReferenceBackend.recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1,
+                                                   reverse)  # fmt: skip
 
 
-def _recurrent_sequence_forward(self, *args):
-    """The compiled ``recurrent_sequence_forward``, given NumPy's BLAS GEMM at the first call
-    where it was found and checked (``_conv_gemm``); else it multiplies by W_hh in C."""
-    global _rec_gemm_set
-    if not _rec_gemm_set:
-        found = blas_gemm() if _conv is not None and _conv_gemm() else None
-        _recurrent.set_gemm(*(found or (0, 0, False)))
-        _rec_gemm_set = True
-    return _recurrent.recurrent_sequence_forward(*args)
+def _recurrent_rows_exact(self, dtype) -> bool:
+    """The compiled kernel gives the same bits for any split of the rows."""
+    return np.dtype(dtype) == np.float32 and _recurrent.rows_available()
 
 
 class CythonBackend(ReferenceBackend):
@@ -156,5 +156,6 @@ class CythonBackend(ReferenceBackend):
         gru_step_backward = staticmethod(_recurrent.gru_step_backward)
         rnn_step_forward = staticmethod(_recurrent.rnn_step_forward)
         rnn_step_backward = staticmethod(_recurrent.rnn_step_backward)
-        if hasattr(_recurrent, "recurrent_sequence_forward"):  # a build from before it: reference
-            recurrent_sequence_forward = _recurrent_sequence_forward
+        if hasattr(_recurrent, "rows_available"):  # a build from before it: reference
+            recurrent_rows_forward = _recurrent_rows_forward
+            recurrent_rows_exact = _recurrent_rows_exact

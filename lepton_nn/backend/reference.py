@@ -21,6 +21,8 @@ IDENTITY, RELU, SIGMOID, TANH, GELU = range(5)
 # gelu uses the tanh approximation: 0.5 z (1 + tanh(c (z + 0.044715 z^3))), c = sqrt(2/pi)
 GELU_C = 0.7978845608028654
 GELU_A = 0.044715
+# gate blocks per recurrent cell (LSTM i, f, g, o; GRU z, r, n; SimpleRNN one)
+_GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
 
 
 def _sigmoid(z):
@@ -792,26 +794,69 @@ class ReferenceBackend:
             dh[...] = np.where(keep, 0, d)
         return dz
 
-    def recurrent_sequence_forward(self, cell, xz, w_hh, bhh, h, c, mask, gates, hz, c0, c1,
-                                   reverse):  # fmt: skip
-        """Steps c0 .. c1-1 of one direction of a recurrent layer in one call (inference).
+    def pack_recurrent(self, cell, w_ih, b, w_hh, b_hh):
+        """The weights of one direction of an LSTM / GRU / SimpleRNN, packed for
+        recurrent_rows_forward: (NB, K, G 8), NB = ceil(U / 8) blocks of 8 units.
 
-        For s = c0 .. c1-1 (c1-1 .. c0 if reverse), r = int(reverse), p = s + r, q = s + 1 - r:
-        hz = h[p % H] @ w_hh, then the cell's step kernel on xz[s - c0], hz and mask[s],
-        writing state q: LSTM into c[q % 2], h[q % H]; GRU (with bhh) and SimpleRNN into
-        h[q % H]. cell: "LSTM" | "GRU" | "SimpleRNN"; xz: (c1 - c0, B, G U) with the bias;
-        w_hh: (U, G U); h: (H, B, U) state slots; c: (2, B, U) or None; mask: (T, B) or None;
-        gates: (B, 4U), hz: (B, G U) scratch. Returns None.
+        Rows K = [bias; W_ih (F, G U); W_hh (U, G U)], for GRU one more: [0, 0, b_hh_n], and
+        its bias row holds b + b_hh for the z and r gates. Block j, row k holds the columns
+        g U + 8j .. g U + 8j + 7 of each gate g in turn (zeros past U). b, b_hh may be None.
         """
-        hn, r = h.shape[0], int(reverse)
-        for s in range(c1 - 1, c0 - 1, -1) if reverse else range(c0, c1):
+        g = _GATES[cell]
+        f, gu = w_ih.shape
+        u, dt = gu // g, w_ih.dtype
+        bias = np.zeros(gu, dt) if b is None else b.astype(dt, copy=True)
+        rows = [bias[None], w_ih, w_hh]
+        if cell == "GRU":
+            bhh = np.zeros(gu, dt) if b_hh is None else b_hh.astype(dt)
+            bias[: 2 * u] += bhh[: 2 * u]
+            rows.append(np.concatenate([np.zeros(2 * u, dt), bhh[2 * u :]])[None])
+        w = np.concatenate(rows).reshape(-1, g, u)  # (K, G, U)
+        nb = -(-u // 8)
+        padded = np.zeros((w.shape[0], g, nb * 8), dt)
+        padded[:, :, :u] = w
+        blocks = padded.reshape(w.shape[0], g, nb, 8).transpose(2, 0, 1, 3)  # (NB, K, G, 8)
+        return np.ascontiguousarray(blocks).reshape(nb, w.shape[0], g * 8)
+
+    @staticmethod
+    def _unpack_recurrent(cell, w_packed, f, u):
+        """Inverse of pack_recurrent: (bias (G U,), W_ih (F, G U), W_hh (U, G U), GRU's
+        [0, 0, b_hh_n] row or None)."""
+        nb, k, gw = w_packed.shape
+        g = gw // 8
+        w = w_packed.reshape(nb, k, g, 8).transpose(1, 2, 0, 3).reshape(k, g, nb * 8)
+        w = w[:, :, :u].reshape(k, g * u)
+        return w[0], w[1 : 1 + f], w[1 + f : 1 + f + u], w[-1] if cell == "GRU" else None
+
+    def recurrent_rows_exact(self, dtype) -> bool:
+        """Whether recurrent_rows_forward gives the same bits for any split of the batch rows
+        (the runtime then splits them over threads): not here, np.matmul may round otherwise
+        at another row count."""
+        return False
+
+    def recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
+        """All T steps of one direction of a recurrent layer for batch rows r0 .. r1-1
+        (inference; rows are independent, so threads may run disjoint ranges).
+
+        For s = 0 .. T-1 (T-1 .. 0 if reverse), r = int(reverse), p = s + r, q = s + 1 - r,
+        rows i = r0 .. r1-1: xz = bias + x[s, i] @ W_ih, hz = h[p % H, i] @ W_hh, then the
+        cell's step kernel with mask[s, i], writing state q: LSTM into c[q % 2], h[q % H];
+        GRU (b_hh_n added to hz's n part) and SimpleRNN into h[q % H].
+        cell: "LSTM" | "GRU" | "SimpleRNN"; x: (T, B, F); w_packed from pack_recurrent;
+        h: (H, B, U) state slots; c: (2, B, U) or None; mask: (T, B) or None. Returns None.
+        """
+        hn, r, u = h.shape[0], int(reverse), h.shape[2]
+        bias, w_ih, w_hh, bhh = self._unpack_recurrent(cell, w_packed, x.shape[2], u)
+        rows = slice(r0, r1)
+        gates = np.zeros((r1 - r0, 4 * u), h.dtype)
+        for s in range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0]):
             p, q = s + r, s + 1 - r
-            hp, hq, xs = h[p % hn], h[q % hn], xz[s - c0]
-            np.matmul(hp, w_hh, hz)
-            m = None if mask is None else mask[s]
+            hp, hq = h[p % hn, rows], h[q % hn, rows]
+            xz, hz = x[s, rows] @ w_ih + bias, hp @ w_hh
+            m = None if mask is None else mask[s, rows]
             if cell == "LSTM":
-                self.lstm_step_forward(xs, hz, c[p % 2], hp, m, gates, c[q % 2], hq)
+                self.lstm_step_forward(xz, hz, c[p % 2, rows], hp, m, gates, c[q % 2, rows], hq)
             elif cell == "GRU":
-                self.gru_step_forward(xs, hz, bhh, hp, m, gates, hq)
+                self.gru_step_forward(xz, hz, bhh, hp, m, gates, hq)
             else:
-                self.rnn_step_forward(xs, hz, hp, m, hq)
+                self.rnn_step_forward(xz, hz, hp, m, hq)

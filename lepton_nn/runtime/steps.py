@@ -453,18 +453,21 @@ def _layer_norm(x, gamma, beta, eps, out) -> None:
 
 
 class RecurrentStep:
-    """LSTM / GRU / SimpleRNN over (N, T, F), each direction a flat list of per-step calls:
-    ``h[p] @ W_hh`` then the backend's step kernel, with the plan's mask when it runs
-    sequences of given lengths (a row past its end keeps its state, its outputs are 0, and
-    the reverse direction starts at the row's own last step), else none. The input
-    product x W_ih + b is computed ``XZ_CHUNK_BYTES`` of output ahead of the steps that read
-    it (as [x, 1] [[W_ih], [b]]: the bias inside the GEMM); the gates are not kept, and the
-    states use two slots unless the whole sequence of h is returned.
+    """LSTM / GRU / SimpleRNN over (N, T, F). A direction with float weights is one call of
+    the backend's ``recurrent_rows_forward`` per range of batch rows (its weights packed
+    once by ``pack_recurrent``): each step's x W_ih + b + h[p] W_hh summed and turned into
+    the gates and states in registers, no Python between steps; rows are independent, so
+    the plan's threads each run ranges of rows through the whole sequence, with the bits
+    of one thread. With the plan's mask (sequences of given lengths) a row past its end
+    keeps its state, its outputs are 0, and the reverse direction starts at the row's own
+    last step. The states use two slots unless the whole sequence of h is returned.
 
-    A direction's ``W_ih`` and ``W_hh`` may be int8 (:class:`Int8Weight`): the input product
-    of all steps is then one :class:`Int8DenseStep` (x quantized per row, or with the file's
-    static pair), and each step's ``h @ W_hh`` another, h quantized per row at every step; the
-    gates stay in float."""
+    A direction's ``W_ih`` or ``W_hh`` may be int8 (:class:`Int8Weight`): it is then a list
+    of per-step calls. The input product of ``XZ_CHUNK_BYTES`` of output at a time (int8:
+    an :class:`Int8DenseStep`, x quantized per row or with the file's static pair; float:
+    [x, 1] [[W_ih], [b]], the bias inside the GEMM), and each step's ``h @ W_hh`` (int8: h
+    quantized per row at every step) then the backend's step kernel; the gates stay in
+    float."""
 
     kind = "recurrent"
     GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
@@ -486,12 +489,16 @@ class RecurrentStep:
         f = self.dirs[0][0].shape[0]
         k = kernels()
         ops: list[Op] = []
+        # float weights: the whole sequence of a direction in one kernel call per range of
+        # batch rows (input product, recurrent product and gates fused, rows split over the
+        # plan's threads); int8 weights: a list of per-step calls
+        fused = [q_ih is None and q_hh is None for q_ih, q_hh in self.int8]
         int8_ih = [q is not None for q, _ in self.int8]
-        if any(int8_ih):  # x time-major (T N, F), for the int8 input products
+        if any(int8_ih) or any(fused):  # x time-major (T N, F)
             xt = np.zeros((t, n, f), dt)
             ops.append((_time_major, (src, xt)))
-        if not all(int8_ih):  # and with a column of ones: [x, 1] [[W_ih], [b]] = x W_ih + b
-            xa = np.ones((t, n, f + 1), dt)
+        if not all(a or b for a, b in zip(int8_ih, fused, strict=True)):
+            xa = np.ones((t, n, f + 1), dt)  # and with a column of ones: [x, 1] [[W_ih], [b]]
             ops.append((_time_major, (src, xa[:, :, :f])))
         width = u * len(self.dirs)
         out = out_buffer(ctx, (n, t, width) if self.sequences else (n, width), dt)
@@ -502,62 +509,24 @@ class RecurrentStep:
         for j, (w_ih, w_hh, b, b_hh, reverse) in enumerate(self.dirs):
             gu = w_ih.shape[1]
             q_ih, q_hh = self.int8[j]
-            if q_ih is None:  # [x, 1] [[W_ih], [b]], into one buffer of `ahead` steps
-                w_aug = np.concatenate([w_ih, np.zeros((1, gu), dt) if b is None else b[None]])
-                ih: Any = (xa, w_aug, np.zeros((ahead, n, gu), dt))
-            else:
-                ih = (xt, q_ih, ctx)
             # states: h[i] for i in 0..T when the sequence is returned, else two buffers used
-            # in turn (state i in slot i % 2), as c always is; the gates a step writes are
-            # not read again (no backward here): one buffer for all steps
+            # in turn (state i in slot i % 2), as c always is
             hn, cn = (t + 1 if self.sequences else 2), 2
             h, c = np.zeros((hn, n, u), dt), np.zeros((cn, n, u), dt)
-            gates = np.zeros((n, 4 * u), dt)
             first = t if reverse else 0  # the zero initial state, reset on every run
             ops += [(h[first % hn].fill, (0,)), (c[first % cn].fill, (0,))]
-            if q_hh is not None:  # hz = int8(hs) W_hh, hs the step's h[p] in float32
-                hs = np.zeros((n, u), np.float32)
-                hh_ops, hz = q_hh.bind(hs, True, ctx)
+            if fused[j]:
+                ws = [None if a is None else np.asarray(a, dt) for a in (w_ih, b, w_hh, b_hh)]
+                head = (self.cell, xt, k.pack_recurrent(self.cell, *ws), h,
+                        c if self.cell == "LSTM" else None, mask)  # fmt: skip
+                flops = 2 * n * t * gu * (f + u)
+                # rows split over threads only where the bits do not depend on the split
+                threads = min(ctx.threads, threads_for(flops, n))
+                threads = threads if k.recurrent_rows_exact(dt) else 1
+                args = (k.recurrent_rows_forward, head, _row_ranges(n, threads), threads, reverse)
+                ops.append((_recurrent_rows, args))
             else:
-                hz = np.zeros((n, gu), dt)
-            r = int(reverse)
-            seq = k.recurrent_sequence_forward if q_hh is None else None
-            if seq is not None:  # float W_hh: each chunk's steps in one call, no Python per step
-                w_hc, chunks = np.ascontiguousarray(w_hh, dt), range(0, t, ahead)
-                for c0 in reversed(chunks) if reverse else chunks:
-                    c1 = min(c0 + ahead, t)
-                    ih_ops, xz = _input_product(ih, c0, c1)
-                    cs = c if self.cell == "LSTM" else None
-                    args = (self.cell, xz, w_hc, b_hh, h, cs, mask, gates, hz, c0, c1, reverse)
-                    # GEMMs too small for OpenBLAS's split (blas_single) run on one BLAS thread:
-                    # its woken workers slowed an LSTM (T 50, U 64) at batch 64, 2 threads, on
-                    # a busy machine from ~40 ms to over 1 s a call
-                    ih_flops = 2 * (c1 - c0) * n * (f + 1) * gu
-                    ops += [_on_one_blas_thread(o, ih_flops) for o in ih_ops]
-                    ops.append(_on_one_blas_thread((seq, args), 2 * n * u * gu))
-            for s in () if seq is not None else range(t - 1, -1, -1) if reverse else range(t):
-                p, q = s + r, s + 1 - r  # the state before and after step s
-                hp, hq, cp, cq = h[p % hn], h[q % hn], c[p % cn], c[q % cn]
-                c0 = s - s % ahead  # steps [c0, c1) hold s: their input product, on entry
-                c1 = min(c0 + ahead, t)
-                if s == (c1 - 1 if reverse else c0):
-                    ih_ops, xz = _input_product(ih, c0, c1)
-                    ops += ih_ops
-                xzs = xz[s - c0]
-                if q_hh is not None:
-                    ops.append((np.copyto, (hs, hp, "same_kind")))
-                    ops += hh_ops
-                else:
-                    ops.append((np.matmul, (hp, w_hh, hz)))
-                m = None if mask is None else mask[s]  # rows past their end keep their state
-                if self.cell == "LSTM":
-                    args = (xzs, hz, cp, hp, m, gates, cq, hq)
-                    ops.append((k.lstm_step_forward, args))
-                elif self.cell == "GRU":
-                    args = (xzs, hz, b_hh, hp, m, gates, hq)
-                    ops.append((k.gru_step_forward, args))
-                else:
-                    ops.append((k.rnn_step_forward, (xzs, hz, hp, m, hq)))
+                ops += self._step_ops(ctx, xt if int8_ih[j] else xa, j, h, c, mask, ahead)
             cols = slice(j * u, (j + 1) * u)
             if self.sequences:
                 ys = h[:-1] if reverse else h[1:]  # (T, N, U)
@@ -568,10 +537,85 @@ class RecurrentStep:
                 ops.append((np.copyto, (out[:, cols], h[(0 if reverse else t) % hn])))
         return ops, out
 
+    def _step_ops(self, ctx, x, j, h, c, mask, ahead) -> list[Op]:
+        """Direction j with an int8 weight, one step at a time: the input product ``ahead``
+        steps at a time (x: xt (T, N, F) for an int8 W_ih, else xa with a column of ones),
+        then per step hz = h[p] @ W_hh (int8: h quantized per row) and the step kernel."""
+        n, t, u, dt, k = ctx.n, self.t, self.units, ctx.dtype, kernels()
+        w_ih, w_hh, b, b_hh, reverse = self.dirs[j]
+        gu, (q_ih, q_hh) = w_ih.shape[1], self.int8[j]
+        if q_ih is None:  # [x, 1] [[W_ih], [b]], into one buffer of `ahead` steps
+            w_aug = np.concatenate([w_ih, np.zeros((1, gu), dt) if b is None else b[None]])
+            ih: Any = (x, w_aug.astype(dt, copy=False), np.zeros((ahead, n, gu), dt))
+        else:
+            ih = (x, q_ih, ctx)
+        hh: dict = {}  # state slot -> (ops, hz) of hz = int8(h[slot]) W_hh
+        if q_hh is not None and (h.shape[0] == 2 and dt == np.float32):
+            hh = {i: q_hh.bind(h[i], False, ctx) for i in range(2)}  # read in place
+        elif q_hh is not None:  # each step's h[p] copied to hs (float32) first
+            hs = np.zeros((n, u), np.float32)
+            hh_ops, hz = q_hh.bind(hs, True, ctx)
+        else:
+            hz = np.zeros((n, gu), dt)
+        gates = np.zeros((n, 4 * u), dt)  # written by each step, not read again: one buffer
+        ops: list[Op] = []
+        hn, cn, r = h.shape[0], c.shape[0], int(reverse)
+        for s in range(t - 1, -1, -1) if reverse else range(t):
+            p, q = s + r, s + 1 - r  # the state before and after step s
+            hp, hq, cp, cq = h[p % hn], h[q % hn], c[p % cn], c[q % cn]
+            c0 = s - s % ahead  # steps [c0, c1) hold s: their input product, on entry
+            c1 = min(c0 + ahead, t)
+            if s == (c1 - 1 if reverse else c0):
+                ih_ops, xz = _input_product(ih, c0, c1)
+                ops += [_on_one_blas_thread(o, 2 * (c1 - c0) * n * x.shape[2] * gu)
+                        for o in ih_ops]  # fmt: skip
+            xzs = xz[s - c0]
+            if hh:
+                hh_ops, hz = hh[p % hn]
+                ops += hh_ops
+            elif q_hh is not None:
+                ops.append((np.copyto, (hs, hp, "same_kind")))
+                ops += hh_ops
+            else:
+                ops.append(_on_one_blas_thread((np.matmul, (hp, w_hh, hz)), 2 * n * u * gu))
+            m = None if mask is None else mask[s]  # rows past their end keep their state
+            if self.cell == "LSTM":
+                ops.append((k.lstm_step_forward, (xzs, hz, cp, hp, m, gates, cq, hq)))
+            elif self.cell == "GRU":
+                ops.append((k.gru_step_forward, (xzs, hz, b_hh, hp, m, gates, hq)))
+            else:
+                ops.append((k.rnn_step_forward, (xzs, hz, hp, m, hq)))
+        return ops
+
     def describe(self) -> str:
         kind = "bidirectional " if len(self.dirs) == 2 else ""
         int8 = " (int8 weights)" if self.int8[0][0] or self.int8[0][1] else ""
         return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
+
+
+def _row_ranges(n: int, threads: int) -> list[int]:
+    """Bounds of the ranges of batch rows a recurrent layer's threads take in turn: one
+    range on one thread, else a few per thread (handed out as they finish, so a thread
+    slowed by a busy neighbour takes fewer), starting at multiples of the compiled kernel's
+    row tile (3 rows), so that one tile in all is short."""
+    if threads <= 1:
+        return [0, n]
+    tasks = max(threads, min(4 * threads, n // 16))
+    return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
+
+
+def _recurrent_rows(kernel, head: tuple, bounds: list[int], threads: int, reverse) -> None:
+    """kernel(*head, r0, r1, reverse) for each range [r0, r1) of ``bounds``, on ``threads``
+    threads. Rows are independent, so any split gives the same bits."""
+    if threads <= 1 or len(bounds) < 3:
+        kernel(*head, bounds[0], bounds[-1], reverse)
+        return
+
+    def run(ids) -> None:
+        for i in ids:
+            kernel(*head, bounds[i], bounds[i + 1], reverse)
+
+    parallel_for(len(bounds) - 1, run, threads)
 
 
 def _on_one_blas_thread(op: Op, flops: float) -> Op:

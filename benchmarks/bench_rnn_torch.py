@@ -1,0 +1,151 @@
+"""Issue 23's LSTM inference at batch 256: our runtime against PyTorch's fused ``nn.LSTM``
+(fp32) and its dynamic-quantized LSTM (int8 weights, activations quantized per batch at
+run time) against our int8 LSTM, on the same weights, in one process, interleaved rounds,
+medians.
+
+The network is W4's recurrent part (T = 50 steps of F = 8 features -> LSTM 64 units, last
+state). Ours: the ``.lnn`` file of ``lepton_nn.nn.LSTM`` (fp32), and of
+``lepton_nn.compress.quantize(model, x)`` (dynamic: int8 W_ih and W_hh, x and each step's h
+quantized per row), served by ``lepton_nn.runtime``. PyTorch: ``torch.nn.LSTM`` with the
+same weights under ``torch.inference_mode()``, and ``torch.ao.quantization.quantize_dynamic``
+of it (skipped where this torch has no quantized engine). Threads: torch's intra-op count;
+ours ``threads=`` and NumPy's OpenBLAS count.
+
+    python benchmarks/bench_rnn_torch.py [--rounds 11] [--batches 256] [--threads 1,2]
+        [--cpu-time]
+
+Prints per case our median, torch's, torch's time over ours (> 1: we are faster), the
+spread, and the largest output difference; the load average before and after.
+``--cpu-time`` times the calling thread's CPU time instead of the wall clock (a
+load-robust signal for 1-thread cases on a busy machine; meaningless at 2 threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+T, F, U = 50, 8, 64
+
+
+def _models(rng):
+    """(our float model, torch nn.LSTM) with the same weights (non-zero biases)."""
+    import torch
+
+    from lepton_nn import nn
+
+    layer = nn.LSTM(U, input_size=F)
+    model = nn.Sequential([layer])
+    model.eval()
+    model(np.zeros((1, T, F), np.float32))
+    for p in model.parameters():
+        p.data[...] = rng.uniform(-0.5, 0.5, p.data.shape).astype(np.float32)
+    ref = torch.nn.LSTM(F, U, batch_first=True)  # gate blocks i, f, g, o in both
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(torch.from_numpy(layer.weight_ih.data.T.copy()))
+        ref.weight_hh_l0.copy_(torch.from_numpy(layer.weight_hh.data.T.copy()))
+        ref.bias_ih_l0.copy_(torch.from_numpy(layer.bias.data.copy()))
+        ref.bias_hh_l0.zero_()
+    ref.eval()
+    return model, ref
+
+
+def _torch_last(module):
+    import torch
+
+    def run(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))[0][:, -1].numpy()
+
+    return run
+
+
+def _clock(cpu: bool):
+    return time.thread_time if cpu else time.perf_counter
+
+
+def _timed(fn, x, reps: int, clock) -> float:
+    t0 = clock()
+    for _ in range(reps):
+        fn(x)
+    return (clock() - t0) / reps
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--batches", default="256")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--budget", type=float, default=0.1, help="seconds per engine per round")
+    ap.add_argument("--cpu-time", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    import lepton_nn as L
+    import lepton_nn.runtime as rt
+    from lepton_nn.backend.threads import _the_blas
+    from lepton_nn.compress import quantize
+
+    clock = _clock(args.cpu_time)
+    blas = _the_blas()
+    rng = np.random.default_rng(0)
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    model, ref = _models(rng)
+    calib = rng.standard_normal((256, T, F)).astype(np.float32)
+    with warnings.catch_warnings():  # torch's quantized tensors are deprecated, still there
+        warnings.simplefilter("ignore")
+        try:
+            qref = torch.ao.quantization.quantize_dynamic(ref, {torch.nn.LSTM}, torch.qint8)
+            _torch_last(qref)(calib[:2])
+        except (RuntimeError, AttributeError) as exc:  # no quantized engine in this build
+            print(f"torch dynamic-quantized LSTM unavailable: {exc}")
+            qref = None
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": os.path.join(tmp, "f.lnn"), "int8": os.path.join(tmp, "q.lnn")}
+        L.save(model, paths["fp32"])
+        L.save(quantize(model, calib), paths["int8"])
+        for threads in map(int, args.threads.split(",")):
+            torch.set_num_threads(threads)
+            for kind in ("fp32", "int8"):
+                peer = ref if kind == "fp32" else qref
+                if peer is None:
+                    continue
+                ours = rt.load(paths[kind], threads=threads)
+                for n in map(int, args.batches.split(",")):
+                    x = rng.standard_normal((n, T, F)).astype(np.float32)
+                    if blas.set is not None:
+                        blas.set(threads)
+                    engines = {"ours": ours.forward, "torch": _torch_last(peer)}
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        err = float(np.max(np.abs(engines["ours"](x) - engines["torch"](x))))
+                        per = {k: _timed(f, x, 2, time.perf_counter) for k, f in engines.items()}
+                        reps = {k: max(1, int(args.budget / v)) for k, v in per.items()}
+                        times: dict[str, list[float]] = {k: [] for k in engines}
+                        for r in range(args.rounds):
+                            for k in list(engines) if r % 2 == 0 else list(engines)[::-1]:
+                                times[k].append(_timed(engines[k], x, reps[k], clock))
+                    med = {k: statistics.median(v) for k, v in times.items()}
+                    spread = {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
+                    print(
+                        f"lstm {kind} batch {n:3d} threads {threads}: ours "
+                        f"{med['ours'] * 1e3:8.3f} ms  torch {med['torch'] * 1e3:8.3f} ms  "
+                        f"torch/ours {med['torch'] / med['ours']:5.2f}  (spread ours "
+                        f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, torch "
+                        f"{spread['torch'][0]:.2f}-{spread['torch'][1]:.2f})  max |diff| "
+                        f"{err:.1e}",
+                        flush=True,
+                    )
+    print(f"load average after: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

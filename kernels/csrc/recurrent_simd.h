@@ -1,0 +1,234 @@
+/* recurrent_simd.h: float32 gate math on 8 lanes (AVX2 + FMA), for the fused sequence
+ * kernel (recurrent_rows.h) and the per-step forward kernels of recurrent.pyx.
+ *
+ * sigmoid and tanh are those of recurrent.h (x = k ln2 + r, a degree-7 polynomial for
+ * expm1(r), 2^k from bits; sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|); tanh(z) =
+ * sign(z) (-m) / (2 + m), m = expm1(-2|z|)), vectorized with FMA: a few float32 ulps of the
+ * exact values, no cancellation near 0 (tests: test_recurrent.py, "accurate").
+ * lnn_{lstm,gru,rnn}_fwd_f32_any run the AVX2 step kernel where the CPU has AVX2 and FMA,
+ * else the plain loops of recurrent.h (same spec: the NumPy twins in reference.py).
+ */
+#ifndef LNN_RECURRENT_SIMD_H
+#define LNN_RECURRENT_SIMD_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "recurrent.h"
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(LEPTON_NO_SIMD)
+#define LNN_RR_AVX2 1
+#include <immintrin.h>
+
+#define LNN_RV 8 /* lanes of a vector */
+
+#define LNN_RR_T __attribute__((target("avx2,fma")))
+#define LNN_RR_TI __attribute__((target("avx2,fma"), always_inline))
+/* the tile loops over rows and gates unrolled: the accumulators then live in registers */
+#define LNN_RR_UNROLL _Pragma("GCC unroll 8")
+
+/* exp parts of lnn_rec_exp_parts (recurrent.h), 8 lanes: x in [-87, 0] -> s = 2^k,
+ * q = expm1(r), x = k ln2 + r */
+static inline LNN_RR_TI void lnn_rr_exp_parts(__m256 x, __m256 *s, __m256 *q)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+    const __m256 k = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    *q = _mm256_mul_ps(p, r);
+    const __m256i kb = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    *s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kb, _mm256_set1_epi32(127)), 23));
+}
+
+/* sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|) */
+static inline LNN_RR_TI __m256 lnn_rr_sigmoid(__m256 z)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 s, q;
+    lnn_rr_exp_parts(_mm256_or_ps(z, sign), &s, &q); /* -|z| */
+    const __m256 e = _mm256_fmadd_ps(s, q, s);
+    const __m256 num = _mm256_blendv_ps(one, e, z); /* z's sign bit set: e */
+    return _mm256_div_ps(num, _mm256_add_ps(one, e));
+}
+
+/* tanh(z) = sign(z) (-m) / (2 + m), m = expm1(-2|z|) */
+static inline LNN_RR_TI __m256 lnn_rr_tanh(__m256 z)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 s, q;
+    lnn_rr_exp_parts(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, z)), &s, &q);
+    const __m256 m = _mm256_fmadd_ps(s, q, _mm256_sub_ps(s, one));
+    const __m256 t = _mm256_div_ps(_mm256_xor_ps(m, sign), _mm256_add_ps(_mm256_set1_ps(2.0f), m));
+    return _mm256_or_ps(t, _mm256_and_ps(z, sign));
+}
+
+
+/* the AVX2 kernels run where the CPU has AVX2 and FMA, unless lnn_rr_simd_on is 0 (tests of
+ * the plain loops on an AVX2 machine: recurrent.pyx use_simd) */
+static int lnn_rr_simd_on = 1;
+
+static int lnn_rr_has_avx2(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        __builtin_cpu_init();
+        known = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return known && lnn_rr_simd_on;
+}
+
+/* lanes j .. j+7 of a row (the first n < 8 only when partial) */
+#define LNN_RR_LOAD(p) (partial ? _mm256_maskload_ps((p), lanes) : _mm256_loadu_ps(p))
+#define LNN_RR_STORE(p, v)                                                                       \
+    do {                                                                                         \
+        if (partial) _mm256_maskstore_ps((p), lanes, (v));                                       \
+        else _mm256_storeu_ps((p), (v));                                                         \
+    } while (0)
+
+static inline LNN_RR_TI __m256i lnn_rr_lanes(ptrdiff_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* lnn_lstm_fwd_f32 (recurrent.h) on 8 lanes at a time */
+static LNN_RR_T void lnn_lstm_fwd_avx2(const float *xz, const float *hz, const float *c_prev,
+                                       const float *h_prev, const float *mask, float *gates,
+                                       float *c, float *h, ptrdiff_t b, ptrdiff_t u)
+{
+    for (ptrdiff_t row = 0; row < b; row++) {
+        const float *xr = xz + row * 4 * u, *hr = hz + row * 4 * u;
+        const float *cp = c_prev + row * u, *hp = h_prev + row * u;
+        float *g = gates + row * 4 * u, *cr = c + row * u, *hrow = h + row * u;
+        const int keep = mask && !(mask[row] > 0); /* c, h = c_prev, h_prev */
+        for (ptrdiff_t j = 0; j < u; j += LNN_RV) {
+            const int partial = u - j < LNN_RV;
+            const __m256i lanes = lnn_rr_lanes(u - j);
+            /* i, f, o = sigmoid(xz + hz), g = tanh(xz + hz), per block */
+            const __m256 iv = lnn_rr_sigmoid(_mm256_add_ps(LNN_RR_LOAD(xr + j), LNN_RR_LOAD(hr + j)));
+            const __m256 fv = lnn_rr_sigmoid(
+                _mm256_add_ps(LNN_RR_LOAD(xr + u + j), LNN_RR_LOAD(hr + u + j)));
+            const __m256 gv = lnn_rr_tanh(
+                _mm256_add_ps(LNN_RR_LOAD(xr + 2 * u + j), LNN_RR_LOAD(hr + 2 * u + j)));
+            const __m256 ov = lnn_rr_sigmoid(
+                _mm256_add_ps(LNN_RR_LOAD(xr + 3 * u + j), LNN_RR_LOAD(hr + 3 * u + j)));
+            LNN_RR_STORE(g + j, iv);
+            LNN_RR_STORE(g + u + j, fv);
+            LNN_RR_STORE(g + 2 * u + j, gv);
+            LNN_RR_STORE(g + 3 * u + j, ov);
+            const __m256 cpv = LNN_RR_LOAD(cp + j);
+            __m256 cv = _mm256_fmadd_ps(fv, cpv, _mm256_mul_ps(iv, gv)); /* f c' + i g */
+            __m256 hv = _mm256_mul_ps(ov, lnn_rr_tanh(cv));                /* o tanh(c) */
+            if (keep) {
+                cv = cpv;
+                hv = LNN_RR_LOAD(hp + j);
+            }
+            LNN_RR_STORE(cr + j, cv);
+            LNN_RR_STORE(hrow + j, hv);
+        }
+    }
+}
+
+/* lnn_gru_fwd_f32 (recurrent.h) on 8 lanes at a time */
+static LNN_RR_T void lnn_gru_fwd_avx2(const float *xz, const float *hz, const float *bhh,
+                                      const float *h_prev, const float *mask, float *gates,
+                                      float *h, ptrdiff_t b, ptrdiff_t u)
+{
+    for (ptrdiff_t row = 0; row < b; row++) {
+        const float *xr = xz + row * 3 * u, *hr = hz + row * 3 * u, *hp = h_prev + row * u;
+        float *g = gates + row * 4 * u, *hrow = h + row * u;
+        const int keep = mask && !(mask[row] > 0); /* h = h_prev */
+        for (ptrdiff_t j = 0; j < u; j += LNN_RV) {
+            const int partial = u - j < LNN_RV;
+            const __m256i lanes = lnn_rr_lanes(u - j);
+            __m256 a[3]; /* a = hz + bhh */
+            for (int k = 0; k < 3; k++) {
+                a[k] = LNN_RR_LOAD(hr + k * u + j);
+                if (bhh) a[k] = _mm256_add_ps(a[k], LNN_RR_LOAD(bhh + k * u + j));
+            }
+            /* z, r = sigmoid(xz + a);  n = tanh(xz_n + r a_n) */
+            const __m256 zv = lnn_rr_sigmoid(_mm256_add_ps(LNN_RR_LOAD(xr + j), a[0]));
+            const __m256 rv = lnn_rr_sigmoid(_mm256_add_ps(LNN_RR_LOAD(xr + u + j), a[1]));
+            const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, a[2], LNN_RR_LOAD(xr + 2 * u + j)));
+            LNN_RR_STORE(g + j, zv);
+            LNN_RR_STORE(g + u + j, rv);
+            LNN_RR_STORE(g + 2 * u + j, nv);
+            LNN_RR_STORE(g + 3 * u + j, a[2]);
+            const __m256 hpv = LNN_RR_LOAD(hp + j); /* h = (1 - z) n + z h' = n + z (h' - n) */
+            LNN_RR_STORE(hrow + j, keep ? hpv : _mm256_fmadd_ps(zv, _mm256_sub_ps(hpv, nv), nv));
+        }
+    }
+}
+
+/* lnn_rnn_fwd_f32 (recurrent.h) on 8 lanes at a time */
+static LNN_RR_T void lnn_rnn_fwd_avx2(const float *xz, const float *hz, const float *h_prev,
+                                      const float *mask, float *h, ptrdiff_t b, ptrdiff_t u)
+{
+    for (ptrdiff_t row = 0; row < b; row++) {
+        float *hrow = h + row * u;
+        if (mask && !(mask[row] > 0)) { /* h = h_prev */
+            memcpy(hrow, h_prev + row * u, (size_t)u * sizeof(float));
+            continue;
+        }
+        for (ptrdiff_t j = 0; j < u; j += LNN_RV) {
+            const int partial = u - j < LNN_RV;
+            const __m256i lanes = lnn_rr_lanes(u - j);
+            const __m256 z = _mm256_add_ps(LNN_RR_LOAD(xz + row * u + j), LNN_RR_LOAD(hz + row * u + j));
+            LNN_RR_STORE(hrow + j, lnn_rr_tanh(z)); /* tanh(xz + hz) */
+        }
+    }
+}
+#else
+#define LNN_RR_AVX2 0
+static int lnn_rr_simd_on = 1;
+#endif
+
+static void lnn_rr_set_simd(int on) { lnn_rr_simd_on = on; }
+
+static void lnn_lstm_fwd_f32_any(const float *xz, const float *hz, const float *c_prev,
+                                 const float *h_prev, const float *mask, float *gates, float *c,
+                                 float *h, ptrdiff_t b, ptrdiff_t u)
+{
+#if LNN_RR_AVX2
+    if (lnn_rr_has_avx2()) {
+        lnn_lstm_fwd_avx2(xz, hz, c_prev, h_prev, mask, gates, c, h, b, u);
+        return;
+    }
+#endif
+    lnn_lstm_fwd_f32(xz, hz, c_prev, h_prev, mask, gates, c, h, b, u);
+}
+
+static void lnn_gru_fwd_f32_any(const float *xz, const float *hz, const float *bhh,
+                                const float *h_prev, const float *mask, float *gates, float *h,
+                                ptrdiff_t b, ptrdiff_t u)
+{
+#if LNN_RR_AVX2
+    if (lnn_rr_has_avx2()) {
+        lnn_gru_fwd_avx2(xz, hz, bhh, h_prev, mask, gates, h, b, u);
+        return;
+    }
+#endif
+    lnn_gru_fwd_f32(xz, hz, bhh, h_prev, mask, gates, h, b, u);
+}
+
+static void lnn_rnn_fwd_f32_any(const float *xz, const float *hz, const float *h_prev,
+                                const float *mask, float *h, ptrdiff_t b, ptrdiff_t u)
+{
+#if LNN_RR_AVX2
+    if (lnn_rr_has_avx2()) {
+        lnn_rnn_fwd_avx2(xz, hz, h_prev, mask, h, b, u);
+        return;
+    }
+#endif
+    lnn_rnn_fwd_f32(xz, hz, h_prev, mask, h, b, u);
+}
+
+#endif /* LNN_RECURRENT_SIMD_H */
