@@ -1,0 +1,114 @@
+/* qgemm_avx2.h -- the exact AVX2 int8 GEMM (no VNNI), included once by qgemm.h.
+ *
+ * Without VNNI the only exact wide multiply-add is vpmaddwd (s16 x s16 pairs summed in s32).
+ * vpmaddubsw (u8 x s8 pairs summed in s16) does twice the work per instruction but saturates
+ * when a0 w0 + a1 w1 leaves [-32768, 32767] (a = 255 and two weights of the same sign whose
+ * magnitudes add up to more than 128), so it is not used. Both operands are widened to s16:
+ *   a  once per block of QG_MC2 rows into aw (QG_MC2, Kp) int16 (L2-resident),
+ *   w  on the fly: 16 packed bytes (4 columns x 4 k) -> vpmovsxbw -> one ymm,
+ * and each vpmaddwd of a broadcast 4-k group of a row (vpbroadcastq) with such a ymm adds 16
+ * products into acc lanes (column c, k pair 01 / 23); the pairs are folded once per tile.
+ *
+ * Register tile: QG_MR2 = 6 rows x 8 columns: 12 accumulators + 2 weight ymm + 1 broadcast +
+ * 1 product = the 16 ymm registers. Per 4-k step: 12 vpmaddwd + 12 vpaddd (192 multiply-adds),
+ * 2 vpmovsxbw loads (each reused by 6 rows), 6 broadcasts. Rows left over (M % 6 < 3) use a
+ * 1 or 2 row x 16 column tile, which needs fewer registers. Loop order: blocks of QG_MC2 rows;
+ * in a block, each 16-column weight block (16 Kp bytes, L1) meets every 6-row tile. */
+
+#define QG_MR2 6
+#define QG_MC2 96 /* rows widened per block: 96 x 1024 x 2 bytes = 192 KiB of L2 */
+
+/* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb), all of K.
+ * aw: the block's rows widened to int16, row stride Kp, row r of the tile at aw + r Kp. */
+static inline __attribute__((target("avx2,fma"), always_inline)) void
+qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q0, const int NQ,
+             const int16_t *aw) {
+    const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
+    const int8_t *bp = p->b + nb * 16 * Kp + 16 * q0;
+    /* acc[r][q] lanes: (c0, k01) (c0, k23) (c1, k01) (c1, k23) | the same for c2, c3 */
+    __m256i acc[QG_MR2][4];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < NQ; q++) acc[r][q] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < G; g++) {
+        __m256i bw[4];
+#pragma GCC unroll 4
+        for (int q = 0; q < NQ; q++) /* NumPy: w[c0 : c0 + 4, 4g : 4g + 4].astype(int16) */
+            bw[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bp + g * 64 + 16 * q)));
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++) {
+            int64_t a4;
+            memcpy(&a4, aw + r * Kp + 4 * g, 8);
+            const __m256i av = _mm256_set1_epi64x(a4); /* a[r, 4g : 4g + 4] in every quarter */
+#pragma GCC unroll 4
+            for (int q = 0; q < NQ; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, exact */
+                acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(av, bw[q]));
+        }
+    }
+    /* spill once with constant indices (keeps acc in registers inside the loop above) */
+    __m256i done[QG_MR2 * 4];
+#pragma GCC unroll 24
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+        for (int q = 0; q < NQ; q++) done[r * 4 + q] = acc[r][q];
+    for (int r = 0; r < MR; r++) {
+        const int32_t off = qg_off(p, m0 + r);
+        const float xs = p->xs[(m0 + r) * p->xs_step];
+        for (int q = 0; q < NQ; q += 2) {
+            /* fold k pairs: hadd -> [c0 c1 c4 c5 | c2 c3 c6 c7], then order the 64-bit pairs */
+            const __m256i s = _mm256_permute4x64_epi64(
+                _mm256_hadd_epi32(done[r * 4 + q], done[r * 4 + q + 1]), 0xD8);
+            const int64_t n = nb * 16 + 4 * (q0 + q);
+            if (n < p->N) qg_epi256(p, m0 + r, n, s, off, xs);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
+                                                            int64_t nb_hi) {
+    const int64_t K = p->K, Kp = qg_kp(K);
+    const uint8_t flip = p->a_signed ? 0x80 : 0;
+    const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
+    int16_t *aw = (int16_t *)malloc((size_t)(mc_rows * Kp + 4) * sizeof(int16_t));
+    if (!aw) return;
+    for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
+        const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
+        /* aw[i] = (a[mc + i] ^ flip).astype(int16), zero padded to Kp */
+        for (int64_t i = 0; i < mc_end - mc; i++) {
+            const uint8_t *a = p->a + (mc + i) * K;
+            int16_t *d = aw + i * Kp;
+            for (int64_t k = 0; k < K; k++) d[k] = (int16_t)(uint8_t)(a[k] ^ flip);
+            for (int64_t k = K; k < Kp; k++) d[k] = 0;
+        }
+        for (int64_t nb = nb_lo; nb < nb_hi; nb++) {
+            for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
+                const int16_t *at = aw + (m0 - mc) * Kp;
+                switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
+                case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at); break;
+                case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at); break;
+                case 3:
+                    qg_tile_avx2(p, m0, 3, nb, 0, 2, at);
+                    qg_tile_avx2(p, m0, 3, nb, 2, 2, at);
+                    break;
+                case 4:
+                    qg_tile_avx2(p, m0, 4, nb, 0, 2, at);
+                    qg_tile_avx2(p, m0, 4, nb, 2, 2, at);
+                    break;
+                case 5:
+                    qg_tile_avx2(p, m0, 5, nb, 0, 2, at);
+                    qg_tile_avx2(p, m0, 5, nb, 2, 2, at);
+                    break;
+                default:
+                    qg_tile_avx2(p, m0, 6, nb, 0, 2, at);
+                    qg_tile_avx2(p, m0, 6, nb, 2, 2, at);
+                    break;
+                }
+            }
+        }
+    }
+    free(aw);
+}
+#if QG_MR2 != 6
+#error "update the switch in qg_run_avx2"
+#endif
