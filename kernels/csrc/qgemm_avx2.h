@@ -4,7 +4,8 @@
  * vpmaddubsw (u8 x s8 pairs summed in s16) does twice the work per instruction but saturates
  * when a0 w0 + a1 w1 leaves [-32768, 32767] (a = 255 and two weights of the same sign whose
  * magnitudes add up to more than 128), so it is not used. Both operands are widened to s16:
- *   a  once per block of QG_MC2 rows into aw (QG_MC2, Kp) int16 (L2-resident),
+ *   a  once per block of QG_MC2 rows into aw int16 (L2-resident), interleaved by 6-row tile:
+ *      aw[t, g, r, j] = a[6 t + r, 4 g + j]   (one stream of 48 bytes per 4-k step),
  *   w  on the fly: 16 packed bytes (4 columns x 4 k) -> vpmovsxbw -> one ymm,
  * and each vpmaddwd of a broadcast 4-k group of a row (vpbroadcastq) with such a ymm adds 16
  * products into acc lanes (column c, k pair 01 / 23); the pairs are folded once per tile.
@@ -19,7 +20,7 @@
 #define QG_MC2 96 /* rows widened per block: 96 x 1024 x 2 bytes = 192 KiB of L2 */
 
 /* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb), all of K.
- * aw: the block's rows widened to int16, row stride Kp, row r of the tile at aw + r Kp. */
+ * aw: the tile's rows widened to int16, aw[g, r, j] = a[m0 + r, 4 g + j] (r < QG_MR2). */
 static inline __attribute__((target("avx2,fma"), always_inline)) void
 qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q0, const int NQ,
              const int16_t *aw) {
@@ -31,6 +32,7 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
         for (int q = 0; q < NQ; q++) acc[r][q] = _mm256_setzero_si256();
+#pragma GCC unroll 2
     for (int64_t g = 0; g < G; g++) {
         __m256i bw[4];
 #pragma GCC unroll 4
@@ -39,7 +41,7 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++) {
             int64_t a4;
-            memcpy(&a4, aw + r * Kp + 4 * g, 8);
+            memcpy(&a4, aw + (g * QG_MR2 + r) * 4, 8);
             const __m256i av = _mm256_set1_epi64x(a4); /* a[r, 4g : 4g + 4] in every quarter */
 #pragma GCC unroll 4
             for (int q = 0; q < NQ; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, exact */
@@ -70,20 +72,21 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
     const int64_t K = p->K, Kp = qg_kp(K);
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
-    int16_t *aw = (int16_t *)malloc((size_t)(mc_rows * Kp + 4) * sizeof(int16_t));
+    const int64_t tiles = (mc_rows + QG_MR2 - 1) / QG_MR2;
+    int16_t *aw = (int16_t *)malloc((size_t)(tiles * QG_MR2 * Kp + 4) * sizeof(int16_t));
     if (!aw) return;
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
-        /* aw[i] = (a[mc + i] ^ flip).astype(int16), zero padded to Kp */
+        /* NumPy: aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip).astype(int16), k >= K: 0 */
         for (int64_t i = 0; i < mc_end - mc; i++) {
             const uint8_t *a = p->a + (mc + i) * K;
-            int16_t *d = aw + i * Kp;
-            for (int64_t k = 0; k < K; k++) d[k] = (int16_t)(uint8_t)(a[k] ^ flip);
-            for (int64_t k = K; k < Kp; k++) d[k] = 0;
+            int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
+            for (int64_t k = 0; k < Kp; k++)
+                d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
         }
         for (int64_t nb = nb_lo; nb < nb_hi; nb++) {
             for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
-                const int16_t *at = aw + (m0 - mc) * Kp;
+                const int16_t *at = aw + (m0 - mc) * Kp; /* tile (m0 - mc) / 6 */
                 switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
                 case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at); break;
                 case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at); break;
