@@ -17,7 +17,9 @@
  * in a block, each 16-column weight block (16 Kp bytes, L1) meets every 6-row tile. */
 
 #define QG_MR2 6
+#ifndef QG_MC2
 #define QG_MC2 96 /* rows widened per block: 96 x 1024 x 2 bytes = 192 KiB of L2 */
+#endif
 
 /* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb), all of K.
  * aw: the tile's rows widened to int16, aw[g, r, j] = a[m0 + r, 4 g + j] (r < QG_MR2). */
