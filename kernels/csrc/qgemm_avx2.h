@@ -14,7 +14,16 @@
  * 1 product = the 16 ymm registers. Per 4-k step: 12 vpmaddwd + 12 vpaddd (192 multiply-adds),
  * 2 vpmovsxbw loads (each reused by 6 rows), 6 broadcasts. Rows left over (M % 6 < 3) use a
  * 1 or 2 row x 16 column tile, which needs fewer registers. Loop order: blocks of QG_MC2 rows;
- * in a block, each 16-column weight block (16 Kp bytes, L1) meets every 6-row tile. */
+ * in a block, each 16-column weight block (16 Kp bytes, L1) meets every 6-row tile.
+ *
+ * Cost model (Zen 3: vpmaddwd and vpmaddubsw 2 per cycle on the multiply pipes, 4 vector
+ * pipes): ~32 vector uops per 192 multiply-adds, >= 6 cycles on the multipliers, ~8 on all
+ * pipes. The tile this replaced (2 x 16) spent 8 vpmaddwd + 8 vpaddd + 4 vpmovsxbw + 2
+ * broadcasts per 128 and streamed all of W from L3 for every 2 rows. MLAS's u8s8 kernel does
+ * vpmaddubsw + vpmaddwd(ones) + vpaddd per 32 multiply-adds: the same multiplier time per
+ * multiply-add, a third fewer uops, but inexact. It would be exact here only for weights
+ * whose every adjacent k pair (w0, w1) has w0 w1 <= 0 or |w0| + |w1| <= 128 (e.g. weights
+ * quantized to [-64, 64]); such a path, checked at packing time, is not implemented. */
 
 #define QG_MR2 6
 #ifndef QG_MC2
