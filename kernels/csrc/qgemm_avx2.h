@@ -89,10 +89,22 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
         /* NumPy: aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip).astype(int16), k >= K: 0 */
+        const __m128i flipv = _mm_set1_epi8((char)flip);
         for (int64_t i = 0; i < mc_end - mc; i++) {
             const uint8_t *a = p->a + (mc + i) * K;
             int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
-            for (int64_t k = 0; k < Kp; k++)
+            int64_t k = 0;
+            for (; k + 16 <= K; k += 16) { /* 16 bytes -> 4 groups of 4 int16, 48 bytes apart */
+                const __m256i v = _mm256_cvtepu8_epi16(
+                    _mm_xor_si128(_mm_loadu_si128((const __m128i *)(a + k)), flipv));
+                const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+                int16_t *o = d + (k >> 2) * QG_MR2 * 4;
+                _mm_storel_epi64((__m128i *)o, lo);
+                _mm_storeh_pd((double *)(o + QG_MR2 * 4), _mm_castsi128_pd(lo));
+                _mm_storel_epi64((__m128i *)(o + 2 * QG_MR2 * 4), hi);
+                _mm_storeh_pd((double *)(o + 3 * QG_MR2 * 4), _mm_castsi128_pd(hi));
+            }
+            for (; k < Kp; k++)
                 d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
         }
         for (int64_t nb = nb_lo; nb < nb_hi; nb++) {
