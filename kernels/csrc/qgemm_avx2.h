@@ -26,15 +26,20 @@
  * quantized to [-64, 64]); such a path, checked at packing time, is not implemented. */
 
 #define QG_MR2 6
+#ifndef QG_KC2
+#define QG_KC2 64 /* 4-k groups per K block: 256 k */
+#endif
 #ifndef QG_MC2
 #define QG_MC2 96 /* rows widened per block: 96 x 1024 x 2 bytes = 192 KiB of L2 */
 #endif
 
-/* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb), all of K.
- * aw: the tile's rows widened to int16, aw[g, r, j] = a[m0 + r, 4 g + j] (r < QG_MR2). */
+/* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb) over the
+ * 4-k groups [g0, g1) of one K block. aw: the tile's rows widened to int16,
+ * aw[g, r, j] = a[m0 + r, 4 g + j] (r < QG_MR2). The accumulators come from (g0 > 0) and go
+ * back to (g1 < G) sc[4 r + q0 + q]; after the last K block the epilogue writes out. */
 static inline __attribute__((target("avx2,fma"), always_inline)) void
 qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q0, const int NQ,
-             const int16_t *aw) {
+             const int16_t *aw, int64_t g0, int64_t g1, __m256i *sc) {
     const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
     const int8_t *bp = p->b + nb * 16 * Kp + 16 * q0;
     /* acc[r][q] lanes: (c0, k01) (c0, k23) (c1, k01) (c1, k23) | the same for c2, c3 */
@@ -42,9 +47,10 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
 #pragma GCC unroll 6
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-        for (int q = 0; q < NQ; q++) acc[r][q] = _mm256_setzero_si256();
+        for (int q = 0; q < NQ; q++)
+            acc[r][q] = g0 ? _mm256_load_si256(sc + 4 * r + q0 + q) : _mm256_setzero_si256();
 #pragma GCC unroll 2
-    for (int64_t g = 0; g < G; g++) {
+    for (int64_t g = g0; g < g1; g++) {
         __m256i bw[4];
 #pragma GCC unroll 4
         for (int q = 0; q < NQ; q++) /* NumPy: w[c0 : c0 + 4, 4g : 4g + 4].astype(int16) */
@@ -58,6 +64,13 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
             for (int q = 0; q < NQ; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, exact */
                 acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(av, bw[q]));
         }
+    }
+    if (g1 < G) { /* more K blocks to come */
+#pragma GCC unroll 6
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int q = 0; q < NQ; q++) _mm256_store_si256(sc + 4 * r + q0 + q, acc[r][q]);
+        return;
     }
     /* spill once with constant indices (keeps acc in registers inside the loop above) */
     __m256i done[QG_MR2 * 4];
@@ -80,12 +93,18 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
 
 __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
                                                             int64_t nb_hi) {
-    const int64_t K = p->K, Kp = qg_kp(K);
+    const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2;
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
     const int64_t tiles = (mc_rows + QG_MR2 - 1) / QG_MR2;
     int16_t *aw = (int16_t *)malloc((size_t)(tiles * QG_MR2 * Kp + 4) * sizeof(int16_t));
-    if (!aw) return;
+    /* the tiles' accumulators between K blocks: 6 x 4 ymm per tile (12 KiB for 96 rows) */
+    __m256i *sc = (__m256i *)qg_amalloc((size_t)tiles * QG_MR2 * 4 * sizeof(__m256i));
+    if (!aw || !sc) {
+        free(aw);
+        qg_afree(sc);
+        return;
+    }
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
         /* NumPy: aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip).astype(int16), k >= K: 0 */
@@ -107,32 +126,38 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
             for (; k < Kp; k++)
                 d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
         }
-        for (int64_t nb = nb_lo; nb < nb_hi; nb++) {
-            for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
-                const int16_t *at = aw + (m0 - mc) * Kp; /* tile (m0 - mc) / 6 */
-                switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
-                case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at); break;
-                case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at); break;
-                case 3:
-                    qg_tile_avx2(p, m0, 3, nb, 0, 2, at);
-                    qg_tile_avx2(p, m0, 3, nb, 2, 2, at);
-                    break;
-                case 4:
-                    qg_tile_avx2(p, m0, 4, nb, 0, 2, at);
-                    qg_tile_avx2(p, m0, 4, nb, 2, 2, at);
-                    break;
-                case 5:
-                    qg_tile_avx2(p, m0, 5, nb, 0, 2, at);
-                    qg_tile_avx2(p, m0, 5, nb, 2, 2, at);
-                    break;
-                default:
-                    qg_tile_avx2(p, m0, 6, nb, 0, 2, at);
-                    qg_tile_avx2(p, m0, 6, nb, 2, 2, at);
-                    break;
+        /* K blocks of QG_KC2 groups: a 16-column weight panel of 16 x 4 QG_KC2 bytes (4 KiB)
+         * stays in L1 while every 6-row tile of the block passes over it */
+        for (int64_t nb = nb_lo; nb < nb_hi; nb++)
+            for (int64_t g0 = 0; g0 < G; g0 += QG_KC2) {
+                const int64_t g1 = G - g0 < QG_KC2 ? G : g0 + QG_KC2;
+                for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
+                    const int16_t *at = aw + (m0 - mc) * Kp; /* tile t = (m0 - mc) / 6 */
+                    __m256i *st = sc + (m0 - mc) / QG_MR2 * QG_MR2 * 4;
+                    switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
+                    case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at, g0, g1, st); break;
+                    case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at, g0, g1, st); break;
+                    case 3:
+                        qg_tile_avx2(p, m0, 3, nb, 0, 2, at, g0, g1, st);
+                        qg_tile_avx2(p, m0, 3, nb, 2, 2, at, g0, g1, st);
+                        break;
+                    case 4:
+                        qg_tile_avx2(p, m0, 4, nb, 0, 2, at, g0, g1, st);
+                        qg_tile_avx2(p, m0, 4, nb, 2, 2, at, g0, g1, st);
+                        break;
+                    case 5:
+                        qg_tile_avx2(p, m0, 5, nb, 0, 2, at, g0, g1, st);
+                        qg_tile_avx2(p, m0, 5, nb, 2, 2, at, g0, g1, st);
+                        break;
+                    default:
+                        qg_tile_avx2(p, m0, 6, nb, 0, 2, at, g0, g1, st);
+                        qg_tile_avx2(p, m0, 6, nb, 2, 2, at, g0, g1, st);
+                        break;
+                    }
                 }
             }
-        }
     }
+    qg_afree(sc);
     free(aw);
 }
 #if QG_MR2 != 6
