@@ -13,8 +13,11 @@
  * Register tile: QG_MR2 = 6 rows x 8 columns: 12 accumulators + 2 weight ymm + 1 broadcast +
  * 1 product = the 16 ymm registers. Per 4-k step: 12 vpmaddwd + 12 vpaddd (192 multiply-adds),
  * 2 vpmovsxbw loads (each reused by 6 rows), 6 broadcasts. Rows left over (M % 6 < 3) use a
- * 1 or 2 row x 16 column tile, which needs fewer registers. Loop order: blocks of QG_MC2 rows;
- * in a block, each 16-column weight block (16 Kp bytes, L1) meets every 6-row tile.
+ * 1 or 2 row x 16 column tile, which needs fewer registers. Loop order: blocks of QG_MC2 rows
+ * (widened once, L2); in a block, for each 16-column weight block and each K block of 4 QG_KC2
+ * k, the 4 KiB weight panel (L1) meets every 6-row tile; the tiles' accumulators wait in a
+ * scratch between K blocks (without K blocks a 16 KiB panel for K = 1024 was evicted by the
+ * A stream: 1.4x slower at M = 64 and 256).
  *
  * Cost model (Zen 3: vpmaddwd and vpmaddubsw 2 per cycle on the multiply pipes, 4 vector
  * pipes): ~32 vector uops per 192 multiply-adds, >= 6 cycles on the multipliers, ~8 on all
