@@ -314,69 +314,7 @@ qg_epi256(const qg_args *p, int64_t m, int64_t n, __m256i acc, int32_t off, floa
 }
 
 /* ============================================================== AVX2, exact without VNNI */
-#define QG_MR2 2
-
-/* One QG_MR2 x 16 tile. aw holds the tile's rows widened to int16, (QG_MR2, Kp). */
-static inline __attribute__((target("avx2,fma"), always_inline)) void
-qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int16_t *aw) {
-    const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
-    const int8_t *bp = p->b + nb * 16 * Kp;
-    /* acc[r][q]: columns 4q .. 4q+3, each as two int32 lanes (k pairs 01 and 23) */
-    __m256i acc[QG_MR2][4];
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++) acc[r][q] = _mm256_setzero_si256();
-    for (int64_t g = 0; g < G; g++) {
-        __m256i bw[4];
-#pragma GCC unroll 4
-        for (int q = 0; q < 4; q++)
-            bw[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bp + g * 64 + 16 * q)));
-#pragma GCC unroll 4
-        for (int r = 0; r < MR; r++) {
-            int64_t a4;
-            memcpy(&a4, aw + r * Kp + 4 * g, 8);
-            const __m256i av = _mm256_set1_epi64x(a4); /* 4 x int16, k = 4g .. 4g+3 */
-#pragma GCC unroll 4
-            for (int q = 0; q < 4; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, never saturates */
-                acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(av, bw[q]));
-        }
-    }
-#pragma GCC unroll 4
-    for (int r = 0; r < MR; r++) {
-        /* fold k pairs: hadd -> [c0 c1 c4 c5 | c2 c3 c6 c7], then order the 64-bit pairs */
-        __m256i lo = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][0], acc[r][1]), 0xD8);
-        __m256i hi = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[r][2], acc[r][3]), 0xD8);
-        const int32_t off = qg_off(p, m0 + r);
-        const float xs = p->xs[(m0 + r) * p->xs_step];
-        qg_epi256(p, m0 + r, nb * 16, lo, off, xs);
-        if (nb * 16 + 8 < p->N) qg_epi256(p, m0 + r, nb * 16 + 8, hi, off, xs);
-    }
-}
-
-__attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
-                                                            int64_t nb_hi) {
-    const int64_t K = p->K, Kp = qg_kp(K);
-    const uint8_t flip = p->a_signed ? 0x80 : 0;
-    int16_t *aw = (int16_t *)malloc((size_t)(QG_MR2 * Kp + 4) * sizeof(int16_t));
-    if (!aw) return;
-    for (int64_t m0 = 0; m0 < p->M; m0 += QG_MR2) {
-        const int mr = (int)(p->M - m0 < QG_MR2 ? p->M - m0 : QG_MR2);
-        /* aw[r] = (a[m0 + r] ^ flip).astype(int16), zero padded to Kp */
-        for (int r = 0; r < mr; r++) {
-            const uint8_t *a = p->a + (m0 + r) * K;
-            for (int64_t k = 0; k < K; k++) aw[r * Kp + k] = (int16_t)(uint8_t)(a[k] ^ flip);
-            for (int64_t k = K; k < Kp; k++) aw[r * Kp + k] = 0;
-        }
-        for (int64_t nb = nb_lo; nb < nb_hi; nb++) {
-            if (mr == 2)
-                qg_tile_avx2(p, m0, 2, nb, aw);
-            else
-                qg_tile_avx2(p, m0, 1, nb, aw);
-        }
-    }
-    free(aw);
-}
+#include "qgemm_avx2.h"
 
 /* ============================================================== AVX-VNNI (VEX ymm) */
 #define QGV_NAME qg_run_avxvnni

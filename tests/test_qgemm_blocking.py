@@ -1,0 +1,90 @@
+"""The int8 GEMM's register tiles and cache blocks, exact against the int64 twin.
+
+The AVX2 path runs 6-row x 8-column tiles over blocks of 96 widened rows (1- and 2-row tiles
+of 16 columns for the rows left over), the VNNI paths 4- or 6-row tiles: every remainder of
+the row count modulo 6 and 4, a block boundary (M > 96), column tails inside either half of
+a 16-column block and K % 4 != 0 run here, on every ISA path usable on this machine. The
+extremes are the sums vpmaddubsw would saturate (a = 255 against two weights of one sign
+adding up to more than 128; a - 128 = -128 against -128): exact in int32 here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_qgemm import REF, _int64_ref, _rand_act, isa  # noqa: F401  (isa: the fixture)
+
+q = pytest.importorskip("lepton_nn.kernels._qgemm")
+
+ROWS = (1, 2, 3, 4, 5, 6, 7, 8, 11, 13, 96, 97, 101, 195)
+COLS = (1, 7, 8, 9, 12, 15, 16, 17, 29, 40)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_every_row_tile_and_column_tail(isa, dtype):  # noqa: F811
+    rng = np.random.default_rng(31)
+    for M in ROWS:
+        for K, N in ((1, 17), (3, 9), (30, 40), (131, 29)):
+            a = _rand_act(rng, dtype, (M, K))
+            w = _rand_act(rng, np.int8, (N, K))
+            wp, cs = q.pack_weights(w)
+            out = np.full((M, N), -7, np.int32)
+            q.qgemm_s32(a, wp, out, cs)
+            np.testing.assert_array_equal(out, _int64_ref(a, w), err_msg=f"{isa} {M}x{K}x{N}")
+
+
+def test_qlinear_tiles_match_the_reference_twin(isa):  # noqa: F811
+    """The fused epilogue on every tile shape: the reference backend's qlinear (NumPy)."""
+    rng = np.random.default_rng(32)
+    for M in (1, 2, 5, 6, 7, 97):
+        for N in COLS:
+            K = 37
+            x_q = _rand_act(rng, np.uint8, (M, K))
+            w = _rand_act(rng, np.int8, (N, K))
+            wp, cs = q.pack_weights(w)
+            ws = (rng.uniform(0.5, 2, N) / 400).astype(np.float32)
+            bias = rng.standard_normal(N).astype(np.float32)
+            xs = rng.uniform(0.005, 0.02, M).astype(np.float32)
+            zp = rng.integers(0, 256, M).astype(np.int32)
+            out = np.full((M, N), np.nan, np.float32)
+            want = np.empty((M, N), np.float32)
+            q.qlinear(x_q, xs, zp, wp, ws, cs, bias, 1, out)
+            REF.qlinear(x_q, xs, zp, wp, ws, cs, bias, 1, want)
+            np.testing.assert_allclose(out, want, rtol=2e-6, atol=2e-6, err_msg=f"{isa} {M}x{N}")
+
+
+@pytest.mark.parametrize("w_pair", [(127, 127), (-128, -128), (127, 2), (-128, -1), (64, 65)])
+@pytest.mark.parametrize("a_val", [255, 0, 128])
+def test_pairs_vpmaddubsw_would_saturate(isa, w_pair, a_val):  # noqa: F811
+    """Every adjacent k pair of w is w_pair (|w0| + |w1| > 128, one sign: 255 w0 + 255 w1
+    leaves int16), on all tile shapes, with uint8 a and its int8 twin (a ^ 0x80)."""
+    for M in (1, 2, 6, 7, 97):
+        K, N = 1030, 24  # 1030 % 4 = 2: the last group is a tail
+        a = np.full((M, K), a_val, np.uint8)
+        a[:, ::7] = 255 - a_val  # not all equal: rows and columns differ
+        w = np.empty((N, K), np.int8)
+        w[:, 0::2], w[:, 1::2] = w_pair
+        w[::3] = -w[::3].astype(np.int16).clip(-127, 127)  # both signs across columns
+        wp, cs = q.pack_weights(w)
+        out = np.zeros((M, N), np.int32)
+        q.qgemm_s32(a, wp, out, cs)
+        np.testing.assert_array_equal(out, _int64_ref(a, w), err_msg=f"{isa} M={M}")
+        ai = (a ^ 0x80).view(np.int8)
+        q.qgemm_s32(ai, wp, out, cs)
+        np.testing.assert_array_equal(out, _int64_ref(ai, w), err_msg=f"{isa} int8 M={M}")
+
+
+def test_two_threads_split_every_tile_shape():
+    """Two threads split the columns (the helper takes the upper blocks): each half runs
+    every row tile, block boundary included, with the same result as one thread."""
+    rng = np.random.default_rng(33)
+    for M, N in ((193, 200), (100, 33)):
+        a = _rand_act(rng, np.uint8, (M, 1024))
+        w = _rand_act(rng, np.int8, (N, 1024))
+        assert M * N * 1024 >= 2**25 or N == 33
+        wp, _ = q.pack_weights(w)
+        one, two = np.zeros((M, N), np.int32), np.zeros((M, N), np.int32)
+        q.qgemm_s32(a, wp, one, nthreads=1)
+        q.qgemm_s32(a, wp, two, nthreads=2)
+        np.testing.assert_array_equal(one, _int64_ref(a, w))
+        np.testing.assert_array_equal(two, one)
