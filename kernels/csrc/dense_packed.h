@@ -15,12 +15,12 @@
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
  * the same at any batch size and any thread count.
  *
- * Threads: a layer's panels are cut into `threads` contiguous ranges; the caller takes the
- * first, pool workers the others (each always the same range, so at batch 1 each core keeps
- * re-reading the same part of the weights and may find it in its own L2). The workers are
- * pthreads started once; they wait for a job spinning on an atomic generation counter for a
- * while (LNN_PK_SPIN), then sleep on a condition variable. Layers are separated by a spinning
- * barrier. A caller that finds the pool busy (another thread's job) runs its job alone.
+ * Threads: each layer's panels are cut into `threads` contiguous ranges, thread t owning
+ * range t (so at batch 1 each core keeps re-reading the same part of the weights and may find
+ * it in its own L2); a thread done with its own range takes units left in the others (see
+ * "the pool" below). The workers are pthreads started once; between jobs they spin on an
+ * atomic word for LNN_PK_IDLE_NS, then sleep on a condition variable. A caller that finds
+ * the pool busy (another thread's job) runs its job alone.
  */
 #ifndef LNN_DENSE_PACKED_H
 #define LNN_DENSE_PACKED_H
@@ -188,45 +188,9 @@ static void lnn_pk_tile_any(const lnn_pk_layer_t *L, ptrdiff_t r0, int mr, ptrdi
             memcpy(L->y + (r0 + r) * L->n + j0, cbuf + r * width, sizeof(float) * cols);
 }
 
-/* Panels [p0, p1) of one layer, every row. */
-static void lnn_pk_layer_part(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1)
-{
-    const ptrdiff_t m = L->m;
-    if (p1 <= p0 || m <= 0) return;
-    if (m <= 3) { /* 1, 2 or 3 rows x up to 6, 3, 2 panels, the whole K at once */
-        const int cap = (int)(6 / m);
-        ptrdiff_t left = p1 - p0, p = p0;
-        const ptrdiff_t groups = (left + cap - 1) / cap;
-        for (ptrdiff_t g = 0; g < groups; g++) { /* groups of near-equal width */
-            const int np = (int)((left + (groups - g) - 1) / (groups - g));
-            lnn_pk_tile_any(L, 0, (int)m, p, np, 0, L->k);
-            p += np;
-            left -= np;
-        }
-        return;
-    }
-    for (ptrdiff_t k0 = 0; k0 < L->k || k0 == 0; k0 += LNN_PK_KC) {
-        const ptrdiff_t k1 = k0 + LNN_PK_KC < L->k ? k0 + LNN_PK_KC : L->k;
-        for (ptrdiff_t p = p0; p < p1; p++)
-            for (ptrdiff_t r0 = 0; r0 < m; r0 += 6) {
-                const int mr = (int)(m - r0 < 6 ? m - r0 : 6);
-                lnn_pk_tile_any(L, r0, mr, p, 1, k0, k1);
-            }
-        if (L->k == 0) break;
-    }
-}
+/* ---- units of work --------------------------------------------------------------------- */
 
-/* ---- the pool ---------------------------------------------------------------------------- */
-
-#define LNN_PK_MAX_THREADS 16
-
-typedef struct {
-    const lnn_pk_layer_t *layers;
-    ptrdiff_t count;
-    int threads;
-} lnn_pk_job_t;
-
-/* The part of a layer's panels thread t of `threads` takes. */
+/* The panels [p0, p1) thread t of `threads` owns in a layer (contiguous, near-equal). */
 static void lnn_pk_range(const lnn_pk_layer_t *L, int t, int threads, ptrdiff_t *p0,
                          ptrdiff_t *p1)
 {
@@ -235,14 +199,70 @@ static void lnn_pk_range(const lnn_pk_layer_t *L, int t, int threads, ptrdiff_t 
     *p1 = panels * (t + 1) / threads;
 }
 
+/* A range of `len` panels is cut into units: up to 3 rows, groups of near-equal width of at
+ * most 6 / m panels (one tile each, the whole K); from 4 rows on, one panel each. */
+static ptrdiff_t lnn_pk_units(const lnn_pk_layer_t *L, ptrdiff_t len)
+{
+    if (len <= 0 || L->m <= 0) return 0;
+    if (L->m <= 3) {
+        const ptrdiff_t cap = 6 / L->m;
+        return (len + cap - 1) / cap;
+    }
+    return len;
+}
+
+/* Unit u of the `units` of panels [p0, p1), every row. */
+static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
+                        ptrdiff_t u)
+{
+    const ptrdiff_t m = L->m;
+    if (m <= 3) {
+        const ptrdiff_t len = p1 - p0, a = p0 + u * len / units, b = p0 + (u + 1) * len / units;
+        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k);
+        return;
+    }
+    for (ptrdiff_t k0 = 0;; k0 += LNN_PK_KC) { /* a 16 KB block of the panel in L1 ... */
+        const ptrdiff_t k1 = k0 + LNN_PK_KC < L->k ? k0 + LNN_PK_KC : L->k;
+        for (ptrdiff_t r0 = 0; r0 < m; r0 += 6) /* ... for every block of 6 rows */
+            lnn_pk_tile_any(L, r0, (int)(m - r0 < 6 ? m - r0 : 6), p0 + u, 1, k0, k1);
+        if (k1 >= L->k) break;
+    }
+}
+
+/* Every unit of a layer on the calling thread. */
+static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
+{
+    ptrdiff_t p0, p1;
+    lnn_pk_range(L, 0, 1, &p0, &p1);
+    const ptrdiff_t units = lnn_pk_units(L, p1 - p0);
+    for (ptrdiff_t u = 0; u < units; u++) lnn_pk_unit(L, p0, p1, units, u);
+}
+
+/* ---- the pool ---------------------------------------------------------------------------- */
+/* A job's layers are copied into the pool. Each thread t owns a range of each layer's panels
+ * and claims its units one at a time from the range's claim word, then claims what is left of
+ * the other ranges (a thread the OS has not run yet simply gets less; nobody waits for a
+ * thread that holds no unit). A claim word packs (generation, units in the range, next unit):
+ * a claim is a compare-and-swap that fails once the job's generation is over, so a worker
+ * that wakes late never touches a later job. A layer starts once the previous one's done
+ * word counts all its units. */
+
+#define LNN_PK_MAX_THREADS 16
+#define LNN_PK_MAX_LAYERS 32
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
 #define LNN_PK_POOL 1
 
-/* ~2-3 us of pause instructions per 100 on x86; a worker idles this long spinning */
-#define LNN_PK_SPIN 20000
+#define LNN_PK_IDLE_NS 100000 /* a worker spins this long for the next job, then sleeps */
+#define LNN_PK_WAIT_NS 50000  /* a wait spins this long, then yields the core each round */
+#define LNN_PK_BITS 18        /* units and counts per word; the generation above them */
+#define LNN_PK_MASK ((1ull << LNN_PK_BITS) - 1)
+#define LNN_PK_GEN_MASK ((1ull << (64 - 2 * LNN_PK_BITS)) - 1)
 
 static inline void lnn_pk_relax(void)
 {
@@ -251,60 +271,100 @@ static inline void lnn_pk_relax(void)
 #endif
 }
 
+static inline int64_t lnn_pk_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* (generation, total, count) in one word */
+static inline uint64_t lnn_pk_word(uint64_t g, uint64_t total, uint64_t count)
+{
+    return (g << (2 * LNN_PK_BITS)) | (total << LNN_PK_BITS) | count;
+}
+
 static struct {
     pthread_mutex_t busy; /* held by the caller whose job the pool runs */
     pthread_mutex_t mu;   /* sleeping workers */
     pthread_cond_t cv;
-    atomic_ulong post;    /* a new job: (generation << 8) | threads, job written before */
+    atomic_ullong post;   /* a new job: (generation << 8) | threads */
     atomic_int sleepers;
-    atomic_int done;      /* workers finished with the current job */
-    atomic_int bar_count; /* the barrier between layers */
-    atomic_uint bar_gen;
-    const lnn_pk_job_t *job;
-    unsigned long born; /* post when workers were last started */
-    int workers; /* started */
+    atomic_int count;     /* layers of the job */
+    atomic_ullong claim[LNN_PK_MAX_LAYERS][LNN_PK_MAX_THREADS];
+    atomic_ullong done[LNN_PK_MAX_LAYERS]; /* (generation, units, units done) */
+    lnn_pk_layer_t layers[LNN_PK_MAX_LAYERS];
+    uint64_t gen;
+    unsigned long long born; /* post when workers were last started */
+    int workers;             /* started */
     int atfork;
 } lnn_pk_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t lnn_pk_start_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Every participant of the job waits here until all `n` arrived. */
-static void lnn_pk_barrier(int n)
+/* The next unit of a claim word, or -1: none left (*gone = 0) or generation g is over. */
+static ptrdiff_t lnn_pk_claim(atomic_ullong *w, uint64_t g, int *gone)
 {
-    const unsigned g = atomic_load(&lnn_pk_pool.bar_gen);
-    if (atomic_fetch_add(&lnn_pk_pool.bar_count, 1) == n - 1) {
-        atomic_store(&lnn_pk_pool.bar_count, 0);
-        atomic_fetch_add(&lnn_pk_pool.bar_gen, 1);
-        return;
-    }
-    for (long spin = 0; atomic_load(&lnn_pk_pool.bar_gen) == g; spin++) {
-        lnn_pk_relax();
-        if (spin > LNN_PK_SPIN) sched_yield(); /* a participant was descheduled */
+    unsigned long long v = atomic_load(w);
+    for (;;) {
+        if ((v >> (2 * LNN_PK_BITS)) != g) {
+            *gone = 1;
+            return -1;
+        }
+        if ((v & LNN_PK_MASK) >= ((v >> LNN_PK_BITS) & LNN_PK_MASK)) return -1;
+        if (atomic_compare_exchange_weak(w, &v, v + 1)) return (ptrdiff_t)(v & LNN_PK_MASK);
     }
 }
 
-/* Thread t's share of the job: its panels of each layer, a barrier between layers. */
-static void lnn_pk_share(const lnn_pk_job_t *job, int t)
+/* Wait until layer l of job g is complete (1), or the job is over (0). */
+static int lnn_pk_wait_done(int l, uint64_t g)
 {
-    for (ptrdiff_t l = 0; l < job->count; l++) {
-        ptrdiff_t p0, p1;
-        if (l > 0) lnn_pk_barrier(job->threads);
-        lnn_pk_range(&job->layers[l], t, job->threads, &p0, &p1);
-        lnn_pk_layer_part(&job->layers[l], p0, p1);
+    int64_t t0 = 0;
+    for (long spin = 0;; spin++) {
+        const unsigned long long v = atomic_load(&lnn_pk_pool.done[l]);
+        if ((v >> (2 * LNN_PK_BITS)) != g) return 0;
+        if ((v & LNN_PK_MASK) == ((v >> LNN_PK_BITS) & LNN_PK_MASK)) return 1;
+        lnn_pk_relax();
+        if ((spin & 63) == 0) {
+            const int64_t now = lnn_pk_ns();
+            if (t0 == 0) t0 = now;
+            if (now - t0 > LNN_PK_WAIT_NS) sched_yield(); /* the holder was descheduled */
+        }
+    }
+}
+
+/* Thread t's part of job g: per layer, its own range's units, then the others'. */
+static void lnn_pk_share(int t, uint64_t g, int threads, int count)
+{
+    for (int l = 0; l < count && l < LNN_PK_MAX_LAYERS; l++) {
+        if (l > 0 && !lnn_pk_wait_done(l - 1, g)) return;
+        for (int i = 0; i < threads; i++) {
+            const int o = (t + i) % threads;
+            for (;;) {
+                int gone = 0;
+                const ptrdiff_t u = lnn_pk_claim(&lnn_pk_pool.claim[l][o], g, &gone);
+                if (gone) return;
+                if (u < 0) break;
+                /* job g lives until this unit is counted: its layer is stable */
+                const lnn_pk_layer_t *L = &lnn_pk_pool.layers[l];
+                ptrdiff_t p0, p1;
+                lnn_pk_range(L, o, threads, &p0, &p1);
+                lnn_pk_unit(L, p0, p1, lnn_pk_units(L, p1 - p0), u);
+                atomic_fetch_add(&lnn_pk_pool.done[l], 1);
+            }
+        }
     }
 }
 
 static void *lnn_pk_worker(void *arg)
 {
     const int t = (int)(ptrdiff_t)arg; /* 1, 2, ... */
-    unsigned long seen = lnn_pk_pool.born; /* the last job before this worker was made */
+    unsigned long long seen = lnn_pk_pool.born; /* the last job before this worker was made */
     for (;;) {
-        long spin = 0;
-        while (atomic_load(&lnn_pk_pool.post) == seen) {
-            if (++spin < LNN_PK_SPIN) {
-                lnn_pk_relax();
-                continue;
-            }
+        const int64_t t0 = lnn_pk_ns();
+        for (long spin = 0; atomic_load(&lnn_pk_pool.post) == seen; spin++) {
+            lnn_pk_relax();
+            if ((spin & 63) || lnn_pk_ns() - t0 < LNN_PK_IDLE_NS) continue;
             pthread_mutex_lock(&lnn_pk_pool.mu);
             atomic_fetch_add(&lnn_pk_pool.sleepers, 1);
             while (atomic_load(&lnn_pk_pool.post) == seen)
@@ -312,13 +372,9 @@ static void *lnn_pk_worker(void *arg)
             atomic_fetch_sub(&lnn_pk_pool.sleepers, 1);
             pthread_mutex_unlock(&lnn_pk_pool.mu);
         }
-        /* one read: the thread count of the very job this generation names. Only its
-         * participants read the job (its caller waits for them; the others may be late) */
         seen = atomic_load(&lnn_pk_pool.post);
-        if (t < (int)(seen & 0xff)) {
-            lnn_pk_share(lnn_pk_pool.job, t);
-            atomic_fetch_add(&lnn_pk_pool.done, 1);
-        }
+        if (t < (int)(seen & 0xff))
+            lnn_pk_share(t, seen >> 8, (int)(seen & 0xff), atomic_load(&lnn_pk_pool.count));
     }
     return NULL;
 }
@@ -331,7 +387,6 @@ static void lnn_pk_after_fork(void)
     pthread_cond_init(&lnn_pk_pool.cv, NULL);
     pthread_mutex_init(&lnn_pk_start_mu, NULL);
     atomic_store(&lnn_pk_pool.sleepers, 0);
-    atomic_store(&lnn_pk_pool.bar_count, 0);
     lnn_pk_pool.workers = 0;
 }
 
@@ -340,11 +395,11 @@ static void lnn_pk_after_fork(void)
 static int lnn_pk_start(int n)
 {
     pthread_mutex_lock(&lnn_pk_start_mu);
-    lnn_pk_pool.born = atomic_load(&lnn_pk_pool.post);
     if (!lnn_pk_pool.atfork) {
         pthread_atfork(NULL, NULL, lnn_pk_after_fork);
         lnn_pk_pool.atfork = 1;
     }
+    lnn_pk_pool.born = atomic_load(&lnn_pk_pool.post);
     while (lnn_pk_pool.workers < n - 1) {
         pthread_t th;
         pthread_attr_t attr;
@@ -360,55 +415,73 @@ static int lnn_pk_start(int n)
     pthread_mutex_unlock(&lnn_pk_start_mu);
     return can;
 }
+
+/* Run `count` layers on up to `threads` threads of the pool; 0 if it could not (busy with
+ * another caller's job, no workers, a layer too wide for a claim word). */
+static int lnn_pk_pool_run(const lnn_pk_layer_t *ls, int count, int threads)
+{
+    if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
+    if (threads < 2 || count > LNN_PK_MAX_LAYERS) return 0;
+    for (int l = 0; l < count; l++)
+        if ((ls[l].n + LNN_PK_NR - 1) / LNN_PK_NR > (ptrdiff_t)LNN_PK_MASK) return 0;
+    if (pthread_mutex_trylock(&lnn_pk_pool.busy) != 0) return 0;
+    const int can = lnn_pk_start(threads);
+    threads = can < threads ? can : threads;
+    if (threads < 2) {
+        pthread_mutex_unlock(&lnn_pk_pool.busy);
+        return 0;
+    }
+    const uint64_t g = lnn_pk_pool.gen = (lnn_pk_pool.gen + 1) & LNN_PK_GEN_MASK;
+    for (int l = 0; l < count; l++) {
+        const lnn_pk_layer_t *L = &ls[l];
+        uint64_t total = 0;
+        lnn_pk_pool.layers[l] = *L;
+        for (int o = 0; o < threads; o++) {
+            ptrdiff_t p0, p1;
+            lnn_pk_range(L, o, threads, &p0, &p1);
+            const uint64_t units = (uint64_t)lnn_pk_units(L, p1 - p0);
+            atomic_store(&lnn_pk_pool.claim[l][o], lnn_pk_word(g, units, 0));
+            total += units;
+        }
+        atomic_store(&lnn_pk_pool.done[l], lnn_pk_word(g, total, 0));
+    }
+    atomic_store(&lnn_pk_pool.count, count);
+    atomic_store(&lnn_pk_pool.post, (g << 8) | (unsigned long long)threads);
+    if (atomic_load(&lnn_pk_pool.sleepers) > 0) {
+        pthread_mutex_lock(&lnn_pk_pool.mu);
+        pthread_cond_broadcast(&lnn_pk_pool.cv);
+        pthread_mutex_unlock(&lnn_pk_pool.mu);
+    }
+    lnn_pk_share(0, g, threads, count);
+    lnn_pk_wait_done(count - 1, g);
+    pthread_mutex_unlock(&lnn_pk_pool.busy);
+    return 1;
+}
 #endif /* pthreads */
 
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
  * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL.
- * `threads` > 1: the pool's workers take parts of each layer (if the pool is free). */
+ * `threads` > 1: the pool's workers share each layer (if the pool is free). */
 static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t layers,
                                        const float *const *panels, const float *const *bias,
                                        const int *act, const ptrdiff_t *dims,
                                        float *const *outs, int threads)
 {
-    lnn_pk_layer_t ls[32];
-    for (ptrdiff_t l0 = 0; l0 < layers; l0 += 32) { /* 32 layers a job */
-        const ptrdiff_t count = layers - l0 < 32 ? layers - l0 : 32;
-        for (ptrdiff_t i = 0; i < count; i++) {
+    lnn_pk_layer_t ls[LNN_PK_MAX_LAYERS];
+    for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_MAX_LAYERS) {
+        const ptrdiff_t left = layers - l0;
+        const int count = (int)(left < LNN_PK_MAX_LAYERS ? left : LNN_PK_MAX_LAYERS);
+        for (int i = 0; i < count; i++) {
             const ptrdiff_t l = l0 + i;
             lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
                                 m, dims[l], dims[l + 1], act[l]};
             ls[i] = L;
         }
-        lnn_pk_job_t job = {ls, count, 1};
 #if LNN_PK_POOL
-        if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
-        if (threads > 1 && pthread_mutex_trylock(&lnn_pk_pool.busy) == 0) {
-            job.threads = lnn_pk_start(threads);
-            if (job.threads > threads) job.threads = threads;
-            if (job.threads > 1) {
-                lnn_pk_pool.job = &job;
-                atomic_store(&lnn_pk_pool.done, 0);
-                unsigned long g = atomic_load(&lnn_pk_pool.post) >> 8;
-                atomic_store(&lnn_pk_pool.post, ((g + 1) << 8) | (unsigned long)job.threads);
-                if (atomic_load(&lnn_pk_pool.sleepers) > 0) {
-                    pthread_mutex_lock(&lnn_pk_pool.mu);
-                    pthread_cond_broadcast(&lnn_pk_pool.cv);
-                    pthread_mutex_unlock(&lnn_pk_pool.mu);
-                }
-                lnn_pk_share(&job, 0);
-                for (long spin = 0; atomic_load(&lnn_pk_pool.done) < job.threads - 1; spin++) {
-                    lnn_pk_relax();
-                    if (spin > LNN_PK_SPIN) sched_yield();
-                }
-                pthread_mutex_unlock(&lnn_pk_pool.busy);
-                continue;
-            }
-            pthread_mutex_unlock(&lnn_pk_pool.busy);
-            job.threads = 1;
-        }
+        if (lnn_pk_pool_run(ls, count, threads)) continue;
 #endif
         (void)threads;
-        for (ptrdiff_t i = 0; i < count; i++) lnn_pk_layer_part(&ls[i], 0, (ls[i].n + 15) / 16);
+        for (int i = 0; i < count; i++) lnn_pk_layer_alone(&ls[i]);
     }
 }
 
