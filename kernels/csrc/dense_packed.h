@@ -9,7 +9,7 @@
  *
  * Tiles: MR rows x NP panels of 16 columns, MR NP <= 6 (12 AVX2 accumulators of 8 floats,
  * enough independent FMA chains for 2 FMA units of latency 4). Batch 1 runs 1 x (up to 6)
- * tiles: up to 6 panels read side by side; from 4 rows on, 6 x 1 tiles over K blocks of 256
+ * tiles: up to 6 panels read side by side; from 4 rows on, 6 x 1 tiles over K blocks of <= 256
  * (a block of a panel, 16 KB, stays in L1 while the row blocks reuse it). Every output is
  * c = fma(x[k], w[k], c) for k = 0, 1, ..., K-1 in order, from c = 0, then + b, then f: the
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
@@ -221,8 +221,11 @@ static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptr
         lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k);
         return;
     }
-    for (ptrdiff_t k0 = 0;; k0 += LNN_PK_KC) { /* a 16 KB block of the panel in L1 ... */
-        const ptrdiff_t k1 = k0 + LNN_PK_KC < L->k ? k0 + LNN_PK_KC : L->k;
+    /* K in equal blocks of at most LNN_PK_KC (784 = 4 x 196, not 3 x 256 + 16) */
+    const ptrdiff_t blocks = (L->k + LNN_PK_KC - 1) / LNN_PK_KC;
+    const ptrdiff_t kc = blocks > 1 ? (L->k + blocks - 1) / blocks : LNN_PK_KC;
+    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a <= 16 KB block of the panel in L1 ... */
+        const ptrdiff_t k1 = k0 + kc < L->k ? k0 + kc : L->k;
         for (ptrdiff_t r0 = 0; r0 < m; r0 += 6) /* ... for every block of 6 rows */
             lnn_pk_tile_any(L, r0, (int)(m - r0 < 6 ? m - r0 : 6), p0 + u, 1, k0, k1);
         if (k1 >= L->k) break;

@@ -6,10 +6,12 @@ kernel wants (fp32, packed int8 or CSR), fusing an activation layer into the lin
 before it. For each batch size N, :meth:`Network.plan` binds the steps into a :class:`Plan`:
 every intermediate buffer allocated once, every call a ``(function, args)`` pair::
 
-    Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
-                     (batch 1: dense_chain_forward(h, (W,), (b,), (act,), (z,)), compiled, one
-                     call for a run of Dense layers; without the extension np.dot(h, Wt.T, z),
-                     Wt = W^T in C order: a faster gemv)
+    Dense (fp32)     dense_packed_forward(h, (P,), (b,), (act,), (z,), threads)  # z = f(h W + b)
+                     (compiled: W kept only as its column panels P = dense_pack(W); one call
+                     for a run of Dense layers, any batch, split over the kernel's own
+                     threads. Without the extension: np.matmul(h, W, z) then
+                     bias_act_forward(z, b, act, z); at batch 1 np.dot(h, Wt.T, z), Wt = W^T
+                     in C order, a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
                      (True: static activations, s and zp fixed at calibration)
     Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
