@@ -184,3 +184,51 @@ def test_packed_property(sizes, m, act, threads):
         with backend.use_backend(name) as kb:
             got = _run(kb, x, _pack(kb, ws), bs, acts, threads)[-1]
             np.testing.assert_allclose(got, want, rtol=3e-5, atol=3e-5)
+
+
+def test_concurrent_callers_share_the_pool_safely():
+    # callers that find the pool busy run alone: every result still right, none lost
+    import threading
+
+    k = _compiled()
+    ws, bs, acts = _layers((100, 300, 40), 1, bias=True, seed=9)
+    panels = _pack(k, ws)
+    xs = np.random.default_rng(10).standard_normal((8, 3, 100)).astype(np.float32)
+    want = [_run(k, x, panels, bs, acts, 1)[-1] for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(40):
+            got = _run(k, xs[i], panels, bs, acts, 2)[-1]
+            if not np.array_equal(got, want[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_runtime_plans_give_the_same_bits_on_1_and_2_threads(tmp_path):
+    import lepton_nn as ln
+    import lepton_nn.runtime as rt
+    from lepton_nn import nn
+
+    ln.set_seed(3)
+    model = nn.Sequential(
+        [nn.Dense(300, "relu", in_features=90), nn.Dense(70, "gelu"), nn.Dense(5)]
+    )
+    model.build((None, 90))
+    ln.save(model, tmp_path / "m.lnn")
+    one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
+    if "cython" in BACKENDS:  # one call for the three layers, on the pool's 2 threads
+        (fn, args, _), *rest = two.plan_for(64).head + [
+            (f, a, -1) for f, a in two.plan_for(64).tail
+        ]
+        assert fn.__name__ == "dense_packed_forward" and len(args[0]) == 3 and args[-1] == 2
+    for n in (1, 2, 7, 64):
+        x = np.random.default_rng(n).standard_normal((n, 90)).astype(np.float32)
+        np.testing.assert_array_equal(one.predict(x), two.predict(x))
+        np.testing.assert_allclose(two.predict(x), model(x).data, rtol=1e-4, atol=1e-5)
