@@ -31,7 +31,9 @@
 #include "dense.h" /* lnn_bias_act_forward_f32, LNN_* activation codes */
 
 #define LNN_PK_NR 16  /* columns of a panel */
+#ifndef LNN_PK_KC
 #define LNN_PK_KC 256 /* K block from 4 rows on: 16 KB of a panel */
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
