@@ -168,6 +168,13 @@ class DenseStep(Step):
             self.panels, self.w, self._w_rows = k.dense_pack(self.w), None, None
         return kernels().dense_packed_forward
 
+    def weight(self) -> np.ndarray:
+        """W (K, N): the array held, or a copy unpacked from the panels (for inspection)."""
+        if self.panels is None:
+            return self.w
+        k, n = self.shape
+        return self.panels.transpose(1, 0, 2).reshape(k, 16 * len(self.panels))[:, :n].copy()
+
     def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
         """Make this step compute y * scale + shift (per output column) itself: W scaled by
         columns, b = b scale + shift (an eval BatchNorm after the Dense layer). At parse
