@@ -12,6 +12,7 @@ float32/float64 raises ``TypeError`` rather than reading memory as the wrong typ
 
 cimport numpy as cnp
 from libc.math cimport sqrt
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 
 cnp.import_array()
@@ -265,3 +266,68 @@ def c_kernel_addresses():
         "softmax_xent_forward_f32": <size_t>lnn_softmax_xent_forward_f32,
         "softmax_xent_backward_f32": <size_t>lnn_softmax_xent_backward_f32,
     }
+
+
+cdef extern from "dense_packed.h" nogil:
+    void lnn_dense_packed_chain_f32(const float *x, Py_ssize_t m, Py_ssize_t layers,
+                                    const float *const *panels, const float *const *bias,
+                                    const int *act, const Py_ssize_t *dims, float *const *outs,
+                                    int threads)
+
+
+def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs not None,
+                         tuple acts not None, tuple outs not None, int threads=1):
+    """h = x; for each layer l: outs[l] = f_l(h @ W_l + bs[l]) (M, N_l), h = outs[l]; W_l
+    given as its panels (ceil(N_l / 16), K_l, 16) (``dense_pack``). float32, C-contiguous;
+    ``threads`` > 1 splits each layer's panels over the native pool. Returns outs[-1]."""
+    cdef Py_ssize_t layers = len(panels), l, m = cnp.PyArray_DIMS(x)[0]
+    cdef Py_ssize_t k = cnp.PyArray_DIMS(x)[1] if cnp.PyArray_NDIM(x) == 2 else -1
+    cdef cnp.ndarray p, o
+    if not (len(bs) == len(acts) == len(outs) == layers) or layers == 0:
+        raise ValueError("dense_packed_forward: one panel array, bias, activation, output "
+                         "per layer")
+    if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or k < 0:
+        raise TypeError("dense_packed_forward takes a C-contiguous float32 (M, K) input")
+    cdef Py_ssize_t *dims = <Py_ssize_t *>PyMem_Malloc((layers + 1) * sizeof(Py_ssize_t))
+    cdef const float **pp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+    cdef const float **bp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+    cdef float **op = <float **>PyMem_Malloc(layers * sizeof(void *))
+    cdef int *ap = <int *>PyMem_Malloc(layers * sizeof(int))
+    try:
+        if not (dims and pp and bp and op and ap):
+            raise MemoryError()
+        dims[0] = k
+        for l in range(layers):
+            p, o = panels[l], outs[l]
+            b = bs[l]
+            n = cnp.PyArray_DIMS(o)[1] if cnp.PyArray_NDIM(o) == 2 else -1
+            if (cnp.PyArray_TYPE(p) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(p) != 3
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(p) or cnp.PyArray_DIMS(p)[1] != k
+                    or cnp.PyArray_DIMS(p)[2] != 16 or n < 0
+                    or cnp.PyArray_DIMS(p)[0] != (n + 15) // 16
+                    or cnp.PyArray_TYPE(o) != cnp.NPY_FLOAT32
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(o) or cnp.PyArray_DIMS(o)[0] != m):
+                raise ValueError(f"dense_packed_forward: layer {l}: panels "
+                                 f"{(<object>p).dtype} {(<object>p).shape} and output "
+                                 f"{(<object>o).dtype} {(<object>o).shape} do not fit an "
+                                 f"input of {k} features, {m} rows")
+            if b is not None and (cnp.PyArray_TYPE(<cnp.ndarray>b) != cnp.NPY_FLOAT32
+                                  or cnp.PyArray_SIZE(<cnp.ndarray>b) != n
+                                  or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>b)):
+                raise ValueError(f"dense_packed_forward: layer {l}: bias must be {n} float32")
+            pp[l] = <const float *>cnp.PyArray_DATA(p)
+            bp[l] = <const float *>_data(b)
+            op[l] = <float *>cnp.PyArray_DATA(o)
+            ap[l] = acts[l]
+            dims[l + 1] = n
+            k = n
+        with nogil:
+            lnn_dense_packed_chain_f32(<const float *>cnp.PyArray_DATA(x), m, layers, pp, bp,
+                                       ap, dims, op, threads)
+    finally:
+        PyMem_Free(dims)
+        PyMem_Free(pp)
+        PyMem_Free(bp)
+        PyMem_Free(op)
+        PyMem_Free(ap)
+    return outs[layers - 1]

@@ -116,6 +116,8 @@ class CythonBackend(ReferenceBackend):
             all_finite = staticmethod(_dense.all_finite)
         if hasattr(_dense, "dense_chain_forward"):  # float32 only: the plan checks
             dense_chain_forward = staticmethod(_dense.dense_chain_forward)
+        if hasattr(_dense, "dense_packed_forward"):
+            dense_packed_forward = staticmethod(_dense.dense_packed_forward)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate

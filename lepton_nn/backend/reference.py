@@ -94,6 +94,35 @@ class ReferenceBackend:
             h = out
         return h
 
+    def dense_pack(self, w):
+        """W (K, N) float32 as its column panels (ceil(N/16), K, 16): panel p, row k holds
+        W[k, 16p:16p+16], zeros past N; 64-byte aligned (a panel row is one cache line).
+        The only form of W that ``dense_packed_forward`` reads (layout, no arithmetic)."""
+        k, n = w.shape
+        p = -(-n // 16)
+        raw = np.zeros(p * k * 16 + 16, np.float32)
+        skip = (-raw.ctypes.data % 64) // 4
+        panels = raw[skip : skip + p * k * 16].reshape(p, k, 16)
+        full = n // 16
+        panels[:full] = w[:, : full * 16].reshape(k, full, 16).transpose(1, 0, 2)
+        if n % 16:
+            panels[full, :, : n % 16] = w[:, full * 16 :]
+        return panels
+
+    def dense_packed_forward(self, x, panels, bs, acts, outs, threads=1):
+        """Dense layers one after the other on packed weights: h = x; for each layer l,
+        outs[l] = f_l(h @ W_l + bs[l]), h = outs[l], W_l (K_l, N_l) given as
+        ``panels[l] = dense_pack(W_l)``. x (M, K_0) float32; bs[l] (N_l,) or None; acts[l]
+        an activation code; outs[l] (M, N_l). ``threads``: how many threads may share each
+        layer (the results do not depend on it). Returns outs[-1]."""
+        h = x
+        for p, b, act, out in zip(panels, bs, acts, outs, strict=True):
+            w = p.transpose(1, 0, 2).reshape(p.shape[1], 16 * p.shape[0])[:, : out.shape[1]]
+            np.matmul(h, w, out)
+            self.bias_act_forward(out, b, act, out)
+            h = out
+        return h
+
     def bias_act_backward(self, gy, y, z, bias, act, gz, gbias):
         """Back through y = f(z + b).
 

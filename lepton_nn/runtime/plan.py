@@ -6,10 +6,12 @@ kernel wants (fp32, packed int8 or CSR), fusing an activation layer into the lin
 before it. For each batch size N, :meth:`Network.plan` binds the steps into a :class:`Plan`:
 every intermediate buffer allocated once, every call a ``(function, args)`` pair::
 
-    Dense (fp32)     np.matmul(h, W, z);  bias_act_forward(z, b, act, z)      # z = f(h W + b)
-                     (batch 1: dense_chain_forward(h, (W,), (b,), (act,), (z,)), compiled, one
-                     call for a run of Dense layers; without the extension np.dot(h, Wt.T, z),
-                     Wt = W^T in C order: a faster gemv)
+    Dense (fp32)     dense_packed_forward(h, (P,), (b,), (act,), (z,), threads)  # z = f(h W + b)
+                     (compiled: W kept only as its column panels P = dense_pack(W); one call
+                     for a run of Dense layers, any batch, split over the kernel's own
+                     threads. Without the extension: np.matmul(h, W, z) then
+                     bias_act_forward(z, b, act, z); at batch 1 np.dot(h, Wt.T, z), Wt = W^T
+                     in C order, a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
                      (True: static activations, s and zp fixed at calibration)
     Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
@@ -71,6 +73,10 @@ __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_M
 SPARSE_MAX_DENSITY = 0.5
 #: Largest batch the sparse/dense crossover is timed at (larger batches reuse its verdict).
 MEASURE_MAX_BATCH = 256
+#: A packed Dense layer is split over the plan's threads from this many multiply-adds (rows
+#: x K x N): below, the hand-off to the pool's workers and the barrier cost more than half
+#: the layer.
+PACKED_SPLIT_MIN = 65536
 
 _FIXED = {
     "ReLU": "relu",
@@ -116,15 +122,26 @@ class Step:
 
 
 class DenseStep(Step):
-    """y = f(x W + b): ``np.matmul`` into a buffer, then the fused bias/activation kernel."""
+    """y = f(x W + b). Compiled, float32: W kept only as its column panels (``dense_pack``,
+    made at the first plan; the file's (K, N) array is then dropped) and every batch size
+    runs ``dense_packed_forward`` (GEMM, bias and activation in one pass; neighbouring Dense
+    layers joined into one call, split over the plan's threads by the kernel's own pool).
+    Otherwise ``np.matmul`` into a buffer, then the fused bias/activation kernel."""
 
     kind = "dense"
+    packable = True  # may trade W for its packed panels
 
     def __init__(self, label: str, w: np.ndarray, b: np.ndarray | None, act: int) -> None:
         self.label, self.w, self.b, self.act = label, w, b, act
+        self.shape = w.shape
+        self.panels: np.ndarray | None = None
         self._w_rows: np.ndarray | None = None
 
-    def _dense_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
+    def _dense_ops(self, src: np.ndarray, out: np.ndarray, threads: int = 1) -> list[Op]:
+        packed = self._packed_kernel(src)
+        if packed is not None:  # one call; Network.plan joins neighbours
+            args = (src, (self.panels,), (self.b,), (self.act,), (out,), threads)
+            return [(packed, args)]
         chain = _chain_kernel(src)
         if chain is not None:  # batch 1, compiled: one call (Network.plan joins neighbours)
             return [(chain, (src, (self.w,), (self.b,), (self.act,), (out,)))]
@@ -136,16 +153,40 @@ class DenseStep(Step):
             ops.append((kernels().bias_act_forward, (out, self.b, self.act, out)))
         return ops
 
+    def _packed_kernel(self, src: np.ndarray) -> Callable | None:
+        """``dense_packed_forward`` once W is packed, packing it now if the compiled kernel
+        is there (else None: W stays as it is). Packed, W is gone: a plan bound later under
+        the reference backend runs the kernel's NumPy twin on the panels."""
+        if self.panels is None:
+            k = kernels()
+            if (
+                not self.packable
+                or src.dtype != np.float32
+                or type(k).dense_packed_forward is ReferenceBackend.dense_packed_forward
+            ):
+                return None
+            self.panels, self.w, self._w_rows = k.dense_pack(self.w), None, None
+        return kernels().dense_packed_forward
+
+    def weight(self) -> np.ndarray:
+        """W (K, N): the array held, or a copy unpacked from the panels (for inspection)."""
+        if self.panels is None:
+            return self.w
+        k, n = self.shape
+        return self.panels.transpose(1, 0, 2).reshape(k, 16 * len(self.panels))[:, :n].copy()
+
     def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
         """Make this step compute y * scale + shift (per output column) itself: W scaled by
-        columns, b = b scale + shift (an eval BatchNorm after the Dense layer)."""
+        columns, b = b scale + shift (an eval BatchNorm after the Dense layer). At parse
+        time, before any plan packs W."""
         dt = self.w.dtype
         w = self.w.astype(np.float64) * scale[None, :]
         b = 0.0 if self.b is None else self.b.astype(np.float64)
         self.w, self.b, self._w_rows = w.astype(dt), (b * scale + shift).astype(dt), None
 
     def w_rows(self) -> np.ndarray:
-        """W^T (out, in) in C order, made for the first batch-1 plan (a second copy of W).
+        """W^T (out, in) in C order, made for the first batch-1 plan (a second copy of W;
+        only without the compiled kernels).
 
         At batch 1, OpenBLAS's gemv runs faster taking dot products along W^T's rows than
         on W's, and ``np.dot`` reaches BLAS with less overhead than ``np.matmul``: the
@@ -157,11 +198,13 @@ class DenseStep(Step):
         return self._w_rows
 
     def bind(self, src, owned, ctx):
-        out = out_buffer(ctx, (ctx.n, self.w.shape[1]), ctx.dtype)
-        return self._dense_ops(src, out), out
+        out = out_buffer(ctx, (ctx.n, self.shape[1]), ctx.dtype)
+        threads = ctx.threads if ctx.n * self.shape[0] * self.shape[1] >= PACKED_SPLIT_MIN else 1
+        return self._dense_ops(src, out, threads), out
 
     def describe(self) -> str:
-        return f"{self.label}: dense {self.w.dtype} {self.w.shape[0]}->{self.w.shape[1]}"
+        form = "packed panels" if self.panels is not None else str(self.w.dtype)
+        return f"{self.label}: dense {form} {self.shape[0]}->{self.shape[1]}"
 
 
 class SparseDenseStep(DenseStep):
@@ -169,6 +212,7 @@ class SparseDenseStep(DenseStep):
     measurement at plan time finds faster for that batch size."""
 
     kind = "sparse"
+    packable = False  # its dense variant is timed against the CSR kernel on W itself
 
     def __init__(self, label, w, b, act, csr: CSRWeight) -> None:
         super().__init__(label, w, b, act)
@@ -296,19 +340,21 @@ def _chain_kernel(src: np.ndarray) -> Callable | None:
 
 
 def _join_dense_chains(ops: list[Op]) -> list[Op]:
-    """Adjacent ``dense_chain_forward`` calls, each reading the previous one's output, as
-    one call over all their layers (the same computations in the same order)."""
+    """Adjacent ``dense_chain_forward`` (or ``dense_packed_forward``) calls, each reading
+    the previous one's output, as one call over all their layers (the same computations in
+    the same order; a packed chain on the most threads any of its layers was given)."""
     out: list[Op] = []
     for fn, args in ops:
         prev = out[-1] if out else None
         if (
             prev is not None
-            and getattr(fn, "__name__", "") == "dense_chain_forward"
+            and getattr(fn, "__name__", "") in ("dense_chain_forward", "dense_packed_forward")
             and prev[0] is fn
             and args[0] is prev[1][4][-1]
         ):
-            x, ws, bs, acts, outs = prev[1]
-            out[-1] = (fn, (x, ws + args[1], bs + args[2], acts + args[3], outs + args[4]))
+            x, ws, bs, acts, outs, *threads = prev[1]
+            joined = (x, ws + args[1], bs + args[2], acts + args[3], outs + args[4])
+            out[-1] = (fn, joined + tuple(max(t, u) for t, u in zip(threads, args[5:])))
         else:
             out.append((fn, args))
     return out
@@ -575,7 +621,7 @@ def _parse_chain(
         if cls == "Dense":
             step, act = _dense(prefix, config, width, params, dtype, label, sparse)
             steps.append(step)
-            width = (step.w.shape[1],) if hasattr(step, "w") else (step.n_out,)
+            width = (step.shape[1],) if isinstance(step, DenseStep) else (step.n_out,)
             steps += _unfused_activation(f"{label} {act}", act)
             final = act
         elif cls in _FIXED or cls in ("Activation", "GELU"):

@@ -132,8 +132,12 @@ def _writer(rm: Any) -> dict[str, str]:
 
 
 def _arrays(step: Any) -> dict[str, np.ndarray]:
-    """The arrays a step holds (its weights as the kernel reads them), not private copies."""
-    return {k: v for k, v in vars(step).items() if isinstance(v, np.ndarray) and k[0] != "_"}
+    """The arrays a step holds (its weights as the kernel reads them), not private copies;
+    a Dense weight kept as packed panels is shown as W (K, N) (``DenseStep.weight``)."""
+    out = {k: v for k, v in vars(step).items() if isinstance(v, np.ndarray) and k[0] != "_"}
+    if out.pop("panels", None) is not None:
+        out = {"w": step.weight(), **out}
+    return out
 
 
 def layer_graph(rm: Any, sample: Any) -> dict:

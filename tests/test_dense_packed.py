@@ -1,0 +1,234 @@
+"""``dense_pack`` / ``dense_packed_forward``: Dense layers on weights kept only as column
+panels, any batch, bias and activation fused, split over the kernel's native threads. Every
+backend against the NumPy twin (odd widths, ragged last panels, row tails of the 6-row
+tiles, K blocks of 256), the twin against plain NumPy, and the promises the runtime relies
+on: the same bits whatever the thread count, and a row's result independent of the batch."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lepton_nn.backend as backend
+from lepton_nn.backend.reference import ACTIVATIONS, ReferenceBackend
+
+REF = ReferenceBackend()
+BACKENDS = backend.available()
+
+
+@pytest.fixture(params=BACKENDS)
+def be(request):
+    with backend.use_backend(request.param) as b:
+        yield b
+
+
+def _layers(sizes, act, bias, seed=0):
+    rng = np.random.default_rng(seed)
+    ws = [
+        (rng.standard_normal((k, n)) / np.sqrt(max(k, 1))).astype(np.float32)
+        for k, n in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+    bs = tuple(rng.standard_normal(n).astype(np.float32) if bias else None for n in sizes[1:])
+    return ws, bs, (act,) * len(ws)
+
+
+def _run(kb, x, panels, bs, acts, threads=1):
+    outs = tuple(np.full((x.shape[0], b), np.nan, np.float32) for b in _widths(panels, bs, x))
+    y = kb.dense_packed_forward(x, panels, bs, acts, outs, threads)
+    assert y is outs[-1]
+    return outs
+
+
+def _widths(panels, bs, x):
+    return [_WIDTH[id(p)] for p in panels]
+
+
+_WIDTH: dict[int, int] = {}
+
+
+def _pack(kb, ws):
+    panels = tuple(kb.dense_pack(w) for w in ws)
+    for p, w in zip(panels, ws, strict=True):
+        _WIDTH[id(p)] = w.shape[1]
+    return panels
+
+
+def _compiled():
+    if "cython" not in BACKENDS:
+        pytest.skip("compiled kernels not built")
+    with backend.use_backend("cython") as k:
+        if type(k).dense_packed_forward is ReferenceBackend.dense_packed_forward:
+            pytest.skip("compiled dense_packed_forward not built")
+        return k
+
+
+def test_pack_layout():
+    w = np.arange(3 * 37, dtype=np.float32).reshape(3, 37)
+    p = REF.dense_pack(w)
+    assert p.shape == (3, 3, 16) and p.dtype == np.float32 and p.flags.c_contiguous
+    assert p.ctypes.data % 64 == 0  # a panel row is one cache line
+    for j in range(48):
+        want = w[:, j] if j < 37 else 0
+        np.testing.assert_array_equal(p[j // 16, :, j % 16], want)
+
+
+# widths around the kernel's blocks: panels of 16, tiles of up to 6 panels or 6 rows, K
+# blocks of 256 from 4 rows on; 0-sized edges
+SIZES = [(784, 512, 256, 10), (5, 3), (1, 1), (17, 96, 97, 7), (300, 33, 16, 1), (0, 5), (9, 0, 4)]
+ROWS = [1, 2, 3, 4, 5, 6, 7, 13, 64]
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+@pytest.mark.parametrize("m", ROWS)
+@pytest.mark.parametrize("act", range(len(ACTIVATIONS)), ids=ACTIVATIONS)
+def test_packed_matches_twin_on_every_backend(be, sizes, m, act):
+    ws, bs, acts = _layers(sizes, act, bias=act != 1)
+    x = np.random.default_rng(1).standard_normal((m, sizes[0])).astype(np.float32)
+    want = _run(REF, x, _pack(REF, ws), bs, acts)
+    for threads in (1, 2):
+        got = _run(be, x, _pack(be, ws), bs, acts, threads)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=3e-5, atol=3e-5)
+
+
+def test_twin_is_layer_by_layer_numpy():
+    ws, bs, acts = _layers((30, 20, 5), 0, bias=True, seed=4)
+    acts = (1, 0)
+    x = np.random.default_rng(5).standard_normal((2, 30)).astype(np.float32)
+    h = np.maximum(x.astype(np.float64) @ ws[0] + bs[0], 0)
+    want = h @ ws[1] + bs[1]
+    got = _run(REF, x, _pack(REF, ws), bs, acts)[-1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [(784, 512, 256, 10), (40, 200, 33), (7, 16, 1)])
+def test_same_bits_at_any_thread_count_and_batch(be, sizes):
+    # each output is the same fma chain over k whatever the split or the tile: 1, 2, 3 and 5
+    # threads agree bit for bit, and each row equals that row run alone
+    ws, bs, acts = _layers(sizes, 1, bias=True, seed=7)
+    panels = _pack(be, ws)
+    x = np.random.default_rng(8).standard_normal((11, sizes[0])).astype(np.float32)
+    base = _run(be, x, panels, bs, acts, 1)[-1]
+    for threads in (2, 3, 5):
+        np.testing.assert_array_equal(_run(be, x, panels, bs, acts, threads)[-1], base)
+    if be.name == "cython":
+        for i in (0, 4, 10):
+            row = _run(be, np.ascontiguousarray(x[i : i + 1]), panels, bs, acts, 2)[-1]
+            np.testing.assert_array_equal(row[0], base[i])
+
+
+def test_relu_passes_nan_like_numpy(be):
+    w = np.ones((2, 3), np.float32)
+    x = np.array([[np.nan, 1.0], [-1.0, -2.0]], np.float32)
+    got = _run(be, x, _pack(be, [w]), (None,), (1,))[-1]
+    np.testing.assert_array_equal(np.isnan(got), [[True] * 3, [False] * 3])
+    np.testing.assert_array_equal(got[1], 0)
+
+
+def test_bad_shapes_are_refused():
+    k = _compiled()
+    p = k.dense_pack(np.ones((4, 5), np.float32))
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="layer 0"):
+        k.dense_packed_forward(x, (p,), (None,), (0,), (np.empty((2, 17), np.float32),))
+    with pytest.raises(ValueError, match="layer 0"):
+        k.dense_packed_forward(x[:, :3].copy(), (p,), (None,), (0,), (np.empty((2, 5)),))
+    with pytest.raises(ValueError, match="bias"):
+        out = np.empty((2, 5), np.float32)
+        k.dense_packed_forward(x, (p,), (np.ones(4, np.float32),), (0,), (out,))
+    with pytest.raises(TypeError):
+        k.dense_packed_forward(x.astype(np.float64), (p,), (None,), (0,), (out,))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork")
+def test_pool_works_in_a_forked_child():
+    # the pool's workers do not survive fork: a child must start its own, not wait forever
+    k = _compiled()
+    ws, bs, acts = _layers((64, 512, 8), 1, bias=True)
+    panels = _pack(k, ws)
+    x = np.ones((1, 64), np.float32)
+    want = _run(k, x, panels, bs, acts, 2)[-1]  # the parent's pool is started
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if the 2-thread run finishes and agrees
+        ok = np.array_equal(_run(k, x, panels, bs, acts, 2)[-1], want)
+        os._exit(0 if ok else 1)
+    for _ in range(600):  # 60 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        import time
+
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung in the pool")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 70), min_size=2, max_size=4),
+    m=st.integers(1, 20),
+    act=st.integers(0, len(ACTIVATIONS) - 1),
+    threads=st.integers(1, 3),
+)
+def test_packed_property(sizes, m, act, threads):
+    ws, bs, acts = _layers(sizes, act, bias=m % 2 == 0)
+    x = np.random.default_rng(2).standard_normal((m, sizes[0])).astype(np.float32)
+    want = _run(REF, x, _pack(REF, ws), bs, acts)[-1]
+    for name in BACKENDS:
+        with backend.use_backend(name) as kb:
+            got = _run(kb, x, _pack(kb, ws), bs, acts, threads)[-1]
+            np.testing.assert_allclose(got, want, rtol=3e-5, atol=3e-5)
+
+
+def test_concurrent_callers_share_the_pool_safely():
+    # callers that find the pool busy run alone: every result still right, none lost
+    import threading
+
+    k = _compiled()
+    ws, bs, acts = _layers((100, 300, 40), 1, bias=True, seed=9)
+    panels = _pack(k, ws)
+    xs = np.random.default_rng(10).standard_normal((8, 3, 100)).astype(np.float32)
+    want = [_run(k, x, panels, bs, acts, 1)[-1] for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(40):
+            got = _run(k, xs[i], panels, bs, acts, 2)[-1]
+            if not np.array_equal(got, want[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_runtime_plans_give_the_same_bits_on_1_and_2_threads(tmp_path):
+    import lepton_nn as ln
+    import lepton_nn.runtime as rt
+    from lepton_nn import nn
+
+    ln.set_seed(3)
+    model = nn.Sequential(
+        [nn.Dense(300, "relu", in_features=90), nn.Dense(70, "gelu"), nn.Dense(5)]
+    )
+    model.build((None, 90))
+    ln.save(model, tmp_path / "m.lnn")
+    one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
+    if "cython" in BACKENDS:  # one call for the three layers, on the pool's 2 threads
+        (fn, args, _), *rest = two.plan_for(64).head + [
+            (f, a, -1) for f, a in two.plan_for(64).tail
+        ]
+        assert fn.__name__ == "dense_packed_forward" and len(args[0]) == 3 and args[-1] == 2
+    for n in (1, 2, 7, 64):
+        x = np.random.default_rng(n).standard_normal((n, 90)).astype(np.float32)
+        np.testing.assert_array_equal(one.predict(x), two.predict(x))
+        np.testing.assert_allclose(two.predict(x), model(x).data, rtol=1e-4, atol=1e-5)
