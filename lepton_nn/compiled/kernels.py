@@ -257,6 +257,12 @@ def bce(z, y, sp, el, out, m, mean):
     for i in range(zf.size):
         spf[i] = logaddexp0(zf[i])
         elf[i] = spf[i] - yf[i] * zf[i]
+    bce_total(elf, n, m, mean, out)
+
+
+@njit(**JIT)
+def bce_total(elf, n, m, mean, out):
+    """out[0] = the mean (or sum) over the n rows of each row's mean over its m terms elf."""
     if m > 1:
         per = np.empty(n, np.float32)
         rows = elf.reshape((n, m))
@@ -515,15 +521,7 @@ if NUMPY_LOOPS:
         np_logaddexp0(zf, spf)  # sp = np.logaddexp(0, z)
         for i in range(zf.size):
             elf[i] = spf[i] - yf[i] * zf[i]
-        if m > 1:
-            per = np.empty(n, np.float32)
-            rows = elf.reshape((n, m))
-            for i in range(n):
-                per[i] = (ZERO + pairwise(rows[i], 0, m)) / F32(m)
-        else:
-            per = elf
-        s = ZERO + pairwise(per, 0, n)
-        out[0] = s / F32(max(n, 1)) if mean else s
+        bce_total(elf, n, m, mean, out)
 
     @njit(**JIT)
     def np_bce_back(z, sp, y, g, gz, m, mean):
