@@ -461,3 +461,41 @@ def test_the_budget_charges_the_batches_slowed_after_a_recording(monkeypatch):
     assert st._plain == pytest.approx(1.0)  # the slowed batches are not plain ones
     st.on_train_end()
     st.close()
+
+
+def test_page_work_on_a_parked_run_never_deadlocks():
+    """Questions from several page threads while the run is parked on pause: each is run by
+    the fit thread between batches. The fit thread once ran them while holding the condition
+    that on_model takes after the model lock: a question waiting for the model lock while
+    the fit thread ran another one, then went for the next, hung both (two locks taken in
+    both orders)."""
+    import threading
+
+    x, y = _data(64)
+    st = I.studio(_seq(), data=(x, y), epochs=1, batch_size=16, paused=True)
+    try:
+        for _ in range(600):  # parked before the first batch (a liveness wait, not a timing)
+            if st.waiting:
+                break
+            time.sleep(0.05)
+        assert st.waiting
+        done = []
+
+        def job():  # some work on the model, as a page's question is (it lets others run)
+            time.sleep(0.002)
+            return threading.current_thread().name
+
+        def ask():
+            for _ in range(25):
+                done.append(st.on_model(job, timeout=60))
+
+        askers = [threading.Thread(target=ask, daemon=True) for _ in range(6)]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join(120)
+        assert not any(t.is_alive() for t in askers), "page questions hung on a parked run"
+        assert len(done) == 150 and set(done) == {"studio-fit"}  # run on the fit thread
+    finally:
+        st.control("resume")
+        st.close()

@@ -282,19 +282,24 @@ class Studio:
 
     def on_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._run_jobs()
-        with self.cond:  # (an RLock: publish may take it again)
-            while self.paused and self.budget == 0 and not self.closed:
-                self._run_jobs()
+        while True:
+            with self.cond:  # (an RLock: publish may take it again)
+                if not (self.paused and self.budget == 0 and not self.closed):
+                    self.waiting = False
+                    stepped = self.paused and self.budget > 0
+                    if stepped:
+                        self.budget -= 1
+                    break
                 self._flush()  # a paused page shows every loss so far
                 if not self.waiting:  # parked: the page's last event says so (a batch event
                     # published before the pause may reach it after the control answer)
                     self.publish({"type": "state", "paused": True, "step": self._step})
                 self.waiting = True
-                self.cond.wait(0.5)
-            self.waiting = False
-            stepped = self.paused and self.budget > 0
-            if stepped:
-                self.budget -= 1
+                if not self._jobs:
+                    self.cond.wait(0.5)
+            # the page's work, outside the condition: a job takes the model lock, and
+            # on_model takes the model lock before the condition (one order, no deadlock)
+            self._run_jobs()
         now, cpu = time.monotonic(), time.thread_time()
         self._began = cpu
         if self._t0 is None:
