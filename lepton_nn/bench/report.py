@@ -266,7 +266,9 @@ def _cold_table(cold: dict) -> list[str]:
     out.append("")
     out.append(
         "Installed size counts the engine's own package directories only (TensorFlow: "
-        "`tensorflow` + `keras`), not their other dependencies; lepton_nn needs NumPy."
+        "`tensorflow` + `keras`), not their other dependencies; lepton_nn needs NumPy. Every "
+        "engine starts with its bytecode compiled, as an installed package has it (an untimed "
+        "first round fills a private `PYTHONPYCACHEPREFIX`)."
     )
     return out
 
