@@ -164,3 +164,41 @@ def _three_runs(backend, x, y):
             losses_.append(step(x[i % 3], y[i % 3]).item())
         runs.append((losses_, [p.data.copy() for p in model.parameters()]))
     return runs
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_products_run_with_blas_on_one_thread(cell, monkeypatch):
+    """W4's per-step products (1 MFLOP) and its thin ones (F = 8, 6.5 MFLOP) were split by
+    OpenBLAS: at 2 threads on a busy machine its step ran 1.6 s against 35 ms at 1. Every
+    np.matmul of the forward and backward that OpenBLAS would split must now run with its
+    BLAS on one thread (the rest is the gemm kernel, split by units claimed on demand)."""
+    from lepton_nn.backend import threads as T
+    from lepton_nn.ops import recurrent as R
+
+    if not T.blas_threads_controlled():
+        pytest.skip("NumPy's BLAS thread count cannot be set here")
+    blas, matmul, calls = T._the_blas(), np.matmul, []
+
+    def spy(a, b, *args, **kw):
+        calls.append((2 * a.shape[-2] * a.shape[-1] * b.shape[-1], blas.get()))
+        return matmul(a, b, *args, **kw)
+
+    rng = np.random.default_rng(0)
+    g = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    u = 128 if cell == "rnn" else 64  # a step's product 1-2 MFLOP: OpenBLAS would split it
+    x = L.Tensor(rng.standard_normal((32, 50, 8), dtype=np.float32), requires_grad=True)
+    w_ih = L.Tensor(rng.standard_normal((8, u * g), dtype=np.float32), requires_grad=True)
+    w_hh = L.Tensor(rng.standard_normal((u, u * g), dtype=np.float32), requires_grad=True)
+    fn = {"lstm": R.lstm, "gru": R.gru, "rnn": R.simple_rnn}[cell]
+    saved = blas.get()
+    blas.set(2)
+    monkeypatch.setattr(np, "matmul", spy)
+    try:
+        out = fn(x, w_ih, w_hh)
+        (out[0] if isinstance(out, tuple) else out).sum().backward()
+    finally:
+        monkeypatch.undo()
+        blas.set(saved)
+    split = [(f, n) for f, n in calls if f >= T.BLAS_SPLIT_MIN_FLOPS]
+    assert len(split) >= 100  # the per-step products, forward and backward
+    assert all(n == 1 for _, n in split), split

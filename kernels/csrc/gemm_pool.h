@@ -1,7 +1,7 @@
 /* gemm_pool.h: lnn_gemm_train_f32, the training GEMM of gemm_train.h on up to `threads`
  * threads of a small persistent native pool.
  *
- * The caller packs A' once; the units (128 columns each) are then claimed one at a time by
+ * The caller packs A' once; the units (64 columns each) are then claimed one at a time by
  * whichever thread asks next, the caller included, so a worker the OS has not run yet simply
  * takes fewer (OpenBLAS splits a GEMM into fixed shares: on a busy machine one late thread
  * stalled the whole call). Every unit computes its columns exactly as one thread would, so the

@@ -175,7 +175,7 @@ typedef struct {
     int tb;
 } lnn_gt_call_t;
 
-#define LNN_GT_UNIT 128 /* columns per unit of work: a K block of B' in 128 KB */
+#define LNN_GT_UNIT 64 /* columns per unit of work (A' is packed once for all units) */
 
 static ptrdiff_t lnn_gt_kblock(ptrdiff_t k)
 { /* K blocks of near-equal length <= KC (784 = 4 x 196, not 3 x 256 + 16) */
@@ -223,7 +223,7 @@ static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, f
     }
 }
 
-/* Unit u of a call: columns [128 u, min(128 u + 128, n)), with this thread's B scratch. */
+/* Unit u of a call: columns [64 u, min(64 u + 64, n)), with this thread's B scratch. */
 static int lnn_gt_unit(const lnn_gt_call_t *G, ptrdiff_t u)
 {
     float *pb = lnn_gt_scratch(1, G->kcb * LNN_GT_UNIT);

@@ -86,8 +86,12 @@ def _gemm_own(self, dtype, m, n, k) -> bool:
     """float32 products of at least PARALLEL_MIN_FLOPS run kernels/gemm.pyx (as fast as
     OpenBLAS on one thread, bit-identical at any thread count, and split over threads by
     units claimed on demand, where OpenBLAS's fixed shares collapsed on a busy machine);
-    smaller ones stay on np.matmul, one BLAS thread."""
-    return np.dtype(dtype) == np.float32 and 2 * m * n * k >= PARALLEL_MIN_FLOPS
+    smaller or thin ones stay on np.matmul (one BLAS thread below PARALLEL_MIN_FLOPS)."""
+    return (
+        np.dtype(dtype) == np.float32
+        and 2 * m * n * k >= PARALLEL_MIN_FLOPS
+        and min(m, n) >= 32  # thinner: mostly padding in its 6 x 16 tiles
+    )
 
 
 def _gemm_kernel(self, a, ta, b, tb, out=None):
@@ -102,7 +106,7 @@ def _gemm_kernel(self, a, ta, b, tb, out=None):
         out[...] = _gemm_kernel(self, a, ta, b, tb)
         return out
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    return _gemm.gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 128)))
+    return _gemm.gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
 
 
 def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):

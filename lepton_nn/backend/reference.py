@@ -91,12 +91,13 @@ class ReferenceBackend:
     def gemm(self, a, ta, b, tb, out=None):
         """out (m, n) = A' @ B', A' = a.T if ta else a, B' = b.T if tb else b (2-D): a Linear
         layer's X W, X^T G_z and G_z W^T. ``np.matmul``, with BLAS on one thread for products
-        too small to gain from its split (:class:`~lepton_nn.backend.threads.blas_single`).
+        too small or thin to gain from its split (:class:`~lepton_nn.backend.threads.blas_single`).
         Returns out (a new C-contiguous array if None)."""
         from .threads import blas_single
 
         A, B = (a.T if ta else a), (b.T if tb else b)
-        with blas_single(2 * A.shape[0] * A.shape[1] * B.shape[1]):
+        (m, k), n = A.shape, B.shape[1]
+        with blas_single(2 * m * k * n, thin=min(m, k, n) < 32):
             return np.matmul(A, B) if out is None else np.matmul(A, B, out=out)
 
     def dense_chain_forward(self, x, ws, bs, acts, outs):
