@@ -163,12 +163,14 @@ static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, fl
         }
         const int failed = atomic_load(&lnn_gt_pool.failed);
         pthread_mutex_unlock(&lnn_gt_pool.busy);
+        lnn_gt_scratch(0, -1);
         return failed ? -1 : 0;
     }
 #endif
-    for (ptrdiff_t u = 0; u < units; u++)
-        if (lnn_gt_unit(&G, u) != 0) return -1;
-    return 0;
+    int rc = 0;
+    for (ptrdiff_t u = 0; u < units && rc == 0; u++) rc = lnn_gt_unit(&G, u);
+    lnn_gt_scratch(0, -1);
+    return rc;
 }
 
 #endif /* LNN_GEMM_POOL_H */

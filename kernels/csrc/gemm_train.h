@@ -3,16 +3,17 @@
  *     C (m, n) = A' (m, k) @ B' (k, n),  A' = ta ? A^T : A,  B' = tb ? B^T : B
  *
  * A Linear layer's step runs one of each: X W (forward), X^T G_z (weight gradient) and
- * G_z W^T (input gradient). Per call, in the usual three-level blocking: K blocks of KC; each
- * block of B' is packed into panels of 16 columns (KC x 16, 16 KB: L1), each block of A' into
- * micro-panels of 6 rows (KC x 6), and a 6 x 16 microkernel (12 AVX2 accumulators) runs over
- * them. Packing reads A and B once per K block whatever the transposes, so the four cases run
- * the same kernel; rows and columns past m, n are zero in the packs and not stored.
+ * G_z W^T (input gradient). The usual blocking: A' is packed once per call into micro-panels
+ * of 6 rows, K block after K block (blocks of <= KC, near-equal); each unit of 64 columns
+ * packs its K block of B' into panels of 16 columns (KC x 16, 16 KB: L1) and runs a 6 x 16
+ * microkernel (12 AVX2 accumulators) over them. Packing reads A and B in their own row order
+ * whatever the transposes, so the four cases run the same kernel; rows and columns past m, n
+ * are zero in the packs and not stored.
  *
  * Order of operations: c = 0, then c = fma(a[p], b[p], c) for p = 0, 1, ..., k-1 in order
- * (K blocks continue the same chain from C). A column range [j0, j1) computes exactly the
- * columns a whole call computes, so a split over column ranges (threads) is bit-identical to
- * one call. The plain C loop (no AVX2) does the same fma chain with fmaf.
+ * (K blocks continue the same chain from C). A unit computes its columns exactly as a whole
+ * call does, so a split over units (threads: gemm_pool.h) is bit-identical to one thread.
+ * The plain C loop (no AVX2) does the same fma chain with fmaf.
  */
 #ifndef LNN_GEMM_TRAIN_H
 #define LNN_GEMM_TRAIN_H
@@ -152,11 +153,17 @@ static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, p
 
 /* A thread's scratch buffer `slot` (0: packed A, 1: packed B), at least `floats` long,
  * 64-byte aligned; kept for the thread's next call (a fresh buffer each call page-faulted on
- * every first touch). NULL if memory could not be had. */
+ * every first touch) unless above LNN_GT_KEEP floats. NULL if memory could not be had. */
+#define LNN_GT_KEEP (4 << 20) /* floats: a larger scratch is given back after its call */
+
 static float *lnn_gt_scratch(int slot, ptrdiff_t floats)
 {
     static _Thread_local float *buf[2] = {NULL, NULL};
     static _Thread_local ptrdiff_t cap[2] = {0, 0};
+    if (floats < 0) { /* the end of a call: give back a scratch above LNN_GT_KEEP */
+        if (cap[slot] > LNN_GT_KEEP) free(buf[slot]), buf[slot] = NULL, cap[slot] = 0;
+        return NULL;
+    }
     if (floats > cap[slot]) {
         free(buf[slot]);
         cap[slot] = (floats + 4095) / 4096 * 4096;
