@@ -202,3 +202,12 @@ def test_recurrent_products_run_with_blas_on_one_thread(cell, monkeypatch):
     split = [(f, n) for f, n in calls if f >= T.BLAS_SPLIT_MIN_FLOPS]
     assert len(split) >= 100  # the per-step products, forward and backward
     assert all(n == 1 for _, n in split), split
+
+
+def test_gemm_large_operand_scratch_given_back_and_reused():
+    """A' above 4M floats (the scratch kept between calls): its scratch is freed after the
+    call; the next calls, large and small, still compute the right products."""
+    for m, k, n in [(2100, 2048, 40), (37, 301, 300), (2100, 2048, 40)]:
+        a, b = _operands(m, k, n, True, False, seed=m)
+        got = _gemm.gemm(a, True, b, False, np.empty((m, n), np.float32), 2)
+        np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-3, atol=1e-3)
