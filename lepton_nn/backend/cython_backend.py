@@ -11,7 +11,7 @@ import importlib
 import numpy as np
 
 from .reference import ReferenceBackend
-from .threads import blas_gemm
+from .threads import PARALLEL_MIN_FLOPS, blas_gemm, threads_for
 
 
 def _load(name):
@@ -26,6 +26,7 @@ _conv = _load("conv")
 _recurrent = _load("recurrent")
 _qgemm = _load("qgemm")
 _sparse = _load("sparse")
+_gemm = _load("gemm")
 
 
 _gemm_checked: bool | None = None
@@ -81,6 +82,33 @@ def _with_gemm(name: str):
     return kernel
 
 
+def _gemm_own(self, dtype, m, n, k) -> bool:
+    """float32 products of at least PARALLEL_MIN_FLOPS run kernels/gemm.pyx (as fast as
+    OpenBLAS on one thread, bit-identical at any thread count, and split over threads by
+    units claimed on demand, where OpenBLAS's fixed shares collapsed on a busy machine);
+    smaller or thin ones stay on np.matmul (one BLAS thread below PARALLEL_MIN_FLOPS)."""
+    return (
+        np.dtype(dtype) == np.float32
+        and 2 * m * n * k >= PARALLEL_MIN_FLOPS
+        and min(m, n) >= 32  # thinner: mostly padding in its 6 x 16 tiles
+    )
+
+
+def _gemm_kernel(self, a, ta, b, tb, out=None):
+    """The compiled ``gemm`` where :func:`_gemm_own` says so, else its twin."""
+    m = a.shape[1] if ta else a.shape[0]
+    n, k = (b.shape[0] if tb else b.shape[1]), (a.shape[0] if ta else a.shape[1])
+    if not _gemm_own(self, a.dtype, m, n, k) or b.dtype != np.float32:
+        return ReferenceBackend.gemm(self, a, ta, b, tb, out)
+    if out is None:
+        out = np.empty((m, n), np.float32)
+    elif not (out.flags.c_contiguous and out.dtype == np.float32):
+        out[...] = _gemm_kernel(self, a, ta, b, tb)
+        return out
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return _gemm.gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
+
+
 def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
     """The compiled ``recurrent_rows_forward`` for float32 on AVX2 + FMA; elsewhere its twin
     (BLAS products and the compiled step kernels: faster there than a plain C loop)."""
@@ -118,6 +146,11 @@ class CythonBackend(ReferenceBackend):
             dense_chain_forward = staticmethod(_dense.dense_chain_forward)
         if hasattr(_dense, "dense_packed_forward"):
             dense_packed_forward = staticmethod(_dense.dense_packed_forward)
+
+    # -- the training GEMM (kernels/gemm.pyx) ------------------------------------------------
+    if _gemm is not None:
+        gemm_own = _gemm_own
+        gemm = _gemm_kernel
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
     if _qgemm is not None:  # same signatures as the reference; the wrappers validate

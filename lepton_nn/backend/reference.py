@@ -82,6 +82,24 @@ class ReferenceBackend:
         out[...] = r
         return out
 
+    # -- the training GEMM -----------------------------------------------------------------
+    def gemm_own(self, dtype, m, n, k) -> bool:
+        """Whether :meth:`gemm` runs a kernel of its own for this product (rather than
+        ``np.matmul``): the compiled replay of ``lepton_nn.compile`` asks, to call the same."""
+        return False
+
+    def gemm(self, a, ta, b, tb, out=None):
+        """out (m, n) = A' @ B', A' = a.T if ta else a, B' = b.T if tb else b (2-D): a Linear
+        layer's X W, X^T G_z and G_z W^T. ``np.matmul``, with BLAS on one thread for products
+        too small or thin to gain from its split (:class:`~lepton_nn.backend.threads.blas_single`).
+        Returns out (a new C-contiguous array if None)."""
+        from .threads import blas_single
+
+        A, B = (a.T if ta else a), (b.T if tb else b)
+        (m, k), n = A.shape, B.shape[1]
+        with blas_single(2 * m * k * n, thin=min(m, k, n) < 32):
+            return np.matmul(A, B) if out is None else np.matmul(A, B, out=out)
+
     def dense_chain_forward(self, x, ws, bs, acts, outs):
         """Dense layers one after the other: h = x; for each layer l,
         outs[l] = f_l(h @ ws[l] + bs[l]) and h = outs[l]. x (M, K_0); ws[l] (K_l, N_l);

@@ -187,12 +187,14 @@ class blas_held:
 class blas_single:
     """``with blas_single(flops):`` BLAS on one thread for a GEMM of ``flops`` operations
     that OpenBLAS would split although it is too small to gain from it (see
-    BLAS_SPLIT_MIN_FLOPS); any other size, or another BLAS, is left alone."""
+    BLAS_SPLIT_MIN_FLOPS), or ``thin``; any other size, or another BLAS, is left alone."""
 
     __slots__ = ("on",)
 
-    def __init__(self, flops: float):
-        self.on = BLAS_SPLIT_MIN_FLOPS <= flops < PARALLEL_MIN_FLOPS
+    def __init__(self, flops: float, thin: bool = False):
+        # thin (a side under 32): little to gain at any size, and a split OpenBLAS waits
+        # on stalled W4's step on a busy machine (three 6.5 MFLOP products with F = 8)
+        self.on = BLAS_SPLIT_MIN_FLOPS <= flops and (flops < PARALLEL_MIN_FLOPS or thin)
 
     def __enter__(self):
         if self.on:

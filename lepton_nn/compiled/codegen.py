@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ..autograd import Tensor
-from ..backend.threads import blas_single
+from ..backend.threads import blas_single, get_num_threads
 from ..errors import UnsupportedOpError
 from . import kernels as K
 
@@ -98,7 +98,8 @@ class NumbaReplay:
         self.fn = _jitted(self.source)
         self.S = np.zeros(max(len(self.scalars), 1), np.float64)
         flops = [2 * math.prod(tape.slots[p.outs[0]].shape) * tape.slots[p.ins[0]].shape[
-            0 if p.attrs["ta"] else 1] for p in tape.ops if p.name == "matmul"]  # fmt: skip
+            0 if p.attrs["ta"] else 1] for p in tape.ops
+            if p.name == "matmul" and not p.attrs.get("own")]  # fmt: skip
         self.flops = max(flops, default=0)
         self.grads = [(p, self._view(s)) for p, s in tape.grads]
         self.results = _result_views(tape.result, self)
@@ -125,6 +126,14 @@ class NumbaReplay:
             self.scalars += [0.0] * n
             self.pre.append(grp)
         return grp
+
+    def _threads(self) -> int:
+        """The ext index of a 1-element int64 array holding the thread count, set at every
+        call (the backend's gemm kernel splits over it; its sums do not depend on it)."""
+        if not hasattr(self, "_threads_ext"):
+            self.ext.append(np.ones(1, np.int64))
+            self._threads_ext = len(self.ext) - 1
+        return self._threads_ext
 
     def _dummy(self) -> str:
         """A writable empty array for an absent output (a global one would be read-only)."""
@@ -170,6 +179,9 @@ class NumbaReplay:
             expr = _EW[p.name].format(*[f"{x}{k}" for x, k in zip(["_a", "_b"], idx)])
             return [f"_o = {o[0]}.reshape(-1)", *[f"{v} = {f}" for v, f in zip(["_a", "_b"], flat)],
                     "for i in range(_o.size):", f"    _o[i] = {expr}"]  # fmt: skip
+        if p.name == "matmul" and a.get("own"):  # the backend's gemm kernel, its threads
+            t = f"e{self._threads()}[0]"
+            return [f"own_mm({i[0]}, {i[1]}, {o[0]}, {a['ta']}, {a['tb']}, {t})"]
         if p.name == "matmul":
             return [f"mm({i[0]}, {i[1]}, {o[0]}, {a['ta']}, {a['tb']})"]
         # exp-based activations and the softmax: the eager Cython kernels' own C loops
@@ -225,6 +237,8 @@ class NumbaReplay:
     # -- one step ------------------------------------------------------------------------------
     def __call__(self, args):
         ext = self.ext
+        if hasattr(self, "_threads_ext"):
+            ext[self._threads_ext][0] = get_num_threads()
         for j, k in self.inputs:
             a = args[k]
             a = a if isinstance(a, np.ndarray) else a.data

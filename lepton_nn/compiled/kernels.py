@@ -62,6 +62,30 @@ def _blas():
 sgemm, sgemv, sdot = _blas()
 
 
+def _own_gemm():
+    """ctypes function of the backend's gemm kernel (kernels/gemm.pyx), None without it."""
+    try:
+        from ..kernels import _gemm
+    except ImportError:
+        return None
+    i, p = ctypes.c_ssize_t, ctypes.c_void_p
+    c_int = ctypes.c_int
+    return ctypes.CFUNCTYPE(c_int, p, c_int, p, c_int, p, i, i, i, c_int)(_gemm.address())
+
+
+own_gemm = _own_gemm()
+
+
+@njit(**JIT)
+def own_mm(a, b, o, ta, tb, threads):
+    """o = A @ B (as mm) on the backend's gemm kernel, which the eager Linear ran for this
+    product (``gemm_own``): the same sums whatever ``threads``."""
+    m, n = o.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if own_gemm(a.ctypes, ta, b.ctypes, tb, o.ctypes, m, n, k, threads) != 0:
+        raise MemoryError("gemm: no memory for the packing scratch")
+
+
 @njit(**JIT)
 def mm(a, b, o, ta, tb):
     """o = A @ B, A = a.T if ta else a, B = b.T if tb else b (a, b, o C-contiguous), with

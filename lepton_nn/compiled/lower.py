@@ -11,6 +11,7 @@ A forward lowering ``(rec, ctx, ins, kwargs, out)`` writes slot ``out`` from the
 
 from __future__ import annotations
 
+from ..backend import get_backend
 from ..backend.reference import GELU, IDENTITY
 from ..errors import UnsupportedOpError
 from ..ops import elementwise as E
@@ -50,13 +51,22 @@ def _same_shape(rec, ctx, op: str, g, *ins) -> None:
 
 
 # -- dense -----------------------------------------------------------------------------------
+def _gemm(rec, a, b, out, ta, tb) -> None:
+    """A Linear's product through the backend's ``gemm``; ``own``: it runs the backend's own
+    kernel there (``gemm_own``), which the replays call too (np.matmul rounds otherwise)."""
+    m, n = rec.slots[out].shape
+    k = rec.slots[a].shape[0 if ta else 1]
+    own = bool(get_backend().gemm_own(rec.slots[out].dtype, m, n, k))
+    rec.emit("matmul", (a, b), (out,), ta=ta, tb=tb, own=own)
+
+
 def _linear_fwd(rec, ctx, ins, kw, out):
     x, w = ins[0], ins[1]
     b = ins[2] if len(ins) > 2 else None
     if len(rec.slots[x].shape) != 2:
         _refuse("Linear", f"a {len(rec.slots[x].shape)}-D input (batch, features) expected")
     z = rec.like(out) if ctx.act == GELU else out
-    rec.emit("matmul", (x, w), (z,), ta=False, tb=False)
+    _gemm(rec, x, w, z, False, False)
     if b is not None or ctx.act != IDENTITY:
         rec.emit("bias_act", (z,) if b is None else (z, b), (out,), act=ctx.act)
     _saved(rec, ctx)["z"] = z
@@ -79,10 +89,10 @@ def _linear_bwd(rec, ctx, g):
     gw = gx = None
     if ctx.needs_grad[1]:
         gw = rec.like(w)
-        rec.emit("matmul", (x, gz), (gw,), ta=True, tb=False)
+        _gemm(rec, x, gz, gw, True, False)
     if ctx.needs_grad[0]:
         gx = rec.like(x)
-        rec.emit("matmul", (gz, w), (gx,), ta=False, tb=True)
+        _gemm(rec, gz, w, gx, False, True)
     return (gx, gw) if b is None else (gx, gw, gb)
 
 

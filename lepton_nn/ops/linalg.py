@@ -7,7 +7,6 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_backend
 from ..backend.reference import GELU, IDENTITY
-from ..backend.threads import blas_single
 from ._util import unbroadcast
 
 
@@ -38,7 +37,8 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """Y = f(X W + b), fused: one GEMM plus one backend epilogue kernel each way.
+    """Y = f(X W + b), fused: one GEMM (the backend's ``gemm``) plus one backend epilogue
+    kernel each way.
 
     X: (..., in), W: (in, out), b: (out,) or absent, f: activation code (``act``).
     Backward: G_z = G_y * f'(z) (kernel, also G_b = sum G_z); G_W = X^T G_z; G_X = G_z W^T.
@@ -49,8 +49,7 @@ class Linear(Function):
         self.x_shape = x.shape
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])  # (N, in)
         self.flops = 2 * x2.shape[0] * x2.shape[1] * w.shape[1]
-        with blas_single(self.flops):
-            z = np.matmul(x2, w)  # (N, out), fresh and C-contiguous
+        z = be.gemm(x2, False, w, False)  # (N, out), fresh and C-contiguous
         if b is not None:  # the kernel reads b as a flat C array of z's dtype
             b = np.ascontiguousarray(b, dtype=z.dtype)
         self.x2, self.w, self.b, self.act = x2, w, b, act
@@ -77,9 +76,8 @@ class Linear(Function):
         else:
             z = self.y if self.z is None else self.z  # z is read only by gelu
             gz = be.bias_act_backward(g, self.y, z, self.b, self.act, np.empty_like(g), gb)[0]
-        with blas_single(self.flops):
-            gw = np.matmul(self.x2.T, gz) if self.needs_grad[1] else None
-            gx = np.matmul(gz, self.w.T) if need_x else None
+        gw = be.gemm(self.x2, True, gz, False) if self.needs_grad[1] else None
+        gx = be.gemm(gz, False, self.w, True) if need_x else None
         if gx is not None and len(self.x_shape) != 2:
             gx = gx.reshape(self.x_shape)
         if self.b is None:

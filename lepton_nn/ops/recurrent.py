@@ -29,6 +29,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_backend
+from ..backend.threads import blas_single
 from ..errors import ShapeError
 from ._workspace import workspace
 
@@ -54,13 +55,21 @@ class _Sequence(Function):
     #: (:mod:`lepton_nn.privacy`) read them here. Empty (and free) otherwise.
     weight_grad_taps: list = []
 
+    def _one_blas_thread(self):
+        """BLAS on one thread for the per-step products h (B, U) @ W_hh (U, G U): OpenBLAS
+        split them over its threads (from 0.5 MFLOP), a wake-up and a wait each step; on a
+        busy machine W4's step ran 1.6 s at 2 threads against 35 ms at 1."""
+        u, gu = self.w_hh.shape
+        rows = self.xt.shape[0] // max(len(self.steps), 1)
+        return blas_single(2 * rows * u * gu)
+
     def _setup(self, x, w_ih, w_hh, b, mask, reverse):
         dt = x.dtype
         self.w_ih, self.w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
         bt, t, f = x.shape
         self.xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t * bt, f)  # (T B, F)
         xz = workspace("rnn_xz", (t * bt, self.w_ih.shape[1]), dt)  # forward-only scratch
-        np.matmul(self.xt, self.w_ih, out=xz)  # (T B, G U)
+        get_backend().gemm(self.xt, False, self.w_ih, False, xz)  # (T B, G U)
         if b is not None:
             xz += np.asarray(b, dt)
         self.mask, self.reverse, self.has_b = mask, reverse, b is not None
@@ -101,12 +110,13 @@ class _Sequence(Function):
         for tap in _Sequence.weight_grad_taps:
             tap(self, dxz, dhz, hp.reshape(t, bt, h.shape[2]))
         gx = gw_ih = gw_hh = gb = None
+        gemm = get_backend().gemm  # F is often small: thin products stay on one BLAS thread
         if self.needs_grad[0]:
-            gx = np.matmul(dxz2, self.w_ih.T).reshape(t, bt, self.xt.shape[1]).transpose(1, 0, 2)
+            gx = gemm(dxz2, False, self.w_ih, True).reshape(t, bt, -1).transpose(1, 0, 2)
         if self.needs_grad[1]:
-            gw_ih = np.matmul(self.xt.T, dxz2)
+            gw_ih = gemm(self.xt, True, dxz2, False)
         if self.needs_grad[2]:
-            gw_hh = np.matmul(hp.T, dhz.reshape(t * bt, gu))
+            gw_hh = gemm(hp, True, dhz.reshape(t * bt, gu), False)
         if self.has_b and self.needs_grad[3]:
             gb = dxz2.sum(axis=0)
         return gx, gw_ih, gw_hh, gb
@@ -136,10 +146,11 @@ class LSTM(_Sequence):
         # per-row views made once: the loop below is one GEMM and one kernel call per step
         hs, cs, gs, xs, ms, w_hh = list(h), list(c), list(g), list(xz), self._masks(t), self.w_hh
         r = int(reverse)
-        for s in self.steps:  # step s: state s + r -> state s + 1 - r
-            p, q = s + r, s + 1 - r
-            np.matmul(hs[p], w_hh, out=hz)
-            step(xs[s], hz, cs[p], hs[p], ms[s], gs[s], cs[q], hs[q])
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in self.steps:  # step s: state s + r -> state s + 1 - r
+                p, q = s + r, s + 1 - r
+                np.matmul(hs[p], w_hh, out=hz)
+                step(xs[s], hz, cs[p], hs[p], ms[s], gs[s], cs[q], hs[q])
         self.h, self.c, self.g = h, c, g
         return self._pack((h, c))
 
@@ -152,13 +163,15 @@ class LSTM(_Sequence):
         w_hh_t = np.ascontiguousarray(self.w_hh.T)  # a transposed view would halve GEMM speed
         cs, gs, gys, dzs = list(self.c), list(self.g), list(gy), list(dz)
         ms, nxt = self._masks(t), None
-        for s in reversed(self.steps):
-            if nxt is not None:  # the gradient reaching h through the next step's GEMM
-                np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
-            p, q = s + r, s + 1 - r
-            step(gys[s], dh_rec, dh, dc, gs[s], cs[q], cs[p], ms[s], dzs[s])
-            nxt = s
-        dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in reversed(self.steps):
+                if nxt is not None:  # the gradient reaching h through the next step's GEMM
+                    np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
+                p, q = s + r, s + 1 - r
+                step(gys[s], dh_rec, dh, dc, gs[s], cs[q], cs[p], ms[s], dzs[s])
+                nxt = s
+        with self._one_blas_thread():
+            dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
         gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, self.h)
         return gx, gw_ih, gw_hh, gb, dh0, dc
 
@@ -192,10 +205,11 @@ class GRU(_Sequence):
             self.b_hh,
         )
         r = int(reverse)
-        for s in self.steps:
-            p, q = s + r, s + 1 - r
-            np.matmul(hs[p], w_hh, out=hz)
-            step(xs[s], hz, b_hh, hs[p], ms[s], gs[s], hs[q])
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in self.steps:
+                p, q = s + r, s + 1 - r
+                np.matmul(hs[p], w_hh, out=hz)
+                step(xs[s], hz, b_hh, hs[p], ms[s], gs[s], hs[q])
         self.h, self.g = h, g
         return self._pack((h,))
 
@@ -210,12 +224,14 @@ class GRU(_Sequence):
         w_hh_t = np.ascontiguousarray(self.w_hh.T)
         hs, gs, gys, dxs, dhs = list(self.h), list(self.g), list(gy), list(dxz), list(dhz)
         ms, nxt = self._masks(t), None
-        for s in reversed(self.steps):
-            if nxt is not None:
-                np.matmul(dhs[nxt], w_hh_t, out=dh_rec)
-            step(gys[s], dh_rec, dh, gs[s], hs[s + r], ms[s], dxs[s], dhs[s])
-            nxt = s
-        dh0 = dh + np.matmul(dhs[nxt], w_hh_t) if nxt is not None else dh
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in reversed(self.steps):
+                if nxt is not None:
+                    np.matmul(dhs[nxt], w_hh_t, out=dh_rec)
+                step(gys[s], dh_rec, dh, gs[s], hs[s + r], ms[s], dxs[s], dhs[s])
+                nxt = s
+        with self._one_blas_thread():
+            dh0 = dh + np.matmul(dhs[nxt], w_hh_t) if nxt is not None else dh
         gx, gw_ih, gw_hh, gb = self._weight_grads(dxz, dhz, self.h)
         gb_hh = dhz.reshape(t * bt, 3 * u).sum(axis=0) if self.b_hh is not None else None
         return gx, gw_ih, gw_hh, gb, gb_hh, dh0
@@ -237,10 +253,11 @@ class SimpleRNN(_Sequence):
         h[t if reverse else 0] = h0
         hs, xs, ms, w_hh = list(h), list(xz), self._masks(t), self.w_hh
         r = int(reverse)
-        for s in self.steps:
-            p, q = s + r, s + 1 - r
-            np.matmul(hs[p], w_hh, out=hz)
-            step(xs[s], hz, hs[p], ms[s], hs[q])
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in self.steps:
+                p, q = s + r, s + 1 - r
+                np.matmul(hs[p], w_hh, out=hz)
+                step(xs[s], hz, hs[p], ms[s], hs[q])
         self.h = h
         return self._pack((h,))
 
@@ -252,12 +269,14 @@ class SimpleRNN(_Sequence):
         dh_rec = np.zeros_like(dh)
         w_hh_t = np.ascontiguousarray(self.w_hh.T)
         hs, gys, dzs, ms, nxt = list(self.h), list(gy), list(dz), self._masks(t), None
-        for s in reversed(self.steps):
-            if nxt is not None:
-                np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
-            step(gys[s], dh_rec, dh, hs[s + 1 - r], ms[s], dzs[s])
-            nxt = s
-        dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
+        with self._one_blas_thread():  # the per-step GEMMs: too small to split
+            for s in reversed(self.steps):
+                if nxt is not None:
+                    np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
+                step(gys[s], dh_rec, dh, hs[s + 1 - r], ms[s], dzs[s])
+                nxt = s
+        with self._one_blas_thread():
+            dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
         gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, self.h)
         return gx, gw_ih, gw_hh, gb, dh0
 

@@ -1,0 +1,259 @@
+/* gemm_train.h: float32 GEMM for training, C = op(A) op(B), row-major, any transposes.
+ *
+ *     C (m, n) = A' (m, k) @ B' (k, n),  A' = ta ? A^T : A,  B' = tb ? B^T : B
+ *
+ * A Linear layer's step runs one of each: X W (forward), X^T G_z (weight gradient) and
+ * G_z W^T (input gradient). The usual blocking: A' is packed once per call into micro-panels
+ * of 6 rows, K block after K block (blocks of <= KC, near-equal); each unit of 64 columns
+ * packs its K block of B' into panels of 16 columns (KC x 16, 16 KB: L1) and runs a 6 x 16
+ * microkernel (12 AVX2 accumulators) over them. Packing reads A and B in their own row order
+ * whatever the transposes, so the four cases run the same kernel; rows and columns past m, n
+ * are zero in the packs and not stored.
+ *
+ * Order of operations: c = 0, then c = fma(a[p], b[p], c) for p = 0, 1, ..., k-1 in order
+ * (K blocks continue the same chain from C). A unit computes its columns exactly as a whole
+ * call does, so a split over units (threads: gemm_pool.h) is bit-identical to one thread.
+ * The plain C loop (no AVX2) does the same fma chain with fmaf.
+ */
+#ifndef LNN_GEMM_TRAIN_H
+#define LNN_GEMM_TRAIN_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LNN_GT_MR 6
+#define LNN_GT_NR 16
+#ifndef LNN_GT_KC
+#define LNN_GT_KC 256
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include <immintrin.h>
+#define LNN_GT_AVX2 1
+static int lnn_gt_have_avx2(void)
+{
+    static int have = -1;
+    if (have < 0) have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return have;
+}
+
+/* c[0:6, 0:16] (stride ldc) = (first ? 0 : c) + pa (kc x 6) @ pb (kc x 16), fma in order. */
+__attribute__((target("avx2,fma"))) static void
+lnn_gt_kernel(ptrdiff_t kc, const float *pa, const float *pb, float *c, ptrdiff_t ldc, int first)
+{
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (first) {
+        c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
+        c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+    } else {
+        c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+        c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+        c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+        c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+        c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+        c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+    }
+#pragma GCC unroll 4
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+        __m256 a = _mm256_broadcast_ss(pa);
+        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(pa + 1);
+        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(pa + 2);
+        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(pa + 3);
+        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(pa + 4);
+        c40 = _mm256_fmadd_ps(a, b0, c40), c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(pa + 5);
+        c50 = _mm256_fmadd_ps(a, b0, c50), c51 = _mm256_fmadd_ps(a, b1, c51);
+        pa += LNN_GT_MR, pb += LNN_GT_NR;
+    }
+    _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+    _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
+    _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+    _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+    _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+    _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+#endif
+
+/* The same tile in plain C (any CPU): the same fma chain per output. */
+static void lnn_gt_kernel_c(ptrdiff_t kc, const float *pa, const float *pb, float *c,
+                            ptrdiff_t ldc, int first)
+{
+    for (int r = 0; r < LNN_GT_MR; r++)
+        for (int j = 0; j < LNN_GT_NR; j++) {
+            float acc = first ? 0.0f : c[r * ldc + j];
+            for (ptrdiff_t p = 0; p < kc; p++)
+                acc = fmaf(pa[p * LNN_GT_MR + r], pb[p * LNN_GT_NR + j], acc);
+            c[r * ldc + j] = acc;
+        }
+}
+
+/* pb[q] (kc x 16) = B'[p0 : p0 + kc, j0 + 16 q : j0 + 16 q + 16], zero past column j1.
+ * B is read in its own row order (rows of B', or rows of B when tb), so the hardware
+ * prefetcher streams it: a B of 1.6 MB read panel by panel missed L3 on every line. */
+static void lnn_gt_pack_b(const float *b, ptrdiff_t ldb, int tb, ptrdiff_t p0, ptrdiff_t kc,
+                          ptrdiff_t j0, ptrdiff_t j1, float *pb)
+{
+    const ptrdiff_t npan = (j1 - j0 + LNN_GT_NR - 1) / LNN_GT_NR;
+    const ptrdiff_t tail = (j1 - j0) - (npan - 1) * LNN_GT_NR; /* columns in the last panel */
+    if (!tb) { /* B (k, n): row p of B' is row p of B */
+        for (ptrdiff_t p = 0; p < kc; p++) {
+            const float *src = b + (p0 + p) * ldb + j0;
+            float *dst = pb + p * LNN_GT_NR;
+            for (ptrdiff_t q = 0; q < npan - 1; q++)
+                memcpy(dst + q * kc * LNN_GT_NR, src + q * LNN_GT_NR, LNN_GT_NR * sizeof(float));
+            float *last = dst + (npan - 1) * kc * LNN_GT_NR;
+            memcpy(last, src + (npan - 1) * LNN_GT_NR, (size_t)tail * sizeof(float));
+            for (ptrdiff_t q = tail; q < LNN_GT_NR; q++) last[q] = 0.0f;
+        }
+        return;
+    }
+    /* B (n, k): column j of B' is row j of B, read along p */
+    for (ptrdiff_t j = j0; j < j0 + npan * LNN_GT_NR; j++) {
+        float *dst = pb + (j - j0) / LNN_GT_NR * kc * LNN_GT_NR + (j - j0) % LNN_GT_NR;
+        if (j < j1) {
+            const float *src = b + j * ldb + p0;
+            for (ptrdiff_t p = 0; p < kc; p++) dst[p * LNN_GT_NR] = src[p];
+        } else {
+            for (ptrdiff_t p = 0; p < kc; p++) dst[p * LNN_GT_NR] = 0.0f;
+        }
+    }
+}
+
+/* pa[s] (kc x 6) = A'[i0 + 6 s : i0 + 6 s + 6, p0 : p0 + kc], zero past row i1. */
+static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, ptrdiff_t i1,
+                          ptrdiff_t p0, ptrdiff_t kc, float *pa)
+{
+    for (ptrdiff_t i = i0; i < i1; i += LNN_GT_MR, pa += kc * LNN_GT_MR) {
+        const ptrdiff_t h = i1 - i < LNN_GT_MR ? i1 - i : LNN_GT_MR;
+        if (ta) { /* A (k, m): row p of A holds A'[:, p] */
+            for (ptrdiff_t p = 0; p < kc; p++) {
+                const float *src = a + (p0 + p) * lda + i;
+                float *dst = pa + p * LNN_GT_MR;
+                for (ptrdiff_t r = 0; r < LNN_GT_MR; r++) dst[r] = r < h ? src[r] : 0.0f;
+            }
+        } else { /* A (m, k) */
+            for (ptrdiff_t r = 0; r < LNN_GT_MR; r++) {
+                if (r < h) {
+                    const float *src = a + (i + r) * lda + p0;
+                    for (ptrdiff_t p = 0; p < kc; p++) pa[p * LNN_GT_MR + r] = src[p];
+                } else {
+                    for (ptrdiff_t p = 0; p < kc; p++) pa[p * LNN_GT_MR + r] = 0.0f;
+                }
+            }
+        }
+    }
+}
+
+/* A thread's scratch buffer `slot` (0: packed A, 1: packed B), at least `floats` long,
+ * 64-byte aligned; kept for the thread's next call (a fresh buffer each call page-faulted on
+ * every first touch) unless above LNN_GT_KEEP floats. NULL if memory could not be had. */
+#define LNN_GT_KEEP (4 << 20) /* floats: a larger scratch is given back after its call */
+
+static float *lnn_gt_scratch(int slot, ptrdiff_t floats)
+{
+    static _Thread_local float *buf[2] = {NULL, NULL};
+    static _Thread_local ptrdiff_t cap[2] = {0, 0};
+    if (floats < 0) { /* the end of a call: give back a scratch above LNN_GT_KEEP */
+        if (cap[slot] > LNN_GT_KEEP) free(buf[slot]), buf[slot] = NULL, cap[slot] = 0;
+        return NULL;
+    }
+    if (floats > cap[slot]) {
+        free(buf[slot]);
+        cap[slot] = (floats + 4095) / 4096 * 4096;
+        buf[slot] = aligned_alloc(64, (size_t)cap[slot] * sizeof(float));
+        if (!buf[slot]) cap[slot] = 0;
+    }
+    return buf[slot];
+}
+
+/* One call's geometry. A' is packed whole, once, K block after K block (block p0 at
+ * pa + 6 * mtiles * p0); each unit of columns packs its own part of B'. */
+typedef struct {
+    const float *pa, *b;
+    float *c;
+    ptrdiff_t m, n, k, kcb, ldb;
+    int tb;
+} lnn_gt_call_t;
+
+#define LNN_GT_UNIT 64 /* columns per unit of work (A' is packed once for all units) */
+
+static ptrdiff_t lnn_gt_kblock(ptrdiff_t k)
+{ /* K blocks of near-equal length <= KC (784 = 4 x 196, not 3 x 256 + 16) */
+    const ptrdiff_t blocks = (k + LNN_GT_KC - 1) / LNN_GT_KC;
+    return (k + blocks - 1) / blocks;
+}
+
+/* Columns [j0, j1) of C; pb: scratch of kcb x 16 x ceil((j1 - j0) / 16) floats. */
+static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, float *pb)
+{
+    void (*kern)(ptrdiff_t, const float *, const float *, float *, ptrdiff_t, int) =
+        lnn_gt_kernel_c;
+#if LNN_GT_AVX2
+    if (lnn_gt_have_avx2()) kern = lnn_gt_kernel;
+#endif
+    const ptrdiff_t m = G->m, n = G->n, mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR;
+    const ptrdiff_t npan = (j1 - j0 + LNN_GT_NR - 1) / LNN_GT_NR;
+    float tile[LNN_GT_MR * LNN_GT_NR] = {0};
+    for (ptrdiff_t p0 = 0; p0 < G->k; p0 += G->kcb) {
+        const ptrdiff_t kc = G->k - p0 < G->kcb ? G->k - p0 : G->kcb;
+        const int first = p0 == 0;
+        const float *pak = G->pa + LNN_GT_MR * mtiles * p0;
+        lnn_gt_pack_b(G->b, G->ldb, G->tb, p0, kc, j0, j1, pb);
+        for (ptrdiff_t q = 0; q < npan; q++) {
+            const ptrdiff_t j = j0 + q * LNN_GT_NR;
+            const ptrdiff_t w = j1 - j < LNN_GT_NR ? j1 - j : LNN_GT_NR;
+            const float *pbq = pb + q * kc * LNN_GT_NR;
+            for (ptrdiff_t s = 0; s < mtiles; s++) {
+                const ptrdiff_t i = s * LNN_GT_MR, h = m - i < LNN_GT_MR ? m - i : LNN_GT_MR;
+                const float *pas = pak + s * kc * LNN_GT_MR;
+                float *cij = G->c + i * n + j;
+                if (h == LNN_GT_MR && w == LNN_GT_NR) {
+                    kern(kc, pas, pbq, cij, n, first);
+                    continue;
+                }
+                /* an edge tile: through a full 6 x 16 scratch tile */
+                if (!first)
+                    for (ptrdiff_t r = 0; r < h; r++)
+                        memcpy(tile + r * LNN_GT_NR, cij + r * n, (size_t)w * 4);
+                kern(kc, pas, pbq, tile, LNN_GT_NR, first);
+                for (ptrdiff_t r = 0; r < h; r++)
+                    memcpy(cij + r * n, tile + r * LNN_GT_NR, (size_t)w * 4);
+            }
+        }
+    }
+}
+
+/* Unit u of a call: columns [64 u, min(64 u + 64, n)), with this thread's B scratch. */
+static int lnn_gt_unit(const lnn_gt_call_t *G, ptrdiff_t u)
+{
+    float *pb = lnn_gt_scratch(1, G->kcb * LNN_GT_UNIT);
+    if (!pb) return -1;
+    const ptrdiff_t j0 = u * LNN_GT_UNIT;
+    lnn_gt_columns(G, j0, G->n - j0 < LNN_GT_UNIT ? G->n : j0 + LNN_GT_UNIT, pb);
+    return 0;
+}
+
+/* Set up a call: pack A' whole into this thread's scratch. -1 if out of memory. */
+static int lnn_gt_prepare(lnn_gt_call_t *G, const float *a, int ta, const float *b, int tb,
+                          float *c, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
+{
+    const ptrdiff_t mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR, lda = ta ? m : k;
+    float *pa = lnn_gt_scratch(0, mtiles * LNN_GT_MR * k);
+    if (!pa) return -1;
+    G->pa = pa, G->b = b, G->c = c, G->m = m, G->n = n, G->k = k;
+    G->kcb = lnn_gt_kblock(k), G->ldb = tb ? k : n, G->tb = tb;
+    for (ptrdiff_t p0 = 0; p0 < k; p0 += G->kcb) {
+        const ptrdiff_t kc = k - p0 < G->kcb ? k - p0 : G->kcb;
+        lnn_gt_pack_a(a, lda, ta, 0, m, p0, kc, pa + LNN_GT_MR * mtiles * p0);
+    }
+    return 0;
+}
+
+#endif /* LNN_GEMM_TRAIN_H */

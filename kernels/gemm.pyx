@@ -1,0 +1,45 @@
+# cython: language_level=3
+"""The training GEMM (``csrc/gemm_train.h``, threads in ``csrc/gemm_pool.h``), float32:
+``out (m, n) = A' @ B'`` with ``A' = a.T if ta else a``, ``B' = b.T if tb else b``.
+
+Every output is one fused multiply-add chain over k in order from 0, whatever the thread
+count, so one thread or several give bit-identical results. The twin is ``np.matmul`` (the
+same products, summed in another order). ``address()`` gives the C entry to the Numba replay
+of ``lepton_nn.compile``, which calls it without the GIL.
+"""
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "gemm_pool.h" nogil:
+    int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
+                           Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads)
+
+
+cdef int _entry(const float *a, int ta, const float *b, int tb, float *c, Py_ssize_t m,
+                Py_ssize_t n, Py_ssize_t k, int threads) noexcept nogil:
+    return lnn_gemm_train_f32(a, ta, b, tb, c, m, n, k, threads)
+
+
+def gemm(cnp.ndarray a not None, bint ta, cnp.ndarray b not None, bint tb,
+         cnp.ndarray out not None, int threads):
+    """out = A' @ B' (float32, C-contiguous, shapes checked by the caller) on up to
+    ``threads`` threads. Returns out."""
+    cdef Py_ssize_t m = cnp.PyArray_DIMS(out)[0], n = cnp.PyArray_DIMS(out)[1]
+    cdef Py_ssize_t k = cnp.PyArray_DIMS(a)[0] if ta else cnp.PyArray_DIMS(a)[1]
+    cdef const float *ap = <const float *>cnp.PyArray_DATA(a)
+    cdef const float *bp = <const float *>cnp.PyArray_DATA(b)
+    cdef float *op = <float *>cnp.PyArray_DATA(out)
+    cdef int rc
+    with nogil:
+        rc = lnn_gemm_train_f32(ap, ta, bp, tb, op, m, n, k, threads)
+    if rc != 0:
+        raise MemoryError("gemm: no memory for the packing scratch")
+    return out
+
+
+def address():
+    """The C entry ``int f(const float *a, int ta, const float *b, int tb, float *c,
+    ssize_t m, ssize_t n, ssize_t k, int threads)`` as an integer (0 on error-free return)."""
+    return <size_t>&_entry
