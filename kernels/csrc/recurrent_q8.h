@@ -23,10 +23,14 @@
  * epilogue, the AVX2 step kernel): the same bits. Rows are independent through the whole
  * sequence, so threads split the batch into row ranges with no barrier, and any split gives
  * the same bits. The widened weights (16 bits) are summed in registers 8 columns of G gates
- * and R rows at a time; products of (q - zp) in -255..255 and int8 weights, two to a lane,
- * fit int32 whatever K is below 2^15. Cells: 0 LSTM (G = 4), 1 GRU (G = 3, reset after the
- * product, a = hz + b_hh), 2 SimpleRNN (G = 1). AVX2 + FMA only (lnn_rec_q8_available):
- * elsewhere the backend runs the twin.
+ * and R rows at a time (LSTM 2: at 3 gcc 12 spills accumulators; GRU 3; SimpleRNN 4); the
+ * sums of (q - zp) in -255..255 times int8 weights are exact in int32 for K <= 65793 (as
+ * qgemm.h's). Speed: Zen 3 has one vector-integer multiply pipe, so vpmaddwd's 16 products
+ * a cycle only match two FMA pipes' 16: this kernel runs at about the float one's speed at
+ * 64 units (1.2x at 256); its gain is over the per-step int8 path (a qlinear call and a step
+ * kernel call per step, x W_ih at ~1.4 ns an output at K = 8). Cells: 0 LSTM (G = 4), 1 GRU
+ * (G = 3, reset after the product, a = hz + b_hh), 2 SimpleRNN (G = 1). AVX2 + FMA only
+ * (lnn_rec_q8_available): elsewhere the backend runs the twin.
  * xq: (T, B, F) uint8; xs, xzp: per row (T B) or one pair (xstep 0); h: (H, B, U) float32;
  * c: (2, B, U) or NULL; mask: (T, B) or NULL (rows whose mask is 0 keep their state).
  * d: scratch int16 (r1 - r0, 2 (KX + KH)); sc: scratch float (2 (r1 - r0)).
@@ -97,8 +101,9 @@ static inline LNN_RR_TI __m256i lnn_q8_pair(const int16_t *d, ptrdiff_t k)
 }
 
 /* R rows (i0 .. i0+R-1 of the range, their scratch rows d) of unit block `blk` at one step:
- * the int32 sums of the x and h pairs in registers, the float xz and hz, then the cell's
- * states. lanes < 8 only in the last block (U not a multiple of 8): masked loads and stores. */
+ * the int32 sums of the h pairs in registers, then (gate by gate, so that few registers
+ * are live) those of the x pairs, the float xz and hz, then the cell's states. lanes < 8
+ * only in the last block (U not a multiple of 8): masked loads and stores. */
 static inline LNN_RR_TI void lnn_q8_tile(const int cell, const int R, const int16_t *wq,
                                          const float *wf, ptrdiff_t kx, ptrdiff_t kp,
                                          const int16_t *d, const float *sc, ptrdiff_t nr,
@@ -108,37 +113,14 @@ static inline LNN_RR_TI void lnn_q8_tile(const int cell, const int R, const int1
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), W = G * 2 * LNN_RV;
     __m256i acc[4][4];
-    __m256 xz[4][4], hz[4][4];
+    __m256 z[4][4], xn[4]; /* z: the gates' sums (GRU's n: a_n, and xz_n in xn) */
     const int16_t *dr = d + 2 * ir * kp; /* row ir of the range's scratch */
     LNN_RR_UNROLL
     for (int r = 0; r < R; r++)
         LNN_RR_UNROLL
         for (int g = 0; g < G; g++) acc[r][g] = _mm256_setzero_si256();
-    const int16_t *w = wq;
-    for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* sum (x - xzp) q_ih over pairs of rows */
-        __m256i wv[4];
-        LNN_RR_UNROLL
-        for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_si256((const __m256i *)(w + g * 16));
-        LNN_RR_UNROLL
-        for (int r = 0; r < R; r++) {
-            const __m256i a = lnn_q8_pair(dr + 2 * r * kp, k);
-            LNN_RR_UNROLL
-            for (int g = 0; g < G; g++)
-                acc[r][g] = _mm256_add_epi32(acc[r][g], _mm256_madd_epi16(a, wv[g]));
-        }
-    }
-    LNN_RR_UNROLL
-    for (int r = 0; r < R; r++) { /* xz = fma(acc, xs s_ih, b) (qlinear's epilogue) */
-        const __m256 xs = _mm256_set1_ps(sc[ir + r]);
-        LNN_RR_UNROLL
-        for (int g = 0; g < G; g++) {
-            const __m256 s = _mm256_mul_ps(xs, _mm256_loadu_ps(wf + g * LNN_RV));
-            xz[r][g] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[r][g]), s,
-                                       _mm256_loadu_ps(wf + (2 * G + g) * LNN_RV));
-            acc[r][g] = _mm256_setzero_si256();
-        }
-    }
-    for (ptrdiff_t k = kx; k < kp; k++, w += W) { /* sum (hq - hzp) q_hh */
+    const int16_t *w = wq + kx * W;
+    for (ptrdiff_t k = kx; k < kp; k++, w += W) { /* sum (hq - hzp) q_hh over pairs of rows */
         __m256i wv[4];
         LNN_RR_UNROLL
         for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_si256((const __m256i *)(w + g * 16));
@@ -156,7 +138,29 @@ static inline LNN_RR_TI void lnn_q8_tile(const int cell, const int R, const int1
         LNN_RR_UNROLL
         for (int g = 0; g < G; g++) {
             const __m256 s = _mm256_mul_ps(hs, _mm256_loadu_ps(wf + (G + g) * LNN_RV));
-            hz[r][g] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][g]), s);
+            z[r][g] = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[r][g]), s);
+            if (cell == 1) /* GRU: a = hz + b_hh */
+                z[r][g] = _mm256_add_ps(z[r][g], _mm256_loadu_ps(wf + (3 * G + g) * LNN_RV));
+        }
+    }
+    LNN_RR_UNROLL
+    for (int g = 0; g < G; g++) { /* xz = fma(sum (x - xzp) q_ih, xs s_ih, b); z = xz + hz */
+        __m256i ax[4];
+        LNN_RR_UNROLL
+        for (int r = 0; r < R; r++) ax[r] = _mm256_setzero_si256();
+        for (ptrdiff_t k = 0; k < kx; k++) {
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)(wq + k * W + g * 16));
+            LNN_RR_UNROLL
+            for (int r = 0; r < R; r++)
+                ax[r] = _mm256_add_epi32(ax[r], _mm256_madd_epi16(lnn_q8_pair(dr + 2 * r * kp, k), wv));
+        }
+        const __m256 sih = _mm256_loadu_ps(wf + g * LNN_RV), b = _mm256_loadu_ps(wf + (2 * G + g) * LNN_RV);
+        LNN_RR_UNROLL
+        for (int r = 0; r < R; r++) {
+            const __m256 s = _mm256_mul_ps(_mm256_set1_ps(sc[ir + r]), sih);
+            const __m256 xz = _mm256_fmadd_ps(_mm256_cvtepi32_ps(ax[r]), s, b);
+            if (cell == 1 && g == 2) xn[r] = xz; /* GRU's n: r a_n added first */
+            else z[r][g] = _mm256_add_ps(xz, z[r][g]);
         }
     }
     const ptrdiff_t j0 = blk * LNN_RV;
@@ -168,26 +172,19 @@ static inline LNN_RR_TI void lnn_q8_tile(const int cell, const int R, const int1
         const __m256 hold = partial ? _mm256_maskload_ps(hp + o, lanes) : _mm256_loadu_ps(hp + o);
         if (cell == 0) { /* lnn_lstm_fwd_avx2: c = f c' + i g;  h = o tanh(c) */
             const __m256 cpv = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
-            const __m256 iv = lnn_rr_sigmoid(_mm256_add_ps(xz[r][0], hz[r][0]));
-            const __m256 fv = lnn_rr_sigmoid(_mm256_add_ps(xz[r][1], hz[r][1]));
-            const __m256 gv = lnn_rr_tanh(_mm256_add_ps(xz[r][2], hz[r][2]));
-            const __m256 ov = lnn_rr_sigmoid(_mm256_add_ps(xz[r][3], hz[r][3]));
+            const __m256 iv = lnn_rr_sigmoid(z[r][0]), fv = lnn_rr_sigmoid(z[r][1]);
+            const __m256 gv = lnn_rr_tanh(z[r][2]), ov = lnn_rr_sigmoid(z[r][3]);
             __m256 cv = _mm256_fmadd_ps(fv, cpv, _mm256_mul_ps(iv, gv));
             hv = _mm256_mul_ps(ov, lnn_rr_tanh(cv));
             if (keep) cv = cpv;
             if (partial) _mm256_maskstore_ps(cq + o, lanes, cv);
             else _mm256_storeu_ps(cq + o, cv);
-        } else if (cell == 1) { /* lnn_gru_fwd_avx2: a = hz + b_hh; n = tanh(xz_n + r a_n) */
-            __m256 a[3];
-            LNN_RR_UNROLL
-            for (int g = 0; g < 3; g++)
-                a[g] = _mm256_add_ps(hz[r][g], _mm256_loadu_ps(wf + (3 * G + g) * LNN_RV));
-            const __m256 zv = lnn_rr_sigmoid(_mm256_add_ps(xz[r][0], a[0]));
-            const __m256 rv = lnn_rr_sigmoid(_mm256_add_ps(xz[r][1], a[1]));
-            const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, a[2], xz[r][2]));
+        } else if (cell == 1) { /* lnn_gru_fwd_avx2: n = tanh(xz_n + r a_n) */
+            const __m256 zv = lnn_rr_sigmoid(z[r][0]), rv = lnn_rr_sigmoid(z[r][1]);
+            const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, z[r][2], xn[r]));
             hv = _mm256_fmadd_ps(zv, _mm256_sub_ps(hold, nv), nv); /* (1 - z) n + z h' */
         } else { /* lnn_rnn_fwd_avx2: h = tanh(xz + hz) */
-            hv = lnn_rr_tanh(_mm256_add_ps(xz[r][0], hz[r][0]));
+            hv = lnn_rr_tanh(z[r][0]);
         }
         if (keep) hv = hold;
         if (partial) _mm256_maskstore_ps(hq + o, lanes, hv);
@@ -246,7 +243,7 @@ static inline LNN_RR_TI void lnn_q8_run(const int cell, const int R, const uint8
 #define LNN_Q8_PASS xq, xs, xzp, xstep, wq, wf, h, c, mask, b, f, u, t, hn, r0, r1, reverse, d, sc
 
 static LNN_RR_T void lnn_q8_lstm(LNN_Q8_ARGS) { lnn_q8_run(0, 2, LNN_Q8_PASS); }
-static LNN_RR_T void lnn_q8_gru(LNN_Q8_ARGS) { lnn_q8_run(1, 4, LNN_Q8_PASS); }
+static LNN_RR_T void lnn_q8_gru(LNN_Q8_ARGS) { lnn_q8_run(1, 3, LNN_Q8_PASS); }
 static LNN_RR_T void lnn_q8_rnn(LNN_Q8_ARGS) { lnn_q8_run(2, 4, LNN_Q8_PASS); }
 #endif
 
