@@ -14,8 +14,6 @@ import threading
 
 import numpy as np
 
-from . import recurrent_q8 as _q8
-
 ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu")
 ACT_CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
 IDENTITY, RELU, SIGMOID, TANH, GELU = range(5)
@@ -897,9 +895,13 @@ class ReferenceBackend:
     def pack_recurrent_q8(self, cell, q_ih, s_ih, b, q_hh, s_hh, b_hh):
         """One direction's int8 weights packed for recurrent_q8_forward: (wq int16, wf
         float32); see :func:`lepton_nn.backend.recurrent_q8.pack_recurrent_q8`."""
+        from . import recurrent_q8 as _q8  # imported at the first int8 recurrent layer
+
         return _q8.pack_recurrent_q8(cell, q_ih, s_ih, b, q_hh, s_hh, b_hh)
 
     def recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse):
         """recurrent_rows_forward for int8 weights, on this backend's quantize_rows, qlinear
         and step kernels; see :func:`lepton_nn.backend.recurrent_q8.recurrent_q8_forward`."""
+        from . import recurrent_q8 as _q8
+
         _q8.recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse)
