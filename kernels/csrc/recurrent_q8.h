@@ -25,10 +25,11 @@
  * the same bits. The widened weights (16 bits) are summed in registers 8 columns of G gates
  * and R rows at a time (LSTM 2: at 3 gcc 12 spills accumulators; GRU 3; SimpleRNN 4); the
  * sums of (q - zp) in -255..255 times int8 weights are exact in int32 for K <= 65793 (as
- * qgemm.h's). Speed: Zen 3 has one vector-integer multiply pipe, so vpmaddwd's 16 products
- * a cycle only match two FMA pipes' 16: this kernel runs at about the float one's speed at
- * 64 units (1.2x at 256); its gain is over the per-step int8 path (a qlinear call and a step
- * kernel call per step, x W_ih at ~1.4 ns an output at K = 8). Cells: 0 LSTM (G = 4), 1 GRU
+ * qgemm.h's). Speed: measured on Zen 3 (AVX2, no VNNI) this kernel runs at about the float
+ * one's speed at 64 units (1.2x at 256): a vpmaddwd and a vpaddd per 16 products cost what
+ * two FMAs do (vpmaddwd appears to issue on one pipe, FMA on two; not verified: no
+ * counters here). Its gain is over the per-step int8 path (a qlinear call and a step kernel
+ * call per step, x W_ih at ~1.4 ns an output at K = 8). Cells: 0 LSTM (G = 4), 1 GRU
  * (G = 3, reset after the product, a = hz + b_hh), 2 SimpleRNN (G = 1). AVX2 + FMA only
  * (lnn_rec_q8_available): elsewhere the backend runs the twin.
  * xq: (T, B, F) uint8; xs, xzp: per row (T B) or one pair (xstep 0); h: (H, B, U) float32;
