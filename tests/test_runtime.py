@@ -733,9 +733,9 @@ def test_fuzzed_manifests_fail_only_with_model_format_error(tmp_path):
 @pytest.mark.parametrize("int8", [False, True])
 def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell, bidirectional,
                                                     sequences, int8):  # fmt: skip
-    """Float weights: the whole sequence per direction in one fused call; int8 weights: per
-    step, the input product a few steps ahead (here 3 of 13: a partial last chunk, met first
-    by the reverse direction). The states live in two slots: the plan agrees with the layers
+    """Float and int8 weights: the whole sequence per direction in one fused call (the int8
+    per-step path, its input product a few steps ahead, is checked against it in
+    test_recurrent_q8.py). The states live in two slots: the plan agrees with the layers
     (int8: to its rounding), and a second run (the slots hold the first run's states) agrees
     with the first."""
     import lepton_nn.runtime.steps as steps

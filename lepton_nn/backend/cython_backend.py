@@ -123,6 +123,16 @@ def _recurrent_rows_exact(self, dtype) -> bool:
     return np.dtype(dtype) == np.float32 and _recurrent.rows_available()
 
 
+def _recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse):
+    """The compiled ``recurrent_q8_forward`` on AVX2 + FMA; elsewhere its twin (on this
+    backend's compiled quantize_rows, qlinear and step kernels)."""
+    if _recurrent.q8_available():
+        return _recurrent.recurrent_q8_forward(cell, xq, xs, xzp, packed, h, c, mask, r0, r1,
+                                               reverse)  # fmt: skip
+    return ReferenceBackend.recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask,
+                                                 r0, r1, reverse)  # fmt: skip
+
+
 class CythonBackend(ReferenceBackend):
     """Ahead-of-time compiled kernels; no first-call stall.
 
@@ -194,3 +204,5 @@ class CythonBackend(ReferenceBackend):
         if hasattr(_recurrent, "rows_available"):  # a build from before it: reference
             recurrent_rows_forward = _recurrent_rows_forward
             recurrent_rows_exact = _recurrent_rows_exact
+        if hasattr(_recurrent, "q8_available"):
+            recurrent_q8_forward = _recurrent_q8_forward

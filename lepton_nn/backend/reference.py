@@ -907,3 +907,19 @@ class ReferenceBackend:
                 self.gru_step_forward(xz, hz, bhh, hp, m, gates, hq)
             else:
                 self.rnn_step_forward(xz, hz, hp, m, hq)
+
+    # int8 weights: the same loop with x and each step's h quantized per row (recurrent_q8.py)
+
+    def pack_recurrent_q8(self, cell, q_ih, s_ih, b, q_hh, s_hh, b_hh):
+        """One direction's int8 weights packed for recurrent_q8_forward: (wq int16, wf
+        float32); see :func:`lepton_nn.backend.recurrent_q8.pack_recurrent_q8`."""
+        from . import recurrent_q8 as _q8  # imported at the first int8 recurrent layer
+
+        return _q8.pack_recurrent_q8(cell, q_ih, s_ih, b, q_hh, s_hh, b_hh)
+
+    def recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse):
+        """recurrent_rows_forward for int8 weights, on this backend's quantize_rows, qlinear
+        and step kernels; see :func:`lepton_nn.backend.recurrent_q8.recurrent_q8_forward`."""
+        from . import recurrent_q8 as _q8
+
+        _q8.recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse)

@@ -462,9 +462,14 @@ class RecurrentStep:
     keeps its state, its outputs are 0, and the reverse direction starts at the row's own
     last step. The states use two slots unless the whole sequence of h is returned.
 
-    A direction's ``W_ih`` or ``W_hh`` may be int8 (:class:`Int8Weight`): it is then a list
-    of per-step calls. The input product of ``XZ_CHUNK_BYTES`` of output at a time (int8:
-    an :class:`Int8DenseStep`, x quantized per row or with the file's static pair; float:
+    A direction with both ``W_ih`` and ``W_hh`` int8 (:class:`Int8Weight`, h quantized per
+    row) in a float32 plan is likewise one call of ``recurrent_q8_forward`` per range of
+    rows (weights packed once by ``pack_recurrent_q8``), after x is quantized for all steps
+    at once (per row, or with the file's static pair): each step quantizes every row's h,
+    sums the int8 products exactly and computes the gates in registers, with the bits of the
+    per-step path below. Otherwise (one matrix int8, a float64 plan) it is a list of
+    per-step calls: the input product of ``XZ_CHUNK_BYTES`` of output at a time (int8: an
+    :class:`Int8DenseStep`, x quantized per row or with the file's static pair; float:
     [x, 1] [[W_ih], [b]], the bias inside the GEMM), and each step's ``h @ W_hh`` (int8: h
     quantized per row at every step) then the backend's step kernel; the gates stay in
     float."""
@@ -483,6 +488,15 @@ class RecurrentStep:
             )
             for w_ih, w_hh, b, _, _ in dirs
         ]
+        # both matrices int8, h quantized per row: packed once for recurrent_q8_forward
+        self.q8 = [
+            kernels().pack_recurrent_q8(cell, w_ih.q, w_ih.scale, b, w_hh.q, w_hh.scale, b_hh)
+            if isinstance(w_ih, Int8Weight)
+            and isinstance(w_hh, Int8Weight)
+            and w_hh.act_mode == "dynamic"
+            else None
+            for w_ih, w_hh, b, b_hh, _ in dirs
+        ]
 
     def bind(self, src, owned, ctx):
         n, t, u, dt = ctx.n, self.t, self.units, ctx.dtype
@@ -491,9 +505,11 @@ class RecurrentStep:
         ops: list[Op] = []
         # float weights: the whole sequence of a direction in one kernel call per range of
         # batch rows (input product, recurrent product and gates fused, rows split over the
-        # plan's threads); int8 weights: a list of per-step calls
+        # plan's threads); int8 weights: the same in recurrent_q8_forward, or per-step calls
         fused = [q_ih is None and q_hh is None for q_ih, q_hh in self.int8]
+        fused_q8 = [q is not None and dt == np.float32 for q in self.q8]
         int8_ih = [q is not None for q, _ in self.int8]
+        xqs: dict = {}  # x quantized for the fused int8 directions: one per activation pair
         if any(int8_ih) or any(fused):  # x time-major (T N, F)
             xt = np.zeros((t, n, f), dt)
             ops.append((_time_major, (src, xt)))
@@ -515,7 +531,17 @@ class RecurrentStep:
             h, c = np.zeros((hn, n, u), dt), np.zeros((cn, n, u), dt)
             first = t if reverse else 0  # the zero initial state, reset on every run
             ops += [(h[first % hn].fill, (0,)), (c[first % cn].fill, (0,))]
-            if fused[j]:
+            if fused_q8[j]:
+                q_ih = self.int8[j][0]
+                key = None if w_ih.act_mode != "static" else (w_ih.act_scale, w_ih.act_zero_point)
+                if key not in xqs:
+                    xqs[key] = _quantize_x(k, xt, q_ih, ops)
+                head = (self.cell, *xqs[key], self.q8[j], h, c if self.cell == "LSTM" else None,
+                        mask)  # fmt: skip
+                threads = min(ctx.threads, threads_for(2 * n * t * gu * (f + u), n))
+                args = (k.recurrent_q8_forward, head, _row_ranges(n, threads), threads, reverse)
+                ops.append((_recurrent_rows, args))
+            elif fused[j]:
                 ws = [None if a is None else np.asarray(a, dt) for a in (w_ih, b, w_hh, b_hh)]
                 head = (self.cell, xt, k.pack_recurrent(self.cell, *ws), h,
                         c if self.cell == "LSTM" else None, mask)  # fmt: skip
@@ -616,6 +642,22 @@ def _recurrent_rows(kernel, head: tuple, bounds: list[int], threads: int, revers
             kernel(*head, bounds[i], bounds[i + 1], reverse)
 
     parallel_for(len(bounds) - 1, run, threads)
+
+
+def _quantize_x(k, xt: np.ndarray, q_ih: Int8DenseStep, ops: list[Op]) -> tuple:
+    """(xq uint8 (T, N, F), scale, zero point) for an int8 direction's recurrent_q8_forward,
+    the op that fills them appended to ``ops``: x quantized per row of (T N, F) (dynamic),
+    or with the file's static pair, as the per-step path's Int8DenseStep does."""
+    t, n, f = xt.shape
+    xq = np.zeros((t, n, f), np.uint8)
+    flat = (xt.reshape(t * n, f), xq.reshape(t * n, f))
+    if q_ih.wq.act_mode == "static":
+        pair = (q_ih.static_scale, q_ih.static_zp)
+        ops.append((k.quantize_rows, (*flat, *pair, True)))
+    else:
+        pair = (np.zeros(t * n, np.float32), np.zeros(t * n, np.int32))
+        ops.append((k.quantize_rows, (*flat, *pair)))
+    return (xq, *pair)
 
 
 def _on_one_blas_thread(op: Op, flops: float) -> Op:
