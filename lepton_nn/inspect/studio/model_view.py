@@ -28,6 +28,7 @@ from ...nn.module import Module
 from ..backward import explain_backward
 from ..graph_view import _shape_text, op_label
 from ..rules import rule_for
+from .rows import Rows, model_input, n_rows
 from .tensor_view import heat, tensor_view
 
 __all__ = [
@@ -115,10 +116,10 @@ def _probe(model: Module, x: Any, grad: bool) -> dict[str, list[Tensor]]:
     model.eval()
     try:
         if grad:
-            model(x)
+            model(model_input(x))
         else:
             with no_grad():
-                model(x)
+                model(model_input(x))
     finally:
         model.train(was)
         for h in handles:
@@ -262,7 +263,7 @@ def backward_steps(
 
     handles = hook_calls(model, name_output)
     try:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(model_input(x)), y)
         walk = explain_backward(loss, params=model)
     finally:
         for h in handles:
@@ -303,7 +304,7 @@ def _detached(x: Any) -> Any:
 
 
 def _run_loss(model: Module, x: Any, y: Any, loss_fn: Callable | None) -> tuple[Tensor, str]:
-    out = model(x)
+    out = model(model_input(x))
     if y is not None and loss_fn is not None:
         return loss_fn(out, y), "the training loss"
     return out.sum(), "L = sum of the outputs (no labels)"
@@ -383,7 +384,7 @@ def node_tensors(
         "name": name,
         "loss": float(loss.data),
         "objective": objective,
-        "rows": int(np.shape(x)[0]),
+        "rows": n_rows(x),
         "inputs": [tensor_view(getattr(t, "data", t)) for t in inputs],
         "output": None if out is None else tensor_view(out.data),
         "grad_in": None if g is None else tensor_view(g),
@@ -417,7 +418,7 @@ def feature_maps(model: Module, x: Any, index: int = 0, max_channels: int = 16) 
     if not 0 <= index < len(x):
         raise IndexError(f"image {index} is out of range: the sample has {len(x)} rows")
     outs = _probe(model, x[index : index + 1], grad=False)
-    image = np.asarray(x[index], np.float64)
+    image = np.zeros(0) if isinstance(x, Rows) else np.asarray(x[index], np.float64)
     layers = []
     for name, m, _ in calls_of(model):
         y = outs[name][0] if outs[name] else None

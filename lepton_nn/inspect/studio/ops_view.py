@@ -34,6 +34,7 @@ from ...nn.layers import apply_activation, as_input
 from ...nn.module import Module
 from ..graph_view import op_label
 from ..rules import rule_for
+from .rows import model_input, n_rows
 from .tensor_view import tensor_view
 
 __all__ = [
@@ -242,7 +243,7 @@ def op_graph(model: Module, sample: Any, rows: int = 2) -> dict[str, list[dict]]
     was = model.training
     model.eval()
     try:
-        model(_rows(sample, rows))
+        model(model_input(_rows(sample, rows)))
     finally:
         model.train(was)
         for h in handles:
@@ -327,7 +328,7 @@ def layer_ops(
         "name": name,
         "loss": float(loss.data),
         "objective": objective,
-        "rows": int(np.shape(x[0] if isinstance(x, (list, tuple)) else x)[0]),
+        "rows": n_rows(x[0] if isinstance(x, (list, tuple)) else x),
         "ops": docs,
     }
 
