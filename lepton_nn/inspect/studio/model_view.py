@@ -164,19 +164,6 @@ def _batch_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["N", *(str(int(n)) for n in shape[1:])]) + ")"
 
 
-def _ops_inside(y: Tensor, stop: set[int]) -> list[Any]:
-    """The autograd ops between a layer's inputs (ids in ``stop``) and its output ``y``."""
-    ops, seen, todo = [], set(), [y]
-    while todo:
-        t = todo.pop()
-        if id(t) in seen or id(t) in stop or t._ctx is None:
-            continue
-        seen.add(id(t))
-        ops.append(t._ctx)
-        todo.extend(p for p in t._ctx.parents if isinstance(p, Tensor))
-    return ops[::-1]
-
-
 def formula_of(model: Module, name: str, sample: Any) -> dict:
     """Forward formula and local derivative of the layer call ``name`` (KeyError if none)."""
     calls = {n: (m, ins) for n, m, ins in calls_of(model)}
@@ -204,7 +191,7 @@ def formula_of(model: Module, name: str, sample: Any) -> dict:
         for got in inputs.get(id(m), []):
             stop |= {id(t) for t in _flat(got) if isinstance(t, Tensor)}
         # the rule of the op that made y comes first: the layer's local derivative
-        ops = [y._ctx] + [c for c in _ops_inside(y, stop) if c is not y._ctx]
+        ops = [y._ctx] + [t._ctx for t in _op_tensors(y, stop) if t is not y]
     rules = [{"op": op_label(c), "words": rule_for(c)[0], "math": rule_for(c)[1]} for c in ops]
     if not rules:
         words, math = "identity in this mode (no op recorded)", "dL/dx = g"
