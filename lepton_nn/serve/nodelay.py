@@ -3,12 +3,12 @@
 A small answer written while the client's ACK of the previous segment is outstanding waits
 for it (Nagle's algorithm), and the client delays that ACK up to ~40 ms: each request then
 takes ~40 ms whatever the model's speed. asyncio sets TCP_NODELAY on accepted TCP sockets only
-when the listening socket was made with ``IPPROTO_TCP`` (``socket.socket()`` says 0; so do
-sockets handed to :func:`.server.serve` and, in uvicorn before 0.3x, the one it binds for
-several workers); uvloop always sets it. :class:`NoDelayHTTP`, uvicorn's own HTTP protocol
-(httptools where installed, else h11) with the option set as each connection is made, covers
-every way the service gets its sockets. Imported only when serving (uvicorn is the ``serve``
-extra).
+when the listening socket was made with ``IPPROTO_TCP`` (``socket.socket()`` says 0, as may
+a socket handed to :func:`.server.serve`; so did the one uvicorn binds for several workers
+until its issue 3149 was fixed, and macOS's ``getaddrinfo``); uvloop always sets it.
+:class:`NoDelayHTTP`, uvicorn's own HTTP protocol (httptools where installed, else h11) with
+the option set as each connection is made, covers every way the service gets its sockets.
+Imported only when serving (uvicorn is the ``serve`` extra).
 """
 
 from __future__ import annotations
