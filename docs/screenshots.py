@@ -52,9 +52,17 @@ def _browser(profile: str):
 
 
 def _wait(cond, what: str, timeout: float = 60.0):
+    """``cond()`` once true. The page redraws the graph and the panels as events arrive, so an
+    element ``cond`` found may be replaced before it is read: that round counts as not yet,
+    and the next one finds the element again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        v = cond()
+        try:
+            v = cond()
+        except StaleElementReferenceException:
+            v = None
         if v:
             return v
         time.sleep(0.05)
@@ -83,8 +91,13 @@ def _click(drv, testid: str, inner: str | None = None) -> None:
 
 
 def _attr(drv, testid: str, name: str):
-    found = _tid(drv, testid)
-    return found[0].get_attribute(name) if found else None
+    """The attribute read in the page, in one step (no element reference to go stale)."""
+    return drv.execute_script(
+        "const e = document.querySelector(`[data-testid='${arguments[0]}']`);"
+        "return e ? e.getAttribute(arguments[1]) : null;",
+        testid,
+        name,
+    )
 
 
 def _open(drv, url: str) -> None:
@@ -94,13 +107,18 @@ def _open(drv, url: str) -> None:
 
 def _section(drv, testid: str, path: Path) -> None:
     """A screenshot of the page section (the white card) holding the element ``testid``,
-    scrolled to the top of the window (an element shot keeps only what the window shows)."""
-    sec = drv.execute_script(
-        "const s = document.querySelector(`[data-testid='${arguments[0]}']`).closest('section');"
-        "s.scrollIntoView(); return s;",
-        testid,
-    )
-    sec.screenshot(str(path))
+    scrolled to the top of the window (an element shot keeps only what the window shows);
+    found again if the page redrew it in between."""
+
+    def shot() -> bool:
+        sec = drv.execute_script(
+            "const e = document.querySelector(`[data-testid='${arguments[0]}']`);"
+            "const s = e && e.closest('section'); if (s) s.scrollIntoView(); return s;",
+            testid,
+        )
+        return bool(sec) and sec.screenshot(str(path))
+
+    _wait(shot, f"the section of {testid}")
 
 
 def shoot_training(drv, out: Path) -> list[Path]:

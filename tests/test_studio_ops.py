@@ -112,6 +112,30 @@ def test_conv_ops_match_numpy_and_other_layers_show_the_ops_they_record():
     assert graph["pool"]["ops"][0]["shape"] == "(N, 3, 2, 2)"
 
 
+def test_a_merge_call_shows_its_own_ops_only():
+    # a merge reads a list of tensors: the walk from its output stops at each of them (it
+    # went on through the layers before it, showing their ops as the merge's)
+    a, b = nn.Input((3,), name="a"), nn.Input((3,), name="b")
+    ha, hb = nn.Dense(4, "tanh", name="left")(a), nn.Dense(4, name="right")(b)
+    gate = nn.Multiply(name="gate")([ha, hb])
+    total = nn.Add(name="total")([gate, ha, hb])
+    net = nn.Model([a, b], nn.Dense(1, name="out")(total)).astype("float64")
+    rng = np.random.default_rng(5)
+    x = {"a": rng.normal(size=(6, 3)), "b": rng.normal(size=(6, 3))}
+    graph = {n["name"]: n for n in model_view.layer_graph(net, x)["nodes"]}
+    assert [o["op"] for o in graph["gate"]["ops"]] == ["Mul"]
+    assert [o["op"] for o in graph["total"]["ops"]] == ["Add", "Add"]
+    assert graph["total"]["ops"][1]["inputs"] == [0, "x"]
+    _, _, ops = ops_view.op_arrays(net, "gate", x)
+    left, right = net.get_layer("left"), net.get_layer("right")
+    h_a = np.tanh(x["a"] @ left.weight.data + left.bias.data)
+    h_b = x["b"] @ right.weight.data + right.bias.data
+    assert len(ops) == 1
+    np.testing.assert_allclose(ops[0][1], h_a * h_b, rtol=1e-12)
+    rules = model_view.formula_of(net, "total", x)["rules"]
+    assert [r["op"] for r in rules] == ["Add", "Add"]
+
+
 def test_conv_op_gradients_are_the_layer_gradient_through_relu():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(3, 1, 6, 6))

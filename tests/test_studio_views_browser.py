@@ -211,6 +211,35 @@ def test_a_saved_network_of_two_inputs_through_the_runtime(browser, tmp_path):  
         st.close()
 
 
+def test_a_graph_model_of_two_inputs_with_its_gradients(browser):  # noqa: F811
+    a, b = nn.Input((3,), name="a"), nn.Input((2,), name="b")
+    ha, hb = nn.Dense(4, "relu", name="left")(a), nn.Dense(4, name="right")(b)
+    net = nn.Model([a, b], nn.Dense(1, name="out")(nn.Multiply(name="join")([ha, hb])))
+    rng = np.random.default_rng(4)
+    x = {"b": rng.normal(size=(10, 2)), "a": rng.normal(size=(10, 3))}
+    st = I.studio(net, (x, rng.normal(size=(10, 1))))  # autograd, by input name
+    drv = browser
+    try:
+        drv.get(st.url)
+        _ready(drv)
+        assert _tid(drv, "input-a") and _tid(drv, "input-b")
+        nodes = drv.find_elements(By.CSS_SELECTOR, '#graph [data-testid^="node-"]')
+        names = sorted(n.get_attribute("data-testid") for n in nodes)
+        assert names == ["node-join", "node-left", "node-out", "node-right"]
+        _click(drv, "node-join")
+        _wait(lambda: _tid(drv, "tensor-grad-out1-values"), "dL/dx of both inputs")
+        want = st.tensors("join")
+        right = {m.name: m for m in net.layers}["right"]
+        hb = x["b"][:8] @ right.weight.data.astype(np.float64) + right.bias.data
+        np.testing.assert_allclose(want["inputs"][1]["values"], hb, rtol=1e-5, atol=1e-6)
+        cells = _tid(drv, "tensor-grad-out1-values")[0].find_elements(By.TAG_NAME, "td")
+        assert len(cells) == 8 * 4
+        got = float(cells[5].get_attribute("data-value"))
+        assert got == pytest.approx(want["grad_out"][1]["values"][1][1], rel=1e-5, abs=1e-9)
+    finally:
+        st.close()
+
+
 def test_the_docs_screenshots_script_drives_the_real_page(tmp_path):
     """``docs/screenshots.py`` (what makes docs/img/studio*.png) runs end to end."""
     import importlib.util

@@ -210,7 +210,9 @@ def test_partial_fit_refuses_a_private_model(tmp_path):
 
 def test_peak_memory_of_streamed_training_stays_far_below_read_csv(tmp_path):
     """tracemalloc peaks (Python and NumPy allocations): training from a stream in chunks of
-    500 rows with a 2,000-row buffer against only reading the file with read_csv."""
+    500 rows with a 2,000-row buffer against training on the whole file read, and against
+    only reading it with read_csv (which once peaked at ~14 times the file, now ~5: the
+    stream stays below it, and below half of training in memory)."""
     path = make_csv(tmp_path / "big.csv", n=40000, seed=4)
 
     def peak(fn):
@@ -223,11 +225,13 @@ def test_peak_memory_of_streamed_training_stays_far_below_read_csv(tmp_path):
             tracemalloc.stop()
 
     read = peak(lambda: read_csv(path, target="y"))
+    whole = TabularModel(epochs=1, seed=0, hidden=(8,), validation_split=0.1)
+    in_memory = peak(lambda: whole.fit(read_csv(path, target="y")))
     s = stream(path, target="y", batch_rows=500, shuffle_buffer=2000)
     model = TabularModel(epochs=1, seed=0, hidden=(8,), validation_split=0.1)
     train = peak(lambda: model.fit(s))
     assert model.evaluate(read_csv(path, target="y"))["accuracy"] > 0.8
-    assert train < read / 4, (train, read)
+    assert train < in_memory / 2 and train < read, (train, in_memory, read)
 
 
 def test_cli_train_streams_a_folder_or_a_file_over_the_memory_budget(tmp_path, capsys):

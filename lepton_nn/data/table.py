@@ -12,10 +12,11 @@ row came from, so later errors (say, in :class:`~lepton_nn.data.Preprocessor`) c
 
 from __future__ import annotations
 
+import array
 import csv
-import io
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -470,6 +471,18 @@ def _decode(raw: bytes, path: str, encoding: str, delimiter: str) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+# a line as ``io.StringIO(text, newline="")`` yields it: up to and with "\n", "\r\n" or "\r"
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterable[str]:
+    """The lines of ``text`` with their endings, one at a time, for ``csv.reader``: what
+    iterating ``io.StringIO(text, newline="")`` gives, without its copy of the text (four
+    bytes a character once read)."""
+    for m in _LINE.finditer(text):
+        yield m.group()
+
+
 def csv_records(
     reader: Any, src: str, first_line: int = 1, header: list[str] | None = None
 ) -> Iterable[tuple[int, list[str]]]:
@@ -498,6 +511,43 @@ def csv_records(
             yield line, rec
     except csv.Error as e:
         raise DataError(f"{src}: row {start}: not readable as CSV ({e})") from None
+
+
+class _Columns:
+    """The fields of a CSV file by column, as they are read: records gathered ``CHUNK`` at a
+    time, then appended to their columns (``zip``), each repeated field one shared string
+    while its column has at most ``SHARED`` distinct values (category labels, small counts).
+    A ``str`` costs ~50 bytes plus its text, a list's pointer to it 8: fields of a few
+    characters, each its own string, cost ~6-10 times their size in the file."""
+
+    CHUNK = 256
+    SHARED = 1024
+
+    def __init__(self, width: int) -> None:
+        self.columns: list[list[str]] = [[] for _ in range(width)]
+        self.seen: list[dict[str, str] | None] = [{} for _ in range(width)]
+        self.chunk: list[list[str]] = []
+
+    def add(self, record: list[str]) -> None:
+        self.chunk.append(record)
+        if len(self.chunk) == self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        for j, fields in enumerate(zip(*self.chunk)):
+            seen = self.seen[j]
+            if seen is None:
+                self.columns[j].extend(fields)
+                continue
+            self.columns[j].extend(map(seen.setdefault, fields, fields))
+            if len(seen) > self.SHARED:  # not a column of few values: stop looking
+                self.seen[j] = None
+        self.chunk.clear()
+
+    def done(self) -> list[list[str]]:
+        self._flush()
+        self.seen = []
+        return self.columns
 
 
 def read_csv(
@@ -531,24 +581,26 @@ def read_csv(
     if not raw.strip():
         raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
     text = _decode(raw, src, encoding, delimiter)
+    del raw  # (the text holds it now)
     na = frozenset(na_values)
 
-    reader = csv.reader(
-        io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
-    )
+    reader = csv.reader(_lines(text), delimiter=delimiter, skipinitialspace=True, strict=True)
     header: list[str] | None = None
-    records: list[list[str]] = []
-    lines: list[int] = []
+    columns: _Columns | None = None
+    lines = array.array("q")  # each record's row in the file (8 bytes each, not an int object)
     for line, rec in csv_records(reader, src):
         if header is None:
             header = [h.strip() for h in rec]
             _check_header(header, src)
+            columns = _Columns(len(header))
             continue
-        records.append(rec)
+        columns.add(rec)
         lines.append(line)
+    del text, reader
     if header is None:
         raise DataError(f"{src}: the file is empty (expected a header row and data rows)")
-    if not records:
+    cols = columns.done()
+    if not lines:
         raise DataError(f"{src}: the file has a header (row 1) but no data rows")
 
     if target is not None and target not in header:
@@ -571,7 +623,7 @@ def read_csv(
     for j, name in enumerate(header):
         if name in drop:
             continue
-        values = [r[j] for r in records]
+        values, cols[j] = cols[j], None  # (its strings freed once converted)
         if name == target:
             y = _target_array(values, name, types.get(name), na, where)
             continue

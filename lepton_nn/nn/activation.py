@@ -12,7 +12,7 @@ import math
 
 from ..autograd import Tensor
 from ..ops.elementwise import Clip as _ClipOp
-from .layers import Activation, as_input
+from .layers import Activation, as_float_input
 from .module import Module
 
 __all__ = [
@@ -38,7 +38,7 @@ class LeakyReLU(Activation):
         self.alpha = _number(alpha, "LeakyReLU alpha")
 
     def call(self, x) -> Tensor:
-        return as_input(self, x).leaky_relu(self.alpha)
+        return as_float_input(self, x).leaky_relu(self.alpha)
 
     def get_config(self) -> dict:
         return {"name": self.name, "alpha": self.alpha}
@@ -54,7 +54,7 @@ class ELU(Activation):
         self.alpha = _number(alpha, "ELU alpha")
 
     def call(self, x) -> Tensor:
-        return as_input(self, x).elu(self.alpha)
+        return as_float_input(self, x).elu(self.alpha)
 
     def get_config(self) -> dict:
         return {"name": self.name, "alpha": self.alpha}
@@ -72,7 +72,7 @@ class HardSigmoid(Activation):
         self.beta = _number(beta, "HardSigmoid beta")
 
     def call(self, x) -> Tensor:
-        return as_input(self, x).hard_sigmoid(self.alpha, self.beta)
+        return as_float_input(self, x).hard_sigmoid(self.alpha, self.beta)
 
     def get_config(self) -> dict:
         return {"name": self.name, "alpha": self.alpha, "beta": self.beta}
@@ -112,7 +112,7 @@ class Sign(Module):
     """y = sign(x) (-1, 0, 1); its gradient is 0."""
 
     def call(self, x) -> Tensor:
-        return as_input(self, x).sign()
+        return as_float_input(self, x).sign()
 
 
 class Clip(Module):
@@ -127,7 +127,7 @@ class Clip(Module):
             raise ValueError(f"Clip min {self.min} is above max {self.max}")
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         if self.min is None and self.max is None:
             return x
         return _ClipOp.apply(x, lo=self.min, hi=self.max)

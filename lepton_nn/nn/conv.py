@@ -13,7 +13,7 @@ from ..ops.conv import POOLED_ACTS, avg_pool2d, conv2d, global_avg_pool2d, max_p
 from ..ops.conv_more import conv1d, conv1d_padding
 from ..random import rng
 from .init import get_initializer
-from .layers import _activation_name, apply_activation, as_input
+from .layers import _activation_name, apply_activation, as_float_input, as_input
 from .module import Module, Parameter
 
 __all__ = ["Conv2D", "Conv1D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
@@ -294,7 +294,7 @@ class MaxPool2D(_Pool2D):
     """
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         _check_images(self, x.shape)
         return max_pool2d(x, self.pool_size, self.stride, self.padding, self.name)
 
@@ -318,7 +318,7 @@ class AvgPool2D(_Pool2D):
         self.count_include_pad = bool(count_include_pad)
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         _check_images(self, x.shape)
         return avg_pool2d(
             x, self.pool_size, self.stride, self.padding, self.count_include_pad, self.name
@@ -332,6 +332,6 @@ class GlobalAvgPool2D(Module):
     """(N, C, H, W) -> (N, C): the mean of each channel."""
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         _check_images(self, x.shape)
         return global_avg_pool2d(x)

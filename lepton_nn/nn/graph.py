@@ -60,7 +60,7 @@ from ..autograd import Tensor, no_grad
 from ..errors import LeptonError, ModelFormatError
 from .layers import _plain
 from .merge import Merge
-from .module import Module, SymbolicBase
+from .module import Module, SymbolicBase, WeightsDtype
 
 __all__ = ["Input", "Model", "Symbol"]
 
@@ -149,6 +149,8 @@ def _as_list(v: Any, what: str) -> list[Symbol]:
 class Model(Module):
     """A DAG of layer calls from ``inputs`` to ``outputs`` (see the module docstring)."""
 
+    dtype = WeightsDtype()  # its weights' (layers without weights follow their input)
+
     def __init__(self, inputs, outputs, name: str | None = None):
         super().__init__(name)
         ins, outs = _as_list(inputs, "inputs"), _as_list(outputs, "outputs")
@@ -205,8 +207,6 @@ class Model(Module):
         out_shapes = [s.shape for s in outs]
         self.input_shape = ins[0].shape if len(ins) == 1 else [s.shape for s in ins]
         self.output_shape = out_shapes[0] if len(outs) == 1 else out_shapes
-        floats = {m.dtype for m in layers if np.dtype(m.dtype).kind == "f"}
-        self.dtype = floats.pop() if len(floats) == 1 else np.dtype(np.float32)
 
     # -- running -----------------------------------------------------------------------------
     @property

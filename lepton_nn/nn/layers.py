@@ -15,7 +15,7 @@ from ..ops.elementwise import Cast
 from ..ops.linalg import Linear
 from ..random import rng
 from .init import get_initializer
-from .module import Module, Parameter
+from .module import Module, Parameter, WeightsDtype
 
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
 #: the five the dense/conv kernels fuse, the two along the last axis, then the elementwise
@@ -63,6 +63,21 @@ def as_input(layer: Module, x) -> Tensor:
             f"of dtype {arr.dtype}; encode text columns first (lepton_nn.data.Preprocessor)"
         )
     return Tensor(arr, dtype=layer.dtype)
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_input(layer: Module, x) -> Tensor:
+    """``x`` as a Tensor for a layer without weights (Flatten, pooling, activations, merges):
+    float32 and float64 pass in their own dtype, so a float64 model stays float64 through
+    them; other numbers (ints, bools, float16) become the layer's dtype (float32 unless
+    ``astype`` said otherwise), as :func:`as_input` does."""
+    if isinstance(x, Tensor):
+        return x if x.dtype in _FLOATS else Cast.apply(x, dtype=layer.dtype)
+    if type(x) is np.ndarray and x.dtype in _FLOATS:
+        return Tensor._wrap(x, False, None)
+    return as_input(layer, x)
 
 
 class Dense(Module):
@@ -159,7 +174,7 @@ class Activation(Module):
         self.activation = _activation_name(self.fixed or activation)
 
     def call(self, x) -> Tensor:
-        return apply_activation(as_input(self, x), self.activation)
+        return apply_activation(as_float_input(self, x), self.activation)
 
     def get_config(self) -> dict:
         if self.fixed:
@@ -217,7 +232,7 @@ class Dropout(Module):
         self.rate = float(rate)
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         if not self.training or self.rate == 0:
             return x
         keep = rng().random(x.shape) >= self.rate
@@ -231,7 +246,7 @@ class Flatten(Module):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
 
@@ -245,7 +260,7 @@ class Permute(Module):
         self.dims = permute_dims(dims)
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         if x.ndim != len(self.dims) + 1:
             raise ShapeError(
                 f"{self.name}: dims {list(self.dims)} need {len(self.dims) + 1}-D input, "
@@ -273,6 +288,8 @@ class Sequential(Module):
     the MaxPool2D after it) run fused once both have been called, unless either has hooks;
     ``fuse=False`` runs every layer on its own.
     """
+
+    dtype = WeightsDtype()  # its weights' (layers without weights follow their input)
 
     def __init__(self, layers: Iterable[Module] = (), name: str | None = None, fuse=True):
         super().__init__(name)

@@ -12,7 +12,8 @@ Called on a list of two or more tensors of the same batch size::
 
 The elementwise merges broadcast the per-sample shapes as NumPy does ((N, C, H, W) * (N, C,
 1, 1) is a channel gate); shapes that do not broadcast are a ``ShapeError`` naming the layer
-and the shapes. They have no parameters.
+and the shapes. They have no parameters: they compute in their inputs' float dtype (the wider
+one when float32 and float64 meet).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 from ..autograd import Tensor
 from ..errors import ShapeError
 from ..ops import concat, maximum
-from .layers import as_input
+from ..ops.elementwise import Cast
+from .layers import as_float_input
 from .module import Module
 
 __all__ = ["Merge", "Add", "Subtract", "Multiply", "Average", "Maximum", "Concatenate"]
@@ -46,7 +48,9 @@ class Merge(Module):
                 f"layer '{self.name}' ({type(self).__name__}) takes {self.arity} tensors, "
                 f"got {len(inputs)}"
             )
-        xs = [as_input(self, x) for x in inputs]
+        xs = [as_float_input(self, x) for x in inputs]
+        dtype = np.result_type(*(x.dtype for x in xs))  # float32 with float64: float64
+        xs = [x if x.dtype == dtype else Cast.apply(x, dtype=dtype) for x in xs]
         self.check_shapes([x.shape for x in xs])
         return self.merge(xs)
 

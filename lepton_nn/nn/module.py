@@ -61,6 +61,26 @@ def _symbolic(args: tuple) -> bool:
     return type(x) is list and bool(x) and isinstance(x[0], SymbolicBase)
 
 
+class WeightsDtype:
+    """The ``dtype`` of a container (Sequential, graph Model): the one float dtype of the weights
+    inside it (a lazy layer not built yet counts by the dtype it will build in), so a
+    Sequential of float64 layers is float64 without ``astype``; the dtype last set when
+    there are no weights or they disagree."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        floats = set()
+        for m in obj.modules():
+            if not m._built:
+                floats.add(np.dtype(m.dtype))
+            floats.update(p.dtype for _, p in m._own_parameters() if p.dtype.kind == "f")
+        return floats.pop() if len(floats) == 1 else obj.__dict__["_set_dtype"]
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_set_dtype"] = np.dtype(value)
+
+
 class Module:
     """Base class of layers and models."""
 

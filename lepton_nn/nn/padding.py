@@ -11,7 +11,7 @@ from ..autograd import Tensor
 from ..backend.padding import PAD_MODES
 from ..errors import ShapeError
 from ..ops.conv_more import pad
-from .layers import as_input
+from .layers import as_float_input
 from .module import Module
 
 __all__ = ["Pad1D", "Pad2D"]
@@ -52,7 +52,7 @@ class _Pad(Module):
         self.mode, self.value = mode, float(value)
 
     def call(self, x) -> Tensor:
-        x = as_input(self, x)
+        x = as_float_input(self, x)
         if x.ndim != 2 + self.n_axes:
             want = "(batch, channels, length)" if self.n_axes == 1 else "(batch, C, H, W)"
             raise ShapeError(

@@ -55,8 +55,9 @@ def studio(
 
     ``model``: a network (:class:`~lepton_nn.nn.Module`), or a ``.lnn`` path or a
     :class:`~lepton_nn.runtime.InferenceModel`, shown through the runtime alone (graph,
-    weights, activations on the sample rows; no gradients, no training code); a runtime
-    network of several inputs takes ``x`` as a dict by input name or a list in order.
+    weights, activations on the sample rows; no gradients, no training code). A network of
+    several inputs (graph model or runtime) takes ``x`` as a dict by input name or a list in
+    order (shown, not trained: the ``Trainer`` fits models of one input).
 
     ``data``: ``x`` or ``(x, y)``; its first ``sample_rows`` rows give the graph's shapes and
     the backprop stepper's batch, the node panel's tensors, the attributions (tabular
@@ -87,6 +88,11 @@ def studio(
     if epochs:
         if y is None:
             raise ValueError("training in the studio needs labels: data=(x, y)")
+        if len(getattr(model, "input_names", None) or []) > 1:
+            raise ValueError(
+                "the Trainer fits models of one input: the studio shows a model of several "
+                "inputs (epochs=0) without training it"
+            )
         from ...train import Trainer
 
         trainer = Trainer(model, loss=loss, optimizer=optimizer, lr=lr)
@@ -104,11 +110,11 @@ def studio(
 
 
 def _rows(model: Any, x: Any) -> Any:
-    """The sample rows of a runtime network of several inputs (a dict by name or a list)
-    held as one :class:`.runtime_view.Rows`; anything else as it is."""
-    from . import runtime_view
+    """The sample rows of a network of several inputs (a dict by name or a list in order)
+    held as one :class:`.rows.Rows`; anything else as it is."""
+    from . import rows, runtime_view
 
-    return runtime_view.rows_of(model, x) if runtime_view.is_runtime(model) else x
+    return (runtime_view if runtime_view.is_runtime(model) else rows).rows_of(model, x)
 
 
 def _is_tabular(model: Any) -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 
 from ... import explain as E
 from ...autograd import no_grad
+from .rows import Rows
 
 __all__ = ["explain_rows", "STEPS", "REPEATS"]
 
@@ -36,6 +37,8 @@ def explain_rows(
     "delta", "importances"}`` for sample row ``row`` (IndexError when out of range,
     ValueError for input that is not (N, F))."""
     raw = hasattr(x, "take") and hasattr(model, "transform")  # a TabularModel on a Table
+    if isinstance(x, Rows):
+        raise ValueError("attributions are shown for a network of one tabular input (N, F)")
     if not raw:
         x = np.asarray(x)
         if x.ndim != 2:

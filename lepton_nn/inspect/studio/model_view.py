@@ -28,6 +28,7 @@ from ...nn.module import Module
 from ..backward import explain_backward
 from ..graph_view import _shape_text, op_label
 from ..rules import rule_for
+from .rows import Rows, model_input, n_rows
 from .tensor_view import heat, tensor_view
 
 __all__ = [
@@ -115,10 +116,10 @@ def _probe(model: Module, x: Any, grad: bool) -> dict[str, list[Tensor]]:
     model.eval()
     try:
         if grad:
-            model(x)
+            model(model_input(x))
         else:
             with no_grad():
-                model(x)
+                model(model_input(x))
     finally:
         model.train(was)
         for h in handles:
@@ -163,19 +164,6 @@ def _batch_shape(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join(["N", *(str(int(n)) for n in shape[1:])]) + ")"
 
 
-def _ops_inside(y: Tensor, stop: set[int]) -> list[Any]:
-    """The autograd ops between a layer's inputs (ids in ``stop``) and its output ``y``."""
-    ops, seen, todo = [], set(), [y]
-    while todo:
-        t = todo.pop()
-        if id(t) in seen or id(t) in stop or t._ctx is None:
-            continue
-        seen.add(id(t))
-        ops.append(t._ctx)
-        todo.extend(p for p in t._ctx.parents if isinstance(p, Tensor))
-    return ops[::-1]
-
-
 def formula_of(model: Module, name: str, sample: Any) -> dict:
     """Forward formula and local derivative of the layer call ``name`` (KeyError if none)."""
     calls = {n: (m, ins) for n, m, ins in calls_of(model)}
@@ -203,7 +191,7 @@ def formula_of(model: Module, name: str, sample: Any) -> dict:
         for got in inputs.get(id(m), []):
             stop |= {id(t) for t in _flat(got) if isinstance(t, Tensor)}
         # the rule of the op that made y comes first: the layer's local derivative
-        ops = [y._ctx] + [c for c in _ops_inside(y, stop) if c is not y._ctx]
+        ops = [y._ctx] + [t._ctx for t in _op_tensors(y, stop) if t is not y]
     rules = [{"op": op_label(c), "words": rule_for(c)[0], "math": rule_for(c)[1]} for c in ops]
     if not rules:
         words, math = "identity in this mode (no op recorded)", "dL/dx = g"
@@ -262,7 +250,7 @@ def backward_steps(
 
     handles = hook_calls(model, name_output)
     try:
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(model(model_input(x)), y)
         walk = explain_backward(loss, params=model)
     finally:
         for h in handles:
@@ -303,7 +291,7 @@ def _detached(x: Any) -> Any:
 
 
 def _run_loss(model: Module, x: Any, y: Any, loss_fn: Callable | None) -> tuple[Tensor, str]:
-    out = model(x)
+    out = model(model_input(x))
     if y is not None and loss_fn is not None:
         return loss_fn(out, y), "the training loss"
     return out.sum(), "L = sum of the outputs (no labels)"
@@ -383,7 +371,7 @@ def node_tensors(
         "name": name,
         "loss": float(loss.data),
         "objective": objective,
-        "rows": int(np.shape(x)[0]),
+        "rows": n_rows(x),
         "inputs": [tensor_view(getattr(t, "data", t)) for t in inputs],
         "output": None if out is None else tensor_view(out.data),
         "grad_in": None if g is None else tensor_view(g),
@@ -417,7 +405,7 @@ def feature_maps(model: Module, x: Any, index: int = 0, max_channels: int = 16) 
     if not 0 <= index < len(x):
         raise IndexError(f"image {index} is out of range: the sample has {len(x)} rows")
     outs = _probe(model, x[index : index + 1], grad=False)
-    image = np.asarray(x[index], np.float64)
+    image = np.zeros(0) if isinstance(x, Rows) else np.asarray(x[index], np.float64)
     layers = []
     for name, m, _ in calls_of(model):
         y = outs[name][0] if outs[name] else None

@@ -34,6 +34,7 @@ from ...nn.layers import apply_activation, as_input
 from ...nn.module import Module
 from ..graph_view import op_label
 from ..rules import rule_for
+from .rows import model_input, n_rows
 from .tensor_view import tensor_view
 
 __all__ = [
@@ -162,16 +163,12 @@ EXPANSIONS: dict[str, Callable[[Any, Any], list[Op] | None]] = {
 def _recorded(layer: Module, args: tuple, out: Any) -> list[Op]:
     """The ops the layer's own call on ``args`` recorded to make ``out``, one node each (the
     fallback; ``out`` None: the call is run again, without hooks)."""
+    from .model_view import _flat, _op_tensors
+
     out = layer.call(*args) if out is None else out
-    leaves = {id(a) for a in args if isinstance(a, Tensor)}
-    found, todo = {}, [out] if isinstance(out, Tensor) else []
-    while todo:
-        t = todo.pop()
-        if id(t) in found or id(t) in leaves or t._ctx is None:
-            continue
-        found[id(t)] = t
-        todo.extend(p for p in t._ctx.parents if isinstance(p, Tensor))
-    ts = sorted(found.values(), key=lambda t: t._seq)
+    if not isinstance(out, Tensor):
+        return []
+    ts = _op_tensors(out, {id(t) for t in _flat(args) if isinstance(t, Tensor)})
     index = {id(t): k for k, t in enumerate(ts)}
     names = {id(p): k for k, p in layer.named_parameters()}
     ops = []
@@ -242,7 +239,7 @@ def op_graph(model: Module, sample: Any, rows: int = 2) -> dict[str, list[dict]]
     was = model.training
     model.eval()
     try:
-        model(_rows(sample, rows))
+        model(model_input(_rows(sample, rows)))
     finally:
         model.train(was)
         for h in handles:
@@ -251,8 +248,12 @@ def op_graph(model: Module, sample: Any, rows: int = 2) -> dict[str, list[dict]]
 
 
 def _rows(x: Any, n: int) -> Any:
+    """The first ``n`` rows of ``x``: an array, :class:`.rows.Rows`, or the inputs of a model
+    of several inputs as a list in order or a dict by name."""
     if isinstance(x, (list, tuple)):
         return type(x)(_rows(a, n) for a in x)
+    if isinstance(x, dict):
+        return {k: _rows(a, n) for k, a in x.items()}
     return x[:n]
 
 
@@ -327,7 +328,7 @@ def layer_ops(
         "name": name,
         "loss": float(loss.data),
         "objective": objective,
-        "rows": int(np.shape(x[0] if isinstance(x, (list, tuple)) else x)[0]),
+        "rows": n_rows(x[0] if isinstance(x, (list, tuple)) else x),
         "ops": docs,
     }
 

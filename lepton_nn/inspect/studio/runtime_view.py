@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .rows import Rows
 from .tensor_view import heat, tensor_view
 
 __all__ = [
@@ -42,22 +43,6 @@ NO_GRAD = "inference only: the runtime keeps no gradients (load the file with le
 
 def is_runtime(model: Any) -> bool:
     return hasattr(model, "network") and hasattr(model, "plan_for")
-
-
-class Rows:
-    """The sample rows of a network of several inputs: ``arrays`` by input name (the same
-    number of rows each); ``len`` is the rows, a slice takes those rows of every input."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self.arrays = arrays
-
-    def __len__(self) -> int:
-        return len(next(iter(self.arrays.values())))
-
-    def __getitem__(self, index: slice) -> Rows:
-        if not isinstance(index, slice):
-            raise TypeError("the rows of several inputs are taken by slices (rows[a:b])")
-        return Rows({k: v[index] for k, v in self.arrays.items()})
 
 
 def rows_of(rm: Any, x: Any) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 from ... import explain as E
 from ...autograd import Tensor, enable_grad, no_grad
 from ...nn.module import Module
+from .rows import Rows
 from .tensor_view import heat
 
 __all__ = ["STEPS", "class_gradient", "saliency_maps", "for_studio"]
@@ -65,6 +66,8 @@ def saliency_maps(model: Module, x: Any, index: int = 0, target: int | None = No
     """``{"index", "target", "outputs", "score", "image", "gradient", "integrated",
     "delta", "shape"}`` for sample image ``index`` of ``x`` (N, C, H, W) (IndexError when out
     of range, ValueError for input that is not images or a target that is not an output)."""
+    if isinstance(x, Rows):
+        raise ValueError("saliency maps are drawn for a network of one image input")
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"saliency maps are drawn for images (N, C, H, W), got {x.shape}")

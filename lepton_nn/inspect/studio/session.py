@@ -53,7 +53,7 @@ import numpy as np
 from ...autograd import Tensor
 from ...nn.module import Module
 from ..recorder import _is_relu
-from . import model_view, runtime_view
+from . import model_view, rows, runtime_view
 from .live_stats import ParamNorms, spread_sample, summaries
 from .tensor_view import HIST_SAMPLE
 
@@ -145,8 +145,11 @@ class Studio:
         return get_loss(self._loss or "mse")
 
     def sample_x(self) -> Any:
+        """The sample rows; those of a model of several inputs (a dict by input name or a
+        list in order) as one :class:`.rows.Rows`."""
         if self.sample is not None:
-            return self.sample[0]
+            view = runtime_view if self.runtime else rows
+            return view.rows_of(self.model, self.sample[0])
         shape = getattr(self.model, "input_shape", None)
         if shape is None or isinstance(shape, list):
             raise ValueError("the studio needs sample rows (sample=(x, y)) for this model")
@@ -449,7 +452,7 @@ class Studio:
         self._needs_autograd("backprop stepping")
         if self.sample is None or self.sample[1] is None:
             raise ValueError("backprop stepping needs labelled sample rows (sample=(x, y))")
-        x, y = self.sample
+        x, y = self.sample_x(), self.sample[1]
         model = self.model
 
         def run() -> dict:
