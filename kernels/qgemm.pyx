@@ -478,3 +478,7 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
     if rc != 0:
         raise MemoryError("qconv2d_forward_chunks: no memory for the image canvas")
     return y
+
+
+# ------------------------------------------------------------------ int8 Dense chains
+include "qgemv.pxi"

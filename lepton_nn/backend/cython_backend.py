@@ -169,6 +169,9 @@ class CythonBackend(ReferenceBackend):
         qlinear = staticmethod(_qgemm.qlinear)
         qgemm_s32 = staticmethod(_qgemm.qgemm_s32)
         qconv2d_forward_chunks = staticmethod(_qgemm.qconv2d_forward_chunks)
+        if hasattr(_qgemm, "qdense_chain_forward"):  # a build from before it: the reference
+            qdense_chain_prepare = staticmethod(_qgemm.qdense_chain_prepare)
+            qdense_chain_forward = staticmethod(_qgemm.qdense_chain_forward)
 
     # -- sparse matmul (kernels/sparse.pyx) --------------------------------------------------
     if _sparse is not None:

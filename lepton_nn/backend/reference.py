@@ -11,6 +11,7 @@ Activation codes (``act``) index :data:`ACTIVATIONS`.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,15 @@ def _claimed(counter, step, n):
         if i * step >= n:
             return
         yield i, i * step, min(n, (i + 1) * step)
+
+
+class QChain(NamedTuple):
+    """A chain of int8 Dense layers (:meth:`ReferenceBackend.qdense_chain_prepare`)."""
+
+    specs: tuple  # (w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer
+    m: int  # rows
+    k: int  # features in
+    widths: tuple  # N per layer
 
 
 class ReferenceBackend:
@@ -290,6 +300,33 @@ class ReferenceBackend:
         acc = (x_q.astype(np.int64) - zp) @ w.T  # (M, N), exact
         s = np.asarray(x_scale, np.float32).reshape(-1, 1) * w_scale  # (1 or M, N)
         return self.bias_act_forward(acc.astype(np.float32) * s, bias, act, out)
+
+    def qdense_chain_prepare(self, specs, m, k):
+        """int8 Dense layers for :meth:`qdense_chain_forward`: ``specs`` one (w_packed,
+        w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer, as qlinear takes
+        them, with x_scale / x_zero_point None (dynamic: each row quantized with its own
+        pair) or float32 / int32 (1,) (static: the calibrated pair); ``m`` rows of ``k``
+        features in. Returns a :class:`QChain` (the compiled twin: an object with the same
+        ``specs``, ``m``, ``k``, ``widths``, holding its scratch)."""
+        specs = tuple(specs)
+        return QChain(specs, m, k, tuple(s[1].shape[0] for s in specs))
+
+    def qdense_chain_forward(self, x, chain, outs):
+        """int8 Dense layers one after the other: h = x; for each layer l,
+        q, s, zp = quantize_rows(h) (or the layer's static pair), outs[l] = qlinear(q, s, zp,
+        ...) (m, N_l), h = outs[l]. x float32 (m, k); outs one float32 (m, N_l) per layer.
+        Returns outs[-1]. (The runtime's int8 Dense layers at a small batch: one call.)"""
+        h = x
+        for (wp, ws, cs, b, act, xs, xzp), out in zip(chain.specs, outs, strict=True):
+            q = np.empty(h.shape, np.uint8)
+            if xs is None:  # dynamic: one pair per row
+                xs, xzp = np.empty(h.shape[0], np.float32), np.empty(h.shape[0], np.int32)
+                self.quantize_rows(h, q, xs, xzp)
+            else:
+                self.quantize_rows(h, q, xs, xzp, True)
+            self.qlinear(q, xs, xzp, wp, ws, cs, b, act, out)
+            h = out
+        return h
 
     def qgemm_s32(self, a, w_packed, out, w_col_sums=None, nthreads=1):
         """out = a @ w_q.T exactly: a uint8/int8 (M, K), out int32 (M, N). Returns out."""

@@ -13,7 +13,9 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
                      bias_act_forward(z, b, act, z); at batch 1 np.dot(h, Wt.T, z), Wt = W^T
                      in C order, a faster gemv)
     Dense (int8)     quantize_rows(h, q, s, zp[, True]);  qlinear(q, s, zp, Wp, sw, cs, b, act, z)
-                     (True: static activations, s and zp fixed at calibration)
+                     (True: static activations, s and zp fixed at calibration; up to 4 rows,
+                     compiled: qdense_chain_forward(h, chain, (z,)), the same in one call,
+                     a run of int8 Dense layers joined into one)
     Conv2D (int8)    qconv2d_forward_chunks(h, ...): per image, quantized once, unfolded
                      channels last, one int8 GEMM with bias and activation fused (few taps on
                      AVX2 and up: summed tap by tap, exactly, in float), written to (N, F, OH, OW)
@@ -360,6 +362,28 @@ def _join_dense_chains(ops: list[Op]) -> list[Op]:
     return out
 
 
+def _join_int8_chains(ops: list[Op]) -> list[Op]:
+    """Adjacent ``qdense_chain_forward`` calls, each reading the previous one's output, as
+    one call over all their layers (prepared again as one chain: the same computations in
+    the same order, every output still written)."""
+    k = kernels()
+    out: list[Op] = []
+    for fn, args in ops:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and getattr(fn, "__name__", "") == "qdense_chain_forward"
+            and prev[0] is fn
+            and args[0] is prev[1][2][-1]
+        ):
+            x, first, outs = prev[1]
+            chain = k.qdense_chain_prepare(first.specs + args[1].specs, first.m, first.k)
+            out[-1] = (fn, (x, chain, outs + args[2]))
+        else:
+            out.append((fn, args))
+    return out
+
+
 # --------------------------------------------------------------------------- plans
 
 
@@ -418,7 +442,7 @@ class Network:
         # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
-        ops += _join_dense_chains(bound)
+        ops += _join_int8_chains(_join_dense_chains(bound))
         # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
         hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
         pool = ctx.pool

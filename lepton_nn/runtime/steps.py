@@ -46,6 +46,9 @@ __all__ = [
 
 #: int8 layers use ``threads`` threads from this many rows per batch (one below).
 PARALLEL_MIN_ROWS = 64
+#: int8 Dense layers up to this many rows run as one compiled ``qdense_chain_forward`` (row
+#: by row through its GEMV on AVX2; neighbouring layers joined into one call by the plan).
+QCHAIN_MAX_ROWS = 4
 #: a recurrent layer's float input product is computed this many bytes of output at a time
 XZ_CHUNK_BYTES = 1 << 19
 
@@ -244,7 +247,10 @@ class GroupedConvStep:
 
 
 class Int8DenseStep:
-    """y = f(dequant(q_x q_w^T) + b): uint8 activations, int8 per-channel weights, int32 sums."""
+    """y = f(dequant(q_x q_w^T) + b): uint8 activations, int8 per-channel weights, int32 sums.
+    Up to ``QCHAIN_MAX_ROWS`` float32 rows: one compiled ``qdense_chain_forward`` call
+    (quantize, product and epilogue; a run of such layers joined into one call by the plan);
+    otherwise ``quantize_rows`` then ``qlinear``. The same bits either way."""
 
     kind = "int8"
 
@@ -261,9 +267,22 @@ class Int8DenseStep:
                     f"{label}: activation scale {wq.act_scale!r} is not a positive float32"
                 )
 
+    def spec(self) -> tuple:
+        """This layer as ``qdense_chain_prepare`` takes it (x_scale, x_zero_point None when
+        the activations are dynamic)."""
+        pair = (self.static_scale, self.static_zp) if self.wq.act_mode == "static" else (None, None)
+        return (self.packed, self.wq.scale, self.col_sums, self.b, self.act, *pair)
+
     def bind(self, src, owned, ctx):
         n = ctx.n
         k = kernels()
+        if n <= QCHAIN_MAX_ROWS and src.dtype == np.float32 and ctx.dtype == np.float32:
+            chain = k.qdense_chain_forward
+            if type(k).qdense_chain_forward is not ReferenceBackend.qdense_chain_forward:
+                # one compiled call (quantize, product, epilogue); Network.plan joins neighbours
+                out = out_buffer(ctx, (n, self.n_out), np.float32)
+                prepared = k.qdense_chain_prepare((self.spec(),), n, self.n_in)
+                return [(chain, (src, prepared, (out,)))], out
         xq = out_buffer(ctx, (n, self.n_in), np.uint8)
         out = out_buffer(ctx, (n, self.n_out), np.float32)
         ops: list[Op] = []

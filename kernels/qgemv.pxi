@@ -1,0 +1,135 @@
+# Included at the end of qgemm.pyx: int8 Dense layers at a small batch, a chain in one call
+# (C in csrc/qgemv.h). Python sees:
+#
+# qdense_chain_prepare(specs, m, k) -> chain
+#     specs: one (w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer,
+#     as qlinear takes them, with x_scale / x_zero_point None (dynamic: each row quantized
+#     with its own pair) or float32 (1,) / int32 (1,) (static: the calibrated pair); m rows
+#     of k features in. Checks everything once and keeps the arrays and its scratch.
+# qdense_chain_forward(x, chain, outs) -> outs[-1]
+#     x float32 (m, k); outs one float32 (m, N_l) per layer. For each layer, exactly
+#     quantize_rows(h, ...) then qlinear(...) with h = x, then h = outs[l]; one call, the GIL
+#     released. A chain holds scratch: one caller at a time.
+
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+
+cdef extern from "qgemv.h" nogil:
+    ctypedef struct qv_layer:
+        qg_args g
+        const float *fixed_scale
+        const int32_t *fixed_zp
+        int exact_u8s8
+    int qv_weights_ok(const int8_t *w, int64_t n)
+    int64_t qv_scratch_bytes(int64_t m, int64_t kmax)
+    void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                  float *const *outs, uint8_t *scratch, int64_t kmax)
+
+
+cdef class QDenseChain:
+    """int8 Dense layers prepared for ``qdense_chain_forward`` (see qdense_chain_prepare)."""
+
+    cdef qv_layer *ls
+    cdef float **op
+    cdef Py_ssize_t n_layers, kmax
+    cdef cnp.ndarray scratch
+    cdef readonly tuple specs
+    cdef readonly Py_ssize_t m, k
+    cdef readonly tuple widths  # N_l per layer
+
+    def __cinit__(self):
+        self.ls = NULL
+        self.op = NULL
+
+    def __dealloc__(self):
+        PyMem_Free(self.ls)
+        PyMem_Free(self.op)
+
+    @property
+    def gemv_layers(self):
+        """Per layer: whether the AVX2 GEMV may run it (no -128 weight), for tests."""
+        return tuple(bool(self.ls[l].exact_u8s8) for l in range(self.n_layers))
+
+
+def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
+    """A chain of int8 Dense layers for ``qdense_chain_forward``: ``specs`` one
+    (w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer (x_scale,
+    x_zero_point None for dynamic activations, else float32 (1,) / int32 (1,)), ``m`` rows of
+    ``k`` features in. Raises TypeError / ValueError on anything qlinear would refuse."""
+    specs = tuple(specs)
+    cdef Py_ssize_t L = len(specs), l, n
+    if L == 0:
+        raise ValueError("qdense_chain_prepare: no layers")
+    if m < 0 or k < 0:
+        raise ValueError(f"qdense_chain_prepare: m={m}, k={k} must be >= 0")
+    cdef QDenseChain c = QDenseChain.__new__(QDenseChain)
+    c.ls = <qv_layer *>PyMem_Malloc(L * sizeof(qv_layer))
+    c.op = <float **>PyMem_Malloc(L * sizeof(float *))
+    if c.ls == NULL or c.op == NULL:
+        raise MemoryError()
+    c.n_layers, c.m, c.k, c.specs = L, m, k, specs
+    cdef Py_ssize_t kin = k, kmax = 0
+    cdef cnp.ndarray sa, za, wp
+    widths = []
+    for l in range(L):
+        spec = specs[l]
+        if not isinstance(spec, tuple) or len(spec) != 7:
+            raise ValueError(f"layer {l}: a spec is (w_packed, w_scale, w_col_sums, bias, act, "
+                             f"x_scale, x_zero_point)")
+        w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point = spec
+        if kin > K_MAX:
+            raise ValueError(f"layer {l}: K={kin} > {K_MAX}: the int32 sums could overflow")
+        n = _arr(w_scale, "w_scale", cnp.NPY_FLOAT32, 1).shape[0]
+        _weights(&c.ls[l].g, w_packed, w_scale, w_col_sums, bias, act, n, kin)
+        wp = <cnp.ndarray>w_packed
+        c.ls[l].exact_u8s8 = qv_weights_ok(<const int8_t *>cnp.PyArray_DATA(wp),
+                                           cnp.PyArray_SIZE(wp))
+        c.ls[l].fixed_scale = NULL
+        c.ls[l].fixed_zp = NULL
+        if x_scale is not None or x_zero_point is not None:
+            sa = _vec(x_scale, "x_scale", cnp.NPY_FLOAT32, 1)
+            za = _vec(x_zero_point, "x_zero_point", cnp.NPY_INT32, 1)
+            if not (0 < (<float *>cnp.PyArray_DATA(sa))[0] <= FLT_MAX) or not (
+                    0 <= (<int32_t *>cnp.PyArray_DATA(za))[0] <= 255):
+                raise ValueError(f"layer {l}: static quantization needs finite scale > 0 and "
+                                 f"zero_point in 0..255, got {x_scale[0]}, {x_zero_point[0]}")
+            c.ls[l].fixed_scale = <const float *>cnp.PyArray_DATA(sa)
+            c.ls[l].fixed_zp = <const int32_t *>cnp.PyArray_DATA(za)
+        kmax = max(kmax, kin)
+        widths.append(n)
+        kin = n
+    c.kmax = kmax
+    c.widths = tuple(widths)
+    # uint32 words: the C code wants 4-byte alignment
+    c.scratch = np.zeros((qv_scratch_bytes(m, kmax) + 3) // 4, np.uint32)
+    return c
+
+
+def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
+                         tuple outs not None):
+    """For each layer l of ``chain``: outs[l] = qlinear(quantize_rows(h)) with h = x, then
+    outs[l]; x float32 (m, k), outs[l] float32 (m, N_l). Returns outs[-1]."""
+    cdef Py_ssize_t l, m = chain.m
+    if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2
+            or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_DIMS(x)[0] != m
+            or cnp.PyArray_DIMS(x)[1] != chain.k):
+        raise ValueError(f"qdense_chain_forward: x must be C-contiguous float32 "
+                         f"({m}, {chain.k}), got {x.dtype} {(<object>x).shape}")
+    if len(outs) != chain.n_layers:
+        raise ValueError(f"qdense_chain_forward: {len(outs)} outputs for "
+                         f"{chain.n_layers} layers")
+    cdef cnp.ndarray o
+    for l in range(chain.n_layers):
+        if not cnp.PyArray_Check(outs[l]):
+            raise TypeError(f"qdense_chain_forward: outs[{l}] must be a numpy array")
+        o = <cnp.ndarray>outs[l]
+        if (cnp.PyArray_TYPE(o) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(o) != 2
+                or not cnp.PyArray_IS_C_CONTIGUOUS(o) or not cnp.PyArray_ISWRITEABLE(o)
+                or cnp.PyArray_DIMS(o)[0] != m or cnp.PyArray_DIMS(o)[1] != chain.ls[l].g.N):
+            raise ValueError(f"qdense_chain_forward: outs[{l}] must be writeable C-contiguous "
+                             f"float32 ({m}, {chain.widths[l]}), got {o.dtype} "
+                             f"{(<object>o).shape}")
+        chain.op[l] = <float *>cnp.PyArray_DATA(o)
+    with nogil:
+        qv_chain(<const float *>cnp.PyArray_DATA(x), m, chain.n_layers, chain.ls, chain.op,
+                 <uint8_t *>cnp.PyArray_DATA(chain.scratch), chain.kmax)
+    return outs[chain.n_layers - 1]

@@ -1,0 +1,207 @@
+"""The int8 Dense chain (``qdense_chain_forward``, csrc/qgemv.h) against the per-layer path it
+replaces (``quantize_rows`` + ``qlinear``, bit for bit, on every ISA path of this machine) and
+against its NumPy twin; the runtime's batch-1 plan on a saved and loaded ``.lnn``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lepton_nn as L
+import lepton_nn.runtime as rt
+from lepton_nn import nn
+from lepton_nn.backend.reference import ReferenceBackend
+from lepton_nn.runtime import steps
+
+q = pytest.importorskip("lepton_nn.kernels._qgemm")
+if not hasattr(q, "qdense_chain_forward"):
+    pytest.skip("extension built before qdense_chain_forward", allow_module_level=True)
+
+REF = ReferenceBackend()
+
+
+@pytest.fixture(params=q.supported_isas())
+def isa(request):
+    before = q.isa()
+    assert q.set_isa(request.param) == request.param
+    yield request.param
+    q.set_isa(before)
+
+
+def _layer(rng, k, n, act, bias=True, static=False, w=None):
+    if w is None:
+        w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    wp, cs = q.pack_weights(w)
+    ws = (rng.uniform(0.5, 2, n) / (64 * np.sqrt(max(k, 1)))).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    xs = np.array([rng.uniform(0.01, 0.05)], np.float32) if static else None
+    xz = np.array([rng.integers(0, 256)], np.int32) if static else None
+    return (wp, ws, cs, b, act, xs, xz)
+
+
+def _per_layer(x, specs):
+    """The path the chain replaces: quantize_rows then qlinear, one layer at a time."""
+    h, outs = x, []
+    for wp, ws, cs, b, act, xs, xz in specs:
+        xq = np.empty(h.shape, np.uint8)
+        if xs is None:
+            xs, xz = np.empty(h.shape[0], np.float32), np.empty(h.shape[0], np.int32)
+            q.quantize_rows(h, xq, xs, xz)
+        else:
+            q.quantize_rows(h, xq, xs, xz, True)
+        out = np.full((h.shape[0], ws.shape[0]), np.nan, np.float32)
+        q.qlinear(xq, xs, xz, wp, ws, cs, b, act, out)
+        outs.append(out)
+        h = out
+    return outs
+
+
+def _chain(x, specs):
+    chain = q.qdense_chain_prepare(specs, x.shape[0], x.shape[1])
+    outs = tuple(np.full((x.shape[0], s[1].shape[0]), np.nan, np.float32) for s in specs)
+    assert q.qdense_chain_forward(x, chain, outs) is outs[-1]
+    return outs, chain
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_chain_bit_identical_to_per_layer(isa, static):
+    """Tails of K (not a multiple of 4 or 32) and N (not a multiple of 8, 16 or 64), every
+    activation, with and without bias, 0 to 3 rows: the same bits as quantize_rows + qlinear."""
+    rng = np.random.default_rng(1)
+    for m in (0, 1, 2, 3):
+        for dims in ((1, 1), (3, 5), (4, 8), (31, 17), (33, 64, 7), (97, 65, 130, 10), (784, 70)):
+            specs = [
+                _layer(rng, k, n, act=(i + m) % 5, bias=(i + m) % 2 == 0, static=static)
+                for i, (k, n) in enumerate(zip(dims[:-1], dims[1:]))
+            ]
+            x = (rng.standard_normal((m, dims[0])) * 3).astype(np.float32)
+            got, chain = _chain(x, specs)
+            assert all(chain.gemv_layers)
+            for l, (g, w) in enumerate(zip(got, _per_layer(x, specs))):
+                np.testing.assert_array_equal(g, w, err_msg=f"{isa} m={m} dims={dims} layer {l}")
+
+
+def test_extreme_values_are_exact(isa):
+    """The GEMV's int16 pairs at their limits: q = 0 (a' = -128) against w = +127 gives
+    -32768 per pair, q = 255 against -127 and q = 0 against -127 the largest positive sums;
+    with static scale 1 and zero point 0 / 255 the outputs are the exact integers."""
+    k = 515  # |sums| < 255 * 127 * 515 < 2^24: exact in float32
+    one = np.ones(1, np.float32)
+    for xval, zp in ((0.0, 0), (255.0, 0), (0.0, 255), (-255.0, 255), (255.0, 128)):
+        for wval in (127, -127):
+            w = np.full((19, k), wval, np.int8)
+            w[3, ::3] = -wval  # a row of mixed signs
+            wp, cs = q.pack_weights(w)
+            spec = (wp, np.ones(19, np.float32), cs, None, 0, one, np.array([zp], np.int32))
+            x = np.full((1, k), xval, np.float32)
+            x[0, ::7] = 255.0 - zp  # the other end of the range in places
+            (got,), chain = _chain(x, [spec])
+            assert chain.gemv_layers == (True,)
+            xq = np.clip(x + zp, 0, 255)
+            want = (xq.astype(np.int64) - zp) @ w.astype(np.int64).T
+            np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=f"{isa}")
+
+
+def test_minus_128_weight_falls_back_exactly(isa):
+    """A weight of -128 could saturate the GEMV's int16 pairs: that layer runs the tile
+    kernel, with the same bits as qlinear."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-128, 128, (40, 300)).astype(np.int8)
+    w[:, :8] = -128
+    specs = [_layer(rng, 300, 40, 1, w=w), _layer(rng, 40, 9, 0)]
+    x = rng.standard_normal((2, 300)).astype(np.float32)
+    x[:, :8] = x.min() - 1  # quantized to 0: a' = -128 against w = -128
+    got, chain = _chain(x, specs)
+    assert chain.gemv_layers == (False, True)
+    for g, w_ in zip(got, _per_layer(x, specs)):
+        np.testing.assert_array_equal(g, w_)
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_chain_matches_numpy_twin(static):
+    """Each layer against the reference twin on the same input (the compiled epilogue fuses
+    a multiply-add, so to float rounding), and the twin's chain runs end to end."""
+    rng = np.random.default_rng(3)
+    dims = (50, 33, 20, 7)
+    specs = [
+        _layer(rng, k, n, act=a, static=static) for k, n, a in zip(dims[:-1], dims[1:], (1, 4, 2))
+    ]
+    x = rng.standard_normal((2, 50)).astype(np.float32)
+    got, _ = _chain(x, specs)
+    ins = (x, *got[:-1])
+    for l, spec in enumerate(specs):
+        twin = REF.qdense_chain_prepare([spec], 2, ins[l].shape[1])
+        want = np.empty_like(got[l])
+        REF.qdense_chain_forward(ins[l], twin, (want,))
+        np.testing.assert_allclose(got[l], want, rtol=2e-6, atol=2e-6, err_msg=f"layer {l}")
+    twin = REF.qdense_chain_prepare(specs, 2, 50)
+    assert twin.widths == (33, 20, 7) and twin.m == 2 and twin.k == 50
+    outs = tuple(np.empty((2, n), np.float32) for n in dims[1:])
+    assert REF.qdense_chain_forward(x, twin, outs) is outs[-1]
+    assert np.isfinite(outs[-1]).all()
+
+
+def test_bad_arguments_raise_clear_errors():
+    rng = np.random.default_rng(4)
+    spec = _layer(rng, 10, 6, 0)
+    with pytest.raises(ValueError, match="no layers"):
+        q.qdense_chain_prepare([], 1, 10)
+    with pytest.raises(ValueError, match="w_packed"):
+        q.qdense_chain_prepare([spec], 1, 14)  # ceil(14 / 4) groups, not ceil(10 / 4)
+    with pytest.raises(ValueError, match="a spec is"):
+        q.qdense_chain_prepare([spec[:5]], 1, 10)
+    bad_static = (*spec[:5], np.array([0.0], np.float32), np.array([3], np.int32))
+    with pytest.raises(ValueError, match="static quantization"):
+        q.qdense_chain_prepare([bad_static], 1, 10)
+    with pytest.raises(ValueError, match="w_packed"):  # layer 2 does not read 6 features
+        q.qdense_chain_prepare([spec, _layer(rng, 13, 3, 0)], 1, 10)
+    chain = q.qdense_chain_prepare([spec], 2, 10)
+    out = np.empty((2, 6), np.float32)
+    with pytest.raises(ValueError, match="x must be"):
+        q.qdense_chain_forward(np.zeros((2, 10)), chain, (out,))
+    with pytest.raises(ValueError, match="x must be"):
+        q.qdense_chain_forward(np.zeros((1, 10), np.float32), chain, (out,))
+    with pytest.raises(ValueError, match=r"outs\[0\]"):
+        q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (out[:, :5],))
+    with pytest.raises(TypeError, match="numpy array"):
+        q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (None,))
+    with pytest.raises(ValueError, match="1 layers"):
+        q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (out, out))
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+def _mlp(sizes=(64, 48, 24, 5), seed=0):
+    L.set_seed(seed)
+    acts = ["relu"] * (len(sizes) - 2) + [None]
+    model = nn.Sequential([nn.Dense(n, a) for n, a in zip(sizes[1:], acts)])
+    model.build((None, sizes[0]))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_runtime_batch1_is_one_call_with_the_per_layer_bits(tmp_path, monkeypatch, mode):
+    """A quantized MLP saved and loaded: at batch 1 (and up to QCHAIN_MAX_ROWS rows) its
+    int8 Dense layers are one compiled call, with the bits of the per-layer path (forced by
+    QCHAIN_MAX_ROWS = 0) and of each row run alone."""
+    from lepton_nn.compress import quantize
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((9, 64)).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(), x, mode), path)
+    m = rt.load(path)
+    rows = [m.predict(x[i : i + 1]) for i in range(len(x))]
+    plan = m.plan_for(1)
+    fns = [getattr(fn, "__name__", "") for fn, *_ in plan.head + plan.tail]
+    assert fns == ["qdense_chain_forward"], fns
+    three = m.predict(x[:3])
+    monkeypatch.setattr(steps, "QCHAIN_MAX_ROWS", 0)
+    per_layer = rt.load(path)
+    assert "qdense_chain_forward" not in str(per_layer.plan_for(1).head)
+    for i in range(len(x)):
+        np.testing.assert_array_equal(rows[i], per_layer.predict(x[i : i + 1]))
+    np.testing.assert_array_equal(three, per_layer.predict(x[:3]))
+    if mode == "dynamic":  # one row's pair per row: the same bits at any batch size
+        np.testing.assert_array_equal(np.concatenate(rows), per_layer.predict(x))
