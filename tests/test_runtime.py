@@ -778,7 +778,7 @@ def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
     """At 2 threads the plan splits the batch (67 rows: odd ranges) over the threads, each
     range running the whole sequence: the result has the bits of the 1-thread plan, with and
     without lengths, and agrees with the layers."""
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime.kernels import kernels
 
     L.set_seed(0)
     layer = getattr(nn, cell)(24, bidirectional=True)
@@ -788,9 +788,9 @@ def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
     L.save(model, tmp_path / "m.lnn")
     one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
     ops = two.plan_for(67).head + two.plan_for(67).tail
-    split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
-    assert len(split) == 2 and all(args[3] == 2 for args in split)  # both directions, 2 threads
-    bounds = split[0][2]  # a few ranges per thread, covering every row once
+    split = [args for fn, args, *_ in ops if fn == kernels().recurrent_rows_threads]
+    assert len(split) == 2 and all(args[8] == 2 for args in split)  # both directions, 2 threads
+    bounds = split[0][6].tolist()  # a few ranges per thread, covering every row once
     assert bounds[0] == 0 and bounds[-1] == 67 and len(bounds) > 3 and bounds == sorted(bounds)
     np.testing.assert_array_equal(two.predict(x), one.predict(x))
     np.testing.assert_array_equal(two.predict(x, lengths=lengths), one.predict(x, lengths=lengths))
