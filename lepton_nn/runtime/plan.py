@@ -58,11 +58,11 @@ from .steps import (
     PARALLEL_MIN_ROWS,
     AffineStep,
     ConvStep,
-    GroupedConvStep,
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
     RecurrentStep,
+    blas_in_threads,
 )
 from .steps_extra import ElementwiseStep
 from .validate import validate_network
@@ -419,8 +419,10 @@ class Network:
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
         ops += _join_dense_chains(bound)
-        # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
-        hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
+        # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
+        # meanwhile (its own workers would spin on the cores the pool's need); only then, as
+        # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
+        hold = threads > 1 and any(blas_in_threads(op) for op in ops)
         pool = ctx.pool
         memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,
                   "buffers": len(pool.blocks)}  # fmt: skip

@@ -592,6 +592,17 @@ def _row_ranges(n: int, threads: int) -> list[int]:
     return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
 
 
+#: the chunk kernels that call NumPy's BLAS GEMM from C
+_BLAS_CHUNKS = ("conv2d_forward_chunks", "conv2d_pool_forward_chunks")
+
+
+def blas_in_threads(op: Op) -> bool:
+    """Whether ``op`` calls BLAS from several threads of the native pool (an im2col chunk
+    kernel on more than one thread): the plan then holds BLAS to one thread for its run."""
+    fn, args = op
+    return fn == kernels().conv_chunks_threads and args[0] in _BLAS_CHUNKS and args[-1] > 1
+
+
 def _on_one_blas_thread(op: Op, flops: float) -> Op:
     """``op``, run with NumPy's BLAS on one thread when its GEMMs (``flops`` each) are too
     small for OpenBLAS's split to gain (:class:`blas_single`)."""
