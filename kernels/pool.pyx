@@ -23,6 +23,7 @@ cdef extern from "pool_impl.h" nogil:
     int LNN_POOL_THREADED
     int lnn_pool_run(lnn_task_fn fn, void *ctx, Py_ssize_t tasks, int threads)
     void lnn_pool_set_spin(long long ns)
+    void lnn_pool_wake()
     long long lnn_pool_stat(int which)
     int lnn_pool_workers()
 
@@ -39,6 +40,13 @@ def set_spin_us(double us):
     if not us >= 0:
         raise ValueError(f"spin must be >= 0 microseconds, got {us!r}")
     lnn_pool_set_spin(<long long>(us * 1000))
+
+
+def wake():
+    """Wake the sleeping workers (no job): a call about to run parallel regions does this
+    first, so that a core that went idle (on a virtual machine: a halted vCPU, slow to come
+    back) is running again when the first region starts."""
+    lnn_pool_wake()
 
 
 def stats():

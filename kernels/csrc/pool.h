@@ -13,7 +13,8 @@
  * spins (pause instruction) on the job word for `spin` nanoseconds, then sleeps on a
  * condition variable: a round of back-to-back calls never lets its core halt (on a
  * virtual machine a halted vCPU comes back late and slow), and an idle process stops burning
- * CPU after `spin` (see lnn_pool_set_spin). The caller waits for the last tasks by spinning.
+ * CPU after `spin` (see lnn_pool_set_spin). The caller waits for the last tasks by spinning,
+ * for up to LNN_POOL_WAIT_NS, then sleeping (a worker the OS preempted mid-task gets a core).
  * A job that finds the pool busy (another user thread's job, or a job started from inside a
  * task) runs on its caller alone. After fork() the child starts fresh workers.
  *
@@ -73,7 +74,7 @@ static int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
 #include <time.h>
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
-#define LNN_POOL_WAIT_NS 200000  /* the caller's wait spins this long, then yields each round */
+#define LNN_POOL_WAIT_NS 100000  /* the caller's wait spins this long, then sleeps */
 #define LNN_POOL_BITS 20         /* next task and block end per claim word; generation above */
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
 #define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
@@ -99,11 +100,15 @@ static struct {
     atomic_ullong post;        /* the current job: (generation << 8) | threads */
     atomic_int sleepers;
     atomic_llong spin_ns;      /* a worker's idle spin before it sleeps */
+    pthread_mutex_t wait_mu;   /* the caller sleeping until its job's last task is done */
+    pthread_cond_t wait_cv;
+    atomic_int waiting;
     /* the job: block b holds tasks [start[b], end of block); its claim word packs
      * (generation, block end - start, next - start) */
     atomic_ullong claim[LNN_POOL_MAX];
     ptrdiff_t start[LNN_POOL_MAX];
     atomic_llong done;         /* tasks finished */
+    ptrdiff_t tasks;           /* of the job */
     atomic_int err;            /* the first nonzero task code */
     lnn_task_fn fn;
     void *ctx;
@@ -113,7 +118,8 @@ static struct {
     int atfork;
     /* counters for tests and benchmarks */
     atomic_llong jobs, alone, worker_tasks, sleeps;
-} lnn_pool = {0, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} lnn_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
+              .wait_mu = PTHREAD_MUTEX_INITIALIZER, .wait_cv = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t lnn_pool_start_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -151,13 +157,19 @@ static long lnn_pool_share(int t, uint64_t g, int threads)
             const ptrdiff_t task = lnn_pool_claim(b, g, &gone);
             if (gone) return ran;
             if (task < 0) break;
+            const ptrdiff_t total = lnn_pool.tasks; /* job g's, read while it lives */
             const int rc = lnn_pool.fn(lnn_pool.ctx, task);
             if (rc) {
                 int zero = 0;
                 atomic_compare_exchange_strong(&lnn_pool.err, &zero, rc);
             }
             ran++;
-            atomic_fetch_add(&lnn_pool.done, 1);
+            if (atomic_fetch_add(&lnn_pool.done, 1) + 1 == total &&
+                atomic_load(&lnn_pool.waiting)) { /* the last task: wake the caller */
+                pthread_mutex_lock(&lnn_pool.wait_mu);
+                pthread_cond_signal(&lnn_pool.wait_cv);
+                pthread_mutex_unlock(&lnn_pool.wait_mu);
+            }
         }
     }
     return ran;
@@ -196,6 +208,9 @@ static void lnn_pool_after_fork(void)
     pthread_mutex_init(&lnn_pool.mu, NULL);
     pthread_cond_init(&lnn_pool.cv, NULL);
     pthread_mutex_init(&lnn_pool_start_mu, NULL);
+    pthread_mutex_init(&lnn_pool.wait_mu, NULL);
+    pthread_cond_init(&lnn_pool.wait_cv, NULL);
+    atomic_store(&lnn_pool.waiting, 0);
     atomic_store(&lnn_pool.sleepers, 0);
     atomic_store(&lnn_pool.busy, 0);
     lnn_pool.workers = 0;
@@ -244,6 +259,7 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
     const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
     lnn_pool.fn = fn;
     lnn_pool.ctx = ctx;
+    lnn_pool.tasks = tasks;
     atomic_store(&lnn_pool.done, 0);
     atomic_store(&lnn_pool.err, 0);
     for (int b = 0; b < threads; b++) {
@@ -258,21 +274,41 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
         pthread_mutex_unlock(&lnn_pool.mu);
     }
     lnn_pool_share(0, g, threads);
-    /* the tasks still running on workers */
-    int64_t t0 = 0;
+    /* the tasks still running on workers: spin a while, then sleep (a worker the OS
+     * descheduled mid-task needs a core, and a spinning caller would hold one) */
+    const int64_t t0 = lnn_pool_ns();
     for (long spin = 0; atomic_load_explicit(&lnn_pool.done, memory_order_acquire) < tasks;
          spin++) {
         lnn_pool_relax();
-        if ((spin & 255) == 0) {
-            const int64_t now = lnn_pool_ns();
-            if (t0 == 0) t0 = now;
-            if (now - t0 > LNN_POOL_WAIT_NS) sched_yield(); /* a worker was descheduled */
-        }
+        if ((spin & 255) || lnn_pool_ns() - t0 < LNN_POOL_WAIT_NS) continue;
+        pthread_mutex_lock(&lnn_pool.wait_mu);
+        atomic_store(&lnn_pool.waiting, 1);
+        while (atomic_load(&lnn_pool.done) < tasks)
+            pthread_cond_wait(&lnn_pool.wait_cv, &lnn_pool.wait_mu);
+        atomic_store(&lnn_pool.waiting, 0);
+        pthread_mutex_unlock(&lnn_pool.wait_mu);
     }
     const int err = atomic_load(&lnn_pool.err);
     atomic_fetch_add(&lnn_pool.jobs, 1);
     atomic_store(&lnn_pool.busy, 0);
     return err;
+}
+
+/* Wake sleeping workers without a job (they spin again for `spin`): called ahead of a run
+ * whose first parallel region comes a little later, so that their cores are back by then.
+ * Nothing to do if none sleeps or a job is running. */
+static void lnn_pool_wake(void)
+{
+    int idle = 0;
+    if (atomic_load(&lnn_pool.sleepers) == 0 ||
+        !atomic_compare_exchange_strong(&lnn_pool.busy, &idle, 1))
+        return;
+    const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
+    atomic_store(&lnn_pool.post, g << 8); /* a job for no thread */
+    pthread_mutex_lock(&lnn_pool.mu);
+    pthread_cond_broadcast(&lnn_pool.cv);
+    pthread_mutex_unlock(&lnn_pool.mu);
+    atomic_store(&lnn_pool.busy, 0);
 }
 
 static void lnn_pool_set_spin(long long ns)
@@ -302,6 +338,7 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
     return lnn_run_alone(fn, ctx, tasks);
 }
 static void lnn_pool_set_spin(long long ns) { (void)ns; }
+static void lnn_pool_wake(void) {}
 static long long lnn_pool_stat(int which) { (void)which; return 0; }
 static int lnn_pool_workers(void) { return 0; }
 #define LNN_POOL_THREADED 0

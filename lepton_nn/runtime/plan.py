@@ -46,7 +46,7 @@ import numpy as np
 
 from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.reference import ACT_CODE, ReferenceBackend
-from lepton_nn.backend.threads import get_num_threads
+from lepton_nn.backend.threads import get_num_threads, native_pool_wake
 from lepton_nn.errors import LeptonError, ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
@@ -63,6 +63,7 @@ from .steps import (
     PoolStep,
     RecurrentStep,
     blas_in_threads,
+    on_pool,
 )
 from .steps_extra import ElementwiseStep
 from .validate import validate_network
@@ -423,6 +424,11 @@ class Network:
         # meanwhile (its own workers would spin on the cores the pool's need); only then, as
         # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
         hold = threads > 1 and any(blas_in_threads(op) for op in ops)
+        # the pool's workers may be asleep (their cores halted): wake them as the run starts,
+        # so that they are back by its first parallel region
+        wake = native_pool_wake()
+        if wake is not None and any(on_pool(op) for op in ops):
+            ops.insert(0, (wake, ()))
         pool = ctx.pool
         memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,
                   "buffers": len(pool.blocks)}  # fmt: skip

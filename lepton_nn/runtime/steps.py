@@ -603,6 +603,18 @@ def blas_in_threads(op: Op) -> bool:
     return fn == kernels().conv_chunks_threads and args[0] in _BLAS_CHUNKS and args[-1] > 1
 
 
+def on_pool(op: Op) -> bool:
+    """Whether ``op`` runs a job on the native pool's threads (a compiled kernel given more
+    than one thread)."""
+    fn, args = op
+    k = kernels()
+    if fn == k.conv_chunks_threads or fn == k.recurrent_rows_threads:
+        return args[-1] > 1
+    if fn == k.dense_packed_forward:
+        return len(args) > 5 and args[5] > 1
+    return fn == k.qlinear and len(args) > 9 and args[9] > 1
+
+
 def _on_one_blas_thread(op: Op, flops: float) -> Op:
     """``op``, run with NumPy's BLAS on one thread when its GEMMs (``flops`` each) are too
     small for OpenBLAS's split to gain (:class:`blas_single`)."""
