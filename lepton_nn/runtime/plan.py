@@ -8,7 +8,7 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
 
     Dense (fp32)     dense_packed_forward(h, (P,), (b,), (act,), (z,), threads)  # z = f(h W + b)
                      (compiled: W kept only as its column panels P = dense_pack(W); one call
-                     for a run of Dense layers, any batch, split over the kernel's own
+                     for a run of Dense layers, any batch, split over the native pool's
                      threads. Without the extension: np.matmul(h, W, z) then
                      bias_act_forward(z, b, act, z); at batch 1 np.dot(h, Wt.T, z), Wt = W^T
                      in C order, a faster gemv)
@@ -29,6 +29,10 @@ check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR struc
 at load, is not scanned again: ``check=False``). A layer whose weight has
 a stored CSR form, or is at most half nonzero, is run sparse or dense by *measurement*: the
 first plan for a batch size times both kernels on that layer's shapes and keeps the faster.
+
+Every parallel region (a Dense chain, conv chunks or images, int8 columns, recurrent row
+ranges) is one compiled call that splits its work over the process's native pool
+(``kernels/csrc/pool.h``) in C; a plan with such calls starts with the pool's ``wake()``.
 
 Imports: NumPy, :mod:`lepton_nn.backend` (never Numba), :mod:`lepton_nn.errors` and the
 compiled extension, nothing else.
