@@ -23,6 +23,7 @@ cdef extern from "pool_impl.h" nogil:
     int LNN_POOL_THREADED
     int lnn_pool_run(lnn_task_fn fn, void *ctx, Py_ssize_t tasks, int threads)
     void lnn_pool_set_spin(long long ns)
+    void lnn_pool_set_wait(long long ns)
     void lnn_pool_wake()
     long long lnn_pool_stat(int which)
     int lnn_pool_workers()
@@ -31,8 +32,16 @@ cdef extern from "pool_impl.h" nogil:
 api = PyCapsule_New(<void *>&lnn_pool_api_impl, b"lepton_nn.pool", NULL)
 
 # A worker spins this long for the next job before it sleeps (see set_spin_us; the
-# LEPTON_POOL_SPIN_US environment variable overrides it at import).
+# LEPTON_POOL_SPIN_US environment variable overrides it at import). Long enough to bridge
+# every gap between the parallel regions of a burst of calls, short enough that an idle
+# process stops spending CPU 5 ms after its last call (ONNX Runtime's workers burn ~50 ms a
+# second after a run). benchmarks/bench_pool_spin.py measures it: on the 2-vCPU machine at
+# load 8-9, rounds of 0.02 s of back-to-back calls after a 0.3 s pause (batch 64, 2 threads)
+# saw the worker go to sleep 0.2-0.4 times a round at 5000 us, 1.8-3 at 1000 us and 3-16
+# at 100 us (the MLP, LSTM and CNN of benchmarks/bench_vs_ort.py).
 DEFAULT_SPIN_US = 5000
+# A caller spins this long for its job's last tasks before it sleeps (see set_wait_us).
+DEFAULT_WAIT_US = 1000
 
 
 def set_spin_us(double us):
@@ -40,6 +49,13 @@ def set_spin_us(double us):
     if not us >= 0:
         raise ValueError(f"spin must be >= 0 microseconds, got {us!r}")
     lnn_pool_set_spin(<long long>(us * 1000))
+
+
+def set_wait_us(double us):
+    """Let a caller spin ``us`` microseconds for its job's last tasks before it sleeps."""
+    if not us >= 0:
+        raise ValueError(f"wait must be >= 0 microseconds, got {us!r}")
+    lnn_pool_set_wait(<long long>(us * 1000))
 
 
 def wake():
@@ -56,6 +72,7 @@ def stats():
     return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
             "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
             "workers": lnn_pool_workers(), "spin_us": lnn_pool_stat(4) / 1000.0,
+            "wait_us": lnn_pool_stat(5) / 1000.0,
             "threaded": bool(LNN_POOL_THREADED)}
 
 
@@ -107,3 +124,4 @@ def _spin_setting():
 
 
 set_spin_us(_spin_setting())
+set_wait_us(DEFAULT_WAIT_US)

@@ -101,18 +101,23 @@ def test_a_forked_child_starts_its_own_workers():
     pytest.fail("the forked child hung in the pool")
 
 
-def test_spin_setting():
-    spin = _pool.stats()["spin_us"]
+def test_spin_and_wait_settings():
+    spin, wait = _pool.stats()["spin_us"], _pool.stats()["wait_us"]
     try:
-        _pool.set_spin_us(0)  # workers sleep at once between jobs: still correct
+        # workers sleep at once between jobs, callers as soon as they wait: still correct
+        _pool.set_spin_us(0)
+        _pool.set_wait_us(0)
         out = np.zeros(100, np.int64)
         for _ in range(5):
-            assert _pool.run_test(out, 2, spin=1000) == 0
-        np.testing.assert_array_equal(out, _want(100))
-        with pytest.raises(ValueError):
-            _pool.set_spin_us(-1)
+            assert _pool.run_test(out, 2, spin=20_000) == 0
+            np.testing.assert_array_equal(out, _want(100))
+            out[:] = 0
+        for bad in (_pool.set_spin_us, _pool.set_wait_us):
+            with pytest.raises(ValueError):
+                bad(-1)
     finally:
         _pool.set_spin_us(spin)
+        _pool.set_wait_us(wait)
 
 
 # ------------------------------------------------------------- the kernels on the pool

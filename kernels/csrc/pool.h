@@ -13,8 +13,11 @@
  * spins (pause instruction) on the job word for `spin` nanoseconds, then sleeps on a
  * condition variable: a round of back-to-back calls never lets its core halt (on a
  * virtual machine a halted vCPU comes back late and slow), and an idle process stops burning
- * CPU after `spin` (see lnn_pool_set_spin). The caller waits for the last tasks by spinning,
- * for up to LNN_POOL_WAIT_NS, then sleeping (a worker the OS preempted mid-task gets a core).
+ * CPU after `spin` (lnn_pool_set_spin; kernels/pool.pyx says how the default was chosen).
+ * The spin calls sched_yield() every few tens of microseconds: on an idle core it returns
+ * at once, on a busy one it lets the thread waiting there run (our own caller, say). The
+ * caller waits for its job's last tasks the same way for `wait` nanoseconds, then sleeps
+ * until the last one is done (a worker the OS preempted mid-task needs a core).
  * A job that finds the pool busy (another user thread's job, or a job started from inside a
  * task) runs on its caller alone. After fork() the child starts fresh workers.
  *
@@ -74,7 +77,6 @@ static int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
 #include <time.h>
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
-#define LNN_POOL_WAIT_NS 100000  /* the caller's wait spins this long, then sleeps */
 #define LNN_POOL_BITS 20         /* next task and block end per claim word; generation above */
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
 #define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
@@ -100,6 +102,7 @@ static struct {
     atomic_ullong post;        /* the current job: (generation << 8) | threads */
     atomic_int sleepers;
     atomic_llong spin_ns;      /* a worker's idle spin before it sleeps */
+    atomic_llong wait_ns;      /* the caller's spin for the last tasks before it sleeps */
     pthread_mutex_t wait_mu;   /* the caller sleeping until its job's last task is done */
     pthread_cond_t wait_cv;
     atomic_int waiting;
@@ -184,7 +187,14 @@ static void *lnn_pool_worker(void *arg)
         for (long spin = 0; atomic_load_explicit(&lnn_pool.post, memory_order_acquire) == seen;
              spin++) {
             lnn_pool_relax();
-            if ((spin & 255) || lnn_pool_ns() - t0 < atomic_load(&lnn_pool.spin_ns)) continue;
+            if (spin & 255) continue;
+            if (lnn_pool_ns() - t0 < atomic_load(&lnn_pool.spin_ns)) {
+                /* every ~256 pauses (10-40 us): let another thread waiting for this core
+                 * run (our own caller, say: a spinning worker must not hold it up); on an
+                 * idle core this returns at once and the core never halts */
+                sched_yield();
+                continue;
+            }
             pthread_mutex_lock(&lnn_pool.mu);
             atomic_fetch_add(&lnn_pool.sleepers, 1);
             atomic_fetch_add(&lnn_pool.sleeps, 1);
@@ -280,7 +290,11 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
     for (long spin = 0; atomic_load_explicit(&lnn_pool.done, memory_order_acquire) < tasks;
          spin++) {
         lnn_pool_relax();
-        if ((spin & 255) || lnn_pool_ns() - t0 < LNN_POOL_WAIT_NS) continue;
+        if (spin & 255) continue;
+        if (lnn_pool_ns() - t0 < atomic_load(&lnn_pool.wait_ns)) {
+            sched_yield(); /* a worker preempted mid-task may be waiting for this core */
+            continue;
+        }
         pthread_mutex_lock(&lnn_pool.wait_mu);
         atomic_store(&lnn_pool.waiting, 1);
         while (atomic_load(&lnn_pool.done) < tasks)
@@ -316,6 +330,11 @@ static void lnn_pool_set_spin(long long ns)
     atomic_store(&lnn_pool.spin_ns, ns < 0 ? 0 : ns);
 }
 
+static void lnn_pool_set_wait(long long ns)
+{
+    atomic_store(&lnn_pool.wait_ns, ns < 0 ? 0 : ns);
+}
+
 static long long lnn_pool_stat(int which)
 {
     switch (which) {
@@ -324,6 +343,7 @@ static long long lnn_pool_stat(int which)
     case 2: return atomic_load(&lnn_pool.worker_tasks);
     case 3: return atomic_load(&lnn_pool.sleeps);
     case 4: return atomic_load(&lnn_pool.spin_ns);
+    case 5: return atomic_load(&lnn_pool.wait_ns);
     }
     return 0;
 }
@@ -338,6 +358,7 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
     return lnn_run_alone(fn, ctx, tasks);
 }
 static void lnn_pool_set_spin(long long ns) { (void)ns; }
+static void lnn_pool_set_wait(long long ns) { (void)ns; }
 static void lnn_pool_wake(void) {}
 static long long lnn_pool_stat(int which) { (void)which; return 0; }
 static int lnn_pool_workers(void) { return 0; }
