@@ -40,8 +40,10 @@ qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow
     transposed or max-pooled into y. Threads share `counter`, each with its own scratch.
 
 Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
-released; nthreads=2 splits the output columns over two threads when the product has at
-least 2**25 multiply-adds (smaller ones stay on one thread: starting a thread costs more).
+released; nthreads > 1 splits the output columns over up to nthreads threads of the
+process's native pool (csrc/pool.h) when the product has at least 2**25 multiply-adds
+(smaller ones stay on one thread: a hand-off costs more). qconv2d_forward_threads runs
+qconv2d_forward_chunks' images as tasks of the same pool.
 
 ISA paths, chosen once at import from CPUID and the OS: amx (AMX-INT8 tiles, Linux after
 arch_prctl(ARCH_REQ_XCOMP_PERM)), avx512vnni, avxvnni, avx2 (exact: s16 widening + vpmaddwd),
