@@ -2,7 +2,8 @@
 runtime at batch 64 on 2 threads, each round of ``--budget`` seconds of back-to-back calls
 started after ``--settle`` seconds of idle (the cores halt: on a virtual machine a halted
 vCPU comes back late and slow), for each spin in ``--spins`` in turn (interleaved rounds,
-medians); the 1-thread time as the yardstick; and the CPU the process burns in the 0.1 s
+medians); the 1-thread time as the yardstick; how often a worker went to sleep during a
+round (each time, its core may halt); and the CPU the process burns in the 0.1 s
 after a round (the workers' spin before they sleep).
 
     PYTHONPATH=. python benchmarks/bench_pool_spin.py [--cases lstm,cnn,mlp] [--rounds 9]
@@ -56,17 +57,20 @@ def main(argv=None) -> int:
             one.forward(x), two.forward(x)
             times: dict = {s: [] for s in [*spins, "1t"]}
             burn: dict = {s: [] for s in spins}
+            sleeps: dict = {s: [] for s in spins}
             for _ in range(args.rounds):
                 for s in [*spins, "1t"]:
                     if s != "1t":
                         _pool.set_spin_us(s)
                     m = one if s == "1t" else two
                     time.sleep(args.settle)
-                    t0, k = time.perf_counter(), 0
+                    slept, t0, k = _pool.stats()["sleeps"], time.perf_counter(), 0
                     while time.perf_counter() - t0 < args.budget or k < 3:
                         m.forward(x)
                         k += 1
                     times[s].append((time.perf_counter() - t0) / k)
+                    if s != "1t":  # times a worker went to sleep during the round
+                        sleeps[s].append(_pool.stats()["sleeps"] - slept)
                     if s != "1t":  # the CPU the idle workers burn in the next 0.1 s
                         c0 = time.process_time()
                         time.sleep(0.1)
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
                 med, idle = statistics.median(times[s]), statistics.median(burn[s])
                 print(
                     f"  spin {s:7.0f} us: 2 threads {med * 1e6:7.0f} us  1t/2t "
-                    f"{one_t / med:4.2f}  CPU burnt idle after a round {idle * 1e3:.1f} ms",
+                    f"{one_t / med:4.2f}  worker sleeps a round {statistics.mean(sleeps[s]):4.1f}"
+                    f"  CPU burnt idle after a round {idle * 1e3:.1f} ms",
                     flush=True,
                 )
     _pool.set_spin_us(_pool.DEFAULT_SPIN_US)
