@@ -1,7 +1,9 @@
 """Build the optional compiled kernels.
 
 Every ``kernels/<name>.pyx`` becomes the extension module ``lepton_nn.kernels._<name>``.
-Hand-written C lives in ``kernels/csrc`` and is included from the ``.pyx`` files.
+Hand-written C lives in ``kernels/csrc`` and is included from the ``.pyx`` files;
+``lepton_nn.kernels._pool`` (``kernels/pool.pyx``) is the one native thread pool the others
+bind at import (``kernels/pool_bind.pxi``).
 Compilation is best effort: if Cython or a C compiler is missing, or a module fails to
 build, the install still succeeds and lepton_nn runs on its NumPy (and Numba) kernels.
 """
@@ -42,8 +44,9 @@ def _extensions():
             link.append("-s")  # strip the symbol table too (the dynamic one stays)
     exts = []
     only = {n for n in os.environ.get("LEPTON_EXT_ONLY", "").split(",") if n}
-    # the C headers each .pyx includes: an edited header rebuilds the extensions
+    # the C headers and .pxi files each .pyx includes: an edited one rebuilds the extensions
     headers = sorted(os.path.relpath(h, HERE) for h in (HERE / "kernels" / "csrc").glob("*.h"))
+    headers += sorted(os.path.relpath(h, HERE) for h in (HERE / "kernels").glob("*.pxi"))
     for pyx in sorted((HERE / "kernels").glob("*.pyx")):
         if only and pyx.stem not in only:
             continue

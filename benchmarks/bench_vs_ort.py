@@ -19,6 +19,9 @@ vector that size with itself: a batch-1 MLP reads every weight once, so it is me
 else our FLOP/s against a large fp32 GEMM's (measured here, one thread; at 2 threads against
 twice that). A 64 MiB copy's bandwidth (DRAM) is printed too. The load average before and after.
 
+``--modes hot,settled`` times each case twice: rounds back to back (hot), and rounds each
+after the pause below (settled, the default): a server's first calls after an idle spell.
+
 At more than one thread each engine's round starts after a pause (``--settle``): ONNX Runtime's
 intra-op workers spin for ~0.1 s after a run (OpenBLAS's after a threaded GEMM too), and a
 round started inside that window shares its cores with them (our CNN at batch 64 on 2 threads
@@ -200,6 +203,21 @@ def _timed(fn, x, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def _rounds(engines: dict, x, reps: dict, rounds: int, pause: float):
+    """Medians and (min, max) / median spreads of each engine's time per call over
+    ``rounds`` interleaved rounds (the order flips every round), each after ``pause``
+    seconds of sleep (the other engine's spinning workers stop, the cores go idle)."""
+    times: dict[str, list[float]] = {k: [] for k in engines}
+    for r in range(rounds):
+        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
+        for k in order:
+            if pause:
+                time.sleep(pause)
+            times[k].append(_timed(engines[k], x, reps[k]))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return med, {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=15)
@@ -209,6 +227,10 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.02, help="seconds per engine per round")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds of pause before each engine's round at > 1 thread")  # fmt: skip
+    ap.add_argument("--modes", default="settled",
+                    help="'settled' (a --settle pause before each round: the cores went idle, "
+                    "as a server's between bursts), 'hot' (no pause: rounds back to back), "
+                    "or both, comma-separated: one row per mode")  # fmt: skip
     args = ap.parse_args(argv)
 
     import lepton_nn as L
@@ -253,26 +275,21 @@ def main(argv=None) -> int:
                     }
                     per = {k: _timed(f, x, 3) for k, f in engines.items()}
                     reps = {k: max(1, int(args.budget / max(v, 1e-7))) for k, v in per.items()}
-                    times: dict[str, list[float]] = {k: [] for k in engines}
-                    for r in range(args.rounds):
-                        order = list(engines) if r % 2 == 0 else list(engines)[::-1]
-                        for k in order:
-                            if threads > 1:  # the other engine's spinning workers stop first
-                                time.sleep(args.settle)
-                            times[k].append(_timed(engines[k], x, reps[k]))
-                    med = {k: statistics.median(v) for k, v in times.items()}
-                    ratio = med["ort"] / med["ours"]
-                    rows.append((name, n, threads, med["ours"], med["ort"], ratio))
-                    us = {k: f"{v * 1e6:9.1f} us" for k, v in med.items()}
-                    limit = _limit(name, n, med["ours"] * threads, machine, weight_bytes)
-                    spread = {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
-                    print(
-                        f"{name:5s} batch {n:3d} threads {threads}: ours {us['ours']}"
-                        f"  ort {us['ort']}  ort/ours {ratio:5.2f}  (spread ours "
-                        f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, ort "
-                        f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}",
-                        flush=True,
-                    )
+                    for mode in args.modes.split(","):
+                        pause = args.settle if mode == "settled" and threads > 1 else 0.0
+                        med, spread = _rounds(engines, x, reps, args.rounds, pause)
+                        ratio = med["ort"] / med["ours"]
+                        rows.append((name, n, threads, mode, med["ours"], med["ort"], ratio))
+                        us = {k: f"{v * 1e6:9.1f} us" for k, v in med.items()}
+                        limit = _limit(name, n, med["ours"] * threads, machine, weight_bytes)
+                        tag = f" {mode:7s}" if "," in args.modes else ""
+                        print(
+                            f"{name:5s} batch {n:3d} threads {threads}{tag}: ours {us['ours']}"
+                            f"  ort {us['ort']}  ort/ours {ratio:5.2f}  (spread ours "
+                            f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, ort "
+                            f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}",
+                            flush=True,
+                        )
     print(f"load average after: {os.getloadavg()}")
     return 0
 

@@ -470,3 +470,116 @@ def conv2d_direct_portable(bint on):
     (off, the default): a switch for the tests, which check both against the twin."""
     global lnn_cd_portable
     lnn_cd_portable = 1 if on else 0
+
+
+# -- a chunk kernel on the shared native pool (csrc/pool.h) ---------------------------------
+
+include "pool_bind.pxi"
+
+DEF MAX_SETS = 64
+
+cdef struct _chunk_job:
+    int kind  # 0: conv forward, 1: conv + pool forward, 2: direct; + 10 for float64
+    const void *x
+    const void *w
+    const void *b
+    void *y
+    void *y2  # z (conv forward) or argmax (pooled)
+    int act
+    lnn_conv_geom g
+    Py_ssize_t pool[8]
+    Py_ssize_t *pp
+    int64_t counter
+    void *s0[MAX_SETS]
+    void *s1[MAX_SETS]
+
+
+cdef int _chunk_task(void *ctx, Py_ssize_t t) noexcept nogil:
+    cdef _chunk_job *j = <_chunk_job *>ctx
+    if j.kind == 0:
+        lnn_conv_fwd_chunks_f32(<const float *>j.x, <const float *>j.w, <const float *>j.b,
+                                j.act, <float *>j.y2, <float *>j.y, <float *>j.s0[t],
+                                &j.counter, &j.g)
+    elif j.kind == 10:
+        lnn_conv_fwd_chunks_f64(<const double *>j.x, <const double *>j.w, <const double *>j.b,
+                                j.act, <double *>j.y2, <double *>j.y, <double *>j.s0[t],
+                                &j.counter, &j.g)
+    elif j.kind == 1:
+        lnn_conv_pool_fwd_chunks_f32(<const float *>j.x, <const float *>j.w,
+                                     <const float *>j.b, j.act, <float *>j.s1[t],
+                                     <float *>j.y, <int64_t *>j.y2, <float *>j.s0[t],
+                                     &j.counter, &j.g, j.pp)
+    elif j.kind == 11:
+        lnn_conv_pool_fwd_chunks_f64(<const double *>j.x, <const double *>j.w,
+                                     <const double *>j.b, j.act, <double *>j.s1[t],
+                                     <double *>j.y, <int64_t *>j.y2, <double *>j.s0[t],
+                                     &j.counter, &j.g, j.pp)
+    else:
+        lnn_conv_direct_fwd_f32(<const float *>j.x, <const float *>j.w, <const float *>j.b,
+                                j.act, &j.g, j.pp, <float *>j.s0[t], <float *>j.s1[t],
+                                <float *>j.y, &j.counter)
+    return 0
+
+
+def conv_chunks_threads(str name, cnp.ndarray x not None, tuple head not None,
+                        tuple scratch not None, tuple tail not None, int threads):
+    """kernel ``name``(x, *head, counter, *scratch[t], *tail) on ``len(scratch)`` tasks of
+    the shared pool, at most ``threads`` at once, with one fresh counter: each task claims
+    chunks (images) from it until none are left, so the work spreads over the threads that
+    run and the result does not depend on how (each chunk writes its own images). ``name``:
+    conv2d_forward_chunks, conv2d_pool_forward_chunks or conv2d_direct_forward, with their
+    arguments (the plan's; shapes are the plan's and trusted like theirs). Returns y."""
+    cdef _chunk_job j
+    cdef Py_ssize_t sets = len(scratch), t, k, p
+    if sets < 1 or sets > MAX_SETS:
+        raise ValueError(f"conv_chunks_threads takes 1 to {MAX_SETS} scratch sets")
+    cdef cnp.ndarray w = <cnp.ndarray?>head[0]
+    cdef bint f32 = _is_f32(x)
+    j.counter = 0
+    j.x, j.w, j.b = cnp.PyArray_DATA(x), cnp.PyArray_DATA(w), _opt(head[1])
+    j.act = head[2]
+    j.pp = NULL
+    y = tail[0]
+    if name == "conv2d_direct_forward":
+        if not f32:
+            raise TypeError(f"conv2d_direct_forward takes float32 arrays, not {x.dtype}")
+        j.kind = 2
+        _geom_direct(&j.g, x, cnp.PyArray_DIMS(<cnp.ndarray?>y)[1], head[3], head[4], head[5])
+        if head[6] is not None:
+            _pool(j.pool, head[6])
+            j.pp = j.pool
+        j.y = cnp.PyArray_DATA(<cnp.ndarray?>y)
+        j.y2 = NULL
+    elif name == "conv2d_forward_chunks" or name == "conv2d_pool_forward_chunks":
+        pooled = name == "conv2d_pool_forward_chunks"
+        j.kind = (1 if pooled else 0) + (0 if f32 else 10)
+        _geom(&j.g, x, cnp.PyArray_DIMS(w)[0], head[3], head[4], head[5],
+              head[7] if pooled else head[6])
+        if pooled:
+            _pool(j.pool, head[6])
+            j.pp = j.pool
+            j.y = cnp.PyArray_DATA(<cnp.ndarray?>tail[0])
+            j.y2 = cnp.PyArray_DATA(<cnp.ndarray?>tail[1])
+        else:
+            j.y2 = cnp.PyArray_DATA(<cnp.ndarray?>tail[0])  # z
+            j.y = cnp.PyArray_DATA(<cnp.ndarray?>tail[1])
+    else:
+        raise ValueError(f"no chunk kernel {name!r}")
+    for t in range(sets):
+        mine = scratch[t]
+        if len(mine) != (1 if j.kind % 10 == 0 else 2):
+            raise ValueError(f"{name}: scratch set {t} has {len(mine)} arrays")
+        j.s0[t] = cnp.PyArray_DATA(<cnp.ndarray?>mine[0])
+        j.s1[t] = cnp.PyArray_DATA(<cnp.ndarray?>mine[1]) if len(mine) > 1 else NULL
+    with nogil:
+        lnn_parallel(_chunk_task, &j, sets, threads)
+    return y
+
+
+cdef int _geom_direct(lnn_conv_geom *g, cnp.ndarray x, Py_ssize_t o, tuple geom, Py_ssize_t oh,
+                      Py_ssize_t ow) except -1:
+    cdef cnp.npy_intp *xd = cnp.PyArray_DIMS(x)
+    g.n, g.c, g.h, g.w, g.o = xd[0], xd[1], xd[2], xd[3], o
+    g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw = geom
+    g.oh, g.ow, g.step = oh, ow, 1
+    return 0

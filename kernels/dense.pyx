@@ -268,6 +268,8 @@ def c_kernel_addresses():
     }
 
 
+include "pool_bind.pxi"  # dense_packed_forward's threads: the shared pool
+
 cdef extern from "dense_packed.h" nogil:
     void lnn_dense_packed_chain_f32(const float *x, Py_ssize_t m, Py_ssize_t layers,
                                     const float *const *panels, const float *const *bias,
@@ -279,7 +281,8 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
                          tuple acts not None, tuple outs not None, int threads=1):
     """h = x; for each layer l: outs[l] = f_l(h @ W_l + bs[l]) (M, N_l), h = outs[l]; W_l
     given as its panels (ceil(N_l / 16), K_l, 16) (``dense_pack``). float32, C-contiguous;
-    ``threads`` > 1 splits each layer's panels over the native pool. Returns outs[-1]."""
+    ``threads`` > 1 splits each layer's panels over the process's native pool
+    (csrc/pool.h). Returns outs[-1]."""
     cdef Py_ssize_t layers = len(panels), l, m = cnp.PyArray_DIMS(x)[0]
     cdef Py_ssize_t k = cnp.PyArray_DIMS(x)[1] if cnp.PyArray_NDIM(x) == 2 else -1
     cdef cnp.ndarray p, o

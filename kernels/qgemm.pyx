@@ -40,8 +40,10 @@ qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow
     transposed or max-pooled into y. Threads share `counter`, each with its own scratch.
 
 Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
-released; nthreads=2 splits the output columns over two threads when the product has at
-least 2**25 multiply-adds (smaller ones stay on one thread: starting a thread costs more).
+released; nthreads > 1 splits the output columns over up to nthreads threads of the
+process's native pool (csrc/pool.h) when the product has at least 2**25 multiply-adds
+(smaller ones stay on one thread: a hand-off costs more). qconv2d_forward_threads runs
+qconv2d_forward_chunks' images as tasks of the same pool.
 
 ISA paths, chosen once at import from CPUID and the OS: amx (AMX-INT8 tiles, Linux after
 arch_prctl(ARCH_REQ_XCOMP_PERM)), avx512vnni, avxvnni, avx2 (exact: s16 widening + vpmaddwd),
@@ -86,6 +88,10 @@ cdef extern from "qgemm.h" nogil:
     void qg_run(const qg_args *p, int nthreads)
     void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                         uint8_t *q, float *scale, int32_t *zp)
+
+include "pool_bind.pxi"  # qg_run's and the int8 convolution's threads: the shared pool
+
+DEF MAX_SETS = 64
 
 cdef extern from "qconv_chunks.h" nogil:
     ctypedef struct qc_geom:
@@ -392,6 +398,30 @@ cdef Py_ssize_t _positive(object v, str name) except -1:
     return i
 
 
+cdef struct _qconv_job:
+    qg_args w
+    qc_geom g
+    Py_ssize_t pool[8]
+    const Py_ssize_t *pp
+    int fixed
+    float s
+    int32_t z
+    const float *x
+    float *y
+    int64_t *counter
+    int64_t own  # the threads version's counter
+    uint8_t *xq[MAX_SETS]
+    uint8_t *xt[MAX_SETS]
+    uint8_t *rows[MAX_SETS]
+    float *out[MAX_SETS]
+
+
+cdef int _qconv_task(void *ctx, Py_ssize_t t) noexcept nogil:
+    cdef _qconv_job *j = <_qconv_job *>ctx
+    return qc_conv_chunks(j.x, &j.w, j.fixed, j.s, j.z, j.pp, j.xq[t], j.xt[t], j.rows[t],
+                          j.out[t], j.y, j.counter, &j.g)
+
+
 def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tuple geom not None,
                            Py_ssize_t oh, Py_ssize_t ow, pool, x_scale, x_zero_point,
                            Py_ssize_t step, counter, xq, xt, rows, out, y):
@@ -406,8 +436,57 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
     rows uint8 (P, K), out float32 (P, F), P = oh ow; y float32 (N, F, P) or (N, F, POH POW).
     Returns y.
     """
+    cdef _qconv_job j
+    cdef cnp.ndarray ca = _arr(counter, "counter", cnp.NPY_INT64, 1, True)
+    if ca.shape[0] != 1:
+        raise ValueError(f"counter must have shape (1,), got {counter.shape}")
+    j.counter = <int64_t *>cnp.PyArray_DATA(ca)
+    if _qconv_args(&j, 0, x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow, pool,
+                   x_scale, x_zero_point, step, xq, xt, rows, out, y):
+        _qconv_run(&j, 1, 1)
+    return y
+
+
+def qconv2d_forward_threads(x, head, scratch, tail, int threads):
+    """qconv2d_forward_chunks(x, *head, counter, *scratch[t], *tail) as len(scratch) tasks of
+    the shared native pool (csrc/pool.h), at most ``threads`` at once, with one fresh
+    counter: each task claims images from it with its own scratch set until none are left;
+    each image's result depends on that image only. Returns y."""
+    cdef _qconv_job j
+    cdef Py_ssize_t sets = len(scratch), t
+    cdef bint work = False
+    if sets < 1 or sets > MAX_SETS:
+        raise ValueError(f"qconv2d_forward_threads takes 1 to {MAX_SETS} scratch sets")
+    j.own = 0
+    j.counter = &j.own
+    if len(head) != 12 or len(tail) != 1:
+        raise ValueError("qconv2d_forward_threads: head of 12 arguments, tail of 1")
+    for t in range(sets):
+        xq, xt, rows, out = scratch[t]
+        work = _qconv_args(&j, t, x, head[0], head[1], head[2], head[3], head[4], head[5],
+                           head[6], head[7], head[8], head[9], head[10], head[11], xq, xt,
+                           rows, out, tail[0])
+    if work:
+        _qconv_run(&j, sets, threads)
+    return tail[0]
+
+
+cdef int _qconv_run(_qconv_job *j, Py_ssize_t sets, int threads) except -1:
+    cdef int rc
+    with nogil:
+        rc = lnn_parallel(_qconv_task, j, sets, threads)
+    if rc != 0:
+        raise MemoryError("qconv2d_forward_chunks: no memory for the image canvas")
+    return 0
+
+
+cdef int _qconv_args(_qconv_job *j, Py_ssize_t t, x, w_packed, w_scale, w_col_sums, bias,
+                     int act, tuple geom, Py_ssize_t oh, Py_ssize_t ow, pool, x_scale,
+                     x_zero_point, Py_ssize_t step, xq, xt, rows, out, y) except -1:
+    """Checks the arguments of qconv2d_forward_chunks (without its counter) into j, scratch
+    set t; 1 if there is work, 0 if not (no images or no filters)."""
     cdef cnp.ndarray xa = _arr(x, "x", cnp.NPY_FLOAT32, 4)
-    cdef qc_geom g
+    cdef qc_geom *g = &j.g
     if len(geom) != 8:
         raise ValueError(f"geom must be (kh, kw, sh, sw, ph, pw, dh, dw), got {geom}")
     g.n, g.c, g.h, g.w = xa.shape[0], xa.shape[1], xa.shape[2], xa.shape[3]
@@ -426,9 +505,8 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
     cdef Py_ssize_t F = oa.shape[1]
     if oa.shape[0] != P:
         raise ValueError(f"out must have shape ({P}, F), got {out.shape}")
-    cdef qg_args w
-    _weights(&w, w_packed, w_scale, w_col_sums, bias, act, F, K)
-    cdef Py_ssize_t pl[8]
+    _weights(&j.w, w_packed, w_scale, w_col_sums, bias, act, F, K)
+    cdef Py_ssize_t *pl = j.pool
     cdef Py_ssize_t ysize = P
     cdef Py_ssize_t i
     if pool is not None:
@@ -448,9 +526,6 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
     cdef cnp.ndarray ya = _arr(y, "y", cnp.NPY_FLOAT32, 3, True)
     if ya.shape[0] != g.n or ya.shape[1] != F or ya.shape[2] != ysize:
         raise ValueError(f"y must have shape ({g.n}, {F}, {ysize}), got {y.shape}")
-    cdef cnp.ndarray ca = _arr(counter, "counter", cnp.NPY_INT64, 1, True)
-    if ca.shape[0] != 1:
-        raise ValueError(f"counter must have shape (1,), got {counter.shape}")
     cdef int fixed = x_scale is not None
     cdef float s = 1
     cdef int32_t z = 0
@@ -462,22 +537,15 @@ def qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, int act, tupl
                              f"0..255, got scale {s}, zero_point {z}")
     elif x_zero_point is not None:
         raise ValueError("x_zero_point given without x_scale")
-    cdef const float *xp = <const float *>cnp.PyArray_DATA(xa)
-    cdef uint8_t *qp = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xq)
-    cdef uint8_t *tp = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xt)
-    cdef uint8_t *rp = <uint8_t *>cnp.PyArray_DATA(ra)
-    cdef float *op = <float *>cnp.PyArray_DATA(oa)
-    cdef float *yp = <float *>cnp.PyArray_DATA(ya)
-    cdef int64_t *cp = <int64_t *>cnp.PyArray_DATA(ca)
-    cdef const Py_ssize_t *plp = pl if pool is not None else NULL
-    if g.n == 0 or F == 0:
-        return y
-    cdef int rc
-    with nogil:
-        rc = qc_conv_chunks(xp, &w, fixed, s, z, plp, qp, tp, rp, op, yp, cp, &g)
-    if rc != 0:
-        raise MemoryError("qconv2d_forward_chunks: no memory for the image canvas")
-    return y
+    j.x = <const float *>cnp.PyArray_DATA(xa)
+    j.xq[t] = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xq)
+    j.xt[t] = <uint8_t *>cnp.PyArray_DATA(<cnp.ndarray>xt)
+    j.rows[t] = <uint8_t *>cnp.PyArray_DATA(ra)
+    j.out[t] = <float *>cnp.PyArray_DATA(oa)
+    j.y = <float *>cnp.PyArray_DATA(ya)
+    j.pp = j.pool if pool is not None else NULL
+    j.fixed, j.s, j.z = fixed, s, z
+    return 0 if g.n == 0 or F == 0 else 1
 
 
 # ------------------------------------------------------------------ int8 Dense chains

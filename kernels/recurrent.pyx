@@ -274,6 +274,55 @@ def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
         lnn_rec_rows_fwd_f32(code, p0, p1, p2, pc, pm, b, kx, u, t, hn, r0, r1, reverse, kp)
 
 
+# -- recurrent_rows_forward over ranges of rows on the shared native pool (csrc/pool.h) ------
+
+include "pool_bind.pxi"
+
+cdef struct _rows_job:
+    int cell
+    const float *x
+    const float *wp
+    float *h
+    float *c
+    const float *mask
+    Py_ssize_t b, kx, u, t, hn, kp
+    int reverse
+    const Py_ssize_t *bounds
+
+
+cdef int _rows_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef _rows_job *j = <_rows_job *>ctx
+    lnn_rec_rows_fwd_f32(j.cell, j.x, j.wp, j.h, j.c, j.mask, j.b, j.kx, j.u, j.t, j.hn,
+                         j.bounds[i], j.bounds[i + 1], j.reverse, j.kp)
+    return 0
+
+
+def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
+                           cnp.ndarray h not None, c, mask, cnp.ndarray bounds not None,
+                           bint reverse, int threads):
+    """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
+    reverse) for every range i, as tasks of the shared native pool, at most ``threads`` at
+    once (bounds int64 (R + 1,), increasing from 0 to the batch). Rows are independent:
+    any split and any thread gives the same bits. Arrays as recurrent_rows_forward's."""
+    cdef _rows_job j
+    cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
+    if (cnp.PyArray_TYPE(bounds) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(bounds)
+            or r < 1 or sizeof(Py_ssize_t) != 8):
+        raise ValueError("bounds must be a C-contiguous int64 array of at least 2 values")
+    j.cell = _CELLS[cell]
+    j.hn, j.b, j.u = cnp.PyArray_DIMS(h)[0], cnp.PyArray_DIMS(h)[1], cnp.PyArray_DIMS(h)[2]
+    j.t, j.kx = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[2]
+    j.kp = cnp.PyArray_DIMS(w_packed)[1]
+    j.c, j.mask = <float *>_data(c), <const float *>_data(mask)
+    j.x = <const float *>cnp.PyArray_DATA(x)
+    j.wp = <const float *>cnp.PyArray_DATA(w_packed)
+    j.h = <float *>cnp.PyArray_DATA(h)
+    j.reverse = reverse
+    j.bounds = <const Py_ssize_t *>cnp.PyArray_DATA(bounds)
+    with nogil:
+        lnn_parallel(_rows_task, &j, r, threads)
+
+
 # -- the same for int8 weights (csrc/recurrent_q8.h) ------------------------------------------
 
 from libc.stdint cimport int16_t, int32_t, uint8_t

@@ -277,7 +277,6 @@ def test_runtime_direct_equals_im2col_path_and_model(tmp_path, monkeypatch, pool
 def test_runtime_uses_direct_where_compiled(tmp_path):
     """On the compiled backend a float32 stride-1 convolution plans the direct kernel."""
     import lepton_nn.runtime as rt
-    from lepton_nn.runtime import steps
     from lepton_nn.runtime.kernels import kernels
 
     _, x, path = _cnn(tmp_path)
@@ -286,9 +285,9 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
     plan = m.plan_for(4)
     calls = [(f, args if k < 0 else (None, *args)) for f, args, k in plan.head]
     calls += list(plan.tail)  # (fn, args), the input in args[0]
-    # one thread: the kernel called straight; else through _conv_chunks (kernel second)
-    used = [f if f is not steps._conv_chunks else args[1] for f, args in calls]
-    names = [getattr(f, "__name__", "") for f in used]
+    # one thread: the kernel called straight; else through the pool (kernel's name second)
+    pooled = kernels().conv_chunks_threads
+    names = [args[1] if f == pooled else getattr(f, "__name__", "") for f, args in calls]
     names = [n for n in names if "conv2d" in n]
     assert len(names) == 2
     want = (

@@ -216,29 +216,43 @@ def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
         np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)
 
 
-def test_threaded_conv_plans_hold_blas_to_one_thread(tmp_path):
-    """A plan whose convolutions use several threads keeps NumPy's BLAS on one thread while
-    it runs (its workers would spin on the same cores) and gives the count back after."""
+def test_threaded_conv_plans_hold_blas_to_one_thread(tmp_path, monkeypatch):
+    """A plan whose im2col chunk kernels call BLAS on several threads keeps NumPy's BLAS on
+    one thread while it runs (its workers would spin on the same cores) and gives the count
+    back after; a plan calling no BLAS from its threads (the direct convolution) leaves the
+    count alone (setting it costs tens of us a call)."""
     from lepton_nn.backend import threads as T
+    from lepton_nn.runtime import steps
 
-    model, shape = {n: (m, s) for n, m, s in _more_archs()}["cnn-pool"]
+    L.set_seed(0)
+    layers = [nn.Conv2D(16, 3, padding="same"), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(10)]
+    model, shape = _built(nn.Sequential(layers), (3, 32, 32)), (3, 32, 32)  # 13 chunks
     L.save(model, tmp_path / "m.lnn")
-    x = np.random.default_rng(0).standard_normal((3, *shape)).astype(np.float32)
-    seen = []
+    x = np.random.default_rng(0).standard_normal((64, *shape)).astype(np.float32)
     blas = T._the_blas()
     if blas.get is None:
         pytest.skip("NumPy's BLAS thread count cannot be set here")
     before = blas.get()
     blas.set(2)
     try:
-        for threads in (2, 1):
-            served = rt.load(tmp_path / "m.lnn", threads=threads)
-            plan = served.plan_for(3)
-            assert plan.hold_blas == (threads == 2)
-            plan.tail.append((lambda: seen.append(blas.get()), ()))
-            np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=2e-6)
-            assert blas.get() == 2
-        assert seen == [1, 2]
+        for direct in (False, True):
+            seen = []
+            if not direct:
+                monkeypatch.setattr(steps.ConvStep, "_direct", lambda self, ctx: False)
+            for threads in (2, 1):
+                served = rt.load(tmp_path / "m.lnn", threads=threads)
+                plan = served.plan_for(64)
+                names = [a[0] if a and isinstance(a[0], str) else getattr(f, "__name__", "")
+                         for f, a, *_ in plan.head + plan.tail]  # fmt: skip
+                uses_direct = "conv2d_direct_forward" in names
+                hold = threads == 2 and not uses_direct
+                assert plan.hold_blas == hold
+                plan.tail.append((lambda s=seen: s.append(blas.get()), ()))
+                got, want = served.predict(x), model(x).data
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+                assert blas.get() == 2
+                assert seen[-1] == (1 if hold else 2)
+            monkeypatch.undo()
     finally:
         blas.set(before)
 
@@ -778,7 +792,7 @@ def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
     """At 2 threads the plan splits the batch (67 rows: odd ranges) over the threads, each
     range running the whole sequence: the result has the bits of the 1-thread plan, with and
     without lengths, and agrees with the layers."""
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime.kernels import kernels
 
     L.set_seed(0)
     layer = getattr(nn, cell)(24, bidirectional=True)
@@ -788,9 +802,9 @@ def test_recurrent_rows_split_over_threads_bit_identical(tmp_path, cell):
     L.save(model, tmp_path / "m.lnn")
     one, two = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
     ops = two.plan_for(67).head + two.plan_for(67).tail
-    split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
-    assert len(split) == 2 and all(args[3] == 2 for args in split)  # both directions, 2 threads
-    bounds = split[0][2]  # a few ranges per thread, covering every row once
+    split = [args for fn, args, *_ in ops if fn == kernels().recurrent_rows_threads]
+    assert len(split) == 2 and all(args[8] == 2 for args in split)  # both directions, 2 threads
+    bounds = split[0][6].tolist()  # a few ranges per thread, covering every row once
     assert bounds[0] == 0 and bounds[-1] == 67 and len(bounds) > 3 and bounds == sorted(bounds)
     np.testing.assert_array_equal(two.predict(x), one.predict(x))
     np.testing.assert_array_equal(two.predict(x, lengths=lengths), one.predict(x, lengths=lengths))

@@ -263,13 +263,15 @@ def test_compact_leaves_grouped_convolutions_whole():
 
 def test_threaded_grouped_conv_plans_hold_blas(tmp_path):
     """Grouped convolutions spread over the plan's threads like plain ones: BLAS is held to
-    one thread while such a plan runs."""
-    model = nn.Sequential([nn.Conv2D(4, 3, groups=2), nn.Flatten()])
-    # float32 stride-1 groups run the direct kernel (its own order of sums): float rounding
-    _check(tmp_path, model, (4, 6, 6), "float32", exact=False)
-    served = rt.load(tmp_path / "m.lnn", threads=1)
-    assert not served.plan_for(3).hold_blas
-    threaded = rt.load(tmp_path / "m.lnn", threads=2)
-    assert threaded.plan_for(3).hold_blas
-    x = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float32)
-    np.testing.assert_array_equal(threaded.predict(x), served.predict(x))
+    one thread while a plan runs whose im2col chunks call it from several threads (float64
+    here); float32 stride-1 groups run the direct kernel, which calls no BLAS: not held."""
+    for dtype, held in (("float64", True), ("float32", False)):
+        model = nn.Sequential([nn.Conv2D(16, 3, groups=2), nn.Flatten()])
+        # float32 stride-1 groups run the direct kernel (its own order of sums): float rounding
+        _check(tmp_path, model, (4, 32, 32), dtype, exact=dtype == "float64")
+        served = rt.load(tmp_path / "m.lnn", threads=1)
+        assert not served.plan_for(64).hold_blas
+        threaded = rt.load(tmp_path / "m.lnn", threads=2)  # 13 chunks of 5 images a group
+        assert threaded.plan_for(64).hold_blas == held
+        x = np.random.default_rng(0).standard_normal((64, 4, 32, 32)).astype(dtype)
+        np.testing.assert_array_equal(threaded.predict(x), served.predict(x))

@@ -18,9 +18,8 @@
  * Threads: each layer's panels are cut into `threads` contiguous ranges, thread t owning
  * range t (so at batch 1 each core keeps re-reading the same part of the weights and may find
  * it in its own L2); a thread done with its own range takes units left in the others (see
- * "the pool" below). The workers are pthreads started once; between jobs they spin on an
- * atomic word for LNN_PK_IDLE_NS, then sleep on a condition variable. A caller that finds
- * the pool busy (another thread's job) runs its job alone.
+ * "the pool" below: each layer is a job of the process's one native pool, pool.h). A caller
+ * that finds the pool busy (another thread's job) runs its job alone.
  */
 #ifndef LNN_DENSE_PACKED_H
 #define LNN_DENSE_PACKED_H
@@ -244,249 +243,63 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 }
 
 /* ---- the pool ---------------------------------------------------------------------------- */
-/* A job's layers are copied into the pool. Each thread t owns a range of each layer's panels
- * and claims its units one at a time from the range's claim word, then claims what is left of
- * the other ranges (a thread the OS has not run yet simply gets less; nobody waits for a
- * thread that holds no unit). A claim word packs (generation, units in the range, next unit):
- * a claim is a compare-and-swap that fails once the job's generation is over, so a worker
- * that wakes late never touches a later job. A layer starts once the previous one's done
- * word counts all its units. */
+/* Each layer is one job of the process's shared pool (pool.h): its panels cut into `threads`
+ * ranges, each range into units, the job's tasks the units in range order, so that the
+ * pool's block t is (about) range t and thread t keeps re-reading the same part of the
+ * weights from call to call. A layer's job returns when all its units are done, so the next
+ * layer reads a complete input. */
 
-#define LNN_PK_MAX_THREADS 16
-#define LNN_PK_MAX_LAYERS 32
+#include "pool.h"
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <time.h>
-#define LNN_PK_POOL 1
+#define LNN_PK_MAX_THREADS 64
 
-#define LNN_PK_IDLE_NS 100000 /* a worker spins this long for the next job, then sleeps */
-#define LNN_PK_WAIT_NS 50000  /* a wait spins this long, then yields the core each round */
-#define LNN_PK_BITS 18        /* units and counts per word; the generation above them */
-#define LNN_PK_MASK ((1ull << LNN_PK_BITS) - 1)
-#define LNN_PK_GEN_MASK ((1ull << (64 - 2 * LNN_PK_BITS)) - 1)
+typedef struct {
+    const lnn_pk_layer_t *L;
+    int threads;
+    ptrdiff_t first[LNN_PK_MAX_THREADS + 1]; /* range o holds tasks [first[o], first[o + 1]) */
+} lnn_pk_job_t;
 
-static inline void lnn_pk_relax(void)
+static int lnn_pk_task(void *ctx, ptrdiff_t task)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    const lnn_pk_job_t *j = (const lnn_pk_job_t *)ctx;
+    int o = 0;
+    while (task >= j->first[o + 1]) o++;
+    ptrdiff_t p0, p1;
+    lnn_pk_range(j->L, o, j->threads, &p0, &p1);
+    lnn_pk_unit(j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
+    return 0;
 }
 
-static inline int64_t lnn_pk_ns(void)
+/* One layer on up to `threads` threads of the pool. */
+static void lnn_pk_layer_threads(const lnn_pk_layer_t *L, int threads)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* (generation, total, count) in one word */
-static inline uint64_t lnn_pk_word(uint64_t g, uint64_t total, uint64_t count)
-{
-    return (g << (2 * LNN_PK_BITS)) | (total << LNN_PK_BITS) | count;
-}
-
-static struct {
-    pthread_mutex_t busy; /* held by the caller whose job the pool runs */
-    pthread_mutex_t mu;   /* sleeping workers */
-    pthread_cond_t cv;
-    atomic_ullong post;   /* a new job: (generation << 8) | threads */
-    atomic_int sleepers;
-    atomic_int count;     /* layers of the job */
-    atomic_ullong claim[LNN_PK_MAX_LAYERS][LNN_PK_MAX_THREADS];
-    atomic_ullong done[LNN_PK_MAX_LAYERS]; /* (generation, units, units done) */
-    lnn_pk_layer_t layers[LNN_PK_MAX_LAYERS];
-    uint64_t gen;
-    unsigned long long born; /* post when workers were last started */
-    int workers;             /* started */
-    int atfork;
-} lnn_pk_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
-
-static pthread_mutex_t lnn_pk_start_mu = PTHREAD_MUTEX_INITIALIZER;
-
-/* The next unit of a claim word, or -1: none left (*gone = 0) or generation g is over. */
-static ptrdiff_t lnn_pk_claim(atomic_ullong *w, uint64_t g, int *gone)
-{
-    unsigned long long v = atomic_load(w);
-    for (;;) {
-        if ((v >> (2 * LNN_PK_BITS)) != g) {
-            *gone = 1;
-            return -1;
-        }
-        if ((v & LNN_PK_MASK) >= ((v >> LNN_PK_BITS) & LNN_PK_MASK)) return -1;
-        if (atomic_compare_exchange_weak(w, &v, v + 1)) return (ptrdiff_t)(v & LNN_PK_MASK);
+    lnn_pk_job_t j;
+    j.L = L;
+    j.threads = threads < LNN_PK_MAX_THREADS ? threads : LNN_PK_MAX_THREADS;
+    j.first[0] = 0;
+    for (int o = 0; o < j.threads; o++) {
+        ptrdiff_t p0, p1;
+        lnn_pk_range(L, o, j.threads, &p0, &p1);
+        j.first[o + 1] = j.first[o] + lnn_pk_units(L, p1 - p0);
     }
+    lnn_parallel(lnn_pk_task, &j, j.first[j.threads], j.threads);
 }
-
-/* Wait until layer l of job g is complete (1), or the job is over (0). */
-static int lnn_pk_wait_done(int l, uint64_t g)
-{
-    int64_t t0 = 0;
-    for (long spin = 0;; spin++) {
-        const unsigned long long v = atomic_load(&lnn_pk_pool.done[l]);
-        if ((v >> (2 * LNN_PK_BITS)) != g) return 0;
-        if ((v & LNN_PK_MASK) == ((v >> LNN_PK_BITS) & LNN_PK_MASK)) return 1;
-        lnn_pk_relax();
-        if ((spin & 63) == 0) {
-            const int64_t now = lnn_pk_ns();
-            if (t0 == 0) t0 = now;
-            if (now - t0 > LNN_PK_WAIT_NS) sched_yield(); /* the holder was descheduled */
-        }
-    }
-}
-
-/* Thread t's part of job g: per layer, its own range's units, then the others'. */
-static void lnn_pk_share(int t, uint64_t g, int threads, int count)
-{
-    for (int l = 0; l < count && l < LNN_PK_MAX_LAYERS; l++) {
-        if (l > 0 && !lnn_pk_wait_done(l - 1, g)) return;
-        for (int i = 0; i < threads; i++) {
-            const int o = (t + i) % threads;
-            for (;;) {
-                int gone = 0;
-                const ptrdiff_t u = lnn_pk_claim(&lnn_pk_pool.claim[l][o], g, &gone);
-                if (gone) return;
-                if (u < 0) break;
-                /* job g lives until this unit is counted: its layer is stable */
-                const lnn_pk_layer_t *L = &lnn_pk_pool.layers[l];
-                ptrdiff_t p0, p1;
-                lnn_pk_range(L, o, threads, &p0, &p1);
-                lnn_pk_unit(L, p0, p1, lnn_pk_units(L, p1 - p0), u);
-                atomic_fetch_add(&lnn_pk_pool.done[l], 1);
-            }
-        }
-    }
-}
-
-static void *lnn_pk_worker(void *arg)
-{
-    const int t = (int)(ptrdiff_t)arg; /* 1, 2, ... */
-    unsigned long long seen = lnn_pk_pool.born; /* the last job before this worker was made */
-    for (;;) {
-        const int64_t t0 = lnn_pk_ns();
-        for (long spin = 0; atomic_load(&lnn_pk_pool.post) == seen; spin++) {
-            lnn_pk_relax();
-            if ((spin & 63) || lnn_pk_ns() - t0 < LNN_PK_IDLE_NS) continue;
-            pthread_mutex_lock(&lnn_pk_pool.mu);
-            atomic_fetch_add(&lnn_pk_pool.sleepers, 1);
-            while (atomic_load(&lnn_pk_pool.post) == seen)
-                pthread_cond_wait(&lnn_pk_pool.cv, &lnn_pk_pool.mu);
-            atomic_fetch_sub(&lnn_pk_pool.sleepers, 1);
-            pthread_mutex_unlock(&lnn_pk_pool.mu);
-        }
-        seen = atomic_load(&lnn_pk_pool.post);
-        if (t < (int)(seen & 0xff))
-            lnn_pk_share(t, seen >> 8, (int)(seen & 0xff), atomic_load(&lnn_pk_pool.count));
-    }
-    return NULL;
-}
-
-/* In a forked child the workers did not come along: start afresh. */
-static void lnn_pk_after_fork(void)
-{
-    pthread_mutex_init(&lnn_pk_pool.busy, NULL);
-    pthread_mutex_init(&lnn_pk_pool.mu, NULL);
-    pthread_cond_init(&lnn_pk_pool.cv, NULL);
-    pthread_mutex_init(&lnn_pk_start_mu, NULL);
-    atomic_store(&lnn_pk_pool.sleepers, 0);
-    lnn_pk_pool.workers = 0;
-}
-
-/* Start workers up to n - 1; returns how many threads the pool can run (>= 1). Called with
- * `busy` held: no job is posted meanwhile. */
-static int lnn_pk_start(int n)
-{
-    pthread_mutex_lock(&lnn_pk_start_mu);
-    if (!lnn_pk_pool.atfork) {
-        pthread_atfork(NULL, NULL, lnn_pk_after_fork);
-        lnn_pk_pool.atfork = 1;
-    }
-    lnn_pk_pool.born = atomic_load(&lnn_pk_pool.post);
-    while (lnn_pk_pool.workers < n - 1) {
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int bad = pthread_create(&th, &attr, lnn_pk_worker,
-                                 (void *)(ptrdiff_t)(lnn_pk_pool.workers + 1));
-        pthread_attr_destroy(&attr);
-        if (bad) break;
-        lnn_pk_pool.workers++;
-    }
-    int can = lnn_pk_pool.workers + 1;
-    pthread_mutex_unlock(&lnn_pk_start_mu);
-    return can;
-}
-
-/* Run `count` layers on up to `threads` threads of the pool; 0 if it could not (busy with
- * another caller's job, no workers, a layer too wide for a claim word). */
-static int lnn_pk_pool_run(const lnn_pk_layer_t *ls, int count, int threads)
-{
-    if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
-    if (threads < 2 || count > LNN_PK_MAX_LAYERS) return 0;
-    for (int l = 0; l < count; l++)
-        if ((ls[l].n + LNN_PK_NR - 1) / LNN_PK_NR > (ptrdiff_t)LNN_PK_MASK) return 0;
-    if (pthread_mutex_trylock(&lnn_pk_pool.busy) != 0) return 0;
-    const int can = lnn_pk_start(threads);
-    threads = can < threads ? can : threads;
-    if (threads < 2) {
-        pthread_mutex_unlock(&lnn_pk_pool.busy);
-        return 0;
-    }
-    const uint64_t g = lnn_pk_pool.gen = (lnn_pk_pool.gen + 1) & LNN_PK_GEN_MASK;
-    for (int l = 0; l < count; l++) {
-        const lnn_pk_layer_t *L = &ls[l];
-        uint64_t total = 0;
-        lnn_pk_pool.layers[l] = *L;
-        for (int o = 0; o < threads; o++) {
-            ptrdiff_t p0, p1;
-            lnn_pk_range(L, o, threads, &p0, &p1);
-            const uint64_t units = (uint64_t)lnn_pk_units(L, p1 - p0);
-            atomic_store(&lnn_pk_pool.claim[l][o], lnn_pk_word(g, units, 0));
-            total += units;
-        }
-        atomic_store(&lnn_pk_pool.done[l], lnn_pk_word(g, total, 0));
-    }
-    atomic_store(&lnn_pk_pool.count, count);
-    atomic_store(&lnn_pk_pool.post, (g << 8) | (unsigned long long)threads);
-    if (atomic_load(&lnn_pk_pool.sleepers) > 0) {
-        pthread_mutex_lock(&lnn_pk_pool.mu);
-        pthread_cond_broadcast(&lnn_pk_pool.cv);
-        pthread_mutex_unlock(&lnn_pk_pool.mu);
-    }
-    lnn_pk_share(0, g, threads, count);
-    lnn_pk_wait_done(count - 1, g);
-    pthread_mutex_unlock(&lnn_pk_pool.busy);
-    return 1;
-}
-#endif /* pthreads */
 
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
  * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL.
- * `threads` > 1: the pool's workers share each layer (if the pool is free). */
+ * `threads` > 1: the pool's threads share each layer (if the pool is free). */
 static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t layers,
                                        const float *const *panels, const float *const *bias,
                                        const int *act, const ptrdiff_t *dims,
                                        float *const *outs, int threads)
 {
-    lnn_pk_layer_t ls[LNN_PK_MAX_LAYERS];
-    for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_MAX_LAYERS) {
-        const ptrdiff_t left = layers - l0;
-        const int count = (int)(left < LNN_PK_MAX_LAYERS ? left : LNN_PK_MAX_LAYERS);
-        for (int i = 0; i < count; i++) {
-            const ptrdiff_t l = l0 + i;
-            lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
-                                m, dims[l], dims[l + 1], act[l]};
-            ls[i] = L;
-        }
-#if LNN_PK_POOL
-        if (lnn_pk_pool_run(ls, count, threads)) continue;
-#endif
-        (void)threads;
-        for (int i = 0; i < count; i++) lnn_pk_layer_alone(&ls[i]);
+    for (ptrdiff_t l = 0; l < layers; l++) {
+        const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
+                                  m, dims[l], dims[l + 1], act[l]};
+        if (threads > 1)
+            lnn_pk_layer_threads(&L, threads);
+        else
+            lnn_pk_layer_alone(&L);
     }
 }
 

@@ -431,111 +431,53 @@ static int qg_use_emulation(int isa) {
 #endif
 }
 
-#if QG_HAVE_PTHREAD
-/* One helper thread, started at the first parallel product and kept: it sleeps on a condition
- * variable between products (no spinning), and its core's cache keeps the half of W it
- * works on from call to call. A call that finds it busy (another caller's product) runs alone.
- * After fork() the child has no helper: it starts a new one when it needs it. */
+/* Threads: the column blocks are cut into one even-aligned range per thread (AMX tiles take
+ * 2 blocks), each range a task of the process's shared pool (pool.h); each thread's range is
+ * the same from call to call, so its core's cache keeps that part of W. Columns are
+ * independent: the same bits at any thread count. */
+#include "pool.h"
+
+/* Below this many multiply-adds a second thread costs more than it saves (M = 1,
+   K = N = 1024 runs in about 12 us). */
+#define QG_MIN_PARALLEL_MACS (1LL << 25)
+
 typedef struct {
     qg_fn f;
     const qg_args *p;
-    int64_t lo, hi;
+    int64_t nb;
+    int parts;
 } qg_job;
 
-static pthread_mutex_t qg_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t qg_wake = PTHREAD_COND_INITIALIZER, qg_done = PTHREAD_COND_INITIALIZER;
-static qg_job qg_work;
-static int qg_helper = 0;   /* 0: none, 1: started */
-static int qg_state = 0;    /* 0: idle, 1: a job posted, 2: running it, 3: finished */
-
-static void *qg_helper_main(void *unused) {
-    (void)unused;
-    pthread_mutex_lock(&qg_mu);
-    for (;;) {
-        while (qg_state != 1) pthread_cond_wait(&qg_wake, &qg_mu);
-        qg_state = 2;
-        qg_job j = qg_work;
-        pthread_mutex_unlock(&qg_mu);
-        j.f(j.p, j.lo, j.hi);
-        pthread_mutex_lock(&qg_mu);
-        qg_state = 3;
-        pthread_cond_signal(&qg_done);
-    }
-    return NULL;
+static void qg_part(const qg_job *j, int64_t t, int64_t *lo, int64_t *hi)
+{
+    const int64_t a = (j->nb * t / j->parts + 1) & ~(int64_t)1;
+    const int64_t b = (j->nb * (t + 1) / j->parts + 1) & ~(int64_t)1;
+    *lo = a < j->nb ? a : j->nb;
+    *hi = t + 1 == j->parts || b > j->nb ? j->nb : b;
 }
 
-static void qg_after_fork(void) { /* the child: no helper, fresh locks */
-    pthread_mutex_init(&qg_mu, NULL);
-    pthread_cond_init(&qg_wake, NULL);
-    pthread_cond_init(&qg_done, NULL);
-    qg_helper = 0;
-    qg_state = 0;
+static int qg_task(void *ctx, ptrdiff_t t)
+{
+    const qg_job *j = (const qg_job *)ctx;
+    int64_t lo, hi;
+    qg_part(j, t, &lo, &hi);
+    if (hi > lo) j->f(j->p, lo, hi);
+    return 0;
 }
 
-/* Post columns [lo, hi) to the helper; 0 if it is busy or cannot be started. */
-static int qg_post(qg_fn f, const qg_args *p, int64_t lo, int64_t hi) {
-    pthread_mutex_lock(&qg_mu);
-    if (qg_state != 0) {
-        pthread_mutex_unlock(&qg_mu);
-        return 0;
-    }
-    if (!qg_helper) {
-        pthread_t th;
-        pthread_attr_t attr;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        int ok = pthread_create(&th, &attr, qg_helper_main, NULL) == 0;
-        pthread_attr_destroy(&attr);
-        if (!ok) {
-            pthread_mutex_unlock(&qg_mu);
-            return 0;
-        }
-        static int registered = 0;
-        if (!registered) registered = pthread_atfork(NULL, NULL, qg_after_fork) == 0;
-        qg_helper = 1;
-    }
-    qg_work.f = f;
-    qg_work.p = p;
-    qg_work.lo = lo;
-    qg_work.hi = hi;
-    qg_state = 1;
-    pthread_cond_signal(&qg_wake);
-    pthread_mutex_unlock(&qg_mu);
-    return 1;
-}
-
-static void qg_wait(void) {
-    pthread_mutex_lock(&qg_mu);
-    while (qg_state != 3) pthread_cond_wait(&qg_done, &qg_mu);
-    qg_state = 0;
-    pthread_mutex_unlock(&qg_mu);
-}
-#endif
-
-/* Below this many multiply-adds a second thread costs more than it saves (waking the helper
-   takes tens of microseconds on a busy machine; M = 1, K = N = 1024 runs in about 12 us). */
-#define QG_MIN_PARALLEL_MACS (1LL << 25)
-
-/* Run the active path over all output columns, on `nthreads` (1 or 2) threads. */
+/* Run the active path over all output columns, on up to `nthreads` threads. */
 static void qg_run(const qg_args *p, int nthreads) {
     const int64_t NB = (p->N + 15) >> 4;
     if (p->M == 0 || NB == 0) return;
     qg_fn f = p->K == 0 ? qg_run_portable : qg_impl[qg_active];
-#if QG_HAVE_PTHREAD
     const double macs = (double)p->M * (double)p->K * (double)p->N;
     if (nthreads >= 2 && NB >= 2 && macs >= (double)QG_MIN_PARALLEL_MACS) {
-        /* split the column blocks (an even count first, for the AMX 2-block tiles) */
-        const int64_t mid = ((NB + 1) / 2 + 1) & ~(int64_t)1;
-        const int64_t lo = mid < NB ? mid : NB / 2;
-        if (lo < NB && qg_post(f, p, lo, NB)) {
-            f(p, 0, lo);
-            qg_wait();
+        qg_job j = {f, p, NB, (int)(nthreads < NB / 2 ? nthreads : (NB + 1) / 2)};
+        if (j.parts >= 2) {
+            lnn_parallel(qg_task, &j, j.parts, j.parts);
             return;
         }
     }
-#else
-    (void)nthreads;
-#endif
     f(p, 0, NB);
 }
 

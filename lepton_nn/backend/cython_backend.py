@@ -118,6 +118,28 @@ def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse
                                                    reverse)  # fmt: skip
 
 
+def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
+    """The compiled ranges on the shared native pool where the compiled kernel runs."""
+    if h.dtype == np.float32 and _recurrent.rows_available():
+        return _recurrent.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse,
+                                                 threads)  # fmt: skip
+    return ReferenceBackend.recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds,
+                                                   reverse, threads)  # fmt: skip
+
+
+def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
+    """The compiled chunk kernel's tasks on the shared native pool (no Python per task) where
+    that kernel is compiled here; else the twin."""
+    if name == "qconv2d_forward_chunks":
+        if _qgemm is not None and hasattr(_qgemm, "qconv2d_forward_threads"):
+            return _qgemm.qconv2d_forward_threads(x, head, scratch, tail, threads)
+    elif hasattr(_conv, "conv_chunks_threads") and (
+        name == "conv2d_direct_forward" and x.dtype == np.float32 or _conv_gemm()
+    ):
+        return _conv.conv_chunks_threads(name, x, head, scratch, tail, threads)
+    return ReferenceBackend.conv_chunks_threads(self, name, x, head, scratch, tail, threads)
+
+
 def _recurrent_rows_exact(self, dtype) -> bool:
     """The compiled kernel gives the same bits for any split of the rows."""
     return np.dtype(dtype) == np.float32 and _recurrent.rows_available()
@@ -196,6 +218,9 @@ class CythonBackend(ReferenceBackend):
         if hasattr(_conv, "conv2d_direct_forward"):  # float32 only: float64 runs the twin
             conv2d_direct_forward = staticmethod(_conv.conv2d_direct_forward)
 
+    # the chunk kernels' tasks on the shared native pool (kernels/conv.pyx, qgemm.pyx)
+    conv_chunks_threads = _conv_chunks_threads
+
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight
         lstm_step_forward = staticmethod(_recurrent.lstm_step_forward)
@@ -209,3 +234,5 @@ class CythonBackend(ReferenceBackend):
             recurrent_rows_exact = _recurrent_rows_exact
         if hasattr(_recurrent, "q8_available"):
             recurrent_q8_forward = _recurrent_q8_forward
+        if hasattr(_recurrent, "recurrent_rows_threads"):
+            recurrent_rows_threads = _recurrent_rows_threads

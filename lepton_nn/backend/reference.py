@@ -597,6 +597,15 @@ class ReferenceBackend:
                 y[n0] = win.max(axis=-1).reshape(o, -1)
         return y
 
+    def conv_chunks_threads(self, name, x, head, scratch, tail, threads):
+        """The chunk kernel ``name`` (conv2d_forward_chunks, conv2d_pool_forward_chunks,
+        conv2d_direct_forward or qconv2d_forward_chunks) run as ``len(scratch)`` tasks,
+        ``name(x, *head, counter, *scratch[t], *tail)``, sharing one fresh counter (each
+        task claims chunks until none are left) on up to ``threads`` threads. Each chunk
+        writes its own images, so one task with scratch[0], as here, gives the same result.
+        Returns None."""
+        getattr(self, name)(x, *head, np.zeros(1, np.int64), *scratch[0], *tail)
+
     def _chunk_columns(self, x, n0, n1, geom, oh, ow, cols):
         """im2col(x[n0:n1]) as (n1 - n0, K, OH OW), in cols (x itself for a 1x1 stride-1
         unpadded convolution)."""
@@ -917,6 +926,13 @@ class ReferenceBackend:
         (the runtime then splits them over threads): not here, np.matmul may round otherwise
         at another row count."""
         return False
+
+    def recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
+        """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
+        reverse) for each range i of ``bounds`` (int64, 0 .. B), on up to ``threads``
+        threads (here, in turn). Returns None."""
+        for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            self.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
 
     def recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
         """All T steps of one direction of a recurrent layer for batch rows r0 .. r1-1

@@ -1,10 +1,18 @@
 """Intra-op threads: how many, and a parallel loop over independent tasks.
 
-The compiled kernels and NumPy's matmul release the GIL, so plain Python threads run an op's
-independent pieces (say, a convolution's chunks of images) on several cores. The count is a
-setting: ``set_num_threads(n)``, else ``LEPTON_NUM_THREADS``, else the cores this process may
-run on. Ops ask :func:`threads_for` with their amount of work, so small work stays on the
-calling thread (a hand-off to a worker costs ~10-50 us, more on a busy shared machine).
+One budget: ``set_num_threads(n)``, else ``LEPTON_NUM_THREADS``, else the cores this process
+may run on. Two ways to use it:
+
+- The inference runtime (``lepton_nn.runtime``; ``runtime.load(threads=)`` defaults to the
+  budget) runs its parallel regions on the compiled kernels' one native pool
+  (``kernels/csrc/pool.h``, ``lepton_nn.kernels._pool``): the split happens in C, with no
+  Python per share and no GIL; its workers spin ``LEPTON_POOL_SPIN_US`` (default 5000 us)
+  for the next job before they sleep, so a burst of calls never lets their cores halt.
+- The training ops (autograd's convolution) still use :func:`parallel_for` below: plain
+  Python threads, as the compiled kernels and NumPy's matmul release the GIL.
+
+Ops ask :func:`threads_for` with their amount of work, so small work stays on the calling
+thread (a hand-off to a worker costs ~10-50 us, more on a busy shared machine).
 
 Each task runs on whichever thread takes it: scratch memory must be per thread (the ops'
 ``workspace`` is), and results must not depend on the thread (each task writes its own slice
@@ -32,6 +40,7 @@ __all__ = [
     "blas_held",
     "blas_threads_controlled",
     "blas_gemm",
+    "native_pool_wake",
     "PARALLEL_MIN_FLOPS",
 ]
 
@@ -68,6 +77,16 @@ def set_num_threads(n: int | None) -> None:
     if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
         raise ValueError(f"threads must be a positive int or None, got {n!r}")
     _setting = None if n is None else int(n)
+
+
+def native_pool_wake() -> Callable[[], None] | None:
+    """``wake()`` of the compiled kernels' native pool (``lepton_nn.kernels._pool``): wakes
+    its sleeping workers ahead of a parallel region; None where the pool is not built."""
+    try:
+        from ..kernels._pool import wake
+    except ImportError:
+        return None
+    return wake
 
 
 def threads_for(flops: float, tasks: int) -> int:

@@ -8,7 +8,7 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
 
     Dense (fp32)     dense_packed_forward(h, (P,), (b,), (act,), (z,), threads)  # z = f(h W + b)
                      (compiled: W kept only as its column panels P = dense_pack(W); one call
-                     for a run of Dense layers, any batch, split over the kernel's own
+                     for a run of Dense layers, any batch, split over the native pool's
                      threads. Without the extension: np.matmul(h, W, z) then
                      bias_act_forward(z, b, act, z); at batch 1 np.dot(h, Wt.T, z), Wt = W^T
                      in C order, a faster gemv)
@@ -32,6 +32,10 @@ at load, is not scanned again: ``check=False``). A layer whose weight has
 a stored CSR form, or is at most half nonzero, is run sparse or dense by *measurement*: the
 first plan for a batch size times both kernels on that layer's shapes and keeps the faster.
 
+Every parallel region (a Dense chain, conv chunks or images, int8 columns, recurrent row
+ranges) is one compiled call that splits its work over the process's native pool
+(``kernels/csrc/pool.h``) in C; a plan with such calls starts with the pool's ``wake()``.
+
 Imports: NumPy, :mod:`lepton_nn.backend` (never Numba), :mod:`lepton_nn.errors` and the
 compiled extension, nothing else.
 """
@@ -48,7 +52,7 @@ import numpy as np
 
 from lepton_nn.backend.activations import EXTRA_ACTIVATIONS
 from lepton_nn.backend.reference import ACT_CODE, ReferenceBackend
-from lepton_nn.backend.threads import get_num_threads
+from lepton_nn.backend.threads import get_num_threads, native_pool_wake
 from lepton_nn.errors import LeptonError, ModelFormatError
 
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
@@ -60,11 +64,12 @@ from .steps import (
     PARALLEL_MIN_ROWS,
     AffineStep,
     ConvStep,
-    GroupedConvStep,
     Int8ConvStep,
     Int8DenseStep,
     PoolStep,
     RecurrentStep,
+    blas_in_threads,
+    on_pool,
 )
 from .steps_extra import ElementwiseStep
 from .validate import validate_network
@@ -443,8 +448,15 @@ class Network:
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
         ops += _join_int8_chains(_join_dense_chains(bound))
-        # convolutions spread over the plan's threads: hold BLAS to one thread meanwhile
-        hold = threads > 1 and any(type(s) in (ConvStep, GroupedConvStep) for s in self.steps)
+        # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
+        # meanwhile (its own workers would spin on the cores the pool's need); only then, as
+        # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
+        hold = threads > 1 and any(blas_in_threads(op) for op in ops)
+        # the pool's workers may be asleep (their cores halted): wake them as the run starts,
+        # so that they are back by its first parallel region
+        wake = native_pool_wake()
+        if wake is not None and any(on_pool(op) for op in ops):
+            ops.insert(0, (wake, ()))
         pool = ctx.pool
         memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,
                   "buffers": len(pool.blocks)}  # fmt: skip

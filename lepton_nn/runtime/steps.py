@@ -23,7 +23,7 @@ from lepton_nn.backend.geometry import (
     conv_direct_scratch,
 )
 from lepton_nn.backend.reference import ReferenceBackend
-from lepton_nn.backend.threads import blas_held, blas_single, parallel_for, threads_for
+from lepton_nn.backend.threads import blas_held, blas_single, threads_for
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
@@ -96,19 +96,18 @@ class ConvStep:
         scratch = [np.zeros((step, ckk, oh, ow), ctx.dtype) for _ in range(threads)]
         if self.pool is None:
             y = out_buffer(ctx, (n, o, oh * ow), ctx.dtype)
-            kernel, head, tail = kernels().conv2d_forward_chunks, (*head, step), (y, y)
+            name, head, tail = "conv2d_forward_chunks", (*head, step), (y, y)
             scratch = [(cols,) for cols in scratch]
             shape = (n, o, oh, ow)
         else:
             y = out_buffer(ctx, (n, o, self.pool[6] * self.pool[7]), ctx.dtype)
             argmax = np.zeros(y.shape, np.int64)
-            kernel, head = kernels().conv2d_pool_forward_chunks, (*head, self.pool, step)
+            name, head = "conv2d_pool_forward_chunks", (*head, self.pool, step)
             scratch = [(cols, np.zeros((step, o, oh * ow), ctx.dtype)) for cols in scratch]
             tail = (y, argmax)
             shape = (n, o, *self.pool[6:])
-        return [(_conv_chunks, (src, kernel, head, scratch, tail, chunks, threads))], y.reshape(
-            shape
-        )
+        op = (kernels().conv_chunks_threads, (name, src, head, tuple(scratch), tail, threads))
+        return [op], y.reshape(shape)
 
     def _direct(self, ctx) -> bool:
         """Whether to run the compiled ``conv2d_direct_forward`` (a float32 plan, stride 1,
@@ -143,8 +142,8 @@ class ConvStep:
             counter = np.zeros(1, np.int64)
             call = (k.conv2d_direct_forward, (src, *head, counter, *scratch[0], y))
             return [(counter.fill, (0,)), call], y.reshape(shape)
-        op = (_conv_chunks, (src, k.conv2d_direct_forward, head, scratch, (y,), n, threads))
-        return [op], y.reshape(shape)
+        args = ("conv2d_direct_forward", src, head, tuple(scratch), (y,), threads)
+        return [(k.conv_chunks_threads, args)], y.reshape(shape)
 
     def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
         """Make this step compute y * scale + shift (per output channel) itself: W2 scaled by
@@ -157,21 +156,6 @@ class ConvStep:
     def describe(self) -> str:
         pooled = "" if self.pool is None else f", max pool -> {self.pool[6:]}"
         return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}{pooled}"
-
-
-def _conv_chunks(x, kernel, head, scratch, tail, chunks, threads) -> None:
-    """kernel(x, *head, counter, *scratch[t], *tail) on ``threads`` threads, each with a
-    scratch set of its own, claiming chunks from one counter."""
-    counter, free = np.zeros(1, np.int64), list(scratch)
-
-    def run(_):
-        mine = free.pop()  # atomic under the GIL; one set per thread
-        try:
-            kernel(x, *head, counter, *mine, *tail)
-        finally:
-            free.append(mine)
-
-    parallel_for(chunks, run, threads)
 
 
 class DepthwiseConvStep:
@@ -359,7 +343,8 @@ class Int8ConvStep:
              np.zeros((p, self.n_in), np.uint8), np.zeros((p, f), np.float32))
             for _ in range(threads)
         ]  # fmt: skip
-        ops.append((_conv_chunks, (x, k.qconv2d_forward_chunks, head, scratch, (y,), n, threads)))
+        args = ("qconv2d_forward_chunks", x, head, tuple(scratch), (y,), threads)
+        ops.append((k.conv_chunks_threads, args))
         shape = (n, f, *((oh, ow) if self.pool is None else self.pool[6:]))
         if ctx.dtype == np.float32:
             return ops, y.reshape(shape)
@@ -568,8 +553,11 @@ class RecurrentStep:
                 # rows split over threads only where the bits do not depend on the split
                 threads = min(ctx.threads, threads_for(flops, n))
                 threads = threads if k.recurrent_rows_exact(dt) else 1
-                args = (k.recurrent_rows_forward, head, _row_ranges(n, threads), threads, reverse)
-                ops.append((_recurrent_rows, args))
+                if threads > 1:  # ranges of rows as tasks of the native pool
+                    bounds = np.array(_row_ranges(n, threads), np.int64)
+                    ops.append((k.recurrent_rows_threads, (*head, bounds, reverse, threads)))
+                else:
+                    ops.append((k.recurrent_rows_forward, (*head, 0, n, reverse)))
             else:
                 ops += self._step_ops(ctx, xt if int8_ih[j] else xa, j, h, c, mask, ahead)
             cols = slice(j * u, (j + 1) * u)
@@ -649,18 +637,27 @@ def _row_ranges(n: int, threads: int) -> list[int]:
     return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
 
 
-def _recurrent_rows(kernel, head: tuple, bounds: list[int], threads: int, reverse) -> None:
-    """kernel(*head, r0, r1, reverse) for each range [r0, r1) of ``bounds``, on ``threads``
-    threads. Rows are independent, so any split gives the same bits."""
-    if threads <= 1 or len(bounds) < 3:
-        kernel(*head, bounds[0], bounds[-1], reverse)
-        return
+#: the chunk kernels that call NumPy's BLAS GEMM from C
+_BLAS_CHUNKS = ("conv2d_forward_chunks", "conv2d_pool_forward_chunks")
 
-    def run(ids) -> None:
-        for i in ids:
-            kernel(*head, bounds[i], bounds[i + 1], reverse)
 
-    parallel_for(len(bounds) - 1, run, threads)
+def blas_in_threads(op: Op) -> bool:
+    """Whether ``op`` calls BLAS from several threads of the native pool (an im2col chunk
+    kernel on more than one thread): the plan then holds BLAS to one thread for its run."""
+    fn, args = op
+    return fn == kernels().conv_chunks_threads and args[0] in _BLAS_CHUNKS and args[-1] > 1
+
+
+def on_pool(op: Op) -> bool:
+    """Whether ``op`` runs a job on the native pool's threads (a compiled kernel given more
+    than one thread)."""
+    fn, args = op
+    k = kernels()
+    if fn == k.conv_chunks_threads or fn == k.recurrent_rows_threads:
+        return args[-1] > 1
+    if fn == k.dense_packed_forward:
+        return len(args) > 5 and args[5] > 1
+    return fn == k.qlinear and len(args) > 9 and args[9] > 1
 
 
 def _quantize_x(k, xt: np.ndarray, q_ih: Int8DenseStep, ops: list[Op]) -> tuple:

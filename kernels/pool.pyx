@@ -1,0 +1,127 @@
+# cython: language_level=3
+"""The one native thread pool of the process (``csrc/pool.h``), shared by every extension.
+
+The other compiled modules bind :data:`api` (a capsule of the pool's C entry points) at
+import, so all their parallel regions run on the same workers. From Python: the workers'
+idle spin (:func:`set_spin_us`), counters (:func:`stats`), and :func:`run_test`, a job of
+trivial tasks for the tests (threads, errors, fork).
+"""
+
+from cpython.pycapsule cimport PyCapsule_New
+from libc.stdint cimport int64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "pool_impl.h" nogil:
+    ctypedef int (*lnn_task_fn)(void *ctx, Py_ssize_t task) noexcept nogil
+    ctypedef struct lnn_pool_api_t:
+        int version
+    const lnn_pool_api_t lnn_pool_api_impl
+    int LNN_POOL_THREADED
+    int lnn_pool_run(lnn_task_fn fn, void *ctx, Py_ssize_t tasks, int threads)
+    void lnn_pool_set_spin(long long ns)
+    void lnn_pool_set_wait(long long ns)
+    void lnn_pool_wake()
+    long long lnn_pool_stat(int which)
+    int lnn_pool_workers()
+
+#: the pool's C entry points, bound by the other extension modules at import
+api = PyCapsule_New(<void *>&lnn_pool_api_impl, b"lepton_nn.pool", NULL)
+
+# A worker spins this long for the next job before it sleeps (see set_spin_us; the
+# LEPTON_POOL_SPIN_US environment variable overrides it at import). Long enough to bridge
+# every gap between the parallel regions of a burst of calls, short enough that an idle
+# process stops spending CPU 5 ms after its last call (ONNX Runtime's workers burn ~50 ms a
+# second after a run). benchmarks/bench_pool_spin.py measures it: on the 2-vCPU machine at
+# load 8-9, rounds of 0.02 s of back-to-back calls after a 0.3 s pause (batch 64, 2 threads)
+# saw the worker go to sleep 0.2-0.4 times a round at 5000 us, 1.8-3 at 1000 us and 3-16
+# at 100 us (the MLP, LSTM and CNN of benchmarks/bench_vs_ort.py).
+DEFAULT_SPIN_US = 5000
+# A caller spins this long for its job's last tasks before it sleeps (see set_wait_us).
+DEFAULT_WAIT_US = 1000
+
+
+def set_spin_us(double us):
+    """Let idle workers spin ``us`` microseconds for the next job before they sleep."""
+    if not us >= 0:
+        raise ValueError(f"spin must be >= 0 microseconds, got {us!r}")
+    lnn_pool_set_spin(<long long>(us * 1000))
+
+
+def set_wait_us(double us):
+    """Let a caller spin ``us`` microseconds for its job's last tasks before it sleeps."""
+    if not us >= 0:
+        raise ValueError(f"wait must be >= 0 microseconds, got {us!r}")
+    lnn_pool_set_wait(<long long>(us * 1000))
+
+
+def wake():
+    """Wake the sleeping workers (no job): a call about to run parallel regions does this
+    first, so that a core that went idle (on a virtual machine: a halted vCPU, slow to come
+    back) is running again when the first region starts."""
+    lnn_pool_wake()
+
+
+def stats():
+    """Counters since the process started: jobs run on the pool, jobs run on their caller
+    alone (busy pool, nested, one thread), tasks run by workers, times a worker went to sleep,
+    and workers started."""
+    return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
+            "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
+            "workers": lnn_pool_workers(), "spin_us": lnn_pool_stat(4) / 1000.0,
+            "wait_us": lnn_pool_stat(5) / 1000.0,
+            "threaded": bool(LNN_POOL_THREADED)}
+
+
+# -- a job of trivial tasks, for the tests -------------------------------------------------
+
+cdef struct _test_ctx:
+    int64_t *out
+    Py_ssize_t fail
+    long spin
+
+
+cdef int _test_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef _test_ctx *c = <_test_ctx *>ctx
+    cdef timespec t0, t1
+    clock_gettime(CLOCK_MONOTONIC, &t0)
+    while c.spin > 0:  # busy for c.spin ns, so that several threads get tasks
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        if (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec) >= c.spin:
+            break
+    c.out[i] = i * i + 1
+    return 7 if i == c.fail else 0
+
+
+def run_test(cnp.ndarray out not None, int threads, Py_ssize_t fail=-1, long spin=0):
+    """out[i] = i * i + 1 for every i, as a pool job of len(out) tasks on ``threads``
+    threads (out int64, C-contiguous); task ``fail`` returns error code 7; each task busy for ``spin`` ns. Returns the job's
+    code (0, or 7)."""
+    if cnp.PyArray_TYPE(out) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(out):
+        raise TypeError("run_test takes a C-contiguous int64 array")
+    cdef _test_ctx c
+    c.out = <int64_t *>cnp.PyArray_DATA(out)
+    c.fail = fail
+    c.spin = spin
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(out)
+    cdef int rc
+    with nogil:
+        rc = lnn_pool_run(_test_task, &c, n, threads)
+    return rc
+
+
+def _spin_setting():
+    import os
+
+    env = os.environ.get("LEPTON_POOL_SPIN_US", "").strip()
+    try:
+        return float(env) if env else DEFAULT_SPIN_US
+    except ValueError:
+        return DEFAULT_SPIN_US
+
+
+set_spin_us(_spin_setting())
+set_wait_us(DEFAULT_WAIT_US)
