@@ -122,6 +122,32 @@ def test_same_bits_at_any_thread_count_and_batch(be, sizes):
             np.testing.assert_array_equal(row[0], base[i])
 
 
+def test_rows_of_any_block_height_give_the_same_bits():
+    # from 4 rows on the rows are cut into near-equal blocks of 3 to 6 (64 = 9 x 6 + 2 x 5,
+    # 7 = 3 + 4, 13 = 4 + 4 + 5): every row of every batch equals that row run alone
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=9)
+    acts = (1, 1, 0)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(10).standard_normal((64, 784)).astype(np.float32)
+    alone = np.concatenate([_run(k, x[i : i + 1].copy(), panels, bs, acts)[-1] for i in range(64)])
+    for m in (4, 5, 7, 13, 64):
+        for threads in (1, 2):
+            np.testing.assert_array_equal(_run(k, x[:m].copy(), panels, bs, acts, threads)[-1],
+                                          alone[:m])  # fmt: skip
+
+
+def test_read_probe_reads_float32_only():
+    from lepton_nn.kernels import _dense
+
+    if not hasattr(_dense, "read_probe"):
+        pytest.skip("read_probe not built")
+    v = np.full(4096, 0.5, np.float32)
+    assert _dense.read_probe(v, 6, 512, 0, 3) > 0
+    with pytest.raises(TypeError):
+        _dense.read_probe(v.astype(np.float64))
+
+
 def test_relu_passes_nan_like_numpy(be):
     w = np.ones((2, 3), np.float32)
     x = np.array([[np.nan, 1.0], [-1.0, -2.0]], np.float32)
