@@ -1,7 +1,7 @@
 """``dense_pack`` / ``dense_packed_forward``: Dense layers on weights kept only as column
 panels, any batch, bias and activation fused, split over the kernel's native threads. Every
 backend against the NumPy twin (odd widths, ragged last panels, row tails of the 6-row
-tiles, K blocks of 256), the twin against plain NumPy, and the promises the runtime relies
+tiles, K blocks of 1024), the twin against plain NumPy, and the promises the runtime relies
 on: the same bits whatever the thread count, and a row's result independent of the batch."""
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def test_pack_layout():
 
 
 # widths around the kernel's blocks: panels of 16, tiles of up to 6 panels or 6 rows, K
-# blocks of 256 from 4 rows on; 0-sized edges
-SIZES = [(784, 512, 256, 10), (5, 3), (1, 1), (17, 96, 97, 7), (300, 33, 16, 1), (0, 5), (9, 0, 4)]
+# blocks of 1024 from 4 rows on (2100 = 3 x 700); 0-sized edges
+SIZES = [(784, 512, 256, 10), (5, 3), (1, 1), (17, 96, 97, 7), (2100, 33, 16, 1), (0, 5), (9, 0, 4)]
 ROWS = [1, 2, 3, 4, 5, 6, 7, 13, 64]
 
 
@@ -106,7 +106,7 @@ def test_twin_is_layer_by_layer_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("sizes", [(784, 512, 256, 10), (40, 200, 33), (7, 16, 1)])
+@pytest.mark.parametrize("sizes", [(784, 512, 256, 10), (40, 200, 33), (7, 16, 1), (2100, 20)])
 def test_same_bits_at_any_thread_count_and_batch(be, sizes):
     # each output is the same fma chain over k whatever the split or the tile: 1, 2, 3 and 5
     # threads agree bit for bit, and each row equals that row run alone

@@ -9,8 +9,8 @@
  *
  * Tiles: MR rows x NP panels of 16 columns, MR NP <= 6 (12 AVX2 accumulators of 8 floats,
  * enough independent FMA chains for 2 FMA units of latency 4). Batch 1 runs 1 x (up to 6)
- * tiles: up to 6 panels read side by side; from 4 rows on, (4 to 6) x 1 tiles (rows cut into
- * near-equal blocks) over K blocks of <= 256 (a block of a panel, 16 KB, stays in L1 while the
+ * tiles: up to 6 panels read side by side; from 4 rows on, (3 to 6) x 1 tiles (rows cut into
+ * near-equal blocks) over K blocks of <= LNN_PK_KC (a block of a panel stays in L2 while the
  * row blocks reuse it; the last row block prefetches the next block). Every output is
  * c = fma(x[k], w[k], c) for k = 0, 1, ..., K-1 in order, from c = 0, then + b, then f: the
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
@@ -33,7 +33,11 @@
 
 #define LNN_PK_NR 16  /* columns of a panel */
 #ifndef LNN_PK_KC
-#define LNN_PK_KC 256 /* K block from 4 rows on: 16 KB of a panel */
+/* K block from 4 rows on: <= 64 KB of a panel, read from L2 by each row block (64 bytes per 12
+ * FMAs: the L1 prefetcher keeps up). Blocks of 256 (16 KB, kept in L1) made 4x the tile calls
+ * and accumulator reloads and measured 4-7 % slower at 16-256 rows (benchmarks/
+ * bench_dense_ab.py). */
+#define LNN_PK_KC 1024
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -226,14 +230,14 @@ static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptr
         lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k, NULL);
         return;
     }
-    /* K in equal blocks of at most LNN_PK_KC (784 = 4 x 196, not 3 x 256 + 16) */
+    /* K in equal blocks of at most LNN_PK_KC (2000 = 2 x 1000, not 1024 + 976) */
     const ptrdiff_t blocks = (L->k + LNN_PK_KC - 1) / LNN_PK_KC;
     const ptrdiff_t kc = blocks > 1 ? (L->k + blocks - 1) / blocks : LNN_PK_KC;
-    /* row blocks of near-equal height <= 6: 64 rows = 9 x 6 + 2 x 5 (not 10 x 6 + 4: a 4-row
-     * tile loads 6 vectors per 8 FMAs, a 6-row one 8 per 12, and loads are what bind here) */
+    /* row blocks of near-equal height <= 6: 64 rows = 9 x 6 + 2 x 5, not 10 x 6 + 4 (a 4-row
+     * tile has 8 FMA chains: exactly latency 4 x 2 FMA units, no slack) */
     const ptrdiff_t blocks_m = (m + 5) / 6;
     const float *pan = L->pan + (p0 + u) * L->k * LNN_PK_NR;
-    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a <= 16 KB block of the panel in L1 ... */
+    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a block of the panel in L2 ... */
         const ptrdiff_t k1 = k0 + kc < L->k ? k0 + kc : L->k;
         for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
             const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
