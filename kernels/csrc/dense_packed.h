@@ -241,8 +241,10 @@ static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptr
         const ptrdiff_t k1 = k0 + kc < L->k ? k0 + kc : L->k;
         for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
             const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
-            /* the last row block brings the panel's next K block in meanwhile */
-            const float *pf = b == blocks_m - 1 && k1 < L->k ? pan + k1 * LNN_PK_NR : NULL;
+            /* the last row block brings the panel's next K block in meanwhile (a line per k:
+             * when that block is as long as this one, not past the panel's end) */
+            const int next = b == blocks_m - 1 && k1 + (k1 - k0) <= L->k;
+            const float *pf = next ? pan + k1 * LNN_PK_NR : NULL;
             lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, k0, k1, pf);
         }
         if (k1 >= L->k) break;
