@@ -334,3 +334,24 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
         PyMem_Free(op)
         PyMem_Free(ap)
     return outs[layers - 1]
+
+
+cdef extern from "read_probe.h" nogil:
+    float lnn_read_probe_f32(const float *p, Py_ssize_t n, int streams, Py_ssize_t prefetch,
+                             int hint, Py_ssize_t reps)
+
+
+def read_probe(cnp.ndarray v not None, int streams=6, Py_ssize_t prefetch=0, int hint=0,
+               Py_ssize_t reps=1):
+    """Read the C-contiguous float32 ``v`` ``reps`` times with AVX2 in ``streams`` side-by-side
+    parts (1-8), optionally prefetching ``prefetch`` bytes ahead (``hint`` 0: T0, 1: NTA);
+    a measuring tool for the batch-1 bound (``benchmarks/bench_dense_bound.py``). Returns a
+    value that depends on every load."""
+    if cnp.PyArray_TYPE(v) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(v):
+        raise TypeError("read_probe takes a C-contiguous float32 array")
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(v)
+    cdef float out
+    with nogil:
+        out = lnn_read_probe_f32(<const float *>cnp.PyArray_DATA(v), n, streams, prefetch, hint,
+                                 reps)
+    return out

@@ -1,7 +1,7 @@
 """``dense_pack`` / ``dense_packed_forward``: Dense layers on weights kept only as column
 panels, any batch, bias and activation fused, split over the kernel's native threads. Every
 backend against the NumPy twin (odd widths, ragged last panels, row tails of the 6-row
-tiles, K blocks of 256), the twin against plain NumPy, and the promises the runtime relies
+tiles, K blocks of 1024), the twin against plain NumPy, and the promises the runtime relies
 on: the same bits whatever the thread count, and a row's result independent of the batch."""
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def test_pack_layout():
 
 
 # widths around the kernel's blocks: panels of 16, tiles of up to 6 panels or 6 rows, K
-# blocks of 256 from 4 rows on; 0-sized edges
-SIZES = [(784, 512, 256, 10), (5, 3), (1, 1), (17, 96, 97, 7), (300, 33, 16, 1), (0, 5), (9, 0, 4)]
+# blocks of 1024 from 4 rows on (2100 = 3 x 700); 0-sized edges
+SIZES = [(784, 512, 256, 10), (5, 3), (1, 1), (17, 96, 97, 7), (2100, 33, 16, 1), (0, 5), (9, 0, 4)]
 ROWS = [1, 2, 3, 4, 5, 6, 7, 13, 64]
 
 
@@ -106,7 +106,7 @@ def test_twin_is_layer_by_layer_numpy():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("sizes", [(784, 512, 256, 10), (40, 200, 33), (7, 16, 1)])
+@pytest.mark.parametrize("sizes", [(784, 512, 256, 10), (40, 200, 33), (7, 16, 1), (2100, 20)])
 def test_same_bits_at_any_thread_count_and_batch(be, sizes):
     # each output is the same fma chain over k whatever the split or the tile: 1, 2, 3 and 5
     # threads agree bit for bit, and each row equals that row run alone
@@ -120,6 +120,32 @@ def test_same_bits_at_any_thread_count_and_batch(be, sizes):
         for i in (0, 4, 10):
             row = _run(be, np.ascontiguousarray(x[i : i + 1]), panels, bs, acts, 2)[-1]
             np.testing.assert_array_equal(row[0], base[i])
+
+
+def test_rows_of_any_block_height_give_the_same_bits():
+    # from 4 rows on the rows are cut into near-equal blocks of 3 to 6 (64 = 9 x 6 + 2 x 5,
+    # 7 = 3 + 4, 13 = 4 + 4 + 5): every row of every batch equals that row run alone
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=9)
+    acts = (1, 1, 0)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(10).standard_normal((64, 784)).astype(np.float32)
+    alone = np.concatenate([_run(k, x[i : i + 1].copy(), panels, bs, acts)[-1] for i in range(64)])
+    for m in (4, 5, 7, 13, 64):
+        for threads in (1, 2):
+            np.testing.assert_array_equal(_run(k, x[:m].copy(), panels, bs, acts, threads)[-1],
+                                          alone[:m])  # fmt: skip
+
+
+def test_read_probe_reads_float32_only():
+    from lepton_nn.kernels import _dense
+
+    if not hasattr(_dense, "read_probe"):
+        pytest.skip("read_probe not built")
+    v = np.full(4096, 0.5, np.float32)
+    assert _dense.read_probe(v, 6, 512, 0, 3) > 0
+    with pytest.raises(TypeError):
+        _dense.read_probe(v.astype(np.float64))
 
 
 def test_relu_passes_nan_like_numpy(be):

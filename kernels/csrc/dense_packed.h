@@ -9,8 +9,9 @@
  *
  * Tiles: MR rows x NP panels of 16 columns, MR NP <= 6 (12 AVX2 accumulators of 8 floats,
  * enough independent FMA chains for 2 FMA units of latency 4). Batch 1 runs 1 x (up to 6)
- * tiles: up to 6 panels read side by side; from 4 rows on, 6 x 1 tiles over K blocks of <= 256
- * (a block of a panel, 16 KB, stays in L1 while the row blocks reuse it). Every output is
+ * tiles: up to 6 panels read side by side; from 4 rows on, (3 to 6) x 1 tiles (rows cut into
+ * near-equal blocks) over K blocks of <= LNN_PK_KC (a block of a panel stays in L2 while the
+ * row blocks reuse it; the last row block prefetches the next block). Every output is
  * c = fma(x[k], w[k], c) for k = 0, 1, ..., K-1 in order, from c = 0, then + b, then f: the
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
  * the same at any batch size and any thread count.
@@ -31,7 +32,11 @@
 
 #define LNN_PK_NR 16  /* columns of a panel */
 #ifndef LNN_PK_KC
-#define LNN_PK_KC 256 /* K block from 4 rows on: 16 KB of a panel */
+/* K block from 4 rows on: <= 64 KB of a panel, read from L2 by each row block (64 bytes per 12
+ * FMAs: the L1 prefetcher keeps up). Blocks of 256 (16 KB, kept in L1) made 4x the tile calls
+ * and accumulator reloads and measured 4-7 % slower at 16-256 rows (benchmarks/
+ * bench_dense_ab.py). */
+#define LNN_PK_KC 1024
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -61,7 +66,7 @@ typedef struct {
 __attribute__((always_inline, target("avx2,fma"))) static inline void
 lnn_pk_tile(const int MR, const int NP, const float *x, ptrdiff_t ldx, const float *pan,
             ptrdiff_t kp, ptrdiff_t k0, ptrdiff_t k1, float *c, ptrdiff_t ldc, int first,
-            int last, const float *bias, int relu)
+            int last, const float *bias, int relu, const float *pf)
 {
     __m256 acc[12];
 #pragma GCC unroll 12
@@ -74,6 +79,7 @@ lnn_pk_tile(const int MR, const int NP, const float *x, ptrdiff_t ldx, const flo
     }
     for (ptrdiff_t k = k0; k < k1; k++) {
         __m256 b[12];
+        if (MR > 1 && pf) _mm_prefetch((const char *)(pf + (k - k0) * LNN_PK_NR), _MM_HINT_T0);
 #pragma GCC unroll 6
         for (int p = 0; p < NP; p++) {
             b[2 * p] = _mm256_loadu_ps(pan + p * kp * LNN_PK_NR + k * LNN_PK_NR);
@@ -108,13 +114,13 @@ lnn_pk_tile(const int MR, const int NP, const float *x, ptrdiff_t ldx, const flo
 
 #define LNN_PK_CASE(MR, NP)                                                                \
     case MR * 8 + NP:                                                                      \
-        lnn_pk_tile(MR, NP, x, ldx, pan, kp, k0, k1, c, ldc, first, last, bias, relu);      \
+        lnn_pk_tile(MR, NP, x, ldx, pan, kp, k0, k1, c, ldc, first, last, bias, relu, pf);  \
         break;
 
 __attribute__((target("avx2,fma"))) static void
 lnn_pk_tile_avx2(int mr, int np, const float *x, ptrdiff_t ldx, const float *pan, ptrdiff_t kp,
                  ptrdiff_t k0, ptrdiff_t k1, float *c, ptrdiff_t ldc, int first, int last,
-                 const float *bias, int relu)
+                 const float *bias, int relu, const float *pf)
 {
     switch (mr * 8 + np) {
         LNN_PK_CASE(1, 1) LNN_PK_CASE(1, 2) LNN_PK_CASE(1, 3) LNN_PK_CASE(1, 4)
@@ -144,9 +150,10 @@ static void lnn_pk_tile_c(int mr, int np, const float *x, ptrdiff_t ldx, const f
         }
 }
 
-/* One tile; a tile reaching past column n computes into a 16 NP-wide scratch first. */
+/* One tile; a tile reaching past column n computes into a 16 NP-wide scratch first. pf (or
+ * NULL): lines to prefetch meanwhile, one 64-byte line per k (a panel's next K block). */
 static void lnn_pk_tile_any(const lnn_pk_layer_t *L, ptrdiff_t r0, int mr, ptrdiff_t p0, int np,
-                            ptrdiff_t k0, ptrdiff_t k1)
+                            ptrdiff_t k0, ptrdiff_t k1, const float *pf)
 {
     const ptrdiff_t j0 = p0 * LNN_PK_NR, width = np * LNN_PK_NR;
     const ptrdiff_t cols = L->n - j0 < width ? L->n - j0 : width;
@@ -176,7 +183,7 @@ static void lnn_pk_tile_any(const lnn_pk_layer_t *L, ptrdiff_t r0, int mr, ptrdi
 #if LNN_PK_AVX2
     if (lnn_pk_have_avx2())
         lnn_pk_tile_avx2(mr, np, x, L->k, pan, L->k, k0, k1, c, ldc, first, last, b_in,
-                         last && relu);
+                         last && relu, pf);
     else
 #endif
         lnn_pk_tile_c(mr, np, x, L->k, pan, L->k, k0, k1, c, ldc, first, last, b_in,
@@ -219,16 +226,26 @@ static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptr
     const ptrdiff_t m = L->m;
     if (m <= 3) {
         const ptrdiff_t len = p1 - p0, a = p0 + u * len / units, b = p0 + (u + 1) * len / units;
-        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k);
+        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k, NULL);
         return;
     }
-    /* K in equal blocks of at most LNN_PK_KC (784 = 4 x 196, not 3 x 256 + 16) */
+    /* K in equal blocks of at most LNN_PK_KC (2000 = 2 x 1000, not 1024 + 976) */
     const ptrdiff_t blocks = (L->k + LNN_PK_KC - 1) / LNN_PK_KC;
     const ptrdiff_t kc = blocks > 1 ? (L->k + blocks - 1) / blocks : LNN_PK_KC;
-    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a <= 16 KB block of the panel in L1 ... */
+    /* row blocks of near-equal height <= 6: 64 rows = 9 x 6 + 2 x 5, not 10 x 6 + 4 (a 4-row
+     * tile has 8 FMA chains: exactly latency 4 x 2 FMA units, no slack) */
+    const ptrdiff_t blocks_m = (m + 5) / 6;
+    const float *pan = L->pan + (p0 + u) * L->k * LNN_PK_NR;
+    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a block of the panel in L2 ... */
         const ptrdiff_t k1 = k0 + kc < L->k ? k0 + kc : L->k;
-        for (ptrdiff_t r0 = 0; r0 < m; r0 += 6) /* ... for every block of 6 rows */
-            lnn_pk_tile_any(L, r0, (int)(m - r0 < 6 ? m - r0 : 6), p0 + u, 1, k0, k1);
+        for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
+            const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
+            /* the last row block brings the panel's next K block in meanwhile (a line per k:
+             * when that block is as long as this one, not past the panel's end) */
+            const int next = b == blocks_m - 1 && k1 + (k1 - k0) <= L->k;
+            const float *pf = next ? pan + k1 * LNN_PK_NR : NULL;
+            lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, k0, k1, pf);
+        }
         if (k1 >= L->k) break;
     }
 }
