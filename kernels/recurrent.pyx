@@ -376,3 +376,74 @@ def recurrent_q8_forward(str cell, cnp.ndarray xq not None, cnp.ndarray xs not N
                        reverse, d, sc)
     free(d)
     free(sc)
+
+
+# -- recurrent_q8_forward over ranges of rows on the shared native pool ----------------------
+
+cdef struct _q8_job:
+    int cell
+    const uint8_t *xq
+    const float *xs
+    const int32_t *xzp
+    Py_ssize_t xstep
+    const int16_t *wq
+    const float *wf
+    float *h
+    float *c
+    const float *mask
+    Py_ssize_t b, f, u, t, hn, kp
+    int reverse
+    const Py_ssize_t *bounds
+
+
+cdef int _q8_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef _q8_job *j = <_q8_job *>ctx
+    cdef Py_ssize_t r0 = j.bounds[i], r1 = j.bounds[i + 1], nr = r1 - r0
+    if nr <= 0:
+        return 0
+    # each task its own scratch: the h rows widened (nr, 2 kp) and their scales (2 nr)
+    cdef int16_t *d = <int16_t *>malloc(<size_t>(nr * j.kp * 2) * sizeof(int16_t))
+    cdef float *sc = <float *>malloc(<size_t>(2 * nr) * sizeof(float))
+    if d == NULL or sc == NULL:
+        free(d)
+        free(sc)
+        return 1
+    lnn_rec_q8_fwd(j.cell, j.xq, j.xs, j.xzp, j.xstep, j.wq, j.wf, j.h, j.c, j.mask, j.b, j.f,
+                   j.u, j.t, j.hn, r0, r1, j.reverse, d, sc)
+    free(d)
+    free(sc)
+    return 0
+
+
+def recurrent_q8_threads(str cell, cnp.ndarray xq not None, cnp.ndarray xs not None,
+                         cnp.ndarray xzp not None, tuple packed, cnp.ndarray h not None, c,
+                         mask, cnp.ndarray bounds not None, bint reverse, int threads):
+    """recurrent_q8_forward(cell, xq, xs, xzp, packed, h, c, mask, bounds[i], bounds[i + 1],
+    reverse) for every range i, as tasks of the shared native pool, at most ``threads`` at
+    once (bounds int64 (R + 1,), increasing from 0 to the batch). Rows are independent: any
+    split gives the same bits. Only where q8_available(); arrays as recurrent_q8_forward's."""
+    cdef _q8_job j
+    cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
+    if (cnp.PyArray_TYPE(bounds) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(bounds)
+            or r < 1 or sizeof(Py_ssize_t) != 8):
+        raise ValueError("bounds must be a C-contiguous int64 array of at least 2 values")
+    cdef cnp.ndarray wq = packed[0], wf = packed[1]
+    j.cell = _CELLS[cell]
+    j.hn, j.b, j.u = cnp.PyArray_DIMS(h)[0], cnp.PyArray_DIMS(h)[1], cnp.PyArray_DIMS(h)[2]
+    j.t, j.f = cnp.PyArray_DIMS(xq)[0], cnp.PyArray_DIMS(xq)[2]
+    j.kp = cnp.PyArray_DIMS(wq)[1]
+    j.xstep = 0 if cnp.PyArray_DIMS(xs)[0] == 1 else 1
+    j.xq = <const uint8_t *>cnp.PyArray_DATA(xq)
+    j.xs = <const float *>cnp.PyArray_DATA(xs)
+    j.xzp = <const int32_t *>cnp.PyArray_DATA(xzp)
+    j.wq = <const int16_t *>cnp.PyArray_DATA(wq)
+    j.wf = <const float *>cnp.PyArray_DATA(wf)
+    j.h = <float *>cnp.PyArray_DATA(h)
+    j.c, j.mask = <float *>_data(c), <const float *>_data(mask)
+    j.reverse = reverse
+    j.bounds = <const Py_ssize_t *>cnp.PyArray_DATA(bounds)
+    cdef int rc
+    with nogil:
+        rc = lnn_parallel(_q8_task, &j, r, threads)
+    if rc:
+        raise MemoryError("recurrent_q8_threads: no memory for a range's scratch")

@@ -18,6 +18,7 @@ from lepton_nn.backend.recurrent_q8 import pack_recurrent_q8, unpack_recurrent_q
 from lepton_nn.backend.reference import ReferenceBackend
 from lepton_nn.compress import quantize
 from lepton_nn.runtime import steps
+from lepton_nn.runtime.kernels import kernels
 
 REF = ReferenceBackend()
 GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
@@ -188,7 +189,7 @@ def test_runtime_int8_fused_equals_per_step(tmp_path, monkeypatch, cell, bidirec
     assert isinstance(rec, steps.RecurrentStep) and all(q is not None for q in rec.q8)
     fused = served.predict(x)
     ops = served.plan_for(23).head + served.plan_for(23).tail
-    assert any(fn is steps._recurrent_rows and args[0] == served_kernel() for fn, args, *_ in ops)
+    assert any(fn == served_kernel() for fn, args, *_ in ops)  # threads=1: one call
     # the per-step path's input product 3 steps of 11 ahead: a partial last chunk, met first
     # by the reverse direction
     monkeypatch.setattr(steps, "XZ_CHUNK_BYTES", 3 * 23 * 4 * 20 * GATES[cell])
@@ -209,8 +210,6 @@ def test_runtime_int8_fused_equals_per_step(tmp_path, monkeypatch, cell, bidirec
 
 
 def served_kernel():
-    from lepton_nn.runtime.kernels import kernels
-
     return kernels().recurrent_q8_forward
 
 
@@ -222,8 +221,10 @@ def test_runtime_int8_rows_split_over_threads(tmp_path):
     L.save(quantize(model, x[:20]), tmp_path / "q.lnn")
     one, two = rt.load(tmp_path / "q.lnn", threads=1), rt.load(tmp_path / "q.lnn", threads=2)
     ops = two.plan_for(67).head + two.plan_for(67).tail
-    split = [args for fn, args, *_ in ops if fn is steps._recurrent_rows]
-    assert len(split) == 2 and all(args[3] == 2 and len(args[2]) > 3 for args in split)
+    # per direction one job of the native pool: its row ranges (bounds) and 2 threads
+    split = [args for fn, args, *_ in ops if fn == kernels().recurrent_q8_threads]
+    assert len(split) == 2 and all(args[-1] == 2 and len(args[-3]) > 3 for args in split)
+    assert all(args[-3][0] == 0 and args[-3][-1] == 67 for args in split)
     np.testing.assert_array_equal(two.predict(x), one.predict(x))
 
 

@@ -155,6 +155,15 @@ def _recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, r
                                                  r0, r1, reverse)  # fmt: skip
 
 
+def _recurrent_q8_threads(self, cell, xq, xs, xzp, packed, h, c, mask, bounds, reverse, threads):
+    """The compiled int8 ranges on the shared native pool on AVX2 + FMA; elsewhere the twin."""
+    if _recurrent.q8_available() and hasattr(_recurrent, "recurrent_q8_threads"):
+        return _recurrent.recurrent_q8_threads(cell, xq, xs, xzp, packed, h, c, mask, bounds,
+                                               reverse, threads)  # fmt: skip
+    return ReferenceBackend.recurrent_q8_threads(self, cell, xq, xs, xzp, packed, h, c, mask,
+                                                 bounds, reverse, threads)  # fmt: skip
+
+
 class CythonBackend(ReferenceBackend):
     """Ahead-of-time compiled kernels; no first-call stall.
 
@@ -234,5 +243,6 @@ class CythonBackend(ReferenceBackend):
             recurrent_rows_exact = _recurrent_rows_exact
         if hasattr(_recurrent, "q8_available"):
             recurrent_q8_forward = _recurrent_q8_forward
+            recurrent_q8_threads = _recurrent_q8_threads
         if hasattr(_recurrent, "recurrent_rows_threads"):
             recurrent_rows_threads = _recurrent_rows_threads

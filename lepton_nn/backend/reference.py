@@ -970,6 +970,12 @@ class ReferenceBackend:
 
         return _q8.pack_recurrent_q8(cell, q_ih, s_ih, b, q_hh, s_hh, b_hh)
 
+    def recurrent_q8_threads(self, cell, xq, xs, xzp, packed, h, c, mask, bounds, reverse, threads):
+        """recurrent_q8_forward for each range of rows [bounds[i], bounds[i + 1]) on up to
+        ``threads`` threads (here, in turn). Returns None."""
+        for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            self.recurrent_q8_forward(cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse)
+
     def recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse):
         """recurrent_rows_forward for int8 weights, on this backend's quantize_rows, qlinear
         and step kernels; see :func:`lepton_nn.backend.recurrent_q8.recurrent_q8_forward`."""

@@ -543,8 +543,11 @@ class RecurrentStep:
                 head = (self.cell, *xqs[key], self.q8[j], h, c if self.cell == "LSTM" else None,
                         mask)  # fmt: skip
                 threads = min(ctx.threads, threads_for(2 * n * t * gu * (f + u), n))
-                args = (k.recurrent_q8_forward, head, _row_ranges(n, threads), threads, reverse)
-                ops.append((_recurrent_rows, args))
+                if threads > 1:  # ranges of rows as tasks of the native pool
+                    bounds = np.array(_row_ranges(n, threads), np.int64)
+                    ops.append((k.recurrent_q8_threads, (*head, bounds, reverse, threads)))
+                else:
+                    ops.append((k.recurrent_q8_forward, (*head, 0, n, reverse)))
             elif fused[j]:
                 ws = [None if a is None else np.asarray(a, dt) for a in (w_ih, b, w_hh, b_hh)]
                 head = (self.cell, xt, k.pack_recurrent(self.cell, *ws), h,
@@ -653,7 +656,7 @@ def on_pool(op: Op) -> bool:
     than one thread)."""
     fn, args = op
     k = kernels()
-    if fn == k.conv_chunks_threads or fn == k.recurrent_rows_threads:
+    if fn in (k.conv_chunks_threads, k.recurrent_rows_threads, k.recurrent_q8_threads):
         return args[-1] > 1
     if fn == k.dense_packed_forward:
         return len(args) > 5 and args[5] > 1
