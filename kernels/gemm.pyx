@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The training GEMM (``csrc/gemm_train.h``, threads in ``csrc/gemm_pool.h``), float32:
+"""The training GEMM (``csrc/gemm_train.h``, its units on the shared native pool), float32:
 ``out (m, n) = A' @ B'`` with ``A' = a.T if ta else a``, ``B' = b.T if tb else b``.
 
 Every output is one fused multiply-add chain over k in order from 0, whatever the thread
@@ -12,7 +12,9 @@ cimport numpy as cnp
 
 cnp.import_array()
 
-cdef extern from "gemm_pool.h" nogil:
+include "pool_bind.pxi"
+
+cdef extern from "gemm_train.h" nogil:
     int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads)
 

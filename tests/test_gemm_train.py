@@ -1,4 +1,4 @@
-"""The training GEMM (kernels/gemm.pyx, csrc/gemm_train.h + gemm_pool.h): against a float64
+"""The training GEMM (kernels/gemm.pyx, csrc/gemm_train.h on the shared pool): against a float64
 oracle for every transpose and edge, the same bits at any thread count, and through Linear:
 the eager step against the reference backend, and ``lepton_nn.compile``'s replays bit for
 bit against the eager step at 1 and 2 threads."""

@@ -12,7 +12,7 @@
  *
  * Order of operations: c = 0, then c = fma(a[p], b[p], c) for p = 0, 1, ..., k-1 in order
  * (K blocks continue the same chain from C). A unit computes its columns exactly as a whole
- * call does, so a split over units (threads: gemm_pool.h) is bit-identical to one thread.
+ * call does, so a split over units (threads: the shared pool, pool.h) is bit-identical to one thread.
  * The plain C loop (no AVX2) does the same fma chain with fmaf.
  */
 #ifndef LNN_GEMM_TRAIN_H
@@ -254,6 +254,36 @@ static int lnn_gt_prepare(lnn_gt_call_t *G, const float *a, int ta, const float 
         lnn_gt_pack_a(a, lda, ta, 0, m, p0, kc, pa + LNN_GT_MR * mtiles * p0);
     }
     return 0;
+}
+
+/* ---- a call, its units on the process's one native pool (pool.h) ---------------------- */
+#include "pool.h"
+
+static int lnn_gt_unit_task(void *ctx, ptrdiff_t u)
+{
+    return lnn_gt_unit((const lnn_gt_call_t *)ctx, u);
+}
+
+/* C (m, n) = A' B' (A' = ta ? A^T : A, B' = tb ? B^T : B; A, B, C C-contiguous) on up to
+ * `threads` threads of the shared pool: the caller packs A' once, then the units (64 columns
+ * each) are claimed by whichever thread asks next, the caller included, so a thread the OS
+ * has not run yet simply takes fewer (OpenBLAS splits a GEMM into fixed shares: on a busy
+ * machine one late thread stalled the whole call). Every unit computes its columns exactly as
+ * one thread would: bit-identical at any thread count. 0, or -1 if scratch could not be had. */
+static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
+                              ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int threads)
+{
+    if (m <= 0 || n <= 0) return 0;
+    if (k <= 0) {
+        memset(c, 0, (size_t)(m * n) * sizeof(float));
+        return 0;
+    }
+    lnn_gt_call_t G;
+    if (lnn_gt_prepare(&G, a, ta, b, tb, c, m, n, k) != 0) return -1;
+    const ptrdiff_t units = (n + LNN_GT_UNIT - 1) / LNN_GT_UNIT;
+    const int rc = lnn_parallel(lnn_gt_unit_task, &G, units, threads);
+    lnn_gt_scratch(0, -1);
+    return rc ? -1 : 0;
 }
 
 #endif /* LNN_GEMM_TRAIN_H */
