@@ -25,11 +25,18 @@ import time
 
 import numpy as np
 
+SETTLE = 0.3  # s of idle before each engine's round at > 1 thread (--settle)
 
-def _timed(fns: dict, rounds: int, reps: int) -> dict[str, np.ndarray]:
+
+def _timed(fns: dict, rounds: int, reps: int, settle: float = 0.0) -> dict[str, np.ndarray]:
+    """Interleaved rounds; with ``settle`` each engine's round starts after that pause, so no
+    engine is timed while the other's idle pool workers still spin on the cores (ONNX
+    Runtime's for ~0.1 s after a run, ours for up to 5 ms): a server runs one engine."""
     ts = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
+            if settle:
+                time.sleep(settle)
             f()
             t = time.perf_counter()
             for _ in range(reps):
@@ -38,7 +45,7 @@ def _timed(fns: dict, rounds: int, reps: int) -> dict[str, np.ndarray]:
     return {k: np.array(v) for k, v in ts.items()}
 
 
-def w6(ms, threads, rounds):
+def w6(ms, threads, rounds, settle=SETTLE):
     import lepton_nn.kernels._qgemm as q
 
     from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes, ort_session
@@ -68,7 +75,7 @@ def w6(ms, threads, rounds):
                 "ort": lambda s=sess, f=feed: s.run(None, f),
             }
             reps = max(1, int(1e8 // (m * 1024 * 1024)))
-            ts = _timed(fns, rounds, reps)
+            ts = _timed(fns, rounds, reps, settle if t > 1 else 0.0)
             med = {k: float(np.median(v)) for k, v in ts.items()}
             mn = {k: float(v.min()) for k, v in ts.items()}
             ops = 2 * m * 1024 * 1024
@@ -149,11 +156,17 @@ def main(argv):
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--no-mlp", action="store_true")
     ap.add_argument("--int8", action="store_true", help="only the int8 MLP at batch 1")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE,
+        help="idle seconds before each engine's round at > 1 thread (0: none)",
+    )
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
     print("load average before:", os.getloadavg())
     if not a.int8:
-        w6([int(m) for m in a.ms.split(",")], threads, a.rounds)
+        w6([int(m) for m in a.ms.split(",")], threads, a.rounds, a.settle)
     if not a.no_mlp:
         mlp_batch1(a.rounds, threads)
     print("\nload average after:", os.getloadavg())
