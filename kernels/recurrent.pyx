@@ -13,6 +13,7 @@ validated: ``lepton_nn/ops/recurrent.py`` builds every array (C-contiguous, one 
 """
 
 cimport numpy as cnp
+import numpy as np
 
 cnp.import_array()
 
@@ -348,34 +349,10 @@ def recurrent_q8_forward(str cell, cnp.ndarray xq not None, cnp.ndarray xs not N
     """All steps of one int8 direction of an LSTM / GRU / SimpleRNN for batch rows r0 ..
     r1-1 (the twin, lepton_nn/backend/recurrent_q8.py, says what is read and written;
     packed from its pack_recurrent_q8). Only where q8_available(): the backend checks.
-    Arrays C-contiguous, built by the runtime's plan: nothing is validated here."""
-    cdef int code = _CELLS[cell]
-    cdef cnp.ndarray wq = packed[0], wf = packed[1]
-    cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
-    cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2], t = cnp.PyArray_DIMS(xq)[0]
-    cdef Py_ssize_t f = cnp.PyArray_DIMS(xq)[2], kp = cnp.PyArray_DIMS(wq)[1]
-    cdef Py_ssize_t xstep = 0 if cnp.PyArray_DIMS(xs)[0] == 1 else 1, nr = r1 - r0
-    cdef float *pc = <float *>_data(c)
-    cdef float *pm = <float *>_data(mask)
-    cdef uint8_t *p0 = <uint8_t *>cnp.PyArray_DATA(xq)
-    cdef float *p1 = <float *>cnp.PyArray_DATA(xs)
-    cdef int32_t *p2 = <int32_t *>cnp.PyArray_DATA(xzp)
-    cdef int16_t *p3 = <int16_t *>cnp.PyArray_DATA(wq)
-    cdef float *p4 = <float *>cnp.PyArray_DATA(wf)
-    cdef float *p5 = <float *>cnp.PyArray_DATA(h)
-    if nr <= 0:
-        return
-    cdef int16_t *d = <int16_t *>malloc(<size_t>(nr * kp * 2) * sizeof(int16_t))
-    cdef float *sc = <float *>malloc(<size_t>(2 * nr) * sizeof(float))
-    if d == NULL or sc == NULL:
-        free(d)
-        free(sc)
-        raise MemoryError()
-    with nogil:
-        lnn_rec_q8_fwd(code, p0, p1, p2, xstep, p3, p4, p5, pc, pm, b, f, u, t, hn, r0, r1,
-                       reverse, d, sc)
-    free(d)
-    free(sc)
+    Arrays C-contiguous, built by the runtime's plan: nothing is validated here. One range
+    of recurrent_q8_threads, on the calling thread."""
+    recurrent_q8_threads(cell, xq, xs, xzp, packed, h, c, mask, np.array([r0, r1], np.int64),
+                         reverse, 1)
 
 
 # -- recurrent_q8_forward over ranges of rows on the shared native pool ----------------------
