@@ -9,12 +9,17 @@
  *   for z and r).
  *
  *   for s in 0 .. T-1 (T-1 .. 0 when reverse), p, q = the state slots before / after s:
- *       for each unit block j, each row i in r0 .. r1-1:
- *           z[g] = bias[g] + x[s, i] @ W_ih[:, g] + h[p, i] @ W_hh[:, g]   (8 lanes a gate)
- *           the cell's gates on z, written straight to h[q, i, 8j:8j+8] (and c[q])
+ *       for each chunk of up to 64 rows in r0 .. r1-1, each unit block j:
+ *           for each row i of the chunk (tiles of R rows: 3, SimpleRNN 8):
+ *               z[i, g] = bias[g] + x[s, i] @ W_ih[:, g] + h[p, i] @ W_hh[:, g]  (8 lanes a gate)
+ *           the cell's gates on the chunk's z, written to h[q, i, 8j:8j+8] (and c[q])
  *
- * so no x W_ih, h W_hh or gate buffer is ever written: each 8-unit block of every gate is
- * summed in registers and turned into its states there. Rows are independent through the
+ * so no x W_ih or h W_hh of the whole batch is ever written: the input product is summed in
+ * the same registers as the recurrent one (F rows more of K: no pass of its own), and the
+ * gate sums of one block wait in an 8 KiB buffer that stays in L1 beside the block's weight
+ * panel. The sums and the gate math are separate passes: the tile loop keeps its 12 sums
+ * and weights in registers, and the gate math runs over many rows at once (a row's chain
+ * of sigmoid, c, tanh(c) alone is ~170 cycles of latency). Rows are independent through the
  * whole sequence: threads split the batch into row ranges, one call each, with no barrier,
  * and every row's arithmetic is the same whatever the range, so any split gives the same
  * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (2, B, U);
@@ -32,17 +37,22 @@
 #include "recurrent_simd.h"
 
 #if LNN_RR_AVX2
-/* R rows (i0 .. i0+R-1) of unit block `blk` at one step: the sums of the G gate vectors in
- * registers (GRU: a 4th vector, n's recurrent part), then the cell's states. lanes < 8 only
- * in the last block (U not a multiple of 8): loads and stores masked. */
-static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const float *wp,
+/* rows of a chunk whose gate sums one block's pass keeps (chunk x 4 gates x 8 lanes x 4 bytes
+ * = 8 KiB: in L1 beside the block's weight panel) */
+#ifndef LNN_RR_CHUNK
+#define LNN_RR_CHUNK 64
+#endif
+
+/* The gate sums of R rows (i0 .. i0+R-1) for unit block `wp` at one step, in registers, then
+ * stored to z (R, GV, 8): z = bias + x[s, i] @ W_ih + h[p, i] @ W_hh, k in order (GRU: n's
+ * recurrent part apart, in a 4th vector from b_hh_n). Only sums here: with no gate math in
+ * the same loop the compiler keeps all the accumulators and the weights in registers. */
+static inline LNN_RR_TI void lnn_rr_sums(const int cell, const int R, const float *wp,
                                           ptrdiff_t kx, ptrdiff_t u, const float *xs,
-                                          const float *hp, float *hq, const float *cp, float *cq,
-                                          const float *ms, ptrdiff_t i0, ptrdiff_t blk,
-                                          __m256i lanes, int partial)
+                                          const float *hp, ptrdiff_t i0, float *z)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G, W = G * LNN_RV;
-    __m256 acc[4][4];
+    __m256 acc[8][4];
     LNN_RR_UNROLL
     for (int r = 0; r < R; r++) /* z = bias (GRU: n's recurrent part starts at b_hh_n) */
         LNN_RR_UNROLL
@@ -74,36 +84,96 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
             }
         }
     }
-    const ptrdiff_t j0 = blk * LNN_RV;
     LNN_RR_UNROLL
-    for (int r = 0; r < R; r++) {
+    for (int r = 0; r < R; r++)
+        LNN_RR_UNROLL
+        for (int g = 0; g < GV; g++) _mm256_store_ps(z + (r * GV + g) * LNN_RV, acc[r][g]);
+}
+
+/* The states of rows i0 .. i0+n-1 (n <= 4), units j0 .. j0+7, from their gates (LSTM:
+ * i, f, g, o; GRU: z, r and n's two sums; SimpleRNN: the sum) in z (rows, GV, 8), the last
+ * tanh of the n rows in lockstep. lanes < 8 only in the last block (U not a multiple of 8):
+ * loads and stores of the states masked. */
+static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const float *z,
+                                            ptrdiff_t i0, ptrdiff_t u, ptrdiff_t j0,
+                                            const float *ms, const float *hp, float *hq,
+                                            const float *cp, float *cq, __m256i lanes,
+                                            int partial)
+{
+    const int GV = cell == 2 ? 1 : 4;
+    __m256 hold[4], cpv[4], cv[4], a[4];
+    LNN_RR_UNROLL
+    for (int r = 0; r < n; r++) {
+        const float *zr = z + r * GV * LNN_RV;
+        const ptrdiff_t o = (i0 + r) * u + j0;
+        hold[r] = partial ? _mm256_maskload_ps(hp + o, lanes) : _mm256_loadu_ps(hp + o);
+        if (cell == 0) { /* c = f c' + i g */
+            cpv[r] = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
+            cv[r] = _mm256_fmadd_ps(_mm256_load_ps(zr + LNN_RV), cpv[r],
+                                    _mm256_mul_ps(_mm256_load_ps(zr), _mm256_load_ps(zr + 2 * LNN_RV)));
+            a[r] = cv[r];
+        } else if (cell == 1) { /* z_n + r a_n */
+            a[r] = _mm256_fmadd_ps(_mm256_load_ps(zr + LNN_RV), _mm256_load_ps(zr + 3 * LNN_RV),
+                                   _mm256_load_ps(zr + 2 * LNN_RV));
+        } else {
+            a[r] = _mm256_load_ps(zr);
+        }
+    }
+    lnn_rr_act_n(n, 15, a); /* tanh of each */
+    LNN_RR_UNROLL
+    for (int r = 0; r < n; r++) {
+        const float *zr = z + r * GV * LNN_RV;
         const ptrdiff_t o = (i0 + r) * u + j0;
         const int keep = ms != NULL && !(ms[i0 + r] > 0); /* mask 0: the state stays */
         __m256 hv;
-        const __m256 hold = partial ? _mm256_maskload_ps(hp + o, lanes) : _mm256_loadu_ps(hp + o);
-        if (cell == 0) { /* c = f c' + i g;  h = o tanh(c) */
-            const __m256 cpv = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
-            const __m256 iv = lnn_rr_sigmoid(acc[r][0]), fv = lnn_rr_sigmoid(acc[r][1]);
-            const __m256 gv = lnn_rr_tanh(acc[r][2]), ov = lnn_rr_sigmoid(acc[r][3]);
-            __m256 cv = _mm256_fmadd_ps(fv, cpv, _mm256_mul_ps(iv, gv));
-            hv = _mm256_mul_ps(ov, lnn_rr_tanh(cv));
-            if (keep) cv = cpv;
-            if (partial) _mm256_maskstore_ps(cq + o, lanes, cv);
-            else _mm256_storeu_ps(cq + o, cv);
-        } else if (cell == 1) { /* n = tanh(z_n + r a_n);  h = (1 - z) n + z h' = n + z (h' - n) */
-            const __m256 zv = lnn_rr_sigmoid(acc[r][0]), rv = lnn_rr_sigmoid(acc[r][1]);
-            const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, acc[r][3], acc[r][2]));
-            hv = _mm256_fmadd_ps(zv, _mm256_sub_ps(hold, nv), nv);
+        if (cell == 0) { /* h = o tanh(c) */
+            hv = _mm256_mul_ps(_mm256_load_ps(zr + 3 * LNN_RV), a[r]);
+            const __m256 c1 = keep ? cpv[r] : cv[r];
+            if (partial) _mm256_maskstore_ps(cq + o, lanes, c1);
+            else _mm256_storeu_ps(cq + o, c1);
+        } else if (cell == 1) { /* h = (1 - z) n + z h' = n + z (h' - n) */
+            hv = _mm256_fmadd_ps(_mm256_load_ps(zr), _mm256_sub_ps(hold[r], a[r]), a[r]);
         } else { /* h = tanh(z) */
-            hv = lnn_rr_tanh(acc[r][0]);
+            hv = a[r];
         }
-        if (keep) hv = hold;
+        if (keep) hv = hold[r];
         if (partial) _mm256_maskstore_ps(hq + o, lanes, hv);
         else _mm256_storeu_ps(hq + o, hv);
     }
 }
 
-/* One cell's steps for rows r0 .. r1-1 (see the top of this file), float32, AVX2 + FMA. */
+/* The gate math of rows c0 .. c1-1, units j0 .. j0+7, from their gate sums z (rows, GV, 8),
+ * in two passes over the rows: the gates' sigmoid / tanh in place in z (LSTM: a row's 4 in
+ * lockstep; GRU: z and r), then the states, 4 rows at a time. One row's whole chain at a
+ * time (gates, c, tanh(c), ~170 cycles of latency) left the core waiting. */
+static inline LNN_RR_TI void lnn_rr_gates(const int cell, float *z, ptrdiff_t c0, ptrdiff_t c1,
+                                           ptrdiff_t u, ptrdiff_t j0, const float *ms,
+                                           const float *hp, float *hq, const float *cp,
+                                           float *cq, __m256i lanes, int partial)
+{
+    const int GV = cell == 2 ? 1 : 4, NA = cell == 0 ? 4 : (cell == 1 ? 2 : 0);
+    if (NA)
+        for (float *zr = z; zr < z + (c1 - c0) * GV * LNN_RV; zr += GV * LNN_RV) {
+            __m256 v[4];
+            LNN_RR_UNROLL
+            for (int g = 0; g < NA; g++) v[g] = _mm256_load_ps(zr + g * LNN_RV);
+            lnn_rr_act_n(NA, cell == 0 ? 4 : 0, v); /* LSTM: i, f, o sigmoid, g tanh */
+            LNN_RR_UNROLL
+            for (int g = 0; g < NA; g++) _mm256_store_ps(zr + g * LNN_RV, v[g]);
+        }
+    ptrdiff_t i = c0;
+    for (; i + 4 <= c1; i += 4)
+        lnn_rr_states(cell, 4, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, lanes,
+                      partial);
+    for (; i < c1; i++)
+        lnn_rr_states(cell, 1, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, lanes,
+                      partial);
+}
+
+/* One cell's steps for rows r0 .. r1-1 (see the top of this file), float32, AVX2 + FMA.
+ * Per step, per chunk of up to LNN_RR_CHUNK rows, per unit block: the sums of the chunk's
+ * rows in tiles of R rows (the last 1 or 2 in a smaller tile: the same arithmetic per row),
+ * then their gate math. */
 static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const float *x,
                                               const float *wp, float *h, float *c,
                                               const float *mask, ptrdiff_t b, ptrdiff_t kx,
@@ -111,24 +181,35 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                                               ptrdiff_t r0, ptrdiff_t r1, int reverse,
                                               ptrdiff_t kp)
 {
-    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1);
+    const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G;
     const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
     const ptrdiff_t rest = u - (nb - 1) * LNN_RV;
     const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest),
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    float z[LNN_RR_CHUNK * 4 * LNN_RV] __attribute__((aligned(32)));
     for (ptrdiff_t i = 0; i < t; i++) {
         const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
         const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
         float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
         const float *xs = x + s * b * kx, *ms = mask ? mask + s * b : NULL;
-        for (ptrdiff_t blk = 0; blk < nb; blk++) {
-            const float *wb = wp + blk * kp * G * LNN_RV;
-            const int partial = blk == nb - 1 && rest < LNN_RV;
-            ptrdiff_t i0 = r0;
-            for (; i0 + R <= r1; i0 += R)
-                lnn_rr_tile(cell, R, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
-            for (; i0 < r1; i0++) /* the rows left: one at a time, the same arithmetic */
-                lnn_rr_tile(cell, 1, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
+        for (ptrdiff_t c0 = r0; c0 < r1; c0 += LNN_RR_CHUNK) {
+            const ptrdiff_t c1 = c0 + LNN_RR_CHUNK < r1 ? c0 + LNN_RR_CHUNK : r1;
+            /* rows in R-row tiles, the last 2 or 4 (or the 1) in 2-row tiles: a 1-row tile
+             * has too few independent sums to keep the FMA units busy */
+            const ptrdiff_t n = c1 - c0;
+            const ptrdiff_t tail = R == 3 && n > 1 ? (n % 3 == 1 ? 4 : n % 3) : n % R;
+            for (ptrdiff_t blk = 0; blk < nb; blk++) {
+                const float *wb = wp + blk * kp * G * LNN_RV;
+                const int partial = blk == nb - 1 && rest < LNN_RV;
+                ptrdiff_t i0 = c0;
+                for (; i0 + R <= c1 - tail; i0 += R)
+                    lnn_rr_sums(cell, R, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
+                for (; i0 + 2 <= c1; i0 += 2)
+                    lnn_rr_sums(cell, 2, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
+                if (i0 < c1)
+                    lnn_rr_sums(cell, 1, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
+                lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, partial);
+            }
         }
     }
 }
@@ -154,7 +235,7 @@ static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, 
                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
                                      int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(2, 4, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
 }
 
 #endif

@@ -27,50 +27,88 @@
 /* the tile loops over rows and gates unrolled: the accumulators then live in registers */
 #define LNN_RR_UNROLL _Pragma("GCC unroll 8")
 
-/* exp parts of lnn_rec_exp_parts (recurrent.h), 8 lanes: x in [-87, 0] -> s = 2^k,
- * q = expm1(r), x = k ln2 + r */
-static inline LNN_RR_TI void lnn_rr_exp_parts(__m256 x, __m256 *s, __m256 *q)
+/* exp parts of lnn_rec_exp_parts (recurrent.h) of n vectors at once (n <= 4, known when
+ * inlined), in lockstep: each operation for all n before the next, so that n independent
+ * chains of ~60 cycles' latency sit side by side in the instruction stream and the core
+ * overlaps them. x in [-87, 0] -> s = 2^k, q = expm1(r), x = k ln2 + r. */
+static inline LNN_RR_TI void lnn_rr_exp_parts_n(const int n, __m256 *x, __m256 *s, __m256 *q)
 {
     const __m256 magic = _mm256_set1_ps(12582912.0f);
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
-    const __m256 k = _mm256_sub_ps(t, magic);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    *q = _mm256_mul_ps(p, r);
-    const __m256i kb = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
-    *s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(kb, _mm256_set1_epi32(127)), 23));
+    __m256 t[4], r[4], p[4];
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) x[j] = _mm256_max_ps(x[j], _mm256_set1_ps(-87.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++)
+        t[j] = _mm256_fmadd_ps(x[j], _mm256_set1_ps(1.44269504088896341f), magic);
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) {
+        const __m256 k = _mm256_sub_ps(t[j], magic);
+        r[j] = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x[j]);
+        r[j] = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r[j]);
+    }
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++)
+        p[j] = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 5040.0f), r[j], _mm256_set1_ps(1.0f / 720.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) p[j] = _mm256_fmadd_ps(p[j], r[j], _mm256_set1_ps(1.0f / 120.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) p[j] = _mm256_fmadd_ps(p[j], r[j], _mm256_set1_ps(1.0f / 24.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) p[j] = _mm256_fmadd_ps(p[j], r[j], _mm256_set1_ps(1.0f / 6.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) p[j] = _mm256_fmadd_ps(p[j], r[j], _mm256_set1_ps(0.5f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) p[j] = _mm256_fmadd_ps(p[j], r[j], _mm256_set1_ps(1.0f));
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) {
+        q[j] = _mm256_mul_ps(p[j], r[j]);
+        const __m256i kb = _mm256_sub_epi32(_mm256_castps_si256(t[j]), _mm256_castps_si256(magic));
+        const __m256i e = _mm256_add_epi32(kb, _mm256_set1_epi32(127));
+        s[j] = _mm256_castsi256_ps(_mm256_slli_epi32(e, 23));
+    }
 }
 
-/* sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|) */
+/* z[j] <- sigmoid(z[j]), or tanh(z[j]) where bit j of `tanhs` is set, for j < n (n <= 4), in
+ * lockstep (lnn_rr_exp_parts_n):
+ *   sigmoid(z) = {1 or e} / (1 + e), e = exp(-|z|);  tanh(z) = sign(z) (-m) / (2 + m),
+ *   m = expm1(-2|z|). */
+static inline LNN_RR_TI void lnn_rr_act_n(const int n, const int tanhs, __m256 *z)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 a[4], s[4], q[4];
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) /* -|z|, or -2|z| for tanh */
+        a[j] = tanhs >> j & 1 ? _mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, z[j]))
+                             : _mm256_or_ps(z[j], sign);
+    lnn_rr_exp_parts_n(n, a, s, q);
+    LNN_RR_UNROLL
+    for (int j = 0; j < n; j++) {
+        if (tanhs >> j & 1) {
+            const __m256 m = _mm256_fmadd_ps(s[j], q[j], _mm256_sub_ps(s[j], one));
+            const __m256 den = _mm256_add_ps(_mm256_set1_ps(2.0f), m);
+            const __m256 t = _mm256_div_ps(_mm256_xor_ps(m, sign), den);
+            z[j] = _mm256_or_ps(t, _mm256_and_ps(z[j], sign));
+        } else {
+            const __m256 e = _mm256_fmadd_ps(s[j], q[j], s[j]);
+            const __m256 num = _mm256_blendv_ps(one, e, z[j]); /* z's sign bit set: e */
+            z[j] = _mm256_div_ps(num, _mm256_add_ps(one, e));
+        }
+    }
+}
+
+/* sigmoid(z) (lnn_rr_act_n) */
 static inline LNN_RR_TI __m256 lnn_rr_sigmoid(__m256 z)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 s, q;
-    lnn_rr_exp_parts(_mm256_or_ps(z, sign), &s, &q); /* -|z| */
-    const __m256 e = _mm256_fmadd_ps(s, q, s);
-    const __m256 num = _mm256_blendv_ps(one, e, z); /* z's sign bit set: e */
-    return _mm256_div_ps(num, _mm256_add_ps(one, e));
+    lnn_rr_act_n(1, 0, &z);
+    return z;
 }
 
-/* tanh(z) = sign(z) (-m) / (2 + m), m = expm1(-2|z|) */
+/* tanh(z) (lnn_rr_act_n) */
 static inline LNN_RR_TI __m256 lnn_rr_tanh(__m256 z)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 s, q;
-    lnn_rr_exp_parts(_mm256_mul_ps(_mm256_set1_ps(-2.0f), _mm256_andnot_ps(sign, z)), &s, &q);
-    const __m256 m = _mm256_fmadd_ps(s, q, _mm256_sub_ps(s, one));
-    const __m256 t = _mm256_div_ps(_mm256_xor_ps(m, sign), _mm256_add_ps(_mm256_set1_ps(2.0f), m));
-    return _mm256_or_ps(t, _mm256_and_ps(z, sign));
+    lnn_rr_act_n(1, 1, &z);
+    return z;
 }
-
 
 /* the AVX2 kernels run where the CPU has AVX2 and FMA, unless lnn_rr_simd_on is 0 (tests of
  * the plain loops on an AVX2 machine: recurrent.pyx use_simd) */
