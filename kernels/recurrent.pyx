@@ -239,6 +239,10 @@ cdef extern from "recurrent_rows.h" nogil:
                               const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
                               Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
                               int reverse, Py_ssize_t kp)
+    void lnn_rec_rows_steps_f32(int cell, const float *x, const float *wp, float *h, float *c,
+                                const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
+                                Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
+                                Py_ssize_t i0, Py_ssize_t i1, int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
 
@@ -279,6 +283,15 @@ def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
 
 include "pool_bind.pxi"
 
+cdef extern from "rows_share.h" nogil:
+    ctypedef struct lnn_rows_share:
+        pass
+    ctypedef void (*lnn_rs_steps_fn)(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,
+                                     Py_ssize_t i1) noexcept nogil
+    void lnn_rows_share_init(lnn_rows_share *s, const Py_ssize_t *bounds, Py_ssize_t n,
+                             Py_ssize_t t)
+    Py_ssize_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
+
 cdef struct _rows_job:
     int cell
     const float *x
@@ -288,13 +301,19 @@ cdef struct _rows_job:
     const float *mask
     Py_ssize_t b, kx, u, t, hn, kp
     int reverse
-    const Py_ssize_t *bounds
+    lnn_rows_share *share
+
+
+cdef void _rows_steps(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,
+                      Py_ssize_t i1) noexcept nogil:
+    cdef _rows_job *j = <_rows_job *>ctx
+    lnn_rec_rows_steps_f32(j.cell, j.x, j.wp, j.h, j.c, j.mask, j.b, j.kx, j.u, j.t, j.hn, r0,
+                           r1, i0, i1, j.reverse, j.kp)
 
 
 cdef int _rows_task(void *ctx, Py_ssize_t i) noexcept nogil:
     cdef _rows_job *j = <_rows_job *>ctx
-    lnn_rec_rows_fwd_f32(j.cell, j.x, j.wp, j.h, j.c, j.mask, j.b, j.kx, j.u, j.t, j.hn,
-                         j.bounds[i], j.bounds[i + 1], j.reverse, j.kp)
+    lnn_rows_share_run(j.share, _rows_steps, ctx)
     return 0
 
 
@@ -302,10 +321,14 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
                            cnp.ndarray h not None, c, mask, cnp.ndarray bounds not None,
                            bint reverse, int threads):
     """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
-    reverse) for every range i, as tasks of the shared native pool, at most ``threads`` at
-    once (bounds int64 (R + 1,), increasing from 0 to the batch). Rows are independent:
-    any split and any thread gives the same bits. Arrays as recurrent_rows_forward's."""
+    reverse) for every range i, on up to ``threads`` threads of the shared native pool
+    (bounds int64 (R + 1,), increasing from 0 to the batch). The threads share the ranges
+    step by step (csrc/rows_share.h): each runs one step of a range nobody is running, the
+    ranges in turn, so a thread that starts late takes over the ranges not being run from
+    the step they are at. Rows are independent: any split and any thread gives the same
+    bits. Arrays as recurrent_rows_forward's."""
     cdef _rows_job j
+    cdef lnn_rows_share share
     cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
     if (cnp.PyArray_TYPE(bounds) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(bounds)
             or r < 1 or sizeof(Py_ssize_t) != 8):
@@ -319,9 +342,10 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
     j.wp = <const float *>cnp.PyArray_DATA(w_packed)
     j.h = <float *>cnp.PyArray_DATA(h)
     j.reverse = reverse
-    j.bounds = <const Py_ssize_t *>cnp.PyArray_DATA(bounds)
+    j.share = &share
     with nogil:
-        lnn_parallel(_rows_task, &j, r, threads)
+        lnn_rows_share_init(&share, <const Py_ssize_t *>cnp.PyArray_DATA(bounds), r, j.t)
+        lnn_parallel(_rows_task, &j, threads if threads > 1 else 1, threads)
 
 
 # -- the same for int8 weights (csrc/recurrent_q8.h) ------------------------------------------

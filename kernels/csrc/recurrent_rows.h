@@ -178,8 +178,8 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                                               const float *wp, float *h, float *c,
                                               const float *mask, ptrdiff_t b, ptrdiff_t kx,
                                               ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn,
-                                              ptrdiff_t r0, ptrdiff_t r1, int reverse,
-                                              ptrdiff_t kp)
+                                              ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
+                                              ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G;
     const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
@@ -187,7 +187,7 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
     const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest),
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     float z[LNN_RR_CHUNK * 4 * LNN_RV] __attribute__((aligned(32)));
-    for (ptrdiff_t i = 0; i < t; i++) {
+    for (ptrdiff_t i = i0; i < i1; i++) {
         const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
         const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
         float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
@@ -216,26 +216,26 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
 
 static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h, float *c,
                                       const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                      int reverse, ptrdiff_t kp)
+                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
+                                      ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     int reverse, ptrdiff_t kp)
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
+                                     ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     int reverse, ptrdiff_t kp)
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
+                                     ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
 
 #endif
@@ -250,21 +250,35 @@ static int lnn_rec_rows_available(void)
 #endif
 }
 
-/* The entry point (see the top of this file); only where lnn_rec_rows_available().
+/* Steps i0 .. i1-1 of the run (step s = i, or T-1-i when reverse) for rows r0 .. r1-1: the
+ * entry point (see the top of this file); only where lnn_rec_rows_available(). A range's
+ * steps in order, in one call or several, give the same bits.
  * kp: the packed rows per block (1 + F + U, GRU one more). */
+static void lnn_rec_rows_steps_f32(int cell, const float *x, const float *wp, float *h, float *c,
+                                   const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
+                                   ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                   ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
+{
+#if LNN_RR_AVX2
+    if (cell == 0)
+        lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+    else if (cell == 1)
+        lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+    else
+        lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+#else
+    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)b, (void)kx, (void)u;
+    (void)t, (void)hn, (void)r0, (void)r1, (void)i0, (void)i1, (void)reverse, (void)kp;
+#endif
+}
+
+/* All T steps for rows r0 .. r1-1 */
 static void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
                                  const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
                                  ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
                                  int reverse, ptrdiff_t kp)
 {
-#if LNN_RR_AVX2
-    if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-    else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-    else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-#else
-    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)b, (void)kx, (void)u;
-    (void)t, (void)hn, (void)r0, (void)r1, (void)reverse, (void)kp;
-#endif
+    lnn_rec_rows_steps_f32(cell, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, 0, t, reverse, kp);
 }
 
 #endif /* LNN_RECURRENT_ROWS_H */

@@ -556,8 +556,8 @@ class RecurrentStep:
                 # rows split over threads only where the bits do not depend on the split
                 threads = min(ctx.threads, threads_for(flops, n))
                 threads = threads if k.recurrent_rows_exact(dt) else 1
-                if threads > 1:  # ranges of rows as tasks of the native pool
-                    bounds = np.array(_row_ranges(n, threads), np.int64)
+                if threads > 1:  # a range a thread, shared step by step on the native pool
+                    bounds = np.array([i * n // threads for i in range(threads + 1)], np.int64)
                     ops.append((k.recurrent_rows_threads, (*head, bounds, reverse, threads)))
                 else:
                     ops.append((k.recurrent_rows_forward, (*head, 0, n, reverse)))
@@ -630,10 +630,11 @@ class RecurrentStep:
 
 
 def _row_ranges(n: int, threads: int) -> list[int]:
-    """Bounds of the ranges of batch rows a recurrent layer's threads take in turn: one
-    range on one thread, else a few per thread (handed out as they finish, so a thread
+    """Bounds of the ranges of batch rows an int8 recurrent layer's threads take in turn:
+    one range on one thread, else a few per thread (handed out as they finish, so a thread
     slowed by a busy neighbour takes fewer), starting at multiples of the compiled kernel's
-    row tile (3 rows), so that one tile in all is short."""
+    row tile (3 rows), so that one tile in all is short. (The float32 kernel's threads share
+    a range a thread step by step instead: kernels/csrc/rows_share.h.)"""
     if threads <= 1:
         return [0, n]
     tasks = max(threads, min(4 * threads, n // 16))

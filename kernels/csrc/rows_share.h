@@ -1,0 +1,109 @@
+/* rows_share.h: batch rows run through T steps by several threads that share them step by
+ * step, for the recurrent kernels (recurrent_rows.h, through recurrent.pyx's pool tasks).
+ *
+ * Rows are independent through the whole sequence, so any thread may run any range of rows,
+ * but each range's steps in order. The rows are cut into groups (the ranges given, one per
+ * thread from the runtime). Every thread of a pool job is a participant
+ * (lnn_rows_share_run): it takes the next step of a group that nobody is running, the
+ * groups in turn (round robin, starting after the last one it ran), runs that one step and
+ * lets the group go, until every group is done or being run by another thread; it never
+ * waits. So
+ *   - a thread alone (the others not started yet) advances all the groups together, and a
+ *     worker that starts late (a vCPU that had halted comes back 1-2 ms late here) takes
+ *     half of what is left: (work + delay) / 2 in all, where ranges fixed beforehand, one
+ *     per thread, wait for the late one's whole range (with 4 ranges on 2 threads a worker
+ *     1.6 ms late left the caller three of the four);
+ *   - threads that run side by side each keep to a group (the other's is taken), so each
+ *     group's states stay in one core's cache;
+ *   - any split gives the same bits: a step of a range is the same arithmetic for its rows
+ *     whoever runs it (the kernel's contract).
+ * A group's step count `next` is written by the thread that holds it and released with it;
+ * the next holder acquires it (and the states that step wrote) through the `busy` word.
+ */
+#ifndef LNN_ROWS_SHARE_H
+#define LNN_ROWS_SHARE_H
+
+#include <stddef.h>
+
+#define LNN_RS_MAX 64 /* groups of a job */
+
+typedef struct {
+    ptrdiff_t r0, r1; /* rows */
+    ptrdiff_t next;   /* steps done (written by the thread holding the group) */
+    int busy;         /* 1 while a thread runs a step of it */
+} lnn_rs_group;
+
+typedef struct {
+    ptrdiff_t t; /* steps */
+    int n;       /* groups */
+    lnn_rs_group g[LNN_RS_MAX];
+} lnn_rows_share;
+
+/* steps i0 .. i1-1 (in the order of the run) of rows r0 .. r1-1 */
+typedef void (*lnn_rs_steps_fn)(void *ctx, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1);
+
+#if defined(_MSC_VER) && !defined(__clang__)
+/* no native pool there (pool.h): a job's tasks run in turn on the caller, no atomics needed */
+#define LNN_RS_LOAD(p) (*(p))
+#define LNN_RS_STORE(p, v) (*(p) = (v))
+static int lnn_rs_take(int *p)
+{
+    if (*p) return 0;
+    *p = 1;
+    return 1;
+}
+#else
+#define LNN_RS_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LNN_RS_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+static int lnn_rs_take(int *p)
+{
+    int idle = 0;
+    return __atomic_compare_exchange_n(p, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+#endif
+
+/* The job's groups: the ranges bounds[0] .. bounds[n] (increasing; empty ones dropped; past
+ * LNN_RS_MAX ranges the last group takes the rest), none run yet. */
+static void lnn_rows_share_init(lnn_rows_share *s, const ptrdiff_t *bounds, ptrdiff_t n,
+                                ptrdiff_t t)
+{
+    s->t = t;
+    s->n = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (bounds[i + 1] <= bounds[i]) continue;
+        if (s->n == LNN_RS_MAX) {
+            s->g[LNN_RS_MAX - 1].r1 = bounds[i + 1];
+            continue;
+        }
+        lnn_rs_group *g = &s->g[s->n++];
+        g->r0 = bounds[i], g->r1 = bounds[i + 1], g->next = 0, g->busy = 0;
+    }
+}
+
+/* One participant (a task of the pool job): steps of the groups, one at a time, while one
+ * is free and not done (see the top of this file). Returns the steps it ran. */
+static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
+{
+    ptrdiff_t ran = 0;
+    int last = s->n - 1;
+    for (;;) {
+        int took = 0;
+        for (int j = 1; j <= s->n && !took; j++) {
+            lnn_rs_group *g = &s->g[(last + j) % s->n];
+            if (LNN_RS_LOAD(&g->busy) || LNN_RS_LOAD(&g->next) >= s->t || !lnn_rs_take(&g->busy))
+                continue;
+            const ptrdiff_t i = g->next; /* its last holder's, acquired with busy */
+            if (i < s->t) {
+                fn(ctx, g->r0, g->r1, i, i + 1);
+                LNN_RS_STORE(&g->next, i + 1);
+                ran++;
+                took = 1;
+                last = (int)(g - s->g);
+            }
+            LNN_RS_STORE(&g->busy, 0);
+        }
+        if (!took) return ran;
+    }
+}
+
+#endif /* LNN_ROWS_SHARE_H */
