@@ -4,17 +4,16 @@
  * Rows are independent through the whole sequence, so any thread may run any range of rows,
  * but each range's steps in order. The rows are cut into groups (the ranges given, one per
  * thread from the runtime). Every thread of a pool job is a participant
- * (lnn_rows_share_run): it takes the next step of a group that nobody is running, the
- * groups in turn (round robin, starting after the last one it ran), runs that one step and
- * lets the group go, until every group is done or being run by another thread; it never
- * waits. So
+ * (lnn_rows_share_run): it takes the next step of a group that nobody is running, the one
+ * with the fewest steps done (ties: the group it ran last), runs that one step and lets the
+ * group go, until every group is done or being run by another thread; it never waits. So
  *   - a thread alone (the others not started yet) advances all the groups together, and a
  *     worker that starts late (a vCPU that had halted comes back 1-2 ms late here) takes
  *     half of what is left: (work + delay) / 2 in all, where ranges fixed beforehand, one
- *     per thread, wait for the late one's whole range (with 4 ranges on 2 threads a worker
- *     1.6 ms late left the caller three of the four);
- *   - threads that run side by side each keep to a group (the other's is taken), so each
- *     group's states stay in one core's cache;
+ *     per thread, wait for the late one's whole range (last session's plan, 4 ranges on 2
+ *     threads: a worker ~1.6 ms late left the caller three of the four);
+ *   - threads that run side by side each keep to a group (the other's is taken, and at
+ *     equal steps done each keeps its own), so each group's states stay in its core's cache;
  *   - any split gives the same bits: a step of a range is the same arithmetic for its rows
  *     whoever runs it (the kernel's contract).
  * A group's step count `next` is written by the thread that holds it and released with it;
@@ -81,28 +80,32 @@ static void lnn_rows_share_init(lnn_rows_share *s, const ptrdiff_t *bounds, ptrd
 }
 
 /* One participant (a task of the pool job): steps of the groups, one at a time, while one
- * is free and not done (see the top of this file). Returns the steps it ran. */
+ * is free and not done, the one with the fewest steps done first (ties: the one it ran
+ * last); see the top of this file. Returns the steps it ran. */
 static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
 {
     ptrdiff_t ran = 0;
-    int last = s->n - 1;
+    int last = -1;
     for (;;) {
-        int took = 0;
-        for (int j = 1; j <= s->n && !took; j++) {
-            lnn_rs_group *g = &s->g[(last + j) % s->n];
-            if (LNN_RS_LOAD(&g->busy) || LNN_RS_LOAD(&g->next) >= s->t || !lnn_rs_take(&g->busy))
-                continue;
-            const ptrdiff_t i = g->next; /* its last holder's, acquired with busy */
-            if (i < s->t) {
-                fn(ctx, g->r0, g->r1, i, i + 1);
-                LNN_RS_STORE(&g->next, i + 1);
-                ran++;
-                took = 1;
-                last = (int)(g - s->g);
-            }
-            LNN_RS_STORE(&g->busy, 0);
+        int k = -1;
+        ptrdiff_t least = s->t;
+        for (int j = 0; j < s->n; j++) {
+            lnn_rs_group *g = &s->g[j];
+            if (LNN_RS_LOAD(&g->busy)) continue;
+            const ptrdiff_t done = LNN_RS_LOAD(&g->next);
+            if (done < least || (done == least && done < s->t && j == last)) k = j, least = done;
         }
-        if (!took) return ran;
+        if (k < 0) return ran;
+        lnn_rs_group *g = &s->g[k];
+        if (!lnn_rs_take(&g->busy)) continue; /* taken meanwhile: look again */
+        const ptrdiff_t i = g->next;          /* its last holder's, acquired with busy */
+        if (i < s->t) {
+            fn(ctx, g->r0, g->r1, i, i + 1);
+            LNN_RS_STORE(&g->next, i + 1);
+            ran++;
+            last = k;
+        }
+        LNN_RS_STORE(&g->busy, 0);
     }
 }
 
