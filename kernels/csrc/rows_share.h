@@ -6,7 +6,9 @@
  * thread from the runtime). Every thread of a pool job is a participant
  * (lnn_rows_share_run): it takes the next step of a group that nobody is running, the one
  * with the fewest steps done (ties: the group it ran last), runs that one step and lets the
- * group go, until every group is done or being run by another thread; it never waits. So
+ * group go. With no group free it waits (spinning) while a group held by another thread has
+ * steps left after the one running (its holder may have been preempted: the steps after
+ * are for whoever is free first), and leaves when none has. So
  *   - a thread alone (the others not started yet) advances all the groups together, and a
  *     worker that starts late (a vCPU that had halted comes back 1-2 ms late here) takes
  *     half of what is left: (work + delay) / 2 in all, where ranges fixed beforehand, one
@@ -60,6 +62,17 @@ static int lnn_rs_take(int *p)
     return __atomic_compare_exchange_n(p, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 #endif
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#define LNN_RS_PAUSE() __builtin_ia32_pause()
+#else
+#define LNN_RS_PAUSE() ((void)0)
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sched.h>
+#define LNN_RS_YIELD() sched_yield()
+#else
+#define LNN_RS_YIELD() ((void)0)
+#endif
 
 /* The job's groups: the ranges bounds[0] .. bounds[n] (increasing; empty ones dropped; past
  * LNN_RS_MAX ranges the last group takes the rest), none run yet. */
@@ -79,23 +92,32 @@ static void lnn_rows_share_init(lnn_rows_share *s, const ptrdiff_t *bounds, ptrd
     }
 }
 
-/* One participant (a task of the pool job): steps of the groups, one at a time, while one
- * is free and not done, the one with the fewest steps done first (ties: the one it ran
- * last); see the top of this file. Returns the steps it ran. */
+/* One participant (a task of the pool job): steps of the groups, one at a time, the free
+ * group with the fewest steps done first (ties: the one it ran last); with none free it
+ * waits while a group held by another thread has steps left after the one running, and
+ * leaves when none has (see the top of this file). Returns the steps it ran. */
 static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
 {
     ptrdiff_t ran = 0;
     int last = -1;
-    for (;;) {
-        int k = -1;
+    for (long spin = 1;; spin++) {
+        int k = -1, more = 0;
         ptrdiff_t least = s->t;
         for (int j = 0; j < s->n; j++) {
             lnn_rs_group *g = &s->g[j];
-            if (LNN_RS_LOAD(&g->busy)) continue;
             const ptrdiff_t done = LNN_RS_LOAD(&g->next);
+            if (LNN_RS_LOAD(&g->busy)) {
+                more |= done + 1 < s->t; /* steps after its holder's */
+                continue;
+            }
             if (done < least || (done == least && done < s->t && j == last)) k = j, least = done;
         }
-        if (k < 0) return ran;
+        if (k < 0) {
+            if (!more) return ran;
+            LNN_RS_PAUSE();
+            if ((spin & 255) == 0) LNN_RS_YIELD(); /* its holder may wait for this core */
+            continue;
+        }
         lnn_rs_group *g = &s->g[k];
         if (!lnn_rs_take(&g->busy)) continue; /* taken meanwhile: look again */
         const ptrdiff_t i = g->next;          /* its last holder's, acquired with busy */
