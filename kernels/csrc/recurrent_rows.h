@@ -43,51 +43,69 @@
 #define LNN_RR_CHUNK 64
 #endif
 
-/* The gate sums of R rows (i0 .. i0+R-1) for unit block `wp` at one step, in registers, then
- * stored to z (R, GV, 8): z = bias + x[s, i] @ W_ih + h[p, i] @ W_hh, k in order (GRU: n's
- * recurrent part apart, in a 4th vector from b_hh_n). Only sums here: with no gate math in
- * the same loop the compiler keeps all the accumulators and the weights in registers. */
-static inline LNN_RR_TI void lnn_rr_sums(const int cell, const int R, const float *wp,
-                                          ptrdiff_t kx, ptrdiff_t u, const float *xs,
-                                          const float *hp, ptrdiff_t i0, float *z)
+/* The gate sums of R rows (i0 .. i0+R-1) for NB unit blocks (wp, wp + bs, ...) at one step,
+ * in registers, then stored to z + q zs (R, GV, 8) for block q: z = bias + x[s, i] @ W_ih +
+ * h[p, i] @ W_hh, k in order (GRU: n's recurrent part apart, in a 4th vector from b_hh_n).
+ * Only sums here: with no gate math in the same loop the compiler keeps all the
+ * accumulators and the weights in registers. NB = 2 for a row alone: its 4 sums of one
+ * block are chains of dependent FMAs (4 cycles each), two blocks' 8 keep both FMA units busy. */
+static inline LNN_RR_TI void lnn_rr_sums(const int cell, const int R, const int NB,
+                                          const float *wp, ptrdiff_t bs, ptrdiff_t kx, ptrdiff_t u,
+                                          const float *xs, const float *hp, ptrdiff_t i0,
+                                          float *z, ptrdiff_t zs)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G, W = G * LNN_RV;
-    __m256 acc[8][4];
+    __m256 acc[8][4]; /* [q R + r][gate]: R NB <= 8 */
     LNN_RR_UNROLL
-    for (int r = 0; r < R; r++) /* z = bias (GRU: n's recurrent part starts at b_hh_n) */
+    for (int q = 0; q < NB; q++) /* z = bias (GRU: n's recurrent part starts at b_hh_n) */
         LNN_RR_UNROLL
-        for (int g = 0; g < GV; g++)
-            acc[r][g] = _mm256_loadu_ps(g < G ? wp + g * LNN_RV : wp + (1 + kx + u) * W + 2 * LNN_RV);
+        for (int r = 0; r < R; r++)
+            LNN_RR_UNROLL
+            for (int g = 0; g < GV; g++)
+                acc[q * R + r][g] = _mm256_loadu_ps(
+                    wp + q * bs + (g < G ? g * LNN_RV : (1 + kx + u) * W + 2 * LNN_RV));
     const float *w = wp + W;
     for (ptrdiff_t k = 0; k < kx; k++, w += W) { /* z += x[s, i] @ W_ih */
-        __m256 wv[4];
+        __m256 wv[2][4];
         LNN_RR_UNROLL
-        for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        for (int q = 0; q < NB; q++)
+            LNN_RR_UNROLL
+            for (int g = 0; g < G; g++) wv[q][g] = _mm256_loadu_ps(w + q * bs + g * LNN_RV);
         LNN_RR_UNROLL
         for (int r = 0; r < R; r++) {
             const __m256 a = _mm256_broadcast_ss(xs + (i0 + r) * kx + k);
             LNN_RR_UNROLL
-            for (int g = 0; g < G; g++) acc[r][g] = _mm256_fmadd_ps(a, wv[g], acc[r][g]);
+            for (int q = 0; q < NB; q++)
+                LNN_RR_UNROLL
+                for (int g = 0; g < G; g++)
+                    acc[q * R + r][g] = _mm256_fmadd_ps(a, wv[q][g], acc[q * R + r][g]);
         }
     }
     for (ptrdiff_t k = 0; k < u; k++, w += W) { /* z += h[p, i] @ W_hh (GRU: n apart) */
-        __m256 wv[4];
+        __m256 wv[2][4];
         LNN_RR_UNROLL
-        for (int g = 0; g < G; g++) wv[g] = _mm256_loadu_ps(w + g * LNN_RV);
+        for (int q = 0; q < NB; q++)
+            LNN_RR_UNROLL
+            for (int g = 0; g < G; g++) wv[q][g] = _mm256_loadu_ps(w + q * bs + g * LNN_RV);
         LNN_RR_UNROLL
         for (int r = 0; r < R; r++) {
             const __m256 a = _mm256_broadcast_ss(hp + (i0 + r) * u + k);
             LNN_RR_UNROLL
-            for (int g = 0; g < G; g++) {
-                const int d = cell == 1 && g == 2 ? 3 : g;
-                acc[r][d] = _mm256_fmadd_ps(a, wv[g], acc[r][d]);
-            }
+            for (int q = 0; q < NB; q++)
+                LNN_RR_UNROLL
+                for (int g = 0; g < G; g++) {
+                    const int d = cell == 1 && g == 2 ? 3 : g;
+                    acc[q * R + r][d] = _mm256_fmadd_ps(a, wv[q][g], acc[q * R + r][d]);
+                }
         }
     }
     LNN_RR_UNROLL
-    for (int r = 0; r < R; r++)
+    for (int q = 0; q < NB; q++)
         LNN_RR_UNROLL
-        for (int g = 0; g < GV; g++) _mm256_store_ps(z + (r * GV + g) * LNN_RV, acc[r][g]);
+        for (int r = 0; r < R; r++)
+            LNN_RR_UNROLL
+            for (int g = 0; g < GV; g++)
+                _mm256_store_ps(z + q * zs + (r * GV + g) * LNN_RV, acc[q * R + r][g]);
 }
 
 /* The states of rows i0 .. i0+n-1 (n <= 4), units j0 .. j0+7, from their gates (LSTM:
@@ -109,8 +127,8 @@ static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const fl
         hold[r] = partial ? _mm256_maskload_ps(hp + o, lanes) : _mm256_loadu_ps(hp + o);
         if (cell == 0) { /* c = f c' + i g */
             cpv[r] = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
-            cv[r] = _mm256_fmadd_ps(_mm256_load_ps(zr + LNN_RV), cpv[r],
-                                    _mm256_mul_ps(_mm256_load_ps(zr), _mm256_load_ps(zr + 2 * LNN_RV)));
+            const __m256 ig = _mm256_mul_ps(_mm256_load_ps(zr), _mm256_load_ps(zr + 2 * LNN_RV));
+            cv[r] = _mm256_fmadd_ps(_mm256_load_ps(zr + LNN_RV), cpv[r], ig);
             a[r] = cv[r];
         } else if (cell == 1) { /* z_n + r a_n */
             a[r] = _mm256_fmadd_ps(_mm256_load_ps(zr + LNN_RV), _mm256_load_ps(zr + 3 * LNN_RV),
@@ -178,37 +196,47 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                                               const float *wp, float *h, float *c,
                                               const float *mask, ptrdiff_t b, ptrdiff_t kx,
                                               ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn,
-                                              ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
-                                              ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                              ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t st0,
+                                              ptrdiff_t st1, int reverse, ptrdiff_t kp)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G;
     const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
-    const ptrdiff_t rest = u - (nb - 1) * LNN_RV;
+    const ptrdiff_t rest = u - (nb - 1) * LNN_RV, bs = kp * G * LNN_RV; /* a block's floats */
     const __m256i lanes = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest),
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     float z[LNN_RR_CHUNK * 4 * LNN_RV] __attribute__((aligned(32)));
-    for (ptrdiff_t i = i0; i < i1; i++) {
+    for (ptrdiff_t i = st0; i < st1; i++) {
         const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
         const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
         float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
         const float *xs = x + s * b * kx, *ms = mask ? mask + s * b : NULL;
         for (ptrdiff_t c0 = r0; c0 < r1; c0 += LNN_RR_CHUNK) {
             const ptrdiff_t c1 = c0 + LNN_RR_CHUNK < r1 ? c0 + LNN_RR_CHUNK : r1;
-            /* rows in R-row tiles, the last 2 or 4 (or the 1) in 2-row tiles: a 1-row tile
-             * has too few independent sums to keep the FMA units busy */
+            /* rows in R-row tiles, the last 2 or 4 in 2-row tiles: a 1-row tile has too few
+             * independent sums to keep the FMA units busy (a row alone: 2 blocks a tile) */
             const ptrdiff_t n = c1 - c0;
             const ptrdiff_t tail = R == 3 && n > 1 ? (n % 3 == 1 ? 4 : n % 3) : n % R;
             for (ptrdiff_t blk = 0; blk < nb; blk++) {
-                const float *wb = wp + blk * kp * G * LNN_RV;
+                const float *wb = wp + blk * bs;
+                float *zb = z;
+                if (n == 1 && blk + 1 < nb) { /* a row alone: two blocks at once */
+                    lnn_rr_sums(cell, 1, 2, wb, bs, kx, u, xs, hp, c0, z, GV * LNN_RV);
+                    lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, 0);
+                    blk++, zb += GV * LNN_RV;
+                } else {
+                    ptrdiff_t row = c0;
+                    for (; row + R <= c1 - tail; row += R)
+                        lnn_rr_sums(cell, R, 1, wb, bs, kx, u, xs, hp, row,
+                                    z + (row - c0) * GV * LNN_RV, 0);
+                    for (; row + 2 <= c1; row += 2)
+                        lnn_rr_sums(cell, 2, 1, wb, bs, kx, u, xs, hp, row,
+                                    z + (row - c0) * GV * LNN_RV, 0);
+                    if (row < c1)
+                        lnn_rr_sums(cell, 1, 1, wb, bs, kx, u, xs, hp, row,
+                                    z + (row - c0) * GV * LNN_RV, 0);
+                }
                 const int partial = blk == nb - 1 && rest < LNN_RV;
-                ptrdiff_t i0 = c0;
-                for (; i0 + R <= c1 - tail; i0 += R)
-                    lnn_rr_sums(cell, R, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
-                for (; i0 + 2 <= c1; i0 += 2)
-                    lnn_rr_sums(cell, 2, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
-                if (i0 < c1)
-                    lnn_rr_sums(cell, 1, wb, kx, u, xs, hp, i0, z + (i0 - c0) * GV * LNN_RV);
-                lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, partial);
+                lnn_rr_gates(cell, zb, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, partial);
             }
         }
     }
