@@ -244,24 +244,24 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
 
 static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h, float *c,
                                       const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
-                                      ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                      ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
     lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
-                                     ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                     ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
     lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0,
-                                     ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
+                                     ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
 {
     lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
 }
