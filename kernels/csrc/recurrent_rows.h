@@ -219,10 +219,26 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
             for (ptrdiff_t blk = 0; blk < nb; blk++) {
                 const float *wb = wp + blk * bs;
                 float *zb = z;
-                if (n == 1 && blk + 1 < nb) { /* a row alone: two blocks at once */
+                if (n == 1 && cell != 0 && blk + 1 < nb) { /* a row alone: two blocks at once */
                     lnn_rr_sums(cell, 1, 2, wb, bs, kx, u, xs, hp, c0, z, GV * LNN_RV);
                     lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, 0);
                     blk++, zb += GV * LNN_RV;
+                } else if (n == 1 && cell == 0) {
+                    /* an LSTM row alone: 2 blocks' 32 sums and weights do not fit in the 16
+                     * registers; its gate math straight from registers instead, in the shadow
+                     * of the next block's chains of dependent FMAs */
+                    float zz[4 * LNN_RV] __attribute__((aligned(32)));
+                    __m256 v[4];
+                    lnn_rr_sums(cell, 1, 1, wb, bs, kx, u, xs, hp, c0, zz, 0);
+                    LNN_RR_UNROLL
+                    for (int g = 0; g < 4; g++) v[g] = _mm256_load_ps(zz + g * LNN_RV);
+                    lnn_rr_act_n(4, 4, v); /* i, f, o sigmoid, g tanh */
+                    LNN_RR_UNROLL
+                    for (int g = 0; g < 4; g++) _mm256_store_ps(zz + g * LNN_RV, v[g]);
+                    const int partial = blk == nb - 1 && rest < LNN_RV;
+                    lnn_rr_states(cell, 1, zz, c0, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes,
+                                  partial);
+                    continue;
                 } else {
                     ptrdiff_t row = c0;
                     for (; row + R <= c1 - tail; row += R)
