@@ -10,7 +10,8 @@
  *
  *   for s in 0 .. T-1 (T-1 .. 0 when reverse), p, q = the state slots before / after s:
  *       for each chunk of up to 64 rows in r0 .. r1-1, each unit block j:
- *           for each row i of the chunk (tiles of R rows: 3, SimpleRNN 8):
+ *           for each row i of the chunk (tiles of R rows: 3, SimpleRNN 8; a row alone
+ *           in its chunk: GRU / SimpleRNN 2 blocks a tile, LSTM its gate math in registers):
  *               z[i, g] = bias[g] + x[s, i] @ W_ih[:, g] + h[p, i] @ W_hh[:, g]  (8 lanes a gate)
  *           the cell's gates on the chunk's z, written to h[q, i, 8j:8j+8] (and c[q])
  *
