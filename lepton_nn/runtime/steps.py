@@ -459,10 +459,11 @@ def _layer_norm(x, gamma, beta, eps, out) -> None:
 class RecurrentStep:
     """LSTM / GRU / SimpleRNN over (N, T, F). A direction with float weights is one call of
     the backend's ``recurrent_rows_forward`` per range of batch rows (its weights packed
-    once by ``pack_recurrent``): each step's x W_ih + b + h[p] W_hh summed and turned into
-    the gates and states in registers, no Python between steps; rows are independent, so
-    the plan's threads each run ranges of rows through the whole sequence, with the bits
-    of one thread. With the plan's mask (sequences of given lengths) a row past its end
+    once by ``pack_recurrent``): each step's x W_ih + b + h[p] W_hh summed in registers and
+    turned into the gates and states, no Python between steps; rows are independent, so
+    the plan cuts the batch into a range a thread, which the threads share step by step
+    (a thread that starts late takes over where the ranges are), with the bits of one
+    thread. With the plan's mask (sequences of given lengths) a row past its end
     keeps its state, its outputs are 0, and the reverse direction starts at the row's own
     last step. The states use two slots unless the whole sequence of h is returned.
 
