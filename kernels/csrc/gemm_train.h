@@ -206,6 +206,9 @@ typedef struct {
     float *c;
     ptrdiff_t m, n, k, kcb, ldb;
     int tb;
+    const float *a; /* A and how to read it: for the packing of A' */
+    ptrdiff_t lda;
+    int ta;
 } lnn_gt_call_t;
 
 #define LNN_GT_UNIT 64 /* columns per unit of work (A' is packed once for all units) */
@@ -268,19 +271,31 @@ static int lnn_gt_unit(const lnn_gt_call_t *G, ptrdiff_t u)
     return 0;
 }
 
-/* Set up a call: pack A' whole into this thread's scratch. -1 if out of memory. */
+#define LNN_GT_PACK_ROWS 24 /* rows of A' per packing task (4 micro-panels) */
+
+/* Rows [24 t, 24 t + 24) of A' packed, every K block (a task of the packing job). */
+static void lnn_gt_pack_rows(const lnn_gt_call_t *G, ptrdiff_t t)
+{
+    const ptrdiff_t mtiles = (G->m + LNN_GT_MR - 1) / LNN_GT_MR, i0 = t * LNN_GT_PACK_ROWS;
+    const ptrdiff_t i1 = G->m - i0 < LNN_GT_PACK_ROWS ? G->m : i0 + LNN_GT_PACK_ROWS;
+    for (ptrdiff_t p0 = 0; p0 < G->k; p0 += G->kcb) {
+        const ptrdiff_t kc = G->k - p0 < G->kcb ? G->k - p0 : G->kcb;
+        float *blk = (float *)G->pa + LNN_GT_MR * mtiles * p0; /* block p0 of the scratch */
+        lnn_gt_pack_a(G->a, G->lda, G->ta, i0, i1, p0, kc, blk + i0 * kc);
+    }
+}
+
+/* Set up a call: this thread's scratch for A' (packed by lnn_gt_pack_rows). -1 if out of
+ * memory. */
 static int lnn_gt_prepare(lnn_gt_call_t *G, const float *a, int ta, const float *b, int tb,
                           float *c, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
-    const ptrdiff_t mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR, lda = ta ? m : k;
+    const ptrdiff_t mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR;
     float *pa = lnn_gt_scratch(0, mtiles * LNN_GT_MR * k);
     if (!pa) return -1;
     G->pa = pa, G->b = b, G->c = c, G->m = m, G->n = n, G->k = k;
     G->kcb = lnn_gt_kblock(k), G->ldb = tb ? k : n, G->tb = tb;
-    for (ptrdiff_t p0 = 0; p0 < k; p0 += G->kcb) {
-        const ptrdiff_t kc = k - p0 < G->kcb ? k - p0 : G->kcb;
-        lnn_gt_pack_a(a, lda, ta, 0, m, p0, kc, pa + LNN_GT_MR * mtiles * p0);
-    }
+    G->a = a, G->lda = ta ? m : k, G->ta = ta;
     return 0;
 }
 
@@ -292,11 +307,17 @@ static int lnn_gt_unit_task(void *ctx, ptrdiff_t u)
     return lnn_gt_unit((const lnn_gt_call_t *)ctx, u);
 }
 
+static int lnn_gt_pack_task(void *ctx, ptrdiff_t t)
+{
+    lnn_gt_pack_rows((const lnn_gt_call_t *)ctx, t);
+    return 0;
+}
+
 /* C (m, n) = A' B' (A' = ta ? A^T : A, B' = tb ? B^T : B; A, B, C C-contiguous) on up to
- * `threads` threads of the shared pool: the caller packs A' once, then the units (64 columns
- * each) are claimed by whichever thread asks next, the caller included, so a thread the OS
- * has not run yet simply takes fewer (OpenBLAS splits a GEMM into fixed shares: on a busy
- * machine one late thread stalled the whole call). Every unit computes its columns exactly as
+ * `threads` threads of the shared pool: A' is packed once (groups of its rows as tasks), then
+ * the units (64 columns each) are claimed by whichever thread asks next, the caller included,
+ * so a thread the OS has not run yet simply takes fewer (OpenBLAS splits a GEMM into fixed
+ * shares: on a busy machine one late thread stalled the whole call). Every unit computes its columns exactly as
  * one thread would: bit-identical at any thread count. 0, or -1 if scratch could not be had. */
 static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
                               ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int threads)
@@ -308,6 +329,10 @@ static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, fl
     }
     lnn_gt_call_t G;
     if (lnn_gt_prepare(&G, a, ta, b, tb, c, m, n, k) != 0) return -1;
+    /* A' packed by row groups, on the pool too when it is large enough to be worth a job
+     * (at 2 threads packing W2's 128 x 784 input on the caller alone was ~6 % of the call) */
+    const ptrdiff_t groups = (m + LNN_GT_PACK_ROWS - 1) / LNN_GT_PACK_ROWS;
+    lnn_parallel(lnn_gt_pack_task, &G, groups, m * k >= (1 << 16) ? threads : 1);
     const ptrdiff_t units = (n + LNN_GT_UNIT - 1) / LNN_GT_UNIT;
     const int rc = lnn_parallel(lnn_gt_unit_task, &G, units, threads);
     lnn_gt_scratch(0, -1);
