@@ -168,36 +168,64 @@ def softmax_xent_backward(cnp.ndarray probs not None, cnp.ndarray labels not Non
     return glogits
 
 
+include "pool_bind.pxi"  # adam_step's and dense_packed_forward's threads: the shared pool
+
+
+ctypedef struct _adam_job:
+    void *p
+    void *g
+    void *m
+    void *v
+    Py_ssize_t n
+    bint f32
+    double step_size, beta1, beta2, inv_sqrt_bc2, eps, l2, decay
+
+
+DEF _ADAM_CHUNK = 16384  # elements per pool task (448 KB of p, g, m, v: a few tens of us)
+
+
+cdef int _adam_task(void *ctx, Py_ssize_t t) noexcept nogil:
+    """Elements [t * _ADAM_CHUNK, ...) of one update: each element's arithmetic is the same
+    whichever task or thread runs it, so the split never changes a bit."""
+    cdef _adam_job *J = <_adam_job *>ctx
+    cdef Py_ssize_t i0 = t * _ADAM_CHUNK
+    cdef Py_ssize_t n = min(J.n - i0, <Py_ssize_t>_ADAM_CHUNK)
+    if J.f32:
+        lnn_adam_step_f32(<float *>J.p + i0, <float *>J.g + i0, <float *>J.m + i0,
+                          <float *>J.v + i0, n, <float>J.step_size, <float>J.beta1,
+                          <float>J.beta2, <float>(1.0 - J.beta1), <float>(1.0 - J.beta2),
+                          <float>J.inv_sqrt_bc2, <float>J.eps, <float>J.l2, <float>J.decay)
+    else:
+        lnn_adam_step_f64(<double *>J.p + i0, <double *>J.g + i0, <double *>J.m + i0,
+                          <double *>J.v + i0, n, J.step_size, J.beta1, J.beta2,
+                          1.0 - J.beta1, 1.0 - J.beta2, J.inv_sqrt_bc2, J.eps, J.l2, J.decay)
+    return 0
+
+
 def adam_step(cnp.ndarray p not None, cnp.ndarray g not None, cnp.ndarray m not None,
               cnp.ndarray v not None, double lr, double beta1, double beta2, double eps,
-              double weight_decay, long step, bint decoupled):
+              double weight_decay, long step, bint decoupled, int threads=1):
     """One Adam (decoupled=False, L2) or AdamW (decoupled=True) update, in place on p, m, v.
 
     m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
     p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
     The step's scalars are folded here in double precision, then rounded once to the
-    arrays' dtype, as NumPy does with Python floats.
+    arrays' dtype, as NumPy does with Python floats. ``threads`` > 1 splits the elements in
+    chunks of 16384 over the shared native pool (the same bits at any thread count).
     """
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
-    cdef void *pp = cnp.PyArray_DATA(p)
-    cdef void *gp = cnp.PyArray_DATA(g)
-    cdef void *mp = cnp.PyArray_DATA(m)
-    cdef void *vp = cnp.PyArray_DATA(v)
-    cdef double step_size = lr / (1.0 - beta1 ** step)  # lr / bc1
-    cdef double inv_sqrt_bc2 = 1.0 / sqrt(1.0 - beta2 ** step)  # 1 / np.sqrt(bc2)
-    cdef double l2 = 0.0 if decoupled else weight_decay  # g = g + weight_decay * p
-    cdef double decay = 1.0 - lr * weight_decay if decoupled else 1.0  # p *= 1 - lr * wd
-    if _is_f32(p):
-        with nogil:
-            lnn_adam_step_f32(<float *>pp, <float *>gp, <float *>mp, <float *>vp, n,
-                              <float>step_size, <float>beta1, <float>beta2,
-                              <float>(1.0 - beta1), <float>(1.0 - beta2), <float>inv_sqrt_bc2,
-                              <float>eps, <float>l2, <float>decay)
-    else:
-        with nogil:
-            lnn_adam_step_f64(<double *>pp, <double *>gp, <double *>mp, <double *>vp, n,
-                              step_size, beta1, beta2, 1.0 - beta1, 1.0 - beta2, inv_sqrt_bc2,
-                              eps, l2, decay)
+    cdef _adam_job J
+    J.n = cnp.PyArray_SIZE(p)
+    J.p, J.g = cnp.PyArray_DATA(p), cnp.PyArray_DATA(g)
+    J.m, J.v = cnp.PyArray_DATA(m), cnp.PyArray_DATA(v)
+    J.f32 = _is_f32(p)
+    J.step_size = lr / (1.0 - beta1 ** step)  # lr / bc1
+    J.inv_sqrt_bc2 = 1.0 / sqrt(1.0 - beta2 ** step)  # 1 / np.sqrt(bc2)
+    J.l2 = 0.0 if decoupled else weight_decay  # g = g + weight_decay * p
+    J.decay = 1.0 - lr * weight_decay if decoupled else 1.0  # p *= 1 - lr * wd
+    J.beta1, J.beta2, J.eps = beta1, beta2, eps
+    cdef Py_ssize_t tasks = (J.n + _ADAM_CHUNK - 1) // _ADAM_CHUNK
+    with nogil:
+        lnn_parallel(_adam_task, &J, tasks, threads)
 
 
 cdef extern from "finite.h" nogil:
@@ -268,7 +296,6 @@ def c_kernel_addresses():
     }
 
 
-include "pool_bind.pxi"  # dense_packed_forward's threads: the shared pool
 
 cdef extern from "dense_packed.h" nogil:
     void lnn_dense_packed_chain_f32(const float *x, Py_ssize_t m, Py_ssize_t layers,

@@ -79,6 +79,13 @@ def test_backend_gemm_choice_and_twin():
         big = int(np.ceil(np.sqrt(PARALLEL_MIN_FLOPS / 2 / 64)))  # 64 x big x big >= the floor
         assert cy.gemm_own(np.float32, 64, big, big)
         assert not cy.gemm_own(np.float32, 8, 8, 8)  # small: np.matmul, as before
+        # W2's 10-wide head (128 x 256 x 10 each way, 0.66 MFLOP) runs the kernel; W3's
+        # (64 x 1568 x 10, 2 MFLOP) and thin W4 products stay on OpenBLAS
+        assert cy.gemm_own(np.float32, 128, 10, 256) and cy.gemm_own(np.float32, 256, 10, 128)
+        assert cy.gemm_own(np.float32, 128, 256, 10)
+        assert not cy.gemm_own(np.float32, 64, 10, 1568)
+        assert not cy.gemm_own(np.float32, 1600, 8, 256)
+        assert not cy.gemm_own(np.float32, 128, 4, 1024)  # a side under 8: mostly padding
         assert not cy.gemm_own(np.float64, 64, big, big)
         assert not ref.gemm_own(np.float32, 64, big, big)
         a, b = _operands(64, big, big, True, False)

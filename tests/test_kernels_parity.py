@@ -216,6 +216,30 @@ def test_adam_step(be, dtype, shape, decoupled, weight_decay):
         np.testing.assert_allclose(got, want, **tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [16384, 40001])  # one chunk of the split; several and a tail
+def test_adam_step_same_bits_at_any_thread_count(be, dtype, n):
+    """``threads`` splits the elements over the native pool (cython): 1, 2 and 3 threads give
+    the same bits, and the twin's values."""
+    p0 = data(n, dtype)
+    got = []
+    for threads in (1, 2, 3):
+        p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+        for step in range(1, 4):
+            g = data(n, dtype, seed=10 + step, scale=1.0)
+            be.adam_step(p, g, m, v, 1e-2, 0.9, 0.999, 1e-8, 0.05, step, False, threads)
+        got.append((p, m, v))
+    for other in got[1:]:
+        for a, b in zip(got[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    for step in range(1, 4):
+        REF.adam_step(p, data(n, dtype, seed=10 + step, scale=1.0), m, v, 1e-2, 0.9, 0.999,
+                      1e-8, 0.05, step, False)  # fmt: skip
+    for want, have in zip((p, m, v), got[0], strict=True):
+        np.testing.assert_allclose(have, want, **tol(dtype))
+
+
 def test_adam_step_leaves_grad_alone(be):
     p, g = data(50, np.float32), data(50, np.float32, seed=1)
     g0 = g.copy()

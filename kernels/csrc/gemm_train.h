@@ -126,29 +126,55 @@ static void lnn_gt_pack_b(const float *b, ptrdiff_t ldb, int tb, ptrdiff_t p0, p
     }
 }
 
-/* pa[s] (kc x 6) = A'[i0 + 6 s : i0 + 6 s + 6, p0 : p0 + kc], zero past row i1. */
+/* pa[s] (kc x 6) = A'[i0 + 6 s : i0 + 6 s + 6, p0 : p0 + kc], zero past row i1.
+ * Written in its own order (6 floats per p, one panel after the other): the 6 rows of A are
+ * read side by side (A (m, k)) or 6 neighbours of each row of A (A (k, m), ta), so every
+ * store is sequential (writing each row's k values 24 bytes apart cost ~3x as much). */
 static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, ptrdiff_t i1,
                           ptrdiff_t p0, ptrdiff_t kc, float *pa)
 {
     for (ptrdiff_t i = i0; i < i1; i += LNN_GT_MR, pa += kc * LNN_GT_MR) {
         const ptrdiff_t h = i1 - i < LNN_GT_MR ? i1 - i : LNN_GT_MR;
-        if (ta) { /* A (k, m): row p of A holds A'[:, p] */
-            for (ptrdiff_t p = 0; p < kc; p++) {
-                const float *src = a + (p0 + p) * lda + i;
-                float *dst = pa + p * LNN_GT_MR;
-                for (ptrdiff_t r = 0; r < LNN_GT_MR; r++) dst[r] = r < h ? src[r] : 0.0f;
-            }
-        } else { /* A (m, k) */
-            for (ptrdiff_t r = 0; r < LNN_GT_MR; r++) {
-                if (r < h) {
-                    const float *src = a + (i + r) * lda + p0;
-                    for (ptrdiff_t p = 0; p < kc; p++) pa[p * LNN_GT_MR + r] = src[p];
-                } else {
-                    for (ptrdiff_t p = 0; p < kc; p++) pa[p * LNN_GT_MR + r] = 0.0f;
-                }
+        if (h < LNN_GT_MR) { /* the last, short panel: zero rows below i1 */
+            for (ptrdiff_t p = 0; p < kc; p++)
+                for (ptrdiff_t r = 0; r < LNN_GT_MR; r++)
+                    pa[p * LNN_GT_MR + r] =
+                        r >= h ? 0.0f : ta ? a[(p0 + p) * lda + i + r] : a[(i + r) * lda + p0 + p];
+        } else if (ta) { /* A (k, m): row p of A holds A'[:, p] */
+            const float *src = a + p0 * lda + i;
+            for (ptrdiff_t p = 0; p < kc; p++, src += lda)
+                memcpy(pa + p * LNN_GT_MR, src, LNN_GT_MR * sizeof(float));
+        } else { /* A (m, k): six rows read side by side */
+            const float *r0 = a + i * lda + p0, *r1 = r0 + lda, *r2 = r1 + lda;
+            const float *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
+            float *dst = pa;
+            for (ptrdiff_t p = 0; p < kc; p++, dst += LNN_GT_MR) {
+                dst[0] = r0[p], dst[1] = r1[p], dst[2] = r2[p];
+                dst[3] = r3[p], dst[4] = r4[p], dst[5] = r5[p];
             }
         }
     }
+}
+
+/* Part `t` of `parts` of the lines of B' rows [p0, p0 + kc), columns [j0, j1) into the
+ * cache: the next K block's B, asked for while this block's tiles run, so that packing it
+ * does not wait on L3 (B' rows are B's rows, or with tb B's columns). */
+static inline void lnn_gt_prefetch_b(const float *b, ptrdiff_t ldb, int tb, ptrdiff_t p0,
+                                     ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t t,
+                                     ptrdiff_t parts)
+{
+#if defined(__GNUC__)
+    if (!tb) {
+        for (ptrdiff_t p = p0 + kc * t / parts; p < p0 + kc * (t + 1) / parts; p++)
+            for (ptrdiff_t j = j0; j < j1; j += LNN_GT_NR) __builtin_prefetch(b + p * ldb + j);
+    } else {
+        const ptrdiff_t w = j1 - j0;
+        for (ptrdiff_t j = j0 + w * t / parts; j < j0 + w * (t + 1) / parts; j++)
+            for (ptrdiff_t p = p0; p < p0 + kc; p += LNN_GT_NR) __builtin_prefetch(b + j * ldb + p);
+    }
+#else
+    (void)b, (void)ldb, (void)tb, (void)p0, (void)kc, (void)j0, (void)j1, (void)t, (void)parts;
+#endif
 }
 
 /* A thread's scratch buffer `slot` (0: packed A, 1: packed B), at least `floats` long,
@@ -180,6 +206,9 @@ typedef struct {
     float *c;
     ptrdiff_t m, n, k, kcb, ldb;
     int tb;
+    const float *a; /* A and how to read it: for the packing of A' */
+    ptrdiff_t lda;
+    int ta;
 } lnn_gt_call_t;
 
 #define LNN_GT_UNIT 64 /* columns per unit of work (A' is packed once for all units) */
@@ -206,7 +235,9 @@ static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, f
         const int first = p0 == 0;
         const float *pak = G->pa + LNN_GT_MR * mtiles * p0;
         lnn_gt_pack_b(G->b, G->ldb, G->tb, p0, kc, j0, j1, pb);
+        const ptrdiff_t np0 = p0 + kc, nkc = G->k - np0 < G->kcb ? G->k - np0 : G->kcb;
         for (ptrdiff_t q = 0; q < npan; q++) {
+            if (nkc > 0) lnn_gt_prefetch_b(G->b, G->ldb, G->tb, np0, nkc, j0, j1, q, npan);
             const ptrdiff_t j = j0 + q * LNN_GT_NR;
             const ptrdiff_t w = j1 - j < LNN_GT_NR ? j1 - j : LNN_GT_NR;
             const float *pbq = pb + q * kc * LNN_GT_NR;
@@ -240,19 +271,31 @@ static int lnn_gt_unit(const lnn_gt_call_t *G, ptrdiff_t u)
     return 0;
 }
 
-/* Set up a call: pack A' whole into this thread's scratch. -1 if out of memory. */
+#define LNN_GT_PACK_ROWS 24 /* rows of A' per packing task (4 micro-panels) */
+
+/* Rows [24 t, 24 t + 24) of A' packed, every K block (a task of the packing job). */
+static void lnn_gt_pack_rows(const lnn_gt_call_t *G, ptrdiff_t t)
+{
+    const ptrdiff_t mtiles = (G->m + LNN_GT_MR - 1) / LNN_GT_MR, i0 = t * LNN_GT_PACK_ROWS;
+    const ptrdiff_t i1 = G->m - i0 < LNN_GT_PACK_ROWS ? G->m : i0 + LNN_GT_PACK_ROWS;
+    for (ptrdiff_t p0 = 0; p0 < G->k; p0 += G->kcb) {
+        const ptrdiff_t kc = G->k - p0 < G->kcb ? G->k - p0 : G->kcb;
+        float *blk = (float *)G->pa + LNN_GT_MR * mtiles * p0; /* block p0 of the scratch */
+        lnn_gt_pack_a(G->a, G->lda, G->ta, i0, i1, p0, kc, blk + i0 * kc);
+    }
+}
+
+/* Set up a call: this thread's scratch for A' (packed by lnn_gt_pack_rows). -1 if out of
+ * memory. */
 static int lnn_gt_prepare(lnn_gt_call_t *G, const float *a, int ta, const float *b, int tb,
                           float *c, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
-    const ptrdiff_t mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR, lda = ta ? m : k;
+    const ptrdiff_t mtiles = (m + LNN_GT_MR - 1) / LNN_GT_MR;
     float *pa = lnn_gt_scratch(0, mtiles * LNN_GT_MR * k);
     if (!pa) return -1;
     G->pa = pa, G->b = b, G->c = c, G->m = m, G->n = n, G->k = k;
     G->kcb = lnn_gt_kblock(k), G->ldb = tb ? k : n, G->tb = tb;
-    for (ptrdiff_t p0 = 0; p0 < k; p0 += G->kcb) {
-        const ptrdiff_t kc = k - p0 < G->kcb ? k - p0 : G->kcb;
-        lnn_gt_pack_a(a, lda, ta, 0, m, p0, kc, pa + LNN_GT_MR * mtiles * p0);
-    }
+    G->a = a, G->lda = ta ? m : k, G->ta = ta;
     return 0;
 }
 
@@ -264,11 +307,17 @@ static int lnn_gt_unit_task(void *ctx, ptrdiff_t u)
     return lnn_gt_unit((const lnn_gt_call_t *)ctx, u);
 }
 
+static int lnn_gt_pack_task(void *ctx, ptrdiff_t t)
+{
+    lnn_gt_pack_rows((const lnn_gt_call_t *)ctx, t);
+    return 0;
+}
+
 /* C (m, n) = A' B' (A' = ta ? A^T : A, B' = tb ? B^T : B; A, B, C C-contiguous) on up to
- * `threads` threads of the shared pool: the caller packs A' once, then the units (64 columns
- * each) are claimed by whichever thread asks next, the caller included, so a thread the OS
- * has not run yet simply takes fewer (OpenBLAS splits a GEMM into fixed shares: on a busy
- * machine one late thread stalled the whole call). Every unit computes its columns exactly as
+ * `threads` threads of the shared pool: A' is packed once (groups of its rows as tasks), then
+ * the units (64 columns each) are claimed by whichever thread asks next, the caller included,
+ * so a thread the OS has not run yet simply takes fewer (OpenBLAS splits a GEMM into fixed
+ * shares: on a busy machine one late thread stalled the whole call). Every unit computes its columns exactly as
  * one thread would: bit-identical at any thread count. 0, or -1 if scratch could not be had. */
 static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
                               ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, int threads)
@@ -280,6 +329,10 @@ static int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, fl
     }
     lnn_gt_call_t G;
     if (lnn_gt_prepare(&G, a, ta, b, tb, c, m, n, k) != 0) return -1;
+    /* A' packed by row groups, on the pool too when it is large enough to be worth a job
+     * (at 2 threads packing W2's 128 x 784 input on the caller alone was ~6 % of the call) */
+    const ptrdiff_t groups = (m + LNN_GT_PACK_ROWS - 1) / LNN_GT_PACK_ROWS;
+    lnn_parallel(lnn_gt_pack_task, &G, groups, m * k >= (1 << 16) ? threads : 1);
     const ptrdiff_t units = (n + LNN_GT_UNIT - 1) / LNN_GT_UNIT;
     const int rc = lnn_parallel(lnn_gt_unit_task, &G, units, threads);
     lnn_gt_scratch(0, -1);

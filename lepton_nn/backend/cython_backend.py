@@ -82,15 +82,24 @@ def _with_gemm(name: str):
     return kernel
 
 
+# Products of 0.5-1 MFLOP (W2's 10-wide head: 128 x 256 x 10 each way) also run the kernel:
+# OpenBLAS's per-call setup is a large share there (in W2's step its X W took 93-101 us against
+# the kernel's 31). Between 1 and 4 MFLOP with a thin side it was as fast or faster (W3's head,
+# 64 x 1568 x 10: 94 against 122 us), so those stay on it.
+SMALL_OWN_FLOPS = (1 << 19, 1 << 20)
+
+
 def _gemm_own(self, dtype, m, n, k) -> bool:
     """float32 products of at least PARALLEL_MIN_FLOPS run kernels/gemm.pyx (as fast as
     OpenBLAS on one thread, bit-identical at any thread count, and split over threads by
-    units claimed on demand, where OpenBLAS's fixed shares collapsed on a busy machine);
-    smaller or thin ones stay on np.matmul (one BLAS thread below PARALLEL_MIN_FLOPS)."""
-    return (
-        np.dtype(dtype) == np.float32
-        and 2 * m * n * k >= PARALLEL_MIN_FLOPS
-        and min(m, n) >= 32  # thinner: mostly padding in its 6 x 16 tiles
+    units claimed on demand, where OpenBLAS's fixed shares collapsed on a busy machine), and
+    small ones in SMALL_OWN_FLOPS; others or thin ones stay on np.matmul (one BLAS thread
+    below PARALLEL_MIN_FLOPS)."""
+    flops = 2 * m * n * k
+    lo, hi = SMALL_OWN_FLOPS
+    return np.dtype(dtype) == np.float32 and (
+        (flops >= PARALLEL_MIN_FLOPS and min(m, n) >= 32)  # thinner: mostly tile padding
+        or (lo <= flops < hi and min(m, n) >= 8)
     )
 
 

@@ -68,8 +68,11 @@ class NumbaBackend(ReferenceBackend):
         """Twin: ReferenceBackend.softmax_xent_backward (reference.py); kernel: numba_dense.py."""
         return self._nb_dense.softmax_xent_backward(probs, labels, gloss, glogits)
 
-    def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-        """Twin: ReferenceBackend.adam_step (reference.py); kernel: numba_dense.py."""
+    def adam_step(
+        self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, threads=1
+    ):
+        """Twin: ReferenceBackend.adam_step (reference.py); kernel: numba_dense.py (one
+        thread)."""
         # fold the step's scalars in double, then round each once to p's dtype
         dt = p.dtype.type
         step_size = dt(lr / (1 - beta1**step))

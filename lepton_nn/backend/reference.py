@@ -204,7 +204,9 @@ class ReferenceBackend:
         return glogits
 
     # -- optimizers -----------------------------------------------------------------------
-    def adam_step(self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    def adam_step(
+        self, p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled, threads=1
+    ):
         """One Adam/AdamW update, in place on p, m, v (PyTorch's documented rule).
 
         decoupled=False (Adam, L2):  g <- g + wd * p
@@ -212,6 +214,8 @@ class ReferenceBackend:
         m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
         p <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
         All arrays share one shape and dtype; scalars are Python floats, step is t >= 1.
+        ``threads``: how many threads a compiled kernel may split the elements over (each
+        element's update is independent: the same bits at any count); ignored here.
         """
         if weight_decay != 0:
             if decoupled:

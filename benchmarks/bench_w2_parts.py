@@ -1,0 +1,139 @@
+"""W2's eager training step (784-512-256-10, batch 128, Adam; the case ``lepton-nn bench``
+reports) split into its parts, each part's time per step, and the same for another checkout,
+in alternating processes (issue 23: W2 at >= 80 % of the fp32 GEMM peak).
+
+    python benchmarks/bench_w2_parts.py [--threads 1] [--steps 300] [--rounds 3]
+                                         [--baseline /path/to/other/checkout]
+
+Parts: each GEMM by shape (``gemm A'(m, k) B'(k, n)``, the backend's ``gemm``), the bias and
+activation epilogues, the loss, Adam's update, and the rest (Python, autograd, allocation):
+the step's time less the parts. Times are the thread's CPU time at 1 thread (steadier on a
+busy machine: time the OS gave to another process is not counted; wall time at 2 threads),
+medians over the steps, per round. With ``--baseline`` (a checkout with its extensions built
+in place, say ``git archive <commit> | tar -x -C DIR`` plus ``setup.py build_ext --inplace``)
+each round runs the baseline's process, then this tree's, so both see the same load. Prints
+the load average with every round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PARTS = (
+    "bias_act_forward",
+    "bias_act_backward",
+    "softmax_xent_forward",
+    "softmax_xent_backward",
+    "adam_step",
+)
+
+
+def profile(threads: int, steps: int) -> dict:
+    """Median time per step of each part of W2's eager step, in this process."""
+    import time
+
+    import numpy as np
+
+    from lepton_nn import optim
+    from lepton_nn.backend import get_backend
+    from lepton_nn.bench.cases import configure_threads
+    from lepton_nn.bench.engines.lepton import _loss, lepton_mlp
+    from lepton_nn.bench.workloads import ADAM, W2, glorot_weights, training_data, training_flops
+
+    limiter = configure_threads("lepton", threads)  # noqa: F841 (kept for the run)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    be = get_backend()
+    step_parts: dict[str, float] = {}
+
+    def timed(name, fn):
+        def call(*args):
+            key = name
+            if name == "gemm":
+                a, ta, b, tb = args[:4]
+                m, k = (a.shape[::-1] if ta else a.shape)[:2]
+                n = b.shape[0] if tb else b.shape[1]
+                key = f"gemm {'X^T' if ta else 'X'} {m}x{k}x{n}{' B^T' if tb else ''}"
+            t = clock()
+            out = fn(*args)
+            step_parts[key] = step_parts.get(key, 0.0) + clock() - t
+            return out
+
+        return call
+
+    for name in ("gemm", *PARTS):
+        setattr(be, name, timed(name, getattr(be, name)))
+    x, y = training_data(W2)
+    model = lepton_mlp(W2.sizes, glorot_weights(W2.sizes))
+    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    loss_fn = _loss(W2.loss)
+    rows: dict[str, list[float]] = {}
+    for i in range(steps + 20):
+        step_parts.clear()
+        t = clock()
+        opt.zero_grad()
+        loss_fn(model(x[i % len(x)]), y[i % len(y)]).backward()
+        opt.step()
+        total = clock() - t
+        if i < 20:  # warm-up
+            continue
+        step_parts["rest (Python, autograd, allocation)"] = total - sum(step_parts.values())
+        step_parts["step"] = total
+        for k, v in step_parts.items():
+            rows.setdefault(k, []).append(v)
+    med = {k: float(np.median(v)) for k, v in rows.items()}
+    med["step GFLOP/s"] = training_flops("W2") * W2.batch / med["step"] / 1e9
+    return med
+
+
+def _run(tree: str, threads: int, steps: int) -> dict:
+    code = (
+        f"import sys, json; sys.path.insert(0, {tree!r}); sys.path.insert(1, {HERE!r}); "
+        f"import bench_w2_parts as b; print(json.dumps(b.profile({threads}, {steps})))"
+    )
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=env, capture_output=True, text=True
+    )
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--baseline", help="another checkout (extensions built in place)")
+    args = ap.parse_args(argv)
+    ours = os.path.dirname(HERE)
+    trees = {"baseline": args.baseline, "this tree": ours} if args.baseline else {"this": ours}
+    results: dict[str, list[dict]] = {name: [] for name in trees}
+    for r in range(args.rounds):
+        for name, tree in trees.items():
+            results[name].append(_run(tree, args.threads, args.steps))
+        print(f"round {r + 1}: load average {os.getloadavg()}", flush=True)
+    keys: list[str] = []
+    for name in trees:
+        keys += [k for k in results[name][0] if k not in (*keys, "step", "step GFLOP/s")]
+    clock = "CPU" if args.threads == 1 else "wall"
+    print(f"\nW2 eager step, {args.threads} thread(s), {clock} time per step, us (median of")
+    print(f"{args.steps} steps; the median over {args.rounds} rounds)")
+    print(f"{'part':48s}" + "".join(f"{name:>14s}" for name in trees))
+    for k in [*keys, "step", "step GFLOP/s"]:
+        cells = []
+        for name in trees:
+            vals = sorted(res.get(k, 0.0) for res in results[name])
+            v = vals[len(vals) // 2]
+            cells.append(f"{v:14.1f}" if k == "step GFLOP/s" else f"{v * 1e6:14.1f}")
+        print(f"{k:48s}" + "".join(cells))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
