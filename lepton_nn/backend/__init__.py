@@ -143,7 +143,12 @@ def resolved(b: ReferenceBackend, name: str) -> bool:
 def kernel_names() -> list[str]:
     """Every kernel the reference backend defines (the full list of hot loops)."""
     return sorted(
-        k for k, v in vars(ReferenceBackend).items() if callable(v) and not k.startswith("_")
+        {
+            k
+            for cls in ReferenceBackend.__mro__[:-1]  # its op families' classes (not object)
+            for k, v in vars(cls).items()
+            if callable(v) and not k.startswith("_")
+        }
     )
 
 
@@ -157,6 +162,6 @@ def info(backend: str | None = None) -> dict[str, str]:
         for cls in type(b).__mro__:
             if k in vars(cls):
                 says = getattr(vars(cls)[k], "implementation", None)
-                out[k] = says() if says else getattr(cls, "name", cls.__name__)
+                out[k] = says() if says else getattr(cls, "name", "reference")  # a family
                 break
     return out
