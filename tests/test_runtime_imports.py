@@ -168,7 +168,7 @@ _KERNELS_PROBE = (
     "import lepton_nn.runtime as rt\n"
     "m = rt.load(sys.argv[1])\n"
     "m.predict(np.full(json.loads(sys.argv[2]), 0.5, np.float32))\n"
-    "print(json.dumps(sorted(k for k in sys.modules if k.startswith('lepton_nn.kernels._'))))\n"
+    "print(json.dumps(sorted(k for k in sys.modules if k.startswith('lepton_nn.'))))\n"
 )
 _EXTENSIONS = {f"lepton_nn.kernels._{n}" for n in ("conv", "recurrent", "qgemm", "sparse", "gemm")}
 
@@ -181,7 +181,8 @@ _EXTENSIONS = {f"lepton_nn.kernels._{n}" for n in ("conv", "recurrent", "qgemm",
 def test_load_and_predict_import_only_the_kernel_modules_the_plan_runs(tmp_path, kind, needs):
     """The compiled backend imports each extension at the first use of one of its kernels:
     serving an MLP loads the dense one (and the pool it binds), never the conv, recurrent,
-    int8, sparse or training-GEMM ones; an LSTM adds the recurrent one, a CNN the conv one."""
+    int8, sparse or training-GEMM ones; an LSTM adds the recurrent one, a CNN the conv one.
+    The tabular preprocessing is imported for tabular files only."""
     pytest.importorskip("lepton_nn.kernels._dense")
     from lepton_nn import io, nn, no_grad
 
@@ -204,3 +205,4 @@ def test_load_and_predict_import_only_the_kernel_modules_the_plan_runs(tmp_path,
     loaded = set(json.loads(out.stdout))
     assert "lepton_nn.kernels._dense" in loaded
     assert loaded & _EXTENSIONS == needs, sorted(loaded)
+    assert "lepton_nn.runtime.preprocess" not in loaded  # tabular files only
