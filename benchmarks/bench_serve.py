@@ -52,6 +52,7 @@ if ROOT not in sys.path:  # run as a script from a source checkout
 import lepton_nn as L  # noqa: E402
 import lepton_nn.runtime as rt  # noqa: E402
 from lepton_nn.backend.threads import blas_held  # noqa: E402
+from lepton_nn.bench.lifeline import child_env, wrap  # noqa: E402
 
 _LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
 
@@ -88,9 +89,10 @@ class Server:
             cmd = [sys.executable, "-m", "lepton_nn", "serve", path, "--port", str(self.port)]
         else:
             cmd = [sys.executable, __file__, "--ort-server", path, onnx, str(self.port)]
-        self.proc = subprocess.Popen(
-            [*cmd, *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.proc = subprocess.Popen(  # dies with this script, even if it is killed
+            wrap([*cmd, *flags]), cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         deadline = time.monotonic() + 60
         while True:
             try:

@@ -32,6 +32,7 @@ httpx = pytest.importorskip("httpx")
 
 import lepton_nn.inspect as I  # noqa: E402
 from lepton_nn import nn  # noqa: E402
+from lepton_nn.bench.lifeline import child_env, wrap  # noqa: E402
 from lepton_nn.random import set_seed  # noqa: E402
 from lepton_nn.train import Trainer  # noqa: E402
 
@@ -83,7 +84,10 @@ class Reader:
         fd, self.path = tempfile.mkstemp(prefix="bench-studio-")
         os.write(fd, bytes(16))
         self.fd = fd
-        self.proc = subprocess.Popen([sys.executable, "-c", READER, url, self.path])
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen(  # dies with this process, even if it is killed
+            wrap([sys.executable, "-c", READER, url, self.path]), cwd=root, env=child_env()
+        )
 
     @property
     def seen(self) -> tuple[int, int]:

@@ -17,6 +17,14 @@ include "pool_bind.pxi"
 cdef extern from "gemm_train.h" nogil:
     int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,
                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads)
+    long long lnn_gt_scratch_bytes()
+    int LNN_GT_WINDOW, LNN_GT_KEEP, LNN_GT_QUANTUM
+
+#: requests of a thread's scratch slot after which a buffer above twice their largest is
+#: given back; a slot-0 (packed A) buffer above KEEP floats is given back after its call
+SCRATCH_WINDOW = LNN_GT_WINDOW
+SCRATCH_KEEP_FLOATS = LNN_GT_KEEP
+SCRATCH_QUANTUM_FLOATS = LNN_GT_QUANTUM
 
 
 cdef int _entry(const float *a, int ta, const float *b, int tb, float *c, Py_ssize_t m,
@@ -39,6 +47,12 @@ def gemm(cnp.ndarray a not None, bint ta, cnp.ndarray b not None, bint tb,
     if rc != 0:
         raise MemoryError("gemm: no memory for the packing scratch")
     return out
+
+
+def scratch_bytes():
+    """Bytes of packing scratch all threads hold now (each thread keeps its buffers between
+    calls, within the bounds of ``csrc/gemm_train.h``; a thread's are freed when it exits)."""
+    return lnn_gt_scratch_bytes()
 
 
 def address():

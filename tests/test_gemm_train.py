@@ -5,6 +5,9 @@ bit against the eager step at 1 and 2 threads."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -218,3 +221,67 @@ def test_gemm_large_operand_scratch_given_back_and_reused():
         a, b = _operands(m, k, n, True, False, seed=m)
         got = _gemm.gemm(a, True, b, False, np.empty((m, n), np.float32), 2)
         np.testing.assert_allclose(got, a.T.astype(np.float64) @ b, rtol=1e-3, atol=1e-3)
+
+
+def _in_thread(fn):
+    """fn() on a new thread (its own scratch); its return value, once the scratch count is
+    back where it was before the thread started: the thread's buffers are freed as it ends
+    (the C library runs its key destructors as the OS thread ends, just after join())."""
+    before = _gemm.scratch_bytes()
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", fn()))
+    t.start()
+    t.join()
+    deadline = time.monotonic() + 30
+    while _gemm.scratch_bytes() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _gemm.scratch_bytes() == before, "a thread's scratch outlived it"
+    return out["v"]
+
+
+def _gemm_call(m, k, n, seed=0):
+    a, b = _operands(m, k, n, False, False, seed)
+    got = _gemm.gemm(a, False, b, False, np.empty((m, n), np.float32), 1)  # this thread only
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-3, atol=1e-3)
+
+
+def _scratch_need(m, k):
+    """Bytes of scratch one call needs (gemm_train.h): A' in 6-row panels, one unit's B'."""
+    kblock = -(-k // -(-k // 256))
+    return 4 * (-(-m // 6) * 6 * k + kblock * 64)
+
+
+def test_gemm_scratch_shrinks_with_the_shapes():
+    """A thread keeps its packing scratch between calls, but once its shapes shrink it holds
+    at most twice what its last SCRATCH_WINDOW requests needed, not its largest ever (it
+    kept the largest until the thread ended). Measured by the kernel's own count."""
+    w, quantum = _gemm.SCRATCH_WINDOW, 4 * _gemm.SCRATCH_QUANTUM_FLOATS
+
+    def run():
+        base = _gemm.scratch_bytes()
+        _gemm_call(600, 1200, 64)
+        held = [_gemm.scratch_bytes() - base]
+        for m, k in [(300, 600), (120, 300), (48, 128), (24, 64)]:
+            for i in range(2 * w):  # two windows: the second holds only this shape's calls
+                _gemm_call(m, k, 64, seed=i % 3)
+            held.append((_gemm.scratch_bytes() - base, _scratch_need(m, k)))
+        return held
+
+    first, *later = _in_thread(run)
+    assert first >= _scratch_need(600, 1200)
+    for held, need in later:
+        assert held <= 2 * need + 2 * quantum, (held, need)
+    assert [h for h, _ in later] == sorted((h for h, _ in later), reverse=True)
+
+
+def test_gemm_scratch_of_a_thread_is_freed_when_it_exits():
+    """Short-lived threads (a data loader, a user's worker) leave no scratch behind: each
+    one's buffers are freed at its exit (checked by _in_thread), so many do not add up."""
+    for i in range(6):
+
+        def run(i=i):
+            before = _gemm.scratch_bytes()
+            _gemm_call(300 + i, 800, 64)
+            return _gemm.scratch_bytes() - before
+
+        assert _in_thread(run) >= _scratch_need(300 + i, 800)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,6 +27,11 @@ LEPTON = {
     "lepton_nn.backend.geometry",
     "lepton_nn.backend.padding",
     "lepton_nn.backend.reference",
+    "lepton_nn.backend.reference_common",
+    "lepton_nn.backend.reference_conv",
+    "lepton_nn.backend.reference_dense",
+    "lepton_nn.backend.reference_int8",
+    "lepton_nn.backend.reference_recurrent",
     "lepton_nn.backend.threads",
     "lepton_nn.errors",
     "lepton_nn.runtime",
@@ -37,6 +43,7 @@ LEPTON = {
     "lepton_nn.runtime.parsers",
     "lepton_nn.runtime.plan",
     "lepton_nn.runtime.preprocess",
+    "lepton_nn.runtime.record",
     "lepton_nn.runtime.shapes",
     "lepton_nn.runtime.steps",
     "lepton_nn.runtime.steps_extra",
@@ -46,7 +53,7 @@ LEPTON = {
 # SHA-256; their own dependencies are listed too). Private C modules ("_json") are not counted.
 STDLIB = {
     "__future__", "binascii", "bisect", "bz2", "collections", "contextlib", "copy",
-    "dataclasses", "errno", "fnmatch", "functools", "hashlib", "importlib", "io", "ipaddress",
+    "errno", "fnmatch", "functools", "hashlib", "importlib", "io", "ipaddress",
     "itertools", "json", "lzma", "ntpath", "pathlib", "posixpath", "shutil", "stat", "struct",
     "threading", "urllib", "zipfile", "zlib",
 }  # fmt: skip
@@ -55,6 +62,7 @@ FORBIDDEN = {
     "lepton_nn.autograd", "lepton_nn.nn", "lepton_nn.ops", "lepton_nn.optim", "lepton_nn.train",
     "lepton_nn.onnx", "lepton_nn.backend.numba_backend", "numba", "onnx", "onnxruntime",
     "torch", "cryptography", "scipy", "tempfile", "random", "pickle", "inspect",
+    "dataclasses",  # compiles each class's methods at import (lepton_nn/runtime/record.py)
 }  # fmt: skip
 
 _PROBE = (
@@ -152,3 +160,49 @@ def test_load_walks_the_layers_and_parses_the_preprocessing_once(tmp_path, monke
     model = rt_model.load(path)
     assert calls == {"walk": 1, "parse": 1}
     assert model.predict({"a": [0.1], "b": [0.2], "c": ["u"]}).shape == (1,)
+
+
+_KERNELS_PROBE = (
+    "import json, sys\n"
+    "import numpy as np\n"
+    "import lepton_nn.runtime as rt\n"
+    "m = rt.load(sys.argv[1])\n"
+    "m.predict(np.full(json.loads(sys.argv[2]), 0.5, np.float32))\n"
+    "print(json.dumps(sorted(k for k in sys.modules if k.startswith('lepton_nn.'))))\n"
+)
+_EXTENSIONS = {f"lepton_nn.kernels._{n}" for n in ("conv", "recurrent", "qgemm", "sparse", "gemm")}
+
+
+@pytest.mark.parametrize(
+    "kind, needs",
+    [("mlp", set()), ("lstm", {"lepton_nn.kernels._recurrent"}),
+     ("cnn", {"lepton_nn.kernels._conv"})],
+)  # fmt: skip
+def test_load_and_predict_import_only_the_kernel_modules_the_plan_runs(tmp_path, kind, needs):
+    """The compiled backend imports each extension at the first use of one of its kernels:
+    serving an MLP loads the dense one (and the pool it binds), never the conv, recurrent,
+    int8, sparse or training-GEMM ones; an LSTM adds the recurrent one, a CNN the conv one.
+    The tabular preprocessing is imported for tabular files only."""
+    pytest.importorskip("lepton_nn.kernels._dense")
+    from lepton_nn import io, nn, no_grad
+
+    layers, shape = {
+        "mlp": ([nn.Dense(16, "relu", in_features=8), nn.Dense(3)], (1, 8)),
+        "lstm": ([nn.LSTM(4, input_size=3), nn.Dense(2, None, in_features=4)], (1, 5, 3)),
+        "cnn": ([nn.Conv2D(4, 3, in_channels=2), nn.Flatten(), nn.Dense(2)], (1, 2, 6, 6)),
+    }[kind]
+    model = nn.Sequential(layers)
+    with no_grad():
+        model(np.zeros(shape, np.float32))
+    path = str(tmp_path / f"{kind}.lnn")
+    io.save(model, path)
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("LEPTON_BACKEND", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _KERNELS_PROBE, path, json.dumps(shape)], capture_output=True,
+        text=True, cwd=ROOT, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    loaded = set(json.loads(out.stdout))
+    assert "lepton_nn.kernels._dense" in loaded
+    assert loaded & _EXTENSIONS == needs, sorted(loaded)
+    assert "lepton_nn.runtime.preprocess" not in loaded  # tabular files only

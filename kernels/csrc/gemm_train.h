@@ -177,26 +177,97 @@ static inline void lnn_gt_prefetch_b(const float *b, ptrdiff_t ldb, int tb, ptrd
 #endif
 }
 
-/* A thread's scratch buffer `slot` (0: packed A, 1: packed B), at least `floats` long,
- * 64-byte aligned; kept for the thread's next call (a fresh buffer each call page-faulted on
- * every first touch) unless above LNN_GT_KEEP floats. NULL if memory could not be had. */
-#define LNN_GT_KEEP (4 << 20) /* floats: a larger scratch is given back after its call */
+/* ---- scratch: per thread, bounded, given back -------------------------------------------
+ * A thread's scratch buffer `slot` (0: packed A, 1: packed B), at least `floats` long, 64-byte
+ * aligned, is kept for the thread's next call (a fresh buffer each call page-faulted on every
+ * first touch), within three bounds:
+ *   - a slot-0 buffer above LNN_GT_KEEP floats is given back at the end of its call;
+ *   - every LNN_GT_WINDOW requests of a slot, a buffer more than twice the largest request
+ *     of that window (and above one 16 KB page group) is given back: after shapes shrink,
+ *     a thread holds at most twice what its recent calls needed, not its all-time largest;
+ *   - a thread's buffers are freed when it exits (a pthread key's destructor), so short-lived
+ *     user threads do not leak them.
+ * lnn_gt_scratch_bytes() is what all threads hold now (the test's measure). NULL if memory
+ * (or the key) could not be had: the call then fails with -1 (MemoryError). */
+#include <pthread.h>
+#include <stdatomic.h>
 
+#define LNN_GT_KEEP (4 << 20) /* floats: a larger A scratch is given back after its call */
+#define LNN_GT_WINDOW 64      /* requests of a slot over which its need is watched */
+#define LNN_GT_QUANTUM 4096   /* floats: buffers are whole multiples of it (16 KB) */
+
+typedef struct {
+    float *buf[2];
+    ptrdiff_t cap[2];  /* floats held */
+    ptrdiff_t peak[2]; /* largest request of the current window */
+    int uses[2];       /* requests in the current window */
+} lnn_gt_scratch_t;
+
+static pthread_key_t lnn_gt_key;
+static pthread_once_t lnn_gt_key_once = PTHREAD_ONCE_INIT;
+static int lnn_gt_key_ok = 0;
+static atomic_llong lnn_gt_held = 0; /* bytes, all threads */
+
+static void lnn_gt_hold(lnn_gt_scratch_t *s, int slot, float *buf, ptrdiff_t cap)
+{
+    atomic_fetch_add(&lnn_gt_held, (long long)(cap - s->cap[slot]) * (long long)sizeof(float));
+    s->buf[slot] = buf, s->cap[slot] = cap;
+}
+
+static void lnn_gt_drop(lnn_gt_scratch_t *s, int slot)
+{
+    free(s->buf[slot]);
+    lnn_gt_hold(s, slot, NULL, 0);
+}
+
+static void lnn_gt_thread_exit(void *p)
+{
+    lnn_gt_scratch_t *s = (lnn_gt_scratch_t *)p;
+    lnn_gt_drop(s, 0);
+    lnn_gt_drop(s, 1);
+    free(s);
+}
+
+static void lnn_gt_make_key(void)
+{
+    lnn_gt_key_ok = pthread_key_create(&lnn_gt_key, lnn_gt_thread_exit) == 0;
+}
+
+static lnn_gt_scratch_t *lnn_gt_state(void)
+{
+    pthread_once(&lnn_gt_key_once, lnn_gt_make_key);
+    if (!lnn_gt_key_ok) return NULL;
+    lnn_gt_scratch_t *s = (lnn_gt_scratch_t *)pthread_getspecific(lnn_gt_key);
+    if (!s) {
+        s = (lnn_gt_scratch_t *)calloc(1, sizeof *s);
+        if (s && pthread_setspecific(lnn_gt_key, s) != 0) free(s), s = NULL;
+    }
+    return s;
+}
+
+static long long lnn_gt_scratch_bytes(void) { return atomic_load(&lnn_gt_held); }
+
+/* `floats` >= 0: the buffer; < 0: the end of a call (slot 0 above LNN_GT_KEEP given back). */
 static float *lnn_gt_scratch(int slot, ptrdiff_t floats)
 {
-    static _Thread_local float *buf[2] = {NULL, NULL};
-    static _Thread_local ptrdiff_t cap[2] = {0, 0};
-    if (floats < 0) { /* the end of a call: give back a scratch above LNN_GT_KEEP */
-        if (cap[slot] > LNN_GT_KEEP) free(buf[slot]), buf[slot] = NULL, cap[slot] = 0;
+    lnn_gt_scratch_t *s = lnn_gt_state();
+    if (!s) return NULL;
+    if (floats < 0) {
+        if (s->cap[slot] > LNN_GT_KEEP) lnn_gt_drop(s, slot);
         return NULL;
     }
-    if (floats > cap[slot]) {
-        free(buf[slot]);
-        cap[slot] = (floats + 4095) / 4096 * 4096;
-        buf[slot] = aligned_alloc(64, (size_t)cap[slot] * sizeof(float));
-        if (!buf[slot]) cap[slot] = 0;
+    if (floats > s->peak[slot]) s->peak[slot] = floats;
+    if (++s->uses[slot] >= LNN_GT_WINDOW) { /* shapes shrank: hold no more than 2x the need */
+        if (s->cap[slot] > LNN_GT_QUANTUM && s->cap[slot] > 2 * s->peak[slot]) lnn_gt_drop(s, slot);
+        s->uses[slot] = 0, s->peak[slot] = 0;
     }
-    return buf[slot];
+    if (floats > s->cap[slot]) {
+        lnn_gt_drop(s, slot);
+        const ptrdiff_t cap = (floats + LNN_GT_QUANTUM - 1) / LNN_GT_QUANTUM * LNN_GT_QUANTUM;
+        float *buf = (float *)aligned_alloc(64, (size_t)cap * sizeof(float));
+        if (buf) lnn_gt_hold(s, slot, buf, cap);
+    }
+    return s->buf[slot];
 }
 
 /* One call's geometry. A' is packed whole, once, K block after K block (block p0 at

@@ -15,6 +15,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 
 from ..errors import BackendError
@@ -30,6 +31,7 @@ __all__ = [
     "use_backend",
     "info",
     "kernel_names",
+    "resolved",
 ]
 
 _PREFERENCE = ("cython", "numba", "reference")
@@ -127,10 +129,26 @@ def use_backend(name: str) -> Iterator[ReferenceBackend]:
         _active = previous
 
 
+def resolved(b: ReferenceBackend, name: str) -> bool:
+    """Whether backend ``b``'s kernel ``name`` is bound already. The compiled backend binds
+    each kernel (importing its extension) at first use, so a kernel not yet bound is in no
+    plan, and asking whether an op runs it need not import anything."""
+    cb = sys.modules.get(f"{__name__}.cython_backend")
+    if cb is None:
+        return True
+    entry = next((vars(c)[name] for c in type(b).__mro__ if name in vars(c)), None)
+    return not isinstance(entry, cb._Compiled)
+
+
 def kernel_names() -> list[str]:
     """Every kernel the reference backend defines (the full list of hot loops)."""
     return sorted(
-        k for k, v in vars(ReferenceBackend).items() if callable(v) and not k.startswith("_")
+        {
+            k
+            for cls in ReferenceBackend.__mro__[:-1]  # its op families' classes (not object)
+            for k, v in vars(cls).items()
+            if callable(v) and not k.startswith("_")
+        }
     )
 
 
@@ -140,9 +158,10 @@ def info(backend: str | None = None) -> dict[str, str]:
     b = _instance(backend) if backend else get_backend()
     out = {}
     for k in kernel_names():
+        getattr(b, k)  # binds a compiled kernel not used yet (imports its extension)
         for cls in type(b).__mro__:
             if k in vars(cls):
                 says = getattr(vars(cls)[k], "implementation", None)
-                out[k] = says() if says else getattr(cls, "name", cls.__name__)
+                out[k] = says() if says else getattr(cls, "name", "reference")  # a family
                 break
     return out

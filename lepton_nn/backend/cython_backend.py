@@ -1,7 +1,9 @@
 """Kernels compiled ahead of time from ``kernels/*.pyx`` (C with SIMD where it pays).
 
 Each extension module is optional: a kernel whose module did not build falls back, by
-inheritance, to its NumPy twin in :mod:`lepton_nn.backend.reference`.
+inheritance, to its NumPy twin in :mod:`lepton_nn.backend.reference`. Each module is imported
+at the first use of one of its kernels (:class:`_Compiled`), so a process that only serves an
+MLP never loads the conv, recurrent, sparse, int8 or training-GEMM extensions.
 """
 
 from __future__ import annotations
@@ -13,20 +15,56 @@ import numpy as np
 from .reference import ReferenceBackend
 from .threads import PARALLEL_MIN_FLOPS, blas_gemm, threads_for
 
-
-def _load(name):
-    try:
-        return importlib.import_module(f"lepton_nn.kernels._{name}")
-    except ImportError:
-        return None
+_EXTENSIONS = ("dense", "conv", "recurrent", "qgemm", "sparse", "gemm")
 
 
-_dense = _load("dense")
-_conv = _load("conv")
-_recurrent = _load("recurrent")
-_qgemm = _load("qgemm")
-_sparse = _load("sparse")
-_gemm = _load("gemm")
+def _ext(name: str):
+    """The compiled module ``lepton_nn.kernels._<name>`` (None where it did not build),
+    imported at its first use and kept as this module's global ``_<name>``."""
+    key = f"_{name}"
+    g = globals()
+    if key not in g:
+        try:
+            g[key] = importlib.import_module(f"lepton_nn.kernels.{key}")
+        except ImportError:
+            g[key] = None
+    return g[key]
+
+
+def __getattr__(attr: str):  # ``cython_backend._conv`` etc.: the module, imported on first use
+    if attr.startswith("_") and attr[1:] in _EXTENSIONS:
+        return _ext(attr[1:])
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+class _Compiled:
+    """A :class:`CythonBackend` kernel resolved at its first use: the compiled function
+    ``name`` of ``lepton_nn.kernels._<module>`` (bound as a staticmethod: same signature as
+    the twin), or ``method`` (a Python function taking ``self``) when one is given. Where the
+    module did not build or lacks the function ``needs`` (default ``name``; an older build),
+    the class entry is removed and the reference twin is inherited. Either way the class
+    attribute is replaced, so later calls cost what a plain method costs."""
+
+    def __init__(self, module: str, name: str | None = None, needs: str | None = None,
+                 method=None):  # fmt: skip
+        self.module, self.fn, self.needs, self.method = module, name, needs, method
+
+    def __set_name__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def resolve(self) -> None:
+        mod = _ext(self.module)
+        fn = self.fn or self.name
+        if mod is None or not hasattr(mod, self.needs or fn):
+            if vars(self.owner).get(self.name) is self:
+                delattr(self.owner, self.name)
+        elif vars(self.owner).get(self.name) is self:
+            value = self.method or staticmethod(getattr(mod, fn))
+            setattr(self.owner, self.name, value)
+
+    def __get__(self, obj, objtype=None):
+        self.resolve()
+        return getattr(obj if obj is not None else self.owner, self.name)
 
 
 _gemm_checked: bool | None = None
@@ -40,10 +78,10 @@ def _conv_gemm() -> bool:
     if _gemm_checked is None:
         found = blas_gemm()
         if found is not None:
-            _conv.set_gemm(*found)
+            _ext("conv").set_gemm(*found)
         _gemm_checked = found is not None and _gemm_agrees()
         if not _gemm_checked:
-            _conv.set_gemm(0, 0, False)
+            _ext("conv").set_gemm(0, 0, False)
     return _gemm_checked
 
 
@@ -61,7 +99,7 @@ def _gemm_agrees() -> bool:
         x = _mixed((3, 2, 5, 6), 1, dt)
         w2, b = _mixed((4, 12), 2, dt), _mixed((4,), 3, dt)
         outs = []
-        for run in (ref.conv2d_forward_chunks, _conv.conv2d_forward_chunks):
+        for run in (ref.conv2d_forward_chunks, _ext("conv").conv2d_forward_chunks):
             y, cols = np.empty((3, 4, 15), dt), np.empty((2, 12, 5, 3), dt)
             run(x, w2, b, 1, geom, 5, 3, 2, np.zeros(1, np.int64), cols, y, y)
             outs.append(y)
@@ -72,10 +110,10 @@ def _gemm_agrees() -> bool:
 
 def _with_gemm(name: str):
     """The compiled conv kernel ``name`` where it has a GEMM, else its reference twin."""
-    compiled, reference = getattr(_conv, name), getattr(ReferenceBackend, name)
+    reference = getattr(ReferenceBackend, name)
 
     def kernel(self, *args):
-        return compiled(*args) if _conv_gemm() else reference(self, *args)
+        return getattr(_ext("conv"), name)(*args) if _conv_gemm() else reference(self, *args)
 
     kernel.__name__ = kernel.__qualname__ = name
     kernel.implementation = lambda: "cython" if _conv_gemm() else "reference (no BLAS GEMM found)"
@@ -115,23 +153,24 @@ def _gemm_kernel(self, a, ta, b, tb, out=None):
         out[...] = _gemm_kernel(self, a, ta, b, tb)
         return out
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    return _gemm.gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
+    return _ext("gemm").gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
 
 
 def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
     """The compiled ``recurrent_rows_forward`` for float32 on AVX2 + FMA; elsewhere its twin
     (BLAS products and the compiled step kernels: faster there than a plain C loop)."""
-    if h.dtype == np.float32 and _recurrent.rows_available():
-        return _recurrent.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
+    r = _ext("recurrent")
+    if h.dtype == np.float32 and r.rows_available():
+        return r.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
     return ReferenceBackend.recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1,
                                                    reverse)  # fmt: skip
 
 
 def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
     """The compiled ranges on the shared native pool where the compiled kernel runs."""
-    if h.dtype == np.float32 and _recurrent.rows_available():
-        return _recurrent.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse,
-                                                 threads)  # fmt: skip
+    r = _ext("recurrent")
+    if h.dtype == np.float32 and r.rows_available():
+        return r.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse, threads)
     return ReferenceBackend.recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds,
                                                    reverse, threads)  # fmt: skip
 
@@ -140,35 +179,36 @@ def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
     """The compiled chunk kernel's tasks on the shared native pool (no Python per task) where
     that kernel is compiled here; else the twin."""
     if name == "qconv2d_forward_chunks":
-        if _qgemm is not None and hasattr(_qgemm, "qconv2d_forward_threads"):
-            return _qgemm.qconv2d_forward_threads(x, head, scratch, tail, threads)
-    elif hasattr(_conv, "conv_chunks_threads") and (
+        if hasattr(_ext("qgemm"), "qconv2d_forward_threads"):
+            return _ext("qgemm").qconv2d_forward_threads(x, head, scratch, tail, threads)
+    elif hasattr(_ext("conv"), "conv_chunks_threads") and (
         name == "conv2d_direct_forward" and x.dtype == np.float32 or _conv_gemm()
     ):
-        return _conv.conv_chunks_threads(name, x, head, scratch, tail, threads)
+        return _ext("conv").conv_chunks_threads(name, x, head, scratch, tail, threads)
     return ReferenceBackend.conv_chunks_threads(self, name, x, head, scratch, tail, threads)
 
 
 def _recurrent_rows_exact(self, dtype) -> bool:
     """The compiled kernel gives the same bits for any split of the rows."""
-    return np.dtype(dtype) == np.float32 and _recurrent.rows_available()
+    return np.dtype(dtype) == np.float32 and _ext("recurrent").rows_available()
 
 
 def _recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse):
     """The compiled ``recurrent_q8_forward`` on AVX2 + FMA; elsewhere its twin (on this
     backend's compiled quantize_rows, qlinear and step kernels)."""
-    if _recurrent.q8_available():
-        return _recurrent.recurrent_q8_forward(cell, xq, xs, xzp, packed, h, c, mask, r0, r1,
-                                               reverse)  # fmt: skip
+    r = _ext("recurrent")
+    if r.q8_available():
+        return r.recurrent_q8_forward(cell, xq, xs, xzp, packed, h, c, mask, r0, r1, reverse)
     return ReferenceBackend.recurrent_q8_forward(self, cell, xq, xs, xzp, packed, h, c, mask,
                                                  r0, r1, reverse)  # fmt: skip
 
 
 def _recurrent_q8_threads(self, cell, xq, xs, xzp, packed, h, c, mask, bounds, reverse, threads):
     """The compiled int8 ranges on the shared native pool on AVX2 + FMA; elsewhere the twin."""
-    if _recurrent.q8_available() and hasattr(_recurrent, "recurrent_q8_threads"):
-        return _recurrent.recurrent_q8_threads(cell, xq, xs, xzp, packed, h, c, mask, bounds,
-                                               reverse, threads)  # fmt: skip
+    r = _ext("recurrent")
+    if r.q8_available() and hasattr(r, "recurrent_q8_threads"):
+        return r.recurrent_q8_threads(cell, xq, xs, xzp, packed, h, c, mask, bounds, reverse,
+                                      threads)  # fmt: skip
     return ReferenceBackend.recurrent_q8_threads(self, cell, xq, xs, xzp, packed, h, c, mask,
                                                  bounds, reverse, threads)  # fmt: skip
 
@@ -179,79 +219,74 @@ class CythonBackend(ReferenceBackend):
     Each kernel below is a compiled function bound under the name and signature of its twin
     ``ReferenceBackend.<name>`` in reference.py (the readable spec); its source is the ``.pyx``
     named in the group's header. (Compiled docstrings cannot point back, so these lines do.)
+    Each is resolved at its first use (:class:`_Compiled`), importing only its own module.
     """
 
     name = "cython"
 
     # -- dense epilogue, softmax cross-entropy, optimizers (kernels/dense.pyx) -------------
-    if _dense is not None:  # same signatures as the reference: bound straight, no wrapper
-        bias_act_forward = staticmethod(_dense.bias_act_forward)
-        bias_act_backward = staticmethod(_dense.bias_act_backward)
-        softmax_xent_forward = staticmethod(_dense.softmax_xent_forward)
-        softmax_xent_backward = staticmethod(_dense.softmax_xent_backward)
-        adam_step = staticmethod(_dense.adam_step)
-        if hasattr(_dense, "all_finite"):  # a build from before it: the reference
-            all_finite = staticmethod(_dense.all_finite)
-        if hasattr(_dense, "dense_chain_forward"):  # float32 only: the plan checks
-            dense_chain_forward = staticmethod(_dense.dense_chain_forward)
-        if hasattr(_dense, "dense_packed_forward"):
-            dense_packed_forward = staticmethod(_dense.dense_packed_forward)
+    bias_act_forward = _Compiled("dense")  # same signatures as the reference: bound straight
+    bias_act_backward = _Compiled("dense")
+    softmax_xent_forward = _Compiled("dense")
+    softmax_xent_backward = _Compiled("dense")
+    adam_step = _Compiled("dense")
+    all_finite = _Compiled("dense")  # a build from before it: the reference
+    dense_chain_forward = _Compiled("dense")  # float32 only: the plan checks
+    dense_packed_forward = _Compiled("dense")
 
     # -- the training GEMM (kernels/gemm.pyx) ------------------------------------------------
-    if _gemm is not None:
-        gemm_own = _gemm_own
-        gemm = _gemm_kernel
+    gemm_own = _Compiled("gemm", needs="gemm", method=_gemm_own)
+    gemm = _Compiled("gemm", method=_gemm_kernel)
 
     # -- int8 quantized matmul (kernels/qgemm.pyx) ------------------------------------------
-    if _qgemm is not None:  # same signatures as the reference; the wrappers validate
-        quantize_rows = staticmethod(_qgemm.quantize_rows)
-        qpack_weights = staticmethod(_qgemm.pack_weights)
-        qlinear = staticmethod(_qgemm.qlinear)
-        qgemm_s32 = staticmethod(_qgemm.qgemm_s32)
-        qconv2d_forward_chunks = staticmethod(_qgemm.qconv2d_forward_chunks)
-        if hasattr(_qgemm, "qdense_chain_forward"):  # a build from before it: the reference
-            qdense_chain_prepare = staticmethod(_qgemm.qdense_chain_prepare)
-            qdense_chain_forward = staticmethod(_qgemm.qdense_chain_forward)
+    quantize_rows = _Compiled("qgemm")  # same signatures as the reference; the wrappers validate
+    qpack_weights = _Compiled("qgemm", "pack_weights")
+    qlinear = _Compiled("qgemm")
+    qgemm_s32 = _Compiled("qgemm")
+    qconv2d_forward_chunks = _Compiled("qgemm")
+    qdense_chain_prepare = _Compiled("qgemm", needs="qdense_chain_forward")  # older: reference
+    qdense_chain_forward = _Compiled("qgemm")
 
     # -- sparse matmul (kernels/sparse.pyx) --------------------------------------------------
-    if _sparse is not None:
-        to_csr = staticmethod(_sparse.to_csr)
-        sparse_linear = staticmethod(_sparse.sparse_linear)
+    to_csr = _Compiled("sparse")
+    sparse_linear = _Compiled("sparse")
 
     # -- convolution and pooling (kernels/conv.pyx) -----------------------------------------
-    if _conv is not None:  # same signatures as the reference: bound straight
-        im2col = staticmethod(_conv.im2col)
-        col2im = staticmethod(_conv.col2im)
-        maxpool2d_forward = staticmethod(_conv.maxpool2d_forward)
-        maxpool2d_backward = staticmethod(_conv.maxpool2d_backward)
-        avgpool2d_forward = staticmethod(_conv.avgpool2d_forward)
-        avgpool2d_backward = staticmethod(_conv.avgpool2d_backward)
+    im2col = _Compiled("conv")  # same signatures as the reference: bound straight
+    col2im = _Compiled("conv")
+    maxpool2d_forward = _Compiled("conv")
+    maxpool2d_backward = _Compiled("conv")
+    avgpool2d_forward = _Compiled("conv")
+    avgpool2d_backward = _Compiled("conv")
 
-        # the chunk loops call NumPy's BLAS GEMM from C; where it cannot be found and checked,
-        # the reference loop (np.matmul between these compiled kernels) runs instead
-        conv2d_forward_chunks = _with_gemm("conv2d_forward_chunks")
-        conv2d_backward_chunks = _with_gemm("conv2d_backward_chunks")
-        conv2d_pool_forward_chunks = _with_gemm("conv2d_pool_forward_chunks")
-        conv2d_pool_backward_chunks = _with_gemm("conv2d_pool_backward_chunks")
-        if hasattr(_conv, "conv2d_direct_forward"):  # float32 only: float64 runs the twin
-            conv2d_direct_forward = staticmethod(_conv.conv2d_direct_forward)
+    # the chunk loops call NumPy's BLAS GEMM from C; where it cannot be found and checked,
+    # the reference loop (np.matmul between these compiled kernels) runs instead
+    conv2d_forward_chunks = _Compiled("conv", method=_with_gemm("conv2d_forward_chunks"))
+    conv2d_backward_chunks = _Compiled("conv", method=_with_gemm("conv2d_backward_chunks"))
+    conv2d_pool_forward_chunks = _Compiled("conv", method=_with_gemm("conv2d_pool_forward_chunks"))
+    conv2d_pool_backward_chunks = _Compiled(
+        "conv", method=_with_gemm("conv2d_pool_backward_chunks")
+    )
+    conv2d_direct_forward = _Compiled("conv")  # float32 only: float64 runs the twin
 
     # the chunk kernels' tasks on the shared native pool (kernels/conv.pyx, qgemm.pyx)
     conv_chunks_threads = _conv_chunks_threads
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
-    if _recurrent is not None:  # same signatures as the reference: bound straight
-        lstm_step_forward = staticmethod(_recurrent.lstm_step_forward)
-        lstm_step_backward = staticmethod(_recurrent.lstm_step_backward)
-        gru_step_forward = staticmethod(_recurrent.gru_step_forward)
-        gru_step_backward = staticmethod(_recurrent.gru_step_backward)
-        rnn_step_forward = staticmethod(_recurrent.rnn_step_forward)
-        rnn_step_backward = staticmethod(_recurrent.rnn_step_backward)
-        if hasattr(_recurrent, "rows_available"):  # a build from before it: reference
-            recurrent_rows_forward = _recurrent_rows_forward
-            recurrent_rows_exact = _recurrent_rows_exact
-        if hasattr(_recurrent, "q8_available"):
-            recurrent_q8_forward = _recurrent_q8_forward
-            recurrent_q8_threads = _recurrent_q8_threads
-        if hasattr(_recurrent, "recurrent_rows_threads"):
-            recurrent_rows_threads = _recurrent_rows_threads
+    lstm_step_forward = _Compiled("recurrent")  # same signatures as the reference: bound straight
+    lstm_step_backward = _Compiled("recurrent")
+    gru_step_forward = _Compiled("recurrent")
+    gru_step_backward = _Compiled("recurrent")
+    rnn_step_forward = _Compiled("recurrent")
+    rnn_step_backward = _Compiled("recurrent")
+    # a build from before each of these: the reference
+    recurrent_rows_forward = _Compiled(
+        "recurrent", needs="rows_available", method=_recurrent_rows_forward
+    )
+    recurrent_rows_exact = _Compiled("recurrent", needs="rows_available",
+                                     method=_recurrent_rows_exact)  # fmt: skip
+    recurrent_q8_forward = _Compiled("recurrent", needs="q8_available",
+                                     method=_recurrent_q8_forward)  # fmt: skip
+    recurrent_q8_threads = _Compiled("recurrent", needs="q8_available",
+                                     method=_recurrent_q8_threads)  # fmt: skip
+    recurrent_rows_threads = _Compiled("recurrent", method=_recurrent_rows_threads)

@@ -62,7 +62,8 @@ def _engines(opts: Options) -> tuple[list[str], dict[str, str]]:
 def _start(engines, threads, log_dir, pythons=None) -> tuple[dict[str, Worker], dict, dict]:
     workers, failed, hellos = {}, {}, {}
     pythons = pythons or {}
-    pending = {e: Worker(e, threads, log_dir, pythons.get(e)) for e in engines}  # imports overlap
+    # imports overlap; started from this (the caller's) thread, which outlives them
+    pending = {e: Worker(e, threads, log_dir, pythons.get(e)) for e in engines}
     for e, w in pending.items():
         try:
             w.hello = hellos[e] = w.receive(timeout=300)
@@ -133,7 +134,11 @@ def run(opts: Options) -> dict:
                         cold_scripts[e] = w.ask(op="coldstart", dir=cold_dir)
                     except WorkerError as exc:
                         cold_scripts[e] = {"error": str(exc)}
-        finally:
+        except BaseException:  # interrupted: a busy worker would not hear "quit" for minutes
+            for w in workers.values():
+                w.kill()
+            raise
+        else:
             for w in workers.values():
                 w.close()
         phase["load_after"] = loadavg()

@@ -7,6 +7,7 @@ line on its stdin (``setup``, ``warmup``, ``round``, ``drop``, ``coldstart``, ``
 ``peak``, ``quit``), the reply one JSON line on its stdout. A worker may run in another
 interpreter than the parent's (``--python ENGINE=PATH``: a peer installed in its own venv);
 it needs NumPy there and imports this lepton_nn from the path the parent puts first.
+A worker dies with the parent, even in the middle of a round (:mod:`.lifeline`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import threading
 import time
 import traceback
 from typing import Any
+
+from .lifeline import child_env, die_with_parent
 
 _ENV_THREADS = (
     "OMP_NUM_THREADS",
@@ -65,7 +68,7 @@ class Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env=worker_env(threads),
+            env=child_env(worker_env(threads)),
             cwd=PKG_PARENT,
             text=True,
             bufsize=1,
@@ -107,6 +110,13 @@ class Worker:
         except OSError:
             return f"exit status {self.proc.poll()}"
 
+    def kill(self):
+        """End the worker now (the run was interrupted: no answer is awaited)."""
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
     def close(self):
         with contextlib.suppress(Exception):
             if self.proc.poll() is None:
@@ -140,6 +150,7 @@ def _calibrate(case, target: float, min_steps: int) -> dict:
 
 def worker_main(engine: str, threads: int) -> int:
     """The worker loop: one JSON request per line on stdin, one JSON reply per line."""
+    die_with_parent()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to the log, not into the protocol
     sys.stdout = sys.stderr

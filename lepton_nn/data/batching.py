@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,10 @@ from lepton_nn.random import spawn
 
 class Batches:
     """Iterable of ``(xb, yb)`` (or ``(xb, yb, wb)`` with sample weights) over the first axis.
+
+    ``X`` may be a dict ``{input name: array}`` (a model of several inputs): every input
+    needs the same number of rows, each batch takes the same rows of all (one permutation)
+    and ``xb`` is a dict with the same keys.
 
     Each ``iter()`` is one epoch; with ``shuffle`` every epoch draws a new permutation from
     the same generator. Shuffled batches are gathered with ``np.take(..., out=buffer)`` into
@@ -37,17 +41,23 @@ class Batches:
     ) -> None:
         if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: need a positive int")
-        self.X = np.asarray(X)
-        if self.X.ndim == 0:
-            raise ShapeError("iterate_batches: X must have a batch axis, got a scalar")
-        self.n = self.X.shape[0]
+        self.names = list(X) if isinstance(X, Mapping) else None
+        if self.names == []:
+            raise ShapeError("iterate_batches: X is a dict of no inputs")
+        xs = [np.asarray(X[k]) for k in self.names] if self.names else [np.asarray(X)]
+        self.X = dict(zip(self.names, xs, strict=True)) if self.names else xs[0]
+        labels = [f"input {k!r}" for k in self.names] if self.names else ["X"]
+        if xs[0].ndim == 0:
+            raise ShapeError(f"iterate_batches: {labels[0]} must have a batch axis, got a scalar")
+        self.n = xs[0].shape[0]
         self.y = None if y is None else np.asarray(y)
         self.w = None if sample_weight is None else np.asarray(sample_weight)
-        for name, a in (("y", self.y), ("sample_weight", self.w)):
+        others = [*zip(labels[1:], xs[1:]), ("y", self.y), ("sample_weight", self.w)]
+        for name, a in others:
             if a is not None and (a.ndim == 0 or a.shape[0] != self.n):
                 raise ShapeError(
-                    f"iterate_batches: X has shape {self.X.shape} but {name} has shape {a.shape}; "
-                    f"both need the same number of rows"
+                    f"iterate_batches: {labels[0]} has shape {xs[0].shape} but {name} has shape "
+                    f"{a.shape}; both need the same number of rows"
                 )
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -69,7 +79,8 @@ class Batches:
         return n_batches(self.n, self.batch_size, self.drop_last) - self.merged
 
     def _arrays(self) -> list[np.ndarray | None]:
-        return [self.X, self.y, self.w]
+        xs = [self.X[k] for k in self.names] if self.names else [self.X]
+        return [*xs, self.y, self.w]
 
     def _alloc(self) -> list[np.ndarray | None]:
         if self._buffers is None:
@@ -102,7 +113,9 @@ class Batches:
                         out.append(part)
             else:
                 out = [None if a is None else a[start:stop] for a in arrays]
-            yield tuple(out) if self.w is not None else (out[0], out[1])
+            *xs, yb, wb = out
+            xb = dict(zip(self.names, xs, strict=True)) if self.names else xs[0]
+            yield (xb, yb, wb) if self.w is not None else (xb, yb)
 
 
 def iterate_batches(

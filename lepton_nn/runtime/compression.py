@@ -57,7 +57,6 @@ checked, and a mistake raises :class:`~lepton_nn.errors.ModelFormatError`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,6 +64,7 @@ import numpy as np
 from lepton_nn.errors import ModelFormatError, ShapeError
 
 from .kernels import kernels
+from .record import Record
 
 __all__ = [
     "COMPRESSION_FORMAT",
@@ -90,24 +90,28 @@ ACT_MODES = ("dynamic", "static")
 INT8_ATTRS = ("weight", "weight_ih", "weight_hh", "weight_ih_reverse", "weight_hh_reverse")
 
 
-@dataclass
-class Int8Weight:
+class Int8Weight(Record):
     """Symmetric per-output-channel int8 weight of a Dense or Conv2D layer, or one matrix of
-    a recurrent layer (module docstring).
+    a recurrent layer (module docstring): ``q`` int8 (N, K), W^T quantized; ``scale``
+    float32 (N,); ``act_scale`` and ``act_zero_point`` for the static mode only.
 
     ``conv_shape``: the Conv2D weight's shape (F, C, kh, kw), q being (F, C*kh*kw); None for
     a Dense weight.
     """
 
-    layer: str
-    param: str
-    q: np.ndarray  # int8 (N, K): W^T quantized
-    scale: np.ndarray  # float32 (N,)
-    act_mode: str = "dynamic"
-    act_scale: float = 1.0  # static mode only
-    act_zero_point: int = 0
-    meta: dict[str, Any] = field(default_factory=dict)
-    conv_shape: tuple[int, int, int, int] | None = None
+    _fields = ("layer", "param", "q", "scale", "act_mode", "act_scale", "act_zero_point",
+               "meta", "conv_shape")  # fmt: skip
+
+    def __init__(
+        self, layer: str, param: str, q: np.ndarray, scale: np.ndarray,
+        act_mode: str = "dynamic", act_scale: float = 1.0, act_zero_point: int = 0,
+        meta: dict[str, Any] | None = None,
+        conv_shape: tuple[int, int, int, int] | None = None,
+    ) -> None:  # fmt: skip
+        self.layer, self.param, self.q, self.scale = layer, param, q, scale
+        self.act_mode, self.act_scale, self.act_zero_point = act_mode, act_scale, act_zero_point
+        self.meta = {} if meta is None else meta
+        self.conv_shape = conv_shape
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -124,17 +128,20 @@ class Int8Weight:
         return np.ascontiguousarray(w.T)
 
 
-@dataclass
-class CSRWeight:
-    """A pruned Dense weight W (K, N) as the CSR of W^T (row n lists the inputs of unit n)."""
+class CSRWeight(Record):
+    """A pruned Dense weight W (K, N) as the CSR of W^T (row n lists the inputs of unit n):
+    ``indptr`` int32 (N + 1,), ``indices`` int32 (nnz,), ``data`` float32 (nnz,), ``shape``
+    (K, N)."""
 
-    layer: str
-    param: str
-    indptr: np.ndarray  # int32 (N + 1,)
-    indices: np.ndarray  # int32 (nnz,)
-    data: np.ndarray  # float32 (nnz,)
-    shape: tuple[int, int]  # (K, N)
-    meta: dict[str, Any] = field(default_factory=dict)
+    _fields = ("layer", "param", "indptr", "indices", "data", "shape", "meta")
+
+    def __init__(
+        self, layer: str, param: str, indptr: np.ndarray, indices: np.ndarray,
+        data: np.ndarray, shape: tuple[int, int], meta: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.layer, self.param = layer, param
+        self.indptr, self.indices, self.data, self.shape = indptr, indices, data, shape
+        self.meta = {} if meta is None else meta
 
     @property
     def density(self) -> float:

@@ -40,12 +40,13 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, Any
 
 import numpy as np
 
 from lepton_nn.errors import ModelFormatError
+
+from .record import FrozenRecord
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -124,16 +125,14 @@ _DAMAGE_ERRORS: tuple[type[BaseException], ...] = (
 Source = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
 
-@dataclass(frozen=True)
-class _ArraySpec:
+class _ArraySpec(FrozenRecord):
     """One validated row of the manifest's ``arrays`` table."""
 
-    name: str
-    file: str
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    nbytes: int
-    sha256: str
+    _fields = ("name", "file", "dtype", "shape", "nbytes", "sha256")
+
+    def __init__(self, name: str, file: str, dtype: np.dtype, shape: tuple[int, ...],
+                 nbytes: int, sha256: str) -> None:  # fmt: skip
+        self._set(name=name, file=file, dtype=dtype, shape=shape, nbytes=nbytes, sha256=sha256)
 
 
 # --------------------------------------------------------------------------- writing

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lepton_nn.backend.threads import blas_held
 from lepton_nn.errors import ModelFormatError
+
+from .record import Record
 
 __all__ = [
     "Arena",
@@ -189,16 +190,16 @@ def merge_step(label: str, cls: str, config: dict, widths: list[tuple]) -> Merge
 # --------------------------------------------------------------------------- chains
 
 
-@dataclass
-class Chain:
+class Chain(Record):
     """Steps run one after the other: the first reads ``inputs`` (several for a merge),
-    each next one the previous output; the last writes the value ``out``."""
+    each next one the previous output; the last writes the value ``out``. ``final``: the
+    last activation (for predict_proba); ``shape``: the per-sample output shape."""
 
-    inputs: list[str]
-    steps: list[Any]
-    out: str
-    final: str = "identity"  # the last activation (for predict_proba)
-    shape: tuple = field(default_factory=tuple)  # per-sample output shape
+    _fields = ("inputs", "steps", "out", "final", "shape")
+
+    def __init__(self, inputs: list[str], steps: list[Any], out: str, final: str = "identity",
+                 shape: tuple = ()) -> None:  # fmt: skip
+        self.inputs, self.steps, self.out, self.final, self.shape = inputs, steps, out, final, shape
 
 
 def contract(chains: list[Chain], outputs: list[str]) -> list[Chain]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,8 +40,10 @@ from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeErro
 from .format import read_lnn
 from .kernels import kernels
 from .plan import Network, Plan, default_threads, parse_network
-from .preprocess import Preprocessing
 from .validate import Limits, Summary, validate
+
+if TYPE_CHECKING:  # imported by tabular files only (the validator parses their columns)
+    from .preprocess import Preprocessing
 
 __all__ = ["InferenceModel", "load", "from_manifest"]
 
@@ -215,11 +217,11 @@ class InferenceModel:
         if self._many_in or len(self.network.outputs) > 1:
             raise ModelFormatError("tabular file: the network must have one input and one output")
         if manifest.get("preprocessing") is not None:
-            self.preprocessing = (
-                parsed
-                if parsed is not None
-                else Preprocessing.from_config(manifest["preprocessing"])
-            )
+            if parsed is None:
+                from .preprocess import Preprocessing
+
+                parsed = Preprocessing.from_config(manifest["preprocessing"])
+            self.preprocessing = parsed
             width = self.preprocessing.n_features_out
             if self._in != (width,):
                 raise ModelFormatError(

@@ -45,7 +45,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -59,6 +58,7 @@ from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, Plan, bind_chains, contract, out_buffer, parse_graph
 from .kernels import kernels
 from .parsers import PARSERS, activation_name, gelu_name
+from .record import Record
 from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
@@ -99,17 +99,17 @@ Op = tuple[Callable[..., Any], tuple]
 # --------------------------------------------------------------------------- steps
 
 
-@dataclass
-class _Ctx:
+class _Ctx(Record):
     """What binding needs besides the step: batch size, threads, sparse policy, dtype, and
-    for a plan run with lengths, the steps' mask (T, N) (1 at real steps, 0 past the end)."""
+    for a plan run with lengths, the steps' mask (T, N) (1 at real steps, 0 past the end);
+    ``pool``: the plan's buffers (see graph.py)."""
 
-    n: int
-    threads: int
-    sparse: str
-    dtype: np.dtype
-    mask: np.ndarray | None = None
-    pool: Arena | None = None  # the plan's buffers (see graph.py)
+    _fields = ("n", "threads", "sparse", "dtype", "mask", "pool")
+
+    def __init__(self, n: int, threads: int, sparse: str, dtype: np.dtype,
+                 mask: np.ndarray | None = None, pool: Arena | None = None) -> None:  # fmt: skip
+        self.n, self.threads, self.sparse, self.dtype = n, threads, sparse, dtype
+        self.mask, self.pool = mask, pool
 
 
 class Step:
@@ -397,17 +397,20 @@ def _lengths_mask(lengths: np.ndarray, mask: np.ndarray) -> None:
     np.less(np.arange(mask.shape[0])[:, None], lengths[None, :], out=mask, casting="unsafe")
 
 
-@dataclass
-class Network:
+class Network(Record):
     """A parsed network: its inputs ``(name, per-sample shape the plan reads)``, chains of
-    steps in topological order (:mod:`.graph`), outputs ``(name, per-sample shape)``."""
+    steps in topological order (:mod:`.graph`), outputs ``(name, per-sample shape)``;
+    ``input_shapes``: per input, as the caller gives it."""
 
-    inputs: list[tuple[str, tuple[int, ...]]]
-    chains: list[Chain]
-    outputs: list[tuple[str, tuple[int, ...]]]
-    dtype: np.dtype
-    input_shapes: list[tuple[int, ...]]  # per input, as the caller gives it
-    final_activation: str
+    _fields = ("inputs", "chains", "outputs", "dtype", "input_shapes", "final_activation")
+
+    def __init__(
+        self, inputs: list[tuple[str, tuple[int, ...]]], chains: list[Chain],
+        outputs: list[tuple[str, tuple[int, ...]]], dtype: np.dtype,
+        input_shapes: list[tuple[int, ...]], final_activation: str,
+    ) -> None:  # fmt: skip
+        self.inputs, self.chains, self.outputs, self.dtype = inputs, chains, outputs, dtype
+        self.input_shapes, self.final_activation = input_shapes, final_activation
 
     @property
     def input_shape(self) -> tuple[int, ...]:

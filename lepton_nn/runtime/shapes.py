@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from lepton_nn.backend.geometry import permute_dims
@@ -31,6 +30,7 @@ from .parsers import (
     pad_config,
     pool_geometry,
 )
+from .record import Record
 
 __all__ = [
     "ARCHITECTURES",
@@ -52,34 +52,37 @@ MAX_DEPTH = 32
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity"}
 
 
-@dataclass
-class LayerShape:
+class LayerShape(Record):
     """What a shape rule says of one layer on a given per-sample input shape.
 
     ``act``: the activation its output ends with (None: it keeps its input's, as Dropout,
     Flatten and pooling do); ``params``: attribute name -> shape; ``work``: scratch
-    elements per sample beyond the output; ``ops``: plan calls (an estimate).
+    elements per sample beyond the output; ``ops``: plan calls (an estimate);
+    ``tuple_out``: it returns several arrays (return_state).
     """
 
-    out: tuple[int, ...]
-    params: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    act: str | None = None
-    work: int = 0
-    time_steps: int = 0
-    ops: int = 1
-    tuple_out: bool = False  # returns several arrays (return_state)
+    _fields = ("out", "params", "act", "work", "time_steps", "ops", "tuple_out")
+
+    def __init__(
+        self, out: tuple[int, ...], params: dict[str, tuple[int, ...]] | None = None,
+        act: str | None = None, work: int = 0, time_steps: int = 0, ops: int = 1,
+        tuple_out: bool = False,
+    ) -> None:  # fmt: skip
+        self.out, self.params = out, {} if params is None else params
+        self.act, self.work, self.time_steps, self.ops = act, work, time_steps, ops
+        self.tuple_out = tuple_out
 
 
-@dataclass
-class LayerInfo:
-    """One leaf layer of a walked architecture."""
+class LayerInfo(Record):
+    """One leaf layer of a walked architecture; ``prefix``: its parameter names' prefix,
+    e.g. ``"layers.0."``."""
 
-    prefix: str  # parameter name prefix, e.g. "layers.0."
-    cls: str
-    config: dict
-    label: str
-    in_shape: tuple[int, ...]
-    shape: LayerShape
+    _fields = ("prefix", "cls", "config", "label", "in_shape", "shape")
+
+    def __init__(self, prefix: str, cls: str, config: dict, label: str,
+                 in_shape: tuple[int, ...], shape: LayerShape) -> None:  # fmt: skip
+        self.prefix, self.cls, self.config, self.label = prefix, cls, config, label
+        self.in_shape, self.shape = in_shape, shape
 
 
 def _fail(msg: str) -> ModelFormatError:

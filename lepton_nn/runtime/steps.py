@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.backend import resolved
 from lepton_nn.backend.geometry import (
     CONV_CHUNK_BYTES,
     CONV_DIRECT_MAX_BYTES,
@@ -650,7 +651,14 @@ def blas_in_threads(op: Op) -> bool:
     """Whether ``op`` calls BLAS from several threads of the native pool (an im2col chunk
     kernel on more than one thread): the plan then holds BLAS to one thread for its run."""
     fn, args = op
-    return fn == kernels().conv_chunks_threads and args[0] in _BLAS_CHUNKS and args[-1] > 1
+    k = kernels()
+    return _runs(fn, k, "conv_chunks_threads") and args[0] in _BLAS_CHUNKS and args[-1] > 1
+
+
+def _runs(fn, k, *names: str) -> bool:
+    """Whether ``fn`` is one of backend ``k``'s kernels ``names``, asking only kernels bound
+    already (one not bound is in no plan; asking would import its extension)."""
+    return any(resolved(k, n) and fn == getattr(k, n) for n in names)
 
 
 def on_pool(op: Op) -> bool:
@@ -658,11 +666,11 @@ def on_pool(op: Op) -> bool:
     than one thread)."""
     fn, args = op
     k = kernels()
-    if fn in (k.conv_chunks_threads, k.recurrent_rows_threads, k.recurrent_q8_threads):
+    if _runs(fn, k, "conv_chunks_threads", "recurrent_rows_threads", "recurrent_q8_threads"):
         return args[-1] > 1
-    if fn == k.dense_packed_forward:
+    if _runs(fn, k, "dense_packed_forward"):
         return len(args) > 5 and args[5] > 1
-    return fn == k.qlinear and len(args) > 9 and args[9] > 1
+    return _runs(fn, k, "qlinear") and len(args) > 9 and args[9] > 1
 
 
 def _quantize_x(k, xt: np.ndarray, q_ih: Int8DenseStep, ops: list[Op]) -> tuple:

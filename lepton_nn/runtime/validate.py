@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from .compression import INT8_ATTRS
+from .record import FrozenRecord, Record
 from .shapes import (
     ARCHITECTURES,
     FLOAT_DTYPES,
@@ -75,8 +75,7 @@ KINDS = ("module", "compressed", "tabular")
 TASKS = ("binary", "multiclass", "regression")
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(FrozenRecord):
     """What one model may cost; checked from the manifest before anything is allocated.
 
     ``max_params``: weights (Embedding tables included); ``max_activation_bytes``: per
@@ -86,10 +85,12 @@ class Limits:
     some fields (the rest default) or None.
     """
 
-    max_params: int = 200_000_000
-    max_activation_bytes: int = 1 << 30
-    max_time_steps: int = 100_000
-    max_plan_ops: int = 1_000_000
+    _fields = ("max_params", "max_activation_bytes", "max_time_steps", "max_plan_ops")
+
+    def __init__(self, max_params: int = 200_000_000, max_activation_bytes: int = 1 << 30,
+                 max_time_steps: int = 100_000, max_plan_ops: int = 1_000_000) -> None:  # fmt: skip
+        self._set(max_params=max_params, max_activation_bytes=max_activation_bytes,
+                  max_time_steps=max_time_steps, max_plan_ops=max_plan_ops)  # fmt: skip
 
     @classmethod
     def of(cls, value: Any) -> Limits:
@@ -98,36 +99,39 @@ class Limits:
         if isinstance(value, Limits):
             return value
         if isinstance(value, Mapping):
-            names = {f.name for f in fields(cls)}
+            names = set(cls._fields)
             unknown = set(value) - names
             if unknown:
                 raise ValueError(f"limits: unknown keys {sorted(unknown)}; known: {sorted(names)}")
             for k, v in value.items():
                 if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                     raise ValueError(f"limits: {k} must be a positive int, got {v!r}")
-            return replace(DEFAULT_LIMITS, **value)
+            return DEFAULT_LIMITS.replace(**value)
         raise TypeError(f"limits must be a Limits, a dict or None, got {type(value).__name__}")
 
 
 DEFAULT_LIMITS = Limits()
 
 
-@dataclass
-class Summary:
-    """A validated network section (and, for tabular files, its outputs' meaning)."""
+class Summary(Record):
+    """A validated network section (and, for tabular files, its outputs' meaning);
+    ``params``: every expected parameter name -> shape."""
 
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    dtype: np.dtype
-    layers: list[LayerInfo]
-    final_activation: str
-    n_params: int
-    activation_bytes: int
-    time_steps: int
-    plan_ops: int
-    params: dict[str, tuple[int, ...]]  # every expected parameter name -> shape
-    kind: str = "module"
-    extra: dict[str, Any] = field(default_factory=dict)
+    _fields = ("input_shape", "output_shape", "dtype", "layers", "final_activation",
+               "n_params", "activation_bytes", "time_steps", "plan_ops", "params", "kind",
+               "extra")  # fmt: skip
+
+    def __init__(
+        self, input_shape: tuple[int, ...], output_shape: tuple[int, ...], dtype: np.dtype,
+        layers: list[LayerInfo], final_activation: str, n_params: int, activation_bytes: int,
+        time_steps: int, plan_ops: int, params: dict[str, tuple[int, ...]],
+        kind: str = "module", extra: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.input_shape, self.output_shape, self.dtype = input_shape, output_shape, dtype
+        self.layers, self.final_activation, self.n_params = layers, final_activation, n_params
+        self.activation_bytes, self.time_steps = activation_bytes, time_steps
+        self.plan_ops, self.params, self.kind = plan_ops, params, kind
+        self.extra = {} if extra is None else extra
 
 
 # --------------------------------------------------------------------------- sections

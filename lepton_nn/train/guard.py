@@ -86,20 +86,20 @@ class DivergenceGuard:
                 p.data[...] = s
         return True
 
-    def stop(
-        self, where: str, kind: str, loss: float, inputs: np.ndarray | None, stacklevel: int = 3
-    ) -> str:
+    def stop(self, where: str, kind: str, loss: float, inputs: Any, stacklevel: int = 3) -> str:
         """Restore what the bad batch at ``where`` calls for; warn and return the message.
 
         kind: ``"nonfinite"``, ``"bound"`` (from :meth:`check`) or ``"weights"`` (the last
-        step of an epoch made the weights non-finite). ``inputs``: the bad batch's inputs.
+        step of an epoch made the weights non-finite). ``inputs``: the bad batch's inputs
+        (an array, or a dict of arrays for a model of several inputs).
         ``stacklevel``: of the warning, seen from here (3: the caller of ``fit``).
         """
+        given = list(inputs.values()) if isinstance(inputs, dict) else [inputs]
         data_fault = (
             kind == "nonfinite"
-            and inputs is not None
-            and inputs.dtype.kind in "fc"
-            and not np.isfinite(inputs).all()
+            and any(
+                a is not None and a.dtype.kind in "fc" and not np.isfinite(a).all() for a in given
+            )
             and self.weights_finite()
         )
         restored = self.restore(weights=not data_fault)

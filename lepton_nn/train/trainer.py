@@ -39,6 +39,7 @@ from ..random import set_seed, spawn
 from .callbacks import CallbackList
 from .guard import DivergenceGuard, DivergenceWarning, NonFiniteLossWarning
 from .history import History
+from .inputs import Inputs, as_inputs, n_rows, rows
 from .progress import ProgressBar
 
 __all__ = ["Trainer", "DivergenceWarning", "NonFiniteLossWarning", "TASKS", "OPTIMIZERS"]
@@ -185,10 +186,15 @@ class Trainer:
             raise DataError(f"{what} must be numeric, got dtype {arr.dtype}; {encode}")
         return arr
 
-    def _x(self, X: Any) -> np.ndarray:
-        arr = self._numeric(X, "X", "encode it first (lepton_nn.data.Preprocessor)")
+    def _x(self, X: Any) -> Inputs:
+        """X as one array, or a dict by input name for a model of several inputs
+        (:mod:`lepton_nn.train.inputs`)."""
+        return as_inputs(self.model, X, self._x_one)
+
+    def _x_one(self, v: Any, what: str) -> np.ndarray:
+        arr = self._numeric(v, what, "encode it first (lepton_nn.data.Preprocessor)")
         if arr.ndim == 0:
-            raise ShapeError("X must have a batch axis, got a scalar")
+            raise ShapeError(f"{what} must have a batch axis, got a scalar")
         return np.ascontiguousarray(arr, dtype=self._dtype)
 
     def _y(self, y: Any) -> np.ndarray:
@@ -204,9 +210,9 @@ class Trainer:
             )
         return np.ascontiguousarray(arr, dtype=self._dtype)
 
-    def _prepare(self, X: np.ndarray) -> None:
-        """Build lazy layers and the optimizer (once)."""
-        if not self.model.built:
+    def _prepare(self, X: Inputs) -> None:
+        """Build lazy layers and the optimizer (once; a graph model is built when made)."""
+        if not self.model.built and not isinstance(X, dict):
             self.model.build((None, *X.shape[1:]))
         if self.optimizer is None:
             cls, kwargs = self._opt_spec
@@ -219,10 +225,11 @@ class Trainer:
         return any(isinstance(m, BatchNorm) for m in self.model.modules())
 
     @staticmethod
-    def _check_rows(X: np.ndarray, *others: tuple[str, np.ndarray | None]) -> None:
+    def _check_rows(X: Inputs, *others: tuple[str, np.ndarray | None]) -> None:
+        n = n_rows(X)
         for name, a in others:
-            if a is not None and len(a) != len(X):
-                raise ShapeError(f"X has {len(X)} rows but {name} has {len(a)}")
+            if a is not None and len(a) != n:
+                raise ShapeError(f"X has {n} rows but {name} has {len(a)}")
 
     def _sample_weights(
         self, y: np.ndarray, sample_weight: Any, class_weight: Any
@@ -326,26 +333,27 @@ class Trainer:
             self._check_rows(Xv, ("y_val", yv), ("w_val", wv))
             val = (Xv, yv, wv)
         elif validation_split > 0:
-            cut = int(len(X) * (1.0 - validation_split))
-            if cut <= 0 or cut >= len(X):
+            n = n_rows(X)
+            cut = int(n * (1.0 - validation_split))
+            if cut <= 0 or cut >= n:
                 raise DataError(
-                    f"validation_split={validation_split} leaves no rows on one side "
-                    f"of {len(X)} rows"
+                    f"validation_split={validation_split} leaves no rows on one side of {n} rows"
                 )
             sw = None if sample_weight is None else np.asarray(sample_weight).reshape(-1)
-            val = (X[cut:], y[cut:], None if sw is None else sw[cut:])
-            X, y = X[:cut], y[:cut]
+            val = (rows(X, slice(cut, None)), y[cut:], None if sw is None else sw[cut:])
+            X, y = rows(X, slice(cut)), y[:cut]
             sample_weight = None if sw is None else sw[:cut]
         w = self._sample_weights(y, sample_weight, class_weight)
-        if len(X) == 0:
+        n = n_rows(X)
+        if n == 0:
             raise DataError("fit: no training rows")
 
         self._prepare(X)
         batch_stats = self._batch_stats()
-        if batch_stats and min(int(batch_size), len(X)) < 2:
+        if batch_stats and min(int(batch_size), n) < 2:
             raise DataError(
                 f"fit: batch normalization trains on batches of 2 rows or more; got "
-                f"batch_size={batch_size} with {len(X)} training row(s)"
+                f"batch_size={batch_size} with {n} training row(s)"
             )
         batches = iterate_batches(
             X, y, batch_size, shuffle, rng=spawn(), sample_weight=w, merge_last=batch_stats
@@ -354,11 +362,13 @@ class Trainer:
         if privacy is not None:  # DP-SGD: Poisson batches, a clipping and noising optimizer
             if w is not None:
                 raise ValueError("fit: sample_weight and class_weight do not go with privacy")
+            if isinstance(X, dict):
+                raise LeptonError("fit: privacy trains models of one input; X has several")
             private = privacy.attach(self.model, self.optimizer, (X, y), batch_size, epochs, seed)
             batches = private.loader
         if batches.merged:
             warnings.warn(
-                f"fit: {len(X)} rows in batches of {batch_size} leave a last batch of one row, "
+                f"fit: {n} rows in batches of {batch_size} leave a last batch of one row, "
                 f"which batch normalization cannot train on; it joins the batch before it "
                 f"({batch_size + 1} rows)",
                 UserWarning,
@@ -366,7 +376,7 @@ class Trainer:
             )
         evaluate_val = None if val is None else (lambda: self._evaluate_arrays(*val, self.metrics))
         return self._run(
-            batches, len(X), evaluate_val, epochs, batch_size, callbacks, verbose, divergence,
+            batches, n, evaluate_val, epochs, batch_size, callbacks, verbose, divergence,
             w is not None, private,
         )  # fmt: skip
 
@@ -432,7 +442,7 @@ class Trainer:
                     wb = None
                 else:
                     xb, yb, wb = batch
-                nb = xb.shape[0]
+                nb = len(yb)
                 if batch_begin:
                     blogs["batch"], blogs["size"] = b, nb
                     for hook in batch_begin:
@@ -508,7 +518,7 @@ class Trainer:
         last batch again (eval mode, no graph) and undo that update if it diverged."""
         xb, yb = batch[0], batch[1]
         wb = batch[2] if weighted else None
-        out = self._forward(xb, len(xb))
+        out = self._forward(xb, n_rows(xb))
         with no_grad():
             t = Tensor(out)
             loss = self.loss_fn(t, yb) if wb is None else self.loss_fn(t, yb, sample_weight=wb)
@@ -519,19 +529,19 @@ class Trainer:
             self.stop_reason = guard.stop(at, kind, lv, None, stacklevel=4)
 
     # -- outputs, scores -------------------------------------------------------------------
-    def _forward(self, X: np.ndarray, batch_size: int) -> np.ndarray:
+    def _forward(self, X: Inputs, batch_size: int) -> np.ndarray:
         """Raw model outputs for every row, in eval mode, without a graph."""
         model = self.model
         was = model.training
         model.eval()
         try:
             with no_grad():
-                n = len(X)
+                n = n_rows(X)
                 if n <= batch_size:
                     return np.asarray(model(X).data)
                 out = None
                 for start in range(0, n, batch_size):
-                    o = model(X[start : start + batch_size]).data
+                    o = model(rows(X, slice(start, start + batch_size))).data
                     if out is None:
                         out = np.empty((n, *o.shape[1:]), o.dtype)
                     out[start : start + len(o)] = o
@@ -589,7 +599,7 @@ class Trainer:
 
     def _evaluate_arrays(
         self,
-        X: np.ndarray,
+        X: Inputs,
         y: np.ndarray,
         w: Any,
         metrics: list[_Metric],
