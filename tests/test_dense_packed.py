@@ -122,6 +122,43 @@ def test_same_bits_at_any_thread_count_and_batch(be, sizes):
             np.testing.assert_array_equal(row[0], base[i])
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 15, 16, 17, 64])
+def test_both_splits_give_the_bits_of_one_thread(m):
+    # batch < 16: a phase per layer, split by columns; from 16 rows: each thread its rows
+    # through every layer. 1, 2, 3 and 5 threads: the 1-thread bits, close to the NumPy twin
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=11)
+    acts = (1, 1, 0)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(m).standard_normal((m, 784)).astype(np.float32)
+    base = _run(k, x, panels, bs, acts, 1)
+    want = _run(REF, x, _pack(REF, ws), bs, acts)
+    for g, w in zip(base, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=3e-5, atol=3e-5)
+    for threads in (2, 3, 5):
+        for g, b in zip(_run(k, x, panels, bs, acts, threads), base, strict=True):
+            np.testing.assert_array_equal(g, b)
+
+
+@pytest.mark.parametrize("m, phases", [(1, 3), (7, 3), (64, 0)])
+def test_the_chain_is_one_job_of_the_pool(m, phases):
+    # the three layers of the MLP: one job (a phase per layer by columns, or one phase of
+    # row blocks), not a job per layer
+    from lepton_nn.kernels import _pool
+
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=12)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(13).standard_normal((m, 784)).astype(np.float32)
+    _run(k, x, panels, bs, acts, 2)  # the workers started
+    s0 = _pool.stats()
+    for _ in range(5):
+        _run(k, x, panels, bs, acts, 2)
+    s1 = _pool.stats()
+    assert s1["jobs"] - s0["jobs"] == 5 and s1["alone"] == s0["alone"]
+    assert s1["phases"] - s0["phases"] == 5 * phases
+
+
 def test_rows_of_any_block_height_give_the_same_bits():
     # from 4 rows on the rows are cut into near-equal blocks of 3 to 6 (64 = 9 x 6 + 2 x 5,
     # 7 = 3 + 4, 13 = 4 + 4 + 5): every row of every batch equals that row run alone

@@ -260,18 +260,28 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 }
 
 /* ---- the pool ---------------------------------------------------------------------------- */
-/* Each layer is one job of the process's shared pool (pool.h): its panels cut into `threads`
- * ranges, each range into units, the job's tasks the units in range order, so that the
- * pool's block t is (about) range t and thread t keeps re-reading the same part of the
- * weights from call to call. A layer's job returns when all its units are done, so the next
- * layer reads a complete input. */
+/* The whole chain is ONE job of the process's shared pool (pool.h), in one of two splits:
+ *
+ * - by columns (batch < LNN_PK_ROWS_MIN): layer l is phase l, its panels cut into `threads`
+ *   ranges, each range into units, the phase's tasks the units in range order, so that the
+ *   pool's block t is range t and thread t reads the same panels of every layer call after
+ *   call; the barrier between phases gives the next layer a complete input;
+ * - by rows (from LNN_PK_ROWS_MIN rows): one phase of `threads` tasks, task t running its
+ *   block of rows through every layer with no barrier at all (each thread reads all the
+ *   weights once, from L3, and keeps its rows' activations in its own L1/L2).
+ *
+ * Either way every output is the same fma chain (see the top of this file): the bits do not
+ * depend on the split. */
 
 #include "pool.h"
 
 #define LNN_PK_MAX_THREADS 64
+#ifndef LNN_PK_ROWS_MIN
+#define LNN_PK_ROWS_MIN 16
+#endif
 
 typedef struct {
-    const lnn_pk_layer_t *L;
+    lnn_pk_layer_t L;
     int threads;
     ptrdiff_t first[LNN_PK_MAX_THREADS + 1]; /* range o holds tasks [first[o], first[o + 1]) */
 } lnn_pk_job_t;
@@ -282,41 +292,87 @@ static int lnn_pk_task(void *ctx, ptrdiff_t task)
     int o = 0;
     while (task >= j->first[o + 1]) o++;
     ptrdiff_t p0, p1;
-    lnn_pk_range(j->L, o, j->threads, &p0, &p1);
-    lnn_pk_unit(j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
+    lnn_pk_range(&j->L, o, j->threads, &p0, &p1);
+    lnn_pk_unit(&j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
     return 0;
 }
 
-/* One layer on up to `threads` threads of the pool. */
-static void lnn_pk_layer_threads(const lnn_pk_layer_t *L, int threads)
+/* Layer L as a phase of `threads` ranges. */
+static lnn_phase_t lnn_pk_phase(lnn_pk_job_t *j, const lnn_pk_layer_t *L, int threads)
 {
-    lnn_pk_job_t j;
-    j.L = L;
-    j.threads = threads < LNN_PK_MAX_THREADS ? threads : LNN_PK_MAX_THREADS;
-    j.first[0] = 0;
-    for (int o = 0; o < j.threads; o++) {
+    j->L = *L;
+    j->threads = threads;
+    j->first[0] = 0;
+    for (int o = 0; o < threads; o++) {
         ptrdiff_t p0, p1;
-        lnn_pk_range(L, o, j.threads, &p0, &p1);
-        j.first[o + 1] = j.first[o] + lnn_pk_units(L, p1 - p0);
+        lnn_pk_range(L, o, threads, &p0, &p1);
+        j->first[o + 1] = j->first[o] + lnn_pk_units(L, p1 - p0);
     }
-    lnn_parallel(lnn_pk_task, &j, j.first[j.threads], j.threads);
+    const lnn_phase_t ph = {lnn_pk_task, j, j->first[threads]};
+    return ph;
+}
+
+/* The chain's arguments, for the row split's tasks. */
+typedef struct {
+    const float *x;
+    ptrdiff_t m, layers, parts;
+    const float *const *panels;
+    const float *const *bias;
+    const int *act;
+    const ptrdiff_t *dims;
+    float *const *outs;
+} lnn_pk_chain_t;
+
+/* Every layer for block `task` of the chain's rows (near-equal, in order). */
+static int lnn_pk_rows_task(void *ctx, ptrdiff_t task)
+{
+    const lnn_pk_chain_t *c = (const lnn_pk_chain_t *)ctx;
+    const ptrdiff_t r0 = c->m * task / c->parts, r1 = c->m * (task + 1) / c->parts;
+    for (ptrdiff_t l = 0; l < c->layers; l++) {
+        const float *h = l == 0 ? c->x : c->outs[l - 1];
+        const lnn_pk_layer_t L = {h + r0 * c->dims[l], c->panels[l], c->bias[l],
+                                  c->outs[l] + r0 * c->dims[l + 1], r1 - r0, c->dims[l],
+                                  c->dims[l + 1], c->act[l]};
+        lnn_pk_layer_alone(&L);
+    }
+    return 0;
 }
 
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
  * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL.
- * `threads` > 1: the pool's threads share each layer (if the pool is free). */
+ * `threads` > 1: one job of the pool (if it is free; else on the caller alone). */
 static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t layers,
                                        const float *const *panels, const float *const *bias,
                                        const int *act, const ptrdiff_t *dims,
                                        float *const *outs, int threads)
 {
+    if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
+    if (threads > 1 && m >= LNN_PK_ROWS_MIN) { /* by rows: no barrier */
+        const lnn_pk_chain_t c = {x, m, layers, threads < m ? threads : m, panels, bias,
+                                  act, dims, outs};
+        lnn_parallel(lnn_pk_rows_task, (void *)&c, c.parts, threads);
+        return;
+    }
+    if (threads > 1) { /* by columns: a phase per layer, up to 16 layers a job */
+        enum { GROUP = 16 };
+        lnn_pk_job_t jobs[GROUP];
+        lnn_phase_t phases[GROUP];
+        for (ptrdiff_t l0 = 0; l0 < layers; l0 += GROUP) {
+            const int count = (int)(layers - l0 < GROUP ? layers - l0 : GROUP);
+            for (int i = 0; i < count; i++) {
+                const ptrdiff_t l = l0 + i;
+                const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l],
+                                          outs[l], m, dims[l], dims[l + 1], act[l]};
+                phases[i] = lnn_pk_phase(&jobs[i], &L, threads);
+            }
+            lnn_parallel_phases(phases, count, threads);
+        }
+        return;
+    }
     for (ptrdiff_t l = 0; l < layers; l++) {
         const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
                                   m, dims[l], dims[l + 1], act[l]};
-        if (threads > 1)
-            lnn_pk_layer_threads(&L, threads);
-        else
-            lnn_pk_layer_alone(&L);
+        lnn_pk_layer_alone(&L);
     }
 }
 
