@@ -122,10 +122,10 @@ def test_same_bits_at_any_thread_count_and_batch(be, sizes):
             np.testing.assert_array_equal(row[0], base[i])
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 15, 16, 17, 64])
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 31, 32, 33, 48, 64, 80])
 def test_both_splits_give_the_bits_of_one_thread(m):
-    # batch < 16: a phase per layer, split by columns; from 16 rows: each thread its rows
-    # through every layer. 1, 2, 3 and 5 threads: the 1-thread bits, close to the NumPy twin
+    # under 16 rows a thread: a phase per layer, split by columns; from 16: each thread its
+    # rows through every layer. 1, 2, 3 and 5 threads: the 1-thread bits, near the NumPy twin
     k = _compiled()
     ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=11)
     acts = (1, 1, 0)
@@ -140,7 +140,7 @@ def test_both_splits_give_the_bits_of_one_thread(m):
             np.testing.assert_array_equal(g, b)
 
 
-@pytest.mark.parametrize("m, phases", [(1, 3), (7, 3), (64, 0)])
+@pytest.mark.parametrize("m, phases", [(1, 3), (7, 3), (31, 3), (32, 0), (64, 0)])
 def test_the_chain_is_one_job_of_the_pool(m, phases):
     # the three layers of the MLP: one job (a phase per layer by columns, or one phase of
     # row blocks), not a job per layer

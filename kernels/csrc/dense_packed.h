@@ -16,11 +16,12 @@
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
  * the same at any batch size and any thread count.
  *
- * Threads: each layer's panels are cut into `threads` contiguous ranges, thread t owning
- * range t (so at batch 1 each core keeps re-reading the same part of the weights and may find
- * it in its own L2); a thread done with its own range takes units left in the others (see
- * "the pool" below: each layer is a job of the process's one native pool, pool.h). A caller
- * that finds the pool busy (another thread's job) runs its job alone.
+ * Threads: the whole chain is one job of the process's native pool (pool.h): at a small batch
+ * each layer's panels are cut into `threads` contiguous ranges, thread t owning range t (so
+ * each core keeps re-reading the same part of the weights), a barrier between layers; from
+ * LNN_PK_ROWS rows a thread, each thread runs its rows through every layer (see "the pool"
+ * below). A thread done with its own part takes what is left of the others'. A caller that
+ * finds the pool busy (another thread's job) runs its job alone.
  */
 #ifndef LNN_DENSE_PACKED_H
 #define LNN_DENSE_PACKED_H
@@ -262,13 +263,21 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 /* ---- the pool ---------------------------------------------------------------------------- */
 /* The whole chain is ONE job of the process's shared pool (pool.h), in one of two splits:
  *
- * - by columns (batch < LNN_PK_ROWS_MIN): layer l is phase l, its panels cut into `threads`
- *   ranges, each range into units, the phase's tasks the units in range order, so that the
- *   pool's block t is range t and thread t reads the same panels of every layer call after
- *   call; the barrier between phases gives the next layer a complete input;
- * - by rows (from LNN_PK_ROWS_MIN rows): one phase of `threads` tasks, task t running its
- *   block of rows through every layer with no barrier at all (each thread reads all the
- *   weights once, from L3, and keeps its rows' activations in its own L1/L2).
+ * - by columns (fewer than LNN_PK_ROWS rows a thread): layer l is phase l, its panels cut
+ *   into `threads` ranges, each range into units, the phase's tasks the units in range order,
+ *   so that the pool's block t is range t and thread t reads the same panels of every layer
+ *   call after call; the barrier between phases gives the next layer a complete input. At
+ *   batch 1 on the 784-512-256-10 MLP, 2 threads: thread 0 reads panels 0-15 of layer 1
+ *   (784 x 256 columns, 803 KB), 0-7 of layer 2 (262 KB) and all of layer 3 (16 KB); thread
+ *   1 the other 16 and 8 panels (1.07 MB). Neither share fits a 512 KiB L2: both stream from
+ *   L3 every call (bench_dense_bound.py states the bound);
+ * - by rows (from LNN_PK_ROWS rows a thread): one phase of `threads` tasks, task t running
+ *   its block of rows through every layer with no barrier at all (each thread reads all the
+ *   weights once, from L3, and keeps its rows' activations in its own L1/L2). Measured on
+ *   the MLP, one thread's share alone (CPU time): 8 of 16 rows through every layer 213 us
+ *   against half the columns of all 16 rows 146 us (the weights read twice over, 4-row
+ *   tiles); 16 of 32 rows 268 against 281 us; 32 of 64, 563 against 557 us, the same work
+ *   without the barriers and without the activations crossing cores.
  *
  * Either way every output is the same fma chain (see the top of this file): the bits do not
  * depend on the split. */
@@ -276,8 +285,8 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 #include "pool.h"
 
 #define LNN_PK_MAX_THREADS 64
-#ifndef LNN_PK_ROWS_MIN
-#define LNN_PK_ROWS_MIN 16
+#ifndef LNN_PK_ROWS
+#define LNN_PK_ROWS 16 /* rows a thread from which the chain is split by rows */
 #endif
 
 typedef struct {
@@ -347,9 +356,8 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
                                        float *const *outs, int threads)
 {
     if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
-    if (threads > 1 && m >= LNN_PK_ROWS_MIN) { /* by rows: no barrier */
-        const lnn_pk_chain_t c = {x, m, layers, threads < m ? threads : m, panels, bias,
-                                  act, dims, outs};
+    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads) { /* by rows: no barrier */
+        const lnn_pk_chain_t c = {x, m, layers, threads, panels, bias, act, dims, outs};
         lnn_parallel(lnn_pk_rows_task, (void *)&c, c.parts, threads);
         return;
     }
