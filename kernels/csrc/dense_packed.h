@@ -347,8 +347,27 @@ static int lnn_pk_rows_task(void *ctx, ptrdiff_t task)
     return 0;
 }
 
+/* Whether the chain's input and outputs are all disjoint in memory. A caller may hand a dead
+ * activation's buffer on to a later layer (the runtime's arena does: the MLP's third output
+ * on the first's); layer after layer that is fine, but in the row split one thread would
+ * write a later layer over rows another thread still reads. */
+static int lnn_pk_disjoint(const float *x, ptrdiff_t m, ptrdiff_t layers, const ptrdiff_t *dims,
+                           float *const *outs)
+{
+    for (ptrdiff_t i = -1; i < layers; i++) {
+        const char *a0 = (const char *)(i < 0 ? x : outs[i]);
+        const char *a1 = a0 + sizeof(float) * m * dims[i + 1];
+        for (ptrdiff_t j = i + 1; j < layers; j++) {
+            const char *b0 = (const char *)outs[j], *b1 = b0 + sizeof(float) * m * dims[j + 1];
+            if (a0 < b1 && b0 < a1) return 0;
+        }
+    }
+    return 1;
+}
+
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
- * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL.
+ * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL; an
+ * output may reuse the memory of the input or of an earlier output (then split by columns).
  * `threads` > 1: one job of the pool (if it is free; else on the caller alone). */
 static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t layers,
                                        const float *const *panels, const float *const *bias,
@@ -356,7 +375,8 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
                                        float *const *outs, int threads)
 {
     if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
-    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads) { /* by rows: no barrier */
+    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads &&
+        lnn_pk_disjoint(x, m, layers, dims, outs)) { /* by rows: no barrier */
         const lnn_pk_chain_t c = {x, m, layers, threads, panels, bias, act, dims, outs};
         lnn_parallel(lnn_pk_rows_task, (void *)&c, c.parts, threads);
         return;
