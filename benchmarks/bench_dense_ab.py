@@ -13,6 +13,12 @@ If the baseline's directory holds a ``_pool`` extension too, the baseline runs o
 pool and kernel together, as the two trees ship them. Without one, the baseline binds this
 tree's pool (and runs alone if their pool API versions differ).
 
+``--baseline cols``: this build against itself with the chain's third output on the first's
+memory (as the runtime's arena lays them out at one thread), which makes the kernel split a
+threaded chain by columns (a phase per layer) where it would split it by rows (64x2)::
+
+    python benchmarks/bench_dense_ab.py --baseline cols --cases 32x2,64x2
+
 Prints per case (batch, threads) each build's median time, the baseline's time over ours
 (> 1: this tree is faster) with its quartiles over the rounds, our GFLOP/s, and whether the two
 builds' outputs are bit for bit the same. ``--clock cpu`` times with the thread's CPU time:
@@ -70,7 +76,8 @@ def _switch_to(pool, pools) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", required=True, help="the other build's _dense*.so")
+    ap.add_argument("--baseline", required=True,
+                    help="the other build's _dense*.so, or 'cols'")  # fmt: skip
     ap.add_argument("--rounds", type=int, default=31)
     ap.add_argument("--cases", default="1x1,1x2,64x1,64x2", help="batch x threads, ...")
     ap.add_argument("--budget", type=float, default=0.02, help="seconds per build per round")
@@ -84,12 +91,13 @@ def main(argv=None) -> int:
     from lepton_nn.kernels import _dense as ours
     from lepton_nn.kernels import _pool as ours_pool
 
-    paths = glob.glob(args.baseline)
+    cols = args.baseline == "cols"
+    paths = [ours.__file__] if cols else glob.glob(args.baseline)
     if len(paths) != 1:
         raise SystemExit(f"--baseline {args.baseline!r} matches {len(paths)} files")
-    if os.path.samefile(paths[0], ours.__file__):
+    if not cols and os.path.samefile(paths[0], ours.__file__):
         raise SystemExit("--baseline is this tree's own build")
-    base, base_pool = _load(paths[0], ours_pool)
+    base, base_pool = (ours, ours_pool) if cols else _load(paths[0], ours_pool)
     builds = {"base": base, "ours": ours}
     pool_of = {"base": base_pool, "ours": ours_pool}
     pools = list({id(p): p for p in pool_of.values()}.values())
@@ -110,6 +118,9 @@ def main(argv=None) -> int:
         m, threads = (int(v) for v in case.split("x"))
         x = rng.standard_normal((m, SIZES[0])).astype(np.float32)
         outs = {k: tuple(np.empty((m, w.shape[1]), np.float32) for w in ws) for k in builds}
+        if cols:  # the third output on the first's memory: split by columns
+            first = outs["base"][0]
+            outs["base"] = (first, outs["base"][1], first.reshape(-1)[: m * 10].reshape(m, 10))
         fns = {
             k: functools.partial(b.dense_packed_forward, x, panels, bs, acts, outs[k], threads)
             for k, b in builds.items()

@@ -271,9 +271,10 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
  *   (784 x 256 columns, 803 KB), 0-7 of layer 2 (262 KB) and all of layer 3 (16 KB); thread
  *   1 the other 16 and 8 panels (1.07 MB). Neither share fits a 512 KiB L2: both stream from
  *   L3 every call (bench_dense_bound.py states the bound);
- * - by rows (from LNN_PK_ROWS rows a thread): one phase of `threads` tasks, task t running
- *   its block of rows through every layer with no barrier at all (each thread reads all the
- *   weights once, from L3, and keeps its rows' activations in its own L1/L2). Measured on
+ * - by rows (from LNN_PK_ROWS rows a thread): one phase of tasks of LNN_PK_ROWS to
+ *   2 LNN_PK_ROWS rows, each running its rows through every layer with no barrier at all
+ *   (each task reads all the weights once, from L3, and keeps its rows' activations in its
+ *   core's L1/L2). Measured on
  *   the MLP, one thread's share alone (CPU time): 8 of 16 rows through every layer 213 us
  *   against half the columns of all 16 rows 146 us (the weights read twice over, 4-row
  *   tiles); 16 of 32 rows 268 against 281 us; 32 of 64, 563 against 557 us, the same work
@@ -377,8 +378,12 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
     if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
     if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads &&
         lnn_pk_disjoint(x, m, layers, dims, outs)) { /* by rows: no barrier */
-        const lnn_pk_chain_t c = {x, m, layers, threads, panels, bias, act, dims, outs};
-        lnn_parallel(lnn_pk_rows_task, (void *)&c, c.parts, threads);
+        /* tasks of LNN_PK_ROWS to 2 LNN_PK_ROWS rows, a multiple of `threads` of them: a
+         * late or preempted thread holds up a task, not half the batch (each task reads
+         * every weight once more, from L3, hidden behind its arithmetic from 16 rows on) */
+        const ptrdiff_t parts = threads * (m / ((ptrdiff_t)LNN_PK_ROWS * threads));
+        const lnn_pk_chain_t c = {x, m, layers, parts, panels, bias, act, dims, outs};
+        lnn_parallel(lnn_pk_rows_task, (void *)&c, parts, threads);
         return;
     }
     if (threads > 1) { /* by columns: a phase per layer, up to 16 layers a job */
