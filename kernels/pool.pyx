@@ -4,7 +4,8 @@
 The other compiled modules bind :data:`api` (a capsule of the pool's C entry points) at
 import, so all their parallel regions run on the same workers. From Python: the workers'
 idle spin (:func:`set_spin_us`), counters (:func:`stats`), and :func:`run_test`, a job of
-trivial tasks for the tests (threads, errors, fork).
+trivial tasks for the tests (threads, errors, fork), and :func:`run_test_phases`, a job of
+several phases whose tasks read the whole previous phase (the barrier between them).
 """
 
 from cpython.pycapsule cimport PyCapsule_New
@@ -19,9 +20,14 @@ cdef extern from "pool_impl.h" nogil:
     ctypedef int (*lnn_task_fn)(void *ctx, Py_ssize_t task) noexcept nogil
     ctypedef struct lnn_pool_api_t:
         int version
+    ctypedef struct lnn_phase_t:
+        lnn_task_fn fn
+        void *ctx
+        Py_ssize_t tasks
     const lnn_pool_api_t lnn_pool_api_impl
     int LNN_POOL_THREADED
     int lnn_pool_run(lnn_task_fn fn, void *ctx, Py_ssize_t tasks, int threads)
+    int lnn_pool_run_phases(const lnn_phase_t *phases, int count, int threads)
     void lnn_pool_set_spin(long long ns)
     void lnn_pool_set_wait(long long ns)
     void lnn_pool_wake()
@@ -68,9 +74,10 @@ def wake():
 def stats():
     """Counters since the process started: jobs run on the pool, jobs run on their caller
     alone (busy pool, nested, one thread), tasks run by workers, times a worker went to sleep,
-    and workers started."""
+    phases of the pool's jobs of more than one phase, and workers started."""
     return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
             "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
+            "phases": lnn_pool_stat(6),
             "workers": lnn_pool_workers(), "spin_us": lnn_pool_stat(4) / 1000.0,
             "wait_us": lnn_pool_stat(5) / 1000.0,
             "threaded": bool(LNN_POOL_THREADED)}
@@ -110,6 +117,84 @@ def run_test(cnp.ndarray out not None, int threads, Py_ssize_t fail=-1, long spi
     cdef int rc
     with nogil:
         rc = lnn_pool_run(_test_task, &c, n, threads)
+    return rc
+
+
+# -- a job of several phases, for the tests -------------------------------------------------
+
+cdef struct _phase_ctx:
+    int64_t *out        # this phase's outputs
+    const int64_t *prev  # the previous phase's (NULL for the first)
+    Py_ssize_t n_prev
+    Py_ssize_t fail
+    long spin
+    int nested          # threads of a job run from inside each task (0: none)
+    int64_t acc         # the nested job's sum
+
+
+cdef int _phase_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    """out[i] = i + 1 + the sum of the whole previous phase (wrong if any of it is missing);
+    with ``nested``, the sum is taken by a job started from inside the task."""
+    cdef _phase_ctx *c = <_phase_ctx *>ctx
+    cdef _phase_ctx inner
+    cdef int64_t total = 0
+    cdef Py_ssize_t k
+    cdef timespec t0, t1
+    cdef int rc = 0
+    clock_gettime(CLOCK_MONOTONIC, &t0)
+    while c.spin > 0:  # busy for c.spin ns, so that several threads get tasks
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+        if (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec) >= c.spin:
+            break
+    if c.nested and c.prev != NULL:  # a job inside a task: the pool is busy, it runs here
+        inner.prev = c.prev
+        inner.acc = 0
+        rc = lnn_pool_run(_sum_task, &inner, c.n_prev, c.nested)
+        total = inner.acc
+    else:
+        for k in range(c.n_prev):
+            total += c.prev[k]
+    c.out[i] = i + 1 + total
+    if rc:
+        return rc
+    return 9 if i == c.fail else 0
+
+
+cdef int _sum_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef _phase_ctx *c = <_phase_ctx *>ctx
+    c.acc += c.prev[i]  # run alone (nested: the pool is busy), so no race
+    return 0
+
+
+def run_test_phases(list outs not None, int threads, Py_ssize_t fail_phase=-1,
+                    Py_ssize_t fail=-1, long spin=0, int nested=0):
+    """One job of len(outs) phases on ``threads`` threads: task i of phase p sets
+    outs[p][i] = i + 1 + outs[p - 1].sum() (outs int64, C-contiguous, any lengths, 0 too).
+    Task ``fail`` of phase ``fail_phase`` returns error code 9; each task is busy ``spin`` ns;
+    ``nested`` > 0: each task takes the sum in a job of that many threads started from inside
+    it. Returns the job's code (0, or 9)."""
+    cdef Py_ssize_t count = len(outs), p
+    cdef cnp.ndarray a
+    if not 0 < count <= 64:
+        raise ValueError("run_test_phases takes 1 to 64 phases")
+    cdef _phase_ctx ctxs[64]
+    cdef lnn_phase_t phases[64]
+    for p in range(count):
+        a = outs[p]
+        if cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(a):
+            raise TypeError("run_test_phases takes C-contiguous int64 arrays")
+        ctxs[p].out = <int64_t *>cnp.PyArray_DATA(a)
+        ctxs[p].prev = ctxs[p - 1].out if p > 0 else NULL
+        ctxs[p].n_prev = phases[p - 1].tasks if p > 0 else 0
+        ctxs[p].fail = fail if p == fail_phase else -1
+        ctxs[p].spin = spin
+        ctxs[p].nested = nested
+        phases[p].fn = _phase_task
+        phases[p].ctx = &ctxs[p]
+        phases[p].tasks = cnp.PyArray_SIZE(a)
+    cdef int rc
+    with nogil:
+        rc = lnn_pool_run_phases(phases, <int>count, threads)
     return rc
 
 

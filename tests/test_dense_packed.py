@@ -122,6 +122,93 @@ def test_same_bits_at_any_thread_count_and_batch(be, sizes):
             np.testing.assert_array_equal(row[0], base[i])
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 16, 31, 32, 33, 48, 64, 80])
+def test_both_splits_give_the_bits_of_one_thread(m):
+    # under 16 rows a thread: a phase per layer, split by columns; from 16: each thread its
+    # rows through every layer. 1, 2, 3 and 5 threads: the 1-thread bits, near the NumPy twin
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=11)
+    acts = (1, 1, 0)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(m).standard_normal((m, 784)).astype(np.float32)
+    base = _run(k, x, panels, bs, acts, 1)
+    want = _run(REF, x, _pack(REF, ws), bs, acts)
+    for g, w in zip(base, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=3e-5, atol=3e-5)
+    for threads in (2, 3, 5):
+        for g, b in zip(_run(k, x, panels, bs, acts, threads), base, strict=True):
+            np.testing.assert_array_equal(g, b)
+
+
+@pytest.mark.parametrize("m, phases", [(1, 3), (7, 3), (31, 3), (32, 0), (64, 0)])
+def test_the_chain_is_one_job_of_the_pool(m, phases):
+    # the three layers of the MLP: one job (a phase per layer by columns, or one phase of
+    # row blocks), not a job per layer
+    from lepton_nn.kernels import _pool
+
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=12)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(13).standard_normal((m, 784)).astype(np.float32)
+    _run(k, x, panels, bs, acts, 2)  # the workers started
+    s0 = _pool.stats()
+    for _ in range(5):
+        _run(k, x, panels, bs, acts, 2)
+    s1 = _pool.stats()
+    assert s1["jobs"] - s0["jobs"] == 5 and s1["alone"] == s0["alone"]
+    assert s1["phases"] - s0["phases"] == 5 * phases
+
+
+def test_outputs_sharing_memory_are_split_by_columns():
+    # the runtime's arena hands a dead activation's block to a later layer (the MLP's third
+    # output on the first's): layer after layer that is right, but split by rows one thread
+    # would write layer 3 over rows of layer 1 the other still reads. Such a chain must give
+    # the bits of one thread at any thread count, every time
+    k = _compiled()
+    ws, bs, acts = _layers((784, 512, 256, 10), 1, bias=True, seed=14)
+    acts = (1, 1, 0)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(15).standard_normal((64, 784)).astype(np.float32)
+    want = _run(k, x, panels, bs, acts, 1)[-1].copy()
+    first = np.empty((64, 512), np.float32)
+    outs = (first, np.empty((64, 256), np.float32), first.reshape(-1)[: 64 * 10].reshape(64, 10))
+    for threads in (2, 3) * 25:
+        np.testing.assert_array_equal(k.dense_packed_forward(x, panels, bs, acts, outs, threads),
+                                      want)  # fmt: skip
+
+
+def test_a_threaded_plan_gives_its_chain_disjoint_buffers(tmp_path):
+    # the runtime's plan: at 2 threads the joined chain's intermediates do not share memory
+    # with later outputs (so the kernel may split by rows); at 1 thread the arena's reuse stays
+    import lepton_nn as ln
+    import lepton_nn.runtime as rt
+    from lepton_nn import nn
+
+    if "cython" not in BACKENDS:
+        pytest.skip("compiled kernels not built")
+    ln.set_seed(4)
+    model = nn.Sequential([nn.Dense(512, "relu", in_features=784), nn.Dense(256, "relu"),
+                           nn.Dense(10)])  # fmt: skip
+    model.build((None, 784))
+    ln.save(model, tmp_path / "m.lnn")
+
+    def outs(threads):
+        plan = rt.load(tmp_path / "m.lnn", threads=threads).plan_for(64)
+        (op,) = [op for op in plan.head if op[0].__name__ == "dense_packed_forward"]
+        return op[1][3]
+
+    def shared(a, b):
+        return np.shares_memory(a, b)
+
+    one, two = outs(1), outs(2)
+    assert shared(one[0], one[2])  # the arena's reuse, as before
+    assert not any(shared(a, b) for i, a in enumerate(two) for b in two[i + 1 :])
+    x = np.random.default_rng(16).standard_normal((64, 784)).astype(np.float32)
+    r1, r2 = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
+    for _ in range(20):
+        np.testing.assert_array_equal(r2.predict(x), r1.predict(x))
+
+
 def test_rows_of_any_block_height_give_the_same_bits():
     # from 4 rows on the rows are cut into near-equal blocks of 3 to 6 (64 = 9 x 6 + 2 x 5,
     # 7 = 3 + 4, 13 = 4 + 4 + 5): every row of every batch equals that row run alone

@@ -120,6 +120,146 @@ def test_spin_and_wait_settings():
         _pool.set_wait_us(wait)
 
 
+# ------------------------------------------------------- jobs of several phases (barriers)
+
+
+def _phases(lengths):
+    """Zeroed outputs for run_test_phases and what it must write: task i of phase p sets
+    i + 1 + the sum of phase p - 1's outputs."""
+    outs, want, prev = [], [], 0
+    for n in lengths:
+        w = np.arange(n, dtype=np.int64) + 1 + prev
+        prev = int(w.sum())
+        assert prev < 2**62
+        outs.append(np.zeros(n, np.int64))
+        want.append(w)
+    return outs, want
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize(
+    "lengths", [(5,), (6, 4, 1), (1, 7, 0, 3, 2), (0, 0), (64, 3, 64), (2, 1) * 20]
+)
+def test_phases_run_in_order_each_reading_the_whole_previous_one(threads, lengths):
+    # a task of phase p reads every output of phase p - 1: a task started before the
+    # barrier (or a phase run twice, or skipped) gives a wrong sum; 40 phases run as 3 jobs
+    outs, want = _phases(lengths)
+    assert _pool.run_test_phases(outs, threads, spin=3000 if len(lengths) < 10 else 0) == 0
+    for o, w in zip(outs, want, strict=True):
+        np.testing.assert_array_equal(o, w)
+
+
+def test_a_phased_job_is_one_job_of_the_pool():
+    s0 = _pool.stats()
+    outs, want = _phases((8, 8, 8))
+    assert _pool.run_test_phases(outs, 2, spin=1000) == 0
+    s1 = _pool.stats()
+    assert (s1["jobs"] - s0["jobs"], s1["phases"] - s0["phases"]) == (1, 3)
+    assert s1["alone"] == s0["alone"]
+    outs, want = _phases((2, 1) * 20)  # 40 phases: jobs of at most 16
+    assert _pool.run_test_phases(outs, 2) == 0
+    assert _pool.stats()["jobs"] - s1["jobs"] == 3
+
+
+def test_workers_take_tasks_in_every_phase():
+    before = _pool.stats()["worker_tasks"]
+    outs, want = _phases((40, 40, 40))
+    assert _pool.run_test_phases(outs, 2, spin=300_000) == 0
+    assert _pool.stats()["worker_tasks"] - before >= 3  # unless starved 36 ms, very unlikely
+    for o, w in zip(outs, want, strict=True):
+        np.testing.assert_array_equal(o, w)
+
+
+def test_an_error_in_a_phase_is_returned_and_every_task_of_every_phase_runs():
+    for threads in THREADS:
+        for phase in (0, 1, 2):
+            outs, want = _phases((30, 7, 30))
+            assert _pool.run_test_phases(outs, threads, phase, 5, spin=1000) == 9
+            for o, w in zip(outs, want, strict=True):
+                np.testing.assert_array_equal(o, w)
+        outs, want = _phases((3, 3))
+        assert _pool.run_test_phases(outs, threads) == 0  # the next job starts clean
+
+
+def test_a_job_started_inside_a_phase_runs_on_its_task_alone():
+    # each task of phases 1 and 2 sums the previous phase in a 2-thread job of its own: the
+    # pool is busy with the outer job, so that one runs on its caller (no deadlock, no race)
+    for threads in THREADS:
+        before = _pool.stats()["alone"]
+        outs, want = _phases((9, 5, 6))
+        assert _pool.run_test_phases(outs, threads, spin=2000, nested=2) == 0
+        for o, w in zip(outs, want, strict=True):
+            np.testing.assert_array_equal(o, w)
+        if threads > 1:  # the 11 inner jobs (a 1-thread outer job leaves the pool free)
+            assert _pool.stats()["alone"] - before == 11
+
+
+def test_phased_jobs_from_several_user_threads_at_once():
+    errors = []
+
+    def user(i):
+        try:
+            for r in range(20):
+                outs, want = _phases((3 + i, 2 + r % 3, 5))
+                assert _pool.run_test_phases(outs, 2, spin=10_000) == 0
+                for o, w in zip(outs, want, strict=True):
+                    np.testing.assert_array_equal(o, w)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    users = [threading.Thread(target=user, args=(i,)) for i in range(4)]
+    for t in users:
+        t.start()
+    for t in users:
+        t.join(120)
+    assert not any(t.is_alive() for t in users), "a user thread hung in the pool"
+    assert not errors
+
+
+def test_a_phased_job_at_a_sleeping_barrier():
+    # no spin anywhere: workers sleep between jobs and every barrier wait sleeps at once
+    spin, wait = _pool.stats()["spin_us"], _pool.stats()["wait_us"]
+    try:
+        _pool.set_spin_us(0)
+        _pool.set_wait_us(0)
+        for _ in range(5):
+            outs, want = _phases((20, 20, 1, 20))
+            assert _pool.run_test_phases(outs, 2, spin=20_000) == 0
+            for o, w in zip(outs, want, strict=True):
+                np.testing.assert_array_equal(o, w)
+    finally:
+        _pool.set_spin_us(spin)
+        _pool.set_wait_us(wait)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin", reason="fork")
+def test_a_forked_child_runs_phased_jobs():
+    outs, _ = _phases((10, 10))
+    assert _pool.run_test_phases(outs, 2, spin=10_000) == 0  # the parent's workers started
+    pid = os.fork()
+    if pid == 0:
+        o, w = _phases((30, 30, 30))
+        ok = _pool.run_test_phases(o, 2, spin=50_000) == 0 and all(
+            np.array_equal(a, b) for a, b in zip(o, w, strict=True)
+        )
+        os._exit(0 if ok and _pool.stats()["workers"] >= 1 else 1)
+    for _ in range(600):  # 60 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail("the forked child hung in the pool")
+
+
+def test_run_test_phases_refuses_bad_arguments():
+    with pytest.raises(ValueError):
+        _pool.run_test_phases([], 2)
+    with pytest.raises(TypeError):
+        _pool.run_test_phases([np.zeros(3, np.int32)], 2)
+
+
 # ------------------------------------------------------------- the kernels on the pool
 
 

@@ -16,11 +16,12 @@
  * same operations whatever the batch, the tile or the split, so a row's result is bit for bit
  * the same at any batch size and any thread count.
  *
- * Threads: each layer's panels are cut into `threads` contiguous ranges, thread t owning
- * range t (so at batch 1 each core keeps re-reading the same part of the weights and may find
- * it in its own L2); a thread done with its own range takes units left in the others (see
- * "the pool" below: each layer is a job of the process's one native pool, pool.h). A caller
- * that finds the pool busy (another thread's job) runs its job alone.
+ * Threads: the whole chain is one job of the process's native pool (pool.h): at a small batch
+ * each layer's panels are cut into `threads` contiguous ranges, thread t owning range t (so
+ * each core keeps re-reading the same part of the weights), a barrier between layers; from
+ * LNN_PK_ROWS rows a thread, each thread runs its rows through every layer (see "the pool"
+ * below). A thread done with its own part takes what is left of the others'. A caller that
+ * finds the pool busy (another thread's job) runs its job alone.
  */
 #ifndef LNN_DENSE_PACKED_H
 #define LNN_DENSE_PACKED_H
@@ -260,18 +261,37 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 }
 
 /* ---- the pool ---------------------------------------------------------------------------- */
-/* Each layer is one job of the process's shared pool (pool.h): its panels cut into `threads`
- * ranges, each range into units, the job's tasks the units in range order, so that the
- * pool's block t is (about) range t and thread t keeps re-reading the same part of the
- * weights from call to call. A layer's job returns when all its units are done, so the next
- * layer reads a complete input. */
+/* The whole chain is ONE job of the process's shared pool (pool.h), in one of two splits:
+ *
+ * - by columns (fewer than LNN_PK_ROWS rows a thread): layer l is phase l, its panels cut
+ *   into `threads` ranges, each range into units, the phase's tasks the units in range order,
+ *   so that the pool's block t is range t and thread t reads the same panels of every layer
+ *   call after call; the barrier between phases gives the next layer a complete input. At
+ *   batch 1 on the 784-512-256-10 MLP, 2 threads: thread 0 reads panels 0-15 of layer 1
+ *   (784 x 256 columns, 803 KB), 0-7 of layer 2 (262 KB) and all of layer 3 (16 KB); thread
+ *   1 the other 16 and 8 panels (1.07 MB). Neither share fits a 512 KiB L2: both stream from
+ *   L3 every call (bench_dense_bound.py states the bound);
+ * - by rows (from LNN_PK_ROWS rows a thread): one phase of tasks of LNN_PK_ROWS to
+ *   2 LNN_PK_ROWS rows, each running its rows through every layer with no barrier at all
+ *   (each task reads all the weights once, from L3, and keeps its rows' activations in its
+ *   core's L1/L2). Measured on
+ *   the MLP, one thread's share alone (CPU time): 8 of 16 rows through every layer 213 us
+ *   against half the columns of all 16 rows 146 us (the weights read twice over, 4-row
+ *   tiles); 16 of 32 rows 268 against 281 us; 32 of 64, 563 against 557 us, the same work
+ *   without the barriers and without the activations crossing cores.
+ *
+ * Either way every output is the same fma chain (see the top of this file): the bits do not
+ * depend on the split. */
 
 #include "pool.h"
 
 #define LNN_PK_MAX_THREADS 64
+#ifndef LNN_PK_ROWS
+#define LNN_PK_ROWS 16 /* rows a thread from which the chain is split by rows */
+#endif
 
 typedef struct {
-    const lnn_pk_layer_t *L;
+    lnn_pk_layer_t L;
     int threads;
     ptrdiff_t first[LNN_PK_MAX_THREADS + 1]; /* range o holds tasks [first[o], first[o + 1]) */
 } lnn_pk_job_t;
@@ -282,41 +302,110 @@ static int lnn_pk_task(void *ctx, ptrdiff_t task)
     int o = 0;
     while (task >= j->first[o + 1]) o++;
     ptrdiff_t p0, p1;
-    lnn_pk_range(j->L, o, j->threads, &p0, &p1);
-    lnn_pk_unit(j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
+    lnn_pk_range(&j->L, o, j->threads, &p0, &p1);
+    lnn_pk_unit(&j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
     return 0;
 }
 
-/* One layer on up to `threads` threads of the pool. */
-static void lnn_pk_layer_threads(const lnn_pk_layer_t *L, int threads)
+/* Layer L as a phase of `threads` ranges. */
+static lnn_phase_t lnn_pk_phase(lnn_pk_job_t *j, const lnn_pk_layer_t *L, int threads)
 {
-    lnn_pk_job_t j;
-    j.L = L;
-    j.threads = threads < LNN_PK_MAX_THREADS ? threads : LNN_PK_MAX_THREADS;
-    j.first[0] = 0;
-    for (int o = 0; o < j.threads; o++) {
+    j->L = *L;
+    j->threads = threads;
+    j->first[0] = 0;
+    for (int o = 0; o < threads; o++) {
         ptrdiff_t p0, p1;
-        lnn_pk_range(L, o, j.threads, &p0, &p1);
-        j.first[o + 1] = j.first[o] + lnn_pk_units(L, p1 - p0);
+        lnn_pk_range(L, o, threads, &p0, &p1);
+        j->first[o + 1] = j->first[o] + lnn_pk_units(L, p1 - p0);
     }
-    lnn_parallel(lnn_pk_task, &j, j.first[j.threads], j.threads);
+    const lnn_phase_t ph = {lnn_pk_task, j, j->first[threads]};
+    return ph;
+}
+
+/* The chain's arguments, for the row split's tasks. */
+typedef struct {
+    const float *x;
+    ptrdiff_t m, layers, parts;
+    const float *const *panels;
+    const float *const *bias;
+    const int *act;
+    const ptrdiff_t *dims;
+    float *const *outs;
+} lnn_pk_chain_t;
+
+/* Every layer for block `task` of the chain's rows (near-equal, in order). */
+static int lnn_pk_rows_task(void *ctx, ptrdiff_t task)
+{
+    const lnn_pk_chain_t *c = (const lnn_pk_chain_t *)ctx;
+    const ptrdiff_t r0 = c->m * task / c->parts, r1 = c->m * (task + 1) / c->parts;
+    for (ptrdiff_t l = 0; l < c->layers; l++) {
+        const float *h = l == 0 ? c->x : c->outs[l - 1];
+        const lnn_pk_layer_t L = {h + r0 * c->dims[l], c->panels[l], c->bias[l],
+                                  c->outs[l] + r0 * c->dims[l + 1], r1 - r0, c->dims[l],
+                                  c->dims[l + 1], c->act[l]};
+        lnn_pk_layer_alone(&L);
+    }
+    return 0;
+}
+
+/* Whether the chain's input and outputs are all disjoint in memory. A caller may hand a dead
+ * activation's buffer on to a later layer (the runtime's arena does: the MLP's third output
+ * on the first's); layer after layer that is fine, but in the row split one thread would
+ * write a later layer over rows another thread still reads. */
+static int lnn_pk_disjoint(const float *x, ptrdiff_t m, ptrdiff_t layers, const ptrdiff_t *dims,
+                           float *const *outs)
+{
+    for (ptrdiff_t i = -1; i < layers; i++) {
+        const char *a0 = (const char *)(i < 0 ? x : outs[i]);
+        const char *a1 = a0 + sizeof(float) * m * dims[i + 1];
+        for (ptrdiff_t j = i + 1; j < layers; j++) {
+            const char *b0 = (const char *)outs[j], *b1 = b0 + sizeof(float) * m * dims[j + 1];
+            if (a0 < b1 && b0 < a1) return 0;
+        }
+    }
+    return 1;
 }
 
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
- * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL.
- * `threads` > 1: the pool's threads share each layer (if the pool is free). */
+ * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL; an
+ * output may reuse the memory of the input or of an earlier output (then split by columns).
+ * `threads` > 1: one job of the pool (if it is free; else on the caller alone). */
 static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t layers,
                                        const float *const *panels, const float *const *bias,
                                        const int *act, const ptrdiff_t *dims,
                                        float *const *outs, int threads)
 {
+    if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
+    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads &&
+        lnn_pk_disjoint(x, m, layers, dims, outs)) { /* by rows: no barrier */
+        /* tasks of LNN_PK_ROWS to 2 LNN_PK_ROWS rows, a multiple of `threads` of them: a
+         * late or preempted thread holds up a task, not half the batch (each task reads
+         * every weight once more, from L3, hidden behind its arithmetic from 16 rows on) */
+        const ptrdiff_t parts = threads * (m / ((ptrdiff_t)LNN_PK_ROWS * threads));
+        const lnn_pk_chain_t c = {x, m, layers, parts, panels, bias, act, dims, outs};
+        lnn_parallel(lnn_pk_rows_task, (void *)&c, parts, threads);
+        return;
+    }
+    if (threads > 1) { /* by columns: a phase per layer, up to 16 layers a job */
+        enum { GROUP = 16 };
+        lnn_pk_job_t jobs[GROUP];
+        lnn_phase_t phases[GROUP];
+        for (ptrdiff_t l0 = 0; l0 < layers; l0 += GROUP) {
+            const int count = (int)(layers - l0 < GROUP ? layers - l0 : GROUP);
+            for (int i = 0; i < count; i++) {
+                const ptrdiff_t l = l0 + i;
+                const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l],
+                                          outs[l], m, dims[l], dims[l + 1], act[l]};
+                phases[i] = lnn_pk_phase(&jobs[i], &L, threads);
+            }
+            lnn_parallel_phases(phases, count, threads);
+        }
+        return;
+    }
     for (ptrdiff_t l = 0; l < layers; l++) {
         const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
                                   m, dims[l], dims[l + 1], act[l]};
-        if (threads > 1)
-            lnn_pk_layer_threads(&L, threads);
-        else
-            lnn_pk_layer_alone(&L);
+        lnn_pk_layer_alone(&L);
     }
 }
 

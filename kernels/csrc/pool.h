@@ -1,25 +1,29 @@
 /* pool.h: the one native thread pool of the process, shared by every compiled kernel.
  *
- * A job is (fn, ctx, tasks, threads): fn(ctx, i) for every task i in 0 .. tasks-1, on up to
- * `threads` threads, the calling thread one of them. The tasks are cut into `threads`
- * contiguous blocks; thread t claims the tasks of block t one at a time (atomic claim word),
+ * A job is a list of phases run in order on up to `threads` threads, the calling thread one
+ * of them; phase p is (fn, ctx, tasks): fn(ctx, i) for every task i in 0 .. tasks-1, and no
+ * task of phase p + 1 starts before every task of phase p is done (a barrier: a Dense chain is
+ * one job, a layer a phase). A plain job (lnn_parallel) is a job of one phase. Each phase's
+ * tasks are cut into `threads` contiguous blocks (the first ones a task longer when they do
+ * not divide); thread t claims the tasks of its block t one at a time (atomic claim word),
  * then what is left of the other blocks (so a thread the OS has not run yet just gets less,
- * and at batch 1 a core keeps re-reading the same part of the weights). A task writes only
- * its own part of the output: the results do not depend on which thread ran which task, so
- * they are bit for bit the same at any thread count. fn returns 0, or an error code; the job
- * returns the first nonzero code (every task still runs or is skipped; nothing hangs).
+ * and at batch 1 a core keeps re-reading the same part of the weights call after call). A
+ * task writes only its own part of the output: the results do not depend on which thread ran
+ * which task, so they are bit for bit the same at any thread count. fn returns 0, or an error
+ * code; the job returns the first nonzero code (every task still runs; nothing hangs).
  *
  * Workers are pthreads started at the first job that asks for them. Between jobs a worker
  * spins (pause instruction) on the job word for `spin` nanoseconds, then sleeps on a
  * condition variable: a round of back-to-back calls never lets its core halt (on a
  * virtual machine a halted vCPU comes back late and slow), and an idle process stops burning
  * CPU after `spin` (lnn_pool_set_spin; kernels/pool.pyx says how the default was chosen).
- * The spin calls sched_yield() every few tens of microseconds: on an idle core it returns
- * at once, on a busy one it lets the thread waiting there run (our own caller, say). The
- * caller waits for its job's last tasks the same way for `wait` nanoseconds, then sleeps
- * until the last one is done (a worker the OS preempted mid-task needs a core).
+ * The spin calls sched_yield() every few microseconds: on an idle core it returns at once, on
+ * a busy one it lets the thread waiting there run (our own caller, say). A thread waiting at
+ * a barrier (the caller: at the last one) spins the same way for `wait` nanoseconds, then
+ * sleeps until a task is done (a worker the OS preempted mid-task needs a core).
  * A job that finds the pool busy (another user thread's job, or a job started from inside a
- * task) runs on its caller alone. After fork() the child starts fresh workers.
+ * task) runs on its caller alone, phase after phase. After fork() the child starts fresh
+ * workers.
  *
  * ONE pool per process: lepton_nn.kernels._pool defines LNN_POOL_IMPL before including this
  * file and exports lnn_pool_api in a capsule; every other extension includes it plainly and
@@ -32,15 +36,24 @@
 
 typedef int (*lnn_task_fn)(void *ctx, ptrdiff_t task);
 
+/* One phase of a job: fn(ctx, i) for i < tasks. */
+typedef struct {
+    lnn_task_fn fn;
+    void *ctx;
+    ptrdiff_t tasks;
+} lnn_phase_t;
+
 typedef struct {
     int version;
-    /* run a job; returns the first nonzero task code, else 0 */
+    /* run a job of one phase; returns the first nonzero task code, else 0 */
     int (*run)(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads);
+    /* run `count` phases in order, a barrier between them; the first nonzero code, else 0 */
+    int (*run_phases)(const lnn_phase_t *phases, int count, int threads);
 } lnn_pool_api_t;
 
-#define LNN_POOL_API_VERSION 1
+#define LNN_POOL_API_VERSION 2
 
-static int lnn_run_alone(lnn_task_fn fn, void *ctx, ptrdiff_t tasks)
+static inline int lnn_run_alone(lnn_task_fn fn, void *ctx, ptrdiff_t tasks)
 {
     int err = 0;
     for (ptrdiff_t i = 0; i < tasks; i++) {
@@ -50,10 +63,22 @@ static int lnn_run_alone(lnn_task_fn fn, void *ctx, ptrdiff_t tasks)
     return err;
 }
 
+static inline int lnn_run_phases_alone(const lnn_phase_t *phases, int count)
+{
+    int err = 0;
+    for (int p = 0; p < count; p++) {
+        const int rc = lnn_run_alone(phases[p].fn, phases[p].ctx, phases[p].tasks);
+        if (rc && !err) err = rc;
+    }
+    return err;
+}
+
 #ifndef LNN_POOL_IMPL
 /* ---- a user of the pool ---- */
 static const lnn_pool_api_t *lnn_pool_api = NULL;
 
+/* A pool of another API version (an extension built from another tree) is not used: every
+ * job then runs on its caller. */
 static void lnn_pool_bind(const void *api)
 {
     const lnn_pool_api_t *a = (const lnn_pool_api_t *)api;
@@ -61,10 +86,19 @@ static void lnn_pool_bind(const void *api)
 }
 
 /* fn(ctx, i) for i < tasks on up to `threads` threads of the shared pool. */
-static int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
+static inline int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
 {
     if (threads > 1 && tasks > 1 && lnn_pool_api) return lnn_pool_api->run(fn, ctx, tasks, threads);
     return lnn_run_alone(fn, ctx, tasks);
+}
+
+/* phases[0], phases[1], ... in order, each on up to `threads` threads of the shared pool, as
+ * one job (the threads meet at a barrier between phases, not at a new job). */
+static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int threads)
+{
+    if (threads > 1 && count > 0 && lnn_pool_api)
+        return lnn_pool_api->run_phases(phases, count, threads);
+    return lnn_run_phases_alone(phases, count);
 }
 
 #else
@@ -77,7 +111,8 @@ static int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
 #include <time.h>
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
-#define LNN_POOL_BITS 20         /* next task and block end per claim word; generation above */
+#define LNN_POOL_PHASES 16       /* phases of one job (a longer list runs as several jobs) */
+#define LNN_POOL_BITS 20         /* size and count per claim / done word; generation above */
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
 #define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
 
@@ -95,47 +130,53 @@ static inline int64_t lnn_pool_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Block b of each phase of the job: tasks [start[p], start[p] + size). Its claim word packs
+ * (generation, size, next - start), its done word (generation, size, tasks of the block
+ * finished). Cache lines of its own: another thread touches them only to take what is left
+ * of block b, or to see whether a phase is complete. */
+typedef struct {
+    atomic_ullong claim[LNN_POOL_PHASES];
+    atomic_ullong done[LNN_POOL_PHASES];
+    ptrdiff_t start[LNN_POOL_PHASES];
+} __attribute__((aligned(64))) lnn_pool_block_t;
+
+static lnn_pool_block_t lnn_pool_blocks[LNN_POOL_MAX];
+
 static struct {
     atomic_int busy;           /* a job is running (its caller set it) */
     pthread_mutex_t mu;        /* sleeping workers */
     pthread_cond_t cv;
-    atomic_ullong post;        /* the current job: (generation << 8) | threads */
+    atomic_ullong post;        /* the current job: (generation << 16) | (phases << 8) | threads */
     atomic_int sleepers;
     atomic_llong spin_ns;      /* a worker's idle spin before it sleeps */
-    atomic_llong wait_ns;      /* the caller's spin for the last tasks before it sleeps */
-    pthread_mutex_t wait_mu;   /* the caller sleeping until its job's last task is done */
+    atomic_llong wait_ns;      /* a spin at a barrier before the thread sleeps */
+    pthread_mutex_t wait_mu;   /* threads sleeping at a barrier until a task is done */
     pthread_cond_t wait_cv;
     atomic_int waiting;
-    /* the job: block b holds tasks [start[b], end of block); its claim word packs
-     * (generation, block end - start, next - start) */
-    atomic_ullong claim[LNN_POOL_MAX];
-    ptrdiff_t start[LNN_POOL_MAX];
-    atomic_llong done;         /* tasks finished */
-    ptrdiff_t tasks;           /* of the job */
+    lnn_phase_t phase[LNN_POOL_PHASES]; /* of the job */
     atomic_int err;            /* the first nonzero task code */
-    lnn_task_fn fn;
-    void *ctx;
     uint64_t gen;
     unsigned long long born;   /* post when the workers were last started */
     int workers;               /* started */
     int atfork;
     /* counters for tests and benchmarks */
-    atomic_llong jobs, alone, worker_tasks, sleeps;
+    atomic_llong jobs, alone, worker_tasks, sleeps, phases;
 } lnn_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
               .wait_mu = PTHREAD_MUTEX_INITIALIZER, .wait_cv = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t lnn_pool_start_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static inline uint64_t lnn_pool_word(uint64_t g, uint64_t size, uint64_t next)
+static inline uint64_t lnn_pool_word(uint64_t g, uint64_t size, uint64_t count)
 {
-    return (g << (2 * LNN_POOL_BITS)) | (size << LNN_POOL_BITS) | next;
+    return (g << (2 * LNN_POOL_BITS)) | (size << LNN_POOL_BITS) | count;
 }
 
-/* The next task of block b in job g, or -1: none left (*gone = 0) or job g is over. */
-static ptrdiff_t lnn_pool_claim(int b, uint64_t g, int *gone)
+/* The next task of block b of phase p in job g, or -1: none left (*gone = 0) or job g is
+ * over. */
+static ptrdiff_t lnn_pool_claim(int b, int p, uint64_t g, int *gone)
 {
-    atomic_ullong *w = &lnn_pool.claim[b];
-    unsigned long long v = atomic_load(w);
+    atomic_ullong *w = &lnn_pool_blocks[b].claim[p];
+    unsigned long long v = atomic_load_explicit(w, memory_order_acquire);
     for (;;) {
         if ((v >> (2 * LNN_POOL_BITS)) != g) {
             *gone = 1;
@@ -143,35 +184,78 @@ static ptrdiff_t lnn_pool_claim(int b, uint64_t g, int *gone)
         }
         if ((v & LNN_POOL_MASK) >= ((v >> LNN_POOL_BITS) & LNN_POOL_MASK)) return -1;
         if (atomic_compare_exchange_weak(w, &v, v + 1))
-            return lnn_pool.start[b] + (ptrdiff_t)(v & LNN_POOL_MASK);
+            return lnn_pool_blocks[b].start[p] + (ptrdiff_t)(v & LNN_POOL_MASK);
     }
 }
 
-/* Thread t's part of job g (threads blocks): its own block, then the others'. Returns the
- * tasks it ran. A successful claim keeps job g alive (its done count is short of the total
- * until the task is counted), so fn, ctx and start[] read after it are job g's. */
-static long lnn_pool_share(int t, uint64_t g, int threads)
+/* Phase p of job g on `threads` blocks: 1 every task done, 0 not yet, -1 job g is over. */
+static int lnn_pool_phase_state(int p, uint64_t g, int threads)
+{
+    for (int b = 0; b < threads; b++) {
+        const unsigned long long v =
+            atomic_load_explicit(&lnn_pool_blocks[b].done[p], memory_order_acquire);
+        if ((v >> (2 * LNN_POOL_BITS)) != g) return -1;
+        if ((v & LNN_POOL_MASK) < ((v >> LNN_POOL_BITS) & LNN_POOL_MASK)) return 0;
+    }
+    return 1;
+}
+
+/* The barrier after phase p of job g: 1 once it is complete, -1 if job g is over. Spins
+ * (pause), yielding the core every ~256 pauses, for `wait` ns; then sleeps until tasks are
+ * done (every finished task wakes the sleepers). */
+static int lnn_pool_barrier(int p, uint64_t g, int threads)
+{
+    int st;
+    int64_t t0 = 0;
+    for (long spin = 1; (st = lnn_pool_phase_state(p, g, threads)) == 0; spin++) {
+        lnn_pool_relax();
+        if (spin & 255) continue;
+        const int64_t now = lnn_pool_ns();
+        if (t0 == 0) t0 = now;
+        if (now - t0 < atomic_load(&lnn_pool.wait_ns)) {
+            sched_yield(); /* a worker preempted mid-task may be waiting for this core */
+            continue;
+        }
+        pthread_mutex_lock(&lnn_pool.wait_mu);
+        atomic_fetch_add(&lnn_pool.waiting, 1);
+        while ((st = lnn_pool_phase_state(p, g, threads)) == 0)
+            pthread_cond_wait(&lnn_pool.wait_cv, &lnn_pool.wait_mu);
+        atomic_fetch_sub(&lnn_pool.waiting, 1);
+        pthread_mutex_unlock(&lnn_pool.wait_mu);
+        break;
+    }
+    return st;
+}
+
+/* Thread t's part of job g (threads blocks, `count` phases): per phase, its own block, then
+ * the others', then the barrier (the last phase's is the caller's alone). Returns the tasks
+ * it ran. A successful claim keeps job g alive (the block's done count is short until the
+ * task is counted), so the phase's fn, ctx and starts read after it are job g's. */
+static long lnn_pool_share(int t, uint64_t g, int threads, int count)
 {
     long ran = 0;
-    for (int i = 0; i < threads; i++) {
-        const int b = (t + i) % threads;
-        for (;;) {
-            int gone = 0;
-            const ptrdiff_t task = lnn_pool_claim(b, g, &gone);
-            if (gone) return ran;
-            if (task < 0) break;
-            const ptrdiff_t total = lnn_pool.tasks; /* job g's, read while it lives */
-            const int rc = lnn_pool.fn(lnn_pool.ctx, task);
-            if (rc) {
-                int zero = 0;
-                atomic_compare_exchange_strong(&lnn_pool.err, &zero, rc);
-            }
-            ran++;
-            if (atomic_fetch_add(&lnn_pool.done, 1) + 1 == total &&
-                atomic_load(&lnn_pool.waiting)) { /* the last task: wake the caller */
-                pthread_mutex_lock(&lnn_pool.wait_mu);
-                pthread_cond_signal(&lnn_pool.wait_cv);
-                pthread_mutex_unlock(&lnn_pool.wait_mu);
+    for (int p = 0; p < count; p++) {
+        if (p > 0 && lnn_pool_barrier(p - 1, g, threads) < 0) return ran;
+        for (int i = 0; i < threads; i++) {
+            const int b = (t + i) % threads;
+            for (;;) {
+                int gone = 0;
+                const ptrdiff_t task = lnn_pool_claim(b, p, g, &gone);
+                if (gone) return ran;
+                if (task < 0) break;
+                const lnn_phase_t *ph = &lnn_pool.phase[p];
+                const int rc = ph->fn(ph->ctx, task);
+                if (rc) {
+                    int zero = 0;
+                    atomic_compare_exchange_strong(&lnn_pool.err, &zero, rc);
+                }
+                ran++;
+                atomic_fetch_add(&lnn_pool_blocks[b].done[p], 1); /* seq_cst: see below */
+                if (atomic_load(&lnn_pool.waiting)) { /* a thread sleeps at a barrier */
+                    pthread_mutex_lock(&lnn_pool.wait_mu);
+                    pthread_cond_broadcast(&lnn_pool.wait_cv);
+                    pthread_mutex_unlock(&lnn_pool.wait_mu);
+                }
             }
         }
     }
@@ -184,12 +268,12 @@ static void *lnn_pool_worker(void *arg)
     unsigned long long seen = lnn_pool.born;
     for (;;) {
         const int64_t t0 = lnn_pool_ns();
-        for (long spin = 0; atomic_load_explicit(&lnn_pool.post, memory_order_acquire) == seen;
+        for (long spin = 1; atomic_load_explicit(&lnn_pool.post, memory_order_acquire) == seen;
              spin++) {
             lnn_pool_relax();
             if (spin & 255) continue;
             if (lnn_pool_ns() - t0 < atomic_load(&lnn_pool.spin_ns)) {
-                /* every ~256 pauses (10-40 us): let another thread waiting for this core
+                /* every ~256 pauses (a few us): let another thread waiting for this core
                  * run (our own caller, say: a spinning worker must not hold it up); on an
                  * idle core this returns at once and the core never halts */
                 sched_yield();
@@ -202,10 +286,10 @@ static void *lnn_pool_worker(void *arg)
             atomic_fetch_sub(&lnn_pool.sleepers, 1);
             pthread_mutex_unlock(&lnn_pool.mu);
         }
-        seen = atomic_load(&lnn_pool.post);
-        const int threads = (int)(seen & 0xff);
+        seen = atomic_load_explicit(&lnn_pool.post, memory_order_acquire);
+        const int threads = (int)(seen & 0xff), count = (int)((seen >> 8) & 0xff);
         if (t < threads) {
-            const long ran = lnn_pool_share(t, seen >> 8, threads);
+            const long ran = lnn_pool_share(t, seen >> 16, threads, count);
             if (ran) atomic_fetch_add(&lnn_pool.worker_tasks, ran);
         }
     }
@@ -249,63 +333,79 @@ static int lnn_pool_start(int n)
     return can;
 }
 
-static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
+/* One job of count <= LNN_POOL_PHASES phases. */
+static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
 {
+    ptrdiff_t most = 0; /* tasks of the largest phase */
+    for (int p = 0; p < count; p++)
+        if (phases[p].tasks > most) most = phases[p].tasks;
     if (threads > LNN_POOL_MAX) threads = LNN_POOL_MAX;
-    if (threads > tasks) threads = (int)tasks;
+    if (threads > most) threads = (int)most;
     int idle = 0;
-    if (threads < 2 || (ptrdiff_t)((tasks + threads - 1) / threads) > (ptrdiff_t)LNN_POOL_MASK ||
+    if (threads < 2 || (ptrdiff_t)((most + threads - 1) / threads) > (ptrdiff_t)LNN_POOL_MASK ||
         !atomic_compare_exchange_strong(&lnn_pool.busy, &idle, 1)) {
         atomic_fetch_add(&lnn_pool.alone, 1);
-        return lnn_run_alone(fn, ctx, tasks);
+        return lnn_run_phases_alone(phases, count);
     }
     const int can = lnn_pool.workers + 1 >= threads ? threads : lnn_pool_start(threads);
     if (can < threads) threads = can;
     if (threads < 2) {
         atomic_store(&lnn_pool.busy, 0);
         atomic_fetch_add(&lnn_pool.alone, 1);
-        return lnn_run_alone(fn, ctx, tasks);
+        return lnn_run_phases_alone(phases, count);
     }
     const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
-    lnn_pool.fn = fn;
-    lnn_pool.ctx = ctx;
-    lnn_pool.tasks = tasks;
-    atomic_store(&lnn_pool.done, 0);
     atomic_store(&lnn_pool.err, 0);
-    for (int b = 0; b < threads; b++) {
-        const ptrdiff_t s = tasks * b / threads, e = tasks * (b + 1) / threads;
-        lnn_pool.start[b] = s;
-        atomic_store(&lnn_pool.claim[b], lnn_pool_word(g, (uint64_t)(e - s), 0));
+    for (int p = 0; p < count; p++) {
+        const ptrdiff_t tasks = phases[p].tasks > 0 ? phases[p].tasks : 0;
+        lnn_pool.phase[p] = phases[p];
+        for (int b = 0; b < threads; b++) { /* block b: tasks [ceil(tasks b / threads), ...) */
+            lnn_pool_block_t *B = &lnn_pool_blocks[b];
+            const ptrdiff_t s = (tasks * b + threads - 1) / threads;
+            const ptrdiff_t e = (tasks * (b + 1) + threads - 1) / threads;
+            B->start[p] = s;
+            /* relaxed: the post below (seq_cst) publishes them to the workers */
+            atomic_store_explicit(&B->claim[p], lnn_pool_word(g, (uint64_t)(e - s), 0),
+                                  memory_order_relaxed);
+            atomic_store_explicit(&B->done[p], lnn_pool_word(g, (uint64_t)(e - s), 0),
+                                  memory_order_relaxed);
+        }
     }
-    atomic_store(&lnn_pool.post, (g << 8) | (unsigned long long)threads);
+    atomic_store(&lnn_pool.post, (g << 16) | ((unsigned long long)count << 8) |
+                                     (unsigned long long)threads);
     if (atomic_load(&lnn_pool.sleepers) > 0) {
         pthread_mutex_lock(&lnn_pool.mu);
         pthread_cond_broadcast(&lnn_pool.cv);
         pthread_mutex_unlock(&lnn_pool.mu);
     }
-    lnn_pool_share(0, g, threads);
-    /* the tasks still running on workers: spin a while, then sleep (a worker the OS
-     * descheduled mid-task needs a core, and a spinning caller would hold one) */
-    const int64_t t0 = lnn_pool_ns();
-    for (long spin = 0; atomic_load_explicit(&lnn_pool.done, memory_order_acquire) < tasks;
-         spin++) {
-        lnn_pool_relax();
-        if (spin & 255) continue;
-        if (lnn_pool_ns() - t0 < atomic_load(&lnn_pool.wait_ns)) {
-            sched_yield(); /* a worker preempted mid-task may be waiting for this core */
-            continue;
-        }
-        pthread_mutex_lock(&lnn_pool.wait_mu);
-        atomic_store(&lnn_pool.waiting, 1);
-        while (atomic_load(&lnn_pool.done) < tasks)
-            pthread_cond_wait(&lnn_pool.wait_cv, &lnn_pool.wait_mu);
-        atomic_store(&lnn_pool.waiting, 0);
-        pthread_mutex_unlock(&lnn_pool.wait_mu);
-    }
+    lnn_pool_share(0, g, threads, count);
+    /* the last phase's tasks still running on workers: spin a while, then sleep (a worker
+     * the OS descheduled mid-task needs a core, and a spinning caller would hold one).
+     * A finished task is counted with a seq_cst add, then `waiting` read; a sleeper adds to
+     * `waiting`, then reads the counts: one of the two sees the other. */
+    lnn_pool_barrier(count - 1, g, threads);
     const int err = atomic_load(&lnn_pool.err);
     atomic_fetch_add(&lnn_pool.jobs, 1);
+    if (count > 1) atomic_fetch_add(&lnn_pool.phases, count);
     atomic_store(&lnn_pool.busy, 0);
     return err;
+}
+
+static int lnn_pool_run_phases(const lnn_phase_t *phases, int count, int threads)
+{
+    int err = 0;
+    for (int p0 = 0; p0 < count; p0 += LNN_POOL_PHASES) {
+        const int n = count - p0 < LNN_POOL_PHASES ? count - p0 : LNN_POOL_PHASES;
+        const int rc = lnn_pool_job(phases + p0, n, threads);
+        if (rc && !err) err = rc;
+    }
+    return err;
+}
+
+static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
+{
+    const lnn_phase_t one = {fn, ctx, tasks};
+    return lnn_pool_job(&one, 1, threads);
 }
 
 /* Wake sleeping workers without a job (they spin again for `spin`): called ahead of a run
@@ -318,7 +418,7 @@ static void lnn_pool_wake(void)
         !atomic_compare_exchange_strong(&lnn_pool.busy, &idle, 1))
         return;
     const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
-    atomic_store(&lnn_pool.post, g << 8); /* a job for no thread */
+    atomic_store(&lnn_pool.post, g << 16); /* a job for no thread */
     pthread_mutex_lock(&lnn_pool.mu);
     pthread_cond_broadcast(&lnn_pool.cv);
     pthread_mutex_unlock(&lnn_pool.mu);
@@ -344,6 +444,7 @@ static long long lnn_pool_stat(int which)
     case 3: return atomic_load(&lnn_pool.sleeps);
     case 4: return atomic_load(&lnn_pool.spin_ns);
     case 5: return atomic_load(&lnn_pool.wait_ns);
+    case 6: return atomic_load(&lnn_pool.phases);
     }
     return 0;
 }
@@ -357,6 +458,11 @@ static int lnn_pool_run(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
     (void)threads;
     return lnn_run_alone(fn, ctx, tasks);
 }
+static int lnn_pool_run_phases(const lnn_phase_t *phases, int count, int threads)
+{
+    (void)threads;
+    return lnn_run_phases_alone(phases, count);
+}
 static void lnn_pool_set_spin(long long ns) { (void)ns; }
 static void lnn_pool_set_wait(long long ns) { (void)ns; }
 static void lnn_pool_wake(void) {}
@@ -365,6 +471,7 @@ static int lnn_pool_workers(void) { return 0; }
 #define LNN_POOL_THREADED 0
 #endif
 
-static const lnn_pool_api_t lnn_pool_api_impl = {LNN_POOL_API_VERSION, lnn_pool_run};
+static const lnn_pool_api_t lnn_pool_api_impl = {LNN_POOL_API_VERSION, lnn_pool_run,
+                                                 lnn_pool_run_phases};
 #endif /* LNN_POOL_IMPL */
 #endif /* LNN_POOL_H */

@@ -73,6 +73,15 @@ class Arena:
         self.handed.append(block)
         return block[:nbytes].view(dtype).reshape(shape)
 
+    def fresh(self, shape: tuple, dtype) -> np.ndarray:
+        """A C-contiguous array of ``shape`` and ``dtype`` on a new block of its own, never
+        handed on to another buffer (for a buffer already requested: not counted again)."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        block = np.zeros(max(nbytes, 1), np.uint8)
+        self.blocks[id(block)] = block
+        return block[:nbytes].view(dtype).reshape(shape)
+
     def block_of(self, a: Any) -> np.ndarray | None:
         """The arena block ``a`` is a view of (None for arrays from elsewhere)."""
         while isinstance(a, np.ndarray):

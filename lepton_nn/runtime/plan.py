@@ -346,10 +346,21 @@ def _chain_kernel(src: np.ndarray) -> Callable | None:
     return k.dense_chain_forward
 
 
-def _join_dense_chains(ops: list[Op]) -> list[Op]:
+#: rows a thread from which the packed kernel splits a threaded chain by rows (LNN_PK_ROWS in
+#: csrc/dense_packed.h; the kernel checks the buffers itself, this only saves memory below it)
+DENSE_ROWS_PER_THREAD = 16
+
+
+def _join_dense_chains(ops: list[Op], arena=None) -> list[Op]:
     """Adjacent ``dense_chain_forward`` (or ``dense_packed_forward``) calls, each reading
     the previous one's output, as one call over all their layers (the same computations in
-    the same order; a packed chain on the most threads any of its layers was given)."""
+    the same order; a packed chain on the most threads any of its layers was given).
+
+    A threaded packed chain of at least DENSE_ROWS_PER_THREAD rows a thread runs each
+    thread's rows through every layer at once (csrc/dense_packed.h): an intermediate output
+    whose block the arena handed on to a later layer of the same chain (dead by then, layer
+    after layer) then gets a block of its own (the kernel would split such a chain by
+    columns)."""
     out: list[Op] = []
     for fn, args in ops:
         prev = out[-1] if out else None
@@ -364,7 +375,30 @@ def _join_dense_chains(ops: list[Op]) -> list[Op]:
             out[-1] = (fn, joined + tuple(max(t, u) for t, u in zip(threads, args[5:])))
         else:
             out.append((fn, args))
+    if arena is not None:
+        out = [_own_intermediates(op, arena) for op in out]
     return out
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    a0, b0 = a.__array_interface__["data"][0], b.__array_interface__["data"][0]
+    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+
+
+def _own_intermediates(op: Op, arena) -> Op:
+    """``op`` with every intermediate output of a threaded packed chain that shares memory
+    with a later output on a fresh arena block (its readers are the chain's next layers
+    only: the arena reused its block after binding its last reader)."""
+    fn, args = op
+    if getattr(fn, "__name__", "") != "dense_packed_forward" or len(args) < 6:
+        return op
+    outs, threads = list(args[4]), args[5]
+    if threads < 2 or outs[0].shape[0] < DENSE_ROWS_PER_THREAD * threads:
+        return op
+    for i in range(len(outs) - 1):
+        if any(_overlap(outs[i], o) for o in outs[i + 1 :]):
+            outs[i] = arena.fresh(outs[i].shape, outs[i].dtype)
+    return (fn, (*args[:4], tuple(outs), *args[5:]))
 
 
 def _join_int8_chains(ops: list[Op]) -> list[Op]:
@@ -450,7 +484,7 @@ class Network(Record):
         # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
-        ops += _join_int8_chains(_join_dense_chains(bound))
+        ops += _join_int8_chains(_join_dense_chains(bound, ctx.pool))
         # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
         # meanwhile (its own workers would spin on the cores the pool's need); only then, as
         # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
