@@ -23,13 +23,13 @@
  *                  = -a' (-w - 1) = a' w + a'   (a' < 0)
  * so  sum_k |a'[k]| (w[n, k] ^ m[k]) = sum_k a'[k] w[n, k] + C,  C = sum_k min(a'[k], 0),
  * one number per row, subtracted from every column. (vpsignb would give a' w directly but
- * runs on the multiply pipes on Zen 3: 1.5 cycles per 32 weights instead of ~1.15.)
- * vpmaddubsw saturates its int16 pair sums; here they cannot leave [-32768, 32767] when
- * every weight lies in [-127, 127] (checked once per layer by qv_weights_ok; quantize_weights
- * and the .lnn loader guarantee it): then w ^ m lies in [-128, 126] where a' < 0 (|a'| <= 128)
- * and in [-127, 127] where a' >= 0 (a' <= 127), so a pair sums to at least
- * 2 * 128 * (-128) = -32768 and at most 2 * 128 * 126 = 32256. A layer with a -128 weight
- * runs qg_run (the tile kernel) instead. vpmaddwd with ones then adds the pairs of a column in
+ * runs on the multiply pipes on Zen 3: 1.5 cycles per 32 weights instead of ~1.15; and it
+ * would saturate -(-128).)
+ * vpmaddubsw saturates its int16 pair sums; here they cannot leave [-32768, 32767] for any
+ * int8 weights (-128 included): where a' >= 0, |a'| <= 127 and w in [-128, 127] give
+ * products in [-16256, 16129]; where a' < 0, |a'| <= 128 and w ^ m = ~w in [-128, 127] give
+ * [-16384, 16256]; so a pair sums to [-32768, 32512] (tests/test_qgemv.py checks every
+ * (a', w) pair of int8 values). vpmaddwd with ones then adds the pairs of a column in
  * int32, exact while 128 * 128 * K < 2^31 (qgemm.pyx refuses K > 65793 anyway), and the
  * epilogue is qgemm.h's own (qg_epi256), so every output is bit for bit what qlinear gives.
  *
@@ -54,15 +54,7 @@ typedef struct {
     qg_args g;
     const float *fixed_scale; /* static activations: the calibrated pair (1,), else NULL */
     const int32_t *fixed_zp;
-    int exact_u8s8; /* every weight in [-127, 127]: the vpmaddubsw GEMV is exact */
 } qv_layer;
-
-/* 1 when no weight is -128 (|w| <= 127: the GEMV's pair sums cannot saturate) */
-static int qv_weights_ok(const int8_t *w, int64_t n) {
-    int8_t lo = 0;
-    for (int64_t i = 0; i < n; i++) lo = w[i] < lo ? w[i] : lo;
-    return lo != -128;
-}
 
 #if LA_X86
 /* Keeps v in a ymm register here: without it gcc 12 hoisted all eight loads + vpxor of a
@@ -181,7 +173,7 @@ static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *
         p.outi = NULL;
         /* NumPy: outs[l] = act(((q - zp) @ w_q.T) * (s * w_scale) + bias) */
 #if LA_X86
-        if (qg_active == QG_AVX2 && ls[l].exact_u8s8 && p.K > 0) {
+        if (qg_active == QG_AVX2 && p.K > 0) {
             for (int64_t r = 0; r < m; r++) qv_gemv_avx2(&p, r, ua, ma);
         } else
 #endif
