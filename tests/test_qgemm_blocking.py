@@ -88,3 +88,33 @@ def test_two_threads_split_every_tile_shape():
         q.qgemm_s32(a, wp, two, nthreads=2)
         np.testing.assert_array_equal(one, _int64_ref(a, w))
         np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_threads_split_rows_and_columns(isa, dtype):  # noqa: F811
+    """Above 2**25 multiply-adds a call is cut into (column range, row block) tasks: each row
+    block with its own rows' scales and zero points (per row and per tensor), the same bits
+    at 1, 2 and 3 threads, the exact sums with power-of-two scales (identity epilogue)."""
+    rng = np.random.default_rng(34)
+    K = 1024
+    for M, N in ((32, 1100), (65, 600), (130, 300), (257, 150)):
+        assert M * K * N >= 2**25
+        a = _rand_act(rng, dtype, (M, K))
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        ws = np.full(N, 0.5, np.float32)
+        lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+        for xs, zp in (
+            (np.exp2(-rng.integers(1, 4, M)).astype(np.float32), rng.integers(lo, hi, M)),
+            (np.float32(0.25), int(rng.integers(lo, hi))),
+        ):
+            zp = zp.astype(np.int32) if isinstance(zp, np.ndarray) else zp
+            exact = (a.astype(np.int64) - np.reshape(zp, (-1, 1))) @ w.astype(np.int64).T
+            want = (exact * (np.reshape(xs, (-1, 1)) * 0.5)).astype(np.float32)
+            for t in (1, 2, 3):
+                out = np.full((M, N), np.nan, np.float32)
+                q.qlinear(a, xs, zp, wp, ws, cs, None, 0, out, nthreads=t)
+                np.testing.assert_array_equal(out, want, err_msg=f"{isa} {M}x{N} t={t}")
+                raw = np.full((M, N), -7, np.int32)
+                q.qgemm_s32(a, wp, raw, cs, nthreads=t)
+                np.testing.assert_array_equal(raw, _int64_ref(a, w), err_msg=f"{isa} t={t}")
