@@ -20,7 +20,8 @@
  *   QG_AMX        AMX-INT8 tiles (Linux, after arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA))
  *   QG_AVX512VNNI vpdpbusd zmm, 6 x 64 register tile
  *   QG_AVXVNNI    vpdpbusd ymm (VEX), 4 x 16 register tile
- *   QG_AVX2       exact without VNNI: u8/s8 widened to s16, vpmaddwd (vpmaddubsw would saturate)
+ *   QG_AVX2       exact without VNNI: u8/s8 widened to s16, vpmaddwd; one row: a GEMV on
+ *                 signed activations, vpmaddubsw(|a - 128|, w ^ sign) (never saturates)
  *   QG_PORTABLE   plain C
  */
 #ifndef LEPTON_QGEMM_H
