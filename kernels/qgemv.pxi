@@ -18,8 +18,6 @@ cdef extern from "qgemv.h" nogil:
         qg_args g
         const float *fixed_scale
         const int32_t *fixed_zp
-        int exact_u8s8
-    int qv_weights_ok(const int8_t *w, int64_t n)
     int64_t qv_scratch_bytes(int64_t m, int64_t kmax)
     void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
                   float *const *outs, uint8_t *scratch, int64_t kmax)
@@ -44,11 +42,6 @@ cdef class QDenseChain:
         PyMem_Free(self.ls)
         PyMem_Free(self.op)
 
-    @property
-    def gemv_layers(self):
-        """Per layer: whether the AVX2 GEMV may run it (no -128 weight), for tests."""
-        return tuple(bool(self.ls[l].exact_u8s8) for l in range(self.n_layers))
-
 
 def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
     """A chain of int8 Dense layers for ``qdense_chain_forward``: ``specs`` one
@@ -68,7 +61,7 @@ def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
         raise MemoryError()
     c.n_layers, c.m, c.k, c.specs = L, m, k, specs
     cdef Py_ssize_t kin = k, kmax = 0
-    cdef cnp.ndarray sa, za, wp
+    cdef cnp.ndarray sa, za
     widths = []
     for l in range(L):
         spec = specs[l]
@@ -80,9 +73,6 @@ def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
             raise ValueError(f"layer {l}: K={kin} > {K_MAX}: the int32 sums could overflow")
         n = _arr(w_scale, "w_scale", cnp.NPY_FLOAT32, 1).shape[0]
         _weights(&c.ls[l].g, w_packed, w_scale, w_col_sums, bias, act, n, kin)
-        wp = <cnp.ndarray>w_packed
-        c.ls[l].exact_u8s8 = qv_weights_ok(<const int8_t *>cnp.PyArray_DATA(wp),
-                                           cnp.PyArray_SIZE(wp))
         c.ls[l].fixed_scale = NULL
         c.ls[l].fixed_zp = NULL
         if x_scale is not None or x_zero_point is not None:

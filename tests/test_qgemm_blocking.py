@@ -88,3 +88,83 @@ def test_two_threads_split_every_tile_shape():
         q.qgemm_s32(a, wp, two, nthreads=2)
         np.testing.assert_array_equal(one, _int64_ref(a, w))
         np.testing.assert_array_equal(two, one)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_threads_split_rows_and_columns(isa, dtype):  # noqa: F811
+    """Above 2**25 multiply-adds a call is cut into (column range, row block) tasks: each row
+    block with its own rows' scales and zero points (per row and per tensor), the same bits
+    at 1, 2 and 3 threads, the exact sums with power-of-two scales (identity epilogue)."""
+    rng = np.random.default_rng(34)
+    K = 1024
+    for M, N in ((32, 1100), (65, 600), (130, 300), (257, 150)):
+        assert M * K * N >= 2**25
+        a = _rand_act(rng, dtype, (M, K))
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        ws = np.full(N, 0.5, np.float32)
+        lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+        for xs, zp in (
+            (np.exp2(-rng.integers(1, 4, M)).astype(np.float32), rng.integers(lo, hi, M)),
+            (np.float32(0.25), int(rng.integers(lo, hi))),
+        ):
+            zp = zp.astype(np.int32) if isinstance(zp, np.ndarray) else zp
+            exact = (a.astype(np.int64) - np.reshape(zp, (-1, 1))) @ w.astype(np.int64).T
+            want = (exact * (np.reshape(xs, (-1, 1)) * 0.5)).astype(np.float32)
+            for t in (1, 2, 3):
+                out = np.full((M, N), np.nan, np.float32)
+                q.qlinear(a, xs, zp, wp, ws, cs, None, 0, out, nthreads=t)
+                np.testing.assert_array_equal(out, want, err_msg=f"{isa} {M}x{N} t={t}")
+                raw = np.full((M, N), -7, np.int32)
+                q.qgemm_s32(a, wp, raw, cs, nthreads=t)
+                np.testing.assert_array_equal(raw, _int64_ref(a, w), err_msg=f"{isa} t={t}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_single_row_extremes_exact(isa, dtype):  # noqa: F811
+    """One row (the AVX2 path's GEMV on signed activations): activations at both ends of
+    their range against weights of +-127 and -128, mixed signs, K and N tails, the zero
+    point at both ends; exact int32 sums, and the same through qlinear's identity epilogue."""
+    rng = np.random.default_rng(35)
+    info = np.iinfo(dtype)
+    for K, N in ((4099, 17), (1, 1), (7, 40), (130, 33)):
+        for a_val in (info.min, info.max):
+            a = np.full((1, K), a_val, dtype)
+            a[0, ::5] = info.max if a_val == info.min else info.min
+            for w_val in (127, -127, -128):
+                w = np.full((N, K), w_val, np.int8)
+                w[::3, ::2] = -128 if w_val > 0 else 127
+                wp, cs = q.pack_weights(w)
+                for cols in (cs, None) if dtype == np.uint8 else (cs,):
+                    out = np.full((1, N), -7, np.int32)
+                    q.qgemm_s32(a, wp, out, cols)
+                    np.testing.assert_array_equal(out, _int64_ref(a, w), err_msg=f"{isa} {K}")
+                for zp in (info.min, info.max, 0):
+                    res = np.zeros((1, N), np.float32)
+                    q.qlinear(a, np.float32(1), zp, wp, np.ones(N, np.float32), cs, None, 0, res)
+                    exact = (a.astype(np.int64) - zp) @ w.astype(np.int64).T
+                    np.testing.assert_array_equal(res, exact.astype(np.float32), err_msg=isa)
+    # random rows, per-row style arguments of shape (1,), against the int64 twin
+    for K, N in ((1024, 1024), (63, 9)):
+        a = _rand_act(rng, dtype, (1, K))
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        out = np.zeros((1, N), np.float32)
+        zp = np.array([int(info.min) + 3], np.int32)
+        q.qlinear(a, np.full(1, 0.5, np.float32), zp, wp, np.ones(N, np.float32), cs, None, 0, out)
+        exact = (a.astype(np.int64) - zp[0]) @ w.astype(np.int64).T
+        np.testing.assert_array_equal(out, (exact * 0.5).astype(np.float32), err_msg=isa)
+
+
+def test_single_row_wide_layer_threads():
+    """One row above 2**25 multiply-adds: column ranges on 1, 2, 3 threads, the same bits."""
+    rng = np.random.default_rng(36)
+    K, N = 2048, 16400
+    a = _rand_act(rng, np.uint8, (1, K))
+    w = _rand_act(rng, np.int8, (N, K))
+    wp, cs = q.pack_weights(w)
+    want = _int64_ref(a, w)
+    for t in (1, 2, 3):
+        out = np.zeros((1, N), np.int32)
+        q.qgemm_s32(a, wp, out, cs, nthreads=t)
+        np.testing.assert_array_equal(out, want, err_msg=f"t={t}")

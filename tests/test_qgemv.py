@@ -76,7 +76,6 @@ def test_chain_bit_identical_to_per_layer(isa, static):
             ]
             x = (rng.standard_normal((m, dims[0])) * 3).astype(np.float32)
             got, chain = _chain(x, specs)
-            assert all(chain.gemv_layers)
             for l, (g, w) in enumerate(zip(got, _per_layer(x, specs))):
                 np.testing.assert_array_equal(g, w, err_msg=f"{isa} m={m} dims={dims} layer {l}")
 
@@ -96,23 +95,41 @@ def test_extreme_values_are_exact(isa):
             x = np.full((1, k), xval, np.float32)
             x[0, ::7] = 255.0 - zp  # the other end of the range in places
             (got,), chain = _chain(x, [spec])
-            assert chain.gemv_layers == (True,)
             xq = np.clip(x + zp, 0, 255)
             want = (xq.astype(np.int64) - zp) @ w.astype(np.int64).T
             np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=f"{isa}")
 
 
-def test_minus_128_weight_falls_back_exactly(isa):
-    """A weight of -128 could saturate the GEMV's int16 pairs: that layer runs the tile
-    kernel, with the same bits as qlinear."""
+def test_every_activation_weight_pair_is_exact(isa):
+    """The GEMV's int16 pair sums |a'| (w ^ m) + |a'| (w' ^ m) for every int8 pair (a', w),
+    -128 weights included, at their extremes (both terms of a pair equal): row r holds
+    q = r (a' = r - 128) everywhere, column n the weight n - 128 everywhere; static scale 1
+    and zero point 0 make each output the exact integer r (n - 128) K."""
+    k = 6  # a pair, a pair, and a tail group of 2 (zero padded)
+    w = np.repeat(np.arange(-128, 128, dtype=np.int16)[:, None], k, axis=1).astype(np.int8)
+    wp, cs = q.pack_weights(w)
+    spec = (wp, np.ones(256, np.float32), cs, None, 0, np.ones(1, np.float32),
+            np.zeros(1, np.int32))  # fmt: skip
+    x = np.repeat(np.arange(256, dtype=np.float32)[:, None], k, axis=1)
+    (got,), _ = _chain(x, [spec])
+    want = np.arange(256)[:, None] * np.arange(-128, 128)[None, :] * k
+    np.testing.assert_array_equal(got, want.astype(np.float32), err_msg=isa)
+    # and through the dynamic per-row quantization, against the per-layer path
+    dyn = (wp, np.full(256, 0.01, np.float32), cs, None, 1, None, None)
+    (got,), _ = _chain(x - 100, [dyn])
+    np.testing.assert_array_equal(got, _per_layer(x - 100, [dyn])[0], err_msg=isa)
+
+
+def test_minus_128_weights_run_exactly(isa):
+    """Weights of -128 against q = 0 (a' = -128) and q = 255: the same bits as qlinear."""
     rng = np.random.default_rng(2)
     w = rng.integers(-128, 128, (40, 300)).astype(np.int8)
     w[:, :8] = -128
     specs = [_layer(rng, 300, 40, 1, w=w), _layer(rng, 40, 9, 0)]
     x = rng.standard_normal((2, 300)).astype(np.float32)
     x[:, :8] = x.min() - 1  # quantized to 0: a' = -128 against w = -128
-    got, chain = _chain(x, specs)
-    assert chain.gemv_layers == (False, True)
+    x[:, 8:16] = x.max() + 1  # quantized to 255: a' = 127
+    got, _ = _chain(x, specs)
     for g, w_ in zip(got, _per_layer(x, specs)):
         np.testing.assert_array_equal(g, w_)
 

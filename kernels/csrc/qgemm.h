@@ -20,7 +20,8 @@
  *   QG_AMX        AMX-INT8 tiles (Linux, after arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA))
  *   QG_AVX512VNNI vpdpbusd zmm, 6 x 64 register tile
  *   QG_AVXVNNI    vpdpbusd ymm (VEX), 4 x 16 register tile
- *   QG_AVX2       exact without VNNI: u8/s8 widened to s16, vpmaddwd (vpmaddubsw would saturate)
+ *   QG_AVX2       exact without VNNI: u8/s8 widened to s16, vpmaddwd; one row: a GEMV on
+ *                 signed activations, vpmaddubsw(|a - 128|, w ^ sign) (never saturates)
  *   QG_PORTABLE   plain C
  */
 #ifndef LEPTON_QGEMM_H
@@ -432,20 +433,26 @@ static int qg_use_emulation(int isa) {
 }
 
 /* Threads: the column blocks are cut into one even-aligned range per thread (AMX tiles take
- * 2 blocks), each range a task of the process's shared pool (pool.h); each thread's range is
- * the same from call to call, so its core's cache keeps that part of W. Columns are
- * independent: the same bits at any thread count. */
+ * 2 blocks), the rows into up to QG_ROW_TASKS blocks of >= QG_MIN_TASK_ROWS; a task is one
+ * (column range, row block), run by the active path on its rows alone (it packs only those),
+ * and the tasks of a column range are one thread's block of the process's shared pool
+ * (pool.h): each thread keeps its part of W from call to call, and a thread that starts late
+ * (a vCPU waking up) just gets fewer tasks, the others take the rest of its row blocks.
+ * Rows and columns are independent: the same bits at any thread count. */
 #include "pool.h"
 
 /* Below this many multiply-adds a second thread costs more than it saves (M = 1,
    K = N = 1024 runs in about 12 us). */
 #define QG_MIN_PARALLEL_MACS (1LL << 25)
+#define QG_ROW_TASKS 4      /* row blocks per column range, at most */
+#define QG_MIN_TASK_ROWS 32 /* rows per task, at least (each task packs its rows) */
 
 typedef struct {
     qg_fn f;
     const qg_args *p;
     int64_t nb;
     int parts;
+    int64_t rb, rows; /* row blocks per column range, rows per block */
 } qg_job;
 
 static void qg_part(const qg_job *j, int64_t t, int64_t *lo, int64_t *hi)
@@ -456,12 +463,24 @@ static void qg_part(const qg_job *j, int64_t t, int64_t *lo, int64_t *hi)
     *hi = t + 1 == j->parts || b > j->nb ? j->nb : b;
 }
 
+/* task t: column range t / rb, rows [m0, m0 + rows) with m0 = (t % rb) rows */
 static int qg_task(void *ctx, ptrdiff_t t)
 {
     const qg_job *j = (const qg_job *)ctx;
+    const qg_args *p = j->p;
     int64_t lo, hi;
-    qg_part(j, t, &lo, &hi);
-    if (hi > lo) j->f(j->p, lo, hi);
+    qg_part(j, t / j->rb, &lo, &hi);
+    const int64_t m0 = (t % j->rb) * j->rows;
+    if (hi <= lo || m0 >= p->M) return 0;
+    /* NumPy: out[m0 : m0 + rows] = the same product on a[m0 : m0 + rows] */
+    qg_args s = *p;
+    s.M = p->M - m0 < j->rows ? p->M - m0 : j->rows;
+    s.a = p->a + m0 * p->K;
+    s.xs = p->xs + m0 * p->xs_step;
+    s.zp = p->zp + m0 * p->zp_step;
+    if (p->outf) s.outf = p->outf + m0 * p->N;
+    if (p->outi) s.outi = p->outi + m0 * p->N;
+    j->f(&s, lo, hi);
     return 0;
 }
 
@@ -472,9 +491,13 @@ static void qg_run(const qg_args *p, int nthreads) {
     qg_fn f = p->K == 0 ? qg_run_portable : qg_impl[qg_active];
     const double macs = (double)p->M * (double)p->K * (double)p->N;
     if (nthreads >= 2 && NB >= 2 && macs >= (double)QG_MIN_PARALLEL_MACS) {
-        qg_job j = {f, p, NB, (int)(nthreads < NB / 2 ? nthreads : (NB + 1) / 2)};
+        qg_job j = {f, p, NB, (int)(nthreads < NB / 2 ? nthreads : (NB + 1) / 2), 1, p->M};
         if (j.parts >= 2) {
-            lnn_parallel(qg_task, &j, j.parts, j.parts);
+            /* NumPy: rb = clip(M // 32, 1, 4); rows = ceil(M / rb) */
+            j.rb = p->M / QG_MIN_TASK_ROWS;
+            j.rb = j.rb < 1 ? 1 : (j.rb > QG_ROW_TASKS ? QG_ROW_TASKS : j.rb);
+            j.rows = (p->M + j.rb - 1) / j.rb;
+            lnn_parallel(qg_task, &j, j.parts * j.rb, j.parts);
             return;
         }
     }

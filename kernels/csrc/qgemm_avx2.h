@@ -1,9 +1,7 @@
 /* qgemm_avx2.h -- the exact AVX2 int8 GEMM (no VNNI), included once by qgemm.h.
  *
- * Without VNNI the only exact wide multiply-add is vpmaddwd (s16 x s16 pairs summed in s32).
- * vpmaddubsw (u8 x s8 pairs summed in s16) does twice the work per instruction but saturates
- * when a0 w0 + a1 w1 leaves [-32768, 32767] (a = 255 and two weights of the same sign whose
- * magnitudes add up to more than 128), so it is not used. Both operands are widened to s16:
+ * Without VNNI, the tile kernel (M > QG_GEMV_ROWS = 1) widens both operands to s16 for
+ * vpmaddwd (s16 x s16 pairs summed in s32, exact):
  *   a  once per block of QG_MC2 rows into aw int16 (L2-resident), interleaved by 6-row tile:
  *      aw[t, g, r, j] = a[6 t + r, 4 g + j]   (one stream of 48 bytes per 4-k step),
  *   w  on the fly: 16 packed bytes (4 columns x 4 k) -> vpmovsxbw -> one ymm,
@@ -22,11 +20,11 @@
  * Cost model (Zen 3: vpmaddwd and vpmaddubsw 2 per cycle on the multiply pipes, 4 vector
  * pipes): ~32 vector uops per 192 multiply-adds, >= 6 cycles on the multipliers, ~8 on all
  * pipes. The tile this replaced (2 x 16) spent 8 vpmaddwd + 8 vpaddd + 4 vpmovsxbw + 2
- * broadcasts per 128 and streamed all of W from L3 for every 2 rows. MLAS's u8s8 kernel does
- * vpmaddubsw + vpmaddwd(ones) + vpaddd per 32 multiply-adds: the same multiplier time per
- * multiply-add, a third fewer uops, but inexact. It would be exact here only for weights
- * whose every adjacent k pair (w0, w1) has w0 w1 <= 0 or |w0| + |w1| <= 128 (e.g. weights
- * quantized to [-64, 64]); such a path, checked at packing time, is not implemented. */
+ * broadcasts per 128 and streamed all of W from L3 for every 2 rows. The signed-activation
+ * form of the GEMV below (vpxor + vpmaddubsw + vpmaddwd(ones) + vpaddd per 32 multiply-adds,
+ * exact for every int8 weight) spends as many multiply-pipe uops per multiply-add as
+ * vpmaddwd here (2 per 32): as a tile kernel it measured 0.90-0.95 of this one at M >= 64
+ * (commit 7437750, reverted; benchmarks/q8_step_ceiling.c gives the two steps' ceilings). */
 
 #define QG_MR2 6
 #ifndef QG_KC2
@@ -94,9 +92,137 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
     }
 }
 
+/* ------------------------------------------------------------------ a few rows: the GEMV
+ * At a batch of a few rows each weight byte is used once or twice, so the work is streaming
+ * W through the multipliers, and this GEMV on signed activations does it with vpmaddubsw
+ * (32 multiply-adds a uop) and no widening pass. The activations are made signed,
+ *     a'[k] = q[k] - 128 in [-128, 127]     (q ^ 0x80),
+ *     sum_k (q[k] - zp) w[n, k] = sum_k a'[k] w[n, k] - (zp - 128) colsum[n],
+ * and vpmaddubsw (uint8 x int8 pairs summed in int16: 32 multiply-adds per uop) gets the
+ * magnitude |a'| in 0..128 as its unsigned operand and the weight, bitwise negated where
+ * a' < 0, as its signed one (m = 0xFF where a' < 0, else 0; ~w = -w - 1):
+ *     |a'| (w ^ m) = a' w                 (a' >= 0)
+ *                  = -a' (-w - 1) = a' w + a'   (a' < 0)
+ * so  sum_k |a'[k]| (w[n, k] ^ m[k]) = sum_k a'[k] w[n, k] + C,  C = sum_k min(a'[k], 0),
+ * one number per row, subtracted from every column. (vpsignb would give a' w directly but
+ * runs on the multiply pipes on Zen 3: 1.5 cycles per 32 weights instead of ~1.15; and it
+ * would saturate -(-128).)
+ * vpmaddubsw saturates its int16 pair sums; here they cannot leave [-32768, 32767] for any
+ * int8 weights (-128 included): where a' >= 0, |a'| <= 127 and w in [-128, 127] give
+ * products in [-16256, 16129]; where a' < 0, |a'| <= 128 and w ^ m = ~w in [-128, 127] give
+ * [-16384, 16256]; so a pair sums to [-32768, 32512] (tests/test_qgemv.py checks every
+ * (a', w) pair of int8 values). vpmaddwd with ones then adds the pairs of a column in
+ * int32, exact while 128 * 128 * K < 2^31 (qgemm.pyx refuses K > 65793 anyway), and the
+ * epilogue is qgemm.h's own (qg_epi256), so every output is bit for bit what qlinear gives.
+ *
+ * Cost model (Zen 3): per ymm of weights (8 columns x 4 k) a load and 4 vector uops (vpxor,
+ * vpmaddubsw, vpmaddwd, vpaddd; 2 of them on the two multiply pipes): ~1 cycle per 32
+ * multiply-adds = 32 bytes of W, about what L2 delivers per cycle; measured ~1.15. The
+ * 784-512-256-10 layers (535k multiply-adds with N padded to 16) need >= ~16.7k cycles.
+ * Columns run 64 at a time (8 accumulators, 4 sequential 64-byte streams of W); rows one
+ * after another (each re-reads W from L2: the chain is meant for a few rows at most).
+ *
+ * qg_run_avx2 runs a single row this way (when the column sums are given): 1.43-1.52x the
+ * tile kernel's speed at M = 1 (CPU-time A/B, K = N = 1024 and 131 x 29). At 2-4 rows each
+ * row re-reads W: 0.80-0.99 for a 1 MB W (from L3), 1.05-1.23 for 128 KB (L2), so larger
+ * M stay on the tile kernel; qgemv.h's chain (small layers, up to 4 rows) calls the GEMV
+ * directly. */
+#define QG_GEMV_ROWS 1
+
+/* Keeps v in a ymm register here: without it gcc 12 hoisted all eight loads + vpxor of a
+ * step ahead of the multiplies and spilled two accumulators to the stack (25 % slower). */
+#define QV_IN_REGISTER(v) __asm__("" : "+x"(v))
+
+/* The columns [16 nb0, 16 (nb0 + NV)) of row m: acc[v] (8 columns each) over every 4-k group,
+ * then the epilogue. ua / ma: the row's |a'| and sign mask (4-byte groups, zero past K);
+ * c = C = sum min(a', 0) (the rows' share the xor adds, see the top). */
+static inline __attribute__((target("avx2,fma"), always_inline)) void
+qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int NV, const uint8_t *ua,
+        const uint8_t *ma, int32_t c, int32_t off, float xs) {
+    const int64_t Kp = qg_kp(p->K), G = Kp >> 2, bstep = 16 * Kp;
+    const int8_t *bp = p->b + nb0 * bstep;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc[8];
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NV; v++) acc[v] = _mm256_setzero_si256();
+    for (int64_t g = 0; g < G; g++) {
+        /* |a'[4g : 4g + 4]| and its sign mask in every 4-byte lane */
+        const __m256i av = _mm256_set1_epi32((int)qg_load4(ua + 4 * g)),
+                      mv = _mm256_set1_epi32((int)qg_load4(ma + 4 * g));
+#pragma GCC unroll 8
+        for (int v = 0; v < 2 * NV; v++) {
+            /* NumPy: acc[v] += a'[4g : 4g + 4] @ w[n_v : n_v + 8, 4g : 4g + 4].T + C's
+             * share, as |a'| (w ^ m) in int16 pairs (exact: |w| <= 127), then int32 */
+            const __m256i w = _mm256_loadu_si256(
+                (const __m256i *)(bp + (v >> 1) * bstep + g * 64 + 32 * (v & 1)));
+            const __m256i pr = _mm256_maddubs_epi16(av, _mm256_xor_si256(w, mv));
+            acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pr, ones));
+            QV_IN_REGISTER(acc[v]);
+        }
+    }
+    /* spill once with constant indices (keeps acc in registers inside the loop above);
+     * NumPy: acc -= C */
+    __m256i done[8];
+    const __m256i cv = _mm256_set1_epi32(c);
+#pragma GCC unroll 8
+    for (int v = 0; v < 2 * NV; v++) done[v] = _mm256_sub_epi32(acc[v], cv);
+    for (int v = 0; v < 2 * NV; v++) {
+        const int64_t n = (nb0 + (v >> 1)) * 16 + 8 * (v & 1);
+        if (n < p->N) qg_epi256(p, m, n, done[v], off, xs);
+    }
+}
+
+/* Row m of p over the column blocks [nb_lo, nb_hi); ua, ma: Kp bytes of scratch each. */
+__attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, int64_t m,
+                                                             int64_t nb_lo, int64_t nb_hi,
+                                                             uint8_t *ua, uint8_t *ma) {
+    const int64_t K = p->K, Kp = qg_kp(K);
+    const uint8_t *a = p->a + m * K;
+    /* NumPy: s = (q - 128).astype(int8) (q ^ 0x80; int8 activations: s = a); ua = |s| as
+     * uint8; ma = 0xFF where s < 0; C = s[s < 0].sum(); zero for k >= K */
+    const uint8_t fl = p->a_signed ? 0 : 0x80;
+    const __m256i flip = _mm256_set1_epi8((char)fl), zero = _mm256_setzero_si256();
+    __m256i neg = zero; /* sum of |s| where s < 0, in 4 uint64 lanes */
+    int64_t k = 0, c = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m256i s = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + k)), flip);
+        const __m256i u = _mm256_abs_epi8(s), mk = _mm256_cmpgt_epi8(zero, s);
+        _mm256_storeu_si256((__m256i *)(ua + k), u);
+        _mm256_storeu_si256((__m256i *)(ma + k), mk);
+        neg = _mm256_add_epi64(neg, _mm256_sad_epu8(_mm256_and_si256(u, mk), zero));
+    }
+    for (; k < Kp; k++) {
+        const int s = k < K ? (int)(int8_t)(a[k] ^ fl) : 0; /* q - 128 */
+        ua[k] = (uint8_t)(s < 0 ? -s : s);
+        ma[k] = s < 0 ? 0xFF : 0;
+        c += s < 0 ? s : 0;
+    }
+    int64_t nb4[4];
+    memcpy(nb4, &neg, sizeof nb4);
+    c -= nb4[0] + nb4[1] + nb4[2] + nb4[3];
+    const int32_t off = qg_off(p, m) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
+    const float xs = p->xs[m * p->xs_step];
+    int64_t nb = nb_lo;
+    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 4, ua, ma, (int32_t)c, off, xs);
+    switch (nb_hi - nb) {
+    case 3: qv_tile(p, m, nb, 3, ua, ma, (int32_t)c, off, xs); break;
+    case 2: qv_tile(p, m, nb, 2, ua, ma, (int32_t)c, off, xs); break;
+    case 1: qv_tile(p, m, nb, 1, ua, ma, (int32_t)c, off, xs); break;
+    default: break;
+    }
+}
+
 __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
                                                             int64_t nb_hi) {
     const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2;
+    if (p->M <= QG_GEMV_ROWS && p->cs) { /* a few rows: one pass over W each */
+        uint8_t *ua = (uint8_t *)malloc((size_t)(2 * Kp));
+        if (ua) {
+            for (int64_t m = 0; m < p->M; m++) qv_gemv_avx2(p, m, nb_lo, nb_hi, ua, ua + Kp);
+            free(ua);
+        }
+        return;
+    }
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
     const int64_t tiles = (mc_rows + QG_MR2 - 1) / QG_MR2;
