@@ -233,6 +233,126 @@ def test_pack_layout():
     assert (wp[1, :, :, 1:] == 0).all()  # filters 5..7 are zero padding
 
 
+# -- a chain of direct convolutions, image by image ---------------------------------------
+
+# layers of a chain: (O, (kh, kw), (ph, pw), pool window (k, stride, pad) or None, act)
+CHAINS = [
+    ((1, 28, 28), [(16, (3, 3), (1, 1), (2, 2, 0), 1), (32, (3, 3), (1, 1), (2, 2, 0), 1)]),
+    (
+        (3, 9, 11),
+        [
+            (5, (3, 3), (1, 1), None, 2),
+            (6, (2, 3), (0, 1), (3, 2, 1), 0),
+            (4, (1, 1), (0, 0), None, 3),
+        ],
+    ),  # fmt: skip
+    (
+        (2, 7, 7),
+        [
+            (7, (3, 3), (1, 1), (2, 2, 0), 0),
+            (3, (3, 3), (1, 1), None, 1),
+            (9, (3, 1), (1, 0), (2, 2, 0), 1),
+            (2, (1, 1), (0, 0), None, 0),
+        ],
+    ),  # fmt: skip
+]
+
+
+def _chain_layers(kb, shape, specs, seed=0):
+    """The chain's layers (conv2d_direct_chain's tuples) and each one's (O, out size)."""
+    rng = np.random.default_rng(seed)
+    layers, c, h, w = [], *shape
+    for o, (kh, kw), (ph, pw), pool_win, act in specs:
+        oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        pool, out_hw = None, (oh, ow)
+        if pool_win is not None:
+            pk, ps, pp = pool_win
+            out_hw = ((oh + 2 * pp - pk) // ps + 1, (ow + 2 * pp - pk) // ps + 1)
+            pool = (pk, pk, ps, ps, pp, pp, *out_hw)
+        wt = (rng.standard_normal((o, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
+        b = rng.standard_normal(o).astype(np.float32)
+        wp = kb.conv2d_direct_pack(wt.reshape(o, -1), c, kh, kw)
+        geom = (kh, kw, 1, 1, ph, pw, 1, 1)
+        layers.append((wp, b, act, geom, oh, ow, pool, c, h, w, o))
+        c, (h, w) = o, out_hw
+    return tuple(layers)
+
+
+def _chain_scratch(layers):
+    """One thread's (s, z, m0, m1), NaN-filled (a read of an unwritten cell would show)."""
+    sizes = [conv_direct_scratch(c, o, g, oh, ow, p) for *_, g, oh, ow, p, c, _, _, o in layers]
+    outs = [o * (oh * ow if p is None else p[6] * p[7]) for *_, oh, ow, p, _, _, _, o in layers]
+    mids = outs[:-1]
+    return tuple(
+        np.full(size, np.nan, np.float32)
+        for size in (max(s for s, _ in sizes), max(z for _, z in sizes),
+                     max(mids[0::2], default=1), max(mids[1::2], default=1))
+    )  # fmt: skip
+
+
+def _chain_out(x, layers):
+    *_, oh, ow, pool, _, _, _, o = layers[-1]
+    return np.full((len(x), o, oh * ow if pool is None else pool[6] * pool[7]), np.nan, np.float32)
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=["bench-cnn", "three-layers", "four-layers"])
+def test_chain_is_the_layers_one_after_the_other(be, chain):
+    """conv2d_direct_chain gives, on every backend, exactly what its layers' direct kernel
+    gives one layer at a time over the whole batch (the same per-image loop, in cache)."""
+    shape, specs = chain
+    x = np.random.default_rng(5).standard_normal((5, *shape)).astype(np.float32)
+    layers = _chain_layers(be, shape, specs)
+    want = x
+    for wp, b, act, geom, oh, ow, pool, c, _, _, o in layers:
+        y = np.full((len(x), o, oh * ow if pool is None else pool[6] * pool[7]), np.nan,
+                    np.float32)  # fmt: skip
+        s, z = conv_direct_scratch(c, o, geom, oh, ow, pool)
+        be.conv2d_direct_forward(want, wp, b, act, geom, oh, ow, pool, np.zeros(1, np.int64),
+                                 np.zeros(s, np.float32), np.zeros(z, np.float32), y)  # fmt: skip
+        want = y.reshape(len(x), o, *(pool[6:] if pool is not None else (oh, ow)))
+    y = _chain_out(x, layers)
+    be.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *_chain_scratch(layers), y)
+    np.testing.assert_array_equal(y, want.reshape(y.shape))
+    # and the twin, within float32 rounding (its sums are im2col @)
+    ref = _chain_out(x, layers)
+    REF.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *_chain_scratch(layers), ref)
+    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("chain", CHAINS[:2], ids=["bench-cnn", "three-layers"])
+def test_chain_same_bits_at_1_2_3_threads(be, chain):
+    """On the shared pool, 1, 2 and 3 tasks (each with its own scratch) claiming the images
+    of one counter give the same bits."""
+    shape, specs = chain
+    x = np.random.default_rng(6).standard_normal((11, *shape)).astype(np.float32)
+    layers = _chain_layers(be, shape, specs, seed=1)
+    ys = []
+    for t in (1, 2, 3):
+        y = _chain_out(x, layers)
+        sets = tuple(_chain_scratch(layers) for _ in range(t))
+        be.conv_chunks_threads("conv2d_direct_chain", x, (layers,), sets, (y,), t)
+        assert not np.isnan(y).any()
+        ys.append(y)
+    np.testing.assert_array_equal(ys[1], ys[0])
+    np.testing.assert_array_equal(ys[2], ys[0])
+
+
+def test_chain_rejects_what_it_cannot_run():
+    from lepton_nn.kernels import _conv
+
+    layers = _chain_layers(REF, (1, 6, 6), [(4, (3, 3), (1, 1), None, 0)])
+    x, y = np.zeros((2, 1, 6, 6), np.float64), np.zeros((2, 4, 36), np.float32)
+    sets = _chain_scratch(layers)
+    with pytest.raises(TypeError, match="float32"):
+        _conv.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *sets, y)
+    bad = ((layers[0][0].astype(np.float64), *layers[0][1:]),)
+    with pytest.raises(TypeError, match="float32"):
+        _conv.conv2d_direct_chain(x.astype(np.float32), bad, np.zeros(1, np.int64), *sets, y)
+    with pytest.raises(ValueError, match="1 to 8 layers"):
+        _conv.conv2d_direct_chain(x.astype(np.float32), layers * 9, np.zeros(1, np.int64),
+                                  *sets, y)  # fmt: skip
+
+
 # -- the runtime ------------------------------------------------------------------------------
 
 
@@ -289,13 +409,35 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
     pooled = kernels().conv_chunks_threads
     names = [args[1] if f == pooled else getattr(f, "__name__", "") for f, args in calls]
     names = [n for n in names if "conv2d" in n]
-    assert len(names) == 2
+    # compiled: both convolutions in one call, image by image through the two
     want = (
-        {"conv2d_direct_forward"}
+        ["conv2d_direct_chain"]
         if compiled
-        else {"conv2d_pool_forward_chunks", "conv2d_forward_chunks"}
+        else ["conv2d_pool_forward_chunks", "conv2d_forward_chunks"]
     )
-    assert set(names) == want
+    assert names == want
+
+
+def test_runtime_chain_equals_layer_by_layer(tmp_path, monkeypatch):
+    """The chained plan gives the bits of the same direct kernels bound one by one, at 1, 2
+    and 3 threads."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import plan
+
+    _, x, path = _cnn(tmp_path)
+    xs = np.concatenate([x, x[::-1], x])
+    chained = [rt.load(path, threads=t).predict(xs) for t in (1, 2, 3)]
+    m = rt.load(path)
+    assert "chained" in "\n".join(m.network.describe())
+    # the chain's layers' weights are counted as the unchained steps' were
+    w2 = [p.w2.nbytes for s in m.network.steps for p in getattr(s, "parts", [])]
+    assert len(w2) == 2 and m.plan_info(1)["weight_bytes"] >= sum(w2)
+    monkeypatch.setattr(plan, "_chain_convs", lambda steps: steps)
+    one_by_one = rt.load(path, threads=1)
+    assert "chained" not in "\n".join(one_by_one.network.describe())
+    want = one_by_one.predict(xs)
+    for y in chained:
+        np.testing.assert_array_equal(y, want)
 
 
 def test_runtime_two_threads_equal_one(tmp_path):

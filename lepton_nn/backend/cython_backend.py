@@ -133,6 +133,9 @@ def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
     if name == "qconv2d_forward_chunks":
         if _qgemm is not None and hasattr(_qgemm, "qconv2d_forward_threads"):
             return _qgemm.qconv2d_forward_threads(x, head, scratch, tail, threads)
+    elif name == "conv2d_direct_chain":
+        if hasattr(_conv, "conv_direct_chain_threads") and x.dtype == np.float32:
+            return _conv.conv_direct_chain_threads(x, head[0], scratch, tail[0], threads)
     elif hasattr(_conv, "conv_chunks_threads") and (
         name == "conv2d_direct_forward" and x.dtype == np.float32 or _conv_gemm()
     ):
@@ -226,6 +229,8 @@ class CythonBackend(ReferenceBackend):
         conv2d_pool_backward_chunks = _with_gemm("conv2d_pool_backward_chunks")
         if hasattr(_conv, "conv2d_direct_forward"):  # float32 only: float64 runs the twin
             conv2d_direct_forward = staticmethod(_conv.conv2d_direct_forward)
+        if hasattr(_conv, "conv2d_direct_chain"):  # float32 only, as the kernel it chains
+            conv2d_direct_chain = staticmethod(_conv.conv2d_direct_chain)
 
     # the chunk kernels' tasks on the shared native pool (kernels/conv.pyx, qgemm.pyx)
     conv_chunks_threads = _conv_chunks_threads

@@ -63,6 +63,7 @@ from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
     AffineStep,
+    ConvChainStep,
     ConvStep,
     Int8ConvStep,
     Int8DenseStep,
@@ -730,6 +731,24 @@ def _fuse(steps: list[Step]) -> list[Step]:
             out.append(s)
             continue
         prev.label = f"{prev.label} + {s.label}"
+    return _chain_convs(out)
+
+
+def _chain_convs(steps: list[Step]) -> list[Step]:
+    """Runs of float 2-D convolutions one after the other as one :class:`ConvChainStep`
+    (image by image through all of them, where each takes the direct kernel)."""
+    out: list[Step] = []
+    for s in steps:
+        prev = out[-1] if out else None
+        if type(s) is ConvStep and not s.one_d:
+            if isinstance(prev, ConvChainStep):
+                prev.parts.append(s)
+                prev.label = f"{prev.label} -> {s.label}"
+                continue
+            if type(prev) is ConvStep and not prev.one_d:
+                out[-1] = ConvChainStep([prev, s])
+                continue
+        out.append(s)
     return out
 
 
