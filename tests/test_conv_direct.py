@@ -187,11 +187,16 @@ def test_threads_claim_images(be, c):
 
 
 @pytest.mark.parametrize("act", [0, 1], ids=ACTIVATIONS[:2])
-@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 16), (2, 3, 11, 9, 6), (2, 2, 5, 6, 5)])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 1, 28, 28, 16), (2, 3, 11, 9, 6), (2, 2, 5, 6, 5), (2, 16, 14, 14, 32), (2, 6, 9, 10, 7)],
+)
 def test_pooled_tiling_is_the_4x24_tiles_pooled(be, shape, act):
     """With a 2x2 pool and a short reduction the kernel takes the pooled tiling (window
     corners maxed in registers); its sums run in the 4x24 tiles' order, so it gives exactly
-    f(maxpool(z) + b) of the unpooled kernel's z."""
+    f(maxpool(z) + b) of the unpooled kernel's z. A longer reduction (C kh kw > 32: the last
+    two shapes) pools z plane by plane, f(. + b) applied as each pooled plane is stored:
+    the same bits as a separate pass after."""
     x, wt, b, _, geom, oh, ow, pool = _case(*shape, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0),
                                             act, True)  # fmt: skip
     z = _run(be, x, wt, None, 0, geom, oh, ow, None).reshape(len(x), shape[4], oh, ow)
