@@ -335,7 +335,7 @@ def test_chain_same_bits_at_1_2_3_threads(be, chain):
     for t in (1, 2, 3):
         y = _chain_out(x, layers)
         sets = tuple(_chain_scratch(layers) for _ in range(t))
-        be.conv_chunks_threads("conv2d_direct_chain", x, (layers,), sets, (y,), t)
+        be.conv_direct_chain_threads(x, layers, sets, y, t)
         assert not np.isnan(y).any()
         ys.append(y)
     np.testing.assert_array_equal(ys[1], ys[0])
@@ -421,6 +421,27 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
         else ["conv2d_pool_forward_chunks", "conv2d_forward_chunks"]
     )
     assert names == want
+
+
+def test_runtime_chain_reads_the_input_uncopied(tmp_path, monkeypatch):
+    """At 2 threads the chained plan hands the caller's input to the kernel as it is (a plan
+    copies an input that a call reads other than as its first argument: 4 N C H W bytes)."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import steps
+    from lepton_nn.runtime.kernels import kernels
+
+    monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
+
+    _, x, path = _cnn(tmp_path)
+    plan = rt.load(path, threads=2).plan_for(16)
+    compiled = type(kernels()).conv2d_direct_chain is not ReferenceBackend.conv2d_direct_chain
+    if compiled:
+        assert [getattr(f, "__name__", "") for f, _, k in plan.head if k >= 0] == [
+            "_conv_direct_chain_threads"
+        ]
+    assert not any(getattr(f, "__name__", "") == "_copy_into" for f, _, _ in plan.head)
+    if compiled:  # a job on the native pool: the plan wakes its workers first
+        assert [getattr(f, "__name__", "") for f, _, _ in plan.head][-2] == "wake"
 
 
 def test_runtime_chain_equals_layer_by_layer(tmp_path, monkeypatch):

@@ -133,14 +133,18 @@ def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
     if name == "qconv2d_forward_chunks":
         if _qgemm is not None and hasattr(_qgemm, "qconv2d_forward_threads"):
             return _qgemm.qconv2d_forward_threads(x, head, scratch, tail, threads)
-    elif name == "conv2d_direct_chain":
-        if hasattr(_conv, "conv_direct_chain_threads") and x.dtype == np.float32:
-            return _conv.conv_direct_chain_threads(x, head[0], scratch, tail[0], threads)
     elif hasattr(_conv, "conv_chunks_threads") and (
         name == "conv2d_direct_forward" and x.dtype == np.float32 or _conv_gemm()
     ):
         return _conv.conv_chunks_threads(name, x, head, scratch, tail, threads)
     return ReferenceBackend.conv_chunks_threads(self, name, x, head, scratch, tail, threads)
+
+
+def _conv_direct_chain_threads(self, x, layers, scratch, y, threads):
+    """The compiled chain's tasks on the shared native pool where it is compiled."""
+    if hasattr(_conv, "conv_direct_chain_threads") and x.dtype == np.float32:
+        return _conv.conv_direct_chain_threads(x, layers, scratch, y, threads)
+    return ReferenceBackend.conv_direct_chain_threads(self, x, layers, scratch, y, threads)
 
 
 def _recurrent_rows_exact(self, dtype) -> bool:
@@ -234,6 +238,7 @@ class CythonBackend(ReferenceBackend):
 
     # the chunk kernels' tasks on the shared native pool (kernels/conv.pyx, qgemm.pyx)
     conv_chunks_threads = _conv_chunks_threads
+    conv_direct_chain_threads = _conv_direct_chain_threads
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     if _recurrent is not None:  # same signatures as the reference: bound straight

@@ -615,9 +615,16 @@ class ReferenceBackend:
             y[n0] = h[0]
         return y
 
+    def conv_direct_chain_threads(self, x, layers, scratch, y, threads):
+        """conv2d_direct_chain(x, layers, counter, *scratch[t], y) as ``len(scratch)`` tasks
+        sharing one fresh counter, on up to ``threads`` threads (x first: a plan passes its
+        input straight, uncopied). Each image is written by the task that claimed it, so one
+        task, as here, gives the same result. Returns y."""
+        return self.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *scratch[0], y)
+
     def conv_chunks_threads(self, name, x, head, scratch, tail, threads):
         """The chunk kernel ``name`` (conv2d_forward_chunks, conv2d_pool_forward_chunks,
-        conv2d_direct_forward, conv2d_direct_chain or qconv2d_forward_chunks) run as
+        conv2d_direct_forward or qconv2d_forward_chunks) run as
         ``len(scratch)`` tasks, ``name(x, *head, counter, *scratch[t], *tail)``, sharing one
         fresh counter (each task claims chunks until none are left) on up to ``threads``
         threads. Each chunk writes its own images, so one task with scratch[0], as here,

@@ -212,8 +212,8 @@ class ConvChainStep:
             counter = np.zeros(1, np.int64)
             call = (k.conv2d_direct_chain, (src, layers, counter, *sets[0], y))
             return [(counter.fill, (0,)), call], y.reshape(shape)
-        args = ("conv2d_direct_chain", src, (layers,), tuple(sets), (y,), threads)
-        return [(k.conv_chunks_threads, args)], y.reshape(shape)
+        args = (src, layers, tuple(sets), y, threads)  # the input first: never copied
+        return [(k.conv_direct_chain_threads, args)], y.reshape(shape)
 
     def describe(self) -> str:
         return "; ".join(p.describe() for p in self.parts) + " (image by image, chained)"
@@ -717,7 +717,8 @@ def on_pool(op: Op) -> bool:
     than one thread)."""
     fn, args = op
     k = kernels()
-    if fn in (k.conv_chunks_threads, k.recurrent_rows_threads, k.recurrent_q8_threads):
+    pooled = (k.conv_chunks_threads, k.conv_direct_chain_threads, k.recurrent_rows_threads)
+    if fn in (*pooled, k.recurrent_q8_threads):
         return args[-1] > 1
     if fn == k.dense_packed_forward:
         return len(args) > 5 and args[5] > 1
