@@ -444,6 +444,33 @@ def test_runtime_chain_reads_the_input_uncopied(tmp_path, monkeypatch):
         assert [getattr(f, "__name__", "") for f, _, _ in plan.head][-2] == "wake"
 
 
+def test_runtime_one_direct_conv_on_two_threads(tmp_path, monkeypatch):
+    """A lone direct convolution on 2 threads runs as a chain of one on the pool: the input
+    uncopied, the one-thread plan's bits."""
+    import lepton_nn as ln
+    import lepton_nn.runtime as rt
+    from lepton_nn import nn
+    from lepton_nn.runtime import steps
+
+    ln.set_seed(0)
+    model = nn.Sequential([nn.Conv2D(8, 3, padding="same", in_channels=3), nn.ReLU(),
+                           nn.MaxPool2D(2), nn.Flatten(), nn.Dense(4)])  # fmt: skip
+    x = np.random.default_rng(3).standard_normal((13, 3, 12, 10)).astype(np.float32)
+    model(x)
+    model.eval()
+    ln.save(model, str(tmp_path / "one.lnn"))
+    one = rt.load(tmp_path / "one.lnn", threads=1).predict(x)
+    monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
+    two = rt.load(tmp_path / "one.lnn", threads=2)
+    np.testing.assert_array_equal(two.predict(x), one)
+    np.testing.assert_allclose(one, model(x).data, rtol=1e-4, atol=1e-5)
+    from lepton_nn.runtime.kernels import kernels
+
+    if type(kernels()).conv2d_direct_chain is not ReferenceBackend.conv2d_direct_chain:
+        head = two.plan_for(13).head
+        assert not any(getattr(f, "__name__", "") == "_copy_into" for f, _, _ in head)
+
+
 def test_runtime_chain_equals_layer_by_layer(tmp_path, monkeypatch):
     """The chained plan gives the bits of the same direct kernels bound one by one, at 1, 2
     and 3 threads."""

@@ -125,23 +125,23 @@ class ConvStep:
         return shifted * 4 <= CONV_DIRECT_MAX_BYTES
 
     def _bind_direct(self, src, ctx):
-        """One call of ``conv2d_direct_forward`` per thread, images claimed one at a time."""
+        """One call of ``conv2d_direct_forward``, or on more than one thread the pool job of a
+        chain of this one layer (which takes the plan's input uncopied), images claimed one
+        at a time."""
         n, (oh, ow), o = ctx.n, self.out_hw, self.w2.shape[0]
         k = kernels()
         threads = min(ctx.threads, threads_for(2 * n * o * self.w2.shape[1] * oh * ow, n))
+        if threads > 1:
+            return ConvChainStep([self]).bind(src, True, ctx)
         size = oh * ow if self.pool is None else self.pool[6] * self.pool[7]
         y = out_buffer(ctx, (n, o, size), ctx.dtype)
         shifted, zshape = conv_direct_scratch(self.in_shape[0], o, self.geom, oh, ow, self.pool)
-        scratch = [(np.zeros(shifted, np.float32), np.zeros(zshape, np.float32))
-                   for _ in range(threads)]  # fmt: skip
+        scratch = (np.zeros(shifted, np.float32), np.zeros(zshape, np.float32))
         head = (self.packed(k), self.b, self.act, self.geom, oh, ow, self.pool)
         shape = (n, o, *((oh, ow) if self.pool is None else self.pool[6:]))
-        if threads == 1:  # the kernel called straight (batch 1: ~2 us less than a dispatch)
-            counter = np.zeros(1, np.int64)
-            call = (k.conv2d_direct_forward, (src, *head, counter, *scratch[0], y))
-            return [(counter.fill, (0,)), call], y.reshape(shape)
-        args = ("conv2d_direct_forward", src, head, tuple(scratch), (y,), threads)
-        return [(k.conv_chunks_threads, args)], y.reshape(shape)
+        counter = np.zeros(1, np.int64)  # the kernel called straight (no dispatch)
+        call = (k.conv2d_direct_forward, (src, *head, counter, *scratch, y))
+        return [(counter.fill, (0,)), call], y.reshape(shape)
 
     def packed(self, k):
         """W2 as ``k.conv2d_direct_pack`` gives it, packed once per weight."""
