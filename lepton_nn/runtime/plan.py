@@ -25,6 +25,9 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
     softmax          max, subtract, exp, sum, divide along the last axis, in place
     Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
     Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: :mod:`.steps`, by :mod:`.parsers`
+                     (float Conv2D layers one after the other, each with its BatchNorm,
+                     activation and max pool folded in: one conv2d_direct_chain call, each
+                     thread carrying the images it claims through all of them)
 
 so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
 check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR structure, checked
