@@ -284,20 +284,34 @@ def _chain_layers(kb, shape, specs, seed=0):
 
 
 def _chain_scratch(layers):
-    """One thread's (s, z, m0, m1), NaN-filled (a read of an unwritten cell would show)."""
+    """One thread's (s, z, m0, m1), NaN-filled (a read of an unwritten cell would show), each
+    a view of a buffer with a guard of 7.0 past it (see _guarded)."""
     sizes = [conv_direct_scratch(c, o, g, oh, ow, p) for *_, g, oh, ow, p, c, _, _, o in layers]
     outs = [o * (oh * ow if p is None else p[6] * p[7]) for *_, oh, ow, p, _, _, _, o in layers]
     mids = outs[:-1]
     return tuple(
-        np.full(size, np.nan, np.float32)
+        _guarded((size,))
         for size in (max(s for s, _ in sizes), max(z for _, z in sizes),
                      max(mids[0::2], default=1), max(mids[1::2], default=1))
     )  # fmt: skip
 
 
+def _guarded(shape):
+    """A NaN array of this shape, a view of a buffer 64 floats longer whose rest is 7.0."""
+    size = int(np.prod(shape))
+    buf = np.full(size + 64, 7.0, np.float32)
+    buf[:size] = np.nan
+    return buf[:size].reshape(shape)
+
+
+def _guard_intact(a) -> bool:
+    """Nothing was written past the array (the 7.0 guard _guarded put after it)."""
+    return bool((a.base.reshape(-1)[a.size :] == 7.0).all())
+
+
 def _chain_out(x, layers):
     *_, oh, ow, pool, _, _, _, o = layers[-1]
-    return np.full((len(x), o, oh * ow if pool is None else pool[6] * pool[7]), np.nan, np.float32)
+    return _guarded((len(x), o, oh * ow if pool is None else pool[6] * pool[7]))
 
 
 @pytest.mark.parametrize("chain", CHAINS, ids=["bench-cnn", "three-layers", "four-layers"])
@@ -315,9 +329,10 @@ def test_chain_is_the_layers_one_after_the_other(be, chain):
         be.conv2d_direct_forward(want, wp, b, act, geom, oh, ow, pool, np.zeros(1, np.int64),
                                  np.zeros(s, np.float32), np.zeros(z, np.float32), y)  # fmt: skip
         want = y.reshape(len(x), o, *(pool[6:] if pool is not None else (oh, ow)))
-    y = _chain_out(x, layers)
-    be.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *_chain_scratch(layers), y)
+    y, sets = _chain_out(x, layers), _chain_scratch(layers)
+    be.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *sets, y)
     np.testing.assert_array_equal(y, want.reshape(y.shape))
+    assert all(_guard_intact(a) for a in (y, *sets))  # m0, m1: one image's output exactly
     # and the twin, within float32 rounding (its sums are im2col @)
     ref = _chain_out(x, layers)
     REF.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *_chain_scratch(layers), ref)
@@ -336,7 +351,7 @@ def test_chain_same_bits_at_1_2_3_threads(be, chain):
         y = _chain_out(x, layers)
         sets = tuple(_chain_scratch(layers) for _ in range(t))
         be.conv_direct_chain_threads(x, layers, sets, y, t)
-        assert not np.isnan(y).any()
+        assert not np.isnan(y).any() and all(_guard_intact(a) for a in (y, *sum(sets, ())))
         ys.append(y)
     np.testing.assert_array_equal(ys[1], ys[0])
     np.testing.assert_array_equal(ys[2], ys[0])
