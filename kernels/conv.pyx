@@ -207,6 +207,7 @@ cdef extern from "conv_chunks.h" nogil:
     ctypedef struct lnn_conv_geom:
         Py_ssize_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, step
     void lnn_set_gemm(void *sgemm, void *dgemm, int ilp64)
+    int64_t lnn_claim(int64_t *counter)
     void lnn_conv_fwd_chunks_f32(const float *x, const float *w2, const float *bias, int act,
                                  float *z, float *y, float *cols, int64_t *counter,
                                  const lnn_conv_geom *g)
@@ -428,6 +429,9 @@ def conv2d_pool_backward_chunks(cnp.ndarray x not None, cnp.ndarray w2 not None,
 
 cdef extern from "conv_direct.h" nogil:
     int lnn_cd_portable
+    void lnn_cd_image(const float *x, const float *wp, const float *bias, int act,
+                      const lnn_conv_geom *g, const Py_ssize_t *pool, float *s, float *z,
+                      float *y)
     void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float *bias, int act,
                                  const lnn_conv_geom *g, const Py_ssize_t *pool, float *s,
                                  float *z, float *y, int64_t *counter)
@@ -583,3 +587,122 @@ cdef int _geom_direct(lnn_conv_geom *g, cnp.ndarray x, Py_ssize_t o, tuple geom,
     g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw = geom
     g.oh, g.ow, g.step = oh, ow, 1
     return 0
+
+
+# -- inference: direct convolutions one after the other, image by image --------------------
+
+DEF MAX_CHAIN = 8
+
+cdef struct _chain_layer:
+    const float *w
+    const float *b
+    int act
+    lnn_conv_geom g
+    Py_ssize_t pool[8]
+    Py_ssize_t *pp
+    Py_ssize_t out  # floats of one image's output
+
+
+cdef struct _chain_job:
+    Py_ssize_t layers, n, img
+    _chain_layer l[MAX_CHAIN]
+    const float *x
+    float *y
+    int64_t *counter
+    int64_t own_counter
+    float *s[MAX_SETS]
+    float *z[MAX_SETS]
+    float *m[2][MAX_SETS]
+
+
+cdef int _chain_task(void *ctx, Py_ssize_t t) noexcept nogil:
+    """Images claimed one at a time, each carried through every layer: layer k writes the
+    thread's buffer m[k % 2] (the last one y[n]), which layer k + 1 reads."""
+    cdef _chain_job *j = <_chain_job *>ctx
+    cdef Py_ssize_t n, k
+    cdef const float *src
+    cdef float *dst
+    while True:
+        n = <Py_ssize_t>lnn_claim(j.counter)
+        if n >= j.n:
+            return 0
+        src = j.x + n * j.img
+        for k in range(j.layers):
+            dst = j.y + n * j.l[k].out if k == j.layers - 1 else j.m[k % 2][t]
+            lnn_cd_image(src, j.l[k].w, j.l[k].b, j.l[k].act, &j.l[k].g, j.l[k].pp, j.s[t],
+                         j.z[t], dst)
+            src = dst
+
+
+cdef int _chain_setup(_chain_job *j, cnp.ndarray x, tuple layers, cnp.ndarray y) except -1:
+    cdef Py_ssize_t k, ln = len(layers)
+    cdef _chain_layer *L
+    if ln < 1 or ln > MAX_CHAIN:
+        raise ValueError(f"conv2d_direct_chain takes 1 to {MAX_CHAIN} layers, not {ln}")
+    for a in (x, y):
+        if cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32:
+            raise TypeError(f"conv2d_direct_chain takes float32 arrays, not {a.dtype}")
+    j.layers, j.n = ln, cnp.PyArray_DIMS(x)[0]
+    j.x, j.y = <const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(y)
+    j.img = cnp.PyArray_SIZE(x) // j.n if j.n else 0
+    for k in range(ln):
+        wp, b, act, geom, oh, ow, pool, c, h, w, o = layers[k]
+        L = &j.l[k]
+        if cnp.PyArray_TYPE(<cnp.ndarray?>wp) != cnp.NPY_FLOAT32 or (
+                b is not None and cnp.PyArray_TYPE(<cnp.ndarray?>b) != cnp.NPY_FLOAT32):
+            raise TypeError(f"conv2d_direct_chain: layer {k}'s weights are not float32")
+        L.w, L.b, L.act = <const float *>cnp.PyArray_DATA(<cnp.ndarray?>wp), <float *>_opt(b), act
+        L.g.n, L.g.c, L.g.h, L.g.w, L.g.o = j.n, c, h, w, o
+        L.g.kh, L.g.kw, L.g.sh, L.g.sw, L.g.ph, L.g.pw, L.g.dh, L.g.dw = geom
+        L.g.oh, L.g.ow, L.g.step = oh, ow, 1
+        L.pp = NULL
+        L.out = o * oh * ow
+        if pool is not None:
+            _pool(L.pool, pool)
+            L.pp = L.pool
+            L.out = o * L.pool[6] * L.pool[7]
+    return 0
+
+
+def conv2d_direct_chain(cnp.ndarray x not None, tuple layers not None,
+                        cnp.ndarray counter not None, cnp.ndarray s not None,
+                        cnp.ndarray z not None, cnp.ndarray m0 not None,
+                        cnp.ndarray m1 not None, cnp.ndarray y not None):
+    """For each image n (claimed from counter): h = x[n], then for each layer
+    (wp, b, act, geom, oh, ow, pool, C, H, W, O): h = conv2d_direct_forward of h (C, H, W)
+    -> (O, out); y[n] = h. s, z: scratch for the largest layer; m0, m1: one image's output of
+    the layers between (k even: m0, odd: m1). float32. Returns y."""
+    cdef _chain_job j
+    _chain_setup(&j, x, layers, y)
+    j.counter = <int64_t *>cnp.PyArray_DATA(counter)
+    j.s[0], j.z[0] = <float *>cnp.PyArray_DATA(s), <float *>cnp.PyArray_DATA(z)
+    j.m[0][0], j.m[1][0] = <float *>cnp.PyArray_DATA(m0), <float *>cnp.PyArray_DATA(m1)
+    with nogil:
+        _chain_task(&j, 0)
+    return y
+
+
+def conv_direct_chain_threads(cnp.ndarray x not None, tuple layers not None,
+                              tuple scratch not None, cnp.ndarray y not None, int threads):
+    """conv2d_direct_chain on ``len(scratch)`` tasks of the shared pool (scratch[t] = (s, z,
+    m0, m1), that task's), at most ``threads`` at once, with one fresh counter: each image is
+    written by the one task that claimed it, so the result does not depend on the split.
+    Returns y."""
+    cdef _chain_job j
+    cdef Py_ssize_t sets = len(scratch), t
+    if sets < 1 or sets > MAX_SETS:
+        raise ValueError(f"conv_direct_chain_threads takes 1 to {MAX_SETS} scratch sets")
+    _chain_setup(&j, x, layers, y)
+    j.own_counter = 0
+    j.counter = &j.own_counter
+    for t in range(sets):
+        mine = scratch[t]
+        if len(mine) != 4:
+            raise ValueError(f"conv_direct_chain_threads: scratch set {t} has {len(mine)} arrays")
+        j.s[t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[0])
+        j.z[t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[1])
+        j.m[0][t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[2])
+        j.m[1][t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[3])
+    with nogil:
+        lnn_parallel(_chain_task, &j, sets, threads)
+    return y

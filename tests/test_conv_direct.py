@@ -187,11 +187,16 @@ def test_threads_claim_images(be, c):
 
 
 @pytest.mark.parametrize("act", [0, 1], ids=ACTIVATIONS[:2])
-@pytest.mark.parametrize("shape", [(3, 1, 28, 28, 16), (2, 3, 11, 9, 6), (2, 2, 5, 6, 5)])
+@pytest.mark.parametrize(
+    "shape",
+    [(3, 1, 28, 28, 16), (2, 3, 11, 9, 6), (2, 2, 5, 6, 5), (2, 16, 14, 14, 32), (2, 6, 9, 10, 7)],
+)
 def test_pooled_tiling_is_the_4x24_tiles_pooled(be, shape, act):
     """With a 2x2 pool and a short reduction the kernel takes the pooled tiling (window
     corners maxed in registers); its sums run in the 4x24 tiles' order, so it gives exactly
-    f(maxpool(z) + b) of the unpooled kernel's z."""
+    f(maxpool(z) + b) of the unpooled kernel's z. A longer reduction (C kh kw > 32: the last
+    two shapes) pools z plane by plane, f(. + b) applied as each pooled plane is stored:
+    the same bits as a separate pass after."""
     x, wt, b, _, geom, oh, ow, pool = _case(*shape, (3, 3), (1, 1), (1, 1), (1, 1), (2, 2, 0),
                                             act, True)  # fmt: skip
     z = _run(be, x, wt, None, 0, geom, oh, ow, None).reshape(len(x), shape[4], oh, ow)
@@ -231,6 +236,141 @@ def test_pack_layout():
                 for j in range(2):
                     assert wp[o // 4, i, c * 2 + j, o % 4] == w[o, c, i, j]
     assert (wp[1, :, :, 1:] == 0).all()  # filters 5..7 are zero padding
+
+
+# -- a chain of direct convolutions, image by image ---------------------------------------
+
+# layers of a chain: (O, (kh, kw), (ph, pw), pool window (k, stride, pad) or None, act)
+CHAINS = [
+    ((1, 28, 28), [(16, (3, 3), (1, 1), (2, 2, 0), 1), (32, (3, 3), (1, 1), (2, 2, 0), 1)]),
+    (
+        (3, 9, 11),
+        [
+            (5, (3, 3), (1, 1), None, 2),
+            (6, (2, 3), (0, 1), (3, 2, 1), 0),
+            (4, (1, 1), (0, 0), None, 3),
+        ],
+    ),  # fmt: skip
+    (
+        (2, 7, 7),
+        [
+            (7, (3, 3), (1, 1), (2, 2, 0), 0),
+            (3, (3, 3), (1, 1), None, 1),
+            (9, (3, 1), (1, 0), (2, 2, 0), 1),
+            (2, (1, 1), (0, 0), None, 0),
+        ],
+    ),  # fmt: skip
+]
+
+
+def _chain_layers(kb, shape, specs, seed=0):
+    """The chain's layers (conv2d_direct_chain's tuples) and each one's (O, out size)."""
+    rng = np.random.default_rng(seed)
+    layers, c, h, w = [], *shape
+    for o, (kh, kw), (ph, pw), pool_win, act in specs:
+        oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+        pool, out_hw = None, (oh, ow)
+        if pool_win is not None:
+            pk, ps, pp = pool_win
+            out_hw = ((oh + 2 * pp - pk) // ps + 1, (ow + 2 * pp - pk) // ps + 1)
+            pool = (pk, pk, ps, ps, pp, pp, *out_hw)
+        wt = (rng.standard_normal((o, c, kh, kw)) / np.sqrt(c * kh * kw)).astype(np.float32)
+        b = rng.standard_normal(o).astype(np.float32)
+        wp = kb.conv2d_direct_pack(wt.reshape(o, -1), c, kh, kw)
+        geom = (kh, kw, 1, 1, ph, pw, 1, 1)
+        layers.append((wp, b, act, geom, oh, ow, pool, c, h, w, o))
+        c, (h, w) = o, out_hw
+    return tuple(layers)
+
+
+def _chain_scratch(layers):
+    """One thread's (s, z, m0, m1), NaN-filled (a read of an unwritten cell would show), each
+    a view of a buffer with a guard of 7.0 past it (see _guarded)."""
+    sizes = [conv_direct_scratch(c, o, g, oh, ow, p) for *_, g, oh, ow, p, c, _, _, o in layers]
+    outs = [o * (oh * ow if p is None else p[6] * p[7]) for *_, oh, ow, p, _, _, _, o in layers]
+    mids = outs[:-1]
+    return tuple(
+        _guarded((size,))
+        for size in (max(s for s, _ in sizes), max(z for _, z in sizes),
+                     max(mids[0::2], default=1), max(mids[1::2], default=1))
+    )  # fmt: skip
+
+
+def _guarded(shape):
+    """A NaN array of this shape, a view of a buffer 64 floats longer whose rest is 7.0."""
+    size = int(np.prod(shape))
+    buf = np.full(size + 64, 7.0, np.float32)
+    buf[:size] = np.nan
+    return buf[:size].reshape(shape)
+
+
+def _guard_intact(a) -> bool:
+    """Nothing was written past the array (the 7.0 guard _guarded put after it)."""
+    return bool((a.base.reshape(-1)[a.size :] == 7.0).all())
+
+
+def _chain_out(x, layers):
+    *_, oh, ow, pool, _, _, _, o = layers[-1]
+    return _guarded((len(x), o, oh * ow if pool is None else pool[6] * pool[7]))
+
+
+@pytest.mark.parametrize("chain", CHAINS, ids=["bench-cnn", "three-layers", "four-layers"])
+def test_chain_is_the_layers_one_after_the_other(be, chain):
+    """conv2d_direct_chain gives, on every backend, exactly what its layers' direct kernel
+    gives one layer at a time over the whole batch (the same per-image loop, in cache)."""
+    shape, specs = chain
+    x = np.random.default_rng(5).standard_normal((5, *shape)).astype(np.float32)
+    layers = _chain_layers(be, shape, specs)
+    want = x
+    for wp, b, act, geom, oh, ow, pool, c, _, _, o in layers:
+        y = np.full((len(x), o, oh * ow if pool is None else pool[6] * pool[7]), np.nan,
+                    np.float32)  # fmt: skip
+        s, z = conv_direct_scratch(c, o, geom, oh, ow, pool)
+        be.conv2d_direct_forward(want, wp, b, act, geom, oh, ow, pool, np.zeros(1, np.int64),
+                                 np.zeros(s, np.float32), np.zeros(z, np.float32), y)  # fmt: skip
+        want = y.reshape(len(x), o, *(pool[6:] if pool is not None else (oh, ow)))
+    y, sets = _chain_out(x, layers), _chain_scratch(layers)
+    be.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *sets, y)
+    np.testing.assert_array_equal(y, want.reshape(y.shape))
+    assert all(_guard_intact(a) for a in (y, *sets))  # m0, m1: one image's output exactly
+    # and the twin, within float32 rounding (its sums are im2col @)
+    ref = _chain_out(x, layers)
+    REF.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *_chain_scratch(layers), ref)
+    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("chain", CHAINS[:2], ids=["bench-cnn", "three-layers"])
+def test_chain_same_bits_at_1_2_3_threads(be, chain):
+    """On the shared pool, 1, 2 and 3 tasks (each with its own scratch) claiming the images
+    of one counter give the same bits."""
+    shape, specs = chain
+    x = np.random.default_rng(6).standard_normal((11, *shape)).astype(np.float32)
+    layers = _chain_layers(be, shape, specs, seed=1)
+    ys = []
+    for t in (1, 2, 3):
+        y = _chain_out(x, layers)
+        sets = tuple(_chain_scratch(layers) for _ in range(t))
+        be.conv_direct_chain_threads(x, layers, sets, y, t)
+        assert not np.isnan(y).any() and all(_guard_intact(a) for a in (y, *sum(sets, ())))
+        ys.append(y)
+    np.testing.assert_array_equal(ys[1], ys[0])
+    np.testing.assert_array_equal(ys[2], ys[0])
+
+
+def test_chain_rejects_what_it_cannot_run():
+    from lepton_nn.kernels import _conv
+
+    layers = _chain_layers(REF, (1, 6, 6), [(4, (3, 3), (1, 1), None, 0)])
+    x, y = np.zeros((2, 1, 6, 6), np.float64), np.zeros((2, 4, 36), np.float32)
+    sets = _chain_scratch(layers)
+    with pytest.raises(TypeError, match="float32"):
+        _conv.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *sets, y)
+    bad = ((layers[0][0].astype(np.float64), *layers[0][1:]),)
+    with pytest.raises(TypeError, match="float32"):
+        _conv.conv2d_direct_chain(x.astype(np.float32), bad, np.zeros(1, np.int64), *sets, y)
+    with pytest.raises(ValueError, match="1 to 8 layers"):
+        _conv.conv2d_direct_chain(x.astype(np.float32), layers * 9, np.zeros(1, np.int64),
+                                  *sets, y)  # fmt: skip
 
 
 # -- the runtime ------------------------------------------------------------------------------
@@ -289,13 +429,83 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
     pooled = kernels().conv_chunks_threads
     names = [args[1] if f == pooled else getattr(f, "__name__", "") for f, args in calls]
     names = [n for n in names if "conv2d" in n]
-    assert len(names) == 2
+    # compiled: both convolutions in one call, image by image through the two
     want = (
-        {"conv2d_direct_forward"}
+        ["conv2d_direct_chain"]
         if compiled
-        else {"conv2d_pool_forward_chunks", "conv2d_forward_chunks"}
+        else ["conv2d_pool_forward_chunks", "conv2d_forward_chunks"]
     )
-    assert set(names) == want
+    assert names == want
+
+
+def test_runtime_chain_reads_the_input_uncopied(tmp_path, monkeypatch):
+    """At 2 threads the chained plan hands the caller's input to the kernel as it is (a plan
+    copies an input that a call reads other than as its first argument: 4 N C H W bytes)."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import steps
+    from lepton_nn.runtime.kernels import kernels
+
+    monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
+
+    _, x, path = _cnn(tmp_path)
+    plan = rt.load(path, threads=2).plan_for(16)
+    compiled = type(kernels()).conv2d_direct_chain is not ReferenceBackend.conv2d_direct_chain
+    if compiled:
+        assert [getattr(f, "__name__", "") for f, _, k in plan.head if k >= 0] == [
+            "_conv_direct_chain_threads"
+        ]
+    assert not any(getattr(f, "__name__", "") == "_copy_into" for f, _, _ in plan.head)
+    if compiled:  # a job on the native pool: the plan wakes its workers first
+        assert [getattr(f, "__name__", "") for f, _, _ in plan.head][-2] == "wake"
+
+
+def test_runtime_one_direct_conv_on_two_threads(tmp_path, monkeypatch):
+    """A lone direct convolution on 2 threads runs as a chain of one on the pool: the input
+    uncopied, the one-thread plan's bits."""
+    import lepton_nn as ln
+    import lepton_nn.runtime as rt
+    from lepton_nn import nn
+    from lepton_nn.runtime import steps
+
+    ln.set_seed(0)
+    model = nn.Sequential([nn.Conv2D(8, 3, padding="same", in_channels=3), nn.ReLU(),
+                           nn.MaxPool2D(2), nn.Flatten(), nn.Dense(4)])  # fmt: skip
+    x = np.random.default_rng(3).standard_normal((13, 3, 12, 10)).astype(np.float32)
+    model(x)
+    model.eval()
+    ln.save(model, str(tmp_path / "one.lnn"))
+    one = rt.load(tmp_path / "one.lnn", threads=1).predict(x)
+    monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
+    two = rt.load(tmp_path / "one.lnn", threads=2)
+    np.testing.assert_array_equal(two.predict(x), one)
+    np.testing.assert_allclose(one, model(x).data, rtol=1e-4, atol=1e-5)
+    from lepton_nn.runtime.kernels import kernels
+
+    if type(kernels()).conv2d_direct_chain is not ReferenceBackend.conv2d_direct_chain:
+        head = two.plan_for(13).head
+        assert not any(getattr(f, "__name__", "") == "_copy_into" for f, _, _ in head)
+
+
+def test_runtime_chain_equals_layer_by_layer(tmp_path, monkeypatch):
+    """The chained plan gives the bits of the same direct kernels bound one by one, at 1, 2
+    and 3 threads."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import plan
+
+    _, x, path = _cnn(tmp_path)
+    xs = np.concatenate([x, x[::-1], x])
+    chained = [rt.load(path, threads=t).predict(xs) for t in (1, 2, 3)]
+    m = rt.load(path)
+    assert "chained" in "\n".join(m.network.describe())
+    # the chain's layers' weights are counted as the unchained steps' were
+    w2 = [p.w2.nbytes for s in m.network.steps for p in getattr(s, "parts", [])]
+    assert len(w2) == 2 and m.plan_info(1)["weight_bytes"] >= sum(w2)
+    monkeypatch.setattr(plan, "_chain_convs", lambda steps: steps)
+    one_by_one = rt.load(path, threads=1)
+    assert "chained" not in "\n".join(one_by_one.network.describe())
+    want = one_by_one.predict(xs)
+    for y in chained:
+        np.testing.assert_array_equal(y, want)
 
 
 def test_runtime_two_threads_equal_one(tmp_path):

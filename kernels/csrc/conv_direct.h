@@ -212,7 +212,37 @@ static void lnn_cd_gemm(const float *s, const float *wp, float *z, const lnn_con
     }
 }
 
+/* The epilogue a pooled output may take in the same pass: y = f(m + b) for f the identity or
+ * ReLU, b = the plane's bias or 0 (on = 0: y = m). The float operations of
+ * lnn_bias_act_forward_f32 (z + b, then s < 0 ? 0 : s), so the same bits as its pass after. */
+typedef struct {
+    int on, relu;
+    float b;
+} lnn_cd_epi;
+
+static inline lnn_cd_epi lnn_cd_epilogue(const float *bias, ptrdiff_t o, int act)
+{
+    lnn_cd_epi e = {bias != NULL || act != LNN_IDENTITY, act == LNN_RELU, bias ? bias[o] : 0.0f};
+    return e;
+}
+
+static inline float lnn_cd_epi1(float m, lnn_cd_epi e)
+{
+    if (!e.on) return m;
+    m += e.b;
+    return e.relu && m < 0 ? 0.0f : m;
+}
+
 #if LNN_CD_AVX2
+/* lnn_cd_epi1 on 8 lanes (max_ps returns its second operand when either is NaN) */
+static inline __attribute__((always_inline, target("avx2,fma"))) __m256
+lnn_cd_epi8(__m256 m, lnn_cd_epi e)
+{
+    if (!e.on) return m;
+    m = _mm256_add_ps(m, _mm256_set1_ps(e.b));
+    return e.relu ? _mm256_max_ps(_mm256_setzero_ps(), m) : m;
+}
+
 /* max(a, b) lane by lane, a NaN in either giving a NaN (as np.max), without branches */
 static inline __attribute__((always_inline, target("avx2,fma"))) __m256
 lnn_cd_max_nan(__m256 a, __m256 b)
@@ -232,7 +262,7 @@ lnn_cd_max_nan(__m256 a, __m256 b)
  * exact = 1, NaN-propagating maxima (as np.max) that cost twice as much. */
 static inline __attribute__((always_inline, target("avx2,fma"))) int
 lnn_cd_maxpool2x2_body(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
-                       const float *yend, const int exact)
+                       const float *yend, lnn_cd_epi epi, const int exact)
 {
     __m256 nan = _mm256_setzero_ps();
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
@@ -257,7 +287,8 @@ lnn_cd_maxpool2x2_body(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrd
             const __m256 even = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(2, 0, 2, 0));
             const __m256 odd = _mm256_shuffle_ps(v0, v1, _MM_SHUFFLE(3, 1, 3, 1));
             const __m256 eo = exact ? lnn_cd_max_nan(even, odd) : _mm256_max_ps(even, odd);
-            const __m256 m = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(eo), 0xd8));
+            const __m256 m = lnn_cd_epi8(
+                _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(eo), 0xd8)), epi);
             const ptrdiff_t outs = ow - ox < 8 ? ow - ox : 8;
             if (outs == 8 || yr + ox + 8 <= yend) {
                 _mm256_storeu_ps(yr + ox, m);
@@ -273,18 +304,18 @@ lnn_cd_maxpool2x2_body(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrd
 
 __attribute__((target("avx2,fma"))) static void
 lnn_cd_maxpool2x2_avx2(const float *x, float *y, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
-                       const float *yend)
+                       const float *yend, lnn_cd_epi epi)
 {
-    if (lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 0)) /* a NaN read: the exact maxima */
-        lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, 1);
+    if (lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, epi, 0)) /* a NaN read: exact maxima */
+        lnn_cd_maxpool2x2_body(x, y, w, oh, ow, yend, epi, 1);
 }
 #endif
 
 /* y = max over each window of the plane x (h, w), the padding never chosen (-inf); a NaN in
- * a window is its max (as np.max). pool: (kh, kw, sh, sw, ph, pw, oh, ow). Stores may run
- * past the plane up to yend (see lnn_cd_maxpool2x2_body). */
+ * a window is its max (as np.max), then the epilogue epi. pool: (kh, kw, sh, sw, ph, pw,
+ * oh, ow). Stores may run past the plane up to yend (see lnn_cd_maxpool2x2_body). */
 static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
-                           const ptrdiff_t *pool, const float *yend)
+                           const ptrdiff_t *pool, const float *yend, lnn_cd_epi epi)
 {
     const ptrdiff_t kh = pool[0], kw = pool[1], sh = pool[2], sw = pool[3];
     const ptrdiff_t ph = pool[4], pw = pool[5], oh = pool[6], ow = pool[7];
@@ -292,7 +323,7 @@ static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
     if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
 #if LNN_CD_AVX2
         if (lnn_cd_have_avx2()) {
-            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow, yend);
+            lnn_cd_maxpool2x2_avx2(x, y, w, oh, ow, yend, epi);
             return;
         }
 #endif
@@ -302,7 +333,7 @@ static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
             for (ptrdiff_t ox = 0; ox < ow; ox++) {
                 const float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
                 const float m1 = a > b || a != a ? a : b, m2 = c > d || c != c ? c : d;
-                yr[ox] = m1 > m2 || m1 != m1 ? m1 : m2;
+                yr[ox] = lnn_cd_epi1(m1 > m2 || m1 != m1 ? m1 : m2, epi);
             }
         }
         return;
@@ -320,7 +351,7 @@ static void lnn_cd_maxpool(const float *x, float *y, ptrdiff_t h, ptrdiff_t w,
                     m = v > m || v != v ? v : m; /* a NaN, once met, stays */
                 }
             }
-            y[oy * ow + ox] = m;
+            y[oy * ow + ox] = lnn_cd_epi1(m, epi);
         }
     }
 }
@@ -337,12 +368,10 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
         lnn_cd_planes(x, s, g, pool);
 #if LNN_CD_AVX2
         if (lnn_cd_have_avx2())
-            lnn_cd_pooled_avx2(s, wp, y, g, pool);
+            lnn_cd_pooled_avx2(s, wp, bias, act, y, g, pool);
         else
 #endif
-            lnn_cd_pooled_c(s, wp, y, g, pool);
-        if (bias != NULL || act != LNN_IDENTITY)
-            lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pool[6] * pool[7]);
+            lnn_cd_pooled_c(s, wp, bias, act, y, g, pool);
         return;
     }
     lnn_cd_shift(x, s, g);    /* s = x shifted by each column tap, padded */
@@ -355,17 +384,17 @@ static void lnn_cd_image(const float *x, const float *wp, const float *bias, int
     }
     const ptrdiff_t pp = pool[6] * pool[7];
     const int first = act == LNN_IDENTITY || act == LNN_RELU; /* max(f(z + b)) = f(max(z) + b) */
-    if (first) { /* y = f(maxpool(z) + b): the planes pooled, then one pass over all */
+    if (first) { /* y = f(maxpool(z) + b), plane by plane, f applied as each is stored */
         for (ptrdiff_t o = 0; o < g->o; o++)
-            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
-        if (bias != NULL || act != LNN_IDENTITY)
-            lnn_bias_act_forward_f32(y, bias, act, y, 1, g->o, pp);
+            lnn_cd_maxpool(z + o * zrow, y + o * pp, g->oh, g->ow, pool, y + g->o * pp,
+                           lnn_cd_epilogue(bias, o, act));
         return;
     }
     for (ptrdiff_t o = 0; o < g->o; o++) { /* y = maxpool(f(z + b)) */
         float *zo = z + o * zrow;
         lnn_bias_act_forward_f32(zo, bias ? bias + o : NULL, act, zo, 1, 1, p);
-        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool, y + g->o * pp);
+        lnn_cd_maxpool(zo, y + o * pp, g->oh, g->ow, pool, y + g->o * pp,
+                       lnn_cd_epilogue(NULL, 0, LNN_IDENTITY));
     }
 }
 

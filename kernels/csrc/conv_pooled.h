@@ -18,7 +18,7 @@
  * and corner (a, b) of tap (i, j) for windows q .. q + 7 is the contiguous vector
  * t[c, u % 2, v].flat[(u / 2) POW + q : ...]. Each filter's sums run in the order of the
  * 4x24 tiles' (tap row i, then channel c, then tap column j, from 0), so z, and y, are the
- * same floats. Then y = f(max + b) on the pooled plane (identity and ReLU only). */
+ * same floats. Then y = f(max + b) as each vector is stored (identity and ReLU only). */
 
 /* whether an image takes the pooled tiling: a 2x2 / 2 unpadded pool of whole windows after
  * the identity or ReLU, and K <= 32 (above, the GEMM outweighs the z round trip it saves,
@@ -110,14 +110,16 @@ static inline ptrdiff_t lnn_cd_row_off(ptrdiff_t u, ptrdiff_t nv, ptrdiff_t ps, 
     return (u % 2) * nv * ps + (u / 2) * pw_;
 }
 
-/* y[o, q] = the max over window q's corners of z (plain C; a NaN is the max, as np.max) */
-static void lnn_cd_pooled_c(const float *t, const float *wp, float *y, const lnn_conv_geom *g,
-                            const ptrdiff_t *pool)
+/* y[o, q] = f(the max over window q's corners of z + b[o]) (plain C; a NaN is the max, as
+ * np.max) */
+static void lnn_cd_pooled_c(const float *t, const float *wp, const float *bias, int act,
+                            float *y, const lnn_conv_geom *g, const ptrdiff_t *pool)
 {
     const ptrdiff_t nv = (g->kw - 1) * g->dw + 2, ps = lnn_cd_plane_size(g, pool);
     const ptrdiff_t q_n = pool[6] * pool[7], cq = g->c * g->kw;
     for (ptrdiff_t o = 0; o < g->o; o++) {
         const float *w = wp + (o / LNN_CD_OB) * g->kh * cq * LNN_CD_OB + o % LNN_CD_OB;
+        const lnn_cd_epi epi = lnn_cd_epilogue(bias, o, act);
         for (ptrdiff_t q = 0; q < q_n; q++) {
             float m = 0;
             for (int corner = 0; corner < 4; corner++) {
@@ -132,7 +134,7 @@ static void lnn_cd_pooled_c(const float *t, const float *wp, float *y, const lnn
                 }
                 if (corner == 0 || (m == m && (acc > m || acc != acc))) m = acc; /* NaN stays */
             }
-            y[o * q_n + q] = m;
+            y[o * q_n + q] = lnn_cd_epi1(m, epi);
         }
     }
 }
@@ -180,8 +182,8 @@ lnn_cd_pooled_tile_avx2(const float *t, const float *w, __m256 m[LNN_CD_OB],
 }
 
 __attribute__((target("avx2,fma"))) static void
-lnn_cd_pooled_avx2(const float *t, const float *wp, float *y, const lnn_conv_geom *g,
-                   const ptrdiff_t *pool)
+lnn_cd_pooled_avx2(const float *t, const float *wp, const float *bias, int act, float *y,
+                   const lnn_conv_geom *g, const ptrdiff_t *pool)
 {
     const ptrdiff_t nv = (g->kw - 1) * g->dw + 2, ps = lnn_cd_plane_size(g, pool);
     const ptrdiff_t q_n = pool[6] * pool[7], k_n = g->kh * g->c * g->kw;
@@ -199,11 +201,12 @@ lnn_cd_pooled_avx2(const float *t, const float *wp, float *y, const lnn_conv_geo
             const ptrdiff_t rows = g->o - o0 < LNN_CD_OB ? g->o - o0 : LNN_CD_OB;
             for (ptrdiff_t r = 0; r < rows; r++) {
                 float *yr = y + (o0 + r) * q_n + q0;
+                const __m256 v = lnn_cd_epi8(m[r], lnn_cd_epilogue(bias, o0 + r, act));
                 if (q0 + 8 <= q_n) {
-                    _mm256_storeu_ps(yr, m[r]);
+                    _mm256_storeu_ps(yr, v);
                 } else { /* the plane's last windows, through a buffer */
                     float tail[8];
-                    _mm256_storeu_ps(tail, m[r]);
+                    _mm256_storeu_ps(tail, v);
                     for (ptrdiff_t k = 0; k < q_n - q0; k++) yr[k] = tail[k];
                 }
             }

@@ -188,6 +188,13 @@ def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
     return ReferenceBackend.conv_chunks_threads(self, name, x, head, scratch, tail, threads)
 
 
+def _conv_direct_chain_threads(self, x, layers, scratch, y, threads):
+    """The compiled chain's tasks on the shared native pool where it is compiled."""
+    if hasattr(_ext("conv"), "conv_direct_chain_threads") and x.dtype == np.float32:
+        return _ext("conv").conv_direct_chain_threads(x, layers, scratch, y, threads)
+    return ReferenceBackend.conv_direct_chain_threads(self, x, layers, scratch, y, threads)
+
+
 def _recurrent_rows_exact(self, dtype) -> bool:
     """The compiled kernel gives the same bits for any split of the rows."""
     return np.dtype(dtype) == np.float32 and _ext("recurrent").rows_available()
@@ -268,9 +275,11 @@ class CythonBackend(ReferenceBackend):
         "conv", method=_with_gemm("conv2d_pool_backward_chunks")
     )
     conv2d_direct_forward = _Compiled("conv")  # float32 only: float64 runs the twin
+    conv2d_direct_chain = _Compiled("conv")  # float32 only, as the kernel it chains
 
     # the chunk kernels' tasks on the shared native pool (kernels/conv.pyx, qgemm.pyx)
     conv_chunks_threads = _conv_chunks_threads
+    conv_direct_chain_threads = _conv_direct_chain_threads
 
     # -- recurrent cells (kernels/recurrent.pyx) --------------------------------------------
     lstm_step_forward = _Compiled("recurrent")  # same signatures as the reference: bound straight

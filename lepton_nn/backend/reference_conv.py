@@ -206,6 +206,31 @@ class ConvTwins:
                 y[n0] = win.max(axis=-1).reshape(o, -1)
         return y
 
+    def conv2d_direct_chain(self, x, layers, counter, s, z, m0, m1, y):
+        """Direct convolutions one after the other, image by image: for each image n
+        (claimed from counter) h = x[n], then for each layer (wp, b, act, geom, oh, ow, pool,
+        C, H, W, O), h = conv2d_direct_forward of h (C, H, W) -> (O, OH OW or POH POW);
+        y[n] = h (y: (N, O, out) of the last layer). s, z: the compiled twin's scratch for the
+        largest layer; m0, m1: its buffers for one image's output of the layers between.
+        Returns y."""
+        one = np.zeros(1, np.int64)
+        for _, n0, _ in _claimed(counter, 1, x.shape[0]):
+            h = x[n0 : n0 + 1]
+            for wp, b, act, geom, oh, ow, pool, c, hh, ww, o in layers:
+                out = np.empty((1, o, oh * ow if pool is None else pool[6] * pool[7]), x.dtype)
+                one[0] = 0
+                h = self.conv2d_direct_forward(h.reshape(1, c, hh, ww), wp, b, act, geom, oh,
+                                               ow, pool, one, s, z, out)  # fmt: skip
+            y[n0] = h[0]
+        return y
+
+    def conv_direct_chain_threads(self, x, layers, scratch, y, threads):
+        """conv2d_direct_chain(x, layers, counter, *scratch[t], y) as ``len(scratch)`` tasks
+        sharing one fresh counter, on up to ``threads`` threads (x first: a plan passes its
+        input straight, uncopied). Each image is written by the task that claimed it, so one
+        task, as here, gives the same result. Returns y."""
+        return self.conv2d_direct_chain(x, layers, np.zeros(1, np.int64), *scratch[0], y)
+
     def conv_chunks_threads(self, name, x, head, scratch, tail, threads):
         """The chunk kernel ``name`` (conv2d_forward_chunks, conv2d_pool_forward_chunks,
         conv2d_direct_forward or qconv2d_forward_chunks) run as ``len(scratch)`` tasks,

@@ -395,7 +395,9 @@ class InferenceModel:
     def _weight_bytes(self) -> int:
         seen: set[int] = set()
         total = 0
-        for step in self.network.steps:
+        steps = list(self.network.steps)
+        for step in steps:
+            steps += getattr(step, "parts", [])  # a chain's or grouped convolution's steps
             for v in vars(step).values():
                 if isinstance(v, np.ndarray) and id(v) not in seen:
                     seen.add(id(v))

@@ -25,6 +25,9 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
     softmax          max, subtract, exp, sum, divide along the last axis, in place
     Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
     Conv2D, pooling, BatchNorm, LayerNorm, LSTM/GRU/SimpleRNN: :mod:`.steps`, by :mod:`.parsers`
+                     (float Conv2D layers one after the other, each with its BatchNorm,
+                     activation and max pool folded in: one conv2d_direct_chain call, each
+                     thread carrying the images it claims through all of them)
 
 so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
 check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR structure, checked
@@ -63,6 +66,7 @@ from .shapes import walk_layers
 from .steps import (
     PARALLEL_MIN_ROWS,
     AffineStep,
+    ConvChainStep,
     ConvStep,
     Int8ConvStep,
     Int8DenseStep,
@@ -767,6 +771,24 @@ def _fuse(steps: list[Step]) -> list[Step]:
             out.append(s)
             continue
         prev.label = f"{prev.label} + {s.label}"
+    return _chain_convs(out)
+
+
+def _chain_convs(steps: list[Step]) -> list[Step]:
+    """Runs of float 2-D convolutions one after the other as one :class:`ConvChainStep`
+    (image by image through all of them, where each takes the direct kernel)."""
+    out: list[Step] = []
+    for s in steps:
+        prev = out[-1] if out else None
+        if type(s) is ConvStep and not s.one_d:
+            if isinstance(prev, ConvChainStep):
+                prev.parts.append(s)
+                prev.label = f"{prev.label} -> {s.label}"
+                continue
+            if type(prev) is ConvStep and not prev.one_d:
+                out[-1] = ConvChainStep([prev, s])
+                continue
+        out.append(s)
     return out
 
 

@@ -34,6 +34,7 @@ from .kernels import kernels
 __all__ = [
     "PARALLEL_MIN_ROWS",
     "AffineStep",
+    "ConvChainStep",
     "ConvStep",
     "DepthwiseConvStep",
     "EmbeddingStep",
@@ -125,26 +126,30 @@ class ConvStep:
         return shifted * 4 <= CONV_DIRECT_MAX_BYTES
 
     def _bind_direct(self, src, ctx):
-        """One call of ``conv2d_direct_forward`` per thread, images claimed one at a time."""
+        """One call of ``conv2d_direct_forward``, or on more than one thread the pool job of a
+        chain of this one layer (which takes the plan's input uncopied), images claimed one
+        at a time."""
         n, (oh, ow), o = ctx.n, self.out_hw, self.w2.shape[0]
         k = kernels()
-        if self._packed is None or self._packed[0] is not self.w2:  # packed once per weight
-            kh, kw = self.geom[:2]
-            self._packed = (self.w2, k.conv2d_direct_pack(self.w2, self.in_shape[0], kh, kw))
         threads = min(ctx.threads, threads_for(2 * n * o * self.w2.shape[1] * oh * ow, n))
+        if threads > 1:
+            return ConvChainStep([self]).bind(src, True, ctx)
         size = oh * ow if self.pool is None else self.pool[6] * self.pool[7]
         y = out_buffer(ctx, (n, o, size), ctx.dtype)
         shifted, zshape = conv_direct_scratch(self.in_shape[0], o, self.geom, oh, ow, self.pool)
-        scratch = [(np.zeros(shifted, np.float32), np.zeros(zshape, np.float32))
-                   for _ in range(threads)]  # fmt: skip
-        head = (self._packed[1], self.b, self.act, self.geom, oh, ow, self.pool)
+        scratch = (np.zeros(shifted, np.float32), np.zeros(zshape, np.float32))
+        head = (self.packed(k), self.b, self.act, self.geom, oh, ow, self.pool)
         shape = (n, o, *((oh, ow) if self.pool is None else self.pool[6:]))
-        if threads == 1:  # the kernel called straight (batch 1: ~2 us less than a dispatch)
-            counter = np.zeros(1, np.int64)
-            call = (k.conv2d_direct_forward, (src, *head, counter, *scratch[0], y))
-            return [(counter.fill, (0,)), call], y.reshape(shape)
-        args = ("conv2d_direct_forward", src, head, tuple(scratch), (y,), threads)
-        return [(k.conv_chunks_threads, args)], y.reshape(shape)
+        counter = np.zeros(1, np.int64)  # the kernel called straight (no dispatch)
+        call = (k.conv2d_direct_forward, (src, *head, counter, *scratch, y))
+        return [(counter.fill, (0,)), call], y.reshape(shape)
+
+    def packed(self, k):
+        """W2 as ``k.conv2d_direct_pack`` gives it, packed once per weight."""
+        if self._packed is None or self._packed[0] is not self.w2:
+            kh, kw = self.geom[:2]
+            self._packed = (self.w2, k.conv2d_direct_pack(self.w2, self.in_shape[0], kh, kw))
+        return self._packed[1]
 
     def fold_scale(self, scale: np.ndarray, shift: np.ndarray) -> None:
         """Make this step compute y * scale + shift (per output channel) itself: W2 scaled by
@@ -157,6 +162,62 @@ class ConvStep:
     def describe(self) -> str:
         pooled = "" if self.pool is None else f", max pool -> {self.pool[6:]}"
         return f"{self.label}: conv {self.in_shape} -> {self.w2.shape[0]}x{self.out_hw}{pooled}"
+
+
+class ConvChainStep:
+    """Convolutions one after the other (each a :class:`ConvStep`, its BatchNorm, activation
+    and max pool folded in): when every one of them takes the direct kernel, one call of
+    ``conv2d_direct_chain`` in which each thread carries the images it claims through all of
+    them, an image's outputs between the layers in that thread's scratch (in cache): no
+    (N, ...) buffer between the layers, and on the pool one job without a barrier between
+    them. Otherwise each is bound on its own, in order."""
+
+    kind = "conv"
+
+    def __init__(self, parts: list[ConvStep]) -> None:
+        self.parts = parts
+        self.label = " -> ".join(p.label for p in parts)
+
+    def bind(self, src, owned, ctx):
+        if not all(p._direct(ctx) for p in self.parts):
+            ops: list[Op] = []
+            for p in self.parts:
+                more, src = p.bind(src, owned, ctx)
+                ops, owned = ops + more, True
+            return ops, src
+        k = kernels()
+        layers, sizes, flops = [], [], 0
+        for p in self.parts:
+            (c, h, w), (oh, ow), o = p.in_shape, p.out_hw, p.w2.shape[0]
+            sizes.append((conv_direct_scratch(c, o, p.geom, oh, ow, p.pool),
+                          o * (oh * ow if p.pool is None else p.pool[6] * p.pool[7])))  # fmt: skip
+            flops += 2 * o * p.w2.shape[1] * oh * ow
+            layers.append((p.packed(k), p.b, p.act, p.geom, oh, ow, p.pool, c, h, w, o))
+        n, last = ctx.n, self.parts[-1]
+        threads = min(ctx.threads, threads_for(n * flops, n))
+        y = out_buffer(ctx, (n, last.w2.shape[0], sizes[-1][1] // last.w2.shape[0]), ctx.dtype)
+        mids = [size for _, size in sizes[:-1]]
+
+        def scratch():  # s, z for the largest layer; m0, m1 for the outputs between
+            return (
+                np.zeros(max(s for (s, _), _ in sizes), np.float32),
+                np.zeros(max(z for (_, z), _ in sizes), np.float32),
+                np.zeros(max(mids[0::2], default=1), np.float32),
+                np.zeros(max(mids[1::2], default=1), np.float32),
+            )
+
+        sets, layers = [scratch() for _ in range(threads)], tuple(layers)
+        pool = last.pool
+        shape = (n, last.w2.shape[0], *(last.out_hw if pool is None else pool[6:]))
+        if threads == 1:  # the kernel called straight
+            counter = np.zeros(1, np.int64)
+            call = (k.conv2d_direct_chain, (src, layers, counter, *sets[0], y))
+            return [(counter.fill, (0,)), call], y.reshape(shape)
+        args = (src, layers, tuple(sets), y, threads)  # the input first: never copied
+        return [(k.conv_direct_chain_threads, args)], y.reshape(shape)
+
+    def describe(self) -> str:
+        return "; ".join(p.describe() for p in self.parts) + " (image by image, chained)"
 
 
 class DepthwiseConvStep:
@@ -666,7 +727,8 @@ def on_pool(op: Op) -> bool:
     than one thread)."""
     fn, args = op
     k = kernels()
-    if _runs(fn, k, "conv_chunks_threads", "recurrent_rows_threads", "recurrent_q8_threads"):
+    if _runs(fn, k, "conv_chunks_threads", "conv_direct_chain_threads",
+             "recurrent_rows_threads", "recurrent_q8_threads"):  # fmt: skip
         return args[-1] > 1
     if _runs(fn, k, "dense_packed_forward"):
         return len(args) > 5 and args[5] > 1
