@@ -141,6 +141,76 @@ def test_chain_matches_numpy_twin(static):
     assert np.isfinite(outs[-1]).all()
 
 
+def _pool_jobs():
+    from lepton_nn.kernels import _pool
+
+    return _pool.stats()["jobs"]
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_chain_split_over_threads_gives_the_same_bits(isa, static):
+    """Each layer's columns split over 2, 3 and 5 threads of the shared pool (a barrier
+    between layers, units claimed on demand): the same bits as quantize_rows + qlinear, on
+    every ISA path; layers narrower than one unit per thread and a -128 weight (the tile
+    kernel's share per thread) included. Repeated: a missing barrier shows as a race."""
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, (150, 97)).astype(np.int8)
+    w[:, 0] = -128
+    for m in (1, 3):
+        for dims, wl in (((784, 512, 256, 10), None), ((97, 150, 300, 65, 7), w)):
+            specs = [
+                _layer(rng, k, n, act=i % 5, bias=i % 2 == 0, static=static)
+                for i, (k, n) in enumerate(zip(dims[:-1], dims[1:]))
+            ]
+            if wl is not None:
+                specs[0] = _layer(rng, 97, 150, 1, static=static, w=wl)
+            x = (rng.standard_normal((m, dims[0])) * 3).astype(np.float32)
+            want = _per_layer(x, specs)
+            for threads in (2, 3, 5):
+                chain = q.qdense_chain_prepare(specs, m, dims[0], threads)
+                assert chain.threads == threads
+                outs = tuple(np.full((m, n), np.nan, np.float32) for n in dims[1:])
+                for _ in range(20):
+                    jobs = _pool_jobs()
+                    q.qdense_chain_forward(x, chain, outs)
+                    assert _pool_jobs() == jobs + 1  # it ran on the pool, not the caller alone
+                    for l, (g, w_) in enumerate(zip(outs, want)):
+                        np.testing.assert_array_equal(
+                            g, w_, err_msg=f"{isa} m={m} dims={dims} threads={threads} layer {l}"
+                        )
+                    for o in outs:
+                        o.fill(np.nan)
+
+
+def test_split_chains_from_several_threads_at_once():
+    """Four Python threads, each with its own 2-thread chain: the pool runs one job at a
+    time and the others' run on their callers alone (every task, one after another, with
+    the barrier's waits), all with the one-thread bits."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    dims = (300, 256, 128, 10)
+    specs = [_layer(rng, k, n, 1) for k, n in zip(dims[:-1], dims[1:])]
+    xs = [rng.standard_normal((1, 300)).astype(np.float32) for _ in range(4)]
+    want = [_per_layer(x, specs)[-1] for x in xs]
+    errors = []
+
+    def work(i):
+        chain = q.qdense_chain_prepare(specs, 1, 300, 2)
+        outs = tuple(np.empty((1, n), np.float32) for n in dims[1:])
+        for _ in range(300):
+            if not np.array_equal(q.qdense_chain_forward(xs[i], chain, outs), want[i]):
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_bad_arguments_raise_clear_errors():
     rng = np.random.default_rng(4)
     spec = _layer(rng, 10, 6, 0)
@@ -167,6 +237,8 @@ def test_bad_arguments_raise_clear_errors():
         q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (None,))
     with pytest.raises(ValueError, match="1 layers"):
         q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (out, out))
+    with pytest.raises(ValueError, match="threads=0"):
+        q.qdense_chain_prepare([spec], 1, 10, 0)
 
 
 # --------------------------------------------------------------------------- the runtime
