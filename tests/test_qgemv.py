@@ -277,3 +277,74 @@ def test_runtime_batch1_is_one_call_with_the_per_layer_bits(tmp_path, monkeypatc
     np.testing.assert_array_equal(three, per_layer.predict(x[:3]))
     if mode == "dynamic":  # one row's pair per row: the same bits at any batch size
         np.testing.assert_array_equal(np.concatenate(rows), per_layer.predict(x))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_runtime_chain_on_1_2_3_threads_same_bits(tmp_path, mode):
+    """The batch-1 plan of a quantized MLP loaded with threads=1, 2, 3: one compiled call,
+    split over the threads when a layer has >= QCHAIN_SPLIT_MIN multiply-adds, with the
+    same bits at every count and as the per-layer path; close to the NumPy twin (the
+    reference backend's runtime, to float rounding of the fused epilogue)."""
+    from lepton_nn.backend import use_backend
+    from lepton_nn.compress import quantize
+
+    rng = np.random.default_rng(8)
+    sizes = (300, 512, 64, 10)  # 153,600 and 32,768 and 640 multiply-adds
+    x = rng.standard_normal((6, sizes[0])).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(sizes, seed=2), x, mode), path)
+    got = {}
+    for t in (1, 2, 3):
+        m = rt.load(path, threads=t)
+        (fn, args, _), *rest = m.plan_for(1).head
+        assert fn.__name__ == "qdense_chain_forward" and rest == []
+        assert args[0].threads == t  # the joined chain: its largest layer decides
+        got[t] = [m.predict(x[i : i + 1]) for i in range(len(x))]
+    for t in (2, 3):
+        np.testing.assert_array_equal(np.concatenate(got[t]), np.concatenate(got[1]))
+    with use_backend("reference"):
+        twin = rt.load(path)
+        want = np.concatenate([twin.predict(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(np.concatenate(got[2]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_small_chain_stays_on_one_thread(tmp_path):
+    from lepton_nn.compress import quantize
+
+    x = np.random.default_rng(9).standard_normal((4, 64)).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(), x, "dynamic"), path)  # 64-48-24-5: far below QCHAIN_SPLIT_MIN
+    (fn, args, _), *rest = rt.load(path, threads=2).plan_for(1).head
+    assert rest == [] and args[0].threads == 1
+
+
+def test_one_call_plan_keeps_predicts_contract(tmp_path):
+    """forward() calls a one-op plan directly: each result is still a fresh array, bad input
+    still gives its clear error, other dtypes and layouts are still converted."""
+    from lepton_nn.compress import quantize
+    from lepton_nn.errors import DataError, ShapeError
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(), x, "dynamic"), path)
+    m = rt.load(path, threads=2)
+    assert m.plan_for(1).one is not None
+    a = m.predict(x[:1])
+    b = m.predict(x[1:])
+    assert a is not b and not np.shares_memory(a, b)
+    assert not np.shares_memory(a, m.plan_for(1).out)
+    a_bits = a.copy()
+    m.predict(x[1:])
+    np.testing.assert_array_equal(a, a_bits)  # not overwritten by the next call
+    np.testing.assert_array_equal(m.predict(x[:1].astype(np.float64)), a_bits)
+    np.testing.assert_array_equal(m.predict(np.asfortranarray(x[:1])), a_bits)
+    np.testing.assert_array_equal(m.predict(x[:1].tolist()), a_bits)
+    bad = x[:1].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(DataError, match="inf or NaN"):
+        m.predict(bad)
+    with pytest.raises(ShapeError, match="expected input of shape"):
+        m.predict(x[:1, :10])
+    np.testing.assert_array_equal(m.predict(x)[1:], m.predict(x[1:]))  # another plan, then back
+    np.testing.assert_array_equal(m.predict(x[:1]), a_bits)
