@@ -319,8 +319,8 @@ def test_small_chain_stays_on_one_thread(tmp_path):
 
 
 def test_one_call_plan_keeps_predicts_contract(tmp_path):
-    """forward() calls a one-op plan directly: each result is still a fresh array, bad input
-    still gives its clear error, other dtypes and layouts are still converted."""
+    """predict() on the one-call batch-1 plan at 2 threads: each result is a fresh array,
+    bad input gives its clear error, other dtypes and layouts are converted."""
     from lepton_nn.compress import quantize
     from lepton_nn.errors import DataError, ShapeError
 
@@ -329,7 +329,7 @@ def test_one_call_plan_keeps_predicts_contract(tmp_path):
     path = tmp_path / "q.lnn"
     L.save(quantize(_mlp(), x, "dynamic"), path)
     m = rt.load(path, threads=2)
-    assert m.plan_for(1).one is not None
+    assert [f.__name__ for f, *_ in m.plan_for(1).head] == ["qdense_chain_forward"]
     a = m.predict(x[:1])
     b = m.predict(x[1:])
     assert a is not b and not np.shares_memory(a, b)

@@ -313,7 +313,7 @@ class Plan:
     buffers, reused), ``requested_bytes`` (the same without reuse) and ``buffers``.
     """
 
-    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory", "one")
+    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory")
 
     def __init__(
         self,
@@ -359,12 +359,6 @@ class Plan:
                      else (fn, args, -1) for fn, args in ops[: last + 1]]  # fmt: skip
         self.tail = ops[last + 1 :]
         self.out = list(outs) if many_outputs else outs[0]
-        # the whole plan as one call fn(x, *args) (a batch-1 int8 MLP: its chain of layers),
-        # which the model calls without run()'s generality (~0.3 us of 5 at batch 1)
-        self.one = None
-        if len(self.head) == 1 and not self.tail and self.head[0][2] == 0:
-            if lengths is None and not hold_blas and not many_outputs and len(placeholders) == 1:
-                self.one = self.head[0][:2]
 
     def run(self, x: Any, lengths: np.ndarray | None = None) -> Any:
         """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,

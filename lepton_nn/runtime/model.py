@@ -182,7 +182,6 @@ class InferenceModel:
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))
         self._plans: dict[int, Plan] = {}
-        self._last_key: Any = None  # the key of _plans' last (most recently used) plan
         self._lock = threading.Lock()
         net = self.network
         self._dtype = net.dtype
@@ -326,15 +325,12 @@ class InferenceModel:
         """The cached plan for batch size ``n`` (built now if needed); ``lengths``: the plan
         for sequences with lengths."""
         key: Any = (n, "lengths") if lengths else n
-        if key == self._last_key:  # already the most recently used
-            return self._plans[key]
         plan = self._plans.pop(key, None)
         if plan is None:
             plan = self.network.plan(n, self.threads, self.sparse, lengths)
             if len(self._plans) >= self.max_plans:  # drop the least recently used
                 del self._plans[next(iter(self._plans))]
         self._plans[key] = plan  # the most recently used last
-        self._last_key = key
         return plan
 
     def forward(self, x: Any, lengths: Any = None) -> Any:
@@ -367,12 +363,7 @@ class InferenceModel:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
-                plan = self.plan_for(n, lengths is not None)
-                if plan.one is not None:  # the whole plan is one call
-                    fn, args = plan.one
-                    fn(x, *args)
-                    return plan.out.copy()
-                return _fresh(plan.run(x, lengths))
+                return _fresh(self.plan_for(n, lengths is not None).run(x, lengths))
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
