@@ -1,11 +1,13 @@
 # Included at the end of qgemm.pyx: int8 Dense layers at a small batch, a chain in one call
 # (C in csrc/qgemv.h). Python sees:
 #
-# qdense_chain_prepare(specs, m, k) -> chain
+# qdense_chain_prepare(specs, m, k, threads=1) -> chain
 #     specs: one (w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer,
 #     as qlinear takes them, with x_scale / x_zero_point None (dynamic: each row quantized
 #     with its own pair) or float32 (1,) / int32 (1,) (static: the calibrated pair); m rows
-#     of k features in. Checks everything once and keeps the arrays and its scratch.
+#     of k features in; each layer's columns split over up to `threads` threads of the
+#     shared pool (a barrier between layers; the same bits at any count). Checks everything
+#     once and keeps the arrays and its scratch.
 # qdense_chain_forward(x, chain, outs) -> outs[-1]
 #     x float32 (m, k); outs one float32 (m, N_l) per layer. For each layer, exactly
 #     quantize_rows(h, ...) then qlinear(...) with h = x, then h = outs[l]; one call, the GIL
@@ -18,9 +20,9 @@ cdef extern from "qgemv.h" nogil:
         qg_args g
         const float *fixed_scale
         const int32_t *fixed_zp
-    int64_t qv_scratch_bytes(int64_t m, int64_t kmax)
+    int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts)
     void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
-                  float *const *outs, uint8_t *scratch, int64_t kmax)
+                  float *const *outs, uint8_t *scratch, int64_t kmax, int parts)
 
 
 cdef class QDenseChain:
@@ -32,6 +34,7 @@ cdef class QDenseChain:
     cdef cnp.ndarray scratch
     cdef readonly tuple specs
     cdef readonly Py_ssize_t m, k
+    cdef readonly int threads
     cdef readonly tuple widths  # N_l per layer
 
     def __cinit__(self):
@@ -43,23 +46,26 @@ cdef class QDenseChain:
         PyMem_Free(self.op)
 
 
-def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
+def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k, int threads=1):
     """A chain of int8 Dense layers for ``qdense_chain_forward``: ``specs`` one
     (w_packed, w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer (x_scale,
     x_zero_point None for dynamic activations, else float32 (1,) / int32 (1,)), ``m`` rows of
-    ``k`` features in. Raises TypeError / ValueError on anything qlinear would refuse."""
+    ``k`` features in, each layer's columns split over up to ``threads`` threads. Raises
+    TypeError / ValueError on anything qlinear would refuse."""
     specs = tuple(specs)
     cdef Py_ssize_t L = len(specs), l, n
     if L == 0:
         raise ValueError("qdense_chain_prepare: no layers")
     if m < 0 or k < 0:
         raise ValueError(f"qdense_chain_prepare: m={m}, k={k} must be >= 0")
+    if not 1 <= threads <= 64:
+        raise ValueError(f"qdense_chain_prepare: threads={threads} must be in 1..64")
     cdef QDenseChain c = QDenseChain.__new__(QDenseChain)
     c.ls = <qv_layer *>PyMem_Malloc(L * sizeof(qv_layer))
     c.op = <float **>PyMem_Malloc(L * sizeof(float *))
     if c.ls == NULL or c.op == NULL:
         raise MemoryError()
-    c.n_layers, c.m, c.k, c.specs = L, m, k, specs
+    c.n_layers, c.m, c.k, c.specs, c.threads = L, m, k, specs, threads
     cdef Py_ssize_t kin = k, kmax = 0
     cdef cnp.ndarray sa, za
     widths = []
@@ -89,15 +95,16 @@ def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k):
         kin = n
     c.kmax = kmax
     c.widths = tuple(widths)
-    # uint32 words: the C code wants 4-byte alignment
-    c.scratch = np.zeros((qv_scratch_bytes(m, kmax) + 3) // 4, np.uint32)
+    # the C code aligns it (each thread's part and the counters on their own cache lines)
+    c.scratch = np.zeros(qv_scratch_bytes(m, kmax, L, threads), np.uint8)
     return c
 
 
 def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
                          tuple outs not None):
     """For each layer l of ``chain``: outs[l] = qlinear(quantize_rows(h)) with h = x, then
-    outs[l]; x float32 (m, k), outs[l] float32 (m, N_l). Returns outs[-1]."""
+    outs[l]; x float32 (m, k), outs[l] float32 (m, N_l), on the chain's threads. Returns
+    outs[-1]."""
     cdef Py_ssize_t l, m = chain.m
     if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2
             or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_DIMS(x)[0] != m
@@ -121,5 +128,5 @@ def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
         chain.op[l] = <float *>cnp.PyArray_DATA(o)
     with nogil:
         qv_chain(<const float *>cnp.PyArray_DATA(x), m, chain.n_layers, chain.ls, chain.op,
-                 <uint8_t *>cnp.PyArray_DATA(chain.scratch), chain.kmax)
+                 <uint8_t *>cnp.PyArray_DATA(chain.scratch), chain.kmax, chain.threads)
     return outs[chain.n_layers - 1]

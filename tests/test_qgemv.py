@@ -158,6 +158,76 @@ def test_chain_matches_numpy_twin(static):
     assert np.isfinite(outs[-1]).all()
 
 
+def _pool_jobs():
+    from lepton_nn.kernels import _pool
+
+    return _pool.stats()["jobs"]
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_chain_split_over_threads_gives_the_same_bits(isa, static):
+    """Each layer's columns split over 2, 3 and 5 threads of the shared pool (a barrier
+    between layers, units claimed on demand): the same bits as quantize_rows + qlinear, on
+    every ISA path; layers narrower than one unit per thread and a -128 weight (the tile
+    kernel's share per thread) included. Repeated: a missing barrier shows as a race."""
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, (150, 97)).astype(np.int8)
+    w[:, 0] = -128
+    for m in (1, 3):
+        for dims, wl in (((784, 512, 256, 10), None), ((97, 150, 300, 65, 7), w)):
+            specs = [
+                _layer(rng, k, n, act=i % 5, bias=i % 2 == 0, static=static)
+                for i, (k, n) in enumerate(zip(dims[:-1], dims[1:]))
+            ]
+            if wl is not None:
+                specs[0] = _layer(rng, 97, 150, 1, static=static, w=wl)
+            x = (rng.standard_normal((m, dims[0])) * 3).astype(np.float32)
+            want = _per_layer(x, specs)
+            for threads in (2, 3, 5):
+                chain = q.qdense_chain_prepare(specs, m, dims[0], threads)
+                assert chain.threads == threads
+                outs = tuple(np.full((m, n), np.nan, np.float32) for n in dims[1:])
+                for _ in range(20):
+                    jobs = _pool_jobs()
+                    q.qdense_chain_forward(x, chain, outs)
+                    assert _pool_jobs() == jobs + 1  # it ran on the pool, not the caller alone
+                    for l, (g, w_) in enumerate(zip(outs, want)):
+                        np.testing.assert_array_equal(
+                            g, w_, err_msg=f"{isa} m={m} dims={dims} threads={threads} layer {l}"
+                        )
+                    for o in outs:
+                        o.fill(np.nan)
+
+
+def test_split_chains_from_several_threads_at_once():
+    """Four Python threads, each with its own 2-thread chain: the pool runs one job at a
+    time and the others' run on their callers alone (every task, one after another, with
+    the barrier's waits), all with the one-thread bits."""
+    import threading
+
+    rng = np.random.default_rng(7)
+    dims = (300, 256, 128, 10)
+    specs = [_layer(rng, k, n, 1) for k, n in zip(dims[:-1], dims[1:])]
+    xs = [rng.standard_normal((1, 300)).astype(np.float32) for _ in range(4)]
+    want = [_per_layer(x, specs)[-1] for x in xs]
+    errors = []
+
+    def work(i):
+        chain = q.qdense_chain_prepare(specs, 1, 300, 2)
+        outs = tuple(np.empty((1, n), np.float32) for n in dims[1:])
+        for _ in range(300):
+            if not np.array_equal(q.qdense_chain_forward(xs[i], chain, outs), want[i]):
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def test_bad_arguments_raise_clear_errors():
     rng = np.random.default_rng(4)
     spec = _layer(rng, 10, 6, 0)
@@ -184,6 +254,8 @@ def test_bad_arguments_raise_clear_errors():
         q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (None,))
     with pytest.raises(ValueError, match="1 layers"):
         q.qdense_chain_forward(np.zeros((2, 10), np.float32), chain, (out, out))
+    with pytest.raises(ValueError, match="threads=0"):
+        q.qdense_chain_prepare([spec], 1, 10, 0)
 
 
 # --------------------------------------------------------------------------- the runtime
@@ -222,3 +294,74 @@ def test_runtime_batch1_is_one_call_with_the_per_layer_bits(tmp_path, monkeypatc
     np.testing.assert_array_equal(three, per_layer.predict(x[:3]))
     if mode == "dynamic":  # one row's pair per row: the same bits at any batch size
         np.testing.assert_array_equal(np.concatenate(rows), per_layer.predict(x))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_runtime_chain_on_1_2_3_threads_same_bits(tmp_path, mode):
+    """The batch-1 plan of a quantized MLP loaded with threads=1, 2, 3: one compiled call,
+    split over the threads when a layer has >= QCHAIN_SPLIT_MIN multiply-adds, with the
+    same bits at every count and as the per-layer path; close to the NumPy twin (the
+    reference backend's runtime, to float rounding of the fused epilogue)."""
+    from lepton_nn.backend import use_backend
+    from lepton_nn.compress import quantize
+
+    rng = np.random.default_rng(8)
+    sizes = (300, 512, 64, 10)  # 153,600 and 32,768 and 640 multiply-adds
+    x = rng.standard_normal((6, sizes[0])).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(sizes, seed=2), x, mode), path)
+    got = {}
+    for t in (1, 2, 3):
+        m = rt.load(path, threads=t)
+        (fn, args, _), *rest = m.plan_for(1).head
+        assert fn.__name__ == "qdense_chain_forward" and rest == []
+        assert args[0].threads == t  # the joined chain: its largest layer decides
+        got[t] = [m.predict(x[i : i + 1]) for i in range(len(x))]
+    for t in (2, 3):
+        np.testing.assert_array_equal(np.concatenate(got[t]), np.concatenate(got[1]))
+    with use_backend("reference"):
+        twin = rt.load(path)
+        want = np.concatenate([twin.predict(x[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(np.concatenate(got[2]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_small_chain_stays_on_one_thread(tmp_path):
+    from lepton_nn.compress import quantize
+
+    x = np.random.default_rng(9).standard_normal((4, 64)).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(), x, "dynamic"), path)  # 64-48-24-5: far below QCHAIN_SPLIT_MIN
+    (fn, args, _), *rest = rt.load(path, threads=2).plan_for(1).head
+    assert rest == [] and args[0].threads == 1
+
+
+def test_one_call_plan_keeps_predicts_contract(tmp_path):
+    """predict() on the one-call batch-1 plan at 2 threads: each result is a fresh array,
+    bad input gives its clear error, other dtypes and layouts are converted."""
+    from lepton_nn.compress import quantize
+    from lepton_nn.errors import DataError, ShapeError
+
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 64)).astype(np.float32)
+    path = tmp_path / "q.lnn"
+    L.save(quantize(_mlp(), x, "dynamic"), path)
+    m = rt.load(path, threads=2)
+    assert [f.__name__ for f, *_ in m.plan_for(1).head] == ["qdense_chain_forward"]
+    a = m.predict(x[:1])
+    b = m.predict(x[1:])
+    assert a is not b and not np.shares_memory(a, b)
+    assert not np.shares_memory(a, m.plan_for(1).out)
+    a_bits = a.copy()
+    m.predict(x[1:])
+    np.testing.assert_array_equal(a, a_bits)  # not overwritten by the next call
+    np.testing.assert_array_equal(m.predict(x[:1].astype(np.float64)), a_bits)
+    np.testing.assert_array_equal(m.predict(np.asfortranarray(x[:1])), a_bits)
+    np.testing.assert_array_equal(m.predict(x[:1].tolist()), a_bits)
+    bad = x[:1].copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(DataError, match="inf or NaN"):
+        m.predict(bad)
+    with pytest.raises(ShapeError, match="expected input of shape"):
+        m.predict(x[:1, :10])
+    np.testing.assert_array_equal(m.predict(x)[1:], m.predict(x[1:]))  # another plan, then back
+    np.testing.assert_array_equal(m.predict(x[:1]), a_bits)

@@ -217,11 +217,11 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
     const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2;
     if (p->M <= QG_GEMV_ROWS && p->cs) { /* a few rows: one pass over W each */
         uint8_t *ua = (uint8_t *)malloc((size_t)(2 * Kp));
-        if (ua) {
+        if (ua) { /* without its scratch, the tile kernel below gives the same bits */
             for (int64_t m = 0; m < p->M; m++) qv_gemv_avx2(p, m, nb_lo, nb_hi, ua, ua + Kp);
             free(ua);
+            return;
         }
-        return;
     }
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;

@@ -10,10 +10,26 @@
  * i.e. exactly quantize_rows + qlinear per layer, with no Python in between and the
  * scratch (q, the rows' scale and zero point) allocated once by the caller.
  *
- * The product: on the AVX2 path the signed-activation GEMV of qgemm_avx2.h (qv_gemv_avx2,
- * called here with the chain's scratch, one row after another); on the VNNI / AMX paths
- * qg_run (their tile kernels: an exact u8 x s8 instruction, at M = 1 already one pass over
- * W). Either gives qlinear's bits, on every ISA. */
+ * The product, on the AVX2 path: the signed-activation GEMV of qgemm_avx2.h (qv_tile; its
+ * comment has the exactness argument: |a'| (w ^ m) never saturates vpmaddubsw's int16 pairs,
+ * for every int8 weight, -128 included), with each row's |a'|, sign mask and C prepared once
+ * per layer here (qv_prep_row) and the columns cut into units spread over threads (below).
+ *
+ * Cost model (Zen 3): per ymm of weights (8 columns x 4 k) a load and 4 vector uops (vpxor,
+ * vpmaddubsw, vpmaddwd, vpaddd; 2 of them on the two multiply pipes): ~1 cycle per 32
+ * multiply-adds = 32 bytes of W, about what L2 delivers per cycle; measured ~1.15. The
+ * 784-512-256-10 layers (535k multiply-adds with N padded to 16) need >= ~16.7k cycles.
+ * Columns run 64 at a time (8 accumulators, 4 sequential 64-byte streams of W); within those,
+ * rows one after another (each re-reads the 64 columns' W from L1/L2: the chain is meant for a
+ * few rows at most). Measured on one Zen 3 core (thread CPU time, C harness): the tile loop
+ * 1.2 cycles per 32 weight bytes with W in L1 or L2, 1.4 from L3; the whole 784-512-256-10
+ * chain ~8.8 us (6.0 + 2.0 + 0.2 us for its layers alone, the rest mostly its 537 KB of W
+ * overflowing the 512 KB L2; quantize, sign split and epilogue ~0.5 us). Split over 2 cores
+ * (below) each core keeps its ~270 KB share in its own L2.
+ *
+ * Only the AVX2 path uses this GEMV (the VNNI / AMX paths have an exact u8 x s8 instruction
+ * and keep qg_run, which at M = 1 is already one pass over W); every other case runs qg_run,
+ * so the chain gives qlinear's bits on every ISA. */
 #ifndef LEPTON_QGEMV_H
 #define LEPTON_QGEMV_H
 
@@ -27,46 +43,265 @@ typedef struct {
     const int32_t *fixed_zp;
 } qv_layer;
 
-/* Bytes of scratch qv_chain needs for m rows of layers whose widest input is kmax:
- * q (m kmax) + ua, ma (2 (kmax + 3)), 4-byte aligned pieces; plus m scales and zero points. */
-static inline int64_t qv_scratch_bytes(int64_t m, int64_t kmax) {
-    return ((m * kmax + 3) & ~(int64_t)3) + 2 * qg_kp(kmax) + 8 * m;
+#if LA_X86
+/* Row r of a layer, prepared for qgemm_avx2.h's qv_tile: from its uint8 activations a (K bytes), ua = |a'|
+ * and ma = the sign mask (Kp bytes each, zero past K); returns C = sum min(a', 0). */
+__attribute__((target("avx2,fma"))) static int32_t qv_prep_row(const uint8_t *a, int64_t K,
+                                                               uint8_t *ua, uint8_t *ma) {
+    const int64_t Kp = qg_kp(K);
+    /* NumPy: s = (q - 128).astype(int8) (q ^ 0x80); ua = |s| as uint8; ma = 0xFF where s < 0;
+     * C = s[s < 0].sum(); zero for k >= K */
+    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    __m256i neg = zero; /* sum of |s| where s < 0, in 4 uint64 lanes */
+    int64_t k = 0, c = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m256i s = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + k)), flip);
+        const __m256i u = _mm256_abs_epi8(s), mk = _mm256_cmpgt_epi8(zero, s);
+        _mm256_storeu_si256((__m256i *)(ua + k), u);
+        _mm256_storeu_si256((__m256i *)(ma + k), mk);
+        neg = _mm256_add_epi64(neg, _mm256_sad_epu8(_mm256_and_si256(u, mk), zero));
+    }
+    for (; k < Kp; k++) {
+        const int s = k < K ? (int)a[k] - 128 : 0; /* q - 128 */
+        ua[k] = (uint8_t)(s < 0 ? -s : s);
+        ma[k] = s < 0 ? 0xFF : 0;
+        c += s < 0 ? s : 0;
+    }
+    int64_t nb4[4];
+    memcpy(nb4, &neg, sizeof nb4);
+    return (int32_t)(c - (nb4[0] + nb4[1] + nb4[2] + nb4[3]));
 }
 
-/* The chain: layer l reads h (m, K_l) (x for l = 0, outs[l - 1] after) and writes outs[l]
- * (m, N_l) = qlinear(quantize_rows(h)). scratch: qv_scratch_bytes(m, max K_l), 4-byte
- * aligned. */
-static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
-                     float *const *outs, uint8_t *scratch, int64_t kmax) {
-    uint8_t *q = scratch;
-    uint8_t *ua = q + ((m * kmax + 3) & ~(int64_t)3), *ma = ua + qg_kp(kmax);
-    float *scale = (float *)(ma + qg_kp(kmax));
-    int32_t *zp = (int32_t *)(scale + m);
-    const float *h = x;
-    for (int64_t l = 0; l < layers; l++) {
-        qg_args p = ls[l].g;
-        const int fixed = ls[l].fixed_scale != NULL;
-        /* NumPy: q, s, zp = quantize_rows(h)  (the static pair: one for the whole tensor) */
-        const float *s = fixed ? ls[l].fixed_scale : scale;
-        const int32_t *z = fixed ? ls[l].fixed_zp : zp;
-        qg_quantize_u8(h, m, p.K, !fixed, fixed, q, (float *)s, (int32_t *)z);
-        p.a = q;
-        p.M = m;
-        p.a_signed = 0;
-        p.xs = s;
-        p.xs_step = fixed ? 0 : 1;
-        p.zp = z;
-        p.zp_step = fixed ? 0 : 1;
-        p.outf = outs[l];
-        p.outi = NULL;
-        /* NumPy: outs[l] = act(((q - zp) @ w_q.T) * (s * w_scale) + bias) */
-#if LA_X86
-        if (qg_active == QG_AVX2 && p.K > 0) {
-            for (int64_t r = 0; r < m; r++) qv_gemv_avx2(&p, r, 0, (p.N + 15) >> 4, ua, ma);
-        } else
+/* Columns [16 lo, 16 hi) of row r (hi - lo <= 4), ua / ma / c from qv_prep_row. */
+__attribute__((target("avx2,fma"))) static void qv_gemv_cols(const qg_args *p, int64_t r,
+                                                             int64_t lo, int64_t hi,
+                                                             const uint8_t *ua, const uint8_t *ma,
+                                                             int32_t c) {
+    const int32_t off = qg_off(p, r) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
+    const float xs = p->xs[r * p->xs_step];
+    switch (hi - lo) {
+    case 4: qv_tile(p, r, lo, 4, ua, ma, c, off, xs); break;
+    case 3: qv_tile(p, r, lo, 3, ua, ma, c, off, xs); break;
+    case 2: qv_tile(p, r, lo, 2, ua, ma, c, off, xs); break;
+    case 1: qv_tile(p, r, lo, 1, ua, ma, c, off, xs); break;
+    default: break;
+    }
+}
 #endif
-            qg_run(&p, 1);
-        h = outs[l];
+
+/* ---- the chain, its layers' columns cut into units spread over `parts` threads ----------
+ *
+ * A unit is QV_UNIT_NB 16-column blocks of one layer (the GEMV's 64-column tile) for every
+ * row, or, for a layer on the tile kernel (qg_run's path), a 1 / parts share of its blocks.
+ * Part t owns the units [U t / P, U (t + 1) / P) of each layer (U units, P parts): a thread
+ * runs its own first, then takes what is left of the others', each claim one atomic add on
+ * that part's counter, so at batch 1 each core keeps re-reading the same ~1 / P of the
+ * weights (its L2) and a late or preempted thread just gets less. Before layer l a thread
+ * waits until every unit of layer l - 1 is done (their outputs are its input: the per-layer
+ * barrier), then quantizes that input itself (each thread its own copy: the same bits, and
+ * no second barrier). A thread that finds no unit of a layer left skips it without waiting.
+ * Waits only ever are for claimed units, which their threads finish without waiting, so a
+ * job whose tasks run one after another on one thread (a busy pool) finishes too. Every
+ * output is computed by the same code whichever thread claims it: the same bits at any P.
+ *
+ * This barrier lives here, in the job's own counters, on plain lnn_parallel (one job, P
+ * tasks: task t is part t). */
+#define QV_UNIT_NB 4
+#if defined(__GNUC__) && (defined(__unix__) || defined(__APPLE__))
+#define QV_THREADS 1
+#include <sched.h>
+#else
+#define QV_THREADS 0 /* no atomics builtins: one part */
+#endif
+
+typedef struct {
+    const qv_layer *ls;
+    int64_t layers, m, kmax;
+    const float *x;
+    float *const *outs;
+    uint8_t *parts_scratch; /* parts x part_bytes */
+    int64_t part_bytes;
+    int parts;
+    int64_t *next;  /* next[t * stride + l]: units of part t's share of layer l claimed */
+    int64_t stride; /* layers rounded up to 8 (a 64-byte line per part) */
+    int64_t *done;  /* done[l]: units of layer l finished */
+    int64_t *units; /* units[l], and unb[l] = units[layers + l]: blocks per unit */
+} qv_job;
+
+/* One part's state for its current layer. */
+typedef struct {
+    qg_args p;
+    int gemv;
+    uint8_t *ua, *ma; /* m rows of Kp bytes */
+    int32_t *c;       /* m */
+    int64_t unb;
+} qv_cur;
+
+static inline int64_t qv_al64(int64_t n) { return (n + 63) & ~(int64_t)63; }
+
+/* Bytes of one part's scratch: q (m kmax), ua, ma (m Kp each), scale, zero point, C (m). */
+static inline int64_t qv_part_bytes(int64_t m, int64_t kmax) {
+    return qv_al64(m * kmax) + 2 * qv_al64(m * qg_kp(kmax)) + 3 * qv_al64(4 * m);
+}
+
+/* Bytes of scratch qv_chain needs: 64 (alignment), every part's, the counters. */
+static inline int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts) {
+    const int64_t stride = (layers + 7) & ~(int64_t)7;
+    return 64 + parts * qv_part_bytes(m, kmax) + 8 * (parts * stride + 3 * stride);
+}
+
+/* Quantize layer l's input into part t's scratch and set cur up for its units. */
+static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
+    const int64_t m = j->m;
+    uint8_t *q = j->parts_scratch + t * j->part_bytes;
+    uint8_t *ua = q + qv_al64(m * j->kmax), *ma = ua + qv_al64(m * qg_kp(j->kmax));
+    float *scale = (float *)(ma + qv_al64(m * qg_kp(j->kmax)));
+    int32_t *zp = (int32_t *)((uint8_t *)scale + qv_al64(4 * m));
+    int32_t *c = (int32_t *)((uint8_t *)zp + qv_al64(4 * m));
+    const float *h = l ? j->outs[l - 1] : j->x;
+    qg_args *p = &cur->p;
+    *p = j->ls[l].g;
+    const int fixed = j->ls[l].fixed_scale != NULL;
+    /* NumPy: q, s, zp = quantize_rows(h)  (the static pair: one for the whole tensor) */
+    const float *s = fixed ? j->ls[l].fixed_scale : scale;
+    const int32_t *z = fixed ? j->ls[l].fixed_zp : zp;
+    qg_quantize_u8(h, m, p->K, !fixed, fixed, q, (float *)s, (int32_t *)z);
+    p->a = q;
+    p->M = m;
+    p->a_signed = 0;
+    p->xs = s;
+    p->xs_step = fixed ? 0 : 1;
+    p->zp = z;
+    p->zp_step = fixed ? 0 : 1;
+    p->outf = j->outs[l];
+    p->outi = NULL;
+    cur->ua = ua;
+    cur->ma = ma;
+    cur->c = c;
+    cur->unb = j->units[j->layers + l];
+    cur->gemv = 0;
+#if LA_X86
+    cur->gemv = qg_active == QG_AVX2 && p->K > 0;
+    if (cur->gemv) {
+        const int64_t Kp = qg_kp(p->K);
+        for (int64_t r = 0; r < m; r++) c[r] = qv_prep_row(q + r * p->K, p->K, ua + r * Kp, ma + r * Kp);
+    }
+#endif
+}
+
+/* NumPy: outs[l][:, cols] = act(((q - zp) @ w_q[cols].T) * (s * w_scale[cols]) + bias[cols])
+ * for unit u's columns of the current layer */
+static void qv_unit(const qv_cur *cur, int64_t u) {
+    const qg_args *p = &cur->p;
+    const int64_t NB = (p->N + 15) >> 4, lo = u * cur->unb;
+    const int64_t hi = lo + cur->unb < NB ? lo + cur->unb : NB;
+#if LA_X86
+    if (cur->gemv) {
+        const int64_t Kp = qg_kp(p->K);
+        for (int64_t r = 0; r < p->M; r++)
+            qv_gemv_cols(p, r, lo, hi, cur->ua + r * Kp, cur->ma + r * Kp, cur->c[r]);
+        return;
+    }
+#endif
+    (p->K == 0 ? qg_run_portable : qg_impl[qg_active])(p, lo, hi);
+}
+
+#if QV_THREADS
+static inline void qv_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* whether any part's share of layer l still has an unclaimed unit */
+static int qv_left(const qv_job *j, int64_t l) {
+    const int64_t U = j->units[l];
+    for (int b = 0; b < j->parts; b++) {
+        const int64_t n = U * (b + 1) / j->parts - U * b / j->parts;
+        if (__atomic_load_n(&j->next[b * j->stride + l], __ATOMIC_RELAXED) < n) return 1;
+    }
+    return 0;
+}
+
+/* Part t: every layer, its own units first, then the others' (see above). */
+static int qv_task(void *ctx, ptrdiff_t task) {
+    const qv_job *j = (const qv_job *)ctx;
+    const int t = (int)task, P = j->parts;
+    qv_cur cur;
+    for (int64_t l = 0; l < j->layers; l++) {
+        if (!qv_left(j, l)) continue;
+        if (l > 0) /* the barrier: layer l - 1's outputs all written */
+            for (long spin = 1; __atomic_load_n(&j->done[l - 1], __ATOMIC_ACQUIRE) < j->units[l - 1];
+                 spin++) {
+                qv_relax();
+                if (!(spin & 255)) sched_yield(); /* a preempted claimer may need this core */
+            }
+        qv_prep(j, t, l, &cur);
+        const int64_t U = j->units[l];
+        for (int i = 0; i < P; i++) {
+            const int b = (t + i) % P;
+            const int64_t lo = U * b / P, n = U * (b + 1) / P - lo;
+            for (;;) {
+                const int64_t k = __atomic_fetch_add(&j->next[b * j->stride + l], 1, __ATOMIC_RELAXED);
+                if (k >= n) break;
+                qv_unit(&cur, lo + k);
+                __atomic_fetch_add(&j->done[l], 1, __ATOMIC_RELEASE);
+            }
+        }
+    }
+    return 0;
+}
+#endif
+
+/* The chain: layer l reads h (m, K_l) (x for l = 0, outs[l - 1] after) and writes outs[l]
+ * (m, N_l) = qlinear(quantize_rows(h)), on up to `parts` threads of the shared pool.
+ * scratch: qv_scratch_bytes(m, kmax, layers, parts) bytes, any alignment. */
+static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                     float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
+    if (m == 0) return;
+#if !QV_THREADS
+    parts = 1;
+#endif
+    qv_job j;
+    j.ls = ls;
+    j.layers = layers;
+    j.m = m;
+    j.kmax = kmax;
+    j.x = x;
+    j.outs = outs;
+    j.parts = parts < 1 ? 1 : parts;
+    j.part_bytes = qv_part_bytes(m, kmax);
+    j.parts_scratch = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    j.stride = (layers + 7) & ~(int64_t)7;
+    j.next = (int64_t *)(j.parts_scratch + j.parts * j.part_bytes);
+    j.done = j.next + j.parts * j.stride;
+    j.units = j.done + j.stride;
+    for (int64_t l = 0; l < layers; l++) {
+        const int64_t NB = (ls[l].g.N + 15) >> 4;
+        int64_t unb = QV_UNIT_NB; /* the GEMV: 64 columns a unit */
+#if LA_X86
+        const int gemv = qg_active == QG_AVX2 && ls[l].g.K > 0;
+#else
+        const int gemv = 0;
+#endif
+        if (!gemv) /* the tile kernel: one even share of the blocks per part */
+            unb = ((NB + j.parts - 1) / j.parts + 1) & ~(int64_t)1;
+        if (unb < 1) unb = 1;
+        j.units[l] = (NB + unb - 1) / unb;
+        j.units[layers + l] = unb;
+        j.done[l] = 0;
+        for (int b = 0; b < j.parts; b++) j.next[b * j.stride + l] = 0;
+    }
+#if QV_THREADS
+    if (j.parts > 1) {
+        lnn_parallel(qv_task, &j, j.parts, j.parts);
+        return;
+    }
+#endif
+    qv_cur cur;
+    for (int64_t l = 0; l < layers; l++) {
+        qv_prep(&j, 0, l, &cur);
+        for (int64_t u = 0; u < j.units[l]; u++) qv_unit(&cur, u);
     }
 }
 

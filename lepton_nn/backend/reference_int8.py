@@ -22,6 +22,7 @@ class QChain(NamedTuple):
     m: int  # rows
     k: int  # features in
     widths: tuple  # N per layer
+    threads: int = 1  # the compiled twin splits each layer's columns over them
 
 
 class Int8Twins:
@@ -101,15 +102,16 @@ class Int8Twins:
         s = np.asarray(x_scale, np.float32).reshape(-1, 1) * w_scale  # (1 or M, N)
         return self.bias_act_forward(acc.astype(np.float32) * s, bias, act, out)
 
-    def qdense_chain_prepare(self, specs, m, k):
+    def qdense_chain_prepare(self, specs, m, k, threads=1):
         """int8 Dense layers for :meth:`qdense_chain_forward`: ``specs`` one (w_packed,
         w_scale, w_col_sums, bias, act, x_scale, x_zero_point) per layer, as qlinear takes
         them, with x_scale / x_zero_point None (dynamic: each row quantized with its own
         pair) or float32 / int32 (1,) (static: the calibrated pair); ``m`` rows of ``k``
-        features in. Returns a :class:`QChain` (the compiled twin: an object with the same
-        ``specs``, ``m``, ``k``, ``widths``, holding its scratch)."""
+        features in; ``threads``: the compiled twin splits each layer's columns over that
+        many threads (the same bits). Returns a :class:`QChain` (the compiled twin: an object
+        with the same ``specs``, ``m``, ``k``, ``widths``, ``threads``, holding its scratch)."""
         specs = tuple(specs)
-        return QChain(specs, m, k, tuple(s[1].shape[0] for s in specs))
+        return QChain(specs, m, k, tuple(s[1].shape[0] for s in specs), int(threads))
 
     def qdense_chain_forward(self, x, chain, outs):
         """int8 Dense layers one after the other: h = x; for each layer l,

@@ -408,7 +408,7 @@ def _own_intermediates(op: Op, arena) -> Op:
 def _join_int8_chains(ops: list[Op]) -> list[Op]:
     """Adjacent ``qdense_chain_forward`` calls, each reading the previous one's output, as
     one call over all their layers (prepared again as one chain: the same computations in
-    the same order, every output still written)."""
+    the same order, every output still written; on the most threads any of them was given)."""
     k = kernels()
     out: list[Op] = []
     for fn, args in ops:
@@ -420,7 +420,8 @@ def _join_int8_chains(ops: list[Op]) -> list[Op]:
             and args[0] is prev[1][2][-1]
         ):
             x, first, outs = prev[1]
-            chain = k.qdense_chain_prepare(first.specs + args[1].specs, first.m, first.k)
+            threads = max(first.threads, args[1].threads)
+            chain = k.qdense_chain_prepare(first.specs + args[1].specs, first.m, first.k, threads)
             out[-1] = (fn, (x, chain, outs + args[2]))
         else:
             out.append((fn, args))
@@ -494,9 +495,10 @@ class Network(Record):
         # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
         hold = threads > 1 and any(blas_in_threads(op) for op in ops)
         # the pool's workers may be asleep (their cores halted): wake them as the run starts,
-        # so that they are back by its first parallel region
+        # so that they are back by its first parallel region (a plan that starts with one
+        # wakes them as early itself: its job's post does)
         wake = native_pool_wake()
-        if wake is not None and any(on_pool(op) for op in ops):
+        if wake is not None and ops and not on_pool(ops[0]) and any(map(on_pool, ops)):
             ops.insert(0, (wake, ()))
         pool = ctx.pool
         memory = {"peak_bytes": pool.peak_bytes, "requested_bytes": pool.requested_bytes,

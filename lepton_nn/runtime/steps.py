@@ -51,6 +51,10 @@ PARALLEL_MIN_ROWS = 64
 #: int8 Dense layers up to this many rows run as one compiled ``qdense_chain_forward`` (row
 #: by row through its GEMV on AVX2; neighbouring layers joined into one call by the plan).
 QCHAIN_MAX_ROWS = 4
+#: ... and their columns are split over the plan's threads from this many multiply-adds in a
+#: layer (rows x K x N; a joined chain takes its largest layer's count): below, the barrier
+#: after each layer costs more than half of it (~0.2 us against ~1 us for 2**17 on one core)
+QCHAIN_SPLIT_MIN = 1 << 17
 #: a recurrent layer's float input product is computed this many bytes of output at a time
 XZ_CHUNK_BYTES = 1 << 19
 
@@ -327,7 +331,9 @@ class Int8DenseStep:
             if type(k).qdense_chain_forward is not ReferenceBackend.qdense_chain_forward:
                 # one compiled call (quantize, product, epilogue); Network.plan joins neighbours
                 out = out_buffer(ctx, (n, self.n_out), np.float32)
-                prepared = k.qdense_chain_prepare((self.spec(),), n, self.n_in)
+                big = n * self.n_in * self.n_out >= QCHAIN_SPLIT_MIN
+                threads = ctx.threads if big else 1
+                prepared = k.qdense_chain_prepare((self.spec(),), n, self.n_in, threads)
                 return [(chain, (src, prepared, (out,)))], out
         xq = out_buffer(ctx, (n, self.n_in), np.uint8)
         out = out_buffer(ctx, (n, self.n_out), np.float32)
@@ -732,6 +738,8 @@ def on_pool(op: Op) -> bool:
         return args[-1] > 1
     if _runs(fn, k, "dense_packed_forward"):
         return len(args) > 5 and args[5] > 1
+    if _runs(fn, k, "qdense_chain_forward"):
+        return args[1].threads > 1
     return _runs(fn, k, "qlinear") and len(args) > 9 and args[9] > 1
 
 
