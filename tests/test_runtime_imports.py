@@ -196,11 +196,16 @@ def test_load_and_predict_import_only_the_kernel_modules_the_plan_runs(tmp_path,
         model(np.zeros(shape, np.float32))
     path = str(tmp_path / f"{kind}.lnn")
     io.save(model, path)
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # the child imports the lepton_nn this process runs (installed, with its compiled kernels,
+    # or the built source tree), not whatever the checkout's folder holds
+    import lepton_nn
+
+    home = os.path.dirname(os.path.dirname(os.path.abspath(lepton_nn.__file__)))
+    env = {**os.environ, "PYTHONPATH": home + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("LEPTON_BACKEND", None)
     out = subprocess.run(
         [sys.executable, "-c", _KERNELS_PROBE, path, json.dumps(shape)], capture_output=True,
-        text=True, cwd=ROOT, env=env, check=True, timeout=120,
+        text=True, cwd=str(tmp_path), env=env, check=True, timeout=120,
     )  # fmt: skip
     loaded = set(json.loads(out.stdout))
     assert "lepton_nn.kernels._dense" in loaded
