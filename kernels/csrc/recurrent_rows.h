@@ -17,8 +17,9 @@
  * summed in registers and turned into its states there. Rows are independent through the
  * whole sequence: threads split the batch into row ranges, one call each, with no barrier,
  * and every row's arithmetic is the same whatever the range, so any split gives the same
- * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (2, B, U);
- * x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
+ * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (C, B, U)
+ * likewise; x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
+ * Training (lepton_nn/ops/recurrent.py) keeps every state and each step's gates as well.
  * Cells: 0 LSTM (G = 4: i, f, g, o), 1 GRU (G = 3: z, r, n; reset after the product),
  * 2 SimpleRNN (G = 1). Float32 on AVX2 + FMA only (the gate math of recurrent_simd.h):
  * elsewhere (float64, other CPUs) the backend runs the NumPy twin, whose BLAS products and
@@ -38,8 +39,8 @@
 static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const float *wp,
                                           ptrdiff_t kx, ptrdiff_t u, const float *xs,
                                           const float *hp, float *hq, const float *cp, float *cq,
-                                          const float *ms, ptrdiff_t i0, ptrdiff_t blk,
-                                          __m256i lanes, int partial)
+                                          const float *ms, float *gq, ptrdiff_t i0,
+                                          ptrdiff_t blk, __m256i lanes, int partial)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G, W = G * LNN_RV;
     __m256 acc[4][4];
@@ -85,6 +86,13 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
             const __m256 cpv = partial ? _mm256_maskload_ps(cp + o, lanes) : _mm256_loadu_ps(cp + o);
             const __m256 iv = lnn_rr_sigmoid(acc[r][0]), fv = lnn_rr_sigmoid(acc[r][1]);
             const __m256 gv = lnn_rr_tanh(acc[r][2]), ov = lnn_rr_sigmoid(acc[r][3]);
+            if (gq) { /* training: the gates [i, f, g, o] of this step, for the backward */
+                float *gr = gq + (i0 + r) * 4 * u + j0;
+                LNN_RR_STORE(gr, iv);
+                LNN_RR_STORE(gr + u, fv);
+                LNN_RR_STORE(gr + 2 * u, gv);
+                LNN_RR_STORE(gr + 3 * u, ov);
+            }
             __m256 cv = _mm256_fmadd_ps(fv, cpv, _mm256_mul_ps(iv, gv));
             hv = _mm256_mul_ps(ov, lnn_rr_tanh(cv));
             if (keep) cv = cpv;
@@ -93,6 +101,13 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
         } else if (cell == 1) { /* n = tanh(z_n + r a_n);  h = (1 - z) n + z h' = n + z (h' - n) */
             const __m256 zv = lnn_rr_sigmoid(acc[r][0]), rv = lnn_rr_sigmoid(acc[r][1]);
             const __m256 nv = lnn_rr_tanh(_mm256_fmadd_ps(rv, acc[r][3], acc[r][2]));
+            if (gq) { /* training: the gates [z, r, n, a_n] of this step */
+                float *gr = gq + (i0 + r) * 4 * u + j0;
+                LNN_RR_STORE(gr, zv);
+                LNN_RR_STORE(gr + u, rv);
+                LNN_RR_STORE(gr + 2 * u, nv);
+                LNN_RR_STORE(gr + 3 * u, acc[r][3]);
+            }
             hv = _mm256_fmadd_ps(zv, _mm256_sub_ps(hold, nv), nv);
         } else { /* h = tanh(z) */
             hv = lnn_rr_tanh(acc[r][0]);
@@ -106,10 +121,10 @@ static inline LNN_RR_TI void lnn_rr_tile(const int cell, const int R, const floa
 /* One cell's steps for rows r0 .. r1-1 (see the top of this file), float32, AVX2 + FMA. */
 static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const float *x,
                                               const float *wp, float *h, float *c,
-                                              const float *mask, ptrdiff_t b, ptrdiff_t kx,
-                                              ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn,
-                                              ptrdiff_t r0, ptrdiff_t r1, int reverse,
-                                              ptrdiff_t kp)
+                                              const float *mask, float *gates, ptrdiff_t b,
+                                              ptrdiff_t kx, ptrdiff_t u, ptrdiff_t t,
+                                              ptrdiff_t hn, ptrdiff_t cn, ptrdiff_t r0,
+                                              ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1);
     const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
@@ -118,43 +133,49 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     for (ptrdiff_t i = 0; i < t; i++) {
         const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
-        const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
-        float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
+        const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % cn) * bu : NULL;
+        float *hq = h + (q % hn) * bu, *cq = c ? c + (q % cn) * bu : NULL;
         const float *xs = x + s * b * kx, *ms = mask ? mask + s * b : NULL;
+        float *gq = gates ? gates + s * 4 * bu : NULL;
         for (ptrdiff_t blk = 0; blk < nb; blk++) {
             const float *wb = wp + blk * kp * G * LNN_RV;
             const int partial = blk == nb - 1 && rest < LNN_RV;
             ptrdiff_t i0 = r0;
             for (; i0 + R <= r1; i0 += R)
-                lnn_rr_tile(cell, R, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
+                lnn_rr_tile(cell, R, wb, kx, u, xs, hp, hq, cp, cq, ms, gq, i0, blk, lanes,
+                            partial);
             for (; i0 < r1; i0++) /* the rows left: one at a time, the same arithmetic */
-                lnn_rr_tile(cell, 1, wb, kx, u, xs, hp, hq, cp, cq, ms, i0, blk, lanes, partial);
+                lnn_rr_tile(cell, 1, wb, kx, u, xs, hp, hq, cp, cq, ms, gq, i0, blk, lanes,
+                            partial);
         }
     }
 }
 
 static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h, float *c,
-                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                      int reverse, ptrdiff_t kp)
+                                      const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                      ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                      ptrdiff_t r0, ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, reverse,
+                    kp);
 }
 
 static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
-                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     int reverse, ptrdiff_t kp)
+                                     const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                     ptrdiff_t r0, ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, reverse,
+                    kp);
 }
 
 static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
-                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     int reverse, ptrdiff_t kp)
+                                     const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                     ptrdiff_t r0, ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(2, 4, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    lnn_rr_run_avx2(2, 4, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, reverse,
+                    kp);
 }
 
 #endif
@@ -170,19 +191,23 @@ static int lnn_rec_rows_available(void)
 }
 
 /* The entry point (see the top of this file); only where lnn_rec_rows_available().
- * kp: the packed rows per block (1 + F + U, GRU one more). */
+ * kp: the packed rows per block (1 + F + U, GRU one more); cn: the c slots (2 alternate);
+ * gates: (T, B, 4 U) or NULL, for training: each step's activated gates (LSTM [i, f, g, o],
+ * GRU [z, r, n, a_n], as the step kernels save them; not for SimpleRNN). */
 static void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
-                                 const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                 ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                 int reverse, ptrdiff_t kp)
+                                 const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                 ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                 ptrdiff_t r0, ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
 #if LNN_RR_AVX2
-    if (cell == 0) lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-    else if (cell == 1) lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
-    else lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, reverse, kp);
+    if (cell == 0)
+        lnn_rr_lstm_avx2(x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, reverse, kp);
+    else if (cell == 1)
+        lnn_rr_gru_avx2(x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, reverse, kp);
+    else lnn_rr_rnn_avx2(x, wp, h, c, mask, NULL, b, kx, u, t, hn, cn, r0, r1, reverse, kp);
 #else
-    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)b, (void)kx, (void)u;
-    (void)t, (void)hn, (void)r0, (void)r1, (void)reverse, (void)kp;
+    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)gates, (void)b, (void)kx;
+    (void)u, (void)t, (void)hn, (void)cn, (void)r0, (void)r1, (void)reverse, (void)kp;
 #endif
 }
 

@@ -109,22 +109,45 @@ def _gemm_kernel(self, a, ta, b, tb, out=None):
     return _gemm.gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
 
 
-def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
+def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse, gates=None):
     """The compiled ``recurrent_rows_forward`` for float32 on AVX2 + FMA; elsewhere its twin
     (BLAS products and the compiled step kernels: faster there than a plain C loop)."""
     if h.dtype == np.float32 and _recurrent.rows_available():
-        return _recurrent.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
+        return _recurrent.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse,
+                                                 gates)  # fmt: skip
     return ReferenceBackend.recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1,
-                                                   reverse)  # fmt: skip
+                                                   reverse, gates)  # fmt: skip
 
 
-def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
+def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads,
+                            gates=None):  # fmt: skip
     """The compiled ranges on the shared native pool where the compiled kernel runs."""
     if h.dtype == np.float32 and _recurrent.rows_available():
         return _recurrent.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse,
-                                                 threads)  # fmt: skip
+                                                 threads, gates)  # fmt: skip
     return ReferenceBackend.recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds,
-                                                   reverse, threads)  # fmt: skip
+                                                   reverse, threads, gates)  # fmt: skip
+
+
+def _lstm_back_threads(self, gy, gates, c, w_back, mask, dh, dc, dz, bounds, reverse, threads):
+    """The compiled ``lstm_rows_backward`` ranges on the shared native pool for float32 on
+    AVX2 + FMA (kernels/csrc/recurrent_back.h); elsewhere its twin."""
+    if dz.dtype == np.float32 and _recurrent.back_available():
+        return _recurrent.lstm_back_threads(gy, gates, c, w_back, mask, dh, dc, dz, bounds,
+                                            reverse, threads)  # fmt: skip
+    return ReferenceBackend.lstm_back_threads(self, gy, gates, c, w_back, mask, dh, dc, dz,
+                                              bounds, reverse, threads)  # fmt: skip
+
+
+def _lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0, r1, reverse):
+    """The compiled ``lstm_rows_backward`` where it runs (one range of rows of
+    :func:`_lstm_back_threads`, on the calling thread); elsewhere its twin."""
+    if dz.dtype == np.float32 and _recurrent.back_available():
+        bounds = np.array([r0, r1], np.int64)
+        return _recurrent.lstm_back_threads(gy, gates, c, w_back, mask, dh, dc, dz, bounds,
+                                            reverse, 1)  # fmt: skip
+    return ReferenceBackend.lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0,
+                                               r1, reverse)  # fmt: skip
 
 
 def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
@@ -246,3 +269,6 @@ class CythonBackend(ReferenceBackend):
             recurrent_q8_threads = _recurrent_q8_threads
         if hasattr(_recurrent, "recurrent_rows_threads"):
             recurrent_rows_threads = _recurrent_rows_threads
+        if hasattr(_recurrent, "back_available"):
+            lstm_back_threads = _lstm_back_threads
+            lstm_rows_backward = _lstm_rows_backward
