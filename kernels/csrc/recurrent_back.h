@@ -38,7 +38,7 @@ static inline LNN_RR_TI void lnn_rb_tile(const int R, const int NBT, const float
                                           ptrdiff_t blk)
 {
     const ptrdiff_t gu = 4 * u;
-    __m256 acc[3][2];
+    __m256 acc[4][2];
     LNN_RR_UNROLL
     for (int r = 0; r < R; r++)
         LNN_RR_UNROLL
@@ -112,8 +112,23 @@ static inline LNN_RR_TI void lnn_rb_tile(const int R, const int NBT, const float
     }
 }
 
-/* One pass over all unit blocks (pairs, then a last single one) and row tiles of 3, then
- * the rows left one at a time (the same arithmetic per row and unit). */
+/* The row tiles of one block group: 4 rows at a time (8 accumulators for 2 blocks: enough
+ * independent FMA chains to cover their latency), then 2, then 1 (the same arithmetic per
+ * row and unit whatever the tile). */
+#define LNN_RB_ROWS(NBT)                                                                         \
+    do {                                                                                         \
+        ptrdiff_t i0 = r0;                                                                       \
+        for (; i0 + 4 <= r1; i0 += 4)                                                            \
+            lnn_rb_tile(4, NBT, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk); \
+        if (i0 + 2 <= r1) {                                                                      \
+            lnn_rb_tile(2, NBT, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk); \
+            i0 += 2;                                                                             \
+        }                                                                                        \
+        if (i0 < r1)                                                                             \
+            lnn_rb_tile(1, NBT, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk); \
+    } while (0)
+
+/* One pass over all unit blocks (pairs, then a last single one) and rows r0 .. r1-1. */
 static inline LNN_RR_TI void lnn_rb_pass(const float *wt, ptrdiff_t u, ptrdiff_t nb,
                                           ptrdiff_t rest, const float *dzn, const float *gys,
                                           const float *gs, const float *cq, const float *cp,
@@ -121,20 +136,8 @@ static inline LNN_RR_TI void lnn_rb_pass(const float *wt, ptrdiff_t u, ptrdiff_t
                                           ptrdiff_t r0, ptrdiff_t r1)
 {
     ptrdiff_t blk = 0;
-    for (; blk + 2 <= nb; blk += 2) {
-        ptrdiff_t i0 = r0;
-        for (; i0 + 3 <= r1; i0 += 3)
-            lnn_rb_tile(3, 2, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk);
-        for (; i0 < r1; i0++)
-            lnn_rb_tile(1, 2, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk);
-    }
-    if (blk < nb) {
-        ptrdiff_t i0 = r0;
-        for (; i0 + 3 <= r1; i0 += 3)
-            lnn_rb_tile(3, 1, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk);
-        for (; i0 < r1; i0++)
-            lnn_rb_tile(1, 1, wt, u, nb, rest, dzn, gys, gs, cq, cp, ms, dh, dc, dzs, i0, blk);
-    }
+    for (; blk + 2 <= nb; blk += 2) LNN_RB_ROWS(2);
+    if (blk < nb) LNN_RB_ROWS(1);
 }
 
 static LNN_RR_T void lnn_rb_lstm_avx2(const float *gy, const float *gates, const float *c,
