@@ -166,8 +166,10 @@ static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const fl
         if (gq && cell != 2) { /* training: the gates of this step (GRU's n: a[r]) */
             float *gr = gq + (i0 + r) * 4 * u + j0;
             LNN_RR_UNROLL
-            for (int g = 0; g < 4; g++)
-                LNN_RR_STORE(gr + g * u, cell == 1 && g == 2 ? a[r] : _mm256_load_ps(zr + g * LNN_RV));
+            for (int g = 0; g < 4; g++) {
+                const __m256 v = cell == 1 && g == 2 ? a[r] : _mm256_load_ps(zr + g * LNN_RV);
+                LNN_RR_STORE(gr + g * u, v);
+            }
         }
     }
 }
