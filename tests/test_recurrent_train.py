@@ -11,9 +11,10 @@ import pytest
 
 import lepton_nn.backend as backend
 from lepton_nn import Tensor
+from lepton_nn.backend import threads as threads_mod
 from lepton_nn.backend.recurrent_train import pack_lstm_back, unpack_lstm_back
 from lepton_nn.backend.reference import ReferenceBackend
-from lepton_nn.backend.threads import get_num_threads, row_ranges, set_num_threads
+from lepton_nn.backend.threads import row_ranges, set_num_threads
 from lepton_nn.ops.recurrent import lstm
 
 REF = ReferenceBackend()
@@ -222,7 +223,7 @@ def test_lstm_op_same_bits_at_1_2_3_threads(be, reverse):
     bias, h0, c0 = (rng.standard_normal(s).astype(np.float32) for s in (4 * u, (b, u), (b, u)))
     mask = np.arange(t)[None, :] < rng.integers(1, t + 1, b)[:, None]
     assert len(row_ranges(b, 3)) == 4
-    saved = get_num_threads()
+    saved = threads_mod._setting  # None (the default) stays None: not pinned after
     try:
         runs = []
         for n in (1, 2, 3):
@@ -254,7 +255,7 @@ def test_lstm_op_float32_matches_torch_with_lengths_and_threads(be, reverse):
     lengths = rng.integers(1, t + 1, b)
     lengths[0] = t
     mask = np.arange(t)[None, :] < lengths[:, None]
-    saved = get_num_threads()
+    saved = threads_mod._setting  # None (the default) stays None: not pinned after
     try:
         set_num_threads(2)
         got = _lstm_grads(x, w_ih, w_hh, bias, h0, c0, mask, reverse)
