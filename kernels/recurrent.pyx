@@ -230,19 +230,20 @@ def rnn_step_backward(gy, cnp.ndarray dh_rec not None, cnp.ndarray dh not None,
     return dz
 
 
-# -- a layer's whole sequence for a range of batch rows, for the inference runtime ----------
-# (csrc/recurrent_rows.h)
+# -- a layer's whole sequence for a range of batch rows: the inference runtime, and the LSTM's
+# training forward (with each step's gates) (csrc/recurrent_rows.h)
 
 cdef extern from "recurrent_rows.h" nogil:
     int lnn_rec_rows_available()
     void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
-                              const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
-                              Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
-                              int reverse, Py_ssize_t kp)
+                              const float *mask, float *gates, Py_ssize_t b, Py_ssize_t kx,
+                              Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t cn,
+                              Py_ssize_t r0, Py_ssize_t r1, int reverse, Py_ssize_t kp)
     void lnn_rec_rows_steps_f32(int cell, const float *x, const float *wp, float *h, float *c,
-                                const float *mask, Py_ssize_t b, Py_ssize_t kx, Py_ssize_t u,
-                                Py_ssize_t t, Py_ssize_t hn, Py_ssize_t r0, Py_ssize_t r1,
-                                Py_ssize_t i0, Py_ssize_t i1, int reverse, Py_ssize_t kp)
+                                const float *mask, float *gates, Py_ssize_t b, Py_ssize_t kx,
+                                Py_ssize_t u, Py_ssize_t t, Py_ssize_t hn, Py_ssize_t cn,
+                                Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0, Py_ssize_t i1,
+                                int reverse, Py_ssize_t kp)
 
 _CELLS = {"LSTM": 0, "GRU": 1, "SimpleRNN": 2}
 
@@ -261,22 +262,26 @@ def rows_available():
 
 def recurrent_rows_forward(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
                            cnp.ndarray h not None, c, mask, Py_ssize_t r0, Py_ssize_t r1,
-                           bint reverse):
+                           bint reverse, gates=None):
     """All steps of one direction of an LSTM / GRU / SimpleRNN for batch rows r0 .. r1-1
-    (the twin in reference.py says what is read and written; w_packed from its
+    (the twin in reference_recurrent.py says what is read and written; w_packed from its
     pack_recurrent). float32 only, and only where rows_available(): the backend checks.
-    Arrays C-contiguous, built by the runtime's plan: nothing is validated here."""
+    Arrays C-contiguous, built by the runtime's plan or the training op: nothing is
+    validated here."""
     cdef int code = _CELLS[cell]
     cdef Py_ssize_t hn = cnp.PyArray_DIMS(h)[0], b = cnp.PyArray_DIMS(h)[1]
     cdef Py_ssize_t u = cnp.PyArray_DIMS(h)[2], t = cnp.PyArray_DIMS(x)[0]
     cdef Py_ssize_t kx = cnp.PyArray_DIMS(x)[2], kp = cnp.PyArray_DIMS(w_packed)[1]
+    cdef Py_ssize_t cn = 2 if c is None else cnp.PyArray_DIMS(<cnp.ndarray>c)[0]
     cdef float *pc = <float *>_data(c)
     cdef float *pm = <float *>_data(mask)
+    cdef float *pg = <float *>_data(gates)
     cdef float *p0 = <float *>cnp.PyArray_DATA(x)
     cdef float *p1 = <float *>cnp.PyArray_DATA(w_packed)
     cdef float *p2 = <float *>cnp.PyArray_DATA(h)
     with nogil:
-        lnn_rec_rows_fwd_f32(code, p0, p1, p2, pc, pm, b, kx, u, t, hn, r0, r1, reverse, kp)
+        lnn_rec_rows_fwd_f32(code, p0, p1, p2, pc, pm, pg, b, kx, u, t, hn, cn, r0, r1,
+                             reverse, kp)
 
 
 # -- recurrent_rows_forward over ranges of rows on the shared native pool (csrc/pool.h) ------
@@ -300,6 +305,8 @@ cdef struct _rows_job:
     float *c
     const float *mask
     Py_ssize_t b, kx, u, t, hn, kp
+    float *gates
+    Py_ssize_t cn
     int reverse
     lnn_rows_share *share
 
@@ -307,8 +314,8 @@ cdef struct _rows_job:
 cdef void _rows_steps(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,
                       Py_ssize_t i1) noexcept nogil:
     cdef _rows_job *j = <_rows_job *>ctx
-    lnn_rec_rows_steps_f32(j.cell, j.x, j.wp, j.h, j.c, j.mask, j.b, j.kx, j.u, j.t, j.hn, r0,
-                           r1, i0, i1, j.reverse, j.kp)
+    lnn_rec_rows_steps_f32(j.cell, j.x, j.wp, j.h, j.c, j.mask, j.gates, j.b, j.kx, j.u, j.t,
+                           j.hn, j.cn, r0, r1, i0, i1, j.reverse, j.kp)
 
 
 cdef int _rows_task(void *ctx, Py_ssize_t i) noexcept nogil:
@@ -319,14 +326,14 @@ cdef int _rows_task(void *ctx, Py_ssize_t i) noexcept nogil:
 
 def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
                            cnp.ndarray h not None, c, mask, cnp.ndarray bounds not None,
-                           bint reverse, int threads):
+                           bint reverse, int threads, gates=None):
     """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
-    reverse) for every range i, on up to ``threads`` threads of the shared native pool
-    (bounds int64 (R + 1,), increasing from 0 to the batch). The threads share the ranges
-    step by step (csrc/rows_share.h): each runs one step of a range nobody is running, the
-    ranges in turn, so a thread that starts late takes over the ranges not being run from
-    the step they are at. Rows are independent: any split and any thread gives the same
-    bits. Arrays as recurrent_rows_forward's."""
+    reverse, gates) for every range i, on up to ``threads`` threads of the shared native
+    pool (bounds int64 (R + 1,), increasing from 0 to the batch). The threads share the
+    ranges step by step (csrc/rows_share.h): each runs one step of a range nobody is
+    running, the ranges in turn, so a thread that starts late takes over the ranges not
+    being run from the step they are at. Rows are independent: any split and any thread
+    gives the same bits. Arrays as recurrent_rows_forward's."""
     cdef _rows_job j
     cdef lnn_rows_share share
     cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
@@ -335,6 +342,8 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
         raise ValueError("bounds must be a C-contiguous int64 array of at least 2 values")
     j.cell = _CELLS[cell]
     j.hn, j.b, j.u = cnp.PyArray_DIMS(h)[0], cnp.PyArray_DIMS(h)[1], cnp.PyArray_DIMS(h)[2]
+    j.cn = 2 if c is None else cnp.PyArray_DIMS(<cnp.ndarray>c)[0]
+    j.gates = <float *>_data(gates)
     j.t, j.kx = cnp.PyArray_DIMS(x)[0], cnp.PyArray_DIMS(x)[2]
     j.kp = cnp.PyArray_DIMS(w_packed)[1]
     j.c, j.mask = <float *>_data(c), <const float *>_data(mask)
@@ -448,3 +457,69 @@ def recurrent_q8_threads(str cell, cnp.ndarray xq not None, cnp.ndarray xs not N
         rc = lnn_parallel(_q8_task, &j, r, threads)
     if rc:
         raise MemoryError("recurrent_q8_threads: no memory for a range's scratch")
+
+
+# -- back through a whole LSTM sequence for ranges of batch rows, for training --------------
+# (csrc/recurrent_back.h)
+
+cdef extern from "recurrent_back.h" nogil:
+    int lnn_rec_back_available()
+    void lnn_rec_lstm_bwd_f32(const float *gy, const float *gates, const float *c,
+                              const float *wt, const float *mask, float *dh, float *dc,
+                              float *dz, Py_ssize_t b, Py_ssize_t u, Py_ssize_t t,
+                              Py_ssize_t r0, Py_ssize_t r1, int reverse)
+
+
+def back_available():
+    """Whether lstm_rows_backward runs here (float32 on a CPU with AVX2 and FMA)."""
+    return bool(lnn_rec_back_available())
+
+
+cdef struct _back_job:
+    const float *gy
+    const float *gates
+    const float *c
+    const float *wt
+    const float *mask
+    float *dh
+    float *dc
+    float *dz
+    Py_ssize_t b, u, t
+    int reverse
+    const Py_ssize_t *bounds
+
+
+cdef int _back_task(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef _back_job *j = <_back_job *>ctx
+    lnn_rec_lstm_bwd_f32(j.gy, j.gates, j.c, j.wt, j.mask, j.dh, j.dc, j.dz, j.b, j.u, j.t,
+                         j.bounds[i], j.bounds[i + 1], j.reverse)
+    return 0
+
+
+def lstm_back_threads(gy, cnp.ndarray gates not None, cnp.ndarray c not None,
+                      cnp.ndarray w_back not None, mask, cnp.ndarray dh not None,
+                      cnp.ndarray dc not None, cnp.ndarray dz not None,
+                      cnp.ndarray bounds not None, bint reverse, int threads):
+    """lstm_rows_backward(gy, gates, c, w_back, mask, dh, dc, dz, bounds[i], bounds[i + 1],
+    reverse) (the twin in backend/recurrent_train.py says what is read and written) for
+    every range i, as tasks of the shared native pool, at most ``threads`` at once. Rows are
+    independent: any split and any thread gives the same bits. float32, C-contiguous, only
+    where back_available(): the backend checks; nothing else is validated here."""
+    cdef _back_job j
+    cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
+    if (cnp.PyArray_TYPE(bounds) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(bounds)
+            or r < 1 or sizeof(Py_ssize_t) != 8):
+        raise ValueError("bounds must be a C-contiguous int64 array of at least 2 values")
+    j.t, j.b = cnp.PyArray_DIMS(gates)[0], cnp.PyArray_DIMS(gates)[1]
+    j.u = cnp.PyArray_DIMS(dh)[1]
+    j.gy, j.mask = <const float *>_data(gy), <const float *>_data(mask)
+    j.gates = <const float *>cnp.PyArray_DATA(gates)
+    j.c = <const float *>cnp.PyArray_DATA(c)
+    j.wt = <const float *>cnp.PyArray_DATA(w_back)
+    j.dh = <float *>cnp.PyArray_DATA(dh)
+    j.dc = <float *>cnp.PyArray_DATA(dc)
+    j.dz = <float *>cnp.PyArray_DATA(dz)
+    j.reverse = reverse
+    j.bounds = <const Py_ssize_t *>cnp.PyArray_DATA(bounds)
+    with nogil:
+        lnn_parallel(_back_task, &j, r, threads)

@@ -1,7 +1,8 @@
 /* recurrent_rows.h: a recurrent layer's whole forward for a range of batch rows in one call,
- * for the inference runtime (lepton_nn/runtime/steps.py, RecurrentStep). Its NumPy twin is
- * ReferenceBackend.recurrent_rows_forward (lepton_nn/backend/reference.py), which also packs
- * the weights (ReferenceBackend.pack_recurrent):
+ * for the inference runtime (lepton_nn/runtime/steps.py, RecurrentStep) and the LSTM's
+ * training forward. Its NumPy twin is ReferenceBackend.recurrent_rows_forward
+ * (lepton_nn/backend/reference_recurrent.py), which also packs the weights
+ * (ReferenceBackend.pack_recurrent):
  *
  *   wp (NB, K, G 8): for unit block j (units 8j .. 8j+7, zero-padded past U), row k, gate g,
  *   lane l: column g U + 8j + l of  K rows = [bias; W_ih (F rows); W_hh (U rows)]  (+ GRU: a
@@ -23,8 +24,11 @@
  * of sigmoid, c, tanh(c) alone is ~170 cycles of latency). Rows are independent through the
  * whole sequence: threads split the batch into row ranges, one call each, with no barrier,
  * and every row's arithmetic is the same whatever the range, so any split gives the same
- * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (2, B, U);
- * x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
+ * bits. h: (H, B, U) state slots (H = T + 1 keeps every state, 2 alternates); c: (C, B, U)
+ * likewise; x: (T, B, F); mask: (T, B) or NULL (rows whose mask is 0 keep their state).
+ * Training (lepton_nn/ops/recurrent.py) keeps every state and each step's gates as well:
+ * gates (T, B, 4U), written by the gate math's second pass (lnn_rr_states), as the step
+ * kernels save them.
  * Cells: 0 LSTM (G = 4: i, f, g, o), 1 GRU (G = 3: z, r, n; reset after the product),
  * 2 SimpleRNN (G = 1). Float32 on AVX2 + FMA only (the gate math of recurrent_simd.h):
  * elsewhere (float64, other CPUs) the backend runs the NumPy twin, whose BLAS products and
@@ -112,12 +116,13 @@ static inline LNN_RR_TI void lnn_rr_sums(const int cell, const int R, const int 
 /* The states of rows i0 .. i0+n-1 (n <= 4), units j0 .. j0+7, from their gates (LSTM:
  * i, f, g, o; GRU: z, r and n's two sums; SimpleRNN: the sum) in z (rows, GV, 8), the last
  * tanh of the n rows in lockstep. lanes < 8 only in the last block (U not a multiple of 8):
- * loads and stores of the states masked. */
+ * loads and stores of the states masked. gq (B, 4U) or NULL (training: this step's gates,
+ * LSTM [i, f, g, o], GRU [z, r, n, a_n], whatever the mask, as the step kernels save them). */
 static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const float *z,
                                             ptrdiff_t i0, ptrdiff_t u, ptrdiff_t j0,
                                             const float *ms, const float *hp, float *hq,
-                                            const float *cp, float *cq, __m256i lanes,
-                                            int partial)
+                                            const float *cp, float *cq, float *gq,
+                                            __m256i lanes, int partial)
 {
     const int GV = cell == 2 ? 1 : 4;
     __m256 hold[4], cpv[4], cv[4], a[4];
@@ -158,6 +163,14 @@ static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const fl
         if (keep) hv = hold[r];
         if (partial) _mm256_maskstore_ps(hq + o, lanes, hv);
         else _mm256_storeu_ps(hq + o, hv);
+        if (gq && cell != 2) { /* training: the gates of this step (GRU's n: a[r]) */
+            float *gr = gq + (i0 + r) * 4 * u + j0;
+            LNN_RR_UNROLL
+            for (int g = 0; g < 4; g++) {
+                const __m256 v = cell == 1 && g == 2 ? a[r] : _mm256_load_ps(zr + g * LNN_RV);
+                LNN_RR_STORE(gr + g * u, v);
+            }
+        }
     }
 }
 
@@ -168,7 +181,7 @@ static inline LNN_RR_TI void lnn_rr_states(const int cell, const int n, const fl
 static inline LNN_RR_TI void lnn_rr_gates(const int cell, float *z, ptrdiff_t c0, ptrdiff_t c1,
                                            ptrdiff_t u, ptrdiff_t j0, const float *ms,
                                            const float *hp, float *hq, const float *cp,
-                                           float *cq, __m256i lanes, int partial)
+                                           float *cq, float *gq, __m256i lanes, int partial)
 {
     const int GV = cell == 2 ? 1 : 4, NA = cell == 0 ? 4 : (cell == 1 ? 2 : 0);
     if (NA)
@@ -182,11 +195,11 @@ static inline LNN_RR_TI void lnn_rr_gates(const int cell, float *z, ptrdiff_t c0
         }
     ptrdiff_t i = c0;
     for (; i + 4 <= c1; i += 4)
-        lnn_rr_states(cell, 4, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, lanes,
-                      partial);
+        lnn_rr_states(cell, 4, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, gq,
+                      lanes, partial);
     for (; i < c1; i++)
-        lnn_rr_states(cell, 1, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, lanes,
-                      partial);
+        lnn_rr_states(cell, 1, z + (i - c0) * GV * LNN_RV, i, u, j0, ms, hp, hq, cp, cq, gq,
+                      lanes, partial);
 }
 
 /* One cell's steps for rows r0 .. r1-1 (see the top of this file), float32, AVX2 + FMA.
@@ -195,10 +208,11 @@ static inline LNN_RR_TI void lnn_rr_gates(const int cell, float *z, ptrdiff_t c0
  * then their gate math. */
 static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const float *x,
                                               const float *wp, float *h, float *c,
-                                              const float *mask, ptrdiff_t b, ptrdiff_t kx,
-                                              ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn,
-                                              ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t st0,
-                                              ptrdiff_t st1, int reverse, ptrdiff_t kp)
+                                              const float *mask, float *gates, ptrdiff_t b,
+                                              ptrdiff_t kx, ptrdiff_t u, ptrdiff_t t,
+                                              ptrdiff_t hn, ptrdiff_t cn, ptrdiff_t r0,
+                                              ptrdiff_t r1, ptrdiff_t st0, ptrdiff_t st1,
+                                              int reverse, ptrdiff_t kp)
 {
     const int G = cell == 0 ? 4 : (cell == 1 ? 3 : 1), GV = cell == 1 ? 4 : G;
     const ptrdiff_t nb = (u + LNN_RV - 1) / LNN_RV, bu = b * u, rr = reverse ? 1 : 0;
@@ -208,9 +222,10 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
     float z[LNN_RR_CHUNK * 4 * LNN_RV] __attribute__((aligned(32)));
     for (ptrdiff_t i = st0; i < st1; i++) {
         const ptrdiff_t s = reverse ? t - 1 - i : i, p = s + rr, q = s + 1 - rr;
-        const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % 2) * bu : NULL;
-        float *hq = h + (q % hn) * bu, *cq = c ? c + (q % 2) * bu : NULL;
+        const float *hp = h + (p % hn) * bu, *cp = c ? c + (p % cn) * bu : NULL;
+        float *hq = h + (q % hn) * bu, *cq = c ? c + (q % cn) * bu : NULL;
         const float *xs = x + s * b * kx, *ms = mask ? mask + s * b : NULL;
+        float *gq = gates && cell != 2 ? gates + s * 4 * bu : NULL;
         for (ptrdiff_t c0 = r0; c0 < r1; c0 += LNN_RR_CHUNK) {
             const ptrdiff_t c1 = c0 + LNN_RR_CHUNK < r1 ? c0 + LNN_RR_CHUNK : r1;
             /* rows in R-row tiles, the last 2 or 4 in 2-row tiles: a 1-row tile has too few
@@ -222,7 +237,8 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                 float *zb = z;
                 if (n == 1 && cell != 0 && blk + 1 < nb) { /* a row alone: two blocks at once */
                     lnn_rr_sums(cell, 1, 2, wb, bs, kx, u, xs, hp, c0, z, GV * LNN_RV);
-                    lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, 0);
+                    lnn_rr_gates(cell, z, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, gq, lanes,
+                                 0);
                     blk++, zb += GV * LNN_RV;
                 } else if (n == 1 && cell == 0) {
                     /* an LSTM row alone: 2 blocks' 32 sums and weights do not fit in the 16
@@ -237,8 +253,8 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                     LNN_RR_UNROLL
                     for (int g = 0; g < 4; g++) _mm256_store_ps(zz + g * LNN_RV, v[g]);
                     const int partial = blk == nb - 1 && rest < LNN_RV;
-                    lnn_rr_states(cell, 1, zz, c0, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes,
-                                  partial);
+                    lnn_rr_states(cell, 1, zz, c0, u, blk * LNN_RV, ms, hp, hq, cp, cq, gq,
+                                  lanes, partial);
                     continue;
                 } else {
                     ptrdiff_t row = c0;
@@ -253,34 +269,41 @@ static inline LNN_RR_TI void lnn_rr_run_avx2(const int cell, const int R, const 
                                     z + (row - c0) * GV * LNN_RV, 0);
                 }
                 const int partial = blk == nb - 1 && rest < LNN_RV;
-                lnn_rr_gates(cell, zb, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, lanes, partial);
+                lnn_rr_gates(cell, zb, c0, c1, u, blk * LNN_RV, ms, hp, hq, cp, cq, gq, lanes,
+                             partial);
             }
         }
     }
 }
 
 static LNN_RR_T void lnn_rr_lstm_avx2(const float *x, const float *wp, float *h, float *c,
-                                      const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                      ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                      ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                      const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                      ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                      ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1,
+                                      int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+    lnn_rr_run_avx2(0, 3, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, i0, i1,
+                    reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_gru_avx2(const float *x, const float *wp, float *h, float *c,
-                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                     const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                     ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1,
+                                     int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+    lnn_rr_run_avx2(1, 3, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, i0, i1,
+                    reverse, kp);
 }
 
 static LNN_RR_T void lnn_rr_rnn_avx2(const float *x, const float *wp, float *h, float *c,
-                                     const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                     ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                     ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                     const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                     ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                     ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1,
+                                     int reverse, ptrdiff_t kp)
 {
-    lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+    lnn_rr_run_avx2(2, 8, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, i0, i1,
+                    reverse, kp);
 }
 
 #endif
@@ -298,32 +321,40 @@ static int lnn_rec_rows_available(void)
 /* Steps i0 .. i1-1 of the run (step s = i, or T-1-i when reverse) for rows r0 .. r1-1: the
  * entry point (see the top of this file); only where lnn_rec_rows_available(). A range's
  * steps in order, in one call or several, give the same bits.
- * kp: the packed rows per block (1 + F + U, GRU one more). */
+ * kp: the packed rows per block (1 + F + U, GRU one more); cn: the c slots (2 alternate);
+ * gates: (T, B, 4U) or NULL, for training: each step's activated gates (LSTM [i, f, g, o],
+ * GRU [z, r, n, a_n], as the step kernels save them; not for SimpleRNN). */
 static void lnn_rec_rows_steps_f32(int cell, const float *x, const float *wp, float *h, float *c,
-                                   const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                   ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                   ptrdiff_t i0, ptrdiff_t i1, int reverse, ptrdiff_t kp)
+                                   const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                   ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                   ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1,
+                                   int reverse, ptrdiff_t kp)
 {
 #if LNN_RR_AVX2
     if (cell == 0)
-        lnn_rr_lstm_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+        lnn_rr_lstm_avx2(x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, i0, i1, reverse,
+                         kp);
     else if (cell == 1)
-        lnn_rr_gru_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+        lnn_rr_gru_avx2(x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, i0, i1, reverse,
+                        kp);
     else
-        lnn_rr_rnn_avx2(x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, i0, i1, reverse, kp);
+        lnn_rr_rnn_avx2(x, wp, h, c, mask, NULL, b, kx, u, t, hn, cn, r0, r1, i0, i1, reverse,
+                        kp);
 #else
-    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)b, (void)kx, (void)u;
-    (void)t, (void)hn, (void)r0, (void)r1, (void)i0, (void)i1, (void)reverse, (void)kp;
+    (void)cell, (void)x, (void)wp, (void)h, (void)c, (void)mask, (void)gates, (void)b, (void)kx;
+    (void)u, (void)t, (void)hn, (void)cn, (void)r0, (void)r1, (void)i0, (void)i1, (void)reverse;
+    (void)kp;
 #endif
 }
 
 /* All T steps for rows r0 .. r1-1 */
 static void lnn_rec_rows_fwd_f32(int cell, const float *x, const float *wp, float *h, float *c,
-                                 const float *mask, ptrdiff_t b, ptrdiff_t kx, ptrdiff_t u,
-                                 ptrdiff_t t, ptrdiff_t hn, ptrdiff_t r0, ptrdiff_t r1,
-                                 int reverse, ptrdiff_t kp)
+                                 const float *mask, float *gates, ptrdiff_t b, ptrdiff_t kx,
+                                 ptrdiff_t u, ptrdiff_t t, ptrdiff_t hn, ptrdiff_t cn,
+                                 ptrdiff_t r0, ptrdiff_t r1, int reverse, ptrdiff_t kp)
 {
-    lnn_rec_rows_steps_f32(cell, x, wp, h, c, mask, b, kx, u, t, hn, r0, r1, 0, t, reverse, kp);
+    lnn_rec_rows_steps_f32(cell, x, wp, h, c, mask, gates, b, kx, u, t, hn, cn, r0, r1, 0, t,
+                           reverse, kp);
 }
 
 #endif /* LNN_RECURRENT_ROWS_H */

@@ -156,23 +156,47 @@ def _gemm_kernel(self, a, ta, b, tb, out=None):
     return _ext("gemm").gemm(a, ta, b, tb, out, threads_for(2 * m * n * k, -(-n // 64)))
 
 
-def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
+def _recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse, gates=None):
     """The compiled ``recurrent_rows_forward`` for float32 on AVX2 + FMA; elsewhere its twin
     (BLAS products and the compiled step kernels: faster there than a plain C loop)."""
     r = _ext("recurrent")
     if h.dtype == np.float32 and r.rows_available():
-        return r.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
+        return r.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse, gates)
     return ReferenceBackend.recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1,
-                                                   reverse)  # fmt: skip
+                                                   reverse, gates)  # fmt: skip
 
 
-def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
+def _recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads,
+                            gates=None):  # fmt: skip
     """The compiled ranges on the shared native pool where the compiled kernel runs."""
     r = _ext("recurrent")
     if h.dtype == np.float32 and r.rows_available():
-        return r.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse, threads)
+        return r.recurrent_rows_threads(cell, x, w_packed, h, c, mask, bounds, reverse, threads,
+                                        gates)  # fmt: skip
     return ReferenceBackend.recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds,
-                                                   reverse, threads)  # fmt: skip
+                                                   reverse, threads, gates)  # fmt: skip
+
+
+def _lstm_back_threads(self, gy, gates, c, w_back, mask, dh, dc, dz, bounds, reverse, threads):
+    """The compiled ``lstm_rows_backward`` ranges on the shared native pool for float32 on
+    AVX2 + FMA (kernels/csrc/recurrent_back.h); elsewhere its twin."""
+    r = _ext("recurrent")
+    if dz.dtype == np.float32 and r.back_available():
+        return r.lstm_back_threads(gy, gates, c, w_back, mask, dh, dc, dz, bounds, reverse,
+                                   threads)  # fmt: skip
+    return ReferenceBackend.lstm_back_threads(self, gy, gates, c, w_back, mask, dh, dc, dz,
+                                              bounds, reverse, threads)  # fmt: skip
+
+
+def _lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0, r1, reverse):
+    """The compiled ``lstm_rows_backward`` where it runs (one range of rows of
+    :func:`_lstm_back_threads`, on the calling thread); elsewhere its twin."""
+    r = _ext("recurrent")
+    if dz.dtype == np.float32 and r.back_available():
+        bounds = np.array([r0, r1], np.int64)
+        return r.lstm_back_threads(gy, gates, c, w_back, mask, dh, dc, dz, bounds, reverse, 1)
+    return ReferenceBackend.lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0,
+                                               r1, reverse)  # fmt: skip
 
 
 def _conv_chunks_threads(self, name, x, head, scratch, tail, threads):
@@ -299,3 +323,7 @@ class CythonBackend(ReferenceBackend):
     recurrent_q8_threads = _Compiled("recurrent", needs="q8_available",
                                      method=_recurrent_q8_threads)  # fmt: skip
     recurrent_rows_threads = _Compiled("recurrent", method=_recurrent_rows_threads)
+    lstm_back_threads = _Compiled("recurrent", needs="back_available",
+                                  method=_lstm_back_threads)  # fmt: skip
+    lstm_rows_backward = _Compiled("recurrent", needs="back_available",
+                                   method=_lstm_rows_backward)  # fmt: skip

@@ -185,39 +185,68 @@ class RecurrentTwins:
         at another row count."""
         return False
 
-    def recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads):
+    def recurrent_rows_threads(self, cell, x, w_packed, h, c, mask, bounds, reverse, threads,
+                               gates=None):  # fmt: skip
         """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
-        reverse) for each range i of ``bounds`` (int64, 0 .. B), on up to ``threads``
+        reverse, gates) for each range i of ``bounds`` (int64, 0 .. B), on up to ``threads``
         threads (here, in turn). Returns None."""
         for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            self.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse)
+            self.recurrent_rows_forward(cell, x, w_packed, h, c, mask, r0, r1, reverse, gates)
 
-    def recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse):
+    def recurrent_rows_forward(self, cell, x, w_packed, h, c, mask, r0, r1, reverse,
+                               gates=None):  # fmt: skip
         """All T steps of one direction of a recurrent layer for batch rows r0 .. r1-1
-        (inference; rows are independent, so threads may run disjoint ranges).
+        (rows are independent, so threads may run disjoint ranges).
 
         For s = 0 .. T-1 (T-1 .. 0 if reverse), r = int(reverse), p = s + r, q = s + 1 - r,
         rows i = r0 .. r1-1: xz = bias + x[s, i] @ W_ih, hz = h[p % H, i] @ W_hh, then the
-        cell's step kernel with mask[s, i], writing state q: LSTM into c[q % 2], h[q % H];
+        cell's step kernel with mask[s, i], writing state q: LSTM into c[q % C], h[q % H];
         GRU (b_hh_n added to hz's n part) and SimpleRNN into h[q % H].
         cell: "LSTM" | "GRU" | "SimpleRNN"; x: (T, B, F); w_packed from pack_recurrent;
-        h: (H, B, U) state slots; c: (2, B, U) or None; mask: (T, B) or None. Returns None.
+        h: (H, B, U) state slots; c: (C, B, U) or None; mask: (T, B) or None. The inference
+        runtime alternates 2 slots; training keeps all T + 1 and each step's gates
+        (T, B, 4U) as the step kernels write them (LSTM and GRU; None: not kept). Returns None.
         """
         hn, r, u = h.shape[0], int(reverse), h.shape[2]
+        cn = 2 if c is None else c.shape[0]
         bias, w_ih, w_hh, bhh = self._unpack_recurrent(cell, w_packed, x.shape[2], u)
         rows = slice(r0, r1)
-        gates = np.zeros((r1 - r0, 4 * u), h.dtype)
+        scratch = np.zeros((r1 - r0, 4 * u), h.dtype)
         for s in range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0]):
             p, q = s + r, s + 1 - r
             hp, hq = h[p % hn, rows], h[q % hn, rows]
-            xz, hz = x[s, rows] @ w_ih + bias, hp @ w_hh
+            xz, hz = np.matmul(x[s, rows], w_ih) + bias, np.matmul(hp, w_hh)
             m = None if mask is None else mask[s, rows]
+            gs = scratch if gates is None else gates[s, rows]
             if cell == "LSTM":
-                self.lstm_step_forward(xz, hz, c[p % 2, rows], hp, m, gates, c[q % 2, rows], hq)
+                self.lstm_step_forward(xz, hz, c[p % cn, rows], hp, m, gs, c[q % cn, rows], hq)
             elif cell == "GRU":
-                self.gru_step_forward(xz, hz, bhh, hp, m, gates, hq)
+                self.gru_step_forward(xz, hz, bhh, hp, m, gs, hq)
             else:
                 self.rnn_step_forward(xz, hz, hp, m, hq)
+
+    # training: back through an LSTM sequence by ranges of rows (recurrent_train.py)
+
+    def pack_lstm_back(self, w_hh):
+        """W_hh (U, 4U) packed for lstm_rows_backward; see
+        :func:`lepton_nn.backend.recurrent_train.pack_lstm_back`."""
+        from .recurrent_train import pack_lstm_back
+
+        return pack_lstm_back(w_hh)
+
+    def lstm_back_threads(self, gy, gates, c, w_back, mask, dh, dc, dz, bounds, reverse,
+                          threads):  # fmt: skip
+        """lstm_rows_backward for each range of rows [bounds[i], bounds[i + 1]) on up to
+        ``threads`` threads (here, in turn). Returns None."""
+        for r0, r1 in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            self.lstm_rows_backward(gy, gates, c, w_back, mask, dh, dc, dz, r0, r1, reverse)
+
+    def lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0, r1, reverse):
+        """Back through all steps of an LSTM for batch rows r0 .. r1-1, on this backend's
+        step kernel; see :func:`lepton_nn.backend.recurrent_train.lstm_rows_backward`."""
+        from .recurrent_train import lstm_rows_backward
+
+        lstm_rows_backward(self, gy, gates, c, w_back, mask, dh, dc, dz, r0, r1, reverse)
 
     # int8 weights: the same loop with x and each step's h quantized per row (recurrent_q8.py)
 

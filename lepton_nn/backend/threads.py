@@ -35,6 +35,8 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "threads_for",
+    "row_ranges",
+    "thread_ranges",
     "parallel_for",
     "blas_single",
     "blas_held",
@@ -94,6 +96,25 @@ def threads_for(flops: float, tasks: int) -> int:
     if tasks < 2 or flops < PARALLEL_MIN_FLOPS:
         return 1
     return min(get_num_threads(), tasks)
+
+
+def row_ranges(n: int, threads: int) -> list[int]:
+    """Bounds of the ranges of batch rows that the threads of a recurrent kernel run as
+    tasks (the int8 forward, the LSTM training backward): one range on one thread, else a
+    few per thread (handed out as they finish, so a thread slowed by a busy neighbour takes
+    fewer), starting at multiples of the compiled kernels' row tile (3 rows), so that one
+    tile in all is short. (The float32 forward's threads share one range a thread step by
+    step instead: kernels/csrc/rows_share.h, :func:`thread_ranges`.)"""
+    if threads <= 1:
+        return [0, n]
+    tasks = max(threads, min(4 * threads, n // 16))
+    return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
+
+
+def thread_ranges(n: int, threads: int) -> list[int]:
+    """Bounds of ``threads`` equal ranges of n batch rows, one a thread: the float32
+    recurrent forward's threads share them step by step (kernels/csrc/rows_share.h)."""
+    return [i * n // threads for i in range(threads + 1)]
 
 
 def _workers(n: int) -> ThreadPoolExecutor:

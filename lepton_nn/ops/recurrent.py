@@ -3,10 +3,11 @@
 Each of ``LSTM``, ``GRU``, ``SimpleRNN`` is ONE ``Function`` for the whole sequence:
 
 - forward: one GEMM for the input projections of all steps (X W_ih + b), then per step one
-  GEMM (h_prev W_hh) and one backend kernel for the gate math, saving gates and states;
+  GEMM (h_prev W_hh) and one backend kernel for the gate math, saving gates and states
+  (LSTM: the whole recurrence is one backend call over ranges of batch rows, below);
 - backward (BPTT): per step, in reverse, one kernel for the gate gradients and one GEMM
-  (dz W_hh^T) for the gradient reaching the previous state; then one GEMM each for
-  dW_ih, dW_hh and dX over all steps at once.
+  (dz W_hh^T) for the gradient reaching the previous state (LSTM: one backend call); then
+  one GEMM each for dW_ih, dW_hh and dX over all steps at once.
 
 Shapes: x (B, T, F) batch first; weights in Keras's layout, ``w_ih`` (F, G U), ``w_hh``
 (U, G U), G = 4 (LSTM: i, f, g, o), 3 (GRU: z, r, n), 1 (SimpleRNN). Internally time-major:
@@ -29,7 +30,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_backend
-from ..backend.threads import blas_single
+from ..backend.threads import blas_single, row_ranges, thread_ranges, threads_for
 from ..errors import ShapeError
 from ._workspace import workspace
 
@@ -55,25 +56,32 @@ class _Sequence(Function):
     #: (:mod:`lepton_nn.privacy`) read them here. Empty (and free) otherwise.
     weight_grad_taps: list = []
 
-    def _one_blas_thread(self):
+    def _one_blas_thread(self, compiled=False):
         """BLAS on one thread for the per-step products h (B, U) @ W_hh (U, G U): OpenBLAS
         split them over its threads (from 0.5 MFLOP), a wake-up and a wait each step; on a
-        busy machine W4's step ran 1.6 s at 2 threads against 35 ms at 1."""
+        busy machine W4's step ran 1.6 s at 2 threads against 35 ms at 1. ``compiled``: no
+        BLAS product per step (the compiled sequence kernels), nothing to hold."""
         u, gu = self.w_hh.shape
         rows = self.xt.shape[0] // max(len(self.steps), 1)
-        return blas_single(2 * rows * u * gu)
+        return blas_single(0 if compiled else 2 * rows * u * gu)
 
-    def _setup(self, x, w_ih, w_hh, b, mask, reverse):
+    def _prepare(self, x, w_ih, w_hh, b, mask, reverse):
+        """Weights in x's dtype, x time-major (T B, F), the mask and the step order."""
         dt = x.dtype
         self.w_ih, self.w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
         bt, t, f = x.shape
         self.xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t * bt, f)  # (T B, F)
+        self.mask, self.reverse, self.has_b = mask, reverse, b is not None
+        self.steps = range(t - 1, -1, -1) if reverse else range(t)
+
+    def _setup(self, x, w_ih, w_hh, b, mask, reverse):
+        """_prepare, then the input projections of all steps: X W_ih + b (T, B, G U)."""
+        self._prepare(x, w_ih, w_hh, b, mask, reverse)
+        dt, (bt, t, _) = x.dtype, x.shape
         xz = workspace("rnn_xz", (t * bt, self.w_ih.shape[1]), dt)  # forward-only scratch
         get_backend().gemm(self.xt, False, self.w_ih, False, xz)  # (T B, G U)
         if b is not None:
             xz += np.asarray(b, dt)
-        self.mask, self.reverse, self.has_b = mask, reverse, b is not None
-        self.steps = range(t - 1, -1, -1) if reverse else range(t)
         return xz.reshape(t, bt, self.w_ih.shape[1])
 
     def _masks(self, t):
@@ -129,51 +137,50 @@ class LSTM(_Sequence):
     c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).
     Inputs x (B, T, F), w_ih (F, 4U), w_hh (U, 4U), b (4U,) [optional], h0, c0 (B, U).
     Output (B, T + 2, U): h_1..h_T (0 where masked), then the final h and c.
+
+    Both directions of the recurrence are one backend call each over ranges of batch rows
+    (rows are independent through the sequence; the compiled kernels split them over the
+    native pool with the same bits at any thread count): ``recurrent_rows_threads`` keeping
+    every state and each step's gates, then ``lstm_back_threads`` giving dz (T, B, 4U); the
+    weight gradients are products over all steps at once (``_weight_grads``).
     """
 
     gates = 4
 
     def forward(self, x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
-        step = get_backend().lstm_step_forward
-        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
-        t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
-        h = np.empty((t + 1, bt, u), x.dtype)
+        be = get_backend()
+        self._prepare(x, w_ih, w_hh, b, mask, reverse)
+        (bt, t, f), u, dt = x.shape, self.w_hh.shape[0], x.dtype
+        h = np.empty((t + 1, bt, u), dt)  # every state: the backward reads them all
         c = np.empty_like(h)
-        g = np.empty((t, bt, 4 * u), x.dtype)
-        hz = np.empty((bt, 4 * u), x.dtype)
+        g = np.empty((t, bt, 4 * u), dt)  # each step's gates [i, f, g, o]
         first = t if reverse else 0
         h[first], c[first] = h0, c0
-        # per-row views made once: the loop below is one GEMM and one kernel call per step
-        hs, cs, gs, xs, ms, w_hh = list(h), list(c), list(g), list(xz), self._masks(t), self.w_hh
-        r = int(reverse)
-        with self._one_blas_thread():  # the per-step GEMMs: too small to split
-            for s in self.steps:  # step s: state s + r -> state s + 1 - r
-                p, q = s + r, s + 1 - r
-                np.matmul(hs[p], w_hh, out=hz)
-                step(xs[s], hz, cs[p], hs[p], ms[s], gs[s], cs[q], hs[q])
+        wp = be.pack_recurrent("LSTM", self.w_ih, None if b is None else np.asarray(b, dt),
+                               self.w_hh, None)  # fmt: skip
+        # rows split over threads only where the bits do not depend on the split (the
+        # compiled kernels); the twin's per-step products stay on one BLAS thread
+        exact = be.recurrent_rows_exact(dt)
+        self.threads = threads_for(2 * bt * t * 4 * u * (f + u), bt) if exact else 1
+        # the forward's threads share a range each step by step (kernels/csrc/rows_share.h);
+        # the backward's take a few ranges each as tasks
+        shared = np.array(thread_ranges(bt, self.threads), np.int64)
+        self.bounds = np.array(row_ranges(bt, self.threads), np.int64)
+        with self._one_blas_thread(exact):
+            be.recurrent_rows_threads("LSTM", self.xt.reshape(t, bt, f), wp, h, c, self.mask,
+                                      shared, reverse, self.threads, gates=g)  # fmt: skip
         self.h, self.c, self.g = h, c, g
         return self._pack((h, c))
 
     def backward(self, grad):
-        step = get_backend().lstm_step_backward
+        be = get_backend()
         gy, (dh, dc) = self._unpack_grad(grad, 2)
-        t, r = gy.shape[0], int(self.reverse)
         dz = workspace("rnn_dz", self.g.shape, gy.dtype)  # every row of every step is written
-        dh_rec = np.zeros_like(dh)
-        w_hh_t = np.ascontiguousarray(self.w_hh.T)  # a transposed view would halve GEMM speed
-        cs, gs, gys, dzs = list(self.c), list(self.g), list(gy), list(dz)
-        ms, nxt = self._masks(t), None
-        with self._one_blas_thread():  # the per-step GEMMs: too small to split
-            for s in reversed(self.steps):
-                if nxt is not None:  # the gradient reaching h through the next step's GEMM
-                    np.matmul(dzs[nxt], w_hh_t, out=dh_rec)
-                p, q = s + r, s + 1 - r
-                step(gys[s], dh_rec, dh, dc, gs[s], cs[q], cs[p], ms[s], dzs[s])
-                nxt = s
-        with self._one_blas_thread():
-            dh0 = dh + np.matmul(dzs[nxt], w_hh_t) if nxt is not None else dh
+        with self._one_blas_thread(be.recurrent_rows_exact(dz.dtype)):
+            be.lstm_back_threads(gy, self.g, self.c, be.pack_lstm_back(self.w_hh), self.mask,
+                                 dh, dc, dz, self.bounds, self.reverse, self.threads)  # fmt: skip
         gx, gw_ih, gw_hh, gb = self._weight_grads(dz, dz, self.h)
-        return gx, gw_ih, gw_hh, gb, dh0, dc
+        return gx, gw_ih, gw_hh, gb, dh, dc  # dh, dc: now the gradients reaching h0, c0
 
 
 class GRU(_Sequence):

@@ -24,7 +24,13 @@ from lepton_nn.backend.geometry import (
     conv_direct_scratch,
 )
 from lepton_nn.backend.reference import ReferenceBackend
-from lepton_nn.backend.threads import blas_held, blas_single, threads_for
+from lepton_nn.backend.threads import (
+    blas_held,
+    blas_single,
+    row_ranges,
+    thread_ranges,
+    threads_for,
+)
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
@@ -613,7 +619,7 @@ class RecurrentStep:
                         mask)  # fmt: skip
                 threads = min(ctx.threads, threads_for(2 * n * t * gu * (f + u), n))
                 if threads > 1:  # ranges of rows as tasks of the native pool
-                    bounds = np.array(_row_ranges(n, threads), np.int64)
+                    bounds = np.array(row_ranges(n, threads), np.int64)
                     ops.append((k.recurrent_q8_threads, (*head, bounds, reverse, threads)))
                 else:
                     ops.append((k.recurrent_q8_forward, (*head, 0, n, reverse)))
@@ -626,7 +632,7 @@ class RecurrentStep:
                 threads = min(ctx.threads, threads_for(flops, n))
                 threads = threads if k.recurrent_rows_exact(dt) else 1
                 if threads > 1:  # a range a thread, shared step by step on the native pool
-                    bounds = np.array([i * n // threads for i in range(threads + 1)], np.int64)
+                    bounds = np.array(thread_ranges(n, threads), np.int64)
                     ops.append((k.recurrent_rows_threads, (*head, bounds, reverse, threads)))
                 else:
                     ops.append((k.recurrent_rows_forward, (*head, 0, n, reverse)))
@@ -696,18 +702,6 @@ class RecurrentStep:
         kind = "bidirectional " if len(self.dirs) == 2 else ""
         int8 = " (int8 weights)" if self.int8[0][0] or self.int8[0][1] else ""
         return f"{self.label}: {kind}{self.cell} over {self.t} steps, {self.units} units{int8}"
-
-
-def _row_ranges(n: int, threads: int) -> list[int]:
-    """Bounds of the ranges of batch rows an int8 recurrent layer's threads take in turn:
-    one range on one thread, else a few per thread (handed out as they finish, so a thread
-    slowed by a busy neighbour takes fewer), starting at multiples of the compiled kernel's
-    row tile (3 rows), so that one tile in all is short. (The float32 kernel's threads share
-    a range a thread step by step instead: kernels/csrc/rows_share.h.)"""
-    if threads <= 1:
-        return [0, n]
-    tasks = max(threads, min(4 * threads, n // 16))
-    return sorted({3 * (i * n // (3 * tasks)) for i in range(tasks)} | {n})
 
 
 #: the chunk kernels that call NumPy's BLAS GEMM from C
