@@ -172,15 +172,15 @@ qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int NV, const uint8_t *u
     }
 }
 
-/* Row m of p over the column blocks [nb_lo, nb_hi); ua, ma: Kp bytes of scratch each. */
-__attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, int64_t m,
-                                                             int64_t nb_lo, int64_t nb_hi,
-                                                             uint8_t *ua, uint8_t *ma) {
-    const int64_t K = p->K, Kp = qg_kp(K);
-    const uint8_t *a = p->a + m * K;
-    /* NumPy: s = (q - 128).astype(int8) (q ^ 0x80; int8 activations: s = a); ua = |s| as
-     * uint8; ma = 0xFF where s < 0; C = s[s < 0].sum(); zero for k >= K */
-    const uint8_t fl = p->a_signed ? 0 : 0x80;
+/* Row a (K activation bytes) prepared for qv_tile: ua = |a'| and ma = its sign mask (Kp bytes
+ * each, zero past K), a' = a ^ flip as int8 (flip 0x80: uint8 q, a' = q - 128; flip 0: int8
+ * activations, a' = a). Returns C = sum min(a', 0). */
+__attribute__((target("avx2,fma"))) static int32_t qv_prep_row(const uint8_t *a, int64_t K,
+                                                               uint8_t fl, uint8_t *ua,
+                                                               uint8_t *ma) {
+    const int64_t Kp = qg_kp(K);
+    /* NumPy: s = (a ^ flip).astype(int8); ua = |s| as uint8; ma = 0xFF where s < 0;
+     * C = s[s < 0].sum(); zero for k >= K */
     const __m256i flip = _mm256_set1_epi8((char)fl), zero = _mm256_setzero_si256();
     __m256i neg = zero; /* sum of |s| where s < 0, in 4 uint64 lanes */
     int64_t k = 0, c = 0;
@@ -192,24 +192,39 @@ __attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, i
         neg = _mm256_add_epi64(neg, _mm256_sad_epu8(_mm256_and_si256(u, mk), zero));
     }
     for (; k < Kp; k++) {
-        const int s = k < K ? (int)(int8_t)(a[k] ^ fl) : 0; /* q - 128 */
+        const int s = k < K ? (int)(int8_t)(a[k] ^ fl) : 0;
         ua[k] = (uint8_t)(s < 0 ? -s : s);
         ma[k] = s < 0 ? 0xFF : 0;
         c += s < 0 ? s : 0;
     }
     int64_t nb4[4];
     memcpy(nb4, &neg, sizeof nb4);
-    c -= nb4[0] + nb4[1] + nb4[2] + nb4[3];
+    return (int32_t)(c - (nb4[0] + nb4[1] + nb4[2] + nb4[3]));
+}
+
+/* Row m of p over the column blocks [nb_lo, nb_hi), its ua / ma / c from qv_prep_row. */
+__attribute__((target("avx2,fma"))) static void qv_gemv_cols(const qg_args *p, int64_t m,
+                                                             int64_t nb_lo, int64_t nb_hi,
+                                                             const uint8_t *ua, const uint8_t *ma,
+                                                             int32_t c) {
     const int32_t off = qg_off(p, m) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
     const float xs = p->xs[m * p->xs_step];
     int64_t nb = nb_lo;
-    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 4, ua, ma, (int32_t)c, off, xs);
+    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 4, ua, ma, c, off, xs);
     switch (nb_hi - nb) {
-    case 3: qv_tile(p, m, nb, 3, ua, ma, (int32_t)c, off, xs); break;
-    case 2: qv_tile(p, m, nb, 2, ua, ma, (int32_t)c, off, xs); break;
-    case 1: qv_tile(p, m, nb, 1, ua, ma, (int32_t)c, off, xs); break;
+    case 3: qv_tile(p, m, nb, 3, ua, ma, c, off, xs); break;
+    case 2: qv_tile(p, m, nb, 2, ua, ma, c, off, xs); break;
+    case 1: qv_tile(p, m, nb, 1, ua, ma, c, off, xs); break;
     default: break;
     }
+}
+
+/* Row m of p over the column blocks [nb_lo, nb_hi); ua, ma: Kp bytes of scratch each. */
+__attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, int64_t m,
+                                                             int64_t nb_lo, int64_t nb_hi,
+                                                             uint8_t *ua, uint8_t *ma) {
+    const int32_t c = qv_prep_row(p->a + m * p->K, p->K, p->a_signed ? 0 : 0x80, ua, ma);
+    qv_gemv_cols(p, m, nb_lo, nb_hi, ua, ma, c);
 }
 
 __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,

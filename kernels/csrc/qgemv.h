@@ -13,7 +13,8 @@
  * The product, on the AVX2 path: the signed-activation GEMV of qgemm_avx2.h (qv_tile; its
  * comment has the exactness argument: |a'| (w ^ m) never saturates vpmaddubsw's int16 pairs,
  * for every int8 weight, -128 included), with each row's |a'|, sign mask and C prepared once
- * per layer here (qv_prep_row) and the columns cut into units spread over threads (below).
+ * per layer here (qgemm_avx2.h's qv_prep_row) and the columns cut into units spread over
+ * threads (below).
  *
  * Cost model (Zen 3): per ymm of weights (8 columns x 4 k) a load and 4 vector uops (vpxor,
  * vpmaddubsw, vpmaddwd, vpaddd; 2 of them on the two multiply pipes): ~1 cycle per 32
@@ -43,51 +44,6 @@ typedef struct {
     const int32_t *fixed_zp;
 } qv_layer;
 
-#if LA_X86
-/* Row r of a layer, prepared for qgemm_avx2.h's qv_tile: from its uint8 activations a (K bytes), ua = |a'|
- * and ma = the sign mask (Kp bytes each, zero past K); returns C = sum min(a', 0). */
-__attribute__((target("avx2,fma"))) static int32_t qv_prep_row(const uint8_t *a, int64_t K,
-                                                               uint8_t *ua, uint8_t *ma) {
-    const int64_t Kp = qg_kp(K);
-    /* NumPy: s = (q - 128).astype(int8) (q ^ 0x80); ua = |s| as uint8; ma = 0xFF where s < 0;
-     * C = s[s < 0].sum(); zero for k >= K */
-    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
-    __m256i neg = zero; /* sum of |s| where s < 0, in 4 uint64 lanes */
-    int64_t k = 0, c = 0;
-    for (; k + 32 <= K; k += 32) {
-        const __m256i s = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(a + k)), flip);
-        const __m256i u = _mm256_abs_epi8(s), mk = _mm256_cmpgt_epi8(zero, s);
-        _mm256_storeu_si256((__m256i *)(ua + k), u);
-        _mm256_storeu_si256((__m256i *)(ma + k), mk);
-        neg = _mm256_add_epi64(neg, _mm256_sad_epu8(_mm256_and_si256(u, mk), zero));
-    }
-    for (; k < Kp; k++) {
-        const int s = k < K ? (int)a[k] - 128 : 0; /* q - 128 */
-        ua[k] = (uint8_t)(s < 0 ? -s : s);
-        ma[k] = s < 0 ? 0xFF : 0;
-        c += s < 0 ? s : 0;
-    }
-    int64_t nb4[4];
-    memcpy(nb4, &neg, sizeof nb4);
-    return (int32_t)(c - (nb4[0] + nb4[1] + nb4[2] + nb4[3]));
-}
-
-/* Columns [16 lo, 16 hi) of row r (hi - lo <= 4), ua / ma / c from qv_prep_row. */
-__attribute__((target("avx2,fma"))) static void qv_gemv_cols(const qg_args *p, int64_t r,
-                                                             int64_t lo, int64_t hi,
-                                                             const uint8_t *ua, const uint8_t *ma,
-                                                             int32_t c) {
-    const int32_t off = qg_off(p, r) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
-    const float xs = p->xs[r * p->xs_step];
-    switch (hi - lo) {
-    case 4: qv_tile(p, r, lo, 4, ua, ma, c, off, xs); break;
-    case 3: qv_tile(p, r, lo, 3, ua, ma, c, off, xs); break;
-    case 2: qv_tile(p, r, lo, 2, ua, ma, c, off, xs); break;
-    case 1: qv_tile(p, r, lo, 1, ua, ma, c, off, xs); break;
-    default: break;
-    }
-}
-#endif
 
 /* ---- the chain, its layers' columns cut into units spread over `parts` threads ----------
  *
@@ -184,7 +140,8 @@ static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
     cur->gemv = qg_active == QG_AVX2 && p->K > 0;
     if (cur->gemv) {
         const int64_t Kp = qg_kp(p->K);
-        for (int64_t r = 0; r < m; r++) c[r] = qv_prep_row(q + r * p->K, p->K, ua + r * Kp, ma + r * Kp);
+        for (int64_t r = 0; r < m; r++)
+            c[r] = qv_prep_row(q + r * p->K, p->K, 0x80, ua + r * Kp, ma + r * Kp);
     }
 #endif
 }
