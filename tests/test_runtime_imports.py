@@ -46,7 +46,10 @@ LEPTON = {
     "lepton_nn.runtime.record",
     "lepton_nn.runtime.shapes",
     "lepton_nn.runtime.steps",
+    "lepton_nn.runtime.steps_conv",
+    "lepton_nn.runtime.steps_dense",
     "lepton_nn.runtime.steps_extra",
+    "lepton_nn.runtime.steps_recurrent",
     "lepton_nn.runtime.validate",
 }
 # top-level standard-library packages it may add to NumPy's (loading a file needs zip, JSON,
