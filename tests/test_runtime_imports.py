@@ -35,6 +35,7 @@ LEPTON = {
     "lepton_nn.backend.threads",
     "lepton_nn.errors",
     "lepton_nn.runtime",
+    "lepton_nn.runtime.aliasing",
     "lepton_nn.runtime.compression",
     "lepton_nn.runtime.format",
     "lepton_nn.runtime.format_common",
