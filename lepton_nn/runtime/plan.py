@@ -56,6 +56,7 @@ from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.backend.threads import get_num_threads, native_pool_wake
 from lepton_nn.errors import LeptonError, ModelFormatError
 
+from .aliasing import check_threaded_aliasing
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, Plan, bind_chains, contract, parse_graph
 from .kernels import kernels
@@ -230,6 +231,7 @@ class Network(Record):
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
         ops += _join_int8_chains(_join_dense_chains(bound, ctx.pool))
+        check_threaded_aliasing(ops)
         # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
         # meanwhile (its own workers would spin on the cores the pool's need); only then, as
         # holding costs ~10-60 us a call in ctypes calls to OpenBLAS
