@@ -57,6 +57,27 @@ def test_gemm_matches_float64_oracle(m, k, n, ta, tb):
     assert np.all(np.abs(out - ref) <= bound + 1e-30)
 
 
+# Packing edges: A' panels of 6 rows read 8 values of k at a time (k % 8 tails, a short last
+# panel, several packing tasks), B' columns from B's rows 8 at a time (n % 8 tails, units of
+# 64 columns, K blocks of <= 256)
+EXACT_SHAPES = [(6, 8, 8), (12, 9, 15), (131, 263, 71), (128, 784, 130), (50, 517, 200)]
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize(("m", "k", "n"), EXACT_SHAPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemm_exact_on_small_integers(m, k, n, ta, tb, threads):
+    """Small integers: every partial sum is exact in float32, so any order of the sums gives
+    the float64 product exactly; a value packed into a wrong place (or lost) cannot hide."""
+    rng = np.random.default_rng(m * k + n)
+    a = rng.integers(-4, 5, (k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.integers(-4, 5, (n, k) if tb else (k, n)).astype(np.float32)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    out = _gemm.gemm(a, ta, b, tb, np.full((m, n), np.nan, np.float32), threads)
+    np.testing.assert_array_equal(out, ref.astype(np.float32))
+
+
 @pytest.mark.parametrize(("m", "k", "n"), [(37, 301, 300), (128, 784, 512), (200, 64, 1000)])
 def test_gemm_same_bits_at_any_thread_count(m, k, n):
     for ta, tb in [(False, False), (True, False), (False, True)]:

@@ -94,6 +94,64 @@ static void lnn_gt_kernel_c(ptrdiff_t kc, const float *pa, const float *pb, floa
         }
 }
 
+#if LNN_GT_AVX2
+/* The 8 x 8 transpose of r[0..7] (rows) into r[0..7] (columns), in registers. */
+__attribute__((target("avx2"))) static inline void lnn_gt_tr8(__m256 r[8])
+{
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* dst[6 p + r] = src_r[p] for p < kc (six rows of A, a full micro-panel): 8 values of p at a
+ * time, transposed in registers (rows 6 and 7 zero) and stored as 8 overlapping 8-float
+ * stores, the last one cut to its 6 floats so nothing past the panel is written (a
+ * neighbouring panel may be another thread's packing task). The scalar loop took ~0.35 ns
+ * a value (one 4-byte store each); the same values land in the same places. */
+__attribute__((target("avx2"))) static void lnn_gt_pack_a6(const float *src, ptrdiff_t lda,
+                                                           ptrdiff_t kc, float *dst)
+{
+    ptrdiff_t p = 0;
+    for (; p + 8 <= kc; p += 8, dst += 8 * LNN_GT_MR) {
+        __m256 r[8];
+        for (int i = 0; i < LNN_GT_MR; i++) r[i] = _mm256_loadu_ps(src + i * lda + p);
+        r[6] = r[7] = _mm256_setzero_ps();
+        lnn_gt_tr8(r);
+        for (int j = 0; j < 7; j++) _mm256_storeu_ps(dst + j * LNN_GT_MR, r[j]);
+        _mm_storeu_ps(dst + 7 * LNN_GT_MR, _mm256_castps256_ps128(r[7]));
+        _mm_storel_pi((__m64 *)(dst + 7 * LNN_GT_MR + 4), _mm256_extractf128_ps(r[7], 1));
+    }
+    for (; p < kc; p++, dst += LNN_GT_MR)
+        for (int i = 0; i < LNN_GT_MR; i++) dst[i] = src[i * lda + p];
+}
+
+/* pb[p * 16 + c] = b[(j + c) * ldb + p] for c < 8, p < kc: 8 rows of B (8 columns of B') into
+ * one half of a 16-wide panel, 8 x 8 transposes in registers (the scalar loop wrote one
+ * float per 64-byte line, 16 passes over the panel). */
+__attribute__((target("avx2"))) static void lnn_gt_pack_bt8(const float *b, ptrdiff_t ldb,
+                                                            ptrdiff_t kc, float *pb)
+{
+    ptrdiff_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(b + i * ldb + p);
+        lnn_gt_tr8(r);
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(pb + (p + i) * LNN_GT_NR, r[i]);
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < 8; i++) pb[p * LNN_GT_NR + i] = b[i * ldb + p];
+}
+#endif
+
 /* pb[q] (kc x 16) = B'[p0 : p0 + kc, j0 + 16 q : j0 + 16 q + 16], zero past column j1.
  * B is read in its own row order (rows of B', or rows of B when tb), so the hardware
  * prefetcher streams it: a B of 1.6 MB read panel by panel missed L3 on every line. */
@@ -115,7 +173,14 @@ static void lnn_gt_pack_b(const float *b, ptrdiff_t ldb, int tb, ptrdiff_t p0, p
         return;
     }
     /* B (n, k): column j of B' is row j of B, read along p */
-    for (ptrdiff_t j = j0; j < j0 + npan * LNN_GT_NR; j++) {
+    ptrdiff_t jv = j0; /* columns before jv are packed (8 at a time with AVX2) */
+#if LNN_GT_AVX2
+    if (lnn_gt_have_avx2())
+        for (; jv + 8 <= j1; jv += 8)
+            lnn_gt_pack_bt8(b + jv * ldb + p0, ldb, kc,
+                            pb + (jv - j0) / LNN_GT_NR * kc * LNN_GT_NR + (jv - j0) % LNN_GT_NR);
+#endif
+    for (ptrdiff_t j = jv; j < j0 + npan * LNN_GT_NR; j++) {
         float *dst = pb + (j - j0) / LNN_GT_NR * kc * LNN_GT_NR + (j - j0) % LNN_GT_NR;
         if (j < j1) {
             const float *src = b + j * ldb + p0;
@@ -145,6 +210,12 @@ static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, p
             for (ptrdiff_t p = 0; p < kc; p++, src += lda)
                 memcpy(pa + p * LNN_GT_MR, src, LNN_GT_MR * sizeof(float));
         } else { /* A (m, k): six rows read side by side */
+#if LNN_GT_AVX2
+            if (lnn_gt_have_avx2()) {
+                lnn_gt_pack_a6(a + i * lda + p0, lda, kc, pa);
+                continue;
+            }
+#endif
             const float *r0 = a + i * lda + p0, *r1 = r0 + lda, *r2 = r1 + lda;
             const float *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
             float *dst = pa;
