@@ -57,10 +57,21 @@ def test_gemm_matches_float64_oracle(m, k, n, ta, tb):
     assert np.all(np.abs(out - ref) <= bound + 1e-30)
 
 
-# Packing edges: A' panels of 6 rows read 8 values of k at a time (k % 8 tails, a short last
-# panel, several packing tasks), B' columns from B's rows 8 at a time (n % 8 tails, units of
-# 64 columns, K blocks of <= 256)
-EXACT_SHAPES = [(6, 8, 8), (12, 9, 15), (131, 263, 71), (128, 784, 130), (50, 517, 200)]
+# Packing edges and short last panels: A' panels of 6 rows read 8 values of k at a time
+# (k % 8 tails, several packing tasks), B' columns from B's rows 8 at a time (n % 8 tails,
+# units of 64 columns, K blocks of <= 256 continuing from C), last panels of h = m mod 6 rows
+# (the 4-row kernel when h <= 4), narrow column edges
+EXACT_SHAPES = [
+    (6, 8, 8),
+    (12, 9, 15),
+    (131, 263, 71),
+    (128, 784, 130),
+    (50, 517, 200),
+    (7, 5, 16),
+    (9, 40, 37),
+    (64, 300, 33),
+    (10, 600, 64),
+]  # last panels of 1-4 rows
 
 
 @pytest.mark.parametrize("ta", [False, True])

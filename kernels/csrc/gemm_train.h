@@ -6,9 +6,10 @@
  * G_z W^T (input gradient). The usual blocking: A' is packed once per call into micro-panels
  * of 6 rows, K block after K block (blocks of <= KC, near-equal); each unit of 64 columns
  * packs its K block of B' into panels of 16 columns (KC x 16, 16 KB: L1) and runs a 6 x 16
- * microkernel (12 AVX2 accumulators) over them. Packing reads A and B in their own row order
- * whatever the transposes, so the four cases run the same kernel; rows and columns past m, n
- * are zero in the packs and not stored.
+ * microkernel (12 AVX2 accumulators) over them; a short last panel of <= 4 rows runs a 4 x 16
+ * kernel (8 accumulators). Packing reads A and B in their own row order whatever the
+ * transposes, so the four cases run the same kernels; rows and columns past m, n are zero in
+ * the packs and not stored.
  *
  * Order of operations: c = 0, then c = fma(a[p], b[p], c) for p = 0, 1, ..., k-1 in order
  * (K blocks continue the same chain from C). A unit computes its columns exactly as a whole
@@ -78,6 +79,41 @@ lnn_gt_kernel(ptrdiff_t kc, const float *pa, const float *pb, float *c, ptrdiff_
     _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
     _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
     _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
+}
+
+/* The last, short micro-panel of h <= 4 rows (m = 128 = 21 x 6 + 2): rows [0, h) of
+ * c[0:h, 0:16] = (first ? 0 : c) + pa (kc x 6, rows h.. zero) @ pb, the same fma chain per
+ * output as lnn_gt_kernel. Eight accumulators (4 rows) keep both FMA pipes busy at 4 cycles
+ * a step where the 6-row kernel spent 6 on rows of zeros; only rows < h are read and
+ * stored. */
+__attribute__((target("avx2,fma"))) static void
+lnn_gt_kernel4(ptrdiff_t kc, const float *pa, const float *pb, float *c, ptrdiff_t ldc, int first,
+               ptrdiff_t h)
+{
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    if (!first)
+        for (ptrdiff_t r = 0; r < h; r++)
+            acc[2 * r] = _mm256_loadu_ps(c + r * ldc), acc[2 * r + 1] = _mm256_loadu_ps(c + r * ldc + 8);
+    __m256 c00 = acc[0], c01 = acc[1], c10 = acc[2], c11 = acc[3];
+    __m256 c20 = acc[4], c21 = acc[5], c30 = acc[6], c31 = acc[7];
+#pragma GCC unroll 4
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+        __m256 a = _mm256_broadcast_ss(pa);
+        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(pa + 1);
+        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(pa + 2);
+        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(pa + 3);
+        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+        pa += LNN_GT_MR, pb += LNN_GT_NR;
+    }
+    acc[0] = c00, acc[1] = c01, acc[2] = c10, acc[3] = c11;
+    acc[4] = c20, acc[5] = c21, acc[6] = c30, acc[7] = c31;
+    for (ptrdiff_t r = 0; r < h; r++)
+        _mm256_storeu_ps(c + r * ldc, acc[2 * r]), _mm256_storeu_ps(c + r * ldc + 8, acc[2 * r + 1]);
 }
 #endif
 
@@ -391,6 +427,21 @@ static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, f
                     kern(kc, pas, pbq, cij, n, first);
                     continue;
                 }
+#if LNN_GT_AVX2
+                if (h <= 4 && kern == lnn_gt_kernel) { /* a short last panel: 4-row kernel */
+                    if (w == LNN_GT_NR) {
+                        lnn_gt_kernel4(kc, pas, pbq, cij, n, first, h);
+                        continue;
+                    }
+                    if (!first)
+                        for (ptrdiff_t r = 0; r < h; r++)
+                            memcpy(tile + r * LNN_GT_NR, cij + r * n, (size_t)w * 4);
+                    lnn_gt_kernel4(kc, pas, pbq, tile, LNN_GT_NR, first, h);
+                    for (ptrdiff_t r = 0; r < h; r++)
+                        memcpy(cij + r * n, tile + r * LNN_GT_NR, (size_t)w * 4);
+                    continue;
+                }
+#endif
                 /* an edge tile: through a full 6 x 16 scratch tile */
                 if (!first)
                     for (ptrdiff_t r = 0; r < h; r++)
