@@ -191,6 +191,68 @@ def test_compiled_step_bit_identical_with_the_kernel(backend):
             np.testing.assert_array_equal(u, v)
 
 
+def test_compiled_adam_runs_the_eager_kernel_on_the_pool():
+    """The Numba replay's Adam is the eager step's C kernel (its tasks on the shared pool),
+    called from the replay: the source says so, and its updates are the eager ones bit for
+    bit at 1, 2 and 3 threads (above)."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    if not K.C_ADAM:
+        pytest.skip("the Cython dense kernels are not built")
+    x, y = _data(seed=2)
+    with B.use_backend("cython"):
+        opt, step = _train(_model())
+        step = L.compile(step, backend="numba")
+        for i in range(3):
+            step(x[i], y[i])
+    (source,) = [e[2].source for e in step.entries.values()]
+    assert source.count("c_adam(") == 6 and "    adam(" not in source
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_c_entry_matches_adam_step_and_the_numba_twin(decoupled):
+    """``_dense.adam_address``'s entry (the 9 scalars folded by the caller) against
+    ``adam_step`` (the eager call) and the replay's Numba loop ``kernels.adam``: the same bits,
+    at 1, 2 and 3 threads, over 3 chunks of 16384 elements and a ragged end."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+    from lepton_nn.compiled.codegen import _AdamScalars
+
+    if not K.C_ADAM:
+        pytest.skip("the Cython dense kernels are not built")
+    from lepton_nn.kernels import _dense
+
+    rng = np.random.default_rng(5)
+    n, lr, wd, t = 3 * 16384 + 77, 3e-3, 0.05, 4
+    p0, g = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
+    m0 = rng.standard_normal(n, dtype=np.float32)
+    v0 = np.abs(rng.standard_normal(n, dtype=np.float32))
+
+    class _Opt:
+        pass
+
+    opt = _Opt()
+    opt.lr = lr
+    attrs = {"opt": opt, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": wd,
+             "decoupled": decoupled}  # fmt: skip
+    fold = _AdamScalars(attrs, 0)
+    fold.states.append({"t": t - 1})
+    S = np.zeros(9)
+    fold(S)  # step t's scalars, as the replay folds them
+    want = [p0.copy(), m0.copy(), v0.copy()]
+    _dense.adam_step(want[0], g, want[1], want[2], lr, 0.9, 0.999, 1e-8, wd, t, decoupled, 1)
+    twin = [p0.copy(), m0.copy(), v0.copy()]
+    K.adam(twin[0], g, twin[1], twin[2], S)
+    for u, v in zip(twin, want):
+        np.testing.assert_array_equal(u, v)
+    for threads in (1, 2, 3):
+        got = [p0.copy(), m0.copy(), v0.copy()]
+        K.c_adam(got[0], g, got[1], got[2], S, threads)
+        for u, v in zip(got, want):
+            np.testing.assert_array_equal(u, v)
+
+
 def _three_runs(backend, x, y):
     runs = []
     for threads, compiled in ((1, False), (2, False), (2, True)):
@@ -200,9 +262,9 @@ def _three_runs(backend, x, y):
         if compiled:
             step = L.compile(step, backend=backend)
         losses_ = []
-        for i in range(5):  # compiled: 1-2 capture, 3-5 replay
-            if compiled and i == 4:
-                set_num_threads(1)
+        for i in range(5):  # compiled: 1-2 capture, 3-5 replay (at 2, 3, then 1 thread)
+            if compiled and i >= 3:
+                set_num_threads(3 if i == 3 else 1)
             losses_.append(step(x[i % 3], y[i % 3]).item())
         runs.append((losses_, [p.data.copy() for p in model.parameters()]))
     return runs
