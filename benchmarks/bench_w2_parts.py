@@ -3,7 +3,7 @@ reports) split into its parts, each part's time per step, and the same for anoth
 in alternating processes (issue 23: W2 at >= 80 % of the fp32 GEMM peak).
 
     python benchmarks/bench_w2_parts.py [--threads 1] [--steps 300] [--rounds 3]
-                                         [--baseline /path/to/other/checkout]
+                                         [--baseline /path/to/other/checkout] [--compiled]
 
 Parts: each GEMM by shape (``gemm A'(m, k) B'(k, n)``, the backend's ``gemm``), the bias and
 activation epilogues, the loss, Adam's update, and the rest (Python, autograd, allocation):
@@ -12,7 +12,8 @@ busy machine: time the OS gave to another process is not counted; wall time at 2
 medians over the steps, per round. With ``--baseline`` (a checkout with its extensions built
 in place, say ``git archive <commit> | tar -x -C DIR`` plus ``setup.py build_ext --inplace``)
 each round runs the baseline's process, then this tree's, so both see the same load. Prints
-the load average with every round.
+the load average with every round. ``--compiled`` times the step through ``lepton_nn.compile``
+(the Numba replay: one call, no parts) instead.
 """
 
 from __future__ import annotations
@@ -90,10 +91,49 @@ def profile(threads: int, steps: int) -> dict:
     return med
 
 
-def _run(tree: str, threads: int, steps: int) -> dict:
+def compiled(threads: int, steps: int) -> dict:
+    """Median time per step of W2's step through ``lepton_nn.compile`` (the Numba replay),
+    in this process: the same clocks as :func:`profile`, no parts (one call)."""
+    import time
+
+    import numpy as np
+
+    import lepton_nn
+    from lepton_nn import optim
+    from lepton_nn.bench.cases import configure_threads
+    from lepton_nn.bench.engines.lepton import _loss, lepton_mlp
+    from lepton_nn.bench.workloads import ADAM, W2, glorot_weights, training_data, training_flops
+
+    limiter = configure_threads("lepton", threads)  # noqa: F841 (kept for the run)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    x, y = training_data(W2)
+    model = lepton_mlp(W2.sizes, glorot_weights(W2.sizes))
+    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    loss_fn = _loss(W2.loss)
+
+    def train_step(xb, yb):
+        opt.zero_grad()
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = lepton_nn.compile(train_step)
+    times = []
+    for i in range(steps + 20):
+        t = clock()
+        step(x[i % len(x)], y[i % len(y)])
+        if i >= 20:  # capture, validation, compilation and warm-up
+            times.append(clock() - t)
+    med = float(np.median(times))
+    return {"compiled step": med, "step": med,
+            "step GFLOP/s": training_flops("W2") * W2.batch / med / 1e9}  # fmt: skip
+
+
+def _run(tree: str, threads: int, steps: int, fn: str = "profile") -> dict:
     code = (
         f"import sys, json; sys.path.insert(0, {tree!r}); sys.path.insert(1, {HERE!r}); "
-        f"import bench_w2_parts as b; print(json.dumps(b.profile({threads}, {steps})))"
+        f"import bench_w2_parts as b; print(json.dumps(b.{fn}({threads}, {steps})))"
     )
     env = dict(os.environ, PYTHONPATH=tree)
     out = subprocess.run(
@@ -110,19 +150,23 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--baseline", help="another checkout (extensions built in place)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="time the step through lepton_nn.compile instead (no parts)")  # fmt: skip
     args = ap.parse_args(argv)
     ours = os.path.dirname(HERE)
     trees = {"baseline": args.baseline, "this tree": ours} if args.baseline else {"this": ours}
     results: dict[str, list[dict]] = {name: [] for name in trees}
     for r in range(args.rounds):
         for name, tree in trees.items():
-            results[name].append(_run(tree, args.threads, args.steps))
+            fn = "compiled" if args.compiled else "profile"
+            results[name].append(_run(tree, args.threads, args.steps, fn))
         print(f"round {r + 1}: load average {os.getloadavg()}", flush=True)
     keys: list[str] = []
     for name in trees:
         keys += [k for k in results[name][0] if k not in (*keys, "step", "step GFLOP/s")]
     clock = "CPU" if args.threads == 1 else "wall"
-    print(f"\nW2 eager step, {args.threads} thread(s), {clock} time per step, us (median of")
+    kind = "compiled" if args.compiled else "eager"
+    print(f"\nW2 {kind} step, {args.threads} thread(s), {clock} time per step, us (median of")
     print(f"{args.steps} steps; the median over {args.rounds} rounds)")
     print(f"{'part':48s}" + "".join(f"{name:>14s}" for name in trees))
     for k in [*keys, "step", "step GFLOP/s"]:

@@ -178,7 +178,7 @@ ctypedef struct _adam_job:
     void *v
     Py_ssize_t n
     bint f32
-    double step_size, beta1, beta2, inv_sqrt_bc2, eps, l2, decay
+    double step_size, beta1, beta2, one_m_b1, one_m_b2, inv_sqrt_bc2, eps, l2, decay
 
 
 DEF _ADAM_CHUNK = 16384  # elements per pool task (448 KB of p, g, m, v: a few tens of us)
@@ -193,13 +193,33 @@ cdef int _adam_task(void *ctx, Py_ssize_t t) noexcept nogil:
     if J.f32:
         lnn_adam_step_f32(<float *>J.p + i0, <float *>J.g + i0, <float *>J.m + i0,
                           <float *>J.v + i0, n, <float>J.step_size, <float>J.beta1,
-                          <float>J.beta2, <float>(1.0 - J.beta1), <float>(1.0 - J.beta2),
+                          <float>J.beta2, <float>J.one_m_b1, <float>J.one_m_b2,
                           <float>J.inv_sqrt_bc2, <float>J.eps, <float>J.l2, <float>J.decay)
     else:
         lnn_adam_step_f64(<double *>J.p + i0, <double *>J.g + i0, <double *>J.m + i0,
                           <double *>J.v + i0, n, J.step_size, J.beta1, J.beta2,
-                          1.0 - J.beta1, 1.0 - J.beta2, J.inv_sqrt_bc2, J.eps, J.l2, J.decay)
+                          J.one_m_b1, J.one_m_b2, J.inv_sqrt_bc2, J.eps, J.l2, J.decay)
     return 0
+
+
+cdef int _adam_f32_entry(float *p, const float *g, float *m, float *v, Py_ssize_t n,
+                         const double *s, int threads) noexcept nogil:
+    """adam_step for float32 from C: s = (step_size, b1, b2, 1 - b1, 1 - b2,
+    1 / sqrt(1 - b2^t), eps, l2, decay), folded in double by the caller (the Numba replay of
+    ``lepton_nn.compile``), each rounded once to float32 as adam_step does; the same tasks on
+    the shared pool, so the same bits at any thread count. Returns 0."""
+    cdef _adam_job J
+    J.p, J.g, J.m, J.v, J.n, J.f32 = p, <void *>g, m, v, n, True
+    J.step_size, J.beta1, J.beta2, J.one_m_b1, J.one_m_b2 = s[0], s[1], s[2], s[3], s[4]
+    J.inv_sqrt_bc2, J.eps, J.l2, J.decay = s[5], s[6], s[7], s[8]
+    return lnn_parallel(_adam_task, &J, (n + _ADAM_CHUNK - 1) // _ADAM_CHUNK, threads)
+
+
+def adam_address():
+    """The C entry ``int f(float *p, const float *g, float *m, float *v, ssize_t n,
+    const double *s, int threads)`` of the float32 update (see ``_adam_f32_entry``), an
+    integer, for compiled code that calls it with no Python in between."""
+    return <size_t>&_adam_f32_entry
 
 
 def adam_step(cnp.ndarray p not None, cnp.ndarray g not None, cnp.ndarray m not None,
@@ -223,6 +243,7 @@ def adam_step(cnp.ndarray p not None, cnp.ndarray g not None, cnp.ndarray m not 
     J.l2 = 0.0 if decoupled else weight_decay  # g = g + weight_decay * p
     J.decay = 1.0 - lr * weight_decay if decoupled else 1.0  # p *= 1 - lr * wd
     J.beta1, J.beta2, J.eps = beta1, beta2, eps
+    J.one_m_b1, J.one_m_b2 = 1.0 - beta1, 1.0 - beta2
     cdef Py_ssize_t tasks = (J.n + _ADAM_CHUNK - 1) // _ADAM_CHUNK
     with nogil:
         lnn_parallel(_adam_task, &J, tasks, threads)

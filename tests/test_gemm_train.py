@@ -57,6 +57,38 @@ def test_gemm_matches_float64_oracle(m, k, n, ta, tb):
     assert np.all(np.abs(out - ref) <= bound + 1e-30)
 
 
+# Packing edges and short last panels: A' panels of 6 rows read 8 values of k at a time
+# (k % 8 tails, several packing tasks), B' columns from B's rows 8 at a time (n % 8 tails,
+# units of 64 columns, K blocks of <= 256 continuing from C), last panels of h = m mod 6 rows
+# (the 4-row kernel when h <= 4), narrow column edges
+EXACT_SHAPES = [
+    (6, 8, 8),
+    (12, 9, 15),
+    (131, 263, 71),
+    (128, 784, 130),
+    (50, 517, 200),
+    (7, 5, 16),
+    (9, 40, 37),
+    (64, 300, 33),
+    (10, 600, 64),
+]  # last panels of 1-4 rows
+
+
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize(("m", "k", "n"), EXACT_SHAPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_gemm_exact_on_small_integers(m, k, n, ta, tb, threads):
+    """Small integers: every partial sum is exact in float32, so any order of the sums gives
+    the float64 product exactly; a value packed into a wrong place (or lost) cannot hide."""
+    rng = np.random.default_rng(m * k + n)
+    a = rng.integers(-4, 5, (k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.integers(-4, 5, (n, k) if tb else (k, n)).astype(np.float32)
+    ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    out = _gemm.gemm(a, ta, b, tb, np.full((m, n), np.nan, np.float32), threads)
+    np.testing.assert_array_equal(out, ref.astype(np.float32))
+
+
 @pytest.mark.parametrize(("m", "k", "n"), [(37, 301, 300), (128, 784, 512), (200, 64, 1000)])
 def test_gemm_same_bits_at_any_thread_count(m, k, n):
     for ta, tb in [(False, False), (True, False), (False, True)]:
@@ -159,6 +191,68 @@ def test_compiled_step_bit_identical_with_the_kernel(backend):
             np.testing.assert_array_equal(u, v)
 
 
+def test_compiled_adam_runs_the_eager_kernel_on_the_pool():
+    """The Numba replay's Adam is the eager step's C kernel (its tasks on the shared pool),
+    called from the replay: the source says so, and its updates are the eager ones bit for
+    bit at 1, 2 and 3 threads (above)."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+
+    if not K.C_ADAM:
+        pytest.skip("the Cython dense kernels are not built")
+    x, y = _data(seed=2)
+    with B.use_backend("cython"):
+        opt, step = _train(_model())
+        step = L.compile(step, backend="numba")
+        for i in range(3):
+            step(x[i], y[i])
+    (source,) = [e[2].source for e in step.entries.values()]
+    assert source.count("c_adam(") == 6 and "    adam(" not in source
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_c_entry_matches_adam_step_and_the_numba_twin(decoupled):
+    """``_dense.adam_address``'s entry (the 9 scalars folded by the caller) against
+    ``adam_step`` (the eager call) and the replay's Numba loop ``kernels.adam``: the same bits,
+    at 1, 2 and 3 threads, over 3 chunks of 16384 elements and a ragged end."""
+    pytest.importorskip("numba")
+    from lepton_nn.compiled import kernels as K
+    from lepton_nn.compiled.codegen import _AdamScalars
+
+    if not K.C_ADAM:
+        pytest.skip("the Cython dense kernels are not built")
+    from lepton_nn.kernels import _dense
+
+    rng = np.random.default_rng(5)
+    n, lr, wd, t = 3 * 16384 + 77, 3e-3, 0.05, 4
+    p0, g = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
+    m0 = rng.standard_normal(n, dtype=np.float32)
+    v0 = np.abs(rng.standard_normal(n, dtype=np.float32))
+
+    class _Opt:
+        pass
+
+    opt = _Opt()
+    opt.lr = lr
+    attrs = {"opt": opt, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": wd,
+             "decoupled": decoupled}  # fmt: skip
+    fold = _AdamScalars(attrs, 0)
+    fold.states.append({"t": t - 1})
+    S = np.zeros(9)
+    fold(S)  # step t's scalars, as the replay folds them
+    want = [p0.copy(), m0.copy(), v0.copy()]
+    _dense.adam_step(want[0], g, want[1], want[2], lr, 0.9, 0.999, 1e-8, wd, t, decoupled, 1)
+    twin = [p0.copy(), m0.copy(), v0.copy()]
+    K.adam(twin[0], g, twin[1], twin[2], S)
+    for u, v in zip(twin, want):
+        np.testing.assert_array_equal(u, v)
+    for threads in (1, 2, 3):
+        got = [p0.copy(), m0.copy(), v0.copy()]
+        K.c_adam(got[0], g, got[1], got[2], S, threads)
+        for u, v in zip(got, want):
+            np.testing.assert_array_equal(u, v)
+
+
 def _three_runs(backend, x, y):
     runs = []
     for threads, compiled in ((1, False), (2, False), (2, True)):
@@ -168,9 +262,9 @@ def _three_runs(backend, x, y):
         if compiled:
             step = L.compile(step, backend=backend)
         losses_ = []
-        for i in range(5):  # compiled: 1-2 capture, 3-5 replay
-            if compiled and i == 4:
-                set_num_threads(1)
+        for i in range(5):  # compiled: 1-2 capture, 3-5 replay (at 2, 3, then 1 thread)
+            if compiled and i >= 3:
+                set_num_threads(3 if i == 3 else 1)
             losses_.append(step(x[i % 3], y[i % 3]).item())
         runs.append((losses_, [p.data.copy() for p in model.parameters()]))
     return runs

@@ -6,9 +6,10 @@
  * G_z W^T (input gradient). The usual blocking: A' is packed once per call into micro-panels
  * of 6 rows, K block after K block (blocks of <= KC, near-equal); each unit of 64 columns
  * packs its K block of B' into panels of 16 columns (KC x 16, 16 KB: L1) and runs a 6 x 16
- * microkernel (12 AVX2 accumulators) over them. Packing reads A and B in their own row order
- * whatever the transposes, so the four cases run the same kernel; rows and columns past m, n
- * are zero in the packs and not stored.
+ * microkernel (12 AVX2 accumulators) over them; a short last panel of <= 4 rows runs a 4 x 16
+ * kernel (8 accumulators). Packing reads A and B in their own row order whatever the
+ * transposes, so the four cases run the same kernels; rows and columns past m, n are zero in
+ * the packs and not stored.
  *
  * Order of operations: c = 0, then c = fma(a[p], b[p], c) for p = 0, 1, ..., k-1 in order
  * (K blocks continue the same chain from C). A unit computes its columns exactly as a whole
@@ -81,6 +82,41 @@ lnn_gt_kernel(ptrdiff_t kc, const float *pa, const float *pb, float *c, ptrdiff_
     _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
     _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
+
+/* The last, short micro-panel of h <= 4 rows (m = 128 = 21 x 6 + 2): rows [0, h) of
+ * c[0:h, 0:16] = (first ? 0 : c) + pa (kc x 6, rows h.. zero) @ pb, the same fma chain per
+ * output as lnn_gt_kernel. Eight accumulators (4 rows) keep both FMA pipes busy at 4 cycles
+ * a step where the 6-row kernel spent 6 on rows of zeros; only rows < h are read and
+ * stored. */
+__attribute__((target("avx2,fma"))) static void
+lnn_gt_kernel4(ptrdiff_t kc, const float *pa, const float *pb, float *c, ptrdiff_t ldc, int first,
+               ptrdiff_t h)
+{
+    __m256 acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+    if (!first)
+        for (ptrdiff_t r = 0; r < h; r++)
+            acc[2 * r] = _mm256_loadu_ps(c + r * ldc), acc[2 * r + 1] = _mm256_loadu_ps(c + r * ldc + 8);
+    __m256 c00 = acc[0], c01 = acc[1], c10 = acc[2], c11 = acc[3];
+    __m256 c20 = acc[4], c21 = acc[5], c30 = acc[6], c31 = acc[7];
+#pragma GCC unroll 4
+    for (ptrdiff_t p = 0; p < kc; p++) {
+        const __m256 b0 = _mm256_load_ps(pb), b1 = _mm256_load_ps(pb + 8);
+        __m256 a = _mm256_broadcast_ss(pa);
+        c00 = _mm256_fmadd_ps(a, b0, c00), c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(pa + 1);
+        c10 = _mm256_fmadd_ps(a, b0, c10), c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(pa + 2);
+        c20 = _mm256_fmadd_ps(a, b0, c20), c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(pa + 3);
+        c30 = _mm256_fmadd_ps(a, b0, c30), c31 = _mm256_fmadd_ps(a, b1, c31);
+        pa += LNN_GT_MR, pb += LNN_GT_NR;
+    }
+    acc[0] = c00, acc[1] = c01, acc[2] = c10, acc[3] = c11;
+    acc[4] = c20, acc[5] = c21, acc[6] = c30, acc[7] = c31;
+    for (ptrdiff_t r = 0; r < h; r++)
+        _mm256_storeu_ps(c + r * ldc, acc[2 * r]), _mm256_storeu_ps(c + r * ldc + 8, acc[2 * r + 1]);
+}
 #endif
 
 /* The same tile in plain C (any CPU): the same fma chain per output. */
@@ -95,6 +131,64 @@ static void lnn_gt_kernel_c(ptrdiff_t kc, const float *pa, const float *pb, floa
             c[r * ldc + j] = acc;
         }
 }
+
+#if LNN_GT_AVX2
+/* The 8 x 8 transpose of r[0..7] (rows) into r[0..7] (columns), in registers. */
+__attribute__((target("avx2"))) static inline void lnn_gt_tr8(__m256 r[8])
+{
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20), r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20), r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20), r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20), r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* dst[6 p + r] = src_r[p] for p < kc (six rows of A, a full micro-panel): 8 values of p at a
+ * time, transposed in registers (rows 6 and 7 zero) and stored as 8 overlapping 8-float
+ * stores, the last one cut to its 6 floats so nothing past the panel is written (a
+ * neighbouring panel may be another thread's packing task). The scalar loop took ~0.35 ns
+ * a value (one 4-byte store each); the same values land in the same places. */
+__attribute__((target("avx2"))) static void lnn_gt_pack_a6(const float *src, ptrdiff_t lda,
+                                                           ptrdiff_t kc, float *dst)
+{
+    ptrdiff_t p = 0;
+    for (; p + 8 <= kc; p += 8, dst += 8 * LNN_GT_MR) {
+        __m256 r[8];
+        for (int i = 0; i < LNN_GT_MR; i++) r[i] = _mm256_loadu_ps(src + i * lda + p);
+        r[6] = r[7] = _mm256_setzero_ps();
+        lnn_gt_tr8(r);
+        for (int j = 0; j < 7; j++) _mm256_storeu_ps(dst + j * LNN_GT_MR, r[j]);
+        _mm_storeu_ps(dst + 7 * LNN_GT_MR, _mm256_castps256_ps128(r[7]));
+        _mm_storel_pi((__m64 *)(dst + 7 * LNN_GT_MR + 4), _mm256_extractf128_ps(r[7], 1));
+    }
+    for (; p < kc; p++, dst += LNN_GT_MR)
+        for (int i = 0; i < LNN_GT_MR; i++) dst[i] = src[i * lda + p];
+}
+
+/* pb[p * 16 + c] = b[(j + c) * ldb + p] for c < 8, p < kc: 8 rows of B (8 columns of B') into
+ * one half of a 16-wide panel, 8 x 8 transposes in registers (the scalar loop wrote one
+ * float per 64-byte line, 16 passes over the panel). */
+__attribute__((target("avx2"))) static void lnn_gt_pack_bt8(const float *b, ptrdiff_t ldb,
+                                                            ptrdiff_t kc, float *pb)
+{
+    ptrdiff_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(b + i * ldb + p);
+        lnn_gt_tr8(r);
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(pb + (p + i) * LNN_GT_NR, r[i]);
+    }
+    for (; p < kc; p++)
+        for (int i = 0; i < 8; i++) pb[p * LNN_GT_NR + i] = b[i * ldb + p];
+}
+#endif
 
 /* pb[q] (kc x 16) = B'[p0 : p0 + kc, j0 + 16 q : j0 + 16 q + 16], zero past column j1.
  * B is read in its own row order (rows of B', or rows of B when tb), so the hardware
@@ -117,7 +211,14 @@ static void lnn_gt_pack_b(const float *b, ptrdiff_t ldb, int tb, ptrdiff_t p0, p
         return;
     }
     /* B (n, k): column j of B' is row j of B, read along p */
-    for (ptrdiff_t j = j0; j < j0 + npan * LNN_GT_NR; j++) {
+    ptrdiff_t jv = j0; /* columns before jv are packed (8 at a time with AVX2) */
+#if LNN_GT_AVX2
+    if (lnn_gt_have_avx2())
+        for (; jv + 8 <= j1; jv += 8)
+            lnn_gt_pack_bt8(b + jv * ldb + p0, ldb, kc,
+                            pb + (jv - j0) / LNN_GT_NR * kc * LNN_GT_NR + (jv - j0) % LNN_GT_NR);
+#endif
+    for (ptrdiff_t j = jv; j < j0 + npan * LNN_GT_NR; j++) {
         float *dst = pb + (j - j0) / LNN_GT_NR * kc * LNN_GT_NR + (j - j0) % LNN_GT_NR;
         if (j < j1) {
             const float *src = b + j * ldb + p0;
@@ -147,6 +248,12 @@ static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, p
             for (ptrdiff_t p = 0; p < kc; p++, src += lda)
                 memcpy(pa + p * LNN_GT_MR, src, LNN_GT_MR * sizeof(float));
         } else { /* A (m, k): six rows read side by side */
+#if LNN_GT_AVX2
+            if (lnn_gt_have_avx2()) {
+                lnn_gt_pack_a6(a + i * lda + p0, lda, kc, pa);
+                continue;
+            }
+#endif
             const float *r0 = a + i * lda + p0, *r1 = r0 + lda, *r2 = r1 + lda;
             const float *r3 = r2 + lda, *r4 = r3 + lda, *r5 = r4 + lda;
             float *dst = pa;
@@ -322,6 +429,21 @@ static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, f
                     kern(kc, pas, pbq, cij, n, first);
                     continue;
                 }
+#if LNN_GT_AVX2
+                if (h <= 4 && kern == lnn_gt_kernel) { /* a short last panel: 4-row kernel */
+                    if (w == LNN_GT_NR) {
+                        lnn_gt_kernel4(kc, pas, pbq, cij, n, first, h);
+                        continue;
+                    }
+                    if (!first)
+                        for (ptrdiff_t r = 0; r < h; r++)
+                            memcpy(tile + r * LNN_GT_NR, cij + r * n, (size_t)w * 4);
+                    lnn_gt_kernel4(kc, pas, pbq, tile, LNN_GT_NR, first, h);
+                    for (ptrdiff_t r = 0; r < h; r++)
+                        memcpy(cij + r * n, tile + r * LNN_GT_NR, (size_t)w * 4);
+                    continue;
+                }
+#endif
                 /* an edge tile: through a full 6 x 16 scratch tile */
                 if (!first)
                     for (ptrdiff_t r = 0; r < h; r++)

@@ -16,8 +16,9 @@ and so is the Numba replay: GEMMs, +, *, /, sqrt and max are exactly rounded, an
 tanh and log it calls the eager step's own loops by address, with no Python in between:
 NumPy's float32 ufunc loops (sigmoid and tanh ops, BCE) and the Cython dense kernels' C
 loops (sigmoid/tanh/gelu Dense layers, softmax cross-entropy). Its Adam pass is the Cython
-kernel's arithmetic. So it is bit-identical to the eager step on the ``cython`` backend
-(the default where built); where a loop cannot be found (another NumPy's struct layout, no
+kernel itself, called by address (its tasks on the shared pool, split as the eager step
+splits them). So it is bit-identical to the eager step on the ``cython`` backend (the
+default where built); where a loop cannot be found (another NumPy's struct layout, no
 Cython build) it falls back to libm, which can differ in the last bit (~1e-7 per op).
 Inside the one call each op keeps its own loop (bias + activation and the Adam update are
 fused, as in the eager kernels); for W1 the time is the GEMMs. The first replay compiles

@@ -225,7 +225,10 @@ class NumbaReplay:
             grp = self._group(key, 9, lambda k: _AdamScalars(a, k))
             grp.states.append(st)
             m, v = self._ext(st["m"]), self._ext(st["v"])
-            return [f"adam({o[0]}, {i[0]}, {m}, {v}, S[{grp.k}:{grp.k + 9}])"]
+            s = f"S[{grp.k}:{grp.k + 9}]"
+            if K.C_ADAM and st["m"].dtype == np.float32:  # the eager kernel, on the pool
+                return [f"c_adam({o[0]}, {i[0]}, {m}, {v}, {s}, e{self._threads()}[0])"]
+            return [f"adam({o[0]}, {i[0]}, {m}, {v}, {s})"]
         if p.name == "sgd":
             opt, mu = a["opt"], float(a["momentum"])
             k = self._group(("sgd", id(opt)), 1, lambda k: _SgdScalars(opt, k)).k

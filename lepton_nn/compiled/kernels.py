@@ -520,6 +520,32 @@ if C_LOOPS:
         return -1
 
 
+def _own_adam():
+    """ctypes function of the Cython Adam kernel's float32 C entry (``_dense.adam_address``:
+    adam_step's tasks on the shared pool), None where not built."""
+    try:
+        from ..kernels import _dense
+
+        addr = _dense.adam_address()
+    except (ImportError, AttributeError):
+        return None
+    i = ctypes.c_int
+    return ctypes.CFUNCTYPE(i, _SZ, _SZ, _SZ, _SZ, ctypes.c_ssize_t, _SZ, i)(addr)
+
+
+_ADAM = _own_adam()
+C_ADAM = _ADAM is not None
+if C_ADAM:
+
+    @njit(**JIT)
+    def c_adam(p, g, m, v, s, threads):
+        """:func:`adam` through the eager step's own kernel (p, g, m, v float32, C order;
+        s the 9 scalars in double): its tasks split over ``threads`` of the shared pool, as
+        the eager Adam.step splits them, with the same bits at any thread count."""
+        _ADAM(p.ctypes.data, g.ctypes.data, m.ctypes.data, v.ctypes.data, p.size,
+              s.ctypes.data, threads)  # fmt: skip
+
+
 if NUMPY_LOOPS:
 
     @njit(**JIT)
