@@ -227,10 +227,85 @@ __attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, i
     qv_gemv_cols(p, m, nb_lo, nb_hi, ua, ma, c);
 }
 
+/* Elements of the int16 buffer that holds up to `rows` rows widened (qg_pack_avx2), and
+ * ymm of the accumulators' scratch for them (6 x 4 per 6-row tile: 12 KiB for 96 rows). */
+static inline int64_t qg_aw_elems(int64_t rows, int64_t K) {
+    return ((rows + QG_MR2 - 1) / QG_MR2) * QG_MR2 * qg_kp(K) + 4;
+}
+static inline int64_t qg_sc_ymm(int64_t rows) { return ((rows + QG_MR2 - 1) / QG_MR2) * QG_MR2 * 4; }
+
+/* The rows [mc, mc_end) (at most QG_MC2) of p's activations widened for qg_tile_avx2:
+ * aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip) as int16, zero for k >= K. */
+__attribute__((target("avx2,fma"))) static void qg_pack_avx2(const qg_args *p, int64_t mc,
+                                                             int64_t mc_end, int16_t *aw) {
+    const int64_t K = p->K, Kp = qg_kp(K);
+    const uint8_t flip = p->a_signed ? 0x80 : 0;
+    const __m128i flipv = _mm_set1_epi8((char)flip);
+    for (int64_t i = 0; i < mc_end - mc; i++) {
+        const uint8_t *a = p->a + (mc + i) * K;
+        int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) { /* 16 bytes -> 4 groups of 4 int16, 48 bytes apart */
+            const __m256i v = _mm256_cvtepu8_epi16(
+                _mm_xor_si128(_mm_loadu_si128((const __m128i *)(a + k)), flipv));
+            const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+            int16_t *o = d + (k >> 2) * QG_MR2 * 4;
+            _mm_storel_epi64((__m128i *)o, lo);
+            _mm_storeh_pd((double *)(o + QG_MR2 * 4), _mm_castsi128_pd(lo));
+            _mm_storel_epi64((__m128i *)(o + 2 * QG_MR2 * 4), hi);
+            _mm_storeh_pd((double *)(o + 3 * QG_MR2 * 4), _mm_castsi128_pd(hi));
+        }
+        for (; k < Kp; k++)
+            d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
+    }
+}
+
+/* out[mc : mc_end, 16 nb_lo : 16 nb_hi] from the rows widened by qg_pack_avx2 (aw); sc: the
+ * tiles' accumulators between K blocks, 6 x 4 ymm per 6-row tile (64-byte aligned). */
+__attribute__((target("avx2,fma"))) static void qg_block_avx2(const qg_args *p, int64_t mc,
+                                                              int64_t mc_end, const int16_t *aw,
+                                                              __m256i *sc, int64_t nb_lo,
+                                                              int64_t nb_hi) {
+    const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
+    /* K blocks of QG_KC2 groups: a 16-column weight panel of 16 x 4 QG_KC2 bytes (4 KiB)
+     * stays in L1 while every 6-row tile of the block passes over it */
+    for (int64_t nb = nb_lo; nb < nb_hi; nb++)
+        for (int64_t g0 = 0; g0 < G; g0 += QG_KC2) {
+            const int64_t g1 = G - g0 < QG_KC2 ? G : g0 + QG_KC2;
+            for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
+                const int16_t *at = aw + (m0 - mc) * Kp; /* tile t = (m0 - mc) / 6 */
+                __m256i *st = sc + (m0 - mc) / QG_MR2 * QG_MR2 * 4;
+                switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
+                case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at, g0, g1, st); break;
+                case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at, g0, g1, st); break;
+                case 3:
+                    qg_tile_avx2(p, m0, 3, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 3, nb, 2, 2, at, g0, g1, st);
+                    break;
+                case 4:
+                    qg_tile_avx2(p, m0, 4, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 4, nb, 2, 2, at, g0, g1, st);
+                    break;
+                case 5:
+                    qg_tile_avx2(p, m0, 5, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 5, nb, 2, 2, at, g0, g1, st);
+                    break;
+                default:
+                    qg_tile_avx2(p, m0, 6, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 6, nb, 2, 2, at, g0, g1, st);
+                    break;
+                }
+            }
+        }
+}
+
+/* The AVX2 tile kernel takes this single row to the GEMV (qv_gemv_avx2) */
+static inline int qg_avx2_gemv(const qg_args *p) { return p->M <= QG_GEMV_ROWS && p->cs; }
+
 __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
                                                             int64_t nb_hi) {
-    const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2;
-    if (p->M <= QG_GEMV_ROWS && p->cs) { /* a few rows: one pass over W each */
+    const int64_t Kp = qg_kp(p->K);
+    if (qg_avx2_gemv(p)) { /* a few rows: one pass over W each */
         uint8_t *ua = (uint8_t *)malloc((size_t)(2 * Kp));
         if (ua) { /* without its scratch, the tile kernel below gives the same bits */
             for (int64_t m = 0; m < p->M; m++) qv_gemv_avx2(p, m, nb_lo, nb_hi, ua, ua + Kp);
@@ -238,12 +313,9 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
             return;
         }
     }
-    const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
-    const int64_t tiles = (mc_rows + QG_MR2 - 1) / QG_MR2;
-    int16_t *aw = (int16_t *)malloc((size_t)(tiles * QG_MR2 * Kp + 4) * sizeof(int16_t));
-    /* the tiles' accumulators between K blocks: 6 x 4 ymm per tile (12 KiB for 96 rows) */
-    __m256i *sc = (__m256i *)qg_amalloc((size_t)tiles * QG_MR2 * 4 * sizeof(__m256i));
+    int16_t *aw = (int16_t *)malloc((size_t)qg_aw_elems(mc_rows, p->K) * sizeof(int16_t));
+    __m256i *sc = (__m256i *)qg_amalloc((size_t)qg_sc_ymm(mc_rows) * sizeof(__m256i));
     if (!aw || !sc) {
         free(aw);
         qg_afree(sc);
@@ -251,55 +323,8 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
     }
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
-        /* NumPy: aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip).astype(int16), k >= K: 0 */
-        const __m128i flipv = _mm_set1_epi8((char)flip);
-        for (int64_t i = 0; i < mc_end - mc; i++) {
-            const uint8_t *a = p->a + (mc + i) * K;
-            int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
-            int64_t k = 0;
-            for (; k + 16 <= K; k += 16) { /* 16 bytes -> 4 groups of 4 int16, 48 bytes apart */
-                const __m256i v = _mm256_cvtepu8_epi16(
-                    _mm_xor_si128(_mm_loadu_si128((const __m128i *)(a + k)), flipv));
-                const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-                int16_t *o = d + (k >> 2) * QG_MR2 * 4;
-                _mm_storel_epi64((__m128i *)o, lo);
-                _mm_storeh_pd((double *)(o + QG_MR2 * 4), _mm_castsi128_pd(lo));
-                _mm_storel_epi64((__m128i *)(o + 2 * QG_MR2 * 4), hi);
-                _mm_storeh_pd((double *)(o + 3 * QG_MR2 * 4), _mm_castsi128_pd(hi));
-            }
-            for (; k < Kp; k++)
-                d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
-        }
-        /* K blocks of QG_KC2 groups: a 16-column weight panel of 16 x 4 QG_KC2 bytes (4 KiB)
-         * stays in L1 while every 6-row tile of the block passes over it */
-        for (int64_t nb = nb_lo; nb < nb_hi; nb++)
-            for (int64_t g0 = 0; g0 < G; g0 += QG_KC2) {
-                const int64_t g1 = G - g0 < QG_KC2 ? G : g0 + QG_KC2;
-                for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
-                    const int16_t *at = aw + (m0 - mc) * Kp; /* tile t = (m0 - mc) / 6 */
-                    __m256i *st = sc + (m0 - mc) / QG_MR2 * QG_MR2 * 4;
-                    switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
-                    case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at, g0, g1, st); break;
-                    case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at, g0, g1, st); break;
-                    case 3:
-                        qg_tile_avx2(p, m0, 3, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 3, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    case 4:
-                        qg_tile_avx2(p, m0, 4, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 4, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    case 5:
-                        qg_tile_avx2(p, m0, 5, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 5, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    default:
-                        qg_tile_avx2(p, m0, 6, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 6, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    }
-                }
-            }
+        qg_pack_avx2(p, mc, mc_end, aw);
+        qg_block_avx2(p, mc, mc_end, aw, sc, nb_lo, nb_hi);
     }
     qg_afree(sc);
     free(aw);
