@@ -13,6 +13,7 @@ cimport numpy as cnp
 cnp.import_array()
 
 include "pool_bind.pxi"
+include "alloc_hook.pxi"  # _fail_allocations: tests of the out-of-memory path
 
 cdef extern from "gemm_train.h" nogil:
     int lnn_gemm_train_f32(const float *a, int ta, const float *b, int tb, float *c,

@@ -85,11 +85,12 @@ cdef extern from "qgemm.h" nogil:
     int qg_use_emulation(int isa)
     int qg_active
     int qg_cpu
-    void qg_run(const qg_args *p, int nthreads)
+    int qg_run(const qg_args *p, int nthreads)
     void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                         uint8_t *q, float *scale, int32_t *zp)
 
 include "pool_bind.pxi"  # qg_run's and the int8 convolution's threads: the shared pool
+include "alloc_hook.pxi"  # _fail_allocations: tests of the out-of-memory paths
 
 DEF MAX_SETS = 64
 
@@ -344,8 +345,11 @@ def qlinear(x_q, x_scale, x_zero_point, w_packed, w_scale, w_col_sums, bias, int
     p.a_signed = signed_
     p.outf = <float *>cnp.PyArray_DATA(oa)
     p.outi = NULL
+    cdef int rc
     with nogil:
-        qg_run(&p, nthreads)
+        rc = qg_run(&p, nthreads)
+    if rc != 0:
+        raise MemoryError("qlinear: no memory for the int8 GEMM's scratch")
     return out
 
 
@@ -385,8 +389,11 @@ def qgemm_s32(a, w_packed, out, w_col_sums=None, int nthreads=1):
     p.act = 0
     p.outf = NULL
     p.outi = <int32_t *>cnp.PyArray_DATA(oa)
+    cdef int rc
     with nogil:
-        qg_run(&p, nthreads)
+        rc = qg_run(&p, nthreads)
+    if rc != 0:
+        raise MemoryError("qgemm_s32: no memory for the int8 GEMM's scratch")
     return out
 
 
@@ -476,7 +483,8 @@ cdef int _qconv_run(_qconv_job *j, Py_ssize_t sets, int threads) except -1:
     with nogil:
         rc = lnn_parallel(_qconv_task, j, sets, threads)
     if rc != 0:
-        raise MemoryError("qconv2d_forward_chunks: no memory for the image canvas")
+        raise MemoryError("qconv2d_forward: no memory for the image canvas or the int8 "
+                          "GEMM's scratch")
     return 0
 
 

@@ -21,8 +21,8 @@ cdef extern from "qgemv.h" nogil:
         const float *fixed_scale
         const int32_t *fixed_zp
     int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts)
-    void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
-                  float *const *outs, uint8_t *scratch, int64_t kmax, int parts)
+    int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                 float *const *outs, uint8_t *scratch, int64_t kmax, int parts)
 
 
 cdef class QDenseChain:
@@ -126,7 +126,11 @@ def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
                              f"float32 ({m}, {chain.widths[l]}), got {o.dtype} "
                              f"{(<object>o).shape}")
         chain.op[l] = <float *>cnp.PyArray_DATA(o)
+    cdef int rc
     with nogil:
-        qv_chain(<const float *>cnp.PyArray_DATA(x), m, chain.n_layers, chain.ls, chain.op,
-                 <uint8_t *>cnp.PyArray_DATA(chain.scratch), chain.kmax, chain.threads)
+        rc = qv_chain(<const float *>cnp.PyArray_DATA(x), m, chain.n_layers, chain.ls,
+                      chain.op, <uint8_t *>cnp.PyArray_DATA(chain.scratch), chain.kmax,
+                      chain.threads)
+    if rc != 0:
+        raise MemoryError("qdense_chain_forward: no memory for an int8 GEMM's scratch")
     return outs[chain.n_layers - 1]

@@ -360,7 +360,12 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
 # -- the same for int8 weights (csrc/recurrent_q8.h) ------------------------------------------
 
 from libc.stdint cimport int16_t, int32_t, uint8_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free
+
+include "alloc_hook.pxi"  # _fail_allocations: tests of the out-of-memory path
+
+cdef extern from "alloc.h" nogil:
+    void *lnn_malloc(size_t n)
 
 cdef extern from "recurrent_q8.h" nogil:
     int lnn_rec_q8_available()
@@ -412,8 +417,8 @@ cdef int _q8_task(void *ctx, Py_ssize_t i) noexcept nogil:
     if nr <= 0:
         return 0
     # each task its own scratch: the h rows widened (nr, 2 kp) and their scales (2 nr)
-    cdef int16_t *d = <int16_t *>malloc(<size_t>(nr * j.kp * 2) * sizeof(int16_t))
-    cdef float *sc = <float *>malloc(<size_t>(2 * nr) * sizeof(float))
+    cdef int16_t *d = <int16_t *>lnn_malloc(<size_t>(nr * j.kp * 2) * sizeof(int16_t))
+    cdef float *sc = <float *>lnn_malloc(<size_t>(2 * nr) * sizeof(float))
     if d == NULL or sc == NULL:
         free(d)
         free(sc)

@@ -55,6 +55,8 @@ cdef extern from "sparse.h" nogil:
     int sp_run(const sp_args *p, int kernel)
     int sp_check(const int32_t *indptr, int64_t n, const int32_t *idx, int64_t nnz, int64_t K)
 
+include "alloc_hook.pxi"  # _fail_allocations: tests of the out-of-memory path
+
 ISAS = ("portable", "avx2", "avx512")
 _ALIASES = {"amx": "avx512", "avx512vnni": "avx512", "avxvnni": "avx2"}
 

@@ -403,7 +403,7 @@ def _cnn(tmp_path, pool=True):
 @pytest.mark.parametrize("pool", [True, False])
 def test_runtime_direct_equals_im2col_path_and_model(tmp_path, monkeypatch, pool):
     import lepton_nn.runtime as rt
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime import steps_conv as steps
 
     model, x, path = _cnn(tmp_path, pool)
     want = model(x).data
@@ -442,7 +442,7 @@ def test_runtime_chain_reads_the_input_uncopied(tmp_path, monkeypatch):
     """At 2 threads the chained plan hands the caller's input to the kernel as it is (a plan
     copies an input that a call reads other than as its first argument: 4 N C H W bytes)."""
     import lepton_nn.runtime as rt
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime import steps_conv as steps
     from lepton_nn.runtime.kernels import kernels
 
     monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
@@ -466,7 +466,7 @@ def test_runtime_one_direct_conv_on_two_threads(tmp_path, monkeypatch):
     import lepton_nn as ln
     import lepton_nn.runtime as rt
     from lepton_nn import nn
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime import steps_conv as steps
 
     ln.set_seed(0)
     model = nn.Sequential([nn.Conv2D(8, 3, padding="same", in_channels=3), nn.ReLU(),

@@ -283,7 +283,7 @@ def test_the_reader_splits_lines_as_stringio_does():
     from hypothesis import given
     from hypothesis import strategies as st
 
-    from lepton_nn.data.table import _lines
+    from lepton_nn.data.csv_reader import _lines
 
     @given(st.text(alphabet='ab,"\r\n\x0b\x0c\x1c\x85\u2028 é'))
     def check(text):

@@ -19,7 +19,7 @@ from lepton_nn.compress.quantization import activation_params
 from lepton_nn.errors import ModelFormatError
 from lepton_nn.runtime.format import read_lnn, write_lnn
 from lepton_nn.runtime.plan import DenseStep, Int8DenseStep
-from lepton_nn.runtime.steps import ConvStep, Int8ConvStep
+from lepton_nn.runtime.steps_conv import ConvStep, Int8ConvStep
 
 
 def _mlp(n_in: int, sizes=(32, 16), n_out: int = 3, seed: int = 0, out_act=None) -> nn.Module:

@@ -17,7 +17,7 @@ from lepton_nn import nn
 from lepton_nn.backend.recurrent_q8 import pack_recurrent_q8, unpack_recurrent_q8
 from lepton_nn.backend.reference import ReferenceBackend
 from lepton_nn.compress import quantize
-from lepton_nn.runtime import steps
+from lepton_nn.runtime import steps_recurrent as steps
 from lepton_nn.runtime.kernels import kernels
 
 REF = ReferenceBackend()

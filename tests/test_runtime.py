@@ -189,7 +189,7 @@ NAMES += ["cnn-bn"]
 def test_conv_norm_recurrent_layers(tmp_path, monkeypatch, name):
     threads = 1
     if name in ("cnn-chunks", "cnn-pool-2t"):  # a few images at a time (1 or 2 per chunk)
-        import lepton_nn.runtime.steps as steps
+        import lepton_nn.runtime.steps_conv as steps
 
         monkeypatch.setattr(steps, "CONV_CHUNK_BYTES", 2000)
         monkeypatch.setattr(steps, "threads_for", lambda flops, tasks: min(2, tasks))
@@ -222,7 +222,7 @@ def test_threaded_conv_plans_hold_blas_to_one_thread(tmp_path, monkeypatch):
     back after; a plan calling no BLAS from its threads (the direct convolution) leaves the
     count alone (setting it costs tens of us a call)."""
     from lepton_nn.backend import threads as T
-    from lepton_nn.runtime import steps
+    from lepton_nn.runtime import steps_conv as steps
 
     L.set_seed(0)
     layers = [nn.Conv2D(16, 3, padding="same"), nn.MaxPool2D(2), nn.Flatten(), nn.Dense(10)]
@@ -753,7 +753,7 @@ def test_recurrent_steps_in_chunks_and_reused_state(tmp_path, monkeypatch, cell,
     test_recurrent_q8.py). The states live in two slots: the plan agrees with the layers
     (int8: to its rounding), and a second run (the slots hold the first run's states) agrees
     with the first."""
-    import lepton_nn.runtime.steps as steps
+    import lepton_nn.runtime.steps_recurrent as steps
     from lepton_nn.compress import quantize
 
     L.set_seed(0)

@@ -401,7 +401,7 @@ def test_live_statistics_of_a_recorded_batch_match_numpy():
 
 
 def test_a_tabular_model_is_explained_per_raw_column(served, tmp_path):
-    from lepton_nn.data.table import read_csv
+    from lepton_nn.data.csv_reader import read_csv
     from lepton_nn.tabular import TabularModel
 
     rng = np.random.default_rng(0)

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
+
 #define LNN_GT_MR 6
 #define LNN_GT_NR 16
 #ifndef LNN_GT_KC
@@ -264,7 +266,7 @@ static float *lnn_gt_scratch(int slot, ptrdiff_t floats)
     if (floats > s->cap[slot]) {
         lnn_gt_drop(s, slot);
         const ptrdiff_t cap = (floats + LNN_GT_QUANTUM - 1) / LNN_GT_QUANTUM * LNN_GT_QUANTUM;
-        float *buf = (float *)aligned_alloc(64, (size_t)cap * sizeof(float));
+        float *buf = (float *)lnn_aligned_alloc(64, (size_t)cap * sizeof(float));
         if (buf) lnn_gt_hold(s, slot, buf, cap);
     }
     return s->buf[slot];

@@ -339,7 +339,8 @@ static qc_direct_fn qc_direct_pick(const qc_geom *g, qc_pool2x2_fn *pool)
  * fields of a qg_args (b, N = F, K, ws, cs, bias, act); the rest is set per image. fixed:
  * static activations with (scale, zp); else each image's pair is computed. Scratch: xq
  * (c h w), xt (h w c), rows (P, K) uint8; out (P, F) float32. Returns 0, or -1 when the direct
- * path's canvas could not be allocated (nothing done then). */
+ * path's canvas (nothing done then) or an image's product's scratch (qg_run; that image and
+ * those after it in this task not written) could not be allocated. */
 static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float scale, int32_t zp,
                           const ptrdiff_t *pool, uint8_t *xq, uint8_t *xt, uint8_t *rows,
                           float *out, float *y, int64_t *counter, const qc_geom *g)
@@ -400,7 +401,10 @@ static int qc_conv_chunks(const float *x, const qg_args *w, int fixed, float sca
             /* NumPy: out = qlinear(rows, s, z, w_packed, w_scale, w_col_sums, b, act) */
             p.xs = &s;
             p.zp = &z;
-            qg_run(&p, 1);
+            if (qg_run(&p, 1) != 0) { /* no scratch for the product: y[n] not written */
+                qg_afree(cv);
+                return -1;
+            }
             if (pool) /* NumPy: y[n] = maxpool2d(out.T.reshape(F, oh, ow)) */
                 qc_maxpool(out, 1, F, yn, F, g->oh, g->ow, pool);
             else /* NumPy: y[n] = out.T */

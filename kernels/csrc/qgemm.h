@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "simd_act.h"
 
 #define QG_PORTABLE 0
@@ -79,7 +80,9 @@ typedef struct {
     int32_t *outi;     /* ... or (M, N) int32 output (raw GEMM: xs, ws, bias unused) */
 } qg_args;
 
-typedef void (*qg_fn)(const qg_args *, int64_t, int64_t);
+/* a path over the column blocks [nb_lo, nb_hi): 0, or -1 when its scratch could not be
+ * allocated (then nothing of its output is written: the caller raises MemoryError) */
+typedef int (*qg_fn)(const qg_args *, int64_t, int64_t);
 
 static inline int64_t qg_kp(int64_t K) { return (K + 3) & ~(int64_t)3; }
 
@@ -96,7 +99,7 @@ static inline uint32_t qg_load4(const uint8_t *s) {
 
 /* 64-byte aligned allocation on any C library (aligned_alloc is missing on some) */
 LA_UNUSED static void *qg_amalloc(size_t n) {
-    void *raw = malloc(n + 64 + sizeof(void *));
+    void *raw = lnn_malloc(n + 64 + sizeof(void *));
     if (!raw) return NULL;
     uintptr_t a = ((uintptr_t)raw + sizeof(void *) + 63) & ~(uintptr_t)63;
     ((void **)a)[-1] = raw;
@@ -129,7 +132,7 @@ static inline void qg_epi_scalar(const qg_args *p, int64_t m, int64_t n, uint32_
     p->outf[m * p->N + n] = la_act1(y, p->act);
 }
 
-static void qg_run_portable(const qg_args *p, int64_t nb_lo, int64_t nb_hi) {
+static int qg_run_portable(const qg_args *p, int64_t nb_lo, int64_t nb_hi) {
     const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2, N = p->N;
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     for (int64_t m = 0; m < p->M; m++) {
@@ -155,6 +158,7 @@ static void qg_run_portable(const qg_args *p, int64_t nb_lo, int64_t nb_hi) {
                 qg_epi_scalar(p, m, nb * 16 + c, acc[c], off, xs);
         }
     }
+    return 0;
 }
 
 #if LA_X86
@@ -239,7 +243,7 @@ qg_tile512(const qg_args *p, int64_t m0, const int MR, int64_t nb0, const int NV
     case (R) * 16 + (V): qg_tile512(p, m0, R, nb0, V); break;
 #define QG_C512_R(R) QG_C512(R, 1) QG_C512(R, 2) QG_C512(R, 3) QG_C512(R, 4)
 
-__attribute__((target(QG_T512))) static void qg_run_avx512vnni(const qg_args *p, int64_t nb_lo,
+__attribute__((target(QG_T512))) static int qg_run_avx512vnni(const qg_args *p, int64_t nb_lo,
                                                                int64_t nb_hi) {
     /* out = epilogue(a @ w.T): L2 blocks of QG_MC512 rows, then 64-column weight panels */
     for (int64_t mc = 0; mc < p->M; mc += QG_MC512) {
@@ -260,6 +264,7 @@ __attribute__((target(QG_T512))) static void qg_run_avx512vnni(const qg_args *p,
             }
         }
     }
+    return 0;
 }
 #if QG_MR512 != 6 || QG_NV512 != 4
 #error "update the QG_C512 switch in qg_run_avx512vnni"
@@ -515,20 +520,19 @@ static int qg_task(void *ctx, ptrdiff_t t) {
     s.zp = p->zp + m0 * p->zp_step;
     if (p->outf) s.outf = p->outf + m0 * p->N;
     if (p->outi) s.outi = p->outi + m0 * p->N;
-    j->f(&s, lo, hi);
-    return 0;
+    return j->f(&s, lo, hi);
 }
 
-/* Run the active path over all output columns, on up to `nthreads` threads. */
-static void qg_run(const qg_args *p, int nthreads) {
+/* Run the active path over all output columns, on up to `nthreads` threads. 0, or -1 when a
+ * path's scratch could not be allocated (the output is then not all written). */
+static int qg_run(const qg_args *p, int nthreads) {
     const int64_t NB = (p->N + 15) >> 4;
-    if (p->M == 0 || NB == 0) return;
+    if (p->M == 0 || NB == 0) return 0;
     qg_fn f = p->K == 0 ? qg_run_portable : qg_impl[qg_active];
     const double macs = (double)p->M * (double)p->K * (double)p->N;
     const int threads = (int)(nthreads < (NB + 1) / 2 ? nthreads : (NB + 1) / 2);
     if (threads < 2 || macs < (double)QG_MIN_PARALLEL_MACS) {
-        f(p, 0, NB);
-        return;
+        return f(p, 0, NB);
     }
     /* NumPy: blocks = ceil(M / 96); rows = ceil(ceil(M / blocks) / 6) * 6;
      * chunks ~ 8 threads / blocks (at least 1), width = even ceil(NB / chunks) */
@@ -549,8 +553,9 @@ static void qg_run(const qg_args *p, int nthreads) {
         j.id = __atomic_add_fetch(&qg_job_seq, 1, __ATOMIC_RELAXED);
     }
 #endif
-    lnn_parallel(qg_task, &j, tasks, threads);
+    const int rc = lnn_parallel(qg_task, &j, tasks, threads);
     qg_afree(j.slots);
+    return rc ? -1 : 0;
 }
 
 /* ============================================================== activation quantization */

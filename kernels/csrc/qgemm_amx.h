@@ -60,7 +60,7 @@ static void qg_emu_dpbusd(qg_emu_tiles *s, int c, int a, int b) {
 #define QGA_RELEASE() _tile_release()
 #endif
 
-__attribute__((target(QGA_TARGET))) static void QGA_NAME(const qg_args *p, int64_t nb_lo,
+__attribute__((target(QGA_TARGET))) static int QGA_NAME(const qg_args *p, int64_t nb_lo,
                                                          int64_t nb_hi) {
     const int64_t M = p->M, N = p->N, K = p->K, Kp = qg_kp(K), K64 = (K + 63) & ~(int64_t)63;
     const int64_t KT = K64 / 64, KT_full = Kp / 64; /* slabs; those whole in the packing */
@@ -69,7 +69,7 @@ __attribute__((target(QGA_TARGET))) static void QGA_NAME(const qg_args *p, int64
     int8_t *btail = KT_full < KT ? (int8_t *)qg_amalloc((size_t)((nb_hi - nb_lo) * 1024)) : NULL;
     int32_t *cbuf = (int32_t *)qg_amalloc(32 * 32 * sizeof(int32_t));
     if (!abuf || !cbuf || (KT_full < KT && !btail)) {
-        qg_run_avx512vnni(p, nb_lo, nb_hi); /* no memory for the buffers: same result */
+        qg_run_avx512vnni(p, nb_lo, nb_hi); /* no memory for the buffers: the same bits */
         goto done;
     }
     if (btail) {
@@ -149,6 +149,7 @@ done:
     qg_afree(abuf);
     qg_afree(btail);
     qg_afree(cbuf);
+    return 0;
 }
 
 #undef QGA_STATE

@@ -362,24 +362,25 @@ __attribute__((target("avx2,fma"))) static void qg_block_avx2(const qg_args *p, 
 /* The AVX2 tile kernel takes this single row to the GEMV (qv_gemv_avx2) */
 static inline int qg_avx2_gemv(const qg_args *p) { return p->M <= QG_GEMV_ROWS && p->cs; }
 
-__attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, int64_t nb_lo,
-                                                            int64_t nb_hi) {
+/* 0, or -1 when the tile kernel's scratch could not be allocated (nothing written then) */
+__attribute__((target("avx2,fma"))) static int qg_run_avx2(const qg_args *p, int64_t nb_lo,
+                                                           int64_t nb_hi) {
     const int64_t Kp = qg_kp(p->K);
     if (qg_avx2_gemv(p)) { /* a few rows: one pass over W each */
-        uint8_t *ua = (uint8_t *)malloc((size_t)(2 * Kp));
+        uint8_t *ua = (uint8_t *)lnn_malloc((size_t)(2 * Kp));
         if (ua) { /* without its scratch, the tile kernel below gives the same bits */
             for (int64_t m = 0; m < p->M; m++) qv_gemv_avx2(p, m, nb_lo, nb_hi, ua, ua + Kp);
             free(ua);
-            return;
+            return 0;
         }
     }
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
-    int16_t *aw = (int16_t *)malloc((size_t)qg_aw_elems(mc_rows, p->K) * sizeof(int16_t));
+    int16_t *aw = (int16_t *)lnn_malloc((size_t)qg_aw_elems(mc_rows, p->K) * sizeof(int16_t));
     __m256i *sc = (__m256i *)qg_amalloc((size_t)qg_sc_ymm(mc_rows) * sizeof(__m256i));
     if (!aw || !sc) {
         free(aw);
         qg_afree(sc);
-        return;
+        return -1;
     }
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
@@ -388,6 +389,7 @@ __attribute__((target("avx2,fma"))) static void qg_run_avx2(const qg_args *p, in
     }
     qg_afree(sc);
     free(aw);
+    return 0;
 }
 #if QG_MR2 != 6
 #error "update the switch in qg_run_avx2"

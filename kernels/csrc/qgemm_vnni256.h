@@ -41,7 +41,7 @@ QGV_TILE(const qg_args *p, int64_t m0, const int MR, int64_t nb) {
     }
 }
 
-__attribute__((target(QGV_TARGET))) static void QGV_NAME(const qg_args *p, int64_t nb_lo,
+__attribute__((target(QGV_TARGET))) static int QGV_NAME(const qg_args *p, int64_t nb_lo,
                                                          int64_t nb_hi) {
     /* out = epilogue(a @ w.T), blocks of 96 rows, then one 16-column block at a time */
     for (int64_t mc = 0; mc < p->M; mc += 96) {
@@ -57,6 +57,7 @@ __attribute__((target(QGV_TARGET))) static void QGV_NAME(const qg_args *p, int64
             }
         }
     }
+    return 0;
 }
 
 #undef QGV_TILE

@@ -147,8 +147,8 @@ static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
 }
 
 /* NumPy: outs[l][:, cols] = act(((q - zp) @ w_q[cols].T) * (s * w_scale[cols]) + bias[cols])
- * for unit u's columns of the current layer */
-static void qv_unit(const qv_cur *cur, int64_t u) {
+ * for unit u's columns of the current layer; 0, or -1 when the tile kernel had no scratch */
+static int qv_unit(const qv_cur *cur, int64_t u) {
     const qg_args *p = &cur->p;
     const int64_t NB = (p->N + 15) >> 4, lo = u * cur->unb;
     const int64_t hi = lo + cur->unb < NB ? lo + cur->unb : NB;
@@ -157,10 +157,10 @@ static void qv_unit(const qv_cur *cur, int64_t u) {
         const int64_t Kp = qg_kp(p->K);
         for (int64_t r = 0; r < p->M; r++)
             qv_gemv_cols(p, r, lo, hi, cur->ua + r * Kp, cur->ma + r * Kp, cur->c[r]);
-        return;
+        return 0;
     }
 #endif
-    (p->K == 0 ? qg_run_portable : qg_impl[qg_active])(p, lo, hi);
+    return (p->K == 0 ? qg_run_portable : qg_impl[qg_active])(p, lo, hi);
 }
 
 #if QV_THREADS
@@ -180,10 +180,12 @@ static int qv_left(const qv_job *j, int64_t l) {
     return 0;
 }
 
-/* Part t: every layer, its own units first, then the others' (see above). */
+/* Part t: every layer, its own units first, then the others' (see above). A unit that fails
+ * still counts as done (no thread waits forever); the job returns the failure. */
 static int qv_task(void *ctx, ptrdiff_t task) {
     const qv_job *j = (const qv_job *)ctx;
     const int t = (int)task, P = j->parts;
+    int err = 0;
     qv_cur cur;
     for (int64_t l = 0; l < j->layers; l++) {
         if (!qv_left(j, l)) continue;
@@ -201,21 +203,23 @@ static int qv_task(void *ctx, ptrdiff_t task) {
             for (;;) {
                 const int64_t k = __atomic_fetch_add(&j->next[b * j->stride + l], 1, __ATOMIC_RELAXED);
                 if (k >= n) break;
-                qv_unit(&cur, lo + k);
+                if (qv_unit(&cur, lo + k) != 0) err = -1;
                 __atomic_fetch_add(&j->done[l], 1, __ATOMIC_RELEASE);
             }
         }
     }
-    return 0;
+    return err;
 }
 #endif
 
 /* The chain: layer l reads h (m, K_l) (x for l = 0, outs[l - 1] after) and writes outs[l]
  * (m, N_l) = qlinear(quantize_rows(h)), on up to `parts` threads of the shared pool.
- * scratch: qv_scratch_bytes(m, kmax, layers, parts) bytes, any alignment. */
-static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
-                     float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
-    if (m == 0) return;
+ * scratch: qv_scratch_bytes(m, kmax, layers, parts) bytes, any alignment. 0, or -1 when a
+ * layer's product had no scratch (only the tile kernel of the AMX path allocates, and it falls
+ * back to the same bits without: never here today; outs not all written then). */
+static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                    float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
+    if (m == 0) return 0;
 #if !QV_THREADS
     parts = 1;
 #endif
@@ -250,16 +254,15 @@ static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *
         for (int b = 0; b < j.parts; b++) j.next[b * j.stride + l] = 0;
     }
 #if QV_THREADS
-    if (j.parts > 1) {
-        lnn_parallel(qv_task, &j, j.parts, j.parts);
-        return;
-    }
+    if (j.parts > 1) return lnn_parallel(qv_task, &j, j.parts, j.parts) ? -1 : 0;
 #endif
     qv_cur cur;
     for (int64_t l = 0; l < layers; l++) {
         qv_prep(&j, 0, l, &cur);
-        for (int64_t u = 0; u < j.units[l]; u++) qv_unit(&cur, u);
+        for (int64_t u = 0; u < j.units[l]; u++)
+            if (qv_unit(&cur, u) != 0) return -1;
     }
+    return 0;
 }
 
 #endif /* LEPTON_QGEMV_H */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "simd_act.h"
 
 #define SP_PORTABLE 0
@@ -367,7 +368,7 @@ static int sp_run(const sp_args *p, int kernel) {
     const size_t need = (size_t)(p->K * SP_BT + 16 * SP_BT) * sizeof(float);
     float *buf = sp_tls_buf;
     if (need > sp_tls_cap) {
-        buf = (float *)malloc(need);
+        buf = (float *)lnn_malloc(need);
         if (!buf) return -1;
         if (need <= SP_CACHE_MAX) {
             free(sp_tls_buf);

@@ -20,7 +20,9 @@ inside their own adapter. How a run goes:
    training case gets its GFLOP/s (:func:`~lepton_nn.bench.workloads.training_flops`) and
    fraction of that peak. A workload whose rounds saw a 1-minute load average above
    ``--max-load`` (default 1) runs again (full mode: once) and the least loaded attempt is kept;
-   each table states its load.
+   each table states its load, and a table measured on a loaded machine (load above 1, or a
+   GEMM peak per thread far below the run's best) is marked as such
+   (:mod:`~lepton_nn.bench.loaded`).
 
 A peer installed in its own virtual environment runs there: ``--python
 tensorflow=/path/to/venv/bin/python`` starts that engine's worker (and its cold-start script)
@@ -36,5 +38,6 @@ The files:
 - ``worker.py``: the worker process and the parent's handle on it; ``runner.py``: the run.
 - ``machine.py``: what the report says about the machine and versions.
 - ``options.py``: the command's options; ``command.py``: its entry, ``main``.
-- ``targets.py``, ``report.py``, ``charts.py``: the issue's targets, the report, the charts.
+- ``targets.py``, ``report.py``, ``charts.py``: the issue's targets, the report, the charts;
+  ``loaded.py``: which tables were measured on a loaded machine.
 """

@@ -9,6 +9,7 @@ import os
 import statistics
 
 from .charts import write_charts
+from .loaded import PEAK_COLLAPSE, QUIET_LOAD, load_check, load_warnings, warning_text
 from .options import WORKLOAD_TITLES, timed_workloads
 from .targets import case_label, case_rate, fmt_rate, fmt_value, our_case, target_rows
 from .worker import json_default
@@ -17,6 +18,7 @@ from .worker import json_default
 def render_markdown(res: dict) -> str:
     """The Markdown report of a run's results."""
     m, o = res["machine"], res["options"]
+    loaded = {(w["workload"], w["threads"]): w for w in load_warnings(res)}
     L = ["# lepton_nn benchmark report", ""]
     L.append(
         f"Generated {res['date']} by `{res['command'].strip()}`"
@@ -24,6 +26,7 @@ def render_markdown(res: dict) -> str:
         f"{o['round_seconds']} s per case after an excluded warm-up, interleaved across "
         f"engines; medians with min-max over rounds. Total {res.get('seconds', 0):.0f} s."
     )
+    L += ["", _loaded_summary(res, loaded)]
     L += ["", "## Machine", ""]
     L.append(
         f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; ISA: "
@@ -47,11 +50,13 @@ def render_markdown(res: dict) -> str:
     for ph in res["phases"]:
         pk = ph.get("gemm_peak")
         if pk and "best" in pk:
+            each = [p.get("best") for p in ph.get("gemm_peaks") or []]
+            each = ", ".join(f"{b:.1f}" if b else "failed" for b in each)
             L.append(
                 f"- fp32 GEMM peak, {ph['threads']} thread(s): **{pk['best']:.1f} GFLOP/s** "
                 f"(median {pk['median']:.1f}, min {pk['min']:.1f}; {pk['how']}, measured "
-                "before and after the workloads, the better kept); the training tables give "
-                "each case's GFLOP/s as a fraction of it"
+                f"before and after the workloads{f' ({each})' if each else ''}, the better "
+                "kept); the training tables give each case's GFLOP/s as a fraction of it"
             )
         elif pk:
             L.append(f"- fp32 GEMM peak, {ph['threads']} thread(s): failed ({pk.get('error')})")
@@ -87,18 +92,19 @@ def render_markdown(res: dict) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
+            met = ("yes" if r["met"] else "NO") + (" (loaded)" if _row_loaded(r, loaded) else "")
             if r["ratio"] is None:
                 unit = r.get("unit", "")
                 L.append(
                     f"| {r['workload']} | {r['threads']} | {r['ours']:.3g} {unit} | "
-                    f"{r['peer']} | | | {r['target']} | {'yes' if r['met'] else 'NO'} |"
+                    f"{r['peer']} | | | {r['target']} | {met} |"
                 )
             else:
                 u = r.get("rate_unit", "samples/s")
                 L.append(
                     f"| {r['workload']} | {r['threads']} | {fmt_value(r['ours'], u)} "
                     f"({r.get('ours_variant', '')}) | {r['peer']} | {fmt_value(r['theirs'], u)} "
-                    f"| {r['ratio']:.2f}x | >= {r['target']}x | {'yes' if r['met'] else 'NO'} |"
+                    f"| {r['ratio']:.2f}x | >= {r['target']}x | {met} |"
                 )
 
     backend = o["backends"][0]
@@ -108,6 +114,8 @@ def render_markdown(res: dict) -> str:
             if not cases:
                 continue
             L += ["", f"## {WORKLOAD_TITLES.get(wl, wl)} — {ph['threads']} thread(s)", ""]
+            if (wl, ph["threads"]) in loaded:
+                L += [warning_text(loaded[wl, ph["threads"]]), ""]
             L += _case_table(cases, our_case(cases, backend), ph.get("gemm_peak"))
             L += _load_line(cases)
             sums = {c["checksum"] for c in cases if "checksum" in c}
@@ -119,6 +127,8 @@ def render_markdown(res: dict) -> str:
             ]
     if res.get("coldstart"):
         L += ["", "## W7 cold start (fresh process: import + load + first prediction)", ""]
+        w7 = loaded.get(("W7", o["threads"][0]))
+        L += [warning_text(w7), ""] if w7 else []
         L += _cold_table(res["coldstart"])
     if res.get("parity"):
         L += ["", "## Accuracy parity (test set)", ""]
@@ -181,17 +191,39 @@ def render_markdown(res: dict) -> str:
 
 
 def _load_line(cases: list[dict]) -> list[str]:
-    """The load average (1/5/15 min) the workload's rounds ran under, and the attempts."""
+    """The load average (1/5/15 min) the workload's rounds ran under, and the attempts (a
+    loaded table is marked above it, see :mod:`.loaded`)."""
     ld = next((c["load"] for c in cases if "load" in c), None)
     if ld is None:
         return []
-    high = any(c.get("load_above_limit") for c in cases)
     return [
         "",
         f"Load average before the rounds {ld['before']}, after {ld['after']}; "
-        f"{ld['attempts']} attempt(s)"
-        + (" — **above the load limit: a loaded machine, compare ratios only**." if high else "."),
+        f"{ld['attempts']} attempt(s).",
     ]
+
+
+def _loaded_summary(res: dict, loaded: dict) -> str:
+    """The report's first word on load: how many tables ran on a loaded machine."""
+    tables = {(c["workload"], ph["threads"]) for ph in res["phases"] for c in ph["cases"]}
+    tables |= {("W7", 0)} if res.get("coldstart") else set()
+    if loaded:
+        return (
+            f"> **Warning: {len(loaded)} of {len(tables)} tables ran on a loaded machine** "
+            f"(1-minute load average above {QUIET_LOAD:g}, or the fp32 GEMM peak per thread "
+            f"below {100 * PEAK_COLLAPSE:.0f} % of this run's best); each is marked, and so "
+            "are the targets taken from it. Their figures are not quiet ones."
+        )
+    return (
+        f"No table ran on a loaded machine (1-minute load average at most {QUIET_LOAD:g} and "
+        f"the fp32 GEMM peak per thread at least {100 * PEAK_COLLAPSE:.0f} % of this run's "
+        "best wherever they were measured)."
+    )
+
+
+def _row_loaded(row: dict, loaded: dict) -> bool:
+    """Whether a target row comes from a loaded table (``W5b1 runtime`` is W5b1's)."""
+    return (str(row["workload"]).split()[0], row["threads"]) in loaded
 
 
 def _case_table(cases: list[dict], ours: dict | None, peak: dict | None = None) -> list[str]:
@@ -353,6 +385,7 @@ def _parity_table(parity: dict) -> list[str]:
 def write_report(res: dict, out: str) -> dict[str, str]:
     """Write ``report.md``, ``results.json`` and the charts; returns their paths."""
     os.makedirs(out, exist_ok=True)
+    res["load_check"] = load_check(res)
     charts = write_charts(res, out)
     md = render_markdown(res)
     if charts:
@@ -373,17 +406,19 @@ def write_report(res: dict, out: str) -> dict[str, str]:
 def console_summary(res: dict) -> str:
     """One line per target: ratio or value, and whether it is met."""
     lines = []
+    loaded = {(w["workload"], w["threads"]): w for w in load_warnings(res)}
     for r in target_rows(res):
+        mark = "  [loaded machine]" if _row_loaded(r, loaded) else ""
         if r["ratio"] is None:
             lines.append(
                 f"  {r['workload']:<6} t={r['threads']}  lepton_nn {r['ours']:.3g} "
                 f"{r.get('unit', '')}  target {r['target']}  "
-                f"{'met' if r['met'] else 'NOT met'}"
+                f"{'met' if r['met'] else 'NOT met'}{mark}"
             )
         else:
             lines.append(
                 f"  {r['workload']:<6} t={r['threads']}  vs {r['peer']:<30} "
                 f"{r['ratio']:6.2f}x  (target >= {r['target']}x)  "
-                f"{'met' if r['met'] else 'NOT met'}"
+                f"{'met' if r['met'] else 'NOT met'}{mark}"
             )
     return "\n".join(lines)

@@ -41,7 +41,7 @@ def _rows(rm, path: str | None) -> np.ndarray | None:
     """The network input of the CSV's rows (a tabular file's preprocessing applied)."""
     if path is None:
         return None
-    from ..data.table import read_csv
+    from ..data.csv_reader import read_csv
 
     table = read_csv(path)
     if rm.kind == "tabular":

@@ -59,7 +59,8 @@ from ..nn.recurrent import GRU, LSTM, SimpleRNN
 from ..runtime.compression import Int8Weight
 from ..runtime.kernels import kernels
 from ..runtime.parsers import conv_geometry
-from ..runtime.steps import Int8ConvStep, RecurrentStep
+from ..runtime.steps_conv import Int8ConvStep
+from ..runtime.steps_recurrent import RecurrentStep
 
 __all__ = ["QuantizedLayer", "QuantizedRecurrent", "activation_params", "quantize_weight"]
 

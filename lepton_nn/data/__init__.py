@@ -13,11 +13,12 @@ Typical use::
 from __future__ import annotations
 
 from lepton_nn.data.batching import Batches, iterate_batches, n_batches
+from lepton_nn.data.csv_reader import read_csv
 from lepton_nn.data.labels import LabelEncoder, compute_class_weight, compute_sample_weight
 from lepton_nn.data.preprocess import Preprocessor
 from lepton_nn.data.split import KFold, StratifiedKFold, train_test_split
 from lepton_nn.data.stream import TableStream, stream
-from lepton_nn.data.table import DEFAULT_NA, Table, read_csv
+from lepton_nn.data.table import DEFAULT_NA, Table
 
 __all__ = [
     "DEFAULT_NA",

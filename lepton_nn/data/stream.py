@@ -40,16 +40,9 @@ from typing import Any
 
 import numpy as np
 
+from lepton_nn.data.csv_reader import _check_header, csv_records, nul_error, undecodable
 from lepton_nn.data.stream_scan import Column, numbers
-from lepton_nn.data.table import (
-    NON_NUMERIC,
-    Table,
-    _check_header,
-    _check_kinds,
-    csv_records,
-    nul_error,
-    undecodable,
-)
+from lepton_nn.data.table import NON_NUMERIC, Table, _check_kinds
 from lepton_nn.errors import DataError, LeptonError
 from lepton_nn.runtime.preprocess import (
     CATEGORICAL,

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.csv_reader import csv_records
 from ..data.stream import is_parquet, list_files, open_parquet
-from ..data.table import csv_records
 from ..errors import DataError
 from ..runtime.preprocess import CATEGORICAL, to_categorical
 

@@ -26,18 +26,10 @@ from lepton_nn.backend.reference import ACT_CODE
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
-from .steps import (
-    AffineStep,
-    ConvStep,
-    EmbeddingStep,
-    GlobalAvgPoolStep,
-    Int8ConvStep,
-    LayerNormStep,
-    PoolStep,
-    RecurrentStep,
-    grouped_conv_step,
-)
+from .steps import AffineStep, EmbeddingStep, LayerNormStep
+from .steps_conv import ConvStep, GlobalAvgPoolStep, Int8ConvStep, PoolStep, grouped_conv_step
 from .steps_extra import ElementwiseStep, PadStep, PermuteStep
+from .steps_recurrent import RecurrentStep
 
 __all__ = [
     "ACTIVATIONS",

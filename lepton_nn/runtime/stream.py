@@ -21,7 +21,7 @@ Per layer and step, with the states of the S streams gathered into (S, U) rows::
     hz = h W_hh                        (int8: h quantized per row, as the plan does)
     h, c = cell_step(xz, hz, h, c)     (the backend's lstm/gru/rnn_step_forward kernels)
 
-the very calls :class:`~lepton_nn.runtime.steps.RecurrentStep` makes for one step, so the
+the very calls :class:`~lepton_nn.runtime.steps_recurrent.RecurrentStep` makes for one step, so the
 outputs match a whole-sequence run to float rounding (the float input product is one GEMM
 over all steps there, one per step here). Steps between recurrent layers must act on each
 time step alone (activations, softmax, LayerNorm); after a final state anything goes (it
@@ -49,9 +49,10 @@ from lepton_nn.backend.threads import BLAS_SPLIT_MIN_FLOPS, blas_held
 from lepton_nn.errors import LeptonError, ShapeError
 
 from .kernels import kernels
-from .plan import ActivationStep, SoftmaxStep, _Ctx
-from .steps import LayerNormStep, RecurrentStep
+from .steps import LayerNormStep
+from .steps_dense import ActivationStep, SoftmaxStep, _Ctx
 from .steps_extra import ElementwiseStep
+from .steps_recurrent import RecurrentStep
 
 __all__ = ["StreamSession", "StreamLimitError", "STATE_FORMAT"]
 

@@ -87,7 +87,7 @@ def _run(rm: Any, x: Any) -> dict[str, np.ndarray]:
     """Every value of the network on ``x`` (N, *input_shape): step by step, each output
     copied out of its step's own buffers."""
     from lepton_nn.runtime.graph import Arena, MergeStep
-    from lepton_nn.runtime.plan import _Ctx
+    from lepton_nn.runtime.steps_dense import _Ctx
 
     net = rm.network
     if len(net.inputs) > 1:
