@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--budget", type=float, default=0.05, help="seconds per build per round")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
+    ap.add_argument("--settle", type=float, default=0.0, help="idle seconds before a round")
     args = ap.parse_args(argv)
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
 
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
         times: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(args.rounds):
             for k in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+                if args.settle:
+                    time.sleep(args.settle)
+                    fns[k]()
                 t0 = clock()
                 for _ in range(reps[k]):
                     fns[k]()

@@ -121,6 +121,23 @@ def test_threads_split_rows_and_columns(isa, dtype):  # noqa: F811
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_threads_keep_no_rows_from_the_last_call(isa, dtype):  # noqa: F811
+    """A thread widens a row block once per call and keeps it for the column chunks it claims
+    (AVX2): call after call with new activations of the same shape (the same row blocks), at
+    2 and 3 threads, every result exact; K % 4 != 0 (tail), several row blocks, odd N."""
+    rng = np.random.default_rng(37)
+    for M, K, N in ((64, 1030, 1000), (200, 518, 330), (97, 1024, 350)):
+        assert M * K * N >= 2**25
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        for t in (2, 3, 2, 3):
+            a = _rand_act(rng, dtype, (M, K))
+            raw = np.full((M, N), -7, np.int32)
+            q.qgemm_s32(a, wp, raw, cs, nthreads=t)
+            np.testing.assert_array_equal(raw, _int64_ref(a, w), err_msg=f"{isa} {M} t={t}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_single_row_extremes_exact(isa, dtype):  # noqa: F811
     """One row (the AVX2 path's GEMV on signed activations): activations at both ends of
     their range against weights of +-127 and -128, mixed signs, K and N tails, the zero

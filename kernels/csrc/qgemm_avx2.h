@@ -34,6 +34,56 @@
 #define QG_MC2 96 /* rows widened per block: 96 x 1024 x 2 bytes = 192 KiB of L2 */
 #endif
 
+/* The full tile's n >= 1 steps (6 rows x 8 columns, 4 k each; ag, bg: its first step's
+ * widened rows and packed weights) on the accumulators c[4 r + q], q < 2, read from in (NULL:
+ * zeros) and written to out, in assembly: gcc 12, building with -fwrapv as setup.py does, spilled one of the 12
+ * accumulators of the C loop to the stack (a store and a reload every step: 27 % slower)
+ * once the tile sat in qg_block_avx2. Here the 16 ymm registers are assigned by hand:
+ * ymm4-15 the accumulators, ymm0-1 the weight quads, ymm2 the broadcast, ymm3 a product.
+ * Per step, as the C loop: 2 vpmovsxbw, 6 vpbroadcastq, 12 vpmaddwd + vpaddd. */
+#if defined(__x86_64__)
+#define QG_ROW6(OA, A0, A1)                                                                        \
+    "vpbroadcastq " #OA "(%[a]), %%ymm2\n\t"                                                       \
+    "vpmaddwd %%ymm0, %%ymm2, %%ymm3\n\t"                                                          \
+    "vpaddd %%ymm3, %%ymm" #A0 ", %%ymm" #A0 "\n\t"                                                \
+    "vpmaddwd %%ymm1, %%ymm2, %%ymm2\n\t"                                                          \
+    "vpaddd %%ymm2, %%ymm" #A1 ", %%ymm" #A1 "\n\t"
+#define QG_STEP6(OA, OB)                                                                           \
+    "vpmovsxbw " #OB "(%[b]), %%ymm0\n\t"                                                          \
+    "vpmovsxbw 16+" #OB "(%[b]), %%ymm1\n\t" QG_ROW6(OA, 4, 5) QG_ROW6(8 + OA, 6, 7)             \
+        QG_ROW6(16 + OA, 8, 9) QG_ROW6(24 + OA, 10, 11) QG_ROW6(32 + OA, 12, 13)                  \
+            QG_ROW6(40 + OA, 14, 15)
+#define QG_ACC6(OP)                                                                                \
+    OP(0, 4) OP(32, 5) OP(128, 6) OP(160, 7) OP(256, 8) OP(288, 9) OP(384, 10) OP(416, 11)        \
+        OP(512, 12) OP(544, 13) OP(640, 14) OP(672, 15)
+#define QG_LD6(O, R) "vmovdqa " #O "(%[in]), %%ymm" #R "\n\t"
+#define QG_ZERO6(O, R) "vpxor %%xmm" #R ", %%xmm" #R ", %%xmm" #R "\n\t"
+#define QG_ST6(O, R) "vmovdqa %%ymm" #R ", " #O "(%[out])\n\t"
+static inline __attribute__((target("avx2,fma"), always_inline)) void
+qg_steps_6x8(const int16_t *ag, const int8_t *bg, int64_t n, const __m256i *in, __m256i *out) {
+    __asm__ volatile("test %[in], %[in]\n\t"
+                     "jz 4f\n\t" QG_ACC6(QG_LD6) "jmp 5f\n\t"
+                     "4:\n\t" QG_ACC6(QG_ZERO6) "5:\n\t"
+                     "test $1, %[n]\n\t"
+                     "jz 2f\n\t" /* an odd count: one step first */
+                     QG_STEP6(0, 0) "add $48, %[a]\n\t"
+                     "add $64, %[b]\n\t"
+                     "sub $1, %[n]\n\t"
+                     "jz 3f\n\t"
+                     ".p2align 5\n\t"
+                     "2:\n\t" QG_STEP6(0, 0) QG_STEP6(48, 64) "add $96, %[a]\n\t"
+                     "add $128, %[b]\n\t"
+                     "sub $2, %[n]\n\t"
+                     "jnz 2b\n\t"
+                     "3:\n\t" QG_ACC6(QG_ST6)
+                     : [a] "+r"(ag), [b] "+r"(bg), [n] "+r"(n)
+                     : [in] "r"(in), [out] "r"(out)
+                     : "cc", "memory", "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
+                       "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14",
+                       "xmm15");
+}
+#endif
+
 /* One MR x (4 NQ) tile (NQ = 2 or 4 column quads starting at quad q0 of block nb) over the
  * 4-k groups [g0, g1) of one K block. aw: the tile's rows widened to int16,
  * aw[g, r, j] = a[m0 + r, 4 g + j] (r < QG_MR2). The accumulators come from (g0 > 0) and go
@@ -43,42 +93,52 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
              const int16_t *aw, int64_t g0, int64_t g1, __m256i *sc) {
     const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
     const int8_t *bp = p->b + nb * 16 * Kp + 16 * q0;
-    /* acc[r][q] lanes: (c0, k01) (c0, k23) (c1, k01) (c1, k23) | the same for c2, c3 */
-    __m256i acc[QG_MR2][4];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 4
-        for (int q = 0; q < NQ; q++)
-            acc[r][q] = g0 ? _mm256_load_si256(sc + 4 * r + q0 + q) : _mm256_setzero_si256();
-#pragma GCC unroll 2
-    for (int64_t g = g0; g < g1; g++) {
-        __m256i bw[4];
-#pragma GCC unroll 4
-        for (int q = 0; q < NQ; q++) /* NumPy: w[c0 : c0 + 4, 4g : 4g + 4].astype(int16) */
-            bw[q] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(bp + g * 64 + 16 * q)));
-#pragma GCC unroll 6
-        for (int r = 0; r < MR; r++) {
-            int64_t a4;
-            memcpy(&a4, aw + (g * QG_MR2 + r) * 4, 8);
-            const __m256i av = _mm256_set1_epi64x(a4); /* a[r, 4g : 4g + 4] in every quarter */
-#pragma GCC unroll 4
-            for (int q = 0; q < NQ; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, exact */
-                acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(av, bw[q]));
-        }
-    }
-    if (g1 < G) { /* more K blocks to come */
+    __m256i done[QG_MR2 * 4]; /* the sums after the last K block, done[4 r + q] */
+#if defined(__x86_64__)
+    if (MR == 6 && NQ == 2) { /* the full tile: its steps in assembly (qg_steps_6x8) */
+        qg_steps_6x8(aw + g0 * QG_MR2 * 4, bp + g0 * 64, g1 - g0, g0 ? sc + q0 : NULL,
+                     g1 < G ? sc + q0 : done);
+        if (g1 < G) return; /* more K blocks to come */
+    } else
+#endif
+    {
+        /* acc[r][q] lanes: (c0, k01) (c0, k23) (c1, k01) (c1, k23) | the same for c2, c3 */
+        __m256i acc[QG_MR2][4];
 #pragma GCC unroll 6
         for (int r = 0; r < MR; r++)
 #pragma GCC unroll 4
-            for (int q = 0; q < NQ; q++) _mm256_store_si256(sc + 4 * r + q0 + q, acc[r][q]);
-        return;
-    }
-    /* spill once with constant indices (keeps acc in registers inside the loop above) */
-    __m256i done[QG_MR2 * 4];
-#pragma GCC unroll 24
-    for (int r = 0; r < MR; r++)
+            for (int q = 0; q < NQ; q++)
+                acc[r][q] = g0 ? _mm256_load_si256(sc + 4 * r + q0 + q) : _mm256_setzero_si256();
+#pragma GCC unroll 2
+        for (int64_t g = g0; g < g1; g++) {
+            __m256i bw[4];
 #pragma GCC unroll 4
-        for (int q = 0; q < NQ; q++) done[r * 4 + q] = acc[r][q];
+            for (int q = 0; q < NQ; q++) /* NumPy: w[c0 : c0 + 4, 4g : 4g + 4].astype(int16) */
+                bw[q] = _mm256_cvtepi8_epi16(
+                    _mm_loadu_si128((const __m128i *)(bp + g * 64 + 16 * q)));
+#pragma GCC unroll 6
+            for (int r = 0; r < MR; r++) {
+                int64_t a4;
+                memcpy(&a4, aw + (g * QG_MR2 + r) * 4, 8);
+                const __m256i av = _mm256_set1_epi64x(a4); /* a[r, 4g : 4g + 4], each quarter */
+#pragma GCC unroll 4
+                for (int q = 0; q < NQ; q++) /* vpmaddwd: a0 w0 + a1 w1 in int32, exact */
+                    acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(av, bw[q]));
+            }
+        }
+        if (g1 < G) { /* more K blocks to come */
+#pragma GCC unroll 6
+            for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+                for (int q = 0; q < NQ; q++) _mm256_store_si256(sc + 4 * r + q0 + q, acc[r][q]);
+            return;
+        }
+        /* spill once with constant indices (keeps acc in registers inside the loop above) */
+#pragma GCC unroll 24
+        for (int r = 0; r < MR; r++)
+#pragma GCC unroll 4
+            for (int q = 0; q < NQ; q++) done[r * 4 + q] = acc[r][q];
+    }
     for (int r = 0; r < MR; r++) {
         const int32_t off = qg_off(p, m0 + r);
         const float xs = p->xs[(m0 + r) * p->xs_step];
@@ -227,11 +287,86 @@ __attribute__((target("avx2,fma"))) static void qv_gemv_avx2(const qg_args *p, i
     qv_gemv_cols(p, m, nb_lo, nb_hi, ua, ma, c);
 }
 
+/* Elements of the int16 buffer that holds up to `rows` rows widened (qg_pack_avx2), and
+ * ymm of the accumulators' scratch for them (6 x 4 per 6-row tile: 12 KiB for 96 rows). */
+static inline int64_t qg_aw_elems(int64_t rows, int64_t K) {
+    return ((rows + QG_MR2 - 1) / QG_MR2) * QG_MR2 * qg_kp(K) + 4;
+}
+static inline int64_t qg_sc_ymm(int64_t rows) { return ((rows + QG_MR2 - 1) / QG_MR2) * QG_MR2 * 4; }
+
+/* The rows [mc, mc_end) (at most QG_MC2) of p's activations widened for qg_tile_avx2:
+ * aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip) as int16, zero for k >= K. */
+__attribute__((target("avx2,fma"))) static void qg_pack_avx2(const qg_args *p, int64_t mc,
+                                                             int64_t mc_end, int16_t *aw) {
+    const int64_t K = p->K, Kp = qg_kp(K);
+    const uint8_t flip = p->a_signed ? 0x80 : 0;
+    const __m128i flipv = _mm_set1_epi8((char)flip);
+    for (int64_t i = 0; i < mc_end - mc; i++) {
+        const uint8_t *a = p->a + (mc + i) * K;
+        int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
+        int64_t k = 0;
+        for (; k + 16 <= K; k += 16) { /* 16 bytes -> 4 groups of 4 int16, 48 bytes apart */
+            const __m256i v = _mm256_cvtepu8_epi16(
+                _mm_xor_si128(_mm_loadu_si128((const __m128i *)(a + k)), flipv));
+            const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+            int16_t *o = d + (k >> 2) * QG_MR2 * 4;
+            _mm_storel_epi64((__m128i *)o, lo);
+            _mm_storeh_pd((double *)(o + QG_MR2 * 4), _mm_castsi128_pd(lo));
+            _mm_storel_epi64((__m128i *)(o + 2 * QG_MR2 * 4), hi);
+            _mm_storeh_pd((double *)(o + 3 * QG_MR2 * 4), _mm_castsi128_pd(hi));
+        }
+        for (; k < Kp; k++)
+            d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
+    }
+}
+
+/* out[mc : mc_end, 16 nb_lo : 16 nb_hi] from the rows widened by qg_pack_avx2 (aw); sc: the
+ * tiles' accumulators between K blocks, 6 x 4 ymm per 6-row tile (64-byte aligned). */
+__attribute__((target("avx2,fma"))) static void qg_block_avx2(const qg_args *p, int64_t mc,
+                                                              int64_t mc_end, const int16_t *aw,
+                                                              __m256i *sc, int64_t nb_lo,
+                                                              int64_t nb_hi) {
+    const int64_t Kp = qg_kp(p->K), G = Kp >> 2;
+    /* K blocks of QG_KC2 groups: a 16-column weight panel of 16 x 4 QG_KC2 bytes (4 KiB)
+     * stays in L1 while every 6-row tile of the block passes over it */
+    for (int64_t nb = nb_lo; nb < nb_hi; nb++)
+        for (int64_t g0 = 0; g0 < G; g0 += QG_KC2) {
+            const int64_t g1 = G - g0 < QG_KC2 ? G : g0 + QG_KC2;
+            for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
+                const int16_t *at = aw + (m0 - mc) * Kp; /* tile t = (m0 - mc) / 6 */
+                __m256i *st = sc + (m0 - mc) / QG_MR2 * QG_MR2 * 4;
+                switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
+                case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at, g0, g1, st); break;
+                case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at, g0, g1, st); break;
+                case 3:
+                    qg_tile_avx2(p, m0, 3, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 3, nb, 2, 2, at, g0, g1, st);
+                    break;
+                case 4:
+                    qg_tile_avx2(p, m0, 4, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 4, nb, 2, 2, at, g0, g1, st);
+                    break;
+                case 5:
+                    qg_tile_avx2(p, m0, 5, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 5, nb, 2, 2, at, g0, g1, st);
+                    break;
+                default:
+                    qg_tile_avx2(p, m0, 6, nb, 0, 2, at, g0, g1, st);
+                    qg_tile_avx2(p, m0, 6, nb, 2, 2, at, g0, g1, st);
+                    break;
+                }
+            }
+        }
+}
+
+/* The AVX2 tile kernel takes this single row to the GEMV (qv_gemv_avx2) */
+static inline int qg_avx2_gemv(const qg_args *p) { return p->M <= QG_GEMV_ROWS && p->cs; }
+
 /* 0, or -1 when the tile kernel's scratch could not be allocated (nothing written then) */
 __attribute__((target("avx2,fma"))) static int qg_run_avx2(const qg_args *p, int64_t nb_lo,
                                                            int64_t nb_hi) {
-    const int64_t K = p->K, Kp = qg_kp(K), G = Kp >> 2;
-    if (p->M <= QG_GEMV_ROWS && p->cs) { /* a few rows: one pass over W each */
+    const int64_t Kp = qg_kp(p->K);
+    if (qg_avx2_gemv(p)) { /* a few rows: one pass over W each */
         uint8_t *ua = (uint8_t *)lnn_malloc((size_t)(2 * Kp));
         if (ua) { /* without its scratch, the tile kernel below gives the same bits */
             for (int64_t m = 0; m < p->M; m++) qv_gemv_avx2(p, m, nb_lo, nb_hi, ua, ua + Kp);
@@ -239,12 +374,9 @@ __attribute__((target("avx2,fma"))) static int qg_run_avx2(const qg_args *p, int
             return 0;
         }
     }
-    const uint8_t flip = p->a_signed ? 0x80 : 0;
     const int64_t mc_rows = p->M < QG_MC2 ? p->M : QG_MC2;
-    const int64_t tiles = (mc_rows + QG_MR2 - 1) / QG_MR2;
-    int16_t *aw = (int16_t *)lnn_malloc((size_t)(tiles * QG_MR2 * Kp + 4) * sizeof(int16_t));
-    /* the tiles' accumulators between K blocks: 6 x 4 ymm per tile (12 KiB for 96 rows) */
-    __m256i *sc = (__m256i *)qg_amalloc((size_t)tiles * QG_MR2 * 4 * sizeof(__m256i));
+    int16_t *aw = (int16_t *)lnn_malloc((size_t)qg_aw_elems(mc_rows, p->K) * sizeof(int16_t));
+    __m256i *sc = (__m256i *)qg_amalloc((size_t)qg_sc_ymm(mc_rows) * sizeof(__m256i));
     if (!aw || !sc) {
         free(aw);
         qg_afree(sc);
@@ -252,55 +384,8 @@ __attribute__((target("avx2,fma"))) static int qg_run_avx2(const qg_args *p, int
     }
     for (int64_t mc = 0; mc < p->M; mc += QG_MC2) {
         const int64_t mc_end = mc + QG_MC2 < p->M ? mc + QG_MC2 : p->M;
-        /* NumPy: aw[t, g, r, j] = (a[mc + 6 t + r, 4 g + j] ^ flip).astype(int16), k >= K: 0 */
-        const __m128i flipv = _mm_set1_epi8((char)flip);
-        for (int64_t i = 0; i < mc_end - mc; i++) {
-            const uint8_t *a = p->a + (mc + i) * K;
-            int16_t *d = aw + (i / QG_MR2) * QG_MR2 * Kp + (i % QG_MR2) * 4;
-            int64_t k = 0;
-            for (; k + 16 <= K; k += 16) { /* 16 bytes -> 4 groups of 4 int16, 48 bytes apart */
-                const __m256i v = _mm256_cvtepu8_epi16(
-                    _mm_xor_si128(_mm_loadu_si128((const __m128i *)(a + k)), flipv));
-                const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
-                int16_t *o = d + (k >> 2) * QG_MR2 * 4;
-                _mm_storel_epi64((__m128i *)o, lo);
-                _mm_storeh_pd((double *)(o + QG_MR2 * 4), _mm_castsi128_pd(lo));
-                _mm_storel_epi64((__m128i *)(o + 2 * QG_MR2 * 4), hi);
-                _mm_storeh_pd((double *)(o + 3 * QG_MR2 * 4), _mm_castsi128_pd(hi));
-            }
-            for (; k < Kp; k++)
-                d[(k >> 2) * QG_MR2 * 4 + (k & 3)] = k < K ? (int16_t)(uint8_t)(a[k] ^ flip) : 0;
-        }
-        /* K blocks of QG_KC2 groups: a 16-column weight panel of 16 x 4 QG_KC2 bytes (4 KiB)
-         * stays in L1 while every 6-row tile of the block passes over it */
-        for (int64_t nb = nb_lo; nb < nb_hi; nb++)
-            for (int64_t g0 = 0; g0 < G; g0 += QG_KC2) {
-                const int64_t g1 = G - g0 < QG_KC2 ? G : g0 + QG_KC2;
-                for (int64_t m0 = mc; m0 < mc_end; m0 += QG_MR2) {
-                    const int16_t *at = aw + (m0 - mc) * Kp; /* tile t = (m0 - mc) / 6 */
-                    __m256i *st = sc + (m0 - mc) / QG_MR2 * QG_MR2 * 4;
-                    switch (mc_end - m0 < QG_MR2 ? (int)(mc_end - m0) : QG_MR2) {
-                    case 1: qg_tile_avx2(p, m0, 1, nb, 0, 4, at, g0, g1, st); break;
-                    case 2: qg_tile_avx2(p, m0, 2, nb, 0, 4, at, g0, g1, st); break;
-                    case 3:
-                        qg_tile_avx2(p, m0, 3, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 3, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    case 4:
-                        qg_tile_avx2(p, m0, 4, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 4, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    case 5:
-                        qg_tile_avx2(p, m0, 5, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 5, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    default:
-                        qg_tile_avx2(p, m0, 6, nb, 0, 2, at, g0, g1, st);
-                        qg_tile_avx2(p, m0, 6, nb, 2, 2, at, g0, g1, st);
-                        break;
-                    }
-                }
-            }
+        qg_pack_avx2(p, mc, mc_end, aw);
+        qg_block_avx2(p, mc, mc_end, aw, sc, nb_lo, nb_hi);
     }
     qg_afree(sc);
     free(aw);
