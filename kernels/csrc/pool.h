@@ -17,10 +17,14 @@
  * condition variable: a round of back-to-back calls never lets its core halt (on a
  * virtual machine a halted vCPU comes back late and slow), and an idle process stops burning
  * CPU after `spin` (lnn_pool_set_spin; kernels/pool.pyx says how the default was chosen).
- * The spin calls sched_yield() every few microseconds: on an idle core it returns at once, on
- * a busy one it lets the thread waiting there run (our own caller, say). A thread waiting at
- * a barrier (the caller: at the last one) spins the same way for `wait` nanoseconds, then
- * sleeps until a task is done (a worker the OS preempted mid-task needs a core).
+ * Every few microseconds a spinning thread notes its CPU (sched_getcpu) and yields the CPU
+ * (sched_yield) only if another thread of the job last ran there, or the last job is over a
+ * millisecond old: a yield on a CPU of its own is useless, and on one another process uses
+ * it can cost a time slice. A thread waiting at a barrier (the caller: at the last one) spins
+ * the same way for `wait` nanoseconds, then sleeps until a task is done (a worker the OS
+ * preempted mid-task needs a core). After posting a job the caller moves a worker that last
+ * ran on the caller's CPU off it until the burst of jobs ends (lnn_pool_keep_apart: Linux
+ * was seen to leave the pair on one vCPU of two for thousands of calls).
  * A job that finds the pool busy (another user thread's job, or a job started from inside a
  * task) runs on its caller alone, phase after phase. After fork() the child starts fresh
  * workers.
@@ -33,6 +37,7 @@
 #define LNN_POOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef int (*lnn_task_fn)(void *ctx, ptrdiff_t task);
 
@@ -109,6 +114,8 @@ static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
 #define LNN_POOL_PHASES 16       /* phases of one job (a longer list runs as several jobs) */
@@ -142,6 +149,29 @@ typedef struct {
 
 static lnn_pool_block_t lnn_pool_blocks[LNN_POOL_MAX];
 
+/* Worker t as the others see it: its thread id and the CPU it last ran on (published as it
+ * spins and as it claims), the CPU set it started with, whether the caller has moved it off
+ * a CPU (kept off until it next goes to sleep), and when. */
+typedef struct {
+    atomic_int cpu;
+    atomic_int ready;    /* tid and mask are set */
+    atomic_int moved;
+    pid_t tid;
+    int64_t moved_ns;
+    cpu_set_t mask;
+} __attribute__((aligned(64))) lnn_pool_peer_t;
+
+static lnn_pool_peer_t lnn_pool_peers[LNN_POOL_MAX];
+
+/* One job as seen by its caller and worker 1 (lnn_pool_set_trace; benchmarks/bench_pool_dist.py) */
+typedef struct {
+    int64_t post_ns;     /* CLOCK_MONOTONIC at the post */
+    int64_t claim_ns;    /* worker 1's first claim, ns after the post; -1: it ran no task */
+    int64_t job_ns;      /* post to the caller past the last barrier */
+    int32_t caller_cpu;  /* at the post */
+    int32_t worker_cpu;  /* worker 1's at its first claim; -1: it ran no task */
+} lnn_pool_rec_t;
+
 static struct {
     atomic_int busy;           /* a job is running (its caller set it) */
     pthread_mutex_t mu;        /* sleeping workers */
@@ -161,6 +191,18 @@ static struct {
     int atfork;
     /* counters for tests and benchmarks */
     atomic_llong jobs, alone, worker_tasks, sleeps, phases;
+    atomic_llong shared;       /* jobs whose worker 1 first claimed on the caller's CPU */
+    atomic_llong nudges;       /* workers moved off their caller's CPU */
+    atomic_int apart;          /* keep a job's threads on different CPUs (lnn_pool_keep_apart) */
+    atomic_llong last_post_ns; /* when the last job was posted */
+    atomic_int caller_cpu;     /* the caller's CPU when it posted the job */
+    /* worker 1's first claim in job `first_gen`: when (ns after the post) and on which CPU */
+    atomic_ullong first_gen;
+    int64_t first_ns, post_ns;
+    int first_cpu;
+    /* a record per job for the benchmarks (lnn_pool_set_trace) */
+    lnn_pool_rec_t *trace;
+    long trace_cap, trace_len;
 } lnn_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
               .wait_mu = PTHREAD_MUTEX_INITIALIZER, .wait_cv = PTHREAD_COND_INITIALIZER};
 
@@ -200,10 +242,24 @@ static int lnn_pool_phase_state(int p, uint64_t g, int threads)
     return 1;
 }
 
+/* Whether thread `self` of a job of `threads`, spinning, should yield its CPU: when another
+ * thread of the job last ran on this CPU (it may be waiting for it). On a CPU of its own a
+ * yield is wasted at best; at worst it hands the CPU to another process for a whole time
+ * slice (milliseconds) while the job waits for this thread. */
+static int lnn_pool_yield_for(int self, int threads)
+{
+    const int me = sched_getcpu();
+    if (self && me == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed)) return 1;
+    for (int t = 1; t < threads; t++)
+        if (t != self && atomic_load_explicit(&lnn_pool_peers[t].cpu, memory_order_relaxed) == me)
+            return 1;
+    return 0;
+}
+
 /* The barrier after phase p of job g: 1 once it is complete, -1 if job g is over. Spins
  * (pause), yielding the core every ~256 pauses, for `wait` ns; then sleeps until tasks are
  * done (every finished task wakes the sleepers). */
-static int lnn_pool_barrier(int p, uint64_t g, int threads)
+static int lnn_pool_barrier(int self, int p, uint64_t g, int threads)
 {
     int st;
     int64_t t0 = 0;
@@ -213,7 +269,7 @@ static int lnn_pool_barrier(int p, uint64_t g, int threads)
         const int64_t now = lnn_pool_ns();
         if (t0 == 0) t0 = now;
         if (now - t0 < atomic_load(&lnn_pool.wait_ns)) {
-            sched_yield(); /* a worker preempted mid-task may be waiting for this core */
+            if (lnn_pool_yield_for(self, threads)) sched_yield();
             continue;
         }
         pthread_mutex_lock(&lnn_pool.wait_mu);
@@ -235,7 +291,7 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
 {
     long ran = 0;
     for (int p = 0; p < count; p++) {
-        if (p > 0 && lnn_pool_barrier(p - 1, g, threads) < 0) return ran;
+        if (p > 0 && lnn_pool_barrier(t, p - 1, g, threads) < 0) return ran;
         for (int i = 0; i < threads; i++) {
             const int b = (t + i) % threads;
             for (;;) {
@@ -243,6 +299,15 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
                 const ptrdiff_t task = lnn_pool_claim(b, p, g, &gone);
                 if (gone) return ran;
                 if (task < 0) break;
+                if (t > 0 && ran == 0) { /* a worker's first claim of the job */
+                    const int cpu = sched_getcpu();
+                    atomic_store_explicit(&lnn_pool_peers[t].cpu, cpu, memory_order_relaxed);
+                    if (t == 1) {
+                        lnn_pool.first_ns = lnn_pool_ns() - lnn_pool.post_ns;
+                        lnn_pool.first_cpu = cpu;
+                        atomic_store_explicit(&lnn_pool.first_gen, g, memory_order_release);
+                    }
+                }
                 const lnn_phase_t *ph = &lnn_pool.phase[p];
                 const int rc = ph->fn(ph->ctx, task);
                 if (rc) {
@@ -265,6 +330,11 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
 static void *lnn_pool_worker(void *arg)
 {
     const int t = (int)(ptrdiff_t)arg; /* 1, 2, ... (the caller is 0) */
+    lnn_pool_peer_t *me = &lnn_pool_peers[t];
+    atomic_store(&me->moved, 0);
+    me->tid = (pid_t)syscall(SYS_gettid);
+    atomic_store(&me->cpu, sched_getcpu());
+    if (sched_getaffinity(0, sizeof me->mask, &me->mask) == 0) atomic_store(&me->ready, 1);
     unsigned long long seen = lnn_pool.born;
     for (;;) {
         const int64_t t0 = lnn_pool_ns();
@@ -272,13 +342,23 @@ static void *lnn_pool_worker(void *arg)
              spin++) {
             lnn_pool_relax();
             if (spin & 255) continue;
-            if (lnn_pool_ns() - t0 < atomic_load(&lnn_pool.spin_ns)) {
-                /* every ~256 pauses (a few us): let another thread waiting for this core
-                 * run (our own caller, say: a spinning worker must not hold it up); on an
-                 * idle core this returns at once and the core never halts */
-                sched_yield();
+            const int64_t now = lnn_pool_ns();
+            if (now - t0 < atomic_load(&lnn_pool.spin_ns)) {
+                /* every ~256 pauses (a few us): publish the CPU we are on; yield it if our
+                 * caller last ran there (a spinning worker must not hold up the thread that
+                 * will post the next job) or the last job is over 1 ms old (be polite to
+                 * other processes while idle); on an idle core the yield returns at once
+                 * and the core never halts */
+                const int cpu = sched_getcpu();
+                atomic_store_explicit(&me->cpu, cpu, memory_order_relaxed);
+                if (cpu == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed) ||
+                    now - atomic_load_explicit(&lnn_pool.last_post_ns, memory_order_relaxed) >
+                        1000000)
+                    sched_yield();
                 continue;
             }
+            if (atomic_exchange(&me->moved, 0)) /* kept off the caller's CPU: not any more */
+                sched_setaffinity(0, sizeof me->mask, &me->mask);
             pthread_mutex_lock(&lnn_pool.mu);
             atomic_fetch_add(&lnn_pool.sleepers, 1);
             atomic_fetch_add(&lnn_pool.sleeps, 1);
@@ -333,6 +413,39 @@ static int lnn_pool_start(int n)
     return can;
 }
 
+/* The rule that keeps a job's threads on different CPUs. Linux may queue a worker on the CPU
+ * its caller runs on and leave it there while the other CPU is idle (seen on a 2-vCPU guest:
+ * the pair on one vCPU for thousands of calls, no migration, the worker's first claim 8 ms
+ * after the post: 2 threads as slow as 1, with tick-long stalls). So after posting a job,
+ * the caller moves each worker that last ran on its CPU off it (sched_setaffinity on the
+ * worker's thread: the CPUs the worker started with, less the caller's), at most once a
+ * millisecond per worker, and only when the worker may run on at least as many CPUs as
+ * the job has threads (more threads than CPUs must share). Rule 2 keeps the worker off
+ * that CPU until it next goes to sleep (the end of the burst of calls), when it takes back
+ * the CPUs it started with; rule 1 gives them back at once (a nudge). No thread is ever
+ * pinned to a CPU, and the caller's own thread is never touched. */
+static void lnn_pool_keep_apart(int cpu, int threads)
+{
+    if (!atomic_load_explicit(&lnn_pool.apart, memory_order_relaxed) || cpu < 0 || cpu >= CPU_SETSIZE) return;
+    int64_t now = 0;
+    for (int t = 1; t < threads; t++) {
+        lnn_pool_peer_t *w = &lnn_pool_peers[t];
+        if (atomic_load_explicit(&w->cpu, memory_order_relaxed) != cpu ||
+            !atomic_load_explicit(&w->ready, memory_order_acquire) ||
+            !CPU_ISSET(cpu, &w->mask) || CPU_COUNT(&w->mask) < threads)
+            continue;
+        if (!now) now = lnn_pool_ns();
+        if (now - w->moved_ns < 1000000) continue;
+        w->moved_ns = now;
+        cpu_set_t other = w->mask;
+        CPU_CLR(cpu, &other);
+        if (sched_setaffinity(w->tid, sizeof other, &other) != 0) continue;
+        atomic_store_explicit(&w->cpu, -1, memory_order_relaxed); /* not there any more */
+        atomic_fetch_add(&lnn_pool.nudges, 1);
+        atomic_store(&w->moved, 1);
+    }
+}
+
 /* One job of count <= LNN_POOL_PHASES phases. */
 static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
 {
@@ -371,6 +484,10 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
                                   memory_order_relaxed);
         }
     }
+    const int cpu = sched_getcpu();
+    atomic_store_explicit(&lnn_pool.caller_cpu, cpu, memory_order_relaxed);
+    lnn_pool.post_ns = lnn_pool_ns();
+    atomic_store_explicit(&lnn_pool.last_post_ns, lnn_pool.post_ns, memory_order_relaxed);
     atomic_store(&lnn_pool.post, (g << 16) | ((unsigned long long)count << 8) |
                                      (unsigned long long)threads);
     if (atomic_load(&lnn_pool.sleepers) > 0) {
@@ -378,12 +495,23 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
         pthread_cond_broadcast(&lnn_pool.cv);
         pthread_mutex_unlock(&lnn_pool.mu);
     }
+    lnn_pool_keep_apart(cpu, threads);
     lnn_pool_share(0, g, threads, count);
     /* the last phase's tasks still running on workers: spin a while, then sleep (a worker
      * the OS descheduled mid-task needs a core, and a spinning caller would hold one).
      * A finished task is counted with a seq_cst add, then `waiting` read; a sleeper adds to
      * `waiting`, then reads the counts: one of the two sees the other. */
-    lnn_pool_barrier(count - 1, g, threads);
+    lnn_pool_barrier(0, count - 1, g, threads);
+    const int first = atomic_load_explicit(&lnn_pool.first_gen, memory_order_acquire) == g;
+    if (first && lnn_pool.first_cpu == cpu) atomic_fetch_add(&lnn_pool.shared, 1);
+    if (lnn_pool.trace_len < lnn_pool.trace_cap) {
+        lnn_pool_rec_t *r = &lnn_pool.trace[lnn_pool.trace_len++];
+        r->post_ns = lnn_pool.post_ns;
+        r->claim_ns = first ? lnn_pool.first_ns : -1;
+        r->job_ns = lnn_pool_ns() - lnn_pool.post_ns;
+        r->caller_cpu = cpu;
+        r->worker_cpu = first ? lnn_pool.first_cpu : -1;
+    }
     const int err = atomic_load(&lnn_pool.err);
     atomic_fetch_add(&lnn_pool.jobs, 1);
     if (count > 1) atomic_fetch_add(&lnn_pool.phases, count);
@@ -430,9 +558,22 @@ static void lnn_pool_set_spin(long long ns)
     atomic_store(&lnn_pool.spin_ns, ns < 0 ? 0 : ns);
 }
 
+static void lnn_pool_set_apart(int on) { atomic_store(&lnn_pool.apart, on != 0); }
+
 static void lnn_pool_set_wait(long long ns)
 {
     atomic_store(&lnn_pool.wait_ns, ns < 0 ? 0 : ns);
+}
+
+/* Record each of the next `cap` jobs (lnn_pool_rec_t) into `buf` (NULL, 0: stop); not while
+ * a job runs. Returns the records kept so far before the call. */
+static long lnn_pool_set_trace(lnn_pool_rec_t *buf, long cap)
+{
+    const long had = lnn_pool.trace_len;
+    lnn_pool.trace = buf;
+    lnn_pool.trace_cap = buf ? cap : 0;
+    lnn_pool.trace_len = 0;
+    return had;
 }
 
 static long long lnn_pool_stat(int which)
@@ -445,11 +586,21 @@ static long long lnn_pool_stat(int which)
     case 4: return atomic_load(&lnn_pool.spin_ns);
     case 5: return atomic_load(&lnn_pool.wait_ns);
     case 6: return atomic_load(&lnn_pool.phases);
+    case 7: return atomic_load(&lnn_pool.shared);
+    case 8: return atomic_load(&lnn_pool.nudges);
+    case 9: return atomic_load(&lnn_pool.apart);
     }
     return 0;
 }
 
 static int lnn_pool_workers(void) { return lnn_pool.workers; }
+
+/* Worker t's thread id (t = 1 .. workers), 0 until it has started. */
+static long lnn_pool_worker_tid(int t)
+{
+    if (t < 1 || t >= LNN_POOL_MAX || !atomic_load(&lnn_pool_peers[t].ready)) return 0;
+    return (long)lnn_pool_peers[t].tid;
+}
 
 #define LNN_POOL_THREADED 1
 #else /* no pthreads: every job on its caller */
@@ -465,9 +616,13 @@ static int lnn_pool_run_phases(const lnn_phase_t *phases, int count, int threads
 }
 static void lnn_pool_set_spin(long long ns) { (void)ns; }
 static void lnn_pool_set_wait(long long ns) { (void)ns; }
+static void lnn_pool_set_apart(int on) { (void)on; }
 static void lnn_pool_wake(void) {}
 static long long lnn_pool_stat(int which) { (void)which; return 0; }
+typedef struct { int64_t post_ns, claim_ns, job_ns; int32_t caller_cpu, worker_cpu; } lnn_pool_rec_t;
+static long lnn_pool_set_trace(lnn_pool_rec_t *buf, long cap) { (void)buf; (void)cap; return 0; }
 static int lnn_pool_workers(void) { return 0; }
+static long lnn_pool_worker_tid(int t) { (void)t; return 0; }
 #define LNN_POOL_THREADED 0
 #endif
 
