@@ -13,7 +13,7 @@ build of the ``lepton_nn`` package) every process is run once with it and once w
 checkout, alternately: an A/B of two pools, interleaved.
 
     PYTHONPATH=. python benchmarks/bench_pool_dist.py [--cases mlp1,q8mlp1,mlp64,cnn64]
-        [--threads 1,2] [--procs 3] [--calls 2000] [--old DIR]
+        [--threads 1,2] [--procs 3] [--calls 2000] [--old DIR] [--no-apart]
 """
 
 from __future__ import annotations
@@ -62,9 +62,26 @@ def _sched(tid: int) -> dict:
                 key = key.strip()
                 if key in ("se.nr_migrations", "nr_voluntary_switches", "nr_involuntary_switches"):
                     out[key.split(".")[-1]] = int(float(val))
+                elif key == "se.sum_exec_runtime":
+                    out["sum_exec_runtime"] = float(val)
     except OSError:
         pass
     return out
+
+
+def _last_cpu(tid: int) -> int:
+    """The CPU a thread of this process last ran on (/proc/self/task/TID/stat, field 39)."""
+    with open(f"/proc/self/task/{tid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[36])
+
+
+def _worker_tid(_pool, tids) -> int:
+    """Worker 1's thread id (older pools do not say: the busiest other thread)."""
+    if hasattr(_pool, "worker_ids"):
+        ids = _pool.worker_ids()
+        return ids[0] if ids else 0
+    busy = {t: _sched(t).get("sum_exec_runtime", 0.0) for t in tids if t != os.getpid()}
+    return max(busy, key=busy.get) if busy else 0
 
 
 def child(case: str, threads: int, calls: int) -> dict:
@@ -75,31 +92,40 @@ def child(case: str, threads: int, calls: int) -> dict:
         path, shape, batch = _model_file(case, tmp)
         m = rt.load(path, threads=threads)
     x = np.random.default_rng(1).standard_normal((batch, *shape)).astype(np.float32)
-    for _ in range(max(50, calls // 20)):
+    t0, k = time.perf_counter(), 0
+    while k < 50 or time.perf_counter() - t0 < 0.3:  # warm, and every worker started
         m.forward(x)
+        k += 1
     tids = sorted(int(t) for t in os.listdir("/proc/self/task"))
     before = {t: _sched(t) for t in tids}
     stats0 = _pool.stats()
     trace = hasattr(_pool, "start_trace") and threads > 1
     if trace:
         _pool.start_trace(calls * 4)
+    me, worker = os.getpid(), (_worker_tid(_pool, tids) if threads > 1 else 0)
     ts = np.empty(calls)
     clock = time.perf_counter
+    same = seen = 0
     for i in range(calls):
         t0 = clock()
         m.forward(x)
         ts[i] = clock() - t0
+        if worker and i % 25 == 24:  # which CPUs the two threads last ran on (not timed)
+            seen += 1
+            same += _last_cpu(me) == _last_cpu(worker)
     rec = _pool.stop_trace() if trace else None
     stats1 = _pool.stats()
     ts *= 1e6
     p5, p50, p95 = np.percentile(ts, [5, 50, 95])
     res = {"case": case, "threads": threads, "median": p50, "p5": p5, "p95": p95,
            "min": float(ts.min())}  # fmt: skip
+    res["same_cpu_samples"] = same / seen if seen else None
+    short = {"nr_migrations": "migr", "nr_voluntary_switches": "vol"}
+    short["nr_involuntary_switches"] = "invol"
     res["sched"] = {
-        ("caller" if t == os.getpid() else f"t{t}"): {
-            k: v - before[t].get(k, 0) for k, v in _sched(t).items()
-        }
-        for t in tids
+        who: {short[k]: v - before[t].get(k, 0) for k, v in _sched(t).items() if k in short}
+        for who, t in (("caller", me), ("worker", worker))
+        if t
     }
     res["pool"] = {k: stats1[k] - stats0[k] for k in ("jobs", "alone", "worker_tasks", "sleeps")}
     for k in ("shared_cpu", "nudges"):
@@ -121,8 +147,9 @@ def child(case: str, threads: int, calls: int) -> dict:
     return res
 
 
-def _spawn(case, threads, calls, pkg_dir) -> dict:
+def _spawn(case, threads, calls, pkg_dir, apart=True) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([pkg_dir, HERE]))
+    env["LEPTON_POOL_APART"] = "1" if apart else "0"
     cmd = [sys.executable, os.path.abspath(__file__), "--child", case, str(threads), str(calls)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=pkg_dir)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,21 +162,28 @@ def main(argv=None) -> int:
     ap.add_argument("--procs", type=int, default=3, help="fresh processes per (case, threads)")
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--old", default=None, help="a directory with another lepton_nn build")
+    ap.add_argument(
+        "--no-apart", action="store_true", help="also run this build with LEPTON_POOL_APART=0"
+    )
     ap.add_argument("--child", nargs=3, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         case, threads, calls = args.child
         print(json.dumps(child(case, int(threads), int(calls))))
         return 0
-    builds = {"new": ROOT} if not args.old else {"old": os.path.abspath(args.old), "new": ROOT}
+    builds = {"new": (ROOT, True)}
+    if args.old:
+        builds = {"old": (os.path.abspath(args.old), True), **builds}
+    if args.no_apart:
+        builds["noapart"] = (ROOT, False)
     threads = [int(t) for t in args.threads.split(",")]
     print(f"load average before: {os.getloadavg()}", flush=True)
     got: dict = {}
     for case in args.cases.split(","):
         for p in range(args.procs):
             for t in threads:
-                for b, d in builds.items():
-                    r = _spawn(case, t, args.calls, d)
+                for b, (d, apart) in builds.items():
+                    r = _spawn(case, t, args.calls, d, apart)
                     got.setdefault((case, t, b), []).append(r)
                     tr = r.get("trace")
                     extra = (
@@ -161,8 +195,10 @@ def main(argv=None) -> int:
                     )
                     pool = r["pool"]
                     nudges = f" nudges {pool['nudges']}" if "nudges" in pool else ""
+                    if r["same_cpu_samples"] is not None:
+                        extra += f"  same CPU in {r['same_cpu_samples']:.0%} of samples"
                     print(
-                        f"{case:7s} {t}t {b:3s} proc {p}: median {r['median']:8.1f}  p5 "
+                        f"{case:7s} {t}t {b:7s} proc {p}: median {r['median']:8.1f}  p5 "
                         f"{r['p5']:8.1f}  p95 {r['p95']:8.1f} us{extra}{nudges}  "
                         f"sleeps {pool['sleeps']}  sched {r['sched']}",
                         flush=True,

@@ -3,9 +3,12 @@
 
 The other compiled modules bind :data:`api` (a capsule of the pool's C entry points) at
 import, so all their parallel regions run on the same workers. From Python: the workers'
-idle spin (:func:`set_spin_us`), counters (:func:`stats`), and :func:`run_test`, a job of
-trivial tasks for the tests (threads, errors, fork), and :func:`run_test_phases`, a job of
-several phases whose tasks read the whole previous phase (the barrier between them).
+idle spin (:func:`set_spin_us`), the rule that keeps a job's threads on different CPUs
+(:func:`set_apart`), counters (:func:`stats`), the workers' thread ids (:func:`worker_ids`),
+a record of every job (:func:`start_trace`, :func:`stop_trace`: when worker 1 joined it and
+on which CPU), and :func:`run_test`, a job of trivial tasks for the tests (threads, errors,
+fork), and :func:`run_test_phases`, a job of several phases whose tasks read the whole
+previous phase (the barrier between them).
 """
 
 from cpython.pycapsule cimport PyCapsule_New
@@ -78,9 +81,9 @@ def set_wait_us(double us):
 def set_apart(bint on):
     """Keep a job's threads on different CPUs (on by default; the LEPTON_POOL_APART=0
     environment variable turns it off at import): after posting a job, the caller moves a
-    worker that last ran on its own CPU off that CPU until the worker next goes idle (the
-    worker's CPU set less the caller's CPU, then its own set again; never a single CPU, and
-    only when the worker may run on at least as many CPUs as the job has threads). Without
+    worker that last ran on its own CPU off that CPU (the worker's CPU set less the
+    caller's CPU) until the worker has slept for a second, when it takes its own set back;
+    only when the worker may run on at least as many CPUs as the job has threads. Without
     it, Linux was seen to keep a worker queued on its caller's vCPU for thousands of calls
     while the other vCPU idled: 2 threads as slow as 1 (benchmarks/bench_pool_dist.py)."""
     lnn_pool_set_apart(on)
@@ -102,7 +105,9 @@ def wake():
 def stats():
     """Counters since the process started: jobs run on the pool, jobs run on their caller
     alone (busy pool, nested, one thread), tasks run by workers, times a worker went to sleep,
-    phases of the pool's jobs of more than one phase, and workers started."""
+    phases of the pool's jobs of more than one phase, jobs whose worker 1 ran its first task
+    on the CPU the caller posted from (``shared_cpu``), workers moved off their caller's CPU
+    (``nudges``), and workers started."""
     return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
             "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
             "phases": lnn_pool_stat(6), "shared_cpu": lnn_pool_stat(7),

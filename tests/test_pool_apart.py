@@ -4,7 +4,7 @@ counters (``shared_cpu``, ``nudges``) and its per-job record (``start_trace``/``
 Each case runs in a fresh process (it changes thread affinities): a worker is forced onto
 its caller's CPU with ``os.sched_setaffinity`` on the worker's thread id, as Linux was seen to
 leave it; the next job must move it off (the CPUs it started with, less the caller's) until
-it goes idle, when it gets its own CPUs back. None of this is timed."""
+it has slept a second, when it gets its own CPUs back. None of this is timed."""
 
 from __future__ import annotations
 
@@ -86,8 +86,10 @@ def test_a_worker_on_its_callers_cpu_is_moved_off_until_it_goes_idle():
     job()                              # within the burst: no second move
     assert _pool.stats()["nudges"] == 1
     assert os.sched_getaffinity(w) == set(cpus) - {c}
-    _pool.set_spin_us(0)               # idle now: the worker sleeps, with its CPUs back
-    until(lambda: os.sched_getaffinity(w) == set(cpus))
+    _pool.set_spin_us(0)               # idle now: the worker sleeps, still off c ...
+    until(lambda: _pool.stats()["sleeps"] > 0)
+    assert os.sched_getaffinity(w) == set(cpus) - {c}
+    until(lambda: os.sched_getaffinity(w) == set(cpus))  # ... and after 1 s has its CPUs back
     os.sched_setaffinity(0, set(cpus))
     """)
 
@@ -190,3 +192,27 @@ def test_set_apart_and_its_environment_variable():
             [sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG_PARENT, env=env
         )
         assert p.stdout.strip() == want, p.stderr
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "fork") or not _pool.stats()["threaded"], reason="needs fork and threads"
+)
+def test_a_forked_child_knows_only_its_own_workers():
+    # the parent's worker thread ids mean nothing in the child (or name another process's
+    # threads): the rule must never move a thread by them
+    _run("""
+    job()
+    assert len(_pool.worker_ids()) == 1
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            assert _pool.worker_ids() == []
+            job()
+            (w,) = _pool.worker_ids()
+            assert str(w) in os.listdir("/proc/self/task")
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    """)

@@ -23,8 +23,8 @@
  * it can cost a time slice. A thread waiting at a barrier (the caller: at the last one) spins
  * the same way for `wait` nanoseconds, then sleeps until a task is done (a worker the OS
  * preempted mid-task needs a core). After posting a job the caller moves a worker that last
- * ran on the caller's CPU off it until the burst of jobs ends (lnn_pool_keep_apart: Linux
- * was seen to leave the pair on one vCPU of two for thousands of calls).
+ * ran on the caller's CPU off it until the worker has slept a second (lnn_pool_keep_apart:
+ * Linux was seen to leave the pair on one vCPU of two for thousands of calls).
  * A job that finds the pool busy (another user thread's job, or a job started from inside a
  * task) runs on its caller alone, phase after phase. After fork() the child starts fresh
  * workers.
@@ -122,6 +122,7 @@ static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int 
 #define LNN_POOL_BITS 20         /* size and count per claim / done word; generation above */
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
 #define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
+#define LNN_POOL_APART_HOLD_S 1  /* a worker kept off its caller's CPU: for 1 s of sleep */
 
 static inline void lnn_pool_relax(void)
 {
@@ -151,7 +152,7 @@ static lnn_pool_block_t lnn_pool_blocks[LNN_POOL_MAX];
 
 /* Worker t as the others see it: its thread id and the CPU it last ran on (published as it
  * spins and as it claims), the CPU set it started with, whether the caller has moved it off
- * a CPU (kept off until it next goes to sleep), and when. */
+ * a CPU (kept off it until it has slept a second), and when. */
 typedef struct {
     atomic_int cpu;
     atomic_int ready;    /* tid and mask are set */
@@ -257,7 +258,8 @@ static int lnn_pool_yield_for(int self, int threads)
 }
 
 /* The barrier after phase p of job g: 1 once it is complete, -1 if job g is over. Spins
- * (pause), yielding the core every ~256 pauses, for `wait` ns; then sleeps until tasks are
+ * (pause) for `wait` ns, every ~256 pauses yielding the core if another thread of the job
+ * last ran there (lnn_pool_yield_for); then sleeps until tasks are
  * done (every finished task wakes the sleepers). */
 static int lnn_pool_barrier(int self, int p, uint64_t g, int threads)
 {
@@ -337,13 +339,18 @@ static void *lnn_pool_worker(void *arg)
     if (sched_getaffinity(0, sizeof me->mask, &me->mask) == 0) atomic_store(&me->ready, 1);
     unsigned long long seen = lnn_pool.born;
     for (;;) {
-        const int64_t t0 = lnn_pool_ns();
+        /* the idle spin counts the time this thread ran: a gap of over 100 us between two
+         * looks at the clock (~5 us apart) was another thread's (the OS ran it instead), so
+         * a preempted worker does not fall asleep in the middle of a burst of jobs */
+        int64_t last = lnn_pool_ns(), spun = 0;
         for (long spin = 1; atomic_load_explicit(&lnn_pool.post, memory_order_acquire) == seen;
              spin++) {
             lnn_pool_relax();
             if (spin & 255) continue;
             const int64_t now = lnn_pool_ns();
-            if (now - t0 < atomic_load(&lnn_pool.spin_ns)) {
+            if (now - last < 100000) spun += now - last;
+            last = now;
+            if (spun < atomic_load(&lnn_pool.spin_ns)) {
                 /* every ~256 pauses (a few us): publish the CPU we are on; yield it if our
                  * caller last ran there (a spinning worker must not hold up the thread that
                  * will post the next job) or the last job is over 1 ms old (be polite to
@@ -357,11 +364,22 @@ static void *lnn_pool_worker(void *arg)
                     sched_yield();
                 continue;
             }
-            if (atomic_exchange(&me->moved, 0)) /* kept off the caller's CPU: not any more */
-                sched_setaffinity(0, sizeof me->mask, &me->mask);
             pthread_mutex_lock(&lnn_pool.mu);
             atomic_fetch_add(&lnn_pool.sleepers, 1);
             atomic_fetch_add(&lnn_pool.sleeps, 1);
+            if (atomic_load(&me->moved)) {
+                /* kept off the caller's CPU: still so if the next job comes within a
+                 * second (waking here, the worker is not queued behind its caller); then
+                 * the worker takes back the CPUs it started with */
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_sec += LNN_POOL_APART_HOLD_S;
+                while (atomic_load(&lnn_pool.post) == seen &&
+                       pthread_cond_timedwait(&lnn_pool.cv, &lnn_pool.mu, &until) == 0) {
+                }
+                if (atomic_load(&lnn_pool.post) == seen && atomic_exchange(&me->moved, 0))
+                    sched_setaffinity(0, sizeof me->mask, &me->mask);
+            }
             while (atomic_load(&lnn_pool.post) == seen) pthread_cond_wait(&lnn_pool.cv, &lnn_pool.mu);
             atomic_fetch_sub(&lnn_pool.sleepers, 1);
             pthread_mutex_unlock(&lnn_pool.mu);
@@ -388,6 +406,13 @@ static void lnn_pool_after_fork(void)
     atomic_store(&lnn_pool.sleepers, 0);
     atomic_store(&lnn_pool.busy, 0);
     lnn_pool.workers = 0;
+    /* the parent's workers' thread ids mean nothing here (or another process's threads):
+     * never move a thread by them */
+    for (int t = 0; t < LNN_POOL_MAX; t++) {
+        atomic_store(&lnn_pool_peers[t].ready, 0);
+        atomic_store(&lnn_pool_peers[t].moved, 0);
+        atomic_store(&lnn_pool_peers[t].cpu, -1);
+    }
 }
 
 /* Start workers up to n - 1 (called with busy set: no job is posted meanwhile); returns the
@@ -402,6 +427,9 @@ static int lnn_pool_start(int n)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        lnn_pool_peer_t *w = &lnn_pool_peers[lnn_pool.workers + 1]; /* says so once running */
+        atomic_store(&w->ready, 0);
+        atomic_store(&w->cpu, -1);
         const int bad = pthread_create(&th, &attr, lnn_pool_worker,
                                        (void *)(ptrdiff_t)(lnn_pool.workers + 1));
         pthread_attr_destroy(&attr);
@@ -420,10 +448,12 @@ static int lnn_pool_start(int n)
  * the caller moves each worker that last ran on its CPU off it (sched_setaffinity on the
  * worker's thread: the CPUs the worker started with, less the caller's), at most once a
  * millisecond per worker, and only when the worker may run on at least as many CPUs as
- * the job has threads (more threads than CPUs must share). Rule 2 keeps the worker off
- * that CPU until it next goes to sleep (the end of the burst of calls), when it takes back
- * the CPUs it started with; rule 1 gives them back at once (a nudge). No thread is ever
- * pinned to a CPU, and the caller's own thread is never touched. */
+ * the job has threads (more threads than CPUs must share). The worker stays off that CPU
+ * while jobs keep coming, and takes back the CPUs it started with once it has slept a
+ * second (LNN_POOL_APART_HOLD_S: a worker woken for the next burst is then not queued
+ * behind its caller). With more than 2 CPUs no thread is confined to one CPU; with 2 the
+ * worker is, during bursts of jobs and the second after. The caller's own thread is never
+ * touched. set_apart(0) / LEPTON_POOL_APART=0 turns the rule off. */
 static void lnn_pool_keep_apart(int cpu, int threads)
 {
     if (!atomic_load_explicit(&lnn_pool.apart, memory_order_relaxed) || cpu < 0 || cpu >= CPU_SETSIZE) return;
