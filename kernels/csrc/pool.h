@@ -114,8 +114,15 @@ static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int 
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
-#include <unistd.h>
+#if defined(__linux__) /* CPU numbers and thread affinities: the keep-apart rule */
 #include <sys/syscall.h>
+#include <unistd.h>
+#define LNN_POOL_AFFINITY 1
+static inline int lnn_pool_cpu(void) { return sched_getcpu(); }
+#else /* elsewhere: no CPU numbers, every spinner yields, no thread is moved */
+#define LNN_POOL_AFFINITY 0
+static inline int lnn_pool_cpu(void) { return -1; }
+#endif
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
 #define LNN_POOL_PHASES 16       /* phases of one job (a longer list runs as several jobs) */
@@ -157,9 +164,11 @@ typedef struct {
     atomic_int cpu;
     atomic_int ready;    /* tid and mask are set */
     atomic_int moved;
-    pid_t tid;
     int64_t moved_ns;
+#if LNN_POOL_AFFINITY
+    pid_t tid;
     cpu_set_t mask;
+#endif
 } __attribute__((aligned(64))) lnn_pool_peer_t;
 
 static lnn_pool_peer_t lnn_pool_peers[LNN_POOL_MAX];
@@ -249,7 +258,8 @@ static int lnn_pool_phase_state(int p, uint64_t g, int threads)
  * slice (milliseconds) while the job waits for this thread. */
 static int lnn_pool_yield_for(int self, int threads)
 {
-    const int me = sched_getcpu();
+    const int me = lnn_pool_cpu();
+    if (me < 0) return 1;
     if (self && me == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed)) return 1;
     for (int t = 1; t < threads; t++)
         if (t != self && atomic_load_explicit(&lnn_pool_peers[t].cpu, memory_order_relaxed) == me)
@@ -302,7 +312,7 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
                 if (gone) return ran;
                 if (task < 0) break;
                 if (t > 0 && ran == 0) { /* a worker's first claim of the job */
-                    const int cpu = sched_getcpu();
+                    const int cpu = lnn_pool_cpu();
                     atomic_store_explicit(&lnn_pool_peers[t].cpu, cpu, memory_order_relaxed);
                     if (t == 1) {
                         lnn_pool.first_ns = lnn_pool_ns() - lnn_pool.post_ns;
@@ -334,9 +344,11 @@ static void *lnn_pool_worker(void *arg)
     const int t = (int)(ptrdiff_t)arg; /* 1, 2, ... (the caller is 0) */
     lnn_pool_peer_t *me = &lnn_pool_peers[t];
     atomic_store(&me->moved, 0);
+    atomic_store(&me->cpu, lnn_pool_cpu());
+#if LNN_POOL_AFFINITY
     me->tid = (pid_t)syscall(SYS_gettid);
-    atomic_store(&me->cpu, sched_getcpu());
     if (sched_getaffinity(0, sizeof me->mask, &me->mask) == 0) atomic_store(&me->ready, 1);
+#endif
     unsigned long long seen = lnn_pool.born;
     for (;;) {
         /* the idle spin counts the time this thread ran: a gap of over 100 us between two
@@ -356,9 +368,10 @@ static void *lnn_pool_worker(void *arg)
                  * will post the next job) or the last job is over 1 ms old (be polite to
                  * other processes while idle); on an idle core the yield returns at once
                  * and the core never halts */
-                const int cpu = sched_getcpu();
+                const int cpu = lnn_pool_cpu();
                 atomic_store_explicit(&me->cpu, cpu, memory_order_relaxed);
-                if (cpu == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed) ||
+                if (cpu < 0 ||
+                    cpu == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed) ||
                     now - atomic_load_explicit(&lnn_pool.last_post_ns, memory_order_relaxed) >
                         1000000)
                     sched_yield();
@@ -377,8 +390,10 @@ static void *lnn_pool_worker(void *arg)
                 while (atomic_load(&lnn_pool.post) == seen &&
                        pthread_cond_timedwait(&lnn_pool.cv, &lnn_pool.mu, &until) == 0) {
                 }
+#if LNN_POOL_AFFINITY
                 if (atomic_load(&lnn_pool.post) == seen && atomic_exchange(&me->moved, 0))
                     sched_setaffinity(0, sizeof me->mask, &me->mask);
+#endif
             }
             while (atomic_load(&lnn_pool.post) == seen) pthread_cond_wait(&lnn_pool.cv, &lnn_pool.mu);
             atomic_fetch_sub(&lnn_pool.sleepers, 1);
@@ -456,7 +471,10 @@ static int lnn_pool_start(int n)
  * touched. set_apart(0) / LEPTON_POOL_APART=0 turns the rule off. */
 static void lnn_pool_keep_apart(int cpu, int threads)
 {
-    if (!atomic_load_explicit(&lnn_pool.apart, memory_order_relaxed) || cpu < 0 || cpu >= CPU_SETSIZE) return;
+#if LNN_POOL_AFFINITY
+    if (!atomic_load_explicit(&lnn_pool.apart, memory_order_relaxed) || cpu < 0 ||
+        cpu >= CPU_SETSIZE)
+        return;
     int64_t now = 0;
     for (int t = 1; t < threads; t++) {
         lnn_pool_peer_t *w = &lnn_pool_peers[t];
@@ -474,6 +492,10 @@ static void lnn_pool_keep_apart(int cpu, int threads)
         atomic_fetch_add(&lnn_pool.nudges, 1);
         atomic_store(&w->moved, 1);
     }
+#else
+    (void)cpu;
+    (void)threads;
+#endif
 }
 
 /* One job of count <= LNN_POOL_PHASES phases. */
@@ -514,7 +536,7 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
                                   memory_order_relaxed);
         }
     }
-    const int cpu = sched_getcpu();
+    const int cpu = lnn_pool_cpu();
     atomic_store_explicit(&lnn_pool.caller_cpu, cpu, memory_order_relaxed);
     lnn_pool.post_ns = lnn_pool_ns();
     atomic_store_explicit(&lnn_pool.last_post_ns, lnn_pool.post_ns, memory_order_relaxed);
@@ -533,7 +555,7 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
      * `waiting`, then reads the counts: one of the two sees the other. */
     lnn_pool_barrier(0, count - 1, g, threads);
     const int first = atomic_load_explicit(&lnn_pool.first_gen, memory_order_acquire) == g;
-    if (first && lnn_pool.first_cpu == cpu) atomic_fetch_add(&lnn_pool.shared, 1);
+    if (first && cpu >= 0 && lnn_pool.first_cpu == cpu) atomic_fetch_add(&lnn_pool.shared, 1);
     if (lnn_pool.trace_len < lnn_pool.trace_cap) {
         lnn_pool_rec_t *r = &lnn_pool.trace[lnn_pool.trace_len++];
         r->post_ns = lnn_pool.post_ns;
@@ -628,8 +650,13 @@ static int lnn_pool_workers(void) { return lnn_pool.workers; }
 /* Worker t's thread id (t = 1 .. workers), 0 until it has started. */
 static long lnn_pool_worker_tid(int t)
 {
+#if LNN_POOL_AFFINITY
     if (t < 1 || t >= LNN_POOL_MAX || !atomic_load(&lnn_pool_peers[t].ready)) return 0;
     return (long)lnn_pool_peers[t].tid;
+#else
+    (void)t;
+    return 0;
+#endif
 }
 
 #define LNN_POOL_THREADED 1
@@ -649,7 +676,10 @@ static void lnn_pool_set_wait(long long ns) { (void)ns; }
 static void lnn_pool_set_apart(int on) { (void)on; }
 static void lnn_pool_wake(void) {}
 static long long lnn_pool_stat(int which) { (void)which; return 0; }
-typedef struct { int64_t post_ns, claim_ns, job_ns; int32_t caller_cpu, worker_cpu; } lnn_pool_rec_t;
+typedef struct {
+    int64_t post_ns, claim_ns, job_ns;
+    int32_t caller_cpu, worker_cpu;
+} lnn_pool_rec_t;
 static long lnn_pool_set_trace(lnn_pool_rec_t *buf, long cap) { (void)buf; (void)cap; return 0; }
 static int lnn_pool_workers(void) { return 0; }
 static long lnn_pool_worker_tid(int t) { (void)t; return 0; }
