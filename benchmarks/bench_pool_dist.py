@@ -213,6 +213,14 @@ def main(argv=None) -> int:
             f"{min(meds):.1f}-{max(meds):.1f} | {statistics.median(r['p5'] for r in rs):.1f} | "
             f"{statistics.median(r['p95'] for r in rs):.1f} |"
         )
+    if 1 in threads:
+        print("\n1-thread median over 2-thread median (> 1: 2 threads faster), per build:")
+        for (case, t, b), rs in got.items():
+            one = got.get((case, 1, b))
+            if t > 1 and one:
+                med = statistics.median(r["median"] for r in rs)
+                ratio = statistics.median(r["median"] for r in one) / med
+                print(f"  {case} {b}: {ratio:.2f} at {t} threads")
     return 0
 
 
