@@ -353,8 +353,10 @@ static void *lnn_pool_worker(void *arg)
     for (;;) {
         /* the idle spin counts the time this thread ran: a gap of over 100 us between two
          * looks at the clock (~5 us apart) was another thread's (the OS ran it instead), so
-         * a preempted worker does not fall asleep in the middle of a burst of jobs */
-        int64_t last = lnn_pool_ns(), spun = 0;
+         * a preempted worker does not fall asleep in the middle of a burst of jobs; but
+         * with no job for 4 spins of wall time the burst is over */
+        const int64_t t0 = lnn_pool_ns();
+        int64_t last = t0, spun = 0;
         for (long spin = 1; atomic_load_explicit(&lnn_pool.post, memory_order_acquire) == seen;
              spin++) {
             lnn_pool_relax();
@@ -362,7 +364,8 @@ static void *lnn_pool_worker(void *arg)
             const int64_t now = lnn_pool_ns();
             if (now - last < 100000) spun += now - last;
             last = now;
-            if (spun < atomic_load(&lnn_pool.spin_ns)) {
+            const long long spin_ns = atomic_load(&lnn_pool.spin_ns);
+            if (spun < spin_ns && now - t0 < 4 * spin_ns) {
                 /* every ~256 pauses (a few us): publish the CPU we are on; yield it if our
                  * caller last ran there (a spinning worker must not hold up the thread that
                  * will post the next job) or the last job is over 1 ms old (be polite to
