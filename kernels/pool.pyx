@@ -107,11 +107,13 @@ def stats():
     alone (busy pool, nested, one thread), tasks run by workers, times a worker went to sleep,
     phases of the pool's jobs of more than one phase, jobs whose worker 1 ran its first task
     on the CPU the caller posted from (``shared_cpu``), workers moved off their caller's CPU
-    (``nudges``), and workers started."""
+    (``nudges``), moved workers that gave their CPUs back because other threads kept
+    preempting them there (``backoffs``), and workers started."""
     return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
             "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
             "phases": lnn_pool_stat(6), "shared_cpu": lnn_pool_stat(7),
-            "nudges": lnn_pool_stat(8), "apart": bool(lnn_pool_stat(9)),
+            "nudges": lnn_pool_stat(8), "backoffs": lnn_pool_stat(10),
+            "apart": bool(lnn_pool_stat(9)),
             "workers": lnn_pool_workers(), "spin_us": lnn_pool_stat(4) / 1000.0,
             "wait_us": lnn_pool_stat(5) / 1000.0,
             "threaded": bool(LNN_POOL_THREADED)}

@@ -82,13 +82,23 @@ def test_a_worker_on_its_callers_cpu_is_moved_off_until_it_goes_idle():
     assert rec["caller_cpu"][-1] == c
     st = _pool.stats()
     assert st["nudges"] == 1, st
-    assert os.sched_getaffinity(w) == set(cpus) - {c}   # kept off the caller's CPU
+
+    def kept_off():
+        # off the caller's CPU; unless its new CPU proved busy (another engineer's work on a
+        # shared machine) and it took its CPUs back (counted before it does so)
+        aff = os.sched_getaffinity(w)
+        if aff == set(cpus) - {c}:
+            return True
+        assert aff == set(cpus) and _pool.stats()["backoffs"] >= 1, aff
+        return False
+
+    moved = kept_off()
     job()                              # within the burst: no second move
     assert _pool.stats()["nudges"] == 1
-    assert os.sched_getaffinity(w) == set(cpus) - {c}
+    moved = moved and kept_off()
     _pool.set_spin_us(0)               # idle now: the worker sleeps, still off c ...
     until(lambda: _pool.stats()["sleeps"] > 0)
-    assert os.sched_getaffinity(w) == set(cpus) - {c}
+    moved = moved and kept_off()
     until(lambda: os.sched_getaffinity(w) == set(cpus))  # ... and after 1 s has its CPUs back
     os.sched_setaffinity(0, set(cpus))
     """)
@@ -215,4 +225,35 @@ def test_a_forked_child_knows_only_its_own_workers():
         finally:
             os._exit(code)
     assert os.waitpid(pid, 0)[1] == 0
+    """)
+
+
+@needs_two
+def test_a_moved_worker_whose_new_cpu_is_busy_takes_its_cpus_back():
+    # a busy loop in another process on the CPU the worker is moved to: the worker runs there
+    # about half the time, gives up within ~40 ms and is not moved again for a second
+    _run("""
+    import subprocess, sys
+    two = {cpus[0], cpus[1]}
+    os.sched_setaffinity(0, two)       # the workers start with these two
+    _pool.set_spin_us(60e6)
+    job()
+    (w,) = _pool.worker_ids()
+    hog = subprocess.Popen([sys.executable, "-c",
+        f"import os; os.sched_setaffinity(0, {{{cpus[1]}}})\\nwhile True: pass"])
+    try:
+        os.sched_setaffinity(0, {c})
+        os.sched_setaffinity(w, {c})
+        job_until_moved()
+        until(lambda: _pool.stats()["backoffs"] >= 1)
+        until(lambda: os.sched_getaffinity(w) == two)
+        t0 = time.monotonic()
+        os.sched_setaffinity(w, {c})   # back on the caller's CPU, within the hold-off
+        time.sleep(0.05)
+        for _ in range(3):
+            job(tasks=8, spin=1000)
+        if time.monotonic() - t0 < 0.5:
+            assert _pool.stats()["nudges"] == 1
+    finally:
+        hog.kill()
     """)

@@ -130,6 +130,8 @@ static inline int lnn_pool_cpu(void) { return -1; }
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
 #define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
 #define LNN_POOL_APART_HOLD_S 1  /* a worker kept off its caller's CPU: for 1 s of sleep */
+#define LNN_POOL_BUSY_NS 20000000 /* a moved worker that ran under 3/4 of 20 ms gives up ... */
+#define LNN_POOL_HOLD_OFF_NS 1000000000 /* ... and is not moved again for 1 s */
 
 static inline void lnn_pool_relax(void)
 {
@@ -165,6 +167,9 @@ typedef struct {
     atomic_int ready;    /* tid and mask are set */
     atomic_int moved;
     int64_t moved_ns;
+    atomic_llong hold_off; /* not moved again before (ns) */
+    int64_t window;      /* the worker's: when it last looked at its CPU time, and that time */
+    int64_t ran;
 #if LNN_POOL_AFFINITY
     pid_t tid;
     cpu_set_t mask;
@@ -173,7 +178,7 @@ typedef struct {
 
 static lnn_pool_peer_t lnn_pool_peers[LNN_POOL_MAX];
 
-/* One job as seen by its caller and worker 1 (lnn_pool_set_trace; benchmarks/bench_pool_dist.py) */
+/* One job as its caller and worker 1 saw it (lnn_pool_set_trace, bench_pool_dist.py) */
 typedef struct {
     int64_t post_ns;     /* CLOCK_MONOTONIC at the post */
     int64_t claim_ns;    /* worker 1's first claim, ns after the post; -1: it ran no task */
@@ -203,6 +208,7 @@ static struct {
     atomic_llong jobs, alone, worker_tasks, sleeps, phases;
     atomic_llong shared;       /* jobs whose worker 1 first claimed on the caller's CPU */
     atomic_llong nudges;       /* workers moved off their caller's CPU */
+    atomic_llong backoffs;     /* moved workers that gave up: their new CPU was busy */
     atomic_int apart;          /* keep a job's threads on different CPUs (lnn_pool_keep_apart) */
     atomic_llong last_post_ns; /* when the last job was posted */
     atomic_int caller_cpu;     /* the caller's CPU when it posted the job */
@@ -339,11 +345,48 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
     return ran;
 }
 
+/* A moved worker whose new CPU turns out busy (it ran less than 3/4 of the last 20 ms while
+ * awake: another process's thread shares that CPU; on an idle CPU it runs ~all of it)
+ * takes back the CPUs it started with and is not moved again for a second: on a loaded
+ * machine a worker queued behind other work holds its claimed task while the caller waits
+ * at the barrier, so sharing the caller's CPU (the caller then runs nearly every task) is
+ * the lesser evil. Called by the worker after each share and as it spins; it reads its CPU
+ * time (a system call) every 20 ms at most. */
+static void lnn_pool_check_busy(lnn_pool_peer_t *me, int64_t now)
+{
+#if LNN_POOL_AFFINITY
+    if (!atomic_load_explicit(&me->moved, memory_order_relaxed)) {
+        me->window = 0; /* a new count when next moved */
+        return;
+    }
+    if (now - me->window < LNN_POOL_BUSY_NS) return;
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return;
+    const int64_t ran = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (me->window && 4 * (ran - me->ran) < 3 * (now - me->window) &&
+        atomic_exchange(&me->moved, 0)) {
+        atomic_store(&me->hold_off, now + LNN_POOL_HOLD_OFF_NS);
+        atomic_fetch_add(&lnn_pool.backoffs, 1); /* first: a reader who sees the CPUs back
+                                                  * sees the count too */
+        sched_setaffinity(0, sizeof me->mask, &me->mask);
+        me->window = 0;
+        return;
+    }
+    me->window = now;
+    me->ran = ran;
+#else
+    (void)me;
+    (void)now;
+#endif
+}
+
 static void *lnn_pool_worker(void *arg)
 {
     const int t = (int)(ptrdiff_t)arg; /* 1, 2, ... (the caller is 0) */
     lnn_pool_peer_t *me = &lnn_pool_peers[t];
     atomic_store(&me->moved, 0);
+    atomic_store(&me->hold_off, 0);
+    me->window = 0;
     atomic_store(&me->cpu, lnn_pool_cpu());
 #if LNN_POOL_AFFINITY
     me->tid = (pid_t)syscall(SYS_gettid);
@@ -364,6 +407,7 @@ static void *lnn_pool_worker(void *arg)
             const int64_t now = lnn_pool_ns();
             if (now - last < 100000) spun += now - last;
             last = now;
+            lnn_pool_check_busy(me, now);
             const long long spin_ns = atomic_load(&lnn_pool.spin_ns);
             if (spun < spin_ns && now - t0 < 4 * spin_ns) {
                 /* every ~256 pauses (a few us): publish the CPU we are on; yield it if our
@@ -400,6 +444,7 @@ static void *lnn_pool_worker(void *arg)
             }
             while (atomic_load(&lnn_pool.post) == seen) pthread_cond_wait(&lnn_pool.cv, &lnn_pool.mu);
             atomic_fetch_sub(&lnn_pool.sleepers, 1);
+            me->window = 0; /* asleep is not preempted */
             pthread_mutex_unlock(&lnn_pool.mu);
         }
         seen = atomic_load_explicit(&lnn_pool.post, memory_order_acquire);
@@ -407,6 +452,7 @@ static void *lnn_pool_worker(void *arg)
         if (t < threads) {
             const long ran = lnn_pool_share(t, seen >> 16, threads, count);
             if (ran) atomic_fetch_add(&lnn_pool.worker_tasks, ran);
+            lnn_pool_check_busy(me, lnn_pool_ns());
         }
     }
     return NULL;
@@ -469,7 +515,8 @@ static int lnn_pool_start(int n)
  * the job has threads (more threads than CPUs must share). The worker stays off that CPU
  * while jobs keep coming, and takes back the CPUs it started with once it has slept a
  * second (LNN_POOL_APART_HOLD_S: a worker woken for the next burst is then not queued
- * behind its caller). With more than 2 CPUs no thread is confined to one CPU; with 2 the
+ * behind its caller), or at once if that CPU proves busy (lnn_pool_check_busy). With more
+ * than 2 CPUs no thread is confined to one CPU; with 2 the
  * worker is, during bursts of jobs and the second after. The caller's own thread is never
  * touched. set_apart(0) / LEPTON_POOL_APART=0 turns the rule off. */
 static void lnn_pool_keep_apart(int cpu, int threads)
@@ -486,7 +533,7 @@ static void lnn_pool_keep_apart(int cpu, int threads)
             !CPU_ISSET(cpu, &w->mask) || CPU_COUNT(&w->mask) < threads)
             continue;
         if (!now) now = lnn_pool_ns();
-        if (now - w->moved_ns < 1000000) continue;
+        if (now - w->moved_ns < 1000000 || now < atomic_load(&w->hold_off)) continue;
         w->moved_ns = now;
         cpu_set_t other = w->mask;
         CPU_CLR(cpu, &other);
@@ -644,6 +691,7 @@ static long long lnn_pool_stat(int which)
     case 7: return atomic_load(&lnn_pool.shared);
     case 8: return atomic_load(&lnn_pool.nudges);
     case 9: return atomic_load(&lnn_pool.apart);
+    case 10: return atomic_load(&lnn_pool.backoffs);
     }
     return 0;
 }
