@@ -128,7 +128,7 @@ def child(case: str, threads: int, calls: int) -> dict:
         if t
     }
     res["pool"] = {k: stats1[k] - stats0[k] for k in ("jobs", "alone", "worker_tasks", "sleeps")}
-    for k in ("shared_cpu", "nudges"):
+    for k in ("shared_cpu", "nudges", "backoffs"):
         if k in stats1:
             res["pool"][k] = stats1[k] - stats0[k]
     if rec is not None and len(rec):
@@ -195,6 +195,8 @@ def main(argv=None) -> int:
                     )
                     pool = r["pool"]
                     nudges = f" nudges {pool['nudges']}" if "nudges" in pool else ""
+                    if "backoffs" in pool:
+                        nudges += f" backoffs {pool['backoffs']}"
                     if r["same_cpu_samples"] is not None:
                         extra += f"  same CPU in {r['same_cpu_samples']:.0%} of samples"
                     print(
