@@ -3,13 +3,18 @@
 
 The other compiled modules bind :data:`api` (a capsule of the pool's C entry points) at
 import, so all their parallel regions run on the same workers. From Python: the workers'
-idle spin (:func:`set_spin_us`), counters (:func:`stats`), and :func:`run_test`, a job of
-trivial tasks for the tests (threads, errors, fork), and :func:`run_test_phases`, a job of
-several phases whose tasks read the whole previous phase (the barrier between them).
+idle spin (:func:`set_spin_us`), the rule that keeps a job's threads on different CPUs
+(:func:`set_apart`), counters (:func:`stats`), the workers' thread ids (:func:`worker_ids`),
+a record of every job (:func:`start_trace`, :func:`stop_trace`: when worker 1 joined it and
+on which CPU), and :func:`run_test`, a job of trivial tasks for the tests (threads, errors,
+fork), and :func:`run_test_phases`, a job of several phases whose tasks read the whole
+previous phase (the barrier between them).
 """
 
 from cpython.pycapsule cimport PyCapsule_New
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cimport numpy as cnp
@@ -30,9 +35,18 @@ cdef extern from "pool_impl.h" nogil:
     int lnn_pool_run_phases(const lnn_phase_t *phases, int count, int threads)
     void lnn_pool_set_spin(long long ns)
     void lnn_pool_set_wait(long long ns)
+    void lnn_pool_set_apart(int on)
     void lnn_pool_wake()
     long long lnn_pool_stat(int which)
     int lnn_pool_workers()
+    long lnn_pool_worker_tid(int t)
+    ctypedef struct lnn_pool_rec_t:
+        int64_t post_ns
+        int64_t claim_ns
+        int64_t job_ns
+        int32_t caller_cpu
+        int32_t worker_cpu
+    long lnn_pool_set_trace(lnn_pool_rec_t *buf, long cap)
 
 #: the pool's C entry points, bound by the other extension modules at import
 api = PyCapsule_New(<void *>&lnn_pool_api_impl, b"lepton_nn.pool", NULL)
@@ -64,6 +78,23 @@ def set_wait_us(double us):
     lnn_pool_set_wait(<long long>(us * 1000))
 
 
+def set_apart(bint on):
+    """Keep a job's threads on different CPUs (on by default; the LEPTON_POOL_APART=0
+    environment variable turns it off at import): after posting a job, the caller moves a
+    worker that last ran on its own CPU off that CPU (the worker's CPU set less the
+    caller's CPU) until the worker has slept for a second, when it takes its own set back;
+    only when the worker may run on at least as many CPUs as the job has threads. Without
+    it, Linux was seen to keep a worker queued on its caller's vCPU for thousands of calls
+    while the other vCPU idled: 2 threads as slow as 1 (benchmarks/bench_pool_dist.py)."""
+    lnn_pool_set_apart(on)
+
+
+def _apart_setting():
+    import os
+
+    return os.environ.get("LEPTON_POOL_APART", "").strip() not in ("0", "off", "no", "false")
+
+
 def wake():
     """Wake the sleeping workers (no job): a call about to run parallel regions does this
     first, so that a core that went idle (on a virtual machine: a halted vCPU, slow to come
@@ -74,13 +105,66 @@ def wake():
 def stats():
     """Counters since the process started: jobs run on the pool, jobs run on their caller
     alone (busy pool, nested, one thread), tasks run by workers, times a worker went to sleep,
-    phases of the pool's jobs of more than one phase, and workers started."""
+    phases of the pool's jobs of more than one phase, jobs whose worker 1 ran its first task
+    on the CPU the caller posted from (``shared_cpu``), workers moved off their caller's CPU
+    (``nudges``), moved workers that gave their CPUs back because other threads kept
+    preempting them there (``backoffs``), and workers started."""
     return {"jobs": lnn_pool_stat(0), "alone": lnn_pool_stat(1),
             "worker_tasks": lnn_pool_stat(2), "sleeps": lnn_pool_stat(3),
-            "phases": lnn_pool_stat(6),
+            "phases": lnn_pool_stat(6), "shared_cpu": lnn_pool_stat(7),
+            "nudges": lnn_pool_stat(8), "backoffs": lnn_pool_stat(10),
+            "apart": bool(lnn_pool_stat(9)),
             "workers": lnn_pool_workers(), "spin_us": lnn_pool_stat(4) / 1000.0,
             "wait_us": lnn_pool_stat(5) / 1000.0,
             "threaded": bool(LNN_POOL_THREADED)}
+
+
+def worker_ids():
+    """The native thread ids of the started workers (as in /proc/self/task), in order."""
+    ids = [lnn_pool_worker_tid(t) for t in range(1, lnn_pool_workers() + 1)]
+    return [i for i in ids if i]
+
+
+# -- a record of every job, for the benchmarks ----------------------------------------------
+
+cdef lnn_pool_rec_t *_trace_buf = NULL
+cdef long _trace_cap = 0
+
+#: one job: post (ns, CLOCK_MONOTONIC), worker 1's first claim (ns after the post, -1: it ran
+#: no task), the job's time (post to the caller past the last barrier), the caller's CPU at
+#: the post, worker 1's at its first claim (-1)
+TRACE_DTYPE = [("post_ns", "<i8"), ("claim_ns", "<i8"), ("job_ns", "<i8"),
+               ("caller_cpu", "<i4"), ("worker_cpu", "<i4")]
+
+
+def start_trace(long jobs):
+    """Record each of the next ``jobs`` jobs of the pool (see :func:`stop_trace`). Call it
+    while no job runs (from the thread that runs them)."""
+    global _trace_buf, _trace_cap
+    if jobs <= 0:
+        raise ValueError(f"jobs must be > 0, got {jobs!r}")
+    stop_trace()
+    _trace_buf = <lnn_pool_rec_t *>malloc(jobs * sizeof(lnn_pool_rec_t))
+    if _trace_buf == NULL:
+        raise MemoryError()
+    _trace_cap = jobs
+    lnn_pool_set_trace(_trace_buf, jobs)
+
+
+def stop_trace():
+    """Stop recording; the jobs recorded since :func:`start_trace`, as a structured array of
+    :data:`TRACE_DTYPE` (empty if none)."""
+    global _trace_buf, _trace_cap
+    import numpy as np
+
+    cdef long n = lnn_pool_set_trace(NULL, 0)
+    out = np.zeros(n, dtype=TRACE_DTYPE)
+    if n:
+        memcpy(cnp.PyArray_DATA(out), _trace_buf, n * sizeof(lnn_pool_rec_t))
+    free(_trace_buf)
+    _trace_buf = NULL
+    _trace_cap = 0
+    return out
 
 
 # -- a job of trivial tasks, for the tests -------------------------------------------------
@@ -210,3 +294,4 @@ def _spin_setting():
 
 set_spin_us(_spin_setting())
 set_wait_us(DEFAULT_WAIT_US)
+set_apart(_apart_setting())
