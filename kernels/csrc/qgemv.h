@@ -55,7 +55,10 @@ typedef struct {
  * weights (its L2) and a late or preempted thread just gets less. Before layer l a thread
  * waits until every unit of layer l - 1 is done (their outputs are its input: the per-layer
  * barrier), then quantizes that input itself (each thread its own copy: the same bits, and
- * no second barrier). A thread that finds no unit of a layer left skips it without waiting.
+ * no second barrier). A thread counts the units it finished on a cache line of its own
+ * (done[t], one writer, a plain release store: no locked add on a line the other thread
+ * also adds to, which on this machine costs a cross-core round trip per unit); the barrier
+ * sums the P counts. A thread that finds no unit of a layer left skips it without waiting.
  * Waits only ever are for claimed units, which their threads finish without waiting, so a
  * job whose tasks run one after another on one thread (a busy pool) finishes too. Every
  * output is computed by the same code whichever thread claims it: the same bits at any P.
@@ -80,7 +83,7 @@ typedef struct {
     int parts;
     int64_t *next;  /* next[t * stride + l]: units of part t's share of layer l claimed */
     int64_t stride; /* layers rounded up to 8 (a 64-byte line per part) */
-    int64_t *done;  /* done[l]: units of layer l finished */
+    int64_t *done;  /* done[t * stride + l]: units of layer l that thread t finished */
     int64_t *units; /* units[l], and unb[l] = units[layers + l]: blocks per unit */
 } qv_job;
 
@@ -103,7 +106,7 @@ static inline int64_t qv_part_bytes(int64_t m, int64_t kmax) {
 /* Bytes of scratch qv_chain needs: 64 (alignment), every part's, the counters. */
 static inline int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts) {
     const int64_t stride = (layers + 7) & ~(int64_t)7;
-    return 64 + parts * qv_part_bytes(m, kmax) + 8 * (parts * stride + 3 * stride);
+    return 64 + parts * qv_part_bytes(m, kmax) + 8 * (2 * parts * stride + 2 * stride);
 }
 
 /* Quantize layer l's input into part t's scratch and set cur up for its units. */
@@ -163,11 +166,25 @@ static void qv_unit(const qv_cur *cur, int64_t u) {
     (p->K == 0 ? qg_run_portable : qg_impl[qg_active])(p, lo, hi);
 }
 
+#ifdef QV_TRACE /* a C harness's timeline (benchmarks/qchain_harness.c); off in the build */
+QV_TRACE
+#else
+#define QV_MARK(t, what) ((void)0)
+#endif
+
 #if QV_THREADS
 static inline void qv_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+/* units of layer l finished (by every thread) */
+static int64_t qv_done(const qv_job *j, int64_t l) {
+    int64_t n = 0;
+    for (int t = 0; t < j->parts; t++)
+        n += __atomic_load_n(&j->done[t * j->stride + l], __ATOMIC_ACQUIRE);
+    return n;
 }
 
 /* whether any part's share of layer l still has an unclaimed unit */
@@ -185,16 +202,18 @@ static int qv_task(void *ctx, ptrdiff_t task) {
     const qv_job *j = (const qv_job *)ctx;
     const int t = (int)task, P = j->parts;
     qv_cur cur;
+    QV_MARK(t, 0);
     for (int64_t l = 0; l < j->layers; l++) {
         if (!qv_left(j, l)) continue;
         if (l > 0) /* the barrier: layer l - 1's outputs all written */
-            for (long spin = 1; __atomic_load_n(&j->done[l - 1], __ATOMIC_ACQUIRE) < j->units[l - 1];
-                 spin++) {
+            for (long spin = 1; qv_done(j, l - 1) < j->units[l - 1]; spin++) {
                 qv_relax();
                 if (!(spin & 255)) sched_yield(); /* a preempted claimer may need this core */
             }
+        QV_MARK(t, 1 + 2 * l);
         qv_prep(j, t, l, &cur);
         const int64_t U = j->units[l];
+        int64_t *mine = &j->done[t * j->stride + l], ran = 0; /* thread t's line: one writer */
         for (int i = 0; i < P; i++) {
             const int b = (t + i) % P;
             const int64_t lo = U * b / P, n = U * (b + 1) / P - lo;
@@ -202,9 +221,11 @@ static int qv_task(void *ctx, ptrdiff_t task) {
                 const int64_t k = __atomic_fetch_add(&j->next[b * j->stride + l], 1, __ATOMIC_RELAXED);
                 if (k >= n) break;
                 qv_unit(&cur, lo + k);
-                __atomic_fetch_add(&j->done[l], 1, __ATOMIC_RELEASE);
+                __atomic_store_n(mine, ++ran, __ATOMIC_RELEASE);
+                QV_MARK(t, b == t ? 100 : 200);
             }
         }
+        QV_MARK(t, 2 + 2 * l);
     }
     return 0;
 }
@@ -232,7 +253,7 @@ static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *
     j.stride = (layers + 7) & ~(int64_t)7;
     j.next = (int64_t *)(j.parts_scratch + j.parts * j.part_bytes);
     j.done = j.next + j.parts * j.stride;
-    j.units = j.done + j.stride;
+    j.units = j.done + j.parts * j.stride;
     for (int64_t l = 0; l < layers; l++) {
         const int64_t NB = (ls[l].g.N + 15) >> 4;
         int64_t unb = QV_UNIT_NB; /* the GEMV: 64 columns a unit */
@@ -246,8 +267,7 @@ static void qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *
         if (unb < 1) unb = 1;
         j.units[l] = (NB + unb - 1) / unb;
         j.units[layers + l] = unb;
-        j.done[l] = 0;
-        for (int b = 0; b < j.parts; b++) j.next[b * j.stride + l] = 0;
+        for (int b = 0; b < j.parts; b++) j.next[b * j.stride + l] = j.done[b * j.stride + l] = 0;
     }
 #if QV_THREADS
     if (j.parts > 1) {
