@@ -367,10 +367,15 @@ class InferenceModel:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
-                hot = self._hot
-                if hot[0] == n and lengths is None:  # already the most recently used
-                    return _fresh(hot[1].run(x))
-                return _fresh(self.plan_for(n, lengths is not None).run(x, lengths))
+                key, plan = self._hot
+                if key != n or lengths is not None:  # else: already the most recently used
+                    plan = self.plan_for(n, lengths is not None)
+                one = plan.single
+                if one is None:
+                    return _fresh(plan.run(x, lengths))
+                one[0](x, *one[1])  # the plan is one call: plan.run's loop, unrolled
+                out = plan.out
+                return out.copy() if type(out) is not list else _fresh(out)
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
