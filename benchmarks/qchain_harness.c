@@ -10,7 +10,9 @@
  * (the pool's implementation and its user side are two translation units, as in the build)
  *
  * gap_us: idle time between calls (busy-wait on the caller, as Python's ~2 us around a
- * predict call); the worker spins meanwhile as it does between requests. */
+ * predict call); the worker spins meanwhile as it does between requests. A 4th argument
+ * `pin`: the worker on CPU 1 and the caller on CPU 0 (the OS then cannot swap their cores,
+ * and with them the L2 each share lives in). */
 #define _GNU_SOURCE
 #ifdef POOL_PART
 #include "pool_impl.h"
@@ -20,6 +22,7 @@ void harness_pool_set(long long spin, long long wait) {
     lnn_pool_set_wait(wait);
 }
 #else
+#include <sched.h>
 #include <stdio.h>
 #include <time.h>
 #include <x86intrin.h>
@@ -58,6 +61,13 @@ static int cmp(const void *a, const void *b) {
 int main(int argc, char **argv) {
     const int calls = argc > 1 ? atoi(argv[1]) : 20000, threads = argc > 2 ? atoi(argv[2]) : 2;
     const double gap = argc > 3 ? atof(argv[3]) * 1e3 : 2000.0;
+    const int pin = argc > 4 && !strcmp(argv[4], "pin");
+    cpu_set_t cpus;
+    if (pin) { /* the worker, started by the first job, inherits CPU 1 */
+        CPU_ZERO(&cpus);
+        CPU_SET(1, &cpus);
+        sched_setaffinity(0, sizeof cpus, &cpus);
+    }
     lnn_pool_bind(harness_pool());
     harness_pool_set(5000000, 5000000);
     qg_init();
@@ -90,6 +100,12 @@ int main(int argc, char **argv) {
         while (ns() - n0 < 2e7) {}
         __rdtsc() - a;
     })) / 2e-2;
+    qv_chain(x, 1, 3, ls, outs, scratch, kmax, threads); /* starts the worker */
+    if (pin) {
+        CPU_ZERO(&cpus);
+        CPU_SET(0, &cpus);
+        sched_setaffinity(0, sizeof cpus, &cpus);
+    }
     for (int i = -200; i < calls; i++) {
         const double g0 = ns();
         while (ns() - g0 < gap) {}
