@@ -92,8 +92,10 @@ int main(int argc, char **argv) {
     float *x = malloc(784 * 4);
     for (int i = 0; i < 784; i++) x[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
     uint8_t *scratch = malloc(qv_scratch_bytes(1, kmax, 3, threads));
-    double *t = malloc(calls * sizeof(double)), arrive = 0, wait[4][3] = {{0}};
-    unsigned long long own[4] = {0}, stolen[4] = {0}, late = 0;
+    double *t = malloc(calls * sizeof(double)), *arrive = malloc(calls * sizeof(double));
+    double wait[4][3] = {{0}};
+    unsigned long long own[4] = {0}, stolen[4] = {0}, idle = 0;
+    int arrived = 0;
     const double ghz = 1e-9 * (double)(({
         const unsigned long long a = __rdtsc();
         const double n0 = ns();
@@ -117,8 +119,8 @@ int main(int argc, char **argv) {
         if (i < 0) continue;
         t[i] = t1 - t0;
         if (threads > 1) {
-            if (qv_tr.start[1] == 0) late++;
-            else arrive += (double)(qv_tr.start[1] - c0) / ghz;
+            if (qv_tr.start[1]) arrive[arrived++] = (double)(qv_tr.start[1] - c0) / ghz;
+            if (qv_tr.own[1] + qv_tr.stolen[1] == 0) idle++; /* the worker ran no unit */
         }
         for (int p = 0; p < threads && p < 4; p++) {
             own[p] += qv_tr.own[p], stolen[p] += qv_tr.stolen[p];
@@ -132,8 +134,11 @@ int main(int argc, char **argv) {
            "min %.2f (TSC %.2f GHz)\n", threads, gap / 1e3, calls, t[calls / 2] / 1e3,
            t[calls / 20] / 1e3, t[calls / 4] / 1e3, t[3 * calls / 4] / 1e3, t[0] / 1e3, ghz);
     if (threads > 1) {
-        printf("worker: started after the call by %.2f us on average; ran no task in %.1f %% "
-               "of calls\n", arrive / 1e3 / (calls - late + 1e-9), 100.0 * late / calls);
+        qsort(arrive, arrived, sizeof *arrive, cmp);
+        if (arrived)
+            printf("worker: its task started after the call did by %.2f us (median; p90 %.2f); "
+                   "it ran no unit in %.1f %% of calls\n", arrive[arrived / 2] / 1e3,
+                   arrive[9 * arrived / 10] / 1e3, 100.0 * idle / calls);
         for (int p = 0; p < threads && p < 4; p++)
             printf("thread %d: own units %.2f, stolen %.2f a call; barrier waits %.2f, %.2f us\n",
                    p, (double)own[p] / calls, (double)stolen[p] / calls, wait[p][1] / 1e3 / calls,
