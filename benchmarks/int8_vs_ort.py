@@ -4,7 +4,9 @@ threads), and the quantized 784-512-256-10 MLP at batch 1 through our runtime ag
 Runtime's dynamic int8 quantization of the same weights.
 
     python benchmarks/int8_vs_ort.py [--rounds 21] [--ms 1,64,256,1024] [--threads 1,2]
-    python benchmarks/int8_vs_ort.py --int8 [--rounds 21]     # the MLP at batch 1 only
+    python benchmarks/int8_vs_ort.py --int8 [--rounds 15] [--block 100] [--procs 3]
+        # the MLP at batch 1 only: per-call median / p5 / p95 / min, engines interleaved in
+        # blocks of --block calls; --procs N: N fresh processes, each one's figures
 
 W6: ours is ``qlinear`` (the uint8 x int8 GEMM with the dequantize + bias + ReLU epilogue
 fused; what a quantized Dense runs), ONNX Runtime's the one-node MatMulInteger graph of
@@ -87,12 +89,32 @@ def w6(ms, threads, rounds, settle=SETTLE):
             sys.stdout.flush()
 
 
-def mlp_batch1(rounds, threads):
-    """The int8 784-512-256-10 MLP at batch 1: our runtime (``lepton_nn.runtime.load`` of
-    ``quantize(model)``'s file, ``predict``), its plan's bare compiled call, ONNX Runtime's
-    ``quantize_dynamic`` of the same float weights (QInt8) at each thread count; one call per
-    engine per round, interleaved; our per-layer path (two calls a layer, as before the chain)
-    too. Then the bound in cycles and the bytes/s achieved."""
+def _per_call(fns: dict, rounds: int, block: int, settle: float) -> dict[str, np.ndarray]:
+    """Per-call times (s): each round, each engine in turn (the first one rotating) runs 10
+    untimed calls, then ``block`` calls each timed alone; ``settle`` s of idle before each
+    engine's turn (0: none). In a block an engine's calls follow its own, as in a server that
+    runs one engine: the other engine's idle threads (ONNX Runtime's spin after a run, ours
+    up to 5 ms) have stopped or are its own."""
+    ts = {k: [] for k in fns}
+    names = list(fns)
+    clock = time.perf_counter_ns
+    for r in range(rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            f = fns[k]
+            if settle:
+                time.sleep(settle)
+            for _ in range(10):
+                f()
+            out = ts[k]
+            for _ in range(block):
+                t0 = clock()
+                f()
+                out.append(clock() - t0)
+    return {k: np.array(v, np.float64) * 1e-9 for k, v in ts.items()}
+
+
+def _mlp_engines(tmp, threads):
+    """The engines of the int8 MLP at batch 1 (see mlp_batch1) and our plan's steps."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_runtime as br
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -103,53 +125,86 @@ def mlp_batch1(rounds, threads):
     weights = br.make_weights()
     x = np.random.default_rng(1).standard_normal((1, br.SIZES[0])).astype(np.float32)
     fns = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = br._files(weights, tmp)
-        fp32, q8 = os.path.join(tmp, "mlp.onnx"), os.path.join(tmp, "mlp_int8.onnx")
-        with open(fp32, "wb") as fh:
-            fh.write(onnx_mlp_bytes(weights))
-        quantize_dynamic(fp32, q8, weight_type=QuantType.QInt8)
-        for t in threads:
-            model = rt.load(paths["int8"], threads=t)
-            model.predict(x)
-            fns[f"lepton runtime int8 predict, {t} thread(s)"] = lambda m=model: m.predict(x)
-            fns[f"lepton plan.run (the compiled call(s) alone), {t} thread(s)"] = (
-                lambda p=model.plan_for(1): p.run(x)
-            )
-            sess = ort_session(q8, t)
-            name = sess.get_outputs()[0].name
-            fns[f"onnxruntime int8 dynamic, {t} thread(s)"] = lambda s=sess, n=name: s.run(
-                [n], {"x": x}
-            )
-        from lepton_nn.runtime import steps as rt_steps
-
-        keep, rt_steps.QCHAIN_MAX_ROWS = rt_steps.QCHAIN_MAX_ROWS, 0  # the path before it
-        before = rt.load(paths["int8"], threads=1)
-        before.predict(x)
-        rt_steps.QCHAIN_MAX_ROWS = keep
-        fns["lepton runtime int8 predict, per-layer calls (before the chain)"] = lambda m=before: (
-            m.predict(x)
+    paths = br._files(weights, tmp)
+    fp32, q8 = os.path.join(tmp, "mlp.onnx"), os.path.join(tmp, "mlp_int8.onnx")
+    with open(fp32, "wb") as fh:
+        fh.write(onnx_mlp_bytes(weights))
+    quantize_dynamic(fp32, q8, weight_type=QuantType.QInt8)
+    for t in threads:
+        model = rt.load(paths["int8"], threads=t)
+        model.predict(x)
+        fns[f"lepton runtime int8 predict, {t} thread(s)"] = lambda m=model: m.predict(x)
+        fns[f"lepton plan.run (the compiled call(s) alone), {t} thread(s)"] = (
+            lambda p=model.plan_for(1): p.run(x)
         )
-        plan = rt.load(paths["int8"], threads=1).plan_for(1)
-        steps = [getattr(f, "__name__", str(f)) for f, *_ in plan.head + plan.tail]
-        ts = _timed(fns, rounds * 200, 1)
+        sess = ort_session(q8, t)
+        name = sess.get_outputs()[0].name
+        fns[f"onnxruntime int8 dynamic, {t} thread(s)"] = lambda s=sess, n=name: s.run(
+            [n], {"x": x}
+        )
+    plan = rt.load(paths["int8"], threads=1).plan_for(1)
+    steps = [getattr(f, "__name__", str(f)) for f, *_ in plan.head + plan.tail]
     wbytes = sum(-(-w.shape[1] // 16) * 16 * -(-w.shape[0] // 4) * 4 for w, _ in weights)
+    return fns, steps, wbytes
+
+
+def mlp_batch1(rounds, threads, block=100, settle=0.0, procs=1, as_json=False):
+    """The int8 784-512-256-10 MLP at batch 1: our runtime (``lepton_nn.runtime.load`` of
+    ``quantize(model)``'s file, ``predict``), its plan's bare compiled call, ONNX Runtime's
+    ``quantize_dynamic`` of the same float weights (QInt8) at each thread count; per-call
+    times in interleaved blocks (:func:`_per_call`). ``procs`` > 1: the same run in that
+    many fresh processes one after another, each one's median and p5 printed, then the
+    median of the processes' medians. Then the bound in cycles and the bytes/s achieved.
+    ``as_json``: print nothing, return {engine: (median, p5, p95, min)} in us."""
+    if procs > 1:
+        import json
+        import subprocess
+
+        runs = []
+        for _ in range(procs):
+            cmd = [sys.executable, os.path.abspath(__file__), "--int8", "--json",
+                   "--rounds", str(rounds), "--threads", ",".join(map(str, threads)),
+                   "--block", str(block), "--settle", str(settle)]  # fmt: skip
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs.append(json.loads(out.splitlines()[-1]))
+        print(f"\nint8 784-512-256-10 MLP, batch 1: {procs} fresh processes, {rounds} rounds "
+              f"of {block} timed calls per engine each; per process median / p5 (us)")  # fmt: skip
+        print("| engine | " + " | ".join(f"process {i + 1}" for i in range(procs))
+              + " | median of medians |")  # fmt: skip
+        print("|---|" + "---:|" * (procs + 1))
+        for k in runs[0]["stats"]:
+            cells = [f"{r['stats'][k][0]:.1f} / {r['stats'][k][1]:.1f}" for r in runs]
+            mid = float(np.median([r["stats"][k][0] for r in runs]))
+            print(f"| {k} | " + " | ".join(cells) + f" | {mid:.1f} |")
+        print("load averages before / after each process:",
+              [(r["load"][0], r["load"][1]) for r in runs])  # fmt: skip
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fns, steps, wbytes = _mlp_engines(tmp, threads)
+        ts = _per_call(fns, rounds, block, settle)
+    stats = {k: (float(np.median(v)) * 1e6, float(np.percentile(v, 5)) * 1e6,
+                 float(np.percentile(v, 95)) * 1e6, float(v.min()) * 1e6)
+             for k, v in ts.items()}  # fmt: skip
+    if as_json:
+        return stats
     print(f"\nint8 784-512-256-10 MLP, batch 1: {wbytes / 1e6:.3f} MB of packed int8 weights "
-          f"(N padded to 16, K to 4), {wbytes} multiply-adds; our plan: {steps}")  # fmt: skip
-    print("| engine | median (us) | p10 (us) | min (us) |")
-    print("|---|---:|---:|---:|")
-    for k, v in ts.items():
-        print(f"| {k} | {np.median(v) * 1e6:.1f} | {np.percentile(v, 10) * 1e6:.1f} "
-              f"| {v.min() * 1e6:.1f} |")  # fmt: skip
-    run = float(
-        np.median(ts[f"lepton plan.run (the compiled call(s) alone), {threads[0]} thread(s)"])
-    )
+          f"(N padded to 16, K to 4), {wbytes} multiply-adds; our plan: {steps}; per call, "
+          f"{rounds} rounds of {block} calls per engine")  # fmt: skip
+    print("| engine | median (us) | p5 (us) | p95 (us) | min (us) |")
+    print("|---|---:|---:|---:|---:|")
+    for k, (med, p5, p95, mn) in stats.items():
+        print(f"| {k} | {med:.1f} | {p5:.1f} | {p95:.1f} | {mn:.1f} |")
+    for t in threads:
+        ours = stats[f"lepton runtime int8 predict, {t} thread(s)"][0]
+        ort = stats[f"onnxruntime int8 dynamic, {t} thread(s)"][0]
+        print(f"{t} thread(s): ONNX Runtime's median / ours {ort / ours:.2f}")
+    run = stats[f"lepton plan.run (the compiled call(s) alone), {threads[0]} thread(s)"][0]
     print(
         f"\nbound: the GEMV takes 32 weight bytes (32 multiply-adds) per ymm step; Zen 3 "
         f"sustains at best ~1 step a cycle (vpmaddubsw + vpmaddwd on its 2 multiply pipes; "
         f"L2 -> L1 delivers ~32 B a cycle): {wbytes // 32} cycles, {wbytes / 32 / 3.0e3:.1f} "
         f"us at 3.0 GHz on one core, half per core at 2. plan.run ({threads[0]} thread(s)) "
-        f"reads the weights at {wbytes / run / 1e9:.1f} GB/s (median)."
+        f"reads the weights at {wbytes / run / 1e3:.1f} GB/s (median)."
     )
 
 
@@ -166,13 +221,24 @@ def main(argv):
         default=SETTLE,
         help="idle seconds before each engine's round at > 1 thread (0: none)",
     )
+    ap.add_argument("--block", type=int, default=100, help="int8 MLP: timed calls a turn")
+    ap.add_argument("--procs", type=int, default=1, help="int8 MLP: fresh processes")
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
-    print("load average before:", os.getloadavg())
+    before = os.getloadavg()
+    if a.json:  # one process of --procs: its figures as the last line
+        import json
+
+        stats = mlp_batch1(a.rounds, threads, a.block, a.settle, as_json=True)
+        print(json.dumps({"stats": stats, "load": [before[0], os.getloadavg()[0]]}))
+        return
+    print("load average before:", before)
     if not a.int8:
         w6([int(m) for m in a.ms.split(",")], threads, a.rounds, a.settle)
     if not a.no_mlp:
-        mlp_batch1(a.rounds, threads)
+        mlp_settle = 0.0 if a.settle == SETTLE else a.settle  # blocks need no pause
+        mlp_batch1(a.rounds, threads, a.block, mlp_settle, a.procs)
     print("\nload average after:", os.getloadavg())
 
 

@@ -82,6 +82,38 @@ def test_all_finite(be, dtype, n):
         assert be.all_finite(y) is True
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_input_rows_gate(be, dtype):
+    """The runtime's one-call input gate, on every backend and against the reference: n for a
+    C-contiguous finite array of the dtype and per-sample shape, -2 for such an array with an
+    inf or NaN anywhere, -1 for anything that is not exactly that array (the caller converts
+    it: other dtype, shape, rank, a strided view, a list, a subclass)."""
+    num = np.dtype(dtype).num
+    other = np.dtype(np.float64 if dtype == np.float32 else np.float32).num
+    x = data((5, 3, 4), dtype)
+    cases = [
+        (x, num, (3, 4), 5),
+        (x[:0], num, (3, 4), 0),
+        (x, other, (3, 4), -1),
+        (x, num, (4, 3), -1),
+        (x, num, (12,), -1),
+        (x.reshape(5, 12), num, (12,), 5),
+        (x[:, :, ::2], num, (3, 2), -1),
+        (x.tolist(), num, (3, 4), -1),
+        (x.astype(np.float16), np.dtype(np.float16).num, (3, 4), -1),
+        (x.astype(np.int32), np.dtype(np.int32).num, (3, 4), -1),
+        (x.view(np.recarray), num, (3, 4), -1),
+        (x[0], num, (4,), 3),
+    ]
+    for v in (np.inf, -np.inf, np.nan):
+        y = x.copy()
+        y[3, 2, 1] = v
+        cases += [(y, num, (3, 4), -2), (y[:3], num, (3, 4), 5 - 2), (y[3:], num, (3, 4), -2)]
+    for arr, typenum, shape, want in cases:
+        assert be.input_rows(arr, typenum, shape) == want, (typenum, shape, want)
+        assert REF.input_rows(arr, typenum, shape) == want, (typenum, shape, want)
+
+
 # -- bias + activation ------------------------------------------------------------------------
 
 

@@ -199,6 +199,35 @@ def test_chain_split_over_threads_gives_the_same_bits(isa, static):
                         o.fill(np.nan)
 
 
+def test_split_chain_reused_across_isas_and_many_calls():
+    """One prepared 2- and 3-thread chain called many times, its ISA path switched between
+    calls: its counters are never reset (each call's words carry the call's number: a count
+    read from an earlier call would skip units, their NaN outputs would show here) and its
+    units per layer are recomputed when the ISA changes; every call gives that ISA's
+    per-layer bits."""
+    rng = np.random.default_rng(11)
+    dims = (300, 256, 130, 10)
+    specs = [_layer(rng, k, n, 1) for k, n in zip(dims[:-1], dims[1:])]
+    xs = [(rng.standard_normal((1, 300)) * 2).astype(np.float32) for _ in range(3)]
+    before = q.isa()
+    try:
+        for threads in (2, 3):
+            chain = q.qdense_chain_prepare(specs, 1, 300, threads)
+            outs = tuple(np.empty((1, n), np.float32) for n in dims[1:])
+            for _ in range(3):
+                for isa_ in q.supported_isas():
+                    q.set_isa(isa_)
+                    want = [_per_layer(x, specs) for x in xs]
+                    for i in range(60):
+                        for o in outs:
+                            o.fill(np.nan)
+                        q.qdense_chain_forward(xs[i % 3], chain, outs)
+                        for g, w_ in zip(outs, want[i % 3]):
+                            np.testing.assert_array_equal(g, w_, err_msg=f"{isa_} {threads}")
+    finally:
+        q.set_isa(before)
+
+
 def test_split_chains_from_several_threads_at_once():
     """Four Python threads, each with its own 2-thread chain: the pool runs one job at a
     time and the others' run on their callers alone (every task, one after another, with

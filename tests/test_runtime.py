@@ -885,3 +885,21 @@ def test_a_container_of_float64_layers_is_served_in_float64(tmp_path):
     got = rt.load(tmp_path / "m.lnn").predict(x)
     assert got.dtype == np.float64
     np.testing.assert_allclose(got, model(x).data, rtol=1e-12, atol=1e-12)
+
+
+def test_last_plan_shortcut_keeps_lengths_and_batch_sizes_apart(tmp_path):
+    """forward() reuses the last plan it ran without looking it up: a call with lengths after
+    one without (same batch size), another batch size, and a cache of one plan each get the
+    plan they need (the results of a fresh model for each call alone)."""
+    L.set_seed(0)
+    model = _built(nn.Sequential([nn.GRU(5), nn.Dense(3)]), (7, 4))
+    x = np.random.default_rng(3).standard_normal((4, 7, 4)).astype(np.float32)
+    lengths = np.array([7, 2, 0, 5])
+    L.save(model, tmp_path / "m.lnn")
+    calls = [(x, None), (x, lengths), (x, None), (x[:2], None), (x, lengths), (x[:1], None)]
+    want = [rt.load(tmp_path / "m.lnn").predict(a, lengths=n) for a, n in calls]
+    assert not np.allclose(want[0], want[1])  # the lengths matter here
+    for cache in (1, 8):
+        served = rt.load(tmp_path / "m.lnn", max_plans=cache)
+        for (a, n), w in zip(calls * 2, want * 2):
+            np.testing.assert_array_equal(served.predict(a, lengths=n), w)

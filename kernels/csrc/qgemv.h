@@ -55,7 +55,13 @@ typedef struct {
  * weights (its L2) and a late or preempted thread just gets less. Before layer l a thread
  * waits until every unit of layer l - 1 is done (their outputs are its input: the per-layer
  * barrier), then quantizes that input itself (each thread its own copy: the same bits, and
- * no second barrier). A thread that finds no unit of a layer left skips it without waiting.
+ * no second barrier). A thread counts the units it finished on a cache line of its own
+ * (done[t], one writer, a plain release store: no locked add on a line the other thread
+ * also adds to, which on this machine costs a cross-core round trip per unit); the barrier
+ * sums the P counts. Every counter word carries the call's number (gen, high 48 bits: no
+ * wrap in a process's life) beside its count (16 bits): a word of an earlier call counts 0, so nothing is reset between calls (the
+ * caller would otherwise have to take back, before posting, the lines the worker wrote last
+ * call), and the units per layer are computed once per chain (and ISA), not per call. A thread that finds no unit of a layer left skips it without waiting.
  * Waits only ever are for claimed units, which their threads finish without waiting, so a
  * job whose tasks run one after another on one thread (a busy pool) finishes too. Every
  * output is computed by the same code whichever thread claims it: the same bits at any P.
@@ -78,11 +84,20 @@ typedef struct {
     uint8_t *parts_scratch; /* parts x part_bytes */
     int64_t part_bytes;
     int parts;
-    int64_t *next;  /* next[t * stride + l]: units of part t's share of layer l claimed */
-    int64_t stride; /* layers rounded up to 8 (a 64-byte line per part) */
-    int64_t *done;  /* done[l]: units of layer l finished */
-    int64_t *units; /* units[l], and unb[l] = units[layers + l]: blocks per unit */
+    uint64_t gen;    /* this call's number: the high bits of every counter word it writes */
+    uint64_t *next;  /* next[t * stride + l]: (gen, units of part t's share of layer l claimed) */
+    int64_t stride;  /* layers rounded up to 8 (a 64-byte line per part) */
+    uint64_t *done;  /* done[t * stride + l]: (gen, units of layer l that thread t finished) */
+    const int64_t *units; /* units[l], and unb[l] = units[layers + l]: blocks per unit */
 } qv_job;
+
+#define QV_COUNT_BITS 16
+#define QV_COUNT_MAX ((1 << QV_COUNT_BITS) - 1) /* units of a layer, at most (else 1 part) */
+
+/* The count of counter word v in call g (a word of another call counts 0). */
+static inline int64_t qv_count(uint64_t v, uint64_t g) {
+    return (v >> QV_COUNT_BITS) == g ? (int64_t)(v & QV_COUNT_MAX) : 0;
+}
 
 /* One part's state for its current layer. */
 typedef struct {
@@ -100,10 +115,12 @@ static inline int64_t qv_part_bytes(int64_t m, int64_t kmax) {
     return qv_al64(m * kmax) + 2 * qv_al64(m * qg_kp(kmax)) + 3 * qv_al64(4 * m);
 }
 
-/* Bytes of scratch qv_chain needs: 64 (alignment), every part's, the counters. */
+/* Bytes of scratch qv_chain needs: 64 (alignment), every part's, the counters, the units
+ * per layer (2 stride words) and a line of the caller's own (gen, and what units were
+ * computed for). Zeroed by the caller once (prepare), never between calls. */
 static inline int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts) {
     const int64_t stride = (layers + 7) & ~(int64_t)7;
-    return 64 + parts * qv_part_bytes(m, kmax) + 8 * (parts * stride + 3 * stride);
+    return 64 + parts * qv_part_bytes(m, kmax) + 8 * (2 * parts * stride + 2 * stride) + 64;
 }
 
 /* Quantize layer l's input into part t's scratch and set cur up for its units. */
@@ -163,6 +180,12 @@ static int qv_unit(const qv_cur *cur, int64_t u) {
     return (p->K == 0 ? qg_run_portable : qg_impl[qg_active])(p, lo, hi);
 }
 
+#ifdef QV_TRACE /* a C harness's timeline (benchmarks/qchain_harness.c); off in the build */
+QV_TRACE
+#else
+#define QV_MARK(t, what) ((void)0)
+#endif
+
 #if QV_THREADS
 static inline void qv_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -170,14 +193,35 @@ static inline void qv_relax(void) {
 #endif
 }
 
+/* units of layer l finished (by every thread) */
+static int64_t qv_done(const qv_job *j, int64_t l) {
+    int64_t n = 0;
+    for (int t = 0; t < j->parts; t++)
+        n += qv_count(__atomic_load_n(&j->done[t * j->stride + l], __ATOMIC_ACQUIRE), j->gen);
+    return n;
+}
+
 /* whether any part's share of layer l still has an unclaimed unit */
 static int qv_left(const qv_job *j, int64_t l) {
     const int64_t U = j->units[l];
     for (int b = 0; b < j->parts; b++) {
         const int64_t n = U * (b + 1) / j->parts - U * b / j->parts;
-        if (__atomic_load_n(&j->next[b * j->stride + l], __ATOMIC_RELAXED) < n) return 1;
+        if (qv_count(__atomic_load_n(&j->next[b * j->stride + l], __ATOMIC_RELAXED), j->gen) < n)
+            return 1;
     }
     return 0;
+}
+
+/* The next unit (0-based) of n in counter word *w for call g, or -1 when all are claimed. */
+static int64_t qv_claim(uint64_t *w, uint64_t g, int64_t n) {
+    uint64_t v = __atomic_load_n(w, __ATOMIC_RELAXED);
+    for (;;) {
+        const int64_t k = qv_count(v, g);
+        if (k >= n) return -1;
+        if (__atomic_compare_exchange_n(w, &v, (g << QV_COUNT_BITS) | (uint64_t)(k + 1), 1, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            return k;
+    }
 }
 
 /* Part t: every layer, its own units first, then the others' (see above). A unit that fails
@@ -187,26 +231,31 @@ static int qv_task(void *ctx, ptrdiff_t task) {
     const int t = (int)task, P = j->parts;
     int err = 0;
     qv_cur cur;
+    QV_MARK(t, 0);
     for (int64_t l = 0; l < j->layers; l++) {
         if (!qv_left(j, l)) continue;
         if (l > 0) /* the barrier: layer l - 1's outputs all written */
-            for (long spin = 1; __atomic_load_n(&j->done[l - 1], __ATOMIC_ACQUIRE) < j->units[l - 1];
-                 spin++) {
+            for (long spin = 1; qv_done(j, l - 1) < j->units[l - 1]; spin++) {
                 qv_relax();
                 if (!(spin & 255)) sched_yield(); /* a preempted claimer may need this core */
             }
+        QV_MARK(t, 1 + 2 * l);
         qv_prep(j, t, l, &cur);
         const int64_t U = j->units[l];
+        uint64_t *mine = &j->done[t * j->stride + l]; /* thread t's line: one writer */
+        int64_t ran = 0;
         for (int i = 0; i < P; i++) {
             const int b = (t + i) % P;
             const int64_t lo = U * b / P, n = U * (b + 1) / P - lo;
             for (;;) {
-                const int64_t k = __atomic_fetch_add(&j->next[b * j->stride + l], 1, __ATOMIC_RELAXED);
-                if (k >= n) break;
+                const int64_t k = qv_claim(&j->next[b * j->stride + l], j->gen, n);
+                if (k < 0) break;
                 if (qv_unit(&cur, lo + k) != 0) err = -1;
-                __atomic_fetch_add(&j->done[l], 1, __ATOMIC_RELEASE);
+                __atomic_store_n(mine, (j->gen << QV_COUNT_BITS) | (uint64_t)++ran, __ATOMIC_RELEASE);
+                QV_MARK(t, b == t ? 100 : 200);
             }
         }
+        QV_MARK(t, 2 + 2 * l);
     }
     return err;
 }
@@ -234,9 +283,15 @@ static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *l
     j.part_bytes = qv_part_bytes(m, kmax);
     j.parts_scratch = (uint8_t *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     j.stride = (layers + 7) & ~(int64_t)7;
-    j.next = (int64_t *)(j.parts_scratch + j.parts * j.part_bytes);
+    j.next = (uint64_t *)(j.parts_scratch + j.parts * j.part_bytes);
     j.done = j.next + j.parts * j.stride;
-    j.units = j.done + j.stride;
+    int64_t *units = (int64_t *)(j.done + j.parts * j.stride);
+    j.units = units;
+    /* the caller's line: [0] the last call's gen, [1] the ISA + 1 the units are for */
+    uint64_t *own = (uint64_t *)(units + 2 * j.stride);
+    j.gen = own[0] = own[0] + 1; /* 1, 2, ...: 0 is the words of a fresh scratch */
+    if (own[1] == (uint64_t)qg_active + 1) goto run;
+    own[1] = (uint64_t)qg_active + 1;
     for (int64_t l = 0; l < layers; l++) {
         const int64_t NB = (ls[l].g.N + 15) >> 4;
         int64_t unb = QV_UNIT_NB; /* the GEMV: 64 columns a unit */
@@ -248,11 +303,12 @@ static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *l
         if (!gemv) /* the tile kernel: one even share of the blocks per part */
             unb = ((NB + j.parts - 1) / j.parts + 1) & ~(int64_t)1;
         if (unb < 1) unb = 1;
-        j.units[l] = (NB + unb - 1) / unb;
-        j.units[layers + l] = unb;
-        j.done[l] = 0;
-        for (int b = 0; b < j.parts; b++) j.next[b * j.stride + l] = 0;
+        units[l] = (NB + unb - 1) / unb;
+        units[layers + l] = unb;
+        if (units[l] > QV_COUNT_MAX) own[1] = 0; /* a layer too wide to count: one part */
     }
+run:
+    if (own[1] == 0) j.parts = 1;
 #if QV_THREADS
     if (j.parts > 1) return lnn_parallel(qv_task, &j, j.parts, j.parts) ? -1 : 0;
 #endif

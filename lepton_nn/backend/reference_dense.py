@@ -31,6 +31,21 @@ class DenseTwins:
         """Whether no value of ``x`` is inf or NaN: ``bool(np.isfinite(x).all())``."""
         return bool(np.isfinite(x).all())
 
+    def input_rows(self, x, typenum, shape):
+        """A plan's input gate: ``x.shape[0]`` when ``x`` is a C-contiguous ndarray of dtype
+        number ``typenum`` (float32/float64) and shape ``(n, *shape)`` with no inf or NaN;
+        -2 when it is such an array with inf or NaN; -1 when it is not."""
+        if (
+            type(x) is not np.ndarray
+            or x.dtype.num != typenum
+            or x.dtype.name not in ("float32", "float64")
+            or x.shape[1:] != tuple(shape)
+            or x.ndim != len(shape) + 1
+            or not x.flags.c_contiguous
+        ):
+            return -1
+        return x.shape[0] if self.all_finite(x) else -2
+
     def bias_act_forward(self, z, bias, act, out):
         """out = f(z + bias), the bias along axis 1.
 

@@ -323,7 +323,7 @@ class Plan:
     buffers, reused), ``requested_bytes`` (the same without reuse) and ``buffers``.
     """
 
-    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory")
+    __slots__ = ("n", "head", "tail", "out", "hold_blas", "lengths", "memory", "single")
 
     def __init__(
         self,
@@ -369,6 +369,11 @@ class Plan:
                      else (fn, args, -1) for fn, args in ops[: last + 1]]  # fmt: skip
         self.tail = ops[last + 1 :]
         self.out = list(outs) if many_outputs else outs[0]
+        # one call reading the one input and nothing else (the int8 or Dense chain at batch
+        # 1): ``(fn, args)``, run as fn(x, *args) with no loop (see InferenceModel.forward)
+        one = len(self.head) == 1 and not self.tail and self.head[0][2] == 0
+        plain = len(placeholders) == 1 and lengths is None and not hold_blas
+        self.single = self.head[0][:2] if one and plain else None
 
     def run(self, x: Any, lengths: np.ndarray | None = None) -> Any:
         """The output for ``x`` (and, in a plan made for them, the sequences' ``lengths``,

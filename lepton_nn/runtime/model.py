@@ -188,6 +188,9 @@ class InferenceModel:
         net = self.network
         self._dtype = net.dtype
         self._all_finite = kernels().all_finite  # one compiled pass over the input
+        self._gate = kernels().input_rows  # type, dtype, shape, layout and inf/NaN: one call
+        self._typenum = np.dtype(self._dtype).num
+        self._hot: tuple = (None, None)  # (key, plan) of the last plan_for: the most recent
         self._in = net.input_shape
         self._flat = net.flat_input if net.flat_input != net.input_shape else None
         self._many_in = len(net.inputs) > 1
@@ -333,6 +336,7 @@ class InferenceModel:
             if len(self._plans) >= self.max_plans:  # drop the least recently used
                 del self._plans[next(iter(self._plans))]
         self._plans[key] = plan  # the most recently used last
+        self._hot = (key, plan)
         return plan
 
     def forward(self, x: Any, lengths: Any = None) -> Any:
@@ -347,25 +351,31 @@ class InferenceModel:
         """
         if self._many_in:
             return self._forward_many(x, lengths)
-        if not (
-            type(x) is np.ndarray
-            and x.dtype == self._dtype
-            and x.shape[1:] == self._in
-            and x.flags.c_contiguous
-            and self._flat is None
-        ):
-            x = self._check(x)
-        n = x.shape[0]
         # inf/NaN are refused in every precision alike (int8 would quantize them into finite
         # scores): one pass, exact, no floating-point warnings (a dot with zeros was faster
-        # but warns on inf; a sum can overflow)
-        if not self._all_finite(x):
+        # but warns on inf; a sum can overflow). An array exactly as the plan reads it is
+        # checked in one compiled call (the gate); anything else is converted first.
+        n = self._gate(x, self._typenum, self._in) if self._flat is None else -1
+        if n == -1:
+            x = self._check(x)
+            n = x.shape[0]
+            if not self._all_finite(x):
+                n = -2
+        if n == -2:
             _refuse_non_finite(x)
         if lengths is not None:
             lengths = self._check_lengths(lengths, n)
         if self._lock.acquire(False):
             try:
-                return _fresh(self.plan_for(n, lengths is not None).run(x, lengths))
+                key, plan = self._hot
+                if key != n or lengths is not None:  # else: already the most recently used
+                    plan = self.plan_for(n, lengths is not None)
+                one = plan.single
+                if one is None:
+                    return _fresh(plan.run(x, lengths))
+                one[0](x, *one[1])  # the plan is one call: plan.run's loop, unrolled
+                out = plan.out
+                return out.copy() if type(out) is not list else _fresh(out)
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
