@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .reference_common import IDENTITY, _claimed
+from .reference_winograd import winograd_fits
 
 
 class ConvTwins:
@@ -209,18 +210,26 @@ class ConvTwins:
     def conv2d_direct_chain(self, x, layers, counter, s, z, m0, m1, y):
         """Direct convolutions one after the other, image by image: for each image n
         (claimed from counter) h = x[n], then for each layer (wp, b, act, geom, oh, ow, pool,
-        C, H, W, O), h = conv2d_direct_forward of h (C, H, W) -> (O, OH OW or POH POW);
+        C, H, W, O[, u]), h = conv2d_direct_forward of h (C, H, W) -> (O, OH OW or POH POW),
+        or conv2d_winograd_forward with u (conv2d_winograd_pack's) where the layer fits
+        (reference_winograd.winograd_fits) and h is finite;
         y[n] = h (y: (N, O, out) of the last layer). s, z: the compiled twin's scratch for the
         largest layer; m0, m1: its buffers for one image's output of the layers between.
         Returns y."""
         one = np.zeros(1, np.int64)
         for _, n0, _ in _claimed(counter, 1, x.shape[0]):
             h = x[n0 : n0 + 1]
-            for wp, b, act, geom, oh, ow, pool, c, hh, ww, o in layers:
+            for layer in layers:
+                wp, b, act, geom, oh, ow, pool, c, hh, ww, o = layer[:11]
+                u = layer[11] if len(layer) > 11 else None
                 out = np.empty((1, o, oh * ow if pool is None else pool[6] * pool[7]), x.dtype)
+                h = h.reshape(1, c, hh, ww)
+                if u is not None and winograd_fits(geom, pool, act) and np.isfinite(h).all():
+                    h = self.conv2d_winograd_forward(h, u, b, act, geom, pool, out)
+                    continue
                 one[0] = 0
-                h = self.conv2d_direct_forward(h.reshape(1, c, hh, ww), wp, b, act, geom, oh,
-                                               ow, pool, one, s, z, out)  # fmt: skip
+                h = self.conv2d_direct_forward(h, wp, b, act, geom, oh, ow, pool, one, s, z,
+                                               out)  # fmt: skip
             y[n0] = h[0]
         return y
 
