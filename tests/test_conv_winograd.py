@@ -1,5 +1,5 @@
 """Winograd's F(2x2, 3x3) tiling of a 3x3 convolution + 2x2 max pool in the direct chain
-(``kernels/csrc/conv_winograd.h``, twin ``backend/reference_winograd.py``): the twin and every
+(``kernels/csrc/conv_winograd.h``, twin in ``backend/reference_conv.py``): the twin and every
 backend against a float64 oracle within a stated float32 bound, the compiled kernel against
 the twin, the same bits at 1, 2 and 3 threads and on the plain C loops, non-finite images
 through the direct kernel, bad arguments refused, and the runtime plan that takes it."""
@@ -15,7 +15,7 @@ import pytest
 import lepton_nn.backend as backend
 from lepton_nn.backend.geometry import conv_direct_scratch, winograd_scratch
 from lepton_nn.backend.reference import ReferenceBackend
-from lepton_nn.backend.reference_winograd import WINO_G, winograd_fits
+from lepton_nn.backend.reference_conv import WINO_G, winograd_fits
 
 REF = ReferenceBackend()
 BACKENDS = backend.available()

@@ -1,7 +1,7 @@
 /* conv_winograd.h: a 3x3, stride-1 convolution followed by a 2x2 / 2 max pool in Winograd's
  * F(2x2, 3x3), for the direct kernel's image-by-image chain (conv_direct.h includes it).
  *
- * The spec is ReferenceBackend.conv2d_winograd_forward (lepton_nn/backend/reference_winograd.py).
+ * The spec is ReferenceBackend.conv2d_winograd_forward (backend/reference_conv.py).
  * Each 2x2 pooling window (py, px) is one Winograd tile: its 2x2 outputs (2 py + a, 2 px + b)
  * read the 4x4 input patch d_c = x[c, 2 py - ph : +4, 2 px - pw : +4] (0 outside), and
  *

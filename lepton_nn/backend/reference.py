@@ -10,9 +10,8 @@ Activation codes (``act``) index :data:`ACTIVATIONS`.
 The twins live by op family, one file each, joined into one class here:
 ``reference_dense.py`` (bias and activation, the training GEMM, Dense chains, softmax
 cross-entropy, Adam, sparse Dense), ``reference_int8.py``, ``reference_conv.py``
-(convolution and pooling), ``reference_winograd.py`` (the 3x3 + pool layers in F(2x2, 3x3))
-and ``reference_recurrent.py``; shared constants and helpers in
-``reference_common.py``.
+(convolution and pooling, Winograd's F(2x2, 3x3) among them) and ``reference_recurrent.py``;
+shared constants and helpers in ``reference_common.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from .reference_conv import ConvTwins
 from .reference_dense import DenseTwins
 from .reference_int8 import Int8Twins, QChain
 from .reference_recurrent import RecurrentTwins
-from .reference_winograd import WinogradTwins
 
 __all__ = [
     "ACTIVATIONS",
@@ -49,7 +47,7 @@ __all__ = [
 ]
 
 
-class ReferenceBackend(DenseTwins, Int8Twins, ConvTwins, WinogradTwins, RecurrentTwins):
+class ReferenceBackend(DenseTwins, Int8Twins, ConvTwins, RecurrentTwins):
     """Pure NumPy. Always available; the one to read."""
 
     name = "reference"

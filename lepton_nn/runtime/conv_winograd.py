@@ -2,9 +2,10 @@
 
 A 3x3, stride-1 convolution followed by a 2x2 / 2 max pool (its BatchNorm and ReLU folded in)
 runs in ``conv2d_direct_chain`` as Winograd tiles, one per pooling window
-(``kernels/csrc/conv_winograd.h``, twin ``backend/reference_winograd.py``): 16 multiplies
+(``kernels/csrc/conv_winograd.h``, twin in ``backend/reference_conv.py``): 16 multiplies
 per tile, channel and filter instead of 36. The filters' transform ``G g G^T`` is computed
-once per weight, here, at the plan's first binding.
+once per weight, here, at the plan's first binding. Imported by the chain's binding only
+(not at ``import lepton_nn.runtime``: the cold start's module list).
 
 Measured on the bench CNN's 16 -> 32 layer (14x14, batch 64, one thread, AMD EPYC Zen 3,
 loaded host): 19-20 us an image against the direct kernel's 24-27 us. Below 8 input
@@ -14,7 +15,7 @@ channels the products' reduction is too short to pay for the transforms (not mea
 
 from __future__ import annotations
 
-from lepton_nn.backend.reference_winograd import winograd_fits
+from lepton_nn.backend.reference_conv import winograd_fits
 
 #: fewest input channels for which a layer takes the Winograd tiling
 WINOGRAD_MIN_CHANNELS = 8

@@ -34,7 +34,6 @@ from lepton_nn.backend.threads import (
 from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
-from .conv_winograd import winograd_filters
 from .graph import out_buffer
 from .kernels import kernels
 
@@ -196,6 +195,8 @@ class ConvChainStep:
                 more, src = p.bind(src, owned, ctx)
                 ops, owned = ops + more, True
             return ops, src
+        from .conv_winograd import winograd_filters  # its layers' filters (lazy: cold start)
+
         k = kernels()
         layers, sizes, flops = [], [], 0
         for p in self.parts:
