@@ -435,6 +435,11 @@ cdef extern from "conv_direct.h" nogil:
     void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float *bias, int act,
                                  const lnn_conv_geom *g, const Py_ssize_t *pool, float *s,
                                  float *z, float *y, int64_t *counter)
+    int lnn_cw_fits(const lnn_conv_geom *g, const Py_ssize_t *pool, int act)
+    Py_ssize_t lnn_cw_scratch(const lnn_conv_geom *g, const Py_ssize_t *pool)
+    void lnn_cw_or_direct(const float *x, const float *wp, const float *u, const float *bias,
+                          int act, const lnn_conv_geom *g, const Py_ssize_t *pool, float *s,
+                          float *z, float *y)
 
 
 def conv2d_direct_forward(cnp.ndarray x not None, cnp.ndarray wp not None, b, int act,
@@ -595,6 +600,7 @@ DEF MAX_CHAIN = 8
 
 cdef struct _chain_layer:
     const float *w
+    const float *u  # the Winograd filters (conv_winograd.h) or NULL
     const float *b
     int act
     lnn_conv_geom g
@@ -604,7 +610,7 @@ cdef struct _chain_layer:
 
 
 cdef struct _chain_job:
-    Py_ssize_t layers, n, img
+    Py_ssize_t layers, n, img, s_need
     _chain_layer l[MAX_CHAIN]
     const float *x
     float *y
@@ -629,8 +635,8 @@ cdef int _chain_task(void *ctx, Py_ssize_t t) noexcept nogil:
         src = j.x + n * j.img
         for k in range(j.layers):
             dst = j.y + n * j.l[k].out if k == j.layers - 1 else j.m[k % 2][t]
-            lnn_cd_image(src, j.l[k].w, j.l[k].b, j.l[k].act, &j.l[k].g, j.l[k].pp, j.s[t],
-                         j.z[t], dst)
+            lnn_cw_or_direct(src, j.l[k].w, j.l[k].u, j.l[k].b, j.l[k].act, &j.l[k].g,
+                             j.l[k].pp, j.s[t], j.z[t], dst)
             src = dst
 
 
@@ -645,8 +651,10 @@ cdef int _chain_setup(_chain_job *j, cnp.ndarray x, tuple layers, cnp.ndarray y)
     j.layers, j.n = ln, cnp.PyArray_DIMS(x)[0]
     j.x, j.y = <const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(y)
     j.img = cnp.PyArray_SIZE(x) // j.n if j.n else 0
+    j.s_need = 0
     for k in range(ln):
-        wp, b, act, geom, oh, ow, pool, c, h, w, o = layers[k]
+        wp, b, act, geom, oh, ow, pool, c, h, w, o = layers[k][:11]
+        u = layers[k][11] if len(layers[k]) > 11 else None
         L = &j.l[k]
         if cnp.PyArray_TYPE(<cnp.ndarray?>wp) != cnp.NPY_FLOAT32 or (
                 b is not None and cnp.PyArray_TYPE(<cnp.ndarray?>b) != cnp.NPY_FLOAT32):
@@ -661,6 +669,22 @@ cdef int _chain_setup(_chain_job *j, cnp.ndarray x, tuple layers, cnp.ndarray y)
             _pool(L.pool, pool)
             L.pp = L.pool
             L.out = o * L.pool[6] * L.pool[7]
+        L.u = NULL
+        if u is not None and lnn_cw_fits(&L.g, L.pp, act):
+            if (cnp.PyArray_TYPE(<cnp.ndarray?>u) != cnp.NPY_FLOAT32
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>u)
+                    or cnp.PyArray_SIZE(u) != (o + 3) // 4 * 16 * c * 4):
+                raise ValueError(f"conv2d_direct_chain: layer {k}'s Winograd filters are not "
+                                 f"float32 ({(o + 3) // 4}, 16, {c}, 4)")
+            L.u = <const float *>cnp.PyArray_DATA(<cnp.ndarray>u)
+            j.s_need = max(j.s_need, lnn_cw_scratch(&L.g, L.pp))
+    return 0
+
+
+cdef int _chain_scratch_ok(_chain_job *j, cnp.ndarray s) except -1:
+    if cnp.PyArray_SIZE(s) < j.s_need or cnp.PyArray_TYPE(s) != cnp.NPY_FLOAT32:
+        raise ValueError(f"conv2d_direct_chain: s holds {cnp.PyArray_SIZE(s)} floats, the "
+                         f"Winograd layers need {j.s_need}")
     return 0
 
 
@@ -669,11 +693,14 @@ def conv2d_direct_chain(cnp.ndarray x not None, tuple layers not None,
                         cnp.ndarray z not None, cnp.ndarray m0 not None,
                         cnp.ndarray m1 not None, cnp.ndarray y not None):
     """For each image n (claimed from counter): h = x[n], then for each layer
-    (wp, b, act, geom, oh, ow, pool, C, H, W, O): h = conv2d_direct_forward of h (C, H, W)
-    -> (O, out); y[n] = h. s, z: scratch for the largest layer; m0, m1: one image's output of
+    (wp, b, act, geom, oh, ow, pool, C, H, W, O[, u]): h = conv2d_direct_forward of h (C, H, W)
+    -> (O, out), or its Winograd F(2x2, 3x3) form with u = conv2d_winograd_pack(w2, C) where
+    the layer fits (3x3, stride 1, 2x2 / 2 pool, identity or ReLU; conv_winograd.h);
+    y[n] = h. s, z: scratch for the largest layer; m0, m1: one image's output of
     the layers between (k even: m0, odd: m1). float32. Returns y."""
     cdef _chain_job j
     _chain_setup(&j, x, layers, y)
+    _chain_scratch_ok(&j, s)
     j.counter = <int64_t *>cnp.PyArray_DATA(counter)
     j.s[0], j.z[0] = <float *>cnp.PyArray_DATA(s), <float *>cnp.PyArray_DATA(z)
     j.m[0][0], j.m[1][0] = <float *>cnp.PyArray_DATA(m0), <float *>cnp.PyArray_DATA(m1)
@@ -699,6 +726,7 @@ def conv_direct_chain_threads(cnp.ndarray x not None, tuple layers not None,
         mine = scratch[t]
         if len(mine) != 4:
             raise ValueError(f"conv_direct_chain_threads: scratch set {t} has {len(mine)} arrays")
+        _chain_scratch_ok(&j, mine[0])
         j.s[t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[0])
         j.z[t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[1])
         j.m[0][t] = <float *>cnp.PyArray_DATA(<cnp.ndarray?>mine[2])

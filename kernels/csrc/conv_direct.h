@@ -414,4 +414,6 @@ static void lnn_conv_direct_fwd_f32(const float *x, const float *wp, const float
     }
 }
 
+#include "conv_winograd.h" /* lnn_cw_or_direct: the 3x3 + pool layers in F(2x2, 3x3) */
+
 #endif /* LNN_CONV_DIRECT_H */

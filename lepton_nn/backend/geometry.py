@@ -16,6 +16,7 @@ __all__ = [
     "MAX_SAMPLE_ELEMENTS",
     "check_scratch",
     "conv_direct_scratch",
+    "winograd_scratch",
     "output_size",
     "same_padding",
     "window_output_size",
@@ -112,6 +113,16 @@ def permute_dims(dims, rank: int | None = None) -> tuple[int, ...]:
 CONV_DIRECT_MAX_BYTES = 1 << 18
 
 
+def winograd_scratch(c: int, pool: tuple) -> int:
+    """Floats of scratch of the Winograd tiling (kernels/csrc/conv_winograd.h, lnn_cw_scratch)
+    for C input channels before a 2x2 pool to (POH, POW) = pool[6:]: the image's padded rows
+    split by column parity, C (2 POH + 2) 2 (ceil8(POW) + 8); one group's transformed inputs,
+    16 C 24; one filter block's products, 16 4 24; a canvas of the padded rows,
+    (2 POH + 2) (2 ceil8(POW) + 16)."""
+    pow8, rows = -(-pool[7] // 8) * 8, 2 * pool[6] + 2
+    return c * rows * 2 * (pow8 + 8) + 16 * c * 24 + 16 * 4 * 24 + rows * (2 * pow8 + 16)
+
+
 def conv_direct_scratch(
     c: int, o: int, geom: tuple, oh: int, ow: int, pool: tuple | None = None
 ) -> tuple[int, int]:
@@ -120,10 +131,13 @@ def conv_direct_scratch(
     once per column tap, with the 24 a last pixel tile reads past it), and z, 4 ceil(O / 4)
     rows of OH OW rounded up to 8, + 24 (read past by the 2x2 pool). With a 2x2 / stride 2
     unpadded ``pool`` (POH, POW = pool[6:]) s also holds the pooled tiling's planes,
-    C 2 V of them (V = (kw - 1) dw + 2), each ceil8((POH + ((kh - 1) dh + 1) // 2) POW + 8)."""
+    C 2 V of them (V = (kw - 1) dw + 2), each ceil8((POH + ((kh - 1) dh + 1) // 2) POW + 8);
+    a 3x3 stride-1 one also Winograd's (conv_winograd.h, winograd_scratch)."""
     kh, kw, dh, dw = geom[0], geom[1], geom[6], geom[7]
     shifted = c * kw * (oh + (kh - 1) * dh) * ow + 24
     if pool is not None and tuple(pool[:6]) == (2, 2, 2, 2, 0, 0):
         plane = -(-((pool[6] + ((kh - 1) * dh + 1) // 2) * pool[7] + 8) // 8) * 8
         shifted = max(shifted, c * 2 * ((kw - 1) * dw + 2) * plane)
+        if (kh, kw, geom[2], geom[3], dh, dw) == (3, 3, 1, 1, 1, 1):  # Winograd's tiling
+            shifted = max(shifted, winograd_scratch(c, pool))
     return shifted, -(-o // 4) * 4 * (-(-(oh * ow) // 8) * 8) + 24

@@ -10,8 +10,8 @@ Activation codes (``act``) index :data:`ACTIVATIONS`.
 The twins live by op family, one file each, joined into one class here:
 ``reference_dense.py`` (bias and activation, the training GEMM, Dense chains, softmax
 cross-entropy, Adam, sparse Dense), ``reference_int8.py``, ``reference_conv.py``
-(convolution and pooling) and ``reference_recurrent.py``; shared constants and helpers in
-``reference_common.py``.
+(convolution and pooling, Winograd's F(2x2, 3x3) among them) and ``reference_recurrent.py``;
+shared constants and helpers in ``reference_common.py``.
 """
 
 from __future__ import annotations

@@ -166,6 +166,8 @@ class ConvChainStep:
                 more, src = p.bind(src, owned, ctx)
                 ops, owned = ops + more, True
             return ops, src
+        from .conv_winograd import winograd_filters  # its layers' filters (lazy: cold start)
+
         k = kernels()
         layers, sizes, flops = [], [], 0
         for p in self.parts:
@@ -173,7 +175,8 @@ class ConvChainStep:
             sizes.append((conv_direct_scratch(c, o, p.geom, oh, ow, p.pool),
                           o * (oh * ow if p.pool is None else p.pool[6] * p.pool[7])))  # fmt: skip
             flops += 2 * o * p.w2.shape[1] * oh * ow
-            layers.append((p.packed(k), p.b, p.act, p.geom, oh, ow, p.pool, c, h, w, o))
+            layers.append((p.packed(k), p.b, p.act, p.geom, oh, ow, p.pool, c, h, w, o,
+                           winograd_filters(p, k)))  # fmt: skip
         n, last = ctx.n, self.parts[-1]
         threads = min(ctx.threads, threads_for(n * flops, n))
         y = out_buffer(ctx, (n, last.w2.shape[0], sizes[-1][1] // last.w2.shape[0]), ctx.dtype)
