@@ -13,12 +13,17 @@
  *                   cost of two cores reading L3 at once plus the hand-off
  *   read 1.07 MB    the bound: a 6-stream AVX2 read of a 1.07 MB buffer (L3), same run
  *
- * and, for the 2-thread job, a timeline from rdtsc stamps taken in each task: when the worker
- * starts (after the caller posts), when each thread finishes each layer, when each starts the
- * next one (the barrier). Medians over the calls in which the worker took part.
+ * and, for the 2-thread job, a timeline from rdtsc stamps the kernel's hook (LNN_PK_TRACE)
+ * takes around each unit: when the worker starts (after the caller posts), when each thread
+ * begins and ends each layer (a unit's time includes its waits for the previous layer's
+ * columns). Medians over the calls in which the worker took part in layers 1 and 2.
  *
  *     gcc -O2 -std=gnu11 -pthread -Ikernels/csrc benchmarks/chain_b1.c -o /tmp/chain_b1 &&
  *     /tmp/chain_b1 [rounds]
+ *
+ * Another tree's kernel (an A/B; its timeline is empty if it has no LNN_PK_TRACE hook):
+ *     mkdir -p /tmp/base && git show main:kernels/csrc/dense_packed.h > /tmp/base/dense_packed.h
+ *     gcc -O2 -std=gnu11 -pthread -I/tmp/base -Ikernels/csrc benchmarks/chain_b1.c -o /tmp/chain_b1_base
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -38,6 +43,25 @@ static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int 
 {
     return lnn_pool_run_phases(phases, count, threads);
 }
+
+/* the timeline: the kernel's hook stamps each unit of the column split (first begin, last
+ * end per layer and thread; a unit's time includes its waits for the previous layer) */
+#define NC 4096
+enum { L = 3 };
+static __thread int me = 1; /* the caller sets 0 */
+static int tracing, cur;
+static unsigned long long post_at[NC], t_start[NC][L][2], t_end[NC][L][2];
+static inline void stamp(int l, int end)
+{
+    if (!tracing) return;
+    const unsigned long long v = __rdtsc();
+    if (end) {
+        if (v > t_end[cur][l][me]) t_end[cur][l][me] = v;
+    } else if (!t_start[cur][l][me] || v < t_start[cur][l][me]) {
+        t_start[cur][l][me] = v;
+    }
+}
+#define LNN_PK_TRACE(l, u, end) stamp((int)(l), (end))
 #include "dense_packed.h"
 
 static double now(void)
@@ -47,7 +71,6 @@ static double now(void)
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-enum { L = 3 };
 static const ptrdiff_t dims[L + 1] = {784, 512, 256, 10};
 static float *pan[L], *bias[L], *outs[L], x[784];
 static const int act[L] = {LNN_RELU, LNN_RELU, LNN_IDENTITY};
@@ -86,48 +109,6 @@ static int shares_task(void *ctx, ptrdiff_t t)
     (void)ctx;
     share((int)t);
     return 0;
-}
-
-/* ---- the timeline of a 2-thread job ---- */
-static __thread int me = 1; /* the caller sets 0 */
-#define NC 4096
-static unsigned long long post_at[NC], t_start[NC][L][2], t_end[NC][L][2];
-static int cur;
-typedef struct {
-    lnn_task_fn fn;
-    void *ctx;
-    int layer;
-} wrap_t;
-static wrap_t wraps[L];
-
-static int wrapped(void *ctx, ptrdiff_t task)
-{
-    const wrap_t *w = (const wrap_t *)ctx;
-    const unsigned long long a = __rdtsc();
-    const int rc = w->fn(w->ctx, task);
-    const unsigned long long b = __rdtsc();
-    unsigned long long *s = &t_start[cur][w->layer][me], *e = &t_end[cur][w->layer][me];
-    if (!*s || a < *s) *s = a;
-    if (b > *e) *e = b;
-    return rc;
-}
-
-static void chain_traced(void)
-{
-    lnn_pk_job_t jobs[L];
-    lnn_phase_t ph[L];
-    for (int l = 0; l < L; l++) {
-        const lnn_pk_layer_t Ly = {l ? outs[l - 1] : x, pan[l], bias[l], outs[l], 1, dims[l],
-                                   dims[l + 1], act[l]};
-        ph[l] = lnn_pk_phase(&jobs[l], &Ly, 2);
-        wraps[l] = (wrap_t){ph[l].fn, ph[l].ctx, l};
-        ph[l].fn = wrapped;
-        ph[l].ctx = &wraps[l];
-    }
-    memset(t_start[cur], 0, sizeof t_start[cur]);
-    memset(t_end[cur], 0, sizeof t_end[cur]);
-    post_at[cur] = __rdtsc();
-    lnn_parallel_phases(ph, L, 2);
 }
 
 static int cmpd(const void *a, const void *b)
@@ -216,7 +197,14 @@ int main(int argc, char **argv)
     const unsigned long long k0 = __rdtsc();
     for (int c = 0; c < 50; c++) chain(2);
     const double tick_us = (now() - c0) * 1e6 / (double)(__rdtsc() - k0);
-    for (cur = 0; cur < NC; cur++) chain_traced();
+    tracing = 1;
+    for (cur = 0; cur < NC; cur++) {
+        memset(t_start[cur], 0, sizeof t_start[cur]);
+        memset(t_end[cur], 0, sizeof t_end[cur]);
+        post_at[cur] = __rdtsc();
+        chain(2);
+    }
+    tracing = 0;
     static double col[8][NC];
     int n = 0; /* calls in which the worker ran tasks of layers 1 and 2 */
     for (int c = 0; c < NC; c++) {
