@@ -204,7 +204,8 @@ def test_outputs_sharing_memory_are_split_by_columns(m):
 
 def test_a_threaded_plan_gives_its_chain_disjoint_buffers(tmp_path):
     # the runtime's plan: at 2 threads the joined chain's intermediates do not share memory
-    # with later outputs (so the kernel may split by rows); at 1 thread the arena's reuse stays
+    # with later outputs (so the kernel may split by rows, or by columns without waiting for
+    # whole layers); at 1 thread the arena's reuse stays
     import lepton_nn as ln
     import lepton_nn.runtime as rt
     from lepton_nn import nn
@@ -217,21 +218,23 @@ def test_a_threaded_plan_gives_its_chain_disjoint_buffers(tmp_path):
     model.build((None, 784))
     ln.save(model, tmp_path / "m.lnn")
 
-    def outs(threads):
-        plan = rt.load(tmp_path / "m.lnn", threads=threads).plan_for(64)
+    def outs(threads, m=64):
+        plan = rt.load(tmp_path / "m.lnn", threads=threads).plan_for(m)
         (op,) = [op for op in plan.head if op[0].__name__ == "dense_packed_forward"]
         return op[1][3]
 
     def shared(a, b):
         return np.shares_memory(a, b)
 
-    one, two = outs(1), outs(2)
-    assert shared(one[0], one[2])  # the arena's reuse, as before
-    assert not any(shared(a, b) for i, a in enumerate(two) for b in two[i + 1 :])
+    for m in (64, 1):  # by rows; by columns (each layer's columns as their inputs complete)
+        one, two = outs(1, m), outs(2, m)
+        assert shared(one[0], one[2])  # the arena's reuse, as before
+        assert not any(shared(a, b) for i, a in enumerate(two) for b in two[i + 1 :])
     x = np.random.default_rng(16).standard_normal((64, 784)).astype(np.float32)
     r1, r2 = rt.load(tmp_path / "m.lnn", threads=1), rt.load(tmp_path / "m.lnn", threads=2)
     for _ in range(20):
-        np.testing.assert_array_equal(r2.predict(x), r1.predict(x))
+        for rows in (x, x[:1], x[:3]):
+            np.testing.assert_array_equal(r2.predict(rows), r1.predict(rows))
 
 
 def test_rows_of_any_block_height_give_the_same_bits():
