@@ -196,10 +196,11 @@ def test_outputs_sharing_memory_are_split_by_columns(m):
     x = np.random.default_rng(15).standard_normal((m, 784)).astype(np.float32)
     want = _run(k, x, panels, bs, acts, 1)[-1].copy()
     first = np.empty((m, 512), np.float32)
-    outs = (first, np.empty((m, 256), np.float32), first.reshape(-1)[: m * 10].reshape(m, 10))
-    for threads in (2, 3) * 25:
-        np.testing.assert_array_equal(k.dense_packed_forward(x, panels, bs, acts, outs, threads),
-                                      want)  # fmt: skip
+    for third in (first.reshape(-1)[: m * 10], first.reshape(-1)[-m * 10 :]):  # head, tail
+        outs = (first, np.empty((m, 256), np.float32), third.reshape(m, 10))
+        for threads in (2, 3) * 25:
+            got = k.dense_packed_forward(x, panels, bs, acts, outs, threads)
+            np.testing.assert_array_equal(got, want)
 
 
 def test_a_threaded_plan_gives_its_chain_disjoint_buffers(tmp_path):

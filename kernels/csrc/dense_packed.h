@@ -276,9 +276,10 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
  *   `threads` ranges, each range into units; thread t runs the units of range t of every
  *   layer (so each core reads the same panels call after call), then takes what is left of
  *   the other ranges, a claim being one atomic add on that range's counter. There is no
- *   barrier between layers: a unit of layer l runs k range by k range, the k ranges being
- *   layer l - 1's ranges of columns, and before each it waits until that range of layer l - 1
- *   is done. So at batch 1 on 2 threads, thread 0 starts layer 2 on the half of its input it
+ *   barrier between layers: up to 3 rows, a unit of layer l runs k range by k range, the k
+ *   ranges being layer l - 1's ranges of columns, and before each it waits until that range
+ *   of layer l - 1 is done (from 4 rows, until all of layer l - 1 is: see the chain below).
+ *   So at batch 1 on 2 threads, thread 0 starts layer 2 on the half of its input it
  *   computed itself while thread 1 (started later: it had to see the job) still computes the
  *   other half; layer 3 (one panel) is claimed by the first thread there and run the same
  *   way. Waits are only ever for claimed units: a thread that finds an unclaimed unit of the
@@ -488,7 +489,11 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
         if (count != NULL) { /* else: on this thread alone, below */
             lnn_pk_flow_t F;
             F.threads = threads;
-            F.chunked = disjoint;
+            /* up to 3 rows a unit is one tile over its whole K; from 4 rows its K is cut in
+             * blocks of LNN_PK_KC (L2 reuse across its row blocks) and cutting it again at
+             * each input range would double the tile calls (blocks of 256 measured 4-7 %
+             * slower, above): from 4 rows a unit waits for its whole input */
+            F.chunked = disjoint && m <= 3;
             F.count = count;
             for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_GROUP) {
                 F.layers = (int)(layers - l0 < LNN_PK_GROUP ? layers - l0 : LNN_PK_GROUP);
