@@ -27,6 +27,7 @@
 #define LNN_DENSE_PACKED_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dense.h" /* lnn_bias_act_forward_f32, LNN_* activation codes */
@@ -220,35 +221,43 @@ static ptrdiff_t lnn_pk_units(const lnn_pk_layer_t *L, ptrdiff_t len)
     return len;
 }
 
-/* Unit u of the `units` of panels [p0, p1), every row. */
-static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
-                        ptrdiff_t u)
+/* Unit u of the `units` of panels [p0, p1), every row, over k in [k0, k1) (the whole unit is
+ * k0 = 0, k1 = K: each output's fma chain carries on from the partial sums stored in y by the
+ * unit's earlier k ranges, in order, so the bits do not depend on where K is cut). */
+static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
+                          ptrdiff_t u, ptrdiff_t k0, ptrdiff_t k1)
 {
     const ptrdiff_t m = L->m;
     if (m <= 3) {
         const ptrdiff_t len = p1 - p0, a = p0 + u * len / units, b = p0 + (u + 1) * len / units;
-        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), 0, L->k, NULL);
+        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), k0, k1, NULL);
         return;
     }
-    /* K in equal blocks of at most LNN_PK_KC (2000 = 2 x 1000, not 1024 + 976) */
-    const ptrdiff_t blocks = (L->k + LNN_PK_KC - 1) / LNN_PK_KC;
-    const ptrdiff_t kc = blocks > 1 ? (L->k + blocks - 1) / blocks : LNN_PK_KC;
+    /* [k0, k1) in equal blocks of at most LNN_PK_KC (2000 = 2 x 1000, not 1024 + 976) */
+    const ptrdiff_t blocks = (k1 - k0 + LNN_PK_KC - 1) / LNN_PK_KC;
+    const ptrdiff_t kc = blocks > 1 ? (k1 - k0 + blocks - 1) / blocks : LNN_PK_KC;
     /* row blocks of near-equal height <= 6: 64 rows = 9 x 6 + 2 x 5, not 10 x 6 + 4 (a 4-row
      * tile has 8 FMA chains: exactly latency 4 x 2 FMA units, no slack) */
     const ptrdiff_t blocks_m = (m + 5) / 6;
     const float *pan = L->pan + (p0 + u) * L->k * LNN_PK_NR;
-    for (ptrdiff_t k0 = 0;; k0 += kc) { /* a block of the panel in L2 ... */
-        const ptrdiff_t k1 = k0 + kc < L->k ? k0 + kc : L->k;
+    for (ptrdiff_t b0 = k0;; b0 += kc) { /* a block of the panel in L2 ... */
+        const ptrdiff_t b1 = b0 + kc < k1 ? b0 + kc : k1;
         for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
             const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
             /* the last row block brings the panel's next K block in meanwhile (a line per k:
              * when that block is as long as this one, not past the panel's end) */
-            const int next = b == blocks_m - 1 && k1 + (k1 - k0) <= L->k;
-            const float *pf = next ? pan + k1 * LNN_PK_NR : NULL;
-            lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, k0, k1, pf);
+            const int next = b == blocks_m - 1 && b1 + (b1 - b0) <= L->k;
+            const float *pf = next ? pan + b1 * LNN_PK_NR : NULL;
+            lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, b0, b1, pf);
         }
-        if (k1 >= L->k) break;
+        if (b1 >= k1) break;
     }
+}
+
+static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
+                        ptrdiff_t u)
+{
+    lnn_pk_unit_k(L, p0, p1, units, u, 0, L->k);
 }
 
 /* Every unit of a layer on the calling thread. */
@@ -263,14 +272,29 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 /* ---- the pool ---------------------------------------------------------------------------- */
 /* The whole chain is ONE job of the process's shared pool (pool.h), in one of two splits:
  *
- * - by columns (fewer than LNN_PK_ROWS rows a thread): layer l is phase l, its panels cut
- *   into `threads` ranges, each range into units, the phase's tasks the units in range order,
- *   so that the pool's block t is range t and thread t reads the same panels of every layer
- *   call after call; the barrier between phases gives the next layer a complete input. At
- *   batch 1 on the 784-512-256-10 MLP, 2 threads: thread 0 reads panels 0-15 of layer 1
- *   (784 x 256 columns, 803 KB), 0-7 of layer 2 (262 KB) and all of layer 3 (16 KB); thread
- *   1 the other 16 and 8 panels (1.07 MB). Neither share fits a 512 KiB L2: both stream from
- *   L3 every call (bench_dense_bound.py states the bound);
+ * - by columns (fewer than LNN_PK_ROWS rows a thread): each layer's panels are cut into
+ *   `threads` ranges, each range into units; thread t runs the units of range t of every
+ *   layer (so each core reads the same panels call after call), then takes what is left of
+ *   the other ranges, a claim being one atomic add on that range's counter. There is no
+ *   barrier between layers: up to 3 rows, a unit of layer l runs k range by k range, the k
+ *   ranges being layer l - 1's ranges of columns, and before each it waits until that range
+ *   of layer l - 1 is done (from 4 rows, until all of layer l - 1 is: see the chain below).
+ *   So at batch 1 on 2 threads, thread 0 starts layer 2 on the half of its input it
+ *   computed itself while thread 1 (started later: it had to see the job) still computes the
+ *   other half; layer 3 (one panel) is claimed by the first thread there and run the same
+ *   way. Waits are only ever for claimed units: a thread that finds an unclaimed unit of the
+ *   range it needs claims and runs it itself, so a job whose tasks run one after another on
+ *   one thread (a busy pool) finishes too, and a late thread just gets less. (A wait cannot
+ *   close a cycle: a thread waits on layer l - 1 only while every unit it has claimed and not
+ *   finished is in a layer >= l.) When an output shares memory with the input or another
+ *   output (the runtime's arena may hand a dead activation's block on, at one thread), a
+ *   unit may not store partial sums early: it waits for all of layer l - 1 first and runs
+ *   its whole K at once. At batch 1 on the 784-512-256-10 MLP, 2 threads: thread 0 reads
+ *   panels 0-15 of layer 1 (784 x 256 columns, 803 KB) and 0-7 of layer 2 (262 KB); thread 1
+ *   the other 16 and 8 panels (1.07 MB), and layer 3's 16 KB go to whichever gets there
+ *   first. Neither share fits a 512 KiB L2: both stream from L3 every call
+ *   (bench_dense_bound.py states the bound; benchmarks/l2_resident.c shows that no load or
+ *   prefetch hint keeps part of a share in L2 on Zen 3);
  * - by rows (from LNN_PK_ROWS rows a thread): one phase of tasks of LNN_PK_ROWS to
  *   2 LNN_PK_ROWS rows, each running its rows through every layer with no barrier at all
  *   (each task reads all the weights once, from L3, and keeps its rows' activations in its
@@ -289,37 +313,109 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 #ifndef LNN_PK_ROWS
 #define LNN_PK_ROWS 16 /* rows a thread from which the chain is split by rows */
 #endif
+#define LNN_PK_GROUP 16 /* layers of one job (a longer chain runs as several jobs) */
 
+#if defined(__GNUC__) && (defined(__unix__) || defined(__APPLE__))
+#include <sched.h>
+#define LNN_PK_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define LNN_PK_CLAIM(p) __atomic_fetch_add((p), 1, __ATOMIC_RELAXED)
+#define LNN_PK_DONE(p) __atomic_fetch_add((p), 1, __ATOMIC_RELEASE)
+#define LNN_PK_YIELD() sched_yield()
+#else /* no pthreads: the pool runs every job on its caller (pool.h) */
+#define LNN_PK_LOAD(p) (*(p))
+#define LNN_PK_CLAIM(p) ((*(p))++)
+#define LNN_PK_DONE(p) ((*(p))++)
+#define LNN_PK_YIELD() ((void)0)
+#endif
+
+#ifndef LNN_PK_TRACE /* a measuring hook (benchmarks/chain_b1.c): unit u of layer l begins, ends */
+#define LNN_PK_TRACE(l, u, end) ((void)0)
+#endif
+
+/* Units of one range of one layer: claimed, done (a 64-byte line each pair). */
 typedef struct {
-    lnn_pk_layer_t L;
-    int threads;
-    ptrdiff_t first[LNN_PK_MAX_THREADS + 1]; /* range o holds tasks [first[o], first[o + 1]) */
-} lnn_pk_job_t;
+    ptrdiff_t claimed, done, pad[6];
+} lnn_pk_count_t;
 
-static int lnn_pk_task(void *ctx, ptrdiff_t task)
+/* The column split's job: up to LNN_PK_GROUP layers, count[l * threads + b] for range b of
+ * layer l; chunked: a unit runs k range by k range (the buffers are disjoint). */
+typedef struct {
+    lnn_pk_layer_t L[LNN_PK_GROUP];
+    int layers, threads, chunked;
+    lnn_pk_count_t *count;
+} lnn_pk_flow_t;
+
+/* The units of range b of layer l, and its panels [p0, p1). */
+static ptrdiff_t lnn_pk_flow_units(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t *p0,
+                                   ptrdiff_t *p1)
 {
-    const lnn_pk_job_t *j = (const lnn_pk_job_t *)ctx;
-    int o = 0;
-    while (task >= j->first[o + 1]) o++;
-    ptrdiff_t p0, p1;
-    lnn_pk_range(&j->L, o, j->threads, &p0, &p1);
-    lnn_pk_unit(&j->L, p0, p1, j->first[o + 1] - j->first[o], task - j->first[o]);
-    return 0;
+    lnn_pk_range(&F->L[l], b, F->threads, p0, p1);
+    return lnn_pk_units(&F->L[l], *p1 - *p0);
 }
 
-/* Layer L as a phase of `threads` ranges. */
-static lnn_phase_t lnn_pk_phase(lnn_pk_job_t *j, const lnn_pk_layer_t *L, int threads)
+static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b);
+
+/* Unit u of range b of layer l, all of it: k range by k range of its input as layer l - 1's
+ * ranges complete (or, not chunked, once every range of layer l - 1 is done). */
+static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 {
-    j->L = *L;
-    j->threads = threads;
-    j->first[0] = 0;
-    for (int o = 0; o < threads; o++) {
-        ptrdiff_t p0, p1;
-        lnn_pk_range(L, o, threads, &p0, &p1);
-        j->first[o + 1] = j->first[o] + lnn_pk_units(L, p1 - p0);
+    const lnn_pk_layer_t *L = &F->L[l];
+    ptrdiff_t p0, p1;
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    if (l == 0 || !F->chunked || L->k == 0) {
+        for (int c = 0; l > 0 && c < F->threads; c++) lnn_pk_flow_ensure(F, l - 1, c);
+        lnn_pk_unit(L, p0, p1, units, u);
+        return;
     }
-    const lnn_phase_t ph = {lnn_pk_task, j, j->first[threads]};
-    return ph;
+    for (int c = 0; c < F->threads; c++) { /* layer l - 1's columns of range c: k0 .. k1 */
+        ptrdiff_t q0, q1;
+        lnn_pk_range(&F->L[l - 1], c, F->threads, &q0, &q1);
+        const ptrdiff_t k0 = q0 * LNN_PK_NR, k1 = q1 * LNN_PK_NR < L->k ? q1 * LNN_PK_NR : L->k;
+        if (k1 <= k0) continue;
+        lnn_pk_flow_ensure(F, l - 1, c);
+        lnn_pk_unit_k(L, p0, p1, units, u, k0, k1);
+    }
+}
+
+/* Claim and run the unclaimed units of range b of layer l. */
+static void lnn_pk_flow_claim(const lnn_pk_flow_t *F, int l, int b)
+{
+    lnn_pk_count_t *c = &F->count[l * F->threads + b];
+    ptrdiff_t p0, p1;
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    while (LNN_PK_LOAD(&c->claimed) < units) {
+        const ptrdiff_t u = LNN_PK_CLAIM(&c->claimed);
+        if (u >= units) break;
+        LNN_PK_TRACE(l, u, 0);
+        lnn_pk_flow_unit(F, l, b, u);
+        LNN_PK_TRACE(l, u, 1);
+        LNN_PK_DONE(&c->done); /* release: the unit's outputs before the count */
+    }
+}
+
+/* Range b of layer l done: what is unclaimed run here, then wait for the claimed ones. */
+static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b)
+{
+    lnn_pk_count_t *c = &F->count[l * F->threads + b];
+    ptrdiff_t p0, p1;
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    if (LNN_PK_LOAD(&c->done) >= units) return;
+    lnn_pk_flow_claim(F, l, b);
+    for (long spin = 1; LNN_PK_LOAD(&c->done) < units; spin++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (!(spin & 255)) LNN_PK_YIELD(); /* a preempted claimer may need this core */
+    }
+}
+
+/* Task t: range t of every layer, then what is left of the others' ranges, layer by layer. */
+static int lnn_pk_flow_task(void *ctx, ptrdiff_t t)
+{
+    const lnn_pk_flow_t *F = (const lnn_pk_flow_t *)ctx;
+    for (int l = 0; l < F->layers; l++)
+        for (int i = 0; i < F->threads; i++) lnn_pk_flow_claim(F, l, (int)((t + i) % F->threads));
+    return 0;
 }
 
 /* The chain's arguments, for the row split's tasks. */
@@ -376,8 +472,8 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
                                        float *const *outs, int threads)
 {
     if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
-    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads &&
-        lnn_pk_disjoint(x, m, layers, dims, outs)) { /* by rows: no barrier */
+    const int disjoint = threads > 1 && lnn_pk_disjoint(x, m, layers, dims, outs);
+    if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads && disjoint) { /* by rows */
         /* tasks of LNN_PK_ROWS to 2 LNN_PK_ROWS rows, a multiple of `threads` of them: a
          * late or preempted thread holds up a task, not half the batch (each task reads
          * every weight once more, from L3, hidden behind its arithmetic from 16 rows on) */
@@ -386,21 +482,33 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
         lnn_parallel(lnn_pk_rows_task, (void *)&c, parts, threads);
         return;
     }
-    if (threads > 1) { /* by columns: a phase per layer, up to 16 layers a job */
-        enum { GROUP = 16 };
-        lnn_pk_job_t jobs[GROUP];
-        lnn_phase_t phases[GROUP];
-        for (ptrdiff_t l0 = 0; l0 < layers; l0 += GROUP) {
-            const int count = (int)(layers - l0 < GROUP ? layers - l0 : GROUP);
-            for (int i = 0; i < count; i++) {
-                const ptrdiff_t l = l0 + i;
-                const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l],
-                                          outs[l], m, dims[l], dims[l + 1], act[l]};
-                phases[i] = lnn_pk_phase(&jobs[i], &L, threads);
+    if (threads > 1) { /* by columns: a data flow, a job per LNN_PK_GROUP layers */
+        lnn_pk_count_t local[64], *count = local;
+        const ptrdiff_t group = layers < LNN_PK_GROUP ? layers : LNN_PK_GROUP;
+        if (group * threads > 64) count = (lnn_pk_count_t *)malloc(sizeof(*count) * group * threads);
+        if (count != NULL) { /* else: on this thread alone, below */
+            lnn_pk_flow_t F;
+            F.threads = threads;
+            /* up to 3 rows a unit is one tile over its whole K; from 4 rows its K is cut in
+             * blocks of LNN_PK_KC (L2 reuse across its row blocks) and cutting it again at
+             * each input range would double the tile calls (blocks of 256 measured 4-7 %
+             * slower, above): from 4 rows a unit waits for its whole input */
+            F.chunked = disjoint && m <= 3;
+            F.count = count;
+            for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_GROUP) {
+                F.layers = (int)(layers - l0 < LNN_PK_GROUP ? layers - l0 : LNN_PK_GROUP);
+                for (int i = 0; i < F.layers; i++) {
+                    const ptrdiff_t l = l0 + i;
+                    const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l],
+                                              outs[l], m, dims[l], dims[l + 1], act[l]};
+                    F.L[i] = L;
+                }
+                memset(count, 0, sizeof(*count) * F.layers * threads);
+                lnn_parallel(lnn_pk_flow_task, &F, threads, threads);
             }
-            lnn_parallel_phases(phases, count, threads);
+            if (count != local) free(count);
+            return;
         }
-        return;
     }
     for (ptrdiff_t l = 0; l < layers; l++) {
         const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],

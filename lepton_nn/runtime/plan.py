@@ -91,21 +91,18 @@ _FIXED = {
 }
 _FLOAT_DTYPES = ("float32", "float64")
 
-#: rows a thread from which the packed kernel splits a threaded chain by rows (LNN_PK_ROWS in
-#: csrc/dense_packed.h; the kernel checks the buffers itself, this only saves memory below it)
-DENSE_ROWS_PER_THREAD = 16
-
 
 def _join_dense_chains(ops: list[Op], arena=None) -> list[Op]:
     """Adjacent ``dense_chain_forward`` (or ``dense_packed_forward``) calls, each reading
     the previous one's output, as one call over all their layers (the same computations in
     the same order; a packed chain on the most threads any of its layers was given).
 
-    A threaded packed chain of at least DENSE_ROWS_PER_THREAD rows a thread runs each
-    thread's rows through every layer at once (csrc/dense_packed.h): an intermediate output
-    whose block the arena handed on to a later layer of the same chain (dead by then, layer
-    after layer) then gets a block of its own (the kernel would split such a chain by
-    columns)."""
+    A threaded packed chain runs its layers at once (csrc/dense_packed.h): from
+    16 rows a thread (LNN_PK_ROWS) each thread's rows through every layer, below that
+    each layer's columns as soon as the columns of the previous layer they read are done. An
+    intermediate output whose block the arena handed on to a later layer of the same chain
+    (dead by then, layer after layer) then gets a block of its own (the kernel would wait
+    for whole layers instead)."""
     out: list[Op] = []
     for fn, args in ops:
         prev = out[-1] if out else None
@@ -138,7 +135,7 @@ def _own_intermediates(op: Op, arena) -> Op:
     if getattr(fn, "__name__", "") != "dense_packed_forward" or len(args) < 6:
         return op
     outs, threads = list(args[4]), args[5]
-    if threads < 2 or outs[0].shape[0] < DENSE_ROWS_PER_THREAD * threads:
+    if threads < 2:
         return op
     for i in range(len(outs) - 1):
         if any(_overlap(outs[i], o) for o in outs[i + 1 :]):
