@@ -154,3 +154,43 @@ def test_results_json_records_the_check(tmp_path, monkeypatch):
     assert got["peak_ratio"] == [{"threads": 2, "ratio": 0.88}, {"threads": 1, "ratio": 1.0}]
     assert [(w["workload"], w["threads"]) for w in got["loaded"]] == [("W1", 2)]
     assert "NO (loaded)" in open(paths["markdown"], encoding="utf-8").read()  # W1 at 2 threads
+
+
+def test_other_processes_cpu_decides_over_the_load_average():
+    """Where the CPU other processes used was measured, it decides: a 2-thread table drives
+    the load average to ~2 by itself (not loaded), while 0.5 CPUs of someone else's work
+    under a load average of 0.8 is."""
+    ph = _phase(2, [180.0, 178.0], {"W1": 1.9, "W2": 0.8})
+    for c in ph["cases"]:
+        c["load"]["foreign_cpus"] = 0.05 if c["workload"] == "W1" else 0.5
+    warnings = loaded.load_warnings(_res([ph]))
+    assert [(w["workload"], w["foreign_cpus"]) for w in warnings] == [("W2", 0.5)]
+    assert "other processes used 0.50 CPUs" in warnings[0]["reasons"][0]
+    assert loaded.load_check(_res([ph]))["quiet_foreign_cpus"] == loaded.QUIET_FOREIGN
+
+
+def test_cpu_seconds_tells_other_processes_from_ours():
+    """A busy child process we watch counts as ours; the same process unwatched counts as
+    another process's work (a real process, /proc)."""
+    import subprocess
+    import sys
+    import time
+
+    from lepton_nn.bench.machine import cpu_seconds, foreign_cpus
+
+    if cpu_seconds() is None:
+        pytest.skip("no /proc/stat here")
+    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 1.5: pass\n"
+    seen = {}
+    for watched in (True, False):
+        p = subprocess.Popen([sys.executable, "-c", spin])
+        pids = [p.pid] if watched else []
+        a, t0 = cpu_seconds(pids), time.perf_counter()
+        time.sleep(1.0)
+        b = cpu_seconds(pids)
+        seen[watched] = foreign_cpus(a, b, time.perf_counter() - t0)
+        p.wait()
+    # unwatched: ~1 CPU of another process's work (less if the guest lost time to the host
+    # during the second); watched: ours, only the machine's other activity remains
+    assert seen[False] > 0.5
+    assert seen[True] < seen[False] - 0.4

@@ -64,6 +64,8 @@ def test_peak_fraction_load_rerun_and_other_interpreter(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(runner, "_run_workload", counted)  # loaded until the first attempt
     monkeypatch.setattr(runner, "loadavg", lambda: [3.0, 2.0, 1.0] if not calls else [0.5] * 3)
+    # other processes' CPU during the first attempt's rounds (what decides where /proc has it)
+    monkeypatch.setattr(runner, "foreign_cpus", lambda a, b, s: 2.0 if len(calls) < 2 else 0.0)
     out = tmp_path / "report"
     argv = ["bench", "--quick", "--workloads", "W1", "--against", "none", "--threads", "1"]
     argv += ["--backends", "reference", "--python", f"numpy={sys.executable}"]

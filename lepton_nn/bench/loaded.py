@@ -4,8 +4,11 @@ take a loaded figure for a quiet one.
 
 A table (one workload at one thread count) is *loaded* on either sign:
 
-- **load**: the 1-minute load average read before or after its rounds (the attempt kept,
-  see ``runner._run_workload_load_checked``) is above :data:`QUIET_LOAD`;
+- **load**: other processes used more than :data:`QUIET_FOREIGN` CPUs while its rounds ran
+  (the machine's busy time less the benchmark's own, ``machine.cpu_seconds``; the attempt
+  kept, see ``runner._run_workload_load_checked``). Where that cannot be read, the 1-minute
+  load average before or after the rounds above :data:`QUIET_LOAD` (it counts the
+  benchmark's own threads too: a 2-thread table alone drives it towards 2);
 - **GEMM peak**: a fp32 GEMM peak measured around its phase's workloads (before and after
   them, ``machine.gemm_peak``), per thread, is below :data:`PEAK_COLLAPSE` of the run's best
   per thread (max over every phase and measurement of ``best / threads``). Two threads on two
@@ -17,7 +20,8 @@ A table (one workload at one thread count) is *loaded* on either sign:
 
 from __future__ import annotations
 
-QUIET_LOAD = 1.0  # 1-minute load average above which a table is marked loaded (issue 23)
+QUIET_FOREIGN = 0.25  # CPUs other processes used during a table's rounds: above, loaded
+QUIET_LOAD = 1.0  # without /proc: 1-minute load average above which a table is loaded
 PEAK_COLLAPSE = 0.6  # per-thread GEMM peak below this share of the run's best: marked loaded
 
 
@@ -47,9 +51,22 @@ def table_load(cases: list[dict]) -> float | None:
     return max(readings) if readings else None
 
 
-def _warning(wl: str, threads: int, load: float | None, ratio: float | None) -> dict | None:
+def table_foreign(cases: list[dict]) -> float | None:
+    """CPUs other processes used while a table's rounds ran (None when not measured)."""
+    ld = next((c["load"] for c in cases if c.get("load")), None)
+    return (ld or {}).get("foreign_cpus")
+
+
+def _warning(wl: str, threads: int, load: float | None, ratio: float | None,
+             foreign: float | None = None) -> dict | None:  # fmt: skip
     reasons = []
-    if load is not None and load > QUIET_LOAD:
+    if foreign is not None:
+        if foreign > QUIET_FOREIGN:
+            reasons.append(
+                f"other processes used {foreign:.2f} CPUs during its rounds "
+                f"(> {QUIET_FOREIGN:g}; 1-minute load average {load})"
+            )
+    elif load is not None and load > QUIET_LOAD:
         reasons.append(f"1-minute load average {load:.2f} (> {QUIET_LOAD:g})")
     if ratio is not None and ratio < PEAK_COLLAPSE:
         reasons.append(
@@ -58,8 +75,8 @@ def _warning(wl: str, threads: int, load: float | None, ratio: float | None) -> 
         )
     if not reasons:
         return None
-    return {"workload": wl, "threads": threads, "load": load, "peak_ratio": ratio,
-            "reasons": reasons}  # fmt: skip
+    return {"workload": wl, "threads": threads, "load": load, "foreign_cpus": foreign,
+            "peak_ratio": ratio, "reasons": reasons}  # fmt: skip
 
 
 def load_warnings(res: dict) -> list[dict]:
@@ -71,11 +88,12 @@ def load_warnings(res: dict) -> list[dict]:
     for ph in res.get("phases", []):
         t = ph["threads"]
         for wl in dict.fromkeys(c["workload"] for c in ph.get("cases", [])):
-            load = table_load([c for c in ph["cases"] if c["workload"] == wl])
-            out.append(_warning(wl, t, load, ratios.get(t)))
+            mine = [c for c in ph["cases"] if c["workload"] == wl]
+            out.append(_warning(wl, t, table_load(mine), ratios.get(t), table_foreign(mine)))
     if res.get("coldstart"):
-        load = table_load([{"load": res.get("coldstart_load")}])
-        out.append(_warning("W7", res["options"]["threads"][0], load, None))
+        cold = [{"load": res.get("coldstart_load")}]
+        out.append(_warning("W7", res["options"]["threads"][0], table_load(cold), None,
+                            table_foreign(cold)))  # fmt: skip
     return [w for w in out if w is not None]
 
 
@@ -83,6 +101,7 @@ def load_check(res: dict) -> dict:
     """What ``results.json`` records under ``load_check``: the thresholds, each phase's GEMM
     peak ratio and the loaded tables."""
     return {
+        "quiet_foreign_cpus": QUIET_FOREIGN,
         "quiet_load": QUIET_LOAD,
         "peak_collapse": PEAK_COLLAPSE,
         "peak_ratio": [{"threads": t, "ratio": r} for t, r in peak_ratios(res).items()],

@@ -25,6 +25,41 @@ _ENV_REPORTED = (
 )
 
 
+def cpu_seconds(pids: list[int] = ()) -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine so far, CPU seconds of this benchmark so far),
+    or None where /proc is missing. The machine's busy time counts user, nice, system, irq,
+    softirq and steal (on a virtual machine: time the host gave someone else) from
+    /proc/stat; the benchmark's is this process, its reaped children (cold-start runs) and
+    the live processes ``pids`` (the engines' workers, every thread). Their difference over
+    an interval is what other processes used: a 2-thread round raises the load average to
+    ~2 by itself, so the load average cannot tell a quiet machine from a busy one."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as fh:
+            f = [int(v) for v in fh.readline().split()[1:9]]
+        busy = (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / tick
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                own += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            except (OSError, IndexError, ValueError):
+                continue
+        return busy, own
+    except (OSError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def foreign_cpus(before, after, seconds: float) -> float | None:
+    """CPUs' worth of work other processes did between two :func:`cpu_seconds` readings
+    ``seconds`` apart (0: the machine ran only this benchmark)."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    return max(0.0, ((after[0] - before[0]) - (after[1] - before[1])) / seconds)
+
+
 def loadavg() -> list[float] | None:
     """Load average over 1, 5 and 15 minutes (None where the OS has none)."""
     try:

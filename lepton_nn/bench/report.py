@@ -9,7 +9,7 @@ import os
 import statistics
 
 from .charts import write_charts
-from .loaded import PEAK_COLLAPSE, QUIET_LOAD, load_check, load_warnings, warning_text
+from .loaded import PEAK_COLLAPSE, QUIET_FOREIGN, load_check, load_warnings, warning_text
 from .options import WORKLOAD_TITLES, timed_workloads
 from .targets import case_label, case_rate, fmt_rate, fmt_value, our_case, target_rows
 from .worker import json_default
@@ -61,9 +61,11 @@ def render_markdown(res: dict) -> str:
         elif pk:
             L.append(f"- fp32 GEMM peak, {ph['threads']} thread(s): failed ({pk.get('error')})")
     L.append(
-        f"- Load limit: a workload whose rounds saw a 1-minute load average above "
-        f"{o.get('max_load', 1.0):g} is run again (up to {o.get('reruns', 0)} more time(s)) and "
-        "the least loaded attempt kept; each table states the load it ran under"
+        f"- Load limit: a workload during whose rounds other processes used more than "
+        f"{QUIET_FOREIGN:g} CPUs (the machine's busy time less this benchmark's; without "
+        f"/proc: a 1-minute load average above {o.get('max_load', 1.0):g}) is run again (up to "
+        f"{o.get('reruns', 0)} more time(s)) and the least loaded attempt kept; each table "
+        "states the load it ran under"
     )
     env = m.get("environment") or {}
     L.append(
@@ -196,9 +198,11 @@ def _load_line(cases: list[dict]) -> list[str]:
     ld = next((c["load"] for c in cases if "load" in c), None)
     if ld is None:
         return []
+    other = ld.get("foreign_cpus")
+    other = "" if other is None else f"other processes used {other:.2f} CPUs meanwhile; "
     return [
         "",
-        f"Load average before the rounds {ld['before']}, after {ld['after']}; "
+        f"Load average before the rounds {ld['before']}, after {ld['after']}; {other}"
         f"{ld['attempts']} attempt(s).",
     ]
 
@@ -210,12 +214,14 @@ def _loaded_summary(res: dict, loaded: dict) -> str:
     if loaded:
         return (
             f"> **Warning: {len(loaded)} of {len(tables)} tables ran on a loaded machine** "
-            f"(1-minute load average above {QUIET_LOAD:g}, or the fp32 GEMM peak per thread "
+            f"(other processes used more than {QUIET_FOREIGN:g} CPUs during its rounds, or the "
+            "fp32 GEMM peak per thread "
             f"below {100 * PEAK_COLLAPSE:.0f} % of this run's best); each is marked, and so "
             "are the targets taken from it. Their figures are not quiet ones."
         )
     return (
-        f"No table ran on a loaded machine (1-minute load average at most {QUIET_LOAD:g} and "
+        f"No table ran on a loaded machine (other processes used at most {QUIET_FOREIGN:g} CPUs "
+        "during any table's rounds, and "
         f"the fp32 GEMM peak per thread at least {100 * PEAK_COLLAPSE:.0f} % of this run's "
         "best wherever they were measured)."
     )
