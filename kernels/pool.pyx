@@ -244,9 +244,19 @@ cdef int _phase_task(void *ctx, Py_ssize_t i) noexcept nogil:
     return 9 if i == c.fail else 0
 
 
+cdef extern from *:
+    """
+    static inline void lnn_test_add(int64_t *p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+    """
+    void lnn_test_add(int64_t *p, int64_t v) nogil
+
+
 cdef int _sum_task(void *ctx, Py_ssize_t i) noexcept nogil:
     cdef _phase_ctx *c = <_phase_ctx *>ctx
-    c.acc += c.prev[i]  # run alone (nested: the pool is busy), so no race
+    # NumPy: acc += prev[i]. Atomically: inside a task of a threaded outer job the nested
+    # job runs alone (the pool is busy), but inside a 1-thread outer job (run alone, the pool
+    # left free) it runs on the pool's threads, and a plain += there lost updates
+    lnn_test_add(&c.acc, c.prev[i])
     return 0
 
 
