@@ -177,6 +177,22 @@ def test_float32_gate_math_is_accurate_at_extremes(be):
     np.testing.assert_allclose(gates[0, 2 * u : 3 * u], np.tanh(z64), rtol=3e-7, atol=1e-30)
 
 
+def test_float32_gate_math_is_accurate_everywhere(be):
+    """sigmoid/tanh on a dense grid over [-40, 40] and tiny values of both signs: within
+    3e-7 (5 float32 ulps) of float64 math. Guards the compiled kernels' shortened exp (a
+    one-step FMA reduction, a degree-5 polynomial: recurrent_simd.h), whose error grows
+    with |z| (the reduction) and at |r| = ln2/2 (the polynomial)."""
+    tiny = np.geomspace(1e-30, 1, 2001)
+    z = np.concatenate([np.linspace(-40, 40, 160001), tiny, -tiny]).astype(np.float32)
+    xz = np.tile(z[:, None], (1, 4))
+    gates = np.empty((z.size, 4), np.float32)
+    c, h, zeros = (np.zeros((z.size, 1), np.float32) for _ in range(3))
+    be.lstm_step_forward(xz, np.zeros_like(xz), zeros, zeros, None, gates, c, h)
+    z64 = z.astype(np.float64)
+    np.testing.assert_allclose(gates[:, 0], 1 / (1 + np.exp(-z64)), rtol=3e-7, atol=1e-37)
+    np.testing.assert_allclose(gates[:, 2], np.tanh(z64), rtol=3e-7, atol=1e-37)
+
+
 # -- gradient checks (float64, tiny sizes) -----------------------------------------------------
 
 
