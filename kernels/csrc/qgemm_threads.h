@@ -4,7 +4,9 @@
 /* Threads: a call is cut into tasks (row block, column chunk), row block major: row blocks
  * of at most QG_TASK_ROWS rows (a multiple of 6, the AVX2 tile's height, but the last), column
  * chunks of an even number of 16-column blocks (AMX tiles take 2), about QG_TASKS_PER_THREAD
- * tasks a thread. The shared pool (pool.h) gives thread t the t-th run of tasks first (its
+ * tasks a thread, and more at large M, so that no task is much above QG_TASK_MACS
+ * multiply-adds (the call's end waits for the last task a thread claimed: W6 at M = 1024 had
+ * 33 tasks of up to 35M multiply-adds, ~0.45 ms each, ~6 % of a thread's share). The shared pool (pool.h) gives thread t the t-th run of tasks first (its
  * columns of its row blocks: the same part of W call after call), then what is left of the
  * others'; tasks are short, so a thread that starts late or runs slow (a vCPU waking up) holds
  * the call up by one short task at most, and the others take its share. On AVX2 a thread
@@ -19,6 +21,7 @@
 #define QG_MIN_PARALLEL_MACS (1LL << 25)
 #define QG_TASK_ROWS 96       /* rows per task, at most (qgemm_avx2.h's QG_MC2) */
 #define QG_TASKS_PER_THREAD 16 /* W6 at M = 64, 2 threads: 32 tasks of ~30 us */
+#define QG_TASK_MACS (1LL << 23) /* ~0.1 ms at 75 multiply-adds per ns: W6 at M >= 512 */
 
 #if LA_X86 && defined(__GNUC__)
 #define QG_SLOTS 1 /* per-thread widened rows (needs _Thread_local and __atomic builtins) */
@@ -87,6 +90,26 @@ static int qg_task(void *ctx, ptrdiff_t t) {
     return j->f(&s, lo, hi);
 }
 
+/* The task grid of an (M, K) x (K, 16 NB) call on `threads` threads: rows per row block,
+ * 16-column blocks per chunk, chunks per row block; returns the number of tasks.
+ * NumPy: blocks = ceil(M / 96); rows = ceil(ceil(M / blocks) / 6) * 6;
+ * want = max(16 threads, ceil(M K 16 NB / QG_TASK_MACS)); chunks = ceil(want / blocks);
+ * width = even ceil(NB / chunks); chunks = ceil(NB / width); tasks = ceil(M / rows) chunks */
+static int64_t qg_plan(int64_t M, int64_t K, int64_t NB, int threads, int64_t *rows,
+                       int64_t *width, int64_t *chunks) {
+    const int64_t blocks = (M + QG_TASK_ROWS - 1) / QG_TASK_ROWS;
+    *rows = ((M + blocks - 1) / blocks + 5) / 6 * 6;
+    const double macs = (double)M * (double)(K > 0 ? K : 1) * (double)(16 * NB);
+    const double by_size = macs / (double)QG_TASK_MACS;
+    int64_t want = QG_TASKS_PER_THREAD * (int64_t)threads;
+    if (by_size > (double)want) want = by_size > (double)(blocks * NB) ? blocks * NB : (int64_t)by_size + 1;
+    const int64_t c = (want + blocks - 1) / blocks;
+    *width = (NB + c - 1) / c;
+    *width += *width & 1;
+    *chunks = (NB + *width - 1) / *width;
+    return (M + *rows - 1) / *rows * *chunks;
+}
+
 /* Run the active path over all output columns, on up to `nthreads` threads. 0, or -1 when a
  * path's scratch could not be allocated (the output is then not all written). */
 static int qg_run(const qg_args *p, int nthreads) {
@@ -98,17 +121,8 @@ static int qg_run(const qg_args *p, int nthreads) {
     if (threads < 2 || macs < (double)QG_MIN_PARALLEL_MACS) {
         return f(p, 0, NB);
     }
-    /* NumPy: blocks = ceil(M / 96); rows = ceil(ceil(M / blocks) / 6) * 6;
-     * chunks ~ 8 threads / blocks (at least 1), width = even ceil(NB / chunks) */
     qg_job j = {f, p, NB, 0, 0, 0, threads, 0, NULL, 0, 0, 0};
-    const int64_t blocks = (p->M + QG_TASK_ROWS - 1) / QG_TASK_ROWS;
-    j.rows = ((p->M + blocks - 1) / blocks + 5) / 6 * 6;
-    const int64_t want = QG_TASKS_PER_THREAD * threads;
-    int64_t chunks = (want + blocks - 1) / blocks;
-    j.width = (NB + chunks - 1) / chunks;
-    j.width += j.width & 1;
-    j.chunks = (NB + j.width - 1) / j.width;
-    const int64_t tasks = (p->M + j.rows - 1) / j.rows * j.chunks;
+    const int64_t tasks = qg_plan(p->M, p->K, NB, threads, &j.rows, &j.width, &j.chunks);
 #if QG_SLOTS
     if (f == qg_run_avx2 && !qg_avx2_gemv(p)) {
         j.aw_bytes = (qg_aw_elems(j.rows, p->K) * (int64_t)sizeof(int16_t) + 63) & ~(int64_t)63;
