@@ -10,11 +10,13 @@
  * and the clock-equivalent ceiling of the tile's step (vpmaddwd + vpaddd, 8 independent
  * accumulators, registers only; q8_step_ceiling.c's `madd`) as multiply-adds per ns, and the
  * full tile's steps over one K block held in L1 (the tile's own ceiling, memory aside).
- * Under valgrind --tool=callgrind with QPARTS_ROUNDS=1 the inclusive instruction counts of
- * run_call / run_pack / run_core give the same parts load-proof (each runs 2 calls).
+ * Under valgrind --tool=callgrind with QPARTS_ROUNDS=1 the inclusive instruction counts give
+ * the same parts load-proof: qg_run_avx2 covers 4 calls (2 float32, 2 int32 output),
+ * run_pack and run_core 2 each; callgrind_annotate --auto=yes splits qg_block_avx2 into the
+ * steps (the asm line), the epilogue (qgemm.h's lines) and the rest. Built as setup.py does:
  *
- *     gcc -O2 -std=gnu11 -fwrapv -Ikernels/csrc benchmarks/qgemm_parts.c -o /tmp/qparts -lm \
- *         && /tmp/qparts [M ...]
+ *     gcc -O3 -fno-math-errno -fno-trapping-math -std=gnu11 -fwrapv -Ikernels/csrc \
+ *         benchmarks/qgemm_parts.c -o /tmp/qparts -lm && /tmp/qparts [M ...]
  */
 #define _GNU_SOURCE
 #include <stdio.h>
