@@ -30,24 +30,31 @@ import numpy as np
 SETTLE = 0.3  # s of idle before each engine's round at > 1 thread (--settle)
 
 
-def _timed(fns: dict, rounds: int, reps: int, settle: float = 0.0) -> dict[str, np.ndarray]:
+def _timed(
+    fns: dict, rounds: int, reps: int, settle: float = 0.0, clock=time.perf_counter
+) -> dict[str, np.ndarray]:
     """Interleaved rounds; with ``settle`` each engine's round starts after that pause, so no
     engine is timed while the other's idle pool workers still spin on the cores (ONNX
-    Runtime's for ~0.1 s after a run, ours for up to 5 ms): a server runs one engine."""
+    Runtime's for ~0.1 s after a run, ours for up to 5 ms): a server runs one engine.
+    ``clock``: ``time.thread_time`` times the calling thread's CPU time (1 thread only: both
+    engines then run on the caller), steadier than wall time under other processes' load."""
     ts = {k: [] for k in fns}
     for _ in range(rounds):
         for k, f in fns.items():
             if settle:
                 time.sleep(settle)
             f()
-            t = time.perf_counter()
+            t = clock()
             for _ in range(reps):
                 f()
-            ts[k].append((time.perf_counter() - t) / reps)
+            ts[k].append((clock() - t) / reps)
     return {k: np.array(v) for k, v in ts.items()}
 
 
-def w6(ms, threads, rounds, settle=SETTLE):
+def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
+    """W6 table; ``cpu``: thread CPU time (1 thread only); ``ceiling``: the step ceiling in
+    multiply-adds per ns on one core (benchmarks/qgemm_parts.c prints it): each engine's
+    GMAC/s over it per thread is printed too."""
     import lepton_nn.kernels._qgemm as q
 
     from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes, ort_session
@@ -58,9 +65,9 @@ def w6(ms, threads, rounds, settle=SETTLE):
     print(f"\nW6 int8 GEMM, isa {q.isa()}: ours = qlinear, ORT = MatMulInteger")
     print(
         "| M | threads | ours median (us) | ORT median (us) | ours/ORT median | ours/ORT min "
-        "| ours GOP/s | ORT GOP/s |"
+        "| ours GOP/s | ORT GOP/s | ours / ceiling | ORT / ceiling |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in ms:
         d = matmul_data(m)
         feed = {"A": d["x_q"]}
@@ -77,14 +84,20 @@ def w6(ms, threads, rounds, settle=SETTLE):
                 "ort": lambda s=sess, f=feed: s.run(None, f),
             }
             reps = max(1, int(1e8 // (m * 1024 * 1024)))
-            ts = _timed(fns, rounds, reps, settle if t > 1 else 0.0)
+            clock = time.thread_time if cpu and t == 1 else time.perf_counter
+            ts = _timed(fns, rounds, reps, settle if t > 1 else 0.0, clock)
             med = {k: float(np.median(v)) for k, v in ts.items()}
             mn = {k: float(v.min()) for k, v in ts.items()}
             ops = 2 * m * 1024 * 1024
             print(
                 f"| {m} | {t} | {med['ours'] * 1e6:.1f} | {med['ort'] * 1e6:.1f} "
                 f"| {med['ours'] / med['ort']:.2f} | {mn['ours'] / mn['ort']:.2f} "
-                f"| {ops / med['ours'] / 1e9:.1f} | {ops / med['ort'] / 1e9:.1f} |"
+                f"| {ops / med['ours'] / 1e9:.1f} | {ops / med['ort'] / 1e9:.1f} "
+                + "".join(
+                    f"| {ops / 2 / med[k] / 1e9 / (ceiling * t):.2f} " if ceiling else "| - "
+                    for k in ("ours", "ort")
+                )
+                + "|"
             )
             sys.stdout.flush()
 
@@ -223,6 +236,20 @@ def main(argv):
     )
     ap.add_argument("--block", type=int, default=100, help="int8 MLP: timed calls a turn")
     ap.add_argument("--procs", type=int, default=1, help="int8 MLP: fresh processes")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="W6 at 1 thread: wall time or the calling thread's CPU time (both engines run "
+        "on the caller at 1 thread)",
+    )
+    ap.add_argument(
+        "--ceiling",
+        type=float,
+        default=0.0,
+        help="W6: one core's step ceiling in multiply-adds per ns (qgemm_parts.c), for the "
+        "fraction-of-ceiling columns",
+    )
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     threads = [int(t) for t in a.threads.split(",")]
@@ -235,7 +262,14 @@ def main(argv):
         return
     print("load average before:", before)
     if not a.int8:
-        w6([int(m) for m in a.ms.split(",")], threads, a.rounds, a.settle)
+        w6(
+            [int(m) for m in a.ms.split(",")],
+            threads,
+            a.rounds,
+            a.settle,
+            a.clock == "cpu",
+            a.ceiling,
+        )
     if not a.no_mlp:
         mlp_settle = 0.0 if a.settle == SETTLE else a.settle  # blocks need no pause
         mlp_batch1(a.rounds, threads, a.block, mlp_settle, a.procs)

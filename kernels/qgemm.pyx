@@ -86,6 +86,8 @@ cdef extern from "qgemm.h" nogil:
     int qg_active
     int qg_cpu
     int qg_run(const qg_args *p, int nthreads)
+    int64_t qg_plan(int64_t M, int64_t K, int64_t NB, int threads, int64_t *rows,
+                    int64_t *width, int64_t *chunks)
     void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                         uint8_t *q, float *scale, int32_t *zp)
 
@@ -105,6 +107,14 @@ ISAS = ("portable", "avx2", "avxvnni", "avx512vnni", "amx")
 K_MAX = 65793  # 255 * 128 * K < 2**31
 
 qg_init()
+
+
+def _task_plan(int64_t M, int64_t K, int64_t N, int threads):
+    """The task grid qg_run cuts an (M, K) x (K, N) call into above 2**25 multiply-adds on
+    ``threads`` threads: (rows per row block, 16-column blocks per chunk, chunks, tasks)."""
+    cdef int64_t rows = 0, width = 0, chunks = 0
+    cdef int64_t tasks = qg_plan(M, K, (N + 15) // 16, threads, &rows, &width, &chunks)
+    return rows, width, chunks, tasks
 
 
 def supported_isas():

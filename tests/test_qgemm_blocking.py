@@ -120,6 +120,49 @@ def test_threads_split_rows_and_columns(isa, dtype):  # noqa: F811
                 np.testing.assert_array_equal(raw, _int64_ref(a, w), err_msg=f"{isa} t={t}")
 
 
+def test_task_grid_caps_the_task_size_at_large_m():
+    """A large call is cut finer than 16 tasks a thread, so that no task is much above 2**23
+    multiply-adds (the call ends with the last task a thread claimed); W6 at M = 64 and 256
+    keeps its 16 tasks a thread; the grid covers every row and column block."""
+    for M, K, N, t in ((1024, 1024, 1024, 2), (4096, 512, 2000, 3), (520, 520, 1100, 2)):
+        rows, width, chunks, tasks = q._task_plan(M, K, N, t)
+        nb = (N + 15) // 16
+        assert rows % 6 == 0 and rows <= 96 and width % 2 == 0
+        assert chunks * width >= nb > (chunks - 1) * width
+        assert tasks == -(-M // rows) * chunks
+        assert rows * K * 16 * width <= 1.25 * 2**23, (M, K, N, rows, width)
+        assert tasks >= 16 * t
+    for M in (64, 256):
+        rows, width, chunks, tasks = q._task_plan(M, 1024, 1024, 2)
+        assert tasks == 32 if M == 64 else 33
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_finer_task_grid_same_bits(isa, dtype):  # noqa: F811
+    """A call cut by task size (more than 16 tasks a thread): exact int32 sums and the same
+    float outputs at 1, 2 and 3 threads; odd N (a partial last chunk), K % 4 != 0."""
+    rng = np.random.default_rng(38)
+    M, K, N = 530, 522, 1090
+    assert q._task_plan(M, K, N, 2)[3] > 32
+    a = _rand_act(rng, dtype, (M, K))
+    w = _rand_act(rng, np.int8, (N, K))
+    wp, cs = q.pack_weights(w)
+    want = _int64_ref(a, w)
+    ws = rng.uniform(0.5, 2, N).astype(np.float32)
+    lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+    zp = int(rng.integers(lo, hi))
+    first = None
+    for t in (1, 2, 3):
+        raw = np.full((M, N), -7, np.int32)
+        q.qgemm_s32(a, wp, raw, cs, nthreads=t)
+        np.testing.assert_array_equal(raw, want, err_msg=f"{isa} t={t}")
+        out = np.full((M, N), np.nan, np.float32)
+        q.qlinear(a, np.float32(0.03), zp, wp, ws, cs, None, 1, out, nthreads=t)
+        if first is None:
+            first = out
+        np.testing.assert_array_equal(out, first, err_msg=f"{isa} t={t}")
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 def test_threads_keep_no_rows_from_the_last_call(isa, dtype):  # noqa: F811
     """A thread widens a row block once per call and keeps it for the column chunks it claims
