@@ -34,6 +34,36 @@ PARTS = (
 )
 
 
+POOL_KEYS = {
+    "jobs": "pool jobs / step",
+    "worker_tasks": "worker's tasks / step",
+    "sleeps": "worker sleeps / step",
+}
+COUNTS = tuple(POOL_KEYS.values())
+
+
+class PoolCounts:
+    """The shared pool's counters (``lepton_nn.kernels._pool.stats``) over the timed steps:
+    jobs posted, tasks the worker ran (at 2 threads, against the step's ~130 GEMM units,
+    packing groups and Adam chunks: the worker's share of the parallel work), and times the
+    worker went to sleep (each costs a wake-up)."""
+
+    def start(self):
+        self.s0 = self._stats()
+
+    @staticmethod
+    def _stats() -> dict:
+        try:
+            from lepton_nn.kernels import _pool
+        except ImportError:
+            return {}
+        return _pool.stats()
+
+    def per_step(self, steps: int) -> dict:
+        s1 = self._stats()
+        return {name: (s1[k] - self.s0[k]) / steps for k, name in POOL_KEYS.items() if k in s1}
+
+
 def profile(threads: int, steps: int) -> dict:
     """Median time per step of each part of W2's eager step, in this process."""
     import time
@@ -73,7 +103,10 @@ def profile(threads: int, steps: int) -> dict:
     opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
     loss_fn = _loss(W2.loss)
     rows: dict[str, list[float]] = {}
+    pool = PoolCounts()
     for i in range(steps + 20):
+        if i == 20:
+            pool.start()
         step_parts.clear()
         t = clock()
         opt.zero_grad()
@@ -88,7 +121,7 @@ def profile(threads: int, steps: int) -> dict:
             rows.setdefault(k, []).append(v)
     med = {k: float(np.median(v)) for k, v in rows.items()}
     med["step GFLOP/s"] = training_flops("W2") * W2.batch / med["step"] / 1e9
-    return med
+    return {**med, **pool.per_step(steps)}
 
 
 def compiled(threads: int, steps: int) -> dict:
@@ -120,13 +153,16 @@ def compiled(threads: int, steps: int) -> dict:
 
     step = lepton_nn.compile(train_step)
     times = []
+    pool = PoolCounts()
     for i in range(steps + 20):
+        if i == 20:
+            pool.start()
         t = clock()
         step(x[i % len(x)], y[i % len(y)])
         if i >= 20:  # capture, validation, compilation and warm-up
             times.append(clock() - t)
     med = float(np.median(times))
-    return {"compiled step": med, "step": med,
+    return {"compiled step": med, "step": med, **pool.per_step(steps),
             "step GFLOP/s": training_flops("W2") * W2.batch / med / 1e9}  # fmt: skip
 
 
@@ -169,12 +205,14 @@ def main(argv=None) -> int:
     print(f"\nW2 {kind} step, {args.threads} thread(s), {clock} time per step, us (median of")
     print(f"{args.steps} steps; the median over {args.rounds} rounds)")
     print(f"{'part':48s}" + "".join(f"{name:>14s}" for name in trees))
-    for k in [*keys, "step", "step GFLOP/s"]:
+    counts = [k for k in COUNTS if k in keys]
+    for k in [*(k for k in keys if k not in COUNTS), "step", "step GFLOP/s", *counts]:
         cells = []
         for name in trees:
             vals = sorted(res.get(k, 0.0) for res in results[name])
             v = vals[len(vals) // 2]
-            cells.append(f"{v:14.1f}" if k == "step GFLOP/s" else f"{v * 1e6:14.1f}")
+            plain = k == "step GFLOP/s" or k in COUNTS
+            cells.append(f"{v:14.1f}" if plain else f"{v * 1e6:14.1f}")
         print(f"{k:48s}" + "".join(cells))
     return 0
 
