@@ -247,7 +247,9 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, p
             /* the last row block brings the panel's next K block in meanwhile (a line per k:
              * when that block is as long as this one, not past the panel's end) */
             const int next = b == blocks_m - 1 && b1 + (b1 - b0) <= L->k;
-            const float *pf = next ? pan + b1 * LNN_PK_NR : NULL;
+            const int after = b == blocks_m - 1 && b1 >= L->k && u + 1 < units;
+            const float *pf = next ? pan + b1 * LNN_PK_NR
+                              : after ? pan + L->k * LNN_PK_NR : NULL;
             lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, b0, b1, pf);
         }
         if (b1 >= k1) break;
