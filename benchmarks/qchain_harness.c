@@ -17,8 +17,9 @@
  * Environment (issue 23, the two speed groups per process):
  *   QV_HUGE=1   weights, outputs and scratch in one 2 MiB-aligned region advised MADV_HUGEPAGE
  *               (prints the region's AnonHugePages from /proc/self/smaps);
- *   QV_SHARE=1  time one thread running part 0's units of every layer alone (its ~270 KB share
- *               of W, re-read each call: whether it stays in one core's L2), not the chain;
+ *   QV_SHARE=1  time one thread running the first half (rounded up) of every layer's units
+ *               alone (~270 KB of W, re-read each call: whether it stays in one core's L2),
+ *               not the chain, with each layer's prep (quantize, sign split) and units apart;
  * and always (as root: /proc/self/pagemap gives frame numbers) the L2 set load of each part's
  * share: lines per L2 set (physical address bits 6-15, 8 ways) and the lines in sets holding
  * more than 8 of the share's lines ("over": they miss each call under LRU). */
