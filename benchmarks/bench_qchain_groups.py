@@ -5,8 +5,10 @@ weights land in physical memory? Many fresh processes of ``benchmarks/qchain_har
 ``MADV_HUGEPAGE``; the harness prints the region's AnonHugePages), each process once:
 
 - ``chain``: the whole chain at 2 threads on the pool, per-call wall time (median, p5);
-- ``share``: one thread running part 0's share of W alone (~270 KB), thread CPU time: whether
-  that share stays in one core's L2 in this process;
+- ``share``: one thread running half of W alone (~270 KB), thread CPU time: whether that
+  share stays in one core's L2 in this process; ``share cpu0`` / ``share cpu1``: the same
+  pinned to each vCPU (the host may slow one vCPU for a while: every part of the work, the
+  L1-resident quantization too, not only what reads W from L2);
 - the L2 set load of each share from /proc/self/pagemap (root only: frame numbers): the most
   lines of a share in one L2 set (8 ways) and the lines in sets over 8 ("over");
 
@@ -20,7 +22,8 @@ two vCPUs and FMA throughput alone / both busy (are the vCPUs on one host core, 
 before the chain's barrier protocol changed), run in the same rounds: an old/new A/B.
 
 Needs gcc and x86-64 Linux. A slow group caused by placement would show as processes whose
-``share`` time is high on 4 KiB pages and none on 2 MiB pages.
+``share`` time is high on 4 KiB pages and none on 2 MiB pages; one caused by the host, as
+the same split on both, following ``share cpu0`` / ``share cpu1`` in time.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ def build(tmp: str, root: str, name: str) -> str:
     return exe
 
 
-def run(exe: str, huge: int, share: bool, calls: int) -> dict:
-    """One fresh harness process: its figures as a dict."""
+def run(exe: str, huge: int, share: bool, calls: int, cpu: int | None = None) -> dict:
+    """One fresh harness process (on CPU ``cpu`` when given): its figures as a dict."""
     env = dict(os.environ, QV_HUGE=str(huge), QV_SHARE=str(int(share)))
+    if cpu is not None:
+        env["QV_CPU"] = str(cpu)
     out = subprocess.run(
         [exe, str(calls), "2", "2"], env=env, capture_output=True, text=True
     ).stdout
@@ -84,9 +89,11 @@ def main() -> None:
             line = subprocess.run([probe], capture_output=True, text=True).stdout.strip()
             cells = [f"round {i + 1}: {line}"]
             cases = [(exe, what, huge) for huge in (0, 1) for what in ("chain", "share")]
+            cases += [(exe, f"share cpu{c}", 0) for c in (0, 1)]
             cases += [(old, "old chain", 0)] if old else []
             for x, what, huge in cases if i % 2 == 0 else cases[::-1]:
-                r = run(x, huge, what == "share", a.calls)
+                cpu = int(what[-1]) if what.startswith("share cpu") else None
+                r = run(x, huge, what.startswith("share"), a.calls, cpu)
                 rows.setdefault((what, huge), []).append(r)
                 page = "2M" if huge else "4K"
                 cells.append(
