@@ -23,6 +23,9 @@ cdef extern from "qgemv.h" nogil:
     int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, int parts)
     int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
                  float *const *outs, uint8_t *scratch, int64_t kmax, int parts)
+    int qv_chain_tasks(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                       float *const *outs, uint8_t *scratch, int64_t kmax, int parts,
+                       const int *order, int n, unsigned stalled, int64_t *stats)
 
 
 cdef class QDenseChain:
@@ -100,11 +103,8 @@ def qdense_chain_prepare(specs, Py_ssize_t m, Py_ssize_t k, int threads=1):
     return c
 
 
-def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
-                         tuple outs not None):
-    """For each layer l of ``chain``: outs[l] = qlinear(quantize_rows(h)) with h = x, then
-    outs[l]; x float32 (m, k), outs[l] float32 (m, N_l), on the chain's threads. Returns
-    outs[-1]."""
+cdef _chain_outs(cnp.ndarray x, QDenseChain chain, tuple outs):
+    """Check x and outs against the chain; point chain.op at outs' data."""
     cdef Py_ssize_t l, m = chain.m
     if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != 2
             or not cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_DIMS(x)[0] != m
@@ -126,6 +126,41 @@ def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
                              f"float32 ({m}, {chain.widths[l]}), got {o.dtype} "
                              f"{(<object>o).shape}")
         chain.op[l] = <float *>cnp.PyArray_DATA(o)
+
+
+def _qdense_chain_tasks(cnp.ndarray x not None, QDenseChain chain not None,
+                        tuple outs not None, order, stalled=()):
+    """Test hook: one ``qdense_chain_forward`` call with the chain's tasks run one after
+    another on this thread in ``order``, the parts in ``stalled`` marked as started on every
+    layer beforehand (a thread that began and stopped). Returns, per part, (units of its own
+    share, units taken from a part not started, units taken from a stalled part), or None
+    when the chain runs on one thread."""
+    _chain_outs(x, chain, outs)
+    cdef int P = chain.threads, i, n = len(order)
+    cdef unsigned mask = 0
+    cdef int ordv[64]
+    if not 0 < n <= 64 or any(not 0 <= int(t) < P for t in order):
+        raise ValueError(f"order: task numbers in 0..{P - 1}, at most 64 of them")
+    for i in range(n):
+        ordv[i] = int(order[i])
+    for t in stalled:
+        mask |= (<unsigned>1) << <int>int(t)
+    cdef cnp.ndarray st = np.zeros(3 * P, np.int64)
+    cdef int rc = qv_chain_tasks(<const float *>cnp.PyArray_DATA(x), chain.m, chain.n_layers,
+                                 chain.ls, chain.op, <uint8_t *>cnp.PyArray_DATA(chain.scratch),
+                                 chain.kmax, P, ordv, n, mask, <int64_t *>cnp.PyArray_DATA(st))
+    if rc < 0:
+        raise MemoryError("qdense_chain_forward: no memory for an int8 GEMM's scratch")
+    return None if rc == 1 else [tuple(int(v) for v in st[3 * t:3 * t + 3]) for t in range(P)]
+
+
+def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
+                         tuple outs not None):
+    """For each layer l of ``chain``: outs[l] = qlinear(quantize_rows(h)) with h = x, then
+    outs[l]; x float32 (m, k), outs[l] float32 (m, N_l), on the chain's threads. Returns
+    outs[-1]."""
+    _chain_outs(x, chain, outs)
+    cdef Py_ssize_t m = chain.m
     cdef int rc
     with nogil:
         rc = qv_chain(<const float *>cnp.PyArray_DATA(x), m, chain.n_layers, chain.ls,

@@ -257,6 +257,74 @@ def test_split_chains_from_several_threads_at_once():
     assert errors == []
 
 
+def _tasks_case(threads, dims=(784, 512, 256, 10), m=1, seed=12):
+    rng = np.random.default_rng(seed)
+    specs = [_layer(rng, k, n, 1) for k, n in zip(dims[:-1], dims[1:])]
+    x = (rng.standard_normal((m, dims[0])) * 2).astype(np.float32)
+    chain = q.qdense_chain_prepare(specs, m, dims[0], threads)
+    outs = tuple(np.full((m, n), np.nan, np.float32) for n in dims[1:])
+    return x, chain, outs, _per_layer(x, specs)
+
+
+@pytest.mark.skipif(not hasattr(q, "_qdense_chain_tasks"), reason="extension before the hook")
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_part_not_started_is_taken_at_once(isa, threads):
+    """The tasks of a 2- and 3-thread chain run one after another on one thread (as on a busy
+    pool), in every order: the first task runs its own share of each layer, finds the other
+    parts not started and takes all their units at once (no wait for them to move); the
+    tasks after it find nothing left. The same bits as quantize_rows + qlinear."""
+    import itertools
+
+    x, chain, outs, want = _tasks_case(threads)
+    units = None
+    for order in itertools.permutations(range(threads)):
+        for o in outs:
+            o.fill(np.nan)
+        stats = q._qdense_chain_tasks(x, chain, outs, order)
+        for g, w_ in zip(outs, want):
+            np.testing.assert_array_equal(g, w_, err_msg=f"{isa} order {order}")
+        first = order[0]
+        assert all(s == (0, 0, 0) for t, s in enumerate(stats) if t != first), stats
+        own, taken, after_wait = stats[first]
+        assert taken > 0 and after_wait == 0, stats
+        units = own + taken if units is None else units
+        assert own + taken == units  # every unit of every layer, whichever part is first
+    for _ in range(5):  # the counters of those calls do not confuse the next ones
+        for o in outs:
+            o.fill(np.nan)
+        q.qdense_chain_forward(x, chain, outs)
+        for g, w_ in zip(outs, want):
+            np.testing.assert_array_equal(g, w_)
+
+
+@pytest.mark.skipif(not hasattr(q, "_qdense_chain_tasks"), reason="extension before the hook")
+def test_a_stalled_part_is_taken_after_the_patience():
+    """Part 1 marked as started on every layer before part 0 runs (its thread preempted
+    after it began), and run only after part 0 returned: part 0 takes part 1's units of
+    every layer but the last once its count has stood still (QV_PATIENCE_NS), none of them
+    as 'not started'; after the last layer a thread does not wait for a started part (the
+    pool's join does), so part 1 runs its own share of that one. The same bits."""
+    x, chain, outs, want = _tasks_case(2)
+    stats = q._qdense_chain_tasks(x, chain, outs, (0, 1), stalled=(1,))
+    for g, w_ in zip(outs, want):
+        np.testing.assert_array_equal(g, w_)
+    (own0, taken0, waited0), (own1, taken1, waited1) = stats
+    # 784-512-256-10: units of 64 columns, 8 + 4 + 1; part 0 owns 4 + 2 + 0 of them
+    assert (own0, taken0, waited0) == (6, 0, 6), stats
+    assert (own1, taken1, waited1) == (1, 0, 0), stats
+
+
+@pytest.mark.skipif(not hasattr(q, "_qdense_chain_tasks"), reason="extension before the hook")
+def test_tasks_hook_rejects_bad_orders_and_one_thread_chains():
+    x, chain, outs, _ = _tasks_case(2, dims=(64, 32, 8))
+    with pytest.raises(ValueError, match="order"):
+        q._qdense_chain_tasks(x, chain, outs, (0, 2))
+    with pytest.raises(ValueError, match="order"):
+        q._qdense_chain_tasks(x, chain, outs, ())
+    x1, chain1, outs1, _ = _tasks_case(1, dims=(64, 32, 8))
+    assert q._qdense_chain_tasks(x1, chain1, outs1, (0,)) is None
+
+
 def test_bad_arguments_raise_clear_errors():
     rng = np.random.default_rng(4)
     spec = _layer(rng, 10, 6, 0)

@@ -49,29 +49,51 @@ typedef struct {
  *
  * A unit is QV_UNIT_NB 16-column blocks of one layer (the GEMV's 64-column tile) for every
  * row, or, for a layer on the tile kernel (qg_run's path), a 1 / parts share of its blocks.
- * Part t owns the units [U t / P, U (t + 1) / P) of each layer (U units, P parts): a thread
- * runs its own first, then takes what is left of the others', each claim one atomic add on
- * that part's counter, so at batch 1 each core keeps re-reading the same ~1 / P of the
- * weights (its L2) and a late or preempted thread just gets less. Before layer l a thread
- * waits until every unit of layer l - 1 is done (their outputs are its input: the per-layer
- * barrier), then quantizes that input itself (each thread its own copy: the same bits, and
- * no second barrier). A thread counts the units it finished on a cache line of its own
- * (done[t], one writer, a plain release store: no locked add on a line the other thread
- * also adds to, which on this machine costs a cross-core round trip per unit); the barrier
- * sums the P counts. Every counter word carries the call's number (gen, high 48 bits: no
- * wrap in a process's life) beside its count (16 bits): a word of an earlier call counts 0, so nothing is reset between calls (the
- * caller would otherwise have to take back, before posting, the lines the worker wrote last
- * call), and the units per layer are computed once per chain (and ISA), not per call. A thread that finds no unit of a layer left skips it without waiting.
- * Waits only ever are for claimed units, which their threads finish without waiting, so a
- * job whose tasks run one after another on one thread (a busy pool) finishes too. Every
- * output is computed by the same code whichever thread claims it: the same bits at any P.
+ * Part t owns the units [U t / P, U (t + 1) / P) of each layer (U units, P parts), so at
+ * batch 1 each core keeps re-reading the same ~1 / P of the weights (its L2). Each layer:
+ *
+ *   1. thread t marks the layer started (its done word: 1 + units finished), runs its own
+ *      share (each claim one atomic add on part t's counter, a line only it touches unless
+ *      it falls behind), quantizing the layer's input itself first (each thread its own
+ *      copy: the same bits, and no second barrier);
+ *   2. the barrier: it waits until every unit of the layer is done (their outputs are the
+ *      next layer's input: with dynamic quantization each row's scale needs the whole row,
+ *      so the next layer cannot start on part of it). While waiting it takes the unclaimed
+ *      units of a part whose thread has not started the layer (late, or not running: a busy
+ *      pool runs the tasks one after another on one thread) at once, and those of a part
+ *      whose count has not moved for QV_PATIENCE_NS (its thread preempted);
+ *   3. after the last layer a thread returns once every part with units has started it
+ *      (the pool's join waits for the rest), without reading the last count.
+ *
+ * Why this order: the two vCPUs of this machine pass a cache line in 70-300 ns one way, and
+ * the time moves with where the host puts them (benchmarks/vcpu_probe.c: a round trip of
+ * 140-170 ns in one minute, 480-900 ns in another). A thread that reads or claims from a
+ * line the other thread writes pays that each time, on the call's critical path: the earlier
+ * design, which looked at every part's counter before each layer and tried the others'
+ * shares after its own, paid ~3 such trips a layer per thread even when both kept pace.
+ * Now a call's trips are the post, one per barrier (the last writer's count to the waiter)
+ * plus the other half of the layer's input, and the join.
+ *
+ * A thread counts the units it finished on a cache line of its own (done[t], one writer, a
+ * plain release store); the barrier sums the P counts. Every counter word carries the call's
+ * number (gen, high 48 bits: no wrap in a process's life) beside its count (16 bits): a word
+ * of an earlier call counts 0, so nothing is reset between calls (the caller would otherwise
+ * have to take back, before posting, the lines the worker wrote last call), and the units per
+ * layer are computed once per chain (and ISA), not per call. Waits are for units claimed by a
+ * thread that finishes them without waiting, or for units the waiter takes itself, so a job
+ * whose tasks run one after another on one thread finishes too. Every output is computed by
+ * the same code whichever thread claims it: the same bits at any P.
  *
  * This barrier lives here, in the job's own counters, on plain lnn_parallel (one job, P
  * tasks: task t is part t). */
 #define QV_UNIT_NB 4
+#ifndef QV_PATIENCE_NS
+#define QV_PATIENCE_NS 2000 /* a started part whose count stands still this long: preempted */
+#endif
 #if defined(__GNUC__) && (defined(__unix__) || defined(__APPLE__))
 #define QV_THREADS 1
 #include <sched.h>
+#include <time.h>
 #else
 #define QV_THREADS 0 /* no atomics builtins: one part */
 #endif
@@ -89,10 +111,13 @@ typedef struct {
     int64_t stride;  /* layers rounded up to 8 (a 64-byte line per part) */
     uint64_t *done;  /* done[t * stride + l]: (gen, units of layer l that thread t finished) */
     const int64_t *units; /* units[l], and unb[l] = units[layers + l]: blocks per unit */
+    int64_t *stats;       /* test hook (NULL): per task, units run of its own share, taken
+                           * from a part not started, taken from a stalled part */
 } qv_job;
 
 #define QV_COUNT_BITS 16
-#define QV_COUNT_MAX ((1 << QV_COUNT_BITS) - 1) /* units of a layer, at most (else 1 part) */
+#define QV_COUNT_MAX ((1 << QV_COUNT_BITS) - 1) /* a count's largest value: a layer's units
+                                                  * + 1 (the started mark), else one part */
 
 /* The count of counter word v in call g (a word of another call counts 0). */
 static inline int64_t qv_count(uint64_t v, uint64_t g) {
@@ -187,29 +212,28 @@ QV_TRACE
 #endif
 
 #if QV_THREADS
+static inline int64_t qv_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static inline void qv_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
 }
 
-/* units of layer l finished (by every thread) */
-static int64_t qv_done(const qv_job *j, int64_t l) {
-    int64_t n = 0;
-    for (int t = 0; t < j->parts; t++)
-        n += qv_count(__atomic_load_n(&j->done[t * j->stride + l], __ATOMIC_ACQUIRE), j->gen);
-    return n;
+/* part b's share of layer l: units [*lo, *lo + return) */
+static inline int64_t qv_share(const qv_job *j, int b, int64_t l, int64_t *lo) {
+    const int64_t U = j->units[l];
+    *lo = U * b / j->parts;
+    return U * (b + 1) / j->parts - *lo;
 }
 
-/* whether any part's share of layer l still has an unclaimed unit */
-static int qv_left(const qv_job *j, int64_t l) {
-    const int64_t U = j->units[l];
-    for (int b = 0; b < j->parts; b++) {
-        const int64_t n = U * (b + 1) / j->parts - U * b / j->parts;
-        if (qv_count(__atomic_load_n(&j->next[b * j->stride + l], __ATOMIC_RELAXED), j->gen) < n)
-            return 1;
-    }
-    return 0;
+/* thread b's done word for layer l: -1 before b started the layer, else units it finished */
+static inline int64_t qv_fin(const qv_job *j, int b, int64_t l) {
+    return qv_count(__atomic_load_n(&j->done[b * j->stride + l], __ATOMIC_ACQUIRE), j->gen) - 1;
 }
 
 /* The next unit (0-based) of n in counter word *w for call g, or -1 when all are claimed. */
@@ -224,40 +248,77 @@ static int64_t qv_claim(uint64_t *w, uint64_t g, int64_t n) {
     }
 }
 
-/* Part t: every layer, its own units first, then the others' (see above). A unit that fails
- * still counts as done (no thread waits forever); the job returns the failure. */
+/* One thread's state in a layer: its done word, units finished, input prepared. */
+typedef struct {
+    qv_cur cur;
+    uint64_t *mine;
+    int64_t ran;
+    int prepped, err;
+} qv_me;
+
+/* Thread t runs the unclaimed units of part b's share of layer l (stats slot `why`); how
+ * many it ran. */
+static int64_t qv_run_share(const qv_job *j, int t, int b, int64_t l, qv_me *me, int why) {
+    int64_t lo, ran = 0;
+    const int64_t n = qv_share(j, b, l, &lo);
+    if (n == 0) return 0;
+    for (;; ran++) {
+        const int64_t k = qv_claim(&j->next[b * j->stride + l], j->gen, n);
+        if (k < 0) return ran;
+        if (!me->prepped) {
+            qv_prep(j, t, l, &me->cur);
+            me->prepped = 1;
+        }
+        if (qv_unit(&me->cur, lo + k) != 0) me->err = -1;
+        __atomic_store_n(me->mine, (j->gen << QV_COUNT_BITS) | (uint64_t)(1 + ++me->ran),
+                         __ATOMIC_RELEASE);
+        if (j->stats) j->stats[3 * t + why]++;
+        QV_MARK(t, why ? 200 : 100);
+    }
+}
+
+/* Part t: every layer, its own share, then the barrier (see above). A unit that fails still
+ * counts as done (no thread waits forever); the job returns the failure. */
 static int qv_task(void *ctx, ptrdiff_t task) {
     const qv_job *j = (const qv_job *)ctx;
     const int t = (int)task, P = j->parts;
-    int err = 0;
-    qv_cur cur;
+    qv_me me;
+    me.err = 0;
     QV_MARK(t, 0);
     for (int64_t l = 0; l < j->layers; l++) {
-        if (!qv_left(j, l)) continue;
-        if (l > 0) /* the barrier: layer l - 1's outputs all written */
-            for (long spin = 1; qv_done(j, l - 1) < j->units[l - 1]; spin++) {
-                qv_relax();
-                if (!(spin & 255)) sched_yield(); /* a preempted claimer may need this core */
-            }
+        const int64_t U = j->units[l], last = l == j->layers - 1;
+        int64_t lo;
+        me.mine = &j->done[t * j->stride + l];
+        me.ran = 0;
+        me.prepped = 0;
+        __atomic_store_n(me.mine, (j->gen << QV_COUNT_BITS) | 1, __ATOMIC_RELEASE); /* started */
         QV_MARK(t, 1 + 2 * l);
-        qv_prep(j, t, l, &cur);
-        const int64_t U = j->units[l];
-        uint64_t *mine = &j->done[t * j->stride + l]; /* thread t's line: one writer */
-        int64_t ran = 0;
-        for (int i = 0; i < P; i++) {
-            const int b = (t + i) % P;
-            const int64_t lo = U * b / P, n = U * (b + 1) / P - lo;
-            for (;;) {
-                const int64_t k = qv_claim(&j->next[b * j->stride + l], j->gen, n);
-                if (k < 0) break;
-                if (qv_unit(&cur, lo + k) != 0) err = -1;
-                __atomic_store_n(mine, (j->gen << QV_COUNT_BITS) | (uint64_t)++ran, __ATOMIC_RELEASE);
-                QV_MARK(t, b == t ? 100 : 200);
-            }
-        }
+        qv_run_share(j, t, t, l, &me, 0);
         QV_MARK(t, 2 + 2 * l);
+        int64_t seen = -1, since = 0;
+        for (long spin = 0;; spin++) {
+            int64_t fin = 0;
+            int absent = 0;
+            for (int b = 0; b < P; b++) {
+                const int64_t f = qv_fin(j, b, l);
+                if (f < 0 && qv_share(j, b, l, &lo) > 0) /* b has not started the layer */
+                    absent |= qv_run_share(j, t, b, l, &me, 1) > 0;
+                fin += f > 0 ? f : 0;
+            }
+            if (absent) continue; /* count again: what was taken is now done */
+            if (fin >= U || last) break;
+            if (fin != seen) { /* progress: the patience starts again */
+                seen = fin;
+                since = qv_ns();
+            } else if (!(spin & 31) && qv_ns() - since > QV_PATIENCE_NS) {
+                for (int i = 1; i < P; i++) qv_run_share(j, t, (t + i) % P, l, &me, 2);
+                since = qv_ns();
+            }
+            qv_relax();
+            if (!(spin & 255) && spin) sched_yield(); /* a preempted claimer may need this core */
+        }
     }
-    return err;
+    return me.err;
 }
 #endif
 
@@ -266,9 +327,8 @@ static int qv_task(void *ctx, ptrdiff_t task) {
  * scratch: qv_scratch_bytes(m, kmax, layers, parts) bytes, any alignment. 0, or -1 when a
  * layer's product had no scratch (only the tile kernel of the AMX path allocates, and it falls
  * back to the same bits without: never here today; outs not all written then). */
-static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
-                    float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
-    if (m == 0) return 0;
+static void qv_setup(qv_job *jp, const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                     float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
 #if !QV_THREADS
     parts = 1;
 #endif
@@ -287,6 +347,7 @@ static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *l
     j.done = j.next + j.parts * j.stride;
     int64_t *units = (int64_t *)(j.done + j.parts * j.stride);
     j.units = units;
+    j.stats = NULL;
     /* the caller's line: [0] the last call's gen, [1] the ISA + 1 the units are for */
     uint64_t *own = (uint64_t *)(units + 2 * j.stride);
     j.gen = own[0] = own[0] + 1; /* 1, 2, ...: 0 is the words of a fresh scratch */
@@ -305,10 +366,18 @@ static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *l
         if (unb < 1) unb = 1;
         units[l] = (NB + unb - 1) / unb;
         units[layers + l] = unb;
-        if (units[l] > QV_COUNT_MAX) own[1] = 0; /* a layer too wide to count: one part */
+        if (units[l] >= QV_COUNT_MAX) own[1] = 0; /* too wide to count (1 + units): one part */
     }
 run:
     if (own[1] == 0) j.parts = 1;
+    *jp = j;
+}
+
+static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                    float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
+    if (m == 0) return 0;
+    qv_job j;
+    qv_setup(&j, x, m, layers, ls, outs, scratch, kmax, parts);
 #if QV_THREADS
     if (j.parts > 1) return lnn_parallel(qv_task, &j, j.parts, j.parts) ? -1 : 0;
 #endif
@@ -319,6 +388,34 @@ run:
             if (qv_unit(&cur, u) != 0) return -1;
     }
     return 0;
+}
+
+/* Test hook: one call of the chain with its tasks run one after another on the calling
+ * thread, in `order` (n task numbers, each < parts), the parts whose bit is set in `stalled`
+ * marked as started on every layer beforehand (a thread that began and then stopped);
+ * stats: 3 per part (units of its own share, taken from a part not started, taken from a
+ * stalled part). 0; 1 when the chain runs on one part (nothing run); -1 as qv_chain. */
+static int qv_chain_tasks(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
+                          float *const *outs, uint8_t *scratch, int64_t kmax, int parts,
+                          const int *order, int n, unsigned stalled, int64_t *stats) {
+#if QV_THREADS
+    qv_job j;
+    qv_setup(&j, x, m, layers, ls, outs, scratch, kmax, parts);
+    if (m == 0 || j.parts < 2) return 1;
+    j.stats = stats;
+    for (int t = 0; t < j.parts; t++)
+        if (stalled >> t & 1)
+            for (int64_t l = 0; l < layers; l++)
+                j.done[t * j.stride + l] = (j.gen << QV_COUNT_BITS) | 1;
+    int err = 0;
+    for (int i = 0; i < n; i++)
+        if (qv_task(&j, order[i]) != 0) err = -1;
+    return err;
+#else
+    (void)x, (void)m, (void)layers, (void)ls, (void)outs, (void)scratch, (void)kmax;
+    (void)parts, (void)order, (void)n, (void)stalled, (void)stats;
+    return 1;
+#endif
 }
 
 #endif /* LEPTON_QGEMV_H */
