@@ -34,6 +34,9 @@ __all__ = [
 
 #: Largest batch the sparse/dense crossover is timed at (larger batches reuse its verdict).
 MEASURE_MAX_BATCH = 256
+#: Rounds of the sparse/dense timing (3 let a loaded machine pick dense for a 90 %-sparse
+#: 784x512 layer: one disturbed round of one or two calls decided it).
+MEASURE_ROUNDS = 7
 #: A packed Dense layer is split over the plan's threads from this many multiply-adds (rows
 #: x K x N): below, the hand-off to the pool's workers and the barrier cost more than half
 #: the layer.
@@ -173,7 +176,7 @@ class SparseDenseStep(DenseStep):
     plans join neighbouring sparse layers into one call, a barrier between layers)."""
 
     kind = "sparse"
-    packable = False  # its dense variant is timed against the CSR kernel on W itself
+    packable = False  # keeps W: its dense variant packs panels from it, the CSR is its twin
 
     def __init__(self, label, w, b, act, csr: CSRWeight) -> None:
         super().__init__(label, w, b, act)
@@ -185,6 +188,26 @@ class SparseDenseStep(DenseStep):
         """(indptr, indices, values, bias, act): the layer as ``sparse_chain_prepare`` takes it."""
         c = self.csr
         return (c.indptr, c.indices, c.data, self.b, self.act)
+
+    def _dense_ops(self, src: np.ndarray, out: np.ndarray, threads: int = 1) -> list[Op]:
+        """The dense variant: ``dense_packed_forward`` on panels packed from W (kept: the
+        CSR's twin), on the native pool like the sparse one, never BLAS (whose own threads,
+        spinning after a call, took the core the pool's worker needed: the 90 %-pruned W5 MLP
+        was slower on 2 threads than on 1 with a BLAS head); the parent's path without the
+        compiled kernel."""
+        k = kernels()
+        if (
+            src.dtype != np.float32
+            or type(k).dense_packed_forward is ReferenceBackend.dense_packed_forward
+        ):
+            return super()._dense_ops(src, out, threads)
+        if self.panels is None:
+            self.panels = k.dense_pack(self.w)
+        args = (src, (self.panels,), (self.b,), (self.act,), (out,), threads)
+        return [(k.dense_packed_forward, args)]
+
+    def weight(self) -> np.ndarray:
+        return self.w
 
     def threads_for(self, n: int, threads: int) -> int:
         """The threads a call at batch ``n`` is split over (1 below ``SPARSE_SPLIT_MIN``)."""
@@ -209,20 +232,24 @@ class SparseDenseStep(DenseStep):
             self.choice[key] = self._measure(bucket, threads)
         return self.choice[key]
 
+    def dense_threads(self, n: int, threads: int) -> int:
+        """The threads of the dense variant (as a :class:`DenseStep` would split it)."""
+        return threads if n * self.w.size >= PACKED_SPLIT_MIN else 1
+
     def _measure(self, n: int, threads: int = 1) -> str:
         """Time both kernels on this layer at batch ``n`` (best of a few interleaved runs),
         each on the threads a plan would give it."""
         # any finite values time the same; numpy.random would be imported at load just here
         x = np.linspace(-1.0, 1.0, n * self.w.shape[0], dtype=np.float32).reshape(n, -1)
         out = np.empty((n, self.w.shape[1]), np.float32)
-        dense_threads = threads if n * self.w.size >= PACKED_SPLIT_MIN else 1
+        dense_threads = self.dense_threads(n, threads)
         variants = {
             "dense": self._dense_ops(x, out, dense_threads),
             "sparse": self._sparse_ops(x, out, self.threads_for(n, threads)),
         }
         best = dict.fromkeys(variants, math.inf)
         reps = max(1, min(20, int(2e7 // max(1, n * self.w.size))))
-        for _ in range(3):
+        for _ in range(MEASURE_ROUNDS):  # interleaved; the best round of each (least disturbed)
             for name, ops in variants.items():
                 t0 = time.perf_counter()
                 for _ in range(reps):
@@ -236,7 +263,7 @@ class SparseDenseStep(DenseStep):
         out = out_buffer(ctx, (ctx.n, self.w.shape[1]), np.float32)
         if self.decide(ctx.n, ctx.sparse, ctx.threads) == "sparse":
             return self._sparse_ops(src, out, self.threads_for(ctx.n, ctx.threads)), out
-        return self._dense_ops(src, out), out
+        return self._dense_ops(src, out, self.dense_threads(ctx.n, ctx.threads)), out
 
     def describe(self) -> str:
         picks = ", ".join(
