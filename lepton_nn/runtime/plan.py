@@ -159,7 +159,7 @@ def _join_sparse_chains(ops: list[Op]) -> list[Op]:
         if (
             prev is not None
             and getattr(fn, "__name__", "") == "sparse_chain_forward"
-            and prev[0] is fn
+            and prev[0] == fn  # == : the twin is a bound method, made anew at each lookup
             and args[0] is prev[1][2][-1]
             and len(prev[1][1].specs) + len(args[1].specs) <= SPARSE_CHAIN_MAX
         ):
