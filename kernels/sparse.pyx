@@ -20,9 +20,18 @@ sparse_linear(x, indptr, indices, values, bias, act, out, kernel=0, check=True) 
     that validated the structure once already (the runtime, at load): an invalid CSR then
     reads out of bounds. Dtypes, shapes and contiguity are always checked.
 
+sparse_chain_prepare(specs, k, threads=1) -> SparseChain
+sparse_chain_forward(x, chain, outs) -> outs[-1]
+    Sparse Dense layers one after the other in one call (csrc/sparse_chain.h): specs one
+    (indptr, indices, values, bias, act) per layer, k the features in; outs[l] (B, N_l) =
+    act_l(h @ W_l + b_l), h = x then outs[l - 1]. The same bits as sparse_linear layer by
+    layer (kernel 0), at any thread count: a layer's columns are cut into tasks of about equal
+    nonzeros, run on the shared pool (kernels/csrc/pool.h), a barrier between layers. Indices
+    are read as uint16 where k <= 65536 (batch-1 path). The structure is checked at prepare.
+
 ISA: avx512, avx2 (+FMA), portable, chosen at import; LEPTON_ISA (amx/avx512vnni -> avx512,
 avxvnni/avx2 -> avx2, portable) forces a lower one. isa(), supported_isas(), set_isa(name).
-The GIL is released; single-threaded.
+The GIL is released; sparse_linear is single-threaded, the chain runs on the pool.
 """
 
 import os
@@ -31,7 +40,7 @@ import warnings
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t
 
 cnp.import_array()
 
@@ -55,6 +64,20 @@ cdef extern from "sparse.h" nogil:
     int sp_run(const sp_args *p, int kernel)
     int sp_check(const int32_t *indptr, int64_t n, const int32_t *idx, int64_t nnz, int64_t K)
 
+cdef extern from "sparse_chain.h" nogil:
+    ctypedef struct spc_layer:
+        sp_args a
+        const uint16_t *idx16
+        const int32_t *split
+        int64_t tasks
+    ctypedef struct spc_chain:
+        int nl
+        int64_t B
+        spc_layer L[16]
+    int SPC_MAXL
+    int spc_run(spc_chain *ch, int threads)
+
+include "pool_bind.pxi"  # sparse_chain_forward's threads: the shared pool
 include "alloc_hook.pxi"  # _fail_allocations: tests of the out-of-memory path
 
 ISAS = ("portable", "avx2", "avx512")
@@ -204,3 +227,133 @@ def sparse_linear(x, indptr, indices, values, bias, int act, out, int kernel=0,
     if ok != 0:
         raise MemoryError("sparse_linear: no memory for the batch buffers")
     return out
+
+
+def chain_splits(indptr, int threads):
+    """Column bounds (tasks + 1,) int32 cutting the columns of a CSR (indptr (N + 1,)) into
+    tasks of about equal nonzeros: 1 task on one thread, else up to 4 per thread; every bound
+    but the last a multiple of 16 columns."""
+    ip = np.asarray(indptr, np.int64)
+    n = ip.shape[0] - 1
+    groups = (n + 15) // 16
+    tasks = 1 if threads <= 1 else max(1, min(groups, 4 * threads))
+    nnz = int(ip[n]) if n > 0 else 0
+    if tasks == 1 or nnz == 0:
+        return np.array([0, n], np.int32)
+    # the column where the cumulative nonzeros pass i / tasks of them, to a multiple of 16
+    targets = nnz * np.arange(1, tasks) / tasks
+    cols = np.searchsorted(ip, targets)
+    cols = np.minimum(np.rint(cols / 16).astype(np.int64) * 16, n)
+    bounds = np.concatenate(([0], np.maximum.accumulate(cols), [n]))
+    return bounds.astype(np.int32)
+
+
+cdef class SparseChain:
+    """Sparse Dense layers prepared for sparse_chain_forward: ``specs`` (indptr, indices,
+    values, bias, act) per layer, ``k`` features in, ``widths`` N per layer, ``threads``."""
+
+    cdef readonly tuple specs
+    cdef readonly tuple widths
+    cdef readonly Py_ssize_t k
+    cdef readonly int threads
+    cdef tuple _keep
+    cdef spc_chain c
+
+
+def sparse_chain_prepare(specs, Py_ssize_t k, int threads=1):
+    """A SparseChain of ``specs``: one (indptr int32 (N+1,), indices int32 (nnz,), values
+    float32 (nnz,), bias float32 (N,) or None, act 0..4) per layer; ``k`` features in (the
+    next layer's are the previous one's N); ``threads``: the pool threads of each call.
+    Checks every array and the CSR structure (ValueError / TypeError) once, here."""
+    specs = tuple(tuple(sp) for sp in specs)
+    if not 1 <= len(specs) <= SPC_MAXL:
+        raise ValueError(f"a sparse chain has 1 to {SPC_MAXL} layers, got {len(specs)}")
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    cdef SparseChain ch = SparseChain.__new__(SparseChain)
+    cdef Py_ssize_t K = k, N, nnz, l
+    cdef cnp.ndarray ip, ix, va, ba, i16, sp
+    cdef int act, ok
+    keep, widths = [], []
+    ch.c.nl = <int>len(specs)
+    for l, spec in enumerate(specs):
+        if len(spec) != 5:
+            raise ValueError(f"layer {l}: a spec is (indptr, indices, values, bias, act)")
+        indptr, indices, values, bias, act = spec
+        ip = _arr(indptr, f"layer {l} indptr", cnp.NPY_INT32, 1)
+        ix = _arr(indices, f"layer {l} indices", cnp.NPY_INT32, 1)
+        va = _arr(values, f"layer {l} values", cnp.NPY_FLOAT32, 1)
+        N, nnz = ip.shape[0] - 1, ix.shape[0]
+        if N < 1:
+            raise ValueError(f"layer {l}: indptr must have at least 2 entries")
+        if va.shape[0] != nnz:
+            raise ValueError(f"layer {l}: values {values.shape} and indices {indices.shape} "
+                             "differ in length")
+        ba = None
+        if bias is not None:
+            ba = _arr(bias, f"layer {l} bias", cnp.NPY_FLOAT32, 1)
+            if ba.shape[0] != N:
+                raise ValueError(f"layer {l}: bias must have shape ({N},), got {bias.shape}")
+        if act < 0 or act > 4:
+            raise ValueError(f"layer {l}: act must be an activation code 0..4, got {act}")
+        with nogil:
+            ok = sp_check(<const int32_t *>cnp.PyArray_DATA(ip), N,
+                          <const int32_t *>cnp.PyArray_DATA(ix), nnz, K)
+        if not ok:
+            raise ValueError(f"layer {l}: invalid CSR: indptr must start at 0, never decrease "
+                             f"and end at nnz={nnz}; every index must lie in [0, {K})")
+        i16 = np.ascontiguousarray(ix, np.uint16) if K <= 65536 else None
+        sp = chain_splits(ip, threads)
+        keep.append((ip, ix, va, ba, i16, sp))
+        ch.c.L[l].a.K = K
+        ch.c.L[l].a.N = N
+        ch.c.L[l].a.indptr = <const int32_t *>cnp.PyArray_DATA(ip)
+        ch.c.L[l].a.idx = <const int32_t *>cnp.PyArray_DATA(ix)
+        ch.c.L[l].a.val = <const float *>cnp.PyArray_DATA(va)
+        ch.c.L[l].a.bias = <const float *>cnp.PyArray_DATA(ba) if ba is not None else NULL
+        ch.c.L[l].a.act = act
+        ch.c.L[l].idx16 = <const uint16_t *>cnp.PyArray_DATA(i16) if i16 is not None else NULL
+        ch.c.L[l].split = <const int32_t *>cnp.PyArray_DATA(sp)
+        ch.c.L[l].tasks = sp.shape[0] - 1
+        widths.append(N)
+        K = N
+    ch.specs, ch.widths, ch.k, ch._keep = specs, tuple(widths), k, tuple(keep)
+    ch.threads = max(1, threads)
+    return ch
+
+
+cdef inline bint _overlap(cnp.ndarray a, cnp.ndarray b):
+    cdef char *a0 = <char *>cnp.PyArray_DATA(a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+def sparse_chain_forward(x, SparseChain chain, outs):
+    """The chain's layers one after the other: h = x; outs[l] = act_l(h @ W_l + b_l) (B, N_l),
+    h = outs[l]. x float32 (B, k); outs a tuple of float32 (B, N_l), none sharing memory with
+    its layer's input. Returns outs[-1]."""
+    cdef cnp.ndarray xa = _arr(x, "x", cnp.NPY_FLOAT32, 2)
+    cdef Py_ssize_t B = xa.shape[0], l, nl = chain.c.nl
+    if xa.shape[1] != chain.k:
+        raise ValueError(f"x has {xa.shape[1]} features, the chain takes {chain.k}")
+    if not isinstance(outs, tuple) or len(outs) != nl:
+        raise ValueError(f"outs must be a tuple of {nl} arrays")
+    cdef spc_chain c = chain.c
+    cdef cnp.ndarray src = xa, oa
+    for l in range(nl):
+        oa = _arr(outs[l], f"outs[{l}]", cnp.NPY_FLOAT32, 2, True)
+        if oa.shape[0] != B or oa.shape[1] != c.L[l].a.N:
+            raise ValueError(f"outs[{l}] must have shape ({B}, {c.L[l].a.N}), got {outs[l].shape}")
+        if B and _overlap(oa, src):
+            raise ValueError(f"outs[{l}] shares memory with its layer's input")
+        c.L[l].a.x = <const float *>cnp.PyArray_DATA(src)
+        c.L[l].a.out = <float *>cnp.PyArray_DATA(oa)
+        c.L[l].a.B = B
+        src = oa
+    c.B = B
+    cdef int rc
+    with nogil:
+        rc = spc_run(&c, chain.threads)
+    if rc != 0:
+        raise MemoryError("sparse_chain_forward: no memory for the batch buffers")
+    return outs[nl - 1]

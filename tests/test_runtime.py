@@ -415,7 +415,8 @@ def test_sparse_layers_run_sparse_or_dense_and_agree(tmp_path, mode):
         x = np.random.default_rng(n).standard_normal((n, 48)).astype(np.float32)
         np.testing.assert_allclose(served.predict(x), model(x).data, rtol=1e-5, atol=1e-5)
     if mode == "auto":  # the choice was measured, per batch bucket, and is reported
-        assert set(steps[0].choice) == {1, 8, 256}
+        assert set(steps[0].choice) == {(1, served.threads), (8, served.threads),
+                                        (256, served.threads)}  # fmt: skip
         assert set(steps[0].choice.values()) <= {"sparse", "dense"}
         assert "density" in served.describe()
 
@@ -426,7 +427,35 @@ def test_sparse_steps_skip_the_per_call_csr_check(tmp_path):
     step = served.network.steps[0]
     out = np.empty((2, 64), np.float32)
     [(fn, args)] = step._sparse_ops(np.zeros((2, 48), np.float32), out)
-    assert args[-2:] == (0, False)  # kernel auto, check off: the CSR was checked at load
+    # one prepared chain (its CSR structure checked once, at prepare), reused by every call
+    assert (
+        fn.__name__ == "sparse_chain_forward" and args[1] is step._sparse_ops(args[0], out)[0][1][1]
+    )
+    assert args[1].specs[0][:3] == (step.csr.indptr, step.csr.indices, step.csr.data)
+
+
+@pytest.mark.parametrize("backend", ["cython", "reference"])
+def test_a_run_of_sparse_layers_is_one_call(tmp_path, backend):
+    """The two pruned layers join into one sparse_chain_forward call (the dense head stays
+    dense), on the model's threads from 64 rows, with the dense model's results; also with
+    the NumPy twins (whose bound methods are made anew at each lookup)."""
+    if backend == "cython":
+        pytest.importorskip("lepton_nn.kernels._sparse")
+    model = _pruned_mlp()
+    L.save(model, tmp_path / "p.lnn")
+    with use_backend(backend):
+        for threads in (1, 2, 3):
+            served = rt.load(tmp_path / "p.lnn", sparse="sparse", threads=threads)
+            for n in (1, 5, 64, 130):
+                x = np.random.default_rng(n).standard_normal((n, 48)).astype(np.float32)
+                got = served.predict(x)
+                plan = served.plan_for(n)
+                ops = [*plan.head, *plan.tail]
+                names = [getattr(op[0], "__name__", "") for op in ops]
+                assert names.count("sparse_chain_forward") == 1, names
+                [chain] = [op[1][0] for op in plan.head if op[0].__name__ == "sparse_chain_forward"]
+                assert len(chain.specs) == 2 and chain.threads == (threads if n >= 64 else 1)
+                np.testing.assert_allclose(got, model(x).data, rtol=1e-5, atol=1e-5)
 
 
 def test_pruned_model_saved_as_csr_is_smaller_and_identical(tmp_path):

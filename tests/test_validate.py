@@ -241,6 +241,40 @@ def test_duplicate_or_unsorted_csr_indices_refused(tmp_path, defect):
     _both_refuse(tmp_path, manifest, {**arrays, name: idx}, "row 0 has duplicate or unsorted")
 
 
+def _csr_damage(arrays, part, fn):
+    [name] = [k for k in arrays if k.endswith("/" + part)]
+    return {**arrays, name: fn(arrays[name].copy())}
+
+
+def _set(a, i, v):
+    a[i] = v
+    return a
+
+
+@pytest.mark.parametrize(
+    "part, damage, match",
+    [
+        ("indices", lambda a: _set(a, -1, 8), r"outside \[0, 8\)"),  # K = 8
+        ("indices", lambda a: _set(a, -1, -1), r"outside \[0, 8\)"),
+        ("indptr", lambda a: _set(a, 2, a[3] + 1), "never decrease"),  # row 2 past row 3
+        ("indptr", lambda a: a + 1, "start at 0"),
+        ("indptr", lambda a: _set(a, -1, a[-1] - 1), "end at nnz"),
+        ("indptr", lambda a: a[:-1], r"shape \(6,\), expected \(7,\)"),  # N + 1 = 7
+        ("data", lambda a: a[:-1], "same length"),
+        ("indices", lambda a: a[:-1], "same length"),
+        ("indices", lambda a: a.astype(np.int64), "int64, expected int32"),
+        ("data", lambda a: a.astype(np.float64), "float64, expected float32"),
+        ("data", lambda a: _set(a, 0, np.inf), "must be finite"),
+        ("data", lambda a: a.reshape(1, -1), "same length"),
+    ],
+)
+def test_damaged_csr_sections_refused(tmp_path, part, damage, match):
+    """Every damaged CSR array is a ModelFormatError naming the defect, in both loaders,
+    before any kernel reads it (the runtime's sparse chain trusts the checked structure)."""
+    manifest, arrays = _csr_file()
+    _both_refuse(tmp_path, manifest, _csr_damage(arrays, part, damage), match)
+
+
 # --------------------------------------------------------------------- stale temp files
 
 

@@ -282,6 +282,8 @@ class CythonBackend(ReferenceBackend):
     # -- sparse matmul (kernels/sparse.pyx) --------------------------------------------------
     to_csr = _Compiled("sparse")
     sparse_linear = _Compiled("sparse")
+    sparse_chain_prepare = _Compiled("sparse", needs="sparse_chain_forward")  # older: reference
+    sparse_chain_forward = _Compiled("sparse")
 
     # -- convolution and pooling (kernels/conv.pyx) -----------------------------------------
     im2col = _Compiled("conv")  # same signatures as the reference: bound straight

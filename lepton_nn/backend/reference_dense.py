@@ -9,6 +9,8 @@ they speed up.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .reference_common import (
@@ -21,6 +23,15 @@ from .reference_common import (
     _along_axis1,
     _sigmoid,
 )
+
+
+class SparseChain(NamedTuple):
+    """Sparse Dense layers (:meth:`DenseTwins.sparse_chain_prepare`)."""
+
+    specs: tuple  # (indptr, indices, values, bias, act) per layer, as sparse_linear takes them
+    k: int  # features in
+    widths: tuple  # N per layer
+    threads: int = 1  # the compiled twin splits each layer's columns over them
 
 
 class DenseTwins:
@@ -231,3 +242,22 @@ class DenseTwins:
         w = np.zeros((K, N), x.dtype)
         w[indices, np.repeat(np.arange(N), np.diff(indptr))] = values
         return self.bias_act_forward(x @ w, bias, act, out)
+
+    def sparse_chain_prepare(self, specs, k, threads=1):
+        """Sparse Dense layers for :meth:`sparse_chain_forward`: ``specs`` one (indptr,
+        indices, values, bias, act) per layer, as sparse_linear takes them; ``k`` features in
+        (layer l + 1 reads layer l's N); ``threads``: the compiled twin splits each layer's
+        columns over that many pool threads (the same bits). Returns a :class:`SparseChain`
+        (the compiled twin: an object with the same ``specs``, ``k``, ``widths``, ``threads``;
+        it checks every CSR structure once, here)."""
+        specs = tuple(tuple(s) for s in specs)
+        return SparseChain(specs, int(k), tuple(len(s[0]) - 1 for s in specs), int(threads))
+
+    def sparse_chain_forward(self, x, chain, outs):
+        """Sparse Dense layers one after the other: h = x; outs[l] = act_l(h @ W_l + b_l)
+        (B, N_l), h = outs[l]. x float32 (B, k). Returns outs[-1]. (The runtime's run of
+        sparse layers: one call, on the native pool.)"""
+        h = x
+        for spec, out in zip(chain.specs, outs, strict=True):
+            h = self.sparse_linear(h, *spec, out)
+        return h

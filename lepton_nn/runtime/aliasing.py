@@ -20,6 +20,7 @@ What runs "at the same time" is per kernel (:func:`_stages`): a job's stages fol
   done: a stage per layer. (A thread late to a layer may still quantize that layer's input
   while another, done with it, writes a later layer's output over a dead buffer; the late
   thread then finds no unit of the layer left and its reading is never used.)
+- ``sparse_chain_forward`` (csrc/sparse_chain.h): a barrier between layers: a stage per layer.
 - ``qlinear``, the chunk and direct-chain convolutions, the recurrent row ranges: one stage.
 
 Ops on one thread are not checked: they run layer after layer, which is what the arena's
@@ -111,6 +112,7 @@ def _rows_q8(a: tuple) -> list:
 _KERNELS: dict[str, tuple[Callable[[tuple], int], Callable[[tuple], list]]] = {
     "dense_packed_forward": (lambda a: _threads(a, 5), lambda a: _layers(a[0], a[4])),
     "qdense_chain_forward": (lambda a: getattr(a[1], "threads", 1), lambda a: _layers(a[0], a[2])),
+    "sparse_chain_forward": (lambda a: getattr(a[1], "threads", 1), lambda a: _layers(a[0], a[2])),
     "qlinear": (lambda a: _threads(a, 9), _qlinear),
     "conv_chunks_threads": (lambda a: _threads(a, 5), _chunks),
     "conv_direct_chain_threads": (lambda a: _threads(a, 4), _direct_chain),

@@ -9,6 +9,7 @@ else the NumPy reference twins (same signatures and results)::
     qpack_weights(w_q) -> (w_packed, w_col_sums)             int8 (N, K) -> kernel layout
     qlinear(x_q, x_scale, x_zp, w_packed, w_scale, w_col_sums, bias, act, out[, nthreads])
     sparse_linear(x, indptr, indices, values, bias, act, out, kernel=0, check=True)
+    sparse_chain_prepare(specs, k, threads=1) -> chain;  sparse_chain_forward(x, chain, outs)
 
 Static activation quantization (one scale and zero point for the tensor, fixed at
 calibration) is ``quantize_rows(x, q, scale, zero_point, True)`` with scale float32 (1,) and

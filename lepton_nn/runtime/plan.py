@@ -20,7 +20,9 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
                      channels last, one int8 GEMM with bias and activation fused (few taps on
                      AVX2 and up: summed tap by tap, exactly, in float), written to (N, F, OH, OW)
                      or through a folded max pool; images spread over the threads
-    Dense (sparse)   sparse_linear(h, indptr, indices, values, b, act, z, 0, False)
+    Dense (sparse)   sparse_chain_forward(h, chain, (z,))   (csrc/sparse_chain.h: a run of
+                     sparse layers joined into one call, each layer's columns cut into tasks
+                     of equal nonzeros on the native pool, a barrier between layers)
     activation       bias_act_forward(h, None, act, h)      (or fused into the layer above)
     softmax          max, subtract, exp, sum, divide along the last axis, in place
     Dropout          nothing (inference);   Flatten: a reshaped view of the buffer
@@ -32,7 +34,7 @@ every intermediate buffer allocated once, every call a ``(function, args)`` pair
 
 so that running a plan is one loop over the list: no graph, no autograd, no checks (the only
 check is :class:`~lepton_nn.runtime.InferenceModel`'s input check; the CSR structure, checked
-at load, is not scanned again: ``check=False``). A layer whose weight has
+at load and when a sparse chain is prepared, is not scanned per call). A layer whose weight has
 a stored CSR form, or is at most half nonzero, is run sparse or dense by *measurement*: the
 first plan for a batch size times both kernels on that layer's shapes and keeps the faster.
 
@@ -83,6 +85,8 @@ __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_M
 
 #: A float weight at most this dense is a candidate for the sparse kernel (then measured).
 SPARSE_MAX_DENSITY = 0.5
+#: Layers of one joined ``sparse_chain_forward`` call (csrc/sparse_chain.h's SPC_MAXL).
+SPARSE_CHAIN_MAX = 16
 _FIXED = {
     "ReLU": "relu",
     "Sigmoid": "sigmoid",
@@ -141,6 +145,31 @@ def _own_intermediates(op: Op, arena) -> Op:
         if any(_overlap(outs[i], o) for o in outs[i + 1 :]):
             outs[i] = arena.fresh(outs[i].shape, outs[i].dtype)
     return (fn, (*args[:4], tuple(outs), *args[5:]))
+
+
+def _join_sparse_chains(ops: list[Op]) -> list[Op]:
+    """Adjacent ``sparse_chain_forward`` calls, each reading the previous one's output, as
+    one call over all their layers (prepared again as one chain, up to 16 layers: the same
+    computations in the same order, every output still written, a barrier between layers;
+    on the most threads any of them was given)."""
+    k = kernels()
+    out: list[Op] = []
+    for fn, args in ops:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and getattr(fn, "__name__", "") == "sparse_chain_forward"
+            and prev[0] == fn  # == : the twin is a bound method, made anew at each lookup
+            and args[0] is prev[1][2][-1]
+            and len(prev[1][1].specs) + len(args[1].specs) <= SPARSE_CHAIN_MAX
+        ):
+            x, first, outs = prev[1]
+            threads = max(first.threads, args[1].threads)
+            chain = k.sparse_chain_prepare(first.specs + args[1].specs, first.k, threads)
+            out[-1] = (fn, (x, chain, outs + args[2]))
+        else:
+            out.append((fn, args))
+    return out
 
 
 def _join_int8_chains(ops: list[Op]) -> list[Op]:
@@ -227,7 +256,7 @@ class Network(Record):
         # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
         bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
-        ops += _join_int8_chains(_join_dense_chains(bound, ctx.pool))
+        ops += _join_sparse_chains(_join_int8_chains(_join_dense_chains(bound, ctx.pool)))
         check_threaded_aliasing(ops)
         # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
         # meanwhile (its own workers would spin on the cores the pool's need); only then, as

@@ -34,10 +34,20 @@ __all__ = [
 
 #: Largest batch the sparse/dense crossover is timed at (larger batches reuse its verdict).
 MEASURE_MAX_BATCH = 256
+#: Rounds of the sparse/dense timing (3 let a loaded machine pick dense for a 90 %-sparse
+#: 784x512 layer: one disturbed round of one or two calls decided it).
+MEASURE_ROUNDS = 7
 #: A packed Dense layer is split over the plan's threads from this many multiply-adds (rows
 #: x K x N): below, the hand-off to the pool's workers and the barrier cost more than half
 #: the layer.
 PACKED_SPLIT_MIN = 65536
+#: The Python calls a sparse layer saves when joined to a sparse neighbour (one call for
+#: the run): the dense kernel must beat the sparse one by more than this (seconds).
+SPARSE_JOIN_MARGIN = 1e-6
+#: A sparse layer is split over the plan's threads from this many multiply-adds (rows x
+#: nonzeros; ~0.5 ns each at batch 1 on one AVX2 core): below, the pool's hand-off and its
+#: barrier cost more than half the layer.
+SPARSE_SPLIT_MIN = 16384
 
 Op = tuple[Callable[..., Any], tuple]
 
@@ -159,57 +169,107 @@ class DenseStep(Step):
 
 class SparseDenseStep(DenseStep):
     """A Dense layer with a sparse weight: runs the CSR kernel or the dense one, whichever the
-    measurement at plan time finds faster for that batch size."""
+    measurement at plan time finds faster for that batch size and thread count.
+
+    Sparse, the layer is one ``sparse_chain_forward`` call (csrc/sparse_chain.h: its columns
+    cut into tasks of about equal nonzeros on the native pool; :func:`~.plan.parse_network`'s
+    plans join neighbouring sparse layers into one call, a barrier between layers)."""
 
     kind = "sparse"
-    packable = False  # its dense variant is timed against the CSR kernel on W itself
+    packable = False  # keeps W: its dense variant packs panels from it, the CSR is its twin
 
     def __init__(self, label, w, b, act, csr: CSRWeight) -> None:
         super().__init__(label, w, b, act)
         self.csr = csr
-        self.choice: dict[int, str] = {}  # batch bucket -> "sparse" | "dense"
+        self.choice: dict[tuple[int, int], str] = {}  # (batch bucket, threads) -> the kernel
+        self._chains: dict[int, Any] = {}  # threads -> this layer prepared as a sparse chain
 
-    def _sparse_ops(self, src: np.ndarray, out: np.ndarray) -> list[Op]:
+    def spec(self) -> tuple:
+        """(indptr, indices, values, bias, act): the layer as ``sparse_chain_prepare`` takes it."""
         c = self.csr
-        fn = kernels().sparse_linear
-        # kernel 0: picked by batch size; check False: the CSR was validated at load
-        return [(fn, (src, c.indptr, c.indices, c.data, self.b, self.act, out, 0, False))]
+        return (c.indptr, c.indices, c.data, self.b, self.act)
 
-    def decide(self, n: int, mode: str) -> str:
+    def _dense_ops(self, src: np.ndarray, out: np.ndarray, threads: int = 1) -> list[Op]:
+        """The dense variant: ``dense_packed_forward`` on panels packed from W (kept: the
+        CSR's twin), on the native pool like the sparse one, never BLAS (whose own threads,
+        spinning after a call, took the core the pool's worker needed: the 90 %-pruned W5 MLP
+        was slower on 2 threads than on 1 with a BLAS head); the parent's path without the
+        compiled kernel."""
+        k = kernels()
+        if (
+            src.dtype != np.float32
+            or type(k).dense_packed_forward is ReferenceBackend.dense_packed_forward
+        ):
+            return super()._dense_ops(src, out, threads)
+        if self.panels is None:
+            self.panels = k.dense_pack(self.w)
+        args = (src, (self.panels,), (self.b,), (self.act,), (out,), threads)
+        return [(k.dense_packed_forward, args)]
+
+    def weight(self) -> np.ndarray:
+        return self.w
+
+    def threads_for(self, n: int, threads: int) -> int:
+        """The threads a call at batch ``n`` is split over (1 below ``SPARSE_SPLIT_MIN``)."""
+        return threads if n * max(1, self.csr.data.size) >= SPARSE_SPLIT_MIN else 1
+
+    def _sparse_ops(self, src: np.ndarray, out: np.ndarray, threads: int = 1) -> list[Op]:
+        chain = self._chains.get(threads)
+        if chain is None:  # the structure, validated at load, is checked once more here
+            k = kernels()
+            chain = k.sparse_chain_prepare((self.spec(),), self.csr.shape[0], threads)
+            self._chains[threads] = chain
+        return [(kernels().sparse_chain_forward, (src, chain, (out,)))]
+
+    def decide(self, n: int, mode: str, threads: int = 1) -> str:
         if mode in ("sparse", "dense"):
             return mode
         if n == 0:
             return "dense"
         bucket = min(1 << (n - 1).bit_length(), MEASURE_MAX_BATCH)
-        if bucket not in self.choice:
-            self.choice[bucket] = self._measure(bucket)
-        return self.choice[bucket]
+        key = (bucket, threads)
+        if key not in self.choice:
+            self.choice[key] = self._measure(bucket, threads)
+        return self.choice[key]
 
-    def _measure(self, n: int) -> str:
-        """Time both kernels on this layer at batch ``n`` (best of a few interleaved runs)."""
+    def dense_threads(self, n: int, threads: int) -> int:
+        """The threads of the dense variant (as a :class:`DenseStep` would split it)."""
+        return threads if n * self.w.size >= PACKED_SPLIT_MIN else 1
+
+    def _measure(self, n: int, threads: int = 1) -> str:
+        """Time both kernels on this layer at batch ``n`` (best of a few interleaved runs),
+        each on the threads a plan would give it."""
         # any finite values time the same; numpy.random would be imported at load just here
         x = np.linspace(-1.0, 1.0, n * self.w.shape[0], dtype=np.float32).reshape(n, -1)
         out = np.empty((n, self.w.shape[1]), np.float32)
-        variants = {"dense": self._dense_ops(x, out), "sparse": self._sparse_ops(x, out)}
+        dense_threads = self.dense_threads(n, threads)
+        variants = {
+            "dense": self._dense_ops(x, out, dense_threads),
+            "sparse": self._sparse_ops(x, out, self.threads_for(n, threads)),
+        }
         best = dict.fromkeys(variants, math.inf)
         reps = max(1, min(20, int(2e7 // max(1, n * self.w.size))))
-        for _ in range(3):
+        for _ in range(MEASURE_ROUNDS):  # interleaved; the best round of each (least disturbed)
             for name, ops in variants.items():
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     for fn, args in ops:
                         fn(*args)
                 best[name] = min(best[name], (time.perf_counter() - t0) / reps)
-        return min(best, key=best.__getitem__)
+        # a sparse layer next to another runs in its chain's one call: no call of its own
+        return "dense" if best["dense"] + SPARSE_JOIN_MARGIN < best["sparse"] else "sparse"
 
     def bind(self, src, owned, ctx):
         out = out_buffer(ctx, (ctx.n, self.w.shape[1]), np.float32)
-        if self.decide(ctx.n, ctx.sparse) == "sparse":
-            return self._sparse_ops(src, out), out
-        return self._dense_ops(src, out), out
+        if self.decide(ctx.n, ctx.sparse, ctx.threads) == "sparse":
+            return self._sparse_ops(src, out, self.threads_for(ctx.n, ctx.threads)), out
+        return self._dense_ops(src, out, self.dense_threads(ctx.n, ctx.threads)), out
 
     def describe(self) -> str:
-        picks = ", ".join(f"batch<={k}: {v}" for k, v in sorted(self.choice.items()))
+        picks = ", ".join(
+            f"batch<={b}{f' on {t} threads' if t > 1 else ''}: {v}"
+            for (b, t), v in sorted(self.choice.items())
+        )
         return (
             f"{self.label}: sparse-capable {self.w.shape[0]}->{self.w.shape[1]} "
             f"(density {self.csr.density:.3f}{'; ' + picks if picks else ''})"
