@@ -45,8 +45,8 @@ def c_sources(tmp_path_factory):
     directives = "boundscheck=False,wraparound=False,cdivision=True,initializedcheck=False"
     for pyx in PYX:
         subprocess.run(
-            [sys.executable, "-m", "cython", "-3", "-X", directives, "-o",
-             str(out / f"{pyx.stem}.c"), str(pyx)],
+            [sys.executable, "-m", "cython", "-3", "-X", directives, "--module-name",
+             f"lepton_nn.kernels._{pyx.stem}", "-o", str(out / f"{pyx.stem}.c"), str(pyx)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
     return out
@@ -94,3 +94,45 @@ def test_builds_for_x86_64_without_avx2(pyx, c_sources, tmp_path):
     res, obj = _compile(c_sources / f"{pyx.stem}.c", flags, tmp_path)
     assert res.returncode == 0, f"{pyx.name} without -mavx2:\n{res.stderr[-3000:]}"
     assert _undefined_own(obj) == []
+
+
+RUN_TWINS = """
+import importlib.util, sys
+import lepton_nn.kernels as pkg
+spec = importlib.util.spec_from_file_location("lepton_nn.kernels._conv", sys.argv[1])
+mod = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mod
+spec.loader.exec_module(mod)
+pkg._conv = mod
+import pytest
+code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[2:]])
+print("ran on", sys.modules["lepton_nn.kernels._conv"].__file__)
+sys.exit(code)
+"""
+
+
+@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
+def test_conv_built_without_simd_passes_its_twin_tests(c_sources, tmp_path):
+    """``-DLEPTON_NO_SIMD`` (the portable-only build, as on a CPU without AVX2) leaves no
+    AVX2/AVX-512 code in ``_conv`` (no ymm or zmm register in its machine code), and that build,
+    loaded in place of the usual one, passes the direct and Winograd convolutions' tests
+    against their NumPy twins."""
+    so = tmp_path / ("_conv" + sysconfig.get_config_var("EXT_SUFFIX"))
+    res, _ = _compile(c_sources / "conv.c", ["-DLEPTON_NO_SIMD", "-O2", "-fPIC"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    link = subprocess.run(
+        [GCC, "-shared", "-o", str(so), str(tmp_path / "conv.o")], capture_output=True, text=True
+    )
+    assert link.returncode == 0, link.stderr[-3000:]
+    objdump = shutil.which("objdump")
+    if objdump is not None:
+        asm = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True).stdout
+        wide = [ln for ln in asm.splitlines() if "%ymm" in ln or "%zmm" in ln]
+        assert wide == [], f"{len(wide)} AVX instructions left, first: {wide[0]}"
+    tests = ["tests/test_conv_direct.py", "tests/test_conv_winograd.py", "-k", "cython"]
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_TWINS, str(so), *tests],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and f"ran on {so}" in run.stdout

@@ -42,7 +42,7 @@
 /* set: the plain C loops even where AVX2 is there (the tests run them on any machine) */
 static int lnn_cd_portable = 0;
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_CD_AVX2 1
 static int lnn_cd_have_avx2(void)
