@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import losses, metrics, optim
+from . import losses, metrics, optim, tabular_file
 from .autograd import no_grad
 from .data import (
     LabelEncoder,
@@ -27,37 +27,35 @@ from .data import (
     train_test_split,
 )
 from .data.stream import is_chunked
-from .errors import DataError, ModelFormatError
-from .io import module_from_lnn, module_to_lnn, register_loader
-from .nn import Dense, Dropout, Sequential
+from .errors import DataError
+from .io import register_loader
+from .nn import Sequential
 from .random import set_seed
+from .tabular_file import MIN_CSR_SPARSITY  # noqa: F401 (importable here, as before)
+from .tabular_parts import (  # noqa: F401 (importable here, as before)
+    TASKS,
+    _check_monotone,
+    _check_stratifiable,
+    _infer_task,
+    _isnan,
+    _label_locator,
+    _plain,
+    build_mlp,
+    cross_validate_table,
+    mlp_trainer,
+)
 
 if TYPE_CHECKING:
     from .compress.quantized_model import QuantizedModel
 
 __all__ = ["TabularModel"]
 
-TASKS = ("auto", "binary", "multiclass", "regression")
-MIN_CSR_SPARSITY = 0.5  # a pruned float weight with at least this many zeros is stored as CSR
 REFIT_BELOW = 1000  # rows; below this, refit on all rows after early stopping (refit=None)
 _LOSSES = {
     "binary": losses.binary_cross_entropy_with_logits,
     "multiclass": losses.cross_entropy,
     "regression": losses.mse,
 }
-
-
-def _infer_task(y: np.ndarray) -> str:
-    values = np.unique(y[~_isnan(y)]) if y.dtype.kind == "f" else np.unique(y.astype(str))
-    if y.dtype.kind == "f" and (len(values) > 20 or not np.all(values == np.round(values))):
-        return "regression"
-    if len(values) < 2:
-        raise DataError(f"the target has a single class ({values[0] if len(values) else None!r})")
-    return "binary" if len(values) == 2 else "multiclass"
-
-
-def _isnan(y: np.ndarray) -> np.ndarray:
-    return np.isnan(y) if y.dtype.kind == "f" else np.zeros(len(y), bool)
 
 
 class TabularModel:
@@ -567,182 +565,13 @@ class TabularModel:
             return -float(np.mean((out[:, 0] - codes) ** 2))
         return float(np.mean(pred == codes))
 
-    # -- the model file --------------------------------------------------------------------------
+    # -- the model file (tabular_file.py) --------------------------------------------------------
     def to_lnn(self) -> tuple[dict, dict[str, np.ndarray]]:
-        self._check()
-        if self.compression is not None:
-            from .compress import compressed_to_lnn
-
-            int8 = None if self.quantized is None else self.quantized.layers
-            wrapped, arrays = compressed_to_lnn(self.network, int8, min_sparsity=MIN_CSR_SPARSITY)
-            section = wrapped["model"]
-        else:
-            section, arrays = module_to_lnn(self.network)
-        manifest = {
-            "kind": "tabular",
-            "task": self.task_,
-            "model": section,
-            "preprocessing": self.preprocessor.to_config(),
-            "labels": None if self.labels is None else self.labels.to_config(),
-            "threshold": self.threshold,
-            "target_scale": list(self.target_scale),
-            "params": {k: _plain(v) for k, v in self.get_params().items()},
-            "metrics": self.metrics_card,
-            "seed": self.seed,
-        }
-        if self.compression is not None:
-            manifest["compression_card"] = self.compression
-        for key in ("card", "calibration", "profile"):
-            if getattr(self, key) is not None:
-                manifest[key] = getattr(self, key)
-        if self.privacy_card is not None:
-            manifest["privacy"] = _plain(self.privacy_card)
-        return manifest, arrays
+        return tabular_file.to_lnn(self)
 
     @classmethod
     def from_lnn(cls, manifest: dict, arrays: dict) -> TabularModel:
-        task = manifest.get("task")
-        if task not in TASKS[1:]:
-            raise ModelFormatError(f"tabular model: unknown task {task!r}")
-        threshold = manifest.get("threshold", 0.5)
-        if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-            raise ModelFormatError(f"tabular model: bad threshold {threshold!r}")
-        self = cls(threshold=float(threshold))
-        self.task_ = task
-        section = manifest.get("model")
-        if isinstance(section, dict) and "compression" in section:
-            from .compress import network_from_lnn
-
-            self.network, self.quantized = network_from_lnn(section, arrays)
-        else:
-            self.network = module_from_lnn(section, arrays)
-        card = manifest.get("compression_card")
-        if card is not None or self.quantized is not None:
-            self.compression = card if isinstance(card, dict) else {}
-        self.preprocessor = Preprocessor.from_config(manifest.get("preprocessing"))
-        labels = manifest.get("labels")
-        self.labels = None if labels is None else LabelEncoder.from_config(labels)
-        ts = manifest.get("target_scale", [0.0, 1.0])
-        if not (
-            isinstance(ts, list) and len(ts) == 2 and all(isinstance(v, (int, float)) for v in ts)
-        ):
-            raise ModelFormatError("tabular model: bad target_scale")
-        self.target_scale = (float(ts[0]), float(ts[1]))
-        card = manifest.get("metrics")
-        self.metrics_card = card if isinstance(card, dict) else {}
-        # checked by the validator (calibration, profile) or when printed (card)
-        self.card = manifest.get("card") if isinstance(manifest.get("card"), dict) else None
-        params = manifest.get("params")
-        try:
-            self.monotone = _check_monotone((params or {}).get("monotone"))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ModelFormatError(f"tabular model: bad monotone constraints: {exc}") from None
-        self.calibration = manifest.get("calibration")
-        self.profile = manifest.get("profile")
-        card = manifest.get("privacy")
-        self.privacy_card = card if isinstance(card, dict) else None
-        if self.task_ != "regression" and self.labels is None:
-            raise ModelFormatError("tabular classifier without labels")
-        return self
-
-
-def _check_monotone(monotone: Any) -> dict[str, int]:
-    """``{"column": +1 | -1}``: +1 the score only rises with the column, -1 only falls."""
-    out = {}
-    for name, sign in dict(monotone or {}).items():
-        if isinstance(sign, bool) or sign not in (1, -1):
-            raise ValueError(f"monotone[{name!r}] must be +1 (rises) or -1 (falls), got {sign!r}")
-        out[str(name)] = int(sign)
-    return out
-
-
-def _label_locator(data: Any, keep: np.ndarray | None) -> Any:
-    """``where(i)`` for the i-th (kept) label: the file row and target column of a Table."""
-    if not isinstance(data, Table):
-        return None
-    name = data.target_name
-
-    def where(i: int) -> str:
-        return f"{data.where(int(i if keep is None else keep[i]))}, column {name!r}"
-
-    return where
-
-
-def _check_stratifiable(y: np.ndarray, where: Any) -> None:
-    """Each class needs two rows to appear on both sides of the stratified validation split."""
-    classes, first, counts = np.unique(y.astype(str), return_index=True, return_counts=True)
-    if counts.min() < 2:
-        k = int(np.argmin(counts))
-        at = where(int(first[k])) if where else f"row index {int(first[k])}"
-        raise DataError(
-            f"{at}: class {str(classes[k])!r} has only 1 row; the validation split needs at "
-            f"least 2 per class (fix the label, drop the row, or set validation_split=0)"
-        )
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, tuple):
-        return list(v)
-    return v
+        return tabular_file.from_lnn(cls, manifest, arrays)
 
 
 register_loader("tabular", TabularModel.from_lnn)
-
-
-def build_mlp(
-    n_in: int, n_out: int, hidden: tuple[int, ...], dropout: float, name: str | None = None
-) -> Sequential:
-    """The tabular network, built: x (N, n_in) -> [Dense(h, relu) -> Dropout]* -> Dense(n_out)."""
-    layers: list = []
-    for h in hidden:
-        layers.append(Dense(int(h), "relu"))
-        if dropout:
-            layers.append(Dropout(dropout))
-    layers.append(Dense(n_out))
-    net = Sequential(layers, name=name)
-    net.build((None, n_in))
-    return net
-
-
-def cross_validate_table(table, k: int, seed: int, **model_kwargs) -> dict[str, list[float]]:
-    """k-fold CV of a TabularModel on a raw table (preprocessing fit per fold; folds
-    stratified by class, plain for a regression target).
-
-    Returns, per metric of :meth:`TabularModel.evaluate`, the list of fold scores.
-    """
-    from .data import KFold, StratifiedKFold
-
-    y = np.asarray(table.target)
-    scores: dict[str, list[float]] = {}
-    task = model_kwargs.get("task", "auto")
-    regression = (_infer_task(y) if task == "auto" else task) == "regression"
-    splitter = (KFold if regression else StratifiedKFold)(n_splits=k, shuffle=True, seed=seed)
-    for fold, (tr, te) in enumerate(splitter.split(np.zeros(len(y)), y.astype(str))):
-        model = TabularModel(**{**model_kwargs, "seed": seed + fold}).fit(table.take(tr))
-        for key, v in model.evaluate(table.take(te)).items():
-            if isinstance(v, float):
-                scores.setdefault(key, []).append(v)
-    return scores
-
-
-def mlp_trainer(
-    n_in: int,
-    n_out: int = 1,
-    hidden: tuple[int, ...] = (32, 16),
-    dropout: float = 0.2,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-3,
-):
-    """``build_fn`` for :mod:`lepton_nn.tuning` searches over the TabularModel's network.
-
-    Module level so that process pools can pickle it. ``n_out`` 1 means a binary target
-    (BCE on one logit); more means softmax cross-entropy.
-    """
-    from .train import Trainer
-
-    net = build_mlp(n_in, n_out, hidden, dropout)
-    opt = optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    loss = losses.binary_cross_entropy_with_logits if n_out == 1 else losses.cross_entropy
-    return Trainer(net, loss, opt)

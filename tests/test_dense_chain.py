@@ -99,8 +99,9 @@ def test_runtime_batch1_mlp_is_one_call_without_a_transposed_copy(tmp_path):
     compiled = type(kernels()).dense_packed_forward is not ReferenceBackend.dense_packed_forward
     if compiled:
         assert names.count("dense_packed_forward") == 1  # the three layers in one call
-        # no W^T kept; the panels pad the last layer's 3 columns to 16
-        assert served.plan_info(1)["weight_bytes"] == params + 4 * (64 * 8 + 40 * 13)
+        # no W^T kept; the panels pad the last layer's 3 columns to 16, and each layer's
+        # panels sit in a buffer 16 floats longer (their 64-byte alignment)
+        assert served.plan_info(1)["weight_bytes"] == params + 4 * (64 * 8 + 40 * 13 + 3 * 16)
     # larger batches and the chain agree
     x5 = np.random.default_rng(1).standard_normal((5, 30)).astype(np.float32)
     np.testing.assert_allclose(served.predict(x5[:1]), served.predict(x5)[:1], rtol=1e-5, atol=1e-6)

@@ -76,7 +76,7 @@ def test_parallel_for_balances_a_slow_thread():
 
     T.parallel_for(20, fn, 2)
     assert sorted(i for v in taken.values() for i in v) == list(range(20))
-    assert len(taken[threading.main_thread().name]) < 10
+    assert len(taken.get(threading.main_thread().name, [])) < 10  # the worker may take all
 
 
 def test_parallel_for_raises_an_error_after_every_thread_finished():

@@ -23,7 +23,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(LEPTON_NO_SIMD) /* a portable-only build (simd_act.h) */
 #define LNN_CONV_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define LNN_CONV_CLONES
@@ -45,7 +46,8 @@ static inline void lnn_valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t n_in, p
 /* AVX-512 helpers for float32 rows that are too short for gcc's vector loops (a 14-wide row
  * runs scalar): one masked vector per row. Each has a plain-C twin path in the template and is
  * called only when lnn_have_avx512() says the CPU has AVX-512F. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(LEPTON_NO_SIMD) /* a portable-only build (simd_act.h) */
 #include <immintrin.h>
 #define LNN_CONV_AVX512 1
 

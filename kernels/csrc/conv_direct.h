@@ -42,7 +42,7 @@
 /* set: the plain C loops even where AVX2 is there (the tests run them on any machine) */
 static int lnn_cd_portable = 0;
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_CD_AVX2 1
 static int lnn_cd_have_avx2(void)
@@ -117,6 +117,14 @@ static void lnn_cd_shift(const float *x, float *s, const lnn_conv_geom *g)
     }
 }
 
+/* the vectors of 8 pixels a tile takes when `left` are left (plain C and AVX2 alike): 3, except
+ * 2 + 2 for the last 4 (a 1-vector tile has only 4 accumulators, fewer than FMA latency x
+ * throughput = 8, and runs at half speed: P = 196, 25 vectors, was 8 tiles of 3 and one of 1) */
+static inline int lnn_cd_tile_nv(ptrdiff_t left)
+{
+    return left >= 3 && left != 4 ? 3 : left >= 2 ? 2 : 1;
+}
+
 /* One tile in plain C: z[r, p0 : p0 + 8 nv] = sum_{i, q} wp[i, q, r] s.flat[q R OW + i dh OW
  * + p0 : ...] for the 4 filters r of a block; wp: that block's (kh, Q = C kw, 4) weights. */
 static void lnn_cd_tile_c(const float *s, const float *wp, float *z, ptrdiff_t zrow,
@@ -157,14 +165,6 @@ lnn_cd_tile_avx2(const float *s, const float *wp, float *z, ptrdiff_t zrow, ptrd
     }
     for (int r = 0; r < LNN_CD_OB; r++)
         for (int v = 0; v < nv; v++) _mm256_storeu_ps(z + r * zrow + p0 + 8 * v, acc[r][v]);
-}
-
-/* the vectors of 8 pixels a tile takes when `left` are left: 3, except 2 + 2 for the last 4
- * (a 1-vector tile has only 4 accumulators, fewer than FMA latency x throughput = 8, and runs
- * at half speed: P = 196, 25 vectors, was 8 tiles of 3 and one of 1) */
-static inline int lnn_cd_tile_nv(ptrdiff_t left)
-{
-    return left >= 3 && left != 4 ? 3 : left >= 2 ? 2 : 1;
 }
 
 __attribute__((target("avx2,fma"))) static void

@@ -20,7 +20,7 @@
 
 #include "dense.h" /* lnn_bias_act_forward_f32, LNN_* activation codes */
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_DC_AVX2 1
 static int lnn_dc_have_avx2(void)

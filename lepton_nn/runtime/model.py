@@ -40,6 +40,7 @@ from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeErro
 from .format import read_lnn
 from .kernels import kernels
 from .plan import Network, Plan, default_threads, parse_network
+from .record import Record
 from .validate import Limits, Summary, validate
 
 if TYPE_CHECKING:  # imported by tabular files only (the validator parses their columns)
@@ -394,8 +395,8 @@ class InferenceModel:
         intermediate buffers, each reused once its last reader is done), ``requested_bytes``
         (the same buffers without reuse), ``buffers`` (blocks allocated), ``weight_bytes``
         (the arrays the steps hold: weights and the copies some kernels read, such as W^T at
-        batch 1). Scratch a step keeps to itself (im2col columns, recurrent states) is not
-        counted."""
+        batch 1, packed panels and Winograd filters; see :func:`held_bytes`). Scratch a step
+        keeps to itself (im2col columns, recurrent states) is not counted."""
         with self._lock:
             plan = self.plan_for(n)
         info = {"batch": n, "steps": len(self.network.steps), **plan.memory}
@@ -403,16 +404,7 @@ class InferenceModel:
         return info
 
     def _weight_bytes(self) -> int:
-        seen: set[int] = set()
-        total = 0
-        steps = list(self.network.steps)
-        for step in steps:
-            steps += getattr(step, "parts", [])  # a chain's or grouped convolution's steps
-            for v in vars(step).values():
-                if isinstance(v, np.ndarray) and id(v) not in seen:
-                    seen.add(id(v))
-                    total += v.nbytes
-        return total
+        return held_bytes(self.network.steps)
 
     def _check_lengths(self, lengths: Any, n: int) -> np.ndarray:
         t = self.network.steps_in_time
@@ -556,3 +548,34 @@ class InferenceModel:
             f"InferenceModel(kind={self.kind!r}, input_shape={self.input_shape}, "
             f"output_shape={self.output_shape}, steps={len(self.network.steps)})"
         )
+
+
+def held_bytes(steps) -> int:
+    """Bytes of the distinct arrays ``steps`` hold: their attributes, through tuples, lists,
+    dicts, records (``Int8Weight``) and nested steps (a chain's ``parts``, an int8 recurrent
+    layer's products), caches such as ``_packed`` and ``_winograd`` included. A view counts as
+    the array it views, once however many views of it there are."""
+    seen: set[int] = set()
+    roots: dict[int, int] = {}
+    todo = list(steps)
+    while todo:
+        v = todo.pop()
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, np.ndarray):
+            while isinstance(v.base, np.ndarray):
+                v = v.base
+            roots[id(v)] = v.nbytes
+        elif isinstance(v, (tuple, list)):
+            todo.extend(v)
+        elif isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, Record):
+            todo.extend(getattr(v, f, None) for f in v._fields)
+        elif type(v).__module__.startswith(_STEP_MODULES) and hasattr(v, "__dict__"):
+            todo.extend(vars(v).values())
+    return sum(roots.values())
+
+
+_STEP_MODULES = "lepton_nn.runtime.steps"  # steps.py, steps_conv.py, ... (no plan, no arena)
