@@ -349,6 +349,21 @@ cdef extern from "dense_packed.h" nogil:
                                     const float *const *panels, const float *const *bias,
                                     const int *act, const Py_ssize_t *dims, float *const *outs,
                                     int threads)
+    Py_ssize_t lnn_pk_units_of(Py_ssize_t m, Py_ssize_t len, int tails)
+    void lnn_pk_unit_span(Py_ssize_t m, Py_ssize_t len, int tails, Py_ssize_t u, Py_ssize_t *a,
+                          Py_ssize_t *b)
+
+
+def _packed_units(Py_ssize_t m, Py_ssize_t length, bint tails):
+    """How the packed chain cuts a range of ``length`` panels into units at ``m`` rows (a test
+    hook): ``[(first panel, end), ...]`` from the range's start, in claim order; ``tails``:
+    as in a threaded chain (its range ends in narrow units another thread may take)."""
+    cdef Py_ssize_t a = 0, b = 0, u
+    out = []
+    for u in range(lnn_pk_units_of(m, length, tails)):
+        lnn_pk_unit_span(m, length, tails, u, &a, &b)
+        out.append((a, b))
+    return out
 
 
 def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs not None,
@@ -365,11 +380,25 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
                          "per layer")
     if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or k < 0:
         raise TypeError("dense_packed_forward takes a C-contiguous float32 (M, K) input")
-    cdef Py_ssize_t *dims = <Py_ssize_t *>PyMem_Malloc((layers + 1) * sizeof(Py_ssize_t))
-    cdef const float **pp = <const float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef const float **bp = <const float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef float **op = <float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef int *ap = <int *>PyMem_Malloc(layers * sizeof(int))
+    # up to 16 layers the per-layer arrays live on the stack (no allocation per call: the
+    # batch-1 chain is called every few microseconds)
+    cdef Py_ssize_t dims_s[17]
+    cdef const float *pp_s[16]
+    cdef const float *bp_s[16]
+    cdef float *op_s[16]
+    cdef int ap_s[16]
+    cdef bint heap = layers > 16
+    cdef Py_ssize_t *dims = dims_s
+    cdef const float **pp = pp_s
+    cdef const float **bp = bp_s
+    cdef float **op = op_s
+    cdef int *ap = ap_s
+    if heap:
+        dims = <Py_ssize_t *>PyMem_Malloc((layers + 1) * sizeof(Py_ssize_t))
+        pp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+        bp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+        op = <float **>PyMem_Malloc(layers * sizeof(void *))
+        ap = <int *>PyMem_Malloc(layers * sizeof(int))
     try:
         if not (dims and pp and bp and op and ap):
             raise MemoryError()
@@ -402,11 +431,12 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
             lnn_dense_packed_chain_f32(<const float *>cnp.PyArray_DATA(x), m, layers, pp, bp,
                                        ap, dims, op, threads)
     finally:
-        PyMem_Free(dims)
-        PyMem_Free(pp)
-        PyMem_Free(bp)
-        PyMem_Free(op)
-        PyMem_Free(ap)
+        if heap:
+            PyMem_Free(dims)
+            PyMem_Free(pp)
+            PyMem_Free(bp)
+            PyMem_Free(op)
+            PyMem_Free(ap)
     return outs[layers - 1]
 
 
