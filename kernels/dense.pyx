@@ -14,6 +14,7 @@ cimport numpy as cnp
 from libc.math cimport sqrt
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -298,6 +299,24 @@ def input_rows(x, int typenum, tuple shape):
     return dims[0] if ok else -2
 
 
+def fresh_copy(a):
+    """A new C-contiguous array with ``a``'s dtype, shape and values, owning its memory (what
+    ``a.copy()`` returns): a plan's reused output handed to the caller. A C-contiguous ndarray
+    of a plain numeric dtype is copied with one allocation and a memcpy (``ndarray.copy`` goes
+    through NumPy's general assignment, ~0.5 us at batch 1); anything else by ``a.copy()``."""
+    if type(a) is not cnp.ndarray:
+        return a.copy()
+    cdef cnp.ndarray src = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(src)
+    if not cnp.PyArray_IS_C_CONTIGUOUS(src) or not (
+            t == cnp.NPY_FLOAT32 or t == cnp.NPY_FLOAT64 or t == cnp.NPY_INT64
+            or t == cnp.NPY_INT32 or t == cnp.NPY_INT8 or t == cnp.NPY_UINT8):
+        return a.copy()
+    cdef cnp.ndarray out = cnp.PyArray_SimpleNew(cnp.PyArray_NDIM(src), cnp.PyArray_DIMS(src), t)
+    memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(src), cnp.PyArray_NBYTES(src))
+    return out
+
+
 cdef extern from "dense_chain.h" nogil:
     void lnn_dense_chain_f32(const float *x, Py_ssize_t m, Py_ssize_t layers,
                              const float *const *w, const float *const *bias, const int *act,
@@ -349,6 +368,21 @@ cdef extern from "dense_packed.h" nogil:
                                     const float *const *panels, const float *const *bias,
                                     const int *act, const Py_ssize_t *dims, float *const *outs,
                                     int threads)
+    Py_ssize_t lnn_pk_units_of(Py_ssize_t m, Py_ssize_t len, int tails)
+    void lnn_pk_unit_span(Py_ssize_t m, Py_ssize_t len, int tails, Py_ssize_t u, Py_ssize_t *a,
+                          Py_ssize_t *b)
+
+
+def _packed_units(Py_ssize_t m, Py_ssize_t length, bint tails):
+    """How the packed chain cuts a range of ``length`` panels into units at ``m`` rows (a test
+    hook): ``[(first panel, end), ...]`` from the range's start, in claim order; ``tails``:
+    as in a threaded chain (its range ends in narrow units another thread may take)."""
+    cdef Py_ssize_t a = 0, b = 0, u
+    out = []
+    for u in range(lnn_pk_units_of(m, length, tails)):
+        lnn_pk_unit_span(m, length, tails, u, &a, &b)
+        out.append((a, b))
+    return out
 
 
 def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs not None,
@@ -365,11 +399,25 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
                          "per layer")
     if cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(x) or k < 0:
         raise TypeError("dense_packed_forward takes a C-contiguous float32 (M, K) input")
-    cdef Py_ssize_t *dims = <Py_ssize_t *>PyMem_Malloc((layers + 1) * sizeof(Py_ssize_t))
-    cdef const float **pp = <const float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef const float **bp = <const float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef float **op = <float **>PyMem_Malloc(layers * sizeof(void *))
-    cdef int *ap = <int *>PyMem_Malloc(layers * sizeof(int))
+    # up to 16 layers the per-layer arrays live on the stack (no allocation per call: the
+    # batch-1 chain is called every few microseconds)
+    cdef Py_ssize_t dims_s[17]
+    cdef const float *pp_s[16]
+    cdef const float *bp_s[16]
+    cdef float *op_s[16]
+    cdef int ap_s[16]
+    cdef bint heap = layers > 16
+    cdef Py_ssize_t *dims = dims_s
+    cdef const float **pp = pp_s
+    cdef const float **bp = bp_s
+    cdef float **op = op_s
+    cdef int *ap = ap_s
+    if heap:
+        dims = <Py_ssize_t *>PyMem_Malloc((layers + 1) * sizeof(Py_ssize_t))
+        pp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+        bp = <const float **>PyMem_Malloc(layers * sizeof(void *))
+        op = <float **>PyMem_Malloc(layers * sizeof(void *))
+        ap = <int *>PyMem_Malloc(layers * sizeof(int))
     try:
         if not (dims and pp and bp and op and ap):
             raise MemoryError()
@@ -402,11 +450,12 @@ def dense_packed_forward(cnp.ndarray x not None, tuple panels not None, tuple bs
             lnn_dense_packed_chain_f32(<const float *>cnp.PyArray_DATA(x), m, layers, pp, bp,
                                        ap, dims, op, threads)
     finally:
-        PyMem_Free(dims)
-        PyMem_Free(pp)
-        PyMem_Free(bp)
-        PyMem_Free(op)
-        PyMem_Free(ap)
+        if heap:
+            PyMem_Free(dims)
+            PyMem_Free(pp)
+            PyMem_Free(bp)
+            PyMem_Free(op)
+            PyMem_Free(ap)
     return outs[layers - 1]
 
 

@@ -163,7 +163,7 @@ def test_the_chain_is_one_job_of_the_pool(m):
     "sizes",
     [(784, 512, 256, 10), (100, 200, 33, 7), (3, 90, 17, 40, 1), (20,) * 19, (64, 5, 300)],
 )
-@pytest.mark.parametrize("m", [1, 2, 5])
+@pytest.mark.parametrize("m", [1, 2, 3, 5])
 def test_column_split_data_flow_gives_the_bits_of_one_thread_every_time(sizes, m):
     # by columns a unit of layer l runs k range by k range as layer l - 1's ranges complete
     # (partial sums stored in its output between them), no barrier; 2, 3 and 5 threads, many
@@ -180,6 +180,32 @@ def test_column_split_data_flow_gives_the_bits_of_one_thread_every_time(sizes, m
         for _ in range(60):
             for g, b in zip(_run(k, x, panels, bs, acts, threads), base, strict=True):
                 np.testing.assert_array_equal(g, b)
+
+
+def test_threaded_ranges_end_in_narrow_units():
+    # up to 3 rows a thread's range of panels ends in narrow units (2 panels at 1 row, 1 at
+    # 2-3 rows), so a thread done with its own range can take a late thread's last units;
+    # the rest are tiles of up to 6 / m panels. Every unit is claimed in order and the units
+    # cover the range once. One thread (tails=False): near-equal units of up to 6 / m panels
+    _compiled()
+    from lepton_nn.kernels import _dense
+
+    for m in (1, 2, 3, 4, 9):
+        cap, small = (6 // m, -(-2 // m)) if m <= 3 else (1, 1)
+        for length in range(0, 40):
+            for tails in (False, True):
+                units = _dense._packed_units(m, length, tails)
+                ends = [0] + [b for _, b in units]
+                assert [a for a, _ in units] == ends[:-1] and ends[-1] == length
+                assert all(1 <= b - a <= cap for a, b in units)
+                if m > 3 or not tails:
+                    assert len(units) == -(-length // cap)
+                elif length >= 3 * small:  # two narrow units at the end, a tile before them
+                    assert [b - a for a, b in units[-2:]] == [small, small]
+                    assert len(units) == -(-(length - 2 * small) // cap) + 2
+    # the MLP at batch 1 on 2 threads: layer 1's 16 panels a thread, layer 2's 8
+    assert [b - a for a, b in _dense._packed_units(1, 16, True)] == [6, 6, 2, 2]
+    assert [b - a for a, b in _dense._packed_units(1, 8, True)] == [4, 2, 2]
 
 
 @pytest.mark.parametrize("m", [1, 3, 7, 64])

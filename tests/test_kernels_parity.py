@@ -114,6 +114,28 @@ def test_input_rows_gate(be, dtype):
         assert REF.input_rows(arr, typenum, shape) == want, (typenum, shape, want)
 
 
+def test_fresh_copy_is_a_copy_the_plan_cannot_touch(be):
+    """The runtime hands back a plan's reused output through ``fresh_copy``: on every backend,
+    for contiguous arrays of the compiled path's dtypes and for what falls back to
+    ``a.copy()`` (strided, 0-d, empty, float16, bool), a new C-contiguous, writeable array
+    owning its memory, with the same dtype, shape and bits, that later writes to the source
+    do not change (and the other way round)."""
+    x = data((3, 4, 5), np.float64)
+    cases = [x.astype(d) for d in (np.float32, np.float64, np.int64, np.int32, np.int8, np.uint8)]
+    cases += [x.astype(np.float32)[:, ::2], np.array(2.5, np.float32), x[:0], x > 0]
+    cases += [x.astype(np.float16), np.full((1, 10), np.nan, np.float32)]
+    for a in cases:
+        got = be.fresh_copy(a)
+        assert type(got) is np.ndarray and got is not a and not np.shares_memory(got, a)
+        assert got.dtype == a.dtype and got.shape == a.shape, (got.dtype, got.shape)
+        assert got.flags.c_contiguous and got.flags.owndata and got.flags.writeable
+        assert got.tobytes() == a.tobytes()  # the same bits (NaN included)
+        before = got.copy()
+        if a.size:
+            a.reshape(-1)[:1] = 0 if a.dtype != bool else ~a.reshape(-1)[:1]
+        np.testing.assert_array_equal(got, before)
+
+
 # -- bias + activation ------------------------------------------------------------------------
 
 

@@ -209,28 +209,66 @@ static void lnn_pk_range(const lnn_pk_layer_t *L, int t, int threads, ptrdiff_t 
     *p1 = panels * (t + 1) / threads;
 }
 
-/* A range of `len` panels is cut into units: up to 3 rows, groups of near-equal width of at
- * most 6 / m panels (one tile each, the whole K); from 4 rows on, one panel each. */
-static ptrdiff_t lnn_pk_units(const lnn_pk_layer_t *L, ptrdiff_t len)
+/* A range of `len` panels is cut into units: up to 3 rows, tiles of at most 6 / m panels over
+ * the whole K; from 4 rows on, one panel each. Up to 3 rows in a threaded chain (`tails`), the
+ * range ends in up to 2 narrow units of `lnn_pk_small(m)` panels (2 at 1 row: 4 FMA chains,
+ * still above the L3 read speed), the rest near-equal: a thread done with its own range takes
+ * a late or slower thread's last units, which are short (784-512-256-10 at batch 1, 2
+ * threads: layer 1's 16 panels a thread as 6 6 2 2 and layer 2's 8 as 4 2 2, where near-equal
+ * units were 5 5 6 and 4 4: a whole unit, ~4 us, for the other thread to wait on). */
+static ptrdiff_t lnn_pk_small(ptrdiff_t m) { return (2 + m - 1) / m; }
+
+static ptrdiff_t lnn_pk_tails(ptrdiff_t m, ptrdiff_t len, int tails)
 {
-    if (len <= 0 || L->m <= 0) return 0;
-    if (L->m <= 3) {
-        const ptrdiff_t cap = 6 / L->m;
-        return (len + cap - 1) / cap;
-    }
-    return len;
+    const ptrdiff_t small = lnn_pk_small(m);
+    if (!tails || m > 3) return 0;
+    return len >= 3 * small ? 2 : len >= 2 * small ? 1 : 0;
 }
 
-/* Unit u of the `units` of panels [p0, p1), every row, over k in [k0, k1) (the whole unit is
- * k0 = 0, k1 = K: each output's fma chain carries on from the partial sums stored in y by the
- * unit's earlier k ranges, in order, so the bits do not depend on where K is cut). */
-static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
+static ptrdiff_t lnn_pk_units_of(ptrdiff_t m, ptrdiff_t len, int tails)
+{
+    if (len <= 0 || m <= 0) return 0;
+    if (m > 3) return len;
+    const ptrdiff_t cap = 6 / m, t = lnn_pk_tails(m, len, tails);
+    const ptrdiff_t bulk = len - t * lnn_pk_small(m);
+    return (bulk + cap - 1) / cap + t;
+}
+
+/* Unit u of the units_of(m, len, tails) of a range: its panels [*a, *b) counted from the
+ * range's start. */
+static void lnn_pk_unit_span(ptrdiff_t m, ptrdiff_t len, int tails, ptrdiff_t u, ptrdiff_t *a,
+                             ptrdiff_t *b)
+{
+    if (m > 3) {
+        *a = u, *b = u + 1;
+        return;
+    }
+    const ptrdiff_t cap = 6 / m, small = lnn_pk_small(m), t = lnn_pk_tails(m, len, tails);
+    const ptrdiff_t bulk = len - t * small, nb = (bulk + cap - 1) / cap;
+    if (u < nb) {
+        *a = u * bulk / nb, *b = (u + 1) * bulk / nb;
+    } else {
+        *a = bulk + (u - nb) * small, *b = *a + small;
+    }
+}
+
+static ptrdiff_t lnn_pk_units(const lnn_pk_layer_t *L, ptrdiff_t len, int tails)
+{
+    return lnn_pk_units_of(L->m, len, tails);
+}
+
+/* Unit u of the range of panels [p0, p1) (lnn_pk_unit_span), every row, over k in [k0, k1)
+ * (the whole unit is k0 = 0, k1 = K: each output's fma chain carries on from the partial
+ * sums stored in y by the unit's earlier k ranges, in order, so the bits do not depend on
+ * where K is cut). */
+static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, int tails,
                           ptrdiff_t u, ptrdiff_t k0, ptrdiff_t k1)
 {
     const ptrdiff_t m = L->m;
     if (m <= 3) {
-        const ptrdiff_t len = p1 - p0, a = p0 + u * len / units, b = p0 + (u + 1) * len / units;
-        lnn_pk_tile_any(L, 0, (int)m, a, (int)(b - a), k0, k1, NULL);
+        ptrdiff_t a, b;
+        lnn_pk_unit_span(m, p1 - p0, tails, u, &a, &b);
+        lnn_pk_tile_any(L, 0, (int)m, p0 + a, (int)(b - a), k0, k1, NULL);
         return;
     }
     /* [k0, k1) in equal blocks of at most LNN_PK_KC (2000 = 2 x 1000, not 1024 + 976) */
@@ -258,10 +296,10 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, p
     }
 }
 
-static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t units,
+static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, int tails,
                         ptrdiff_t u)
 {
-    lnn_pk_unit_k(L, p0, p1, units, u, 0, L->k);
+    lnn_pk_unit_k(L, p0, p1, tails, u, 0, L->k);
 }
 
 /* Every unit of a layer on the calling thread. */
@@ -269,8 +307,8 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 {
     ptrdiff_t p0, p1;
     lnn_pk_range(L, 0, 1, &p0, &p1);
-    const ptrdiff_t units = lnn_pk_units(L, p1 - p0);
-    for (ptrdiff_t u = 0; u < units; u++) lnn_pk_unit(L, p0, p1, units, u);
+    const ptrdiff_t units = lnn_pk_units(L, p1 - p0, 0);
+    for (ptrdiff_t u = 0; u < units; u++) lnn_pk_unit(L, p0, p1, 0, u);
 }
 
 /* ---- the pool ---------------------------------------------------------------------------- */
@@ -354,7 +392,7 @@ static ptrdiff_t lnn_pk_flow_units(const lnn_pk_flow_t *F, int l, int b, ptrdiff
                                    ptrdiff_t *p1)
 {
     lnn_pk_range(&F->L[l], b, F->threads, p0, p1);
-    return lnn_pk_units(&F->L[l], *p1 - *p0);
+    return lnn_pk_units(&F->L[l], *p1 - *p0, 1);
 }
 
 static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b);
@@ -365,10 +403,10 @@ static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 {
     const lnn_pk_layer_t *L = &F->L[l];
     ptrdiff_t p0, p1;
-    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    lnn_pk_range(L, b, F->threads, &p0, &p1);
     if (l == 0 || !F->chunked || L->k == 0) {
         for (int c = 0; l > 0 && c < F->threads; c++) lnn_pk_flow_ensure(F, l - 1, c);
-        lnn_pk_unit(L, p0, p1, units, u);
+        lnn_pk_unit(L, p0, p1, 1, u);
         return;
     }
     for (int c = 0; c < F->threads; c++) { /* layer l - 1's columns of range c: k0 .. k1 */
@@ -377,7 +415,7 @@ static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
         const ptrdiff_t k0 = q0 * LNN_PK_NR, k1 = q1 * LNN_PK_NR < L->k ? q1 * LNN_PK_NR : L->k;
         if (k1 <= k0) continue;
         lnn_pk_flow_ensure(F, l - 1, c);
-        lnn_pk_unit_k(L, p0, p1, units, u, k0, k1);
+        lnn_pk_unit_k(L, p0, p1, 1, u, k0, k1);
     }
 }
 

@@ -263,6 +263,7 @@ class CythonBackend(ReferenceBackend):
     adam_step = _Compiled("dense")
     all_finite = _Compiled("dense")  # a build from before it: the reference
     input_rows = _Compiled("dense")
+    fresh_copy = _Compiled("dense")
     dense_chain_forward = _Compiled("dense")  # float32 only: the plan checks
     dense_packed_forward = _Compiled("dense")
 

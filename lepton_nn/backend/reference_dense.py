@@ -42,6 +42,10 @@ class DenseTwins:
         """Whether no value of ``x`` is inf or NaN: ``bool(np.isfinite(x).all())``."""
         return bool(np.isfinite(x).all())
 
+    def fresh_copy(self, a):
+        """A new C-contiguous array with ``a``'s dtype, shape and values: ``a.copy()``."""
+        return a.copy()
+
     def input_rows(self, x, typenum, shape):
         """A plan's input gate: ``x.shape[0]`` when ``x`` is a C-contiguous ndarray of dtype
         number ``typenum`` (float32/float64) and shape ``(n, *shape)`` with no inf or NaN;

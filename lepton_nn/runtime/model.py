@@ -190,6 +190,7 @@ class InferenceModel:
         self._dtype = net.dtype
         self._all_finite = kernels().all_finite  # one compiled pass over the input
         self._gate = kernels().input_rows  # type, dtype, shape, layout and inf/NaN: one call
+        self._copy = kernels().fresh_copy  # the output handed back: one allocation + memcpy
         self._typenum = np.dtype(self._dtype).num
         self._hot: tuple = (None, None)  # (key, plan) of the last plan_for: the most recent
         self._in = net.input_shape
@@ -376,7 +377,7 @@ class InferenceModel:
                     return _fresh(plan.run(x, lengths))
                 one[0](x, *one[1])  # the plan is one call: plan.run's loop, unrolled
                 out = plan.out
-                return out.copy() if type(out) is not list else _fresh(out)
+                return self._copy(out) if type(out) is not list else _fresh(out)
             finally:
                 self._lock.release()
         plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
