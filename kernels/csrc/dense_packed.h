@@ -287,7 +287,7 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, i
              * panel's last block, the next unit's panel's first lines (else that panel's first
              * row block waits on L3: 1.5-3 % of layer 1 at 64-256 rows, mlp64_parts.c) */
             const int next = b == blocks_m - 1 && b1 + (b1 - b0) <= L->k;
-            const int after = b == blocks_m - 1 && b1 >= L->k && u + 1 < units;
+            const int after = b == blocks_m - 1 && b1 >= L->k && u + 1 < p1 - p0; /* m > 3: a unit a panel */
             const float *pf = next ? pan + b1 * LNN_PK_NR
                               : after ? pan + L->k * LNN_PK_NR : NULL;
             lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, b0, b1, pf);
