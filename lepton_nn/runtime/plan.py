@@ -147,52 +147,51 @@ def _own_intermediates(op: Op, arena) -> Op:
     return (fn, (*args[:4], tuple(outs), *args[5:]))
 
 
-def _join_sparse_chains(ops: list[Op]) -> list[Op]:
-    """Adjacent ``sparse_chain_forward`` calls, each reading the previous one's output, as
-    one call over all their layers (prepared again as one chain, up to 16 layers: the same
-    computations in the same order, every output still written, a barrier between layers;
-    on the most threads any of them was given)."""
-    k = kernels()
+def _join_chains(ops: list[Op], name: str, prepare, max_layers: int | None = None) -> list[Op]:
+    """Adjacent ``name`` calls (a chain kernel: ``(x, chain, outs)``), each reading the
+    previous one's output, as one call over all their layers, prepared again by
+    ``prepare(first, specs, threads)``: the same computations in the same order, every output
+    still written, on the most threads any of them was given; at most ``max_layers`` layers a
+    call."""
     out: list[Op] = []
     for fn, args in ops:
         prev = out[-1] if out else None
         if (
             prev is not None
-            and getattr(fn, "__name__", "") == "sparse_chain_forward"
-            and prev[0] == fn  # == : the twin is a bound method, made anew at each lookup
+            and getattr(fn, "__name__", "") == name
+            and prev[0] == fn  # == : a twin's kernel is a bound method, made anew at each lookup
             and args[0] is prev[1][2][-1]
-            and len(prev[1][1].specs) + len(args[1].specs) <= SPARSE_CHAIN_MAX
+            and (max_layers is None or len(prev[1][1].specs) + len(args[1].specs) <= max_layers)
         ):
             x, first, outs = prev[1]
             threads = max(first.threads, args[1].threads)
-            chain = k.sparse_chain_prepare(first.specs + args[1].specs, first.k, threads)
+            chain = prepare(first, first.specs + args[1].specs, threads)
             out[-1] = (fn, (x, chain, outs + args[2]))
         else:
             out.append((fn, args))
     return out
+
+
+def _join_sparse_chains(ops: list[Op]) -> list[Op]:
+    """Adjacent sparse chains as one (up to SPARSE_CHAIN_MAX layers, a barrier between
+    layers)."""
+    k = kernels()
+    return _join_chains(
+        ops,
+        "sparse_chain_forward",
+        lambda first, specs, threads: k.sparse_chain_prepare(specs, first.k, threads),
+        SPARSE_CHAIN_MAX,
+    )
 
 
 def _join_int8_chains(ops: list[Op]) -> list[Op]:
-    """Adjacent ``qdense_chain_forward`` calls, each reading the previous one's output, as
-    one call over all their layers (prepared again as one chain: the same computations in
-    the same order, every output still written; on the most threads any of them was given)."""
+    """Adjacent int8 Dense chains as one."""
     k = kernels()
-    out: list[Op] = []
-    for fn, args in ops:
-        prev = out[-1] if out else None
-        if (
-            prev is not None
-            and getattr(fn, "__name__", "") == "qdense_chain_forward"
-            and prev[0] is fn
-            and args[0] is prev[1][2][-1]
-        ):
-            x, first, outs = prev[1]
-            threads = max(first.threads, args[1].threads)
-            chain = k.qdense_chain_prepare(first.specs + args[1].specs, first.m, first.k, threads)
-            out[-1] = (fn, (x, chain, outs + args[2]))
-        else:
-            out.append((fn, args))
-    return out
+    return _join_chains(
+        ops,
+        "qdense_chain_forward",
+        lambda first, specs, threads: k.qdense_chain_prepare(specs, first.m, first.k, threads),
+    )
 
 
 # --------------------------------------------------------------------------- plans
