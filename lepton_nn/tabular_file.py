@@ -4,7 +4,7 @@ parameters and cards. ``TabularModel.to_lnn``/``from_lnn`` call these."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +13,10 @@ from .errors import ModelFormatError
 from .io import module_from_lnn, module_to_lnn
 from .tabular_parts import TASKS, _check_monotone, _plain
 
-if TYPE_CHECKING:
-    from .tabular import TabularModel
-
 MIN_CSR_SPARSITY = 0.5  # a pruned float weight with at least this many zeros is stored as CSR
 
 
-def to_lnn(model: TabularModel) -> tuple[dict, dict[str, np.ndarray]]:
+def to_lnn(model: Any) -> tuple[dict, dict[str, np.ndarray]]:
     """The manifest section and arrays of a fitted model (``.lnn`` kind ``"tabular"``)."""
     model._check()
     if model.compression is not None:
@@ -52,7 +49,7 @@ def to_lnn(model: TabularModel) -> tuple[dict, dict[str, np.ndarray]]:
     return manifest, arrays
 
 
-def from_lnn(cls: type[TabularModel], manifest: dict, arrays: dict) -> TabularModel:
+def from_lnn(cls: type, manifest: dict, arrays: dict) -> Any:
     """A ``cls`` rebuilt from :func:`to_lnn`'s output; a damaged manifest: ModelFormatError."""
     task = manifest.get("task")
     if task not in TASKS[1:]:

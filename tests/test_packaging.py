@@ -11,11 +11,14 @@ import pytest
 import lepton_nn
 from lepton_nn import kernels
 
-MAX_EXTENSION_BYTES = 2_500_000
+# 2.45 MB before the pruned-layer chain (_sparse 0.17 -> 0.30 MB: batch-1 rows on ymm lanes with
+# uint16 and int32 indices, the batch tiles, the pool job) and the int8 chain's new barrier
+# (_qgemm +0.04 MB); the budget moved once, to 2.75 MB, on purpose
+MAX_EXTENSION_BYTES = 2_750_000
 PACKAGE = Path(lepton_nn.__file__).resolve().parent
 
 
-def test_the_compiled_extensions_stay_under_2_5_mb():
+def test_the_compiled_extensions_stay_under_2_75_mb():
     """Release builds carry no debug information (setup.py: -g0, linked with -s); with it the
     five extensions weighed 7.9 MB."""
     files = sorted((PACKAGE / "kernels").glob("_*.so")) + sorted(
