@@ -283,13 +283,11 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, i
         for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
             const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
             /* the last row block brings the panel's next K block in meanwhile (a line per k:
-             * when that block is as long as this one, not past the panel's end); after the
-             * panel's last block, the next unit's panel's first lines (else that panel's first
-             * row block waits on L3: 1.5-3 % of layer 1 at 64-256 rows, mlp64_parts.c) */
+             * when that block is as long as this one, not past the panel's end). Prefetching
+             * the next unit's panel after the last block too measured 1-8 % faster at 1 thread
+             * but 5-10 % slower at 2 threads (batch 64, two quiet A/Bs): not kept */
             const int next = b == blocks_m - 1 && b1 + (b1 - b0) <= L->k;
-            const int after = b == blocks_m - 1 && b1 >= L->k && u + 1 < p1 - p0; /* m > 3: a unit a panel */
-            const float *pf = next ? pan + b1 * LNN_PK_NR
-                              : after ? pan + L->k * LNN_PK_NR : NULL;
+            const float *pf = next ? pan + b1 * LNN_PK_NR : NULL;
             lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, b0, b1, pf);
         }
         if (b1 >= k1) break;
