@@ -55,6 +55,23 @@ def _codes(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(found, order[pos], -1)
 
 
+def _column_classes(y: np.ndarray, n_cls: int, labels: Any, who: str, what: str) -> np.ndarray:
+    """The class of each of the ``n_cls`` columns of ``what``: ``labels`` when given, else
+    0..C-1 for integer targets in range, else the sorted labels of ``y``."""
+    if labels is not None:
+        classes = np.asarray(labels)
+    elif y.dtype.kind in "iu" and y.min() >= 0 and y.max() < n_cls:
+        classes = np.arange(n_cls)
+    else:
+        classes = _union_labels(y)
+    if len(classes) != n_cls:
+        raise DataError(
+            f"{who}: {what} has {n_cls} columns but there are {len(classes)} classes; "
+            f"pass labels= in column order"
+        )
+    return classes
+
+
 def _scores(y_score: Any, name: str = "y_score") -> np.ndarray:
     s = np.asarray(y_score)
     if s.dtype.kind not in "biuf":

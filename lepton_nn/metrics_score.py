@@ -14,10 +14,10 @@ from lepton_nn.errors import DataError
 from lepton_nn.metrics_inputs import (
     _1d,
     _codes,
+    _column_classes,
     _positive_mask,
     _same_length,
     _scores,
-    _union_labels,
     _weights,
 )
 
@@ -58,18 +58,7 @@ def _ovr(
         raise ValueError(f"{who}: average={average!r}; use 'macro', 'weighted' or None")
     y = _1d(y_true, "y_true")
     _same_length(("y_true", y), ("y_score", y_score))
-    n_cls = y_score.shape[1]
-    if labels is not None:
-        classes = np.asarray(labels)
-    elif y.dtype.kind in "iu" and y.min() >= 0 and y.max() < n_cls:
-        classes = np.arange(n_cls)
-    else:
-        classes = _union_labels(y)
-    if len(classes) != n_cls:
-        raise DataError(
-            f"{who}: y_score has {n_cls} columns but there are {len(classes)} classes; "
-            f"pass labels= in column order"
-        )
+    classes = _column_classes(y, y_score.shape[1], labels, who, "y_score")
     if np.isnan(y_score).any():
         raise DataError(f"{who}: y_score contains NaN")
     per = np.array(
@@ -195,18 +184,7 @@ def log_loss(
         loss = -np.where(pos, np.log(q), np.log1p(-q))
     else:
         _same_length(("y_true", y), ("y_prob", p))
-        n_cls = p.shape[1]
-        if labels is not None:
-            classes = np.asarray(labels)
-        elif y.dtype.kind in "iu" and y.min() >= 0 and y.max() < n_cls:
-            classes = np.arange(n_cls)
-        else:
-            classes = _union_labels(y)
-        if len(classes) != n_cls:
-            raise DataError(
-                f"log_loss: y_prob has {n_cls} columns but there are {len(classes)} classes; "
-                f"pass labels= in column order"
-            )
+        classes = _column_classes(y, p.shape[1], labels, "log_loss", "y_prob")
         k = _codes(y, classes)
         if (k < 0).any():
             bad = y[np.flatnonzero(k < 0)[0]]
