@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from conv_backends import BACKENDS, conv_backend  # noqa: F401 (the fixture "be")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,28 +17,7 @@ from lepton_nn.backend.geometry import conv_direct_scratch
 from lepton_nn.backend.reference import ACTIVATIONS, ReferenceBackend
 
 REF = ReferenceBackend()
-BACKENDS = backend.available()
 ACTS = list(range(len(ACTIVATIONS)))
-
-
-# the compiled kernel's plain C loops too (what a CPU without AVX2 runs), switched on
-PORTABLE = ["cython-portable"] if "cython" in BACKENDS else []
-
-
-@pytest.fixture(params=BACKENDS + PORTABLE)
-def be(request):
-    name = request.param.removesuffix("-portable")
-    with backend.use_backend(name) as b:
-        if name == request.param:
-            yield b
-            return
-        from lepton_nn.kernels import _conv
-
-        _conv.conv2d_direct_portable(True)
-        try:
-            yield b
-        finally:
-            _conv.conv2d_direct_portable(False)
 
 
 def _oracle(x, w, b, act, geom, oh, ow, pool):

@@ -11,6 +11,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from conv_backends import BACKENDS, conv_backend  # noqa: F401 (the fixture "be")
 
 import lepton_nn.backend as backend
 from lepton_nn.backend.geometry import conv_direct_scratch, winograd_scratch
@@ -18,25 +19,7 @@ from lepton_nn.backend.reference import ReferenceBackend
 from lepton_nn.backend.reference_conv import WINO_G, winograd_fits
 
 REF = ReferenceBackend()
-BACKENDS = backend.available()
-PORTABLE = ["cython-portable"] if "cython" in BACKENDS else []
 EPS32 = float(np.finfo(np.float32).eps)
-
-
-@pytest.fixture(params=BACKENDS + PORTABLE)
-def be(request):
-    name = request.param.removesuffix("-portable")
-    with backend.use_backend(name) as b:
-        if name == request.param:
-            yield b
-            return
-        from lepton_nn.kernels import _conv
-
-        _conv.conv2d_direct_portable(True)
-        try:
-            yield b
-        finally:
-            _conv.conv2d_direct_portable(False)
 
 
 # (C, H, W, O, (ph, pw), act, bias): the bench CNN's second layer, odd sizes (the last conv
