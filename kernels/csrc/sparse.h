@@ -324,6 +324,21 @@ static int64_t sp_batch_min = 2; /* batch size from which the batch kernel is us
 static SP_TLS float *sp_tls_buf = NULL;
 static SP_TLS size_t sp_tls_cap = 0;
 
+/* `need` bytes of scratch from a per-thread cache (*cache of *cap bytes; it spares a mmap and
+ * page faults per call): the cache itself when large enough, else a new buffer, kept as the
+ * cache when at most SP_CACHE_MAX (the caller frees one that is not: buf != *cache). NULL when
+ * the allocation fails. */
+static float *sp_scratch(float **cache, size_t *cap, size_t need) {
+    if (need <= *cap) return *cache;
+    float *buf = (float *)lnn_malloc(need);
+    if (buf && need <= SP_CACHE_MAX) {
+        free(*cache);
+        *cache = buf;
+        *cap = need;
+    }
+    return buf;
+}
+
 static int sp_init(void) {
     int mask = 1 << SP_PORTABLE;
 #if LA_X86
@@ -364,18 +379,10 @@ static int sp_run(const sp_args *p, int kernel) {
             sp_rows_portable(p);
         return 0;
     }
-    /* xt (K, 64) and ybuf (16, 64); a per-thread cache spares a mmap + page faults per call */
+    /* xt (K, 64) and ybuf (16, 64) */
     const size_t need = (size_t)(p->K * SP_BT + 16 * SP_BT) * sizeof(float);
-    float *buf = sp_tls_buf;
-    if (need > sp_tls_cap) {
-        buf = (float *)lnn_malloc(need);
-        if (!buf) return -1;
-        if (need <= SP_CACHE_MAX) {
-            free(sp_tls_buf);
-            sp_tls_buf = buf;
-            sp_tls_cap = need;
-        }
-    }
+    float *buf = sp_scratch(&sp_tls_buf, &sp_tls_cap, need);
+    if (!buf) return -1;
     float *xt = buf, *ybuf = buf + p->K * SP_BT;
 #if LA_X86
     if (sp_active == SP_AVX512)

@@ -288,16 +288,8 @@ static int spc_run(spc_chain *ch, int threads) {
     ch->tiles = (ch->B + SP_BT - 1) / SP_BT;
     ch->stride = maxdim * SP_BT;
     const size_t need = 2 * (size_t)(ch->tiles * ch->stride) * sizeof(float);
-    float *buf = spc_tls_buf;
-    if (need > spc_tls_cap) {
-        buf = (float *)lnn_malloc(need);
-        if (!buf) return -1;
-        if (need <= SP_CACHE_MAX) {
-            free(spc_tls_buf);
-            spc_tls_buf = buf;
-            spc_tls_cap = need;
-        }
-    }
+    float *buf = sp_scratch(&spc_tls_buf, &spc_tls_cap, need);
+    if (!buf) return -1;
     ch->xt[0] = buf;
     ch->xt[1] = buf + ch->tiles * ch->stride;
     const int64_t kchunks = (ch->L[0].a.K + SPC_KCHUNK - 1) / SPC_KCHUNK;
