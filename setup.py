@@ -2,6 +2,7 @@
 
 Every ``kernels/<name>.pyx`` becomes the extension module ``lepton_nn.kernels._<name>``.
 Hand-written C lives in ``kernels/csrc`` and is included from the ``.pyx`` files;
+``kernels/hostprobe.c`` is a plain C module (``_hostprobe``, the benchmark's host probe);
 ``lepton_nn.kernels._pool`` (``kernels/pool.pyx``) is the one native thread pool the others
 bind at import (``kernels/pool_bind.pxi``).
 Compilation is best effort: if Cython or a C compiler is missing, or a module fails to
@@ -59,6 +60,15 @@ def _extensions():
                 extra_compile_args=args,
                 extra_link_args=link,
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            )
+        )
+    if not only or "hostprobe" in only:  # plain C, no Cython: lepton_nn.bench's host probe
+        exts.append(
+            Extension(
+                "lepton_nn.kernels._hostprobe",
+                ["kernels/hostprobe.c"],
+                extra_compile_args=args,
+                extra_link_args=link,
             )
         )
     return cythonize(

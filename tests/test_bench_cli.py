@@ -46,6 +46,11 @@ def test_bench_quick_writes_markdown_and_json(tmp_path, monkeypatch, capsys):
         assert "error" not in c
         assert len(c["rounds"]) == 2 and c["samples_per_s"]["median"] > 0
     assert res["machine"]["logical_cpus"] >= 1
+    # the host's state read at the start and end of the table, beside it (bench.hoststate)
+    assert "Host at the start of the rounds: " in md and "uneven host" in md
+    host = cases["numpy", "hand-written"]["host"]
+    assert set(host) == {"start", "end"} and all(host[k].get("speed") for k in host)
+    assert res["host_check"]["speed_uneven"] > 0
 
 
 def test_bench_rejects_unknown_names(capsys):

@@ -23,6 +23,10 @@ inside their own adapter. How a run goes:
    each table states its load, and a table measured on a loaded machine (load above 1, or a
    GEMM peak per thread far below the run's best) is marked as such
    (:mod:`~lepton_nn.bench.loaded`).
+6. At the start and end of each table the host's state is read (each CPU's speed on a fixed
+   compiled loop, the cross-CPU cache-line round trip; ~10 ms) and printed beside it; a table
+   whose CPUs ran unevenly, or whose round trip was in its slow mode, is marked "host uneven"
+   (:mod:`~lepton_nn.bench.hoststate`, probe ``lepton_nn.kernels._hostprobe``).
 
 A peer installed in its own virtual environment runs there: ``--python
 tensorflow=/path/to/venv/bin/python`` starts that engine's worker (and its cold-start script)
@@ -39,5 +43,6 @@ The files:
 - ``machine.py``: what the report says about the machine and versions.
 - ``options.py``: the command's options; ``command.py``: its entry, ``main``.
 - ``targets.py``, ``report.py``, ``charts.py``: the issue's targets, the report, the charts;
-  ``loaded.py``: which tables were measured on a loaded machine.
+  ``loaded.py``: which tables were measured on a loaded machine; ``hoststate.py``: the
+  host's state beside each table.
 """

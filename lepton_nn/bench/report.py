@@ -8,6 +8,7 @@ import json
 import os
 import statistics
 
+from . import hoststate
 from .charts import write_charts
 from .loaded import PEAK_COLLAPSE, QUIET_FOREIGN, load_check, load_warnings, warning_text
 from .options import WORKLOAD_TITLES, timed_workloads
@@ -19,6 +20,7 @@ def render_markdown(res: dict) -> str:
     """The Markdown report of a run's results."""
     m, o = res["machine"], res["options"]
     loaded = {(w["workload"], w["threads"]): w for w in load_warnings(res)}
+    uneven = _uneven(res)
     L = ["# lepton_nn benchmark report", ""]
     L.append(
         f"Generated {res['date']} by `{res['command'].strip()}`"
@@ -27,6 +29,7 @@ def render_markdown(res: dict) -> str:
         f"engines; medians with min-max over rounds. Total {res.get('seconds', 0):.0f} s."
     )
     L += ["", _loaded_summary(res, loaded)]
+    L += ["", _host_summary(res, uneven)]
     L += ["", "## Machine", ""]
     L.append(
         f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; ISA: "
@@ -95,6 +98,7 @@ def render_markdown(res: dict) -> str:
         ]
         for r in rows:
             met = ("yes" if r["met"] else "NO") + (" (loaded)" if _row_loaded(r, loaded) else "")
+            met += " (host uneven)" if _row_loaded(r, uneven) else ""
             if r["ratio"] is None:
                 unit = r.get("unit", "")
                 L.append(
@@ -118,8 +122,11 @@ def render_markdown(res: dict) -> str:
             L += ["", f"## {WORKLOAD_TITLES.get(wl, wl)} — {ph['threads']} thread(s)", ""]
             if (wl, ph["threads"]) in loaded:
                 L += [warning_text(loaded[wl, ph["threads"]]), ""]
+            if (wl, ph["threads"]) in uneven:
+                L += [hoststate.warning_text(uneven[wl, ph["threads"]]), ""]
             L += _case_table(cases, our_case(cases, backend), ph.get("gemm_peak"))
             L += _load_line(cases)
+            L += hoststate.host_line(cases)
             sums = {c["checksum"] for c in cases if "checksum" in c}
             procs = len({c["worker"] for c in cases if "worker" in c})
             L += [
@@ -177,6 +184,10 @@ def render_markdown(res: dict) -> str:
         "timing; the targets compare it with lepton_nn's runtime (the float32 `.lnn` file).",
         "- The machine may be shared: compare ratios within one run, not absolute numbers "
         "across runs.",
+        "- On a virtual machine the host may slow one CPU for seconds to minutes, and the "
+        "round trip between two CPUs may swing: each table states each CPU's speed on a fixed "
+        "compiled loop and the cross-CPU round trip at the start and end of its rounds "
+        "(`bench.hoststate`), and a table measured on an uneven host is marked.",
     ]
     errors = [(ph["threads"], c) for ph in res["phases"] for c in ph["cases"] if "error" in c]
     failed = [(ph["threads"], e, why) for ph in res["phases"] for e, why in ph["failed"].items()]
@@ -225,6 +236,30 @@ def _loaded_summary(res: dict, loaded: dict) -> str:
         f"the fp32 GEMM peak per thread at least {100 * PEAK_COLLAPSE:.0f} % of this run's "
         "best wherever they were measured)."
     )
+
+
+def _uneven(res: dict) -> dict:
+    """The host-uneven tables by (workload, threads) (:mod:`.hoststate`)."""
+    return {(w["workload"], w["threads"]): w for w in hoststate.host_warnings(res)}
+
+
+def _host_summary(res: dict, uneven: dict) -> str:
+    """The report's first word on the host: how many tables ran on uneven CPUs."""
+    probed = {(c["workload"], ph["threads"]) for ph in res["phases"] for c in ph["cases"]
+              if c.get("host")}  # fmt: skip
+    if not probed:
+        return "The host's state (each CPU's speed, the cross-CPU round trip) was not measured."
+    rule = (
+        f"a CPU below {hoststate.SPEED_UNEVEN:g} of the fastest one's speed on a fixed "
+        f"compiled loop, or a cross-CPU cache-line round trip above "
+        f"{hoststate.ROUND_TRIP_SLOW:g} ns, at the start or end of the table's rounds"
+    )
+    if uneven:
+        return (
+            f"> **Warning: {len(uneven)} of {len(probed)} tables ran on an uneven host** "
+            f"({rule}); each is marked, and so are the targets taken from it."
+        )
+    return f"No table ran on an uneven host ({rule}); each table states the host's readings."
 
 
 def _row_loaded(row: dict, loaded: dict) -> bool:
@@ -392,6 +427,7 @@ def write_report(res: dict, out: str) -> dict[str, str]:
     """Write ``report.md``, ``results.json`` and the charts; returns their paths."""
     os.makedirs(out, exist_ok=True)
     res["load_check"] = load_check(res)
+    res["host_check"] = hoststate.host_check(res)
     charts = write_charts(res, out)
     md = render_markdown(res)
     if charts:
@@ -413,8 +449,10 @@ def console_summary(res: dict) -> str:
     """One line per target: ratio or value, and whether it is met."""
     lines = []
     loaded = {(w["workload"], w["threads"]): w for w in load_warnings(res)}
+    uneven = _uneven(res)
     for r in target_rows(res):
         mark = "  [loaded machine]" if _row_loaded(r, loaded) else ""
+        mark += "  [host uneven]" if _row_loaded(r, uneven) else ""
         if r["ratio"] is None:
             lines.append(
                 f"  {r['workload']:<6} t={r['threads']}  lepton_nn {r['ours']:.3g} "

@@ -191,16 +191,21 @@ def _run_workload_load_checked(wl, workers, threads, opts: Options) -> list[dict
     used the machine during its rounds: more than :data:`~lepton_nn.bench.loaded.QUIET_FOREIGN`
     CPUs (:func:`~lepton_nn.bench.machine.cpu_seconds`; where that cannot be read, the
     1-minute load average above ``opts.max_load``). The attempt with the least load is kept;
-    every case records the load it ran under and the attempts made."""
+    every case records the load it ran under and the attempts made, and ``host``: the host's
+    state at the start and end of the kept attempt (:mod:`~lepton_nn.bench.hoststate`)."""
     from .loaded import QUIET_FOREIGN
 
     pids = [w.proc.pid for w in workers.values()]
     best = None
     for attempt in range(1 + max(0, opts.reruns)):
+        host = {"start": _host(threads, wl, "start")}
         before, cpu0, t0 = loadavg(), cpu_seconds(pids), time.perf_counter()
         cases = _run_workload(wl, workers, threads, opts)
         after, cpu1 = loadavg(), cpu_seconds(pids)
         foreign = foreign_cpus(cpu0, cpu1, time.perf_counter() - t0)
+        host["end"] = _host(threads, wl, "end")
+        for c in cases:
+            c["host"] = host
         avg = max(before[0], after[0]) if before and after else None
         if foreign is not None:
             load, limit = foreign, QUIET_FOREIGN
@@ -219,6 +224,17 @@ def _run_workload_load_checked(wl, workers, threads, opts: Options) -> list[dict
             c["load"]["foreign_cpus"] = round(foreign, 3)
         c["load_above_limit"] = load is not None and load > limit
     return cases
+
+
+def _host(threads: int, wl: str, when: str) -> dict:
+    """One reading of the host's state (:func:`lepton_nn.bench.hoststate.probe`), said on
+    the console; taken outside the rounds' load window (the workers are idle meanwhile)."""
+    from .hoststate import describe, probe, reasons
+
+    state = probe()
+    uneven = " HOST UNEVEN" if reasons(state) else ""
+    _say(f"[threads={threads}] {wl}: host at the {when}: {describe(state)}{uneven}")
+    return state
 
 
 def _run_workload(wl: str, workers: dict[str, Worker], threads: int, opts: Options) -> list[dict]:
