@@ -19,14 +19,30 @@ vector that size with itself: a batch-1 MLP reads every weight once, so it is me
 else our FLOP/s against a large fp32 GEMM's (measured here, one thread; at 2 threads against
 twice that). A 64 MiB copy's bandwidth (DRAM) is printed too. The load average before and after.
 
-``--modes hot,settled`` times each case twice: rounds back to back (hot), and rounds each
-after the pause below (settled, the default): a server's first calls after an idle spell.
+``--modes hot,settled`` times each case twice: hot (a server's steady state under load: calls
+back to back, the engine's own pool threads awake) and settled (the default: a server's first
+calls after an idle spell).
 
-At more than one thread each engine's round starts after a pause (``--settle``): ONNX Runtime's
-intra-op workers spin for ~0.1 s after a run (OpenBLAS's after a threaded GEMM too), and a
-round started inside that window shares its cores with them (our CNN at batch 64 on 2 threads
-measured slower than on 1 when timed right after ONNX Runtime). A server runs one engine, so
-neither engine is timed against the other's leftover spinning.
+Both engines run in this one process, and at more than one thread ONNX Runtime's intra-op
+workers spin for ~0.1-0.15 s after its last call (measured here: its workers used CPU for
+0.10-0.15 s after 50 calls, then ~0; OpenBLAS's spin after a threaded GEMM too, ours 5 ms). A
+round started inside that window shares its cores with them: in the old hot mode (rounds back
+to back) our 2-thread MLP batch 64 took 1,206 us against 705 settled, near our 1-thread time.
+A server runs one engine, so neither is timed against the other's leftover spinning:
+
+- **settled**: each engine's round starts after ``--settle`` s of sleep (0.3 s): the other's
+  workers have stopped, and so have its own.
+- **hot**: each engine's round starts after ``--lead`` s (0.25 s) of its own untimed calls,
+  back to back: the other engine's workers have stopped spinning meanwhile, its own are awake,
+  as in a server that runs only it. (Not ONNX Runtime's ``session.intra_op.allow_spinning =
+  0``: that would time a setting its users do not run; not one process per engine: the
+  other process's spinning workers would take the cores all the same.)
+
+Each row says how much CPU the other engine's threads used while this engine's timed calls
+ran ("other's threads", in CPUs; from ``/proc/self/task``; ~0 when the method is fair), and
+the host's state before and after the row's rounds (each CPU's speed on a fixed compiled loop,
+the cross-CPU round trip; ``lepton_nn.bench.hoststate``), marked HOST UNEVEN when the CPUs ran
+unevenly or the round trip was in its slow mode: such a row's 2-thread figures carry it.
 """
 
 from __future__ import annotations
@@ -36,6 +52,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -203,19 +220,67 @@ def _timed(fn, x, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def _rounds(engines: dict, x, reps: dict, rounds: int, pause: float):
+def _tids() -> set[int]:
+    """This process's thread ids (empty where there is no /proc)."""
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
+def _cpu(tids) -> float | None:
+    """CPU seconds the threads ``tids`` used so far (None where there is no /proc)."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for t in tids:
+        try:
+            with open(f"/proc/self/task/{t}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick if tids else None
+
+
+def _rounds(engines: dict, x, reps: dict, rounds: int, pause: float, lead: float, owners):
     """Medians and (min, max) / median spreads of each engine's time per call over
-    ``rounds`` interleaved rounds (the order flips every round), each after ``pause``
-    seconds of sleep (the other engine's spinning workers stop, the cores go idle)."""
+    ``rounds`` interleaved rounds (the order flips every round). Before each round: ``pause``
+    s of sleep (settled) or ``lead`` s of the engine's own untimed calls (hot); either way
+    the other engine's spinning workers stop. Also the CPUs the other engine's threads
+    (``owners``: engine -> its own thread ids) used during this engine's timed calls."""
     times: dict[str, list[float]] = {k: [] for k in engines}
+    other: dict[str, list[float]] = {k: [0.0, 0.0] for k in engines}  # CPU s, wall s
     for r in range(rounds):
         order = list(engines) if r % 2 == 0 else list(engines)[::-1]
         for k in order:
             if pause:
                 time.sleep(pause)
+            t_end = time.perf_counter() + lead
+            while time.perf_counter() < t_end:
+                engines[k](x)
+            theirs = set().union(*(v for o, v in owners.items() if o != k))
+            c0 = _cpu(theirs)
             times[k].append(_timed(engines[k], x, reps[k]))
+            c1 = _cpu(theirs)
+            if c0 is not None and c1 is not None:
+                other[k][0] += c1 - c0
+                other[k][1] += times[k][-1] * reps[k]
     med = {k: statistics.median(v) for k, v in times.items()}
-    return med, {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
+    spread = {k: (min(v) / med[k], max(v) / med[k]) for k, v in times.items()}
+    return med, spread, {k: c / w if w else None for k, (c, w) in other.items()}
+
+
+def _other_text(other: dict) -> str:
+    """The CPUs the other engine's threads used during each engine's timed calls."""
+    if any(v is None for v in other.values()):
+        return ""
+    return f"  other's threads: during ours {other['ours']:.2f} CPU, ort's {other['ort']:.2f}"
+
+
+def _host_text(host0: dict, host1: dict, describe, reasons) -> str:
+    """The host's state before and after a row's rounds, and the mark if it was uneven."""
+    uneven = reasons(host0) + reasons(host1)
+    return (f"\n    host before: {describe(host0)}; after: {describe(host1)}"
+            + ("  HOST UNEVEN" if uneven else ""))  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -227,6 +292,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=0.02, help="seconds per engine per round")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds of pause before each engine's round at > 1 thread")  # fmt: skip
+    ap.add_argument("--lead", type=float, default=0.25,
+                    help="hot mode at > 1 thread: seconds of the engine's own untimed calls "
+                    "before each of its rounds (the other's workers stop spinning)")  # fmt: skip
     ap.add_argument("--modes", default="settled",
                     help="'settled' (a --settle pause before each round: the cores went idle, "
                     "as a server's between bursts), 'hot' (no pause: rounds back to back), "
@@ -237,10 +305,12 @@ def main(argv=None) -> int:
     import lepton_nn.runtime as rt
     from lepton_nn.backend.threads import _the_blas
     from lepton_nn.bench.engines.onnx_runtime import ort_session
+    from lepton_nn.bench.hoststate import describe, probe, reasons
 
     blas = _the_blas()
     rng = np.random.default_rng(0)
     print(f"load average before: {os.getloadavg()}", flush=True)
+    print(f"host before: {describe(probe())}", flush=True)
     if blas.set is not None:
         blas.set(1)
     mlp_bytes = 4 * (784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10)
@@ -259,11 +329,18 @@ def main(argv=None) -> int:
             L.save(model, path)
             for threads in map(int, args.threads.split(",")):
                 ours = rt.load(path, threads=threads)
+                if blas.set is not None:
+                    blas.set(threads)
+                ours.forward(np.zeros((64, *shape), np.float32))  # our pool's threads start
+                before = _tids()
                 sess = ort_session(onnx_bytes, threads)
+                sess.run(None, {"x": np.zeros((64, *shape), np.float32)})
+                # ONNX Runtime's threads: those its session started; ours: the rest but this one
+                mine = {threading.get_native_id()} if hasattr(threading, "get_native_id") else set()
+                owners = {"ort": _tids() - before}
+                owners["ours"] = _tids() - owners["ort"] - mine
                 for n in map(int, args.batches.split(",")):
                     x = rng.standard_normal((n, *shape)).astype(np.float32)
-                    if blas.set is not None:
-                        blas.set(threads)
                     y_ours = ours.forward(x)
                     y_ort = sess.run(None, {"x": x})[0]
                     err = float(np.max(np.abs(y_ours - y_ort)))
@@ -277,7 +354,11 @@ def main(argv=None) -> int:
                     reps = {k: max(1, int(args.budget / max(v, 1e-7))) for k, v in per.items()}
                     for mode in args.modes.split(","):
                         pause = args.settle if mode == "settled" and threads > 1 else 0.0
-                        med, spread = _rounds(engines, x, reps, args.rounds, pause)
+                        lead = args.lead if mode == "hot" and threads > 1 else 0.0
+                        host0 = probe()
+                        med, spread, other = _rounds(engines, x, reps, args.rounds, pause,
+                                                     lead, owners)  # fmt: skip
+                        host1 = probe()
                         ratio = med["ort"] / med["ours"]
                         rows.append((name, n, threads, mode, med["ours"], med["ort"], ratio))
                         us = {k: f"{v * 1e6:9.1f} us" for k, v in med.items()}
@@ -287,9 +368,12 @@ def main(argv=None) -> int:
                             f"{name:5s} batch {n:3d} threads {threads}{tag}: ours {us['ours']}"
                             f"  ort {us['ort']}  ort/ours {ratio:5.2f}  (spread ours "
                             f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, ort "
-                            f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}",
+                            f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}"
+                            + _other_text(other)
+                            + _host_text(host0, host1, describe, reasons),
                             flush=True,
                         )
+    print(f"host after: {describe(probe())}")
     print(f"load average after: {os.getloadavg()}")
     return 0
 
