@@ -34,9 +34,10 @@ A server runs one engine, so neither is timed against the other's leftover spinn
   workers have stopped, and so have its own.
 - **hot**: each engine's round starts after ``--lead`` s (0.25 s) of its own untimed calls,
   back to back: the other engine's workers have stopped spinning meanwhile, its own are awake,
-  as in a server that runs only it. (Not ONNX Runtime's ``session.intra_op.allow_spinning =
-  0``: that would time a setting its users do not run; not one process per engine: the
-  other process's spinning workers would take the cores all the same.)
+  as in a server that runs only it (``--lead 0``: the old, unfair hot mode). Not ONNX
+  Runtime's ``session.intra_op.allow_spinning = 0``: that would time a setting its users do
+  not run; not one process per engine: the other process's spinning workers would take the
+  cores all the same.
 
 Each row says how much CPU the other engine's threads used while this engine's timed calls
 ran ("other's threads", in CPUs; from ``/proc/self/task``; ~0 when the method is fair), and
@@ -376,6 +377,23 @@ def main(argv=None) -> int:
     print(f"host after: {describe(probe())}")
     print(f"load average after: {os.getloadavg()}")
     return 0
+
+
+def test_hot_mode_leaves_no_spinning_and_says_the_host(capsys):
+    """Smoke (pytest benchmarks): one tiny hot and settled run at 2 threads prints the other
+    engine's threads' CPU and the host's state on every row."""
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    argv = ["--cases", "mlp", "--batches", "1", "--threads", "2", "--rounds", "2", "--modes",
+            "hot,settled", "--budget", "0.001", "--lead", "0.05", "--settle", "0.05"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("mlp ")]
+    assert len(rows) == 2 and all("ort/ours" in r for r in rows)
+    assert out.count("    host before: ") == 2 and "host after: " in out
+    if os.path.isdir("/proc/self/task"):
+        assert all("other's threads: during ours" in r for r in rows)
 
 
 if __name__ == "__main__":

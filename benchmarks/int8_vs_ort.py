@@ -15,6 +15,12 @@ u8u8: MLAS's AVX2 u8s8 kernel saturates int16 pair sums). Each round times every
 batch of calls (~0.1 s of work); printed: medians and minimums (the minimum is the least
 disturbed figure on a loaded machine), ours over theirs (< 1: we are faster), GOP/s, and the
 load average before and after.
+
+The host's state (``lepton_nn.bench.hoststate``: each CPU's speed on a fixed compiled loop,
+slowest / fastest, and the cross-CPU cache-line round trip) is read before and after every
+W6 row (its "host" column: before -> after) and around the int8 MLP's table, and marked
+UNEVEN when the CPUs ran unevenly or the round trip was in its slow mode: 2-thread figures
+measured then carry it.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
     import lepton_nn.kernels._qgemm as q
 
     from lepton_nn.bench.engines.onnx_runtime import onnx_matmulinteger_bytes, ort_session
+    from lepton_nn.bench.hoststate import brief, probe
     from lepton_nn.bench.workloads import matmul_data
 
     w_q = matmul_data(1)["w_q"]
@@ -65,9 +72,10 @@ def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
     print(f"\nW6 int8 GEMM, isa {q.isa()}: ours = qlinear, ORT = MatMulInteger")
     print(
         "| M | threads | ours median (us) | ORT median (us) | ours/ORT median | ours/ORT min "
-        "| ours GOP/s | ORT GOP/s | ours / ceiling | ORT / ceiling |"
+        "| ours GOP/s | ORT GOP/s | ours / ceiling | ORT / ceiling | host: slowest CPU, "
+        "round trip |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for m in ms:
         d = matmul_data(m)
         feed = {"A": d["x_q"]}
@@ -85,7 +93,9 @@ def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
             }
             reps = max(1, int(1e8 // (m * 1024 * 1024)))
             clock = time.thread_time if cpu and t == 1 else time.perf_counter
+            host0 = probe()
             ts = _timed(fns, rounds, reps, settle if t > 1 else 0.0, clock)
+            host1 = probe()
             med = {k: float(np.median(v)) for k, v in ts.items()}
             mn = {k: float(v.min()) for k, v in ts.items()}
             ops = 2 * m * 1024 * 1024
@@ -97,7 +107,7 @@ def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
                     f"| {ops / 2 / med[k] / 1e9 / (ceiling * t):.2f} " if ceiling else "| - "
                     for k in ("ours", "ort")
                 )
-                + "|"
+                + f"| {brief(host0)} -> {brief(host1)} |"
             )
             sys.stdout.flush()
 
@@ -191,18 +201,28 @@ def mlp_batch1(rounds, threads, block=100, settle=0.0, procs=1, as_json=False):
             print(f"| {k} | " + " | ".join(cells) + f" | {mid:.1f} |")
         print("load averages before / after each process:",
               [(r["load"][0], r["load"][1]) for r in runs])  # fmt: skip
+        from lepton_nn.bench.hoststate import brief
+
+        print("host (slowest CPU's speed, round trip) before -> after each process:",
+              [f"{brief(r['host'][0])} -> {brief(r['host'][1])}" for r in runs])  # fmt: skip
         return
+    from lepton_nn.bench.hoststate import describe, probe, reasons
+
     with tempfile.TemporaryDirectory() as tmp:
         fns, steps, wbytes = _mlp_engines(tmp, threads)
+        host = [probe()]
         ts = _per_call(fns, rounds, block, settle)
+        host.append(probe())
     stats = {k: (float(np.median(v)) * 1e6, float(np.percentile(v, 5)) * 1e6,
                  float(np.percentile(v, 95)) * 1e6, float(v.min()) * 1e6)
              for k, v in ts.items()}  # fmt: skip
     if as_json:
-        return stats
+        return stats, host
     print(f"\nint8 784-512-256-10 MLP, batch 1: {wbytes / 1e6:.3f} MB of packed int8 weights "
           f"(N padded to 16, K to 4), {wbytes} multiply-adds; our plan: {steps}; per call, "
           f"{rounds} rounds of {block} calls per engine")  # fmt: skip
+    print(f"host before: {describe(host[0])}; after: {describe(host[1])}"
+          + ("  HOST UNEVEN" if reasons(host[0]) + reasons(host[1]) else ""))  # fmt: skip
     print("| engine | median (us) | p5 (us) | p95 (us) | min (us) |")
     print("|---|---:|---:|---:|---:|")
     for k, (med, p5, p95, mn) in stats.items():
@@ -257,8 +277,8 @@ def main(argv):
     if a.json:  # one process of --procs: its figures as the last line
         import json
 
-        stats = mlp_batch1(a.rounds, threads, a.block, a.settle, as_json=True)
-        print(json.dumps({"stats": stats, "load": [before[0], os.getloadavg()[0]]}))
+        stats, host = mlp_batch1(a.rounds, threads, a.block, a.settle, as_json=True)
+        print(json.dumps({"stats": stats, "load": [before[0], os.getloadavg()[0]], "host": host}))
         return
     print("load average before:", before)
     if not a.int8:

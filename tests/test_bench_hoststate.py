@@ -194,3 +194,14 @@ def test_the_runtime_does_not_load_the_probe():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
     assert out.stdout.strip() == "False"
+
+
+def test_brief_is_one_cell(fake):
+    assert hoststate.brief(hoststate.probe(fake({0: 1000.0, 1: 1020.0}, rt=160.0)[0])) == (
+        "0.98, 160 ns"
+    )
+    assert hoststate.brief(hoststate.probe(fake({0: 1000.0, 1: 1000.0}, rt=870.0)[0])) == (
+        "1.00, 870 ns UNEVEN"
+    )
+    assert hoststate.brief(hoststate.probe(fake({0: 900.0}, cpus=(0,))[0])) == "-"
+    assert hoststate.brief({"error": "not built"}) == "-" == hoststate.brief(None)

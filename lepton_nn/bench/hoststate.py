@@ -156,6 +156,16 @@ def describe(state: dict | None) -> str:
     return "; ".join(parts) or "nothing measured"
 
 
+def brief(state: dict | None) -> str:
+    """One reading in a table cell: the slowest CPU's relative speed and the round trip's
+    median, then "UNEVEN" if they cross a threshold ("-" where not measured)."""
+    if not state or "error" in state:
+        return "-"
+    rel, rt = state.get("relative_speed"), state.get("round_trip_ns")
+    text = (f"{rel:.2f}" if rel is not None else "-") + (f", {rt['p50']:.0f} ns" if rt else "")
+    return text + (" UNEVEN" if reasons(state) else "")
+
+
 def host_warnings(res: dict) -> list[dict]:
     """One entry per host-uneven table: ``workload``, ``threads``, ``reasons`` (each prefixed
     by when: at the start or end of the rounds)."""
