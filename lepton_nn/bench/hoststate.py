@@ -204,3 +204,39 @@ def warning_text(w: dict) -> str:
         + ". Multi-thread figures here carry the slow CPU or the slow round trip; compare "
         "engines within this table only."
     )
+
+
+def main(argv=None) -> int:
+    """``python -m lepton_nn.bench.hoststate [SECONDS]``: readings every 0.15 s for SECONDS
+    (default 20), one line each, then how often each threshold was crossed (to check the
+    thresholds on a machine: a quiet, even host should cross them rarely)."""
+    import sys
+
+    seconds = float(((argv if argv is not None else sys.argv[1:]) or ["20"])[0])
+    got, t0 = [], time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        state = probe()
+        if "error" in state:
+            print(state["error"])
+            return 1
+        got.append(state)
+        print(f"{time.perf_counter() - t0:6.2f} s  {brief(state):22s} {describe(state)}")
+        time.sleep(0.15)
+    rel = sorted(s["relative_speed"] for s in got if s["relative_speed"] is not None)
+    rts = sorted(s["round_trip_ns"]["p50"] for s in got if s["round_trip_ns"])
+    print(
+        f"{len(got)} readings, load average {os.getloadavg() if hasattr(os, 'getloadavg') else '?'}"
+    )
+    if rel:
+        below = sum(r < SPEED_UNEVEN for r in rel)
+        print(f"relative speed: median {rel[len(rel) // 2]:.3f}, lowest {rel[0]:.3f}; "
+              f"{below} below {SPEED_UNEVEN:g}")  # fmt: skip
+    if rts:
+        slow = sum(r > ROUND_TRIP_SLOW for r in rts)
+        print(f"round trip: median {rts[len(rts) // 2]:.0f} ns, range {rts[0]:.0f}-{rts[-1]:.0f}; "
+              f"{slow} above {ROUND_TRIP_SLOW:g} ns")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
