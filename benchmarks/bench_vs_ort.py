@@ -277,9 +277,9 @@ def _other_text(other: dict) -> str:
     return f"  other's threads: during ours {other['ours']:.2f} CPU, ort's {other['ort']:.2f}"
 
 
-def _host_text(host0: dict, host1: dict, describe, reasons) -> str:
+def _host_text(host0: dict, host1: dict, threads: int, describe, reasons) -> str:
     """The host's state before and after a row's rounds, and the mark if it was uneven."""
-    uneven = reasons(host0) + reasons(host1)
+    uneven = reasons(host0, threads) + reasons(host1, threads)
     return (f"\n    host before: {describe(host0)}; after: {describe(host1)}"
             + ("  HOST UNEVEN" if uneven else ""))  # fmt: skip
 
@@ -371,7 +371,7 @@ def main(argv=None) -> int:
                             f"{spread['ours'][0]:.2f}-{spread['ours'][1]:.2f}, ort "
                             f"{spread['ort'][0]:.2f}-{spread['ort'][1]:.2f})  ours: {limit}"
                             + _other_text(other)
-                            + _host_text(host0, host1, describe, reasons),
+                            + _host_text(host0, host1, threads, describe, reasons),
                             flush=True,
                         )
     print(f"host after: {describe(probe())}")

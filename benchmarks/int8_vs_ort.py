@@ -107,7 +107,7 @@ def w6(ms, threads, rounds, settle=SETTLE, cpu=False, ceiling=0.0):
                     f"| {ops / 2 / med[k] / 1e9 / (ceiling * t):.2f} " if ceiling else "| - "
                     for k in ("ours", "ort")
                 )
-                + f"| {brief(host0)} -> {brief(host1)} |"
+                + f"| {brief(host0, t)} -> {brief(host1, t)} |"
             )
             sys.stdout.flush()
 
@@ -204,7 +204,8 @@ def mlp_batch1(rounds, threads, block=100, settle=0.0, procs=1, as_json=False):
         from lepton_nn.bench.hoststate import brief
 
         print("host (slowest CPU's speed, round trip) before -> after each process:",
-              [f"{brief(r['host'][0])} -> {brief(r['host'][1])}" for r in runs])  # fmt: skip
+              [f"{brief(r['host'][0], max(threads))} -> {brief(r['host'][1], max(threads))}"
+               for r in runs])  # fmt: skip
         return
     from lepton_nn.bench.hoststate import describe, probe, reasons
 
@@ -222,7 +223,8 @@ def mlp_batch1(rounds, threads, block=100, settle=0.0, procs=1, as_json=False):
           f"(N padded to 16, K to 4), {wbytes} multiply-adds; our plan: {steps}; per call, "
           f"{rounds} rounds of {block} calls per engine")  # fmt: skip
     print(f"host before: {describe(host[0])}; after: {describe(host[1])}"
-          + ("  HOST UNEVEN" if reasons(host[0]) + reasons(host[1]) else ""))  # fmt: skip
+          + ("  HOST UNEVEN" if reasons(host[0], max(threads)) + reasons(host[1], max(threads))
+             else ""))  # fmt: skip
     print("| engine | median (us) | p5 (us) | p95 (us) | min (us) |")
     print("|---|---:|---:|---:|---:|")
     for k, (med, p5, p95, mn) in stats.items():

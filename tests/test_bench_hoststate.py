@@ -232,3 +232,18 @@ def test_the_calibration_command_prints_readings(capsys):
     out = capsys.readouterr().out
     assert "readings, load average" in out
     assert "relative speed: median" in out or "one CPU" in out
+
+
+def test_one_thread_tables_ignore_the_round_trip_not_the_slow_cpu(fake):
+    """One thread never trades lines between CPUs, but runs on whichever CPU it got."""
+    slow_rt = hoststate.probe(fake({0: 1000.0, 1: 1000.0}, rt=600.0)[0])
+    slow_cpu = hoststate.probe(fake({0: 1000.0, 1: 1500.0}, rt=150.0)[0])
+    assert hoststate.reasons(slow_rt, 1) == [] and hoststate.reasons(slow_rt, 2)
+    assert hoststate.reasons(slow_cpu, 1) == hoststate.reasons(slow_cpu, 2) != []
+    assert hoststate.brief(slow_rt, 1) == "1.00, 600 ns"
+    res = _res([_phase(2, [180.0, 176.0], QUIET), _phase(1, [100.0, 98.0], QUIET)])
+    _with_host(res, {(wl, t): (slow_rt, slow_rt) for wl in ("W1", "W2") for t in (1, 2)})
+    assert {(w["workload"], w["threads"]) for w in hoststate.host_warnings(res)} == {
+        ("W1", 2),
+        ("W2", 2),
+    }

@@ -203,6 +203,8 @@ def _run_workload_load_checked(wl, workers, threads, opts: Options) -> list[dict
         cases = _run_workload(wl, workers, threads, opts)
         after, cpu1 = loadavg(), cpu_seconds(pids)
         foreign = foreign_cpus(cpu0, cpu1, time.perf_counter() - t0)
+        if threads > 1:  # the engines' pool threads stop spinning first (gap_threaded)
+            time.sleep(opts.gap_threaded)
         host["end"] = _host(threads, wl, "end")
         for c in cases:
             c["host"] = host
@@ -232,7 +234,7 @@ def _host(threads: int, wl: str, when: str) -> dict:
     from .hoststate import describe, probe, reasons
 
     state = probe()
-    uneven = " HOST UNEVEN" if reasons(state) else ""
+    uneven = " HOST UNEVEN" if reasons(state, threads) else ""
     _say(f"[threads={threads}] {wl}: host at the {when}: {describe(state)}{uneven}")
     return state
 
