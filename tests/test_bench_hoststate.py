@@ -31,9 +31,11 @@ def test_the_compiled_probe_gives_sane_numbers():
     if len(cpus) >= 2 and hasattr(os, "sched_setaffinity"):
         assert [s["cpu"] for s in state["speed"]] == cpus[: hoststate.MAX_CPUS]
         rt = state["round_trip_ns"]
-        assert rt is not None, state["notes"]
-        assert rt["cpus"] == cpus[:2] and 0 < rt["p20"] <= rt["p50"] < 1e8
-        trips = hp.pingpong(cpus[0], cpus[1], 50, 0.5)
+        if rt is None:  # the two threads were never on their CPUs together for 0.5 s
+            assert "within the timeout" in " ".join(state["notes"]), state["notes"]
+        else:
+            assert rt["cpus"] == cpus[:2] and 0 < rt["p20"] <= rt["p50"] < 1e8
+        trips = hp.pingpong(cpus[0], cpus[1], 50, 30.0)  # long enough under any load
         assert len(trips) == 50 and all(t > 0 for t in trips)
         assert os.sched_getaffinity(0) == set(cpus)  # both probes put this thread back
         with pytest.raises(OSError, match="CPU"):
