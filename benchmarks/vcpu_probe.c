@@ -6,7 +6,12 @@
  *
  *     gcc -O2 -mavx2 -mfma benchmarks/vcpu_probe.c -o /tmp/vcpu_probe -lpthread && /tmp/vcpu_probe
  *
- * prints one line: "rt p20 P p50 Q ns; fma alone A both B" (benchmarks/bench_qchain_groups.py) */
+ * prints one line: "rt p20 P p50 Q ns; fma alone A both B" (benchmarks/bench_qchain_groups.py)
+ *
+ * The round trip and a per-CPU speed are also measured by the package itself, portably, at the
+ * start and end of every `lepton-nn bench` table and in bench_vs_ort.py / int8_vs_ort.py:
+ * kernels/hostprobe.c (lepton_nn.kernels._hostprobe), read by lepton_nn.bench.hoststate
+ * (`python -m lepton_nn.bench.hoststate [SECONDS]` prints readings). */
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <pthread.h>
