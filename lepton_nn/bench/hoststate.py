@@ -27,13 +27,17 @@ whichever CPU it is on):
   barrier. On issue 23's guest under other engineers' load the probe read below 0.8 in 5 % of
   40 readings at a load average of ~4 (median 0.90) and in 29 % of 119 at ~9.7 (median
   0.88; the slow CPU then stayed the same one for seconds at a time, as the host's slow
-  state does): readings under load mix the host with the load, and such tables are marked
-  loaded too. ``python -m lepton_nn.bench.hoststate`` checks the thresholds on a machine.
+  state does), 25 % of 108 at ~9 (median 0.91). The guest's own load does not bias a
+  reading (a CPU's figure is its fastest repetition): a busy loop pinned to CPU 1 at nice 0
+  or 19 left CPU 1's loop time over CPU 0's at medians 0.86-0.94, against 0.85-1.01 without
+  (4 x 6 s of readings each; ``taskset -c 1 python -c "while 1: pass" &`` then ``python -m
+  lepton_nn.bench.hoststate 6``), so the spread is the host's; how often a quiet host
+  crosses 0.8 is still to be read on a quiet machine (``python -m lepton_nn.bench.hoststate``).
 - :data:`ROUND_TRIP_SLOW` = 300 ns: two cores sharing an L3 trade a line in 50-70 ns, across
   Zen CCDs in 100-160 ns (this guest's fast mode: 150-180 ns); its slow mode measured
-  460-920 ns (520-600 ns in all 119 readings of one 30 s spell, 870-880 ns in another;
-  none of ~180 readings between 200 and 450). 300 ns is between the modes, about their
-  geometric middle. Across the sockets of a two-socket machine a round trip is ~300-500 ns
+  460-920 ns (this session's readings: 510-630 ns for minutes, 850-890 ns in another spell;
+  the modes swap within seconds). 300 ns is between the modes, about their geometric
+  middle. Across the sockets of a two-socket machine a round trip is ~300-500 ns
   too: there a 2-thread figure pays it at every barrier as well, so the mark is deserved.
 
 Degrades to a note, never an error: no compiled probe, no affinity API (speed measured
