@@ -251,7 +251,7 @@ def _host_summary(res: dict, uneven: dict) -> str:
         return "The host's state (each CPU's speed, the cross-CPU round trip) was not measured."
     rule = (
         f"a CPU below {hoststate.SPEED_UNEVEN:g} of the fastest one's speed on a fixed "
-        f"compiled loop, or a cross-CPU cache-line round trip above "
+        f"compiled loop, or at more than one thread a cross-CPU cache-line round trip above "
         f"{hoststate.ROUND_TRIP_SLOW:g} ns, at the start or end of the table's rounds"
     )
     if uneven:
