@@ -23,7 +23,11 @@
  * idle tails. Medians over the calls.
  *
  *     gcc -O2 -std=gnu11 -pthread -Ikernels/csrc benchmarks/chain_b64.c -o /tmp/chain_b64 &&
- *     /tmp/chain_b64 [rounds] [calls traced]
+ *     /tmp/chain_b64 [rounds] [calls traced] [late]
+ *
+ * `late` (us, default 0): the worker spins that long before its first task of each job, a
+ * late vCPU: the row groups should lose about half of it, the
+ * tasks of 16 rows up to a whole task.
  *
  * Another tree's kernel (an A/B):
  *     mkdir -p /tmp/base && git show main:kernels/csrc/dense_packed.h > /tmp/base/dense_packed.h
@@ -74,9 +78,17 @@ typedef struct {
     lnn_task_fn fn;
     void *ctx;
 } wrap_t;
+static double late_us, ticks_us = 3000; /* argv[3]; rdtsc ticks a us (measured in main) */
+static long job_no; /* jobs posted (the caller counts) */
 static int wrapped(void *ctx, ptrdiff_t task)
 {
     const wrap_t *w = (const wrap_t *)ctx;
+    static __thread long seen = -1;
+    if (me == 1 && late_us > 0 && seen != __atomic_load_n(&job_no, __ATOMIC_ACQUIRE)) {
+        seen = __atomic_load_n(&job_no, __ATOMIC_ACQUIRE); /* a late worker: once a job */
+        const unsigned long long t0 = __rdtsc();
+        while ((double)(__rdtsc() - t0) < late_us * ticks_us) _mm_pause();
+    }
     if (!tracing) return w->fn(w->ctx, task);
     trace_t *r = &tr[me];
     const unsigned long long t0 = __rdtsc();
@@ -90,6 +102,7 @@ static int wrapped(void *ctx, ptrdiff_t task)
 static inline int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int threads)
 {
     wrap_t w = {fn, ctx};
+    __atomic_fetch_add(&job_no, 1, __ATOMIC_RELEASE);
     return lnn_pool_run(wrapped, &w, tasks, threads);
 }
 static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int threads)
@@ -173,6 +186,14 @@ int main(int argc, char **argv)
 {
     const int rounds = argc > 1 ? atoi(argv[1]) : 21;
     const int ncalls = argc > 2 ? atoi(argv[2]) : 400;
+    late_us = argc > 3 ? atof(argv[3]) : 0;
+    {
+        const double a = now();
+        const unsigned long long k = __rdtsc();
+        while (now() - a < 0.02) {
+        }
+        ticks_us = (double)(__rdtsc() - k) / ((now() - a) * 1e6);
+    }
     lnn_pool_set_spin(5000000);
     lnn_pool_set_wait(5000000);
     srand(1);

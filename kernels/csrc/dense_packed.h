@@ -395,19 +395,24 @@ typedef struct {
     lnn_pk_count_t *count;
 } lnn_pk_flow_t;
 
-/* Part b of layer l: the layer it runs as (*P), its panels [p0, p1), its units. */
-static ptrdiff_t lnn_pk_flow_part(const lnn_pk_flow_t *F, int l, int b, lnn_pk_layer_t *P,
-                                  ptrdiff_t *p0, ptrdiff_t *p1)
+/* The rows of group b (by rows). */
+static void lnn_pk_flow_rows(const lnn_pk_flow_t *F, int b, ptrdiff_t *r0, ptrdiff_t *r1)
 {
-    *P = F->L[l];
+    *r0 = F->L[0].m * b / F->groups, *r1 = F->L[0].m * (b + 1) / F->groups;
+}
+
+/* The units of part b of layer l. */
+static ptrdiff_t lnn_pk_flow_units(const lnn_pk_flow_t *F, int l, int b)
+{
+    const lnn_pk_layer_t *L = &F->L[l];
+    ptrdiff_t p0, p1;
     if (F->groups == 0) {
-        lnn_pk_range(P, b, F->threads, p0, p1);
-        return lnn_pk_units(P, *p1 - *p0, 1);
+        lnn_pk_range(L, b, F->threads, &p0, &p1);
+        return lnn_pk_units(L, p1 - p0, 1);
     }
-    const ptrdiff_t r0 = P->m * b / F->groups, r1 = P->m * (b + 1) / F->groups;
-    P->x += r0 * P->k, P->y += r0 * P->n, P->m = r1 - r0;
-    lnn_pk_range(P, 0, 1, p0, p1);
-    return lnn_pk_units(P, *p1 - *p0, 0);
+    ptrdiff_t r0, r1;
+    lnn_pk_flow_rows(F, b, &r0, &r1);
+    return lnn_pk_units_of(r1 - r0, (L->n + LNN_PK_NR - 1) / LNN_PK_NR, 0);
 }
 
 static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b);
@@ -417,26 +422,31 @@ static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b);
  * chunked, once every range of layer l - 1 is done). */
 static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 {
-    lnn_pk_layer_t P;
+    const lnn_pk_layer_t *L = &F->L[l];
     ptrdiff_t p0, p1;
-    lnn_pk_flow_part(F, l, b, &P, &p0, &p1);
-    if (F->groups) {
+    if (F->groups) { /* the layer on the group's rows, every panel */
+        ptrdiff_t r0, r1;
+        lnn_pk_flow_rows(F, b, &r0, &r1);
+        lnn_pk_layer_t P = *L;
+        P.x += r0 * P.k, P.y += r0 * P.n, P.m = r1 - r0;
         if (l > 0) lnn_pk_flow_ensure(F, l - 1, b);
+        lnn_pk_range(&P, 0, 1, &p0, &p1);
         lnn_pk_unit(&P, p0, p1, 0, u);
         return;
     }
-    if (l == 0 || !F->chunked || P.k == 0) {
+    lnn_pk_range(L, b, F->threads, &p0, &p1);
+    if (l == 0 || !F->chunked || L->k == 0) {
         for (int c = 0; l > 0 && c < F->threads; c++) lnn_pk_flow_ensure(F, l - 1, c);
-        lnn_pk_unit(&P, p0, p1, 1, u);
+        lnn_pk_unit(L, p0, p1, 1, u);
         return;
     }
     for (int c = 0; c < F->threads; c++) { /* layer l - 1's columns of range c: k0 .. k1 */
         ptrdiff_t q0, q1;
         lnn_pk_range(&F->L[l - 1], c, F->threads, &q0, &q1);
-        const ptrdiff_t k0 = q0 * LNN_PK_NR, k1 = q1 * LNN_PK_NR < P.k ? q1 * LNN_PK_NR : P.k;
+        const ptrdiff_t k0 = q0 * LNN_PK_NR, k1 = q1 * LNN_PK_NR < L->k ? q1 * LNN_PK_NR : L->k;
         if (k1 <= k0) continue;
         lnn_pk_flow_ensure(F, l - 1, c);
-        lnn_pk_unit_k(&P, p0, p1, 1, u, k0, k1);
+        lnn_pk_unit_k(L, p0, p1, 1, u, k0, k1);
     }
 }
 
@@ -444,9 +454,7 @@ static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 static void lnn_pk_flow_claim(const lnn_pk_flow_t *F, int l, int b)
 {
     lnn_pk_count_t *c = &F->count[l * F->ranges + b];
-    lnn_pk_layer_t P;
-    ptrdiff_t p0, p1;
-    const ptrdiff_t units = lnn_pk_flow_part(F, l, b, &P, &p0, &p1);
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b);
     while (LNN_PK_LOAD(&c->claimed) < units) {
         const ptrdiff_t u = LNN_PK_CLAIM(&c->claimed);
         if (u >= units) break;
@@ -461,9 +469,7 @@ static void lnn_pk_flow_claim(const lnn_pk_flow_t *F, int l, int b)
 static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b)
 {
     lnn_pk_count_t *c = &F->count[l * F->ranges + b];
-    lnn_pk_layer_t P;
-    ptrdiff_t p0, p1;
-    const ptrdiff_t units = lnn_pk_flow_part(F, l, b, &P, &p0, &p1);
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b);
     if (LNN_PK_LOAD(&c->done) >= units) return;
     lnn_pk_flow_claim(F, l, b);
     LNN_PK_TRACE(-1, b, 0); /* a wait (layer -1) */
