@@ -182,6 +182,30 @@ def test_column_split_data_flow_gives_the_bits_of_one_thread_every_time(sizes, m
                 np.testing.assert_array_equal(g, b)
 
 
+@pytest.mark.parametrize(
+    "sizes", [(784, 512, 256, 10), (100, 200, 33, 7), (20,) * 19, (64, 5, 300)]
+)
+@pytest.mark.parametrize("m", [32, 64, 96, 128, 200, 256])
+def test_row_groups_give_the_bits_of_one_thread_every_time(sizes, m):
+    # by rows: groups of ~32 rows, a unit a panel of a group's layer, claimed by whichever
+    # thread gets there (a thread done with its groups takes panels of another's, each
+    # waiting for that group's previous layer only): 2, 3 and 5 threads give 2 to 8 groups
+    # of 32-40 rows (or 16-31 at m < 32 x threads), many calls (a panel run before its
+    # group's previous layer were done would show as a wrong call now and then), odd widths
+    # (ragged last panels, a 5-wide layer), 18 layers (two jobs)
+    k = _compiled()
+    ws, bs, acts = _layers(sizes, 1, bias=True, seed=len(sizes) + m)
+    panels = _pack(k, ws)
+    x = np.random.default_rng(m).standard_normal((m, sizes[0])).astype(np.float32)
+    base = [o.copy() for o in _run(k, x, panels, bs, acts, 1)]
+    want = _run(REF, x, _pack(REF, ws), bs, acts)
+    np.testing.assert_allclose(base[-1], want[-1], rtol=3e-5, atol=3e-5)
+    for threads in (2, 3, 5):
+        for _ in range(20):
+            for g, b in zip(_run(k, x, panels, bs, acts, threads), base, strict=True):
+                np.testing.assert_array_equal(g, b)
+
+
 def test_threaded_ranges_end_in_narrow_units():
     # up to 3 rows a thread's range of panels ends in narrow units (2 panels at 1 row, 1 at
     # 2-3 rows), so a thread done with its own range can take a late thread's last units;

@@ -335,14 +335,18 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
  *   first. Neither share fits a 512 KiB L2: both stream from L3 every call
  *   (bench_dense_bound.py states the bound; benchmarks/l2_resident.c shows that no load or
  *   prefetch hint keeps part of a share in L2 on Zen 3);
- * - by rows (from LNN_PK_ROWS rows a thread): one phase of tasks of LNN_PK_ROWS to
- *   2 LNN_PK_ROWS rows, each running its rows through every layer with no barrier at all
- *   (each task reads all the weights once, from L3, and keeps its rows' activations in its
- *   core's L1/L2). Measured on
- *   the MLP, one thread's share alone (CPU time): 8 of 16 rows through every layer 213 us
- *   against half the columns of all 16 rows 146 us (the weights read twice over, 4-row
- *   tiles); 16 of 32 rows 268 against 281 us; 32 of 64, 563 against 557 us, the same work
- *   without the barriers and without the activations crossing cores.
+ * - by rows (from LNN_PK_ROWS rows a thread): the rows are cut into groups of about
+ *   LNN_PK_GROUP_ROWS (one a thread at least; a multiple of `threads` of them), thread t
+ *   owning a contiguous block of groups, and a group's layers are units too: layer l of
+ *   group g is its panels one unit each (every row of the group), claimed from the counter
+ *   of (l, g), a unit of layer l > 0 waiting for all of layer l - 1 of the same group only.
+ *   Thread t runs its groups layer after layer (each core reads every weight once per group,
+ *   from L3, keeps its rows' activations in its L1/L2, and waits for nobody), then takes
+ *   what is left of the others' groups, the last group of a block first: a late or slowed
+ *   thread is helped a panel (~9 us at 32 rows on the MLP's first layer) at a time, not a
+ *   whole task. The last session's split, tasks of 16 rows through every layer (4 at batch
+ *   64 on 2 threads: each thread read the weights twice, a late worker's task was 190 us
+ *   of work the other could not share), is benchmarks/chain_b64.c's "rows: 4 tasks".
  *
  * Either way every output is the same fma chain (see the top of this file): the bits do not
  * depend on the split. */
@@ -352,6 +356,9 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 #define LNN_PK_MAX_THREADS 64
 #ifndef LNN_PK_ROWS
 #define LNN_PK_ROWS 16 /* rows a thread from which the chain is split by rows */
+#endif
+#ifndef LNN_PK_GROUP_ROWS
+#define LNN_PK_GROUP_ROWS 32 /* rows of a group in the row split (at least one group a thread) */
 #endif
 #define LNN_PK_GROUP 16 /* layers of one job (a longer chain runs as several jobs) */
 
@@ -368,7 +375,8 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
 #define LNN_PK_YIELD() ((void)0)
 #endif
 
-#ifndef LNN_PK_TRACE /* a measuring hook (benchmarks/chain_b1.c): unit u of layer l begins, ends */
+#ifndef LNN_PK_TRACE /* a measuring hook (benchmarks/chain_b1.c, chain_b64.c): unit u (the row
+                      * split: task u) of layer l begins, ends; l = -1: a wait for range u */
 #define LNN_PK_TRACE(l, u, end) ((void)0)
 #endif
 
@@ -377,30 +385,55 @@ typedef struct {
     ptrdiff_t claimed, done, pad[6];
 } lnn_pk_count_t;
 
-/* The column split's job: up to LNN_PK_GROUP layers, count[l * threads + b] for range b of
- * layer l; chunked: a unit runs k range by k range (the buffers are disjoint). */
+/* The job of either split: up to LNN_PK_GROUP layers, cut into `ranges` parts, count[l *
+ * ranges + b] for part b of layer l: by columns (groups = 0), range b of its panels (ranges =
+ * threads; chunked: a unit runs k range by k range, the buffers being disjoint), or by rows
+ * (groups = ranges > 0), every panel for group b's rows. */
 typedef struct {
     lnn_pk_layer_t L[LNN_PK_GROUP];
-    int layers, threads, chunked;
+    int layers, threads, chunked, groups, ranges;
     lnn_pk_count_t *count;
 } lnn_pk_flow_t;
 
-/* The units of range b of layer l, and its panels [p0, p1). */
-static ptrdiff_t lnn_pk_flow_units(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t *p0,
-                                   ptrdiff_t *p1)
+/* The rows of group b (by rows). */
+static void lnn_pk_flow_rows(const lnn_pk_flow_t *F, int b, ptrdiff_t *r0, ptrdiff_t *r1)
 {
-    lnn_pk_range(&F->L[l], b, F->threads, p0, p1);
-    return lnn_pk_units(&F->L[l], *p1 - *p0, 1);
+    *r0 = F->L[0].m * b / F->groups, *r1 = F->L[0].m * (b + 1) / F->groups;
+}
+
+/* The units of part b of layer l. */
+static ptrdiff_t lnn_pk_flow_units(const lnn_pk_flow_t *F, int l, int b)
+{
+    const lnn_pk_layer_t *L = &F->L[l];
+    ptrdiff_t p0, p1;
+    if (F->groups == 0) {
+        lnn_pk_range(L, b, F->threads, &p0, &p1);
+        return lnn_pk_units(L, p1 - p0, 1);
+    }
+    ptrdiff_t r0, r1;
+    lnn_pk_flow_rows(F, b, &r0, &r1);
+    return lnn_pk_units_of(r1 - r0, (L->n + LNN_PK_NR - 1) / LNN_PK_NR, 0);
 }
 
 static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b);
 
-/* Unit u of range b of layer l, all of it: k range by k range of its input as layer l - 1's
- * ranges complete (or, not chunked, once every range of layer l - 1 is done). */
+/* Unit u of part b of layer l, all of it. By rows: once layer l - 1 of group b is done. By
+ * columns: k range by k range of its input as layer l - 1's ranges complete (or, not
+ * chunked, once every range of layer l - 1 is done). */
 static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 {
     const lnn_pk_layer_t *L = &F->L[l];
     ptrdiff_t p0, p1;
+    if (F->groups) { /* the layer on the group's rows, every panel */
+        ptrdiff_t r0, r1;
+        lnn_pk_flow_rows(F, b, &r0, &r1);
+        lnn_pk_layer_t P = *L;
+        P.x += r0 * P.k, P.y += r0 * P.n, P.m = r1 - r0;
+        if (l > 0) lnn_pk_flow_ensure(F, l - 1, b);
+        lnn_pk_range(&P, 0, 1, &p0, &p1);
+        lnn_pk_unit(&P, p0, p1, 0, u);
+        return;
+    }
     lnn_pk_range(L, b, F->threads, &p0, &p1);
     if (l == 0 || !F->chunked || L->k == 0) {
         for (int c = 0; l > 0 && c < F->threads; c++) lnn_pk_flow_ensure(F, l - 1, c);
@@ -420,9 +453,8 @@ static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
 /* Claim and run the unclaimed units of range b of layer l. */
 static void lnn_pk_flow_claim(const lnn_pk_flow_t *F, int l, int b)
 {
-    lnn_pk_count_t *c = &F->count[l * F->threads + b];
-    ptrdiff_t p0, p1;
-    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    lnn_pk_count_t *c = &F->count[l * F->ranges + b];
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b);
     while (LNN_PK_LOAD(&c->claimed) < units) {
         const ptrdiff_t u = LNN_PK_CLAIM(&c->claimed);
         if (u >= units) break;
@@ -436,50 +468,38 @@ static void lnn_pk_flow_claim(const lnn_pk_flow_t *F, int l, int b)
 /* Range b of layer l done: what is unclaimed run here, then wait for the claimed ones. */
 static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b)
 {
-    lnn_pk_count_t *c = &F->count[l * F->threads + b];
-    ptrdiff_t p0, p1;
-    const ptrdiff_t units = lnn_pk_flow_units(F, l, b, &p0, &p1);
+    lnn_pk_count_t *c = &F->count[l * F->ranges + b];
+    const ptrdiff_t units = lnn_pk_flow_units(F, l, b);
     if (LNN_PK_LOAD(&c->done) >= units) return;
     lnn_pk_flow_claim(F, l, b);
+    LNN_PK_TRACE(-1, b, 0); /* a wait (layer -1) */
     for (long spin = 1; LNN_PK_LOAD(&c->done) < units; spin++) {
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
         if (!(spin & 255)) LNN_PK_YIELD(); /* a preempted claimer may need this core */
     }
+    LNN_PK_TRACE(-1, b, 1);
 }
 
-/* Task t: range t of every layer, then what is left of the others' ranges, layer by layer. */
+/* Task t. By columns: range t of every layer, then what is left of the others' ranges,
+ * layer by layer. By rows: its block of groups, group after group, then what is left of the
+ * others' blocks, each block from its last group back (what its owner reaches last). */
 static int lnn_pk_flow_task(void *ctx, ptrdiff_t t)
 {
     const lnn_pk_flow_t *F = (const lnn_pk_flow_t *)ctx;
-    for (int l = 0; l < F->layers; l++)
-        for (int i = 0; i < F->threads; i++) lnn_pk_flow_claim(F, l, (int)((t + i) % F->threads));
-    return 0;
-}
-
-/* The chain's arguments, for the row split's tasks. */
-typedef struct {
-    const float *x;
-    ptrdiff_t m, layers, parts;
-    const float *const *panels;
-    const float *const *bias;
-    const int *act;
-    const ptrdiff_t *dims;
-    float *const *outs;
-} lnn_pk_chain_t;
-
-/* Every layer for block `task` of the chain's rows (near-equal, in order). */
-static int lnn_pk_rows_task(void *ctx, ptrdiff_t task)
-{
-    const lnn_pk_chain_t *c = (const lnn_pk_chain_t *)ctx;
-    const ptrdiff_t r0 = c->m * task / c->parts, r1 = c->m * (task + 1) / c->parts;
-    for (ptrdiff_t l = 0; l < c->layers; l++) {
-        const float *h = l == 0 ? c->x : c->outs[l - 1];
-        const lnn_pk_layer_t L = {h + r0 * c->dims[l], c->panels[l], c->bias[l],
-                                  c->outs[l] + r0 * c->dims[l + 1], r1 - r0, c->dims[l],
-                                  c->dims[l + 1], c->act[l]};
-        lnn_pk_layer_alone(&L);
+    const int T = F->threads, G = F->groups;
+    if (G == 0) {
+        for (int l = 0; l < F->layers; l++)
+            for (int i = 0; i < T; i++) lnn_pk_flow_claim(F, l, (int)((t + i) % T));
+        return 0;
+    }
+    for (int i = 0; i < T; i++) {
+        const int o = (int)((t + i) % T), g0 = G * o / T, g1 = G * (o + 1) / T;
+        for (int j = 0; j < g1 - g0; j++) {
+            const int g = i == 0 ? g0 + j : g1 - 1 - j;
+            for (int l = 0; l < F->layers; l++) lnn_pk_flow_claim(F, l, g);
+        }
     }
     return 0;
 }
@@ -502,6 +522,42 @@ static int lnn_pk_disjoint(const float *x, ptrdiff_t m, ptrdiff_t layers, const 
     return 1;
 }
 
+/* The chain as pool jobs of the given split (groups: see lnn_pk_flow_t; chunked: only up to
+ * 3 rows with disjoint buffers, see below), a job per LNN_PK_GROUP layers. Returns 0 (nothing
+ * run) if the counters cannot be allocated. */
+static int lnn_pk_flow_chain(const float *x, ptrdiff_t m, ptrdiff_t layers,
+                             const float *const *panels, const float *const *bias,
+                             const int *act, const ptrdiff_t *dims, float *const *outs,
+                             int threads, int groups, int chunked)
+{
+    lnn_pk_count_t local[64], *count = local;
+    const int ranges = groups ? groups : threads;
+    const ptrdiff_t group = layers < LNN_PK_GROUP ? layers : LNN_PK_GROUP;
+    if (group * ranges > 64) count = (lnn_pk_count_t *)malloc(sizeof(*count) * group * ranges);
+    if (count == NULL) return 0;
+    lnn_pk_flow_t F;
+    F.threads = threads, F.groups = groups, F.ranges = ranges;
+    /* up to 3 rows a unit is one tile over its whole K; from 4 rows its K is cut in blocks
+     * of LNN_PK_KC (L2 reuse across its row blocks) and cutting it again at each input range
+     * would double the tile calls (blocks of 256 measured 4-7 % slower, above): from 4 rows
+     * a unit waits for its whole input */
+    F.chunked = chunked;
+    F.count = count;
+    for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_GROUP) {
+        F.layers = (int)(layers - l0 < LNN_PK_GROUP ? layers - l0 : LNN_PK_GROUP);
+        for (int i = 0; i < F.layers; i++) {
+            const ptrdiff_t l = l0 + i;
+            const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l], m,
+                                      dims[l], dims[l + 1], act[l]};
+            F.L[i] = L;
+        }
+        memset(count, 0, sizeof(*count) * F.layers * ranges);
+        lnn_parallel(lnn_pk_flow_task, &F, threads, threads);
+    }
+    if (count != local) free(count);
+    return 1;
+}
+
 /* The chain: layer l reads h (m, dims[l]) and writes outs[l] (m, dims[l + 1]) = f(h W + b),
  * W as panels[l]; h = x for the first layer, outs[l - 1] after. bias[l] may be NULL; an
  * output may reuse the memory of the input or of an earlier output (then split by columns).
@@ -513,43 +569,14 @@ static void lnn_dense_packed_chain_f32(const float *x, ptrdiff_t m, ptrdiff_t la
 {
     if (threads > LNN_PK_MAX_THREADS) threads = LNN_PK_MAX_THREADS;
     const int disjoint = threads > 1 && lnn_pk_disjoint(x, m, layers, dims, outs);
+    int groups = 0; /* by columns */
     if (threads > 1 && m >= (ptrdiff_t)LNN_PK_ROWS * threads && disjoint) { /* by rows */
-        /* tasks of LNN_PK_ROWS to 2 LNN_PK_ROWS rows, a multiple of `threads` of them: a
-         * late or preempted thread holds up a task, not half the batch (each task reads
-         * every weight once more, from L3, hidden behind its arithmetic from 16 rows on) */
-        const ptrdiff_t parts = threads * (m / ((ptrdiff_t)LNN_PK_ROWS * threads));
-        const lnn_pk_chain_t c = {x, m, layers, parts, panels, bias, act, dims, outs};
-        lnn_parallel(lnn_pk_rows_task, (void *)&c, parts, threads);
+        const ptrdiff_t per = m / ((ptrdiff_t)LNN_PK_GROUP_ROWS * threads);
+        groups = threads * (int)(per > 1 ? per : 1);
+    }
+    if (threads > 1 && lnn_pk_flow_chain(x, m, layers, panels, bias, act, dims, outs, threads,
+                                         groups, disjoint && m <= 3))
         return;
-    }
-    if (threads > 1) { /* by columns: a data flow, a job per LNN_PK_GROUP layers */
-        lnn_pk_count_t local[64], *count = local;
-        const ptrdiff_t group = layers < LNN_PK_GROUP ? layers : LNN_PK_GROUP;
-        if (group * threads > 64) count = (lnn_pk_count_t *)malloc(sizeof(*count) * group * threads);
-        if (count != NULL) { /* else: on this thread alone, below */
-            lnn_pk_flow_t F;
-            F.threads = threads;
-            /* up to 3 rows a unit is one tile over its whole K; from 4 rows its K is cut in
-             * blocks of LNN_PK_KC (L2 reuse across its row blocks) and cutting it again at
-             * each input range would double the tile calls (blocks of 256 measured 4-7 %
-             * slower, above): from 4 rows a unit waits for its whole input */
-            F.chunked = disjoint && m <= 3;
-            F.count = count;
-            for (ptrdiff_t l0 = 0; l0 < layers; l0 += LNN_PK_GROUP) {
-                F.layers = (int)(layers - l0 < LNN_PK_GROUP ? layers - l0 : LNN_PK_GROUP);
-                for (int i = 0; i < F.layers; i++) {
-                    const ptrdiff_t l = l0 + i;
-                    const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l],
-                                              outs[l], m, dims[l], dims[l + 1], act[l]};
-                    F.L[i] = L;
-                }
-                memset(count, 0, sizeof(*count) * F.layers * threads);
-                lnn_parallel(lnn_pk_flow_task, &F, threads, threads);
-            }
-            if (count != local) free(count);
-            return;
-        }
-    }
     for (ptrdiff_t l = 0; l < layers; l++) {
         const lnn_pk_layer_t L = {l == 0 ? x : outs[l - 1], panels[l], bias[l], outs[l],
                                   m, dims[l], dims[l + 1], act[l]};

@@ -102,7 +102,8 @@ def _join_dense_chains(ops: list[Op], arena=None) -> list[Op]:
     the same order; a packed chain on the most threads any of its layers was given).
 
     A threaded packed chain runs its layers at once (csrc/dense_packed.h): from
-    16 rows a thread (LNN_PK_ROWS) each thread's rows through every layer, below that
+    16 rows a thread (LNN_PK_ROWS) each thread's groups of rows through every layer (a
+    thread done early takes panels of another group's layers), below that
     each layer's columns as soon as the columns of the previous layer they read are done. An
     intermediate output whose block the arena handed on to a later layer of the same chain
     (dead by then, layer after layer) then gets a block of its own (the kernel would wait
