@@ -296,6 +296,10 @@ cdef extern from "rows_share.h" nogil:
     void lnn_rows_share_init(lnn_rows_share *s, const Py_ssize_t *bounds, Py_ssize_t n,
                              Py_ssize_t t)
     Py_ssize_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
+    ctypedef struct lnn_rs_rec:
+        pass
+    long lnn_rows_share_trace(lnn_rs_rec *buf, long cap)
+    long long LNN_RS_TICKS()
 
 cdef struct _rows_job:
     int cell
@@ -309,6 +313,34 @@ cdef struct _rows_job:
     Py_ssize_t cn
     int reverse
     lnn_rows_share *share
+
+
+_trace_buf = None  # the array the trace writes into (kept alive while it does)
+
+
+def rows_trace(buf):
+    """Record the timeline of the next recurrent_rows_threads calls into ``buf`` (int64,
+    C-contiguous (cap, 6): who, group, step, t0, t1 in time-stamp-counter ticks, the
+    step's thread CPU time in ns; step -1 a participant joining, -2 leaving), or stop (None). Returns the records written since
+    the last call. Not while a call runs (benchmarks/recurrent_timeline.py)."""
+    global _trace_buf
+    cdef cnp.ndarray a
+    cdef long n
+    if buf is None:
+        n = lnn_rows_share_trace(NULL, 0)
+    else:
+        a = buf
+        if (cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                or cnp.PyArray_NDIM(a) != 2 or cnp.PyArray_DIMS(a)[1] != 6):
+            raise ValueError("the trace buffer must be a C-contiguous int64 array (cap, 6)")
+        n = lnn_rows_share_trace(<lnn_rs_rec *>cnp.PyArray_DATA(a), cnp.PyArray_DIMS(a)[0])
+    _trace_buf = buf
+    return n
+
+
+def ticks():
+    """The time-stamp counter now (0 off x86): rows_trace's clock."""
+    return LNN_RS_TICKS()
 
 
 cdef void _rows_steps(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,

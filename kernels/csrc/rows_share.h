@@ -37,16 +37,15 @@ typedef struct {
 typedef struct {
     ptrdiff_t t; /* steps */
     int n;       /* groups */
+    int joined;  /* participants so far (the trace's `who`) */
     lnn_rs_group g[LNN_RS_MAX];
 } lnn_rows_share;
-
-/* steps i0 .. i1-1 (in the order of the run) of rows r0 .. r1-1 */
-typedef void (*lnn_rs_steps_fn)(void *ctx, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1);
 
 #if defined(_MSC_VER) && !defined(__clang__)
 /* no native pool there (pool.h): a job's tasks run in turn on the caller, no atomics needed */
 #define LNN_RS_LOAD(p) (*(p))
 #define LNN_RS_STORE(p, v) (*(p) = (v))
+#define LNN_RS_ADD(p) ((*(p))++)
 static int lnn_rs_take(int *p)
 {
     if (*p) return 0;
@@ -56,6 +55,7 @@ static int lnn_rs_take(int *p)
 #else
 #define LNN_RS_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define LNN_RS_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define LNN_RS_ADD(p) __atomic_fetch_add((p), 1, __ATOMIC_RELAXED)
 static int lnn_rs_take(int *p)
 {
     int idle = 0;
@@ -74,6 +74,59 @@ static int lnn_rs_take(int *p)
 #define LNN_RS_YIELD() ((void)0)
 #endif
 
+/* The timeline trace (benchmarks/recurrent_timeline.py): while lnn_rs_trace is set, each
+ * participant appends a record as it joins (step -1, t0 = t1), one per step it runs (t0, t1
+ * around the step: time-stamp counter ticks; cpu: the thread's CPU time in the step, ns, so
+ * that a step the OS cut in two shows) and one as it leaves (step -2). Off (NULL) it costs
+ * a load and a branch a step. Set only while no job runs. */
+typedef struct {
+    long long who, group, step, t0, t1, cpu;
+} lnn_rs_rec;
+static lnn_rs_rec *lnn_rs_trace;
+static long lnn_rs_trace_cap, lnn_rs_trace_len;
+
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <x86intrin.h>
+#define LNN_RS_TICKS() ((long long)__rdtsc())
+#else
+#define LNN_RS_TICKS() 0LL
+#endif
+#if defined(__linux__)
+#include <time.h>
+static long long lnn_rs_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#else
+static long long lnn_rs_cpu_ns(void) { return 0; }
+#endif
+
+static void lnn_rs_note(long long who, long long group, long long step, long long t0,
+                        long long cpu)
+{
+    const long i = LNN_RS_ADD(&lnn_rs_trace_len);
+    if (i >= lnn_rs_trace_cap) return;
+    lnn_rs_rec *r = &lnn_rs_trace[i];
+    r->who = who, r->group = group, r->step = step, r->t0 = t0, r->t1 = LNN_RS_TICKS();
+    r->cpu = cpu;
+}
+
+/* Record the next jobs' timelines into buf (cap records; NULL: stop). Returns the records
+ * written since the last call (at most its cap). */
+static long lnn_rows_share_trace(lnn_rs_rec *buf, long cap)
+{
+    const long had = lnn_rs_trace_len < lnn_rs_trace_cap ? lnn_rs_trace_len : lnn_rs_trace_cap;
+    lnn_rs_trace = buf;
+    lnn_rs_trace_cap = buf ? cap : 0;
+    lnn_rs_trace_len = 0;
+    return had;
+}
+
+/* steps i0 .. i1-1 (in the order of the run) of rows r0 .. r1-1 */
+typedef void (*lnn_rs_steps_fn)(void *ctx, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t i0, ptrdiff_t i1);
+
 /* The job's groups: the ranges bounds[0] .. bounds[n] (increasing; empty ones dropped; past
  * LNN_RS_MAX ranges the last group takes the rest), none run yet. */
 static void lnn_rows_share_init(lnn_rows_share *s, const ptrdiff_t *bounds, ptrdiff_t n,
@@ -81,6 +134,7 @@ static void lnn_rows_share_init(lnn_rows_share *s, const ptrdiff_t *bounds, ptrd
 {
     s->t = t;
     s->n = 0;
+    s->joined = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         if (bounds[i + 1] <= bounds[i]) continue;
         if (s->n == LNN_RS_MAX) {
@@ -100,6 +154,9 @@ static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void 
 {
     ptrdiff_t ran = 0;
     int last = -1;
+    lnn_rs_rec *const trace = lnn_rs_trace;
+    const long long who = trace ? LNN_RS_ADD(&s->joined) : 0;
+    if (trace) lnn_rs_note(who, -1, -1, LNN_RS_TICKS(), 0);
     for (long spin = 1;; spin++) {
         int k = -1, more = 0;
         ptrdiff_t least = s->t;
@@ -113,7 +170,10 @@ static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void 
             if (done < least || (done == least && done < s->t && j == last)) k = j, least = done;
         }
         if (k < 0) {
-            if (!more) return ran;
+            if (!more) {
+                if (trace) lnn_rs_note(who, -1, -2, LNN_RS_TICKS(), 0);
+                return ran;
+            }
             LNN_RS_PAUSE();
             if ((spin & 255) == 0) LNN_RS_YIELD(); /* its holder may wait for this core */
             continue;
@@ -122,7 +182,9 @@ static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void 
         if (!lnn_rs_take(&g->busy)) continue; /* taken meanwhile: look again */
         const ptrdiff_t i = g->next;          /* its last holder's, acquired with busy */
         if (i < s->t) {
+            const long long c0 = trace ? lnn_rs_cpu_ns() : 0, t0 = trace ? LNN_RS_TICKS() : 0;
             fn(ctx, g->r0, g->r1, i, i + 1);
+            if (trace) lnn_rs_note(who, k, i, t0, lnn_rs_cpu_ns() - c0);
             LNN_RS_STORE(&g->next, i + 1);
             ran++;
             last = k;
