@@ -15,13 +15,16 @@ and mode the medians over the calls are printed, in microseconds:
   the group's previous step: its states change cores);
 - ``budget``: the 1-thread time over the thread count (the ideal at that count); ``both
   busy``: the time two participants were in a step at once;
-- ``cpu``: the median step's thread CPU time (TSC time minus what the OS gave others).
+- ``idle at the end``: from a participant's last step to the call's end (waiting for the
+  other); ``OS ran others``: its time in the call minus its thread's CPU time.
 
-The 1-thread rows split as the 2-thread ones (two groups) are ``1 t (2 groups)``: the same
-steps on one core, so that ``us/step`` compares a step's cost alone and side by side.
+Runs: ``1 t`` (one group), ``1 t, G groups`` (the rows cut as the 2-thread run's: the same
+steps on one core, so that ``us/step`` compares a step's cost alone and side by side),
+``2 t, G groups`` (each thread's range cut into ``--parts`` groups, the default) and ``2 t,
+2 groups`` (a group a thread, as before the cut).
 
     PYTHONPATH=. python benchmarks/recurrent_timeline.py [--cells LSTM,GRU] [--batch 64]
-        [--modes hot,settled] [--rounds 21]
+        [--modes hot,settled] [--rounds 9] [--calls 12] [--parts 2]
 """
 
 from __future__ import annotations
@@ -46,17 +49,19 @@ def _tick_ns(k) -> float:
 
 def _one(recs: np.ndarray, start: int, end: int, ns: float) -> dict:
     """The figures of one traced call (records recs, call from tick start to end)."""
-    out = {"wall": (end - start) * ns / 1e3}
-    joins = recs[recs[:, 2] == -1]
-    out["late"] = (joins[:, 3].max() - start) * ns / 1e3 if len(joins) else 0.0
+    us = ns / 1e3
+    out = {"wall": (end - start) * us}
+    joins, leaves = recs[recs[:, 2] == -1], recs[recs[:, 2] == -2]
+    out["late"] = (joins[:, 3].max() - start) * us if len(joins) else 0.0
     steps = recs[recs[:, 2] >= 0]
     order = steps[np.argsort(steps[:, 3])]
+    out["groups"] = len(set(order[:, 1].tolist()))
     edges = sorted([(a, 1) for a in order[:, 3].tolist()] + [(b, -1) for b in order[:, 4].tolist()])
     running, since, both = 0, start, 0
     for tick, d in edges:  # the time two or more participants were in a step
         both += tick - since if running >= 2 else 0
         running, since = running + d, tick
-    out["both"] = both * ns / 1e3
+    out["both"] = both * us
     prev: dict[int, int] = {}
     moves = {}
     for who, group, *_ in order.tolist():
@@ -65,14 +70,17 @@ def _one(recs: np.ndarray, start: int, end: int, ns: float) -> dict:
         prev[group] = who
     for who in sorted(set(joins[:, 0].tolist())):
         mine = order[order[:, 0] == who]
-        busy = float((mine[:, 4] - mine[:, 3]).sum()) * ns / 1e3
-        gaps = (mine[1:, 3] - mine[:-1, 4]) * ns / 1e3
+        left = leaves[leaves[:, 0] == who]
+        busy = float((mine[:, 4] - mine[:, 3]).sum()) * us
+        gaps = (mine[1:, 3] - mine[:-1, 4]) * us
+        span = float(left[0, 4] - left[0, 3]) * us if len(left) else 0.0
         out[who] = {
             "busy": busy,
             "idle": out["wall"] - busy,
+            "end": (end - mine[-1, 4]) * us if len(mine) else out["wall"],
+            "off": span - (float(left[0, 5]) / 1e3 if len(left) else 0.0),
             "steps": len(mine),
-            "step": float(np.median(mine[:, 4] - mine[:, 3])) * ns / 1e3 if len(mine) else 0.0,
-            "cpu": float(np.median(mine[:, 5])) / 1e3 if len(mine) else 0.0,
+            "step": float(np.median(mine[:, 4] - mine[:, 3])) * us if len(mine) else 0.0,
             "gap": float(np.median(gaps)) if len(gaps) else 0.0,
             "moves": moves.get(who, 0),
         }
@@ -86,6 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--modes", default="hot,settled")
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=12, help="calls back to back a round")
+    ap.add_argument("--parts", type=int, default=2, help="groups a thread's range is cut into")
     args = ap.parse_args(argv)
 
     from lepton_nn.backend.reference import ReferenceBackend
@@ -106,20 +115,27 @@ def main(argv=None) -> int:
         h = np.zeros((2, n, U), np.float32)
         c = np.zeros((2, n, U), np.float32) if cell == "LSTM" else None
         half = [0, n // 2, n]
-        runs = {"1 t": ([0, n], 1), "1 t (2 groups)": (half, 1), "2 t": (half, 2)}
+        runs = {  # name: bounds, threads, parts
+            "1 t": ([0, n], 1, 1),
+            f"1 t, {2 * args.parts} groups": (half, 1, args.parts),
+            f"2 t, {2 * args.parts} groups": (half, 2, args.parts),
+            "2 t, 2 groups": (half, 2, 1),
+        }
         buf = np.zeros((8 * T + 64, 6), np.int64)
         for mode in args.modes.split(","):
             got: dict[str, list] = {name: [] for name in runs}
             first: dict[str, list] = {name: [] for name in runs}
             for r in range(args.rounds + 1):
-                for name, (bounds, th) in runs.items():
+                for name, (bounds, th, parts) in runs.items():
                     bd = np.array(bounds, np.int64)
                     if mode == "settled":
                         time.sleep(0.3)
                     for i in range(args.calls):
                         k.rows_trace(buf)
                         t0 = k.ticks()
-                        k.recurrent_rows_threads(cell, x, wp, h, c, None, bd, False, th)
+                        k.recurrent_rows_threads(
+                            cell, x, wp, h, c, None, bd, False, th, None, parts
+                        )
                         t1 = k.ticks()
                         m = k.rows_trace(None)
                         if r:  # the first round warms up
@@ -130,7 +146,7 @@ def main(argv=None) -> int:
                 th = runs[name][1]
                 med = statistics.median
                 print(
-                    f"{cell} b{n} {mode:7s} {name:15s} wall {med(o['wall'] for o in outs):6.0f}"
+                    f"{cell} b{n} {mode:7s} {name:14s} wall {med(o['wall'] for o in outs):6.0f}"
                     f" (first call {med(o['wall'] for o in first[name]):6.0f}, late"
                     f" {med(o['late'] for o in first[name]):5.0f}; later calls late"
                     f" {med(o['late'] for o in outs):4.0f})  budget {one / th:6.0f}"
@@ -144,8 +160,9 @@ def main(argv=None) -> int:
                         f"    p{who}: busy {med(p['busy'] for p in ps):6.0f}"
                         f"  idle {med(p['idle'] for p in ps):6.0f}"
                         f"  steps {med(p['steps'] for p in ps):4.0f}"
-                        f"  us/step {med(p['step'] for p in ps):6.2f}"
-                        f" (cpu {med(p['cpu'] for p in ps):6.2f})"
+                        f"  us/step {med(p['step'] for p in ps):5.1f}"
+                        f"  idle at the end {med(p['end'] for p in ps):5.0f}"
+                        f"  OS ran others {med(p['off'] for p in ps):5.0f}"
                         f"  gap {med(p['gap'] for p in ps):5.2f}"
                         f"  moves {med(p['moves'] for p in ps):3.0f}"
                     )
