@@ -294,8 +294,12 @@ cdef extern from "rows_share.h" nogil:
     ctypedef void (*lnn_rs_steps_fn)(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,
                                      Py_ssize_t i1) noexcept nogil
     void lnn_rows_share_init(lnn_rows_share *s, const Py_ssize_t *bounds, Py_ssize_t n,
-                             Py_ssize_t t)
+                             Py_ssize_t t, Py_ssize_t parts)
     Py_ssize_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void *ctx)
+    ctypedef struct lnn_rs_rec:
+        pass
+    long lnn_rows_share_trace(lnn_rs_rec *buf, long cap)
+    long long LNN_RS_TICKS()
 
 cdef struct _rows_job:
     int cell
@@ -309,6 +313,35 @@ cdef struct _rows_job:
     Py_ssize_t cn
     int reverse
     lnn_rows_share *share
+
+
+_trace_buf = None  # the array the trace writes into (kept alive while it does)
+
+
+def rows_trace(buf):
+    """Record the timeline of the next recurrent_rows_threads calls into ``buf`` (int64,
+    C-contiguous (cap, 6): who, group, step, t0, t1 in time-stamp-counter ticks, cpu; step
+    -1 a participant joining, -2 leaving: t0 its join, cpu its thread's CPU time in ns since
+    then), or stop (None). Returns the records written since
+    the last call. Not while a call runs (benchmarks/recurrent_timeline.py)."""
+    global _trace_buf
+    cdef cnp.ndarray a
+    cdef long n
+    if buf is None:
+        n = lnn_rows_share_trace(NULL, 0)
+    else:
+        a = buf
+        if (cnp.PyArray_TYPE(a) != cnp.NPY_INT64 or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+                or cnp.PyArray_NDIM(a) != 2 or cnp.PyArray_DIMS(a)[1] != 6):
+            raise ValueError("the trace buffer must be a C-contiguous int64 array (cap, 6)")
+        n = lnn_rows_share_trace(<lnn_rs_rec *>cnp.PyArray_DATA(a), cnp.PyArray_DIMS(a)[0])
+    _trace_buf = buf
+    return n
+
+
+def ticks():
+    """The time-stamp counter now (0 off x86): rows_trace's clock."""
+    return LNN_RS_TICKS()
 
 
 cdef void _rows_steps(void *ctx, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t i0,
@@ -326,14 +359,15 @@ cdef int _rows_task(void *ctx, Py_ssize_t i) noexcept nogil:
 
 def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packed not None,
                            cnp.ndarray h not None, c, mask, cnp.ndarray bounds not None,
-                           bint reverse, int threads, gates=None):
+                           bint reverse, int threads, gates=None, Py_ssize_t parts=2):
     """recurrent_rows_forward(cell, x, w_packed, h, c, mask, bounds[i], bounds[i + 1],
     reverse, gates) for every range i, on up to ``threads`` threads of the shared native
     pool (bounds int64 (R + 1,), increasing from 0 to the batch). The threads share the
-    ranges step by step (csrc/rows_share.h): each runs one step of a range nobody is
-    running, the ranges in turn, so a thread that starts late takes over the ranges not
-    being run from the step they are at. Rows are independent: any split and any thread
-    gives the same bits. Arrays as recurrent_rows_forward's."""
+    ranges, each cut into ``parts`` groups of rows, step by step (csrc/rows_share.h): each
+    runs one step of a group nobody is running, its own groups while no other lags behind,
+    so a thread that starts late or runs slow hands groups to the other from the step they
+    are at. Rows are independent: any split and any thread gives the same bits. Arrays as
+    recurrent_rows_forward's."""
     cdef _rows_job j
     cdef lnn_rows_share share
     cdef Py_ssize_t r = cnp.PyArray_SIZE(bounds) - 1
@@ -353,7 +387,8 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
     j.reverse = reverse
     j.share = &share
     with nogil:
-        lnn_rows_share_init(&share, <const Py_ssize_t *>cnp.PyArray_DATA(bounds), r, j.t)
+        lnn_rows_share_init(&share, <const Py_ssize_t *>cnp.PyArray_DATA(bounds), r, j.t,
+                            parts)
         lnn_parallel(_rows_task, &j, threads if threads > 1 else 1, threads)
 
 

@@ -103,3 +103,56 @@ def test_threads_more_ranges_than_groups():
     bounds = np.arange(b + 1, dtype=np.int64)  # 150 ranges of one row
     _rec.recurrent_rows_threads(cell, x, wp, *got, mask, bounds, False, 2)
     _same(got, want)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 64])
+def test_threads_parts_same_bits(cell, parts):
+    """Each range cut into ``parts`` groups (rows_share.h: whole 3-row tiles, at least 6 rows
+    a group, at most 64 groups), the threads keeping to their own groups and taking over
+    those that lag: the bits of one call over all rows, at 1, 2 and 3 threads."""
+    b = 67
+    wp, x, mask = _case(cell, b, seed=11)
+    want = _states(cell, b, False)
+    _rec.recurrent_rows_forward(cell, x, wp, *want, mask, 0, b, False)
+    for bounds in ([0, b], [0, 33, b], [0, 10, 12, 40, b]):
+        for threads in (1, 2, 3):
+            got = _states(cell, b, False)
+            bd = np.array(bounds, np.int64)
+            _rec.recurrent_rows_threads(cell, x, wp, *got, mask, bd, False, threads, None, parts)
+            _same(got, want)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "parts", "groups"),
+    [
+        ([0, 32, 64], 2, 4),  # 15 + 17 rows a range
+        ([0, 32, 64], 1, 2),
+        ([0, 10], 4, 1),  # 10 rows: one group of at least 6
+        ([0, 12, 30], 4, 5),  # 12 rows: 2 groups; 18: 3
+        (list(range(0, 151)), 2, 64),  # 150 ranges of a row: the last group takes the rest
+    ],
+)
+def test_threads_groups_and_steps_in_order(bounds, parts, groups):
+    """The trace of a 2-thread call (rows_trace): the ranges cut into the groups expected,
+    and every group's T steps run once each, in order, whoever ran them."""
+    cell, b = "LSTM", bounds[-1]
+    wp, x, mask = _case(cell, b, seed=5)
+    got = _states(cell, b, False)
+    buf = np.zeros((64 * T + 16, 6), np.int64)
+    _rec.rows_trace(buf)
+    try:
+        bd = np.array(bounds, np.int64)
+        _rec.recurrent_rows_threads(cell, x, wp, *got, mask, bd, False, 2, None, parts)
+    finally:
+        n = _rec.rows_trace(None)
+    rec = buf[:n]
+    steps = rec[rec[:, 2] >= 0]
+    assert len(set(steps[:, 1].tolist())) == groups
+    for g in range(groups):
+        mine = steps[steps[:, 1] == g]
+        assert mine[np.argsort(mine[:, 3]), 2].tolist() == list(range(T))
+    assert 1 <= (rec[:, 2] == -1).sum() == (rec[:, 2] == -2).sum() <= 2  # joined, left
+    want = _states(cell, b, False)
+    _rec.recurrent_rows_forward(cell, x, wp, *want, mask, 0, b, False)
+    _same(got, want)
