@@ -153,7 +153,9 @@ class InferenceModel:
     ``forward(x)``: numeric input (N, *input_shape) -> network output (N, *output_shape).
     ``predict(X)`` / ``predict_proba(X)``: see the module docstring. One plan per batch size
     is built on first use and reused; calls from several threads at once are safe (a call
-    that finds the plans busy runs on a plan of its own).
+    that finds the plans busy runs on a plan of its own). At batch 1, a plan that is one
+    compiled chain call (an fp32 or int8 Dense MLP) is served by a runner bound at load
+    (:mod:`.onecall`): input check, chain and a fresh output in one call from Python.
     """
 
     def __init__(
