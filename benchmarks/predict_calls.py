@@ -7,8 +7,10 @@ difference of their N::
         python benchmarks/predict_calls.py predict $n 1 fp32 2>&1 | grep Collected; done
 
 Arguments: ``predict|chain N [threads] [fp32|int8] [--cpu]``. ``--cpu`` prints the calling
-thread's CPU time per call (median of 15 interleaved rounds of predict and chain): predict's
-Python is the difference. Run it in another checkout, with its own PYTHONPATH, for an A/B.
+thread's CPU time per call (median of 15 interleaved rounds of predict, chain and
+``general``: predict on a second copy of the model with its one-call runner switched off,
+runtime/onecall.py, i.e. the general path of gate, plan call and copy): predict's overhead
+is its difference to chain. Run it in another checkout, with its own PYTHONPATH, for an A/B.
 """
 
 from __future__ import annotations
@@ -34,13 +36,19 @@ def main(argv: list[str]) -> None:
     import lepton_nn.runtime as rt
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = rt.load(br._files(br.make_weights(), tmp)[kind], threads=threads)
+        path = br._files(br.make_weights(), tmp)[kind]
+        model = rt.load(path, threads=threads)
+        general = rt.load(path, threads=threads) if cpu else None
+    if general is not None and hasattr(general, "_fast"):  # the general path alone
+        general._fast = general._fast_predict = None
     x = np.random.default_rng(1).standard_normal((1, br.SIZES[0])).astype(np.float32)
     plan = model.plan_for(1)
     calls = {
         "predict": lambda: model.predict(x),
         "chain": lambda: [fn(x, *args) for fn, args, _ in plan.head],
     }
+    if general is not None:
+        calls["general"] = lambda: general.predict(x)
     if not cpu:
         call = calls[what]
         call()
@@ -49,7 +57,7 @@ def main(argv: list[str]) -> None:
         return
     times: dict[str, list[float]] = {k: [] for k in calls}
     for r in range(15):
-        for k in calls if r % 2 == 0 else list(calls)[::-1]:
+        for k in list(calls) if r % 2 == 0 else list(calls)[::-1]:
             f = calls[k]
             t0 = time.thread_time()
             for _ in range(n):

@@ -478,3 +478,6 @@ def read_probe(cnp.ndarray v not None, int streams=6, Py_ssize_t prefetch=0, int
         out = lnn_read_probe_f32(<const float *>cnp.PyArray_DATA(v), n, streams, prefetch, hint,
                                  reps)
     return out
+
+
+include "dense_run.pxi"  # dense_packed_run: the runtime's one-call batch-1 predict

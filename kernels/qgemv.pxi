@@ -34,7 +34,7 @@ cdef class QDenseChain:
     cdef qv_layer *ls
     cdef float **op
     cdef Py_ssize_t n_layers, kmax
-    cdef cnp.ndarray scratch
+    cdef readonly cnp.ndarray scratch  # (readonly: tests check what outputs may alias)
     cdef readonly tuple specs
     cdef readonly Py_ssize_t m, k
     cdef readonly int threads
@@ -169,3 +169,67 @@ def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
     if rc != 0:
         raise MemoryError("qdense_chain_forward: no memory for an int8 GEMM's scratch")
     return outs[chain.n_layers - 1]
+
+
+# qdense_chain_run_prepare(chain, in_shape) -> run;  qdense_chain_run(run, x) -> array | -1 | -2
+#     The runtime's one-call predict (lepton_nn/runtime/onecall.py): ``chain`` prepared again
+#     (scratch and intermediate outputs of the runner's own), x checked by _run_gate
+#     (ndarray, float32, C-contiguous, (m, *in_shape), finite), the chain run and its last
+#     layer written straight into a new (m, N_last) array. -2: such an x holding inf or NaN;
+#     -1: any other x, or the runner busy in another thread: the caller's general path.
+
+include "input_gate.pxi"
+
+
+cdef class QDenseRun:
+    """An int8 Dense chain bound for ``qdense_chain_run`` (see qdense_chain_run_prepare)."""
+
+    cdef Py_ssize_t shape[RUN_MAX_DIMS]
+    cdef int nd
+    cdef bint busy
+    cdef readonly QDenseChain chain
+    cdef readonly tuple keep  # the intermediate outputs
+
+
+def qdense_chain_run_prepare(QDenseChain chain not None, tuple in_shape not None):
+    """A runner for ``qdense_chain_run``: ``chain``'s layers (prepared anew: the runner has its
+    own scratch) at its m rows, of per-sample shape ``in_shape`` (product: the chain's k)."""
+    cdef QDenseRun r = QDenseRun.__new__(QDenseRun)
+    cdef Py_ssize_t size, l
+    r.nd = _run_shape(in_shape, r.shape, &size)
+    if size != chain.k or chain.m < 1:
+        raise ValueError(f"qdense_chain_run_prepare: input shape {in_shape} for a chain of "
+                         f"{chain.m} rows of {chain.k} features")
+    r.chain = qdense_chain_prepare(chain.specs, chain.m, chain.k, chain.threads)
+    r.busy = False
+    keep = []
+    for l in range(r.chain.n_layers - 1):
+        o = np.empty((chain.m, r.chain.widths[l]), np.float32)
+        r.chain.op[l] = <float *>cnp.PyArray_DATA(<cnp.ndarray>o)
+        keep.append(o)
+    r.keep = tuple(keep)
+    return r
+
+
+def qdense_chain_run(QDenseRun run not None, x):
+    """The chain's output for ``x`` in a new array, or -1 / -2 (see above)."""
+    if run.busy:
+        return -1
+    cdef QDenseChain c = run.chain
+    cdef Py_ssize_t m = _run_gate(x, c.m, run.shape, run.nd)
+    if m < 0:
+        return m
+    cdef cnp.npy_intp od[2]
+    od[0], od[1] = m, c.ls[c.n_layers - 1].g.N
+    cdef cnp.ndarray out = cnp.PyArray_SimpleNew(2, od, cnp.NPY_FLOAT32)
+    c.op[c.n_layers - 1] = <float *>cnp.PyArray_DATA(out)
+    cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef int rc
+    run.busy = True  # set and read under the GIL: another thread's call takes the long path
+    with nogil:
+        rc = qv_chain(xp, m, c.n_layers, c.ls, c.op, <uint8_t *>cnp.PyArray_DATA(c.scratch),
+                      c.kmax, c.threads)
+    run.busy = False
+    if rc != 0:
+        raise MemoryError("qdense_chain_run: no memory for an int8 GEMM's scratch")
+    return out

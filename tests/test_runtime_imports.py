@@ -45,6 +45,7 @@ LEPTON = {
     "lepton_nn.runtime.kernels",
     "lepton_nn.runtime.model",
     "lepton_nn.runtime.npy_header",
+    "lepton_nn.runtime.onecall",
     "lepton_nn.runtime.parsers",
     "lepton_nn.runtime.plan",
     "lepton_nn.runtime.preprocess",

@@ -39,6 +39,7 @@ from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeErro
 
 from .format import read_lnn
 from .kernels import kernels
+from .onecall import runner_for
 from .plan import Network, Plan, default_threads, parse_network
 from .record import Record
 from .validate import Limits, Summary, validate
@@ -152,7 +153,9 @@ class InferenceModel:
     ``forward(x)``: numeric input (N, *input_shape) -> network output (N, *output_shape).
     ``predict(X)`` / ``predict_proba(X)``: see the module docstring. One plan per batch size
     is built on first use and reused; calls from several threads at once are safe (a call
-    that finds the plans busy runs on a plan of its own).
+    that finds the plans busy runs on a plan of its own). At batch 1, a plan that is one
+    compiled chain call (an fp32 or int8 Dense MLP) is served by a runner bound at load
+    (:mod:`.onecall`): input check, chain and a fresh output in one call from Python.
     """
 
     def __init__(
@@ -181,11 +184,11 @@ class InferenceModel:
         self.network: Network = parse_network(
             manifest.get("model"), arrays, sparse=sparse, limits=limits, walked=summary.layers
         )
+        self._lock = threading.Lock()
         self.threads = int(threads) if threads is not None else default_threads()
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))
         self._plans: dict[int, Plan] = {}
-        self._lock = threading.Lock()
         net = self.network
         self._dtype = net.dtype
         self._all_finite = kernels().all_finite  # one compiled pass over the input
@@ -207,10 +210,36 @@ class InferenceModel:
         )
         if kind == "tabular":
             self._init_tabular(manifest, summary.extra.get("preprocessing"))
+        self._fast: tuple | None = None  # the batch-1 runner (runtime/onecall.py)
+        self._fast_predict: tuple | None = None  # the same for predict (not tabular files)
         try:  # bind the batch-1 plan now: checks that everything fits, and warms up
-            self.plan_for(1)
+            self._bind_fast()
         except (TypeError, ValueError, IndexError, MemoryError) as exc:
             raise ModelFormatError(f"the network cannot be planned: {exc!r}") from exc
+
+    def _bind_fast(self) -> None:
+        """The batch-1 plan, and its one-call runner when it is one compiled chain call."""
+        plan = self.plan_for(1)
+        fast = None if self._many_in else runner_for(plan, self._in)
+        self._fast = fast
+        self._fast_predict = fast if self.kind != "tabular" else None
+
+    @property
+    def threads(self) -> int:
+        """The threads the plans split work over; setting it re-plans (every cached plan
+        is dropped, the batch-1 plan and its runner are bound again at once)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) < 1:
+            raise ValueError(f"threads must be a positive int, got {value!r}")
+        with self._lock:
+            self._threads = int(value)
+            if hasattr(self, "_plans"):  # (set once in __init__ before any plan)
+                self._plans.clear()
+                self._hot = (None, None)
+                self._bind_fast()
 
     # -- construction ------------------------------------------------------------------------
     def _init_tabular(self, manifest: dict, parsed: Preprocessing | None) -> None:
@@ -351,6 +380,11 @@ class InferenceModel:
         ``lengths=``: past a sequence's end its state is kept and its outputs are 0, and the
         reverse direction starts at the sequence's own last step.
         """
+        fast = self._fast
+        if fast is not None and lengths is None:  # the batch-1 runner (runtime/onecall.py)
+            out = fast[0](fast[1], x)
+            if type(out) is not int:
+                return out
         if self._many_in:
             return self._forward_many(x, lengths)
         # inf/NaN are refused in every precision alike (int8 would quantize them into finite
@@ -429,6 +463,11 @@ class InferenceModel:
     def predict(self, X: Any, lengths: Any = None) -> np.ndarray:
         """Network files: ``model(x)``'s values (``lengths``: see :meth:`forward`). Tabular
         files: labels (regression: values)."""
+        fast = self._fast_predict
+        if fast is not None and lengths is None:  # the batch-1 runner: one call, or -1/-2
+            out = fast[0](fast[1], X)
+            if type(out) is not int:
+                return out
         if self.kind != "tabular":
             return self.forward(X, lengths)
         if lengths is not None:
