@@ -169,9 +169,26 @@ def test_other_processes_cpu_decides_over_the_load_average():
     assert loaded.load_check(_res([ph]))["quiet_foreign_cpus"] == loaded.QUIET_FOREIGN
 
 
+# a child that burns CPU on request: "spin S" runs until S more seconds of its own CPU time
+# are used, then answers its CPU time so far and waits (blocked: it uses none in between)
+BURNER = """
+import sys, time
+for line in sys.stdin:
+    stop = time.process_time() + float(line.split()[1])
+    while time.process_time() < stop:
+        pass
+    print(time.process_time(), flush=True)
+"""
+
+
 def test_cpu_seconds_tells_other_processes_from_ours():
-    """A busy child process we watch counts as ours; the same process unwatched counts as
-    another process's work (a real process, /proc)."""
+    """A child's CPU seconds count as ours when its pid is watched and as another process's
+    work when not (a real process, /proc). Both readings are taken at the same two moments,
+    with the child idle at each, around a known amount of its CPU work (0.6 s, however long
+    the machine takes to give it): on a loaded machine the busy time of the whole machine
+    is capped by its cores, so readings of two different intervals (the old form of this
+    test) could differ by less than the child's work and failed; here the machine's other
+    activity is the same in both and cancels exactly."""
     import subprocess
     import sys
     import time
@@ -180,17 +197,30 @@ def test_cpu_seconds_tells_other_processes_from_ours():
 
     if cpu_seconds() is None:
         pytest.skip("no /proc/stat here")
-    spin = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 1.5: pass\n"
-    seen = {}
-    for watched in (True, False):
-        p = subprocess.Popen([sys.executable, "-c", spin])
-        pids = [p.pid] if watched else []
-        a, t0 = cpu_seconds(pids), time.perf_counter()
-        time.sleep(1.0)
-        b = cpu_seconds(pids)
-        seen[watched] = foreign_cpus(a, b, time.perf_counter() - t0)
+    p = subprocess.Popen(
+        [sys.executable, "-c", BURNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+
+    def burn(seconds):
+        p.stdin.write(f"spin {seconds}\n")
+        p.stdin.flush()
+        return float(p.stdout.readline())
+
+    try:
+        c0 = burn(0.0)  # started and idle
+        a = cpu_seconds([p.pid]), cpu_seconds([])
+        t0 = time.perf_counter()
+        c1 = burn(0.6)
+        b = cpu_seconds([p.pid]), cpu_seconds([])
+        wall = time.perf_counter() - t0
+    finally:
+        p.stdin.close()
         p.wait()
-    # unwatched: ~1 CPU of another process's work (less if the guest lost time to the host
-    # during the second); watched: ours, only the machine's other activity remains
-    assert seen[False] > 0.5
-    assert seen[True] < seen[False] - 0.4
+    used = c1 - c0  # the child's CPU seconds, by its own clock
+    watched = foreign_cpus(a[0], b[0], wall) * wall
+    unwatched = foreign_cpus(a[1], b[1], wall) * wall
+    assert used >= 0.6
+    # the two differ by the child's work, as /proc counts it (clock ticks: 0.05 s of slack)
+    assert unwatched - watched == pytest.approx(used, abs=0.05)
+    # unwatched, that work is another process's, on top of whatever else ran
+    assert unwatched >= used - 0.1

@@ -9,9 +9,12 @@ inside an ``#if ...AVX2`` block but is called outside it shows up as an implicit
 (an error since gcc 14, a missing symbol at import before that); both are checked here.
 
 Mode (2) pretends to be another target with the host's headers, so it is for checking what the
-preprocessor leaves, not for running: the object is never loaded. The plain-C loops themselves
-run on this machine through each kernel's "portable" switch (``conv2d_direct_portable``,
-``LEPTON_ISA=portable``), against their NumPy twins, in the kernels' own tests.
+preprocessor leaves, not for running: the object is never loaded (its spin-wait hint, spin_hint.h,
+must be the plain compiler barrier there: no ``pause`` instruction). The plain-C loops run on
+this machine through each kernel's "portable" switch (``conv2d_direct_portable``,
+``LEPTON_ISA=portable``), against their NumPy twins, in the kernels' own tests, and
+(3) as a whole: every extension built with ``-DLEPTON_NO_SIMD`` (the portable-only build) holds
+no ymm/zmm instruction and, loaded in place of the usual build, passes the kernels' twin tests.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +77,13 @@ def _undefined_own(obj: Path) -> list[str]:
     return sorted(line.split()[-1] for line in out.splitlines() if OWN.match(line.split()[-1]))
 
 
+def _disassembly(obj: Path) -> str:
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (binutils) is not installed")
+    return subprocess.run([objdump, "-d", str(obj)], capture_output=True, text=True).stdout
+
+
 def _not_x86_flags(tmp: Path) -> list[str]:
     if not X86:
         return []  # this machine is the case itself
@@ -87,6 +98,8 @@ def test_builds_as_on_a_cpu_that_is_not_x86(pyx, c_sources, tmp_path):
     res, obj = _compile(c_sources / f"{pyx.stem}.c", _not_x86_flags(tmp_path), tmp_path)
     assert res.returncode == 0, f"{pyx.name} without x86 SIMD:\n{res.stderr[-3000:]}"
     assert _undefined_own(obj) == [], f"{pyx.name}: helpers only defined under an ISA guard"
+    if X86:  # spin_hint.h took its plain branch: no x86 pause is left (the x86 build has some)
+        assert "pause" not in _disassembly(obj), f"{pyx.name}: an x86 spin hint off x86"
 
 
 @pytest.mark.skipif(not X86, reason="an x86-64 build option")
@@ -96,48 +109,139 @@ def test_builds_for_x86_64_without_avx2(pyx, c_sources, tmp_path):
     res, obj = _compile(c_sources / f"{pyx.stem}.c", flags, tmp_path)
     assert res.returncode == 0, f"{pyx.name} without -mavx2:\n{res.stderr[-3000:]}"
     assert _undefined_own(obj) == []
+    if pyx.stem == "pool" and shutil.which("objdump"):  # its idle workers' spin: LNN_SPIN_HINT
+        assert "pause" in _disassembly(obj)
 
 
+SPIN = '#include "spin_hint.h"\nvoid spin(volatile int *f) { while (!*f) LNN_SPIN_HINT(); }\n'
+
+
+@pytest.mark.parametrize(
+    "target, flags, hint",
+    [("x86", [], "pause"), ("aarch64", ["-D__aarch64__"], "yield"), ("other", [], None)],
+)
+def test_spin_hint_per_cpu(target, flags, hint, tmp_path):
+    """LNN_SPIN_HINT() is x86's pause, ARM's yield, elsewhere a compiler barrier alone (gcc
+    to assembly only, so the ARM case compiles here too)."""
+    if target == "x86" and not X86:
+        pytest.skip("an x86 compiler")
+    if target != "x86":  # whatever this machine is, the target is named alone
+        arch = ("__x86_64__", "__amd64__", "__i386__", "__aarch64__", "__arm__")
+        flags = [*(f"-U{m}" for m in arch), *flags]
+    src = tmp_path / "spin.c"
+    src.write_text(SPIN)
+    asm = tmp_path / "spin.s"
+    cmd = [GCC, "-S", "-O2", "-I", str(ROOT / "kernels" / "csrc"), *flags, "-o", str(asm), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = re.sub(r"\brep\s+nop\b", "pause", asm.read_text())  # gcc's spelling of pause
+    words = set(re.findall(r"\b(pause|yield)\b", text))
+    assert words == ({hint} if hint else set()), words
+
+
+def test_one_spin_hint_in_the_kernels():
+    """Spin-wait hints are written once, in spin_hint.h: nowhere else an x86-only pause."""
+    sources = [*(ROOT / "kernels" / "csrc").glob("*.h"), *(ROOT / "kernels").glob("*.p*x*")]
+    found = [
+        f"{src.name}:{i}"
+        for src in sources
+        if src.name != "spin_hint.h"
+        for i, line in enumerate(src.read_text().splitlines(), 1)
+        if re.search(r"ia32_pause|_mm_pause|\byield\b\s*\\?\"|__yield\(", line)
+    ]
+    assert found == []
+
+
+# Each extension's twin tests, run on the portable-only build (-DLEPTON_NO_SIMD) of every
+# extension at once; ``-k`` leaves out the Numba backend's cases (and its JIT compiles). The
+# pool has no SIMD: every threaded test here runs on it.
+TWIN_TESTS = {
+    "conv": ("test_conv_direct.py", "test_conv_winograd.py"),
+    "dense": ("test_kernels_parity.py", "test_dense_packed.py", "test_dense_chain.py"),
+    "gemm": ("test_gemm_train.py",),
+    "qgemm": ("test_qgemm.py", "test_qgemm_tails.py", "test_qgemv.py"),
+    "recurrent": ("test_recurrent.py", "test_recurrent_rows.py", "test_recurrent_q8.py"),
+    "sparse": ("test_sparse_kernels.py", "test_sparse_chain.py", "test_act_special_values.py"),
+}
+# its counts of units taken are the AVX2 path's (it fails with LEPTON_ISA=portable on the
+# usual build too): a test's assumption, not the portable loops' bits (those it checks pass)
+ISA_SPECIFIC = ("test_a_stalled_part_is_taken_after_the_patience",)
+SELECT = " and ".join(f"not {name}" for name in ("numba", *ISA_SPECIFIC))
 RUN_TWINS = """
-import importlib.util, sys
-import lepton_nn.kernels as pkg
-spec = importlib.util.spec_from_file_location("lepton_nn.kernels._conv", sys.argv[1])
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
-pkg._conv = mod
+import sys
 import pytest
-code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", *sys.argv[2:]])
-print("ran on", sys.modules["lepton_nn.kernels._conv"].__file__)
+code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-k", sys.argv[1], *sys.argv[2:]])
+for name in sorted(n for n in sys.modules if n.startswith("lepton_nn.kernels._")):
+    mod = sys.modules[name]
+    isas = list(mod.supported_isas()) if hasattr(mod, "supported_isas") else None
+    print("ran on", mod.__name__, mod.__file__, isas)
 sys.exit(code)
 """
 
 
-@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
-def test_conv_built_without_simd_passes_its_twin_tests(c_sources, tmp_path):
-    """``-DLEPTON_NO_SIMD`` (the portable-only build, as on a CPU without AVX2) leaves no
-    AVX2/AVX-512 code in ``_conv`` (no ymm or zmm register in its machine code), and that build,
-    loaded in place of the usual one, passes the direct and Winograd convolutions' tests
-    against their NumPy twins."""
-    so = tmp_path / ("_conv" + sysconfig.get_config_var("EXT_SUFFIX"))
-    res, _ = _compile(c_sources / "conv.c", ["-DLEPTON_NO_SIMD", "-O2", "-fPIC"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    link = subprocess.run(
-        [GCC, "-shared", "-o", str(so), str(tmp_path / "conv.o")], capture_output=True, text=True
+@pytest.fixture(scope="module")
+def no_simd_build(c_sources, tmp_path_factory):
+    """Every extension compiled with ``-DLEPTON_NO_SIMD`` (the portable-only build, as on a
+    CPU without AVX2), in a copy of the imported package (so that the tests' own
+    subprocesses import that build too): {stem: path of the module}."""
+    out = tmp_path_factory.mktemp("no_simd")
+    shutil.copytree(
+        PKG_PARENT / "lepton_nn", out / "lepton_nn", ignore=shutil.ignore_patterns("__pycache__")
     )
-    assert link.returncode == 0, link.stderr[-3000:]
-    objdump = shutil.which("objdump")
-    if objdump is not None:
-        asm = subprocess.run([objdump, "-d", str(so)], capture_output=True, text=True).stdout
-        wide = [ln for ln in asm.splitlines() if "%ymm" in ln or "%zmm" in ln]
-        assert wide == [], f"{len(wide)} AVX instructions left, first: {wide[0]}"
-    # run where the imported package lives (the source tree in development, site-packages
-    # after pip install): a checkout without compiled kernels would offer no cython backend
-    tests = [str(ROOT / "tests" / f) for f in ("test_conv_direct.py", "test_conv_winograd.py")]
-    env = {**os.environ, "PYTHONPATH": str(PKG_PARENT)}
+    kernels = out / "lepton_nn" / "kernels"
+
+    def build(pyx):
+        res, obj = _compile(c_sources / f"{pyx.stem}.c", ["-DLEPTON_NO_SIMD", "-O2", "-fPIC"], out)
+        assert res.returncode == 0, f"{pyx.name} with -DLEPTON_NO_SIMD:\n{res.stderr[-3000:]}"
+        so = kernels / f"_{pyx.stem}{sysconfig.get_config_var('EXT_SUFFIX')}"
+        link = [GCC, "-shared", "-o", str(so), str(obj)]
+        res = subprocess.run(link, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return pyx.stem, so
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        return dict(ex.map(build, PYX))
+
+
+def test_every_extension_has_its_twin_tests_on_the_portable_build():
+    assert {p.stem for p in PYX} == {*TWIN_TESTS, "pool"}
+
+
+@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
+@pytest.mark.parametrize("pyx", PYX, ids=[p.stem for p in PYX])
+def test_built_without_simd_has_no_avx(pyx, no_simd_build):
+    """``-DLEPTON_NO_SIMD`` leaves no AVX2/AVX-512 code: no ymm or zmm register in the
+    module's machine code (every ISA guard in kernels/csrc honours it)."""
+    asm = _disassembly(no_simd_build[pyx.stem])
+    assert "<PyInit__" in asm  # the disassembly is there
+    wide = [ln for ln in asm.splitlines() if "%ymm" in ln or "%zmm" in ln]
+    assert wide == [], f"{pyx.name}: {len(wide)} AVX instructions left, first: {wide[0]}"
+
+
+@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
+@pytest.mark.parametrize("ext", sorted(TWIN_TESTS))
+def test_built_without_simd_passes_its_twin_tests(ext, no_simd_build):
+    """That build of every extension, imported in place of the usual one (by the tests' own
+    subprocesses too), passes each kernel's tests against its NumPy twin (every backend's
+    cases but Numba's), and offers no ISA path but the portable one."""
+    tests = [str(ROOT / "tests" / f) for f in TWIN_TESTS[ext]]
+    pkg_parent = next(iter(no_simd_build.values())).parents[2]
+    env = {**os.environ, "PYTHONPATH": str(pkg_parent)}
+    env.pop("LEPTON_ISA", None)
     run = subprocess.run(
-        [sys.executable, "-c", RUN_TWINS, str(so), *tests, "-k", "cython"],
-        cwd=PKG_PARENT, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", RUN_TWINS, SELECT, *tests],
+        cwd=pkg_parent, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
-    assert " passed" in run.stdout and f"ran on {so}" in run.stdout
+    assert " passed" in run.stdout
+    ran = {
+        ln.split()[2]: ln.split(None, 4)[3:]
+        for ln in run.stdout.splitlines()
+        if ln.startswith("ran on ")
+    }
+    assert f"lepton_nn.kernels._{ext}" in ran
+    for stem, so in no_simd_build.items():
+        if f"lepton_nn.kernels._{stem}" in ran:
+            path, isas = ran[f"lepton_nn.kernels._{stem}"]
+            assert path == str(so), (stem, path)
+            assert isas in ("None", "['portable']"), (stem, isas)

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "dense.h" /* lnn_bias_act_forward_f32, LNN_* activation codes */
+#include "spin_hint.h"
 
 #define LNN_PK_NR 16  /* columns of a panel */
 #ifndef LNN_PK_KC
@@ -41,7 +42,7 @@
 #define LNN_PK_KC 1024
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_PK_AVX2 1
 static int lnn_pk_have_avx2(void)
@@ -474,9 +475,7 @@ static void lnn_pk_flow_ensure(const lnn_pk_flow_t *F, int l, int b)
     lnn_pk_flow_claim(F, l, b);
     LNN_PK_TRACE(-1, b, 0); /* a wait (layer -1) */
     for (long spin = 1; LNN_PK_LOAD(&c->done) < units; spin++) {
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
+        LNN_SPIN_HINT();
         if (!(spin & 255)) LNN_PK_YIELD(); /* a preempted claimer may need this core */
     }
     LNN_PK_TRACE(-1, b, 1);

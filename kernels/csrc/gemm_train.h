@@ -32,7 +32,7 @@
 #define LNN_GT_KC 256
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_GT_AVX2 1
 static int lnn_gt_have_avx2(void)

@@ -4,6 +4,7 @@
 #define LNN_POOL_IMPL_H
 #define LNN_POOL_IMPL 1
 #include "pool.h"
+#include "spin_hint.h"
 
 /* ---- the pool itself (lepton_nn.kernels._pool only) ---- */
 #if defined(__unix__) || defined(__APPLE__)
@@ -33,9 +34,7 @@ static inline int lnn_pool_cpu(void) { return -1; }
 
 static inline void lnn_pool_relax(void)
 {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    LNN_SPIN_HINT();
 }
 
 static inline int64_t lnn_pool_ns(void)

@@ -35,6 +35,7 @@
 #define LEPTON_QGEMV_H
 
 #include "qgemm.h"
+#include "spin_hint.h"
 
 /* One layer of a chain: qg_args with the weights, scales, bias and activation set once
  * (N, K, b, ws, cs, bias, act); a, M, xs, zp and outf are set per call. */
@@ -219,9 +220,7 @@ static inline int64_t qv_ns(void) {
 }
 
 static inline void qv_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    LNN_SPIN_HINT();
 }
 
 /* part b's share of layer l: units [*lo, *lo + return) */

@@ -14,7 +14,7 @@
 
 #define LNN_RP_MAX 8
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 
 __attribute__((target("avx2"))) static float lnn_rp_avx2(const float *p, ptrdiff_t per,
@@ -52,7 +52,7 @@ static float lnn_read_probe_f32(const float *p, ptrdiff_t n, int streams, ptrdif
     const ptrdiff_t per = n / streams;
     float total = 0;
     for (ptrdiff_t r = 0; r < reps; r++) {
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
         if (__builtin_cpu_supports("avx2")) {
             total += lnn_rp_avx2(p, per, streams, prefetch, hint);
             continue;

@@ -28,7 +28,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(LEPTON_NO_SIMD) /* a portable-only build (simd_act.h) */
 #define LNN_REC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define LNN_REC_CLONES

@@ -81,11 +81,7 @@ static int lnn_rs_take(int *p)
     return __atomic_compare_exchange_n(p, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
 }
 #endif
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
-#define LNN_RS_PAUSE() __builtin_ia32_pause()
-#else
-#define LNN_RS_PAUSE() ((void)0)
-#endif
+#include "spin_hint.h"
 #if defined(__unix__) || defined(__APPLE__)
 #include <sched.h>
 #define LNN_RS_YIELD() sched_yield()
@@ -208,7 +204,7 @@ static ptrdiff_t lnn_rows_share_run(lnn_rows_share *s, lnn_rs_steps_fn fn, void 
                 if (trace) lnn_rs_note(who, -1, -2, join, lnn_rs_cpu_ns() - cpu);
                 return ran;
             }
-            LNN_RS_PAUSE();
+            LNN_SPIN_HINT();
             if ((spin & 255) == 0) LNN_RS_YIELD(); /* its holder may wait for this core */
             continue;
         }

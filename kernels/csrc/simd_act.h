@@ -28,6 +28,14 @@
 #define LA_GELU_C 0.7978845608028654f
 #define LA_GELU_A 0.044715f
 
+/* The SIMD exp's clamp: x = min(HI, max(LO, x)). A NaN passes through it (vmaxps and vminps
+ * return their SECOND operand when either one is NaN, so x goes second), and so through every
+ * activation built on it, as in NumPy. exp(LO) = 2^-126 (the smallest normal float); from
+ * x > 88.38 n = 128 and 2^n = +inf, so exp(x) = +inf (exactly: from 88.72), sigmoid(z) = 0
+ * from z < -88.38 and gelu(-inf) = -inf * 0 = NaN, as the NumPy twin gives. */
+#define LA_EXP_LO -87.3f
+#define LA_EXP_HI 88.7f
+
 #if defined(__GNUC__) || defined(__clang__)
 #define LA_UNUSED __attribute__((unused))
 #else
@@ -45,7 +53,7 @@
 /* ---------------------------------------------------------------- scalar (libm) */
 static inline float la_act1(float z, int act) {
     switch (act) {
-    case LA_RELU: return z > 0.0f ? z : 0.0f;
+    case LA_RELU: return z < 0.0f ? 0.0f : z; /* NaN stays NaN, as np.maximum(z, 0) */
     case LA_SIGMOID: return z >= 0.0f ? 1.0f / (1.0f + expf(-z)) : expf(z) / (1.0f + expf(z));
     case LA_TANH: return tanhf(z);
     case LA_GELU: return 0.5f * z * (1.0f + tanhf(LA_GELU_C * (z + LA_GELU_A * z * z * z)));
@@ -64,7 +72,7 @@ LA_UNUSED static void la_bias_act_row_scalar(float *y, const float *bias, int64_
 
 static inline LA_T512 __m512 la_exp512(__m512 x) {
     /* exp(x) = 2^n * p(r), n = round(x / ln2), r = x - n ln2 (two-part ln2) */
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    x = _mm512_min_ps(_mm512_set1_ps(LA_EXP_HI), _mm512_max_ps(_mm512_set1_ps(LA_EXP_LO), x));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), x);
@@ -76,7 +84,7 @@ static inline LA_T512 __m512 la_exp512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_scalef_ps(p, n); /* n = 128: +inf */
 }
 
 static inline LA_T512 __m512 la_sigmoid512(__m512 z) {
@@ -106,7 +114,7 @@ static inline LA_T512 __m512 la_tanh512(__m512 z) {
 
 static inline LA_T512 __m512 la_act512(__m512 z, int act) {
     switch (act) {
-    case LA_RELU: return _mm512_max_ps(z, _mm512_setzero_ps());
+    case LA_RELU: return _mm512_max_ps(_mm512_setzero_ps(), z); /* NaN: z (see LA_EXP_LO) */
     case LA_SIGMOID: return la_sigmoid512(z);
     case LA_TANH: return la_tanh512(z);
     case LA_GELU: {
@@ -134,7 +142,7 @@ la_bias_act_row512(float *y, const float *bias, int64_t n, int act) {
 #define LA_T256 __attribute__((target("avx2,fma"), always_inline))
 
 static inline LA_T256 __m256 la_exp256(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    x = _mm256_min_ps(_mm256_set1_ps(LA_EXP_HI), _mm256_max_ps(_mm256_set1_ps(LA_EXP_LO), x));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x);
@@ -146,7 +154,7 @@ static inline LA_T256 __m256 la_exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    /* 2^n from the exponent bits: n in [-126, 127] after the clamp above */
+    /* 2^n from the exponent bits: n in [-126, 128] after the clamp above, 2^128 = +inf */
     __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
@@ -175,7 +183,7 @@ static inline LA_T256 __m256 la_tanh256(__m256 z) {
 
 static inline LA_T256 __m256 la_act256(__m256 z, int act) {
     switch (act) {
-    case LA_RELU: return _mm256_max_ps(z, _mm256_setzero_ps());
+    case LA_RELU: return _mm256_max_ps(_mm256_setzero_ps(), z); /* NaN: z (see LA_EXP_LO) */
     case LA_SIGMOID: return la_sigmoid256(z);
     case LA_TANH: return la_tanh256(z);
     case LA_GELU: {

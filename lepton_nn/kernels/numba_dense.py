@@ -130,7 +130,7 @@ def _tanh(x):
     q, s, below = _exp_split(_like(x, -2) * abs(x))
     em = -one if below else (s - one) + s * q
     t = -em / (_like(x, 2) + em)
-    return -t if x < 0 else t
+    return -t if x < 0 else (t if x > 0 else x)  # tanh(+-0) = +-0, NaN stays
 
 
 # In place (out is z, gz is gy, glogits is probs) each kernel runs loops that read the output
