@@ -4,6 +4,7 @@ in alternating processes (issue 23: W2 at >= 80 % of the fp32 GEMM peak).
 
     python benchmarks/bench_w2_parts.py [--threads 1] [--steps 300] [--rounds 3]
                                          [--baseline /path/to/other/checkout] [--compiled]
+                                         [--ahead-ab]
 
 Parts: each GEMM by shape (``gemm A'(m, k) B'(k, n)``, the backend's ``gemm``), the bias and
 activation epilogues, the loss, Adam's update, and the rest (Python, autograd, allocation): the
@@ -20,6 +21,9 @@ say ``git archive <commit> | tar -x -C DIR`` plus ``setup.py build_ext --inplace
 runs the baseline's process, then this tree's, so both see the same load. Prints the load
 average with every round. ``--compiled`` times the step through ``lepton_nn.compile`` (the
 Numba replay: one call, no parts) instead.
+``--ahead-ab`` runs the eager step with the gemm kernel's fetch-ahead on and off on alternate
+steps in each process (an A/B that sees one load), and prints each GEMM's and the step's
+medians per setting and their ratio per process.
 """
 
 from __future__ import annotations
@@ -220,6 +224,57 @@ def compiled(threads: int, steps: int) -> dict:
             PEAK: peak(clock)}  # fmt: skip
 
 
+def ahead_ab(threads: int, steps: int) -> dict:
+    """The eager step with the gemm kernel's fetch-ahead (``_gemm.set_fetch_ahead``) on and
+    off on alternate steps, in this process: the median time of each GEMM shape and of the
+    step, per setting (``... on`` / ``... off``)."""
+    import time
+
+    import numpy as np
+
+    from lepton_nn import optim
+    from lepton_nn.backend import get_backend
+    from lepton_nn.bench.cases import configure_threads
+    from lepton_nn.bench.engines.lepton import _loss, lepton_mlp
+    from lepton_nn.bench.workloads import ADAM, W2, glorot_weights, training_data
+    from lepton_nn.kernels import _gemm
+
+    limiter = configure_threads("lepton", threads)  # noqa: F841 (kept for the run)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    be, parts = get_backend(), {}
+    gemm = be.gemm
+
+    def timed(a, ta, b, tb, out=None):
+        t = clock()
+        r = gemm(a, ta, b, tb, out)
+        key = f"gemm {'X^T' if ta else 'X'} {r.shape[0]}x{a.shape[0 if ta else 1]}x{r.shape[1]}"
+        parts[key + (" B^T" if tb else "")] = clock() - t
+        return r
+
+    be.gemm = timed
+    x, y = training_data(W2)
+    model = lepton_mlp(W2.sizes, glorot_weights(W2.sizes))
+    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    loss_fn = _loss(W2.loss)
+    rows: dict[str, list[float]] = {}
+    try:
+        for i in range(2 * steps + 20):
+            on = i % 2 == 0
+            _gemm.set_fetch_ahead(on)
+            parts.clear()
+            t = clock()
+            opt.zero_grad()
+            loss_fn(model(x[i % len(x)]), y[i % len(y)]).backward()
+            opt.step()
+            parts["step"] = clock() - t
+            if i >= 20:
+                for k, v in parts.items():
+                    rows.setdefault(f"{k} {'on' if on else 'off'}", []).append(v)
+    finally:
+        _gemm.set_fetch_ahead(True)
+    return {k: float(np.median(v)) for k, v in sorted(rows.items())}
+
+
 def _run(tree: str, threads: int, steps: int, fn: str = "profile") -> dict:
     code = (
         f"import sys, json; sys.path.insert(0, {tree!r}); sys.path.insert(1, {HERE!r}); "
@@ -242,7 +297,12 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="another checkout (extensions built in place)")
     ap.add_argument("--compiled", action="store_true",
                     help="time the step through lepton_nn.compile instead (no parts)")  # fmt: skip
+    ap.add_argument("--ahead-ab", action="store_true",
+                    help="the gemm kernel's fetch-ahead on / off on alternate steps, in each "
+                         "process (no baseline)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.ahead_ab:
+        return _ahead_report(args)
     ours = os.path.dirname(HERE)
     trees = {"baseline": args.baseline, "this tree": ours} if args.baseline else {"this": ours}
     results: dict[str, list[dict]] = {name: [] for name in trees}
@@ -273,6 +333,24 @@ def main(argv=None) -> int:
             else:
                 cells.append(f"{v * 1e6:18.1f}")
         print(f"{k:48s}" + "".join(cells))
+    return 0
+
+
+def _ahead_report(args) -> int:
+    import statistics
+
+    runs = []
+    for r in range(args.rounds):
+        runs.append(_run(os.path.dirname(HERE), args.threads, args.steps, "ahead_ab"))
+        print(f"round {r + 1}: load average {os.getloadavg()}", flush=True)
+    print(f"\nfetch-ahead on / off, alternate steps; per process the median of {args.steps}")
+    print("steps each, us; then off / on per process (> 1: on is faster)")
+    for k in [k[:-3] for k in runs[0] if k.endswith(" on")]:
+        on = [run[k + " on"] for run in runs]
+        off = [run[k + " off"] for run in runs]
+        ratios = " ".join(f"{b / a:5.3f}" for a, b in zip(on, off))
+        print(f"{k:32s} on {statistics.median(on) * 1e6:8.1f} off "
+              f"{statistics.median(off) * 1e6:8.1f}   {ratios}")  # fmt: skip
     return 0
 
 
