@@ -4,16 +4,26 @@ in alternating processes (issue 23: W2 at >= 80 % of the fp32 GEMM peak).
 
     python benchmarks/bench_w2_parts.py [--threads 1] [--steps 300] [--rounds 3]
                                          [--baseline /path/to/other/checkout] [--compiled]
+                                         [--ahead-ab]
 
 Parts: each GEMM by shape (``gemm A'(m, k) B'(k, n)``, the backend's ``gemm``), the bias and
-activation epilogues, the loss, Adam's update, and the rest (Python, autograd, allocation):
-the step's time less the parts. Times are the thread's CPU time at 1 thread (steadier on a
-busy machine: time the OS gave to another process is not counted; wall time at 2 threads),
-medians over the steps, per round. With ``--baseline`` (a checkout with its extensions built
-in place, say ``git archive <commit> | tar -x -C DIR`` plus ``setup.py build_ext --inplace``)
-each round runs the baseline's process, then this tree's, so both see the same load. Prints
-the load average with every round. ``--compiled`` times the step through ``lepton_nn.compile``
-(the Numba replay: one call, no parts) instead.
+activation epilogues, the loss, Adam's update, and the rest (Python, autograd, allocation): the
+step's time less the parts. Times are the thread's CPU time at 1 thread (steadier on a busy
+machine: time the OS gave to another process is not counted; wall time at 2 threads), medians
+over the steps, per round; beside them the process's CPU time per step (every thread of it:
+BLAS or pool workers spinning show there, "CPUs busy" = process CPU / step time, ~1.0 at 1
+thread), and the fp32 GEMM peak measured in the same process (``lepton_nn.bench``'s probe, its
+fastest sample, on the step's clock) with the step's % of it. Each row is the median over the
+rounds (with an even count, the mean of the middle two), the step's spread over the rounds
+beside it, and GFLOP/s is that median step's, not a median of its own (the two came from
+different rounds before). With ``--baseline`` (a checkout with its extensions built in place,
+say ``git archive <commit> | tar -x -C DIR`` plus ``setup.py build_ext --inplace``) each round
+runs the baseline's process, then this tree's, so both see the same load. Prints the load
+average with every round. ``--compiled`` times the step through ``lepton_nn.compile`` (the
+Numba replay: one call, no parts) instead.
+``--ahead-ab`` runs the eager step with the gemm kernel's fetch-ahead on and off on alternate
+steps in each process (an A/B that sees one load), and prints each GEMM's and the step's
+medians per setting and their ratio per process.
 """
 
 from __future__ import annotations
@@ -40,6 +50,51 @@ POOL_KEYS = {
     "sleeps": "worker sleeps / step",
 }
 COUNTS = tuple(POOL_KEYS.values())
+PROCESS_CPU = "process CPU (all threads)"
+PEAK = "fp32 GEMM peak GFLOP/s (same process)"
+
+
+def peak(clock, samples: int = 5, n: int | None = None) -> float:
+    """The fp32 GEMM peak (GFLOP/s) on the step's clock: ``lepton_nn.bench``'s probe (NumPy's
+    sgemm on (n, n) x (n, n), the fastest of ``samples`` samples of ~0.05 s), but timed with
+    ``clock`` (the thread's CPU time at 1 thread: the probe's wall time counts other
+    processes' turns on the core, which the step's CPU time does not)."""
+    import numpy as np
+
+    from lepton_nn.bench.machine import PEAK_N
+
+    n = n or PEAK_N
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    c = np.matmul(a, b)
+    t = clock()
+    np.matmul(a, b, out=c)
+    calls = max(1, int(0.05 / max(clock() - t, 1e-6)))
+    best = 0.0
+    for _ in range(samples):
+        t = clock()
+        for _ in range(calls):
+            np.matmul(a, b, out=c)
+        best = max(best, 2.0 * n**3 * calls / max(clock() - t, 1e-9) / 1e9)
+    return best
+
+
+def summarize(rounds: list[dict]) -> dict:
+    """One row per key over the rounds: the median (the mean of the middle two for an even
+    count), ``step spread`` (min, max), ``step GFLOP/s`` of the median step and ``CPUs busy``
+    (the median process CPU over the median step time)."""
+    import statistics
+
+    keys = [k for k in rounds[0] if k != "flops"]
+    out = {k: statistics.median(r.get(k, 0.0) for r in rounds) for k in keys}
+    steps = [r["step"] for r in rounds]
+    out["step spread"] = (min(steps), max(steps))
+    out["step GFLOP/s"] = rounds[0]["flops"] / out["step"] / 1e9
+    if PEAK in out:
+        out["% of peak"] = 100 * out["step GFLOP/s"] / out[PEAK]
+    if PROCESS_CPU in out:
+        out["CPUs busy"] = out[PROCESS_CPU] / out["step"]
+    return out
 
 
 class PoolCounts:
@@ -108,20 +163,21 @@ def profile(threads: int, steps: int) -> dict:
         if i == 20:
             pool.start()
         step_parts.clear()
-        t = clock()
+        t, c = clock(), time.process_time()
         opt.zero_grad()
         loss_fn(model(x[i % len(x)]), y[i % len(y)]).backward()
         opt.step()
-        total = clock() - t
+        total, cpu = clock() - t, time.process_time() - c
         if i < 20:  # warm-up
             continue
         step_parts["rest (Python, autograd, allocation)"] = total - sum(step_parts.values())
         step_parts["step"] = total
+        step_parts[PROCESS_CPU] = cpu
         for k, v in step_parts.items():
             rows.setdefault(k, []).append(v)
     med = {k: float(np.median(v)) for k, v in rows.items()}
-    med["step GFLOP/s"] = training_flops("W2") * W2.batch / med["step"] / 1e9
-    return {**med, **pool.per_step(steps)}
+    return {**med, **pool.per_step(steps), "flops": training_flops("W2") * W2.batch,
+            PEAK: peak(clock)}  # fmt: skip
 
 
 def compiled(threads: int, steps: int) -> dict:
@@ -152,18 +208,71 @@ def compiled(threads: int, steps: int) -> dict:
         return loss
 
     step = lepton_nn.compile(train_step)
-    times = []
+    times, cpus = [], []
     pool = PoolCounts()
     for i in range(steps + 20):
         if i == 20:
             pool.start()
-        t = clock()
+        t, c = clock(), time.process_time()
         step(x[i % len(x)], y[i % len(y)])
         if i >= 20:  # capture, validation, compilation and warm-up
             times.append(clock() - t)
+            cpus.append(time.process_time() - c)
     med = float(np.median(times))
-    return {"compiled step": med, "step": med, **pool.per_step(steps),
-            "step GFLOP/s": training_flops("W2") * W2.batch / med / 1e9}  # fmt: skip
+    return {"compiled step": med, "step": med, PROCESS_CPU: float(np.median(cpus)),
+            **pool.per_step(steps), "flops": training_flops("W2") * W2.batch,
+            PEAK: peak(clock)}  # fmt: skip
+
+
+def ahead_ab(threads: int, steps: int) -> dict:
+    """The eager step with the gemm kernel's fetch-ahead (``_gemm.set_fetch_ahead``) on and
+    off on alternate steps, in this process: the median time of each GEMM shape and of the
+    step, per setting (``... on`` / ``... off``)."""
+    import time
+
+    import numpy as np
+
+    from lepton_nn import optim
+    from lepton_nn.backend import get_backend
+    from lepton_nn.bench.cases import configure_threads
+    from lepton_nn.bench.engines.lepton import _loss, lepton_mlp
+    from lepton_nn.bench.workloads import ADAM, W2, glorot_weights, training_data
+    from lepton_nn.kernels import _gemm
+
+    limiter = configure_threads("lepton", threads)  # noqa: F841 (kept for the run)
+    clock = time.thread_time if threads == 1 else time.perf_counter
+    be, parts = get_backend(), {}
+    gemm = be.gemm
+
+    def timed(a, ta, b, tb, out=None):
+        t = clock()
+        r = gemm(a, ta, b, tb, out)
+        key = f"gemm {'X^T' if ta else 'X'} {r.shape[0]}x{a.shape[0 if ta else 1]}x{r.shape[1]}"
+        parts[key + (" B^T" if tb else "")] = clock() - t
+        return r
+
+    be.gemm = timed
+    x, y = training_data(W2)
+    model = lepton_mlp(W2.sizes, glorot_weights(W2.sizes))
+    opt = optim.Adam(model.parameters(), lr=ADAM["lr"], betas=ADAM["betas"], eps=ADAM["eps"])
+    loss_fn = _loss(W2.loss)
+    rows: dict[str, list[float]] = {}
+    try:
+        for i in range(2 * steps + 20):
+            on = i % 2 == 0
+            _gemm.set_fetch_ahead(on)
+            parts.clear()
+            t = clock()
+            opt.zero_grad()
+            loss_fn(model(x[i % len(x)]), y[i % len(y)]).backward()
+            opt.step()
+            parts["step"] = clock() - t
+            if i >= 20:
+                for k, v in parts.items():
+                    rows.setdefault(f"{k} {'on' if on else 'off'}", []).append(v)
+    finally:
+        _gemm.set_fetch_ahead(True)
+    return {k: float(np.median(v)) for k, v in sorted(rows.items())}
 
 
 def _run(tree: str, threads: int, steps: int, fn: str = "profile") -> dict:
@@ -188,7 +297,12 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", help="another checkout (extensions built in place)")
     ap.add_argument("--compiled", action="store_true",
                     help="time the step through lepton_nn.compile instead (no parts)")  # fmt: skip
+    ap.add_argument("--ahead-ab", action="store_true",
+                    help="the gemm kernel's fetch-ahead on / off on alternate steps, in each "
+                         "process (no baseline)")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.ahead_ab:
+        return _ahead_report(args)
     ours = os.path.dirname(HERE)
     trees = {"baseline": args.baseline, "this tree": ours} if args.baseline else {"this": ours}
     results: dict[str, list[dict]] = {name: [] for name in trees}
@@ -197,24 +311,60 @@ def main(argv=None) -> int:
             fn = "compiled" if args.compiled else "profile"
             results[name].append(_run(tree, args.threads, args.steps, fn))
         print(f"round {r + 1}: load average {os.getloadavg()}", flush=True)
+    table = {name: summarize(results[name]) for name in trees}
+    last = ("step", "step spread", "step GFLOP/s", PEAK, "% of peak", PROCESS_CPU, "CPUs busy",
+            *COUNTS)  # fmt: skip
     keys: list[str] = []
     for name in trees:
-        keys += [k for k in results[name][0] if k not in (*keys, "step", "step GFLOP/s")]
+        keys += [k for k in table[name] if k not in (*keys, *last)]
     clock = "CPU" if args.threads == 1 else "wall"
     kind = "compiled" if args.compiled else "eager"
     print(f"\nW2 {kind} step, {args.threads} thread(s), {clock} time per step, us (median of")
     print(f"{args.steps} steps; the median over {args.rounds} rounds)")
-    print(f"{'part':48s}" + "".join(f"{name:>14s}" for name in trees))
-    counts = [k for k in COUNTS if k in keys]
-    for k in [*(k for k in keys if k not in COUNTS), "step", "step GFLOP/s", *counts]:
+    print(f"{'part':48s}" + "".join(f"{name:>18s}" for name in trees))
+    for k in [*keys, *(k for k in last if k in table[next(iter(trees))])]:
         cells = []
         for name in trees:
-            vals = sorted(res.get(k, 0.0) for res in results[name])
-            v = vals[len(vals) // 2]
-            plain = k == "step GFLOP/s" or k in COUNTS
-            cells.append(f"{v:14.1f}" if plain else f"{v * 1e6:14.1f}")
+            v = table[name].get(k, 0.0)
+            if k == "step spread":
+                cells.append(f"{v[0] * 1e6:8.0f} - {v[1] * 1e6:7.0f}")
+            elif k in ("step GFLOP/s", PEAK, "% of peak", "CPUs busy") or k in COUNTS:
+                cells.append(f"{v:18.2f}")
+            else:
+                cells.append(f"{v * 1e6:18.1f}")
         print(f"{k:48s}" + "".join(cells))
     return 0
+
+
+def _ahead_report(args) -> int:
+    import statistics
+
+    runs = []
+    for r in range(args.rounds):
+        runs.append(_run(os.path.dirname(HERE), args.threads, args.steps, "ahead_ab"))
+        print(f"round {r + 1}: load average {os.getloadavg()}", flush=True)
+    print(f"\nfetch-ahead on / off, alternate steps; per process the median of {args.steps}")
+    print("steps each, us; then off / on per process (> 1: on is faster)")
+    for k in [k[:-3] for k in runs[0] if k.endswith(" on")]:
+        on = [run[k + " on"] for run in runs]
+        off = [run[k + " off"] for run in runs]
+        ratios = " ".join(f"{b / a:5.3f}" for a, b in zip(on, off))
+        print(f"{k:32s} on {statistics.median(on) * 1e6:8.1f} off "
+              f"{statistics.median(off) * 1e6:8.1f}   {ratios}")  # fmt: skip
+    return 0
+
+
+def test_summary_gflops_is_the_median_steps():
+    """Two rounds, one slow: the step is their mean and GFLOP/s is that step's (the old table
+    took the upper value of each row on its own: the slow round's step beside the fast
+    round's GFLOP/s, 9,064 us at 48.9 GFLOP/s for a 308 MFLOP step)."""
+    fast = {"step": 6.3e-3, PROCESS_CPU: 6.3e-3, "flops": 308e6}
+    slow = {"step": 9.1e-3, PROCESS_CPU: 9.2e-3, "flops": 308e6}
+    got = summarize([fast, slow])
+    assert abs(got["step"] - 7.7e-3) < 1e-12
+    assert abs(got["step GFLOP/s"] - 308e6 / 7.7e-3 / 1e9) < 1e-9
+    assert got["step spread"] == (6.3e-3, 9.1e-3)
+    assert abs(got["CPUs busy"] - 7.75 / 7.7) < 1e-9
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ cdef extern from "gemm_train.h" nogil:
                            Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, int threads)
     long long lnn_gt_scratch_bytes()
     int LNN_GT_WINDOW, LNN_GT_KEEP, LNN_GT_QUANTUM
+    int lnn_gt_ahead
 
 #: requests of a thread's scratch slot after which a buffer above twice their largest is
 #: given back; a slot-0 (packed A) buffer above KEEP floats is given back after its call
@@ -48,6 +49,13 @@ def gemm(cnp.ndarray a not None, bint ta, cnp.ndarray b not None, bint tb,
     if rc != 0:
         raise MemoryError("gemm: no memory for the packing scratch")
     return out
+
+
+def set_fetch_ahead(bint on):
+    """Prefetch the next unit's first K block of B' and the next lines of A^T (default on);
+    off: for an A/B of it in one process. The results are the same bits either way."""
+    global lnn_gt_ahead
+    lnn_gt_ahead = 1 if on else 0
 
 
 def scratch_bytes():

@@ -32,6 +32,11 @@
 #define LNN_GT_KC 256
 #endif
 
+/* Fetch ahead what the prefetcher cannot foresee (the next unit's first K block of B', the
+ * next panels' lines of A^T): on by default; gemm.pyx's set_fetch_ahead turns it off, for an
+ * A/B in one process (benchmarks/bench_w2_parts.py --ahead-ab). Results do not depend on it. */
+static int lnn_gt_ahead = 1;
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(LEPTON_NO_SIMD)
 #include <immintrin.h>
 #define LNN_GT_AVX2 1
@@ -245,8 +250,13 @@ static void lnn_gt_pack_a(const float *a, ptrdiff_t lda, int ta, ptrdiff_t i0, p
                         r >= h ? 0.0f : ta ? a[(p0 + p) * lda + i + r] : a[(i + r) * lda + p0 + p];
         } else if (ta) { /* A (k, m): row p of A holds A'[:, p] */
             const float *src = a + p0 * lda + i;
-            for (ptrdiff_t p = 0; p < kc; p++, src += lda)
+            for (ptrdiff_t p = 0; p < kc; p++, src += lda) {
+#if defined(__GNUC__) /* a strip of columns down kc rows: the line 5 panels on, ahead (a
+                       * prefetch past the row or the array is harmless: it never faults) */
+                if (lnn_gt_ahead) __builtin_prefetch(src + 5 * LNN_GT_MR);
+#endif
                 memcpy(pa + p * LNN_GT_MR, src, LNN_GT_MR * sizeof(float));
+            }
         } else { /* A (m, k): six rows read side by side */
 #if LNN_GT_AVX2
             if (lnn_gt_have_avx2()) {
@@ -416,8 +426,14 @@ static void lnn_gt_columns(const lnn_gt_call_t *G, ptrdiff_t j0, ptrdiff_t j1, f
         const float *pak = G->pa + LNN_GT_MR * mtiles * p0;
         lnn_gt_pack_b(G->b, G->ldb, G->tb, p0, kc, j0, j1, pb);
         const ptrdiff_t np0 = p0 + kc, nkc = G->k - np0 < G->kcb ? G->k - np0 : G->kcb;
+        /* the last K block: the next unit's first one (mostly this thread's next unit; a
+         * B just written by the optimizer comes from memory, and its first block had no
+         * block before it to be fetched behind) */
+        const ptrdiff_t nj1 = j1 + LNN_GT_UNIT < n ? j1 + LNN_GT_UNIT : n;
         for (ptrdiff_t q = 0; q < npan; q++) {
             if (nkc > 0) lnn_gt_prefetch_b(G->b, G->ldb, G->tb, np0, nkc, j0, j1, q, npan);
+            else if (j1 < n && lnn_gt_ahead)
+                lnn_gt_prefetch_b(G->b, G->ldb, G->tb, 0, G->kcb, j1, nj1, q, npan);
             const ptrdiff_t j = j0 + q * LNN_GT_NR;
             const ptrdiff_t w = j1 - j < LNN_GT_NR ? j1 - j : LNN_GT_NR;
             const float *pbq = pb + q * kc * LNN_GT_NR;

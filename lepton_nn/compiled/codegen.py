@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ..autograd import Tensor
-from ..backend.threads import blas_single, get_num_threads
+from ..backend.threads import blas_held, blas_single, get_num_threads
 from ..errors import UnsupportedOpError
 from . import kernels as K
 
@@ -97,10 +97,8 @@ class NumbaReplay:
         self.source += "    return -1\n"
         self.fn = _jitted(self.source)
         self.S = np.zeros(max(len(self.scalars), 1), np.float64)
-        flops = [2 * math.prod(tape.slots[p.outs[0]].shape) * tape.slots[p.ins[0]].shape[
-            0 if p.attrs["ta"] else 1] for p in tape.ops
-            if p.name == "matmul" and not p.attrs.get("own")]  # fmt: skip
-        self.flops = max(flops, default=0)
+        self.hold_blas = any(_blas_held_eagerly(tape, p) for p in tape.ops
+                             if p.name == "matmul" and not p.attrs.get("own"))  # fmt: skip
         self.grads = [(p, self._view(s)) for p, s in tape.grads]
         self.results = _result_views(tape.result, self)
 
@@ -258,7 +256,10 @@ class NumbaReplay:
         S = self.S
         for fn in self.pre:
             fn(S)
-        with blas_single(self.flops):
+        if self.hold_blas:  # BLAS on one thread for the call, as for each product eagerly
+            with blas_held():
+                r = self.fn(self.arena, S, *ext)
+        else:
             r = self.fn(self.arena, S, *ext)
         if r >= 0:
             for fn in self.pre:
@@ -267,6 +268,17 @@ class NumbaReplay:
         for p, g in self.grads:
             p.grad = g
         return _results(self.results)
+
+
+def _blas_held_eagerly(tape, p) -> bool:
+    """Whether the eager step ran this BLAS product (``mm``) with BLAS held to one thread
+    (``ReferenceBackend.gemm``'s ``blas_single(flops, thin)``). The replay is one call, so it
+    holds BLAS for the whole call when any of its products was held: a thin product above
+    PARALLEL_MIN_FLOPS (X (256, 784) @ W (784, 16)) ran on every OpenBLAS thread at 1 thread
+    when the rule looked at the largest product's flops alone."""
+    (m, n), a = tape.slots[p.outs[0]].shape, tape.slots[p.ins[0]].shape
+    k = a[0] if p.attrs["ta"] else a[1]
+    return blas_single(2 * m * n * k, thin=min(m, n, k) < 32).on
 
 
 _JITTED: dict = {}  # source -> dispatcher: tapes of one structure share one compilation
