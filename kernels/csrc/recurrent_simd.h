@@ -44,7 +44,7 @@ static inline LNN_RR_TI void lnn_rr_exp_parts_n(const int n, __m256 *x, __m256 *
     const __m256i bias = _mm256_set1_epi32(127 - 0x4B400000);
     __m256 t[4], r[4], p[4];
     LNN_RR_UNROLL
-    for (int j = 0; j < n; j++) x[j] = _mm256_max_ps(x[j], _mm256_set1_ps(-87.0f));
+    for (int j = 0; j < n; j++) x[j] = _mm256_max_ps(_mm256_set1_ps(-87.0f), x[j]); /* NaN passes */
     LNN_RR_UNROLL
     for (int j = 0; j < n; j++)
         t[j] = _mm256_fmadd_ps(x[j], _mm256_set1_ps(1.44269504088896341f), magic);
