@@ -107,7 +107,6 @@ static struct {
     atomic_llong nudges;       /* workers moved off their caller's CPU */
     atomic_llong backoffs;     /* moved workers that gave up: their new CPU was busy */
     atomic_int apart;          /* keep a job's threads on different CPUs (lnn_pool_keep_apart) */
-    atomic_llong last_post_ns; /* when the last job was posted */
     atomic_int caller_cpu;     /* the caller's CPU when it posted the job */
     /* worker 1's first claim in job `first_gen`: when (ns after the post) and on which CPU */
     atomic_ullong first_gen;
@@ -309,15 +308,16 @@ static void *lnn_pool_worker(void *arg)
             if (spun < spin_ns && now - t0 < 4 * spin_ns) {
                 /* every ~256 pauses (a few us): publish the CPU we are on; yield it if our
                  * caller last ran there (a spinning worker must not hold up the thread that
-                 * will post the next job) or the last job is over 1 ms old (be polite to
-                 * other processes while idle); on an idle core the yield returns at once
+                 * will post the next job) or this worker has been idle for over 1 ms (be polite
+                 * to other processes while idle; counted from its own last task, not the job's
+                 * post: after a job longer than 1 ms it yielded at once and joined the next
+                 * job late under load); on an idle core the yield returns at once
                  * and the core never halts */
                 const int cpu = lnn_pool_cpu();
                 atomic_store_explicit(&me->cpu, cpu, memory_order_relaxed);
                 if (cpu < 0 ||
                     cpu == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed) ||
-                    now - atomic_load_explicit(&lnn_pool.last_post_ns, memory_order_relaxed) >
-                        1000000)
+                    now - t0 > 1000000)
                     sched_yield();
                 continue;
             }
@@ -486,7 +486,6 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
     const int cpu = lnn_pool_cpu();
     atomic_store_explicit(&lnn_pool.caller_cpu, cpu, memory_order_relaxed);
     lnn_pool.post_ns = lnn_pool_ns();
-    atomic_store_explicit(&lnn_pool.last_post_ns, lnn_pool.post_ns, memory_order_relaxed);
     atomic_store(&lnn_pool.post, (g << 16) | ((unsigned long long)count << 8) |
                                      (unsigned long long)threads);
     if (atomic_load(&lnn_pool.sleepers) > 0) {
