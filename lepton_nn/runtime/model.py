@@ -49,7 +49,6 @@ if TYPE_CHECKING:  # imported by tabular files only (the validator parses their 
 
 __all__ = ["InferenceModel", "load", "from_manifest"]
 
-TASKS = ("binary", "multiclass", "regression")
 SPARSE_MODES = ("auto", "sparse", "dense")
 
 
@@ -244,72 +243,9 @@ class InferenceModel:
     # -- construction ------------------------------------------------------------------------
     def _init_tabular(self, manifest: dict, parsed: Preprocessing | None) -> None:
         """``parsed``: the validator's parse of ``manifest["preprocessing"]``."""
-        task = manifest.get("task")
-        if task not in TASKS:
-            raise ModelFormatError(f"tabular file: task {task!r} is not one of {TASKS}")
-        self.task = task
-        if self._many_in or len(self.network.outputs) > 1:
-            raise ModelFormatError("tabular file: the network must have one input and one output")
-        if manifest.get("preprocessing") is not None:
-            if parsed is None:
-                from .preprocess import Preprocessing
+        from .tabular_meta import init_tabular  # only tabular files need it (cold start)
 
-                parsed = Preprocessing.from_config(manifest["preprocessing"])
-            self.preprocessing = parsed
-            width = self.preprocessing.n_features_out
-            if self._in != (width,):
-                raise ModelFormatError(
-                    f"tabular file: preprocessing gives {width} features, "
-                    f"the network takes {self._in}"
-                )
-        threshold = manifest.get("threshold", 0.5)
-        if threshold is None:
-            threshold = 0.5
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise ModelFormatError(f"tabular file: threshold {threshold!r} is not a number")
-        if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
-            raise ModelFormatError(f"tabular file: threshold {threshold!r} is not in [0, 1]")
-        self.threshold = float(threshold)
-        output = manifest.get("output")
-        if output is not None:
-            if output not in ("probabilities", "logits"):
-                raise ModelFormatError(f"tabular file: output {output!r} is not understood")
-            self._probabilities = output == "probabilities"
-        width = int(np.prod(self.network.output_shape))
-        labels = manifest.get("labels")
-        if task == "regression":
-            ts = manifest.get("target_scale", [0.0, 1.0])
-            if not (
-                isinstance(ts, list)
-                and len(ts) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ts)
-                and all(math.isfinite(v) for v in ts)
-            ):
-                raise ModelFormatError(f"tabular file: bad target_scale {ts!r}")
-            self.target_scale = (float(ts[0]), float(ts[1]))
-            return
-        if labels is not None:
-            classes = labels.get("classes") if isinstance(labels, dict) else None
-            if (
-                not isinstance(classes, list)
-                or len(classes) < 2
-                or not all(
-                    isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes
-                )
-                or len(set(classes)) != len(classes)
-            ):
-                raise ModelFormatError("tabular file: labels need two or more distinct classes")
-            dtype = object if any(isinstance(c, str) for c in classes) else None
-            self.classes = np.asarray(classes, dtype=dtype)
-        n_classes = len(self.classes) if self.classes is not None else max(2, width)
-        expected = (1, 2) if task == "binary" else (n_classes,)
-        if task == "binary" and n_classes != 2:
-            raise ModelFormatError(f"tabular file: binary task with {n_classes} classes")
-        if width not in expected:
-            raise ModelFormatError(
-                f"tabular file: {task} task with {n_classes} classes but the network gives "
-                f"{width} outputs"
-            )
+        init_tabular(self, manifest, parsed)
 
     # -- input ---------------------------------------------------------------------------------
     def _check_many(self, x: Any) -> tuple:
