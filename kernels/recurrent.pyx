@@ -386,6 +386,8 @@ def recurrent_rows_threads(str cell, cnp.ndarray x not None, cnp.ndarray w_packe
     j.h = <float *>cnp.PyArray_DATA(h)
     j.reverse = reverse
     j.share = &share
+    if threads <= 1:
+        parts = 1  # groups balance threads; one thread alone re-read W_hh once a group a step
     with nogil:
         lnn_rows_share_init(&share, <const Py_ssize_t *>cnp.PyArray_DATA(bounds), r, j.t,
                             parts)
