@@ -166,7 +166,9 @@ TWIN_TESTS = {
 # its counts of units taken are the AVX2 path's (it fails with LEPTON_ISA=portable on the
 # usual build too): a test's assumption, not the portable loops' bits (those it checks pass)
 ISA_SPECIFIC = ("test_a_stalled_part_is_taken_after_the_patience",)
-SELECT = " and ".join(f"not {name}" for name in ("numba", *ISA_SPECIFIC))
+# not a twin test: the compiled step's Numba replay (its JIT compile is ~20 s of CI)
+NOT_TWINS = ("test_compiled_adam_runs_the_eager_kernel_on_the_pool",)
+SELECT = " and ".join(f"not {name}" for name in ("numba", *ISA_SPECIFIC, *NOT_TWINS))
 RUN_TWINS = """
 import sys
 import pytest
@@ -218,20 +220,34 @@ def test_built_without_simd_has_no_avx(pyx, no_simd_build):
     assert wide == [], f"{pyx.name}: {len(wide)} AVX instructions left, first: {wide[0]}"
 
 
-@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
-@pytest.mark.parametrize("ext", sorted(TWIN_TESTS))
-def test_built_without_simd_passes_its_twin_tests(ext, no_simd_build):
-    """That build of every extension, imported in place of the usual one (by the tests' own
-    subprocesses too), passes each kernel's tests against its NumPy twin (every backend's
-    cases but Numba's), and offers no ISA path but the portable one."""
-    tests = [str(ROOT / "tests" / f) for f in TWIN_TESTS[ext]]
+@pytest.fixture(scope="module")
+def twin_runs(no_simd_build):
+    """Each group's twin tests on the portable-only build, in its own subprocess, as many at
+    once as there are CPUs (the groups are independent): {group: CompletedProcess}."""
     pkg_parent = next(iter(no_simd_build.values())).parents[2]
     env = {**os.environ, "PYTHONPATH": str(pkg_parent)}
     env.pop("LEPTON_ISA", None)
-    run = subprocess.run(
-        [sys.executable, "-c", RUN_TWINS, SELECT, *tests],
-        cwd=pkg_parent, env=env, capture_output=True, text=True,
-    )  # fmt: skip
+
+    def run(ext):
+        tests = [str(ROOT / "tests" / f) for f in TWIN_TESTS[ext]]
+        return ext, subprocess.run(
+            [sys.executable, "-c", RUN_TWINS, SELECT, *tests],
+            cwd=pkg_parent, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+
+    # the longest groups first, so that the last ones to start are short
+    order = sorted(TWIN_TESTS, key=lambda e: e not in ("dense", "gemm"))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(order), os.cpu_count() or 1))) as ex:
+        return dict(ex.map(run, order))
+
+
+@pytest.mark.skipif(not X86, reason="here the usual build is already the portable one")
+@pytest.mark.parametrize("ext", sorted(TWIN_TESTS))
+def test_built_without_simd_passes_its_twin_tests(ext, no_simd_build, twin_runs):
+    """That build of every extension, imported in place of the usual one (by the tests' own
+    subprocesses too), passes each kernel's tests against its NumPy twin (every backend's
+    cases but Numba's), and offers no ISA path but the portable one."""
+    run = twin_runs[ext]
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
     ran = {
