@@ -15,14 +15,15 @@ cdef enum:
 
 cdef Py_ssize_t _run_gate(object x, Py_ssize_t m, const Py_ssize_t *shape, int nd) except -3:
     """m when ``x`` is exactly what a runner reads: a ``numpy.ndarray`` (not a subclass),
-    float32, C-contiguous, of shape (m, *shape[:nd]), with no inf or NaN; -2 when it is such
+    native-endian aligned float32, C-contiguous, of shape (m, *shape[:nd]), with no inf or NaN; -2 when it is such
     an array holding inf or NaN; -1 when it is not (the caller takes the general path, which
     converts, checks and raises as usual)."""
     if type(x) is not cnp.ndarray:
         return -1
     cdef cnp.ndarray a = <cnp.ndarray>x
     if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != nd + 1
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a)):
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a)
+            or not cnp.PyArray_ISALIGNED(a)):  # '>f4' has float32's type number too
         return -1
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(a)
     cdef int i

@@ -120,8 +120,8 @@ def test_runner_gives_the_plans_bits_and_fresh_outputs(tmp_path, kind, threads):
 def test_runner_keeps_every_check_and_error(tmp_path, kind):
     """Through the runner: a wrong shape still raises ShapeError naming the layer and both
     shapes; inf or NaN anywhere in a batch-1 input is refused with DataError naming the row;
-    other dtypes, lists, views, subclasses and other batch sizes take the general path and
-    give what it gives."""
+    other dtypes (big-endian float32 too), lists, views, unaligned arrays, subclasses and
+    other batch sizes take the general path and give what it gives."""
     _, path = _saved(tmp_path, kind)
     m = rt.load(path)
     assert m._fast is not None
@@ -140,8 +140,11 @@ def test_runner_keeps_every_check_and_error(tmp_path, kind):
                 with pytest.raises(DataError, match=r"inf or NaN.*0-based: 0\)"):
                     call(y)
     want = m.predict(x)
+    unaligned = np.frombuffer(b"\0" + x.tobytes(), np.float32, offset=1).reshape(1, 64)
+    assert not unaligned.flags.aligned
     for other in (x.astype(np.float64), x.tolist(), np.repeat(x, 2, axis=1)[:, ::2],
-                  x.view(np.recarray), np.asfortranarray(x)):  # fmt: skip
+                  x.view(np.recarray), np.asfortranarray(x), x.astype(">f4"),
+                  unaligned):  # fmt: skip
         np.testing.assert_array_equal(m.predict(other), want)
     x5 = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
     np.testing.assert_array_equal(m.predict(x5), _general(m, x5))
@@ -211,3 +214,23 @@ def test_no_runner_without_the_compiled_chain(tmp_path):
         m = rt.load(path)
         assert m._fast is None and m._fast_predict is None
         np.testing.assert_allclose(m.predict(x), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend_name", ["cython", "reference"])
+def test_big_endian_and_unaligned_inputs_are_converted_not_misread(tmp_path, backend_name):
+    """A big-endian float32 array ('>f4') has the same dtype number as the native one; the
+    input gates (the runner's and the plan's, compiled and twin) must send it to the general
+    path, which converts it, at any batch size; so must an unaligned array."""
+    path = tmp_path / "m.lnn"
+    L.save(_mlp((16, 8, 3)), path)
+    with use_backend(backend_name):
+        m = rt.load(path)
+        for n in (1, 5):
+            x = np.random.default_rng(n).standard_normal((n, 16)).astype(np.float32)
+            want = m.predict(x)
+            swapped = x.astype(">f4")
+            raw = np.frombuffer(b"\0" + x.tobytes(), np.float32, offset=1).reshape(x.shape)
+            assert not swapped.dtype.isnative and not raw.flags.aligned
+            for other in (swapped, raw, x.astype(">f8")):
+                np.testing.assert_array_equal(m.predict(other), want)
+                np.testing.assert_array_equal(m.forward(other), want)

@@ -47,9 +47,10 @@ class DenseTwins:
         return a.copy()
 
     def input_rows(self, x, typenum, shape):
-        """A plan's input gate: ``x.shape[0]`` when ``x`` is a C-contiguous ndarray of dtype
-        number ``typenum`` (float32/float64) and shape ``(n, *shape)`` with no inf or NaN;
-        -2 when it is such an array with inf or NaN; -1 when it is not."""
+        """A plan's input gate: ``x.shape[0]`` when ``x`` is a C-contiguous, aligned,
+        native-endian ndarray of dtype number ``typenum`` (float32/float64) and shape
+        ``(n, *shape)`` with no inf or NaN; -2 when it is such an array with inf or NaN; -1
+        when it is not."""
         if (
             type(x) is not np.ndarray
             or x.dtype.num != typenum
@@ -57,6 +58,8 @@ class DenseTwins:
             or x.shape[1:] != tuple(shape)
             or x.ndim != len(shape) + 1
             or not x.flags.c_contiguous
+            or not x.flags.aligned
+            or not x.dtype.isnative  # '>f4' has float32's number too: convert it
         ):
             return -1
         return x.shape[0] if self.all_finite(x) else -2
