@@ -276,28 +276,16 @@ def all_finite(cnp.ndarray x not None):
 def input_rows(x, int typenum, tuple shape):
     """A plan's input gate, in one call: ``x.shape[0]`` when ``x`` is exactly what a plan
     reads (a C-contiguous, aligned, native-endian ``numpy.ndarray`` of dtype number
-    ``typenum``, float32 or float64, of shape ``(n, *shape)``) and holds no inf or NaN; -2 when it is such an array but holds
-    inf or NaN; -1 when it is not (the caller converts and checks it the long way)."""
-    if type(x) is not cnp.ndarray:
-        return -1
-    cdef cnp.ndarray a = <cnp.ndarray>x
-    cdef int t = cnp.PyArray_TYPE(a)
+    ``typenum``, float32 or float64, of shape ``(n, *shape)``) and holds no inf or NaN; -2
+    when it is such an array but holds inf or NaN; -1 when it is not (the caller converts
+    and checks it the long way). input_gate.pxi's _gate, for any n."""
+    cdef Py_ssize_t dims[RUN_MAX_DIMS]
     cdef Py_ssize_t i, nd = len(shape)
-    if (t != typenum or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
-            or cnp.PyArray_NDIM(a) != nd + 1 or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a)):
-        return -1  # (a big-endian '>f4' has float32's type number too: converted, not read)
-    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(a)
+    if nd > RUN_MAX_DIMS:
+        return -1
     for i in range(nd):
-        if dims[i + 1] != <Py_ssize_t>shape[i]:
-            return -1
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
-    cdef void *p = cnp.PyArray_DATA(a)
-    cdef int ok
-    with nogil:  # NumPy: bool(np.isfinite(x).all())
-        ok = lnn_all_finite_f32(<float *>p, n) if t == cnp.NPY_FLOAT32 else \
-            lnn_all_finite_f64(<double *>p, n)
-    return dims[0] if ok else -2
+        dims[i] = shape[i]
+    return _gate(x, typenum, -1, dims, <int>nd)
 
 
 def fresh_copy(a):

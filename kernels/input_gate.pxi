@@ -13,34 +13,46 @@ cdef enum:
     RUN_MAX_DIMS = 8
 
 
-cdef Py_ssize_t _run_gate(object x, Py_ssize_t m, const Py_ssize_t *shape, int nd) except -3:
-    """m when ``x`` is exactly what a runner reads: a ``numpy.ndarray`` (not a subclass),
-    native-endian aligned float32, C-contiguous, of shape (m, *shape[:nd]), with no inf or NaN; -2 when it is such
-    an array holding inf or NaN; -1 when it is not (the caller takes the general path, which
-    converts, checks and raises as usual)."""
+cdef Py_ssize_t _gate(object x, int typenum, Py_ssize_t m, const Py_ssize_t *shape,
+                     int nd) except -3:
+    """The input gate of a plan (``input_rows``) and of a runner: ``x.shape[0]`` when ``x``
+    is exactly what they read: a ``numpy.ndarray`` (not a subclass), C-contiguous, aligned,
+    native-endian (a '>f4' has float32's type number too), of dtype number ``typenum``
+    (float32 or float64) and shape (n, *shape[:nd]) with n == m (any n when m < 0), and no
+    inf or NaN; -2 when it is such an array holding inf or NaN; -1 when it is not (the
+    caller takes the general path, which converts, checks and raises as usual)."""
     if type(x) is not cnp.ndarray:
         return -1
     cdef cnp.ndarray a = <cnp.ndarray>x
-    if (cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(a) != nd + 1
-            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a)
-            or not cnp.PyArray_ISALIGNED(a)):  # '>f4' has float32's type number too
+    cdef int t = cnp.PyArray_TYPE(a)
+    if (t != typenum or (t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64)
+            or cnp.PyArray_NDIM(a) != nd + 1 or not cnp.PyArray_IS_C_CONTIGUOUS(a)
+            or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a)):
         return -1
     cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(a)
     cdef int i
-    if dims[0] != m:
+    if m >= 0 and dims[0] != m:
         return -1
     for i in range(nd):
         if dims[i + 1] != shape[i]:
             return -1
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
-    cdef const float *p = <const float *>cnp.PyArray_DATA(a)
+    cdef void *p = cnp.PyArray_DATA(a)
     cdef int ok
     if n < 65536:  # a short pass: releasing the GIL would cost more
-        ok = lnn_all_finite_f32(p, n)
+        ok = lnn_all_finite_f32(<float *>p, n) if t == cnp.NPY_FLOAT32 else \
+            lnn_all_finite_f64(<double *>p, n)
     else:
-        with nogil:
-            ok = lnn_all_finite_f32(p, n)
-    return m if ok else -2
+        with nogil:  # NumPy: bool(np.isfinite(x).all())
+            ok = lnn_all_finite_f32(<float *>p, n) if t == cnp.NPY_FLOAT32 else \
+                lnn_all_finite_f64(<double *>p, n)
+    return dims[0] if ok else -2
+
+
+cdef inline Py_ssize_t _run_gate(object x, Py_ssize_t m, const Py_ssize_t *shape,
+                                 int nd) except -3:
+    """_gate for a runner: float32, batch m."""
+    return _gate(x, cnp.NPY_FLOAT32, m, shape, nd)
 
 
 cdef int _run_shape(object in_shape, Py_ssize_t *shape, Py_ssize_t *size) except -1:
