@@ -3,8 +3,9 @@
  *
  * On a virtual machine the host may slow one vCPU for seconds to minutes (1.3-2x on
  * everything) and the line round trip between two vCPUs may swing (~150 against ~900 ns on
- * the Firecracker guest issue 23 measured), and every 2-thread figure inherits both. Two
- * probes, plain C on purpose (no Cython, no NumPy: ~15 KB; the runtime never loads it):
+ * the Firecracker guest issue 23 measured), and every 2-thread figure inherits both; and two
+ * vCPUs busy at once may slow each other. The probes, plain C on purpose (no Cython, no
+ * NumPy: ~19 KB; the runtime never loads it):
  *
  *   spin(iters, reps) -> list of ns: ``reps`` times a fixed L1-resident loop of ``iters``
  *       iterations on the calling thread (the caller pins it, os.sched_setaffinity): eight
@@ -16,13 +17,26 @@
  *       back. Linux only (OSError elsewhere); OSError if a CPU cannot be used or the helper
  *       does not answer within ``timeout_s`` (a CPU taken away, a frozen vCPU).
  *
- * Both release the GIL. The source of benchmarks/vcpu_probe.c's round trip, portable. */
+ *   stream(nbytes, reps) -> list of ns: ``reps`` times a read of a buffer of ``nbytes``
+ *       (summed as 64-bit words), on the calling thread (the caller pins it): a memory-
+ *       streaming loop, paced by the cache or memory bandwidth the host gives this vCPU.
+ *   corun(cpu_a, cpu_b, iters, reps, stream_reps, nbytes, timeout_s) -> ((ns, ns), (ns, ns)):
+ *       both loops at once, this thread pinned to cpu_a and a helper thread to cpu_b,
+ *       started together: the L1 loop of ``iters`` steps, repetitions back to back until
+ *       both ran ``reps``, then the same for the read of ``nbytes`` (each thread its own
+ *       buffer; ``stream_reps`` 0: none). Of each thread, the repetitions the other thread
+ *       was looping all through (so the lists may be short, or empty on a loaded guest).
+ *       Two vCPUs that share a core (SMT siblings on the host), its clock or a memory path
+ *       slow each other here and not in spin/stream. Linux only, OSError as pingpong's.
+ *
+ * All release the GIL. The source of benchmarks/vcpu_probe.c's round trip, portable. */
 #define PY_SSIZE_T_CLEAN
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE
 #endif
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #if defined(_WIN32)
 #include <windows.h>
@@ -42,6 +56,9 @@ static double now_ns(void) {
 #endif
 
 static volatile uint64_t sink;
+/* one probe with threads or buffers at a time (pp, cr and bufs are shared): set and cleared
+ * with the GIL held, so a plain int will do */
+static int busy;
 
 /* eight chains x = x * K + tab[x >> 56 & 255]: a multiply, an add and a dependent L1 load
  * a step each; ~9 cycles a step on Zen 3 with 8 multiplies in flight */
@@ -101,6 +118,72 @@ static PyObject *spin(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* the streaming buffers, one a thread (corun's helper reads the second), kept for the
+ * process's life: allocated and written once, so a reading pays no page faults */
+static uint64_t *bufs[2];
+static size_t buf_words;
+
+static int ensure_bufs(size_t nbytes) {
+    const size_t words = nbytes / sizeof(uint64_t);
+    if (words == buf_words && bufs[0]) return 0;
+    for (int i = 0; i < 2; i++) {
+        free(bufs[i]);
+        bufs[i] = malloc(words * sizeof(uint64_t));
+    }
+    buf_words = bufs[0] && bufs[1] ? words : 0;
+    if (!buf_words) return -1;
+    for (int i = 0; i < 2; i++)
+        for (size_t j = 0; j < words; j++) bufs[i][j] = j * 0x9E3779B97F4A7C15ull + (uint64_t)i;
+    return 0;
+}
+
+/* sink = buf.sum() as four 64-bit sums: the loads, not the adds, set the pace */
+static void stream_loop(const uint64_t *buf, size_t words) {
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (size_t i = 0; i + 4 <= words; i += 4) {
+        a += buf[i];
+        b += buf[i + 1];
+        c += buf[i + 2];
+        d += buf[i + 3];
+    }
+    sink = a ^ b ^ c ^ d;
+}
+
+static PyObject *stream(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_ssize_t nbytes;
+    long reps;
+    if (!PyArg_ParseTuple(args, "nl", &nbytes, &reps)) return NULL;
+    if (nbytes < 4096 || nbytes > ((Py_ssize_t)1 << 30) || reps < 1 || reps > 100000) {
+        PyErr_SetString(PyExc_ValueError, "stream: 4 KiB <= nbytes <= 1 GiB, 1 <= reps <= 1e5");
+        return NULL;
+    }
+    double *t = PyMem_RawMalloc((size_t)reps * sizeof *t);
+    if (!t) return PyErr_NoMemory();
+    if (busy) { /* corun may be reading the buffers */
+        PyMem_RawFree(t);
+        PyErr_SetString(PyExc_RuntimeError, "stream: another probe is running");
+        return NULL;
+    }
+    busy = 1;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS;
+    ok = ensure_bufs((size_t)nbytes) == 0;
+    if (ok) {
+        stream_loop(bufs[0], buf_words); /* the buffer into whichever cache holds it */
+        for (long r = 0; r < reps; r++) {
+            const double t0 = now_ns();
+            stream_loop(bufs[0], buf_words);
+            t[r] = now_ns() - t0;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    busy = 0;
+    PyObject *out = ok ? to_list(t, reps) : PyErr_NoMemory();
+    PyMem_RawFree(t);
+    return out;
+}
+
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
@@ -114,7 +197,6 @@ static struct {
     int cpu;
     double deadline;
 } pp;
-static atomic_flag busy = ATOMIC_FLAG_INIT; /* one pingpong at a time: pp is shared */
 
 static int pin(int cpu) {
     cpu_set_t s;
@@ -189,16 +271,17 @@ static PyObject *pingpong(PyObject *self, PyObject *args) {
     }
     double *rt = PyMem_RawMalloc((size_t)trips * sizeof *rt);
     if (!rt) return PyErr_NoMemory();
-    if (atomic_flag_test_and_set(&busy)) {
+    if (busy) {
         PyMem_RawFree(rt);
         PyErr_SetString(PyExc_RuntimeError, "pingpong: another call is running");
         return NULL;
     }
+    busy = 1;
     int err;
     Py_BEGIN_ALLOW_THREADS;
     err = run_pingpong(a, b, trips, timeout_s, rt);
     Py_END_ALLOW_THREADS;
-    atomic_flag_clear(&busy);
+    busy = 0;
     if (err) {
         static const char *why[] = {"", "cannot pin this thread to CPU %d",
                                     "cannot start a thread (CPU %d)", "cannot pin a thread to CPU %d",
@@ -210,11 +293,195 @@ static PyObject *pingpong(PyObject *self, PyObject *args) {
     PyMem_RawFree(rt);
     return out;
 }
+/* corun: both threads start once both have arrived (a counter each arrival bumps; one
+ * barrier, so a loaded guest costs one wait for the helper's time slice, not one a
+ * repetition), then run each phase's repetitions back to back, each stamped at its start and
+ * end, until both have run ``reps`` (or CR_CAP times that: the partner never came). Phase 0
+ * is the L1 loop, phase 1 the read; both threads leave phase 0 within a repetition of each
+ * other, so phase 1 needs no barrier. */
+#define CR_CAP 4
+typedef struct {
+    _Alignas(128) atomic_int done[2];
+    long reps, cap, n[2];
+    double *t[2]; /* per thread: cap starts, then cap ends */
+} cr_phase;
+static struct {
+    _Alignas(128) atomic_long arrived;
+    _Alignas(128) atomic_int state; /* 1 running, -1 could not pin, 4 timeout */
+    cr_phase ph[2];
+    int cpu;
+    long iters;
+    double deadline;
+} cr;
+
+static void cr_run(int who) {
+    atomic_fetch_add(&cr.arrived, 1);
+    for (unsigned n = 1; atomic_load_explicit(&cr.arrived, memory_order_acquire) < 2; n++)
+        if ((n & 4095) == 0 && (atomic_load(&cr.state) != 1 || now_ns() > cr.deadline)) {
+            int running = 1; /* keep -1 (the helper could not pin) if it is there */
+            atomic_compare_exchange_strong(&cr.state, &running, 4);
+            return;
+        }
+    for (int p = 0; p < 2; p++) {
+        cr_phase *ph = &cr.ph[p];
+        double *t = ph->t[who];
+        long r = -1; /* r = -1: untimed, the loop warms up */
+        for (; ph->reps && r < ph->cap; r++) {
+            const double t0 = now_ns();
+            if (p == 0)
+                spin_loop(cr.iters);
+            else
+                stream_loop(bufs[who], buf_words);
+            if (r < 0) continue;
+            t[r] = t0, t[ph->cap + r] = now_ns();
+            if (r + 1 == ph->reps) atomic_store(&ph->done[who], 1);
+            if (r + 1 >= ph->reps && atomic_load(&ph->done[!who])) {
+                r++;
+                break;
+            }
+        }
+        ph->n[who] = r < 0 ? 0 : r;
+    }
+}
+
+/* Put into ``out`` the durations of thread w's repetitions that ran while the other thread
+ * was looping without a stop: inside its first start .. last end, and every stretch of the
+ * other's (a repetition's start to the next one's) that overlaps it shorter than 3 times the
+ * other's fastest repetition (the co-run slows a loop by 2x at most; a time slice lost to
+ * another process or the host is ~1000x a repetition). Returns how many. */
+static Py_ssize_t cr_together(const cr_phase *ph, int w, double *out) {
+    const double *os = ph->t[!w], *oe = os + ph->cap, *s = ph->t[w], *e = s + ph->cap;
+    const long on = ph->n[!w];
+    if (on == 0) return 0;
+    double fast = oe[0] - os[0];
+    for (long k = 1; k < on; k++) fast = oe[k] - os[k] < fast ? oe[k] - os[k] : fast;
+    Py_ssize_t kept = 0;
+    for (long r = 0; r < ph->n[w]; r++) {
+        int ok = os[0] <= s[r] && oe[on - 1] >= e[r];
+        for (long k = 0; k < on && ok; k++) {
+            const double end = k + 1 < on ? os[k + 1] : oe[k];
+            if (os[k] < e[r] && end > s[r] && end - os[k] > 3 * fast) ok = 0;
+        }
+        if (ok) out[kept++] = e[r] - s[r];
+    }
+    return kept;
+}
+
+static void *cr_helper(void *u) {
+    (void)u;
+    if (pin(cr.cpu) != 0) {
+        atomic_store(&cr.state, -1);
+        return NULL;
+    }
+    cr_run(1);
+    return NULL;
+}
+
+/* 0 ok, else as run_pingpong's (5: no memory for the buffers) */
+static int run_corun(int a, size_t nbytes, double timeout_s) {
+    cpu_set_t old;
+    if (sched_getaffinity(0, sizeof old, &old) != 0 || pin(a) != 0) return 1;
+    if (cr.ph[1].reps && ensure_bufs(nbytes) != 0) {
+        sched_setaffinity(0, sizeof old, &old);
+        return 5;
+    }
+    atomic_store(&cr.arrived, 0);
+    atomic_store(&cr.state, 1);
+    for (int p = 0; p < 2; p++) {
+        atomic_store(&cr.ph[p].done[0], 0);
+        atomic_store(&cr.ph[p].done[1], 0);
+        cr.ph[p].n[0] = cr.ph[p].n[1] = 0;
+    }
+    cr.deadline = now_ns() + timeout_s * 1e9;
+    pthread_t th;
+    if (pthread_create(&th, NULL, cr_helper, NULL) != 0) {
+        sched_setaffinity(0, sizeof old, &old);
+        return 2;
+    }
+    cr_run(0);
+    pthread_join(th, NULL);
+    sched_setaffinity(0, sizeof old, &old);
+    const int st = atomic_load(&cr.state);
+    return st == -1 ? 3 : st == 4 ? 4 : 0;
+}
+
+/* the two lists of a phase's kept repetitions, as a tuple */
+static PyObject *cr_lists(const cr_phase *ph, double *kept) {
+    const Py_ssize_t na = cr_together(ph, 0, kept), nb = cr_together(ph, 1, kept + ph->cap);
+    PyObject *la = to_list(kept, na), *lb = la ? to_list(kept + ph->cap, nb) : NULL;
+    PyObject *out = la && lb ? PyTuple_Pack(2, la, lb) : NULL;
+    Py_XDECREF(la);
+    Py_XDECREF(lb);
+    return out;
+}
+
+static PyObject *corun(PyObject *self, PyObject *args) {
+    (void)self;
+    int a, b;
+    long iters, reps, sreps;
+    Py_ssize_t nbytes;
+    double timeout_s;
+    if (!PyArg_ParseTuple(args, "iilllnd", &a, &b, &iters, &reps, &sreps, &nbytes, &timeout_s))
+        return NULL;
+    if (a < 0 || b < 0 || a >= CPU_SETSIZE || b >= CPU_SETSIZE || a == b || iters < 1 ||
+        reps < 1 || reps > 100000 || sreps < 0 || sreps > 100000 || !(timeout_s > 0) ||
+        (sreps && (nbytes < 4096 || nbytes > ((Py_ssize_t)1 << 30)))) {
+        PyErr_SetString(PyExc_ValueError,
+                        "corun: two different CPUs, iters >= 1, 1 <= reps <= 1e5, 0 <= "
+                        "stream_reps <= 1e5, 4 KiB <= nbytes <= 1 GiB, timeout > 0");
+        return NULL;
+    }
+    const long cap0 = CR_CAP * reps, cap1 = CR_CAP * sreps;
+    /* stamps of both threads of both phases, then the kept durations of the larger phase */
+    const size_t size = 4 * (size_t)(cap0 + cap1) + 2 * (size_t)(cap0 > cap1 ? cap0 : cap1);
+    double *t = PyMem_RawMalloc(size * sizeof *t);
+    if (!t) return PyErr_NoMemory();
+    if (busy) {
+        PyMem_RawFree(t);
+        PyErr_SetString(PyExc_RuntimeError, "corun: another probe is running");
+        return NULL;
+    }
+    busy = 1;
+    cr.cpu = b, cr.iters = iters;
+    cr.ph[0].reps = reps, cr.ph[0].cap = cap0;
+    cr.ph[1].reps = sreps, cr.ph[1].cap = cap1;
+    cr.ph[0].t[0] = t, cr.ph[0].t[1] = t + 2 * cap0;
+    cr.ph[1].t[0] = t + 4 * cap0, cr.ph[1].t[1] = t + 4 * cap0 + 2 * cap1;
+    int err;
+    Py_BEGIN_ALLOW_THREADS;
+    err = run_corun(a, (size_t)nbytes, timeout_s);
+    Py_END_ALLOW_THREADS;
+    busy = 0;
+    PyObject *out = NULL;
+    if (err == 5)
+        PyErr_NoMemory();
+    else if (err) {
+        static const char *why[] = {"", "cannot pin this thread to CPU %d",
+                                    "cannot start a thread (CPU %d)", "cannot pin a thread to CPU %d",
+                                    "no answer from CPU %d within the timeout"};
+        PyErr_Format(PyExc_OSError, why[err], err == 1 ? a : b);
+    } else {
+        double *kept = t + 4 * (cap0 + cap1);
+        PyObject *l0 = cr_lists(&cr.ph[0], kept), *l1 = l0 ? cr_lists(&cr.ph[1], kept) : NULL;
+        out = l0 && l1 ? PyTuple_Pack(2, l0, l1) : NULL;
+        Py_XDECREF(l0);
+        Py_XDECREF(l1);
+    }
+    PyMem_RawFree(t);
+    return out;
+}
 #else
 static PyObject *pingpong(PyObject *self, PyObject *args) {
     (void)self;
     (void)args;
     PyErr_SetString(PyExc_OSError, "the cross-CPU round trip is measured on Linux only");
+    return NULL;
+}
+
+static PyObject *corun(PyObject *self, PyObject *args) {
+    (void)self;
+    (void)args;
+    PyErr_SetString(PyExc_OSError, "the co-run probe is measured on Linux only");
     return NULL;
 }
 #endif
@@ -223,11 +490,15 @@ static PyMethodDef methods[] = {
     {"spin", spin, METH_VARARGS, "spin(iters, reps) -> ns of each rep of the fixed L1 loop"},
     {"pingpong", pingpong, METH_VARARGS,
      "pingpong(cpu_a, cpu_b, trips, timeout_s) -> ns of each cache-line round trip"},
+    {"stream", stream, METH_VARARGS, "stream(nbytes, reps) -> ns of each read of the buffer"},
+    {"corun", corun, METH_VARARGS,
+     "corun(cpu_a, cpu_b, iters, reps, stream_reps, nbytes, timeout_s) -> ((ns on cpu_a, ns on "
+     "cpu_b) of the L1 loop, (same) of the read): both CPUs at once"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hostprobe",
-                                    "The host's state: vCPU speed and cross-CPU round trip.", -1,
+                                    "The host's state: vCPU speed, cross-CPU round trip, co-run speed.", -1,
                                     methods};
 
 PyMODINIT_FUNC PyInit__hostprobe(void) { return PyModule_Create(&module); }

@@ -40,18 +40,64 @@ def test_the_compiled_probe_gives_sane_numbers():
         assert os.sched_getaffinity(0) == set(cpus)  # both probes put this thread back
         with pytest.raises(OSError, match="CPU"):
             hp.pingpong(cpus[0], 1023, 10, 0.5)  # a CPU this process may not use
+        (la, lb), (ra, rb) = hp.corun(cpus[0], cpus[1], hoststate.ITERS, 20, 3, 1 << 16, 30.0)
+        # only repetitions the other CPU was looping through: up to 4x the count, maybe none
+        assert len(la) <= 80 and len(lb) <= 80 and len(ra) <= 12 and len(rb) <= 12
+        assert all(math.isfinite(t) and 100 < t < 1e9 for t in la + lb + ra + rb)
+        assert hp.corun(cpus[0], cpus[1], 64, 5, 0, 0, 30.0)[1] == ([], [])  # no read
+        assert os.sched_getaffinity(0) == set(cpus)
+        with pytest.raises(ValueError):
+            hp.corun(cpus[0], cpus[0], 64, 5, 0, 0, 0.5)
+        with pytest.raises(ValueError):
+            hp.corun(cpus[0], cpus[1], 64, 5, 2, 100, 0.5)  # a read below 4 KiB
+        with pytest.raises(OSError, match="CPU 1023"):
+            hp.corun(cpus[0], 1023, 64, 5, 0, 0, 0.5)
+        assert os.sched_getaffinity(0) == set(cpus)
+        co = state["corun"]
+        if co is None:  # the two threads were never busy at once (a loaded machine)
+            assert "co-run" in " ".join(state["notes"]), state["notes"]
+        else:
+            assert co["cpus"] == cpus[:2] and 0 < state["corun_speed"] <= 1
+            assert state["corun_speed"] == co["loop"]["speed"]
+            assert all(x > 100 for x in co["loop"]["solo_ns"] + co["loop"]["together_ns"])
+
+
+def test_the_compiled_read_gives_sane_numbers():
+    hp = pytest.importorskip("lepton_nn.kernels._hostprobe")
+    ns = hp.stream(1 << 20, 3)
+    assert len(ns) == 3 and all(math.isfinite(t) and 1e3 < t < 1e10 for t in ns)
+    for bad in ((100, 3), (1 << 20, 0)):
+        with pytest.raises(ValueError):
+            hp.stream(*bad)
 
 
 class FakeProbe:
-    """A two-CPU host where CPU ``c`` runs the loop in ``ns[c]`` and the round trip takes
-    ``rt`` ns; it reads which CPU it is pinned to from the fake affinity."""
+    """A two-CPU host where CPU ``c`` runs the loop in ``ns[c]`` and the read in
+    ``10 * ns[c]``, both ``slow`` (loop, read) times slower while the other CPU runs them
+    too, and the round trip takes ``rt`` ns; it reads which CPU it is pinned to from the fake
+    affinity. ``together``: the co-run's lists (each CPU's repetitions the other ran through)
+    are empty, as when the two were never busy at once."""
 
-    def __init__(self, ns, rt, machine):
+    def __init__(self, ns, rt, machine, slow=(1.0, 1.0), together=True):
         self.ns, self.rt, self.machine, self.trips = ns, rt, machine, []
+        self.slow, self.together, self.coruns = slow, together, []
 
     def spin(self, iters, reps):
         (cpu,) = self.machine.pinned
         return [self.ns[cpu] * (1 + 0.1 * (r % 3)) for r in range(reps)]  # min: ns[cpu]
+
+    def stream(self, nbytes, reps):
+        (cpu,) = self.machine.pinned
+        return [10 * self.ns[cpu] * (1 + 0.1 * (r % 3)) for r in range(reps)]
+
+    def corun(self, a, b, iters, reps, sreps, nbytes, timeout):
+        self.coruns.append((a, b))
+        n = reps if self.together else 0
+        loop = tuple([self.ns[c] * self.slow[0] * (1 + 0.1 * (r % 2)) for r in range(n)]
+                     for c in (a, b))  # fmt: skip
+        read = tuple([10 * self.ns[c] * self.slow[1]] * (sreps if self.together else 0)
+                     for c in (a, b))  # fmt: skip
+        return loop, read
 
     def pingpong(self, a, b, trips, timeout):
         self.trips.append((a, b))
@@ -75,11 +121,11 @@ class FakeMachine:
 
 @pytest.fixture
 def fake(monkeypatch):
-    def make(ns, rt=150.0, cpus=(0, 1)):
+    def make(ns, rt=150.0, cpus=(0, 1), **kw):
         m = FakeMachine(cpus)
         monkeypatch.setattr(os, "sched_getaffinity", m.getaffinity, raising=False)
         monkeypatch.setattr(os, "sched_setaffinity", m.setaffinity, raising=False)
-        return FakeProbe(ns, rt, m), m
+        return FakeProbe(ns, rt, m, **kw), m
 
     return make
 
@@ -131,7 +177,8 @@ def test_the_report_shows_the_line_and_marks_the_uneven_table(fake, tmp_path, mo
     assert marked.index("Host uneven") < marked.index("| engine")
     assert "at the end of its rounds CPU 0 ran the fixed loop at 0.62" in marked
     assert "at the end: speed CPU 0 0.62, CPU 1 1.00 (fastest 1.0 us a loop); round trip " \
-        "150 ns (p20 150)." in marked  # fmt: skip
+        "150 ns (p20 150); co-run speed 1.00 on the loop, 1.00 on a 2 MiB read each." \
+        in marked  # fmt: skip
     rows = [ln for ln in _section(md, "Targets").splitlines() if ln.startswith("| W")]
     assert [("(host uneven)" in ln) for ln in rows] == [ln.startswith("| W2 | 2 ") for ln in rows]
     lines = report.console_summary(res).splitlines()
@@ -145,6 +192,8 @@ def test_the_report_shows_the_line_and_marks_the_uneven_table(fake, tmp_path, mo
     assert [(w["workload"], w["threads"]) for w in check["uneven"]] == [("W2", 2)]
     host = got["phases"][0]["cases"][0]["host"]
     assert host["start"]["speed"][1] == {"cpu": 1, "ns": 1050.0, "relative": 0.952}
+    assert host["start"]["corun_speed"] == 1.0 == host["start"]["corun_stream_speed"]
+    assert host["start"]["corun"]["loop"]["together_ns"] == [1000.0, 1050.0]
 
 
 def test_an_even_run_and_an_unprobed_run_say_so():
@@ -249,3 +298,73 @@ def test_one_thread_tables_ignore_the_round_trip_not_the_slow_cpu(fake):
         ("W1", 2),
         ("W2", 2),
     }
+
+
+@pytest.mark.parametrize(
+    ("slow", "loop", "read"),
+    [
+        ((1.0, 1.0), 1.0, 1.0),  # the two CPUs do not slow each other
+        ((1.5, 1.0), 0.667, 1.0),  # compute-bound work 1.5x slower on both at once
+        ((1.0, 2.0), 1.0, 0.5),  # the read shares a memory path
+        ((0.9, 1.0), 1.0, 1.0),  # faster together (noise): at most 1
+    ],
+)
+def test_the_corun_speed_is_alone_over_together(fake, slow, loop, read):
+    probe, machine = fake({0: 1000.0, 1: 1100.0}, slow=slow)
+    state = hoststate.probe(probe)
+    assert probe.coruns == [(0, 1)] and machine.pinned == {0, 1}
+    co = state["corun"]
+    assert co["cpus"] == [0, 1] and co["loop"]["solo_ns"] == [1000.0, 1100.0]
+    assert co["loop"]["together_ns"] == [1000.0 * slow[0], 1100.0 * slow[0]]
+    assert co["stream"]["solo_ns"] == [10000.0, 11000.0]
+    assert co["stream"]["bytes"] == hoststate.STREAM_BYTES
+    assert (state["corun_speed"], state["corun_stream_speed"]) == (loop, read)
+    assert f"co-run speed {loop:.2f} on the loop, {read:.2f} on a 2 MiB read each" in (
+        hoststate.describe(state)
+    )
+    # stated, never marked (module docstring): it slows every engine of a table alike
+    assert hoststate.reasons(state) == [] and "UNEVEN" not in hoststate.brief(state)
+
+
+def test_the_corun_says_what_it_could_not_measure(fake):
+    probe, _ = fake({0: 800.0, 1: 800.0}, together=False)  # never busy at once
+    state = hoststate.probe(probe)
+    assert state["corun"] is None and state["corun_speed"] is None
+    assert "never ran the loop at the same time" in state["notes"][0]
+    assert state["relative_speed"] == 1.0 and state["round_trip_ns"]  # the rest still read
+
+    probe, _ = fake({0: 800.0, 1: 800.0})
+    probe.corun = lambda a, b, *args: (probe.corun_loop, ([], []))
+    probe.corun_loop = ([800.0], [800.0])
+    state = hoststate.probe(probe)  # the loop ran together, the read never did
+    assert state["corun_speed"] == 1.0 and state["corun_stream_speed"] is None
+    assert state["corun"]["stream"] is None and "never read at the same time" in state["notes"][0]
+    assert hoststate.describe(state).endswith(
+        "co-run speed 1.00 on the loop; no co-run of the read: CPUs 0 and 1 never read at the "
+        "same time"
+    )
+
+    def refuse(*args):
+        raise OSError("no answer from CPU 1 within the timeout")
+
+    probe, machine = fake({0: 800.0, 1: 800.0})
+    probe.corun = refuse
+    state = hoststate.probe(probe)
+    assert state["corun"] is None and machine.pinned == {0, 1}
+    assert "no co-run on CPUs 0 and 1 (no answer from CPU 1" in state["notes"][0]
+
+    class OldBuild:  # a _hostprobe built before the co-run
+        spin, pingpong = probe.spin, probe.pingpong
+
+    state = hoststate.probe(OldBuild())
+    assert state["corun"] is None and "no co-run probe in this build" in state["notes"][0]
+
+    probe, _ = fake({0: 800.0}, cpus=(0,))  # one CPU: nothing to run together
+    state = hoststate.probe(probe)
+    assert probe.coruns == [] and state["corun"] is None and state["corun_speed"] is None
+
+
+def test_the_report_explains_speed_ups_against_the_corun_speed(fake):
+    res = _res([_phase(2, [180.0, 176.0], QUIET)])
+    md = report.render_markdown(res)
+    assert "2 x the co-run speed" in md and "not marked" in md

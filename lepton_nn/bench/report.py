@@ -188,6 +188,14 @@ def render_markdown(res: dict) -> str:
         "round trip between two CPUs may swing: each table states each CPU's speed on a fixed "
         "compiled loop and the cross-CPU round trip at the start and end of its rounds "
         "(`bench.hoststate`), and a table measured on an uneven host is marked.",
+        "- Two CPUs busy at once may also slow each other: each reading states the co-run "
+        "speed, each CPU's fastest run of the fixed loop (and of a "
+        f"{hoststate.STREAM_BYTES >> 20} MiB read) while the other CPU runs it too, over its "
+        "fastest alone (1: no interference). Read a 2-thread figure's speed-up over 1 thread "
+        "against 2 x the co-run speed, not 2 (the loop's for compute-bound work, the read's "
+        "for bandwidth-bound work such as batch 1): at a co-run speed of 0.75 a speed-up of "
+        "1.5 is all the host allows. It is not marked: it slows every engine of a 2-thread "
+        "table alike, so their ratios stand.",
     ]
     errors = [(ph["threads"], c) for ph in res["phases"] for c in ph["cases"] if "error" in c]
     failed = [(ph["threads"], e, why) for ph in res["phases"] for e, why in ph["failed"].items()]
