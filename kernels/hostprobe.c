@@ -17,17 +17,18 @@
  *       back. Linux only (OSError elsewhere); OSError if a CPU cannot be used or the helper
  *       does not answer within ``timeout_s`` (a CPU taken away, a frozen vCPU).
  *
- *   stream(nbytes, reps) -> list of ns: ``reps`` times a read of a buffer of ``nbytes``
- *       (summed as 64-bit words), on the calling thread (the caller pins it): a memory-
- *       streaming loop, paced by the cache or memory bandwidth the host gives this vCPU.
- *   corun(cpu_a, cpu_b, iters, reps, stream_reps, nbytes, timeout_s) -> ((ns, ns), (ns, ns)):
- *       both loops at once, this thread pinned to cpu_a and a helper thread to cpu_b,
- *       started together: the L1 loop of ``iters`` steps, repetitions back to back until
- *       both ran ``reps``, then the same for the read of ``nbytes`` (each thread its own
- *       buffer; ``stream_reps`` 0: none). Of each thread, the repetitions the other thread
- *       was looping all through (so the lists may be short, or empty on a loaded guest).
- *       Two vCPUs that share a core (SMT siblings on the host), its clock or a memory path
- *       slow each other here and not in spin/stream. Linux only, OSError as pingpong's.
+ *   corun(cpu_a, cpu_b, iters, reps, stream_reps, nbytes, timeout_s) -> two tuples (the L1
+ *       loop of ``iters`` steps, then a read of a buffer of ``nbytes``, summed as 64-bit
+ *       words: a memory-streaming loop) of four lists of ns (alone on cpu_a, alone on
+ *       cpu_b, together on cpu_a, together on cpu_b): this thread pinned to cpu_a and a
+ *       helper thread to cpu_b run ``reps`` repetitions (``stream_reps`` of the read; 0:
+ *       none) one after the other while the other waits, then at once, back to back until
+ *       both ran theirs. Of the together runs, only repetitions the other thread was looping
+ *       all through (so those lists may be short, or empty on a loaded guest). Alone and
+ *       together within a millisecond or so of each other: the host's speed, which drifts
+ *       by 1.3x within seconds here, is the same for both. Two vCPUs that share a core (SMT
+ *       siblings on the host), its clock or a memory path slow each other together and not
+ *       alone. Linux only, OSError as pingpong's.
  *
  * All release the GIL. The source of benchmarks/vcpu_probe.c's round trip, portable. */
 #define PY_SSIZE_T_CLEAN
@@ -149,41 +150,6 @@ static void stream_loop(const uint64_t *buf, size_t words) {
     sink = a ^ b ^ c ^ d;
 }
 
-static PyObject *stream(PyObject *self, PyObject *args) {
-    (void)self;
-    Py_ssize_t nbytes;
-    long reps;
-    if (!PyArg_ParseTuple(args, "nl", &nbytes, &reps)) return NULL;
-    if (nbytes < 4096 || nbytes > ((Py_ssize_t)1 << 30) || reps < 1 || reps > 100000) {
-        PyErr_SetString(PyExc_ValueError, "stream: 4 KiB <= nbytes <= 1 GiB, 1 <= reps <= 1e5");
-        return NULL;
-    }
-    double *t = PyMem_RawMalloc((size_t)reps * sizeof *t);
-    if (!t) return PyErr_NoMemory();
-    if (busy) { /* corun may be reading the buffers */
-        PyMem_RawFree(t);
-        PyErr_SetString(PyExc_RuntimeError, "stream: another probe is running");
-        return NULL;
-    }
-    busy = 1;
-    int ok;
-    Py_BEGIN_ALLOW_THREADS;
-    ok = ensure_bufs((size_t)nbytes) == 0;
-    if (ok) {
-        stream_loop(bufs[0], buf_words); /* the buffer into whichever cache holds it */
-        for (long r = 0; r < reps; r++) {
-            const double t0 = now_ns();
-            stream_loop(bufs[0], buf_words);
-            t[r] = now_ns() - t0;
-        }
-    }
-    Py_END_ALLOW_THREADS;
-    busy = 0;
-    PyObject *out = ok ? to_list(t, reps) : PyErr_NoMemory();
-    PyMem_RawFree(t);
-    return out;
-}
-
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
@@ -295,18 +261,20 @@ static PyObject *pingpong(PyObject *self, PyObject *args) {
 }
 /* corun: both threads start once both have arrived (a counter each arrival bumps; one
  * barrier, so a loaded guest costs one wait for the helper's time slice, not one a
- * repetition), then run each phase's repetitions back to back, each stamped at its start and
- * end, until both have run ``reps`` (or CR_CAP times that: the partner never came). Phase 0
- * is the L1 loop, phase 1 the read; both threads leave phase 0 within a repetition of each
- * other, so phase 1 needs no barrier. */
+ * repetition). Then each phase (0 the L1 loop, 1 the read) both at once, back to back, each
+ * repetition stamped at its start and end, until both have run ``reps`` (or CR_CAP times
+ * that: the partner never came); then each phase alone, thread 0 while thread 1 waits (the
+ * ``step`` counter orders them), then thread 1. */
 #define CR_CAP 4
 typedef struct {
     _Alignas(128) atomic_int done[2];
     long reps, cap, n[2];
-    double *t[2]; /* per thread: cap starts, then cap ends */
+    double *solo[2]; /* per thread: reps durations alone */
+    double *t[2];    /* per thread: cap starts, then cap ends */
 } cr_phase;
 static struct {
     _Alignas(128) atomic_long arrived;
+    _Alignas(128) atomic_long step; /* 0: thread 0 alone, 1: thread 1 alone, 2: done */
     _Alignas(128) atomic_int state; /* 1 running, -1 could not pin, 4 timeout */
     cr_phase ph[2];
     int cpu;
@@ -314,40 +282,78 @@ static struct {
     double deadline;
 } cr;
 
-static void cr_run(int who) {
-    atomic_fetch_add(&cr.arrived, 1);
-    for (unsigned n = 1; atomic_load_explicit(&cr.arrived, memory_order_acquire) < 2; n++)
+static inline void relax(void) { /* a waiting thread leaves an SMT sibling its issue slots */
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_ia32_pause();
+#endif
+}
+
+/* wait until *v >= target: 0, or 4 past the deadline or when the other thread gave up */
+static int cr_wait(atomic_long *v, long target) {
+    for (unsigned n = 1; atomic_load_explicit(v, memory_order_acquire) < target; n++) {
+        relax();
         if ((n & 4095) == 0 && (atomic_load(&cr.state) != 1 || now_ns() > cr.deadline)) {
             int running = 1; /* keep -1 (the helper could not pin) if it is there */
             atomic_compare_exchange_strong(&cr.state, &running, 4);
-            return;
+            return 4;
         }
-    for (int p = 0; p < 2; p++) {
-        cr_phase *ph = &cr.ph[p];
-        double *t = ph->t[who];
-        long r = -1; /* r = -1: untimed, the loop warms up */
-        for (; ph->reps && r < ph->cap; r++) {
-            const double t0 = now_ns();
-            if (p == 0)
-                spin_loop(cr.iters);
-            else
-                stream_loop(bufs[who], buf_words);
-            if (r < 0) continue;
-            t[r] = t0, t[ph->cap + r] = now_ns();
-            if (r + 1 == ph->reps) atomic_store(&ph->done[who], 1);
-            if (r + 1 >= ph->reps && atomic_load(&ph->done[!who])) {
-                r++;
-                break;
-            }
-        }
-        ph->n[who] = r < 0 ? 0 : r;
     }
+    return 0;
 }
 
-/* Put into ``out`` the durations of thread w's repetitions that ran while the other thread
- * was looping without a stop: inside its first start .. last end, and every stretch of the
- * other's (a repetition's start to the next one's) that overlaps it shorter than 3 times the
- * other's fastest repetition (the co-run slows a loop by 2x at most; a time slice lost to
+static void cr_rep(int p, int who) {
+    if (p == 0)
+        spin_loop(cr.iters);
+    else
+        stream_loop(bufs[who], buf_words);
+}
+
+/* the phase's repetitions at once: back to back until both threads ran ``reps`` */
+static void cr_together_run(int p, int who) {
+    cr_phase *ph = &cr.ph[p];
+    double *t = ph->t[who];
+    long r = -1; /* r = -1: untimed, the loop and its data into the caches */
+    for (; r < ph->cap; r++) {
+        const double t0 = now_ns();
+        cr_rep(p, who);
+        if (r < 0) continue;
+        t[r] = t0, t[ph->cap + r] = now_ns();
+        if (r + 1 == ph->reps) atomic_store(&ph->done[who], 1);
+        if (r + 1 >= ph->reps && atomic_load(&ph->done[!who])) {
+            r++;
+            break;
+        }
+    }
+    ph->n[who] = r < 0 ? 0 : r;
+}
+
+static void cr_run(int who) {
+    atomic_fetch_add(&cr.arrived, 1);
+    if (cr_wait(&cr.arrived, 2)) return;
+    /* together first, right after the barrier (both threads are on their CPUs then; a wait
+     * later is a chance for a loaded guest to preempt one); both leave the loop's phase
+     * within a repetition of each other, so the read's needs no barrier */
+    for (int p = 0; p < 2; p++)
+        if (cr.ph[p].reps) cr_together_run(p, who);
+    /* then alone: thread 0 while thread 1 waits, then thread 1 */
+    if (cr_wait(&cr.step, who)) return;
+    for (int p = 0; p < 2; p++) {
+        cr_phase *ph = &cr.ph[p];
+        if (!ph->reps) continue;
+        cr_rep(p, who); /* untimed */
+        for (long r = 0; r < ph->reps; r++) {
+            const double t0 = now_ns();
+            cr_rep(p, who);
+            ph->solo[who][r] = now_ns() - t0;
+        }
+    }
+    atomic_store(&cr.step, who + 1);
+}
+
+/* Put into ``out`` the durations of thread w's repetitions together that ran while the other
+ * thread was looping without a stop: inside its first start .. last end, and every stretch of
+ * the other's (a repetition's start to the next one's) that overlaps it shorter than 3 times
+ * the other's fastest repetition (the co-run slows a loop by 2x at most; a time slice lost to
  * another process or the host is ~1000x a repetition). Returns how many. */
 static Py_ssize_t cr_together(const cr_phase *ph, int w, double *out) {
     const double *os = ph->t[!w], *oe = os + ph->cap, *s = ph->t[w], *e = s + ph->cap;
@@ -386,6 +392,7 @@ static int run_corun(int a, size_t nbytes, double timeout_s) {
         return 5;
     }
     atomic_store(&cr.arrived, 0);
+    atomic_store(&cr.step, 0);
     atomic_store(&cr.state, 1);
     for (int p = 0; p < 2; p++) {
         atomic_store(&cr.ph[p].done[0], 0);
@@ -406,12 +413,14 @@ static int run_corun(int a, size_t nbytes, double timeout_s) {
 }
 
 /* the two lists of a phase's kept repetitions, as a tuple */
+/* a phase's four lists: alone on cpu_a, alone on cpu_b, together on each (the kept) */
 static PyObject *cr_lists(const cr_phase *ph, double *kept) {
     const Py_ssize_t na = cr_together(ph, 0, kept), nb = cr_together(ph, 1, kept + ph->cap);
-    PyObject *la = to_list(kept, na), *lb = la ? to_list(kept + ph->cap, nb) : NULL;
-    PyObject *out = la && lb ? PyTuple_Pack(2, la, lb) : NULL;
-    Py_XDECREF(la);
-    Py_XDECREF(lb);
+    const long ns = ph->n[0] || ph->n[1] ? ph->reps : 0; /* a skipped phase: all empty */
+    PyObject *l[4] = {to_list(ph->solo[0], ns), to_list(ph->solo[1], ns), to_list(kept, na),
+                      to_list(kept + ph->cap, nb)};
+    PyObject *out = l[0] && l[1] && l[2] && l[3] ? PyTuple_Pack(4, l[0], l[1], l[2], l[3]) : NULL;
+    for (int i = 0; i < 4; i++) Py_XDECREF(l[i]);
     return out;
 }
 
@@ -432,8 +441,9 @@ static PyObject *corun(PyObject *self, PyObject *args) {
         return NULL;
     }
     const long cap0 = CR_CAP * reps, cap1 = CR_CAP * sreps;
-    /* stamps of both threads of both phases, then the kept durations of the larger phase */
-    const size_t size = 4 * (size_t)(cap0 + cap1) + 2 * (size_t)(cap0 > cap1 ? cap0 : cap1);
+    /* stamps of both threads of both phases, the durations alone, the kept ones together */
+    const size_t size = 4 * (size_t)(cap0 + cap1) + 2 * (size_t)(reps + sreps) +
+                        2 * (size_t)(cap0 > cap1 ? cap0 : cap1);
     double *t = PyMem_RawMalloc(size * sizeof *t);
     if (!t) return PyErr_NoMemory();
     if (busy) {
@@ -447,6 +457,9 @@ static PyObject *corun(PyObject *self, PyObject *args) {
     cr.ph[1].reps = sreps, cr.ph[1].cap = cap1;
     cr.ph[0].t[0] = t, cr.ph[0].t[1] = t + 2 * cap0;
     cr.ph[1].t[0] = t + 4 * cap0, cr.ph[1].t[1] = t + 4 * cap0 + 2 * cap1;
+    double *solo = t + 4 * (cap0 + cap1);
+    cr.ph[0].solo[0] = solo, cr.ph[0].solo[1] = solo + reps;
+    cr.ph[1].solo[0] = solo + 2 * reps, cr.ph[1].solo[1] = solo + 2 * reps + sreps;
     int err;
     Py_BEGIN_ALLOW_THREADS;
     err = run_corun(a, (size_t)nbytes, timeout_s);
@@ -461,7 +474,7 @@ static PyObject *corun(PyObject *self, PyObject *args) {
                                     "no answer from CPU %d within the timeout"};
         PyErr_Format(PyExc_OSError, why[err], err == 1 ? a : b);
     } else {
-        double *kept = t + 4 * (cap0 + cap1);
+        double *kept = solo + 2 * (reps + sreps);
         PyObject *l0 = cr_lists(&cr.ph[0], kept), *l1 = l0 ? cr_lists(&cr.ph[1], kept) : NULL;
         out = l0 && l1 ? PyTuple_Pack(2, l0, l1) : NULL;
         Py_XDECREF(l0);
@@ -490,7 +503,6 @@ static PyMethodDef methods[] = {
     {"spin", spin, METH_VARARGS, "spin(iters, reps) -> ns of each rep of the fixed L1 loop"},
     {"pingpong", pingpong, METH_VARARGS,
      "pingpong(cpu_a, cpu_b, trips, timeout_s) -> ns of each cache-line round trip"},
-    {"stream", stream, METH_VARARGS, "stream(nbytes, reps) -> ns of each read of the buffer"},
     {"corun", corun, METH_VARARGS,
      "corun(cpu_a, cpu_b, iters, reps, stream_reps, nbytes, timeout_s) -> ((ns on cpu_a, ns on "
      "cpu_b) of the L1 loop, (same) of the read): both CPUs at once"},

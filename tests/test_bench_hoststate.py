@@ -40,11 +40,12 @@ def test_the_compiled_probe_gives_sane_numbers():
         assert os.sched_getaffinity(0) == set(cpus)  # both probes put this thread back
         with pytest.raises(OSError, match="CPU"):
             hp.pingpong(cpus[0], 1023, 10, 0.5)  # a CPU this process may not use
-        (la, lb), (ra, rb) = hp.corun(cpus[0], cpus[1], hoststate.ITERS, 20, 3, 1 << 16, 30.0)
-        # only repetitions the other CPU was looping through: up to 4x the count, maybe none
-        assert len(la) <= 80 and len(lb) <= 80 and len(ra) <= 12 and len(rb) <= 12
-        assert all(math.isfinite(t) and 100 < t < 1e9 for t in la + lb + ra + rb)
-        assert hp.corun(cpus[0], cpus[1], 64, 5, 0, 0, 30.0)[1] == ([], [])  # no read
+        loop, read = hp.corun(cpus[0], cpus[1], hoststate.ITERS, 20, 3, 1 << 16, 30.0)
+        assert [len(x) for x in loop[:2] + read[:2]] == [20, 20, 3, 3]  # alone: every one
+        # together: only repetitions the other CPU was looping through: up to 4x, maybe none
+        assert all(len(x) <= 80 for x in loop[2:]) and all(len(x) <= 12 for x in read[2:])
+        assert all(math.isfinite(t) and 100 < t < 1e9 for x in loop + read for t in x)
+        assert hp.corun(cpus[0], cpus[1], 64, 5, 0, 0, 30.0)[1] == ([], [], [], [])  # no read
         assert os.sched_getaffinity(0) == set(cpus)
         with pytest.raises(ValueError):
             hp.corun(cpus[0], cpus[0], 64, 5, 0, 0, 0.5)
@@ -62,21 +63,12 @@ def test_the_compiled_probe_gives_sane_numbers():
             assert all(x > 100 for x in co["loop"]["solo_ns"] + co["loop"]["together_ns"])
 
 
-def test_the_compiled_read_gives_sane_numbers():
-    hp = pytest.importorskip("lepton_nn.kernels._hostprobe")
-    ns = hp.stream(1 << 20, 3)
-    assert len(ns) == 3 and all(math.isfinite(t) and 1e3 < t < 1e10 for t in ns)
-    for bad in ((100, 3), (1 << 20, 0)):
-        with pytest.raises(ValueError):
-            hp.stream(*bad)
-
-
 class FakeProbe:
     """A two-CPU host where CPU ``c`` runs the loop in ``ns[c]`` and the read in
     ``10 * ns[c]``, both ``slow`` (loop, read) times slower while the other CPU runs them
     too, and the round trip takes ``rt`` ns; it reads which CPU it is pinned to from the fake
-    affinity. ``together``: the co-run's lists (each CPU's repetitions the other ran through)
-    are empty, as when the two were never busy at once."""
+    affinity. ``together`` False: the co-run's together lists (each CPU's repetitions the
+    other ran through) are empty, as when the two were never busy at once."""
 
     def __init__(self, ns, rt, machine, slow=(1.0, 1.0), together=True):
         self.ns, self.rt, self.machine, self.trips = ns, rt, machine, []
@@ -86,18 +78,15 @@ class FakeProbe:
         (cpu,) = self.machine.pinned
         return [self.ns[cpu] * (1 + 0.1 * (r % 3)) for r in range(reps)]  # min: ns[cpu]
 
-    def stream(self, nbytes, reps):
-        (cpu,) = self.machine.pinned
-        return [10 * self.ns[cpu] * (1 + 0.1 * (r % 3)) for r in range(reps)]
-
     def corun(self, a, b, iters, reps, sreps, nbytes, timeout):
         self.coruns.append((a, b))
-        n = reps if self.together else 0
-        loop = tuple([self.ns[c] * self.slow[0] * (1 + 0.1 * (r % 2)) for r in range(n)]
-                     for c in (a, b))  # fmt: skip
-        read = tuple([10 * self.ns[c] * self.slow[1]] * (sreps if self.together else 0)
-                     for c in (a, b))  # fmt: skip
-        return loop, read
+
+        def runs(n, scale, slow):  # alone on a, on b; together on a, on b
+            alone = [[scale * self.ns[c] * (1 + 0.1 * (r % 2)) for r in range(n)] for c in (a, b)]
+            both = [[x * slow for x in run] for run in alone] if self.together else [[], []]
+            return (*alone, *both)
+
+        return runs(reps, 1, self.slow[0]), runs(sreps, 10, self.slow[1])
 
     def pingpong(self, a, b, trips, timeout):
         self.trips.append((a, b))
@@ -177,7 +166,7 @@ def test_the_report_shows_the_line_and_marks_the_uneven_table(fake, tmp_path, mo
     assert marked.index("Host uneven") < marked.index("| engine")
     assert "at the end of its rounds CPU 0 ran the fixed loop at 0.62" in marked
     assert "at the end: speed CPU 0 0.62, CPU 1 1.00 (fastest 1.0 us a loop); round trip " \
-        "150 ns (p20 150); co-run speed 1.00 on the loop, 1.00 on a 2 MiB read each." \
+        "150 ns (p20 150); co-run speed 1.00 on the loop, 1.00 on a 1 MiB read each." \
         in marked  # fmt: skip
     rows = [ln for ln in _section(md, "Targets").splitlines() if ln.startswith("| W")]
     assert [("(host uneven)" in ln) for ln in rows] == [ln.startswith("| W2 | 2 ") for ln in rows]
@@ -319,7 +308,7 @@ def test_the_corun_speed_is_alone_over_together(fake, slow, loop, read):
     assert co["stream"]["solo_ns"] == [10000.0, 11000.0]
     assert co["stream"]["bytes"] == hoststate.STREAM_BYTES
     assert (state["corun_speed"], state["corun_stream_speed"]) == (loop, read)
-    assert f"co-run speed {loop:.2f} on the loop, {read:.2f} on a 2 MiB read each" in (
+    assert f"co-run speed {loop:.2f} on the loop, {read:.2f} on a 1 MiB read each" in (
         hoststate.describe(state)
     )
     # stated, never marked (module docstring): it slows every engine of a table alike
@@ -334,8 +323,7 @@ def test_the_corun_says_what_it_could_not_measure(fake):
     assert state["relative_speed"] == 1.0 and state["round_trip_ns"]  # the rest still read
 
     probe, _ = fake({0: 800.0, 1: 800.0})
-    probe.corun = lambda a, b, *args: (probe.corun_loop, ([], []))
-    probe.corun_loop = ([800.0], [800.0])
+    probe.corun = lambda a, b, *args: ([[800.0]] * 4, ([8e3], [8e3], [], []))
     state = hoststate.probe(probe)  # the loop ran together, the read never did
     assert state["corun_speed"] == 1.0 and state["corun_stream_speed"] is None
     assert state["corun"]["stream"] is None and "never read at the same time" in state["notes"][0]

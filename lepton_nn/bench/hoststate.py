@@ -20,18 +20,20 @@ shows in the load average. The probe is compiled code (``lepton_nn.kernels._host
 - **co-run speed**: two vCPUs busy at the same time may slow each other (SMT siblings on
   the host, a shared clock or power budget, a shared memory path): in
   ``benchmarks/chain_b64.c`` each of two concurrent threads cost 1.35-1.8x its solo CPU
-  time. The first two allowed CPUs run the fixed loop (:data:`CORUN_REPS` repetitions),
-  then a read of :data:`STREAM_BYTES` each (4x a Zen 3 core's L2: from L3, as a batch-1
-  chain reads its weights; :data:`STREAM_REPS` repetitions), both at once, a thread pinned
-  on each and started together; each CPU's fastest repetition alone (the speed pass; the
-  read alone on each CPU) over its fastest together, and ``corun_speed`` /
-  ``corun_stream_speed`` = the lower of the two CPUs' ratios, at most 1 (1: no
-  interference). Only repetitions the other CPU was looping all through count (a partner
-  preempted by another process would make a repetition a solo one): on a loaded guest the
-  two threads are rarely on their CPUs at once, and the reading then says so (under a load
-  average of ~9 here, 8 of 30 readings had one). How to read it: a 2-thread figure can
-  speed up over 1 thread by about 2 x the co-run speed (the loop's for compute-bound work,
-  the read's for bandwidth-bound work), not 2.
+  time. A thread pinned on each of the first two allowed CPUs, started together, runs the
+  fixed loop (:data:`CORUN_REPS` repetitions) and then a read of :data:`STREAM_BYTES` (2x a
+  Zen 3 core's L2: from L3, as a batch-1 chain reads its weights; :data:`STREAM_REPS`
+  repetitions) both at once, then each alone while the other waits, all within a
+  millisecond or so (the host's speed drifts 1.3x within seconds here: alone and together
+  taken further apart, as the speed pass and a co-run first were, read a median of 0.81 out
+  of drift alone, where interleaved they matched). Each CPU's fastest repetition alone over
+  its fastest together; ``corun_speed`` / ``corun_stream_speed`` = the lower of the two
+  CPUs' ratios, at most 1 (1: no interference). Only repetitions the other CPU was looping
+  all through count (a partner preempted by another process would make a repetition a solo
+  one): on a loaded guest the two threads are rarely on their CPUs at once, and the reading
+  then says so. How to read it: a 2-thread figure can speed up over 1 thread by about
+  2 x the co-run speed (the loop's for compute-bound work, the read's for bandwidth-bound
+  work), not 2.
 
 A table is **host uneven** when, at its start or its end, ``relative_speed`` is below
 :data:`SPEED_UNEVEN` or, at more than one thread, the round trip's median is above
@@ -59,16 +61,23 @@ whichever CPU it is on):
 The co-run speed does **not** mark a table. It slows every engine of a 2-thread table (all
 run two threads on the same two CPUs), so the ratios a table's targets compare stay fair;
 what it changes is what a 2-thread speed-up can reach, and the report says how to read
-that. And no threshold can be justified from this session's readings: under a load
-average of ~9 (other engineers' work on both vCPUs), the loop read a median of 0.92 and as
-low as 0.66, the read a median of 1.0 (few readings, each probing a CPU already shared with
-other processes, so "alone" was not alone). Whether a quiet host's co-run speed sits near 1
-and drops in spells (a mark would then be deserved, as for the slow CPU) is to be read on a
-quiet machine: ``python -m lepton_nn.bench.hoststate`` prints its median, p10 and lowest.
+that. And no threshold can be justified from this session's readings: under a load average of
+~10 (other engineers' work on both vCPUs, so "alone" was never alone), 48 of 192 readings in
+60 s had a co-run; the loop read a median of 0.92 (p10 0.69, lowest 0.53), the read 0.87
+(p10 0.56, lowest 0.44). Part of that is noise, not interference: the speed is the lower
+of two noisy ratios, and interleaved in one process 150 times the loop's fastest
+repetition together matched its fastest alone (medians 8.26 against 8.10 us on CPU 0, 6.71
+against 7.03 on CPU 1). Whether a quiet host's co-run speed sits near 1 and drops in spells
+(a mark would then be deserved, as for the slow CPU) is to be read on a quiet machine:
+``python -m lepton_nn.bench.hoststate`` prints its median, p10 and lowest.
 
-The co-run costs ~2 ms of CPU a reading on a quiet machine (a reading was 10-60 ms); on a
-loaded guest its one wait for the helper thread's time slice dominates, bounded by
-:data:`CORUN_TIMEOUT`.
+The co-run's own work is ~2 ms of CPU (~1 ms of wall time) by its parts' times here (a
+repetition of the loop ~6 us, of the read ~30 us, each run alone, together and once to warm
+up, on two threads); on a loaded guest its one wait for the helper thread's time slice
+dominates, bounded by :data:`CORUN_TIMEOUT`. A reading's cost, A/B against the reading
+without the co-run, interleaved in one process 60 times each under a load average of ~10:
+median 106 -> 130 ms of wall time, 32 -> 34 ms of CPU (process CPU time; at the quickest,
+7.4 -> 13.4 ms: the wait). On a quiet machine (the 10-60 ms above) it should add ~2 ms.
 
 Degrades to a note, never an error: no compiled probe, no affinity API (speed measured
 once, CPUs not told apart, no co-run), one CPU (nothing to compare, no round trip, no
@@ -87,9 +96,9 @@ ITERS = 2048  # steps of the fixed loop a repetition (~7 us on a 3 GHz Zen 3)
 REPS = 50  # repetitions a CPU a pass
 PASSES = 4  # passes over the CPUs
 TRIPS = 2000  # round trips timed
-CORUN_REPS = 50  # repetitions of the fixed loop on both CPUs at once
-STREAM_BYTES = 2 << 20  # bytes each CPU reads a repetition of the streaming loop (4x L2)
-STREAM_REPS = 8  # repetitions of the read: alone on each CPU, then both at once
+CORUN_REPS = 25  # repetitions of the fixed loop on both CPUs at once
+STREAM_BYTES = 1 << 20  # bytes each CPU reads a repetition of the streaming loop (2x L2)
+STREAM_REPS = 6  # repetitions of the read: alone on each CPU, then both at once
 CORUN_TIMEOUT = 0.1  # s: both co-run threads not on their CPUs by then: no co-run reading
 TIMEOUT = 0.5  # s: a round trip probe that gets no answer gives up
 MAX_CPUS = 64  # CPUs whose speed is probed (the first ones allowed)
@@ -108,6 +117,9 @@ def probe(module=None) -> dict:
     of ``{"cpu", "ns", "relative"}``, fastest repetition of the loop; ``relative`` = the
     fastest CPU's ns / this one's), ``relative_speed`` (slowest / fastest, None with fewer
     than two CPUs told apart), ``round_trip_ns`` (``{"cpus", "p20", "p50"}`` or None),
+    ``corun`` (``{"cpus", "loop", "stream"}``, each loop ``{"solo_ns", "together_ns",
+    "speed"}`` (and the read's ``bytes``), or None), ``corun_speed`` and
+    ``corun_stream_speed`` (the two speeds, or None),
     ``notes`` (what could not be measured, and why), ``seconds`` (the probe's own time).
     ``module``: the compiled probe (tests pass a fake); default ``_hostprobe``, and
     ``{"error": ...}`` if it is not built."""
@@ -120,13 +132,13 @@ def probe(module=None) -> dict:
     pin = getattr(os, "sched_setaffinity", None)
     cpus: list[int | None] = [None]
     if get is None or pin is None:
-        notes.append("no CPU affinity API: one speed for whichever CPUs ran the loop")
+        notes.append("no CPU affinity API: one speed for whichever CPUs ran the loop, no co-run")
         allowed: list[int] = []
     else:
         allowed = sorted(get(0))
         cpus = list(allowed[:MAX_CPUS])
         if len(allowed) < 2:
-            notes.append("one CPU: no CPUs to compare, no round trip")
+            notes.append("one CPU: no CPUs to compare, no round trip, no co-run")
     best = {c: float("inf") for c in cpus}
     try:
         for _ in range(PASSES):
@@ -155,27 +167,27 @@ def probe(module=None) -> dict:
         except (OSError, RuntimeError) as exc:
             notes.append(f"no round trip between CPUs {a} and {b} ({exc})")
     corun = None
-    if len(allowed) >= 2 and all(c in best for c in allowed[:2]):
-        corun = _corun(hp, allowed[:2], [best[c] for c in allowed[:2]], pin, allowed, notes)
+    if len(allowed) >= 2 and pin is not None:
+        corun = _corun(hp, allowed[:2], notes)
     return {"speed": speed, "relative_speed": rel, "round_trip_ns": rt, "corun": corun,
             "corun_speed": (corun or {}).get("loop", {}).get("speed"),
             "corun_stream_speed": ((corun or {}).get("stream") or {}).get("speed"),
             "notes": notes, "seconds": round(time.perf_counter() - t0, 4)}  # fmt: skip
 
 
-def _pair(solo: list, together: tuple) -> dict | None:
-    """The co-run figure of one loop on two CPUs: each CPU's fastest repetition alone
-    (``solo``, ns) against its fastest inside the window both CPUs were looping in
-    (``together``); ``speed`` = the lower of the two ratios, at most 1. None if the two
-    never looped at the same time (a CPU taken away for the whole probe)."""
-    if not all(together):
+def _pair(runs: tuple) -> dict | None:
+    """The co-run figure of one loop on two CPUs from the probe's four lists (ns: alone on
+    each, together on each): each CPU's fastest repetition alone over its fastest together;
+    ``speed`` = the lower of the two ratios, at most 1. None if the two never looped at the
+    same time (or the loop was not run)."""
+    if not all(runs):
         return None
-    both = [min(t) for t in together]
+    solo, both = [min(r) for r in runs[:2]], [min(r) for r in runs[2:]]
     return {"solo_ns": [round(x, 1) for x in solo], "together_ns": [round(x, 1) for x in both],
             "speed": round(min(1.0, *(x / y for x, y in zip(solo, both))), 3)}  # fmt: skip
 
 
-def _corun(hp, cpus, solo_loop, pin, allowed, notes) -> dict | None:
+def _corun(hp, cpus, notes) -> dict | None:
     """Both loops on the first two allowed CPUs at once against each alone (module
     docstring, **co-run speed**); None, with a note, if the probe cannot run them."""
     a, b = cpus
@@ -183,18 +195,11 @@ def _corun(hp, cpus, solo_loop, pin, allowed, notes) -> dict | None:
         notes.append("no co-run probe in this build of _hostprobe")
         return None
     try:
-        alone = []
-        for c in cpus:
-            pin(0, {c})
-            alone.append(min(hp.stream(STREAM_BYTES, STREAM_REPS)))
-        pin(0, set(allowed))
         loop, read = hp.corun(a, b, ITERS, CORUN_REPS, STREAM_REPS, STREAM_BYTES, CORUN_TIMEOUT)
     except (OSError, RuntimeError, MemoryError) as exc:
         notes.append(f"no co-run on CPUs {a} and {b} ({exc})")
         return None
-    finally:
-        pin(0, set(allowed))
-    out = {"cpus": [a, b], "loop": _pair(solo_loop, loop), "stream": _pair(alone, read)}
+    out = {"cpus": [a, b], "loop": _pair(loop), "stream": _pair(read)}
     if out["loop"] is None:
         notes.append(f"no co-run: CPUs {a} and {b} never ran the loop at the same time")
         return None
