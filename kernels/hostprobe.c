@@ -279,7 +279,7 @@ static struct {
     cr_phase ph[2];
     int cpu;
     long iters;
-    double deadline;
+    double deadline, timeout_ns;
 } cr;
 
 static inline void relax(void) { /* a waiting thread leaves an SMT sibling its issue slots */
@@ -288,11 +288,11 @@ static inline void relax(void) { /* a waiting thread leaves an SMT sibling its i
 #endif
 }
 
-/* wait until *v >= target: 0, or 4 past the deadline or when the other thread gave up */
-static int cr_wait(atomic_long *v, long target) {
+/* wait until *v >= target: 0, or 4 past ``deadline`` or when the other thread gave up */
+static int cr_wait(atomic_long *v, long target, double deadline) {
     for (unsigned n = 1; atomic_load_explicit(v, memory_order_acquire) < target; n++) {
         relax();
-        if ((n & 4095) == 0 && (atomic_load(&cr.state) != 1 || now_ns() > cr.deadline)) {
+        if ((n & 4095) == 0 && (atomic_load(&cr.state) != 1 || now_ns() > deadline)) {
             int running = 1; /* keep -1 (the helper could not pin) if it is there */
             atomic_compare_exchange_strong(&cr.state, &running, 4);
             return 4;
@@ -329,14 +329,14 @@ static void cr_together_run(int p, int who) {
 
 static void cr_run(int who) {
     atomic_fetch_add(&cr.arrived, 1);
-    if (cr_wait(&cr.arrived, 2)) return;
+    if (cr_wait(&cr.arrived, 2, cr.deadline)) return;
     /* together first, right after the barrier (both threads are on their CPUs then; a wait
      * later is a chance for a loaded guest to preempt one); both leave the loop's phase
      * within a repetition of each other, so the read's needs no barrier */
     for (int p = 0; p < 2; p++)
         if (cr.ph[p].reps) cr_together_run(p, who);
-    /* then alone: thread 0 while thread 1 waits, then thread 1 */
-    if (cr_wait(&cr.step, who)) return;
+    /* then alone: thread 0 while thread 1 waits (as long as the barrier could), then 1 */
+    if (cr_wait(&cr.step, who, now_ns() + cr.timeout_ns)) return;
     for (int p = 0; p < 2; p++) {
         cr_phase *ph = &cr.ph[p];
         if (!ph->reps) continue;
@@ -399,7 +399,8 @@ static int run_corun(int a, size_t nbytes, double timeout_s) {
         atomic_store(&cr.ph[p].done[1], 0);
         cr.ph[p].n[0] = cr.ph[p].n[1] = 0;
     }
-    cr.deadline = now_ns() + timeout_s * 1e9;
+    cr.timeout_ns = timeout_s * 1e9;
+    cr.deadline = now_ns() + cr.timeout_ns;
     pthread_t th;
     if (pthread_create(&th, NULL, cr_helper, NULL) != 0) {
         sched_setaffinity(0, sizeof old, &old);
