@@ -67,8 +67,11 @@ that. And no threshold can be justified from this session's readings: under a lo
 (p10 0.56, lowest 0.44). Part of that is noise, not interference: the speed is the lower
 of two noisy ratios, and interleaved in one process 150 times the loop's fastest
 repetition together matched its fastest alone (medians 8.26 against 8.10 us on CPU 0, 6.71
-against 7.03 on CPU 1). Whether a quiet host's co-run speed sits near 1 and drops in spells
-(a mark would then be deserved, as for the slow CPU) is to be read on a quiet machine:
+against 7.03 on CPU 1). The probe does see a shared path where there is one: a 64 MiB read
+(from DRAM, ``_hostprobe.corun`` by hand) read a median of 0.79 (p10 0.50, 29 co-runs)
+where the 1 MiB one read 0.96 (11) in the same minutes. Whether a quiet host's co-run
+speed sits near 1 and drops in spells (a mark would then be deserved, as for the slow CPU)
+is to be read on a quiet machine:
 ``python -m lepton_nn.bench.hoststate`` prints its median, p10 and lowest.
 
 The co-run's own work is ~2 ms of CPU (~1 ms of wall time) by its parts' times here (a
