@@ -29,6 +29,7 @@ Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.forma
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,16 @@ def from_manifest(
     )
 
 
+def _thread_count(value: Any) -> int | None:
+    """``threads=``: None, or an int >= 1 (not a bool, a float or a string: 2.5 or "2" are
+    refused rather than truncated or parsed)."""
+    if value is None or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    ):
+        return None if value is None else int(value)
+    raise ValueError(f"threads must be a positive int or None, got {value!r}")
+
+
 def _refuse_non_finite(x: np.ndarray) -> None:
     """DataError naming the rows of ``x`` (N, ...) holding inf or NaN, if any."""
     bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
@@ -177,8 +188,7 @@ class InferenceModel:
         does: ``read_lnn``'s check computed it); else the manifest is validated here."""
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
-        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        _thread_count(threads)
         if summary is None:  # types, shapes, budget, tabular parts
             summary = validate(manifest, arrays, limits)
         kind = summary.kind
@@ -240,12 +250,11 @@ class InferenceModel:
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        if value is not None and (isinstance(value, bool) or int(value) < 1):
-            raise ValueError(f"threads must be a positive int or None, got {value!r}")
+        value = _thread_count(value)
         with self._lock:
             _budget.follow(self, value is None)  # told by set_num_threads, or no longer
             self._stale = False
-            self._replan(_budget.get_num_threads() if value is None else int(value))
+            self._replan(_budget.get_num_threads() if value is None else value)
 
     def _replan(self, n: int) -> None:
         """Plans for ``n`` threads from now on (the caller holds the lock): the cached ones
@@ -306,7 +315,14 @@ class InferenceModel:
     def _check(self, x: Any, shape: tuple | None = None, what: str | None = None) -> np.ndarray:
         """``x`` as a C-contiguous array of the network's dtype and input shape."""
         if not (type(x) is np.ndarray and x.dtype == self._dtype):
-            x = np.asarray(x)
+            if x is None or isinstance(x, dict):
+                raise DataError(
+                    f"model input must be a numeric array or nested lists, got {type(x).__name__}"
+                )
+            try:
+                x = np.asarray(x)
+            except ValueError as exc:  # ragged nested lists
+                raise DataError(f"model input is not a rectangular array: {exc}") from None
             if x.dtype.kind not in "biuf":
                 raise DataError(
                     f"model input must be numeric, got an array of dtype {x.dtype}"
@@ -316,9 +332,10 @@ class InferenceModel:
         shape = self._in if shape is None else shape
         if x.shape[1:] != shape or x.ndim != len(shape) + 1:
             first = what or (self.network.steps[0].label if self.network.steps else "the input")
+            one = "; one sample? add the batch axis: x[None]" if x.shape == shape else ""
             raise ShapeError(
                 f"{first}: expected input of shape (batch, {', '.join(map(str, shape))}), "
-                f"got {x.shape}"
+                f"got {x.shape}{one}"
             )
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
