@@ -88,3 +88,49 @@ def test_nan_state_and_nan_scale_propagate_like_the_twin(name, cell, u, b, rever
         np.testing.assert_array_equal(np.isnan(g), np.isnan(w), err_msg=f"{name} {cell}")
         ok = ~np.isnan(w)
         np.testing.assert_allclose(g[ok], w[ok], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", backend.available())
+def test_dynamic_quantize_rows_gives_a_nan_row_a_nan_scale(name):
+    """quantize_rows (the per-step int8 path's and qlinear's activation quantizer): a row
+    holding a NaN (any position: SIMD body or tail, either sign) gets scale NaN, zero point
+    0 and q 0, as the twin's; the other rows are untouched by it. Every ISA of the compiled
+    one (its vminps / vmaxps dropped the NaN: a finite scale, the NaN read as 0)."""
+    from lepton_nn.kernels import _qgemm as q
+
+    rng = np.random.default_rng(4)
+    for k in (1, 7, 8, 21, 40):
+        for pos in sorted({0, k // 2, k - 1}):
+            x = rng.standard_normal((4, k)).astype(np.float32)
+            x[1, pos] = np.nan
+            x[3, pos] = np.copysign(np.float32(np.nan), -1)
+            want = [np.zeros((4, k), np.uint8), np.zeros(4, np.float32), np.zeros(4, np.int32)]
+            REF.quantize_rows(x, *want)
+            assert np.isnan(want[1][[1, 3]]).all() and (want[2][[1, 3]] == 0).all()
+            assert (want[0][[1, 3]] == 0).all() and np.isfinite(want[1][[0, 2]]).all()
+            isas = q.supported_isas() if name == "cython" else [None]
+            for isa in isas:
+                before = q.isa()
+                if isa is not None:
+                    q.set_isa(isa)
+                try:
+                    got = [np.zeros_like(a) for a in want]
+                    backend._instance(name).quantize_rows(x, *got)
+                finally:
+                    q.set_isa(before)
+                for g, w in zip(got, want, strict=True):
+                    np.testing.assert_array_equal(g, w, err_msg=f"{name} {isa} k={k} pos={pos}")
+
+
+def test_the_compiled_per_step_path_keeps_nan_too():
+    """The cython kernel with its SIMD off runs the twin on the compiled quantize_rows,
+    qlinear and step kernels (as on a CPU without AVX2): the same NaN states."""
+    _recurrent = pytest.importorskip("lepton_nn.kernels._recurrent")
+    if "cython" not in backend.available():
+        pytest.skip("no compiled backend")
+    _recurrent.use_simd(False)
+    try:
+        for cell in GATES:
+            test_nan_state_and_nan_scale_propagate_like_the_twin("cython", cell, 21, 10, False)
+    finally:
+        _recurrent.use_simd(True)
