@@ -298,20 +298,29 @@ def test_a_part_not_started_is_taken_at_once(isa, threads):
 
 
 @pytest.mark.skipif(not hasattr(q, "_qdense_chain_tasks"), reason="extension before the hook")
-def test_a_stalled_part_is_taken_after_the_patience():
+def test_a_stalled_part_is_taken_after_the_patience(isa):
     """Part 1 marked as started on every layer before part 0 runs (its thread preempted
     after it began), and run only after part 0 returned: part 0 takes part 1's units of
     every layer but the last once its count has stood still (QV_PATIENCE_NS), none of them
     as 'not started'; after the last layer a thread does not wait for a started part (the
-    pool's join does), so part 1 runs its own share of that one. The same bits."""
-    x, chain, outs, want = _tasks_case(2)
+    pool's join does), so part 1 runs its own share of that one. The same bits, on every
+    ISA (the units are qv_setup's: 4 blocks of 16 columns on the AVX2 GEMV, else half of a
+    layer's blocks rounded up to even)."""
+    dims = (784, 512, 256, 10)
+    x, chain, outs, want = _tasks_case(2, dims)
     stats = q._qdense_chain_tasks(x, chain, outs, (0, 1), stalled=(1,))
     for g, w_ in zip(outs, want):
-        np.testing.assert_array_equal(g, w_)
-    (own0, taken0, waited0), (own1, taken1, waited1) = stats
-    # 784-512-256-10: units of 64 columns, 8 + 4 + 1; part 0 owns 4 + 2 + 0 of them
-    assert (own0, taken0, waited0) == (6, 0, 6), stats
-    assert (own1, taken1, waited1) == (1, 0, 0), stats
+        np.testing.assert_array_equal(g, w_, err_msg=isa)
+    units = []
+    for n in dims[1:]:
+        nb = -(-n // 16)
+        per = 4 if isa == "avx2" else max(1, (-(-nb // 2) + 1) & ~1)
+        units.append(-(-nb // per))
+    mine = [u // 2 for u in units]  # part 0's share of each layer: units [0, u // 2)
+    # avx2, 784-512-256-10: units 8 + 4 + 1; part 0 owns 4 + 2 + 0 and takes 4 + 2
+    want0 = (sum(mine), 0, sum(u - m for u, m in zip(units[:-1], mine[:-1])))
+    assert stats[0] == want0, (isa, stats)
+    assert stats[1] == (units[-1] - mine[-1], 0, 0), (isa, stats)
 
 
 @pytest.mark.skipif(not hasattr(q, "_qdense_chain_tasks"), reason="extension before the hook")

@@ -4,15 +4,18 @@
 
 /* ============================================================== activation quantization */
 
-/* lo = min(0, min x), hi = max(0, max x) over n floats */
+/* lo = min(0, min x), hi = max(0, max x) over n floats; both NaN when any x is NaN (as
+ * NumPy's min and max: the row's scale is then NaN, and so is every product made with it) */
 static void qg_minmax_scalar(const float *x, int64_t n, float *lo, float *hi) {
     float l = 0.0f, h = 0.0f;
+    int nan = 0;
     for (int64_t i = 0; i < n; i++) {
         l = x[i] < l ? x[i] : l;
         h = x[i] > h ? x[i] : h;
+        nan |= x[i] != x[i];
     }
-    *lo = l;
-    *hi = h;
+    *lo = nan ? NAN : l;
+    *hi = nan ? NAN : h;
 }
 
 /* q = clip(rint(x * inv) + zp, 0, 255), all float32, clipped before the conversion so that
@@ -32,14 +35,16 @@ static void qg_quant_scalar(const float *x, int64_t n, float inv, int32_t zp, ui
 __attribute__((target("avx512f"))) static void qg_minmax512(const float *x, int64_t n, float *lo,
                                                             float *hi) {
     __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
+    __mmask16 nan = 0;
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1u);
         const __m512 v = _mm512_maskz_loadu_ps(k, x + i); /* masked lanes read 0: harmless */
         l = _mm512_min_ps(l, v);
         h = _mm512_max_ps(h, v);
+        nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q); /* minps / maxps drop a NaN */
     }
-    *lo = _mm512_reduce_min_ps(l);
-    *hi = _mm512_reduce_max_ps(h);
+    *lo = nan ? NAN : _mm512_reduce_min_ps(l);
+    *hi = nan ? NAN : _mm512_reduce_max_ps(h);
 }
 
 __attribute__((target("avx512f"))) static void qg_quant512(const float *x, int64_t n, float inv,
@@ -62,23 +67,25 @@ __attribute__((target("avx512f"))) static void qg_quant512(const float *x, int64
 
 __attribute__((target("avx2,fma"))) static void qg_minmax256(const float *x, int64_t n, float *lo,
                                                              float *hi) {
-    __m256 l = _mm256_setzero_ps(), h = _mm256_setzero_ps();
+    __m256 l = _mm256_setzero_ps(), h = _mm256_setzero_ps(), nanv = _mm256_setzero_ps();
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 v = _mm256_loadu_ps(x + i);
         l = _mm256_min_ps(l, v);
         h = _mm256_max_ps(h, v);
+        nanv = _mm256_or_ps(nanv, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); /* minps drops a NaN */
     }
     float lb[8], hb[8], lt, ht;
     _mm256_storeu_ps(lb, l);
     _mm256_storeu_ps(hb, h);
-    qg_minmax_scalar(x + i, n - i, &lt, &ht);
+    qg_minmax_scalar(x + i, n - i, &lt, &ht); /* NaN when the tail has one: kept below */
     for (int j = 0; j < 8; j++) {
         lt = lb[j] < lt ? lb[j] : lt;
         ht = hb[j] > ht ? hb[j] : ht;
     }
-    *lo = lt;
-    *hi = ht;
+    const int nan = _mm256_movemask_ps(nanv) != 0;
+    *lo = nan ? NAN : lt;
+    *hi = nan ? NAN : ht;
 }
 
 __attribute__((target("avx2,fma"))) static void qg_quant256(const float *x, int64_t n, float inv,
@@ -113,7 +120,8 @@ __attribute__((target("avx2,fma"))) static void qg_quant256(const float *x, int6
  * hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0), zp = clip(rint(-lo / scale), 0, 255)
  * are computed and written. Static (fixed = 1): scale and zp are read (set at calibration).
  * Then  q = clip(rint(x * (1 / scale)) + zp, 0, 255)   (float32 math, round half to even;
- * beyond the range and +-inf saturate, NaN gives 0). */
+ * beyond the range and +-inf saturate, NaN gives 0). A dynamic span holding a NaN gets
+ * scale NaN, zp 0 and q 0: every output computed from it is NaN, as in the twin. */
 static void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                            uint8_t *q, float *scale, int32_t *zp) {
     void (*minmax)(const float *, int64_t, float *, float *) = qg_minmax_scalar;
@@ -136,6 +144,12 @@ static void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, in
         }
         float lo, hi;
         minmax(x + s * len, len, &lo, &hi);
+        if (lo != lo) { /* a NaN in the span: scale NaN, zero point 0, q 0 (the twin's rule) */
+            scale[s] = NAN;
+            zp[s] = 0;
+            memset(q + s * len, 0, (size_t)len);
+            continue;
+        }
         float sc = (hi - lo) / 255.0f;
         if (sc == 0.0f) sc = 1.0f;
         float z = nearbyintf(-lo / sc);

@@ -48,22 +48,32 @@
 
 #if LNN_RR_AVX2
 /* d = quantize(x) - zp as int16 (n floats; d's pad to an even count is 0); returns the scale.
- * qg_minmax256 then qg_quant256 of qgemm.h, the same float32 operations in the same order. */
+ * qg_minmax256 then qg_quant256 of qgemm.h, the same float32 operations in the same order.
+ * A NaN anywhere in x: the scale is NaN (the twin's lo = x.min() is NaN, and so its scale)
+ * and d is 0, so the state's products hz = sum * (scale s_hh) are NaN, as the twin's are;
+ * vminps / vmaxps would otherwise drop the NaN and turn a NaN state into a finite one. */
 static inline LNN_RR_TI float lnn_q8_quant_row(const float *x, ptrdiff_t n, int16_t *d)
 {
-    __m256 lv = _mm256_setzero_ps(), hv = _mm256_setzero_ps();
+    __m256 lv = _mm256_setzero_ps(), hv = _mm256_setzero_ps(), nanv = _mm256_setzero_ps();
     ptrdiff_t i = 0;
     for (; i + 8 <= n; i += 8) { /* lo = min(0, min x), hi = max(0, max x) */
         const __m256 v = _mm256_loadu_ps(x + i);
         lv = _mm256_min_ps(lv, v);
         hv = _mm256_max_ps(hv, v);
+        nanv = _mm256_or_ps(nanv, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)); /* np.isnan(x).any() */
     }
     float lb[8], hb[8], lo = 0.0f, hi = 0.0f;
+    int nan = _mm256_movemask_ps(nanv);
     _mm256_storeu_ps(lb, lv);
     _mm256_storeu_ps(hb, hv);
     for (ptrdiff_t k = i; k < n; k++) {
         lo = x[k] < lo ? x[k] : lo;
         hi = x[k] > hi ? x[k] : hi;
+        nan |= x[k] != x[k];
+    }
+    if (nan) {
+        memset(d, 0, (size_t)(n + n % 2) * sizeof(int16_t));
+        return NAN;
     }
     for (int j = 0; j < 8; j++) {
         lo = lb[j] < lo ? lb[j] : lo;

@@ -44,7 +44,8 @@ class Int8Twins:
         0, 255). Static (``fixed`` true): scale (finite, > 0) and zero_point (0..255) are
         given and only read. Then q = clip(rint(x * (1 / scale)) + zp, 0, 255), round half to
         even, +-inf and values beyond the range saturate to 0 / 255, NaN gives 0; all float32
-        so the compiled twins match bit for bit. Returns q.
+        so the compiled twins match bit for bit; a dynamic row holding a NaN gets scale NaN
+        and zero point 0 (its products are NaN). Returns q.
         """
         per_row = scale.shape[0] == x.shape[0] and x.shape[0] != 1
         xs = x if per_row else x.reshape(1, -1)  # (spans, len)
@@ -57,6 +58,7 @@ class Int8Twins:
             s = (hi - lo) / np.float32(255)
             s[s == 0] = 1
             zp = np.clip(np.rint(-lo / s), 0, 255)
+            zp[np.isnan(zp)] = 0  # a row holding NaN: scale NaN (its outputs NaN), zp 0
         inv = (np.float32(1) / s)[:, None]
         with np.errstate(over="ignore", invalid="ignore"):
             qv = np.clip(np.rint(xs * inv) + zp[:, None], 0, 255)

@@ -3,11 +3,13 @@
 One budget: ``set_num_threads(n)``, else ``LEPTON_NUM_THREADS``, else the cores this process
 may run on. Two ways to use it:
 
-- The inference runtime (``lepton_nn.runtime``; ``runtime.load(threads=)`` defaults to the
-  budget) runs its parallel regions on the compiled kernels' one native pool
-  (``kernels/csrc/pool.h``, ``lepton_nn.kernels._pool``): the split happens in C, with no
-  Python per share and no GIL; its workers spin ``LEPTON_POOL_SPIN_US`` (default 5000 us)
-  for the next job before they sleep, so a burst of calls never lets their cores halt.
+- The inference runtime (``lepton_nn.runtime``; a model loaded with ``threads=None``
+  follows the budget: :func:`follow` has set_num_threads tell it, and it re-plans at its
+  next call; ``threads=n`` pins n) runs its parallel regions on the compiled kernels' one
+  native pool (``kernels/csrc/pool.h``, ``lepton_nn.kernels._pool``): the split happens in
+  C, with no Python per share and no GIL; its workers spin ``LEPTON_POOL_SPIN_US`` (default
+  5000 us) for the next job before they sleep, so a burst of calls never lets their cores
+  halt.
 - The training ops (autograd's convolution) still use :func:`parallel_for` below: plain
   Python threads, as the compiled kernels and NumPy's matmul release the GIL.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -44,6 +47,7 @@ __all__ = [
     "blas_gemm",
     "native_pool_wake",
     "PARALLEL_MIN_FLOPS",
+    "follow",
 ]
 
 # Below this many floating-point operations an op runs on one thread: ~50-100 us of work on
@@ -58,6 +62,8 @@ BLAS_SPLIT_MIN_FLOPS = 2 * 65536 * 4
 _lock = threading.Lock()
 _local = threading.local()  # .inside: this thread is running a share of a parallel_for
 _setting: int | None = None
+# objects told by set_num_threads (their .threads_changed()), while they live: see follow()
+_followers: weakref.WeakSet = weakref.WeakSet()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
@@ -74,11 +80,29 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int | None) -> None:
-    """Use ``n`` threads (1: everything on the calling thread); None: back to the default."""
+    """Use ``n`` threads (1: everything on the calling thread); None: back to the default.
+    Inference models loaded with ``threads=None`` follow it from their next call."""
     global _setting
     if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
         raise ValueError(f"threads must be a positive int or None, got {n!r}")
-    _setting = None if n is None else int(n)
+    with _lock:
+        _setting = None if n is None else int(n)
+        told = list(_followers)
+    for obj in told:  # after the new value is stored: what they re-plan with reads it
+        obj.threads_changed()
+
+
+def follow(obj: object, on: bool = True) -> None:
+    """``obj.threads_changed()`` is called after every :func:`set_num_threads` while ``obj``
+    lives (held weakly; ``on=False`` stops it). It runs on the thread that called
+    set_num_threads, so it should only mark ``obj`` stale: an inference model that follows
+    the setting drops its batch-1 runner and re-plans at its next call, which keeps the
+    check off its calls' path."""
+    with _lock:
+        if on:
+            _followers.add(obj)
+        else:
+            _followers.discard(obj)
 
 
 def native_pool_wake() -> Callable[[], None] | None:

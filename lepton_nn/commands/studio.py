@@ -68,8 +68,8 @@ def cmd_studio(args) -> int:
 
         rm = load(args.model)
         st = studio(rm, _rows(rm, args.data), args.port)
-    print(f"studio at {st.url} (Ctrl-C to stop)", flush=True)
-    try:
+    try:  # a Ctrl-C right after the line still closes the studio (and its server process)
+        print(f"studio at {st.url} (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(0.5)
     except KeyboardInterrupt:

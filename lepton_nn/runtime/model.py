@@ -29,18 +29,20 @@ Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.forma
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lepton_nn.backend import threads as _budget
 from lepton_nn.errors import DataError, LeptonError, ModelFormatError, ShapeError
 
 from .format import read_lnn
 from .kernels import kernels
 from .onecall import runner_for
-from .plan import Network, Plan, default_threads, parse_network
+from .plan import Network, Plan, parse_network
 from .record import Record
 from .validate import Limits, Summary, validate
 
@@ -64,9 +66,12 @@ def load(
     """Read an ``.lnn`` file (or an ``.onnx`` file, converted in memory when the ``onnx``
     extra is installed) and build its inference model.
 
-    ``threads``: threads for large int8 batches (default: ``lepton_nn.get_num_threads()``;
-    small batches always run on one). ``sparse``: ``"auto"`` picks sparse or dense per layer
-    and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
+    ``threads``: threads the plans split large batches over (small batches always run on
+    one). None (the default) follows ``lepton_nn.get_num_threads()`` live: after a
+    ``lepton_nn.set_num_threads(n)`` the model re-plans at its next call (set_num_threads
+    marks it stale: no check on its calls' path). An int pins it (``model.threads = None``
+    follows the process setting again). ``sparse``: ``"auto"`` picks sparse or dense per
+    layer and batch size by timing both, ``"sparse"``/``"dense"`` force one. ``max_plans``: how many
     batch sizes keep a plan (the least recently used dropped first). ``limits``: the resource
     budget (:class:`~lepton_nn.runtime.validate.Limits` or a dict of some of its fields),
     checked from the manifest before any array is read. ``trusted_keys``: Ed25519 public
@@ -109,6 +114,16 @@ def from_manifest(
     return InferenceModel(
         manifest, arrays, threads=threads, sparse=sparse, max_plans=max_plans, limits=limits
     )
+
+
+def _thread_count(value: Any) -> int | None:
+    """``threads=``: None, or an int >= 1 (not a bool, a float or a string: 2.5 or "2" are
+    refused rather than truncated or parsed)."""
+    if value is None or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    ):
+        return None if value is None else int(value)
+    raise ValueError(f"threads must be a positive int or None, got {value!r}")
 
 
 def _refuse_non_finite(x: np.ndarray) -> None:
@@ -173,8 +188,7 @@ class InferenceModel:
         does: ``read_lnn``'s check computed it); else the manifest is validated here."""
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
-        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        _thread_count(threads)
         if summary is None:  # types, shapes, budget, tabular parts
             summary = validate(manifest, arrays, limits)
         kind = summary.kind
@@ -184,7 +198,8 @@ class InferenceModel:
             manifest.get("model"), arrays, sparse=sparse, limits=limits, walked=summary.layers
         )
         self._lock = threading.Lock()
-        self.threads = int(threads) if threads is not None else default_threads()
+        self._stale = False  # set_num_threads was called: re-plan (threads_changed)
+        self.threads = threads  # None: follow the process setting
         self.sparse = sparse
         self.max_plans = max(1, int(max_plans))
         self._plans: dict[int, Plan] = {}
@@ -225,20 +240,48 @@ class InferenceModel:
 
     @property
     def threads(self) -> int:
-        """The threads the plans split work over; setting it re-plans (every cached plan
-        is dropped, the batch-1 plan and its runner are bound again at once)."""
+        """The threads the plans split work over. Setting an int pins it; None follows
+        ``lepton_nn.set_num_threads`` from the next call on. A change re-plans (every cached
+        plan is dropped, the batch-1 plan and its runner are bound again at once)."""
+        if self._stale:
+            with self._lock:
+                self._refresh()
         return self._threads
 
     @threads.setter
-    def threads(self, value: int) -> None:
-        if isinstance(value, bool) or int(value) < 1:
-            raise ValueError(f"threads must be a positive int, got {value!r}")
+    def threads(self, value: int | None) -> None:
+        value = _thread_count(value)
         with self._lock:
-            self._threads = int(value)
+            _budget.follow(self, value is None)  # told by set_num_threads, or no longer
+            self._stale = False
+            self._replan(_budget.get_num_threads() if value is None else value)
+
+    def _replan(self, n: int) -> None:
+        """Plans for ``n`` threads from now on (the caller holds the lock): the cached ones
+        dropped if the count changed; the batch-1 plan and its runner bound again."""
+        if n != getattr(self, "_threads", None):
+            self._threads = n
             if hasattr(self, "_plans"):  # (set once in __init__ before any plan)
                 self._plans.clear()
-                self._hot = (None, None)
-                self._bind_fast()
+        if hasattr(self, "_plans"):
+            self._hot = (None, None)
+            self._bind_fast()
+
+    def threads_changed(self) -> None:
+        """Called by ``lepton_nn.set_num_threads`` (models that follow it, see
+        :func:`lepton_nn.backend.threads.follow`), on its caller's thread: the batch-1
+        runner and the last plan are let go, so the next call goes through :meth:`plan_for`,
+        which re-plans (calls running now finish on the plans they hold). Stale is marked
+        last: a re-plan that sees it comes after the runner was let go."""
+        self._fast = self._fast_predict = None
+        self._hot = (None, None)
+        self._stale = True
+
+    def _refresh(self) -> None:
+        """The re-plan that threads_changed asked for (the caller holds the lock)."""
+        if self._stale:
+            self._stale = False
+            self._replan(_budget.get_num_threads())
 
     # -- construction ------------------------------------------------------------------------
     def _init_tabular(self, manifest: dict, parsed: Preprocessing | None) -> None:
@@ -272,7 +315,14 @@ class InferenceModel:
     def _check(self, x: Any, shape: tuple | None = None, what: str | None = None) -> np.ndarray:
         """``x`` as a C-contiguous array of the network's dtype and input shape."""
         if not (type(x) is np.ndarray and x.dtype == self._dtype):
-            x = np.asarray(x)
+            if x is None or isinstance(x, dict):
+                raise DataError(
+                    f"model input must be a numeric array or nested lists, got {type(x).__name__}"
+                )
+            try:
+                x = np.asarray(x)
+            except ValueError as exc:  # ragged nested lists
+                raise DataError(f"model input is not a rectangular array: {exc}") from None
             if x.dtype.kind not in "biuf":
                 raise DataError(
                     f"model input must be numeric, got an array of dtype {x.dtype}"
@@ -282,9 +332,10 @@ class InferenceModel:
         shape = self._in if shape is None else shape
         if x.shape[1:] != shape or x.ndim != len(shape) + 1:
             first = what or (self.network.steps[0].label if self.network.steps else "the input")
+            one = "; one sample? add the batch axis: x[None]" if x.shape == shape else ""
             raise ShapeError(
                 f"{first}: expected input of shape (batch, {', '.join(map(str, shape))}), "
-                f"got {x.shape}"
+                f"got {x.shape}{one}"
             )
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
@@ -296,10 +347,12 @@ class InferenceModel:
     def plan_for(self, n: int, lengths: bool = False) -> Plan:
         """The cached plan for batch size ``n`` (built now if needed); ``lengths``: the plan
         for sequences with lengths."""
+        if self._stale:  # set_num_threads was called (threads_changed): re-plan first
+            self._refresh()
         key: Any = (n, "lengths") if lengths else n
         plan = self._plans.pop(key, None)
         if plan is None:
-            plan = self.network.plan(n, self.threads, self.sparse, lengths)
+            plan = self.network.plan(n, self._threads, self.sparse, lengths)
             if len(self._plans) >= self.max_plans:  # drop the least recently used
                 del self._plans[next(iter(self._plans))]
         self._plans[key] = plan  # the most recently used last
@@ -350,7 +403,7 @@ class InferenceModel:
                 return self._copy(out) if type(out) is not list else _fresh(out)
             finally:
                 self._lock.release()
-        plan = self.network.plan(n, self.threads, self.sparse, lengths is not None)
+        plan = self.network.plan(n, self._threads, self.sparse, lengths is not None)
         return _fresh(plan.run(x, lengths))
 
     def _forward_many(self, x: Any, lengths: Any) -> Any:
