@@ -230,6 +230,18 @@ def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     assert "int8 matmul path:" in text and "cython not installed" not in text
 
 
+def test_info_counts_every_compiled_module_the_build_makes():
+    """``info`` checked 5 of the 8 modules setup.py builds: a missing _gemm or _pool (the
+    GEMM and the thread pool every kernel binds) still read "5 of 5 built"."""
+    from pathlib import Path
+
+    from lepton_nn.commands import info
+
+    kernels = Path(__file__).resolve().parents[1] / "kernels"
+    built = {p.stem for p in kernels.glob("*.pyx")} | {"hostprobe"}  # setup.py's list
+    assert set(info.environment()["compiled_kernels"]) == built
+
+
 # -- compress --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def credit_model(tmp_path_factory):
