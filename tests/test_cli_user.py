@@ -242,6 +242,26 @@ def test_info_counts_every_compiled_module_the_build_makes():
     assert set(info.environment()["compiled_kernels"]) == built
 
 
+def test_convert_without_the_onnx_package_is_one_line_naming_the_extra(
+    tmp_path, capsys, monkeypatch
+):
+    """It was a traceback ending in 'reading ONNX files needs...', on an export too."""
+    import lepton_nn as ln
+    import lepton_nn.onnx
+    from lepton_nn import nn
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    ln.save(model, tmp_path / "m.lnn")
+    assert main(["convert", str(tmp_path / "m.lnn"), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "lepton-nn[onnx]"' in err, err
+    with pytest.raises(ImportError, match="export"):  # still an ImportError in Python
+        lepton_nn.onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # -- compress --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def credit_model(tmp_path_factory):
