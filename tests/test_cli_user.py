@@ -262,6 +262,24 @@ def test_convert_without_the_onnx_package_is_one_line_naming_the_extra(
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_predict_on_rows_missing_columns_names_all_of_them_as_the_models(tmp_path, capsys):
+    """It said "column_types names column 'Marital', which is not in the data": a flag the
+    user never gave, and only the first of the missing columns."""
+    from lepton_nn.data import read_csv
+    from lepton_nn.tabular import TabularModel
+
+    table = read_csv(datasets.path("credit_data"), target="Status")
+    model = TabularModel(hidden=(4,), epochs=1, seed=0).fit(table.take(np.arange(300)))
+    ln_path = tmp_path / "m.lnn"
+    __import__("lepton_nn").save(model, ln_path)
+    lines = open(datasets.path("credit_data"), encoding="utf-8").read().splitlines()[:20]
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(",".join(r.split(",")[:11]) for r in lines) + "\n")  # no Amount, Price
+    assert main(["predict", str(ln_path), str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert "'Amount', 'Price'" in err and "trained on" in err and err.count("\n") == 1, err
+
+
 # -- compress --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def credit_model(tmp_path_factory):
