@@ -212,6 +212,13 @@ def test_train_says_which_class_is_positive_and_why_it_refits(tmp_path, capsys):
     assert "Epoch" not in quiet and "refitting" not in quiet and "validation" in quiet
 
 
+def test_bare_command_lists_the_subcommands(capsys):
+    """`lepton-nn` alone said only "the following arguments are required: command"."""
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: lepton-nn" in err and "demo" in err and "serve" in err
+
+
 # -- info ------------------------------------------------------------------------------------
 def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     from lepton_nn import backend
