@@ -219,6 +219,20 @@ def test_bare_command_lists_the_subcommands(capsys):
     assert "usage: lepton-nn" in err and "demo" in err and "serve" in err
 
 
+def test_every_argument_of_every_command_has_help():
+    """`datasets --help` showed a bare {list,export}; `sign`/`verify`, a bare model."""
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [
+        f"{name} {a.dest}"
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._HelpAction)
+    ]
+    assert not bare
+
+
 # -- info ------------------------------------------------------------------------------------
 def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     from lepton_nn import backend

@@ -34,7 +34,13 @@ def add_parser(sub, h) -> None:
         help="list the bundled data sets, or write one as a CSV file",
         formatter_class=h,
     )
-    d.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    d.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "export"],
+        default="list",
+        help="list the data sets, or export NAME to FOLDER as CSV",
+    )
     d.add_argument("name", nargs="?", help="data set to export ('all' for every one)")
     d.add_argument("folder", nargs="?", default=".", help="existing folder to write NAME.csv in")
     d.add_argument(

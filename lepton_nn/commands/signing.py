@@ -49,12 +49,12 @@ def add_parsers(sub) -> None:
     k.add_argument("name", help="path prefix of the two files")
     k.set_defaults(fn=cmd_keygen)
     s = sub.add_parser("sign", help="sign a model file with a private key")
-    s.add_argument("model")
+    s.add_argument("model", help="the .lnn file to sign")
     s.add_argument("--key", required=True, help="the private key (NAME.key)")
     s.add_argument("-o", "--output", help="write the signed file here (default: in place)")
     s.set_defaults(fn=cmd_sign)
     v = sub.add_parser("verify", help="check a model file's signature against public keys")
-    v.add_argument("model")
+    v.add_argument("model", help="the signed .lnn file to check")
     v.add_argument(
         "--public-key", required=True, action="append", help="a trusted NAME.pub (repeatable)"
     )
