@@ -283,6 +283,7 @@ def cmd_demo(args) -> int:
     from .datasets import load_credit
     from .tabular import TabularModel, cross_validate_table
 
+    A.check_output(args.output)  # before the minute of work, not after
     t0 = time.perf_counter()
     table = load_credit()
     print(

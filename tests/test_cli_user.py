@@ -233,6 +233,32 @@ def test_every_argument_of_every_command_has_help():
     assert not bare
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "-o", "{d}/x.lnn"],
+        ["convert", "{m}", "-o", "{d}/x.onnx"],
+        ["sign", "{m}", "--key", "{m}", "-o", "{d}/x.lnn"],
+        ["keygen", "{d}/carol"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(argv, tmp_path, capsys):
+    """demo trained for its whole run, then failed on '.x.lnn.<random>.tmp'; convert and sign
+    named that temporary file too."""
+    import lepton_nn as ln
+    from lepton_nn import nn
+
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    ln.save(model, tmp_path / "m.lnn")
+    d, m = tmp_path / "nodir", tmp_path / "m.lnn"
+    assert main([a.format(d=d, m=m) for a in argv]) == 2
+    out = capsys.readouterr()
+    assert f"folder {d} does not exist" in out.err and ".tmp" not in out.err, out.err
+    assert out.out == ""  # nothing ran
+
+
 # -- info ------------------------------------------------------------------------------------
 def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     from lepton_nn import backend

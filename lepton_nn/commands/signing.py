@@ -4,12 +4,14 @@ the threat model is in the README's "The model file")."""
 from __future__ import annotations
 
 from ..errors import LeptonError
+from .args import check_output
 
 
 def cmd_keygen(args) -> int:
     """``lepton-nn keygen NAME``: a new Ed25519 key pair, NAME.key (secret) and NAME.pub."""
     from ..runtime import signing
 
+    check_output(args.name + ".key", "keygen")
     try:
         key, pub = signing.keygen(args.name)
     except FileExistsError as exc:
@@ -22,6 +24,7 @@ def cmd_sign(args) -> int:
     """``lepton-nn sign MODEL --key NAME.key [-o OUT]``: sign a model file (in place)."""
     from ..runtime import signing
 
+    check_output(args.output)
     try:
         kid = signing.sign_file(args.model, args.key, args.output)
     except ValueError as exc:  # an unreadable key
