@@ -409,6 +409,17 @@ def test_every_bundled_data_set_loads_and_exports(tmp_path, capsys):
     assert main(["datasets", "export", "nope", str(tmp_path)]) == 2
 
 
+def test_the_list_of_data_sets_says_which_are_time_series(capsys):
+    """It gave names and targets only: a time series's long-form CSV (a row per step) went to
+    'lepton-nn train' as a table of steps without a word."""
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in datasets.names():
+        line = next(x for x in lines if x.startswith(name + " "))
+        assert ("time series" in line) == (name in datasets.SERIES), line
+    assert any("not for 'lepton-nn train'" in x for x in lines)
+
+
 def test_the_bundled_data_sets_carry_their_licences():
     text = open(os.path.join(os.path.dirname(datasets.__file__), "LICENSE-DATA.md")).read()
     for name in datasets.names():
