@@ -283,6 +283,7 @@ def cmd_demo(args) -> int:
     from .datasets import load_credit
     from .tabular import TabularModel, cross_validate_table
 
+    A.check_output(args.output)  # before the minute of work, not after
     t0 = time.perf_counter()
     table = load_credit()
     print(
@@ -512,6 +513,9 @@ def _quiet_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else list(argv)):  # bare `lepton-nn`: the commands
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad flag (one line printed, code 2)

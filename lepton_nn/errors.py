@@ -28,6 +28,10 @@ class GradcheckError(LeptonError, AssertionError):
     """An analytic gradient disagrees with central differences."""
 
 
+class MissingExtraError(LeptonError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
 class BackendError(LeptonError, RuntimeError):
     """A kernel backend was asked for but cannot be used here."""
 

@@ -212,6 +212,53 @@ def test_train_says_which_class_is_positive_and_why_it_refits(tmp_path, capsys):
     assert "Epoch" not in quiet and "refitting" not in quiet and "validation" in quiet
 
 
+def test_bare_command_lists_the_subcommands(capsys):
+    """`lepton-nn` alone said only "the following arguments are required: command"."""
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: lepton-nn" in err and "demo" in err and "serve" in err
+
+
+def test_every_argument_of_every_command_has_help():
+    """`datasets --help` showed a bare {list,export}; `sign`/`verify`, a bare model."""
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [
+        f"{name} {a.dest}"
+        for name, p in sub.choices.items()
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._HelpAction)
+    ]
+    assert not bare
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "-o", "{d}/x.lnn"],
+        ["convert", "{m}", "-o", "{d}/x.onnx"],
+        ["sign", "{m}", "--key", "{m}", "-o", "{d}/x.lnn"],
+        ["keygen", "{d}/carol"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_an_output_in_a_missing_folder_is_refused_before_any_work(argv, tmp_path, capsys):
+    """demo trained for its whole run, then failed on '.x.lnn.<random>.tmp'; convert and sign
+    named that temporary file too."""
+    import lepton_nn as ln
+    from lepton_nn import nn
+
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    ln.save(model, tmp_path / "m.lnn")
+    d, m = tmp_path / "nodir", tmp_path / "m.lnn"
+    assert main([a.format(d=d, m=m) for a in argv]) == 2
+    out = capsys.readouterr()
+    assert f"folder {d} does not exist" in out.err and ".tmp" not in out.err, out.err
+    assert out.out == ""  # nothing ran
+
+
 # -- info ------------------------------------------------------------------------------------
 def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     from lepton_nn import backend
@@ -228,6 +275,56 @@ def test_info_json_is_valid_and_agrees_with_the_backend(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert "int8 matmul path:" in text and "cython not installed" not in text
+
+
+def test_info_counts_every_compiled_module_the_build_makes():
+    """``info`` checked 5 of the 8 modules setup.py builds: a missing _gemm or _pool (the
+    GEMM and the thread pool every kernel binds) still read "5 of 5 built"."""
+    from pathlib import Path
+
+    from lepton_nn.commands import info
+
+    kernels = Path(__file__).resolve().parents[1] / "kernels"
+    built = {p.stem for p in kernels.glob("*.pyx")} | {"hostprobe"}  # setup.py's list
+    assert set(info.environment()["compiled_kernels"]) == built
+
+
+def test_convert_without_the_onnx_package_is_one_line_naming_the_extra(
+    tmp_path, capsys, monkeypatch
+):
+    """It was a traceback ending in 'reading ONNX files needs...', on an export too."""
+    import lepton_nn as ln
+    import lepton_nn.onnx
+    from lepton_nn import nn
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    ln.save(model, tmp_path / "m.lnn")
+    assert main(["convert", str(tmp_path / "m.lnn"), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "lepton-nn[onnx]"' in err, err
+    with pytest.raises(ImportError, match="export"):  # still an ImportError in Python
+        lepton_nn.onnx.export(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_predict_on_rows_missing_columns_names_all_of_them_as_the_models(tmp_path, capsys):
+    """It said "column_types names column 'Marital', which is not in the data": a flag the
+    user never gave, and only the first of the missing columns."""
+    from lepton_nn.data import read_csv
+    from lepton_nn.tabular import TabularModel
+
+    table = read_csv(datasets.path("credit_data"), target="Status")
+    model = TabularModel(hidden=(4,), epochs=1, seed=0).fit(table.take(np.arange(300)))
+    ln_path = tmp_path / "m.lnn"
+    __import__("lepton_nn").save(model, ln_path)
+    lines = open(datasets.path("credit_data"), encoding="utf-8").read().splitlines()[:20]
+    cut = tmp_path / "cut.csv"
+    cut.write_text("\n".join(",".join(r.split(",")[:11]) for r in lines) + "\n")  # no Amount, Price
+    assert main(["predict", str(ln_path), str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert "'Amount', 'Price'" in err and "trained on" in err and err.count("\n") == 1, err
 
 
 # -- compress --------------------------------------------------------------------------------
@@ -310,6 +407,17 @@ def test_every_bundled_data_set_loads_and_exports(tmp_path, capsys):
     assert main(["datasets", "export", "basic_motions", str(tmp_path)]) == 0
     assert (tmp_path / "basic_motions.csv").read_bytes()[:6] == b"series"
     assert main(["datasets", "export", "nope", str(tmp_path)]) == 2
+
+
+def test_the_list_of_data_sets_says_which_are_time_series(capsys):
+    """It gave names and targets only: a time series's long-form CSV (a row per step) went to
+    'lepton-nn train' as a table of steps without a word."""
+    assert main(["datasets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name in datasets.names():
+        line = next(x for x in lines if x.startswith(name + " "))
+        assert ("time series" in line) == (name in datasets.SERIES), line
+    assert any("not for 'lepton-nn train'" in x for x in lines)
 
 
 def test_the_bundled_data_sets_carry_their_licences():

@@ -888,3 +888,15 @@ def test_fuzz_member_bytes(valid_bytes: bytes, member: str, mutations) -> None:
     members = _unzip(valid_bytes)
     members[member] = _mutate(members[member], mutations)
     _only_format_errors_or_identical(_zip(list(members.items())), None)
+
+
+def test_a_save_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path):
+    """It raised "No such file or directory: '.../nodir/.m.lnn.k2j3h4g5.tmp'"."""
+    import lepton_nn as ln
+    from lepton_nn import nn
+
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    with pytest.raises(FileNotFoundError) as err:
+        ln.save(model, tmp_path / "nodir" / "m.lnn")
+    assert err.value.filename == str(tmp_path / "nodir") and ".tmp" not in str(err.value)

@@ -58,3 +58,14 @@ def test_convert_a_tabular_file(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "LabelEncoder" in out and "labels equal" in out
     assert _parity(out) <= 1e-5
+
+
+def test_convert_without_onnxruntime_says_how_to_check_parity(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    model = nn.Sequential([nn.Dense(2)])
+    model.build((None, 3))
+    L.save(model, tmp_path / "m.lnn")
+    assert main(["convert", str(tmp_path / "m.lnn"), "-o", str(tmp_path / "m.onnx")]) == 0
+    assert "parity: not checked (pip install onnxruntime" in capsys.readouterr().out

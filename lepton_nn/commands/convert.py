@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from .args import positive_int
+from .args import check_output, positive_int
 
 
 def cmd_convert(args) -> int:
     from ..onnx.commands import convert, format_report
 
+    check_output(args.output)
     report = convert(args.model, args.output, opset=args.opset)
     print(format_report(args.model, args.output, report))
     return 0

@@ -23,7 +23,10 @@ def cmd_datasets(args) -> int:
                 print(f"wrote {out} ({os.path.getsize(out):,} bytes)")
         return 0
     for name in datasets.names():
-        print(f"{name:<20} target {datasets.TARGETS[name]}")
+        target = f"target {datasets.TARGETS[name]}"
+        print(f"{name:<19} {target:<17} {datasets.ABOUT[name]}")
+    print("time series export in long form (a row per series and step: series, split, step,")
+    print("channels, label) for datasets.load_series() and examples/, not for 'lepton-nn train'")
     print("licences: lepton_nn/datasets/LICENSE-DATA.md; export: lepton-nn datasets export NAME")
     return 0
 
@@ -34,7 +37,13 @@ def add_parser(sub, h) -> None:
         help="list the bundled data sets, or write one as a CSV file",
         formatter_class=h,
     )
-    d.add_argument("action", nargs="?", choices=["list", "export"], default="list")
+    d.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "export"],
+        default="list",
+        help="list the data sets, or export NAME to FOLDER as CSV",
+    )
     d.add_argument("name", nargs="?", help="data set to export ('all' for every one)")
     d.add_argument("folder", nargs="?", default=".", help="existing folder to write NAME.csv in")
     d.add_argument(

@@ -13,7 +13,8 @@ import numpy as np
 from .. import __version__
 
 _NO_NUMBA = 'not installed (pip install "lepton-nn[fast]")'
-_EXTENSIONS = ("conv", "dense", "qgemm", "recurrent", "sparse")
+# every module setup.py builds: kernels/<name>.pyx -> _<name>, and kernels/hostprobe.c
+_EXTENSIONS = ("conv", "dense", "gemm", "pool", "qgemm", "recurrent", "sparse", "hostprobe")
 
 
 def environment() -> dict[str, Any]:

@@ -37,7 +37,9 @@ def add_arguments(p) -> None:
         help="rows read and scored at a time per file (bounds the memory)",
     )
     p.add_argument(
-        "--format", choices=("parquet", "csv"), help="of the output parts (default Parquet)"
+        "--format",
+        choices=("parquet", "csv"),
+        help="of the output parts (default: Parquet when pyarrow is installed, else CSV)",
     )
 
 

@@ -4,12 +4,14 @@ the threat model is in the README's "The model file")."""
 from __future__ import annotations
 
 from ..errors import LeptonError
+from .args import check_output
 
 
 def cmd_keygen(args) -> int:
     """``lepton-nn keygen NAME``: a new Ed25519 key pair, NAME.key (secret) and NAME.pub."""
     from ..runtime import signing
 
+    check_output(args.name + ".key", "keygen")
     try:
         key, pub = signing.keygen(args.name)
     except FileExistsError as exc:
@@ -22,6 +24,7 @@ def cmd_sign(args) -> int:
     """``lepton-nn sign MODEL --key NAME.key [-o OUT]``: sign a model file (in place)."""
     from ..runtime import signing
 
+    check_output(args.output)
     try:
         kid = signing.sign_file(args.model, args.key, args.output)
     except ValueError as exc:  # an unreadable key
@@ -49,12 +52,12 @@ def add_parsers(sub) -> None:
     k.add_argument("name", help="path prefix of the two files")
     k.set_defaults(fn=cmd_keygen)
     s = sub.add_parser("sign", help="sign a model file with a private key")
-    s.add_argument("model")
+    s.add_argument("model", help="the .lnn file to sign")
     s.add_argument("--key", required=True, help="the private key (NAME.key)")
     s.add_argument("-o", "--output", help="write the signed file here (default: in place)")
     s.set_defaults(fn=cmd_sign)
     v = sub.add_parser("verify", help="check a model file's signature against public keys")
-    v.add_argument("model")
+    v.add_argument("model", help="the signed .lnn file to check")
     v.add_argument(
         "--public-key", required=True, action="append", help="a trusted NAME.pub (repeatable)"
     )

@@ -137,11 +137,15 @@ def _target_array(
 
 
 def _check_kinds(column_types: Mapping[str, str] | None, names: Iterable[str], src: str) -> dict:
-    types = dict(column_types or {})
-    known = set(names)
+    types, names = dict(column_types or {}), list(names)
+    absent = [c for c in types if c not in names]  # all at once: a model's input_kinds
+    if absent:
+        raise DataError(
+            f"{src}: row 1 (header): column_types names column {', '.join(map(repr, absent))}, "
+            f"not in the data (a model's input_kinds name the columns it was trained on and "
+            f"needs); columns are {names}"
+        )
     for col, k in types.items():
-        if col not in known:
-            raise DataError(f"{src}: column_types names column {col!r}, which is not in the data")
         if k not in KINDS:
             raise DataError(f"{src}: column {col!r}: type {k!r} must be 'numeric' or 'categorical'")
     return types

@@ -44,6 +44,14 @@ TARGETS = {
     "basic_motions": "label",
 }
 SERIES = ("italy_power_demand", "basic_motions")
+#: what each set holds (``lepton-nn datasets`` prints it)
+ABOUT = {
+    "credit_data": "4,454 credit applications, 13 features (4 categorical)",
+    "breast_cancer": "569 diagnoses, 30 numeric features",
+    "digits": "1,797 8x8 grey images of digits (px0..px63, 0-16)",
+    "italy_power_demand": "time series: 1,096 daily power-demand curves, 24 steps, 1 channel",
+    "basic_motions": "time series: 80 sensor recordings, 100 steps, 6 channels",
+}
 
 
 def names() -> list[str]:

@@ -46,7 +46,7 @@ def _onnx_run(path: Any, x: Any) -> tuple[list | None, str]:
     try:
         import onnxruntime as ort
     except ImportError:
-        return None, "onnxruntime is not installed: parity not checked"
+        return None, "not checked (pip install onnxruntime to check it)"
     import onnx
 
     quantized = any(n.op_type in _INT8_OPS for n in onnx.load(os.fspath(path)).graph.node)
@@ -117,7 +117,7 @@ def _tabular_parity(model, onnx_path: Any, n: int, seed: int) -> tuple[float | N
     try:
         import onnxruntime as ort
     except ImportError:
-        return None, "onnxruntime is not installed: parity not checked"
+        return None, "not checked (pip install onnxruntime to check it)"
     rng = np.random.default_rng(seed)
     cols: dict[str, list] = {}
     feeds = {}

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from lepton_nn.backend.geometry import same_padding
 from lepton_nn.errors import LeptonError, ModelFormatError
+from lepton_nn.runtime.format_write import _temp_beside
 
 from .reader import _onnx
 
@@ -93,7 +93,7 @@ def _write(proto, path: Any) -> None:
     data = proto.SerializeToString()
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = _temp_beside(path, folder)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lepton_nn.errors import ModelFormatError
+from lepton_nn.errors import MissingExtraError, ModelFormatError
 
 __all__ = ["read_onnx", "MAX_FILE_BYTES", "MAX_TENSOR_BYTES", "MAX_TOTAL_BYTES", "MAX_NODES"]
 
@@ -41,9 +41,9 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int6
 def _onnx():
     try:
         import onnx
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            'reading ONNX files needs the onnx package: pip install "lepton-nn[onnx]"'
+    except ImportError as exc:  # a LeptonError too: the CLI prints it as one line
+        raise MissingExtraError(
+            'ONNX import and export need the onnx package: pip install "lepton-nn[onnx]"'
         ) from exc
     return onnx
 

@@ -5,6 +5,7 @@ directory, fsynced and renamed over it (atomic), its manifest's digest computed 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -59,9 +60,7 @@ def write_lnn(
     created_by, prepared = _prepare(manifest, arrays)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    import tempfile  # only saves need it (with random, weakref...): not at import
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = _temp_beside(path, directory)
     try:
         _hold(fd)  # a lock while we write: the next save knows this temp file is alive
         _remove_stale_temps(directory, os.path.basename(path), tmp)
@@ -76,6 +75,17 @@ def write_lnn(
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _temp_beside(path: str, directory: str) -> tuple[int, str]:
+    """``mkstemp`` in ``directory``; a missing folder is named as such, not as the temporary
+    file's name (``.NAME.<random>.tmp``), which the user never gave."""
+    import tempfile  # only saves need it (with random, weakref...): not at import
+
+    try:
+        return tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "no such folder to save into", directory) from None
 
 
 #: temporary files of a save of NAME: ``.NAME.<8 chars of mkstemp>.tmp``
