@@ -34,6 +34,9 @@
 #include "spin_hint.h"
 
 #define LNN_PK_NR 16  /* columns of a panel */
+#ifndef LNN_PK_PF_ROWS
+#define LNN_PK_PF_ROWS 32 /* rows from which a lone thread prefetches a layer's next panel */
+#endif
 #ifndef LNN_PK_KC
 /* K block from 4 rows on: <= 64 KB of a panel, read from L2 by each row block (64 bytes per 12
  * FMAs: the L1 prefetcher keeps up). Blocks of 256 (16 KB, kept in L1) made 4x the tile calls
@@ -261,9 +264,9 @@ static ptrdiff_t lnn_pk_units(const lnn_pk_layer_t *L, ptrdiff_t len, int tails)
 /* Unit u of the range of panels [p0, p1) (lnn_pk_unit_span), every row, over k in [k0, k1)
  * (the whole unit is k0 = 0, k1 = K: each output's fma chain carries on from the partial
  * sums stored in y by the unit's earlier k ranges, in order, so the bits do not depend on
- * where K is cut). */
+ * where K is cut). From 4 rows, `after` (or NULL): the panel this thread runs next. */
 static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, int tails,
-                          ptrdiff_t u, ptrdiff_t k0, ptrdiff_t k1)
+                          ptrdiff_t u, ptrdiff_t k0, ptrdiff_t k1, const float *after)
 {
     const ptrdiff_t m = L->m;
     if (m <= 3) {
@@ -284,11 +287,18 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, i
         for (ptrdiff_t b = 0; b < blocks_m; b++) { /* ... for every block of rows */
             const ptrdiff_t r0 = m * b / blocks_m, r1 = m * (b + 1) / blocks_m;
             /* the last row block brings the panel's next K block in meanwhile (a line per k:
-             * when that block is as long as this one, not past the panel's end). Prefetching
-             * the next unit's panel after the last block too measured 1-8 % faster at 1 thread
-             * but 5-10 % slower at 2 threads (batch 64, two quiet A/Bs): not kept */
+             * when that block is as long as this one, not past the panel's end) */
             const int next = b == blocks_m - 1 && b1 + (b1 - b0) <= L->k;
             const float *pf = next ? pan + b1 * LNN_PK_NR : NULL;
+            /* after the last K block, the last row block brings in the first block of the
+             * panel the thread runs next (`after`) instead: that panel comes from L3 (a
+             * layer's panels outgrow L2), and without it the first row block of each panel
+             * took a median 1.05-2.7x the others' time (rdtsc per tile, batch 64, 1 thread,
+             * a loaded host): the whole call measured 2-4 % faster with it (batch 64 and
+             * 128, thread CPU time, interleaved A/B; the noise of an A/A there: 3-5 %). Not
+             * in the pool's jobs (`after` NULL): there it measured 5-10 % slower at 2 threads
+             * (batch 64, two quiet A/Bs), a thread's next panel not being known */
+            if (!pf && after && b1 >= k1 && b == blocks_m - 1) pf = after;
             lnn_pk_tile_any(L, r0, (int)(r1 - r0), p0 + u, 1, b0, b1, pf);
         }
         if (b1 >= k1) break;
@@ -298,7 +308,7 @@ static void lnn_pk_unit_k(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, i
 static void lnn_pk_unit(const lnn_pk_layer_t *L, ptrdiff_t p0, ptrdiff_t p1, int tails,
                         ptrdiff_t u)
 {
-    lnn_pk_unit_k(L, p0, p1, tails, u, 0, L->k);
+    lnn_pk_unit_k(L, p0, p1, tails, u, 0, L->k, NULL);
 }
 
 /* Every unit of a layer on the calling thread. */
@@ -307,7 +317,12 @@ static void lnn_pk_layer_alone(const lnn_pk_layer_t *L)
     ptrdiff_t p0, p1;
     lnn_pk_range(L, 0, 1, &p0, &p1);
     const ptrdiff_t units = lnn_pk_units(L, p1 - p0, 0);
-    for (ptrdiff_t u = 0; u < units; u++) lnn_pk_unit(L, p0, p1, 0, u);
+    for (ptrdiff_t u = 0; u < units; u++) { /* from LNN_PK_PF_ROWS rows: the next panel */
+        const float *after = L->m >= LNN_PK_PF_ROWS && u + 1 < units
+                                 ? L->pan + (p0 + u + 1) * L->k * LNN_PK_NR
+                                 : NULL;
+        lnn_pk_unit_k(L, p0, p1, 0, u, 0, L->k, after);
+    }
 }
 
 /* ---- the pool ---------------------------------------------------------------------------- */
@@ -447,7 +462,7 @@ static void lnn_pk_flow_unit(const lnn_pk_flow_t *F, int l, int b, ptrdiff_t u)
         const ptrdiff_t k0 = q0 * LNN_PK_NR, k1 = q1 * LNN_PK_NR < L->k ? q1 * LNN_PK_NR : L->k;
         if (k1 <= k0) continue;
         lnn_pk_flow_ensure(F, l - 1, c);
-        lnn_pk_unit_k(L, p0, p1, 1, u, k0, k1);
+        lnn_pk_unit_k(L, p0, p1, 1, u, k0, k1, NULL);
     }
 }
 
