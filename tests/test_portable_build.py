@@ -49,13 +49,22 @@ def c_sources(tmp_path_factory):
     pytest.importorskip("Cython", reason="Cython (the `test` extra) turns the .pyx into C")
     out = tmp_path_factory.mktemp("portable_c")
     directives = "boundscheck=False,wraparound=False,cdivision=True,initializedcheck=False"
-    for pyx in PYX:
+
+    def cythonize(pyx):
         subprocess.run(
             [sys.executable, "-m", "cython", "-3", "-X", directives, "--module-name",
              f"lepton_nn.kernels._{pyx.stem}", "-o", str(out / f"{pyx.stem}.c"), str(pyx)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
+
+    _each(cythonize, PYX)
     return out
+
+
+def _each(fn, items):
+    """``[fn(x) for x in items]``, as many at once as there are CPUs (each runs a compiler)."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        return list(ex.map(fn, items))
 
 
 def _compile(src: Path, flags: list[str], tmp: Path) -> tuple[subprocess.CompletedProcess, Path]:
@@ -93,9 +102,26 @@ def _not_x86_flags(tmp: Path) -> list[str]:
     return ["-U__x86_64__", "-U__amd64__", "-I", str(tmp)]
 
 
+NO_AVX2 = ["-march=x86-64", "-mtune=generic", "-mno-avx2", "-mno-fma"]
+
+
+@pytest.fixture(scope="module")
+def objects(c_sources, tmp_path_factory):
+    """Every extension compiled as on a CPU that is not x86 and (on x86) for x86-64 without
+    AVX2, all at once on the CPUs: {(mode, stem): (CompletedProcess, object)}."""
+    not_x86 = tmp_path_factory.mktemp("not_x86")
+    modes = {"not_x86": _not_x86_flags(not_x86)}
+    if X86:
+        modes["no_avx2"] = NO_AVX2
+    jobs = [(mode, pyx.stem) for mode in modes for pyx in PYX]
+    dirs = {mode: tmp_path_factory.mktemp(mode + "_o") for mode in modes}
+    done = _each(lambda j: _compile(c_sources / f"{j[1]}.c", modes[j[0]], dirs[j[0]]), jobs)
+    return dict(zip(jobs, done))
+
+
 @pytest.mark.parametrize("pyx", PYX, ids=[p.stem for p in PYX])
-def test_builds_as_on_a_cpu_that_is_not_x86(pyx, c_sources, tmp_path):
-    res, obj = _compile(c_sources / f"{pyx.stem}.c", _not_x86_flags(tmp_path), tmp_path)
+def test_builds_as_on_a_cpu_that_is_not_x86(pyx, objects):
+    res, obj = objects["not_x86", pyx.stem]
     assert res.returncode == 0, f"{pyx.name} without x86 SIMD:\n{res.stderr[-3000:]}"
     assert _undefined_own(obj) == [], f"{pyx.name}: helpers only defined under an ISA guard"
     if X86:  # spin_hint.h took its plain branch: no x86 pause is left (the x86 build has some)
@@ -104,9 +130,8 @@ def test_builds_as_on_a_cpu_that_is_not_x86(pyx, c_sources, tmp_path):
 
 @pytest.mark.skipif(not X86, reason="an x86-64 build option")
 @pytest.mark.parametrize("pyx", PYX, ids=[p.stem for p in PYX])
-def test_builds_for_x86_64_without_avx2(pyx, c_sources, tmp_path):
-    flags = ["-march=x86-64", "-mtune=generic", "-mno-avx2", "-mno-fma"]
-    res, obj = _compile(c_sources / f"{pyx.stem}.c", flags, tmp_path)
+def test_builds_for_x86_64_without_avx2(pyx, objects):
+    res, obj = objects["no_avx2", pyx.stem]
     assert res.returncode == 0, f"{pyx.name} without -mavx2:\n{res.stderr[-3000:]}"
     assert _undefined_own(obj) == []
     if pyx.stem == "pool" and shutil.which("objdump"):  # its idle workers' spin: LNN_SPIN_HINT
@@ -201,8 +226,7 @@ def no_simd_build(c_sources, tmp_path_factory):
         assert res.returncode == 0, res.stderr[-3000:]
         return pyx.stem, so
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
-        return dict(ex.map(build, PYX))
+    return dict(_each(build, PYX))
 
 
 def test_every_extension_has_its_twin_tests_on_the_portable_build():
