@@ -211,7 +211,7 @@ def test_compiled_adam_runs_the_eager_kernel_on_the_pool():
 
 
 @pytest.mark.parametrize("decoupled", [False, True])
-def test_adam_c_entry_matches_adam_step_and_the_numba_twin(decoupled):
+def test_adam_c_entry_matches_adam_step_and_the_jit_twin(decoupled):
     """``_dense.adam_address``'s entry (the 9 scalars folded by the caller) against
     ``adam_step`` (the eager call) and the replay's Numba loop ``kernels.adam``: the same bits,
     at 1, 2 and 3 threads, over 3 chunks of 16384 elements and a ragged end."""

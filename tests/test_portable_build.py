@@ -188,12 +188,9 @@ TWIN_TESTS = {
     "recurrent": ("test_recurrent.py", "test_recurrent_rows.py", "test_recurrent_q8.py"),
     "sparse": ("test_sparse_kernels.py", "test_sparse_chain.py", "test_act_special_values.py"),
 }
-# its counts of units taken are the AVX2 path's (it fails with LEPTON_ISA=portable on the
-# usual build too): a test's assumption, not the portable loops' bits (those it checks pass)
-ISA_SPECIFIC = ("test_a_stalled_part_is_taken_after_the_patience",)
 # not a twin test: the compiled step's Numba replay (its JIT compile is ~20 s of CI)
 NOT_TWINS = ("test_compiled_adam_runs_the_eager_kernel_on_the_pool",)
-SELECT = " and ".join(f"not {name}" for name in ("numba", *ISA_SPECIFIC, *NOT_TWINS))
+SELECT = " and ".join(f"not {name}" for name in ("numba", *NOT_TWINS))
 RUN_TWINS = """
 import sys
 import pytest
