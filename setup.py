@@ -82,6 +82,9 @@ def _extensions():
             "initializedcheck": False,
         },
         quiet=True,
+        # the .pyx files translate in parallel too (~20 CPU s in all); not on Windows, where
+        # multiprocessing's spawn would import this file again in each worker
+        nthreads=0 if sys.platform == "win32" else (os.cpu_count() or 1),
     )
 
 
