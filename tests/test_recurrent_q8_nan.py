@@ -14,31 +14,10 @@ import warnings
 
 import numpy as np
 import pytest
+from test_recurrent_q8 import GATES, REF, _case  # the same weights and quantized x
 
 import lepton_nn.backend as backend
 from lepton_nn.backend.reference import ReferenceBackend
-
-REF = ReferenceBackend()
-GATES = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
-
-
-def _case(cell, t, b, f, u, seed=0):
-    g, rng = GATES[cell], np.random.default_rng(seed)
-    q_ih = rng.integers(-127, 128, (g * u, f)).astype(np.int8)
-    q_hh = rng.integers(-127, 128, (g * u, u)).astype(np.int8)
-    s_ih = (rng.uniform(0.5, 1.5, g * u) / 254).astype(np.float32)
-    s_hh = (rng.uniform(0.5, 1.5, g * u) / 127 / np.sqrt(u)).astype(np.float32)
-    bias = rng.standard_normal(g * u).astype(np.float32)
-    b_hh = rng.standard_normal(g * u).astype(np.float32) if cell == "GRU" else None
-    x = rng.standard_normal((t * b, f)).astype(np.float32)
-    xq, xs, xzp = (
-        np.zeros((t * b, f), np.uint8),
-        np.zeros(t * b, np.float32),
-        np.zeros(t * b, np.int32),
-    )
-    REF.quantize_rows(x, xq, xs, xzp)
-    packed = REF.pack_recurrent_q8(cell, q_ih, s_ih, bias, q_hh, s_hh, b_hh)
-    return xq.reshape(t, b, f), xs, xzp, packed
 
 
 def _run(fn, cell, args, b, u, nan_state, reverse, mask):
@@ -67,7 +46,7 @@ def test_nan_state_and_nan_scale_propagate_like_the_twin(name, cell, u, b, rever
     input scale at one step of another row; a mask keeps one NaN row's state at a step:
     the kernel's NaN states are the twin's, step by step, and the rest agree to rounding."""
     t, f = 6, 5
-    xq, xs, xzp, packed = _case(cell, t, b, f, u)
+    xq, xs, xzp, packed = _case(REF, cell, t, b, f, u)
     xs = xs.copy()
     nan_state = [(0, u - 1, np.nan)]  # the last unit: a tail lane when u % 8
     if b > 2:
