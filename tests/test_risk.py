@@ -151,9 +151,7 @@ def test_calibrated_copy_saved_and_applied_by_both_loaders(fitted, method, tmp_p
     np.testing.assert_array_equal(back.predict_proba(held), cal.predict_proba(held))
     np.testing.assert_allclose(served.predict_proba(held), cal.predict_proba(held), atol=1e-6)
     # the runtime's map on the nn side's own logits is the same map, exactly
-    from lepton_nn.runtime.model import _calibrated
-
-    same = _calibrated(served.calibration, z[:, None], False)[:, 1]
+    same = served.calibration.of_outputs(z[:, None], False)[:, 1]
     np.testing.assert_array_equal(same, back.predict_proba(held)[:, 1])
     assert "ece" in cal.evaluate(held, y[1000:]) and "Calibration" in cal.card["sections"]
 

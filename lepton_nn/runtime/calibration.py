@@ -63,6 +63,20 @@ class Calibration:
         e = np.exp(s - s.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
 
+    def of_outputs(self, out: np.ndarray, probabilities: bool) -> np.ndarray:
+        """Calibrated probabilities (N, C) from a network's outputs (N, 1 | C): its logits,
+        or its probabilities when ``probabilities`` (its last layer is a sigmoid/softmax)."""
+        z = out.astype(np.float64)
+        if z.shape[1] == 2 and self.method != "temperature":  # a binary softmax: one logit
+            z = z[:, 1:] - z[:, :1] if not probabilities else z[:, 1:]
+        if probabilities:  # back to logits (binary) / log-probabilities (softmax)
+            with np.errstate(divide="ignore"):
+                z = np.log(z) - np.log1p(-z) if z.shape[1] == 1 else np.log(z)
+        if z.shape[1] == 1:
+            p = self.apply(z[:, 0])
+            return np.stack([1 - p, p], axis=1)
+        return self.apply(z)
+
     def to_config(self) -> dict:
         p = self.params
         if self.method == "isotonic":

@@ -147,20 +147,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _calibrated(cal: Any, out: np.ndarray, probabilities: bool) -> np.ndarray:
-    """Calibrated probabilities (N, C) from the network's outputs (N, 1 | C)."""
-    z = out.astype(np.float64)
-    if z.shape[1] == 2 and cal.method != "temperature":  # a binary softmax: one logit
-        z = z[:, 1:] - z[:, :1] if not probabilities else z[:, 1:]
-    if probabilities:  # back to logits (binary) / log-probabilities (softmax)
-        with np.errstate(divide="ignore"):
-            z = np.log(z) - np.log1p(-z) if z.shape[1] == 1 else np.log(z)
-    if z.shape[1] == 1:
-        p = cal.apply(z[:, 0])
-        return np.stack([1 - p, p], axis=1)
-    return cal.apply(z)
-
-
 class InferenceModel:
     """A network (and, for tabular files, its preprocessing and labels) compiled into plans.
 
@@ -496,7 +482,7 @@ class InferenceModel:
     def _proba(self, out: np.ndarray) -> np.ndarray:
         out = out.reshape(out.shape[0], math.prod(out.shape[1:]))
         if self.calibration is not None:
-            return _calibrated(self.calibration, out, self._probabilities)
+            return self.calibration.of_outputs(out, self._probabilities)
         if out.shape[1] == 1:
             z = out[:, 0].astype(np.float64)
             p = z if self._probabilities else 1.0 / (1.0 + np.exp(-z))
