@@ -265,12 +265,45 @@ def network_input(model: InferenceModel, rows: Any, name: str = "") -> np.ndarra
 
 def table_rows(model: InferenceModel, rows: list) -> Any:
     """A tabular request's rows in a form the preprocessing reads: objects as they are,
-    arrays (in training column order) as one object array."""
+    arrays (in training column order) as one object array. An object that leaves out a
+    column the preprocessing imputes reads it as missing (null), as an empty CSV cell does
+    in ``predict``; see :func:`_fill_left_out`."""
     if not all(isinstance(r, (dict, list)) for r in rows):
         raise DataError("each row must be an object of columns or an array of values")
     if isinstance(rows[0], list) and _rectangular(rows):
         return np.array(rows, dtype=object)
-    return rows
+    names = set(model.preprocessing.names)
+    if all(type(r) is dict and r.keys() >= names for r in rows):  # (set compares: the usual case)
+        return rows
+    return _fill_left_out(model, rows)
+
+
+def _fill_left_out(model: InferenceModel, rows: list) -> list:
+    """``rows`` with each column a row object leaves out set to None (missing) when the
+    preprocessing imputes it: a numeric column (its fill) or a categorical one with a fill.
+    A left-out column without a fill (missing would encode as all zeros, not as a value)
+    is a DataError naming the row and column, and so is one whose name the row has in
+    another case or with spaces (``age`` for ``Age``: a typo, not a missing value)."""
+    columns = model.preprocessing.columns
+    imputed = {s["name"] for s in columns if s["kind"] == "numeric" or s["fill"] is not None}
+    out = []
+    for i, r in enumerate(rows):
+        gone = [c for c in model.preprocessing.names if c not in r] if type(r) is dict else []
+        for c in gone:
+            key = c.strip().casefold()
+            near = [k for k in r if isinstance(k, str) and k.strip().casefold() == key]
+            if near:
+                raise DataError(
+                    f"row index {i}, column {c!r}: missing from this row, which has "
+                    f"{near[0]!r} (column names are matched exactly)"
+                )
+            if c not in imputed:
+                raise DataError(
+                    f"row index {i}, column {c!r}: missing from this row (the model has no "
+                    "fill for it: give its value)"
+                )
+        out.append({**r, **dict.fromkeys(gone)} if gone else r)
+    return out
 
 
 def answers(model: InferenceModel, out: np.ndarray) -> dict:
