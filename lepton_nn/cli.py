@@ -26,6 +26,7 @@ EXIT_ERROR = 2
 TRAIN_DEFAULTS = {
     "hidden": "32x16",
     "epochs": 100,
+    "patience": 10,
     "lr": 3e-3,
     "weight_decay": 1e-3,
     "dropout": 0.2,
@@ -52,8 +53,10 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _model_kwargs(args) -> dict:
     kw = {}
-    for name in ("hidden", "epochs", "lr", "weight_decay", "dropout", "batch_size"):
+    for name in ("hidden", "epochs", "patience", "lr", "weight_decay", "dropout", "batch_size"):
         kw[name] = getattr(args, name)
+    if kw["patience"] == 0:  # no early stopping: every epoch, on every training row
+        kw["validation_split"] = 0.0
     for name in ("positive", "class_weight"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
@@ -337,6 +340,14 @@ def _add_train(sub) -> None:
         type=A.positive_int,
         default=d["epochs"],
         help="most epochs (early stopping may stop sooner)",
+    )
+    t.add_argument(
+        "--patience",
+        type=A.nonneg_int,
+        default=d["patience"],
+        help="early stopping: epochs without a better loss on 20 %% of the training rows "
+        "before it stops; 0: no early stopping (all --epochs on every training row, as in "
+        "tune's trials)",
     )
     t.add_argument("--lr", type=A.positive_float, default=d["lr"], help="AdamW learning rate")
     t.add_argument(

@@ -5,6 +5,7 @@ per finished trial, and (``--out``) the best configuration trained and saved as 
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import threading
 import time
@@ -46,6 +47,16 @@ def _value(name: str, text: str) -> Any:
 
 
 TUNABLE = ("lr", "weight_decay", "dropout", "hidden", "batch_size", "epochs")
+# what a trial trains with where the search leaves a parameter alone: every trial runs all
+# its epochs on its fold's training rows (no early stopping), seeded by --seed
+TRIAL_DEFAULTS = {
+    "lr": 3e-3,
+    "weight_decay": 1e-3,
+    "dropout": 0.2,
+    "hidden": "32x16",
+    "batch_size": 64,
+    "epochs": 30,
+}
 
 
 def parse_grid(text: str) -> dict[str, list]:
@@ -71,10 +82,10 @@ def tune_trainer(
     n_in: int,
     n_out: int,
     task: str,
-    hidden: str | tuple[int, ...] = "32x16",
-    dropout: float = 0.2,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-3,
+    hidden: str | tuple[int, ...] = TRIAL_DEFAULTS["hidden"],
+    dropout: float = TRIAL_DEFAULTS["dropout"],
+    lr: float = TRIAL_DEFAULTS["lr"],
+    weight_decay: float = TRIAL_DEFAULTS["weight_decay"],
 ):
     """``build_fn`` of the search (module level, so process pools can pickle it)."""
     from .. import losses, optim
@@ -208,15 +219,15 @@ def cmd_tune(args) -> int:
         "scoring": scoring,
         "metrics": METRICS[task],
         "stratified": task != "regression",
-        "fit_kwargs": {"epochs": 30, "batch_size": 64},
+        "fit_kwargs": {k: TRIAL_DEFAULTS[k] for k in ("epochs", "batch_size")},
         "refit": False,
     }
     if args.trials:
         space = {
-            "lr": loguniform(1e-4, 1e-2),
+            "lr": _Rounded(loguniform(1e-4, 1e-2)),
             "hidden": choice(["16", "32", "32x16", "64x32"]),
-            "dropout": uniform(0.0, 0.5),
-            "weight_decay": loguniform(1e-5, 1e-2),
+            "dropout": _Rounded(uniform(0.0, 0.5)),
+            "weight_decay": _Rounded(loguniform(1e-5, 1e-2)),
             "batch_size": choice([32, 64, 128]),
         }
         search = RandomSearch(build, space, n_trials=args.trials, **kw)
@@ -243,15 +254,16 @@ def cmd_tune(args) -> int:
     finally:
         if pool is not None:
             pool.shutdown()
+    epochs = "/".join(str(e) for e in grid.get("epochs", [])) if grid else ""
     print(
         f"{len(search.results_)} configurations x {args.cv} folds "
-        f"({time.perf_counter() - t0:.1f} s; 30 epochs each; preprocessing statistics from all "
-        "rows, labels unused):"
+        f"({time.perf_counter() - t0:.1f} s; {epochs or TRIAL_DEFAULTS['epochs']} epochs each, "
+        "no early stopping; preprocessing statistics from all rows, labels unused):"
     )
     print(search.table(top=args.top))
     best = search.best_params_
     print(f"best: {_describe(best)}  {search.scoring_} {search.best_score_:.4f}")
-    print("the same in train: " + _train_flags(best))
+    print("the same in train: " + _train_flags(best, args))
     if args.out:
         _save_best(args, table, best)
     return 0
@@ -271,10 +283,21 @@ def _halving(args, search, X, y, table, pool, t0) -> int:
     print(sh.summary())
     best = sh.best_params_
     print(f"best: {_describe(best)}  {sh.scoring_} {sh.best_score_:.4f}")
-    print("the same in train: " + _train_flags(best))
+    print("the same in train: " + _train_flags(best, args))
     if args.out:
         _save_best(args, table, best)
     return 0
+
+
+class _Rounded:
+    """A distribution's draws to 3 significant digits: the trial trains with the value the
+    table and the printed ``train`` flags show (0.00781, not 0.007797910969194024)."""
+
+    def __init__(self, dist):
+        self.dist = dist
+
+    def __call__(self, gen) -> float:
+        return float(f"{self.dist.sample(gen):.3g}")
 
 
 def _positive_line(labels, given) -> str:
@@ -287,31 +310,45 @@ def _positive_line(labels, given) -> str:
     )
 
 
-def _train_flags(best: dict) -> str:
-    flags = {"hidden": "--hidden", "lr": "--lr", "dropout": "--dropout"}
-    flags.update({"weight_decay": "--weight-decay", "batch_size": "--batch-size"})
-    flags["epochs"] = "--epochs"
+def trial_params(best: dict) -> dict:
+    """Every setting a trial of ``best`` trained with (searched, else TRIAL_DEFAULTS), as
+    :class:`~lepton_nn.tabular.TabularModel` takes them; ``patience`` 0: no early stopping."""
+    params = {**TRIAL_DEFAULTS, **best}
+    params["hidden"] = format_hidden(params["hidden"])
+    return {**params, "patience": 0}
+
+
+def _train_flags(best: dict, args) -> str:
+    """``train`` flags that train as the best trial did: every setting of
+    :func:`trial_params` (floats in full, so they read back equal), the seed and --positive."""
     parts = []
-    for k, v in best.items():
-        v = format_hidden(v) if k == "hidden" else f"{v:.4g}" if isinstance(v, float) else v
-        parts.append(f"{flags[k]} {v}")
+    for k, v in trial_params(best).items():
+        parts.append(f"--{k.replace('_', '-')} {repr(float(v)) if isinstance(v, float) else v}")
+    parts.append(f"--seed {args.seed}")
+    if args.positive is not None:
+        parts.append(f"--positive {shlex.quote(str(args.positive))}")
     return " ".join(parts)
 
 
 def _save_best(args, table, best: dict) -> None:
-    """Train the best configuration as ``train`` does (early stopping on a 20 % split of
-    every row) and save it with its preprocessing."""
+    """Train the best configuration as its trials did (``train`` with the printed flags:
+    every epoch, no early stopping) on every row and save it with its preprocessing."""
     from .. import io
     from ..tabular import TabularModel
 
-    kw = {k: v for k, v in best.items() if k != "epochs"}
-    if "hidden" in kw:
-        kw["hidden"] = hidden_sizes(str(kw["hidden"]))
-    model = TabularModel(**kw, positive=args.positive, seed=args.seed, verbose=args.verbose)
+    kw = trial_params(best)
+    kw["hidden"] = hidden_sizes(kw["hidden"])
+    model = TabularModel(
+        **kw,
+        validation_split=0.0,
+        positive=args.positive,
+        seed=args.seed,
+        verbose=args.verbose,
+    )
     model.fit(table)
     model.metrics_card = {"tuning": {"best": {k: _plain(v) for k, v in best.items()}}}
     io.save(model, args.out)
-    print(f"saved {args.out}: the best configuration trained on every row (as 'train' does)")
+    print(f"saved {args.out}: the best configuration trained on every row (as its trials were)")
 
 
 def _plain(v):
