@@ -79,18 +79,6 @@ def _monotone_spec(text: str) -> list[tuple[str, int]]:
 
 
 # -- train, evaluate, predict, demo --------------------------------------------------------
-def _positive_line(model, given) -> str | None:
-    if model.task_ != "binary":
-        return None
-    pos = model.labels.positive_
-    if given is not None:
-        return f"positive class: {pos!r} (--positive)"
-    return (
-        f"positive class: {pos!r} (the larger of the two sorted labels; "
-        "--positive LABEL chooses another)"
-    )
-
-
 def _column_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -144,7 +132,7 @@ def cmd_train(args) -> int:
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
     say(f"training on {len(tr)} rows ({len(va)} held out for the report below)...")
     model = TabularModel(**kwargs, seed=args.seed).fit(table.take(tr))
-    line = _positive_line(model, args.positive)
+    line = A.positive_line(model.labels, args.positive, table.target)
     if line:
         print(line)
     if len(tr) < REFIT_BELOW:

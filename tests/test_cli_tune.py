@@ -1,5 +1,6 @@
-"""``lepton-nn tune`` as a user reads it: the printed ``train`` flags train as the best trial
-did (every setting, no early stopping, the seed)."""
+"""``lepton-nn tune`` and ``train`` as a user reads them: the printed ``train`` flags train as
+the best trial did (every setting, no early stopping, the seed); every command that trains a
+two-class model names its positive class by one rule, in one line."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shlex
 import numpy as np
 import pytest
 
+from lepton_nn import datasets
 from lepton_nn.cli import _model_kwargs, build_parser, main
 from lepton_nn.tuning import validation as V
 
@@ -82,3 +84,37 @@ def test_printed_train_flags_reproduce_the_best_trial(small_csv, monkeypatch, ca
 
     model = TabularModel(**kw, seed=args.seed).fit(read_csv(small_csv, target="y"))
     assert len(model.history["loss"]) == trial["epochs"]  # every epoch, as in the trial
+
+
+def test_every_command_that_trains_names_the_positive_class_alike(tmp_path, capsys):
+    """tune printed its own copy of train's line, private and streamed train none: on the
+    credit data they trained 'good' as positive without a word (tune showed its line)."""
+    lines = open(datasets.path("credit_data"), encoding="utf-8").read().splitlines()
+    csv = tmp_path / "credit.csv"
+    csv.write_text("\n".join(lines[:301]) + "\n", encoding="utf-8")
+    base = [str(csv), "--target", "Status", "-o", str(tmp_path / "m.lnn"), "--epochs", "1"]
+    runs = {
+        "train": ["train", *base],
+        "streamed": ["train", *base, "--memory-budget", "1KB"],
+        "private": ["train", *base, "--dp-epsilon", "3", "--batch-size", "32"],
+        "tune": ["tune", str(csv), "--target", "Status", "--grid", "lr=1e-3;epochs=1"]
+        + ["--cv", "2", "--jobs", "1"],
+    }
+    from lepton_nn.data import read_csv
+
+    share = np.mean(np.asarray(read_csv(str(csv), target="Status").target) == "good")
+    want = (
+        "positive class: 'good' (the larger of the two sorted labels; it is the more common "
+        f"class, {share:.0%} of the rows: to score the rarer one (a default, a fraud...) give "
+        "--positive bad)"
+    )
+    for name, argv in runs.items():
+        assert main(argv) == 0, name
+        said = [s for s in capsys.readouterr().out.splitlines() if s.startswith("positive class")]
+        if name == "streamed":  # the rows are not in memory: no share
+            want_here = "positive class: 'good' (the larger of the two sorted labels; "
+            assert said == [want_here + "--positive LABEL chooses another)"], name
+        else:
+            assert said == [want], name
+        assert main([*argv, "--positive", "bad"]) == 0
+        assert "positive class: 'bad' (--positive)" in capsys.readouterr().out, name

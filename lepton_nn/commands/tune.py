@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LeptonError
-from .args import check_output, format_hidden, hidden_sizes
+from .args import check_output, format_hidden, hidden_sizes, positive_line
 
 DEFAULT_SCORING = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}
 METRICS = {
@@ -211,7 +211,7 @@ def cmd_tune(args) -> int:
         n_out = 1 if task == "binary" else len(labels.classes_)
         if n_out == 1:
             y = y.astype(np.float32).reshape(-1, 1)
-            print(_positive_line(labels, args.positive))
+            print(positive_line(labels, args.positive, y_raw))
     build = functools.partial(tune_trainer, n_in=X.shape[1], n_out=n_out, task=task)
     kw = {
         "cv": args.cv,
@@ -300,16 +300,6 @@ class _Rounded:
         return float(f"{self.dist.sample(gen):.3g}")
 
 
-def _positive_line(labels, given) -> str:
-    pos = labels.positive_
-    if given is not None:
-        return f"positive class: {pos!r} (--positive)"
-    return (
-        f"positive class: {pos!r} (the larger of the two sorted labels; "
-        "--positive LABEL chooses another)"
-    )
-
-
 def trial_params(best: dict) -> dict:
     """Every setting a trial of ``best`` trained with (searched, else TRIAL_DEFAULTS), as
     :class:`~lepton_nn.tabular.TabularModel` takes them; ``patience`` 0: no early stopping."""
@@ -371,7 +361,10 @@ def add_parser(sub, h) -> None:
     )
     u.add_argument("data", help="CSV file with a header row")
     u.add_argument("--target", required=True, help="target column")
-    u.add_argument("--positive", help="label of the positive class (binary targets)")
+    u.add_argument(
+        "--positive",
+        help="label of the positive class (two classes; default: the larger label, as train)",
+    )
     u.add_argument(
         "--grid",
         help='e.g. "lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2" (default: lr 1e-3,3e-3; '
