@@ -357,7 +357,13 @@ def add_parser(sub, h) -> None:
     from .args import add_verbosity, cv_folds, nonneg_int, positive_int
 
     u = sub.add_parser(
-        "tune", help="grid or random search of the network's hyperparameters", formatter_class=h
+        "tune",
+        help="grid or random search of the network's hyperparameters",
+        formatter_class=h,
+        description="Cross-validates each configuration (--cv folds, stratified for classes); "
+        f"a trial trains {TRIAL_DEFAULTS['epochs']} epochs (or the grid's) with no early "
+        "stopping. Prints a line per trial, the ranked table, the best configuration and the "
+        "'train' flags that train it as its trials did.",
     )
     u.add_argument("data", help="CSV file with a header row")
     u.add_argument("--target", required=True, help="target column")
@@ -368,10 +374,14 @@ def add_parser(sub, h) -> None:
     u.add_argument(
         "--grid",
         help='e.g. "lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2" (default: lr 1e-3,3e-3; '
-        "hidden 32x16,64x32; dropout 0,0.2)",
+        f"hidden 32x16,64x32; dropout 0,0.2); tunable: {', '.join(TUNABLE)}; the others "
+        "take " + ", ".join(f"{k} {v}" for k, v in TRIAL_DEFAULTS.items()),
     )
     u.add_argument(
-        "--trials", type=nonneg_int, default=0, help="random search with N trials instead"
+        "--trials",
+        type=nonneg_int,
+        default=0,
+        help="random search with N trials instead (lr, weight_decay, dropout, hidden, batch_size)",
     )
     u.add_argument("--cv", type=cv_folds, default=5, help="folds per configuration")
     u.add_argument(
@@ -404,6 +414,8 @@ def add_parser(sub, h) -> None:
     )
     u.add_argument("--top", type=positive_int, default=10, help="rows of the table to print")
     u.add_argument("--seed", type=nonneg_int, default=0, help="seed of the folds and trials")
-    u.add_argument("--out", help="train the best configuration on every row and save it here")
+    u.add_argument(
+        "--out", help="train the best configuration on every row, as its trials, and save it here"
+    )
     add_verbosity(u)
     u.set_defaults(fn=cmd_tune)
