@@ -229,6 +229,9 @@ def test_a_left_out_column_the_model_imputes_reads_as_missing(files, tmp_path):
         assert got["predictions"] == served.predict(nulls).tolist()
         np.testing.assert_allclose(got["probabilities"], served.predict_proba(nulls), rtol=1e-6)
         assert got["probabilities"] != served.predict_proba(rows).tolist()  # not the full rows
+        r = s.client.post("/v1/models/credit:predict", json={"rows": left_out, "reasons": 2})
+        want = s.client.post("/v1/models/credit:predict", json={"rows": nulls, "reasons": 2})
+        assert r.status_code == 200 and r.json()["reasons"] == want.json()["reasons"]
         r = s.client.post("/v1/models/no_fill:predict", json={"rows": left_out})
         assert r.status_code == 422
         assert r.json()["error"] == (
