@@ -26,6 +26,7 @@ EXIT_ERROR = 2
 TRAIN_DEFAULTS = {
     "hidden": "32x16",
     "epochs": 100,
+    "patience": 10,
     "lr": 3e-3,
     "weight_decay": 1e-3,
     "dropout": 0.2,
@@ -52,8 +53,10 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _model_kwargs(args) -> dict:
     kw = {}
-    for name in ("hidden", "epochs", "lr", "weight_decay", "dropout", "batch_size"):
+    for name in ("hidden", "epochs", "patience", "lr", "weight_decay", "dropout", "batch_size"):
         kw[name] = getattr(args, name)
+    if kw["patience"] == 0:  # no early stopping: every epoch, on every training row
+        kw["validation_split"] = 0.0
     for name in ("positive", "class_weight"):
         if getattr(args, name, None) is not None:
             kw[name] = getattr(args, name)
@@ -76,18 +79,6 @@ def _monotone_spec(text: str) -> list[tuple[str, int]]:
 
 
 # -- train, evaluate, predict, demo --------------------------------------------------------
-def _positive_line(model, given) -> str | None:
-    if model.task_ != "binary":
-        return None
-    pos = model.labels.positive_
-    if given is not None:
-        return f"positive class: {pos!r} (--positive)"
-    return (
-        f"positive class: {pos!r} (the larger of the two sorted labels; "
-        "--positive LABEL chooses another)"
-    )
-
-
 def _column_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
@@ -141,7 +132,7 @@ def cmd_train(args) -> int:
     tr, va = train_test_split(idx, test_size=0.2, stratify=strat, seed=args.seed)
     say(f"training on {len(tr)} rows ({len(va)} held out for the report below)...")
     model = TabularModel(**kwargs, seed=args.seed).fit(table.take(tr))
-    line = _positive_line(model, args.positive)
+    line = A.positive_line(model.labels, args.positive, table.target)
     if line:
         print(line)
     if len(tr) < REFIT_BELOW:
@@ -337,6 +328,14 @@ def _add_train(sub) -> None:
         type=A.positive_int,
         default=d["epochs"],
         help="most epochs (early stopping may stop sooner)",
+    )
+    t.add_argument(
+        "--patience",
+        type=A.nonneg_int,
+        default=d["patience"],
+        help="early stopping: epochs without a better loss on 20 %% of the training rows "
+        "before it stops; 0: no early stopping (all --epochs on every training row, as in "
+        "tune's trials)",
     )
     t.add_argument("--lr", type=A.positive_float, default=d["lr"], help="AdamW learning rate")
     t.add_argument(

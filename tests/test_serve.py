@@ -173,9 +173,10 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
         r = c.post(url, json={"rows": rows})
         assert r.status_code == 422
         assert "row index 2" in r.json()["error"] and "'Age'" in r.json()["error"]
-        del rows[1]["Home"]
+        rows[1]["home"] = rows[1].pop("Home")  # a left-out column is imputed, not a typo
         r = c.post(url, json={"rows": rows})
         assert r.status_code == 422 and "column 'Home'" in r.json()["error"]
+        assert "which has 'home'" in r.json()["error"]
         assert c.post(url, json={"rows": [[1, 2]]}).status_code == 422  # 2 of 13 columns
         assert c.post(url, json={"rows": []}).status_code == 422
         assert c.post(url, json={"data": []}).status_code == 422
@@ -203,6 +204,43 @@ def test_bad_input_gets_its_status_and_the_server_goes_on(files):
         assert 'model="credit",endpoint="predict",code="422"} 7' in text
         assert 'model="mlp",endpoint="predict",code="422"} 2' in text
         assert 'model="credit",endpoint="predict",code="500"} 2' in text
+
+
+def test_a_left_out_column_the_model_imputes_reads_as_missing(files, tmp_path):
+    """An object row leaving out an imputed column answered 422 while the same row with
+    the value empty (predict, score) or null was imputed; a column without a fill still
+    answers 422 naming it."""
+    from lepton_nn import io
+
+    served = rt.load(files["credit"])
+    rows = _credit_rows(4)
+    left_out = [dict(r) for r in rows]
+    del left_out[0]["Income"], left_out[2]["Home"], left_out[2]["Age"]  # numeric, categorical
+    nulls = [{**r, **{c: None for c in served.preprocessing.names if c not in r}} for r in left_out]
+    model = io.load(files["credit"])
+    home = next(s for s in model.preprocessor.columns_ if s["name"] == "Home")
+    home["fill"] = None  # a categorical column without a fill: missing encodes as zeros
+    no_fill = str(tmp_path / "no_fill.lnn")
+    io.save(model, no_fill)
+    with Running(ServeConfig(models=[("credit", files["credit"]), ("no_fill", no_fill)])) as s:
+        r = s.client.post("/v1/models/credit:predict", json={"rows": left_out})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["predictions"] == served.predict(nulls).tolist()
+        np.testing.assert_allclose(got["probabilities"], served.predict_proba(nulls), rtol=1e-6)
+        assert got["probabilities"] != served.predict_proba(rows).tolist()  # not the full rows
+        r = s.client.post("/v1/models/credit:predict", json={"rows": left_out, "reasons": 2})
+        want = s.client.post("/v1/models/credit:predict", json={"rows": nulls, "reasons": 2})
+        assert r.status_code == 200 and r.json()["reasons"] == want.json()["reasons"]
+        r = s.client.post("/v1/models/no_fill:predict", json={"rows": left_out})
+        assert r.status_code == 422
+        assert r.json()["error"] == (
+            "row index 2, column 'Home': missing from this row (the model has no fill for it: "
+            "give its value)"
+        )
+        left_out[2]["Home"] = None  # null is a missing value: all zeros, as in a CSV file
+        r = s.client.post("/v1/models/no_fill:predict", json={"rows": left_out})
+        assert r.status_code == 200, r.text
 
 
 def _fire(url: str, bodies: list[dict], threads: int) -> list:

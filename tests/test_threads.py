@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -31,6 +32,45 @@ def test_setting_env_and_default(monkeypatch):
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises((ValueError, TypeError)):
             ln.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("bad", [2.0, np.float64(2.0), 2.5, True, np.bool_(True), "2", 0, -1])
+def test_one_thread_count_rule_everywhere(tmp_path, bad):
+    """set_num_threads took 2.0 (and True as 1) while runtime.load refused them: two rules.
+    Now one (check_threads), with the value and the argument named."""
+    from lepton_nn import runtime
+    from lepton_nn.tuning import GridSearch, cross_validate
+
+    p = tmp_path / "m.lnn"
+    net = ln.nn.Sequential([ln.nn.Dense(2)])
+    net.build((None, 3))
+    ln.save(net.eval(), p)
+    tell = f"threads must be a positive int or None, got {bad!r}"
+    for call in (
+        lambda: ln.set_num_threads(bad),
+        lambda: runtime.load(p, threads=bad),
+        lambda: setattr(runtime.load(p), "threads", bad),
+    ):
+        with pytest.raises(ValueError, match=re.escape(tell)):
+            call()
+    assert ln.get_num_threads() == usable_cores()  # nothing was set
+    tell = f"n_jobs must be a positive int or None, got {bad!r}"
+    with pytest.raises(ValueError, match=re.escape(tell)):
+        GridSearch(lambda: None, {"lr": [1.0]}, n_jobs=bad)
+    with pytest.raises(ValueError, match=re.escape(tell)):  # before any fold is trained
+        cross_validate(lambda: None, np.zeros((4, 1)), np.zeros(4), cv=2, n_jobs=bad)
+
+
+def test_thread_counts_that_are_taken():
+    assert T.check_threads(None) is None
+    for good in (1, 3, np.int64(2), np.uint8(2)):
+        assert T.check_threads(good) == int(good) and type(T.check_threads(good)) is int
+    ln.set_num_threads(np.int32(2))
+    assert ln.get_num_threads() == 2
+    with pytest.raises(ValueError, match=r"got 2\.0 \(a float: pass an int"):
+        T.check_threads(2.0)
+    with pytest.raises(ValueError, match=r"got -1 \(None: the default count\)"):
+        T.check_threads(-1)
 
 
 def test_threads_for_keeps_small_work_on_one_thread():

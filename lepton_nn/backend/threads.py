@@ -23,6 +23,7 @@ of the output), so one thread or several give bit-identical results.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import weakref
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # the pool is made at the first parallel region (imports stay
 __all__ = [
     "get_num_threads",
     "set_num_threads",
+    "check_threads",
     "threads_for",
     "row_ranges",
     "thread_ranges",
@@ -79,14 +81,33 @@ def get_num_threads() -> int:
     return usable_cores()
 
 
+def check_threads(value: object, name: str = "threads") -> int | None:
+    """The one rule for a thread or worker count (``set_num_threads``, ``runtime.load(...,
+    threads=)``, ``model.threads``, the tuning's ``n_jobs``): None (the caller's default:
+    follow the setting, one worker per core), or an int >= 1, a NumPy integer included.
+    Refused with a ValueError naming ``name`` and the value: a bool, a float even when
+    integral (2.0: a computed count is rounded on purpose, not by us), a string, and 0 or
+    negatives (-1 is not "all cores": that is None)."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    why = ""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        why = " (a float: pass an int, e.g. int(n))"
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        why = " (None: the default count)"
+    raise ValueError(f"{name} must be a positive int or None, got {value!r}{why}")
+
+
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads (1: everything on the calling thread); None: back to the default.
-    Inference models loaded with ``threads=None`` follow it from their next call."""
+    ``n`` as :func:`check_threads` takes it (2.0, True, "2" and 0 are refused). Inference
+    models loaded with ``threads=None`` follow it from their next call."""
     global _setting
-    if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
-        raise ValueError(f"threads must be a positive int or None, got {n!r}")
+    n = check_threads(n)
     with _lock:
-        _setting = None if n is None else int(n)
+        _setting = n
         told = list(_followers)
     for obj in told:  # after the new value is stored: what they re-plan with reads it
         obj.threads_changed()

@@ -10,6 +10,8 @@ import argparse
 import math
 import os
 
+import numpy as np
+
 from ..errors import LeptonError
 
 # The CLI's parameter budget: a network larger than this is refused before it is built.
@@ -121,6 +123,31 @@ def check_budget(n_in: int, hidden: tuple[int, ...], n_out: int = 1) -> None:
             f"--hidden {format_hidden(hidden)}: at least {n:,} parameters, over the budget of "
             f"{MAX_PARAMETERS:,} (lepton_nn.commands.args.MAX_PARAMETERS)"
         )
+
+
+def positive_line(labels, given, y=None) -> str | None:
+    """What ``train`` (in memory, streamed, private) and ``tune`` print for a two-class
+    target: the positive class (encoded 1: the reported probability, precision and recall
+    are its) and why; None for other targets. One rule, ``LabelEncoder``'s: ``--positive``,
+    else the larger of the two sorted labels (as scikit-learn, R and H2O), which does not
+    change with the data's class shares. ``y`` (the training labels): for text labels, when
+    that default is the more common class, the line says how to score the rarer one."""
+    pos = None if labels is None else labels.positive_
+    if pos is None:
+        return None
+    if given is not None:
+        return f"positive class: {pos!r} (--positive)"
+    line = f"positive class: {pos!r} (the larger of the two sorted labels; "
+    other = labels.classes_[0].item() if hasattr(labels.classes_[0], "item") else labels.classes_[0]
+    share = 0.0
+    if y is not None and isinstance(pos, str):
+        share = float(np.mean(np.asarray(y).astype(str) == pos))
+    if share <= 0.5:
+        return line + "--positive LABEL chooses another)"
+    return line + (
+        f"it is the more common class, {share:.0%} of the rows: to score the rarer one "
+        f"(a default, a fraud...) give --positive {other})"
+    )
 
 
 def add_verbosity(p: argparse.ArgumentParser) -> None:

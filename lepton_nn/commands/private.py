@@ -78,6 +78,9 @@ def train_private(args, table, task, kwargs, t0) -> int:
         warnings.filterwarnings("ignore", message=".*category not seen in training")
         model = TabularModel(**kwargs, seed=args.seed, privacy=privacy).fit(table.take(tr))
         report = R.complete(model.evaluate(table.take(va)), task)
+    line = A.positive_line(model.labels, args.positive, table.take(tr).target)
+    if line:
+        print(line)
     card = model.privacy_card
     print(
         f"privacy spent: epsilon = {card['epsilon']:.4g} at delta = {card['delta']:.3g} "

@@ -54,8 +54,10 @@ def add_parser(sub, h) -> None:
         "serve",
         help="serve model files over HTTP (JSON), with dynamic batching",
         formatter_class=h,
-        description='POST /v1/models/NAME:predict {"rows": [...]}; GET /v1/models, /healthz, '
-        "/readyz, /metrics; POST /v1/models/NAME:step for recurrent networks",
+        description='POST /v1/models/NAME:predict {"rows": [...]} (objects of raw columns, '
+        "a column left out read as missing where the model imputes it, or arrays in training "
+        "column order); GET /v1/models, /healthz, /readyz, /metrics; POST "
+        "/v1/models/NAME:step for recurrent networks",
     )
     s.add_argument("models", nargs="+", help="model files (.lnn), each MODEL.lnn or NAME=MODEL.lnn")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on")

@@ -80,6 +80,11 @@ def train_stream(args, model_kwargs: dict) -> int:
     train, held = data.split(0.2, seed=args.seed)
     model = TabularModel(**model_kwargs, seed=args.seed).fit(train)
     print(f"trained on {train.n_rows:,} rows ({model.task_}); {held.n_rows:,} rows held out")
+    from .args import positive_line
+
+    line = positive_line(model.labels, args.positive)  # (the rows are not in memory)
+    if line:
+        print(line)
     report = None
     if held.n_chunks:
         sample, rows = [], 0

@@ -5,6 +5,7 @@ per finished trial, and (``--out``) the best configuration trained and saved as 
 from __future__ import annotations
 
 import functools
+import shlex
 import sys
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LeptonError
-from .args import check_output, format_hidden, hidden_sizes
+from .args import check_output, format_hidden, hidden_sizes, positive_line
 
 DEFAULT_SCORING = {"binary": "roc_auc", "multiclass": "accuracy", "regression": "r2"}
 METRICS = {
@@ -46,6 +47,16 @@ def _value(name: str, text: str) -> Any:
 
 
 TUNABLE = ("lr", "weight_decay", "dropout", "hidden", "batch_size", "epochs")
+# what a trial trains with where the search leaves a parameter alone: every trial runs all
+# its epochs on its fold's training rows (no early stopping), seeded by --seed
+TRIAL_DEFAULTS = {
+    "lr": 3e-3,
+    "weight_decay": 1e-3,
+    "dropout": 0.2,
+    "hidden": "32x16",
+    "batch_size": 64,
+    "epochs": 30,
+}
 
 
 def parse_grid(text: str) -> dict[str, list]:
@@ -71,10 +82,10 @@ def tune_trainer(
     n_in: int,
     n_out: int,
     task: str,
-    hidden: str | tuple[int, ...] = "32x16",
-    dropout: float = 0.2,
-    lr: float = 3e-3,
-    weight_decay: float = 1e-3,
+    hidden: str | tuple[int, ...] = TRIAL_DEFAULTS["hidden"],
+    dropout: float = TRIAL_DEFAULTS["dropout"],
+    lr: float = TRIAL_DEFAULTS["lr"],
+    weight_decay: float = TRIAL_DEFAULTS["weight_decay"],
 ):
     """``build_fn`` of the search (module level, so process pools can pickle it)."""
     from .. import losses, optim
@@ -200,7 +211,7 @@ def cmd_tune(args) -> int:
         n_out = 1 if task == "binary" else len(labels.classes_)
         if n_out == 1:
             y = y.astype(np.float32).reshape(-1, 1)
-            print(_positive_line(labels, args.positive))
+            print(positive_line(labels, args.positive, y_raw))
     build = functools.partial(tune_trainer, n_in=X.shape[1], n_out=n_out, task=task)
     kw = {
         "cv": args.cv,
@@ -208,15 +219,15 @@ def cmd_tune(args) -> int:
         "scoring": scoring,
         "metrics": METRICS[task],
         "stratified": task != "regression",
-        "fit_kwargs": {"epochs": 30, "batch_size": 64},
+        "fit_kwargs": {k: TRIAL_DEFAULTS[k] for k in ("epochs", "batch_size")},
         "refit": False,
     }
     if args.trials:
         space = {
-            "lr": loguniform(1e-4, 1e-2),
+            "lr": _Rounded(loguniform(1e-4, 1e-2)),
             "hidden": choice(["16", "32", "32x16", "64x32"]),
-            "dropout": uniform(0.0, 0.5),
-            "weight_decay": loguniform(1e-5, 1e-2),
+            "dropout": _Rounded(uniform(0.0, 0.5)),
+            "weight_decay": _Rounded(loguniform(1e-5, 1e-2)),
             "batch_size": choice([32, 64, 128]),
         }
         search = RandomSearch(build, space, n_trials=args.trials, **kw)
@@ -243,15 +254,16 @@ def cmd_tune(args) -> int:
     finally:
         if pool is not None:
             pool.shutdown()
+    epochs = "/".join(str(e) for e in grid.get("epochs", [])) if grid else ""
     print(
         f"{len(search.results_)} configurations x {args.cv} folds "
-        f"({time.perf_counter() - t0:.1f} s; 30 epochs each; preprocessing statistics from all "
-        "rows, labels unused):"
+        f"({time.perf_counter() - t0:.1f} s; {epochs or TRIAL_DEFAULTS['epochs']} epochs each, "
+        "no early stopping; preprocessing statistics from all rows, labels unused):"
     )
     print(search.table(top=args.top))
     best = search.best_params_
     print(f"best: {_describe(best)}  {search.scoring_} {search.best_score_:.4f}")
-    print("the same in train: " + _train_flags(best))
+    print("the same in train: " + _train_flags(best, args))
     if args.out:
         _save_best(args, table, best)
     return 0
@@ -271,47 +283,62 @@ def _halving(args, search, X, y, table, pool, t0) -> int:
     print(sh.summary())
     best = sh.best_params_
     print(f"best: {_describe(best)}  {sh.scoring_} {sh.best_score_:.4f}")
-    print("the same in train: " + _train_flags(best))
+    print("the same in train: " + _train_flags(best, args))
     if args.out:
         _save_best(args, table, best)
     return 0
 
 
-def _positive_line(labels, given) -> str:
-    pos = labels.positive_
-    if given is not None:
-        return f"positive class: {pos!r} (--positive)"
-    return (
-        f"positive class: {pos!r} (the larger of the two sorted labels; "
-        "--positive LABEL chooses another)"
-    )
+class _Rounded:
+    """A distribution's draws to 3 significant digits: the trial trains with the value the
+    table and the printed ``train`` flags show (0.00781, not 0.007797910969194024)."""
+
+    def __init__(self, dist):
+        self.dist = dist
+
+    def __call__(self, gen) -> float:
+        return float(f"{self.dist.sample(gen):.3g}")
 
 
-def _train_flags(best: dict) -> str:
-    flags = {"hidden": "--hidden", "lr": "--lr", "dropout": "--dropout"}
-    flags.update({"weight_decay": "--weight-decay", "batch_size": "--batch-size"})
-    flags["epochs"] = "--epochs"
+def trial_params(best: dict) -> dict:
+    """Every setting a trial of ``best`` trained with (searched, else TRIAL_DEFAULTS), as
+    :class:`~lepton_nn.tabular.TabularModel` takes them; ``patience`` 0: no early stopping."""
+    params = {**TRIAL_DEFAULTS, **best}
+    params["hidden"] = format_hidden(params["hidden"])
+    return {**params, "patience": 0}
+
+
+def _train_flags(best: dict, args) -> str:
+    """``train`` flags that train as the best trial did: every setting of
+    :func:`trial_params` (floats in full, so they read back equal), the seed and --positive."""
     parts = []
-    for k, v in best.items():
-        v = format_hidden(v) if k == "hidden" else f"{v:.4g}" if isinstance(v, float) else v
-        parts.append(f"{flags[k]} {v}")
+    for k, v in trial_params(best).items():
+        parts.append(f"--{k.replace('_', '-')} {repr(float(v)) if isinstance(v, float) else v}")
+    parts.append(f"--seed {args.seed}")
+    if args.positive is not None:
+        parts.append(f"--positive {shlex.quote(str(args.positive))}")
     return " ".join(parts)
 
 
 def _save_best(args, table, best: dict) -> None:
-    """Train the best configuration as ``train`` does (early stopping on a 20 % split of
-    every row) and save it with its preprocessing."""
+    """Train the best configuration as its trials did (``train`` with the printed flags:
+    every epoch, no early stopping) on every row and save it with its preprocessing."""
     from .. import io
     from ..tabular import TabularModel
 
-    kw = {k: v for k, v in best.items() if k != "epochs"}
-    if "hidden" in kw:
-        kw["hidden"] = hidden_sizes(str(kw["hidden"]))
-    model = TabularModel(**kw, positive=args.positive, seed=args.seed, verbose=args.verbose)
+    kw = trial_params(best)
+    kw["hidden"] = hidden_sizes(kw["hidden"])
+    model = TabularModel(
+        **kw,
+        validation_split=0.0,
+        positive=args.positive,
+        seed=args.seed,
+        verbose=args.verbose,
+    )
     model.fit(table)
     model.metrics_card = {"tuning": {"best": {k: _plain(v) for k, v in best.items()}}}
     io.save(model, args.out)
-    print(f"saved {args.out}: the best configuration trained on every row (as 'train' does)")
+    print(f"saved {args.out}: the best configuration trained on every row (as its trials were)")
 
 
 def _plain(v):
@@ -330,18 +357,31 @@ def add_parser(sub, h) -> None:
     from .args import add_verbosity, cv_folds, nonneg_int, positive_int
 
     u = sub.add_parser(
-        "tune", help="grid or random search of the network's hyperparameters", formatter_class=h
+        "tune",
+        help="grid or random search of the network's hyperparameters",
+        formatter_class=h,
+        description="Cross-validates each configuration (--cv folds, stratified for classes); "
+        f"a trial trains {TRIAL_DEFAULTS['epochs']} epochs (or the grid's) with no early "
+        "stopping. Prints a line per trial, the ranked table, the best configuration and the "
+        "'train' flags that train it as its trials did.",
     )
     u.add_argument("data", help="CSV file with a header row")
     u.add_argument("--target", required=True, help="target column")
-    u.add_argument("--positive", help="label of the positive class (binary targets)")
+    u.add_argument(
+        "--positive",
+        help="label of the positive class (two classes; default: the larger label, as train)",
+    )
     u.add_argument(
         "--grid",
         help='e.g. "lr=1e-3,3e-3;hidden=32,64x32;dropout=0,0.2" (default: lr 1e-3,3e-3; '
-        "hidden 32x16,64x32; dropout 0,0.2)",
+        f"hidden 32x16,64x32; dropout 0,0.2); tunable: {', '.join(TUNABLE)}; the others "
+        "take " + ", ".join(f"{k} {v}" for k, v in TRIAL_DEFAULTS.items()),
     )
     u.add_argument(
-        "--trials", type=nonneg_int, default=0, help="random search with N trials instead"
+        "--trials",
+        type=nonneg_int,
+        default=0,
+        help="random search with N trials instead (lr, weight_decay, dropout, hidden, batch_size)",
     )
     u.add_argument("--cv", type=cv_folds, default=5, help="folds per configuration")
     u.add_argument(
@@ -374,6 +414,8 @@ def add_parser(sub, h) -> None:
     )
     u.add_argument("--top", type=positive_int, default=10, help="rows of the table to print")
     u.add_argument("--seed", type=nonneg_int, default=0, help="seed of the folds and trials")
-    u.add_argument("--out", help="train the best configuration on every row and save it here")
+    u.add_argument(
+        "--out", help="train the best configuration on every row, as its trials, and save it here"
+    )
     add_verbosity(u)
     u.set_defaults(fn=cmd_tune)

@@ -29,7 +29,6 @@ Kinds of file it runs (one ``.lnn`` container, see :mod:`lepton_nn.runtime.forma
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -116,16 +115,6 @@ def from_manifest(
     )
 
 
-def _thread_count(value: Any) -> int | None:
-    """``threads=``: None, or an int >= 1 (not a bool, a float or a string: 2.5 or "2" are
-    refused rather than truncated or parsed)."""
-    if value is None or (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-    ):
-        return None if value is None else int(value)
-    raise ValueError(f"threads must be a positive int or None, got {value!r}")
-
-
 def _refuse_non_finite(x: np.ndarray) -> None:
     """DataError naming the rows of ``x`` (N, ...) holding inf or NaN, if any."""
     bad = np.flatnonzero(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1))
@@ -174,7 +163,7 @@ class InferenceModel:
         does: ``read_lnn``'s check computed it); else the manifest is validated here."""
         if sparse not in SPARSE_MODES:
             raise ValueError(f"sparse={sparse!r}; choose one of {SPARSE_MODES}")
-        _thread_count(threads)
+        _budget.check_threads(threads)
         if summary is None:  # types, shapes, budget, tabular parts
             summary = validate(manifest, arrays, limits)
         kind = summary.kind
@@ -236,7 +225,7 @@ class InferenceModel:
 
     @threads.setter
     def threads(self, value: int | None) -> None:
-        value = _thread_count(value)
+        value = _budget.check_threads(value)
         with self._lock:
             _budget.follow(self, value is None)  # told by set_num_threads, or no longer
             self._stale = False

@@ -10,6 +10,7 @@ Endpoints (JSON in and out)::
          multiclass default: each row's predicted class) (:mod:`lepton_nn.runtime.reasons`,
          as :func:`lepton_nn.risk.reason_codes`)
          -> {"model", "version", "outputs"}                                    (bare network)
+         an object row may leave out a column the model imputes (read as null: missing)
     POST /v1/models/{name}:step      {"key": k, "x": [F values]} | {"keys": [...], "x": [[...]]}
          -> {"model", "version", "outputs": [[...], ...]}   (one row per key; recurrent nets)
     GET  /v1/models                  name, version, sha256, inputs, outputs of every model

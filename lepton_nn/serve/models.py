@@ -202,7 +202,8 @@ def _reasons(version: Version, x: np.ndarray, ask: Ask) -> list:
     if version.reasons is None:
         raise DataError(f"this model cannot give reasons: {version.no_reasons}")
     rv = version.reasons
-    codes = rv.top(rv.matrix(x, ask.adverse), table_rows(version.model, ask.rows), ask.reasons)
+    rows = _fill_left_out(version.model, table_rows(version.model, ask.rows))
+    codes = rv.top(rv.matrix(x, ask.adverse), rows, ask.reasons)
     return [[list(t) for t in row] for row in codes]
 
 
@@ -250,7 +251,14 @@ def network_input(model: InferenceModel, rows: Any, name: str = "") -> np.ndarra
     if not isinstance(rows, list) or not rows:
         raise DataError("'rows' must be a non-empty list of rows (objects or arrays)")
     if model.preprocessing is not None:
-        return model.transform(table_rows(model, rows))
+        rows = table_rows(model, rows)
+        try:
+            return model.transform(rows)
+        except DataError:  # a left-out column (cheaper here than a check of every request)
+            filled = _fill_left_out(model, rows)
+            if filled is rows:
+                raise
+        return model.transform(filled)
     if any(isinstance(r, dict) for r in rows):
         raise DataError(
             f"model {name!r} is a bare network: rows must be arrays of shape "
@@ -271,6 +279,38 @@ def table_rows(model: InferenceModel, rows: list) -> Any:
     if isinstance(rows[0], list) and _rectangular(rows):
         return np.array(rows, dtype=object)
     return rows
+
+
+def _fill_left_out(model: InferenceModel, rows: Any) -> Any:
+    """``rows`` (:func:`table_rows`) with each column a row object leaves out set to None
+    (missing, as an empty CSV cell in ``predict``) when the preprocessing imputes it: a
+    numeric column (its fill) or a categorical one with a fill; ``rows`` itself when no row
+    leaves one out. A left-out column without a fill (missing would encode as all zeros, not as a value)
+    is a DataError naming the row and column, and so is one whose name the row has in
+    another case or with spaces (``age`` for ``Age``: a typo, not a missing value)."""
+    if not isinstance(rows, list) or all(type(r) is not dict for r in rows):
+        return rows
+    columns = model.preprocessing.columns
+    imputed = {s["name"] for s in columns if s["kind"] == "numeric" or s["fill"] is not None}
+    out, changed = [], False
+    for i, r in enumerate(rows):
+        gone = [c for c in model.preprocessing.names if c not in r] if type(r) is dict else []
+        for c in gone:
+            key = c.strip().casefold()
+            near = [k for k in r if isinstance(k, str) and k.strip().casefold() == key]
+            if near:
+                raise DataError(
+                    f"row index {i}, column {c!r}: missing from this row, which has "
+                    f"{near[0]!r} (column names are matched exactly)"
+                )
+            if c not in imputed:
+                raise DataError(
+                    f"row index {i}, column {c!r}: missing from this row (the model has no "
+                    "fill for it: give its value)"
+                )
+        out.append({**r, **dict.fromkeys(gone)} if gone else r)
+        changed = changed or bool(gone)
+    return out if changed else rows
 
 
 def answers(model: InferenceModel, out: np.ndarray) -> dict:

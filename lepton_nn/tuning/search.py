@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.threads import check_threads
 from ..random import get_seed, rng, set_seed
 from .validation import (
     evaluate_configs,
@@ -204,7 +205,8 @@ class _Search:
         self.metrics = None if metrics is None else list(metrics)
         self.fit_kwargs = dict(fit_kwargs or {})
         self.stratified, self.seed = stratified, int(seed)
-        self.executor, self.n_jobs, self.refit = executor, n_jobs, refit
+        self.executor, self.refit = executor, refit
+        self.n_jobs = check_threads(n_jobs, "n_jobs")  # an int >= 1, or None: one per CPU
         self.results_: ResultsTable | None = None
         self.best_params_: dict[str, Any] | None = None
         self.best_score_: float | None = None

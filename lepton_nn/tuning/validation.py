@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .._cpu import usable_cores
+from ..backend.threads import check_threads
 from ..data.split import KFold, StratifiedKFold
 from ..errors import DataError, LeptonError
 from ..random import get_seed, rng, set_seed
@@ -193,7 +194,7 @@ def default_executor(n_tasks: int, n_jobs: int | None = None) -> ProcessPoolExec
     """A process pool sized for ``n_tasks`` with BLAS threads split between workers, or
     ``None`` when only one worker would run (then running inline is cheaper)."""
     cores = usable_cores()
-    workers = min(int(n_jobs) if n_jobs else cores, n_tasks)
+    workers = min(check_threads(n_jobs, "n_jobs") or cores, n_tasks)
     if workers <= 1:
         return None
     threads = max(1, cores // workers)
@@ -216,6 +217,7 @@ def run_tasks(
     n_jobs: int | None = None,
 ) -> list[Any]:
     """``[fn(*t) for t in tasks]``, in order, inline or through an executor."""
+    n_jobs = check_threads(n_jobs, "n_jobs")  # before any work, even when executor is given
     own = None
     if executor is None:
         own = executor = default_executor(len(tasks), n_jobs)
@@ -339,7 +341,7 @@ def cross_validate(
         metrics: names scored on each test fold (default: the trainer's own metrics); the
             loss is always included.
         executor: ``None`` (a local process pool), ``"serial"``, or any Executor.
-        n_jobs: workers of the default pool (default: one per CPU).
+        n_jobs: workers of the default pool: an int >= 1, or None (one per CPU).
 
     Returns:
         ``{"folds": [{"fold", "loss", <metric>..., "fit_time", "epochs"}, ...],
