@@ -91,7 +91,7 @@ def test_reuse_never_takes_more_than_no_reuse(files, threads, monkeypatch):
         args
         for ops in checked
         for fn, args in ops
-        if getattr(fn, "__name__", "") == "dense_packed_forward" and args[5] > 1
+        if getattr(fn, "__name__", "").lstrip("_") == "dense_packed_forward" and args[5] > 1
     ]
     for x, _, _, _, outs, _ in packed:  # a threaded chain: the kernel may run its layers at once
         assert _disjoint([x, *outs]), [o.shape for o in outs]
