@@ -13,9 +13,13 @@ a step's output buffer comes from the arena; once the last reader of a buffer is
 (counted per block of memory, so a Flatten view keeps its block alive), the block goes back
 to the free list and a later step's output takes it (the smallest free block that fits). A
 step that is the last reader of its input, not a model input or output, may compute in
-place (``owned``). The arena's ``peak_bytes`` is the plan's activation memory; its
-``requested_bytes`` what the same buffers would take without reuse. :class:`Plan` holds the
-bound calls: running it is one loop over them, the inputs passed in as first arguments.
+place (``owned``). Steps whose calls run at once (a threaded packed Dense chain) are bound
+with their reads held until the last of them (``keep``): the arena plans around those
+buffers from the start. Every buffer starts on 64 bytes. The arena's ``peak_bytes`` is the
+plan's activation memory; its ``requested_bytes`` what the same buffers would take without
+reuse, each on a block of its own (padding counted in both): never less, as a block is only
+ever made for a buffer of that footprint. :class:`Plan` holds the bound calls: running it
+is one loop over them, the inputs passed in as first arguments.
 
 Imports: NumPy, :mod:`lepton_nn.backend.threads` and :mod:`lepton_nn.errors` only.
 """
@@ -49,38 +53,44 @@ _PINNED = 1 << 40  # readers of a model input or output: never released, never o
 
 
 class Arena:
-    """The intermediate buffers of one plan: blocks of bytes handed out and taken back."""
+    """The intermediate buffers of one plan: blocks of bytes handed out and taken back. Every
+    buffer starts on a 64-byte boundary (``ALIGN``): a block holds up to ``ALIGN - 1`` bytes of
+    padding before its aligned start, counted in both sizes (:meth:`footprint`)."""
+
+    ALIGN = 64
 
     def __init__(self) -> None:
         self.blocks: dict[int, np.ndarray] = {}  # id -> block (kept alive: ids stay valid)
         self.free: list[np.ndarray] = []
-        self.requested_bytes = 0
+        self.requested_bytes = 0  # the buffers' footprints: each on a block of its own
         self.handed: list[np.ndarray] = []  # blocks in the order they were handed out
 
+    @classmethod
+    def footprint(cls, nbytes: int) -> int:
+        """The bytes of a block for a buffer of ``nbytes``: room for it at any start address."""
+        return max(nbytes, 1) + cls.ALIGN - 1
+
+    def _start(self, block: np.ndarray) -> int:
+        return -block.__array_interface__["data"][0] % self.ALIGN
+
     def buffer(self, shape: tuple, dtype) -> np.ndarray:
-        """A C-contiguous array of ``shape`` and ``dtype`` on a free block (or a new one).
-        Its contents are whatever the block held: the step writes it whole at every run."""
+        """A C-contiguous array of ``shape`` and ``dtype`` on a free block (the smallest that
+        fits, else a new one), starting at a multiple of ``ALIGN`` bytes. Its contents are
+        whatever the block held: the step writes it whole at every run."""
         dtype = np.dtype(dtype)
         shape = tuple(int(d) for d in shape)
         nbytes = math.prod(shape) * dtype.itemsize
-        self.requested_bytes += nbytes
-        fits = [i for i, b in enumerate(self.free) if b.nbytes >= nbytes]
+        self.requested_bytes += self.footprint(nbytes)
+        # a block holds footprint(nbytes) for its own first buffer: what fits, whatever its start
+        fits = [i for i, b in enumerate(self.free) if b.nbytes - self.ALIGN + 1 >= nbytes]
         if fits:
             block = self.free.pop(min(fits, key=lambda i: self.free[i].nbytes))
         else:
-            block = np.zeros(max(nbytes, 1), np.uint8)
+            block = np.zeros(self.footprint(nbytes), np.uint8)
             self.blocks[id(block)] = block
         self.handed.append(block)
-        return block[:nbytes].view(dtype).reshape(shape)
-
-    def fresh(self, shape: tuple, dtype) -> np.ndarray:
-        """A C-contiguous array of ``shape`` and ``dtype`` on a new block of its own, never
-        handed on to another buffer (for a buffer already requested: not counted again)."""
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        block = np.zeros(max(nbytes, 1), np.uint8)
-        self.blocks[id(block)] = block
-        return block[:nbytes].view(dtype).reshape(shape)
+        start = self._start(block)
+        return block[start : start + nbytes].view(dtype).reshape(shape)
 
     def block_of(self, a: Any) -> np.ndarray | None:
         """The arena block ``a`` is a view of (None for arrays from elsewhere)."""
@@ -243,11 +253,17 @@ def contract(chains: list[Chain], outputs: list[str]) -> list[Chain]:
 
 
 def bind_chains(
-    chains: list[Chain], inputs: dict[str, np.ndarray], outputs: list[str], ctx: Any
-) -> tuple[list[Op], list[np.ndarray]]:
+    chains: list[Chain], inputs: dict[str, np.ndarray], outputs: list[str], ctx: Any,
+    keep: dict[int, int] | None = None,
+) -> tuple[list[Op], list[np.ndarray], list[int]]:  # fmt: skip
     """Every step bound for ``ctx.n`` rows, buffers from ``ctx.pool`` reused after their
-    last reader: the ops in order and the output arrays."""
+    last reader: the ops in order, the output arrays and, per op, the step it came from (its
+    index in the chains' steps in order). ``keep``: ``{step k: step e}`` (k < e), the values
+    step k reads stay live until step e is bound (so that no output of steps k..e lands on
+    them: the layers of a threaded packed chain run at once, see
+    :func:`~.plan._held_reads`)."""
     arena: Arena = ctx.pool
+    keep = keep or {}
     items: list[tuple[Any, list[str], str]] = []  # (step, values read, value written)
     for c in chains:
         reads = c.inputs
@@ -263,8 +279,10 @@ def bind_chains(
         readers[name] = _PINNED
     values: dict[str, Any] = dict(inputs)
     refs: dict[int, int] = {}  # block id -> reads still to come of values on that block
+    late: dict[int, list[np.ndarray]] = {}  # step e -> blocks of reads held until e is bound
     ops: list[Op] = []
-    for step, reads, out in items:
+    origin: list[int] = []
+    for k, (step, reads, out) in enumerate(items):
         srcs = [values[r] for r in reads]
         blocks = [arena.block_of(a) for a in srcs]
         owned = [b is not None and refs[id(b)] == sum(c is b for c in blocks) for b in blocks]
@@ -274,20 +292,25 @@ def bind_chains(
         else:
             step_ops, y = step.bind(srcs[0], owned[0], ctx)
         ops += step_ops
+        origin += [k] * len(step_ops)
         values[out] = y
         yb = arena.block_of(y)
         for b in arena.handed[start:]:  # the step's scratch: free once it has run
             if b is not yb and refs.get(id(b), 0) == 0:
                 arena.release(b)
-        for b in blocks:
-            if b is not None:
-                refs[id(b)] -= 1
+        done = [b for b in blocks if b is not None]
+        if k in keep:  # these reads end with step keep[k]
+            late.setdefault(keep[k], []).extend(done)
+            done = []
+        done += late.pop(k, [])
+        for b in done:
+            refs[id(b)] -= 1
         if yb is not None:
             refs[id(yb)] = refs.get(id(yb), 0) + readers.get(out, 0)
-        for b in (*blocks, yb):
+        for b in (*done, yb):
             if b is not None and refs[id(b)] == 0:
                 arena.release(b)
-    return ops, [values[o] for o in outputs]
+    return ops, [values[o] for o in outputs], origin
 
 
 # --------------------------------------------------------------------------- plans

@@ -96,56 +96,63 @@ _FIXED = {
 _FLOAT_DTYPES = ("float32", "float64")
 
 
-def _join_dense_chains(ops: list[Op], arena=None) -> list[Op]:
-    """Adjacent ``dense_chain_forward`` (or ``dense_packed_forward``) calls, each reading
-    the previous one's output, as one call over all their layers (the same computations in
-    the same order; a packed chain on the most threads any of its layers was given).
+_DENSE_CALLS = ("dense_chain_forward", "dense_packed_forward")
 
-    A threaded packed chain runs its layers at once (csrc/dense_packed.h): from
-    16 rows a thread (LNN_PK_ROWS) each thread's groups of rows through every layer (a
-    thread done early takes panels of another group's layers), below that
-    each layer's columns as soon as the columns of the previous layer they read are done. An
-    intermediate output whose block the arena handed on to a later layer of the same chain
-    (dead by then, layer after layer) then gets a block of its own (the kernel would wait
-    for whole layers instead)."""
-    out: list[Op] = []
-    for fn, args in ops:
-        prev = out[-1] if out else None
+
+def _dense_runs(ops: list[Op]) -> list[list[int]]:
+    """The indices of ``ops`` as runs that :func:`_join_dense_chains` joins: adjacent
+    ``dense_chain_forward`` (or ``dense_packed_forward``) calls, each reading the previous
+    one's output (a run of one index per other op)."""
+    runs: list[list[int]] = []
+    for i, (fn, args) in enumerate(ops):
+        prev = ops[i - 1] if i else None
         if (
             prev is not None
-            and getattr(fn, "__name__", "") in ("dense_chain_forward", "dense_packed_forward")
+            and getattr(fn, "__name__", "") in _DENSE_CALLS
             and prev[0] is fn
             and args[0] is prev[1][4][-1]
         ):
-            x, ws, bs, acts, outs, *threads = prev[1]
-            joined = (x, ws + args[1], bs + args[2], acts + args[3], outs + args[4])
-            out[-1] = (fn, joined + tuple(max(t, u) for t, u in zip(threads, args[5:])))
+            runs[-1].append(i)
         else:
-            out.append((fn, args))
-    if arena is not None:
-        out = [_own_intermediates(op, arena) for op in out]
+            runs.append([i])
+    return runs
+
+
+def _join_dense_chains(ops: list[Op]) -> list[Op]:
+    """Each run of :func:`_dense_runs` as one call over all its layers (the same
+    computations in the same order; a packed chain on the most threads any of its layers was
+    given)."""
+    out: list[Op] = []
+    for run in _dense_runs(ops):
+        fn, args = ops[run[0]]
+        for i in run[1:]:
+            x, ws, bs, acts, outs, *threads = args
+            more = ops[i][1]
+            args = (x, ws + more[1], bs + more[2], acts + more[3], outs + more[4],
+                    *(max(t, u) for t, u in zip(threads, more[5:])))  # fmt: skip
+        out.append((fn, args))
     return out
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
-    a0, b0 = a.__array_interface__["data"][0], b.__array_interface__["data"][0]
-    return a0 < b0 + b.nbytes and b0 < a0 + a.nbytes
+def _held_reads(ops: list[Op], origin: list[int]) -> dict[int, int]:
+    """``{step k: step e}`` for :func:`~.graph.bind_chains`: for each run of packed calls
+    that will be one threaded call, the values its steps read stay live until its last step
+    is bound, so that the chain's input and outputs are all disjoint (``origin``: the step
+    each op came from).
 
-
-def _own_intermediates(op: Op, arena) -> Op:
-    """``op`` with every intermediate output of a threaded packed chain that shares memory
-    with a later output on a fresh arena block (its readers are the chain's next layers
-    only: the arena reused its block after binding its last reader)."""
-    fn, args = op
-    if getattr(fn, "__name__", "") != "dense_packed_forward" or len(args) < 6:
-        return op
-    outs, threads = list(args[4]), args[5]
-    if threads < 2:
-        return op
-    for i in range(len(outs) - 1):
-        if any(_overlap(outs[i], o) for o in outs[i + 1 :]):
-            outs[i] = arena.fresh(outs[i].shape, outs[i].dtype)
-    return (fn, (*args[:4], tuple(outs), *args[5:]))
+    A threaded packed chain runs its layers at once (csrc/dense_packed.h): from 16 rows a
+    thread (LNN_PK_ROWS) each thread's groups of rows through every layer; up to 3 rows each
+    layer's columns as soon as the columns of the previous layer they read are done. Both
+    need the input and every output disjoint (``lnn_pk_disjoint``; else the kernel waits for
+    whole layers, as it does anyway in between), so no output may take the block of a value
+    that is dead layer after layer."""
+    keep: dict[int, int] = {}
+    for run in _dense_runs(ops):
+        fn = ops[run[0]][0]
+        threads = max((ops[i][1][5] for i in run if len(ops[i][1]) > 5), default=1)
+        if len(run) > 1 and getattr(fn, "__name__", "") == "dense_packed_forward" and threads > 1:
+            keep.update((origin[i], origin[run[-1]]) for i in run[:-1])
+    return keep
 
 
 def _join_chains(ops: list[Op], name: str, prepare, max_layers: int | None = None) -> list[Op]:
@@ -255,8 +262,13 @@ class Network(Record):
             ops.append((_lengths_mask, (held, ctx.mask)))
         # bind against real arrays of the inputs' shapes; the Plan swaps markers in for them
         firsts = {name: np.zeros((n, *shape), self.dtype) for name, shape in self.inputs}
-        bound, outs = bind_chains(self.chains, firsts, [o for o, _ in self.outputs], ctx)
-        ops += _join_sparse_chains(_join_int8_chains(_join_dense_chains(bound, ctx.pool)))
+        names = [o for o, _ in self.outputs]
+        bound, outs, origin = bind_chains(self.chains, firsts, names, ctx)
+        keep = _held_reads(bound, origin)
+        if keep:  # bound again: the arena plans around the threaded chains' buffers
+            ctx.pool = Arena()
+            bound, outs, _ = bind_chains(self.chains, firsts, names, ctx, keep)
+        ops += _join_sparse_chains(_join_int8_chains(_join_dense_chains(bound)))
         check_threaded_aliasing(ops)
         # chunk kernels calling BLAS from the native pool's threads: hold BLAS to one thread
         # meanwhile (its own workers would spin on the cores the pool's need); only then, as
