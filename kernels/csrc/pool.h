@@ -5,9 +5,10 @@
  * task of phase p + 1 starts before every task of phase p is done (a barrier: a Dense chain is
  * one job, a layer a phase). A plain job (lnn_parallel) is a job of one phase. Each phase's
  * tasks are cut into `threads` contiguous blocks (the first ones a task longer when they do
- * not divide); thread t claims the tasks of its block t one at a time (atomic claim word),
- * then what is left of the other blocks (so a thread the OS has not run yet just gets less,
- * and at batch 1 a core keeps re-reading the same part of the weights call after call). A
+ * not divide); thread t claims the tasks of its block t one at a time (atomic claim word,
+ * tagged with the job's number: nothing is reset between jobs), then what is left of the
+ * other blocks (so a thread the OS has not run yet just gets less, and at batch 1 a core
+ * keeps re-reading the same part of the weights call after call). A
  * task writes only its own part of the output: the results do not depend on which thread ran
  * which task, so they are bit for bit the same at any thread count. fn returns 0, or an error
  * code; the job returns the first nonzero code (every task still runs; nothing hangs).
@@ -30,7 +31,7 @@
  * workers.
  *
  * ONE pool per process: lepton_nn.kernels._pool includes pool_impl.h (the pool itself, with
- * pool_knobs.h), which defines LNN_POOL_IMPL before including this file, and exports
+ * pool_apart.h and pool_knobs.h), which defines LNN_POOL_IMPL before including this file, and exports
  * lnn_pool_api in a capsule; every other extension includes it plainly and
  * binds the capsule at import (lnn_pool_bind). Without it, jobs run on the caller alone.
  */

@@ -25,9 +25,9 @@ static inline int lnn_pool_cpu(void) { return -1; }
 
 #define LNN_POOL_MAX 64          /* threads of a job, the caller included */
 #define LNN_POOL_PHASES 16       /* phases of one job (a longer list runs as several jobs) */
-#define LNN_POOL_BITS 20         /* size and count per claim / done word; generation above */
+#define LNN_POOL_BITS 20         /* count per claim / done word; the job's generation above */
 #define LNN_POOL_MASK ((1ull << LNN_POOL_BITS) - 1)
-#define LNN_POOL_GEN_MASK ((1ull << (64 - 2 * LNN_POOL_BITS)) - 1)
+#define LNN_POOL_GEN_MASK ((1ull << (64 - LNN_POOL_BITS)) - 1)
 #define LNN_POOL_APART_HOLD_S 1  /* a worker kept off its caller's CPU: for 1 s of sleep */
 #define LNN_POOL_BUSY_NS 20000000 /* a moved worker that ran under 3/4 of 20 ms gives up ... */
 #define LNN_POOL_HOLD_OFF_NS 1000000000 /* ... and is not moved again for 1 s */
@@ -44,33 +44,44 @@ static inline int64_t lnn_pool_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Block b of each phase of the job: tasks [start[p], start[p] + size). Its claim word packs
- * (generation, size, next - start), its done word (generation, size, tasks of the block
- * finished). Cache lines of its own: another thread touches them only to take what is left
- * of block b, or to see whether a phase is complete. */
+/* Block b of each phase of the job: its claim word packs (generation, next - start), its
+ * done word (generation, tasks of the block finished); a word of an earlier job counts 0,
+ * so nothing is reset before a post: the caller used to rewrite every block's words, taking
+ * back the lines the workers wrote last job, and a worker then fetched its own block's
+ * words back before its first claim (the 784-512-256-10 chain at batch 1 on 2 pinned
+ * threads: the worker's first unit 0.3-0.4 us sooner without). The block's tasks follow
+ * from the phase's task count (lnn_pool_span). Cache lines of its own: another thread
+ * touches them only to take what is left of block b, or to see whether a phase is
+ * complete. */
 typedef struct {
     atomic_ullong claim[LNN_POOL_PHASES];
     atomic_ullong done[LNN_POOL_PHASES];
-    ptrdiff_t start[LNN_POOL_PHASES];
 } __attribute__((aligned(64))) lnn_pool_block_t;
 
 static lnn_pool_block_t lnn_pool_blocks[LNN_POOL_MAX];
 
 /* Worker t as the others see it: its thread id and the CPU it last ran on (published as it
- * spins and as it claims), the CPU set it started with, whether the caller has moved it off
- * a CPU (kept off it until it has slept a second), and when. */
+ * spins and as it claims, written only when it changes: the caller reads it every job), the
+ * CPU set it started with, whether the caller has moved it off a CPU (kept off it until it
+ * has slept a second), and when; then, on a line of the worker's own, what it alone writes. */
 typedef struct {
     atomic_int cpu;
     atomic_int ready;    /* tid and mask are set */
     atomic_int moved;
     int64_t moved_ns;
     atomic_llong hold_off; /* not moved again before (ns) */
-    int64_t window;      /* the worker's: when it last looked at its CPU time, and that time */
-    int64_t ran;
 #if LNN_POOL_AFFINITY
     pid_t tid;
     cpu_set_t mask;
 #endif
+    /* the worker's own line */
+    int64_t window __attribute__((aligned(64))); /* when it last looked at its CPU time ... */
+    int64_t ran;                                 /* ... and that time */
+    atomic_llong tasks, sleeps, backoffs, shared; /* counters (lnn_pool_stat) */
+    /* worker 1: its first claim in job first_gen, when (ns after the post), which CPU */
+    atomic_ullong first_gen;
+    int64_t first_ns;
+    int first_cpu;
 } __attribute__((aligned(64))) lnn_pool_peer_t;
 
 static lnn_pool_peer_t lnn_pool_peers[LNN_POOL_MAX];
@@ -84,72 +95,150 @@ typedef struct {
     int32_t worker_cpu;  /* worker 1's at its first claim; -1: it ran no task */
 } lnn_pool_rec_t;
 
+/* Phase p of the posted job, tagged with the job's generation (0 while the caller rewrites
+ * it): a worker that saw job g reads fn, ctx and tasks only as a whole and only if the tag
+ * is g before and after (a seqlock; lnn_pool_phase_get), so a worker that comes late, after
+ * job g is over, never takes the next job's count of tasks for job g's. */
+typedef struct {
+    atomic_ullong tag;
+    lnn_task_fn fn;
+    void *ctx;
+    ptrdiff_t tasks;
+} lnn_pool_desc_t;
+
+/* The pool's state, by who writes it: the job as posted (the caller, once a job: the post
+ * word and phase 0 share a line, the one line a worker must fetch to start), the caller's
+ * own, the knobs (seldom written), the locks of sleepers. */
 static struct {
-    atomic_int busy;           /* a job is running (its caller set it) */
-    pthread_mutex_t mu;        /* sleeping workers */
-    pthread_cond_t cv;
-    atomic_ullong post;        /* the current job: (generation << 16) | (phases << 8) | threads */
-    atomic_int sleepers;
-    atomic_llong spin_ns;      /* a worker's idle spin before it sleeps */
-    atomic_llong wait_ns;      /* a spin at a barrier before the thread sleeps */
-    pthread_mutex_t wait_mu;   /* threads sleeping at a barrier until a task is done */
-    pthread_cond_t wait_cv;
-    atomic_int waiting;
-    lnn_phase_t phase[LNN_POOL_PHASES]; /* of the job */
+    /* the job: post = (generation << 16) | (phases << 8) | threads */
+    atomic_ullong post __attribute__((aligned(64)));
+    int64_t post_ns;           /* when (worker 1's first claim is timed from it) */
+    atomic_int caller_cpu;     /* the caller's CPU when it posted the job */
     atomic_int err;            /* the first nonzero task code */
     uint64_t gen;
-    unsigned long long born;   /* post when the workers were last started */
+    lnn_pool_desc_t phase[LNN_POOL_PHASES];
+    /* the caller's */
+    atomic_int busy __attribute__((aligned(64))); /* a job is running (its caller set it) */
     int workers;               /* started */
     int atfork;
-    /* counters for tests and benchmarks */
-    atomic_llong jobs, alone, worker_tasks, sleeps, phases;
-    atomic_llong shared;       /* jobs whose worker 1 first claimed on the caller's CPU */
-    atomic_llong nudges;       /* workers moved off their caller's CPU */
-    atomic_llong backoffs;     /* moved workers that gave up: their new CPU was busy */
-    atomic_int apart;          /* keep a job's threads on different CPUs (lnn_pool_keep_apart) */
-    atomic_int caller_cpu;     /* the caller's CPU when it posted the job */
-    /* worker 1's first claim in job `first_gen`: when (ns after the post) and on which CPU */
-    atomic_ullong first_gen;
-    int64_t first_ns, post_ns;
-    int first_cpu;
-    /* a record per job for the benchmarks (lnn_pool_set_trace) */
-    lnn_pool_rec_t *trace;
+    unsigned long long born;   /* post when the workers were last started */
+    atomic_llong jobs, alone, phases, nudges; /* counters for tests and benchmarks */
+    lnn_pool_rec_t *trace;     /* a record per job for the benchmarks (lnn_pool_set_trace) */
     long trace_cap, trace_len;
+    /* knobs and counts of sleepers: read often, written seldom */
+    atomic_int sleepers __attribute__((aligned(64)));
+    atomic_int waiting;        /* threads asleep at a barrier */
+    atomic_llong spin_ns;      /* a worker's idle spin before it sleeps */
+    atomic_llong wait_ns;      /* a spin at a barrier before the thread sleeps */
+    atomic_int apart;          /* keep a job's threads on different CPUs (lnn_pool_keep_apart) */
+    /* sleeping workers; threads sleeping at a barrier until a task is done */
+    pthread_mutex_t mu __attribute__((aligned(64)));
+    pthread_cond_t cv;
+    pthread_mutex_t wait_mu;
+    pthread_cond_t wait_cv;
 } lnn_pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER,
               .wait_mu = PTHREAD_MUTEX_INITIALIZER, .wait_cv = PTHREAD_COND_INITIALIZER};
 
 static pthread_mutex_t lnn_pool_start_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static inline uint64_t lnn_pool_word(uint64_t g, uint64_t size, uint64_t count)
+/* The next job's generation (the caller's, with busy set): 1, 2, ... (0 marks a phase being
+ * rewritten) */
+static inline uint64_t lnn_pool_next_gen(void)
 {
-    return (g << (2 * LNN_POOL_BITS)) | (size << LNN_POOL_BITS) | count;
+    uint64_t g = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
+    return lnn_pool.gen = g ? g : 1;
 }
 
-/* The next task of block b of phase p in job g, or -1: none left (*gone = 0) or job g is
- * over. */
-static ptrdiff_t lnn_pool_claim(int b, int p, uint64_t g, int *gone)
+/* Phase p of job g into *ph: 1, or 0 when job g is over (the phase is another job's). */
+static int lnn_pool_phase_get(int p, uint64_t g, lnn_phase_t *ph)
 {
+    lnn_pool_desc_t *d = &lnn_pool.phase[p];
+    if (atomic_load_explicit(&d->tag, memory_order_acquire) != g) return 0;
+    ph->fn = __atomic_load_n(&d->fn, __ATOMIC_RELAXED);
+    ph->ctx = __atomic_load_n(&d->ctx, __ATOMIC_RELAXED);
+    ph->tasks = __atomic_load_n(&d->tasks, __ATOMIC_RELAXED);
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&d->tag, memory_order_relaxed) == g;
+}
+
+/* The caller's side: phase p of job g (no thread of an earlier job reads it half written). */
+static void lnn_pool_phase_set(int p, uint64_t g, const lnn_phase_t *ph)
+{
+    lnn_pool_desc_t *d = &lnn_pool.phase[p];
+    atomic_store_explicit(&d->tag, 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    __atomic_store_n(&d->fn, ph->fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->ctx, ph->ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&d->tasks, ph->tasks > 0 ? ph->tasks : 0, __ATOMIC_RELAXED);
+    atomic_store_explicit(&d->tag, g, memory_order_release);
+}
+
+/* Block b of `threads` of a phase of `tasks`: tasks [ceil(tasks b / threads), ...); its
+ * size. */
+static inline ptrdiff_t lnn_pool_span(ptrdiff_t tasks, int b, int threads, ptrdiff_t *start)
+{
+    *start = (tasks * b + threads - 1) / threads;
+    return (tasks * (b + 1) + threads - 1) / threads - *start;
+}
+
+/* The count of word v in job g: v's count if v is job g's, 0 if an earlier job's; -1 if a
+ * later job's (job g is over). */
+static inline ptrdiff_t lnn_pool_count(unsigned long long v, uint64_t g)
+{
+    const uint64_t d = ((v >> LNN_POOL_BITS) - g) & LNN_POOL_GEN_MASK;
+    if (d == 0) return (ptrdiff_t)(v & LNN_POOL_MASK);
+    return d < (LNN_POOL_GEN_MASK >> 1) ? -1 : 0;
+}
+
+/* Whether word v is of a job before g. */
+static inline int lnn_pool_older(unsigned long long v, uint64_t g)
+{
+    return lnn_pool_count(v, g) == 0 && (v >> LNN_POOL_BITS) != g;
+}
+
+/* The next task of block b (of `threads`) of phase p of `tasks` tasks in job g, or -1: none
+ * left (*gone = 0) or job g is over. The first claim of the block in job g (from a word of
+ * an earlier job: job g is running) first makes the block's done word job g's, count 0, so
+ * that a finished task is counted with one atomic add. */
+static ptrdiff_t lnn_pool_claim(int b, int p, uint64_t g, ptrdiff_t tasks, int threads,
+                                int *gone)
+{
+    ptrdiff_t start;
+    const ptrdiff_t size = lnn_pool_span(tasks, b, threads, &start);
+    if (size <= 0) return -1;
     atomic_ullong *w = &lnn_pool_blocks[b].claim[p];
     unsigned long long v = atomic_load_explicit(w, memory_order_acquire);
     for (;;) {
-        if ((v >> (2 * LNN_POOL_BITS)) != g) {
+        const ptrdiff_t k = lnn_pool_count(v, g);
+        if (k < 0) {
             *gone = 1;
             return -1;
         }
-        if ((v & LNN_POOL_MASK) >= ((v >> LNN_POOL_BITS) & LNN_POOL_MASK)) return -1;
-        if (atomic_compare_exchange_weak(w, &v, v + 1))
-            return lnn_pool_blocks[b].start[p] + (ptrdiff_t)(v & LNN_POOL_MASK);
+        if (k >= size) return -1;
+        if (k == 0 && lnn_pool_older(v, g)) { /* the block's first claim in job g */
+            atomic_ullong *d = &lnn_pool_blocks[b].done[p];
+            unsigned long long dv = atomic_load_explicit(d, memory_order_relaxed);
+            while (lnn_pool_older(dv, g) &&
+                   !atomic_compare_exchange_weak(d, &dv, (unsigned long long)g << LNN_POOL_BITS)) {
+            }
+        }
+        if (atomic_compare_exchange_weak(w, &v, (g << LNN_POOL_BITS) | (uint64_t)(k + 1)))
+            return start + k;
     }
 }
 
-/* Phase p of job g on `threads` blocks: 1 every task done, 0 not yet, -1 job g is over. */
-static int lnn_pool_phase_state(int p, uint64_t g, int threads)
+/* Phase p (of `tasks`) of job g on `threads` blocks: 1 every task done, 0 not yet, -1 job g
+ * is over. */
+static int lnn_pool_phase_state(int p, uint64_t g, ptrdiff_t tasks, int threads)
 {
     for (int b = 0; b < threads; b++) {
-        const unsigned long long v =
-            atomic_load_explicit(&lnn_pool_blocks[b].done[p], memory_order_acquire);
-        if ((v >> (2 * LNN_POOL_BITS)) != g) return -1;
-        if ((v & LNN_POOL_MASK) < ((v >> LNN_POOL_BITS) & LNN_POOL_MASK)) return 0;
+        ptrdiff_t start;
+        const ptrdiff_t size = lnn_pool_span(tasks, b, threads, &start);
+        if (size <= 0) continue;
+        const ptrdiff_t k = lnn_pool_count(
+            atomic_load_explicit(&lnn_pool_blocks[b].done[p], memory_order_acquire), g);
+        if (k < 0) return -1;
+        if (k < size) return 0;
     }
     return 1;
 }
@@ -169,15 +258,22 @@ static int lnn_pool_yield_for(int self, int threads)
     return 0;
 }
 
-/* The barrier after phase p of job g: 1 once it is complete, -1 if job g is over. Spins
- * (pause) for `wait` ns, every ~256 pauses yielding the core if another thread of the job
- * last ran there (lnn_pool_yield_for); then sleeps until tasks are
- * done (every finished task wakes the sleepers). */
-static int lnn_pool_barrier(int self, int p, uint64_t g, int threads)
+/* Worker t's CPU, stored only when it changes (the caller reads it every job). */
+static inline void lnn_pool_note_cpu(lnn_pool_peer_t *me, int cpu)
+{
+    if (atomic_load_explicit(&me->cpu, memory_order_relaxed) != cpu)
+        atomic_store_explicit(&me->cpu, cpu, memory_order_relaxed);
+}
+
+/* The barrier after phase p (of `tasks`) of job g: 1 once it is complete, -1 if job g is
+ * over. Spins (pause) for `wait` ns, every ~256 pauses yielding the core if another thread
+ * of the job last ran there (lnn_pool_yield_for); then sleeps until tasks are done (every
+ * finished task wakes the sleepers). */
+static int lnn_pool_barrier(int self, int p, uint64_t g, ptrdiff_t tasks, int threads)
 {
     int st;
     int64_t t0 = 0;
-    for (long spin = 1; (st = lnn_pool_phase_state(p, g, threads)) == 0; spin++) {
+    for (long spin = 1; (st = lnn_pool_phase_state(p, g, tasks, threads)) == 0; spin++) {
         lnn_pool_relax();
         if (spin & 255) continue;
         const int64_t now = lnn_pool_ns();
@@ -188,7 +284,7 @@ static int lnn_pool_barrier(int self, int p, uint64_t g, int threads)
         }
         pthread_mutex_lock(&lnn_pool.wait_mu);
         atomic_fetch_add(&lnn_pool.waiting, 1);
-        while ((st = lnn_pool_phase_state(p, g, threads)) == 0)
+        while ((st = lnn_pool_phase_state(p, g, tasks, threads)) == 0)
             pthread_cond_wait(&lnn_pool.wait_cv, &lnn_pool.wait_mu);
         atomic_fetch_sub(&lnn_pool.waiting, 1);
         pthread_mutex_unlock(&lnn_pool.wait_mu);
@@ -199,37 +295,44 @@ static int lnn_pool_barrier(int self, int p, uint64_t g, int threads)
 
 /* Thread t's part of job g (threads blocks, `count` phases): per phase, its own block, then
  * the others', then the barrier (the last phase's is the caller's alone). Returns the tasks
- * it ran. A successful claim keeps job g alive (the block's done count is short until the
- * task is counted), so the phase's fn, ctx and starts read after it are job g's. */
+ * it ran. A phase is read only if it is still job g's (lnn_pool_phase_get), and a
+ * successful claim keeps job g alive (the block's done count is short until the task is
+ * counted), so the fn and ctx it runs are job g's. */
 static long lnn_pool_share(int t, uint64_t g, int threads, int count)
 {
     long ran = 0;
+    lnn_phase_t ph = {NULL, NULL, 0};
     for (int p = 0; p < count; p++) {
-        if (p > 0 && lnn_pool_barrier(t, p - 1, g, threads) < 0) return ran;
+        if (p > 0 && lnn_pool_barrier(t, p - 1, g, ph.tasks, threads) < 0) return ran;
+        if (!lnn_pool_phase_get(p, g, &ph)) return ran;
         for (int i = 0; i < threads; i++) {
             const int b = (t + i) % threads;
             for (;;) {
                 int gone = 0;
-                const ptrdiff_t task = lnn_pool_claim(b, p, g, &gone);
+                const ptrdiff_t task = lnn_pool_claim(b, p, g, ph.tasks, threads, &gone);
                 if (gone) return ran;
                 if (task < 0) break;
                 if (t > 0 && ran == 0) { /* a worker's first claim of the job */
+                    lnn_pool_peer_t *me = &lnn_pool_peers[t];
                     const int cpu = lnn_pool_cpu();
-                    atomic_store_explicit(&lnn_pool_peers[t].cpu, cpu, memory_order_relaxed);
+                    lnn_pool_note_cpu(me, cpu);
                     if (t == 1) {
-                        lnn_pool.first_ns = lnn_pool_ns() - lnn_pool.post_ns;
-                        lnn_pool.first_cpu = cpu;
-                        atomic_store_explicit(&lnn_pool.first_gen, g, memory_order_release);
+                        me->first_ns = lnn_pool_ns() - lnn_pool.post_ns;
+                        me->first_cpu = cpu;
+                        atomic_store_explicit(&me->first_gen, g, memory_order_release);
+                        if (cpu >= 0 && cpu == atomic_load_explicit(&lnn_pool.caller_cpu,
+                                                                    memory_order_relaxed))
+                            atomic_fetch_add_explicit(&me->shared, 1, memory_order_relaxed);
                     }
                 }
-                const lnn_phase_t *ph = &lnn_pool.phase[p];
-                const int rc = ph->fn(ph->ctx, task);
+                const int rc = ph.fn(ph.ctx, task);
                 if (rc) {
                     int zero = 0;
                     atomic_compare_exchange_strong(&lnn_pool.err, &zero, rc);
                 }
                 ran++;
-                atomic_fetch_add(&lnn_pool_blocks[b].done[p], 1); /* seq_cst: see below */
+                /* the block's done word is job g's (lnn_pool_claim); seq_cst: see lnn_pool_job */
+                atomic_fetch_add(&lnn_pool_blocks[b].done[p], 1);
                 if (atomic_load(&lnn_pool.waiting)) { /* a thread sleeps at a barrier */
                     pthread_mutex_lock(&lnn_pool.wait_mu);
                     pthread_cond_broadcast(&lnn_pool.wait_cv);
@@ -241,40 +344,7 @@ static long lnn_pool_share(int t, uint64_t g, int threads, int count)
     return ran;
 }
 
-/* A moved worker whose new CPU turns out busy (it ran less than 3/4 of the last 20 ms while
- * awake: another process's thread shares that CPU; on an idle CPU it runs ~all of it)
- * takes back the CPUs it started with and is not moved again for a second: on a loaded
- * machine a worker queued behind other work holds its claimed task while the caller waits
- * at the barrier, so sharing the caller's CPU (the caller then runs nearly every task) is
- * the lesser evil. Called by the worker after each share and as it spins; it reads its CPU
- * time (a system call) every 20 ms at most. */
-static void lnn_pool_check_busy(lnn_pool_peer_t *me, int64_t now)
-{
-#if LNN_POOL_AFFINITY
-    if (!atomic_load_explicit(&me->moved, memory_order_relaxed)) {
-        me->window = 0; /* a new count when next moved */
-        return;
-    }
-    if (now - me->window < LNN_POOL_BUSY_NS) return;
-    struct timespec ts;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return;
-    const int64_t ran = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    if (me->window && 4 * (ran - me->ran) < 3 * (now - me->window) &&
-        atomic_exchange(&me->moved, 0)) {
-        atomic_store(&me->hold_off, now + LNN_POOL_HOLD_OFF_NS);
-        atomic_fetch_add(&lnn_pool.backoffs, 1); /* first: a reader who sees the CPUs back
-                                                  * sees the count too */
-        sched_setaffinity(0, sizeof me->mask, &me->mask);
-        me->window = 0;
-        return;
-    }
-    me->window = now;
-    me->ran = ran;
-#else
-    (void)me;
-    (void)now;
-#endif
-}
+#include "pool_apart.h" /* keep_apart, check_busy: the rule that keeps threads apart */
 
 static void *lnn_pool_worker(void *arg)
 {
@@ -314,7 +384,7 @@ static void *lnn_pool_worker(void *arg)
                  * job late under load); on an idle core the yield returns at once
                  * and the core never halts */
                 const int cpu = lnn_pool_cpu();
-                atomic_store_explicit(&me->cpu, cpu, memory_order_relaxed);
+                lnn_pool_note_cpu(me, cpu);
                 if (cpu < 0 ||
                     cpu == atomic_load_explicit(&lnn_pool.caller_cpu, memory_order_relaxed) ||
                     now - t0 > 1000000)
@@ -323,7 +393,7 @@ static void *lnn_pool_worker(void *arg)
             }
             pthread_mutex_lock(&lnn_pool.mu);
             atomic_fetch_add(&lnn_pool.sleepers, 1);
-            atomic_fetch_add(&lnn_pool.sleeps, 1);
+            atomic_fetch_add(&me->sleeps, 1);
             if (atomic_load(&me->moved)) {
                 /* kept off the caller's CPU: still so if the next job comes within a
                  * second (waking here, the worker is not queued behind its caller); then
@@ -348,7 +418,7 @@ static void *lnn_pool_worker(void *arg)
         const int threads = (int)(seen & 0xff), count = (int)((seen >> 8) & 0xff);
         if (t < threads) {
             const long ran = lnn_pool_share(t, seen >> 16, threads, count);
-            if (ran) atomic_fetch_add(&lnn_pool.worker_tasks, ran);
+            if (ran) atomic_fetch_add_explicit(&me->tasks, ran, memory_order_relaxed);
             lnn_pool_check_busy(me, lnn_pool_ns());
         }
     }
@@ -402,49 +472,6 @@ static int lnn_pool_start(int n)
     return can;
 }
 
-/* The rule that keeps a job's threads on different CPUs. Linux may queue a worker on the CPU
- * its caller runs on and leave it there while the other CPU is idle (seen on a 2-vCPU guest:
- * the pair on one vCPU for thousands of calls, no migration, the worker's first claim 8 ms
- * after the post: 2 threads as slow as 1, with tick-long stalls). So after posting a job,
- * the caller moves each worker that last ran on its CPU off it (sched_setaffinity on the
- * worker's thread: the CPUs the worker started with, less the caller's), at most once a
- * millisecond per worker, and only when the worker may run on at least as many CPUs as
- * the job has threads (more threads than CPUs must share). The worker stays off that CPU
- * while jobs keep coming, and takes back the CPUs it started with once it has slept a
- * second (LNN_POOL_APART_HOLD_S: a worker woken for the next burst is then not queued
- * behind its caller), or at once if that CPU proves busy (lnn_pool_check_busy). With more
- * than 2 CPUs no thread is confined to one CPU; with 2 the
- * worker is, during bursts of jobs and the second after. The caller's own thread is never
- * touched. set_apart(0) / LEPTON_POOL_APART=0 turns the rule off. */
-static void lnn_pool_keep_apart(int cpu, int threads)
-{
-#if LNN_POOL_AFFINITY
-    if (!atomic_load_explicit(&lnn_pool.apart, memory_order_relaxed) || cpu < 0 ||
-        cpu >= CPU_SETSIZE)
-        return;
-    int64_t now = 0;
-    for (int t = 1; t < threads; t++) {
-        lnn_pool_peer_t *w = &lnn_pool_peers[t];
-        if (atomic_load_explicit(&w->cpu, memory_order_relaxed) != cpu ||
-            !atomic_load_explicit(&w->ready, memory_order_acquire) ||
-            !CPU_ISSET(cpu, &w->mask) || CPU_COUNT(&w->mask) < threads)
-            continue;
-        if (!now) now = lnn_pool_ns();
-        if (now - w->moved_ns < 1000000 || now < atomic_load(&w->hold_off)) continue;
-        w->moved_ns = now;
-        cpu_set_t other = w->mask;
-        CPU_CLR(cpu, &other);
-        if (sched_setaffinity(w->tid, sizeof other, &other) != 0) continue;
-        atomic_store_explicit(&w->cpu, -1, memory_order_relaxed); /* not there any more */
-        atomic_fetch_add(&lnn_pool.nudges, 1);
-        atomic_store(&w->moved, 1);
-    }
-#else
-    (void)cpu;
-    (void)threads;
-#endif
-}
-
 /* One job of count <= LNN_POOL_PHASES phases. */
 static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
 {
@@ -466,23 +493,10 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
         atomic_fetch_add(&lnn_pool.alone, 1);
         return lnn_run_phases_alone(phases, count);
     }
-    const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
-    atomic_store(&lnn_pool.err, 0);
-    for (int p = 0; p < count; p++) {
-        const ptrdiff_t tasks = phases[p].tasks > 0 ? phases[p].tasks : 0;
-        lnn_pool.phase[p] = phases[p];
-        for (int b = 0; b < threads; b++) { /* block b: tasks [ceil(tasks b / threads), ...) */
-            lnn_pool_block_t *B = &lnn_pool_blocks[b];
-            const ptrdiff_t s = (tasks * b + threads - 1) / threads;
-            const ptrdiff_t e = (tasks * (b + 1) + threads - 1) / threads;
-            B->start[p] = s;
-            /* relaxed: the post below (seq_cst) publishes them to the workers */
-            atomic_store_explicit(&B->claim[p], lnn_pool_word(g, (uint64_t)(e - s), 0),
-                                  memory_order_relaxed);
-            atomic_store_explicit(&B->done[p], lnn_pool_word(g, (uint64_t)(e - s), 0),
-                                  memory_order_relaxed);
-        }
-    }
+    /* nothing else is written before the post: the blocks' words of an earlier job count 0 */
+    const uint64_t g = lnn_pool_next_gen();
+    atomic_store_explicit(&lnn_pool.err, 0, memory_order_relaxed);
+    for (int p = 0; p < count; p++) lnn_pool_phase_set(p, g, &phases[p]);
     const int cpu = lnn_pool_cpu();
     atomic_store_explicit(&lnn_pool.caller_cpu, cpu, memory_order_relaxed);
     lnn_pool.post_ns = lnn_pool_ns();
@@ -499,20 +513,20 @@ static int lnn_pool_job(const lnn_phase_t *phases, int count, int threads)
      * the OS descheduled mid-task needs a core, and a spinning caller would hold one).
      * A finished task is counted with a seq_cst add, then `waiting` read; a sleeper adds to
      * `waiting`, then reads the counts: one of the two sees the other. */
-    lnn_pool_barrier(0, count - 1, g, threads);
-    const int first = atomic_load_explicit(&lnn_pool.first_gen, memory_order_acquire) == g;
-    if (first && cpu >= 0 && lnn_pool.first_cpu == cpu) atomic_fetch_add(&lnn_pool.shared, 1);
-    if (lnn_pool.trace_len < lnn_pool.trace_cap) {
+    lnn_pool_barrier(0, count - 1, g, phases[count - 1].tasks, threads);
+    if (lnn_pool.trace_len < lnn_pool.trace_cap) { /* worker 1's line: read only here */
+        const lnn_pool_peer_t *w = &lnn_pool_peers[1];
+        const int first = atomic_load_explicit(&w->first_gen, memory_order_acquire) == g;
         lnn_pool_rec_t *r = &lnn_pool.trace[lnn_pool.trace_len++];
         r->post_ns = lnn_pool.post_ns;
-        r->claim_ns = first ? lnn_pool.first_ns : -1;
+        r->claim_ns = first ? w->first_ns : -1;
         r->job_ns = lnn_pool_ns() - lnn_pool.post_ns;
         r->caller_cpu = cpu;
-        r->worker_cpu = first ? lnn_pool.first_cpu : -1;
+        r->worker_cpu = first ? w->first_cpu : -1;
     }
     const int err = atomic_load(&lnn_pool.err);
-    atomic_fetch_add(&lnn_pool.jobs, 1);
-    if (count > 1) atomic_fetch_add(&lnn_pool.phases, count);
+    atomic_fetch_add_explicit(&lnn_pool.jobs, 1, memory_order_relaxed);
+    if (count > 1) atomic_fetch_add_explicit(&lnn_pool.phases, count, memory_order_relaxed);
     atomic_store(&lnn_pool.busy, 0);
     return err;
 }

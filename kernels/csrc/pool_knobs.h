@@ -11,8 +11,7 @@ static void lnn_pool_wake(void)
     if (atomic_load(&lnn_pool.sleepers) == 0 ||
         !atomic_compare_exchange_strong(&lnn_pool.busy, &idle, 1))
         return;
-    const uint64_t g = lnn_pool.gen = (lnn_pool.gen + 1) & LNN_POOL_GEN_MASK;
-    atomic_store(&lnn_pool.post, g << 16); /* a job for no thread */
+    atomic_store(&lnn_pool.post, lnn_pool_next_gen() << 16); /* a job for no thread */
     pthread_mutex_lock(&lnn_pool.mu);
     pthread_cond_broadcast(&lnn_pool.cv);
     pthread_mutex_unlock(&lnn_pool.mu);
@@ -42,23 +41,32 @@ static long lnn_pool_set_trace(lnn_pool_rec_t *buf, long cap)
     return had;
 }
 
+/* A counter of the workers' own lines (lnn_pool_peer_t), summed */
+#define LNN_POOL_PEER_SUM(field)                                                          \
+    do {                                                                                  \
+        long long sum = 0;                                                                \
+        for (int t = 1; t < LNN_POOL_MAX; t++) sum += atomic_load(&lnn_pool_peers[t].field); \
+        return sum;                                                                       \
+    } while (0)
+
 static long long lnn_pool_stat(int which)
 {
     switch (which) {
     case 0: return atomic_load(&lnn_pool.jobs);
     case 1: return atomic_load(&lnn_pool.alone);
-    case 2: return atomic_load(&lnn_pool.worker_tasks);
-    case 3: return atomic_load(&lnn_pool.sleeps);
+    case 2: LNN_POOL_PEER_SUM(tasks);
+    case 3: LNN_POOL_PEER_SUM(sleeps);
     case 4: return atomic_load(&lnn_pool.spin_ns);
     case 5: return atomic_load(&lnn_pool.wait_ns);
     case 6: return atomic_load(&lnn_pool.phases);
-    case 7: return atomic_load(&lnn_pool.shared);
+    case 7: return atomic_load(&lnn_pool_peers[1].shared);
     case 8: return atomic_load(&lnn_pool.nudges);
     case 9: return atomic_load(&lnn_pool.apart);
-    case 10: return atomic_load(&lnn_pool.backoffs);
+    case 10: LNN_POOL_PEER_SUM(backoffs);
     }
     return 0;
 }
+#undef LNN_POOL_PEER_SUM
 
 static int lnn_pool_workers(void) { return lnn_pool.workers; }
 

@@ -46,7 +46,12 @@ class Case:
     ``step(i)`` runs step ``i`` (training step or inference call on batch ``i mod n``);
     ``round(n)``, when given, replaces the timed loop (Keras ``fit`` runs its own loop).
     ``latency`` cases return each call's seconds instead of the total. For W6, ``samples`` is
-    the operations of one call (2 M K N) and ``unit`` is ``"op"``.
+    the operations of one call (2 M K N) and ``unit`` is ``"op"``. ``jobs``, when given (a
+    latency case of lepton_nn's runtime), records the native pool's jobs meanwhile:
+    ``jobs(n)`` starts a record of the jobs of ``n`` calls and returns a function that stops
+    it and gives their (post_ns, job_ns) arrays; ``run`` then leaves in ``job_seconds`` each
+    call's pool job time beside its latency (NaN: the call ran no job of the pool), so a slow
+    call shows whether the job was slow (the host) or the rest of the call.
     """
 
     workload: str
@@ -60,6 +65,8 @@ class Case:
     latency: bool = False
     info: dict = field(default_factory=dict)
     unit: str = "samples"  # what ``samples`` counts per step: "samples" or "op" (W6)
+    jobs: Callable[[int], Callable[[], tuple[Any, Any]]] | None = None
+    job_seconds: list[float] | None = None  # the last latency run's, per call (see jobs)
 
     @property
     def key(self) -> str:
@@ -70,12 +77,17 @@ class Case:
             return self.round(n)
         step, clock = self.step, time.perf_counter
         if self.latency:
-            times = []
+            ns = time.perf_counter_ns  # CLOCK_MONOTONIC, the pool's clock
+            stop = self.jobs(n) if self.jobs is not None else None
+            starts, ends = [], []
             for i in range(n):
-                t = clock()
+                t = ns()
                 step(i)
-                times.append(clock() - t)
-            return times
+                ends.append(ns())
+                starts.append(t)
+            if stop is not None:
+                self.job_seconds = per_call_jobs(starts, ends, *stop())
+            return [(e - t) / 1e9 for t, e in zip(starts, ends, strict=True)]
         out = None
         t = clock()
         for i in range(n):
@@ -83,6 +95,18 @@ class Case:
         if self.sync is not None:
             self.sync(out)
         return clock() - t
+
+
+def per_call_jobs(starts, ends, post_ns, job_ns) -> list[float]:
+    """Each call's pool job seconds: the jobs posted within its [start, end) (ns, the same
+    monotonic clock), summed; NaN for a call that posted none."""
+    post = np.asarray(post_ns, np.int64)
+    order = np.argsort(post, kind="stable")
+    post, took = post[order], np.asarray(job_ns, np.float64)[order] / 1e9
+    cum = np.concatenate(([0.0], np.cumsum(took)))
+    lo = np.searchsorted(post, np.asarray(starts, np.int64), "left")
+    hi = np.searchsorted(post, np.asarray(ends, np.int64), "left")
+    return np.where(hi > lo, cum[hi] - cum[lo], np.nan).tolist()
 
 
 def _family(workload: str) -> str:

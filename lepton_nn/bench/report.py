@@ -296,6 +296,15 @@ def _case_table(cases: list[dict], ours: dict | None, peak: dict | None = None) 
                 f"| {case_label(c)} | {la['median']:,.1f} | {la['p99']:,.1f} | "
                 f"{la['min']:,.1f}–{la['max']:,.1f} | {up} |"
             )
+        for c in ok:  # the native pool's share of a call (Case.jobs): the host or the call
+            la = c["latency_us"]
+            if "job_median" in la:
+                out += [
+                    "",
+                    f"{case_label(c)}: the pool job took a median {la['job_median']:,.1f} us "
+                    f"of the {la['job_calls']:,} calls that ran one (of {la['calls']:,}); the "
+                    f"rest of such a call {la['outside_median']:,.1f} us.",
+                ]
         return out
     unit = case_rate(ok[0])[1] if ok else "samples/s"
     fmt = (lambda v: f"{v:,.1f}") if unit == "GOP/s" else fmt_rate

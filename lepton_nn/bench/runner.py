@@ -309,6 +309,13 @@ def _summarize(c: dict) -> dict:
             "max": max(per_round),
             "calls": sum(r["calls"] for r in c["rounds"]),
         }
+        timed = [r for r in c["rounds"] if "job_quantiles_us" in r]
+        if timed:  # the pool job's share of the calls that ran one (see Case.jobs)
+            for key, name in (("job_quantiles_us", "job"), ("outside_quantiles_us", "outside")):
+                out["latency_us"][f"{name}_median"] = float(
+                    np.percentile(np.concatenate([r[key] for r in timed]), 50)
+                )
+            out["latency_us"]["job_calls"] = sum(r.get("job_calls", 0) for r in c["rounds"])
     return out
 
 

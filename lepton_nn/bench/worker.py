@@ -210,8 +210,9 @@ def worker_main(engine: str, threads: int) -> int:
                 c = cases[msg["case"]]
                 send(_calibrate(c, msg["target"], 32 if c.round is not None else 3))
             elif op == "round":
-                r = cases[msg["case"]].run(int(msg["n"]))
-                send(_round_reply(r))
+                c = cases[msg["case"]]
+                r = c.run(int(msg["n"]))
+                send(_round_reply(r, c.job_seconds))
             elif op == "drop":
                 for k in [k for k in cases if k.startswith(msg["workload"] + "|")]:
                     del cases[k]
@@ -235,15 +236,27 @@ def worker_main(engine: str, threads: int) -> int:
     return 0
 
 
-def _round_reply(r) -> dict:
+def _round_reply(r, jobs=None) -> dict:
     """A round's result: its seconds; for latency cases also the per-call distribution as
-    201 quantiles (0, 0.5, ..., 100 %) in microseconds, which keeps the JSON small."""
+    201 quantiles (0, 0.5, ..., 100 %) in microseconds, which keeps the JSON small; with each
+    call's pool job seconds (``jobs``, NaN: none), the quantiles of the job times and of the
+    rest of those calls (latency - job) too, and how many calls ran a job."""
     if not isinstance(r, list):
         return {"seconds": r}
     import numpy as np
 
-    q = np.percentile(np.asarray(r) * 1e6, np.linspace(0, 100, 201))
-    return {"seconds": float(sum(r)), "calls": len(r), "quantiles_us": np.round(q, 3).tolist()}
+    def quantiles(v):
+        return np.round(np.percentile(np.asarray(v) * 1e6, np.linspace(0, 100, 201)), 3).tolist()
+
+    out = {"seconds": float(sum(r)), "calls": len(r), "quantiles_us": quantiles(r)}
+    if jobs is not None and len(jobs) == len(r):
+        j = np.asarray(jobs, np.float64)
+        ran = ~np.isnan(j)
+        out["job_calls"] = int(ran.sum())
+        if ran.any():
+            out["job_quantiles_us"] = quantiles(j[ran])
+            out["outside_quantiles_us"] = quantiles(np.asarray(r)[ran] - j[ran])
+    return out
 
 
 def json_default(o):

@@ -357,9 +357,29 @@ def _inference(workload, spec_batch, backend) -> list[Case]:
                 batch,
                 step=lambda i, f=predict: f(xs[i % nb]),
                 latency=latency,
+                jobs=_pool_jobs() if latency else None,
             )
         )
     return cases
+
+
+def _pool_jobs():
+    """A recorder of the native pool's jobs for Case.jobs (None without the compiled pool)."""
+    try:
+        from lepton_nn.kernels import _pool
+    except ImportError:
+        return None
+
+    def start(n: int):
+        _pool.start_trace(4 * n)  # a call may run several jobs (the sparse chain: two)
+
+        def stop():
+            rec = _pool.stop_trace()
+            return rec["post_ns"], rec["job_ns"]
+
+        return stop
+
+    return start
 
 
 def _net_inference(workload, spec_batch, backend) -> list[Case]:
