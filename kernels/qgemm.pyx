@@ -112,7 +112,7 @@ qg_init()
 
 
 def _task_plan(int64_t M, int64_t K, int64_t N, int threads):
-    """The task grid qg_run cuts an (M, K) x (K, N) call into above 2**25 multiply-adds on
+    """The task grid qg_run cuts an (M, K) x (K, N) call into from PARALLEL_MIN_MACS on
     ``threads`` threads: (rows per row block, 16-column blocks per chunk, chunks, tasks)."""
     cdef int64_t rows = 0, width = 0, chunks = 0
     cdef int64_t tasks = qg_plan(M, K, (N + 15) // 16, threads, &rows, &width, &chunks)

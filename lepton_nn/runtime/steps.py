@@ -43,8 +43,8 @@ PARALLEL_MIN_ROWS = 64
 #: ... and from this many multiply-adds (rows x K x N) with more than 32 outputs: below,
 #: ``qlinear`` runs on its caller alone whatever it is given (``_qgemm.PARALLEL_MIN_MACS``,
 #: csrc/qgemm_threads.h; at most a thread per two 16-column blocks). A plan that passed such
-#: a call threads also woke the pool's worker for it, to spin 5 ms a call for no job: the W5
-#: int8 MLP at batch 64 under the old 2**25 was 0.6x as fast on 2 threads as on 1.
+#: a call threads also woke the pool's worker for it, to spin 5 ms a call for no job: under
+#: the kernel's old 2**25 the W5 int8 MLP at batch 64 ran slower on 2 threads than on 1.
 QLINEAR_SPLIT_MIN = 1 << 21
 #: int8 Dense layers up to this many rows run as one compiled ``qdense_chain_forward`` (row
 #: by row through its GEMV on AVX2; neighbouring layers joined into one call by the plan).
