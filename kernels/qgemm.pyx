@@ -41,8 +41,8 @@ qconv2d_forward_chunks(x, w_packed, w_scale, w_col_sums, bias, act, geom, oh, ow
 
 Exactness needs |sum| < 2^31, guaranteed for K <= 65793 (larger K is refused). The GIL is
 released; nthreads > 1 splits the output columns over up to nthreads threads of the
-process's native pool (csrc/pool.h) when the product has at least 2**25 multiply-adds
-(smaller ones stay on one thread: a hand-off costs more). qconv2d_forward_threads runs
+process's native pool (csrc/pool.h) when the product has at least PARALLEL_MIN_MACS = 2**21
+multiply-adds (smaller ones stay on one thread: a hand-off costs more). qconv2d_forward_threads runs
 qconv2d_forward_chunks' images as tasks of the same pool.
 
 ISA paths, chosen once at import from CPUID and the OS: amx (AMX-INT8 tiles, Linux after
@@ -88,6 +88,8 @@ cdef extern from "qgemm.h" nogil:
     int qg_run(const qg_args *p, int nthreads)
     int64_t qg_plan(int64_t M, int64_t K, int64_t NB, int threads, int64_t *rows,
                     int64_t *width, int64_t *chunks)
+    int qg_threads(int64_t M, int64_t K, int64_t N, int nthreads)
+    long long QG_MIN_PARALLEL_MACS
     void qg_quantize_u8(const float *x, int64_t M, int64_t K, int per_row, int fixed,
                         uint8_t *q, float *scale, int32_t *zp)
 
@@ -110,11 +112,20 @@ qg_init()
 
 
 def _task_plan(int64_t M, int64_t K, int64_t N, int threads):
-    """The task grid qg_run cuts an (M, K) x (K, N) call into above 2**25 multiply-adds on
+    """The task grid qg_run cuts an (M, K) x (K, N) call into from PARALLEL_MIN_MACS on
     ``threads`` threads: (rows per row block, 16-column blocks per chunk, chunks, tasks)."""
     cdef int64_t rows = 0, width = 0, chunks = 0
     cdef int64_t tasks = qg_plan(M, K, (N + 15) // 16, threads, &rows, &width, &chunks)
     return rows, width, chunks, tasks
+
+
+#: qlinear / qgemm_s32 run on one thread below this many multiply-adds (M K N)
+PARALLEL_MIN_MACS = QG_MIN_PARALLEL_MACS
+
+
+def _threads_for(int64_t M, int64_t K, int64_t N, int nthreads):
+    """The threads qg_run splits an (M, K) x (K, N) call over when given ``nthreads``."""
+    return qg_threads(M, K, N, nthreads)
 
 
 def supported_isas():

@@ -228,3 +228,35 @@ def test_single_row_wide_layer_threads():
         out = np.zeros((1, N), np.int32)
         q.qgemm_s32(a, wp, out, cs, nthreads=t)
         np.testing.assert_array_equal(out, want, err_msg=f"t={t}")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_split_from_2_21_multiply_adds_same_bits(isa, dtype):  # noqa: F811
+    """From PARALLEL_MIN_MACS = 2**21 (was 2**25) a call is a pool job: the W5 MLP's second
+    layer at batch 64 (512 -> 256: 2 threads get 4 tasks each) and an odd shape (K % 4 != 0,
+    a partial last column block), per-row scales and zero points, ReLU: the same bits at 1,
+    2 and 3 threads, and exact int32 sums."""
+    from lepton_nn.kernels import _pool
+
+    rng = np.random.default_rng(39)
+    lo, hi = (0, 256) if dtype == np.uint8 else (-128, 128)
+    for M, K, N in ((64, 512, 256), (67, 518, 100)):
+        assert q.PARALLEL_MIN_MACS <= M * K * N < 2**25 and q._threads_for(M, K, N, 2) == 2
+        a = _rand_act(rng, dtype, (M, K))
+        w = _rand_act(rng, np.int8, (N, K))
+        wp, cs = q.pack_weights(w)
+        ws = rng.uniform(0.5, 2, N).astype(np.float32) / 4096
+        b = rng.standard_normal(N).astype(np.float32)
+        xs = rng.uniform(0.01, 0.05, M).astype(np.float32)
+        zp = rng.integers(lo, hi, M).astype(np.int32)
+        first = None
+        for t in (1, 2, 3):
+            jobs = _pool.stats()["jobs"]
+            out = np.full((M, N), np.nan, np.float32)
+            q.qlinear(a, xs, zp, wp, ws, cs, b, 1, out, nthreads=t)
+            assert (_pool.stats()["jobs"] > jobs) == (t > 1 and _pool.stats()["threaded"])
+            first = out if first is None else first
+            np.testing.assert_array_equal(out, first, err_msg=f"{isa} {M}x{K}x{N} t={t}")
+            raw = np.full((M, N), -7, np.int32)
+            q.qgemm_s32(a, wp, raw, cs, nthreads=t)
+            np.testing.assert_array_equal(raw, _int64_ref(a, w), err_msg=f"{isa} t={t}")

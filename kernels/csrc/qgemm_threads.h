@@ -16,9 +16,23 @@
  * the same bits at any thread count. */
 #include "pool.h"
 
-/* Below this many multiply-adds a second thread costs more than it saves (M = 1,
-   K = N = 1024 runs in about 12 us). */
-#define QG_MIN_PARALLEL_MACS (1LL << 25)
+/* Below this many multiply-adds (M K N) a call runs on its caller alone. 2^21 is ~40 us of
+   one core's work at M >= 6 (~50 multiply-adds per ns), where a job on the pool's spinning
+   worker costs ~1-2 us; it was 2^25 (~0.6 ms) from when a call started a thread of its own,
+   which kept every layer of the W5 MLP at batch 64 (784-512-256-10: 25.7M multiply-adds at
+   most) on one thread while the runtime, told the call was split, woke the pool's worker
+   for nothing. M = 1, K = N = 1024 (the GEMV, ~12 us) stays below it. runtime/steps.py's
+   QLINEAR_SPLIT_MIN mirrors it (tests/test_qgemm_blocking.py checks the two agree). */
+#define QG_MIN_PARALLEL_MACS (1LL << 21)
+
+/* The threads qg_run splits an (M, K) x (K, N) call over when given `nthreads`: at most one
+ * per two 16-column blocks (the chunks are even), 1 below QG_MIN_PARALLEL_MACS. */
+static int qg_threads(int64_t M, int64_t K, int64_t N, int nthreads) {
+    const int64_t NB = (N + 15) >> 4;
+    const int threads = (int)(nthreads < (NB + 1) / 2 ? nthreads : (NB + 1) / 2);
+    const double macs = (double)M * (double)K * (double)N;
+    return threads < 2 || macs < (double)QG_MIN_PARALLEL_MACS ? 1 : threads;
+}
 #define QG_TASK_ROWS 96       /* rows per task, at most (qgemm_avx2.h's QG_MC2) */
 #define QG_TASKS_PER_THREAD 16 /* W6 at M = 64, 2 threads: 32 tasks of ~30 us */
 #define QG_TASK_MACS (1LL << 23) /* ~0.1 ms at 75 multiply-adds per ns: W6 at M >= 512 */
@@ -116,11 +130,8 @@ static int qg_run(const qg_args *p, int nthreads) {
     const int64_t NB = (p->N + 15) >> 4;
     if (p->M == 0 || NB == 0) return 0;
     qg_fn f = p->K == 0 ? qg_run_portable : qg_impl[qg_active];
-    const double macs = (double)p->M * (double)p->K * (double)p->N;
-    const int threads = (int)(nthreads < (NB + 1) / 2 ? nthreads : (NB + 1) / 2);
-    if (threads < 2 || macs < (double)QG_MIN_PARALLEL_MACS) {
-        return f(p, 0, NB);
-    }
+    const int threads = qg_threads(p->M, p->K, p->N, nthreads);
+    if (threads < 2) return f(p, 0, NB);
     qg_job j = {f, p, NB, 0, 0, 0, threads, 0, NULL, 0, 0, 0};
     const int64_t tasks = qg_plan(p->M, p->K, NB, threads, &j.rows, &j.width, &j.chunks);
 #if QG_SLOTS

@@ -29,6 +29,7 @@ from .kernels import kernels
 
 __all__ = [
     "PARALLEL_MIN_ROWS",
+    "QLINEAR_SPLIT_MIN",
     "AffineStep",
     "EmbeddingStep",
     "Int8DenseStep",
@@ -37,8 +38,14 @@ __all__ = [
     "on_pool",
 ]
 
-#: int8 layers use ``threads`` threads from this many rows per batch (one below).
+#: int8 layers use ``threads`` threads from this many rows per batch (one below) ...
 PARALLEL_MIN_ROWS = 64
+#: ... and from this many multiply-adds (rows x K x N) with more than 32 outputs: below,
+#: ``qlinear`` runs on its caller alone whatever it is given (``_qgemm.PARALLEL_MIN_MACS``,
+#: csrc/qgemm_threads.h; at most a thread per two 16-column blocks). A plan that passed such
+#: a call threads also woke the pool's worker for it, to spin 5 ms a call for no job: under
+#: the kernel's old 2**25 the W5 int8 MLP at batch 64 ran slower on 2 threads than on 1.
+QLINEAR_SPLIT_MIN = 1 << 21
 #: int8 Dense layers up to this many rows run as one compiled ``qdense_chain_forward`` (row
 #: by row through its GEMV on AVX2; neighbouring layers joined into one call by the plan).
 QCHAIN_MAX_ROWS = 4
@@ -51,6 +58,12 @@ Op = tuple[Callable[..., Any], tuple]
 
 
 # --------------------------------------------------------------------------- steps
+
+
+def qlinear_splits(n: int, k: int, m: int) -> bool:
+    """Whether an int8 layer of ``k`` inputs and ``m`` outputs at batch ``n`` is given the
+    plan's threads (``qlinear`` splits it over more than one when given 2 or more)."""
+    return n >= PARALLEL_MIN_ROWS and n * k * m >= QLINEAR_SPLIT_MIN and m > 32
 
 
 class Int8DenseStep:
@@ -105,7 +118,7 @@ class Int8DenseStep:
         else:
             scale, zp = np.zeros(n, np.float32), np.zeros(n, np.int32)
             ops.append((k.quantize_rows, (src, xq, scale, zp)))
-        threads = ctx.threads if n >= PARALLEL_MIN_ROWS else 1
+        threads = ctx.threads if qlinear_splits(n, self.n_in, self.n_out) else 1
         args = (xq, scale, zp, self.packed, self.wq.scale, self.col_sums, self.b, self.act, out)
         ops.append((k.qlinear, (*args, threads) if threads > 1 else args))
         if ctx.dtype != np.float32:
