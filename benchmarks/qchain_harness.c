@@ -1,13 +1,18 @@
-/* qchain_harness.c: the int8 784-512-256-10 chain (kernels/csrc/qgemv.h) at batch 1 on the
- * shared pool, outside Python: per-call wall time, and where it goes at 2 threads (when the
+/* qchain_harness.c: the int8 784-512-256-10 chain (kernels/csrc/qgemv.h; or QV_DIMS) at batch 1
+ * on the shared pool, outside Python: per-call wall time, and where it goes at 2 threads (when the
  * worker starts after the call does, how many units each thread ran of its own share and of
- * the other's, how long each waited at the layer barriers). Random weights (timing only).
+ * the other's, how long each waited at the layer barriers; the times of the calls whose worker
+ * started within 1 us apart from the rest: the chain's own speed apart from the OS's delay in
+ * running the worker, which sets the median under load). Random weights (timing only).
  *
- *     gcc -O2 -std=gnu11 -Ikernels/csrc -DPOOL_PART -c benchmarks/qchain_harness.c -o /tmp/qp.o
- *     gcc -O2 -std=gnu11 -Ikernels/csrc benchmarks/qchain_harness.c /tmp/qp.o -o /tmp/qchain \
+ *     F="-O3 -fwrapv -fno-math-errno -fno-trapping-math -std=gnu11"   # the extension's flags
+ *     gcc $F -Ikernels/csrc -DPOOL_PART -c benchmarks/qchain_harness.c -o /tmp/qp.o
+ *     gcc $F -Ikernels/csrc benchmarks/qchain_harness.c /tmp/qp.o -o /tmp/qchain \
  *         -lpthread -lm && /tmp/qchain [calls] [threads] [gap_us]
  *
- * (the pool's implementation and its user side are two translation units, as in the build)
+ * (the pool's implementation and its user side are two translation units, as in the build).
+ * Instructions per call (add -g): valgrind --tool=callgrind --toggle-collect='h_chain*'
+ * /tmp/qchain 1000 1 0, divided by 1201 calls (200 warm-up, 1000, and the first).
  *
  * gap_us: idle time between calls (busy-wait on the caller, as Python's ~2 us around a
  * predict call); the worker spins meanwhile as it does between requests. A 4th argument
@@ -15,6 +20,7 @@
  * and with them the L2 each share lives in).
  *
  * Environment (issue 23, the two speed groups per process):
+ *   QV_DIMS=a,b,c,d  another 3-layer MLP than 784,512,256,10 (32,32,16,1: the credit model);
  *   QV_HUGE=1   weights, outputs and scratch in one 2 MiB-aligned region advised MADV_HUGEPAGE
  *               (prints the region's AnonHugePages from /proc/self/smaps);
  *   QV_CPU=c    the whole process on CPU c (with QV_SHARE: which vCPU's speed is measured);
@@ -59,6 +65,12 @@ void harness_pool_set(long long spin, long long wait) {
 #include "qgemv.h"
 
 const void *harness_pool(void);
+
+/* the chain call, never inlined: callgrind --toggle-collect=h_chain counts its instructions */
+__attribute__((noinline)) static int h_chain(const float *x, const qv_layer *ls, float *const *outs,
+                                             uint8_t *scratch, int64_t kmax, int threads) {
+    return qv_chain(x, 1, 3, ls, outs, scratch, kmax, threads);
+}
 
 /* QV_HUGE: a bump arena in one 2 MiB-aligned region advised MADV_HUGEPAGE (else qg_amalloc) */
 static uint8_t *arena;
@@ -130,7 +142,9 @@ int main(int argc, char **argv) {
         if (madvise(arena, ARENA_BYTES, MADV_HUGEPAGE)) perror("madvise");
         memset(arena, 0, ARENA_BYTES); /* fault it in now: huge pages if the kernel has them */
     }
-    const int64_t dims[4] = {784, 512, 256, 10};
+    int64_t dims[4] = {784, 512, 256, 10};
+    if (getenv("QV_DIMS")) /* another 3-layer MLP: QV_DIMS=32,32,16,1 (the credit model) */
+        sscanf(getenv("QV_DIMS"), "%ld,%ld,%ld,%ld", &dims[0], &dims[1], &dims[2], &dims[3]);
     qv_layer ls[3];
     float *outs[3];
     int64_t kmax = 0;
@@ -148,8 +162,8 @@ int main(int argc, char **argv) {
         outs[l] = h_alloc(N * 4);
         kmax = K > kmax ? K : kmax;
     }
-    float *x = malloc(784 * 4);
-    for (int i = 0; i < 784; i++) x[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
+    float *x = malloc(dims[0] * 4);
+    for (int i = 0; i < dims[0]; i++) x[i] = (float)(rand() % 1000) / 500.0f - 1.0f;
     uint8_t *scratch = h_alloc(qv_scratch_bytes(1, kmax, 3, threads < 2 ? 2 : threads));
     if (huge) { /* did it take? the region's AnonHugePages */
         FILE *f = fopen("/proc/self/smaps", "r");
@@ -179,6 +193,9 @@ int main(int argc, char **argv) {
         else printf("share %d: %d lines, at most %d per L2 set, %d in sets over 8 ways\n", p, lines, worst, over);
     }
     double *t = malloc(calls * sizeof(double)), *arrive = malloc(calls * sizeof(double));
+    /* the calls in which the worker started within 1 us (on time) and the others (late) */
+    double *on_time = malloc(calls * sizeof(double)), *late = malloc(calls * sizeof(double));
+    int n_on = 0, n_late = 0;
     double wait[4][3] = {{0}};
     unsigned long long own[4] = {0}, stolen[4] = {0}, idle = 0;
     int arrived = 0;
@@ -242,13 +259,15 @@ int main(int argc, char **argv) {
         memset(&qv_tr, 0, sizeof qv_tr);
         const unsigned long long c0 = __rdtsc();
         const double t0 = ns();
-        qv_chain(x, 1, 3, ls, outs, scratch, kmax, threads);
+        h_chain(x, ls, outs, scratch, kmax, threads);
         const double t1 = ns();
         if (i < 0) continue;
         t[i] = t1 - t0;
         if (threads > 1) {
             if (qv_tr.start[1]) arrive[arrived++] = (double)(qv_tr.start[1] - c0) / ghz;
             if (qv_tr.own[1] + qv_tr.stolen[1] == 0) idle++; /* the worker ran no unit */
+            if (qv_tr.start[1] && (double)(qv_tr.start[1] - c0) / ghz < 1e3) on_time[n_on++] = t[i];
+            else late[n_late++] = t[i];
         }
         for (int p = 0; p < threads && p < 4; p++) {
             own[p] += qv_tr.own[p], stolen[p] += qv_tr.stolen[p];
@@ -267,6 +286,13 @@ int main(int argc, char **argv) {
             printf("worker: its task started after the call did by %.2f us (median; p90 %.2f); "
                    "it ran no unit in %.1f %% of calls\n", arrive[arrived / 2] / 1e3,
                    arrive[9 * arrived / 10] / 1e3, 100.0 * idle / calls);
+        qsort(on_time, n_on, sizeof *on_time, cmp);
+        qsort(late, n_late, sizeof *late, cmp);
+        if (n_on) /* the chain's own speed, apart from the OS's delay in running the worker */
+            printf("calls whose worker started within 1 us: %.1f %%, median %.2f us, p5 %.2f\n",
+                   100.0 * n_on / calls, on_time[n_on / 2] / 1e3, on_time[n_on / 20] / 1e3);
+        if (n_late)
+            printf("the other calls: median %.2f us\n", late[n_late / 2] / 1e3);
         for (int p = 0; p < threads && p < 4; p++)
             printf("thread %d: own units %.2f, stolen %.2f a call; barrier waits %.2f, %.2f us\n",
                    p, (double)own[p] / calls, (double)stolen[p] / calls, wait[p][1] / 1e3 / calls,

@@ -80,6 +80,22 @@ def test_chain_bit_identical_to_per_layer(isa, static):
                 np.testing.assert_array_equal(g, w, err_msg=f"{isa} m={m} dims={dims} layer {l}")
 
 
+@pytest.mark.parametrize("static", [False, True])
+def test_rows_with_nan_or_inf_keep_their_own_bits(isa, static):
+    """Rows quantized one by one (the GEMV's rows are padded to whole vectors): a row holding
+    NaN (dynamic: scale NaN, its outputs NaN) or +-inf (saturated) between finite rows, K not
+    a multiple of 32: the same bits as quantize_rows + qlinear, and the finite rows unharmed."""
+    rng = np.random.default_rng(5)
+    specs = [_layer(rng, 45, 17, 0, static=static), _layer(rng, 17, 3, 0, static=static)]
+    x = rng.standard_normal((4, 45)).astype(np.float32)
+    x[1, 7], x[2, 40], x[2, 3] = np.nan, np.inf, -np.inf
+    got, _ = _chain(x, specs)
+    want = _per_layer(x, specs)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w, err_msg=isa)
+    assert np.isfinite(got[-1][[0, 3]]).all()
+
+
 def test_extreme_values_are_exact(isa):
     """The GEMV's int16 pairs at their limits: q = 0 (a' = -128) against w = +127 gives
     -32768 per pair, q = 255 against -127 and q = 0 against -127 the largest positive sums;
