@@ -43,9 +43,13 @@ static inline void lnn_valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t n_in, p
     *hi = b;
 }
 
+/* set: the plain C loops even where the CPU has AVX-512 or AVX2 (the tests run both) */
+static int lnn_conv_portable = 0;
+
 /* AVX-512 helpers for float32 rows that are too short for gcc's vector loops (a 14-wide row
  * runs scalar): one masked vector per row. Each has a plain-C twin path in the template and is
- * called only when lnn_have_avx512() says the CPU has AVX-512F. */
+ * called only when lnn_have_avx512() says the CPU has AVX-512F. conv_avx2.h has an AVX2 twin
+ * of the max pool's, for CPUs without AVX-512. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(LEPTON_NO_SIMD) /* a portable-only build (simd_act.h) */
 #include <immintrin.h>
@@ -55,7 +59,7 @@ static int lnn_have_avx512(void)
 {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return have;
+    return have && !lnn_conv_portable;
 }
 
 /* d[0:n] += s[0:n], 16 lanes at a time, the tail masked. */
@@ -261,8 +265,11 @@ __attribute__((target("avx512f"))) static void lnn_maxpool2x2_bwd_avx512(
         }
     }
 }
+
+#include "conv_avx2.h" /* lnn_have_avx2, lnn_maxpool2x2_avx2 */
 #else
 #define LNN_CONV_AVX512 0
+#define LNN_CONV_AVX2 0
 #endif
 
 #define T float
@@ -432,6 +439,12 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_maxpool_fwd)(
 #if LNN_CONV_AVX512
         if (LNN_F32 && ow <= 16 && lnn_have_avx512()) { /* the same, one vector per row */
             lnn_maxpool2x2_avx512((const float *)x, (float *)y, argmax, planes, h, w, oh, ow);
+            return;
+        }
+#endif
+#if LNN_CONV_AVX2
+        if (LNN_F32 && ow >= 8 && lnn_have_avx2()) { /* the same, 8 windows at a time */
+            lnn_maxpool2x2_avx2((const float *)x, (float *)y, argmax, planes, h, w, oh, ow);
             return;
         }
 #endif
