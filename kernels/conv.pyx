@@ -15,6 +15,7 @@ from libc.stdint cimport int64_t
 cnp.import_array()
 
 cdef extern from "conv.h" nogil:
+    int lnn_conv_portable
     void lnn_im2col_f32(const float *x, float *cols, Py_ssize_t planes, Py_ssize_t h,
                         Py_ssize_t w, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t oh, Py_ssize_t ow,
                         Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
@@ -202,6 +203,13 @@ def avgpool2d_backward(cnp.ndarray gy not None, Py_ssize_t kh, Py_ssize_t kw, Py
 
 
 # -- a convolution's passes over chunks of images (csrc/conv_chunks.h) ----------------------
+
+def conv_portable(bint on):
+    """Run im2col, col2im and the max pool's plain C loops (on) or their AVX-512 / AVX2 ones
+    where the CPU has them (off, the default): a switch for the tests, which check both."""
+    global lnn_conv_portable
+    lnn_conv_portable = 1 if on else 0
+
 
 cdef extern from "conv_chunks.h" nogil:
     ctypedef struct lnn_conv_geom:

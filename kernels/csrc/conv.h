@@ -3,7 +3,7 @@
  *   lnn_im2col_*          cols[n, (c kh + i) kw + j, y, x] = x[n, c, y sh - ph + i dh, x sw - pw + j dw]
  *   lnn_col2im_*          the adjoint: gx = 0, then every column entry added back to its pixel
  *   lnn_maxpool_fwd_*     window max (padding = -inf) and the flat index of its first maximum
- *   lnn_maxpool_bwd_*     gx = 0; gx.flat[argmax] += gy  (2x2 / stride 2: every gx written once)
+ *   lnn_maxpool_bwd_*     gx = 0; gx.flat[argmax] += gy  (2x2 / stride 2: row pair by row pair)
  *   lnn_avgpool_fwd_*     window sum / divisor (kh kw, or the cells inside the image)
  *   lnn_avgpool_bwd_*     gx = 0; every window adds gy / divisor to its cells inside the image
  *
@@ -43,9 +43,13 @@ static inline void lnn_valid_range(ptrdiff_t off, ptrdiff_t s, ptrdiff_t n_in, p
     *hi = b;
 }
 
+/* set: the plain C loops even where the CPU has AVX-512 or AVX2 (the tests run both) */
+static int lnn_conv_portable = 0;
+
 /* AVX-512 helpers for float32 rows that are too short for gcc's vector loops (a 14-wide row
  * runs scalar): one masked vector per row. Each has a plain-C twin path in the template and is
- * called only when lnn_have_avx512() says the CPU has AVX-512F. */
+ * called only when lnn_have_avx512() says the CPU has AVX-512F. conv_avx2.h has an AVX2 twin
+ * of the max pool's, for CPUs without AVX-512. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(LEPTON_NO_SIMD) /* a portable-only build (simd_act.h) */
 #include <immintrin.h>
@@ -55,7 +59,7 @@ static int lnn_have_avx512(void)
 {
     static int have = -1;
     if (have < 0) have = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return have;
+    return have && !lnn_conv_portable;
 }
 
 /* d[0:n] += s[0:n], 16 lanes at a time, the tail masked. */
@@ -261,8 +265,11 @@ __attribute__((target("avx512f"))) static void lnn_maxpool2x2_bwd_avx512(
         }
     }
 }
+
+#include "conv_avx2.h" /* lnn_have_avx2, lnn_maxpool2x2_avx2 */
 #else
 #define LNN_CONV_AVX512 0
+#define LNN_CONV_AVX2 0
 #endif
 
 #define T float
@@ -435,6 +442,12 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_maxpool_fwd)(
             return;
         }
 #endif
+#if LNN_CONV_AVX2
+        if (LNN_F32 && ow >= 8 && lnn_have_avx2()) { /* the same, 8 windows at a time */
+            lnn_maxpool2x2_avx2((const float *)x, (float *)y, argmax, planes, h, w, oh, ow);
+            return;
+        }
+#endif
         for (ptrdiff_t p = 0; p < planes; p++) {
             for (ptrdiff_t oy = 0; oy < oh; oy++) {
                 const T *restrict r0 = x + p * h * w + 2 * oy * w, *restrict r1 = r0 + w;
@@ -491,7 +504,8 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_maxpool_fwd)(
 
 /* gy, argmax: (planes, oh, ow) -> gx: (planes, h, w), overwritten; (kh, kw, sh, sw, ph, pw):
  * the forward's window, which tells when the windows tile the image (2x2, stride 2, no
- * padding) and gx can be written in one pass instead of zeroed and then scattered into. */
+ * padding): then each pair of rows is zeroed and scattered into while in L1, in one pass,
+ * instead of gx zeroed whole and then scattered into. */
 static void LNN_CNAME(lnn_maxpool_bwd)(const T *gy, const int64_t *argmax, T *gx, ptrdiff_t planes,
                                        ptrdiff_t h, ptrdiff_t w, ptrdiff_t oh, ptrdiff_t ow,
                                        ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sh, ptrdiff_t sw,
@@ -507,20 +521,16 @@ static void LNN_CNAME(lnn_maxpool_bwd)(const T *gy, const int64_t *argmax, T *gx
             return;
         }
 #endif
+        /* per pair of input rows: both zeroed, then each window's maximum cell set (a store
+         * where argmax points, no branch; selecting each of the four cells by comparisons
+         * took 5-8x the time on W3's pools, and more the less predictable the data) */
         for (ptrdiff_t p = 0; p < planes; p++) {
+            T *gp = gx + p * hw;
             for (ptrdiff_t oy = 0; oy < oh; oy++) {
                 const T *g = gy + (p * oh + oy) * ow;
                 const int64_t *a = argmax + (p * oh + oy) * ow;
-                T *restrict r0 = gx + p * hw + 2 * oy * w, *restrict r1 = r0 + w;
-                const int64_t base = (int64_t)(2 * oy * w);
-                for (ptrdiff_t ox = 0; ox < ow; ox++) {
-                    const int64_t k = a[ox] - base - 2 * ox; /* 0, 1, w or w + 1 */
-                    const T v = g[ox];
-                    r0[2 * ox] = k == 0 ? v : (T)0;
-                    r0[2 * ox + 1] = k == 1 ? v : (T)0;
-                    r1[2 * ox] = k == w ? v : (T)0;
-                    r1[2 * ox + 1] = k == w + 1 ? v : (T)0;
-                }
+                memset(gp + 2 * oy * w, 0, (size_t)(2 * w) * sizeof(T));
+                for (ptrdiff_t ox = 0; ox < ow; ox++) gp[a[ox]] = g[ox];
             }
         }
         return;
