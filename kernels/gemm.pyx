@@ -52,8 +52,9 @@ def gemm(cnp.ndarray a not None, bint ta, cnp.ndarray b not None, bint tb,
 
 
 def set_fetch_ahead(bint on):
-    """Prefetch the next unit's first K block of B' and the next lines of A^T (default on);
-    off: for an A/B of it in one process. The results are the same bits either way."""
+    """Prefetch the next unit's first K block of B', the next lines of A^T and the next
+    tile's lines of C (default on); off: for an A/B of it in one process. The results are
+    the same bits either way."""
     global lnn_gt_ahead
     lnn_gt_ahead = 1 if on else 0
 

@@ -391,9 +391,10 @@ def test_gemm_scratch_of_a_thread_is_freed_when_it_exits():
 
 @pytest.mark.parametrize(("ta", "tb"), [(False, False), (True, False), (False, True)])
 def test_fetch_ahead_off_gives_the_same_bits(ta, tb):
-    """``set_fetch_ahead`` (the next unit's first K block of B' and the next lines of A^T,
-    prefetched) changes no result: W2's three products (several units, 4 K blocks forward,
-    A^T packed for the weight gradient) at 1 and 2 threads, off against on."""
+    """``set_fetch_ahead`` (the next unit's first K block of B', the next lines of A^T and
+    the next tile's lines of C, prefetched) changes no result: W2's three products (several
+    units, 4 K blocks forward, A^T packed for the weight gradient) at 1 and 2 threads, off
+    against on."""
     m, k, n = (784, 128, 512) if ta else (128, 512, 784) if tb else (128, 784, 512)
     a, b = _operands(m, k, n, ta, tb, seed=7)
     outs = []
