@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -27,8 +28,14 @@ def test_setting_env_and_default(monkeypatch):
     ln.set_num_threads(1)  # the call wins over the environment
     assert ln.get_num_threads() == 1
     ln.set_num_threads(None)
-    monkeypatch.setenv("LEPTON_NUM_THREADS", "zero")  # unusable: ignored
-    assert ln.get_num_threads() == usable_cores() >= 1
+    monkeypatch.setattr(T, "_warned_env", set())
+    for unusable in ("zero", "2.0", "0"):  # ignored, and said once per value
+        monkeypatch.setenv("LEPTON_NUM_THREADS", unusable)
+        with pytest.warns(RuntimeWarning, match=f"LEPTON_NUM_THREADS='{re.escape(unusable)}'"):
+            assert ln.get_num_threads() == usable_cores() >= 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert ln.get_num_threads() == usable_cores()
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises((ValueError, TypeError)):
             ln.set_num_threads(bad)

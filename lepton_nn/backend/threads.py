@@ -68,6 +68,7 @@ _setting: int | None = None
 _followers: weakref.WeakSet = weakref.WeakSet()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
+_warned_env: set[str] = set()  # LEPTON_NUM_THREADS values already warned about
 
 
 def get_num_threads() -> int:
@@ -78,6 +79,16 @@ def get_num_threads() -> int:
     env = os.environ.get("LEPTON_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
+    if env and env not in _warned_env:  # "2.0", "two", "0": said once, not silently ignored
+        _warned_env.add(env)
+        import warnings
+
+        warnings.warn(
+            f"LEPTON_NUM_THREADS={env!r} is not a positive int; using the {usable_cores()} "
+            "usable core(s)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return usable_cores()
 
 
