@@ -270,10 +270,14 @@ def cmd_tune(args) -> int:
 
 
 def _halving(args, search, X, y, table, pool, t0) -> int:
-    """``--halving``: successive halving over 3, 9, 27, 30 epochs (the best third goes on)."""
+    """``--halving``: successive halving over 3, 9, 27, then a trial's epochs (30; the best
+    third goes on), so the last rung trains as a grid trial does."""
     from ..tuning import SuccessiveHalving
 
-    sh = SuccessiveHalving(search, min_epochs=3, max_epochs=30, eta=3, on_rung=search.executor.rung)
+    top = TRIAL_DEFAULTS["epochs"]
+    sh = SuccessiveHalving(
+        search, min_epochs=3, max_epochs=top, eta=3, on_rung=search.executor.rung
+    )
     try:
         sh.fit(X, y)
     finally:
@@ -410,7 +414,7 @@ def add_parser(sub, h) -> None:
         "--halving",
         action="store_true",
         help="successive halving: every configuration 3 epochs, the best third 9, then 27, "
-        "then 30 (a fraction of the grid's cost)",
+        f"then {TRIAL_DEFAULTS['epochs']}, a trial's epochs (a fraction of the grid's cost)",
     )
     u.add_argument("--top", type=positive_int, default=10, help="rows of the table to print")
     u.add_argument("--seed", type=nonneg_int, default=0, help="seed of the folds and trials")
