@@ -285,9 +285,9 @@ def _fill_left_out(model: InferenceModel, rows: Any) -> Any:
     """``rows`` (:func:`table_rows`) with each column a row object leaves out set to None
     (missing, as an empty CSV cell in ``predict``) when the preprocessing imputes it: a
     numeric column (its fill) or a categorical one with a fill; ``rows`` itself when no row
-    leaves one out. A left-out column without a fill (missing would encode as all zeros, not as a value)
-    is a DataError naming the row and column, and so is one whose name the row has in
-    another case or with spaces (``age`` for ``Age``: a typo, not a missing value)."""
+    leaves one out. A left-out column without a fill (missing would encode as all zeros, not
+    as a value) is a DataError naming the row and column, and so is one whose name the row has
+    in another case or with spaces (``age`` for ``Age``: a typo, not a missing value)."""
     if not isinstance(rows, list) or all(type(r) is not dict for r in rows):
         return rows
     columns = model.preprocessing.columns
