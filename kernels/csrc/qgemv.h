@@ -192,13 +192,11 @@ static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
 #if LA_X86
     if (cur->gemv) { /* row by row into rows of qv_row(K) bytes, padded with a' = 0 */
         const int64_t K = p->K, R = qv_row(K);
-        for (int64_t r = 0; r < m; r++) {
-            /* NumPy: q[r], s[r], zp[r] = quantize_rows(h[r : r + 1]) (static: the pair) */
-            qg_quantize_u8(h + r * K, 1, K, !fixed, fixed, q + r * R, (float *)s + !fixed * r,
-                           (int32_t *)z + !fixed * r);
-            memset(q + r * R + K, 0x80, (size_t)(R - K)); /* NumPy: q[r, K:R] = 128 */
-            c[r] = qv_prep_row(q + r * R, R, 0x80, ua + r * R, ma + r * R);
-        }
+        for (int64_t r = 0; r < m; r++)
+            /* NumPy: q[r], s[r], zp[r] = quantize_rows(h[r : r + 1]) (static: the pair), with
+             * q[r, K:R] = 128, split into ua, ma and C (q itself is not kept) */
+            c[r] = qv_quant_split256(h + r * K, K, R, !fixed, (float *)s + !fixed * r,
+                                     (int32_t *)z + !fixed * r, ua + r * R, ma + r * R);
     }
 #endif
 }
