@@ -193,24 +193,25 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
  * step ahead of the multiplies and spilled two accumulators to the stack (25 % slower). */
 #define QV_IN_REGISTER(v) __asm__("" : "+x"(v))
 
-/* The columns [16 nb0, 16 (nb0 + NV)) of row m: acc[v] (8 columns each) over every 4-k group,
- * then the epilogue. ua / ma: the row's |a'| and sign mask (4-byte groups, zero past K);
+/* The columns [16 nb0, 16 nb0 + 8 V) of row m: acc[v] (8 columns each, V of them: 2 per
+ * 16-column block, 1 when a layer's last block has <= 8 columns) over every 4-k group, then
+ * the epilogue. ua / ma: the row's |a'| and sign mask (4-byte groups, zero past K);
  * c = C = sum min(a', 0) (the rows' share the xor adds, see the top). */
 static inline __attribute__((target("avx2,fma"), always_inline)) void
-qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int NV, const uint8_t *ua,
+qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int V, const uint8_t *ua,
         const uint8_t *ma, int32_t c, int32_t off, float xs) {
     const int64_t Kp = qg_kp(p->K), G = Kp >> 2, bstep = 16 * Kp;
     const int8_t *bp = p->b + nb0 * bstep;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[8];
 #pragma GCC unroll 8
-    for (int v = 0; v < 2 * NV; v++) acc[v] = _mm256_setzero_si256();
+    for (int v = 0; v < V; v++) acc[v] = _mm256_setzero_si256();
     for (int64_t g = 0; g < G; g++) {
         /* |a'[4g : 4g + 4]| and its sign mask in every 4-byte lane */
         const __m256i av = _mm256_set1_epi32((int)qg_load4(ua + 4 * g)),
                       mv = _mm256_set1_epi32((int)qg_load4(ma + 4 * g));
 #pragma GCC unroll 8
-        for (int v = 0; v < 2 * NV; v++) {
+        for (int v = 0; v < V; v++) {
             /* NumPy: acc[v] += a'[4g : 4g + 4] @ w[n_v : n_v + 8, 4g : 4g + 4].T + C's
              * share, as |a'| (w ^ m) in int16 pairs (exact: |w| <= 127), then int32 */
             const __m256i w = _mm256_loadu_si256(
@@ -225,9 +226,9 @@ qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int NV, const uint8_t *u
     __m256i done[8];
     const __m256i cv = _mm256_set1_epi32(c);
 #pragma GCC unroll 8
-    for (int v = 0; v < 2 * NV; v++) done[v] = _mm256_sub_epi32(acc[v], cv);
-    for (int v = 0; v < 2 * NV; v++) {
-        const int64_t n = (nb0 + (v >> 1)) * 16 + 8 * (v & 1);
+    for (int v = 0; v < V; v++) done[v] = _mm256_sub_epi32(acc[v], cv);
+    for (int v = 0; v < V; v++) {
+        const int64_t n = nb0 * 16 + 8 * v;
         if (n < p->N) qg_epi256(p, m, n, done[v], off, xs);
     }
 }
@@ -270,9 +271,15 @@ __attribute__((target("avx2,fma"))) static void qv_gemv_cols(const qg_args *p, i
     const int32_t off = qg_off(p, m) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
     const float xs = p->xs[m * p->xs_step];
     int64_t nb = nb_lo;
-    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 4, ua, ma, c, off, xs);
-    switch (nb_hi - nb) {
-    case 3: qv_tile(p, m, nb, 3, ua, ma, c, off, xs); break;
+    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 8, ua, ma, c, off, xs);
+    /* the last 1-3 blocks: 2 vectors each, 1 when only <= 8 columns are left (N = 1: 1) */
+    int64_t v = 2 * (nb_hi - nb), cols = p->N - 16 * nb;
+    if (v > (cols + 7) >> 3) v = (cols + 7) >> 3;
+    switch (v) {
+    case 6:
+    case 5: qv_tile(p, m, nb, 6, ua, ma, c, off, xs); break; /* (the 6th vector not stored) */
+    case 4:
+    case 3: qv_tile(p, m, nb, 4, ua, ma, c, off, xs); break;
     case 2: qv_tile(p, m, nb, 2, ua, ma, c, off, xs); break;
     case 1: qv_tile(p, m, nb, 1, ua, ma, c, off, xs); break;
     default: break;

@@ -12,9 +12,10 @@
  *
  * The product, on the AVX2 path: the signed-activation GEMV of qgemm_avx2.h (qv_tile; its
  * comment has the exactness argument: |a'| (w ^ m) never saturates vpmaddubsw's int16 pairs,
- * for every int8 weight, -128 included), with each row's |a'|, sign mask and C prepared once
- * per layer here (qgemm_avx2.h's qv_prep_row) and the columns cut into units spread over
- * threads (below).
+ * for every int8 weight, -128 included), with each row's |a'|, sign mask and C made once
+ * per layer straight from its floats (qgemm_quant.h's qv_quant_split256) and the columns cut
+ * into units spread over threads (below; on one thread qv_chain_gemv runs the layers
+ * without the units' bookkeeping).
  *
  * Cost model (Zen 3): per ymm of weights (8 columns x 4 k) a load and 4 vector uops (vpxor,
  * vpmaddubsw, vpmaddwd, vpaddd; 2 of them on the two multiply pipes): ~1 cycle per 32
@@ -138,8 +139,8 @@ static inline int64_t qv_al64(int64_t n) { return (n + 63) & ~(int64_t)63; }
 
 /* Bytes of a row of q, ua and ma on the GEMV path: K rounded up to a whole ymm. The row's
  * quantized bytes are followed by 0x80 (a' = 0: |a'| 0, mask 0, nothing added to C), so the
- * sign split (qv_prep_row) runs whole vectors only: its byte-at-a-time tail cost ~20
- * instructions a byte (callgrind, the 32-32-16-1 credit MLP: 3040 -> 2880 a call). */
+ * sign split runs whole vectors only: a byte-at-a-time tail cost ~20 instructions a byte
+ * (callgrind, the 32-32-16-1 credit MLP: 3040 -> 2880 a call). */
 static inline int64_t qv_row(int64_t K) { return (K + 31) & ~(int64_t)31; }
 
 /* Bytes of one part's scratch: q, ua, ma (m rows of qv_row(kmax) each), scale, zero point,
@@ -192,13 +193,11 @@ static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
 #if LA_X86
     if (cur->gemv) { /* row by row into rows of qv_row(K) bytes, padded with a' = 0 */
         const int64_t K = p->K, R = qv_row(K);
-        for (int64_t r = 0; r < m; r++) {
-            /* NumPy: q[r], s[r], zp[r] = quantize_rows(h[r : r + 1]) (static: the pair) */
-            qg_quantize_u8(h + r * K, 1, K, !fixed, fixed, q + r * R, (float *)s + !fixed * r,
-                           (int32_t *)z + !fixed * r);
-            memset(q + r * R + K, 0x80, (size_t)(R - K)); /* NumPy: q[r, K:R] = 128 */
-            c[r] = qv_prep_row(q + r * R, R, 0x80, ua + r * R, ma + r * R);
-        }
+        for (int64_t r = 0; r < m; r++)
+            /* NumPy: q[r], s[r], zp[r] = quantize_rows(h[r : r + 1]) (static: the pair), with
+             * q[r, K:R] = 128, split into ua, ma and C (q itself is not kept) */
+            c[r] = qv_quant_split256(h + r * K, K, R, !fixed, (float *)s + !fixed * r,
+                                     (int32_t *)z + !fixed * r, ua + r * R, ma + r * R);
     }
 #endif
 }
@@ -386,6 +385,43 @@ run:
     *jp = j;
 }
 
+#if LA_X86
+/* The chain on one part, every layer on the AVX2 GEMV (K > 0): per layer and row, what
+ * qv_prep and qv_unit do (the quantized row split, then all its columns), without their
+ * bookkeeping for parts and units (at batch 1 a small MLP's call was mostly that: callgrind,
+ * 32-32-16-1). One row's ua / ma at a time (q, C not kept). */
+__attribute__((target("avx2,fma"))) static void qv_chain_gemv(const qv_job *j) {
+    const int64_t m = j->m, rows = qv_al64(m * qv_row(j->kmax));
+    uint8_t *ua = j->parts_scratch + rows, *ma = ua + rows;
+    float *scale = (float *)(ma + rows);
+    int32_t *zp = (int32_t *)((uint8_t *)scale + qv_al64(4 * m));
+    for (int64_t l = 0; l < j->layers; l++) {
+        const qv_layer *ly = &j->ls[l];
+        const float *h = l ? j->outs[l - 1] : j->x;
+        const int fixed = ly->fixed_scale != NULL;
+        qg_args p = ly->g;
+        p.a = NULL; /* (the GEMV reads ua, ma) */
+        p.M = m;
+        p.a_signed = 0;
+        p.xs = fixed ? ly->fixed_scale : scale;
+        p.xs_step = !fixed;
+        p.zp = fixed ? ly->fixed_zp : zp;
+        p.zp_step = !fixed;
+        p.outf = j->outs[l];
+        p.outi = NULL;
+        const int64_t K = p.K, R = qv_row(K), NB = (p.N + 15) >> 4;
+        for (int64_t r = 0; r < m; r++) {
+            /* NumPy: q[r], s[r], zp[r] = quantize_rows(h[r : r + 1]) (static: the pair) */
+            const int32_t c =
+                qv_quant_split256(h + r * K, K, R, !fixed, (float *)p.xs + !fixed * r,
+                                  (int32_t *)p.zp + !fixed * r, ua, ma);
+            /* NumPy: outs[l][r] = act(((q[r] - zp[r]) @ w_q.T) * (s[r] * w_scale) + bias) */
+            qv_gemv_cols(&p, r, 0, NB, ua, ma, c);
+        }
+    }
+}
+#endif
+
 static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *ls,
                     float *const *outs, uint8_t *scratch, int64_t kmax, int parts) {
     if (m == 0) return 0;
@@ -393,6 +429,14 @@ static int qv_chain(const float *x, int64_t m, int64_t layers, const qv_layer *l
     qv_setup(&j, x, m, layers, ls, outs, scratch, kmax, parts);
 #if QV_THREADS
     if (j.parts > 1) return lnn_parallel(qv_task, &j, j.parts, j.parts) ? -1 : 0;
+#endif
+#if LA_X86
+    int gemv = qg_active == QG_AVX2;
+    for (int64_t l = 0; l < layers; l++) gemv &= ls[l].g.K > 0;
+    if (gemv) {
+        qv_chain_gemv(&j);
+        return 0;
+    }
 #endif
     qv_cur cur;
     for (int64_t l = 0; l < layers; l++) {
