@@ -391,6 +391,13 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_col2im)(
         return;
     }
 #endif
+#if LNN_CONV_AVX2
+    if (LNN_F32 && sh == 1 && sw == 1 && ow == w && w >= 8 && lnn_have_avx2()) {
+        lnn_col2im_s1_avx2((const float *)cols, (float *)gx, planes, h, w, kh, kw, oh, ph, pw, dh,
+                           dw); /* the same sums, a tap's rows as one flat run */
+        return;
+    }
+#endif
     memset(gx, 0, (size_t)(planes * h * w) * sizeof(T)); /* gx[...] = 0 */
     for (ptrdiff_t p = 0; p < planes; p++) {
         T *gp = gx + p * h * w;

@@ -7,7 +7,8 @@
  * AVX-512, conv1's pool over 64 images; over a fused op's chunk of 13, 70 -> 40 us).
  * At 7 windows a row (masked loads and stores) it gained nothing, so narrower rows stay on
  * the plain loop; nor did an AVX2 gather for col2im (masked loads were 5x slower than the
- * plain loop, masked ands 1.6x: that pass is bound by memory). */
+ * plain loop, masked ands 1.6x). col2im's scatter, for stride 1 and "same" width, runs below
+ * as flat runs of a tap's rows with masked ands instead. */
 #ifndef LNN_CONV_AVX2_H
 #define LNN_CONV_AVX2_H
 
@@ -76,6 +77,61 @@ __attribute__((target("avx2"))) static void lnn_maxpool2x2_avx2(const float *x, 
                 _mm256_storeu_ps(yr + s, m);
                 _mm256_storeu_si256((__m256i *)(ar + s), a0);
                 _mm256_storeu_si256((__m256i *)(ar + s + 4), a1);
+            }
+        }
+    }
+}
+
+/* col2im, stride 1, outputs as wide as the input (ow == w >= 8), float32: conv.h's plain
+ * loop is the spec (gxpad[p, i dh :, j dw :][:oh, :w] += cols[p, i kw + j], tap by tap).
+ * With ow == w, the rows [ya, yb) of tap (i, j) of a plane are one flat run, gx[p].flat[q +
+ * shift] += cols[p, i kw + j].flat[q] for q in [ya w + lo, (yb - 1) w + hi) (as im2col copies);
+ * the run's cells in columns outside [lo, hi) belong to padding, and their lanes add +0 (s
+ * and-ed with a mask of the column), which leaves d's bits as they were (d holds no -0: it
+ * starts at +0, and a sum is -0 only when both terms are). Every cell gets the same adds in
+ * the same order as the plain loop, which on W3's 14-wide rows ran one vector and 6 scalar
+ * adds a row. cols: (planes, kh kw, oh, w) -> gx: (planes, h, w), overwritten. */
+__attribute__((target("avx2"))) static void lnn_col2im_s1_avx2(const float *cols, float *gx,
+                                                              ptrdiff_t planes, ptrdiff_t h,
+                                                              ptrdiff_t w, ptrdiff_t kh,
+                                                              ptrdiff_t kw, ptrdiff_t oh,
+                                                              ptrdiff_t ph, ptrdiff_t pw,
+                                                              ptrdiff_t dh, ptrdiff_t dw)
+{
+    const ptrdiff_t L = oh * w;
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), wv = _mm256_set1_epi32((int)w);
+    memset(gx, 0, (size_t)(planes * h * w) * sizeof(float)); /* gx[...] = 0 */
+    for (ptrdiff_t p = 0; p < planes; p++) {
+        float *gp = gx + p * h * w;
+        for (ptrdiff_t i = 0; i < kh; i++) {
+            ptrdiff_t ya, yb; /* output rows whose input row oy + i dh - ph is inside */
+            lnn_valid_range(i * dh - ph, 1, h, oh, &ya, &yb);
+            for (ptrdiff_t j = 0; j < kw; j++) {
+                const float *src = cols + (p * kh * kw + i * kw + j) * L;
+                const ptrdiff_t xoff = j * dw - pw, shift = (i * dh - ph) * w + xoff;
+                ptrdiff_t lo, hi;
+                lnn_valid_range(xoff, 1, w, w, &lo, &hi);
+                if (yb <= ya || hi <= lo) continue;
+                /* the run: s[t] = src[a0 + t] -> d[t] = gp[a0 + shift + t], t < len */
+                const ptrdiff_t a0 = ya * w + lo, len = (yb - 1) * w + hi - a0;
+                const __m256i lov = _mm256_set1_epi32((int)lo - 1);
+                const __m256i hiv = _mm256_set1_epi32((int)hi);
+                const float *s = src + a0;
+                float *d = gp + a0 + shift;
+                ptrdiff_t t = 0, c0 = lo; /* c0: the column of cell t */
+                for (; t + 8 <= len; t += 8) { /* d[t:t+8] += s[t:t+8] where lo <= column < hi */
+                    __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), iota);
+                    col = _mm256_sub_epi32(
+                        col, _mm256_andnot_si256(_mm256_cmpgt_epi32(wv, col), wv)); /* mod w */
+                    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(col, lov),
+                                                        _mm256_cmpgt_epi32(hiv, col));
+                    const __m256 v = _mm256_and_ps(_mm256_loadu_ps(s + t), _mm256_castsi256_ps(in));
+                    _mm256_storeu_ps(d + t, _mm256_add_ps(_mm256_loadu_ps(d + t), v));
+                    c0 += 8;
+                    if (c0 >= w) c0 -= w;
+                }
+                for (; t < len; t++, c0 = c0 + 1 == w ? 0 : c0 + 1) /* the last < 8 cells */
+                    if (c0 >= lo && c0 < hi) d[t] += s[t];
             }
         }
     }
