@@ -164,6 +164,33 @@ def test_conv_chunk_kernels_share_chunks_between_threads(be):
     np.testing.assert_array_equal(z, want[0])
 
 
+def _plan(n, c, o, hw, itemsize=4):
+    """Conv2d's (step, chunks) for n images of c channels, 3x3 'same', o outputs."""
+    from lepton_nn.ops.conv import Conv2d
+
+    op = Conv2d()
+    op.x, op.w2, op.out_hw = np.empty((n, c, *hw), f"f{itemsize}"), np.empty((o, c * 9)), hw
+    return op._plan()[:2]
+
+
+def test_conv_plan_an_even_count_of_chunks():
+    """An odd count of several chunks is made even where the batch allows, so two threads
+    get as many: W3's conv1 (64 images, 13 a chunk: 5) runs 6 chunks of 11; each chunk stays
+    within the bytes of the plain plan, and the chunks cover the batch."""
+    from lepton_nn.backend.geometry import CONV_CHUNK_BYTES
+
+    assert _plan(64, 1, 16, (28, 28)) == (11, 6)
+    assert _plan(64, 16, 32, (14, 14)) == (7, 10)  # already even: unchanged
+    assert _plan(4, 1, 16, (28, 28))[1] == 1  # one chunk stays one
+    for n in (2, 7, 13, 39, 64, 100, 129):
+        for c, o, hw in ((1, 16, (28, 28)), (16, 32, (14, 14)), (3, 8, (32, 32))):
+            step, chunks = _plan(n, c, o, hw)
+            most = max(1, CONV_CHUNK_BYTES // ((9 * c + o) * hw[0] * hw[1] * 4))
+            assert step <= most and (chunks - 1) * step < n <= chunks * step
+            plain = -(-n // most)
+            assert chunks == plain if plain % 2 == 0 or plain == 1 else chunks in (plain, plain + 1)
+
+
 # (conv input shape, conv kernel, conv padding, pool (kh, kw, sh, sw, ph, pw)); conv stride 1
 POOL_CHUNK_CASES = [
     ((3, 2, 8, 8), (3, 3), (1, 1), (2, 2, 2, 2, 0, 0)),  # W3's pattern

@@ -61,17 +61,26 @@ def test_max_pool_2x2_simd_gives_the_plain_bits(w):
         )
 
 
-@pytest.mark.parametrize("w", [7, 14, 17])
-def test_im2col_col2im_simd_give_the_plain_bits(w):
+# (kh, kw, sh, sw, ph, pw, dh, dw), all "same" at stride 1 (ow == w: the AVX2 col2im's case)
+SAME_GEOMS = [(3, 3, 1, 1, 1, 1, 1, 1), (3, 3, 1, 1, 2, 2, 2, 2), (5, 5, 1, 1, 2, 2, 1, 1)]
+
+
+@pytest.mark.parametrize("w", [7, 8, 14, 17])
+@pytest.mark.parametrize("geom", SAME_GEOMS)
+def test_im2col_col2im_simd_give_the_plain_bits(w, geom):
+    """Rows narrower than a vector, one vector, and a vector and a tail (the AVX2 col2im's
+    and im2col's flat runs cross rows, the padding columns masked); -0 and inf in the data."""
     from lepton_nn.kernels import _conv
 
     rng = np.random.default_rng(w)
+    k = geom[0] * geom[1]
     x = rng.standard_normal((2, 3, 6, w)).astype(np.float32)
-    cols = rng.standard_normal((2, 27, 6, w)).astype(np.float32)
-    geom = (3, 3, 1, 1, 1, 1, 1, 1)
+    cols = rng.standard_normal((2, 3 * k, 6, w)).astype(np.float32)
+    cols[0, :, 2, 3], cols[1, 4, 5, 0] = -0.0, np.inf
+    x[0, 1, 2, :3], x[1, 2, 4, w - 1] = -0.0, np.inf
     c, c1 = _both(lambda: _conv.im2col(x, *geom, np.full(cols.shape, np.nan, np.float32)))
-    np.testing.assert_array_equal(c1, c)
+    np.testing.assert_array_equal(c1.view(np.int32), c.view(np.int32))  # bits: -0 and +0
     np.testing.assert_array_equal(c, REF.im2col(x, *geom, np.empty_like(cols)))
     g, g1 = _both(lambda: _conv.col2im(cols, *geom, np.full(x.shape, np.nan, np.float32)))
-    np.testing.assert_array_equal(g1, g)
+    np.testing.assert_array_equal(g1.view(np.int32), g.view(np.int32))  # bits, -0 too
     np.testing.assert_allclose(g, REF.col2im(cols, *geom, np.empty_like(x)), rtol=1e-6, atol=1e-6)

@@ -311,6 +311,13 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_im2col)(
         return;
     }
 #endif
+#if LNN_CONV_AVX2
+    if (LNN_F32 && sh == 1 && sw == 1 && ow == w && w >= 8 && lnn_have_avx2()) {
+        lnn_im2col_s1_avx2((const float *)x, (float *)cols, planes, h, w, kh, kw, oh, ph, pw, dh,
+                           dw); /* the same copies, a tap's rows as one flat run */
+        return;
+    }
+#endif
     if (sh == 1 && sw == 1 && ow == w) { /* stride 1, output as wide as the input ("same") */
         for (ptrdiff_t p = 0; p < planes; p++) {
             const T *xp = x + p * h * w;
@@ -388,6 +395,13 @@ static LNN_CONV_CLONES void LNN_CNAME(lnn_col2im)(
     if (LNN_F32 && avx512 && sh == 1 && sw == 1) { /* the same sums, as a gather (above) */
         lnn_col2im_s1_avx512((const float *)cols, (float *)gx, planes, h, w, kh, kw, oh, ow, ph,
                              pw, dh, dw);
+        return;
+    }
+#endif
+#if LNN_CONV_AVX2
+    if (LNN_F32 && sh == 1 && sw == 1 && ow == w && w >= 8 && lnn_have_avx2()) {
+        lnn_col2im_s1_avx2((const float *)cols, (float *)gx, planes, h, w, kh, kw, oh, ph, pw, dh,
+                           dw); /* the same sums, a tap's rows as one flat run */
         return;
     }
 #endif
