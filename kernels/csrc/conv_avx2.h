@@ -85,6 +85,19 @@ __attribute__((target("avx2"))) static void lnn_maxpool2x2_avx2(const float *x, 
     }
 }
 
+/* The lanes of cells c0 .. c0 + 7 of a flat run of rows w wide whose column (cell mod w)
+ * lies in [lo, hi): all ones there, +0 elsewhere (the padding's lanes). c0 < w, w >= 8, so
+ * one subtraction of w takes each lane's column mod w; lov = lo - 1, hiv = hi, wv = w. */
+__attribute__((target("avx2"))) static inline __m256 lnn_cols_in(ptrdiff_t c0, __m256i iota,
+                                                                __m256i wv, __m256i lov,
+                                                                __m256i hiv)
+{
+    __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), iota);
+    col = _mm256_sub_epi32(col, _mm256_andnot_si256(_mm256_cmpgt_epi32(wv, col), wv));
+    return _mm256_castsi256_ps(
+        _mm256_and_si256(_mm256_cmpgt_epi32(col, lov), _mm256_cmpgt_epi32(hiv, col)));
+}
+
 /* col2im, stride 1, outputs as wide as the input (ow == w >= 8), float32: conv.h's plain
  * loop is the spec (gxpad[p, i dh :, j dw :][:oh, :w] += cols[p, i kw + j], tap by tap).
  * With ow == w, the rows [ya, yb) of tap (i, j) of a plane are one flat run, gx[p].flat[q +
@@ -123,12 +136,8 @@ __attribute__((target("avx2"))) static void lnn_col2im_s1_avx2(const float *cols
                 float *d = gp + a0 + shift;
                 ptrdiff_t t = 0, c0 = lo; /* c0: the column of cell t */
                 for (; t + 8 <= len; t += 8) { /* d[t:t+8] += s[t:t+8] where lo <= column < hi */
-                    __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), iota);
-                    col = _mm256_sub_epi32(
-                        col, _mm256_andnot_si256(_mm256_cmpgt_epi32(wv, col), wv)); /* mod w */
-                    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(col, lov),
-                                                        _mm256_cmpgt_epi32(hiv, col));
-                    const __m256 v = _mm256_and_ps(_mm256_loadu_ps(s + t), _mm256_castsi256_ps(in));
+                    const __m256 in = lnn_cols_in(c0, iota, wv, lov, hiv);
+                    const __m256 v = _mm256_and_ps(_mm256_loadu_ps(s + t), in);
                     _mm256_storeu_ps(d + t, _mm256_add_ps(_mm256_loadu_ps(d + t), v));
                     c0 += 8;
                     if (c0 >= w) c0 -= w;
@@ -179,13 +188,8 @@ __attribute__((target("avx2"))) static void lnn_im2col_s1_avx2(const float *x, f
                 float *d = dst + a0;
                 ptrdiff_t t = 0, c0 = lo; /* c0: the column of cell t */
                 for (; t + 8 <= len; t += 8) { /* d[t:t+8] = s[t:t+8] where lo <= column < hi */
-                    __m256i col = _mm256_add_epi32(_mm256_set1_epi32((int)c0), iota);
-                    col = _mm256_sub_epi32(
-                        col, _mm256_andnot_si256(_mm256_cmpgt_epi32(wv, col), wv)); /* mod w */
-                    const __m256i in = _mm256_and_si256(_mm256_cmpgt_epi32(col, lov),
-                                                        _mm256_cmpgt_epi32(hiv, col));
-                    _mm256_storeu_ps(d + t, _mm256_and_ps(_mm256_loadu_ps(s + t),
-                                                          _mm256_castsi256_ps(in)));
+                    const __m256 in = lnn_cols_in(c0, iota, wv, lov, hiv);
+                    _mm256_storeu_ps(d + t, _mm256_and_ps(_mm256_loadu_ps(s + t), in));
                     c0 += 8;
                     if (c0 >= w) c0 -= w;
                 }
