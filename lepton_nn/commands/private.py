@@ -76,9 +76,10 @@ def train_private(args, table, task, kwargs, t0) -> int:
     print(f"private training on {len(tr)} rows (epsilon {args.dp_epsilon}, delta {args.dp_delta})")
     with warnings.catch_warnings():  # rare categories the DP histogram withheld: said below
         warnings.filterwarnings("ignore", message=".*category not seen in training")
-        model = TabularModel(**kwargs, seed=args.seed, privacy=privacy).fit(table.take(tr))
+        train = table.take(tr)
+        model = TabularModel(**kwargs, seed=args.seed, privacy=privacy).fit(train)
         report = R.complete(model.evaluate(table.take(va)), task)
-    line = A.positive_line(model.labels, args.positive, table.take(tr).target)
+    line = A.positive_line(model.labels, args.positive, train.target)
     if line:
         print(line)
     card = model.privacy_card

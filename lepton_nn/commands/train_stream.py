@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ..errors import LeptonError
+from .args import positive_line
 
 READ_CSV_FACTOR = 14  # read_csv's peak memory / file size (measured on a CSV of numbers)
 REPORT_ROWS = 50_000  # held-out rows scored for the report (a seeded sample of chunks)
@@ -80,8 +81,6 @@ def train_stream(args, model_kwargs: dict) -> int:
     train, held = data.split(0.2, seed=args.seed)
     model = TabularModel(**model_kwargs, seed=args.seed).fit(train)
     print(f"trained on {train.n_rows:,} rows ({model.task_}); {held.n_rows:,} rows held out")
-    from .args import positive_line
-
     line = positive_line(model.labels, args.positive)  # (the rows are not in memory)
     if line:
         print(line)
