@@ -418,6 +418,30 @@ def test_runtime_uses_direct_where_compiled(tmp_path):
     assert names == want
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_runtime_direct_scratch_starts_on_cache_lines(tmp_path, monkeypatch, threads):
+    """The chain's scratch (s, z and the outputs between its layers, per thread) starts on a
+    64-byte boundary, so that the kernels' 8-float vectors never straddle a cache line
+    (np.zeros gives 16-byte alignment: which did was each process's malloc's doing)."""
+    import lepton_nn.runtime as rt
+    from lepton_nn.runtime import steps_conv
+    from lepton_nn.runtime.kernels import kernels
+
+    if type(kernels()).conv2d_direct_forward is ReferenceBackend.conv2d_direct_forward:
+        pytest.skip("the direct kernel is compiled only")
+    monkeypatch.setattr(steps_conv, "threads_for", lambda work, parts: threads)
+    _, _, path = _cnn(tmp_path)
+    plan = rt.load(path, threads=threads).plan_for(4)
+    calls = {getattr(f, "__name__", "").lstrip("_"): a for f, a, *_ in [*plan.head, *plan.tail]}
+    if threads == 1:  # (x, layers, counter, s, z, m0, m1, y), x left out by the plan's head
+        sets = [calls["conv2d_direct_chain"][-5:-1]]
+    else:  # (x, layers, sets, y, threads)
+        sets = calls["conv_direct_chain_threads"][-3]
+    flat = [a for scratch in sets for a in scratch]
+    assert len(flat) == 4 * threads  # s, z, m0, m1 per thread
+    assert [a.ctypes.data % 64 for a in flat] == [0] * len(flat)
+
+
 def test_runtime_chain_reads_the_input_uncopied(tmp_path, monkeypatch):
     """At 2 threads the chained plan hands the caller's input to the kernel as it is (a plan
     copies an input that a call reads other than as its first argument: 4 N C H W bytes)."""
