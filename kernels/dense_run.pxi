@@ -8,7 +8,8 @@
 # dense_packed_run(run, x) -> a new (m, N_last) float32 array, or -1 / -2
 #     x exactly what the chain reads (_run_gate: ndarray, float32, C-contiguous, (m,
 #     *in_shape), finite): the chain's output, written straight into a new array (no copy:
-#     nothing the runner keeps can alias it). -2: such an array holding inf or NaN; -1: any
+#     nothing the runner keeps can alias it), or into one of its last two outputs that nobody
+#     holds any more (_run_out: input_gate.pxi). -2: such an array holding inf or NaN; -1: any
 #     other x, or the runner busy in another thread (the GIL is released while the chain
 #     runs): the caller takes the general path, which checks, refuses and raises as before.
 
@@ -29,6 +30,7 @@ cdef class DensePackedRun:
     cdef readonly Py_ssize_t m, layers
     cdef readonly int threads
     cdef readonly tuple keep  # the arrays pointed at: panels, biases, intermediate buffers
+    cdef list outs  # its last two outputs (_run_out)
 
 
 def dense_packed_run_prepare(tuple panels not None, tuple bs not None, tuple acts not None,
@@ -45,7 +47,7 @@ def dense_packed_run_prepare(tuple panels not None, tuple bs not None, tuple act
     if m < 1 or not 1 <= threads <= 64:
         raise ValueError(f"dense_packed_run_prepare: m={m}, threads={threads}")
     r.nd = _run_shape(in_shape, r.shape, &k)
-    r.m, r.layers, r.threads, r.busy = m, layers, threads, False
+    r.m, r.layers, r.threads, r.busy, r.outs = m, layers, threads, False, [None, None]
     keep = []
     cdef cnp.ndarray p, o, b
     cdef cnp.npy_intp od[2]
@@ -91,9 +93,7 @@ def dense_packed_run(DensePackedRun run not None, x):
     cdef Py_ssize_t m = _run_gate(x, run.m, run.shape, run.nd)
     if m < 0:
         return m
-    cdef cnp.npy_intp od[2]
-    od[0], od[1] = m, run.dims[run.layers]
-    cdef cnp.ndarray out = cnp.PyArray_SimpleNew(2, od, cnp.NPY_FLOAT32)
+    cdef cnp.ndarray out = _run_out(run.outs, m, run.dims[run.layers])
     run.op[run.layers - 1] = <float *>cnp.PyArray_DATA(out)
     cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     run.busy = True  # set and read under the GIL: another thread's call takes the long path

@@ -175,7 +175,8 @@ def qdense_chain_forward(cnp.ndarray x not None, QDenseChain chain not None,
 #     The runtime's one-call predict (lepton_nn/runtime/onecall.py): ``chain`` prepared again
 #     (scratch and intermediate outputs of the runner's own), x checked by _run_gate
 #     (ndarray, float32, C-contiguous, (m, *in_shape), finite), the chain run and its last
-#     layer written straight into a new (m, N_last) array. -2: such an x holding inf or NaN;
+#     layer written straight into a new (m, N_last) array (or an earlier one nobody holds any
+#     more: _run_out). -2: such an x holding inf or NaN;
 #     -1: any other x, or the runner busy in another thread: the caller's general path.
 
 include "input_gate.pxi"
@@ -189,6 +190,7 @@ cdef class QDenseRun:
     cdef bint busy
     cdef readonly QDenseChain chain
     cdef readonly tuple keep  # the intermediate outputs
+    cdef list outs  # its last two outputs (_run_out)
 
 
 def qdense_chain_run_prepare(QDenseChain chain not None, tuple in_shape not None):
@@ -201,7 +203,7 @@ def qdense_chain_run_prepare(QDenseChain chain not None, tuple in_shape not None
         raise ValueError(f"qdense_chain_run_prepare: input shape {in_shape} for a chain of "
                          f"{chain.m} rows of {chain.k} features")
     r.chain = qdense_chain_prepare(chain.specs, chain.m, chain.k, chain.threads)
-    r.busy = False
+    r.busy, r.outs = False, [None, None]
     keep = []
     for l in range(r.chain.n_layers - 1):
         o = np.empty((chain.m, r.chain.widths[l]), np.float32)
@@ -219,9 +221,7 @@ def qdense_chain_run(QDenseRun run not None, x):
     cdef Py_ssize_t m = _run_gate(x, c.m, run.shape, run.nd)
     if m < 0:
         return m
-    cdef cnp.npy_intp od[2]
-    od[0], od[1] = m, c.ls[c.n_layers - 1].g.N
-    cdef cnp.ndarray out = cnp.PyArray_SimpleNew(2, od, cnp.NPY_FLOAT32)
+    cdef cnp.ndarray out = _run_out(run.outs, m, c.ls[c.n_layers - 1].g.N)
     c.op[c.n_layers - 1] = <float *>cnp.PyArray_DATA(out)
     cdef const float *xp = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef int rc

@@ -5,6 +5,7 @@ the general path kept, outputs that never alias, thread changes honoured."""
 from __future__ import annotations
 
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -114,6 +115,57 @@ def test_runner_gives_the_plans_bits_and_fresh_outputs(tmp_path, kind, threads):
         np.testing.assert_array_equal(a, b)
     rtol = 1e-5 if kind == "fp32" else 0.1
     np.testing.assert_allclose(np.concatenate(outs), model(xs).data, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_runner_reuses_only_an_output_nobody_holds(tmp_path, kind):
+    """The runner writes into one of its last two outputs only when nothing else holds it: a
+    dropped result's memory comes back, but a result still held by a variable, a view, a
+    memoryview or a weak reference never changes, and one reshaped, retyped or made
+    read-only before it was dropped is not handed out again."""
+    _, path = _saved(tmp_path, kind)
+    m = rt.load(path, threads=1)
+    xs = np.random.default_rng(6).standard_normal((3, 1, 64)).astype(np.float32)
+    want = [_general(m, x) for x in xs]
+    address = m.predict(xs[0]).__array_interface__["data"][0]  # dropped at once
+    for _ in range(3):
+        got = m.predict(xs[1])
+        assert got.__array_interface__["data"][0] == address  # the same memory, again
+        np.testing.assert_array_equal(got, want[1])
+        del got
+    y = None
+    for i in range(6):  # y = predict(x) in a loop: the last result stays intact meanwhile
+        last, y = y, m.predict(xs[i % 3])
+        np.testing.assert_array_equal(y, want[i % 3])
+        if last is not None:
+            np.testing.assert_array_equal(last, want[(i - 1) % 3])
+    held = m.predict(xs[0])
+    view = m.predict(xs[0])[0]
+    buffer = memoryview(m.predict(xs[0]))
+    weak = weakref.ref(m.predict(xs[0]))
+    for _ in range(3):
+        np.testing.assert_array_equal(m.predict(xs[1]), want[1])
+        np.testing.assert_array_equal(m.predict(xs[2]), want[2])
+    np.testing.assert_array_equal(held, want[0])
+    np.testing.assert_array_equal(view, want[0][0])
+    np.testing.assert_array_equal(np.asarray(buffer), want[0])
+    assert weak() is not None
+    np.testing.assert_array_equal(weak(), want[0])
+    del held, view, buffer, weak
+    for change in ("shape", "dtype", "readonly"):
+        for _ in range(2):  # whichever of the two it keeps was changed
+            out = m.predict(xs[0])
+            if change == "shape":
+                out.shape = (out.size,)
+            elif change == "dtype":
+                out.dtype = np.int32
+            else:
+                out.flags.writeable = False
+            del out
+            got = m.predict(xs[1])
+            assert got.shape == (1, 5) and got.dtype == np.float32 and got.flags.writeable
+            np.testing.assert_array_equal(got, want[1])
+            del got
 
 
 @pytest.mark.parametrize("kind", ["fp32", "int8"])

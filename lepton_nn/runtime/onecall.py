@@ -17,7 +17,10 @@ every argument that does not depend on ``x`` resolved once, here::
 so that :class:`~.model.InferenceModel` calls it first and takes its general path (which
 converts, checks, raises ``ShapeError``/``DataError`` and plans as before) on -1 or -2.
 The runner keeps its own intermediate buffers and scratch, and writes the last layer
-straight into the array it returns: no output aliases anything it keeps, and a call from
+straight into the array it returns: no output aliases anything it keeps. That array is new,
+or one of the runner's last two outputs that nobody holds any more (no variable, view,
+buffer or weak reference: its only reference is the runner's, ``kernels/input_gate.pxi``'s
+``_run_out``), which saves NumPy's allocation and deallocation of it; and a call from
 another thread while it runs (the GIL is released in the chain) takes the general path
 and the plan's own buffers. Same kernel, same arguments: the same bits as the plan.
 
