@@ -214,6 +214,22 @@ qg_epi256(const qg_args *p, int64_t m, int64_t n, __m256i acc, int32_t off, floa
     }
 }
 
+/* A register tile's epilogue, out of line: rows m0 .. m0 + rows - 1, each nv vectors of 8
+ * columns from column n (acc[r nv + v]; a vector starting at or past N is not stored), row
+ * m's offset qg_off(p, m) + dz. One copy of the activations' code for every tile shape of the
+ * 256-bit paths: inlined into each (6 tile shapes of the AVX2 kernel, 4 of the GEMV, 4 of
+ * each VNNI twin) it was ~200 KB of the extension; the call costs a few instructions a tile. */
+__attribute__((target("avx2,fma"), noinline)) static void
+qg_epi256_tile(const qg_args *p, int64_t m0, int rows, int64_t n, const __m256i *acc, int nv,
+               int32_t dz) {
+    for (int r = 0; r < rows; r++) {
+        const int32_t off = qg_off(p, m0 + r) + dz;
+        const float xs = p->xs[(m0 + r) * p->xs_step];
+        for (int v = 0; v < nv && n + 8 * v < p->N; v++)
+            qg_epi256(p, m0 + r, n + 8 * v, acc[r * nv + v], off, xs);
+    }
+}
+
 /* ============================================================== AVX2, exact without VNNI */
 #include "qgemm_avx2.h"
 

@@ -62,7 +62,7 @@ static void qg_emu_dpbusd(qg_emu_tiles *s, int c, int a, int b) {
 
 __attribute__((target(QGA_TARGET))) static int QGA_NAME(const qg_args *p, int64_t nb_lo,
                                                          int64_t nb_hi) {
-    const int64_t M = p->M, N = p->N, K = p->K, Kp = qg_kp(K), K64 = (K + 63) & ~(int64_t)63;
+    const int64_t M = p->M, K = p->K, Kp = qg_kp(K), K64 = (K + 63) & ~(int64_t)63;
     const int64_t KT = K64 / 64, KT_full = Kp / 64; /* slabs; those whole in the packing */
     const uint8_t flip = p->a_signed ? 0x80 : 0;
     uint8_t *abuf = (uint8_t *)qg_amalloc((size_t)(32 * K64));
@@ -133,14 +133,9 @@ __attribute__((target(QGA_TARGET))) static int QGA_NAME(const qg_args *p, int64_
                     QGA_STORE(2, cbuf + 16 * 32, 128);
                     QGA_STORE(3, cbuf + 16 * 32 + 16, 128);
                 }
-                for (int64_t r = 0; r < mr; r++) {
-                    const int32_t off = qg_off(p, m0 + r);
-                    const float xs = p->xs[(m0 + r) * p->xs_step];
-                    qg_epi512(p, m0 + r, nb * 16, _mm512_load_si512(cbuf + r * 32), off, xs);
-                    if (nb1 != nb && nb1 * 16 < N)
-                        qg_epi512(p, m0 + r, nb1 * 16, _mm512_load_si512(cbuf + r * 32 + 16), off,
-                                  xs);
-                }
+                for (int64_t r = 0; r < mr; r++) /* row r: nb's 16 columns, then nb1's */
+                    qg_epi512_tile(p, m0 + r, 1, nb * 16, (const __m512i *)(cbuf + r * 32),
+                                   nb1 != nb ? 2 : 1);
             }
         }
         QGA_RELEASE();

@@ -139,17 +139,13 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
 #pragma GCC unroll 4
             for (int q = 0; q < NQ; q++) done[r * 4 + q] = acc[r][q];
     }
-    for (int r = 0; r < MR; r++) {
-        const int32_t off = qg_off(p, m0 + r);
-        const float xs = p->xs[(m0 + r) * p->xs_step];
-        for (int q = 0; q < NQ; q += 2) {
-            /* fold k pairs: hadd -> [c0 c1 c4 c5 | c2 c3 c6 c7], then order the 64-bit pairs */
-            const __m256i s = _mm256_permute4x64_epi64(
+    /* fold k pairs: hadd -> [c0 c1 c4 c5 | c2 c3 c6 c7], then order the 64-bit pairs */
+    __m256i s[QG_MR2 * 2]; /* s[r NQ / 2 + q / 2]: row r's columns 4 (q0 + q) .. + 7 */
+    for (int r = 0; r < MR; r++)
+        for (int q = 0; q < NQ; q += 2)
+            s[r * (NQ / 2) + q / 2] = _mm256_permute4x64_epi64(
                 _mm256_hadd_epi32(done[r * 4 + q], done[r * 4 + q + 1]), 0xD8);
-            const int64_t n = nb * 16 + 4 * (q0 + q);
-            if (n < p->N) qg_epi256(p, m0 + r, n, s, off, xs);
-        }
-    }
+    qg_epi256_tile(p, m0, MR, nb * 16 + 4 * q0, s, NQ / 2, 0);
 }
 
 /* ------------------------------------------------------------------ a few rows: the GEMV
@@ -189,9 +185,11 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
  * directly. */
 #define QG_GEMV_ROWS 1
 
-/* Keeps v in a ymm register here: without it gcc 12 hoisted all eight loads + vpxor of a
- * step ahead of the multiplies and spilled two accumulators to the stack (25 % slower). */
-#define QV_IN_REGISTER(v) __asm__("" : "+x"(v))
+/* acc += d (vpaddd) in acc's own ymm register: with the plain intrinsic gcc 12 hoisted all
+ * eight loads + vpxor of a step ahead of the multiplies and spilled two accumulators to the
+ * stack (25 % slower); with an empty asm keeping acc in a register it added into a temporary
+ * and copied it back (a vmovdqa per accumulator, 8 of a step's 46 instructions: 38 now). */
+#define QV_ADD_IN_PLACE(acc, d) __asm__("vpaddd %1, %0, %0" : "+x"(acc) : "x"(d))
 
 /* The columns [16 nb0, 16 nb0 + 8 V) of row m: acc[v] (8 columns each, V of them: 2 per
  * 16-column block, 1 when a layer's last block has <= 8 columns) over every 4-k group, then
@@ -199,7 +197,7 @@ qg_tile_avx2(const qg_args *p, int64_t m0, const int MR, int64_t nb, const int q
  * c = C = sum min(a', 0) (the rows' share the xor adds, see the top). */
 static inline __attribute__((target("avx2,fma"), always_inline)) void
 qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int V, const uint8_t *ua,
-        const uint8_t *ma, int32_t c, int32_t off, float xs) {
+        const uint8_t *ma, int32_t c) {
     const int64_t Kp = qg_kp(p->K), G = Kp >> 2, bstep = 16 * Kp;
     const int8_t *bp = p->b + nb0 * bstep;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -217,8 +215,7 @@ qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int V, const uint8_t *ua
             const __m256i w = _mm256_loadu_si256(
                 (const __m256i *)(bp + (v >> 1) * bstep + g * 64 + 32 * (v & 1)));
             const __m256i pr = _mm256_maddubs_epi16(av, _mm256_xor_si256(w, mv));
-            acc[v] = _mm256_add_epi32(acc[v], _mm256_madd_epi16(pr, ones));
-            QV_IN_REGISTER(acc[v]);
+            QV_ADD_IN_PLACE(acc[v], _mm256_madd_epi16(pr, ones));
         }
     }
     /* spill once with constant indices (keeps acc in registers inside the loop above);
@@ -227,10 +224,8 @@ qv_tile(const qg_args *p, int64_t m, int64_t nb0, const int V, const uint8_t *ua
     const __m256i cv = _mm256_set1_epi32(c);
 #pragma GCC unroll 8
     for (int v = 0; v < V; v++) done[v] = _mm256_sub_epi32(acc[v], cv);
-    for (int v = 0; v < V; v++) {
-        const int64_t n = nb0 * 16 + 8 * v;
-        if (n < p->N) qg_epi256(p, m, n, done[v], off, xs);
-    }
+    /* sum (q - zp) w = sum a' w - (zp - 128) cs: the offset less 128 */
+    qg_epi256_tile(p, m, 1, nb0 * 16, done, V, -128);
 }
 
 /* Row a (K activation bytes) prepared for qv_tile: ua = |a'| and ma = its sign mask (Kp bytes
@@ -268,20 +263,18 @@ __attribute__((target("avx2,fma"))) static void qv_gemv_cols(const qg_args *p, i
                                                              int64_t nb_lo, int64_t nb_hi,
                                                              const uint8_t *ua, const uint8_t *ma,
                                                              int32_t c) {
-    const int32_t off = qg_off(p, m) - 128; /* sum (q - zp) w = sum a' w - (zp - 128) cs */
-    const float xs = p->xs[m * p->xs_step];
     int64_t nb = nb_lo;
-    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 8, ua, ma, c, off, xs);
+    for (; nb + 4 <= nb_hi; nb += 4) qv_tile(p, m, nb, 8, ua, ma, c);
     /* the last 1-3 blocks: 2 vectors each, 1 when only <= 8 columns are left (N = 1: 1) */
     int64_t v = 2 * (nb_hi - nb), cols = p->N - 16 * nb;
     if (v > (cols + 7) >> 3) v = (cols + 7) >> 3;
     switch (v) {
     case 6:
-    case 5: qv_tile(p, m, nb, 6, ua, ma, c, off, xs); break; /* (the 6th vector not stored) */
+    case 5: qv_tile(p, m, nb, 6, ua, ma, c); break; /* (the 6th vector not stored) */
     case 4:
-    case 3: qv_tile(p, m, nb, 4, ua, ma, c, off, xs); break;
-    case 2: qv_tile(p, m, nb, 2, ua, ma, c, off, xs); break;
-    case 1: qv_tile(p, m, nb, 1, ua, ma, c, off, xs); break;
+    case 3: qv_tile(p, m, nb, 4, ua, ma, c); break;
+    case 2: qv_tile(p, m, nb, 2, ua, ma, c); break;
+    case 1: qv_tile(p, m, nb, 1, ua, ma, c); break;
     default: break;
     }
 }

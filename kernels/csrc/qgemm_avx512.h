@@ -33,6 +33,18 @@ qg_epi512(const qg_args *p, int64_t m, int64_t n, __m512i acc, int32_t off, floa
     _mm512_mask_storeu_ps(p->outf + m * p->N + n, k, la_act512(y, p->act));
 }
 
+/* qg_epi256_tile's twin: rows m0 .. m0 + rows - 1, nv vectors of 16 columns each from column
+ * n (acc[r nv + v]; one starting at or past N is not stored), out of line (see there) */
+__attribute__((target(QG_T512), noinline)) static void
+qg_epi512_tile(const qg_args *p, int64_t m0, int rows, int64_t n, const __m512i *acc, int nv) {
+    for (int r = 0; r < rows; r++) {
+        const int32_t off = qg_off(p, m0 + r);
+        const float xs = p->xs[(m0 + r) * p->xs_step];
+        for (int v = 0; v < nv && n + 16 * v < p->N; v++)
+            qg_epi512(p, m0 + r, n + 16 * v, acc[r * nv + v], off, xs);
+    }
+}
+
 /* One MR x (16 NV) register tile over all of K; MR and NV are constants after inlining. */
 static inline __attribute__((target(QG_T512), always_inline)) void
 qg_tile512(const qg_args *p, int64_t m0, const int MR, int64_t nb0, const int NV) {
@@ -69,14 +81,7 @@ qg_tile512(const qg_args *p, int64_t m0, const int MR, int64_t nb0, const int NV
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) done[r * NV + v] = acc[r][v];
-    for (int r = 0; r < MR; r++) {
-        const int32_t off = qg_off(p, m0 + r);
-        const float xs = p->xs[(m0 + r) * p->xs_step];
-        for (int v = 0; v < NV; v++) {
-            const int64_t n = (nb0 + v) * 16;
-            if (n < p->N) qg_epi512(p, m0 + r, n, done[r * NV + v], off, xs);
-        }
-    }
+    qg_epi512_tile(p, m0, MR, nb0 * 16, done, NV);
 }
 
 #define QG_C512(R, V)                                                                              \

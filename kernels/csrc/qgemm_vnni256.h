@@ -32,13 +32,13 @@ QGV_TILE(const qg_args *p, int64_t m0, const int MR, int64_t nb) {
             acc[r][1] = QGV_DPBUSD(acc[r][1], av, b1);
         }
     }
+    __m256i done[8]; /* done[2 r + h] = acc[r][h] */
 #pragma GCC unroll 4
     for (int r = 0; r < MR; r++) {
-        const int32_t off = qg_off(p, m0 + r);
-        const float xs = p->xs[(m0 + r) * p->xs_step];
-        qg_epi256(p, m0 + r, nb * 16, acc[r][0], off, xs);
-        if (nb * 16 + 8 < p->N) qg_epi256(p, m0 + r, nb * 16 + 8, acc[r][1], off, xs);
+        done[2 * r] = acc[r][0];
+        done[2 * r + 1] = acc[r][1];
     }
+    qg_epi256_tile(p, m0, MR, nb * 16, done, 2, 0);
 }
 
 __attribute__((target(QGV_TARGET))) static int QGV_NAME(const qg_args *p, int64_t nb_lo,

@@ -130,7 +130,7 @@ static inline int64_t qv_count(uint64_t v, uint64_t g) {
 typedef struct {
     qg_args p;
     int gemv;
-    uint8_t *ua, *ma; /* m rows of qv_row(K) bytes */
+    uint8_t *ua, *ma; /* m rows of qv_row(K) bytes (ua: q's bytes, see qv_part_bytes) */
     int32_t *c;       /* m */
     int64_t unb;
 } qv_cur;
@@ -143,10 +143,11 @@ static inline int64_t qv_al64(int64_t n) { return (n + 63) & ~(int64_t)63; }
  * (callgrind, the 32-32-16-1 credit MLP: 3040 -> 2880 a call). */
 static inline int64_t qv_row(int64_t K) { return (K + 31) & ~(int64_t)31; }
 
-/* Bytes of one part's scratch: q, ua, ma (m rows of qv_row(kmax) each), scale, zero point,
- * C (m). */
+/* Bytes of one part's scratch: ua, ma (m rows of qv_row(kmax) each), scale, zero point,
+ * C (m). The tile kernel's quantized rows q take ua's bytes: the GEMV (ua, ma) never keeps
+ * q, the tile kernel never reads ua or ma, and a layer uses one of the two. */
 static inline int64_t qv_part_bytes(int64_t m, int64_t kmax) {
-    return 3 * qv_al64(m * qv_row(kmax)) + 3 * qv_al64(4 * m);
+    return 2 * qv_al64(m * qv_row(kmax)) + 3 * qv_al64(4 * m);
 }
 
 /* Bytes of scratch qv_chain needs: 64 (alignment), every part's, the counters, the units
@@ -161,7 +162,7 @@ static inline int64_t qv_scratch_bytes(int64_t m, int64_t kmax, int64_t layers, 
 static void qv_prep(const qv_job *j, int t, int64_t l, qv_cur *cur) {
     const int64_t m = j->m;
     const int64_t rows = qv_al64(m * qv_row(j->kmax));
-    uint8_t *q = j->parts_scratch + t * j->part_bytes, *ua = q + rows, *ma = ua + rows;
+    uint8_t *q = j->parts_scratch + t * j->part_bytes, *ua = q, *ma = ua + rows;
     float *scale = (float *)(ma + rows);
     int32_t *zp = (int32_t *)((uint8_t *)scale + qv_al64(4 * m));
     int32_t *c = (int32_t *)((uint8_t *)zp + qv_al64(4 * m));
@@ -392,7 +393,7 @@ run:
  * 32-32-16-1). One row's ua / ma at a time (q, C not kept). */
 __attribute__((target("avx2,fma"))) static void qv_chain_gemv(const qv_job *j) {
     const int64_t m = j->m, rows = qv_al64(m * qv_row(j->kmax));
-    uint8_t *ua = j->parts_scratch + rows, *ma = ua + rows;
+    uint8_t *ua = j->parts_scratch, *ma = ua + rows;
     float *scale = (float *)(ma + rows);
     int32_t *zp = (int32_t *)((uint8_t *)scale + qv_al64(4 * m));
     for (int64_t l = 0; l < j->layers; l++) {
