@@ -32,7 +32,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_backend
 from ..backend.threads import blas_single, row_ranges, thread_ranges, threads_for
 from ..errors import ShapeError
-from ._workspace import workspace
+from ._workspace import recycled, workspace
 
 __all__ = [
     "LSTM",
@@ -94,7 +94,7 @@ class _Sequence(Function):
         t = h.shape[0] - 1
         ys = h[:-1] if self.reverse else h[1:]  # (T, B, U)
         final = 0 if self.reverse else t
-        out = np.empty((h.shape[1], t + len(states), h.shape[2]), h.dtype)
+        out = recycled((h.shape[1], t + len(states), h.shape[2]), h.dtype)
         out[:, :t] = ys.transpose(1, 0, 2)
         if self.mask is not None:
             out[:, :t] *= self.mask.T[:, :, None]
@@ -151,9 +151,9 @@ class LSTM(_Sequence):
         be = get_backend()
         self._prepare(x, w_ih, w_hh, b, mask, reverse)
         (bt, t, f), u, dt = x.shape, self.w_hh.shape[0], x.dtype
-        h = np.empty((t + 1, bt, u), dt)  # every state: the backward reads them all
-        c = np.empty_like(h)
-        g = np.empty((t, bt, 4 * u), dt)  # each step's gates [i, f, g, o]
+        h = recycled((t + 1, bt, u), dt)  # every state: the backward reads them all
+        c = recycled(h.shape, dt)
+        g = recycled((t, bt, 4 * u), dt)  # each step's gates [i, f, g, o]
         first = t if reverse else 0
         h[first], c[first] = h0, c0
         wp = be.pack_recurrent("LSTM", self.w_ih, None if b is None else np.asarray(b, dt),
@@ -199,8 +199,8 @@ class GRU(_Sequence):
         xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
         self.b_hh = None if b_hh is None else np.asarray(b_hh, x.dtype)
-        h = np.empty((t + 1, bt, u), x.dtype)
-        g = np.empty((t, bt, 4 * u), x.dtype)
+        h = recycled((t + 1, bt, u), x.dtype)
+        g = recycled((t, bt, 4 * u), x.dtype)
         hz = np.empty((bt, 3 * u), x.dtype)
         h[t if reverse else 0] = h0
         hs, gs, xs, ms, w_hh, b_hh = (
@@ -255,7 +255,7 @@ class SimpleRNN(_Sequence):
         step = get_backend().rnn_step_forward
         xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
-        h = np.empty((t + 1, bt, u), x.dtype)
+        h = recycled((t + 1, bt, u), x.dtype)
         hz = np.empty((bt, u), x.dtype)
         h[t if reverse else 0] = h0
         hs, xs, ms, w_hh = list(h), list(xz), self._masks(t), self.w_hh
