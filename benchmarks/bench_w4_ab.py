@@ -5,6 +5,8 @@ timed in interleaved rounds; medians of wall time and of process CPU time per st
 
 CPU time (all threads of the worker) is the load-proof figure on a shared machine: a
 neighbour that takes the core stretches the wall time, not the CPU time the step needs.
+It includes the kernel's time for page faults, also counted per step (``faults``): fresh
+multi-megabyte arrays each step once cost W4 842 faults and a third of its CPU time.
 Each round: the old worker runs ``--steps`` steps, then the new one (order alternates).
 """
 
@@ -18,7 +20,7 @@ import subprocess
 import sys
 
 WORKER = r"""
-import json, sys, time
+import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 threads = int(sys.argv[2])
 from threadpoolctl import threadpool_limits
@@ -42,12 +44,14 @@ print("ready", flush=True)
 k = 0
 for line in sys.stdin:
     n = int(line)
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n):
         step(k)
         k += 1
     t1, c1 = time.perf_counter(), time.process_time()
-    print(json.dumps([(t1 - t0) / n, (c1 - c0) / n]), flush=True)
+    f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    print(json.dumps([(t1 - t0) / n, (c1 - c0) / n, (f1 - f0) / n]), flush=True)
 """
 
 
@@ -64,7 +68,7 @@ def _worker(tree: str, threads: int) -> subprocess.Popen:
     return p
 
 
-def _round(p: subprocess.Popen, steps: int) -> tuple[float, float]:
+def _round(p: subprocess.Popen, steps: int) -> tuple[float, float, float]:
     p.stdin.write(f"{steps}\n")
     p.stdin.flush()
     return tuple(json.loads(p.stdout.readline()))
@@ -88,12 +92,13 @@ def main() -> None:
         for p in workers.values():
             p.stdin.close()
             p.wait()
-        med = {k: [statistics.median(x[i] for x in v) for i in (0, 1)] for k, v in got.items()}
+        med = {k: [statistics.median(x[i] for x in v) for i in (0, 1, 2)] for k, v in got.items()}
         print(
             f"threads={n}: old wall {1e3 * med['old'][0]:.2f} ms, cpu {1e3 * med['old'][1]:.2f} ms"
             f" | new wall {1e3 * med['new'][0]:.2f} ms, cpu {1e3 * med['new'][1]:.2f} ms"
             f" | old/new wall {med['old'][0] / med['new'][0]:.2f}x,"
-            f" cpu {med['old'][1] / med['new'][1]:.2f}x  (medians of {a.rounds} rounds)"
+            f" cpu {med['old'][1] / med['new'][1]:.2f}x | faults/step old {med['old'][2]:.0f},"
+            f" new {med['new'][2]:.0f}  (medians of {a.rounds} rounds)"
         )
     print(f"load average after: {os.getloadavg()}")
 

@@ -283,3 +283,61 @@ def test_lstm_op_float32_matches_torch_with_lengths_and_threads(be, reverse):
     np.testing.assert_allclose(got[4], m.weight_ih_l0.grad.numpy().T, **tol)
     np.testing.assert_allclose(got[5], m.weight_hh_l0.grad.numpy().T, **tol)
     np.testing.assert_allclose(got[6], m.bias_ih_l0.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_last_state_only_same_states_and_grads(be, cell, reverse):
+    """``sequences=False`` (a layer without ``return_sequences``) packs the final states
+    alone and its backward reads no output gradient (gy None): the same final states and
+    the same gradients of every input as the full op whose outputs the loss ignores."""
+    from lepton_nn.ops import recurrent as rec
+
+    rng = np.random.default_rng(11)
+    b, t, f, u = 5, 7, 4, 19
+    g = {"lstm": 4, "gru": 3, "simple_rnn": 1}[cell]
+    arrays = [
+        rng.standard_normal((b, t, f)),
+        rng.standard_normal((f, g * u)) / 2,
+        rng.standard_normal((u, g * u)) / 5,
+        *[rng.standard_normal(g * u) for _ in range(2 if cell == "gru" else 1)],
+        *[rng.standard_normal((b, u)) for _ in range(2 if cell == "lstm" else 1)],
+    ]
+    mask = np.arange(t)[None, :] < np.array([7, 3, 0, 5, 6])[:, None]
+    runs = []
+    for sequences in (True, False):
+        args = [Tensor(a.astype(np.float32), requires_grad=True) for a in arrays]
+        ys, *finals = getattr(rec, cell)(*args, mask=mask, reverse=reverse, sequences=sequences)
+        assert (ys is None) == (not sequences)
+        sum((s * float(k + 2)).sum() for k, s in enumerate(finals)).backward()
+        runs.append([s.data for s in finals] + [a.grad for a in args])
+    for got, want in zip(runs[1], runs[0], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_warm_lstm_step_allocates_no_big_array():
+    """A training step of W4's shape (batch 32, 50 steps, 64 units) takes its states, gates
+    and output from ``recycled()`` once warm: nothing of their size (the gates: 1.6 MB) is
+    allocated afresh (each step faulted in ~3.4 MB of new pages, 842 of them, a third of its
+    CPU time; what is left is the weight packing and gradients, ~0.3 MB)."""
+    import tracemalloc
+
+    from lepton_nn import nn
+
+    rng = np.random.default_rng(3)
+    layer = nn.LSTM(64, input_size=8)
+    x = Tensor(rng.standard_normal((32, 50, 8)).astype(np.float32))
+
+    def step():
+        layer.zero_grad()
+        (layer(x) * 1.5).sum().backward()
+
+    for _ in range(3):
+        step()
+    tracemalloc.start()
+    try:
+        step()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"a warm step allocated up to {peak} bytes at once"

@@ -110,7 +110,8 @@ class _Recurrent(Module):
 
     def call(self, x, lengths=None, mask=None, initial_state=None):
         """Outputs (B, T, U') if ``return_sequences`` else the final state (B, U');
-        with ``return_state``, a tuple (output, *final states of each direction)."""
+        with ``return_state``, a tuple (output, *final states of each direction). Without
+        ``return_sequences`` the op makes the final states alone (``sequences=False``)."""
         x = as_input(self, x)
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ShapeError(
@@ -168,7 +169,8 @@ class SimpleRNN(_Recurrent):
 
     def _run(self, x, d, mask, states, reverse):
         w = [getattr(self, n + d) for n in ("weight_ih", "weight_hh", "bias")]
-        return simple_rnn(x, *w, h0=states[0], mask=mask, reverse=reverse)
+        return simple_rnn(x, *w, h0=states[0], mask=mask, reverse=reverse,
+                          sequences=self.return_sequences)  # fmt: skip
 
 
 class LSTM(_Recurrent):
@@ -221,7 +223,8 @@ class LSTM(_Recurrent):
 
     def _run(self, x, d, mask, states, reverse):
         w = [getattr(self, n + d) for n in ("weight_ih", "weight_hh", "bias")]
-        return lstm(x, *w, h0=states[0], c0=states[1], mask=mask, reverse=reverse)
+        return lstm(x, *w, h0=states[0], c0=states[1], mask=mask, reverse=reverse,
+                    sequences=self.return_sequences)  # fmt: skip
 
     def get_config(self) -> dict:
         return {**super().get_config(), "unit_forget_bias": self.unit_forget_bias}
@@ -241,7 +244,8 @@ class GRU(_Recurrent):
 
     def _run(self, x, d, mask, states, reverse):
         w = [getattr(self, n + d) for n in ("weight_ih", "weight_hh", "bias", "bias_hh")]
-        return gru(x, *w, h0=states[0], mask=mask, reverse=reverse)
+        return gru(x, *w, h0=states[0], mask=mask, reverse=reverse,
+                   sequences=self.return_sequences)  # fmt: skip
 
 
 class Embedding(Module):

@@ -7,7 +7,8 @@ Each of ``LSTM``, ``GRU``, ``SimpleRNN`` is ONE ``Function`` for the whole seque
   (LSTM: the whole recurrence is one backend call over ranges of batch rows, below);
 - backward (BPTT): per step, in reverse, one kernel for the gate gradients and one GEMM
   (dz W_hh^T) for the gradient reaching the previous state (LSTM: one backend call); then
-  one GEMM each for dW_ih, dW_hh and dX over all steps at once.
+  one GEMM each for dW_ih, dW_hh and dX over all steps at once (LSTM, SimpleRNN: db, dW_ih
+  and dW_hh as one GEMM).
 
 Shapes: x (B, T, F) batch first; weights in Keras's layout, ``w_ih`` (F, G U), ``w_hh``
 (U, G U), G = 4 (LSTM: i, f, g, o), 3 (GRU: z, r, n), 1 (SimpleRNN). Internally time-major:
@@ -21,7 +22,9 @@ is exactly "each sequence reversed within its own length".
 
 Outputs are packed in one array (a Function returns one): (B, T + S, U) holding the T
 outputs, then the S final states (LSTM: h, c; others: h). Use :func:`lstm`, :func:`gru`,
-:func:`simple_rnn`, which split it.
+:func:`simple_rnn`, which split it. With ``sequences=False`` (a layer that returns only its
+last state) the op packs the S final states alone, (B, S, U): no copy of the T outputs
+forward, and backward no gradient of them to scatter, transpose and read (gy = None).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ..autograd import Function, Tensor
 from ..backend import get_backend
 from ..backend.threads import blas_single, row_ranges, thread_ranges, threads_for
 from ..errors import ShapeError
-from ._workspace import workspace
+from ._workspace import recycled, workspace
 
 __all__ = [
     "LSTM",
@@ -65,18 +68,19 @@ class _Sequence(Function):
         rows = self.xt.shape[0] // max(len(self.steps), 1)
         return blas_single(0 if compiled else 2 * rows * u * gu)
 
-    def _prepare(self, x, w_ih, w_hh, b, mask, reverse):
-        """Weights in x's dtype, x time-major (T B, F), the mask and the step order."""
-        dt = x.dtype
+    def _prepare(self, x, w_ih, w_hh, b, mask, reverse, sequences):
+        """Weights in x's dtype, x time-major (T B, F), the mask, the step order and
+        whether the outputs of every step are packed."""
+        dt, self.sequences = x.dtype, sequences
         self.w_ih, self.w_hh = np.asarray(w_ih, dt), np.asarray(w_hh, dt)
         bt, t, f = x.shape
         self.xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(t * bt, f)  # (T B, F)
         self.mask, self.reverse, self.has_b = mask, reverse, b is not None
         self.steps = range(t - 1, -1, -1) if reverse else range(t)
 
-    def _setup(self, x, w_ih, w_hh, b, mask, reverse):
+    def _setup(self, x, w_ih, w_hh, b, mask, reverse, sequences):
         """_prepare, then the input projections of all steps: X W_ih + b (T, B, G U)."""
-        self._prepare(x, w_ih, w_hh, b, mask, reverse)
+        self._prepare(x, w_ih, w_hh, b, mask, reverse, sequences)
         dt, (bt, t, _) = x.dtype, x.shape
         xz = workspace("rnn_xz", (t * bt, self.w_ih.shape[1]), dt)  # forward-only scratch
         get_backend().gemm(self.xt, False, self.w_ih, False, xz)  # (T B, G U)
@@ -89,12 +93,15 @@ class _Sequence(Function):
         return [None] * t if self.mask is None else list(self.mask)
 
     def _pack(self, states):
-        """(B, T + S, U): outputs (masked to 0), then each final state."""
+        """(B, T + S, U): outputs (masked to 0), then each final state; without
+        ``sequences`` (B, S, U), the final states alone."""
         h = states[0]
         t = h.shape[0] - 1
-        ys = h[:-1] if self.reverse else h[1:]  # (T, B, U)
         final = 0 if self.reverse else t
-        out = np.empty((h.shape[1], t + len(states), h.shape[2]), h.dtype)
+        if not self.sequences:
+            return np.stack([s[final] for s in states], axis=1)
+        ys = h[:-1] if self.reverse else h[1:]  # (T, B, U)
+        out = recycled((h.shape[1], t + len(states), h.shape[2]), h.dtype)
         out[:, :t] = ys.transpose(1, 0, 2)
         if self.mask is not None:
             out[:, :t] *= self.mask.T[:, :, None]
@@ -103,11 +110,15 @@ class _Sequence(Function):
         return out
 
     def _unpack_grad(self, g, n_states):
-        """The packed gradient as (GY time-major (T, B, U), [d final state, ...])."""
-        t = g.shape[1] - n_states
+        """The packed gradient as (GY time-major (T, B, U), [d final state, ...]); GY is
+        None without ``sequences``."""
+        t = g.shape[1] - n_states  # 0 without sequences
+        finals = [np.array(g[:, t + k], dtype=self.xt.dtype) for k in range(n_states)]
+        if not self.sequences:
+            return None, finals
         gy = workspace("rnn_gy", (t, g.shape[0], g.shape[2]), self.xt.dtype)
         gy[...] = g[:, :t].transpose(1, 0, 2)
-        return gy, [np.array(g[:, t + k], dtype=self.xt.dtype) for k in range(n_states)]
+        return gy, finals
 
     def _weight_grads(self, dxz, dhz, h):
         """dX, dW_ih, dW_hh, db from the per-step pre-activation gradients (T, B, G U)."""
@@ -121,6 +132,17 @@ class _Sequence(Function):
         gemm = get_backend().gemm  # F is often small: thin products stay on one BLAS thread
         if self.needs_grad[0]:
             gx = gemm(dxz2, False, self.w_ih, True).reshape(t, bt, -1).transpose(1, 0, 2)
+        if dxz is dhz and self.has_b and all(self.needs_grad[1:4]):
+            # [db; dW_ih; dW_hh] = [1, X, H_prev]^T dz: one product, one pass over dz
+            # instead of three (the thin X^T dz alone ran at a third of the GEMM's speed);
+            # dW_hh and db come out with the same bits as apart
+            f, u = self.xt.shape[1], h.shape[2]
+            a = workspace("rnn_a", (t * bt, 1 + f + u), dxz.dtype)
+            a[:, 0] = 1
+            a[:, 1 : 1 + f] = self.xt
+            a[:, 1 + f :] = hp
+            w = gemm(a, True, dxz2, False)
+            return gx, w[1 : 1 + f], w[1 + f :], w[0]
         if self.needs_grad[1]:
             gw_ih = gemm(self.xt, True, dxz2, False)
         if self.needs_grad[2]:
@@ -136,7 +158,8 @@ class LSTM(_Sequence):
     z_t = x_t W_ih + h_{t-1} W_hh + b;  i, f, o = sigmoid(.), g = tanh(.)
     c_t = f c_{t-1} + i g;  h_t = o tanh(c_t).
     Inputs x (B, T, F), w_ih (F, 4U), w_hh (U, 4U), b (4U,) [optional], h0, c0 (B, U).
-    Output (B, T + 2, U): h_1..h_T (0 where masked), then the final h and c.
+    Output (B, T + 2, U): h_1..h_T (0 where masked), then the final h and c; with
+    ``sequences=False`` (B, 2, U): the final h and c.
 
     Both directions of the recurrence are one backend call each over ranges of batch rows
     (rows are independent through the sequence; the compiled kernels split them over the
@@ -147,13 +170,15 @@ class LSTM(_Sequence):
 
     gates = 4
 
-    def forward(self, x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
+    def forward(
+        self, x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False, sequences=True
+    ):
         be = get_backend()
-        self._prepare(x, w_ih, w_hh, b, mask, reverse)
+        self._prepare(x, w_ih, w_hh, b, mask, reverse, sequences)
         (bt, t, f), u, dt = x.shape, self.w_hh.shape[0], x.dtype
-        h = np.empty((t + 1, bt, u), dt)  # every state: the backward reads them all
-        c = np.empty_like(h)
-        g = np.empty((t, bt, 4 * u), dt)  # each step's gates [i, f, g, o]
+        h = recycled((t + 1, bt, u), dt)  # every state: the backward reads them all
+        c = recycled(h.shape, dt)
+        g = recycled((t, bt, 4 * u), dt)  # each step's gates [i, f, g, o]
         first = t if reverse else 0
         h[first], c[first] = h0, c0
         wp = be.pack_recurrent("LSTM", self.w_ih, None if b is None else np.asarray(b, dt),
@@ -175,7 +200,7 @@ class LSTM(_Sequence):
     def backward(self, grad):
         be = get_backend()
         gy, (dh, dc) = self._unpack_grad(grad, 2)
-        dz = workspace("rnn_dz", self.g.shape, gy.dtype)  # every row of every step is written
+        dz = workspace("rnn_dz", self.g.shape, dh.dtype)  # every row of every step is written
         with self._one_blas_thread(be.recurrent_rows_exact(dz.dtype)):
             be.lstm_back_threads(gy, self.g, self.c, be.pack_lstm_back(self.w_hh), self.mask,
                                  dh, dc, dz, self.bounds, self.reverse, self.threads)  # fmt: skip
@@ -189,18 +214,21 @@ class GRU(_Sequence):
     a_t = h_{t-1} W_hh + b_hh;  z = sigmoid(xz_z + a_z);  r = sigmoid(xz_r + a_r)
     n = tanh(xz_n + r a_n);  h_t = (1 - z) n + z h_{t-1}   (xz = x_t W_ih + b).
     Inputs x (B, T, F), w_ih (F, 3U), w_hh (U, 3U), b (3U,), b_hh (3U,), h0 (B, U).
-    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h.
+    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h; with
+    ``sequences=False`` (B, 1, U).
     """
 
     gates = 3
 
-    def forward(self, x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False):
+    def forward(
+        self, x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False, sequences=True
+    ):
         step = get_backend().gru_step_forward
-        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
+        xz = self._setup(x, w_ih, w_hh, b, mask, reverse, sequences)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
         self.b_hh = None if b_hh is None else np.asarray(b_hh, x.dtype)
-        h = np.empty((t + 1, bt, u), x.dtype)
-        g = np.empty((t, bt, 4 * u), x.dtype)
+        h = recycled((t + 1, bt, u), x.dtype)
+        g = recycled((t, bt, 4 * u), x.dtype)
         hz = np.empty((bt, 3 * u), x.dtype)
         h[t if reverse else 0] = h0
         hs, gs, xs, ms, w_hh, b_hh = (
@@ -223,13 +251,14 @@ class GRU(_Sequence):
     def backward(self, grad):
         step = get_backend().gru_step_backward
         gy, (dh,) = self._unpack_grad(grad, 1)
-        t, bt, u = gy.shape
+        t, bt, u = *self.g.shape[:2], dh.shape[1]
         r = int(self.reverse)
-        dxz = workspace("rnn_dz", (t, bt, 3 * u), gy.dtype)  # every row of every step is written
-        dhz = workspace("rnn_dhz", (t, bt, 3 * u), gy.dtype)
+        dxz = workspace("rnn_dz", (t, bt, 3 * u), dh.dtype)  # every row of every step is written
+        dhz = workspace("rnn_dhz", (t, bt, 3 * u), dh.dtype)
         dh_rec = np.zeros_like(dh)
         w_hh_t = np.ascontiguousarray(self.w_hh.T)
-        hs, gs, gys, dxs, dhs = list(self.h), list(self.g), list(gy), list(dxz), list(dhz)
+        hs, gs, dxs, dhs = list(self.h), list(self.g), list(dxz), list(dhz)
+        gys = [None] * t if gy is None else list(gy)
         ms, nxt = self._masks(t), None
         with self._one_blas_thread():  # the per-step GEMMs: too small to split
             for s in reversed(self.steps):
@@ -248,14 +277,15 @@ class SimpleRNN(_Sequence):
     """Elman network: h_t = tanh(x_t W_ih + h_{t-1} W_hh + b).
 
     Inputs x (B, T, F), w_ih (F, U), w_hh (U, U), b (U,), h0 (B, U).
-    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h.
+    Output (B, T + 1, U): h_1..h_T (0 where masked), then the final h; with
+    ``sequences=False`` (B, 1, U).
     """
 
-    def forward(self, x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False):
+    def forward(self, x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False, sequences=True):
         step = get_backend().rnn_step_forward
-        xz = self._setup(x, w_ih, w_hh, b, mask, reverse)
+        xz = self._setup(x, w_ih, w_hh, b, mask, reverse, sequences)
         t, bt, u = xz.shape[0], x.shape[0], self.w_hh.shape[0]
-        h = np.empty((t + 1, bt, u), x.dtype)
+        h = recycled((t + 1, bt, u), x.dtype)
         hz = np.empty((bt, u), x.dtype)
         h[t if reverse else 0] = h0
         hs, xs, ms, w_hh = list(h), list(xz), self._masks(t), self.w_hh
@@ -271,11 +301,12 @@ class SimpleRNN(_Sequence):
     def backward(self, grad):
         step = get_backend().rnn_step_backward
         gy, (dh,) = self._unpack_grad(grad, 1)
-        t, r = gy.shape[0], int(self.reverse)
-        dz = workspace("rnn_dz", gy.shape, gy.dtype)
+        t, r = self.h.shape[0] - 1, int(self.reverse)
+        dz = workspace("rnn_dz", (t, *dh.shape), dh.dtype)
         dh_rec = np.zeros_like(dh)
         w_hh_t = np.ascontiguousarray(self.w_hh.T)
-        hs, gys, dzs, ms, nxt = list(self.h), list(gy), list(dz), self._masks(t), None
+        hs, dzs, ms, nxt = list(self.h), list(dz), self._masks(t), None
+        gys = [None] * t if gy is None else list(gy)
         with self._one_blas_thread():  # the per-step GEMMs: too small to split
             for s in reversed(self.steps):
                 if nxt is not None:
@@ -352,36 +383,41 @@ def _state(s, x, u) -> Tensor:
     return Tensor(np.zeros((x.shape[0], u), x.dtype)) if s is None else s
 
 
-def lstm(x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False):
-    """LSTM over x (B, T, F) -> (outputs (B, T, U), final h (B, U), final c (B, U))."""
+def lstm(x, w_ih, w_hh, b=None, h0=None, c0=None, mask=None, reverse=False, sequences=True):
+    """LSTM over x (B, T, F) -> (outputs (B, T, U), final h (B, U), final c (B, U));
+    outputs None with ``sequences=False`` (only the final states are made)."""
     m = _check("lstm", x, w_ih, w_hh, 4, [b], [h0, c0], mask)
     u = w_hh.shape[0]
     h0, c0 = _state(h0, x, u), _state(c0, x, u)
     b = b if b is not None else Tensor(np.zeros(4 * u, x.dtype))
-    out = LSTM.apply(x, w_ih, w_hh, b, h0, c0, mask=m, reverse=reverse)
-    t = x.shape[1]
-    return out[:, :t], out[:, t], out[:, t + 1]
+    out = LSTM.apply(x, w_ih, w_hh, b, h0, c0, mask=m, reverse=reverse, sequences=sequences)
+    t = x.shape[1] if sequences else 0
+    return out[:, :t] if sequences else None, out[:, t], out[:, t + 1]
 
 
-def gru(x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False):
-    """GRU over x (B, T, F) -> (outputs (B, T, U), final h (B, U))."""
+def gru(x, w_ih, w_hh, b=None, b_hh=None, h0=None, mask=None, reverse=False, sequences=True):
+    """GRU over x (B, T, F) -> (outputs (B, T, U), final h (B, U)); outputs None with
+    ``sequences=False``."""
     m = _check("gru", x, w_ih, w_hh, 3, [b, b_hh], [h0], mask)
     u = w_hh.shape[0]
     zeros = Tensor(np.zeros(3 * u, x.dtype))
     b, b_hh = (zeros if b is None else b), (zeros if b_hh is None else b_hh)
-    out = GRU.apply(x, w_ih, w_hh, b, b_hh, _state(h0, x, u), mask=m, reverse=reverse)
-    t = x.shape[1]
-    return out[:, :t], out[:, t]
+    out = GRU.apply(x, w_ih, w_hh, b, b_hh, _state(h0, x, u), mask=m, reverse=reverse,
+                    sequences=sequences)  # fmt: skip
+    t = x.shape[1] if sequences else 0
+    return out[:, :t] if sequences else None, out[:, t]
 
 
-def simple_rnn(x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False):
-    """Elman RNN (tanh) over x (B, T, F) -> (outputs (B, T, U), final h (B, U))."""
+def simple_rnn(x, w_ih, w_hh, b=None, h0=None, mask=None, reverse=False, sequences=True):
+    """Elman RNN (tanh) over x (B, T, F) -> (outputs (B, T, U), final h (B, U)); outputs
+    None with ``sequences=False``."""
     m = _check("simple_rnn", x, w_ih, w_hh, 1, [b], [h0], mask)
     u = w_hh.shape[0]
     b = b if b is not None else Tensor(np.zeros(u, x.dtype))
-    out = SimpleRNN.apply(x, w_ih, w_hh, b, _state(h0, x, u), mask=m, reverse=reverse)
-    t = x.shape[1]
-    return out[:, :t], out[:, t]
+    out = SimpleRNN.apply(x, w_ih, w_hh, b, _state(h0, x, u), mask=m, reverse=reverse,
+                          sequences=sequences)  # fmt: skip
+    t = x.shape[1] if sequences else 0
+    return out[:, :t] if sequences else None, out[:, t]
 
 
 def embedding(ids, weight: Tensor) -> Tensor:
