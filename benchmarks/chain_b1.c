@@ -5,18 +5,24 @@
  * interleaved rounds, median and p5):
  *
  *   1 thread        the whole chain on the caller
- *   2 threads       the chain as one pool job (a phase per layer: what the runtime runs)
+ *   2 threads       the chain as one pool job of 2 tasks, split by columns with no barrier
+ *                   between layers (what the runtime runs): each thread claims the units of
+ *                   its own panel range of every layer, a unit of layer l waiting only for the
+ *                   column ranges of layer l - 1 it reads; layer 3 goes to the first thread there
  *   share 0 / 1     thread t's panels of every layer, alone on the caller (the bytes one core
  *                   reads in the 2-thread call; thread 0's share includes layer 3)
- *   shares at once  both shares as ONE phase of 2 tasks (no barrier between layers: wrong
- *                   numbers, right bytes): the 2-thread call without its barriers, so the
- *                   cost of two cores reading L3 at once plus the hand-off
+ *   shares at once  both shares as one job of 2 tasks that never wait for each other (wrong
+ *                   numbers, right bytes): the 2-thread call without its waits for the other
+ *                   thread's columns, so the cost of two cores reading L3 at once plus the
+ *                   hand-off
  *   read 1.07 MB    the bound: a 6-stream AVX2 read of a 1.07 MB buffer (L3), same run
  *
  * and, for the 2-thread job, a timeline from rdtsc stamps the kernel's hook (LNN_PK_TRACE)
  * takes around each unit: when the worker starts (after the caller posts), when each thread
  * begins and ends each layer (a unit's time includes its waits for the previous layer's
- * columns). Medians over the calls in which the worker took part in layers 1 and 2.
+ * columns; the hook's own wait stamps, layer -1, are not kept). Each thread's stamps of a
+ * call fill a 64-byte line of their own, so the hook adds no traffic between the cores.
+ * Medians over the calls in which the worker took part in layers 1 and 2.
  *
  *     gcc -O2 -std=gnu11 -pthread -Ikernels/csrc benchmarks/chain_b1.c -o /tmp/chain_b1 &&
  *     /tmp/chain_b1 [rounds]
@@ -39,26 +45,33 @@ static inline int lnn_parallel(lnn_task_fn fn, void *ctx, ptrdiff_t tasks, int t
 {
     return lnn_pool_run(fn, ctx, tasks, threads);
 }
-static inline int lnn_parallel_phases(const lnn_phase_t *phases, int count, int threads)
-{
-    return lnn_pool_run_phases(phases, count, threads);
-}
 
 /* the timeline: the kernel's hook stamps each unit of the column split (first begin, last
- * end per layer and thread; a unit's time includes its waits for the previous layer) */
+ * end per layer and thread; a unit's time includes its waits for the previous layer). A
+ * wait's own stamps (l = -1) are skipped: indexing a layer by them wrote the previous call's
+ * layer 3 row (and, in the first call, memory before the array). One thread's stamps of one
+ * call: a 64-byte line of their own (both threads' in one line made the hook move that line
+ * between the cores while they worked). */
 #define NC 4096
 enum { L = 3 };
+typedef struct {
+    _Alignas(64) unsigned long long start[L]; /* the struct: one 64-byte line */
+    unsigned long long end[L];
+} stamps_t;
+_Static_assert(sizeof(stamps_t) == 64, "a thread's stamps of a call: one line");
 static __thread int me = 1; /* the caller sets 0 */
 static int tracing, cur;
-static unsigned long long post_at[NC], t_start[NC][L][2], t_end[NC][L][2];
+static unsigned long long post_at[NC];
+static stamps_t ts[NC][2]; /* call, thread */
 static inline void stamp(int l, int end)
 {
-    if (!tracing) return;
+    if (!tracing || l < 0) return;
     const unsigned long long v = __rdtsc();
+    stamps_t *s = &ts[cur][me];
     if (end) {
-        if (v > t_end[cur][l][me]) t_end[cur][l][me] = v;
-    } else if (!t_start[cur][l][me] || v < t_start[cur][l][me]) {
-        t_start[cur][l][me] = v;
+        if (v > s->end[l]) s->end[l] = v;
+    } else if (!s->start[l] || v < s->start[l]) {
+        s->start[l] = v;
     }
 }
 #define LNN_PK_TRACE(l, u, end) stamp((int)(l), (end))
@@ -158,7 +171,7 @@ int main(int argc, char **argv)
         outs[l] = aligned_alloc(64, sizeof(float) * np * 16);
     }
     for (int i = 0; i < 784; i++) x[i] = (i % 13) / 13.0f;
-    rb = aligned_alloc(64, 1065 * 1000);
+    rb = aligned_alloc(64, 1065 * 1000 + 24); /* a size of whole 64-byte lines */
     for (int i = 0; i < 1065 * 1000 / 4; i++) rb[i] = 1;
     me = 0;
     chain(2); /* start the worker */
@@ -199,8 +212,7 @@ int main(int argc, char **argv)
     const double tick_us = (now() - c0) * 1e6 / (double)(__rdtsc() - k0);
     tracing = 1;
     for (cur = 0; cur < NC; cur++) {
-        memset(t_start[cur], 0, sizeof t_start[cur]);
-        memset(t_end[cur], 0, sizeof t_end[cur]);
+        memset(ts[cur], 0, sizeof ts[cur]);
         post_at[cur] = __rdtsc();
         chain(2);
     }
@@ -208,17 +220,18 @@ int main(int argc, char **argv)
     static double col[8][NC];
     int n = 0; /* calls in which the worker ran tasks of layers 1 and 2 */
     for (int c = 0; c < NC; c++) {
-        if (!t_start[c][0][1] || !t_start[c][1][1]) continue;
+        const stamps_t *a = &ts[c][0], *w = &ts[c][1]; /* caller, worker */
+        if (!w->start[0] || !w->start[1]) continue;
         const double p = (double)post_at[c];
 #define US(v) (((double)(v) - p) * tick_us)
-        col[0][n] = US(t_start[c][0][1]); /* worker starts layer 1 */
-        col[1][n] = US(t_end[c][0][0]);   /* caller ends layer 1 */
-        col[2][n] = US(t_end[c][0][1]);   /* worker ends layer 1 */
-        col[3][n] = US(t_start[c][1][0]); /* caller starts layer 2 */
-        col[4][n] = US(t_start[c][1][1]); /* worker starts layer 2 */
-        col[5][n] = US(t_end[c][1][0]);   /* caller ends layer 2 */
-        col[6][n] = US(t_end[c][1][1]);   /* worker ends layer 2 */
-        col[7][n] = US(t_end[c][2][0] > t_end[c][2][1] ? t_end[c][2][0] : t_end[c][2][1]);
+        col[0][n] = US(w->start[0]); /* worker starts layer 1 */
+        col[1][n] = US(a->end[0]);   /* caller ends layer 1 */
+        col[2][n] = US(w->end[0]);   /* worker ends layer 1 */
+        col[3][n] = US(a->start[1]); /* caller starts layer 2 */
+        col[4][n] = US(w->start[1]); /* worker starts layer 2 */
+        col[5][n] = US(a->end[1]);   /* caller ends layer 2 */
+        col[6][n] = US(w->end[1]);   /* worker ends layer 2 */
+        col[7][n] = US(a->end[2] > w->end[2] ? a->end[2] : w->end[2]);
         n++;
     }
     const char *names[8] = {"worker starts layer 1", "caller ends layer 1",

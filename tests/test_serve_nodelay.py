@@ -92,12 +92,11 @@ def test_accepted_connections_have_tcp_nodelay(monkeypatch, config, made):
         sock.bind(("127.0.0.1", 0))
         port, kw = sock.getsockname()[1], {"sockets": [sock]}
     else:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        kw = {"port": port}
+        kw = {"port": 0}  # the kernel picks a free port as serve binds (none probed before)
     server, thread = _serve_in_thread(monkeypatch, config, log_level="error", **kw)
     try:
+        if made == "bound by serve":
+            port = server.servers[0].sockets[0].getsockname()[1]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             for _ in range(3):  # one kept-alive connection, asked three times
                 r = client.post("/v1/models/m:predict", json={"rows": np.ones((1, 4)).tolist()})
