@@ -73,15 +73,18 @@ def test_a_worker_on_its_callers_cpu_is_moved_off_until_it_goes_idle():
     _pool.set_spin_us(60e6)           # the worker keeps spinning (no sleep) meanwhile
     job()                              # starts the worker
     (w,) = _pool.worker_ids()
-    assert os.sched_getaffinity(w) == set(cpus)
+    # Linux may have started it on the caller's CPU (a busy machine: another test process on
+    # the other CPU), and the rule moved it already: it has its CPUs back after a second idle
+    until(lambda: os.sched_getaffinity(w) == set(cpus))
+    n0 = _pool.stats()["nudges"]
     os.sched_setaffinity(0, {c})       # the caller on CPU c ...
     os.sched_setaffinity(w, {c})       # ... and the worker queued there too
     _pool.start_trace(1000)
-    job_until_moved()
+    job_until_moved(want=n0 + 1)
     rec = _pool.stop_trace()
     assert rec["caller_cpu"][-1] == c
     st = _pool.stats()
-    assert st["nudges"] == 1, st
+    assert st["nudges"] == n0 + 1, st
 
     def kept_off():
         # off the caller's CPU; unless its new CPU proved busy (another engineer's work on a
@@ -94,7 +97,7 @@ def test_a_worker_on_its_callers_cpu_is_moved_off_until_it_goes_idle():
 
     moved = kept_off()
     job()                              # within the burst: no second move
-    assert _pool.stats()["nudges"] == 1
+    assert _pool.stats()["nudges"] == n0 + 1
     moved = moved and kept_off()
     _pool.set_spin_us(0)               # idle now: the worker sleeps, still off c ...
     until(lambda: _pool.stats()["sleeps"] > 0)
