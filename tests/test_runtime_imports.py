@@ -52,10 +52,7 @@ LEPTON = {
     "lepton_nn.runtime.record",
     "lepton_nn.runtime.shapes",
     "lepton_nn.runtime.steps",
-    "lepton_nn.runtime.steps_conv",
     "lepton_nn.runtime.steps_dense",
-    "lepton_nn.runtime.steps_extra",
-    "lepton_nn.runtime.steps_recurrent",
     "lepton_nn.runtime.validate",
 }
 # top-level standard-library packages it may add to NumPy's (loading a file needs zip, JSON,
@@ -65,6 +62,11 @@ STDLIB = {
     "errno", "fnmatch", "functools", "hashlib", "importlib", "io", "ipaddress",
     "itertools", "json", "lzma", "ntpath", "pathlib", "posixpath", "shutil", "stat", "struct",
     "threading", "urllib", "zipfile", "zlib",
+}  # fmt: skip
+# the steps of convolutions, recurrent and interchange layers: imported when a model has some
+LAYER_STEPS = {
+    "lepton_nn.runtime.steps_conv", "lepton_nn.runtime.steps_extra",
+    "lepton_nn.runtime.steps_recurrent",
 }  # fmt: skip
 # never at import: training, layers, JIT, converters, optional extras, saving
 FORBIDDEN = {
@@ -219,4 +221,8 @@ def test_load_and_predict_import_only_the_kernel_modules_the_plan_runs(tmp_path,
     loaded = set(json.loads(out.stdout))
     assert "lepton_nn.kernels._dense" in loaded
     assert loaded & _EXTENSIONS == needs, sorted(loaded)
+    # and only the step modules of its layers (a Dense-only model: none of them)
+    steps = {"mlp": set(), "lstm": {"lepton_nn.runtime.steps_recurrent"},
+             "cnn": {"lepton_nn.runtime.steps_conv"}}[kind]  # fmt: skip
+    assert loaded & LAYER_STEPS == steps, sorted(loaded)
     assert "lepton_nn.runtime.preprocess" not in loaded  # tabular files only

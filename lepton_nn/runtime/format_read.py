@@ -441,8 +441,11 @@ def _read_stored(
     """A stored member's data straight from the file into ``view`` (the array's bytes): one
     copy, where zipfile's reader makes three (its read, a join, the copy into the array),
     each in fresh memory; a fresh page costs a fault (~10 us here: ~5 ms a W2 load). The
-    checks are zipfile's: the stored size, the data inside the file, the CRC-32 (zipfile
-    has checked the local header in ``open``); and the SHA-256 over all of it."""
+    checks: the stored size, the data inside the file (zipfile has checked the local header
+    in ``open``) and the manifest's SHA-256 over the whole member (header and data). The
+    zip's CRC-32 is not computed: the SHA-256, itself under the manifest's digest, finds
+    every change a CRC would (~1.2 ms less for W2's 2.1 MB); deflated members still get
+    zipfile's CRC check, which comes with inflating."""
     if info.compress_size != info.file_size:
         raise ModelFormatError(
             f"{where}: stored member of {info.file_size} bytes takes {info.compress_size}"
@@ -458,6 +461,4 @@ def _read_stored(
             raise ModelFormatError(f"{where}: truncated data ({pos} of {n} bytes)")
         pos += got
     fh.remaining = 0
-    fh.sha.update(view)
-    if zlib.crc32(view, fh.crc) != info.CRC:
-        raise ModelFormatError(f"{where}: CRC-32 mismatch (the file is damaged)")
+    fh.sha.update(view)  # checked by the caller

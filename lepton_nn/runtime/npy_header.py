@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-import zlib
 from typing import IO
 
 import numpy as np
@@ -28,20 +27,18 @@ _NPY_ITEM_RE = re.compile(
 
 class _HashingReader:
     """A read-only view of a member that hashes what is read and never reads past ``limit``
-    (SHA-256; ``read`` also the CRC-32, which a direct read of a stored member's data goes
-    on with: the header is read here, the data by :func:`.format_read._read_stored`)."""
+    (SHA-256; the header is read here, a stored member's data by
+    :func:`.format_read._read_stored`, which goes on with the same hash)."""
 
     def __init__(self, raw: IO[bytes], limit: int) -> None:
         self.raw = raw
         self.remaining = limit
         self.sha = hashlib.sha256()
-        self.crc = 0
 
     def read(self, n: int) -> bytes:
         data = self.raw.read(max(0, min(n, self.remaining)))
         self.remaining -= len(data)
         self.sha.update(data)
-        self.crc = zlib.crc32(data, self.crc)
         return data
 
     def readinto(self, buf: memoryview) -> int:

@@ -5,10 +5,18 @@ a ``ModelFormatError`` naming the layer.
 
 A parser is ``parse(prefix, config, per-sample shape, params, dtype, label) -> (steps, output
 per-sample shape, activation name or None)``; :data:`PARSERS` maps a layer class to its own.
+
+The steps of convolutions and pooling (:mod:`.steps_conv`), recurrent layers
+(:mod:`.steps_recurrent`) and the interchange layers (:mod:`.steps_extra`) are imported by
+the parser that makes them, the first time a plan meets such a layer (:func:`steps_of`), not
+with the runtime: a process serving a Dense model never pays for them (cold start). Code that
+asks whether a step is one of theirs uses :func:`step_types`, which imports nothing.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -27,9 +35,6 @@ from lepton_nn.errors import ModelFormatError
 
 from .compression import Int8Weight
 from .steps import AffineStep, EmbeddingStep, LayerNormStep
-from .steps_conv import ConvStep, GlobalAvgPoolStep, Int8ConvStep, PoolStep, grouped_conv_step
-from .steps_extra import ElementwiseStep, PadStep, PermuteStep
-from .steps_recurrent import RecurrentStep
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,11 +47,27 @@ __all__ = [
     "gelu_name",
     "pad_config",
     "pool_geometry",
+    "step_types",
+    "steps_of",
 ]
 
 
 def _fail(msg: str) -> ModelFormatError:
     return ModelFormatError(msg)
+
+
+def steps_of(module: str) -> Any:
+    """Step module ``module`` of this package (``"steps_conv"``, ``"steps_recurrent"``,
+    ``"steps_extra"``), imported at its first use."""
+    return importlib.import_module(f"{__package__}.{module}")
+
+
+def step_types(module: str, *names: str) -> tuple[type, ...]:
+    """The classes ``names`` of step module ``module`` if it is imported, else ``()``: no
+    step of a module not imported yet exists, so ``isinstance(step, step_types(...))`` is
+    right without importing it."""
+    mod = sys.modules.get(f"{__package__}.{module}")
+    return tuple(getattr(mod, n) for n in names) if mod is not None else ()
 
 
 # --------------------------------------------------------------------------- geometry
@@ -121,12 +142,13 @@ def _conv(prefix, config, width, params, dtype, label):
     bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
     act = activation_name(config.get("activation"), label)
     code = ACT_CODE.get(act, 0)
+    conv = steps_of("steps_conv")
     if groups > 1:
         if isinstance(weight, Int8Weight):
             raise _fail(f"{label}: an int8 grouped convolution is not supported")
-        step: Any = grouped_conv_step(label, weight, bias, code, geom, width, (oh, ow), groups)
+        step: Any = conv.grouped_conv_step(label, weight, bias, code, geom, width, (oh, ow), groups)
     else:
-        cls = Int8ConvStep if isinstance(weight, Int8Weight) else ConvStep
+        cls = conv.Int8ConvStep if isinstance(weight, Int8Weight) else conv.ConvStep
         step = cls(label, weight, bias, code, geom, width, (oh, ow))
     return [step], (filters, oh, ow), act
 
@@ -166,14 +188,15 @@ def _pool(kind):
     def parse(prefix, config, width, params, dtype, label):
         geom, (oh, ow), count_pad = pool_geometry(config, width, label)
         c = width[0]
-        return [PoolStep(label, kind, geom, count_pad, c, (oh, ow))], (c, oh, ow), None
+        step = steps_of("steps_conv").PoolStep(label, kind, geom, count_pad, c, (oh, ow))
+        return [step], (c, oh, ow), None
 
     return parse
 
 
 def _global_avg(prefix, config, width, params, dtype, label):
     c, _, _ = _image(width, label)
-    return [GlobalAvgPoolStep(label, c)], (c,), None
+    return [steps_of("steps_conv").GlobalAvgPoolStep(label, c)], (c,), None
 
 
 def _batch_norm(prefix, config, width, params, dtype, label):
@@ -218,7 +241,8 @@ def _recurrent(cell):
             raise _fail(f"{label}: return_sequences and bidirectional must be true or false")
         sequences, bidirectional = flags
         use_bias = config.get("use_bias", True)
-        g = RecurrentStep.GATES[cell]
+        recurrent = steps_of("steps_recurrent").RecurrentStep
+        g = recurrent.GATES[cell]
         check_scratch((t + 1) * (8 + g) * u + t * f, label, ModelFormatError)
         dirs = []
         for d in ("", "_reverse") if bidirectional else ("",):
@@ -231,7 +255,7 @@ def _recurrent(cell):
             dirs.append((w_ih, w_hh, b, b_hh, bool(d)))
         width_out = u * len(dirs)
         out = (t, width_out) if sequences else (width_out,)
-        return [RecurrentStep(label, cell, dirs, u, t, sequences)], out, None
+        return [recurrent(label, cell, dirs, u, t, sequences)], out, None
 
     return parse
 
@@ -282,10 +306,11 @@ def _conv1d(prefix, config, width, params, dtype, label):
     bias = params.take(f"{prefix}bias", (filters,), dtype, label) if use_bias else None
     act = activation_name(config.get("activation"), label)
     args = (label, weight, bias, ACT_CODE.get(act, 0), geom, (c, 1, length), (oh, ow))
+    conv = steps_of("steps_conv")
     if groups > 1:
-        step: Any = grouped_conv_step(*args, groups, one_d=True)
+        step: Any = conv.grouped_conv_step(*args, groups, one_d=True)
     else:
-        step = ConvStep(*args, one_d=True)
+        step = conv.ConvStep(*args, one_d=True)
     return [step], (filters, ow), act
 
 
@@ -318,14 +343,15 @@ def pad_config(config: dict, width: tuple[int, ...], n_axes: int, label: str):
 def _pad(n_axes: int):
     def parse(prefix, config, width, params, dtype, label):
         pairs, mode, value, out = pad_config(config, width, n_axes, label)
-        return [PadStep(label, pairs, mode, value, width)], out, None
+        return [steps_of("steps_extra").PadStep(label, pairs, mode, value, width)], out, None
 
     return parse
 
 
 def _permute(prefix, config, width, params, dtype, label):
     dims = permute_dims(config.get("dims"), len(width))  # (checked by the shape rule)
-    return [PermuteStep(label, dims, width)], tuple(width[d - 1] for d in dims), None
+    step = steps_of("steps_extra").PermuteStep(label, dims, width)
+    return [step], tuple(width[d - 1] for d in dims), None
 
 
 def _number(config: dict, key: str, default, label: str, optional: bool = False):
@@ -364,7 +390,8 @@ def qdq_problem(scale: float, zero_point: float, qmin: float, qmax: float) -> st
 
 def _elementwise_layer(name: str):
     def parse(prefix, config, width, params, dtype, label):
-        return [ElementwiseStep(label, name, elementwise_params(name, config, label))], width, None
+        args = elementwise_params(name, config, label)
+        return [steps_of("steps_extra").ElementwiseStep(label, name, args)], width, None
 
     return parse
 

@@ -62,11 +62,10 @@ from .aliasing import check_threaded_aliasing
 from .compression import CSRWeight, Int8Weight, csr_arrays, parse_compression
 from .graph import Arena, Chain, Plan, bind_chains, contract, parse_graph
 from .kernels import kernels
-from .parsers import PARSERS, activation_name, gelu_name
+from .parsers import PARSERS, activation_name, gelu_name, step_types, steps_of
 from .record import Record
 from .shapes import walk_layers
 from .steps import PARALLEL_MIN_ROWS, AffineStep, Int8DenseStep, blas_in_threads, on_pool
-from .steps_conv import ConvChainStep, ConvStep, Int8ConvStep, PoolStep
 from .steps_dense import (
     ActivationStep,
     DenseStep,
@@ -77,8 +76,6 @@ from .steps_dense import (
     Step,
     _Ctx,
 )
-from .steps_extra import ElementwiseStep
-from .steps_recurrent import RecurrentStep
 from .validate import validate_network
 
 __all__ = ["Network", "Plan", "parse_network", "SPARSE_MAX_DENSITY", "PARALLEL_MIN_ROWS"]
@@ -245,7 +242,8 @@ class Network(Record):
     @property
     def steps_in_time(self) -> int | None:
         """The time steps T of the network's recurrent layers (None without any)."""
-        ts = {s.t for s in self.steps if isinstance(s, RecurrentStep)}
+        recurrent = step_types("steps_recurrent", "RecurrentStep")
+        ts = {s.t for s in self.steps if isinstance(s, recurrent)}
         return ts.pop() if len(ts) == 1 else None
 
     def plan(self, n: int, threads: int = 1, sparse: str = "auto", lengths: bool = False) -> Plan:
@@ -523,7 +521,7 @@ def _unfused_activation(label: str, act: str | None) -> list[Step]:
     if act in ("softmax", "log_softmax"):
         return [SoftmaxStep(label, act == "log_softmax")]
     if act in EXTRA_ACTIVATIONS:
-        return [ElementwiseStep(label, act)]
+        return [steps_of("steps_extra").ElementwiseStep(label, act)]
     return []
 
 
@@ -532,22 +530,19 @@ def _fuse(steps: list[Step]) -> list[Step]:
     convolution's weights and bias), an activation (when that step has none), and a max pool
     (into a float or int8 convolution: pooled chunk by chunk in cache). Conv -> BatchNorm ->
     ReLU -> MaxPool becomes one step."""
+    convs = step_types("steps_conv", "ConvStep", "Int8ConvStep")  # () if no conv step exists
+    pools = step_types("steps_conv", "PoolStep")
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        linear = isinstance(prev, (DenseStep, Int8DenseStep, ConvStep, Int8ConvStep))
+        linear = isinstance(prev, (DenseStep, Int8DenseStep, *convs))
         # nothing folded after its product yet: no activation, no pool
         bare = linear and prev.act == 0 and getattr(prev, "pool", None) is None
-        if isinstance(s, AffineStep) and bare and type(prev) in (DenseStep, ConvStep):
+        if isinstance(s, AffineStep) and bare and type(prev) in (DenseStep, *convs[:1]):
             prev.fold_scale(*s.as_scale())  # float weights only (not int8, not sparse)
         elif isinstance(s, ActivationStep) and bare:
             prev.act = s.act
-        elif (
-            isinstance(s, PoolStep)
-            and s.pool == "max"
-            and isinstance(prev, (ConvStep, Int8ConvStep))
-            and not prev.pool
-        ):
+        elif isinstance(s, pools) and s.pool == "max" and isinstance(prev, convs) and not prev.pool:
             prev.pool = (*s.geom, *s.out_hw)
         else:
             out.append(s)
@@ -559,16 +554,20 @@ def _fuse(steps: list[Step]) -> list[Step]:
 def _chain_convs(steps: list[Step]) -> list[Step]:
     """Runs of float 2-D convolutions one after the other as one :class:`ConvChainStep`
     (image by image through all of them, where each takes the direct kernel)."""
+    types = step_types("steps_conv", "ConvStep", "ConvChainStep")
+    if not types:
+        return steps  # the convolution steps' module is not imported: there is none
+    conv, chain = types
     out: list[Step] = []
     for s in steps:
         prev = out[-1] if out else None
-        if type(s) is ConvStep and not s.one_d:
-            if isinstance(prev, ConvChainStep):
+        if type(s) is conv and not s.one_d:
+            if isinstance(prev, chain):
                 prev.parts.append(s)
                 prev.label = f"{prev.label} -> {s.label}"
                 continue
-            if type(prev) is ConvStep and not prev.one_d:
-                out[-1] = ConvChainStep([prev, s])
+            if type(prev) is conv and not prev.one_d:
+                out[-1] = chain([prev, s])
                 continue
         out.append(s)
     return out
