@@ -179,7 +179,8 @@ def test_one_spin_hint_in_the_kernels():
 
 # Each extension's twin tests, run on the portable-only build (-DLEPTON_NO_SIMD) of every
 # extension at once; ``-k`` leaves out the Numba backend's cases (and its JIT compiles). The
-# pool has no SIMD: every threaded test here runs on it.
+# pool has no SIMD: every threaded test here runs on it. In one process (``no:xdist``): the
+# modules it imported are listed after the run.
 TWIN_TESTS = {
     "conv": ("test_conv_direct.py", "test_conv_winograd.py"),
     "dense": ("test_kernels_parity.py", "test_dense_packed.py", "test_dense_chain.py"),
@@ -194,7 +195,9 @@ SELECT = " and ".join(f"not {name}" for name in ("numba", *NOT_TWINS))
 RUN_TWINS = """
 import sys
 import pytest
-code = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-k", sys.argv[1], *sys.argv[2:]])
+code = pytest.main(
+    ["-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist", "-k", sys.argv[1], *sys.argv[2:]]
+)
 for name in sorted(n for n in sys.modules if n.startswith("lepton_nn.kernels._")):
     mod = sys.modules[name]
     isas = list(mod.supported_isas()) if hasattr(mod, "supported_isas") else None
