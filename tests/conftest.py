@@ -33,6 +33,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     ``pytest benchmarks`` (timed, never in parallel) is left alone. ``-n N`` picks N workers,
     ``-n 0`` or ``--pdb`` one process. Not in a worker (``workerinput``): a worker's
     ``numprocesses`` is None too, and setting it there would start workers of workers.
+
+    Whole modules go to one worker (``--dist loadscope`` unless ``--dist`` is given): many
+    modules build a costly fixture once for all their tests (a trained model, a cluster, the
+    portable build of every extension), which a per-test split would build once per worker.
     """
     if hasattr(config, "workerinput") or not config.pluginmanager.hasplugin("xdist"):
         return
@@ -40,3 +44,15 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         if (cpus or 1) > 1:
             config.option.numprocesses = min(MAX_WORKERS, cpus)
+            if config.option.dist == "no":
+                config.option.dist = "loadscope"
+
+
+# the modules that take longest (minutes: they compile every extension again), first: a
+# worker that took them last would run on alone at the end of the suite
+SLOW_FIRST = ("test_portable_build.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Collect :data:`SLOW_FIRST`'s tests first (a stable sort: the rest keep their order)."""
+    items.sort(key=lambda item: item.path.name not in SLOW_FIRST)
