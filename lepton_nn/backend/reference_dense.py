@@ -22,6 +22,7 @@ from .reference_common import (
     TANH,
     _along_axis1,
     _sigmoid,
+    zeros_aligned,
 )
 
 
@@ -121,9 +122,7 @@ class DenseTwins:
         The only form of W that ``dense_packed_forward`` reads (layout, no arithmetic)."""
         k, n = w.shape
         p = -(-n // 16)
-        raw = np.zeros(p * k * 16 + 16, np.float32)
-        skip = (-raw.ctypes.data % 64) // 4
-        panels = raw[skip : skip + p * k * 16].reshape(p, k, 16)
+        panels = zeros_aligned(p * k * 16).reshape(p, k, 16)
         full = n // 16
         if full:  # panels[p, k] = W[k, 16p:16p+16]: a transpose of (K, full) 64-byte blocks,
             # copied a block at a time (a float at a time, 16 to an inner loop, was ~2x slower)

@@ -19,6 +19,7 @@ from lepton_nn.backend.geometry import (
     conv_direct_scratch,
 )
 from lepton_nn.backend.reference import ReferenceBackend
+from lepton_nn.backend.reference_common import zeros_aligned
 from lepton_nn.backend.threads import (
     threads_for,
 )
@@ -39,18 +40,6 @@ __all__ = [
     "PoolStep",
     "grouped_conv_step",
 ]
-
-
-def _scratch(size: int) -> np.ndarray:
-    """``size`` float32 zeros starting on a 64-byte boundary: the direct and Winograd kernels'
-    scratch, read and written in vectors of 8 floats at multiples of 8 from its start, which
-    then never straddle a cache line. (np.zeros aligns to 16 bytes only, so which of
-    those straddled was down to each process's malloc: the CNN of bench_vs_ort.py at batch
-    64 took 6-9 % more thread CPU per conv chain call with its scratch at 16 or 48 bytes
-    past a line than at 0 or 32, interleaved in one process.)"""
-    raw = np.zeros(size + 16, np.float32)
-    skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip : skip + size]
 
 
 class ConvStep:
@@ -130,7 +119,10 @@ class ConvStep:
         size = oh * ow if self.pool is None else self.pool[6] * self.pool[7]
         y = out_buffer(ctx, (n, o, size), ctx.dtype)
         shifted, zshape = conv_direct_scratch(self.in_shape[0], o, self.geom, oh, ow, self.pool)
-        scratch = (_scratch(shifted), _scratch(zshape))
+        # the kernels' scratch on 64-byte boundaries (vectors of 8 floats from its start): at
+        # np.zeros' 16 bytes, the CNN of bench_vs_ort.py at batch 64 took 6-9 % more thread
+        # CPU a conv chain call with it 16 or 48 bytes past a line (interleaved, one process)
+        scratch = (zeros_aligned(shifted), zeros_aligned(zshape))
         head = (self.packed(k), self.b, self.act, self.geom, oh, ow, self.pool)
         shape = (n, o, *((oh, ow) if self.pool is None else self.pool[6:]))
         counter = np.zeros(1, np.int64)  # the kernel called straight (no dispatch)
@@ -196,10 +188,10 @@ class ConvChainStep:
 
         def scratch():  # s, z for the largest layer; m0, m1 for the outputs between
             return (
-                _scratch(max(s for (s, _), _ in sizes)),
-                _scratch(max(z for (_, z), _ in sizes)),
-                _scratch(max(mids[0::2], default=1)),
-                _scratch(max(mids[1::2], default=1)),
+                zeros_aligned(max(s for (s, _), _ in sizes)),
+                zeros_aligned(max(z for (_, z), _ in sizes)),
+                zeros_aligned(max(mids[0::2], default=1)),
+                zeros_aligned(max(mids[1::2], default=1)),
             )
 
         sets, layers = [scratch() for _ in range(threads)], tuple(layers)
