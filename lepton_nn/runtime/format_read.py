@@ -425,12 +425,7 @@ def _read_array(
 
 def _read_through(raw: IO[bytes], fh: _HashingReader, view: memoryview, n: int, where: str) -> None:
     """The data through zipfile's member reader (deflated, or a source without readinto)."""
-    pos = 0
-    while pos < n:
-        got = fh.readinto(view[pos : pos + _CHUNK])
-        if not got:
-            raise ModelFormatError(f"{where}: truncated data ({pos} of {n} bytes)")
-        pos += got
+    _fill(fh.readinto, view[:n], _CHUNK, where)
     if raw.read(1):  # also lets zipfile finish its CRC check
         raise ModelFormatError(f"{where}: trailing bytes after the array data")
 
@@ -454,11 +449,17 @@ def _read_stored(
     name_len, extra_len = struct.unpack("<HH", fp.read(4))
     fp.seek(info.header_offset + 30 + name_len + extra_len + info.file_size - fh.remaining)
     n = fh.remaining
-    pos = 0
+    _fill(fp.readinto, view[:n], n, where)
+    fh.remaining = 0
+    fh.sha.update(view)  # checked by the caller
+
+
+def _fill(readinto, view: memoryview, chunk: int, where: str) -> None:
+    """Fill ``view`` by ``readinto`` calls of at most ``chunk`` bytes; a source that ends
+    first is a truncated member."""
+    pos, n = 0, len(view)
     while pos < n:
-        got = fp.readinto(view[pos:n])
+        got = readinto(view[pos : pos + chunk])
         if not got:
             raise ModelFormatError(f"{where}: truncated data ({pos} of {n} bytes)")
         pos += got
-    fh.remaining = 0
-    fh.sha.update(view)  # checked by the caller
